@@ -1,0 +1,207 @@
+"""ServiceOrders: the one application object every door (API, Kafka, CLI) calls.
+
+Each method is a use case: load the order, call one domain method, save. Persistence is
+configured entirely by the `env` the composition root passes in (never `os.environ`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import Environment, get_topic
+
+from .catalog import Catalog
+from .codec import OrjsonTranscoder, PydanticMapper
+from .errors import ConcurrencyConflict, OrderNotFound
+from .events import OrderEvent
+from .order import ServiceOrder, order_id_for
+from .values import CommandContext, HeaderChange, ItemState, OrderHeader, OrderItem, Place
+
+
+class ServiceOrders(Application[UUID]):
+    name = "serviceorders"
+    env: ClassVar[dict[str, str]] = {
+        "MAPPER_TOPIC": get_topic(PydanticMapper),
+        "TRANSCODER_TOPIC": get_topic(OrjsonTranscoder),
+        "IS_SNAPSHOTTING_ENABLED": "y",
+    }
+
+    def __init__(self, env: Mapping[str, str], catalog: Catalog | None = None,
+                 snapshot_interval: int = 50, four_eyes: bool = True) -> None:
+        self.catalog = catalog or Catalog.default()
+        self.four_eyes = four_eyes
+        self.snapshotting_intervals = {ServiceOrder: snapshot_interval} if snapshot_interval else {}
+        super().__init__(env=dict(env))
+
+    def construct_env(self, name: str, env: Any = None) -> Environment:
+        # Unlike the library default, never merge os.environ: the settings are complete.
+        return Environment(name, {**type(self).env, **(env or {})})
+
+    # ------------------------------------------------------------------ creation
+    def receive_order(self, ctx: CommandContext, header: OrderHeader,
+                      items: Iterable[OrderItem], order_id: UUID | None = None
+                      ) -> tuple[UUID, bool]:
+        """Create and submit a complete order; the same order again changes nothing.
+
+        Returns the order id and whether it was created now.
+        """
+        order_id = order_id or order_id_for(header.external_id)
+        if header.external_id and self.exists(order_id):
+            return order_id, False
+        order = ServiceOrder.receive(ctx, header, items, self.catalog, order_id)
+        try:
+            self.save(order)
+        except IntegrityError:
+            if header.external_id:  # created concurrently through another door
+                return order_id, False
+            raise ConcurrencyConflict(order_id, "the order id is taken") from None
+        return order_id, True
+
+    def draft_order(self, ctx: CommandContext, header: OrderHeader) -> UUID:
+        order = ServiceOrder.draft(ctx, header)
+        self._save(order)
+        return order.id
+
+    # ------------------------------------------------------------ manual capture
+    def add_line(self, ctx: CommandContext, order_id: UUID, item: OrderItem) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.add_line(ctx, item)
+        return self._save(order)
+
+    def configure_line(self, ctx: CommandContext, order_id: UUID, item_id: str,
+                       characteristics: dict[str, Any] | None = None,
+                       cleared: Iterable[str] = (), place: Place | None = None,
+                       quantity: int | None = None,
+                       depends_on: Iterable[str] | None = None) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.configure_line(ctx, item_id, characteristics, cleared, place, quantity, depends_on)
+        return self._save(order)
+
+    def remove_line(self, ctx: CommandContext, order_id: UUID, item_id: str) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.remove_line(ctx, item_id)
+        return self._save(order)
+
+    def submit(self, ctx: CommandContext, order_id: UUID) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.submit(ctx, self.catalog)
+        return self._save(order)
+
+    # -------------------------------------------------------------------- review
+    def approve(self, ctx: CommandContext, order_id: UUID, note: str | None = None
+                ) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.approve(ctx, note, four_eyes=self.four_eyes)
+        return self._save(order)
+
+    def reject(self, ctx: CommandContext, order_id: UUID, reason: str) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.reject(ctx, reason, four_eyes=self.four_eyes)
+        return self._save(order)
+
+    # ---------------------------------------------------------------- fulfilment
+    def hold(self, ctx: CommandContext, order_id: UUID, reason: str) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.hold(ctx, reason)
+        return self._save(order)
+
+    def resume(self, ctx: CommandContext, order_id: UUID, note: str | None = None
+               ) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.resume(ctx, note)
+        return self._save(order)
+
+    def request_information(self, ctx: CommandContext, order_id: UUID, information: str
+                            ) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.request_information(ctx, information)
+        return self._save(order)
+
+    def provide_information(self, ctx: CommandContext, order_id: UUID, information: str
+                            ) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.provide_information(ctx, information)
+        return self._save(order)
+
+    def change_item_state(self, ctx: CommandContext, order_id: UUID, item_id: str,
+                          state: ItemState, reason: str | None = None) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.change_item_state(ctx, item_id, state, reason)
+        return self._save(order)
+
+    def reach_point_of_no_return(self, ctx: CommandContext, order_id: UUID,
+                                 note: str | None = None) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.reach_point_of_no_return(ctx, note)
+        return self._save(order)
+
+    def revise(self, ctx: CommandContext, order_id: UUID, items: Iterable[OrderItem] = (),
+               removed_item_ids: Iterable[str] = (), header: HeaderChange | None = None
+               ) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.revise(ctx, self.catalog, items, removed_item_ids, header)
+        return self._save(order)
+
+    # -------------------------------------------------------------- cancellation
+    def request_cancellation(self, ctx: CommandContext, order_id: UUID,
+                             reason: str | None = None,
+                             requested_date: datetime | None = None) -> str:
+        order = self.get_order(order_id)
+        request_id = order.request_cancellation(ctx, reason, requested_date)
+        self._save(order)
+        return request_id
+
+    def approve_cancellation(self, ctx: CommandContext, order_id: UUID,
+                             note: str | None = None) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.approve_cancellation(ctx, note)
+        return self._save(order)
+
+    def deny_cancellation(self, ctx: CommandContext, order_id: UUID, reason: str
+                          ) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.deny_cancellation(ctx, reason)
+        return self._save(order)
+
+    def cancel(self, ctx: CommandContext, order_id: UUID, reason: str | None = None
+               ) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.cancel(ctx, reason)
+        return self._save(order)
+
+    def add_note(self, ctx: CommandContext, order_id: UUID, text: str) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.add_note(ctx, text)
+        return self._save(order)
+
+    # --------------------------------------------------------------------- reads
+    def get_order(self, order_id: UUID, version: int | None = None) -> ServiceOrder:
+        try:
+            return self.repository.get(order_id, version=version)
+        except AggregateNotFoundError:
+            raise OrderNotFound(order_id) from None
+
+    def find_by_external_id(self, external_id: str) -> ServiceOrder:
+        return self.get_order(order_id_for(external_id))
+
+    def exists(self, order_id: UUID) -> bool:
+        return bool(self.recorder.select_events(order_id, limit=1))
+
+    def history(self, order_id: UUID) -> list[OrderEvent]:
+        events = list(self.events.get(order_id))
+        if not events:
+            raise OrderNotFound(order_id)
+        return events  # type: ignore[return-value]
+
+    # -------------------------------------------------------------------- saving
+    def _save(self, order: ServiceOrder) -> ServiceOrder:
+        try:
+            self.save(order)
+        except IntegrityError as e:
+            raise ConcurrencyConflict(order.id, "reload the order and try again") from e
+        return order

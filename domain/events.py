@@ -1,0 +1,304 @@
+"""The ServiceOrder's events: explicit, past tense, with stable topics and class versions.
+
+Every event carries the same envelope (who, from where, correlation and causation, time)
+and the hash chaining it to the previous event of the same order (see `chain.py`).
+Events are pydantic models; `codec.py` stores them as JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import CanInitAggregate, CanMutateAggregate
+from eventsourcing.utils import register_topic
+from pydantic import BaseModel, ConfigDict
+
+from .chain import event_hash
+from .values import (
+    Actor,
+    HeaderChange,
+    ItemState,
+    Note,
+    OrderHeader,
+    OrderItem,
+    OrderState,
+    Problem,
+    Source,
+)
+
+if TYPE_CHECKING:
+    from .order import ServiceOrder
+
+TOPIC_PREFIX = "serviceorders.order:"
+
+
+class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
+    """Base of all order events: the envelope and the hash chain."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    TOPIC: ClassVar[str]
+    class_version: ClassVar[int] = 1
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime
+    actor: Actor
+    source: Source
+    correlation_id: str
+    causation_id: str | None = None
+    prev_hash: str
+    hash: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.TOPIC = TOPIC_PREFIX + cls.__name__
+        register_topic(cls.TOPIC, cls)
+
+    def model_post_init(self, context: Any, /) -> None:
+        if not self.hash:  # a new event; a stored one arrives with its hash
+            object.__setattr__(self, "hash", self.compute_hash())
+
+    def stored_state(self) -> dict[str, Any]:
+        """The event state as the store keeps it (JSON types, no id or version)."""
+        state = self.model_dump(mode="json", exclude={"originator_id", "originator_version"})
+        if self.class_version > 1:
+            state["class_version"] = self.class_version
+        return state
+
+    def compute_hash(self) -> str:
+        return event_hash(self.TOPIC, self.originator_id, self.originator_version,
+                          self.stored_state())
+
+    def mutate(self, aggregate: Any) -> Any:
+        aggregate = super().mutate(aggregate)
+        aggregate.head_hash = self.hash
+        return aggregate
+
+    def apply(self, order: ServiceOrder) -> None:
+        """How the event changes the order; overridden by each event."""
+
+
+class OrderDrafted(OrderEvent, CanInitAggregate[UUID]):
+    """An order was started: by an agent (no items yet) or complete from an upstream system."""
+
+    originator_topic: str
+    header: OrderHeader
+    items: tuple[OrderItem, ...] = ()
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.header = self.header
+        order.items = {item.id: item for item in self.items}
+
+
+class LineAdded(OrderEvent):
+    item: OrderItem
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.items = {**order.items, self.item.id: self.item}
+
+
+class LineConfigured(OrderEvent):
+    """Characteristics set or cleared, or the site, quantity or dependencies changed."""
+
+    item_id: str
+    characteristics: dict[str, Any] = {}
+    cleared: tuple[str, ...] = ()
+    changes: dict[str, Any] = {}
+
+    def apply(self, order: ServiceOrder) -> None:
+        item = order.items[self.item_id]
+        values = {k: v for k, v in item.characteristics.items() if k not in self.cleared}
+        values.update(self.characteristics)
+        updated = OrderItem.model_validate(
+            {**item.model_dump(), **self.changes, "characteristics": values})
+        order.items = {**order.items, self.item_id: updated}
+
+
+class LineRemoved(OrderEvent):
+    item_id: str
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.items = {k: v for k, v in order.items.items() if k != self.item_id}
+
+
+class OrderSubmitted(OrderEvent):
+    """The order entered review (`acknowledged`); `flags` are the reviewer's warnings."""
+
+    flags: tuple[Problem, ...] = ()
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = OrderState.ACKNOWLEDGED
+        order.flags = self.flags
+        order.submitted_by = self.actor
+        order.submitted_at = self.timestamp
+        order.items = {k: v.with_state(ItemState.ACKNOWLEDGED) for k, v in order.items.items()}
+
+
+class OrderApproved(OrderEvent):
+    note: str | None = None
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = OrderState.IN_PROGRESS
+        order.decided_by = self.actor
+        order.decided_at = self.timestamp
+
+
+class OrderRejected(OrderEvent):
+    reason: str
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = OrderState.REJECTED
+        order.decided_by = self.actor
+        order.decided_at = self.timestamp
+        order.rejection_reason = self.reason
+        order.items = {k: v.with_state(ItemState.REJECTED) for k, v in order.items.items()}
+
+
+class OrderHeld(OrderEvent):
+    reason: str
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = OrderState.HELD
+        order.waiting_reason = self.reason
+
+
+class OrderResumed(OrderEvent):
+    note: str | None = None
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = OrderState.IN_PROGRESS
+        order.waiting_reason = None
+
+
+class InformationRequested(OrderEvent):
+    information: str
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = OrderState.PENDING
+        order.waiting_reason = self.information
+
+
+class InformationProvided(OrderEvent):
+    information: str
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = OrderState.IN_PROGRESS
+        order.waiting_reason = None
+
+
+class ItemStateChanged(OrderEvent):
+    item_id: str
+    state: ItemState
+    reason: str | None = None
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.items = {**order.items, self.item_id: order.items[self.item_id].with_state(self.state)}
+
+
+class OrderRevised(OrderEvent):
+    """Items named replace those items (or are added); `removed_item_ids` leave the order."""
+
+    items: tuple[OrderItem, ...] = ()
+    removed_item_ids: tuple[str, ...] = ()
+    header: HeaderChange = HeaderChange()
+    flags: tuple[Problem, ...] = ()
+
+    def apply(self, order: ServiceOrder) -> None:
+        items = dict(order.items)
+        for item in self.items:
+            items[item.id] = item
+        for item_id in self.removed_item_ids:
+            if order.state is OrderState.ACKNOWLEDGED:
+                items.pop(item_id, None)
+            else:  # after approval the item stays on record, cancelled
+                items[item_id] = items[item_id].with_state(ItemState.CANCELLED)
+        order.items = items
+        order.header = self.header.apply_to(order.header)
+        order.flags = self.flags
+        order.revision += 1
+
+
+class PointOfNoReturnReached(OrderEvent):
+    note: str | None = None
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.point_of_no_return = True
+
+
+class CancellationRequested(OrderEvent):
+    request_id: str
+    reason: str | None = None
+    requested_date: datetime | None = None
+    prior_state: OrderState
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.prior_state = self.prior_state
+        order.state = OrderState.ASSESSING_CANCELLATION
+        order.cancellation_request_id = self.request_id
+        order.cancellation_reason = self.reason
+
+
+class CancellationApproved(OrderEvent):
+    request_id: str
+    note: str | None = None
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = OrderState.PENDING_CANCELLATION
+        order.prior_state = None
+
+
+class CancellationDenied(OrderEvent):
+    request_id: str
+    reason: str
+    restored_state: OrderState
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = self.restored_state
+        order.prior_state = None
+        order.cancellation_request_id = None
+        order.cancellation_reason = None
+
+
+class OrderCancelled(OrderEvent):
+    reason: str | None = None
+    request_id: str | None = None
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = OrderState.CANCELLED
+        order.items = {k: v if v.state and v.state.is_final else v.with_state(ItemState.CANCELLED)
+                       for k, v in order.items.items()}
+
+
+class OrderCompleted(OrderEvent):
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = OrderState.COMPLETED
+
+
+class OrderFailed(OrderEvent):
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = OrderState.FAILED
+
+
+class OrderPartiallyCompleted(OrderEvent):
+    def apply(self, order: ServiceOrder) -> None:
+        order.state = OrderState.PARTIAL
+
+
+class NoteAdded(OrderEvent):
+    """v2 carries a structured `note`; v1 (kept in old stores) carried plain `text`."""
+
+    class_version: ClassVar[int] = 2
+    note: Note
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["note"] = {"text": state.pop("text"), "author": state["actor"]["id"], "date": None}
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.notes = (*order.notes, self.note)
+
+
+ALL_EVENTS: tuple[type[OrderEvent], ...] = tuple(OrderEvent.__subclasses__())

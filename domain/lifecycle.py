@@ -1,0 +1,140 @@
+"""The lifecycle as data: which action moves an order from which state to which,
+and which roles may trigger it. `docs/lifecycle.md` is the prose of this module.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from .values import ItemState, OrderState, Role
+
+S = OrderState
+
+
+class Action(StrEnum):
+    DRAFT = "draft"
+    RECEIVE = "receive"  # a complete order from an upstream system: drafted and submitted
+    ADD_LINE = "add_line"
+    CONFIGURE_LINE = "configure_line"
+    REMOVE_LINE = "remove_line"
+    SUBMIT = "submit"
+    APPROVE = "approve"
+    REJECT = "reject"
+    HOLD = "hold"
+    RESUME = "resume"
+    REQUEST_INFORMATION = "request_information"
+    PROVIDE_INFORMATION = "provide_information"
+    CHANGE_ITEM_STATE = "change_item_state"
+    REVISE = "revise"
+    REACH_POINT_OF_NO_RETURN = "reach_point_of_no_return"
+    REQUEST_CANCELLATION = "request_cancellation"
+    APPROVE_CANCELLATION = "approve_cancellation"
+    DENY_CANCELLATION = "deny_cancellation"
+    CANCEL = "cancel"
+    ADD_NOTE = "add_note"
+
+
+ACTIVE = frozenset({S.IN_PROGRESS, S.PENDING, S.HELD})
+CANCELLABLE = frozenset({S.ACKNOWLEDGED, *ACTIVE})
+ALL_STATES = frozenset(S)
+
+# action -> states it may start from. Where the action moves the order, TARGET says where;
+# `deny_cancellation` returns to the state the order had before the request.
+ALLOWED_FROM: dict[Action, frozenset[OrderState]] = {
+    Action.ADD_LINE: frozenset({S.DRAFT}),
+    Action.CONFIGURE_LINE: frozenset({S.DRAFT}),
+    Action.REMOVE_LINE: frozenset({S.DRAFT}),
+    Action.SUBMIT: frozenset({S.DRAFT}),
+    Action.APPROVE: frozenset({S.ACKNOWLEDGED}),
+    Action.REJECT: frozenset({S.ACKNOWLEDGED}),
+    Action.HOLD: frozenset({S.IN_PROGRESS}),
+    Action.RESUME: frozenset({S.HELD}),
+    Action.REQUEST_INFORMATION: frozenset({S.IN_PROGRESS}),
+    Action.PROVIDE_INFORMATION: frozenset({S.PENDING}),
+    Action.CHANGE_ITEM_STATE: frozenset({S.IN_PROGRESS}),
+    Action.REVISE: CANCELLABLE,
+    Action.REACH_POINT_OF_NO_RETURN: ACTIVE,
+    Action.REQUEST_CANCELLATION: CANCELLABLE,
+    Action.APPROVE_CANCELLATION: frozenset({S.ASSESSING_CANCELLATION}),
+    Action.DENY_CANCELLATION: frozenset({S.ASSESSING_CANCELLATION}),
+    Action.CANCEL: frozenset({*CANCELLABLE, S.PENDING_CANCELLATION}),
+    Action.ADD_NOTE: ALL_STATES,
+}
+
+TARGET: dict[Action, OrderState] = {
+    Action.SUBMIT: S.ACKNOWLEDGED,
+    Action.RECEIVE: S.ACKNOWLEDGED,
+    Action.APPROVE: S.IN_PROGRESS,
+    Action.REJECT: S.REJECTED,
+    Action.HOLD: S.HELD,
+    Action.RESUME: S.IN_PROGRESS,
+    Action.REQUEST_INFORMATION: S.PENDING,
+    Action.PROVIDE_INFORMATION: S.IN_PROGRESS,
+    Action.REQUEST_CANCELLATION: S.ASSESSING_CANCELLATION,
+    Action.APPROVE_CANCELLATION: S.PENDING_CANCELLATION,
+    Action.CANCEL: S.CANCELLED,
+}
+
+# Actions refused once the order has passed its point of no return.
+BLOCKED_AFTER_POINT_OF_NO_RETURN = frozenset(
+    {Action.REVISE, Action.REQUEST_CANCELLATION, Action.CANCEL}
+)
+
+_CAPTURE = {Action.DRAFT, Action.ADD_LINE, Action.CONFIGURE_LINE, Action.REMOVE_LINE,
+            Action.SUBMIT}
+_REQUESTER = {Action.RECEIVE, Action.REVISE, Action.REQUEST_CANCELLATION,
+              Action.PROVIDE_INFORMATION, Action.ADD_NOTE}
+_DECISIONS = {Action.APPROVE, Action.REJECT, Action.APPROVE_CANCELLATION,
+              Action.DENY_CANCELLATION}
+_FULFILMENT = {Action.HOLD, Action.RESUME, Action.REQUEST_INFORMATION,
+               Action.PROVIDE_INFORMATION, Action.CHANGE_ITEM_STATE,
+               Action.REACH_POINT_OF_NO_RETURN, Action.CANCEL, Action.ADD_NOTE}
+
+PERMISSIONS: dict[Role, frozenset[Action]] = {
+    Role.AGENT: frozenset(_CAPTURE | _REQUESTER),
+    Role.UPSTREAM: frozenset(_REQUESTER),
+    Role.MANAGER: frozenset(_CAPTURE | _REQUESTER | _DECISIONS | {Action.HOLD, Action.RESUME,
+                                                                   Action.CANCEL}),
+    Role.FULFILMENT: frozenset(_FULFILMENT),
+    Role.OPERATOR: frozenset(Action),
+    Role.AUDITOR: frozenset(),
+}
+
+
+def may(role: Role, action: Action) -> bool:
+    return action in PERMISSIONS[role]
+
+
+# Item states a fulfilment system may move an item between.
+ITEM_TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
+    ItemState.ACKNOWLEDGED: frozenset({ItemState.IN_PROGRESS, ItemState.PENDING, ItemState.HELD,
+                                       ItemState.COMPLETED, ItemState.FAILED,
+                                       ItemState.CANCELLED}),
+    ItemState.IN_PROGRESS: frozenset({ItemState.PENDING, ItemState.HELD, ItemState.COMPLETED,
+                                      ItemState.FAILED, ItemState.CANCELLED}),
+    ItemState.PENDING: frozenset({ItemState.IN_PROGRESS, ItemState.HELD, ItemState.FAILED,
+                                  ItemState.CANCELLED}),
+    ItemState.HELD: frozenset({ItemState.IN_PROGRESS, ItemState.PENDING, ItemState.FAILED,
+                               ItemState.CANCELLED}),
+}
+
+# Moving an item into these states needs every item it depends on completed first.
+NEEDS_DEPENDENCIES_DONE = frozenset({ItemState.IN_PROGRESS, ItemState.COMPLETED})
+
+
+def outcome(item_states: list[ItemState]) -> OrderState | None:
+    """The final order state once every item is final, else None.
+
+    Cancelled items do not count towards the outcome; an order whose items were all
+    cancelled is cancelled.
+    """
+    if not item_states or not all(s.is_final for s in item_states):
+        return None
+    counted = [s for s in item_states if s is not ItemState.CANCELLED]
+    if not counted:
+        return S.CANCELLED
+    if all(s is ItemState.COMPLETED for s in counted):
+        return S.COMPLETED
+    if all(s is ItemState.FAILED for s in counted):
+        return S.FAILED
+    return S.PARTIAL

@@ -1,0 +1,230 @@
+"""Value objects of the order domain: who acts, from where, and what an order holds.
+
+Everything here is an immutable pydantic model, so it can travel inside stored events
+and snapshots and be compared by value.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Role(StrEnum):
+    """Who may act on an order; the permission table is in `lifecycle.py`."""
+
+    AGENT = "agent"  # captures and submits orders by hand
+    UPSTREAM = "upstream"  # an upstream order system (Kafka or API intake)
+    MANAGER = "manager"  # decides the review queue
+    FULFILMENT = "fulfilment"  # a fulfilment system reporting progress
+    OPERATOR = "operator"  # a person with database access (the CLI)
+    AUDITOR = "auditor"  # reads history, never writes
+
+
+class Channel(StrEnum):
+    API = "api"
+    KAFKA = "kafka"
+    CLI = "cli"
+    SYSTEM = "system"
+
+
+class Actor(Value):
+    id: str = Field(min_length=1, max_length=200)
+    role: Role
+
+
+class Source(Value):
+    """Where a command came from; for Kafka the exact message position."""
+
+    channel: Channel
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    event_id: str | None = None
+    request_id: str | None = None
+
+
+class CommandContext(Value):
+    """Envelope every command carries and every event records."""
+
+    actor: Actor
+    source: Source
+    correlation_id: str = Field(default_factory=lambda: str(uuid4()), min_length=1)
+    causation_id: str | None = None
+
+    @classmethod
+    def for_actor(
+        cls, actor_id: str, role: Role, channel: Channel = Channel.CLI, **kw: Any
+    ) -> CommandContext:
+        return cls(actor=Actor(id=actor_id, role=role), source=Source(channel=channel), **kw)
+
+
+class OrderState(StrEnum):
+    """The order lifecycle: `draft`, then exactly the TMF641 ServiceOrderStateType."""
+
+    DRAFT = "draft"
+    ACKNOWLEDGED = "acknowledged"
+    REJECTED = "rejected"
+    IN_PROGRESS = "inProgress"
+    PENDING = "pending"
+    HELD = "held"
+    ASSESSING_CANCELLATION = "assessingCancellation"
+    PENDING_CANCELLATION = "pendingCancellation"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PARTIAL = "partial"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_ORDER_STATES
+
+
+FINAL_ORDER_STATES = frozenset(
+    {
+        OrderState.REJECTED,
+        OrderState.CANCELLED,
+        OrderState.COMPLETED,
+        OrderState.FAILED,
+        OrderState.PARTIAL,
+    }
+)
+
+
+class ItemState(StrEnum):
+    """Order item states (a subset of TMF641 ServiceOrderItemStateType)."""
+
+    ACKNOWLEDGED = "acknowledged"
+    REJECTED = "rejected"
+    IN_PROGRESS = "inProgress"
+    PENDING = "pending"
+    HELD = "held"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_ITEM_STATES
+
+
+FINAL_ITEM_STATES = frozenset(
+    {ItemState.REJECTED, ItemState.CANCELLED, ItemState.COMPLETED, ItemState.FAILED}
+)
+
+
+class ItemAction(StrEnum):
+    ADD = "add"  # a new service
+    MODIFY = "modify"  # a change to an existing service
+    DELETE = "delete"  # a disconnect
+    NO_CHANGE = "noChange"  # informational
+
+
+Scalar = str | int | float | bool | None
+
+
+class Place(Value):
+    """The site an order item is delivered at."""
+
+    id: str = Field(min_length=1, max_length=200)
+    name: str | None = None
+    role: str | None = None
+
+
+class SpecRef(Value):
+    id: str = Field(min_length=1)
+    name: str | None = None
+    version: str | None = None
+
+
+class Party(Value):
+    id: str = Field(min_length=1)
+    name: str | None = None
+    role: str = "customer"
+    referred_type: str | None = None
+
+
+class Note(Value):
+    text: str = Field(min_length=1)
+    author: str | None = None
+    date: datetime | None = None
+
+
+class OrderRelationship(Value):
+    id: str = Field(min_length=1)
+    relationship_type: str = Field(min_length=1)
+
+
+class OrderItem(Value):
+    """One order item: what to do (action), to which service or specification, where."""
+
+    id: str = Field(min_length=1, max_length=100)
+    action: ItemAction
+    specification: SpecRef | None = None
+    service_id: str | None = None  # the existing service, for modify / delete / noChange
+    service_name: str | None = None
+    characteristics: dict[str, Any] = Field(default_factory=dict)
+    place: Place | None = None
+    quantity: int = Field(default=1, ge=1)
+    depends_on: tuple[str, ...] = ()
+    state: ItemState | None = None  # None while the order is a draft
+
+    @field_validator("depends_on")
+    @classmethod
+    def _no_duplicate_dependencies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(value))
+
+    def with_state(self, state: ItemState | None) -> OrderItem:
+        return self.model_copy(update={"state": state})
+
+
+class OrderHeader(Value):
+    """Order-level attributes that are not items."""
+
+    external_id: str | None = Field(default=None, max_length=200)
+    category: str | None = None
+    description: str | None = None
+    priority: str | None = None
+    requested_start_date: datetime | date | None = None
+    requested_completion_date: datetime | date | None = None
+    notification_contact: str | None = None
+    related_parties: tuple[Party, ...] = ()
+    order_relationships: tuple[OrderRelationship, ...] = ()
+
+    @property
+    def customer(self) -> Party | None:
+        return next((p for p in self.related_parties if p.role.lower() == "customer"), None)
+
+
+class HeaderChange(Value):
+    """A revision of header attributes: only the fields given change."""
+
+    category: str | None = None
+    description: str | None = None
+    priority: str | None = None
+    requested_start_date: datetime | date | None = None
+    requested_completion_date: datetime | date | None = None
+    notification_contact: str | None = None
+    related_parties: tuple[Party, ...] | None = None
+
+    def apply_to(self, header: OrderHeader) -> OrderHeader:
+        changed = {name: getattr(self, name) for name in self.model_fields_set}
+        return header.model_copy(update={k: v for k, v in changed.items() if v is not None})
+
+
+class Problem(Value):
+    """One validation finding; `structural` problems refuse the order, others flag it."""
+
+    code: str
+    message: str
+    item_id: str | None = None
+    characteristic: str | None = None
+    structural: bool = True

@@ -1,0 +1,133 @@
+"""Settings: read from the environment (and CLI flags) here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_SQLITE_FILE = "serviceorders.db"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+class DatabaseConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["postgres", "sqlite"]
+    dbname: str
+    host: str = ""
+    port: int = 5432
+    user: str = ""
+    password: str = ""
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def from_url(cls, url: str | None) -> DatabaseConfig:
+        """Parse DATABASE_URL; unset means the SQLite file `./serviceorders.db`."""
+        if not url:
+            return cls(kind="sqlite", dbname=str(Path(DEFAULT_SQLITE_FILE).resolve()))
+        parts = urlsplit(url)
+        if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+            return cls._postgres(url, parts)
+        if parts.scheme == "sqlite":
+            return cls._sqlite(url, parts)
+        raise SettingsError(f"DATABASE_URL: unsupported scheme {parts.scheme!r} "
+                            "(use postgresql://, postgres://, postgresql+psycopg:// or sqlite:///)")
+
+    @classmethod
+    def _postgres(cls, url: str, parts: object) -> DatabaseConfig:
+        dbname = unquote(parts.path.lstrip("/"))  # type: ignore[attr-defined]
+        if not dbname:
+            raise SettingsError(f"DATABASE_URL: no database name in {redact(url)}")
+        try:
+            port = parts.port or 5432  # type: ignore[attr-defined]
+        except ValueError as e:
+            raise SettingsError(f"DATABASE_URL: bad port in {redact(url)}") from e
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}  # type: ignore[attr-defined]
+        return cls(kind="postgres", dbname=dbname,
+                   host=unquote(parts.hostname or "localhost"),  # type: ignore[attr-defined]
+                   port=port, user=unquote(parts.username or "postgres"),  # type: ignore[attr-defined]
+                   password=unquote(parts.password or ""),  # type: ignore[attr-defined]
+                   options=options)
+
+    @classmethod
+    def _sqlite(cls, url: str, parts: object) -> DatabaseConfig:
+        # sqlite:///relative.db -> path "/relative.db"; sqlite:////abs.db -> "//abs.db"
+        path = url[len("sqlite://"):]
+        if not path.startswith("/") or len(path) < 2:
+            raise SettingsError(f"DATABASE_URL: use sqlite:///relative.db or "
+                                f"sqlite:////absolute.db, not {url!r}")
+        path = path[1:]
+        return cls(kind="sqlite", dbname=str(Path(path).resolve()) if path != ":memory:"
+                   else ":memory:")
+
+    def url(self, *, with_password: bool = False) -> str:
+        if self.kind == "sqlite":
+            return f"sqlite:///{self.dbname}"
+        secret = f":{self.password if with_password else '***'}" if self.password else ""
+        return f"postgresql://{self.user}{secret}@{self.host}:{self.port}/{self.dbname}"
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+class Settings(BaseModel):
+    """Everything the engine can be told; see the settings table in README.md."""
+
+    model_config = ConfigDict(frozen=True)
+
+    database: DatabaseConfig
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    snapshot_interval: int = Field(default=50, ge=0)
+    four_eyes: bool = True
+    catalog_path: Path | None = None
+    lock_timeout_seconds: int = Field(default=5, ge=1)
+    pool_size: int = Field(default=2, ge=1)
+    pool_max_overflow: int = Field(default=4, ge=0)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            "database": DatabaseConfig.from_url(env.get("DATABASE_URL")),
+            "kafka_bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            "snapshot_interval": _int(env, "SERVICEORDERS_SNAPSHOT_INTERVAL", 50),
+            "four_eyes": _bool(env, "SERVICEORDERS_FOUR_EYES", True),
+            "catalog_path": env.get("SERVICEORDERS_CATALOG") or None,
+            "lock_timeout_seconds": _int(env, "SERVICEORDERS_DB_LOCK_TIMEOUT", 5),
+            "pool_size": _int(env, "SERVICEORDERS_DB_POOL_SIZE", 2),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    if raw.lower() in ("1", "y", "yes", "true", "on"):
+        return True
+    if raw.lower() in ("0", "n", "no", "false", "off"):
+        return False
+    raise SettingsError(f"{name} must be yes or no, not {raw!r}")
