@@ -1,0 +1,457 @@
+"""The `serviceorders` command line: database set-up, the catalog, and the order lifecycle.
+
+The order commands act as `--actor NAME` with the operator role: whoever can reach the
+database can do anything, and every event records who it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+import click
+from pydantic import ValidationError
+
+from .bootstrap import build_application, init_database, load_catalog
+from .domain.application import ServiceOrders
+from .domain.errors import DomainError, ValidationFailed
+from .domain.order import ServiceOrder, order_id_for
+from .domain.values import (
+    Channel,
+    CommandContext,
+    HeaderChange,
+    ItemAction,
+    ItemState,
+    OrderHeader,
+    OrderItem,
+    Party,
+    Place,
+    Role,
+    SpecRef,
+)
+from .settings import DatabaseConfig, Settings, SettingsError
+from .tmf633 import catalog_to_tmf633
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    def __init__(self, database_url: str | None) -> None:
+        self.database_url = database_url
+        self.actor: str | None = None
+        self.correlation_id: str | None = None
+
+    @property
+    def settings(self) -> Settings:
+        try:
+            settings = Settings.from_env(os.environ)
+            if self.database_url:
+                db = DatabaseConfig.from_url(self.database_url)
+                settings = settings.model_copy(update={"database": db})
+        except SettingsError as e:
+            raise click.UsageError(str(e)) from None
+        return settings
+
+    def command_context(self) -> CommandContext:
+        if not self.actor:
+            raise click.UsageError("this command changes an order: give --actor NAME")
+        extra = {"correlation_id": self.correlation_id} if self.correlation_id else {}
+        return CommandContext.for_actor(self.actor, Role.OPERATOR, Channel.CLI, **extra)
+
+    @contextmanager
+    def app(self) -> Iterator[ServiceOrders]:
+        application = build_application(self.settings)
+        try:
+            yield application
+        finally:
+            application.close()
+
+
+def refusals(func: F) -> F:
+    """Map domain refusals to a clear message and exit status 1, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ValidationFailed as e:
+            click.echo(f"refused: {len(e.problems)} problem(s)", err=True)
+            for problem in e.problems:
+                click.echo(f"  - [{problem.code}] {problem.message}", err=True)
+            sys.exit(1)
+        except (DomainError, ValidationError) as e:
+            click.echo(f"refused: {e}", err=True)
+            sys.exit(1)
+        except Exception as e:  # the database is down, a table is missing, ...
+            click.echo(f"error: {type(e).__name__}: {e}", err=True)
+            sys.exit(3)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--database-url", metavar="URL",
+              help="Overrides DATABASE_URL (postgresql://... or sqlite:///file.db).")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None) -> None:
+    """serviceorders: an event-sourced engine for TMF641 service orders."""
+    ctx.obj = Context(database_url)
+
+
+# ---------------------------------------------------------------------- db
+@main.group()
+def db() -> None:
+    """Database set-up."""
+
+
+@db.command("init")
+@click.pass_obj
+@refusals
+def db_init(obj: Context) -> None:
+    """Create every table the engine needs (idempotent; run once before the workers)."""
+    for line in init_database(obj.settings):
+        click.echo(f"ready: {line}")
+
+
+@main.command()
+@click.pass_obj
+@refusals
+def demo(obj: Context) -> None:
+    """Run a sample two-site order through review and fulfilment on the configured store."""
+    init_database(obj.settings)
+    sample = json.loads((Path(__file__).parent / "demo_order.json").read_text("utf-8"))
+    # A fresh external id each run: the order id derives from it.
+    header = OrderHeader.model_validate({**sample["header"],
+                                         "external_id": f"CRM-DEMO-{uuid4().hex[:8]}"})
+    items = [OrderItem.model_validate(i) for i in sample["items"]]
+    upstream = CommandContext.for_actor("crm", Role.UPSTREAM)
+    manager = CommandContext.for_actor("maria.manager", Role.MANAGER,
+                                       correlation_id=upstream.correlation_id)
+    fulfilment = CommandContext.for_actor("activation", Role.FULFILMENT,
+                                          correlation_id=upstream.correlation_id)
+    with obj.app() as app:
+        order_id, _ = app.receive_order(upstream, header, items)
+        app.approve(manager, order_id, note="sites surveyed")
+        for item in items:
+            app.change_item_state(fulfilment, order_id, item.id, ItemState.COMPLETED)
+        show_full(app.get_order(order_id))
+        click.echo("events")
+        for event in app.history(order_id):
+            click.echo(f"  v{event.originator_version:<3} {type(event).__name__:<24} "
+                       f"{event.actor.id} ({event.actor.role})  {event.hash[:12]}")
+
+
+# ----------------------------------------------------------------- catalog
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="TMF633 serviceSpecification JSON array.")
+@click.pass_obj
+def catalog(obj: Context, as_json: bool) -> None:
+    """Show the service specification catalog (needs no database)."""
+    cat = load_catalog(obj.settings)
+    if as_json:
+        click.echo(json.dumps(catalog_to_tmf633(cat), indent=2))
+        return
+    for spec in cat.specifications:
+        click.echo(f"{spec.id}  {spec.name} v{spec.version}")
+        for char in spec.characteristics:
+            need = "required" if char.required else "optional"
+            choice = f" one of {list(char.allowed_values)}" if char.allowed_values else ""
+            bounds = (f" {char.minimum}..{char.maximum}"
+                      if char.minimum is not None or char.maximum is not None else "")
+            default = f" default {char.default!r}" if char.default is not None else ""
+            click.echo(f"    {char.name}: {char.value_type} {need}{choice}{bounds}{default}")
+
+
+# ------------------------------------------------------------------- order
+@main.group()
+@click.option("--actor", metavar="NAME", help="Who is acting (recorded on every event).")
+@click.option("--correlation-id", metavar="ID", help="Correlates this command with others.")
+@click.pass_obj
+def order(obj: Context, actor: str | None, correlation_id: str | None) -> None:
+    """Drive an order's lifecycle (acting with the operator role)."""
+    obj.actor, obj.correlation_id = actor, correlation_id
+
+
+def resolve_order(value: str) -> UUID:
+    """An order id, or an upstream external id (which determines the id)."""
+    try:
+        return UUID(value)
+    except ValueError:
+        return order_id_for(value)
+
+
+ORDER = click.argument("order_ref", metavar="ORDER")
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
+    values = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--set")
+        values[name] = parse_value(raw)
+    return values
+
+
+def place(site: str | None, site_name: str | None) -> Place | None:
+    return Place(id=site, name=site_name) if site else None
+
+
+@order.command()
+@click.option("--external-id")
+@click.option("--customer", help="Customer party id.")
+@click.option("--customer-name")
+@click.option("--category")
+@click.option("--priority")
+@click.option("--description")
+@click.pass_obj
+@refusals
+def draft(obj: Context, external_id: str | None, customer: str | None,
+          customer_name: str | None, category: str | None, priority: str | None,
+          description: str | None) -> None:
+    """Start capturing an order by hand; prints its id."""
+    parties = (Party(id=customer, name=customer_name),) if customer else ()
+    header = OrderHeader(external_id=external_id, category=category, priority=priority,
+                         description=description, related_parties=parties)
+    with obj.app() as app:
+        click.echo(app.draft_order(obj.command_context(), header))
+
+
+@order.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+@refusals
+def create(obj: Context, file: Path) -> None:
+    """Create and submit a complete order from a JSON file {"header": {...}, "items": [...]}."""
+    body = json.loads(file.read_text(encoding="utf-8"))
+    header = OrderHeader.model_validate(body.get("header", {}))
+    items = [OrderItem.model_validate(i) for i in body.get("items", [])]
+    with obj.app() as app:
+        order_id, created = app.receive_order(obj.command_context(), header, items)
+    click.echo(f"{order_id} {'created' if created else 'already exists'}")
+
+
+@order.command("add-line")
+@ORDER
+@click.option("--item", "item_id", required=True, help="Item id, unique in the order.")
+@click.option("--action", type=click.Choice([a.value for a in ItemAction]), default="add")
+@click.option("--spec", help="Service specification id (see `serviceorders catalog`).")
+@click.option("--service-id", help="The existing service (modify / delete / noChange).")
+@click.option("--site", help="Place (site) id.")
+@click.option("--site-name")
+@click.option("--set", "pairs", multiple=True, metavar="NAME=VALUE",
+              help="A characteristic; repeat for more. Values are JSON if they parse.")
+@click.option("--quantity", type=int, default=1)
+@click.option("--depends-on", multiple=True, metavar="ITEM")
+@click.pass_obj
+@refusals
+def add_line(obj: Context, order_ref: str, item_id: str, action: str, spec: str | None,
+             service_id: str | None, site: str | None, site_name: str | None,
+             pairs: tuple[str, ...], quantity: int, depends_on: tuple[str, ...]) -> None:
+    """Add an order item to a draft."""
+    item = OrderItem(id=item_id, action=ItemAction(action),
+                     specification=SpecRef(id=spec) if spec else None, service_id=service_id,
+                     characteristics=parse_settings(pairs), place=place(site, site_name),
+                     quantity=quantity, depends_on=depends_on)
+    with obj.app() as app:
+        show_brief(app.add_line(obj.command_context(), resolve_order(order_ref), item))
+
+
+@order.command("configure-line")
+@ORDER
+@click.argument("item_id", metavar="ITEM")
+@click.option("--set", "pairs", multiple=True, metavar="NAME=VALUE")
+@click.option("--clear", multiple=True, metavar="NAME", help="Remove a characteristic.")
+@click.option("--site")
+@click.option("--site-name")
+@click.option("--quantity", type=int)
+@click.option("--depends-on", multiple=True, metavar="ITEM")
+@click.pass_obj
+@refusals
+def configure_line(obj: Context, order_ref: str, item_id: str, pairs: tuple[str, ...],
+                   clear: tuple[str, ...], site: str | None, site_name: str | None,
+                   quantity: int | None, depends_on: tuple[str, ...]) -> None:
+    """Set or clear characteristics, or change the site, quantity or dependencies."""
+    with obj.app() as app:
+        show_brief(app.configure_line(obj.command_context(), resolve_order(order_ref), item_id,
+                                      parse_settings(pairs), clear, place(site, site_name),
+                                      quantity, depends_on or None))
+
+
+def simple(name: str, method: str, help_text: str, *options: Any) -> None:
+    """Register `order NAME ORDER [options]`, calling one application method."""
+
+    @click.pass_obj
+    @refusals
+    def command(obj: Context, order_ref: str, **kwargs: Any) -> None:
+        with obj.app() as app:
+            result = getattr(app, method)(obj.command_context(), resolve_order(order_ref), **kwargs)
+            if isinstance(result, ServiceOrder):
+                show_brief(result)
+            else:
+                click.echo(result)
+
+    command.__doc__ = help_text
+    for option in reversed(options):
+        command = option(command)
+    order.command(name)(ORDER(command))
+
+
+simple("remove-line", "remove_line", "Remove an item from a draft.",
+       click.argument("item_id", metavar="ITEM"))
+simple("submit", "submit", "Submit a draft for review (refused with every problem listed).")
+simple("approve", "approve", "Approve an order in review (a manager's decision).",
+       click.option("--note"))
+simple("reject", "reject", "Reject an order in review; a reason is required.",
+       click.option("--reason", required=True))
+simple("hold", "hold", "Hold an order in progress.", click.option("--reason", required=True))
+simple("resume", "resume", "Resume a held order.", click.option("--note"))
+simple("request-info", "request_information", "Ask for information (the order goes pending).",
+       click.option("--information", required=True))
+simple("provide-info", "provide_information", "Provide requested information.",
+       click.option("--information", required=True))
+simple("point-of-no-return", "reach_point_of_no_return",
+       "Record that fulfilment passed the point of no return.", click.option("--note"))
+simple("request-cancel", "request_cancellation",
+       "Request cancellation (prints the request id).", click.option("--reason"))
+simple("approve-cancel", "approve_cancellation", "Accept the pending cancellation request.",
+       click.option("--note"))
+simple("deny-cancel", "deny_cancellation", "Deny the cancellation request; a reason is required.",
+       click.option("--reason", required=True))
+simple("cancel", "cancel", "Cancel the order (after an accepted request, or directly).",
+       click.option("--reason"))
+simple("note", "add_note", "Add a note to the order.", click.argument("text"))
+
+
+@order.command("item-state")
+@ORDER
+@click.argument("item_id", metavar="ITEM")
+@click.argument("state", type=click.Choice([s.value for s in ItemState
+                                            if s not in (ItemState.REJECTED,)]))
+@click.option("--reason")
+@click.pass_obj
+@refusals
+def item_state(obj: Context, order_ref: str, item_id: str, state: str,
+               reason: str | None) -> None:
+    """Report an item's fulfilment state; the last final item settles the order."""
+    with obj.app() as app:
+        show_brief(app.change_item_state(obj.command_context(), resolve_order(order_ref),
+                                         item_id, ItemState(state), reason))
+
+
+@order.command()
+@ORDER
+@click.option("--items", "items_file", type=click.Path(exists=True, dir_okay=False,
+                                                       path_type=Path),
+              help="JSON list of items: each replaces the item with its id, or is added.")
+@click.option("--remove", multiple=True, metavar="ITEM")
+@click.option("--priority")
+@click.option("--description")
+@click.pass_obj
+@refusals
+def revise(obj: Context, order_ref: str, items_file: Path | None, remove: tuple[str, ...],
+           priority: str | None, description: str | None) -> None:
+    """Revise a submitted order (merged by item id) before its point of no return."""
+    items = ([OrderItem.model_validate(i) for i in json.loads(items_file.read_text("utf-8"))]
+             if items_file else [])
+    header = HeaderChange(**{k: v for k, v in {"priority": priority,
+                                               "description": description}.items() if v})
+    with obj.app() as app:
+        show_brief(app.revise(obj.command_context(), resolve_order(order_ref), items,
+                              remove, header))
+
+
+@order.command()
+@ORDER
+@click.option("--version", type=int, help="The order as it was at this version.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@refusals
+def show(obj: Context, order_ref: str, version: int | None, as_json: bool) -> None:
+    """Show an order (with its items, flags and notes)."""
+    with obj.app() as app:
+        found = app.get_order(resolve_order(order_ref), version=version)
+    if as_json:
+        state = found.snapshot_state().model_dump(mode="json")
+        click.echo(json.dumps({"id": str(found.id), "version": found.version, **state}, indent=2))
+        return
+    show_full(found)
+
+
+@order.command()
+@ORDER
+@click.pass_obj
+@refusals
+def validate(obj: Context, order_ref: str) -> None:
+    """List every problem the order has as it stands (exit 1 if any would refuse it)."""
+    with obj.app() as app:
+        problems = app.get_order(resolve_order(order_ref)).validate(app.catalog)
+    for problem in problems:
+        kind = "refuses" if problem.structural else "flag"
+        click.echo(f"{kind}: [{problem.code}] {problem.message}")
+    if not problems:
+        click.echo("no problems")
+    sys.exit(1 if any(p.structural for p in problems) else 0)
+
+
+@order.command()
+@ORDER
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_obj
+@refusals
+def events(obj: Context, order_ref: str, as_json: bool) -> None:
+    """List the order's stored events: version, time, event, actor, source."""
+    with obj.app() as app:
+        history = app.history(resolve_order(order_ref))
+    for event in history:
+        if as_json:
+            click.echo(json.dumps({"type": type(event).__name__,
+                                   "version": event.originator_version,
+                                   **event.stored_state()}))
+        else:
+            click.echo(f"{event.originator_version:>4}  {event.timestamp:%Y-%m-%d %H:%M:%S}  "
+                       f"{type(event).__name__:<26} {event.actor.id} ({event.actor.role}) "
+                       f"via {event.source.channel}")
+
+
+def show_brief(found: ServiceOrder) -> None:
+    click.echo(f"{found.id} {found.state} v{found.version}")
+
+
+def show_full(found: ServiceOrder) -> None:
+    header = found.header
+    click.echo(f"order     {found.id}")
+    click.echo(f"state     {found.state}   version {found.version}")
+    for label, value in (("external", header.external_id), ("customer", header.customer and
+                         header.customer.id), ("priority", header.priority),
+                         ("category", header.category)):
+        if value:
+            click.echo(f"{label:<9} {value}")
+    click.echo("items")
+    for item in found.items.values():
+        spec = item.specification.id if item.specification else item.service_id or "-"
+        site = item.place.id if item.place else "-"
+        click.echo(f"  {item.id:<6} {item.action:<9} {spec:<24} site {site:<12} "
+                   f"{item.state or 'draft'}")
+    for problem in found.flags:
+        click.echo(f"flag      [{problem.code}] {problem.message}")
+    for note in found.notes:
+        click.echo(f"note      {note.author or '-'}: {note.text}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
