@@ -89,6 +89,8 @@ def refusals(func: F) -> F:
         except (DomainError, ValidationError) as e:
             click.echo(f"refused: {e}", err=True)
             sys.exit(1)
+        except (click.ClickException, BrokenPipeError):
+            raise
         except Exception as e:  # the database is down, a table is missing, ...
             click.echo(f"error: {type(e).__name__}: {e}", err=True)
             sys.exit(3)

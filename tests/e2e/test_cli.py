@@ -1,0 +1,161 @@
+"""The `serviceorders` command, run as a real process against PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from serviceorders.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+EXE = shutil.which("serviceorders")
+
+
+def run(*args: str, url: str | None, cwd: Path | None = None,
+        expect: int = 0) -> subprocess.CompletedProcess[str]:
+    assert EXE, "the serviceorders console script is not installed"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if url is not None:
+        env["DATABASE_URL"] = url
+    done = subprocess.run([EXE, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == expect, (
+        f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
+        f"stdout: {done.stdout}\nstderr: {done.stderr}")
+    return done
+
+
+@pytest.fixture
+def url(settings: Settings) -> str:
+    url = settings.database.url(with_password=True)
+    run("db", "init", url=url)
+    return url
+
+
+def show(order: str, url: str, *extra: str) -> dict:
+    return json.loads(run("order", "show", order, "--json", *extra, url=url).stdout)
+
+
+def test_help_lists_the_command_groups() -> None:
+    out = run("--help", url=None).stdout
+    for group in ("db", "catalog", "order", "demo"):
+        assert group in out
+
+
+def test_db_init_is_idempotent(url: str) -> None:
+    again = run("db", "init", url=url)
+    assert again.stdout.startswith("ready:")
+
+
+def test_manual_capture_through_to_completion(url: str) -> None:
+    order = run("order", "--actor", "alice", "draft", "--customer", "CUST-9", "--priority", "1",
+                url=url).stdout.strip()
+    run("order", "--actor", "alice", "add-line", order, "--item", "1", "--spec",
+        "internet-access", "--site", "SITE-1", "--set", "bandwidthMbps=100", url=url)
+    run("order", "--actor", "alice", "add-line", order, "--item", "2", "--spec",
+        "managed-router", "--site", "SITE-1", "--set", "model=c1100", "--depends-on", "1",
+        url=url)
+    refused = run("order", "--actor", "alice", "submit", order, url=url, expect=1)
+    assert "missing_characteristic" in refused.stderr and "accessType" in refused.stderr
+    run("order", "--actor", "alice", "configure-line", order, "1", "--set",
+        "accessType=fibre", url=url)
+    run("order", "--actor", "alice", "submit", order, url=url)
+    assert show(order, url)["state"] == "acknowledged"
+
+    four_eyes = run("order", "--actor", "alice", "approve", order, url=url, expect=1)
+    assert "four-eyes" in four_eyes.stderr
+    run("order", "--actor", "bob", "approve", order, "--note", "ok", url=url)
+    run("order", "--actor", "activation", "item-state", order, "1", "completed", url=url)
+    run("order", "--actor", "activation", "item-state", order, "2", "completed", url=url)
+
+    final = show(order, url)
+    assert final["state"] == "completed"
+    assert {i["state"] for i in final["items"].values()} == {"completed"}
+    assert show(order, url, "--version", "5")["state"] == "acknowledged"
+    assert show(order, url, "--version", "4")["state"] == "draft"
+    history = run("order", "events", order, url=url).stdout
+    assert "OrderApproved" in history and "bob (operator) via cli" in history
+    lines = [json.loads(line) for line in run("order", "events", order, "--json",
+                                              url=url).stdout.splitlines()]
+    assert [e["version"] for e in lines] == list(range(1, final["version"] + 1))
+    assert all(e["prev_hash"] == p["hash"] for p, e in zip(lines, lines[1:], strict=False))
+
+
+def test_illegal_transition_is_refused_with_the_state_named(url: str) -> None:
+    order = run("order", "--actor", "alice", "draft", url=url).stdout.strip()
+    refused = run("order", "--actor", "bob", "approve", order, url=url, expect=1)
+    assert f"order {order} is draft; cannot approve" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_write_commands_need_an_actor(url: str) -> None:
+    done = run("order", "draft", url=url, expect=2)
+    assert "--actor" in done.stderr
+
+
+def test_create_from_file_is_idempotent_and_named_by_external_id(url: str,
+                                                                 tmp_path: Path) -> None:
+    body = {"header": {"external_id": "UP-77"},
+            "items": [{"id": "1", "action": "add", "specification": {"id": "internet-access"},
+                       "characteristics": {"bandwidthMbps": 123, "accessType": "fibre"},
+                       "place": {"id": "S"}}]}
+    file = tmp_path / "order.json"
+    file.write_text(json.dumps(body))
+    first = run("order", "--actor", "crm", "create", str(file), url=url).stdout.split()
+    second = run("order", "--actor", "crm", "create", str(file), url=url).stdout
+    assert first[1] == "created" and "already exists" in second and first[0] in second
+    by_external_id = show("UP-77", url)
+    assert by_external_id["id"] == first[0]
+    assert [f["code"] for f in by_external_id["flags"]] == ["value_not_allowed"]
+    run("order", "--actor", "bob", "reject", "UP-77", "--reason", "bandwidth", url=url)
+    assert show("UP-77", url)["state"] == "rejected"
+
+
+def test_unknown_order_is_a_clear_refusal(url: str) -> None:
+    done = run("order", "show", "00000000-0000-0000-0000-000000000000", url=url, expect=1)
+    assert "no order" in done.stderr
+
+
+def test_catalog_json_is_a_tmf633_list_and_needs_no_database() -> None:
+    unreachable = "postgresql://nobody@127.0.0.1:1/nowhere"
+    specs = json.loads(run("catalog", "--json", url=unreachable).stdout)
+    assert isinstance(specs, list) and len(specs) >= 6
+    names = {s["name"] for s in specs}
+    assert {"Dedicated Internet Access", "SD-WAN Site", "Ethernet Private Line",
+            "Managed Router", "SIP Trunk"} <= names
+    value_types = set()
+    for spec in specs:
+        assert {"id", "name", "version", "serviceSpecCharacteristic"} <= spec.keys()
+        for char in spec["serviceSpecCharacteristic"]:
+            value_types.add(char["valueType"])
+            assert char["minCardinality"] in (0, 1)
+            for value in char["serviceSpecCharacteristicValue"]:
+                assert "value" in value or "valueFrom" in value or "valueTo" in value
+    assert value_types <= {"string", "integer", "number", "boolean", "date", "dateTime"}
+    internet = next(s for s in specs if s["id"] == "internet-access")
+    chars = {c["name"]: c for c in internet["serviceSpecCharacteristic"]}
+    assert chars["bandwidthMbps"]["minCardinality"] == 1
+    assert chars["ipv6Enabled"]["minCardinality"] == 0
+    assert 100 in [v["value"] for v in chars["bandwidthMbps"]["serviceSpecCharacteristicValue"]]
+    defaults = [v for v in chars["ipv4Block"]["serviceSpecCharacteristicValue"]
+                if v.get("isDefault")]
+    assert [v["value"] for v in defaults] == ["/29"]
+    epl = next(s for s in specs if s["id"] == "ethernet-private-line")
+    bandwidth = next(c for c in epl["serviceSpecCharacteristic"] if c["name"] == "bandwidthMbps")
+    ranges = [v for v in bandwidth["serviceSpecCharacteristicValue"] if "valueFrom" in v]
+    assert ranges == [{"valueType": "integer", "valueFrom": 10, "valueTo": 100000,
+                       "isDefault": False, "unitOfMeasure": "Mbit/s"}]
+
+
+def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
+    out = run("demo", url=None, cwd=tmp_path).stdout
+    assert "state     completed" in out and "OrderCompleted" in out
+    assert (tmp_path / "serviceorders.db").exists()
+    second = run("demo", url=None, cwd=tmp_path).stdout
+    assert second.count("OrderDrafted") == 1  # a new order, on the same store
