@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,8 +71,11 @@ class DatabaseConfig(BaseModel):
     def url(self, *, with_password: bool = False) -> str:
         if self.kind == "sqlite":
             return f"sqlite:///{self.dbname}"
-        secret = f":{self.password if with_password else '***'}" if self.password else ""
-        return f"postgresql://{self.user}{secret}@{self.host}:{self.port}/{self.dbname}"
+        # Percent-encode, so that the URL parses back to this config (from_url unquotes).
+        password = quote(self.password, safe="") if with_password else "***"
+        secret = f":{password}" if self.password else ""
+        return (f"postgresql://{quote(self.user, safe='')}{secret}@{self.host}:{self.port}/"
+                f"{quote(self.dbname, safe='')}")
 
 
 def redact(url: str) -> str:

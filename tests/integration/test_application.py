@@ -1,0 +1,549 @@
+"""The ServiceOrders application against real stores: every test runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import copy
+from datetime import date, datetime, timedelta, timezone
+from uuid import uuid4
+
+import pytest
+from serviceorders.domain import chain
+from serviceorders.domain.errors import (
+    ConcurrencyConflict,
+    IllegalTransition,
+    InvalidCommand,
+    NotPermitted,
+    OrderNotFound,
+    ValidationFailed,
+)
+from serviceorders.domain.order import order_id_for
+from serviceorders.domain.values import (
+    CommandContext,
+    HeaderChange,
+    ItemAction,
+    ItemState,
+    Note,
+    OrderHeader,
+    OrderItem,
+    OrderRelationship,
+    OrderState,
+    Party,
+    Place,
+    Role,
+    SpecRef,
+)
+
+pytestmark = pytest.mark.integration
+
+T = "serviceorders.order:"
+
+
+def topics(app, order_id):
+    return [s.topic.removeprefix(T) for s in app.recorder.select_events(order_id)]
+
+
+@pytest.fixture
+def received(app, actors, samples):
+    """A complete order received from upstream (acknowledged, in review)."""
+    order_id, created = app.receive_order(actors.upstream, samples.header(), samples.items())
+    assert created
+    return order_id
+
+
+@pytest.fixture
+def approved(app, actors, received):
+    app.approve(actors.manager, received, note="looks fine")
+    return received
+
+
+# ------------------------------------------------------------------------ intake
+def test_receive_complete_order_is_idempotent_by_external_id(app, actors, samples):
+    header = samples.header("crm-4711")
+    order_id, created = app.receive_order(actors.upstream, header, samples.items())
+
+    assert created is True
+    assert order_id == order_id_for("crm-4711")
+    assert topics(app, order_id) == ["OrderDrafted", "OrderSubmitted"]
+    order = app.get_order(order_id)
+    assert order.version == 2
+    assert order.state is OrderState.ACKNOWLEDGED
+    assert order.header == header
+    assert set(order.items) == {"1", "2"}
+    assert {i.state for i in order.items.values()} == {ItemState.ACKNOWLEDGED}
+    assert order.submitted_by == actors.upstream.actor
+    assert order.flags == ()
+
+    # The same order again (even with other content) creates nothing and stores nothing.
+    before = [(s.originator_version, s.state) for s in app.recorder.select_events(order_id)]
+    again_id, again = app.receive_order(actors.upstream, header, [samples.internet_item("9")])
+    assert (again_id, again) == (order_id, False)
+    after = [(s.originator_version, s.state) for s in app.recorder.select_events(order_id)]
+    assert after == before
+    assert app.recorder.max_notification_id() == 2
+
+    found = app.find_by_external_id("crm-4711")
+    assert found.id == order_id
+    assert found.header.external_id == "crm-4711"
+    assert [type(e).__name__ for e in app.history(order_id)] == ["OrderDrafted",
+                                                                 "OrderSubmitted"]
+
+
+def test_orders_without_external_id_are_always_new(app, actors, samples):
+    first, created1 = app.receive_order(actors.upstream, samples.header(None), samples.items())
+    second, created2 = app.receive_order(actors.upstream, samples.header(None), samples.items())
+    assert created1 and created2
+    assert first != second
+
+
+def test_receive_with_a_taken_order_id_and_no_external_id_conflicts(app, actors, samples,
+                                                                    received):
+    with pytest.raises(ConcurrencyConflict):
+        app.receive_order(actors.upstream, samples.header(None), samples.items(),
+                          order_id=received)
+    assert len(app.recorder.select_events(received)) == 2
+
+
+def test_receive_flags_value_problems_and_refuses_structural_ones(app, actors, samples):
+    flagged = samples.internet_item("1", place=None).model_copy(
+        update={"characteristics": {"bandwidthMbps": 7, "accessType": "fibre"}})
+    order_id, _ = app.receive_order(actors.upstream, samples.header("flagged"), [flagged])
+    codes = {p.code for p in app.get_order(order_id).flags}
+    assert codes == {"missing_place", "value_not_allowed"}
+
+    unknown = OrderItem(id="1", action=ItemAction.ADD, specification=SpecRef(id="no-such"))
+    with pytest.raises(ValidationFailed) as refused:
+        app.receive_order(actors.upstream, samples.header("refused"), [unknown])
+    assert {p.code for p in refused.value.problems} == {"unknown_specification"}
+    assert not app.exists(order_id_for("refused"))
+
+
+# --------------------------------------------------------------- manual capture
+def test_manual_capture_through_the_application(app, actors, samples):
+    agent = actors.agent
+    order_id = app.draft_order(agent, OrderHeader(external_id="manual-1", priority="1"))
+    assert app.get_order(order_id).state is OrderState.DRAFT
+
+    app.add_line(agent, order_id, samples.internet_item("1", place=None))
+    app.add_line(agent, order_id, samples.router_item("2"))
+    app.add_line(agent, order_id, samples.router_item("3"))
+    with pytest.raises(InvalidCommand):
+        app.add_line(agent, order_id, samples.router_item("3"))
+    app.configure_line(agent, order_id, "1", characteristics={"bandwidthMbps": 1000},
+                       cleared=["accessType"], place=Place(id="site-9"), quantity=2)
+    app.configure_line(agent, order_id, "1", characteristics={"accessType": "copper"})
+    app.configure_line(agent, order_id, "2", depends_on=["1"])
+    app.remove_line(agent, order_id, "3")
+    with pytest.raises(InvalidCommand):
+        app.configure_line(agent, order_id, "1")  # nothing to configure
+
+    order = app.get_order(order_id)
+    assert order.state is OrderState.DRAFT
+    assert set(order.items) == {"1", "2"}
+    line = order.items["1"]
+    assert line.characteristics == {"bandwidthMbps": 1000, "accessType": "copper"}
+    assert (line.place, line.quantity, line.state) == (Place(id="site-9"), 2, None)
+    assert order.items["2"].depends_on == ("1",)
+
+    order = app.submit(agent, order_id)
+    assert order.state is OrderState.ACKNOWLEDGED
+    assert order.submitted_by == agent.actor
+    assert {i.state for i in app.get_order(order_id).items.values()} == {ItemState.ACKNOWLEDGED}
+    assert topics(app, order_id) == ["OrderDrafted", "LineAdded", "LineAdded", "LineAdded",
+                                     "LineConfigured", "LineConfigured", "LineConfigured",
+                                     "LineRemoved", "OrderSubmitted"]
+    with pytest.raises(IllegalTransition):
+        app.add_line(agent, order_id, samples.router_item("4"))
+
+
+def test_submitting_an_invalid_draft_stores_nothing(app, actors):
+    order_id = app.draft_order(actors.agent, OrderHeader(external_id="empty"))
+    with pytest.raises(ValidationFailed) as refused:
+        app.submit(actors.agent, order_id)
+    assert {p.code for p in refused.value.problems} == {"no_items"}
+    assert topics(app, order_id) == ["OrderDrafted"]
+
+
+def test_four_eyes_the_submitter_may_not_decide(app, actors, samples):
+    manager = actors.manager
+    order_id = app.draft_order(manager, OrderHeader(external_id="own"))
+    app.add_line(manager, order_id, samples.internet_item("1"))
+    app.submit(manager, order_id)
+    with pytest.raises(NotPermitted):
+        app.approve(manager, order_id)
+    assert app.approve(actors.other_manager, order_id).state is OrderState.IN_PROGRESS
+
+
+def test_roles_are_enforced(app, actors, received):
+    with pytest.raises(NotPermitted):
+        app.approve(actors.upstream, received)
+    with pytest.raises(NotPermitted):
+        app.change_item_state(actors.manager, received, "1", ItemState.IN_PROGRESS)
+    assert app.get_order(received).version == 2
+
+
+# ------------------------------------------------------------------- lifecycle
+def test_happy_path_to_completed(app, actors, received):
+    ful = actors.fulfilment
+    order = app.approve(actors.manager, received, note="ok")
+    assert order.state is OrderState.IN_PROGRESS
+    assert order.decided_by == actors.manager.actor
+
+    app.reach_point_of_no_return(ful, received, note="equipment shipped")
+    with pytest.raises(IllegalTransition):
+        app.request_cancellation(actors.upstream, received, reason="too late")
+    with pytest.raises(IllegalTransition):  # item 2 waits for item 1
+        app.change_item_state(ful, received, "2", ItemState.IN_PROGRESS)
+    app.change_item_state(ful, received, "1", ItemState.IN_PROGRESS)
+    app.change_item_state(ful, received, "1", ItemState.COMPLETED)
+    with pytest.raises(IllegalTransition):  # completed is final
+        app.change_item_state(ful, received, "1", ItemState.FAILED)
+    assert app.get_order(received).state is OrderState.IN_PROGRESS
+    app.change_item_state(ful, received, "2", ItemState.IN_PROGRESS)
+    order = app.change_item_state(ful, received, "2", ItemState.COMPLETED)
+
+    assert order.state is OrderState.COMPLETED
+    loaded = app.get_order(received)
+    assert loaded.state is OrderState.COMPLETED
+    assert loaded.point_of_no_return is True
+    assert {i.state for i in loaded.items.values()} == {ItemState.COMPLETED}
+    assert topics(app, received) == [
+        "OrderDrafted", "OrderSubmitted", "OrderApproved", "PointOfNoReturnReached",
+        "ItemStateChanged", "ItemStateChanged", "ItemStateChanged", "ItemStateChanged",
+        "OrderCompleted"]
+    with pytest.raises(IllegalTransition):
+        app.hold(ful, received, "no")
+
+
+def test_failed_and_partial_outcomes(app, actors, samples):
+    ful = actors.fulfilment
+    failed, _ = app.receive_order(actors.upstream, samples.header("f"), [samples.internet_item()])
+    app.approve(actors.manager, failed)
+    assert app.change_item_state(ful, failed, "1", ItemState.FAILED).state is OrderState.FAILED
+
+    partial, _ = app.receive_order(actors.upstream, samples.header("p"),
+                                   [samples.internet_item("1"), samples.router_item("2")])
+    app.approve(actors.manager, partial)
+    app.change_item_state(ful, partial, "1", ItemState.COMPLETED)
+    app.change_item_state(ful, partial, "2", ItemState.FAILED)
+    assert app.get_order(partial).state is OrderState.PARTIAL
+
+
+def test_reject_with_reason(app, actors, received):
+    with pytest.raises(InvalidCommand):
+        app.reject(actors.manager, received, "   ")
+    order = app.reject(actors.manager, received, "  no budget  ")
+    assert order.state is OrderState.REJECTED
+
+    loaded = app.get_order(received)
+    assert loaded.state is OrderState.REJECTED
+    assert loaded.rejection_reason == "no budget"
+    assert loaded.decided_by == actors.manager.actor
+    assert {i.state for i in loaded.items.values()} == {ItemState.REJECTED}
+    with pytest.raises(IllegalTransition):
+        app.approve(actors.manager, received)
+    assert topics(app, received)[-1] == "OrderRejected"
+
+
+def test_cancellation_request_deny_then_approve_and_cancel(app, actors, approved):
+    request_id = app.request_cancellation(actors.upstream, approved, reason="moving office")
+    order = app.get_order(approved)
+    assert order.state is OrderState.ASSESSING_CANCELLATION
+    assert order.prior_state is OrderState.IN_PROGRESS
+    assert order.cancellation_request_id == request_id
+    assert order.cancellation_reason == "moving office"
+    with pytest.raises(IllegalTransition):
+        app.change_item_state(actors.fulfilment, approved, "1", ItemState.IN_PROGRESS)
+
+    with pytest.raises(InvalidCommand):
+        app.deny_cancellation(actors.manager, approved, "")
+    app.deny_cancellation(actors.manager, approved, "work has started")
+    order = app.get_order(approved)
+    assert order.state is OrderState.IN_PROGRESS
+    assert (order.prior_state, order.cancellation_request_id, order.cancellation_reason) == (
+        None, None, None)
+
+    app.change_item_state(actors.fulfilment, approved, "1", ItemState.COMPLETED)
+    second = app.request_cancellation(actors.upstream, approved, reason="really moving")
+    assert second != request_id
+    app.approve_cancellation(actors.manager, approved, note="fine")
+    assert app.get_order(approved).state is OrderState.PENDING_CANCELLATION
+    with pytest.raises(IllegalTransition):
+        app.hold(actors.fulfilment, approved, "no")
+    order = app.cancel(actors.fulfilment, approved)
+    assert order.state is OrderState.CANCELLED
+
+    loaded = app.get_order(approved)
+    assert loaded.state is OrderState.CANCELLED
+    assert loaded.items["1"].state is ItemState.COMPLETED  # final items stay as they were
+    assert loaded.items["2"].state is ItemState.CANCELLED
+    cancelled = app.history(approved)[-1]
+    assert type(cancelled).__name__ == "OrderCancelled"
+    assert (cancelled.reason, cancelled.request_id) == ("really moving", second)
+
+
+def test_direct_cancellation_of_an_acknowledged_order(app, actors, received):
+    app.cancel(actors.manager, received, reason="duplicate")
+    order = app.get_order(received)
+    assert order.state is OrderState.CANCELLED
+    assert {i.state for i in order.items.values()} == {ItemState.CANCELLED}
+
+
+def test_hold_and_resume(app, actors, approved):
+    ful = actors.fulfilment
+    with pytest.raises(InvalidCommand):
+        app.hold(ful, approved, "")
+    app.hold(ful, approved, "site not ready")
+    order = app.get_order(approved)
+    assert (order.state, order.waiting_reason) == (OrderState.HELD, "site not ready")
+    with pytest.raises(IllegalTransition):
+        app.change_item_state(ful, approved, "1", ItemState.IN_PROGRESS)
+    app.resume(ful, approved, note="site ready")
+    order = app.get_order(approved)
+    assert (order.state, order.waiting_reason) == (OrderState.IN_PROGRESS, None)
+    assert topics(app, approved)[-2:] == ["OrderHeld", "OrderResumed"]
+
+
+def test_information_requested_and_provided(app, actors, approved):
+    app.request_information(actors.fulfilment, approved, "which floor?")
+    order = app.get_order(approved)
+    assert (order.state, order.waiting_reason) == (OrderState.PENDING, "which floor?")
+    with pytest.raises(IllegalTransition):
+        app.request_information(actors.fulfilment, approved, "and the room?")
+    app.provide_information(actors.upstream, approved, "third floor")
+    order = app.get_order(approved)
+    assert (order.state, order.waiting_reason) == (OrderState.IN_PROGRESS, None)
+    provided = app.history(approved)[-1]
+    assert (type(provided).__name__, provided.information) == ("InformationProvided",
+                                                               "third floor")
+
+
+def test_revisions(app, actors, samples, received):
+    up = actors.upstream
+    with pytest.raises(InvalidCommand):
+        app.revise(up, received)
+    faster = samples.internet_item("1").model_copy(
+        update={"characteristics": {"bandwidthMbps": 1000, "accessType": "fibre"}})
+    app.revise(up, received, items=[faster, samples.router_item("3")],
+               header=HeaderChange(priority="high"))
+    order = app.get_order(received)
+    assert order.state is OrderState.ACKNOWLEDGED
+    assert order.revision == 1
+    assert order.header.priority == "high"
+    assert order.header.description == "two services"  # unchanged fields stay
+    assert order.items["1"].characteristics["bandwidthMbps"] == 1000
+    assert order.items["3"].state is ItemState.ACKNOWLEDGED
+
+    app.revise(up, received, removed_item_ids=["3"])  # before approval: gone
+    assert set(app.get_order(received).items) == {"1", "2"}
+    with pytest.raises(ValidationFailed):  # item 2 depends on item 1
+        app.revise(up, received, removed_item_ids=["1"])
+
+    app.approve(actors.manager, received)
+    app.change_item_state(actors.fulfilment, received, "1", ItemState.COMPLETED)
+    with pytest.raises(IllegalTransition):  # a final item cannot be revised
+        app.revise(up, received, items=[faster])
+    # After approval a removed item stays on record, cancelled; it was the last open one.
+    order = app.revise(up, received, removed_item_ids=["2"])
+    assert order.state is OrderState.COMPLETED
+    loaded = app.get_order(received)
+    assert loaded.revision == 3
+    assert loaded.items["2"].state is ItemState.CANCELLED
+    assert loaded.state is OrderState.COMPLETED
+    assert topics(app, received)[-2:] == ["OrderRevised", "OrderCompleted"]
+
+
+def test_notes(app, actors, received):
+    with pytest.raises(InvalidCommand):
+        app.add_note(actors.upstream, received, " ")
+    app.add_note(actors.upstream, received, "customer calls back at 3pm")
+    app.reject(actors.manager, received, "no")
+    app.add_note(actors.fulfilment, received, "noted")  # notes are allowed in any state
+    with pytest.raises(NotPermitted):
+        app.add_note(CommandContext.for_actor("eve", Role.AUDITOR), received, "read only")
+    notes = app.get_order(received).notes
+    assert notes == (Note(text="customer calls back at 3pm", author="crm"),
+                     Note(text="noted", author="fulfil-1"))
+
+
+# ----------------------------------------------------------------------- reads
+def test_get_order_at_a_version(app, actors, received):
+    app.approve(actors.manager, received)
+    app.hold(actors.fulfilment, received, "waiting for a crane")
+    app.resume(actors.fulfilment, received)
+    app.add_note(actors.fulfilment, received, "crane arrived")
+    expected = {1: OrderState.DRAFT, 2: OrderState.ACKNOWLEDGED, 3: OrderState.IN_PROGRESS,
+                4: OrderState.HELD, 5: OrderState.IN_PROGRESS, 6: OrderState.IN_PROGRESS}
+    for version, state in expected.items():
+        order = app.get_order(received, version=version)
+        assert (order.version, order.state) == (version, state)
+    assert app.get_order(received, version=4).waiting_reason == "waiting for a crane"
+    assert app.get_order(received, version=5).notes == ()
+    assert len(app.get_order(received, version=6).notes) == 1
+    assert app.get_order(received).version == 6
+
+
+def test_order_not_found(app, actors):
+    unknown = uuid4()
+    with pytest.raises(OrderNotFound):
+        app.get_order(unknown)
+    with pytest.raises(OrderNotFound):
+        app.history(unknown)
+    with pytest.raises(OrderNotFound):
+        app.find_by_external_id("never-seen")
+    with pytest.raises(OrderNotFound):
+        app.add_note(actors.upstream, unknown, "hello?")
+    assert not app.exists(unknown)
+    assert app.recorder.select_events(unknown) == []
+
+
+# ------------------------------------------------------------------ concurrency
+def test_optimistic_concurrency_two_copies(app, actors, received):
+    first = app.get_order(received)
+    second = app.get_order(received)
+    first.add_note(actors.upstream, "from the first copy")
+    second.add_note(actors.fulfilment, "from the second copy")
+    app._save(first)
+    with pytest.raises(ConcurrencyConflict):
+        app._save(second)
+    assert app.get_order(received).notes == (Note(text="from the first copy", author="crm"),)
+    assert topics(app, received) == ["OrderDrafted", "OrderSubmitted", "NoteAdded"]
+
+
+def test_optimistic_concurrency_two_applications(app, settings, open_app, actors, received):
+    """Two processes on the same store: the later writer of the same version loses."""
+    other = open_app(settings)
+    mine, theirs = app.get_order(received), other.get_order(received)
+    mine.approve(actors.manager, note="mine")
+    theirs.reject(actors.other_manager, "theirs")
+    other._save(theirs)
+    with pytest.raises(ConcurrencyConflict):
+        app._save(mine)
+    assert app.get_order(received).state is OrderState.REJECTED
+
+
+def test_a_use_case_on_a_stale_order_conflicts(app, actors, received, monkeypatch):
+    stale = app.get_order(received)
+    app.add_note(actors.upstream, received, "meanwhile")
+    monkeypatch.setattr(app.repository, "get", lambda *a, **kw: stale)
+    with pytest.raises(ConcurrencyConflict):
+        app.approve(actors.manager, received)
+    monkeypatch.undo()
+    assert app.get_order(received).state is OrderState.ACKNOWLEDGED
+
+
+# ------------------------------------------------------------------- hash chain
+def drive_some_events(app, actors, order_id):
+    app.approve(actors.manager, order_id)
+    app.add_note(actors.fulfilment, order_id, "started")
+    app.hold(actors.fulfilment, order_id, "weather")
+    app.resume(actors.fulfilment, order_id)
+    app.change_item_state(actors.fulfilment, order_id, "1", ItemState.COMPLETED)
+
+
+def test_stored_events_form_a_verifiable_hash_chain(app, actors, received, chain_tools):
+    drive_some_events(app, actors, received)
+    rows = chain_tools.stored_rows(app, received)
+    assert len(rows) == 7
+
+    previous = chain.GENESIS
+    for topic, order_id, version, state in rows:
+        recomputed = chain.event_hash(topic, order_id, version, state)
+        assert state["hash"] == recomputed
+        assert state["prev_hash"] == previous
+        previous = recomputed
+
+    hashes = chain_tools.verify(app, received)
+    assert app.get_order(received).head_hash == hashes[-1]
+    assert [e.hash for e in app.history(received)] == hashes
+    assert [e.prev_hash for e in app.history(received)] == [chain.GENESIS, *hashes[:-1]]
+    assert len(set(hashes)) == len(hashes)
+
+    # The chain carries on from the head after a reload.
+    app.add_note(actors.upstream, received, "one more")
+    assert chain_tools.verify(app, received)[:-1] == hashes
+
+
+def test_chains_of_different_orders_are_independent(app, actors, samples, chain_tools):
+    a, _ = app.receive_order(actors.upstream, samples.header("a"), samples.items())
+    b, _ = app.receive_order(actors.upstream, samples.header("b"), samples.items())
+    ha, hb = chain_tools.verify(app, a), chain_tools.verify(app, b)
+    assert set(ha).isdisjoint(hb)  # the order id is part of every hash
+
+
+@pytest.mark.parametrize("tamper", ["reason", "actor", "add_field", "timestamp", "version",
+                                    "topic", "relink"])
+def test_editing_a_stored_event_is_detected(app, actors, received, chain_tools, tamper):
+    drive_some_events(app, actors, received)
+    rows = chain_tools.stored_rows(app, received)
+    assert chain_tools.chain_break(rows) is None
+
+    forged = copy.deepcopy(rows)
+    index = next(i for i, r in enumerate(forged) if r[0] == T + "OrderHeld")
+    topic, order_id, version, state = forged[index]
+    if tamper == "reason":
+        state["reason"] = "no reason at all"
+    elif tamper == "actor":
+        state["actor"]["id"] = "mallory"
+    elif tamper == "add_field":
+        state["approved_by"] = "mallory"
+    elif tamper == "timestamp":
+        state["timestamp"] = state["timestamp"].replace("20", "19", 1)
+    elif tamper == "version":
+        forged[index] = (topic, order_id, version + 100, state)
+    elif tamper == "topic":
+        forged[index] = (T + "OrderResumed", order_id, version, state)
+    elif tamper == "relink":
+        # A forger who also rewrites this event's own hash still breaks the next link.
+        state["reason"] = "no reason at all"
+        state["hash"] = chain.event_hash(topic, order_id, version, state)
+
+    problem = chain_tools.chain_break(forged)
+    assert problem is not None
+    broken_at = version + 1 if tamper == "relink" else version
+    expected = f"v{broken_at}:" if tamper != "version" else f"v{version + 100}:"
+    assert problem.startswith(expected), problem
+    # The store itself is untouched and still verifies.
+    assert chain_tools.chain_break(chain_tools.stored_rows(app, received)) is None
+
+
+# ------------------------------------------------------------------- round trip
+def test_an_order_reloads_exactly_as_it_was_built(app, actors, samples, chain_tools):
+    """Whatever goes into events survives the store: dates, parties, unicode, numbers."""
+    header = OrderHeader(
+        external_id="rich-1", category="enterprise", description="Zugang über Hof, 3. OG 🚪",
+        priority="2", requested_start_date=date(2031, 2, 3),
+        requested_completion_date=datetime(2031, 3, 4, 17, 30,
+                                           tzinfo=timezone(timedelta(hours=2))),
+        notification_contact="noc@example.com",
+        related_parties=(Party(id="c-1", name="ACME GmbH"),
+                         Party(id="p-9", role="partner", referred_type="Organization")),
+        order_relationships=(OrderRelationship(id="o-0", relationship_type="follows"),))
+    voice = OrderItem(id="v", action=ItemAction.ADD, specification=SpecRef(id="sip-trunk"),
+                      characteristics={"channels": 30, "emergencyAddressValidated": True,
+                                       "portingDateTime": "2031-02-03T08:00:00+01:00"},
+                      place=Place(id="hq", name="Zentrale", role="installation"))
+    modify = OrderItem(id="m", action=ItemAction.MODIFY, service_id="svc-42",
+                       service_name="old line", characteristics={"ratio": 0.75})
+    order_id, _ = app.receive_order(actors.upstream, header, [voice, modify])
+    app.approve(actors.manager, order_id)
+    in_memory = app.add_note(actors.fulfilment, order_id, "ünïcödé ✓")
+
+    loaded = app.get_order(order_id)
+    assert vars(loaded) == vars(in_memory)
+    assert loaded.header == header
+    assert isinstance(loaded.header.requested_start_date, date)
+    assert loaded.header.requested_completion_date == header.requested_completion_date
+    assert loaded.items["m"].characteristics == {"ratio": 0.75}
+    chain_tools.verify(app, order_id)
+
+
+def test_receive_racing_another_door_reports_not_created(app, actors, samples, monkeypatch):
+    """Both doors saw no order; the loser's insert fails and it reports created=False."""
+    order_id, created = app.receive_order(actors.upstream, samples.header("race-1"),
+                                          samples.items())
+    assert created
+    monkeypatch.setattr(app, "exists", lambda _id: False)  # it looked before the other wrote
+    again_id, again = app.receive_order(actors.upstream, samples.header("race-1"),
+                                        samples.items())
+    assert (again_id, again) == (order_id, False)
+    assert len(app.recorder.select_events(order_id)) == 2

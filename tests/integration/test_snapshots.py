@@ -1,0 +1,142 @@
+"""Snapshots: an order loaded from a snapshot plus later events equals a full replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.snapshot import OrderSnapshot
+from serviceorders.domain.values import HeaderChange, ItemState, OrderState
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = 5
+
+
+@pytest.fixture
+def snap_app(make_settings, open_app):
+    settings = make_settings(snapshot_interval=INTERVAL)
+    assert settings.snapshot_interval == INTERVAL
+    return open_app(settings)
+
+
+def drive_long_history(app, actors, samples) -> Any:
+    """An order through 18 events, with a two-event save (item + order completed) in it."""
+    up, ful, mgr = actors.upstream, actors.fulfilment, actors.manager
+    order_id, _ = app.receive_order(up, samples.header("long-1"), samples.items())  # 1, 2
+    app.approve(mgr, order_id, note="go")  # 3
+    app.add_note(ful, order_id, "survey booked")  # 4
+    app.hold(ful, order_id, "access denied")  # 5
+    app.resume(ful, order_id)  # 6
+    app.request_information(ful, order_id, "who has the key?")  # 7
+    app.provide_information(up, order_id, "the caretaker")  # 8
+    app.add_note(up, order_id, "caretaker is Joe")  # 9
+    faster = samples.internet_item("1").model_copy(
+        update={"characteristics": {"bandwidthMbps": 500, "accessType": "fibre"}})
+    app.revise(up, order_id, items=[faster], header=HeaderChange(priority="high"))  # 10
+    app.add_note(ful, order_id, "bandwidth raised")  # 11
+    app.hold(ful, order_id, "rain")  # 12
+    app.resume(ful, order_id, note="sunny")  # 13
+    app.change_item_state(ful, order_id, "1", ItemState.IN_PROGRESS)  # 14
+    app.change_item_state(ful, order_id, "1", ItemState.COMPLETED)  # 15
+    app.change_item_state(ful, order_id, "2", ItemState.COMPLETED)  # 16 + 17 completed
+    app.add_note(up, order_id, "thanks")  # 18
+    return order_id
+
+
+def full_replay(app, order_id, upto: int | None = None) -> ServiceOrder:
+    """The order folded from every stored event (no snapshot involved)."""
+    order = None
+    for event in app.events.get(order_id, lte=upto):
+        order = event.mutate(order)
+    assert order is not None
+    return order
+
+
+def assert_same_order(loaded: ServiceOrder, replayed: ServiceOrder) -> None:
+    assert type(loaded) is type(replayed)
+    assert vars(loaded) == vars(replayed)
+    assert (loaded.id, loaded.version) == (replayed.id, replayed.version)
+    assert (loaded.created_on, loaded.modified_on) == (replayed.created_on, replayed.modified_on)
+
+
+def test_snapshot_plus_later_events_equals_full_replay(snap_app, actors, samples, monkeypatch):
+    app = snap_app
+    order_id = drive_long_history(app, actors, samples)
+    assert len(app.recorder.select_events(order_id)) == 18
+
+    snapshots = list(app.snapshots.get(order_id))
+    assert [s.originator_version for s in snapshots] == [5, 10, 15]
+    assert all(isinstance(s, OrderSnapshot) for s in snapshots)
+    latest = snapshots[-1]
+    assert latest.topic == ServiceOrder.TOPIC
+    # A snapshot sits outside the chain but records the head of the chain it was taken at.
+    stored = {e.originator_version: e.hash for e in app.events.get(order_id)}
+    assert all(s.state.head_hash == stored[s.originator_version] for s in snapshots)
+
+    # Loading really starts from the newest snapshot and reads only the later events.
+    reads: list[Any] = []
+    real_get = app.repository.event_store.get
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("gt"))
+        return real_get(*args, **kwargs)
+
+    monkeypatch.setattr(app.repository.event_store, "get", spy)
+    loaded = app.get_order(order_id)
+    monkeypatch.undo()
+    assert reads == [15]
+
+    replayed = full_replay(app, order_id)
+    assert replayed.version == 18
+    assert replayed.state is OrderState.COMPLETED
+    assert len(replayed.notes) == 4
+    assert_same_order(loaded, replayed)
+
+    # By hand: the newest snapshot, then the later events.
+    order = latest.mutate(None)
+    for event in app.events.get(order_id, gt=latest.originator_version):
+        order = event.mutate(order)
+    assert_same_order(order, replayed)
+
+
+def test_every_version_loads_the_same_with_or_without_snapshots(snap_app, actors, samples):
+    app = snap_app
+    order_id = drive_long_history(app, actors, samples)
+    for version in range(1, 19):
+        assert_same_order(app.get_order(order_id, version=version),
+                          full_replay(app, order_id, upto=version))
+
+
+def test_snapshot_equals_replay_at_its_own_version(snap_app, actors, samples):
+    app = snap_app
+    order_id = drive_long_history(app, actors, samples)
+    for snapshot in app.snapshots.get(order_id):
+        assert_same_order(snapshot.mutate(None),
+                          full_replay(app, order_id, upto=snapshot.originator_version))
+
+
+def test_a_loaded_snapshot_order_keeps_the_chain_going(snap_app, actors, samples, chain_tools):
+    app = snap_app
+    order_id = drive_long_history(app, actors, samples)
+    app.add_note(actors.fulfilment, order_id, "after the snapshot")  # 19, saved from 15 + 3
+    app.add_note(actors.fulfilment, order_id, "at twenty")  # 20: a snapshot
+    assert [s.originator_version for s in app.snapshots.get(order_id)] == [5, 10, 15, 20]
+    chain_tools.verify(app, order_id)
+    assert_same_order(app.get_order(order_id), full_replay(app, order_id))
+
+
+def test_no_snapshots_with_interval_zero(make_settings, open_app, actors, samples):
+    app = open_app(make_settings(snapshot_interval=0))
+    order_id = drive_long_history(app, actors, samples)
+    assert list(app.snapshots.get(order_id)) == []
+    assert_same_order(app.get_order(order_id), full_replay(app, order_id))
+
+
+def test_an_application_without_interval_still_reads_existing_snapshots(
+        snap_app, make_settings, open_app, actors, samples):
+    order_id = drive_long_history(snap_app, actors, samples)
+    plain = open_app(make_settings(snapshot_interval=0))
+    assert [s.originator_version for s in plain.snapshots.get(order_id)] == [5, 10, 15]
+    assert_same_order(plain.get_order(order_id), full_replay(snap_app, order_id))
