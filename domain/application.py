@@ -70,7 +70,7 @@ class ServiceOrders(Application[UUID]):
     # ------------------------------------------------------------ manual capture
     def add_line(self, ctx: CommandContext, order_id: UUID, item: OrderItem) -> ServiceOrder:
         order = self.get_order(order_id)
-        order.add_line(ctx, item)
+        order.add_line(ctx, item, self.catalog)
         return self._save(order)
 
     def configure_line(self, ctx: CommandContext, order_id: UUID, item_id: str,

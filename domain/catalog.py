@@ -139,6 +139,17 @@ class Catalog(BaseModel):
     def __contains__(self, spec_id: object) -> bool:
         return any(s.id == spec_id for s in self.specifications)
 
+    def resolve(self, item: OrderItem) -> OrderItem:
+        """The item with its specification's name and version filled in from the catalog,
+        so that the order records which version of the specification it was made with."""
+        ref = item.specification
+        spec = self.get(ref.id) if ref else None
+        if ref is None or spec is None or (ref.name and ref.version):
+            return item
+        filled = ref.model_copy(update={"name": ref.name or spec.name,
+                                        "version": ref.version or spec.version})
+        return item.model_copy(update={"specification": filled})
+
     def validate_items(self, items: Iterable[OrderItem]) -> list[Problem]:
         """Every problem of an order's items, structural and value problems alike."""
         items = list(items)

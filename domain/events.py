@@ -73,8 +73,11 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
                           self.stored_state())
 
     def mutate(self, aggregate: Any) -> Any:
+        state_before = aggregate.state if aggregate is not None else None
         aggregate = super().mutate(aggregate)
         aggregate.head_hash = self.hash
+        if aggregate.state != state_before:
+            aggregate.state_since = self.timestamp
         return aggregate
 
     def apply(self, order: ServiceOrder) -> None:
@@ -239,6 +242,7 @@ class CancellationRequested(OrderEvent):
         order.state = OrderState.ASSESSING_CANCELLATION
         order.cancellation_request_id = self.request_id
         order.cancellation_reason = self.reason
+        order.cancellation_requested_by = self.actor
 
 
 class CancellationApproved(OrderEvent):
@@ -260,6 +264,7 @@ class CancellationDenied(OrderEvent):
         order.prior_state = None
         order.cancellation_request_id = None
         order.cancellation_reason = None
+        order.cancellation_requested_by = None
 
 
 class OrderCancelled(OrderEvent):

@@ -34,6 +34,7 @@ from .lifecycle import (
 )
 from .snapshot import OrderSnapshot, OrderSnapshotState
 from .values import (
+    Actor,
     CommandContext,
     HeaderChange,
     ItemState,
@@ -70,6 +71,7 @@ class ServiceOrder(BaseAggregate[UUID]):
     def __init__(self) -> None:
         self.header = OrderHeader()
         self.state = OrderState.DRAFT
+        self.state_since: datetime | None = None  # when the order entered its state
         self.items: dict[str, OrderItem] = {}
         self.flags: tuple[Problem, ...] = ()
         self.notes: tuple[Note, ...] = ()
@@ -81,6 +83,7 @@ class ServiceOrder(BaseAggregate[UUID]):
         self.prior_state: OrderState | None = None
         self.cancellation_request_id: str | None = None
         self.cancellation_reason: str | None = None
+        self.cancellation_requested_by: Actor | None = None
         self.point_of_no_return = False
         self.revision = 0
         self.head_hash = GENESIS
@@ -98,7 +101,7 @@ class ServiceOrder(BaseAggregate[UUID]):
                 catalog: Catalog, order_id: UUID | None = None) -> ServiceOrder:
         """A complete order from an upstream system or the API: two events, into review."""
         _check_role(None, ctx, Action.RECEIVE)
-        items = tuple(items)
+        items = tuple(catalog.resolve(i) for i in items)
         problems = catalog.validate_items(items)
         if refused := structural(problems):
             raise ValidationFailed(refused, order_id)
@@ -118,10 +121,13 @@ class ServiceOrder(BaseAggregate[UUID]):
         super().trigger_event(event_class, prev_hash=self.head_hash, **kwargs)
 
     # ------------------------------------------------------------- manual capture
-    def add_line(self, ctx: CommandContext, item: OrderItem) -> None:
+    def add_line(self, ctx: CommandContext, item: OrderItem,
+                 catalog: Catalog | None = None) -> None:
         self._check(ctx, Action.ADD_LINE)
         if item.id in self.items:
             raise InvalidCommand(f"order {self.id} already has an item {item.id}")
+        if catalog is not None:
+            item = catalog.resolve(item)
         self.trigger_event(ev.LineAdded, item=item.with_state(None), **envelope(ctx))
 
     def configure_line(self, ctx: CommandContext, item_id: str,
@@ -237,7 +243,8 @@ class ServiceOrder(BaseAggregate[UUID]):
                header: HeaderChange | None = None) -> None:
         """Merge a revision by item id; the order keeps its state (see docs/lifecycle.md)."""
         self._check(ctx, Action.REVISE)
-        items, removed = tuple(items), tuple(dict.fromkeys(removed_item_ids))
+        items = tuple(catalog.resolve(i) for i in items)
+        removed = tuple(dict.fromkeys(removed_item_ids))
         header = header or HeaderChange()
         if not (items or removed or header.model_fields_set):
             raise InvalidCommand(f"the revision of order {self.id} changes nothing")

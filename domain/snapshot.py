@@ -24,6 +24,7 @@ class OrderSnapshotState(BaseModel):
     modified_on: datetime
     header: OrderHeader
     state: OrderState
+    state_since: datetime | None
     items: dict[str, OrderItem]
     flags: tuple[Problem, ...]
     notes: tuple[Note, ...]
@@ -36,6 +37,7 @@ class OrderSnapshotState(BaseModel):
     prior_state: OrderState | None
     cancellation_request_id: str | None
     cancellation_reason: str | None
+    cancellation_requested_by: Actor | None
     point_of_no_return: bool
     revision: int
     head_hash: str

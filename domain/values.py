@@ -8,10 +8,23 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+
+def _date_only_as_date(value: Any) -> Any:
+    """A date-only ISO string is a date, not midnight: `date` values survive JSON storage."""
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+DateOrDateTime = Annotated[datetime | date, BeforeValidator(_date_only_as_date)]
 
 
 class Value(BaseModel):
@@ -193,8 +206,8 @@ class OrderHeader(Value):
     category: str | None = None
     description: str | None = None
     priority: str | None = None
-    requested_start_date: datetime | date | None = None
-    requested_completion_date: datetime | date | None = None
+    requested_start_date: DateOrDateTime | None = None
+    requested_completion_date: DateOrDateTime | None = None
     notification_contact: str | None = None
     related_parties: tuple[Party, ...] = ()
     order_relationships: tuple[OrderRelationship, ...] = ()
@@ -210,8 +223,8 @@ class HeaderChange(Value):
     category: str | None = None
     description: str | None = None
     priority: str | None = None
-    requested_start_date: datetime | date | None = None
-    requested_completion_date: datetime | date | None = None
+    requested_start_date: DateOrDateTime | None = None
+    requested_completion_date: DateOrDateTime | None = None
     notification_contact: str | None = None
     related_parties: tuple[Party, ...] | None = None
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from .domain.application import ServiceOrders
 from .domain.catalog import Catalog
+from .domain.codec import OrjsonTranscoder, PydanticMapper
+from .projections.db import ReadDb
+from .projections.runner import Projector, create_tables
 from .settings import DatabaseConfig, Settings
 
 
@@ -41,8 +44,28 @@ def build_application(settings: Settings, *, create_tables: bool = False) -> Ser
                          four_eyes=settings.four_eyes)
 
 
+def open_read_db(settings: Settings) -> ReadDb:
+    return ReadDb.connect(settings.database, settings.lock_timeout_seconds)
+
+
+def event_mapper() -> PydanticMapper:
+    return PydanticMapper(transcoder=OrjsonTranscoder())
+
+
+def build_projector(settings: Settings, db: ReadDb | None = None) -> Projector:
+    return Projector(db or open_read_db(settings), event_mapper(),
+                     batch_size=settings.projection_batch_size)
+
+
 def init_database(settings: Settings) -> list[str]:
     """Create every table the engine needs (idempotent). Returns what was set up."""
     app = build_application(settings, create_tables=True)
     app.close()
-    return [f"{settings.database.kind} event store ({settings.database.url()})"]
+    db = open_read_db(settings)
+    try:
+        create_tables(db)
+    finally:
+        db.close()
+    where = settings.database.url()
+    return [f"{settings.database.kind} event store ({where})",
+            f"{settings.database.kind} read models and projection positions ({where})"]

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -19,7 +22,14 @@ from uuid import UUID, uuid4
 import click
 from pydantic import ValidationError
 
-from .bootstrap import build_application, init_database, load_catalog
+from .bootstrap import (
+    build_application,
+    build_projector,
+    event_mapper,
+    init_database,
+    load_catalog,
+    open_read_db,
+)
 from .domain.application import ServiceOrders
 from .domain.errors import DomainError, ValidationFailed
 from .domain.order import ServiceOrder, order_id_for
@@ -148,6 +158,141 @@ def demo(obj: Context) -> None:
         for event in app.history(order_id):
             click.echo(f"  v{event.originator_version:<3} {type(event).__name__:<24} "
                        f"{event.actor.id} ({event.actor.role})  {event.hash[:12]}")
+
+
+# ------------------------------------------------------------- projections
+@main.command()
+@click.option("--once", is_flag=True, help="Catch up with the log, then exit.")
+@click.pass_obj
+@refusals
+def project(obj: Context, once: bool) -> None:
+    """Run the projections: catch up with the event log, then follow it (SIGTERM stops)."""
+    settings = obj.settings
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    projector = build_projector(settings)
+    try:
+        applied = projector.catch_up()
+        click.echo(f"caught up: {applied} events applied", err=True)
+        if once:
+            return
+        while not stopping.is_set():
+            try:
+                projector.follow(stopping)
+            except Exception as e:  # the database went away: reconnect and go on
+                click.echo(f"projector error, reconnecting: {type(e).__name__}: {e}", err=True)
+                projector.db.close()
+                stopping.wait(1.0)
+                if not stopping.is_set():
+                    projector = _reconnect(settings)
+    finally:
+        projector.db.close()
+
+
+def _reconnect(settings: Settings) -> Any:
+    while True:
+        try:
+            return build_projector(settings)
+        except Exception as e:
+            click.echo(f"database unavailable ({type(e).__name__}); retrying", err=True)
+            time.sleep(1.0)
+
+
+@main.command()
+@click.pass_obj
+@refusals
+def serve(obj: Context) -> None:
+    """Run the engine in one process: the projections (the REST API joins with its issue).
+
+    Works on the embedded default with no configuration; SIGTERM stops it."""
+    settings = obj.settings
+    init_database(settings)
+    click.echo(f"serving on {settings.database.url()}; projections following the log",
+               err=True)
+    obj.database_url = settings.database.url(with_password=True)
+    click.get_current_context().invoke(project)
+
+
+@main.group()
+def projections() -> None:
+    """Read-model status, rebuild and verify."""
+
+
+NAMES = click.argument("names", nargs=-1, metavar="[NAME]...")
+
+
+@projections.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@refusals
+def projections_status(obj: Context, as_json: bool) -> None:
+    """Each projection's position in the log and its lag (events behind the head)."""
+    projector = build_projector(obj.settings)
+    try:
+        status = projector.status()
+    finally:
+        projector.db.close()
+    if as_json:
+        click.echo(json.dumps([s.__dict__ for s in status], indent=2))
+        return
+    for s in status:
+        click.echo(f"{s.name:<22} position {s.position:>10}  head {s.head:>10}  lag {s.lag}")
+
+
+def _progress_bar(db: Any, label: str, passes: int = 1) -> Any:
+    from tqdm import tqdm
+
+    total = db.fetchone("SELECT COUNT(*) FROM " + (
+        "serviceorders_events" if db.dialect == "postgres" else "stored_events"))[0]
+    return tqdm(total=total * passes, unit="ev", desc=label, file=sys.stderr, dynamic_ncols=True)
+
+
+@projections.command("rebuild")
+@NAMES
+@click.pass_obj
+@refusals
+def projections_rebuild(obj: Context, names: tuple[str, ...]) -> None:
+    """Rebuild projections from the first event into fresh tables, then swap them in."""
+    from .projections.maintenance import rebuild
+
+    db = open_read_db(obj.settings)
+    try:
+        with _progress_bar(db, "rebuild") as bar:
+            positions = rebuild(db, event_mapper(), names or None, progress=bar.update)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="NAME") from None
+    finally:
+        db.close()
+    for name, position in positions.items():
+        click.echo(f"rebuilt {name} at position {position}")
+
+
+@projections.command("verify")
+@NAMES
+@click.option("--limit", default=20, help="Differing rows to show per projection.")
+@click.pass_obj
+@refusals
+def projections_verify(obj: Context, names: tuple[str, ...], limit: int) -> None:
+    """Prove the live tables equal a rebuild from scratch; exit 1 with the differences."""
+    from .projections.maintenance import select, verify
+
+    try:
+        chosen = [p.name for p in select(names or None)]
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="NAME") from None
+    db = open_read_db(obj.settings)
+    try:
+        with _progress_bar(db, "verify", passes=len(chosen)) as bar:
+            differences = verify(db, event_mapper(), chosen, progress=bar.update)
+    finally:
+        db.close()
+    for name in chosen:
+        found = [d for d in differences if d.projection == name]
+        click.echo(f"{name}: {'OK' if not found else f'{len(found)} differing row(s)'}")
+        for d in found[:limit]:
+            click.echo(f"  key {d.key}\n    live:    {d.live}\n    rebuilt: {d.rebuilt}")
+    sys.exit(1 if differences else 0)
 
 
 # ----------------------------------------------------------------- catalog

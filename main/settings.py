@@ -98,6 +98,7 @@ class Settings(BaseModel):
     lock_timeout_seconds: int = Field(default=5, ge=1)
     pool_size: int = Field(default=2, ge=1)
     pool_max_overflow: int = Field(default=4, ge=0)
+    projection_batch_size: int = Field(default=500, ge=1, le=10000)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -110,6 +111,7 @@ class Settings(BaseModel):
             "catalog_path": env.get("SERVICEORDERS_CATALOG") or None,
             "lock_timeout_seconds": _int(env, "SERVICEORDERS_DB_LOCK_TIMEOUT", 5),
             "pool_size": _int(env, "SERVICEORDERS_DB_POOL_SIZE", 2),
+            "projection_batch_size": _int(env, "SERVICEORDERS_PROJECTION_BATCH", 500),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)

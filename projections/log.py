@@ -1,0 +1,139 @@
+"""Reading the application's event log for projections, in pages, and folding each page
+into the orders it touches (state after the page, and every state transition in it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Mapper, StoredEvent
+
+from ..domain.events import OrderEvent
+from ..domain.order import ServiceOrder
+from ..domain.values import Actor, OrderState
+from .db import ReadDb
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An event that moved an order into another state (or created it)."""
+
+    position: int
+    order_id: UUID
+    version: int
+    from_state: OrderState | None
+    to_state: OrderState
+    at: datetime
+    previous_since: datetime | None
+    actor: Actor
+    category: str | None
+    specifications: tuple[str, ...]
+    sites: tuple[str, ...]
+
+
+@dataclass
+class Batch:
+    """One page of the log, folded: what each projection needs to apply it."""
+
+    start: int  # position before the page
+    end: int  # position of the page's last event
+    events: list[tuple[int, OrderEvent]]
+    orders: dict[UUID, ServiceOrder] = field(default_factory=dict)  # state at `end`
+    transitions: list[Transition] = field(default_factory=list)
+
+    def last_event_per_order(self) -> dict[UUID, OrderEvent]:
+        return {event.originator_id: event for _, event in self.events}
+
+
+class EventLog:
+    """The events table, read directly (same database as the read models)."""
+
+    def __init__(self, db: ReadDb, mapper: Mapper[Any]) -> None:
+        self.db = db
+        self.mapper = mapper
+        if db.dialect == "postgres":
+            self.table, self.position = "serviceorders_events", "notification_id"
+        else:
+            self.table, self.position = "stored_events", "rowid"
+
+    def head(self) -> int:
+        row = self.db.fetchone(f"SELECT MAX({self.position}) FROM {self.table}")
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def count_after(self, position: int) -> int:
+        row = self.db.fetchone(f"SELECT COUNT(*) FROM {self.table} WHERE {self.position} > %s",
+                               (position,))
+        return int(row[0]) if row else 0
+
+    def read(self, after: int, limit: int, stop: int | None = None
+             ) -> list[tuple[int, OrderEvent]]:
+        sql = (f"SELECT {self.position}, originator_id, originator_version, topic, state "
+               f"FROM {self.table} WHERE {self.position} > %s")
+        params: list[Any] = [after]
+        if stop is not None:
+            sql += f" AND {self.position} <= %s"
+            params.append(stop)
+        sql += f" ORDER BY {self.position} LIMIT %s"
+        params.append(limit)
+        return [(int(row[0]), self._event(row[1:])) for row in self.db.fetchall(sql, params)]
+
+    def history(self, order_ids: Iterable[UUID], before: int) -> dict[UUID, list[OrderEvent]]:
+        """Every event of the given orders earlier than `before`, in version order."""
+        ids = list(order_ids)
+        found: dict[UUID, list[OrderEvent]] = {i: [] for i in ids}
+        for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+            keys = [i if self.db.dialect == "postgres" else i.hex for i in chunk]
+            marks = ", ".join(["%s"] * len(keys))
+            rows = self.db.fetchall(
+                f"SELECT originator_id, originator_version, topic, state FROM {self.table} "
+                f"WHERE originator_id IN ({marks}) AND {self.position} < %s "
+                f"ORDER BY originator_id, originator_version", [*keys, before])
+            for row in rows:
+                event = self._event(row)
+                found[event.originator_id].append(event)
+        return found
+
+    def _event(self, row: Sequence[Any]) -> OrderEvent:
+        originator_id, version, topic, state = row
+        stored = StoredEvent(originator_id=UUID(str(originator_id)),
+                             originator_version=int(version), topic=topic, state=bytes(state))
+        return self.mapper.to_domain_event(stored)
+
+
+def fold(log: EventLog, start: int, events: list[tuple[int, OrderEvent]]) -> Batch:
+    """Replay the page onto the orders it touches, loaded as they were before it."""
+    batch = Batch(start=start, end=events[-1][0], events=events)
+    first_version: dict[UUID, int] = {}
+    for _, event in events:
+        first_version.setdefault(event.originator_id, event.originator_version)
+    earlier = [oid for oid, version in first_version.items() if version > 1]
+    for order_id, history in log.history(earlier, before=events[0][0]).items():
+        order: Any = None
+        for event in history:
+            order = event.mutate(order)
+        batch.orders[order_id] = order
+    for position, event in events:
+        order = batch.orders.get(event.originator_id)
+        before_state = order.state if order is not None else None
+        before_since = order.state_since if order is not None else None
+        order = event.mutate(order)
+        batch.orders[event.originator_id] = order
+        if order.state != before_state:
+            batch.transitions.append(_transition(position, event, order, before_state,
+                                                 before_since))
+    return batch
+
+
+def _transition(position: int, event: OrderEvent, order: ServiceOrder,
+                before: OrderState | None, before_since: datetime | None) -> Transition:
+    items = order.items.values()
+    return Transition(
+        position=position, order_id=order.id, version=order.version, from_state=before,
+        to_state=order.state, at=event.timestamp, previous_since=before_since,
+        actor=event.actor, category=order.header.category,
+        specifications=tuple(sorted({i.specification.id for i in items if i.specification})),
+        sites=tuple(sorted({i.place.id for i in items if i.place})))

@@ -1,0 +1,148 @@
+"""Rebuild and verify: a projection rebuilt from the first event into fresh tables, then
+swapped in (with its position) in one short transaction; or compared with the live tables.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import Mapper
+
+from .db import Busy, ReadDb
+from .runner import LOCK, POSITIONS, Projector
+from .views import PROJECTIONS, Projection
+
+Progress = Callable[[int], None]
+
+
+def select(names: Sequence[str] | None) -> list[Projection]:
+    if not names:
+        return list(PROJECTIONS)
+    known = {p.name: p for p in PROJECTIONS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown projection(s): {', '.join(unknown)}; "
+                         f"known: {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def _fresh(db: ReadDb, projections: Sequence[Projection], suffix: str) -> dict[str, str]:
+    tables = {p.name: f"{p.name}__{suffix}" for p in projections}
+    with db.transaction():
+        for p in projections:
+            db.drop_table(tables[p.name])
+            db.create_table(p.table, tables[p.name])
+            db.execute(f"INSERT INTO {POSITIONS.name} (name, position) VALUES (%s, 0) "
+                       f"ON CONFLICT (name) DO UPDATE SET position = 0", (tables[p.name],))
+    return tables
+
+
+def _discard(db: ReadDb, tables: dict[str, str]) -> None:
+    with db.transaction():
+        for table in tables.values():
+            db.drop_table(table)
+            db.execute(f"DELETE FROM {POSITIONS.name} WHERE name = %s", (table,))
+
+
+def _retrying(db: ReadDb, work: Callable[[], Any], attempts: int = 50) -> Any:
+    """Run `work` in a transaction holding the projector lock, retrying while another
+    projector holds it or a report holds the tables (lock timeout)."""
+    delay = 0.1
+    for attempt in range(attempts):
+        try:
+            with db.transaction(lock=LOCK):
+                return work()
+        except (Busy, psycopg.errors.LockNotAvailable):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    return None  # pragma: no cover
+
+
+def rebuild(db: ReadDb, mapper: Mapper[Any], names: Sequence[str] | None = None,
+            progress: Progress | None = None) -> dict[str, int]:
+    """Rebuild projections from the first event and swap them in; returns positions."""
+    projections = select(names)
+    tables = _fresh(db, projections, "rebuild")
+    builder = Projector(db, mapper, projections, tables=tables, lock=None, batch_size=1000)
+    builder.catch_up(progress=progress)
+
+    def swap() -> dict[str, int]:
+        live = Projector(db, mapper, projections).positions()
+        target = max(live.values())
+        while builder.step(stop=target):  # the few events the live tables got meanwhile
+            pass
+        built = builder.positions()
+        for p in projections:
+            old = f"{p.name}__old"
+            db.drop_table(old)
+            if db.table_exists(p.name):
+                db.rename_table(p.name, old)
+                db.drop_table(old)
+            db.rename_table(tables[p.name], p.name)
+            if db.dialect == "postgres":  # constraint index names are schema-wide
+                db.execute(f"ALTER INDEX IF EXISTS {tables[p.name]}_pkey "
+                           f"RENAME TO {p.name}_pkey")
+            for suffix in p.table.indexes:
+                db.rename_index(p.table, f"{tables[p.name]}__{suffix}", f"{p.name}__{suffix}")
+            db.execute(f"UPDATE {POSITIONS.name} SET position = %s, updated_at = "
+                       f"CURRENT_TIMESTAMP WHERE name = %s", (built[tables[p.name]], p.name))
+            db.execute(f"DELETE FROM {POSITIONS.name} WHERE name = %s", (tables[p.name],))
+        return {p.name: built[tables[p.name]] for p in projections}
+
+    try:
+        return _retrying(db, swap)
+    except BaseException:
+        _discard(db, tables)
+        raise
+
+
+@dataclass(frozen=True)
+class Difference:
+    projection: str
+    key: tuple[Any, ...]
+    live: tuple[Any, ...] | None
+    rebuilt: tuple[Any, ...] | None
+
+
+def verify(db: ReadDb, mapper: Mapper[Any], names: Sequence[str] | None = None,
+           progress: Progress | None = None) -> list[Difference]:
+    """Compare live tables with a rebuild at the same log position, row by row."""
+    differences: list[Difference] = []
+    for projection in select(names):
+        tables = _fresh(db, [projection], "verify")
+        try:
+            builder = Projector(db, mapper, [projection], tables=tables, lock=None,
+                                batch_size=1000)
+            live = Projector(db, mapper, [projection])
+            builder.catch_up(stop=live.positions()[projection.name], progress=progress)
+
+            def compare(p: Projection = projection, b: Projector = builder,
+                        lv: Projector = live, t: dict[str, str] = tables) -> list[Difference]:
+                position = lv.positions()[p.name]
+                while b.step(stop=position):
+                    pass
+                return _diff(p, db.rows(p.table, p.name), db.rows(p.table, t[p.name]))
+
+            differences += _retrying(db, compare)
+        finally:
+            _discard(db, tables)
+    return differences
+
+
+def _diff(projection: Projection, live: list[tuple[Any, ...]],
+          rebuilt: list[tuple[Any, ...]]) -> list[Difference]:
+    cols = projection.table.column_names
+    key_at = [cols.index(k) for k in projection.table.primary_key]
+
+    def keyed(rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+        return {tuple(r[i] for i in key_at): r for r in rows}
+
+    a, b = keyed(live), keyed(rebuilt)
+    return [Difference(projection.name, key, a.get(key), b.get(key))
+            for key in sorted(a.keys() | b.keys(), key=repr) if a.get(key) != b.get(key)]

@@ -1,0 +1,147 @@
+"""Runs projections: pages of the log applied in one transaction each, with each
+projection's position recorded in that same transaction (exactly once), a lock so that
+two projector processes never apply the same page, and a compare-and-set on the position
+in case a lock was ever bypassed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import Mapper
+
+from .db import Busy, ReadDb, Table
+from .log import EventLog, fold
+from .views import PROJECTIONS, Projection
+
+log = logging.getLogger(__name__)
+
+POSITIONS = Table(
+    name="projection_position",
+    columns=(("name", "text"), ("position", "bigint"), ("updated_at", "timestamptz")),
+    primary_key=("name",),
+)
+LOCK = "serviceorders.projections"
+
+
+class PositionMoved(Exception):
+    """The stored position changed under a batch: another writer got there first."""
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    position: int
+    head: int
+    lag: int  # events behind the log head
+
+
+def create_tables(db: ReadDb, projections: Sequence[Projection] = PROJECTIONS) -> None:
+    with db.transaction():
+        db.create_table(POSITIONS)
+        for projection in projections:
+            db.create_table(projection.table)
+        for projection in projections:
+            db.execute(f"INSERT INTO {POSITIONS.name} (name, position) VALUES (%s, 0) "
+                       f"ON CONFLICT (name) DO NOTHING", (projection.name,))
+
+
+class Projector:
+    """Applies the log to a set of projections, each into its table (`tables` may map a
+    projection to another table, as rebuild and verify do)."""
+
+    def __init__(self, db: ReadDb, mapper: Mapper[Any],
+                 projections: Sequence[Projection] = PROJECTIONS,
+                 tables: dict[str, str] | None = None, batch_size: int = 500,
+                 lock: str | None = LOCK) -> None:
+        self.db = db
+        self.log = EventLog(db, mapper)
+        self.projections = list(projections)
+        self.tables = tables or {p.name: p.name for p in projections}
+        self.batch_size = batch_size
+        self.lock = lock
+
+    def positions(self) -> dict[str, int]:
+        names = [self.tables[p.name] for p in self.projections]
+        rows = self.db.fetchall(
+            f"SELECT name, position FROM {POSITIONS.name} WHERE name IN "
+            f"({', '.join(['%s'] * len(names))})", names)
+        found = {name: int(position) for name, position in rows}
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise RuntimeError(f"projection tables not set up ({', '.join(missing)}): "
+                               "run `serviceorders db init`")
+        return found
+
+    def status(self) -> list[Status]:
+        head = self.log.head()
+        positions = self.positions()
+        return [Status(p.name, positions[self.tables[p.name]], head,
+                       self.log.count_after(positions[self.tables[p.name]]))
+                for p in self.projections]
+
+    def run_once(self, stop: int | None = None) -> int:
+        """Apply the next page (to the projections furthest behind); returns its size."""
+        with self.db.transaction(lock=self.lock):
+            return self.step(stop)
+
+    def step(self, stop: int | None = None) -> int:
+        """`run_once` inside a transaction the caller holds."""
+        positions = self.positions()
+        start = min(positions.values())
+        behind = [p for p in self.projections if positions[self.tables[p.name]] == start]
+        ahead = [pos for pos in positions.values() if pos > start]
+        limit_to = min([*ahead, stop] if stop is not None else ahead, default=None)
+        if limit_to is not None and limit_to <= start:
+            return 0
+        events = self.log.read(after=start, limit=self.batch_size, stop=limit_to)
+        if not events:
+            return 0
+        batch = fold(self.log, start, events)
+        for projection in behind:
+            projection.apply(self.db, batch, self.tables[projection.name])
+        self._advance([self.tables[p.name] for p in behind], start, batch.end)
+        return len(events)
+
+    def _advance(self, names: list[str], expected: int, new: int) -> None:
+        for name in names:
+            moved = self.db.execute(
+                f"UPDATE {POSITIONS.name} SET position = %s, updated_at = CURRENT_TIMESTAMP "
+                f"WHERE name = %s AND position = %s", (new, name, expected))
+            if moved.rowcount != 1:
+                raise PositionMoved(f"{name} is no longer at {expected}")
+
+    def catch_up(self, stop: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> int:
+        """Apply pages until the log head (or `stop`); returns the events applied."""
+        total = 0
+        while True:
+            try:
+                applied = self.run_once(stop)
+            except (Busy, PositionMoved) as e:
+                log.info("projections busy (%s); retrying", e)
+                time.sleep(0.2)
+                continue
+            if not applied:
+                return total
+            total += applied
+            if progress:
+                progress(applied)
+
+    def follow(self, stopping: threading.Event, poll_seconds: float = 0.2,
+               on_error: Callable[[Exception], None] | None = None) -> None:
+        """Catch up, then keep following new events until `stopping` is set."""
+        while not stopping.is_set():
+            try:
+                if not self.catch_up():
+                    stopping.wait(poll_seconds)
+            except Exception as e:  # the database restarting, a lost connection...
+                if on_error is None:
+                    raise
+                on_error(e)
+                stopping.wait(1.0)

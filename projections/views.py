@@ -1,0 +1,320 @@
+"""The read models. Each projection owns one table named after it and applies a folded
+page of the log to it; rows are pure functions of the orders' states (or, for the history
+and the daily counts, of their state transitions).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from ..domain import events as ev
+from ..domain.order import ServiceOrder
+from ..domain.values import OrderState
+from ..tmf641 import order_to_tmf641
+from .db import ReadDb, Table
+from .log import Batch, Transition
+
+
+class Projection:
+    """A read model: its table, and how a page of the log changes it."""
+
+    table: ClassVar[Table]
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------ order_summary
+class OrderSummary(Projection):
+    table = Table(
+        name="order_summary",
+        columns=(("id", "uuid"), ("external_id", "text"), ("state", "text"),
+                 ("category", "text"), ("priority", "text"), ("description", "text"),
+                 ("customer_id", "text"), ("customer_name", "text"),
+                 ("created_at", "timestamptz"), ("order_date", "timestamptz"),
+                 ("requested_start_date", "timestamptz"),
+                 ("requested_completion_date", "timestamptz"),
+                 ("item_count", "int"), ("site_count", "int"), ("flag_count", "int"),
+                 ("submitted_by", "text"), ("submitted_at", "timestamptz"),
+                 ("approved_by", "text"), ("approved_at", "timestamptz"),
+                 ("rejected_by", "text"), ("rejected_at", "timestamptz"),
+                 ("rejection_reason", "text"), ("point_of_no_return", "bool"),
+                 ("state_since", "timestamptz"), ("last_change_at", "timestamptz"),
+                 ("version", "int")),
+        primary_key=("id",),
+        indexes={"state": ("state",), "external_id": ("external_id",),
+                 "order_date": ("order_date",), "customer": ("customer_id",)},
+    )
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        db.upsert(self.table, table, [summary_row(o) for o in batch.orders.values()])
+
+
+def summary_row(order: ServiceOrder) -> dict[str, Any]:
+    header = order.header
+    customer = header.customer
+    rejected = order.state is OrderState.REJECTED
+    decider = order.decided_by.id if order.decided_by else None
+    return {
+        "id": order.id, "external_id": header.external_id, "state": order.state.value,
+        "category": header.category, "priority": header.priority,
+        "description": header.description,
+        "customer_id": customer.id if customer else None,
+        "customer_name": customer.name if customer else None,
+        "created_at": order.created_on, "order_date": order.submitted_at,
+        "requested_start_date": header.requested_start_date,
+        "requested_completion_date": header.requested_completion_date,
+        "item_count": len(order.items), "site_count": len(sites_of(order)),
+        "flag_count": len(order.flags),
+        "submitted_by": order.submitted_by.id if order.submitted_by else None,
+        "submitted_at": order.submitted_at,
+        "approved_by": None if rejected else decider,
+        "approved_at": None if rejected else order.decided_at,
+        "rejected_by": decider if rejected else None,
+        "rejected_at": order.decided_at if rejected else None,
+        "rejection_reason": order.rejection_reason,
+        "point_of_no_return": order.point_of_no_return,
+        "state_since": order.state_since, "last_change_at": order.modified_on,
+        "version": order.version,
+    }
+
+
+def sites_of(order: ServiceOrder) -> list[str]:
+    return sorted({i.place.id for i in order.items.values() if i.place})
+
+
+def specifications_of(order: ServiceOrder) -> list[str]:
+    return sorted({i.specification.id for i in order.items.values() if i.specification})
+
+
+# --------------------------------------------------------------------- order_item
+class OrderItems(Projection):
+    table = Table(
+        name="order_item",
+        columns=(("order_id", "uuid"), ("item_id", "text"), ("action", "text"),
+                 ("specification_id", "text"), ("specification_name", "text"),
+                 ("specification_version", "text"), ("service_id", "text"),
+                 ("place_id", "text"), ("place_name", "text"), ("quantity", "int"),
+                 ("state", "text"), ("depends_on", "json"), ("characteristics", "json"),
+                 ("version", "int")),
+        primary_key=("order_id", "item_id"),
+        indexes={"place": ("place_id",), "specification": ("specification_id",)},
+    )
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        touched = [(o.id, o.version) for o in batch.orders.values()]
+        # Items an order no longer has leave the table; the version guard keeps newer rows.
+        db.executemany(f"DELETE FROM {table} WHERE order_id = %s AND version < %s",
+                       [(db.adapt(oid, "uuid"), version) for oid, version in touched])
+        db.upsert(self.table, table, [row for o in batch.orders.values()
+                                      for row in item_rows(o)])
+
+
+def item_rows(order: ServiceOrder) -> list[dict[str, Any]]:
+    rows = []
+    for item in order.items.values():
+        spec = item.specification
+        rows.append({
+            "order_id": order.id, "item_id": item.id, "action": item.action.value,
+            "specification_id": spec.id if spec else None,
+            "specification_name": spec.name if spec else None,
+            "specification_version": spec.version if spec else None,
+            "service_id": item.service_id,
+            "place_id": item.place.id if item.place else None,
+            "place_name": item.place.name if item.place else None,
+            "quantity": item.quantity, "state": item.state.value if item.state else None,
+            "depends_on": list(item.depends_on), "characteristics": item.characteristics,
+            "version": order.version})
+    return rows
+
+
+# ------------------------------------------------------------------- review_queue
+class ReviewQueue(Projection):
+    table = Table(
+        name="review_queue",
+        columns=(("order_id", "uuid"), ("kind", "text"), ("external_id", "text"),
+                 ("priority", "text"), ("submitted_at", "timestamptz"),
+                 ("submitted_by", "text"), ("customer_id", "text"),
+                 ("customer_name", "text"), ("sites", "json"), ("site_count", "int"),
+                 ("specifications", "json"), ("item_actions", "json"), ("item_count", "int"),
+                 ("flags", "json"), ("flag_count", "int"), ("reason", "text"),
+                 ("version", "int")),
+        primary_key=("order_id", "kind"),
+        indexes={"submitted_at": ("submitted_at",), "priority": ("priority", "submitted_at")},
+    )
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        # Rows leave the queue when decided: clear each touched order's older rows first.
+        db.executemany(f"DELETE FROM {table} WHERE order_id = %s AND version < %s",
+                       [(db.adapt(o.id, "uuid"), o.version) for o in batch.orders.values()])
+        db.upsert(self.table, table, [row for o in batch.orders.values()
+                                      for row in queue_rows(o)])
+
+
+def queue_rows(order: ServiceOrder) -> list[dict[str, Any]]:
+    if order.state is OrderState.ACKNOWLEDGED:
+        kind, since = "approval", order.submitted_at
+        who = order.submitted_by.id if order.submitted_by else None
+        reason = None
+    elif order.state is OrderState.ASSESSING_CANCELLATION:
+        kind, since = "cancellation", order.state_since
+        who = order.cancellation_requested_by.id if order.cancellation_requested_by else None
+        reason = order.cancellation_reason
+    else:
+        return []
+    customer = order.header.customer
+    actions = Counter(i.action.value for i in order.items.values())
+    return [{
+        "order_id": order.id, "kind": kind, "external_id": order.header.external_id,
+        "priority": order.header.priority, "submitted_at": since, "submitted_by": who,
+        "customer_id": customer.id if customer else None,
+        "customer_name": customer.name if customer else None,
+        "sites": sites_of(order), "site_count": len(sites_of(order)),
+        "specifications": specifications_of(order), "item_actions": dict(sorted(actions.items())),
+        "item_count": len(order.items),
+        "flags": [f.model_dump(mode="json") for f in order.flags], "flag_count": len(order.flags),
+        "reason": reason, "version": order.version}]
+
+
+# ----------------------------------------------------------------- order_document
+class OrderDocument(Projection):
+    table = Table(
+        name="order_document",
+        columns=(("order_id", "uuid"), ("external_id", "text"), ("state", "text"),
+                 ("category", "text"), ("priority", "text"), ("order_date", "timestamptz"),
+                 ("document", "json"), ("last_change_at", "timestamptz"), ("version", "int")),
+        primary_key=("order_id",),
+        indexes={"state": ("state",), "external_id": ("external_id",),
+                 "order_date": ("order_date",)},
+    )
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        # Drafts are not TMF641 orders: they get a document once submitted.
+        db.upsert(self.table, table, [document_row(o) for o in batch.orders.values()
+                                      if o.state is not OrderState.DRAFT])
+
+
+def document_row(order: ServiceOrder) -> dict[str, Any]:
+    return {"order_id": order.id, "external_id": order.header.external_id,
+            "state": order.state.value, "category": order.header.category,
+            "priority": order.header.priority, "order_date": order.submitted_at,
+            "document": order_to_tmf641(order), "last_change_at": order.modified_on,
+            "version": order.version}
+
+
+# ----------------------------------------------------------- cancellation_request
+class CancellationRequests(Projection):
+    """TMF641 cancelServiceOrder resources, in v4's task vocabulary."""
+
+    table = Table(
+        name="cancellation_request",
+        columns=(("id", "text"), ("order_id", "uuid"), ("state", "text"),
+                 ("decision", "text"), ("reason", "text"),
+                 ("requested_cancellation_date", "timestamptz"), ("requested_by", "text"),
+                 ("requested_at", "timestamptz"), ("decided_by", "text"),
+                 ("decided_at", "timestamptz"), ("decision_reason", "text"),
+                 ("effective_cancellation_date", "timestamptz"), ("version", "int")),
+        primary_key=("id",),
+        indexes={"order": ("order_id",)},
+    )
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        for _, event in batch.events:
+            if isinstance(event, ev.CancellationRequested):
+                db.upsert(self.table, table, [{
+                    "id": event.request_id, "order_id": event.originator_id,
+                    "state": "accepted", "decision": None, "reason": event.reason,
+                    "requested_cancellation_date": event.requested_date,
+                    "requested_by": event.actor.id, "requested_at": event.timestamp,
+                    "decided_by": None, "decided_at": None, "decision_reason": None,
+                    "effective_cancellation_date": None,
+                    "version": event.originator_version}])
+            elif isinstance(event, ev.CancellationApproved | ev.CancellationDenied):
+                approved = isinstance(event, ev.CancellationApproved)
+                db.execute(
+                    f"UPDATE {table} SET state = %s, decision = %s, decided_by = %s, "
+                    f"decided_at = %s, decision_reason = %s, version = %s "
+                    f"WHERE id = %s AND version < %s",
+                    ("inProgress" if approved else "done",
+                     "approved" if approved else "denied", event.actor.id,
+                     db.adapt(event.timestamp, "timestamptz"),
+                     event.note if approved else event.reason,  # type: ignore[union-attr]
+                     event.originator_version, event.request_id, event.originator_version))
+            elif isinstance(event, ev.OrderCancelled) and event.request_id:
+                db.execute(
+                    f"UPDATE {table} SET state = 'done', effective_cancellation_date = %s, "
+                    f"version = %s WHERE id = %s AND version < %s",
+                    (db.adapt(event.timestamp, "timestamptz"), event.originator_version,
+                     event.request_id, event.originator_version))
+
+
+# ------------------------------------------------------------ order_state_history
+class OrderStateHistory(Projection):
+    table = Table(
+        name="order_state_history",
+        columns=(("order_id", "uuid"), ("version", "int"), ("from_state", "text"),
+                 ("to_state", "text"), ("changed_at", "timestamptz"),
+                 ("previous_state_since", "timestamptz"),
+                 ("seconds_in_previous_state", "numeric"), ("actor_id", "text"),
+                 ("actor_role", "text")),
+        primary_key=("order_id", "version"),
+        indexes={"changed_at": ("changed_at",), "to_state": ("to_state", "changed_at")},
+    )
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        db.upsert(self.table, table, [history_row(t) for t in batch.transitions], guard=None)
+
+
+def history_row(t: Transition) -> dict[str, Any]:
+    spent = (t.at - t.previous_since).total_seconds() if t.previous_since else None
+    return {"order_id": t.order_id, "version": t.version,
+            "from_state": t.from_state.value if t.from_state else None,
+            "to_state": t.to_state.value, "changed_at": t.at,
+            "previous_state_since": t.previous_since, "seconds_in_previous_state": spent,
+            "actor_id": t.actor.id, "actor_role": t.actor.role.value}
+
+
+# ------------------------------------------------------------- daily_state_counts
+class DailyStateCounts(Projection):
+    """Orders entering each state per UTC day, overall and by category, specification
+    and site (an order counts once per specification and per site it contains)."""
+
+    table = Table(
+        name="daily_state_counts",
+        columns=(("day", "date"), ("state", "text"), ("dimension", "text"),
+                 ("value", "text"), ("orders", "int")),
+        primary_key=("day", "state", "dimension", "value"),
+    )
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        counts: Counter[tuple[Any, ...]] = Counter()
+        for t in batch.transitions:
+            for dimension, value in dimensions(t):
+                counts[(t.at.date(), t.to_state.value, dimension, value)] += 1
+        if not counts:
+            return
+        cols = ", ".join(self.table.column_names)
+        db.executemany(
+            f"INSERT INTO {table} ({cols}) VALUES (%s, %s, %s, %s, %s) "
+            f"ON CONFLICT (day, state, dimension, value) "
+            f"DO UPDATE SET orders = {table}.orders + excluded.orders",
+            [(db.adapt(day, "date"), state, dim, value, n)
+             for (day, state, dim, value), n in sorted(counts.items())])
+
+
+def dimensions(t: Transition) -> Sequence[tuple[str, str]]:
+    found = [("all", ""), ("category", t.category or "")]
+    found += [("specification", s) for s in t.specifications]
+    found += [("site", s) for s in t.sites]
+    return found
+
+
+PROJECTIONS: tuple[Projection, ...] = (OrderSummary(), OrderItems(), ReviewQueue(),
+                                       OrderDocument(), CancellationRequests(),
+                                       OrderStateHistory(), DailyStateCounts())
