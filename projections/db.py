@@ -78,6 +78,7 @@ class ReadDb:
     def rename_index(self, table: Table, old: str, new: str) -> None: ...
     def adapt(self, value: Any, kind: str) -> Any: ...
     def normalise(self, value: Any, kind: str) -> Any: ...
+    def decode(self, value: Any, kind: str) -> Any: ...
 
     # -- shared
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
@@ -182,6 +183,9 @@ class PostgresDb(ReadDb):
     def normalise(self, value: Any, kind: str) -> Any:
         return _normalise(value, kind)
 
+    def decode(self, value: Any, kind: str) -> Any:
+        return value
+
 
 class SqliteDb(ReadDb):
     dialect = "sqlite"
@@ -255,6 +259,22 @@ class SqliteDb(ReadDb):
             return _utc(value).isoformat(timespec="microseconds")
         if kind == "date":
             return value.isoformat()
+        return value
+
+    def decode(self, value: Any, kind: str) -> Any:
+        """A stored value as the native Python value PostgreSQL would have returned."""
+        if value is None:
+            return None
+        if kind == "uuid":
+            return UUID(value)
+        if kind == "json":
+            return json.loads(value)
+        if kind == "timestamptz":
+            return datetime.fromisoformat(value)
+        if kind == "date":
+            return date.fromisoformat(value)
+        if kind == "bool":
+            return bool(value)
         return value
 
     def normalise(self, value: Any, kind: str) -> Any:
