@@ -7,7 +7,7 @@ the caller's text. Ages are computed at query time from `now`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -59,7 +59,7 @@ class ReadModels:
     def review_queue(self, where: QueueFilter = QueueFilter(), offset: int = 0,
                      limit: int = 50, now: datetime | None = None) -> Page[dict[str, Any]]:
         """What awaits a manager: highest priority first, then oldest first."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         clauses, params = [], []
         for column, value in (("q.kind", where.kind), ("q.customer_id", where.customer),
                               ("q.priority", where.priority)):

@@ -4,11 +4,10 @@ counts — on PostgreSQL and SQLite, with hostile filter values kept as plain da
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from serviceorders.bootstrap import build_projector
 from serviceorders.domain.values import (
     ItemAction,
@@ -86,8 +85,8 @@ def test_review_queue_filters(world, where: QueueFilter, expected: list[str]) ->
 
 
 def test_age_is_computed_at_query_time(world) -> None:
-    models, ids = world
-    later = datetime.now(timezone.utc) + timedelta(days=2)
+    models, _ids = world
+    later = datetime.now(UTC) + timedelta(days=2)
     page = models.review_queue(QueueFilter(older_than=timedelta(days=1)), now=later)
     assert page.total == 4
     assert min(r["age_seconds"] for r in page.items) > 86400
@@ -101,7 +100,7 @@ def test_review_queue_rows_carry_flags_for_the_reviewer(world) -> None:
 
 
 def test_paging(world) -> None:
-    models, ids = world
+    models, _ids = world
     first = models.review_queue(offset=0, limit=3)
     rest = models.review_queue(offset=3, limit=3)
     assert first.total == rest.total == 4
@@ -120,7 +119,7 @@ def test_order_search(world) -> None:
     assert models.search_orders(OrderFilter(customer="C1")).total == 3
     assert models.search_orders().total == 5  # drafts are left out unless asked for
     assert models.search_orders(OrderFilter(include_drafts=True)).total == 6
-    future = datetime.now(timezone.utc) + timedelta(minutes=5)
+    future = datetime.now(UTC) + timedelta(minutes=5)
     assert models.search_orders(OrderFilter(order_date_from=future)).total == 0
     assert models.search_orders(OrderFilter(order_date_to=future)).total == 5
 
