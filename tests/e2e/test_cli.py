@@ -159,3 +159,42 @@ def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
     assert (tmp_path / "serviceorders.db").exists()
     second = run("demo", url=None, cwd=tmp_path).stdout
     assert second.count("OrderDrafted") == 1  # a new order, on the same store
+
+
+def test_serve_keeps_the_read_models_following_the_log(tmp_path: Path) -> None:
+    """`serve` on the embedded default: new orders reach the read models; SIGTERM stops it."""
+    import signal
+    import sqlite3
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    server = subprocess.Popen([EXE, "serve"], cwd=tmp_path, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "serviceorders.db").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        run("demo", url=None, cwd=tmp_path)
+        rows: list = []
+        while time.monotonic() < deadline:
+            with sqlite3.connect(tmp_path / "serviceorders.db") as db:
+                rows = db.execute("SELECT state, version FROM order_summary").fetchall()
+            if rows == [("completed", 8)]:
+                break
+            time.sleep(0.2)
+        assert rows == [("completed", 8)]
+        status = run("projections", "status", "--json", url=None, cwd=tmp_path).stdout
+        assert {s["lag"] for s in json.loads(status)} == {0}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+
+
+def test_project_once_catches_up_and_exits(url: str) -> None:
+    run("order", "--actor", "alice", "draft", "--external-id", "P-1", url=url)
+    done = run("project", "--once", url=url)
+    assert "caught up" in done.stderr
+    status = json.loads(run("projections", "status", "--json", url=url).stdout)
+    assert {s["name"] for s in status} >= {"order_summary", "review_queue"}
+    assert {s["lag"] for s in status} == {0}
