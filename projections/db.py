@@ -178,6 +178,8 @@ class PostgresDb(ReadDb):
             return None
         if kind == "json":
             return Jsonb(value)
+        if kind == "timestamptz":  # a date means midnight UTC, whatever the session zone
+            return _utc(value)
         return value
 
     def normalise(self, value: Any, kind: str) -> Any:

@@ -34,6 +34,7 @@ from serviceorders.domain.values import (
     Role,
     SpecRef,
 )
+from serviceorders.projections.views import PROJECTIONS
 from serviceorders.settings import Settings
 
 DEFAULT_TEST_PG = "postgresql://postgres@127.0.0.1:5432"
@@ -101,8 +102,18 @@ def pg_cleaner(pg_database: PgDatabase) -> Iterator[Callable[[], None]]:
     conn.execute("SET lock_timeout = '10s'")  # a leaked open application fails, not hangs
 
     def clean() -> None:
+        # The event store and every read model start empty; projections start at 0.
+        tables = [*ENGINE_TABLES, *(p.name for p in PROJECTIONS)]
+        leftovers = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                                 "AND (tablename LIKE '%%\\_\\_rebuild' OR tablename LIKE "
+                                 "'%%\\_\\_verify')").fetchall()
+        for (name,) in leftovers:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
-            sql.SQL(", ").join(sql.Identifier(t) for t in ENGINE_TABLES)))
+            sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
+        conn.execute("DELETE FROM projection_position WHERE name <> ALL(%s)",
+                     ([p.name for p in PROJECTIONS],))
+        conn.execute("UPDATE projection_position SET position = 0, updated_at = NULL")
 
     yield clean
     conn.close()
