@@ -20,7 +20,15 @@ from .codec import OrjsonTranscoder, PydanticMapper
 from .errors import ConcurrencyConflict, OrderNotFound
 from .events import OrderEvent
 from .order import ServiceOrder, order_id_for
-from .values import CommandContext, HeaderChange, ItemState, OrderHeader, OrderItem, Place
+from .values import (
+    CommandContext,
+    HeaderChange,
+    ItemState,
+    Note,
+    OrderHeader,
+    OrderItem,
+    Place,
+)
 
 
 class ServiceOrders(Application[UUID]):
@@ -44,20 +52,25 @@ class ServiceOrders(Application[UUID]):
 
     # ------------------------------------------------------------------ creation
     def receive_order(self, ctx: CommandContext, header: OrderHeader,
-                      items: Iterable[OrderItem], order_id: UUID | None = None
-                      ) -> tuple[UUID, bool]:
+                      items: Iterable[OrderItem], order_id: UUID | None = None,
+                      notes: Iterable[Note] = ()) -> tuple[UUID, bool]:
         """Create and submit a complete order; the same order again changes nothing.
 
-        Returns the order id and whether it was created now.
+        The id derives from the external id when there is one, else it is `order_id` when
+        given (e.g. derived from an idempotency key), else new. Returns the order id and
+        whether it was created now.
         """
-        order_id = order_id or order_id_for(header.external_id)
-        if header.external_id and self.exists(order_id):
+        if header.external_id:  # the external id decides, whatever door the order used
+            order_id = order_id_for(header.external_id)
+        deterministic = order_id is not None
+        order_id = order_id or order_id_for(None)
+        if deterministic and self.exists(order_id):
             return order_id, False
-        order = ServiceOrder.receive(ctx, header, items, self.catalog, order_id)
+        order = ServiceOrder.receive(ctx, header, items, self.catalog, order_id, notes)
         try:
             self.save(order)
         except IntegrityError:
-            if header.external_id:  # created concurrently through another door
+            if deterministic:  # created concurrently through another door
                 return order_id, False
             raise ConcurrencyConflict(order_id, "the order id is taken") from None
         return order_id, True
@@ -172,6 +185,12 @@ class ServiceOrders(Application[UUID]):
                ) -> ServiceOrder:
         order = self.get_order(order_id)
         order.cancel(ctx, reason)
+        return self._save(order)
+
+    def delete(self, ctx: CommandContext, order_id: UUID, reason: str | None = None
+               ) -> ServiceOrder:
+        order = self.get_order(order_id)
+        order.delete(ctx, reason)
         return self._save(order)
 
     def add_note(self, ctx: CommandContext, order_id: UUID, text: str) -> ServiceOrder:

@@ -90,10 +90,12 @@ class OrderDrafted(OrderEvent, CanInitAggregate[UUID]):
     originator_topic: str
     header: OrderHeader
     items: tuple[OrderItem, ...] = ()
+    notes: tuple[Note, ...] = ()
 
     def apply(self, order: ServiceOrder) -> None:
         order.header = self.header
         order.items = {item.id: item for item in self.items}
+        order.notes = self.notes
 
 
 class LineAdded(OrderEvent):
@@ -304,6 +306,16 @@ class NoteAdded(OrderEvent):
 
     def apply(self, order: ServiceOrder) -> None:
         order.notes = (*order.notes, self.note)
+
+
+class OrderDeleted(OrderEvent):
+    """A draft discarded, or a final order archived: it leaves the TMF641 resources, its
+    history stays."""
+
+    reason: str | None = None
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.deleted = True
 
 
 ALL_EVENTS: tuple[type[OrderEvent], ...] = tuple(OrderEvent.__subclasses__())

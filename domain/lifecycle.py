@@ -32,6 +32,7 @@ class Action(StrEnum):
     DENY_CANCELLATION = "deny_cancellation"
     CANCEL = "cancel"
     ADD_NOTE = "add_note"
+    DELETE = "delete"
 
 
 ACTIVE = frozenset({S.IN_PROGRESS, S.PENDING, S.HELD})
@@ -59,6 +60,9 @@ ALLOWED_FROM: dict[Action, frozenset[OrderState]] = {
     Action.DENY_CANCELLATION: frozenset({S.ASSESSING_CANCELLATION}),
     Action.CANCEL: frozenset({*CANCELLABLE, S.PENDING_CANCELLATION}),
     Action.ADD_NOTE: ALL_STATES,
+    # Only drafts (discarded) and final orders (archived); an active order is cancelled.
+    Action.DELETE: frozenset({S.DRAFT, S.REJECTED, S.CANCELLED, S.COMPLETED, S.FAILED,
+                              S.PARTIAL}),
 }
 
 TARGET: dict[Action, OrderState] = {
@@ -81,7 +85,7 @@ BLOCKED_AFTER_POINT_OF_NO_RETURN = frozenset(
 )
 
 _CAPTURE = {Action.DRAFT, Action.ADD_LINE, Action.CONFIGURE_LINE, Action.REMOVE_LINE,
-            Action.SUBMIT}
+            Action.SUBMIT, Action.DELETE}  # an agent deletes drafts only (see order.py)
 _REQUESTER = {Action.RECEIVE, Action.REVISE, Action.REQUEST_CANCELLATION,
               Action.PROVIDE_INFORMATION, Action.ADD_NOTE}
 _DECISIONS = {Action.APPROVE, Action.REJECT, Action.APPROVE_CANCELLATION,

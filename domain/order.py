@@ -44,6 +44,7 @@ from .values import (
     OrderState,
     Place,
     Problem,
+    Role,
 )
 
 # Fixed namespace: an order's id is derived from its external id, whatever door it uses.
@@ -52,6 +53,11 @@ ORDER_ID_NAMESPACE = UUID("7c1f4b8e-5a0d-5d7e-9b53-0d5f1f0a6411")
 
 def order_id_for(external_id: str | None) -> UUID:
     return uuid5(ORDER_ID_NAMESPACE, external_id) if external_id else uuid4()
+
+
+def order_id_for_request(actor_id: str, idempotency_key: str) -> UUID:
+    """The id of an order created with an idempotency key (and no external id)."""
+    return uuid5(ORDER_ID_NAMESPACE, f"idempotency-key:{actor_id}:{idempotency_key}")
 
 
 def envelope(ctx: CommandContext) -> dict[str, Any]:
@@ -85,6 +91,7 @@ class ServiceOrder(BaseAggregate[UUID]):
         self.cancellation_reason: str | None = None
         self.cancellation_requested_by: Actor | None = None
         self.point_of_no_return = False
+        self.deleted = False
         self.revision = 0
         self.head_hash = GENESIS
 
@@ -98,23 +105,24 @@ class ServiceOrder(BaseAggregate[UUID]):
 
     @classmethod
     def receive(cls, ctx: CommandContext, header: OrderHeader, items: Iterable[OrderItem],
-                catalog: Catalog, order_id: UUID | None = None) -> ServiceOrder:
+                catalog: Catalog, order_id: UUID | None = None,
+                notes: Iterable[Note] = ()) -> ServiceOrder:
         """A complete order from an upstream system or the API: two events, into review."""
         _check_role(None, ctx, Action.RECEIVE)
         items = tuple(catalog.resolve(i) for i in items)
         problems = catalog.validate_items(items)
         if refused := structural(problems):
             raise ValidationFailed(refused, order_id)
-        order = cls._new(ctx, header, items, order_id)
+        order = cls._new(ctx, header, items, order_id, tuple(notes))
         order.trigger_event(ev.OrderSubmitted, flags=tuple(flags(problems)), **envelope(ctx))
         return order
 
     @classmethod
     def _new(cls, ctx: CommandContext, header: OrderHeader, items: tuple[OrderItem, ...],
-             order_id: UUID | None) -> ServiceOrder:
+             order_id: UUID | None, notes: tuple[Note, ...] = ()) -> ServiceOrder:
         order_id = order_id or order_id_for(header.external_id)
         return cls._create(ev.OrderDrafted, id=order_id, header=header,
-                           items=tuple(i.with_state(None) for i in items),
+                           items=tuple(i.with_state(None) for i in items), notes=notes,
                            prev_hash=GENESIS, **envelope(ctx))
 
     def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
@@ -190,6 +198,7 @@ class ServiceOrder(BaseAggregate[UUID]):
     def resume(self, ctx: CommandContext, note: str | None = None) -> None:
         self._check(ctx, Action.RESUME)
         self.trigger_event(ev.OrderResumed, note=note, **envelope(ctx))
+        self._settle(ctx)  # a revision may have closed the last open items meanwhile
 
     def request_information(self, ctx: CommandContext, information: str) -> None:
         self._check(ctx, Action.REQUEST_INFORMATION)
@@ -202,6 +211,7 @@ class ServiceOrder(BaseAggregate[UUID]):
         self.trigger_event(ev.InformationProvided,
                            information=_required(information, "providing information"),
                            **envelope(ctx))
+        self._settle(ctx)  # a revision may have closed the last open items meanwhile
 
     def change_item_state(self, ctx: CommandContext, item_id: str, state: ItemState,
                           reason: str | None = None) -> None:
@@ -301,9 +311,20 @@ class ServiceOrder(BaseAggregate[UUID]):
         note = Note(text=_required(text, "a note"), author=ctx.actor.id)
         self.trigger_event(ev.NoteAdded, note=note, **envelope(ctx))
 
+    # ------------------------------------------------------------------- deletion
+    def delete(self, ctx: CommandContext, reason: str | None = None) -> None:
+        """Discard a draft or archive a final order; its history stays for auditors."""
+        self._check(ctx, Action.DELETE)
+        if ctx.actor.role is Role.AGENT and self.state is not OrderState.DRAFT:
+            raise NotPermitted(self.id, ctx.actor.id, ctx.actor.role, Action.DELETE,
+                               "agents may delete drafts only")
+        self.trigger_event(ev.OrderDeleted, reason=reason, **envelope(ctx))
+
     # --------------------------------------------------------------------- checks
     def _check(self, ctx: CommandContext, action: Action) -> None:
         _check_role(self.id, ctx, action)
+        if self.deleted:
+            raise IllegalTransition(self.id, self.state, action, "the order was deleted")
         if self.state not in ALLOWED_FROM[action]:
             raise IllegalTransition(self.id, self.state, action)
         if self.point_of_no_return and action in BLOCKED_AFTER_POINT_OF_NO_RETURN:

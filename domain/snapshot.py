@@ -39,6 +39,7 @@ class OrderSnapshotState(BaseModel):
     cancellation_reason: str | None
     cancellation_requested_by: Actor | None
     point_of_no_return: bool
+    deleted: bool
     revision: int
     head_hash: str
 

@@ -199,19 +199,83 @@ def _reconnect(settings: Settings) -> Any:
             time.sleep(1.0)
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _api_app(settings: Settings, host: str) -> Any:
+    from .api.app import create_app
+    from .api.auth import Authenticator, KeyError_, load_keys
+    from .api.context import ApiContext
+
+    try:
+        keys = load_keys(settings.api_keys, settings.api_keys_file)
+    except (KeyError_, OSError) as e:
+        raise click.UsageError(str(e)) from None
+    if not keys and host not in LOOPBACK and not host.startswith("127."):
+        raise click.UsageError(
+            f"no API keys are configured, so every request would have full access: refusing "
+            f"to listen on {host}. Set SERVICEORDERS_API_KEYS (or SERVICEORDERS_API_KEYS_FILE) "
+            "or bind to 127.0.0.1")
+    if not keys:
+        click.echo("no API keys configured: full access for every request (loopback only)",
+                   err=True)
+    return create_app(ApiContext.build(settings, Authenticator(keys),
+                                       base_url=settings.public_base_url))
+
+
+def _run_api(settings: Settings, host: str, port: int, with_projector: bool) -> None:
+    import uvicorn
+
+    app = _api_app(settings, host)
+    stopping = threading.Event()
+    follower = None
+    if with_projector:
+        projector = build_projector(settings)
+
+        def follow() -> None:
+            try:
+                projector.follow(stopping, on_error=lambda e: click.echo(
+                    f"projector error: {type(e).__name__}: {e}", err=True))
+            finally:
+                projector.db.close()
+
+        follower = threading.Thread(target=follow, name="projector", daemon=True)
+        follower.start()
+    # uvicorn shuts down gracefully on SIGTERM / SIGINT, then re-raises the signal to the
+    # handler it found: ours, so that a requested stop exits with status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        stopping.set()
+        if follower is not None:
+            follower.join(timeout=10)
+
+
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8641, show_default=True, type=int)
 @click.pass_obj
 @refusals
-def serve(obj: Context) -> None:
-    """Run the engine in one process: the projections (the REST API joins with its issue).
+def api(obj: Context, host: str, port: int) -> None:
+    """Serve the TMF641 REST API (run `project` beside it, or use `serve`)."""
+    _run_api(obj.settings, host, port, with_projector=False)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8641, show_default=True, type=int)
+@click.pass_obj
+@refusals
+def serve(obj: Context, host: str, port: int) -> None:
+    """Run the engine in one process: the REST API and the projections.
 
     Works on the embedded default with no configuration; SIGTERM stops it."""
     settings = obj.settings
     init_database(settings)
-    click.echo(f"serving on {settings.database.url()}; projections following the log",
-               err=True)
-    obj.database_url = settings.database.url(with_password=True)
-    click.get_current_context().invoke(project)
+    click.echo(f"serving http://{host}:{port} on {settings.database.url()}", err=True)
+    _run_api(settings, host, port, with_projector=True)
 
 
 @main.group()

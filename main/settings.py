@@ -90,6 +90,11 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        # API keys never reach logs or tracebacks.
+        for name, value in super().__repr_args__():
+            yield name, ("***" if name == "api_keys" and value else value)
+
     database: DatabaseConfig
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     snapshot_interval: int = Field(default=50, ge=0)
@@ -99,6 +104,9 @@ class Settings(BaseModel):
     pool_size: int = Field(default=2, ge=1)
     pool_max_overflow: int = Field(default=4, ge=0)
     projection_batch_size: int = Field(default=500, ge=1, le=10000)
+    api_keys: str | None = None  # actor:role:key entries; never logged
+    api_keys_file: Path | None = None
+    public_base_url: str | None = None  # absolute hrefs behind a proxy
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -112,6 +120,9 @@ class Settings(BaseModel):
             "lock_timeout_seconds": _int(env, "SERVICEORDERS_DB_LOCK_TIMEOUT", 5),
             "pool_size": _int(env, "SERVICEORDERS_DB_POOL_SIZE", 2),
             "projection_batch_size": _int(env, "SERVICEORDERS_PROJECTION_BATCH", 500),
+            "api_keys": env.get("SERVICEORDERS_API_KEYS") or None,
+            "api_keys_file": env.get("SERVICEORDERS_API_KEYS_FILE") or None,
+            "public_base_url": env.get("SERVICEORDERS_PUBLIC_URL") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)

@@ -133,6 +133,20 @@ class Projector:
             if progress:
                 progress(applied)
 
+    def wait_until(self, target: int, timeout: float = 10.0) -> None:
+        """Return once every projection has reached `target` (applying pages itself when
+        no other projector is busy); TimeoutError when that takes longer than `timeout`."""
+        deadline = time.monotonic() + timeout
+        while min(self.positions().values()) < target:
+            try:
+                if self.run_once():
+                    continue
+            except (Busy, PositionMoved):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"read models did not reach {target} in {timeout}s")
+            time.sleep(0.01)
+
     def follow(self, stopping: threading.Event, poll_seconds: float = 0.2,
                on_error: Callable[[Exception], None] | None = None) -> None:
         """Catch up, then keep following new events until `stopping` is set."""

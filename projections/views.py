@@ -45,7 +45,7 @@ class OrderSummary(Projection):
                  ("approved_by", "text"), ("approved_at", "timestamptz"),
                  ("rejected_by", "text"), ("rejected_at", "timestamptz"),
                  ("rejection_reason", "text"), ("point_of_no_return", "bool"),
-                 ("state_since", "timestamptz"), ("last_change_at", "timestamptz"),
+                 ("deleted", "bool"), ("state_since", "timestamptz"), ("last_change_at", "timestamptz"),
                  ("version", "int")),
         primary_key=("id",),
         indexes={"state": ("state",), "external_id": ("external_id",),
@@ -79,7 +79,7 @@ def summary_row(order: ServiceOrder) -> dict[str, Any]:
         "rejected_by": decider if rejected else None,
         "rejected_at": order.decided_at if rejected else None,
         "rejection_reason": order.rejection_reason,
-        "point_of_no_return": order.point_of_no_return,
+        "point_of_no_return": order.point_of_no_return, "deleted": order.deleted,
         "state_since": order.state_since, "last_change_at": order.modified_on,
         "version": order.version,
     }
@@ -195,9 +195,13 @@ class OrderDocument(Projection):
     )
 
     def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
-        # Drafts are not TMF641 orders: they get a document once submitted.
-        db.upsert(self.table, table, [document_row(o) for o in batch.orders.values()
-                                      if o.state is not OrderState.DRAFT])
+        # Drafts are not TMF641 orders: they get a document once submitted. A deleted order
+        # leaves the TMF641 resources (its history stays in the event log).
+        orders = batch.orders.values()
+        db.executemany(f"DELETE FROM {table} WHERE order_id = %s",
+                       [(db.adapt(o.id, "uuid"),) for o in orders if o.deleted])
+        db.upsert(self.table, table, [document_row(o) for o in orders
+                                      if o.state is not OrderState.DRAFT and not o.deleted])
 
 
 def document_row(order: ServiceOrder) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from serviceorders.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -164,11 +163,16 @@ def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
 def test_serve_keeps_the_read_models_following_the_log(tmp_path: Path) -> None:
     """`serve` on the embedded default: new orders reach the read models; SIGTERM stops it."""
     import signal
+    import socket
     import sqlite3
     import time
 
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    server = subprocess.Popen([EXE, "serve"], cwd=tmp_path, env=env, text=True,
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([EXE, "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                              text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30

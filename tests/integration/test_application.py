@@ -16,7 +16,7 @@ from serviceorders.domain.errors import (
     OrderNotFound,
     ValidationFailed,
 )
-from serviceorders.domain.order import order_id_for
+from serviceorders.domain.order import order_id_for, order_id_for_request
 from serviceorders.domain.values import (
     CommandContext,
     HeaderChange,
@@ -95,12 +95,17 @@ def test_orders_without_external_id_are_always_new(app, actors, samples):
     assert first != second
 
 
-def test_receive_with_a_taken_order_id_and_no_external_id_conflicts(app, actors, samples,
-                                                                    received):
-    with pytest.raises(ConcurrencyConflict):
-        app.receive_order(actors.upstream, samples.header(None), samples.items(),
-                          order_id=received)
-    assert len(app.recorder.select_events(received)) == 2
+def test_receive_with_a_given_order_id_is_idempotent(app, actors, samples):
+    """An id given by the caller (e.g. derived from an idempotency key) names the order:
+    receiving it again returns the first order and stores nothing new."""
+    given = order_id_for_request("crm", "retry-key-1")
+    first = app.receive_order(actors.upstream, samples.header(None), samples.items(),
+                              order_id=given)
+    again = app.receive_order(actors.upstream, samples.header(None), samples.items()[:1],
+                              order_id=given)
+    assert first == (given, True) and again == (given, False)
+    assert len(app.recorder.select_events(given)) == 2
+    assert len(app.get_order(given).items) == 2
 
 
 def test_receive_flags_value_problems_and_refuses_structural_ones(app, actors, samples):

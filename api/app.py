@@ -1,0 +1,95 @@
+"""The FastAPI application: TMF641 v4 resources, the catalog, the workflow extensions,
+operations endpoints; errors as TMF `Error` bodies."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import catalog, errors, hub, ops, service_orders, workflow
+from .context import ApiContext
+from .errors import error_body
+
+MAX_BODY_BYTES = 1_048_576  # 1 MiB; see docs/security.md
+
+DESCRIPTION = """
+TM Forum **TMF641 Service Ordering v4** served by an event-sourced engine.
+
+* `serviceOrder`: POST submits a complete order into the review queue (`acknowledged`);
+  GET reads the projections (a client always reads its own writes); PATCH revises per state;
+  DELETE archives final orders.
+* `cancelServiceOrder`: cancellation requests, decided by a manager.
+* The specification catalog (TMF633 shape) and the workflow beyond TMF641 under `/api/v1`:
+  capture drafts, the review queue, decisions with `If-Match`, fulfilment, history.
+
+Authentication: `Authorization: Bearer KEY`; every error is a TMF `Error` body.
+"""
+
+
+class BodyLimit:
+    """413 for bodies over the limit, counted as they stream in (Content-Length or not)."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(send)
+            return
+        seen = 0
+
+        async def counting() -> dict:  # type: ignore[type-arg]
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counting, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        import json
+
+        body = json.dumps(error_body(413, "payload_too_large", "Payload Too Large",
+                                     f"the body exceeds {self.limit} bytes")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.close()
+
+    app = FastAPI(title="serviceorders — TMF641 Service Ordering", version="4.1.0",
+                  description=DESCRIPTION, lifespan=lifespan)
+    app.state.ctx = ctx
+    app.state.metrics = ops.Metrics()
+    errors.install(app)
+    app.include_router(service_orders.router)
+    app.include_router(service_orders.cancel_router)
+    app.include_router(hub.router)
+    app.include_router(catalog.router)
+    app.include_router(workflow.router)
+    app.include_router(ops.router)
+    app.add_middleware(ops.MetricsMiddleware)
+    app.add_middleware(BodyLimit)
+    return app

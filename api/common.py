@@ -1,0 +1,94 @@
+"""Request plumbing shared by the routes: the context, the acting actor, bodies, hrefs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from ..domain.values import Actor, Channel, CommandContext, Source
+from .context import ApiContext
+from .errors import ApiError
+
+M = TypeVar("M", bound=BaseModel)
+JSON_TYPES = ("application/json", "application/merge-patch+json")
+
+
+def ctx_of(request: Request) -> ApiContext:
+    return request.app.state.ctx
+
+
+def actor_of(request: Request) -> Actor:
+    actor = getattr(request.state, "actor", None)
+    if actor is None:
+        actor = ctx_of(request).auth.actor(request)
+        request.state.actor = actor
+    return actor
+
+
+def command_context(request: Request) -> CommandContext:
+    correlation = request.headers.get("x-correlation-id") or str(uuid4())
+    return CommandContext(actor=actor_of(request),
+                          source=Source(channel=Channel.API,
+                                        request_id=request.headers.get("x-request-id")),
+                          correlation_id=correlation[:200],
+                          causation_id=(request.headers.get("x-causation-id") or None))
+
+
+async def body_as(request: Request, model: type[M], media: tuple[str, ...] = JSON_TYPES) -> M:
+    """The JSON body validated as `model`: 415 for another media type, 400 listing every
+    problem otherwise."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in media:
+        raise ApiError(415, "unsupported_media_type", "Unsupported Media Type",
+                       f"send {' or '.join(media)}, not {content_type or 'no content type'}")
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiError(400, "invalid_json", "Bad Request", f"the body is not JSON: {e}") from e
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = [{"location": ".".join(str(p) for p in err["loc"]) or "body",
+                     "message": err["msg"]} for err in e.errors()]
+        raise ApiError(400, "invalid_request", "Bad Request",
+                       "; ".join(f"{p['location']}: {p['message']}" for p in problems),
+                       details=problems) from e
+
+
+def parse_uuid(value: str, what: str = "order") -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise ApiError(404, "not_found", "Not Found", f"no {what} {value}") from None
+
+
+def base_url(request: Request) -> str:
+    configured = ctx_of(request).base_url
+    return (configured or str(request.base_url)).rstrip("/")
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def check_if_match(request: Request, version: int) -> None:
+    wanted = request.headers.get("if-match")
+    if wanted is None or wanted.strip() == "*":
+        return
+    if etag(version) not in [w.strip().removeprefix("W/") for w in wanted.split(",")]:
+        raise ApiError(412, "precondition_failed", "Precondition Failed",
+                       f"the order is at version {version} ({etag(version)}), not {wanted}: "
+                       "reload it and decide again")
+
+
+def select_fields(doc: dict[str, Any], fields: str | None,
+                  always: tuple[str, ...]) -> dict[str, Any]:
+    if not fields:
+        return doc
+    wanted = {f.strip() for f in fields.split(",") if f.strip()} | set(always)
+    return {k: v for k, v in doc.items() if k in wanted}

@@ -1,0 +1,70 @@
+"""What every request handler needs: the application, the read models, the actor, and
+read-your-writes (a write returns only once the projections have reached it)."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from ..bootstrap import build_application, build_projector, open_read_db
+from ..domain.application import ServiceOrders
+from ..projections.db import ReadDb
+from ..projections.queries import ReadModels
+from ..projections.runner import Projector
+from ..settings import Settings
+from .auth import Authenticator
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    app: ServiceOrders
+    auth: Authenticator
+    base_url: str | None = None  # for absolute hrefs when set; else from the request
+    sync_timeout: float = 10.0
+    _pool: queue.Queue[ReadDb] = field(default_factory=queue.Queue)
+    _projectors: queue.Queue[Projector] = field(default_factory=queue.Queue)
+
+    @classmethod
+    def build(cls, settings: Settings, auth: Authenticator, base_url: str | None = None
+              ) -> ApiContext:
+        return cls(settings=settings, app=build_application(settings), auth=auth,
+                   base_url=base_url)
+
+    @contextmanager
+    def read(self) -> Iterator[ReadModels]:
+        try:
+            db = self._pool.get_nowait()
+        except queue.Empty:
+            db = open_read_db(self.settings)
+        try:
+            yield ReadModels(db)
+        except Exception:
+            db.close()  # it may be broken; the next request opens a fresh one
+            raise
+        else:
+            self._pool.put(db)
+
+    def sync(self) -> None:
+        """Bring the read models up to the log head as it is now (read-your-writes)."""
+        try:
+            projector = self._projectors.get_nowait()
+        except queue.Empty:
+            projector = build_projector(self.settings)
+        try:
+            projector.wait_until(projector.log.head(), timeout=self.sync_timeout)
+        except Exception:
+            projector.db.close()
+            raise
+        self._projectors.put(projector)
+
+    def close(self) -> None:
+        for q in (self._pool, self._projectors):
+            while not q.empty():
+                item = q.get_nowait()
+                (item.db if isinstance(item, Projector) else item).close()
+        self.app.close()
+
+

@@ -1,0 +1,94 @@
+"""Every error as a TMF `Error` body, mapped once for the whole API."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..domain.errors import (
+    ConcurrencyConflict,
+    DomainError,
+    IllegalTransition,
+    InvalidCommand,
+    NotPermitted,
+    OrderNotFound,
+    UnknownItem,
+    ValidationFailed,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An HTTP refusal with a TMF Error body."""
+
+    def __init__(self, status: int, code: str, reason: str, message: str = "",
+                 headers: dict[str, str] | None = None, details: Any = None) -> None:
+        super().__init__(message or reason)
+        self.status, self.code, self.reason, self.message = status, code, reason, message
+        self.headers = headers or {}
+        self.details = details
+
+
+def error_body(status: int, code: str, reason: str, message: str = "",
+               details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "reason": reason, "message": message or reason,
+                            "status": str(status), "@type": "Error"}
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+def respond(status: int, code: str, reason: str, message: str = "",
+            headers: dict[str, str] | None = None, details: Any = None) -> JSONResponse:
+    return JSONResponse(error_body(status, code, reason, message, details), status_code=status,
+                        headers=headers)
+
+
+_DOMAIN_STATUS: list[tuple[type[DomainError], int]] = [
+    (ValidationFailed, 400), (InvalidCommand, 400), (NotPermitted, 403),
+    (OrderNotFound, 404), (UnknownItem, 404), (IllegalTransition, 409),
+    (ConcurrencyConflict, 409),
+]
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, e: ApiError) -> JSONResponse:
+        return respond(e.status, e.code, e.reason, e.message, e.headers, e.details)
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, e: DomainError) -> JSONResponse:
+        status = next((s for cls, s in _DOMAIN_STATUS if isinstance(e, cls)), 400)
+        details = None
+        if isinstance(e, ValidationFailed):
+            details = [p.model_dump(mode="json") for p in e.problems]
+        return respond(status, e.code, type(e).__name__, str(e), details=details)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
+        problems = [{"location": ".".join(str(p) for p in err.get("loc", ())),
+                     "message": err.get("msg", "invalid")} for err in e.errors()]
+        listed = "; ".join(f"{p['location']}: {p['message']}" for p in problems)
+        return respond(400, "invalid_request", "Bad Request", listed, details=problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        reason = {404: "Not Found", 405: "Method Not Allowed"}.get(e.status_code, "Error")
+        message = str(e.detail) if e.detail else reason
+        if e.status_code == 404 and message == "Not Found":
+            message = f"no resource at {request.url.path}"
+        return respond(e.status_code, reason.lower().replace(" ", "_"), reason, message,
+                       headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, e: Exception) -> JSONResponse:
+        # Never leak internals: the log has the details, the client a reference.
+        log.exception("unexpected error")
+        return respond(500, "internal_error", "Internal Server Error",
+                       "the server could not complete the request")

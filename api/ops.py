@@ -1,0 +1,87 @@
+"""Liveness, readiness and Prometheus metrics for operators."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.middleware.base import BaseHTTPMiddleware
+
+from .common import ctx_of
+
+router = APIRouter(tags=["operations"])
+READY_MAX_LAG = 10_000  # events; beyond that the read models are too stale to serve
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("serviceorders_http_requests_total", "HTTP requests",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("serviceorders_http_request_seconds", "HTTP request latency",
+                                 ["method", "route"], registry=self.registry)
+        self.lag = Gauge("serviceorders_projection_lag_events",
+                         "Events the projection is behind the log head", ["projection"],
+                         registry=self.registry)
+        self.position = Gauge("serviceorders_projection_position",
+                              "Log position a projection has reached", ["projection"],
+                              registry=self.registry)
+
+
+class MetricsMiddleware(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics: Metrics = request.app.state.metrics
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+
+@router.get("/health", summary="Liveness: the process answers")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: the database answers and projections keep up")
+def ready(request: Request) -> JSONResponse:
+    try:
+        status = _projection_status(request)
+    except Exception as e:
+        return JSONResponse({"status": "unavailable", "reason": type(e).__name__},
+                            status_code=503)
+    worst = max((s.lag for s in status), default=0)
+    body = {"status": "ok" if worst <= READY_MAX_LAG else "lagging",
+            "projections": {s.name: {"position": s.position, "lag": s.lag} for s in status}}
+    return JSONResponse(body, status_code=200 if worst <= READY_MAX_LAG else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+def metrics(request: Request) -> Response:
+    registry: Metrics = request.app.state.metrics
+    try:
+        for s in _projection_status(request):
+            registry.lag.labels(s.name).set(s.lag)
+            registry.position.labels(s.name).set(s.position)
+    except Exception:  # metrics still answer when the database does not
+        pass
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _projection_status(request: Request):  # type: ignore[no-untyped-def]
+    from ..bootstrap import event_mapper
+    from ..projections.runner import Projector
+
+    with ctx_of(request).read() as models:
+        return Projector(models.db, event_mapper()).status()

@@ -1,0 +1,269 @@
+"""TMF641 v4 `serviceOrder` and `cancelServiceOrder` resources."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..domain.errors import IllegalTransition, OrderNotFound
+from ..domain.order import ServiceOrder, order_id_for_request
+from ..domain.values import OrderState
+from ..projections.queries import OrderFilter
+from ..tmf641 import BASE_PATH
+from ..tmf641_in import (
+    CancelServiceOrderCreate,
+    ServiceOrderCreate,
+    ServiceOrderUpdate,
+    header_change,
+    item_to_domain,
+    order_to_domain,
+)
+from .common import (
+    base_url,
+    body_as,
+    check_if_match,
+    command_context,
+    ctx_of,
+    etag,
+    parse_uuid,
+    select_fields,
+)
+from .errors import ApiError
+
+router = APIRouter(prefix=BASE_PATH, tags=["TMF641 serviceOrder"])
+ALWAYS = ("id", "href", "state", "orderDate", "serviceOrderItem", "@type")
+MAX_PAGE = 1000
+
+
+def order_href(request: Request, order_id: Any) -> str:
+    return f"{base_url(request)}{BASE_PATH}/serviceOrder/{order_id}"
+
+
+def present(request: Request, row: dict[str, Any], fields: str | None = None) -> dict[str, Any]:
+    doc = {"id": str(row["order_id"]), "href": order_href(request, row["order_id"]),
+           **row["document"]}
+    return select_fields(doc, fields, ALWAYS)
+
+
+def load_visible(request: Request, order_id: UUID) -> ServiceOrder:
+    """The order, unless it is a draft or deleted (neither is a TMF641 resource)."""
+    try:
+        order = ctx_of(request).app.get_order(order_id)
+    except OrderNotFound:
+        raise ApiError(404, "not_found", "Not Found", f"no service order {order_id}") from None
+    if order.state is OrderState.DRAFT or getattr(order, "deleted", False):
+        raise ApiError(404, "not_found", "Not Found", f"no service order {order_id}")
+    return order
+
+
+def document_response(request: Request, order_id: UUID, status: int,
+                      fields: str | None = None) -> JSONResponse:
+    with ctx_of(request).read() as models:
+        row = models.document(order_id)
+    if row is None:
+        raise ApiError(404, "not_found", "Not Found", f"no service order {order_id}")
+    headers = {"ETag": etag(row["version"])}
+    if status == 201:
+        headers["Location"] = order_href(request, order_id)
+    return JSONResponse(present(request, row, fields), status_code=status, headers=headers)
+
+
+@router.post("/serviceOrder", status_code=201, summary="Create a service order",
+             description="The order is validated against the specification catalog: structural "
+                         "problems refuse it (400, every problem listed); value problems let it "
+                         "into the review queue as `acknowledged`, flagged for the reviewer. "
+                         "An `externalId` (or an `Idempotency-Key` header) makes creation "
+                         "idempotent: a retry gets the first order back.")
+async def create_service_order(request: Request) -> JSONResponse:
+    ctx = ctx_of(request)
+    cmd = command_context(request)
+    body = await body_as(request, ServiceOrderCreate)
+    key = request.headers.get("idempotency-key", "").strip()[:200]
+    header, items, notes = order_to_domain(body)
+    # A retry with the same key (or the same externalId) finds the order it created.
+    order_id = order_id_for_request(cmd.actor.id, key) if key else None
+    order_id, _ = ctx.app.receive_order(cmd, header, items, order_id=order_id, notes=notes)
+    ctx.sync()
+    return document_response(request, order_id, 201)
+
+
+def _date_filter(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    text = value.strip().strip('"').strip("'")
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, "invalid_filter", "Bad Request",
+                       f"{name} must be an ISO 8601 date-time, not {value!r}") from None
+
+
+@router.get("/serviceOrder", summary="List or find service orders",
+            description="Filters: state, externalId, category, priority, id, orderDate "
+                        "(exact), orderDate.gt, orderDate.gte, orderDate.lt; `fields` selects "
+                        "attributes (id, href, state, orderDate and serviceOrderItem are always "
+                        "included). Newest first. offset/limit are clamped to 0..1000.")
+def list_service_orders(
+    request: Request, fields: str | None = None, offset: int = 0, limit: int = 100,
+    state: str | None = None, externalId: str | None = None,
+    category: str | None = None, priority: str | None = None, id: str | None = None,
+    orderDate: str | None = None,
+    order_date_gt: str | None = Query(None, alias="orderDate.gt"),
+    order_date_gte: str | None = Query(None, alias="orderDate.gte"),
+    order_date_lt: str | None = Query(None, alias="orderDate.lt"),
+) -> JSONResponse:
+    command_context(request)  # authenticates
+    exact = _date_filter(orderDate, "orderDate")
+    lower = _date_filter(order_date_gt, "orderDate.gt")
+    if lower is not None:
+        lower += timedelta(microseconds=1)
+    lower = exact or _date_filter(order_date_gte, "orderDate.gte") or lower
+    upper = exact + timedelta(microseconds=1) if exact else _date_filter(order_date_lt,
+                                                                          "orderDate.lt")
+    ids: tuple[UUID, ...] = ()
+    if id is not None:
+        try:
+            ids = tuple(UUID(i.strip()) for i in id.split(",") if i.strip())
+        except ValueError:
+            ids = (UUID(int=0),)  # no order has that id
+    where = OrderFilter(state=state, external_id=externalId, category=category,
+                        priority=priority, order_date_from=lower, order_date_to=upper, ids=ids)
+    with ctx_of(request).read() as models:
+        page = models.documents(where, offset=max(0, offset), limit=max(0, min(limit, MAX_PAGE)))
+    body = [present(request, row, fields) for row in page.items]
+    return JSONResponse(body, headers={"X-Total-Count": str(page.total),
+                                       "X-Result-Count": str(len(body))})
+
+
+@router.get("/serviceOrder/{id}", summary="Retrieve a service order")
+def retrieve_service_order(request: Request, id: str, fields: str | None = None
+                           ) -> JSONResponse:
+    command_context(request)
+    return document_response(request, parse_uuid(id, "service order"), 200, fields)
+
+
+@router.patch("/serviceOrder/{id}", summary="Update a service order (JSON merge patch)",
+              description="Before approval: items (merged by id) and header attributes. After "
+                          "approval: a revision, only before the point of no return. Final "
+                          "orders: nothing (409 with the reason). `state` cannot be patched: "
+                          "use cancelServiceOrder or the workflow endpoints. `If-Match` with the "
+                          "ETag makes the change conditional (412 when the order moved).")
+async def patch_service_order(request: Request, id: str) -> JSONResponse:
+    ctx = ctx_of(request)
+    cmd = command_context(request)
+    order_id = parse_uuid(id, "service order")
+    body = await body_as(request, ServiceOrderUpdate)
+    order = load_visible(request, order_id)
+    check_if_match(request, order.version)
+    if body.state is not None and body.state != order.state.value:
+        raise IllegalTransition(order.id, order.state, "change the state by PATCH",
+                                "use cancelServiceOrder or the workflow endpoints")
+    if body.external_id is not None and body.external_id != order.header.external_id:
+        raise IllegalTransition(order.id, order.state, "change the externalId",
+                                "an order's external id never changes")
+    items = [item_to_domain(i) for i in body.service_order_item or []]
+    change = header_change(body)
+    if items or change.model_fields_set:
+        ctx.app.revise(cmd, order_id, items=items, header=change)
+    known = {n.text for n in order.notes}
+    for note in body.note or []:
+        if note.text not in known:
+            ctx.app.add_note(cmd, order_id, note.text)
+    ctx.sync()
+    return document_response(request, order_id, 200)
+
+
+@router.delete("/serviceOrder/{id}", status_code=204, summary="Delete a service order",
+               description="Allowed once the order is final (rejected, cancelled, completed, "
+                           "failed, partial): it leaves the TMF641 resources and lists; its "
+                           "history stays for auditors. Otherwise 409: cancel it instead.")
+def delete_service_order(request: Request, id: str) -> Response:
+    ctx = ctx_of(request)
+    cmd = command_context(request)
+    order_id = parse_uuid(id, "service order")
+    order = load_visible(request, order_id)
+    check_if_match(request, order.version)
+    ctx.app.delete(cmd, order_id)
+    ctx.sync()
+    return Response(status_code=204)
+
+
+# -------------------------------------------------------------- cancelServiceOrder
+cancel_router = APIRouter(prefix=BASE_PATH, tags=["TMF641 cancelServiceOrder"])
+CANCEL_ALWAYS = ("id", "href", "state", "@type")
+
+
+def present_cancel(request: Request, row: dict[str, Any], fields: str | None = None
+                   ) -> dict[str, Any]:
+    def time(value: datetime | None) -> str | None:
+        return value.isoformat().replace("+00:00", "Z") if value else None
+
+    doc = {"id": row["id"],
+           "href": f"{base_url(request)}{BASE_PATH}/cancelServiceOrder/{row['id']}",
+           "state": row["state"], "cancellationReason": row["reason"],
+           "requestedCancellationDate": time(row["requested_cancellation_date"]),
+           "effectiveCancellationDate": time(row["effective_cancellation_date"]),
+           "completionMessage": (f"cancellation {row['decision']}"
+                                 + (f": {row['decision_reason']}" if row["decision_reason"]
+                                    else "")) if row["decision"] else None,
+           "serviceOrder": {"id": str(row["order_id"]),
+                            "href": order_href(request, row["order_id"]),
+                            "@referredType": "ServiceOrder"},
+           "@type": "CancelServiceOrder"}
+    doc = {k: v for k, v in doc.items() if v is not None}
+    return select_fields(doc, fields, CANCEL_ALWAYS)
+
+
+def cancel_response(request: Request, request_id: str, status: int) -> JSONResponse:
+    with ctx_of(request).read() as models:
+        row = models.cancellation_request(request_id)
+    if row is None:
+        raise ApiError(404, "not_found", "Not Found", f"no cancelServiceOrder {request_id}")
+    headers = {"Location": f"{base_url(request)}{BASE_PATH}/cancelServiceOrder/{request_id}"}
+    return JSONResponse(present_cancel(request, row), status_code=status,
+                        headers=headers if status == 201 else None)
+
+
+@cancel_router.post("/cancelServiceOrder", status_code=201,
+                    summary="Request the cancellation of a service order",
+                    description="The order goes to `assessingCancellation`; a manager approves "
+                                "(→ pendingCancellation → cancelled) or denies it (the order "
+                                "returns to its prior state). The request's state uses v4's "
+                                "vocabulary: accepted, inProgress, done.")
+async def create_cancel_service_order(request: Request) -> JSONResponse:
+    ctx = ctx_of(request)
+    cmd = command_context(request)
+    body = await body_as(request, CancelServiceOrderCreate)
+    order_id = parse_uuid(body.service_order.id, "service order")
+    load_visible(request, order_id)
+    request_id = ctx.app.request_cancellation(cmd, order_id, body.cancellation_reason,
+                                              body.requested_cancellation_date)
+    ctx.sync()
+    return cancel_response(request, request_id, 201)
+
+
+@cancel_router.get("/cancelServiceOrder", summary="List cancellation requests")
+def list_cancel_service_orders(request: Request, fields: str | None = None, offset: int = 0,
+                               limit: int = 100) -> JSONResponse:
+    command_context(request)
+    with ctx_of(request).read() as models:
+        page = models.cancellation_requests(offset=max(0, offset),
+                                            limit=max(0, min(limit, MAX_PAGE)))
+    body = [present_cancel(request, row, fields) for row in page.items]
+    return JSONResponse(body, headers={"X-Total-Count": str(page.total),
+                                       "X-Result-Count": str(len(body))})
+
+
+@cancel_router.get("/cancelServiceOrder/{id}", summary="Retrieve a cancellation request")
+def retrieve_cancel_service_order(request: Request, id: str,
+                                  fields: str | None = None) -> JSONResponse:
+    command_context(request)
+    with ctx_of(request).read() as models:
+        row = models.cancellation_request(id)
+    if row is None:
+        raise ApiError(404, "not_found", "Not Found", f"no cancelServiceOrder {id}")
+    return JSONResponse(present_cancel(request, row, fields))

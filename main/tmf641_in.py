@@ -1,0 +1,213 @@
+"""TMF641 v4 request bodies -> domain values, for every door (REST API, Kafka).
+
+The models are lenient where TMF641 is (unknown attributes are ignored, `@type` and friends
+are optional) and strict where the domain needs it; every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from .domain.values import (
+    HeaderChange,
+    ItemAction,
+    Note,
+    OrderHeader,
+    OrderItem,
+    OrderRelationship,
+    Party,
+    Place,
+    SpecRef,
+)
+
+MAX_ITEMS = 500
+MAX_TEXT = 4000
+
+
+class Tmf(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    type_: str | None = Field(default=None, alias="@type")
+    base_type: str | None = Field(default=None, alias="@baseType")
+    schema_location: str | None = Field(default=None, alias="@schemaLocation")
+
+
+class Characteristic(Tmf):
+    name: str = Field(min_length=1, max_length=200)
+    value: Any = None
+    value_type: str | None = Field(default=None, alias="valueType")
+
+
+class SpecificationRef(Tmf):
+    id: str = Field(min_length=1, max_length=200)
+    name: str | None = Field(default=None, max_length=500)
+    version: str | None = Field(default=None, max_length=100)
+
+
+class PlaceRef(Tmf):
+    id: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=500)
+    role: str | None = Field(default=None, max_length=200)
+
+
+class Service(Tmf):
+    id: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=500)
+    service_specification: SpecificationRef | None = Field(default=None,
+                                                           alias="serviceSpecification")
+    service_characteristic: list[Characteristic] = Field(default_factory=list,
+                                                         alias="serviceCharacteristic",
+                                                         max_length=500)
+    place: list[PlaceRef] = Field(default_factory=list, max_length=50)
+
+
+class ItemRef(Tmf):
+    item_id: str | None = Field(default=None, alias="itemId",
+                                validation_alias=AliasChoices("itemId", "id"))
+
+
+class ItemRelationship(Tmf):
+    relationship_type: str | None = Field(default=None, alias="relationshipType")
+    order_item: ItemRef | None = Field(default=None, alias="orderItem")
+
+
+class ServiceOrderItem(Tmf):
+    id: str = Field(min_length=1, max_length=100)
+    action: ItemAction
+    quantity: int = Field(default=1, ge=1, le=100000)
+    service: Service
+    service_order_item_relationship: list[ItemRelationship] = Field(
+        default_factory=list, alias="serviceOrderItemRelationship", max_length=100)
+
+
+class RelatedParty(Tmf):
+    id: str = Field(min_length=1, max_length=200)
+    name: str | None = Field(default=None, max_length=500)
+    role: str | None = Field(default=None, max_length=200)
+    referred_type: str | None = Field(default=None, alias="@referredType")
+
+
+class NoteIn(Tmf):
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    author: str | None = Field(default=None, max_length=200)
+    date: datetime | None = None
+
+
+class Relationship(Tmf):
+    id: str = Field(min_length=1, max_length=200)
+    relationship_type: str = Field(min_length=1, alias="relationshipType", max_length=100)
+
+
+TmfDate = datetime | date
+
+
+class ServiceOrderCreate(Tmf):
+    """TMF641 v4 `ServiceOrder_Create`."""
+
+    external_id: str | None = Field(default=None, alias="externalId", max_length=200)
+    category: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=MAX_TEXT)
+    priority: str | None = Field(default=None, max_length=50)
+    notification_contact: str | None = Field(default=None, alias="notificationContact",
+                                             max_length=500)
+    requested_start_date: TmfDate | None = Field(default=None, alias="requestedStartDate")
+    requested_completion_date: TmfDate | None = Field(default=None,
+                                                      alias="requestedCompletionDate")
+    note: list[NoteIn] = Field(default_factory=list, max_length=100)
+    related_party: list[RelatedParty] = Field(default_factory=list, alias="relatedParty",
+                                              max_length=100)
+    order_relationship: list[Relationship] = Field(default_factory=list,
+                                                   alias="orderRelationship", max_length=100)
+    service_order_item: list[ServiceOrderItem] = Field(alias="serviceOrderItem",
+                                                       max_length=MAX_ITEMS)
+
+    @field_validator("requested_start_date", "requested_completion_date")
+    @classmethod
+    def _aware(cls, value: TmfDate | None) -> TmfDate | None:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError("a date-time needs a timezone (e.g. Z or +01:00)")
+        return value
+
+
+class ServiceOrderUpdate(Tmf):
+    """TMF641 v4 `ServiceOrder_Update` (a JSON merge patch)."""
+
+    description: str | None = Field(default=None, max_length=MAX_TEXT)
+    priority: str | None = Field(default=None, max_length=50)
+    notification_contact: str | None = Field(default=None, alias="notificationContact",
+                                             max_length=500)
+    requested_start_date: TmfDate | None = Field(default=None, alias="requestedStartDate")
+    requested_completion_date: TmfDate | None = Field(default=None,
+                                                      alias="requestedCompletionDate")
+    related_party: list[RelatedParty] | None = Field(default=None, alias="relatedParty",
+                                                     max_length=100)
+    service_order_item: list[ServiceOrderItem] | None = Field(default=None,
+                                                              alias="serviceOrderItem",
+                                                              max_length=MAX_ITEMS)
+    note: list[NoteIn] | None = Field(default=None, max_length=100)
+    state: str | None = None
+    external_id: str | None = Field(default=None, alias="externalId")
+
+
+class ServiceOrderRef(Tmf):
+    id: str = Field(min_length=1, max_length=200)
+    href: str | None = None
+
+
+class CancelServiceOrderCreate(Tmf):
+    cancellation_reason: str | None = Field(default=None, alias="cancellationReason",
+                                            max_length=MAX_TEXT)
+    requested_cancellation_date: datetime | None = Field(default=None,
+                                                         alias="requestedCancellationDate")
+    service_order: ServiceOrderRef = Field(alias="serviceOrder")
+
+
+# --------------------------------------------------------------------- mapping
+def item_to_domain(item: ServiceOrderItem) -> OrderItem:
+    service = item.service
+    spec = service.service_specification
+    place = next((p for p in service.place if p.id), None)
+    deps = tuple(r.order_item.item_id for r in item.service_order_item_relationship
+                 if r.order_item and r.order_item.item_id
+                 and (r.relationship_type or "dependency").lower() in ("dependency",
+                                                                       "dependson"))
+    return OrderItem(
+        id=item.id, action=item.action,
+        specification=SpecRef(id=spec.id, name=spec.name, version=spec.version) if spec else None,
+        service_id=service.id, service_name=service.name,
+        characteristics={c.name: c.value for c in service.service_characteristic},
+        place=Place(id=place.id, name=place.name, role=place.role) if place else None,
+        quantity=item.quantity, depends_on=deps)
+
+
+def _party(p: RelatedParty) -> Party:
+    return Party(id=p.id, name=p.name, role=p.role or "customer", referred_type=p.referred_type)
+
+
+def order_to_domain(body: ServiceOrderCreate) -> tuple[OrderHeader, list[OrderItem], list[Note]]:
+    header = OrderHeader(
+        external_id=body.external_id, category=body.category, description=body.description,
+        priority=body.priority, requested_start_date=body.requested_start_date,
+        requested_completion_date=body.requested_completion_date,
+        notification_contact=body.notification_contact,
+        related_parties=tuple(_party(p) for p in body.related_party),
+        order_relationships=tuple(OrderRelationship(id=r.id,
+                                                    relationship_type=r.relationship_type)
+                                  for r in body.order_relationship))
+    notes = [Note(text=n.text, author=n.author, date=n.date) for n in body.note]
+    return header, [item_to_domain(i) for i in body.service_order_item], notes
+
+
+def header_change(body: ServiceOrderUpdate) -> HeaderChange:
+    fields = {
+        "description": body.description, "priority": body.priority,
+        "notification_contact": body.notification_contact,
+        "requested_start_date": body.requested_start_date,
+        "requested_completion_date": body.requested_completion_date,
+        "related_parties": (tuple(_party(p) for p in body.related_party)
+                            if body.related_party is not None else None),
+    }
+    return HeaderChange(**{k: v for k, v in fields.items() if v is not None})
