@@ -1,0 +1,340 @@
+"""The read-model row functions of projections/views.py on hand-built orders (no I/O)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from uuid import uuid4
+
+import pytest
+from serviceorders.domain.catalog import Catalog
+from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.values import (
+    Actor,
+    CommandContext,
+    ItemAction,
+    ItemState,
+    OrderHeader,
+    OrderItem,
+    OrderState,
+    Party,
+    Place,
+    Role,
+    SpecRef,
+)
+from serviceorders.projections.log import Transition
+from serviceorders.projections.views import (
+    dimensions,
+    history_row,
+    item_rows,
+    queue_rows,
+    summary_row,
+)
+
+pytestmark = pytest.mark.unit
+
+CATALOG = Catalog.default()
+UPSTREAM = CommandContext.for_actor("crm", Role.UPSTREAM)
+AGENT = CommandContext.for_actor("alice", Role.AGENT)
+MANAGER = CommandContext.for_actor("bob", Role.MANAGER)
+FULFILMENT = CommandContext.for_actor("fulfil-1", Role.FULFILMENT)
+
+
+def internet(item_id: str = "1", site: str | None = "site-1", **kw):
+    return OrderItem(id=item_id, action=ItemAction.ADD, specification=SpecRef(id="internet-access"),
+                     characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
+                     place=Place(id=site, name=f"{site} name") if site else None, **kw)
+
+
+def router(item_id: str = "2", site: str | None = "site-1", **kw):
+    return OrderItem(id=item_id, action=ItemAction.ADD, specification=SpecRef(id="managed-router"),
+                     characteristics={"model": "c1100"},
+                     place=Place(id=site) if site else None, **kw)
+
+
+def header(**kw) -> OrderHeader:
+    fields = {"external_id": f"ext-{uuid4().hex[:8]}", "category": "enterprise",
+              "priority": "2", "description": "two services",
+              "related_parties": (Party(id="cust-9", name="ACME"),
+                                  Party(id="acct-1", role="billing"))}
+    return OrderHeader(**{**fields, **kw})
+
+
+def received(items=None, **kw) -> ServiceOrder:
+    items = items if items is not None else [internet("1", "site-1"),
+                                             router("2", "site-2", depends_on=("1",))]
+    return ServiceOrder.receive(UPSTREAM, header(**kw), items, CATALOG)
+
+
+# ---------------------------------------------------------------------- summary_row
+def test_summary_row_of_an_order_in_review():
+    order = received()
+    row = summary_row(order)
+
+    assert row["id"] == order.id and row["version"] == order.version == 2
+    assert row["state"] == "acknowledged"
+    assert row["external_id"] == order.header.external_id
+    assert (row["category"], row["priority"], row["description"]) == ("enterprise", "2",
+                                                                     "two services")
+    # The customer is the related party with role customer, not any other party.
+    assert (row["customer_id"], row["customer_name"]) == ("cust-9", "ACME")
+    assert (row["item_count"], row["site_count"], row["flag_count"]) == (2, 2, 0)
+    assert row["submitted_by"] == "crm"
+    assert row["submitted_at"] == row["order_date"] == order.submitted_at is not None
+    assert row["created_at"] == order.created_on
+    assert row["last_change_at"] == order.modified_on
+    assert row["state_since"] == order.state_since == order.submitted_at
+    for column in ("approved_by", "approved_at", "rejected_by", "rejected_at",
+                   "rejection_reason"):
+        assert row[column] is None, column
+    assert row["point_of_no_return"] is False
+
+
+def test_summary_row_approved_fills_the_approval_columns_only():
+    order = received()
+    order.approve(MANAGER, note="fine")
+    order.reach_point_of_no_return(FULFILMENT)
+    row = summary_row(order)
+
+    assert row["state"] == "inProgress"
+    assert (row["approved_by"], row["approved_at"]) == ("bob", order.decided_at)
+    assert row["approved_at"] is not None
+    assert (row["rejected_by"], row["rejected_at"], row["rejection_reason"]) == (None,) * 3
+    assert row["point_of_no_return"] is True
+    assert row["version"] == order.version == 4
+
+
+def test_summary_row_rejected_fills_the_rejection_columns_only():
+    order = received()
+    order.reject(MANAGER, "  no budget ")
+    row = summary_row(order)
+
+    assert row["state"] == "rejected"
+    assert (row["rejected_by"], row["rejected_at"]) == ("bob", order.decided_at)
+    assert row["rejected_at"] is not None
+    assert row["rejection_reason"] == "no budget"
+    assert (row["approved_by"], row["approved_at"]) == (None, None)
+
+
+def test_summary_row_counts_distinct_sites_and_flags():
+    # Three items on two sites, one without a site (a flag, not a refusal), one unknown
+    # characteristic (another flag).
+    items = [internet("1", "site-a"), router("2", "site-a"),
+             internet("3", None, quantity=2),
+             router("4", "site-b").model_copy(update={"characteristics": {
+                 "model": "c1100", "colour": "red"}})]
+    order = received(items)
+    row = summary_row(order)
+
+    assert row["item_count"] == 4
+    assert row["site_count"] == 2
+    assert row["flag_count"] == len(order.flags) == 2
+    assert {f.code for f in order.flags} == {"missing_place", "unknown_characteristic"}
+
+
+def test_summary_row_of_a_draft_without_customer():
+    order = ServiceOrder.draft(AGENT, OrderHeader(external_id=None))
+    row = summary_row(order)
+
+    assert row["state"] == "draft"
+    assert row["external_id"] is None
+    assert (row["customer_id"], row["customer_name"]) == (None, None)
+    assert (row["item_count"], row["site_count"], row["flag_count"]) == (0, 0, 0)
+    assert (row["submitted_by"], row["submitted_at"], row["order_date"]) == (None, None, None)
+    assert row["version"] == 1
+    assert row["state_since"] == row["created_at"] == order.created_on
+
+
+def test_summary_row_marks_deleted_orders():
+    order = received()
+    assert summary_row(order)["deleted"] is False
+    order.reject(MANAGER, "no")
+    order.delete(MANAGER, "archived")
+    row = summary_row(order)
+    assert row["deleted"] is True
+    assert row["state"] == "rejected"  # deletion keeps the state
+    assert row["version"] == order.version == 4
+    assert queue_rows(order) == []
+
+
+# ------------------------------------------------------------------------ item_rows
+def test_item_rows_one_per_item_with_the_order_version():
+    order = received([internet("1", "site-1"),
+                      router("2", None, depends_on=("1",), quantity=3)])
+    order.approve(MANAGER)
+    order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
+    rows = {r["item_id"]: r for r in item_rows(order)}
+
+    assert set(rows) == {"1", "2"}
+    assert all(r["order_id"] == order.id and r["version"] == order.version for r in rows.values())
+    one, two = rows["1"], rows["2"]
+    assert one["action"] == "add"
+    assert one["specification_id"] == "internet-access"
+    # The catalog filled in the specification's name and version.
+    assert one["specification_name"] == "Dedicated Internet Access"
+    assert one["specification_version"] == "2.1"
+    assert (one["place_id"], one["place_name"]) == ("site-1", "site-1 name")
+    assert one["state"] == "completed"
+    assert one["depends_on"] == []
+    assert one["characteristics"] == {"bandwidthMbps": 100, "accessType": "fibre"}
+    assert two["state"] == "acknowledged"
+    assert (two["place_id"], two["place_name"]) == (None, None)
+    assert two["quantity"] == 3
+    assert two["depends_on"] == ["1"]
+
+
+def test_item_rows_of_a_draft_have_no_state_and_modify_items_keep_their_service():
+    order = ServiceOrder.draft(AGENT, header())
+    assert item_rows(order) == []
+    order.add_line(AGENT, OrderItem(id="m", action=ItemAction.MODIFY, service_id="svc-7",
+                                    place=Place(id="site-1")), CATALOG)
+    (row,) = item_rows(order)
+    assert row["state"] is None
+    assert row["action"] == "modify"
+    assert row["service_id"] == "svc-7"
+    assert (row["specification_id"], row["specification_name"],
+            row["specification_version"]) == (None, None, None)
+    assert row["version"] == 2
+
+
+# ----------------------------------------------------------------------- queue_rows
+def test_queue_rows_approval_for_an_acknowledged_order():
+    order = received()
+    (row,) = queue_rows(order)
+
+    assert row["kind"] == "approval"
+    assert row["order_id"] == order.id and row["version"] == order.version
+    assert row["submitted_at"] == order.submitted_at
+    assert row["submitted_by"] == "crm"
+    assert row["reason"] is None
+    assert (row["customer_id"], row["customer_name"]) == ("cust-9", "ACME")
+    assert row["sites"] == ["site-1", "site-2"] and row["site_count"] == 2
+    assert row["specifications"] == ["internet-access", "managed-router"]
+    assert row["item_actions"] == {"add": 2}
+    assert row["item_count"] == 2
+    assert row["flags"] == [] and row["flag_count"] == 0
+    assert (row["external_id"], row["priority"]) == (order.header.external_id, "2")
+
+
+def test_queue_rows_approval_lists_flags_and_actions():
+    items = [internet("1", None),
+             OrderItem(id="2", action=ItemAction.DELETE, service_id="svc-1",
+                       place=Place(id="site-9"))]
+    order = received(items)
+    (row,) = queue_rows(order)
+    assert row["item_actions"] == {"add": 1, "delete": 1}
+    assert row["sites"] == ["site-9"]
+    assert row["specifications"] == ["internet-access"]
+    assert row["flag_count"] == 1
+    assert row["flags"] == [f.model_dump(mode="json") for f in order.flags]
+    assert row["flags"][0]["code"] == "missing_place"
+
+
+def test_queue_rows_cancellation_while_assessing_cancellation():
+    order = received()
+    order.approve(MANAGER)
+    requester = CommandContext.for_actor("dave", Role.AGENT)
+    order.request_cancellation(requester, "customer moved")
+    (row,) = queue_rows(order)
+
+    assert order.state is OrderState.ASSESSING_CANCELLATION
+    assert row["kind"] == "cancellation"
+    assert row["reason"] == "customer moved"
+    assert row["submitted_by"] == "dave"  # the requester, not the order's submitter
+    assert row["submitted_at"] == order.state_since  # when the request came in
+    assert row["submitted_at"] != order.submitted_at
+    assert row["version"] == order.version
+
+
+@pytest.mark.parametrize("steps", [
+    pytest.param([], id="draft"),
+    pytest.param(["receive", "approve"], id="inProgress"),
+    pytest.param(["receive", "reject"], id="rejected"),
+    pytest.param(["receive", "approve", "hold"], id="held"),
+    pytest.param(["receive", "approve", "info"], id="pending"),
+    pytest.param(["receive", "approve", "request", "accept"], id="pendingCancellation"),
+    pytest.param(["receive", "approve", "request", "accept", "cancel"], id="cancelled"),
+    pytest.param(["receive", "approve", "request", "deny"], id="denied-back-inProgress"),
+    pytest.param(["receive", "approve", "complete"], id="completed"),
+])
+def test_queue_rows_none_outside_review_and_assessment(steps):
+    order = received() if steps else ServiceOrder.draft(AGENT, header())
+    actions = {
+        "receive": lambda: None,
+        "approve": lambda: order.approve(MANAGER),
+        "reject": lambda: order.reject(MANAGER, "no"),
+        "hold": lambda: order.hold(FULFILMENT, "waiting"),
+        "info": lambda: order.request_information(FULFILMENT, "which port?"),
+        "request": lambda: order.request_cancellation(UPSTREAM, "changed mind"),
+        "accept": lambda: order.approve_cancellation(MANAGER),
+        "deny": lambda: order.deny_cancellation(MANAGER, "too late"),
+        "cancel": lambda: order.cancel(FULFILMENT),
+        "complete": lambda: [order.change_item_state(FULFILMENT, i, ItemState.COMPLETED)
+                             for i in ("1", "2")],
+    }
+    for step in steps:
+        actions[step]()
+    assert queue_rows(order) == []
+
+
+def test_queue_rows_back_to_approval_after_a_denied_cancellation_in_review():
+    order = received()
+    order.request_cancellation(UPSTREAM, "oops")
+    assert queue_rows(order)[0]["kind"] == "cancellation"
+    order.deny_cancellation(MANAGER, "keep it")
+    (row,) = queue_rows(order)
+    assert row["kind"] == "approval"
+    assert row["reason"] is None
+    assert row["submitted_at"] == order.submitted_at
+    assert row["submitted_by"] == "crm"
+
+
+# ---------------------------------------------------------------------- history_row
+def transition(**kw) -> Transition:
+    at = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    fields = {"position": 7, "order_id": uuid4(), "version": 3,
+              "from_state": OrderState.ACKNOWLEDGED, "to_state": OrderState.IN_PROGRESS,
+              "at": at, "previous_since": at - timedelta(hours=2, seconds=1.5),
+              "actor": Actor(id="bob", role=Role.MANAGER), "category": "enterprise",
+              "specifications": ("internet-access", "managed-router"),
+              "sites": ("site-1", "site-2")}
+    return Transition(**{**fields, **kw})
+
+
+def test_history_row_seconds_in_previous_state():
+    t = transition()
+    row = history_row(t)
+    assert row == {
+        "order_id": t.order_id, "version": 3, "from_state": "acknowledged",
+        "to_state": "inProgress", "changed_at": t.at, "previous_state_since": t.previous_since,
+        "seconds_in_previous_state": 7201.5, "actor_id": "bob", "actor_role": "manager"}
+
+
+def test_history_row_of_the_creation_has_no_previous_state():
+    t = transition(version=1, from_state=None, to_state=OrderState.DRAFT, previous_since=None,
+                   actor=Actor(id="alice", role=Role.AGENT))
+    row = history_row(t)
+    assert row["from_state"] is None
+    assert row["to_state"] == "draft"
+    assert row["previous_state_since"] is None
+    assert row["seconds_in_previous_state"] is None
+    assert (row["actor_id"], row["actor_role"]) == ("alice", "agent")
+
+
+def test_history_row_across_days_and_timezones():
+    at = datetime(2024, 3, 2, 0, 30, tzinfo=UTC)
+    since = datetime(2024, 3, 1, 23, 30, tzinfo=UTC).astimezone(timezone(timedelta(hours=-5)))
+    row = history_row(transition(at=at, previous_since=since))
+    assert row["seconds_in_previous_state"] == 3600.0
+
+
+# ----------------------------------------------------------------------- dimensions
+def test_dimensions_overall_category_each_specification_and_site():
+    assert list(dimensions(transition())) == [
+        ("all", ""), ("category", "enterprise"),
+        ("specification", "internet-access"), ("specification", "managed-router"),
+        ("site", "site-1"), ("site", "site-2")]
+
+
+def test_dimensions_without_category_specifications_or_sites():
+    t = transition(category=None, specifications=(), sites=())
+    assert list(dimensions(t)) == [("all", ""), ("category", "")]
