@@ -275,6 +275,8 @@ class OrderCancelled(OrderEvent):
 
     def apply(self, order: ServiceOrder) -> None:
         order.state = OrderState.CANCELLED
+        if self.reason:  # a direct cancellation's reason, or the request's
+            order.cancellation_reason = self.reason
         order.items = {k: v if v.state and v.state.is_final else v.with_state(ItemState.CANCELLED)
                        for k, v in order.items.items()}
 
