@@ -55,7 +55,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, counting, send)
-        except _TooLarge:
+        except* _TooLarge:  # BaseHTTPMiddleware's receive wraps it in an exception group
             await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+import re
+from typing import Annotated, Any, TypeVar
 from uuid import UUID, uuid4
 
 from fastapi import Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from ..domain.values import Actor, Channel, CommandContext, Source
 from .context import ApiContext
@@ -50,6 +51,8 @@ async def body_as(request: Request, model: type[M], media: tuple[str, ...] = JSO
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ApiError(400, "invalid_json", "Bad Request", f"the body is not JSON: {e}") from e
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "Bad Request", "the body nests too deeply") from None
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -92,3 +95,23 @@ def select_fields(doc: dict[str, Any], fields: str | None,
         return doc
     wanted = {f.strip() for f in fields.split(",") if f.strip()} | set(always)
     return {k: v for k, v in doc.items() if k in wanted}
+
+
+# --------------------------------------------------------------------------- paging
+MAX_OFFSET = 1_000_000_000
+
+
+def _integer_as_written(value: Any) -> Any:
+    # Query strings are coerced leniently by default ("0.0" -> 0); an integer parameter is
+    # digits with an optional sign, anything else is refused (400).
+    if isinstance(value, str) and not re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        raise ValueError("must be an integer")
+    return value
+
+
+QueryInt = Annotated[int, BeforeValidator(_integer_as_written)]
+
+
+def clamp_page(offset: int, limit: int, max_limit: int) -> tuple[int, int]:
+    """`offset` and `limit` as given, clamped to what the stores can page (never refused)."""
+    return min(max(0, offset), MAX_OFFSET), max(0, min(limit, max_limit))

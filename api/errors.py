@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from ..domain.errors import (
     ConcurrencyConflict,
@@ -57,6 +58,16 @@ _DOMAIN_STATUS: list[tuple[type[DomainError], int]] = [
 ]
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods \
+                and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:
@@ -81,10 +92,18 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         reason = {404: "Not Found", 405: "Method Not Allowed"}.get(e.status_code, "Error")
         message = str(e.detail) if e.detail else reason
+        headers = dict(getattr(e, "headers", None) or {})
         if e.status_code == 404 and message == "Not Found":
             message = f"no resource at {request.url.path}"
+        if e.status_code == 405:
+            # Starlette names only the first route that matched the path; one path has
+            # several routes here (GET and POST /serviceOrder), so list them all.
+            allowed = allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed on {request.url.path}: use " \
+                      f"{', '.join(allowed)}"
         return respond(e.status_code, reason.lower().replace(" ", "_"), reason, message,
-                       headers=getattr(e, "headers", None))
+                       headers=headers or None)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, e: Exception) -> JSONResponse:

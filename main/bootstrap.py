@@ -6,6 +6,7 @@ from .domain.application import ServiceOrders
 from .domain.catalog import Catalog
 from .domain.codec import OrjsonTranscoder, PydanticMapper
 from .projections.db import ReadDb
+from .projections.hub import create_tables as create_hub_tables
 from .projections.runner import Projector, create_tables
 from .settings import DatabaseConfig, Settings
 
@@ -64,8 +65,10 @@ def init_database(settings: Settings) -> list[str]:
     db = open_read_db(settings)
     try:
         create_tables(db)
+        create_hub_tables(db)
     finally:
         db.close()
     where = settings.database.url()
     return [f"{settings.database.kind} event store ({where})",
-            f"{settings.database.kind} read models and projection positions ({where})"]
+            f"{settings.database.kind} read models and projection positions ({where})",
+            f"{settings.database.kind} hub subscriptions and deliveries ({where})"]

@@ -172,11 +172,13 @@ def project(obj: Context, once: bool) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     projector = build_projector(settings)
+    deliverer = None
     try:
         applied = projector.catch_up()
         click.echo(f"caught up: {applied} events applied", err=True)
         if once:
             return
+        deliverer = _start_hub_delivery(settings, stopping)
         while not stopping.is_set():
             try:
                 projector.follow(stopping)
@@ -187,7 +189,19 @@ def project(obj: Context, once: bool) -> None:
                 if not stopping.is_set():
                     projector = _reconnect(settings)
     finally:
+        stopping.set()
+        if deliverer is not None:
+            deliverer.join(timeout=10)
         projector.db.close()
+
+
+def _start_hub_delivery(settings: Settings, stopping: threading.Event) -> Any:
+    """The TMF641 hub's delivery worker, in a thread (docs/notifications.md)."""
+    from .projections.hub import start_worker
+
+    return start_worker(settings, lambda: open_read_db(settings), stopping,
+                        on_error=lambda e: click.echo(
+                            f"hub delivery error: {type(e).__name__}: {e}", err=True))
 
 
 def _reconnect(settings: Settings) -> Any:
@@ -228,7 +242,7 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool) -> 
 
     app = _api_app(settings, host)
     stopping = threading.Event()
-    follower = None
+    follower = deliverer = None
     if with_projector:
         projector = build_projector(settings)
 
@@ -241,6 +255,7 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool) -> 
 
         follower = threading.Thread(target=follow, name="projector", daemon=True)
         follower.start()
+        deliverer = _start_hub_delivery(settings, stopping)
     # uvicorn shuts down gracefully on SIGTERM / SIGINT, then re-raises the signal to the
     # handler it found: ours, so that a requested stop exits with status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -251,6 +266,8 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool) -> 
         stopping.set()
         if follower is not None:
             follower.join(timeout=10)
+        if deliverer is not None:
+            deliverer.join(timeout=10)
 
 
 @main.command()
@@ -357,6 +374,69 @@ def projections_verify(obj: Context, names: tuple[str, ...], limit: int) -> None
         for d in found[:limit]:
             click.echo(f"  key {d.key}\n    live:    {d.live}\n    rebuilt: {d.rebuilt}")
     sys.exit(1 if differences else 0)
+
+
+# --------------------------------------------------------------------- hub
+@main.group()
+def hub() -> None:
+    """TMF641 hub listeners: their delivery health, and resuming suspended ones."""
+
+
+def _hub_row(sub: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in sub.items()
+            if k not in ("cursor_seq",)}
+
+
+@hub.command("list")
+@click.option("--all", "include_deleted", is_flag=True, help="Include deleted listeners.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@refusals
+def hub_list(obj: Context, include_deleted: bool, as_json: bool) -> None:
+    """Every listener: state, consecutive failures, pending notifications, last error."""
+    from .projections.hub import HubStore
+
+    db = open_read_db(obj.settings)
+    try:
+        subs = HubStore(db).list(include_deleted=include_deleted)
+    finally:
+        db.close()
+    if as_json:
+        click.echo(json.dumps([_hub_row(s) for s in subs], indent=2))
+        return
+    if not subs:
+        click.echo("no listeners")
+    for s in subs:
+        click.echo(f"{s['id']}  {s['state']:<9}  {s['callback']}"
+                   + (f"  query {s['query']}" if s["query"] else ""))
+        oldest = s["oldest_pending_at"].isoformat() if s["oldest_pending_at"] else "-"
+        click.echo(f"    pending {s['pending']} (oldest {oldest})  delivered {s['delivered']}"
+                   f"  failures {s['failures']}  actor {s['actor']}")
+        if s["last_error"]:
+            click.echo(f"    last error: {s['last_error']}")
+
+
+@hub.command("resume")
+@click.argument("subscription_id", metavar="ID")
+@click.pass_obj
+@refusals
+def hub_resume(obj: Context, subscription_id: str) -> None:
+    """Resume a suspended listener: its backlog is delivered in order, from the oldest."""
+    from .projections.hub import HubStore
+
+    db = open_read_db(obj.settings)
+    try:
+        store = HubStore(db)
+        if not store.resume(subscription_id):
+            found = store.get(subscription_id)
+            state = found["state"] if found else "unknown"
+            click.echo(f"refused: listener {subscription_id} is {state}", err=True)
+            sys.exit(1)
+        found = store.get(subscription_id)
+    finally:
+        db.close()
+    assert found is not None
+    click.echo(f"{subscription_id} active: {found['pending']} pending notification(s) due now")
 
 
 # ----------------------------------------------------------------- catalog

@@ -107,6 +107,17 @@ class Settings(BaseModel):
     api_keys: str | None = None  # actor:role:key entries; never logged
     api_keys_file: Path | None = None
     public_base_url: str | None = None  # absolute hrefs behind a proxy
+    # TMF641 hub: listeners and notification delivery (docs/notifications.md)
+    hub_allowed_hosts: str = ""  # host / host:port / *.domain patterns; empty: loopback only
+    hub_delivery: bool = True  # run the delivery worker in `serve` and `project`
+    hub_timeout_seconds: float = Field(default=5.0, gt=0)
+    hub_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    hub_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    hub_suspend_after_failures: int = Field(default=20, ge=0)  # 0: never by count
+    hub_suspend_after_seconds: float = Field(default=3600.0, ge=0)  # 0: never by time
+    hub_poll_seconds: float = Field(default=0.5, gt=0)
+    hub_concurrency: int = Field(default=4, ge=1, le=64)
+    hub_retention_hours: float = Field(default=24.0, ge=0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -123,6 +134,18 @@ class Settings(BaseModel):
             "api_keys": env.get("SERVICEORDERS_API_KEYS") or None,
             "api_keys_file": env.get("SERVICEORDERS_API_KEYS_FILE") or None,
             "public_base_url": env.get("SERVICEORDERS_PUBLIC_URL") or None,
+            "hub_allowed_hosts": env.get("SERVICEORDERS_HUB_ALLOWED_HOSTS", ""),
+            "hub_delivery": _bool(env, "SERVICEORDERS_HUB_DELIVERY", True),
+            "hub_timeout_seconds": _float(env, "SERVICEORDERS_HUB_TIMEOUT", 5.0),
+            "hub_backoff_base_seconds": _float(env, "SERVICEORDERS_HUB_BACKOFF_BASE", 1.0),
+            "hub_backoff_max_seconds": _float(env, "SERVICEORDERS_HUB_BACKOFF_MAX", 300.0),
+            "hub_suspend_after_failures": _int(env, "SERVICEORDERS_HUB_SUSPEND_AFTER_FAILURES",
+                                               20),
+            "hub_suspend_after_seconds": _float(env, "SERVICEORDERS_HUB_SUSPEND_AFTER_SECONDS",
+                                                3600.0),
+            "hub_poll_seconds": _float(env, "SERVICEORDERS_HUB_POLL", 0.5),
+            "hub_concurrency": _int(env, "SERVICEORDERS_HUB_CONCURRENCY", 4),
+            "hub_retention_hours": _float(env, "SERVICEORDERS_HUB_RETENTION_HOURS", 24.0),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
@@ -136,6 +159,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

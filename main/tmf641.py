@@ -33,8 +33,8 @@ def order_to_tmf641(order: ServiceOrder) -> dict[str, Any]:
                              if order.state is OrderState.CANCELLED else None),
         "cancellationReason": order.cancellation_reason,
         "notificationContact": header.notification_contact,
-        "note": [{"text": n.text, "author": n.author, "date": _time(n.date), "@type": "Note"}
-                 for n in order.notes],
+        "note": [_compact({"text": n.text, "author": n.author, "date": _time(n.date),
+                           "@type": "Note"}) for n in order.notes],
         "relatedParty": [_party(p) for p in header.related_parties],
         "orderRelationship": [{"id": r.id, "relationshipType": r.relationship_type,
                                "@referredType": "ServiceOrder",

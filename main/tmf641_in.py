@@ -85,12 +85,14 @@ class ServiceOrderItem(Tmf):
 
 class RelatedParty(Tmf):
     id: str = Field(min_length=1, max_length=200)
+    href: str | None = Field(default=None, max_length=2000)
     name: str | None = Field(default=None, max_length=500)
     role: str | None = Field(default=None, max_length=200)
     referred_type: str | None = Field(default=None, alias="@referredType")
 
 
 class NoteIn(Tmf):
+    id: str | None = Field(default=None, max_length=200)
     text: str = Field(min_length=1, max_length=MAX_TEXT)
     author: str | None = Field(default=None, max_length=200)
     date: datetime | None = None
@@ -98,6 +100,8 @@ class NoteIn(Tmf):
 
 class Relationship(Tmf):
     id: str = Field(min_length=1, max_length=200)
+    href: str | None = Field(default=None, max_length=2000)
+    referred_type: str | None = Field(default=None, alias="@referredType")
     relationship_type: str = Field(min_length=1, alias="relationshipType", max_length=100)
 
 
@@ -150,11 +154,23 @@ class ServiceOrderUpdate(Tmf):
     note: list[NoteIn] | None = Field(default=None, max_length=100)
     state: str | None = None
     external_id: str | None = Field(default=None, alias="externalId")
+    # In ServiceOrder_Update, but not changeable here: refused (400) when present.
+    expected_completion_date: Any = Field(default=None, alias="expectedCompletionDate")
+    external_reference: Any = Field(default=None, alias="externalReference")
+    order_relationship: Any = Field(default=None, alias="orderRelationship")
+
+    def unchangeable(self) -> list[str]:
+        """The attributes in this patch that PATCH cannot change."""
+        return [type(self).model_fields[name].alias or name for name in
+                ("expected_completion_date", "external_reference", "order_relationship")
+                if name in self.model_fields_set]
 
 
 class ServiceOrderRef(Tmf):
     id: str = Field(min_length=1, max_length=200)
     href: str | None = None
+    name: str | None = None
+    referred_type: str | None = Field(default=None, alias="@referredType")
 
 
 class CancelServiceOrderCreate(Tmf):

@@ -44,6 +44,9 @@ class Batch:
     events: list[tuple[int, OrderEvent]]
     orders: dict[UUID, ServiceOrder] = field(default_factory=dict)  # state at `end`
     transitions: list[Transition] = field(default_factory=list)
+    # the earlier events (before the page) of the orders that already existed, in version
+    # order: for projections that replay an order event by event (notifications)
+    earlier: dict[UUID, list[OrderEvent]] = field(default_factory=dict)
 
     def last_event_per_order(self) -> dict[UUID, OrderEvent]:
         return {event.originator_id: event for _, event in self.events}
@@ -111,7 +114,8 @@ def fold(log: EventLog, start: int, events: list[tuple[int, OrderEvent]]) -> Bat
     for _, event in events:
         first_version.setdefault(event.originator_id, event.originator_version)
     earlier = [oid for oid, version in first_version.items() if version > 1]
-    for order_id, history in log.history(earlier, before=events[0][0]).items():
+    batch.earlier = log.history(earlier, before=events[0][0])
+    for order_id, history in batch.earlier.items():
         order: Any = None
         for event in history:
             order = event.mutate(order)

@@ -7,27 +7,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from ..domain import events as ev
 from ..domain.order import ServiceOrder
 from ..domain.values import OrderState
 from ..tmf641 import order_to_tmf641
+from .base import Projection
 from .db import ReadDb, Table
 from .log import Batch, Transition
-
-
-class Projection:
-    """A read model: its table, and how a page of the log changes it."""
-
-    table: ClassVar[Table]
-
-    @property
-    def name(self) -> str:
-        return self.table.name
-
-    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
-        raise NotImplementedError
+from .notifications import NotificationOutbox
 
 
 # ------------------------------------------------------------------ order_summary
@@ -321,4 +310,5 @@ def dimensions(t: Transition) -> Sequence[tuple[str, str]]:
 
 PROJECTIONS: tuple[Projection, ...] = (OrderSummary(), OrderItems(), ReviewQueue(),
                                        OrderDocument(), CancellationRequests(),
-                                       OrderStateHistory(), DailyStateCounts())
+                                       OrderStateHistory(), DailyStateCounts(),
+                                       NotificationOutbox())

@@ -1,0 +1,231 @@
+"""TMF641 notifications, derived from the event log: the `notification_outbox` projection.
+
+Each domain event becomes zero or more TMF641 notification envelopes, stored in log order
+(`position`, then `seq` within the event). The outbox is a projection like the others:
+applied by the Projector in the page's transaction (exactly once), rebuildable and
+verifiable. The hub's delivery worker (`hub.py`) fans it out to listeners; the Kafka
+outbound topic can publish the same rows with the same `eventId`s.
+
+Which domain events produce which notifications is documented in docs/notifications.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid5
+
+from ..domain import events as ev
+from ..domain.order import ServiceOrder
+from ..domain.values import OrderState
+from ..tmf641 import BASE_PATH, order_to_tmf641
+from .base import Projection
+from .db import ReadDb, Table
+from .log import Batch
+
+CREATE = "ServiceOrderCreateEvent"
+STATE_CHANGE = "ServiceOrderStateChangeEvent"
+ATTRIBUTE_VALUE_CHANGE = "ServiceOrderAttributeValueChangeEvent"
+DELETE = "ServiceOrderDeleteEvent"
+INFORMATION_REQUIRED = "ServiceOrderInformationRequiredEvent"
+CANCEL_CREATE = "CancelServiceOrderCreateEvent"
+CANCEL_STATE_CHANGE = "CancelServiceOrderStateChangeEvent"
+
+EVENT_TYPES: tuple[str, ...] = (CREATE, STATE_CHANGE, ATTRIBUTE_VALUE_CHANGE, DELETE,
+                                INFORMATION_REQUIRED, CANCEL_CREATE, CANCEL_STATE_CHANGE)
+DOMAIN = "serviceOrdering"
+
+# Fixed namespace of notification event ids: never change it (listeners and the Kafka
+# outbound topic deduplicate on these ids).
+EVENT_ID_NAMESPACE = UUID("3b0e5d0c-64a1-5f3e-8f0a-9a1c2b7d4e61")
+
+
+def notification_event_id(order_id: UUID | str, version: int, event_type: str) -> str:
+    """The stable `eventId` of the notification of type `event_type` that the order's
+    event `version` produced: uuid5(namespace, "<order id>:<version>:<eventType>").
+
+    The one derivation, for the hub and for any other outbound channel: the same domain
+    event always yields the same id, across rebuilds, restarts and redeliveries."""
+    return str(uuid5(EVENT_ID_NAMESPACE, f"{UUID(str(order_id))}:{int(version)}:{event_type}"))
+
+
+def listener_name(event_type: str) -> str:
+    """`ServiceOrderCreateEvent` -> `serviceOrderCreateEvent` (the TMF listener path)."""
+    return event_type[:1].lower() + event_type[1:]
+
+
+def order_href(order_id: Any) -> str:
+    return f"{BASE_PATH}/serviceOrder/{order_id}"
+
+
+def cancel_href(request_id: str) -> str:
+    return f"{BASE_PATH}/cancelServiceOrder/{request_id}"
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+# ------------------------------------------------------------------ the outbox
+class NotificationOutbox(Projection):
+    """Every TMF641 notification the log implies, in log order."""
+
+    table = Table(
+        name="notification_outbox",
+        columns=(("position", "bigint"), ("seq", "int"), ("event_id", "text"),
+                 ("order_id", "uuid"), ("order_version", "int"), ("event_type", "text"),
+                 ("event_time", "timestamptz"), ("payload", "json")),
+        primary_key=("position", "seq"),
+        indexes={"order": ("order_id", "position"), "event_id": ("event_id",)},
+    )
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        trackers: dict[UUID, _Tracker] = {}
+        rows: list[dict[str, Any]] = []
+        for position, event in batch.events:
+            tracker = trackers.get(event.originator_id)
+            if tracker is None:
+                tracker = _Tracker(batch.earlier.get(event.originator_id, ()))
+                trackers[event.originator_id] = tracker
+            for seq, envelope in enumerate(tracker.step(event)):
+                rows.append({"position": position, "seq": seq,
+                             "event_id": envelope["eventId"], "order_id": event.originator_id,
+                             "order_version": event.originator_version,
+                             "event_type": envelope["eventType"],
+                             "event_time": event.timestamp, "payload": envelope})
+        db.upsert(self.table, table, rows, guard=None)
+
+
+class _Tracker:
+    """One order replayed event by event: its TMF641 document before each event, and its
+    cancellation requests (TMF641 cancelServiceOrder resources)."""
+
+    def __init__(self, history: Iterable[ev.OrderEvent]) -> None:
+        self.order: ServiceOrder | None = None
+        self.cancels: dict[str, dict[str, Any]] = {}
+        for event in history:
+            self._advance(event)
+        self.doc = order_to_tmf641(self.order) if _visible(self.order) else None
+
+    def _advance(self, event: ev.OrderEvent) -> dict[str, Any] | None:
+        """Apply the event; returns the cancelServiceOrder it created or changed."""
+        self.order = event.mutate(self.order)
+        at = _time(event.timestamp)
+        if isinstance(event, ev.CancellationRequested):
+            self.cancels[event.request_id] = {
+                "id": event.request_id, "href": cancel_href(event.request_id),
+                "state": "accepted", "cancellationReason": event.reason,
+                "requestedCancellationDate": _time(event.requested_date),
+                "serviceOrder": {"id": str(event.originator_id),
+                                 "href": order_href(event.originator_id),
+                                 "@referredType": "ServiceOrder"},
+                "@type": "CancelServiceOrder"}
+            return _compact(self.cancels[event.request_id])
+        if isinstance(event, ev.CancellationApproved | ev.CancellationDenied):
+            found = self.cancels.get(event.request_id)
+            if found is None:
+                return None
+            approved = isinstance(event, ev.CancellationApproved)
+            reason = event.note if isinstance(event, ev.CancellationApproved) else event.reason
+            found["state"] = "inProgress" if approved else "done"
+            found["completionMessage"] = (f"cancellation {'approved' if approved else 'denied'}"
+                                          + (f": {reason}" if reason else ""))
+            return _compact(found)
+        if isinstance(event, ev.OrderCancelled) and event.request_id:
+            found = self.cancels.get(event.request_id)
+            if found is None:
+                return None
+            found["state"] = "done"
+            found["effectiveCancellationDate"] = at
+            return _compact(found)
+        return None
+
+    def step(self, event: ev.OrderEvent) -> list[dict[str, Any]]:
+        """The notifications of one event, in the order a listener should see them."""
+        before = self.order
+        was_visible = _visible(before)
+        state_before = before.state if before is not None else None
+        doc_before = self.doc
+        cancel = self._advance(event)
+        order = self.order
+        assert order is not None
+        out: list[dict[str, Any]] = []
+
+        def emit(event_type: str, body: dict[str, Any], **extra: Any) -> None:
+            out.append(envelope(event, event_type, body, **extra))
+
+        if isinstance(event, ev.OrderDeleted):
+            self.doc = None
+            if was_visible and doc_before is not None:  # a discarded draft says nothing
+                emit(DELETE, {"serviceOrder": _with_href(doc_before)})
+            return out
+        if not _visible(order):  # drafts are not TMF641 orders
+            return out
+        doc = order_to_tmf641(order)
+        self.doc = doc
+        if not was_visible:  # submitted: the order now exists for TMF641
+            emit(CREATE, {"serviceOrder": _with_href(doc)})
+            return out
+        if cancel is not None:
+            emit(CANCEL_CREATE if isinstance(event, ev.CancellationRequested)
+                 else CANCEL_STATE_CHANGE, {"cancelServiceOrder": cancel})
+        if order.state != state_before:
+            emit(STATE_CHANGE, {"serviceOrder": _with_href(doc)})
+        elif doc != doc_before:
+            changed = sorted(k for k in {*doc, *(doc_before or {})}
+                             if doc.get(k) != (doc_before or {}).get(k))
+            emit(ATTRIBUTE_VALUE_CHANGE, {"serviceOrder": _with_href(doc)},
+                 fieldPath=",".join(changed))
+        if isinstance(event, ev.InformationRequested):
+            emit(INFORMATION_REQUIRED, {"serviceOrder": _with_href(doc)},
+                 description=event.information)
+        return out
+
+
+def _visible(order: ServiceOrder | None) -> bool:
+    return order is not None and order.state is not OrderState.DRAFT and not order.deleted
+
+
+def _with_href(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"id": doc["id"], "href": order_href(doc["id"]),
+            **{k: v for k, v in doc.items() if k != "id"}}
+
+
+def _compact(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def envelope(event: ev.OrderEvent, event_type: str, body: dict[str, Any],
+             **extra: Any) -> dict[str, Any]:
+    """A TMF641 notification: the envelope around the resource (`body`)."""
+    found = {"eventId": notification_event_id(event.originator_id, event.originator_version,
+                                              event_type),
+             "eventTime": _time(event.timestamp), "eventType": event_type,
+             "correlationId": event.correlation_id, "domain": DOMAIN,
+             **{k: v for k, v in extra.items() if v}, "event": body}
+    return found
+
+
+def notifications_of(events: Sequence[ev.OrderEvent]) -> list[dict[str, Any]]:
+    """Every notification of one order's events (version order, from its first event):
+    the same derivation as the outbox, for tests and tools."""
+    tracker = _Tracker(())
+    return [n for event in events for n in tracker.step(event)]
+
+
+def absolute_hrefs(payload: dict[str, Any], base_url: str | None) -> dict[str, Any]:
+    """The envelope with its resources' relative `href`s made absolute under `base_url`."""
+    if not base_url:
+        return payload
+    base = base_url.rstrip("/")
+
+    def fix(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (base + v if k == "href" and isinstance(v, str) and v.startswith("/")
+                        else fix(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fix(v) for v in node]
+        return node
+
+    return {**payload, "event": fix(payload.get("event"))}
