@@ -174,7 +174,7 @@ def project(obj: Context, once: bool) -> None:
     projector = build_projector(settings)
     deliverer = None
     try:
-        applied = projector.catch_up()
+        applied = projector.catch_up(stopping=stopping)
         click.echo(f"caught up: {applied} events applied", err=True)
         if once:
             return
@@ -216,10 +216,10 @@ def _reconnect(settings: Settings) -> Any:
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def _api_app(settings: Settings, host: str) -> Any:
-    from .api.app import create_app
-    from .api.auth import Authenticator, KeyError_, load_keys
-    from .api.context import ApiContext
+def _check_exposure(settings: Settings, host: str) -> list[Any]:
+    """The configured API keys; a usage error when there are none and `host` is not
+    loopback (every request would have full access)."""
+    from .api.auth import KeyError_, load_keys
 
     try:
         keys = load_keys(settings.api_keys, settings.api_keys_file)
@@ -230,6 +230,15 @@ def _api_app(settings: Settings, host: str) -> Any:
             f"no API keys are configured, so every request would have full access: refusing "
             f"to listen on {host}. Set SERVICEORDERS_API_KEYS (or SERVICEORDERS_API_KEYS_FILE) "
             "or bind to 127.0.0.1")
+    return keys
+
+
+def _api_app(settings: Settings, host: str) -> Any:
+    from .api.app import create_app
+    from .api.auth import Authenticator
+    from .api.context import ApiContext
+
+    keys = _check_exposure(settings, host)
     if not keys:
         click.echo("no API keys configured: full access for every request (loopback only)",
                    err=True)
@@ -290,6 +299,7 @@ def serve(obj: Context, host: str, port: int) -> None:
 
     Works on the embedded default with no configuration; SIGTERM stops it."""
     settings = obj.settings
+    _check_exposure(settings, host)  # before anything is created
     init_database(settings)
     click.echo(f"serving http://{host}:{port} on {settings.database.url()}", err=True)
     _run_api(settings, host, port, with_projector=True)

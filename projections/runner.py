@@ -117,10 +117,12 @@ class Projector:
                 raise PositionMoved(f"{name} is no longer at {expected}")
 
     def catch_up(self, stop: int | None = None,
-                 progress: Callable[[int], None] | None = None) -> int:
-        """Apply pages until the log head (or `stop`); returns the events applied."""
+                 progress: Callable[[int], None] | None = None,
+                 stopping: threading.Event | None = None) -> int:
+        """Apply pages until the log head (or `stop`, or until `stopping` is set);
+        returns the events applied."""
         total = 0
-        while True:
+        while stopping is None or not stopping.is_set():
             try:
                 applied = self.run_once(stop)
             except (Busy, PositionMoved) as e:
@@ -132,6 +134,7 @@ class Projector:
             total += applied
             if progress:
                 progress(applied)
+        return total
 
     def wait_until(self, target: int, timeout: float = 10.0) -> None:
         """Return once every projection has reached `target` (applying pages itself when
@@ -152,7 +155,7 @@ class Projector:
         """Catch up, then keep following new events until `stopping` is set."""
         while not stopping.is_set():
             try:
-                if not self.catch_up():
+                if not self.catch_up(stopping=stopping):
                     stopping.wait(poll_seconds)
             except Exception as e:  # the database restarting, a lost connection...
                 if on_error is None:
