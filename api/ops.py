@@ -35,6 +35,9 @@ class Metrics:
         self.position = Gauge("serviceorders_projection_position",
                               "Log position a projection has reached", ["projection"],
                               registry=self.registry)
+        self.hub_backlog = Gauge("serviceorders_hub_backlog",
+                                 "Notifications not yet delivered to a hub listener",
+                                 ["listener", "state"], registry=self.registry)
 
 
 class MetricsMiddleware(BaseHTTPMiddleware):
@@ -74,9 +77,19 @@ def metrics(request: Request) -> Response:
         for s in _projection_status(request):
             registry.lag.labels(s.name).set(s.lag)
             registry.position.labels(s.name).set(s.position)
+        for listener in _listeners(request):
+            registry.hub_backlog.labels(listener["id"], listener["state"]).set(
+                listener["pending"])
     except Exception:  # metrics still answer when the database does not
         pass
     return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _listeners(request: Request) -> list[dict]:  # type: ignore[type-arg]
+    from ..projections.hub import HubStore  # noqa: TID252
+
+    with ctx_of(request).read() as models:
+        return HubStore(models.db).list()
 
 
 def _projection_status(request: Request):  # type: ignore[no-untyped-def]

@@ -221,3 +221,39 @@ def test_cancel_service_order_of_an_unknown_order_is_404(client, auth):
     response = client.post(CANCELS, json={"serviceOrder": {"id": "missing"}},
                            headers=auth("integrator"))
     assert response.status_code == 404
+
+
+# ------------------------------------------------------------------- operations
+def test_openapi_and_docs_describe_the_whole_api(client):
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+    for path in (ORDERS, f"{ORDERS}/{{id}}", CANCELS, f"{CANCELS}/{{id}}",
+                 "/tmf-api/serviceOrdering/v4/hub", "/tmf-api/serviceOrdering/v4/hub/{id}",
+                 "/tmf-api/serviceCatalogManagement/v4/serviceSpecification",
+                 "/api/v1/reviewQueue", "/api/v1/drafts", "/health", "/ready", "/metrics"):
+        assert path in paths, path
+    assert {"get", "post"} <= paths[ORDERS].keys()
+    assert {"get", "patch", "delete"} <= paths[f"{ORDERS}/{{id}}"].keys()
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_health_ready_and_metrics(client, auth, post_order, flow):
+    assert client.get("/health").json() == {"status": "ok"}
+    post_order()
+    hub = client.post("/tmf-api/serviceOrdering/v4/hub",
+                      json={"callback": "http://127.0.0.1:9/listener"},
+                      headers=auth("integrator"))
+    assert hub.status_code == 201, hub.text
+    flow.order()
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ok"
+    assert {p["lag"] for p in ready.json()["projections"].values()} == {0}
+    text = client.get("/metrics").text
+    assert 'serviceorders_http_requests_total{method="POST"' in text
+    assert "serviceorders_http_request_seconds_bucket" in text
+    assert 'serviceorders_projection_lag_events{projection="order_summary"} 0.0' in text
+    backlog = [line for line in text.splitlines()
+               if line.startswith("serviceorders_hub_backlog{")]
+    assert backlog == [f'serviceorders_hub_backlog{{listener="{hub.json()["id"]}",'
+                       f'state="active"}} 0.0']  # no delivery worker runs in this test
