@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import catalog, errors, hub, ops, service_orders, workflow
 from .context import ApiContext
-from .errors import error_body
+from .errors import error_body, respond
 
 MAX_BODY_BYTES = 1_048_576  # 1 MiB; see docs/security.md
 
@@ -73,6 +73,21 @@ class _TooLarge(Exception):
     pass
 
 
+class NulInPath:
+    """404 for a path with a NUL character: no resource has one (and PostgreSQL could not
+    even look such an id up)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "\x00" in scope.get("path", ""):
+            await respond(404, "not_found", "Not Found",
+                          "no resource at a path with a NUL character")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -92,4 +107,5 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(ops.router)
     app.add_middleware(ops.MetricsMiddleware)
     app.add_middleware(BodyLimit)
+    app.add_middleware(NulInPath)
     return app

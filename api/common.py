@@ -11,6 +11,7 @@ from fastapi import Request
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from ..domain.values import Actor, Channel, CommandContext, Source
+from ..tmf641_in import find_nul
 from .context import ApiContext
 from .errors import ApiError
 
@@ -53,6 +54,10 @@ async def body_as(request: Request, model: type[M], media: tuple[str, ...] = JSO
         raise ApiError(400, "invalid_json", "Bad Request", f"the body is not JSON: {e}") from e
     except RecursionError:
         raise ApiError(400, "invalid_json", "Bad Request", "the body nests too deeply") from None
+    where = find_nul(data)
+    if where is not None:  # PostgreSQL cannot store it: refused at every door
+        raise ApiError(400, "invalid_text", "Bad Request",
+                       f"{where}: text must not contain NUL (U+0000) characters")
     try:
         return model.model_validate(data)
     except ValidationError as e:

@@ -23,9 +23,11 @@ from ..tmf641_in import (
     order_to_domain,
 )
 from .common import (
+    QueryInt,
     base_url,
     body_as,
     check_if_match,
+    clamp_page,
     command_context,
     ctx_of,
     etag,
@@ -108,7 +110,7 @@ def _date_filter(value: str | None, name: str) -> datetime | None:
                         "attributes (id, href, state, orderDate and serviceOrderItem are always "
                         "included). Newest first. offset/limit are clamped to 0..1000.")
 def list_service_orders(
-    request: Request, fields: str | None = None, offset: int = 0, limit: int = 100,
+    request: Request, fields: str | None = None, offset: QueryInt = 0, limit: QueryInt = 100,
     state: str | None = None, externalId: str | None = None,
     category: str | None = None, priority: str | None = None, id: str | None = None,
     orderDate: str | None = None,
@@ -117,6 +119,10 @@ def list_service_orders(
     order_date_lt: str | None = Query(None, alias="orderDate.lt"),
 ) -> JSONResponse:
     command_context(request)  # authenticates
+    if any("\x00" in value for value in (state, externalId, category, priority) if value):
+        # No order holds a NUL character (every door refuses them); PostgreSQL could not
+        # even compare with one.
+        return JSONResponse([], headers={"X-Total-Count": "0", "X-Result-Count": "0"})
     exact = _date_filter(orderDate, "orderDate")
     lower = _date_filter(order_date_gt, "orderDate.gt")
     if lower is not None:
@@ -133,7 +139,8 @@ def list_service_orders(
     where = OrderFilter(state=state, external_id=externalId, category=category,
                         priority=priority, order_date_from=lower, order_date_to=upper, ids=ids)
     with ctx_of(request).read() as models:
-        page = models.documents(where, offset=max(0, offset), limit=max(0, min(limit, MAX_PAGE)))
+        offset, limit = clamp_page(offset, limit, MAX_PAGE)
+        page = models.documents(where, offset=offset, limit=limit)
     body = [present(request, row, fields) for row in page.items]
     return JSONResponse(body, headers={"X-Total-Count": str(page.total),
                                        "X-Result-Count": str(len(body))})
@@ -157,6 +164,11 @@ async def patch_service_order(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     order_id = parse_uuid(id, "service order")
     body = await body_as(request, ServiceOrderUpdate)
+    if body.unchangeable():
+        raise ApiError(400, "unchangeable_attribute", "Bad Request",
+                       f"{', '.join(body.unchangeable())} cannot be changed by PATCH "
+                       "(expectedCompletionDate is the provider's; external references and "
+                       "order relationships are fixed when the order is created)")
     order = load_visible(request, order_id)
     check_if_match(request, order.version)
     if body.state is not None and body.state != order.state.value:
@@ -247,12 +259,12 @@ async def create_cancel_service_order(request: Request) -> JSONResponse:
 
 
 @cancel_router.get("/cancelServiceOrder", summary="List cancellation requests")
-def list_cancel_service_orders(request: Request, fields: str | None = None, offset: int = 0,
-                               limit: int = 100) -> JSONResponse:
+def list_cancel_service_orders(request: Request, fields: str | None = None,
+                               offset: QueryInt = 0, limit: QueryInt = 100) -> JSONResponse:
     command_context(request)
     with ctx_of(request).read() as models:
-        page = models.cancellation_requests(offset=max(0, offset),
-                                            limit=max(0, min(limit, MAX_PAGE)))
+        offset, limit = clamp_page(offset, limit, MAX_PAGE)
+        page = models.cancellation_requests(offset=offset, limit=limit)
     body = [present_cancel(request, row, fields) for row in page.items]
     return JSONResponse(body, headers={"X-Total-Count": str(page.total),
                                        "X-Result-Count": str(len(body))})

@@ -5,7 +5,7 @@ which knows its own base URL.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from .domain.order import ServiceOrder
@@ -103,6 +103,8 @@ def _time(value: datetime | date | None) -> str | None:
     if value is None:
         return None
     if isinstance(value, datetime):
+        if value.tzinfo is None:  # stored before inputs had to say (UTC by convention)
+            value = value.replace(tzinfo=UTC)
         return value.isoformat().replace("+00:00", "Z")
     return f"{value.isoformat()}T00:00:00Z"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .domain.values import (
     HeaderChange,
@@ -25,6 +25,33 @@ from .domain.values import (
 
 MAX_ITEMS = 500
 MAX_TEXT = 4000
+
+
+def _with_timezone(value: Any) -> Any:
+    """TMF date-times are RFC 3339: with a timezone (a plain date is a day, not a time)."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError("a date-time needs a timezone (e.g. Z or +01:00)")
+    return value
+
+
+def find_nul(data: Any) -> str | None:
+    """Where the first NUL (U+0000) character is in a JSON document (a key or a string),
+    as a dotted path; None when there is none. PostgreSQL cannot store NUL in text, so an
+    order carrying one would stop the read models: every door refuses them."""
+    stack: list[tuple[str, Any]] = [("body", data)]
+    while stack:  # iterative: bodies may nest deeper than the recursion limit allows
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return where
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return where
+                stack.append((f"{where}.{key}", item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}.{i}", item) for i, item in enumerate(value))
+    return None
 
 
 class Tmf(BaseModel):
@@ -97,6 +124,8 @@ class NoteIn(Tmf):
     author: str | None = Field(default=None, max_length=200)
     date: datetime | None = None
 
+    _aware = field_validator("date")(_with_timezone)
+
 
 class Relationship(Tmf):
     id: str = Field(min_length=1, max_length=200)
@@ -108,7 +137,19 @@ class Relationship(Tmf):
 TmfDate = datetime | date
 
 
-class ServiceOrderCreate(Tmf):
+class TmfBody(Tmf):
+    """A whole TMF641 request body (a message, for the Kafka door)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        where = find_nul(data)
+        if where is not None:
+            raise ValueError(f"{where}: text must not contain NUL (U+0000) characters")
+        return data
+
+
+class ServiceOrderCreate(TmfBody):
     """TMF641 v4 `ServiceOrder_Create`."""
 
     external_id: str | None = Field(default=None, alias="externalId", max_length=200)
@@ -128,15 +169,11 @@ class ServiceOrderCreate(Tmf):
     service_order_item: list[ServiceOrderItem] = Field(alias="serviceOrderItem",
                                                        max_length=MAX_ITEMS)
 
-    @field_validator("requested_start_date", "requested_completion_date")
-    @classmethod
-    def _aware(cls, value: TmfDate | None) -> TmfDate | None:
-        if isinstance(value, datetime) and value.tzinfo is None:
-            raise ValueError("a date-time needs a timezone (e.g. Z or +01:00)")
-        return value
+    _aware = field_validator("requested_start_date", "requested_completion_date")(
+        _with_timezone)
 
 
-class ServiceOrderUpdate(Tmf):
+class ServiceOrderUpdate(TmfBody):
     """TMF641 v4 `ServiceOrder_Update` (a JSON merge patch)."""
 
     description: str | None = Field(default=None, max_length=MAX_TEXT)
@@ -154,6 +191,9 @@ class ServiceOrderUpdate(Tmf):
     note: list[NoteIn] | None = Field(default=None, max_length=100)
     state: str | None = None
     external_id: str | None = Field(default=None, alias="externalId")
+
+    _aware = field_validator("requested_start_date", "requested_completion_date")(
+        _with_timezone)
     # In ServiceOrder_Update, but not changeable here: refused (400) when present.
     expected_completion_date: Any = Field(default=None, alias="expectedCompletionDate")
     external_reference: Any = Field(default=None, alias="externalReference")
@@ -173,12 +213,14 @@ class ServiceOrderRef(Tmf):
     referred_type: str | None = Field(default=None, alias="@referredType")
 
 
-class CancelServiceOrderCreate(Tmf):
+class CancelServiceOrderCreate(TmfBody):
     cancellation_reason: str | None = Field(default=None, alias="cancellationReason",
                                             max_length=MAX_TEXT)
     requested_cancellation_date: datetime | None = Field(default=None,
                                                          alias="requestedCancellationDate")
     service_order: ServiceOrderRef = Field(alias="serviceOrder")
+
+    _aware = field_validator("requested_cancellation_date")(_with_timezone)
 
 
 # --------------------------------------------------------------------- mapping
