@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
 
 from ..domain.errors import (
     ConcurrencyConflict,
@@ -58,13 +58,23 @@ _DOMAIN_STATUS: list[tuple[type[DomainError], int]] = [
 ]
 
 
-def allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at the request's path."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods \
-                and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= route.methods
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def allowed_methods(request: Request, named: str = "") -> list[str]:
+    """Every method some route serves at the request's path (plus `named`, Starlette's
+    `Allow`, which names only the first route that matched). Read from the app's OpenAPI
+    document: FastAPI keeps included routers nested, the paths there are flat."""
+    table = getattr(request.app.state, "methods_by_path", None)
+    if table is None:
+        table = [(re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"),
+                  {method.upper() for method in operations if method in HTTP_METHODS})
+                 for path, operations in request.app.openapi()["paths"].items()]
+        request.app.state.methods_by_path = table
+    methods = {m.strip() for m in named.split(",") if m.strip()}
+    for pattern, served in table:
+        if pattern.match(request.url.path):
+            methods |= served
     return sorted(methods)
 
 
@@ -98,7 +108,7 @@ def install(app: FastAPI) -> None:
         if e.status_code == 405:
             # Starlette names only the first route that matched the path; one path has
             # several routes here (GET and POST /serviceOrder), so list them all.
-            allowed = allowed_methods(request)
+            allowed = allowed_methods(request, headers.get("Allow", ""))
             headers["Allow"] = ", ".join(allowed)
             message = f"{request.method} is not allowed on {request.url.path}: use " \
                       f"{', '.join(allowed)}"

@@ -114,6 +114,11 @@ def pg_cleaner(pg_database: PgDatabase) -> Iterator[Callable[[], None]]:
         conn.execute("DELETE FROM projection_position WHERE name <> ALL(%s)",
                      ([p.name for p in PROJECTIONS],))
         conn.execute("UPDATE projection_position SET position = 0, updated_at = NULL")
+        hub = [t for t in ("hub_delivery", "hub_subscription", "hub_worker")
+               if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0]]
+        if hub:  # listeners registered by one test must not reach the next
+            conn.execute(sql.SQL("TRUNCATE {}").format(
+                sql.SQL(", ").join(sql.Identifier(t) for t in hub)))
 
     yield clean
     conn.close()

@@ -524,3 +524,62 @@ def test_official_tmf641_spec(case: Any) -> None:
         STATUSES[case.operation.label, response.status_code] += 1
     finally:
         SECONDS[case.operation.label] += time.monotonic() - started
+
+
+# ---------------------------------------- what the runs found, pinned as plain tests
+ORDERS = f"{BASE_PATH}/serviceOrder"
+
+
+def test_an_undeclared_method_gets_405_allowing_every_method_of_the_path(open_client):
+    for path, allowed in ((ORDERS, "GET, POST"), (f"{ORDERS}/x", "DELETE, GET, PATCH"),
+                          (f"{BASE_PATH}/cancelServiceOrder", "GET, POST")):
+        response = open_client.request("OPTIONS", path)
+        assert response.status_code == 405, response.text
+        assert response.headers["allow"] == allowed
+        assert response.json()["code"] == "method_not_allowed"
+
+
+def test_nul_characters_are_refused_and_the_read_models_keep_going(open_client, order_body):
+    body = order_body(description="a\u0000b")
+    refused = open_client.post(ORDERS, json=body)
+    assert refused.status_code == 400 and refused.json()["code"] == "invalid_text"
+    note = {"note": [{"text": "x\u0000"}]}
+    created = open_client.post(ORDERS, json=order_body("after-nul"))
+    assert created.status_code == 201, created.text  # the projections were not stopped
+    patched = open_client.patch(f"{ORDERS}/{created.json()['id']}", json=note)
+    assert patched.status_code == 400 and patched.json()["code"] == "invalid_text"
+    assert open_client.get(f"{BASE_PATH}/cancelServiceOrder/%00").status_code == 404
+    assert open_client.get(f"{BASE_PATH}/hub/%00").status_code == 404
+    listed = open_client.get(ORDERS, params={"state": "\u0000", "externalId": "a\u0000"})
+    assert listed.status_code == 200 and listed.json() == []
+
+
+def test_paging_is_clamped_and_integers_are_integers(open_client, order_body):
+    assert open_client.post(ORDERS, json=order_body("paged")).status_code == 201
+    for offset, limit in ((10**20, 5), (-3, 10**20), (0, -1)):
+        response = open_client.get(ORDERS, params={"offset": offset, "limit": limit})
+        assert response.status_code == 200, response.text
+    for value in ("0.0", "1e3", "true", ""):
+        response = open_client.get(ORDERS, params={"offset": value})
+        assert response.status_code == 400, value
+
+
+def test_date_times_need_a_timezone_and_notes_carry_no_nulls(open_client, order_body):
+    naive = order_body(note=[{"text": "hello", "date": "2030-01-01T10:00:00"}])
+    assert open_client.post(ORDERS, json=naive).status_code == 400
+    created = open_client.post(ORDERS, json=order_body(note=[{"text": "hello"}]))
+    assert created.json()["note"] == [{"text": "hello", "@type": "Note"}]
+    cancel = {"serviceOrder": {"id": created.json()["id"]},
+              "requestedCancellationDate": "2030-01-01T10:00:00"}
+    assert open_client.post(f"{BASE_PATH}/cancelServiceOrder", json=cancel).status_code == 400
+
+
+def test_patch_refuses_what_it_cannot_change(open_client, order_body):
+    order = open_client.post(ORDERS, json=order_body("fixed")).json()
+    for attribute, value in (("externalReference", [{"name": "crm"}]),
+                             ("orderRelationship", [{"id": "1", "relationshipType": "x"}]),
+                             ("expectedCompletionDate", "2031-01-01T00:00:00Z")):
+        response = open_client.patch(f"{ORDERS}/{order['id']}", json={attribute: value})
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "unchangeable_attribute"
+        assert attribute in response.json()["message"]

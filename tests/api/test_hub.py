@@ -384,7 +384,8 @@ def test_only_the_registrant_or_an_admin_sees_and_removes_a_listener(
     ({"callback": "http://127.0.0.1:99999/l"}, "invalid_callback"),
     ({"callback": "http://127.0.0.1/l#frag"}, "invalid_callback"),
     ({"callback": "http://127.0.0.1/a b"}, "invalid_callback"),
-    ({"callback": "http://127.0.0.1/\u0000x"}, "invalid_callback"),
+    ({"callback": "http://127.0.0.1/\u0001x"}, "invalid_callback"),
+    ({"callback": "http://127.0.0.1/\u0000x"}, "invalid_text"),  # NUL: refused for any body
     ({"callback": "http://[::1/x"}, "invalid_callback"),
     ({"callback": "https://example.com/listener"}, "callback_not_allowed"),
     ({"callback": "http://10.0.0.8/listener"}, "callback_not_allowed"),

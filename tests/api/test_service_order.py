@@ -257,3 +257,9 @@ def test_health_ready_and_metrics(client, auth, post_order, flow):
                if line.startswith("serviceorders_hub_backlog{")]
     assert backlog == [f'serviceorders_hub_backlog{{listener="{hub.json()["id"]}",'
                        f'state="active"}} 0.0']  # no delivery worker runs in this test
+
+
+@pytest.mark.parametrize("path", ["/api/v1/reviewQueue?site=a%00b", "/api/v1/hub?all=%00"])
+def test_nul_in_a_query_is_refused_not_a_server_error(client, auth, path):
+    response = client.get(path, headers=auth("admin"))
+    assert response.status_code == 400 and response.json()["code"] == "invalid_text"
