@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from eventsourcing.utils import get_topic
+
+from .consumers.recorders import IntakePostgresRecorder, IntakeSqliteRecorder
+from .consumers.store import create_tables as create_intake_tables
 from .domain.application import ServiceOrders
 from .domain.catalog import Catalog
 from .domain.codec import OrjsonTranscoder, PydanticMapper
@@ -17,7 +21,8 @@ def eventsourcing_env(settings: Settings, *, create_tables: bool = False) -> dic
     db: DatabaseConfig = settings.database
     if db.kind == "sqlite":
         env.update(PERSISTENCE_MODULE="eventsourcing.sqlite", SQLITE_DBNAME=db.dbname,
-                   SQLITE_LOCK_TIMEOUT=str(settings.lock_timeout_seconds))
+                   SQLITE_LOCK_TIMEOUT=str(settings.lock_timeout_seconds),
+                   APPLICATION_RECORDER_TOPIC=get_topic(IntakeSqliteRecorder))
         return env
     env.update(
         PERSISTENCE_MODULE="eventsourcing.postgres",
@@ -28,6 +33,8 @@ def eventsourcing_env(settings: Settings, *, create_tables: bool = False) -> dic
         POSTGRES_MAX_OVERFLOW=str(settings.pool_max_overflow),
         POSTGRES_CONNECT_TIMEOUT="10",
         POSTGRES_PRE_PING="y",
+        # The library's recorder plus the Kafka intake's rows in the same transaction.
+        APPLICATION_RECORDER_TOPIC=get_topic(IntakePostgresRecorder),
         # Never enable POSTGRES_ENABLE_DB_FUNCTIONS: it skips the table lock that keeps
         # notification ids in commit order (see docs/architecture.md).
     )
@@ -66,9 +73,11 @@ def init_database(settings: Settings) -> list[str]:
     try:
         create_tables(db)
         create_hub_tables(db)
+        create_intake_tables(db)
     finally:
         db.close()
     where = settings.database.url()
     return [f"{settings.database.kind} event store ({where})",
             f"{settings.database.kind} read models and projection positions ({where})",
-            f"{settings.database.kind} hub subscriptions and deliveries ({where})"]
+            f"{settings.database.kind} hub subscriptions and deliveries ({where})",
+            f"{settings.database.kind} Kafka intake positions, dead letters and outbox ({where})"]

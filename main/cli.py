@@ -172,13 +172,14 @@ def project(obj: Context, once: bool) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     projector = build_projector(settings)
-    deliverer = None
+    deliverer = publisher = None
     try:
         applied = projector.catch_up(stopping=stopping)
         click.echo(f"caught up: {applied} events applied", err=True)
         if once:
             return
         deliverer = _start_hub_delivery(settings, stopping)
+        publisher = _start_outbound(settings, stopping, dead_letters=False)
         while not stopping.is_set():
             try:
                 projector.follow(stopping)
@@ -192,7 +193,20 @@ def project(obj: Context, once: bool) -> None:
         stopping.set()
         if deliverer is not None:
             deliverer.join(timeout=10)
+        if publisher is not None:
+            publisher.join(timeout=10)
         projector.db.close()
+
+
+def _start_outbound(settings: Settings, stopping: threading.Event,
+                    dead_letters: bool) -> threading.Thread | None:
+    """Publish the TMF641 notifications (and the intake's dead letters) to Kafka, when
+    Kafka is configured (docs/kafka.md)."""
+    if not settings.kafka_bootstrap_servers:
+        return None
+    from .consumers.kafka import start_publisher
+
+    return start_publisher(settings, stopping, dead_letters=dead_letters, notifications=True)
 
 
 def _start_hub_delivery(settings: Settings, stopping: threading.Event) -> Any:
@@ -246,12 +260,13 @@ def _api_app(settings: Settings, host: str) -> Any:
                                        base_url=settings.public_base_url))
 
 
-def _run_api(settings: Settings, host: str, port: int, with_projector: bool) -> None:
+def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
+             with_intake: bool = False) -> None:
     import uvicorn
 
     app = _api_app(settings, host)
     stopping = threading.Event()
-    follower = deliverer = None
+    follower = deliverer = consumer = publisher = None
     if with_projector:
         projector = build_projector(settings)
 
@@ -265,6 +280,9 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool) -> 
         follower = threading.Thread(target=follow, name="projector", daemon=True)
         follower.start()
         deliverer = _start_hub_delivery(settings, stopping)
+    if with_intake and settings.kafka_bootstrap_servers:
+        consumer = _start_intake(settings, stopping)
+        publisher = _start_outbound(settings, stopping, dead_letters=True)
     # uvicorn shuts down gracefully on SIGTERM / SIGINT, then re-raises the signal to the
     # handler it found: ours, so that a requested stop exits with status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -275,8 +293,20 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool) -> 
         stopping.set()
         if follower is not None:
             follower.join(timeout=10)
-        if deliverer is not None:
-            deliverer.join(timeout=10)
+        for thread in (deliverer, consumer, publisher):
+            if thread is not None:
+                thread.join(timeout=15)
+
+
+def _start_intake(settings: Settings, stopping: threading.Event) -> threading.Thread:
+    """The Kafka consumer in a thread of `serve` (the `consume` command runs it alone)."""
+    from .consumers.kafka import ConsumerWorker, ensure_topics
+
+    ensure_topics(settings, stopping)
+    worker = ConsumerWorker(settings, stopping)
+    thread = threading.Thread(target=worker.run, name="kafka-intake", daemon=True)
+    thread.start()
+    return thread
 
 
 @main.command()
@@ -292,17 +322,45 @@ def api(obj: Context, host: str, port: int) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8641, show_default=True, type=int)
+@click.option("--kafka-port", default=9092, show_default=True, type=int,
+              help="Port of the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is not set).")
+@click.option("--no-kafka", is_flag=True, help="No Kafka intake or outbound topic.")
 @click.pass_obj
 @refusals
-def serve(obj: Context, host: str, port: int) -> None:
-    """Run the engine in one process: the REST API and the projections.
+def serve(obj: Context, host: str, port: int, kafka_port: int, no_kafka: bool) -> None:
+    """Run the whole engine in one process: the REST API, the projections, the Kafka intake
+    and the outbound notifications.
 
-    Works on the embedded default with no configuration; SIGTERM stops it."""
+    Works on the embedded default with no configuration: SQLite, and, when no
+    KAFKA_BOOTSTRAP_SERVERS is set, an embedded memory-only Kafka broker on loopback (the
+    `embedded` extra). SIGTERM stops it."""
     settings = obj.settings
     _check_exposure(settings, host)  # before anything is created
     init_database(settings)
+    broker = None
+    if not settings.kafka_bootstrap_servers and not no_kafka:
+        from .consumers.broker import BrokerUnavailable, EmbeddedBroker
+
+        try:
+            try:
+                broker = EmbeddedBroker(port=kafka_port).start()
+            except BrokerUnavailable:  # the port is taken: any free loopback port
+                broker = EmbeddedBroker(port=0).start()
+        except BrokerUnavailable as e:
+            click.echo(f"no Kafka intake: {e}", err=True)
+        else:
+            settings = settings.model_copy(
+                update={"kafka_bootstrap_servers": broker.bootstrap_servers})
+            click.echo(f"embedded Kafka broker (memory only) on {broker.bootstrap_servers}: "
+                       f"publish TMF641 events to {settings.inbound_topic}, e.g. "
+                       f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers} serviceorders "
+                       "publish-sample --count 20", err=True)
     click.echo(f"serving http://{host}:{port} on {settings.database.url()}", err=True)
-    _run_api(settings, host, port, with_projector=True)
+    try:
+        _run_api(settings, host, port, with_projector=True, with_intake=not no_kafka)
+    finally:
+        if broker is not None:
+            broker.stop()
 
 
 @main.group()
@@ -753,6 +811,8 @@ def show_full(found: ServiceOrder) -> None:
     for note in found.notes:
         click.echo(f"note      {note.author or '-'}: {note.text}")
 
+
+from . import cli_kafka  # noqa: E402,F401  (registers the Kafka commands)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

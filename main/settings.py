@@ -93,10 +93,22 @@ class Settings(BaseModel):
     def __repr_args__(self):  # type: ignore[no-untyped-def]
         # API keys never reach logs or tracebacks.
         for name, value in super().__repr_args__():
+            if name == "kafka_options" and value:
+                value = {k: ("***" if "password" in k else v) for k, v in value.items()}
             yield name, ("***" if name == "api_keys" and value else value)
 
     database: DatabaseConfig
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Kafka (docs/kafka.md). No bootstrap servers: `serve` starts the embedded broker.
+    kafka_bootstrap_servers: str | None = None
+    consumer_group: str = Field(default="serviceorders", min_length=1)
+    inbound_topic: str = Field(default="serviceorder.inbound", min_length=1)
+    events_topic: str = Field(default="serviceorder.events", min_length=1)
+    dlq_topic: str | None = None  # default: the inbound topic + ".dlq"
+    topic_partitions: int = Field(default=3, ge=1, le=1000)
+    topic_replication: int = Field(default=1, ge=1, le=10)
+    consume_batch: int = Field(default=500, ge=1, le=10000)
+    log_behind_policy: Literal["rewind", "stop"] = "rewind"
+    kafka_options: dict[str, str] = Field(default_factory=dict)  # TLS / SASL pass-through
     snapshot_interval: int = Field(default=50, ge=0)
     four_eyes: bool = True
     catalog_path: Path | None = None
@@ -119,12 +131,25 @@ class Settings(BaseModel):
     hub_concurrency: int = Field(default=4, ge=1, le=64)
     hub_retention_hours: float = Field(default=24.0, ge=0)
 
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.inbound_topic}.dlq"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {
             "database": DatabaseConfig.from_url(env.get("DATABASE_URL")),
-            "kafka_bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            "kafka_bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            "consumer_group": env.get("SERVICEORDERS_CONSUMER_GROUP") or "serviceorders",
+            "inbound_topic": env.get("SERVICEORDERS_INBOUND_TOPIC") or "serviceorder.inbound",
+            "events_topic": env.get("SERVICEORDERS_EVENTS_TOPIC") or "serviceorder.events",
+            "dlq_topic": env.get("SERVICEORDERS_DLQ_TOPIC") or None,
+            "topic_partitions": _int(env, "SERVICEORDERS_TOPIC_PARTITIONS", 3),
+            "topic_replication": _int(env, "SERVICEORDERS_TOPIC_REPLICATION", 1),
+            "consume_batch": _int(env, "SERVICEORDERS_CONSUME_BATCH", 500),
+            "log_behind_policy": env.get("SERVICEORDERS_LOG_BEHIND_POLICY") or "rewind",
+            "kafka_options": kafka_options(env),
             "snapshot_interval": _int(env, "SERVICEORDERS_SNAPSHOT_INTERVAL", 50),
             "four_eyes": _bool(env, "SERVICEORDERS_FOUR_EYES", True),
             "catalog_path": env.get("SERVICEORDERS_CATALOG") or None,
@@ -149,6 +174,26 @@ class Settings(BaseModel):
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
+
+
+# Kafka client settings taken from the environment as they are (TLS and SASL): variable
+# -> kafka-python option. Their values are never logged.
+KAFKA_PASSTHROUGH = {
+    "KAFKA_SECURITY_PROTOCOL": "security_protocol",
+    "KAFKA_SASL_MECHANISM": "sasl_mechanism",
+    "KAFKA_SASL_USERNAME": "sasl_plain_username",
+    "KAFKA_SASL_PASSWORD": "sasl_plain_password",
+    "KAFKA_SSL_CAFILE": "ssl_cafile",
+    "KAFKA_SSL_CERTFILE": "ssl_certfile",
+    "KAFKA_SSL_KEYFILE": "ssl_keyfile",
+    "KAFKA_SSL_PASSWORD": "ssl_password",
+    "KAFKA_SSL_CHECK_HOSTNAME": "ssl_check_hostname",
+    "KAFKA_CLIENT_ID": "client_id",
+}
+
+
+def kafka_options(env: Mapping[str, str]) -> dict[str, str]:
+    return {option: env[name] for name, option in KAFKA_PASSTHROUGH.items() if env.get(name)}
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

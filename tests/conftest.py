@@ -34,6 +34,7 @@ from serviceorders.domain.values import (
     Role,
     SpecRef,
 )
+from serviceorders.consumers.store import TABLES as INTAKE_TABLES
 from serviceorders.projections.views import PROJECTIONS
 from serviceorders.settings import Settings
 
@@ -103,7 +104,7 @@ def pg_cleaner(pg_database: PgDatabase) -> Iterator[Callable[[], None]]:
 
     def clean() -> None:
         # The event store and every read model start empty; projections start at 0.
-        tables = [*ENGINE_TABLES, *(p.name for p in PROJECTIONS)]
+        tables = [*ENGINE_TABLES, *(p.name for p in PROJECTIONS), *INTAKE_TABLES]
         leftovers = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
                                  "AND (tablename LIKE '%%\\_\\_rebuild' OR tablename LIKE "
                                  "'%%\\_\\_verify')").fetchall()

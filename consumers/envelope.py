@@ -1,0 +1,300 @@
+"""Inbound Kafka messages -> commands: the TMF641 event envelope, read strictly.
+
+A message's value is a TMF641 event envelope (v4 spellings, or the v5 `timeOccurred` and
+`ServiceOrder`); its key is the upstream order reference. Each message becomes one command,
+or a `Refusal` naming the category and reason its dead letter carries (docs/kafka.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..domain.order import order_id_for
+from ..domain.values import HeaderChange, ItemState, OrderItem
+from ..tmf641_in import (
+    CancelServiceOrderCreate,
+    ServiceOrderCreate,
+    ServiceOrderUpdate,
+    find_nul,
+    header_change,
+    item_to_domain,
+)
+
+MAX_MESSAGE_BYTES = 1024 * 1024  # the same limit as an API body
+MAX_DEPTH = 64
+
+CREATE = "ServiceOrderCreateEvent"
+REVISE = "ServiceOrderAttributeValueChangeEvent"
+CANCEL = "CancelServiceOrderCreateEvent"
+STATE_CHANGE = "ServiceOrderStateChangeEvent"
+EVENT_TYPES = (CREATE, REVISE, CANCEL, STATE_CHANGE)
+
+# Dead-letter categories (the `dlq.category` header).
+NOT_JSON = "not_json"
+NOT_ENVELOPE = "not_envelope"
+TOO_LARGE = "too_large"
+UNKNOWN_EVENT_TYPE = "unknown_event_type"
+INVALID_ORDER = "invalid_order"  # the TMF641 resource does not validate
+REFUSED = "refused"  # the domain refused the order or change (validation)
+ILLEGAL_TRANSITION = "illegal_transition"
+UNKNOWN_ORDER = "unknown_order"
+NOT_PERMITTED = "not_permitted"
+INVALID_COMMAND = "invalid_command"
+CATEGORIES = (NOT_JSON, NOT_ENVELOPE, TOO_LARGE, UNKNOWN_EVENT_TYPE, INVALID_ORDER, REFUSED,
+              ILLEGAL_TRANSITION, UNKNOWN_ORDER, NOT_PERMITTED, INVALID_COMMAND)
+
+
+class Refusal(Exception):
+    def __init__(self, category: str, reason: str) -> None:
+        super().__init__(reason)
+        self.category, self.reason = category, reason
+        # Set when the envelope itself was readable: who to tell upstream.
+        self.envelope: Envelope | None = None
+        self.external_id: str | None = None
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    event_id: str = Field(alias="eventId", min_length=1, max_length=200)
+    event_type: str = Field(alias="eventType", min_length=1, max_length=200)
+    event_time: datetime | None = Field(default=None, alias="eventTime")
+    time_occurred: datetime | None = Field(default=None, alias="timeOccurred")
+    correlation_id: str | None = Field(default=None, alias="correlationId", max_length=200)
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OrderRef:
+    """How a message names an existing order: our id, else its external id, else the key."""
+
+    order_id: UUID | None
+    external_id: str | None
+
+    def candidates(self) -> list[UUID]:
+        found = []
+        if self.order_id is not None:
+            found.append(self.order_id)
+        if self.external_id:
+            found.append(order_id_for(self.external_id))
+        return found
+
+    def describe(self) -> str:
+        parts = []
+        if self.order_id is not None:
+            parts.append(f"id {self.order_id}")
+        if self.external_id:
+            parts.append(f"externalId {self.external_id!r}")
+        return " or ".join(parts) or "no id"
+
+
+@dataclass(frozen=True)
+class Create:
+    body: ServiceOrderCreate
+    external_id: str
+
+
+@dataclass(frozen=True)
+class Revise:
+    ref: OrderRef
+    items: tuple[OrderItem, ...]
+    header: HeaderChange
+
+
+@dataclass(frozen=True)
+class Cancel:
+    ref: OrderRef
+    reason: str | None
+    requested_date: datetime | None
+
+
+@dataclass(frozen=True)
+class ItemStates:
+    ref: OrderRef
+    states: tuple[tuple[str, ItemState, str | None], ...]
+
+
+Command = Create | Revise | Cancel | ItemStates
+
+
+@dataclass(frozen=True)
+class Parsed:
+    envelope: Envelope
+    command: Command
+
+
+def _depth_ok(data: Any) -> bool:
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return False
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return True
+
+
+def _errors(e: ValidationError, prefix: str) -> str:
+    parts = []
+    for err in e.errors(include_url=False)[:20]:
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{prefix}{'.' + where if where else ''}: {err['msg']}")
+    more = e.error_count() - 20
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def read_envelope(value: bytes | None) -> Envelope:
+    if value is None:
+        raise Refusal(NOT_JSON, "the message has no value (a tombstone)")
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise Refusal(TOO_LARGE, f"the message is {len(value)} bytes; the limit is "
+                                 f"{MAX_MESSAGE_BYTES}")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise Refusal(NOT_JSON, f"the value is not JSON (UTF-8): {e}") from None
+    if not isinstance(data, dict):
+        raise Refusal(NOT_ENVELOPE, "the value is JSON but not an object (a TMF641 event "
+                                    "envelope is an object)")
+    if not _depth_ok(data):
+        raise Refusal(NOT_ENVELOPE, f"the value nests deeper than {MAX_DEPTH} levels")
+    if (where := find_nul(data)) is not None:
+        raise Refusal(NOT_ENVELOPE, f"{where}: text must not contain NUL (U+0000) characters")
+    try:
+        return Envelope.model_validate(data)
+    except ValidationError as e:
+        raise Refusal(NOT_ENVELOPE, "not a TMF641 event envelope: " + _errors(e, "")) from None
+
+
+def event_id_of(value: bytes | None) -> str | None:
+    """The envelope's eventId when there is a readable one (for the dead letter's header)."""
+    try:
+        data = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    found = data.get("eventId") if isinstance(data, dict) else None
+    return found if isinstance(found, str) and 0 < len(found) <= 200 else None
+
+
+def _resource(env: Envelope, *names: str) -> dict[str, Any]:
+    for name in names:
+        found = env.event.get(name)
+        if found is not None:
+            if not isinstance(found, dict):
+                raise Refusal(INVALID_ORDER, f"event.{name} must be an object")
+            return found
+    raise Refusal(NOT_ENVELOPE, f"{env.event_type} needs event.{names[0]}")
+
+
+def _ref(resource: dict[str, Any], key: str | None) -> OrderRef:
+    raw_id = resource.get("id")
+    order_id = None
+    if isinstance(raw_id, str):
+        try:
+            order_id = UUID(raw_id)
+        except ValueError:
+            order_id = None
+    external = resource.get("externalId")
+    if not isinstance(external, str) or not external:
+        external = None
+    if order_id is None and external is None:  # the key is the upstream order reference
+        external = key
+    if order_id is None and external is None:
+        raise Refusal(NOT_ENVELOPE, "the order is named by neither id nor externalId, and the "
+                                    "message has no key")
+    return OrderRef(order_id, external)
+
+
+def parse(value: bytes | None, key: bytes | None) -> Parsed:
+    """The command a message carries; raises Refusal with the dead letter's reason."""
+    env = read_envelope(value)
+    key_text = _key_text(key)
+    try:
+        return _command(env, key_text)
+    except Refusal as r:
+        r.envelope = env
+        resource = next((env.event.get(n) for n in ("serviceOrder", "ServiceOrder")
+                         if isinstance(env.event.get(n), dict)), {})
+        external = resource.get("externalId")
+        r.external_id = external if isinstance(external, str) and external else key_text
+        raise
+
+
+def _command(env: Envelope, key_text: str | None) -> Parsed:
+    if env.event_type == CREATE:
+        resource = _resource(env, "serviceOrder", "ServiceOrder")
+        try:
+            body = ServiceOrderCreate.model_validate(resource)
+        except ValidationError as e:
+            raise Refusal(INVALID_ORDER, _errors(e, "serviceOrder")) from None
+        external = body.external_id or key_text
+        if not external:
+            raise Refusal(INVALID_ORDER, "serviceOrder.externalId is missing and the message has "
+                                         "no key: the order cannot be identified")
+        if not body.external_id:
+            body = body.model_copy(update={"external_id": external})
+        return Parsed(env, Create(body, external))
+    if env.event_type == REVISE:
+        resource = _resource(env, "serviceOrder", "ServiceOrder")
+        try:
+            body = ServiceOrderUpdate.model_validate(resource)
+        except ValidationError as e:
+            raise Refusal(INVALID_ORDER, _errors(e, "serviceOrder")) from None
+        items = tuple(item_to_domain(i) for i in body.service_order_item or ())
+        return Parsed(env, Revise(_ref(resource, key_text), items, header_change(body)))
+    if env.event_type == CANCEL:
+        resource = _resource(env, "cancelServiceOrder", "CancelServiceOrder")
+        try:
+            cancel = CancelServiceOrderCreate.model_validate(resource)
+        except ValidationError as e:
+            raise Refusal(INVALID_ORDER, _errors(e, "cancelServiceOrder")) from None
+        order = resource.get("serviceOrder") or {}
+        return Parsed(env, Cancel(_ref(order, key_text), cancel.cancellation_reason,
+                                  cancel.requested_cancellation_date))
+    if env.event_type == STATE_CHANGE:
+        resource = _resource(env, "serviceOrder", "ServiceOrder")
+        return Parsed(env, ItemStates(_ref(resource, key_text), _item_states(resource)))
+    raise Refusal(UNKNOWN_EVENT_TYPE, f"eventType {env.event_type!r} is not taken on this topic "
+                                      f"(taken: {', '.join(EVENT_TYPES)})")
+
+
+def _item_states(resource: dict[str, Any]) -> tuple[tuple[str, ItemState, str | None], ...]:
+    items = resource.get("serviceOrderItem")
+    if not isinstance(items, list) or not items:
+        raise Refusal(INVALID_ORDER, "a ServiceOrderStateChangeEvent from fulfilment carries "
+                                     "serviceOrderItem[] with each item's id and state")
+    out = []
+    allowed = ", ".join(s.value for s in ItemState)
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise Refusal(INVALID_ORDER, f"serviceOrderItem.{n} must be an object")
+        item_id, state = item.get("id"), item.get("state")
+        if not isinstance(item_id, str) or not item_id:
+            raise Refusal(INVALID_ORDER, f"serviceOrderItem.{n}.id is missing")
+        try:
+            value = ItemState(state)
+        except ValueError:
+            raise Refusal(INVALID_ORDER, f"serviceOrderItem.{n}.state {state!r} is not an item "
+                                         f"state ({allowed})") from None
+        reason = item.get("stateReason") or item.get("errorMessage")
+        out.append((item_id, value, reason if isinstance(reason, str) else None))
+    return tuple(out)
+
+
+def _key_text(key: bytes | None) -> str | None:
+    if not key:
+        return None
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if 0 < len(text) <= 200 and "\x00" not in text else None
+

@@ -1,0 +1,274 @@
+"""A micro-batch of inbound messages -> one transaction (no Kafka here: tests drive it with
+plain `Message`s, the consumer in `kafka.py` with what it polled).
+
+Per message, in offset order: parse, skip if its `eventId` already took effect, apply the
+command to the order held in memory (one instance per order for the whole batch), or
+dead-letter it with a reason. Then one `app.save(*orders, intake=...)` writes every order's
+new events, the applied `eventId`s, the dead letters, the outbox records and the new
+partition positions (compare-and-set) in one transaction. One bad message never holds back
+the rest of its batch; a failed transaction leaves no trace and the batch is read again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid5
+
+import orjson
+from pydantic import ValidationError
+
+from ..domain.application import ServiceOrders
+from ..domain.errors import (
+    DomainError,
+    IllegalTransition,
+    InvalidCommand,
+    NotPermitted,
+    OrderNotFound,
+    UnknownItem,
+    ValidationFailed,
+)
+from ..domain.order import ServiceOrder, order_id_for
+from ..domain.values import Actor, Channel, CommandContext, Role, Source
+from ..tmf641_in import order_to_domain
+from . import envelope as env
+from .store import Applied, DeadLetter, IntakeStore, IntakeWrite, OutboxRecord
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "internal_error"
+UPSTREAM_TYPES = (env.CREATE, env.REVISE, env.CANCEL)
+REFUSAL_NAMESPACE = UUID("0d9c6a52-3f7e-5b8e-a1d4-5c2e9b7f3a10")
+CANCEL_NAMESPACE = UUID("5e6f1a2b-8c3d-5e4f-9a0b-1c2d3e4f5a6b")
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class BatchResult:
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)  # new next offsets
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    skipped: int = 0  # below the stored position: read again after a seek
+    orders_saved: int = 0
+
+
+def _category(error: DomainError) -> str:
+    if isinstance(error, ValidationFailed):
+        return env.REFUSED
+    if isinstance(error, IllegalTransition):
+        return env.ILLEGAL_TRANSITION
+    if isinstance(error, NotPermitted):
+        return env.NOT_PERMITTED
+    if isinstance(error, OrderNotFound):
+        return env.UNKNOWN_ORDER
+    if isinstance(error, InvalidCommand | UnknownItem):
+        return env.INVALID_COMMAND
+    return env.INVALID_COMMAND
+
+
+class Intake:
+    def __init__(self, app: ServiceOrders, store: IntakeStore, events_topic: str) -> None:
+        self.app = app
+        self.store = store
+        self.events_topic = events_topic
+
+    def process(self, messages: Sequence[Message],
+                stored: dict[tuple[str, int], int | None]) -> BatchResult:
+        """Apply one batch. `stored` holds, per partition, the next offset the database
+        recorded when the batch was read (None: nothing recorded yet); the commit only
+        succeeds if that is still so. Raises StaleBatch or the database's error, having
+        written nothing."""
+        result = BatchResult()
+        fresh: list[Message] = []
+        for m in sorted(messages, key=lambda m: (m.topic, m.partition, m.offset)):
+            start = stored.get((m.topic, m.partition))
+            if start is not None and m.offset < start:
+                result.skipped += 1
+                continue
+            fresh.append(m)
+        if not fresh:
+            return result
+        batch = _Batch(self, fresh)
+        batch.run()
+        write = IntakeWrite(applied=batch.applied, dead_letters=batch.dead, outbox=batch.outbox)
+        for m in fresh:
+            tp = (m.topic, m.partition)
+            result.positions[tp] = max(result.positions.get(tp, 0), m.offset + 1)
+        write.positions = {tp: (stored.get(tp), new) for tp, new in result.positions.items()}
+        orders = [o for o in batch.orders.values() if o is not None and o.pending_events]
+        self.app.save(*orders, intake=write)
+        result.applied, result.duplicates = len(batch.applied), batch.duplicates
+        result.dead_letters, result.orders_saved = len(batch.dead), len(orders)
+        return result
+
+
+class _Batch:
+    """The in-memory side of one batch: orders loaded once, commands applied in order."""
+
+    def __init__(self, intake: Intake, messages: list[Message]) -> None:
+        self.intake = intake
+        self.app = intake.app
+        self.messages = messages
+        self.orders: dict[UUID, ServiceOrder | None] = {}
+        self.existing: set[UUID] = set()
+        self.applied: list[Applied] = []
+        self.dead: list[DeadLetter] = []
+        self.outbox: list[OutboxRecord] = []
+        self.duplicates = 0
+
+    def run(self) -> None:
+        parsed: list[tuple[Message, env.Parsed]] = []
+        for m in self.messages:
+            try:
+                parsed.append((m, env.parse(m.value, m.key)))
+            except env.Refusal as r:
+                self._dead(m, r.category, r.reason, env.event_id_of(m.value))
+                if r.envelope is not None and r.envelope.event_type in UPSTREAM_TYPES:
+                    self._announce(r.envelope, r.category, r.reason, r.external_id, None)
+        if not parsed:
+            return
+        done = self.intake.store.applied_ids([p.envelope.event_id for _, p in parsed])
+        wanted: list[UUID] = []
+        for _, p in parsed:
+            c = p.command
+            wanted.extend([order_id_for(c.external_id)] if isinstance(c, env.Create)
+                          else c.ref.candidates())
+        self.existing = self.intake.store.existing_orders(wanted)
+        for m, p in parsed:
+            event_id = p.envelope.event_id
+            if event_id in done:
+                self.duplicates += 1
+                continue
+            try:
+                order_id = self._apply(m, p)
+            except env.Refusal as r:
+                self._refuse(m, p, r.category, r.reason)
+                continue
+            except DomainError as e:
+                self._refuse(m, p, _category(e), str(e))
+                continue
+            except ValidationError as e:
+                self._refuse(m, p, env.INVALID_ORDER, env._errors(e, "serviceOrder"))
+                continue
+            except Exception as e:  # a defect must not stop the partition: dead-letter it
+                log.exception("message %s[%d]@%d failed unexpectedly", m.topic, m.partition,
+                              m.offset)
+                self._refuse(m, p, INTERNAL_ERROR, f"internal error: {type(e).__name__}")
+                continue
+            done.add(event_id)
+            self.applied.append(Applied(event_id, m.topic, m.partition, m.offset, order_id,
+                                        p.envelope.event_type))
+
+    # ----------------------------------------------------------------- commands
+    def _ctx(self, m: Message, p: env.Parsed, role: Role) -> CommandContext:
+        e = p.envelope
+        return CommandContext(
+            actor=Actor(id=f"kafka:{m.topic}", role=role),
+            source=Source(channel=Channel.KAFKA, topic=m.topic, partition=m.partition,
+                          offset=m.offset, event_id=e.event_id),
+            correlation_id=e.correlation_id or e.event_id, causation_id=e.event_id)
+
+    def _load(self, order_id: UUID) -> ServiceOrder | None:
+        if order_id not in self.orders:
+            self.orders[order_id] = (self.app.get_order(order_id)
+                                     if order_id in self.existing else None)
+        return self.orders[order_id]
+
+    def _find(self, ref: env.OrderRef) -> ServiceOrder:
+        for candidate in ref.candidates():
+            order = self._load(candidate)
+            if order is not None:
+                return order
+        raise env.Refusal(env.UNKNOWN_ORDER, f"no order with {ref.describe()}")
+
+    def _apply(self, m: Message, p: env.Parsed) -> UUID:
+        c = p.command
+        if isinstance(c, env.Create):
+            order_id = order_id_for(c.external_id)
+            if self._load(order_id) is not None:
+                return order_id  # the same order again: changes nothing, not an error
+            header, items, notes = order_to_domain(c.body)
+            self.orders[order_id] = ServiceOrder.receive(
+                self._ctx(m, p, Role.UPSTREAM), header, items, self.app.catalog, order_id, notes)
+            return order_id
+        order = self._find(c.ref)
+        before = len(order.pending_events)
+        try:
+            if isinstance(c, env.Revise):
+                order.revise(self._ctx(m, p, Role.UPSTREAM), self.app.catalog, c.items, (),
+                             c.header)
+            elif isinstance(c, env.Cancel):
+                order.request_cancellation(
+                    self._ctx(m, p, Role.UPSTREAM), c.reason, c.requested_date,
+                    request_id=str(uuid5(CANCEL_NAMESPACE, p.envelope.event_id)))
+            else:
+                changes = [(i, s, r) for i, s, r in c.states
+                           if i not in order.items or order.items[i].state is not s]
+                ctx = self._ctx(m, p, Role.FULFILMENT)
+                for item_id, state, reason in changes:
+                    order.change_item_state(ctx, item_id, state, reason)
+        except Exception:
+            if len(order.pending_events) != before:
+                self._restore(order, before)
+            raise
+        return order.id
+
+    def _restore(self, order: ServiceOrder, keep: int) -> None:
+        """Undo a command that failed half-way: the order as it was before it."""
+        events = list(order.pending_events[:keep])
+        base: Any = self.app.get_order(order.id) if order.id in self.existing else None
+        for event in events:
+            base = event.mutate(base)
+        base._pending_events = events
+        self.orders[order.id] = base
+
+    # ----------------------------------------------------------------- refusals
+    def _dead(self, m: Message, category: str, reason: str, event_id: str | None) -> None:
+        self.dead.append(DeadLetter(m.topic, m.partition, m.offset, m.key, m.value, m.headers,
+                                    reason, category, event_id))
+
+    def _refuse(self, m: Message, p: env.Parsed, category: str, reason: str) -> None:
+        e = p.envelope
+        self._dead(m, category, reason, e.event_id)
+        c = p.command
+        if isinstance(c, env.ItemStates):
+            return  # fulfilment systems read the DLQ; the upstream hears of its own orders
+        external = c.external_id if isinstance(c, env.Create) else c.ref.external_id
+        order_id = None if isinstance(c, env.Create) else c.ref.order_id
+        self._announce(e, category, reason, external, order_id)
+
+    def _announce(self, e: env.Envelope, category: str, reason: str, external: str | None,
+                  order_id: UUID | None) -> None:
+        """Tell the upstream on the outbound topic: its order (or change) was refused."""
+        key = external or (str(order_id) if order_id else None)
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        order: dict[str, Any] = {"@type": "ServiceOrder", "state": "rejected"}
+        if order_id is not None:
+            order["id"] = str(order_id)
+        if external:
+            order["externalId"] = external
+        order["errorMessage"] = [{"@type": "ServiceOrderErrorMessage", "code": category,
+                                  "reason": category, "message": reason, "timestamp": now}]
+        event_id = str(uuid5(REFUSAL_NAMESPACE, e.event_id))
+        body = {"eventId": event_id, "eventTime": now, "eventType": env.STATE_CHANGE,
+                "correlationId": e.correlation_id or e.event_id, "domain": "serviceOrdering",
+                "title": f"{e.event_type} refused", "description": reason,
+                "event": {"serviceOrder": order}}
+        self.outbox.append(OutboxRecord(
+            event_id, self.intake.events_topic, key.encode() if key else None,
+            orjson.dumps(body),
+            (("eventType", env.STATE_CHANGE.encode()), ("refusal.category", category.encode()),
+             ("refusal.event_id", e.event_id.encode()))))

@@ -1,0 +1,546 @@
+"""The Kafka edge: the inbound consumer (`serviceorders consume`) and the publishers of the
+database outboxes (dead letters, refusals, TMF641 notifications). docs/kafka.md explains
+the guarantees; this module is the only one that imports kafka-python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from ..bootstrap import build_application, open_read_db
+from ..projections.db import Busy, ReadDb
+from ..projections.notifications import absolute_hrefs
+from ..settings import Settings
+from .intake import Intake, Message
+from .store import IntakeStore, StaleBatch, headers_from_json, utcnow
+
+log = logging.getLogger("serviceorders.kafka")
+
+# Group membership tuned for prompt rebalances (and the test broker's slow first join).
+SESSION_TIMEOUT_MS = 6000
+HEARTBEAT_INTERVAL_MS = 2000
+MAX_POLL_INTERVAL_MS = 120_000
+PROBE_SECONDS = 5.0
+OUTBOUND_LOCK = "serviceorders.kafka.outbound"
+NOTIFICATIONS = "notifications"  # the outbound_position row of the notification outbox
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    if not settings.kafka_bootstrap_servers:
+        raise KafkaNotConfigured("KAFKA_BOOTSTRAP_SERVERS is not set")
+    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap_servers.split(",")}
+    for name, value in settings.kafka_options.items():
+        options[name] = (value.lower() in ("1", "y", "yes", "true", "on")
+                         if name == "ssl_check_hostname" else value)
+    return options
+
+
+class KafkaNotConfigured(RuntimeError):
+    pass
+
+
+class Backoff:
+    """Exponential backoff with a cap, reset by a success."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
+        self.base, self.cap, self.failures = base, cap, 0
+
+    def next(self) -> float:
+        self.failures += 1
+        return min(self.cap, self.base * 2 ** (self.failures - 1))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def ensure_topics(settings: Settings, stopping: threading.Event | None = None,
+                  timeout: float = 120.0) -> list[str]:
+    """Create the inbound, dead-letter and events topics (never relying on auto-creation);
+    those that exist are left as they are. Retries while the broker is unavailable."""
+    wanted = [settings.inbound_topic, settings.dead_letter_topic, settings.events_topic]
+    backoff, deadline = Backoff(), time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(**client_options(settings), request_timeout_ms=10000)
+            break
+        except KafkaError as e:
+            if time.monotonic() > deadline or (stopping and stopping.is_set()):
+                raise
+            wait = backoff.next()
+            log.warning("Kafka unavailable (%s); retrying in %.1fs", e, wait)
+            time.sleep(wait)
+    created = []
+    try:
+        existing = set(admin.list_topics())
+        for name in wanted:
+            if name in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(name, settings.topic_partitions,
+                                              settings.topic_replication)])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+    if created:
+        log.info("created topics %s (%d partitions)", ", ".join(created),
+                 settings.topic_partitions)
+    return created
+
+
+# ====================================================================== consumer
+@dataclass
+class Stats:
+    batches: int = 0
+    messages: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    stale_batches: int = 0
+    failures: int = 0
+    rewinds: int = 0
+
+
+@dataclass
+class _Probe:
+    """A partition resumed at a stored position: the broker must still hold the record just
+    before it, or its log is behind the database (topic recreated, broker data lost)."""
+
+    expected: int
+    deadline: float
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, worker: ConsumerWorker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        for tp in revoked:
+            self.worker.stored.pop(tp, None)
+            self.worker.probes.pop(tp, None)
+        if revoked:
+            log.info("partitions revoked: %s", _names(revoked))
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = list(assigned)
+        if assigned:
+            log.info("partitions assigned: %s", _names(assigned))
+            self.worker.resume_from_database(assigned)
+
+
+def _names(tps: Iterable[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps))
+
+
+@dataclass
+class ConsumerWorker:
+    """Joins the group, resumes every assigned partition from the database's position, and
+    applies micro-batches (one transaction each) until `stopping` is set."""
+
+    settings: Settings
+    stopping: threading.Event = field(default_factory=threading.Event)
+    consumer: KafkaConsumer | None = None
+    stats: Stats = field(default_factory=Stats)
+    stored: dict[TopicPartition, int | None] = field(default_factory=dict)
+    probes: dict[TopicPartition, _Probe] = field(default_factory=dict)
+    exit_code: int = 0
+
+    def __post_init__(self) -> None:
+        self.app = build_application(self.settings)
+        self._db: ReadDb | None = None
+        self.backoff = Backoff()
+
+    # -------------------------------------------------------------- database
+    @property
+    def db(self) -> ReadDb:
+        if self._db is None:
+            self._db = open_read_db(self.settings)
+        return self._db
+
+    def _drop_db(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                self._db.close()
+        self._db = None
+
+    def _positions(self) -> dict[int, int]:
+        """The database's positions, retried until the database answers (or we stop)."""
+        while True:
+            try:
+                return IntakeStore(self.db).positions(self.settings.inbound_topic)
+            except Exception as e:
+                self._drop_db()
+                if self.stopping.is_set():
+                    raise
+                wait = self.backoff.next()
+                log.warning("database unavailable (%s); retrying in %.1fs", e, wait)
+                self._wait(wait)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep without dropping out of the group: poll paused partitions meanwhile."""
+        deadline = time.monotonic() + seconds
+        consumer = self.consumer
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            if consumer is not None and consumer.assignment():
+                consumer.pause(*consumer.assignment())
+                consumer.poll(timeout_ms=int(min(0.5, max(0.0, deadline - time.monotonic()))
+                                             * 1000))
+            else:
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        if consumer is not None and consumer.assignment():
+            consumer.resume(*consumer.assignment())
+
+    def resume_from_database(self, partitions: Iterable[TopicPartition]) -> None:
+        """Seek each partition to what the database recorded (the truth), and probe that
+        the broker's log still reaches it."""
+        assert self.consumer is not None
+        positions = self._positions()
+        for tp in partitions:
+            position = positions.get(tp.partition)
+            self.stored[tp] = position
+            self.probes.pop(tp, None)
+            if position is None:
+                self.consumer.seek_to_beginning(tp)
+            elif position == 0:
+                self.consumer.seek(tp, 0)
+            else:  # re-read the last applied record: it must still be there
+                self.consumer.seek(tp, position - 1)
+                self.probes[tp] = _Probe(position, time.monotonic() + PROBE_SECONDS)
+
+    # ------------------------------------------------------------------ loop
+    def connect(self) -> KafkaConsumer:
+        consumer = KafkaConsumer(
+            group_id=self.settings.consumer_group, enable_auto_commit=False,
+            auto_offset_reset="earliest", session_timeout_ms=SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+            max_poll_records=self.settings.consume_batch,
+            **client_options(self.settings))
+        consumer.subscribe([self.settings.inbound_topic], listener=_Listener(self))
+        self.consumer = consumer
+        return consumer
+
+    def run(self, on_batch: Callable[[Stats], None] | None = None) -> int:
+        """Consume until `stopping` is set; the batch in hand is finished and committed."""
+        log.info("consuming %s as group %s", self.settings.inbound_topic,
+                 self.settings.consumer_group)
+        while not self.stopping.is_set():
+            try:
+                consumer = self.consumer or self.connect()
+                records = consumer.poll(timeout_ms=500, max_records=self.settings.consume_batch)
+            except KafkaError as e:
+                wait = self.backoff.next()
+                log.warning("Kafka unavailable (%s); retrying in %.1fs", e, wait)
+                self._close_consumer()
+                self._wait(wait)
+                continue
+            messages = self._messages(records)
+            self._check_probes()
+            if messages:
+                self.step(messages)
+                if on_batch is not None:
+                    on_batch(self.stats)
+        self.close()
+        return self.exit_code
+
+    def _messages(self, records: dict[TopicPartition, list[Any]]) -> list[Message]:
+        out = []
+        for tp, batch in records.items():
+            if not batch:
+                continue
+            probe = self.probes.pop(tp, None)
+            if probe is not None and batch[0].offset > probe.expected - 1:
+                log.warning("%s[%d]: resumed at %d but the broker's first record is %d",
+                            tp.topic, tp.partition, probe.expected, batch[0].offset)
+            for r in batch:
+                out.append(Message(tp.topic, tp.partition, r.offset, r.key, r.value,
+                                   tuple((k, v) for k, v in (r.headers or ()))))
+        return out
+
+    def _check_probes(self) -> None:
+        now = time.monotonic()
+        for tp, probe in list(self.probes.items()):
+            if now < probe.deadline:
+                continue
+            self.probes.pop(tp, None)
+            self._log_behind(tp, probe.expected)
+
+    def _log_behind(self, tp: TopicPartition, expected: int) -> None:
+        """The broker's log for `tp` ends before the stored position."""
+        policy = self.settings.log_behind_policy
+        log.error("!!! %s[%d]: the broker's log ends before the stored position %d: the topic "
+                  "was recreated or the broker lost its data. Policy %r: %s", tp.topic,
+                  tp.partition, expected, policy,
+                  "re-reading the partition from its first offset; eventIds already applied "
+                  "are skipped" if policy == "rewind" else "stopping the consumer")
+        if policy == "stop":
+            self.exit_code = 3
+            self.stopping.set()
+            return
+        assert self.consumer is not None
+        start = self.consumer.beginning_offsets([tp]).get(tp) or 0
+        while not self.stopping.is_set():
+            try:
+                with self.db.transaction():
+                    moved = self.db.execute(
+                        "UPDATE intake_position SET next_offset = %s, updated_at = %s WHERE "
+                        "topic = %s AND partition = %s AND next_offset = %s",
+                        (start, utcnow() if self.db.dialect == "postgres" else
+                         utcnow().isoformat(), tp.topic, tp.partition, expected))
+                    del moved
+                break
+            except Exception as e:
+                self._drop_db()
+                log.warning("database unavailable (%s); retrying", e)
+                self._wait(self.backoff.next())
+        self.stats.rewinds += 1
+        self.resume_from_database([tp])
+
+    def step(self, messages: list[Message]) -> None:
+        """One micro-batch: one transaction, then the Kafka commit."""
+        consumer = self.consumer
+        assert consumer is not None
+        mine = [m for m in messages
+                if TopicPartition(m.topic, m.partition) in self.stored]
+        stored = {(tp.topic, tp.partition): pos for tp, pos in self.stored.items()}
+        try:
+            result = Intake(self.app, IntakeStore(self.db), self.settings.events_topic).process(
+                mine, stored)
+        except StaleBatch as e:
+            self.stats.stale_batches += 1
+            log.warning("batch dropped, nothing written: %s", e)
+            self.resume_from_database(list(self.stored))
+            return
+        except Exception as e:
+            self.stats.failures += 1
+            self._drop_db()
+            wait = self.backoff.next()
+            log.warning("batch not written (%s: %s); reading it again in %.1fs",
+                        type(e).__name__, e, wait)
+            self._wait(wait)
+            self.resume_from_database(list(self.stored))
+            return
+        self.backoff.reset()
+        self.stats.batches += 1
+        self.stats.messages += len(mine)
+        self.stats.applied += result.applied
+        self.stats.duplicates += result.duplicates
+        self.stats.dead_letters += result.dead_letters
+        offsets = {}
+        for (topic, partition), new in result.positions.items():
+            tp = TopicPartition(topic, partition)
+            self.stored[tp] = new
+            offsets[tp] = OffsetAndMetadata(new, "", -1)
+        if offsets:
+            try:  # the database is the truth; Kafka's committed offsets only follow it
+                consumer.commit(offsets)
+            except KafkaError as e:
+                log.info("offset commit to Kafka failed (%s); the database holds the position",
+                         e)
+        log.debug("batch: %d messages, %d applied, %d duplicates, %d dead letters",
+                  len(mine), result.applied, result.duplicates, result.dead_letters)
+
+    def _close_consumer(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        self.stored.clear()
+        self.probes.clear()
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                consumer.close(autocommit=False)
+
+    def close(self) -> None:
+        self._close_consumer()
+        self._drop_db()
+        self.app.close()
+
+
+# ==================================================================== publishers
+class Publisher:
+    """Publishes the database outboxes to Kafka, at least once, in order:
+    - dead letters -> the DLQ topic (original key, bytes and headers, plus `dlq.*`);
+    - `kafka_outbox` -> its topic (refused orders announced upstream);
+    - `notification_outbox` (the TMF641 notifications projection) -> the events topic, keyed
+      by order id, with the same `eventId`s as the hub; its position in `outbound_position`.
+    A row is marked published only after the broker acknowledged it."""
+
+    def __init__(self, settings: Settings, *, dead_letters: bool = True,
+                 notifications: bool = True, batch: int = 500) -> None:
+        self.settings = settings
+        self.dead_letters, self.notifications, self.batch = dead_letters, notifications, batch
+        self._db: ReadDb | None = None
+        self._producer: KafkaProducer | None = None
+        self.backoff = Backoff()
+        self.published = 0
+
+    @property
+    def db(self) -> ReadDb:
+        if self._db is None:
+            self._db = open_read_db(self.settings)
+        return self._db
+
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = KafkaProducer(acks="all", linger_ms=5, retries=5,
+                                           **client_options(self.settings))
+        return self._producer
+
+    def run(self, stopping: threading.Event, poll_seconds: float = 0.2) -> None:
+        while not stopping.is_set():
+            try:
+                busy = self.tick()
+                self.backoff.reset()
+            except Busy:
+                busy = False
+            except Exception as e:
+                self.close(quiet=True)
+                wait = self.backoff.next()
+                log.warning("publishing paused (%s: %s); retrying in %.1fs", type(e).__name__,
+                            e, wait)
+                stopping.wait(wait)
+                continue
+            if not busy:
+                stopping.wait(poll_seconds)
+        self.close()
+
+    def tick(self) -> bool:
+        """Publish one round of each outbox; True when there may be more."""
+        more = False
+        if self.dead_letters:
+            more |= self._publish_dead_letters()
+            more |= self._publish_outbox()
+        if self.notifications:
+            more |= self._publish_notifications()
+        return more
+
+    def drain(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.tick():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the outboxes did not drain")
+
+    def _now(self) -> Any:
+        return utcnow() if self.db.dialect == "postgres" else utcnow().isoformat()
+
+    def _lock_clause(self) -> str:
+        return " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
+
+    def _send_all(self, records: list[tuple[str, bytes | None, bytes | None,
+                                            list[tuple[str, bytes | None]]]]) -> None:
+        futures = [self.producer.send(topic, key=key, value=value, headers=headers)
+                   for topic, key, value, headers in records]
+        self.producer.flush(timeout=30)
+        for f in futures:
+            f.get(timeout=30)  # raises if the broker refused it: the rows stay unpublished
+
+    def _publish_dead_letters(self) -> bool:
+        db = self.db
+        with db.transaction():
+            rows = db.fetchall(
+                "SELECT id, source_topic, source_partition, source_offset, key, value, headers, "
+                "reason, category, event_id FROM dead_letter WHERE published_at IS NULL "
+                f"ORDER BY id LIMIT %s{self._lock_clause()}", (self.batch,))
+            if not rows:
+                return False
+            records = []
+            for (dl_id, topic, partition, offset, key, value, headers, reason, category,
+                 event_id) in rows:
+                hdrs = [*headers_from_json(headers),
+                    ("dlq.reason", reason.encode()), ("dlq.category", category.encode()),
+                    ("dlq.source.topic", topic.encode()),
+                    ("dlq.source.partition", str(partition).encode()),
+                    ("dlq.source.offset", str(offset).encode()),
+                    ("dlq.event_id", (event_id or "").encode()),
+                    ("dlq.id", str(dl_id).encode())]
+                records.append((self.settings.dead_letter_topic,
+                                None if key is None else bytes(key),
+                                None if value is None else bytes(value), hdrs))
+            self._send_all(records)
+            marks = ", ".join(["%s"] * len(rows))
+            db.execute(f"UPDATE dead_letter SET published_at = %s WHERE id IN ({marks})",
+                       [self._now(), *[r[0] for r in rows]])
+        self.published += len(rows)
+        return len(rows) == self.batch
+
+    def _publish_outbox(self) -> bool:
+        db = self.db
+        with db.transaction():
+            rows = db.fetchall(
+                "SELECT id, topic, key, value, headers FROM kafka_outbox WHERE published_at IS "
+                f"NULL ORDER BY id LIMIT %s{self._lock_clause()}", (self.batch,))
+            if not rows:
+                return False
+            self._send_all([(topic, None if key is None else bytes(key), bytes(value),
+                             headers_from_json(headers))
+                            for _, topic, key, value, headers in rows])
+            marks = ", ".join(["%s"] * len(rows))
+            db.execute(f"UPDATE kafka_outbox SET published_at = %s WHERE id IN ({marks})",
+                       [self._now(), *[r[0] for r in rows]])
+        self.published += len(rows)
+        return len(rows) == self.batch
+
+    def _publish_notifications(self) -> bool:
+        db = self.db
+        with db.transaction(lock=OUTBOUND_LOCK):
+            found = db.fetchone("SELECT position, seq FROM outbound_position WHERE name = %s",
+                                (NOTIFICATIONS,))
+            position, seq = (int(found[0]), int(found[1])) if found else (0, -1)
+            rows = db.fetchall(
+                "SELECT position, seq, order_id, event_type, payload FROM notification_outbox "
+                "WHERE position > %s OR (position = %s AND seq > %s) ORDER BY position, seq "
+                "LIMIT %s", (position, position, seq, self.batch))
+            if not rows:
+                return False
+            records = []
+            for _, _, order_id, event_type, payload in rows:
+                body = payload if isinstance(payload, dict) else orjson.loads(payload)
+                body = absolute_hrefs(body, self.settings.public_base_url)
+                records.append((self.settings.events_topic, str(order_id).encode(),
+                                orjson.dumps(body),
+                                [("eventType", event_type.encode()),
+                                 ("eventId", body["eventId"].encode())]))
+            self._send_all(records)
+            last_position, last_seq = int(rows[-1][0]), int(rows[-1][1])
+            db.execute("INSERT INTO outbound_position (name, position, seq, updated_at) "
+                       "VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                       "position = excluded.position, seq = excluded.seq, "
+                       "updated_at = excluded.updated_at",
+                       (NOTIFICATIONS, last_position, last_seq, self._now()))
+        self.published += len(rows)
+        return len(rows) == self.batch
+
+    def close(self, quiet: bool = False) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=5)
+            except Exception:
+                if not quiet:
+                    raise
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(Exception):
+                db.close()
+
+
+def start_publisher(settings: Settings, stopping: threading.Event, **kw: Any
+                    ) -> threading.Thread:
+    publisher = Publisher(settings, **kw)
+    thread = threading.Thread(target=publisher.run, args=(stopping,), name="kafka-publisher",
+                              daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,299 @@
+"""What the Kafka edge keeps in the database, beside the events (docs/kafka.md, "Tables").
+
+- `intake_position`: per inbound (topic, partition), the next offset to read. The truth the
+  consumer resumes from; Kafka's committed offsets only follow it.
+- `intake_applied`: every inbound `eventId` that took effect (unique: the same `eventId` at
+  another offset is a duplicate).
+- `dead_letter`: every refused message, original bytes and headers, reason and category;
+  also the outbox from which the DLQ topic is published (`published_at`).
+- `kafka_outbox`: other records to publish (a refused order's announcement upstream).
+- `outbound_position`: how far the `notification_outbox` was published to Kafka.
+
+All but the last are written by `IntakeWrite.apply`, inside the transaction that stores
+the batch's events (the recorders in `recorders.py` call it), so a batch takes effect
+whole or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from ..projections.db import ReadDb
+
+POSTGRES_DDL = (
+    """CREATE TABLE IF NOT EXISTS intake_position (
+        topic text NOT NULL, partition integer NOT NULL, next_offset bigint NOT NULL,
+        updated_at timestamptz NOT NULL, PRIMARY KEY (topic, partition))""",
+    """CREATE TABLE IF NOT EXISTS intake_applied (
+        event_id text PRIMARY KEY, topic text NOT NULL, partition integer NOT NULL,
+        "offset" bigint NOT NULL, order_id uuid, event_type text NOT NULL,
+        applied_at timestamptz NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS dead_letter (
+        id bigserial PRIMARY KEY, created_at timestamptz NOT NULL,
+        source_topic text NOT NULL, source_partition integer NOT NULL,
+        source_offset bigint NOT NULL, digest text NOT NULL, key bytea, value bytea,
+        headers jsonb NOT NULL, reason text NOT NULL, category text NOT NULL, event_id text,
+        published_at timestamptz, replayed_at timestamptz, replay_count integer NOT NULL DEFAULT 0,
+        UNIQUE (source_topic, source_partition, source_offset, digest))""",
+    "CREATE INDEX IF NOT EXISTS dead_letter__unpublished ON dead_letter (id) "
+    "WHERE published_at IS NULL",
+    """CREATE TABLE IF NOT EXISTS kafka_outbox (
+        id bigserial PRIMARY KEY, event_id text NOT NULL UNIQUE, created_at timestamptz NOT NULL,
+        topic text NOT NULL, key bytea, value bytea NOT NULL, headers jsonb NOT NULL,
+        published_at timestamptz)""",
+    "CREATE INDEX IF NOT EXISTS kafka_outbox__unpublished ON kafka_outbox (id) "
+    "WHERE published_at IS NULL",
+    """CREATE TABLE IF NOT EXISTS outbound_position (
+        name text PRIMARY KEY, position bigint NOT NULL, seq integer NOT NULL,
+        updated_at timestamptz NOT NULL)""",
+)
+
+SQLITE_DDL = (
+    """CREATE TABLE IF NOT EXISTS intake_position (
+        topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+        updated_at TEXT NOT NULL, PRIMARY KEY (topic, partition))""",
+    """CREATE TABLE IF NOT EXISTS intake_applied (
+        event_id TEXT PRIMARY KEY, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+        "offset" INTEGER NOT NULL, order_id TEXT, event_type TEXT NOT NULL,
+        applied_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS dead_letter (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,
+        source_topic TEXT NOT NULL, source_partition INTEGER NOT NULL,
+        source_offset INTEGER NOT NULL, digest TEXT NOT NULL, key BLOB, value BLOB,
+        headers TEXT NOT NULL, reason TEXT NOT NULL, category TEXT NOT NULL, event_id TEXT,
+        published_at TEXT, replayed_at TEXT, replay_count INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (source_topic, source_partition, source_offset, digest))""",
+    """CREATE TABLE IF NOT EXISTS kafka_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL, topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL,
+        headers TEXT NOT NULL, published_at TEXT)""",
+    """CREATE TABLE IF NOT EXISTS outbound_position (
+        name TEXT PRIMARY KEY, position INTEGER NOT NULL, seq INTEGER NOT NULL,
+        updated_at TEXT NOT NULL)""",
+)
+
+TABLES = ("intake_position", "intake_applied", "dead_letter", "kafka_outbox",
+          "outbound_position")
+
+
+def create_tables(db: ReadDb) -> None:
+    with db.transaction():
+        for statement in POSTGRES_DDL if db.dialect == "postgres" else SQLITE_DDL:
+            db.execute(statement)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def digest(key: bytes | None, value: bytes | None) -> str:
+    h = hashlib.sha256()
+    for part in (key, value):
+        h.update(b"\x00" if part is None else b"\x01" + len(part).to_bytes(8, "big") + part)
+    return h.hexdigest()
+
+
+class StaleBatch(Exception):
+    """The stored position of a partition is not the one the batch started from: another
+    consumer (after a rebalance) or an earlier attempt got there first. Nothing was written."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    reason: str
+    category: str
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+    order_id: UUID | None
+    event_type: str
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    event_id: str
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class IntakeWrite:
+    """Everything a batch records beside its events, written in their transaction.
+
+    `positions` maps (topic, partition) to (expected stored next offset or None when the
+    batch started with no stored position, new next offset)."""
+
+    positions: dict[tuple[str, int], tuple[int | None, int]] = field(default_factory=dict)
+    applied: list[Applied] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    outbox: list[OutboxRecord] = field(default_factory=list)
+
+    def apply(self, cursor: Any, dialect: str) -> None:
+        """Run on the recorder's cursor, before its events are inserted."""
+        pg = dialect == "postgres"
+        q = (lambda sql: sql) if pg else (lambda sql: sql.replace("%s", "?"))
+        now: Any = utcnow() if pg else utcnow().isoformat(timespec="microseconds")
+        blob: Any = bytes if pg else (lambda b: b)
+        for (topic, partition), (expected, new) in sorted(self.positions.items()):
+            if expected is None:  # first batch of this partition: the row must not exist
+                cursor.execute(q("INSERT INTO intake_position (topic, partition, next_offset, "
+                                 "updated_at) VALUES (%s, %s, %s, %s) "
+                                 "ON CONFLICT (topic, partition) DO NOTHING RETURNING 1"),
+                               (topic, partition, new, now))
+            else:  # compare-and-set: only from the position the batch started from
+                cursor.execute(q("UPDATE intake_position SET next_offset = %s, updated_at = %s "
+                                 "WHERE topic = %s AND partition = %s AND next_offset = %s "
+                                 "RETURNING 1"), (new, now, topic, partition, expected))
+            if cursor.fetchone() is None:
+                raise StaleBatch(f"{topic}[{partition}]: the stored position is no longer "
+                                 f"{expected}; another consumer took over this partition")
+        if self.applied:
+            cursor.executemany(
+                q('INSERT INTO intake_applied (event_id, topic, partition, "offset", order_id, '
+                  "event_type, applied_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"),
+                [(a.event_id, a.topic, a.partition, a.offset,
+                  a.order_id if pg or a.order_id is None else str(a.order_id), a.event_type, now)
+                 for a in self.applied])
+        if self.dead_letters:
+            cursor.executemany(
+                q("INSERT INTO dead_letter (created_at, source_topic, source_partition, "
+                  "source_offset, digest, key, value, headers, reason, category, event_id) "
+                  "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                  "ON CONFLICT (source_topic, source_partition, source_offset, digest) "
+                  "DO NOTHING"),
+                [(now, d.topic, d.partition, d.offset, digest(d.key, d.value),
+                  None if d.key is None else blob(d.key),
+                  None if d.value is None else blob(d.value), _headers_json(d.headers),
+                  d.reason, d.category, d.event_id) for d in self.dead_letters])
+        if self.outbox:
+            cursor.executemany(
+                q("INSERT INTO kafka_outbox (event_id, created_at, topic, key, value, headers) "
+                  "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING"),
+                [(o.event_id, now, o.topic, None if o.key is None else blob(o.key),
+                  blob(o.value), _headers_json(o.headers)) for o in self.outbox])
+        if pg:  # surface any error of the rows above here, not at commit
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+
+
+def _headers_json(headers: Iterable[tuple[str, bytes | None]]) -> str:
+    """Headers as JSON: a list of [name, value] with the value as latin-1 text (a lossless
+    byte-to-char mapping), so any bytes round-trip."""
+    return json.dumps([[k, None if v is None else bytes(v).decode("latin-1")]
+                       for k, v in headers])
+
+
+def headers_from_json(value: Any) -> list[tuple[str, bytes | None]]:
+    items = json.loads(value) if isinstance(value, str) else value
+    return [(k, None if v is None else v.encode("latin-1")) for k, v in items]
+
+
+class IntakeStore:
+    """Reads of the intake tables (the writes go through `IntakeWrite`)."""
+
+    def __init__(self, db: ReadDb) -> None:
+        self.db = db
+
+    @property
+    def events_table(self) -> str:
+        return "serviceorders_events" if self.db.dialect == "postgres" else "stored_events"
+
+    def positions(self, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
+        rows = self.db.fetchall("SELECT partition, next_offset FROM intake_position "
+                                "WHERE topic = %s", (topic,))
+        wanted = None if partitions is None else set(partitions)
+        return {int(p): int(o) for p, o in rows if wanted is None or p in wanted}
+
+    def applied_ids(self, event_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(event_ids), 500):
+            chunk = list(event_ids[i:i + 500])
+            marks = ", ".join(["%s"] * len(chunk))
+            found.update(r[0] for r in self.db.fetchall(
+                f"SELECT event_id FROM intake_applied WHERE event_id IN ({marks})", chunk))
+        return found
+
+    def existing_orders(self, order_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of these orders have events (one query, not one per order)."""
+        found: set[UUID] = set()
+        ids = list(dict.fromkeys(order_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ", ".join(["%s"] * len(chunk))
+            if self.db.dialect == "postgres":
+                params: list[Any] = chunk
+                sql = (f"SELECT DISTINCT originator_id FROM {self.events_table} "
+                       f"WHERE originator_id IN ({marks}) AND originator_version = 1")
+            else:
+                params = [u.hex for u in chunk]
+                sql = (f"SELECT DISTINCT originator_id FROM {self.events_table} "
+                       f"WHERE originator_id IN ({marks}) AND originator_version = 1")
+            found.update(UUID(str(r[0])) for r in self.db.fetchall(sql, params))
+        return found
+
+    # ----------------------------------------------------------------- dead letters
+    def dead_letters(self, *, since_id: int = 0, limit: int = 100, category: str | None = None,
+                     include_replayed: bool = True) -> list[dict[str, Any]]:
+        where = ["id > %s"]
+        params: list[Any] = [since_id]
+        if category:
+            where.append("category = %s")
+            params.append(category)
+        if not include_replayed:
+            where.append("replayed_at IS NULL")
+        params.append(limit)
+        rows = self.db.fetchall(
+            "SELECT id, created_at, source_topic, source_partition, source_offset, key, value, "
+            "headers, reason, category, event_id, published_at, replayed_at, replay_count "
+            f"FROM dead_letter WHERE {' AND '.join(where)} ORDER BY id LIMIT %s", params)
+        names = ("id", "created_at", "source_topic", "source_partition", "source_offset", "key",
+                 "value", "headers", "reason", "category", "event_id", "published_at",
+                 "replayed_at", "replay_count")
+        out = []
+        for row in rows:
+            item = dict(zip(names, row, strict=True))
+            item["key"] = None if item["key"] is None else bytes(item["key"])
+            item["value"] = None if item["value"] is None else bytes(item["value"])
+            item["headers"] = headers_from_json(item["headers"])
+            out.append(item)
+        return out
+
+    def dead_letter(self, dl_id: int) -> dict[str, Any] | None:
+        found = self.dead_letters(since_id=dl_id - 1, limit=1)
+        return found[0] if found and found[0]["id"] == dl_id else None
+
+    def mark_replayed(self, dl_id: int) -> None:
+        now: Any = utcnow() if self.db.dialect == "postgres" else utcnow().isoformat()
+        self.db.execute("UPDATE dead_letter SET replayed_at = %s, replay_count = replay_count + 1 "
+                        "WHERE id = %s", (now, dl_id))
+
+    def counts(self) -> dict[str, int]:
+        out = {}
+        for table in ("intake_applied", "dead_letter", "kafka_outbox"):
+            row = self.db.fetchone(f"SELECT count(*) FROM {table}")
+            out[table] = int(row[0]) if row else 0
+        row = self.db.fetchone("SELECT count(*) FROM dead_letter WHERE published_at IS NULL")
+        out["dead_letter_unpublished"] = int(row[0]) if row else 0
+        row = self.db.fetchone("SELECT count(*) FROM kafka_outbox WHERE published_at IS NULL")
+        out["kafka_outbox_unpublished"] = int(row[0]) if row else 0
+        return out

@@ -1,0 +1,216 @@
+"""The Kafka commands: `consume`, `dlq list|replay`, `publish-sample` (docs/kafka.md)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from .cli import Context, main, refusals
+from .settings import Settings
+
+
+def _kafka_settings(settings: Settings) -> Settings:
+    if not settings.kafka_bootstrap_servers:
+        raise click.UsageError("set KAFKA_BOOTSTRAP_SERVERS (host:port[,host:port]) to reach "
+                               "Kafka; `serviceorders serve` starts an embedded broker instead")
+    return settings
+
+
+def _require_tables(settings: Settings) -> None:
+    from .bootstrap import open_read_db
+
+    db = open_read_db(settings)
+    try:
+        if not db.table_exists("intake_position"):
+            raise click.UsageError("the database has no intake tables: run "
+                                   "`serviceorders db init` once first")
+    finally:
+        db.close()
+
+
+@main.command()
+@click.option("--idle-exit", type=float, default=None, metavar="SECONDS",
+              help="Exit once no message has arrived for this long (tests, batch jobs).")
+@click.pass_obj
+@refusals
+def consume(obj: Context, idle_exit: float | None) -> None:
+    """Consume TMF641 traffic from Kafka into orders, exactly once in effect.
+
+    Joins the consumer group on the inbound topic, creates the topics it uses, and
+    publishes dead letters and refusal notices. SIGTERM finishes the batch, commits and
+    leaves the group."""
+    from .consumers.kafka import ConsumerWorker, ensure_topics, start_publisher
+
+    settings = _kafka_settings(obj.settings)
+    _require_tables(settings)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    ensure_topics(settings, stopping)
+    publisher = start_publisher(settings, stopping, dead_letters=True, notifications=False)
+    worker = ConsumerWorker(settings, stopping)
+    last = [time.monotonic()]
+    watcher = None
+    if idle_exit is not None:
+        def watch() -> None:
+            while not stopping.wait(0.2):
+                if time.monotonic() - last[0] > idle_exit:
+                    stopping.set()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+
+    def on_batch(_: Any) -> None:
+        last[0] = time.monotonic()
+
+    click.echo(f"consuming {settings.inbound_topic} as group {settings.consumer_group} on "
+               f"{settings.kafka_bootstrap_servers}", err=True)
+    code = worker.run(on_batch=on_batch)
+    stopping.set()
+    publisher.join(timeout=30)
+    s = worker.stats
+    click.echo(f"stopped: {s.messages} messages in {s.batches} batches, {s.applied} applied, "
+               f"{s.duplicates} duplicates, {s.dead_letters} dead letters", err=True)
+    sys.exit(code)
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: inspect and re-submit refused inbound messages."""
+
+
+def _text(value: bytes | None, limit: int) -> str:
+    if value is None:
+        return ""
+    text = value.decode("utf-8", errors="replace")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+@dlq.command("list")
+@click.option("--category", default=None, help="Only this category (e.g. refused).")
+@click.option("--pending", is_flag=True, help="Only those not replayed yet.")
+@click.option("--since-id", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@refusals
+def dlq_list(obj: Context, category: str | None, pending: bool, since_id: int, limit: int,
+             as_json: bool) -> None:
+    """The dead letters, oldest first, with their reasons."""
+    from .bootstrap import open_read_db
+    from .consumers.store import IntakeStore
+
+    db = open_read_db(obj.settings)
+    try:
+        rows = IntakeStore(db).dead_letters(since_id=since_id, limit=limit, category=category,
+                                            include_replayed=not pending)
+    finally:
+        db.close()
+    if as_json:
+        click.echo(json.dumps([{
+            **{k: v for k, v in r.items() if k not in ("key", "value", "headers")},
+            "key": _text(r["key"], 10**9), "value": _text(r["value"], 10**9),
+            "headers": {k: _text(v, 10**9) for k, v in r["headers"]}} for r in rows],
+            indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no dead letters", err=True)
+        return
+    for r in rows:
+        replayed = f" replayedx{r['replay_count']}" if r["replay_count"] else ""
+        click.echo(f"#{r['id']:<6} {r['source_topic']}[{r['source_partition']}]@"
+                   f"{r['source_offset']}  {r['category']}{replayed}  key={_text(r['key'], 40)!r}"
+                   f"  eventId={r['event_id'] or '-'}\n        {r['reason']}")
+
+
+@dlq.command("replay")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "replay_all", is_flag=True, help="Every dead letter not replayed yet.")
+@click.option("--category", default=None, help="With --all: only this category.")
+@click.pass_obj
+@refusals
+def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool,
+               category: str | None) -> None:
+    """Re-publish dead letters to the inbound topic as they were (after a fix).
+
+    A dead-lettered eventId was never marked as applied, so its replay is not a duplicate."""
+    from kafka import KafkaProducer
+
+    from .bootstrap import open_read_db
+    from .consumers.kafka import client_options
+    from .consumers.store import IntakeStore
+
+    settings = _kafka_settings(obj.settings)
+    if not ids and not replay_all:
+        raise click.UsageError("name dead letter ids, or give --all")
+    db = open_read_db(settings)
+    store = IntakeStore(db)
+    try:
+        if replay_all:
+            rows = store.dead_letters(limit=10**6, category=category, include_replayed=False)
+        else:
+            rows = []
+            for dl_id in ids:
+                found = store.dead_letter(dl_id)
+                if found is None:
+                    raise click.BadParameter(f"no dead letter #{dl_id}", param_hint="IDS")
+                rows.append(found)
+        producer = KafkaProducer(acks="all", **client_options(settings))
+        try:
+            for r in rows:
+                headers = [(k, v) for k, v in r["headers"] if not k.startswith("dlq.")]
+                headers.append(("dlq.replay_of", str(r["id"]).encode()))
+                producer.send(settings.inbound_topic, key=r["key"], value=r["value"],
+                              headers=headers).get(timeout=30)
+                store.mark_replayed(r["id"])
+        finally:
+            producer.close(timeout=10)
+    finally:
+        db.close()
+    click.echo(f"replayed {len(rows)} dead letter(s) to {settings.inbound_topic}", err=True)
+
+
+@main.command("publish-sample")
+@click.option("--count", type=int, default=100, show_default=True, help="Distinct orders.")
+@click.option("--duplicates", type=float, default=0.1, show_default=True,
+              help="Share of extra messages repeating an order.")
+@click.option("--bad", type=float, default=0.05, show_default=True,
+              help="Share of extra bad messages (each kind of refusal).")
+@click.option("--seed", type=int, default=None, help="Same seed, same traffic.")
+@click.option("--prefix", default=None, help="External id prefix (default: per run).")
+@click.pass_obj
+@refusals
+def publish_sample(obj: Context, count: int, duplicates: float, bad: float, seed: int | None,
+                   prefix: str | None) -> None:
+    """Publish realistic TMF641 traffic to the inbound topic: multi-site orders with mixed
+    actions, some published twice, a few bad ones, so you can watch the engine work."""
+    from kafka import KafkaProducer
+
+    from .consumers.kafka import client_options, ensure_topics
+    from .consumers.sample import traffic
+
+    settings = _kafka_settings(obj.settings)
+    if count < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--count")
+    seed = seed if seed is not None else int(time.time())
+    prefix = prefix or f"SAMPLE-{seed}"
+    sample = traffic(count, duplicates=duplicates, bad=bad, seed=seed, prefix=prefix)
+    ensure_topics(settings)
+    producer = KafkaProducer(acks="all", linger_ms=5, **client_options(settings))
+    try:
+        for m in sample.messages:
+            producer.send(settings.inbound_topic, key=m.key, value=m.value)
+        producer.flush(timeout=60)
+    finally:
+        producer.close(timeout=10)
+    kinds: dict[str, int] = {}
+    for m in sample.messages:
+        kinds[m.kind] = kinds.get(m.kind, 0) + 1
+    click.echo(f"published {len(sample.messages)} messages to {settings.inbound_topic}: "
+               + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())), err=True)
