@@ -45,8 +45,13 @@ def consume(obj: Context, idle_exit: float | None) -> None:
     Joins the consumer group on the inbound topic, creates the topics it uses, and
     publishes dead letters and refusal notices. SIGTERM finishes the batch, commits and
     leaves the group."""
+    import logging
+
     from .consumers.kafka import ConsumerWorker, ensure_topics, start_publisher
 
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # the client is chatty at INFO
     settings = _kafka_settings(obj.settings)
     _require_tables(settings)
     stopping = threading.Event()
