@@ -263,6 +263,11 @@ class ConsumerWorker:
             if not batch:
                 continue
             probe = self.probes.pop(tp, None)
+            if probe is not None and batch[0].offset < probe.expected - 1:
+                # Reset to before the record we sought (Kafka's answer to a fetch beyond the
+                # log's end, with auto_offset_reset): these records are not ours to skip.
+                self._log_behind(tp, probe.expected)
+                continue
             if probe is not None and batch[0].offset > probe.expected - 1:
                 log.warning("%s[%d]: resumed at %d but the broker's first record is %d",
                             tp.topic, tp.partition, probe.expected, batch[0].offset)
@@ -277,7 +282,22 @@ class ConsumerWorker:
             if now < probe.deadline:
                 continue
             self.probes.pop(tp, None)
+            end = self._end_offset(tp)
+            if end is not None and end >= probe.expected:
+                # The log reaches the position; only the records before it are gone
+                # (retention): nothing to rewind, nothing to stop for.
+                log.warning("%s[%d]: no record before the stored position %d, but the log "
+                            "ends at %d: reading on", tp.topic, tp.partition, probe.expected,
+                            end)
+                continue
             self._log_behind(tp, probe.expected)
+
+    def _end_offset(self, tp: TopicPartition) -> int | None:
+        assert self.consumer is not None
+        try:
+            return self.consumer.end_offsets([tp]).get(tp)
+        except KafkaError:
+            return None
 
     def _log_behind(self, tp: TopicPartition, expected: int) -> None:
         """The broker's log for `tp` ends before the stored position."""

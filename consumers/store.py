@@ -16,6 +16,7 @@ whole or not at all.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -197,15 +198,15 @@ class IntakeWrite:
 
 
 def _headers_json(headers: Iterable[tuple[str, bytes | None]]) -> str:
-    """Headers as JSON: a list of [name, value] with the value as latin-1 text (a lossless
-    byte-to-char mapping), so any bytes round-trip."""
-    return json.dumps([[k, None if v is None else bytes(v).decode("latin-1")]
+    """Headers as JSON: a list of [name, value] with the value in base64, so that any bytes
+    round-trip (PostgreSQL's jsonb cannot hold a NUL character, header values may)."""
+    return json.dumps([[k, None if v is None else base64.b64encode(bytes(v)).decode("ascii")]
                        for k, v in headers])
 
 
 def headers_from_json(value: Any) -> list[tuple[str, bytes | None]]:
     items = json.loads(value) if isinstance(value, str) else value
-    return [(k, None if v is None else v.encode("latin-1")) for k, v in items]
+    return [(k, None if v is None else base64.b64decode(v)) for k, v in items]
 
 
 class IntakeStore:

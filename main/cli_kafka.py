@@ -65,7 +65,9 @@ def consume(obj: Context, idle_exit: float | None) -> None:
     if idle_exit is not None:
         def watch() -> None:
             while not stopping.wait(0.2):
-                if time.monotonic() - last[0] > idle_exit:
+                if not worker.stored:  # not consuming yet (joining the group): not idle
+                    last[0] = time.monotonic()
+                elif time.monotonic() - last[0] > idle_exit:
                     stopping.set()
 
         watcher = threading.Thread(target=watch, daemon=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_SQLITE_FILE = "serviceorders.db"
 
@@ -27,6 +27,11 @@ class DatabaseConfig(BaseModel):
     user: str = ""
     password: str = ""
     options: dict[str, str] = Field(default_factory=dict)
+
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        # The database password never reaches logs or tracebacks.
+        for name, value in super().__repr_args__():
+            yield name, ("***" if name == "password" and value else value)
 
     @classmethod
     def from_url(cls, url: str | None) -> DatabaseConfig:
@@ -173,7 +178,15 @@ class Settings(BaseModel):
             "hub_retention_hours": _float(env, "SERVICEORDERS_HUB_RETENTION_HOURS", 24.0),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:  # name the variable, not the field
+            first = e.errors(include_url=False)[0]
+            field = str(first["loc"][0]) if first["loc"] else ""
+            variable = ENV_NAMES.get(field, field)
+            raw = env.get(variable)
+            shown = "" if raw is None or "password" in variable.lower() else f" (got {raw!r})"
+            raise SettingsError(f"{variable}: {first['msg']}{shown}") from None
 
 
 # Kafka client settings taken from the environment as they are (TLS and SASL): variable
@@ -194,6 +207,35 @@ KAFKA_PASSTHROUGH = {
 
 def kafka_options(env: Mapping[str, str]) -> dict[str, str]:
     return {option: env[name] for name, option in KAFKA_PASSTHROUGH.items() if env.get(name)}
+
+
+# Settings field -> the environment variable that sets it (for error messages).
+ENV_NAMES = {
+    "database": "DATABASE_URL", "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "consumer_group": "SERVICEORDERS_CONSUMER_GROUP",
+    "inbound_topic": "SERVICEORDERS_INBOUND_TOPIC", "events_topic": "SERVICEORDERS_EVENTS_TOPIC",
+    "dlq_topic": "SERVICEORDERS_DLQ_TOPIC", "topic_partitions": "SERVICEORDERS_TOPIC_PARTITIONS",
+    "topic_replication": "SERVICEORDERS_TOPIC_REPLICATION",
+    "consume_batch": "SERVICEORDERS_CONSUME_BATCH",
+    "log_behind_policy": "SERVICEORDERS_LOG_BEHIND_POLICY",
+    "snapshot_interval": "SERVICEORDERS_SNAPSHOT_INTERVAL",
+    "four_eyes": "SERVICEORDERS_FOUR_EYES", "catalog_path": "SERVICEORDERS_CATALOG",
+    "lock_timeout_seconds": "SERVICEORDERS_DB_LOCK_TIMEOUT",
+    "pool_size": "SERVICEORDERS_DB_POOL_SIZE",
+    "projection_batch_size": "SERVICEORDERS_PROJECTION_BATCH",
+    "api_keys": "SERVICEORDERS_API_KEYS", "api_keys_file": "SERVICEORDERS_API_KEYS_FILE",
+    "public_base_url": "SERVICEORDERS_PUBLIC_URL",
+    "hub_allowed_hosts": "SERVICEORDERS_HUB_ALLOWED_HOSTS",
+    "hub_delivery": "SERVICEORDERS_HUB_DELIVERY",
+    "hub_timeout_seconds": "SERVICEORDERS_HUB_TIMEOUT",
+    "hub_backoff_base_seconds": "SERVICEORDERS_HUB_BACKOFF_BASE",
+    "hub_backoff_max_seconds": "SERVICEORDERS_HUB_BACKOFF_MAX",
+    "hub_suspend_after_failures": "SERVICEORDERS_HUB_SUSPEND_AFTER_FAILURES",
+    "hub_suspend_after_seconds": "SERVICEORDERS_HUB_SUSPEND_AFTER_SECONDS",
+    "hub_poll_seconds": "SERVICEORDERS_HUB_POLL",
+    "hub_concurrency": "SERVICEORDERS_HUB_CONCURRENCY",
+    "hub_retention_hours": "SERVICEORDERS_HUB_RETENTION_HOURS",
+}
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -163,6 +163,8 @@ def test_eventsourcing_env_for_postgres_is_complete():
         "POSTGRES_USER": "so", "POSTGRES_PASSWORD": "pw",
         "POSTGRES_LOCK_TIMEOUT": "7", "POSTGRES_POOL_SIZE": "3", "POSTGRES_MAX_OVERFLOW": "1",
         "POSTGRES_CONNECT_TIMEOUT": "10", "POSTGRES_PRE_PING": "y",
+        "APPLICATION_RECORDER_TOPIC":
+            "serviceorders.consumers.recorders:IntakePostgresRecorder",
     }
     assert eventsourcing_env(settings, create_tables=True)["CREATE_TABLE"] == "y"
 
@@ -175,6 +177,7 @@ def test_eventsourcing_env_for_sqlite_is_complete(tmp_path):
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": str(target),
         "SQLITE_LOCK_TIMEOUT": "5",
+        "APPLICATION_RECORDER_TOPIC": "serviceorders.consumers.recorders:IntakeSqliteRecorder",
     }
 
 
