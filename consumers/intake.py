@@ -201,6 +201,7 @@ class _Batch:
             if self._load(order_id) is not None:
                 return order_id  # the same order again: changes nothing, not an error
             header, items, notes = order_to_domain(c.body)
+            header, items = self.app.protect(header, items)
             self.orders[order_id] = ServiceOrder.receive(
                 self._ctx(m, p, Role.UPSTREAM), header, items, self.app.catalog, order_id, notes)
             return order_id
@@ -208,8 +209,9 @@ class _Batch:
         before = len(order.pending_events)
         try:
             if isinstance(c, env.Revise):
-                order.revise(self._ctx(m, p, Role.UPSTREAM), self.app.catalog, c.items, (),
-                             c.header)
+                items, header = self.app.protect_change(order, c.items, c.header)
+                order.revise(self._ctx(m, p, Role.UPSTREAM), self.app.catalog, items, (),
+                             header)
             elif isinstance(c, env.Cancel):
                 order.request_cancellation(
                     self._ctx(m, p, Role.UPSTREAM), c.reason, c.requested_date,

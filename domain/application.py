@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -15,11 +16,13 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment, get_topic
 
+from . import privacy
 from .catalog import Catalog
 from .codec import OrjsonTranscoder, PydanticMapper
 from .errors import ConcurrencyConflict, OrderNotFound
 from .events import OrderEvent
 from .order import ServiceOrder, order_id_for
+from .privacy import Sealer
 from .values import (
     CommandContext,
     HeaderChange,
@@ -40,11 +43,61 @@ class ServiceOrders(Application[UUID]):
     }
 
     def __init__(self, env: Mapping[str, str], catalog: Catalog | None = None,
-                 snapshot_interval: int = 50, four_eyes: bool = True) -> None:
+                 snapshot_interval: int = 50, four_eyes: bool = True,
+                 sealer: Sealer | None = None) -> None:
         self.catalog = catalog or Catalog.default()
         self.four_eyes = four_eyes
+        self.sealer = sealer
         self.snapshotting_intervals = {ServiceOrder: snapshot_interval} if snapshot_interval else {}
         super().__init__(env=dict(env))
+
+    def construct_mapper(self) -> Any:
+        mapper = super().construct_mapper()
+        if self.sealer is not None:
+            mapper.reveal = self.sealer.reveal
+        return mapper
+
+    def close(self) -> None:
+        super().close()
+        close = getattr(self.sealer, "close", None)
+        if close is not None:
+            close()
+
+    # ------------------------------------------------------------ personal data
+    def protect(self, header: OrderHeader, items: Iterable[OrderItem] = ()
+                ) -> tuple[OrderHeader, list[OrderItem]]:
+        """Seal the personal values of a new order (docs/audit.md); every door calls this
+        before the domain sees them."""
+        if self.sealer is None:
+            return header, list(items)
+        scope = privacy.scope_of(header)
+        seal = partial(self.sealer.seal, scope)
+        return privacy.map_header(header, seal), [privacy.map_item(i, seal) for i in items]
+
+    def protect_change(self, order: ServiceOrder, items: Iterable[OrderItem] = (),
+                       header: HeaderChange | None = None
+                       ) -> tuple[list[OrderItem], HeaderChange | None]:
+        if self.sealer is None:
+            return list(items), header
+        seal = partial(self.sealer.seal, privacy.scope_of(order.header, str(order.id)))
+        return ([privacy.map_item(i, seal) for i in items],
+                None if header is None else privacy.map_change(header, seal))
+
+    def _protect_place(self, order: ServiceOrder, place: Place | None) -> Place | None:
+        if self.sealer is None:
+            return place
+        seal = partial(self.sealer.seal, privacy.scope_of(order.header, str(order.id)))
+        return privacy.map_place(place, seal)
+
+    def unseal(self, order: ServiceOrder) -> ServiceOrder:
+        """The in-memory order with its personal values revealed (after a command, the
+        order holds the tokens its new events carry)."""
+        if self.sealer is None:
+            return order
+        reveal = self.sealer.reveal
+        order.header = privacy.map_header(order.header, reveal)
+        order.items = {k: privacy.map_item(v, reveal) for k, v in order.items.items()}
+        return order
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Unlike the library default, never merge os.environ: the settings are complete.
@@ -66,6 +119,7 @@ class ServiceOrders(Application[UUID]):
         order_id = order_id or order_id_for(None)
         if deterministic and self.exists(order_id):
             return order_id, False
+        header, items = self.protect(header, items)
         order = ServiceOrder.receive(ctx, header, items, self.catalog, order_id, notes)
         try:
             self.save(order)
@@ -76,6 +130,7 @@ class ServiceOrders(Application[UUID]):
         return order_id, True
 
     def draft_order(self, ctx: CommandContext, header: OrderHeader) -> UUID:
+        header, _ = self.protect(header)
         order = ServiceOrder.draft(ctx, header)
         self._save(order)
         return order.id
@@ -83,6 +138,7 @@ class ServiceOrders(Application[UUID]):
     # ------------------------------------------------------------ manual capture
     def add_line(self, ctx: CommandContext, order_id: UUID, item: OrderItem) -> ServiceOrder:
         order = self.get_order(order_id)
+        [item], _ = self.protect_change(order, [item])
         order.add_line(ctx, item, self.catalog)
         return self._save(order)
 
@@ -92,6 +148,7 @@ class ServiceOrders(Application[UUID]):
                        quantity: int | None = None,
                        depends_on: Iterable[str] | None = None) -> ServiceOrder:
         order = self.get_order(order_id)
+        place = self._protect_place(order, place)
         order.configure_line(ctx, item_id, characteristics, cleared, place, quantity, depends_on)
         return self._save(order)
 
@@ -157,6 +214,7 @@ class ServiceOrders(Application[UUID]):
                removed_item_ids: Iterable[str] = (), header: HeaderChange | None = None
                ) -> ServiceOrder:
         order = self.get_order(order_id)
+        items, header = self.protect_change(order, items, header)
         order.revise(ctx, self.catalog, items, removed_item_ids, header)
         return self._save(order)
 
@@ -223,4 +281,4 @@ class ServiceOrders(Application[UUID]):
             self.save(order)
         except IntegrityError as e:
             raise ConcurrencyConflict(order.id, "reload the order and try again") from e
-        return order
+        return self.unseal(order)

@@ -7,6 +7,7 @@ they were written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,7 +15,10 @@ from eventsourcing.persistence import Mapper, MapperDeserialisationError, Stored
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel, ValidationError
 
+from .privacy import TOKEN_PREFIX, reveal_json
+
 _IDENTITY = {"originator_id", "originator_version"}
+_SEALED = b'"' + TOKEN_PREFIX.encode()
 
 
 class OrjsonTranscoder(Transcoder):
@@ -26,6 +30,10 @@ class OrjsonTranscoder(Transcoder):
 
 
 class PydanticMapper(Mapper[Any]):
+    # Set by the application when personal data is sealed (domain/privacy.py): decoded
+    # events and snapshots carry the revealed values; the stored bytes keep the tokens.
+    reveal: Callable[[str], str] | None = None
+
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         if hasattr(domain_event, "stored_state"):
             state = domain_event.stored_state()
@@ -42,6 +50,8 @@ class PydanticMapper(Mapper[Any]):
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         state = decode_state(self, stored_event)
+        if self.reveal is not None and _SEALED in stored_event.state:
+            state = reveal_json(state, self.reveal)
         cls: type[BaseModel] = resolve_topic(stored_event.topic)
         upcast(cls, state)
         state["originator_id"] = stored_event.originator_id

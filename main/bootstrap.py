@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from eventsourcing.utils import get_topic
 
+from .access_log import create_tables as create_access_log_tables
+from .audit import create_tables as create_audit_tables
 from .consumers.recorders import IntakePostgresRecorder, IntakeSqliteRecorder
 from .consumers.store import create_tables as create_intake_tables
 from .domain.application import ServiceOrders
 from .domain.catalog import Catalog
 from .domain.codec import OrjsonTranscoder, PydanticMapper
+from .pii import KeyStore, Vault
+from .pii import create_tables as create_pii_tables
 from .projections.db import ReadDb
 from .projections.hub import create_tables as create_hub_tables
 from .projections.runner import Projector, create_tables
@@ -49,7 +53,8 @@ def build_application(settings: Settings, *, create_tables: bool = False) -> Ser
     return ServiceOrders(env=eventsourcing_env(settings, create_tables=create_tables),
                          catalog=load_catalog(settings),
                          snapshot_interval=settings.snapshot_interval,
-                         four_eyes=settings.four_eyes)
+                         four_eyes=settings.four_eyes,
+                         sealer=Vault(KeyStore(lambda: open_read_db(settings))))
 
 
 def open_read_db(settings: Settings) -> ReadDb:
@@ -74,10 +79,14 @@ def init_database(settings: Settings) -> list[str]:
         create_tables(db)
         create_hub_tables(db)
         create_intake_tables(db)
+        create_audit_tables(db)
+        create_access_log_tables(db)
+        create_pii_tables(db)
     finally:
         db.close()
     where = settings.database.url()
     return [f"{settings.database.kind} event store ({where})",
             f"{settings.database.kind} read models and projection positions ({where})",
             f"{settings.database.kind} hub subscriptions and deliveries ({where})",
-            f"{settings.database.kind} Kafka intake positions, dead letters and outbox ({where})"]
+            f"{settings.database.kind} Kafka intake positions, dead letters and outbox ({where})",
+            f"{settings.database.kind} auditors' access log ({where})"]

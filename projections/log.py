@@ -4,6 +4,7 @@ into the orders it touches (state after the page, and every state transition in 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,6 +58,13 @@ class EventLog:
 
     def __init__(self, db: ReadDb, mapper: Mapper[Any]) -> None:
         self.db = db
+        if getattr(mapper, "reveal", False) is None:
+            # Personal data is sealed in the log (domain/privacy.py): the read models hold
+            # it revealed, with the keys from this same database.
+            from ..pii import KeyStore, Vault
+
+            mapper = copy.copy(mapper)
+            mapper.reveal = Vault(KeyStore(db=db)).reveal  # type: ignore[attr-defined]
         self.mapper = mapper
         if db.dialect == "postgres":
             self.table, self.position = "serviceorders_events", "notification_id"

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from serviceorders.bootstrap import build_application, init_database
+from serviceorders.consumers.store import TABLES as INTAKE_TABLES
 from serviceorders.domain import chain
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.codec import decode_state
@@ -34,7 +35,6 @@ from serviceorders.domain.values import (
     Role,
     SpecRef,
 )
-from serviceorders.consumers.store import TABLES as INTAKE_TABLES
 from serviceorders.projections.views import PROJECTIONS
 from serviceorders.settings import Settings
 
@@ -104,7 +104,10 @@ def pg_cleaner(pg_database: PgDatabase) -> Iterator[Callable[[], None]]:
 
     def clean() -> None:
         # The event store and every read model start empty; projections start at 0.
-        tables = [*ENGINE_TABLES, *(p.name for p in PROJECTIONS), *INTAKE_TABLES]
+        tables = [*ENGINE_TABLES, *(p.name for p in PROJECTIONS), *INTAKE_TABLES,
+                  "pii_key", "pii_erasure"]
+        tables += [t for t in ("audit_access_log", "audit_checkpoint", "audit_checkpoint_head")
+                   if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0]]
         leftovers = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
                                  "AND (tablename LIKE '%%\\_\\_rebuild' OR tablename LIKE "
                                  "'%%\\_\\_verify')").fetchall()

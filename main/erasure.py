@@ -1,0 +1,54 @@
+"""Erasing a customer's personal data (`serviceorders audit erase --customer ID`).
+
+1. The customer's key is deleted and the erasure recorded (`pii_key`, `pii_erasure`): from
+   then on every sealed value of that customer reveals as `[erased]`; the stored events,
+   and so the hash chains and checkpoints, do not change.
+2. The snapshots of the customer's orders are deleted: they are a cache of replayed state,
+   outside the chain, and may hold revealed values.
+3. After every process had time to drop the key from its cache, the read models are
+   rebuilt from the log, so that no table keeps a revealed value.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import UUID
+
+from .bootstrap import event_mapper, open_read_db
+from .pii import CACHE_SECONDS, erase
+from .projections.maintenance import rebuild
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class Erasure:
+    customer_id: str
+    orders: list[UUID]
+    had_key: bool
+    snapshots_deleted: int
+
+
+def erase_customer(settings: Settings, customer_id: str, actor: str, reason: str | None = None,
+                   progress: Callable[[int], object] | None = None,
+                   wait: float = CACHE_SECONDS + 1.0) -> Erasure:
+    db = open_read_db(settings)
+    try:
+        rows = db.fetchall("SELECT id FROM order_summary WHERE customer_id = %s",
+                           (customer_id,))
+        orders = [UUID(str(r[0])) for r in rows]
+        had_key = erase(db, customer_id, actor, reason, len(orders))
+        deleted = 0
+        table = ("serviceorders_snapshots" if db.dialect == "postgres" else "stored_snapshots")
+        for i in range(0, len(orders), 500):
+            chunk = orders[i:i + 500]
+            keys = [o if db.dialect == "postgres" else o.hex for o in chunk]
+            marks = ", ".join(["%s"] * len(keys))
+            cursor = db.execute(f"DELETE FROM {table} WHERE originator_id IN ({marks})", keys)
+            deleted += max(getattr(cursor, "rowcount", 0) or 0, 0)
+        time.sleep(wait)  # running processes cache a key for at most CACHE_SECONDS
+        rebuild(db, event_mapper(), progress=progress)
+    finally:
+        db.close()
+    return Erasure(customer_id, orders, had_key, deleted)

@@ -1,0 +1,197 @@
+"""The keys that seal personal data, one per customer (scope), and the cipher.
+
+`Vault` implements the domain's `Sealer` (domain/privacy.py): AES-256-GCM with a random
+nonce and the scope as associated data; the token is `pii:1:<scope>:<nonce+ciphertext>`
+(URL-safe base64). Keys live in `pii_key`, in the engine's database. Erasing a customer
+deletes the key (the row stays, recording who erased it and when): every token of that
+customer then reveals as `[erased]`, while the stored events, and so the hash chain, stay
+exactly as they were.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .domain.errors import InvalidCommand
+from .domain.privacy import ERASED, TOKEN_PREFIX
+from .projections.db import ReadDb
+
+POSTGRES_DDL = (
+    """CREATE TABLE IF NOT EXISTS pii_key (
+        scope text PRIMARY KEY, key bytea, created_at timestamptz NOT NULL,
+        erased_at timestamptz, erased_by text)""",
+    """CREATE TABLE IF NOT EXISTS pii_erasure (
+        id bigserial PRIMARY KEY, scope text NOT NULL, erased_at timestamptz NOT NULL,
+        erased_by text NOT NULL, reason text, orders integer NOT NULL)""",
+)
+SQLITE_DDL = (
+    """CREATE TABLE IF NOT EXISTS pii_key (
+        scope TEXT PRIMARY KEY, key BLOB, created_at TEXT NOT NULL, erased_at TEXT,
+        erased_by TEXT)""",
+    """CREATE TABLE IF NOT EXISTS pii_erasure (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, erased_at TEXT NOT NULL,
+        erased_by TEXT NOT NULL, reason TEXT, orders INTEGER NOT NULL)""",
+)
+CACHE_SECONDS = 5.0  # how long a process may keep using a key after it was erased
+
+
+def create_tables(db: ReadDb) -> None:
+    with db.transaction():
+        for statement in POSTGRES_DDL if db.dialect == "postgres" else SQLITE_DDL:
+            db.execute(statement)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class KeyStore:
+    """The `pii_key` table through one connection (used under a lock)."""
+
+    def __init__(self, connect: Callable[[], ReadDb] | None = None,
+                 db: ReadDb | None = None) -> None:
+        """Either `connect` (the store opens, and reopens, its own connection) or `db` (a
+        connection owned by the caller, used as it is)."""
+        self.connect = connect
+        self._db: ReadDb | None = db
+        self.owned = db is None
+        self.lock = threading.RLock()
+
+    def _now(self, db: ReadDb) -> Any:
+        now = datetime.now(UTC)
+        return now if db.dialect == "postgres" else now.isoformat()
+
+    def _with_db(self, fn: Callable[[ReadDb], Any]) -> Any:
+        with self.lock:
+            for attempt in (1, 2):
+                if self._db is None:
+                    assert self.connect is not None
+                    self._db = self.connect()
+                try:
+                    return fn(self._db)
+                except Exception:
+                    if not self.owned:
+                        raise
+                    db, self._db = self._db, None
+                    with contextlib.suppress(Exception):  # already broken
+                        db.close()
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    def get(self, scope: str) -> tuple[bytes | None, bool]:
+        """(key, erased) for a scope; (None, False) when it has none yet."""
+        def read(db: ReadDb) -> tuple[bytes | None, bool]:
+            row = db.fetchone("SELECT key, erased_at FROM pii_key WHERE scope = %s", (scope,))
+            if row is None:
+                return None, False
+            return (bytes(row[0]) if row[0] is not None else None), row[1] is not None
+        return self._with_db(read)
+
+    def get_or_create(self, scope: str) -> bytes | None:
+        """The scope's key, created on first use; None when the scope was erased."""
+        key, erased = self.get(scope)
+        if key is not None or erased:
+            return key
+
+        def create(db: ReadDb) -> None:
+            db.execute("INSERT INTO pii_key (scope, key, created_at) VALUES (%s, %s, %s) "
+                       "ON CONFLICT (scope) DO NOTHING",
+                       (scope, AESGCM.generate_key(bit_length=256), self._now(db)))
+        self._with_db(create)
+        return self.get(scope)[0]
+
+    def close(self) -> None:
+        with self.lock:
+            if self._db is not None and self.owned:
+                self._db.close()
+                self._db = None
+
+
+class ErasedScope(InvalidCommand):
+    """New personal data for a customer whose data was erased: it cannot be sealed."""
+
+
+class Vault:
+    """Seals and reveals personal values (the domain's `Sealer`)."""
+
+    def __init__(self, keys: KeyStore, cache_seconds: float = CACHE_SECONDS) -> None:
+        self.keys = keys
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, bytes | None]] = {}
+
+    def _key(self, scope: str, create: bool) -> bytes | None:
+        hit = self._cache.get(scope)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.cache_seconds:
+            return hit[1]
+        key = self.keys.get_or_create(scope) if create else self.keys.get(scope)[0]
+        if key is not None or not create:
+            self._cache[scope] = (now, key)
+        return key
+
+    def seal(self, scope: str, value: str) -> str:
+        if value.startswith(TOKEN_PREFIX):
+            return value  # already sealed
+        key = self._key(scope, create=True)
+        if key is None:
+            raise ErasedScope(f"the personal data of {scope!r} was erased: new personal data "
+                              "for it cannot be stored")
+        nonce = os.urandom(12)
+        sealed = AESGCM(key).encrypt(nonce, value.encode(), scope.encode())
+        return f"{TOKEN_PREFIX}{_b64(scope.encode())}:{_b64(nonce + sealed)}"
+
+    def reveal(self, value: str) -> str:
+        if not value.startswith(TOKEN_PREFIX):
+            return value
+        try:
+            scope_part, data_part = value[len(TOKEN_PREFIX):].split(":", 1)
+            scope = _unb64(scope_part).decode()
+            data = _unb64(data_part)
+        except (ValueError, UnicodeDecodeError):
+            return ERASED
+        key = self._key(scope, create=False)
+        if key is None:
+            return ERASED
+        try:
+            return AESGCM(key).decrypt(data[:12], data[12:], scope.encode()).decode()
+        except (InvalidTag, ValueError):
+            return ERASED
+
+    def forget(self, scope: str) -> None:
+        self._cache.pop(scope, None)
+
+    def close(self) -> None:
+        self.keys.close()
+
+
+def erase(db: ReadDb, scope: str, actor: str, reason: str | None, orders: int) -> bool:
+    """Delete the scope's key and record the erasure. False when it had no key."""
+    now: Any = datetime.now(UTC)
+    if db.dialect != "postgres":
+        now = now.isoformat()
+    with db.transaction():
+        row = db.fetchone("SELECT key FROM pii_key WHERE scope = %s", (scope,))
+        if row is None:  # remember the erasure anyway: no key may be created later
+            db.execute("INSERT INTO pii_key (scope, key, created_at, erased_at, erased_by) "
+                       "VALUES (%s, NULL, %s, %s, %s)", (scope, now, now, actor))
+        else:
+            db.execute("UPDATE pii_key SET key = NULL, erased_at = %s, erased_by = %s "
+                       "WHERE scope = %s", (now, actor, scope))
+        db.execute("INSERT INTO pii_erasure (scope, erased_at, erased_by, reason, orders) "
+                   "VALUES (%s, %s, %s, %s, %s)", (scope, now, actor, reason, orders))
+    return row is not None and row[0] is not None
