@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import catalog, errors, hub, ops, service_orders, workflow
+from . import audit, catalog, errors, hub, ops, service_orders, workflow
 from .context import ApiContext
 from .errors import error_body, respond
 
@@ -113,8 +113,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(hub.router)
     app.include_router(catalog.router)
     app.include_router(workflow.router)
+    app.include_router(audit.router)
     app.include_router(ops.router)
     app.add_middleware(ops.MetricsMiddleware)
     app.add_middleware(BodyLimit)
     app.add_middleware(NulInPath)
+    app.add_middleware(audit.AccessLog)  # outermost: records every auditor request
     return app

@@ -1,0 +1,142 @@
+"""`serviceorders history`, run as a real process against PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from serviceorders.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+EXE = shutil.which("serviceorders")
+
+
+def run(*args: str, url: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    assert EXE, "the serviceorders console script is not installed"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["DATABASE_URL"] = url
+    done = subprocess.run([EXE, *args], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == expect, (
+        f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
+        f"stdout: {done.stdout}\nstderr: {done.stderr}")
+    return done
+
+
+@pytest.fixture
+def url(settings: Settings) -> str:
+    url = settings.database.url(with_password=True)
+    run("db", "init", url=url)
+    return url
+
+
+@pytest.fixture
+def order(url: str, tmp_path: Path) -> str:
+    """An order with external id CRM-H-1 through 8 events, made with the CLI."""
+    body = {"header": {"external_id": "CRM-H-1", "description": "history test"},
+            "items": [{"id": "1", "action": "add", "specification": {"id": "internet-access"},
+                       "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
+                       "place": {"id": "S1"}}]}
+    file = tmp_path / "order.json"
+    file.write_text(json.dumps(body), encoding="utf-8")
+    run("order", "--actor", "crm", "create", str(file), url=url)  # v1, v2
+    run("order", "--actor", "bob", "approve", "CRM-H-1", "--note", "ok", url=url)  # v3
+    run("order", "--actor", "act", "item-state", "CRM-H-1", "1", "inProgress", url=url)  # v4
+    run("order", "--actor", "crm", "revise", "CRM-H-1", "--priority", "1", url=url)  # v5
+    run("order", "--actor", "crm", "note", "CRM-H-1", "customer called", url=url)  # v6
+    run("order", "--actor", "act", "item-state", "CRM-H-1", "1", "completed", url=url)  # v7, v8
+    return "CRM-H-1"
+
+
+def test_timeline_readable_and_json(url: str, order: str) -> None:
+    out = run("history", order, url=url).stdout
+    lines = out.strip().splitlines()
+    assert "8 event(s), now completed" in lines[0]
+    assert lines[1].split()[:3] == ["VER", "TIME", "(UTC)"]
+    rows = lines[2:]
+    assert [r.split()[0] for r in rows] == [str(v) for v in range(1, 9)]
+    assert "OrderDrafted" in rows[0] and "draft" in rows[0]
+    assert "OrderApproved" in rows[2] and "bob (operator)" in rows[2] and "inProgress" in rows[2]
+    assert "OrderRevised" in rows[4] and "NoteAdded" in rows[5]
+    assert "OrderCompleted" in rows[7] and "completed" in rows[7]
+    assert all(" cli " in r for r in rows)
+
+    entries = json.loads(run("history", order, "--json", url=url).stdout)
+    assert [e["version"] for e in entries] == list(range(1, 9))
+    assert entries[2]["actor"] == {"id": "bob", "role": "operator"}
+    assert entries[2]["source"] == {"channel": "cli"}
+    assert entries[4]["documentAfter"]["priority"] == "1"
+    # the readable form shows each event's hash prefix
+    for row, entry in zip(rows, entries, strict=True):
+        assert row.endswith(entry["hash"][:12])
+    # the id works as well as the external id
+    by_id = json.loads(run("history", entries[0]["documentAfter"]["id"], "--json",
+                           url=url).stdout)
+    assert [e["hash"] for e in by_id] == [e["hash"] for e in entries]
+
+
+def test_version_and_as_of(url: str, order: str) -> None:
+    v4 = json.loads(run("history", order, "--version", "4", "--json", url=url).stdout)
+    assert v4["version"] == 4 and v4["state"] == "inProgress"
+    assert v4["order"]["items"]["1"]["state"] == "inProgress"
+    assert v4["order"]["header"]["priority"] is None
+    readable = run("history", order, "--version", "2", url=url).stdout
+    assert "version 2 of 8, after OrderSubmitted" in readable
+    assert "state     acknowledged" in readable
+
+    entries = json.loads(run("history", order, "--json", url=url).stdout)
+    stamp = entries[4]["timestamp"]  # the revision
+    past = json.loads(run("history", order, "--as-of", stamp, "--json", url=url).stdout)
+    assert past["version"] == 5 and past["order"]["header"]["priority"] == "1"
+    just_before = (datetime.fromisoformat(stamp) - timedelta(microseconds=1)).isoformat()
+    assert json.loads(run("history", order, "--as-of", just_before, "--json",
+                          url=url).stdout)["version"] == 4
+    naive = stamp.removesuffix("Z")  # no offset: UTC
+    assert json.loads(run("history", order, "--as-of", naive, "--json",
+                          url=url).stdout)["version"] == 5
+    readable = run("history", order, "--as-of", stamp, url=url).stdout
+    assert "version 5 of 8, after OrderRevised" in readable and "revision  1" in readable
+
+
+def test_diff(url: str, order: str) -> None:
+    out = run("history", order, "--diff", "4", "6", url=url).stdout
+    assert "version 4 -> 6 (2 event(s))" in out
+    assert '~ /header/priority: null -> "1"' in out
+    assert "+ /notes/0:" in out and "customer called" in out
+    assert "~ /revision: 0 -> 1" in out
+    result = json.loads(run("history", order, "--diff", "2", "8", "--json", url=url).stdout)
+    changes = {c["path"]: c for c in result["changes"]}
+    assert changes["/state"]["before"] == "acknowledged"
+    assert changes["/state"]["after"] == "completed"
+    assert changes["/items/1/state"]["after"] == "completed"
+    assert [e["version"] for e in result["events"]] == list(range(3, 9))
+    assert "no changes" in run("history", order, "--diff", "3", "3", url=url).stdout
+
+
+@pytest.mark.parametrize(("args", "status", "message"), [
+    (("--version", "99"), 1, "version 99 is out of range"),
+    (("--version", "0"), 1, "out of range"),
+    (("--as-of", "2000-01-01T00:00:00Z"), 1, "did not exist yet"),
+    (("--diff", "5", "2"), 1, "5 is after 2"),
+    (("--diff", "1", "50"), 1, "out of range"),
+    (("--as-of", "not-a-time"), 2, "not a date-time"),
+    (("--version", "x"), 2, "--version"),
+    (("--version", "2", "--diff", "1", "2"), 2, "--version and --diff"),
+])
+def test_bad_input_is_a_clear_message(url: str, order: str, args: tuple[str, ...],
+                                      status: int, message: str) -> None:
+    done = run("history", order, *args, url=url, expect=status)
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_unknown_order(url: str) -> None:
+    done = run("history", "NO-SUCH-ORDER", url=url, expect=1)
+    assert done.stderr.strip() == "error: no order NO-SUCH-ORDER"
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,246 @@
+"""The order's history (serviceorders.history): timeline, as of, at a version, diff, on
+both backends, for orders built through the application with many kinds of events."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta, timezone
+from itertools import pairwise
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from serviceorders import history
+from serviceorders.domain.application import ServiceOrders
+from serviceorders.domain.errors import OrderNotFound
+from serviceorders.domain.values import HeaderChange, ItemState, OrderHeader
+from serviceorders.tmf641 import order_to_tmf641
+
+pytestmark = pytest.mark.integration
+
+TYPES = ["OrderDrafted", "OrderSubmitted", "OrderApproved", "ItemStateChanged", "OrderRevised",
+         "NoteAdded", "ItemStateChanged", "ItemStateChanged", "OrderCompleted"]
+STATES = ["draft", "acknowledged", "inProgress", "inProgress", "inProgress", "inProgress",
+          "inProgress", "inProgress", "completed"]
+
+
+def build(app: ServiceOrders, actors: Any, samples: Any) -> tuple[UUID, list[datetime]]:
+    """An order through 9 events; returns its id and the time just after each save."""
+    after: list[datetime] = []
+
+    def step(action: Any) -> None:
+        action()
+        after.append(datetime.now(UTC))
+        time.sleep(0.005)  # the next event is recorded strictly later
+
+    order_id, created = app.receive_order(actors.upstream, samples.header("ext-hist"),
+                                          samples.items())
+    assert created
+    after.append(datetime.now(UTC))  # v1 and v2 are saved together
+    time.sleep(0.005)
+    step(lambda: app.approve(actors.manager, order_id, note="sites surveyed"))  # v3
+    step(lambda: app.change_item_state(actors.fulfilment, order_id, "1",
+                                       ItemState.IN_PROGRESS))  # v4
+    step(lambda: app.revise(actors.upstream, order_id,
+                            [samples.router_item("2", depends_on=("1",),
+                                                 characteristics={"model": "c8300"})],
+                            header=HeaderChange(priority="1")))  # v5
+    step(lambda: app.add_note(actors.upstream, order_id, "customer called"))  # v6
+    step(lambda: app.change_item_state(actors.fulfilment, order_id, "1",
+                                       ItemState.COMPLETED))  # v7
+    step(lambda: app.change_item_state(actors.fulfilment, order_id, "2",
+                                       ItemState.COMPLETED))  # v8 + v9 OrderCompleted
+    return order_id, after
+
+
+def test_timeline_lists_every_event_with_envelope_and_state_after(
+        app: ServiceOrders, actors: Any, samples: Any, chain_tools: Any) -> None:
+    order_id, _ = build(app, actors, samples)
+    entries = history.timeline(app, order_id)
+
+    assert [e["version"] for e in entries] == list(range(1, 10))
+    assert [e["type"] for e in entries] == TYPES
+    assert [e["stateAfter"] for e in entries] == STATES
+    # the hash chain, exactly as stored
+    assert [e["hash"] for e in entries] == chain_tools.verify(app, order_id)
+    assert entries[0]["prevHash"] == "0" * 64
+    for previous, entry in pairwise(entries):
+        assert entry["prevHash"] == previous["hash"]
+    # actor, source, correlation
+    assert entries[0]["actor"] == {"id": "crm", "role": "upstream"}
+    assert entries[0]["source"] == {"channel": "kafka"}
+    assert entries[2]["actor"] == {"id": "bob", "role": "manager"}
+    assert entries[2]["source"] == {"channel": "api"}
+    assert entries[3]["actor"] == {"id": "fulfil-1", "role": "fulfilment"}
+    assert all(e["correlationId"] for e in entries)
+    assert entries[0]["timestamp"].endswith("Z")
+    # the event's own data, without the envelope
+    assert entries[2]["data"] == {"note": "sites surveyed"}
+    assert entries[3]["data"] == {"item_id": "1", "state": "inProgress", "reason": None}
+    assert entries[5]["data"]["note"]["text"] == "customer called"
+    assert "hash" not in entries[5]["data"] and "actor" not in entries[5]["data"]
+    # the order after each event: summary and document
+    assert entries[0]["summaryAfter"]["items"] == {"1": None, "2": None}
+    assert entries[0]["documentKind"] == "draft"
+    assert entries[0]["documentAfter"]["state"] == "draft"
+    assert entries[1]["documentKind"] == "tmf641"
+    assert entries[1]["documentAfter"]["@type"] == "ServiceOrder"
+    assert entries[1]["documentAfter"]["state"] == "acknowledged"
+    assert entries[3]["summaryAfter"]["items"] == {"1": "inProgress", "2": "acknowledged"}
+    assert entries[4]["summaryAfter"]["revision"] == 1
+    assert entries[4]["documentAfter"]["priority"] == "1"
+    assert entries[5]["summaryAfter"]["notes"] == 1
+    assert entries[8]["summaryAfter"]["items"] == {"1": "completed", "2": "completed"}
+    # the last document is what the order is now
+    assert entries[-1]["documentAfter"] == order_to_tmf641(app.get_order(order_id))
+
+    lean = history.timeline(app, order_id, documents=False)
+    assert "documentAfter" not in lean[0] and lean[0]["summaryAfter"]
+
+
+def test_at_version_is_the_order_as_it_was(app: ServiceOrders, actors: Any,
+                                           samples: Any) -> None:
+    order_id, _ = build(app, actors, samples)
+    for version, state in enumerate(STATES, start=1):
+        past = history.at_version(app, order_id, version)
+        assert past.version == version and past.latest_version == 9
+        assert past.order.state.value == state
+        # the same as the repository's own reconstruction at that version
+        assert history.canonical(past.order) == history.canonical(
+            app.get_order(order_id, version=version))
+
+    v4 = history.at_version(app, order_id, 4).view()
+    assert v4["event"]["type"] == "ItemStateChanged"
+    assert v4["event"]["actor"] == {"id": "fulfil-1", "role": "fulfilment"}
+    assert v4["order"]["items"]["1"]["state"] == "inProgress"
+    assert v4["order"]["items"]["2"]["characteristics"]["model"] == "c1100"
+    assert v4["order"]["header"]["priority"] is None
+    assert v4["documentKind"] == "tmf641" and v4["document"]["state"] == "inProgress"
+    assert v4["asOf"] is None
+
+    v5 = history.at_version(app, order_id, 5).view()
+    assert v5["order"]["items"]["2"]["characteristics"]["model"] == "c8300"
+    assert v5["order"]["header"]["priority"] == "1"
+    assert v5["order"]["revision"] == 1
+
+    v1 = history.at_version(app, order_id, 1).view()
+    assert v1["state"] == "draft" and v1["documentKind"] == "draft"
+    assert v1["document"] == v1["order"]
+
+    for bad in (0, 10, -1):
+        with pytest.raises(history.HistoryQueryError, match="out of range"):
+            history.at_version(app, order_id, bad)
+
+
+def test_as_of_takes_the_events_up_to_the_instant(app: ServiceOrders, actors: Any,
+                                                  samples: Any) -> None:
+    order_id, after = build(app, actors, samples)
+    events = app.history(order_id)
+    # just after each save: the order as that save left it
+    saved_versions = [2, 3, 4, 5, 6, 7, 9]
+    for when, version in zip(after, saved_versions, strict=True):
+        past = history.as_of(app, order_id, when)
+        assert past.version == version, when
+        assert past.as_of == when
+        assert past.order.state.value == STATES[version - 1]
+    # exactly at an event's timestamp: that event is included
+    v6 = events[5]
+    assert history.as_of(app, order_id, v6.timestamp).version == 6
+    assert history.as_of(app, order_id, v6.timestamp - timedelta(microseconds=1)).version == 5
+    # a naive time is UTC
+    naive = after[2].astimezone(UTC).replace(tzinfo=None)
+    assert history.as_of(app, order_id, naive).version == 4
+    # another offset, same instant
+    cet = after[2].astimezone(timezone(timedelta(hours=1)))
+    assert history.as_of(app, order_id, cet).version == 4
+    # far in the future: the order as it is now
+    assert history.as_of(app, order_id, datetime(2999, 1, 1, tzinfo=UTC)).version == 9
+    view = history.as_of(app, order_id, after[1]).view()
+    assert view["asOf"] is not None and view["event"]["type"] == "OrderApproved"
+    assert view["summary"]["state"] == "inProgress"
+
+    before = events[0].timestamp - timedelta(seconds=1)
+    with pytest.raises(history.HistoryQueryError, match="did not exist yet"):
+        history.as_of(app, order_id, before)
+
+
+def test_diff_lists_what_changed_between_two_versions(app: ServiceOrders, actors: Any,
+                                                      samples: Any) -> None:
+    order_id, _ = build(app, actors, samples)
+
+    approved = history.diff(app, order_id, 2, 3)
+    by_path = {c["path"]: c for c in approved["changes"]}
+    assert by_path["/state"] == {"op": "replace", "path": "/state", "before": "acknowledged",
+                                 "after": "inProgress"}
+    assert by_path["/decidedBy"]["after"] == {"id": "bob", "role": "manager"}
+    assert set(by_path) == {"/state", "/stateSince", "/decidedBy", "/decidedAt"}
+    assert [e["type"] for e in approved["events"]] == ["OrderApproved"]
+
+    revised = history.diff(app, order_id, 4, 6)
+    by_path = {c["path"]: c for c in revised["changes"]}
+    assert by_path["/header/priority"]["before"] is None
+    assert by_path["/header/priority"]["after"] == "1"
+    assert by_path["/items/2/characteristics/model"] == {
+        "op": "replace", "path": "/items/2/characteristics/model", "before": "c1100",
+        "after": "c8300"}
+    assert by_path["/revision"]["after"] == 1
+    assert by_path["/notes/0"]["op"] == "add"
+    assert by_path["/notes/0"]["after"]["text"] == "customer called"
+    assert "/state" not in by_path  # a revision keeps the state
+    assert [e["version"] for e in revised["events"]] == [5, 6]
+    assert (revised["from"], revised["to"], revised["latestVersion"]) == (4, 6, 9)
+
+    finished = history.diff(app, order_id, 6, 9)
+    by_path = {c["path"]: c for c in finished["changes"]}
+    assert by_path["/items/1/state"]["after"] == "completed"
+    assert by_path["/items/2/state"]["after"] == "completed"
+    assert by_path["/state"]["after"] == "completed"
+
+    same = history.diff(app, order_id, 5, 5)
+    assert same["changes"] == [] and same["events"] == []
+
+    whole = history.diff(app, order_id, 0, 2)
+    assert {c["op"] for c in whole["changes"]} == {"add"}
+    assert {c["path"] for c in whole["changes"]} >= {"/state", "/items", "/header"}
+    assert len(whole["events"]) == 2
+
+    with pytest.raises(history.HistoryQueryError, match="5 is after 2"):
+        history.diff(app, order_id, 5, 2)
+    with pytest.raises(history.HistoryQueryError, match="out of range"):
+        history.diff(app, order_id, 1, 10)
+
+
+def test_diff_of_manual_capture_shows_added_removed_and_configured_items(
+        app: ServiceOrders, actors: Any, samples: Any) -> None:
+    order_id = app.draft_order(actors.agent, OrderHeader(description="by hand"))  # v1
+    app.add_line(actors.agent, order_id, samples.internet_item("1"))  # v2
+    app.add_line(actors.agent, order_id, samples.router_item("9"))  # v3
+    app.configure_line(actors.agent, order_id, "1", {"bandwidthMbps": 200})  # v4
+    app.remove_line(actors.agent, order_id, "9")  # v5
+    changes = {c["path"]: c for c in history.diff(app, order_id, 1, 5)["changes"]}
+    assert changes["/items/1"]["op"] == "add"
+    assert changes["/items/1"]["after"]["characteristics"]["bandwidthMbps"] == 200
+    assert "/items/9" not in changes  # added then removed: no difference
+    changes = {c["path"]: c for c in history.diff(app, order_id, 3, 5)["changes"]}
+    assert changes["/items/9"]["op"] == "remove"
+    assert changes["/items/9"]["before"]["specification"]["id"] == "managed-router"
+    assert changes["/items/1/characteristics/bandwidthMbps"]["before"] == 100
+    assert changes["/items/1/characteristics/bandwidthMbps"]["after"] == 200
+    # every version of a draft has the draft view as its document
+    assert {e["documentKind"] for e in history.timeline(app, order_id)} == {"draft"}
+
+
+def test_unknown_orders_are_refused(app: ServiceOrders) -> None:
+    missing = uuid4()
+    for call in (lambda: history.timeline(app, missing),
+                 lambda: history.at_version(app, missing, 1),
+                 lambda: history.as_of(app, missing, datetime.now(UTC)),
+                 lambda: history.diff(app, missing, 0, 1)):
+        with pytest.raises(OrderNotFound):
+            call()
+
+
+def test_diff_paths_are_json_pointers() -> None:
+    out: list[dict[str, Any]] = []
+    history._compare({"a/b": {"x~y": 1}, "n": 1}, {"a/b": {"x~y": 2}, "n": True}, "", out)
+    assert [c["path"] for c in out] == ["/a~1b/x~0y", "/n"]  # 1 -> True is a change
