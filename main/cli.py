@@ -99,7 +99,7 @@ def refusals(func: F) -> F:
         except (DomainError, ValidationError) as e:
             click.echo(f"refused: {e}", err=True)
             sys.exit(1)
-        except (click.ClickException, BrokenPipeError):
+        except (click.ClickException, click.exceptions.Abort, BrokenPipeError):
             raise
         except Exception as e:  # the database is down, a table is missing, ...
             click.echo(f"error: {type(e).__name__}: {e}", err=True)
@@ -172,7 +172,7 @@ def project(obj: Context, once: bool) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     projector = build_projector(settings)
-    deliverer = publisher = None
+    deliverer = publisher = checkpointer = None
     try:
         applied = projector.catch_up(stopping=stopping)
         click.echo(f"caught up: {applied} events applied", err=True)
@@ -180,6 +180,7 @@ def project(obj: Context, once: bool) -> None:
             return
         deliverer = _start_hub_delivery(settings, stopping)
         publisher = _start_outbound(settings, stopping, dead_letters=False)
+        checkpointer = _start_checkpoints(settings, stopping)
         while not stopping.is_set():
             try:
                 projector.follow(stopping)
@@ -193,9 +194,18 @@ def project(obj: Context, once: bool) -> None:
         stopping.set()
         if deliverer is not None:
             deliverer.join(timeout=10)
-        if publisher is not None:
-            publisher.join(timeout=10)
+        for thread in (publisher, checkpointer):
+            if thread is not None:
+                thread.join(timeout=10)
         projector.db.close()
+
+
+def _start_checkpoints(settings: Settings, stopping: threading.Event) -> threading.Thread:
+    """Seal every chain head in a checkpoint every SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL
+    seconds (docs/audit.md)."""
+    from .audit import Checkpointer
+
+    return Checkpointer(settings).start(stopping, settings.audit_checkpoint_interval)
 
 
 def _start_outbound(settings: Settings, stopping: threading.Event,
@@ -266,7 +276,7 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
 
     app = _api_app(settings, host)
     stopping = threading.Event()
-    follower = deliverer = consumer = publisher = None
+    follower = deliverer = consumer = publisher = checkpointer = None
     if with_projector:
         projector = build_projector(settings)
 
@@ -280,6 +290,7 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
         follower = threading.Thread(target=follow, name="projector", daemon=True)
         follower.start()
         deliverer = _start_hub_delivery(settings, stopping)
+        checkpointer = _start_checkpoints(settings, stopping)
     if with_intake and settings.kafka_bootstrap_servers:
         consumer = _start_intake(settings, stopping)
         publisher = _start_outbound(settings, stopping, dead_letters=True)
@@ -293,7 +304,7 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
         stopping.set()
         if follower is not None:
             follower.join(timeout=10)
-        for thread in (deliverer, consumer, publisher):
+        for thread in (deliverer, consumer, publisher, checkpointer):
             if thread is not None:
                 thread.join(timeout=15)
 
@@ -812,7 +823,11 @@ def show_full(found: ServiceOrder) -> None:
         click.echo(f"note      {note.author or '-'}: {note.text}")
 
 
-from . import cli_kafka  # noqa: E402,F401  (registers the Kafka commands)
+from . import (  # noqa: E402
+    cli_audit,  # noqa: F401  (registers `audit`)
+    cli_history,  # noqa: F401  (registers `history`)
+    cli_kafka,  # noqa: F401  (registers the Kafka commands)
+)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -100,7 +100,7 @@ class Settings(BaseModel):
         for name, value in super().__repr_args__():
             if name == "kafka_options" and value:
                 value = {k: ("***" if "password" in k else v) for k, v in value.items()}
-            yield name, ("***" if name == "api_keys" and value else value)
+            yield name, ("***" if name in ("api_keys", "audit_hmac_key") and value else value)
 
     database: DatabaseConfig
     # Kafka (docs/kafka.md). No bootstrap servers: `serve` starts the embedded broker.
@@ -135,6 +135,9 @@ class Settings(BaseModel):
     hub_poll_seconds: float = Field(default=0.5, gt=0)
     hub_concurrency: int = Field(default=4, ge=1, le=64)
     hub_retention_hours: float = Field(default=24.0, ge=0)
+    # Audit (docs/audit.md): checkpoints signed with this key when set; never logged
+    audit_hmac_key: str | None = None
+    audit_checkpoint_interval: float = Field(default=300.0, gt=0)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -176,6 +179,9 @@ class Settings(BaseModel):
             "hub_poll_seconds": _float(env, "SERVICEORDERS_HUB_POLL", 0.5),
             "hub_concurrency": _int(env, "SERVICEORDERS_HUB_CONCURRENCY", 4),
             "hub_retention_hours": _float(env, "SERVICEORDERS_HUB_RETENTION_HOURS", 24.0),
+            "audit_hmac_key": env.get("SERVICEORDERS_AUDIT_HMAC_KEY") or None,
+            "audit_checkpoint_interval": _float(env, "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL",
+                                                300.0),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
@@ -235,6 +241,8 @@ ENV_NAMES = {
     "hub_poll_seconds": "SERVICEORDERS_HUB_POLL",
     "hub_concurrency": "SERVICEORDERS_HUB_CONCURRENCY",
     "hub_retention_hours": "SERVICEORDERS_HUB_RETENTION_HOURS",
+    "audit_hmac_key": "SERVICEORDERS_AUDIT_HMAC_KEY",
+    "audit_checkpoint_interval": "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL",
 }
 
 

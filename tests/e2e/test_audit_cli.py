@@ -1,0 +1,131 @@
+"""`serviceorders audit ...` run as a real process against PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import orjson
+import pytest
+from serviceorders.audit import Store
+from serviceorders.bootstrap import open_read_db
+from serviceorders.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+EXE = shutil.which("serviceorders")
+KEY = "cli-audit-key"
+
+
+def run(*args: str, url: str | None, cwd: Path | None = None, expect: int = 0,
+        key: str | None = None) -> subprocess.CompletedProcess[str]:
+    assert EXE, "the serviceorders console script is not installed"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "SERVICEORDERS_AUDIT_HMAC_KEY")}
+    if url is not None:
+        env["DATABASE_URL"] = url
+    if key is not None:
+        env["SERVICEORDERS_AUDIT_HMAC_KEY"] = key
+    done = subprocess.run([EXE, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == expect, (
+        f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
+        f"stdout: {done.stdout}\nstderr: {done.stderr}")
+    return done
+
+
+@pytest.fixture
+def url(settings: Settings) -> Iterator[str]:
+    url = settings.database.url(with_password=True)
+    run("db", "init", url=url)
+    db = open_read_db(settings)
+    try:
+        db.execute("DELETE FROM audit_checkpoint_head")
+        db.execute("DELETE FROM audit_checkpoint")
+        yield url
+        db.execute("DELETE FROM audit_checkpoint_head")
+        db.execute("DELETE FROM audit_checkpoint")
+    finally:
+        db.close()
+
+
+def test_checkpoint_verify_anchor_and_tampering(url: str, settings: Settings,
+                                                tmp_path: Path) -> None:
+    run("demo", url=url)
+    run("demo", url=url)
+    made = run("audit", "checkpoint", url=url, key=KEY)
+    checkpoint = json.loads(made.stdout)
+    assert checkpoint["seq"] == 1 and checkpoint["hmac"] and checkpoint["order_count"] == 2
+    assert "created checkpoint 1" in made.stderr and KEY not in made.stderr + made.stdout
+    again = run("audit", "checkpoint", url=url, key=KEY)
+    assert "nothing new since checkpoint 1" in again.stderr
+
+    anchor = tmp_path / "anchor.json"
+    run("audit", "anchor", "-o", str(anchor), url=url)
+    assert json.loads(anchor.read_text())["checkpoints"][0]["digest"] == checkpoint["digest"]
+
+    clean = run("audit", "verify", "--anchor", str(anchor), url=url, key=KEY)
+    assert clean.stdout.rstrip().endswith("OK")
+    assert "verify" in clean.stderr  # the progress bar
+    report = json.loads(run("audit", "verify", "--json", url=url, key=KEY).stdout)
+    assert report["ok"] and report["orders"] == 2 and report["checkpoints"] == 1
+
+    # an attacker edits one stored event
+    db = open_read_db(settings)
+    try:
+        store = Store(db)
+        oid, _, state = db.fetchone(
+            f"SELECT originator_id, originator_version, state FROM {store.events} "
+            "WHERE originator_version = 3")
+        edited = orjson.loads(bytes(state))
+        edited["note"] = "nobody approved this"
+        db.execute(f"UPDATE {store.events} SET state = %s WHERE originator_id = %s AND "
+                   "originator_version = 3", (orjson.dumps(edited), oid))
+    finally:
+        db.close()
+    order = str(UUID(str(oid)))
+    broken = run("audit", "verify", url=url, key=KEY, expect=1)
+    assert f"order {order}: first bad version 3: altered" in broken.stdout
+    assert "FAILED: 1 broken order(s)" in broken.stdout
+    found = json.loads(run("audit", "verify", "--json", url=url, expect=1).stdout)
+    assert [(p["order_id"], p["version"], p["kind"]) for p in found["broken_orders"]] == [
+        (order, 3, "altered")]
+
+
+def test_export_and_offline_verify(url: str, tmp_path: Path) -> None:
+    run("demo", url=url)
+    run("audit", "checkpoint", url=url)
+    run("demo", url=url)
+    run("audit", "checkpoint", url=url)
+    exported = tmp_path / "audit.jsonl"
+    done = run("audit", "export", "-o", str(exported), url=url)
+    assert "(complete)" in done.stderr
+    # offline: no DATABASE_URL, in an empty directory
+    auditor = tmp_path / "auditor"
+    auditor.mkdir()
+    offline = run("audit", "verify", "--file", str(exported), url=None, cwd=auditor)
+    assert offline.stdout.rstrip().endswith("OK")
+    assert not list(auditor.iterdir())  # no database was opened or created
+
+    lines = exported.read_text().splitlines()
+    event = next(i for i, line in enumerate(lines) if '"version":2' in line)
+    data = json.loads(lines[event])
+    data["state"]["correlation_id"] = "forged"
+    lines[event] = json.dumps(data)
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join(lines) + "\n")
+    failed = run("audit", "verify", "--file", str(tampered), url=None, cwd=auditor, expect=1)
+    assert f"order {data['order_id']}: first bad version 2: altered" in failed.stdout
+
+    order = data["order_id"]
+    part = tmp_path / "one.jsonl"
+    run("audit", "export", "--order", order, "-o", str(part), url=url)
+    partial = run("audit", "verify", "--file", str(part), url=None, cwd=auditor)
+    assert "partial export" in partial.stdout and partial.stdout.rstrip().endswith("OK")
+    since = run("audit", "export", "--since", "2000-01-01", url=url)
+    assert "(partial)" in since.stderr and '"type":"checkpoint"' in since.stdout
