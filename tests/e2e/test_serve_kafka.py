@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 
 def _get(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
 
 
