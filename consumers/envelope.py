@@ -28,6 +28,7 @@ from ..tmf641_in import (
 
 MAX_MESSAGE_BYTES = 1024 * 1024  # the same limit as an API body
 MAX_DEPTH = 64
+CHECKED = {"nul_checked": True}  # read_envelope checked the whole message for NUL
 
 CREATE = "ServiceOrderCreateEvent"
 REVISE = "ServiceOrderAttributeValueChangeEvent"
@@ -164,9 +165,11 @@ def read_envelope(value: bytes | None) -> Envelope:
     if not isinstance(data, dict):
         raise Refusal(NOT_ENVELOPE, "the value is JSON but not an object (a TMF641 event "
                                     "envelope is an object)")
-    if not _depth_ok(data):
+    # Fast paths: fewer opening brackets than the limit cannot nest deeper; JSON can only
+    # carry a NUL as the escape \u0000, so without one in the bytes there is none.
+    if value.count(b"{") + value.count(b"[") > MAX_DEPTH and not _depth_ok(data):
         raise Refusal(NOT_ENVELOPE, f"the value nests deeper than {MAX_DEPTH} levels")
-    if (where := find_nul(data)) is not None:
+    if b"\\u0000" in value and (where := find_nul(data)) is not None:
         raise Refusal(NOT_ENVELOPE, f"{where}: text must not contain NUL (U+0000) characters")
     try:
         return Envelope.model_validate(data)
@@ -232,7 +235,7 @@ def _command(env: Envelope, key_text: str | None) -> Parsed:
     if env.event_type == CREATE:
         resource = _resource(env, "serviceOrder", "ServiceOrder")
         try:
-            body = ServiceOrderCreate.model_validate(resource)
+            body = ServiceOrderCreate.model_validate(resource, context=CHECKED)
         except ValidationError as e:
             raise Refusal(INVALID_ORDER, _errors(e, "serviceOrder")) from None
         external = body.external_id or key_text
@@ -245,7 +248,7 @@ def _command(env: Envelope, key_text: str | None) -> Parsed:
     if env.event_type == REVISE:
         resource = _resource(env, "serviceOrder", "ServiceOrder")
         try:
-            body = ServiceOrderUpdate.model_validate(resource)
+            body = ServiceOrderUpdate.model_validate(resource, context=CHECKED)
         except ValidationError as e:
             raise Refusal(INVALID_ORDER, _errors(e, "serviceOrder")) from None
         items = tuple(item_to_domain(i) for i in body.service_order_item or ())
@@ -253,7 +256,7 @@ def _command(env: Envelope, key_text: str | None) -> Parsed:
     if env.event_type == CANCEL:
         resource = _resource(env, "cancelServiceOrder", "CancelServiceOrder")
         try:
-            cancel = CancelServiceOrderCreate.model_validate(resource)
+            cancel = CancelServiceOrderCreate.model_validate(resource, context=CHECKED)
         except ValidationError as e:
             raise Refusal(INVALID_ORDER, _errors(e, "cancelServiceOrder")) from None
         order = resource.get("serviceOrder") or {}

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
+from psycopg.sql import SQL, Identifier
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
@@ -21,6 +22,29 @@ from .store import IntakeWrite
 
 
 class IntakePostgresRecorder(PostgresApplicationRecorder):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The library's statement passes the events as an array of a composite type, whose
+        # text dumping costs about 0.1 ms of client CPU per event; four arrays of plain
+        # types (binary-dumped by psycopg) do the same insert, in the same order.
+        self.fast_insert_statement = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT i, v, t, s FROM unnest(%s::uuid[], %s::integer[], %s::text[], %s::bytea[]) "
+            "WITH ORDINALITY AS e(i, v, t, s, n) ORDER BY n RETURNING notification_id"
+        ).format(schema=Identifier(self.datastore.schema),
+                 table=Identifier(self.events_table_name))
+
+    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent],
+                              **kwargs: Any) -> None:
+        # Exactly the library's steps (table lock, NOTIFY, insert), with the faster insert.
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(self.fast_insert_statement,
+                     ([e.originator_id for e in stored_events],
+                      [e.originator_version for e in stored_events],
+                      [e.topic for e in stored_events], [e.state for e in stored_events]),
+                     prepare=True)
+
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> None:
         intake: IntakeWrite | None = kwargs.get("intake")

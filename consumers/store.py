@@ -226,6 +226,10 @@ class IntakeStore:
         return {int(p): int(o) for p, o in rows if wanted is None or p in wanted}
 
     def applied_ids(self, event_ids: Sequence[str]) -> set[str]:
+        if self.db.dialect == "postgres":  # one array parameter: one plan, any length
+            return {r[0] for r in self.db.fetchall(
+                "SELECT event_id FROM intake_applied WHERE event_id = ANY(%s)",
+                (list(event_ids),))}
         found: set[str] = set()
         for i in range(0, len(event_ids), 500):
             chunk = list(event_ids[i:i + 500])
@@ -238,6 +242,10 @@ class IntakeStore:
         """Which of these orders have events (one query, not one per order)."""
         found: set[UUID] = set()
         ids = list(dict.fromkeys(order_ids))
+        if self.db.dialect == "postgres":
+            return {UUID(str(r[0])) for r in self.db.fetchall(
+                f"SELECT originator_id FROM {self.events_table} WHERE originator_id = ANY(%s) "
+                "AND originator_version = 1", (ids,))}
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             marks = ", ".join(["%s"] * len(chunk))

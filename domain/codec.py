@@ -35,8 +35,8 @@ class PydanticMapper(Mapper[Any]):
     reveal: Callable[[str], str] | None = None
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
-        if hasattr(domain_event, "stored_state"):
-            state = domain_event.stored_state()
+        if hasattr(domain_event, "state_for_storage"):
+            state = domain_event.state_for_storage()
         else:  # snapshots
             state = domain_event.model_dump(mode="json", exclude=_IDENTITY)
         data = self.transcoder.encode(state)

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from eventsourcing.domain import CanInitAggregate, CanMutateAggregate
 from eventsourcing.utils import register_topic
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from .chain import event_hash
 from .values import (
@@ -51,6 +51,7 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
     causation_id: str | None = None
     prev_hash: str
     hash: str = ""
+    _stored: dict[str, Any] | None = PrivateAttr(default=None)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -59,18 +60,39 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
 
     def model_post_init(self, context: Any, /) -> None:
         if not self.hash:  # a new event; a stored one arrives with its hash
-            object.__setattr__(self, "hash", self.compute_hash())
+            state = self._dump()
+            digest = event_hash(self.TOPIC, self.originator_id, self.originator_version, state)
+            object.__setattr__(self, "hash", digest)
+            state["hash"] = digest  # same key order as a fresh dump
+            self._stored = state  # dumped once: the mapper stores exactly this
 
-    def stored_state(self) -> dict[str, Any]:
-        """The event state as the store keeps it (JSON types, no id or version)."""
+    def __eq__(self, other: object) -> bool:  # the fields; not the cached stored state
+        if not isinstance(other, OrderEvent):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.originator_id, self.originator_version, self.hash))
+
+    def _dump(self) -> dict[str, Any]:
         state = self.model_dump(mode="json", exclude={"originator_id", "originator_version"})
         if self.class_version > 1:
             state["class_version"] = self.class_version
         return state
 
+    def stored_state(self) -> dict[str, Any]:
+        """The event state as the store keeps it (JSON types, no id or version)."""
+        return dict(self.state_for_storage())
+
+    def state_for_storage(self) -> dict[str, Any]:
+        """The same, computed once and shared: never change it."""
+        if self._stored is None:
+            self._stored = self._dump()
+        return self._stored
+
     def compute_hash(self) -> str:
         return event_hash(self.TOPIC, self.originator_id, self.originator_version,
-                          self.stored_state())
+                          self._dump())  # from the fields, never a cached copy
 
     def mutate(self, aggregate: Any) -> Any:
         state_before = aggregate.state if aggregate is not None else None

@@ -133,6 +133,7 @@ class Vault:
         self.keys = keys
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, bytes | None]] = {}
+        self._ciphers: dict[bytes, AESGCM] = {}
 
     def _key(self, scope: str, create: bool) -> bytes | None:
         hit = self._cache.get(scope)
@@ -152,7 +153,7 @@ class Vault:
             raise ErasedScope(f"the personal data of {scope!r} was erased: new personal data "
                               "for it cannot be stored")
         nonce = os.urandom(12)
-        sealed = AESGCM(key).encrypt(nonce, value.encode(), scope.encode())
+        sealed = self._cipher(key).encrypt(nonce, value.encode(), scope.encode())
         return f"{TOKEN_PREFIX}{_b64(scope.encode())}:{_b64(nonce + sealed)}"
 
     def reveal(self, value: str) -> str:
@@ -168,9 +169,17 @@ class Vault:
         if key is None:
             return ERASED
         try:
-            return AESGCM(key).decrypt(data[:12], data[12:], scope.encode()).decode()
+            return self._cipher(key).decrypt(data[:12], data[12:], scope.encode()).decode()
         except (InvalidTag, ValueError):
             return ERASED
+
+    def _cipher(self, key: bytes) -> AESGCM:
+        found = self._ciphers.get(key)
+        if found is None:
+            if len(self._ciphers) > 10_000:
+                self._ciphers.clear()
+            found = self._ciphers[key] = AESGCM(key)
+        return found
 
     def forget(self, scope: str) -> None:
         self._cache.pop(scope, None)

@@ -9,7 +9,15 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .domain.values import (
     HeaderChange,
@@ -142,7 +150,9 @@ class TmfBody(Tmf):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul(cls, data: Any) -> Any:
+    def _no_nul(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context and info.context.get("nul_checked"):  # the caller checked the bytes
+            return data
         where = find_nul(data)
         if where is not None:
             raise ValueError(f"{where}: text must not contain NUL (U+0000) characters")
