@@ -40,14 +40,31 @@ def command_context(request: Request) -> CommandContext:
                           causation_id=(request.headers.get("x-causation-id") or None))
 
 
+async def read_body(request: Request) -> None:
+    """Router dependency: read the body on the event loop, so that the handlers can be
+    plain functions, which FastAPI runs in its thread pool: a handler waiting on the
+    database then never holds up the other requests."""
+    await request.body()
+
+
+def request_body(request: Request) -> bytes:
+    """The body `read_body` read (Starlette keeps it on the request)."""
+    return getattr(request, "_body", b"")
+
+
 async def body_as(request: Request, model: type[M], media: tuple[str, ...] = JSON_TYPES) -> M:
+    await request.body()
+    return body_of(request, model, media)
+
+
+def body_of(request: Request, model: type[M], media: tuple[str, ...] = JSON_TYPES) -> M:
     """The JSON body validated as `model`: 415 for another media type, 400 listing every
-    problem otherwise."""
+    problem otherwise (the body was read by `read_body`)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in media:
         raise ApiError(415, "unsupported_media_type", "Unsupported Media Type",
                        f"send {' or '.join(media)}, not {content_type or 'no content type'}")
-    raw = await request.body()
+    raw = request_body(request)
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

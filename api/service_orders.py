@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..domain.errors import IllegalTransition, OrderNotFound
@@ -25,18 +25,20 @@ from ..tmf641_in import (
 from .common import (
     QueryInt,
     base_url,
-    body_as,
+    body_of,
     check_if_match,
     clamp_page,
     command_context,
     ctx_of,
     etag,
     parse_uuid,
+    read_body,
     select_fields,
 )
 from .errors import ApiError
 
-router = APIRouter(prefix=BASE_PATH, tags=["TMF641 serviceOrder"])
+router = APIRouter(prefix=BASE_PATH, tags=["TMF641 serviceOrder"],
+                   dependencies=[Depends(read_body)])
 ALWAYS = ("id", "href", "state", "orderDate", "serviceOrderItem", "@type")
 MAX_PAGE = 1000
 
@@ -80,10 +82,10 @@ def document_response(request: Request, order_id: UUID, status: int,
                          "into the review queue as `acknowledged`, flagged for the reviewer. "
                          "An `externalId` (or an `Idempotency-Key` header) makes creation "
                          "idempotent: a retry gets the first order back.")
-async def create_service_order(request: Request) -> JSONResponse:
+def create_service_order(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     cmd = command_context(request)
-    body = await body_as(request, ServiceOrderCreate)
+    body = body_of(request, ServiceOrderCreate)
     key = request.headers.get("idempotency-key", "").strip()[:200]
     header, items, notes = order_to_domain(body)
     # A retry with the same key (or the same externalId) finds the order it created.
@@ -159,11 +161,11 @@ def retrieve_service_order(request: Request, id: str, fields: str | None = None
                           "orders: nothing (409 with the reason). `state` cannot be patched: "
                           "use cancelServiceOrder or the workflow endpoints. `If-Match` with the "
                           "ETag makes the change conditional (412 when the order moved).")
-async def patch_service_order(request: Request, id: str) -> JSONResponse:
+def patch_service_order(request: Request, id: str) -> JSONResponse:
     ctx = ctx_of(request)
     cmd = command_context(request)
     order_id = parse_uuid(id, "service order")
-    body = await body_as(request, ServiceOrderUpdate)
+    body = body_of(request, ServiceOrderUpdate)
     if body.unchangeable():
         raise ApiError(400, "unchangeable_attribute", "Bad Request",
                        f"{', '.join(body.unchangeable())} cannot be changed by PATCH "
@@ -205,7 +207,8 @@ def delete_service_order(request: Request, id: str) -> Response:
 
 
 # -------------------------------------------------------------- cancelServiceOrder
-cancel_router = APIRouter(prefix=BASE_PATH, tags=["TMF641 cancelServiceOrder"])
+cancel_router = APIRouter(prefix=BASE_PATH, tags=["TMF641 cancelServiceOrder"],
+                          dependencies=[Depends(read_body)])
 CANCEL_ALWAYS = ("id", "href", "state", "@type")
 
 
@@ -246,10 +249,10 @@ def cancel_response(request: Request, request_id: str, status: int) -> JSONRespo
                                 "(→ pendingCancellation → cancelled) or denies it (the order "
                                 "returns to its prior state). The request's state uses v4's "
                                 "vocabulary: accepted, inProgress, done.")
-async def create_cancel_service_order(request: Request) -> JSONResponse:
+def create_cancel_service_order(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     cmd = command_context(request)
-    body = await body_as(request, CancelServiceOrderCreate)
+    body = body_of(request, CancelServiceOrderCreate)
     order_id = parse_uuid(body.service_order.id, "service order")
     load_visible(request, order_id)
     request_id = ctx.app.request_cancellation(cmd, order_id, body.cancellation_reason,

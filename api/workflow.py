@@ -18,7 +18,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -41,18 +41,20 @@ from ..projections.queries import MAX_LIMIT, QueueFilter
 from .common import (
     QueryInt,
     base_url,
-    body_as,
+    body_of,
     check_if_match,
     clamp_page,
     command_context,
     ctx_of,
     etag,
     parse_uuid,
+    read_body,
+    request_body,
 )
 from .errors import ApiError
 from .service_orders import document_response
 
-router = APIRouter(prefix="/api/v1", tags=["workflow"])
+router = APIRouter(prefix="/api/v1", tags=["workflow"], dependencies=[Depends(read_body)])
 
 MAX_TEXT = 4000
 _ERRORS = {400: {"description": "Invalid body or command (TMF Error, every problem listed)"},
@@ -178,11 +180,11 @@ class ItemStateBody(Body):
     reason: str | None = OptionalText
 
 
-async def optional_body_as(request: Request, model: type[Body]) -> Any:
+def optional_body_as(request: Request, model: type[Body]) -> Any:
     """Like `body_as`, but an empty body (no content) means every field at its default."""
-    if not (await request.body()).strip():
+    if not request_body(request).strip():
         return model()
-    return await body_as(request, model)
+    return body_of(request, model)
 
 
 # --------------------------------------------------------------------- views
@@ -308,10 +310,10 @@ def order_response(request: Request, order: ServiceOrder) -> JSONResponse:
                          "Returns {id, version, state: draft} with the draft's ETag and "
                          "Location. An externalId already taken is a 409.",
              responses=_ERRORS)
-async def create_draft(request: Request) -> JSONResponse:
+def create_draft(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     cmd = command_context(request)
-    body = await body_as(request, DraftCreate)
+    body = body_of(request, DraftCreate)
     order_id = ctx.app.draft_order(cmd, body.header())
     ctx.sync()
     order = load(request, order_id)
@@ -339,9 +341,9 @@ def retrieve_draft(request: Request, id: str) -> JSONResponse:
                          "quantity, dependsOn [item ids]. Problems do not refuse an item: "
                          "see /validation. Returns the draft (If-Match optional).",
              responses=_ERRORS)
-async def add_item(request: Request, id: str) -> JSONResponse:
+def add_item(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await body_as(request, ItemCreate)
+    body = body_of(request, ItemCreate)
     order = load(request, parse_uuid(id, "draft"), "draft")
     check_if_match(request, order.version)
     app = ctx_of(request).app
@@ -354,9 +356,9 @@ async def add_item(request: Request, id: str) -> JSONResponse:
                           "remove, place {id, name}, quantity, dependsOn [item ids] (replaces "
                           "the list). Returns the draft (If-Match optional).",
               responses=_ERRORS)
-async def configure_item(request: Request, id: str, itemId: str) -> JSONResponse:
+def configure_item(request: Request, id: str, itemId: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await body_as(request, ItemChange)
+    body = body_of(request, ItemChange)
     order = load(request, parse_uuid(id, "draft"), "draft")
     check_if_match(request, order.version)
     execute(request, order, lambda o: o.configure_line(
@@ -482,9 +484,9 @@ def _decide(request: Request, id: str, command: Callable[[ServiceOrder], Any]) -
                          "order's ETag (428 without, 412 when the order changed). Four-eyes: "
                          "the submitter may not decide (403). Returns the TMF641 order and "
                          "its new ETag.", responses=_DECISION_ERRORS)
-async def approve(request: Request, id: str) -> JSONResponse:
+def approve(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await optional_body_as(request, NoteBody)
+    body = optional_body_as(request, NoteBody)
     four_eyes = ctx_of(request).app.four_eyes
     return _decide(request, id, lambda o: o.approve(cmd, body.note, four_eyes=four_eyes))
 
@@ -493,9 +495,9 @@ async def approve(request: Request, id: str) -> JSONResponse:
              description="acknowledged → rejected. Body {reason} (required: 400 without). "
                          "Requires If-Match (428 / 412); four-eyes applies.",
              responses=_DECISION_ERRORS)
-async def reject(request: Request, id: str) -> JSONResponse:
+def reject(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await body_as(request, ReasonBody)
+    body = body_of(request, ReasonBody)
     four_eyes = ctx_of(request).app.four_eyes
     return _decide(request, id, lambda o: o.reject(cmd, body.reason, four_eyes=four_eyes))
 
@@ -504,9 +506,9 @@ async def reject(request: Request, id: str) -> JSONResponse:
              description="assessingCancellation → pendingCancellation; fulfilment then "
                          "carries it out (/cancel). Body {note?}. Requires If-Match (428 / "
                          "412).", responses=_DECISION_ERRORS)
-async def approve_cancellation(request: Request, id: str) -> JSONResponse:
+def approve_cancellation(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await optional_body_as(request, NoteBody)
+    body = optional_body_as(request, NoteBody)
     return _decide(request, id, lambda o: o.approve_cancellation(cmd, body.note))
 
 
@@ -514,9 +516,9 @@ async def approve_cancellation(request: Request, id: str) -> JSONResponse:
              description="The order returns to the state it had before the request. Body "
                          "{reason} (required). Requires If-Match (428 / 412).",
              responses=_DECISION_ERRORS)
-async def deny_cancellation(request: Request, id: str) -> JSONResponse:
+def deny_cancellation(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await body_as(request, ReasonBody)
+    body = body_of(request, ReasonBody)
     return _decide(request, id, lambda o: o.deny_cancellation(cmd, body.reason))
 
 
@@ -537,9 +539,9 @@ _FULFIL = " Returns the TMF641 order and its ETag; If-Match optional (412 when s
                          "The last final item settles the order (completed, failed, partial, "
                          "cancelled). Only while the order is inProgress." + _FULFIL,
              responses=_ERRORS)
-async def item_state(request: Request, id: str, itemId: str) -> JSONResponse:
+def item_state(request: Request, id: str, itemId: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await body_as(request, ItemStateBody)
+    body = body_of(request, ItemStateBody)
     return _act(request, id, lambda o: o.change_item_state(cmd, itemId, body.state,
                                                             body.reason))
 
@@ -547,36 +549,36 @@ async def item_state(request: Request, id: str, itemId: str) -> JSONResponse:
 @router.post("/orders/{id}/hold", summary="Hold an order (blocked by an issue)",
              description="inProgress → held. Body {reason} (required)." + _FULFIL,
              responses=_ERRORS)
-async def hold(request: Request, id: str) -> JSONResponse:
+def hold(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await body_as(request, ReasonBody)
+    body = body_of(request, ReasonBody)
     return _act(request, id, lambda o: o.hold(cmd, body.reason))
 
 
 @router.post("/orders/{id}/resume", summary="Resume a held order (issue resolved)",
              description="held → inProgress. Body {note?} (may be empty)." + _FULFIL,
              responses=_ERRORS)
-async def resume(request: Request, id: str) -> JSONResponse:
+def resume(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await optional_body_as(request, NoteBody)
+    body = optional_body_as(request, NoteBody)
     return _act(request, id, lambda o: o.resume(cmd, body.note))
 
 
 @router.post("/orders/{id}/informationRequest", summary="Ask the requester for information",
              description="inProgress → pending. Body {information} (what is needed)."
                          + _FULFIL, responses=_ERRORS)
-async def request_information(request: Request, id: str) -> JSONResponse:
+def request_information(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await body_as(request, InformationBody)
+    body = body_of(request, InformationBody)
     return _act(request, id, lambda o: o.request_information(cmd, body.information))
 
 
 @router.post("/orders/{id}/information", summary="Provide the information asked for",
              description="pending → inProgress. Body {information}." + _FULFIL,
              responses=_ERRORS)
-async def provide_information(request: Request, id: str) -> JSONResponse:
+def provide_information(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await body_as(request, InformationBody)
+    body = body_of(request, InformationBody)
     return _act(request, id, lambda o: o.provide_information(cmd, body.information))
 
 
@@ -584,9 +586,9 @@ async def provide_information(request: Request, id: str) -> JSONResponse:
              description="Once (inProgress, pending or held): from then on the order can no "
                          "longer be revised or cancelled. Body {note?}." + _FULFIL,
              responses=_ERRORS)
-async def point_of_no_return(request: Request, id: str) -> JSONResponse:
+def point_of_no_return(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await optional_body_as(request, NoteBody)
+    body = optional_body_as(request, NoteBody)
     return _act(request, id, lambda o: o.reach_point_of_no_return(cmd, body.note))
 
 
@@ -594,9 +596,9 @@ async def point_of_no_return(request: Request, id: str) -> JSONResponse:
              description="Directly (acknowledged, inProgress, pending, held), or to carry out "
                          "an approved cancellation (pendingCancellation) → cancelled. Body "
                          "{reason?}." + _FULFIL, responses=_ERRORS)
-async def cancel(request: Request, id: str) -> JSONResponse:
+def cancel(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await optional_body_as(request, OptionalReasonBody)
+    body = optional_body_as(request, OptionalReasonBody)
     return _act(request, id, lambda o: o.cancel(cmd, body.reason))
 
 
@@ -604,9 +606,9 @@ async def cancel(request: Request, id: str) -> JSONResponse:
              description="Any state, drafts and final orders included. Body {text}. Returns "
                          "the TMF641 order (a draft: its domain view) and its ETag.",
              responses=_ERRORS)
-async def add_note(request: Request, id: str) -> JSONResponse:
+def add_note(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
-    body = await body_as(request, TextBody)
+    body = body_of(request, TextBody)
     return _act(request, id, lambda o: o.add_note(cmd, body.text))
 
 

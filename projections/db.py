@@ -17,7 +17,8 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.types.json import Jsonb
+import orjson
+from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 
 from ..settings import DatabaseConfig
 
@@ -126,6 +127,10 @@ class ReadDb:
                 for row in found]
 
 
+def _orjson_text(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def lock_key(name: str) -> int:
     return zlib.crc32(name.encode())
 
@@ -139,6 +144,9 @@ class PostgresDb(ReadDb):
             password=config.password or None, autocommit=True, connect_timeout=10,
             **config.options)
         self.lock_timeout = lock_timeout_seconds
+        # orjson for json / jsonb on this connection: several times faster than the stdlib.
+        set_json_dumps(_orjson_text, context=self.conn)
+        set_json_loads(orjson.loads, context=self.conn)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.conn.execute(sql, params or None)
