@@ -192,9 +192,8 @@ class IntakeWrite:
                   "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING"),
                 [(o.event_id, now, o.topic, None if o.key is None else blob(o.key),
                   blob(o.value), _headers_json(o.headers)) for o in self.outbox])
-        if pg:  # surface any error of the rows above here, not at commit
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
+        # No fetch after these: in the recorder's pipeline a fetch may pick up the result
+        # of an earlier statement. Their errors surface at the library's sync or at commit.
 
 
 def _headers_json(headers: Iterable[tuple[str, bytes | None]]) -> str:

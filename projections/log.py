@@ -48,6 +48,18 @@ class Batch:
     # the earlier events (before the page) of the orders that already existed, in version
     # order: for projections that replay an order event by event (notifications)
     earlier: dict[UUID, list[OrderEvent]] = field(default_factory=dict)
+    # TMF641 documents rendered while applying the page, by (order id, version): rendered
+    # once, shared by the projections that need the same one
+    docs: dict[tuple[UUID, int], dict[str, Any]] = field(default_factory=dict)
+
+    def document(self, order: ServiceOrder) -> dict[str, Any]:
+        from ..tmf641 import order_to_tmf641
+
+        key = (order.id, order.version)
+        found = self.docs.get(key)
+        if found is None:
+            found = self.docs[key] = order_to_tmf641(order)
+        return found
 
     def last_event_per_order(self) -> dict[UUID, OrderEvent]:
         return {event.originator_id: event for _, event in self.events}

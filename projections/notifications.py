@@ -11,7 +11,7 @@ Which domain events produce which notifications is documented in docs/notificati
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
@@ -86,7 +86,7 @@ class NotificationOutbox(Projection):
         for position, event in batch.events:
             tracker = trackers.get(event.originator_id)
             if tracker is None:
-                tracker = _Tracker(batch.earlier.get(event.originator_id, ()))
+                tracker = _Tracker(batch.earlier.get(event.originator_id, ()), batch.document)
                 trackers[event.originator_id] = tracker
             for seq, envelope in enumerate(tracker.step(event)):
                 rows.append({"position": position, "seq": seq,
@@ -101,12 +101,14 @@ class _Tracker:
     """One order replayed event by event: its TMF641 document before each event, and its
     cancellation requests (TMF641 cancelServiceOrder resources)."""
 
-    def __init__(self, history: Iterable[ev.OrderEvent]) -> None:
+    def __init__(self, history: Iterable[ev.OrderEvent],
+                 render: Callable[[ServiceOrder], dict[str, Any]] = order_to_tmf641) -> None:
         self.order: ServiceOrder | None = None
         self.cancels: dict[str, dict[str, Any]] = {}
+        self.render = render
         for event in history:
             self._advance(event)
-        self.doc = order_to_tmf641(self.order) if _visible(self.order) else None
+        self.doc = render(self.order) if _visible(self.order) else None
 
     def _advance(self, event: ev.OrderEvent) -> dict[str, Any] | None:
         """Apply the event; returns the cancelServiceOrder it created or changed."""
@@ -162,7 +164,7 @@ class _Tracker:
             return out
         if not _visible(order):  # drafts are not TMF641 orders
             return out
-        doc = order_to_tmf641(order)
+        doc = self.render(order)
         self.doc = doc
         if not was_visible:  # submitted: the order now exists for TMF641
             emit(CREATE, {"serviceOrder": _with_href(doc)})

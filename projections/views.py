@@ -189,16 +189,16 @@ class OrderDocument(Projection):
         orders = batch.orders.values()
         db.executemany(f"DELETE FROM {table} WHERE order_id = %s",
                        [(db.adapt(o.id, "uuid"),) for o in orders if o.deleted])
-        db.upsert(self.table, table, [document_row(o) for o in orders
+        db.upsert(self.table, table, [document_row(o, batch) for o in orders
                                       if o.state is not OrderState.DRAFT and not o.deleted])
 
 
-def document_row(order: ServiceOrder) -> dict[str, Any]:
+def document_row(order: ServiceOrder, batch: Batch | None = None) -> dict[str, Any]:
     return {"order_id": order.id, "external_id": order.header.external_id,
             "state": order.state.value, "category": order.header.category,
             "priority": order.header.priority, "order_date": order.submitted_at,
-            "document": order_to_tmf641(order), "last_change_at": order.modified_on,
-            "version": order.version}
+            "document": batch.document(order) if batch else order_to_tmf641(order),
+            "last_change_at": order.modified_on, "version": order.version}
 
 
 # ----------------------------------------------------------- cancellation_request
