@@ -2,11 +2,15 @@
 history, with snapshots every 50 versions (the default) and with snapshots off
 (SERVICEORDERS_SNAPSHOT_INTERVAL=0), on the same database.
 
-Two orders are received (2 events each), one through each application, then grow by notes
-(`order.add_note`, saved in chunks of 100 events, one transaction each), so that the
-snapshots are taken as in production for the first and never for the second (the engine
-reads the snapshot table either way: IS_SNAPSHOTTING_ENABLED is always on). At each
-history length the median of several loads is taken.
+Two orders are received (2 events each) and approved, one through each application, then
+grow by hold / resume cycles (fulfilment pausing and resuming the work, saved in chunks of
+100 events, one transaction each): events whose effect on the order's state does not grow
+with their number, so that the figure isolates the cost of the history's length. (Notes,
+by contrast, stay in the order's state: an order with 10,000 notes is a bigger order, and
+loads slower with or without snapshots.) Snapshots are taken as in production for the
+first order and never for the second (the engine reads the snapshot table either way:
+IS_SNAPSHOTTING_ENABLED is always on). At each history length the median of several loads
+is taken.
 """
 
 from __future__ import annotations
@@ -47,20 +51,25 @@ def run(database_url: str, body: dict[str, Any], levels: list[int], budget_s: fl
     try:
         upstream = CommandContext.for_actor("bench", Role.UPSTREAM, Channel.KAFKA)
         operator = CommandContext.for_actor("bench-ops", Role.OPERATOR)
+        manager = CommandContext.for_actor("bench-manager", Role.MANAGER)
         header, items, notes = order_to_domain(ServiceOrderCreate.model_validate(body))
         ids = {}
         for name, app in (("snapshots", snap), ("no_snapshots", plain)):
             body = {**body, "externalId": f"{body.get('externalId', 'LOAD')}-{name}"}
             header, items, notes = order_to_domain(ServiceOrderCreate.model_validate(body))
             ids[name] = app.receive_order(upstream, header, items, notes=notes)[0]
-        versions = {name: 2 for name in ids}
+            app.approve(manager, ids[name])
+        versions = {name: 3 for name in ids}
         for level in sorted(levels):
             for name, app in (("snapshots", snap), ("no_snapshots", plain)):
                 order_id = ids[name]
                 while versions[name] < level:
                     order = app.get_order(order_id)
                     for _ in range(min(100, level - versions[name])):
-                        order.add_note(operator, f"note {versions[name]}")
+                        if versions[name] % 2:  # odd versions: in progress, even: held
+                            order.hold(operator, "maintenance window")
+                        else:
+                            order.resume(operator, "window over")
                         versions[name] += 1
                     app.save(order)
                 assert app.get_order(order_id).version == level
