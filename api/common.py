@@ -11,7 +11,7 @@ from fastapi import Request
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from ..domain.values import Actor, Channel, CommandContext, Source
-from ..tmf641_in import find_nul
+from ..tmf641_in import find_nul, json_limits
 from .context import ApiContext
 from .errors import ApiError
 
@@ -71,6 +71,11 @@ def body_of(request: Request, model: type[M], media: tuple[str, ...] = JSON_TYPE
         raise ApiError(400, "invalid_json", "Bad Request", f"the body is not JSON: {e}") from e
     except RecursionError:
         raise ApiError(400, "invalid_json", "Bad Request", "the body nests too deeply") from None
+    except ValueError as e:  # e.g. a number of more than 4,300 digits
+        raise ApiError(400, "invalid_json", "Bad Request", f"the body is not JSON: {e}") from e
+    limit = json_limits(data)
+    if limit is not None:
+        raise ApiError(400, "invalid_json", "Bad Request", limit)
     where = find_nul(data)
     if where is not None:  # PostgreSQL cannot store it: refused at every door
         raise ApiError(400, "invalid_text", "Bad Request",

@@ -181,12 +181,12 @@ def patch_service_order(request: Request, id: str) -> JSONResponse:
                                 "an order's external id never changes")
     items = [item_to_domain(i) for i in body.service_order_item or []]
     change = header_change(body)
-    if items or change.model_fields_set:
-        ctx.app.revise(cmd, order_id, items=items, header=change)
     known = {n.text for n in order.notes}
-    for note in body.note or []:
-        if note.text not in known:
-            ctx.app.add_note(cmd, order_id, note.text)
+    notes = list(dict.fromkeys(n.text for n in body.note or [] if n.text not in known))
+    if items or change.model_fields_set or notes:
+        # On the order as loaded and checked against If-Match, saved once: a concurrent
+        # change makes the whole PATCH a 409, never half of it.
+        ctx.app.amend(cmd, order, items, change, notes)
     ctx.sync()
     return document_response(request, order_id, 200)
 

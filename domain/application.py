@@ -218,6 +218,18 @@ class ServiceOrders(Application[UUID]):
         order.revise(ctx, self.catalog, items, removed_item_ids, header)
         return self._save(order)
 
+    def amend(self, ctx: CommandContext, order: ServiceOrder, items: Iterable[OrderItem] = (),
+              header: HeaderChange | None = None, notes: Iterable[str] = ()) -> ServiceOrder:
+        """A revision and new notes applied to `order` as the caller loaded it (and checked
+        its version), saved in one transaction: all or nothing, and a ConcurrencyConflict
+        when the order moved since it was loaded (the TMF641 PATCH)."""
+        items, header = self.protect_change(order, items, header)
+        if items or (header is not None and header.model_fields_set):
+            order.revise(ctx, self.catalog, items, (), header)
+        for text in notes:
+            order.add_note(ctx, text)
+        return self._save(order)
+
     # -------------------------------------------------------------- cancellation
     def request_cancellation(self, ctx: CommandContext, order_id: UUID,
                              reason: str | None = None,
