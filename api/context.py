@@ -3,10 +3,12 @@ read-your-writes (a write returns only once the projections have reached it)."""
 
 from __future__ import annotations
 
+import contextlib
 import queue
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..bootstrap import build_application, build_projector, open_read_db
 from ..domain.application import ServiceOrders
@@ -33,12 +35,21 @@ class ApiContext:
         return cls(settings=settings, app=build_application(settings), auth=auth,
                    base_url=base_url)
 
+    def _pooled(self) -> ReadDb:
+        """An idle connection that still works (the server may have closed it: a database
+        restart), else a new one."""
+        while True:
+            try:
+                db = self._pool.get_nowait()
+            except queue.Empty:
+                return open_read_db(self.settings)
+            if db.alive():
+                return db
+            db.close()
+
     @contextmanager
     def read(self) -> Iterator[ReadModels]:
-        try:
-            db = self._pool.get_nowait()
-        except queue.Empty:
-            db = open_read_db(self.settings)
+        db = self._pooled()
         try:
             yield ReadModels(db)
         except Exception:
@@ -49,16 +60,34 @@ class ApiContext:
 
     def sync(self) -> None:
         """Bring the read models up to the log head as it is now (read-your-writes)."""
-        try:
-            projector = self._projectors.get_nowait()
-        except queue.Empty:
-            projector = build_projector(self.settings)
-        try:
-            projector.wait_until(projector.log.head(), timeout=self.sync_timeout)
-        except Exception:
-            projector.db.close()
-            raise
-        self._projectors.put(projector)
+        for attempt in (1, 2):
+            try:
+                projector = (self._projectors.get_nowait() if attempt == 1
+                             else build_projector(self.settings))
+            except queue.Empty:
+                projector = build_projector(self.settings)
+            try:
+                projector.wait_until(projector.log.head(), timeout=self.sync_timeout)
+            except Exception as e:
+                projector.db.close()
+                if attempt == 1 and projector.db.is_disconnect(e):
+                    # The server dropped an idle connection (a database restart): the
+                    # other idle ones are gone too. Once more, on a new connection.
+                    self._drain(self._projectors)
+                    continue
+                raise
+            self._projectors.put(projector)
+            return
+
+    @staticmethod
+    def _drain(pool: queue.Queue[Any]) -> None:
+        while True:
+            try:
+                item = pool.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                (item.db if isinstance(item, Projector) else item).close()
 
     def close(self) -> None:
         for q in (self._pool, self._projectors):

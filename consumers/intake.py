@@ -35,7 +35,7 @@ from ..domain.order import ServiceOrder, order_id_for
 from ..domain.values import Actor, Channel, CommandContext, Role, Source
 from ..tmf641_in import order_to_domain
 from . import envelope as env
-from .store import Applied, DeadLetter, IntakeStore, IntakeWrite, OutboxRecord
+from .store import Applied, DeadLetter, IntakeStore, IntakeWrite, OutboxRecord, digest
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,13 @@ class Intake:
         batch = _Batch(self, fresh)
         batch.run()
         write = IntakeWrite(applied=batch.applied, dead_letters=batch.dead, outbox=batch.outbox)
-        for m in fresh:
+        last: dict[tuple[str, int], Message] = {}
+        for m in fresh:  # sorted by offset: the last one per partition wins
             tp = (m.topic, m.partition)
             result.positions[tp] = max(result.positions.get(tp, 0), m.offset + 1)
-        write.positions = {tp: (stored.get(tp), new) for tp, new in result.positions.items()}
+            last[tp] = m
+        write.positions = {tp: (stored.get(tp), new, digest(last[tp].key, last[tp].value))
+                           for tp, new in result.positions.items()}
         orders = [o for o in batch.orders.values() if o is not None and o.pending_events]
         self.app.save(*orders, intake=write)
         result.applied, result.duplicates = len(batch.applied), batch.duplicates

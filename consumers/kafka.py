@@ -25,7 +25,7 @@ from ..projections.db import Busy, ReadDb
 from ..projections.notifications import absolute_hrefs
 from ..settings import Settings
 from .intake import Intake, Message
-from .store import IntakeStore, StaleBatch, headers_from_json, utcnow
+from .store import IntakeStore, StaleBatch, digest, headers_from_json, utcnow
 
 log = logging.getLogger("serviceorders.kafka")
 
@@ -122,6 +122,7 @@ class _Probe:
 
     expected: int
     deadline: float
+    digest: str | None = None  # of the record applied last: the one the probe must find
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -190,6 +191,13 @@ class ConsumerWorker:
                 log.warning("database unavailable (%s); retrying in %.1fs", e, wait)
                 self._wait(wait)
 
+    def _digests(self) -> dict[int, str | None]:
+        try:
+            return IntakeStore(self.db).last_digests(self.settings.inbound_topic)
+        except Exception:
+            self._drop_db()
+            return {}
+
     def _wait(self, seconds: float) -> None:
         """Sleep without dropping out of the group: poll paused partitions meanwhile."""
         deadline = time.monotonic() + seconds
@@ -209,6 +217,7 @@ class ConsumerWorker:
         the broker's log still reaches it."""
         assert self.consumer is not None
         positions = self._positions()
+        digests = self._digests()
         for tp in partitions:
             position = positions.get(tp.partition)
             self.stored[tp] = position
@@ -219,7 +228,8 @@ class ConsumerWorker:
                 self.consumer.seek(tp, 0)
             else:  # re-read the last applied record: it must still be there
                 self.consumer.seek(tp, position - 1)
-                self.probes[tp] = _Probe(position, time.monotonic() + PROBE_SECONDS)
+                self.probes[tp] = _Probe(position, time.monotonic() + PROBE_SECONDS,
+                                         digests.get(tp.partition))
 
     # ------------------------------------------------------------------ loop
     def connect(self) -> KafkaConsumer:
@@ -263,6 +273,13 @@ class ConsumerWorker:
             if not batch:
                 continue
             probe = self.probes.pop(tp, None)
+            if (probe is not None and probe.digest is not None
+                    and batch[0].offset == probe.expected - 1
+                    and digest(batch[0].key, batch[0].value) != probe.digest):
+                # A record at that offset, but not the one applied there: the log was
+                # replaced (an emptied broker that already refilled past the position).
+                self._log_behind(tp, probe.expected)
+                continue
             if probe is not None and batch[0].offset < probe.expected - 1:
                 # Reset to before the record we sought (Kafka's answer to a fetch beyond the
                 # log's end, with auto_offset_reset): these records are not ours to skip.
@@ -317,8 +334,9 @@ class ConsumerWorker:
             try:
                 with self.db.transaction():
                     moved = self.db.execute(
-                        "UPDATE intake_position SET next_offset = %s, updated_at = %s WHERE "
-                        "topic = %s AND partition = %s AND next_offset = %s",
+                        "UPDATE intake_position SET next_offset = %s, updated_at = %s, "
+                        "last_digest = NULL WHERE topic = %s AND partition = %s AND "
+                        "next_offset = %s",
                         (start, utcnow() if self.db.dialect == "postgres" else
                          utcnow().isoformat(), tp.topic, tp.partition, expected))
                     del moved

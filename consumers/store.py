@@ -30,7 +30,8 @@ from ..projections.db import ReadDb
 POSTGRES_DDL = (
     """CREATE TABLE IF NOT EXISTS intake_position (
         topic text NOT NULL, partition integer NOT NULL, next_offset bigint NOT NULL,
-        updated_at timestamptz NOT NULL, PRIMARY KEY (topic, partition))""",
+        updated_at timestamptz NOT NULL, last_digest text, PRIMARY KEY (topic, partition))""",
+    "ALTER TABLE intake_position ADD COLUMN IF NOT EXISTS last_digest text",
     """CREATE TABLE IF NOT EXISTS intake_applied (
         event_id text PRIMARY KEY, topic text NOT NULL, partition integer NOT NULL,
         "offset" bigint NOT NULL, order_id uuid, event_type text NOT NULL,
@@ -58,7 +59,7 @@ POSTGRES_DDL = (
 SQLITE_DDL = (
     """CREATE TABLE IF NOT EXISTS intake_position (
         topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
-        updated_at TEXT NOT NULL, PRIMARY KEY (topic, partition))""",
+        updated_at TEXT NOT NULL, last_digest TEXT, PRIMARY KEY (topic, partition))""",
     """CREATE TABLE IF NOT EXISTS intake_applied (
         event_id TEXT PRIMARY KEY, topic TEXT NOT NULL, partition INTEGER NOT NULL,
         "offset" INTEGER NOT NULL, order_id TEXT, event_type TEXT NOT NULL,
@@ -87,6 +88,10 @@ def create_tables(db: ReadDb) -> None:
     with db.transaction():
         for statement in POSTGRES_DDL if db.dialect == "postgres" else SQLITE_DDL:
             db.execute(statement)
+        if db.dialect == "sqlite":  # a file made before the column existed
+            columns = {r[1] for r in db.fetchall("PRAGMA table_info(intake_position)")}
+            if "last_digest" not in columns:
+                db.execute("ALTER TABLE intake_position ADD COLUMN last_digest TEXT")
 
 
 def utcnow() -> datetime:
@@ -142,9 +147,9 @@ class IntakeWrite:
     """Everything a batch records beside its events, written in their transaction.
 
     `positions` maps (topic, partition) to (expected stored next offset or None when the
-    batch started with no stored position, new next offset)."""
+    batch started with no stored position, new next offset, digest of the last record)."""
 
-    positions: dict[tuple[str, int], tuple[int | None, int]] = field(default_factory=dict)
+    positions: dict[tuple[str, int], tuple[int | None, int, str]] = field(default_factory=dict)
     applied: list[Applied] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     outbox: list[OutboxRecord] = field(default_factory=list)
@@ -155,16 +160,17 @@ class IntakeWrite:
         q = (lambda sql: sql) if pg else (lambda sql: sql.replace("%s", "?"))
         now: Any = utcnow() if pg else utcnow().isoformat(timespec="microseconds")
         blob: Any = bytes if pg else (lambda b: b)
-        for (topic, partition), (expected, new) in sorted(self.positions.items()):
+        for (topic, partition), (expected, new, last) in sorted(self.positions.items()):
             if expected is None:  # first batch of this partition: the row must not exist
                 cursor.execute(q("INSERT INTO intake_position (topic, partition, next_offset, "
-                                 "updated_at) VALUES (%s, %s, %s, %s) "
+                                 "updated_at, last_digest) VALUES (%s, %s, %s, %s, %s) "
                                  "ON CONFLICT (topic, partition) DO NOTHING RETURNING 1"),
-                               (topic, partition, new, now))
+                               (topic, partition, new, now, last))
             else:  # compare-and-set: only from the position the batch started from
-                cursor.execute(q("UPDATE intake_position SET next_offset = %s, updated_at = %s "
-                                 "WHERE topic = %s AND partition = %s AND next_offset = %s "
-                                 "RETURNING 1"), (new, now, topic, partition, expected))
+                cursor.execute(q("UPDATE intake_position SET next_offset = %s, updated_at = %s, "
+                                 "last_digest = %s WHERE topic = %s AND partition = %s AND "
+                                 "next_offset = %s RETURNING 1"),
+                               (new, now, last, topic, partition, expected))
             if cursor.fetchone() is None:
                 raise StaleBatch(f"{topic}[{partition}]: the stored position is no longer "
                                  f"{expected}; another consumer took over this partition")
@@ -223,6 +229,11 @@ class IntakeStore:
                                 "WHERE topic = %s", (topic,))
         wanted = None if partitions is None else set(partitions)
         return {int(p): int(o) for p, o in rows if wanted is None or p in wanted}
+
+    def last_digests(self, topic: str) -> dict[int, str | None]:
+        """Per partition, the digest of the last record applied (None: not known)."""
+        return {int(p): d for p, d in self.db.fetchall(
+            "SELECT partition, last_digest FROM intake_position WHERE topic = %s", (topic,))}
 
     def applied_ids(self, event_ids: Sequence[str]) -> set[str]:
         if self.db.dialect == "postgres":  # one array parameter: one plan, any length

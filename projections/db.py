@@ -16,8 +16,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
-import psycopg
 import orjson
+import psycopg
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 
 from ..settings import DatabaseConfig
@@ -80,6 +80,14 @@ class ReadDb:
     def adapt(self, value: Any, kind: str) -> Any: ...
     def normalise(self, value: Any, kind: str) -> Any: ...
     def decode(self, value: Any, kind: str) -> Any: ...
+
+    def alive(self) -> bool:
+        """Whether the connection still works (a cheap round trip where there is one)."""
+        return True
+
+    def is_disconnect(self, error: BaseException) -> bool:
+        """Whether `error` means the server dropped the connection (safe to retry afresh)."""
+        return False
 
     # -- shared
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
@@ -171,6 +179,19 @@ class PostgresDb(ReadDb):
 
     def close(self) -> None:
         self.conn.close()
+
+    def alive(self) -> bool:
+        if self.conn.closed or self.conn.broken:
+            return False
+        try:
+            self.conn.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
+    def is_disconnect(self, error: BaseException) -> bool:
+        return isinstance(error, psycopg.OperationalError) or bool(
+            self.conn.closed or self.conn.broken)
 
     def table_exists(self, name: str) -> bool:
         return self.fetchone("SELECT to_regclass(%s) IS NOT NULL", (name,))[0]  # type: ignore[index]
