@@ -18,16 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..domain.order import order_id_for
 from ..domain.values import HeaderChange, ItemState, OrderItem
 from ..tmf641_in import (
+    MAX_DEPTH,
     CancelServiceOrderCreate,
     ServiceOrderCreate,
     ServiceOrderUpdate,
     find_nul,
     header_change,
     item_to_domain,
+    json_limits,
 )
 
 MAX_MESSAGE_BYTES = 1024 * 1024  # the same limit as an API body
-MAX_DEPTH = 64
 CHECKED = {"nul_checked": True}  # read_envelope checked the whole message for NUL
 
 CREATE = "ServiceOrderCreateEvent"
@@ -130,19 +131,6 @@ class Parsed:
     command: Command
 
 
-def _depth_ok(data: Any) -> bool:
-    stack = [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return False
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-    return True
-
-
 def _errors(e: ValidationError, prefix: str) -> str:
     parts = []
     for err in e.errors(include_url=False)[:20]:
@@ -167,8 +155,9 @@ def read_envelope(value: bytes | None) -> Envelope:
                                     "envelope is an object)")
     # Fast paths: fewer opening brackets than the limit cannot nest deeper; JSON can only
     # carry a NUL as the escape \u0000, so without one in the bytes there is none.
-    if value.count(b"{") + value.count(b"[") > MAX_DEPTH and not _depth_ok(data):
-        raise Refusal(NOT_ENVELOPE, f"the value nests deeper than {MAX_DEPTH} levels")
+    if value.count(b"{") + value.count(b"[") > MAX_DEPTH and (
+            problem := json_limits(data, root="value")) is not None:
+        raise Refusal(NOT_ENVELOPE, problem)
     if b"\\u0000" in value and (where := find_nul(data)) is not None:
         raise Refusal(NOT_ENVELOPE, f"{where}: text must not contain NUL (U+0000) characters")
     try:

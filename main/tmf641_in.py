@@ -66,20 +66,18 @@ MAX_DEPTH = 64  # JSON nesting, at every door
 INT_RANGE = (-(2**63), 2**64 - 1)  # what the event store's JSON (orjson) can hold
 
 
-def json_limits(data: Any) -> str | None:
+def json_limits(data: Any, root: str = "body") -> str | None:
     """Why a decoded JSON document cannot be taken (nesting deeper than MAX_DEPTH, an
-    integer the store cannot hold), or None."""
-    stack: list[tuple[Any, int, str]] = [(data, 1, "body")]
+    integer the store cannot hold), or None; `root` names the document in the answer."""
+    stack: list[tuple[Any, int, str]] = [(data, 1, root)]
     while stack:
         node, depth, where = stack.pop()
         if depth > MAX_DEPTH:
             return f"{where}: nests deeper than {MAX_DEPTH} levels"
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1, f"{where}.{k}") for k, v in node.items()
-                         if isinstance(v, dict | list | int))
+        if isinstance(node, dict):  # every value is a level, leaves included (root = 1)
+            stack.extend((v, depth + 1, f"{where}.{k}") for k, v in node.items())
         elif isinstance(node, list):
-            stack.extend((v, depth + 1, f"{where}.{i}") for i, v in enumerate(node)
-                         if isinstance(v, dict | list | int))
+            stack.extend((v, depth + 1, f"{where}.{i}") for i, v in enumerate(node))
         elif isinstance(node, int) and not isinstance(node, bool) and not (
                 INT_RANGE[0] <= node <= INT_RANGE[1]):
             return f"{where}: the integer is outside {INT_RANGE[0]}..{INT_RANGE[1]}"
