@@ -90,10 +90,8 @@ class ApiContext:
                 (item.db if isinstance(item, Projector) else item).close()
 
     def close(self) -> None:
-        for q in (self._pool, self._projectors):
-            while not q.empty():
-                item = q.get_nowait()
-                (item.db if isinstance(item, Projector) else item).close()
+        self._drain(self._pool)
+        self._drain(self._projectors)
         self.app.close()
 
 

@@ -52,6 +52,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from serviceorders.consumers.broker import stop_group
 
 from .common import ROOT, engine_env, free_port, log, run_cli, serviceorders
 
@@ -155,16 +156,8 @@ class Slot:
     def terminate(self, timeout: float = 30) -> int | None:
         if self.popen is None:
             return None
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-                return -9
+        if stop_group(self.popen, timeout):
+            return -9
         return self.popen.returncode
 
 

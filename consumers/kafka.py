@@ -337,8 +337,8 @@ class ConsumerWorker:
                         "UPDATE intake_position SET next_offset = %s, updated_at = %s, "
                         "last_digest = NULL WHERE topic = %s AND partition = %s AND "
                         "next_offset = %s",
-                        (start, utcnow() if self.db.dialect == "postgres" else
-                         utcnow().isoformat(), tp.topic, tp.partition, expected))
+                        (start, self.db.adapt(utcnow(), "timestamptz"), tp.topic,
+                         tp.partition, expected))
                     del moved
                 break
             except Exception as e:
@@ -472,7 +472,12 @@ class Publisher:
                 raise TimeoutError("the outboxes did not drain")
 
     def _now(self) -> Any:
-        return utcnow() if self.db.dialect == "postgres" else utcnow().isoformat()
+        return self.db.adapt(utcnow(), "timestamptz")
+
+    def _mark_published(self, table: str, ids: list[Any]) -> None:
+        marks = ", ".join(["%s"] * len(ids))
+        self.db.execute(f"UPDATE {table} SET published_at = %s WHERE id IN ({marks})",
+                        [self._now(), *ids])
 
     def _lock_clause(self) -> str:
         return " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
@@ -508,9 +513,7 @@ class Publisher:
                                 None if key is None else bytes(key),
                                 None if value is None else bytes(value), hdrs))
             self._send_all(records)
-            marks = ", ".join(["%s"] * len(rows))
-            db.execute(f"UPDATE dead_letter SET published_at = %s WHERE id IN ({marks})",
-                       [self._now(), *[r[0] for r in rows]])
+            self._mark_published("dead_letter", [r[0] for r in rows])
         self.published += len(rows)
         return len(rows) == self.batch
 
@@ -525,9 +528,7 @@ class Publisher:
             self._send_all([(topic, None if key is None else bytes(key), bytes(value),
                              headers_from_json(headers))
                             for _, topic, key, value, headers in rows])
-            marks = ", ".join(["%s"] * len(rows))
-            db.execute(f"UPDATE kafka_outbox SET published_at = %s WHERE id IN ({marks})",
-                       [self._now(), *[r[0] for r in rows]])
+            self._mark_published("kafka_outbox", [r[0] for r in rows])
         self.published += len(rows)
         return len(rows) == self.batch
 

@@ -222,7 +222,7 @@ class IntakeStore:
 
     @property
     def events_table(self) -> str:
-        return "serviceorders_events" if self.db.dialect == "postgres" else "stored_events"
+        return self.db.events_table
 
     def positions(self, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
         rows = self.db.fetchall("SELECT partition, next_offset FROM intake_position "
@@ -256,18 +256,12 @@ class IntakeStore:
             return {UUID(str(r[0])) for r in self.db.fetchall(
                 f"SELECT originator_id FROM {self.events_table} WHERE originator_id = ANY(%s) "
                 "AND originator_version = 1", (ids,))}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for i in range(0, len(ids), 500):  # SQLite: ids as it stores them (hex)
+            chunk = [u.hex for u in ids[i:i + 500]]
             marks = ", ".join(["%s"] * len(chunk))
-            if self.db.dialect == "postgres":
-                params: list[Any] = chunk
-                sql = (f"SELECT DISTINCT originator_id FROM {self.events_table} "
-                       f"WHERE originator_id IN ({marks}) AND originator_version = 1")
-            else:
-                params = [u.hex for u in chunk]
-                sql = (f"SELECT DISTINCT originator_id FROM {self.events_table} "
-                       f"WHERE originator_id IN ({marks}) AND originator_version = 1")
-            found.update(UUID(str(r[0])) for r in self.db.fetchall(sql, params))
+            found.update(UUID(str(r[0])) for r in self.db.fetchall(
+                f"SELECT DISTINCT originator_id FROM {self.events_table} "
+                f"WHERE originator_id IN ({marks}) AND originator_version = 1", chunk))
         return found
 
     # ----------------------------------------------------------------- dead letters
@@ -302,9 +296,8 @@ class IntakeStore:
         return found[0] if found and found[0]["id"] == dl_id else None
 
     def mark_replayed(self, dl_id: int) -> None:
-        now: Any = utcnow() if self.db.dialect == "postgres" else utcnow().isoformat()
         self.db.execute("UPDATE dead_letter SET replayed_at = %s, replay_count = replay_count + 1 "
-                        "WHERE id = %s", (now, dl_id))
+                        "WHERE id = %s", (self.db.adapt(utcnow(), "timestamptz"), dl_id))
 
     def counts(self) -> dict[str, int]:
         out = {}

@@ -222,12 +222,8 @@ class Store:
 
     def __init__(self, db: ReadDb) -> None:
         self.db = db
-        if db.dialect == "postgres":
-            self.events, self.snapshots = "serviceorders_events", "serviceorders_snapshots"
-            self.position = "notification_id"
-        else:
-            self.events, self.snapshots = "stored_events", "stored_snapshots"
-            self.position = "rowid"
+        self.events, self.snapshots = db.events_table, db.snapshots_table
+        self.position = db.log_position
 
     def key(self, order_id: UUID) -> Any:
         return order_id if self.db.dialect == "postgres" else order_id.hex

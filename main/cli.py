@@ -403,8 +403,7 @@ def projections_status(obj: Context, as_json: bool) -> None:
 def _progress_bar(db: Any, label: str, passes: int = 1) -> Any:
     from tqdm import tqdm
 
-    total = db.fetchone("SELECT COUNT(*) FROM " + (
-        "serviceorders_events" if db.dialect == "postgres" else "stored_events"))[0]
+    total = db.fetchone(f"SELECT COUNT(*) FROM {db.events_table}")[0]
     return tqdm(total=total * passes, unit="ev", desc=label, file=sys.stderr, dynamic_ncols=True)
 
 

@@ -40,7 +40,7 @@ def erase_customer(settings: Settings, customer_id: str, actor: str, reason: str
         orders = [UUID(str(r[0])) for r in rows]
         had_key = erase(db, customer_id, actor, reason, len(orders))
         deleted = 0
-        table = ("serviceorders_snapshots" if db.dialect == "postgres" else "stored_snapshots")
+        table = db.snapshots_table
         for i in range(0, len(orders), 500):
             chunk = orders[i:i + 500]
             keys = [o if db.dialect == "postgres" else o.hex for o in chunk]

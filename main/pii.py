@@ -72,8 +72,7 @@ class KeyStore:
         self.lock = threading.RLock()
 
     def _now(self, db: ReadDb) -> Any:
-        now = datetime.now(UTC)
-        return now if db.dialect == "postgres" else now.isoformat()
+        return db.adapt(datetime.now(UTC), "timestamptz")
 
     def _with_db(self, fn: Callable[[ReadDb], Any]) -> Any:
         with self.lock:
@@ -190,9 +189,7 @@ class Vault:
 
 def erase(db: ReadDb, scope: str, actor: str, reason: str | None, orders: int) -> bool:
     """Delete the scope's key and record the erasure. False when it had no key."""
-    now: Any = datetime.now(UTC)
-    if db.dialect != "postgres":
-        now = now.isoformat()
+    now = db.adapt(datetime.now(UTC), "timestamptz")
     with db.transaction():
         row = db.fetchone("SELECT key FROM pii_key WHERE scope = %s", (scope,))
         if row is None:  # remember the erasure anyway: no key may be created later

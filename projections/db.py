@@ -61,6 +61,11 @@ class ReadDb:
     """A connection to the read-model database, with explicit transactions."""
 
     dialect: str
+    # The event store's tables in the same database (named by the eventsourcing library),
+    # and the column that orders the log.
+    events_table: str
+    snapshots_table: str
+    log_position: str
 
     @staticmethod
     def connect(config: DatabaseConfig, lock_timeout_seconds: int = 5) -> ReadDb:
@@ -145,6 +150,8 @@ def lock_key(name: str) -> int:
 
 class PostgresDb(ReadDb):
     dialect = "postgres"
+    events_table, snapshots_table = "serviceorders_events", "serviceorders_snapshots"
+    log_position = "notification_id"
 
     def __init__(self, config: DatabaseConfig, lock_timeout_seconds: int) -> None:
         self.conn = psycopg.connect(
@@ -220,6 +227,8 @@ class PostgresDb(ReadDb):
 
 class SqliteDb(ReadDb):
     dialect = "sqlite"
+    events_table, snapshots_table = "stored_events", "stored_snapshots"
+    log_position = "rowid"
 
     def __init__(self, config: DatabaseConfig, lock_timeout_seconds: int) -> None:
         self.conn = sqlite3.connect(config.dbname, timeout=lock_timeout_seconds,

@@ -78,10 +78,7 @@ class EventLog:
             mapper = copy.copy(mapper)
             mapper.reveal = Vault(KeyStore(db=db)).reveal  # type: ignore[attr-defined]
         self.mapper = mapper
-        if db.dialect == "postgres":
-            self.table, self.position = "serviceorders_events", "notification_id"
-        else:
-            self.table, self.position = "stored_events", "rowid"
+        self.table, self.position = db.events_table, db.log_position
 
     def head(self) -> int:
         row = self.db.fetchone(f"SELECT MAX({self.position}) FROM {self.table}")
