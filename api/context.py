@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import queue
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ class ApiContext:
     sync_timeout: float = 10.0
     _pool: queue.Queue[ReadDb] = field(default_factory=queue.Queue)
     _projectors: queue.Queue[Projector] = field(default_factory=queue.Queue)
+    _rounds: _Rounds = field(default_factory=lambda: _Rounds())
 
     @classmethod
     def build(cls, settings: Settings, auth: Authenticator, base_url: str | None = None
@@ -59,7 +61,13 @@ class ApiContext:
             self._pool.put(db)
 
     def sync(self) -> None:
-        """Bring the read models up to the log head as it is now (read-your-writes)."""
+        """Bring the read models up to the log head as it is now (read-your-writes).
+
+        Concurrent callers share the work: one projection round, started after every one
+        of them called, serves them all (see `_Rounds`)."""
+        self._rounds.join(self._sync_now)
+
+    def _sync_now(self) -> None:
         for attempt in (1, 2):
             try:
                 projector = (self._projectors.get_nowait() if attempt == 1
@@ -95,3 +103,46 @@ class ApiContext:
         self.app.close()
 
 
+
+
+class _Rounds:
+    """Runs `work` for many waiting threads at once: a caller needs one round that starts
+    after its call (a round already running may have read the log before the caller's
+    write); the first caller to find no round running runs the next one for every caller
+    waiting, and its outcome (done, or the error) is theirs."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._started = 0  # rounds started
+        self._finished = 0  # rounds finished
+        self._running = False
+        self._errors: dict[int, BaseException] = {}
+
+    def join(self, work: Callable[[], None]) -> None:
+        with self._cond:
+            needed = self._started + 1
+            while self._finished < needed:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                number = self._started
+                self._cond.release()
+                error: BaseException | None = None
+                try:
+                    work()
+                except BaseException as e:
+                    error = e
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._finished = number
+                    if error is not None:
+                        self._errors[number] = error
+                    self._errors.pop(number - 1000, None)  # keep the last thousand only
+                    self._cond.notify_all()
+            # Every round from `needed` on started after the call: the latest one decides.
+            error = self._errors.get(self._finished)
+        if error is not None:
+            raise error

@@ -117,8 +117,8 @@ class ServiceOrders(Application[UUID]):
             order_id = order_id_for(header.external_id)
         deterministic = order_id is not None
         order_id = order_id or order_id_for(None)
-        if deterministic and self.exists(order_id):
-            return order_id, False
+        # No "does it exist?" read first: the id is the order's key, so saving a second
+        # order under it fails, and that failure is the answer (one round trip fewer).
         header, items = self.protect(header, items)
         order = ServiceOrder.receive(ctx, header, items, self.catalog, order_id, notes)
         try:
