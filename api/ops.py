@@ -14,7 +14,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .common import ctx_of
 
@@ -40,16 +40,34 @@ class Metrics:
                                  ["listener", "state"], registry=self.registry)
 
 
-class MetricsMiddleware(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next):  # type: ignore[no-untyped-def]
+class MetricsMiddleware:
+    """Request counts and latency per route (plain ASGI: Starlette's BaseHTTPMiddleware
+    costs a task and a stream per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics: Metrics = request.app.state.metrics
-        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
+        status = 500  # unless the answer starts
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            metrics: Metrics = scope["app"].state.metrics
+            metrics.requests.labels(scope["method"], path, str(status)).inc()
+            metrics.latency.labels(scope["method"], path).observe(
+                time.perf_counter() - started)
 
 
 @router.get("/health", summary="Liveness: the process answers")

@@ -102,8 +102,13 @@ class ReadModels:
                           "o.order_date DESC, o.order_id", offset, limit)
 
     def document(self, order_id: UUID) -> dict[str, Any] | None:
-        page = self.documents(OrderFilter(ids=(order_id,)), limit=1)
-        return page.items[0] if page.items else None
+        cols = OrderDocument.table.column_names
+        row = self.db.fetchone(f"SELECT {', '.join(cols)} FROM {OrderDocument.table.name} "
+                               f"WHERE order_id = %s", [self.db.adapt(order_id, "uuid")])
+        if row is None:
+            return None
+        types = OrderDocument.table.types()
+        return {c: self.db.decode(v, types[c]) for c, v in zip(cols, row, strict=True)}
 
     def counts(self, by: str = "state", include_drafts: bool = False) -> dict[str | None, int]:
         """Number of orders per state, category, priority or customer."""
