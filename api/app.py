@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import audit, catalog, errors, hub, ops, service_orders, workflow
+from . import audit, catalog, console, errors, hub, ops, service_orders, workflow
 from .context import ApiContext
 from .errors import error_body, respond
 
@@ -115,6 +115,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(workflow.router)
     app.include_router(audit.router)
     app.include_router(ops.router)
+    app.mount(console.STATIC_PATH, console.static_files(), name="console-static")
+    app.include_router(console.router)  # the web console under /console, and / -> /console/
     app.add_middleware(ops.MetricsMiddleware)
     app.add_middleware(BodyLimit)
     app.add_middleware(NulInPath)

@@ -90,6 +90,9 @@ def redact(url: str) -> str:
     return url
 
 
+SECRET_FIELDS = frozenset({"api_keys", "audit_hmac_key", "console_secret"})
+
+
 class Settings(BaseModel):
     """Everything the engine can be told; see the settings table in README.md."""
 
@@ -100,7 +103,7 @@ class Settings(BaseModel):
         for name, value in super().__repr_args__():
             if name == "kafka_options" and value:
                 value = {k: ("***" if "password" in k else v) for k, v in value.items()}
-            yield name, ("***" if name in ("api_keys", "audit_hmac_key") and value else value)
+            yield name, ("***" if name in SECRET_FIELDS and value else value)
 
     database: DatabaseConfig
     # Kafka (docs/kafka.md). No bootstrap servers: `serve` starts the embedded broker.
@@ -138,6 +141,9 @@ class Settings(BaseModel):
     # Audit (docs/audit.md): checkpoints signed with this key when set; never logged
     audit_hmac_key: str | None = None
     audit_checkpoint_interval: float = Field(default=300.0, gt=0)
+    # Web console (docs/console.md): signs its session cookies; unset, a random secret per
+    # process (sessions end on restart and hold on one process only). Never logged.
+    console_secret: str | None = Field(default=None, min_length=32)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -182,6 +188,7 @@ class Settings(BaseModel):
             "audit_hmac_key": env.get("SERVICEORDERS_AUDIT_HMAC_KEY") or None,
             "audit_checkpoint_interval": _float(env, "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL",
                                                 300.0),
+            "console_secret": env.get("SERVICEORDERS_CONSOLE_SECRET") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
@@ -191,7 +198,8 @@ class Settings(BaseModel):
             field = str(first["loc"][0]) if first["loc"] else ""
             variable = ENV_NAMES.get(field, field)
             raw = env.get(variable)
-            shown = "" if raw is None or "password" in variable.lower() else f" (got {raw!r})"
+            secret = "password" in variable.lower() or "secret" in variable.lower()
+            shown = "" if raw is None or secret else f" (got {raw!r})"
             raise SettingsError(f"{variable}: {first['msg']}{shown}") from None
 
 
@@ -243,6 +251,7 @@ ENV_NAMES = {
     "hub_retention_hours": "SERVICEORDERS_HUB_RETENTION_HOURS",
     "audit_hmac_key": "SERVICEORDERS_AUDIT_HMAC_KEY",
     "audit_checkpoint_interval": "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL",
+    "console_secret": "SERVICEORDERS_CONSOLE_SECRET",
 }
 
 

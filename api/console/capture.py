@@ -1,0 +1,329 @@
+"""Manual capture: start a draft, add items from the catalog through generated forms,
+configure or remove them, see every problem at once, submit.
+
+The forms are read into the API's own request models (`DraftCreate`, `ItemCreate`,
+`ItemChange`), so the limits are the API's; each command is one `ServiceOrders` use case
+(the application seals personal values before the domain sees them), then `ctx.sync()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+from uuid import UUID
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from ...domain.catalog import ServiceSpecification
+from ...domain.errors import ConcurrencyConflict, DomainError, ValidationFailed
+from ...domain.order import ServiceOrder, order_id_for
+from ...domain.values import ItemAction, OrderItem, OrderState
+from ..common import command_context, ctx_of, parse_uuid
+from ..workflow import DraftCreate, ItemChange, ItemCreate, load, order_view
+from .forms import characteristic_fields, field_errors, parse_characteristics
+from .orders import by_site
+from .web import PREFIX, Refusal, Visit, begin, domain_status, page, redirect, render, text
+
+router = APIRouter()
+
+HEADER_FIELDS = ("externalId", "category", "priority", "description", "requestedStartDate",
+                 "requestedCompletionDate", "notificationContact", "customerId",
+                 "customerName")
+HEADER_NAMES = {"customer.id": "customerId", "customer.name": "customerName",
+                "customer": "customerId", **{n: n for n in HEADER_FIELDS}}
+ITEM_NAMES = {"id": "itemId", "action": "action", "serviceId": "serviceId",
+              "place.id": "placeId", "place.name": "placeName", "place": "placeId",
+              "quantity": "quantity", "dependsOn": "dependsOn[]", "characteristics": "_form"}
+ACTIONS = [a.value for a in ItemAction]
+
+
+def _draft_url(order_id: UUID) -> str:
+    return f"{PREFIX}/drafts/{order_id}"
+
+
+def _load_draft(request: Request, id: str) -> ServiceOrder:
+    order = load(request, parse_uuid(id, "draft"), "draft")
+    if order.deleted:
+        raise Refusal(404, "Not found", f"draft {id} was discarded")
+    return order
+
+
+# ------------------------------------------------------------------- header
+@router.get(PREFIX + "/drafts/new", include_in_schema=False)
+@page
+def new_draft(request: Request) -> Response:
+    current = begin(request)
+    return render(current, "draft_new.html", values={}, errors={})
+
+
+@router.post(PREFIX + "/drafts", include_in_schema=False)
+@page
+def create_draft(request: Request) -> Response:
+    current = begin(request)
+    form = current.form
+    values = {name: form.get(name, "") for name in HEADER_FIELDS}
+    data: dict[str, Any] = {n: text(form, n) for n in HEADER_FIELDS[:7] if text(form, n)}
+    errors: dict[str, str] = {}
+    if text(form, "customerId"):
+        data["customer"] = {"id": text(form, "customerId"), "name": text(form, "customerName")}
+    elif text(form, "customerName"):
+        errors["customerId"] = "give the customer's id too"
+    try:
+        body = DraftCreate.model_validate(data)
+    except ValidationError as e:
+        errors = {**field_errors(e, HEADER_NAMES), **errors}
+    if errors:
+        return render(current, "draft_new.html", status=400, values=values, errors=errors)
+    ctx = ctx_of(request)
+    try:
+        order_id = ctx.app.draft_order(command_context(request), body.header())
+    except ConcurrencyConflict:  # the id derives from the external id: it is taken
+        taken = order_id_for(body.external_id)
+        return render(current, "draft_new.html", status=409, values=values, taken=taken,
+                      errors={"externalId": "an order with this external id already exists"})
+    except DomainError as e:
+        return render(current, "draft_new.html", status=domain_status(e)[0], values=values,
+                      errors={"_form": str(e)})
+    ctx.sync()
+    return redirect(current, _draft_url(order_id))
+
+
+# -------------------------------------------------------------------- draft
+@router.get(PREFIX + "/drafts/{id}", include_in_schema=False)
+@page
+def draft(request: Request, id: str) -> Response:
+    current = begin(request)
+    order = _load_draft(request, id)
+    if order.state is not OrderState.DRAFT:
+        return redirect(current, f"{PREFIX}/orders/{order.id}")
+    return draft_page(current, order)
+
+
+def draft_page(current: Visit, order: ServiceOrder, status: int = 200, **values: Any
+               ) -> Response:
+    catalog = ctx_of(current.request).app.catalog
+    view = order_view(current.request, order)
+    problems = order.validate(catalog)  # what GET /api/v1/drafts/{id}/validation answers
+    return render(current, "draft.html", status=status, order=view, sites=by_site(view),
+                  problems=problems, refuses=any(p.structural for p in problems),
+                  order_item_ids=[i["id"] for i in view["items"]],
+                  spec_options=[(s.id, f"{s.name} ({s.category or s.id})")
+                                for s in catalog.specifications], notice=NOTICES.get(
+                      current.request.query_params.get("done", "")), **values)
+
+
+NOTICES = {"added": "Item added.", "configured": "Item saved.", "removed": "Item removed.",
+           "unchanged": "Nothing changed."}
+
+
+@router.post(PREFIX + "/drafts/{id}/submit", include_in_schema=False)
+@page
+def submit(request: Request, id: str) -> Response:
+    current = begin(request)
+    order = _load_draft(request, id)
+    ctx = ctx_of(request)
+    try:
+        ctx.app.submit(command_context(request), order.id)
+    except ValidationFailed as e:
+        return draft_page(current, _load_draft(request, id), 400, refused=e.problems)
+    except DomainError as e:
+        return draft_page(current, _load_draft(request, id), domain_status(e)[0],
+                          refusal=str(e))
+    ctx.sync()
+    return redirect(current, f"{PREFIX}/orders/{order.id}?done=submitted")
+
+
+@router.post(PREFIX + "/drafts/{id}/discard", include_in_schema=False)
+@page
+def discard(request: Request, id: str) -> Response:
+    current = begin(request)
+    order = _load_draft(request, id)
+    ctx = ctx_of(request)
+    try:
+        ctx.app.delete(command_context(request), order.id, "draft discarded")
+    except DomainError as e:
+        return draft_page(current, order, domain_status(e)[0], refusal=str(e))
+    ctx.sync()
+    return redirect(current, f"{PREFIX}/orders?state=draft")
+
+
+# -------------------------------------------------------------------- items
+def _spec(request: Request, spec_id: str | None) -> ServiceSpecification:
+    spec = ctx_of(request).app.catalog.get(spec_id or "")
+    if spec is None:
+        raise Refusal(404, "Not found", f"the catalog has no specification {spec_id!r}: "
+                      "choose one from the list")
+    return spec
+
+
+def _next_item_id(order: ServiceOrder) -> str:
+    number = len(order.items) + 1
+    while str(number) in order.items:
+        number += 1
+    return str(number)
+
+
+def item_form(current: Visit, order: ServiceOrder, spec: ServiceSpecification,
+              item: OrderItem | None, status: int = 200, errors: Mapping[str, str] | None = None,
+              raw: Mapping[str, str] | None = None) -> Response:
+    errors = dict(errors or {})
+    char_errors = {k.removeprefix("char."): v for k, v in errors.items()
+                   if k.startswith("char.")}
+    values = item.characteristics if item else {}
+    if raw is not None:
+        shown = dict(raw)
+    elif item is not None:
+        shown = {"itemId": item.id, "action": item.action.value,
+                 "serviceId": item.service_id or "",
+                 "placeId": item.place.id if item.place else "",
+                 "placeName": (item.place.name or "") if item.place else "",
+                 "quantity": str(item.quantity), "dependsOn[]": "\n".join(item.depends_on)}
+    else:
+        shown = {"itemId": _next_item_id(order), "action": "add", "quantity": "1"}
+    return render(current, "item_form.html", status=status, order=order_view(
+        current.request, order), spec=spec, item=item, values=shown, errors=errors,
+        fields=characteristic_fields(spec, values, char_errors, raw), actions=ACTIONS,
+        chosen=shown.get("dependsOn[]", "").split("\n"),
+        others=[i for i in order.items if item is None or i != item.id])
+
+
+@router.get(PREFIX + "/drafts/{id}/items/new", include_in_schema=False)
+@page
+def new_item(request: Request, id: str) -> Response:
+    current = begin(request)
+    order = _load_draft(request, id)
+    return item_form(current, order, _spec(request, request.query_params.get("spec")), None)
+
+
+def _common_item_data(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    data: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    place_id, place_name = text(form, "placeId"), text(form, "placeName")
+    if place_id:
+        data["place"] = {"id": place_id, "name": place_name}
+    elif place_name:
+        errors["placeId"] = "give the site's id too"
+    quantity = text(form, "quantity")
+    if quantity is not None:
+        if quantity.isdigit():
+            data["quantity"] = int(quantity)
+        else:
+            errors["quantity"] = "must be a whole number"
+    depends = [d for d in form.get("dependsOn[]", "").split("\n") if d]
+    data["dependsOn"] = depends
+    return data, errors
+
+
+@router.post(PREFIX + "/drafts/{id}/items", include_in_schema=False)
+@page
+def add_item(request: Request, id: str) -> Response:
+    current = begin(request)
+    form = current.form
+    order = _load_draft(request, id)
+    spec = _spec(request, form.get("spec"))
+    values, _, char_errors = parse_characteristics(spec, form)
+    values = {k: v for k, v in values.items()  # an untouched checkbox keeps the default
+              if not (isinstance(v, bool) and spec.characteristic(k).default is v)}  # type: ignore[union-attr]
+    data, errors = _common_item_data(form)
+    data.update({"id": text(form, "itemId") or "", "action": form.get("action", "add"),
+                 "specificationId": spec.id, "serviceId": text(form, "serviceId"),
+                 "characteristics": values})
+    errors.update({f"char.{k}": v for k, v in char_errors.items()})
+    try:
+        body = ItemCreate.model_validate(data)
+    except ValidationError as e:
+        errors = {**field_errors(e, ITEM_NAMES), **errors}
+    if errors:
+        return item_form(current, order, spec, None, 400, errors, form)
+    ctx = ctx_of(request)
+    try:
+        ctx.app.add_line(command_context(request), order.id, body.domain())
+    except DomainError as e:
+        return item_form(current, order, spec, None, domain_status(e)[0], {"_form": str(e)},
+                         form)
+    ctx.sync()
+    return redirect(current, f"{_draft_url(order.id)}?done=added#item-{quote(body.id)}")
+
+
+def _item(order: ServiceOrder, item_id: str) -> OrderItem:
+    item = order.items.get(item_id)
+    if item is None:
+        raise Refusal(404, "Not found", f"draft {order.id} has no item {item_id}")
+    return item
+
+
+@router.get(PREFIX + "/drafts/{id}/items/{item_id}/edit", include_in_schema=False)
+@page
+def edit_item(request: Request, id: str, item_id: str) -> Response:
+    current = begin(request)
+    order = _load_draft(request, id)
+    item = _item(order, item_id)
+    if item.specification is None or ctx_of(request).app.catalog.get(
+            item.specification.id) is None:
+        raise Refusal(409, "Cannot edit here", f"item {item_id} has no specification of the "
+                      "catalog: remove it and add it again")
+    return item_form(current, order, _spec(request, item.specification.id), item)
+
+
+@router.post(PREFIX + "/drafts/{id}/items/{item_id}", include_in_schema=False)
+@page
+def configure_item(request: Request, id: str, item_id: str) -> Response:
+    current = begin(request)
+    form = current.form
+    order = _load_draft(request, id)
+    item = _item(order, item_id)
+    spec = _spec(request, item.specification.id if item.specification else None)
+    values, empty, char_errors = parse_characteristics(spec, form)
+    had = item.characteristics
+    changed = {k: v for k, v in values.items()
+               if not (k in had and type(had[k]) is type(v) and had[k] == v)
+               and not (k not in had and isinstance(v, bool)
+                        and spec.characteristic(k).default is v)}  # type: ignore[union-attr]
+    data, errors = _common_item_data(form)
+    errors.update({f"char.{k}": v for k, v in char_errors.items()})
+    change: dict[str, Any] = {"characteristics": changed or None,
+                              "clear": [k for k in empty if k in had]}
+    current_place = item.place.model_dump(include={"id", "name"}) if item.place else None
+    if data.get("place") != current_place and "place" in data:
+        change["place"] = data["place"]
+    if data.get("quantity", item.quantity) != item.quantity:
+        change["quantity"] = data["quantity"]
+    if data["dependsOn"] != list(item.depends_on):
+        change["dependsOn"] = data["dependsOn"]
+    try:
+        body = ItemChange.model_validate(change)
+    except ValidationError as e:
+        errors = {**field_errors(e, ITEM_NAMES), **errors}
+    if errors:
+        return item_form(current, order, spec, item, 400, errors, form)
+    if not (body.characteristics or body.clear or body.place or body.quantity
+            or body.depends_on is not None):
+        return redirect(current, f"{_draft_url(order.id)}?done=unchanged")
+    ctx = ctx_of(request)
+    try:
+        ctx.app.configure_line(command_context(request), order.id, item_id,
+                               body.characteristics, body.clear,
+                               body.place.domain() if body.place else None, body.quantity,
+                               body.depends_on)
+    except DomainError as e:
+        return item_form(current, order, spec, item, domain_status(e)[0], {"_form": str(e)},
+                         form)
+    ctx.sync()
+    return redirect(current, f"{_draft_url(order.id)}?done=configured#item-{quote(item_id)}")
+
+
+@router.post(PREFIX + "/drafts/{id}/items/{item_id}/remove", include_in_schema=False)
+@page
+def remove_item(request: Request, id: str, item_id: str) -> Response:
+    current = begin(request)
+    order = _load_draft(request, id)
+    ctx = ctx_of(request)
+    try:
+        ctx.app.remove_line(command_context(request), order.id, item_id)
+    except DomainError as e:
+        return draft_page(current, order, domain_status(e)[0], refusal=str(e))
+    ctx.sync()
+    return redirect(current, f"{_draft_url(order.id)}?done=removed")

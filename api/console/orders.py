@@ -1,0 +1,209 @@
+"""Order search, an order's detail with its timeline, and the manager's decisions.
+
+Decisions run exactly as the API's (`workflow.load` + `workflow.execute`): the command runs
+on the order as loaded, after checking it is still the version the page showed (the form's
+`version`, the API's If-Match), and the store refuses the save if anyone wrote in between.
+Either way a late decision is shown as a plain conflict, not an error page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from ... import history
+from ...domain.errors import ConcurrencyConflict, DomainError, OrderNotFound
+from ...domain.lifecycle import Action
+from ...domain.order import ServiceOrder
+from ...domain.values import OrderState
+from ...projections.queries import OrderFilter
+from ..common import command_context, ctx_of, parse_uuid
+from ..workflow import NoteBody, ReasonBody, execute, load, order_view
+from .web import (
+    PREFIX,
+    Refusal,
+    Visit,
+    _when,
+    begin,
+    domain_status,
+    page,
+    query_of,
+    redirect,
+    render,
+)
+
+router = APIRouter()
+PAGE_SIZE = 25
+STATES = [s.value for s in OrderState]
+DONE = {"approved": "The order is approved and in progress.",
+        "rejected": "The order is rejected.",
+        "cancellation-approved": "The cancellation is approved.",
+        "cancellation-denied": "The cancellation is denied; the order is back as it was.",
+        "submitted": "The order is submitted and waits in the review queue."}
+
+
+# ------------------------------------------------------------------- search
+@router.get(PREFIX + "/orders", include_in_schema=False)
+@page
+def orders(request: Request) -> Response:
+    current = begin(request)
+    query = query_of(request)
+    wanted = query.get("q")
+    if wanted:  # an order id opens it; anything else is an external id
+        found = _find(request, wanted)
+        if found is not None:
+            return redirect(current, f"{PREFIX}/orders/{found}")
+    state = query.get("state") if query.get("state") in STATES else None
+    where = OrderFilter(state=state, external_id=wanted, customer=query.get("customer"),
+                        priority=query.get("priority"), category=query.get("category"),
+                        include_drafts=state == OrderState.DRAFT)
+    offset = _offset(query)
+    with ctx_of(request).read() as models:
+        found_page = models.search_orders(where, offset=offset, limit=PAGE_SIZE)
+    return render(current, "orders.html", query=query, page=found_page, states=STATES,
+                  page_size=PAGE_SIZE)
+
+
+def _find(request: Request, wanted: str) -> UUID | None:
+    try:
+        order_id = UUID(wanted)
+    except ValueError:
+        return None
+    return order_id if ctx_of(request).app.exists(order_id) else None
+
+
+def _offset(query: dict[str, str]) -> int:
+    raw = query.get("offset", "0")
+    return min(int(raw), 1_000_000) if raw.isdigit() else 0
+
+
+# ------------------------------------------------------------------- detail
+@router.get(PREFIX + "/orders/{id}", include_in_schema=False)
+@page
+def order_detail(request: Request, id: str) -> Response:
+    current = begin(request)
+    order = load(request, parse_uuid(id))
+    notice = DONE.get(request.query_params.get("done", ""))
+    return detail(current, order, notice=notice)
+
+
+def detail(current: Visit, order: ServiceOrder, status: int = 200, **values: Any) -> Response:
+    request = current.request
+    app = ctx_of(request).app
+    view = order_view(request, order)
+    timeline = history.timeline(app, order.id, documents=False)
+    actor = current.actor
+    own = (app.four_eyes and actor is not None and order.submitted_by is not None
+           and order.submitted_by.id == actor.id)
+    return render(current, "order.html", status=status, order=view, sites=by_site(view),
+                  timeline=timeline, four_eyes_own=own, verbs=VERBS, **values)
+
+
+def by_site(view: dict[str, Any]) -> list[tuple[dict[str, Any] | None, list[dict[str, Any]]]]:
+    """Items grouped per site (place), in order of first appearance; no site last."""
+    groups: dict[str | None, tuple[dict[str, Any] | None, list[dict[str, Any]]]] = {}
+    for item in view["items"]:
+        place = item["place"]
+        groups.setdefault(place["id"] if place else None, (place, []))[1].append(item)
+    return sorted(groups.values(), key=lambda group: group[0] is None)
+
+
+# ----------------------------------------------------------------- decisions
+Command = Callable[[ServiceOrder], Any]
+
+
+def _approve(request: Request, text: str | None) -> Command:
+    cmd, four_eyes = command_context(request), ctx_of(request).app.four_eyes
+    return lambda o: o.approve(cmd, text, four_eyes=four_eyes)
+
+
+def _reject(request: Request, text: str | None) -> Command:
+    cmd, four_eyes = command_context(request), ctx_of(request).app.four_eyes
+    return lambda o: o.reject(cmd, text or "", four_eyes=four_eyes)
+
+
+def _approve_cancellation(request: Request, text: str | None) -> Command:
+    cmd = command_context(request)
+    return lambda o: o.approve_cancellation(cmd, text)
+
+
+def _deny_cancellation(request: Request, text: str | None) -> Command:
+    cmd = command_context(request)
+    return lambda o: o.deny_cancellation(cmd, text or "")
+
+
+# decision -> (the action it is, the form field with its text, whether the text is
+# required (the API's ReasonBody) or optional (NoteBody), the command, what is done)
+DECISIONS: dict[str, tuple[Action, str, bool, Callable[[Request, str | None], Command], str]] = {
+    "approve": (Action.APPROVE, "note", False, _approve, "approved"),
+    "reject": (Action.REJECT, "reason", True, _reject, "rejected"),
+    "approve-cancellation": (Action.APPROVE_CANCELLATION, "note", False,
+                             _approve_cancellation, "cancellation-approved"),
+    "deny-cancellation": (Action.DENY_CANCELLATION, "reason", True, _deny_cancellation,
+                          "cancellation-denied"),
+}
+
+
+@router.post(PREFIX + "/orders/{id}/{decision}", include_in_schema=False)
+@page
+def decide(request: Request, id: str, decision: str) -> Response:
+    current = begin(request)
+    if decision not in DECISIONS:
+        raise Refusal(404, "Not found", f"there is no decision {decision!r}")
+    _, field, required, make_command, done = DECISIONS[decision]
+    order_id = parse_uuid(id)
+    order = load(request, order_id)
+    text = current.form.get(field, "").strip() or None
+    try:
+        (ReasonBody if required else NoteBody).model_validate({field: text})
+    except ValidationError as e:
+        message = "a reason is required" if required and not text else \
+            e.errors(include_url=False)[0]["msg"]
+        return detail(current, order, 400, form_errors={decision: message},
+                      form_values={decision: text or ""})
+    version = current.form.get("version", "")
+    if not version.isdigit() or int(version) != order.version:
+        return detail(current, order, 409, conflict=conflict_message(request, order, version))
+    try:
+        execute(request, order, make_command(request, text))
+    except ConcurrencyConflict:
+        fresh = load(request, order_id)
+        return detail(current, fresh, 409,
+                      conflict=conflict_message(request, fresh, str(order.version)))
+    except (DomainError, OrderNotFound) as e:
+        status, title = domain_status(e)
+        return detail(current, load(request, order_id), status, refusal=(title, str(e)),
+                      form_values={decision: text or ""})
+    return redirect(current, f"{PREFIX}/orders/{order_id}?done={done}")
+
+
+VERBS = {"OrderDrafted": "drafted", "LineAdded": "item added", "LineConfigured":
+         "item configured", "LineRemoved": "item removed", "OrderSubmitted": "submitted",
+         "OrderApproved": "approved", "OrderRejected": "rejected", "OrderHeld": "held",
+         "OrderResumed": "resumed", "InformationRequested": "information requested",
+         "InformationProvided": "information provided", "ItemStateChanged":
+         "item state changed", "OrderRevised": "revised", "PointOfNoReturnReached":
+         "point of no return reached", "CancellationRequested": "cancellation requested",
+         "CancellationApproved": "cancellation approved", "CancellationDenied":
+         "cancellation denied", "OrderCancelled": "cancelled", "OrderCompleted": "completed",
+         "OrderFailed": "failed", "OrderPartiallyCompleted": "partially completed",
+         "NoteAdded": "note added", "OrderDeleted": "deleted"}
+
+
+def conflict_message(request: Request, order: ServiceOrder, seen: str) -> str:
+    """What happened since the page the decision came from: `already approved by bob at
+    ...; the order is now inProgress`."""
+    events = ctx_of(request).app.history(order.id)
+    since = events[int(seen):] if seen.isdigit() else []
+    if not since:
+        return (f"The order is at version {order.version}, not the one your page showed; "
+                f"it is now {order.state}. Your decision was not recorded: review it again.")
+    done = "; then ".join(f"{VERBS.get(type(e).__name__, type(e).__name__)} by {e.actor.id} "
+                          f"at {_when(e.timestamp)}" for e in since[-3:])
+    return (f"Your decision was not recorded: already {done}; the order is now "
+            f"{order.state}.")

@@ -1,0 +1,329 @@
+"""Console plumbing: templates, the visit (session, actor, CSRF), form bodies, and the
+mapping of refusals to HTML pages (the console's edge, as `api/errors.py` is the API's)."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import URL
+
+from ... import access_log
+from ...domain.errors import (
+    DomainError,
+    IllegalTransition,
+    NotPermitted,
+    OrderNotFound,
+    UnknownItem,
+)
+from ...domain.lifecycle import Action, may
+from ...domain.values import Actor, Role
+from ..common import ctx_of
+from ..errors import ApiError
+from .session import COOKIE, Session, Sessions, secret_of
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+PREFIX = "/console"
+MAX_FIELDS = 1000
+
+templates = Environment(loader=FileSystemLoader(HERE / "templates"),
+                        autoescape=select_autoescape(default=True, default_for_string=True),
+                        trim_blocks=True, lstrip_blocks=True)
+
+
+def _when(value: Any) -> str:
+    """A time for people: `2024-05-01 10:02 UTC` (ISO strings and datetimes alike)."""
+    if value in (None, ""):
+        return ""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes // (24 * 60)} days"
+
+
+templates.filters["when"] = _when
+templates.filters["age"] = _age
+templates.filters["num"] = lambda x: int(x) if float(x).is_integer() else x
+templates.filters["pairs"] = lambda values: [(v, v) for v in values]
+
+
+# ------------------------------------------------------------------------ visits
+class Refusal(Exception):
+    """Ends a request with an HTML error page."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.title, self.message = status, title, message
+
+
+class SignInNeeded(Exception):
+    def __init__(self, reason: str | None) -> None:
+        super().__init__(reason or "sign in")
+        self.reason = reason
+
+
+@dataclass
+class Visit:
+    """One request to the console: who, their session, and the cookie to set if new."""
+
+    request: Request
+    sessions: Sessions
+    session: Session
+    actor: Actor | None
+    renew: bool = False  # the session is new: set the cookie on the answer
+    audit_entry: str | None = None
+    form: dict[str, str] = field(default_factory=dict)
+
+    def may(self, action: Action) -> bool:
+        return self.actor is not None and may(self.actor.role, action)
+
+    @property
+    def path(self) -> str:
+        return self.request.url.path
+
+
+def sessions_of(request: Request) -> Sessions:
+    ctx = ctx_of(request)
+    sessions = getattr(request.app.state, "console_sessions", None)
+    if sessions is None or sessions.auth is not ctx.auth:
+        sessions = Sessions(secret_of(ctx.settings.console_secret), ctx.auth)
+        request.app.state.console_sessions = sessions
+    return sessions
+
+
+def visit(request: Request, *, signed_in: bool = True) -> Visit:
+    """The visit; `signed_in` pages send a visitor without a session to the sign-in page.
+    A POST must carry the session's CSRF token."""
+    sessions = sessions_of(request)
+    session, why = sessions.decode(request.cookies.get(COOKIE))
+    renew = session is None
+    if session is None:
+        if request.method == "POST" and signed_in:
+            raise SignInNeeded(why) if why else Refusal(
+                403, "Refused", "The form did not come with a console session (cookies must "
+                "be enabled). Reload the page and try again.")
+        session = sessions.anonymous()
+    actor = sessions.actor(session)
+    if signed_in and actor is None:
+        raise SignInNeeded(why)
+    current = Visit(request, sessions, session, actor, renew)
+    if actor is not None:
+        request.state.actor = actor  # what `command_context` records for a command
+    if request.method == "POST":
+        current.form = form_of(request)
+        if not hmac.compare_digest(current.form.get("csrf", ""), session.csrf):
+            raise Refusal(403, "Refused", "This form was not sent from your console session "
+                          "(its CSRF token is missing or wrong). Reload the page and try again.")
+    _record_auditor(current)
+    return current
+
+
+def form_of(request: Request) -> dict[str, str]:
+    """The urlencoded form body (read by `read_body`); repeated names keep the last value
+    except for names ending in `[]`, which collect `\\n`-joined values."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise Refusal(415, "Unsupported form", "The console takes plain HTML forms "
+                      "(application/x-www-form-urlencoded).")
+    try:
+        pairs = parse_qsl(getattr(request, "_body", b"").decode("utf-8"),
+                          keep_blank_values=True, max_num_fields=MAX_FIELDS, strict_parsing=False,
+                          errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise Refusal(400, "Unreadable form", "The form could not be read (not UTF-8, or "
+                      "too many fields).") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            raise Refusal(400, "Unreadable form", "Text must not contain NUL characters.")
+        if name.endswith("[]") and name in form:
+            form[name] += "\n" + value
+        else:
+            form[name] = value
+    return form
+
+
+def query_of(request: Request) -> dict[str, str]:
+    query = {k: v for k, v in request.query_params.items() if "\x00" not in k + v}
+    return {k: v.strip() for k, v in query.items() if v.strip()}
+
+
+def _record_auditor(current: Visit) -> None:
+    """Auditors' reads are in the access log, whatever the door (docs/audit.md)."""
+    actor = current.actor
+    if actor is None or actor.role is not Role.AUDITOR:
+        return
+    url = current.request.url
+    path = f"{url.path}?{url.query}" if url.query else url.path
+    try:
+        with ctx_of(current.request).read() as models:
+            current.audit_entry = access_log.record(models.db, actor.id, actor.role.value,
+                                                    current.request.method, path)
+    except Exception:
+        log.exception("the access log could not be written")
+        raise Refusal(503, "Service Unavailable", "Auditor requests are served only once "
+                      "recorded, and the access log cannot be written now.") from None
+
+
+def _finish_auditor(current: Visit | None, status: int) -> None:
+    if current is None or current.audit_entry is None:
+        return
+    try:
+        with ctx_of(current.request).read() as models:
+            access_log.finish(models.db, current.audit_entry, status)
+    except Exception:
+        log.exception("the access log entry %s got no status", current.audit_entry)
+
+
+# ---------------------------------------------------------------------- answers
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _secure(request: Request) -> bool:
+    base = ctx_of(request).base_url or ""
+    return request.url.scheme == "https" or base.startswith("https://")
+
+
+def finish(current: Visit | None, response: Response, request: Request | None = None
+           ) -> Response:
+    request = request or (current.request if current else None)
+    response.headers.update(SECURITY_HEADERS)
+    if current is not None and current.renew and request is not None:
+        set_session(response, current.sessions, current.session, request)
+    _finish_auditor(current, response.status_code)
+    return response
+
+
+def set_session(response: Response, sessions: Sessions, session: Session,
+                request: Request) -> None:
+    response.set_cookie(COOKIE, sessions.encode(session), max_age=int(
+        session.expires - datetime.now(UTC).timestamp()), path=PREFIX, httponly=True,
+        samesite="lax", secure=_secure(request))
+
+
+def render(current: Visit, template: str, status: int = 200, **values: Any) -> Response:
+    html = templates.get_template(template).render(v=current, actor=current.actor,
+                                                   csrf=current.session.csrf, Action=Action,
+                                                   **values)
+    return finish(current, HTMLResponse(html, status_code=status))
+
+
+def redirect(current: Visit, url: str) -> Response:
+    return finish(current, RedirectResponse(url, status_code=303))
+
+
+def error_page(request: Request, status: int, title: str, message: str,
+               current: Visit | None = None) -> Response:
+    html = templates.get_template("error.html").render(
+        v=current, actor=current.actor if current else None,
+        csrf=current.session.csrf if current else "", Action=Action, status=status,
+        title=title, message=message)
+    return finish(current, HTMLResponse(html, status_code=status), request)
+
+
+def sign_in_redirect(request: Request, reason: str | None) -> Response:
+    target = request.url.path if request.method == "GET" else f"{PREFIX}/orders"
+    if request.method == "GET" and request.url.query:
+        target += f"?{request.url.query}"
+    url = URL(f"{PREFIX}/signin").include_query_params(next=target)
+    if reason:
+        url = url.include_query_params(ended=reason)
+    response = finish(None, RedirectResponse(str(url), status_code=303), request)
+    response.delete_cookie(COOKIE, path=PREFIX)
+    return response
+
+
+_DOMAIN_STATUS: list[tuple[type[DomainError], int, str]] = [
+    (NotPermitted, 403, "Not permitted"), (OrderNotFound, 404, "Not found"),
+    (UnknownItem, 404, "Not found"), (IllegalTransition, 409, "Not possible now"),
+]
+
+
+def domain_status(error: DomainError) -> tuple[int, str]:
+    return next(((s, t) for cls, s, t in _DOMAIN_STATUS if isinstance(error, cls)),
+                (400, "Refused"))
+
+
+def page(handler: Callable[..., Response]) -> Callable[..., Response]:
+    """Wraps a route: a refusal, an API or domain error, or a bug becomes an HTML page
+    (never a stack trace, never JSON)."""
+
+    @functools.wraps(handler)
+    def wrapped(request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return handler(request, *args, **kwargs)
+        except SignInNeeded as e:
+            return sign_in_redirect(request, e.reason)
+        except Refusal as e:
+            return error_page(request, e.status, e.title, e.message,
+                              getattr(request.state, "console_visit", None))
+        except ApiError as e:
+            return error_page(request, e.status, e.reason, e.message or e.reason,
+                              getattr(request.state, "console_visit", None))
+        except DomainError as e:
+            status, title = domain_status(e)
+            return error_page(request, status, title, str(e),
+                              getattr(request.state, "console_visit", None))
+        except Exception:
+            log.exception("unexpected error in the console")
+            return error_page(request, 500, "Something went wrong",
+                              "The server could not complete the request; it has been logged.")
+
+    return wrapped
+
+
+def begin(request: Request, *, signed_in: bool = True) -> Visit:
+    current = visit(request, signed_in=signed_in)
+    request.state.console_visit = current
+    return current
+
+
+def link(path: str, **query: Any) -> str:
+    params = "&".join(f"{quote(str(k))}={quote(str(v))}" for k, v in query.items()
+                      if v not in (None, ""))
+    return f"{PREFIX}{path}" + (f"?{params}" if params else "")
+
+
+templates.globals["link"] = link
+
+
+def text(form: Mapping[str, str], name: str) -> str | None:
+    value = form.get(name, "").strip()
+    return value or None

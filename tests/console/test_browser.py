@@ -1,0 +1,338 @@
+"""End to end in a real headless Chromium (Debian's `chromium` + `chromium-driver`, which
+.ci/run installs; nothing is downloaded): the console served by uvicorn with API keys on
+PostgreSQL, driven like a person would, checked on the pages and in the read models.
+
+Screenshots of the main pages go to $SERVICEORDERS_SCREENSHOTS, else
+tests/console/screenshots/ (gitignored). Without the browser these tests fail: they are
+part of the acceptance of the console, not optional.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+from serviceorders.api.app import create_app
+from serviceorders.api.auth import ApiKey, Authenticator
+from serviceorders.api.context import ApiContext
+from serviceorders.bootstrap import init_database
+from serviceorders.domain.values import (
+    Channel,
+    CommandContext,
+    ItemAction,
+    OrderHeader,
+    OrderItem,
+    Party,
+    Place,
+    Role,
+    SpecRef,
+)
+from serviceorders.projections.queries import OrderFilter
+from serviceorders.settings import Settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SHOTS = Path(os.environ.get("SERVICEORDERS_SCREENSHOTS")
+             or Path(__file__).parent / "screenshots")
+KEYS = {"agent": ("alice", "agent"), "manager": ("bob", "manager"),
+        "manager2": ("carol", "manager")}
+WAIT = 15
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.parametrize("settings", ["postgres"], indirect=True)]
+
+
+# ------------------------------------------------------------------ fixtures
+class Live:
+    """The served console: its URL, keys and the application context behind it."""
+
+    def __init__(self, url: str, keys: dict[str, ApiKey], ctx: ApiContext) -> None:
+        self.url, self.keys, self.ctx = url, keys, ctx
+
+    def state(self, order_id: UUID) -> str:
+        """The order's state in the read models (and the same in the event store)."""
+        with self.ctx.read() as models:
+            rows = models.search_orders(OrderFilter(ids=(order_id,), include_drafts=True))
+        assert rows.items, f"order {order_id} is not in the read models"
+        assert self.ctx.app.get_order(order_id).state.value == rows.items[0]["state"]
+        return rows.items[0]["state"]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live(settings: Settings) -> Iterator[Live]:
+    init_database(settings)
+    keys = {name: ApiKey(actor, role, f"{name}-{secrets.token_hex(16)}")
+            for name, (actor, role) in KEYS.items()}
+    ctx = ApiContext.build(settings, Authenticator(list(keys.values())))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="console-live-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:  # uvicorn offers no event to wait on
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield Live(f"http://127.0.0.1:{port}", keys, ctx)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        ctx.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Callable[[], WebDriver]]:
+    """Opens headless Chromium windows (each its own cookies); all closed afterwards."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} missing: install Debian's chromium and "
+                    "chromium-driver (.ci/run does)", pytrace=False)
+    opened: list[WebDriver] = []
+
+    def open_() -> WebDriver:
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                         "--window-size=1366,900", "--disable-gpu", "--lang=en-GB"):
+            options.add_argument(argument)
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        opened.append(driver)
+        return driver
+
+    yield open_
+    for driver in opened:
+        driver.quit()
+
+
+# ------------------------------------------------------------------- helpers
+def wait(driver: WebDriver) -> WebDriverWait:  # type: ignore[type-arg]
+    return WebDriverWait(driver, WAIT)
+
+
+def css(driver: WebDriver, selector: str) -> Any:
+    return wait(driver).until(EC.presence_of_element_located((By.CSS_SELECTOR, selector)))
+
+
+def submit(driver: WebDriver, button: Any) -> None:
+    """Click a form's button and wait for the next page."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    wait(driver).until(EC.staleness_of(page))
+
+
+def button(driver: WebDriver, text: str) -> Any:
+    return wait(driver).until(EC.element_to_be_clickable(
+        (By.XPATH, f"//button[normalize-space()='{text}']")))
+
+
+def fill(driver: WebDriver, name: str, value: str) -> None:
+    field = css(driver, f"[name='{name}']")
+    if field.tag_name == "select":
+        Select(field).select_by_value(value)
+    else:
+        field.clear()
+        field.send_keys(value)
+
+
+def shot(driver: WebDriver, name: str) -> Path:
+    """A screenshot of the whole page at the laptop width."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1366, max(900, min(int(height) + 140, 4000)))
+    try:
+        assert driver.save_screenshot(str(path)), path
+    finally:
+        driver.set_window_size(1366, 900)
+    assert path.stat().st_size > 10_000, f"{path} looks empty"
+    return path
+
+
+def sign_in(driver: WebDriver, live: Live, name: str, screenshot: bool = False) -> None:
+    """With the keyboard only: the key field has the focus, ENTER submits."""
+    driver.get(live.url + "/")
+    css(driver, "input[name='key']")
+    if screenshot:
+        shot(driver, "01-sign-in")
+    focused = driver.switch_to.active_element
+    assert focused.get_attribute("name") == "key"
+    page = driver.find_element(By.TAG_NAME, "html")
+    focused.send_keys(live.keys[name].key, Keys.ENTER)
+    wait(driver).until(EC.staleness_of(page))
+    assert css(driver, "#who-actor").text == KEYS[name][0]
+
+
+def draft_by_keyboard(driver: WebDriver, live: Live, customer: str) -> UUID:
+    """The new-draft form, completed with TAB, typing and ENTER only."""
+    driver.get(live.url + "/console/drafts/new")
+    css(driver, "form")
+    body = driver.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)  # the skip link first
+    assert driver.switch_to.active_element.get_attribute("href").endswith("#main")
+    driver.switch_to.active_element.send_keys(Keys.ENTER)  # to the main content
+    steps = [("customerId", customer), ("customerName", "Acme Ltd"),
+             ("externalId", f"CRM-{customer}"), ("priority", "1")]
+    for name, value in steps:
+        driver.switch_to.active_element.send_keys(Keys.TAB)
+        active = driver.switch_to.active_element
+        assert active.get_attribute("name") == name, active.get_attribute("outerHTML")
+        active.send_keys(value)
+    driver.switch_to.active_element.send_keys(Keys.TAB)  # category
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.switch_to.active_element.send_keys("enterprise", Keys.ENTER)
+    wait(driver).until(EC.staleness_of(page))
+    assert "/console/drafts/" in driver.current_url
+    return UUID(driver.current_url.split("/console/drafts/")[1].split("?")[0])
+
+
+def add_item(driver: WebDriver, live: Live, draft: UUID, spec: str, site: str,
+             values: dict[str, str], complete: bool = True, screenshot: str = "") -> None:
+    """Pick the specification from the catalog, fill the generated form."""
+    driver.get(f"{live.url}/console/drafts/{draft}")
+    Select(css(driver, "select[name='spec']")).select_by_value(spec)
+    submit(driver, button(driver, "Continue"))
+    fill(driver, "placeId", site)
+    fill(driver, "placeName", f"Site {site}")
+    for name, value in values.items():
+        fill(driver, f"char.{name}", value)
+    if screenshot:
+        shot(driver, screenshot)
+    submit(driver, button(driver, "Add item" if complete else "Add as it is (finish later)"))
+
+
+def problems(driver: WebDriver) -> list[str]:
+    return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#problems li")]
+
+
+def open_from_queue(driver: WebDriver, live: Live, field: str, value: str,
+                    order_id: UUID) -> Any:
+    """The queue filtered to one entry: its link to the order."""
+    driver.get(live.url + "/console/queue")
+    fill(driver, field, value)
+    submit(driver, button(driver, "Filter"))
+    assert css(driver, ".count").text == "1 entry waiting."
+    link = css(driver, f"a[href='/console/orders/{order_id}']")
+    return link
+
+
+def received_order(live: Live, customer: str) -> UUID:
+    header = OrderHeader(external_id=f"UP-{customer}", priority="2",
+                         related_parties=(Party(id=customer, name="Upstream Co"),))
+    item = OrderItem(id="1", action=ItemAction.ADD, specification=SpecRef(id="internet-access"),
+                     characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
+                     place=Place(id="S1", name="Depot"))
+    order_id, _ = live.ctx.app.receive_order(
+        CommandContext.for_actor("crm", Role.UPSTREAM, Channel.API), header, [item])
+    live.ctx.sync()
+    return order_id
+
+
+# --------------------------------------------------------------------- tests
+def test_capture_review_approve_and_reject(live: Live, browser: Callable[[], WebDriver]
+                                           ) -> None:
+    agent = browser()
+    sign_in(agent, live, "agent", screenshot=True)
+    first = draft_by_keyboard(agent, live, "CUST-E2E")
+    # Item 1 saved incomplete (no access type, no bandwidth), item 2 complete at site 2.
+    add_item(agent, live, first, "internet-access", "S1", {}, complete=False)
+    add_item(agent, live, first, "managed-router", "S2", {"model": "c1100"},
+             screenshot="04a-capture-item-form")
+    found = problems(agent)
+    assert any("required characteristic bandwidthMbps" in p for p in found), found
+    assert any("required characteristic accessType" in p for p in found), found
+    assert all("blocks submission" in p.lower() for p in found), found
+    shot(agent, "04-capture-draft-validation")
+    # Submitting now is refused with every problem listed.
+    submit(agent, button(agent, "Submit for review"))
+    refused = css(agent, "#submit-refused").text
+    assert "bandwidthMbps" in refused and "accessType" in refused
+    # Fix item 1 through its generated form.
+    submit(agent, css(agent, "a[href$='/items/1/edit']"))
+    fill(agent, "char.bandwidthMbps", "100")
+    fill(agent, "char.accessType", "fibre")
+    submit(agent, button(agent, "Save item"))
+    assert css(agent, "#no-problems").is_displayed()
+    submit(agent, css(agent, "#submit-order"))
+    assert f"/console/orders/{first}" in agent.current_url
+    assert css(agent, "#order-state").text.startswith("acknowledged")
+    assert not agent.find_elements(By.XPATH, "//button[normalize-space()='Approve order']")
+    assert live.state(first) == "acknowledged"
+
+    second = draft_by_keyboard(agent, live, "CUST-E2E-2")
+    add_item(agent, live, second, "sdwan-site", "S9",
+             {"bandwidthProfile": "medium", "siteRole": "spoke"})
+    submit(agent, css(agent, "#submit-order"))
+    assert live.state(second) == "acknowledged"
+
+    manager = browser()
+    sign_in(manager, live, "manager")
+    assert "/console/queue" in manager.current_url  # a manager starts at the queue
+    link = open_from_queue(manager, live, "customer", "CUST-E2E", first)
+    shot(manager, "05-review-queue")
+    submit(manager, link)
+    assert "Approve order" in manager.page_source
+    items = manager.find_elements(By.CSS_SELECTOR, ".site h3")
+    assert [h.text for h in items] == ["S1 — Site S1", "S2 — Site S2"]
+    assert len(manager.find_elements(By.CSS_SELECTOR, "#timeline li")) >= 4
+    shot(manager, "03-order-detail-timeline")
+    submit(manager, button(manager, "Approve order"))
+    assert "approved and in progress" in css(manager, "[role=status]").text
+    assert css(manager, "#order-state").text.startswith("inProgress")
+    assert live.state(first) == "inProgress"
+
+    link = open_from_queue(manager, live, "site", "S9", second)
+    submit(manager, link)
+    fill(manager, "reason", "no SD-WAN coverage at S9")
+    submit(manager, button(manager, "Reject order"))
+    assert css(manager, "#rejection-reason").text == "no SD-WAN coverage at S9"
+    assert live.state(second) == "rejected"
+
+    manager.get(live.url + "/console/orders")
+    rows = {row.find_element(By.CSS_SELECTOR, "th").text.split("\n")[0]:
+            row.find_element(By.CSS_SELECTOR, ".state").text
+            for row in manager.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    assert rows["CRM-CUST-E2E"] == "inProgress" and rows["CRM-CUST-E2E-2"] == "rejected"
+    shot(manager, "02-order-list")
+
+
+def test_a_late_decision_is_shown_plainly(live: Live, browser: Callable[[], WebDriver]
+                                          ) -> None:
+    order_id = received_order(live, "CUST-RACE")
+    bob, carol = browser(), browser()
+    sign_in(bob, live, "manager")
+    sign_in(carol, live, "manager2")
+    for driver in (bob, carol):
+        driver.get(f"{live.url}/console/orders/{order_id}")
+        css(driver, "#decision")
+    submit(bob, button(bob, "Approve order"))
+    fill(carol, "reason", "duplicate of another order")
+    submit(carol, button(carol, "Reject order"))
+    conflict = css(carol, "#conflict").text
+    assert "Someone else decided first" in conflict
+    assert "already approved by bob at" in conflict and "now inProgress" in conflict
+    assert not carol.find_elements(By.ID, "decision")  # nothing left to decide
+    shot(carol, "06-decision-conflict")
+    assert live.state(order_id) == "inProgress"
