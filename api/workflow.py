@@ -347,8 +347,9 @@ def add_item(request: Request, id: str) -> JSONResponse:
     order = load(request, parse_uuid(id, "draft"), "draft")
     check_if_match(request, order.version)
     app = ctx_of(request).app
-    execute(request, order, lambda o: o.add_line(cmd, body.domain(), app.catalog))
-    return view_response(request, order, 201)
+    [item], _ = app.protect_change(order, [body.domain()])  # personal values sealed
+    execute(request, order, lambda o: o.add_line(cmd, item, app.catalog))
+    return view_response(request, app.unseal(order), 201)
 
 
 @router.patch("/drafts/{id}/items/{itemId}", summary="Configure an item of a draft",
@@ -361,10 +362,12 @@ def configure_item(request: Request, id: str, itemId: str) -> JSONResponse:
     body = body_of(request, ItemChange)
     order = load(request, parse_uuid(id, "draft"), "draft")
     check_if_match(request, order.version)
+    app = ctx_of(request).app
+    place = app.protect_place(order, body.place.domain() if body.place else None)
     execute(request, order, lambda o: o.configure_line(
-        cmd, itemId, body.characteristics, body.clear,
-        body.place.domain() if body.place else None, body.quantity, body.depends_on))
-    return view_response(request, order)
+        cmd, itemId, body.characteristics, body.clear, place, body.quantity,
+        body.depends_on))
+    return view_response(request, app.unseal(order))
 
 
 @router.delete("/drafts/{id}/items/{itemId}", summary="Remove an item from a draft",

@@ -83,7 +83,7 @@ class ServiceOrders(Application[UUID]):
         return ([privacy.map_item(i, seal) for i in items],
                 None if header is None else privacy.map_change(header, seal))
 
-    def _protect_place(self, order: ServiceOrder, place: Place | None) -> Place | None:
+    def protect_place(self, order: ServiceOrder, place: Place | None) -> Place | None:
         if self.sealer is None:
             return place
         seal = partial(self.sealer.seal, privacy.scope_of(order.header, str(order.id)))
@@ -148,7 +148,7 @@ class ServiceOrders(Application[UUID]):
                        quantity: int | None = None,
                        depends_on: Iterable[str] | None = None) -> ServiceOrder:
         order = self.get_order(order_id)
-        place = self._protect_place(order, place)
+        place = self.protect_place(order, place)
         order.configure_line(ctx, item_id, characteristics, cleared, place, quantity, depends_on)
         return self._save(order)
 

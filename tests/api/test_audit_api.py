@@ -403,3 +403,30 @@ def test_the_endpoints_are_documented(client: TestClient) -> None:
     log_op = paths["/api/v1/audit/access-log"]["get"]
     assert "auditor" in log_op["description"].lower()
     assert {"400", "401", "403"} <= set(log_op["responses"])
+
+
+def test_draft_items_from_the_api_are_stored_sealed(client: TestClient, flow: Any,
+                                                    auth: Auth, api_settings: Settings
+                                                    ) -> None:
+    """Place names given to the draft item routes are personal data too: sealed in the
+    events like those of a whole order, revealed in every answer."""
+    draft_id = flow.draft(items=False, customer={"id": "CUST-P", "name": "Pat Doe"})
+    added = client.post(f"/api/v1/drafts/{draft_id}/items", headers=auth("agent"), json={
+        "id": "1", "action": "add", "specificationId": "internet-access",
+        "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
+        "place": {"id": "S1", "name": "Pat's flat, 9 Elm Row"}})
+    assert added.status_code == 201, added.text
+    assert added.json()["items"][0]["place"]["name"] == "Pat's flat, 9 Elm Row"
+    moved = client.patch(f"/api/v1/drafts/{draft_id}/items/1", headers=auth("agent"),
+                         json={"place": {"id": "S2", "name": "Pat's office, 3 Oak St"}})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["items"][0]["place"]["name"] == "Pat's office, 3 Oak St"
+    db = open_read_db(api_settings)
+    try:
+        raw = b"".join(bytes(r[0]) for r in db.fetchall(f"SELECT state FROM {db.events_table}"))
+    finally:
+        db.close()
+    for plain in (b"Pat's flat", b"Pat's office", b"Pat Doe"):
+        assert plain not in raw
+    shown = client.get(f"/api/v1/drafts/{draft_id}", headers=auth("agent")).json()
+    assert shown["items"][0]["place"]["name"] == "Pat's office, 3 Oak St"
