@@ -323,11 +323,30 @@ def _start_intake(settings: Settings, stopping: threading.Event) -> threading.Th
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8641, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes sharing the port (one Python process uses one core).")
 @click.pass_obj
 @refusals
-def api(obj: Context, host: str, port: int) -> None:
+def api(obj: Context, host: str, port: int, workers: int) -> None:
     """Serve the TMF641 REST API (run `project` beside it, or use `serve`)."""
-    _run_api(obj.settings, host, port, with_projector=False)
+    if workers == 1:
+        _run_api(obj.settings, host, port, with_projector=False)
+        return
+    import uvicorn
+
+    settings = obj.settings  # checked here, once, before any worker starts
+    _check_exposure(settings, host)
+    if obj.database_url:
+        os.environ["DATABASE_URL"] = obj.database_url
+    os.environ["SERVICEORDERS_API_HOST"] = host
+    uvicorn.run("serviceorders.cli:worker_app", factory=True, workers=workers, host=host,
+                port=port, log_level="warning", access_log=False)
+
+
+def worker_app() -> Any:
+    """The app of one `api --workers N` process, from the environment its parent set."""
+    return _api_app(Settings.from_env(os.environ),
+                    os.environ.get("SERVICEORDERS_API_HOST", "127.0.0.1"))
 
 
 @main.command()

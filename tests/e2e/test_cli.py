@@ -202,3 +202,62 @@ def test_project_once_catches_up_and_exits(url: str) -> None:
     status = json.loads(run("projections", "status", "--json", url=url).stdout)
     assert {s["name"] for s in status} >= {"order_summary", "review_queue"}
     assert {s["lag"] for s in status} == {0}
+
+
+def test_api_with_worker_processes_serves_and_stops(url: str, tmp_path: Path) -> None:
+    """`api --workers 2`: two processes share the port (group commit and read-your-writes
+    hold in each); concurrent creations all land once; SIGTERM stops every process."""
+    import signal
+    import socket
+    import threading
+    import time
+
+    import httpx
+    from serviceorders.consumers.sample import traffic
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = "integrator-key-0123456789abcdef"
+    env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+           "DATABASE_URL": url, "SERVICEORDERS_API_KEYS": f"crm:integrator:{key}"}
+    server = subprocess.Popen([EXE, "api", "--workers", "2", "--port", str(port)], env=env,
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}/tmf-api/serviceOrdering/v4/serviceOrder"
+    headers = {"Authorization": f"Bearer {key}"}
+    bodies = list(traffic(40, duplicates=0, bad=0).orders.values())  # 3 items, 2-3 sites
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base, headers=headers, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the API did not answer"
+            time.sleep(0.2)
+        children = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
+                                  text=True, check=False).stdout.split()
+        assert len(children) >= 2, children  # the workers (uvicorn may add a helper)
+        results: list[tuple[int, str]] = []
+
+        def create(n: int) -> None:
+            with httpx.Client(headers=headers, timeout=30) as client:
+                for body in bodies[n::8]:
+                    response = client.post(base, json=body)
+                    results.append((response.status_code, response.text))
+
+        threads = [threading.Thread(target=create, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert [status for status, _ in results] == [201] * 40, results[:3]
+        listed = httpx.get(base, headers=headers, params={"limit": 100}).json()
+        assert sorted(o["externalId"] for o in listed) == sorted(b["externalId"]
+                                                                  for b in bodies)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
