@@ -191,7 +191,7 @@ def test_serve_keeps_the_read_models_following_the_log(tmp_path: Path) -> None:
         assert {s["lag"] for s in json.loads(status)} == {0}
     finally:
         server.send_signal(signal.SIGTERM)
-        out, err = server.communicate(timeout=30)
+        _, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
 
 
@@ -259,5 +259,5 @@ def test_api_with_worker_processes_serves_and_stops(url: str, tmp_path: Path) ->
                                                                   for b in bodies)
     finally:
         server.send_signal(signal.SIGTERM)
-        out, err = server.communicate(timeout=30)
+        _, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
