@@ -339,6 +339,12 @@ def api(obj: Context, host: str, port: int, workers: int) -> None:
     if obj.database_url:
         os.environ["DATABASE_URL"] = obj.database_url
     os.environ["SERVICEORDERS_API_HOST"] = host
+    if not settings.console_secret:
+        # The console's sessions must hold on every worker: one random secret for all of
+        # them (still gone when the server restarts, as with one process).
+        import secrets
+
+        os.environ["SERVICEORDERS_CONSOLE_SECRET"] = secrets.token_urlsafe(48)
     uvicorn.run("serviceorders.cli:worker_app", factory=True, workers=workers, host=host,
                 port=port, log_level="warning", access_log=False)
 

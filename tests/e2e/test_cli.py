@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -218,9 +219,11 @@ def test_api_with_worker_processes_serves_and_stops(url: str, tmp_path: Path) ->
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    key = "integrator-key-0123456789abcdef"
-    env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
-           "DATABASE_URL": url, "SERVICEORDERS_API_KEYS": f"crm:integrator:{key}"}
+    key, agent_key = "integrator-key-0123456789abcdef", "agent-key-0123456789abcdef"
+    env = {**{k: v for k, v in os.environ.items()
+              if k not in ("DATABASE_URL", "SERVICEORDERS_CONSOLE_SECRET")},
+           "DATABASE_URL": url,
+           "SERVICEORDERS_API_KEYS": f"crm:integrator:{key},alice:agent:{agent_key}"}
     server = subprocess.Popen([EXE, "api", "--workers", "2", "--port", str(port)], env=env,
                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               start_new_session=True)
@@ -257,6 +260,20 @@ def test_api_with_worker_processes_serves_and_stops(url: str, tmp_path: Path) ->
         listed = httpx.get(base, headers=headers, params={"limit": 100}).json()
         assert sorted(o["externalId"] for o in listed) == sorted(b["externalId"]
                                                                   for b in bodies)
+        # A console session opened on one worker holds on the other (one shared secret).
+        console = f"http://127.0.0.1:{port}/console"
+        # (a new connection per request, so that the workers take turns)
+        with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
+                          ) as browser:
+            form = browser.get(f"{console}/signin").text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+            assert csrf, form[:500]
+            signed = browser.post(f"{console}/signin", data={"key": agent_key,
+                                                             "csrf": csrf.group(1)})
+            assert signed.status_code == 303, signed.text[:500]
+            for _ in range(20):
+                page = browser.get(f"{console}/orders")
+                assert page.status_code == 200 and "alice" in page.text, page.text[:300]
     finally:
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=30)
