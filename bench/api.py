@@ -136,8 +136,62 @@ def _drive(clients: list[Client], jobs: list[Any], request: Any, name: str,
     return phase, results
 
 
+def _drive_at(clients: list[Client], jobs: list[Any], request: Any, name: str, rate: float,
+              server: list[Proc]) -> tuple[Phase, list[Any]]:
+    """Open loop: job i is due at t0 + i / rate, whatever the answers before it took; a
+    free client sends it when due. Latency counts from the moment it was due (so a request
+    that waited for a free client counts that wait: no coordinated omission)."""
+    lock = threading.Lock()
+    cursor = [0]
+    latencies: list[float] = []
+    results: list[Any] = [None] * len(jobs)
+    errors: list[str] = []
+    t0 = time.perf_counter() + 0.05
+
+    def worker(client: Client) -> None:
+        while True:
+            with lock:
+                i = cursor[0]
+                cursor[0] += 1
+            if i >= len(jobs):
+                return
+            due = t0 + i / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                results[i] = request(client, jobs[i])
+                problem = None
+            except Exception as e:
+                problem = f"{type(e).__name__}: {e}"
+            ms = (time.perf_counter() - due) * 1000
+            with lock:
+                latencies.append(ms)
+                if problem:
+                    errors.append(problem)
+
+    for p in server:
+        p.sample()
+    server_cpu0 = sum(p.cpu_seconds for p in server)
+    cpu0 = time.process_time()
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t0
+    for p in server:
+        p.sample()
+    phase = Phase(name, len(jobs), wall, latencies, len(errors), time.process_time() - cpu0,
+                  sum(p.cpu_seconds for p in server) - server_cpu0)
+    log(f"api {name} at {rate:,.0f}/s: p50 {phase.p50:.1f} ms, p99 {phase.p99:.1f} ms, "
+        f"{phase.errors} errors" + (f"; first error: {errors[0]}" if errors else ""))
+    return phase, results
+
+
 def run(*, database_url: str, bodies: list[dict[str, Any]], clients: int, tag: str,
-        logs: Path, profile: str | None = None) -> ApiRun:
+        logs: Path, profile: str | None = None, workers: int = 1,
+        rates: tuple[float, float] = (100.0, 200.0)) -> ApiRun:
     key = f"bench-{secrets.token_hex(16)}"
     port = free_port()
     env = engine_env(database_url, SERVICEORDERS_API_KEYS=f"crm:integrator:{key}")
@@ -147,7 +201,8 @@ def run(*, database_url: str, bodies: list[dict[str, Any]], clients: int, tag: s
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {key}"}
     with processes() as procs:
-        api = Proc("api", ["api", "--port", str(port)], env, logs / f"{tag}-api.log").start()
+        api = Proc("api", ["api", "--port", str(port), "--workers", str(workers)], env,
+                   logs / f"{tag}-api.log").start()
         project = Proc("project", ["project"], env, logs / f"{tag}-project.log").start()
         procs += [api, project]
 
@@ -183,17 +238,26 @@ def run(*, database_url: str, bodies: list[dict[str, Any]], clients: int, tag: s
         try:
             # warm up: connections, the first requests' imports and plans (not timed)
             _drive(pool, list(range(clients * 2)), page, "warm-up", server)
-            posts, ids = _drive(pool, bodies, post, "POST", server)
+            half = len(bodies) // 2
+            posts, ids = _drive(pool, bodies[:half], post, "POST", server)
             created = [i for i in ids if i]
             gets, _ = _drive(pool, created, get, "GET by id", server)
             lists, _ = _drive(pool, list(range(max(clients, len(bodies) // 4))), page,
                               "GET list", server)
+            # the same requests at a steady rate below capacity: the latency of one request
+            # when the server is not saturated
+            post_rate, get_rate = rates
+            paced_posts, more = _drive_at(pool, bodies[half:], post, "POST", post_rate,
+                                          server)
+            created += [i for i in more if i]
+            paced_gets, _ = _drive_at(pool, created, get, "GET by id", get_rate, server)
         finally:
             for c in pool:
                 c.close()
         for p in procs:
             p.sample()
-        result = ApiRun({"post": posts, "get": gets, "list": lists}, api.peak_mb,
+        result = ApiRun({"post": posts, "get": gets, "list": lists,
+                         "post_paced": paced_posts, "get_paced": paced_gets}, api.peak_mb,
                         project.peak_mb)
         for p in procs:
             p.stop()

@@ -232,7 +232,7 @@ class Proc:
         out.parent.mkdir(parents=True, exist_ok=True)
         self.profiler = subprocess.Popen(
             [exe, "record", "--pid", str(self.pid), "--format", "raw", "--rate", str(rate),
-             "--nonblocking", "-o", str(out)], stdout=subprocess.DEVNULL,
+             "--nonblocking", "--subprocesses", "-o", str(out)], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
 
     @property
@@ -254,18 +254,22 @@ class Proc:
             raise RuntimeError(f"{self.name} exited early:\n{self.text()[-3000:]}")
 
     def sample(self) -> None:
-        """Record peak RSS (VmHWM) and CPU time so far."""
+        """Record peak RSS (VmHWM, the largest of the process and its children: the API's
+        workers) and CPU time so far (summed over them)."""
         if not self.alive():
             return
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            status = Path(f"/proc/{self.pid}/status").read_text()
-            found = re.search(r"VmHWM:\s+(\d+) kB", status)
-            if found:
-                self.peak_mb = max(self.peak_mb, int(found.group(1)) / 1024)
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            ticks = os.sysconf("SC_CLK_TCK")
-            self.cpu_seconds = (int(fields[11]) + int(fields[12])) / ticks
+        cpu = 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        for pid in [self.pid, *_children(self.pid)]:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                found = re.search(r"VmHWM:\s+(\d+) kB", status)
+                if found:
+                    self.peak_mb = max(self.peak_mb, int(found.group(1)) / 1024)
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat.rsplit(")", 1)[1].split()
+                cpu += (int(fields[11]) + int(fields[12])) / ticks
+        self.cpu_seconds = max(self.cpu_seconds, cpu)
 
     def stop(self, timeout: float = 20) -> int | None:
         if self.popen is None:
@@ -292,6 +296,16 @@ def processes() -> Iterator[list[Proc]]:
         for p in procs:
             with contextlib.suppress(Exception):
                 p.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text().split()
+            for child in map(int, text):
+                found += [child, *_children(child)]
+    return found
 
 
 def free_port() -> int:
