@@ -87,13 +87,20 @@ class Client:
 
 
 def _drive(clients: list[Client], jobs: list[Any], request: Any, name: str,
-           server: list[Proc]) -> tuple[Phase, list[Any]]:
-    """Run `request(client, job)` over `jobs`, one thread per client."""
+           server: list[Proc], rate: float | None = None) -> tuple[Phase, list[Any]]:
+    """Run `request(client, job)` over `jobs`, one thread per client.
+
+    Closed loop (no `rate`): each client sends its next request when its last one is
+    answered; latency counts from the send. Open loop (`rate`): job i is due at
+    t0 + i / rate, whatever the answers before it took, and a free client sends it when
+    due; latency counts from the moment it was due (a request that waited for a free
+    client counts that wait: no coordinated omission)."""
     lock = threading.Lock()
     cursor = [0]
     latencies: list[float] = []
     results: list[Any] = [None] * len(jobs)
     errors: list[str] = []
+    t0 = time.perf_counter() + 0.05
 
     def worker(client: Client) -> None:
         while True:
@@ -102,7 +109,12 @@ def _drive(clients: list[Client], jobs: list[Any], request: Any, name: str,
                 cursor[0] += 1
             if i >= len(jobs):
                 return
-            t = time.perf_counter()
+            if rate is None:
+                t = time.perf_counter()
+            else:
+                t = t0 + i / rate
+                if t > time.perf_counter():
+                    time.sleep(t - time.perf_counter())
             try:
                 results[i] = request(client, jobs[i])
                 problem = None
@@ -119,73 +131,21 @@ def _drive(clients: list[Client], jobs: list[Any], request: Any, name: str,
     server_cpu0 = sum(p.cpu_seconds for p in server)
     cpu0 = time.process_time()
     threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - (started if rate is None else t0)
     for p in server:
         p.sample()
     phase = Phase(name, len(jobs), wall, latencies, len(errors), time.process_time() - cpu0,
                   sum(p.cpu_seconds for p in server) - server_cpu0)
-    log(f"api {name}: {phase.throughput:,.0f}/s, p50 {phase.p50:.1f} ms, p99 {phase.p99:.1f}"
-        f" ms, {phase.errors} errors, client CPU {phase.client_cpu_s:.1f}s, server CPU "
-        f"{phase.server_cpu_s:.1f}s over {wall:.1f}s" + (f"; first error: {errors[0]}"
-                                                         if errors else ""))
-    return phase, results
-
-
-def _drive_at(clients: list[Client], jobs: list[Any], request: Any, name: str, rate: float,
-              server: list[Proc]) -> tuple[Phase, list[Any]]:
-    """Open loop: job i is due at t0 + i / rate, whatever the answers before it took; a
-    free client sends it when due. Latency counts from the moment it was due (so a request
-    that waited for a free client counts that wait: no coordinated omission)."""
-    lock = threading.Lock()
-    cursor = [0]
-    latencies: list[float] = []
-    results: list[Any] = [None] * len(jobs)
-    errors: list[str] = []
-    t0 = time.perf_counter() + 0.05
-
-    def worker(client: Client) -> None:
-        while True:
-            with lock:
-                i = cursor[0]
-                cursor[0] += 1
-            if i >= len(jobs):
-                return
-            due = t0 + i / rate
-            wait = due - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-            try:
-                results[i] = request(client, jobs[i])
-                problem = None
-            except Exception as e:
-                problem = f"{type(e).__name__}: {e}"
-            ms = (time.perf_counter() - due) * 1000
-            with lock:
-                latencies.append(ms)
-                if problem:
-                    errors.append(problem)
-
-    for p in server:
-        p.sample()
-    server_cpu0 = sum(p.cpu_seconds for p in server)
-    cpu0 = time.process_time()
-    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    wall = time.perf_counter() - t0
-    for p in server:
-        p.sample()
-    phase = Phase(name, len(jobs), wall, latencies, len(errors), time.process_time() - cpu0,
-                  sum(p.cpu_seconds for p in server) - server_cpu0)
-    log(f"api {name} at {rate:,.0f}/s: p50 {phase.p50:.1f} ms, p99 {phase.p99:.1f} ms, "
-        f"{phase.errors} errors" + (f"; first error: {errors[0]}" if errors else ""))
+    paced = "" if rate is None else f" at {rate:,.0f}/s"
+    log(f"api {name}{paced}: {phase.throughput:,.0f}/s, p50 {phase.p50:.1f} ms, p99 "
+        f"{phase.p99:.1f} ms, {phase.errors} errors, client CPU {phase.client_cpu_s:.1f}s, "
+        f"server CPU {phase.server_cpu_s:.1f}s over {wall:.1f}s"
+        + (f"; first error: {errors[0]}" if errors else ""))
     return phase, results
 
 
@@ -247,10 +207,9 @@ def run(*, database_url: str, bodies: list[dict[str, Any]], clients: int, tag: s
             # the same requests at a steady rate below capacity: the latency of one request
             # when the server is not saturated
             post_rate, get_rate = rates
-            paced_posts, more = _drive_at(pool, bodies[half:], post, "POST", post_rate,
-                                          server)
+            paced_posts, more = _drive(pool, bodies[half:], post, "POST", server, post_rate)
             created += [i for i in more if i]
-            paced_gets, _ = _drive_at(pool, created, get, "GET by id", get_rate, server)
+            paced_gets, _ = _drive(pool, created, get, "GET by id", server, get_rate)
         finally:
             for c in pool:
                 c.close()
