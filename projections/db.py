@@ -6,6 +6,7 @@ their tables with portable column types; the two dialects differ only here.
 from __future__ import annotations
 
 import json
+import select
 import sqlite3
 import time
 import zlib
@@ -13,14 +14,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
 import orjson
 import psycopg
+from psycopg import pq
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 
 from ..settings import DatabaseConfig
+
+PING_AFTER_IDLE_SECONDS = 10.0  # PostgresDb.alive
 
 # Portable column types -> (PostgreSQL, SQLite).
 TYPES = {
@@ -99,12 +105,19 @@ class ReadDb:
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    def create_table(self, table: Table, name: str | None = None) -> None:
+    def create_table(self, table: Table, name: str | None = None,
+                     indexes: bool = True) -> None:
+        """The table (and, unless `indexes` is false, its secondary indexes)."""
         name = name or table.name
         kind = 0 if self.dialect == "postgres" else 1
         cols = ", ".join(f"{col} {TYPES[typ][kind]}" for col, typ in table.columns)
         pk = ", ".join(table.primary_key)
         self.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols}, PRIMARY KEY ({pk}))")
+        if indexes:
+            self.create_indexes(table, name)
+
+    def create_indexes(self, table: Table, name: str | None = None) -> None:
+        name = name or table.name
         for suffix, columns in table.indexes.items():
             self.execute(f"CREATE INDEX IF NOT EXISTS {name}__{suffix} ON {name} "
                          f"({', '.join(columns)})")
@@ -113,22 +126,35 @@ class ReadDb:
         self.execute(f"DROP TABLE IF EXISTS {name}")
 
     def upsert(self, table: Table, name: str, rows: Sequence[dict[str, Any]],
-               guard: str | None = "version") -> None:
-        """Insert rows or update existing ones; with `guard`, never move a row backwards."""
+               guard: str | None = "version", add: Sequence[str] = ()) -> None:
+        """Insert rows or update existing ones; with `guard`, never move a row backwards.
+        Columns in `add` are added to the stored value instead of replacing it (counters).
+        """
         if not rows:
             return
         cols = table.column_names
         types = table.types()
-        updates = [c for c in cols if c not in table.primary_key]
         sql = (f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
-               f" ON CONFLICT ({', '.join(table.primary_key)}) DO ")
-        if updates:
-            sql += "UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in updates)
-            if guard:
-                sql += f" WHERE {name}.{guard} < excluded.{guard}"
-        else:
-            sql += "NOTHING"
+               + _on_conflict(table, name, guard, add))
         self.executemany(sql, [[self.adapt(row[c], types[c]) for c in cols] for row in rows])
+
+    def insert(self, table: Table, name: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows whose keys cannot be in the table yet (a table being built from
+        the first event: rows of orders created in this page, rows keyed by log position)."""
+        if not rows:
+            return
+        cols = table.column_names
+        types = table.types()
+        self.executemany(
+            f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+            [[self.adapt(row[c], types[c]) for c in cols] for row in rows])
+
+    def delete_older(self, name: str, key: str, kind: str,
+                     versions: Sequence[tuple[Any, int]]) -> None:
+        """Delete the rows of each (key, version) pair whose `version` is lower."""
+        if versions:
+            self.executemany(f"DELETE FROM {name} WHERE {key} = %s AND version < %s",
+                             [(self.adapt(k, kind), v) for k, v in versions])
 
     def rows(self, table: Table, name: str) -> list[tuple[Any, ...]]:
         """Every row, normalised to comparable plain values, in primary-key order."""
@@ -140,8 +166,133 @@ class ReadDb:
                 for row in found]
 
 
-def _orjson_text(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+def _on_conflict(table: Table, name: str, guard: str | None, add: Sequence[str] = ()) -> str:
+    updates = [c for c in table.column_names if c not in table.primary_key]
+    sql = f" ON CONFLICT ({', '.join(table.primary_key)}) DO "
+    if not updates:
+        return sql + "NOTHING"
+    sql += "UPDATE SET " + ", ".join(
+        f"{c} = {name}.{c} + excluded.{c}" if c in add else f"{c} = excluded.{c}"
+        for c in updates)
+    if guard:
+        sql += f" WHERE {name}.{guard} < excluded.{guard}"
+    return sql
+
+
+def _orjson_bytes(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _dedupe(table: Table, rows: Sequence[dict[str, Any]], guard: str | None,
+            add: Sequence[str]) -> Sequence[dict[str, Any]]:
+    """Rows with one key each, as applying them one by one would leave the table (one
+    INSERT ... ON CONFLICT statement cannot touch a row twice)."""
+    key = itemgetter(*table.primary_key)
+    keys = [key(row) for row in rows]
+    if len(set(keys)) == len(keys):
+        return rows
+    updates = [c for c in table.column_names if c not in table.primary_key]
+    found: dict[Any, dict[str, Any]] = {}
+    for k, row in zip(keys, rows, strict=True):
+        old = found.get(k)
+        if old is None:
+            found[k] = row
+        elif not updates:
+            continue
+        elif add:
+            found[k] = {**row, **{c: old[c] + row[c] for c in add}}
+        elif guard is None or old[guard] < row[guard]:
+            found[k] = row
+    return list(found.values())
+
+
+# Portable column types -> PostgreSQL binary COPY types.
+COPY_TYPES = {"uuid": "uuid", "text": "text", "int": "int4", "bigint": "int8", "bool": "bool",
+              "timestamptz": "timestamptz", "date": "date", "numeric": "float8",
+              "json": "bytea"}
+
+
+def _as_uuid(value: Any) -> Any:
+    return value if value is None or type(value) is UUID else UUID(str(value))
+
+
+def _as_utc(value: Any) -> Any:
+    if value is None or (type(value) is datetime and value.tzinfo is not None):
+        return value
+    return _utc(value)
+
+
+def _as_float(value: Any) -> Any:
+    return value if value is None or type(value) is float else float(value)
+
+
+def _as_bool(value: Any) -> Any:
+    return value if value is None or type(value) is bool else bool(value)
+
+
+def _as_jsonb(value: Any) -> Any:
+    # jsonb's binary form is a version byte and the JSON text: written as raw bytes
+    # (the column is declared bytea to the COPY, whose fields are untyped on the wire).
+    return None if value is None else b"\x01" + _orjson_bytes(value)
+
+
+# What each portable type needs before binary COPY (others go to psycopg's dumpers as
+# they are).
+_COPY_CONVERT = {"uuid": _as_uuid, "timestamptz": _as_utc, "numeric": _as_float,
+                 "bool": _as_bool, "json": _as_jsonb}
+
+
+def _as_json_param(value: Any) -> Any:
+    return None if value is None else Jsonb(value)
+
+
+# The same for query parameters (text format, typed by psycopg).
+_PARAM_CONVERT = {**_COPY_CONVERT, "json": _as_json_param}
+
+
+@dataclass(frozen=True)
+class _CopyPlan:
+    columns: str
+    types: list[str]
+    get: Any  # row dict -> tuple in column order
+    convert: list[tuple[int, Any]]  # (column index, converter) for COPY
+    convert_params: list[tuple[int, Any]]  # the same for query parameters
+
+    def tuples(self, rows: Sequence[dict[str, Any]], params: bool = False
+               ) -> Iterator[Sequence[Any]]:
+        get = self.get
+        convert = self.convert_params if params else self.convert
+        if not convert:
+            for row in rows:
+                yield get(row)
+            return
+        for row in rows:
+            values = list(get(row))
+            for i, fn in convert:
+                values[i] = fn(values[i])
+            yield values
+
+
+@lru_cache(maxsize=512)
+def _placeholders(rows: int, width: int) -> str:
+    return ", ".join("(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")"
+                     for r in range(rows))
+
+
+_PLANS: dict[tuple[str, tuple[tuple[str, str], ...]], _CopyPlan] = {}
+
+
+def _plan(table: Table) -> _CopyPlan:
+    found = _PLANS.get((table.name, table.columns))
+    if found is None:
+        cols = table.column_names
+        kinds = [kind for _, kind in table.columns]
+        get = itemgetter(*cols) if len(cols) > 1 else (lambda row, c=cols[0]: (row[c],))
+        found = _PLANS[(table.name, table.columns)] = _CopyPlan(
+            ", ".join(cols), [COPY_TYPES[k] for k in kinds], get,
+            [(i, _COPY_CONVERT[k]) for i, k in enumerate(kinds) if k in _COPY_CONVERT],
+            [(i, _PARAM_CONVERT[k]) for i, k in enumerate(kinds) if k in _PARAM_CONVERT])
+    return found
 
 
 def lock_key(name: str) -> int:
@@ -152,6 +303,8 @@ class PostgresDb(ReadDb):
     dialect = "postgres"
     events_table, snapshots_table = "serviceorders_events", "serviceorders_snapshots"
     log_position = "notification_id"
+    # Bulk writes of more rows than this go through binary COPY; fewer, one statement.
+    copy_above = 40
 
     def __init__(self, config: DatabaseConfig, lock_timeout_seconds: int) -> None:
         self.conn = psycopg.connect(
@@ -159,9 +312,13 @@ class PostgresDb(ReadDb):
             password=config.password or None, autocommit=True, connect_timeout=10,
             **config.options)
         self.lock_timeout = lock_timeout_seconds
-        # orjson for json / jsonb on this connection: several times faster than the stdlib.
-        set_json_dumps(_orjson_text, context=self.conn)
+        # orjson for json / jsonb on this connection (parameters, COPY and results):
+        # several times faster than the stdlib.
+        set_json_dumps(_orjson_bytes, context=self.conn)
         set_json_loads(orjson.loads, context=self.conn)
+        # Staging tables of this session (temporary, emptied at each commit), by table.
+        self._staging: set[str] = set()
+        self._last_checked = time.monotonic()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.conn.execute(sql, params or None)
@@ -175,25 +332,114 @@ class PostgresDb(ReadDb):
 
     @contextmanager
     def transaction(self, lock: str | None = None) -> Iterator[None]:
-        with self.conn.transaction():
-            self.conn.execute(f"SET LOCAL lock_timeout = '{self.lock_timeout}s'")
-            if lock is not None:
-                got = self.conn.execute("SELECT pg_try_advisory_xact_lock(%s)",
-                                        (lock_key(lock),)).fetchone()
-                if not got or not got[0]:
-                    raise Busy(lock)
-            yield
+        try:
+            with self.conn.transaction():
+                timeout = f"{self.lock_timeout}s"
+                if lock is None:
+                    self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
+                else:  # one round trip for both
+                    got = self.conn.execute(
+                        "SELECT set_config('lock_timeout', %s, true), "
+                        "pg_try_advisory_xact_lock(%s)", (timeout, lock_key(lock))).fetchone()
+                    if not got or not got[1]:
+                        raise Busy(lock)
+                yield
+        except BaseException:
+            # A staging table created in the transaction went with it.
+            self._staging.clear()
+            raise
+
+    # -- bulk writes: binary COPY
+    def _in_transaction(self) -> bool:
+        return self.conn.info.transaction_status != pq.TransactionStatus.IDLE
+
+    def _copy(self, table: Table, target: str, rows: Sequence[dict[str, Any]]) -> None:
+        plan = _plan(table)
+        with self.conn.cursor() as cur, cur.copy(
+                f"COPY {target} ({plan.columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(plan.types)
+            write = copy.write_row
+            for values in plan.tuples(rows):
+                write(values)
+
+    def _stage(self, table: Table) -> str:
+        """This session's staging table for `table` (same columns, no keys)."""
+        name = f"stage__{table.name}"
+        if name not in self._staging:
+            cols = ", ".join(f"{col} {TYPES[typ][0]}" for col, typ in table.columns)
+            self.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({cols}) "
+                         f"ON COMMIT DELETE ROWS")
+            self._staging.add(name)
+        return name
+
+    def _values(self, table: Table, name: str, rows: Sequence[dict[str, Any]],
+                conflict: str = "") -> None:
+        """One multi-row INSERT ... VALUES statement (one round trip)."""
+        plan = _plan(table)
+        params = [v for values in plan.tuples(rows, params=True) for v in values]
+        # Server-side $n placeholders (a raw cursor): psycopg does not parse the query,
+        # which for a long %s query costs more than the rows themselves.
+        with psycopg.RawCursor(self.conn) as cur:
+            cur.execute(f"INSERT INTO {name} ({plan.columns}) VALUES "
+                        + _placeholders(len(rows), len(table.columns)) + conflict, params)
+
+    def upsert(self, table: Table, name: str, rows: Sequence[dict[str, Any]],
+               guard: str | None = "version", add: Sequence[str] = ()) -> None:
+        """A few rows: one multi-row INSERT ... ON CONFLICT. More: one binary COPY of the
+        rows into a staging table, then one INSERT ... SELECT ... ON CONFLICT for them all
+        (three round trips, but about a fifth of the client's CPU per row)."""
+        if not rows:
+            return
+        rows = _dedupe(table, rows, guard, add)
+        if len(rows) <= self.copy_above:
+            self._values(table, name, rows, _on_conflict(table, name, guard, add))
+            return
+        if not self._in_transaction():
+            with self.transaction():
+                self.upsert(table, name, rows, guard, add)
+            return
+        stage = self._stage(table)
+        self._copy(table, stage, rows)
+        cols = ", ".join(table.column_names)
+        # The staging table is emptied by the same statement: it may serve again before
+        # the commit (which empties it anyway).
+        self.execute(f"WITH staged AS (DELETE FROM {stage} RETURNING {cols}) "
+                     f"INSERT INTO {name} ({cols}) SELECT {cols} FROM staged"
+                     + _on_conflict(table, name, guard, add))
+
+    def insert(self, table: Table, name: str, rows: Sequence[dict[str, Any]]) -> None:
+        if len(rows) > self.copy_above:
+            self._copy(table, name, rows)
+        elif rows:
+            self._values(table, name, rows)
+
+    def delete_older(self, name: str, key: str, kind: str,
+                     versions: Sequence[tuple[Any, int]]) -> None:
+        if versions:
+            keys, numbers = zip(*versions, strict=True)
+            self.execute(
+                f"DELETE FROM {name} AS t USING unnest(%s::{TYPES[kind][0]}[], %s::int[]) "
+                f"AS d(k, v) WHERE t.{key} = d.k AND t.version < d.v",
+                (list(keys), list(numbers)))
 
     def close(self) -> None:
         self.conn.close()
 
     def alive(self) -> bool:
+        """Without a round trip: an idle connection has nothing to read, unless the server
+        closed it (a restart sends a FATAL message, then EOF). A connection idle for a
+        while is also pinged, for what a closed socket would not show (a vanished host)."""
         if self.conn.closed or self.conn.broken:
             return False
         try:
-            self.conn.execute("SELECT 1")
-        except psycopg.Error:
+            readable, _, _ = select.select([self.conn.fileno()], [], [], 0)
+            if readable:
+                return False
+            if time.monotonic() - self._last_checked > PING_AFTER_IDLE_SECONDS:
+                self.conn.execute("SELECT 1")
+        except (psycopg.Error, OSError, ValueError):
             return False
+        self._last_checked = time.monotonic()
         return True
 
     def is_disconnect(self, error: BaseException) -> bool:

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Mapper, StoredEvent
 
-from ..domain.events import OrderEvent
+from ..domain.events import OrderDeleted, OrderEvent
 from ..domain.order import ServiceOrder
 from ..domain.values import Actor, OrderState
 from .db import ReadDb
@@ -36,6 +36,20 @@ class Transition:
     sites: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One event of the page as a TMF641 listener sees it: the order's TMF641 document
+    before and after it (None while the order is not a TMF641 order: a draft, deleted)."""
+
+    position: int
+    event: OrderEvent
+    visible_before: bool
+    state_before: OrderState | None
+    doc_before: dict[str, Any] | None  # set whenever visible_before
+    state: OrderState
+    doc: dict[str, Any] | None  # None: not visible after the event
+
+
 @dataclass
 class Batch:
     """One page of the log, folded: what each projection needs to apply it."""
@@ -51,6 +65,13 @@ class Batch:
     # TMF641 documents rendered while applying the page, by (order id, version): rendered
     # once, shared by the projections that need the same one
     docs: dict[tuple[UUID, int], dict[str, Any]] = field(default_factory=dict)
+    # every event with the documents before and after it (when a projection asked)
+    steps: list[Step] | None = None
+    # the orders whose first event is in this page (no row of theirs can exist yet)
+    new: set[UUID] = field(default_factory=set)
+    # the target tables were empty when the projector started and only it writes them
+    # (rebuild, verify): rows that cannot exist yet are inserted without conflict checks
+    fresh: bool = False
 
     def document(self, order: ServiceOrder) -> dict[str, Any]:
         from ..tmf641 import order_to_tmf641
@@ -119,34 +140,76 @@ class EventLog:
 
     def _event(self, row: Sequence[Any]) -> OrderEvent:
         originator_id, version, topic, state = row
-        stored = StoredEvent(originator_id=UUID(str(originator_id)),
-                             originator_version=int(version), topic=topic, state=bytes(state))
+        if type(originator_id) is not UUID:
+            originator_id = UUID(str(originator_id))
+        stored = StoredEvent(originator_id=originator_id, originator_version=int(version),
+                             topic=topic, state=bytes(state))
         return self.mapper.to_domain_event(stored)
 
 
-def fold(log: EventLog, start: int, events: list[tuple[int, OrderEvent]]) -> Batch:
-    """Replay the page onto the orders it touches, loaded as they were before it."""
-    batch = Batch(start=start, end=events[-1][0], events=events)
+def visible(order: ServiceOrder | None) -> bool:
+    """Whether the order is a TMF641 order: submitted, not deleted (drafts are not)."""
+    return order is not None and order.state is not OrderState.DRAFT and not order.deleted
+
+
+def fold(log: EventLog, start: int, events: list[tuple[int, OrderEvent]],
+         steps: bool = False, fresh: bool = False) -> Batch:
+    """Replay the page onto the orders it touches, loaded as they were before it; with
+    `steps`, also note each event's TMF641 documents (`Batch.steps`)."""
+    batch = Batch(start=start, end=events[-1][0], events=events, fresh=fresh)
     first_version: dict[UUID, int] = {}
     for _, event in events:
         first_version.setdefault(event.originator_id, event.originator_version)
-    earlier = [oid for oid, version in first_version.items() if version > 1]
-    batch.earlier = log.history(earlier, before=events[0][0])
+    earlier = []
+    for oid, version in first_version.items():
+        if version > 1:
+            earlier.append(oid)
+        else:
+            batch.new.add(oid)
+    batch.earlier = log.history(earlier, before=events[0][0]) if earlier else {}
     for order_id, history in batch.earlier.items():
         order: Any = None
         for event in history:
             order = event.mutate(order)
         batch.orders[order_id] = order
-    for position, event in events:
-        order = batch.orders.get(event.originator_id)
-        before_state = order.state if order is not None else None
-        before_since = order.state_since if order is not None else None
-        order = event.mutate(order)
-        batch.orders[event.originator_id] = order
-        if order.state != before_state:
-            batch.transitions.append(_transition(position, event, order, before_state,
-                                                 before_since))
+    replay(batch, steps)
     return batch
+
+
+def replay(batch: Batch, steps: bool = False) -> None:
+    """Apply the page's events to `batch.orders` (the orders as they were before it),
+    noting the state transitions and, with `steps`, each event's documents."""
+    orders = batch.orders
+    transitions = batch.transitions
+    if steps:
+        batch.steps = []
+        docs: dict[UUID, dict[str, Any] | None] = {}  # each order's current document
+    for position, event in batch.events:
+        oid = event.originator_id
+        order = orders.get(oid)
+        if order is not None:
+            before_state, before_since = order.state, order.state_since
+        else:
+            before_state = before_since = None
+        if steps:
+            was_visible = visible(order)
+            if oid not in docs:
+                docs[oid] = batch.document(order) if was_visible else None  # type: ignore[arg-type]
+            doc_before = docs[oid]
+        order = event.mutate(order)
+        orders[oid] = order
+        state = order.state
+        if state != before_state:
+            transitions.append(_transition(position, event, order, before_state,
+                                           before_since))
+        if steps:
+            doc = None
+            if isinstance(event, OrderDeleted):
+                docs[oid] = None
+            elif visible(order):
+                doc = docs[oid] = batch.document(order)
+            batch.steps.append(Step(position, event, was_visible, before_state,  # type: ignore[union-attr]
+                                    doc_before, state, doc))
 
 
 def _transition(position: int, event: OrderEvent, order: ServiceOrder,

@@ -11,18 +11,16 @@ Which domain events produce which notifications is documented in docs/notificati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
 from ..domain import events as ev
-from ..domain.order import ServiceOrder
-from ..domain.values import OrderState
-from ..tmf641 import BASE_PATH, order_to_tmf641
+from ..tmf641 import BASE_PATH
 from .base import Projection
 from .db import ReadDb, Table
-from .log import Batch
+from .log import Batch, Step, replay
 
 CREATE = "ServiceOrderCreateEvent"
 STATE_CHANGE = "ServiceOrderStateChangeEvent"
@@ -79,41 +77,55 @@ class NotificationOutbox(Projection):
         primary_key=("position", "seq"),
         indexes={"order": ("order_id", "position"), "event_id": ("event_id",)},
     )
+    needs_steps = True  # the fold notes each event's documents (Batch.steps)
 
     def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
-        trackers: dict[UUID, _Tracker] = {}
-        rows: list[dict[str, Any]] = []
-        for position, event in batch.events:
-            tracker = trackers.get(event.originator_id)
-            if tracker is None:
-                tracker = _Tracker(batch.earlier.get(event.originator_id, ()), batch.document)
-                trackers[event.originator_id] = tracker
-            for seq, envelope in enumerate(tracker.step(event)):
-                rows.append({"position": position, "seq": seq,
-                             "event_id": envelope["eventId"], "order_id": event.originator_id,
-                             "order_version": event.originator_version,
-                             "event_type": envelope["eventType"],
-                             "event_time": event.timestamp, "payload": envelope})
-        db.upsert(self.table, table, rows, guard=None)
+        rows = outbox_rows(batch)
+        if batch.fresh:  # keyed by log position: no row of this page can exist yet
+            db.insert(self.table, table, rows)
+        else:
+            db.upsert(self.table, table, rows, guard=None)
 
 
-class _Tracker:
-    """One order replayed event by event: its TMF641 document before each event, and its
-    cancellation requests (TMF641 cancelServiceOrder resources)."""
+def outbox_rows(batch: Batch) -> list[dict[str, Any]]:
+    if batch.steps is None:  # a batch folded without steps: replay its orders again
+        again = Batch(start=batch.start, end=batch.end, events=batch.events,
+                      earlier=batch.earlier, docs=batch.docs)
+        for order_id, history in batch.earlier.items():
+            order: Any = None
+            for event in history:
+                order = event.mutate(order)
+            again.orders[order_id] = order
+        replay(again, steps=True)
+        steps: list[Step] = again.steps or []
+    else:
+        steps = batch.steps
+    cancels: dict[UUID, _Cancels] = {}
+    rows: list[dict[str, Any]] = []
+    for step in steps:
+        event = step.event
+        oid = event.originator_id
+        found = cancels.get(oid)
+        if found is None:
+            found = cancels[oid] = _Cancels(batch.earlier.get(oid, ()))
+        for seq, body in enumerate(notifications_of_step(step, found.advance(event))):
+            rows.append({"position": step.position, "seq": seq, "event_id": body["eventId"],
+                         "order_id": oid, "order_version": event.originator_version,
+                         "event_type": body["eventType"], "event_time": event.timestamp,
+                         "payload": body})
+    return rows
 
-    def __init__(self, history: Iterable[ev.OrderEvent],
-                 render: Callable[[ServiceOrder], dict[str, Any]] = order_to_tmf641) -> None:
-        self.order: ServiceOrder | None = None
+
+class _Cancels:
+    """An order's cancellation requests (TMF641 cancelServiceOrder resources)."""
+
+    def __init__(self, history: Iterable[ev.OrderEvent]) -> None:
         self.cancels: dict[str, dict[str, Any]] = {}
-        self.render = render
         for event in history:
-            self._advance(event)
-        self.doc = render(self.order) if _visible(self.order) else None
+            self.advance(event)
 
-    def _advance(self, event: ev.OrderEvent) -> dict[str, Any] | None:
-        """Apply the event; returns the cancelServiceOrder it created or changed."""
-        self.order = event.mutate(self.order)
-        at = _time(event.timestamp)
+    def advance(self, event: ev.OrderEvent) -> dict[str, Any] | None:
+        """Note the event; returns the cancelServiceOrder it created or changed."""
         if isinstance(event, ev.CancellationRequested):
             self.cancels[event.request_id] = {
                 "id": event.request_id, "href": cancel_href(event.request_id),
@@ -139,54 +151,44 @@ class _Tracker:
             if found is None:
                 return None
             found["state"] = "done"
-            found["effectiveCancellationDate"] = at
+            found["effectiveCancellationDate"] = _time(event.timestamp)
             return _compact(found)
         return None
 
-    def step(self, event: ev.OrderEvent) -> list[dict[str, Any]]:
-        """The notifications of one event, in the order a listener should see them."""
-        before = self.order
-        was_visible = _visible(before)
-        state_before = before.state if before is not None else None
-        doc_before = self.doc
-        cancel = self._advance(event)
-        order = self.order
-        assert order is not None
-        out: list[dict[str, Any]] = []
 
-        def emit(event_type: str, body: dict[str, Any], **extra: Any) -> None:
-            out.append(envelope(event, event_type, body, **extra))
+def notifications_of_step(step: Step, cancel: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The notifications of one event, in the order a listener should see them."""
+    event = step.event
+    out: list[dict[str, Any]] = []
 
-        if isinstance(event, ev.OrderDeleted):
-            self.doc = None
-            if was_visible and doc_before is not None:  # a discarded draft says nothing
-                emit(DELETE, {"serviceOrder": _with_href(doc_before)})
-            return out
-        if not _visible(order):  # drafts are not TMF641 orders
-            return out
-        doc = self.render(order)
-        self.doc = doc
-        if not was_visible:  # submitted: the order now exists for TMF641
-            emit(CREATE, {"serviceOrder": _with_href(doc)})
-            return out
-        if cancel is not None:
-            emit(CANCEL_CREATE if isinstance(event, ev.CancellationRequested)
-                 else CANCEL_STATE_CHANGE, {"cancelServiceOrder": cancel})
-        if order.state != state_before:
-            emit(STATE_CHANGE, {"serviceOrder": _with_href(doc)})
-        elif doc != doc_before:
-            changed = sorted(k for k in {*doc, *(doc_before or {})}
-                             if doc.get(k) != (doc_before or {}).get(k))
-            emit(ATTRIBUTE_VALUE_CHANGE, {"serviceOrder": _with_href(doc)},
-                 fieldPath=",".join(changed))
-        if isinstance(event, ev.InformationRequested):
-            emit(INFORMATION_REQUIRED, {"serviceOrder": _with_href(doc)},
-                 description=event.information)
+    def emit(event_type: str, body: dict[str, Any], **extra: Any) -> None:
+        out.append(envelope(event, event_type, body, **extra))
+
+    doc_before = step.doc_before
+    if isinstance(event, ev.OrderDeleted):
+        if step.visible_before and doc_before is not None:  # a discarded draft says nothing
+            emit(DELETE, {"serviceOrder": _with_href(doc_before)})
         return out
-
-
-def _visible(order: ServiceOrder | None) -> bool:
-    return order is not None and order.state is not OrderState.DRAFT and not order.deleted
+    doc = step.doc
+    if doc is None:  # drafts are not TMF641 orders
+        return out
+    if not step.visible_before:  # submitted: the order now exists for TMF641
+        emit(CREATE, {"serviceOrder": _with_href(doc)})
+        return out
+    if cancel is not None:
+        emit(CANCEL_CREATE if isinstance(event, ev.CancellationRequested)
+             else CANCEL_STATE_CHANGE, {"cancelServiceOrder": cancel})
+    if step.state != step.state_before:
+        emit(STATE_CHANGE, {"serviceOrder": _with_href(doc)})
+    elif doc != doc_before:
+        changed = sorted(k for k in {*doc, *(doc_before or {})}
+                         if doc.get(k) != (doc_before or {}).get(k))
+        emit(ATTRIBUTE_VALUE_CHANGE, {"serviceOrder": _with_href(doc)},
+             fieldPath=",".join(changed))
+    if isinstance(event, ev.InformationRequested):
+        emit(INFORMATION_REQUIRED, {"serviceOrder": _with_href(doc)},
+             description=event.information)
+    return out
 
 
 def _with_href(doc: dict[str, Any]) -> dict[str, Any]:
@@ -212,8 +214,9 @@ def envelope(event: ev.OrderEvent, event_type: str, body: dict[str, Any],
 def notifications_of(events: Sequence[ev.OrderEvent]) -> list[dict[str, Any]]:
     """Every notification of one order's events (version order, from its first event):
     the same derivation as the outbox, for tests and tools."""
-    tracker = _Tracker(())
-    return [n for event in events for n in tracker.step(event)]
+    batch = Batch(start=0, end=len(events), events=list(enumerate(events, 1)))
+    replay(batch, steps=True)
+    return [row["payload"] for row in outbox_rows(batch)]
 
 
 def absolute_hrefs(payload: dict[str, Any], base_url: str | None) -> dict[str, Any]:

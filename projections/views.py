@@ -6,7 +6,7 @@ and the daily counts, of their state transitions).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..domain import events as ev
@@ -34,15 +34,36 @@ class OrderSummary(Projection):
                  ("approved_by", "text"), ("approved_at", "timestamptz"),
                  ("rejected_by", "text"), ("rejected_at", "timestamptz"),
                  ("rejection_reason", "text"), ("point_of_no_return", "bool"),
-                 ("deleted", "bool"), ("state_since", "timestamptz"), ("last_change_at", "timestamptz"),
-                 ("version", "int")),
+                 ("deleted", "bool"), ("state_since", "timestamptz"),
+                 ("last_change_at", "timestamptz"), ("version", "int")),
         primary_key=("id",),
         indexes={"state": ("state",), "external_id": ("external_id",),
                  "order_date": ("order_date",), "customer": ("customer_id",)},
     )
 
     def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
-        db.upsert(self.table, table, [summary_row(o) for o in batch.orders.values()])
+        write(db, self.table, table, batch, summary_row)
+
+
+def write(db: ReadDb, spec: Table, table: str, batch: Batch,
+          rows_of: Callable[[ServiceOrder], list[dict[str, Any]] | dict[str, Any]],
+          orders: Iterable[ServiceOrder] | None = None) -> None:
+    """The rows of the page's orders: upserts, guarded by version; in a table being built
+    from the first event (`batch.fresh`), the rows of orders created in this page are
+    inserted without conflict checks."""
+    orders = batch.orders.values() if orders is None else orders
+    new: list[dict[str, Any]] = []
+    old: list[dict[str, Any]] = []
+    fresh = batch.new if batch.fresh else ()
+    for order in orders:
+        found = rows_of(order)
+        into = new if order.id in fresh else old
+        if isinstance(found, dict):
+            into.append(found)
+        else:
+            into.extend(found)
+    db.insert(spec, table, new)
+    db.upsert(spec, table, old)
 
 
 def summary_row(order: ServiceOrder) -> dict[str, Any]:
@@ -97,12 +118,15 @@ class OrderItems(Projection):
     )
 
     def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
-        touched = [(o.id, o.version) for o in batch.orders.values()]
         # Items an order no longer has leave the table; the version guard keeps newer rows.
-        db.executemany(f"DELETE FROM {table} WHERE order_id = %s AND version < %s",
-                       [(db.adapt(oid, "uuid"), version) for oid, version in touched])
-        db.upsert(self.table, table, [row for o in batch.orders.values()
-                                      for row in item_rows(o)])
+        db.delete_older(table, "order_id", "uuid", _touched(batch))
+        write(db, self.table, table, batch, item_rows)
+
+
+def _touched(batch: Batch) -> list[tuple[Any, int]]:
+    """(order id, version) of the page's orders that may have rows already."""
+    fresh = batch.new if batch.fresh else ()
+    return [(o.id, o.version) for o in batch.orders.values() if o.id not in fresh]
 
 
 def item_rows(order: ServiceOrder) -> list[dict[str, Any]]:
@@ -140,10 +164,8 @@ class ReviewQueue(Projection):
 
     def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
         # Rows leave the queue when decided: clear each touched order's older rows first.
-        db.executemany(f"DELETE FROM {table} WHERE order_id = %s AND version < %s",
-                       [(db.adapt(o.id, "uuid"), o.version) for o in batch.orders.values()])
-        db.upsert(self.table, table, [row for o in batch.orders.values()
-                                      for row in queue_rows(o)])
+        db.delete_older(table, "order_id", "uuid", _touched(batch))
+        write(db, self.table, table, batch, queue_rows)
 
 
 def queue_rows(order: ServiceOrder) -> list[dict[str, Any]]:
@@ -159,12 +181,13 @@ def queue_rows(order: ServiceOrder) -> list[dict[str, Any]]:
         return []
     customer = order.header.customer
     actions = Counter(i.action.value for i in order.items.values())
+    sites = sites_of(order)
     return [{
         "order_id": order.id, "kind": kind, "external_id": order.header.external_id,
         "priority": order.header.priority, "submitted_at": since, "submitted_by": who,
         "customer_id": customer.id if customer else None,
         "customer_name": customer.name if customer else None,
-        "sites": sites_of(order), "site_count": len(sites_of(order)),
+        "sites": sites, "site_count": len(sites),
         "specifications": specifications_of(order), "item_actions": dict(sorted(actions.items())),
         "item_count": len(order.items),
         "flags": [f.model_dump(mode="json") for f in order.flags], "flag_count": len(order.flags),
@@ -187,10 +210,11 @@ class OrderDocument(Projection):
         # Drafts are not TMF641 orders: they get a document once submitted. A deleted order
         # leaves the TMF641 resources (its history stays in the event log).
         orders = batch.orders.values()
-        db.executemany(f"DELETE FROM {table} WHERE order_id = %s",
-                       [(db.adapt(o.id, "uuid"),) for o in orders if o.deleted])
-        db.upsert(self.table, table, [document_row(o, batch) for o in orders
-                                      if o.state is not OrderState.DRAFT and not o.deleted])
+        deleted = [(db.adapt(o.id, "uuid"),) for o in orders if o.deleted]
+        if deleted:
+            db.executemany(f"DELETE FROM {table} WHERE order_id = %s", deleted)
+        write(db, self.table, table, batch, lambda o: document_row(o, batch),
+              [o for o in orders if o.state is not OrderState.DRAFT and not o.deleted])
 
 
 def document_row(order: ServiceOrder, batch: Batch | None = None) -> dict[str, Any]:
@@ -261,7 +285,11 @@ class OrderStateHistory(Projection):
     )
 
     def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
-        db.upsert(self.table, table, [history_row(t) for t in batch.transitions], guard=None)
+        rows = [history_row(t) for t in batch.transitions]
+        if batch.fresh:  # keyed by the page's own versions: none can exist yet
+            db.insert(self.table, table, rows)
+        else:
+            db.upsert(self.table, table, rows, guard=None)
 
 
 def history_row(t: Transition) -> dict[str, Any]:
@@ -290,15 +318,10 @@ class DailyStateCounts(Projection):
         for t in batch.transitions:
             for dimension, value in dimensions(t):
                 counts[(t.at.date(), t.to_state.value, dimension, value)] += 1
-        if not counts:
-            return
-        cols = ", ".join(self.table.column_names)
-        db.executemany(
-            f"INSERT INTO {table} ({cols}) VALUES (%s, %s, %s, %s, %s) "
-            f"ON CONFLICT (day, state, dimension, value) "
-            f"DO UPDATE SET orders = {table}.orders + excluded.orders",
-            [(db.adapt(day, "date"), state, dim, value, n)
-             for (day, state, dim, value), n in sorted(counts.items())])
+        db.upsert(self.table, table,
+                  [{"day": day, "state": state, "dimension": dim, "value": value, "orders": n}
+                   for (day, state, dim, value), n in sorted(counts.items())],
+                  guard=None, add=("orders",))
 
 
 def dimensions(t: Transition) -> Sequence[tuple[str, str]]:
