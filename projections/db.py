@@ -96,6 +96,11 @@ class ReadDb:
         """Whether the connection still works (a cheap round trip where there is one)."""
         return True
 
+    def wait_for_lock(self, lock: str, timeout: float) -> None:
+        """Return when whoever holds the advisory `lock` lets go of it (or after `timeout`
+        seconds), without keeping it."""
+        time.sleep(min(timeout, 0.01))
+
     def is_disconnect(self, error: BaseException) -> bool:
         """Whether `error` means the server dropped the connection (safe to retry afresh)."""
         return False
@@ -348,6 +353,14 @@ class PostgresDb(ReadDb):
             # A staging table created in the transaction went with it.
             self._staging.clear()
             raise
+
+    def wait_for_lock(self, lock: str, timeout: float) -> None:
+        try:
+            with self.conn.transaction():
+                self.conn.execute(f"SET LOCAL lock_timeout = '{max(1, int(timeout * 1000))}ms'")
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(lock),))
+        except psycopg.errors.LockNotAvailable:
+            pass  # still held: the caller looks again
 
     # -- bulk writes: binary COPY
     def _in_transaction(self) -> bool:

@@ -169,7 +169,15 @@ class Projector:
             try:
                 if self.run_once():
                     continue
-            except (Busy, PositionMoved):
+            except Busy:
+                # Another projector is applying a page (likely with our events in it):
+                # wake up when it lets go of the lock, not at the next poll.
+                if self.lock is not None:
+                    left = deadline - time.monotonic()
+                    self.db.wait_for_lock(self.lock, max(0.001, min(left, 1.0)))
+                    if left > 0:
+                        continue
+            except PositionMoved:
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"read models did not reach {target} in {timeout}s")

@@ -253,8 +253,8 @@ def test_reads_after_the_server_dropped_every_connection_get_fresh_ones(
         with ctx.read() as models:
             pids.append(models.db.conn.info.backend_pid)  # type: ignore[attr-defined]
     with psycopg.connect(_admin_url(pg_settings), autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        for pid in set(pids):  # as a restart would: every pooled connection dropped
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     time.sleep(0.2)
     for _ in range(3):
         with ctx.read() as models:
@@ -268,3 +268,40 @@ def test_reads_after_the_server_dropped_every_connection_get_fresh_ones(
 def _admin_url(settings: Settings) -> str:
     db = settings.database
     return f"postgresql://{db.user}@{db.host}:{db.port}/{db.dbname}"
+
+
+def test_waiting_for_the_projection_lock_returns_when_its_holder_lets_go(
+        pg_settings: Settings) -> None:
+    """`wait_for_lock` (used by read-your-writes when another projector is busy) sleeps
+    until the holder's transaction ends, and never keeps the lock itself."""
+    from serviceorders.projections.db import lock_key
+
+    holder, waiter, third = (open_read_db(pg_settings) for _ in range(3))
+    try:
+        release, held = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with holder.transaction(lock="test.lock"):
+                held.set()
+                assert release.wait(30)
+
+        holding = _start(hold)
+        assert held.wait(30)
+        waited = _start(waiter.wait_for_lock, "test.lock", 30.0)
+        waited.join(0.3)
+        assert waited.is_alive(), "returned while the lock was still held"
+        release.set()
+        holding.join(30)
+        waited.join(30)
+        assert not waited.is_alive()
+        row = third.fetchone("SELECT pg_try_advisory_lock(%s)", (lock_key("test.lock"),))
+        assert row is not None and row[0] is True  # the waiter did not keep it
+        third.execute("SELECT pg_advisory_unlock(%s)", (lock_key("test.lock"),))
+        # Still held after the timeout: it returns anyway, without the lock.
+        with holder.transaction(lock="test.lock"):
+            waiter.wait_for_lock("test.lock", 0.05)
+            row = third.fetchone("SELECT pg_try_advisory_lock(%s)", (lock_key("test.lock"),))
+            assert row is not None and row[0] is False
+    finally:
+        for db in (holder, waiter, third):
+            db.close()
