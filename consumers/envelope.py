@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -100,6 +101,11 @@ class OrderRef:
 class Create:
     body: ServiceOrderCreate
     external_id: str
+
+    @cached_property
+    def order_id(self) -> UUID:
+        """The order's id, derived from its external id (once)."""
+        return order_id_for(self.external_id)
 
 
 @dataclass(frozen=True)

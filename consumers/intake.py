@@ -31,8 +31,9 @@ from ..domain.errors import (
     UnknownItem,
     ValidationFailed,
 )
-from ..domain.order import ServiceOrder, order_id_for
+from ..domain.order import ServiceOrder
 from ..domain.values import Actor, Channel, CommandContext, Role, Source
+from ..gcpause import gc_paused
 from ..tmf641_in import order_to_domain
 from . import envelope as env
 from .store import Applied, DeadLetter, IntakeStore, IntakeWrite, OutboxRecord, digest
@@ -91,6 +92,11 @@ class Intake:
         recorded when the batch was read (None: nothing recorded yet); the commit only
         succeeds if that is still so. Raises StaleBatch or the database's error, having
         written nothing."""
+        with gc_paused():
+            return self._process(messages, stored)
+
+    def _process(self, messages: Sequence[Message],
+                 stored: dict[tuple[str, int], int | None]) -> BatchResult:
         result = BatchResult()
         fresh: list[Message] = []
         for m in sorted(messages, key=lambda m: (m.topic, m.partition, m.offset)):
@@ -147,7 +153,7 @@ class _Batch:
         wanted: list[UUID] = []
         for _, p in parsed:
             c = p.command
-            wanted.extend([order_id_for(c.external_id)] if isinstance(c, env.Create)
+            wanted.extend([c.order_id] if isinstance(c, env.Create)
                           else c.ref.candidates())
         self.existing = self.intake.store.existing_orders(wanted)
         for m, p in parsed:
@@ -200,7 +206,7 @@ class _Batch:
     def _apply(self, m: Message, p: env.Parsed) -> UUID:
         c = p.command
         if isinstance(c, env.Create):
-            order_id = order_id_for(c.external_id)
+            order_id = c.order_id
             if self._load(order_id) is not None:
                 return order_id  # the same order again: changes nothing, not an error
             header, items, notes = order_to_domain(c.body)

@@ -13,9 +13,10 @@ from uuid import UUID
 
 from eventsourcing.domain import CanInitAggregate, CanMutateAggregate
 from eventsourcing.utils import register_topic
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict
 
 from .chain import event_hash
+from .copying import replace
 from .values import (
     Actor,
     HeaderChange,
@@ -38,6 +39,9 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
     """Base of all order events: the envelope and the hash chain."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # The stored state, dumped once (see model_post_init): a slot, not a pydantic private
+    # attribute, whose per-instance set-up cost more than the rest of the event's init.
+    __slots__ = ("_stored",)
 
     TOPIC: ClassVar[str]
     class_version: ClassVar[int] = 1
@@ -51,7 +55,6 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
     causation_id: str | None = None
     prev_hash: str
     hash: str = ""
-    _stored: dict[str, Any] | None = PrivateAttr(default=None)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -64,9 +67,9 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
             digest = event_hash(self.TOPIC, self.originator_id, self.originator_version, state)
             object.__setattr__(self, "hash", digest)
             state["hash"] = digest  # same key order as a fresh dump
-            self._stored = state  # dumped once: the mapper stores exactly this
+            object.__setattr__(self, "_stored", state)  # the mapper stores exactly this
 
-    def __eq__(self, other: object) -> bool:  # the fields; not the cached stored state
+    def __eq__(self, other: object) -> bool:  # the fields (the stored state is a slot)
         if not isinstance(other, OrderEvent):
             return NotImplemented
         return type(self) is type(other) and self.__dict__ == other.__dict__
@@ -86,9 +89,12 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
 
     def state_for_storage(self) -> dict[str, Any]:
         """The same, computed once and shared: never change it."""
-        if self._stored is None:
-            self._stored = self._dump()
-        return self._stored
+        try:
+            return self._stored  # type: ignore[no-any-return]
+        except AttributeError:  # a stored event (it came with its hash), or a copy
+            state = self._dump()
+            object.__setattr__(self, "_stored", state)
+            return state
 
     def compute_hash(self) -> str:
         return event_hash(self.TOPIC, self.originator_id, self.originator_version,
@@ -161,7 +167,7 @@ class OrderSubmitted(OrderEvent):
         order.flags = self.flags
         order.submitted_by = self.actor
         order.submitted_at = self.timestamp
-        order.items = {k: v.with_state(ItemState.ACKNOWLEDGED) for k, v in order.items.items()}
+        order.items = {k: replace(v, state=ItemState.ACKNOWLEDGED) for k, v in order.items.items()}
 
 
 class OrderApproved(OrderEvent):
@@ -181,7 +187,7 @@ class OrderRejected(OrderEvent):
         order.decided_by = self.actor
         order.decided_at = self.timestamp
         order.rejection_reason = self.reason
-        order.items = {k: v.with_state(ItemState.REJECTED) for k, v in order.items.items()}
+        order.items = {k: replace(v, state=ItemState.REJECTED) for k, v in order.items.items()}
 
 
 class OrderHeld(OrderEvent):
@@ -222,7 +228,8 @@ class ItemStateChanged(OrderEvent):
     reason: str | None = None
 
     def apply(self, order: ServiceOrder) -> None:
-        order.items = {**order.items, self.item_id: order.items[self.item_id].with_state(self.state)}
+        order.items = {**order.items,
+                       self.item_id: replace(order.items[self.item_id], state=self.state)}
 
 
 class OrderRevised(OrderEvent):
@@ -241,7 +248,7 @@ class OrderRevised(OrderEvent):
             if order.state is OrderState.ACKNOWLEDGED:
                 items.pop(item_id, None)
             else:  # after approval the item stays on record, cancelled
-                items[item_id] = items[item_id].with_state(ItemState.CANCELLED)
+                items[item_id] = replace(items[item_id], state=ItemState.CANCELLED)
         order.items = items
         order.header = self.header.apply_to(order.header)
         order.flags = self.flags
@@ -299,7 +306,8 @@ class OrderCancelled(OrderEvent):
         order.state = OrderState.CANCELLED
         if self.reason:  # a direct cancellation's reason, or the request's
             order.cancellation_reason = self.reason
-        order.items = {k: v if v.state and v.state.is_final else v.with_state(ItemState.CANCELLED)
+        order.items = {k: v if v.state and v.state.is_final
+                       else replace(v, state=ItemState.CANCELLED)
                        for k, v in order.items.items()}
 
 

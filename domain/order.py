@@ -16,6 +16,7 @@ from eventsourcing.domain import BaseAggregate
 from . import events as ev
 from .catalog import Catalog, flags, structural
 from .chain import GENESIS
+from .copying import replace
 from .errors import (
     IllegalTransition,
     InvalidCommand,
@@ -122,7 +123,7 @@ class ServiceOrder(BaseAggregate[UUID]):
              order_id: UUID | None, notes: tuple[Note, ...] = ()) -> ServiceOrder:
         order_id = order_id or order_id_for(header.external_id)
         return cls._create(ev.OrderDrafted, id=order_id, header=header,
-                           items=tuple(i.with_state(None) for i in items), notes=notes,
+                           items=tuple(_without_state(i) for i in items), notes=notes,
                            prev_hash=GENESIS, **envelope(ctx))
 
     def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
@@ -136,7 +137,7 @@ class ServiceOrder(BaseAggregate[UUID]):
             raise InvalidCommand(f"order {self.id} already has an item {item.id}")
         if catalog is not None:
             item = catalog.resolve(item)
-        self.trigger_event(ev.LineAdded, item=item.with_state(None), **envelope(ctx))
+        self.trigger_event(ev.LineAdded, item=_without_state(item), **envelope(ctx))
 
     def configure_line(self, ctx: CommandContext, item_id: str,
                        characteristics: dict[str, Any] | None = None,
@@ -271,7 +272,7 @@ class ServiceOrder(BaseAggregate[UUID]):
         if refused := structural(problems):
             raise ValidationFailed(refused, self.id)
         self.trigger_event(ev.OrderRevised,
-                           items=tuple(i.with_state(ItemState.ACKNOWLEDGED) for i in items),
+                           items=tuple(replace(i, state=ItemState.ACKNOWLEDGED) for i in items),
                            removed_item_ids=removed, header=header,
                            flags=tuple(flags(problems)), **envelope(ctx))
         if self.state is OrderState.IN_PROGRESS:
@@ -354,6 +355,11 @@ _NOT_IN_SNAPSHOT = {"_id", "_version", "_pending_events"}
 def _check_role(order_id: UUID | None, ctx: CommandContext, action: Action) -> None:
     if not may(ctx.actor.role, action):
         raise NotPermitted(order_id, ctx.actor.id, ctx.actor.role, action)
+
+
+def _without_state(item: OrderItem) -> OrderItem:
+    """The item as a draft holds it (no state); the same item when it has none."""
+    return item if item.state is None else replace(item, state=None)
 
 
 def _required(text: str | None, what: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from .copying import replace
 from .values import HeaderChange, OrderHeader, OrderItem, Party, Place
 
 TOKEN_PREFIX = "pii:1:"
@@ -48,14 +49,12 @@ def _text(fn: Callable[[str], str], value: str | None) -> str | None:
 
 
 def _parties(fn: Callable[[str], str], parties: Iterable[Party]) -> tuple[Party, ...]:
-    return tuple(p.model_copy(update={"name": _text(fn, p.name)}) if p.name else p
-                 for p in parties)
+    return tuple(replace(p, name=fn(p.name)) if p.name else p for p in parties)
 
 
 def map_header(header: OrderHeader, fn: Callable[[str], str]) -> OrderHeader:
-    return header.model_copy(update={
-        "related_parties": _parties(fn, header.related_parties),
-        "notification_contact": _text(fn, header.notification_contact)})
+    return replace(header, related_parties=_parties(fn, header.related_parties),
+                   notification_contact=_text(fn, header.notification_contact))
 
 
 def map_change(change: HeaderChange, fn: Callable[[str], str]) -> HeaderChange:
@@ -66,20 +65,21 @@ def map_change(change: HeaderChange, fn: Callable[[str], str]) -> HeaderChange:
         update["notification_contact"] = fn(change.notification_contact)
     if not update:
         return change
-    # model_copy keeps model_fields_set, so "which fields the change names" is unchanged.
-    return change.model_copy(update=update)
+    # Like model_copy, replace keeps model_fields_set (plus the fields it sets, which are
+    # set already), so "which fields the change names" is unchanged.
+    return replace(change, **update)
 
 
 def map_place(place: Place | None, fn: Callable[[str], str]) -> Place | None:
     if place is None or not place.name:
         return place
-    return place.model_copy(update={"name": fn(place.name)})
+    return replace(place, name=fn(place.name))
 
 
 def map_item(item: OrderItem, fn: Callable[[str], str]) -> OrderItem:
     if item.place is None or not item.place.name:
         return item
-    return item.model_copy(update={"place": map_place(item.place, fn)})
+    return replace(item, place=map_place(item.place, fn))
 
 
 def reveal_json(value: Any, reveal: Callable[[str], str]) -> Any:

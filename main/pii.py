@@ -43,6 +43,8 @@ SQLITE_DDL = (
         erased_by TEXT NOT NULL, reason TEXT, orders INTEGER NOT NULL)""",
 )
 CACHE_SECONDS = 5.0  # how long a process may keep using a key after it was erased
+NONCE_BYTES = 12
+NONCES_PER_DRAW = 512  # nonces drawn from the OS at once
 
 
 def create_tables(db: ReadDb) -> None:
@@ -133,6 +135,25 @@ class Vault:
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, bytes | None]] = {}
         self._ciphers: dict[bytes, AESGCM] = {}
+        self._scopes: dict[str, tuple[bytes, str]] = {}  # scope -> (its bytes, token prefix)
+        self._nonce_lock = threading.Lock()
+        self._nonces = b""
+        self._nonce_at = 0
+        self._nonce_pid = 0
+
+    def _nonce(self) -> bytes:
+        """A fresh random 96-bit nonce. Drawn from the OS's CSPRNG like os.urandom(12),
+        but NONCES_PER_DRAW at a time: under load the getrandom call cost more than the
+        encryption. Every nonce is handed out once (under a lock, for the API's threads),
+        and a forked child never uses its parent's unused ones (the pid is checked)."""
+        with self._nonce_lock:
+            at = self._nonce_at
+            if at >= len(self._nonces) or self._nonce_pid != os.getpid():
+                self._nonces = os.urandom(NONCE_BYTES * NONCES_PER_DRAW)
+                self._nonce_pid = os.getpid()
+                at = 0
+            self._nonce_at = at + NONCE_BYTES
+            return self._nonces[at:at + NONCE_BYTES]
 
     def _key(self, scope: str, create: bool) -> bytes | None:
         hit = self._cache.get(scope)
@@ -151,9 +172,16 @@ class Vault:
         if key is None:
             raise ErasedScope(f"the personal data of {scope!r} was erased: new personal data "
                               "for it cannot be stored")
-        nonce = os.urandom(12)
-        sealed = self._cipher(key).encrypt(nonce, value.encode(), scope.encode())
-        return f"{TOKEN_PREFIX}{_b64(scope.encode())}:{_b64(nonce + sealed)}"
+        found = self._scopes.get(scope)
+        if found is None:
+            if len(self._scopes) > 10_000:
+                self._scopes.clear()
+            raw = scope.encode()
+            found = self._scopes[scope] = (raw, f"{TOKEN_PREFIX}{_b64(raw)}:")
+        raw, prefix = found
+        nonce = self._nonce()
+        sealed = self._cipher(key).encrypt(nonce, value.encode(), raw)
+        return prefix + _b64(nonce + sealed)
 
     def reveal(self, value: str) -> str:
         if not value.startswith(TOKEN_PREFIX):

@@ -6,17 +6,16 @@ in case a lock was ever bypassed.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import Mapper
 
+from ..gcpause import gc_paused
 from .db import Busy, ReadDb, Table
 from .log import EventLog, fold
 from .views import PROJECTIONS, Projection
@@ -41,21 +40,6 @@ class Status:
     position: int
     head: int
     lag: int  # events behind the log head
-
-
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """The cyclic garbage collector off while a page is applied. A page allocates tens of
-    thousands of objects that live until its end (events, orders, documents, rows), so
-    the collector would run many times per page and walk all of them each time: it cost
-    about half of the decoding time. They are freed by reference counting at the end."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def create_tables(db: ReadDb, projections: Sequence[Projection] = PROJECTIONS) -> None:
@@ -112,7 +96,7 @@ class Projector:
 
     def step(self, stop: int | None = None) -> int:
         """`run_once` inside a transaction the caller holds."""
-        with _no_gc():  # (the page is freed before the collector is back on)
+        with gc_paused():  # (the page is freed before the collector is back on)
             return self._step(stop)
 
     def _step(self, stop: int | None) -> int:
