@@ -433,7 +433,11 @@ class Publisher:
     @property
     def producer(self) -> KafkaProducer:
         if self._producer is None:
+            # Large batches (a notification is 1-4 KB; the default 16 KB batch filled every
+            # few records and woke the sender thread each time): fewer produce requests and
+            # wake-ups for the same records.
             self._producer = KafkaProducer(acks="all", linger_ms=5, retries=5,
+                                           batch_size=256 * 1024,
                                            **client_options(self.settings))
         return self._producer
 
