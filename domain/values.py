@@ -13,6 +13,8 @@ from uuid import uuid4
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from .copying import replace
+
 
 def _date_only_as_date(value: Any) -> Any:
     """A date-only ISO string is a date, not midnight: `date` values survive JSON storage."""
@@ -193,10 +195,12 @@ class OrderItem(Value):
     @field_validator("depends_on")
     @classmethod
     def _no_duplicate_dependencies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) < 2:  # nothing to repeat (the common case, on every item decoded)
+            return value
         return tuple(dict.fromkeys(value))
 
     def with_state(self, state: ItemState | None) -> OrderItem:
-        return self.model_copy(update={"state": state})
+        return replace(self, state=state)  # = model_copy(update={"state": state})
 
 
 class OrderHeader(Value):
