@@ -232,7 +232,7 @@ class Proc:
         out.parent.mkdir(parents=True, exist_ok=True)
         self.profiler = subprocess.Popen(
             [exe, "record", "--pid", str(self.pid), "--format", "raw", "--rate", str(rate),
-             "--nonblocking", "--subprocesses", "-o", str(out)], stdout=subprocess.DEVNULL,
+             "--nonblocking", "--subprocesses", *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []), "-o", str(out)], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
 
     @property
