@@ -43,6 +43,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--api-orders", type=int, default=None,
                    help="orders POSTed per API repetition (default 2000; smoke 96)")
     p.add_argument("--clients", type=int, default=32, help="concurrent API clients")
+    p.add_argument("--intake-rate", type=float, default=None,
+                   help="orders/s of the paced intake run (default 500; smoke 300; 0: none)")
     p.add_argument("--api-workers", type=int, default=2,
                    help="`serviceorders api --workers N` (default 2: one per core)")
     p.add_argument("--paced", default="100,200", metavar="POST,GET",
@@ -68,6 +70,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.orders = a.orders or (150 if a.smoke else 5000)
     a.api_orders = a.api_orders or (96 if a.smoke else 2000)
     a.repeat = a.repeat or (1 if a.smoke else 3)
+    if a.intake_rate is None:
+        a.intake_rate = 300.0 if a.smoke else 500.0
     post_rate, get_rate = (float(x) for x in a.paced.split(","))
     a.paced = (post_rate, get_rate)
     a.levels = [int(x) for x in (a.levels or ("10,100" if a.smoke else "10,100,1000,10000"))
@@ -167,6 +171,14 @@ def run_sections(a: argparse.Namespace, r: Results, dbs: Databases, bootstrap: s
                 events_per_order = max(1, round(got.events / got.orders))
                 if consumers == 1:
                     replay_url = url
+            if "intake" in want and a.intake_rate:
+                tag = f"{run_id}-r{rep}-paced"
+                got = intake.run(database_url=dbs.create(f"intake_r{rep}_paced"),
+                                 bootstrap=bootstrap, messages=messages, consumers=1, tag=tag,
+                                 logs=logs, rate=a.intake_rate)
+                r.add("intake", f"1 consume, published at {a.intake_rate:,.0f}/s: projection "
+                      "lag at the end", "s", got.lag_s, target=Target("<=", 1.0, text="<= 1 s"),
+                      note="a steady stream below capacity, not a burst")
         if ceiling_url is not None:
             got_c = ceiling.run_once(bootstrap, f"bench.{run_id}.ceiling", len(messages),
                                      ceiling_url, values, events_per_order)

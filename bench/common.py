@@ -230,10 +230,11 @@ class Proc:
         if not exe:
             raise RuntimeError("--profile needs py-spy (pip install py-spy)")
         out.parent.mkdir(parents=True, exist_ok=True)
+        gil = ["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []  # on-CPU Python only
         self.profiler = subprocess.Popen(
             [exe, "record", "--pid", str(self.pid), "--format", "raw", "--rate", str(rate),
-             "--nonblocking", "--subprocesses", *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []), "-o", str(out)], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+             "--nonblocking", "--subprocesses", *gil, "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     @property
     def pid(self) -> int:

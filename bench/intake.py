@@ -12,11 +12,15 @@ reads the database: the orders/s figures divide N by the time until the last ord
 stored (`intake_applied`) and until every order is visible in both read models.
 Projection lag = the moment every order is visible - the last intake commit
 (`max(intake_applied.applied_at)`, stamped just before the commit).
+
+Paced (`rate`): the same orders published at a steady rate below capacity instead of in one
+burst; the lag at the end then shows how far the read models trail a steady stream.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from kafka import KafkaProducer
 from serviceorders.consumers.kafka import ensure_topics
 from serviceorders.settings import Settings
 
@@ -98,9 +103,28 @@ def _kafka_committed(bootstrap: str, group: str, topic: str) -> int | None:
         return None
 
 
+def publish_at(bootstrap: str, topic: str, messages: list[Any], rate: float) -> None:
+    """Publish at a steady `rate` (messages/s), in ticks of 20 ms, each flushed."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    t0 = time.perf_counter()
+    per_tick = max(1, round(rate * 0.02))
+    try:
+        for i in range(0, len(messages), per_tick):
+            due = t0 + i / rate
+            if due > time.perf_counter():
+                time.sleep(due - time.perf_counter())
+            for m in messages[i:i + per_tick]:
+                producer.send(topic, key=m.key, value=m.value)
+            producer.flush(timeout=60)
+    finally:
+        producer.close(timeout=10)
+
+
 def run(*, database_url: str, bootstrap: str, messages: list[Any], consumers: int,
         tag: str, logs: Path, partitions: int = 4, batch: int | None = None,
-        profile: str | None = None, timeout: float = 300) -> IntakeRun:
+        profile: str | None = None, timeout: float = 300,
+        rate: float | None = None) -> IntakeRun:
+    """`rate`: publish at that steady rate instead of in one burst."""
     count = len(messages)
     inbound, group = f"bench.{tag}.inbound", f"bench-{tag}"
     extra = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SERVICEORDERS_INBOUND_TOPIC": inbound,
@@ -127,7 +151,13 @@ def run(*, database_url: str, bootstrap: str, messages: list[Any], consumers: in
         wait_for(lambda: _group_settled(workers, 1.0), 60, "the consumer group to settle",
                  interval=0.1, alive=[project, *workers])
         t0 = time.time()
-        publish(bootstrap, inbound, messages)
+        sender = None
+        if rate is None:
+            publish(bootstrap, inbound, messages)
+        else:
+            sender = threading.Thread(target=publish_at, args=(bootstrap, inbound, messages,
+                                                                rate), daemon=True)
+            sender.start()
         stored_at = visible_at = None
         last = None
         deadline = time.monotonic() + timeout
@@ -149,6 +179,8 @@ def run(*, database_url: str, bootstrap: str, messages: list[Any], consumers: in
             for p in (project, *workers):
                 p.check_alive()
             time.sleep(0.05)
+        if sender is not None:
+            sender.join(60)
         events = int(conn.execute("SELECT count(*) FROM serviceorders_events").fetchone()[0])
         time.sleep(0.3)  # the Kafka commit follows the database commit
         committed = _kafka_committed(bootstrap, group, inbound)
@@ -163,7 +195,8 @@ def run(*, database_url: str, bootstrap: str, messages: list[Any], consumers: in
         peak_consume_mb=max(w.peak_mb for w in workers), peak_project_mb=project.peak_mb,
         consume_cpu_s=sum(w.cpu_seconds for w in workers), project_cpu_s=project.cpu_seconds,
         kafka_committed=committed, database_url=database_url)
-    log(f"intake x{consumers}: {result.orders_per_s:,.0f} orders/s visible "
+    paced = "" if rate is None else f" (published at {rate:,.0f}/s)"
+    log(f"intake x{consumers}{paced}: {result.orders_per_s:,.0f} orders/s visible "
         f"({result.stored_per_s:,.0f}/s stored), {result.events_per_s:,.0f} events/s, lag "
         f"{result.lag_s:.2f}s, consume CPU {result.consume_cpu_s:.1f}s, project CPU "
         f"{result.project_cpu_s:.1f}s, RSS consume {result.peak_consume_mb:.0f} MB / "
