@@ -17,14 +17,14 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as StarletteRequest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import access_log, history
 from ..domain.errors import OrderNotFound
 from ..domain.values import Actor, Role
 from ..projections.queries import MAX_LIMIT
 from .common import QueryInt, actor_of, clamp_page, command_context, ctx_of, etag, parse_uuid
-from .errors import ApiError, respond
+from .errors import ApiError, StatusOf, respond
 
 log = logging.getLogger(__name__)
 
@@ -225,19 +225,12 @@ class AccessLog:
                           "allowed with an auditor key")(scope, receive, send)
             await run_in_threadpool(_finish, ctx, entry_id, 403)
             return
-        status = 500  # unless an answer starts: an exception left the app
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sending = StatusOf(send)
         try:
             await self.app(scope, receive, sending)
         finally:
             try:
-                await run_in_threadpool(_finish, ctx, entry_id, status)
+                await run_in_threadpool(_finish, ctx, entry_id, sending.status)
             except Exception:
                 log.exception("the access log entry %s got no status", entry_id)
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Send
 
 from ..domain.errors import (
     ConcurrencyConflict,
@@ -121,3 +122,16 @@ def install(app: FastAPI) -> None:
         log.exception("unexpected error")
         return respond(500, "internal_error", "Internal Server Error",
                        "the server could not complete the request")
+
+
+class StatusOf:
+    """An ASGI `send` that remembers the answer's status: 500 until an answer starts (an
+    exception left the app)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.status = send, 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)

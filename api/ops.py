@@ -14,9 +14,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .common import ctx_of
+from .errors import StatusOf
 
 router = APIRouter(tags=["operations"])
 READY_MAX_LAG = 10_000  # events; beyond that the read models are too stale to serve
@@ -52,20 +53,13 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500  # unless the answer starts
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sending = StatusOf(send)
         try:
             await self.app(scope, receive, sending)
         finally:
             path = getattr(scope.get("route"), "path", "unmatched")
             metrics: Metrics = scope["app"].state.metrics
-            metrics.requests.labels(scope["method"], path, str(status)).inc()
+            metrics.requests.labels(scope["method"], path, str(sending.status)).inc()
             metrics.latency.labels(scope["method"], path).observe(
                 time.perf_counter() - started)
 
