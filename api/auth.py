@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from fastapi import Request
 from ..domain.values import Actor, Role
 from .errors import ApiError
 
+log = logging.getLogger(__name__)
 API_ROLES: dict[str, Role] = {
     "integrator": Role.UPSTREAM,
     "agent": Role.AGENT,
@@ -88,6 +90,8 @@ class Authenticator:
             if hmac.compare_digest(key.key.encode(), token.strip().encode()):
                 found = key
         if found is None:
+            log.debug("refused an unknown API key")
             raise ApiError(401, "unauthenticated", "Unauthorized", "unknown API key",
                            headers={"WWW-Authenticate": "Bearer"})
+        log.debug("authenticated %r (%s)", found, found.role)  # the key is never shown
         return Actor(id=found.actor, role=API_ROLES[found.role])
