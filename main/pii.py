@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -42,6 +43,7 @@ SQLITE_DDL = (
         id INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, erased_at TEXT NOT NULL,
         erased_by TEXT NOT NULL, reason TEXT, orders INTEGER NOT NULL)""",
 )
+UNREACHABLE_ATTEMPTS = 26  # KeyStore: the first try, then 25 more, 0.2 s apart (~5 s)
 CACHE_SECONDS = 5.0  # how long a process may keep using a key after it was erased
 NONCE_BYTES = 12
 NONCES_PER_DRAW = 512  # nonces drawn from the OS at once
@@ -77,21 +79,28 @@ class KeyStore:
         return db.adapt(datetime.now(UTC), "timestamptz")
 
     def _with_db(self, fn: Callable[[ReadDb], Any]) -> Any:
+        """`fn` on the store's connection: after a failure once more on a fresh one, and
+        while the server cannot be reached (a restart), again every 0.2 s for about 5 s
+        (sealing is the first thing a new order needs from the database)."""
         with self.lock:
-            for attempt in (1, 2):
-                if self._db is None:
-                    assert self.connect is not None
-                    self._db = self.connect()
+            for attempt in range(1, UNREACHABLE_ATTEMPTS + 1):
                 try:
+                    if self._db is None:
+                        assert self.connect is not None
+                        self._db = self.connect()
                     return fn(self._db)
-                except Exception:
+                except Exception as e:
                     if not self.owned:
                         raise
                     db, self._db = self._db, None
-                    with contextlib.suppress(Exception):  # already broken
-                        db.close()
-                    if attempt == 2:
+                    if db is not None:
+                        with contextlib.suppress(Exception):  # already broken
+                            db.close()
+                    unreachable = isinstance(e, psycopg.OperationalError)
+                    if attempt >= (UNREACHABLE_ATTEMPTS if unreachable else 2):
                         raise
+                    if unreachable and attempt > 1:
+                        time.sleep(0.2)
         raise AssertionError("unreachable")
 
     def get(self, scope: str) -> tuple[bytes | None, bool]:

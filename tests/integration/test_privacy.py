@@ -175,3 +175,38 @@ def test_the_erase_command_asks_records_and_reports(
     assert report["orders"] == [str(alice)] and report["hadKey"] is True
     app.sealer.forget("CUST-A")
     assert app.get_order(alice).header.related_parties[0].name == ERASED
+
+
+def test_the_key_store_waits_out_a_database_restart(app: ServiceOrders,
+                                                    settings: Settings) -> None:
+    """While the server cannot be reached (a restart), the key store tries again every
+    0.2 s for a few seconds instead of failing the order in hand; other errors are not
+    retried more than once."""
+    import psycopg
+    from serviceorders.pii import KeyStore
+
+    refusals = {"left": 4}
+
+    def connect() -> Any:
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise psycopg.OperationalError("connection refused (the server is restarting)")
+        return open_read_db(settings)
+
+    store = KeyStore(connect)
+    try:
+        key = store.get_or_create("CUST-RESTART")
+        assert key is not None and refusals["left"] == 0
+        assert store.get("CUST-RESTART") == (key, False)
+    finally:
+        store.close()
+
+    calls = {"n": 0}
+
+    def broken() -> Any:
+        calls["n"] += 1
+        raise ValueError("not a connection problem")
+
+    with pytest.raises(ValueError):
+        KeyStore(broken).get("CUST-X")
+    assert calls["n"] == 2
