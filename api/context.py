@@ -6,10 +6,13 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import psycopg
 
 from ..bootstrap import build_application, build_projector, open_read_db
 from ..domain.application import ServiceOrders
@@ -18,6 +21,8 @@ from ..projections.queries import ReadModels
 from ..projections.runner import Projector
 from ..settings import Settings
 from .auth import Authenticator
+
+SYNC_ATTEMPTS = 26  # ApiContext._sync_now: the first try, then 25 more (~5 s)
 
 
 @dataclass
@@ -68,22 +73,29 @@ class ApiContext:
         self._rounds.join(self._sync_now)
 
     def _sync_now(self) -> None:
-        for attempt in (1, 2):
+        # A dropped connection (a database restart: the other idle ones are gone too) is
+        # tried again on a new one; while the server cannot be reached, every 0.2 s for
+        # about 5 s, as the key store and the event store's recorders do.
+        for attempt in range(1, SYNC_ATTEMPTS + 1):
+            projector = None
             try:
-                projector = (self._projectors.get_nowait() if attempt == 1
-                             else build_projector(self.settings))
-            except queue.Empty:
-                projector = build_projector(self.settings)
-            try:
+                try:
+                    projector = (self._projectors.get_nowait() if attempt == 1
+                                 else build_projector(self.settings))
+                except queue.Empty:
+                    projector = build_projector(self.settings)
                 projector.wait_until(projector.log.head(), timeout=self.sync_timeout)
             except Exception as e:
-                projector.db.close()
-                if attempt == 1 and projector.db.is_disconnect(e):
-                    # The server dropped an idle connection (a database restart): the
-                    # other idle ones are gone too. Once more, on a new connection.
-                    self._drain(self._projectors)
-                    continue
-                raise
+                if projector is not None:
+                    projector.db.close()
+                dropped = isinstance(e, psycopg.OperationalError) or (
+                    projector is not None and projector.db.is_disconnect(e))
+                if not dropped or attempt == SYNC_ATTEMPTS:
+                    raise
+                self._drain(self._projectors)
+                if attempt > 1:
+                    time.sleep(0.2)
+                continue
             self._projectors.put(projector)
             return
 

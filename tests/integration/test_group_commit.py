@@ -305,3 +305,31 @@ def test_waiting_for_the_projection_lock_returns_when_its_holder_lets_go(
     finally:
         for db in (holder, waiter, third):
             db.close()
+
+
+def test_read_your_writes_waits_out_a_database_restart(
+        pg_settings: Settings, open_app: Any, actors: Any, samples: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The round's connections are gone and the server refuses new ones for a moment: the
+    round tries again every 0.2 s instead of failing the request."""
+    import serviceorders.api.context as context
+
+    app = open_app(pg_settings)
+    order_id, _ = app.receive_order(actors.upstream, samples.header("GC-S"), samples.items())
+    ctx = ApiContext(settings=pg_settings, app=app, auth=Authenticator([]))
+    real = context.build_projector
+    refusals = {"left": 3}
+
+    def flaky(settings: Settings) -> Any:
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise psycopg.OperationalError("connection refused (the server is restarting)")
+        return real(settings)
+
+    monkeypatch.setattr(context, "build_projector", flaky)
+    ctx.sync()
+    assert refusals["left"] == 0
+    with ctx.read() as models:
+        assert ReadModels.document(models, order_id) is not None
+    ctx._drain(ctx._pool)
+    ctx._drain(ctx._projectors)
