@@ -22,6 +22,7 @@ from uuid import UUID
 import pytest
 import uvicorn
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -140,7 +141,22 @@ def submit(driver: WebDriver, button: Any) -> None:
     """Click a form's button and wait for the next page."""
     page = driver.find_element(By.TAG_NAME, "html")
     button.click()
-    wait(driver).until(EC.staleness_of(page))
+    wait(driver).until(lambda _: _gone(page))
+
+
+def _gone(element: Any) -> bool:
+    """The element's document was replaced. (Mid-navigation, chromedriver sometimes answers
+    'Node with given id does not belong to the document' instead of the stale-element error
+    that `EC.staleness_of` expects: that means gone too.)"""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as e:
+        if "does not belong to the document" in str(e):
+            return True
+        raise
+    return False
 
 
 def button(driver: WebDriver, text: str) -> Any:
@@ -181,7 +197,7 @@ def sign_in(driver: WebDriver, live: Live, name: str, screenshot: bool = False) 
     assert focused.get_attribute("name") == "key"
     page = driver.find_element(By.TAG_NAME, "html")
     focused.send_keys(live.keys[name].key, Keys.ENTER)
-    wait(driver).until(EC.staleness_of(page))
+    wait(driver).until(lambda _: _gone(page))
     assert css(driver, "#who-actor").text == KEYS[name][0]
 
 
@@ -203,7 +219,7 @@ def draft_by_keyboard(driver: WebDriver, live: Live, customer: str) -> UUID:
     driver.switch_to.active_element.send_keys(Keys.TAB)  # category
     page = driver.find_element(By.TAG_NAME, "html")
     driver.switch_to.active_element.send_keys("enterprise", Keys.ENTER)
-    wait(driver).until(EC.staleness_of(page))
+    wait(driver).until(lambda _: _gone(page))
     assert "/console/drafts/" in driver.current_url
     return UUID(driver.current_url.split("/console/drafts/")[1].split("?")[0])
 
