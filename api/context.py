@@ -6,23 +6,18 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-
 from ..bootstrap import build_application, build_projector, open_read_db
 from ..domain.application import ServiceOrders
-from ..projections.db import ReadDb
+from ..projections.db import RECONNECT_ATTEMPTS, ReadDb, reconnect_attempts, unreachable
 from ..projections.queries import ReadModels
 from ..projections.runner import Projector
 from ..settings import Settings
 from .auth import Authenticator
-
-SYNC_ATTEMPTS = 26  # ApiContext._sync_now: the first try, then 25 more (~5 s)
 
 
 @dataclass
@@ -74,9 +69,8 @@ class ApiContext:
 
     def _sync_now(self) -> None:
         # A dropped connection (a database restart: the other idle ones are gone too) is
-        # tried again on a new one; while the server cannot be reached, every 0.2 s for
-        # about 5 s, as the key store and the event store's recorders do.
-        for attempt in range(1, SYNC_ATTEMPTS + 1):
+        # tried again on a new one, and again while the server cannot be reached.
+        for attempt in reconnect_attempts():
             projector = None
             try:
                 try:
@@ -88,13 +82,11 @@ class ApiContext:
             except Exception as e:
                 if projector is not None:
                     projector.db.close()
-                dropped = isinstance(e, psycopg.OperationalError) or (
-                    projector is not None and projector.db.is_disconnect(e))
-                if not dropped or attempt == SYNC_ATTEMPTS:
+                dropped = unreachable(e) or (projector is not None
+                                             and projector.db.is_disconnect(e))
+                if not dropped or attempt == RECONNECT_ATTEMPTS:
                     raise
                 self._drain(self._projectors)
-                if attempt > 1:
-                    time.sleep(0.2)
                 continue
             self._projectors.put(projector)
             return
@@ -125,21 +117,18 @@ class _Rounds:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._started = 0  # rounds started
+        self._started = 0  # rounds started (one is running while it is ahead of _finished)
         self._finished = 0  # rounds finished
-        self._running = False
-        self._errors: dict[int, BaseException] = {}
+        self._error: BaseException | None = None  # how the latest finished round ended
 
     def join(self, work: Callable[[], None]) -> None:
         with self._cond:
             needed = self._started + 1
             while self._finished < needed:
-                if self._running:
+                if self._started > self._finished:  # a round is running
                     self._cond.wait()
                     continue
-                self._running = True
                 self._started += 1
-                number = self._started
                 self._cond.release()
                 error: BaseException | None = None
                 try:
@@ -148,13 +137,9 @@ class _Rounds:
                     error = e
                 finally:
                     self._cond.acquire()
-                    self._running = False
-                    self._finished = number
-                    if error is not None:
-                        self._errors[number] = error
-                    self._errors.pop(number - 1000, None)  # keep the last thousand only
+                    self._finished, self._error = self._started, error
                     self._cond.notify_all()
             # Every round from `needed` on started after the call: the latest one decides.
-            error = self._errors.get(self._finished)
+            error = self._error
         if error is not None:
             raise error

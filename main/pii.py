@@ -19,13 +19,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .domain.errors import InvalidCommand
 from .domain.privacy import ERASED, TOKEN_PREFIX
-from .projections.db import ReadDb
+from .projections.db import RECONNECT_ATTEMPTS, ReadDb, reconnect_attempts, unreachable
 
 POSTGRES_DDL = (
     """CREATE TABLE IF NOT EXISTS pii_key (
@@ -43,7 +42,6 @@ SQLITE_DDL = (
         id INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, erased_at TEXT NOT NULL,
         erased_by TEXT NOT NULL, reason TEXT, orders INTEGER NOT NULL)""",
 )
-UNREACHABLE_ATTEMPTS = 26  # KeyStore: the first try, then 25 more, 0.2 s apart (~5 s)
 CACHE_SECONDS = 5.0  # how long a process may keep using a key after it was erased
 NONCE_BYTES = 12
 NONCES_PER_DRAW = 512  # nonces drawn from the OS at once
@@ -83,7 +81,7 @@ class KeyStore:
         while the server cannot be reached (a restart), again every 0.2 s for about 5 s
         (sealing is the first thing a new order needs from the database)."""
         with self.lock:
-            for attempt in range(1, UNREACHABLE_ATTEMPTS + 1):
+            for attempt in reconnect_attempts():
                 try:
                     if self._db is None:
                         assert self.connect is not None
@@ -96,11 +94,8 @@ class KeyStore:
                     if db is not None:
                         with contextlib.suppress(Exception):  # already broken
                             db.close()
-                    unreachable = isinstance(e, psycopg.OperationalError)
-                    if attempt >= (UNREACHABLE_ATTEMPTS if unreachable else 2):
+                    if attempt == RECONNECT_ATTEMPTS or (attempt > 1 and not unreachable(e)):
                         raise
-                    if unreachable and attempt > 1:
-                        time.sleep(0.2)
         raise AssertionError("unreachable")
 
     def get(self, scope: str) -> tuple[bytes | None, bool]:

@@ -27,6 +27,25 @@ from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 from ..settings import DatabaseConfig
 
 PING_AFTER_IDLE_SECONDS = 10.0  # PostgresDb.alive
+# Work that needs the database while it restarts (reconnect_attempts): the first try, then
+# once more at once, then every 0.2 s: about 5 s in all.
+RECONNECT_ATTEMPTS = 26
+RECONNECT_PAUSE = 0.2
+
+
+def reconnect_attempts() -> Iterator[int]:
+    """Attempt numbers 1..RECONNECT_ATTEMPTS for work to try again on fresh connections;
+    from the third on, each after a pause (the server may be restarting). The caller
+    decides which failures deserve another attempt (see `unreachable`)."""
+    for attempt in range(1, RECONNECT_ATTEMPTS + 1):
+        if attempt > 2:
+            time.sleep(RECONNECT_PAUSE)
+        yield attempt
+
+
+def unreachable(error: BaseException) -> bool:
+    """The PostgreSQL server refused or dropped the connection (a restart, say)."""
+    return isinstance(error, psycopg.OperationalError)
 
 # Portable column types -> (PostgreSQL, SQLite).
 TYPES = {
