@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from serviceorders.bootstrap import init_database, open_read_db
 from serviceorders.consumers.broker import EmbeddedBroker
 from serviceorders.consumers.kafka import ConsumerWorker, client_options, ensure_topics
+from serviceorders.projections.db import ReadDb
 from serviceorders.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -56,6 +58,21 @@ def kafka_settings(settings: Settings, broker: EmbeddedBroker) -> Settings:
         "events_topic": f"ev-{token}", "topic_partitions": 3, "consume_batch": 200})
     ensure_topics(found)
     return found
+
+
+@pytest.fixture
+def ks(kafka_settings: Settings) -> Settings:
+    """The test's Kafka settings with every table in place (SQLite starts with none)."""
+    init_database(kafka_settings)
+    return kafka_settings
+
+
+@pytest.fixture
+def db(ks: Settings) -> Iterator[ReadDb]:
+    """A read connection to the test's store (tables created), closed afterwards."""
+    found = open_read_db(ks)
+    yield found
+    found.close()
 
 
 def produce(settings: Settings, messages: list[tuple[bytes | None, bytes]],

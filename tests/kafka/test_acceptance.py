@@ -22,7 +22,7 @@ from uuid import UUID
 
 import orjson
 import pytest
-from serviceorders.bootstrap import build_application, build_projector, init_database, open_read_db
+from serviceorders.bootstrap import build_application, build_projector, open_read_db
 from serviceorders.consumers.broker import EmbeddedBroker
 from serviceorders.consumers.intake import Intake, Message
 from serviceorders.consumers.kafka import ConsumerWorker, Publisher
@@ -42,13 +42,6 @@ ANNOUNCED = ("refused", "invalid_order", "unknown_order")  # refusals told to th
 
 
 # ------------------------------------------------------------------------- helpers
-@pytest.fixture
-def ks(kafka_settings: Settings) -> Settings:
-    """The test's Kafka settings with every table in place (SQLite starts with none)."""
-    init_database(kafka_settings)
-    return kafka_settings
-
-
 @dataclass(frozen=True)
 class Expected:
     """What a drained intake must hold for this traffic."""

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
 from click.testing import CliRunner, Result
 from kafka import KafkaProducer
-from serviceorders.bootstrap import build_application, init_database, open_read_db
+from serviceorders.bootstrap import build_application
 from serviceorders.cli import main
 from serviceorders.consumers import envelope as env
 from serviceorders.consumers.broker import EmbeddedBroker
@@ -33,19 +33,6 @@ DLQ_HEADERS = ("dlq.reason", "dlq.category", "dlq.source.topic", "dlq.source.par
                "dlq.source.offset", "dlq.event_id", "dlq.id")
 TRACE = [("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
          ("binary", bytes(range(1, 256)))]  # any bytes round-trip (NUL: see below)
-
-
-@pytest.fixture
-def ks(kafka_settings: Settings) -> Settings:
-    init_database(kafka_settings)
-    return kafka_settings
-
-
-@pytest.fixture
-def db(ks: Settings) -> Iterator[ReadDb]:
-    found = open_read_db(ks)
-    yield found
-    found.close()
 
 
 def send(settings: Settings, messages: list[tuple[bytes | None, bytes | None,

@@ -21,7 +21,7 @@ import copy
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, Phase, given, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
-from serviceorders.bootstrap import build_application, init_database, open_read_db
+from serviceorders.bootstrap import build_application
 from serviceorders.consumers import envelope as env
 from serviceorders.consumers.kafka import client_options
 from serviceorders.consumers.sample import envelope, order
@@ -272,20 +272,7 @@ def special(rng: random.Random) -> list[Fuzzed]:
                    headers=(("h\u00e9", b"\x00\xff"),))]
 
 
-# -------------------------------------------------------------------------- fixtures
-@pytest.fixture
-def ks(kafka_settings: Settings) -> Settings:
-    init_database(kafka_settings)
-    return kafka_settings
-
-
-@pytest.fixture
-def db(ks: Settings) -> Iterator[ReadDb]:
-    found = open_read_db(ks)
-    yield found
-    found.close()
-
-
+# -------------------------------------------------------------------------- helpers
 def publish(settings: Settings, messages: list[Fuzzed]) -> None:
     # kafka-python refuses records over max_request_size (1 MiB by default) itself.
     producer = KafkaProducer(acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024,
