@@ -7,6 +7,7 @@ database can do anything, and every event records who it was.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -46,10 +47,12 @@ from .domain.values import (
     Role,
     SpecRef,
 )
+from .dbprobe import DatabaseUnreachable, probe
 from .settings import DatabaseConfig, Settings, SettingsError
 from .tmf633 import catalog_to_tmf633
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("serviceorders.cli")
 
 
 class Context:
@@ -57,9 +60,11 @@ class Context:
         self.database_url = database_url
         self.actor: str | None = None
         self.correlation_id: str | None = None
+        self._probed = False
 
     @property
-    def settings(self) -> Settings:
+    def config(self) -> Settings:
+        """The settings, without touching the database (for commands that need none)."""
         try:
             settings = Settings.from_env(os.environ)
             if self.database_url:
@@ -67,6 +72,20 @@ class Context:
                 settings = settings.model_copy(update={"database": db})
         except SettingsError as e:
             raise click.UsageError(str(e)) from None
+        return settings
+
+    @property
+    def settings(self) -> Settings:
+        """The settings, once the database has answered: the first use in a process probes
+        it (one attempt, 2 s at most), so that a wrong DATABASE_URL stops the command at
+        once with the reason instead of a pool's timeout."""
+        settings = self.config
+        if not self._probed:
+            try:
+                probe(settings.database)
+            except DatabaseUnreachable as e:
+                raise InfrastructureError(str(e)) from None
+            self._probed = True
         return settings
 
     def command_context(self) -> CommandContext:
@@ -82,6 +101,16 @@ class Context:
             yield application
         finally:
             application.close()
+
+
+class InfrastructureError(click.ClickException):
+    """The database (or another service the command needs) cannot be used: one line,
+    exit status 3."""
+
+    exit_code = 3
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def refusals(func: F) -> F:
@@ -161,21 +190,65 @@ def demo(obj: Context) -> None:
 
 
 # ------------------------------------------------------------- projections
+METRICS_PORT = click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+    help="Serve /health and /metrics on this port (default SERVICEORDERS_METRICS_PORT; "
+         "off when neither is set).")
+
+
+def serve_metrics(settings: Settings, port: int | None, registry: Any,
+                  health: Callable[[], tuple[bool, dict[str, Any]]]) -> Any:
+    """The /health and /metrics server of `consume` and `project`, or None when no port is
+    set (docs/operations.md)."""
+    port = port or settings.metrics_port
+    if port is None:
+        return None
+    from .metrics import serve_metrics as start
+
+    try:
+        server = start(registry, settings.metrics_host, port, health)
+    except OSError as e:
+        raise click.UsageError(f"cannot serve metrics on {settings.metrics_host}:{port}: "
+                               f"{e.strerror or e}") from None
+    click.echo(f"metrics on http://{settings.metrics_host}:{port}/metrics, health on /health",
+               err=True)
+    return server
+
+
+def database_collector(settings: Settings, **parts: bool) -> Any:
+    """The database gauges (a new connection per scrape)."""
+    from .metrics import DatabaseCollector, opened
+
+    return DatabaseCollector(lambda: opened(lambda: open_read_db(settings)), **parts)
+
+
 @main.command()
 @click.option("--once", is_flag=True, help="Catch up with the log, then exit.")
+@METRICS_PORT
 @click.pass_obj
 @refusals
-def project(obj: Context, once: bool) -> None:
+def project(obj: Context, once: bool, metrics_port: int | None) -> None:
     """Run the projections: catch up with the event log, then follow it (SIGTERM stops)."""
+    from .metrics import EngineMetrics
+
     settings = obj.settings
+    _setup_logs(settings)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
+    metrics = EngineMetrics(projector=True)
+    metrics.registry.register(database_collector(
+        settings, projections=True, hub=settings.hub_delivery,
+        notifications_outbox=bool(settings.kafka_bootstrap_servers)))
     projector = build_projector(settings)
+    projector.metrics = metrics
+    server = serve_metrics(settings, metrics_port, metrics.registry,
+                           lambda: (not stopping.is_set(), {"process": "project"}))
     deliverer = publisher = checkpointer = None
     try:
+        log.info("projector started", extra={"worker": "projector"})
         applied = projector.catch_up(stopping=stopping)
-        click.echo(f"caught up: {applied} events applied", err=True)
+        log.info("caught up: %d events applied", applied, extra={"events": applied})
         if once:
             return
         deliverer = _start_hub_delivery(settings, stopping)
@@ -185,19 +258,23 @@ def project(obj: Context, once: bool) -> None:
             try:
                 projector.follow(stopping)
             except Exception as e:  # the database went away: reconnect and go on
-                click.echo(f"projector error, reconnecting: {type(e).__name__}: {e}", err=True)
+                log.warning("projector error, reconnecting: %s: %s", type(e).__name__, e)
                 projector.db.close()
                 stopping.wait(1.0)
                 if not stopping.is_set():
                     projector = _reconnect(settings)
+                    projector.metrics = metrics
     finally:
         stopping.set()
+        if server is not None:
+            server.shutdown()
         if deliverer is not None:
             deliverer.join(timeout=10)
         for thread in (publisher, checkpointer):
             if thread is not None:
                 thread.join(timeout=10)
         projector.db.close()
+        log.info("projector stopped", extra={"worker": "projector"})
 
 
 def _start_checkpoints(settings: Settings, stopping: threading.Event) -> threading.Thread:
@@ -224,8 +301,8 @@ def _start_hub_delivery(settings: Settings, stopping: threading.Event) -> Any:
     from .projections.hub import start_worker
 
     return start_worker(settings, lambda: open_read_db(settings), stopping,
-                        on_error=lambda e: click.echo(
-                            f"hub delivery error: {type(e).__name__}: {e}", err=True))
+                        on_error=lambda e: log.warning("hub delivery error: %s: %s",
+                                                       type(e).__name__, e))
 
 
 def _reconnect(settings: Settings) -> Any:
@@ -233,11 +310,18 @@ def _reconnect(settings: Settings) -> Any:
         try:
             return build_projector(settings)
         except Exception as e:
-            click.echo(f"database unavailable ({type(e).__name__}); retrying", err=True)
+            log.warning("database unavailable (%s); retrying", type(e).__name__)
             time.sleep(1.0)
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _setup_logs(settings: Settings) -> dict[str, Any]:
+    """The process's logging (docs/operations.md, "Logs"); returns its dict config."""
+    from .logs import configure
+
+    return configure(settings.log_level, settings.log_format)
 
 
 def _check_exposure(settings: Settings, host: str) -> list[Any]:
@@ -257,28 +341,38 @@ def _check_exposure(settings: Settings, host: str) -> list[Any]:
     return keys
 
 
-def _api_app(settings: Settings, host: str) -> Any:
+def _api_app(settings: Settings, host: str, engine: Any = None, multiprocess: bool = False,
+             **database: bool) -> Any:
+    """`engine`: the process's EngineMetrics (default: the HTTP ones); `multiprocess`: a
+    worker of `api --workers N`; `database`: database gauges besides the API's."""
     from .api.app import create_app
     from .api.auth import Authenticator
     from .api.context import ApiContext
+    from .api.ops import Metrics
 
     keys = _check_exposure(settings, host)
     if not keys:
         click.echo("no API keys configured: full access for every request (loopback only)",
                    err=True)
-    return create_app(ApiContext.build(settings, Authenticator(keys),
-                                       base_url=settings.public_base_url))
+    ctx = ApiContext.build(settings, Authenticator(keys), base_url=settings.public_base_url)
+    return create_app(ctx, Metrics.for_api(ctx, engine, multiprocess=multiprocess, **database))
 
 
 def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
              with_intake: bool = False) -> None:
     import uvicorn
 
-    app = _api_app(settings, host)
+    from .metrics import EngineMetrics
+
+    with_intake = with_intake and bool(settings.kafka_bootstrap_servers)
+    engine = EngineMetrics(http=True, intake=with_intake, projector=with_projector)
+    app = _api_app(settings, host, engine, intake_outbox=with_intake,
+                   notifications_outbox=with_intake)
     stopping = threading.Event()
     follower = deliverer = consumer = publisher = checkpointer = None
     if with_projector:
         projector = build_projector(settings)
+        projector.metrics = engine
 
         def follow() -> None:
             try:
@@ -291,8 +385,8 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
         follower.start()
         deliverer = _start_hub_delivery(settings, stopping)
         checkpointer = _start_checkpoints(settings, stopping)
-    if with_intake and settings.kafka_bootstrap_servers:
-        consumer = _start_intake(settings, stopping)
+    if with_intake:
+        consumer = _start_intake(settings, stopping, engine)
         publisher = _start_outbound(settings, stopping, dead_letters=True)
     # uvicorn shuts down gracefully on SIGTERM / SIGINT, then re-raises the signal to the
     # handler it found: ours, so that a requested stop exits with status 0.
@@ -309,12 +403,13 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
                 thread.join(timeout=15)
 
 
-def _start_intake(settings: Settings, stopping: threading.Event) -> threading.Thread:
+def _start_intake(settings: Settings, stopping: threading.Event,
+                  metrics: Any = None) -> threading.Thread:
     """The Kafka consumer in a thread of `serve` (the `consume` command runs it alone)."""
     from .consumers.kafka import ConsumerWorker, ensure_topics
 
     ensure_topics(settings, stopping)
-    worker = ConsumerWorker(settings, stopping)
+    worker = ConsumerWorker(settings, stopping, metrics=metrics)
     thread = threading.Thread(target=worker.run, name="kafka-intake", daemon=True)
     thread.start()
     return thread
@@ -345,14 +440,35 @@ def api(obj: Context, host: str, port: int, workers: int) -> None:
         import secrets
 
         os.environ["SERVICEORDERS_CONSOLE_SECRET"] = secrets.token_urlsafe(48)
-    uvicorn.run("serviceorders.cli:worker_app", factory=True, workers=workers, host=host,
-                port=port, log_level="warning", access_log=False)
+    # Every worker records its metrics into this fresh directory (prometheus_client's
+    # multiprocess mode, set before the workers import it), so that one scrape of any
+    # worker sums them all (docs/operations.md); removed on exit.
+    import shutil
+    import tempfile
+
+    from .metrics import MULTIPROC_VARIABLE
+
+    metrics_dir = tempfile.mkdtemp(prefix="serviceorders-metrics-")
+    os.environ[MULTIPROC_VARIABLE] = metrics_dir
+    try:
+        uvicorn.run("serviceorders.cli:worker_app", factory=True, workers=workers, host=host,
+                    port=port, log_level="warning", access_log=False)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def worker_app() -> Any:
     """The app of one `api --workers N` process, from the environment its parent set."""
+    from .metrics import MULTIPROC_VARIABLE, mark_worker_dead
+
+    multiprocess = bool(os.environ.get(MULTIPROC_VARIABLE))
+    if multiprocess:  # a stopped worker's live gauges leave the scrapes
+        import atexit
+
+        atexit.register(mark_worker_dead, os.getpid())
     return _api_app(Settings.from_env(os.environ),
-                    os.environ.get("SERVICEORDERS_API_HOST", "127.0.0.1"))
+                    os.environ.get("SERVICEORDERS_API_HOST", "127.0.0.1"),
+                    multiprocess=multiprocess)
 
 
 @main.command()
@@ -548,7 +664,7 @@ def hub_resume(obj: Context, subscription_id: str) -> None:
 @click.pass_obj
 def catalog(obj: Context, as_json: bool) -> None:
     """Show the service specification catalog (needs no database)."""
-    cat = load_catalog(obj.settings)
+    cat = load_catalog(obj.config)
     if as_json:
         click.echo(json.dumps(catalog_to_tmf633(cat), indent=2))
         return

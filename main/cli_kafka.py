@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .cli import Context, main, refusals
+from .cli import METRICS_PORT, Context, database_collector, main, refusals, serve_metrics
 from .settings import Settings
 
 
@@ -37,9 +37,10 @@ def _require_tables(settings: Settings) -> None:
 @main.command()
 @click.option("--idle-exit", type=float, default=None, metavar="SECONDS",
               help="Exit once no message has arrived for this long (tests, batch jobs).")
+@METRICS_PORT
 @click.pass_obj
 @refusals
-def consume(obj: Context, idle_exit: float | None) -> None:
+def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> None:
     """Consume TMF641 traffic from Kafka into orders, exactly once in effect.
 
     Joins the consumer group on the inbound topic, creates the topics it uses, and
@@ -59,7 +60,13 @@ def consume(obj: Context, idle_exit: float | None) -> None:
         signal.signal(sig, lambda *_: stopping.set())
     ensure_topics(settings, stopping)
     publisher = start_publisher(settings, stopping, dead_letters=True, notifications=False)
-    worker = ConsumerWorker(settings, stopping)
+    from .metrics import EngineMetrics
+
+    metrics = EngineMetrics(intake=True)
+    metrics.registry.register(database_collector(settings, intake_outbox=True))
+    worker = ConsumerWorker(settings, stopping, metrics=metrics)
+    server = serve_metrics(settings, metrics_port, metrics.registry, lambda: (
+        not stopping.is_set(), {"process": "consume", "partitions": len(worker.stored)}))
     last = [time.monotonic()]
     watcher = None
     if idle_exit is not None:
@@ -81,6 +88,8 @@ def consume(obj: Context, idle_exit: float | None) -> None:
     code = worker.run(on_batch=on_batch)
     stopping.set()
     publisher.join(timeout=30)
+    if server is not None:
+        server.shutdown()
     s = worker.stats
     click.echo(f"stopped: {s.messages} messages in {s.batches} batches, {s.applied} applied, "
                f"{s.duplicates} duplicates, {s.dead_letters} dead letters", err=True)
@@ -202,7 +211,7 @@ def publish_sample(obj: Context, count: int, duplicates: float, bad: float, seed
     from .consumers.kafka import client_options, ensure_topics
     from .consumers.sample import traffic
 
-    settings = _kafka_settings(obj.settings)
+    settings = _kafka_settings(obj.config)  # needs no database
     if count < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--count")
     seed = seed if seed is not None else int(time.time())
