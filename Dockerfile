@@ -9,14 +9,15 @@
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# pyproject's package-dir maps these top-level folders under `serviceorders.*`.
-COPY pyproject.toml README.md ./
+# requirements.lock (bash .ci/lock) pins every runtime dependency: the image gets exactly the
+# releases CI tested. pyproject's package-dir maps the top-level folders under `serviceorders.*`.
+COPY pyproject.toml README.md LICENSE requirements.lock ./
 COPY main/ main/
 COPY domain/ domain/
 COPY projections/ projections/
 COPY consumers/ consumers/
 COPY api/ api/
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --constraint requirements.lock --wheel-dir /wheels .
 
 # ---------------------------------------------------------------- runtime
 FROM python:3.11-slim
@@ -25,6 +26,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
+COPY LICENSE /usr/share/doc/serviceorders/LICENSE
 RUN pip install --no-index --find-links /wheels serviceorders && rm -rf /wheels \
     && useradd --system --uid 10001 --user-group --create-home \
         --home-dir /var/lib/serviceorders --shell /usr/sbin/nologin serviceorders
