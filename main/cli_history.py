@@ -93,13 +93,34 @@ def source_text(source: dict[str, Any]) -> str:
     return text
 
 
-def event_line(entry: dict[str, Any]) -> str:
+def _who(entry: dict[str, Any]) -> str:
     actor = entry["actor"]
-    who = f"{actor['id']} ({actor['role']})"
-    line = (f"{entry['version']:>4}  {_when(entry['timestamp']):<23}  {entry['type']:<24} "
-            f"{who:<26} {source_text(entry['source']):<24}")
-    if "stateAfter" in entry:
-        line += f" {entry['stateAfter']:<21}"
+    return f"{actor['id']} ({actor['role']})"
+
+
+# The table's text columns: (header, the cell of an entry, the least width).
+COLUMNS: tuple[tuple[str, Any, int], ...] = (
+    ("EVENT", lambda e: e["type"], 24),
+    ("ACTOR (ROLE)", _who, 26),
+    ("SOURCE", lambda e: source_text(e["source"]), 24),
+    ("STATE AFTER", lambda e: e.get("stateAfter"), 21),
+)
+
+
+def column_widths(entries: list[dict[str, Any]]) -> list[int]:
+    """Each text column as wide as its longest cell (at least its usual width), so that
+    long actor names or sources never push the columns after them out of line."""
+    return [max([least, len(header)] + [len(cell(e)) for e in entries if cell(e) is not None])
+            for header, cell, least in COLUMNS]
+
+
+def event_line(entry: dict[str, Any], widths: list[int] | None = None) -> str:
+    widths = widths or column_widths([entry])
+    line = f"{entry['version']:>4}  {_when(entry['timestamp']):<23} "
+    for (_, cell, _), width in zip(COLUMNS, widths, strict=True):
+        value = cell(entry)
+        if value is not None:
+            line += f" {value:<{width}}"
     return f"{line} {entry['hash'][:12]}"
 
 
@@ -110,10 +131,12 @@ def _show_timeline(order_id: Any, entries: list[dict[str, Any]], as_json: bool) 
     last = entries[-1]
     click.echo(f"order {order_id}: {len(entries)} event(s), now {last['stateAfter']} "
                f"(version {last['version']})")
-    click.echo(f"{'VER':>4}  {'TIME (UTC)':<23}  {'EVENT':<24} {'ACTOR (ROLE)':<26} "
-               f"{'SOURCE':<24} {'STATE AFTER':<21} HASH")
+    widths = column_widths(entries)
+    click.echo(f"{'VER':>4}  {'TIME (UTC)':<23} "
+               + "".join(f" {header:<{width}}" for (header, _, _), width
+                         in zip(COLUMNS, widths, strict=True)) + " HASH")
     for entry in entries:
-        click.echo(event_line(entry))
+        click.echo(event_line(entry, widths))
 
 
 def _show_past(past: history.PastOrder, as_json: bool) -> None:
@@ -145,8 +168,9 @@ def _show_diff(result: dict[str, Any], as_json: bool) -> None:
                f"({len(result['events'])} event(s))")
     if result["events"]:
         click.echo("events")
+        widths = column_widths(result["events"])
         for entry in result["events"]:
-            click.echo("  " + event_line(entry))
+            click.echo("  " + event_line(entry, widths))
     click.echo("changes" if result["changes"] else "no changes")
     marks = {"add": "+", "remove": "-", "replace": "~"}
     for change in result["changes"]:

@@ -140,3 +140,22 @@ def test_unknown_order(url: str) -> None:
     done = run("history", "NO-SUCH-ORDER", url=url, expect=1)
     assert done.stderr.strip() == "error: no order NO-SUCH-ORDER"
     assert "Traceback" not in done.stderr
+
+
+def test_timeline_columns_fit_long_actor_names(url: str, tmp_path: Path) -> None:
+    """Column widths come from the data: a long actor name neither is cut nor pushes the
+    source, state and hash columns out of line with the header."""
+    long_actor = "provisioning-orchestrator-eu-west-primary-instance-7"
+    order = run("order", "--actor", long_actor, "draft", "--external-id", "CRM-H-WIDE",
+                url=url).stdout.strip()
+    run("order", "--actor", long_actor, "note", order, "wide", url=url)
+    lines = run("history", order, url=url).stdout.strip().splitlines()
+    header, rows = lines[1], lines[2:]
+    entries = json.loads(run("history", order, "--json", url=url).stdout)
+    assert len(rows) == len(entries) == 2
+    for row, entry in zip(rows, entries, strict=True):
+        assert f"{long_actor} (operator)" in row
+        assert row[header.index("ACTOR (ROLE)"):].startswith(long_actor)
+        assert row[header.index("SOURCE"):].startswith("cli ")
+        assert row[header.index("STATE AFTER"):].startswith(entry["stateAfter"])
+        assert row[header.index("HASH"):] == entry["hash"][:12]
