@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import audit, catalog, console, errors, hub, ops, service_orders, workflow
+from . import audit, catalog, console, docs, errors, hub, ops, service_orders, workflow
 from .context import ApiContext
 from .errors import error_body, respond
+from .request_log import RequestLog
 
 MAX_BODY_BYTES = 1_048_576  # 1 MiB; see docs/security.md
 
@@ -97,16 +98,19 @@ class NulInPath:
         await self.app(scope, receive, send)
 
 
-def create_app(ctx: ApiContext) -> FastAPI:
+def create_app(ctx: ApiContext, metrics: ops.Metrics | None = None) -> FastAPI:
+    """`metrics`: the process's (`serve` adds the intake's and the projector's); by
+    default the HTTP metrics and the database gauges of the API."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         ctx.close()
 
     app = FastAPI(title="serviceorders — TMF641 Service Ordering", version="4.1.0",
-                  description=DESCRIPTION, lifespan=lifespan)
+                  description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # docs.install: the offline pages
     app.state.ctx = ctx
-    app.state.metrics = ops.Metrics()
+    app.state.metrics = metrics if metrics is not None else ops.Metrics.for_api(ctx)
     errors.install(app)
     app.include_router(service_orders.router)
     app.include_router(service_orders.cancel_router)
@@ -117,8 +121,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(ops.router)
     app.mount(console.STATIC_PATH, console.static_files(), name="console-static")
     app.include_router(console.router)  # the web console under /console, and / -> /console/
+    docs.install(app)  # /docs and /redoc from the installed package; the bodies' schemas
     app.add_middleware(ops.MetricsMiddleware)
     app.add_middleware(BodyLimit)
     app.add_middleware(NulInPath)
-    app.add_middleware(audit.AccessLog)  # outermost: records every auditor request
+    app.add_middleware(audit.AccessLog)  # records every auditor request
+    # outermost: the request's correlation id and log context; the HTTP access log
+    app.add_middleware(RequestLog, access_log=ctx.settings.access_log)
     return app

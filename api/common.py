@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Annotated, Any, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from fastapi import Request
 from pydantic import BaseModel, BeforeValidator, ValidationError
@@ -14,6 +14,7 @@ from ..domain.values import Actor, Channel, CommandContext, Source
 from ..tmf641_in import find_nul, json_limits
 from .context import ApiContext
 from .errors import ApiError
+from .request_log import correlation_of
 
 M = TypeVar("M", bound=BaseModel)
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -32,7 +33,11 @@ def actor_of(request: Request) -> Actor:
 
 
 def command_context(request: Request) -> CommandContext:
-    correlation = request.headers.get("x-correlation-id") or str(uuid4())
+    # Decided once per request by the RequestLog middleware: X-Correlation-Id, else the
+    # W3C traceparent's trace id, else a new one (api/request_log.py).
+    correlation = getattr(request.state, "correlation_id", None)
+    if correlation is None:  # an app without the middleware
+        correlation = correlation_of({k.lower(): v for k, v in request.headers.raw})[0]
     return CommandContext(actor=actor_of(request),
                           source=Source(channel=Channel.API,
                                         request_id=request.headers.get("x-request-id")),

@@ -21,6 +21,7 @@ from uuid import UUID, uuid5
 import orjson
 from pydantic import ValidationError
 
+from .. import logs
 from ..domain.application import ServiceOrders
 from ..domain.errors import (
     DomainError,
@@ -62,8 +63,12 @@ class BatchResult:
     applied: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    dead_categories: dict[str, int] = field(default_factory=dict)  # dead letters by category
     skipped: int = 0  # below the stored position: read again after a seek
     orders_saved: int = 0
+    # The correlation ids and orders of the messages applied (for the batch's log record)
+    correlation_ids: set[str] = field(default_factory=set)
+    order_ids: set[UUID] = field(default_factory=set)
 
 
 def _category(error: DomainError) -> str:
@@ -121,7 +126,25 @@ class Intake:
         self.app.save(*orders, intake=write)
         result.applied, result.duplicates = len(batch.applied), batch.duplicates
         result.dead_letters, result.orders_saved = len(batch.dead), len(orders)
+        result.correlation_ids, result.order_ids = batch.correlations, batch.order_ids
+        for dead, known in zip(batch.dead, batch.dead_context, strict=True):
+            # The reason only: never the message's bytes (they may hold personal data).
+            fields = {**known, "category": dead.category, "event_id": dead.event_id,
+                      "kafka_topic": dead.topic, "kafka_partition": dead.partition,
+                      "kafka_offset": dead.offset}
+            log.info("dead letter (%s): %s", dead.category, dead.reason,
+                     extra={k: v for k, v in fields.items() if v is not None})
+        for dead in batch.dead:
+            result.dead_categories[dead.category] = result.dead_categories.get(dead.category,
+                                                                               0) + 1
         return result
+
+
+def _correlation(m: Message, e: env.Envelope) -> tuple[str, str | None]:
+    """(correlation id, trace id) of a message: its envelope's correlationId, else the trace
+    id of its W3C `traceparent` header, else its eventId."""
+    return logs.correlation(e.correlation_id, logs.header(m.headers, "traceparent"),
+                            default=lambda: e.event_id)
 
 
 class _Batch:
@@ -137,6 +160,9 @@ class _Batch:
         self.dead: list[DeadLetter] = []
         self.outbox: list[OutboxRecord] = []
         self.duplicates = 0
+        self.correlations: set[str] = set()
+        self.order_ids: set[UUID] = set()
+        self.dead_context: list[dict[str, Any]] = []
 
     def run(self) -> None:
         parsed: list[tuple[Message, env.Parsed]] = []
@@ -146,7 +172,8 @@ class _Batch:
             except env.Refusal as r:
                 self._dead(m, r.category, r.reason, env.event_id_of(m.value))
                 if r.envelope is not None and r.envelope.event_type in UPSTREAM_TYPES:
-                    self._announce(r.envelope, r.category, r.reason, r.external_id, None)
+                    self._announce(r.envelope, r.category, r.reason, r.external_id, None,
+                                   _correlation(m, r.envelope)[0])
         if not parsed:
             return
         done = self.intake.store.applied_ids([p.envelope.event_id for _, p in parsed])
@@ -157,29 +184,43 @@ class _Batch:
                           else c.ref.candidates())
         self.existing = self.intake.store.existing_orders(wanted)
         for m, p in parsed:
-            event_id = p.envelope.event_id
-            if event_id in done:
-                self.duplicates += 1
-                continue
-            try:
-                order_id = self._apply(m, p)
-            except env.Refusal as r:
-                self._refuse(m, p, r.category, r.reason)
-                continue
-            except DomainError as e:
-                self._refuse(m, p, _category(e), str(e))
-                continue
-            except ValidationError as e:
-                self._refuse(m, p, env.INVALID_ORDER, env._errors(e, "serviceOrder"))
-                continue
-            except Exception as e:  # a defect must not stop the partition: dead-letter it
-                log.exception("message %s[%d]@%d failed unexpectedly", m.topic, m.partition,
-                              m.offset)
-                self._refuse(m, p, INTERNAL_ERROR, f"internal error: {type(e).__name__}")
-                continue
-            done.add(event_id)
-            self.applied.append(Applied(event_id, m.topic, m.partition, m.offset, order_id,
-                                        p.envelope.event_type))
+            correlation, trace = _correlation(m, p.envelope)
+            order = p.command.order_id if isinstance(p.command, env.Create) else None
+            with logs.bind(correlation_id=correlation, trace_id=trace, order_id=order,
+                           kafka_topic=m.topic, kafka_partition=m.partition,
+                           kafka_offset=m.offset):
+                self._one(m, p, done, correlation)
+
+    def _one(self, m: Message, p: env.Parsed, done: set[str], correlation: str) -> None:
+        """One parsed message: a duplicate, applied, or dead-lettered."""
+        event_id = p.envelope.event_id
+        if event_id in done:
+            self.duplicates += 1
+            log.debug("duplicate eventId %s: already applied", event_id)
+            return
+        try:
+            order_id = self._apply(m, p)
+        except env.Refusal as r:
+            self._refuse(m, p, r.category, r.reason)
+            return
+        except DomainError as e:
+            self._refuse(m, p, _category(e), str(e))
+            return
+        except ValidationError as e:
+            self._refuse(m, p, env.INVALID_ORDER, env._errors(e, "serviceOrder"))
+            return
+        except Exception as e:  # a defect must not stop the partition: dead-letter it
+            log.exception("message %s[%d]@%d failed unexpectedly", m.topic, m.partition,
+                          m.offset)
+            self._refuse(m, p, INTERNAL_ERROR, f"internal error: {type(e).__name__}")
+            return
+        done.add(event_id)
+        self.applied.append(Applied(event_id, m.topic, m.partition, m.offset, order_id,
+                                    p.envelope.event_type))
+        self.correlations.add(correlation)
+        self.order_ids.add(order_id)
+        log.debug("applied %s (eventId %s)", p.envelope.event_type, event_id,
+                  extra={"order_id": str(order_id)})
 
     # ----------------------------------------------------------------- commands
     def _ctx(self, m: Message, p: env.Parsed, role: Role) -> CommandContext:
@@ -188,7 +229,7 @@ class _Batch:
             actor=Actor(id=f"kafka:{m.topic}", role=role),
             source=Source(channel=Channel.KAFKA, topic=m.topic, partition=m.partition,
                           offset=m.offset, event_id=e.event_id),
-            correlation_id=e.correlation_id or e.event_id, causation_id=e.event_id)
+            correlation_id=_correlation(m, e)[0], causation_id=e.event_id)
 
     def _load(self, order_id: UUID) -> ServiceOrder | None:
         if order_id not in self.orders:
@@ -250,6 +291,7 @@ class _Batch:
     def _dead(self, m: Message, category: str, reason: str, event_id: str | None) -> None:
         self.dead.append(DeadLetter(m.topic, m.partition, m.offset, m.key, m.value, m.headers,
                                     reason, category, event_id))
+        self.dead_context.append(dict(logs.context()))  # logged once the batch is written
 
     def _refuse(self, m: Message, p: env.Parsed, category: str, reason: str) -> None:
         e = p.envelope
@@ -259,10 +301,10 @@ class _Batch:
             return  # fulfilment systems read the DLQ; the upstream hears of its own orders
         external = c.external_id if isinstance(c, env.Create) else c.ref.external_id
         order_id = None if isinstance(c, env.Create) else c.ref.order_id
-        self._announce(e, category, reason, external, order_id)
+        self._announce(e, category, reason, external, order_id, _correlation(m, e)[0])
 
     def _announce(self, e: env.Envelope, category: str, reason: str, external: str | None,
-                  order_id: UUID | None) -> None:
+                  order_id: UUID | None, correlation: str) -> None:
         """Tell the upstream on the outbound topic: its order (or change) was refused."""
         key = external or (str(order_id) if order_id else None)
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -275,7 +317,7 @@ class _Batch:
                                   "reason": category, "message": reason, "timestamp": now}]
         event_id = str(uuid5(REFUSAL_NAMESPACE, e.event_id))
         body = {"eventId": event_id, "eventTime": now, "eventType": env.STATE_CHANGE,
-                "correlationId": e.correlation_id or e.event_id, "domain": "serviceOrdering",
+                "correlationId": correlation, "domain": "serviceOrdering",
                 "title": f"{e.event_type} refused", "description": reason,
                 "event": {"serviceOrder": order}}
         self.outbox.append(OutboxRecord(

@@ -20,6 +20,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
+from .. import logs
 from ..bootstrap import build_application, open_read_db
 from ..projections.db import Busy, ReadDb
 from ..projections.notifications import absolute_hrefs
@@ -159,6 +160,8 @@ class ConsumerWorker:
     stored: dict[TopicPartition, int | None] = field(default_factory=dict)
     probes: dict[TopicPartition, _Probe] = field(default_factory=dict)
     exit_code: int = 0
+    # The process's EngineMetrics (serviceorders.metrics), or None: batch_done(), lag()
+    metrics: Any = None
 
     def __post_init__(self) -> None:
         self.app = build_application(self.settings)
@@ -264,8 +267,23 @@ class ConsumerWorker:
                 self.step(messages)
                 if on_batch is not None:
                     on_batch(self.stats)
+            if self.metrics is not None:
+                self._report_lag()
         self.close()
         return self.exit_code
+
+    def _report_lag(self) -> None:
+        """Per assigned partition: the broker's high watermark (from the last fetch) minus
+        the position the database recorded."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        lags = {}
+        for tp, position in list(self.stored.items()):
+            high = consumer.highwater(tp)
+            if high is not None:
+                lags[(tp.topic, tp.partition)] = max(0, high - (position or 0))
+        self.metrics.lag(lags)
 
     def _messages(self, records: dict[TopicPartition, list[Any]]) -> list[Message]:
         out = []
@@ -355,6 +373,7 @@ class ConsumerWorker:
         mine = [m for m in messages
                 if TopicPartition(m.topic, m.partition) in self.stored]
         stored = {(tp.topic, tp.partition): pos for tp, pos in self.stored.items()}
+        started = time.perf_counter()
         try:
             result = Intake(self.app, IntakeStore(self.db), self.settings.events_topic).process(
                 mine, stored)
@@ -378,6 +397,9 @@ class ConsumerWorker:
         self.stats.applied += result.applied
         self.stats.duplicates += result.duplicates
         self.stats.dead_letters += result.dead_letters
+        if self.metrics is not None:
+            self.metrics.batch_done(result.applied, result.duplicates, result.dead_categories,
+                                    time.perf_counter() - started)
         offsets = {}
         for (topic, partition), new in result.positions.items():
             tp = TopicPartition(topic, partition)
@@ -389,8 +411,11 @@ class ConsumerWorker:
             except KafkaError as e:
                 log.info("offset commit to Kafka failed (%s); the database holds the position",
                          e)
-        log.debug("batch: %d messages, %d applied, %d duplicates, %d dead letters",
-                  len(mine), result.applied, result.duplicates, result.dead_letters)
+        if mine:
+            log.info("batch: %d messages, %d applied, %d duplicates, %d dead letters in %.1f ms",
+                     len(mine), result.applied, result.duplicates, result.dead_letters,
+                     (time.perf_counter() - started) * 1000,
+                     extra=_batch_fields(mine, result, time.perf_counter() - started))
 
     def _close_consumer(self) -> None:
         consumer, self.consumer = self.consumer, None
@@ -404,6 +429,33 @@ class ConsumerWorker:
         self._close_consumer()
         self._drop_db()
         self.app.close()
+
+
+def _batch_fields(messages: list[Message], result: Any, seconds: float) -> dict[str, Any]:
+    """The batch's log fields: its counts and duration; its Kafka position (topic, and the
+    partition and first / last offsets when it holds one partition); the correlation id and
+    order when all its applied messages share one."""
+    fields: dict[str, Any] = {
+        "messages": len(messages), "applied": result.applied,
+        "duplicates": result.duplicates, "dead_letters": result.dead_letters,
+        "duration_ms": round(seconds * 1000, 1)}
+    topics = {m.topic for m in messages}
+    partitions = {(m.topic, m.partition) for m in messages}
+    if len(topics) == 1:
+        fields["kafka_topic"] = messages[0].topic
+    if len(partitions) == 1:
+        fields["kafka_partition"] = messages[0].partition
+        fields["kafka_offset"] = min(m.offset for m in messages)
+        fields["kafka_last_offset"] = max(m.offset for m in messages)
+    else:
+        fields["kafka_partitions"] = ",".join(f"{t}[{p}]" for t, p in sorted(partitions))
+    if len(result.correlation_ids) == 1:
+        fields["correlation_id"] = next(iter(result.correlation_ids))
+    if len(result.order_ids) == 1:
+        fields["order_id"] = str(next(iter(result.order_ids)))
+    else:
+        fields["orders"] = len(result.order_ids)
+    return fields
 
 
 # ==================================================================== publishers
@@ -583,7 +635,7 @@ class Publisher:
 def start_publisher(settings: Settings, stopping: threading.Event, **kw: Any
                     ) -> threading.Thread:
     publisher = Publisher(settings, **kw)
-    thread = threading.Thread(target=publisher.run, args=(stopping,), name="kafka-publisher",
-                              daemon=True)
+    thread = threading.Thread(target=logs.worker("outbound publisher", publisher.run),
+                              args=(stopping,), name="kafka-publisher", daemon=True)
     thread.start()
     return thread

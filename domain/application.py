@@ -6,6 +6,7 @@ configured entirely by the `env` the composition root passes in (never `os.envir
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from functools import partial
@@ -20,7 +21,14 @@ from . import privacy
 from .catalog import Catalog
 from .codec import OrjsonTranscoder, PydanticMapper
 from .errors import ConcurrencyConflict, OrderNotFound
-from .events import OrderEvent
+from .events import (
+    CancellationApproved,
+    CancellationDenied,
+    OrderApproved,
+    OrderCancelled,
+    OrderEvent,
+    OrderRejected,
+)
 from .order import ServiceOrder, order_id_for
 from .privacy import Sealer
 from .values import (
@@ -32,6 +40,14 @@ from .values import (
     OrderItem,
     Place,
 )
+
+log = logging.getLogger("serviceorders.decisions")
+
+# The decisions logged at INFO once saved (by whichever door took them): event -> decision.
+DECISIONS: dict[type[OrderEvent], str] = {
+    OrderApproved: "approve", OrderRejected: "reject",
+    CancellationApproved: "approve cancellation", CancellationDenied: "deny cancellation",
+    OrderCancelled: "cancel"}
 
 
 class ServiceOrders(Application[UUID]):
@@ -288,6 +304,24 @@ class ServiceOrders(Application[UUID]):
         return events  # type: ignore[return-value]
 
     # -------------------------------------------------------------------- saving
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        """The library's save, then one INFO record per decision it stored: the order, who
+        decided, what, and the correlation id (never a reason or a note: free text)."""
+        recordings = super().save(*objs, **kwargs)
+        if log.isEnabledFor(logging.INFO):
+            for recording in recordings:
+                event = recording.domain_event
+                decision = DECISIONS.get(type(event))
+                if decision is not None:
+                    log.info("decision: %s order %s by %s (%s)", decision,
+                             event.originator_id, event.actor.id, event.actor.role,
+                             extra={"order_id": str(event.originator_id),
+                                    "correlation_id": event.correlation_id,
+                                    "decision": decision, "actor": event.actor.id,
+                                    "role": str(event.actor.role),
+                                    "version": event.originator_version})
+        return recordings
+
     def _save(self, order: ServiceOrder) -> ServiceOrder:
         try:
             self.save(order)

@@ -428,8 +428,11 @@ class Checkpointer:
 
     def start(self, stopping: threading.Event, interval: float | None = None
               ) -> threading.Thread:
-        thread = threading.Thread(target=self.run, args=(stopping, interval),
-                                  name="audit-checkpointer", daemon=True)
+        from .logs import worker as logged
+
+        thread = threading.Thread(target=logged("audit checkpointer", self.run),
+                                  args=(stopping, interval), name="audit-checkpointer",
+                                  daemon=True)
         thread.start()
         return thread
 

@@ -23,6 +23,7 @@ from uuid import UUID, uuid4
 import click
 from pydantic import ValidationError
 
+from . import logs, order_file
 from .bootstrap import (
     build_application,
     build_projector,
@@ -31,8 +32,10 @@ from .bootstrap import (
     load_catalog,
     open_read_db,
 )
+from .dbprobe import DatabaseUnreachable, probe
 from .domain.application import ServiceOrders
-from .domain.errors import DomainError, ValidationFailed
+from .domain.codec import UnknownEvent
+from .domain.errors import DomainError, OrderNotFound, ValidationFailed
 from .domain.order import ServiceOrder, order_id_for
 from .domain.values import (
     Channel,
@@ -47,11 +50,12 @@ from .domain.values import (
     Role,
     SpecRef,
 )
-from .dbprobe import DatabaseUnreachable, probe
+from .schema import SchemaMismatch
 from .settings import DatabaseConfig, Settings, SettingsError
 from .tmf633 import catalog_to_tmf633
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 log = logging.getLogger("serviceorders.cli")
 
 
@@ -103,14 +107,21 @@ class Context:
             application.close()
 
 
-class InfrastructureError(click.ClickException):
+class OneLineError(click.ClickException):
+    """Bad input the command cannot start from (an unreadable file, say): `error: ...` on
+    one line, exit status 2, no usage text."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class InfrastructureError(OneLineError):
     """The database (or another service the command needs) cannot be used: one line,
     exit status 3."""
 
     exit_code = 3
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def refusals(func: F) -> F:
@@ -125,11 +136,17 @@ def refusals(func: F) -> F:
             for problem in e.problems:
                 click.echo(f"  - [{problem.code}] {problem.message}", err=True)
             sys.exit(1)
+        except OrderNotFound as e:
+            click.echo(f"refused: {not_found_text(e)}", err=True)
+            sys.exit(1)
         except (DomainError, ValidationError) as e:
             click.echo(f"refused: {e}", err=True)
             sys.exit(1)
         except (click.ClickException, click.exceptions.Abort, BrokenPipeError):
             raise
+        except (SchemaMismatch, UnknownEvent) as e:  # the message says it all
+            click.echo(f"error: {e}", err=True)
+            sys.exit(3)
         except Exception as e:  # the database is down, a table is missing, ...
             click.echo(f"error: {type(e).__name__}: {e}", err=True)
             sys.exit(3)
@@ -210,8 +227,7 @@ def serve_metrics(settings: Settings, port: int | None, registry: Any,
     except OSError as e:
         raise click.UsageError(f"cannot serve metrics on {settings.metrics_host}:{port}: "
                                f"{e.strerror or e}") from None
-    click.echo(f"metrics on http://{settings.metrics_host}:{port}/metrics, health on /health",
-               err=True)
+    log.info("metrics on http://%s:%d/metrics, health on /health", settings.metrics_host, port)
     return server
 
 
@@ -257,6 +273,8 @@ def project(obj: Context, once: bool, metrics_port: int | None) -> None:
         while not stopping.is_set():
             try:
                 projector.follow(stopping)
+            except UnknownEvent:  # a newer release's event: stop, never skip it
+                raise
             except Exception as e:  # the database went away: reconnect and go on
                 log.warning("projector error, reconnecting: %s: %s", type(e).__name__, e)
                 projector.db.close()
@@ -352,8 +370,7 @@ def _api_app(settings: Settings, host: str, engine: Any = None, multiprocess: bo
 
     keys = _check_exposure(settings, host)
     if not keys:
-        click.echo("no API keys configured: full access for every request (loopback only)",
-                   err=True)
+        log.warning("no API keys configured: full access for every request (loopback only)")
     ctx = ApiContext.build(settings, Authenticator(keys), base_url=settings.public_base_url)
     return create_app(ctx, Metrics.for_api(ctx, engine, multiprocess=multiprocess, **database))
 
@@ -376,12 +393,15 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
 
         def follow() -> None:
             try:
-                projector.follow(stopping, on_error=lambda e: click.echo(
-                    f"projector error: {type(e).__name__}: {e}", err=True))
+                projector.follow(stopping, on_error=lambda e: log.warning(
+                    "projector error: %s: %s", type(e).__name__, e))
+            except UnknownEvent as e:  # the read models stay behind (readiness shows it)
+                log.error("projector stopped: %s", e)
             finally:
                 projector.db.close()
 
-        follower = threading.Thread(target=follow, name="projector", daemon=True)
+        follower = threading.Thread(target=logs.worker("projector", follow), name="projector",
+                                    daemon=True)
         follower.start()
         deliverer = _start_hub_delivery(settings, stopping)
         checkpointer = _start_checkpoints(settings, stopping)
@@ -393,7 +413,9 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        # log_config None: uvicorn's loggers keep the process's set-up (_setup_logs).
+        log.info("api server starting on http://%s:%d", host, port, extra={"worker": "api"})
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
     finally:
         stopping.set()
         if follower is not None:
@@ -401,6 +423,7 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
         for thread in (deliverer, consumer, publisher, checkpointer):
             if thread is not None:
                 thread.join(timeout=15)
+        log.info("api server stopped", extra={"worker": "api"})
 
 
 def _start_intake(settings: Settings, stopping: threading.Event,
@@ -410,7 +433,8 @@ def _start_intake(settings: Settings, stopping: threading.Event,
 
     ensure_topics(settings, stopping)
     worker = ConsumerWorker(settings, stopping, metrics=metrics)
-    thread = threading.Thread(target=worker.run, name="kafka-intake", daemon=True)
+    thread = threading.Thread(target=logs.worker("kafka intake", worker.run),
+                              name="kafka-intake", daemon=True)
     thread.start()
     return thread
 
@@ -424,12 +448,13 @@ def _start_intake(settings: Settings, stopping: threading.Event,
 @refusals
 def api(obj: Context, host: str, port: int, workers: int) -> None:
     """Serve the TMF641 REST API (run `project` beside it, or use `serve`)."""
+    settings = obj.settings  # checked here, once, before any worker starts
+    log_config = _setup_logs(settings)
     if workers == 1:
-        _run_api(obj.settings, host, port, with_projector=False)
+        _run_api(settings, host, port, with_projector=False)
         return
     import uvicorn
 
-    settings = obj.settings  # checked here, once, before any worker starts
     _check_exposure(settings, host)
     if obj.database_url:
         os.environ["DATABASE_URL"] = obj.database_url
@@ -451,8 +476,9 @@ def api(obj: Context, host: str, port: int, workers: int) -> None:
     metrics_dir = tempfile.mkdtemp(prefix="serviceorders-metrics-")
     os.environ[MULTIPROC_VARIABLE] = metrics_dir
     try:
+        # Each worker applies log_config again (and worker_app the rest of _setup_logs).
         uvicorn.run("serviceorders.cli:worker_app", factory=True, workers=workers, host=host,
-                    port=port, log_level="warning", access_log=False)
+                    port=port, log_config=log_config, access_log=False)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -466,8 +492,9 @@ def worker_app() -> Any:
         import atexit
 
         atexit.register(mark_worker_dead, os.getpid())
-    return _api_app(Settings.from_env(os.environ),
-                    os.environ.get("SERVICEORDERS_API_HOST", "127.0.0.1"),
+    settings = Settings.from_env(os.environ)
+    _setup_logs(settings)
+    return _api_app(settings, os.environ.get("SERVICEORDERS_API_HOST", "127.0.0.1"),
                     multiprocess=multiprocess)
 
 
@@ -487,6 +514,7 @@ def serve(obj: Context, host: str, port: int, kafka_port: int, no_kafka: bool) -
     KAFKA_BOOTSTRAP_SERVERS is set, an embedded memory-only Kafka broker on loopback (the
     `embedded` extra). SIGTERM stops it."""
     settings = obj.settings
+    _setup_logs(settings)
     _check_exposure(settings, host)  # before anything is created
     init_database(settings)
     broker = None
@@ -499,15 +527,14 @@ def serve(obj: Context, host: str, port: int, kafka_port: int, no_kafka: bool) -
             except BrokerUnavailable:  # the port is taken: any free loopback port
                 broker = EmbeddedBroker(port=0).start()
         except BrokerUnavailable as e:
-            click.echo(f"no Kafka intake: {e}", err=True)
+            log.warning("no Kafka intake: %s", e)
         else:
             settings = settings.model_copy(
                 update={"kafka_bootstrap_servers": broker.bootstrap_servers})
-            click.echo(f"embedded Kafka broker (memory only) on {broker.bootstrap_servers}: "
-                       f"publish TMF641 events to {settings.inbound_topic}, e.g. "
-                       f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers} serviceorders "
-                       "publish-sample --count 20", err=True)
-    click.echo(f"serving http://{host}:{port} on {settings.database.url()}", err=True)
+            log.info("embedded Kafka broker (memory only) on %s: publish TMF641 events to %s, "
+                     "e.g. KAFKA_BOOTSTRAP_SERVERS=%s serviceorders publish-sample --count 20",
+                     broker.bootstrap_servers, settings.inbound_topic, broker.bootstrap_servers)
+    log.info("serving http://%s:%d on %s", host, port, settings.database.url())
     try:
         _run_api(settings, host, port, with_projector=True, with_intake=not no_kafka)
     finally:
@@ -673,10 +700,17 @@ def catalog(obj: Context, as_json: bool) -> None:
         for char in spec.characteristics:
             need = "required" if char.required else "optional"
             choice = f" one of {list(char.allowed_values)}" if char.allowed_values else ""
-            bounds = (f" {char.minimum}..{char.maximum}"
+            bounds = (f" {_number(char.minimum)}..{_number(char.maximum)}"
                       if char.minimum is not None or char.maximum is not None else "")
             default = f" default {char.default!r}" if char.default is not None else ""
             click.echo(f"    {char.name}: {char.value_type} {need}{choice}{bounds}{default}")
+
+
+def _number(value: float | None) -> str:
+    """A bound as written in a catalog: 10, not 10.0 (None: open)."""
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 # ------------------------------------------------------------------- order
@@ -689,12 +723,27 @@ def order(obj: Context, actor: str | None, correlation_id: str | None) -> None:
     obj.actor, obj.correlation_id = actor, correlation_id
 
 
+# Order ids derived from the external ids typed on this command line -> what was typed
+# (so that "no order" names it).
+TYPED: dict[UUID, str] = {}
+
+
 def resolve_order(value: str) -> UUID:
     """An order id, or an upstream external id (which determines the id)."""
     try:
         return UUID(value)
     except ValueError:
-        return order_id_for(value)
+        order_id = order_id_for(value)
+        TYPED[order_id] = value
+        return order_id
+
+
+def not_found_text(error: OrderNotFound) -> str:
+    typed = TYPED.get(error.order_id) if isinstance(error.order_id, UUID) else None
+    if typed is None:
+        return str(error)
+    return (f"no order {typed!r}: it is not an order id, and no order has that external id "
+            f"(it would be order {error.order_id})")
 
 
 ORDER = click.argument("order_ref", metavar="ORDER")
@@ -742,17 +791,32 @@ def draft(obj: Context, external_id: str | None, customer: str | None,
 
 
 @order.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
 @click.pass_obj
 @refusals
 def create(obj: Context, file: Path) -> None:
-    """Create and submit a complete order from a JSON file {"header": {...}, "items": [...]}."""
-    body = json.loads(file.read_text(encoding="utf-8"))
-    header = OrderHeader.model_validate(body.get("header", {}))
-    items = [OrderItem.model_validate(i) for i in body.get("items", [])]
+    """Create and submit a complete order from a JSON file: the TMF641 ServiceOrder body the
+    REST API takes (with "serviceOrderItem"), or {"header": {...}, "items": [...]}."""
+    header, items, notes = _from_file(file, order_file.load_order)
     with obj.app() as app:
-        order_id, created = app.receive_order(obj.command_context(), header, items)
+        order_id, created = app.receive_order(obj.command_context(), header, items,
+                                              notes=notes)
     click.echo(f"{order_id} {'created' if created else 'already exists'}")
+
+
+def _from_file(file: Path, load: Callable[[Path], T]) -> T:
+    """What `load` reads from `file`: a one-line error naming the file (exit 2) when it
+    cannot be read as JSON of the right shape, every problem listed (exit 1) when its
+    content is refused."""
+    try:
+        return load(file)
+    except order_file.BadFile as e:
+        raise OneLineError(str(e)) from None
+    except order_file.Problems as e:
+        click.echo(f"refused: {file}: {len(e.problems)} problem(s)", err=True)
+        for problem in e.problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(1)
 
 
 @order.command("add-line")
@@ -865,8 +929,7 @@ def item_state(obj: Context, order_ref: str, item_id: str, state: str,
 
 @order.command()
 @ORDER
-@click.option("--items", "items_file", type=click.Path(exists=True, dir_okay=False,
-                                                       path_type=Path),
+@click.option("--items", "items_file", type=click.Path(path_type=Path),
               help="JSON list of items: each replaces the item with its id, or is added.")
 @click.option("--remove", multiple=True, metavar="ITEM")
 @click.option("--priority")
@@ -876,8 +939,8 @@ def item_state(obj: Context, order_ref: str, item_id: str, state: str,
 def revise(obj: Context, order_ref: str, items_file: Path | None, remove: tuple[str, ...],
            priority: str | None, description: str | None) -> None:
     """Revise a submitted order (merged by item id) before its point of no return."""
-    items = ([OrderItem.model_validate(i) for i in json.loads(items_file.read_text("utf-8"))]
-             if items_file else [])
+    items = (_from_file(items_file, lambda path: order_file.items_from_json(
+        order_file.read_json(path), path.name)) if items_file else [])
     header = HeaderChange(**{k: v for k, v in {"priority": priority,
                                                "description": description}.items() if v})
     with obj.app() as app:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
@@ -13,6 +14,8 @@ import click
 
 from .cli import METRICS_PORT, Context, database_collector, main, refusals, serve_metrics
 from .settings import Settings
+
+log = logging.getLogger("serviceorders.cli")
 
 
 def _kafka_settings(settings: Settings) -> Settings:
@@ -46,14 +49,12 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
     Joins the consumer group on the inbound topic, creates the topics it uses, and
     publishes dead letters and refusal notices. SIGTERM finishes the batch, commits and
     leaves the group."""
-    import logging
-
     from .consumers.kafka import ConsumerWorker, ensure_topics, start_publisher
+    from .logs import configure
+    from .logs import worker as logged
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)  # the client is chatty at INFO
     settings = _kafka_settings(obj.settings)
+    configure(settings.log_level, settings.log_format)
     _require_tables(settings)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,16 +84,16 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
     def on_batch(_: Any) -> None:
         last[0] = time.monotonic()
 
-    click.echo(f"consuming {settings.inbound_topic} as group {settings.consumer_group} on "
-               f"{settings.kafka_bootstrap_servers}", err=True)
-    code = worker.run(on_batch=on_batch)
+    log.info("consuming %s as group %s on %s", settings.inbound_topic,
+             settings.consumer_group, settings.kafka_bootstrap_servers)
+    code = logged("kafka intake", worker.run)(on_batch=on_batch)
     stopping.set()
     publisher.join(timeout=30)
     if server is not None:
         server.shutdown()
     s = worker.stats
-    click.echo(f"stopped: {s.messages} messages in {s.batches} batches, {s.applied} applied, "
-               f"{s.duplicates} duplicates, {s.dead_letters} dead letters", err=True)
+    log.info("stopped: %d messages in %d batches, %d applied, %d duplicates, %d dead letters",
+             s.messages, s.batches, s.applied, s.duplicates, s.dead_letters)
     sys.exit(code)
 
 

@@ -144,6 +144,13 @@ class Settings(BaseModel):
     # Web console (docs/console.md): signs its session cookies; unset, a random secret per
     # process (sessions end on restart and hold on one process only). Never logged.
     console_secret: str | None = Field(default=None, min_length=32)
+    # Logs of serve / api / consume / project (docs/operations.md, "Logs")
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = False  # one INFO record per HTTP request
+    # Metrics and health of `consume` and `project` (docs/operations.md): off when no port
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -189,6 +196,11 @@ class Settings(BaseModel):
             "audit_checkpoint_interval": _float(env, "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL",
                                                 300.0),
             "console_secret": env.get("SERVICEORDERS_CONSOLE_SECRET") or None,
+            "log_level": (env.get("SERVICEORDERS_LOG_LEVEL") or "INFO").upper(),
+            "log_format": (env.get("SERVICEORDERS_LOG_FORMAT") or "text").lower(),
+            "access_log": _bool(env, "SERVICEORDERS_ACCESS_LOG", False),
+            "metrics_port": _int(env, "SERVICEORDERS_METRICS_PORT", 0) or None,
+            "metrics_host": env.get("SERVICEORDERS_METRICS_HOST") or "127.0.0.1",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
@@ -252,6 +264,9 @@ ENV_NAMES = {
     "audit_hmac_key": "SERVICEORDERS_AUDIT_HMAC_KEY",
     "audit_checkpoint_interval": "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL",
     "console_secret": "SERVICEORDERS_CONSOLE_SECRET",
+    "log_level": "SERVICEORDERS_LOG_LEVEL", "log_format": "SERVICEORDERS_LOG_FORMAT",
+    "access_log": "SERVICEORDERS_ACCESS_LOG",
+    "metrics_port": "SERVICEORDERS_METRICS_PORT", "metrics_host": "SERVICEORDERS_METRICS_HOST",
 }
 
 

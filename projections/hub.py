@@ -373,7 +373,9 @@ class HubStore:
                 f"UPDATE {DELIVERIES.name} SET next_attempt_at = %s, attempts = 0 "
                 f"WHERE subscription_id = %s AND delivered_at IS NULL",
                 (self._ts(now), sub_id))
-            return True
+        log.info("hub listener %s resumed: its backlog is due now", sub_id,
+                 extra={"subscription_id": sub_id})
+        return True
 
 
 # ======================================================================== the worker
@@ -749,7 +751,7 @@ class DeliveryWorker:
                     and (now - failing_since).total_seconds() >= cfg.suspend_after_seconds))
             if suspend:
                 log.warning("hub listener %s suspended after %d consecutive failures (%s)",
-                            sub_id, failures, last_error)
+                            sub_id, failures, last_error, extra={"subscription_id": sub_id})
             db.execute(
                 f"UPDATE {SUBSCRIPTIONS.name} SET failures = %s, failing_since = %s, "
                 f"retry_at = %s, last_attempt_at = %s, "
@@ -778,7 +780,9 @@ def start_worker(settings: Settings, connect: Callable[[], ReadDb], stopping: th
     if not settings.hub_delivery:
         return None
     worker = DeliveryWorker.from_settings(settings, connect)
-    thread = threading.Thread(target=worker.run, args=(stopping, on_error),
-                              name="hub-delivery", daemon=True)
+    from ..logs import worker as logged
+
+    thread = threading.Thread(target=logged("hub delivery", worker.run),
+                              args=(stopping, on_error), name="hub-delivery", daemon=True)
     thread.start()
     return thread

@@ -15,6 +15,7 @@ from typing import Any
 
 from eventsourcing.persistence import Mapper
 
+from ..domain.codec import UnknownEvent
 from ..gcpause import gc_paused
 from .db import Busy, ReadDb, Table
 from .log import EventLog, fold
@@ -69,6 +70,8 @@ class Projector:
         self.batch_size = batch_size
         self.lock = lock
         self.fresh = fresh
+        # The process's EngineMetrics (serviceorders.metrics), or None: page_done()
+        self.metrics: Any = None
 
     def positions(self) -> dict[str, int]:
         names = [self.tables[p.name] for p in self.projections]
@@ -91,8 +94,12 @@ class Projector:
 
     def run_once(self, stop: int | None = None) -> int:
         """Apply the next page (to the projections furthest behind); returns its size."""
+        started = time.perf_counter()
         with self.db.transaction(lock=self.lock):
-            return self.step(stop)
+            applied = self.step(stop)
+        if applied and self.metrics is not None:
+            self.metrics.page_done(applied, time.perf_counter() - started)
+        return applied
 
     def step(self, stop: int | None = None) -> int:
         """`run_once` inside a transaction the caller holds."""
@@ -169,12 +176,29 @@ class Projector:
 
     def follow(self, stopping: threading.Event, poll_seconds: float = 0.2,
                on_error: Callable[[Exception], None] | None = None) -> None:
-        """Catch up, then keep following new events until `stopping` is set."""
+        """Catch up, then keep following new events until `stopping` is set. A catch-up
+        after a gap (the first one, one after an error, one of more than a page) is logged
+        at INFO; the ordinary rounds at DEBUG."""
+        gap = True
         while not stopping.is_set():
             try:
-                if not self.catch_up(stopping=stopping):
+                started = time.monotonic()
+                applied = self.catch_up(stopping=stopping)
+                if applied:
+                    level = logging.INFO if gap or applied > self.batch_size else logging.DEBUG
+                    if log.isEnabledFor(level):
+                        log.log(level, "projections caught up%s: %d events in %.2fs",
+                                " after a gap" if level == logging.INFO else "", applied,
+                                time.monotonic() - started,
+                                extra={"events": applied,
+                                       "position": min(self.positions().values())})
+                gap = False
+                if not applied:
                     stopping.wait(poll_seconds)
+            except UnknownEvent:  # written by a newer release: stop here, never skip it
+                raise
             except Exception as e:  # the database restarting, a lost connection...
+                gap = True
                 if on_error is None:
                     raise
                 on_error(e)

@@ -99,7 +99,9 @@ def api_process(api_settings: Settings, keys: dict[str, ApiKey], tmp_path: Path
     env = {**os.environ, "DATABASE_URL": _database_url(api_settings),
            "SERVICEORDERS_API_KEYS": ",".join(f"{keys[n].actor}:{keys[n].role}:{keys[n].key}"
                                               for n in names[:4]),
-           "SERVICEORDERS_API_KEYS_FILE": str(key_file), "PYTHONUNBUFFERED": "1"}
+           "SERVICEORDERS_API_KEYS_FILE": str(key_file), "PYTHONUNBUFFERED": "1",
+           # the process's own logging set-up (main/logs.py) at DEBUG, access log on
+           "SERVICEORDERS_LOG_LEVEL": "DEBUG", "SERVICEORDERS_ACCESS_LOG": "yes"}
     out_path = tmp_path / "api.out"
     with open(out_path, "wb") as out:
         process = subprocess.Popen(

@@ -320,9 +320,10 @@ def _assignment(log: Path) -> set[str]:
 
 
 def _stopped_messages(log: Path) -> int:
-    lines = [x for x in log.read_text(errors="replace").splitlines() if x.startswith("stopped: ")]
+    lines = [x.split("stopped: ", 1)[1] for x in log.read_text(errors="replace").splitlines()
+             if "stopped: " in x]
     assert lines, f"no final statistics in {log.name}: {log.read_text()[-3000:]}"
-    return int(lines[-1].split()[1])
+    return int(lines[-1].split()[0])
 
 
 def _two_consumers(ks: Settings, broker: EmbeddedBroker, tmp_path: Path, count: int) -> None:
