@@ -31,6 +31,7 @@ from ..projections.hub import (
 )
 from ..tmf641 import BASE_PATH
 from .common import actor_of, base_url, body_as, ctx_of
+from .docs import body_schema
 from .errors import ApiError
 
 # No prefix here: the TMF641 hub lives under BASE_PATH, the operator view under /api/v1.
@@ -94,8 +95,7 @@ def _visible_to(sub: dict[str, Any] | None, actor: Actor) -> bool:
                          "docs/notifications.md). The listener receives the notifications of "
                          "events recorded after its registration, at least once, in order per "
                          "order. Integrator, manager and admin keys only.",
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": EventSubscriptionInput.model_json_schema()}}}})
+             openapi_extra=body_schema(EventSubscriptionInput))
 async def register_listener(request: Request) -> JSONResponse:
     actor = _hub_actor(request)
     body = await body_as(request, EventSubscriptionInput)

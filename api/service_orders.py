@@ -35,12 +35,31 @@ from .common import (
     read_body,
     select_fields,
 )
+from .docs import MERGE_PATCH, body_schema
 from .errors import ApiError
 
 router = APIRouter(prefix=BASE_PATH, tags=["TMF641 serviceOrder"],
                    dependencies=[Depends(read_body)])
 ALWAYS = ("id", "href", "state", "orderDate", "serviceOrderItem", "@type")
 MAX_PAGE = 1000
+# The body /docs fills in for POST serviceOrder: an order of the built-in catalog.
+ORDER_EXAMPLE: dict[str, Any] = {
+    "externalId": "CRM-4711", "category": "enterprise", "priority": "2",
+    "description": "internet access and a managed router",
+    "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
+    "serviceOrderItem": [
+        {"id": "1", "action": "add",
+         "service": {"serviceSpecification": {"id": "internet-access"},
+                     "serviceCharacteristic": [{"name": "bandwidthMbps", "value": 100},
+                                               {"name": "accessType", "value": "fibre"}],
+                     "place": [{"id": "S1", "name": "Site one"}]}},
+        {"id": "2", "action": "add",
+         "service": {"serviceSpecification": {"id": "managed-router"},
+                     "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
+                     "place": [{"id": "S1", "name": "Site one"}]},
+         "serviceOrderItemRelationship": [{"relationshipType": "dependency",
+                                           "orderItem": {"itemId": "1"}}]}],
+    "@type": "ServiceOrder"}
 
 
 def order_href(request: Request, order_id: Any) -> str:
@@ -81,7 +100,8 @@ def document_response(request: Request, order_id: UUID, status: int,
                          "problems refuse it (400, every problem listed); value problems let it "
                          "into the review queue as `acknowledged`, flagged for the reviewer. "
                          "An `externalId` (or an `Idempotency-Key` header) makes creation "
-                         "idempotent: a retry gets the first order back.")
+                         "idempotent: a retry gets the first order back.",
+             openapi_extra=body_schema(ServiceOrderCreate, example=ORDER_EXAMPLE))
 def create_service_order(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     cmd = command_context(request)
@@ -160,7 +180,8 @@ def retrieve_service_order(request: Request, id: str, fields: str | None = None
                           "approval: a revision, only before the point of no return. Final "
                           "orders: nothing (409 with the reason). `state` cannot be patched: "
                           "use cancelServiceOrder or the workflow endpoints. `If-Match` with the "
-                          "ETag makes the change conditional (412 when the order moved).")
+                          "ETag makes the change conditional (412 when the order moved).",
+              openapi_extra=body_schema(ServiceOrderUpdate, MERGE_PATCH))
 def patch_service_order(request: Request, id: str) -> JSONResponse:
     ctx = ctx_of(request)
     cmd = command_context(request)
@@ -248,7 +269,8 @@ def cancel_response(request: Request, request_id: str, status: int) -> JSONRespo
                     description="The order goes to `assessingCancellation`; a manager approves "
                                 "(→ pendingCancellation → cancelled) or denies it (the order "
                                 "returns to its prior state). The request's state uses v4's "
-                                "vocabulary: accepted, inProgress, done.")
+                                "vocabulary: accepted, inProgress, done.",
+                    openapi_extra=body_schema(CancelServiceOrderCreate))
 def create_cancel_service_order(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     cmd = command_context(request)

@@ -51,6 +51,7 @@ from .common import (
     read_body,
     request_body,
 )
+from .docs import body_schema
 from .errors import ApiError
 from .service_orders import document_response
 
@@ -309,7 +310,8 @@ def order_response(request: Request, order: ServiceOrder) -> JSONResponse:
                          "notificationContact, customer {id, name}); items follow one by one. "
                          "Returns {id, version, state: draft} with the draft's ETag and "
                          "Location. An externalId already taken is a 409.",
-             responses=_ERRORS)
+             responses=_ERRORS,
+             openapi_extra=body_schema(DraftCreate))
 def create_draft(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     cmd = command_context(request)
@@ -340,7 +342,8 @@ def retrieve_draft(request: Request, id: str) -> JSONResponse:
                          "noChange), characteristics {name: value}, place {id, name}, "
                          "quantity, dependsOn [item ids]. Problems do not refuse an item: "
                          "see /validation. Returns the draft (If-Match optional).",
-             responses=_ERRORS)
+             responses=_ERRORS,
+             openapi_extra=body_schema(ItemCreate))
 def add_item(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     body = body_of(request, ItemCreate)
@@ -356,7 +359,8 @@ def add_item(request: Request, id: str) -> JSONResponse:
               description="Body: characteristics {name: value} to set, clear [names] to "
                           "remove, place {id, name}, quantity, dependsOn [item ids] (replaces "
                           "the list). Returns the draft (If-Match optional).",
-              responses=_ERRORS)
+              responses=_ERRORS,
+              openapi_extra=body_schema(ItemChange))
 def configure_item(request: Request, id: str, itemId: str) -> JSONResponse:
     cmd = command_context(request)
     body = body_of(request, ItemChange)
@@ -486,7 +490,8 @@ def _decide(request: Request, id: str, command: Callable[[ServiceOrder], Any]) -
              description="acknowledged → inProgress. Body {note?}. Requires If-Match with the "
                          "order's ETag (428 without, 412 when the order changed). Four-eyes: "
                          "the submitter may not decide (403). Returns the TMF641 order and "
-                         "its new ETag.", responses=_DECISION_ERRORS)
+                         "its new ETag.", responses=_DECISION_ERRORS,
+             openapi_extra=body_schema(NoteBody, required=False))
 def approve(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     body = optional_body_as(request, NoteBody)
@@ -497,7 +502,8 @@ def approve(request: Request, id: str) -> JSONResponse:
 @router.post("/orders/{id}/reject", summary="Reject an order",
              description="acknowledged → rejected. Body {reason} (required: 400 without). "
                          "Requires If-Match (428 / 412); four-eyes applies.",
-             responses=_DECISION_ERRORS)
+             responses=_DECISION_ERRORS,
+             openapi_extra=body_schema(ReasonBody))
 def reject(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     body = body_of(request, ReasonBody)
@@ -508,7 +514,8 @@ def reject(request: Request, id: str) -> JSONResponse:
 @router.post("/orders/{id}/cancellation/approve", summary="Approve a cancellation request",
              description="assessingCancellation → pendingCancellation; fulfilment then "
                          "carries it out (/cancel). Body {note?}. Requires If-Match (428 / "
-                         "412).", responses=_DECISION_ERRORS)
+                         "412).", responses=_DECISION_ERRORS,
+             openapi_extra=body_schema(NoteBody, required=False))
 def approve_cancellation(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     body = optional_body_as(request, NoteBody)
@@ -518,7 +525,8 @@ def approve_cancellation(request: Request, id: str) -> JSONResponse:
 @router.post("/orders/{id}/cancellation/deny", summary="Deny a cancellation request",
              description="The order returns to the state it had before the request. Body "
                          "{reason} (required). Requires If-Match (428 / 412).",
-             responses=_DECISION_ERRORS)
+             responses=_DECISION_ERRORS,
+             openapi_extra=body_schema(ReasonBody))
 def deny_cancellation(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     body = body_of(request, ReasonBody)
@@ -541,7 +549,8 @@ _FULFIL = " Returns the TMF641 order and its ETag; If-Match optional (412 when s
                          "starts or completes only once the items it depends on are completed. "
                          "The last final item settles the order (completed, failed, partial, "
                          "cancelled). Only while the order is inProgress." + _FULFIL,
-             responses=_ERRORS)
+             responses=_ERRORS,
+             openapi_extra=body_schema(ItemStateBody))
 def item_state(request: Request, id: str, itemId: str) -> JSONResponse:
     cmd = command_context(request)
     body = body_of(request, ItemStateBody)
@@ -551,7 +560,8 @@ def item_state(request: Request, id: str, itemId: str) -> JSONResponse:
 
 @router.post("/orders/{id}/hold", summary="Hold an order (blocked by an issue)",
              description="inProgress → held. Body {reason} (required)." + _FULFIL,
-             responses=_ERRORS)
+             responses=_ERRORS,
+             openapi_extra=body_schema(ReasonBody))
 def hold(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     body = body_of(request, ReasonBody)
@@ -560,7 +570,8 @@ def hold(request: Request, id: str) -> JSONResponse:
 
 @router.post("/orders/{id}/resume", summary="Resume a held order (issue resolved)",
              description="held → inProgress. Body {note?} (may be empty)." + _FULFIL,
-             responses=_ERRORS)
+             responses=_ERRORS,
+             openapi_extra=body_schema(NoteBody, required=False))
 def resume(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     body = optional_body_as(request, NoteBody)
@@ -569,7 +580,8 @@ def resume(request: Request, id: str) -> JSONResponse:
 
 @router.post("/orders/{id}/informationRequest", summary="Ask the requester for information",
              description="inProgress → pending. Body {information} (what is needed)."
-                         + _FULFIL, responses=_ERRORS)
+                         + _FULFIL, responses=_ERRORS,
+             openapi_extra=body_schema(InformationBody))
 def request_information(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     body = body_of(request, InformationBody)
@@ -578,7 +590,8 @@ def request_information(request: Request, id: str) -> JSONResponse:
 
 @router.post("/orders/{id}/information", summary="Provide the information asked for",
              description="pending → inProgress. Body {information}." + _FULFIL,
-             responses=_ERRORS)
+             responses=_ERRORS,
+             openapi_extra=body_schema(InformationBody))
 def provide_information(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     body = body_of(request, InformationBody)
@@ -588,7 +601,8 @@ def provide_information(request: Request, id: str) -> JSONResponse:
 @router.post("/orders/{id}/pointOfNoReturn", summary="Record the point of no return",
              description="Once (inProgress, pending or held): from then on the order can no "
                          "longer be revised or cancelled. Body {note?}." + _FULFIL,
-             responses=_ERRORS)
+             responses=_ERRORS,
+             openapi_extra=body_schema(NoteBody, required=False))
 def point_of_no_return(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     body = optional_body_as(request, NoteBody)
@@ -598,7 +612,8 @@ def point_of_no_return(request: Request, id: str) -> JSONResponse:
 @router.post("/orders/{id}/cancel", summary="Cancel an order",
              description="Directly (acknowledged, inProgress, pending, held), or to carry out "
                          "an approved cancellation (pendingCancellation) → cancelled. Body "
-                         "{reason?}." + _FULFIL, responses=_ERRORS)
+                         "{reason?}." + _FULFIL, responses=_ERRORS,
+             openapi_extra=body_schema(OptionalReasonBody, required=False))
 def cancel(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     body = optional_body_as(request, OptionalReasonBody)
@@ -608,7 +623,8 @@ def cancel(request: Request, id: str) -> JSONResponse:
 @router.post("/orders/{id}/notes", summary="Add a note to an order",
              description="Any state, drafts and final orders included. Body {text}. Returns "
                          "the TMF641 order (a draft: its domain view) and its ETag.",
-             responses=_ERRORS)
+             responses=_ERRORS,
+             openapi_extra=body_schema(TextBody))
 def add_note(request: Request, id: str) -> JSONResponse:
     cmd = command_context(request)
     body = body_of(request, TextBody)
