@@ -170,10 +170,14 @@ class _Batch:
             try:
                 parsed.append((m, env.parse(m.value, m.key)))
             except env.Refusal as r:
-                self._dead(m, r.category, r.reason, env.event_id_of(m.value))
+                correlation, trace = (_correlation(m, r.envelope) if r.envelope is not None
+                                      else (None, logs.trace_id(logs.header(m.headers,
+                                                                            "traceparent"))))
+                with logs.bind(correlation_id=correlation, trace_id=trace):
+                    self._dead(m, r.category, r.reason, env.event_id_of(m.value))
                 if r.envelope is not None and r.envelope.event_type in UPSTREAM_TYPES:
                     self._announce(r.envelope, r.category, r.reason, r.external_id, None,
-                                   _correlation(m, r.envelope)[0])
+                                   correlation or r.envelope.event_id)
         if not parsed:
             return
         done = self.intake.store.applied_ids([p.envelope.event_id for _, p in parsed])
