@@ -359,6 +359,18 @@ def _check_exposure(settings: Settings, host: str) -> list[Any]:
     return keys
 
 
+def no_keys_warning(settings: Settings) -> str:
+    """What `api` / `serve` say on start without API keys, and how to try decisions alone."""
+    text = ("no API keys configured: full access for every request, as the one actor "
+            "'anonymous' (loopback only)")
+    if settings.four_eyes:
+        text += (". Four-eyes refuses that actor's approval or rejection of an order it "
+                 "submitted: to try decisions alone, set SERVICEORDERS_FOUR_EYES=no, or "
+                 "configure keys for two actors, e.g. SERVICEORDERS_API_KEYS="
+                 "alice:agent:<16+ chars>,bob:manager:<16+ chars> (docs/security.md)")
+    return text
+
+
 def _api_app(settings: Settings, host: str, engine: Any = None, multiprocess: bool = False,
              **database: bool) -> Any:
     """`engine`: the process's EngineMetrics (default: the HTTP ones); `multiprocess`: a
@@ -370,7 +382,7 @@ def _api_app(settings: Settings, host: str, engine: Any = None, multiprocess: bo
 
     keys = _check_exposure(settings, host)
     if not keys:
-        log.warning("no API keys configured: full access for every request (loopback only)")
+        log.warning("%s", no_keys_warning(settings))
     ctx = ApiContext.build(settings, Authenticator(keys), base_url=settings.public_base_url)
     return create_app(ctx, Metrics.for_api(ctx, engine, multiprocess=multiprocess, **database))
 
@@ -601,25 +613,39 @@ def projections_rebuild(obj: Context, names: tuple[str, ...]) -> None:
 @click.pass_obj
 @refusals
 def projections_verify(obj: Context, names: tuple[str, ...], limit: int) -> None:
-    """Prove the live tables equal a rebuild from scratch; exit 1 with the differences."""
+    """Prove the live tables equal a rebuild from scratch; exit 1 with the differences, or
+    when a read model is behind the log (it matches a rebuild only up to its position)."""
     from .projections.maintenance import select, verify
+    from .projections.runner import Projector
 
     try:
-        chosen = [p.name for p in select(names or None)]
+        chosen = select(names or None)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="NAME") from None
     db = open_read_db(obj.settings)
     try:
         with _progress_bar(db, "verify", passes=len(chosen)) as bar:
-            differences = verify(db, event_mapper(), chosen, progress=bar.update)
+            differences = verify(db, event_mapper(), [p.name for p in chosen],
+                                 progress=bar.update)
+        status = {s.name: s for s in Projector(db, event_mapper(), chosen).status()}
     finally:
         db.close()
-    for name in chosen:
+    behind = [s for s in status.values() if s.lag]
+    for name in (p.name for p in chosen):
         found = [d for d in differences if d.projection == name]
-        click.echo(f"{name}: {'OK' if not found else f'{len(found)} differing row(s)'}")
+        if found:
+            click.echo(f"{name}: {len(found)} differing row(s)")
+        elif status[name].lag:
+            click.echo(f"{name}: matches a rebuild up to position {status[name].position}, "
+                       f"but is behind the log by {status[name].lag} event(s)")
+        else:
+            click.echo(f"{name}: OK")
         for d in found[:limit]:
             click.echo(f"  key {d.key}\n    live:    {d.live}\n    rebuilt: {d.rebuilt}")
-    sys.exit(1 if differences else 0)
+    if behind:
+        click.echo("behind the log: run `serviceorders project --once` (or keep `project` / "
+                   "`serve` running) and verify again", err=True)
+    sys.exit(1 if differences or behind else 0)
 
 
 # --------------------------------------------------------------------- hub
