@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent, Transcoder
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.utils import TopicError, get_topic, resolve_topic
 from pydantic import BaseModel, ValidationError
 
 from .privacy import TOKEN_PREFIX, reveal_json
@@ -22,6 +22,11 @@ _IDENTITY = {"originator_id", "originator_version"}
 _SEALED = b'"' + TOKEN_PREFIX.encode()
 # A sealed token as orjson writes it: base64url parts only, so never an escape inside.
 _TOKEN = re.compile(rb'"(' + re.escape(TOKEN_PREFIX.encode()) + rb'[A-Za-z0-9_-]*:[A-Za-z0-9_-]*)"')
+
+
+class UnknownEvent(MapperDeserialisationError):
+    """A stored event this code cannot read: its topic names no known event class, or its
+    class version is newer than the class's (both written by a newer release)."""
 
 
 class OrjsonTranscoder(Transcoder):
@@ -64,8 +69,14 @@ class PydanticMapper(Mapper[Any]):
         state = decode_state(self, stored_event)
         if self.reveal is not None and _SEALED in stored_event.state:
             state = reveal_json(state, self.reveal)
-        cls: type[BaseModel] = resolve_topic(stored_event.topic)
-        upcast(cls, state)
+        try:
+            cls: type[BaseModel] = resolve_topic(stored_event.topic)
+        except TopicError as e:
+            raise UnknownEvent(
+                f"stored event of order {stored_event.originator_id} "
+                f"v{stored_event.originator_version} has an unknown type "
+                f"{stored_event.topic!r}") from e
+        upcast(cls, state, stored_event)
         state["originator_id"] = stored_event.originator_id
         state["originator_version"] = stored_event.originator_version
         try:
@@ -91,10 +102,15 @@ def decode_state(mapper: Mapper[Any], stored_event: StoredEvent) -> dict[str, An
             f"{stored_event.originator_id} v{stored_event.originator_version}: {e}") from e
 
 
-def upcast(cls: type[Any], state: dict[str, Any]) -> None:
+def upcast(cls: type[Any], state: dict[str, Any], stored: StoredEvent | None = None) -> None:
     """Bring an event state from its stored class version to the class's current one."""
     target = getattr(cls, "class_version", 1)
     version = state.pop("class_version", 1)
+    if version > target:  # never read a newer shape as an older one
+        where = (f" of order {stored.originator_id} v{stored.originator_version}"
+                 if stored is not None else "")
+        raise UnknownEvent(f"stored event {getattr(stored, 'topic', cls.__name__)!r}{where} "
+                           f"is at class version {version}; this code knows up to {target}")
     while version < target:
         getattr(cls, f"upcast_v{version}_v{version + 1}")(state)
         version += 1

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from eventsourcing.utils import get_topic
 
-from .access_log import create_tables as create_access_log_tables
-from .audit import create_tables as create_audit_tables
+from . import schema
 from .consumers.recorders import IntakePostgresRecorder, IntakeSqliteRecorder
-from .consumers.store import create_tables as create_intake_tables
 from .domain.application import ServiceOrders
 from .domain.catalog import Catalog
 from .domain.codec import OrjsonTranscoder, PydanticMapper
 from .pii import KeyStore, Vault
-from .pii import create_tables as create_pii_tables
 from .projections.db import ReadDb
-from .projections.hub import create_tables as create_hub_tables
-from .projections.runner import Projector, create_tables
+from .projections.runner import Projector
 from .settings import DatabaseConfig, Settings
 
 
@@ -50,6 +46,8 @@ def load_catalog(settings: Settings) -> Catalog:
 
 
 def build_application(settings: Settings, *, create_tables: bool = False) -> ServiceOrders:
+    if not create_tables:
+        check_schema(settings)
     return ServiceOrders(env=eventsourcing_env(settings, create_tables=create_tables),
                          catalog=load_catalog(settings),
                          snapshot_interval=settings.snapshot_interval,
@@ -66,22 +64,37 @@ def event_mapper() -> PydanticMapper:
 
 
 def build_projector(settings: Settings, db: ReadDb | None = None) -> Projector:
-    return Projector(db or open_read_db(settings), event_mapper(),
-                     batch_size=settings.projection_batch_size)
+    db = db or open_read_db(settings)
+    try:
+        schema.check(db, shapes=True)
+    except BaseException:
+        db.close()
+        raise
+    return Projector(db, event_mapper(), batch_size=settings.projection_batch_size)
+
+
+def check_schema(settings: Settings) -> None:
+    """Refuse to run on a database whose schema is newer than this code knows (upgrade
+    serviceorders) or older (run `serviceorders db init`): every application and projector
+    a process builds passes here (docs/architecture.md, "Schema versions and upgrades")."""
+    db = open_read_db(settings)
+    try:
+        schema.check(db)
+    finally:
+        db.close()
 
 
 def init_database(settings: Settings) -> list[str]:
-    """Create every table the engine needs (idempotent). Returns what was set up."""
-    app = build_application(settings, create_tables=True)
-    app.close()
+    """Create every table the engine needs and bring an existing database up to this
+    code's schema: the migrations it lacks, a rebuild of each read model whose shape
+    changed (idempotent; serviceorders.schema). Returns what was set up or done."""
     db = open_read_db(settings)
     try:
-        create_tables(db)
-        create_hub_tables(db)
-        create_intake_tables(db)
-        create_audit_tables(db)
-        create_access_log_tables(db)
-        create_pii_tables(db)
+        with schema.exclusive(db):  # one db init at a time, the library's tables included
+            schema.refuse_newer(db)
+            app = build_application(settings, create_tables=True)
+            app.close()
+            done = schema.upgrade(db, event_mapper())
     finally:
         db.close()
     where = settings.database.url()
@@ -89,4 +102,4 @@ def init_database(settings: Settings) -> list[str]:
             f"{settings.database.kind} read models and projection positions ({where})",
             f"{settings.database.kind} hub subscriptions and deliveries ({where})",
             f"{settings.database.kind} Kafka intake positions, dead letters and outbox ({where})",
-            f"{settings.database.kind} auditors' access log ({where})"]
+            f"{settings.database.kind} auditors' access log ({where})", *done]

@@ -531,6 +531,16 @@ class SqliteDb(ReadDb):
     def transaction(self, lock: str | None = None) -> Iterator[None]:
         # BEGIN IMMEDIATE takes SQLite's single write lock up front: a second projector
         # waits (up to the lock timeout) instead of failing half-way with SQLITE_BUSY.
+        if self.conn.in_transaction:  # nested (a migration's steps): a savepoint, as psycopg
+            self.conn.execute("SAVEPOINT nested")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute("ROLLBACK TO nested")
+                self.conn.execute("RELEASE nested")
+                raise
+            self.conn.execute("RELEASE nested")
+            return
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Mapper, StoredEvent
 
+from ..domain.codec import UnknownEvent
 from ..domain.events import OrderDeleted, OrderEvent
 from ..domain.order import ServiceOrder
 from ..domain.values import Actor, OrderState
@@ -120,7 +121,8 @@ class EventLog:
             params.append(stop)
         sql += f" ORDER BY {self.position} LIMIT %s"
         params.append(limit)
-        return [(int(row[0]), self._event(row[1:])) for row in self.db.fetchall(sql, params)]
+        return [(int(row[0]), self._event(row[1:], int(row[0])))
+                for row in self.db.fetchall(sql, params)]
 
     def history(self, order_ids: Iterable[UUID], before: int) -> dict[UUID, list[OrderEvent]]:
         """Every event of the given orders earlier than `before`, in version order."""
@@ -130,21 +132,27 @@ class EventLog:
             keys = [i if self.db.dialect == "postgres" else i.hex for i in chunk]
             marks = ", ".join(["%s"] * len(keys))
             rows = self.db.fetchall(
-                f"SELECT originator_id, originator_version, topic, state FROM {self.table} "
-                f"WHERE originator_id IN ({marks}) AND {self.position} < %s "
+                f"SELECT originator_id, originator_version, topic, state, {self.position} "
+                f"FROM {self.table} WHERE originator_id IN ({marks}) AND {self.position} < %s "
                 f"ORDER BY originator_id, originator_version", [*keys, before])
             for row in rows:
-                event = self._event(row)
+                event = self._event(row[:4], int(row[4]))
                 found[event.originator_id].append(event)
         return found
 
-    def _event(self, row: Sequence[Any]) -> OrderEvent:
+    def _event(self, row: Sequence[Any], position: int) -> OrderEvent:
         originator_id, version, topic, state = row
         if type(originator_id) is not UUID:
             originator_id = UUID(str(originator_id))
         stored = StoredEvent(originator_id=originator_id, originator_version=int(version),
                              topic=topic, state=bytes(state))
-        return self.mapper.to_domain_event(stored)
+        try:
+            return self.mapper.to_domain_event(stored)
+        except UnknownEvent as e:
+            # Never skipped: the read models would silently miss it. The projector stops.
+            raise UnknownEvent(f"{e}, at log position {position}: this serviceorders cannot "
+                               "project it (written by a newer release?); upgrade "
+                               "serviceorders") from e
 
 
 def visible(order: ServiceOrder | None) -> bool:

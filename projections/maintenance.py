@@ -17,6 +17,25 @@ from .runner import LOCK, POSITIONS, Projector
 from .views import PROJECTIONS, Projection
 
 Progress = Callable[[int], None]
+# Each read model's shape version (Projection.VERSION) as its table was built; created by
+# schema migration 2 (serviceorders.schema). No row: a table built before shapes existed (1).
+SHAPES = "projection_shape"
+
+
+def stored_shapes(db: ReadDb) -> dict[str, int]:
+    if not db.table_exists(SHAPES):
+        return {}
+    return {name: int(version) for name, version in
+            db.fetchall(f"SELECT name, version FROM {SHAPES}")}
+
+
+def record_shape(db: ReadDb, projection: Projection) -> None:
+    """Note that `projection`'s table now has the code's shape (inside the swap)."""
+    if db.table_exists(SHAPES):
+        db.execute(f"INSERT INTO {SHAPES} (name, version, updated_at) VALUES "
+                   f"(%s, %s, CURRENT_TIMESTAMP) ON CONFLICT (name) DO UPDATE SET "
+                   f"version = excluded.version, updated_at = excluded.updated_at",
+                   (projection.name, projection.VERSION))
 
 
 def select(names: Sequence[str] | None) -> list[Projection]:
@@ -108,6 +127,7 @@ def rebuild(db: ReadDb, mapper: Mapper[Any], names: Sequence[str] | None = None,
             db.execute(f"UPDATE {POSITIONS.name} SET position = %s, updated_at = "
                        f"CURRENT_TIMESTAMP WHERE name = %s", (built[tables[p.name]], p.name))
             db.execute(f"DELETE FROM {POSITIONS.name} WHERE name = %s", (tables[p.name],))
+            record_shape(db, p)
         return {p.name: built[tables[p.name]] for p in projections}
 
     try:

@@ -1,0 +1,229 @@
+"""Schema versions and upgrades (docs/architecture.md, "Schema versions and upgrades").
+
+The engine's own tables carry a schema version: `schema_version` has one row per applied
+migration (number, name, applied at). `serviceorders db init` applies the migrations the
+database lacks, in order, each in one transaction, holding a lock so that two `db init`
+never apply one twice (a session advisory lock on PostgreSQL; on SQLite each migration's
+`BEGIN IMMEDIATE`, with the applied versions read again inside it). Every other process
+checks the version at start (`check`) and refuses a database newer than the code, or older.
+
+Read models are not migrated: each projection has a shape version (`Projection.VERSION`);
+`db init` rebuilds from the log every read model whose stored shape differs from the code's.
+
+To change the schema of the engine's own tables, append a `Migration` to `MIGRATIONS` (the
+next number, a name, a step per dialect: SQL statements or a function of the `ReadDb`).
+Never edit an applied migration; a step that adds what `create_tables` already creates on a
+fresh database (migration 1 calls them) must tolerate finding it (`add_column`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from .projections.base import Projection
+from .projections.db import ReadDb, lock_key
+from .projections.maintenance import SHAPES, stored_shapes
+from .projections.views import PROJECTIONS
+
+VERSIONS = "schema_version"
+LOCK = "serviceorders.schema"
+PROGRAM = "serviceorders"
+
+Step = Callable[[ReadDb], None] | tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Migration:
+    number: int
+    name: str
+    postgres: Step
+    sqlite: Step
+
+    def apply(self, db: ReadDb) -> None:
+        step = self.postgres if db.dialect == "postgres" else self.sqlite
+        if callable(step):
+            step(db)
+        else:
+            for statement in step:
+                db.execute(statement)
+
+
+class SchemaMismatch(RuntimeError):
+    """The database is not at the schema this code works with."""
+
+
+class SchemaTooNew(SchemaMismatch):
+    pass
+
+
+class SchemaTooOld(SchemaMismatch):
+    pass
+
+
+# ----------------------------------------------------------------------- migrations
+def _release_1(db: ReadDb) -> None:
+    """The schema as the releases before schema versions made it (up to 95cc90f): every
+    table their `db init` created, by the same (idempotent) functions. On a database of
+    such a release it finds everything in place and changes nothing."""
+    from .access_log import create_tables as access_log
+    from .audit import create_tables as audit
+    from .consumers.store import create_tables as intake
+    from .pii import create_tables as pii
+    from .projections.hub import create_tables as hub
+    from .projections.runner import create_tables as read_models
+
+    for create in (read_models, hub, intake, audit, access_log, pii):
+        create(db)
+
+
+def add_column(db: ReadDb, table: str, column: str, sql_type: str) -> None:
+    """ALTER TABLE … ADD COLUMN unless the column is there (a fresh database got it from
+    migration 1's current table definitions)."""
+    if db.dialect == "postgres":
+        db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}")
+    elif column not in {r[1] for r in db.fetchall(f"PRAGMA table_info({table})")}:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "the schema of the releases before schema versions (95cc90f)",
+              postgres=_release_1, sqlite=_release_1),
+    Migration(2, "projection_shape: each read model's shape version",
+              postgres=(f"CREATE TABLE IF NOT EXISTS {SHAPES} (name text PRIMARY KEY, "
+                        "version integer NOT NULL, updated_at timestamptz)",),
+              sqlite=(f"CREATE TABLE IF NOT EXISTS {SHAPES} (name TEXT PRIMARY KEY, "
+                      "version INTEGER NOT NULL, updated_at TEXT)",)),
+)
+CURRENT = MIGRATIONS[-1].number
+
+_CREATE = {
+    "postgres": f"CREATE TABLE IF NOT EXISTS {VERSIONS} (version integer PRIMARY KEY, "
+                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    "sqlite": f"CREATE TABLE IF NOT EXISTS {VERSIONS} (version INTEGER PRIMARY KEY, "
+              "name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+}
+# Tables that only a serviceorders `db init` makes: one of them without `schema_version`
+# means a database of a release before schema versions.
+_ENGINE_TABLES = ("projection_position", "order_summary", "intake_position", "pii_key")
+
+
+def applied(db: ReadDb) -> dict[int, str]:
+    """The applied migrations (number → name); empty before the first."""
+    if not db.table_exists(VERSIONS):
+        return {}
+    return {int(n): name for n, name in db.fetchall(f"SELECT version, name FROM {VERSIONS}")}
+
+
+def version(db: ReadDb) -> int:
+    """The database's schema version: 0 = no engine tables; 1 for a database of a release
+    before schema versions (its tables, no `schema_version`)."""
+    found = applied(db)
+    if found:
+        return max(found)
+    return 1 if any(db.table_exists(t) for t in _ENGINE_TABLES) else 0
+
+
+def _too_new(found: int, known: int) -> SchemaTooNew:
+    return SchemaTooNew(f"the database schema is at version {found}, this {PROGRAM} knows up "
+                        f"to {known}: upgrade {PROGRAM}")
+
+
+def check(db: ReadDb, shapes: bool = False,
+          projections: Sequence[Projection] = PROJECTIONS) -> None:
+    """Refuse a database whose schema (or, with `shapes`, a read model's shape) is not the
+    code's: newer = upgrade serviceorders; older = run `serviceorders db init`."""
+    found = version(db)
+    if found > CURRENT:
+        raise _too_new(found, CURRENT)
+    if found == 0:
+        raise SchemaTooOld(f"the database has no {PROGRAM} tables: run `{PROGRAM} db init`")
+    if found < CURRENT:
+        raise SchemaTooOld(f"the database schema is at version {found}, this {PROGRAM} is at "
+                           f"{CURRENT}: run `{PROGRAM} db init`")
+    if shapes:
+        for projection, stored in stale(db, projections):
+            raise _shape_error(projection, stored)
+
+
+def _shape_error(projection: Projection, stored: int) -> SchemaMismatch:
+    if stored > projection.VERSION:
+        return SchemaTooNew(f"the read model {projection.name} has shape version {stored}, "
+                            f"this {PROGRAM} knows up to {projection.VERSION}: upgrade {PROGRAM}")
+    return SchemaTooOld(f"the read model {projection.name} has shape version {stored}, this "
+                        f"{PROGRAM} builds {projection.VERSION}: run `{PROGRAM} db init`")
+
+
+def stale(db: ReadDb, projections: Sequence[Projection] = PROJECTIONS
+          ) -> list[tuple[Projection, int]]:
+    """The read models whose stored shape differs from the code's, with the stored one."""
+    stored = stored_shapes(db)
+    return [(p, stored.get(p.name, 1)) for p in projections
+            if stored.get(p.name, 1) != p.VERSION]
+
+
+@contextmanager
+def exclusive(db: ReadDb) -> Iterator[None]:
+    """One `db init` at a time on PostgreSQL (a session lock across its migrations); on
+    SQLite each migration's BEGIN IMMEDIATE serialises them."""
+    if db.dialect != "postgres":
+        yield
+        return
+    db.execute("SELECT pg_advisory_lock(%s)", (lock_key(LOCK),))
+    try:
+        yield
+    finally:
+        db.execute("SELECT pg_advisory_unlock(%s)", (lock_key(LOCK),))
+
+
+def refuse_newer(db: ReadDb, known: int = CURRENT) -> None:
+    found = version(db)
+    if found > known:
+        raise _too_new(found, known)
+
+
+def migrate(db: ReadDb, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
+    """Apply the migrations the database lacks, each in its own transaction; returns what
+    was done (nothing when the database is current)."""
+    done: list[str] = []
+    known = migrations[-1].number
+    with exclusive(db):
+        refuse_newer(db, known)
+        previous = not applied(db) and version(db) == 1
+        for migration in migrations:
+            with db.transaction(lock=LOCK):
+                db.execute(_CREATE[db.dialect])
+                if migration.number in applied(db):  # read again under the lock
+                    continue
+                migration.apply(db)
+                db.execute(f"INSERT INTO {VERSIONS} (version, name) VALUES (%s, %s)",
+                           (migration.number, migration.name))
+            if migration.number == 1 and previous:
+                done.append("found the tables of a release before schema versions: "
+                            "recorded as schema version 1")
+            else:
+                done.append(f"applied migration {migration.number}: {migration.name}")
+    return done
+
+
+def upgrade(db: ReadDb, mapper: Any, projections: Sequence[Projection] = PROJECTIONS
+            ) -> list[str]:
+    """`db init`'s work: the migrations, then a rebuild of every read model whose shape
+    changed. Returns one line per thing done."""
+    from .projections.maintenance import rebuild
+
+    lines = migrate(db)
+    lines.append(f"schema version {version(db)}"
+                 + ("" if lines else " (up to date, nothing applied)"))
+    with exclusive(db):
+        changed = stale(db, projections)
+        for projection, stored in changed:
+            if stored > projection.VERSION:
+                raise _shape_error(projection, stored)
+        if changed:
+            positions = rebuild(db, mapper, [p.name for p, _ in changed])
+            lines += [f"rebuilt read model {p.name} (shape version {stored} -> {p.VERSION}) "
+                      f"at position {positions[p.name]}" for p, stored in changed]
+    return lines

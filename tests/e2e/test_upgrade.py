@@ -1,0 +1,446 @@
+"""Upgrades: a database written by the previous release (tests/fixtures/upgrade, made by
+make_fixture.sh with that release's code) brought to this code's schema by `db init` with
+nothing lost; numbered migrations applied once, in a transaction, also by concurrent
+`db init`s; read models whose shape changed rebuilt; a process refusing a schema newer (or
+older) than it knows; an event of an unknown type stopping the projector."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+from psycopg import sql
+from serviceorders import schema
+from serviceorders.bootstrap import build_projector, event_mapper, init_database, open_read_db
+from serviceorders.domain.codec import UnknownEvent
+from serviceorders.projections.db import ReadDb
+from serviceorders.projections.maintenance import stored_shapes
+from serviceorders.projections.views import PROJECTIONS, OrderSummary
+from serviceorders.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "upgrade"
+EXPECTED = json.loads((FIXTURES / "expected.json").read_text("utf-8"))
+EXE = shutil.which("serviceorders")
+BACKENDS = ["sqlite", "postgres"]
+
+
+def run(*args: str, url: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    assert EXE, "the serviceorders console script is not installed"
+    done = subprocess.run([EXE, "--database-url", url, *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == expect, (
+        f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
+        f"stdout: {done.stdout}\nstderr: {done.stderr}")
+    return done
+
+
+# ------------------------------------------------------------------- databases
+def _new_pg_database(request: pytest.FixtureRequest) -> tuple[str, Callable[[], None]]:
+    """A new, empty PostgreSQL database on the test server (conftest's pg_database says
+    where that is), dropped by the returned function."""
+    server = request.getfixturevalue("pg_database").server_url
+    parts = urlsplit(server)
+    admin = urlunsplit(("postgresql", parts.netloc, "/postgres", parts.query, ""))
+    name = f"so_upgrade_{secrets.token_hex(5)}"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = urlunsplit(("postgresql", parts.netloc, "/" + name, parts.query, ""))
+
+    def drop() -> None:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                         .format(sql.Identifier(name)))
+    return url, drop
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with nothing in it: a new SQLite file or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    url, drop = _new_pg_database(request)
+    try:
+        yield url
+    finally:
+        drop()
+
+
+@pytest.fixture(params=BACKENDS)
+def previous(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(backend, url) of a copy of the previous release's database."""
+    if request.param == "sqlite":
+        copy = tmp_path / "prev.db"
+        shutil.copyfile(FIXTURES / "prev.db", copy)
+        yield "sqlite", f"sqlite:///{copy}"
+        return
+    psql = shutil.which("psql")
+    assert psql, "psql (PostgreSQL's client) is needed to restore the fixture dump"
+    url, drop = _new_pg_database(request)
+    try:
+        subprocess.run([psql, "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f",
+                        str(FIXTURES / "prev-postgres.sql")], check=True, capture_output=True,
+                       timeout=60)
+        yield "postgres", url
+    finally:
+        drop()
+
+
+def settings_for(url: str) -> Settings:
+    return Settings.from_env({"DATABASE_URL": url})
+
+
+def query(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return conn.execute(statement.replace("%s", "?"), params).fetchall()
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(statement, params or None)
+        return cur.fetchall() if cur.description else []
+
+
+def everything(url: str) -> dict[str, Any]:
+    """Every table's definition and rows (sorted), to show that nothing changed."""
+    if url.startswith("sqlite"):
+        tables = [r[0] for r in query(url, "SELECT name FROM sqlite_master WHERE type = "
+                                           "'table' ORDER BY name")]
+        ddl = query(url, "SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+    else:
+        tables = [r[0] for r in query(url, "SELECT tablename FROM pg_tables WHERE "
+                                           "schemaname = 'public' ORDER BY tablename")]
+        ddl = query(url, "SELECT table_name, column_name, data_type FROM "
+                         "information_schema.columns WHERE table_schema = 'public' "
+                         "ORDER BY table_name, column_name")
+        ddl += query(url, "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = "
+                          "'public' ORDER BY indexname")
+    found: dict[str, Any] = {"ddl": [repr(r) for r in ddl]}
+    for table in tables:
+        found[table] = sorted(repr(r) for r in query(url, f"SELECT * FROM {table}"))
+    return found
+
+
+def events_table(url: str) -> str:
+    return "stored_events" if url.startswith("sqlite") else "serviceorders_events"
+
+
+# ------------------------------------------------------------- the upgrade itself
+def test_db_init_upgrades_a_database_of_the_previous_release(previous: tuple[str, str]
+                                                              ) -> None:
+    backend, url = previous
+    expected = EXPECTED["backends"][backend]
+    assert not query(url, "SELECT 1 FROM " + events_table(url) + " WHERE 1 = 0") and \
+        len(query(url, f"SELECT * FROM {events_table(url)}")) == expected["events"]
+
+    first = run("db", "init", url=url).stdout
+    assert "found the tables of a release before schema versions: recorded as schema " \
+           "version 1" in first
+    assert f"schema version {schema.CURRENT}" in first
+    versions = query(url, "SELECT version, name FROM schema_version ORDER BY version")
+    assert [(n, name) for n, name in versions] == [(m.number, m.name)
+                                                     for m in schema.MIGRATIONS]
+
+    # Every event and every order is still there, and replays as the old code showed it.
+    assert len(query(url, f"SELECT * FROM {events_table(url)}")) == expected["events"]
+    ids = {str(UUID(str(r[0]))) for r in
+           query(url, f"SELECT DISTINCT originator_id FROM {events_table(url)}")}
+    assert ids == set(expected["orders"]) and len(ids) >= 5
+    for order_id, old in expected["orders"].items():
+        shown = json.loads(run("order", "show", order_id, "--json", url=url).stdout)
+        assert shown == old["show"], order_id
+        events = [json.loads(line) for line in
+                  run("order", "events", order_id, "--json", url=url).stdout.splitlines()]
+        assert events == old["events"], order_id
+    states = sorted(o["show"]["state"] for o in expected["orders"].values())
+    assert {"rejected", "acknowledged", "held", "completed", "draft"} <= set(states)
+
+    # The read models catch up with what the old projector had not applied, and equal a
+    # rebuild; the hash chains and the old release's checkpoint verify.
+    run("project", "--once", url=url)
+    verified = run("projections", "verify", url=url).stdout
+    assert all(f"{p.name}: OK" in verified for p in PROJECTIONS), verified
+    summary = {str(UUID(str(r[0]))): r[1] for r in
+               query(url, "SELECT id, state FROM order_summary")}
+    assert summary == {o: v["show"]["state"] for o, v in expected["orders"].items()}
+    audit = run("audit", "verify", url=url)
+    assert "Traceback" not in audit.stderr
+
+    # A second db init changes nothing at all.
+    before = everything(url)
+    second = run("db", "init", url=url).stdout
+    assert "nothing applied" in second and "applied migration" not in second
+    assert "rebuilt" not in second
+    assert everything(url) == before
+
+
+# ------------------------------------------------------------ the migration registry
+def counting_migration(number: int, fail: bool = False) -> schema.Migration:
+    """A migration that creates a table and adds a row to it each time it runs (and, with
+    `fail`, then fails)."""
+    def step(db: ReadDb) -> None:
+        db.execute("CREATE TABLE IF NOT EXISTS upgrade_probe (run text PRIMARY KEY)")
+        db.execute("INSERT INTO upgrade_probe (run) VALUES (%s)", (uuid4().hex,))
+        if fail:
+            raise RuntimeError("migration failed half-way")
+    return schema.Migration(number, "test: count runs", postgres=step, sqlite=step)
+
+
+def test_migrations_apply_once_each_in_a_transaction(empty_url: str) -> None:
+    settings = settings_for(empty_url)
+    first = init_database(settings)
+    assert [line for line in first if line.startswith("applied migration")] == [
+        f"applied migration {m.number}: {m.name}" for m in schema.MIGRATIONS]
+    assert "schema version" in first[-1] and "nothing applied" not in first[-1]
+    assert f"schema version {schema.CURRENT} (up to date, nothing applied)" in \
+        init_database(settings)
+
+    registry = (*schema.MIGRATIONS, counting_migration(schema.CURRENT + 1, fail=True))
+    db = open_read_db(settings)
+    try:
+        with pytest.raises(RuntimeError, match="half-way"):
+            schema.migrate(db, registry)
+        # Rolled back whole: no table, no version recorded.
+        assert not db.table_exists("upgrade_probe")
+        assert schema.version(db) == schema.CURRENT
+        registry = (*schema.MIGRATIONS, counting_migration(schema.CURRENT + 1))
+        assert schema.migrate(db, registry) == [
+            f"applied migration {schema.CURRENT + 1}: test: count runs"]
+        assert schema.migrate(db, registry) == []
+        assert db.fetchone("SELECT COUNT(*) FROM upgrade_probe") == (1,)
+    finally:
+        db.close()
+
+
+def test_concurrent_migrations_apply_each_once(empty_url: str) -> None:
+    init_database(settings_for(empty_url))
+    registry = (*schema.MIGRATIONS, counting_migration(schema.CURRENT + 1),
+                counting_migration(schema.CURRENT + 2))
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def one() -> None:
+        db = open_read_db(settings_for(empty_url))
+        try:
+            start.wait()
+            results.append(schema.migrate(db, registry))
+        except BaseException as e:  # reported below
+            errors.append(e)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert sorted(len(r) for r in results) == [0, 0, 0, 2] or \
+        sum(len(r) for r in results) == 2, results
+    assert query(empty_url, "SELECT COUNT(*) FROM upgrade_probe") == [(2,)]
+    assert [r[0] for r in query(empty_url, "SELECT version FROM schema_version ORDER BY "
+                                           "version")] == list(range(1, schema.CURRENT + 3))
+
+
+def test_concurrent_db_init_processes_on_an_empty_database(empty_url: str) -> None:
+    assert EXE
+    procs = [subprocess.Popen([EXE, "--database-url", empty_url, "db", "init"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    applied = [line for out, _ in outs for line in out.splitlines() if "applied migration" in line]
+    assert sorted(applied) == sorted(f"ready: applied migration {m.number}: {m.name}"
+                                     for m in schema.MIGRATIONS)
+    assert [r[0] for r in query(empty_url, "SELECT version FROM schema_version ORDER BY "
+                                           "version")] == [m.number for m in schema.MIGRATIONS]
+
+
+# ------------------------------------------------------------ versions at start-up
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_schema_newer_than_the_code_is_refused_at_start(empty_url: str) -> None:
+    run("db", "init", url=empty_url)
+    newer = schema.CURRENT + 5
+    query(empty_url, "INSERT INTO schema_version (version, name) VALUES (%s, %s)",
+          (newer, "from a newer release"))
+    message = (f"the database schema is at version {newer}, this serviceorders knows up to "
+               f"{schema.CURRENT}: upgrade serviceorders")
+    for args in (("order", "show", str(uuid4())), ("project", "--once"), ("db", "init"),
+                 ("projections", "status"),
+                 ("serve", "--no-kafka", "--port", str(free_port())),
+                 ("api", "--port", str(free_port()))):
+        done = run(*args, url=empty_url, expect=3)
+        assert message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+    # db init refused before touching anything
+    assert query(empty_url, "SELECT MAX(version) FROM schema_version") == [(newer,)]
+
+
+def test_an_older_schema_asks_for_db_init_and_db_init_brings_it_up(empty_url: str) -> None:
+    run("db", "init", url=empty_url)
+    query(empty_url, "DELETE FROM schema_version WHERE version = %s", (schema.CURRENT,))
+    done = run("order", "show", str(uuid4()), url=empty_url, expect=3)
+    assert (f"the database schema is at version {schema.CURRENT - 1}, this serviceorders is "
+            f"at {schema.CURRENT}: run `serviceorders db init`") in done.stderr
+    assert f"applied migration {schema.CURRENT}" in run("db", "init", url=empty_url).stdout
+    run("order", "show", str(uuid4()), url=empty_url, expect=1)  # unknown order: it runs
+
+
+def test_serve_upgrades_a_database_of_the_previous_release_itself(
+        previous: tuple[str, str]) -> None:
+    backend, url = previous
+    assert EXE
+    port = free_port()
+    proc = subprocess.Popen([EXE, "--database-url", url, "serve", "--no-kafka", "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        import httpx
+
+        for _ in range(300):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.communicate()[0]
+            threading.Event().wait(0.1)
+        else:
+            pytest.fail("serve never got ready")
+        some = next(iter(EXPECTED["backends"][backend]["orders"]))
+        got = httpx.get(f"http://127.0.0.1:{port}/api/v1/orders/{some}", timeout=5)
+        assert got.status_code in (200, 404)  # the API runs on the upgraded database
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert query(url, "SELECT MAX(version) FROM schema_version") == [(schema.CURRENT,)]
+
+
+# ------------------------------------------------------------------ read model shapes
+def test_a_read_model_whose_shape_changed_is_rebuilt_by_db_init(
+        empty_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    run("db", "init", url=empty_url)
+    run("demo", url=empty_url)
+    run("project", "--once", url=empty_url)
+    settings = settings_for(empty_url)
+    # the live table gets a row the log does not imply: a rebuild drops it
+    query(empty_url, "UPDATE order_summary SET state = 'made-up'")
+    monkeypatch.setattr(OrderSummary, "VERSION", 2)
+
+    with pytest.raises(schema.SchemaTooOld, match="the read model order_summary has shape "
+                       "version 1, this serviceorders builds 2: run `serviceorders db init`"):
+        build_projector(settings)
+    head = query(empty_url, f"SELECT COUNT(*) FROM {events_table(empty_url)}")[0][0]
+    lines = init_database(settings)
+    assert [line for line in lines if line.startswith("rebuilt")] == [
+        f"rebuilt read model order_summary (shape version 1 -> 2) at position {head}"]
+    assert query(empty_url, "SELECT state FROM order_summary") == [("completed",)]
+    db = open_read_db(settings)
+    try:
+        assert stored_shapes(db)["order_summary"] == 2
+    finally:
+        db.close()
+    assert not [line for line in init_database(settings) if line.startswith("rebuilt")]
+    build_projector(settings).db.close()  # current now
+
+    # a shape newer than the code's: refused, not rebuilt backwards
+    monkeypatch.setattr(OrderSummary, "VERSION", 1)
+    with pytest.raises(schema.SchemaTooNew, match="upgrade serviceorders"):
+        init_database(settings)
+
+
+def test_projections_rebuild_records_the_shape(empty_url: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    run("db", "init", url=empty_url)
+    monkeypatch.setattr(OrderSummary, "VERSION", 3)
+    from serviceorders.projections.maintenance import rebuild
+
+    db = open_read_db(settings_for(empty_url))
+    try:
+        rebuild(db, event_mapper(), ["order_summary"])
+        assert stored_shapes(db)["order_summary"] == 3
+        assert schema.stale(db) == []
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------- unknown event types
+def insert_event(url: str, order_id: UUID, version: int, topic: str, state: bytes) -> int:
+    """Store an event as a newer release would, straight into the events table; returns
+    its position in the log."""
+    if url.startswith("sqlite"):
+        query(url, "INSERT INTO stored_events (originator_id, originator_version, topic, "
+                   "state) VALUES (%s, %s, %s, %s)", (order_id.hex, version, topic, state))
+        return int(query(url, "SELECT MAX(rowid) FROM stored_events")[0][0])
+    query(url, "INSERT INTO serviceorders_events (originator_id, originator_version, topic, "
+               "state) VALUES (%s, %s, %s, %s)", (order_id, version, topic, state))
+    return int(query(url, "SELECT MAX(notification_id) FROM serviceorders_events")[0][0])
+
+
+def demo_order(url: str) -> tuple[UUID, int]:
+    run("demo", url=url)
+    (order_id, version), = query(
+        url, f"SELECT originator_id, MAX(originator_version) FROM {events_table(url)} "
+             "GROUP BY originator_id")
+    return UUID(str(order_id)), int(version)
+
+
+def test_an_event_of_an_unknown_type_stops_the_projector(empty_url: str) -> None:
+    run("db", "init", url=empty_url)
+    order_id, version = demo_order(empty_url)
+    topic = "serviceorders.order:OrderTeleported"
+    position = insert_event(empty_url, order_id, version + 1, topic, b'{"actor": {}}')
+    # another order's event after it: never applied past the unknown one
+    insert_event(empty_url, uuid4(), 1, topic, b"{}")
+
+    done = run("project", url=empty_url, expect=3)  # following: stops, does not retry
+    line = [x for x in done.stderr.splitlines() if "OrderTeleported" in x]
+    assert line, done.stderr
+    assert (f"stored event of order {order_id} v{version + 1} has an unknown type "
+            f"'{topic}', at log position {position}") in line[0]
+    assert "upgrade serviceorders" in line[0] and "Traceback" not in done.stderr
+    positions = dict(query(empty_url, "SELECT name, position FROM projection_position"))
+    assert max(positions.values()) < position  # nothing past it was applied (or skipped)
+
+    # in-process: follow() raises instead of handing it to on_error and retrying
+    projector = build_projector(settings_for(empty_url))
+    errors: list[Exception] = []
+    try:
+        with pytest.raises(UnknownEvent, match=f"at log position {position}"):
+            projector.follow(threading.Event(), poll_seconds=0.01, on_error=errors.append)
+    finally:
+        projector.db.close()
+    assert errors == []
+
+
+def test_an_event_of_a_newer_class_version_stops_the_projector(empty_url: str) -> None:
+    run("db", "init", url=empty_url)
+    order_id, version = demo_order(empty_url)
+    run("project", "--once", url=empty_url)
+    stored = query(empty_url, f"SELECT state FROM {events_table(empty_url)} WHERE topic "
+                              "LIKE %s", ("%:NoteAdded",))
+    assert not stored  # the demo adds no note: make a NoteAdded of class version 99
+    state = json.dumps({"class_version": 99, "note": {"text": "x"}}).encode()
+    position = insert_event(empty_url, order_id, version + 1,
+                            "serviceorders.order:NoteAdded", state)
+    done = run("project", "--once", url=empty_url, expect=3)
+    assert "is at class version 99; this code knows up to 2" in done.stderr
+    assert f"at log position {position}" in done.stderr and str(order_id) in done.stderr
