@@ -4,7 +4,7 @@ runtime dependencies alone? `.ci/run` runs it before the test suite; any failure
 the first error line.
 
 Two paths, each in its own throwaway virtualenv, on a `git clone` of this repository's
-committed HEAD (uncommitted changes are not seen):
+committed HEAD (uncommitted changes are not seen; --worktree copies the working tree instead):
 
 readme  The README's first command (the first line of the first code block under
         "## Two commands", read from the README, never copied here), split at its last `&&`:
@@ -384,7 +384,8 @@ assert dist.metadata["License-Expression"] == "Apache-2.0", dist.metadata["Licen
 files = {str(f) for f in dist.files or ()}
 assert any(f.endswith("LICENSE") for f in files), "no LICENSE in the wheel"
 assert "serviceorders/py.typed" in files, "no serviceorders/py.typed in the wheel"
-names = [m.name for m in pkgutil.walk_packages(serviceorders.__path__, "serviceorders.")]
+names = [m.name for m in pkgutil.walk_packages(serviceorders.__path__, "serviceorders.")
+         if not m.name.endswith(".__main__")]  # __main__ runs the CLI
 for name in names:
     importlib.import_module(name)
 print(f"imported {len(names)} modules; License-Expression Apache-2.0; LICENSE and py.typed")
@@ -419,9 +420,19 @@ def check_wheel(clone: Path, work: Path) -> None:
     if not (empty / "serviceorders.db").exists():
         raise CheckFailed("wheel: serviceorders db init", "no ./serviceorders.db created", out)
     out = run("wheel: serviceorders demo", [exe, "demo"], cwd=empty, timeout=300)
-    if "completed" not in out:
+    if "OrderCompleted" not in out:
         raise CheckFailed("wheel: serviceorders demo", "the demo order did not complete", out)
     say("wheel: --help, db init and demo ran on SQLite in an empty directory")
+
+
+def copy_worktree(source: Path, clone: Path) -> None:
+    listed = run("git ls-files", ["git", "ls-files", "-z", "--cached", "--others",
+                                  "--exclude-standard"], cwd=source)
+    for name in filter(None, listed.split("\0")):
+        src = source / name
+        if src.is_file():  # a deleted but still tracked file is skipped
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, clone / name)
 
 
 # --------------------------------------------------------------------------- main
@@ -434,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
                              "the install part (repeatable)")
     parser.add_argument("--source", type=Path, default=ROOT,
                         help="the repository to clone (default: this one)")
+    parser.add_argument("--worktree", action="store_true",
+                        help="copy the working tree (tracked and untracked files git does not "
+                             "ignore, uncommitted changes included) instead of cloning HEAD")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--print-command", choices=("first", "test"),
                         help="print the README's first or test command and exit")
@@ -452,8 +466,13 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         try:
             clone = work / "clone"
-            say(f"git clone {args.source} (committed HEAD) into {clone}")
-            run("git clone", ["git", "clone", "-q", str(args.source), str(clone)], cwd=work)
+            if args.worktree:
+                say(f"copying the working tree of {args.source} into {clone}")
+                copy_worktree(args.source, clone)
+            else:
+                say(f"git clone {args.source} (committed HEAD) into {clone}")
+                run("git clone", ["git", "clone", "-q", str(args.source), str(clone)],
+                    cwd=work)
             if "readme" in steps:
                 check_readme(clone, work, args.uninstall)
             if "wheel" in steps:
