@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 
 from .settings import DatabaseConfig
@@ -65,14 +66,26 @@ def probe(config: DatabaseConfig, timeout: int = PROBE_TIMEOUT_SECONDS) -> None:
 def _probe_postgres(config: DatabaseConfig, timeout: int) -> None:
     import psycopg
 
-    try:
-        conn = psycopg.connect(host=config.host, port=config.port, dbname=config.dbname,
-                               user=config.user, password=config.password or None,
-                               connect_timeout=timeout, **config.options)
-    except psycopg.Error as e:
+    failed: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            psycopg.connect(host=config.host, port=config.port, dbname=config.dbname,
+                            user=config.user, password=config.password or None,
+                            connect_timeout=timeout, **config.options).close()
+        except Exception as e:  # reported below
+            failed.append(e)
+
+    # In a thread, so that the bound holds for the host name lookup too (connect_timeout
+    # does not cover it, and a resolver that does not answer can take much longer).
+    worker = threading.Thread(target=attempt, name="database-probe", daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    if worker.is_alive():
+        failed.append(TimeoutError("timeout expired"))
+    if failed:
         raise DatabaseUnreachable(
-            f"cannot connect to PostgreSQL at {where(config)}: {reason(e)}") from None
-    conn.close()
+            f"cannot connect to PostgreSQL at {where(config)}: {reason(failed[0])}")
 
 
 def _probe_sqlite(path: Path) -> None:

@@ -138,3 +138,19 @@ def test_commands_that_need_no_database_do_not_probe_it(tmp_path: Path) -> None:
                     cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "internet-access" in done.stdout
+
+
+def test_a_server_that_never_answers_stops_it_after_the_probe_timeout(
+        start_up: float, tmp_path: Path) -> None:
+    """A port that accepts connections but never speaks (a hung server, a black hole behind
+    a proxy): the probe gives up after its 2 s, not the pool's 10 s."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog; nothing ever answers
+        port = silent.getsockname()[1]
+        elapsed, done = timed("db", "init", url=f"postgresql://postgres@127.0.0.1:{port}/so",
+                              cwd=tmp_path)
+    assert done.returncode == 3, done.stderr
+    assert f"127.0.0.1:{port}/so" in done.stderr and "no answer within 2 s" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert elapsed < start_up + BOUND_SECONDS + 1.5, f"{elapsed:.2f}s (start-up {start_up:.2f}s)"
