@@ -9,11 +9,14 @@ part of the acceptance of the console, not optional.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,11 @@ from uuid import UUID
 import pytest
 import uvicorn
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -105,20 +112,25 @@ def live(settings: Settings) -> Iterator[Live]:
 
 
 @pytest.fixture
-def browser() -> Iterator[Callable[[], WebDriver]]:
-    """Opens headless Chromium windows (each its own cookies); all closed afterwards."""
+def browser() -> Iterator[Callable[..., WebDriver]]:
+    """Opens headless Chromium windows (each its own cookies); all closed afterwards.
+    `browser(*arguments, network_log=False)`: more Chromium switches; with `network_log`,
+    the page's network events in the driver's "performance" log."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         pytest.fail(f"{' and '.join(missing)} missing: install Debian's chromium and "
                     "chromium-driver (.ci/run does)", pytrace=False)
     opened: list[WebDriver] = []
 
-    def open_() -> WebDriver:
+    def open_(*arguments: str, network_log: bool = False) -> WebDriver:
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)
         for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                         "--window-size=1366,900", "--disable-gpu", "--lang=en-GB"):
+                         "--window-size=1366,900", "--disable-gpu", "--lang=en-GB",
+                         *arguments):
             options.add_argument(argument)
+        if network_log:
+            options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
         driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
         opened.append(driver)
         return driver
@@ -352,3 +364,96 @@ def test_a_late_decision_is_shown_plainly(live: Live, browser: Callable[[], WebD
     assert not carol.find_elements(By.ID, "decision")  # nothing left to decide
     shot(carol, "06-decision-conflict")
     assert live.state(order_id) == "inProgress"
+
+
+# ------------------------------------------------------------- the API's documentation
+# Chromium with the outside network refused: every request but loopback's (which Chromium
+# never sends through a proxy) goes to a proxy where nothing listens, and no host name
+# resolves except to loopback.
+OFFLINE = ("--proxy-server=http://127.0.0.1:9",
+           "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1")
+
+
+class Network:
+    """The page's requests, from the driver's "performance" log (read as it fills)."""
+
+    def __init__(self, driver: WebDriver) -> None:
+        self.driver = driver
+        self.sent: dict[str, str] = {}  # request id -> URL
+        self.stopped: set[str] = set()  # refused by the page's Content-Security-Policy
+
+    def loaded(self) -> list[str]:
+        """The URLs the page loaded or tried to, less those its Content-Security-Policy
+        stopped before they left the browser."""
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            params = message["params"]
+            if message["method"] == "Network.requestWillBeSent":
+                self.sent[params["requestId"]] = params["request"]["url"]
+            elif message["method"] == "Network.loadingFailed" and \
+                    params.get("blockedReason") == "csp":
+                self.stopped.add(params["requestId"])
+        return [url for key, url in self.sent.items() if key not in self.stopped]
+
+    def clear(self) -> None:
+        self.loaded()
+        self.sent.clear()
+        self.stopped.clear()
+
+    def outside(self, base: str) -> list[str]:
+        """What was loaded from anywhere but `base` (or data:, blob:, about:). A request
+        the policy stops is logged as sent first, refused just after: give it a moment."""
+        def elsewhere() -> list[str]:
+            return [url for url in self.loaded()
+                    if not url.startswith((base + "/", "data:", "blob:", "about:"))]
+
+        with contextlib.suppress(TimeoutException):
+            WebDriverWait(self.driver, 2).until(lambda _: not elsewhere())
+        return elsewhere()
+
+
+def test_the_api_docs_work_offline(live: Live, browser: Callable[..., WebDriver]) -> None:
+    with urllib.request.urlopen(live.url + "/openapi.json", timeout=WAIT) as response:
+        spec = json.load(response)
+    operations = {(method, path) for path, item in spec["paths"].items() for method in item}
+    order_path = "/tmf-api/serviceOrdering/v4/serviceOrder"
+    assert ("post", order_path) in operations and len(operations) > 30
+
+    driver = browser(*OFFLINE, network_log=True)
+    network = Network(driver)
+    # The outside is out of reach: a request from the page to it fails.
+    driver.get(live.url + "/health")
+    outside = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('http://example.com/', {mode: 'no-cors'})"
+        ".then(() => done('reached'), () => done('refused'));")
+    assert outside == "refused"
+    network.clear()
+
+    driver.get(live.url + "/docs")
+    wait(driver).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock"))
+                       >= len(operations))
+    listed = {(block.get_attribute("class").split("opblock-")[1].split()[0],
+               block.find_element(By.CSS_SELECTOR, ".opblock-summary-path")
+               .get_attribute("data-path"))
+              for block in driver.find_elements(By.CSS_SELECTOR, ".opblock")}
+    assert listed == operations
+    assert network.outside(live.url) == []
+    # "Try it out" has something to fill in: POST serviceOrder's body example.
+    create = next(block for block in driver.find_elements(By.CSS_SELECTOR, ".opblock-post")
+                  if block.find_element(By.CSS_SELECTOR, ".opblock-summary-path")
+                  .get_attribute("data-path") == order_path)
+    create.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    wait(driver).until(lambda _: "serviceOrderItem" in create.text)
+    shot(driver, "07-api-docs")
+    assert network.outside(live.url) == []
+    loaded = network.loaded()
+    assert any(url.endswith("/openapi.json") for url in loaded), loaded
+    assert any(url.endswith("/swagger-ui-bundle.js") for url in loaded), loaded
+    network.clear()
+
+    driver.get(live.url + "/redoc")
+    wait(driver).until(lambda d: "Create a service order" in d.find_element(
+        By.TAG_NAME, "body").text)
+    assert network.outside(live.url) == []
+    assert any(url.endswith("/redoc.standalone.js") for url in network.loaded())
