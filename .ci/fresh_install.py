@@ -77,16 +77,19 @@ class CheckFailed(Exception):
 
 def first_error(text: str) -> str:
     """The line that says what went wrong: the first exception line (`ModuleNotFoundError:
-    No module named 'httpx'`), else the first `ERROR`/`Error:` line, else the first line
-    mentioning an error or failure, else the last line."""
+    No module named 'httpx'`), else the first line at an error level (`ERROR: ...`,
+    `error: ...`, a log record at ERROR or CRITICAL), else the last line mentioning a failure
+    (earlier ones may be the engine's ordinary INFO records), else the last line."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    patterns = (r"^([A-Za-z_][\w.]*)?(Error|Exception|Exit|Interrupt)\b:?",
-                r"^(ERROR|FATAL|CRITICAL)\b",
-                r"(?i)\b(error|failed|refused|not found|no module named)\b")
-    for pattern in patterns:
+    firsts = (r"^([A-Za-z_][\w.]*)?(Error|Exception)(: |:?$)",
+              r"^(?i:error|fatal|critical)\b|\b(ERROR|CRITICAL)\b")
+    for pattern in firsts:
         for line in lines:
-            if re.search(pattern, line) and not line.startswith("Traceback"):
+            if re.search(pattern, line):
                 return line
+    for line in reversed(lines):
+        if re.search(r"(?i)\b(failed|refused|not found|no module named|traceback)\b", line):
+            return line
     return lines[-1] if lines else "(no output)"
 
 

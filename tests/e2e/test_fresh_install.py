@@ -100,6 +100,9 @@ def test_first_error_names_the_cause() -> None:
     pip = ("Collecting x\nERROR: Could not find a version that satisfies the requirement x\n"
            "ERROR: No matching distribution found for x\n")
     assert first_error(pip).startswith("ERROR: Could not find a version")
+    logs = ("INFO intake batch: 5 messages, 0 failed\n"
+            "error: cannot reach the database at 127.0.0.1:1 (connection refused)\n")
+    assert first_error(logs).startswith("error: cannot reach the database")
 
 
 @pytest.mark.parametrize(("lock", "extras"), [
