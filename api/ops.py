@@ -3,42 +3,59 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..metrics import DatabaseCollector, EngineMetrics, multiprocess_registry
 from .common import ctx_of
 from .errors import StatusOf
+
+if TYPE_CHECKING:
+    from .context import ApiContext
 
 router = APIRouter(tags=["operations"])
 READY_MAX_LAG = 10_000  # events; beyond that the read models are too stale to serve
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("serviceorders_http_requests_total", "HTTP requests",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("serviceorders_http_request_seconds", "HTTP request latency",
-                                 ["method", "route"], registry=self.registry)
-        self.lag = Gauge("serviceorders_projection_lag_events",
-                         "Events the projection is behind the log head", ["projection"],
-                         registry=self.registry)
-        self.position = Gauge("serviceorders_projection_position",
-                              "Log position a projection has reached", ["projection"],
-                              registry=self.registry)
-        self.hub_backlog = Gauge("serviceorders_hub_backlog",
-                                 "Notifications not yet delivered to a hub listener",
-                                 ["listener", "state"], registry=self.registry)
+    """The API process's metrics (the engine's, defined in `serviceorders.metrics`): its
+    HTTP instruments (in `serve`, also the intake's and the projector's) and the database
+    gauges read at each scrape. With `multiprocess` (a worker of `api --workers N`) a scrape
+    sums what every worker recorded."""
+
+    def __init__(self, engine: EngineMetrics | None = None,
+                 database: DatabaseCollector | None = None, multiprocess: bool = False) -> None:
+        self.engine = engine if engine is not None else EngineMetrics(http=True)
+        self.registry = self.engine.registry
+        self.database = database
+        self.multiprocess = multiprocess
+        if database is not None and not multiprocess:
+            self.registry.register(database)
+
+    @classmethod
+    def for_api(cls, ctx: ApiContext, engine: EngineMetrics | None = None,
+                multiprocess: bool = False, **database: bool) -> Metrics:
+        """`database`: which database gauges besides the projections' and the hub's."""
+        @contextmanager
+        def open_db() -> Iterator[Any]:
+            with ctx.read() as models:
+                yield models.db
+
+        return cls(engine, DatabaseCollector(open_db, **{"projections": True, "hub": True,
+                                                         **database}),
+                   multiprocess=multiprocess)
+
+    def scrape(self) -> bytes:
+        if self.multiprocess:
+            return generate_latest(multiprocess_registry(
+                [self.database] if self.database is not None else []))
+        return generate_latest(self.registry)
 
 
 class MetricsMiddleware:
@@ -59,9 +76,8 @@ class MetricsMiddleware:
         finally:
             path = getattr(scope.get("route"), "path", "unmatched")
             metrics: Metrics = scope["app"].state.metrics
-            metrics.requests.labels(scope["method"], path, str(sending.status)).inc()
-            metrics.latency.labels(scope["method"], path).observe(
-                time.perf_counter() - started)
+            metrics.engine.request_done(scope["method"], path, str(sending.status),
+                                        time.perf_counter() - started)
 
 
 @router.get("/health", summary="Liveness: the process answers")
@@ -85,23 +101,7 @@ def ready(request: Request) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics")
 def metrics(request: Request) -> Response:
     registry: Metrics = request.app.state.metrics
-    try:
-        for s in _projection_status(request):
-            registry.lag.labels(s.name).set(s.lag)
-            registry.position.labels(s.name).set(s.position)
-        for listener in _listeners(request):
-            registry.hub_backlog.labels(listener["id"], listener["state"]).set(
-                listener["pending"])
-    except Exception:  # metrics still answer when the database does not
-        pass
-    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _listeners(request: Request) -> list[dict]:  # type: ignore[type-arg]
-    from ..projections.hub import HubStore  # noqa: TID252
-
-    with ctx_of(request).read() as models:
-        return HubStore(models.db).list()
+    return Response(registry.scrape(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _projection_status(request: Request):  # type: ignore[no-untyped-def]

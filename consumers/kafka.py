@@ -263,12 +263,14 @@ class ConsumerWorker:
                 continue
             messages = self._messages(records)
             self._check_probes()
+            if self.metrics is not None:
+                self._report_lag()  # the batch in hand is not applied yet
             if messages:
                 self.step(messages)
                 if on_batch is not None:
                     on_batch(self.stats)
-            if self.metrics is not None:
-                self._report_lag()
+                if self.metrics is not None:
+                    self._report_lag()
         self.close()
         return self.exit_code
 
