@@ -223,8 +223,9 @@ class _Batch:
                                     p.envelope.event_type))
         self.correlations.add(correlation)
         self.order_ids.add(order_id)
-        log.debug("applied %s (eventId %s)", p.envelope.event_type, event_id,
-                  extra={"order_id": str(order_id)})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("applied %s (eventId %s)", p.envelope.event_type, event_id,
+                      extra={"order_id": str(order_id)})
 
     # ----------------------------------------------------------------- commands
     def _ctx(self, m: Message, p: env.Parsed, role: Role) -> CommandContext:
