@@ -76,6 +76,26 @@ def test_serve_runs_the_intake_on_an_embedded_broker(tmp_path: Path) -> None:
         letters = json.loads(dead.stdout)
         assert len(letters) == 6 and all(d["reason"] for d in letters)
 
+        # serve exports the intake's, the projector's and the HTTP metrics on one /metrics.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        dead_total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                         if line.startswith("serviceorders_intake_dead_letters_total{"))
+        assert dead_total == 6, metrics
+        outcomes = {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+                    for line in metrics.splitlines()
+                    if line.startswith("serviceorders_intake_messages_total{")}
+        # Of the 3 repeats, 2 are the same bytes (duplicates), 1 the same order under a new
+        # eventId (applied: it takes effect as a repeat of the order, creating nothing).
+        assert outcomes == {"applied": 12 + 1, "duplicate": 2, "dead_letter": 6}, outcomes
+        lags = [line for line in metrics.splitlines()
+                if line.startswith("serviceorders_consumer_lag_messages{")]
+        assert len(lags) == 3 and all(line.endswith(" 0.0") for line in lags), lags  # caught up
+        for name in ("serviceorders_projection_page_seconds_count",
+                     "serviceorders_http_requests_total{", 'outbox="notification_outbox"',
+                     'serviceorders_projection_position{projection="order_summary"}'):
+            assert name in metrics, name
+
         # The notifications reach the events topic (serve runs the publisher).
         from kafka import KafkaConsumer, TopicPartition
 
