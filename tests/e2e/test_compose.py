@@ -325,3 +325,58 @@ def test_dockerfile_builds_the_package(services: dict[str, dict[str, Any]]) -> N
     for source in needed:
         hits = [p for p in ignored if fnmatch.fnmatch(source, p.strip("/"))]
         assert not hits, f".dockerignore drops {source} (patterns {hits})"
+
+
+# ---------------------------------------------------------------- metrics (docs/operations.md)
+PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
+SERVERS = (*CONSUMERS, "projector")  # consume and project: /health and /metrics on a port
+
+
+def scrape_targets() -> set[str]:
+    config = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
+    return {target for job in config["scrape_configs"]
+            for static in job.get("static_configs", []) for target in static["targets"]}
+
+
+def test_prometheus_scrapes_every_engine_process(services: dict[str, dict[str, Any]]) -> None:
+    targets = scrape_targets()
+    expected = set()
+    for name in SERVERS:
+        settings = Settings.from_env(environment(services[name]))
+        assert settings.metrics_port, f"{name} serves no metrics (SERVICEORDERS_METRICS_PORT)"
+        assert settings.metrics_host == "0.0.0.0", \
+            f"{name}'s metrics listen on {settings.metrics_host}: Prometheus cannot reach them"
+        expected.add(f"{name}:{settings.metrics_port}")
+    args = command_args(services["api"]["command"])
+    expected.add(f"api:{args[args.index('--port') + 1]}")  # /metrics on the API's own port
+    assert targets == expected, f"Prometheus scrapes {sorted(targets)}, not {sorted(expected)}"
+    mounts = [str(v) for v in services["prometheus"].get("volumes", [])]
+    assert any(m.startswith("./deploy/prometheus.yml:") for m in mounts), mounts
+
+
+def test_consume_and_project_are_checked_on_their_health_endpoint(
+        services: dict[str, dict[str, Any]]) -> None:
+    for name in SERVERS:
+        port = Settings.from_env(environment(services[name])).metrics_port
+        test = " ".join(services[name].get("healthcheck", {}).get("test", []))
+        assert f"http://127.0.0.1:{port}/health" in test, f"{name}'s healthcheck: {test!r}"
+
+
+def test_grafana_is_provisioned_with_the_dashboard(services: dict[str, dict[str, Any]]) -> None:
+    mounts = dict(str(v).rsplit(":", 1)[0].split(":", 1)
+                  for v in services["grafana"].get("volumes", []))
+    provisioning = mounts.get("./deploy/grafana/provisioning")
+    assert provisioning == "/etc/grafana/provisioning", mounts
+    dashboards_dir = mounts.get("./deploy/grafana/dashboards")
+    providers = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "serviceorders.yml").read_text())
+    assert [p["options"]["path"] for p in providers["providers"]] == [dashboards_dir]
+    sources = yaml.safe_load(
+        (GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    (source,) = sources["datasources"]
+    assert source["type"] == "prometheus" and source["url"].startswith("http://prometheus:")
+    assert "prometheus" in services
+    dashboard = json.loads((GRAFANA / "dashboards" / "serviceorders.json").read_text())
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert uids == {source["uid"]}, "the panels name another data source"
