@@ -64,11 +64,13 @@ def event_mapper() -> PydanticMapper:
 
 
 def build_projector(settings: Settings, db: ReadDb | None = None) -> Projector:
+    given = db is not None
     db = db or open_read_db(settings)
     try:
         schema.check(db, shapes=True)
     except BaseException:
-        db.close()
+        if not given:
+            db.close()
         raise
     return Projector(db, event_mapper(), batch_size=settings.projection_batch_size)
 

@@ -121,8 +121,15 @@ class EventLog:
             params.append(stop)
         sql += f" ORDER BY {self.position} LIMIT %s"
         params.append(limit)
-        return [(int(row[0]), self._event(row[1:], int(row[0])))
-                for row in self.db.fetchall(sql, params)]
+        events: list[tuple[int, OrderEvent]] = []
+        for row in self.db.fetchall(sql, params):
+            try:
+                events.append((int(row[0]), self._event(row[1:], int(row[0]))))
+            except UnknownEvent:
+                if not events:
+                    raise
+                break  # the page ends before it; the next page starts (and stops) there
+        return events
 
     def history(self, order_ids: Iterable[UUID], before: int) -> dict[UUID, list[OrderEvent]]:
         """Every event of the given orders earlier than `before`, in version order."""
