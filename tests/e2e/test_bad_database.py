@@ -35,8 +35,11 @@ def free_port() -> int:
 
 def timed(*args: str, url: str, cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
     assert EXE, "the serviceorders console script is not installed"
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
     env["DATABASE_URL"] = url
+    # consume needs a broker address to start at all (none listens there)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
     done = subprocess.run([EXE, *args], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=60, check=False)
@@ -81,6 +84,7 @@ KINDS = {"closed port": _closed_port, "missing database": _missing_database,
          "unknown role": _unknown_role, "unknown host": _unknown_host}
 COMMANDS = {"db init": ("db", "init"), "project": ("project",),
             "serve": ("serve", "--no-kafka", "--port", "{port}"),
+            "api": ("api", "--port", "{port}"), "consume": ("consume",),
             "order show": ("order", "show", "CRM-1")}
 
 
