@@ -51,6 +51,7 @@ from .domain.values import (
     SpecRef,
 )
 from .schema import SchemaMismatch
+from .schema import check as check_schema
 from .settings import DatabaseConfig, Settings, SettingsError
 from .tmf633 import catalog_to_tmf633
 
@@ -597,6 +598,7 @@ def projections_rebuild(obj: Context, names: tuple[str, ...]) -> None:
 
     db = open_read_db(obj.settings)
     try:
+        check_schema(db)  # (not the shapes: a rebuild is how they are brought up)
         with _progress_bar(db, "rebuild") as bar:
             positions = rebuild(db, event_mapper(), names or None, progress=bar.update)
     except ValueError as e:
@@ -624,6 +626,7 @@ def projections_verify(obj: Context, names: tuple[str, ...], limit: int) -> None
         raise click.BadParameter(str(e), param_hint="NAME") from None
     db = open_read_db(obj.settings)
     try:
+        check_schema(db, shapes=True)
         with _progress_bar(db, "verify", passes=len(chosen)) as bar:
             differences = verify(db, event_mapper(), [p.name for p in chosen],
                                  progress=bar.update)

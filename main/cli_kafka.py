@@ -26,6 +26,7 @@ def _kafka_settings(settings: Settings) -> Settings:
 
 
 def _require_tables(settings: Settings) -> None:
+    from . import schema
     from .bootstrap import open_read_db
 
     db = open_read_db(settings)
@@ -33,6 +34,7 @@ def _require_tables(settings: Settings) -> None:
         if not db.table_exists("intake_position"):
             raise click.UsageError("the database has no intake tables: run "
                                    "`serviceorders db init` once first")
+        schema.check(db)  # before Kafka: a newer or older schema is refused at once
     finally:
         db.close()
 

@@ -7,6 +7,7 @@ older) than it knows; an event of an unknown type stopping the projector."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -38,10 +39,12 @@ EXE = shutil.which("serviceorders")
 BACKENDS = ["sqlite", "postgres"]
 
 
-def run(*args: str, url: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+def run(*args: str, url: str, expect: int = 0,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     assert EXE, "the serviceorders console script is not installed"
     done = subprocess.run([EXE, "--database-url", url, *args], capture_output=True, text=True,
-                          timeout=120, check=False)
+                          timeout=120, check=False,
+                          env={**os.environ, **env} if env is not None else None)
     assert done.returncode == expect, (
         f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
         f"stdout: {done.stdout}\nstderr: {done.stderr}")
@@ -284,10 +287,13 @@ def test_a_schema_newer_than_the_code_is_refused_at_start(empty_url: str) -> Non
     message = (f"the database schema is at version {newer}, this serviceorders knows up to "
                f"{schema.CURRENT}: upgrade serviceorders")
     for args in (("order", "show", str(uuid4())), ("project", "--once"), ("db", "init"),
-                 ("projections", "status"),
+                 ("projections", "status"), ("projections", "rebuild"),
+                 ("projections", "verify"), ("consume", "--idle-exit", "1"),
                  ("serve", "--no-kafka", "--port", str(free_port())),
                  ("api", "--port", str(free_port()))):
-        done = run(*args, url=empty_url, expect=3)
+        # (consume: refused before it tries Kafka, here a closed port)
+        done = run(*args, url=empty_url, expect=3,
+                   env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"})
         assert message in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
     # db init refused before touching anything
