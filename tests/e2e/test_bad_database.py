@@ -158,3 +158,18 @@ def test_a_server_that_never_answers_stops_it_after_the_probe_timeout(
     assert f"127.0.0.1:{port}/so" in done.stderr and "no answer within 2 s" in done.stderr
     assert "Traceback" not in done.stderr
     assert elapsed < start_up + BOUND_SECONDS + 1.5, f"{elapsed:.2f}s (start-up {start_up:.2f}s)"
+
+
+def test_a_sqlite_file_that_cannot_be_written_is_named(start_up: float, tmp_path: Path) -> None:
+    locked = tmp_path / "read-only"
+    locked.mkdir()
+    locked.chmod(0o555)
+    # root writes anywhere on an ordinary file system; sysfs takes no new files from anyone
+    where = Path("/sys") if os.geteuid() == 0 else locked
+    path = where / "serviceorders.db"
+    try:
+        elapsed, done = timed("db", "init", url=f"sqlite:///{path}", cwd=tmp_path)
+    finally:
+        locked.chmod(0o755)
+    check_refusal(elapsed, done, start_up, (str(path),), "(it must be writable)")
+    assert not path.exists()
