@@ -232,7 +232,7 @@ def mark_worker_dead(pid: int) -> None:
 
 # ------------------------------------------------- /health and /metrics for consume, project
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
