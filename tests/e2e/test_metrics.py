@@ -400,3 +400,23 @@ def test_dashboard_queries_only_exported_metrics(run: Run) -> None:
             "serviceorders_projection_position", "serviceorders_projection_lag_events",
             "serviceorders_projection_page_seconds", "serviceorders_outbox_backlog",
             "serviceorders_hub_backlog", "serviceorders_http_requests"} <= families
+
+
+@pytest.mark.parametrize("how", ["option", "setting"])
+def test_a_taken_metrics_port_is_one_line_error(tmp_path: Path, how: str) -> None:
+    assert EXE
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICEORDERS_")}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'so.db'}"
+    subprocess.run([EXE, "db", "init"], env=env, check=True, capture_output=True, timeout=60)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["project", "--metrics-port", str(port)] if how == "option" else ["project"]
+        if how == "setting":
+            env["SERVICEORDERS_METRICS_PORT"] = str(port)
+        done = subprocess.run([EXE, *args], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
