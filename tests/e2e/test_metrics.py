@@ -32,7 +32,7 @@ from serviceorders.consumers.kafka import client_options, ensure_topics
 from serviceorders.consumers.sample import traffic
 from serviceorders.settings import Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "serviceorders.json"
