@@ -96,6 +96,18 @@ MIGRATIONS: tuple[Migration, ...] = (
                         "version integer NOT NULL, updated_at timestamptz)",),
               sqlite=(f"CREATE TABLE IF NOT EXISTS {SHAPES} (name TEXT PRIMARY KEY, "
                       "version INTEGER NOT NULL, updated_at TEXT)",)),
+    Migration(3, "console_session: the console's sessions, ended at sign-out or when idle",
+              postgres=("CREATE TABLE IF NOT EXISTS console_session (id text PRIMARY KEY, "
+                        "actor text NOT NULL, role text NOT NULL, "
+                        "created_at timestamptz NOT NULL, last_seen_at timestamptz NOT NULL, "
+                        "expires_at timestamptz NOT NULL, ended_at timestamptz)",
+                        "CREATE INDEX IF NOT EXISTS console_session__expires_at "
+                        "ON console_session (expires_at)"),
+              sqlite=("CREATE TABLE IF NOT EXISTS console_session (id TEXT PRIMARY KEY, "
+                      "actor TEXT NOT NULL, role TEXT NOT NULL, created_at TEXT NOT NULL, "
+                      "last_seen_at TEXT NOT NULL, expires_at TEXT NOT NULL, ended_at TEXT)",
+                      "CREATE INDEX IF NOT EXISTS console_session__expires_at "
+                      "ON console_session (expires_at)")),
 )
 CURRENT = MIGRATIONS[-1].number
 
