@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import audit, catalog, console, docs, errors, hub, ops, service_orders, workflow
+from .. import limits
+from . import audit, bounds, catalog, console, docs, errors, hub, ops, service_orders, workflow
 from .context import ApiContext
 from .errors import error_body, respond
 from .request_log import RequestLog
 
-MAX_BODY_BYTES = 1_048_576  # 1 MiB; see docs/security.md
+MAX_BODY_BYTES = limits.MAX_BODY_BYTES  # 1 MiB; see docs/security.md
 
 DESCRIPTION = """
 TM Forum **TMF641 Service Ordering v4** served by an event-sourced engine.
@@ -126,6 +127,7 @@ def create_app(ctx: ApiContext, metrics: ops.Metrics | None = None) -> FastAPI:
     app.add_middleware(BodyLimit)
     app.add_middleware(NulInPath)
     app.add_middleware(audit.AccessLog)  # records every auditor request
+    app.add_middleware(bounds.Bounds)  # headers, path, query: 431 / 400 above a bound
     # outermost: the request's correlation id and log context; the HTTP access log
     app.add_middleware(RequestLog, access_log=ctx.settings.access_log)
     return app

@@ -38,10 +38,11 @@ def command_context(request: Request) -> CommandContext:
     correlation = getattr(request.state, "correlation_id", None)
     if correlation is None:  # an app without the middleware
         correlation = correlation_of({k.lower(): v for k, v in request.headers.raw})[0]
+    # The ids' lengths were checked by api/bounds.py (431 above serviceorders.limits).
     return CommandContext(actor=actor_of(request),
                           source=Source(channel=Channel.API,
                                         request_id=request.headers.get("x-request-id")),
-                          correlation_id=correlation[:200],
+                          correlation_id=correlation,
                           causation_id=(request.headers.get("x-causation-id") or None))
 
 

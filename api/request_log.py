@@ -17,10 +17,11 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import logs
+from ..limits import MAX_CORRELATION_ID
 
 access = logging.getLogger("serviceorders.access")
 
-MAX_CORRELATION = 200  # characters kept of a given correlation id (as the events store it)
+MAX_CORRELATION = MAX_CORRELATION_ID  # longer: refused (431) by api/bounds.py
 
 
 def correlation_of(headers: dict[bytes, bytes]) -> tuple[str, str | None]:

@@ -392,6 +392,7 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
              with_intake: bool = False) -> None:
     import uvicorn
 
+    from . import httpserver
     from .metrics import EngineMetrics
 
     with_intake = with_intake and bool(settings.kafka_bootstrap_servers)
@@ -428,7 +429,10 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
     try:
         # log_config None: uvicorn's loggers keep the process's set-up (_setup_logs).
         log.info("api server starting on http://%s:%d", host, port, extra={"worker": "api"})
-        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+        # The bounded protocol: header-section size and slow-client deadlines (httpserver.py).
+        httpserver.configure(settings.http_header_timeout, settings.http_body_timeout)
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
+                    http=httpserver.PROTOCOL)
     finally:
         stopping.set()
         if follower is not None:
@@ -468,6 +472,8 @@ def api(obj: Context, host: str, port: int, workers: int) -> None:
         return
     import uvicorn
 
+    from . import httpserver
+
     _check_exposure(settings, host)
     if obj.database_url:
         os.environ["DATABASE_URL"] = obj.database_url
@@ -491,7 +497,8 @@ def api(obj: Context, host: str, port: int, workers: int) -> None:
     try:
         # Each worker applies log_config again (and worker_app the rest of _setup_logs).
         uvicorn.run("serviceorders.cli:worker_app", factory=True, workers=workers, host=host,
-                    port=port, log_config=log_config, access_log=False)
+                    port=port, log_config=log_config, access_log=False,
+                    http=httpserver.PROTOCOL)  # worker_app configures its deadlines
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -507,6 +514,9 @@ def worker_app() -> Any:
         atexit.register(mark_worker_dead, os.getpid())
     settings = Settings.from_env(os.environ)
     _setup_logs(settings)
+    from . import httpserver
+
+    httpserver.configure(settings.http_header_timeout, settings.http_body_timeout)
     return _api_app(settings, os.environ.get("SERVICEORDERS_API_HOST", "127.0.0.1"),
                     multiprocess=multiprocess)
 

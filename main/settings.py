@@ -116,6 +116,8 @@ class Settings(BaseModel):
     topic_replication: int = Field(default=1, ge=1, le=10)
     consume_batch: int = Field(default=500, ge=1, le=10000)
     log_behind_policy: Literal["rewind", "stop"] = "rewind"
+    # The codec of the batches the engine publishes (DLQ, refusals, notifications).
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     kafka_options: dict[str, str] = Field(default_factory=dict)  # TLS / SASL pass-through
     snapshot_interval: int = Field(default=50, ge=0)
     four_eyes: bool = True
@@ -127,6 +129,10 @@ class Settings(BaseModel):
     api_keys: str | None = None  # actor:role:key entries; never logged
     api_keys_file: Path | None = None
     public_base_url: str | None = None  # absolute hrefs behind a proxy
+    # The HTTP server's deadlines for a slow client (docs/security.md, "Limits"): seconds to
+    # send a request's head, then its body; then 408 and the connection is closed.
+    http_header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    http_body_timeout: float = Field(default=30.0, gt=0, le=3600)
     # TMF641 hub: listeners and notification delivery (docs/notifications.md)
     hub_allowed_hosts: str = ""  # host / host:port / *.domain patterns; empty: loopback only
     hub_delivery: bool = True  # run the delivery worker in `serve` and `project`
@@ -144,6 +150,9 @@ class Settings(BaseModel):
     # Web console (docs/console.md): signs its session cookies; unset, a random secret per
     # process (sessions end on restart and hold on one process only). Never logged.
     console_secret: str | None = Field(default=None, min_length=32)
+    # A console session ends after this long without a request (sliding), and 8 h after
+    # sign-in whatever happens; fractions allowed (0.05 = 3 s).
+    console_idle_minutes: float = Field(default=30.0, gt=0, le=480)
     # Logs of serve / api / consume / project (docs/operations.md, "Logs")
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -170,6 +179,7 @@ class Settings(BaseModel):
             "topic_replication": _int(env, "SERVICEORDERS_TOPIC_REPLICATION", 1),
             "consume_batch": _int(env, "SERVICEORDERS_CONSUME_BATCH", 500),
             "log_behind_policy": env.get("SERVICEORDERS_LOG_BEHIND_POLICY") or "rewind",
+            "kafka_compression": (env.get("SERVICEORDERS_KAFKA_COMPRESSION") or "none").lower(),
             "kafka_options": kafka_options(env),
             "snapshot_interval": _int(env, "SERVICEORDERS_SNAPSHOT_INTERVAL", 50),
             "four_eyes": _bool(env, "SERVICEORDERS_FOUR_EYES", True),
@@ -180,6 +190,8 @@ class Settings(BaseModel):
             "api_keys": env.get("SERVICEORDERS_API_KEYS") or None,
             "api_keys_file": env.get("SERVICEORDERS_API_KEYS_FILE") or None,
             "public_base_url": env.get("SERVICEORDERS_PUBLIC_URL") or None,
+            "http_header_timeout": _float(env, "SERVICEORDERS_HTTP_HEADER_TIMEOUT", 10.0),
+            "http_body_timeout": _float(env, "SERVICEORDERS_HTTP_BODY_TIMEOUT", 30.0),
             "hub_allowed_hosts": env.get("SERVICEORDERS_HUB_ALLOWED_HOSTS", ""),
             "hub_delivery": _bool(env, "SERVICEORDERS_HUB_DELIVERY", True),
             "hub_timeout_seconds": _float(env, "SERVICEORDERS_HUB_TIMEOUT", 5.0),
@@ -196,6 +208,7 @@ class Settings(BaseModel):
             "audit_checkpoint_interval": _float(env, "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL",
                                                 300.0),
             "console_secret": env.get("SERVICEORDERS_CONSOLE_SECRET") or None,
+            "console_idle_minutes": _float(env, "SERVICEORDERS_CONSOLE_IDLE_MINUTES", 30.0),
             "log_level": (env.get("SERVICEORDERS_LOG_LEVEL") or "INFO").upper(),
             "log_format": (env.get("SERVICEORDERS_LOG_FORMAT") or "text").lower(),
             "access_log": _bool(env, "SERVICEORDERS_ACCESS_LOG", False),
@@ -244,6 +257,7 @@ ENV_NAMES = {
     "topic_replication": "SERVICEORDERS_TOPIC_REPLICATION",
     "consume_batch": "SERVICEORDERS_CONSUME_BATCH",
     "log_behind_policy": "SERVICEORDERS_LOG_BEHIND_POLICY",
+    "kafka_compression": "SERVICEORDERS_KAFKA_COMPRESSION",
     "snapshot_interval": "SERVICEORDERS_SNAPSHOT_INTERVAL",
     "four_eyes": "SERVICEORDERS_FOUR_EYES", "catalog_path": "SERVICEORDERS_CATALOG",
     "lock_timeout_seconds": "SERVICEORDERS_DB_LOCK_TIMEOUT",
@@ -251,6 +265,8 @@ ENV_NAMES = {
     "projection_batch_size": "SERVICEORDERS_PROJECTION_BATCH",
     "api_keys": "SERVICEORDERS_API_KEYS", "api_keys_file": "SERVICEORDERS_API_KEYS_FILE",
     "public_base_url": "SERVICEORDERS_PUBLIC_URL",
+    "http_header_timeout": "SERVICEORDERS_HTTP_HEADER_TIMEOUT",
+    "http_body_timeout": "SERVICEORDERS_HTTP_BODY_TIMEOUT",
     "hub_allowed_hosts": "SERVICEORDERS_HUB_ALLOWED_HOSTS",
     "hub_delivery": "SERVICEORDERS_HUB_DELIVERY",
     "hub_timeout_seconds": "SERVICEORDERS_HUB_TIMEOUT",
@@ -264,6 +280,7 @@ ENV_NAMES = {
     "audit_hmac_key": "SERVICEORDERS_AUDIT_HMAC_KEY",
     "audit_checkpoint_interval": "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL",
     "console_secret": "SERVICEORDERS_CONSOLE_SECRET",
+    "console_idle_minutes": "SERVICEORDERS_CONSOLE_IDLE_MINUTES",
     "log_level": "SERVICEORDERS_LOG_LEVEL", "log_format": "SERVICEORDERS_LOG_FORMAT",
     "access_log": "SERVICEORDERS_ACCESS_LOG",
     "metrics_port": "SERVICEORDERS_METRICS_PORT", "metrics_host": "SERVICEORDERS_METRICS_HOST",
