@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
@@ -122,8 +122,11 @@ class PlaceIn(Body):
         return Place(id=self.id, name=self.name)
 
 
-Characteristics = dict[str, str | int | float | bool | None]
-DependsOn = list[str]  # item ids
+CharacteristicName = Annotated[str, Field(max_length=200)]
+Characteristics = dict[CharacteristicName,
+                       Annotated[str, Field(max_length=MAX_TEXT)] | int | float | bool | None]
+ItemId = Annotated[str, Field(max_length=100)]
+DependsOn = list[ItemId]  # item ids
 
 
 class ItemCreate(Body):
@@ -150,7 +153,7 @@ class ItemCreate(Body):
 
 class ItemChange(Body):
     characteristics: Characteristics | None = Field(default=None, max_length=500)
-    clear: list[str] = Field(default_factory=list, max_length=500)
+    clear: list[CharacteristicName] = Field(default_factory=list, max_length=500)
     place: PlaceIn | None = None
     quantity: int | None = Field(default=None, ge=1, le=100000)
     depends_on: DependsOn | None = Field(default=None, alias="dependsOn", max_length=100)

@@ -7,6 +7,8 @@ or a `Refusal` naming the category and reason its dead letter carries (docs/kafk
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -18,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..domain.order import order_id_for
 from ..domain.values import HeaderChange, ItemState, OrderItem
+from ..limits import MAX_CORRELATION_ID, MAX_ID, MAX_TYPE
 from ..tmf641_in import (
     MAX_DEPTH,
+    MAX_TEXT,
     CancelServiceOrderCreate,
     ServiceOrderCreate,
     ServiceOrderUpdate,
@@ -30,6 +34,7 @@ from ..tmf641_in import (
 )
 
 MAX_MESSAGE_BYTES = 1024 * 1024  # the same limit as an API body
+MAX_ITEM_ID = 100  # as a ServiceOrderItem's id
 CHECKED = {"nul_checked": True}  # read_envelope checked the whole message for NUL
 
 CREATE = "ServiceOrderCreateEvent"
@@ -65,11 +70,12 @@ class Refusal(Exception):
 class Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    event_id: str = Field(alias="eventId", min_length=1, max_length=200)
-    event_type: str = Field(alias="eventType", min_length=1, max_length=200)
+    event_id: str = Field(alias="eventId", min_length=1, max_length=MAX_ID)
+    event_type: str = Field(alias="eventType", min_length=1, max_length=MAX_TYPE)
     event_time: datetime | None = Field(default=None, alias="eventTime")
     time_occurred: datetime | None = Field(default=None, alias="timeOccurred")
-    correlation_id: str | None = Field(default=None, alias="correlationId", max_length=200)
+    correlation_id: str | None = Field(default=None, alias="correlationId",
+                                       max_length=MAX_CORRELATION_ID)
     event: dict[str, Any]
 
 
@@ -141,7 +147,7 @@ def _errors(e: ValidationError, prefix: str) -> str:
     parts = []
     for err in e.errors(include_url=False)[:20]:
         where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{prefix}{'.' + where if where else ''}: {err['msg']}")
+        parts.append(f"{'.'.join(p for p in (prefix, where) if p) or 'value'}: {err['msg']}")
     more = e.error_count() - 20
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
@@ -155,6 +161,10 @@ def read_envelope(value: bytes | None) -> Envelope:
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as e:
+        if (number := non_finite(value)) is not None:
+            raise Refusal(NOT_JSON, f"the value is not JSON: {number} is not a JSON number "
+                                    "(NaN, Infinity and numbers beyond the double range, such "
+                                    "as 1e400, are refused)") from None
         raise Refusal(NOT_JSON, f"the value is not JSON (UTF-8): {e}") from None
     if not isinstance(data, dict):
         raise Refusal(NOT_ENVELOPE, "the value is JSON but not an object (a TMF641 event "
@@ -170,6 +180,28 @@ def read_envelope(value: bytes | None) -> Envelope:
         return Envelope.model_validate(data)
     except ValidationError as e:
         raise Refusal(NOT_ENVELOPE, "not a TMF641 event envelope: " + _errors(e, "")) from None
+
+
+def non_finite(value: bytes) -> str | None:
+    """The first NaN, Infinity or out-of-range number of text that would be JSON without it
+    (the standard library's parser accepts them; orjson, rightly, does not), for a clear
+    reason. Only called on text orjson refused."""
+    found: list[str] = []
+
+    def constant(name: str) -> None:
+        found.append(name)
+
+    def number(text: str) -> float:
+        parsed = float(text)
+        if not math.isfinite(parsed):
+            found.append(text if len(text) <= 40 else text[:20] + "…" + text[-10:])
+        return parsed
+
+    try:
+        json.loads(value, parse_constant=constant, parse_float=number, parse_int=number)
+    except (ValueError, RecursionError):
+        return None
+    return found[0] if found else None
 
 
 def event_id_of(value: bytes | None) -> str | None:
@@ -203,6 +235,9 @@ def _ref(resource: dict[str, Any], key: str | None) -> OrderRef:
     external = resource.get("externalId")
     if not isinstance(external, str) or not external:
         external = None
+    elif len(external) > MAX_ID:
+        raise Refusal(INVALID_ORDER, f"externalId is {len(external)} characters; the limit is "
+                                     f"{MAX_ID}")
     if order_id is None and external is None:  # the key is the upstream order reference
         external = key
     if order_id is None and external is None:
@@ -222,7 +257,8 @@ def parse(value: bytes | None, key: bytes | None) -> Parsed:
         resource = next((env.event.get(n) for n in ("serviceOrder", "ServiceOrder")
                          if isinstance(env.event.get(n), dict)), {})
         external = resource.get("externalId")
-        r.external_id = external if isinstance(external, str) and external else key_text
+        r.external_id = (external if isinstance(external, str) and 0 < len(external) <= MAX_ID
+                         else key_text)
         raise
 
 
@@ -277,12 +313,20 @@ def _item_states(resource: dict[str, Any]) -> tuple[tuple[str, ItemState, str | 
         item_id, state = item.get("id"), item.get("state")
         if not isinstance(item_id, str) or not item_id:
             raise Refusal(INVALID_ORDER, f"serviceOrderItem.{n}.id is missing")
+        if len(item_id) > MAX_ITEM_ID:
+            raise Refusal(INVALID_ORDER, f"serviceOrderItem.{n}.id is {len(item_id)} characters; "
+                                         f"the limit is {MAX_ITEM_ID}")
         try:
             value = ItemState(state)
         except ValueError:
-            raise Refusal(INVALID_ORDER, f"serviceOrderItem.{n}.state {state!r} is not an item "
+            shown = state[:40] + "…" if isinstance(state, str) and len(state) > 40 else state
+            raise Refusal(INVALID_ORDER, f"serviceOrderItem.{n}.state {shown!r} is not an item "
                                          f"state ({allowed})") from None
-        reason = item.get("stateReason") or item.get("errorMessage")
+        field = "stateReason" if item.get("stateReason") else "errorMessage"
+        reason = item.get(field)
+        if isinstance(reason, str) and len(reason) > MAX_TEXT:
+            raise Refusal(INVALID_ORDER, f"serviceOrderItem.{n}.{field} is {len(reason)} "
+                                         f"characters; the limit is {MAX_TEXT}")
         out.append((item_id, value, reason if isinstance(reason, str) else None))
     return tuple(out)
 

@@ -30,6 +30,7 @@ from .domain.values import (
     Place,
     SpecRef,
 )
+from .limits import MAX_HREF, MAX_ID, MAX_NAME, MAX_TYPE
 
 MAX_ITEMS = 500
 MAX_TEXT = 4000
@@ -63,6 +64,25 @@ def find_nul(data: Any) -> str | None:
 
 
 MAX_DEPTH = 64  # JSON nesting, at every door
+
+
+def long_text(value: Any, where: str = "value", limit: int = MAX_TEXT) -> str | None:
+    """Why a free JSON value (a characteristic's) cannot be taken: a string or key in it
+    longer than `limit` characters; None when every one fits."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        at, node = stack.pop()
+        if isinstance(node, str):
+            if len(node) > limit:
+                return f"{at}: text of {len(node)} characters; the limit is {limit}"
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                if isinstance(key, str) and len(key) > MAX_ID:
+                    return f"{at}: a key of {len(key)} characters; the limit is {MAX_ID}"
+                stack.append((f"{at}.{key}", item))
+        elif isinstance(node, list):
+            stack.extend((f"{at}.{i}", item) for i, item in enumerate(node))
+    return None
 INT_RANGE = (-(2**63), 2**64 - 1)  # what the event store's JSON (orjson) can hold
 
 
@@ -87,15 +107,24 @@ def json_limits(data: Any, root: str = "body") -> str | None:
 class Tmf(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    type_: str | None = Field(default=None, alias="@type")
-    base_type: str | None = Field(default=None, alias="@baseType")
-    schema_location: str | None = Field(default=None, alias="@schemaLocation")
+    type_: str | None = Field(default=None, alias="@type", max_length=MAX_TYPE)
+    base_type: str | None = Field(default=None, alias="@baseType", max_length=MAX_TYPE)
+    schema_location: str | None = Field(default=None, alias="@schemaLocation",
+                                        max_length=MAX_HREF)
 
 
 class Characteristic(Tmf):
     name: str = Field(min_length=1, max_length=200)
     value: Any = None
-    value_type: str | None = Field(default=None, alias="valueType")
+    value_type: str | None = Field(default=None, alias="valueType", max_length=MAX_TYPE)
+
+    @field_validator("value")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        problem = long_text(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class SpecificationRef(Tmf):
@@ -122,12 +151,13 @@ class Service(Tmf):
 
 
 class ItemRef(Tmf):
-    item_id: str | None = Field(default=None, alias="itemId",
+    item_id: str | None = Field(default=None, alias="itemId", max_length=100,
                                 validation_alias=AliasChoices("itemId", "id"))
 
 
 class ItemRelationship(Tmf):
-    relationship_type: str | None = Field(default=None, alias="relationshipType")
+    relationship_type: str | None = Field(default=None, alias="relationshipType",
+                                          max_length=MAX_TYPE)
     order_item: ItemRef | None = Field(default=None, alias="orderItem")
 
 
@@ -145,7 +175,7 @@ class RelatedParty(Tmf):
     href: str | None = Field(default=None, max_length=2000)
     name: str | None = Field(default=None, max_length=500)
     role: str | None = Field(default=None, max_length=200)
-    referred_type: str | None = Field(default=None, alias="@referredType")
+    referred_type: str | None = Field(default=None, alias="@referredType", max_length=MAX_TYPE)
 
 
 class NoteIn(Tmf):
@@ -160,7 +190,7 @@ class NoteIn(Tmf):
 class Relationship(Tmf):
     id: str = Field(min_length=1, max_length=200)
     href: str | None = Field(default=None, max_length=2000)
-    referred_type: str | None = Field(default=None, alias="@referredType")
+    referred_type: str | None = Field(default=None, alias="@referredType", max_length=MAX_TYPE)
     relationship_type: str = Field(min_length=1, alias="relationshipType", max_length=100)
 
 
@@ -221,8 +251,8 @@ class ServiceOrderUpdate(TmfBody):
                                                               alias="serviceOrderItem",
                                                               max_length=MAX_ITEMS)
     note: list[NoteIn] | None = Field(default=None, max_length=100)
-    state: str | None = None
-    external_id: str | None = Field(default=None, alias="externalId")
+    state: str | None = Field(default=None, max_length=MAX_TYPE)
+    external_id: str | None = Field(default=None, alias="externalId", max_length=200)
 
     _aware = field_validator("requested_start_date", "requested_completion_date")(
         _with_timezone)
@@ -240,9 +270,9 @@ class ServiceOrderUpdate(TmfBody):
 
 class ServiceOrderRef(Tmf):
     id: str = Field(min_length=1, max_length=200)
-    href: str | None = None
-    name: str | None = None
-    referred_type: str | None = Field(default=None, alias="@referredType")
+    href: str | None = Field(default=None, max_length=MAX_HREF)
+    name: str | None = Field(default=None, max_length=MAX_NAME)
+    referred_type: str | None = Field(default=None, alias="@referredType", max_length=MAX_TYPE)
 
 
 class CancelServiceOrderCreate(TmfBody):
