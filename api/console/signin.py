@@ -6,13 +6,23 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ...domain.lifecycle import Action
+from ..common import ctx_of
 from .web import PREFIX, begin, finish, page, redirect, render, set_session
 
 router = APIRouter()
 
 ENDED = {"expired": "Your session expired. Please sign in again.",
          "revoked": "Your session ended: the API key it was opened with is no longer valid.",
-         "tampered": "Your session cookie was not valid. Please sign in again."}
+         "tampered": "Your session cookie was not valid. Please sign in again.",
+         "signed_out": "That session was signed out. Please sign in again.",
+         "idle": "Your session ended after {idle} without activity. Please sign in again.",
+         "ended": "Your session is no longer open on the server. Please sign in again."}
+
+
+def _idle(minutes: float) -> str:
+    if minutes >= 1 and float(minutes).is_integer():
+        return f"{int(minutes)} minute" + ("s" if minutes != 1 else "")
+    return f"{round(minutes * 60)} seconds"
 
 
 def _next(target: str | None) -> str:
@@ -29,6 +39,8 @@ def sign_in_page(request: Request) -> Response:
     current = begin(request, signed_in=False)
     query = request.query_params
     notice = ENDED.get(query.get("ended", ""))
+    if notice:
+        notice = notice.format(idle=_idle(ctx_of(request).settings.console_idle_minutes))
     if query.get("signed_out"):
         notice = "You are signed out."
     return render(current, "signin.html", next=_next(query.get("next")), notice=notice,
@@ -46,7 +58,8 @@ def sign_in(request: Request) -> Response:
     if key is None:
         return render(current, "signin.html", status=401, next=target, open_mode=False,
                       error="That API key is not valid. Check it and try again.")
-    session = current.sessions.for_key(key)  # a new session: a new CSRF token
+    current.sessions.end(current.session)  # signed in already: that session ends
+    session = current.sessions.for_key(key)  # a new session: a new id, a new CSRF token
     response = finish(None, RedirectResponse(target, status_code=303), request)
     set_session(response, current.sessions, session, request)
     return response
@@ -56,6 +69,7 @@ def sign_in(request: Request) -> Response:
 @page
 def sign_out(request: Request) -> Response:
     current = begin(request, signed_in=False)
+    current.sessions.end(current.session)  # refused from now on, by every server process
     response = finish(None, RedirectResponse(f"{PREFIX}/signin?signed_out=1",
                                               status_code=303), request)
     set_session(response, current.sessions, current.sessions.anonymous(), request)

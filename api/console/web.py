@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,9 +29,11 @@ from ...domain.errors import (
 )
 from ...domain.lifecycle import Action, may
 from ...domain.values import Actor, Role
+from ...projections.db import ReadDb
 from ..common import ctx_of
+from ..context import ApiContext
 from ..errors import ApiError
-from .session import COOKIE, Session, Sessions, secret_of
+from .session import COOKIE, Session, Sessions, SessionStore, StoreUnavailable, secret_of
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -116,9 +119,26 @@ def sessions_of(request: Request) -> Sessions:
     ctx = ctx_of(request)
     sessions = getattr(request.app.state, "console_sessions", None)
     if sessions is None or sessions.auth is not ctx.auth:
-        sessions = Sessions(secret_of(ctx.settings.console_secret), ctx.auth)
+        sessions = Sessions(secret_of(ctx.settings.console_secret), ctx.auth,
+                            session_store(ctx))
         request.app.state.console_sessions = sessions
     return sessions
+
+
+def session_store(ctx: ApiContext) -> SessionStore:
+    """The sessions' rows, in the engine's database (shared by every server process)."""
+
+    @contextmanager
+    def connect() -> Iterator[ReadDb]:
+        with ctx.read() as models:
+            yield models.db
+
+    return SessionStore(connect, ctx.settings.console_idle_minutes * 60)
+
+
+def _bytes(text: str) -> bytes:
+    """For a constant-time comparison (compare_digest refuses non-ASCII str)."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 def visit(request: Request, *, signed_in: bool = True) -> Visit:
@@ -141,7 +161,7 @@ def visit(request: Request, *, signed_in: bool = True) -> Visit:
         request.state.actor = actor  # what `command_context` records for a command
     if request.method == "POST":
         current.form = form_of(request)
-        if not hmac.compare_digest(current.form.get("csrf", ""), session.csrf):
+        if not hmac.compare_digest(_bytes(current.form.get("csrf", "")), _bytes(session.csrf)):
             raise Refusal(403, "Refused", "This form was not sent from your console session "
                           "(its CSRF token is missing or wrong). Reload the page and try again.")
     _record_auditor(current)
@@ -291,6 +311,11 @@ def page(handler: Callable[..., Response]) -> Callable[..., Response]:
             return handler(request, *args, **kwargs)
         except SignInNeeded as e:
             return sign_in_redirect(request, e.reason)
+        except StoreUnavailable as e:
+            log.error("console sessions cannot be checked: %s", e)
+            return error_page(request, 503, "Service Unavailable", "Console sessions cannot "
+                              "be checked now (the database is not answering). Try again in "
+                              "a moment.")
         except Refusal as e:
             return error_page(request, e.status, e.title, e.message,
                               getattr(request.state, "console_visit", None))

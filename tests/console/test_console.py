@@ -4,14 +4,28 @@ conflicts, error pages, accessibility basics."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from serviceorders.api.console.session import COOKIE, Session, Sessions, secret_of
+from fastapi.testclient import TestClient
+from serviceorders.api.console.session import (
+    COOKIE,
+    Session,
+    Sessions,
+    SessionStore,
+    secret_of,
+)
+from serviceorders.api.console.web import session_store
+from serviceorders.bootstrap import open_read_db
 from serviceorders.domain.values import (
     Channel,
     CommandContext,
@@ -108,16 +122,209 @@ def test_sign_out_ends_the_session(console: Any) -> None:
     assert console.get("/console/orders").url.path == "/console/signin"
 
 
+class Clock:
+    """The sessions' clock, moved by the test (idle and prune times without waiting)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def clocked(console: Any) -> Clock:
+    """Give the console's sessions a clock the test moves (the idle setting as configured)."""
+    clock, ctx = Clock(), console.ctx
+    store = SessionStore(session_store(ctx).connect, ctx.settings.console_idle_minutes * 60,
+                         clock)
+    console.client.app.state.console_sessions = Sessions(
+        secret_of(ctx.settings.console_secret), ctx.auth, store)
+    return clock
+
+
+def session_id(console: Any) -> str:
+    payload = console.client.cookies.get(COOKIE).split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["s"]
+
+
+def session_row(console: Any, sid: str) -> dict[str, Any] | None:
+    with console.ctx.read() as models:
+        db = models.db
+        row = db.fetchone("SELECT actor, role, last_seen_at, expires_at, ended_at "
+                          "FROM console_session WHERE id = %s", (sid,))
+        if row is None:
+            return None
+        return {"actor": row[0], "role": row[1],
+                **{k: db.decode(v, "timestamptz") for k, v in
+                   zip(("last_seen_at", "expires_at", "ended_at"), row[2:], strict=True)}}
+
+
+def replay(console: Any, cookie: str, method: str, path: str,
+           data: dict[str, str] | None = None) -> Any:
+    """A request from another browser that holds `cookie` (not following redirects)."""
+    other = TestClient(console.client.app, raise_server_exceptions=False)
+    return other.request(method, path, data=data, follow_redirects=False,
+                         headers={"cookie": f"{COOKIE}={cookie}"})
+
+
+def test_a_signed_out_cookie_is_refused_on_every_page_and_form(console: Any) -> None:
+    console.sign_in("agent")
+    console.get("/console/drafts/new")
+    token, old, sid = console.csrf(), console.client.cookies.get(COOKIE), session_id(console)
+    assert session_row(console, sid) == {**session_row(console, sid), "actor": "alice",
+                                         "role": "agent", "ended_at": None}
+    assert console.post("/console/signout", csrf=token).url.params["signed_out"] == "1"
+    assert session_row(console, sid)["ended_at"] is not None
+    for _ in range(3):
+        page = replay(console, old, "GET", "/console/orders")
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/console/signin?")
+        assert "ended=signed_out" in page.headers["location"]
+        form = replay(console, old, "POST", "/console/drafts",
+                      {"csrf": token, "customerId": "C-REPLAY"})
+        assert form.status_code == 303 and "ended=signed_out" in form.headers["location"]
+    shown = console.get(page.headers["location"])
+    assert "That session was signed out. Please sign in again." in text_of(shown.text)
+    with console.ctx.read() as models:
+        assert models.search_orders(OrderFilter(customer="C-REPLAY", include_drafts=True)
+                                    ).total == 0
+
+
+def test_signing_in_again_ends_the_previous_session(console: Any) -> None:
+    console.sign_in("agent")
+    old, first = console.client.cookies.get(COOKIE), session_id(console)
+    console.sign_in("manager")  # the sign-in form, shown to a signed-in visitor
+    assert session_id(console) != first and session_row(console, first)["ended_at"]
+    assert "ended=signed_out" in replay(console, old, "GET", "/console/queue"
+                                        ).headers["location"]
+    assert console.get("/console/queue").url.path == "/console/queue"
+
+
+def test_a_cookie_without_a_session_id_is_refused(console: Any) -> None:
+    """A cookie signed before sessions had a server-side record (or forged without one)."""
+    key = console.keys["manager"]
+    sessions = Sessions(secret_of(None), console.ctx.auth, session_store(console.ctx))
+    legacy = Session(csrf="x" * 32, expires=time.time() + 3600, actor=key.actor, role=key.role,
+                     fingerprint=sessions.fingerprint(key.key))
+    assert sessions.decode(sessions.encode(legacy)) == (None, "ended")
+    response = replay(console, sessions.encode(legacy), "GET", "/console/queue")
+    assert "ended=ended" in response.headers["location"]
+    assert "no longer open on the server" in console.get(response.headers["location"]).text
+
+
+def test_an_idle_session_ends_and_activity_keeps_it_open(console: Any) -> None:
+    assert console.ctx.settings.console_idle_minutes == 30  # the default
+    clock = clocked(console)
+    console.sign_in("agent")
+    sid, signed_in_at = session_id(console), clock.now
+    for minutes in (20, 20, 20):  # an hour in all, never 30 minutes without a request
+        clock.now += minutes * 60
+        assert console.get("/console/orders").url.path == "/console/orders"
+        assert session_row(console, sid)["last_seen_at"].timestamp() == \
+            pytest.approx(clock.now, abs=0.01)
+    assert clock.now - signed_in_at == 3600
+    # At most one write a minute: a request 10 s later leaves last_seen_at as it was.
+    seen = session_row(console, sid)["last_seen_at"]
+    clock.now += 10
+    assert console.get("/console/orders").url.path == "/console/orders"
+    assert session_row(console, sid)["last_seen_at"] == seen
+    cookie = console.client.cookies.get(COOKIE)
+    clock.now += 30 * 60
+    response = console.get("/console/orders")
+    assert response.url.path == "/console/signin" and response.url.params["ended"] == "idle"
+    assert "Your session ended after 30 minutes without activity" in text_of(response.text)
+    clock.now += 1  # and it stays over: the refused request did not revive it
+    assert "ended=idle" in replay(console, cookie, "GET", "/console/orders"
+                                  ).headers["location"]
+    assert session_row(console, sid)["last_seen_at"] == seen
+
+
+def test_a_session_ends_8_hours_after_sign_in_however_active(console: Any) -> None:
+    clock = clocked(console)
+    console.sign_in("agent")
+    for _ in range(16):
+        clock.now += 29 * 60
+        assert console.get("/console/orders").url.path == "/console/orders"
+    clock.now += 29 * 60  # 8 h 12 min after sign-in
+    response = console.get("/console/orders")
+    assert response.url.params["ended"] == "expired"
+
+
+def test_sessions_ended_or_expired_over_a_day_ago_are_pruned_at_sign_in(console: Any
+                                                                       ) -> None:
+    clock = clocked(console)
+    console.sign_in("agent")
+    signed_out = session_id(console)
+    console.get("/console/orders")
+    console.post("/console/signout")
+    console.sign_in("manager")
+    left_open = session_id(console)
+    clock.now += 12 * 3600
+    console.sign_in("agent")  # less than a day: both rows kept
+    recent = session_id(console)
+    assert session_row(console, signed_out) and session_row(console, left_open)
+    clock.now += 13 * 3600
+    console.sign_in("manager")  # 25 h later: the two older rows go, the recent one stays
+    assert session_row(console, signed_out) is None
+    assert session_row(console, left_open) is None
+    assert session_row(console, recent) is not None  # idle for 13 h only
+    assert session_row(console, session_id(console))["ended_at"] is None
+
+
+def test_sessions_that_cannot_be_checked_are_a_503_page(console: Any) -> None:
+    console.sign_in("agent")
+    with socket.socket() as s:  # a port with nothing listening: the database is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = Settings.from_env({"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/x"})
+
+    @contextmanager
+    def unreachable() -> Iterator[Any]:
+        db = open_read_db(down)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    ctx = console.ctx
+    console.client.app.state.console_sessions = Sessions(
+        secret_of(ctx.settings.console_secret), ctx.auth, SessionStore(unreachable, 1800))
+    response = console.get("/console/orders")
+    assert response.status_code == 503 and "Traceback" not in response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Console sessions cannot be checked now" in text_of(response.text)
+
+
+def test_the_idle_setting_is_checked() -> None:
+    assert Settings.from_env({}).console_idle_minutes == 30
+    assert Settings.from_env({"SERVICEORDERS_CONSOLE_IDLE_MINUTES": "0.05"}
+                             ).console_idle_minutes == 0.05
+    for bad in ("0", "-1", "481", "soon"):
+        with pytest.raises(SettingsError) as refused:
+            Settings.from_env({"SERVICEORDERS_CONSOLE_IDLE_MINUTES": bad})
+        assert "SERVICEORDERS_CONSOLE_IDLE_MINUTES" in str(refused.value)
+
+
 def test_a_post_without_the_session_csrf_token_is_refused(console: Any) -> None:
     console.sign_in("agent")
     console.get("/console/drafts/new")
-    for token in ("", "forged-token"):
+    good = console.csrf()
+    # Missing, forged, non-ASCII, the wrong length, control characters: each a 403 page.
+    for token in ("", "forged-token", "é" * len(good), "\u2603", good[:-1], good + "x",
+                  "x" * 5000, good[:-1] + "é", "\x7f\x01", "%ff"):
         response = console.post("/console/drafts", {"customerId": "C-CSRF"}, csrf=token)
-        assert response.status_code == 403
+        assert response.status_code == 403, (token[:20], response.status_code)
+        assert response.headers["content-type"].startswith("text/html")
         assert "CSRF token is missing or wrong" in response.text
     with console.ctx.read() as models:
         assert models.search_orders(OrderFilter(customer="C-CSRF", include_drafts=True)
                                     ).total == 0
+    # The sign-in form (an anonymous session) refuses a malformed token the same way.
+    console.get("/console/orders")
+    console.post("/console/signout")
+    response = console.post("/console/signin", {"key": console.keys["agent"].key},
+                            csrf="\u00e9t\u00e9")
+    assert response.status_code == 403 and "CSRF token is missing or wrong" in response.text
 
 
 def test_a_tampered_cookie_ends_the_session(console: Any) -> None:
@@ -132,7 +339,7 @@ def test_a_tampered_cookie_ends_the_session(console: Any) -> None:
 
 
 def test_an_expired_session_ends(console: Any) -> None:
-    sessions = Sessions(secret_of(None), console.ctx.auth)
+    sessions = Sessions(secret_of(None), console.ctx.auth, session_store(console.ctx))
     key = console.keys["manager"]
     stale = Session(csrf="x" * 20, expires=time.time() - 1, actor=key.actor, role=key.role,
                     fingerprint=sessions.fingerprint(key.key))
@@ -154,11 +361,12 @@ def test_a_revoked_or_replaced_key_ends_its_sessions(console: Any) -> None:
 
 def test_a_configured_secret_signs_sessions_across_processes(console: Any) -> None:
     secret = "s" * 40
-    one, two = Sessions(secret_of(secret), console.ctx.auth), \
-        Sessions(secret_of(secret), console.ctx.auth)
+    store = session_store(console.ctx)
+    one, two = Sessions(secret_of(secret), console.ctx.auth, store), \
+        Sessions(secret_of(secret), console.ctx.auth, store)
     session, why = two.decode(one.encode(one.for_key(console.keys["agent"])))
     assert why is None and session is not None and session.actor == "alice"
-    other, why = Sessions(secret_of("t" * 40), console.ctx.auth).decode(
+    other, why = Sessions(secret_of("t" * 40), console.ctx.auth, store).decode(
         one.encode(one.anonymous()))
     assert other is None and why == "tampered"
 
