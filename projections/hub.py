@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from uuid import UUID, uuid4
 
 import httpx
+import idna
 
 from ..settings import Settings
 from .db import ReadDb, Table
@@ -180,112 +182,465 @@ def _text(value: Any) -> str | None:
 
 
 # ================================================================ callbacks, allow-list
+# What the admin view and `hub list` show as a delivery's error: never more than this (a
+# port scanner learns nothing from "unreachable"); the detail goes to the log.
+UNREACHABLE = "unreachable"
+REFUSED = "refused by policy"
+_SHOWN_ERROR = re.compile(r"HTTP [1-5][0-9][0-9]")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Cloud instance metadata endpoints: never called, whatever the allow-list says (no
+# listener lives there). AWS (IPv4, IPv6, ECS), GCP, Azure, OCI, DigitalOcean: 169.254.169.254;
+# Alibaba 100.100.100.200; Azure's wire server 168.63.129.16 (a public address).
+METADATA = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "168.63.129.16"))
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_ULA = ipaddress.ip_network("fc00::/7")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_DIGITS = re.compile(r"[0-9]{1,5}")
+
+
 class CallbackError(ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
-def _host(value: str) -> str:
-    return value.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+def public_error(error: str | None) -> str | None:
+    """A delivery error as operators' views show it: `HTTP <status>` when a listener
+    answered, `refused by policy`, else `unreachable` (rows written by older versions
+    carried exception text: it is not shown)."""
+    if error is None or error == REFUSED or _SHOWN_ERROR.fullmatch(error):
+        return error
+    return UNREACHABLE
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
+def _ascii_name(host: str) -> str:
+    """A DNS name, strictly: lowercase LDH labels of 1-63 characters, at most 253 in all,
+    no trailing dot. A Unicode label is IDNA-encoded (UTS 46 mapping, STD3 rules) and must
+    become an `xn--` label: look-alikes that map to plain ASCII (full-width digits, the
+    ideographic full stop) are refused, as is anything the URL parser and this
+    re-serialisation would read differently (`\\`, `%`, `;`, `&`, `_`...)."""
+    labels = host.split(".")
+    encoded = []
+    for label in labels:
+        if label.isascii():
+            ascii_label = label.lower()
+        else:
+            try:
+                ascii_label = idna.encode(label, uts46=True, std3_rules=True).decode("ascii")
+            except (idna.IDNAError, UnicodeError, ValueError):
+                raise CallbackError("invalid_callback",
+                                    f"the callback's host {host!r} is not a valid "
+                                    f"internationalised name") from None
+            if not ascii_label.startswith("xn--"):
+                raise CallbackError("invalid_callback",
+                                    f"the callback's host {host!r} is not written in its "
+                                    f"canonical form (it reads as {ascii_label!r})")
+        if not _LABEL.fullmatch(ascii_label):
+            raise CallbackError("invalid_callback",
+                                f"the callback's host {host!r} is not a host name (letters, "
+                                f"digits and inner hyphens, dot-separated labels of 1-63 "
+                                f"characters)")
+        encoded.append(ascii_label)
+    name = ".".join(encoded)
+    if len(name) > 253:
+        raise CallbackError("invalid_callback",
+                            "the callback's host name is longer than 253 characters")
+    return name
+
+
+def canonical_host(raw: str) -> tuple[str, IPAddress | None]:
+    """(host, address): an IP literal (`[...]` for IPv6; IPv4 only as four decimal octets
+    without leading zeros: `127.1`, `0x7f000001`, `2130706433`, `0177.0.0.1` are refused
+    as ambiguous) or a strict DNS name (`_ascii_name`)."""
+    if raw.startswith("["):
+        if not raw.endswith("]"):
+            raise CallbackError("invalid_callback", f"the callback's host {raw!r} is not a "
+                                                    f"bracketed IPv6 address")
+        try:
+            if "%" in raw:
+                raise ValueError("a zone index")
+            address = ipaddress.IPv6Address(raw[1:-1])
+        except ValueError:
+            raise CallbackError("invalid_callback", f"the callback's host {raw!r} is not an "
+                                                    f"IPv6 address") from None
+        return address.compressed, address
+    name = _ascii_name(raw)
+    last = name.rsplit(".", 1)[-1]
+    if last.isdigit() or last.startswith("0x"):  # an IPv4 address, in some spelling
+        try:
+            address4 = ipaddress.IPv4Address(name)
+        except ValueError:
+            raise CallbackError("invalid_callback",
+                                f"the callback's host {raw!r} is an ambiguous IPv4 spelling: "
+                                f"write four decimal octets") from None
+        return str(address4), address4
+    return name, None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A callback parsed once, strictly; `url` is its canonical form (what is stored)."""
+
+    scheme: str
+    host: str  # a lowercase ASCII name, or an IP address (IPv6 without brackets)
+    address: IPAddress | None  # the host, when it is an IP literal
+    port: int
+    explicit_port: bool
+    path: str
+    query: str
+
+    @property
+    def netloc(self) -> str:
+        host = f"[{self.host}]" if isinstance(self.address, ipaddress.IPv6Address) \
+            else self.host
+        return f"{host}:{self.port}" if self.explicit_port else host
+
+    @property
+    def url(self) -> str:
+        return urlunsplit((self.scheme, self.netloc, self.path, self.query, ""))
+
+    def pinned(self, address: IPAddress) -> str:
+        """The same URL with the host replaced by the address that was checked."""
+        host = f"[{address.compressed}]" if address.version == 6 else str(address)
+        return urlunsplit((self.scheme, f"{host}:{self.port}", self.path, self.query, ""))
+
+
+def parse_callback(url: str) -> Target:
+    """The callback, parsed once (urllib) and checked against a strict re-serialisation:
+    http(s) only, no credentials (user-info), no fragment, no spaces or control
+    characters, a canonical host (`canonical_host`), a decimal port of 1-65535; and
+    httpx must read the same host and port from the canonical URL."""
+    url = (url or "").strip()
+    if not url or len(url) > 2000:
+        raise CallbackError("invalid_callback", "the callback must be a URL of at most 2000 "
+                                                "characters")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise CallbackError("invalid_callback",
+                            "the callback must not contain spaces or control characters")
     try:
-        return ipaddress.ip_address(host).is_loopback
+        parts = urlsplit(url)
     except ValueError:
-        return False
+        raise CallbackError("invalid_callback", f"the callback {url!r} is not a URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not url.lower().startswith(f"{scheme}://"):
+        raise CallbackError("invalid_callback",
+                            f"the callback must be an http or https URL, not {url!r}")
+    if parts.fragment or "#" in url:
+        raise CallbackError("invalid_callback", "the callback must not have a fragment")
+    netloc = parts.netloc
+    if "@" in netloc:
+        raise CallbackError("invalid_callback", "the callback must not carry credentials")
+    if not netloc:
+        raise CallbackError("invalid_callback", f"the callback {url!r} has no host")
+    if "\\" in url.split("?", 1)[0]:
+        raise CallbackError("invalid_callback", "the callback must not contain '\\'")
+    if netloc.startswith("["):
+        raw_host, _, rest = netloc.partition("]")
+        raw_host += "]"
+        if rest and not rest.startswith(":"):
+            raise CallbackError("invalid_callback", f"the callback {url!r} has junk after "
+                                                    f"its host")
+        raw_port = rest[1:] if rest else None
+    else:
+        raw_host, colon, raw_port_text = netloc.partition(":")
+        raw_port = raw_port_text if colon else None
+    if not raw_host:
+        raise CallbackError("invalid_callback", f"the callback {url!r} has no host")
+    if raw_port is not None and not (_DIGITS.fullmatch(raw_port) and
+                                     0 < int(raw_port) < 65536):
+        raise CallbackError("invalid_callback",
+                            f"the callback's port {raw_port!r} is not a number in 1-65535")
+    host, address = canonical_host(raw_host)
+    default = 443 if scheme == "https" else 80
+    port = int(raw_port) if raw_port is not None else default
+    target = Target(scheme, host, address, port, raw_port is not None, parts.path,
+                    parts.query)
+    try:  # the client that will call it must read the very same host and port
+        seen = httpx.URL(target.url)
+        same = seen.raw_host.decode("ascii") == host and (seen.port or default) == port
+    except (httpx.InvalidURL, ValueError):
+        same = False
+    if not same:
+        raise CallbackError("invalid_callback", f"the callback {url!r} does not read the "
+                                                f"same to every URL parser")
+    return target
+
+
+def _unwrap(address: IPAddress) -> IPAddress:
+    """The IPv4 address inside IPv4-mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::/96) and 6to4
+    (2002::/16) IPv6 forms: those are checked as the IPv4 address they reach."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if address.sixtofour is not None:
+            return address.sixtofour
+    return address
+
+
+def address_class(address: IPAddress) -> str | None:
+    """Why the hub does not call this address by default (None: a public address)."""
+    candidate = _unwrap(address)  # an embedded IPv4 address is judged as itself
+    if address in METADATA or candidate in METADATA:
+        return "cloud metadata"
+    if candidate.is_unspecified or (candidate.version == 4 and candidate in _THIS_NETWORK):
+        return "unspecified"
+    if candidate.is_loopback:
+        return "loopback"
+    if candidate.is_link_local:
+        return "link-local"
+    if candidate.is_multicast:
+        return "multicast"
+    if candidate.version == 4 and candidate in _CGNAT:
+        return "shared (CGNAT, 100.64.0.0/10)"
+    if candidate.version == 6 and candidate in _ULA:
+        return "private (unique local)"
+    if candidate.is_reserved or (candidate.version == 6 and candidate.is_site_local):
+        return "reserved"
+    if candidate.is_private:
+        return "private"
+    if not candidate.is_global:
+        return "non-public"
+    return None
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    kind: str  # "any", "suffix" (*.domain), "name", "network" (an address or CIDR block)
+    value: str
+    network: IPNetwork | None
+    port: int | None
+
+    def __str__(self) -> str:
+        text = str(self.network) if self.network is not None else self.value
+        if self.kind == "suffix":
+            text = f"*.{text}"
+        if self.network is not None and self.network.num_addresses == 1:
+            text = str(self.network.network_address)
+        if self.network is not None and self.network.version == 6:
+            text = f"[{text}]"
+        return f"{text}:{self.port}" if self.port else text
 
 
 @dataclass(frozen=True)
 class AllowList:
-    """`SERVICEORDERS_HUB_ALLOWED_HOSTS`: comma-separated `host`, `host:port`,
-    `*.domain[:port]`, `[ipv6][:port]` or `*` (any host). Empty: loopback hosts only
-    (localhost, 127.0.0.0/8, ::1). A pattern without a port allows every port."""
+    """`SERVICEORDERS_HUB_ALLOWED_HOSTS`: comma-separated `host`, `*.domain`, `*`, an IPv4
+    address or CIDR block, an `[IPv6]` address or `[IPv6/len]` block, each optionally with
+    `:port` (without one, every port). The rules (docs/notifications.md):
 
-    patterns: tuple[tuple[str, int | None], ...] = ()
+    * Empty (the default): any host name, but only **public** addresses: loopback,
+      private, link-local, unspecified, multicast, reserved, CGNAT and metadata addresses
+      (and their IPv4-mapped / NAT64 / 6to4 IPv6 forms) are refused; `localhost` and
+      `*.localhost` names too.
+    * Configured: the callback's host must match an entry (a name entry matches names, an
+      address entry addresses), and every address it uses (literal, or resolved at
+      delivery) must be public or named by an address / CIDR entry (with its port).
+      `*` and name patterns never make a non-public address callable.
+    * Metadata addresses are never called.
+    """
+
+    patterns: tuple[_Pattern, ...] = ()
 
     @classmethod
     def parse(cls, text: str | None) -> AllowList:
         patterns = []
         for raw in (text or "").split(","):
             entry = raw.strip().lower()
-            if not entry:
-                continue
-            host, port = entry, None
-            if entry.startswith("["):  # [ipv6] or [ipv6]:port
-                inside, _, rest = entry[1:].partition("]")
-                host = inside
-                if rest.startswith(":"):
-                    port = _port(rest[1:], raw)
-            elif entry.count(":") == 1:
-                host, _, number = entry.partition(":")
-                port = _port(number, raw)
-            patterns.append((_host(host), port))
+            if entry:
+                patterns.append(_parse_pattern(entry, raw.strip()))
         return cls(tuple(patterns))
 
-    def allows(self, host: str, port: int) -> bool:
-        host = _host(host)
+    def matches(self, host: str, address: IPAddress | None, port: int) -> bool:
+        """The host (a canonical name, or an address) passes the list (empty: any)."""
         if not self.patterns:
-            return _is_loopback(host)
-        return any(_host_matches(pattern, host) and (wanted is None or wanted == port)
-                   for pattern, wanted in self.patterns)
+            return True
+        for pattern in self.patterns:
+            if pattern.port is not None and pattern.port != port:
+                continue
+            if pattern.kind == "any":
+                return True
+            if address is not None:
+                found = pattern.network is not None and _in(address, pattern.network)
+            else:
+                found = (pattern.kind == "name" and host == pattern.value) or (
+                    pattern.kind == "suffix" and host.endswith("." + pattern.value))
+            if found:
+                return True
+        return False
+
+    def names_address(self, address: IPAddress, port: int) -> bool:
+        """An address or CIDR entry names this address (the operator chose it)."""
+        return any(p.network is not None and _in(address, p.network)
+                   and (p.port is None or p.port == port) for p in self.patterns)
+
+    def refusal(self, address: IPAddress, port: int) -> str | None:
+        """Why the hub may not connect to this address on this port (None: it may)."""
+        kind = address_class(address)
+        if kind == "cloud metadata":
+            return kind
+        if kind is not None and not self.names_address(address, port):
+            return kind
+        return None
+
+    def allows(self, host: str, port: int) -> bool:
+        """The registration rule for a host as written (tests, tools)."""
+        text = host.strip()
+        if ":" in text and not text.startswith("["):
+            text = f"[{text}]"
+        try:
+            name, address = canonical_host(text)
+        except CallbackError:
+            return False
+        if not self.matches(name, address, port):
+            return False
+        if address is not None:
+            return self.refusal(address, port) is None
+        return not _is_localhost(name)
 
     def describe(self) -> str:
         if not self.patterns:
-            return "loopback hosts only (SERVICEORDERS_HUB_ALLOWED_HOSTS is empty)"
-        return ", ".join(f"{h}:{p}" if p else h for h, p in self.patterns)
+            return "public addresses only (SERVICEORDERS_HUB_ALLOWED_HOSTS is empty)"
+        return ", ".join(str(p) for p in self.patterns)
 
 
-def _port(text: str, raw: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"SERVICEORDERS_HUB_ALLOWED_HOSTS: bad port in {raw.strip()!r}")
+def _in(address: IPAddress, network: IPNetwork) -> bool:
+    return any(a.version == network.version and a in network
+               for a in dict.fromkeys((address, _unwrap(address))))
+
+
+def _is_localhost(name: str) -> bool:
+    return name == "localhost" or name.endswith(".localhost")  # RFC 6761: loopback
+
+
+def _parse_pattern(entry: str, raw: str) -> _Pattern:
+    def bad(why: str) -> ValueError:
+        return ValueError(f"SERVICEORDERS_HUB_ALLOWED_HOSTS: {why} in {raw!r}")
+
+    host, port = entry, None
+    if entry.startswith("["):  # [ipv6], [ipv6]:port, [ipv6/len][:port]
+        inside, closed, rest = entry[1:].partition("]")
+        if not closed:
+            raise bad("no closing ']'")
+        host = inside
+        if rest:
+            if not rest.startswith(":"):
+                raise bad("junk after ']'")
+            port = rest[1:]
+        try:
+            network6 = ipaddress.IPv6Network(host, strict=False)
+        except ValueError:
+            raise bad("not an IPv6 address or block") from None
+        return _Pattern("network", host, network6, _port(port, bad))
+    if entry.count(":") > 1:
+        raise bad("an IPv6 address must be written in brackets")
+    if ":" in entry:
+        host, _, port = entry.partition(":")
+    if host == "*":
+        return _Pattern("any", "*", None, _port(port, bad))
+    try:
+        network4 = ipaddress.IPv4Network(host, strict=False)
+    except ValueError:
+        network4 = None
+    if network4 is not None:
+        return _Pattern("network", host, network4, _port(port, bad))
+    suffix = host.startswith("*.")
+    try:
+        name = _ascii_name(host[2:] if suffix else host)
+    except CallbackError:
+        raise bad("not a host name, *.domain, address or CIDR block") from None
+    return _Pattern("suffix" if suffix else "name", name, None, _port(port, bad))
+
+
+def _port(text: str | None, bad: Callable[[str], ValueError]) -> int | None:
+    if text is None:
+        return None
+    if not _DIGITS.fullmatch(text) or not 0 < int(text) < 65536:
+        raise bad("bad port")
     return int(text)
 
 
-def _host_matches(pattern: str, host: str) -> bool:
-    if pattern == "*":
-        return True
-    if pattern.startswith("*."):
-        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
-    try:
-        return ipaddress.ip_address(pattern) == ipaddress.ip_address(host)
-    except ValueError:
-        return pattern == host
+def check_target(target: Target, allowed: AllowList) -> None:
+    """The rules a callback must pass before any address is resolved (CallbackError
+    `callback_not_allowed`, naming the reason)."""
+    host = f"[{target.host}]" if isinstance(target.address, ipaddress.IPv6Address) \
+        else target.host
+    where = f"{host}:{target.port}"
+    if not allowed.matches(target.host, target.address, target.port):
+        raise CallbackError("callback_not_allowed",
+                            f"callbacks to {where} are not allowed: the hub calls "
+                            f"{allowed.describe()} (SERVICEORDERS_HUB_ALLOWED_HOSTS)")
+    if target.address is not None:
+        kind = allowed.refusal(target.address, target.port)
+        if kind is not None:
+            raise CallbackError("callback_not_allowed",
+                                f"callbacks to {where} are refused ({kind} address): the "
+                                f"hub calls public addresses only, unless "
+                                f"SERVICEORDERS_HUB_ALLOWED_HOSTS names the address"
+                                + (" (never a metadata address)"
+                                   if kind == "cloud metadata" else ""))
+    elif _is_localhost(target.host):
+        raise CallbackError("callback_not_allowed",
+                            f"callbacks to {target.host} are refused (a loopback name, "
+                            f"RFC 6761): register the address (e.g. 127.0.0.1) and name it "
+                            f"in SERVICEORDERS_HUB_ALLOWED_HOSTS")
 
 
 def check_callback(url: str, allowed: AllowList) -> str:
-    """The callback as registered, or CallbackError: http(s) only, a host, no credentials,
-    no fragment, and a host (and port) the allow-list names."""
-    url = (url or "").strip()
-    if not url or len(url) > 2000:
-        raise CallbackError("invalid_callback", "the callback must be a URL of at most 2000 "
-                                                "characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise CallbackError("invalid_callback", f"the callback {url!r} is not a URL") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise CallbackError("invalid_callback",
-                            f"the callback must be an http or https URL, not {url!r}")
-    if not parts.hostname:
-        raise CallbackError("invalid_callback", f"the callback {url!r} has no host")
-    if parts.username is not None or parts.password is not None:
-        raise CallbackError("invalid_callback", "the callback must not carry credentials")
-    if parts.fragment or "#" in url:
-        raise CallbackError("invalid_callback", "the callback must not have a fragment")
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise CallbackError("invalid_callback",
-                            "the callback must not contain spaces or control characters")
-    port = port or (443 if parts.scheme.lower() == "https" else 80)
-    if not allowed.allows(parts.hostname, port):
-        raise CallbackError("callback_not_allowed",
-                            f"callbacks to {parts.hostname}:{port} are not allowed; the hub "
-                            f"calls {allowed.describe()}")
-    return url
+    """The callback in its canonical form, or CallbackError (`invalid_callback`: not a
+    strict http(s) URL; `callback_not_allowed`: the host or its address is refused).
+    No DNS here: names are resolved, and their addresses checked, at each delivery."""
+    target = parse_callback(url)
+    check_target(target, allowed)
+    return target.url
+
+
+def resolve(target: Target, allowed: AllowList, timeout: float) -> list[IPAddress]:
+    """The addresses to connect to, every one checked: CallbackError when the callback or
+    any address it resolves to is refused; OSError / TimeoutError when the name does not
+    resolve (in time). One resolution (getaddrinfo, in a daemon thread so that a stuck
+    resolver never holds the worker) per call: the caller connects to these addresses
+    only, so a second resolution cannot switch them (no DNS rebinding)."""
+    check_target(target, allowed)
+    if target.address is not None:
+        return [target.address]
+    box: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            box.append(socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM))
+        except Exception as e:  # handed to the caller
+            box.append(e)
+
+    thread = threading.Thread(target=lookup, name="hub-resolve", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not box:
+        raise TimeoutError(f"resolving {target.host} took longer than {timeout}s")
+    if isinstance(box[0], Exception):
+        raise box[0]
+    found: list[IPAddress] = []
+    for family, _type, _proto, _name, sockaddr in box[0]:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if address not in found:
+            found.append(address)
+    if not found:
+        raise OSError(f"{target.host} resolves to no IP address")
+    for address in found:
+        kind = allowed.refusal(address, target.port)
+        if kind is not None:
+            raise CallbackError("callback_not_allowed",
+                                f"{target.host} resolves to {address} ({kind} address), "
+                                f"which SERVICEORDERS_HUB_ALLOWED_HOSTS does not name")
+    return found
 
 
 def listener_url(callback: str, event_type: str) -> str:
@@ -344,6 +699,7 @@ class HubStore:
         found = []
         for row in rows:
             item = {c: self.db.decode(v, types[c]) for c, v in zip(cols, row, strict=False)}
+            item["last_error"] = public_error(item["last_error"])
             item["pending"] = int(row[len(cols)] or 0)
             item["oldest_pending_at"] = self.db.decode(row[len(cols) + 1], "timestamptz")
             found.append(item)
@@ -452,9 +808,7 @@ class DeliveryWorker:
         self.config = config
         self.connect = connect
         self.db: ReadDb | None = None
-        self.client = client or httpx.Client(
-            timeout=httpx.Timeout(config.timeout), follow_redirects=False, trust_env=False,
-            headers={"User-Agent": "serviceorders-hub/1", "Accept": "application/json"})
+        self.client = client or self._new_client()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
         self.pool = ThreadPoolExecutor(max_workers=config.concurrency,
                                        thread_name_prefix="hub-delivery")
@@ -515,7 +869,7 @@ class DeliveryWorker:
             plan = self._plan(db, sub_id, now)
             if plan:
                 self.rounds[sub_id] = _Round(sub_id, self.pool.submit(
-                    self._deliver, callback, plan, int(failures or 0)))
+                    self._deliver, sub_id, callback, plan, int(failures or 0)))
                 busy = True
         return busy
 
@@ -647,53 +1001,87 @@ class DeliveryWorker:
                              db.decode(payload, "json")))
         return plan
 
-    def _deliver(self, callback: str, plan: list[_Due], failures: int = 0) -> list[_Result]:
-        """One round for one listener (on the pool, no database): POST in order; a failed
-        notification holds back the rest of its order; an unreachable listener ends the
-        round, and so does reaching the consecutive failures that suspend it."""
+    def _deliver(self, sub_id: str, callback: str, plan: list[_Due],
+                 failures: int = 0) -> list[_Result]:
+        """One round for one listener (on the pool, no database): check the callback and
+        resolve it once (every address checked, `resolve`), then POST in order to the
+        checked addresses only; a failed notification holds back the rest of its order;
+        an unreachable (or refused) listener ends the round, and so does reaching the
+        consecutive failures that suspend it."""
+        if not plan or self.stopping.is_set():
+            return []
+        try:
+            target = parse_callback(callback)
+            addresses = resolve(target, self.config.allowed, self.config.timeout)
+        except CallbackError as e:  # the policy (or the allow-list) changed since
+            log.warning("hub listener %s not called: %s", sub_id, e,
+                        extra={"subscription_id": sub_id})
+            return [_Result(plan[0], False, REFUSED, True, utcnow())]
+        except Exception as e:  # the name does not resolve (in time)
+            log.info("hub listener %s unreachable: %s", sub_id, _detail(e),
+                     extra={"subscription_id": sub_id})
+            return [_Result(plan[0], False, UNREACHABLE, True, utcnow())]
+        # A TLS connection is verified for one name: https names get a client of their own
+        # for the round, so that no pooled connection is shared between two names.
+        own = target.scheme == "https" and target.address is None
+        client = self._new_client() if own else self.client
         results: list[_Result] = []
         failed: set[str] = set()
         limit = self.config.suspend_after_failures
         budget = utcnow() + timedelta(seconds=self.config.lease_seconds / 2)
-        for due in plan:
-            if self.stopping.is_set() or utcnow() > budget:
-                break
-            if due.order_id in failed:
-                continue
-            ok, error, unreachable = self._post(callback, due)
-            results.append(_Result(due, ok, error, unreachable, utcnow()))
-            failures = 0 if ok else failures + 1
-            if not ok:
-                failed.add(due.order_id)
-                if unreachable or (limit and failures >= limit):
+        try:
+            for due in plan:
+                if self.stopping.is_set() or utcnow() > budget:
                     break
+                if due.order_id in failed:
+                    continue
+                ok, error, unreachable = self._post(client, sub_id, target, addresses, due)
+                results.append(_Result(due, ok, error, unreachable, utcnow()))
+                failures = 0 if ok else failures + 1
+                if not ok:
+                    failed.add(due.order_id)
+                    if unreachable or (limit and failures >= limit):
+                        break
+        finally:
+            if own:
+                client.close()
         return results
 
-    def _post(self, callback: str, due: _Due) -> tuple[bool, str | None, bool]:
-        try:
-            parts = urlsplit(callback)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            allowed = parts.scheme in ("http", "https") and parts.hostname is not None and \
-                self.config.allowed.allows(parts.hostname, port)
-        except ValueError:
-            allowed = False
-        if not allowed:
-            return False, ("callback refused: its host is not in SERVICEORDERS_HUB_ALLOWED_"
-                           f"HOSTS ({self.config.allowed.describe()})"), True
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(
+            timeout=httpx.Timeout(self.config.timeout), follow_redirects=False,
+            trust_env=False,
+            headers={"User-Agent": "serviceorders-hub/1", "Accept": "application/json"})
+
+    def _post(self, client: httpx.Client, sub_id: str, target: Target,
+              addresses: list[IPAddress], due: _Due) -> tuple[bool, str | None, bool]:
+        """POST one notification to the checked addresses (the next one only when the
+        connection is refused); the error is `unreachable` or `HTTP <status>`, the detail
+        goes to the log."""
         body = absolute_hrefs(due.payload, self.config.public_base_url)
-        try:
-            with self.client.stream("POST", listener_url(callback, due.event_type), json=body,
-                                    headers={"X-Event-Id": str(body.get("eventId"))}) as reply:
-                status = reply.status_code
-        except httpx.TimeoutException as e:
-            return False, f"timeout ({type(e).__name__}) after {self.config.timeout}s", True
-        except httpx.HTTPError as e:
-            return False, f"{type(e).__name__}: {e}"[:500], True
-        except Exception as e:  # never let one listener kill the worker
-            return False, f"{type(e).__name__}: {e}"[:500], True
-        if 200 <= status < 300:
-            return True, None, False
-        return False, f"HTTP {status}", False
+        headers = {"X-Event-Id": str(body.get("eventId")), "Host": target.netloc}
+        extensions = {"sni_hostname": target.host} \
+            if target.scheme == "https" and target.address is None else {}
+        problem: Exception | None = None
+        for address in addresses[:3]:
+            try:
+                with client.stream("POST", listener_url(target.pinned(address),
+                                                        due.event_type),
+                                   json=body, headers=headers,
+                                   extensions=extensions) as reply:
+                    status = reply.status_code
+            except httpx.ConnectError as e:  # refused, no route...: the next address
+                problem = e
+                continue
+            except Exception as e:  # timeouts, TLS, protocol errors...; never a crash
+                problem = e
+                break
+            if 200 <= status < 300:
+                return True, None, False
+            return False, f"HTTP {status}", False
+        log.info("hub listener %s unreachable at %s: %s", sub_id, target.netloc,
+                 _detail(problem), extra={"subscription_id": sub_id})
+        return False, UNREACHABLE, True
 
     def _collect(self, db: ReadDb) -> bool:
         """Record every finished round: deliveries, backoff, the listener's health."""
@@ -771,6 +1159,15 @@ class DeliveryWorker:
                                                            "timestamptz"),))
             db.execute(f"DELETE FROM {DELIVERIES.name} WHERE subscription_id IN "
                        f"(SELECT id FROM {SUBSCRIPTIONS.name} WHERE state = %s)", (DELETED,))
+
+
+def _detail(error: Exception | None) -> str:
+    """An error for the log (operators only): its type and text, shortened."""
+    if error is None:
+        return "no address to connect to"
+    if isinstance(error, httpx.TimeoutException | TimeoutError):
+        return f"timeout ({type(error).__name__})"
+    return f"{type(error).__name__}: {error}"[:300]
 
 
 def start_worker(settings: Settings, connect: Callable[[], ReadDb], stopping: threading.Event,

@@ -8,6 +8,7 @@ through the application, not the API: notifications come from the event log.
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import itertools
 import json
 import os
@@ -42,11 +43,13 @@ from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.values import ItemState, OrderHeader
 from serviceorders.projections.hub import (
     AllowList,
+    CallbackError,
     DeliveryWorker,
     Filter,
     HubConfig,
     HubStore,
     QueryError,
+    address_class,
     check_callback,
     listener_url,
     start_worker,
@@ -69,8 +72,11 @@ CREATE, STATE = "ServiceOrderCreateEvent", "ServiceOrderStateChangeEvent"
 AVC, DELETE = "ServiceOrderAttributeValueChangeEvent", "ServiceOrderDeleteEvent"
 INFO = "ServiceOrderInformationRequiredEvent"
 CANCEL_CREATE, CANCEL_STATE = "CancelServiceOrderCreateEvent", "CancelServiceOrderStateChangeEvent"
+# The test listeners run on 127.0.0.1, which the default policy refuses (public addresses
+# only): the tests name it explicitly, as an operator would.
 FAST = {"hub_poll_seconds": 0.02, "hub_backoff_base_seconds": 0.02,
-        "hub_backoff_max_seconds": 0.2, "hub_timeout_seconds": 0.5}
+        "hub_backoff_max_seconds": 0.2, "hub_timeout_seconds": 0.5,
+        "hub_allowed_hosts": "127.0.0.1"}
 
 
 # ============================================================================ helpers
@@ -86,11 +92,14 @@ def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "") 
 
 
 class Listener:
-    """A real HTTP listener on 127.0.0.1: records every attempt; `behaviour(body)` says
-    how to answer (an HTTP status, or "slow" to answer only after the hub gave up)."""
+    """A real HTTP listener on 127.0.0.1: records every attempt (and every TCP connection,
+    and the Host header of every request); `behaviour(body)` says how to answer (an HTTP
+    status, or "slow" to answer only after the hub gave up)."""
 
     def __init__(self, slow_seconds: float = 1.0) -> None:
         self.accepted: list[tuple[str, dict[str, Any]]] = []
+        self.connections = 0
+        self.hosts: list[str] = []
         self.attempts: list[tuple[float, str, int | str]] = []  # (time, eventId, answer)
         self.behaviour: Callable[[dict[str, Any]], int | str] = lambda body: 201
         self.slow_seconds = slow_seconds
@@ -108,6 +117,7 @@ class Listener:
                 answer = listener.behaviour(body)
                 with listener.lock:
                     listener.attempts.append((time.monotonic(), body["eventId"], answer))
+                    listener.hosts.append(self.headers["Host"])
                 if answer == "slow":
                     time.sleep(listener.slow_seconds)
                     answer = 500
@@ -124,7 +134,13 @@ class Listener:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def process_request(self, request: Any, client_address: Any) -> None:
+                with listener.lock:
+                    listener.connections += 1
+                super().process_request(request, client_address)
+
+        server = Server(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
         self.port = server.server_address[1]
         self.server = server
@@ -345,7 +361,7 @@ def test_register_read_and_unregister(hub_client: TestClient, auth: Any) -> None
 
     got = hub_client.get(f"{HUB}/{sub['id']}", headers=auth("integrator"))
     assert got.status_code == 200 and got.json() == sub
-    without_query = register(hub_client, auth("integrator"), "http://localhost:9/x")
+    without_query = register(hub_client, auth("integrator"), "http://127.0.0.1:9/x")
     assert "query" not in without_query
 
     assert hub_client.delete(f"{HUB}/{sub['id']}", headers=auth("integrator")).status_code == 204
@@ -422,23 +438,268 @@ def test_a_configured_allow_list_replaces_loopback(make_client: Callable[..., Te
 
 
 def test_allow_list_and_listener_urls() -> None:
-    loopback = AllowList.parse("")
-    assert loopback.allows("127.0.0.1", 80) and loopback.allows("127.8.9.10", 1)
-    assert loopback.allows("::1", 8080) and loopback.allows("LOCALHOST.", 80)
-    assert not loopback.allows("10.0.0.1", 80) and not loopback.allows("example.com", 443)
+    default = AllowList.parse("")  # public addresses only
+    assert default.allows("8.8.8.8", 80) and default.allows("hooks.example.com", 443)
+    assert default.allows("2606:4700::1111", 443)
+    for refused in ("127.0.0.1", "127.8.9.10", "::1", "localhost", "a.localhost", "10.0.0.1",
+                    "0.0.0.0", "169.254.169.254", "::ffff:127.0.0.1", "fd00::1"):
+        assert not default.allows(refused, 80), refused
     listed = AllowList.parse("*.example.com,api.partner.net:8443,10.1.2.3,*:9999")
     assert listed.allows("x.example.com", 1) and not listed.allows("example.com", 1)
     assert listed.allows("api.partner.net", 8443) and not listed.allows("api.partner.net", 443)
     assert listed.allows("10.1.2.3", 80) and listed.allows("anything.org", 9999)
-    with pytest.raises(ValueError):
-        AllowList.parse("host:notaport")
-    assert check_callback(" http://127.0.0.1:8080/base ", loopback) == \
+    assert not listed.allows("10.1.2.4", 80)  # private, and not the one named
+    assert not listed.allows("127.0.0.1", 9999)  # `*` never makes loopback callable
+    for bad in ("host:notaport", "a_b.example", "[::1", "::1", "*.exa%2fmple.com", "1.2.3.4:0"):
+        with pytest.raises(ValueError):
+            AllowList.parse(bad)
+    explicit = AllowList.parse("127.0.0.1")
+    assert check_callback(" http://127.0.0.1:8080/base ", explicit) == \
         "http://127.0.0.1:8080/base"
     assert listener_url("http://h/base/", STATE) == \
         "http://h/base/listener/serviceOrderStateChangeEvent"
     assert listener_url("https://h:8443/tmf?tenant=7", CANCEL_CREATE) == \
         "https://h:8443/tmf/listener/cancelServiceOrderCreateEvent?tenant=7"
     assert listener_url("http://h", CREATE) == "http://h/listener/serviceOrderCreateEvent"
+
+
+# ========================================================== safe by default (issue 15)
+# With SERVICEORDERS_HUB_ALLOWED_HOSTS empty (the default) the hub calls public addresses
+# only; names are checked strictly, and resolved and checked again at each delivery.
+NOT_PUBLIC = [
+    "http://127.0.0.1:5432/listener",  # the engine's own database
+    "http://127.0.0.1/listener", "http://127.9.9.9:8080/listener",
+    "http://localhost/listener", "http://localhost:5432/listener",
+    "http://a.localhost/listener",  # RFC 6761: *.localhost is loopback, whatever DNS says
+    "http://[::1]/listener", "http://[::1]:5432/listener",
+    "http://10.0.0.1/listener", "http://172.16.0.1/listener", "http://192.168.1.1/listener",
+    "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/listener",
+    "http://0.0.0.0:8080/listener", "http://[::]/listener",
+    "http://[::ffff:127.0.0.1]/listener", "http://[::ffff:7f00:1]:5432/listener",
+    "http://[::ffff:169.254.169.254]/latest", "http://[64:ff9b::a9fe:a9fe]/latest",
+    "http://100.64.0.1/listener",  # CGNAT
+    "http://[fd00::1]/listener", "http://[fc00::1]/listener",  # unique local
+    "http://224.0.0.1/listener", "http://[ff02::1]/listener",  # multicast
+    "http://240.0.0.1/listener", "http://255.255.255.255/listener",  # reserved
+    "http://0x7f000001/listener", "http://2130706433/listener", "http://0177.0.0.1/listener",
+    "http://127.1/listener",  # IPv4 spellings: refused as ambiguous
+]
+CRAFTED_NAMES = [  # against a `*.example.com` allow-list
+    "http://evil.test\\.example.com/l", "http://evil.test%2f.example.com/l",
+    "http://evil.test%2F.example.com/l", "http://evil.test;.example.com/l",
+    "http://evil.test&.example.com/l", "http://evil.test\\@x.example.com/l",
+    "http://x.example.com@evil.test/l", "http://x.example.com%2f@evil.test/l",
+    "http://x.example.com:80@evil.test/l", "http://x.example.com./l",
+    "http://x_y.example.com/l", "http://x.example.com:/l", "http://x.example.com:+80/l",
+    "http://x.example.com:80:80/l", "http://-x.example.com/l",
+    "http://" + "a" * 64 + ".example.com/l",  # a label over 63 characters
+    "http://" + "a." * 124 + "example.com/l",  # over 253 characters
+    "http://\uff58.example.com/l",  # a full-width x: reads as plain "x.example.com"
+    "http://x\u3002example.com/l",  # the ideographic full stop
+    "http://x.example.com\uff0fevil.test/l", "http://x.localhost/l",
+]
+KINDS = ("loopback", "private", "link-local", "unspecified", "multicast", "reserved",
+         "CGNAT", "metadata", "ambiguous IPv4", "loopback name")
+
+
+def _api_process(url: str, allowed: str, keys: dict[str, str]) -> tuple[subprocess.Popen[str],
+                                                                           str]:
+    exe = shutil.which("serviceorders")
+    assert exe, "the serviceorders console script is not installed"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _process_env(DATABASE_URL=url, SERVICEORDERS_HUB_ALLOWED_HOSTS=allowed,
+                       SERVICEORDERS_API_KEYS=",".join(f"{actor}:{role}:{key}" for
+                                                       (actor, role), key in keys.items()))
+    process = subprocess.Popen([exe, "api", "--port", str(port)], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return process, f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(("allowed", "callbacks"), [("", NOT_PUBLIC),
+                                                    ("*.example.com", CRAFTED_NAMES)],
+                         ids=["default", "name-pattern"])
+def test_a_real_server_refuses_non_public_and_crafted_callbacks(
+        pg_database: Any, pg_cleaner: Callable[[], None], allowed: str,
+        callbacks: list[str]) -> None:
+    """`serviceorders api` on PostgreSQL: every callback is a 400 TMF Error naming the
+    reason, and nothing is stored; a public name is registered, for contrast."""
+    pg_cleaner()
+    integrator, admin = "integrator-key-" + "1" * 20, "admin-key-" + "2" * 20
+    server, base = _api_process(pg_database.url(), allowed,
+                                {("crm", "integrator"): integrator, ("ops", "admin"): admin})
+    try:
+        with httpx.Client(base_url=base, timeout=10, trust_env=False) as http:
+            def up() -> bool:
+                try:
+                    return http.get("/health").status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            eventually(up, timeout=30, what="the API to answer")
+            as_crm = {"Authorization": f"Bearer {integrator}"}
+            as_ops = {"Authorization": f"Bearer {admin}"}
+            for callback in callbacks:
+                response = http.post(HUB, json={"callback": callback}, headers=as_crm)
+                body = assert_tmf_error(response, 400)
+                assert body["code"] in ("callback_not_allowed", "invalid_callback"), callback
+                if not allowed and body["code"] == "callback_not_allowed":
+                    assert any(kind in body["message"] for kind in KINDS), body["message"]
+            assert http.get(ADMIN_HUB, params={"all": "true"}, headers=as_ops).json() == []
+            ok = http.post(HUB, json={"callback": "https://Hooks.Example.COM/tmf"},
+                           headers=as_crm)
+            assert ok.status_code == 201, ok.text
+            assert ok.json()["callback"] == "https://hooks.example.com/tmf"  # canonical
+    finally:
+        _stop(server)
+    with pg_database.connect() as conn:
+        stored = conn.execute("SELECT callback FROM hub_subscription").fetchall()
+    assert stored == [("https://hooks.example.com/tmf",)]
+
+
+@pytest.mark.parametrize(("address", "kind"), [
+    ("8.8.8.8", None), ("2606:4700::1111", None), ("::ffff:8.8.8.8", None),
+    ("127.0.0.1", "loopback"), ("127.255.0.1", "loopback"), ("::1", "loopback"),
+    ("::ffff:127.0.0.1", "loopback"), ("64:ff9b::7f00:1", "loopback"),
+    ("2002:7f00:1::1", "loopback"), ("10.1.2.3", "private"), ("172.31.0.1", "private"),
+    ("192.168.0.1", "private"), ("::ffff:192.168.0.1", "private"),
+    ("fd12:3456::1", "private (unique local)"), ("169.254.10.1", "link-local"),
+    ("fe80::1", "link-local"), ("0.0.0.0", "unspecified"), ("0.1.2.3", "unspecified"),
+    ("::", "unspecified"), ("224.0.0.251", "multicast"), ("ff02::1", "multicast"),
+    ("240.0.0.1", "reserved"), ("255.255.255.255", "reserved"),
+    ("100.64.0.1", "shared (CGNAT, 100.64.0.0/10)"), ("169.254.169.254", "cloud metadata"),
+    ("::ffff:169.254.169.254", "cloud metadata"), ("fd00:ec2::254", "cloud metadata"),
+    ("168.63.129.16", "cloud metadata"), ("100.100.100.200", "cloud metadata"),
+])
+def test_address_classes(address: str, kind: str | None) -> None:
+    assert address_class(ipaddress.ip_address(address)) == kind
+
+
+def test_an_explicit_address_entry_is_honoured_and_nothing_else_is() -> None:
+    ip = ipaddress.ip_address
+    listed = AllowList.parse("10.0.0.0/8, 127.0.0.1:8080, [::1], *, *.example.com, "
+                             "169.254.169.254")
+    assert listed.refusal(ip("10.9.8.7"), 443) is None
+    assert listed.refusal(ip("::ffff:10.9.8.7"), 443) is None  # the same address
+    assert listed.refusal(ip("127.0.0.1"), 8080) is None
+    assert listed.refusal(ip("127.0.0.1"), 8081) == "loopback"  # another port
+    assert listed.refusal(ip("::1"), 1) is None
+    assert listed.refusal(ip("192.168.1.1"), 80) == "private"  # `*` does not name it
+    assert listed.refusal(ip("169.254.169.254"), 80) == "cloud metadata"  # never
+    assert listed.refusal(ip("8.8.8.8"), 80) is None
+    with pytest.raises(CallbackError, match="loopback name"):
+        check_callback("http://x.localhost/l", AllowList.parse("*.localhost"))
+
+
+def _resolving(monkeypatch: pytest.MonkeyPatch, name: str, *answers: str) -> list[str]:
+    """getaddrinfo answers `name` with each of `answers` in turn (then the last); other
+    hosts resolve as usual. Returns the list of every host asked, in order."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+    left = list(answers)
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+        asked.append(str(host))
+        if host == name:
+            answer = left.pop(0) if len(left) > 1 else left[0]
+            return real(answer, port, *args, **kw)
+        return real(host, port, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def test_a_name_resolving_to_loopback_at_delivery_is_never_connected_to(
+        orders: Any, make_client: Callable[..., TestClient], auth: Any, listener: Listener,
+        hub_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: a name allowed by pattern (no DNS at registration) resolves to the
+    loopback address of a listener at delivery: the hub refuses to connect, shows only
+    "refused by policy" and keeps the notification. Named explicitly, the address is
+    called, through the one checked resolution (pinned): a later answer does not count."""
+    name = "hooks.example.com"
+    allowed = f"{name}:{listener.port}"
+    client = make_client(hub_allowed_hosts=allowed)
+    sub = register(client, auth("integrator"), f"http://{name}:{listener.port}/hooks/so")
+    orders.receive("RB-1")
+    orders.project()
+    asked = _resolving(monkeypatch, name, "127.0.0.1")
+    settings = hub_settings(hub_allowed_hosts=allowed, hub_suspend_after_failures=1)
+    worker = DeliveryWorker.from_settings(settings, lambda: open_read_db(settings))
+    try:
+        worker.drain(5)
+    finally:
+        worker.close()
+    assert name in asked
+    assert listener.connections == 0 and listener.attempts == []
+    db = open_read_db(settings)
+    try:
+        found = HubStore(db).get(sub["id"])
+        assert found is not None
+        assert (found["state"], found["last_error"], found["pending"]) == \
+            ("suspended", "refused by policy", 1)
+        assert HubStore(db).resume(sub["id"])
+    finally:
+        db.close()
+
+    # The operator names the address: delivered to the address checked, with the name as
+    # Host; the name's next answer (a private address nobody named) is never used.
+    asked.clear()
+    asked = _resolving(monkeypatch, name, "127.0.0.1", "10.255.255.1")
+    settings = hub_settings(hub_allowed_hosts=f"{allowed}, 127.0.0.1:{listener.port}")
+    worker = DeliveryWorker.from_settings(settings, lambda: open_read_db(settings))
+    try:
+        worker.drain(5)
+    finally:
+        worker.close()
+    assert len(listener.accepted) == 1
+    assert listener.hosts == [f"{name}:{listener.port}"]
+    assert asked.count(name) == 1  # one resolution for the round; httpx never resolved it
+
+
+def test_last_error_never_says_more_than_unreachable(
+        orders: Any, hub_client: TestClient, auth: Any, hub_settings: Callable[..., Settings],
+        run_worker: Any) -> None:
+    """A closed port and a listener that never answers in time look the same to whoever
+    reads the admin view or `hub list`: "unreachable" (the log has the detail)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    slow = Listener(slow_seconds=1.5)
+    slow.behaviour = lambda body: "slow"
+    try:
+        subs = [register(hub_client, auth("integrator"), f"http://127.0.0.1:{closed}/l"),
+                register(hub_client, auth("integrator"), slow.url)]
+        settings = hub_settings(hub_timeout_seconds=0.3, hub_suspend_after_failures=1)
+        run_worker(settings)
+        orders.receive("LE-1")
+        orders.project()
+
+        def shown() -> dict[str, dict[str, Any]]:
+            view = hub_client.get(ADMIN_HUB, headers=auth("admin"))
+            return {s["id"]: s for s in view.json()}
+
+        eventually(lambda: all(s["state"] == "suspended" for s in shown().values()),
+                   what="both listeners to fail")
+        assert slow.attempts  # the slow one was reached, and timed out
+        assert [shown()[sub["id"]]["lastError"] for sub in subs] == ["unreachable"] * 2
+        url = (f"sqlite:///{settings.database.dbname}" if settings.database.kind == "sqlite"
+               else settings.database.url(with_password=True))
+        listed = CliRunner().invoke(cli, ["--database-url", url, "hub", "list"])
+        assert listed.exit_code == 0, listed.output
+        assert listed.output.count("last error: unreachable") == 2, listed.output
+        db = open_read_db(settings)
+        try:
+            errors = {r[0] for r in db.fetchall("SELECT last_error FROM hub_delivery")}
+            assert errors == {"unreachable"}
+            with db.transaction():  # a row written by an older version, with the detail
+                db.execute("UPDATE hub_subscription SET last_error = %s",
+                           ("ConnectError: [Errno 111] Connection refused",))
+        finally:
+            db.close()
+        assert {s["lastError"] for s in shown().values()} == {"unreachable"}
+    finally:
+        slow.stop()
 
 
 def test_event_ids_are_a_fixed_derivation() -> None:
@@ -802,9 +1063,10 @@ def test_unregistered_and_disallowed_listeners_are_not_called(
     client = make_client()
     gone = register(client, auth("integrator"), listener.url)
     assert client.delete(f"{HUB}/{gone['id']}", headers=auth("integrator")).status_code == 204
-    # allowed at registration, but the worker runs with another allow-list
-    kept = register(client, auth("integrator"), listener.url.replace("127.0.0.1", "localhost"))
-    worker_settings = hub_settings(hub_allowed_hosts="127.0.0.1", hub_suspend_after_failures=2)
+    # allowed at registration (127.0.0.1 named), but the worker runs with the default
+    # policy (public addresses only): it refuses to connect
+    kept = register(client, auth("integrator"), listener.url)
+    worker_settings = hub_settings(hub_allowed_hosts="", hub_suspend_after_failures=2)
     run_worker(worker_settings)
     orders.receive("AL-1")
     orders.project()
@@ -817,8 +1079,8 @@ def test_unregistered_and_disallowed_listeners_are_not_called(
             db.close()
 
     eventually(lambda: found()[kept["id"]]["state"] == "suspended", what="refusal")
-    assert listener.attempts == []
-    assert "SERVICEORDERS_HUB_ALLOWED_HOSTS" in found()[kept["id"]]["last_error"]
+    assert listener.attempts == [] and listener.connections == 0
+    assert found()[kept["id"]]["last_error"] == "refused by policy"
     assert found()[kept["id"]]["pending"] == 1  # kept, not dropped
     assert found()[gone["id"]]["state"] == "deleted"
 
@@ -883,7 +1145,9 @@ def test_serve_delivers_to_listeners_registered_through_its_api(
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([exe, "serve", "--port", str(port)], cwd=tmp_path,
-                              env=_process_env(), text=True, stdout=subprocess.PIPE,
+                              env=_process_env(SERVICEORDERS_HUB_ALLOWED_HOSTS=(
+                                  f"127.0.0.1:{listener.port}")),
+                              text=True, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)
     try:
         with httpx.Client(base_url=base, timeout=10, trust_env=False) as http:
@@ -934,7 +1198,8 @@ def test_project_runs_the_delivery_worker(settings: Settings, listener: Listener
         app.close()
     url = (f"sqlite:///{settings.database.dbname}" if settings.database.kind == "sqlite"
            else settings.database.url(with_password=True))
-    projector = subprocess.Popen([exe, "project"], env=_process_env(DATABASE_URL=url),
+    projector = subprocess.Popen([exe, "project"], env=_process_env(
+        DATABASE_URL=url, SERVICEORDERS_HUB_ALLOWED_HOSTS=f"127.0.0.1:{listener.port}"),
                                  text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         eventually(lambda: listener.accepted, timeout=30, what="the create notification")
