@@ -21,6 +21,7 @@ from ..domain.errors import (
     OrderNotFound,
     UnknownItem,
     ValidationFailed,
+    WriteTimeout,
 )
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,14 @@ def install(app: FastAPI) -> None:
         if isinstance(e, ValidationFailed):
             details = [p.model_dump(mode="json") for p in e.problems]
         return respond(status, e.code, type(e).__name__, str(e), details=details)
+
+    @app.exception_handler(WriteTimeout)
+    async def write_timeout(_: Request, e: WriteTimeout) -> JSONResponse:
+        # Nothing was written and the store's lock was released: the client may retry.
+        log.warning("write timed out: %s", e)
+        return respond(503, e.code, "Service Unavailable",
+                       f"the write did not complete in time and nothing was written ({e}); "
+                       "retry", headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:

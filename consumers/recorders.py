@@ -15,12 +15,40 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.utils import retry
+from psycopg import errors as pg_errors
+from psycopg import generators
 from psycopg.sql import SQL, Identifier
 
+from ..domain.errors import WriteTimeout
 from .store import IntakeWrite
+
+__all__ = ["GroupCommit", "IntakePostgresRecorder", "IntakeSqliteRecorder", "WriteTimeout"]
+
+
+# The library's insert without its retry decorator (10 attempts on any OperationalError):
+# a write that timed out must not take ten times its bound. Other OperationalErrors (a
+# connection lost) are still retried as the library does, below.
+_library_insert_events = PostgresApplicationRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
+
+
+def _flush(curs: Any) -> None:
+    """Send everything libpq still buffers for this connection. In pipeline mode psycopg
+    stops flushing once its queue of commands is empty and then waits only for results, so
+    a statement larger than the socket buffers could stay half-sent while the server waits
+    for the rest: both sides wait forever with the events-table lock held (psycopg issue
+    685; reproduced with a 12 MB event). `generators.send` flushes, reading whatever the
+    server sends meanwhile."""
+    conn = curs.connection
+    conn.wait(generators.send(conn.pgconn))
 
 
 @dataclass
@@ -82,8 +110,8 @@ class GroupCommit:
         if len(group) > 1:
             try:
                 ids = self.insert([e for w in group for e in w.events])
-            except IntegrityError:
-                pass  # nothing was committed: each write alone, below
+            except (IntegrityError, WriteTimeout):
+                pass  # nothing was committed: each write alone, below (a slow one fails alone)
             except BaseException as e:  # the database is down...: the same for every write
                 for write in group:
                     write.error, write.done = e, True
@@ -104,9 +132,13 @@ class GroupCommit:
 
 
 class IntakePostgresRecorder(PostgresApplicationRecorder):
+    # How long one write transaction may run, the events-table lock included
+    # (SERVICEORDERS_DB_WRITE_TIMEOUT, set by main/bootstrap.py; 0: no bound).
+    write_timeout_ms: int = 0
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._group = GroupCommit(super().insert_events)
+        self._group = GroupCommit(self._insert_retrying)
         # The library's statement passes the events as an array of a composite type, whose
         # text dumping costs about 0.1 ms of client CPU per event; four arrays of plain
         # types do the same insert, in the same order. `%b`: binary arrays (with `%s`,
@@ -129,20 +161,47 @@ class IntakePostgresRecorder(PostgresApplicationRecorder):
                       [e.originator_version for e in stored_events],
                       [e.topic for e in stored_events], [e.state for e in stored_events]),
                      prepare=True)
+        _flush(curs)
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
                       ) -> Sequence[int] | None:
         # The library always passes `tracking` (None outside process applications); the
         # intake passes `intake` and batches its own writes.
         if not stored_events or any(v is not None for v in kwargs.values()):
-            return super().insert_events(stored_events, **kwargs)
+            return self._insert_retrying(stored_events, **kwargs)
         return self._group.write(stored_events)
+
+    def _insert_once(self, stored_events: Sequence[StoredEvent], **kwargs: Any
+                     ) -> Sequence[int] | None:
+        try:
+            return _library_insert_events(self, stored_events, **kwargs)
+        except OperationalError as e:
+            cause = e.__cause__
+            if isinstance(cause, pg_errors.QueryCanceled):  # statement_timeout
+                raise WriteTimeout(
+                    f"the write ran longer than its {self.write_timeout_ms / 1000:g} s bound "
+                    "and was rolled back") from e
+            if isinstance(cause, pg_errors.LockNotAvailable):  # lock_timeout
+                raise WriteTimeout(
+                    f"the events-table lock was not granted within "
+                    f"{self.datastore.lock_timeout} s; the write was rolled back") from e
+            raise
+
+    _insert_retrying = retry((InterfaceError, OperationalError), max_attempts=10,
+                             wait=0.2)(_insert_once)
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> None:
+        # The first statement of every write transaction: from here to its commit, the
+        # transaction (the events-table lock with it) is bounded. In pipeline mode the
+        # timer runs until the pipeline's sync, so it bounds lock wait, insert and all.
+        if self.write_timeout_ms:
+            curs.execute(SQL("SET LOCAL statement_timeout = {0}").format(
+                self.write_timeout_ms), prepare=True)
         intake: IntakeWrite | None = kwargs.get("intake")
         if intake is not None:
             intake.apply(curs, "postgres")
+            _flush(curs)
         super()._insert_events(curs, stored_events, **kwargs)
 
 

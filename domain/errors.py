@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
+from eventsourcing.persistence import PersistenceError
+
 from .values import Problem
 
 
@@ -81,3 +83,12 @@ class ConcurrencyConflict(DomainError):
         self.order_id = order_id
         what = f"order {order_id}" if order_id else "an order"
         super().__init__(f"{what} was changed concurrently{': ' + detail if detail else ''}")
+
+
+class WriteTimeout(PersistenceError):
+    """A save ran out of time (the event store's bound on one write transaction, or on the
+    wait for its lock): the store rolled it back, nothing of it was written, and the lock
+    was released. Not a refusal: the same command may succeed when retried (the API
+    answers 503, the Kafka intake reads the batch again)."""
+
+    code = "write_timeout"

@@ -29,6 +29,10 @@ def eventsourcing_env(settings: Settings, *, create_tables: bool = False) -> dic
         POSTGRES_DBNAME=db.dbname, POSTGRES_HOST=db.host, POSTGRES_PORT=str(db.port),
         POSTGRES_USER=db.user, POSTGRES_PASSWORD=db.password,
         POSTGRES_LOCK_TIMEOUT=str(settings.lock_timeout_seconds),
+        # A connection left idle inside a transaction is closed by the server after this
+        # long (its locks released); the write transactions' own bound is their statement
+        # timeout (IntakePostgresRecorder.write_timeout_ms, set in build_application).
+        POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT=str(settings.write_timeout_seconds),
         POSTGRES_POOL_SIZE=str(settings.pool_size),
         POSTGRES_MAX_OVERFLOW=str(settings.pool_max_overflow),
         POSTGRES_CONNECT_TIMEOUT="10",
@@ -48,11 +52,15 @@ def load_catalog(settings: Settings) -> Catalog:
 def build_application(settings: Settings, *, create_tables: bool = False) -> ServiceOrders:
     if not create_tables:
         check_schema(settings)
-    return ServiceOrders(env=eventsourcing_env(settings, create_tables=create_tables),
-                         catalog=load_catalog(settings),
-                         snapshot_interval=settings.snapshot_interval,
-                         four_eyes=settings.four_eyes,
-                         sealer=Vault(KeyStore(lambda: open_read_db(settings))))
+    app = ServiceOrders(env=eventsourcing_env(settings, create_tables=create_tables),
+                        catalog=load_catalog(settings),
+                        snapshot_interval=settings.snapshot_interval,
+                        four_eyes=settings.four_eyes,
+                        sealer=Vault(KeyStore(lambda: open_read_db(settings))))
+    if isinstance(app.recorder, IntakePostgresRecorder):
+        # Bounds every write transaction, the events-table lock with it (docs/reliability.md).
+        app.recorder.write_timeout_ms = settings.write_timeout_seconds * 1000
+    return app
 
 
 def open_read_db(settings: Settings) -> ReadDb:

@@ -431,8 +431,11 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
         log.info("api server starting on http://%s:%d", host, port, extra={"worker": "api"})
         # The bounded protocol: header-section size and slow-client deadlines (httpserver.py).
         httpserver.configure(settings.http_header_timeout, settings.http_body_timeout)
+        # SIGTERM: requests in flight get as long as a write may take (then uvicorn stops
+        # waiting for them; docs/reliability.md, "Stopping").
         uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
-                    http=httpserver.PROTOCOL)
+                    http=httpserver.PROTOCOL,
+                    timeout_graceful_shutdown=shutdown_grace(settings))
     finally:
         stopping.set()
         if follower is not None:
@@ -441,6 +444,12 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
             if thread is not None:
                 thread.join(timeout=15)
         log.info("api server stopped", extra={"worker": "api"})
+
+
+def shutdown_grace(settings: Settings) -> int:
+    """Seconds the HTTP server waits, after SIGTERM, for the requests in flight: the bound
+    of one write transaction (SERVICEORDERS_DB_WRITE_TIMEOUT) plus the time to answer."""
+    return settings.write_timeout_seconds + 2
 
 
 def _start_intake(settings: Settings, stopping: threading.Event,
@@ -498,7 +507,8 @@ def api(obj: Context, host: str, port: int, workers: int) -> None:
         # Each worker applies log_config again (and worker_app the rest of _setup_logs).
         uvicorn.run("serviceorders.cli:worker_app", factory=True, workers=workers, host=host,
                     port=port, log_config=log_config, access_log=False,
-                    http=httpserver.PROTOCOL)  # worker_app configures its deadlines
+                    http=httpserver.PROTOCOL,  # worker_app configures its deadlines
+                    timeout_graceful_shutdown=shutdown_grace(settings))
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 

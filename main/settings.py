@@ -123,6 +123,9 @@ class Settings(BaseModel):
     four_eyes: bool = True
     catalog_path: Path | None = None
     lock_timeout_seconds: int = Field(default=5, ge=1)
+    # The longest one write transaction may run, the events-table lock included (PostgreSQL
+    # statement and idle-in-transaction timeouts; docs/reliability.md, "Timeouts").
+    write_timeout_seconds: int = Field(default=10, ge=1, le=3600)
     pool_size: int = Field(default=2, ge=1)
     pool_max_overflow: int = Field(default=4, ge=0)
     projection_batch_size: int = Field(default=500, ge=1, le=10000)
@@ -185,6 +188,7 @@ class Settings(BaseModel):
             "four_eyes": _bool(env, "SERVICEORDERS_FOUR_EYES", True),
             "catalog_path": env.get("SERVICEORDERS_CATALOG") or None,
             "lock_timeout_seconds": _int(env, "SERVICEORDERS_DB_LOCK_TIMEOUT", 5),
+            "write_timeout_seconds": _int(env, "SERVICEORDERS_DB_WRITE_TIMEOUT", 10),
             "pool_size": _int(env, "SERVICEORDERS_DB_POOL_SIZE", 2),
             "projection_batch_size": _int(env, "SERVICEORDERS_PROJECTION_BATCH", 500),
             "api_keys": env.get("SERVICEORDERS_API_KEYS") or None,
@@ -261,6 +265,7 @@ ENV_NAMES = {
     "snapshot_interval": "SERVICEORDERS_SNAPSHOT_INTERVAL",
     "four_eyes": "SERVICEORDERS_FOUR_EYES", "catalog_path": "SERVICEORDERS_CATALOG",
     "lock_timeout_seconds": "SERVICEORDERS_DB_LOCK_TIMEOUT",
+    "write_timeout_seconds": "SERVICEORDERS_DB_WRITE_TIMEOUT",
     "pool_size": "SERVICEORDERS_DB_POOL_SIZE",
     "projection_batch_size": "SERVICEORDERS_PROJECTION_BATCH",
     "api_keys": "SERVICEORDERS_API_KEYS", "api_keys_file": "SERVICEORDERS_API_KEYS_FILE",

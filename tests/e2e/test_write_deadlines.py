@@ -1,0 +1,167 @@
+"""A stuck write against a real `serviceorders api` process on PostgreSQL (issue 15,
+finding 1; docs/reliability.md, "Timeouts" and "Stopping").
+
+The insert is made slow independently of any header: a trigger in the test database sleeps
+60 s when an event carries a marker, inside the transaction that holds the events-table lock.
+The write fails with a TMF Error 503 within SERVICEORDERS_DB_WRITE_TIMEOUT (here 3 s), the
+lock is released and another client's write goes through; SIGTERM during such a write stops
+the process within its documented deadline (the write timeout plus 2 s of grace, plus the
+time to exit).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+EXE = shutil.which("serviceorders")
+ORDERS = "/tmf-api/serviceOrdering/v4/serviceOrder"
+WRITE_TIMEOUT = 3
+MARKER = "slow-write-marker"
+
+
+def _order(description: str) -> dict[str, Any]:
+    return {"externalId": str(uuid.uuid4()), "description": description,
+            "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
+            "serviceOrderItem": [{"id": "1", "action": "add", "service": {
+                "serviceSpecification": {"id": "internet-access"},
+                "serviceCharacteristic": [{"name": "bandwidthMbps", "value": 100},
+                                          {"name": "accessType", "value": "fibre"}],
+                "place": [{"id": "S1", "name": "Site one"}]}}]}
+
+
+@pytest.fixture
+def slow_marked_inserts(pg_database: Any, pg_cleaner: Callable[[], None]) -> Iterator[None]:
+    pg_cleaner()
+    conn = pg_database.connect()
+    conn.execute("CREATE OR REPLACE FUNCTION so_test_slow() RETURNS trigger AS $$ BEGIN "
+                 "PERFORM pg_sleep(60); RETURN NEW; END $$ LANGUAGE plpgsql")
+    conn.execute("CREATE TRIGGER so_test_slow BEFORE INSERT ON serviceorders_events FOR EACH "
+                 "ROW WHEN (position(convert_to('" + MARKER + "', 'UTF8') in NEW.state) > 0) "
+                 "EXECUTE FUNCTION so_test_slow()")
+    try:
+        yield
+    finally:
+        conn.execute("DROP TRIGGER IF EXISTS so_test_slow ON serviceorders_events")
+        conn.close()
+
+
+@pytest.fixture
+def server(pg_database: Any, slow_marked_inserts: None, tmp_path: Path
+           ) -> Iterator[tuple[str, subprocess.Popen[bytes], Callable[[], str]]]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": pg_database.url(), "PYTHONUNBUFFERED": "1",
+           "SERVICEORDERS_DB_WRITE_TIMEOUT": str(WRITE_TIMEOUT)}
+    env.pop("SERVICEORDERS_API_KEYS", None)
+    out_path = tmp_path / "api.out"
+    with open(out_path, "wb") as out:
+        process = subprocess.Popen([EXE, "api", "--host", "127.0.0.1", "--port", str(port)],
+                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    output = lambda: out_path.read_text(encoding="utf-8", errors="replace")  # noqa: E731
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, output()
+            assert time.monotonic() < deadline, "the api process did not start"
+            time.sleep(0.1)
+        yield base, process, output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+
+
+def _events(pg_database: Any) -> int:
+    with pg_database.connect() as conn:
+        return conn.execute("SELECT count(*) FROM serviceorders_events").fetchone()[0]
+
+
+def _lock_holders(pg_database: Any) -> list[Any]:
+    with pg_database.connect() as conn:
+        return conn.execute("SELECT pid FROM pg_locks WHERE relation = "
+                            "'serviceorders_events'::regclass AND mode = 'ExclusiveLock'"
+                            ).fetchall()
+
+
+def _post_in_background(base: str, body: dict[str, Any]) -> tuple[threading.Thread, list[Any]]:
+    answers: list[Any] = []
+
+    def post() -> None:
+        try:
+            answers.append(httpx.post(base + ORDERS, json=body, timeout=60))
+        except httpx.HTTPError as e:
+            answers.append(e)
+
+    thread = threading.Thread(target=post, daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def test_a_stuck_write_answers_503_within_the_write_timeout_and_others_proceed(
+        server: tuple[str, subprocess.Popen[bytes], Callable[[], str]],
+        pg_database: Any) -> None:
+    base, _, output = server
+    started = time.monotonic()
+    stuck, answers = _post_in_background(base, _order(MARKER))
+    _wait_for_lock(pg_database)
+    # Another client writes meanwhile: it waits for the lock, then goes through.
+    other = httpx.post(base + ORDERS, json=_order("another client"), timeout=60)
+    stuck.join(30)
+    assert answers, "the stuck write never answered"
+    answer = answers[0]
+    assert isinstance(answer, httpx.Response), answer
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["code"] == "write_timeout" and "nothing was written" in \
+        answer.json()["message"]
+    assert other.status_code == 201, other.text
+    # The write timeout (3 s) bounds both: neither the trigger's 60 s nor retries of it.
+    assert time.monotonic() - started < WRITE_TIMEOUT + 4, output()
+    assert _lock_holders(pg_database) == []
+    assert _events(pg_database) == 2  # the other order's OrderDrafted + OrderSubmitted
+
+
+def _wait_for_lock(pg_database: Any) -> None:
+    deadline = time.monotonic() + 10
+    while not _lock_holders(pg_database):
+        assert time.monotonic() < deadline, "the marked write never took the lock"
+        time.sleep(0.05)
+
+
+def test_sigterm_during_a_stuck_write_stops_the_process_within_its_deadline(
+        server: tuple[str, subprocess.Popen[bytes], Callable[[], str]],
+        pg_database: Any) -> None:
+    base, process, output = server
+    _stuck, _answers = _post_in_background(base, _order(MARKER))
+    _wait_for_lock(pg_database)
+    process.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    # Documented deadline (docs/reliability.md, "Stopping"): the write timeout plus 2 s of
+    # grace; a few more seconds for the process to exit on a loaded machine.
+    try:
+        code = process.wait(WRITE_TIMEOUT + 2 + 5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"api did not stop within its deadline after SIGTERM:\n{output()}")
+    assert time.monotonic() - stopped < WRITE_TIMEOUT + 2 + 5
+    assert code == 0, output()
+    assert _lock_holders(pg_database) == []
+    assert _events(pg_database) == 0
