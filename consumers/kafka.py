@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
@@ -26,7 +27,15 @@ from ..projections.db import Busy, ReadDb
 from ..projections.notifications import absolute_hrefs
 from ..settings import Settings
 from .intake import Intake, Message
-from .store import IntakeStore, StaleBatch, digest, headers_from_json, utcnow
+from .store import (
+    DeadLetter,
+    IntakeStore,
+    IntakeWrite,
+    StaleBatch,
+    digest,
+    headers_from_json,
+    utcnow,
+)
 
 log = logging.getLogger("serviceorders.kafka")
 
@@ -37,6 +46,18 @@ MAX_POLL_INTERVAL_MS = 120_000
 PROBE_SECONDS = 5.0
 OUTBOUND_LOCK = "serviceorders.kafka.outbound"
 NOTIFICATIONS = "notifications"  # the outbound_position row of the notification outbox
+# A paused (stalled) partition's database position is read again this often: an operator's
+# `dlq skip` moves it, and the partition resumes from there.
+STALL_RECHECK_SECONDS = 5.0
+UNDECODABLE = "undecodable"  # the dead-letter category of a skipped record batch
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """Every KafkaProducer's options: the client's, and the batches' codec
+    (SERVICEORDERS_KAFKA_COMPRESSION)."""
+    codec = settings.kafka_compression
+    return {**client_options(settings),
+            "compression_type": None if codec == "none" else codec}
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -103,6 +124,155 @@ def ensure_topics(settings: Settings, stopping: threading.Event | None = None,
     return created
 
 
+# ============================================================= undecodable batches
+class UndecodableBatch(KafkaError):
+    """A record batch of one partition that cannot be read: its CRC does not match, its
+    compressed payload does not decompress, or its codec's library is missing. Raised by
+    `poll()` of a consumer made by `guarded()` instead of the library's error, naming the
+    partition, the offset the consumer is stuck at and the batch's offsets."""
+
+    retriable = False
+
+    def __init__(self, tp: TopicPartition, offset: int, start: int | None, end: int | None,
+                 raw: bytes | None, cause: BaseException) -> None:
+        super().__init__(f"{tp.topic}[{tp.partition}] offset {offset}: record batch "
+                         f"cannot be decoded ({type(cause).__name__}: {cause})")
+        self.tp, self.offset, self.start, self.end = tp, offset, start, end
+        self.raw, self.cause = raw, cause
+
+    @property
+    def why(self) -> str:
+        return f"{type(self.cause).__name__}: {self.cause}"
+
+    @property
+    def offsets(self) -> str:
+        """The batch's offsets, as the log line and the dead letter name them."""
+        if self.start is None or self.end is None:
+            return f"from {self.offset}"
+        return f"{self.start}-{self.end - 1}"
+
+
+class _Tracked:
+    """The fetched records of one partition, remembering the batch being read (and its raw
+    bytes, a view without a copy) for the error of a batch that cannot be decoded."""
+
+    def __init__(self, records: Any) -> None:
+        self._records, self.batch, self.raw = records, None, None
+
+    def next_batch(self) -> Any:
+        self.batch = None
+        self.raw = getattr(self._records, "_next_slice", None)
+        self.batch = self._records.next_batch()
+        return self.batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._records, name)
+
+
+class _GuardedRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
+    """kafka-python decodes a partition's batches lazily, inside `poll()`, and an error there
+    (UnsupportedCodecError, CorruptRecordError, a codec library's own) escaped `poll()` with
+    no partition named, for every partition of the fetch. Here it becomes `UndecodableBatch`
+    for its partition alone, and the partition's fetched data is dropped (it is fetched
+    again from the same offset unless the partition is paused)."""
+
+    def _unpack_records(self, tp: TopicPartition, records: Any, key_deserializer: Any,
+                        value_deserializer: Any) -> Any:
+        tracked = _Tracked(records)
+        try:
+            yield from super()._unpack_records(tp, tracked, key_deserializer,
+                                               value_deserializer)
+        except Exception as e:
+            batch = tracked.batch
+            start = getattr(batch, "base_offset", None) if batch is not None else None
+            end = getattr(batch, "next_offset", None) if batch is not None else None
+            raw = bytes(tracked.raw) if batch is not None and tracked.raw is not None else None
+            offset = max(self.next_fetch_offset, self.fetch_offset)
+            self.drain()
+            raise UndecodableBatch(tp, offset, start, end, raw, e) from e
+
+
+def guarded(consumer: KafkaConsumer) -> KafkaConsumer:
+    """The consumer, its undecodable batches reported per partition (`UndecodableBatch`)."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is None or not hasattr(fetcher, "PartitionRecords"):
+        raise RuntimeError("this kafka-python has no Fetcher.PartitionRecords: the guard "
+                           "against undecodable batches needs updating")
+    fetcher.PartitionRecords = _GuardedRecords
+    return consumer
+
+
+def read_undecodable(settings: Settings, topic: str, partition: int, offset: int,
+                     timeout: float = 30.0) -> UndecodableBatch | None:
+    """The batch at `offset` of topic[partition] if it cannot be decoded; None when the
+    record there reads fine. Raises LookupError when the offset is not in the log."""
+    consumer = guarded(KafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
+                                     **client_options(settings)))
+    try:
+        tp = TopicPartition(topic, partition)
+        if partition not in (consumer.partitions_for_topic(topic) or set()):
+            raise LookupError(f"{topic} has no partition {partition}")
+        first = consumer.beginning_offsets([tp]).get(tp) or 0
+        end = consumer.end_offsets([tp]).get(tp) or 0
+        if not first <= offset < end:
+            raise LookupError(f"offset {offset} is not in the log of {topic}[{partition}] "
+                              f"(offsets {first} to {end - 1})")
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                records = consumer.poll(timeout_ms=500)
+            except UndecodableBatch as e:
+                return e
+            if any(r.offset >= offset for batch in records.values() for r in batch):
+                return None
+        raise TimeoutError(f"no answer from the broker for {topic}[{partition}] offset "
+                           f"{offset} within {timeout:.0f}s")
+    finally:
+        consumer.close()
+
+
+class SkipRefused(RuntimeError):
+    pass
+
+
+def skip_batch(db: ReadDb, bad: UndecodableBatch, actor: str, reason: str) -> int:
+    """An operator's decision on an undecodable batch, in one transaction: a dead letter of
+    category `undecodable` holding the batch's raw bytes, and the intake position moved past
+    the batch (compare-and-set from the offset the consumer is stuck at). Returns the dead
+    letter's id. A consumer that has the partition paused resumes from the new position."""
+    if bad.end is None:
+        raise SkipRefused(f"the batch at {bad.tp.topic}[{bad.tp.partition}] offset {bad.offset} "
+                          "cannot even be framed: its end is unknown, nothing skipped")
+    topic, partition = bad.tp.topic, bad.tp.partition
+    text = (f"undecodable record batch (offsets {bad.offsets}): {bad.why}; skipped by {actor}: "
+            f"{reason}")
+    headers = (("skip.actor", actor.encode()), ("skip.reason", reason.encode()),
+               ("skip.batch_offsets", bad.offsets.encode()))
+    dead = DeadLetter(topic, partition, bad.offset, None, bad.raw, headers, text, UNDECODABLE)
+    with db.transaction():
+        found = db.fetchone("SELECT next_offset FROM intake_position WHERE topic = %s AND "
+                            "partition = %s", (topic, partition))
+        expected = None if found is None else int(found[0])
+        if expected is not None and expected != bad.offset:
+            raise SkipRefused(f"the intake position of {topic}[{partition}] is {expected}, not "
+                              f"{bad.offset}: nothing skipped")
+        write = IntakeWrite(positions={(topic, partition): (expected, bad.end, None)},
+                            dead_letters=[dead])
+        cursor = db.conn.cursor()  # type: ignore[attr-defined]
+        try:
+            write.apply(cursor, db.dialect)
+        except StaleBatch:
+            raise SkipRefused(f"the intake position of {topic}[{partition}] moved meanwhile: "
+                              "nothing skipped") from None
+        row = db.fetchone("SELECT id FROM dead_letter WHERE source_topic = %s AND "
+                          "source_partition = %s AND source_offset = %s AND digest = %s",
+                          (topic, partition, bad.offset, digest(None, bad.raw)))
+    assert row is not None
+    return int(row[0])
+
+
 # ====================================================================== consumer
 @dataclass
 class Stats:
@@ -134,6 +304,7 @@ class _Listener(ConsumerRebalanceListener):
         for tp in revoked:
             self.worker.stored.pop(tp, None)
             self.worker.probes.pop(tp, None)
+            self.worker.unstall(tp)
         if revoked:
             log.info("partitions revoked: %s", _names(revoked))
 
@@ -159,6 +330,8 @@ class ConsumerWorker:
     stats: Stats = field(default_factory=Stats)
     stored: dict[TopicPartition, int | None] = field(default_factory=dict)
     probes: dict[TopicPartition, _Probe] = field(default_factory=dict)
+    # Paused partitions whose next batch cannot be decoded, until their position moves.
+    stalled: dict[TopicPartition, UndecodableBatch] = field(default_factory=dict)
     exit_code: int = 0
     # The process's EngineMetrics (serviceorders.metrics), or None: batch_done(), lag()
     metrics: Any = None
@@ -167,6 +340,7 @@ class ConsumerWorker:
         self.app = build_application(self.settings)
         self._db: ReadDb | None = None
         self.backoff = Backoff()
+        self._stall_check = 0.0
 
     # -------------------------------------------------------------- database
     @property
@@ -213,7 +387,7 @@ class ConsumerWorker:
             else:
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         if consumer is not None and consumer.assignment():
-            consumer.resume(*consumer.assignment())
+            consumer.resume(*[tp for tp in consumer.assignment() if tp not in self.stalled])
 
     def resume_from_database(self, partitions: Iterable[TopicPartition]) -> None:
         """Seek each partition to what the database recorded (the truth), and probe that
@@ -225,6 +399,13 @@ class ConsumerWorker:
             position = positions.get(tp.partition)
             self.stored[tp] = position
             self.probes.pop(tp, None)
+            stalled = self.stalled.get(tp)
+            if stalled is not None:
+                if position in (None, stalled.offset):  # stays paused until it moves
+                    self.consumer.seek(tp, stalled.offset)
+                    continue
+                self.unstall(tp)
+                self.consumer.resume(tp)
             if position is None:
                 self.consumer.seek_to_beginning(tp)
             elif position == 0:
@@ -243,6 +424,7 @@ class ConsumerWorker:
             max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
             max_poll_records=self.settings.consume_batch,
             **client_options(self.settings))
+        guarded(consumer)
         consumer.subscribe([self.settings.inbound_topic], listener=_Listener(self))
         self.consumer = consumer
         return consumer
@@ -255,6 +437,9 @@ class ConsumerWorker:
             try:
                 consumer = self.consumer or self.connect()
                 records = consumer.poll(timeout_ms=500, max_records=self.settings.consume_batch)
+            except UndecodableBatch as e:
+                self._stall(e)
+                continue
             except KafkaError as e:
                 wait = self.backoff.next()
                 log.warning("Kafka unavailable (%s); retrying in %.1fs", e, wait)
@@ -271,8 +456,69 @@ class ConsumerWorker:
                     on_batch(self.stats)
                 if self.metrics is not None:
                     self._report_lag()
+            if self.stalled:
+                self._recheck_stalled()
         self.close()
         return self.exit_code
+
+    # ------------------------------------------------------ undecodable batches
+    def _stall(self, bad: UndecodableBatch) -> None:
+        """Pause the partition of a batch that cannot be decoded; the others go on."""
+        consumer, tp = self.consumer, bad.tp
+        if consumer is None or tp not in self.stored:
+            return  # no longer ours
+        probe = self.probes.get(tp)
+        if probe is not None and bad.offset < probe.expected:
+            # The probe's record (the one before the stored position) is in this batch: the
+            # broker's log reaches the position, which is all the probe asks.
+            self.probes.pop(tp, None)
+            log.warning("%s[%d]: the record before the stored position %d is in a batch that "
+                        "cannot be decoded; reading on from %d", tp.topic, tp.partition,
+                        probe.expected, probe.expected)
+            consumer.seek(tp, probe.expected)
+            return
+        known = self.stalled.get(tp)
+        self.stalled[tp] = bad
+        consumer.pause(tp)
+        self._stall_check = time.monotonic() + STALL_RECHECK_SECONDS
+        if known is not None and known.offset == bad.offset:
+            return
+        log.error("!!! %s[%d] offset %d: the record batch (offsets %s) cannot be decoded "
+                  "(%s). This partition is paused, the others go on. To dead-letter the batch "
+                  "and move past it: serviceorders dlq skip --topic %s --partition %d "
+                  "--offset %d --actor NAME --reason TEXT (docs/kafka.md)", tp.topic,
+                  tp.partition, bad.offset, bad.offsets, bad.why, tp.topic, tp.partition,
+                  bad.offset, extra={"kafka_topic": tp.topic, "kafka_partition": tp.partition,
+                                     "kafka_offset": bad.offset})
+        if self.metrics is not None:
+            self.metrics.stalled(tp.topic, tp.partition, bad.offset)
+
+    def unstall(self, tp: TopicPartition) -> None:
+        if self.stalled.pop(tp, None) is not None and self.metrics is not None:
+            self.metrics.stalled(tp.topic, tp.partition, None)
+
+    def _recheck_stalled(self) -> None:
+        """Resume a stalled partition whose database position moved (`dlq skip`)."""
+        if time.monotonic() < self._stall_check or self.consumer is None:
+            return
+        self._stall_check = time.monotonic() + STALL_RECHECK_SECONDS
+        try:
+            positions = IntakeStore(self.db).positions(self.settings.inbound_topic)
+        except Exception as e:
+            self._drop_db()
+            log.warning("database unavailable (%s); stalled partitions checked again later", e)
+            return
+        for tp, bad in list(self.stalled.items()):
+            position = positions.get(tp.partition)
+            if position is None or position == bad.offset:
+                continue
+            log.warning("%s[%d]: the intake position moved from %d to %d (skipped): resuming",
+                        tp.topic, tp.partition, bad.offset, position)
+            self.unstall(tp)
+            self.stored[tp] = position
+            self.probes.pop(tp, None)
+            self.consumer.seek(tp, position)
+            self.consumer.resume(tp)
 
     def _report_lag(self) -> None:
         """Per assigned partition: the broker's high watermark (from the last fetch) minus
@@ -423,6 +669,8 @@ class ConsumerWorker:
         consumer, self.consumer = self.consumer, None
         self.stored.clear()
         self.probes.clear()
+        for tp in list(self.stalled):
+            self.unstall(tp)
         if consumer is not None:
             with contextlib.suppress(Exception):
                 consumer.close(autocommit=False)
@@ -492,7 +740,7 @@ class Publisher:
             # wake-ups for the same records.
             self._producer = KafkaProducer(acks="all", linger_ms=5, retries=5,
                                            batch_size=256 * 1024,
-                                           **client_options(self.settings))
+                                           **producer_options(self.settings))
         return self._producer
 
     def run(self, stopping: threading.Event, poll_seconds: float = 0.2) -> None:

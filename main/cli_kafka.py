@@ -1,4 +1,4 @@
-"""The Kafka commands: `consume`, `dlq list|replay`, `publish-sample` (docs/kafka.md)."""
+"""The Kafka commands: `consume`, `dlq list|replay|skip`, `publish-sample` (docs/kafka.md)."""
 
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool,
     from kafka import KafkaProducer
 
     from .bootstrap import open_read_db
-    from .consumers.kafka import client_options
+    from .consumers.kafka import UNDECODABLE, producer_options
     from .consumers.store import IntakeStore
 
     settings = _kafka_settings(obj.settings)
@@ -172,15 +172,22 @@ def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool,
     store = IntakeStore(db)
     try:
         if replay_all:
-            rows = store.dead_letters(limit=10**6, category=category, include_replayed=False)
+            rows = [r for r in store.dead_letters(limit=10**6, category=category,
+                                                  include_replayed=False)
+                    if r["category"] != UNDECODABLE]
         else:
             rows = []
             for dl_id in ids:
                 found = store.dead_letter(dl_id)
                 if found is None:
                     raise click.BadParameter(f"no dead letter #{dl_id}", param_hint="IDS")
+                if found["category"] == UNDECODABLE:
+                    raise click.BadParameter(
+                        f"#{dl_id} is a skipped record batch (raw bytes, not a message): it "
+                        "cannot be replayed; have its producer send the orders again",
+                        param_hint="IDS")
                 rows.append(found)
-        producer = KafkaProducer(acks="all", **client_options(settings))
+        producer = KafkaProducer(acks="all", **producer_options(settings))
         try:
             for r in rows:
                 headers = [(k, v) for k, v in r["headers"] if not k.startswith("dlq.")]
@@ -193,6 +200,56 @@ def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool,
     finally:
         db.close()
     click.echo(f"replayed {len(rows)} dead letter(s) to {settings.inbound_topic}", err=True)
+
+
+@dlq.command("skip")
+@click.option("--topic", default=None, metavar="TOPIC",
+              help="The stalled partition's topic (default: the inbound topic).")
+@click.option("--partition", type=click.IntRange(min=0), required=True)
+@click.option("--offset", type=click.IntRange(min=0), required=True,
+              help="The offset the consumer's log line and metric name.")
+@click.option("--actor", required=True, help="Who decides (recorded with the dead letter).")
+@click.option("--reason", required=True, help="Why (recorded with the dead letter).")
+@click.pass_obj
+@refusals
+def dlq_skip(obj: Context, topic: str | None, partition: int, offset: int, actor: str,
+             reason: str) -> None:
+    """Dead-letter a record batch that cannot be decoded and move the intake past it.
+
+    Reads the batch at OFFSET from the broker (it must still fail to decode there), then in
+    one transaction records a dead letter of category `undecodable` with the batch's raw
+    bytes, the actor and the reason, and moves the partition's intake position past the
+    batch. A running consumer resumes the partition within a few seconds."""
+    from .bootstrap import open_read_db
+    from .consumers.kafka import STALL_RECHECK_SECONDS, SkipRefused, read_undecodable, skip_batch
+
+    settings = _kafka_settings(obj.settings)
+    _require_tables(settings)
+    topic = topic or settings.inbound_topic
+    actor, reason = actor.strip(), reason.strip()
+    for name, value in (("--actor", actor), ("--reason", reason)):
+        if not value or len(value) > 200 or not value.isprintable():
+            raise click.BadParameter("1 to 200 printable characters", param_hint=name)
+    try:
+        bad = read_undecodable(settings, topic, partition, offset)
+    except (LookupError, TimeoutError) as e:
+        raise click.ClickException(str(e)) from None
+    if bad is None:
+        raise click.ClickException(f"the record at {topic}[{partition}] offset {offset} decodes "
+                                   "fine: nothing to skip")
+    db = open_read_db(settings)
+    try:
+        dl_id = skip_batch(db, bad, actor, reason)
+    except SkipRefused as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        db.close()
+    log.warning("%s skipped the undecodable record batch %s[%d] offsets %s (%s): %s", actor,
+                topic, partition, bad.offsets, bad.why, reason)
+    click.echo(f"skipped {topic}[{partition}] offsets {bad.offsets} "
+               f"({len(bad.raw or b'')} bytes, {bad.why}) as dead letter #{dl_id}; the intake "
+               f"position is now {bad.end}: a running consumer resumes within "
+               f"{STALL_RECHECK_SECONDS:.0f} s", err=True)
 
 
 @main.command("publish-sample")
@@ -211,7 +268,7 @@ def publish_sample(obj: Context, count: int, duplicates: float, bad: float, seed
     actions, some published twice, a few bad ones, so you can watch the engine work."""
     from kafka import KafkaProducer
 
-    from .consumers.kafka import client_options, ensure_topics
+    from .consumers.kafka import ensure_topics, producer_options
     from .consumers.sample import traffic
 
     settings = _kafka_settings(obj.config)  # needs no database
@@ -221,7 +278,7 @@ def publish_sample(obj: Context, count: int, duplicates: float, bad: float, seed
     prefix = prefix or f"SAMPLE-{seed}"
     sample = traffic(count, duplicates=duplicates, bad=bad, seed=seed, prefix=prefix)
     ensure_topics(settings)
-    producer = KafkaProducer(acks="all", linger_ms=5, **client_options(settings))
+    producer = KafkaProducer(acks="all", linger_ms=5, **producer_options(settings))
     try:
         for m in sample.messages:
             producer.send(settings.inbound_topic, key=m.key, value=m.value)

@@ -77,6 +77,16 @@ class EngineMetrics:
                 "Messages of an assigned partition not applied yet (high watermark - position)",
                 ["topic", "partition"], registry=r, multiprocess_mode="liveall")
             self._lag_labels: set[tuple[str, str]] = set()
+            # A partition paused at a record batch that cannot be decoded (docs/kafka.md).
+            self.stalled_partition = Gauge(
+                f"{PREFIX}_intake_stalled_partition",
+                "Offset at which a partition is paused: its record batch cannot be decoded "
+                "(no series: not stalled)", ["topic", "partition"], registry=r,
+                multiprocess_mode="liveall")
+            self.undecodable_batches = Counter(
+                f"{PREFIX}_intake_undecodable_batches",
+                "Record batches found undecodable (corrupt, or a codec without its library)",
+                ["topic", "partition"], registry=r)
             for outcome in ("applied", "duplicate", "dead_letter"):
                 self.intake_messages.labels(outcome)  # exported as 0 before the first batch
         if projector:
@@ -107,6 +117,15 @@ class EngineMetrics:
         for (topic, partition), value in lags.items():
             self.consumer_lag.labels(topic, str(partition)).set(value)
         self._lag_labels = labels
+
+    def stalled(self, topic: str, partition: int, offset: int | None) -> None:
+        """A partition paused at `offset` (a batch that cannot be decoded), or resumed (None)."""
+        if offset is None:
+            with contextlib.suppress(KeyError):
+                self.stalled_partition.remove(topic, str(partition))
+            return
+        self.stalled_partition.labels(topic, str(partition)).set(offset)
+        self.undecodable_batches.labels(topic, str(partition)).inc()
 
     # ------------------------------------------------------------ the projector
     def page_done(self, events: int, seconds: float) -> None:

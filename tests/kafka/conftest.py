@@ -131,8 +131,8 @@ def read_topic(settings: Settings, topic: str, *, expect: int | None = None,
 class Running:
     """A ConsumerWorker in a thread of the test process."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.worker = ConsumerWorker(settings, threading.Event())
+    def __init__(self, settings: Settings, **kw: Any) -> None:
+        self.worker = ConsumerWorker(settings, threading.Event(), **kw)
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
         self.thread.start()
 
@@ -143,11 +143,11 @@ class Running:
 
 
 @pytest.fixture
-def run_worker() -> Iterator[Callable[[Settings], Running]]:
+def run_worker() -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def start(settings: Settings) -> Running:
-        running = Running(settings)
+    def start(settings: Settings, **kw: Any) -> Running:
+        running = Running(settings, **kw)
         started.append(running)
         return running
 
