@@ -182,7 +182,7 @@ class Settings(BaseModel):
             "topic_replication": _int(env, "SERVICEORDERS_TOPIC_REPLICATION", 1),
             "consume_batch": _int(env, "SERVICEORDERS_CONSUME_BATCH", 500),
             "log_behind_policy": env.get("SERVICEORDERS_LOG_BEHIND_POLICY") or "rewind",
-            "kafka_compression": (env.get("SERVICEORDERS_KAFKA_COMPRESSION") or "none").lower(),
+            "kafka_compression": env.get("SERVICEORDERS_KAFKA_COMPRESSION") or "none",
             "kafka_options": kafka_options(env),
             "snapshot_interval": _int(env, "SERVICEORDERS_SNAPSHOT_INTERVAL", 50),
             "four_eyes": _bool(env, "SERVICEORDERS_FOUR_EYES", True),

@@ -4,7 +4,7 @@ through to the client as they are, and their secrets never shown."""
 from __future__ import annotations
 
 import pytest
-from serviceorders.consumers.kafka import KafkaNotConfigured, client_options
+from serviceorders.consumers.kafka import KafkaNotConfigured, client_options, producer_options
 from serviceorders.settings import KAFKA_PASSTHROUGH, Settings, SettingsError
 
 pytestmark = pytest.mark.integration
@@ -22,6 +22,7 @@ def test_defaults():
     assert s.dead_letter_topic == "serviceorder.inbound.dlq"
     assert (s.topic_partitions, s.topic_replication, s.consume_batch) == (3, 1, 500)
     assert s.log_behind_policy == "rewind"
+    assert s.kafka_compression == "none"
     assert s.kafka_options == {}
 
 
@@ -29,7 +30,8 @@ def test_empty_variables_mean_the_defaults():
     s = Settings.from_env({**DB, **{name: "" for name in (
         "KAFKA_BOOTSTRAP_SERVERS", "SERVICEORDERS_CONSUMER_GROUP", "SERVICEORDERS_INBOUND_TOPIC",
         "SERVICEORDERS_EVENTS_TOPIC", "SERVICEORDERS_DLQ_TOPIC", "SERVICEORDERS_TOPIC_PARTITIONS",
-        "SERVICEORDERS_CONSUME_BATCH", "SERVICEORDERS_LOG_BEHIND_POLICY", *KAFKA_PASSTHROUGH)}})
+        "SERVICEORDERS_CONSUME_BATCH", "SERVICEORDERS_LOG_BEHIND_POLICY",
+        "SERVICEORDERS_KAFKA_COMPRESSION", *KAFKA_PASSTHROUGH)}})
     assert s == Settings.from_env(DB)
 
 
@@ -39,13 +41,16 @@ def test_every_setting_from_the_environment():
         "SERVICEORDERS_CONSUMER_GROUP": "orders-eu", "SERVICEORDERS_INBOUND_TOPIC": "so.in",
         "SERVICEORDERS_EVENTS_TOPIC": "so.out", "SERVICEORDERS_DLQ_TOPIC": "so.dead",
         "SERVICEORDERS_TOPIC_PARTITIONS": "12", "SERVICEORDERS_TOPIC_REPLICATION": "3",
-        "SERVICEORDERS_CONSUME_BATCH": "50", "SERVICEORDERS_LOG_BEHIND_POLICY": "stop"})
+        "SERVICEORDERS_CONSUME_BATCH": "50", "SERVICEORDERS_LOG_BEHIND_POLICY": "stop",
+        "SERVICEORDERS_KAFKA_COMPRESSION": "lz4"})
     assert (s.kafka_bootstrap_servers, s.consumer_group, s.inbound_topic, s.events_topic,
             s.dead_letter_topic) == ("k1:9092,k2:9093", "orders-eu", "so.in", "so.out",
                                      "so.dead")
     assert (s.topic_partitions, s.topic_replication, s.consume_batch) == (12, 3, 50)
     assert s.log_behind_policy == "stop"
     assert client_options(s)["bootstrap_servers"] == ["k1:9092", "k2:9093"]
+    assert producer_options(s)["compression_type"] == "lz4"
+    assert "compression_type" not in client_options(s)  # consumers and admin take none
 
 
 def test_the_dead_letter_topic_follows_the_inbound_topic():
@@ -143,6 +148,8 @@ def test_integers_that_are_not(name, raw):
     ("SERVICEORDERS_CONSUME_BATCH", "10001"),
     ("SERVICEORDERS_LOG_BEHIND_POLICY", "skip"),
     ("SERVICEORDERS_LOG_BEHIND_POLICY", "REWIND"),
+    ("SERVICEORDERS_KAFKA_COMPRESSION", "brotli"),
+    ("SERVICEORDERS_KAFKA_COMPRESSION", "ZSTD"),
 ])
 def test_values_out_of_range_are_a_settings_error_naming_the_variable(name, raw):
     with pytest.raises(SettingsError, match=f"^{name}: .*\\(got '{raw}'\\)$"):
