@@ -1,6 +1,7 @@
 """Fuzzing the Kafka intake (issue "Reliability", bad input): hypothesis-generated bad
 messages (random bytes, truncated envelopes, deep nesting, wrong types in every field,
-unknown enum values, other encodings, nulls, keys that are not UTF-8) mixed with valid
+unknown enum values, other encodings, nulls, keys that are not UTF-8, NaN / Infinity /
+numbers beyond the double range or 64 bits) mixed with valid
 orders and a payload over 1 MiB, published to the real broker and consumed by a
 `ConsumerWorker`:
 
@@ -58,6 +59,7 @@ class Fuzzed:
     category: str | tuple[str, ...] | None  # what the dead letter must say; None: valid
     headers: tuple[tuple[str, bytes], ...] = ()
     external_id: str | None = None  # a valid order's external id
+    reason: str | None = None  # what the dead letter's reason must say, where it is known
 
 
 def valid_order(n: int, rng: random.Random) -> dict[str, Any]:
@@ -236,8 +238,41 @@ def bad_key(draw: st.DrawFn) -> Fuzzed:
                   env.INVALID_ORDER)
 
 
+# Numbers JSON cannot carry (some writers emit them): NaN, the infinities, and numbers beyond
+# the double range (1e400, 400 nines). orjson refuses them; the reason names the number.
+NON_FINITE = (st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1.5E+309",
+                               "-2e99999"])
+              | st.integers(310, 5000).map(lambda n: "9" * n)
+              | st.integers(310, 400).map(lambda n: f"-{'1' * n}.5"))
+# Not JSON for any parser (no reason to expect beyond "not JSON").
+NOT_NUMBERS = st.sampled_from(["nan", "inf", "-inf", "+Infinity", "NAN", "0x10", "1e", "--1"])
+# Within the double range but beyond 64-bit integers or double precision: valid JSON, applied
+# or refused on its merits, never lost.
+BIG = st.sampled_from(["18446744073709551616", "-9223372036854775809", "1e308",
+                       "123456789012345678901234567890", "1e-400", "4.9e-324"])
+PLACEHOLDER = "\u2063FUZZ-NUMBER\u2063"
+
+
+@st.composite
+def non_finite(draw: st.DrawFn) -> Fuzzed:
+    """A valid create envelope with one value (anywhere: a characteristic's value, an id,
+    the envelope's own fields) replaced by a non-finite or out-of-range number."""
+    doc = copy.deepcopy(TEMPLATE)
+    doc["eventId"] = draw(EVENT_ID)
+    n = draw(st.integers(0, 10**6))
+    doc["event"]["serviceOrder"]["externalId"] = f"FUZZ-NF-{n}"
+    _set(doc, draw(st.sampled_from(ENVELOPE_PATHS)), PLACEHOLDER)
+    kind = draw(st.sampled_from(["non-finite", "not-a-number", "big"]))
+    token = draw({"non-finite": NON_FINITE, "not-a-number": NOT_NUMBERS, "big": BIG}[kind])
+    value = orjson.dumps(doc).replace(orjson.dumps(PLACEHOLDER), token.encode(), 1)
+    category: Any = {"non-finite": env.NOT_JSON, "not-a-number": env.NOT_JSON,
+                     "big": ANY}[kind]
+    reason = "is not a JSON number" if kind == "non-finite" else None
+    return Fuzzed(f"number-{kind}", f"FUZZ-NF-{n}".encode(), value, category, reason=reason)
+
+
 BAD = st.one_of(random_bytes(), truncated(), nested(), wrong_type(), unknown_enum(),
-                wrong_encoding(), nulls(), bad_key())
+                wrong_encoding(), nulls(), bad_key(), non_finite())
 
 
 def generate(count: int) -> list[Fuzzed]:
@@ -354,6 +389,8 @@ def test_fuzzed_messages_are_applied_or_dead_lettered_never_lost(ks, db, run_wor
             assert position in dead, (m.kind, r.value[:200] if r.value else r.value)
             wanted = m.category if isinstance(m.category, tuple) else (m.category,)
             assert dead[position]["category"] in wanted, (m.kind, dead[position]["reason"])
+            if m.reason is not None:
+                assert m.reason in dead[position]["reason"], (m.kind, dead[position]["reason"])
         if position in dead:
             categories[dead[position]["category"]] += 1
     print(f"\n{total} messages: {len(applied)} applied, {len(dead)} dead letters; kinds "
