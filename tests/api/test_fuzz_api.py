@@ -23,6 +23,7 @@ import copy
 import json
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from serviceorders import limits
 from serviceorders.bootstrap import build_application, init_database
 from serviceorders.settings import Settings
 
@@ -221,9 +223,11 @@ def header_sets() -> st.SearchStrategy[dict[str, bytes]]:
 @pytest.fixture
 def api_settings(settings: Settings) -> Settings:
     """Overrides tests/api/conftest.py's: hub delivery off (generated callbacks are never
-    called) and the default allow-list (loopback only)."""
+    called) and one loopback listener allowed explicitly (127.0.0.1:9, discard): the
+    default policy refuses loopback."""
     init_database(settings)
-    return settings.model_copy(update={"hub_delivery": False, "hub_allowed_hosts": ""})
+    return settings.model_copy(update={"hub_delivery": False,
+                                       "hub_allowed_hosts": "127.0.0.1:9"})
 
 
 @pytest.fixture
@@ -457,6 +461,47 @@ def test_item_count_text_length_and_nesting_limits(client, admin):
     response = client.post(ORDERS, content=b"[" * 200_000 + b"]" * 200_000,
                            headers={**admin, "content-type": "application/json"})
     assert response.status_code == 400 and response.json()["code"] == "invalid_json"
+
+
+# Header values around their bounds (serviceorders.limits; issue 15): at or under the bound
+# the request is taken, over it (by one character or by megabytes) it is refused with 431
+# naming the header and nothing is written.
+BOUNDED_HEADERS = {name: bound for name, (_, bound) in limits.HEADER_MAXIMA.items()}
+
+
+@st.composite
+def bounded_headers(draw: st.DrawFn) -> tuple[str, int, bytes]:
+    name = draw(st.sampled_from(sorted(BOUNDED_HEADERS)), label="header")
+    bound = BOUNDED_HEADERS[name]
+    length = draw(st.one_of(st.integers(bound - 3, bound + 3), st.integers(1, bound),
+                            st.integers(bound + 1, 200_000)), label="length")
+    # unique per example (an Idempotency-Key names one order), visible ASCII, no padding
+    unique = uuid.uuid4().hex.encode()
+    filler = draw(st.sampled_from([b"r", b"-", b"Z9", b"~."]), label="filler")
+    value = (unique + filler * length)[:length]
+    return name, length, value
+
+
+@hsettings(FUZZ, max_examples=50)
+@seed(SEED)
+@given(header=bounded_headers())
+def test_id_headers_over_their_bound_get_431_and_write_nothing(client, admin, header):
+    name, length, value = header
+    bound = BOUNDED_HEADERS[name]
+    before = client.get(ORDERS, params={"limit": 1}, headers=admin).headers["x-total-count"]
+    response = client.post(ORDERS, json=make_body(f"bounded-{uuid.uuid4()}"),
+                           headers={**admin, name: value.decode()})
+    assert_answer(response, (name, length))
+    after = client.get(ORDERS, params={"limit": 1}, headers=admin).headers["x-total-count"]
+    if length <= bound:
+        assert response.status_code == 201, (name, length, response.text[:300])
+        assert int(after) == int(before) + 1
+    else:
+        assert response.status_code == 431, (name, length, response.text[:300])
+        assert response.json()["message"] == (
+            f"the {limits.HEADER_MAXIMA[name][0]} header is {length} characters; the limit "
+            f"is {bound}")
+        assert after == before  # nothing written
 
 
 # ------------------------------------------------------------ (c) idempotent retries
