@@ -104,8 +104,24 @@ def parse_uuid(value: str, what: str = "order") -> UUID:
 
 
 def base_url(request: Request) -> str:
+    """The root of every `href` and `Location`: SERVICEORDERS_PUBLIC_URL when set, else the
+    address the client connected to (the listening socket's address and port, as the server
+    reports it), never the `Host` header, which any client sets (docs/security.md)."""
     configured = ctx_of(request).base_url
-    return (configured or str(request.base_url)).rstrip("/")
+    return (configured or connected_url(request)).rstrip("/")
+
+
+def connected_url(request: Request) -> str:
+    scheme = request.scope.get("scheme") or "http"
+    server = request.scope.get("server")
+    root = request.scope.get("root_path") or ""
+    if not server or server[1] is None:  # a Unix socket: no address to name
+        return f"{scheme}://localhost{root}"
+    host, port = str(server[0]), int(server[1])
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(scheme)
+    return f"{scheme}://{host}{'' if port == default else f':{port}'}{root}"
 
 
 def etag(version: int) -> str:

@@ -106,7 +106,9 @@ def create_service_order(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     cmd = command_context(request)
     body = body_of(request, ServiceOrderCreate)
-    key = request.headers.get("idempotency-key", "").strip()[:200]
+    # Compared whole: a key above limits.IDEMPOTENCY_KEY_MAX was refused (431, api/bounds.py)
+    # before this handler, never cut (two long keys with a common start are two keys).
+    key = request.headers.get("idempotency-key", "").strip()
     header, items, notes = order_to_domain(body)
     # A retry with the same key (or the same externalId) finds the order it created.
     order_id = order_id_for_request(cmd.actor.id, key) if key else None

@@ -282,6 +282,12 @@ def require_if_match(request: Request, version: int) -> None:
         raise ApiError(428, "precondition_required", "Precondition Required",
                        f"a decision needs 'If-Match: {etag(version)}' (the ETag of the order "
                        "as you reviewed it); '*' is not accepted")
+    if "," in wanted:
+        # A list matches if any of its ETags does: a decision must name the one version
+        # its decider reviewed (a list of every version would defeat the rule, as '*').
+        raise ApiError(400, "invalid_if_match", "Bad Request",
+                       f"a decision takes exactly one ETag in If-Match, not a list: send "
+                       f"'If-Match: {etag(version)}' if that is the version you reviewed")
     check_if_match(request, version)
 
 

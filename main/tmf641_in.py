@@ -6,6 +6,8 @@ are optional) and strict where the domain needs it; every problem is reported at
 
 from __future__ import annotations
 
+import math
+import sys
 from datetime import date, datetime
 from typing import Any
 
@@ -101,6 +103,12 @@ def json_limits(data: Any, root: str = "body") -> str | None:
         elif isinstance(node, int) and not isinstance(node, bool) and not (
                 INT_RANGE[0] <= node <= INT_RANGE[1]):
             return f"{where}: the integer is outside {INT_RANGE[0]}..{INT_RANGE[1]}"
+        elif isinstance(node, float) and not math.isfinite(node):
+            # Python's json reads NaN, Infinity, -Infinity and numbers beyond a double's
+            # range (1e400 -> inf); JSON has no such values and the store's JSON would turn
+            # them into null: refused before anything is written.
+            return f"{where}: {node!r} is not a finite number (NaN, Infinity and numbers " \
+                   f"beyond ±{sys.float_info.max:.4g} are refused)"
     return None
 
 
