@@ -29,6 +29,7 @@ from ...domain.errors import (
 )
 from ...domain.lifecycle import Action, may
 from ...domain.values import Actor, Role
+from ...limits import MAX_FORM_FIELD, MAX_ID
 from ...projections.db import ReadDb
 from ..common import ctx_of
 from ..context import ApiContext
@@ -186,6 +187,12 @@ def form_of(request: Request) -> dict[str, str]:
     for name, value in pairs:
         if "\x00" in name or "\x00" in value:
             raise Refusal(400, "Unreadable form", "Text must not contain NUL characters.")
+        if len(name) > MAX_ID:  # the bounds of serviceorders.limits
+            raise Refusal(400, "Form field too long", f"A field name is {len(name)} "
+                          f"characters; the limit is {MAX_ID}.")
+        if len(value) > MAX_FORM_FIELD:
+            raise Refusal(400, "Form field too long", f"The field {name!r} is {len(value)} "
+                          f"characters; the limit is {MAX_FORM_FIELD}.")
         if name.endswith("[]") and name in form:
             form[name] += "\n" + value
         else:

@@ -537,6 +537,27 @@ def test_a_value_of_the_wrong_shape_is_refused_with_the_form_kept(console: Any) 
     assert not console.ctx.app.get_order(UUID(draft_path.rsplit("/", 1)[1])).items
 
 
+def test_a_form_field_over_its_bound_is_refused_naming_it(console: Any) -> None:
+    """serviceorders.limits.MAX_FORM_FIELD: checked where every console form is read, before
+    any model or command (docs/security.md, "Limits")."""
+    console.sign_in("agent")
+    console.get("/console/drafts/new")
+    response = console.post("/console/drafts", {"customerId": "C-LONG",
+                                                "description": "d" * 10_001})
+    assert response.status_code == 400
+    assert "The field &#39;description&#39; is 10001 characters; the limit is 10000." \
+        in response.text
+    console.get("/console/drafts/new")
+    response = console.post("/console/drafts", {"customerId": "C-LONG", "n" * 201: "x"})
+    assert response.status_code == 400
+    assert "A field name is 201 characters; the limit is 200." in response.text
+    # at the bound the form is read, and the draft's own model refuses the text (4000)
+    console.get("/console/drafts/new")
+    response = console.post("/console/drafts", {"customerId": "C-LONG",
+                                                "description": "d" * 10_000})
+    assert response.status_code == 400 and "Form field too long" not in response.text
+
+
 def test_an_item_is_configured_and_removed(console: Any) -> None:
     console.sign_in("agent")
     console.get("/console/drafts/new")
