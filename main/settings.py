@@ -137,7 +137,7 @@ class Settings(BaseModel):
     http_header_timeout: float = Field(default=10.0, gt=0, le=3600)
     http_body_timeout: float = Field(default=30.0, gt=0, le=3600)
     # TMF641 hub: listeners and notification delivery (docs/notifications.md)
-    hub_allowed_hosts: str = ""  # host / host:port / *.domain patterns; empty: loopback only
+    hub_allowed_hosts: str = ""  # host / *.domain / address / CIDR [:port]; empty: public only
     hub_delivery: bool = True  # run the delivery worker in `serve` and `project`
     hub_timeout_seconds: float = Field(default=5.0, gt=0)
     hub_backoff_base_seconds: float = Field(default=1.0, gt=0)

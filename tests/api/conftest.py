@@ -56,9 +56,11 @@ KEY_ROLES: dict[str, tuple[str, str]] = {
 
 @pytest.fixture
 def api_settings(settings: Settings) -> Settings:
-    """The root `settings` (sqlite or postgres, clean store) with every table created."""
+    """The root `settings` (sqlite or postgres, clean store) with every table created, and
+    the hub allowed to call 127.0.0.1:9 (discard), the callback the API tests register:
+    by default the hub calls public addresses only (docs/notifications.md)."""
     init_database(settings)
-    return settings
+    return settings.model_copy(update={"hub_allowed_hosts": "127.0.0.1:9"})
 
 
 @pytest.fixture

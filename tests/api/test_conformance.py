@@ -14,12 +14,13 @@ The spec is used as published (its sha256 is checked) with these, each named and
 
 Every schemathesis check runs; four are wrapped to apply the last two lists and to accept
 a 204 without Content-Type (see "adjusted checks"), and one is added: the hub never
-registers a callback off loopback. Phases: examples and fuzzing on both backends, coverage
-on PostgreSQL. The server is the app with no API keys on loopback, with hub delivery off:
-generated callbacks are registered (loopback only, the default allow-list) but nothing is
-ever sent to them. Some generated ids are swapped for seeded ones, and some generated
-bodies get an item of our catalog, so that requests reach existing resources and 2xx
-responses (`map_case`); negative bodies stay exactly as generated.
+registers a callback the allow-list does not name. Phases: examples and fuzzing on both
+backends, coverage on PostgreSQL. The server is the app with no API keys on loopback, with
+hub delivery off: generated callbacks are registered (127.0.0.1:9 only, named in the
+allow-list: the default policy refuses loopback) but nothing is ever sent to them. Some
+generated ids are swapped for seeded ones, and some generated bodies get an item of our
+catalog, so that requests reach existing resources and 2xx responses (`map_case`);
+negative bodies stay exactly as generated.
 
 `SERVICEORDERS_FUZZ_SEED=N` runs another seed (default: fixed, for reproducible CI); run
 with `-s` to see requests and statuses per operation and phase.
@@ -167,8 +168,8 @@ BUSINESS_REFUSALS: dict[str, dict[int, str]] = {
     },
     "GET /cancelServiceOrder/{id}": {404: "no such cancellation request"},
     "POST /hub": {
-        400: "the callback is not an absolute http(s) URL on an allowed host (loopback "
-             f"only by default), the query is not a filter we understand, {NUL}",
+        400: "the callback is not a strict absolute http(s) URL on an allowed host (public "
+             f"addresses only by default), the query is not a filter we understand, {NUL}",
     },
     "DELETE /hub/{id}": {404: "no such listener"},
 }
@@ -373,9 +374,11 @@ LENIENT: dict[str, jsonschema_rs.Draft4Validator] = {}
 @pytest.fixture
 def api_settings(settings: Settings) -> Settings:
     """Overrides tests/api/conftest.py's: hub delivery off (generated callbacks are never
-    called) and the default allow-list (loopback only)."""
+    called) and one loopback listener allowed explicitly (127.0.0.1:9, discard): the
+    default policy refuses loopback."""
     init_database(settings)
-    return settings.model_copy(update={"hub_delivery": False, "hub_allowed_hosts": ""})
+    return settings.model_copy(update={"hub_delivery": False,
+                                       "hub_allowed_hosts": "127.0.0.1:9"})
 
 
 @pytest.fixture
@@ -485,10 +488,11 @@ def allow_header_with_extensions(ctx: Any, response: Any, case: Any) -> bool | N
 
 
 def hub_callbacks_stay_on_loopback(ctx: Any, response: Any, case: Any) -> bool | None:
-    """The hub must never register a listener outside the allow-list (loopback here)."""
+    """The hub must never register a listener outside the allow-list (127.0.0.1:9 here)."""
     if case.operation.label == "POST /hub" and response.status_code == 201:
-        host = urlsplit(response.json()["callback"]).hostname
-        assert host in LOOPBACK, f"the hub registered a callback to {host}"
+        where = urlsplit(response.json()["callback"])
+        assert where.hostname in LOOPBACK and where.port == 9, \
+            f"the hub registered a callback to {where.netloc}"
     return None
 
 

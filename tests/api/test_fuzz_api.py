@@ -298,6 +298,40 @@ def test_mutated_patches_and_drafts_never_get_a_server_error(client, admin, targ
     assert_answer(response, (method, path, patch))
 
 
+# Non-finite and out-of-range numbers (issue 15): JSON has none, Python's json reads them.
+NON_FINITE = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "2e308",
+                              "-1.8e308", "1E+999", "123456789e999"])
+SENTINEL = "\u2063non-finite\u2063"  # a text no generated body contains
+
+
+@FUZZ
+@seed(SEED)
+@given(data=st.data())
+def test_non_finite_numbers_are_refused_before_any_write(client, admin, targets, data):
+    """A non-finite number anywhere in any body-taking endpoint's body: 400 naming the
+    place, nothing written."""
+    method, path = data.draw(st.sampled_from(targets["body"]), label="endpoint")
+    body = data.draw(mutated_orders(), label="body")
+    where = data.draw(st.sampled_from([p for p in paths_of(body) if p]), label="where")
+    parent: Any = body
+    for step in where[:-1]:
+        parent = parent[step]
+    parent[where[-1]] = SENTINEL
+    number = data.draw(NON_FINITE, label="number")
+    raw = encode(body).replace(json.dumps(SENTINEL, ensure_ascii=False).encode(),
+                               number.encode())
+    recorder = client.app.state.ctx.app.recorder
+    before = recorder.max_notification_id()
+    response = client.request(method, path, content=raw,
+                              headers={**admin, "content-type": "application/json",
+                                       "if-match": "*"})
+    assert_answer(response, (method, path, raw[:300]))
+    assert response.status_code == 400, (method, path, raw[:300], response.text)
+    assert response.json()["code"] == "invalid_json", response.text
+    assert "not a finite number" in response.json()["message"], response.text
+    assert recorder.max_notification_id() == before
+
+
 @FUZZ
 @seed(SEED)
 @given(data=st.data())

@@ -341,8 +341,9 @@ BYPASSES = [
 
 def test_callbacks_crafted_to_pass_the_allow_list_are_refused(
         client: TestClient, auth: Callable[[str | None], dict[str, str]]) -> None:
-    """Default allow-list (loopback only): every crafted callback is a 400 TMF Error and
-    no listener is registered."""
+    """The allow-list of the API tests (127.0.0.1:9 only, named explicitly): every crafted
+    callback is a 400 TMF Error and no listener is registered (the default policy, public
+    addresses only, is tested against a real server in test_hub.py)."""
     if f"POST {HUB}" not in {f"{m.upper()} {p}" for p, item in
                              client.app.openapi()["paths"].items()  # type: ignore[attr-defined]
                              for m in item}:
@@ -357,7 +358,7 @@ def test_callbacks_crafted_to_pass_the_allow_list_are_refused(
     listed = client.get("/api/v1/hub", params={"all": "true"}, headers=auth("admin"))
     assert listed.status_code == 200, listed.text
     assert listed.json() == [], listed.text
-    # the loopback callback the default allows, for contrast
+    # the loopback callback the allow-list names, for contrast
     ok = client.post(HUB, json={"callback": "http://127.0.0.1:9/listener"},
                      headers=auth("integrator"))
     assert ok.status_code == 201, ok.text
