@@ -42,10 +42,11 @@ def _order(external_id: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def server(pg_database: Any, pg_cleaner: Callable[[], None], tmp_path: Path
-           ) -> Iterator[tuple[str, int, Callable[[], str]]]:
-    """`serviceorders api` on a free port with short slow-client deadlines; yields its base
-    URL, its port and its output so far."""
+def server(request: pytest.FixtureRequest, pg_database: Any, pg_cleaner: Callable[[], None],
+           tmp_path: Path) -> Iterator[tuple[str, int, Callable[[], str]]]:
+    """`serviceorders api` on a free port with short slow-client deadlines (`--workers N`
+    with an indirect parameter N); yields its base URL, its port and its output so far."""
+    workers = getattr(request, "param", 1)
     pg_cleaner()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,7 +57,8 @@ def server(pg_database: Any, pg_cleaner: Callable[[], None], tmp_path: Path
     env.pop("SERVICEORDERS_API_KEYS", None)
     out_path = tmp_path / "api.out"
     with open(out_path, "wb") as out:
-        process = subprocess.Popen([EXE, "api", "--host", "127.0.0.1", "--port", str(port)],
+        process = subprocess.Popen([EXE, "api", "--host", "127.0.0.1", "--port", str(port),
+                                    "--workers", str(workers)],
                                    env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     output = lambda: out_path.read_text(encoding="utf-8", errors="replace")  # noqa: E731
@@ -209,3 +211,18 @@ def test_a_slow_client_is_cut_off_while_other_clients_are_served(
     assert deadline - 0.5 <= result["elapsed"] <= deadline + 3, result
     assert result["answer"].startswith(b"HTTP/1.1 408 "), result["answer"][:300]
     assert f"did not arrive within {deadline:g} s".encode() in result["answer"]
+
+
+@pytest.mark.parametrize("server", [2], indirect=True, ids=["workers-2"])
+def test_every_worker_process_has_the_same_limits(
+        server: tuple[str, int, Callable[[], str]]) -> None:
+    """`api --workers N` runs the same protocol, configured from the settings in each worker:
+    several connections (spread over the workers) all meet the limits."""
+    _, port, output = server
+    for _ in range(4):
+        answer = _raw(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Re", timeout=20)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+        assert f"within {HEADER_TIMEOUT:g} s".encode() in answer
+        answer = _raw(port, b"GET /health HTTP/1.1\r\nX-Big: " + b"b" * 200_000 + b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 431 ") or answer == b"", answer[:300]
+    assert "Traceback" not in output()
