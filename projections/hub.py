@@ -749,6 +749,7 @@ class HubConfig:
     public_base_url: str | None = None
     lease_seconds: float = 30.0
     round_size: int = 100  # notifications per listener per round
+    verify: Any = True  # httpx `verify` for https listeners (an ssl.SSLContext in tests)
     fan_out_size: int = 1000  # outbox rows per subscription per transaction
 
     @classmethod
@@ -1050,7 +1051,7 @@ class DeliveryWorker:
     def _new_client(self) -> httpx.Client:
         return httpx.Client(
             timeout=httpx.Timeout(self.config.timeout), follow_redirects=False,
-            trust_env=False,
+            trust_env=False, verify=self.config.verify,
             headers={"User-Agent": "serviceorders-hub/1", "Accept": "application/json"})
 
     def _post(self, client: httpx.Client, sub_id: str, target: Target,

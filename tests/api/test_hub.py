@@ -15,11 +15,13 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -655,6 +657,83 @@ def test_a_name_resolving_to_loopback_at_delivery_is_never_connected_to(
     assert len(listener.accepted) == 1
     assert listener.hosts == [f"{name}:{listener.port}"]
     assert asked.count(name) == 1  # one resolution for the round; httpx never resolved it
+
+
+
+def _certificate(name: str, directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for `name` (and its key), as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "listener.pem", directory / "listener.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_https_callbacks_connect_to_the_checked_address_and_verify_the_name(
+        orders: Any, hub_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """https to a name: the connection goes to the checked address, the name travels as
+    TLS server name (SNI) and Host, and the certificate is verified against the name: a
+    name the certificate does not cover is not delivered to (and shows `unreachable`)."""
+    name, other = "hooks.example.com", "other.example.com"
+    cert_file, key_file = _certificate(name, tmp_path)
+    listener = Listener()
+    server_names: list[str | None] = []
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_file, key_file)
+    tls.sni_callback = lambda sock, server_name, context: server_names.append(server_name)
+    assert listener.server is not None
+    listener.server.socket = tls.wrap_socket(listener.server.socket, server_side=True)
+    try:
+        port = listener.port
+        allowed = f"*.example.com:{port}, 127.0.0.1:{port}"
+        settings = hub_settings(hub_allowed_hosts=allowed, hub_suspend_after_failures=1)
+        db = open_read_db(settings)
+        try:
+            good = HubStore(db).register(f"https://{name}:{port}/hooks/so", None, "crm")
+            bad = HubStore(db).register(f"https://{other}:{port}/hooks/so", None, "crm")
+        finally:
+            db.close()
+        orders.receive("TLS-1")
+        orders.project()
+        real = socket.getaddrinfo
+        monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **kw: real(
+            "127.0.0.1" if host in (name, other) else host, *a, **kw))
+        config = replace(HubConfig.from_settings(settings),
+                         verify=ssl.create_default_context(cafile=str(cert_file)))
+        worker = DeliveryWorker(config, lambda: open_read_db(settings))
+        try:
+            worker.drain(5)
+        finally:
+            worker.close()
+        assert len(listener.accepted) == 1 and listener.hosts == [f"{name}:{port}"]
+        assert name in server_names and other in server_names  # both tried, by name
+        db = open_read_db(settings)
+        try:
+            found = {s["id"]: s for s in HubStore(db).list()}
+        finally:
+            db.close()
+        assert (found[good["id"]]["delivered"], found[good["id"]]["last_error"]) == (1, None)
+        assert (found[bad["id"]]["delivered"], found[bad["id"]]["last_error"]) == \
+            (0, "unreachable")
+    finally:
+        listener.stop()
 
 
 def test_last_error_never_says_more_than_unreachable(
