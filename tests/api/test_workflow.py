@@ -317,6 +317,12 @@ def test_decisions_need_a_fresh_if_match(client: TestClient, auth: Auth, flow: A
         problem = error(client.post(path, headers={**auth("manager"), **headers}, json=body),
                         428)
         assert problem["code"] == "precondition_required" and etag in problem["message"]
+    # one ETag only: a list (any-of) would defeat the rule, as '*' would (issue 15)
+    for listed in (f'{etag}, "99"', f'"99", {etag}', f"{etag}, *", f"W/{etag}, {etag}"):
+        problem = error(client.post(path, headers=h(auth, "manager", **{"If-Match": listed}),
+                                    json=body), 400)
+        assert problem["code"] == "invalid_if_match", problem
+    assert flow.etag(order_id) == etag  # nothing was decided
     # the order moves on (a note): the ETag the manager saw is stale now
     flow.post(f"/api/v1/orders/{order_id}/notes", {"text": "customer called"}, role="agent")
     error(client.post(path, headers=h(auth, "manager", **{"If-Match": etag}), json=body), 412)

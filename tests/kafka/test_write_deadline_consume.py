@@ -1,0 +1,91 @@
+"""`serviceorders consume` and a stuck write, on PostgreSQL (issue 15, finding 1;
+docs/reliability.md, "Timeouts" and "Stopping").
+
+A trigger in the test database makes the insert of a marked order sleep 60 s inside the
+transaction that holds the events-table lock. The intake's write fails within
+SERVICEORDERS_DB_WRITE_TIMEOUT and releases the lock (the batch is read again); SIGTERM
+while the write is stuck stops the process within its documented deadline, nothing written.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serviceorders.bootstrap import init_database
+from serviceorders.consumers.broker import EmbeddedBroker
+from serviceorders.consumers.sample import create_event, order
+from serviceorders.settings import Settings
+
+from .conftest import kafka_env, produce, spawn_consume, wait_for
+
+pytestmark = pytest.mark.kafka
+
+WRITE_TIMEOUT = 3
+MARKER = "slow-write-marker"
+
+
+@pytest.fixture
+def slow_marked_inserts(pg_database: Any) -> Iterator[None]:
+    conn = pg_database.connect()
+    conn.execute("CREATE OR REPLACE FUNCTION so_test_slow() RETURNS trigger AS $$ BEGIN "
+                 "PERFORM pg_sleep(60); RETURN NEW; END $$ LANGUAGE plpgsql")
+    conn.execute("CREATE TRIGGER so_test_slow BEFORE INSERT ON serviceorders_events FOR EACH "
+                 "ROW WHEN (position(convert_to('" + MARKER + "', 'UTF8') in NEW.state) > 0) "
+                 "EXECUTE FUNCTION so_test_slow()")
+    try:
+        yield
+    finally:
+        conn.execute("DROP TRIGGER IF EXISTS so_test_slow ON serviceorders_events")
+        conn.close()
+
+
+def _lock_holders(pg_database: Any) -> list[Any]:
+    with pg_database.connect() as conn:
+        return conn.execute("SELECT pid FROM pg_locks WHERE relation = "
+                            "'serviceorders_events'::regclass AND mode = 'ExclusiveLock'"
+                            ).fetchall()
+
+
+@pytest.mark.parametrize("settings", ["postgres"], indirect=True)
+def test_sigterm_stops_consume_within_its_deadline_during_a_stuck_write(
+        kafka_settings: Settings, broker: EmbeddedBroker, pg_database: Any,
+        slow_marked_inserts: None, tmp_path: Path) -> None:
+    init_database(kafka_settings)
+    body = order("slow-1", random.Random(1))
+    body["description"] = MARKER
+    produce(kafka_settings, [(b"slow-1", create_event("evt-slow-1", body))])
+    log = tmp_path / "consume.log"
+    env = kafka_env(kafka_settings, broker, SERVICEORDERS_DB_WRITE_TIMEOUT=str(WRITE_TIMEOUT))
+    process = spawn_consume(env, log)
+    try:
+        wait_for(lambda: _lock_holders(pg_database), timeout=60,
+                 what="the intake's write to take the lock")
+        # The stuck write times out and the batch is read again (it times out again).
+        wait_for(lambda: "batch not written (WriteTimeout" in log.read_text(errors="replace"),
+                 timeout=WRITE_TIMEOUT + 10, what="the write to time out")
+        wait_for(lambda: _lock_holders(pg_database), timeout=30,
+                 what="the batch to be written again")
+        process.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        # Documented deadline: the write timeout, plus the commit and leaving the group.
+        try:
+            code = process.wait(WRITE_TIMEOUT + 10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("consume did not stop within its deadline after SIGTERM:\n"
+                        + log.read_text(errors="replace"))
+        assert time.monotonic() - stopped < WRITE_TIMEOUT + 10
+        assert code == 0, log.read_text(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert _lock_holders(pg_database) == []
+    with pg_database.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM serviceorders_events").fetchone()[0] == 0
