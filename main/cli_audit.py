@@ -111,7 +111,8 @@ def audit_verify(obj: Context, anchor: Path | None, file_: Path | None, unsigned
     """Verify every hash chain, checkpoint and snapshot; exit 1 listing each problem."""
     from .audit import verify, verify_file
 
-    settings = obj.settings
+    # An export is verified offline: no database is probed, opened or created.
+    settings = obj.config if file_ is not None else obj.settings
     key = settings.audit_hmac_key
     if file_ is not None:
         lines = sum(1 for _ in file_.open("rb"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import threading
 from pathlib import Path
 
@@ -89,18 +90,24 @@ def _probe_postgres(config: DatabaseConfig, timeout: int) -> None:
 
 
 def _probe_sqlite(path: Path) -> None:
-    """The file can be opened for writing (created if it is new: SQLite takes an empty
-    file as an empty database)."""
+    """The file can be opened for writing, or, when it does not exist yet, its directory
+    takes new files (the probe itself creates nothing)."""
     problem = None
     if not path.parent.is_dir():
         problem = (f"the directory {path.parent} does not exist" if not path.parent.exists()
                    else f"{path.parent} is not a directory")
     elif path.is_dir():
         problem = "it is a directory"
-    else:
-        try:
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o666))
+    elif path.exists():
+        try:  # opened, never created: a probe leaves no file behind
+            os.close(os.open(path, os.O_RDWR))
         except OSError as e:
             problem = f"{e.strerror.lower() if e.strerror else e} (it must be writable)"
+    else:
+        try:  # a throwaway file, gone when closed: the directory takes new files
+            tempfile.TemporaryFile(dir=path.parent).close()
+        except OSError as e:
+            problem = (f"the directory {path.parent} does not take new files: "
+                       f"{e.strerror.lower() if e.strerror else e} (it must be writable)")
     if problem:
         raise DatabaseUnreachable(f"cannot open the SQLite database {path}: {problem}")
