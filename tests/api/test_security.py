@@ -592,6 +592,8 @@ def test_no_keys_refuses_to_bind_beyond_loopback(command: str, tmp_path: Path,
     base_env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
                 "SERVICEORDERS_API_KEYS": None, "SERVICEORDERS_API_KEYS_FILE": None}
     runner = CliRunner()
+    # `api` serves an initialised database only (serve initialises its own)
+    assert runner.invoke(main, ["db", "init"], env=base_env).exit_code == 0
     for host in ("0.0.0.0", "192.168.1.10", "::", "example.com"):
         result = runner.invoke(main, [command, "--host", host, "--port", "1"], env=base_env)
         assert result.exit_code == 2, (host, result.output, result.exception)
