@@ -155,7 +155,8 @@ def test_malformed_values_name_the_setting(name, value):
 # -------------------------------------------------------- the eventsourcing config
 def test_eventsourcing_env_for_postgres_is_complete():
     settings = Settings.from_env({"DATABASE_URL": "postgresql://so:pw@db:6000/orders"},
-                                 lock_timeout_seconds=7, pool_size=3, pool_max_overflow=1)
+                                 lock_timeout_seconds=7, pool_size=3, pool_max_overflow=1,
+                                 write_timeout_seconds=12)
     assert eventsourcing_env(settings) == {
         "CREATE_TABLE": "n",
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -163,6 +164,7 @@ def test_eventsourcing_env_for_postgres_is_complete():
         "POSTGRES_USER": "so", "POSTGRES_PASSWORD": "pw",
         "POSTGRES_LOCK_TIMEOUT": "7", "POSTGRES_POOL_SIZE": "3", "POSTGRES_MAX_OVERFLOW": "1",
         "POSTGRES_CONNECT_TIMEOUT": "10", "POSTGRES_PRE_PING": "y",
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "12",
         "APPLICATION_RECORDER_TOPIC":
             "serviceorders.consumers.recorders:IntakePostgresRecorder",
     }
