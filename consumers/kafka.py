@@ -50,6 +50,9 @@ NOTIFICATIONS = "notifications"  # the outbound_position row of the notification
 # `dlq skip` moves it, and the partition resumes from there.
 STALL_RECHECK_SECONDS = 5.0
 UNDECODABLE = "undecodable"  # the dead-letter category of a skipped record batch
+# A skipped batch's raw bytes are kept in its dead letter up to this size (the DLQ topic must
+# take the record); a larger batch stays in its topic until retention, the reason says so.
+MAX_RAW_BATCH = 512 * 1024
 
 
 def producer_options(settings: Settings) -> dict[str, Any]:
@@ -210,7 +213,13 @@ def read_undecodable(settings: Settings, topic: str, partition: int, offset: int
                                      **client_options(settings)))
     try:
         tp = TopicPartition(topic, partition)
-        if partition not in (consumer.partitions_for_topic(topic) or set()):
+        deadline = time.monotonic() + timeout
+        known_by = time.monotonic() + min(timeout, 5.0)
+        partitions = consumer.partitions_for_topic(topic)
+        while partitions is None and time.monotonic() < known_by:
+            time.sleep(0.2)  # the first metadata answer may not know the topic yet
+            partitions = consumer.partitions_for_topic(topic)
+        if partition not in (partitions or set()):
             raise LookupError(f"{topic} has no partition {partition}")
         first = consumer.beginning_offsets([tp]).get(tp) or 0
         end = consumer.end_offsets([tp]).get(tp) or 0
@@ -219,7 +228,6 @@ def read_undecodable(settings: Settings, topic: str, partition: int, offset: int
                               f"(offsets {first} to {end - 1})")
         consumer.assign([tp])
         consumer.seek(tp, offset)
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 records = consumer.poll(timeout_ms=500)
@@ -246,11 +254,17 @@ def skip_batch(db: ReadDb, bad: UndecodableBatch, actor: str, reason: str) -> in
         raise SkipRefused(f"the batch at {bad.tp.topic}[{bad.tp.partition}] offset {bad.offset} "
                           "cannot even be framed: its end is unknown, nothing skipped")
     topic, partition = bad.tp.topic, bad.tp.partition
-    text = (f"undecodable record batch (offsets {bad.offsets}): {bad.why}; skipped by {actor}: "
-            f"{reason}")
+    raw = bad.raw
+    kept = "" if raw is None or len(raw) <= MAX_RAW_BATCH else (
+        f" (its {len(raw)} bytes are not kept here: larger than {MAX_RAW_BATCH}; they stay "
+        "in the topic until its retention)")
+    if kept:
+        raw = None
+    text = (f"undecodable record batch (offsets {bad.offsets}){kept}: {bad.why}; skipped by "
+            f"{actor}: {reason}")
     headers = (("skip.actor", actor.encode()), ("skip.reason", reason.encode()),
                ("skip.batch_offsets", bad.offsets.encode()))
-    dead = DeadLetter(topic, partition, bad.offset, None, bad.raw, headers, text, UNDECODABLE)
+    dead = DeadLetter(topic, partition, bad.offset, None, raw, headers, text, UNDECODABLE)
     with db.transaction():
         found = db.fetchone("SELECT next_offset FROM intake_position WHERE topic = %s AND "
                             "partition = %s", (topic, partition))
@@ -268,7 +282,7 @@ def skip_batch(db: ReadDb, bad: UndecodableBatch, actor: str, reason: str) -> in
                               "nothing skipped") from None
         row = db.fetchone("SELECT id FROM dead_letter WHERE source_topic = %s AND "
                           "source_partition = %s AND source_offset = %s AND digest = %s",
-                          (topic, partition, bad.offset, digest(None, bad.raw)))
+                          (topic, partition, bad.offset, digest(None, raw)))
     assert row is not None
     return int(row[0])
 

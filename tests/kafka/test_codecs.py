@@ -6,6 +6,10 @@
    that partition alone: the other partitions' orders keep flowing, the stall is reported by
    a log line and a metric naming topic, partition and offset; `dlq skip` dead-letters the
    batch (its raw bytes) and moves the position past it, and the consumer resumes.
+3. A codec whose library is missing (the original report: lz4 here) stalls only its
+   partition; with the library back a restarted consumer reads it, nothing skipped.
+4. NaN / Infinity / 1e400 in a message: a dead letter naming the number, nothing written;
+   the dead letters are published compressed (SERVICEORDERS_KAFKA_COMPRESSION=zstd).
 """
 
 from __future__ import annotations
@@ -149,6 +153,12 @@ def test_a_corrupt_batch_stalls_only_its_partition_until_skipped(
     found = _cli(ks, broker, "dlq", "skip", "--partition", "2", "--offset", "99",
                  "--actor", "ops", "--reason", "x")
     assert found.exit_code == 1 and "not in the log" in found.output, found.output
+    found = _cli(ks, broker, "dlq", "skip", "--partition", "7", "--offset", "0",
+                 "--actor", "ops", "--reason", "x")
+    assert found.exit_code == 1 and "has no partition 7" in found.output, found.output
+    found = _cli(ks, broker, "dlq", "skip", "--partition", "1", "--offset", "3",
+                 "--actor", " ", "--reason", "x")
+    assert found.exit_code == 2 and "--actor" in found.output, found.output
 
     found = _cli(ks, broker, "dlq", "skip", "--partition", "1", "--offset", "3",
                  "--actor", "ops-anna", "--reason", "upstream X sent a broken snappy batch")
@@ -187,6 +197,39 @@ def test_a_corrupt_batch_stalls_only_its_partition_until_skipped(
     assert not running.worker.stalled
     running.stop()
     assert IntakeStore(db).positions(ks.inbound_topic)[1] == 8
+
+
+def test_a_codec_without_its_library_stalls_its_partition_until_installed(
+        ks, db, run_worker, monkeypatch, caplog):
+    """The original failure: lz4 batches and no lz4 library. Only the lz4 partition waits
+    (the others flow); with the library back, a restarted consumer reads it, nothing
+    skipped."""
+    import kafka.codec
+
+    caplog.set_level(logging.ERROR, logger="serviceorders.kafka")
+    names = {p: [f"LIB-{p}-{n}" for n in range(4)] for p in range(3)}
+    for p in range(3):
+        _send(ks, p, names[p], codec="lz4" if p == 0 else None)
+    with monkeypatch.context() as m:
+        m.setattr(kafka.codec, "has_lz4", lambda: False)  # as without the lz4 package
+        running = run_worker(ks)
+        wait_for(lambda: {f"ev-{n}" for p in (1, 2) for n in names[p]} <= applied_ids(db),
+                 what="the partitions without lz4")
+        wait_for(lambda: any("cannot be decoded" in r.getMessage() for r in caplog.records),
+                 what="the stall's log line")
+        assert not {f"ev-{n}" for n in names[0]} & applied_ids(db)
+        (tp, bad), = running.worker.stalled.items()
+        assert (tp.partition, bad.offset) == (0, 0)
+        assert "Libraries for lz4 compression codec not found" in bad.why
+        running.stop()
+    line = next(r.getMessage() for r in caplog.records if "cannot be decoded" in r.getMessage())
+    assert f"{ks.inbound_topic}[0] offset 0:" in line and "UnsupportedCodecError" in line
+
+    running = run_worker(ks)
+    wait_for(lambda: {f"ev-{n}" for n in names[0]} <= applied_ids(db),
+             what="partition 0 once lz4 is there")
+    running.stop()
+    assert IntakeStore(db).dead_letters(limit=10) == []
 
 
 NON_FINITE = {"NAN": "NaN", "INF": "Infinity", "NEGINF": "-Infinity", "HUGE": "1e400",
