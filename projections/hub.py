@@ -9,6 +9,11 @@
   deliveries, POSTs them to `{callback}/listener/{eventName}` in log order per order,
   retries with exponential backoff, and suspends a listener that keeps failing (its
   backlog is kept and delivered once an operator resumes it). Nothing is ever dropped.
+* Callbacks are safe by default (`parse_callback`, `AllowList`, `check_callback`,
+  `resolve`): parsed once and strictly, public addresses only unless the allow-list names
+  an address, names resolved once per round and every address checked, the connection
+  pinned to a checked address; operators' views say only `unreachable`, `refused by
+  policy` or `HTTP <status>` (`public_error`).
 
 The guarantees, settings and operator commands are documented in docs/notifications.md.
 """
