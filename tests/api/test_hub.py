@@ -646,7 +646,6 @@ def test_a_name_resolving_to_loopback_at_delivery_is_never_connected_to(
 
     # The operator names the address: delivered to the address checked, with the name as
     # Host; the name's next answer (a private address nobody named) is never used.
-    asked.clear()
     asked = _resolving(monkeypatch, name, "127.0.0.1", "10.255.255.1")
     settings = hub_settings(hub_allowed_hosts=f"{allowed}, 127.0.0.1:{listener.port}")
     worker = DeliveryWorker.from_settings(settings, lambda: open_read_db(settings))
