@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, Phase, given, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
+from serviceorders import limits
 from serviceorders.bootstrap import build_application
 from serviceorders.consumers import envelope as env
 from serviceorders.consumers.kafka import client_options
@@ -40,6 +41,7 @@ from serviceorders.consumers.store import IntakeStore
 from serviceorders.domain.order import order_id_for
 from serviceorders.projections.db import ReadDb
 from serviceorders.settings import Settings
+from serviceorders.tmf641_in import MAX_TEXT
 
 from .conftest import read_topic, wait_for
 
@@ -271,8 +273,43 @@ def non_finite(draw: st.DrawFn) -> Fuzzed:
     return Fuzzed(f"number-{kind}", f"FUZZ-NF-{n}".encode(), value, category, reason=reason)
 
 
+# Strings over their bounds (serviceorders.limits, the envelope and TMF641 models): the
+# envelope's own fields, and the order's. Dead-lettered, the reason naming the field.
+OVER_BOUNDS = [(("eventId",), limits.MAX_ID, env.NOT_ENVELOPE, "eventId"),
+               (("correlationId",), limits.MAX_CORRELATION_ID, env.NOT_ENVELOPE,
+                "correlationId"),
+               (("event", "serviceOrder", "externalId"), limits.MAX_ID, env.INVALID_ORDER,
+                "serviceOrder.externalId"),
+               (("event", "serviceOrder", "description"), MAX_TEXT, env.INVALID_ORDER,
+                "serviceOrder.description"),
+               (("event", "serviceOrder", "@type"), limits.MAX_TYPE, env.INVALID_ORDER,
+                "serviceOrder.@type")]
+
+
+@st.composite
+def oversized(draw: st.DrawFn) -> Fuzzed:
+    """A valid create envelope with one string just over its bound, or far over it; or a
+    valid order carrying oversized Kafka headers (only traceparent's trace id is read:
+    applied)."""
+    doc = copy.deepcopy(TEMPLATE)
+    doc["eventId"] = draw(EVENT_ID)
+    n = draw(st.integers(0, 10**6))
+    external = f"FUZZ-BIG-{n}"
+    doc["event"]["serviceOrder"]["externalId"] = external
+    if draw(st.booleans(), label="headers"):
+        name = draw(st.sampled_from(["traceparent", "x-request-id", "x-big"]), label="name")
+        size = draw(st.integers(257, 200_000), label="size")
+        return Fuzzed("oversized-header", external.encode(), orjson.dumps(doc), None,
+                      headers=((name, b"h" * size),), external_id=external)
+    path, bound, category, field = draw(st.sampled_from(OVER_BOUNDS), label="field")
+    length = bound + draw(st.integers(1, 3) | st.integers(1000, 100_000), label="over by")
+    _set(doc, path, "s" * length)
+    return Fuzzed(f"oversized-{field}", external.encode(), orjson.dumps(doc), category,
+                  reason=f"{field}: String should have at most {bound} characters")
+
+
 BAD = st.one_of(random_bytes(), truncated(), nested(), wrong_type(), unknown_enum(),
-                wrong_encoding(), nulls(), bad_key(), non_finite())
+                wrong_encoding(), nulls(), bad_key(), non_finite(), oversized())
 
 
 def generate(count: int) -> list[Fuzzed]:
