@@ -221,7 +221,7 @@ class Settings(BaseModel):
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return cls.model_validate(values)
+            settings = cls.model_validate(values)
         except ValidationError as e:  # name the variable, not the field
             first = e.errors(include_url=False)[0]
             field = str(first["loc"][0]) if first["loc"] else ""
@@ -230,6 +230,14 @@ class Settings(BaseModel):
             secret = "password" in variable.lower() or "secret" in variable.lower()
             shown = "" if raw is None or secret else f" (got {raw!r})"
             raise SettingsError(f"{variable}: {first['msg']}{shown}") from None
+        if settings.hub_allowed_hosts:  # refused at start, not at the first registration
+            from .projections.hub import AllowList  # here: the hub module imports Settings
+
+            try:
+                AllowList.parse(settings.hub_allowed_hosts)
+            except ValueError as e:
+                raise SettingsError(str(e)) from None
+        return settings
 
 
 # Kafka client settings taken from the environment as they are (TLS and SASL): variable

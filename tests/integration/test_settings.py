@@ -223,3 +223,17 @@ def test_the_application_ignores_stray_persistence_variables(tmp_path, monkeypat
         assert len(second.recorder.select_events(order_id)) == 2
     finally:
         second.close()
+
+
+# ------------------------------------------------------------- hub allow-list at start
+@pytest.mark.parametrize("spec", ["*.ex ample.com", "[::1", "999.1.1.1/40", "bad:port:x"])
+def test_a_malformed_hub_allow_list_is_refused_when_the_settings_are_read(spec):
+    # every process reads its settings at start: a bad list stops it there, instead of
+    # answering each hub registration with a 500 later
+    with pytest.raises(SettingsError, match="SERVICEORDERS_HUB_ALLOWED_HOSTS"):
+        Settings.from_env({"SERVICEORDERS_HUB_ALLOWED_HOSTS": spec})
+
+
+def test_a_well_formed_hub_allow_list_is_kept():
+    spec = "hooks.example.com:443,*.partner.example,10.1.0.0/16,[::1]:8080"
+    assert Settings.from_env({"SERVICEORDERS_HUB_ALLOWED_HOSTS": spec}).hub_allowed_hosts == spec
