@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -277,3 +282,99 @@ class ChainTools:
 @pytest.fixture
 def chain_tools() -> type[ChainTools]:
     return ChainTools
+
+
+# ------------------------------------------------------------------ server processes
+@dataclass
+class ServerProcess:
+    """A `serviceorders api` process started by `start_api` on a free loopback port."""
+
+    base: str
+    port: int
+    process: subprocess.Popen[bytes]
+    out_path: Path
+
+    def output(self) -> str:
+        """What the process printed so far (stdout and stderr)."""
+        return self.out_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (then SIGKILL after 15 s), or SIGKILL at once; nothing if it has ended."""
+        if self.process.poll() is not None:
+            return
+        if not kill:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        self.process.kill()
+        self.process.wait(5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start `serviceorders api ARGS...` on DATABASE_URL `url`, on 127.0.0.1 and a free port,
+    with `env` added to this environment and the variables in `unset` removed (API keys by
+    default: full access on loopback); returns once `/health` answers. Every process started
+    is stopped at the end of the test (SIGKILL at once when started with `kill_at_end`)."""
+    started: list[tuple[ServerProcess, bool]] = []
+
+    def start(url: str, *args: str, env: dict[str, str] | None = None,
+              unset: tuple[str, ...] = ("SERVICEORDERS_API_KEYS",),
+              kill_at_end: bool = False) -> ServerProcess:
+        port = free_port()
+        environ = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1", **(env or {})}
+        for name in unset:
+            environ.pop(name, None)
+        out_path = tmp_path / f"api-{port}.out"
+        with open(out_path, "wb") as out:
+            process = subprocess.Popen(
+                [shutil.which("serviceorders") or "serviceorders", "api", "--host", "127.0.0.1",
+                 "--port", str(port), *args],
+                env=environ, stdout=out, stderr=subprocess.STDOUT)
+        server = ServerProcess(f"http://127.0.0.1:{port}", port, process, out_path)
+        started.append((server, kill_at_end))
+        deadline = time.monotonic() + 60  # a loaded CI machine
+        while True:
+            try:
+                if httpx.get(f"{server.base}/health", timeout=2).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, server.output()
+            assert time.monotonic() < deadline, "the api process did not start"
+            time.sleep(0.1)
+
+    yield start
+    for server, kill in started:
+        server.stop(kill=kill)
+
+
+# ------------------------------------------------------------------ a stuck write
+SLOW_WRITE_MARKER = "slow-write-marker"
+
+
+@pytest.fixture
+def slow_marked_inserts(pg_database: PgDatabase) -> Iterator[None]:
+    """Inserting an event whose state contains SLOW_WRITE_MARKER ("slow-write-marker")
+    sleeps 60 s, inside the transaction that holds the events-table lock: a stuck write made
+    independently of any header or payload size (docs/reliability.md, "Timeouts")."""
+    conn = pg_database.connect()
+    conn.execute("CREATE OR REPLACE FUNCTION so_test_slow() RETURNS trigger AS $$ BEGIN "
+                 "PERFORM pg_sleep(60); RETURN NEW; END $$ LANGUAGE plpgsql")
+    conn.execute("CREATE TRIGGER so_test_slow BEFORE INSERT ON serviceorders_events FOR EACH "
+                 "ROW WHEN (position(convert_to('" + SLOW_WRITE_MARKER + "', 'UTF8') in "
+                 "NEW.state) > 0) EXECUTE FUNCTION so_test_slow()")
+    try:
+        yield
+    finally:
+        conn.execute("DROP TRIGGER IF EXISTS so_test_slow ON serviceorders_events")
+        conn.close()

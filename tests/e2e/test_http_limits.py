@@ -11,15 +11,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -43,44 +40,15 @@ def _order(external_id: str) -> dict[str, Any]:
 
 @pytest.fixture
 def server(request: pytest.FixtureRequest, pg_database: Any, pg_cleaner: Callable[[], None],
-           tmp_path: Path) -> Iterator[tuple[str, int, Callable[[], str]]]:
+           start_api: Callable[..., Any]) -> tuple[str, int, Callable[[], str]]:
     """`serviceorders api` on a free port with short slow-client deadlines (`--workers N`
-    with an indirect parameter N); yields its base URL, its port and its output so far."""
+    with an indirect parameter N); gives its base URL, its port and its output so far."""
     workers = getattr(request, "param", 1)
     pg_cleaner()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": pg_database.url(), "PYTHONUNBUFFERED": "1",
-           "SERVICEORDERS_HTTP_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
-           "SERVICEORDERS_HTTP_BODY_TIMEOUT": str(BODY_TIMEOUT)}
-    env.pop("SERVICEORDERS_API_KEYS", None)
-    out_path = tmp_path / "api.out"
-    with open(out_path, "wb") as out:
-        process = subprocess.Popen([EXE, "api", "--host", "127.0.0.1", "--port", str(port),
-                                    "--workers", str(workers)],
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    output = lambda: out_path.read_text(encoding="utf-8", errors="replace")  # noqa: E731
-    try:
-        deadline = time.monotonic() + 60  # a loaded CI machine
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, output()
-            assert time.monotonic() < deadline, "the api process did not start"
-            time.sleep(0.1)
-        yield base, port, output
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    api = start_api(pg_database.url(), "--workers", str(workers),
+                    env={"SERVICEORDERS_HTTP_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+                         "SERVICEORDERS_HTTP_BODY_TIMEOUT": str(BODY_TIMEOUT)})
+    return api.base, api.port, api.output
 
 
 def _raw(port: int, head: bytes, body: bytes = b"", timeout: float = 30) -> bytes:

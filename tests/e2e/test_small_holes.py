@@ -12,14 +12,9 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -45,42 +40,13 @@ def _order(external_id: str | None = None) -> dict[str, Any]:
 
 
 @pytest.fixture
-def server(pg_database: Any, pg_cleaner: Callable[[], None], tmp_path: Path
-           ) -> Iterator[tuple[str, int, Callable[[], str]]]:
+def server(pg_database: Any, pg_cleaner: Callable[[], None], start_api: Callable[..., Any]
+           ) -> tuple[str, int, Callable[[], str]]:
     """`serviceorders api` (no keys: full access on loopback) on a free port."""
     pg_cleaner()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": pg_database.url(), "PYTHONUNBUFFERED": "1",
-           "SERVICEORDERS_FOUR_EYES": "no"}
-    for name in ("SERVICEORDERS_API_KEYS", "SERVICEORDERS_PUBLIC_URL"):
-        env.pop(name, None)
-    out_path = tmp_path / "api.out"
-    with open(out_path, "wb") as out:
-        process = subprocess.Popen([EXE, "api", "--host", "127.0.0.1", "--port", str(port)],
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    output = lambda: out_path.read_text(encoding="utf-8", errors="replace")  # noqa: E731
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, output()
-            assert time.monotonic() < deadline, "the api process did not start"
-            time.sleep(0.1)
-        yield base, port, output
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    api = start_api(pg_database.url(), env={"SERVICEORDERS_FOUR_EYES": "no"},
+                    unset=("SERVICEORDERS_API_KEYS", "SERVICEORDERS_PUBLIC_URL"))
+    return api.base, api.port, api.output
 
 
 def _events(pg_database: Any) -> int:

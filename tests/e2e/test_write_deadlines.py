@@ -11,16 +11,13 @@ time to exit).
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -29,7 +26,7 @@ import pytest
 EXE = shutil.which("serviceorders")
 ORDERS = "/tmf-api/serviceOrdering/v4/serviceOrder"
 WRITE_TIMEOUT = 3
-MARKER = "slow-write-marker"
+MARKER = "slow-write-marker"  # the slow_marked_inserts fixture (tests/conftest.py) stalls on it
 
 
 def _order(description: str) -> dict[str, Any]:
@@ -43,52 +40,12 @@ def _order(description: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def slow_marked_inserts(pg_database: Any, pg_cleaner: Callable[[], None]) -> Iterator[None]:
+def server(pg_database: Any, pg_cleaner: Callable[[], None], slow_marked_inserts: None,
+           start_api: Callable[..., Any]) -> tuple[str, subprocess.Popen[bytes], Callable[[], str]]:
     pg_cleaner()
-    conn = pg_database.connect()
-    conn.execute("CREATE OR REPLACE FUNCTION so_test_slow() RETURNS trigger AS $$ BEGIN "
-                 "PERFORM pg_sleep(60); RETURN NEW; END $$ LANGUAGE plpgsql")
-    conn.execute("CREATE TRIGGER so_test_slow BEFORE INSERT ON serviceorders_events FOR EACH "
-                 "ROW WHEN (position(convert_to('" + MARKER + "', 'UTF8') in NEW.state) > 0) "
-                 "EXECUTE FUNCTION so_test_slow()")
-    try:
-        yield
-    finally:
-        conn.execute("DROP TRIGGER IF EXISTS so_test_slow ON serviceorders_events")
-        conn.close()
-
-
-@pytest.fixture
-def server(pg_database: Any, slow_marked_inserts: None, tmp_path: Path
-           ) -> Iterator[tuple[str, subprocess.Popen[bytes], Callable[[], str]]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": pg_database.url(), "PYTHONUNBUFFERED": "1",
-           "SERVICEORDERS_DB_WRITE_TIMEOUT": str(WRITE_TIMEOUT)}
-    env.pop("SERVICEORDERS_API_KEYS", None)
-    out_path = tmp_path / "api.out"
-    with open(out_path, "wb") as out:
-        process = subprocess.Popen([EXE, "api", "--host", "127.0.0.1", "--port", str(port)],
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    output = lambda: out_path.read_text(encoding="utf-8", errors="replace")  # noqa: E731
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, output()
-            assert time.monotonic() < deadline, "the api process did not start"
-            time.sleep(0.1)
-        yield base, process, output
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(5)
+    api = start_api(pg_database.url(), env={"SERVICEORDERS_DB_WRITE_TIMEOUT": str(WRITE_TIMEOUT)},
+                    kill_at_end=True)
+    return api.base, api.process, api.output
 
 
 def _events(pg_database: Any) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.values import Actor, Channel, CommandContext, OrderHeader, Role, Source
 from serviceorders.settings import Settings
 
-MARKER = "slow-write-marker"
+MARKER = "slow-write-marker"  # the slow_marked_inserts fixture (tests/conftest.py) stalls on it
 
 
 @pytest.fixture
@@ -30,23 +30,6 @@ def pg_settings(request: pytest.FixtureRequest) -> Settings:
     db = request.getfixturevalue("pg_database")
     request.getfixturevalue("pg_cleaner")()
     return Settings.from_env({"DATABASE_URL": db.url(), "SERVICEORDERS_DB_WRITE_TIMEOUT": "2"})
-
-
-@pytest.fixture
-def slow_marked_inserts(pg_database: Any) -> Iterator[None]:
-    """Inserting an event whose state contains MARKER sleeps 60 s (inside the transaction
-    that holds the events-table lock)."""
-    conn = pg_database.connect()
-    conn.execute("CREATE OR REPLACE FUNCTION so_test_slow() RETURNS trigger AS $$ BEGIN "
-                 "PERFORM pg_sleep(60); RETURN NEW; END $$ LANGUAGE plpgsql")
-    conn.execute("CREATE TRIGGER so_test_slow BEFORE INSERT ON serviceorders_events FOR EACH "
-                 "ROW WHEN (position(convert_to('" + MARKER + "', 'UTF8') in NEW.state) > 0) "
-                 "EXECUTE FUNCTION so_test_slow()")
-    try:
-        yield
-    finally:
-        conn.execute("DROP TRIGGER IF EXISTS so_test_slow ON serviceorders_events")
-        conn.close()
 
 
 def context(request_id: str | None = None) -> CommandContext:

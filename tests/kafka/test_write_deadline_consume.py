@@ -13,7 +13,6 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +27,7 @@ from .conftest import kafka_env, produce, spawn_consume, wait_for
 pytestmark = pytest.mark.kafka
 
 WRITE_TIMEOUT = 3
-MARKER = "slow-write-marker"
-
-
-@pytest.fixture
-def slow_marked_inserts(pg_database: Any) -> Iterator[None]:
-    conn = pg_database.connect()
-    conn.execute("CREATE OR REPLACE FUNCTION so_test_slow() RETURNS trigger AS $$ BEGIN "
-                 "PERFORM pg_sleep(60); RETURN NEW; END $$ LANGUAGE plpgsql")
-    conn.execute("CREATE TRIGGER so_test_slow BEFORE INSERT ON serviceorders_events FOR EACH "
-                 "ROW WHEN (position(convert_to('" + MARKER + "', 'UTF8') in NEW.state) > 0) "
-                 "EXECUTE FUNCTION so_test_slow()")
-    try:
-        yield
-    finally:
-        conn.execute("DROP TRIGGER IF EXISTS so_test_slow ON serviceorders_events")
-        conn.close()
+MARKER = "slow-write-marker"  # the slow_marked_inserts fixture (tests/conftest.py) stalls on it
 
 
 def _lock_holders(pg_database: Any) -> list[Any]:
