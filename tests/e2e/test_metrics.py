@@ -254,7 +254,12 @@ def run(pg_database: Any, pg_cleaner: Callable[[], None],
             def projected() -> Scrape | None:
                 found = Scrape.of(f"{base['project']}/metrics")
                 positions = found.series("serviceorders_projection_position")
-                return found if positions and set(positions.values()) == {head} else None
+                # The positions are read from the database at scrape time, the events
+                # counter moves once the page's transaction has committed: a scrape in
+                # between sees the one without the other (the test checks both below).
+                counted = found.value("serviceorders_projection_events_total") >= head
+                return found if counted and positions and set(positions.values()) == {head} \
+                    else None
 
             project = _until(projected, 60, "the projections to reach the log head")
 
