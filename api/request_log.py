@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import time
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import logs
 from ..limits import MAX_CORRELATION_ID
+from .errors import StatusOf
 
 access = logging.getLogger("serviceorders.access")
 
@@ -41,20 +42,14 @@ class RequestLog:
         correlation, trace = correlation_of(dict(scope.get("headers") or ()))
         scope.setdefault("state", {})["correlation_id"] = correlation
         token = logs.bind_fields(correlation_id=correlation, trace_id=trace)
-        status = 500  # unless an answer starts
         started = time.perf_counter()
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sending = StatusOf(send)  # 500 unless an answer starts
         try:
             await self.app(scope, receive, sending)
         finally:
             if self.access_log:
                 route = scope.get("route")
+                status = sending.status
                 fields = {"method": scope.get("method"), "path": scope.get("path"),
                           "status": status,
                           "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
