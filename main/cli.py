@@ -433,9 +433,7 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
         httpserver.configure(settings.http_header_timeout, settings.http_body_timeout)
         # SIGTERM: requests in flight get as long as a write may take (then uvicorn stops
         # waiting for them; docs/reliability.md, "Stopping").
-        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
-                    http=httpserver.PROTOCOL,
-                    timeout_graceful_shutdown=shutdown_grace(settings))
+        uvicorn.run(app, host=host, port=port, log_config=None, **server_options(settings))
     finally:
         stopping.set()
         if follower is not None:
@@ -450,6 +448,16 @@ def shutdown_grace(settings: Settings) -> int:
     """Seconds the HTTP server waits, after SIGTERM, for the requests in flight: the bound
     of one write transaction (SERVICEORDERS_DB_WRITE_TIMEOUT) plus the time to answer."""
     return settings.write_timeout_seconds + 2
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn options of `api` and `serve`, one process or N workers: the bounded
+    protocol (header-section size, slow-client deadlines: httpserver.py), no uvicorn access
+    log (it prints query strings: ours is RequestLog), the SIGTERM grace."""
+    from . import httpserver
+
+    return {"http": httpserver.PROTOCOL, "access_log": False,
+            "timeout_graceful_shutdown": shutdown_grace(settings)}
 
 
 def _start_intake(settings: Settings, stopping: threading.Event,
@@ -481,8 +489,6 @@ def api(obj: Context, host: str, port: int, workers: int) -> None:
         return
     import uvicorn
 
-    from . import httpserver
-
     _check_exposure(settings, host)
     if obj.database_url:
         os.environ["DATABASE_URL"] = obj.database_url
@@ -505,10 +511,9 @@ def api(obj: Context, host: str, port: int, workers: int) -> None:
     os.environ[MULTIPROC_VARIABLE] = metrics_dir
     try:
         # Each worker applies log_config again (and worker_app the rest of _setup_logs).
+        # (worker_app configures each worker's deadlines)
         uvicorn.run("serviceorders.cli:worker_app", factory=True, workers=workers, host=host,
-                    port=port, log_config=log_config, access_log=False,
-                    http=httpserver.PROTOCOL,  # worker_app configures its deadlines
-                    timeout_graceful_shutdown=shutdown_grace(settings))
+                    port=port, log_config=log_config, **server_options(settings))
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
