@@ -65,8 +65,17 @@ ORDER_PATH = "/tmf-api/serviceOrdering/v4/serviceOrder"
 STOP_WITHIN = 10.0  # seconds serve may take to exit after SIGTERM
 # Environment the engine or pip would read: the check runs on the defaults, like a new user.
 SCRUB_PREFIXES = ("SERVICEORDERS_", "KAFKA_")
-SCRUB = {"DATABASE_URL", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PIP_USER", "PIP_TARGET",
-         "PIP_PREFIX", "PIP_CONSTRAINT", "PIP_REQUIREMENT"}
+SCRUB = {
+    "DATABASE_URL",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PIP_USER",
+    "PIP_TARGET",
+    "PIP_PREFIX",
+    "PIP_CONSTRAINT",
+    "PIP_REQUIREMENT",
+}
 
 
 class CheckFailed(Exception):
@@ -81,8 +90,10 @@ def first_error(text: str) -> str:
     `error: ...`, a log record at ERROR or CRITICAL), else the last line mentioning a failure
     (earlier ones may be the engine's ordinary INFO records), else the last line."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    firsts = (r"^([A-Za-z_][\w.]*)?(Error|Exception)(: |:?$)",
-              r"^(?i:error|fatal|critical)\b|\b(ERROR|CRITICAL)\b")
+    firsts = (
+        r"^([A-Za-z_][\w.]*)?(Error|Exception)(: |:?$)",
+        r"^(?i:error|fatal|critical)\b|\b(ERROR|CRITICAL)\b",
+    )
     for pattern in firsts:
         for line in lines:
             if re.search(pattern, line):
@@ -98,8 +109,9 @@ def say(message: str) -> None:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in SCRUB and not k.startswith(SCRUB_PREFIXES)}
+    env = {
+        k: v for k, v in os.environ.items() if k not in SCRUB and not k.startswith(SCRUB_PREFIXES)
+    }
     env["PIP_REQUIRE_VIRTUALENV"] = "1"  # pip refuses to install outside a virtualenv
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
@@ -107,20 +119,36 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(step: str, argv: list[str] | str, cwd: Path, timeout: float = 900,
-        env: dict[str, str] | None = None, shell: bool = False) -> str:
+def run(
+    step: str,
+    argv: list[str] | str,
+    cwd: Path,
+    timeout: float = 900,
+    env: dict[str, str] | None = None,
+    shell: bool = False,
+) -> str:
     """Run a command; its combined output, or CheckFailed with its first error line."""
     try:
-        done = subprocess.run(argv, cwd=cwd, env=env or clean_env(), shell=shell,
-                              executable="/bin/bash" if shell else None,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=env or clean_env(),
+            shell=shell,
+            executable="/bin/bash" if shell else None,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired as e:
         out = e.output.decode(errors="replace") if isinstance(e.output, bytes) else e.output
         raise CheckFailed(step, f"still running after {timeout:.0f} s", out or "") from None
     if done.returncode != 0:
-        raise CheckFailed(step, f"{first_error(done.stdout)} (exit status {done.returncode})",
-                          done.stdout)
+        raise CheckFailed(
+            step, f"{first_error(done.stdout)} (exit status {done.returncode})", done.stdout
+        )
     return done.stdout
 
 
@@ -136,8 +164,11 @@ def readme_commands(readme: Path) -> tuple[str, str]:
     if not block:
         raise CheckFailed("README", "no code block under '## Two commands'")
     joined = re.sub(r"\\\n\s*", " ", block.group(1))
-    commands = [line.strip() for line in joined.splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
+    commands = [
+        line.strip()
+        for line in joined.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if len(commands) != 2:
         raise CheckFailed("README", f"'## Two commands' holds {len(commands)} commands, not 2")
     return commands[0], commands[1]
@@ -148,11 +179,16 @@ def split_first_command(command: str) -> tuple[str, list[str]]:
     install, sep, serve = command.rpartition("&&")
     argv = shlex.split(serve)
     if not sep or len(argv) < 2 or Path(argv[0]).name != "serviceorders" or argv[1] != "serve":
-        raise CheckFailed("README", "the first command does not end with "
-                          f"`&& <venv>/bin/serviceorders serve`: {command!r}")
+        raise CheckFailed(
+            "README",
+            f"the first command does not end with `&& <venv>/bin/serviceorders serve`: {command!r}",
+        )
     if "/" not in argv[0]:
-        raise CheckFailed("README", "the first command must call serviceorders by its path in "
-                          f"the virtualenv it creates (e.g. .venv/bin/serviceorders): {argv[0]!r}")
+        raise CheckFailed(
+            "README",
+            "the first command must call serviceorders by its path in "
+            f"the virtualenv it creates (e.g. .venv/bin/serviceorders): {argv[0]!r}",
+        )
     return install.strip(), argv
 
 
@@ -171,9 +207,12 @@ def listening(port: int) -> bool:
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json",
-                                              "Accept": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             status, raw = response.status, response.read()
@@ -190,10 +229,16 @@ def venv_python(bin_dir: Path) -> Path:
 
 
 def installed_names(python: Path) -> set[str]:
-    out = run("list packages", [str(python), "-c",
-              "import importlib.metadata as m, json; "
-              "print(json.dumps(sorted({d.metadata['Name'] for d in m.distributions()})))"],
-              cwd=python.parent)
+    out = run(
+        "list packages",
+        [
+            str(python),
+            "-c",
+            "import importlib.metadata as m, json; "
+            "print(json.dumps(sorted({d.metadata['Name'] for d in m.distributions()})))",
+        ],
+        cwd=python.parent,
+    )
     return {normalize(n) for n in json.loads(out.strip().splitlines()[-1])}
 
 
@@ -212,39 +257,72 @@ def test_only_packages(clone: Path) -> set[str]:
     project = tomllib.loads((clone / "pyproject.toml").read_text("utf-8"))["project"]
     test = {requirement_name(r) for r in project["optional-dependencies"].get("test", [])}
     lock = clone / "requirements.lock"
-    pinned = ({requirement_name(line) for line in lock.read_text("utf-8").splitlines()
-               if line and not line.startswith((" ", "#", "-"))} if lock.exists() else set())
+    pinned = (
+        {
+            requirement_name(line)
+            for line in lock.read_text("utf-8").splitlines()
+            if line and not line.startswith((" ", "#", "-"))
+        }
+        if lock.exists()
+        else set()
+    )
     return test - pinned
 
 
 def sample_order(external_id: str) -> dict[str, Any]:
     """A valid TMF641 ServiceOrder_Create of the shipped catalog (as tests/api uses)."""
     place = [{"id": "SITE-FRESH-1", "name": "Fresh install site"}]
-    return {"@type": "ServiceOrder", "externalId": external_id, "category": "enterprise",
-            "priority": "2", "description": "internet access and a managed router",
-            "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-            "serviceOrderItem": [
-                {"id": "1", "action": "add", "@type": "ServiceOrderItem",
-                 "service": {"serviceSpecification": {"id": "internet-access"},
-                             "serviceCharacteristic": [
-                                 {"name": "bandwidthMbps", "value": 100},
-                                 {"name": "accessType", "value": "fibre"}],
-                             "place": place}},
-                {"id": "2", "action": "add", "@type": "ServiceOrderItem",
-                 "service": {"serviceSpecification": {"id": "managed-router"},
-                             "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
-                             "place": place},
-                 "serviceOrderItemRelationship": [
-                     {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}]}]}
+    return {
+        "@type": "ServiceOrder",
+        "externalId": external_id,
+        "category": "enterprise",
+        "priority": "2",
+        "description": "internet access and a managed router",
+        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
+        "serviceOrderItem": [
+            {
+                "id": "1",
+                "action": "add",
+                "@type": "ServiceOrderItem",
+                "service": {
+                    "serviceSpecification": {"id": "internet-access"},
+                    "serviceCharacteristic": [
+                        {"name": "bandwidthMbps", "value": 100},
+                        {"name": "accessType", "value": "fibre"},
+                    ],
+                    "place": place,
+                },
+            },
+            {
+                "id": "2",
+                "action": "add",
+                "@type": "ServiceOrderItem",
+                "service": {
+                    "serviceSpecification": {"id": "managed-router"},
+                    "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
+                    "place": place,
+                },
+                "serviceOrderItemRelationship": [
+                    {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}
+                ],
+            },
+        ],
+    }
 
 
 @contextlib.contextmanager
 def serving(argv: list[str], cwd: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """serve in its own session; whatever happens, nothing of it outlives the check."""
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdin=subprocess.DEVNULL,
-                                   stdout=log_file, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             yield process
         finally:
@@ -264,16 +342,23 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def wait_for(step: str, what: str, timeout: float, probe: Any,
-             process: subprocess.Popen[bytes], log_path: Path) -> None:
+def wait_for(
+    step: str,
+    what: str,
+    timeout: float,
+    probe: Any,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+) -> None:
     """Call probe() until it returns True; fail when serve exits or time is up."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
             out = log_path.read_text(errors="replace")
-            raise CheckFailed(step, f"serve exited with status {process.returncode}: "
-                              f"{first_error(out)}", out)
+            raise CheckFailed(
+                step, f"serve exited with status {process.returncode}: {first_error(out)}", out
+            )
         try:
             last = probe()
         except OSError as e:  # not listening yet, reset, timeout
@@ -295,27 +380,29 @@ def check_readme(clone: Path, work: Path, uninstall: list[str]) -> None:
 
     executable = (clone / serve_argv[0]).resolve()
     if not executable.exists():
-        raise CheckFailed("install (README's first command)",
-                          f"the install part did not create {serve_argv[0]}")
+        raise CheckFailed(
+            "install (README's first command)", f"the install part did not create {serve_argv[0]}"
+        )
     python = venv_python(executable.parent)
     present = installed_names(python) & test_only_packages(clone)
     if present:
-        raise CheckFailed("install (README's first command)",
-                          f"the first command installs test-only packages: {sorted(present)}")
+        raise CheckFailed(
+            "install (README's first command)",
+            f"the first command installs test-only packages: {sorted(present)}",
+        )
     for name in uninstall:
         say(f"uninstalling {name} from the virtualenv (--uninstall)")
-        run(f"pip uninstall {name}", [str(python), "-m", "pip", "uninstall", "-y", name],
-            cwd=clone)
+        run(f"pip uninstall {name}", [str(python), "-m", "pip", "uninstall", "-y", name], cwd=clone)
 
     empty = work / "serve-here"
     empty.mkdir()
     port, kafka_port = free_port(), free_port()
-    argv = [str(executable), *serve_argv[1:], "--port", str(port),
-            "--kafka-port", str(kafka_port)]
+    argv = [str(executable), *serve_argv[1:], "--port", str(port), "--kafka-port", str(kafka_port)]
     say(f"serve part, from the empty directory {empty}: {shlex.join(argv)}")
     log_path = work / "serve.log"
     base = f"http://127.0.0.1:{port}"
     with serving(argv, empty, log_path) as process:
+
         def ready() -> Any:
             status, _ = http("GET", f"{base}/ready")
             return status == 200
@@ -326,20 +413,34 @@ def check_readme(clone: Path, work: Path, uninstall: list[str]) -> None:
         external_id = f"FRESH-{uuid.uuid4().hex[:8]}"
         status, created = http("POST", f"{base}{ORDER_PATH}", sample_order(external_id))
         if status != 201 or not isinstance(created, dict) or "id" not in created:
-            raise CheckFailed("TMF641 POST serviceOrder", f"status {status}: {created!r:.300}",
-                              log_path.read_text(errors="replace"))
+            raise CheckFailed(
+                "TMF641 POST serviceOrder",
+                f"status {status}: {created!r:.300}",
+                log_path.read_text(errors="replace"),
+            )
         status, read = http("GET", f"{base}{ORDER_PATH}/{created['id']}")
         if status != 200 or not isinstance(read, dict) or read.get("externalId") != external_id:
             raise CheckFailed("TMF641 GET serviceOrder", f"status {status}: {read!r:.300}")
-        say(f"created order {created['id']} ({external_id}) through TMF641 and read it "
-            f"back: {read.get('state')}")
+        say(
+            f"created order {created['id']} ({external_id}) through TMF641 and read it "
+            f"back: {read.get('state')}"
+        )
 
         printed = log_path.read_text(errors="replace")
-        brokers = [m.group(1) for line in printed.splitlines() if "broker" in line.lower()
-                   for m in [re.search(r"(127\.0\.0\.1:\d+)", line)] if m]
+        brokers = [
+            m.group(1)
+            for line in printed.splitlines()
+            if "broker" in line.lower()
+            for m in [re.search(r"(127\.0\.0\.1:\d+)", line)]
+            if m
+        ]
         if not brokers:
-            raise CheckFailed("serve: embedded broker", "serve printed no embedded broker "
-                              "address (127.0.0.1:PORT on a line naming the broker)", printed)
+            raise CheckFailed(
+                "serve: embedded broker",
+                "serve printed no embedded broker "
+                "address (127.0.0.1:PORT on a line naming the broker)",
+                printed,
+            )
         prefix = f"FRESH-{uuid.uuid4().hex[:8]}"
         env = clean_env(KAFKA_BOOTSTRAP_SERVERS=brokers[0])
         sample = [str(executable), "publish-sample", "--count", "5", "--prefix", prefix]
@@ -349,12 +450,21 @@ def check_readme(clone: Path, work: Path, uninstall: list[str]) -> None:
 
         def queued() -> Any:
             status, body = http("GET", f"{base}/api/v1/reviewQueue?limit=1000")
-            seen = {e.get("externalId") for e in body} if status == 200 and isinstance(
-                body, list) else set()
+            seen = (
+                {e.get("externalId") for e in body}
+                if status == 200 and isinstance(body, list)
+                else set()
+            )
             return True if wanted <= seen else (status, sorted(wanted - seen))
 
-        wait_for("review queue", f"the 5 published orders ({prefix}-*) in the review queue",
-                 120, queued, process, log_path)
+        wait_for(
+            "review queue",
+            f"the 5 published orders ({prefix}-*) in the review queue",
+            120,
+            queued,
+            process,
+            log_path,
+        )
         say(f"the 5 published orders are in the review queue ({prefix}-000000..4)")
 
         process.send_signal(signal.SIGTERM)
@@ -362,19 +472,25 @@ def check_readme(clone: Path, work: Path, uninstall: list[str]) -> None:
         try:
             code = process.wait(STOP_WITHIN)
         except subprocess.TimeoutExpired:
-            raise CheckFailed("SIGTERM", f"serve still running {STOP_WITHIN:.0f} s after "
-                              "SIGTERM", log_path.read_text(errors="replace")) from None
+            raise CheckFailed(
+                "SIGTERM",
+                f"serve still running {STOP_WITHIN:.0f} s after SIGTERM",
+                log_path.read_text(errors="replace"),
+            ) from None
         took = time.monotonic() - started
         while _group_alive(process.pid) and time.monotonic() - started < STOP_WITHIN:
             time.sleep(0.1)
         if _group_alive(process.pid) or listening(kafka_port) or listening(port):
-            raise CheckFailed("SIGTERM", "serve exited but left a process or port behind "
-                              f"(ports {port}, {kafka_port})",
-                              log_path.read_text(errors="replace"))
+            raise CheckFailed(
+                "SIGTERM",
+                f"serve exited but left a process or port behind (ports {port}, {kafka_port})",
+                log_path.read_text(errors="replace"),
+            )
         if code not in (0, -signal.SIGTERM):
             out = log_path.read_text(errors="replace")
-            raise CheckFailed("SIGTERM", f"serve exited with status {code}: {first_error(out)}",
-                              out)
+            raise CheckFailed(
+                "SIGTERM", f"serve exited with status {code}: {first_error(out)}", out
+            )
         say(f"SIGTERM: serve and its broker stopped in {took:.1f} s (status {code})")
 
 
@@ -400,20 +516,28 @@ def check_wheel(clone: Path, work: Path) -> None:
     wheels = work / "wheels"
     run("wheel: venv", [sys.executable, "-m", "venv", str(venv)], cwd=work)
     pip = [str(venv / "bin" / "python"), "-m", "pip"]
-    constraint = ["--constraint", "requirements.lock"] if (clone / "requirements.lock").exists() \
-        else []
+    constraint = (
+        ["--constraint", "requirements.lock"] if (clone / "requirements.lock").exists() else []
+    )
     if not constraint:
         raise CheckFailed("wheel: pip wheel", "no requirements.lock in the clone")
     say("pip wheel --constraint requirements.lock --wheel-dir WHEELS . (as the Dockerfile)")
-    run("wheel: pip wheel", [*pip, "wheel", "-q", *constraint, "--wheel-dir", str(wheels), "."],
-        cwd=clone)
+    run(
+        "wheel: pip wheel",
+        [*pip, "wheel", "-q", *constraint, "--wheel-dir", str(wheels), "."],
+        cwd=clone,
+    )
     say("pip install --no-index --find-links WHEELS serviceorders (a second virtualenv)")
-    run("wheel: pip install", [*pip, "install", "-q", "--no-index", "--find-links", str(wheels),
-                               "serviceorders"], cwd=work)
+    run(
+        "wheel: pip install",
+        [*pip, "install", "-q", "--no-index", "--find-links", str(wheels), "serviceorders"],
+        cwd=work,
+    )
     empty = work / "wheel-here"
     empty.mkdir()
-    out = run("wheel: import every module", [str(venv / "bin" / "python"), "-c", CHECK_DIST],
-              cwd=empty)
+    out = run(
+        "wheel: import every module", [str(venv / "bin" / "python"), "-c", CHECK_DIST], cwd=empty
+    )
     say(f"wheel: {out.strip().splitlines()[-1]}")
     exe = str(venv / "bin" / "serviceorders")
     out = run("wheel: serviceorders --help", [exe, "--help"], cwd=empty, timeout=120)
@@ -429,8 +553,11 @@ def check_wheel(clone: Path, work: Path) -> None:
 
 
 def copy_worktree(source: Path, clone: Path) -> None:
-    listed = run("git ls-files", ["git", "ls-files", "-z", "--cached", "--others",
-                                  "--exclude-standard"], cwd=source)
+    listed = run(
+        "git ls-files",
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=source,
+    )
     for name in filter(None, listed.split("\0")):
         src = source / name
         if src.is_file():  # a deleted but still tracked file is skipped
@@ -441,19 +568,32 @@ def copy_worktree(source: Path, clone: Path) -> None:
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", default="readme,wheel",
-                        help="comma-separated: readme, wheel (default: both)")
-    parser.add_argument("--uninstall", action="append", default=[], metavar="NAME",
-                        help="pip uninstall NAME from the readme path's virtualenv after "
-                             "the install part (repeatable)")
-    parser.add_argument("--source", type=Path, default=ROOT,
-                        help="the repository to clone (default: this one)")
-    parser.add_argument("--worktree", action="store_true",
-                        help="copy the working tree (tracked and untracked files git does not "
-                             "ignore, uncommitted changes included) instead of cloning HEAD")
+    parser.add_argument(
+        "--steps", default="readme,wheel", help="comma-separated: readme, wheel (default: both)"
+    )
+    parser.add_argument(
+        "--uninstall",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="pip uninstall NAME from the readme path's virtualenv after "
+        "the install part (repeatable)",
+    )
+    parser.add_argument(
+        "--source", type=Path, default=ROOT, help="the repository to clone (default: this one)"
+    )
+    parser.add_argument(
+        "--worktree",
+        action="store_true",
+        help="copy the working tree (tracked and untracked files git does not "
+        "ignore, uncommitted changes included) instead of cloning HEAD",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument("--print-command", choices=("first", "test"),
-                        help="print the README's first or test command and exit")
+    parser.add_argument(
+        "--print-command",
+        choices=("first", "test"),
+        help="print the README's first or test command and exit",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -474,8 +614,7 @@ def main(argv: list[str] | None = None) -> int:
                 copy_worktree(args.source, clone)
             else:
                 say(f"git clone {args.source} (committed HEAD) into {clone}")
-                run("git clone", ["git", "clone", "-q", str(args.source), str(clone)],
-                    cwd=work)
+                run("git clone", ["git", "clone", "-q", str(args.source), str(clone)], cwd=work)
             if "readme" in steps:
                 check_readme(clone, work, args.uninstall)
             if "wheel" in steps:

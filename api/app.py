@@ -63,11 +63,24 @@ class BodyLimit:
     async def _too_large(self, send: Send) -> None:
         import json
 
-        body = json.dumps(error_body(413, "payload_too_large", "Payload Too Large",
-                                     f"the body exceeds {self.limit} bytes")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            error_body(
+                413,
+                "payload_too_large",
+                "Payload Too Large",
+                f"the body exceeds {self.limit} bytes",
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -84,17 +97,20 @@ class NulInPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and "\x00" in scope.get("path", ""):
-            await respond(404, "not_found", "Not Found",
-                          "no resource at a path with a NUL character")(scope, receive, send)
+            await respond(
+                404, "not_found", "Not Found", "no resource at a path with a NUL character"
+            )(scope, receive, send)
             return
         query = scope.get("query_string", b"") if scope["type"] == "http" else b""
         # The workflow's filters refuse NUL outright (the TMF641 lists answer an empty page:
         # a NUL matches no stored value).
-        if scope.get("path", "").startswith("/api/v1/") and (b"%00" in query
-                                                             or b"\x00" in query):
-            await respond(400, "invalid_text", "Bad Request",
-                          "query parameters must not contain NUL (U+0000) characters"
-                          )(scope, receive, send)
+        if scope.get("path", "").startswith("/api/v1/") and (b"%00" in query or b"\x00" in query):
+            await respond(
+                400,
+                "invalid_text",
+                "Bad Request",
+                "query parameters must not contain NUL (U+0000) characters",
+            )(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -102,14 +118,20 @@ class NulInPath:
 def create_app(ctx: ApiContext, metrics: ops.Metrics | None = None) -> FastAPI:
     """`metrics`: the process's (`serve` adds the intake's and the projector's); by
     default the HTTP metrics and the database gauges of the API."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         ctx.close()
 
-    app = FastAPI(title="serviceorders — TMF641 Service Ordering", version="4.1.0",
-                  description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)  # docs.install: the offline pages
+    app = FastAPI(
+        title="serviceorders — TMF641 Service Ordering",
+        version="4.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )  # docs.install: the offline pages
     app.state.ctx = ctx
     app.state.metrics = metrics if metrics is not None else ops.Metrics.for_api(ctx)
     errors.install(app)

@@ -30,12 +30,16 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["workflow", "audit"])
 
-_ERRORS = {400: {"description": "Invalid query: a version out of range, an instant before the "
-                                "order existed, a diff from a later to an earlier version, "
-                                "conflicting or malformed parameters (TMF Error)"},
-           401: {"description": "No or unknown API key"},
-           403: {"description": "The role may not read this"},
-           404: {"description": "No such order"}}
+_ERRORS = {
+    400: {
+        "description": "Invalid query: a version out of range, an instant before the "
+        "order existed, a diff from a later to an earlier version, "
+        "conflicting or malformed parameters (TMF Error)"
+    },
+    401: {"description": "No or unknown API key"},
+    403: {"description": "The role may not read this"},
+    404: {"description": "No such order"},
+}
 
 ACCESS_LOG_ROLES = frozenset({Role.AUDITOR, Role.OPERATOR})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -54,8 +58,9 @@ def parse_instant(value: str, name: str) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise _bad(f"{name} must be an RFC 3339 date-time such as 2024-05-01T10:00:00Z, "
-                   f"not {value!r}") from None
+        raise _bad(
+            f"{name} must be an RFC 3339 date-time such as 2024-05-01T10:00:00Z, not {value!r}"
+        ) from None
     if when.tzinfo is None:
         raise _bad(f"{name} needs a timezone offset (e.g. Z or +01:00): {value!r}")
     return when
@@ -78,7 +83,8 @@ def parse_flag(value: str, name: str) -> bool:
 
 # ------------------------------------------------------------------ history
 @router.get(
-    "/orders/{id}/history", summary="The order's history, as it was, or what changed",
+    "/orders/{id}/history",
+    summary="The order's history, as it was, or what changed",
     description=(
         "Replayed from the stored events alone (snapshots are not used). Readable by every "
         "role that reads orders, auditors included. One of:\n\n"
@@ -102,17 +108,32 @@ def parse_flag(value: str, name: str) -> bool:
         "/cancellation/reason, ...), before, after}], events (versions A+1..B)}.\n\n"
         "ETag: the order's current version, whatever the form (history only grows); "
         "`If-None-Match` with it answers 304. Unknown order: 404; bad or conflicting "
-        "parameters: 400 (TMF Error)."),
-    responses={**_ERRORS, 304: {"description": "Not modified (If-None-Match)"}})
-def order_history(request: Request, id: str, asOf: str | None = None,
-                  version: str | None = None, diff: str | None = None,
-                  from_: str | None = Query(None, alias="from"), to: str | None = None,
-                  documents: str | None = None) -> Response:
+        "parameters: 400 (TMF Error)."
+    ),
+    responses={**_ERRORS, 304: {"description": "Not modified (If-None-Match)"}},
+)
+def order_history(
+    request: Request,
+    id: str,
+    asOf: str | None = None,
+    version: str | None = None,
+    diff: str | None = None,
+    from_: str | None = Query(None, alias="from"),
+    to: str | None = None,
+    documents: str | None = None,
+) -> Response:
     command_context(request)  # authenticates: every role reads
     order_id = parse_uuid(id)
-    modes = [name for name, given in (("asOf", asOf), ("version", version), ("diff", diff),
-                                      ("from/to", from_ if from_ is not None else to))
-             if given is not None]
+    modes = [
+        name
+        for name, given in (
+            ("asOf", asOf),
+            ("version", version),
+            ("diff", diff),
+            ("from/to", from_ if from_ is not None else to),
+        )
+        if given is not None
+    ]
     if len(modes) > 1:
         raise _bad(f"give one of asOf, version, diff or from/to, not {' and '.join(modes)}")
     app = ctx_of(request).app
@@ -154,13 +175,13 @@ def _not_modified(request: Request, tag: str) -> bool:
     wanted = request.headers.get("if-none-match")
     if not wanted:
         return False
-    return wanted.strip() == "*" or tag in [w.strip().removeprefix("W/")
-                                            for w in wanted.split(",")]
+    return wanted.strip() == "*" or tag in [w.strip().removeprefix("W/") for w in wanted.split(",")]
 
 
 # --------------------------------------------------------------- access log
 @router.get(
-    "/audit/access-log", summary="Who read what with an auditor key",
+    "/audit/access-log",
+    summary="Who read what with an auditor key",
     description=(
         "Auditors and admins only (other roles: 403). Every API request made with an "
         "auditor key, newest first: {at, actor, role, method, path (with the query string), "
@@ -168,25 +189,38 @@ def _not_modified(request: Request, tag: str) -> bool:
         "answered, as for the request reading the log itself); an auditor request that "
         "cannot be recorded is refused with 503. Filters: actor, since (inclusive) / until "
         "(exclusive) as RFC 3339 date-times with an offset. offset / limit are clamped to "
-        "0..1000. X-Total-Count and X-Result-Count headers."),
-    responses={400: _ERRORS[400], 401: _ERRORS[401], 403: _ERRORS[403]})
-def access_log_entries(request: Request, actor: str | None = None, since: str | None = None,
-                       until: str | None = None, offset: QueryInt = 0,
-                       limit: QueryInt = 100) -> JSONResponse:
+        "0..1000. X-Total-Count and X-Result-Count headers."
+    ),
+    responses={400: _ERRORS[400], 401: _ERRORS[401], 403: _ERRORS[403]},
+)
+def access_log_entries(
+    request: Request,
+    actor: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    offset: QueryInt = 0,
+    limit: QueryInt = 100,
+) -> JSONResponse:
     caller = actor_of(request)
     if caller.role not in ACCESS_LOG_ROLES:
-        raise ApiError(403, "forbidden", "Forbidden",
-                       f"{caller.id} ({caller.role}) may not read the access log: auditor "
-                       "or admin only")
+        raise ApiError(
+            403,
+            "forbidden",
+            "Forbidden",
+            f"{caller.id} ({caller.role}) may not read the access log: auditor or admin only",
+        )
     where = access_log.AccessFilter(
-        actor=actor, since=parse_instant(since, "since") if since is not None else None,
-        until=parse_instant(until, "until") if until is not None else None)
+        actor=actor,
+        since=parse_instant(since, "since") if since is not None else None,
+        until=parse_instant(until, "until") if until is not None else None,
+    )
     offset, limit = clamp_page(offset, limit, MAX_LIMIT)
     with ctx_of(request).read() as models:
         total, rows = access_log.entries(models.db, where, offset=offset, limit=limit)
     body = [{**row, "at": history.iso(row["at"])} for row in rows]
-    return JSONResponse(body, headers={"X-Total-Count": str(total),
-                                       "X-Result-Count": str(len(body))})
+    return JSONResponse(
+        body, headers={"X-Total-Count": str(total), "X-Result-Count": str(len(body))}
+    )
 
 
 # --------------------------------------------------------------- middleware
@@ -213,16 +247,24 @@ class AccessLog:
             entry_id = await run_in_threadpool(_record, ctx, actor, scope["method"], path)
         except Exception:
             log.exception("the access log could not be written")
-            await respond(503, "access_log_unavailable", "Service Unavailable",
-                          "auditor requests are served only once recorded, and the access "
-                          "log cannot be written now")(scope, receive, send)
+            await respond(
+                503,
+                "access_log_unavailable",
+                "Service Unavailable",
+                "auditor requests are served only once recorded, and the access "
+                "log cannot be written now",
+            )(scope, receive, send)
             return
         if scope["method"] not in READ_METHODS:
             # Read-only by construction, whatever a route would make of the request (an
             # empty merge patch, say, changes nothing and would answer 200).
-            await respond(403, "forbidden", "Forbidden",
-                          f"{actor.id} ({actor.role}) reads only: {scope['method']} is not "
-                          "allowed with an auditor key")(scope, receive, send)
+            await respond(
+                403,
+                "forbidden",
+                "Forbidden",
+                f"{actor.id} ({actor.role}) reads only: {scope['method']} is not "
+                "allowed with an auditor key",
+            )(scope, receive, send)
             await run_in_threadpool(_finish, ctx, entry_id, 403)
             return
         sending = StatusOf(send)

@@ -49,8 +49,9 @@ def parse_keys(text: str, where: str) -> list[ApiKey]:
             raise KeyError_(f"{where}: entry {number} is not actor:role:key")
         actor, role, key = (p.strip() for p in parts)
         if role not in API_ROLES:
-            raise KeyError_(f"{where}: entry {number} has unknown role {role!r} "
-                            f"(one of {', '.join(API_ROLES)})")
+            raise KeyError_(
+                f"{where}: entry {number} has unknown role {role!r} (one of {', '.join(API_ROLES)})"
+            )
         if len(key) < 16:
             raise KeyError_(f"{where}: entry {number}: keys must be at least 16 characters")
         keys.append(ApiKey(actor, role, key))
@@ -82,16 +83,25 @@ class Authenticator:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthenticated", "Unauthorized",
-                           "send an API key as 'Authorization: Bearer KEY'",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "Unauthorized",
+                "send an API key as 'Authorization: Bearer KEY'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         found = None
         for key in self.keys:  # compare with every key, in constant time each
             if hmac.compare_digest(key.key.encode(), token.strip().encode()):
                 found = key
         if found is None:
             log.debug("refused an unknown API key")
-            raise ApiError(401, "unauthenticated", "Unauthorized", "unknown API key",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "Unauthorized",
+                "unknown API key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         log.debug("authenticated %r (%s)", found, found.role)  # the key is never shown
         return Actor(id=found.actor, role=API_ROLES[found.role])

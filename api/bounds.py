@@ -32,33 +32,55 @@ def refusal(scope: Scope) -> tuple[int, str, str, str] | None:
             # Characters as the application reads them (headers are latin-1).
             length = len(value.decode("latin-1"))
             if length > bound[1]:
-                return (431, "header_too_large", "Request Header Fields Too Large",
-                        f"the {bound[0]} header is {length} characters; the limit is "
-                        f"{bound[1]}")
+                return (
+                    431,
+                    "header_too_large",
+                    "Request Header Fields Too Large",
+                    f"the {bound[0]} header is {length} characters; the limit is {bound[1]}",
+                )
     path = scope.get("path", "")
     if len(path) > MAX_PATH:
-        return (400, "path_too_long", "Bad Request",
-                f"the path is {len(path)} characters; the limit is {MAX_PATH}")
+        return (
+            400,
+            "path_too_long",
+            "Bad Request",
+            f"the path is {len(path)} characters; the limit is {MAX_PATH}",
+        )
     for segment in path.split("/"):
         if len(segment) > MAX_PATH_SEGMENT:
-            return (400, "path_too_long", "Bad Request",
-                    f"the path segment {segment[:40]!r}… is {len(segment)} characters; the "
-                    f"limit is {MAX_PATH_SEGMENT}")
+            return (
+                400,
+                "path_too_long",
+                "Bad Request",
+                f"the path segment {segment[:40]!r}… is {len(segment)} characters; the "
+                f"limit is {MAX_PATH_SEGMENT}",
+            )
     query = scope.get("query_string", b"")
     if len(query) > MAX_QUERY_STRING:
-        return (400, "query_too_long", "Bad Request",
-                f"the query string is {len(query)} bytes; the limit is {MAX_QUERY_STRING}")
+        return (
+            400,
+            "query_too_long",
+            "Bad Request",
+            f"the query string is {len(query)} bytes; the limit is {MAX_QUERY_STRING}",
+        )
     if query:
         pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
         if len(pairs) > MAX_QUERY_PARAMETERS:
-            return (400, "query_too_long", "Bad Request",
-                    f"the query has {len(pairs)} parameters; the limit is "
-                    f"{MAX_QUERY_PARAMETERS}")
+            return (
+                400,
+                "query_too_long",
+                "Bad Request",
+                f"the query has {len(pairs)} parameters; the limit is {MAX_QUERY_PARAMETERS}",
+            )
         for key, value in pairs:
             if len(value) > MAX_QUERY_VALUE:
-                return (400, "query_too_long", "Bad Request",
-                        f"the query parameter {key[:40]!r} is {len(value)} characters; the "
-                        f"limit is {MAX_QUERY_VALUE}")
+                return (
+                    400,
+                    "query_too_long",
+                    "Bad Request",
+                    f"the query parameter {key[:40]!r} is {len(value)} characters; the "
+                    f"limit is {MAX_QUERY_VALUE}",
+                )
     return None
 
 

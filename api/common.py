@@ -39,11 +39,12 @@ def command_context(request: Request) -> CommandContext:
     if correlation is None:  # an app without the middleware
         correlation = correlation_of({k.lower(): v for k, v in request.headers.raw})[0]
     # The ids' lengths were checked by api/bounds.py (431 above serviceorders.limits).
-    return CommandContext(actor=actor_of(request),
-                          source=Source(channel=Channel.API,
-                                        request_id=request.headers.get("x-request-id")),
-                          correlation_id=correlation,
-                          causation_id=(request.headers.get("x-causation-id") or None))
+    return CommandContext(
+        actor=actor_of(request),
+        source=Source(channel=Channel.API, request_id=request.headers.get("x-request-id")),
+        correlation_id=correlation,
+        causation_id=(request.headers.get("x-causation-id") or None),
+    )
 
 
 async def read_body(request: Request) -> None:
@@ -68,8 +69,12 @@ def body_of(request: Request, model: type[M], media: tuple[str, ...] = JSON_TYPE
     problem otherwise (the body was read by `read_body`)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in media:
-        raise ApiError(415, "unsupported_media_type", "Unsupported Media Type",
-                       f"send {' or '.join(media)}, not {content_type or 'no content type'}")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "Unsupported Media Type",
+            f"send {' or '.join(media)}, not {content_type or 'no content type'}",
+        )
     raw = request_body(request)
     try:
         data = json.loads(raw)
@@ -84,16 +89,26 @@ def body_of(request: Request, model: type[M], media: tuple[str, ...] = JSON_TYPE
         raise ApiError(400, "invalid_json", "Bad Request", limit)
     where = find_nul(data)
     if where is not None:  # PostgreSQL cannot store it: refused at every door
-        raise ApiError(400, "invalid_text", "Bad Request",
-                       f"{where}: text must not contain NUL (U+0000) characters")
+        raise ApiError(
+            400,
+            "invalid_text",
+            "Bad Request",
+            f"{where}: text must not contain NUL (U+0000) characters",
+        )
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        problems = [{"location": ".".join(str(p) for p in err["loc"]) or "body",
-                     "message": err["msg"]} for err in e.errors()]
-        raise ApiError(400, "invalid_request", "Bad Request",
-                       "; ".join(f"{p['location']}: {p['message']}" for p in problems),
-                       details=problems) from e
+        problems = [
+            {"location": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
+            for err in e.errors()
+        ]
+        raise ApiError(
+            400,
+            "invalid_request",
+            "Bad Request",
+            "; ".join(f"{p['location']}: {p['message']}" for p in problems),
+            details=problems,
+        ) from e
 
 
 def parse_uuid(value: str, what: str = "order") -> UUID:
@@ -133,13 +148,18 @@ def check_if_match(request: Request, version: int) -> None:
     if wanted is None or wanted.strip() == "*":
         return
     if etag(version) not in [w.strip().removeprefix("W/") for w in wanted.split(",")]:
-        raise ApiError(412, "precondition_failed", "Precondition Failed",
-                       f"the order is at version {version} ({etag(version)}), not {wanted}: "
-                       "reload it and decide again")
+        raise ApiError(
+            412,
+            "precondition_failed",
+            "Precondition Failed",
+            f"the order is at version {version} ({etag(version)}), not {wanted}: "
+            "reload it and decide again",
+        )
 
 
-def select_fields(doc: dict[str, Any], fields: str | None,
-                  always: tuple[str, ...]) -> dict[str, Any]:
+def select_fields(
+    doc: dict[str, Any], fields: str | None, always: tuple[str, ...]
+) -> dict[str, Any]:
     if not fields:
         return doc
     wanted = {f.strip() for f in fields.split(",") if f.strip()} | set(always)

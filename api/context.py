@@ -32,10 +32,10 @@ class ApiContext:
     _rounds: _Rounds = field(default_factory=lambda: _Rounds())
 
     @classmethod
-    def build(cls, settings: Settings, auth: Authenticator, base_url: str | None = None
-              ) -> ApiContext:
-        return cls(settings=settings, app=build_application(settings), auth=auth,
-                   base_url=base_url)
+    def build(
+        cls, settings: Settings, auth: Authenticator, base_url: str | None = None
+    ) -> ApiContext:
+        return cls(settings=settings, app=build_application(settings), auth=auth, base_url=base_url)
 
     def _pooled(self) -> ReadDb:
         """An idle connection that still works (the server may have closed it: a database
@@ -74,16 +74,20 @@ class ApiContext:
             projector = None
             try:
                 try:
-                    projector = (self._projectors.get_nowait() if attempt == 1
-                                 else build_projector(self.settings))
+                    projector = (
+                        self._projectors.get_nowait()
+                        if attempt == 1
+                        else build_projector(self.settings)
+                    )
                 except queue.Empty:
                     projector = build_projector(self.settings)
                 projector.wait_until(projector.log.head(), timeout=self.sync_timeout)
             except Exception as e:
                 if projector is not None:
                     projector.db.close()
-                dropped = unreachable(e) or (projector is not None
-                                             and projector.db.is_disconnect(e))
+                dropped = unreachable(e) or (
+                    projector is not None and projector.db.is_disconnect(e)
+                )
                 if not dropped or attempt == RECONNECT_ATTEMPTS:
                     raise
                 self._drain(self._projectors)
@@ -105,8 +109,6 @@ class ApiContext:
         self._drain(self._pool)
         self._drain(self._projectors)
         self.app.close()
-
-
 
 
 class _Rounds:

@@ -38,20 +38,27 @@ MERGE_PATCH = ("application/merge-patch+json", "application/json")
 SWAGGER_PARAMETERS = {"validatorUrl": None}
 # And the browser is told not to fetch images, fonts or data from elsewhere: ReDoc's
 # "API docs by Redocly" footer has its logo on a CDN, for one.
-POLICY = {"Content-Security-Policy": "img-src 'self' data:; font-src 'self' data:; "
-                                     "connect-src 'self'"}
+POLICY = {
+    "Content-Security-Policy": "img-src 'self' data:; font-src 'self' data:; connect-src 'self'"
+}
 
 _BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 
-def body_schema(model: type[BaseModel], media: tuple[str, ...] = JSON,
-                 required: bool = True, example: Any = None) -> dict[str, Any]:
+def body_schema(
+    model: type[BaseModel],
+    media: tuple[str, ...] = JSON,
+    required: bool = True,
+    example: Any = None,
+) -> dict[str, Any]:
     """`openapi_extra` for a route whose handler validates its body with `model` (and an
     example, which "Try it out" fills in)."""
     known = _BODY_MODELS.setdefault(model.__name__, model)
     if known is not model:
-        raise ValueError(f"two request body models are named {model.__name__}: "
-                         f"{known.__module__} and {model.__module__}")
+        raise ValueError(
+            f"two request body models are named {model.__name__}: "
+            f"{known.__module__} and {model.__module__}"
+        )
     content: dict[str, Any] = {"schema": {"$ref": REF.format(model=model.__name__)}}
     if example is not None:
         content["example"] = example
@@ -82,8 +89,11 @@ def add_body_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
 def install(app: FastAPI) -> None:
     """The documentation pages on an app made with `docs_url=None, redoc_url=None`. Plain
     Starlette routes, as FastAPI adds its own: outside the OpenAPI document, no key."""
-    app.mount(STATIC_PATH, StaticFiles(directory=str(files("fastapi_offline") / "static")),
-              name="docs-static")
+    app.mount(
+        STATIC_PATH,
+        StaticFiles(directory=str(files("fastapi_offline") / "static")),
+        name="docs-static",
+    )
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -99,12 +109,14 @@ def install(app: FastAPI) -> None:
     async def swagger_ui(request: Request) -> HTMLResponse:
         base = root(request)
         page = get_swagger_ui_html(
-            openapi_url=f"{base}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+            openapi_url=f"{base}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
             swagger_js_url=f"{base}{STATIC_PATH}/swagger-ui-bundle.js",
             swagger_css_url=f"{base}{STATIC_PATH}/swagger-ui.css",
             swagger_favicon_url=f"{base}{STATIC_PATH}/favicon.png",
             oauth2_redirect_url=f"{base}{OAUTH2_REDIRECT_PATH}",
-            swagger_ui_parameters=SWAGGER_PARAMETERS)
+            swagger_ui_parameters=SWAGGER_PARAMETERS,
+        )
         page.headers.update(POLICY)
         return page
 
@@ -113,11 +125,13 @@ def install(app: FastAPI) -> None:
 
     async def redoc(request: Request) -> HTMLResponse:
         base = root(request)
-        page = get_redoc_html(openapi_url=f"{base}{app.openapi_url}",
-                              title=f"{app.title} - ReDoc",
-                              redoc_js_url=f"{base}{STATIC_PATH}/redoc.standalone.js",
-                              redoc_favicon_url=f"{base}{STATIC_PATH}/favicon.png",
-                              with_google_fonts=False)
+        page = get_redoc_html(
+            openapi_url=f"{base}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{base}{STATIC_PATH}/redoc.standalone.js",
+            redoc_favicon_url=f"{base}{STATIC_PATH}/favicon.png",
+            with_google_fonts=False,
+        )
         page.headers.update(POLICY)
         return page
 

@@ -30,32 +30,56 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An HTTP refusal with a TMF Error body."""
 
-    def __init__(self, status: int, code: str, reason: str, message: str = "",
-                 headers: dict[str, str] | None = None, details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        reason: str,
+        message: str = "",
+        headers: dict[str, str] | None = None,
+        details: Any = None,
+    ) -> None:
         super().__init__(message or reason)
         self.status, self.code, self.reason, self.message = status, code, reason, message
         self.headers = headers or {}
         self.details = details
 
 
-def error_body(status: int, code: str, reason: str, message: str = "",
-               details: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": code, "reason": reason, "message": message or reason,
-                            "status": str(status), "@type": "Error"}
+def error_body(
+    status: int, code: str, reason: str, message: str = "", details: Any = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "code": code,
+        "reason": reason,
+        "message": message or reason,
+        "status": str(status),
+        "@type": "Error",
+    }
     if details is not None:
         body["details"] = details
     return body
 
 
-def respond(status: int, code: str, reason: str, message: str = "",
-            headers: dict[str, str] | None = None, details: Any = None) -> JSONResponse:
-    return JSONResponse(error_body(status, code, reason, message, details), status_code=status,
-                        headers=headers)
+def respond(
+    status: int,
+    code: str,
+    reason: str,
+    message: str = "",
+    headers: dict[str, str] | None = None,
+    details: Any = None,
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(status, code, reason, message, details), status_code=status, headers=headers
+    )
 
 
 _DOMAIN_STATUS: list[tuple[type[DomainError], int]] = [
-    (ValidationFailed, 400), (InvalidCommand, 400), (NotPermitted, 403),
-    (OrderNotFound, 404), (UnknownItem, 404), (IllegalTransition, 409),
+    (ValidationFailed, 400),
+    (InvalidCommand, 400),
+    (NotPermitted, 403),
+    (OrderNotFound, 404),
+    (UnknownItem, 404),
+    (IllegalTransition, 409),
     (ConcurrencyConflict, 409),
 ]
 
@@ -69,9 +93,13 @@ def allowed_methods(request: Request, named: str = "") -> list[str]:
     document: FastAPI keeps included routers nested, the paths there are flat."""
     table = getattr(request.app.state, "methods_by_path", None)
     if table is None:
-        table = [(re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"),
-                  {method.upper() for method in operations if method in HTTP_METHODS})
-                 for path, operations in request.app.openapi()["paths"].items()]
+        table = [
+            (
+                re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"),
+                {method.upper() for method in operations if method in HTTP_METHODS},
+            )
+            for path, operations in request.app.openapi()["paths"].items()
+        ]
         request.app.state.methods_by_path = table
     methods = {m.strip() for m in named.split(",") if m.strip()}
     for pattern, served in table:
@@ -97,14 +125,23 @@ def install(app: FastAPI) -> None:
     async def write_timeout(_: Request, e: WriteTimeout) -> JSONResponse:
         # Nothing was written and the store's lock was released: the client may retry.
         log.warning("write timed out: %s", e)
-        return respond(503, e.code, "Service Unavailable",
-                       f"the write did not complete in time and nothing was written ({e}); "
-                       "retry", headers={"Retry-After": "1"})
+        return respond(
+            503,
+            e.code,
+            "Service Unavailable",
+            f"the write did not complete in time and nothing was written ({e}); retry",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
-        problems = [{"location": ".".join(str(p) for p in err.get("loc", ())),
-                     "message": err.get("msg", "invalid")} for err in e.errors()]
+        problems = [
+            {
+                "location": ".".join(str(p) for p in err.get("loc", ())),
+                "message": err.get("msg", "invalid"),
+            }
+            for err in e.errors()
+        ]
         listed = "; ".join(f"{p['location']}: {p['message']}" for p in problems)
         return respond(400, "invalid_request", "Bad Request", listed, details=problems)
 
@@ -120,17 +157,27 @@ def install(app: FastAPI) -> None:
             # several routes here (GET and POST /serviceOrder), so list them all.
             allowed = allowed_methods(request, headers.get("Allow", ""))
             headers["Allow"] = ", ".join(allowed)
-            message = f"{request.method} is not allowed on {request.url.path}: use " \
-                      f"{', '.join(allowed)}"
-        return respond(e.status_code, reason.lower().replace(" ", "_"), reason, message,
-                       headers=headers or None)
+            message = (
+                f"{request.method} is not allowed on {request.url.path}: use {', '.join(allowed)}"
+            )
+        return respond(
+            e.status_code,
+            reason.lower().replace(" ", "_"),
+            reason,
+            message,
+            headers=headers or None,
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, e: Exception) -> JSONResponse:
         # Never leak internals: the log has the details, the client a reference.
         log.exception("unexpected error")
-        return respond(500, "internal_error", "Internal Server Error",
-                       "the server could not complete the request")
+        return respond(
+            500,
+            "internal_error",
+            "Internal Server Error",
+            "the server could not complete the request",
+        )
 
 
 class StatusOf:

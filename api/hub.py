@@ -73,33 +73,43 @@ HUB_ROLES = frozenset({Role.UPSTREAM, Role.MANAGER, Role.OPERATOR})
 def _hub_actor(request: Request) -> Actor:
     actor = actor_of(request)  # authenticates
     if actor.role not in HUB_ROLES:
-        raise ApiError(403, "forbidden", "Forbidden",
-                       f"{actor.id} ({actor.role}) may not use the hub: integrator, manager "
-                       "or admin only")
+        raise ApiError(
+            403,
+            "forbidden",
+            "Forbidden",
+            f"{actor.id} ({actor.role}) may not use the hub: integrator, manager or admin only",
+        )
     return actor
 
 
 def _visible_to(sub: dict[str, Any] | None, actor: Actor) -> bool:
     """A listener is seen (and removed) by whoever registered it, and by admins."""
-    return sub is not None and sub["state"] != "deleted" and (
-        actor.role is Role.OPERATOR or sub["actor"] == actor.id)
+    return (
+        sub is not None
+        and sub["state"] != "deleted"
+        and (actor.role is Role.OPERATOR or sub["actor"] == actor.id)
+    )
 
 
-@router.post(f"{BASE_PATH}/hub", status_code=201, tags=TMF,
-             summary="Register a listener (EventSubscription)",
-             description="`callback` is the listener's base URL: each notification is POSTed "
-                         "to `{callback}/listener/{eventName}` (e.g. `.../listener/"
-                         "serviceOrderStateChangeEvent`). With SERVICEORDERS_HUB_ALLOWED_"
-                         "HOSTS empty (the default) only public addresses are called: "
-                         "loopback, private, link-local and the like are refused (400 "
-                         "`callback_not_allowed`) unless the list names them; host names "
-                         "are checked strictly and resolved (and checked again) at each "
-                         "delivery. The callback is stored in its canonical form. `query` "
-                         "filters: `eventType=A,B&state=completed` (see "
-                         "docs/notifications.md). The listener receives the notifications of "
-                         "events recorded after its registration, at least once, in order per "
-                         "order. Integrator, manager and admin keys only.",
-             openapi_extra=body_schema(EventSubscriptionInput))
+@router.post(
+    f"{BASE_PATH}/hub",
+    status_code=201,
+    tags=TMF,
+    summary="Register a listener (EventSubscription)",
+    description="`callback` is the listener's base URL: each notification is POSTed "
+    "to `{callback}/listener/{eventName}` (e.g. `.../listener/"
+    "serviceOrderStateChangeEvent`). With SERVICEORDERS_HUB_ALLOWED_"
+    "HOSTS empty (the default) only public addresses are called: "
+    "loopback, private, link-local and the like are refused (400 "
+    "`callback_not_allowed`) unless the list names them; host names "
+    "are checked strictly and resolved (and checked again) at each "
+    "delivery. The callback is stored in its canonical form. `query` "
+    "filters: `eventType=A,B&state=completed` (see "
+    "docs/notifications.md). The listener receives the notifications of "
+    "events recorded after its registration, at least once, in order per "
+    "order. Integrator, manager and admin keys only.",
+    openapi_extra=body_schema(EventSubscriptionInput),
+)
 async def register_listener(request: Request) -> JSONResponse:
     actor = _hub_actor(request)
     body = await body_as(request, EventSubscriptionInput)
@@ -113,13 +123,15 @@ async def register_listener(request: Request) -> JSONResponse:
         Filter.parse(query)
     except QueryError as e:
         raise ApiError(400, "invalid_query", "Bad Request", str(e)) from None
+
     def register() -> dict[str, Any]:
         with ctx.read() as models:
             return HubStore(models.db).register(callback, query, actor.id)
 
     sub = await run_in_threadpool(register)
-    return JSONResponse(present(sub), status_code=201,
-                        headers={"Location": _hub_href(request, sub["id"])})
+    return JSONResponse(
+        present(sub), status_code=201, headers={"Location": _hub_href(request, sub["id"])}
+    )
 
 
 @router.get(f"{BASE_PATH}/hub/{{id}}", tags=TMF, summary="Retrieve a listener")
@@ -133,11 +145,15 @@ def retrieve_listener(request: Request, id: str) -> JSONResponse:
     return JSONResponse(present(sub))
 
 
-@router.delete(f"{BASE_PATH}/hub/{{id}}", status_code=204, tags=TMF,
-               summary="Unregister a listener",
-               description="Deliveries stop; notifications still queued for it are dropped "
-                           "with it. 404 for an unknown (or already removed) listener, and for "
-                           "one registered by another caller (admins may remove any).")
+@router.delete(
+    f"{BASE_PATH}/hub/{{id}}",
+    status_code=204,
+    tags=TMF,
+    summary="Unregister a listener",
+    description="Deliveries stop; notifications still queued for it are dropped "
+    "with it. 404 for an unknown (or already removed) listener, and for "
+    "one registered by another caller (admins may remove any).",
+)
 def unregister_listener(request: Request, id: str) -> Response:
     actor = _hub_actor(request)
     with ctx_of(request).read() as models:
@@ -151,42 +167,66 @@ def unregister_listener(request: Request, id: str) -> Response:
 def _require_admin(request: Request) -> None:
     actor = actor_of(request)
     if actor.role is not Role.OPERATOR:
-        raise ApiError(403, "forbidden", "Forbidden",
-                       f"{actor.id} ({actor.role}) may not administer the hub: admin only")
+        raise ApiError(
+            403,
+            "forbidden",
+            "Forbidden",
+            f"{actor.id} ({actor.role}) may not administer the hub: admin only",
+        )
 
 
 def _admin_view(request: Request, sub: dict[str, Any]) -> dict[str, Any]:
     def time(value: datetime | None) -> str | None:
         return value.isoformat().replace("+00:00", "Z") if value else None
 
-    return {"id": sub["id"], "href": _hub_href(request, sub["id"]),
-            "callback": sub["callback"], "query": sub["query"], "actor": sub["actor"],
-            "state": sub["state"], "createdAt": time(sub["created_at"]),
-            "pending": sub["pending"], "oldestPendingAt": time(sub["oldest_pending_at"]),
-            "delivered": sub["delivered"], "consecutiveFailures": sub["failures"],
-            "failingSince": time(sub["failing_since"]), "retryAt": time(sub["retry_at"]),
-            "lastError": sub["last_error"], "lastAttemptAt": time(sub["last_attempt_at"]),
-            "lastDeliveredAt": time(sub["last_delivered_at"]),
-            "suspendedAt": time(sub["suspended_at"]), "deletedAt": time(sub["deleted_at"]),
-            "cursor": sub["cursor_position"]}
+    return {
+        "id": sub["id"],
+        "href": _hub_href(request, sub["id"]),
+        "callback": sub["callback"],
+        "query": sub["query"],
+        "actor": sub["actor"],
+        "state": sub["state"],
+        "createdAt": time(sub["created_at"]),
+        "pending": sub["pending"],
+        "oldestPendingAt": time(sub["oldest_pending_at"]),
+        "delivered": sub["delivered"],
+        "consecutiveFailures": sub["failures"],
+        "failingSince": time(sub["failing_since"]),
+        "retryAt": time(sub["retry_at"]),
+        "lastError": sub["last_error"],
+        "lastAttemptAt": time(sub["last_attempt_at"]),
+        "lastDeliveredAt": time(sub["last_delivered_at"]),
+        "suspendedAt": time(sub["suspended_at"]),
+        "deletedAt": time(sub["deleted_at"]),
+        "cursor": sub["cursor_position"],
+    }
 
 
-@router.get("/api/v1/hub", tags=ADMIN, summary="Listeners and their delivery health (admin)",
-            description="Every listener with its state (active, suspended; `all=true` adds "
-                        "deleted ones), pending notifications, consecutive failures and last "
-                        "error. A suspended listener keeps its backlog: resume it with "
-                        "`POST /api/v1/hub/{id}/resume` or `serviceorders hub resume ID`.")
+@router.get(
+    "/api/v1/hub",
+    tags=ADMIN,
+    summary="Listeners and their delivery health (admin)",
+    description="Every listener with its state (active, suspended; `all=true` adds "
+    "deleted ones), pending notifications, consecutive failures and last "
+    "error. A suspended listener keeps its backlog: resume it with "
+    "`POST /api/v1/hub/{id}/resume` or `serviceorders hub resume ID`.",
+)
 def list_listeners(request: Request, all: bool = False) -> JSONResponse:
     _require_admin(request)
     with ctx_of(request).read() as models:
         subs = HubStore(models.db).list(include_deleted=all)
-    return JSONResponse([_admin_view(request, s) for s in subs],
-                        headers={"X-Total-Count": str(len(subs))})
+    return JSONResponse(
+        [_admin_view(request, s) for s in subs], headers={"X-Total-Count": str(len(subs))}
+    )
 
 
-@router.post("/api/v1/hub/{id}/resume", tags=ADMIN, summary="Resume a suspended listener "
-             "(admin)", description="Its backlog becomes due at once and is delivered in "
-                                    "order; failure counts start again from zero.")
+@router.post(
+    "/api/v1/hub/{id}/resume",
+    tags=ADMIN,
+    summary="Resume a suspended listener (admin)",
+    description="Its backlog becomes due at once and is delivered in "
+    "order; failure counts start again from zero.",
+)
 def resume_listener(request: Request, id: str) -> JSONResponse:
     _require_admin(request)
     with ctx_of(request).read() as models:

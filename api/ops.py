@@ -29,8 +29,12 @@ class Metrics:
     gauges read at each scrape. With `multiprocess` (a worker of `api --workers N`) a scrape
     sums what every worker recorded."""
 
-    def __init__(self, engine: EngineMetrics | None = None,
-                 database: DatabaseCollector | None = None, multiprocess: bool = False) -> None:
+    def __init__(
+        self,
+        engine: EngineMetrics | None = None,
+        database: DatabaseCollector | None = None,
+        multiprocess: bool = False,
+    ) -> None:
         self.engine = engine if engine is not None else EngineMetrics(http=True)
         self.registry = self.engine.registry
         self.database = database
@@ -39,22 +43,31 @@ class Metrics:
             self.registry.register(database)
 
     @classmethod
-    def for_api(cls, ctx: ApiContext, engine: EngineMetrics | None = None,
-                multiprocess: bool = False, **database: bool) -> Metrics:
+    def for_api(
+        cls,
+        ctx: ApiContext,
+        engine: EngineMetrics | None = None,
+        multiprocess: bool = False,
+        **database: bool,
+    ) -> Metrics:
         """`database`: which database gauges besides the projections' and the hub's."""
+
         @contextmanager
         def open_db() -> Iterator[Any]:
             with ctx.read() as models:
                 yield models.db
 
-        return cls(engine, DatabaseCollector(open_db, **{"projections": True, "hub": True,
-                                                         **database}),
-                   multiprocess=multiprocess)
+        return cls(
+            engine,
+            DatabaseCollector(open_db, **{"projections": True, "hub": True, **database}),
+            multiprocess=multiprocess,
+        )
 
     def scrape(self) -> bytes:
         if self.multiprocess:
-            return generate_latest(multiprocess_registry(
-                [self.database] if self.database is not None else []))
+            return generate_latest(
+                multiprocess_registry([self.database] if self.database is not None else [])
+            )
         return generate_latest(self.registry)
 
 
@@ -76,8 +89,9 @@ class MetricsMiddleware:
         finally:
             path = getattr(scope.get("route"), "path", "unmatched")
             metrics: Metrics = scope["app"].state.metrics
-            metrics.engine.request_done(scope["method"], path, str(sending.status),
-                                        time.perf_counter() - started)
+            metrics.engine.request_done(
+                scope["method"], path, str(sending.status), time.perf_counter() - started
+            )
 
 
 @router.get("/health", summary="Liveness: the process answers")
@@ -90,11 +104,12 @@ def ready(request: Request) -> JSONResponse:
     try:
         status = _projection_status(request)
     except Exception as e:
-        return JSONResponse({"status": "unavailable", "reason": type(e).__name__},
-                            status_code=503)
+        return JSONResponse({"status": "unavailable", "reason": type(e).__name__}, status_code=503)
     worst = max((s.lag for s in status), default=0)
-    body = {"status": "ok" if worst <= READY_MAX_LAG else "lagging",
-            "projections": {s.name: {"position": s.position, "lag": s.lag} for s in status}}
+    body = {
+        "status": "ok" if worst <= READY_MAX_LAG else "lagging",
+        "projections": {s.name: {"position": s.position, "lag": s.lag} for s in status},
+    }
     return JSONResponse(body, status_code=200 if worst <= READY_MAX_LAG else 503)
 
 

@@ -50,11 +50,20 @@ class RequestLog:
             if self.access_log:
                 route = scope.get("route")
                 status = sending.status
-                fields = {"method": scope.get("method"), "path": scope.get("path"),
-                          "status": status,
-                          "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
+                fields = {
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                }
                 if getattr(route, "path", None):
                     fields["route"] = route.path  # type: ignore[union-attr]
-                access.info("%s %s %d %.1f ms", fields["method"], fields["path"], status,
-                            fields["duration_ms"], extra=fields)
+                access.info(
+                    "%s %s %d %.1f ms",
+                    fields["method"],
+                    fields["path"],
+                    status,
+                    fields["duration_ms"],
+                    extra=fields,
+                )
             logs.unbind(token)

@@ -38,28 +38,46 @@ from .common import (
 from .docs import MERGE_PATCH, body_schema
 from .errors import ApiError
 
-router = APIRouter(prefix=BASE_PATH, tags=["TMF641 serviceOrder"],
-                   dependencies=[Depends(read_body)])
+router = APIRouter(
+    prefix=BASE_PATH, tags=["TMF641 serviceOrder"], dependencies=[Depends(read_body)]
+)
 ALWAYS = ("id", "href", "state", "orderDate", "serviceOrderItem", "@type")
 MAX_PAGE = 1000
 # The body /docs fills in for POST serviceOrder: an order of the built-in catalog.
 ORDER_EXAMPLE: dict[str, Any] = {
-    "externalId": "CRM-4711", "category": "enterprise", "priority": "2",
+    "externalId": "CRM-4711",
+    "category": "enterprise",
+    "priority": "2",
     "description": "internet access and a managed router",
     "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
     "serviceOrderItem": [
-        {"id": "1", "action": "add",
-         "service": {"serviceSpecification": {"id": "internet-access"},
-                     "serviceCharacteristic": [{"name": "bandwidthMbps", "value": 100},
-                                               {"name": "accessType", "value": "fibre"}],
-                     "place": [{"id": "S1", "name": "Site one"}]}},
-        {"id": "2", "action": "add",
-         "service": {"serviceSpecification": {"id": "managed-router"},
-                     "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
-                     "place": [{"id": "S1", "name": "Site one"}]},
-         "serviceOrderItemRelationship": [{"relationshipType": "dependency",
-                                           "orderItem": {"itemId": "1"}}]}],
-    "@type": "ServiceOrder"}
+        {
+            "id": "1",
+            "action": "add",
+            "service": {
+                "serviceSpecification": {"id": "internet-access"},
+                "serviceCharacteristic": [
+                    {"name": "bandwidthMbps", "value": 100},
+                    {"name": "accessType", "value": "fibre"},
+                ],
+                "place": [{"id": "S1", "name": "Site one"}],
+            },
+        },
+        {
+            "id": "2",
+            "action": "add",
+            "service": {
+                "serviceSpecification": {"id": "managed-router"},
+                "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
+                "place": [{"id": "S1", "name": "Site one"}],
+            },
+            "serviceOrderItemRelationship": [
+                {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}
+            ],
+        },
+    ],
+    "@type": "ServiceOrder",
+}
 
 
 def order_href(request: Request, order_id: Any) -> str:
@@ -67,8 +85,11 @@ def order_href(request: Request, order_id: Any) -> str:
 
 
 def present(request: Request, row: dict[str, Any], fields: str | None = None) -> dict[str, Any]:
-    doc = {"id": str(row["order_id"]), "href": order_href(request, row["order_id"]),
-           **row["document"]}
+    doc = {
+        "id": str(row["order_id"]),
+        "href": order_href(request, row["order_id"]),
+        **row["document"],
+    }
     return select_fields(doc, fields, ALWAYS)
 
 
@@ -83,8 +104,9 @@ def load_visible(request: Request, order_id: UUID) -> ServiceOrder:
     return order
 
 
-def document_response(request: Request, order_id: UUID, status: int,
-                      fields: str | None = None) -> JSONResponse:
+def document_response(
+    request: Request, order_id: UUID, status: int, fields: str | None = None
+) -> JSONResponse:
     with ctx_of(request).read() as models:
         row = models.document(order_id)
     if row is None:
@@ -95,13 +117,17 @@ def document_response(request: Request, order_id: UUID, status: int,
     return JSONResponse(present(request, row, fields), status_code=status, headers=headers)
 
 
-@router.post("/serviceOrder", status_code=201, summary="Create a service order",
-             description="The order is validated against the specification catalog: structural "
-                         "problems refuse it (400, every problem listed); value problems let it "
-                         "into the review queue as `acknowledged`, flagged for the reviewer. "
-                         "An `externalId` (or an `Idempotency-Key` header) makes creation "
-                         "idempotent: a retry gets the first order back.",
-             openapi_extra=body_schema(ServiceOrderCreate, example=ORDER_EXAMPLE))
+@router.post(
+    "/serviceOrder",
+    status_code=201,
+    summary="Create a service order",
+    description="The order is validated against the specification catalog: structural "
+    "problems refuse it (400, every problem listed); value problems let it "
+    "into the review queue as `acknowledged`, flagged for the reviewer. "
+    "An `externalId` (or an `Idempotency-Key` header) makes creation "
+    "idempotent: a retry gets the first order back.",
+    openapi_extra=body_schema(ServiceOrderCreate, example=ORDER_EXAMPLE),
+)
 def create_service_order(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     cmd = command_context(request)
@@ -124,19 +150,32 @@ def _date_filter(value: str | None, name: str) -> datetime | None:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ApiError(400, "invalid_filter", "Bad Request",
-                       f"{name} must be an ISO 8601 date-time, not {value!r}") from None
+        raise ApiError(
+            400,
+            "invalid_filter",
+            "Bad Request",
+            f"{name} must be an ISO 8601 date-time, not {value!r}",
+        ) from None
 
 
-@router.get("/serviceOrder", summary="List or find service orders",
-            description="Filters: state, externalId, category, priority, id, orderDate "
-                        "(exact), orderDate.gt, orderDate.gte, orderDate.lt; `fields` selects "
-                        "attributes (id, href, state, orderDate and serviceOrderItem are always "
-                        "included). Newest first. offset/limit are clamped to 0..1000.")
+@router.get(
+    "/serviceOrder",
+    summary="List or find service orders",
+    description="Filters: state, externalId, category, priority, id, orderDate "
+    "(exact), orderDate.gt, orderDate.gte, orderDate.lt; `fields` selects "
+    "attributes (id, href, state, orderDate and serviceOrderItem are always "
+    "included). Newest first. offset/limit are clamped to 0..1000.",
+)
 def list_service_orders(
-    request: Request, fields: str | None = None, offset: QueryInt = 0, limit: QueryInt = 100,
-    state: str | None = None, externalId: str | None = None,
-    category: str | None = None, priority: str | None = None, id: str | None = None,
+    request: Request,
+    fields: str | None = None,
+    offset: QueryInt = 0,
+    limit: QueryInt = 100,
+    state: str | None = None,
+    externalId: str | None = None,
+    category: str | None = None,
+    priority: str | None = None,
+    id: str | None = None,
     orderDate: str | None = None,
     order_date_gt: str | None = Query(None, alias="orderDate.gt"),
     order_date_gte: str | None = Query(None, alias="orderDate.gte"),
@@ -152,56 +191,76 @@ def list_service_orders(
     if lower is not None:
         lower += timedelta(microseconds=1)
     lower = exact or _date_filter(order_date_gte, "orderDate.gte") or lower
-    upper = exact + timedelta(microseconds=1) if exact else _date_filter(order_date_lt,
-                                                                          "orderDate.lt")
+    upper = (
+        exact + timedelta(microseconds=1) if exact else _date_filter(order_date_lt, "orderDate.lt")
+    )
     ids: tuple[UUID, ...] = ()
     if id is not None:
         try:
             ids = tuple(UUID(i.strip()) for i in id.split(",") if i.strip())
         except ValueError:
             ids = (UUID(int=0),)  # no order has that id
-    where = OrderFilter(state=state, external_id=externalId, category=category,
-                        priority=priority, order_date_from=lower, order_date_to=upper, ids=ids)
+    where = OrderFilter(
+        state=state,
+        external_id=externalId,
+        category=category,
+        priority=priority,
+        order_date_from=lower,
+        order_date_to=upper,
+        ids=ids,
+    )
     with ctx_of(request).read() as models:
         offset, limit = clamp_page(offset, limit, MAX_PAGE)
         page = models.documents(where, offset=offset, limit=limit)
     body = [present(request, row, fields) for row in page.items]
-    return JSONResponse(body, headers={"X-Total-Count": str(page.total),
-                                       "X-Result-Count": str(len(body))})
+    return JSONResponse(
+        body, headers={"X-Total-Count": str(page.total), "X-Result-Count": str(len(body))}
+    )
 
 
 @router.get("/serviceOrder/{id}", summary="Retrieve a service order")
-def retrieve_service_order(request: Request, id: str, fields: str | None = None
-                           ) -> JSONResponse:
+def retrieve_service_order(request: Request, id: str, fields: str | None = None) -> JSONResponse:
     command_context(request)
     return document_response(request, parse_uuid(id, "service order"), 200, fields)
 
 
-@router.patch("/serviceOrder/{id}", summary="Update a service order (JSON merge patch)",
-              description="Before approval: items (merged by id) and header attributes. After "
-                          "approval: a revision, only before the point of no return. Final "
-                          "orders: nothing (409 with the reason). `state` cannot be patched: "
-                          "use cancelServiceOrder or the workflow endpoints. `If-Match` with the "
-                          "ETag makes the change conditional (412 when the order moved).",
-              openapi_extra=body_schema(ServiceOrderUpdate, MERGE_PATCH))
+@router.patch(
+    "/serviceOrder/{id}",
+    summary="Update a service order (JSON merge patch)",
+    description="Before approval: items (merged by id) and header attributes. After "
+    "approval: a revision, only before the point of no return. Final "
+    "orders: nothing (409 with the reason). `state` cannot be patched: "
+    "use cancelServiceOrder or the workflow endpoints. `If-Match` with the "
+    "ETag makes the change conditional (412 when the order moved).",
+    openapi_extra=body_schema(ServiceOrderUpdate, MERGE_PATCH),
+)
 def patch_service_order(request: Request, id: str) -> JSONResponse:
     ctx = ctx_of(request)
     cmd = command_context(request)
     order_id = parse_uuid(id, "service order")
     body = body_of(request, ServiceOrderUpdate)
     if body.unchangeable():
-        raise ApiError(400, "unchangeable_attribute", "Bad Request",
-                       f"{', '.join(body.unchangeable())} cannot be changed by PATCH "
-                       "(expectedCompletionDate is the provider's; external references and "
-                       "order relationships are fixed when the order is created)")
+        raise ApiError(
+            400,
+            "unchangeable_attribute",
+            "Bad Request",
+            f"{', '.join(body.unchangeable())} cannot be changed by PATCH "
+            "(expectedCompletionDate is the provider's; external references and "
+            "order relationships are fixed when the order is created)",
+        )
     order = load_visible(request, order_id)
     check_if_match(request, order.version)
     if body.state is not None and body.state != order.state.value:
-        raise IllegalTransition(order.id, order.state, "change the state by PATCH",
-                                "use cancelServiceOrder or the workflow endpoints")
+        raise IllegalTransition(
+            order.id,
+            order.state,
+            "change the state by PATCH",
+            "use cancelServiceOrder or the workflow endpoints",
+        )
     if body.external_id is not None and body.external_id != order.header.external_id:
-        raise IllegalTransition(order.id, order.state, "change the externalId",
-                                "an order's external id never changes")
+        raise IllegalTransition(
+            order.id, order.state, "change the externalId", "an order's external id never changes"
+        )
     items = [item_to_domain(i) for i in body.service_order_item or []]
     change = header_change(body)
     known = {n.text for n in order.notes}
@@ -214,10 +273,14 @@ def patch_service_order(request: Request, id: str) -> JSONResponse:
     return document_response(request, order_id, 200)
 
 
-@router.delete("/serviceOrder/{id}", status_code=204, summary="Delete a service order",
-               description="Allowed once the order is final (rejected, cancelled, completed, "
-                           "failed, partial): it leaves the TMF641 resources and lists; its "
-                           "history stays for auditors. Otherwise 409: cancel it instead.")
+@router.delete(
+    "/serviceOrder/{id}",
+    status_code=204,
+    summary="Delete a service order",
+    description="Allowed once the order is final (rejected, cancelled, completed, "
+    "failed, partial): it leaves the TMF641 resources and lists; its "
+    "history stays for auditors. Otherwise 409: cancel it instead.",
+)
 def delete_service_order(request: Request, id: str) -> Response:
     ctx = ctx_of(request)
     cmd = command_context(request)
@@ -230,28 +293,38 @@ def delete_service_order(request: Request, id: str) -> Response:
 
 
 # -------------------------------------------------------------- cancelServiceOrder
-cancel_router = APIRouter(prefix=BASE_PATH, tags=["TMF641 cancelServiceOrder"],
-                          dependencies=[Depends(read_body)])
+cancel_router = APIRouter(
+    prefix=BASE_PATH, tags=["TMF641 cancelServiceOrder"], dependencies=[Depends(read_body)]
+)
 CANCEL_ALWAYS = ("id", "href", "state", "@type")
 
 
-def present_cancel(request: Request, row: dict[str, Any], fields: str | None = None
-                   ) -> dict[str, Any]:
+def present_cancel(
+    request: Request, row: dict[str, Any], fields: str | None = None
+) -> dict[str, Any]:
     def time(value: datetime | None) -> str | None:
         return value.isoformat().replace("+00:00", "Z") if value else None
 
-    doc = {"id": row["id"],
-           "href": f"{base_url(request)}{BASE_PATH}/cancelServiceOrder/{row['id']}",
-           "state": row["state"], "cancellationReason": row["reason"],
-           "requestedCancellationDate": time(row["requested_cancellation_date"]),
-           "effectiveCancellationDate": time(row["effective_cancellation_date"]),
-           "completionMessage": (f"cancellation {row['decision']}"
-                                 + (f": {row['decision_reason']}" if row["decision_reason"]
-                                    else "")) if row["decision"] else None,
-           "serviceOrder": {"id": str(row["order_id"]),
-                            "href": order_href(request, row["order_id"]),
-                            "@referredType": "ServiceOrder"},
-           "@type": "CancelServiceOrder"}
+    doc = {
+        "id": row["id"],
+        "href": f"{base_url(request)}{BASE_PATH}/cancelServiceOrder/{row['id']}",
+        "state": row["state"],
+        "cancellationReason": row["reason"],
+        "requestedCancellationDate": time(row["requested_cancellation_date"]),
+        "effectiveCancellationDate": time(row["effective_cancellation_date"]),
+        "completionMessage": (
+            f"cancellation {row['decision']}"
+            + (f": {row['decision_reason']}" if row["decision_reason"] else "")
+        )
+        if row["decision"]
+        else None,
+        "serviceOrder": {
+            "id": str(row["order_id"]),
+            "href": order_href(request, row["order_id"]),
+            "@referredType": "ServiceOrder",
+        },
+        "@type": "CancelServiceOrder",
+    }
     doc = {k: v for k, v in doc.items() if v is not None}
     return select_fields(doc, fields, CANCEL_ALWAYS)
 
@@ -262,44 +335,52 @@ def cancel_response(request: Request, request_id: str, status: int) -> JSONRespo
     if row is None:
         raise ApiError(404, "not_found", "Not Found", f"no cancelServiceOrder {request_id}")
     headers = {"Location": f"{base_url(request)}{BASE_PATH}/cancelServiceOrder/{request_id}"}
-    return JSONResponse(present_cancel(request, row), status_code=status,
-                        headers=headers if status == 201 else None)
+    return JSONResponse(
+        present_cancel(request, row), status_code=status, headers=headers if status == 201 else None
+    )
 
 
-@cancel_router.post("/cancelServiceOrder", status_code=201,
-                    summary="Request the cancellation of a service order",
-                    description="The order goes to `assessingCancellation`; a manager approves "
-                                "(→ pendingCancellation → cancelled) or denies it (the order "
-                                "returns to its prior state). The request's state uses v4's "
-                                "vocabulary: accepted, inProgress, done.",
-                    openapi_extra=body_schema(CancelServiceOrderCreate))
+@cancel_router.post(
+    "/cancelServiceOrder",
+    status_code=201,
+    summary="Request the cancellation of a service order",
+    description="The order goes to `assessingCancellation`; a manager approves "
+    "(→ pendingCancellation → cancelled) or denies it (the order "
+    "returns to its prior state). The request's state uses v4's "
+    "vocabulary: accepted, inProgress, done.",
+    openapi_extra=body_schema(CancelServiceOrderCreate),
+)
 def create_cancel_service_order(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     cmd = command_context(request)
     body = body_of(request, CancelServiceOrderCreate)
     order_id = parse_uuid(body.service_order.id, "service order")
     load_visible(request, order_id)
-    request_id = ctx.app.request_cancellation(cmd, order_id, body.cancellation_reason,
-                                              body.requested_cancellation_date)
+    request_id = ctx.app.request_cancellation(
+        cmd, order_id, body.cancellation_reason, body.requested_cancellation_date
+    )
     ctx.sync()
     return cancel_response(request, request_id, 201)
 
 
 @cancel_router.get("/cancelServiceOrder", summary="List cancellation requests")
-def list_cancel_service_orders(request: Request, fields: str | None = None,
-                               offset: QueryInt = 0, limit: QueryInt = 100) -> JSONResponse:
+def list_cancel_service_orders(
+    request: Request, fields: str | None = None, offset: QueryInt = 0, limit: QueryInt = 100
+) -> JSONResponse:
     command_context(request)
     with ctx_of(request).read() as models:
         offset, limit = clamp_page(offset, limit, MAX_PAGE)
         page = models.cancellation_requests(offset=offset, limit=limit)
     body = [present_cancel(request, row, fields) for row in page.items]
-    return JSONResponse(body, headers={"X-Total-Count": str(page.total),
-                                       "X-Result-Count": str(len(body))})
+    return JSONResponse(
+        body, headers={"X-Total-Count": str(page.total), "X-Result-Count": str(len(body))}
+    )
 
 
 @cancel_router.get("/cancelServiceOrder/{id}", summary="Retrieve a cancellation request")
-def retrieve_cancel_service_order(request: Request, id: str,
-                                  fields: str | None = None) -> JSONResponse:
+def retrieve_cancel_service_order(
+    request: Request, id: str, fields: str | None = None
+) -> JSONResponse:
     command_context(request)
     with ctx_of(request).read() as models:
         row = models.cancellation_request(id)

@@ -86,8 +86,14 @@ class Client:
         self.conn.close()
 
 
-def _drive(clients: list[Client], jobs: list[Any], request: Any, name: str,
-           server: list[Proc], rate: float | None = None) -> tuple[Phase, list[Any]]:
+def _drive(
+    clients: list[Client],
+    jobs: list[Any],
+    request: Any,
+    name: str,
+    server: list[Proc],
+    rate: float | None = None,
+) -> tuple[Phase, list[Any]]:
     """Run `request(client, job)` over `jobs`, one thread per client.
 
     Closed loop (no `rate`): each client sends its next request when its last one is
@@ -139,19 +145,36 @@ def _drive(clients: list[Client], jobs: list[Any], request: Any, name: str,
     wall = time.perf_counter() - (started if rate is None else t0)
     for p in server:
         p.sample()
-    phase = Phase(name, len(jobs), wall, latencies, len(errors), time.process_time() - cpu0,
-                  sum(p.cpu_seconds for p in server) - server_cpu0)
+    phase = Phase(
+        name,
+        len(jobs),
+        wall,
+        latencies,
+        len(errors),
+        time.process_time() - cpu0,
+        sum(p.cpu_seconds for p in server) - server_cpu0,
+    )
     paced = "" if rate is None else f" at {rate:,.0f}/s"
-    log(f"api {name}{paced}: {phase.throughput:,.0f}/s, p50 {phase.p50:.1f} ms, p99 "
+    log(
+        f"api {name}{paced}: {phase.throughput:,.0f}/s, p50 {phase.p50:.1f} ms, p99 "
         f"{phase.p99:.1f} ms, {phase.errors} errors, client CPU {phase.client_cpu_s:.1f}s, "
         f"server CPU {phase.server_cpu_s:.1f}s over {wall:.1f}s"
-        + (f"; first error: {errors[0]}" if errors else ""))
+        + (f"; first error: {errors[0]}" if errors else "")
+    )
     return phase, results
 
 
-def run(*, database_url: str, bodies: list[dict[str, Any]], clients: int, tag: str,
-        logs: Path, profile: str | None = None, workers: int = 1,
-        rates: tuple[float, float] = (100.0, 200.0)) -> ApiRun:
+def run(
+    *,
+    database_url: str,
+    bodies: list[dict[str, Any]],
+    clients: int,
+    tag: str,
+    logs: Path,
+    profile: str | None = None,
+    workers: int = 1,
+    rates: tuple[float, float] = (100.0, 200.0),
+) -> ApiRun:
     key = f"bench-{secrets.token_hex(16)}"
     port = free_port()
     env = engine_env(database_url, SERVICEORDERS_API_KEYS=f"crm:integrator:{key}")
@@ -161,15 +184,21 @@ def run(*, database_url: str, bodies: list[dict[str, Any]], clients: int, tag: s
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {key}"}
     with processes() as procs:
-        api = Proc("api", ["api", "--port", str(port), "--workers", str(workers)], env,
-                   logs / f"{tag}-api.log").start()
+        api = Proc(
+            "api",
+            ["api", "--port", str(port), "--workers", str(workers)],
+            env,
+            logs / f"{tag}-api.log",
+        ).start()
         project = Proc("project", ["project"], env, logs / f"{tag}-project.log").start()
         procs += [api, project]
 
         def up() -> bool:
             try:
-                return httpx.get(f"{base}{PATH}?limit=1", headers=headers,
-                                 timeout=2).status_code == 200
+                return (
+                    httpx.get(f"{base}{PATH}?limit=1", headers=headers, timeout=2).status_code
+                    == 200
+                )
             except httpx.HTTPError:
                 return False
 
@@ -202,8 +231,9 @@ def run(*, database_url: str, bodies: list[dict[str, Any]], clients: int, tag: s
             posts, ids = _drive(pool, bodies[:half], post, "POST", server)
             created = [i for i in ids if i]
             gets, _ = _drive(pool, created, get, "GET by id", server)
-            lists, _ = _drive(pool, list(range(max(clients, len(bodies) // 4))), page,
-                              "GET list", server)
+            lists, _ = _drive(
+                pool, list(range(max(clients, len(bodies) // 4))), page, "GET list", server
+            )
             # the same requests at a steady rate below capacity: the latency of one request
             # when the server is not saturated
             post_rate, get_rate = rates
@@ -215,12 +245,21 @@ def run(*, database_url: str, bodies: list[dict[str, Any]], clients: int, tag: s
                 c.close()
         for p in procs:
             p.sample()
-        result = ApiRun({"post": posts, "get": gets, "list": lists,
-                         "post_paced": paced_posts, "get_paced": paced_gets}, api.peak_mb,
-                        project.peak_mb)
+        result = ApiRun(
+            {
+                "post": posts,
+                "get": gets,
+                "list": lists,
+                "post_paced": paced_posts,
+                "get_paced": paced_gets,
+            },
+            api.peak_mb,
+            project.peak_mb,
+        )
         for p in procs:
             p.stop()
     if posts.errors or gets.errors or lists.errors:
-        raise RuntimeError(f"API errors: POST {posts.errors}, GET {gets.errors}, list "
-                           f"{lists.errors} (see {logs})")
+        raise RuntimeError(
+            f"API errors: POST {posts.errors}, GET {gets.errors}, list {lists.errors} (see {logs})"
+        )
     return result

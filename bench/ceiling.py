@@ -56,8 +56,9 @@ class Envelope(BaseModel):
 
 def publish(bootstrap: str, topic: str, messages: list[Any]) -> float:
     """Publish the messages (fast settings); returns msgs/s."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                             batch_size=256 * 1024)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024
+    )
     t = time.perf_counter()
     try:
         for m in messages:
@@ -69,10 +70,15 @@ def publish(bootstrap: str, topic: str, messages: list[Any]) -> float:
 
 
 def _consumer(bootstrap: str, topic: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             group_id=None, auto_offset_reset="earliest",
-                             max_poll_records=2000, fetch_max_bytes=64 * 1024 * 1024,
-                             max_partition_fetch_bytes=16 * 1024 * 1024)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",
+        max_poll_records=2000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
     parts = sorted(consumer.partitions_for_topic(topic) or ())
     tps = [TopicPartition(topic, p) for p in parts]
     consumer.assign(tps)
@@ -94,37 +100,57 @@ def _poll_all(consumer: KafkaConsumer, count: int, timeout: float = 120) -> list
     return batches
 
 
-def _rows(record: Any, env: Envelope, events_per_order: int, now: datetime
-          ) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+def _rows(
+    record: Any, env: Envelope, events_per_order: int, now: datetime
+) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
     body = env.event.serviceOrder
-    order_id = uuid.uuid5(NAMESPACE, body.external_id or env.eventId) \
-        if hasattr(body, "external_id") else uuid.uuid5(NAMESPACE, env.eventId)
+    order_id = (
+        uuid.uuid5(NAMESPACE, body.external_id or env.eventId)
+        if hasattr(body, "external_id")
+        else uuid.uuid5(NAMESPACE, env.eventId)
+    )
     first = body.model_dump_json(by_alias=True, exclude_none=True).encode()
     small = orjson.dumps({"at": now.isoformat(), "by": "kafka", "eventId": env.eventId})
     events = [(order_id, 1, "OrderReceived", first)]
     events.extend((order_id, v, "OrderChanged", small) for v in range(2, events_per_order + 1))
-    applied = (env.eventId, record.topic, record.partition, record.offset, order_id,
-               env.eventType, now)
+    applied = (
+        env.eventId,
+        record.topic,
+        record.partition,
+        record.offset,
+        order_id,
+        env.eventType,
+        now,
+    )
     return events, applied
 
 
-def _write(conn: psycopg.Connection[Any], events: list[tuple[Any, ...]],
-           applied: list[tuple[Any, ...]], positions: dict[tuple[str, int], int]) -> None:
+def _write(
+    conn: psycopg.Connection[Any],
+    events: list[tuple[Any, ...]],
+    applied: list[tuple[Any, ...]],
+    positions: dict[tuple[str, int], int],
+) -> None:
     with conn.transaction(), conn.cursor() as cur:
-        with cur.copy("COPY ceiling_events (originator_id, originator_version, topic, state) "
-                      "FROM STDIN (FORMAT BINARY)") as cp:
+        with cur.copy(
+            "COPY ceiling_events (originator_id, originator_version, topic, state) "
+            "FROM STDIN (FORMAT BINARY)"
+        ) as cp:
             cp.set_types(["uuid", "int8", "text", "bytea"])
             for row in events:
                 cp.write_row(row)
-        with cur.copy('COPY ceiling_applied (event_id, topic, partition, "offset", order_id, '
-                      "event_type, applied_at) FROM STDIN (FORMAT BINARY)") as cp:
+        with cur.copy(
+            'COPY ceiling_applied (event_id, topic, partition, "offset", order_id, '
+            "event_type, applied_at) FROM STDIN (FORMAT BINARY)"
+        ) as cp:
             cp.set_types(["text", "text", "int4", "int8", "uuid", "text", "timestamptz"])
             for row in applied:
                 cp.write_row(row)
         cur.executemany(
             "INSERT INTO ceiling_position (topic, partition, next_offset) VALUES (%s, %s, %s) "
             "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-            [(t, p, o) for (t, p), o in positions.items()])
+            [(t, p, o) for (t, p), o in positions.items()],
+        )
 
 
 def prepare(database_url: str) -> None:
@@ -135,12 +161,12 @@ def prepare(database_url: str) -> None:
 
 def _truncate(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as c:
-        c.execute("TRUNCATE ceiling_events, ceiling_applied, ceiling_position "
-                  "RESTART IDENTITY")
+        c.execute("TRUNCATE ceiling_events, ceiling_applied, ceiling_position RESTART IDENTITY")
 
 
-def pipeline(bootstrap: str, topic: str, count: int, database_url: str,
-             events_per_order: int) -> dict[str, float]:
+def pipeline(
+    bootstrap: str, topic: str, count: int, database_url: str, events_per_order: int
+) -> dict[str, float]:
     """consume -> validate -> COPY, one transaction per poll batch; returns rates."""
     _truncate(database_url)
     consumer, _ = _consumer(bootstrap, topic)
@@ -219,21 +245,29 @@ def copy_only(database_url: str, values: list[bytes], events_per_order: int) -> 
     try:
         t = time.perf_counter()
         for i in range(0, len(values), 2000):
-            chunk = [row for ev in events[i:i + 2000] for row in ev]
-            _write(conn, chunk, applied[i:i + 2000], {("t", 0): i + 2000})
+            chunk = [row for ev in events[i : i + 2000] for row in ev]
+            _write(conn, chunk, applied[i : i + 2000], {("t", 0): i + 2000})
         elapsed = time.perf_counter() - t
     finally:
         conn.close()
     return len(values) * (events_per_order + 1) / elapsed
 
 
-def run_once(bootstrap: str, topic: str, count: int, database_url: str, values: list[bytes],
-             events_per_order: int) -> dict[str, float]:
+def run_once(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    database_url: str,
+    values: list[bytes],
+    events_per_order: int,
+) -> dict[str, float]:
     out = pipeline(bootstrap, topic, count, database_url, events_per_order)
     out["consume_msgs_per_s"] = consume_only(bootstrap, topic, count)
     out["validate_msgs_per_s"] = validate_only(values)
     out["copy_rows_per_s"] = copy_only(database_url, values, events_per_order)
-    log(f"ceiling: pipeline {out['msgs_per_s']:,.0f} msgs/s, consume "
+    log(
+        f"ceiling: pipeline {out['msgs_per_s']:,.0f} msgs/s, consume "
         f"{out['consume_msgs_per_s']:,.0f}/s, validate {out['validate_msgs_per_s']:,.0f}/s, "
-        f"COPY {out['copy_rows_per_s']:,.0f} rows/s")
+        f"COPY {out['copy_rows_per_s']:,.0f} rows/s"
+    )
     return out

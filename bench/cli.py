@@ -36,36 +36,76 @@ RSS_TARGET = Target("<=", 250, text="< 250 MB")
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__)
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny N, one repetition (CI: checks the harness, not the machine)")
-    p.add_argument("--orders", type=int, default=None,
-                   help="orders for the ceiling and the intake (default 5000; smoke 150)")
-    p.add_argument("--api-orders", type=int, default=None,
-                   help="orders POSTed per API repetition (default 2000; smoke 96)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny N, one repetition (CI: checks the harness, not the machine)",
+    )
+    p.add_argument(
+        "--orders",
+        type=int,
+        default=None,
+        help="orders for the ceiling and the intake (default 5000; smoke 150)",
+    )
+    p.add_argument(
+        "--api-orders",
+        type=int,
+        default=None,
+        help="orders POSTed per API repetition (default 2000; smoke 96)",
+    )
     p.add_argument("--clients", type=int, default=32, help="concurrent API clients")
-    p.add_argument("--intake-rate", type=float, default=None,
-                   help="orders/s of the paced intake run (default 500; smoke 300; 0: none)")
-    p.add_argument("--api-workers", type=int, default=2,
-                   help="`serviceorders api --workers N` (default 2: one per core)")
-    p.add_argument("--paced", default="100,200", metavar="POST,GET",
-                   help="requests/s of the paced (open-loop) API phases (default 100,200)")
+    p.add_argument(
+        "--intake-rate",
+        type=float,
+        default=None,
+        help="orders/s of the paced intake run (default 500; smoke 300; 0: none)",
+    )
+    p.add_argument(
+        "--api-workers",
+        type=int,
+        default=2,
+        help="`serviceorders api --workers N` (default 2: one per core)",
+    )
+    p.add_argument(
+        "--paced",
+        default="100,200",
+        metavar="POST,GET",
+        help="requests/s of the paced (open-loop) API phases (default 100,200)",
+    )
     p.add_argument("--repeat", type=int, default=None, help="repetitions (default 3; smoke 1)")
-    p.add_argument("--levels", default=None,
-                   help="history lengths for the load section (default 10,100,1000,10000; "
-                        "smoke 10,100)")
-    p.add_argument("--json", dest="json_path", default=str(RESULTS / "latest.json"),
-                   help="where to write the JSON (default bench/results/latest.json)")
-    p.add_argument("--only", action="append", default=None, metavar="SECTION",
-                   help=f"run only these sections (repeatable or comma separated: "
-                        f"{', '.join(SECTIONS)})")
-    p.add_argument("--admin-url", default=DEFAULT_ADMIN_URL,
-                   help="PostgreSQL maintenance database; scratch databases bench_<run>_* "
-                        "are created beside it and dropped at the end")
-    p.add_argument("--keep", action="store_true",
-                   help="keep the scratch databases and the processes' logs")
-    p.add_argument("--profile", metavar="DIR", default=None,
-                   help="sample consume, project and api with py-spy into DIR and print "
-                        "where their CPU goes")
+    p.add_argument(
+        "--levels",
+        default=None,
+        help="history lengths for the load section (default 10,100,1000,10000; smoke 10,100)",
+    )
+    p.add_argument(
+        "--json",
+        dest="json_path",
+        default=str(RESULTS / "latest.json"),
+        help="where to write the JSON (default bench/results/latest.json)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        metavar="SECTION",
+        help=f"run only these sections (repeatable or comma separated: {', '.join(SECTIONS)})",
+    )
+    p.add_argument(
+        "--admin-url",
+        default=DEFAULT_ADMIN_URL,
+        help="PostgreSQL maintenance database; scratch databases bench_<run>_* "
+        "are created beside it and dropped at the end",
+    )
+    p.add_argument(
+        "--keep", action="store_true", help="keep the scratch databases and the processes' logs"
+    )
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        default=None,
+        help="sample consume, project and api with py-spy into DIR and print where their CPU goes",
+    )
     a = p.parse_args(argv)
     a.orders = a.orders or (150 if a.smoke else 5000)
     a.api_orders = a.api_orders or (96 if a.smoke else 2000)
@@ -74,8 +114,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         a.intake_rate = 300.0 if a.smoke else 500.0
     post_rate, get_rate = (float(x) for x in a.paced.split(","))
     a.paced = (post_rate, get_rate)
-    a.levels = [int(x) for x in (a.levels or ("10,100" if a.smoke else "10,100,1000,10000"))
-                .split(",")]
+    a.levels = [
+        int(x) for x in (a.levels or ("10,100" if a.smoke else "10,100,1000,10000")).split(",")
+    ]
     only = {s.strip() for x in (a.only or []) for s in x.split(",") if s.strip()}
     unknown = only - set(SECTIONS)
     if unknown:
@@ -104,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     info = machine(dbs)
     info["noise_before"] = noise_probe()
-    log(f"run {run_id}: sections {', '.join(a.sections)}; {a.orders} orders, {a.repeat} "
-        f"repetition(s); logs in {logs.relative_to(ROOT)}")
+    log(
+        f"run {run_id}: sections {', '.join(a.sections)}; {a.orders} orders, {a.repeat} "
+        f"repetition(s); logs in {logs.relative_to(ROOT)}"
+    )
     sample = traffic(a.orders, duplicates=0, bad=0, seed=641, prefix=f"BENCH-{run_id}")
     messages = sample.messages
     failed: list[str] = []
@@ -143,9 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def run_sections(a: argparse.Namespace, r: Results, dbs: Databases, bootstrap: str,
-                 messages: list[Any], sample: Any, run_id: str, logs: Path,
-                 failed: list[str]) -> None:
+def run_sections(
+    a: argparse.Namespace,
+    r: Results,
+    dbs: Databases,
+    bootstrap: str,
+    messages: list[Any],
+    sample: Any,
+    run_id: str,
+    logs: Path,
+    failed: list[str],
+) -> None:
     want = set(a.sections)
     need_intake = bool(want & {"intake", "replay", "memory"})
     ceiling_url = None
@@ -161,51 +212,100 @@ def run_sections(a: argparse.Namespace, r: Results, dbs: Databases, bootstrap: s
     for rep in range(a.repeat):
         # interleaved: the ceiling and the engine meet the same machine weather
         if need_intake:
-            for consumers in ((1, 2) if "intake" in want else (1,)):
+            for consumers in (1, 2) if "intake" in want else (1,):
                 tag = f"{run_id}-r{rep}-c{consumers}"
                 url = dbs.create(f"intake_r{rep}_c{consumers}")
-                got = intake.run(database_url=url, bootstrap=bootstrap, messages=messages,
-                                 consumers=consumers, tag=tag, logs=logs,
-                                 profile=a.profile if rep == 0 else None)
+                got = intake.run(
+                    database_url=url,
+                    bootstrap=bootstrap,
+                    messages=messages,
+                    consumers=consumers,
+                    tag=tag,
+                    logs=logs,
+                    profile=a.profile if rep == 0 else None,
+                )
                 record_intake(r, got)
                 events_per_order = max(1, round(got.events / got.orders))
                 if consumers == 1:
                     replay_url = url
             if "intake" in want and a.intake_rate:
                 tag = f"{run_id}-r{rep}-paced"
-                got = intake.run(database_url=dbs.create(f"intake_r{rep}_paced"),
-                                 bootstrap=bootstrap, messages=messages, consumers=1, tag=tag,
-                                 logs=logs, rate=a.intake_rate)
-                r.add("intake", f"1 consume, published at {a.intake_rate:,.0f}/s: projection "
-                      "lag at the end", "s", got.lag_s, target=Target("<=", 1.0, text="<= 1 s"),
-                      note="a steady stream below capacity, not a burst")
+                got = intake.run(
+                    database_url=dbs.create(f"intake_r{rep}_paced"),
+                    bootstrap=bootstrap,
+                    messages=messages,
+                    consumers=1,
+                    tag=tag,
+                    logs=logs,
+                    rate=a.intake_rate,
+                )
+                r.add(
+                    "intake",
+                    f"1 consume, published at {a.intake_rate:,.0f}/s: projection lag at the end",
+                    "s",
+                    got.lag_s,
+                    target=Target("<=", 1.0, text="<= 1 s"),
+                    note="a steady stream below capacity, not a burst",
+                )
         if ceiling_url is not None:
-            got_c = ceiling.run_once(bootstrap, f"bench.{run_id}.ceiling", len(messages),
-                                     ceiling_url, values, events_per_order)
+            got_c = ceiling.run_once(
+                bootstrap,
+                f"bench.{run_id}.ceiling",
+                len(messages),
+                ceiling_url,
+                values,
+                events_per_order,
+            )
             record_ceiling(r, got_c, events_per_order)
     finish_intake(r, want)
     if "replay" in want and replay_url:
         for rep in range(a.repeat):
-            got_r = replay.run(replay_url, cli=rep == 0,
-                               profile=a.profile if rep == 0 else None)
-            r.add("replay", "projections rebuild", "events/s", got_r["rebuild_events_per_s"],
-                  target=Target(">=", 20000), note=f"{int(got_r['events']):,} events")
-            r.add("replay", "audit verify", "events/s", got_r["verify_events_per_s"],
-                  note=f"{int(got_r['events']):,} events")
+            got_r = replay.run(replay_url, cli=rep == 0, profile=a.profile if rep == 0 else None)
+            r.add(
+                "replay",
+                "projections rebuild",
+                "events/s",
+                got_r["rebuild_events_per_s"],
+                target=Target(">=", 20000),
+                note=f"{int(got_r['events']):,} events",
+            )
+            r.add(
+                "replay",
+                "audit verify",
+                "events/s",
+                got_r["verify_events_per_s"],
+                note=f"{int(got_r['events']):,} events",
+            )
             if "rebuild_cli_s" in got_r:
-                r.add("replay", "`projections rebuild` command, wall", "s",
-                      got_r["rebuild_cli_s"], note="includes interpreter start-up")
-                r.add("replay", "`audit verify` command, wall", "s", got_r["verify_cli_s"],
-                      note="includes interpreter start-up")
+                r.add(
+                    "replay",
+                    "`projections rebuild` command, wall",
+                    "s",
+                    got_r["rebuild_cli_s"],
+                    note="includes interpreter start-up",
+                )
+                r.add(
+                    "replay",
+                    "`audit verify` command, wall",
+                    "s",
+                    got_r["verify_cli_s"],
+                    note="includes interpreter start-up",
+                )
     if "api" in want or "memory" in want:
         rng = random.Random(641)
         for rep in range(a.repeat if "api" in want else 1):
             bodies = [order(f"API-{run_id}-{rep}-{i:06d}", rng) for i in range(a.api_orders)]
             try:
-                got_a = api.run(database_url=dbs.create(f"api_r{rep}"), bodies=bodies,
-                                clients=a.clients, tag=f"{run_id}-api-r{rep}", logs=logs,
-                                profile=a.profile if rep == 0 else None,
-                                workers=a.api_workers, rates=a.paced)
+                got_a = api.run(
+                    database_url=dbs.create(f"api_r{rep}"),
+                    bodies=bodies,
+                    clients=a.clients,
+                    tag=f"{run_id}-api-r{rep}",
+                    logs=logs,
+                    profile=a.profile if rep == 0 else None,
+                    workers=a.api_workers,
+                    rates=a.paced,
+                )
             except Exception:
                 failed.append(traceback.format_exc())
                 break
@@ -221,35 +321,68 @@ def run_sections(a: argparse.Namespace, r: Results, dbs: Databases, bootstrap: s
 # ---------------------------------------------------------------- recording
 def record_ceiling(r: Results, got: dict[str, float], events_per_order: int) -> None:
     rows = events_per_order + 1
-    r.add("ceiling", "pipeline: consume + validate + COPY", "msgs/s", got["msgs_per_s"],
-          note=f"{rows} rows per message ({events_per_order} events + the intake row), "
-               "1 process, one transaction per poll")
+    r.add(
+        "ceiling",
+        "pipeline: consume + validate + COPY",
+        "msgs/s",
+        got["msgs_per_s"],
+        note=f"{rows} rows per message ({events_per_order} events + the intake row), "
+        "1 process, one transaction per poll",
+    )
     r.add("ceiling", "pipeline rows written", "rows/s", got["rows_per_s"])
     r.add("ceiling", "Kafka consume only (manual assign)", "msgs/s", got["consume_msgs_per_s"])
-    r.add("ceiling", "pydantic validate only (ServiceOrderCreate)", "msgs/s",
-          got["validate_msgs_per_s"])
+    r.add(
+        "ceiling",
+        "pydantic validate only (ServiceOrderCreate)",
+        "msgs/s",
+        got["validate_msgs_per_s"],
+    )
     r.add("ceiling", "binary COPY only", "rows/s", got["copy_rows_per_s"])
 
 
 def record_intake(r: Results, got: intake.IntakeRun) -> None:
     c = got.consumers
     label = f"{c} consume"
-    r.add("intake", f"{label}: orders stored, acknowledged and visible", "orders/s",
-          got.orders_per_s)
+    r.add(
+        "intake", f"{label}: orders stored, acknowledged and visible", "orders/s", got.orders_per_s
+    )
     r.add("intake", f"{label}: orders stored and acknowledged", "orders/s", got.stored_per_s)
     r.add("intake", f"{label}: events", "events/s", got.events_per_s)
-    r.add("intake", f"{label}: projection lag at the end", "s", got.lag_s,
-          target=Target("<=", 1.0, text="<= 1 s"))
-    r.add("intake", f"{label}: consume CPU per order", "ms", 1000 * got.consume_cpu_s / got.orders,
-          note="all consume processes, whole run")
+    r.add(
+        "intake",
+        f"{label}: projection lag at the end",
+        "s",
+        got.lag_s,
+        target=Target("<=", 1.0, text="<= 1 s"),
+    )
+    r.add(
+        "intake",
+        f"{label}: consume CPU per order",
+        "ms",
+        1000 * got.consume_cpu_s / got.orders,
+        note="all consume processes, whole run",
+    )
     r.add("intake", f"{label}: project CPU per order", "ms", 1000 * got.project_cpu_s / got.orders)
     if got.kafka_committed is not None and got.kafka_committed != got.orders:
-        r.notes.append(f"intake x{c}: Kafka committed offsets sum to {got.kafka_committed}, "
-                       f"not {got.orders}")
-    r.add("memory", "consume peak RSS", "MB", got.peak_consume_mb, target=RSS_TARGET,
-          note="VmHWM, during the intake")
-    r.add("memory", "project peak RSS", "MB", got.peak_project_mb, target=RSS_TARGET,
-          note="VmHWM, during the intake or the API run")
+        r.notes.append(
+            f"intake x{c}: Kafka committed offsets sum to {got.kafka_committed}, not {got.orders}"
+        )
+    r.add(
+        "memory",
+        "consume peak RSS",
+        "MB",
+        got.peak_consume_mb,
+        target=RSS_TARGET,
+        note="VmHWM, during the intake",
+    )
+    r.add(
+        "memory",
+        "project peak RSS",
+        "MB",
+        got.peak_project_mb,
+        target=RSS_TARGET,
+        note="VmHWM, during the intake or the API run",
+    )
     r.extra.setdefault("events_per_order", got.events / got.orders)
 
 
@@ -257,8 +390,10 @@ def finish_intake(r: Results, want: set[str]) -> None:
     """Ceilings and targets on the intake figures (the ceiling's median of the run)."""
     ref = r.get("ceiling", "pipeline: consume + validate + COPY")
     for c in (1, 2):
-        for name in (f"{c} consume: orders stored, acknowledged and visible",
-                     f"{c} consume: orders stored and acknowledged"):
+        for name in (
+            f"{c} consume: orders stored, acknowledged and visible",
+            f"{c} consume: orders stored and acknowledged",
+        ):
             f = r.get("intake", name)
             if f is None:
                 continue
@@ -268,8 +403,7 @@ def finish_intake(r: Results, want: set[str]) -> None:
                 f.target = Target(">=", 0.5, on="ratio", text=">= 0.5x ceiling")
     one = r.get("intake", "1 consume: orders stored, acknowledged and visible")
     if one is not None:
-        s = r.figure("intake", "1 consume: stretch goal", "orders/s",
-                     target=Target(">=", 5000))
+        s = r.figure("intake", "1 consume: stretch goal", "orders/s", target=Target(">=", 5000))
         s.samples = list(one.samples)
     epo = r.extra.get("events_per_order")
     if epo:
@@ -279,48 +413,84 @@ def finish_intake(r: Results, want: set[str]) -> None:
             del r.figures[key]
 
 
-def record_api(r: Results, got: api.ApiRun, clients: int, report: bool,
-               paced: tuple[float, float] = (100.0, 200.0)) -> None:
+def record_api(
+    r: Results,
+    got: api.ApiRun,
+    clients: int,
+    report: bool,
+    paced: tuple[float, float] = (100.0, 200.0),
+) -> None:
     if report:
         p, g, lst = got.phases["post"], got.phases["get"], got.phases["list"]
         at = f"{clients} clients"
-        r.add("api", f"POST serviceOrder ({at})", "req/s", p.throughput,
-              target=Target(">=", 500))
+        r.add("api", f"POST serviceOrder ({at})", "req/s", p.throughput, target=Target(">=", 500))
         r.add("api", "POST serviceOrder p50", "ms", p.p50)
         r.add("api", "POST serviceOrder p99", "ms", p.p99, target=Target("<=", 50, text="< 50 ms"))
         r.add("api", f"GET serviceOrder/{{id}} ({at})", "req/s", g.throughput)
         r.add("api", "GET serviceOrder/{id} p50", "ms", g.p50)
-        r.add("api", "GET serviceOrder/{id} p99", "ms", g.p99,
-              target=Target("<=", 10, text="< 10 ms"))
+        r.add(
+            "api", "GET serviceOrder/{id} p99", "ms", g.p99, target=Target("<=", 10, text="< 10 ms")
+        )
         r.add("api", f"GET serviceOrder?limit=20 ({at})", "req/s", lst.throughput)
         r.add("api", "GET serviceOrder?limit=20 p50", "ms", lst.p50)
         r.add("api", "GET serviceOrder?limit=20 p99", "ms", lst.p99)
         pp, gp = got.phases["post_paced"], got.phases["get_paced"]
         rate_p, rate_g = paced
-        r.add("api", f"POST serviceOrder p99, paced at {rate_p:,.0f}/s", "ms", pp.p99,
-              note="open loop; from the moment each request was due")
-        r.add("api", f"GET serviceOrder/{{id}} p99, paced at {rate_g:,.0f}/s", "ms", gp.p99,
-              note="open loop; from the moment each request was due")
+        r.add(
+            "api",
+            f"POST serviceOrder p99, paced at {rate_p:,.0f}/s",
+            "ms",
+            pp.p99,
+            note="open loop; from the moment each request was due",
+        )
+        r.add(
+            "api",
+            f"GET serviceOrder/{{id}} p99, paced at {rate_g:,.0f}/s",
+            "ms",
+            gp.p99,
+            note="open loop; from the moment each request was due",
+        )
         cpu = p.client_cpu_s / max(1e-9, p.client_cpu_s + p.server_cpu_s)
-        r.add("api", "client share of CPU during POST", "%", 100 * cpu,
-              note="the clients run on the same 2 cores")
-    r.add("memory", "api peak RSS", "MB", got.peak_api_mb, target=RSS_TARGET,
-          note="VmHWM, during the API run")
+        r.add(
+            "api",
+            "client share of CPU during POST",
+            "%",
+            100 * cpu,
+            note="the clients run on the same 2 cores",
+        )
+    r.add(
+        "memory",
+        "api peak RSS",
+        "MB",
+        got.peak_api_mb,
+        target=RSS_TARGET,
+        note="VmHWM, during the API run",
+    )
     r.add("memory", "project peak RSS", "MB", got.peak_project_mb, target=RSS_TARGET)
 
 
 def record_load(r: Results, got: dict[str, dict[int, float]]) -> None:
     levels = sorted(got["snapshots"])
     for level in levels:
-        r.add("load", f"get_order, {level:,} events, snapshots every 50", "ms",
-              got["snapshots"][level])
+        r.add(
+            "load",
+            f"get_order, {level:,} events, snapshots every 50",
+            "ms",
+            got["snapshots"][level],
+        )
     for level in levels:
-        r.add("load", f"get_order, {level:,} events, no snapshots", "ms",
-              got["no_snapshots"][level])
+        r.add(
+            "load", f"get_order, {level:,} events, no snapshots", "ms", got["no_snapshots"][level]
+        )
     lo, hi = levels[0], levels[-1]
-    r.add("load", f"snapshots: load at {hi:,} / load at {lo:,} events", "x",
-          got["snapshots"][hi] / got["snapshots"][lo], target=Target("<=", 2.0, text="<= 2x"),
-          note="'the same cost' read as at most twice")
+    r.add(
+        "load",
+        f"snapshots: load at {hi:,} / load at {lo:,} events",
+        "x",
+        got["snapshots"][hi] / got["snapshots"][lo],
+        target=Target("<=", 2.0, text="<= 2x"),
+        note="'the same cost' read as at most twice",
+    )
 
 
 # ------------------------------------------------------------------- output
@@ -336,44 +506,70 @@ def render(r: Results) -> str:
         value = fmt(f.value)
         if spread and len(f.samples) > 1:
             value += f" ({fmt(spread[0])}-{fmt(spread[1])})"
-        rows.append((f.section, f.name, value, f.unit, fmt(f.ceiling),
-                     "-" if f.ratio is None else f"{f.ratio:.2f}",
-                     f.target.describe() if f.target else "", f.verdict))
+        rows.append(
+            (
+                f.section,
+                f.name,
+                value,
+                f.unit,
+                fmt(f.ceiling),
+                "-" if f.ratio is None else f"{f.ratio:.2f}",
+                f.target.describe() if f.target else "",
+                f.verdict,
+            )
+        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
     lines = []
     for n, row in enumerate(rows):
-        lines.append(" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
-                     .rstrip())
+        lines.append(" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if n == 0:
             lines.append("-+-".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def markdown(r: Results) -> str:
-    out = ["| section | figure | value (min-max) | unit | ceiling | ratio | target | verdict |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| section | figure | value (min-max) | unit | ceiling | ratio | target | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for f in ordered(r):
         spread = f.spread
         value = fmt(f.value)
         if spread and len(f.samples) > 1:
             value += f" ({fmt(spread[0])}-{fmt(spread[1])})"
         verdict = f"**{f.verdict}**" if f.verdict == "misses" else f.verdict
-        out.append(f"| {f.section} | {f.name} | {value} | {f.unit} | {fmt(f.ceiling)} | "
-                   f"{'-' if f.ratio is None else f'{f.ratio:.2f}'} | "
-                   f"{f.target.describe() if f.target else ''} | {verdict} |")
+        out.append(
+            f"| {f.section} | {f.name} | {value} | {f.unit} | {fmt(f.ceiling)} | "
+            f"{'-' if f.ratio is None else f'{f.ratio:.2f}'} | "
+            f"{f.target.describe() if f.target else ''} | {verdict} |"
+        )
     return "\n".join(out)
 
 
-def write_json(path: Path, a: argparse.Namespace, info: dict[str, Any], r: Results,
-               failed: list[str]) -> None:
+def write_json(
+    path: Path, a: argparse.Namespace, info: dict[str, Any], r: Results, failed: list[str]
+) -> None:
     sections: dict[str, dict[str, float]] = {}
     for f in r.figures.values():
         sections.setdefault(f.section, {})[f.name] = f.value
-    doc = {"machine": info, "date": info["date"], "git_commit": info["git_commit"],
-           "args": {"smoke": a.smoke, "orders": a.orders, "api_orders": a.api_orders,
-                    "clients": a.clients, "repeat": a.repeat, "levels": a.levels,
-                    "sections": a.sections},
-           "sections": sections, "figures": [f.to_json() for f in ordered(r)],
-           "notes": r.notes, "markdown": markdown(r), "failed": failed}
+    doc = {
+        "machine": info,
+        "date": info["date"],
+        "git_commit": info["git_commit"],
+        "args": {
+            "smoke": a.smoke,
+            "orders": a.orders,
+            "api_orders": a.api_orders,
+            "clients": a.clients,
+            "repeat": a.repeat,
+            "levels": a.levels,
+            "sections": a.sections,
+        },
+        "sections": sections,
+        "figures": [f.to_json() for f in ordered(r)],
+        "notes": r.notes,
+        "markdown": markdown(r),
+        "failed": failed,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2, default=str))

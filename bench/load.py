@@ -41,8 +41,9 @@ def _median_ms(fn: Any, budget_s: float, least: int = 3, most: int = 50) -> floa
     return statistics.median(times)
 
 
-def run(database_url: str, body: dict[str, Any], levels: list[int], budget_s: float
-        ) -> dict[str, dict[int, float]]:
+def run(
+    database_url: str, body: dict[str, Any], levels: list[int], budget_s: float
+) -> dict[str, dict[int, float]]:
     env = engine_env(database_url)
     init_database(Settings.from_env(env))
     snap = build_application(Settings.from_env({**env, "SERVICEORDERS_SNAPSHOT_INTERVAL": "50"}))
@@ -73,10 +74,11 @@ def run(database_url: str, body: dict[str, Any], levels: list[int], budget_s: fl
                         versions[name] += 1
                     app.save(order)
                 assert app.get_order(order_id).version == level
-                out[name][level] = _median_ms(lambda a=app, i=order_id: a.get_order(i),
-                                              budget_s)
-            log(f"load at {level:>6} events: {out['snapshots'][level]:.2f} ms with snapshots, "
-                f"{out['no_snapshots'][level]:.2f} ms without")
+                out[name][level] = _median_ms(lambda a=app, i=order_id: a.get_order(i), budget_s)
+            log(
+                f"load at {level:>6} events: {out['snapshots'][level]:.2f} ms with snapshots, "
+                f"{out['no_snapshots'][level]:.2f} ms without"
+            )
     finally:
         snap.close()
         plain.close()

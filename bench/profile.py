@@ -19,7 +19,7 @@ def _short(frame: str) -> str:
     parts = Path(path).parts
     for marker in ("site-packages", "main", "work"):
         if marker in parts:
-            parts = parts[parts.index(marker) + 1:]
+            parts = parts[parts.index(marker) + 1 :]
             break
     return f"{found.group('func')} ({'/'.join(parts[-3:])})"
 

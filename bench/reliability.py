@@ -83,24 +83,57 @@ class Cluster:
             shutil.chown(parent, "postgres")
             self.logfile.touch()
             shutil.chown(self.logfile, "postgres")
-        self._as_postgres(str(PG_BIN / "initdb"), "-D", str(self.dir), "-A", "trust",
-                          "-U", "postgres", "--no-sync", "-E", "UTF8")
+        self._as_postgres(
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.dir),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
         return self
 
     @property
     def options(self) -> str:
         # fsync off: a fast shutdown is clean (it writes everything), and this is a scratch
         # cluster on a shared machine; the scenario's outage is the restart, not a power cut.
-        return (f"-p {self.port} -k /tmp -h 127.0.0.1 -c fsync=off -c max_connections=200 "
-                "-c shared_buffers=64MB")
+        return (
+            f"-p {self.port} -k /tmp -h 127.0.0.1 -c fsync=off -c max_connections=200 "
+            "-c shared_buffers=64MB"
+        )
 
     def start(self) -> None:
-        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.dir), "-o", self.options,
-                          "-l", str(self.logfile), "-w", "-t", "60", "start")
+        self._as_postgres(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.dir),
+            "-o",
+            self.options,
+            "-l",
+            str(self.logfile),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
-        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.dir), "-m", mode, "-w",
-                          "-t", "60", "stop", check=False)
+        self._as_postgres(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.dir),
+            "-m",
+            mode,
+            "-w",
+            "-t",
+            "60",
+            "stop",
+            check=False,
+        )
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
@@ -128,12 +161,18 @@ class Slot:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as out:
-            out.write(f"\n===== start #{self.starts + 1} at {time.strftime('%H:%M:%S')} "
-                      "=====\n".encode())
+            out.write(
+                f"\n===== start #{self.starts + 1} at {time.strftime('%H:%M:%S')} =====\n".encode()
+            )
             out.flush()
-            self.popen = subprocess.Popen(serviceorders(*self.args), env=self.env,
-                                          stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                          start_new_session=True)
+            self.popen = subprocess.Popen(
+                serviceorders(*self.args),
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
+            )
         self.starts += 1
         self.started_at = time.monotonic()
         self.killing = False
@@ -193,11 +232,17 @@ class Supervisor:
                     if s.popen is None or s.popen.poll() is None:
                         continue
                     if not s.killing:
-                        crash = Crash(s.name, s.popen.returncode,
-                                      round(time.monotonic() - self.t0, 1), s.tail())
+                        crash = Crash(
+                            s.name,
+                            s.popen.returncode,
+                            round(time.monotonic() - self.t0, 1),
+                            s.tail(),
+                        )
                         self.crashes.append(crash)
-                        log(f"!!! CRASH: {s.name} exited by itself with status "
-                            f"{s.popen.returncode}:\n{crash.log_tail[-1500:]}")
+                        log(
+                            f"!!! CRASH: {s.name} exited by itself with status "
+                            f"{s.popen.returncode}:\n{crash.log_tail[-1500:]}"
+                        )
                     self.restarts[s.kind] += 1
                     s.start()
 
@@ -266,10 +311,19 @@ class Figures:
 
     @property
     def ok(self) -> bool:
-        return (self.drained and not self.lost and not self.doubled and not self.unexpected
-                and not self.rest_5xx and not self.crashes and not self.unclean_stops
-                and not self.differences and not self.rest_other_errors
-                and not self.outbound_missing and self.verify_ok)
+        return (
+            self.drained
+            and not self.lost
+            and not self.doubled
+            and not self.unexpected
+            and not self.rest_5xx
+            and not self.crashes
+            and not self.unclean_stops
+            and not self.differences
+            and not self.rest_other_errors
+            and not self.outbound_missing
+            and self.verify_ok
+        )
 
 
 def rest_bodies(count: int, seed: int, prefix: str) -> list[dict[str, Any]]:
@@ -296,8 +350,11 @@ class RestClient:
     def post(self, body: dict[str, Any], deadline: float) -> None:
         data = orjson.dumps(body)
         ext = body["externalId"]
-        headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json",
-                   "Idempotency-Key": ext}
+        headers = {
+            "Authorization": f"Bearer {self.key}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": ext,
+        }
         wait = 0.1
         while True:
             if time.monotonic() > deadline:
@@ -335,8 +392,9 @@ class RestClient:
             wait = min(1.0, wait * 2)
 
 
-def paced(items: list[Any], duration: float, act: Callable[[int, Any], None],
-          stopping: threading.Event) -> None:
+def paced(
+    items: list[Any], duration: float, act: Callable[[int, Any], None], stopping: threading.Event
+) -> None:
     """`act(i, item)` for each item, spread evenly over `duration` seconds."""
     t0 = time.monotonic()
     n = len(items)
@@ -360,8 +418,14 @@ def q1(url: str, sql: str, params: Any = None) -> Any:
 
 
 def inbound_position(url: str, topic: str) -> int:
-    return int(q1(url, "SELECT coalesce(sum(next_offset), 0) FROM intake_position WHERE "
-                       "topic = %s", (topic,)) or 0)
+    return int(
+        q1(
+            url,
+            "SELECT coalesce(sum(next_offset), 0) FROM intake_position WHERE topic = %s",
+            (topic,),
+        )
+        or 0
+    )
 
 
 @dataclass
@@ -372,7 +436,9 @@ class Expected:
 
 
 def drain_state(url: str, expected: Expected, rest_done: bool) -> tuple[bool, str]:
-    row = q(url, """
+    row = q(
+        url,
+        """
         SELECT (SELECT count(*) FROM intake_applied), (SELECT count(*) FROM dead_letter),
                (SELECT count(DISTINCT originator_id) FROM serviceorders_events),
                (SELECT coalesce(max(notification_id), 0) FROM serviceorders_events),
@@ -382,21 +448,33 @@ def drain_state(url: str, expected: Expected, rest_done: bool) -> tuple[bool, st
                (SELECT count(*) FROM kafka_outbox WHERE published_at IS NULL),
                (SELECT coalesce(max(position), 0) FROM notification_outbox),
                (SELECT coalesce(max(position), 0) FROM outbound_position
-                 WHERE name = 'notifications')""")[0]
-    (applied, dead, streams, head, projected, summary, dl_pending, ob_pending, nmax,
-     published) = row
-    done = (rest_done and applied >= len(expected.applied) and dead >= expected.dead
-            and streams >= len(expected.orders) and projected >= head > 0
-            and summary >= len(expected.orders) and dl_pending == 0 and ob_pending == 0
-            and published >= nmax)
-    return done, (f"applied {applied}/{len(expected.applied)}, dead letters {dead}/"
-                  f"{expected.dead}, orders {streams}/{len(expected.orders)}, projected "
-                  f"{projected}/{head}, order_summary {summary}, unpublished dlq {dl_pending} "
-                  f"outbox {ob_pending}, notifications published {published}/{nmax}")
+                 WHERE name = 'notifications')""",
+    )[0]
+    (applied, dead, streams, head, projected, summary, dl_pending, ob_pending, nmax, published) = (
+        row
+    )
+    done = (
+        rest_done
+        and applied >= len(expected.applied)
+        and dead >= expected.dead
+        and streams >= len(expected.orders)
+        and projected >= head > 0
+        and summary >= len(expected.orders)
+        and dl_pending == 0
+        and ob_pending == 0
+        and published >= nmax
+    )
+    return done, (
+        f"applied {applied}/{len(expected.applied)}, dead letters {dead}/"
+        f"{expected.dead}, orders {streams}/{len(expected.orders)}, projected "
+        f"{projected}/{head}, order_summary {summary}, unpublished dlq {dl_pending} "
+        f"outbox {ob_pending}, notifications published {published}/{nmax}"
+    )
 
 
-def wait_drained(url: str, expected: Expected, rest_done: Callable[[], bool], timeout: float
-                 ) -> bool:
+def wait_drained(
+    url: str, expected: Expected, rest_done: Callable[[], bool], timeout: float
+) -> bool:
     deadline = time.monotonic() + timeout
     state = ""
     while time.monotonic() < deadline:
@@ -414,23 +492,56 @@ def wait_drained(url: str, expected: Expected, rest_done: Callable[[], bool], ti
 
 # Columns that legitimately differ between two runs of the same traffic: when things
 # happened, and where in the log / the broker they landed.
-VOLATILE = {"id", "position", "seq", "notification_id", "source_offset", "source_partition",
-            "offset", "partition", "event_id_seq", "digest", "headers", "payload", "document",
-            "hash", "prev_hash"}
+VOLATILE = {
+    "id",
+    "position",
+    "seq",
+    "notification_id",
+    "source_offset",
+    "source_partition",
+    "offset",
+    "partition",
+    "event_id_seq",
+    "digest",
+    "headers",
+    "payload",
+    "document",
+    "hash",
+    "prev_hash",
+}
 VOLATILE_IN = {("kafka_outbox", "value")}  # a refusal notice carries its eventTime
-COMPARED = ("order_summary", "order_item", "review_queue", "order_document",
-            "cancellation_request", "order_state_history", "daily_state_counts",
-            "notification_outbox", "dead_letter", "kafka_outbox", "intake_applied")
+COMPARED = (
+    "order_summary",
+    "order_item",
+    "review_queue",
+    "order_document",
+    "cancellation_request",
+    "order_state_history",
+    "daily_state_counts",
+    "notification_outbox",
+    "dead_letter",
+    "kafka_outbox",
+    "intake_applied",
+)
 
 
 def stable_columns(url: str, table: str) -> list[str]:
-    rows = q(url, "SELECT column_name, data_type FROM information_schema.columns WHERE "
-                  "table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
-             (table,))
-    return [name for name, kind in rows
-            if name not in VOLATILE and not name.endswith("_at") and "time" not in kind
-            and kind not in ("date", "json", "jsonb", "interval")
-            and "seconds" not in name and not name.endswith("_ms")]
+    rows = q(
+        url,
+        "SELECT column_name, data_type FROM information_schema.columns WHERE "
+        "table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    )
+    return [
+        name
+        for name, kind in rows
+        if name not in VOLATILE
+        and not name.endswith("_at")
+        and "time" not in kind
+        and kind not in ("date", "json", "jsonb", "interval")
+        and "seconds" not in name
+        and not name.endswith("_ms")
+    ]
 
 
 def snapshot(url: str, tag: str) -> dict[str, Any]:
@@ -442,12 +553,14 @@ def snapshot(url: str, tag: str) -> dict[str, Any]:
         return str(v).replace(own, "rel.<run>.")
 
     out: dict[str, Any] = {}
-    events = q(url, "SELECT originator_id::text, count(*), min(originator_version), "
-                    "max(originator_version) FROM serviceorders_events GROUP BY originator_id")
+    events = q(
+        url,
+        "SELECT originator_id::text, count(*), min(originator_version), "
+        "max(originator_version) FROM serviceorders_events GROUP BY originator_id",
+    )
     out["events"] = {oid: (int(n), int(lo), int(hi)) for oid, n, lo, hi in events}
     for table in COMPARED:
-        cols = [c for c in stable_columns(url, table)
-                if (table, c) not in VOLATILE_IN]
+        cols = [c for c in stable_columns(url, table) if (table, c) not in VOLATILE_IN]
         if not cols:
             continue
         rows = q(url, f"SELECT {', '.join(cols)} FROM {table}")
@@ -484,15 +597,17 @@ def compare(faulted: dict[str, Any], reference: dict[str, Any], figures: Figures
             extra = list((got - want).items())[:3]
             figures.differences.append(
                 f"{table}: {sum(got.values())} rows vs {sum(want.values())} in the reference; "
-                f"columns {cols}; missing {missing}; extra {extra}")
+                f"columns {cols}; missing {missing}; extra {extra}"
+            )
 
 
 def read_events_topic(bootstrap: str, topic: str) -> set[str]:
     """Every eventId on the outbound topic (from the first offset)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000
+    )
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in parts]
@@ -519,23 +634,29 @@ class Env:
 
 def engine(env: Env, url: str, tag: str) -> dict[str, str]:
     return engine_env(
-        url, KAFKA_BOOTSTRAP_SERVERS=env.broker.bootstrap_servers,
+        url,
+        KAFKA_BOOTSTRAP_SERVERS=env.broker.bootstrap_servers,
         SERVICEORDERS_INBOUND_TOPIC=f"rel.{tag}.inbound",
         SERVICEORDERS_EVENTS_TOPIC=f"rel.{tag}.events",
         SERVICEORDERS_CONSUMER_GROUP=f"rel-{tag}",
         SERVICEORDERS_TOPIC_PARTITIONS=str(PARTITIONS),
         SERVICEORDERS_API_KEYS=f"crm:integrator:{env.api_key}",
-        SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL="5")
+        SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL="5",
+    )
 
 
-def slots_for(env: Env, settings_env: dict[str, str], tag: str, consumers: int, port: int
-              ) -> list[Slot]:
+def slots_for(
+    env: Env, settings_env: dict[str, str], tag: str, consumers: int, port: int
+) -> list[Slot]:
     logs = env.logs
-    slots = [Slot(f"consume{n}", "consume", ["consume"], settings_env,
-                  logs / f"{tag}-consume{n}.log") for n in range(consumers)]
+    slots = [
+        Slot(f"consume{n}", "consume", ["consume"], settings_env, logs / f"{tag}-consume{n}.log")
+        for n in range(consumers)
+    ]
     slots.append(Slot("project", "project", ["project"], settings_env, logs / f"{tag}-project.log"))
-    slots.append(Slot("api", "api", ["api", "--port", str(port)], settings_env,
-                      logs / f"{tag}-api.log"))
+    slots.append(
+        Slot("api", "api", ["api", "--port", str(port)], settings_env, logs / f"{tag}-api.log")
+    )
     return slots
 
 
@@ -559,8 +680,9 @@ def producer(bootstrap: str) -> Any:
     return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
 
 
-def run_reference(env: Env, sample: Any, bodies: list[dict[str, Any]], expected: Expected,
-                  figures: Figures) -> dict[str, Any]:
+def run_reference(
+    env: Env, sample: Any, bodies: list[dict[str, Any]], expected: Expected, figures: Figures
+) -> dict[str, Any]:
     """The same traffic, no faults, on a fresh database."""
     from serviceorders.consumers.kafka import ensure_topics
     from serviceorders.settings import Settings
@@ -590,8 +712,9 @@ def run_reference(env: Env, sample: Any, bodies: list[dict[str, Any]], expected:
         if not wait_drained(url, expected, lambda: True, 300):
             figures.differences.append("the reference run did not drain")
         if ref_figures.rest_5xx or ref_figures.rest_other_errors:
-            figures.notes.append(f"reference run: {ref_figures.rest_5xx} 5xx, "
-                                 f"{ref_figures.rest_other_errors[:3]}")
+            figures.notes.append(
+                f"reference run: {ref_figures.rest_5xx} 5xx, {ref_figures.rest_other_errors[:3]}"
+            )
     finally:
         stops = sup.stop()
     figures.crashes += sup.crashes  # without faults, any exit is a crash
@@ -602,8 +725,14 @@ def run_reference(env: Env, sample: Any, bodies: list[dict[str, Any]], expected:
     return snapshot(url, "ref")
 
 
-def run_faulted(env: Env, plan: Plan, sample: Any, bodies: list[dict[str, Any]],
-                expected: Expected, figures: Figures) -> dict[str, Any]:
+def run_faulted(
+    env: Env,
+    plan: Plan,
+    sample: Any,
+    bodies: list[dict[str, Any]],
+    expected: Expected,
+    figures: Figures,
+) -> dict[str, Any]:
     from serviceorders.consumers.kafka import ensure_topics
     from serviceorders.settings import Settings
 
@@ -629,8 +758,10 @@ def run_faulted(env: Env, plan: Plan, sample: Any, bodies: list[dict[str, Any]],
     try:
         wait_api(port, env.api_key)
         time.sleep(2)  # let the consumers start joining their group
-        log(f"faulted run: engine up ({time.monotonic() - t0:.1f}s); traffic for "
-            f"{plan.duration_s:.0f}s")
+        log(
+            f"faulted run: engine up ({time.monotonic() - t0:.1f}s); traffic for "
+            f"{plan.duration_s:.0f}s"
+        )
         # ---- Kafka traffic, with the broker restart part-way
         messages = sample.messages
         cut = int(len(messages) * plan.broker_restart_at)
@@ -657,17 +788,26 @@ def run_faulted(env: Env, plan: Plan, sample: Any, bodies: list[dict[str, Any]],
                 marks["broker_restart_s"] = round(time.monotonic() - t0, 1)
                 log(f"broker restart at {marks['broker_restart_s']}s")
                 env.broker.stop()
-                marks["outbound_at_restart"] = int(q1(
-                    url, "SELECT coalesce(max(position), 0) FROM outbound_position WHERE "
-                         "name = 'notifications'") or 0)
+                marks["outbound_at_restart"] = int(
+                    q1(
+                        url,
+                        "SELECT coalesce(max(position), 0) FROM outbound_position WHERE "
+                        "name = 'notifications'",
+                    )
+                    or 0
+                )
                 time.sleep(1.0)
                 env.broker.start()
                 ensure_topics(settings)
                 with lock:
                     figures.broker_restarts += 1
                 p = producer(env.broker.bootstrap_servers)
-                paced(rest, 0.0 if plan.burst_after_restart else plan.duration_s - share,
-                      send, stopping)
+                paced(
+                    rest,
+                    0.0 if plan.burst_after_restart else plan.duration_s - share,
+                    send,
+                    stopping,
+                )
                 p.flush(30)
                 p.close(10)
             except Exception as e:
@@ -687,8 +827,10 @@ def run_faulted(env: Env, plan: Plan, sample: Any, bodies: list[dict[str, Any]],
                 errors.append(f"rest traffic: {type(e).__name__}: {e}")
                 log(f"rest traffic failed: {e}")
 
-        rest_threads = [threading.Thread(target=rest_traffic, args=(c, bodies[i::2]),
-                                         daemon=True) for i, c in enumerate(clients)]
+        rest_threads = [
+            threading.Thread(target=rest_traffic, args=(c, bodies[i::2]), daemon=True)
+            for i, c in enumerate(clients)
+        ]
         kafka_thread = threading.Thread(target=kafka_traffic, daemon=True)
         traffic_t0 = time.monotonic()
         kafka_thread.start()
@@ -698,7 +840,8 @@ def run_faulted(env: Env, plan: Plan, sample: Any, bodies: list[dict[str, Any]],
         # ---- the faults: kills at seeded random points, one PostgreSQL restart
         consume_kills = max(2, plan.kills // 6)
         kinds = ["consume"] * consume_kills + [
-            rng.choice(("project", "api")) for _ in range(plan.kills - consume_kills)]
+            rng.choice(("project", "api")) for _ in range(plan.kills - consume_kills)
+        ]
         # at least a third each of project and api
         kinds.sort()
         rng.shuffle(kinds)
@@ -745,29 +888,38 @@ def run_faulted(env: Env, plan: Plan, sample: Any, bodies: list[dict[str, Any]],
         figures.notes += errors
         if "outbound_at_restart" in marks:
             on_topic = read_events_topic(env.broker.bootstrap_servers, settings.events_topic)
-            after = q(url, "SELECT payload FROM notification_outbox WHERE position > %s",
-                      (marks["outbound_at_restart"],))
-            wanted = {(p if isinstance(p, dict) else orjson.loads(p))["eventId"]
-                      for (p,) in after}
+            after = q(
+                url,
+                "SELECT payload FROM notification_outbox WHERE position > %s",
+                (marks["outbound_at_restart"],),
+            )
+            wanted = {(p if isinstance(p, dict) else orjson.loads(p))["eventId"] for (p,) in after}
             figures.outbound_after_restart = len(wanted)
             figures.outbound_missing = len(wanted - on_topic)
             if figures.outbound_missing:
-                figures.notes.append(f"{figures.outbound_missing} of {len(wanted)} "
-                                     "notifications after the broker restart are not on the "
-                                     "events topic")
+                figures.notes.append(
+                    f"{figures.outbound_missing} of {len(wanted)} "
+                    "notifications after the broker restart are not on the "
+                    "events topic"
+                )
     finally:
         stops = sup.stop()
         figures.crashes = sup.crashes
         figures.unclean_stops = [(n, c) for n, c in stops if c not in (0, None)]
         figures.duration_s = round(time.monotonic() - t0, 1)
-        figures.notes.append(f"marks: {marks}; restarts by the supervisor: "
-                             f"{dict(sup.restarts)}")
-    verify = subprocess.run(serviceorders("projections", "verify"), env=settings_env,
-                            capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+        figures.notes.append(f"marks: {marks}; restarts by the supervisor: {dict(sup.restarts)}")
+    verify = subprocess.run(
+        serviceorders("projections", "verify"),
+        env=settings_env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
     figures.verify_ok = verify.returncode == 0
     if not figures.verify_ok:
-        figures.notes.append(f"projections verify: {verify.stdout[-2000:]}"
-                             f"{verify.stderr[-1000:]}")
+        figures.notes.append(f"projections verify: {verify.stdout[-2000:]}{verify.stderr[-1000:]}")
     return snapshot(url, "flt")
 
 
@@ -791,10 +943,14 @@ def table(f: Figures) -> str:
         ("REST connection errors (retried)", str(f.rest_conn_errors)),
         ("crashes", str(len(f.crashes))),
         ("unclean stops (SIGTERM)", str(len(f.unclean_stops))),
-        ("notifications after broker restart", f"{f.outbound_after_restart} "
-                                               f"({f.outbound_missing} missing on the topic)"),
-        ("read models equal reference", "yes" if not f.differences else
-         f"NO ({len(f.differences)})"),
+        (
+            "notifications after broker restart",
+            f"{f.outbound_after_restart} ({f.outbound_missing} missing on the topic)",
+        ),
+        (
+            "read models equal reference",
+            "yes" if not f.differences else f"NO ({len(f.differences)})",
+        ),
         ("projections verify", "OK" if f.verify_ok else "FAILED"),
         ("drained", "yes" if f.drained else "NO"),
         ("duration (faulted run)", f"{f.duration_s:.0f} s"),
@@ -806,53 +962,93 @@ def table(f: Figures) -> str:
 
 
 def to_json(f: Figures, plan: Plan) -> dict[str, Any]:
-    return {"ok": f.ok, "plan": asdict(plan),
-            "figures": {"faults": f.faults, "kills": dict(f.kills),
-                        "kills_total": sum(f.kills.values()), "pg_restarts": f.pg_restarts,
-                        "broker_restarts": f.broker_restarts, "orders_kafka": f.kafka_orders,
-                        "kafka_messages": f.kafka_messages, "orders_rest": f.rest_orders,
-                        "orders_sent": f.kafka_orders + f.rest_orders, "stored": f.stored,
-                        "lost": f.lost, "doubled": f.doubled, "unexpected": f.unexpected,
-                        "5xx": f.rest_5xx, "rest_connection_errors": f.rest_conn_errors,
-                        "crashes": len(f.crashes), "unclean_stops": len(f.unclean_stops),
-                        "differences": len(f.differences),
-                        "outbound_after_restart": f.outbound_after_restart,
-                        "outbound_missing": f.outbound_missing,
-                        "verify_ok": f.verify_ok, "drained": f.drained,
-                        "duration_s": f.duration_s, "reference_s": f.reference_s},
-            "crashes": [asdict(c) for c in f.crashes], "unclean_stops": f.unclean_stops,
-            "differences": f.differences, "rest_errors": f.rest_other_errors,
-            "notes": f.notes}
+    return {
+        "ok": f.ok,
+        "plan": asdict(plan),
+        "figures": {
+            "faults": f.faults,
+            "kills": dict(f.kills),
+            "kills_total": sum(f.kills.values()),
+            "pg_restarts": f.pg_restarts,
+            "broker_restarts": f.broker_restarts,
+            "orders_kafka": f.kafka_orders,
+            "kafka_messages": f.kafka_messages,
+            "orders_rest": f.rest_orders,
+            "orders_sent": f.kafka_orders + f.rest_orders,
+            "stored": f.stored,
+            "lost": f.lost,
+            "doubled": f.doubled,
+            "unexpected": f.unexpected,
+            "5xx": f.rest_5xx,
+            "rest_connection_errors": f.rest_conn_errors,
+            "crashes": len(f.crashes),
+            "unclean_stops": len(f.unclean_stops),
+            "differences": len(f.differences),
+            "outbound_after_restart": f.outbound_after_restart,
+            "outbound_missing": f.outbound_missing,
+            "verify_ok": f.verify_ok,
+            "drained": f.drained,
+            "duration_s": f.duration_s,
+            "reference_s": f.reference_s,
+        },
+        "crashes": [asdict(c) for c in f.crashes],
+        "unclean_stops": f.unclean_stops,
+        "differences": f.differences,
+        "rest_errors": f.rest_other_errors,
+        "notes": f.notes,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python3 -m bench.reliability", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python3 -m bench.reliability",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--short", action="store_true", help="The CI version (~3 minutes).")
     ap.add_argument("--orders", type=int, default=None, help="Orders in all (3/4 Kafka).")
     ap.add_argument("--kills", type=int, default=None, help="SIGKILLs (at least 20).")
     ap.add_argument("--duration", type=float, default=None, help="Seconds of traffic.")
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--broker-restart-at", type=float, default=0.6, metavar="SHARE",
-                    help="Share of the Kafka messages published before the broker restart.")
-    ap.add_argument("--burst-after-restart", action="store_true",
-                    help="Publish the rest of the Kafka traffic at once after the broker "
-                         "restart (a backlog) instead of at the steady pace.")
+    ap.add_argument(
+        "--broker-restart-at",
+        type=float,
+        default=0.6,
+        metavar="SHARE",
+        help="Share of the Kafka messages published before the broker restart.",
+    )
+    ap.add_argument(
+        "--burst-after-restart",
+        action="store_true",
+        help="Publish the rest of the Kafka traffic at once after the broker "
+        "restart (a backlog) instead of at the steady pace.",
+    )
     ap.add_argument("--json", default=None, help="Write the figures here.")
-    ap.add_argument("--keep", action="store_true",
-                    help="Keep the work directory (logs, cluster) for inspection.")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="Keep the work directory (logs, cluster) for inspection.",
+    )
     args = ap.parse_args(argv)
     orders = args.orders or (200 if args.short else 1000)
     kills = args.kills or (24 if args.short else 40)
     duration = args.duration or (60.0 if args.short else 150.0)
     seed = args.seed if args.seed is not None else secrets.randbelow(10**6)
     rest = max(1, orders // 4)
-    plan = Plan(seed=seed, kafka_orders=orders - rest, rest_orders=rest, kills=kills,
-                duration_s=duration, pg_restart_at=0.3,
-                broker_restart_at=args.broker_restart_at,
-                burst_after_restart=args.burst_after_restart)
-    log(f"reliability: seed {seed}, {plan.kafka_orders} Kafka + {rest} REST orders, "
-        f"{kills} kills, {duration:.0f}s of traffic")
+    plan = Plan(
+        seed=seed,
+        kafka_orders=orders - rest,
+        rest_orders=rest,
+        kills=kills,
+        duration_s=duration,
+        pg_restart_at=0.3,
+        broker_restart_at=args.broker_restart_at,
+        burst_after_restart=args.burst_after_restart,
+    )
+    log(
+        f"reliability: seed {seed}, {plan.kafka_orders} Kafka + {rest} REST orders, "
+        f"{kills} kills, {duration:.0f}s of traffic"
+    )
     print(f"seed {seed}", flush=True)
 
     from serviceorders.consumers.broker import EmbeddedBroker
@@ -862,9 +1058,13 @@ def main(argv: list[str] | None = None) -> int:
     bodies = rest_bodies(rest, seed, f"REL{seed}-R")
     expected = Expected(
         orders=set(sample.orders) | {b["externalId"] for b in bodies},
-        applied={orjson.loads(m.value)["eventId"] for m in sample.messages
-                 if m.kind in ("valid", "duplicate")},
-        dead=len(sample.bad))
+        applied={
+            orjson.loads(m.value)["eventId"]
+            for m in sample.messages
+            if m.kind in ("valid", "duplicate")
+        },
+        dead=len(sample.bad),
+    )
     figures = Figures(seed=seed, kafka_orders=plan.kafka_orders, rest_orders=rest)
 
     work = Path(tempfile.mkdtemp(prefix="so-reliability-"))

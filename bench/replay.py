@@ -44,9 +44,23 @@ def sampled(out: Path | None) -> Iterator[None]:
     exe = shutil.which("py-spy")
     if not exe:
         raise RuntimeError("--profile needs py-spy (pip install py-spy)")
-    spy = subprocess.Popen([exe, "record", "--pid", str(os.getpid()), "--format", "raw",
-                            "--rate", "100", "--nonblocking", "-o", str(out)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spy = subprocess.Popen(
+        [
+            exe,
+            "record",
+            "--pid",
+            str(os.getpid()),
+            "--format",
+            "raw",
+            "--rate",
+            "100",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(1.0)  # attached
     try:
         yield
@@ -80,6 +94,8 @@ def run(database_url: str, cli: bool, profile: str | None = None) -> dict[str, f
         t = time.perf_counter()
         run_cli(["audit", "verify"], env)
         out["verify_cli_s"] = time.perf_counter() - t
-    log(f"replay over {events:,} events: rebuild {out['rebuild_events_per_s']:,.0f} events/s, "
-        f"audit verify {out['verify_events_per_s']:,.0f} events/s")
+    log(
+        f"replay over {events:,} events: rebuild {out['rebuild_events_per_s']:,.0f} events/s, "
+        f"audit verify {out['verify_events_per_s']:,.0f} events/s"
+    )
     return out

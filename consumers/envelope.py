@@ -54,8 +54,18 @@ ILLEGAL_TRANSITION = "illegal_transition"
 UNKNOWN_ORDER = "unknown_order"
 NOT_PERMITTED = "not_permitted"
 INVALID_COMMAND = "invalid_command"
-CATEGORIES = (NOT_JSON, NOT_ENVELOPE, TOO_LARGE, UNKNOWN_EVENT_TYPE, INVALID_ORDER, REFUSED,
-              ILLEGAL_TRANSITION, UNKNOWN_ORDER, NOT_PERMITTED, INVALID_COMMAND)
+CATEGORIES = (
+    NOT_JSON,
+    NOT_ENVELOPE,
+    TOO_LARGE,
+    UNKNOWN_EVENT_TYPE,
+    INVALID_ORDER,
+    REFUSED,
+    ILLEGAL_TRANSITION,
+    UNKNOWN_ORDER,
+    NOT_PERMITTED,
+    INVALID_COMMAND,
+)
 
 
 class Refusal(Exception):
@@ -74,8 +84,9 @@ class Envelope(BaseModel):
     event_type: str = Field(alias="eventType", min_length=1, max_length=MAX_TYPE)
     event_time: datetime | None = Field(default=None, alias="eventTime")
     time_occurred: datetime | None = Field(default=None, alias="timeOccurred")
-    correlation_id: str | None = Field(default=None, alias="correlationId",
-                                       max_length=MAX_CORRELATION_ID)
+    correlation_id: str | None = Field(
+        default=None, alias="correlationId", max_length=MAX_CORRELATION_ID
+    )
     event: dict[str, Any]
 
 
@@ -156,23 +167,31 @@ def read_envelope(value: bytes | None) -> Envelope:
     if value is None:
         raise Refusal(NOT_JSON, "the message has no value (a tombstone)")
     if len(value) > MAX_MESSAGE_BYTES:
-        raise Refusal(TOO_LARGE, f"the message is {len(value)} bytes; the limit is "
-                                 f"{MAX_MESSAGE_BYTES}")
+        raise Refusal(
+            TOO_LARGE, f"the message is {len(value)} bytes; the limit is {MAX_MESSAGE_BYTES}"
+        )
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as e:
         if (number := non_finite(value)) is not None:
-            raise Refusal(NOT_JSON, f"the value is not JSON: {number} is not a JSON number "
-                                    "(NaN, Infinity and numbers beyond the double range, such "
-                                    "as 1e400, are refused)") from None
+            raise Refusal(
+                NOT_JSON,
+                f"the value is not JSON: {number} is not a JSON number "
+                "(NaN, Infinity and numbers beyond the double range, such "
+                "as 1e400, are refused)",
+            ) from None
         raise Refusal(NOT_JSON, f"the value is not JSON (UTF-8): {e}") from None
     if not isinstance(data, dict):
-        raise Refusal(NOT_ENVELOPE, "the value is JSON but not an object (a TMF641 event "
-                                    "envelope is an object)")
+        raise Refusal(
+            NOT_ENVELOPE,
+            "the value is JSON but not an object (a TMF641 event envelope is an object)",
+        )
     # Fast paths: fewer opening brackets than the limit cannot nest deeper; JSON can only
     # carry a NUL as the escape \u0000, so without one in the bytes there is none.
-    if value.count(b"{") + value.count(b"[") > MAX_DEPTH and (
-            problem := json_limits(data, root="value")) is not None:
+    if (
+        value.count(b"{") + value.count(b"[") > MAX_DEPTH
+        and (problem := json_limits(data, root="value")) is not None
+    ):
         raise Refusal(NOT_ENVELOPE, problem)
     if b"\\u0000" in value and (where := find_nul(data)) is not None:
         raise Refusal(NOT_ENVELOPE, f"{where}: text must not contain NUL (U+0000) characters")
@@ -236,13 +255,16 @@ def _ref(resource: dict[str, Any], key: str | None) -> OrderRef:
     if not isinstance(external, str) or not external:
         external = None
     elif len(external) > MAX_ID:
-        raise Refusal(INVALID_ORDER, f"externalId is {len(external)} characters; the limit is "
-                                     f"{MAX_ID}")
+        raise Refusal(
+            INVALID_ORDER, f"externalId is {len(external)} characters; the limit is {MAX_ID}"
+        )
     if order_id is None and external is None:  # the key is the upstream order reference
         external = key
     if order_id is None and external is None:
-        raise Refusal(NOT_ENVELOPE, "the order is named by neither id nor externalId, and the "
-                                    "message has no key")
+        raise Refusal(
+            NOT_ENVELOPE,
+            "the order is named by neither id nor externalId, and the message has no key",
+        )
     return OrderRef(order_id, external)
 
 
@@ -254,11 +276,18 @@ def parse(value: bytes | None, key: bytes | None) -> Parsed:
         return _command(env, key_text)
     except Refusal as r:
         r.envelope = env
-        resource = next((env.event.get(n) for n in ("serviceOrder", "ServiceOrder")
-                         if isinstance(env.event.get(n), dict)), {})
+        resource = next(
+            (
+                env.event.get(n)
+                for n in ("serviceOrder", "ServiceOrder")
+                if isinstance(env.event.get(n), dict)
+            ),
+            {},
+        )
         external = resource.get("externalId")
-        r.external_id = (external if isinstance(external, str) and 0 < len(external) <= MAX_ID
-                         else key_text)
+        r.external_id = (
+            external if isinstance(external, str) and 0 < len(external) <= MAX_ID else key_text
+        )
         raise
 
 
@@ -271,8 +300,11 @@ def _command(env: Envelope, key_text: str | None) -> Parsed:
             raise Refusal(INVALID_ORDER, _errors(e, "serviceOrder")) from None
         external = body.external_id or key_text
         if not external:
-            raise Refusal(INVALID_ORDER, "serviceOrder.externalId is missing and the message has "
-                                         "no key: the order cannot be identified")
+            raise Refusal(
+                INVALID_ORDER,
+                "serviceOrder.externalId is missing and the message has "
+                "no key: the order cannot be identified",
+            )
         if not body.external_id:
             body = body.model_copy(update={"external_id": external})
         return Parsed(env, Create(body, external))
@@ -291,20 +323,32 @@ def _command(env: Envelope, key_text: str | None) -> Parsed:
         except ValidationError as e:
             raise Refusal(INVALID_ORDER, _errors(e, "cancelServiceOrder")) from None
         order = resource.get("serviceOrder") or {}
-        return Parsed(env, Cancel(_ref(order, key_text), cancel.cancellation_reason,
-                                  cancel.requested_cancellation_date))
+        return Parsed(
+            env,
+            Cancel(
+                _ref(order, key_text),
+                cancel.cancellation_reason,
+                cancel.requested_cancellation_date,
+            ),
+        )
     if env.event_type == STATE_CHANGE:
         resource = _resource(env, "serviceOrder", "ServiceOrder")
         return Parsed(env, ItemStates(_ref(resource, key_text), _item_states(resource)))
-    raise Refusal(UNKNOWN_EVENT_TYPE, f"eventType {env.event_type!r} is not taken on this topic "
-                                      f"(taken: {', '.join(EVENT_TYPES)})")
+    raise Refusal(
+        UNKNOWN_EVENT_TYPE,
+        f"eventType {env.event_type!r} is not taken on this topic "
+        f"(taken: {', '.join(EVENT_TYPES)})",
+    )
 
 
 def _item_states(resource: dict[str, Any]) -> tuple[tuple[str, ItemState, str | None], ...]:
     items = resource.get("serviceOrderItem")
     if not isinstance(items, list) or not items:
-        raise Refusal(INVALID_ORDER, "a ServiceOrderStateChangeEvent from fulfilment carries "
-                                     "serviceOrderItem[] with each item's id and state")
+        raise Refusal(
+            INVALID_ORDER,
+            "a ServiceOrderStateChangeEvent from fulfilment carries "
+            "serviceOrderItem[] with each item's id and state",
+        )
     out = []
     allowed = ", ".join(s.value for s in ItemState)
     for n, item in enumerate(items):
@@ -314,19 +358,26 @@ def _item_states(resource: dict[str, Any]) -> tuple[tuple[str, ItemState, str | 
         if not isinstance(item_id, str) or not item_id:
             raise Refusal(INVALID_ORDER, f"serviceOrderItem.{n}.id is missing")
         if len(item_id) > MAX_ITEM_ID:
-            raise Refusal(INVALID_ORDER, f"serviceOrderItem.{n}.id is {len(item_id)} characters; "
-                                         f"the limit is {MAX_ITEM_ID}")
+            raise Refusal(
+                INVALID_ORDER,
+                f"serviceOrderItem.{n}.id is {len(item_id)} characters; the limit is {MAX_ITEM_ID}",
+            )
         try:
             value = ItemState(state)
         except ValueError:
             shown = state[:40] + "…" if isinstance(state, str) and len(state) > 40 else state
-            raise Refusal(INVALID_ORDER, f"serviceOrderItem.{n}.state {shown!r} is not an item "
-                                         f"state ({allowed})") from None
+            raise Refusal(
+                INVALID_ORDER,
+                f"serviceOrderItem.{n}.state {shown!r} is not an item state ({allowed})",
+            ) from None
         field = "stateReason" if item.get("stateReason") else "errorMessage"
         reason = item.get(field)
         if isinstance(reason, str) and len(reason) > MAX_TEXT:
-            raise Refusal(INVALID_ORDER, f"serviceOrderItem.{n}.{field} is {len(reason)} "
-                                         f"characters; the limit is {MAX_TEXT}")
+            raise Refusal(
+                INVALID_ORDER,
+                f"serviceOrderItem.{n}.{field} is {len(reason)} "
+                f"characters; the limit is {MAX_TEXT}",
+            )
         out.append((item_id, value, reason if isinstance(reason, str) else None))
     return tuple(out)
 
@@ -339,4 +390,3 @@ def _key_text(key: bytes | None) -> str | None:
     except UnicodeDecodeError:
         return None
     return text if 0 < len(text) <= 200 and "\x00" not in text else None
-

@@ -91,8 +91,9 @@ class Intake:
         self.store = store
         self.events_topic = events_topic
 
-    def process(self, messages: Sequence[Message],
-                stored: dict[tuple[str, int], int | None]) -> BatchResult:
+    def process(
+        self, messages: Sequence[Message], stored: dict[tuple[str, int], int | None]
+    ) -> BatchResult:
         """Apply one batch. `stored` holds, per partition, the next offset the database
         recorded when the batch was read (None: nothing recorded yet); the commit only
         succeeds if that is still so. Raises StaleBatch or the database's error, having
@@ -100,8 +101,9 @@ class Intake:
         with gc_paused():
             return self._process(messages, stored)
 
-    def _process(self, messages: Sequence[Message],
-                 stored: dict[tuple[str, int], int | None]) -> BatchResult:
+    def _process(
+        self, messages: Sequence[Message], stored: dict[tuple[str, int], int | None]
+    ) -> BatchResult:
         result = BatchResult()
         fresh: list[Message] = []
         for m in sorted(messages, key=lambda m: (m.topic, m.partition, m.offset)):
@@ -120,8 +122,10 @@ class Intake:
             tp = (m.topic, m.partition)
             result.positions[tp] = max(result.positions.get(tp, 0), m.offset + 1)
             last[tp] = m
-        write.positions = {tp: (stored.get(tp), new, digest(last[tp].key, last[tp].value))
-                           for tp, new in result.positions.items()}
+        write.positions = {
+            tp: (stored.get(tp), new, digest(last[tp].key, last[tp].value))
+            for tp, new in result.positions.items()
+        }
         orders = [o for o in batch.orders.values() if o is not None and o.pending_events]
         self.app.save(*orders, intake=write)
         result.applied, result.duplicates = len(batch.applied), batch.duplicates
@@ -129,22 +133,31 @@ class Intake:
         result.correlation_ids, result.order_ids = batch.correlations, batch.order_ids
         for dead, known in zip(batch.dead, batch.dead_context, strict=True):
             # The reason only: never the message's bytes (they may hold personal data).
-            fields = {**known, "category": dead.category, "event_id": dead.event_id,
-                      "kafka_topic": dead.topic, "kafka_partition": dead.partition,
-                      "kafka_offset": dead.offset}
-            log.info("dead letter (%s): %s", dead.category, dead.reason,
-                     extra={k: v for k, v in fields.items() if v is not None})
+            fields = {
+                **known,
+                "category": dead.category,
+                "event_id": dead.event_id,
+                "kafka_topic": dead.topic,
+                "kafka_partition": dead.partition,
+                "kafka_offset": dead.offset,
+            }
+            log.info(
+                "dead letter (%s): %s",
+                dead.category,
+                dead.reason,
+                extra={k: v for k, v in fields.items() if v is not None},
+            )
         for dead in batch.dead:
-            result.dead_categories[dead.category] = result.dead_categories.get(dead.category,
-                                                                               0) + 1
+            result.dead_categories[dead.category] = result.dead_categories.get(dead.category, 0) + 1
         return result
 
 
 def _correlation(m: Message, e: env.Envelope) -> tuple[str, str | None]:
     """(correlation id, trace id) of a message: its envelope's correlationId, else the trace
     id of its W3C `traceparent` header, else its eventId."""
-    return logs.correlation(e.correlation_id, logs.header(m.headers, "traceparent"),
-                            default=lambda: e.event_id)
+    return logs.correlation(
+        e.correlation_id, logs.header(m.headers, "traceparent"), default=lambda: e.event_id
+    )
 
 
 class _Batch:
@@ -170,29 +183,41 @@ class _Batch:
             try:
                 parsed.append((m, env.parse(m.value, m.key)))
             except env.Refusal as r:
-                correlation, trace = (_correlation(m, r.envelope) if r.envelope is not None
-                                      else (None, logs.trace_id(logs.header(m.headers,
-                                                                            "traceparent"))))
+                correlation, trace = (
+                    _correlation(m, r.envelope)
+                    if r.envelope is not None
+                    else (None, logs.trace_id(logs.header(m.headers, "traceparent")))
+                )
                 with logs.bind(correlation_id=correlation, trace_id=trace):
                     self._dead(m, r.category, r.reason, env.event_id_of(m.value))
                 if r.envelope is not None and r.envelope.event_type in UPSTREAM_TYPES:
-                    self._announce(r.envelope, r.category, r.reason, r.external_id, None,
-                                   correlation or r.envelope.event_id)
+                    self._announce(
+                        r.envelope,
+                        r.category,
+                        r.reason,
+                        r.external_id,
+                        None,
+                        correlation or r.envelope.event_id,
+                    )
         if not parsed:
             return
         done = self.intake.store.applied_ids([p.envelope.event_id for _, p in parsed])
         wanted: list[UUID] = []
         for _, p in parsed:
             c = p.command
-            wanted.extend([c.order_id] if isinstance(c, env.Create)
-                          else c.ref.candidates())
+            wanted.extend([c.order_id] if isinstance(c, env.Create) else c.ref.candidates())
         self.existing = self.intake.store.existing_orders(wanted)
         for m, p in parsed:
             correlation, trace = _correlation(m, p.envelope)
             order = p.command.order_id if isinstance(p.command, env.Create) else None
-            with logs.bind(correlation_id=correlation, trace_id=trace, order_id=order,
-                           kafka_topic=m.topic, kafka_partition=m.partition,
-                           kafka_offset=m.offset):
+            with logs.bind(
+                correlation_id=correlation,
+                trace_id=trace,
+                order_id=order,
+                kafka_topic=m.topic,
+                kafka_partition=m.partition,
+                kafka_offset=m.offset,
+            ):
                 self._one(m, p, done, correlation)
 
     def _one(self, m: Message, p: env.Parsed, done: set[str], correlation: str) -> None:
@@ -214,32 +239,44 @@ class _Batch:
             self._refuse(m, p, env.INVALID_ORDER, env._errors(e, "serviceOrder"))
             return
         except Exception as e:  # a defect must not stop the partition: dead-letter it
-            log.exception("message %s[%d]@%d failed unexpectedly", m.topic, m.partition,
-                          m.offset)
+            log.exception("message %s[%d]@%d failed unexpectedly", m.topic, m.partition, m.offset)
             self._refuse(m, p, INTERNAL_ERROR, f"internal error: {type(e).__name__}")
             return
         done.add(event_id)
-        self.applied.append(Applied(event_id, m.topic, m.partition, m.offset, order_id,
-                                    p.envelope.event_type))
+        self.applied.append(
+            Applied(event_id, m.topic, m.partition, m.offset, order_id, p.envelope.event_type)
+        )
         self.correlations.add(correlation)
         self.order_ids.add(order_id)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("applied %s (eventId %s)", p.envelope.event_type, event_id,
-                      extra={"order_id": str(order_id)})
+            log.debug(
+                "applied %s (eventId %s)",
+                p.envelope.event_type,
+                event_id,
+                extra={"order_id": str(order_id)},
+            )
 
     # ----------------------------------------------------------------- commands
     def _ctx(self, m: Message, p: env.Parsed, role: Role) -> CommandContext:
         e = p.envelope
         return CommandContext(
             actor=Actor(id=f"kafka:{m.topic}", role=role),
-            source=Source(channel=Channel.KAFKA, topic=m.topic, partition=m.partition,
-                          offset=m.offset, event_id=e.event_id),
-            correlation_id=_correlation(m, e)[0], causation_id=e.event_id)
+            source=Source(
+                channel=Channel.KAFKA,
+                topic=m.topic,
+                partition=m.partition,
+                offset=m.offset,
+                event_id=e.event_id,
+            ),
+            correlation_id=_correlation(m, e)[0],
+            causation_id=e.event_id,
+        )
 
     def _load(self, order_id: UUID) -> ServiceOrder | None:
         if order_id not in self.orders:
-            self.orders[order_id] = (self.app.get_order(order_id)
-                                     if order_id in self.existing else None)
+            self.orders[order_id] = (
+                self.app.get_order(order_id) if order_id in self.existing else None
+            )
         return self.orders[order_id]
 
     def _find(self, ref: env.OrderRef) -> ServiceOrder:
@@ -258,22 +295,28 @@ class _Batch:
             header, items, notes = order_to_domain(c.body)
             header, items = self.app.protect(header, items)
             self.orders[order_id] = ServiceOrder.receive(
-                self._ctx(m, p, Role.UPSTREAM), header, items, self.app.catalog, order_id, notes)
+                self._ctx(m, p, Role.UPSTREAM), header, items, self.app.catalog, order_id, notes
+            )
             return order_id
         order = self._find(c.ref)
         before = len(order.pending_events)
         try:
             if isinstance(c, env.Revise):
                 items, header = self.app.protect_change(order, c.items, c.header)
-                order.revise(self._ctx(m, p, Role.UPSTREAM), self.app.catalog, items, (),
-                             header)
+                order.revise(self._ctx(m, p, Role.UPSTREAM), self.app.catalog, items, (), header)
             elif isinstance(c, env.Cancel):
                 order.request_cancellation(
-                    self._ctx(m, p, Role.UPSTREAM), c.reason, c.requested_date,
-                    request_id=str(uuid5(CANCEL_NAMESPACE, p.envelope.event_id)))
+                    self._ctx(m, p, Role.UPSTREAM),
+                    c.reason,
+                    c.requested_date,
+                    request_id=str(uuid5(CANCEL_NAMESPACE, p.envelope.event_id)),
+                )
             else:
-                changes = [(i, s, r) for i, s, r in c.states
-                           if i not in order.items or order.items[i].state is not s]
+                changes = [
+                    (i, s, r)
+                    for i, s, r in c.states
+                    if i not in order.items or order.items[i].state is not s
+                ]
                 ctx = self._ctx(m, p, Role.FULFILMENT)
                 for item_id, state, reason in changes:
                     order.change_item_state(ctx, item_id, state, reason)
@@ -294,8 +337,19 @@ class _Batch:
 
     # ----------------------------------------------------------------- refusals
     def _dead(self, m: Message, category: str, reason: str, event_id: str | None) -> None:
-        self.dead.append(DeadLetter(m.topic, m.partition, m.offset, m.key, m.value, m.headers,
-                                    reason, category, event_id))
+        self.dead.append(
+            DeadLetter(
+                m.topic,
+                m.partition,
+                m.offset,
+                m.key,
+                m.value,
+                m.headers,
+                reason,
+                category,
+                event_id,
+            )
+        )
         self.dead_context.append(dict(logs.context()))  # logged once the batch is written
 
     def _refuse(self, m: Message, p: env.Parsed, category: str, reason: str) -> None:
@@ -308,8 +362,15 @@ class _Batch:
         order_id = None if isinstance(c, env.Create) else c.ref.order_id
         self._announce(e, category, reason, external, order_id, _correlation(m, e)[0])
 
-    def _announce(self, e: env.Envelope, category: str, reason: str, external: str | None,
-                  order_id: UUID | None, correlation: str) -> None:
+    def _announce(
+        self,
+        e: env.Envelope,
+        category: str,
+        reason: str,
+        external: str | None,
+        order_id: UUID | None,
+        correlation: str,
+    ) -> None:
         """Tell the upstream on the outbound topic: its order (or change) was refused."""
         key = external or (str(order_id) if order_id else None)
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -318,15 +379,36 @@ class _Batch:
             order["id"] = str(order_id)
         if external:
             order["externalId"] = external
-        order["errorMessage"] = [{"@type": "ServiceOrderErrorMessage", "code": category,
-                                  "reason": category, "message": reason, "timestamp": now}]
+        order["errorMessage"] = [
+            {
+                "@type": "ServiceOrderErrorMessage",
+                "code": category,
+                "reason": category,
+                "message": reason,
+                "timestamp": now,
+            }
+        ]
         event_id = str(uuid5(REFUSAL_NAMESPACE, e.event_id))
-        body = {"eventId": event_id, "eventTime": now, "eventType": env.STATE_CHANGE,
-                "correlationId": correlation, "domain": "serviceOrdering",
-                "title": f"{e.event_type} refused", "description": reason,
-                "event": {"serviceOrder": order}}
-        self.outbox.append(OutboxRecord(
-            event_id, self.intake.events_topic, key.encode() if key else None,
-            orjson.dumps(body),
-            (("eventType", env.STATE_CHANGE.encode()), ("refusal.category", category.encode()),
-             ("refusal.event_id", e.event_id.encode()))))
+        body = {
+            "eventId": event_id,
+            "eventTime": now,
+            "eventType": env.STATE_CHANGE,
+            "correlationId": correlation,
+            "domain": "serviceOrdering",
+            "title": f"{e.event_type} refused",
+            "description": reason,
+            "event": {"serviceOrder": order},
+        }
+        self.outbox.append(
+            OutboxRecord(
+                event_id,
+                self.intake.events_topic,
+                key.encode() if key else None,
+                orjson.dumps(body),
+                (
+                    ("eventType", env.STATE_CHANGE.encode()),
+                    ("refusal.category", category.encode()),
+                    ("refusal.event_id", e.event_id.encode()),
+                ),
+            )
+        )

@@ -59,8 +59,7 @@ def producer_options(settings: Settings) -> dict[str, Any]:
     """Every KafkaProducer's options: the client's, and the batches' codec
     (SERVICEORDERS_KAFKA_COMPRESSION)."""
     codec = settings.kafka_compression
-    return {**client_options(settings),
-            "compression_type": None if codec == "none" else codec}
+    return {**client_options(settings), "compression_type": None if codec == "none" else codec}
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -68,8 +67,11 @@ def client_options(settings: Settings) -> dict[str, Any]:
         raise KafkaNotConfigured("KAFKA_BOOTSTRAP_SERVERS is not set")
     options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap_servers.split(",")}
     for name, value in settings.kafka_options.items():
-        options[name] = (value.lower() in ("1", "y", "yes", "true", "on")
-                         if name == "ssl_check_hostname" else value)
+        options[name] = (
+            value.lower() in ("1", "y", "yes", "true", "on")
+            if name == "ssl_check_hostname"
+            else value
+        )
     return options
 
 
@@ -91,8 +93,9 @@ class Backoff:
         self.failures = 0
 
 
-def ensure_topics(settings: Settings, stopping: threading.Event | None = None,
-                  timeout: float = 120.0) -> list[str]:
+def ensure_topics(
+    settings: Settings, stopping: threading.Event | None = None, timeout: float = 120.0
+) -> list[str]:
     """Create the inbound, dead-letter and events topics (never relying on auto-creation);
     those that exist are left as they are. Retries while the broker is unavailable."""
     wanted = [settings.inbound_topic, settings.dead_letter_topic, settings.events_topic]
@@ -114,16 +117,16 @@ def ensure_topics(settings: Settings, stopping: threading.Event | None = None,
             if name in existing:
                 continue
             try:
-                admin.create_topics([NewTopic(name, settings.topic_partitions,
-                                              settings.topic_replication)])
+                admin.create_topics(
+                    [NewTopic(name, settings.topic_partitions, settings.topic_replication)]
+                )
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass
     finally:
         admin.close()
     if created:
-        log.info("created topics %s (%d partitions)", ", ".join(created),
-                 settings.topic_partitions)
+        log.info("created topics %s (%d partitions)", ", ".join(created), settings.topic_partitions)
     return created
 
 
@@ -136,10 +139,19 @@ class UndecodableBatch(KafkaError):
 
     retriable = False
 
-    def __init__(self, tp: TopicPartition, offset: int, start: int | None, end: int | None,
-                 raw: bytes | None, cause: BaseException) -> None:
-        super().__init__(f"{tp.topic}[{tp.partition}] offset {offset}: record batch "
-                         f"cannot be decoded ({type(cause).__name__}: {cause})")
+    def __init__(
+        self,
+        tp: TopicPartition,
+        offset: int,
+        start: int | None,
+        end: int | None,
+        raw: bytes | None,
+        cause: BaseException,
+    ) -> None:
+        super().__init__(
+            f"{tp.topic}[{tp.partition}] offset {offset}: record batch "
+            f"cannot be decoded ({type(cause).__name__}: {cause})"
+        )
         self.tp, self.offset, self.start, self.end = tp, offset, start, end
         self.raw, self.cause = raw, cause
 
@@ -179,12 +191,12 @@ class _GuardedRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
     for its partition alone, and the partition's fetched data is dropped (it is fetched
     again from the same offset unless the partition is paused)."""
 
-    def _unpack_records(self, tp: TopicPartition, records: Any, key_deserializer: Any,
-                        value_deserializer: Any) -> Any:
+    def _unpack_records(
+        self, tp: TopicPartition, records: Any, key_deserializer: Any, value_deserializer: Any
+    ) -> Any:
         tracked = _Tracked(records)
         try:
-            yield from super()._unpack_records(tp, tracked, key_deserializer,
-                                               value_deserializer)
+            yield from super()._unpack_records(tp, tracked, key_deserializer, value_deserializer)
         except Exception as e:
             batch = tracked.batch
             start = getattr(batch, "base_offset", None) if batch is not None else None
@@ -199,18 +211,24 @@ def guarded(consumer: KafkaConsumer) -> KafkaConsumer:
     """The consumer, its undecodable batches reported per partition (`UndecodableBatch`)."""
     fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is None or not hasattr(fetcher, "PartitionRecords"):
-        raise RuntimeError("this kafka-python has no Fetcher.PartitionRecords: the guard "
-                           "against undecodable batches needs updating")
+        raise RuntimeError(
+            "this kafka-python has no Fetcher.PartitionRecords: the guard "
+            "against undecodable batches needs updating"
+        )
     fetcher.PartitionRecords = _GuardedRecords
     return consumer
 
 
-def read_undecodable(settings: Settings, topic: str, partition: int, offset: int,
-                     timeout: float = 30.0) -> UndecodableBatch | None:
+def read_undecodable(
+    settings: Settings, topic: str, partition: int, offset: int, timeout: float = 30.0
+) -> UndecodableBatch | None:
     """The batch at `offset` of topic[partition] if it cannot be decoded; None when the
     record there reads fine. Raises LookupError when the offset is not in the log."""
-    consumer = guarded(KafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
-                                     **client_options(settings)))
+    consumer = guarded(
+        KafkaConsumer(
+            enable_auto_commit=False, auto_offset_reset="earliest", **client_options(settings)
+        )
+    )
     try:
         tp = TopicPartition(topic, partition)
         deadline = time.monotonic() + timeout
@@ -224,8 +242,10 @@ def read_undecodable(settings: Settings, topic: str, partition: int, offset: int
         first = consumer.beginning_offsets([tp]).get(tp) or 0
         end = consumer.end_offsets([tp]).get(tp) or 0
         if not first <= offset < end:
-            raise LookupError(f"offset {offset} is not in the log of {topic}[{partition}] "
-                              f"(offsets {first} to {end - 1})")
+            raise LookupError(
+                f"offset {offset} is not in the log of {topic}[{partition}] "
+                f"(offsets {first} to {end - 1})"
+            )
         consumer.assign([tp])
         consumer.seek(tp, offset)
         while time.monotonic() < deadline:
@@ -235,8 +255,10 @@ def read_undecodable(settings: Settings, topic: str, partition: int, offset: int
                 return e
             if any(r.offset >= offset for batch in records.values() for r in batch):
                 return None
-        raise TimeoutError(f"no answer from the broker for {topic}[{partition}] offset "
-                           f"{offset} within {timeout:.0f}s")
+        raise TimeoutError(
+            f"no answer from the broker for {topic}[{partition}] offset "
+            f"{offset} within {timeout:.0f}s"
+        )
     finally:
         consumer.close()
 
@@ -251,38 +273,58 @@ def skip_batch(db: ReadDb, bad: UndecodableBatch, actor: str, reason: str) -> in
     the batch (compare-and-set from the offset the consumer is stuck at). Returns the dead
     letter's id. A consumer that has the partition paused resumes from the new position."""
     if bad.end is None:
-        raise SkipRefused(f"the batch at {bad.tp.topic}[{bad.tp.partition}] offset {bad.offset} "
-                          "cannot even be framed: its end is unknown, nothing skipped")
+        raise SkipRefused(
+            f"the batch at {bad.tp.topic}[{bad.tp.partition}] offset {bad.offset} "
+            "cannot even be framed: its end is unknown, nothing skipped"
+        )
     topic, partition = bad.tp.topic, bad.tp.partition
     raw = bad.raw
-    kept = "" if raw is None or len(raw) <= MAX_RAW_BATCH else (
-        f" (its {len(raw)} bytes are not kept here: larger than {MAX_RAW_BATCH}; they stay "
-        "in the topic until its retention)")
+    kept = (
+        ""
+        if raw is None or len(raw) <= MAX_RAW_BATCH
+        else (
+            f" (its {len(raw)} bytes are not kept here: larger than {MAX_RAW_BATCH}; they stay "
+            "in the topic until its retention)"
+        )
+    )
     if kept:
         raw = None
-    text = (f"undecodable record batch (offsets {bad.offsets}){kept}: {bad.why}; skipped by "
-            f"{actor}: {reason}")
-    headers = (("skip.actor", actor.encode()), ("skip.reason", reason.encode()),
-               ("skip.batch_offsets", bad.offsets.encode()))
+    text = (
+        f"undecodable record batch (offsets {bad.offsets}){kept}: {bad.why}; skipped by "
+        f"{actor}: {reason}"
+    )
+    headers = (
+        ("skip.actor", actor.encode()),
+        ("skip.reason", reason.encode()),
+        ("skip.batch_offsets", bad.offsets.encode()),
+    )
     dead = DeadLetter(topic, partition, bad.offset, None, raw, headers, text, UNDECODABLE)
     with db.transaction():
-        found = db.fetchone("SELECT next_offset FROM intake_position WHERE topic = %s AND "
-                            "partition = %s", (topic, partition))
+        found = db.fetchone(
+            "SELECT next_offset FROM intake_position WHERE topic = %s AND partition = %s",
+            (topic, partition),
+        )
         expected = None if found is None else int(found[0])
         if expected is not None and expected != bad.offset:
-            raise SkipRefused(f"the intake position of {topic}[{partition}] is {expected}, not "
-                              f"{bad.offset}: nothing skipped")
-        write = IntakeWrite(positions={(topic, partition): (expected, bad.end, None)},
-                            dead_letters=[dead])
+            raise SkipRefused(
+                f"the intake position of {topic}[{partition}] is {expected}, not "
+                f"{bad.offset}: nothing skipped"
+            )
+        write = IntakeWrite(
+            positions={(topic, partition): (expected, bad.end, None)}, dead_letters=[dead]
+        )
         cursor = db.conn.cursor()  # type: ignore[attr-defined]
         try:
             write.apply(cursor, db.dialect)
         except StaleBatch:
-            raise SkipRefused(f"the intake position of {topic}[{partition}] moved meanwhile: "
-                              "nothing skipped") from None
-        row = db.fetchone("SELECT id FROM dead_letter WHERE source_topic = %s AND "
-                          "source_partition = %s AND source_offset = %s AND digest = %s",
-                          (topic, partition, bad.offset, digest(None, raw)))
+            raise SkipRefused(
+                f"the intake position of {topic}[{partition}] moved meanwhile: nothing skipped"
+            ) from None
+        row = db.fetchone(
+            "SELECT id FROM dead_letter WHERE source_topic = %s AND "
+            "source_partition = %s AND source_offset = %s AND digest = %s",
+            (topic, partition, bad.offset, digest(None, raw)),
+        )
     assert row is not None
     return int(row[0])
 
@@ -396,8 +438,9 @@ class ConsumerWorker:
         while not self.stopping.is_set() and time.monotonic() < deadline:
             if consumer is not None and consumer.assignment():
                 consumer.pause(*consumer.assignment())
-                consumer.poll(timeout_ms=int(min(0.5, max(0.0, deadline - time.monotonic()))
-                                             * 1000))
+                consumer.poll(
+                    timeout_ms=int(min(0.5, max(0.0, deadline - time.monotonic())) * 1000)
+                )
             else:
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         if consumer is not None and consumer.assignment():
@@ -426,18 +469,22 @@ class ConsumerWorker:
                 self.consumer.seek(tp, 0)
             else:  # re-read the last applied record: it must still be there
                 self.consumer.seek(tp, position - 1)
-                self.probes[tp] = _Probe(position, time.monotonic() + PROBE_SECONDS,
-                                         digests.get(tp.partition))
+                self.probes[tp] = _Probe(
+                    position, time.monotonic() + PROBE_SECONDS, digests.get(tp.partition)
+                )
 
     # ------------------------------------------------------------------ loop
     def connect(self) -> KafkaConsumer:
         consumer = KafkaConsumer(
-            group_id=self.settings.consumer_group, enable_auto_commit=False,
-            auto_offset_reset="earliest", session_timeout_ms=SESSION_TIMEOUT_MS,
+            group_id=self.settings.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
             max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
             max_poll_records=self.settings.consume_batch,
-            **client_options(self.settings))
+            **client_options(self.settings),
+        )
         guarded(consumer)
         consumer.subscribe([self.settings.inbound_topic], listener=_Listener(self))
         self.consumer = consumer
@@ -445,8 +492,9 @@ class ConsumerWorker:
 
     def run(self, on_batch: Callable[[Stats], None] | None = None) -> int:
         """Consume until `stopping` is set; the batch in hand is finished and committed."""
-        log.info("consuming %s as group %s", self.settings.inbound_topic,
-                 self.settings.consumer_group)
+        log.info(
+            "consuming %s as group %s", self.settings.inbound_topic, self.settings.consumer_group
+        )
         while not self.stopping.is_set():
             try:
                 consumer = self.consumer or self.connect()
@@ -486,9 +534,14 @@ class ConsumerWorker:
             # The probe's record (the one before the stored position) is in this batch: the
             # broker's log reaches the position, which is all the probe asks.
             self.probes.pop(tp, None)
-            log.warning("%s[%d]: the record before the stored position %d is in a batch that "
-                        "cannot be decoded; reading on from %d", tp.topic, tp.partition,
-                        probe.expected, probe.expected)
+            log.warning(
+                "%s[%d]: the record before the stored position %d is in a batch that "
+                "cannot be decoded; reading on from %d",
+                tp.topic,
+                tp.partition,
+                probe.expected,
+                probe.expected,
+            )
             consumer.seek(tp, probe.expected)
             return
         known = self.stalled.get(tp)
@@ -497,13 +550,25 @@ class ConsumerWorker:
         self._stall_check = time.monotonic() + STALL_RECHECK_SECONDS
         if known is not None and known.offset == bad.offset:
             return
-        log.error("!!! %s[%d] offset %d: the record batch (offsets %s) cannot be decoded "
-                  "(%s). This partition is paused, the others go on. To dead-letter the batch "
-                  "and move past it: serviceorders dlq skip --topic %s --partition %d "
-                  "--offset %d --actor NAME --reason TEXT (docs/kafka.md)", tp.topic,
-                  tp.partition, bad.offset, bad.offsets, bad.why, tp.topic, tp.partition,
-                  bad.offset, extra={"kafka_topic": tp.topic, "kafka_partition": tp.partition,
-                                     "kafka_offset": bad.offset})
+        log.error(
+            "!!! %s[%d] offset %d: the record batch (offsets %s) cannot be decoded "
+            "(%s). This partition is paused, the others go on. To dead-letter the batch "
+            "and move past it: serviceorders dlq skip --topic %s --partition %d "
+            "--offset %d --actor NAME --reason TEXT (docs/kafka.md)",
+            tp.topic,
+            tp.partition,
+            bad.offset,
+            bad.offsets,
+            bad.why,
+            tp.topic,
+            tp.partition,
+            bad.offset,
+            extra={
+                "kafka_topic": tp.topic,
+                "kafka_partition": tp.partition,
+                "kafka_offset": bad.offset,
+            },
+        )
         if self.metrics is not None:
             self.metrics.stalled(tp.topic, tp.partition, bad.offset)
 
@@ -526,8 +591,13 @@ class ConsumerWorker:
             position = positions.get(tp.partition)
             if position is None or position == bad.offset:
                 continue
-            log.warning("%s[%d]: the intake position moved from %d to %d (skipped): resuming",
-                        tp.topic, tp.partition, bad.offset, position)
+            log.warning(
+                "%s[%d]: the intake position moved from %d to %d (skipped): resuming",
+                tp.topic,
+                tp.partition,
+                bad.offset,
+                position,
+            )
             self.unstall(tp)
             self.stored[tp] = position
             self.probes.pop(tp, None)
@@ -553,9 +623,12 @@ class ConsumerWorker:
             if not batch:
                 continue
             probe = self.probes.pop(tp, None)
-            if (probe is not None and probe.digest is not None
-                    and batch[0].offset == probe.expected - 1
-                    and digest(batch[0].key, batch[0].value) != probe.digest):
+            if (
+                probe is not None
+                and probe.digest is not None
+                and batch[0].offset == probe.expected - 1
+                and digest(batch[0].key, batch[0].value) != probe.digest
+            ):
                 # A record at that offset, but not the one applied there: the log was
                 # replaced (an emptied broker that already refilled past the position).
                 self._log_behind(tp, probe.expected)
@@ -566,11 +639,24 @@ class ConsumerWorker:
                 self._log_behind(tp, probe.expected)
                 continue
             if probe is not None and batch[0].offset > probe.expected - 1:
-                log.warning("%s[%d]: resumed at %d but the broker's first record is %d",
-                            tp.topic, tp.partition, probe.expected, batch[0].offset)
+                log.warning(
+                    "%s[%d]: resumed at %d but the broker's first record is %d",
+                    tp.topic,
+                    tp.partition,
+                    probe.expected,
+                    batch[0].offset,
+                )
             for r in batch:
-                out.append(Message(tp.topic, tp.partition, r.offset, r.key, r.value,
-                                   tuple((k, v) for k, v in (r.headers or ()))))
+                out.append(
+                    Message(
+                        tp.topic,
+                        tp.partition,
+                        r.offset,
+                        r.key,
+                        r.value,
+                        tuple((k, v) for k, v in (r.headers or ())),
+                    )
+                )
         return out
 
     def _check_probes(self) -> None:
@@ -583,9 +669,14 @@ class ConsumerWorker:
             if end is not None and end >= probe.expected:
                 # The log reaches the position; only the records before it are gone
                 # (retention): nothing to rewind, nothing to stop for.
-                log.warning("%s[%d]: no record before the stored position %d, but the log "
-                            "ends at %d: reading on", tp.topic, tp.partition, probe.expected,
-                            end)
+                log.warning(
+                    "%s[%d]: no record before the stored position %d, but the log "
+                    "ends at %d: reading on",
+                    tp.topic,
+                    tp.partition,
+                    probe.expected,
+                    end,
+                )
                 continue
             self._log_behind(tp, probe.expected)
 
@@ -599,11 +690,17 @@ class ConsumerWorker:
     def _log_behind(self, tp: TopicPartition, expected: int) -> None:
         """The broker's log for `tp` ends before the stored position."""
         policy = self.settings.log_behind_policy
-        log.error("!!! %s[%d]: the broker's log ends before the stored position %d: the topic "
-                  "was recreated or the broker lost its data. Policy %r: %s", tp.topic,
-                  tp.partition, expected, policy,
-                  "re-reading the partition from its first offset; eventIds already applied "
-                  "are skipped" if policy == "rewind" else "stopping the consumer")
+        log.error(
+            "!!! %s[%d]: the broker's log ends before the stored position %d: the topic "
+            "was recreated or the broker lost its data. Policy %r: %s",
+            tp.topic,
+            tp.partition,
+            expected,
+            policy,
+            "re-reading the partition from its first offset; eventIds already applied are skipped"
+            if policy == "rewind"
+            else "stopping the consumer",
+        )
         if policy == "stop":
             self.exit_code = 3
             self.stopping.set()
@@ -617,8 +714,14 @@ class ConsumerWorker:
                         "UPDATE intake_position SET next_offset = %s, updated_at = %s, "
                         "last_digest = NULL WHERE topic = %s AND partition = %s AND "
                         "next_offset = %s",
-                        (start, self.db.adapt(utcnow(), "timestamptz"), tp.topic,
-                         tp.partition, expected))
+                        (
+                            start,
+                            self.db.adapt(utcnow(), "timestamptz"),
+                            tp.topic,
+                            tp.partition,
+                            expected,
+                        ),
+                    )
                     del moved
                 break
             except Exception as e:
@@ -632,13 +735,13 @@ class ConsumerWorker:
         """One micro-batch: one transaction, then the Kafka commit."""
         consumer = self.consumer
         assert consumer is not None
-        mine = [m for m in messages
-                if TopicPartition(m.topic, m.partition) in self.stored]
+        mine = [m for m in messages if TopicPartition(m.topic, m.partition) in self.stored]
         stored = {(tp.topic, tp.partition): pos for tp, pos in self.stored.items()}
         started = time.perf_counter()
         try:
             result = Intake(self.app, IntakeStore(self.db), self.settings.events_topic).process(
-                mine, stored)
+                mine, stored
+            )
         except StaleBatch as e:
             self.stats.stale_batches += 1
             log.warning("batch dropped, nothing written: %s", e)
@@ -648,8 +751,9 @@ class ConsumerWorker:
             self.stats.failures += 1
             self._drop_db()
             wait = self.backoff.next()
-            log.warning("batch not written (%s: %s); reading it again in %.1fs",
-                        type(e).__name__, e, wait)
+            log.warning(
+                "batch not written (%s: %s); reading it again in %.1fs", type(e).__name__, e, wait
+            )
             self._wait(wait)
             self.resume_from_database(list(self.stored))
             return
@@ -660,8 +764,12 @@ class ConsumerWorker:
         self.stats.duplicates += result.duplicates
         self.stats.dead_letters += result.dead_letters
         if self.metrics is not None:
-            self.metrics.batch_done(result.applied, result.duplicates, result.dead_categories,
-                                    time.perf_counter() - started)
+            self.metrics.batch_done(
+                result.applied,
+                result.duplicates,
+                result.dead_categories,
+                time.perf_counter() - started,
+            )
         offsets = {}
         for (topic, partition), new in result.positions.items():
             tp = TopicPartition(topic, partition)
@@ -671,13 +779,17 @@ class ConsumerWorker:
             try:  # the database is the truth; Kafka's committed offsets only follow it
                 consumer.commit(offsets)
             except KafkaError as e:
-                log.info("offset commit to Kafka failed (%s); the database holds the position",
-                         e)
+                log.info("offset commit to Kafka failed (%s); the database holds the position", e)
         if mine:
-            log.info("batch: %d messages, %d applied, %d duplicates, %d dead letters in %.1f ms",
-                     len(mine), result.applied, result.duplicates, result.dead_letters,
-                     (time.perf_counter() - started) * 1000,
-                     extra=_batch_fields(mine, result, time.perf_counter() - started))
+            log.info(
+                "batch: %d messages, %d applied, %d duplicates, %d dead letters in %.1f ms",
+                len(mine),
+                result.applied,
+                result.duplicates,
+                result.dead_letters,
+                (time.perf_counter() - started) * 1000,
+                extra=_batch_fields(mine, result, time.perf_counter() - started),
+            )
 
     def _close_consumer(self) -> None:
         consumer, self.consumer = self.consumer, None
@@ -700,9 +812,12 @@ def _batch_fields(messages: list[Message], result: Any, seconds: float) -> dict[
     partition and first / last offsets when it holds one partition); the correlation id and
     order when all its applied messages share one."""
     fields: dict[str, Any] = {
-        "messages": len(messages), "applied": result.applied,
-        "duplicates": result.duplicates, "dead_letters": result.dead_letters,
-        "duration_ms": round(seconds * 1000, 1)}
+        "messages": len(messages),
+        "applied": result.applied,
+        "duplicates": result.duplicates,
+        "dead_letters": result.dead_letters,
+        "duration_ms": round(seconds * 1000, 1),
+    }
     topics = {m.topic for m in messages}
     partitions = {(m.topic, m.partition) for m in messages}
     if len(topics) == 1:
@@ -731,8 +846,14 @@ class Publisher:
       by order id, with the same `eventId`s as the hub; its position in `outbound_position`.
     A row is marked published only after the broker acknowledged it."""
 
-    def __init__(self, settings: Settings, *, dead_letters: bool = True,
-                 notifications: bool = True, batch: int = 500) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dead_letters: bool = True,
+        notifications: bool = True,
+        batch: int = 500,
+    ) -> None:
         self.settings = settings
         self.dead_letters, self.notifications, self.batch = dead_letters, notifications, batch
         self._db: ReadDb | None = None
@@ -752,9 +873,13 @@ class Publisher:
             # Large batches (a notification is 1-4 KB; the default 16 KB batch filled every
             # few records and woke the sender thread each time): fewer produce requests and
             # wake-ups for the same records.
-            self._producer = KafkaProducer(acks="all", linger_ms=5, retries=5,
-                                           batch_size=256 * 1024,
-                                           **producer_options(self.settings))
+            self._producer = KafkaProducer(
+                acks="all",
+                linger_ms=5,
+                retries=5,
+                batch_size=256 * 1024,
+                **producer_options(self.settings),
+            )
         return self._producer
 
     def run(self, stopping: threading.Event, poll_seconds: float = 0.2) -> None:
@@ -767,8 +892,9 @@ class Publisher:
             except Exception as e:
                 self.close(quiet=True)
                 wait = self.backoff.next()
-                log.warning("publishing paused (%s: %s); retrying in %.1fs", type(e).__name__,
-                            e, wait)
+                log.warning(
+                    "publishing paused (%s: %s); retrying in %.1fs", type(e).__name__, e, wait
+                )
                 stopping.wait(wait)
                 continue
             if not busy:
@@ -796,16 +922,20 @@ class Publisher:
 
     def _mark_published(self, table: str, ids: list[Any]) -> None:
         marks = ", ".join(["%s"] * len(ids))
-        self.db.execute(f"UPDATE {table} SET published_at = %s WHERE id IN ({marks})",
-                        [self._now(), *ids])
+        self.db.execute(
+            f"UPDATE {table} SET published_at = %s WHERE id IN ({marks})", [self._now(), *ids]
+        )
 
     def _lock_clause(self) -> str:
         return " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
 
-    def _send_all(self, records: list[tuple[str, bytes | None, bytes | None,
-                                            list[tuple[str, bytes | None]]]]) -> None:
-        futures = [self.producer.send(topic, key=key, value=value, headers=headers)
-                   for topic, key, value, headers in records]
+    def _send_all(
+        self, records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]]
+    ) -> None:
+        futures = [
+            self.producer.send(topic, key=key, value=value, headers=headers)
+            for topic, key, value, headers in records
+        ]
         self.producer.flush(timeout=30)
         for f in futures:
             f.get(timeout=30)  # raises if the broker refused it: the rows stay unpublished
@@ -816,22 +946,42 @@ class Publisher:
             rows = db.fetchall(
                 "SELECT id, source_topic, source_partition, source_offset, key, value, headers, "
                 "reason, category, event_id FROM dead_letter WHERE published_at IS NULL "
-                f"ORDER BY id LIMIT %s{self._lock_clause()}", (self.batch,))
+                f"ORDER BY id LIMIT %s{self._lock_clause()}",
+                (self.batch,),
+            )
             if not rows:
                 return False
             records = []
-            for (dl_id, topic, partition, offset, key, value, headers, reason, category,
-                 event_id) in rows:
-                hdrs = [*headers_from_json(headers),
-                    ("dlq.reason", reason.encode()), ("dlq.category", category.encode()),
+            for (
+                dl_id,
+                topic,
+                partition,
+                offset,
+                key,
+                value,
+                headers,
+                reason,
+                category,
+                event_id,
+            ) in rows:
+                hdrs = [
+                    *headers_from_json(headers),
+                    ("dlq.reason", reason.encode()),
+                    ("dlq.category", category.encode()),
                     ("dlq.source.topic", topic.encode()),
                     ("dlq.source.partition", str(partition).encode()),
                     ("dlq.source.offset", str(offset).encode()),
                     ("dlq.event_id", (event_id or "").encode()),
-                    ("dlq.id", str(dl_id).encode())]
-                records.append((self.settings.dead_letter_topic,
-                                None if key is None else bytes(key),
-                                None if value is None else bytes(value), hdrs))
+                    ("dlq.id", str(dl_id).encode()),
+                ]
+                records.append(
+                    (
+                        self.settings.dead_letter_topic,
+                        None if key is None else bytes(key),
+                        None if value is None else bytes(value),
+                        hdrs,
+                    )
+                )
             self._send_all(records)
             self._mark_published("dead_letter", [r[0] for r in rows])
         self.published += len(rows)
@@ -842,12 +992,22 @@ class Publisher:
         with db.transaction():
             rows = db.fetchall(
                 "SELECT id, topic, key, value, headers FROM kafka_outbox WHERE published_at IS "
-                f"NULL ORDER BY id LIMIT %s{self._lock_clause()}", (self.batch,))
+                f"NULL ORDER BY id LIMIT %s{self._lock_clause()}",
+                (self.batch,),
+            )
             if not rows:
                 return False
-            self._send_all([(topic, None if key is None else bytes(key), bytes(value),
-                             headers_from_json(headers))
-                            for _, topic, key, value, headers in rows])
+            self._send_all(
+                [
+                    (
+                        topic,
+                        None if key is None else bytes(key),
+                        bytes(value),
+                        headers_from_json(headers),
+                    )
+                    for _, topic, key, value, headers in rows
+                ]
+            )
             self._mark_published("kafka_outbox", [r[0] for r in rows])
         self.published += len(rows)
         return len(rows) == self.batch
@@ -855,30 +1015,39 @@ class Publisher:
     def _publish_notifications(self) -> bool:
         db = self.db
         with db.transaction(lock=OUTBOUND_LOCK):
-            found = db.fetchone("SELECT position, seq FROM outbound_position WHERE name = %s",
-                                (NOTIFICATIONS,))
+            found = db.fetchone(
+                "SELECT position, seq FROM outbound_position WHERE name = %s", (NOTIFICATIONS,)
+            )
             position, seq = (int(found[0]), int(found[1])) if found else (0, -1)
             rows = db.fetchall(
                 "SELECT position, seq, order_id, event_type, payload FROM notification_outbox "
                 "WHERE position > %s OR (position = %s AND seq > %s) ORDER BY position, seq "
-                "LIMIT %s", (position, position, seq, self.batch))
+                "LIMIT %s",
+                (position, position, seq, self.batch),
+            )
             if not rows:
                 return False
             records = []
             for _, _, order_id, event_type, payload in rows:
                 body = payload if isinstance(payload, dict) else orjson.loads(payload)
                 body = absolute_hrefs(body, self.settings.public_base_url)
-                records.append((self.settings.events_topic, str(order_id).encode(),
-                                orjson.dumps(body),
-                                [("eventType", event_type.encode()),
-                                 ("eventId", body["eventId"].encode())]))
+                records.append(
+                    (
+                        self.settings.events_topic,
+                        str(order_id).encode(),
+                        orjson.dumps(body),
+                        [("eventType", event_type.encode()), ("eventId", body["eventId"].encode())],
+                    )
+                )
             self._send_all(records)
             last_position, last_seq = int(rows[-1][0]), int(rows[-1][1])
-            db.execute("INSERT INTO outbound_position (name, position, seq, updated_at) "
-                       "VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
-                       "position = excluded.position, seq = excluded.seq, "
-                       "updated_at = excluded.updated_at",
-                       (NOTIFICATIONS, last_position, last_seq, self._now()))
+            db.execute(
+                "INSERT INTO outbound_position (name, position, seq, updated_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                "position = excluded.position, seq = excluded.seq, "
+                "updated_at = excluded.updated_at",
+                (NOTIFICATIONS, last_position, last_seq, self._now()),
+            )
         self.published += len(rows)
         return len(rows) == self.batch
 
@@ -896,10 +1065,13 @@ class Publisher:
                 db.close()
 
 
-def start_publisher(settings: Settings, stopping: threading.Event, **kw: Any
-                    ) -> threading.Thread:
+def start_publisher(settings: Settings, stopping: threading.Event, **kw: Any) -> threading.Thread:
     publisher = Publisher(settings, **kw)
-    thread = threading.Thread(target=logs.worker("outbound publisher", publisher.run),
-                              args=(stopping,), name="kafka-publisher", daemon=True)
+    thread = threading.Thread(
+        target=logs.worker("outbound publisher", publisher.run),
+        args=(stopping,),
+        name="kafka-publisher",
+        daemon=True,
+    )
     thread.start()
     return thread

@@ -99,8 +99,9 @@ class GroupCommit:
         taken: list[_Write] = []
         count = 0
         with self._queue_lock:
-            while self._queue and (not taken or count + len(self._queue[0].events)
-                                   <= self.max_events):
+            while self._queue and (
+                not taken or count + len(self._queue[0].events) <= self.max_events
+            ):
                 write = self._queue.pop(0)
                 taken.append(write)
                 count += len(write.events)
@@ -120,7 +121,7 @@ class GroupCommit:
                 at = 0
                 for write in group:
                     n = len(write.events)
-                    write.ids = None if ids is None else list(ids[at:at + n])
+                    write.ids = None if ids is None else list(ids[at : at + n])
                     write.done, at = True, at + n
                 return
         for write in group:
@@ -148,31 +149,38 @@ class IntakePostgresRecorder(PostgresApplicationRecorder):
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT i, v, t, s FROM unnest(%b::uuid[], %b::integer[], %b::text[], %b::bytea[]) "
             "WITH ORDINALITY AS e(i, v, t, s, n) ORDER BY n RETURNING notification_id"
-        ).format(schema=Identifier(self.datastore.schema),
-                 table=Identifier(self.events_table_name))
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
 
-    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent],
-                              **kwargs: Any) -> None:
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
         # Exactly the library's steps (table lock, NOTIFY, insert), with the faster insert.
         self._lock_table(curs)
         self._notify_channel(curs)
-        curs.execute(self.fast_insert_statement,
-                     ([e.originator_id for e in stored_events],
-                      [e.originator_version for e in stored_events],
-                      [e.topic for e in stored_events], [e.state for e in stored_events]),
-                     prepare=True)
+        curs.execute(
+            self.fast_insert_statement,
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+            prepare=True,
+        )
         _flush(curs)
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
-                      ) -> Sequence[int] | None:
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
         # The library always passes `tracking` (None outside process applications); the
         # intake passes `intake` and batches its own writes.
         if not stored_events or any(v is not None for v in kwargs.values()):
             return self._insert_retrying(stored_events, **kwargs)
         return self._group.write(stored_events)
 
-    def _insert_once(self, stored_events: Sequence[StoredEvent], **kwargs: Any
-                     ) -> Sequence[int] | None:
+    def _insert_once(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
         try:
             return _library_insert_events(self, stored_events, **kwargs)
         except OperationalError as e:
@@ -180,24 +188,29 @@ class IntakePostgresRecorder(PostgresApplicationRecorder):
             if isinstance(cause, pg_errors.QueryCanceled):  # statement_timeout
                 raise WriteTimeout(
                     f"the write ran longer than its {self.write_timeout_ms / 1000:g} s bound "
-                    "and was rolled back") from e
+                    "and was rolled back"
+                ) from e
             if isinstance(cause, pg_errors.LockNotAvailable):  # lock_timeout
                 raise WriteTimeout(
                     f"the events-table lock was not granted within "
-                    f"{self.datastore.lock_timeout} s; the write was rolled back") from e
+                    f"{self.datastore.lock_timeout} s; the write was rolled back"
+                ) from e
             raise
 
-    _insert_retrying = retry((InterfaceError, OperationalError), max_attempts=10,
-                             wait=0.2)(_insert_once)
+    _insert_retrying = retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)(
+        _insert_once
+    )
 
-    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent],
-                       **kwargs: Any) -> None:
+    def _insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
         # The first statement of every write transaction: from here to its commit, the
         # transaction (the events-table lock with it) is bounded. In pipeline mode the
         # timer runs until the pipeline's sync, so it bounds lock wait, insert and all.
         if self.write_timeout_ms:
-            curs.execute(SQL("SET LOCAL statement_timeout = {0}").format(
-                self.write_timeout_ms), prepare=True)
+            curs.execute(
+                SQL("SET LOCAL statement_timeout = {0}").format(self.write_timeout_ms), prepare=True
+            )
         intake: IntakeWrite | None = kwargs.get("intake")
         if intake is not None:
             intake.apply(curs, "postgres")
@@ -206,8 +219,9 @@ class IntakePostgresRecorder(PostgresApplicationRecorder):
 
 
 class IntakeSqliteRecorder(SQLiteApplicationRecorder):
-    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
-                       **kwargs: Any) -> Sequence[int] | None:
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
         intake: IntakeWrite | None = kwargs.get("intake")
         if intake is not None:
             intake.apply(c.sqlite_cursor, "sqlite")

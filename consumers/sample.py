@@ -13,26 +13,47 @@ from uuid import UUID
 
 import orjson
 
-SITES = [("SITE-BER-01", "Berlin HQ"), ("SITE-HAM-02", "Hamburg branch"),
-         ("SITE-MUC-03", "Munich branch"), ("SITE-FRA-04", "Frankfurt DC"),
-         ("SITE-CGN-05", "Cologne office"), ("SITE-LEJ-06", "Leipzig depot")]
-CUSTOMERS = [("CUST-1001", "Acme Logistics"), ("CUST-1002", "Globex Retail"),
-             ("CUST-1003", "Initech Banking"), ("CUST-1004", "Umbrella Health")]
+SITES = [
+    ("SITE-BER-01", "Berlin HQ"),
+    ("SITE-HAM-02", "Hamburg branch"),
+    ("SITE-MUC-03", "Munich branch"),
+    ("SITE-FRA-04", "Frankfurt DC"),
+    ("SITE-CGN-05", "Cologne office"),
+    ("SITE-LEJ-06", "Leipzig depot"),
+]
+CUSTOMERS = [
+    ("CUST-1001", "Acme Logistics"),
+    ("CUST-1002", "Globex Retail"),
+    ("CUST-1003", "Initech Banking"),
+    ("CUST-1004", "Umbrella Health"),
+]
 
 
-def _item(item_id: str, spec: str, chars: dict[str, Any], site: tuple[str, str],
-          action: str = "add", depends: str | None = None) -> dict[str, Any]:
+def _item(
+    item_id: str,
+    spec: str,
+    chars: dict[str, Any],
+    site: tuple[str, str],
+    action: str = "add",
+    depends: str | None = None,
+) -> dict[str, Any]:
     item: dict[str, Any] = {
-        "id": item_id, "action": action, "@type": "ServiceOrderItem",
-        "service": {"@type": "Service",
-                    "serviceSpecification": {"id": spec, "@type": "ServiceSpecificationRef"},
-                    "serviceCharacteristic": [{"name": k, "value": v} for k, v in chars.items()],
-                    "place": [{"id": site[0], "name": site[1], "role": "installationAddress"}]}}
+        "id": item_id,
+        "action": action,
+        "@type": "ServiceOrderItem",
+        "service": {
+            "@type": "Service",
+            "serviceSpecification": {"id": spec, "@type": "ServiceSpecificationRef"},
+            "serviceCharacteristic": [{"name": k, "value": v} for k, v in chars.items()],
+            "place": [{"id": site[0], "name": site[1], "role": "installationAddress"}],
+        },
+    }
     if action != "add":
         item["service"]["id"] = f"SVC-{site[0]}-{spec}"
     if depends:
         item["serviceOrderItemRelationship"] = [
-            {"relationshipType": "dependency", "orderItem": {"itemId": depends}}]
+            {"relationshipType": "dependency", "orderItem": {"itemId": depends}}
+        ]
     return item
 
 
@@ -41,34 +62,70 @@ def order(external_id: str, rng: random.Random) -> dict[str, Any]:
     sites = rng.sample(SITES, rng.choice((2, 3)))
     customer = rng.choice(CUSTOMERS)
     action = rng.choices(("add", "modify", "delete"), weights=(6, 3, 1))[0]
-    items = [_item("1", "internet-access",
-                   {"bandwidthMbps": rng.choice((100, 200, 500, 1000)),
-                    "accessType": rng.choice(("fibre", "copper"))}, sites[0], action),
-             _item("2", "managed-router", {"model": rng.choice(("c1100", "isr4331"))}, sites[0],
-                   action, depends="1" if action == "add" else None)]
+    items = [
+        _item(
+            "1",
+            "internet-access",
+            {
+                "bandwidthMbps": rng.choice((100, 200, 500, 1000)),
+                "accessType": rng.choice(("fibre", "copper")),
+            },
+            sites[0],
+            action,
+        ),
+        _item(
+            "2",
+            "managed-router",
+            {"model": rng.choice(("c1100", "isr4331"))},
+            sites[0],
+            action,
+            depends="1" if action == "add" else None,
+        ),
+    ]
     if len(sites) == 3:
-        items.append(_item("3", "sdwan-site", {"bandwidthProfile": "medium",
-                                               "siteRole": "spoke"}, sites[2]))
+        items.append(
+            _item("3", "sdwan-site", {"bandwidthProfile": "medium", "siteRole": "spoke"}, sites[2])
+        )
     else:
-        items.append(_item("3", "ethernet-private-line",
-                           {"bandwidthMbps": 1000, "aEndSiteId": sites[0][0],
-                            "zEndSiteId": sites[1][0]}, sites[1]))
+        items.append(
+            _item(
+                "3",
+                "ethernet-private-line",
+                {"bandwidthMbps": 1000, "aEndSiteId": sites[0][0], "zEndSiteId": sites[1][0]},
+                sites[1],
+            )
+        )
     start = datetime(2027, 1, 4, 8, tzinfo=UTC) + timedelta(days=rng.randrange(60))
-    return {"@type": "ServiceOrder", "externalId": external_id, "category": "enterprise",
-            "priority": str(rng.randint(1, 4)),
-            "description": f"{customer[1]}: {len(items)} services over {len(sites)} sites",
-            "requestedStartDate": start.isoformat().replace("+00:00", "Z"),
-            "relatedParty": [{"id": customer[0], "name": customer[1], "role": "customer",
-                              "@referredType": "Organization"}],
-            "note": [{"text": "captured upstream", "author": "crm"}],
-            "serviceOrderItem": items}
+    return {
+        "@type": "ServiceOrder",
+        "externalId": external_id,
+        "category": "enterprise",
+        "priority": str(rng.randint(1, 4)),
+        "description": f"{customer[1]}: {len(items)} services over {len(sites)} sites",
+        "requestedStartDate": start.isoformat().replace("+00:00", "Z"),
+        "relatedParty": [
+            {
+                "id": customer[0],
+                "name": customer[1],
+                "role": "customer",
+                "@referredType": "Organization",
+            }
+        ],
+        "note": [{"text": "captured upstream", "author": "crm"}],
+        "serviceOrderItem": items,
+    }
 
 
-def envelope(event_id: str, event_type: str, body: dict[str, Any],
-             correlation_id: str | None = None) -> dict[str, Any]:
-    return {"eventId": event_id, "eventTime": datetime.now(UTC).isoformat()
-            .replace("+00:00", "Z"), "eventType": event_type,
-            "correlationId": correlation_id or event_id, "event": body}
+def envelope(
+    event_id: str, event_type: str, body: dict[str, Any], correlation_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "eventId": event_id,
+        "eventTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "eventType": event_type,
+        "correlationId": correlation_id or event_id,
+        "event": body,
+    }
 
 
 def create_event(event_id: str, body: dict[str, Any]) -> bytes:
@@ -98,15 +155,19 @@ def _bad(n: int, rng: random.Random, prefix: str) -> SampleMessage:
     body = order(ext, rng)
     kind = n % 6
     if kind == 0:
-        return SampleMessage(ext.encode(), b'{"eventId": "' + ext.encode() + b'", trunc',
-                             "not_json")
+        return SampleMessage(
+            ext.encode(), b'{"eventId": "' + ext.encode() + b'", trunc', "not_json"
+        )
     if kind == 1:
-        return SampleMessage(ext.encode(), orjson.dumps({"hello": "world", "n": n}),
-                             "not_envelope")
+        return SampleMessage(ext.encode(), orjson.dumps({"hello": "world", "n": n}), "not_envelope")
     if kind == 2:
-        return SampleMessage(ext.encode(), orjson.dumps(envelope(
-            f"{ext}-evt", "ServiceOrderMilestoneEvent", {"serviceOrder": body})),
-            "unknown_event_type")
+        return SampleMessage(
+            ext.encode(),
+            orjson.dumps(
+                envelope(f"{ext}-evt", "ServiceOrderMilestoneEvent", {"serviceOrder": body})
+            ),
+            "unknown_event_type",
+        )
     if kind == 3:  # a service specification the catalog does not know
         body["serviceOrderItem"][0]["service"]["serviceSpecification"]["id"] = "teleporter"
         return SampleMessage(ext.encode(), create_event(f"{ext}-evt", body), "refused")
@@ -114,14 +175,32 @@ def _bad(n: int, rng: random.Random, prefix: str) -> SampleMessage:
         del body["serviceOrderItem"][1]["action"]
         return SampleMessage(ext.encode(), create_event(f"{ext}-evt", body), "invalid_order")
     unknown = str(UUID(int=rng.getrandbits(128)))
-    return SampleMessage(ext.encode(), orjson.dumps(envelope(
-        f"{ext}-evt", "CancelServiceOrderCreateEvent",
-        {"cancelServiceOrder": {"cancellationReason": "customer changed plans",
-                                "serviceOrder": {"id": unknown}}})), "unknown_order")
+    return SampleMessage(
+        ext.encode(),
+        orjson.dumps(
+            envelope(
+                f"{ext}-evt",
+                "CancelServiceOrderCreateEvent",
+                {
+                    "cancelServiceOrder": {
+                        "cancellationReason": "customer changed plans",
+                        "serviceOrder": {"id": unknown},
+                    }
+                },
+            )
+        ),
+        "unknown_order",
+    )
 
 
-def traffic(count: int, *, duplicates: float = 0.1, bad: float = 0.05, seed: int = 7,
-            prefix: str = "UPSTREAM") -> Traffic:
+def traffic(
+    count: int,
+    *,
+    duplicates: float = 0.1,
+    bad: float = 0.05,
+    seed: int = 7,
+    prefix: str = "UPSTREAM",
+) -> Traffic:
     """`count` distinct valid orders, plus `duplicates`xcount messages that repeat one
     (the same bytes, or the same order under a new eventId), plus `bad`xcount bad ones,
     shuffled (each order's own messages stay in order: there is one per order)."""
@@ -131,13 +210,15 @@ def traffic(count: int, *, duplicates: float = 0.1, bad: float = 0.05, seed: int
         ext = f"{prefix}-{n:06d}"
         body = order(ext, rng)
         out.orders[ext] = body
-        out.messages.append(SampleMessage(ext.encode(), create_event(f"{ext}-evt", body),
-                                          "valid"))
+        out.messages.append(SampleMessage(ext.encode(), create_event(f"{ext}-evt", body), "valid"))
     for n in range(int(count * duplicates)):
         original = rng.choice(out.messages[:count])
         ext = original.key.decode() if original.key else ""
-        value = (original.value if n % 2 == 0  # redelivered bytes: the same eventId
-                 else create_event(f"{ext}-again-{n}", out.orders[ext]))  # same order, new id
+        value = (
+            original.value
+            if n % 2 == 0  # redelivered bytes: the same eventId
+            else create_event(f"{ext}-again-{n}", out.orders[ext])
+        )  # same order, new id
         out.messages.append(SampleMessage(original.key, value, "duplicate"))
     for n in range(int(count * bad)):
         out.messages.append(_bad(n, rng, prefix))

@@ -80,8 +80,7 @@ SQLITE_DDL = (
         updated_at TEXT NOT NULL)""",
 )
 
-TABLES = ("intake_position", "intake_applied", "dead_letter", "kafka_outbox",
-          "outbound_position")
+TABLES = ("intake_position", "intake_applied", "dead_letter", "kafka_outbox", "outbound_position")
 
 
 def create_tables(db: ReadDb) -> None:
@@ -162,42 +161,91 @@ class IntakeWrite:
         blob: Any = bytes if pg else (lambda b: b)
         for (topic, partition), (expected, new, last) in sorted(self.positions.items()):
             if expected is None:  # first batch of this partition: the row must not exist
-                cursor.execute(q("INSERT INTO intake_position (topic, partition, next_offset, "
-                                 "updated_at, last_digest) VALUES (%s, %s, %s, %s, %s) "
-                                 "ON CONFLICT (topic, partition) DO NOTHING RETURNING 1"),
-                               (topic, partition, new, now, last))
+                cursor.execute(
+                    q(
+                        "INSERT INTO intake_position (topic, partition, next_offset, "
+                        "updated_at, last_digest) VALUES (%s, %s, %s, %s, %s) "
+                        "ON CONFLICT (topic, partition) DO NOTHING RETURNING 1"
+                    ),
+                    (topic, partition, new, now, last),
+                )
             else:  # compare-and-set: only from the position the batch started from
-                cursor.execute(q("UPDATE intake_position SET next_offset = %s, updated_at = %s, "
-                                 "last_digest = %s WHERE topic = %s AND partition = %s AND "
-                                 "next_offset = %s RETURNING 1"),
-                               (new, now, last, topic, partition, expected))
+                cursor.execute(
+                    q(
+                        "UPDATE intake_position SET next_offset = %s, updated_at = %s, "
+                        "last_digest = %s WHERE topic = %s AND partition = %s AND "
+                        "next_offset = %s RETURNING 1"
+                    ),
+                    (new, now, last, topic, partition, expected),
+                )
             if cursor.fetchone() is None:
-                raise StaleBatch(f"{topic}[{partition}]: the stored position is no longer "
-                                 f"{expected}; another consumer took over this partition")
+                raise StaleBatch(
+                    f"{topic}[{partition}]: the stored position is no longer "
+                    f"{expected}; another consumer took over this partition"
+                )
         if self.applied:
             cursor.executemany(
-                q('INSERT INTO intake_applied (event_id, topic, partition, "offset", order_id, '
-                  "event_type, applied_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"),
-                [(a.event_id, a.topic, a.partition, a.offset,
-                  a.order_id if pg or a.order_id is None else str(a.order_id), a.event_type, now)
-                 for a in self.applied])
+                q(
+                    'INSERT INTO intake_applied (event_id, topic, partition, "offset", order_id, '
+                    "event_type, applied_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                ),
+                [
+                    (
+                        a.event_id,
+                        a.topic,
+                        a.partition,
+                        a.offset,
+                        a.order_id if pg or a.order_id is None else str(a.order_id),
+                        a.event_type,
+                        now,
+                    )
+                    for a in self.applied
+                ],
+            )
         if self.dead_letters:
             cursor.executemany(
-                q("INSERT INTO dead_letter (created_at, source_topic, source_partition, "
-                  "source_offset, digest, key, value, headers, reason, category, event_id) "
-                  "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                  "ON CONFLICT (source_topic, source_partition, source_offset, digest) "
-                  "DO NOTHING"),
-                [(now, d.topic, d.partition, d.offset, digest(d.key, d.value),
-                  None if d.key is None else blob(d.key),
-                  None if d.value is None else blob(d.value), _headers_json(d.headers),
-                  d.reason, d.category, d.event_id) for d in self.dead_letters])
+                q(
+                    "INSERT INTO dead_letter (created_at, source_topic, source_partition, "
+                    "source_offset, digest, key, value, headers, reason, category, event_id) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (source_topic, source_partition, source_offset, digest) "
+                    "DO NOTHING"
+                ),
+                [
+                    (
+                        now,
+                        d.topic,
+                        d.partition,
+                        d.offset,
+                        digest(d.key, d.value),
+                        None if d.key is None else blob(d.key),
+                        None if d.value is None else blob(d.value),
+                        _headers_json(d.headers),
+                        d.reason,
+                        d.category,
+                        d.event_id,
+                    )
+                    for d in self.dead_letters
+                ],
+            )
         if self.outbox:
             cursor.executemany(
-                q("INSERT INTO kafka_outbox (event_id, created_at, topic, key, value, headers) "
-                  "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING"),
-                [(o.event_id, now, o.topic, None if o.key is None else blob(o.key),
-                  blob(o.value), _headers_json(o.headers)) for o in self.outbox])
+                q(
+                    "INSERT INTO kafka_outbox (event_id, created_at, topic, key, value, headers) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING"
+                ),
+                [
+                    (
+                        o.event_id,
+                        now,
+                        o.topic,
+                        None if o.key is None else blob(o.key),
+                        blob(o.value),
+                        _headers_json(o.headers),
+                    )
+                    for o in self.outbox
+                ],
+            )
         # No fetch after these: in the recorder's pipeline a fetch may pick up the result
         # of an earlier statement. Their errors surface at the library's sync or at commit.
 
@@ -205,8 +253,9 @@ class IntakeWrite:
 def _headers_json(headers: Iterable[tuple[str, bytes | None]]) -> str:
     """Headers as JSON: a list of [name, value] with the value in base64, so that any bytes
     round-trip (PostgreSQL's jsonb cannot hold a NUL character, header values may)."""
-    return json.dumps([[k, None if v is None else base64.b64encode(bytes(v)).decode("ascii")]
-                       for k, v in headers])
+    return json.dumps(
+        [[k, None if v is None else base64.b64encode(bytes(v)).decode("ascii")] for k, v in headers]
+    )
 
 
 def headers_from_json(value: Any) -> list[tuple[str, bytes | None]]:
@@ -225,27 +274,40 @@ class IntakeStore:
         return self.db.events_table
 
     def positions(self, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
-        rows = self.db.fetchall("SELECT partition, next_offset FROM intake_position "
-                                "WHERE topic = %s", (topic,))
+        rows = self.db.fetchall(
+            "SELECT partition, next_offset FROM intake_position WHERE topic = %s", (topic,)
+        )
         wanted = None if partitions is None else set(partitions)
         return {int(p): int(o) for p, o in rows if wanted is None or p in wanted}
 
     def last_digests(self, topic: str) -> dict[int, str | None]:
         """Per partition, the digest of the last record applied (None: not known)."""
-        return {int(p): d for p, d in self.db.fetchall(
-            "SELECT partition, last_digest FROM intake_position WHERE topic = %s", (topic,))}
+        return {
+            int(p): d
+            for p, d in self.db.fetchall(
+                "SELECT partition, last_digest FROM intake_position WHERE topic = %s", (topic,)
+            )
+        }
 
     def applied_ids(self, event_ids: Sequence[str]) -> set[str]:
         if self.db.dialect == "postgres":  # one array parameter: one plan, any length
-            return {r[0] for r in self.db.fetchall(
-                "SELECT event_id FROM intake_applied WHERE event_id = ANY(%s)",
-                (list(event_ids),))}
+            return {
+                r[0]
+                for r in self.db.fetchall(
+                    "SELECT event_id FROM intake_applied WHERE event_id = ANY(%s)",
+                    (list(event_ids),),
+                )
+            }
         found: set[str] = set()
         for i in range(0, len(event_ids), 500):
-            chunk = list(event_ids[i:i + 500])
+            chunk = list(event_ids[i : i + 500])
             marks = ", ".join(["%s"] * len(chunk))
-            found.update(r[0] for r in self.db.fetchall(
-                f"SELECT event_id FROM intake_applied WHERE event_id IN ({marks})", chunk))
+            found.update(
+                r[0]
+                for r in self.db.fetchall(
+                    f"SELECT event_id FROM intake_applied WHERE event_id IN ({marks})", chunk
+                )
+            )
         return found
 
     def existing_orders(self, order_ids: Sequence[UUID]) -> set[UUID]:
@@ -253,20 +315,36 @@ class IntakeStore:
         found: set[UUID] = set()
         ids = list(dict.fromkeys(order_ids))
         if self.db.dialect == "postgres":
-            return {UUID(str(r[0])) for r in self.db.fetchall(
-                f"SELECT originator_id FROM {self.events_table} WHERE originator_id = ANY(%s) "
-                "AND originator_version = 1", (ids,))}
+            return {
+                UUID(str(r[0]))
+                for r in self.db.fetchall(
+                    f"SELECT originator_id FROM {self.events_table} WHERE originator_id = ANY(%s) "
+                    "AND originator_version = 1",
+                    (ids,),
+                )
+            }
         for i in range(0, len(ids), 500):  # SQLite: ids as it stores them (hex)
-            chunk = [u.hex for u in ids[i:i + 500]]
+            chunk = [u.hex for u in ids[i : i + 500]]
             marks = ", ".join(["%s"] * len(chunk))
-            found.update(UUID(str(r[0])) for r in self.db.fetchall(
-                f"SELECT DISTINCT originator_id FROM {self.events_table} "
-                f"WHERE originator_id IN ({marks}) AND originator_version = 1", chunk))
+            found.update(
+                UUID(str(r[0]))
+                for r in self.db.fetchall(
+                    f"SELECT DISTINCT originator_id FROM {self.events_table} "
+                    f"WHERE originator_id IN ({marks}) AND originator_version = 1",
+                    chunk,
+                )
+            )
         return found
 
     # ----------------------------------------------------------------- dead letters
-    def dead_letters(self, *, since_id: int = 0, limit: int = 100, category: str | None = None,
-                     include_replayed: bool = True) -> list[dict[str, Any]]:
+    def dead_letters(
+        self,
+        *,
+        since_id: int = 0,
+        limit: int = 100,
+        category: str | None = None,
+        include_replayed: bool = True,
+    ) -> list[dict[str, Any]]:
         where = ["id > %s"]
         params: list[Any] = [since_id]
         if category:
@@ -278,10 +356,25 @@ class IntakeStore:
         rows = self.db.fetchall(
             "SELECT id, created_at, source_topic, source_partition, source_offset, key, value, "
             "headers, reason, category, event_id, published_at, replayed_at, replay_count "
-            f"FROM dead_letter WHERE {' AND '.join(where)} ORDER BY id LIMIT %s", params)
-        names = ("id", "created_at", "source_topic", "source_partition", "source_offset", "key",
-                 "value", "headers", "reason", "category", "event_id", "published_at",
-                 "replayed_at", "replay_count")
+            f"FROM dead_letter WHERE {' AND '.join(where)} ORDER BY id LIMIT %s",
+            params,
+        )
+        names = (
+            "id",
+            "created_at",
+            "source_topic",
+            "source_partition",
+            "source_offset",
+            "key",
+            "value",
+            "headers",
+            "reason",
+            "category",
+            "event_id",
+            "published_at",
+            "replayed_at",
+            "replay_count",
+        )
         out = []
         for row in rows:
             item = dict(zip(names, row, strict=True))
@@ -296,8 +389,11 @@ class IntakeStore:
         return found[0] if found and found[0]["id"] == dl_id else None
 
     def mark_replayed(self, dl_id: int) -> None:
-        self.db.execute("UPDATE dead_letter SET replayed_at = %s, replay_count = replay_count + 1 "
-                        "WHERE id = %s", (self.db.adapt(utcnow(), "timestamptz"), dl_id))
+        self.db.execute(
+            "UPDATE dead_letter SET replayed_at = %s, replay_count = replay_count + 1 "
+            "WHERE id = %s",
+            (self.db.adapt(utcnow(), "timestamptz"), dl_id),
+        )
 
     def counts(self) -> dict[str, int]:
         out = {}

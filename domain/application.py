@@ -45,9 +45,12 @@ log = logging.getLogger("serviceorders.decisions")
 
 # The decisions logged at INFO once saved (by whichever door took them): event -> decision.
 DECISIONS: dict[type[OrderEvent], str] = {
-    OrderApproved: "approve", OrderRejected: "reject",
-    CancellationApproved: "approve cancellation", CancellationDenied: "deny cancellation",
-    OrderCancelled: "cancel"}
+    OrderApproved: "approve",
+    OrderRejected: "reject",
+    CancellationApproved: "approve cancellation",
+    CancellationDenied: "deny cancellation",
+    OrderCancelled: "cancel",
+}
 
 
 class ServiceOrders(Application[UUID]):
@@ -58,9 +61,14 @@ class ServiceOrders(Application[UUID]):
         "IS_SNAPSHOTTING_ENABLED": "y",
     }
 
-    def __init__(self, env: Mapping[str, str], catalog: Catalog | None = None,
-                 snapshot_interval: int = 50, four_eyes: bool = True,
-                 sealer: Sealer | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        catalog: Catalog | None = None,
+        snapshot_interval: int = 50,
+        four_eyes: bool = True,
+        sealer: Sealer | None = None,
+    ) -> None:
         self.catalog = catalog or Catalog.default()
         self.four_eyes = four_eyes
         self.sealer = sealer
@@ -80,8 +88,9 @@ class ServiceOrders(Application[UUID]):
             close()
 
     # ------------------------------------------------------------ personal data
-    def protect(self, header: OrderHeader, items: Iterable[OrderItem] = ()
-                ) -> tuple[OrderHeader, list[OrderItem]]:
+    def protect(
+        self, header: OrderHeader, items: Iterable[OrderItem] = ()
+    ) -> tuple[OrderHeader, list[OrderItem]]:
         """Seal the personal values of a new order (docs/audit.md); every door calls this
         before the domain sees them."""
         if self.sealer is None:
@@ -90,14 +99,19 @@ class ServiceOrders(Application[UUID]):
         seal = partial(self.sealer.seal, scope)
         return privacy.map_header(header, seal), [privacy.map_item(i, seal) for i in items]
 
-    def protect_change(self, order: ServiceOrder, items: Iterable[OrderItem] = (),
-                       header: HeaderChange | None = None
-                       ) -> tuple[list[OrderItem], HeaderChange | None]:
+    def protect_change(
+        self,
+        order: ServiceOrder,
+        items: Iterable[OrderItem] = (),
+        header: HeaderChange | None = None,
+    ) -> tuple[list[OrderItem], HeaderChange | None]:
         if self.sealer is None:
             return list(items), header
         seal = partial(self.sealer.seal, privacy.scope_of(order.header, str(order.id)))
-        return ([privacy.map_item(i, seal) for i in items],
-                None if header is None else privacy.map_change(header, seal))
+        return (
+            [privacy.map_item(i, seal) for i in items],
+            None if header is None else privacy.map_change(header, seal),
+        )
 
     def protect_place(self, order: ServiceOrder, place: Place | None) -> Place | None:
         if self.sealer is None:
@@ -120,9 +134,14 @@ class ServiceOrders(Application[UUID]):
         return Environment(name, {**type(self).env, **(env or {})})
 
     # ------------------------------------------------------------------ creation
-    def receive_order(self, ctx: CommandContext, header: OrderHeader,
-                      items: Iterable[OrderItem], order_id: UUID | None = None,
-                      notes: Iterable[Note] = ()) -> tuple[UUID, bool]:
+    def receive_order(
+        self,
+        ctx: CommandContext,
+        header: OrderHeader,
+        items: Iterable[OrderItem],
+        order_id: UUID | None = None,
+        notes: Iterable[Note] = (),
+    ) -> tuple[UUID, bool]:
         """Create and submit a complete order; the same order again changes nothing.
 
         The id derives from the external id when there is one, else it is `order_id` when
@@ -158,11 +177,17 @@ class ServiceOrders(Application[UUID]):
         order.add_line(ctx, item, self.catalog)
         return self._save(order)
 
-    def configure_line(self, ctx: CommandContext, order_id: UUID, item_id: str,
-                       characteristics: dict[str, Any] | None = None,
-                       cleared: Iterable[str] = (), place: Place | None = None,
-                       quantity: int | None = None,
-                       depends_on: Iterable[str] | None = None) -> ServiceOrder:
+    def configure_line(
+        self,
+        ctx: CommandContext,
+        order_id: UUID,
+        item_id: str,
+        characteristics: dict[str, Any] | None = None,
+        cleared: Iterable[str] = (),
+        place: Place | None = None,
+        quantity: int | None = None,
+        depends_on: Iterable[str] | None = None,
+    ) -> ServiceOrder:
         order = self.get_order(order_id)
         place = self.protect_place(order, place)
         order.configure_line(ctx, item_id, characteristics, cleared, place, quantity, depends_on)
@@ -179,8 +204,7 @@ class ServiceOrders(Application[UUID]):
         return self._save(order)
 
     # -------------------------------------------------------------------- review
-    def approve(self, ctx: CommandContext, order_id: UUID, note: str | None = None
-                ) -> ServiceOrder:
+    def approve(self, ctx: CommandContext, order_id: UUID, note: str | None = None) -> ServiceOrder:
         order = self.get_order(order_id)
         order.approve(ctx, note, four_eyes=self.four_eyes)
         return self._save(order)
@@ -196,46 +220,65 @@ class ServiceOrders(Application[UUID]):
         order.hold(ctx, reason)
         return self._save(order)
 
-    def resume(self, ctx: CommandContext, order_id: UUID, note: str | None = None
-               ) -> ServiceOrder:
+    def resume(self, ctx: CommandContext, order_id: UUID, note: str | None = None) -> ServiceOrder:
         order = self.get_order(order_id)
         order.resume(ctx, note)
         return self._save(order)
 
-    def request_information(self, ctx: CommandContext, order_id: UUID, information: str
-                            ) -> ServiceOrder:
+    def request_information(
+        self, ctx: CommandContext, order_id: UUID, information: str
+    ) -> ServiceOrder:
         order = self.get_order(order_id)
         order.request_information(ctx, information)
         return self._save(order)
 
-    def provide_information(self, ctx: CommandContext, order_id: UUID, information: str
-                            ) -> ServiceOrder:
+    def provide_information(
+        self, ctx: CommandContext, order_id: UUID, information: str
+    ) -> ServiceOrder:
         order = self.get_order(order_id)
         order.provide_information(ctx, information)
         return self._save(order)
 
-    def change_item_state(self, ctx: CommandContext, order_id: UUID, item_id: str,
-                          state: ItemState, reason: str | None = None) -> ServiceOrder:
+    def change_item_state(
+        self,
+        ctx: CommandContext,
+        order_id: UUID,
+        item_id: str,
+        state: ItemState,
+        reason: str | None = None,
+    ) -> ServiceOrder:
         order = self.get_order(order_id)
         order.change_item_state(ctx, item_id, state, reason)
         return self._save(order)
 
-    def reach_point_of_no_return(self, ctx: CommandContext, order_id: UUID,
-                                 note: str | None = None) -> ServiceOrder:
+    def reach_point_of_no_return(
+        self, ctx: CommandContext, order_id: UUID, note: str | None = None
+    ) -> ServiceOrder:
         order = self.get_order(order_id)
         order.reach_point_of_no_return(ctx, note)
         return self._save(order)
 
-    def revise(self, ctx: CommandContext, order_id: UUID, items: Iterable[OrderItem] = (),
-               removed_item_ids: Iterable[str] = (), header: HeaderChange | None = None
-               ) -> ServiceOrder:
+    def revise(
+        self,
+        ctx: CommandContext,
+        order_id: UUID,
+        items: Iterable[OrderItem] = (),
+        removed_item_ids: Iterable[str] = (),
+        header: HeaderChange | None = None,
+    ) -> ServiceOrder:
         order = self.get_order(order_id)
         items, header = self.protect_change(order, items, header)
         order.revise(ctx, self.catalog, items, removed_item_ids, header)
         return self._save(order)
 
-    def amend(self, ctx: CommandContext, order: ServiceOrder, items: Iterable[OrderItem] = (),
-              header: HeaderChange | None = None, notes: Iterable[str] = ()) -> ServiceOrder:
+    def amend(
+        self,
+        ctx: CommandContext,
+        order: ServiceOrder,
+        items: Iterable[OrderItem] = (),
+        header: HeaderChange | None = None,
+        notes: Iterable[str] = (),
+    ) -> ServiceOrder:
         """A revision and new notes applied to `order` as the caller loaded it (and checked
         its version), saved in one transaction: all or nothing, and a ConcurrencyConflict
         when the order moved since it was loaded (the TMF641 PATCH)."""
@@ -247,34 +290,40 @@ class ServiceOrders(Application[UUID]):
         return self._save(order)
 
     # -------------------------------------------------------------- cancellation
-    def request_cancellation(self, ctx: CommandContext, order_id: UUID,
-                             reason: str | None = None,
-                             requested_date: datetime | None = None) -> str:
+    def request_cancellation(
+        self,
+        ctx: CommandContext,
+        order_id: UUID,
+        reason: str | None = None,
+        requested_date: datetime | None = None,
+    ) -> str:
         order = self.get_order(order_id)
         request_id = order.request_cancellation(ctx, reason, requested_date)
         self._save(order)
         return request_id
 
-    def approve_cancellation(self, ctx: CommandContext, order_id: UUID,
-                             note: str | None = None) -> ServiceOrder:
+    def approve_cancellation(
+        self, ctx: CommandContext, order_id: UUID, note: str | None = None
+    ) -> ServiceOrder:
         order = self.get_order(order_id)
         order.approve_cancellation(ctx, note)
         return self._save(order)
 
-    def deny_cancellation(self, ctx: CommandContext, order_id: UUID, reason: str
-                          ) -> ServiceOrder:
+    def deny_cancellation(self, ctx: CommandContext, order_id: UUID, reason: str) -> ServiceOrder:
         order = self.get_order(order_id)
         order.deny_cancellation(ctx, reason)
         return self._save(order)
 
-    def cancel(self, ctx: CommandContext, order_id: UUID, reason: str | None = None
-               ) -> ServiceOrder:
+    def cancel(
+        self, ctx: CommandContext, order_id: UUID, reason: str | None = None
+    ) -> ServiceOrder:
         order = self.get_order(order_id)
         order.cancel(ctx, reason)
         return self._save(order)
 
-    def delete(self, ctx: CommandContext, order_id: UUID, reason: str | None = None
-               ) -> ServiceOrder:
+    def delete(
+        self, ctx: CommandContext, order_id: UUID, reason: str | None = None
+    ) -> ServiceOrder:
         order = self.get_order(order_id)
         order.delete(ctx, reason)
         return self._save(order)
@@ -313,13 +362,21 @@ class ServiceOrders(Application[UUID]):
                 event = recording.domain_event
                 decision = DECISIONS.get(type(event))
                 if decision is not None:
-                    log.info("decision: %s order %s by %s (%s)", decision,
-                             event.originator_id, event.actor.id, event.actor.role,
-                             extra={"order_id": str(event.originator_id),
-                                    "correlation_id": event.correlation_id,
-                                    "decision": decision, "actor": event.actor.id,
-                                    "role": str(event.actor.role),
-                                    "version": event.originator_version})
+                    log.info(
+                        "decision: %s order %s by %s (%s)",
+                        decision,
+                        event.originator_id,
+                        event.actor.id,
+                        event.actor.role,
+                        extra={
+                            "order_id": str(event.originator_id),
+                            "correlation_id": event.correlation_id,
+                            "decision": decision,
+                            "actor": event.actor.id,
+                            "role": str(event.actor.role),
+                            "version": event.originator_version,
+                        },
+                    )
         return recordings
 
     def _save(self, order: ServiceOrder) -> ServiceOrder:

@@ -46,23 +46,38 @@ class CharacteristicSpec(BaseModel):
     def problems_with(self, value: Any, item_id: str) -> list[Problem]:
         """Value problems of `value` for this characteristic (empty when it fits)."""
         if not _has_type(value, self.value_type):
-            return [self._flag("wrong_type", f"expects a {self.value_type} value, got {value!r}",
-                               item_id)]
+            return [
+                self._flag(
+                    "wrong_type", f"expects a {self.value_type} value, got {value!r}", item_id
+                )
+            ]
         if self.allowed_values and value not in self.allowed_values:
             allowed = ", ".join(map(str, self.allowed_values))
-            return [self._flag("value_not_allowed", f"value {value!r} is not one of: {allowed}",
-                               item_id)]
+            return [
+                self._flag(
+                    "value_not_allowed", f"value {value!r} is not one of: {allowed}", item_id
+                )
+            ]
         if (self.minimum is not None and value < self.minimum) or (
             self.maximum is not None and value > self.maximum
         ):
-            return [self._flag("out_of_range",
-                               f"value {value!r} is outside {self.minimum}..{self.maximum}",
-                               item_id)]
+            return [
+                self._flag(
+                    "out_of_range",
+                    f"value {value!r} is outside {self.minimum}..{self.maximum}",
+                    item_id,
+                )
+            ]
         return []
 
     def _flag(self, code: str, detail: str, item_id: str) -> Problem:
-        return Problem(code=code, message=f"item {item_id}: characteristic {self.name} {detail}",
-                       item_id=item_id, characteristic=self.name, structural=False)
+        return Problem(
+            code=code,
+            message=f"item {item_id}: characteristic {self.name} {detail}",
+            item_id=item_id,
+            characteristic=self.name,
+            structural=False,
+        )
 
 
 def _has_type(value: Any, value_type: ValueType) -> bool:
@@ -166,23 +181,43 @@ class Catalog(BaseModel):
     def _item_problems(self, item: OrderItem) -> list[Problem]:
         problems: list[Problem] = []
         if item.action is not ItemAction.ADD and not item.service_id:
-            problems.append(Problem(code="missing_service_ref", item_id=item.id,
-                                    message=f"item {item.id}: action {item.action} needs the id "
-                                            "of the existing service"))
+            problems.append(
+                Problem(
+                    code="missing_service_ref",
+                    item_id=item.id,
+                    message=f"item {item.id}: action {item.action} needs the id "
+                    "of the existing service",
+                )
+            )
         if item.place is None:
-            problems.append(Problem(code="missing_place", item_id=item.id, structural=False,
-                                    message=f"item {item.id}: no site (place) is given"))
+            problems.append(
+                Problem(
+                    code="missing_place",
+                    item_id=item.id,
+                    structural=False,
+                    message=f"item {item.id}: no site (place) is given",
+                )
+            )
         if item.specification is None:
             if item.action is ItemAction.ADD:
-                problems.append(Problem(code="missing_specification", item_id=item.id,
-                                        message=f"item {item.id}: action add needs a service "
-                                                "specification"))
+                problems.append(
+                    Problem(
+                        code="missing_specification",
+                        item_id=item.id,
+                        message=f"item {item.id}: action add needs a service specification",
+                    )
+                )
             return problems
         spec = self.get(item.specification.id)
         if spec is None:
-            problems.append(Problem(code="unknown_specification", item_id=item.id,
-                                    message=f"item {item.id}: unknown service specification "
-                                            f"{item.specification.id!r}"))
+            problems.append(
+                Problem(
+                    code="unknown_specification",
+                    item_id=item.id,
+                    message=f"item {item.id}: unknown service specification "
+                    f"{item.specification.id!r}",
+                )
+            )
             return problems
         return problems + _characteristic_problems(spec, item)
 
@@ -194,16 +229,26 @@ def _characteristic_problems(spec: ServiceSpecification, item: OrderItem) -> lis
         if char.name in values:
             problems += char.problems_with(values[char.name], item.id)
         elif char.required and char.default is None and item.action is ItemAction.ADD:
-            problems.append(Problem(code="missing_characteristic", item_id=item.id,
-                                    characteristic=char.name,
-                                    message=f"item {item.id}: required characteristic "
-                                            f"{char.name} of {spec.name} is missing"))
+            problems.append(
+                Problem(
+                    code="missing_characteristic",
+                    item_id=item.id,
+                    characteristic=char.name,
+                    message=f"item {item.id}: required characteristic "
+                    f"{char.name} of {spec.name} is missing",
+                )
+            )
     for name in values:
         if spec.characteristic(name) is None:
-            problems.append(Problem(code="unknown_characteristic", item_id=item.id,
-                                    characteristic=name, structural=False,
-                                    message=f"item {item.id}: {spec.name} has no "
-                                            f"characteristic {name}"))
+            problems.append(
+                Problem(
+                    code="unknown_characteristic",
+                    item_id=item.id,
+                    characteristic=name,
+                    structural=False,
+                    message=f"item {item.id}: {spec.name} has no characteristic {name}",
+                )
+            )
     return problems
 
 
@@ -212,8 +257,13 @@ def _duplicate_ids(items: list[OrderItem]) -> list[Problem]:
     problems = []
     for item in items:
         if item.id in seen:
-            problems.append(Problem(code="duplicate_item_id", item_id=item.id,
-                                    message=f"item id {item.id} is used more than once"))
+            problems.append(
+                Problem(
+                    code="duplicate_item_id",
+                    item_id=item.id,
+                    message=f"item id {item.id} is used more than once",
+                )
+            )
         seen.add(item.id)
     return problems
 
@@ -221,15 +271,24 @@ def _duplicate_ids(items: list[OrderItem]) -> list[Problem]:
 def _dependency_problems(items: list[OrderItem]) -> list[Problem]:
     ids = {item.id for item in items}
     problems = [
-        Problem(code="unknown_dependency", item_id=item.id,
-                message=f"item {item.id} depends on item {dep}, which the order does not have")
-        for item in items for dep in item.depends_on if dep not in ids
+        Problem(
+            code="unknown_dependency",
+            item_id=item.id,
+            message=f"item {item.id} depends on item {dep}, which the order does not have",
+        )
+        for item in items
+        for dep in item.depends_on
+        if dep not in ids
     ]
     cycle = find_dependency_cycle({item.id: item.depends_on for item in items})
     if cycle:
-        problems.append(Problem(code="dependency_cycle", item_id=cycle[0],
-                                message="items depend on each other in a cycle: "
-                                        + " -> ".join(cycle)))
+        problems.append(
+            Problem(
+                code="dependency_cycle",
+                item_id=cycle[0],
+                message="items depend on each other in a cycle: " + " -> ".join(cycle),
+            )
+        )
     return problems
 
 
@@ -240,7 +299,7 @@ def find_dependency_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | Non
 
     def visit(node: str) -> list[str] | None:
         if node in visiting:
-            return visiting[visiting.index(node):] + [node]
+            return visiting[visiting.index(node) :] + [node]
         if node in done or node not in graph:
             return None
         visiting.append(node)
@@ -263,5 +322,3 @@ def structural(problems: Iterable[Problem]) -> list[Problem]:
 
 def flags(problems: Iterable[Problem]) -> list[Problem]:
     return [p for p in problems if not p.structural]
-
-

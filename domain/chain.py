@@ -21,10 +21,15 @@ def canonical(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def event_hash(topic: str, originator_id: UUID | str, originator_version: int,
-               state: dict[str, Any]) -> str:
+def event_hash(
+    topic: str, originator_id: UUID | str, originator_version: int, state: dict[str, Any]
+) -> str:
     """SHA-256 of the canonical form of one stored event; `state` excludes `hash`."""
     body = {k: v for k, v in state.items() if k != "hash"}
-    envelope = {"topic": topic, "originator_id": str(originator_id),
-                "originator_version": originator_version, "state": body}
+    envelope = {
+        "topic": topic,
+        "originator_id": str(originator_id),
+        "originator_version": originator_version,
+        "state": body,
+    }
     return hashlib.sha256(canonical(envelope)).hexdigest()

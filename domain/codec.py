@@ -52,20 +52,31 @@ class PydanticMapper(Mapper[Any]):
             data = self.compressor.compress(data)
         if self.cipher:
             data = self.cipher.encrypt(data)
-        return StoredEvent(originator_id=domain_event.originator_id,
-                           originator_version=domain_event.originator_version,
-                           topic=get_topic(type(domain_event)), state=data)
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=get_topic(type(domain_event)),
+            state=data,
+        )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        if (self.reveal is not None and _SEALED in stored_event.state and not self.cipher
-                and not self.compressor):
+        if (
+            self.reveal is not None
+            and _SEALED in stored_event.state
+            and not self.cipher
+            and not self.compressor
+        ):
             # Reveal on the bytes (one regex pass), not by walking the decoded state.
             reveal = self.reveal
-            raw = _TOKEN.sub(lambda m: orjson.dumps(reveal(m.group(1).decode())),
-                             stored_event.state)
-            stored_event = StoredEvent(originator_id=stored_event.originator_id,
-                                       originator_version=stored_event.originator_version,
-                                       topic=stored_event.topic, state=raw)
+            raw = _TOKEN.sub(
+                lambda m: orjson.dumps(reveal(m.group(1).decode())), stored_event.state
+            )
+            stored_event = StoredEvent(
+                originator_id=stored_event.originator_id,
+                originator_version=stored_event.originator_version,
+                topic=stored_event.topic,
+                state=raw,
+            )
         state = decode_state(self, stored_event)
         if self.reveal is not None and _SEALED in stored_event.state:
             state = reveal_json(state, self.reveal)
@@ -75,7 +86,8 @@ class PydanticMapper(Mapper[Any]):
             raise UnknownEvent(
                 f"stored event of order {stored_event.originator_id} "
                 f"v{stored_event.originator_version} has an unknown type "
-                f"{stored_event.topic!r}") from e
+                f"{stored_event.topic!r}"
+            ) from e
         upcast(cls, state, stored_event)
         state["originator_id"] = stored_event.originator_id
         state["originator_version"] = stored_event.originator_version
@@ -84,7 +96,8 @@ class PydanticMapper(Mapper[Any]):
         except ValidationError as e:
             raise MapperDeserialisationError(
                 f"stored event {stored_event.topic} of {stored_event.originator_id} "
-                f"v{stored_event.originator_version} does not fit its class: {e}") from e
+                f"v{stored_event.originator_version} does not fit its class: {e}"
+            ) from e
 
 
 def decode_state(mapper: Mapper[Any], stored_event: StoredEvent) -> dict[str, Any]:
@@ -99,7 +112,8 @@ def decode_state(mapper: Mapper[Any], stored_event: StoredEvent) -> dict[str, An
     except Exception as e:
         raise MapperDeserialisationError(
             f"cannot decode stored event {stored_event.topic} of "
-            f"{stored_event.originator_id} v{stored_event.originator_version}: {e}") from e
+            f"{stored_event.originator_id} v{stored_event.originator_version}: {e}"
+        ) from e
 
 
 def upcast(cls: type[Any], state: dict[str, Any], stored: StoredEvent | None = None) -> None:
@@ -107,10 +121,15 @@ def upcast(cls: type[Any], state: dict[str, Any], stored: StoredEvent | None = N
     target = getattr(cls, "class_version", 1)
     version = state.pop("class_version", 1)
     if version > target:  # never read a newer shape as an older one
-        where = (f" of order {stored.originator_id} v{stored.originator_version}"
-                 if stored is not None else "")
-        raise UnknownEvent(f"stored event {getattr(stored, 'topic', cls.__name__)!r}{where} "
-                           f"is at class version {version}; this code knows up to {target}")
+        where = (
+            f" of order {stored.originator_id} v{stored.originator_version}"
+            if stored is not None
+            else ""
+        )
+        raise UnknownEvent(
+            f"stored event {getattr(stored, 'topic', cls.__name__)!r}{where} "
+            f"is at class version {version}; this code knows up to {target}"
+        )
     while version < target:
         getattr(cls, f"upcast_v{version}_v{version + 1}")(state)
         version += 1

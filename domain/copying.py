@@ -27,4 +27,3 @@ def replace(model: M, **changes: Any) -> M:
     _set(copied, "__pydantic_fields_set__", model.__pydantic_fields_set__.union(changes))
     _set(copied, "__pydantic_private__", None)
     return copied
-

@@ -32,8 +32,9 @@ class NotPermitted(DomainError):
 
     code = "not_permitted"
 
-    def __init__(self, order_id: UUID | None, actor: str, role: str, action: str,
-                 detail: str = "") -> None:
+    def __init__(
+        self, order_id: UUID | None, actor: str, role: str, action: str, detail: str = ""
+    ) -> None:
         self.order_id, self.actor, self.role, self.action = order_id, actor, role, action
         target = f" on order {order_id}" if order_id else ""
         why = f": {detail}" if detail else ""

@@ -97,8 +97,9 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
             return state
 
     def compute_hash(self) -> str:
-        return event_hash(self.TOPIC, self.originator_id, self.originator_version,
-                          self._dump())  # from the fields, never a cached copy
+        return event_hash(
+            self.TOPIC, self.originator_id, self.originator_version, self._dump()
+        )  # from the fields, never a cached copy
 
     def mutate(self, aggregate: Any) -> Any:
         state_before = aggregate.state if aggregate is not None else None
@@ -146,7 +147,8 @@ class LineConfigured(OrderEvent):
         values = {k: v for k, v in item.characteristics.items() if k not in self.cleared}
         values.update(self.characteristics)
         updated = OrderItem.model_validate(
-            {**item.model_dump(), **self.changes, "characteristics": values})
+            {**item.model_dump(), **self.changes, "characteristics": values}
+        )
         order.items = {**order.items, self.item_id: updated}
 
 
@@ -228,8 +230,10 @@ class ItemStateChanged(OrderEvent):
     reason: str | None = None
 
     def apply(self, order: ServiceOrder) -> None:
-        order.items = {**order.items,
-                       self.item_id: replace(order.items[self.item_id], state=self.state)}
+        order.items = {
+            **order.items,
+            self.item_id: replace(order.items[self.item_id], state=self.state),
+        }
 
 
 class OrderRevised(OrderEvent):
@@ -306,9 +310,10 @@ class OrderCancelled(OrderEvent):
         order.state = OrderState.CANCELLED
         if self.reason:  # a direct cancellation's reason, or the request's
             order.cancellation_reason = self.reason
-        order.items = {k: v if v.state and v.state.is_final
-                       else replace(v, state=ItemState.CANCELLED)
-                       for k, v in order.items.items()}
+        order.items = {
+            k: v if v.state and v.state.is_final else replace(v, state=ItemState.CANCELLED)
+            for k, v in order.items.items()
+        }
 
 
 class OrderCompleted(OrderEvent):

@@ -61,8 +61,7 @@ ALLOWED_FROM: dict[Action, frozenset[OrderState]] = {
     Action.CANCEL: frozenset({*CANCELLABLE, S.PENDING_CANCELLATION}),
     Action.ADD_NOTE: ALL_STATES,
     # Only drafts (discarded) and final orders (archived); an active order is cancelled.
-    Action.DELETE: frozenset({S.DRAFT, S.REJECTED, S.CANCELLED, S.COMPLETED, S.FAILED,
-                              S.PARTIAL}),
+    Action.DELETE: frozenset({S.DRAFT, S.REJECTED, S.CANCELLED, S.COMPLETED, S.FAILED, S.PARTIAL}),
 }
 
 TARGET: dict[Action, OrderState] = {
@@ -84,21 +83,39 @@ BLOCKED_AFTER_POINT_OF_NO_RETURN = frozenset(
     {Action.REVISE, Action.REQUEST_CANCELLATION, Action.CANCEL}
 )
 
-_CAPTURE = {Action.DRAFT, Action.ADD_LINE, Action.CONFIGURE_LINE, Action.REMOVE_LINE,
-            Action.SUBMIT, Action.DELETE}  # an agent deletes drafts only (see order.py)
-_REQUESTER = {Action.RECEIVE, Action.REVISE, Action.REQUEST_CANCELLATION,
-              Action.PROVIDE_INFORMATION, Action.ADD_NOTE}
-_DECISIONS = {Action.APPROVE, Action.REJECT, Action.APPROVE_CANCELLATION,
-              Action.DENY_CANCELLATION}
-_FULFILMENT = {Action.HOLD, Action.RESUME, Action.REQUEST_INFORMATION,
-               Action.PROVIDE_INFORMATION, Action.CHANGE_ITEM_STATE,
-               Action.REACH_POINT_OF_NO_RETURN, Action.CANCEL, Action.ADD_NOTE}
+_CAPTURE = {
+    Action.DRAFT,
+    Action.ADD_LINE,
+    Action.CONFIGURE_LINE,
+    Action.REMOVE_LINE,
+    Action.SUBMIT,
+    Action.DELETE,
+}  # an agent deletes drafts only (see order.py)
+_REQUESTER = {
+    Action.RECEIVE,
+    Action.REVISE,
+    Action.REQUEST_CANCELLATION,
+    Action.PROVIDE_INFORMATION,
+    Action.ADD_NOTE,
+}
+_DECISIONS = {Action.APPROVE, Action.REJECT, Action.APPROVE_CANCELLATION, Action.DENY_CANCELLATION}
+_FULFILMENT = {
+    Action.HOLD,
+    Action.RESUME,
+    Action.REQUEST_INFORMATION,
+    Action.PROVIDE_INFORMATION,
+    Action.CHANGE_ITEM_STATE,
+    Action.REACH_POINT_OF_NO_RETURN,
+    Action.CANCEL,
+    Action.ADD_NOTE,
+}
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.AGENT: frozenset(_CAPTURE | _REQUESTER),
     Role.UPSTREAM: frozenset(_REQUESTER),
-    Role.MANAGER: frozenset(_CAPTURE | _REQUESTER | _DECISIONS | {Action.HOLD, Action.RESUME,
-                                                                   Action.CANCEL}),
+    Role.MANAGER: frozenset(
+        _CAPTURE | _REQUESTER | _DECISIONS | {Action.HOLD, Action.RESUME, Action.CANCEL}
+    ),
     Role.FULFILMENT: frozenset(_FULFILMENT),
     Role.OPERATOR: frozenset(Action),
     Role.AUDITOR: frozenset(),
@@ -111,15 +128,31 @@ def may(role: Role, action: Action) -> bool:
 
 # Item states a fulfilment system may move an item between.
 ITEM_TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
-    ItemState.ACKNOWLEDGED: frozenset({ItemState.IN_PROGRESS, ItemState.PENDING, ItemState.HELD,
-                                       ItemState.COMPLETED, ItemState.FAILED,
-                                       ItemState.CANCELLED}),
-    ItemState.IN_PROGRESS: frozenset({ItemState.PENDING, ItemState.HELD, ItemState.COMPLETED,
-                                      ItemState.FAILED, ItemState.CANCELLED}),
-    ItemState.PENDING: frozenset({ItemState.IN_PROGRESS, ItemState.HELD, ItemState.FAILED,
-                                  ItemState.CANCELLED}),
-    ItemState.HELD: frozenset({ItemState.IN_PROGRESS, ItemState.PENDING, ItemState.FAILED,
-                               ItemState.CANCELLED}),
+    ItemState.ACKNOWLEDGED: frozenset(
+        {
+            ItemState.IN_PROGRESS,
+            ItemState.PENDING,
+            ItemState.HELD,
+            ItemState.COMPLETED,
+            ItemState.FAILED,
+            ItemState.CANCELLED,
+        }
+    ),
+    ItemState.IN_PROGRESS: frozenset(
+        {
+            ItemState.PENDING,
+            ItemState.HELD,
+            ItemState.COMPLETED,
+            ItemState.FAILED,
+            ItemState.CANCELLED,
+        }
+    ),
+    ItemState.PENDING: frozenset(
+        {ItemState.IN_PROGRESS, ItemState.HELD, ItemState.FAILED, ItemState.CANCELLED}
+    ),
+    ItemState.HELD: frozenset(
+        {ItemState.IN_PROGRESS, ItemState.PENDING, ItemState.FAILED, ItemState.CANCELLED}
+    ),
 }
 
 # Moving an item into these states needs every item it depends on completed first.

@@ -62,8 +62,12 @@ def order_id_for_request(actor_id: str, idempotency_key: str) -> UUID:
 
 
 def envelope(ctx: CommandContext) -> dict[str, Any]:
-    return {"actor": ctx.actor, "source": ctx.source, "correlation_id": ctx.correlation_id,
-            "causation_id": ctx.causation_id}
+    return {
+        "actor": ctx.actor,
+        "source": ctx.source,
+        "correlation_id": ctx.correlation_id,
+        "causation_id": ctx.causation_id,
+    }
 
 
 class ServiceOrder(BaseAggregate[UUID]):
@@ -98,16 +102,23 @@ class ServiceOrder(BaseAggregate[UUID]):
 
     # ----------------------------------------------------------------- creation
     @classmethod
-    def draft(cls, ctx: CommandContext, header: OrderHeader,
-              order_id: UUID | None = None) -> ServiceOrder:
+    def draft(
+        cls, ctx: CommandContext, header: OrderHeader, order_id: UUID | None = None
+    ) -> ServiceOrder:
         """An agent starts capturing an order by hand; items follow one by one."""
         _check_role(None, ctx, Action.DRAFT)
         return cls._new(ctx, header, (), order_id)
 
     @classmethod
-    def receive(cls, ctx: CommandContext, header: OrderHeader, items: Iterable[OrderItem],
-                catalog: Catalog, order_id: UUID | None = None,
-                notes: Iterable[Note] = ()) -> ServiceOrder:
+    def receive(
+        cls,
+        ctx: CommandContext,
+        header: OrderHeader,
+        items: Iterable[OrderItem],
+        catalog: Catalog,
+        order_id: UUID | None = None,
+        notes: Iterable[Note] = (),
+    ) -> ServiceOrder:
         """A complete order from an upstream system or the API: two events, into review."""
         _check_role(None, ctx, Action.RECEIVE)
         items = tuple(catalog.resolve(i) for i in items)
@@ -119,19 +130,32 @@ class ServiceOrder(BaseAggregate[UUID]):
         return order
 
     @classmethod
-    def _new(cls, ctx: CommandContext, header: OrderHeader, items: tuple[OrderItem, ...],
-             order_id: UUID | None, notes: tuple[Note, ...] = ()) -> ServiceOrder:
+    def _new(
+        cls,
+        ctx: CommandContext,
+        header: OrderHeader,
+        items: tuple[OrderItem, ...],
+        order_id: UUID | None,
+        notes: tuple[Note, ...] = (),
+    ) -> ServiceOrder:
         order_id = order_id or order_id_for(header.external_id)
-        return cls._create(ev.OrderDrafted, id=order_id, header=header,
-                           items=tuple(_without_state(i) for i in items), notes=notes,
-                           prev_hash=GENESIS, **envelope(ctx))
+        return cls._create(
+            ev.OrderDrafted,
+            id=order_id,
+            header=header,
+            items=tuple(_without_state(i) for i in items),
+            notes=notes,
+            prev_hash=GENESIS,
+            **envelope(ctx),
+        )
 
     def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
         super().trigger_event(event_class, prev_hash=self.head_hash, **kwargs)
 
     # ------------------------------------------------------------- manual capture
-    def add_line(self, ctx: CommandContext, item: OrderItem,
-                 catalog: Catalog | None = None) -> None:
+    def add_line(
+        self, ctx: CommandContext, item: OrderItem, catalog: Catalog | None = None
+    ) -> None:
         self._check(ctx, Action.ADD_LINE)
         if item.id in self.items:
             raise InvalidCommand(f"order {self.id} already has an item {item.id}")
@@ -139,11 +163,16 @@ class ServiceOrder(BaseAggregate[UUID]):
             item = catalog.resolve(item)
         self.trigger_event(ev.LineAdded, item=_without_state(item), **envelope(ctx))
 
-    def configure_line(self, ctx: CommandContext, item_id: str,
-                       characteristics: dict[str, Any] | None = None,
-                       cleared: Iterable[str] = (), place: Place | None = None,
-                       quantity: int | None = None,
-                       depends_on: Iterable[str] | None = None) -> None:
+    def configure_line(
+        self,
+        ctx: CommandContext,
+        item_id: str,
+        characteristics: dict[str, Any] | None = None,
+        cleared: Iterable[str] = (),
+        place: Place | None = None,
+        quantity: int | None = None,
+        depends_on: Iterable[str] | None = None,
+    ) -> None:
         self._check(ctx, Action.CONFIGURE_LINE)
         self._item(item_id)
         changes: dict[str, Any] = {}
@@ -157,9 +186,14 @@ class ServiceOrder(BaseAggregate[UUID]):
             changes["depends_on"] = list(depends_on)
         if not (characteristics or cleared or changes):
             raise InvalidCommand(f"nothing to configure on item {item_id}")
-        self.trigger_event(ev.LineConfigured, item_id=item_id,
-                           characteristics=dict(characteristics or {}),
-                           cleared=tuple(cleared), changes=changes, **envelope(ctx))
+        self.trigger_event(
+            ev.LineConfigured,
+            item_id=item_id,
+            characteristics=dict(characteristics or {}),
+            cleared=tuple(cleared),
+            changes=changes,
+            **envelope(ctx),
+        )
 
     def remove_line(self, ctx: CommandContext, item_id: str) -> None:
         self._check(ctx, Action.REMOVE_LINE)
@@ -178,8 +212,7 @@ class ServiceOrder(BaseAggregate[UUID]):
         self.trigger_event(ev.OrderSubmitted, flags=tuple(flags(problems)), **envelope(ctx))
 
     # -------------------------------------------------------------------- review
-    def approve(self, ctx: CommandContext, note: str | None = None,
-                four_eyes: bool = True) -> None:
+    def approve(self, ctx: CommandContext, note: str | None = None, four_eyes: bool = True) -> None:
         self._check(ctx, Action.APPROVE)
         self._check_four_eyes(ctx, Action.APPROVE, four_eyes)
         self.trigger_event(ev.OrderApproved, note=note, **envelope(ctx))
@@ -187,14 +220,16 @@ class ServiceOrder(BaseAggregate[UUID]):
     def reject(self, ctx: CommandContext, reason: str, four_eyes: bool = True) -> None:
         self._check(ctx, Action.REJECT)
         self._check_four_eyes(ctx, Action.REJECT, four_eyes)
-        self.trigger_event(ev.OrderRejected, reason=_required(reason, "a rejection"),
-                           **envelope(ctx))
+        self.trigger_event(
+            ev.OrderRejected, reason=_required(reason, "a rejection"), **envelope(ctx)
+        )
 
     # --------------------------------------------------------------- fulfilment
     def hold(self, ctx: CommandContext, reason: str) -> None:
         self._check(ctx, Action.HOLD)
-        self.trigger_event(ev.OrderHeld, reason=_required(reason, "holding an order"),
-                           **envelope(ctx))
+        self.trigger_event(
+            ev.OrderHeld, reason=_required(reason, "holding an order"), **envelope(ctx)
+        )
 
     def resume(self, ctx: CommandContext, note: str | None = None) -> None:
         self._check(ctx, Action.RESUME)
@@ -203,55 +238,80 @@ class ServiceOrder(BaseAggregate[UUID]):
 
     def request_information(self, ctx: CommandContext, information: str) -> None:
         self._check(ctx, Action.REQUEST_INFORMATION)
-        self.trigger_event(ev.InformationRequested,
-                           information=_required(information, "an information request"),
-                           **envelope(ctx))
+        self.trigger_event(
+            ev.InformationRequested,
+            information=_required(information, "an information request"),
+            **envelope(ctx),
+        )
 
     def provide_information(self, ctx: CommandContext, information: str) -> None:
         self._check(ctx, Action.PROVIDE_INFORMATION)
-        self.trigger_event(ev.InformationProvided,
-                           information=_required(information, "providing information"),
-                           **envelope(ctx))
+        self.trigger_event(
+            ev.InformationProvided,
+            information=_required(information, "providing information"),
+            **envelope(ctx),
+        )
         self._settle(ctx)  # a revision may have closed the last open items meanwhile
 
-    def change_item_state(self, ctx: CommandContext, item_id: str, state: ItemState,
-                          reason: str | None = None) -> None:
+    def change_item_state(
+        self, ctx: CommandContext, item_id: str, state: ItemState, reason: str | None = None
+    ) -> None:
         """Fulfilment reports an item's progress; the last final item decides the order."""
         self._check(ctx, Action.CHANGE_ITEM_STATE)
         item = self._item(item_id)
         current = item.state or ItemState.ACKNOWLEDGED
         if state not in ITEM_TRANSITIONS.get(current, frozenset()):
-            raise IllegalTransition(self.id, self.state, Action.CHANGE_ITEM_STATE,
-                                    f"item {item_id} cannot go from {current} to {state}")
+            raise IllegalTransition(
+                self.id,
+                self.state,
+                Action.CHANGE_ITEM_STATE,
+                f"item {item_id} cannot go from {current} to {state}",
+            )
         if state in NEEDS_DEPENDENCIES_DONE:
-            waiting = [d for d in item.depends_on
-                       if self.items[d].state is not ItemState.COMPLETED]
+            waiting = [d for d in item.depends_on if self.items[d].state is not ItemState.COMPLETED]
             if waiting:
-                raise IllegalTransition(self.id, self.state, Action.CHANGE_ITEM_STATE,
-                                        f"item {item_id} waits for item(s) {', '.join(waiting)}")
-        self.trigger_event(ev.ItemStateChanged, item_id=item_id, state=state, reason=reason,
-                           **envelope(ctx))
+                raise IllegalTransition(
+                    self.id,
+                    self.state,
+                    Action.CHANGE_ITEM_STATE,
+                    f"item {item_id} waits for item(s) {', '.join(waiting)}",
+                )
+        self.trigger_event(
+            ev.ItemStateChanged, item_id=item_id, state=state, reason=reason, **envelope(ctx)
+        )
         self._settle(ctx)
 
     def _settle(self, ctx: CommandContext) -> None:
         final = outcome([i.state or ItemState.ACKNOWLEDGED for i in self.items.values()])
-        event_class = {OrderState.COMPLETED: ev.OrderCompleted, OrderState.FAILED: ev.OrderFailed,
-                       OrderState.PARTIAL: ev.OrderPartiallyCompleted,
-                       OrderState.CANCELLED: ev.OrderCancelled}.get(final)  # type: ignore[arg-type]
+        event_class = {
+            OrderState.COMPLETED: ev.OrderCompleted,
+            OrderState.FAILED: ev.OrderFailed,
+            OrderState.PARTIAL: ev.OrderPartiallyCompleted,
+            OrderState.CANCELLED: ev.OrderCancelled,
+        }.get(final)  # type: ignore[arg-type]
         if event_class is not None:
             self.trigger_event(event_class, **envelope(ctx))
 
     def reach_point_of_no_return(self, ctx: CommandContext, note: str | None = None) -> None:
         self._check(ctx, Action.REACH_POINT_OF_NO_RETURN)
         if self.point_of_no_return:
-            raise IllegalTransition(self.id, self.state, Action.REACH_POINT_OF_NO_RETURN,
-                                    "it has already passed its point of no return")
+            raise IllegalTransition(
+                self.id,
+                self.state,
+                Action.REACH_POINT_OF_NO_RETURN,
+                "it has already passed its point of no return",
+            )
         self.trigger_event(ev.PointOfNoReturnReached, note=note, **envelope(ctx))
 
     # ------------------------------------------------------------------ revision
-    def revise(self, ctx: CommandContext, catalog: Catalog, items: Iterable[OrderItem] = (),
-               removed_item_ids: Iterable[str] = (),
-               header: HeaderChange | None = None) -> None:
+    def revise(
+        self,
+        ctx: CommandContext,
+        catalog: Catalog,
+        items: Iterable[OrderItem] = (),
+        removed_item_ids: Iterable[str] = (),
+        header: HeaderChange | None = None,
+    ) -> None:
         """Merge a revision by item id; the order keeps its state (see docs/lifecycle.md)."""
         self._check(ctx, Action.REVISE)
         items = tuple(catalog.resolve(i) for i in items)
@@ -262,8 +322,9 @@ class ServiceOrder(BaseAggregate[UUID]):
         for item_id in [*(i.id for i in items if i.id in self.items), *removed]:
             current = self._item(item_id).state
             if current is not None and current.is_final:
-                raise IllegalTransition(self.id, self.state, Action.REVISE,
-                                        f"item {item_id} is already {current}")
+                raise IllegalTransition(
+                    self.id, self.state, Action.REVISE, f"item {item_id} is already {current}"
+                )
         if set(removed) & {i.id for i in items}:
             raise InvalidCommand("a revision cannot both replace and remove the same item")
         merged = {**self.items, **{i.id: i for i in items}}
@@ -271,40 +332,65 @@ class ServiceOrder(BaseAggregate[UUID]):
         problems = catalog.validate_items(remaining)
         if refused := structural(problems):
             raise ValidationFailed(refused, self.id)
-        self.trigger_event(ev.OrderRevised,
-                           items=tuple(replace(i, state=ItemState.ACKNOWLEDGED) for i in items),
-                           removed_item_ids=removed, header=header,
-                           flags=tuple(flags(problems)), **envelope(ctx))
+        self.trigger_event(
+            ev.OrderRevised,
+            items=tuple(replace(i, state=ItemState.ACKNOWLEDGED) for i in items),
+            removed_item_ids=removed,
+            header=header,
+            flags=tuple(flags(problems)),
+            **envelope(ctx),
+        )
         if self.state is OrderState.IN_PROGRESS:
             self._settle(ctx)  # removing the last open items may finish the order
 
     # -------------------------------------------------------------- cancellation
-    def request_cancellation(self, ctx: CommandContext, reason: str | None = None,
-                             requested_date: datetime | None = None,
-                             request_id: str | None = None) -> str:
+    def request_cancellation(
+        self,
+        ctx: CommandContext,
+        reason: str | None = None,
+        requested_date: datetime | None = None,
+        request_id: str | None = None,
+    ) -> str:
         self._check(ctx, Action.REQUEST_CANCELLATION)
         request_id = request_id or str(uuid4())
-        self.trigger_event(ev.CancellationRequested, request_id=request_id, reason=reason,
-                           requested_date=requested_date, prior_state=self.state,
-                           **envelope(ctx))
+        self.trigger_event(
+            ev.CancellationRequested,
+            request_id=request_id,
+            reason=reason,
+            requested_date=requested_date,
+            prior_state=self.state,
+            **envelope(ctx),
+        )
         return request_id
 
     def approve_cancellation(self, ctx: CommandContext, note: str | None = None) -> None:
         self._check(ctx, Action.APPROVE_CANCELLATION)
-        self.trigger_event(ev.CancellationApproved, request_id=self.cancellation_request_id,
-                           note=note, **envelope(ctx))
+        self.trigger_event(
+            ev.CancellationApproved,
+            request_id=self.cancellation_request_id,
+            note=note,
+            **envelope(ctx),
+        )
 
     def deny_cancellation(self, ctx: CommandContext, reason: str) -> None:
         self._check(ctx, Action.DENY_CANCELLATION)
-        self.trigger_event(ev.CancellationDenied, request_id=self.cancellation_request_id,
-                           reason=_required(reason, "denying a cancellation"),
-                           restored_state=self.prior_state, **envelope(ctx))
+        self.trigger_event(
+            ev.CancellationDenied,
+            request_id=self.cancellation_request_id,
+            reason=_required(reason, "denying a cancellation"),
+            restored_state=self.prior_state,
+            **envelope(ctx),
+        )
 
     def cancel(self, ctx: CommandContext, reason: str | None = None) -> None:
         """Cancellation done (after an approved request), or the order directly cancelled."""
         self._check(ctx, Action.CANCEL)
-        self.trigger_event(ev.OrderCancelled, reason=reason or self.cancellation_reason,
-                           request_id=self.cancellation_request_id, **envelope(ctx))
+        self.trigger_event(
+            ev.OrderCancelled,
+            reason=reason or self.cancellation_reason,
+            request_id=self.cancellation_request_id,
+            **envelope(ctx),
+        )
 
     # ---------------------------------------------------------------------- notes
     def add_note(self, ctx: CommandContext, text: str) -> None:
@@ -317,8 +403,13 @@ class ServiceOrder(BaseAggregate[UUID]):
         """Discard a draft or archive a final order; its history stays for auditors."""
         self._check(ctx, Action.DELETE)
         if ctx.actor.role is Role.AGENT and self.state is not OrderState.DRAFT:
-            raise NotPermitted(self.id, ctx.actor.id, ctx.actor.role, Action.DELETE,
-                               "agents may delete drafts only")
+            raise NotPermitted(
+                self.id,
+                ctx.actor.id,
+                ctx.actor.role,
+                Action.DELETE,
+                "agents may delete drafts only",
+            )
         self.trigger_event(ev.OrderDeleted, reason=reason, **envelope(ctx))
 
     # --------------------------------------------------------------------- checks
@@ -329,13 +420,19 @@ class ServiceOrder(BaseAggregate[UUID]):
         if self.state not in ALLOWED_FROM[action]:
             raise IllegalTransition(self.id, self.state, action)
         if self.point_of_no_return and action in BLOCKED_AFTER_POINT_OF_NO_RETURN:
-            raise IllegalTransition(self.id, self.state, action,
-                                    "the order has passed its point of no return")
+            raise IllegalTransition(
+                self.id, self.state, action, "the order has passed its point of no return"
+            )
 
     def _check_four_eyes(self, ctx: CommandContext, action: Action, four_eyes: bool) -> None:
         if four_eyes and self.submitted_by is not None and self.submitted_by.id == ctx.actor.id:
-            raise NotPermitted(self.id, ctx.actor.id, ctx.actor.role, action,
-                               "the submitter may not decide their own order (four-eyes)")
+            raise NotPermitted(
+                self.id,
+                ctx.actor.id,
+                ctx.actor.role,
+                action,
+                "the submitter may not decide their own order (four-eyes)",
+            )
 
     def _item(self, item_id: str) -> OrderItem:
         try:
@@ -346,7 +443,8 @@ class ServiceOrder(BaseAggregate[UUID]):
     # ------------------------------------------------------------------ snapshots
     def snapshot_state(self) -> OrderSnapshotState:
         return OrderSnapshotState.model_validate(
-            {k.lstrip("_"): v for k, v in vars(self).items() if k not in _NOT_IN_SNAPSHOT})
+            {k.lstrip("_"): v for k, v in vars(self).items() if k not in _NOT_IN_SNAPSHOT}
+        )
 
 
 _NOT_IN_SNAPSHOT = {"_id", "_version", "_pending_events"}

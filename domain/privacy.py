@@ -53,8 +53,11 @@ def _parties(fn: Callable[[str], str], parties: Iterable[Party]) -> tuple[Party,
 
 
 def map_header(header: OrderHeader, fn: Callable[[str], str]) -> OrderHeader:
-    return replace(header, related_parties=_parties(fn, header.related_parties),
-                   notification_contact=_text(fn, header.notification_contact))
+    return replace(
+        header,
+        related_parties=_parties(fn, header.related_parties),
+        notification_contact=_text(fn, header.notification_contact),
+    )
 
 
 def map_change(change: HeaderChange, fn: Callable[[str], str]) -> HeaderChange:

@@ -60,15 +60,18 @@ class OrderSnapshot(BaseModel, CanSnapshotAggregate[UUID]):
 
     @classmethod
     def take(cls, aggregate: Any) -> OrderSnapshot:
-        return cls(originator_id=aggregate.id, originator_version=aggregate.version,
-                   timestamp=cls.create_timestamp(), topic=get_topic(type(aggregate)),
-                   state=aggregate.snapshot_state())
+        return cls(
+            originator_id=aggregate.id,
+            originator_version=aggregate.version,
+            timestamp=cls.create_timestamp(),
+            topic=get_topic(type(aggregate)),
+            state=aggregate.snapshot_state(),
+        )
 
     def mutate(self, _: None) -> Any:
         cls = resolve_topic(self.topic)
         state = {("_" + k if k in _PRIVATE else k): v for k, v in self.state}
-        state.update(_id=self.originator_id, _version=self.originator_version,
-                     _pending_events=[])
+        state.update(_id=self.originator_id, _version=self.originator_version, _pending_events=[])
         order = object.__new__(cls)
         object.__setattr__(order, "__dict__", state)
         return order

@@ -22,8 +22,15 @@ MAX_PATH = 2000  # characters of path and query kept
 
 ACCESS_LOG = Table(
     name="audit_access_log",
-    columns=(("id", "text"), ("at", "timestamptz"), ("actor", "text"), ("role", "text"),
-             ("method", "text"), ("path", "text"), ("status", "int")),
+    columns=(
+        ("id", "text"),
+        ("at", "timestamptz"),
+        ("actor", "text"),
+        ("role", "text"),
+        ("method", "text"),
+        ("path", "text"),
+        ("status", "int"),
+    ),
     primary_key=("id",),
     indexes={"at": ("at",), "actor": ("actor", "at")},
 )
@@ -43,17 +50,27 @@ def clean_path(path: str) -> str:
     return path.replace("\x00", "%00")[:MAX_PATH]
 
 
-def record(db: ReadDb, actor: str, role: str, method: str, path: str,
-           at: datetime | None = None) -> str:
+def record(
+    db: ReadDb, actor: str, role: str, method: str, path: str, at: datetime | None = None
+) -> str:
     """Insert one access (status unknown yet); returns its id for `finish`."""
     entry_id = str(uuid4())
     types = ACCESS_LOG.types()
-    values = {"id": entry_id, "at": at or datetime.now(UTC), "actor": actor, "role": role,
-              "method": method, "path": clean_path(path), "status": None}
+    values = {
+        "id": entry_id,
+        "at": at or datetime.now(UTC),
+        "actor": actor,
+        "role": role,
+        "method": method,
+        "path": clean_path(path),
+        "status": None,
+    }
     columns = ACCESS_LOG.column_names
-    db.execute(f"INSERT INTO {ACCESS_LOG.name} ({', '.join(columns)}) "
-               f"VALUES ({', '.join(['%s'] * len(columns))})",
-               [db.adapt(values[c], types[c]) for c in columns])
+    db.execute(
+        f"INSERT INTO {ACCESS_LOG.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))})",
+        [db.adapt(values[c], types[c]) for c in columns],
+    )
     return entry_id
 
 
@@ -68,8 +85,9 @@ class AccessFilter:
     until: datetime | None = None  # exclusive
 
 
-def entries(db: ReadDb, where: AccessFilter = AccessFilter(), offset: int = 0,
-            limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+def entries(
+    db: ReadDb, where: AccessFilter = AccessFilter(), offset: int = 0, limit: int = 100
+) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, one page of entries), newest first."""
     clauses, params = [], []
     if where.actor is not None:
@@ -83,12 +101,22 @@ def entries(db: ReadDb, where: AccessFilter = AccessFilter(), offset: int = 0,
         params.append(db.adapt(where.until, "timestamptz"))
     sql_where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     total = db.fetchone(f"SELECT count(*) FROM {ACCESS_LOG.name}{sql_where}", params)
-    rows = db.fetchall(f"SELECT at, actor, role, method, path, status FROM {ACCESS_LOG.name}"
-                       f"{sql_where} ORDER BY at DESC, id DESC LIMIT %s OFFSET %s",
-                       [*params, limit, offset])
-    found = [{"at": _utc(db.decode(at, "timestamptz")), "actor": actor, "role": role,
-              "method": method, "path": path, "status": status}
-             for at, actor, role, method, path, status in rows]
+    rows = db.fetchall(
+        f"SELECT at, actor, role, method, path, status FROM {ACCESS_LOG.name}"
+        f"{sql_where} ORDER BY at DESC, id DESC LIMIT %s OFFSET %s",
+        [*params, limit, offset],
+    )
+    found = [
+        {
+            "at": _utc(db.decode(at, "timestamptz")),
+            "actor": actor,
+            "role": role,
+            "method": method,
+            "path": path,
+            "status": status,
+        }
+        for at, actor, role, method, path, status in rows
+    ]
     return (total[0] if total else 0), found
 
 

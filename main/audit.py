@@ -45,16 +45,25 @@ PAGE = 2000
 
 CHECKPOINTS = Table(
     name="audit_checkpoint",
-    columns=(("seq", "bigint"), ("created_at", "timestamptz"), ("position", "bigint"),
-             ("order_count", "bigint"), ("root", "text"), ("changes_digest", "text"),
-             ("prev_digest", "text"), ("digest", "text"), ("hmac", "text")),
-    primary_key=("seq",))
+    columns=(
+        ("seq", "bigint"),
+        ("created_at", "timestamptz"),
+        ("position", "bigint"),
+        ("order_count", "bigint"),
+        ("root", "text"),
+        ("changes_digest", "text"),
+        ("prev_digest", "text"),
+        ("digest", "text"),
+        ("hmac", "text"),
+    ),
+    primary_key=("seq",),
+)
 CHECKPOINT_HEADS = Table(
     name="audit_checkpoint_head",
-    columns=(("seq", "bigint"), ("order_id", "uuid"), ("version", "bigint"),
-             ("head_hash", "text")),
+    columns=(("seq", "bigint"), ("order_id", "uuid"), ("version", "bigint"), ("head_hash", "text")),
     primary_key=("seq", "order_id"),
-    indexes={"order": ("order_id", "seq")})
+    indexes={"order": ("order_id", "seq")},
+)
 TABLES = (CHECKPOINTS, CHECKPOINT_HEADS)
 
 Progress = Callable[[int], Any]
@@ -90,8 +99,10 @@ def merkle(nodes: list[bytes]) -> bytes:
     if not nodes:
         return bytes.fromhex(EMPTY_ROOT)
     while len(nodes) > 1:
-        paired = [hashlib.sha256(b"\x01" + nodes[i] + nodes[i + 1]).digest()
-                  for i in range(0, len(nodes) - 1, 2)]
+        paired = [
+            hashlib.sha256(b"\x01" + nodes[i] + nodes[i + 1]).digest()
+            for i in range(0, len(nodes) - 1, 2)
+        ]
         if len(nodes) % 2:
             paired.append(nodes[-1])
         nodes = paired
@@ -153,8 +164,15 @@ class Checkpoint:
 
     def fields(self) -> dict[str, Any]:
         """What the digest and the HMAC cover."""
-        return canonical_fields(self.seq, self.created_at, self.position, self.order_count,
-                                self.root, self.changes_digest, self.prev_digest)
+        return canonical_fields(
+            self.seq,
+            self.created_at,
+            self.position,
+            self.order_count,
+            self.root,
+            self.changes_digest,
+            self.prev_digest,
+        )
 
     def to_json(self, *, with_changes: bool = False) -> dict[str, Any]:
         data = {**self.fields(), "digest": self.digest, "hmac": self.hmac}
@@ -164,20 +182,39 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Checkpoint:
-        return cls(seq=int(data["seq"]), created_at=str(data["created_at"]),
-                   position=int(data["position"]), order_count=int(data["order_count"]),
-                   root=str(data["root"]), changes_digest=str(data["changes_digest"]),
-                   prev_digest=str(data["prev_digest"]), digest=str(data["digest"]),
-                   hmac=data.get("hmac"),
-                   changes=tuple((str(o), int(v), str(h))
-                                 for o, v, h in data.get("changes") or ()))
+        return cls(
+            seq=int(data["seq"]),
+            created_at=str(data["created_at"]),
+            position=int(data["position"]),
+            order_count=int(data["order_count"]),
+            root=str(data["root"]),
+            changes_digest=str(data["changes_digest"]),
+            prev_digest=str(data["prev_digest"]),
+            digest=str(data["digest"]),
+            hmac=data.get("hmac"),
+            changes=tuple((str(o), int(v), str(h)) for o, v, h in data.get("changes") or ()),
+        )
 
 
-def canonical_fields(seq: int, created_at: str, position: int, order_count: int, root: str,
-                     changes: str, prev_digest: str) -> dict[str, Any]:
-    return {"format": FORMAT, "seq": seq, "created_at": created_at, "position": position,
-            "order_count": order_count, "root": root, "changes_digest": changes,
-            "prev_digest": prev_digest}
+def canonical_fields(
+    seq: int,
+    created_at: str,
+    position: int,
+    order_count: int,
+    root: str,
+    changes: str,
+    prev_digest: str,
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "seq": seq,
+        "created_at": created_at,
+        "position": position,
+        "order_count": order_count,
+        "root": root,
+        "changes_digest": changes,
+        "prev_digest": prev_digest,
+    }
 
 
 def checkpoint_digest(fields: dict[str, Any]) -> str:
@@ -238,8 +275,10 @@ class Store:
 
     def rows(self, order_id: UUID | None = None, *, keep_raw: bool = False) -> Iterator[Row]:
         """Every stored event in (order id, version) order, page by page (keyset)."""
-        sql = (f"SELECT originator_id, originator_version, topic, state, {self.position} "
-               f"FROM {self.events}")
+        sql = (
+            f"SELECT originator_id, originator_version, topic, state, {self.position} "
+            f"FROM {self.events}"
+        )
         where: list[str] = []
         base: list[Any] = []
         if order_id is not None:
@@ -252,12 +291,21 @@ class Store:
                 clauses.append("(originator_id, originator_version) > (%s, %s)")
                 params.extend(last)
             page = self.db.fetchall(
-                sql + (" WHERE " + " AND ".join(clauses) if clauses else "")
-                + " ORDER BY originator_id, originator_version LIMIT %s", [*params, PAGE])
+                sql
+                + (" WHERE " + " AND ".join(clauses) if clauses else "")
+                + " ORDER BY originator_id, originator_version LIMIT %s",
+                [*params, PAGE],
+            )
             for oid, version, topic, state, position in page:
                 data = bytes(state)
-                yield Row(_oid(oid), int(version), topic, _decode(data), int(position),
-                          data if keep_raw else None)
+                yield Row(
+                    _oid(oid),
+                    int(version),
+                    topic,
+                    _decode(data),
+                    int(position),
+                    data if keep_raw else None,
+                )
             if len(page) < PAGE:
                 return
             last = (page[-1][0], page[-1][1])
@@ -269,8 +317,10 @@ class Store:
             where, params = "", []
             if last is not None:
                 where, params = " WHERE (originator_id, originator_version) > (%s, %s)", [*last]
-            page = self.db.fetchall(sql + where + " ORDER BY originator_id, originator_version "
-                                    "LIMIT %s", [*params, PAGE])
+            page = self.db.fetchall(
+                sql + where + " ORDER BY originator_id, originator_version LIMIT %s",
+                [*params, PAGE],
+            )
             for oid, version, topic, state in page:
                 yield _oid(oid), int(version), topic, bytes(state)
             if len(page) < PAGE:
@@ -283,27 +333,40 @@ class Store:
             f"SELECT e.originator_id, e.originator_version, e.state FROM {self.events} e "
             f"JOIN (SELECT originator_id AS oid, MAX(originator_version) AS v FROM "
             f"{self.events} WHERE {self.position} <= %s GROUP BY originator_id) m "
-            f"ON e.originator_id = m.oid AND e.originator_version = m.v", (position,))
-        return {_oid(oid): (int(v), _stored_hash(_decode(bytes(state))))
-                for oid, v, state in rows}
+            f"ON e.originator_id = m.oid AND e.originator_version = m.v",
+            (position,),
+        )
+        return {_oid(oid): (int(v), _stored_hash(_decode(bytes(state)))) for oid, v, state in rows}
 
 
 def load_checkpoints(db: ReadDb) -> list[Checkpoint]:
     """Every stored checkpoint with its changed heads, in seq order."""
     changes: dict[int, list[tuple[str, int, str]]] = {}
     for seq, oid, version, head in db.fetchall(
-            "SELECT seq, order_id, version, head_hash FROM audit_checkpoint_head "
-            "ORDER BY seq, order_id"):
+        "SELECT seq, order_id, version, head_hash FROM audit_checkpoint_head ORDER BY seq, order_id"
+    ):
         changes.setdefault(int(seq), []).append((_oid(oid), int(version), head))
     found = []
-    for row in db.fetchall("SELECT seq, created_at, position, order_count, root, "
-                           "changes_digest, prev_digest, digest, hmac FROM audit_checkpoint "
-                           "ORDER BY seq"):
+    for row in db.fetchall(
+        "SELECT seq, created_at, position, order_count, root, "
+        "changes_digest, prev_digest, digest, hmac FROM audit_checkpoint "
+        "ORDER BY seq"
+    ):
         seq, created, position, count, root, cdigest, prev, digest, mac = row
-        found.append(Checkpoint(seq=int(seq), created_at=_iso(db.decode(created, "timestamptz")),
-                                position=int(position), order_count=int(count), root=root,
-                                changes_digest=cdigest, prev_digest=prev, digest=digest,
-                                hmac=mac, changes=tuple(changes.get(int(seq), ()))))
+        found.append(
+            Checkpoint(
+                seq=int(seq),
+                created_at=_iso(db.decode(created, "timestamptz")),
+                position=int(position),
+                order_count=int(count),
+                root=root,
+                changes_digest=cdigest,
+                prev_digest=prev,
+                digest=digest,
+                hmac=mac,
+                changes=tuple(changes.get(int(seq), ())),
+            )
+        )
     return found
 
 
@@ -322,8 +385,9 @@ def _open(target: Settings | ReadDb) -> tuple[ReadDb, bool]:
     return open_read_db(target), True
 
 
-def create_checkpoint(target: Settings | ReadDb, *, key: str | None = None,
-                      now: datetime | None = None) -> Checkpoint | None:
+def create_checkpoint(
+    target: Settings | ReadDb, *, key: str | None = None, now: datetime | None = None
+) -> Checkpoint | None:
     """Record a checkpoint over the log as it is now; returns it (`fresh=True`).
 
     Nothing new since the latest checkpoint: returns that one (`fresh=False`), or None for
@@ -368,34 +432,66 @@ def _create(db: ReadDb, key: str | None, now: datetime) -> Checkpoint | None:
         if before == (version, head):
             continue
         if before is not None and version <= before[0]:
-            wrong.append(f"order {oid}: head v{version} where checkpoint recorded v{before[0]}"
-                         f" {'(another hash)' if version == before[0] else ''}".rstrip())
+            wrong.append(
+                f"order {oid}: head v{version} where checkpoint recorded v{before[0]}"
+                f" {'(another hash)' if version == before[0] else ''}".rstrip()
+            )
         changes.append((oid, version, head))
-    wrong += [f"order {oid}: missing (checkpoint recorded v{recorded[oid][0]})"
-              for oid in sorted(recorded.keys() - heads.keys())]
+    wrong += [
+        f"order {oid}: missing (checkpoint recorded v{recorded[oid][0]})"
+        for oid in sorted(recorded.keys() - heads.keys())
+    ]
     if wrong:
-        raise AuditError("refusing to checkpoint a store that contradicts the earlier "
-                         "checkpoints; run `serviceorders audit verify`: " + "; ".join(wrong[:5]))
+        raise AuditError(
+            "refusing to checkpoint a store that contradicts the earlier "
+            "checkpoints; run `serviceorders audit verify`: " + "; ".join(wrong[:5])
+        )
     seq = last.seq + 1 if last else 1
     created_at = _iso(now)
-    fields = canonical_fields(seq, created_at, position, len(tree), tree.root(),
-                              changes_digest(changes), last.digest if last else GENESIS)
+    fields = canonical_fields(
+        seq,
+        created_at,
+        position,
+        len(tree),
+        tree.root(),
+        changes_digest(changes),
+        last.digest if last else GENESIS,
+    )
     checkpoint = Checkpoint(
-        seq=seq, created_at=created_at, position=position, order_count=len(tree),
-        root=fields["root"], changes_digest=fields["changes_digest"],
-        prev_digest=fields["prev_digest"], digest=checkpoint_digest(fields),
-        hmac=checkpoint_hmac(key, fields) if key else None, changes=tuple(changes), fresh=True)
-    db.execute("INSERT INTO audit_checkpoint (seq, created_at, position, order_count, root, "
-               "changes_digest, prev_digest, digest, hmac) "
-               "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-               (seq, db.adapt(now, "timestamptz"), position, len(tree), checkpoint.root,
-                checkpoint.changes_digest, checkpoint.prev_digest, checkpoint.digest,
-                checkpoint.hmac))
+        seq=seq,
+        created_at=created_at,
+        position=position,
+        order_count=len(tree),
+        root=fields["root"],
+        changes_digest=fields["changes_digest"],
+        prev_digest=fields["prev_digest"],
+        digest=checkpoint_digest(fields),
+        hmac=checkpoint_hmac(key, fields) if key else None,
+        changes=tuple(changes),
+        fresh=True,
+    )
+    db.execute(
+        "INSERT INTO audit_checkpoint (seq, created_at, position, order_count, root, "
+        "changes_digest, prev_digest, digest, hmac) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            seq,
+            db.adapt(now, "timestamptz"),
+            position,
+            len(tree),
+            checkpoint.root,
+            checkpoint.changes_digest,
+            checkpoint.prev_digest,
+            checkpoint.digest,
+            checkpoint.hmac,
+        ),
+    )
     if changes:
-        db.executemany("INSERT INTO audit_checkpoint_head (seq, order_id, version, head_hash) "
-                       "VALUES (%s, %s, %s, %s)",
-                       [(seq, db.adapt(UUID(oid), "uuid"), version, head)
-                        for oid, version, head in changes])
+        db.executemany(
+            "INSERT INTO audit_checkpoint_head (seq, order_id, version, head_hash) "
+            "VALUES (%s, %s, %s, %s)",
+            [(seq, db.adapt(UUID(oid), "uuid"), version, head) for oid, version, head in changes],
+        )
     return checkpoint
 
 
@@ -416,8 +512,12 @@ class Checkpointer:
             log.warning("audit checkpoint failed: %s: %s", type(e).__name__, e)
             return None
         if checkpoint is not None and checkpoint.fresh:
-            log.info("audit checkpoint %s at position %s: root %s", checkpoint.seq,
-                     checkpoint.position, checkpoint.root[:16])
+            log.info(
+                "audit checkpoint %s at position %s: root %s",
+                checkpoint.seq,
+                checkpoint.position,
+                checkpoint.root[:16],
+            )
             self.last = checkpoint
         return checkpoint
 
@@ -426,19 +526,22 @@ class Checkpointer:
         while not stopping.wait(every):
             self.run_once()
 
-    def start(self, stopping: threading.Event, interval: float | None = None
-              ) -> threading.Thread:
+    def start(self, stopping: threading.Event, interval: float | None = None) -> threading.Thread:
         from .logs import worker as logged
 
-        thread = threading.Thread(target=logged("audit checkpointer", self.run),
-                                  args=(stopping, interval), name="audit-checkpointer",
-                                  daemon=True)
+        thread = threading.Thread(
+            target=logged("audit checkpointer", self.run),
+            args=(stopping, interval),
+            name="audit-checkpointer",
+            daemon=True,
+        )
         thread.start()
         return thread
 
 
-def export_checkpoints(target: Settings | ReadDb, *, all_checkpoints: bool = False
-                       ) -> dict[str, Any]:
+def export_checkpoints(
+    target: Settings | ReadDb, *, all_checkpoints: bool = False
+) -> dict[str, Any]:
     """The latest checkpoint (or all) as JSON, to anchor outside the database."""
     db, owned = _open(target)
     try:
@@ -447,8 +550,11 @@ def export_checkpoints(target: Settings | ReadDb, *, all_checkpoints: bool = Fal
         if owned:
             db.close()
     chosen = checkpoints if all_checkpoints else checkpoints[-1:]
-    return {"format": ANCHOR_FORMAT, "exported_at": _iso(datetime.now(UTC)),
-            "checkpoints": [c.to_json() for c in chosen]}
+    return {
+        "format": ANCHOR_FORMAT,
+        "exported_at": _iso(datetime.now(UTC)),
+        "checkpoints": [c.to_json() for c in chosen],
+    }
 
 
 # ======================================================================= report
@@ -500,47 +606,59 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ok": self.ok, "orders": self.orders, "events": self.events,
-            "checkpoints": self.checkpoints, "snapshots": self.snapshots,
-            "broken_orders": [vars(p) for p in sorted(self.broken_orders().values(),
-                                                     key=lambda p: p.order_id)],
+            "ok": self.ok,
+            "orders": self.orders,
+            "events": self.events,
+            "checkpoints": self.checkpoints,
+            "snapshots": self.snapshots,
+            "broken_orders": [
+                vars(p) for p in sorted(self.broken_orders().values(), key=lambda p: p.order_id)
+            ],
             "order_problems": [vars(p) for p in self.order_problems],
             "checkpoint_problems": [vars(p) for p in self.checkpoint_problems],
             "snapshot_problems": [vars(p) for p in self.snapshot_problems],
-            "notes": self.notes}
+            "notes": self.notes,
+        }
 
     def lines(self) -> list[str]:
         out = []
         for p in sorted(self.broken_orders().values(), key=lambda p: p.order_id):
-            out.append(f"order {p.order_id}: first bad version {p.version}: {p.kind}: "
-                       f"{p.detail}")
-            out += [f"  also v{q.version}: {q.kind}: {q.detail}" for q in self.order_problems
-                    if q.order_id == p.order_id and q is not p]
+            out.append(f"order {p.order_id}: first bad version {p.version}: {p.kind}: {p.detail}")
+            out += [
+                f"  also v{q.version}: {q.kind}: {q.detail}"
+                for q in self.order_problems
+                if q.order_id == p.order_id and q is not p
+            ]
         out += [f"checkpoint {p.seq}: {p.kind}: {p.detail}" for p in self.checkpoint_problems]
-        out += [f"snapshot {p.order_id} v{p.version}: {p.kind}: {p.detail}"
-                for p in self.snapshot_problems]
+        out += [
+            f"snapshot {p.order_id} v{p.version}: {p.kind}: {p.detail}"
+            for p in self.snapshot_problems
+        ]
         return out
 
 
 # ================================================================ verification
-def _fits(order_id: str, row: Row, version: int | None = None, topic: str | None = None
-          ) -> bool:
+def _fits(order_id: str, row: Row, version: int | None = None, topic: str | None = None) -> bool:
     head = _stored_hash(row.state)
-    return head is not None and event_hash(
-        topic or row.topic, order_id, row.version if version is None else version,
-        row.state) == head  # type: ignore[arg-type]
+    return (
+        head is not None
+        and event_hash(
+            topic or row.topic, order_id, row.version if version is None else version, row.state
+        )
+        == head
+    )  # type: ignore[arg-type]
 
 
-def check_chain(order_id: str, rows: list[Row], *, from_start: bool = True
-                ) -> OrderProblem | None:
+def check_chain(order_id: str, rows: list[Row], *, from_start: bool = True) -> OrderProblem | None:
     """The first place where the order's chain fails, classified; None if it verifies.
 
     `rows` are in version order. Without `from_start` (a partial export) the chain is
     checked from its first row on, whose link to earlier events cannot be checked."""
     by_version = {r.version: r for r in rows}
     expected = 1 if from_start or not rows else rows[0].version
-    previous = GENESIS if from_start or not rows else rows[0].state and rows[0].state.get(
-        "prev_hash")
+    previous = (
+        GENESIS if from_start or not rows else rows[0].state and rows[0].state.get("prev_hash")
+    )
 
     def problem(version: int, kind: str, detail: str) -> OrderProblem:
         return OrderProblem(order_id, version, kind, detail)
@@ -551,34 +669,45 @@ def check_chain(order_id: str, rows: list[Row], *, from_start: bool = True
         copy = origin is not None and _fits(order_id, by_version[origin])
         if row.version != expected:
             if copy:
-                return problem(row.version, "inserted",
-                               f"v{row.version} is a copy of v{origin} (and v{expected}"
-                               f"..v{row.version - 1} are missing)")
+                return problem(
+                    row.version,
+                    "inserted",
+                    f"v{row.version} is a copy of v{origin} (and v{expected}"
+                    f"..v{row.version - 1} are missing)",
+                )
             if row.version < expected:
                 return problem(row.version, "inserted", f"v{row.version} appears twice")
-            missing = (f"v{expected}" if row.version == expected + 1
-                       else f"v{expected}..v{row.version - 1}")
-            return problem(expected, "deleted", f"{missing} missing (next stored: "
-                           f"v{row.version})")
+            missing = (
+                f"v{expected}"
+                if row.version == expected + 1
+                else f"v{expected}..v{row.version - 1}"
+            )
+            return problem(expected, "deleted", f"{missing} missing (next stored: v{row.version})")
         if not ok:
             if row.state is None:
                 return problem(row.version, "altered", "the stored state cannot be decoded")
             if copy:
-                return problem(row.version, "inserted",
-                               f"v{row.version} is a copy of v{origin} stored under another "
-                               f"version")
+                return problem(
+                    row.version,
+                    "inserted",
+                    f"v{row.version} is a copy of v{origin} stored under another version",
+                )
             if origin is not None:
-                return problem(row.version, "reordered",
-                               f"v{row.version} holds the content of v{origin}")
-            return problem(row.version, "altered",
-                           "the stored hash does not match the stored content")
+                return problem(
+                    row.version, "reordered", f"v{row.version} holds the content of v{origin}"
+                )
+            return problem(
+                row.version, "altered", "the stored hash does not match the stored content"
+            )
         if row.state.get("prev_hash") != previous:  # type: ignore[union-attr]
             if row.version == 1:
-                return problem(1, "altered", "v1 does not start from the genesis hash "
-                               "(re-hashed)")
-            return problem(row.version - 1, "altered",
-                           f"v{row.version}'s prev_hash does not link to v{row.version - 1}:"
-                           f" v{row.version - 1} was re-hashed, or v{row.version} forged")
+                return problem(1, "altered", "v1 does not start from the genesis hash (re-hashed)")
+            return problem(
+                row.version - 1,
+                "altered",
+                f"v{row.version}'s prev_hash does not link to v{row.version - 1}:"
+                f" v{row.version - 1} was re-hashed, or v{row.version} forged",
+            )
         previous = row.state["hash"]  # type: ignore[index]
         expected += 1
     return None
@@ -598,9 +727,15 @@ def _origin(order_id: str, row: Row, rows: list[Row]) -> int | None:
 class _Verifier:
     """One pass over an order-sorted row stream, then the checkpoints."""
 
-    def __init__(self, checkpoints: list[Checkpoint], key: str | None, *,
-                 unsigned_up_to: int = 0, scope: set[str] | None = None,
-                 from_start: bool = True) -> None:
+    def __init__(
+        self,
+        checkpoints: list[Checkpoint],
+        key: str | None,
+        *,
+        unsigned_up_to: int = 0,
+        scope: set[str] | None = None,
+        from_start: bool = True,
+    ) -> None:
         self.report = Report(checkpoints=len(checkpoints))
         self.checkpoints = checkpoints
         self.key = key
@@ -649,36 +784,64 @@ class _Verifier:
         for i, c in enumerate(self.checkpoints):
             fields = c.fields()
             if c.seq != i + 1:
-                add(CheckpointProblem(c.seq, "chain", f"expected seq {i + 1}: checkpoint(s) "
-                                      "deleted or inserted"))
+                add(
+                    CheckpointProblem(
+                        c.seq, "chain", f"expected seq {i + 1}: checkpoint(s) deleted or inserted"
+                    )
+                )
             if checkpoint_digest(fields) != c.digest:
-                add(CheckpointProblem(c.seq, "digest", "the stored digest does not match the "
-                                      "checkpoint's fields (the row was altered)"))
+                add(
+                    CheckpointProblem(
+                        c.seq,
+                        "digest",
+                        "the stored digest does not match the "
+                        "checkpoint's fields (the row was altered)",
+                    )
+                )
                 self.unsound.add(i)
             if c.prev_digest != previous_digest:
-                add(CheckpointProblem(c.seq, "chain", "prev_digest does not link to the "
-                                      "previous checkpoint"))
+                add(
+                    CheckpointProblem(
+                        c.seq, "chain", "prev_digest does not link to the previous checkpoint"
+                    )
+                )
             if changes_digest(c.changes) != c.changes_digest:
-                add(CheckpointProblem(c.seq, "changes", "the recorded changed heads "
-                                      "(audit_checkpoint_head) do not match changes_digest"))
+                add(
+                    CheckpointProblem(
+                        c.seq,
+                        "changes",
+                        "the recorded changed heads "
+                        "(audit_checkpoint_head) do not match changes_digest",
+                    )
+                )
                 self.unsound.add(i)
             if c.position < previous_position:
                 add(CheckpointProblem(c.seq, "position", "the position went backwards"))
             if self.key:
                 if c.hmac is None:
                     if c.seq > self.unsigned_up_to:
-                        add(CheckpointProblem(c.seq, "unsigned", "no HMAC although a key is "
-                                              "configured"))
+                        add(
+                            CheckpointProblem(
+                                c.seq, "unsigned", "no HMAC although a key is configured"
+                            )
+                        )
                         self.unsound.add(i)
                 elif not hmac_lib.compare_digest(checkpoint_hmac(self.key, fields), c.hmac):
-                    add(CheckpointProblem(c.seq, "hmac", "the HMAC does not match (forged, or "
-                                          "signed with another key)"))
+                    add(
+                        CheckpointProblem(
+                            c.seq,
+                            "hmac",
+                            "the HMAC does not match (forged, or signed with another key)",
+                        )
+                    )
                     self.unsound.add(i)
             previous_digest, previous_position = c.digest, c.position
         if self.checkpoints and not self.key:
-            self.report.notes.append("no SERVICEORDERS_AUDIT_HMAC_KEY: checkpoint HMACs not "
-                                     "checked; a rewrite that also recomputes the checkpoints "
-                                     "is caught only by an external anchor")
+            self.report.notes.append(
+                "no SERVICEORDERS_AUDIT_HMAC_KEY: checkpoint HMACs not "
+                "checked; a rewrite that also recomputes the checkpoints "
+                "is caught only by an external anchor"
+            )
 
     def _checkpoint_heads(self) -> None:
         tree = HeadTree()
@@ -701,54 +864,92 @@ class _Verifier:
                     diverged.add(oid)
             if i in self.unsound:
                 continue  # already reported; its heads are not evidence
-            differing = {o for o in stored.keys() | computed.keys()
-                         if stored.get(o) != computed.get(o)}
+            differing = {
+                o for o in stored.keys() | computed.keys() if stored.get(o) != computed.get(o)
+            }
             for oid in sorted(differing):
                 if oid in reported or (self.scope is not None and oid not in self.scope):
                     continue
-                problem = self._compare(oid, tree.get(oid), recorded.get(oid), c,
-                                        matched.get(oid, 0))
+                problem = self._compare(
+                    oid, tree.get(oid), recorded.get(oid), c, matched.get(oid, 0)
+                )
                 if problem is not None:
                     reported.add(oid)
                     self.report.order_problems.append(problem)
             if not whole or diverged:
                 continue  # the differing orders explain the root and the count
             if c.order_count != len(tree):
-                self.report.checkpoint_problems.append(CheckpointProblem(
-                    c.seq, "order_count", f"recorded {c.order_count} orders, the store has "
-                    f"{len(tree)} as of position {c.position}"))
+                self.report.checkpoint_problems.append(
+                    CheckpointProblem(
+                        c.seq,
+                        "order_count",
+                        f"recorded {c.order_count} orders, the store has "
+                        f"{len(tree)} as of position {c.position}",
+                    )
+                )
             if tree.root() != c.root:
-                self.report.checkpoint_problems.append(CheckpointProblem(
-                    c.seq, "root", "the Merkle root does not match the store's heads as of "
-                    f"position {c.position}"))
+                self.report.checkpoint_problems.append(
+                    CheckpointProblem(
+                        c.seq,
+                        "root",
+                        "the Merkle root does not match the store's heads as of "
+                        f"position {c.position}",
+                    )
+                )
 
-    def _compare(self, oid: str, now: tuple[int, str] | None, then: tuple[int, str] | None,
-                 c: Checkpoint, matched: int) -> OrderProblem | None:
+    def _compare(
+        self,
+        oid: str,
+        now: tuple[int, str] | None,
+        then: tuple[int, str] | None,
+        c: Checkpoint,
+        matched: int,
+    ) -> OrderProblem | None:
         where = f"checkpoint {c.seq} (position {c.position})"
         if now is None and then is None:
             return None
         if now is None:
             if not self.from_start:
                 return None  # a partial export need not hold it
-            return OrderProblem(oid, 1, "missing", f"{where} recorded the order at "
-                                f"v{then[0]}; the store has none of its events")  # type: ignore[index]
+            return OrderProblem(
+                oid,
+                1,
+                "missing",
+                f"{where} recorded the order at v{then[0]}; the store has none of its events",
+            )  # type: ignore[index]
         if then is None:
-            return OrderProblem(oid, 1, "inserted", f"the order is not in {where}, yet the "
-                                f"store has its v{now[0]} at or before that position")
+            return OrderProblem(
+                oid,
+                1,
+                "inserted",
+                f"the order is not in {where}, yet the "
+                f"store has its v{now[0]} at or before that position",
+            )
         if now[0] < then[0]:
-            return OrderProblem(oid, now[0] + 1, "head_moved_back",
-                                f"{where} recorded v{then[0]}; the store's newest is "
-                                f"v{now[0]} (newest event(s) deleted)")
+            return OrderProblem(
+                oid,
+                now[0] + 1,
+                "head_moved_back",
+                f"{where} recorded v{then[0]}; the store's newest is "
+                f"v{now[0]} (newest event(s) deleted)",
+            )
         if now[0] > then[0]:
-            return OrderProblem(oid, then[0] + 1, "inserted",
-                                f"{where} recorded v{then[0]}; the store has v{now[0]} at or "
-                                "before that position")
+            return OrderProblem(
+                oid,
+                then[0] + 1,
+                "inserted",
+                f"{where} recorded v{then[0]}; the store has v{now[0]} at or before that position",
+            )
         if now[1] != then[1]:
             if self.broken.get(oid, then[0] + 1) <= then[0]:
                 return None  # the broken chain explains it (e.g. an unreadable head)
-            return OrderProblem(oid, matched + 1, "rewritten",
-                                f"{where} recorded another hash for v{then[0]}: the chain "
-                                f"was rewritten between v{matched + 1} and v{then[0]}")
+            return OrderProblem(
+                oid,
+                matched + 1,
+                "rewritten",
+                f"{where} recorded another hash for v{then[0]}: the chain "
+                f"was rewritten between v{matched + 1} and v{then[0]}",
+            )
         return None
 
 
@@ -765,9 +966,15 @@ def _by_order(rows: Iterable[Row]) -> Iterator[tuple[str, list[Row]]]:
         yield current, group  # type: ignore[misc]
 
 
-def verify(target: Settings | ReadDb, *, key: str | None = None, anchor: Path | None = None,
-           progress: Progress | None = None, unsigned_up_to: int = 0,
-           snapshots: bool = True) -> Report:
+def verify(
+    target: Settings | ReadDb,
+    *,
+    key: str | None = None,
+    anchor: Path | None = None,
+    progress: Progress | None = None,
+    unsigned_up_to: int = 0,
+    snapshots: bool = True,
+) -> Report:
     """Verify every chain, checkpoint, the anchor (if given) and every snapshot."""
     if isinstance(target, Settings):
         key = target.audit_hmac_key
@@ -789,11 +996,15 @@ def verify(target: Settings | ReadDb, *, key: str | None = None, anchor: Path | 
         else:
             report.notes.append("snapshots not checked")
         if not checkpoints:
-            report.notes.append("no checkpoints: deleting an order's newest events or a whole "
-                                "order, or rewriting a chain consistently, cannot be detected")
+            report.notes.append(
+                "no checkpoints: deleting an order's newest events or a whole "
+                "order, or rewriting a chain consistently, cannot be detected"
+            )
         elif store.head() > checkpoints[-1].position:
-            report.notes.append(f"events after position {checkpoints[-1].position} (the "
-                                f"latest checkpoint) are covered by no checkpoint yet")
+            report.notes.append(
+                f"events after position {checkpoints[-1].position} (the "
+                f"latest checkpoint) are covered by no checkpoint yet"
+            )
         if anchor is not None:
             report.checkpoint_problems += check_anchor(checkpoints, load_anchor(anchor))
         return report
@@ -835,8 +1046,9 @@ class _SnapshotCheck:
 
     def _orphan(self, snap: tuple[str, int, str, bytes]) -> None:
         self.count += 1
-        self.problems.append(SnapshotProblem(snap[0], snap[1], "no_events",
-                                             "a snapshot of an order without events"))
+        self.problems.append(
+            SnapshotProblem(snap[0], snap[1], "no_events", "a snapshot of an order without events")
+        )
 
     def order(self, order_id: str, rows: list[Row], broken_at: int | None) -> None:
         snaps = self._take(order_id)
@@ -857,15 +1069,23 @@ class _SnapshotCheck:
                 self.unchecked += 1
                 continue
             if version > rows[-1].version:
-                self.problems.append(SnapshotProblem(order_id, version, "beyond_head",
-                                                     f"the newest event is v{rows[-1].version}"))
+                self.problems.append(
+                    SnapshotProblem(
+                        order_id, version, "beyond_head", f"the newest event is v{rows[-1].version}"
+                    )
+                )
                 continue
             try:
                 while replayed < version:
                     row = next(rows_iter)
-                    event = self.mapper.to_domain_event(StoredEvent(
-                        originator_id=uid, originator_version=row.version, topic=row.topic,
-                        state=row.raw or b""))
+                    event = self.mapper.to_domain_event(
+                        StoredEvent(
+                            originator_id=uid,
+                            originator_version=row.version,
+                            topic=row.topic,
+                            state=row.raw or b"",
+                        )
+                    )
                     order = event.mutate(order)
                     replayed = row.version
             except Exception as e:
@@ -873,24 +1093,38 @@ class _SnapshotCheck:
                 log.debug("cannot replay %s: %s", order_id, e)
                 continue
             try:
-                snap = self.mapper.to_domain_event(StoredEvent(
-                    originator_id=uid, originator_version=version, topic=topic, state=state))
+                snap = self.mapper.to_domain_event(
+                    StoredEvent(
+                        originator_id=uid, originator_version=version, topic=topic, state=state
+                    )
+                )
             except Exception as e:
                 self.problems.append(SnapshotProblem(order_id, version, "undecodable", str(e)))
                 continue
             if not isinstance(snap, OrderSnapshot):
-                self.problems.append(SnapshotProblem(order_id, version, "undecodable",
-                                                     f"not an order snapshot: {topic}"))
+                self.problems.append(
+                    SnapshotProblem(
+                        order_id, version, "undecodable", f"not an order snapshot: {topic}"
+                    )
+                )
                 continue
             expected = order.snapshot_state()
             if snap.state != expected or snap.topic != get_topic(type(order)):
-                fields = [k for k in type(expected).model_fields
-                          if getattr(snap.state, k) != getattr(expected, k)]
+                fields = [
+                    k
+                    for k in type(expected).model_fields
+                    if getattr(snap.state, k) != getattr(expected, k)
+                ]
                 if snap.topic != get_topic(type(order)):
                     fields.append("topic")
-                self.problems.append(SnapshotProblem(
-                    order_id, version, "differs",
-                    f"differs from a replay of v1..v{version} in: {', '.join(fields)}"))
+                self.problems.append(
+                    SnapshotProblem(
+                        order_id,
+                        version,
+                        "differs",
+                        f"differs from a replay of v1..v{version} in: {', '.join(fields)}",
+                    )
+                )
 
     def finish(self, report: Report) -> None:
         while self.peeked is not None:
@@ -899,8 +1133,10 @@ class _SnapshotCheck:
         report.snapshots = self.count
         report.snapshot_problems += self.problems
         if self.unchecked:
-            report.notes.append(f"{self.unchecked} snapshot(s) not checked: their order's "
-                                "chain is broken at or before them")
+            report.notes.append(
+                f"{self.unchecked} snapshot(s) not checked: their order's "
+                "chain is broken at or before them"
+            )
 
 
 # ====================================================================== anchors
@@ -918,40 +1154,60 @@ def load_anchor(path: Path) -> list[Checkpoint]:
     return [Checkpoint.from_json(d) for d in data]
 
 
-def check_anchor(stored: list[Checkpoint], anchored: list[Checkpoint]
-                 ) -> list[CheckpointProblem]:
+def check_anchor(stored: list[Checkpoint], anchored: list[Checkpoint]) -> list[CheckpointProblem]:
     by_seq = {c.seq: c for c in stored}
     problems = []
     for a in anchored:
         if checkpoint_digest(a.fields()) != a.digest:
-            problems.append(CheckpointProblem(a.seq, "anchor", "the anchor's own digest does "
-                                              "not match its fields"))
+            problems.append(
+                CheckpointProblem(
+                    a.seq, "anchor", "the anchor's own digest does not match its fields"
+                )
+            )
             continue
         s = by_seq.get(a.seq)
         if s is None:
-            problems.append(CheckpointProblem(a.seq, "anchor", "the anchored checkpoint is "
-                                              "missing from the store"))
+            problems.append(
+                CheckpointProblem(
+                    a.seq, "anchor", "the anchored checkpoint is missing from the store"
+                )
+            )
         elif s.to_json() != a.to_json():
             differ = [k for k, v in a.to_json().items() if s.to_json().get(k) != v]
-            problems.append(CheckpointProblem(a.seq, "anchor", "the stored checkpoint differs "
-                                              f"from the anchor in: {', '.join(differ)}"))
+            problems.append(
+                CheckpointProblem(
+                    a.seq,
+                    "anchor",
+                    f"the stored checkpoint differs from the anchor in: {', '.join(differ)}",
+                )
+            )
     return problems
 
 
 # ======================================================================== export
-def export(target: Settings | ReadDb, out: IO[str], *, order_id: UUID | None = None,
-           since: datetime | None = None, progress: Progress | None = None) -> dict[str, Any]:
+def export(
+    target: Settings | ReadDb,
+    out: IO[str],
+    *,
+    order_id: UUID | None = None,
+    since: datetime | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Write JSON lines: a header, every stored event (state exactly as stored, decoded, not
     upcast), then every checkpoint with its changed heads. Returns the header."""
     db, owned = _open(target)
     try:
         store = Store(db)
         checkpoints = load_checkpoints(db) if db.table_exists("audit_checkpoint") else []
-        header = {"type": "export", "format": FORMAT, "exported_at": _iso(datetime.now(UTC)),
-                  "position": store.head(),
-                  "order": str(order_id) if order_id else None,
-                  "since": _iso(since) if since else None,
-                  "complete": order_id is None and since is None}
+        header = {
+            "type": "export",
+            "format": FORMAT,
+            "exported_at": _iso(datetime.now(UTC)),
+            "position": store.head(),
+            "order": str(order_id) if order_id else None,
+            "since": _iso(since) if since else None,
+            "complete": order_id is None and since is None,
+        }
         out.write(orjson.dumps(header).decode() + "\n")
         events = 0
         for row in store.rows(order_id, keep_raw=True):
@@ -959,9 +1215,13 @@ def export(target: Settings | ReadDb, out: IO[str], *, order_id: UUID | None = N
                 progress(1)
             if since is not None and not _since(row, since):
                 continue
-            line: dict[str, Any] = {"type": "event", "order_id": row.order_id,
-                                    "version": row.version, "topic": row.topic,
-                                    "position": row.position}
+            line: dict[str, Any] = {
+                "type": "event",
+                "order_id": row.order_id,
+                "version": row.version,
+                "topic": row.topic,
+                "position": row.position,
+            }
             if row.state is not None:
                 line["state"] = row.state
             else:
@@ -969,8 +1229,9 @@ def export(target: Settings | ReadDb, out: IO[str], *, order_id: UUID | None = N
             out.write(orjson.dumps(line).decode() + "\n")
             events += 1
         for c in checkpoints:
-            out.write(orjson.dumps({"type": "checkpoint", **c.to_json(with_changes=True)})
-                      .decode() + "\n")
+            out.write(
+                orjson.dumps({"type": "checkpoint", **c.to_json(with_changes=True)}).decode() + "\n"
+            )
         return {**header, "events": events, "checkpoints": len(checkpoints)}
     finally:
         if owned:
@@ -992,8 +1253,14 @@ def _since(row: Row, since: datetime) -> bool:
     return at >= since
 
 
-def verify_file(path: Path, *, key: str | None = None, anchor: Path | None = None,
-                unsigned_up_to: int = 0, progress: Progress | None = None) -> Report:
+def verify_file(
+    path: Path,
+    *,
+    key: str | None = None,
+    anchor: Path | None = None,
+    unsigned_up_to: int = 0,
+    progress: Progress | None = None,
+) -> Report:
     """Verify an `audit export` file offline: the chains it holds and its checkpoints."""
     header: dict[str, Any] = {}
     rows: list[Row] = []
@@ -1012,10 +1279,15 @@ def verify_file(path: Path, *, key: str | None = None, anchor: Path | None = Non
                     header = data
                 elif kind == "event":
                     state = data.get("state")
-                    rows.append(Row(_oid(data["order_id"]), int(data["version"]),
-                                    str(data["topic"]),
-                                    state if isinstance(state, dict) else None,
-                                    int(data["position"])))
+                    rows.append(
+                        Row(
+                            _oid(data["order_id"]),
+                            int(data["version"]),
+                            str(data["topic"]),
+                            state if isinstance(state, dict) else None,
+                            int(data["position"]),
+                        )
+                    )
                 elif kind == "checkpoint":
                     checkpoints.append(Checkpoint.from_json(data))
                 else:
@@ -1027,15 +1299,23 @@ def verify_file(path: Path, *, key: str | None = None, anchor: Path | None = Non
     complete = bool(header.get("complete"))
     by_order = list(_by_order(rows))
     scope = None if header.get("order") is None else {_oid(header["order"])}
-    verifier = _Verifier(checkpoints, key, unsigned_up_to=unsigned_up_to, scope=scope,
-                         from_start=header.get("since") is None)
+    verifier = _Verifier(
+        checkpoints,
+        key,
+        unsigned_up_to=unsigned_up_to,
+        scope=scope,
+        from_start=header.get("since") is None,
+    )
     for order_id, group in by_order:
         verifier.order(order_id, group)
     report = verifier.finish()
     report.checkpoint_problems += [CheckpointProblem(0, "file", b) for b in bad_lines]
     if not header:
-        report.checkpoint_problems.append(CheckpointProblem(
-            0, "file", "no export header line: not an `audit export` file, or truncated"))
+        report.checkpoint_problems.append(
+            CheckpointProblem(
+                0, "file", "no export header line: not an `audit export` file, or truncated"
+            )
+        )
     report.notes.append("offline: snapshots are not exported and not checked")
     if not complete:
         if header.get("order"):
@@ -1043,12 +1323,14 @@ def verify_file(path: Path, *, key: str | None = None, anchor: Path | None = Non
                 f"partial export (order {header['order']}): that order's chain and its heads "
                 "recorded in the checkpoints were checked, and every checkpoint's digest chain "
                 "and HMAC; the checkpoints' Merkle roots and order counts cannot be checked "
-                "(the other orders are not in the file)")
+                "(the other orders are not in the file)"
+            )
         if header.get("since"):
             report.notes.append(
                 f"partial export (since {header['since']}): each chain was checked from its "
                 "first exported event on; the link of that event to the earlier ones, deleted "
-                "events before it, the Merkle roots and order counts cannot be checked")
+                "events before it, the Merkle roots and order counts cannot be checked"
+            )
     if anchor is not None:
         report.checkpoint_problems += check_anchor(checkpoints, load_anchor(anchor))
     return report

@@ -20,14 +20,20 @@ def eventsourcing_env(settings: Settings, *, create_tables: bool = False) -> dic
     env = {"CREATE_TABLE": "y" if create_tables else "n"}
     db: DatabaseConfig = settings.database
     if db.kind == "sqlite":
-        env.update(PERSISTENCE_MODULE="eventsourcing.sqlite", SQLITE_DBNAME=db.dbname,
-                   SQLITE_LOCK_TIMEOUT=str(settings.lock_timeout_seconds),
-                   APPLICATION_RECORDER_TOPIC=get_topic(IntakeSqliteRecorder))
+        env.update(
+            PERSISTENCE_MODULE="eventsourcing.sqlite",
+            SQLITE_DBNAME=db.dbname,
+            SQLITE_LOCK_TIMEOUT=str(settings.lock_timeout_seconds),
+            APPLICATION_RECORDER_TOPIC=get_topic(IntakeSqliteRecorder),
+        )
         return env
     env.update(
         PERSISTENCE_MODULE="eventsourcing.postgres",
-        POSTGRES_DBNAME=db.dbname, POSTGRES_HOST=db.host, POSTGRES_PORT=str(db.port),
-        POSTGRES_USER=db.user, POSTGRES_PASSWORD=db.password,
+        POSTGRES_DBNAME=db.dbname,
+        POSTGRES_HOST=db.host,
+        POSTGRES_PORT=str(db.port),
+        POSTGRES_USER=db.user,
+        POSTGRES_PASSWORD=db.password,
         POSTGRES_LOCK_TIMEOUT=str(settings.lock_timeout_seconds),
         # A connection left idle inside a transaction is closed by the server after this
         # long (its locks released); the write transactions' own bound is their statement
@@ -52,11 +58,13 @@ def load_catalog(settings: Settings) -> Catalog:
 def build_application(settings: Settings, *, create_tables: bool = False) -> ServiceOrders:
     if not create_tables:
         check_schema(settings)
-    app = ServiceOrders(env=eventsourcing_env(settings, create_tables=create_tables),
-                        catalog=load_catalog(settings),
-                        snapshot_interval=settings.snapshot_interval,
-                        four_eyes=settings.four_eyes,
-                        sealer=Vault(KeyStore(lambda: open_read_db(settings))))
+    app = ServiceOrders(
+        env=eventsourcing_env(settings, create_tables=create_tables),
+        catalog=load_catalog(settings),
+        snapshot_interval=settings.snapshot_interval,
+        four_eyes=settings.four_eyes,
+        sealer=Vault(KeyStore(lambda: open_read_db(settings))),
+    )
     if isinstance(app.recorder, IntakePostgresRecorder):
         # Bounds every write transaction, the events-table lock with it (docs/reliability.md).
         app.recorder.write_timeout_ms = settings.write_timeout_seconds * 1000
@@ -108,8 +116,11 @@ def init_database(settings: Settings) -> list[str]:
     finally:
         db.close()
     where = settings.database.url()
-    return [f"{settings.database.kind} event store ({where})",
-            f"{settings.database.kind} read models and projection positions ({where})",
-            f"{settings.database.kind} hub subscriptions and deliveries ({where})",
-            f"{settings.database.kind} Kafka intake positions, dead letters and outbox ({where})",
-            f"{settings.database.kind} auditors' access log ({where})", *done]
+    return [
+        f"{settings.database.kind} event store ({where})",
+        f"{settings.database.kind} read models and projection positions ({where})",
+        f"{settings.database.kind} hub subscriptions and deliveries ({where})",
+        f"{settings.database.kind} Kafka intake positions, dead letters and outbox ({where})",
+        f"{settings.database.kind} auditors' access log ({where})",
+        *done,
+    ]

@@ -156,8 +156,11 @@ def refusals(func: F) -> F:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--database-url", metavar="URL",
-              help="Overrides DATABASE_URL (postgresql://... or sqlite:///file.db).")
+@click.option(
+    "--database-url",
+    metavar="URL",
+    help="Overrides DATABASE_URL (postgresql://... or sqlite:///file.db).",
+)
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None) -> None:
     """serviceorders: an event-sourced engine for TMF641 service orders."""
@@ -187,14 +190,17 @@ def demo(obj: Context) -> None:
     init_database(obj.settings)
     sample = json.loads((Path(__file__).parent / "demo_order.json").read_text("utf-8"))
     # A fresh external id each run: the order id derives from it.
-    header = OrderHeader.model_validate({**sample["header"],
-                                         "external_id": f"CRM-DEMO-{uuid4().hex[:8]}"})
+    header = OrderHeader.model_validate(
+        {**sample["header"], "external_id": f"CRM-DEMO-{uuid4().hex[:8]}"}
+    )
     items = [OrderItem.model_validate(i) for i in sample["items"]]
     upstream = CommandContext.for_actor("crm", Role.UPSTREAM)
-    manager = CommandContext.for_actor("maria.manager", Role.MANAGER,
-                                       correlation_id=upstream.correlation_id)
-    fulfilment = CommandContext.for_actor("activation", Role.FULFILMENT,
-                                          correlation_id=upstream.correlation_id)
+    manager = CommandContext.for_actor(
+        "maria.manager", Role.MANAGER, correlation_id=upstream.correlation_id
+    )
+    fulfilment = CommandContext.for_actor(
+        "activation", Role.FULFILMENT, correlation_id=upstream.correlation_id
+    )
     with obj.app() as app:
         order_id, _ = app.receive_order(upstream, header, items)
         app.approve(manager, order_id, note="sites surveyed")
@@ -203,19 +209,29 @@ def demo(obj: Context) -> None:
         show_full(app.get_order(order_id))
         click.echo("events")
         for event in app.history(order_id):
-            click.echo(f"  v{event.originator_version:<3} {type(event).__name__:<24} "
-                       f"{event.actor.id} ({event.actor.role})  {event.hash[:12]}")
+            click.echo(
+                f"  v{event.originator_version:<3} {type(event).__name__:<24} "
+                f"{event.actor.id} ({event.actor.role})  {event.hash[:12]}"
+            )
 
 
 # ------------------------------------------------------------- projections
 METRICS_PORT = click.option(
-    "--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    metavar="PORT",
     help="Serve /health and /metrics on this port (default SERVICEORDERS_METRICS_PORT; "
-         "off when neither is set).")
+    "off when neither is set).",
+)
 
 
-def serve_metrics(settings: Settings, port: int | None, registry: Any,
-                  health: Callable[[], tuple[bool, dict[str, Any]]]) -> Any:
+def serve_metrics(
+    settings: Settings,
+    port: int | None,
+    registry: Any,
+    health: Callable[[], tuple[bool, dict[str, Any]]],
+) -> Any:
     """The /health and /metrics server of `consume` and `project`, or None when no port is
     set (docs/operations.md)."""
     port = port or settings.metrics_port
@@ -226,8 +242,9 @@ def serve_metrics(settings: Settings, port: int | None, registry: Any,
     try:
         server = start(registry, settings.metrics_host, port, health)
     except OSError as e:
-        raise click.UsageError(f"cannot serve metrics on {settings.metrics_host}:{port}: "
-                               f"{e.strerror or e}") from None
+        raise click.UsageError(
+            f"cannot serve metrics on {settings.metrics_host}:{port}: {e.strerror or e}"
+        ) from None
     log.info("metrics on http://%s:%d/metrics, health on /health", settings.metrics_host, port)
     return server
 
@@ -254,13 +271,22 @@ def project(obj: Context, once: bool, metrics_port: int | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     metrics = EngineMetrics(projector=True)
-    metrics.registry.register(database_collector(
-        settings, projections=True, hub=settings.hub_delivery,
-        notifications_outbox=bool(settings.kafka_bootstrap_servers)))
+    metrics.registry.register(
+        database_collector(
+            settings,
+            projections=True,
+            hub=settings.hub_delivery,
+            notifications_outbox=bool(settings.kafka_bootstrap_servers),
+        )
+    )
     projector = build_projector(settings)
     projector.metrics = metrics
-    server = serve_metrics(settings, metrics_port, metrics.registry,
-                           lambda: (not stopping.is_set(), {"process": "project"}))
+    server = serve_metrics(
+        settings,
+        metrics_port,
+        metrics.registry,
+        lambda: (not stopping.is_set(), {"process": "project"}),
+    )
     deliverer = publisher = checkpointer = None
     try:
         log.info("projector started", extra={"worker": "projector"})
@@ -304,8 +330,9 @@ def _start_checkpoints(settings: Settings, stopping: threading.Event) -> threadi
     return Checkpointer(settings).start(stopping, settings.audit_checkpoint_interval)
 
 
-def _start_outbound(settings: Settings, stopping: threading.Event,
-                    dead_letters: bool) -> threading.Thread | None:
+def _start_outbound(
+    settings: Settings, stopping: threading.Event, dead_letters: bool
+) -> threading.Thread | None:
     """Publish the TMF641 notifications (and the intake's dead letters) to Kafka, when
     Kafka is configured (docs/kafka.md)."""
     if not settings.kafka_bootstrap_servers:
@@ -319,9 +346,12 @@ def _start_hub_delivery(settings: Settings, stopping: threading.Event) -> Any:
     """The TMF641 hub's delivery worker, in a thread (docs/notifications.md)."""
     from .projections.hub import start_worker
 
-    return start_worker(settings, lambda: open_read_db(settings), stopping,
-                        on_error=lambda e: log.warning("hub delivery error: %s: %s",
-                                                       type(e).__name__, e))
+    return start_worker(
+        settings,
+        lambda: open_read_db(settings),
+        stopping,
+        on_error=lambda e: log.warning("hub delivery error: %s: %s", type(e).__name__, e),
+    )
 
 
 def _reconnect(settings: Settings) -> Any:
@@ -356,24 +386,30 @@ def _check_exposure(settings: Settings, host: str) -> list[Any]:
         raise click.UsageError(
             f"no API keys are configured, so every request would have full access: refusing "
             f"to listen on {host}. Set SERVICEORDERS_API_KEYS (or SERVICEORDERS_API_KEYS_FILE) "
-            "or bind to 127.0.0.1")
+            "or bind to 127.0.0.1"
+        )
     return keys
 
 
 def no_keys_warning(settings: Settings) -> str:
     """What `api` / `serve` say on start without API keys, and how to try decisions alone."""
-    text = ("no API keys configured: full access for every request, as the one actor "
-            "'anonymous' (loopback only)")
+    text = (
+        "no API keys configured: full access for every request, as the one actor "
+        "'anonymous' (loopback only)"
+    )
     if settings.four_eyes:
-        text += (". Four-eyes refuses that actor's approval or rejection of an order it "
-                 "submitted: to try decisions alone, set SERVICEORDERS_FOUR_EYES=no, or "
-                 "configure keys for two actors, e.g. SERVICEORDERS_API_KEYS="
-                 "alice:agent:<16+ chars>,bob:manager:<16+ chars> (docs/security.md)")
+        text += (
+            ". Four-eyes refuses that actor's approval or rejection of an order it "
+            "submitted: to try decisions alone, set SERVICEORDERS_FOUR_EYES=no, or "
+            "configure keys for two actors, e.g. SERVICEORDERS_API_KEYS="
+            "alice:agent:<16+ chars>,bob:manager:<16+ chars> (docs/security.md)"
+        )
     return text
 
 
-def _api_app(settings: Settings, host: str, engine: Any = None, multiprocess: bool = False,
-             **database: bool) -> Any:
+def _api_app(
+    settings: Settings, host: str, engine: Any = None, multiprocess: bool = False, **database: bool
+) -> Any:
     """`engine`: the process's EngineMetrics (default: the HTTP ones); `multiprocess`: a
     worker of `api --workers N`; `database`: database gauges besides the API's."""
     from .api.app import create_app
@@ -388,8 +424,9 @@ def _api_app(settings: Settings, host: str, engine: Any = None, multiprocess: bo
     return create_app(ctx, Metrics.for_api(ctx, engine, multiprocess=multiprocess, **database))
 
 
-def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
-             with_intake: bool = False) -> None:
+def _run_api(
+    settings: Settings, host: str, port: int, with_projector: bool, with_intake: bool = False
+) -> None:
     import uvicorn
 
     from . import httpserver
@@ -397,8 +434,9 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
 
     with_intake = with_intake and bool(settings.kafka_bootstrap_servers)
     engine = EngineMetrics(http=True, intake=with_intake, projector=with_projector)
-    app = _api_app(settings, host, engine, intake_outbox=with_intake,
-                   notifications_outbox=with_intake)
+    app = _api_app(
+        settings, host, engine, intake_outbox=with_intake, notifications_outbox=with_intake
+    )
     stopping = threading.Event()
     follower = deliverer = consumer = publisher = checkpointer = None
     if with_projector:
@@ -407,15 +445,18 @@ def _run_api(settings: Settings, host: str, port: int, with_projector: bool,
 
         def follow() -> None:
             try:
-                projector.follow(stopping, on_error=lambda e: log.warning(
-                    "projector error: %s: %s", type(e).__name__, e))
+                projector.follow(
+                    stopping,
+                    on_error=lambda e: log.warning("projector error: %s: %s", type(e).__name__, e),
+                )
             except UnknownEvent as e:  # the read models stay behind (readiness shows it)
                 log.error("projector stopped: %s", e)
             finally:
                 projector.db.close()
 
-        follower = threading.Thread(target=logs.worker("projector", follow), name="projector",
-                                    daemon=True)
+        follower = threading.Thread(
+            target=logs.worker("projector", follow), name="projector", daemon=True
+        )
         follower.start()
         deliverer = _start_hub_delivery(settings, stopping)
         checkpointer = _start_checkpoints(settings, stopping)
@@ -456,19 +497,24 @@ def server_options(settings: Settings) -> dict[str, Any]:
     log (it prints query strings: ours is RequestLog), the SIGTERM grace."""
     from . import httpserver
 
-    return {"http": httpserver.PROTOCOL, "access_log": False,
-            "timeout_graceful_shutdown": shutdown_grace(settings)}
+    return {
+        "http": httpserver.PROTOCOL,
+        "access_log": False,
+        "timeout_graceful_shutdown": shutdown_grace(settings),
+    }
 
 
-def _start_intake(settings: Settings, stopping: threading.Event,
-                  metrics: Any = None) -> threading.Thread:
+def _start_intake(
+    settings: Settings, stopping: threading.Event, metrics: Any = None
+) -> threading.Thread:
     """The Kafka consumer in a thread of `serve` (the `consume` command runs it alone)."""
     from .consumers.kafka import ConsumerWorker, ensure_topics
 
     ensure_topics(settings, stopping)
     worker = ConsumerWorker(settings, stopping, metrics=metrics)
-    thread = threading.Thread(target=logs.worker("kafka intake", worker.run),
-                              name="kafka-intake", daemon=True)
+    thread = threading.Thread(
+        target=logs.worker("kafka intake", worker.run), name="kafka-intake", daemon=True
+    )
     thread.start()
     return thread
 
@@ -476,8 +522,13 @@ def _start_intake(settings: Settings, stopping: threading.Event,
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8641, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Worker processes sharing the port (one Python process uses one core).")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes sharing the port (one Python process uses one core).",
+)
 @click.pass_obj
 @refusals
 def api(obj: Context, host: str, port: int, workers: int) -> None:
@@ -512,8 +563,15 @@ def api(obj: Context, host: str, port: int, workers: int) -> None:
     try:
         # Each worker applies log_config again (and worker_app the rest of _setup_logs).
         # (worker_app configures each worker's deadlines)
-        uvicorn.run("serviceorders.cli:worker_app", factory=True, workers=workers, host=host,
-                    port=port, log_config=log_config, **server_options(settings))
+        uvicorn.run(
+            "serviceorders.cli:worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_config=log_config,
+            **server_options(settings),
+        )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -532,15 +590,21 @@ def worker_app() -> Any:
     from . import httpserver
 
     httpserver.configure(settings.http_header_timeout, settings.http_body_timeout)
-    return _api_app(settings, os.environ.get("SERVICEORDERS_API_HOST", "127.0.0.1"),
-                    multiprocess=multiprocess)
+    return _api_app(
+        settings, os.environ.get("SERVICEORDERS_API_HOST", "127.0.0.1"), multiprocess=multiprocess
+    )
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8641, show_default=True, type=int)
-@click.option("--kafka-port", default=9092, show_default=True, type=int,
-              help="Port of the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is not set).")
+@click.option(
+    "--kafka-port",
+    default=9092,
+    show_default=True,
+    type=int,
+    help="Port of the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is not set).",
+)
 @click.option("--no-kafka", is_flag=True, help="No Kafka intake or outbound topic.")
 @click.pass_obj
 @refusals
@@ -568,10 +632,15 @@ def serve(obj: Context, host: str, port: int, kafka_port: int, no_kafka: bool) -
             log.warning("no Kafka intake: %s", e)
         else:
             settings = settings.model_copy(
-                update={"kafka_bootstrap_servers": broker.bootstrap_servers})
-            log.info("embedded Kafka broker (memory only) on %s: publish TMF641 events to %s, "
-                     "e.g. KAFKA_BOOTSTRAP_SERVERS=%s serviceorders publish-sample --count 20",
-                     broker.bootstrap_servers, settings.inbound_topic, broker.bootstrap_servers)
+                update={"kafka_bootstrap_servers": broker.bootstrap_servers}
+            )
+            log.info(
+                "embedded Kafka broker (memory only) on %s: publish TMF641 events to %s, "
+                "e.g. KAFKA_BOOTSTRAP_SERVERS=%s serviceorders publish-sample --count 20",
+                broker.bootstrap_servers,
+                settings.inbound_topic,
+                broker.bootstrap_servers,
+            )
     log.info("serving http://%s:%d on %s", host, port, settings.database.url())
     try:
         _run_api(settings, host, port, with_projector=True, with_intake=not no_kafka)
@@ -653,8 +722,7 @@ def projections_verify(obj: Context, names: tuple[str, ...], limit: int) -> None
     try:
         check_schema(db, shapes=True)
         with _progress_bar(db, "verify", passes=len(chosen)) as bar:
-            differences = verify(db, event_mapper(), [p.name for p in chosen],
-                                 progress=bar.update)
+            differences = verify(db, event_mapper(), [p.name for p in chosen], progress=bar.update)
         status = {s.name: s for s in Projector(db, event_mapper(), chosen).status()}
     finally:
         db.close()
@@ -664,15 +732,20 @@ def projections_verify(obj: Context, names: tuple[str, ...], limit: int) -> None
         if found:
             click.echo(f"{name}: {len(found)} differing row(s)")
         elif status[name].lag:
-            click.echo(f"{name}: matches a rebuild up to position {status[name].position}, "
-                       f"but is behind the log by {status[name].lag} event(s)")
+            click.echo(
+                f"{name}: matches a rebuild up to position {status[name].position}, "
+                f"but is behind the log by {status[name].lag} event(s)"
+            )
         else:
             click.echo(f"{name}: OK")
         for d in found[:limit]:
             click.echo(f"  key {d.key}\n    live:    {d.live}\n    rebuilt: {d.rebuilt}")
     if behind:
-        click.echo("behind the log: run `serviceorders project --once` (or keep `project` / "
-                   "`serve` running) and verify again", err=True)
+        click.echo(
+            "behind the log: run `serviceorders project --once` (or keep `project` / "
+            "`serve` running) and verify again",
+            err=True,
+        )
     sys.exit(1 if differences or behind else 0)
 
 
@@ -683,8 +756,11 @@ def hub() -> None:
 
 
 def _hub_row(sub: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in sub.items()
-            if k not in ("cursor_seq",)}
+    return {
+        k: (v.isoformat() if hasattr(v, "isoformat") else v)
+        for k, v in sub.items()
+        if k not in ("cursor_seq",)
+    }
 
 
 @hub.command("list")
@@ -707,11 +783,15 @@ def hub_list(obj: Context, include_deleted: bool, as_json: bool) -> None:
     if not subs:
         click.echo("no listeners")
     for s in subs:
-        click.echo(f"{s['id']}  {s['state']:<9}  {s['callback']}"
-                   + (f"  query {s['query']}" if s["query"] else ""))
+        click.echo(
+            f"{s['id']}  {s['state']:<9}  {s['callback']}"
+            + (f"  query {s['query']}" if s["query"] else "")
+        )
         oldest = s["oldest_pending_at"].isoformat() if s["oldest_pending_at"] else "-"
-        click.echo(f"    pending {s['pending']} (oldest {oldest})  delivered {s['delivered']}"
-                   f"  failures {s['failures']}  actor {s['actor']}")
+        click.echo(
+            f"    pending {s['pending']} (oldest {oldest})  delivered {s['delivered']}"
+            f"  failures {s['failures']}  actor {s['actor']}"
+        )
         if s["last_error"]:
             click.echo(f"    last error: {s['last_error']}")
 
@@ -754,8 +834,11 @@ def catalog(obj: Context, as_json: bool) -> None:
         for char in spec.characteristics:
             need = "required" if char.required else "optional"
             choice = f" one of {list(char.allowed_values)}" if char.allowed_values else ""
-            bounds = (f" {_number(char.minimum)}..{_number(char.maximum)}"
-                      if char.minimum is not None or char.maximum is not None else "")
+            bounds = (
+                f" {_number(char.minimum)}..{_number(char.maximum)}"
+                if char.minimum is not None or char.maximum is not None
+                else ""
+            )
             default = f" default {char.default!r}" if char.default is not None else ""
             click.echo(f"    {char.name}: {char.value_type} {need}{choice}{bounds}{default}")
 
@@ -796,8 +879,10 @@ def not_found_text(error: OrderNotFound) -> str:
     typed = TYPED.get(error.order_id) if isinstance(error.order_id, UUID) else None
     if typed is None:
         return str(error)
-    return (f"no order {typed!r}: it is not an order id, and no order has that external id "
-            f"(it would be order {error.order_id})")
+    return (
+        f"no order {typed!r}: it is not an order id, and no order has that external id "
+        f"(it would be order {error.order_id})"
+    )
 
 
 ORDER = click.argument("order_ref", metavar="ORDER")
@@ -833,13 +918,24 @@ def place(site: str | None, site_name: str | None) -> Place | None:
 @click.option("--description")
 @click.pass_obj
 @refusals
-def draft(obj: Context, external_id: str | None, customer: str | None,
-          customer_name: str | None, category: str | None, priority: str | None,
-          description: str | None) -> None:
+def draft(
+    obj: Context,
+    external_id: str | None,
+    customer: str | None,
+    customer_name: str | None,
+    category: str | None,
+    priority: str | None,
+    description: str | None,
+) -> None:
     """Start capturing an order by hand; prints its id."""
     parties = (Party(id=customer, name=customer_name),) if customer else ()
-    header = OrderHeader(external_id=external_id, category=category, priority=priority,
-                         description=description, related_parties=parties)
+    header = OrderHeader(
+        external_id=external_id,
+        category=category,
+        priority=priority,
+        description=description,
+        related_parties=parties,
+    )
     with obj.app() as app:
         click.echo(app.draft_order(obj.command_context(), header))
 
@@ -853,8 +949,7 @@ def create(obj: Context, file: Path) -> None:
     REST API takes (with "serviceOrderItem"), or {"header": {...}, "items": [...]}."""
     header, items, notes = _from_file(file, order_file.load_order)
     with obj.app() as app:
-        order_id, created = app.receive_order(obj.command_context(), header, items,
-                                              notes=notes)
+        order_id, created = app.receive_order(obj.command_context(), header, items, notes=notes)
     click.echo(f"{order_id} {'created' if created else 'already exists'}")
 
 
@@ -881,20 +976,41 @@ def _from_file(file: Path, load: Callable[[Path], T]) -> T:
 @click.option("--service-id", help="The existing service (modify / delete / noChange).")
 @click.option("--site", help="Place (site) id.")
 @click.option("--site-name")
-@click.option("--set", "pairs", multiple=True, metavar="NAME=VALUE",
-              help="A characteristic; repeat for more. Values are JSON if they parse.")
+@click.option(
+    "--set",
+    "pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A characteristic; repeat for more. Values are JSON if they parse.",
+)
 @click.option("--quantity", type=int, default=1)
 @click.option("--depends-on", multiple=True, metavar="ITEM")
 @click.pass_obj
 @refusals
-def add_line(obj: Context, order_ref: str, item_id: str, action: str, spec: str | None,
-             service_id: str | None, site: str | None, site_name: str | None,
-             pairs: tuple[str, ...], quantity: int, depends_on: tuple[str, ...]) -> None:
+def add_line(
+    obj: Context,
+    order_ref: str,
+    item_id: str,
+    action: str,
+    spec: str | None,
+    service_id: str | None,
+    site: str | None,
+    site_name: str | None,
+    pairs: tuple[str, ...],
+    quantity: int,
+    depends_on: tuple[str, ...],
+) -> None:
     """Add an order item to a draft."""
-    item = OrderItem(id=item_id, action=ItemAction(action),
-                     specification=SpecRef(id=spec) if spec else None, service_id=service_id,
-                     characteristics=parse_settings(pairs), place=place(site, site_name),
-                     quantity=quantity, depends_on=depends_on)
+    item = OrderItem(
+        id=item_id,
+        action=ItemAction(action),
+        specification=SpecRef(id=spec) if spec else None,
+        service_id=service_id,
+        characteristics=parse_settings(pairs),
+        place=place(site, site_name),
+        quantity=quantity,
+        depends_on=depends_on,
+    )
     with obj.app() as app:
         show_brief(app.add_line(obj.command_context(), resolve_order(order_ref), item))
 
@@ -910,14 +1026,31 @@ def add_line(obj: Context, order_ref: str, item_id: str, action: str, spec: str 
 @click.option("--depends-on", multiple=True, metavar="ITEM")
 @click.pass_obj
 @refusals
-def configure_line(obj: Context, order_ref: str, item_id: str, pairs: tuple[str, ...],
-                   clear: tuple[str, ...], site: str | None, site_name: str | None,
-                   quantity: int | None, depends_on: tuple[str, ...]) -> None:
+def configure_line(
+    obj: Context,
+    order_ref: str,
+    item_id: str,
+    pairs: tuple[str, ...],
+    clear: tuple[str, ...],
+    site: str | None,
+    site_name: str | None,
+    quantity: int | None,
+    depends_on: tuple[str, ...],
+) -> None:
     """Set or clear characteristics, or change the site, quantity or dependencies."""
     with obj.app() as app:
-        show_brief(app.configure_line(obj.command_context(), resolve_order(order_ref), item_id,
-                                      parse_settings(pairs), clear, place(site, site_name),
-                                      quantity, depends_on or None))
+        show_brief(
+            app.configure_line(
+                obj.command_context(),
+                resolve_order(order_ref),
+                item_id,
+                parse_settings(pairs),
+                clear,
+                place(site, site_name),
+                quantity,
+                depends_on or None,
+            )
+        )
 
 
 def simple(name: str, method: str, help_text: str, *options: Any) -> None:
@@ -939,67 +1072,128 @@ def simple(name: str, method: str, help_text: str, *options: Any) -> None:
     order.command(name)(ORDER(command))
 
 
-simple("remove-line", "remove_line", "Remove an item from a draft.",
-       click.argument("item_id", metavar="ITEM"))
+simple(
+    "remove-line",
+    "remove_line",
+    "Remove an item from a draft.",
+    click.argument("item_id", metavar="ITEM"),
+)
 simple("submit", "submit", "Submit a draft for review (refused with every problem listed).")
-simple("approve", "approve", "Approve an order in review (a manager's decision).",
-       click.option("--note"))
-simple("reject", "reject", "Reject an order in review; a reason is required.",
-       click.option("--reason", required=True))
+simple(
+    "approve",
+    "approve",
+    "Approve an order in review (a manager's decision).",
+    click.option("--note"),
+)
+simple(
+    "reject",
+    "reject",
+    "Reject an order in review; a reason is required.",
+    click.option("--reason", required=True),
+)
 simple("hold", "hold", "Hold an order in progress.", click.option("--reason", required=True))
 simple("resume", "resume", "Resume a held order.", click.option("--note"))
-simple("request-info", "request_information", "Ask for information (the order goes pending).",
-       click.option("--information", required=True))
-simple("provide-info", "provide_information", "Provide requested information.",
-       click.option("--information", required=True))
-simple("point-of-no-return", "reach_point_of_no_return",
-       "Record that fulfilment passed the point of no return.", click.option("--note"))
-simple("request-cancel", "request_cancellation",
-       "Request cancellation (prints the request id).", click.option("--reason"))
-simple("approve-cancel", "approve_cancellation", "Accept the pending cancellation request.",
-       click.option("--note"))
-simple("deny-cancel", "deny_cancellation", "Deny the cancellation request; a reason is required.",
-       click.option("--reason", required=True))
-simple("cancel", "cancel", "Cancel the order (after an accepted request, or directly).",
-       click.option("--reason"))
+simple(
+    "request-info",
+    "request_information",
+    "Ask for information (the order goes pending).",
+    click.option("--information", required=True),
+)
+simple(
+    "provide-info",
+    "provide_information",
+    "Provide requested information.",
+    click.option("--information", required=True),
+)
+simple(
+    "point-of-no-return",
+    "reach_point_of_no_return",
+    "Record that fulfilment passed the point of no return.",
+    click.option("--note"),
+)
+simple(
+    "request-cancel",
+    "request_cancellation",
+    "Request cancellation (prints the request id).",
+    click.option("--reason"),
+)
+simple(
+    "approve-cancel",
+    "approve_cancellation",
+    "Accept the pending cancellation request.",
+    click.option("--note"),
+)
+simple(
+    "deny-cancel",
+    "deny_cancellation",
+    "Deny the cancellation request; a reason is required.",
+    click.option("--reason", required=True),
+)
+simple(
+    "cancel",
+    "cancel",
+    "Cancel the order (after an accepted request, or directly).",
+    click.option("--reason"),
+)
 simple("note", "add_note", "Add a note to the order.", click.argument("text"))
 
 
 @order.command("item-state")
 @ORDER
 @click.argument("item_id", metavar="ITEM")
-@click.argument("state", type=click.Choice([s.value for s in ItemState
-                                            if s not in (ItemState.REJECTED,)]))
+@click.argument(
+    "state", type=click.Choice([s.value for s in ItemState if s not in (ItemState.REJECTED,)])
+)
 @click.option("--reason")
 @click.pass_obj
 @refusals
-def item_state(obj: Context, order_ref: str, item_id: str, state: str,
-               reason: str | None) -> None:
+def item_state(obj: Context, order_ref: str, item_id: str, state: str, reason: str | None) -> None:
     """Report an item's fulfilment state; the last final item settles the order."""
     with obj.app() as app:
-        show_brief(app.change_item_state(obj.command_context(), resolve_order(order_ref),
-                                         item_id, ItemState(state), reason))
+        show_brief(
+            app.change_item_state(
+                obj.command_context(), resolve_order(order_ref), item_id, ItemState(state), reason
+            )
+        )
 
 
 @order.command()
 @ORDER
-@click.option("--items", "items_file", type=click.Path(path_type=Path),
-              help="JSON list of items: each replaces the item with its id, or is added.")
+@click.option(
+    "--items",
+    "items_file",
+    type=click.Path(path_type=Path),
+    help="JSON list of items: each replaces the item with its id, or is added.",
+)
 @click.option("--remove", multiple=True, metavar="ITEM")
 @click.option("--priority")
 @click.option("--description")
 @click.pass_obj
 @refusals
-def revise(obj: Context, order_ref: str, items_file: Path | None, remove: tuple[str, ...],
-           priority: str | None, description: str | None) -> None:
+def revise(
+    obj: Context,
+    order_ref: str,
+    items_file: Path | None,
+    remove: tuple[str, ...],
+    priority: str | None,
+    description: str | None,
+) -> None:
     """Revise a submitted order (merged by item id) before its point of no return."""
-    items = (_from_file(items_file, lambda path: order_file.items_from_json(
-        order_file.read_json(path), path.name)) if items_file else [])
-    header = HeaderChange(**{k: v for k, v in {"priority": priority,
-                                               "description": description}.items() if v})
+    items = (
+        _from_file(
+            items_file,
+            lambda path: order_file.items_from_json(order_file.read_json(path), path.name),
+        )
+        if items_file
+        else []
+    )
+    header = HeaderChange(
+        **{k: v for k, v in {"priority": priority, "description": description}.items() if v}
+    )
     with obj.app() as app:
-        show_brief(app.revise(obj.command_context(), resolve_order(order_ref), items,
-                              remove, header))
+        show_brief(
+            app.revise(obj.command_context(), resolve_order(order_ref), items, remove, header)
+        )
 
 
 @order.command()
@@ -1046,13 +1240,21 @@ def events(obj: Context, order_ref: str, as_json: bool) -> None:
         history = app.history(resolve_order(order_ref))
     for event in history:
         if as_json:
-            click.echo(json.dumps({"type": type(event).__name__,
-                                   "version": event.originator_version,
-                                   **event.stored_state()}))
+            click.echo(
+                json.dumps(
+                    {
+                        "type": type(event).__name__,
+                        "version": event.originator_version,
+                        **event.stored_state(),
+                    }
+                )
+            )
         else:
-            click.echo(f"{event.originator_version:>4}  {event.timestamp:%Y-%m-%d %H:%M:%S}  "
-                       f"{type(event).__name__:<26} {event.actor.id} ({event.actor.role}) "
-                       f"via {event.source.channel}")
+            click.echo(
+                f"{event.originator_version:>4}  {event.timestamp:%Y-%m-%d %H:%M:%S}  "
+                f"{type(event).__name__:<26} {event.actor.id} ({event.actor.role}) "
+                f"via {event.source.channel}"
+            )
 
 
 def show_brief(found: ServiceOrder) -> None:
@@ -1063,17 +1265,21 @@ def show_full(found: ServiceOrder) -> None:
     header = found.header
     click.echo(f"order     {found.id}")
     click.echo(f"state     {found.state}   version {found.version}")
-    for label, value in (("external", header.external_id), ("customer", header.customer and
-                         header.customer.id), ("priority", header.priority),
-                         ("category", header.category)):
+    for label, value in (
+        ("external", header.external_id),
+        ("customer", header.customer and header.customer.id),
+        ("priority", header.priority),
+        ("category", header.category),
+    ):
         if value:
             click.echo(f"{label:<9} {value}")
     click.echo("items")
     for item in found.items.values():
         spec = item.specification.id if item.specification else item.service_id or "-"
         site = item.place.id if item.place else "-"
-        click.echo(f"  {item.id:<6} {item.action:<9} {spec:<24} site {site:<12} "
-                   f"{item.state or 'draft'}")
+        click.echo(
+            f"  {item.id:<6} {item.action:<9} {spec:<24} site {site:<12} {item.state or 'draft'}"
+        )
     for problem in found.flags:
         click.echo(f"flag      [{problem.code}] {problem.message}")
     for note in found.notes:

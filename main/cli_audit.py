@@ -52,22 +52,30 @@ def audit_checkpoint(obj: Context) -> None:
     finally:
         db.close()
     if checkpoint is None:
-        click.echo("no checkpoint: the store is empty (or another process is checkpointing)",
-                   err=True)
+        click.echo(
+            "no checkpoint: the store is empty (or another process is checkpointing)", err=True
+        )
         return
     state = "created" if checkpoint.fresh else "nothing new since"
-    click.echo(f"{state} checkpoint {checkpoint.seq}: position {checkpoint.position}, "
-               f"{checkpoint.order_count} orders, {len(checkpoint.changes)} changed heads, "
-               f"root {checkpoint.root[:16]}, {'signed' if checkpoint.hmac else 'unsigned'}",
-               err=True)
+    click.echo(
+        f"{state} checkpoint {checkpoint.seq}: position {checkpoint.position}, "
+        f"{checkpoint.order_count} orders, {len(checkpoint.changes)} changed heads, "
+        f"root {checkpoint.root[:16]}, {'signed' if checkpoint.hmac else 'unsigned'}",
+        err=True,
+    )
     click.echo(json.dumps(checkpoint.to_json(), indent=2))
 
 
 @audit.command("anchor")
-@click.option("--all", "all_checkpoints", is_flag=True, help="Every checkpoint, not only "
-              "the latest.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file (default: stdout).")
+@click.option(
+    "--all", "all_checkpoints", is_flag=True, help="Every checkpoint, not only the latest."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (default: stdout).",
+)
 @click.pass_obj
 @refusals
 def audit_anchor(obj: Context, all_checkpoints: bool, output: Path | None) -> None:
@@ -94,20 +102,38 @@ def audit_anchor(obj: Context, all_checkpoints: bool, output: Path | None) -> No
 
 
 @audit.command("verify")
-@click.option("--anchor", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Checkpoints kept outside the database (`audit anchor` / `audit "
-                   "checkpoint` output, or an export); each must match the stored one.")
-@click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Verify an `audit export` JSONL file offline (no database).")
-@click.option("--unsigned-up-to", type=int, default=0, metavar="SEQ",
-              help="With a key: accept checkpoints up to SEQ without an HMAC (made before "
-                   "the key was configured).")
+@click.option(
+    "--anchor",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Checkpoints kept outside the database (`audit anchor` / `audit "
+    "checkpoint` output, or an export); each must match the stored one.",
+)
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Verify an `audit export` JSONL file offline (no database).",
+)
+@click.option(
+    "--unsigned-up-to",
+    type=int,
+    default=0,
+    metavar="SEQ",
+    help="With a key: accept checkpoints up to SEQ without an HMAC (made before "
+    "the key was configured).",
+)
 @click.option("--no-snapshots", is_flag=True, help="Skip the snapshot check.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
 @click.pass_obj
 @refusals
-def audit_verify(obj: Context, anchor: Path | None, file_: Path | None, unsigned_up_to: int,
-                 no_snapshots: bool, as_json: bool) -> None:
+def audit_verify(
+    obj: Context,
+    anchor: Path | None,
+    file_: Path | None,
+    unsigned_up_to: int,
+    no_snapshots: bool,
+    as_json: bool,
+) -> None:
     """Verify every hash chain, checkpoint and snapshot; exit 1 listing each problem."""
     from .audit import verify, verify_file
 
@@ -117,8 +143,9 @@ def audit_verify(obj: Context, anchor: Path | None, file_: Path | None, unsigned
     if file_ is not None:
         lines = sum(1 for _ in file_.open("rb"))
         with _bar(lines, "verify", unit="line") as bar:
-            report = verify_file(file_, key=key, anchor=anchor, unsigned_up_to=unsigned_up_to,
-                                 progress=bar.update)
+            report = verify_file(
+                file_, key=key, anchor=anchor, unsigned_up_to=unsigned_up_to, progress=bar.update
+            )
     else:
         from .audit import Store
         from .bootstrap import open_read_db
@@ -127,23 +154,34 @@ def audit_verify(obj: Context, anchor: Path | None, file_: Path | None, unsigned
         try:
             _require_tables(db)
             with _bar(Store(db).count(), "verify") as bar:
-                report = verify(db, key=key, anchor=anchor, progress=bar.update,
-                                unsigned_up_to=unsigned_up_to, snapshots=not no_snapshots)
+                report = verify(
+                    db,
+                    key=key,
+                    anchor=anchor,
+                    progress=bar.update,
+                    unsigned_up_to=unsigned_up_to,
+                    snapshots=not no_snapshots,
+                )
         finally:
             db.close()
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
-        click.echo(f"{report.orders} orders, {report.events} events, {report.checkpoints} "
-                   f"checkpoints, {report.snapshots} snapshots checked")
+        click.echo(
+            f"{report.orders} orders, {report.events} events, {report.checkpoints} "
+            f"checkpoints, {report.snapshots} snapshots checked"
+        )
         for line in report.lines():
             click.echo(line)
         for note in report.notes:
             click.echo(f"note: {note}")
-        click.echo("OK" if report.ok else
-                   f"FAILED: {len(report.broken_orders())} broken order(s), "
-                   f"{len(report.checkpoint_problems)} checkpoint problem(s), "
-                   f"{len(report.snapshot_problems)} bad snapshot(s)")
+        click.echo(
+            "OK"
+            if report.ok
+            else f"FAILED: {len(report.broken_orders())} broken order(s), "
+            f"{len(report.checkpoint_problems)} checkpoint problem(s), "
+            f"{len(report.snapshot_problems)} bad snapshot(s)"
+        )
     sys.exit(0 if report.ok else 1)
 
 
@@ -153,21 +191,28 @@ def _since(value: str | None) -> datetime | None:
     try:
         at = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"not an ISO 8601 date or time: {value!r}",
-                                 param_hint="--since") from None
+        raise click.BadParameter(
+            f"not an ISO 8601 date or time: {value!r}", param_hint="--since"
+        ) from None
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @audit.command("export")
 @click.option("--order", "order_id", type=click.UUID, help="Only this order's events.")
-@click.option("--since", metavar="T", help="Only events at or after T (ISO 8601; UTC "
-              "unless given).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file (default: stdout).")
+@click.option(
+    "--since", metavar="T", help="Only events at or after T (ISO 8601; UTC unless given)."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (default: stdout).",
+)
 @click.pass_obj
 @refusals
-def audit_export(obj: Context, order_id: UUID | None, since: str | None,
-                 output: Path | None) -> None:
+def audit_export(
+    obj: Context, order_id: UUID | None, since: str | None, output: Path | None
+) -> None:
     """Export stored events exactly as stored, and the checkpoints, as JSON lines for an
     auditor (`serviceorders audit verify --file F`, no database needed)."""
     from .audit import Store, export
@@ -188,21 +233,28 @@ def audit_export(obj: Context, order_id: UUID | None, since: str | None,
     finally:
         db.close()
     scope = "complete" if summary["complete"] else "partial"
-    click.echo(f"exported {summary['events']} events and {summary['checkpoints']} "
-               f"checkpoints ({scope}) up to position {summary['position']}"
-               + (f" to {output}" if output else ""), err=True)
+    click.echo(
+        f"exported {summary['events']} events and {summary['checkpoints']} "
+        f"checkpoints ({scope}) up to position {summary['position']}"
+        + (f" to {output}" if output else ""),
+        err=True,
+    )
 
 
 @audit.command("erase")
-@click.option("--customer", "customer_id", required=True, metavar="ID",
-              help="The customer (related party id with role customer).")
+@click.option(
+    "--customer",
+    "customer_id",
+    required=True,
+    metavar="ID",
+    help="The customer (related party id with role customer).",
+)
 @click.option("--actor", required=True, help="Who erases (recorded).")
 @click.option("--reason", default=None, help="Why (recorded), e.g. the request's reference.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 @refusals
-def audit_erase(obj: Context, customer_id: str, actor: str, reason: str | None,
-                yes: bool) -> None:
+def audit_erase(obj: Context, customer_id: str, actor: str, reason: str | None, yes: bool) -> None:
     """Erase a customer's personal data: delete its key (sealed names, places and contacts
     read `[erased]` from then on), record the erasure, drop its orders' snapshots and
     rebuild the read models. The events and their hash chains are unchanged."""
@@ -211,12 +263,26 @@ def audit_erase(obj: Context, customer_id: str, actor: str, reason: str | None,
     from .erasure import erase_customer
 
     if not yes:
-        click.confirm(f"Erase the personal data of customer {customer_id!r}? This cannot be "
-                      "undone", abort=True, err=True)
+        click.confirm(
+            f"Erase the personal data of customer {customer_id!r}? This cannot be undone",
+            abort=True,
+            err=True,
+        )
     with tqdm(unit="ev", desc="rebuild", file=sys.stderr, dynamic_ncols=True) as bar:
         done = erase_customer(obj.settings, customer_id, actor, reason, progress=bar.update)
-    click.echo(json.dumps({"customer": customer_id, "orders": [str(o) for o in done.orders],
-                           "hadKey": done.had_key,
-                           "snapshotsDeleted": done.snapshots_deleted}, indent=2))
-    click.echo(f"erased the personal data of {customer_id} ({len(done.orders)} order(s)); "
-               "read models rebuilt", err=True)
+    click.echo(
+        json.dumps(
+            {
+                "customer": customer_id,
+                "orders": [str(o) for o in done.orders],
+                "hadKey": done.had_key,
+                "snapshotsDeleted": done.snapshots_deleted,
+            },
+            indent=2,
+        )
+    )
+    click.echo(
+        f"erased the personal data of {customer_id} ({len(done.orders)} order(s)); "
+        "read models rebuilt",
+        err=True,
+    )

@@ -32,27 +32,50 @@ class Instant(click.ParamType):
 
 @main.command("history")
 @ORDER
-@click.option("--as-of", "as_of", type=Instant(), metavar="TIMESTAMP",
-              help="The order as it was at this instant (ISO 8601; no offset means UTC).")
-@click.option("--version", type=click.IntRange(min=0), metavar="N",
-              help="The order as it was right after its version N.")
-@click.option("--diff", type=(click.IntRange(min=0), click.IntRange(min=0)), default=None,
-              metavar="A B", help="What changed from version A to version B (0: before the "
-                                  "order existed).")
+@click.option(
+    "--as-of",
+    "as_of",
+    type=Instant(),
+    metavar="TIMESTAMP",
+    help="The order as it was at this instant (ISO 8601; no offset means UTC).",
+)
+@click.option(
+    "--version",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="The order as it was right after its version N.",
+)
+@click.option(
+    "--diff",
+    type=(click.IntRange(min=0), click.IntRange(min=0)),
+    default=None,
+    metavar="A B",
+    help="What changed from version A to version B (0: before the order existed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of the readable form.")
 @click.pass_obj
 @refusals
-def history_command(obj: Context, order_ref: str, as_of: datetime | None,
-                    version: int | None, diff: tuple[int, int] | None, as_json: bool) -> None:
+def history_command(
+    obj: Context,
+    order_ref: str,
+    as_of: datetime | None,
+    version: int | None,
+    diff: tuple[int, int] | None,
+    as_json: bool,
+) -> None:
     """The order's history, replayed from its stored events.
 
     Without options: one line per event (version, time, event, actor (role), source, state
     after, hash prefix). ORDER is the order id or its external id."""
-    chosen = [name for name, value in (("--as-of", as_of), ("--version", version),
-                                       ("--diff", diff)) if value is not None]
+    chosen = [
+        name
+        for name, value in (("--as-of", as_of), ("--version", version), ("--diff", diff))
+        if value is not None
+    ]
     if len(chosen) > 1:
-        raise click.UsageError(f"give one of --as-of, --version or --diff, not "
-                               f"{' and '.join(chosen)}")
+        raise click.UsageError(
+            f"give one of --as-of, --version or --diff, not {' and '.join(chosen)}"
+        )
     order_id = resolve_order(order_ref)
     with obj.app() as app:
         try:
@@ -63,8 +86,9 @@ def history_command(obj: Context, order_ref: str, as_of: datetime | None,
             elif diff is not None:
                 _show_diff(history.diff(app, order_id, *diff), as_json)
             else:
-                _show_timeline(order_id, history.timeline(app, order_id, documents=as_json),
-                               as_json)
+                _show_timeline(
+                    order_id, history.timeline(app, order_id, documents=as_json), as_json
+                )
         except OrderNotFound:
             click.echo(f"error: no order {order_ref}", err=True)
             sys.exit(1)
@@ -110,8 +134,10 @@ COLUMNS: tuple[tuple[str, Any, int], ...] = (
 def column_widths(entries: list[dict[str, Any]]) -> list[int]:
     """Each text column as wide as its longest cell (at least its usual width), so that
     long actor names or sources never push the columns after them out of line."""
-    return [max([least, len(header)] + [len(cell(e)) for e in entries if cell(e) is not None])
-            for header, cell, least in COLUMNS]
+    return [
+        max([least, len(header)] + [len(cell(e)) for e in entries if cell(e) is not None])
+        for header, cell, least in COLUMNS
+    ]
 
 
 def event_line(entry: dict[str, Any], widths: list[int] | None = None) -> str:
@@ -129,12 +155,18 @@ def _show_timeline(order_id: Any, entries: list[dict[str, Any]], as_json: bool) 
         click.echo(json.dumps(entries, indent=2, ensure_ascii=False))
         return
     last = entries[-1]
-    click.echo(f"order {order_id}: {len(entries)} event(s), now {last['stateAfter']} "
-               f"(version {last['version']})")
+    click.echo(
+        f"order {order_id}: {len(entries)} event(s), now {last['stateAfter']} "
+        f"(version {last['version']})"
+    )
     widths = column_widths(entries)
-    click.echo(f"{'VER':>4}  {'TIME (UTC)':<23} "
-               + "".join(f" {header:<{width}}" for (header, _, _), width
-                         in zip(COLUMNS, widths, strict=True)) + " HASH")
+    click.echo(
+        f"{'VER':>4}  {'TIME (UTC)':<23} "
+        + "".join(
+            f" {header:<{width}}" for (header, _, _), width in zip(COLUMNS, widths, strict=True)
+        )
+        + " HASH"
+    )
     for entry in entries:
         click.echo(event_line(entry, widths))
 
@@ -145,16 +177,21 @@ def _show_past(past: history.PastOrder, as_json: bool) -> None:
         return
     event = past.event
     when = f" as of {history.iso(past.as_of)}" if past.as_of else ""
-    click.echo(f"order {past.order.id}{when}: version {past.version} of "
-               f"{past.latest_version}, after {type(event).__name__} at "
-               f"{history.iso(event.timestamp)} by {event.actor.id} ({event.actor.role})")
+    click.echo(
+        f"order {past.order.id}{when}: version {past.version} of "
+        f"{past.latest_version}, after {type(event).__name__} at "
+        f"{history.iso(event.timestamp)} by {event.actor.id} ({event.actor.role})"
+    )
     show_full(past.order)
     order = past.order
-    facts = (("waiting", order.waiting_reason), ("rejected", order.rejection_reason),
-             ("cancel", order.cancellation_reason),
-             ("no-return", "passed" if order.point_of_no_return else None),
-             ("deleted", "yes" if order.deleted else None),
-             ("revision", order.revision or None))
+    facts = (
+        ("waiting", order.waiting_reason),
+        ("rejected", order.rejection_reason),
+        ("cancel", order.cancellation_reason),
+        ("no-return", "passed" if order.point_of_no_return else None),
+        ("deleted", "yes" if order.deleted else None),
+        ("revision", order.revision or None),
+    )
     for label, value in facts:
         if value:
             click.echo(f"{label:<9} {value}")
@@ -164,8 +201,10 @@ def _show_diff(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
-    click.echo(f"order {result['orderId']}: version {result['from']} -> {result['to']} "
-               f"({len(result['events'])} event(s))")
+    click.echo(
+        f"order {result['orderId']}: version {result['from']} -> {result['to']} "
+        f"({len(result['events'])} event(s))"
+    )
     if result["events"]:
         click.echo("events")
         widths = column_widths(result["events"])
@@ -180,5 +219,4 @@ def _show_diff(result: dict[str, Any], as_json: bool) -> None:
         elif change["op"] == "remove":
             click.echo(f"  {mark} {path}: {_dump(change['before'])}")
         else:
-            click.echo(f"  {mark} {path}: {_dump(change['before'])} -> "
-                       f"{_dump(change['after'])}")
+            click.echo(f"  {mark} {path}: {_dump(change['before'])} -> {_dump(change['after'])}")

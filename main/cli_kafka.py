@@ -20,8 +20,10 @@ log = logging.getLogger("serviceorders.cli")
 
 def _kafka_settings(settings: Settings) -> Settings:
     if not settings.kafka_bootstrap_servers:
-        raise click.UsageError("set KAFKA_BOOTSTRAP_SERVERS (host:port[,host:port]) to reach "
-                               "Kafka; `serviceorders serve` starts an embedded broker instead")
+        raise click.UsageError(
+            "set KAFKA_BOOTSTRAP_SERVERS (host:port[,host:port]) to reach "
+            "Kafka; `serviceorders serve` starts an embedded broker instead"
+        )
     return settings
 
 
@@ -32,16 +34,22 @@ def _require_tables(settings: Settings) -> None:
     db = open_read_db(settings)
     try:
         if not db.table_exists("intake_position"):
-            raise click.UsageError("the database has no intake tables: run "
-                                   "`serviceorders db init` once first")
+            raise click.UsageError(
+                "the database has no intake tables: run `serviceorders db init` once first"
+            )
         schema.check(db)  # before Kafka: a newer or older schema is refused at once
     finally:
         db.close()
 
 
 @main.command()
-@click.option("--idle-exit", type=float, default=None, metavar="SECONDS",
-              help="Exit once no message has arrived for this long (tests, batch jobs).")
+@click.option(
+    "--idle-exit",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Exit once no message has arrived for this long (tests, batch jobs).",
+)
 @METRICS_PORT
 @click.pass_obj
 @refusals
@@ -68,11 +76,16 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
     metrics = EngineMetrics(intake=True)
     metrics.registry.register(database_collector(settings, intake_outbox=True))
     worker = ConsumerWorker(settings, stopping, metrics=metrics)
-    server = serve_metrics(settings, metrics_port, metrics.registry, lambda: (
-        not stopping.is_set(), {"process": "consume", "partitions": len(worker.stored)}))
+    server = serve_metrics(
+        settings,
+        metrics_port,
+        metrics.registry,
+        lambda: (not stopping.is_set(), {"process": "consume", "partitions": len(worker.stored)}),
+    )
     last = [time.monotonic()]
     watcher = None
     if idle_exit is not None:
+
         def watch() -> None:
             while not stopping.wait(0.2):
                 if not worker.stored:  # not consuming yet (joining the group): not idle
@@ -86,16 +99,26 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
     def on_batch(_: Any) -> None:
         last[0] = time.monotonic()
 
-    log.info("consuming %s as group %s on %s", settings.inbound_topic,
-             settings.consumer_group, settings.kafka_bootstrap_servers)
+    log.info(
+        "consuming %s as group %s on %s",
+        settings.inbound_topic,
+        settings.consumer_group,
+        settings.kafka_bootstrap_servers,
+    )
     code = logged("kafka intake", worker.run)(on_batch=on_batch)
     stopping.set()
     publisher.join(timeout=30)
     if server is not None:
         server.shutdown()
     s = worker.stats
-    log.info("stopped: %d messages in %d batches, %d applied, %d duplicates, %d dead letters",
-             s.messages, s.batches, s.applied, s.duplicates, s.dead_letters)
+    log.info(
+        "stopped: %d messages in %d batches, %d applied, %d duplicates, %d dead letters",
+        s.messages,
+        s.batches,
+        s.applied,
+        s.duplicates,
+        s.dead_letters,
+    )
     sys.exit(code)
 
 
@@ -119,33 +142,47 @@ def _text(value: bytes | None, limit: int) -> str:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @refusals
-def dlq_list(obj: Context, category: str | None, pending: bool, since_id: int, limit: int,
-             as_json: bool) -> None:
+def dlq_list(
+    obj: Context, category: str | None, pending: bool, since_id: int, limit: int, as_json: bool
+) -> None:
     """The dead letters, oldest first, with their reasons."""
     from .bootstrap import open_read_db
     from .consumers.store import IntakeStore
 
     db = open_read_db(obj.settings)
     try:
-        rows = IntakeStore(db).dead_letters(since_id=since_id, limit=limit, category=category,
-                                            include_replayed=not pending)
+        rows = IntakeStore(db).dead_letters(
+            since_id=since_id, limit=limit, category=category, include_replayed=not pending
+        )
     finally:
         db.close()
     if as_json:
-        click.echo(json.dumps([{
-            **{k: v for k, v in r.items() if k not in ("key", "value", "headers")},
-            "key": _text(r["key"], 10**9), "value": _text(r["value"], 10**9),
-            "headers": {k: _text(v, 10**9) for k, v in r["headers"]}} for r in rows],
-            indent=2, default=str))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        **{k: v for k, v in r.items() if k not in ("key", "value", "headers")},
+                        "key": _text(r["key"], 10**9),
+                        "value": _text(r["value"], 10**9),
+                        "headers": {k: _text(v, 10**9) for k, v in r["headers"]},
+                    }
+                    for r in rows
+                ],
+                indent=2,
+                default=str,
+            )
+        )
         return
     if not rows:
         click.echo("no dead letters", err=True)
         return
     for r in rows:
         replayed = f" replayedx{r['replay_count']}" if r["replay_count"] else ""
-        click.echo(f"#{r['id']:<6} {r['source_topic']}[{r['source_partition']}]@"
-                   f"{r['source_offset']}  {r['category']}{replayed}  key={_text(r['key'], 40)!r}"
-                   f"  eventId={r['event_id'] or '-'}\n        {r['reason']}")
+        click.echo(
+            f"#{r['id']:<6} {r['source_topic']}[{r['source_partition']}]@"
+            f"{r['source_offset']}  {r['category']}{replayed}  key={_text(r['key'], 40)!r}"
+            f"  eventId={r['event_id'] or '-'}\n        {r['reason']}"
+        )
 
 
 @dlq.command("replay")
@@ -154,8 +191,7 @@ def dlq_list(obj: Context, category: str | None, pending: bool, since_id: int, l
 @click.option("--category", default=None, help="With --all: only this category.")
 @click.pass_obj
 @refusals
-def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool,
-               category: str | None) -> None:
+def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool, category: str | None) -> None:
     """Re-publish dead letters to the inbound topic as they were (after a fix).
 
     A dead-lettered eventId was never marked as applied, so its replay is not a duplicate."""
@@ -172,9 +208,11 @@ def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool,
     store = IntakeStore(db)
     try:
         if replay_all:
-            rows = [r for r in store.dead_letters(limit=10**6, category=category,
-                                                  include_replayed=False)
-                    if r["category"] != UNDECODABLE]
+            rows = [
+                r
+                for r in store.dead_letters(limit=10**6, category=category, include_replayed=False)
+                if r["category"] != UNDECODABLE
+            ]
         else:
             rows = []
             for dl_id in ids:
@@ -185,15 +223,17 @@ def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool,
                     raise click.BadParameter(
                         f"#{dl_id} is a skipped record batch (raw bytes, not a message): it "
                         "cannot be replayed; have its producer send the orders again",
-                        param_hint="IDS")
+                        param_hint="IDS",
+                    )
                 rows.append(found)
         producer = KafkaProducer(acks="all", **producer_options(settings))
         try:
             for r in rows:
                 headers = [(k, v) for k, v in r["headers"] if not k.startswith("dlq.")]
                 headers.append(("dlq.replay_of", str(r["id"]).encode()))
-                producer.send(settings.inbound_topic, key=r["key"], value=r["value"],
-                              headers=headers).get(timeout=30)
+                producer.send(
+                    settings.inbound_topic, key=r["key"], value=r["value"], headers=headers
+                ).get(timeout=30)
                 store.mark_replayed(r["id"])
         finally:
             producer.close(timeout=10)
@@ -203,17 +243,26 @@ def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool,
 
 
 @dlq.command("skip")
-@click.option("--topic", default=None, metavar="TOPIC",
-              help="The stalled partition's topic (default: the inbound topic).")
+@click.option(
+    "--topic",
+    default=None,
+    metavar="TOPIC",
+    help="The stalled partition's topic (default: the inbound topic).",
+)
 @click.option("--partition", type=click.IntRange(min=0), required=True)
-@click.option("--offset", type=click.IntRange(min=0), required=True,
-              help="The offset the consumer's log line and metric name.")
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    required=True,
+    help="The offset the consumer's log line and metric name.",
+)
 @click.option("--actor", required=True, help="Who decides (recorded with the dead letter).")
 @click.option("--reason", required=True, help="Why (recorded with the dead letter).")
 @click.pass_obj
 @refusals
-def dlq_skip(obj: Context, topic: str | None, partition: int, offset: int, actor: str,
-             reason: str) -> None:
+def dlq_skip(
+    obj: Context, topic: str | None, partition: int, offset: int, actor: str, reason: str
+) -> None:
     """Dead-letter a record batch that cannot be decoded and move the intake past it.
 
     Reads the batch at OFFSET from the broker (it must still fail to decode there), then in
@@ -235,8 +284,9 @@ def dlq_skip(obj: Context, topic: str | None, partition: int, offset: int, actor
     except (LookupError, TimeoutError) as e:
         raise click.ClickException(str(e)) from None
     if bad is None:
-        raise click.ClickException(f"the record at {topic}[{partition}] offset {offset} decodes "
-                                   "fine: nothing to skip")
+        raise click.ClickException(
+            f"the record at {topic}[{partition}] offset {offset} decodes fine: nothing to skip"
+        )
     db = open_read_db(settings)
     try:
         dl_id = skip_batch(db, bad, actor, reason)
@@ -244,26 +294,47 @@ def dlq_skip(obj: Context, topic: str | None, partition: int, offset: int, actor
         raise click.ClickException(str(e)) from None
     finally:
         db.close()
-    log.warning("%s skipped the undecodable record batch %s[%d] offsets %s (%s): %s", actor,
-                topic, partition, bad.offsets, bad.why, reason)
-    click.echo(f"skipped {topic}[{partition}] offsets {bad.offsets} "
-               f"({len(bad.raw or b'')} bytes, {bad.why}) as dead letter #{dl_id}; the intake "
-               f"position is now {bad.end}: a running consumer resumes within "
-               f"{STALL_RECHECK_SECONDS:.0f} s", err=True)
+    log.warning(
+        "%s skipped the undecodable record batch %s[%d] offsets %s (%s): %s",
+        actor,
+        topic,
+        partition,
+        bad.offsets,
+        bad.why,
+        reason,
+    )
+    click.echo(
+        f"skipped {topic}[{partition}] offsets {bad.offsets} "
+        f"({len(bad.raw or b'')} bytes, {bad.why}) as dead letter #{dl_id}; the intake "
+        f"position is now {bad.end}: a running consumer resumes within "
+        f"{STALL_RECHECK_SECONDS:.0f} s",
+        err=True,
+    )
 
 
 @main.command("publish-sample")
 @click.option("--count", type=int, default=100, show_default=True, help="Distinct orders.")
-@click.option("--duplicates", type=float, default=0.1, show_default=True,
-              help="Share of extra messages repeating an order.")
-@click.option("--bad", type=float, default=0.05, show_default=True,
-              help="Share of extra bad messages (each kind of refusal).")
+@click.option(
+    "--duplicates",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Share of extra messages repeating an order.",
+)
+@click.option(
+    "--bad",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Share of extra bad messages (each kind of refusal).",
+)
 @click.option("--seed", type=int, default=None, help="Same seed, same traffic.")
 @click.option("--prefix", default=None, help="External id prefix (default: per run).")
 @click.pass_obj
 @refusals
-def publish_sample(obj: Context, count: int, duplicates: float, bad: float, seed: int | None,
-                   prefix: str | None) -> None:
+def publish_sample(
+    obj: Context, count: int, duplicates: float, bad: float, seed: int | None, prefix: str | None
+) -> None:
     """Publish realistic TMF641 traffic to the inbound topic: multi-site orders with mixed
     actions, some published twice, a few bad ones, so you can watch the engine work."""
     from kafka import KafkaProducer
@@ -288,5 +359,8 @@ def publish_sample(obj: Context, count: int, duplicates: float, bad: float, seed
     kinds: dict[str, int] = {}
     for m in sample.messages:
         kinds[m.kind] = kinds.get(m.kind, 0) + 1
-    click.echo(f"published {len(sample.messages)} messages to {settings.inbound_topic}: "
-               + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())), err=True)
+    click.echo(
+        f"published {len(sample.messages)} messages to {settings.inbound_topic}: "
+        + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())),
+        err=True,
+    )

@@ -25,19 +25,26 @@ class DatabaseUnreachable(Exception):
 
 # libpq / psycopg wording -> what to tell the operator (the first match wins).
 _REASONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), reason) for pattern, reason in (
-        (r"connection refused", "connection refused (is PostgreSQL running and listening on "
-                                "that host and port?)"),
-        (r"database \"(?P<name>[^\"]*)\" does not exist",
-         "unknown database: database \"{name}\" does not exist"),
-        (r"role \"(?P<name>[^\"]*)\" does not exist",
-         "unknown role: role \"{name}\" does not exist"),
+    (re.compile(pattern, re.IGNORECASE), reason)
+    for pattern, reason in (
+        (
+            r"connection refused",
+            "connection refused (is PostgreSQL running and listening on that host and port?)",
+        ),
+        (
+            r"database \"(?P<name>[^\"]*)\" does not exist",
+            'unknown database: database "{name}" does not exist',
+        ),
+        (r"role \"(?P<name>[^\"]*)\" does not exist", 'unknown role: role "{name}" does not exist'),
         (r"password authentication failed", "password authentication failed"),
-        (r"(failed to resolve host|could not translate host name|name or service not known|"
-         r"nodename nor servname|temporary failure in name resolution)",
-         "unknown host (the name does not resolve)"),
+        (
+            r"(failed to resolve host|could not translate host name|name or service not known|"
+            r"nodename nor servname|temporary failure in name resolution)",
+            "unknown host (the name does not resolve)",
+        ),
         (r"timeout expired", f"no answer within {PROBE_TIMEOUT_SECONDS} s (timeout)"),
-    ))
+    )
+)
 
 
 def reason(error: BaseException) -> str:
@@ -71,9 +78,15 @@ def _probe_postgres(config: DatabaseConfig, timeout: int) -> None:
 
     def attempt() -> None:
         try:
-            psycopg.connect(host=config.host, port=config.port, dbname=config.dbname,
-                            user=config.user, password=config.password or None,
-                            connect_timeout=timeout, **config.options).close()
+            psycopg.connect(
+                host=config.host,
+                port=config.port,
+                dbname=config.dbname,
+                user=config.user,
+                password=config.password or None,
+                connect_timeout=timeout,
+                **config.options,
+            ).close()
         except Exception as e:  # reported below
             failed.append(e)
 
@@ -86,7 +99,8 @@ def _probe_postgres(config: DatabaseConfig, timeout: int) -> None:
         failed.append(TimeoutError("timeout expired"))
     if failed:
         raise DatabaseUnreachable(
-            f"cannot connect to PostgreSQL at {where(config)}: {reason(failed[0])}")
+            f"cannot connect to PostgreSQL at {where(config)}: {reason(failed[0])}"
+        )
 
 
 def _probe_sqlite(path: Path) -> None:
@@ -94,8 +108,11 @@ def _probe_sqlite(path: Path) -> None:
     takes new files (the probe itself creates nothing)."""
     problem = None
     if not path.parent.is_dir():
-        problem = (f"the directory {path.parent} does not exist" if not path.parent.exists()
-                   else f"{path.parent} is not a directory")
+        problem = (
+            f"the directory {path.parent} does not exist"
+            if not path.parent.exists()
+            else f"{path.parent} is not a directory"
+        )
     elif path.is_dir():
         problem = "it is a directory"
     elif path.exists():
@@ -107,7 +124,9 @@ def _probe_sqlite(path: Path) -> None:
         try:  # a throwaway file, gone when closed: the directory takes new files
             tempfile.TemporaryFile(dir=path.parent).close()
         except OSError as e:
-            problem = (f"the directory {path.parent} does not take new files: "
-                       f"{e.strerror.lower() if e.strerror else e} (it must be writable)")
+            problem = (
+                f"the directory {path.parent} does not take new files: "
+                f"{e.strerror.lower() if e.strerror else e} (it must be writable)"
+            )
     if problem:
         raise DatabaseUnreachable(f"cannot open the SQLite database {path}: {problem}")

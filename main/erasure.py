@@ -30,19 +30,23 @@ class Erasure:
     snapshots_deleted: int
 
 
-def erase_customer(settings: Settings, customer_id: str, actor: str, reason: str | None = None,
-                   progress: Callable[[int], object] | None = None,
-                   wait: float = CACHE_SECONDS + 1.0) -> Erasure:
+def erase_customer(
+    settings: Settings,
+    customer_id: str,
+    actor: str,
+    reason: str | None = None,
+    progress: Callable[[int], object] | None = None,
+    wait: float = CACHE_SECONDS + 1.0,
+) -> Erasure:
     db = open_read_db(settings)
     try:
-        rows = db.fetchall("SELECT id FROM order_summary WHERE customer_id = %s",
-                           (customer_id,))
+        rows = db.fetchall("SELECT id FROM order_summary WHERE customer_id = %s", (customer_id,))
         orders = [UUID(str(r[0])) for r in rows]
         had_key = erase(db, customer_id, actor, reason, len(orders))
         deleted = 0
         table = db.snapshots_table
         for i in range(0, len(orders), 500):
-            chunk = orders[i:i + 500]
+            chunk = orders[i : i + 500]
             keys = [o if db.dialect == "postgres" else o.hex for o in chunk]
             marks = ", ".join(["%s"] * len(keys))
             cursor = db.execute(f"DELETE FROM {table} WHERE originator_id IN ({marks})", keys)

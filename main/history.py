@@ -37,8 +37,19 @@ from .domain.values import Actor, OrderState, Source
 from .tmf641 import order_to_tmf641
 
 # Envelope fields of a stored event: shown apart, not as the event's data.
-ENVELOPE = frozenset({"timestamp", "actor", "source", "correlation_id", "causation_id",
-                      "prev_hash", "hash", "class_version", "originator_topic"})
+ENVELOPE = frozenset(
+    {
+        "timestamp",
+        "actor",
+        "source",
+        "correlation_id",
+        "causation_id",
+        "prev_hash",
+        "hash",
+        "class_version",
+        "originator_topic",
+    }
+)
 
 
 class HistoryQueryError(InvalidCommand):
@@ -71,8 +82,7 @@ def source_view(source: Source) -> dict[str, Any]:
     """The source with its set fields only: channel, topic / partition / offset / eventId
     (Kafka), requestId (API)."""
     names = {"request_id": "requestId", "event_id": "eventId"}
-    return {names.get(k, k): v for k, v in source.model_dump(mode="json").items()
-            if v is not None}
+    return {names.get(k, k): v for k, v in source.model_dump(mode="json").items() if v is not None}
 
 
 def canonical(order: ServiceOrder) -> dict[str, Any]:
@@ -93,31 +103,52 @@ def canonical(order: ServiceOrder) -> dict[str, Any]:
             "requestedStartDate": iso(header.requested_start_date),
             "requestedCompletionDate": iso(header.requested_completion_date),
             "notificationContact": header.notification_contact,
-            "relatedParties": [{"id": p.id, "name": p.name, "role": p.role,
-                                "referredType": p.referred_type}
-                               for p in header.related_parties],
-            "orderRelationships": [{"id": r.id, "relationshipType": r.relationship_type}
-                                   for r in header.order_relationships],
+            "relatedParties": [
+                {"id": p.id, "name": p.name, "role": p.role, "referredType": p.referred_type}
+                for p in header.related_parties
+            ],
+            "orderRelationships": [
+                {"id": r.id, "relationshipType": r.relationship_type}
+                for r in header.order_relationships
+            ],
         },
-        "items": {item.id: {
-            "action": item.action.value,
-            "specification": ({"id": item.specification.id, "name": item.specification.name,
-                               "version": item.specification.version}
-                              if item.specification else None),
-            "serviceId": item.service_id,
-            "serviceName": item.service_name,
-            "characteristics": dict(item.characteristics),
-            "place": ({"id": item.place.id, "name": item.place.name, "role": item.place.role}
-                      if item.place else None),
-            "quantity": item.quantity,
-            "dependsOn": list(item.depends_on),
-            "state": item.state.value if item.state else None,
-        } for item in order.items.values()},
-        "flags": [{"code": p.code, "message": p.message, "itemId": p.item_id,
-                   "characteristic": p.characteristic, "structural": p.structural}
-                  for p in order.flags],
-        "notes": [{"text": n.text, "author": n.author, "date": iso(n.date)}
-                  for n in order.notes],
+        "items": {
+            item.id: {
+                "action": item.action.value,
+                "specification": (
+                    {
+                        "id": item.specification.id,
+                        "name": item.specification.name,
+                        "version": item.specification.version,
+                    }
+                    if item.specification
+                    else None
+                ),
+                "serviceId": item.service_id,
+                "serviceName": item.service_name,
+                "characteristics": dict(item.characteristics),
+                "place": (
+                    {"id": item.place.id, "name": item.place.name, "role": item.place.role}
+                    if item.place
+                    else None
+                ),
+                "quantity": item.quantity,
+                "dependsOn": list(item.depends_on),
+                "state": item.state.value if item.state else None,
+            }
+            for item in order.items.values()
+        },
+        "flags": [
+            {
+                "code": p.code,
+                "message": p.message,
+                "itemId": p.item_id,
+                "characteristic": p.characteristic,
+                "structural": p.structural,
+            }
+            for p in order.flags
+        ],
+        "notes": [{"text": n.text, "author": n.author, "date": iso(n.date)} for n in order.notes],
         "submittedBy": actor_view(order.submitted_by),
         "submittedAt": iso(order.submitted_at),
         "decidedBy": actor_view(order.decided_by),
@@ -125,9 +156,11 @@ def canonical(order: ServiceOrder) -> dict[str, Any]:
         "rejectionReason": order.rejection_reason,
         "waitingReason": order.waiting_reason,
         "priorState": order.prior_state.value if order.prior_state else None,
-        "cancellation": {"requestId": order.cancellation_request_id,
-                         "reason": order.cancellation_reason,
-                         "requestedBy": actor_view(order.cancellation_requested_by)},
+        "cancellation": {
+            "requestId": order.cancellation_request_id,
+            "reason": order.cancellation_reason,
+            "requestedBy": actor_view(order.cancellation_requested_by),
+        },
         "pointOfNoReturn": order.point_of_no_return,
         "deleted": order.deleted,
         "revision": order.revision,
@@ -138,8 +171,9 @@ def summary(order: ServiceOrder) -> dict[str, Any]:
     """A compact picture of the order: state, each item's state, counts and flags."""
     body: dict[str, Any] = {
         "state": order.state.value,
-        "items": {item.id: item.state.value if item.state else None
-                  for item in order.items.values()},
+        "items": {
+            item.id: item.state.value if item.state else None for item in order.items.values()
+        },
         "flags": len(order.flags),
         "notes": len(order.notes),
         "revision": order.revision,
@@ -163,12 +197,18 @@ def document(order: ServiceOrder) -> tuple[str, dict[str, Any]]:
 
 def event_view(event: OrderEvent) -> dict[str, Any]:
     state = event.stored_state()
-    return {"version": event.originator_version, "type": type(event).__name__,
-            "timestamp": iso(event.timestamp), "actor": actor_view(event.actor),
-            "source": source_view(event.source), "correlationId": event.correlation_id,
-            "causationId": event.causation_id, "hash": event.hash,
-            "prevHash": event.prev_hash,
-            "data": {k: v for k, v in state.items() if k not in ENVELOPE}}
+    return {
+        "version": event.originator_version,
+        "type": type(event).__name__,
+        "timestamp": iso(event.timestamp),
+        "actor": actor_view(event.actor),
+        "source": source_view(event.source),
+        "correlationId": event.correlation_id,
+        "causationId": event.causation_id,
+        "hash": event.hash,
+        "prevHash": event.prev_hash,
+        "data": {k: v for k, v in state.items() if k not in ENVELOPE},
+    }
 
 
 # ---------------------------------------------------------------------- replay
@@ -193,8 +233,7 @@ def _fold(events: list[OrderEvent], version: int) -> ServiceOrder:
 
 
 # -------------------------------------------------------------------- queries
-def timeline(app: ServiceOrders, order_id: UUID, *, documents: bool = True
-             ) -> list[dict[str, Any]]:
+def timeline(app: ServiceOrders, order_id: UUID, *, documents: bool = True) -> list[dict[str, Any]]:
     """Every event, oldest first, with the order after it (see the module docstring)."""
     entries = []
     for event, order in _replay(_events(app, order_id)):
@@ -222,13 +261,24 @@ class PastOrder:
 
     def view(self) -> dict[str, Any]:
         kind, doc = document(self.order)
-        return {"orderId": str(self.order.id), "version": self.version,
-                "latestVersion": self.latest_version, "asOf": iso(self.as_of),
-                "event": {"version": self.version, "type": type(self.event).__name__,
-                          "timestamp": iso(self.event.timestamp),
-                          "actor": actor_view(self.event.actor), "hash": self.event.hash},
-                "state": self.order.state.value, "summary": summary(self.order),
-                "order": canonical(self.order), "documentKind": kind, "document": doc}
+        return {
+            "orderId": str(self.order.id),
+            "version": self.version,
+            "latestVersion": self.latest_version,
+            "asOf": iso(self.as_of),
+            "event": {
+                "version": self.version,
+                "type": type(self.event).__name__,
+                "timestamp": iso(self.event.timestamp),
+                "actor": actor_view(self.event.actor),
+                "hash": self.event.hash,
+            },
+            "state": self.order.state.value,
+            "summary": summary(self.order),
+            "order": canonical(self.order),
+            "documentKind": kind,
+            "document": doc,
+        }
 
 
 def at_version(app: ServiceOrders, order_id: UUID, version: int) -> PastOrder:
@@ -236,8 +286,9 @@ def at_version(app: ServiceOrders, order_id: UUID, version: int) -> PastOrder:
     events = _events(app, order_id)
     latest = len(events)
     if not 1 <= version <= latest:
-        raise HistoryQueryError(f"version {version} is out of range: order {order_id} has "
-                                f"versions 1 to {latest}")
+        raise HistoryQueryError(
+            f"version {version} is out of range: order {order_id} has versions 1 to {latest}"
+        )
     return PastOrder(_fold(events, version), events[version - 1], latest)
 
 
@@ -252,8 +303,10 @@ def as_of(app: ServiceOrders, order_id: UUID, when: datetime) -> PastOrder:
             break
         version = event.originator_version
     if version == 0:
-        raise HistoryQueryError(f"order {order_id} did not exist yet at {iso(when)}: it was "
-                                f"created at {iso(events[0].timestamp)}")
+        raise HistoryQueryError(
+            f"order {order_id} did not exist yet at {iso(when)}: it was "
+            f"created at {iso(events[0].timestamp)}"
+        )
     return PastOrder(_fold(events, version), events[version - 1], len(events), when)
 
 
@@ -264,12 +317,15 @@ def diff(app: ServiceOrders, order_id: UUID, a: int, b: int) -> dict[str, Any]:
     events = _events(app, order_id)
     latest = len(events)
     if a > b:
-        raise HistoryQueryError(f"the diff goes from an earlier version to a later one: "
-                                f"{a} is after {b}")
+        raise HistoryQueryError(
+            f"the diff goes from an earlier version to a later one: {a} is after {b}"
+        )
     for version in (a, b):
         if not 0 <= version <= latest:
-            raise HistoryQueryError(f"version {version} is out of range: order {order_id} "
-                                    f"has versions 1 to {latest} (0: before it existed)")
+            raise HistoryQueryError(
+                f"version {version} is out of range: order {order_id} "
+                f"has versions 1 to {latest} (0: before it existed)"
+            )
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
     for event, order in _replay(events[:b]):
@@ -281,8 +337,14 @@ def diff(app: ServiceOrders, order_id: UUID, a: int, b: int) -> dict[str, Any]:
         before = after
     changes: list[dict[str, Any]] = []
     _compare(before, after, "", changes)
-    return {"orderId": str(order_id), "from": a, "to": b, "latestVersion": latest,
-            "changes": changes, "events": [event_view(e) for e in events[a:b]]}
+    return {
+        "orderId": str(order_id),
+        "from": a,
+        "to": b,
+        "latestVersion": latest,
+        "changes": changes,
+        "events": [event_view(e) for e in events[a:b]],
+    }
 
 
 # ----------------------------------------------------------------------- diffing
@@ -309,8 +371,7 @@ def _compare(before: Any, after: Any, path: str, out: list[dict[str, Any]]) -> N
         for index in range(max(len(before), len(after))):
             here = pointer(path, index)
             if index >= len(after):
-                out.append({"op": "remove", "path": here, "before": before[index],
-                            "after": None})
+                out.append({"op": "remove", "path": here, "before": before[index], "after": None})
             elif index >= len(before):
                 out.append({"op": "add", "path": here, "before": None, "after": after[index]})
             else:

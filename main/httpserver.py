@@ -46,10 +46,19 @@ class _HeadTooLarge(Exception):
 
 
 def _error(status: int, reason: str, code: str, message: str) -> bytes:
-    body = json.dumps({"code": code, "reason": reason, "message": message,
-                       "status": str(status), "@type": "Error"}).encode()
-    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+    body = json.dumps(
+        {
+            "code": code,
+            "reason": reason,
+            "message": message,
+            "status": str(status),
+            "@type": "Error",
+        }
+    ).encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
 
 
 class BoundedHttpTools(HttpToolsProtocol):
@@ -83,16 +92,25 @@ class BoundedHttpTools(HttpToolsProtocol):
             self._arm(self.body_timeout if not self._reading_head else self.header_timeout)
             return
         what = "head" if self._reading_head else "body"
-        self.logger.log(logging.INFO if self._received else logging.DEBUG,
-                        "closing a connection from %s: the request's %s did not arrive in "
-                        "time", self.client and self.client[0], what)
-        if self._received and (self.cycle is None or self._reading_head
-                               or not self.cycle.response_started):
+        self.logger.log(
+            logging.INFO if self._received else logging.DEBUG,
+            "closing a connection from %s: the request's %s did not arrive in time",
+            self.client and self.client[0],
+            what,
+        )
+        if self._received and (
+            self.cycle is None or self._reading_head or not self.cycle.response_started
+        ):
             seconds = self.header_timeout if self._reading_head else self.body_timeout
-            self.transport.write(_error(
-                408, "Request Timeout", "request_timeout",
-                f"the request's {'headers' if self._reading_head else 'body'} did not "
-                f"arrive within {seconds:g} s"))
+            self.transport.write(
+                _error(
+                    408,
+                    "Request Timeout",
+                    "request_timeout",
+                    f"the request's {'headers' if self._reading_head else 'body'} did not "
+                    f"arrive within {seconds:g} s",
+                )
+            )
             if self.cycle is not None and not self._reading_head:
                 # The application reads a disconnect and its own answer is dropped.
                 self.cycle.disconnected = True
@@ -129,17 +147,28 @@ class BoundedHttpTools(HttpToolsProtocol):
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
-        if self._reading_head and self._head_bytes > self.max_head \
-                and not self.transport.is_closing():
+        if (
+            self._reading_head
+            and self._head_bytes > self.max_head
+            and not self.transport.is_closing()
+        ):
             self._too_large()
 
     def _too_large(self) -> None:
         self._disarm()
-        self.logger.info("refusing a request from %s: its header section exceeds %d bytes",
-                         self.client and self.client[0], self.max_head)
-        self.transport.write(_error(
-            431, "Request Header Fields Too Large", "header_too_large",
-            f"the request's header section exceeds {self.max_head} bytes"))
+        self.logger.info(
+            "refusing a request from %s: its header section exceeds %d bytes",
+            self.client and self.client[0],
+            self.max_head,
+        )
+        self.transport.write(
+            _error(
+                431,
+                "Request Header Fields Too Large",
+                "header_too_large",
+                f"the request's header section exceeds {self.max_head} bytes",
+            )
+        )
         self.transport.close()
 
     def on_message_begin(self) -> None:
@@ -172,4 +201,3 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._disarm()
         self._received = False
         super().on_message_complete()
-

@@ -38,15 +38,20 @@ log = logging.getLogger("serviceorders.workers")
 LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 FORMATS = ("text", "json")
 # The context's fields, in the order the text format shows them.
-FIELDS = ("order_id", "correlation_id", "trace_id", "kafka_topic", "kafka_partition",
-          "kafka_offset")
+FIELDS = (
+    "order_id",
+    "correlation_id",
+    "trace_id",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+)
 # Record attributes that are not fields of the record's own (uvicorn's coloured copy of its
 # message, asyncio's task name).
 _NOT_FIELDS = frozenset({*RESERVED_ATTRS, "color_message", "taskName"})
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-_context: ContextVar[Mapping[str, Any]] = ContextVar("serviceorders_log_context",
-                                                     default=_EMPTY)
+_context: ContextVar[Mapping[str, Any]] = ContextVar("serviceorders_log_context", default=_EMPTY)
 
 
 # ------------------------------------------------------------------------ context
@@ -54,8 +59,11 @@ def bind_fields(**fields: Any) -> Token[Mapping[str, Any]]:
     """Add fields (None ones are left out) to the current context; `unbind(token)` undoes it.
     Set in a request's or a message's own context, nothing needs undoing."""
     current = _context.get()
-    new = {k: (str(v) if not isinstance(v, int | str) else v)
-           for k, v in fields.items() if v is not None}
+    new = {
+        k: (str(v) if not isinstance(v, int | str) else v)
+        for k, v in fields.items()
+        if v is not None
+    }
     return _context.set({**current, **new} if current else new)
 
 
@@ -107,7 +115,7 @@ def trace_id(traceparent: str | bytes | None) -> str | None:
     if found is None:
         return None
     version, trace, parent, _ = found.groups()
-    rest = value[found.end():]
+    rest = value[found.end() :]
     if version == "ff" or (version == "00" and rest) or (rest and not rest.startswith("-")):
         return None
     if trace == "0" * 32 or parent == "0" * 16:
@@ -123,8 +131,11 @@ def header(headers: Any, name: str) -> bytes | None:
     return None
 
 
-def correlation(given: str | None, traceparent: str | bytes | None,
-                default: Callable[[], str] = lambda: str(uuid4())) -> tuple[str, str | None]:
+def correlation(
+    given: str | None,
+    traceparent: str | bytes | None,
+    default: Callable[[], str] = lambda: str(uuid4()),
+) -> tuple[str, str | None]:
     """(correlation id, trace id): the id given, else the traceparent's trace id, else
     `default()`; the trace id is None without a valid traceparent."""
     trace = trace_id(traceparent)
@@ -133,8 +144,9 @@ def correlation(given: str | None, traceparent: str | bytes | None,
 
 # --------------------------------------------------------------------- formatting
 def _fields_of(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items()
-            if k not in _NOT_FIELDS and not k.startswith("_")}
+    return {
+        k: v for k, v in record.__dict__.items() if k not in _NOT_FIELDS and not k.startswith("_")
+    }
 
 
 def _text_value(value: Any) -> str:
@@ -163,10 +175,13 @@ class JsonFormatter(_JsonFormatter):
     """One JSON object a line: time (ISO 8601, UTC), level, logger, message, the fields."""
 
     def __init__(self) -> None:
-        super().__init__("%(levelname)s %(name)s %(message)s",
-                         rename_fields={"levelname": "level", "name": "logger"},
-                         timestamp="time", reserved_attrs=sorted(_NOT_FIELDS),
-                         json_ensure_ascii=False)
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",
+            reserved_attrs=sorted(_NOT_FIELDS),
+            json_ensure_ascii=False,
+        )
 
 
 # ------------------------------------------------------------------------ set-up
@@ -185,8 +200,14 @@ def config(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
         "disable_existing_loggers": False,
         "filters": {"context": {"()": f"{__name__}.ContextFilter"}},
         "formatters": {"main": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-                                "formatter": "main", "filters": ["context"]}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "main",
+                "filters": ["context"],
+            }
+        },
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
             # uvicorn's loggers go through the root's handler, not their own.
@@ -213,9 +234,12 @@ def configure(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
 def _thread_died(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit:
         return
-    log.critical("thread %s died: %s", getattr(args.thread, "name", "?"),
-                 args.exc_type.__name__,
-                 exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # type: ignore[arg-type]
+    log.critical(
+        "thread %s died: %s",
+        getattr(args.thread, "name", "?"),
+        args.exc_type.__name__,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )  # type: ignore[arg-type]
 
 
 def _process_died(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:

@@ -44,63 +44,97 @@ class EngineMetrics:
     """The instruments one process records into: `http` (the API), `intake` (the Kafka
     consumer), `projector` (the projector thread or process)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, http: bool = False,
-                 intake: bool = False, projector: bool = False) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        http: bool = False,
+        intake: bool = False,
+        projector: bool = False,
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         if http:
             self.http_requests = Counter(
-                f"{PREFIX}_http_requests", "HTTP requests answered",
-                ["method", "route", "status"], registry=r)
+                f"{PREFIX}_http_requests",
+                "HTTP requests answered",
+                ["method", "route", "status"],
+                registry=r,
+            )
             self.http_latency = Histogram(
-                f"{PREFIX}_http_request_seconds", "HTTP request latency",
-                ["method", "route"], registry=r)
+                f"{PREFIX}_http_request_seconds",
+                "HTTP request latency",
+                ["method", "route"],
+                registry=r,
+            )
             # One series per live worker process of `api --workers N` (its pid).
             self.worker_requests = Gauge(
                 f"{PREFIX}_http_worker_requests",
-                "HTTP requests answered by this worker process since it started", registry=r,
-                multiprocess_mode="liveall")
+                "HTTP requests answered by this worker process since it started",
+                registry=r,
+                multiprocess_mode="liveall",
+            )
         if intake:
             self.intake_messages = Counter(
                 f"{PREFIX}_intake_messages",
                 "Inbound Kafka messages by outcome (applied, duplicate, dead_letter)",
-                ["outcome"], registry=r)
+                ["outcome"],
+                registry=r,
+            )
             self.dead_letters = Counter(
-                f"{PREFIX}_intake_dead_letters", "Inbound messages dead-lettered, by category",
-                ["category"], registry=r)
+                f"{PREFIX}_intake_dead_letters",
+                "Inbound messages dead-lettered, by category",
+                ["category"],
+                registry=r,
+            )
             self.intake_batches = Histogram(
                 f"{PREFIX}_intake_batch_seconds",
                 "Time to apply one intake micro-batch (one transaction)",
-                buckets=DURATION_BUCKETS, registry=r)
+                buckets=DURATION_BUCKETS,
+                registry=r,
+            )
             self.consumer_lag = Gauge(
                 f"{PREFIX}_consumer_lag_messages",
                 "Messages of an assigned partition not applied yet (high watermark - position)",
-                ["topic", "partition"], registry=r, multiprocess_mode="liveall")
+                ["topic", "partition"],
+                registry=r,
+                multiprocess_mode="liveall",
+            )
             self._lag_labels: set[tuple[str, str]] = set()
             # A partition paused at a record batch that cannot be decoded (docs/kafka.md).
             self.stalled_partition = Gauge(
                 f"{PREFIX}_intake_stalled_partition",
                 "Offset at which a partition is paused: its record batch cannot be decoded "
-                "(no series: not stalled)", ["topic", "partition"], registry=r,
-                multiprocess_mode="liveall")
+                "(no series: not stalled)",
+                ["topic", "partition"],
+                registry=r,
+                multiprocess_mode="liveall",
+            )
             self.undecodable_batches = Counter(
                 f"{PREFIX}_intake_undecodable_batches",
                 "Record batches found undecodable (corrupt, or a codec without its library)",
-                ["topic", "partition"], registry=r)
+                ["topic", "partition"],
+                registry=r,
+            )
             for outcome in ("applied", "duplicate", "dead_letter"):
                 self.intake_messages.labels(outcome)  # exported as 0 before the first batch
         if projector:
             self.projection_pages = Histogram(
                 f"{PREFIX}_projection_page_seconds",
                 "Time to apply one page of the event log to the projections",
-                buckets=DURATION_BUCKETS, registry=r)
+                buckets=DURATION_BUCKETS,
+                registry=r,
+            )
             self.projection_events = Counter(
-                f"{PREFIX}_projection_events", "Events applied to the projections by this "
-                "process", registry=r)
+                f"{PREFIX}_projection_events",
+                "Events applied to the projections by this process",
+                registry=r,
+            )
 
     # ------------------------------------------------------- the Kafka intake
-    def batch_done(self, applied: int, duplicates: int, dead: Mapping[str, int],
-                   seconds: float) -> None:
+    def batch_done(
+        self, applied: int, duplicates: int, dead: Mapping[str, int], seconds: float
+    ) -> None:
         self.intake_messages.labels("applied").inc(applied)
         self.intake_messages.labels("duplicate").inc(duplicates)
         self.intake_messages.labels("dead_letter").inc(sum(dead.values()))
@@ -146,9 +180,15 @@ class DatabaseCollector(Collector):
     (`notifications_outbox`), and the hub listeners' backlog (`hub`). A database that does
     not answer leaves them out (the scrape still answers)."""
 
-    def __init__(self, open_db: Callable[[], Any], *, projections: bool = False,
-                 intake_outbox: bool = False, notifications_outbox: bool = False,
-                 hub: bool = False) -> None:
+    def __init__(
+        self,
+        open_db: Callable[[], Any],
+        *,
+        projections: bool = False,
+        intake_outbox: bool = False,
+        notifications_outbox: bool = False,
+        hub: bool = False,
+    ) -> None:
         """`open_db` returns a context manager yielding a ReadDb."""
         self.open_db = open_db
         self.projections = projections
@@ -173,21 +213,27 @@ class DatabaseCollector(Collector):
             from .bootstrap import event_mapper
             from .projections.runner import Projector
 
-            position = GaugeMetricFamily(f"{PREFIX}_projection_position",
-                                         "Log position a projection has reached",
-                                         labels=["projection"])
-            lag = GaugeMetricFamily(f"{PREFIX}_projection_lag_events",
-                                    "Events the projection is behind the log head",
-                                    labels=["projection"])
+            position = GaugeMetricFamily(
+                f"{PREFIX}_projection_position",
+                "Log position a projection has reached",
+                labels=["projection"],
+            )
+            lag = GaugeMetricFamily(
+                f"{PREFIX}_projection_lag_events",
+                "Events the projection is behind the log head",
+                labels=["projection"],
+            )
             for s in Projector(db, event_mapper()).status():
                 position.add_metric([s.name], s.position)
                 lag.add_metric([s.name], s.lag)
             yield position
             yield lag
         if self.intake_outbox or self.notifications_outbox:
-            backlog = GaugeMetricFamily(f"{PREFIX}_outbox_backlog",
-                                        "Rows of an outbox not yet published to Kafka",
-                                        labels=["outbox"])
+            backlog = GaugeMetricFamily(
+                f"{PREFIX}_outbox_backlog",
+                "Rows of an outbox not yet published to Kafka",
+                labels=["outbox"],
+            )
             if self.intake_outbox:
                 for table in ("dead_letter", "kafka_outbox"):
                     row = db.fetchone(f"SELECT count(*) FROM {table} WHERE published_at IS NULL")
@@ -198,20 +244,26 @@ class DatabaseCollector(Collector):
         if self.hub:
             from .projections.hub import HubStore
 
-            hub = GaugeMetricFamily(f"{PREFIX}_hub_backlog",
-                                    "Notifications not yet delivered to a hub listener",
-                                    labels=["listener", "state"])
+            hub = GaugeMetricFamily(
+                f"{PREFIX}_hub_backlog",
+                "Notifications not yet delivered to a hub listener",
+                labels=["listener", "state"],
+            )
             for listener in HubStore(db).list():
                 hub.add_metric([listener["id"], listener["state"]], listener["pending"])
             yield hub
 
 
 def _notifications_backlog(db: Any) -> int:
-    found = db.fetchone("SELECT position, seq FROM outbound_position WHERE name = %s",
-                        ("notifications",))
+    found = db.fetchone(
+        "SELECT position, seq FROM outbound_position WHERE name = %s", ("notifications",)
+    )
     position, seq = (int(found[0]), int(found[1])) if found else (0, -1)
-    row = db.fetchone("SELECT count(*) FROM notification_outbox WHERE position > %s OR "
-                      "(position = %s AND seq > %s)", (position, position, seq))
+    row = db.fetchone(
+        "SELECT count(*) FROM notification_outbox WHERE position > %s OR "
+        "(position = %s AND seq > %s)",
+        (position, position, seq),
+    )
     return int(row[0]) if row else 0
 
 
@@ -255,8 +307,12 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve_metrics(registry: CollectorRegistry, host: str, port: int,
-                  health: Callable[[], tuple[bool, dict[str, Any]]]) -> Any:
+def serve_metrics(
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    health: Callable[[], tuple[bool, dict[str, Any]]],
+) -> Any:
     """Answer `/metrics` (Prometheus text) and `/health` (JSON, 200 or 503 from `health()`)
     on `host:port` in a daemon thread; returns the server (`shutdown()` stops it)."""
     metrics_app = make_wsgi_app(registry)
@@ -271,19 +327,20 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int,
             except Exception as e:
                 ok, body = False, {"reason": type(e).__name__}
             payload = json.dumps({"status": "ok" if ok else "unavailable", **body}).encode()
-            start_response("200 OK" if ok else "503 Service Unavailable",
-                           [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(payload)))])
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+            )
             return [payload]
         payload = b'{"status": "not found", "paths": ["/health", "/metrics"]}'
-        start_response("404 Not Found", [("Content-Type", "application/json"),
-                                         ("Content-Length", str(len(payload)))])
+        start_response(
+            "404 Not Found",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+        )
         return [payload]
 
     server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
-    log.info("metrics on http://%s:%d/metrics, health on /health", host,
-             server.server_address[1])
+    log.info("metrics on http://%s:%d/metrics, health on /health", host, server.server_address[1])
     return server
-

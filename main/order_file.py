@@ -51,8 +51,9 @@ def read_json(path: Path) -> Any:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise BadFile(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: "
-                      f"{e.msg}") from None
+        raise BadFile(
+            f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+        ) from None
     except RecursionError:
         raise BadFile(f"{path}: the JSON nests too deeply") from None
     except ValueError as e:  # e.g. an integer of more than 4,300 digits
@@ -63,13 +64,18 @@ def read_json(path: Path) -> Any:
     return data
 
 
-SHAPES = ('a TMF641 ServiceOrder (with "serviceOrderItem") or '
-          '{"header": {...}, "items": [...]}')
+SHAPES = 'a TMF641 ServiceOrder (with "serviceOrderItem") or {"header": {...}, "items": [...]}'
 
 
 def _kind(value: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 def _problems(error: ValidationError, prefix: str = "") -> list[str]:

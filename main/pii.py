@@ -64,8 +64,9 @@ def _unb64(text: str) -> bytes:
 class KeyStore:
     """The `pii_key` table through one connection (used under a lock)."""
 
-    def __init__(self, connect: Callable[[], ReadDb] | None = None,
-                 db: ReadDb | None = None) -> None:
+    def __init__(
+        self, connect: Callable[[], ReadDb] | None = None, db: ReadDb | None = None
+    ) -> None:
         """Either `connect` (the store opens, and reopens, its own connection) or `db` (a
         connection owned by the caller, used as it is)."""
         self.connect = connect
@@ -100,11 +101,13 @@ class KeyStore:
 
     def get(self, scope: str) -> tuple[bytes | None, bool]:
         """(key, erased) for a scope; (None, False) when it has none yet."""
+
         def read(db: ReadDb) -> tuple[bytes | None, bool]:
             row = db.fetchone("SELECT key, erased_at FROM pii_key WHERE scope = %s", (scope,))
             if row is None:
                 return None, False
             return (bytes(row[0]) if row[0] is not None else None), row[1] is not None
+
         return self._with_db(read)
 
     def get_or_create(self, scope: str) -> bytes | None:
@@ -114,9 +117,12 @@ class KeyStore:
             return key
 
         def create(db: ReadDb) -> None:
-            db.execute("INSERT INTO pii_key (scope, key, created_at) VALUES (%s, %s, %s) "
-                       "ON CONFLICT (scope) DO NOTHING",
-                       (scope, AESGCM.generate_key(bit_length=256), self._now(db)))
+            db.execute(
+                "INSERT INTO pii_key (scope, key, created_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (scope) DO NOTHING",
+                (scope, AESGCM.generate_key(bit_length=256), self._now(db)),
+            )
+
         self._with_db(create)
         return self.get(scope)[0]
 
@@ -157,7 +163,7 @@ class Vault:
                 self._nonce_pid = os.getpid()
                 at = 0
             self._nonce_at = at + NONCE_BYTES
-            return self._nonces[at:at + NONCE_BYTES]
+            return self._nonces[at : at + NONCE_BYTES]
 
     def _key(self, scope: str, create: bool) -> bytes | None:
         hit = self._cache.get(scope)
@@ -174,8 +180,10 @@ class Vault:
             return value  # already sealed
         key = self._key(scope, create=True)
         if key is None:
-            raise ErasedScope(f"the personal data of {scope!r} was erased: new personal data "
-                              "for it cannot be stored")
+            raise ErasedScope(
+                f"the personal data of {scope!r} was erased: new personal data "
+                "for it cannot be stored"
+            )
         found = self._scopes.get(scope)
         if found is None:
             if len(self._scopes) > 10_000:
@@ -191,7 +199,7 @@ class Vault:
         if not value.startswith(TOKEN_PREFIX):
             return value
         try:
-            scope_part, data_part = value[len(TOKEN_PREFIX):].split(":", 1)
+            scope_part, data_part = value[len(TOKEN_PREFIX) :].split(":", 1)
             scope = _unb64(scope_part).decode()
             data = _unb64(data_part)
         except (ValueError, UnicodeDecodeError):
@@ -225,11 +233,19 @@ def erase(db: ReadDb, scope: str, actor: str, reason: str | None, orders: int) -
     with db.transaction():
         row = db.fetchone("SELECT key FROM pii_key WHERE scope = %s", (scope,))
         if row is None:  # remember the erasure anyway: no key may be created later
-            db.execute("INSERT INTO pii_key (scope, key, created_at, erased_at, erased_by) "
-                       "VALUES (%s, NULL, %s, %s, %s)", (scope, now, now, actor))
+            db.execute(
+                "INSERT INTO pii_key (scope, key, created_at, erased_at, erased_by) "
+                "VALUES (%s, NULL, %s, %s, %s)",
+                (scope, now, now, actor),
+            )
         else:
-            db.execute("UPDATE pii_key SET key = NULL, erased_at = %s, erased_by = %s "
-                       "WHERE scope = %s", (now, actor, scope))
-        db.execute("INSERT INTO pii_erasure (scope, erased_at, erased_by, reason, orders) "
-                   "VALUES (%s, %s, %s, %s, %s)", (scope, now, actor, reason, orders))
+            db.execute(
+                "UPDATE pii_key SET key = NULL, erased_at = %s, erased_by = %s WHERE scope = %s",
+                (now, actor, scope),
+            )
+        db.execute(
+            "INSERT INTO pii_erasure (scope, erased_at, erased_by, reason, orders) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (scope, now, actor, reason, orders),
+        )
     return row is not None and row[0] is not None

@@ -89,33 +89,51 @@ def add_column(db: ReadDb, table: str, column: str, sql_type: str) -> None:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "the schema of the releases before schema versions (95cc90f)",
-              postgres=_release_1, sqlite=_release_1),
-    Migration(2, "projection_shape: each read model's shape version",
-              postgres=(f"CREATE TABLE IF NOT EXISTS {SHAPES} (name text PRIMARY KEY, "
-                        "version integer NOT NULL, updated_at timestamptz)",),
-              sqlite=(f"CREATE TABLE IF NOT EXISTS {SHAPES} (name TEXT PRIMARY KEY, "
-                      "version INTEGER NOT NULL, updated_at TEXT)",)),
-    Migration(3, "console_session: the console's sessions, ended at sign-out or when idle",
-              postgres=("CREATE TABLE IF NOT EXISTS console_session (id text PRIMARY KEY, "
-                        "actor text NOT NULL, role text NOT NULL, "
-                        "created_at timestamptz NOT NULL, last_seen_at timestamptz NOT NULL, "
-                        "expires_at timestamptz NOT NULL, ended_at timestamptz)",
-                        "CREATE INDEX IF NOT EXISTS console_session__expires_at "
-                        "ON console_session (expires_at)"),
-              sqlite=("CREATE TABLE IF NOT EXISTS console_session (id TEXT PRIMARY KEY, "
-                      "actor TEXT NOT NULL, role TEXT NOT NULL, created_at TEXT NOT NULL, "
-                      "last_seen_at TEXT NOT NULL, expires_at TEXT NOT NULL, ended_at TEXT)",
-                      "CREATE INDEX IF NOT EXISTS console_session__expires_at "
-                      "ON console_session (expires_at)")),
+    Migration(
+        1,
+        "the schema of the releases before schema versions (95cc90f)",
+        postgres=_release_1,
+        sqlite=_release_1,
+    ),
+    Migration(
+        2,
+        "projection_shape: each read model's shape version",
+        postgres=(
+            f"CREATE TABLE IF NOT EXISTS {SHAPES} (name text PRIMARY KEY, "
+            "version integer NOT NULL, updated_at timestamptz)",
+        ),
+        sqlite=(
+            f"CREATE TABLE IF NOT EXISTS {SHAPES} (name TEXT PRIMARY KEY, "
+            "version INTEGER NOT NULL, updated_at TEXT)",
+        ),
+    ),
+    Migration(
+        3,
+        "console_session: the console's sessions, ended at sign-out or when idle",
+        postgres=(
+            "CREATE TABLE IF NOT EXISTS console_session (id text PRIMARY KEY, "
+            "actor text NOT NULL, role text NOT NULL, "
+            "created_at timestamptz NOT NULL, last_seen_at timestamptz NOT NULL, "
+            "expires_at timestamptz NOT NULL, ended_at timestamptz)",
+            "CREATE INDEX IF NOT EXISTS console_session__expires_at "
+            "ON console_session (expires_at)",
+        ),
+        sqlite=(
+            "CREATE TABLE IF NOT EXISTS console_session (id TEXT PRIMARY KEY, "
+            "actor TEXT NOT NULL, role TEXT NOT NULL, created_at TEXT NOT NULL, "
+            "last_seen_at TEXT NOT NULL, expires_at TEXT NOT NULL, ended_at TEXT)",
+            "CREATE INDEX IF NOT EXISTS console_session__expires_at "
+            "ON console_session (expires_at)",
+        ),
+    ),
 )
 CURRENT = MIGRATIONS[-1].number
 
 _CREATE = {
     "postgres": f"CREATE TABLE IF NOT EXISTS {VERSIONS} (version integer PRIMARY KEY, "
-                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
     "sqlite": f"CREATE TABLE IF NOT EXISTS {VERSIONS} (version INTEGER PRIMARY KEY, "
-              "name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    "name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
 }
 # Tables that only a serviceorders `db init` makes: one of them without `schema_version`
 # means a database of a release before schema versions.
@@ -139,12 +157,15 @@ def version(db: ReadDb) -> int:
 
 
 def _too_new(found: int, known: int) -> SchemaTooNew:
-    return SchemaTooNew(f"the database schema is at version {found}, this {PROGRAM} knows up "
-                        f"to {known}: upgrade {PROGRAM}")
+    return SchemaTooNew(
+        f"the database schema is at version {found}, this {PROGRAM} knows up "
+        f"to {known}: upgrade {PROGRAM}"
+    )
 
 
-def check(db: ReadDb, shapes: bool = False,
-          projections: Sequence[Projection] = PROJECTIONS) -> None:
+def check(
+    db: ReadDb, shapes: bool = False, projections: Sequence[Projection] = PROJECTIONS
+) -> None:
     """Refuse a database whose schema (or, with `shapes`, a read model's shape) is not the
     code's: newer = upgrade serviceorders; older = run `serviceorders db init`."""
     found = version(db)
@@ -153,8 +174,10 @@ def check(db: ReadDb, shapes: bool = False,
     if found == 0:
         raise SchemaTooOld(f"the database has no {PROGRAM} tables: run `{PROGRAM} db init`")
     if found < CURRENT:
-        raise SchemaTooOld(f"the database schema is at version {found}, this {PROGRAM} is at "
-                           f"{CURRENT}: run `{PROGRAM} db init`")
+        raise SchemaTooOld(
+            f"the database schema is at version {found}, this {PROGRAM} is at "
+            f"{CURRENT}: run `{PROGRAM} db init`"
+        )
     if shapes:
         for projection, stored in stale(db, projections):
             raise _shape_error(projection, stored)
@@ -162,18 +185,22 @@ def check(db: ReadDb, shapes: bool = False,
 
 def _shape_error(projection: Projection, stored: int) -> SchemaMismatch:
     if stored > projection.VERSION:
-        return SchemaTooNew(f"the read model {projection.name} has shape version {stored}, "
-                            f"this {PROGRAM} knows up to {projection.VERSION}: upgrade {PROGRAM}")
-    return SchemaTooOld(f"the read model {projection.name} has shape version {stored}, this "
-                        f"{PROGRAM} builds {projection.VERSION}: run `{PROGRAM} db init`")
+        return SchemaTooNew(
+            f"the read model {projection.name} has shape version {stored}, "
+            f"this {PROGRAM} knows up to {projection.VERSION}: upgrade {PROGRAM}"
+        )
+    return SchemaTooOld(
+        f"the read model {projection.name} has shape version {stored}, this "
+        f"{PROGRAM} builds {projection.VERSION}: run `{PROGRAM} db init`"
+    )
 
 
-def stale(db: ReadDb, projections: Sequence[Projection] = PROJECTIONS
-          ) -> list[tuple[Projection, int]]:
+def stale(
+    db: ReadDb, projections: Sequence[Projection] = PROJECTIONS
+) -> list[tuple[Projection, int]]:
     """The read models whose stored shape differs from the code's, with the stored one."""
     stored = stored_shapes(db)
-    return [(p, stored.get(p.name, 1)) for p in projections
-            if stored.get(p.name, 1) != p.VERSION]
+    return [(p, stored.get(p.name, 1)) for p in projections if stored.get(p.name, 1) != p.VERSION]
 
 
 @contextmanager
@@ -210,25 +237,29 @@ def migrate(db: ReadDb, migrations: Sequence[Migration] = MIGRATIONS) -> list[st
                 if migration.number in applied(db):  # read again under the lock
                     continue
                 migration.apply(db)
-                db.execute(f"INSERT INTO {VERSIONS} (version, name) VALUES (%s, %s)",
-                           (migration.number, migration.name))
+                db.execute(
+                    f"INSERT INTO {VERSIONS} (version, name) VALUES (%s, %s)",
+                    (migration.number, migration.name),
+                )
             if migration.number == 1 and previous:
-                done.append("found the tables of a release before schema versions: "
-                            "recorded as schema version 1")
+                done.append(
+                    "found the tables of a release before schema versions: "
+                    "recorded as schema version 1"
+                )
             else:
                 done.append(f"applied migration {migration.number}: {migration.name}")
     return done
 
 
-def upgrade(db: ReadDb, mapper: Any, projections: Sequence[Projection] = PROJECTIONS
-            ) -> list[str]:
+def upgrade(db: ReadDb, mapper: Any, projections: Sequence[Projection] = PROJECTIONS) -> list[str]:
     """`db init`'s work: the migrations, then a rebuild of every read model whose shape
     changed. Returns one line per thing done."""
     from .projections.maintenance import rebuild
 
     lines = migrate(db)
-    lines.append(f"schema version {version(db)}"
-                 + ("" if lines else " (up to date, nothing applied)"))
+    lines.append(
+        f"schema version {version(db)}" + ("" if lines else " (up to date, nothing applied)")
+    )
     with exclusive(db):
         changed = stale(db, projections)
         for projection, stored in changed:
@@ -236,6 +267,9 @@ def upgrade(db: ReadDb, mapper: Any, projections: Sequence[Projection] = PROJECT
                 raise _shape_error(projection, stored)
         if changed:
             positions = rebuild(db, mapper, [p.name for p, _ in changed])
-            lines += [f"rebuilt read model {p.name} (shape version {stored} -> {p.VERSION}) "
-                      f"at position {positions[p.name]}" for p, stored in changed]
+            lines += [
+                f"rebuilt read model {p.name} (shape version {stored} -> {p.VERSION}) "
+                f"at position {positions[p.name]}"
+                for p, stored in changed
+            ]
     return lines

@@ -43,8 +43,10 @@ class DatabaseConfig(BaseModel):
             return cls._postgres(url, parts)
         if parts.scheme == "sqlite":
             return cls._sqlite(url, parts)
-        raise SettingsError(f"DATABASE_URL: unsupported scheme {parts.scheme!r} "
-                            "(use postgresql://, postgres://, postgresql+psycopg:// or sqlite:///)")
+        raise SettingsError(
+            f"DATABASE_URL: unsupported scheme {parts.scheme!r} "
+            "(use postgresql://, postgres://, postgresql+psycopg:// or sqlite:///)"
+        )
 
     @classmethod
     def _postgres(cls, url: str, parts: object) -> DatabaseConfig:
@@ -56,22 +58,28 @@ class DatabaseConfig(BaseModel):
         except ValueError as e:
             raise SettingsError(f"DATABASE_URL: bad port in {redact(url)}") from e
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}  # type: ignore[attr-defined]
-        return cls(kind="postgres", dbname=dbname,
-                   host=unquote(parts.hostname or "localhost"),  # type: ignore[attr-defined]
-                   port=port, user=unquote(parts.username or "postgres"),  # type: ignore[attr-defined]
-                   password=unquote(parts.password or ""),  # type: ignore[attr-defined]
-                   options=options)
+        return cls(
+            kind="postgres",
+            dbname=dbname,
+            host=unquote(parts.hostname or "localhost"),  # type: ignore[attr-defined]
+            port=port,
+            user=unquote(parts.username or "postgres"),  # type: ignore[attr-defined]
+            password=unquote(parts.password or ""),  # type: ignore[attr-defined]
+            options=options,
+        )
 
     @classmethod
     def _sqlite(cls, url: str, parts: object) -> DatabaseConfig:
         # sqlite:///relative.db -> path "/relative.db"; sqlite:////abs.db -> "//abs.db"
-        path = url[len("sqlite://"):]
+        path = url[len("sqlite://") :]
         if not path.startswith("/") or len(path) < 2:
-            raise SettingsError(f"DATABASE_URL: use sqlite:///relative.db or "
-                                f"sqlite:////absolute.db, not {url!r}")
+            raise SettingsError(
+                f"DATABASE_URL: use sqlite:///relative.db or sqlite:////absolute.db, not {url!r}"
+            )
         path = path[1:]
-        return cls(kind="sqlite", dbname=str(Path(path).resolve()) if path != ":memory:"
-                   else ":memory:")
+        return cls(
+            kind="sqlite", dbname=str(Path(path).resolve()) if path != ":memory:" else ":memory:"
+        )
 
     def url(self, *, with_password: bool = False) -> str:
         if self.kind == "sqlite":
@@ -79,8 +87,10 @@ class DatabaseConfig(BaseModel):
         # Percent-encode, so that the URL parses back to this config (from_url unquotes).
         password = quote(self.password, safe="") if with_password else "***"
         secret = f":{password}" if self.password else ""
-        return (f"postgresql://{quote(self.user, safe='')}{secret}@{self.host}:{self.port}/"
-                f"{quote(self.dbname, safe='')}")
+        return (
+            f"postgresql://{quote(self.user, safe='')}{secret}@{self.host}:{self.port}/"
+            f"{quote(self.dbname, safe='')}"
+        )
 
 
 def redact(url: str) -> str:
@@ -201,16 +211,17 @@ class Settings(BaseModel):
             "hub_timeout_seconds": _float(env, "SERVICEORDERS_HUB_TIMEOUT", 5.0),
             "hub_backoff_base_seconds": _float(env, "SERVICEORDERS_HUB_BACKOFF_BASE", 1.0),
             "hub_backoff_max_seconds": _float(env, "SERVICEORDERS_HUB_BACKOFF_MAX", 300.0),
-            "hub_suspend_after_failures": _int(env, "SERVICEORDERS_HUB_SUSPEND_AFTER_FAILURES",
-                                               20),
-            "hub_suspend_after_seconds": _float(env, "SERVICEORDERS_HUB_SUSPEND_AFTER_SECONDS",
-                                                3600.0),
+            "hub_suspend_after_failures": _int(env, "SERVICEORDERS_HUB_SUSPEND_AFTER_FAILURES", 20),
+            "hub_suspend_after_seconds": _float(
+                env, "SERVICEORDERS_HUB_SUSPEND_AFTER_SECONDS", 3600.0
+            ),
             "hub_poll_seconds": _float(env, "SERVICEORDERS_HUB_POLL", 0.5),
             "hub_concurrency": _int(env, "SERVICEORDERS_HUB_CONCURRENCY", 4),
             "hub_retention_hours": _float(env, "SERVICEORDERS_HUB_RETENTION_HOURS", 24.0),
             "audit_hmac_key": env.get("SERVICEORDERS_AUDIT_HMAC_KEY") or None,
-            "audit_checkpoint_interval": _float(env, "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL",
-                                                300.0),
+            "audit_checkpoint_interval": _float(
+                env, "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL", 300.0
+            ),
             "console_secret": env.get("SERVICEORDERS_CONSOLE_SECRET") or None,
             "console_idle_minutes": _float(env, "SERVICEORDERS_CONSOLE_IDLE_MINUTES", 30.0),
             "log_level": (env.get("SERVICEORDERS_LOG_LEVEL") or "INFO").upper(),
@@ -262,21 +273,26 @@ def kafka_options(env: Mapping[str, str]) -> dict[str, str]:
 
 # Settings field -> the environment variable that sets it (for error messages).
 ENV_NAMES = {
-    "database": "DATABASE_URL", "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "database": "DATABASE_URL",
+    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
     "consumer_group": "SERVICEORDERS_CONSUMER_GROUP",
-    "inbound_topic": "SERVICEORDERS_INBOUND_TOPIC", "events_topic": "SERVICEORDERS_EVENTS_TOPIC",
-    "dlq_topic": "SERVICEORDERS_DLQ_TOPIC", "topic_partitions": "SERVICEORDERS_TOPIC_PARTITIONS",
+    "inbound_topic": "SERVICEORDERS_INBOUND_TOPIC",
+    "events_topic": "SERVICEORDERS_EVENTS_TOPIC",
+    "dlq_topic": "SERVICEORDERS_DLQ_TOPIC",
+    "topic_partitions": "SERVICEORDERS_TOPIC_PARTITIONS",
     "topic_replication": "SERVICEORDERS_TOPIC_REPLICATION",
     "consume_batch": "SERVICEORDERS_CONSUME_BATCH",
     "log_behind_policy": "SERVICEORDERS_LOG_BEHIND_POLICY",
     "kafka_compression": "SERVICEORDERS_KAFKA_COMPRESSION",
     "snapshot_interval": "SERVICEORDERS_SNAPSHOT_INTERVAL",
-    "four_eyes": "SERVICEORDERS_FOUR_EYES", "catalog_path": "SERVICEORDERS_CATALOG",
+    "four_eyes": "SERVICEORDERS_FOUR_EYES",
+    "catalog_path": "SERVICEORDERS_CATALOG",
     "lock_timeout_seconds": "SERVICEORDERS_DB_LOCK_TIMEOUT",
     "write_timeout_seconds": "SERVICEORDERS_DB_WRITE_TIMEOUT",
     "pool_size": "SERVICEORDERS_DB_POOL_SIZE",
     "projection_batch_size": "SERVICEORDERS_PROJECTION_BATCH",
-    "api_keys": "SERVICEORDERS_API_KEYS", "api_keys_file": "SERVICEORDERS_API_KEYS_FILE",
+    "api_keys": "SERVICEORDERS_API_KEYS",
+    "api_keys_file": "SERVICEORDERS_API_KEYS_FILE",
     "public_base_url": "SERVICEORDERS_PUBLIC_URL",
     "http_header_timeout": "SERVICEORDERS_HTTP_HEADER_TIMEOUT",
     "http_body_timeout": "SERVICEORDERS_HTTP_BODY_TIMEOUT",
@@ -294,9 +310,11 @@ ENV_NAMES = {
     "audit_checkpoint_interval": "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL",
     "console_secret": "SERVICEORDERS_CONSOLE_SECRET",
     "console_idle_minutes": "SERVICEORDERS_CONSOLE_IDLE_MINUTES",
-    "log_level": "SERVICEORDERS_LOG_LEVEL", "log_format": "SERVICEORDERS_LOG_FORMAT",
+    "log_level": "SERVICEORDERS_LOG_LEVEL",
+    "log_format": "SERVICEORDERS_LOG_FORMAT",
     "access_log": "SERVICEORDERS_ACCESS_LOG",
-    "metrics_port": "SERVICEORDERS_METRICS_PORT", "metrics_host": "SERVICEORDERS_METRICS_HOST",
+    "metrics_port": "SERVICEORDERS_METRICS_PORT",
+    "metrics_host": "SERVICEORDERS_METRICS_HOST",
 }
 
 

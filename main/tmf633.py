@@ -48,16 +48,17 @@ def _characteristic(char: CharacteristicSpec) -> dict[str, Any]:
 def _values(char: CharacteristicSpec) -> list[dict[str, Any]]:
     values = [_value(char, value=v, isDefault=v == char.default) for v in char.allowed_values]
     if char.minimum is not None or char.maximum is not None:
-        values.append(_value(char, valueFrom=char.minimum, valueTo=char.maximum,
-                             isDefault=False))
+        values.append(_value(char, valueFrom=char.minimum, valueTo=char.maximum, isDefault=False))
     if char.default is not None and char.default not in char.allowed_values:
         values.append(_value(char, value=char.default, isDefault=True))
     return values
 
 
 def _value(char: CharacteristicSpec, **fields: Any) -> dict[str, Any]:
-    body = {"valueType": char.value_type.value, **{k: v for k, v in fields.items()
-                                                   if v is not None}}
+    body = {
+        "valueType": char.value_type.value,
+        **{k: v for k, v in fields.items() if v is not None},
+    }
     if char.unit:
         body["unitOfMeasure"] = char.unit
     return body

@@ -29,17 +29,25 @@ def order_to_tmf641(order: ServiceOrder) -> dict[str, Any]:
         "requestedCompletionDate": _time(header.requested_completion_date),
         "startDate": _time(order.decided_at) if order.decided_at and _approved(order) else None,
         "completionDate": _time(order.state_since) if order.state.is_final else None,
-        "cancellationDate": (_time(order.state_since)
-                             if order.state is OrderState.CANCELLED else None),
+        "cancellationDate": (
+            _time(order.state_since) if order.state is OrderState.CANCELLED else None
+        ),
         "cancellationReason": order.cancellation_reason,
         "notificationContact": header.notification_contact,
-        "note": [_compact({"text": n.text, "author": n.author, "date": _time(n.date),
-                           "@type": "Note"}) for n in order.notes],
+        "note": [
+            _compact({"text": n.text, "author": n.author, "date": _time(n.date), "@type": "Note"})
+            for n in order.notes
+        ],
         "relatedParty": [_party(p) for p in header.related_parties],
-        "orderRelationship": [{"id": r.id, "relationshipType": r.relationship_type,
-                               "@referredType": "ServiceOrder",
-                               "@type": "ServiceOrderRelationship"}
-                              for r in header.order_relationships],
+        "orderRelationship": [
+            {
+                "id": r.id,
+                "relationshipType": r.relationship_type,
+                "@referredType": "ServiceOrder",
+                "@type": "ServiceOrderRelationship",
+            }
+            for r in header.order_relationships
+        ],
         "serviceOrderItem": [_item(i) for i in order.items.values()],
         "@type": "ServiceOrder",
     }
@@ -51,38 +59,64 @@ def _approved(order: ServiceOrder) -> bool:
 
 
 def _party(party: Party) -> dict[str, Any]:
-    return _compact({"id": party.id, "name": party.name, "role": party.role,
-                     "@referredType": party.referred_type or "Individual",
-                     "@type": "RelatedParty"})
+    return _compact(
+        {
+            "id": party.id,
+            "name": party.name,
+            "role": party.role,
+            "@referredType": party.referred_type or "Individual",
+            "@type": "RelatedParty",
+        }
+    )
 
 
 def _item(item: OrderItem) -> dict[str, Any]:
-    service: dict[str, Any] = {"id": item.service_id, "name": item.service_name,
-                               "@type": "Service"}
+    service: dict[str, Any] = {"id": item.service_id, "name": item.service_name, "@type": "Service"}
     if item.specification:
         spec = item.specification
-        service["serviceSpecification"] = _compact({
-            "id": spec.id, "name": spec.name, "version": spec.version,
-            "@referredType": "ServiceSpecification", "@type": "ServiceSpecificationRef"})
+        service["serviceSpecification"] = _compact(
+            {
+                "id": spec.id,
+                "name": spec.name,
+                "version": spec.version,
+                "@referredType": "ServiceSpecification",
+                "@type": "ServiceSpecificationRef",
+            }
+        )
     service["serviceCharacteristic"] = [
-        {"name": name, "valueType": _value_type(value), "value": value,
-         "@type": "Characteristic"} for name, value in item.characteristics.items()]
+        {"name": name, "valueType": _value_type(value), "value": value, "@type": "Characteristic"}
+        for name, value in item.characteristics.items()
+    ]
     if item.place:
-        service["place"] = [_compact({"id": item.place.id, "name": item.place.name,
-                                      "role": item.place.role or "installationSite",
-                                      "@referredType": "GeographicSite",
-                                      "@type": "RelatedPlaceRefOrValue"})]
-    return _compact({
-        "id": item.id,
-        "action": item.action.value,
-        "quantity": item.quantity,
-        "state": item.state.value if item.state else None,
-        "service": _compact(service),
-        "serviceOrderItemRelationship": [
-            {"relationshipType": "dependency", "orderItem": {"itemId": dep},
-             "@type": "ServiceOrderItemRelationship"} for dep in item.depends_on],
-        "@type": "ServiceOrderItem",
-    })
+        service["place"] = [
+            _compact(
+                {
+                    "id": item.place.id,
+                    "name": item.place.name,
+                    "role": item.place.role or "installationSite",
+                    "@referredType": "GeographicSite",
+                    "@type": "RelatedPlaceRefOrValue",
+                }
+            )
+        ]
+    return _compact(
+        {
+            "id": item.id,
+            "action": item.action.value,
+            "quantity": item.quantity,
+            "state": item.state.value if item.state else None,
+            "service": _compact(service),
+            "serviceOrderItemRelationship": [
+                {
+                    "relationshipType": "dependency",
+                    "orderItem": {"itemId": dep},
+                    "@type": "ServiceOrderItemRelationship",
+                }
+                for dep in item.depends_on
+            ],
+            "@type": "ServiceOrderItem",
+        }
+    )
 
 
 def _value_type(value: Any) -> str:

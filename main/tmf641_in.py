@@ -85,6 +85,8 @@ def long_text(value: Any, where: str = "value", limit: int = MAX_TEXT) -> str | 
         elif isinstance(node, list):
             stack.extend((f"{at}.{i}", item) for i, item in enumerate(node))
     return None
+
+
 INT_RANGE = (-(2**63), 2**64 - 1)  # what the event store's JSON (orjson) can hold
 
 
@@ -100,15 +102,20 @@ def json_limits(data: Any, root: str = "body") -> str | None:
             stack.extend((v, depth + 1, f"{where}.{k}") for k, v in node.items())
         elif isinstance(node, list):
             stack.extend((v, depth + 1, f"{where}.{i}") for i, v in enumerate(node))
-        elif isinstance(node, int) and not isinstance(node, bool) and not (
-                INT_RANGE[0] <= node <= INT_RANGE[1]):
+        elif (
+            isinstance(node, int)
+            and not isinstance(node, bool)
+            and not (INT_RANGE[0] <= node <= INT_RANGE[1])
+        ):
             return f"{where}: the integer is outside {INT_RANGE[0]}..{INT_RANGE[1]}"
         elif isinstance(node, float) and not math.isfinite(node):
             # Python's json reads NaN, Infinity, -Infinity and numbers beyond a double's
             # range (1e400 -> inf); JSON has no such values and the store's JSON would turn
             # them into null: refused before anything is written.
-            return f"{where}: {node!r} is not a finite number (NaN, Infinity and numbers " \
-                   f"beyond ±{sys.float_info.max:.4g} are refused)"
+            return (
+                f"{where}: {node!r} is not a finite number (NaN, Infinity and numbers "
+                f"beyond ±{sys.float_info.max:.4g} are refused)"
+            )
     return None
 
 
@@ -117,8 +124,7 @@ class Tmf(BaseModel):
 
     type_: str | None = Field(default=None, alias="@type", max_length=MAX_TYPE)
     base_type: str | None = Field(default=None, alias="@baseType", max_length=MAX_TYPE)
-    schema_location: str | None = Field(default=None, alias="@schemaLocation",
-                                        max_length=MAX_HREF)
+    schema_location: str | None = Field(default=None, alias="@schemaLocation", max_length=MAX_HREF)
 
 
 class Characteristic(Tmf):
@@ -150,22 +156,25 @@ class PlaceRef(Tmf):
 class Service(Tmf):
     id: str | None = Field(default=None, max_length=200)
     name: str | None = Field(default=None, max_length=500)
-    service_specification: SpecificationRef | None = Field(default=None,
-                                                           alias="serviceSpecification")
-    service_characteristic: list[Characteristic] = Field(default_factory=list,
-                                                         alias="serviceCharacteristic",
-                                                         max_length=500)
+    service_specification: SpecificationRef | None = Field(
+        default=None, alias="serviceSpecification"
+    )
+    service_characteristic: list[Characteristic] = Field(
+        default_factory=list, alias="serviceCharacteristic", max_length=500
+    )
     place: list[PlaceRef] = Field(default_factory=list, max_length=50)
 
 
 class ItemRef(Tmf):
-    item_id: str | None = Field(default=None, alias="itemId", max_length=100,
-                                validation_alias=AliasChoices("itemId", "id"))
+    item_id: str | None = Field(
+        default=None, alias="itemId", max_length=100, validation_alias=AliasChoices("itemId", "id")
+    )
 
 
 class ItemRelationship(Tmf):
-    relationship_type: str | None = Field(default=None, alias="relationshipType",
-                                          max_length=MAX_TYPE)
+    relationship_type: str | None = Field(
+        default=None, alias="relationshipType", max_length=MAX_TYPE
+    )
     order_item: ItemRef | None = Field(default=None, alias="orderItem")
 
 
@@ -175,7 +184,8 @@ class ServiceOrderItem(Tmf):
     quantity: int = Field(default=1, ge=1, le=100000)
     service: Service
     service_order_item_relationship: list[ItemRelationship] = Field(
-        default_factory=list, alias="serviceOrderItemRelationship", max_length=100)
+        default_factory=list, alias="serviceOrderItemRelationship", max_length=100
+    )
 
 
 class RelatedParty(Tmf):
@@ -226,21 +236,23 @@ class ServiceOrderCreate(TmfBody):
     category: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=MAX_TEXT)
     priority: str | None = Field(default=None, max_length=50)
-    notification_contact: str | None = Field(default=None, alias="notificationContact",
-                                             max_length=500)
+    notification_contact: str | None = Field(
+        default=None, alias="notificationContact", max_length=500
+    )
     requested_start_date: TmfDate | None = Field(default=None, alias="requestedStartDate")
-    requested_completion_date: TmfDate | None = Field(default=None,
-                                                      alias="requestedCompletionDate")
+    requested_completion_date: TmfDate | None = Field(default=None, alias="requestedCompletionDate")
     note: list[NoteIn] = Field(default_factory=list, max_length=100)
-    related_party: list[RelatedParty] = Field(default_factory=list, alias="relatedParty",
-                                              max_length=100)
-    order_relationship: list[Relationship] = Field(default_factory=list,
-                                                   alias="orderRelationship", max_length=100)
-    service_order_item: list[ServiceOrderItem] = Field(alias="serviceOrderItem",
-                                                       max_length=MAX_ITEMS)
+    related_party: list[RelatedParty] = Field(
+        default_factory=list, alias="relatedParty", max_length=100
+    )
+    order_relationship: list[Relationship] = Field(
+        default_factory=list, alias="orderRelationship", max_length=100
+    )
+    service_order_item: list[ServiceOrderItem] = Field(
+        alias="serviceOrderItem", max_length=MAX_ITEMS
+    )
 
-    _aware = field_validator("requested_start_date", "requested_completion_date")(
-        _with_timezone)
+    _aware = field_validator("requested_start_date", "requested_completion_date")(_with_timezone)
 
 
 class ServiceOrderUpdate(TmfBody):
@@ -248,22 +260,22 @@ class ServiceOrderUpdate(TmfBody):
 
     description: str | None = Field(default=None, max_length=MAX_TEXT)
     priority: str | None = Field(default=None, max_length=50)
-    notification_contact: str | None = Field(default=None, alias="notificationContact",
-                                             max_length=500)
+    notification_contact: str | None = Field(
+        default=None, alias="notificationContact", max_length=500
+    )
     requested_start_date: TmfDate | None = Field(default=None, alias="requestedStartDate")
-    requested_completion_date: TmfDate | None = Field(default=None,
-                                                      alias="requestedCompletionDate")
-    related_party: list[RelatedParty] | None = Field(default=None, alias="relatedParty",
-                                                     max_length=100)
-    service_order_item: list[ServiceOrderItem] | None = Field(default=None,
-                                                              alias="serviceOrderItem",
-                                                              max_length=MAX_ITEMS)
+    requested_completion_date: TmfDate | None = Field(default=None, alias="requestedCompletionDate")
+    related_party: list[RelatedParty] | None = Field(
+        default=None, alias="relatedParty", max_length=100
+    )
+    service_order_item: list[ServiceOrderItem] | None = Field(
+        default=None, alias="serviceOrderItem", max_length=MAX_ITEMS
+    )
     note: list[NoteIn] | None = Field(default=None, max_length=100)
     state: str | None = Field(default=None, max_length=MAX_TYPE)
     external_id: str | None = Field(default=None, alias="externalId", max_length=200)
 
-    _aware = field_validator("requested_start_date", "requested_completion_date")(
-        _with_timezone)
+    _aware = field_validator("requested_start_date", "requested_completion_date")(_with_timezone)
     # In ServiceOrder_Update, but not changeable here: refused (400) when present.
     expected_completion_date: Any = Field(default=None, alias="expectedCompletionDate")
     external_reference: Any = Field(default=None, alias="externalReference")
@@ -271,9 +283,11 @@ class ServiceOrderUpdate(TmfBody):
 
     def unchangeable(self) -> list[str]:
         """The attributes in this patch that PATCH cannot change."""
-        return [type(self).model_fields[name].alias or name for name in
-                ("expected_completion_date", "external_reference", "order_relationship")
-                if name in self.model_fields_set]
+        return [
+            type(self).model_fields[name].alias or name
+            for name in ("expected_completion_date", "external_reference", "order_relationship")
+            if name in self.model_fields_set
+        ]
 
 
 class ServiceOrderRef(Tmf):
@@ -284,10 +298,12 @@ class ServiceOrderRef(Tmf):
 
 
 class CancelServiceOrderCreate(TmfBody):
-    cancellation_reason: str | None = Field(default=None, alias="cancellationReason",
-                                            max_length=MAX_TEXT)
-    requested_cancellation_date: datetime | None = Field(default=None,
-                                                         alias="requestedCancellationDate")
+    cancellation_reason: str | None = Field(
+        default=None, alias="cancellationReason", max_length=MAX_TEXT
+    )
+    requested_cancellation_date: datetime | None = Field(
+        default=None, alias="requestedCancellationDate"
+    )
     service_order: ServiceOrderRef = Field(alias="serviceOrder")
 
     _aware = field_validator("requested_cancellation_date")(_with_timezone)
@@ -298,17 +314,24 @@ def item_to_domain(item: ServiceOrderItem) -> OrderItem:
     service = item.service
     spec = service.service_specification
     place = next((p for p in service.place if p.id), None)
-    deps = tuple(r.order_item.item_id for r in item.service_order_item_relationship
-                 if r.order_item and r.order_item.item_id
-                 and (r.relationship_type or "dependency").lower() in ("dependency",
-                                                                       "dependson"))
+    deps = tuple(
+        r.order_item.item_id
+        for r in item.service_order_item_relationship
+        if r.order_item
+        and r.order_item.item_id
+        and (r.relationship_type or "dependency").lower() in ("dependency", "dependson")
+    )
     return OrderItem(
-        id=item.id, action=item.action,
+        id=item.id,
+        action=item.action,
         specification=SpecRef(id=spec.id, name=spec.name, version=spec.version) if spec else None,
-        service_id=service.id, service_name=service.name,
+        service_id=service.id,
+        service_name=service.name,
         characteristics={c.name: c.value for c in service.service_characteristic},
         place=Place(id=place.id, name=place.name, role=place.role) if place else None,
-        quantity=item.quantity, depends_on=deps)
+        quantity=item.quantity,
+        depends_on=deps,
+    )
 
 
 def _party(p: RelatedParty) -> Party:
@@ -317,25 +340,32 @@ def _party(p: RelatedParty) -> Party:
 
 def order_to_domain(body: ServiceOrderCreate) -> tuple[OrderHeader, list[OrderItem], list[Note]]:
     header = OrderHeader(
-        external_id=body.external_id, category=body.category, description=body.description,
-        priority=body.priority, requested_start_date=body.requested_start_date,
+        external_id=body.external_id,
+        category=body.category,
+        description=body.description,
+        priority=body.priority,
+        requested_start_date=body.requested_start_date,
         requested_completion_date=body.requested_completion_date,
         notification_contact=body.notification_contact,
         related_parties=tuple(_party(p) for p in body.related_party),
-        order_relationships=tuple(OrderRelationship(id=r.id,
-                                                    relationship_type=r.relationship_type)
-                                  for r in body.order_relationship))
+        order_relationships=tuple(
+            OrderRelationship(id=r.id, relationship_type=r.relationship_type)
+            for r in body.order_relationship
+        ),
+    )
     notes = [Note(text=n.text, author=n.author, date=n.date) for n in body.note]
     return header, [item_to_domain(i) for i in body.service_order_item], notes
 
 
 def header_change(body: ServiceOrderUpdate) -> HeaderChange:
     fields = {
-        "description": body.description, "priority": body.priority,
+        "description": body.description,
+        "priority": body.priority,
         "notification_contact": body.notification_contact,
         "requested_start_date": body.requested_start_date,
         "requested_completion_date": body.requested_completion_date,
-        "related_parties": (tuple(_party(p) for p in body.related_party)
-                            if body.related_party is not None else None),
+        "related_parties": (
+            tuple(_party(p) for p in body.related_party) if body.related_party is not None else None
+        ),
     }
     return HeaderChange(**{k: v for k, v in fields.items() if v is not None})

@@ -47,6 +47,7 @@ def unreachable(error: BaseException) -> bool:
     """The PostgreSQL server refused or dropped the connection (a restart, say)."""
     return isinstance(error, psycopg.OperationalError)
 
+
 # Portable column types -> (PostgreSQL, SQLite).
 TYPES = {
     "uuid": ("uuid", "TEXT"),
@@ -129,8 +130,7 @@ class ReadDb:
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    def create_table(self, table: Table, name: str | None = None,
-                     indexes: bool = True) -> None:
+    def create_table(self, table: Table, name: str | None = None, indexes: bool = True) -> None:
         """The table (and, unless `indexes` is false, its secondary indexes)."""
         name = name or table.name
         kind = 0 if self.dialect == "postgres" else 1
@@ -143,14 +143,21 @@ class ReadDb:
     def create_indexes(self, table: Table, name: str | None = None) -> None:
         name = name or table.name
         for suffix, columns in table.indexes.items():
-            self.execute(f"CREATE INDEX IF NOT EXISTS {name}__{suffix} ON {name} "
-                         f"({', '.join(columns)})")
+            self.execute(
+                f"CREATE INDEX IF NOT EXISTS {name}__{suffix} ON {name} ({', '.join(columns)})"
+            )
 
     def drop_table(self, name: str) -> None:
         self.execute(f"DROP TABLE IF EXISTS {name}")
 
-    def upsert(self, table: Table, name: str, rows: Sequence[dict[str, Any]],
-               guard: str | None = "version", add: Sequence[str] = ()) -> None:
+    def upsert(
+        self,
+        table: Table,
+        name: str,
+        rows: Sequence[dict[str, Any]],
+        guard: str | None = "version",
+        add: Sequence[str] = (),
+    ) -> None:
         """Insert rows or update existing ones; with `guard`, never move a row backwards.
         Columns in `add` are added to the stored value instead of replacing it (counters).
         """
@@ -158,8 +165,10 @@ class ReadDb:
             return
         cols = table.column_names
         types = table.types()
-        sql = (f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
-               + _on_conflict(table, name, guard, add))
+        sql = (
+            f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
+            + _on_conflict(table, name, guard, add)
+        )
         self.executemany(sql, [[self.adapt(row[c], types[c]) for c in cols] for row in rows])
 
     def insert(self, table: Table, name: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -171,23 +180,30 @@ class ReadDb:
         types = table.types()
         self.executemany(
             f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
-            [[self.adapt(row[c], types[c]) for c in cols] for row in rows])
+            [[self.adapt(row[c], types[c]) for c in cols] for row in rows],
+        )
 
-    def delete_older(self, name: str, key: str, kind: str,
-                     versions: Sequence[tuple[Any, int]]) -> None:
+    def delete_older(
+        self, name: str, key: str, kind: str, versions: Sequence[tuple[Any, int]]
+    ) -> None:
         """Delete the rows of each (key, version) pair whose `version` is lower."""
         if versions:
-            self.executemany(f"DELETE FROM {name} WHERE {key} = %s AND version < %s",
-                             [(self.adapt(k, kind), v) for k, v in versions])
+            self.executemany(
+                f"DELETE FROM {name} WHERE {key} = %s AND version < %s",
+                [(self.adapt(k, kind), v) for k, v in versions],
+            )
 
     def rows(self, table: Table, name: str) -> list[tuple[Any, ...]]:
         """Every row, normalised to comparable plain values, in primary-key order."""
         cols = table.column_names
         types = table.types()
-        found = self.fetchall(f"SELECT {', '.join(cols)} FROM {name} "
-                              f"ORDER BY {', '.join(table.primary_key)}")
-        return [tuple(self.normalise(v, types[c]) for c, v in zip(cols, row, strict=True))
-                for row in found]
+        found = self.fetchall(
+            f"SELECT {', '.join(cols)} FROM {name} ORDER BY {', '.join(table.primary_key)}"
+        )
+        return [
+            tuple(self.normalise(v, types[c]) for c, v in zip(cols, row, strict=True))
+            for row in found
+        ]
 
 
 def _on_conflict(table: Table, name: str, guard: str | None, add: Sequence[str] = ()) -> str:
@@ -196,8 +212,8 @@ def _on_conflict(table: Table, name: str, guard: str | None, add: Sequence[str] 
     if not updates:
         return sql + "NOTHING"
     sql += "UPDATE SET " + ", ".join(
-        f"{c} = {name}.{c} + excluded.{c}" if c in add else f"{c} = excluded.{c}"
-        for c in updates)
+        f"{c} = {name}.{c} + excluded.{c}" if c in add else f"{c} = excluded.{c}" for c in updates
+    )
     if guard:
         sql += f" WHERE {name}.{guard} < excluded.{guard}"
     return sql
@@ -207,8 +223,9 @@ def _orjson_bytes(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
-def _dedupe(table: Table, rows: Sequence[dict[str, Any]], guard: str | None,
-            add: Sequence[str]) -> Sequence[dict[str, Any]]:
+def _dedupe(
+    table: Table, rows: Sequence[dict[str, Any]], guard: str | None, add: Sequence[str]
+) -> Sequence[dict[str, Any]]:
     """Rows with one key each, as applying them one by one would leave the table (one
     INSERT ... ON CONFLICT statement cannot touch a row twice)."""
     key = itemgetter(*table.primary_key)
@@ -231,9 +248,17 @@ def _dedupe(table: Table, rows: Sequence[dict[str, Any]], guard: str | None,
 
 
 # Portable column types -> PostgreSQL binary COPY types.
-COPY_TYPES = {"uuid": "uuid", "text": "text", "int": "int4", "bigint": "int8", "bool": "bool",
-              "timestamptz": "timestamptz", "date": "date", "numeric": "float8",
-              "json": "bytea"}
+COPY_TYPES = {
+    "uuid": "uuid",
+    "text": "text",
+    "int": "int4",
+    "bigint": "int8",
+    "bool": "bool",
+    "timestamptz": "timestamptz",
+    "date": "date",
+    "numeric": "float8",
+    "json": "bytea",
+}
 
 
 def _as_uuid(value: Any) -> Any:
@@ -262,8 +287,13 @@ def _as_jsonb(value: Any) -> Any:
 
 # What each portable type needs before binary COPY (others go to psycopg's dumpers as
 # they are).
-_COPY_CONVERT = {"uuid": _as_uuid, "timestamptz": _as_utc, "numeric": _as_float,
-                 "bool": _as_bool, "json": _as_jsonb}
+_COPY_CONVERT = {
+    "uuid": _as_uuid,
+    "timestamptz": _as_utc,
+    "numeric": _as_float,
+    "bool": _as_bool,
+    "json": _as_jsonb,
+}
 
 
 def _as_json_param(value: Any) -> Any:
@@ -282,8 +312,9 @@ class _CopyPlan:
     convert: list[tuple[int, Any]]  # (column index, converter) for COPY
     convert_params: list[tuple[int, Any]]  # the same for query parameters
 
-    def tuples(self, rows: Sequence[dict[str, Any]], params: bool = False
-               ) -> Iterator[Sequence[Any]]:
+    def tuples(
+        self, rows: Sequence[dict[str, Any]], params: bool = False
+    ) -> Iterator[Sequence[Any]]:
         get = self.get
         convert = self.convert_params if params else self.convert
         if not convert:
@@ -299,8 +330,9 @@ class _CopyPlan:
 
 @lru_cache(maxsize=512)
 def _placeholders(rows: int, width: int) -> str:
-    return ", ".join("(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")"
-                     for r in range(rows))
+    return ", ".join(
+        "(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")" for r in range(rows)
+    )
 
 
 _PLANS: dict[tuple[str, tuple[tuple[str, str], ...]], _CopyPlan] = {}
@@ -313,9 +345,12 @@ def _plan(table: Table) -> _CopyPlan:
         kinds = [kind for _, kind in table.columns]
         get = itemgetter(*cols) if len(cols) > 1 else (lambda row, c=cols[0]: (row[c],))
         found = _PLANS[(table.name, table.columns)] = _CopyPlan(
-            ", ".join(cols), [COPY_TYPES[k] for k in kinds], get,
+            ", ".join(cols),
+            [COPY_TYPES[k] for k in kinds],
+            get,
             [(i, _COPY_CONVERT[k]) for i, k in enumerate(kinds) if k in _COPY_CONVERT],
-            [(i, _PARAM_CONVERT[k]) for i, k in enumerate(kinds) if k in _PARAM_CONVERT])
+            [(i, _PARAM_CONVERT[k]) for i, k in enumerate(kinds) if k in _PARAM_CONVERT],
+        )
     return found
 
 
@@ -332,9 +367,15 @@ class PostgresDb(ReadDb):
 
     def __init__(self, config: DatabaseConfig, lock_timeout_seconds: int) -> None:
         self.conn = psycopg.connect(
-            host=config.host, port=config.port, dbname=config.dbname, user=config.user,
-            password=config.password or None, autocommit=True, connect_timeout=10,
-            **config.options)
+            host=config.host,
+            port=config.port,
+            dbname=config.dbname,
+            user=config.user,
+            password=config.password or None,
+            autocommit=True,
+            connect_timeout=10,
+            **config.options,
+        )
         self.lock_timeout = lock_timeout_seconds
         # orjson for json / jsonb on this connection (parameters, COPY and results):
         # several times faster than the stdlib.
@@ -364,7 +405,9 @@ class PostgresDb(ReadDb):
                 else:  # one round trip for both
                     got = self.conn.execute(
                         "SELECT set_config('lock_timeout', %s, true), "
-                        "pg_try_advisory_xact_lock(%s)", (timeout, lock_key(lock))).fetchone()
+                        "pg_try_advisory_xact_lock(%s)",
+                        (timeout, lock_key(lock)),
+                    ).fetchone()
                     if not got or not got[1]:
                         raise Busy(lock)
                 yield
@@ -387,8 +430,10 @@ class PostgresDb(ReadDb):
 
     def _copy(self, table: Table, target: str, rows: Sequence[dict[str, Any]]) -> None:
         plan = _plan(table)
-        with self.conn.cursor() as cur, cur.copy(
-                f"COPY {target} ({plan.columns}) FROM STDIN (FORMAT BINARY)") as copy:
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(f"COPY {target} ({plan.columns}) FROM STDIN (FORMAT BINARY)") as copy,
+        ):
             copy.set_types(plan.types)
             write = copy.write_row
             for values in plan.tuples(rows):
@@ -399,24 +444,36 @@ class PostgresDb(ReadDb):
         name = f"stage__{table.name}"
         if name not in self._staging:
             cols = ", ".join(f"{col} {TYPES[typ][0]}" for col, typ in table.columns)
-            self.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({cols}) "
-                         f"ON COMMIT DELETE ROWS")
+            self.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({cols}) ON COMMIT DELETE ROWS"
+            )
             self._staging.add(name)
         return name
 
-    def _values(self, table: Table, name: str, rows: Sequence[dict[str, Any]],
-                conflict: str = "") -> None:
+    def _values(
+        self, table: Table, name: str, rows: Sequence[dict[str, Any]], conflict: str = ""
+    ) -> None:
         """One multi-row INSERT ... VALUES statement (one round trip)."""
         plan = _plan(table)
         params = [v for values in plan.tuples(rows, params=True) for v in values]
         # Server-side $n placeholders (a raw cursor): psycopg does not parse the query,
         # which for a long %s query costs more than the rows themselves.
         with psycopg.RawCursor(self.conn) as cur:
-            cur.execute(f"INSERT INTO {name} ({plan.columns}) VALUES "
-                        + _placeholders(len(rows), len(table.columns)) + conflict, params)
+            cur.execute(
+                f"INSERT INTO {name} ({plan.columns}) VALUES "
+                + _placeholders(len(rows), len(table.columns))
+                + conflict,
+                params,
+            )
 
-    def upsert(self, table: Table, name: str, rows: Sequence[dict[str, Any]],
-               guard: str | None = "version", add: Sequence[str] = ()) -> None:
+    def upsert(
+        self,
+        table: Table,
+        name: str,
+        rows: Sequence[dict[str, Any]],
+        guard: str | None = "version",
+        add: Sequence[str] = (),
+    ) -> None:
         """A few rows: one multi-row INSERT ... ON CONFLICT. More: one binary COPY of the
         rows into a staging table, then one INSERT ... SELECT ... ON CONFLICT for them all
         (three round trips, but about a fifth of the client's CPU per row)."""
@@ -435,9 +492,11 @@ class PostgresDb(ReadDb):
         cols = ", ".join(table.column_names)
         # The staging table is emptied by the same statement: it may serve again before
         # the commit (which empties it anyway).
-        self.execute(f"WITH staged AS (DELETE FROM {stage} RETURNING {cols}) "
-                     f"INSERT INTO {name} ({cols}) SELECT {cols} FROM staged"
-                     + _on_conflict(table, name, guard, add))
+        self.execute(
+            f"WITH staged AS (DELETE FROM {stage} RETURNING {cols}) "
+            f"INSERT INTO {name} ({cols}) SELECT {cols} FROM staged"
+            + _on_conflict(table, name, guard, add)
+        )
 
     def insert(self, table: Table, name: str, rows: Sequence[dict[str, Any]]) -> None:
         if len(rows) > self.copy_above:
@@ -445,14 +504,16 @@ class PostgresDb(ReadDb):
         elif rows:
             self._values(table, name, rows)
 
-    def delete_older(self, name: str, key: str, kind: str,
-                     versions: Sequence[tuple[Any, int]]) -> None:
+    def delete_older(
+        self, name: str, key: str, kind: str, versions: Sequence[tuple[Any, int]]
+    ) -> None:
         if versions:
             keys, numbers = zip(*versions, strict=True)
             self.execute(
                 f"DELETE FROM {name} AS t USING unnest(%s::{TYPES[kind][0]}[], %s::int[]) "
                 f"AS d(k, v) WHERE t.{key} = d.k AND t.version < d.v",
-                (list(keys), list(numbers)))
+                (list(keys), list(numbers)),
+            )
 
     def close(self) -> None:
         self.conn.close()
@@ -476,7 +537,8 @@ class PostgresDb(ReadDb):
 
     def is_disconnect(self, error: BaseException) -> bool:
         return isinstance(error, psycopg.OperationalError) or bool(
-            self.conn.closed or self.conn.broken)
+            self.conn.closed or self.conn.broken
+        )
 
     def table_exists(self, name: str) -> bool:
         return self.fetchone("SELECT to_regclass(%s) IS NOT NULL", (name,))[0]  # type: ignore[index]
@@ -509,8 +571,12 @@ class SqliteDb(ReadDb):
     log_position = "rowid"
 
     def __init__(self, config: DatabaseConfig, lock_timeout_seconds: int) -> None:
-        self.conn = sqlite3.connect(config.dbname, timeout=lock_timeout_seconds,
-                                    isolation_level=None, check_same_thread=False)
+        self.conn = sqlite3.connect(
+            config.dbname,
+            timeout=lock_timeout_seconds,
+            isolation_level=None,
+            check_same_thread=False,
+        )
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.lock_timeout = lock_timeout_seconds
 
@@ -561,8 +627,10 @@ class SqliteDb(ReadDb):
         self.conn.close()
 
     def table_exists(self, name: str) -> bool:
-        return self.fetchone("SELECT 1 FROM sqlite_master WHERE type='table' AND name=%s",
-                             (name,)) is not None
+        return (
+            self.fetchone("SELECT 1 FROM sqlite_master WHERE type='table' AND name=%s", (name,))
+            is not None
+        )
 
     def rename_table(self, old: str, new: str) -> None:
         self.execute(f"ALTER TABLE {old} RENAME TO {new}")
@@ -571,8 +639,9 @@ class SqliteDb(ReadDb):
         # SQLite cannot rename an index: recreate it under the new name.
         suffix = new.rsplit("__", 1)[1]
         self.execute(f"DROP INDEX IF EXISTS {old}")
-        self.execute(f"CREATE INDEX IF NOT EXISTS {new} ON {table.name} "
-                     f"({', '.join(table.indexes[suffix])})")
+        self.execute(
+            f"CREATE INDEX IF NOT EXISTS {new} ON {table.name} ({', '.join(table.indexes[suffix])})"
+        )
 
     def adapt(self, value: Any, kind: str) -> Any:
         if value is None:

@@ -51,24 +51,44 @@ END_OF_POSITION = 2_000_000_000  # a cursor (position, END) is past every row of
 
 SUBSCRIPTIONS = Table(
     name="hub_subscription",
-    columns=(("id", "text"), ("callback", "text"), ("query", "text"), ("actor", "text"),
-             ("created_at", "timestamptz"), ("state", "text"),
-             ("cursor_position", "bigint"), ("cursor_seq", "int"),
-             ("failures", "int"), ("failing_since", "timestamptz"),
-             ("retry_at", "timestamptz"), ("last_error", "text"),
-             ("last_attempt_at", "timestamptz"), ("last_delivered_at", "timestamptz"),
-             ("delivered", "bigint"), ("suspended_at", "timestamptz"),
-             ("deleted_at", "timestamptz")),
+    columns=(
+        ("id", "text"),
+        ("callback", "text"),
+        ("query", "text"),
+        ("actor", "text"),
+        ("created_at", "timestamptz"),
+        ("state", "text"),
+        ("cursor_position", "bigint"),
+        ("cursor_seq", "int"),
+        ("failures", "int"),
+        ("failing_since", "timestamptz"),
+        ("retry_at", "timestamptz"),
+        ("last_error", "text"),
+        ("last_attempt_at", "timestamptz"),
+        ("last_delivered_at", "timestamptz"),
+        ("delivered", "bigint"),
+        ("suspended_at", "timestamptz"),
+        ("deleted_at", "timestamptz"),
+    ),
     primary_key=("id",),
     indexes={"state": ("state",)},
 )
 DELIVERIES = Table(
     name="hub_delivery",
-    columns=(("subscription_id", "text"), ("position", "bigint"), ("seq", "int"),
-             ("order_id", "uuid"), ("event_id", "text"), ("event_type", "text"),
-             ("created_at", "timestamptz"), ("attempts", "int"),
-             ("next_attempt_at", "timestamptz"), ("last_error", "text"),
-             ("last_attempt_at", "timestamptz"), ("delivered_at", "timestamptz")),
+    columns=(
+        ("subscription_id", "text"),
+        ("position", "bigint"),
+        ("seq", "int"),
+        ("order_id", "uuid"),
+        ("event_id", "text"),
+        ("event_type", "text"),
+        ("created_at", "timestamptz"),
+        ("attempts", "int"),
+        ("next_attempt_at", "timestamptz"),
+        ("last_error", "text"),
+        ("last_attempt_at", "timestamptz"),
+        ("delivered_at", "timestamptz"),
+    ),
     primary_key=("subscription_id", "position", "seq"),
     indexes={"pending": ("subscription_id", "delivered_at", "position", "seq")},
 )
@@ -136,8 +156,9 @@ class Filter:
                 known = {t.lower(): t for t in EVENT_TYPES}
                 unknown = sorted(v for v in values if v.lower() not in known)
                 if unknown:
-                    raise QueryError(f"unknown eventType {', '.join(unknown)} "
-                                     f"(one of {', '.join(EVENT_TYPES)})")
+                    raise QueryError(
+                        f"unknown eventType {', '.join(unknown)} (one of {', '.join(EVENT_TYPES)})"
+                    )
                 wanted = {known[v.lower()] for v in values}
                 types = wanted if types is None else types | wanted
                 continue
@@ -152,8 +173,10 @@ class Filter:
             if not parts:
                 raise QueryError(f"the key {key!r} names no attribute")
             terms.setdefault((resource, tuple(parts)), set()).update(values)
-        return cls(frozenset(types) if types is not None else None,
-                   tuple((r, p, frozenset(v)) for (r, p), v in terms.items()))
+        return cls(
+            frozenset(types) if types is not None else None,
+            tuple((r, p, frozenset(v)) for (r, p), v in terms.items()),
+        )
 
     def matches(self, payload: dict[str, Any]) -> bool:
         if self.event_types is not None and payload.get("eventType") not in self.event_types:
@@ -199,8 +222,16 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Cloud instance metadata endpoints: never called, whatever the allow-list says (no
 # listener lives there). AWS (IPv4, IPv6, ECS), GCP, Azure, OCI, DigitalOcean: 169.254.169.254;
 # Alibaba 100.100.100.200; Azure's wire server 168.63.129.16 (a public address).
-METADATA = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "168.63.129.16"))
+METADATA = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "fd00:ec2::254",
+        "100.100.100.200",
+        "168.63.129.16",
+    )
+)
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
@@ -239,23 +270,29 @@ def _ascii_name(host: str) -> str:
             try:
                 ascii_label = idna.encode(label, uts46=True, std3_rules=True).decode("ascii")
             except (idna.IDNAError, UnicodeError, ValueError):
-                raise CallbackError("invalid_callback",
-                                    f"the callback's host {host!r} is not a valid "
-                                    f"internationalised name") from None
+                raise CallbackError(
+                    "invalid_callback",
+                    f"the callback's host {host!r} is not a valid internationalised name",
+                ) from None
             if not ascii_label.startswith("xn--"):
-                raise CallbackError("invalid_callback",
-                                    f"the callback's host {host!r} is not written in its "
-                                    f"canonical form (it reads as {ascii_label!r})")
+                raise CallbackError(
+                    "invalid_callback",
+                    f"the callback's host {host!r} is not written in its "
+                    f"canonical form (it reads as {ascii_label!r})",
+                )
         if not _LABEL.fullmatch(ascii_label):
-            raise CallbackError("invalid_callback",
-                                f"the callback's host {host!r} is not a host name (letters, "
-                                f"digits and inner hyphens, dot-separated labels of 1-63 "
-                                f"characters)")
+            raise CallbackError(
+                "invalid_callback",
+                f"the callback's host {host!r} is not a host name (letters, "
+                f"digits and inner hyphens, dot-separated labels of 1-63 "
+                f"characters)",
+            )
         encoded.append(ascii_label)
     name = ".".join(encoded)
     if len(name) > 253:
-        raise CallbackError("invalid_callback",
-                            "the callback's host name is longer than 253 characters")
+        raise CallbackError(
+            "invalid_callback", "the callback's host name is longer than 253 characters"
+        )
     return name
 
 
@@ -265,15 +302,17 @@ def canonical_host(raw: str) -> tuple[str, IPAddress | None]:
     as ambiguous) or a strict DNS name (`_ascii_name`)."""
     if raw.startswith("["):
         if not raw.endswith("]"):
-            raise CallbackError("invalid_callback", f"the callback's host {raw!r} is not a "
-                                                    f"bracketed IPv6 address")
+            raise CallbackError(
+                "invalid_callback", f"the callback's host {raw!r} is not a bracketed IPv6 address"
+            )
         try:
             if "%" in raw:
                 raise ValueError("a zone index")
             address = ipaddress.IPv6Address(raw[1:-1])
         except ValueError:
-            raise CallbackError("invalid_callback", f"the callback's host {raw!r} is not an "
-                                                    f"IPv6 address") from None
+            raise CallbackError(
+                "invalid_callback", f"the callback's host {raw!r} is not an IPv6 address"
+            ) from None
         return address.compressed, address
     name = _ascii_name(raw)
     last = name.rsplit(".", 1)[-1]
@@ -281,9 +320,11 @@ def canonical_host(raw: str) -> tuple[str, IPAddress | None]:
         try:
             address4 = ipaddress.IPv4Address(name)
         except ValueError:
-            raise CallbackError("invalid_callback",
-                                f"the callback's host {raw!r} is an ambiguous IPv4 spelling: "
-                                f"write four decimal octets") from None
+            raise CallbackError(
+                "invalid_callback",
+                f"the callback's host {raw!r} is an ambiguous IPv4 spelling: "
+                f"write four decimal octets",
+            ) from None
         return str(address4), address4
     return name, None
 
@@ -302,8 +343,7 @@ class Target:
 
     @property
     def netloc(self) -> str:
-        host = f"[{self.host}]" if isinstance(self.address, ipaddress.IPv6Address) \
-            else self.host
+        host = f"[{self.host}]" if isinstance(self.address, ipaddress.IPv6Address) else self.host
         return f"{host}:{self.port}" if self.explicit_port else host
 
     @property
@@ -323,19 +363,22 @@ def parse_callback(url: str) -> Target:
     httpx must read the same host and port from the canonical URL."""
     url = (url or "").strip()
     if not url or len(url) > 2000:
-        raise CallbackError("invalid_callback", "the callback must be a URL of at most 2000 "
-                                                "characters")
+        raise CallbackError(
+            "invalid_callback", "the callback must be a URL of at most 2000 characters"
+        )
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise CallbackError("invalid_callback",
-                            "the callback must not contain spaces or control characters")
+        raise CallbackError(
+            "invalid_callback", "the callback must not contain spaces or control characters"
+        )
     try:
         parts = urlsplit(url)
     except ValueError:
         raise CallbackError("invalid_callback", f"the callback {url!r} is not a URL") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not url.lower().startswith(f"{scheme}://"):
-        raise CallbackError("invalid_callback",
-                            f"the callback must be an http or https URL, not {url!r}")
+        raise CallbackError(
+            "invalid_callback", f"the callback must be an http or https URL, not {url!r}"
+        )
     if parts.fragment or "#" in url:
         raise CallbackError("invalid_callback", "the callback must not have a fragment")
     netloc = parts.netloc
@@ -349,31 +392,30 @@ def parse_callback(url: str) -> Target:
         raw_host, _, rest = netloc.partition("]")
         raw_host += "]"
         if rest and not rest.startswith(":"):
-            raise CallbackError("invalid_callback", f"the callback {url!r} has junk after "
-                                                    f"its host")
+            raise CallbackError("invalid_callback", f"the callback {url!r} has junk after its host")
         raw_port = rest[1:] if rest else None
     else:
         raw_host, colon, raw_port_text = netloc.partition(":")
         raw_port = raw_port_text if colon else None
     if not raw_host:
         raise CallbackError("invalid_callback", f"the callback {url!r} has no host")
-    if raw_port is not None and not (_DIGITS.fullmatch(raw_port) and
-                                     0 < int(raw_port) < 65536):
-        raise CallbackError("invalid_callback",
-                            f"the callback's port {raw_port!r} is not a number in 1-65535")
+    if raw_port is not None and not (_DIGITS.fullmatch(raw_port) and 0 < int(raw_port) < 65536):
+        raise CallbackError(
+            "invalid_callback", f"the callback's port {raw_port!r} is not a number in 1-65535"
+        )
     host, address = canonical_host(raw_host)
     default = 443 if scheme == "https" else 80
     port = int(raw_port) if raw_port is not None else default
-    target = Target(scheme, host, address, port, raw_port is not None, parts.path,
-                    parts.query)
+    target = Target(scheme, host, address, port, raw_port is not None, parts.path, parts.query)
     try:  # the client that will call it must read the very same host and port
         seen = httpx.URL(target.url)
         same = seen.raw_host.decode("ascii") == host and (seen.port or default) == port
     except (httpx.InvalidURL, ValueError):
         same = False
     if not same:
-        raise CallbackError("invalid_callback", f"the callback {url!r} does not read the "
-                                                f"same to every URL parser")
+        raise CallbackError(
+            "invalid_callback", f"the callback {url!r} does not read the same to every URL parser"
+        )
     return target
 
 
@@ -475,15 +517,18 @@ class AllowList:
                 found = pattern.network is not None and _in(address, pattern.network)
             else:
                 found = (pattern.kind == "name" and host == pattern.value) or (
-                    pattern.kind == "suffix" and host.endswith("." + pattern.value))
+                    pattern.kind == "suffix" and host.endswith("." + pattern.value)
+                )
             if found:
                 return True
         return False
 
     def names_address(self, address: IPAddress, port: int) -> bool:
         """An address or CIDR entry names this address (the operator chose it)."""
-        return any(p.network is not None and _in(address, p.network)
-                   and (p.port is None or p.port == port) for p in self.patterns)
+        return any(
+            p.network is not None and _in(address, p.network) and (p.port is None or p.port == port)
+            for p in self.patterns
+        )
 
     def refusal(self, address: IPAddress, port: int) -> str | None:
         """Why the hub may not connect to this address on this port (None: it may)."""
@@ -516,8 +561,10 @@ class AllowList:
 
 
 def _in(address: IPAddress, network: IPNetwork) -> bool:
-    return any(a.version == network.version and a in network
-               for a in dict.fromkeys((address, _unwrap(address))))
+    return any(
+        a.version == network.version and a in network
+        for a in dict.fromkeys((address, _unwrap(address)))
+    )
 
 
 def _is_localhost(name: str) -> bool:
@@ -574,27 +621,31 @@ def _port(text: str | None, bad: Callable[[str], ValueError]) -> int | None:
 def check_target(target: Target, allowed: AllowList) -> None:
     """The rules a callback must pass before any address is resolved (CallbackError
     `callback_not_allowed`, naming the reason)."""
-    host = f"[{target.host}]" if isinstance(target.address, ipaddress.IPv6Address) \
-        else target.host
+    host = f"[{target.host}]" if isinstance(target.address, ipaddress.IPv6Address) else target.host
     where = f"{host}:{target.port}"
     if not allowed.matches(target.host, target.address, target.port):
-        raise CallbackError("callback_not_allowed",
-                            f"callbacks to {where} are not allowed: the hub calls "
-                            f"{allowed.describe()} (SERVICEORDERS_HUB_ALLOWED_HOSTS)")
+        raise CallbackError(
+            "callback_not_allowed",
+            f"callbacks to {where} are not allowed: the hub calls "
+            f"{allowed.describe()} (SERVICEORDERS_HUB_ALLOWED_HOSTS)",
+        )
     if target.address is not None:
         kind = allowed.refusal(target.address, target.port)
         if kind is not None:
-            raise CallbackError("callback_not_allowed",
-                                f"callbacks to {where} are refused ({kind} address): the "
-                                f"hub calls public addresses only, unless "
-                                f"SERVICEORDERS_HUB_ALLOWED_HOSTS names the address"
-                                + (" (never a metadata address)"
-                                   if kind == "cloud metadata" else ""))
+            raise CallbackError(
+                "callback_not_allowed",
+                f"callbacks to {where} are refused ({kind} address): the "
+                f"hub calls public addresses only, unless "
+                f"SERVICEORDERS_HUB_ALLOWED_HOSTS names the address"
+                + (" (never a metadata address)" if kind == "cloud metadata" else ""),
+            )
     elif _is_localhost(target.host):
-        raise CallbackError("callback_not_allowed",
-                            f"callbacks to {target.host} are refused (a loopback name, "
-                            f"RFC 6761): register the address (e.g. 127.0.0.1) and name it "
-                            f"in SERVICEORDERS_HUB_ALLOWED_HOSTS")
+        raise CallbackError(
+            "callback_not_allowed",
+            f"callbacks to {target.host} are refused (a loopback name, "
+            f"RFC 6761): register the address (e.g. 127.0.0.1) and name it "
+            f"in SERVICEORDERS_HUB_ALLOWED_HOSTS",
+        )
 
 
 def check_callback(url: str, allowed: AllowList) -> str:
@@ -642,9 +693,11 @@ def resolve(target: Target, allowed: AllowList, timeout: float) -> list[IPAddres
     for address in found:
         kind = allowed.refusal(address, target.port)
         if kind is not None:
-            raise CallbackError("callback_not_allowed",
-                                f"{target.host} resolves to {address} ({kind} address), "
-                                f"which SERVICEORDERS_HUB_ALLOWED_HOSTS does not name")
+            raise CallbackError(
+                "callback_not_allowed",
+                f"{target.host} resolves to {address} ({kind} address), "
+                f"which SERVICEORDERS_HUB_ALLOWED_HOSTS does not name",
+            )
     return found
 
 
@@ -666,8 +719,9 @@ class HubStore:
     def _ts(self, value: datetime | None) -> Any:
         return self.db.adapt(value, "timestamptz")
 
-    def register(self, callback: str, query: str | None, actor: str,
-                 now: datetime | None = None) -> dict[str, Any]:
+    def register(
+        self, callback: str, query: str | None, actor: str, now: datetime | None = None
+    ) -> dict[str, Any]:
         """A new subscription; it receives the notifications of events committed after
         this moment (its cursor starts at the log head)."""
         now = now or utcnow()
@@ -678,7 +732,8 @@ class HubStore:
                 f"INSERT INTO {SUBSCRIPTIONS.name} (id, callback, query, actor, created_at, "
                 f"state, cursor_position, cursor_seq, failures, delivered) "
                 f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, 0)",
-                (sub_id, callback, query, actor, self._ts(now), ACTIVE, head, END_OF_POSITION))
+                (sub_id, callback, query, actor, self._ts(now), ACTIVE, head, END_OF_POSITION),
+            )
         found = self.get(sub_id)
         assert found is not None
         return found
@@ -699,7 +754,9 @@ class HubStore:
             f" AND d.delivered_at IS NULL), "
             f"(SELECT MIN(d.created_at) FROM {DELIVERIES.name} d "
             f" WHERE d.subscription_id = s.id AND d.delivered_at IS NULL) "
-            f"FROM {SUBSCRIPTIONS.name} s {where} ORDER BY s.created_at, s.id", params)
+            f"FROM {SUBSCRIPTIONS.name} s {where} ORDER BY s.created_at, s.id",
+            params,
+        )
         types = SUBSCRIPTIONS.types()
         found = []
         for row in rows:
@@ -716,7 +773,8 @@ class HubStore:
             done = self.db.execute(
                 f"UPDATE {SUBSCRIPTIONS.name} SET state = %s, deleted_at = %s "
                 f"WHERE id = %s AND state <> %s",
-                (DELETED, self._ts(now or utcnow()), sub_id, DELETED))
+                (DELETED, self._ts(now or utcnow()), sub_id, DELETED),
+            )
             return bool(done.rowcount)
 
     def resume(self, sub_id: str, now: datetime | None = None) -> bool:
@@ -727,15 +785,21 @@ class HubStore:
             done = self.db.execute(
                 f"UPDATE {SUBSCRIPTIONS.name} SET state = %s, failures = 0, "
                 f"failing_since = NULL, retry_at = NULL, suspended_at = NULL "
-                f"WHERE id = %s AND state IN (%s, %s)", (ACTIVE, sub_id, ACTIVE, SUSPENDED))
+                f"WHERE id = %s AND state IN (%s, %s)",
+                (ACTIVE, sub_id, ACTIVE, SUSPENDED),
+            )
             if not done.rowcount:
                 return False
             self.db.execute(
                 f"UPDATE {DELIVERIES.name} SET next_attempt_at = %s, attempts = 0 "
                 f"WHERE subscription_id = %s AND delivered_at IS NULL",
-                (self._ts(now), sub_id))
-        log.info("hub listener %s resumed: its backlog is due now", sub_id,
-                 extra={"subscription_id": sub_id})
+                (self._ts(now), sub_id),
+            )
+        log.info(
+            "hub listener %s resumed: its backlog is due now",
+            sub_id,
+            extra={"subscription_id": sub_id},
+        )
         return True
 
 
@@ -759,22 +823,25 @@ class HubConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HubConfig:
-        return cls(allowed=AllowList.parse(settings.hub_allowed_hosts),
-                   timeout=settings.hub_timeout_seconds,
-                   backoff_base=settings.hub_backoff_base_seconds,
-                   backoff_max=settings.hub_backoff_max_seconds,
-                   suspend_after_failures=settings.hub_suspend_after_failures,
-                   suspend_after_seconds=settings.hub_suspend_after_seconds,
-                   poll=settings.hub_poll_seconds, concurrency=settings.hub_concurrency,
-                   retention=timedelta(hours=settings.hub_retention_hours),
-                   public_base_url=settings.public_base_url,
-                   lease_seconds=max(30.0, settings.hub_timeout_seconds * 6))
+        return cls(
+            allowed=AllowList.parse(settings.hub_allowed_hosts),
+            timeout=settings.hub_timeout_seconds,
+            backoff_base=settings.hub_backoff_base_seconds,
+            backoff_max=settings.hub_backoff_max_seconds,
+            suspend_after_failures=settings.hub_suspend_after_failures,
+            suspend_after_seconds=settings.hub_suspend_after_seconds,
+            poll=settings.hub_poll_seconds,
+            concurrency=settings.hub_concurrency,
+            retention=timedelta(hours=settings.hub_retention_hours),
+            public_base_url=settings.public_base_url,
+            lease_seconds=max(30.0, settings.hub_timeout_seconds * 6),
+        )
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before the next attempt after `attempts` failed ones: base * 2^(n-1),
         at most `backoff_max`."""
         exponent = min(max(attempts - 1, 0), 62)
-        return timedelta(seconds=min(self.backoff_base * (2 ** exponent), self.backoff_max))
+        return timedelta(seconds=min(self.backoff_base * (2**exponent), self.backoff_max))
 
 
 @dataclass(frozen=True)
@@ -809,15 +876,21 @@ class DeliveryWorker:
 
     LEASE = "delivery"
 
-    def __init__(self, config: HubConfig, connect: Callable[[], ReadDb],
-                 client: httpx.Client | None = None, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        config: HubConfig,
+        connect: Callable[[], ReadDb],
+        client: httpx.Client | None = None,
+        owner: str | None = None,
+    ) -> None:
         self.config = config
         self.connect = connect
         self.db: ReadDb | None = None
         self.client = client or self._new_client()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
-        self.pool = ThreadPoolExecutor(max_workers=config.concurrency,
-                                       thread_name_prefix="hub-delivery")
+        self.pool = ThreadPoolExecutor(
+            max_workers=config.concurrency, thread_name_prefix="hub-delivery"
+        )
         self.rounds: dict[str, _Round] = {}
         self.stopping = threading.Event()
         self._lease_until: datetime | None = None
@@ -825,13 +898,15 @@ class DeliveryWorker:
         self._filters: dict[str | None, Filter] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, connect: Callable[[], ReadDb],
-                      **kw: Any) -> DeliveryWorker:
+    def from_settings(
+        cls, settings: Settings, connect: Callable[[], ReadDb], **kw: Any
+    ) -> DeliveryWorker:
         return cls(HubConfig.from_settings(settings), connect, **kw)
 
     # ------------------------------------------------------------------ the loop
-    def run(self, stopping: threading.Event,
-            on_error: Callable[[Exception], None] | None = None) -> None:
+    def run(
+        self, stopping: threading.Event, on_error: Callable[[Exception], None] | None = None
+    ) -> None:
         """Deliver until `stopping` is set; survives database and listener failures."""
         try:
             while not stopping.is_set():
@@ -865,8 +940,10 @@ class DeliveryWorker:
             self._prune(db, now)
             self._pruned_at = now
         for sub_id, callback, retry_at, failures in db.fetchall(
-                f"SELECT id, callback, retry_at, failures FROM {SUBSCRIPTIONS.name} "
-                f"WHERE state = %s ORDER BY id", (ACTIVE,)):
+            f"SELECT id, callback, retry_at, failures FROM {SUBSCRIPTIONS.name} "
+            f"WHERE state = %s ORDER BY id",
+            (ACTIVE,),
+        ):
             if sub_id in self.rounds or self.stopping.is_set():
                 continue
             retry_at = db.decode(retry_at, "timestamptz")
@@ -874,8 +951,10 @@ class DeliveryWorker:
                 continue
             plan = self._plan(db, sub_id, now)
             if plan:
-                self.rounds[sub_id] = _Round(sub_id, self.pool.submit(
-                    self._deliver, sub_id, callback, plan, int(failures or 0)))
+                self.rounds[sub_id] = _Round(
+                    sub_id,
+                    self.pool.submit(self._deliver, sub_id, callback, plan, int(failures or 0)),
+                )
                 busy = True
         return busy
 
@@ -886,8 +965,11 @@ class DeliveryWorker:
             if not self.tick() and not self.rounds:
                 return
             if self.rounds:
-                wait([r.future for r in self.rounds.values()], timeout=0.5,
-                     return_when=FIRST_COMPLETED)
+                wait(
+                    [r.future for r in self.rounds.values()],
+                    timeout=0.5,
+                    return_when=FIRST_COMPLETED,
+                )
 
     def close(self) -> None:
         self.stopping.set()
@@ -897,8 +979,11 @@ class DeliveryWorker:
             self._collect(db)
             if self._lease_until is not None:  # hand the lease over at once
                 with db.transaction():
-                    db.execute(f"UPDATE {WORKERS.name} SET lease_until = NULL "
-                               f"WHERE name = %s AND owner = %s", (self.LEASE, self.owner))
+                    db.execute(
+                        f"UPDATE {WORKERS.name} SET lease_until = NULL "
+                        f"WHERE name = %s AND owner = %s",
+                        (self.LEASE, self.owner),
+                    )
         except Exception:
             log.warning("hub delivery worker could not record its last round", exc_info=True)
         finally:
@@ -931,8 +1016,13 @@ class DeliveryWorker:
                 f"lease_until = excluded.lease_until WHERE {WORKERS.name}.owner = "
                 f"excluded.owner OR {WORKERS.name}.lease_until IS NULL "
                 f"OR {WORKERS.name}.lease_until < %s",
-                (self.LEASE, self.owner, db.adapt(until, "timestamptz"),
-                 db.adapt(now, "timestamptz")))
+                (
+                    self.LEASE,
+                    self.owner,
+                    db.adapt(until, "timestamptz"),
+                    db.adapt(now, "timestamptz"),
+                ),
+            )
         self._lease_until = until if got.rowcount == 1 else None
         return self._lease_until is not None
 
@@ -953,32 +1043,42 @@ class DeliveryWorker:
         seen = 0
         now = db.adapt(utcnow(), "timestamptz")
         for sub_id, query, position, seq in db.fetchall(
-                f"SELECT id, query, cursor_position, cursor_seq FROM {SUBSCRIPTIONS.name} "
-                f"WHERE state IN (%s, %s)", (ACTIVE, SUSPENDED)):
-            if int(top[0]) < int(position) or (int(top[0]) == int(position)
-                                                and int(seq) >= END_OF_POSITION):
+            f"SELECT id, query, cursor_position, cursor_seq FROM {SUBSCRIPTIONS.name} "
+            f"WHERE state IN (%s, %s)",
+            (ACTIVE, SUSPENDED),
+        ):
+            if int(top[0]) < int(position) or (
+                int(top[0]) == int(position) and int(seq) >= END_OF_POSITION
+            ):
                 continue
             rows = db.fetchall(
                 f"SELECT position, seq, order_id, event_id, event_type, payload FROM {OUTBOX} "
                 f"WHERE (position, seq) > (%s, %s) ORDER BY position, seq LIMIT %s",
-                (position, seq, self.config.fan_out_size))
+                (position, seq, self.config.fan_out_size),
+            )
             if not rows:
                 continue
             wanted = self._filter(query)
-            queued = [(sub_id, r[0], r[1], db.adapt(UUID(str(r[2])), "uuid"), r[3], r[4], now,
-                       0, now) for r in rows if wanted.matches(db.decode(r[5], "json"))]
+            queued = [
+                (sub_id, r[0], r[1], db.adapt(UUID(str(r[2])), "uuid"), r[3], r[4], now, 0, now)
+                for r in rows
+                if wanted.matches(db.decode(r[5], "json"))
+            ]
             last = rows[-1]
             with db.transaction():
                 moved = db.execute(
                     f"UPDATE {SUBSCRIPTIONS.name} SET cursor_position = %s, cursor_seq = %s "
                     f"WHERE id = %s AND cursor_position = %s AND cursor_seq = %s",
-                    (last[0], last[1], sub_id, position, seq))
+                    (last[0], last[1], sub_id, position, seq),
+                )
                 if moved.rowcount == 1 and queued:
                     db.executemany(
                         f"INSERT INTO {DELIVERIES.name} (subscription_id, position, seq, "
                         f"order_id, event_id, event_type, created_at, attempts, "
                         f"next_attempt_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                        f"ON CONFLICT (subscription_id, position, seq) DO NOTHING", queued)
+                        f"ON CONFLICT (subscription_id, position, seq) DO NOTHING",
+                        queued,
+                    )
             seen += len(rows)
         return seen
 
@@ -990,7 +1090,9 @@ class DeliveryWorker:
             f"d.next_attempt_at, o.payload FROM {DELIVERIES.name} d JOIN {OUTBOX} o "
             f"ON o.position = d.position AND o.seq = d.seq "
             f"WHERE d.subscription_id = %s AND d.delivered_at IS NULL "
-            f"ORDER BY d.position, d.seq LIMIT %s", (sub_id, self.config.round_size))
+            f"ORDER BY d.position, d.seq LIMIT %s",
+            (sub_id, self.config.round_size),
+        )
         plan: list[_Due] = []
         blocked: set[str] = set()
         started: set[str] = set()
@@ -1003,12 +1105,21 @@ class DeliveryWorker:
                 blocked.add(order)  # its oldest is backing off: the rest of it waits
                 continue
             started.add(order)
-            plan.append(_Due(int(position), int(seq), order, event_type, int(attempts or 0),
-                             db.decode(payload, "json")))
+            plan.append(
+                _Due(
+                    int(position),
+                    int(seq),
+                    order,
+                    event_type,
+                    int(attempts or 0),
+                    db.decode(payload, "json"),
+                )
+            )
         return plan
 
-    def _deliver(self, sub_id: str, callback: str, plan: list[_Due],
-                 failures: int = 0) -> list[_Result]:
+    def _deliver(
+        self, sub_id: str, callback: str, plan: list[_Due], failures: int = 0
+    ) -> list[_Result]:
         """One round for one listener (on the pool, no database): check the callback and
         resolve it once (every address checked, `resolve`), then POST in order to the
         checked addresses only; a failed notification holds back the rest of its order;
@@ -1020,12 +1131,17 @@ class DeliveryWorker:
             target = parse_callback(callback)
             addresses = resolve(target, self.config.allowed, self.config.timeout)
         except CallbackError as e:  # the policy (or the allow-list) changed since
-            log.warning("hub listener %s not called: %s", sub_id, e,
-                        extra={"subscription_id": sub_id})
+            log.warning(
+                "hub listener %s not called: %s", sub_id, e, extra={"subscription_id": sub_id}
+            )
             return [_Result(plan[0], False, REFUSED, True, utcnow())]
         except Exception as e:  # the name does not resolve (in time)
-            log.info("hub listener %s unreachable: %s", sub_id, _detail(e),
-                     extra={"subscription_id": sub_id})
+            log.info(
+                "hub listener %s unreachable: %s",
+                sub_id,
+                _detail(e),
+                extra={"subscription_id": sub_id},
+            )
             return [_Result(plan[0], False, UNREACHABLE, True, utcnow())]
         # A TLS connection is verified for one name: https names get a client of their own
         # for the round, so that no pooled connection is shared between two names.
@@ -1055,26 +1171,41 @@ class DeliveryWorker:
 
     def _new_client(self) -> httpx.Client:
         return httpx.Client(
-            timeout=httpx.Timeout(self.config.timeout), follow_redirects=False,
-            trust_env=False, verify=self.config.verify,
-            headers={"User-Agent": "serviceorders-hub/1", "Accept": "application/json"})
+            timeout=httpx.Timeout(self.config.timeout),
+            follow_redirects=False,
+            trust_env=False,
+            verify=self.config.verify,
+            headers={"User-Agent": "serviceorders-hub/1", "Accept": "application/json"},
+        )
 
-    def _post(self, client: httpx.Client, sub_id: str, target: Target,
-              addresses: list[IPAddress], due: _Due) -> tuple[bool, str | None, bool]:
+    def _post(
+        self,
+        client: httpx.Client,
+        sub_id: str,
+        target: Target,
+        addresses: list[IPAddress],
+        due: _Due,
+    ) -> tuple[bool, str | None, bool]:
         """POST one notification to the checked addresses (the next one only when the
         connection is refused); the error is `unreachable` or `HTTP <status>`, the detail
         goes to the log."""
         body = absolute_hrefs(due.payload, self.config.public_base_url)
         headers = {"X-Event-Id": str(body.get("eventId")), "Host": target.netloc}
-        extensions = {"sni_hostname": target.host} \
-            if target.scheme == "https" and target.address is None else {}
+        extensions = (
+            {"sni_hostname": target.host}
+            if target.scheme == "https" and target.address is None
+            else {}
+        )
         problem: Exception | None = None
         for address in addresses[:3]:
             try:
-                with client.stream("POST", listener_url(target.pinned(address),
-                                                        due.event_type),
-                                   json=body, headers=headers,
-                                   extensions=extensions) as reply:
+                with client.stream(
+                    "POST",
+                    listener_url(target.pinned(address), due.event_type),
+                    json=body,
+                    headers=headers,
+                    extensions=extensions,
+                ) as reply:
                     status = reply.status_code
             except httpx.ConnectError as e:  # refused, no route...: the next address
                 problem = e
@@ -1085,8 +1216,13 @@ class DeliveryWorker:
             if 200 <= status < 300:
                 return True, None, False
             return False, f"HTTP {status}", False
-        log.info("hub listener %s unreachable at %s: %s", sub_id, target.netloc,
-                 _detail(problem), extra={"subscription_id": sub_id})
+        log.info(
+            "hub listener %s unreachable at %s: %s",
+            sub_id,
+            target.netloc,
+            _detail(problem),
+            extra={"subscription_id": sub_id},
+        )
         return False, UNREACHABLE, True
 
     def _collect(self, db: ReadDb) -> bool:
@@ -1108,8 +1244,9 @@ class DeliveryWorker:
         cfg = self.config
         ts = lambda v: db.adapt(v, "timestamptz")  # noqa: E731
         with db.transaction():
-            row = db.fetchone(f"SELECT failures, failing_since FROM {SUBSCRIPTIONS.name} "
-                              f"WHERE id = %s", (sub_id,))
+            row = db.fetchone(
+                f"SELECT failures, failing_since FROM {SUBSCRIPTIONS.name} WHERE id = %s", (sub_id,)
+            )
             failures = int(row[0] or 0) if row else 0
             failing_since = db.decode(row[1], "timestamptz") if row else None
             delivered, last_ok, last_error = 0, None, None
@@ -1120,7 +1257,8 @@ class DeliveryWorker:
                         f"UPDATE {DELIVERIES.name} SET attempts = attempts + 1, "
                         f"delivered_at = %s, last_attempt_at = %s, last_error = NULL "
                         f"WHERE subscription_id = %s AND position = %s AND seq = %s",
-                        (ts(r.at), ts(r.at), *key))
+                        (ts(r.at), ts(r.at), *key),
+                    )
                     delivered += 1
                     last_ok = r.at
                     failures, failing_since = 0, None
@@ -1131,21 +1269,30 @@ class DeliveryWorker:
                         f"last_error = %s, last_attempt_at = %s "
                         f"WHERE subscription_id = %s AND position = %s AND seq = %s "
                         f"AND delivered_at IS NULL",
-                        (attempts, ts(r.at + cfg.backoff(attempts)), r.error, ts(r.at), *key))
+                        (attempts, ts(r.at + cfg.backoff(attempts)), r.error, ts(r.at), *key),
+                    )
                     failures += 1
                     failing_since = failing_since or r.at
                     last_error = r.error
             last = results[-1]
             now = last.at
-            retry_at = now + cfg.backoff(failures) if (not last.ok and last.unreachable) \
-                else None
+            retry_at = now + cfg.backoff(failures) if (not last.ok and last.unreachable) else None
             suspend = failures > 0 and (
                 (cfg.suspend_after_failures and failures >= cfg.suspend_after_failures)
-                or (cfg.suspend_after_seconds and failing_since is not None
-                    and (now - failing_since).total_seconds() >= cfg.suspend_after_seconds))
+                or (
+                    cfg.suspend_after_seconds
+                    and failing_since is not None
+                    and (now - failing_since).total_seconds() >= cfg.suspend_after_seconds
+                )
+            )
             if suspend:
-                log.warning("hub listener %s suspended after %d consecutive failures (%s)",
-                            sub_id, failures, last_error, extra={"subscription_id": sub_id})
+                log.warning(
+                    "hub listener %s suspended after %d consecutive failures (%s)",
+                    sub_id,
+                    failures,
+                    last_error,
+                    extra={"subscription_id": sub_id},
+                )
             db.execute(
                 f"UPDATE {SUBSCRIPTIONS.name} SET failures = %s, failing_since = %s, "
                 f"retry_at = %s, last_attempt_at = %s, "
@@ -1153,18 +1300,34 @@ class DeliveryWorker:
                 f"last_delivered_at = COALESCE(%s, last_delivered_at), "
                 f"delivered = delivered + %s, state = %s, suspended_at = %s "
                 f"WHERE id = %s AND state = %s",
-                (failures, ts(failing_since), ts(retry_at), ts(now), last_error, ts(last_ok),
-                 delivered, SUSPENDED if suspend else ACTIVE, ts(now) if suspend else None,
-                 sub_id, ACTIVE))
+                (
+                    failures,
+                    ts(failing_since),
+                    ts(retry_at),
+                    ts(now),
+                    last_error,
+                    ts(last_ok),
+                    delivered,
+                    SUSPENDED if suspend else ACTIVE,
+                    ts(now) if suspend else None,
+                    sub_id,
+                    ACTIVE,
+                ),
+            )
 
     def _prune(self, db: ReadDb, now: datetime) -> None:
         """Delivered rows older than the retention, and the queues of deleted listeners."""
         with db.transaction():
-            db.execute(f"DELETE FROM {DELIVERIES.name} WHERE delivered_at IS NOT NULL "
-                       f"AND delivered_at < %s", (db.adapt(now - self.config.retention,
-                                                           "timestamptz"),))
-            db.execute(f"DELETE FROM {DELIVERIES.name} WHERE subscription_id IN "
-                       f"(SELECT id FROM {SUBSCRIPTIONS.name} WHERE state = %s)", (DELETED,))
+            db.execute(
+                f"DELETE FROM {DELIVERIES.name} WHERE delivered_at IS NOT NULL "
+                f"AND delivered_at < %s",
+                (db.adapt(now - self.config.retention, "timestamptz"),),
+            )
+            db.execute(
+                f"DELETE FROM {DELIVERIES.name} WHERE subscription_id IN "
+                f"(SELECT id FROM {SUBSCRIPTIONS.name} WHERE state = %s)",
+                (DELETED,),
+            )
 
 
 def _detail(error: Exception | None) -> str:
@@ -1176,16 +1339,23 @@ def _detail(error: Exception | None) -> str:
     return f"{type(error).__name__}: {error}"[:300]
 
 
-def start_worker(settings: Settings, connect: Callable[[], ReadDb], stopping: threading.Event,
-                 on_error: Callable[[Exception], None] | None = None
-                 ) -> threading.Thread | None:
+def start_worker(
+    settings: Settings,
+    connect: Callable[[], ReadDb],
+    stopping: threading.Event,
+    on_error: Callable[[Exception], None] | None = None,
+) -> threading.Thread | None:
     """The delivery worker in a daemon thread (None when SERVICEORDERS_HUB_DELIVERY=no)."""
     if not settings.hub_delivery:
         return None
     worker = DeliveryWorker.from_settings(settings, connect)
     from ..logs import worker as logged
 
-    thread = threading.Thread(target=logged("hub delivery", worker.run),
-                              args=(stopping, on_error), name="hub-delivery", daemon=True)
+    thread = threading.Thread(
+        target=logged("hub delivery", worker.run),
+        args=(stopping, on_error),
+        name="hub-delivery",
+        daemon=True,
+    )
     thread.start()
     return thread

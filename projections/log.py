@@ -107,14 +107,16 @@ class EventLog:
         return int(row[0]) if row and row[0] is not None else 0
 
     def count_after(self, position: int) -> int:
-        row = self.db.fetchone(f"SELECT COUNT(*) FROM {self.table} WHERE {self.position} > %s",
-                               (position,))
+        row = self.db.fetchone(
+            f"SELECT COUNT(*) FROM {self.table} WHERE {self.position} > %s", (position,)
+        )
         return int(row[0]) if row else 0
 
-    def read(self, after: int, limit: int, stop: int | None = None
-             ) -> list[tuple[int, OrderEvent]]:
-        sql = (f"SELECT {self.position}, originator_id, originator_version, topic, state "
-               f"FROM {self.table} WHERE {self.position} > %s")
+    def read(self, after: int, limit: int, stop: int | None = None) -> list[tuple[int, OrderEvent]]:
+        sql = (
+            f"SELECT {self.position}, originator_id, originator_version, topic, state "
+            f"FROM {self.table} WHERE {self.position} > %s"
+        )
         params: list[Any] = [after]
         if stop is not None:
             sql += f" AND {self.position} <= %s"
@@ -135,13 +137,15 @@ class EventLog:
         """Every event of the given orders earlier than `before`, in version order."""
         ids = list(order_ids)
         found: dict[UUID, list[OrderEvent]] = {i: [] for i in ids}
-        for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+        for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
             keys = [i if self.db.dialect == "postgres" else i.hex for i in chunk]
             marks = ", ".join(["%s"] * len(keys))
             rows = self.db.fetchall(
                 f"SELECT originator_id, originator_version, topic, state, {self.position} "
                 f"FROM {self.table} WHERE originator_id IN ({marks}) AND {self.position} < %s "
-                f"ORDER BY originator_id, originator_version", [*keys, before])
+                f"ORDER BY originator_id, originator_version",
+                [*keys, before],
+            )
             for row in rows:
                 event = self._event(row[:4], int(row[4]))
                 found[event.originator_id].append(event)
@@ -151,15 +155,21 @@ class EventLog:
         originator_id, version, topic, state = row
         if type(originator_id) is not UUID:
             originator_id = UUID(str(originator_id))
-        stored = StoredEvent(originator_id=originator_id, originator_version=int(version),
-                             topic=topic, state=bytes(state))
+        stored = StoredEvent(
+            originator_id=originator_id,
+            originator_version=int(version),
+            topic=topic,
+            state=bytes(state),
+        )
         try:
             return self.mapper.to_domain_event(stored)
         except UnknownEvent as e:
             # Never skipped: the read models would silently miss it. The projector stops.
-            raise UnknownEvent(f"{e}, at log position {position}: this serviceorders cannot "
-                               "project it (written by a newer release?); upgrade "
-                               "serviceorders") from e
+            raise UnknownEvent(
+                f"{e}, at log position {position}: this serviceorders cannot "
+                "project it (written by a newer release?); upgrade "
+                "serviceorders"
+            ) from e
 
 
 def visible(order: ServiceOrder | None) -> bool:
@@ -167,8 +177,13 @@ def visible(order: ServiceOrder | None) -> bool:
     return order is not None and order.state is not OrderState.DRAFT and not order.deleted
 
 
-def fold(log: EventLog, start: int, events: list[tuple[int, OrderEvent]],
-         steps: bool = False, fresh: bool = False) -> Batch:
+def fold(
+    log: EventLog,
+    start: int,
+    events: list[tuple[int, OrderEvent]],
+    steps: bool = False,
+    fresh: bool = False,
+) -> Batch:
     """Replay the page onto the orders it touches, loaded as they were before it; with
     `steps`, also note each event's TMF641 documents (`Batch.steps`)."""
     batch = Batch(start=start, end=events[-1][0], events=events, fresh=fresh)
@@ -215,24 +230,44 @@ def replay(batch: Batch, steps: bool = False) -> None:
         orders[oid] = order
         state = order.state
         if state != before_state:
-            transitions.append(_transition(position, event, order, before_state,
-                                           before_since))
+            transitions.append(_transition(position, event, order, before_state, before_since))
         if steps:
             doc = None
             if isinstance(event, OrderDeleted):
                 docs[oid] = None
             elif visible(order):
                 doc = docs[oid] = batch.document(order)
-            batch.steps.append(Step(position, event, was_visible, before_state,  # type: ignore[union-attr]
-                                    doc_before, state, doc))
+            batch.steps.append(
+                Step(
+                    position,
+                    event,
+                    was_visible,
+                    before_state,  # type: ignore[union-attr]
+                    doc_before,
+                    state,
+                    doc,
+                )
+            )
 
 
-def _transition(position: int, event: OrderEvent, order: ServiceOrder,
-                before: OrderState | None, before_since: datetime | None) -> Transition:
+def _transition(
+    position: int,
+    event: OrderEvent,
+    order: ServiceOrder,
+    before: OrderState | None,
+    before_since: datetime | None,
+) -> Transition:
     items = order.items.values()
     return Transition(
-        position=position, order_id=order.id, version=order.version, from_state=before,
-        to_state=order.state, at=event.timestamp, previous_since=before_since,
-        actor=event.actor, category=order.header.category,
+        position=position,
+        order_id=order.id,
+        version=order.version,
+        from_state=before,
+        to_state=order.state,
+        at=event.timestamp,
+        previous_since=before_since,
+        actor=event.actor,
+        category=order.header.category,
         specifications=tuple(sorted({i.specification.id for i in items if i.specification})),
-        sites=tuple(sorted({i.place.id for i in items if i.place})))
+        sites=tuple(sorted({i.place.id for i in items if i.place})),
+    )

@@ -25,17 +25,20 @@ SHAPES = "projection_shape"
 def stored_shapes(db: ReadDb) -> dict[str, int]:
     if not db.table_exists(SHAPES):
         return {}
-    return {name: int(version) for name, version in
-            db.fetchall(f"SELECT name, version FROM {SHAPES}")}
+    return {
+        name: int(version) for name, version in db.fetchall(f"SELECT name, version FROM {SHAPES}")
+    }
 
 
 def record_shape(db: ReadDb, projection: Projection) -> None:
     """Note that `projection`'s table now has the code's shape (inside the swap)."""
     if db.table_exists(SHAPES):
-        db.execute(f"INSERT INTO {SHAPES} (name, version, updated_at) VALUES "
-                   f"(%s, %s, CURRENT_TIMESTAMP) ON CONFLICT (name) DO UPDATE SET "
-                   f"version = excluded.version, updated_at = excluded.updated_at",
-                   (projection.name, projection.VERSION))
+        db.execute(
+            f"INSERT INTO {SHAPES} (name, version, updated_at) VALUES "
+            f"(%s, %s, CURRENT_TIMESTAMP) ON CONFLICT (name) DO UPDATE SET "
+            f"version = excluded.version, updated_at = excluded.updated_at",
+            (projection.name, projection.VERSION),
+        )
 
 
 def select(names: Sequence[str] | None) -> list[Projection]:
@@ -44,8 +47,7 @@ def select(names: Sequence[str] | None) -> list[Projection]:
     known = {p.name: p for p in PROJECTIONS}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown projection(s): {', '.join(unknown)}; "
-                         f"known: {', '.join(known)}")
+        raise ValueError(f"unknown projection(s): {', '.join(unknown)}; known: {', '.join(known)}")
     return [known[n] for n in names]
 
 
@@ -54,15 +56,19 @@ def select(names: Sequence[str] | None) -> list[Projection]:
 BUILD_BATCH = 4000
 
 
-def _fresh(db: ReadDb, projections: Sequence[Projection], suffix: str,
-           indexes: bool = True) -> dict[str, str]:
+def _fresh(
+    db: ReadDb, projections: Sequence[Projection], suffix: str, indexes: bool = True
+) -> dict[str, str]:
     tables = {p.name: f"{p.name}__{suffix}" for p in projections}
     with db.transaction():
         for p in projections:
             db.drop_table(tables[p.name])
             db.create_table(p.table, tables[p.name], indexes=indexes)
-            db.execute(f"INSERT INTO {POSITIONS.name} (name, position) VALUES (%s, 0) "
-                       f"ON CONFLICT (name) DO UPDATE SET position = 0", (tables[p.name],))
+            db.execute(
+                f"INSERT INTO {POSITIONS.name} (name, position) VALUES (%s, 0) "
+                f"ON CONFLICT (name) DO UPDATE SET position = 0",
+                (tables[p.name],),
+            )
     return tables
 
 
@@ -89,14 +95,19 @@ def _retrying(db: ReadDb, work: Callable[[], Any], attempts: int = 50) -> Any:
     return None  # pragma: no cover
 
 
-def rebuild(db: ReadDb, mapper: Mapper[Any], names: Sequence[str] | None = None,
-            progress: Progress | None = None) -> dict[str, int]:
+def rebuild(
+    db: ReadDb,
+    mapper: Mapper[Any],
+    names: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, int]:
     """Rebuild projections from the first event and swap them in; returns positions."""
     projections = select(names)
     # Secondary indexes are built once at the end (a sort), not row by row.
     tables = _fresh(db, projections, "rebuild", indexes=False)
-    builder = Projector(db, mapper, projections, tables=tables, lock=None,
-                        batch_size=BUILD_BATCH, fresh=True)
+    builder = Projector(
+        db, mapper, projections, tables=tables, lock=None, batch_size=BUILD_BATCH, fresh=True
+    )
     try:
         builder.catch_up(progress=progress)
         with db.transaction():
@@ -120,12 +131,14 @@ def rebuild(db: ReadDb, mapper: Mapper[Any], names: Sequence[str] | None = None,
                 db.drop_table(old)
             db.rename_table(tables[p.name], p.name)
             if db.dialect == "postgres":  # constraint index names are schema-wide
-                db.execute(f"ALTER INDEX IF EXISTS {tables[p.name]}_pkey "
-                           f"RENAME TO {p.name}_pkey")
+                db.execute(f"ALTER INDEX IF EXISTS {tables[p.name]}_pkey RENAME TO {p.name}_pkey")
             for suffix in p.table.indexes:
                 db.rename_index(p.table, f"{tables[p.name]}__{suffix}", f"{p.name}__{suffix}")
-            db.execute(f"UPDATE {POSITIONS.name} SET position = %s, updated_at = "
-                       f"CURRENT_TIMESTAMP WHERE name = %s", (built[tables[p.name]], p.name))
+            db.execute(
+                f"UPDATE {POSITIONS.name} SET position = %s, updated_at = "
+                f"CURRENT_TIMESTAMP WHERE name = %s",
+                (built[tables[p.name]], p.name),
+            )
             db.execute(f"DELETE FROM {POSITIONS.name} WHERE name = %s", (tables[p.name],))
             record_shape(db, p)
         return {p.name: built[tables[p.name]] for p in projections}
@@ -145,21 +158,36 @@ class Difference:
     rebuilt: tuple[Any, ...] | None
 
 
-def verify(db: ReadDb, mapper: Mapper[Any], names: Sequence[str] | None = None,
-           progress: Progress | None = None) -> list[Difference]:
+def verify(
+    db: ReadDb,
+    mapper: Mapper[Any],
+    names: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> list[Difference]:
     """Compare live tables with a rebuild at the same log position, row by row."""
     differences: list[Difference] = []
     for projection in select(names):
         # Compared in primary-key order: no secondary index needed.
         tables = _fresh(db, [projection], "verify", indexes=False)
         try:
-            builder = Projector(db, mapper, [projection], tables=tables, lock=None,
-                                batch_size=BUILD_BATCH, fresh=True)
+            builder = Projector(
+                db,
+                mapper,
+                [projection],
+                tables=tables,
+                lock=None,
+                batch_size=BUILD_BATCH,
+                fresh=True,
+            )
             live = Projector(db, mapper, [projection])
             builder.catch_up(stop=live.positions()[projection.name], progress=progress)
 
-            def compare(p: Projection = projection, b: Projector = builder,
-                        lv: Projector = live, t: dict[str, str] = tables) -> list[Difference]:
+            def compare(
+                p: Projection = projection,
+                b: Projector = builder,
+                lv: Projector = live,
+                t: dict[str, str] = tables,
+            ) -> list[Difference]:
                 position = lv.positions()[p.name]
                 while b.step(stop=position):
                     pass
@@ -171,8 +199,9 @@ def verify(db: ReadDb, mapper: Mapper[Any], names: Sequence[str] | None = None,
     return differences
 
 
-def _diff(projection: Projection, live: list[tuple[Any, ...]],
-          rebuilt: list[tuple[Any, ...]]) -> list[Difference]:
+def _diff(
+    projection: Projection, live: list[tuple[Any, ...]], rebuilt: list[tuple[Any, ...]]
+) -> list[Difference]:
     cols = projection.table.column_names
     key_at = [cols.index(k) for k in projection.table.primary_key]
 
@@ -180,5 +209,8 @@ def _diff(projection: Projection, live: list[tuple[Any, ...]],
         return {tuple(r[i] for i in key_at): r for r in rows}
 
     a, b = keyed(live), keyed(rebuilt)
-    return [Difference(projection.name, key, a.get(key), b.get(key))
-            for key in sorted(a.keys() | b.keys(), key=repr) if a.get(key) != b.get(key)]
+    return [
+        Difference(projection.name, key, a.get(key), b.get(key))
+        for key in sorted(a.keys() | b.keys(), key=repr)
+        if a.get(key) != b.get(key)
+    ]

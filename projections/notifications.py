@@ -30,8 +30,15 @@ INFORMATION_REQUIRED = "ServiceOrderInformationRequiredEvent"
 CANCEL_CREATE = "CancelServiceOrderCreateEvent"
 CANCEL_STATE_CHANGE = "CancelServiceOrderStateChangeEvent"
 
-EVENT_TYPES: tuple[str, ...] = (CREATE, STATE_CHANGE, ATTRIBUTE_VALUE_CHANGE, DELETE,
-                                INFORMATION_REQUIRED, CANCEL_CREATE, CANCEL_STATE_CHANGE)
+EVENT_TYPES: tuple[str, ...] = (
+    CREATE,
+    STATE_CHANGE,
+    ATTRIBUTE_VALUE_CHANGE,
+    DELETE,
+    INFORMATION_REQUIRED,
+    CANCEL_CREATE,
+    CANCEL_STATE_CHANGE,
+)
 DOMAIN = "serviceOrdering"
 
 # Fixed namespace of notification event ids: never change it (listeners and the Kafka
@@ -71,9 +78,16 @@ class NotificationOutbox(Projection):
 
     table = Table(
         name="notification_outbox",
-        columns=(("position", "bigint"), ("seq", "int"), ("event_id", "text"),
-                 ("order_id", "uuid"), ("order_version", "int"), ("event_type", "text"),
-                 ("event_time", "timestamptz"), ("payload", "json")),
+        columns=(
+            ("position", "bigint"),
+            ("seq", "int"),
+            ("event_id", "text"),
+            ("order_id", "uuid"),
+            ("order_version", "int"),
+            ("event_type", "text"),
+            ("event_time", "timestamptz"),
+            ("payload", "json"),
+        ),
         primary_key=("position", "seq"),
         indexes={"order": ("order_id", "position"), "event_id": ("event_id",)},
     )
@@ -89,8 +103,13 @@ class NotificationOutbox(Projection):
 
 def outbox_rows(batch: Batch) -> list[dict[str, Any]]:
     if batch.steps is None:  # a batch folded without steps: replay its orders again
-        again = Batch(start=batch.start, end=batch.end, events=batch.events,
-                      earlier=batch.earlier, docs=batch.docs)
+        again = Batch(
+            start=batch.start,
+            end=batch.end,
+            events=batch.events,
+            earlier=batch.earlier,
+            docs=batch.docs,
+        )
         for order_id, history in batch.earlier.items():
             order: Any = None
             for event in history:
@@ -109,10 +128,18 @@ def outbox_rows(batch: Batch) -> list[dict[str, Any]]:
         if found is None:
             found = cancels[oid] = _Cancels(batch.earlier.get(oid, ()))
         for seq, body in enumerate(notifications_of_step(step, found.advance(event))):
-            rows.append({"position": step.position, "seq": seq, "event_id": body["eventId"],
-                         "order_id": oid, "order_version": event.originator_version,
-                         "event_type": body["eventType"], "event_time": event.timestamp,
-                         "payload": body})
+            rows.append(
+                {
+                    "position": step.position,
+                    "seq": seq,
+                    "event_id": body["eventId"],
+                    "order_id": oid,
+                    "order_version": event.originator_version,
+                    "event_type": body["eventType"],
+                    "event_time": event.timestamp,
+                    "payload": body,
+                }
+            )
     return rows
 
 
@@ -128,13 +155,18 @@ class _Cancels:
         """Note the event; returns the cancelServiceOrder it created or changed."""
         if isinstance(event, ev.CancellationRequested):
             self.cancels[event.request_id] = {
-                "id": event.request_id, "href": cancel_href(event.request_id),
-                "state": "accepted", "cancellationReason": event.reason,
+                "id": event.request_id,
+                "href": cancel_href(event.request_id),
+                "state": "accepted",
+                "cancellationReason": event.reason,
                 "requestedCancellationDate": _time(event.requested_date),
-                "serviceOrder": {"id": str(event.originator_id),
-                                 "href": order_href(event.originator_id),
-                                 "@referredType": "ServiceOrder"},
-                "@type": "CancelServiceOrder"}
+                "serviceOrder": {
+                    "id": str(event.originator_id),
+                    "href": order_href(event.originator_id),
+                    "@referredType": "ServiceOrder",
+                },
+                "@type": "CancelServiceOrder",
+            }
             return _compact(self.cancels[event.request_id])
         if isinstance(event, ev.CancellationApproved | ev.CancellationDenied):
             found = self.cancels.get(event.request_id)
@@ -143,8 +175,9 @@ class _Cancels:
             approved = isinstance(event, ev.CancellationApproved)
             reason = event.note if isinstance(event, ev.CancellationApproved) else event.reason
             found["state"] = "inProgress" if approved else "done"
-            found["completionMessage"] = (f"cancellation {'approved' if approved else 'denied'}"
-                                          + (f": {reason}" if reason else ""))
+            found["completionMessage"] = f"cancellation {'approved' if approved else 'denied'}" + (
+                f": {reason}" if reason else ""
+            )
             return _compact(found)
         if isinstance(event, ev.OrderCancelled) and event.request_id:
             found = self.cancels.get(event.request_id)
@@ -176,38 +209,47 @@ def notifications_of_step(step: Step, cancel: dict[str, Any] | None) -> list[dic
         emit(CREATE, {"serviceOrder": _with_href(doc)})
         return out
     if cancel is not None:
-        emit(CANCEL_CREATE if isinstance(event, ev.CancellationRequested)
-             else CANCEL_STATE_CHANGE, {"cancelServiceOrder": cancel})
+        emit(
+            CANCEL_CREATE if isinstance(event, ev.CancellationRequested) else CANCEL_STATE_CHANGE,
+            {"cancelServiceOrder": cancel},
+        )
     if step.state != step.state_before:
         emit(STATE_CHANGE, {"serviceOrder": _with_href(doc)})
     elif doc != doc_before:
-        changed = sorted(k for k in {*doc, *(doc_before or {})}
-                         if doc.get(k) != (doc_before or {}).get(k))
-        emit(ATTRIBUTE_VALUE_CHANGE, {"serviceOrder": _with_href(doc)},
-             fieldPath=",".join(changed))
+        changed = sorted(
+            k for k in {*doc, *(doc_before or {})} if doc.get(k) != (doc_before or {}).get(k)
+        )
+        emit(ATTRIBUTE_VALUE_CHANGE, {"serviceOrder": _with_href(doc)}, fieldPath=",".join(changed))
     if isinstance(event, ev.InformationRequested):
-        emit(INFORMATION_REQUIRED, {"serviceOrder": _with_href(doc)},
-             description=event.information)
+        emit(INFORMATION_REQUIRED, {"serviceOrder": _with_href(doc)}, description=event.information)
     return out
 
 
 def _with_href(doc: dict[str, Any]) -> dict[str, Any]:
-    return {"id": doc["id"], "href": order_href(doc["id"]),
-            **{k: v for k, v in doc.items() if k != "id"}}
+    return {
+        "id": doc["id"],
+        "href": order_href(doc["id"]),
+        **{k: v for k, v in doc.items() if k != "id"},
+    }
 
 
 def _compact(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
 
-def envelope(event: ev.OrderEvent, event_type: str, body: dict[str, Any],
-             **extra: Any) -> dict[str, Any]:
+def envelope(
+    event: ev.OrderEvent, event_type: str, body: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     """A TMF641 notification: the envelope around the resource (`body`)."""
-    found = {"eventId": notification_event_id(event.originator_id, event.originator_version,
-                                              event_type),
-             "eventTime": _time(event.timestamp), "eventType": event_type,
-             "correlationId": event.correlation_id, "domain": DOMAIN,
-             **{k: v for k, v in extra.items() if v}, "event": body}
+    found = {
+        "eventId": notification_event_id(event.originator_id, event.originator_version, event_type),
+        "eventTime": _time(event.timestamp),
+        "eventType": event_type,
+        "correlationId": event.correlation_id,
+        "domain": DOMAIN,
+        **{k: v for k, v in extra.items() if v},
+        "event": body,
+    }
     return found
 
 
@@ -227,8 +269,12 @@ def absolute_hrefs(payload: dict[str, Any], base_url: str | None) -> dict[str, A
 
     def fix(node: Any) -> Any:
         if isinstance(node, dict):
-            return {k: (base + v if k == "href" and isinstance(v, str) and v.startswith("/")
-                        else fix(v)) for k, v in node.items()}
+            return {
+                k: (
+                    base + v if k == "href" and isinstance(v, str) and v.startswith("/") else fix(v)
+                )
+                for k, v in node.items()
+            }
         if isinstance(node, list):
             return [fix(v) for v in node]
         return node

@@ -49,18 +49,27 @@ def create_tables(db: ReadDb, projections: Sequence[Projection] = PROJECTIONS) -
         for projection in projections:
             db.create_table(projection.table)
         for projection in projections:
-            db.execute(f"INSERT INTO {POSITIONS.name} (name, position) VALUES (%s, 0) "
-                       f"ON CONFLICT (name) DO NOTHING", (projection.name,))
+            db.execute(
+                f"INSERT INTO {POSITIONS.name} (name, position) VALUES (%s, 0) "
+                f"ON CONFLICT (name) DO NOTHING",
+                (projection.name,),
+            )
 
 
 class Projector:
     """Applies the log to a set of projections, each into its table (`tables` may map a
     projection to another table, as rebuild and verify do)."""
 
-    def __init__(self, db: ReadDb, mapper: Mapper[Any],
-                 projections: Sequence[Projection] = PROJECTIONS,
-                 tables: dict[str, str] | None = None, batch_size: int = 500,
-                 lock: str | None = LOCK, fresh: bool = False) -> None:
+    def __init__(
+        self,
+        db: ReadDb,
+        mapper: Mapper[Any],
+        projections: Sequence[Projection] = PROJECTIONS,
+        tables: dict[str, str] | None = None,
+        batch_size: int = 500,
+        lock: str | None = LOCK,
+        fresh: bool = False,
+    ) -> None:
         """`fresh`: the tables are empty and only this projector writes them (rebuild,
         verify), so rows that cannot exist yet are inserted without conflict checks."""
         self.db = db
@@ -77,20 +86,29 @@ class Projector:
         names = [self.tables[p.name] for p in self.projections]
         rows = self.db.fetchall(
             f"SELECT name, position FROM {POSITIONS.name} WHERE name IN "
-            f"({', '.join(['%s'] * len(names))})", names)
+            f"({', '.join(['%s'] * len(names))})",
+            names,
+        )
         found = {name: int(position) for name, position in rows}
         missing = [n for n in names if n not in found]
         if missing:
-            raise RuntimeError(f"projection tables not set up ({', '.join(missing)}): "
-                               "run `serviceorders db init`")
+            raise RuntimeError(
+                f"projection tables not set up ({', '.join(missing)}): run `serviceorders db init`"
+            )
         return found
 
     def status(self) -> list[Status]:
         head = self.log.head()
         positions = self.positions()
-        return [Status(p.name, positions[self.tables[p.name]], head,
-                       self.log.count_after(positions[self.tables[p.name]]))
-                for p in self.projections]
+        return [
+            Status(
+                p.name,
+                positions[self.tables[p.name]],
+                head,
+                self.log.count_after(positions[self.tables[p.name]]),
+            )
+            for p in self.projections
+        ]
 
     def run_once(self, stop: int | None = None) -> int:
         """Apply the next page (to the projections furthest behind); returns its size."""
@@ -117,8 +135,13 @@ class Projector:
         events = self.log.read(after=start, limit=self.batch_size, stop=limit_to)
         if not events:
             return 0
-        batch = fold(self.log, start, events, fresh=self.fresh,
-                     steps=any(getattr(p, "needs_steps", False) for p in behind))
+        batch = fold(
+            self.log,
+            start,
+            events,
+            fresh=self.fresh,
+            steps=any(getattr(p, "needs_steps", False) for p in behind),
+        )
         for projection in behind:
             projection.apply(self.db, batch, self.tables[projection.name])
         self._advance([self.tables[p.name] for p in behind], start, batch.end)
@@ -128,13 +151,18 @@ class Projector:
         marks = ", ".join(["%s"] * len(names))
         moved = self.db.execute(
             f"UPDATE {POSITIONS.name} SET position = %s, updated_at = CURRENT_TIMESTAMP "
-            f"WHERE name IN ({marks}) AND position = %s", (new, *names, expected))
+            f"WHERE name IN ({marks}) AND position = %s",
+            (new, *names, expected),
+        )
         if moved.rowcount != len(names):
             raise PositionMoved(f"{', '.join(names)}: no longer all at {expected}")
 
-    def catch_up(self, stop: int | None = None,
-                 progress: Callable[[int], None] | None = None,
-                 stopping: threading.Event | None = None) -> int:
+    def catch_up(
+        self,
+        stop: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        stopping: threading.Event | None = None,
+    ) -> int:
         """Apply pages until the log head (or `stop`, or until `stopping` is set);
         returns the events applied."""
         total = 0
@@ -174,8 +202,12 @@ class Projector:
                 raise TimeoutError(f"read models did not reach {target} in {timeout}s")
             time.sleep(0.01)
 
-    def follow(self, stopping: threading.Event, poll_seconds: float = 0.2,
-               on_error: Callable[[Exception], None] | None = None) -> None:
+    def follow(
+        self,
+        stopping: threading.Event,
+        poll_seconds: float = 0.2,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
         """Catch up, then keep following new events until `stopping` is set. A catch-up
         after a gap (the first one, one after an error, one of more than a page) is logged
         at INFO; the ordinary rounds at DEBUG."""
@@ -187,11 +219,14 @@ class Projector:
                 if applied:
                     level = logging.INFO if gap or applied > self.batch_size else logging.DEBUG
                     if log.isEnabledFor(level):
-                        log.log(level, "projections caught up%s: %d events in %.2fs",
-                                " after a gap" if level == logging.INFO else "", applied,
-                                time.monotonic() - started,
-                                extra={"events": applied,
-                                       "position": min(self.positions().values())})
+                        log.log(
+                            level,
+                            "projections caught up%s: %d events in %.2fs",
+                            " after a gap" if level == logging.INFO else "",
+                            applied,
+                            time.monotonic() - started,
+                            extra={"events": applied, "position": min(self.positions().values())},
+                        )
                 gap = False
                 if not applied:
                     stopping.wait(poll_seconds)

@@ -23,31 +23,56 @@ from .notifications import NotificationOutbox
 class OrderSummary(Projection):
     table = Table(
         name="order_summary",
-        columns=(("id", "uuid"), ("external_id", "text"), ("state", "text"),
-                 ("category", "text"), ("priority", "text"), ("description", "text"),
-                 ("customer_id", "text"), ("customer_name", "text"),
-                 ("created_at", "timestamptz"), ("order_date", "timestamptz"),
-                 ("requested_start_date", "timestamptz"),
-                 ("requested_completion_date", "timestamptz"),
-                 ("item_count", "int"), ("site_count", "int"), ("flag_count", "int"),
-                 ("submitted_by", "text"), ("submitted_at", "timestamptz"),
-                 ("approved_by", "text"), ("approved_at", "timestamptz"),
-                 ("rejected_by", "text"), ("rejected_at", "timestamptz"),
-                 ("rejection_reason", "text"), ("point_of_no_return", "bool"),
-                 ("deleted", "bool"), ("state_since", "timestamptz"),
-                 ("last_change_at", "timestamptz"), ("version", "int")),
+        columns=(
+            ("id", "uuid"),
+            ("external_id", "text"),
+            ("state", "text"),
+            ("category", "text"),
+            ("priority", "text"),
+            ("description", "text"),
+            ("customer_id", "text"),
+            ("customer_name", "text"),
+            ("created_at", "timestamptz"),
+            ("order_date", "timestamptz"),
+            ("requested_start_date", "timestamptz"),
+            ("requested_completion_date", "timestamptz"),
+            ("item_count", "int"),
+            ("site_count", "int"),
+            ("flag_count", "int"),
+            ("submitted_by", "text"),
+            ("submitted_at", "timestamptz"),
+            ("approved_by", "text"),
+            ("approved_at", "timestamptz"),
+            ("rejected_by", "text"),
+            ("rejected_at", "timestamptz"),
+            ("rejection_reason", "text"),
+            ("point_of_no_return", "bool"),
+            ("deleted", "bool"),
+            ("state_since", "timestamptz"),
+            ("last_change_at", "timestamptz"),
+            ("version", "int"),
+        ),
         primary_key=("id",),
-        indexes={"state": ("state",), "external_id": ("external_id",),
-                 "order_date": ("order_date",), "customer": ("customer_id",)},
+        indexes={
+            "state": ("state",),
+            "external_id": ("external_id",),
+            "order_date": ("order_date",),
+            "customer": ("customer_id",),
+        },
     )
 
     def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
         write(db, self.table, table, batch, summary_row)
 
 
-def write(db: ReadDb, spec: Table, table: str, batch: Batch,
-          rows_of: Callable[[ServiceOrder], list[dict[str, Any]] | dict[str, Any]],
-          orders: Iterable[ServiceOrder] | None = None) -> None:
+def write(
+    db: ReadDb,
+    spec: Table,
+    table: str,
+    batch: Batch,
+    rows_of: Callable[[ServiceOrder], list[dict[str, Any]] | dict[str, Any]],
+    orders: Iterable[ServiceOrder] | None = None,
+) -> None:
     """The rows of the page's orders: upserts, guarded by version; in a table being built
     from the first event (`batch.fresh`), the rows of orders created in this page are
     inserted without conflict checks."""
@@ -72,15 +97,20 @@ def summary_row(order: ServiceOrder) -> dict[str, Any]:
     rejected = order.state is OrderState.REJECTED
     decider = order.decided_by.id if order.decided_by else None
     return {
-        "id": order.id, "external_id": header.external_id, "state": order.state.value,
-        "category": header.category, "priority": header.priority,
+        "id": order.id,
+        "external_id": header.external_id,
+        "state": order.state.value,
+        "category": header.category,
+        "priority": header.priority,
         "description": header.description,
         "customer_id": customer.id if customer else None,
         "customer_name": customer.name if customer else None,
-        "created_at": order.created_on, "order_date": order.submitted_at,
+        "created_at": order.created_on,
+        "order_date": order.submitted_at,
         "requested_start_date": header.requested_start_date,
         "requested_completion_date": header.requested_completion_date,
-        "item_count": len(order.items), "site_count": len(sites_of(order)),
+        "item_count": len(order.items),
+        "site_count": len(sites_of(order)),
         "flag_count": len(order.flags),
         "submitted_by": order.submitted_by.id if order.submitted_by else None,
         "submitted_at": order.submitted_at,
@@ -89,8 +119,10 @@ def summary_row(order: ServiceOrder) -> dict[str, Any]:
         "rejected_by": decider if rejected else None,
         "rejected_at": order.decided_at if rejected else None,
         "rejection_reason": order.rejection_reason,
-        "point_of_no_return": order.point_of_no_return, "deleted": order.deleted,
-        "state_since": order.state_since, "last_change_at": order.modified_on,
+        "point_of_no_return": order.point_of_no_return,
+        "deleted": order.deleted,
+        "state_since": order.state_since,
+        "last_change_at": order.modified_on,
         "version": order.version,
     }
 
@@ -107,12 +139,22 @@ def specifications_of(order: ServiceOrder) -> list[str]:
 class OrderItems(Projection):
     table = Table(
         name="order_item",
-        columns=(("order_id", "uuid"), ("item_id", "text"), ("action", "text"),
-                 ("specification_id", "text"), ("specification_name", "text"),
-                 ("specification_version", "text"), ("service_id", "text"),
-                 ("place_id", "text"), ("place_name", "text"), ("quantity", "int"),
-                 ("state", "text"), ("depends_on", "json"), ("characteristics", "json"),
-                 ("version", "int")),
+        columns=(
+            ("order_id", "uuid"),
+            ("item_id", "text"),
+            ("action", "text"),
+            ("specification_id", "text"),
+            ("specification_name", "text"),
+            ("specification_version", "text"),
+            ("service_id", "text"),
+            ("place_id", "text"),
+            ("place_name", "text"),
+            ("quantity", "int"),
+            ("state", "text"),
+            ("depends_on", "json"),
+            ("characteristics", "json"),
+            ("version", "int"),
+        ),
         primary_key=("order_id", "item_id"),
         indexes={"place": ("place_id",), "specification": ("specification_id",)},
     )
@@ -133,17 +175,24 @@ def item_rows(order: ServiceOrder) -> list[dict[str, Any]]:
     rows = []
     for item in order.items.values():
         spec = item.specification
-        rows.append({
-            "order_id": order.id, "item_id": item.id, "action": item.action.value,
-            "specification_id": spec.id if spec else None,
-            "specification_name": spec.name if spec else None,
-            "specification_version": spec.version if spec else None,
-            "service_id": item.service_id,
-            "place_id": item.place.id if item.place else None,
-            "place_name": item.place.name if item.place else None,
-            "quantity": item.quantity, "state": item.state.value if item.state else None,
-            "depends_on": list(item.depends_on), "characteristics": item.characteristics,
-            "version": order.version})
+        rows.append(
+            {
+                "order_id": order.id,
+                "item_id": item.id,
+                "action": item.action.value,
+                "specification_id": spec.id if spec else None,
+                "specification_name": spec.name if spec else None,
+                "specification_version": spec.version if spec else None,
+                "service_id": item.service_id,
+                "place_id": item.place.id if item.place else None,
+                "place_name": item.place.name if item.place else None,
+                "quantity": item.quantity,
+                "state": item.state.value if item.state else None,
+                "depends_on": list(item.depends_on),
+                "characteristics": item.characteristics,
+                "version": order.version,
+            }
+        )
     return rows
 
 
@@ -151,13 +200,25 @@ def item_rows(order: ServiceOrder) -> list[dict[str, Any]]:
 class ReviewQueue(Projection):
     table = Table(
         name="review_queue",
-        columns=(("order_id", "uuid"), ("kind", "text"), ("external_id", "text"),
-                 ("priority", "text"), ("submitted_at", "timestamptz"),
-                 ("submitted_by", "text"), ("customer_id", "text"),
-                 ("customer_name", "text"), ("sites", "json"), ("site_count", "int"),
-                 ("specifications", "json"), ("item_actions", "json"), ("item_count", "int"),
-                 ("flags", "json"), ("flag_count", "int"), ("reason", "text"),
-                 ("version", "int")),
+        columns=(
+            ("order_id", "uuid"),
+            ("kind", "text"),
+            ("external_id", "text"),
+            ("priority", "text"),
+            ("submitted_at", "timestamptz"),
+            ("submitted_by", "text"),
+            ("customer_id", "text"),
+            ("customer_name", "text"),
+            ("sites", "json"),
+            ("site_count", "int"),
+            ("specifications", "json"),
+            ("item_actions", "json"),
+            ("item_count", "int"),
+            ("flags", "json"),
+            ("flag_count", "int"),
+            ("reason", "text"),
+            ("version", "int"),
+        ),
         primary_key=("order_id", "kind"),
         indexes={"submitted_at": ("submitted_at",), "priority": ("priority", "submitted_at")},
     )
@@ -182,28 +243,50 @@ def queue_rows(order: ServiceOrder) -> list[dict[str, Any]]:
     customer = order.header.customer
     actions = Counter(i.action.value for i in order.items.values())
     sites = sites_of(order)
-    return [{
-        "order_id": order.id, "kind": kind, "external_id": order.header.external_id,
-        "priority": order.header.priority, "submitted_at": since, "submitted_by": who,
-        "customer_id": customer.id if customer else None,
-        "customer_name": customer.name if customer else None,
-        "sites": sites, "site_count": len(sites),
-        "specifications": specifications_of(order), "item_actions": dict(sorted(actions.items())),
-        "item_count": len(order.items),
-        "flags": [f.model_dump(mode="json") for f in order.flags], "flag_count": len(order.flags),
-        "reason": reason, "version": order.version}]
+    return [
+        {
+            "order_id": order.id,
+            "kind": kind,
+            "external_id": order.header.external_id,
+            "priority": order.header.priority,
+            "submitted_at": since,
+            "submitted_by": who,
+            "customer_id": customer.id if customer else None,
+            "customer_name": customer.name if customer else None,
+            "sites": sites,
+            "site_count": len(sites),
+            "specifications": specifications_of(order),
+            "item_actions": dict(sorted(actions.items())),
+            "item_count": len(order.items),
+            "flags": [f.model_dump(mode="json") for f in order.flags],
+            "flag_count": len(order.flags),
+            "reason": reason,
+            "version": order.version,
+        }
+    ]
 
 
 # ----------------------------------------------------------------- order_document
 class OrderDocument(Projection):
     table = Table(
         name="order_document",
-        columns=(("order_id", "uuid"), ("external_id", "text"), ("state", "text"),
-                 ("category", "text"), ("priority", "text"), ("order_date", "timestamptz"),
-                 ("document", "json"), ("last_change_at", "timestamptz"), ("version", "int")),
+        columns=(
+            ("order_id", "uuid"),
+            ("external_id", "text"),
+            ("state", "text"),
+            ("category", "text"),
+            ("priority", "text"),
+            ("order_date", "timestamptz"),
+            ("document", "json"),
+            ("last_change_at", "timestamptz"),
+            ("version", "int"),
+        ),
         primary_key=("order_id",),
-        indexes={"state": ("state",), "external_id": ("external_id",),
-                 "order_date": ("order_date",)},
+        indexes={
+            "state": ("state",),
+            "external_id": ("external_id",),
+            "order_date": ("order_date",),
+        },
     )
 
     def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
@@ -213,16 +296,28 @@ class OrderDocument(Projection):
         deleted = [(db.adapt(o.id, "uuid"),) for o in orders if o.deleted]
         if deleted:
             db.executemany(f"DELETE FROM {table} WHERE order_id = %s", deleted)
-        write(db, self.table, table, batch, lambda o: document_row(o, batch),
-              [o for o in orders if o.state is not OrderState.DRAFT and not o.deleted])
+        write(
+            db,
+            self.table,
+            table,
+            batch,
+            lambda o: document_row(o, batch),
+            [o for o in orders if o.state is not OrderState.DRAFT and not o.deleted],
+        )
 
 
 def document_row(order: ServiceOrder, batch: Batch | None = None) -> dict[str, Any]:
-    return {"order_id": order.id, "external_id": order.header.external_id,
-            "state": order.state.value, "category": order.header.category,
-            "priority": order.header.priority, "order_date": order.submitted_at,
-            "document": batch.document(order) if batch else order_to_tmf641(order),
-            "last_change_at": order.modified_on, "version": order.version}
+    return {
+        "order_id": order.id,
+        "external_id": order.header.external_id,
+        "state": order.state.value,
+        "category": order.header.category,
+        "priority": order.header.priority,
+        "order_date": order.submitted_at,
+        "document": batch.document(order) if batch else order_to_tmf641(order),
+        "last_change_at": order.modified_on,
+        "version": order.version,
+    }
 
 
 # ----------------------------------------------------------- cancellation_request
@@ -231,12 +326,21 @@ class CancellationRequests(Projection):
 
     table = Table(
         name="cancellation_request",
-        columns=(("id", "text"), ("order_id", "uuid"), ("state", "text"),
-                 ("decision", "text"), ("reason", "text"),
-                 ("requested_cancellation_date", "timestamptz"), ("requested_by", "text"),
-                 ("requested_at", "timestamptz"), ("decided_by", "text"),
-                 ("decided_at", "timestamptz"), ("decision_reason", "text"),
-                 ("effective_cancellation_date", "timestamptz"), ("version", "int")),
+        columns=(
+            ("id", "text"),
+            ("order_id", "uuid"),
+            ("state", "text"),
+            ("decision", "text"),
+            ("reason", "text"),
+            ("requested_cancellation_date", "timestamptz"),
+            ("requested_by", "text"),
+            ("requested_at", "timestamptz"),
+            ("decided_by", "text"),
+            ("decided_at", "timestamptz"),
+            ("decision_reason", "text"),
+            ("effective_cancellation_date", "timestamptz"),
+            ("version", "int"),
+        ),
         primary_key=("id",),
         indexes={"order": ("order_id",)},
     )
@@ -244,42 +348,72 @@ class CancellationRequests(Projection):
     def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
         for _, event in batch.events:
             if isinstance(event, ev.CancellationRequested):
-                db.upsert(self.table, table, [{
-                    "id": event.request_id, "order_id": event.originator_id,
-                    "state": "accepted", "decision": None, "reason": event.reason,
-                    "requested_cancellation_date": event.requested_date,
-                    "requested_by": event.actor.id, "requested_at": event.timestamp,
-                    "decided_by": None, "decided_at": None, "decision_reason": None,
-                    "effective_cancellation_date": None,
-                    "version": event.originator_version}])
+                db.upsert(
+                    self.table,
+                    table,
+                    [
+                        {
+                            "id": event.request_id,
+                            "order_id": event.originator_id,
+                            "state": "accepted",
+                            "decision": None,
+                            "reason": event.reason,
+                            "requested_cancellation_date": event.requested_date,
+                            "requested_by": event.actor.id,
+                            "requested_at": event.timestamp,
+                            "decided_by": None,
+                            "decided_at": None,
+                            "decision_reason": None,
+                            "effective_cancellation_date": None,
+                            "version": event.originator_version,
+                        }
+                    ],
+                )
             elif isinstance(event, ev.CancellationApproved | ev.CancellationDenied):
                 approved = isinstance(event, ev.CancellationApproved)
                 db.execute(
                     f"UPDATE {table} SET state = %s, decision = %s, decided_by = %s, "
                     f"decided_at = %s, decision_reason = %s, version = %s "
                     f"WHERE id = %s AND version < %s",
-                    ("inProgress" if approved else "done",
-                     "approved" if approved else "denied", event.actor.id,
-                     db.adapt(event.timestamp, "timestamptz"),
-                     event.note if approved else event.reason,  # type: ignore[union-attr]
-                     event.originator_version, event.request_id, event.originator_version))
+                    (
+                        "inProgress" if approved else "done",
+                        "approved" if approved else "denied",
+                        event.actor.id,
+                        db.adapt(event.timestamp, "timestamptz"),
+                        event.note if approved else event.reason,  # type: ignore[union-attr]
+                        event.originator_version,
+                        event.request_id,
+                        event.originator_version,
+                    ),
+                )
             elif isinstance(event, ev.OrderCancelled) and event.request_id:
                 db.execute(
                     f"UPDATE {table} SET state = 'done', effective_cancellation_date = %s, "
                     f"version = %s WHERE id = %s AND version < %s",
-                    (db.adapt(event.timestamp, "timestamptz"), event.originator_version,
-                     event.request_id, event.originator_version))
+                    (
+                        db.adapt(event.timestamp, "timestamptz"),
+                        event.originator_version,
+                        event.request_id,
+                        event.originator_version,
+                    ),
+                )
 
 
 # ------------------------------------------------------------ order_state_history
 class OrderStateHistory(Projection):
     table = Table(
         name="order_state_history",
-        columns=(("order_id", "uuid"), ("version", "int"), ("from_state", "text"),
-                 ("to_state", "text"), ("changed_at", "timestamptz"),
-                 ("previous_state_since", "timestamptz"),
-                 ("seconds_in_previous_state", "numeric"), ("actor_id", "text"),
-                 ("actor_role", "text")),
+        columns=(
+            ("order_id", "uuid"),
+            ("version", "int"),
+            ("from_state", "text"),
+            ("to_state", "text"),
+            ("changed_at", "timestamptz"),
+            ("previous_state_since", "timestamptz"),
+            ("seconds_in_previous_state", "numeric"),
+            ("actor_id", "text"),
+            ("actor_role", "text"),
+        ),
         primary_key=("order_id", "version"),
         indexes={"changed_at": ("changed_at",), "to_state": ("to_state", "changed_at")},
     )
@@ -294,11 +428,17 @@ class OrderStateHistory(Projection):
 
 def history_row(t: Transition) -> dict[str, Any]:
     spent = (t.at - t.previous_since).total_seconds() if t.previous_since else None
-    return {"order_id": t.order_id, "version": t.version,
-            "from_state": t.from_state.value if t.from_state else None,
-            "to_state": t.to_state.value, "changed_at": t.at,
-            "previous_state_since": t.previous_since, "seconds_in_previous_state": spent,
-            "actor_id": t.actor.id, "actor_role": t.actor.role.value}
+    return {
+        "order_id": t.order_id,
+        "version": t.version,
+        "from_state": t.from_state.value if t.from_state else None,
+        "to_state": t.to_state.value,
+        "changed_at": t.at,
+        "previous_state_since": t.previous_since,
+        "seconds_in_previous_state": spent,
+        "actor_id": t.actor.id,
+        "actor_role": t.actor.role.value,
+    }
 
 
 # ------------------------------------------------------------- daily_state_counts
@@ -308,8 +448,13 @@ class DailyStateCounts(Projection):
 
     table = Table(
         name="daily_state_counts",
-        columns=(("day", "date"), ("state", "text"), ("dimension", "text"),
-                 ("value", "text"), ("orders", "int")),
+        columns=(
+            ("day", "date"),
+            ("state", "text"),
+            ("dimension", "text"),
+            ("value", "text"),
+            ("orders", "int"),
+        ),
         primary_key=("day", "state", "dimension", "value"),
     )
 
@@ -318,10 +463,16 @@ class DailyStateCounts(Projection):
         for t in batch.transitions:
             for dimension, value in dimensions(t):
                 counts[(t.at.date(), t.to_state.value, dimension, value)] += 1
-        db.upsert(self.table, table,
-                  [{"day": day, "state": state, "dimension": dim, "value": value, "orders": n}
-                   for (day, state, dim, value), n in sorted(counts.items())],
-                  guard=None, add=("orders",))
+        db.upsert(
+            self.table,
+            table,
+            [
+                {"day": day, "state": state, "dimension": dim, "value": value, "orders": n}
+                for (day, state, dim, value), n in sorted(counts.items())
+            ],
+            guard=None,
+            add=("orders",),
+        )
 
 
 def dimensions(t: Transition) -> Sequence[tuple[str, str]]:
@@ -331,7 +482,13 @@ def dimensions(t: Transition) -> Sequence[tuple[str, str]]:
     return found
 
 
-PROJECTIONS: tuple[Projection, ...] = (OrderSummary(), OrderItems(), ReviewQueue(),
-                                       OrderDocument(), CancellationRequests(),
-                                       OrderStateHistory(), DailyStateCounts(),
-                                       NotificationOutbox())
+PROJECTIONS: tuple[Projection, ...] = (
+    OrderSummary(),
+    OrderItems(),
+    ReviewQueue(),
+    OrderDocument(),
+    CancellationRequests(),
+    OrderStateHistory(),
+    DailyStateCounts(),
+    NotificationOutbox(),
+)

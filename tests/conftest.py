@@ -61,8 +61,11 @@ class PgDatabase:
         return urlunsplit((parts.scheme, parts.netloc, "/" + self.dbname, parts.query, ""))
 
     def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.url().replace("postgresql+psycopg://", "postgresql://"),
-                               autocommit=True, connect_timeout=5)
+        return psycopg.connect(
+            self.url().replace("postgresql+psycopg://", "postgresql://"),
+            autocommit=True,
+            connect_timeout=5,
+        )
 
 
 def _server_url() -> str:
@@ -79,9 +82,11 @@ def _admin_connect(server_url: str) -> psycopg.Connection[Any]:
     except psycopg.OperationalError as e:
         error = e
     # Outside the except block, so the report shows only this message.
-    pytest.fail(f"PostgreSQL is required for the integration tests but is unreachable at "
-                f"{server_url!r} (set SERVICEORDERS_TEST_PG to point elsewhere): {error}",
-                pytrace=False)
+    pytest.fail(
+        f"PostgreSQL is required for the integration tests but is unreachable at "
+        f"{server_url!r} (set SERVICEORDERS_TEST_PG to point elsewhere): {error}",
+        pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +103,9 @@ def pg_database() -> Iterator[PgDatabase]:
         yield db
     finally:
         with _admin_connect(server_url) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(dbname)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )
 
 
 @pytest.fixture(scope="session")
@@ -109,25 +115,44 @@ def pg_cleaner(pg_database: PgDatabase) -> Iterator[Callable[[], None]]:
 
     def clean() -> None:
         # The event store and every read model start empty; projections start at 0.
-        tables = [*ENGINE_TABLES, *(p.name for p in PROJECTIONS), *INTAKE_TABLES,
-                  "pii_key", "pii_erasure"]
-        tables += [t for t in ("audit_access_log", "audit_checkpoint", "audit_checkpoint_head")
-                   if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0]]
-        leftovers = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                                 "AND (tablename LIKE '%%\\_\\_rebuild' OR tablename LIKE "
-                                 "'%%\\_\\_verify')").fetchall()
+        tables = [
+            *ENGINE_TABLES,
+            *(p.name for p in PROJECTIONS),
+            *INTAKE_TABLES,
+            "pii_key",
+            "pii_erasure",
+        ]
+        tables += [
+            t
+            for t in ("audit_access_log", "audit_checkpoint", "audit_checkpoint_head")
+            if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0]
+        ]
+        leftovers = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND (tablename LIKE '%%\\_\\_rebuild' OR tablename LIKE "
+            "'%%\\_\\_verify')"
+        ).fetchall()
         for (name,) in leftovers:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
-            sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
-        conn.execute("DELETE FROM projection_position WHERE name <> ALL(%s)",
-                     ([p.name for p in PROJECTIONS],))
+        conn.execute(
+            sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
+                sql.SQL(", ").join(sql.Identifier(t) for t in tables)
+            )
+        )
+        conn.execute(
+            "DELETE FROM projection_position WHERE name <> ALL(%s)",
+            ([p.name for p in PROJECTIONS],),
+        )
         conn.execute("UPDATE projection_position SET position = 0, updated_at = NULL")
-        hub = [t for t in ("hub_delivery", "hub_subscription", "hub_worker")
-               if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0]]
+        hub = [
+            t
+            for t in ("hub_delivery", "hub_subscription", "hub_worker")
+            if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0]
+        ]
         if hub:  # listeners registered by one test must not reach the next
-            conn.execute(sql.SQL("TRUNCATE {}").format(
-                sql.SQL(", ").join(sql.Identifier(t) for t in hub)))
+            conn.execute(
+                sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(t) for t in hub))
+            )
 
     yield clean
     conn.close()
@@ -148,8 +173,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def make_settings(request: pytest.FixtureRequest, settings: Settings
-                  ) -> Callable[..., Settings]:
+def make_settings(request: pytest.FixtureRequest, settings: Settings) -> Callable[..., Settings]:
     """More settings for the same store as `settings`, with overrides for `from_env`."""
     if settings.database.kind == "sqlite":
         url = f"sqlite:///{settings.database.dbname}"
@@ -210,14 +234,17 @@ def internet_item(item_id: str = "1", **kw: Any) -> OrderItem:
     fields: dict[str, Any] = {
         "specification": SpecRef(id="internet-access"),
         "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
-        "place": Place(id="site-1")}
+        "place": Place(id="site-1"),
+    }
     return OrderItem(id=item_id, action=ItemAction.ADD, **{**fields, **kw})
 
 
 def router_item(item_id: str = "2", **kw: Any) -> OrderItem:
     fields: dict[str, Any] = {
         "specification": SpecRef(id="managed-router"),
-        "characteristics": {"model": "c1100"}, "place": Place(id="site-1")}
+        "characteristics": {"model": "c1100"},
+        "place": Place(id="site-1"),
+    }
     return OrderItem(id=item_id, action=ItemAction.ADD, **{**fields, **kw})
 
 
@@ -244,9 +271,15 @@ ChainRow = tuple[str, UUID, int, dict[str, Any]]  # topic, order id, version, st
 
 def stored_rows(app: ServiceOrders, order_id: UUID) -> list[ChainRow]:
     """Every stored event of the order, its state decoded exactly as stored (no upcasting)."""
-    return [(stored.topic, stored.originator_id, stored.originator_version,
-             decode_state(app.mapper, stored))
-            for stored in app.recorder.select_events(order_id)]
+    return [
+        (
+            stored.topic,
+            stored.originator_id,
+            stored.originator_version,
+            decode_state(app.mapper, stored),
+        )
+        for stored in app.recorder.select_events(order_id)
+    ]
 
 
 def chain_break(rows: list[ChainRow]) -> str | None:
@@ -327,9 +360,13 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     is stopped at the end of the test (SIGKILL at once when started with `kill_at_end`)."""
     started: list[tuple[ServerProcess, bool]] = []
 
-    def start(url: str, *args: str, env: dict[str, str] | None = None,
-              unset: tuple[str, ...] = ("SERVICEORDERS_API_KEYS",),
-              kill_at_end: bool = False) -> ServerProcess:
+    def start(
+        url: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        unset: tuple[str, ...] = ("SERVICEORDERS_API_KEYS",),
+        kill_at_end: bool = False,
+    ) -> ServerProcess:
         port = free_port()
         environ = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1", **(env or {})}
         for name in unset:
@@ -337,9 +374,19 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         out_path = tmp_path / f"api-{port}.out"
         with open(out_path, "wb") as out:
             process = subprocess.Popen(
-                [shutil.which("serviceorders") or "serviceorders", "api", "--host", "127.0.0.1",
-                 "--port", str(port), *args],
-                env=environ, stdout=out, stderr=subprocess.STDOUT)
+                [
+                    shutil.which("serviceorders") or "serviceorders",
+                    "api",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    *args,
+                ],
+                env=environ,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         server = ServerProcess(f"http://127.0.0.1:{port}", port, process, out_path)
         started.append((server, kill_at_end))
         deadline = time.monotonic() + 60  # a loaded CI machine
@@ -368,11 +415,15 @@ def slow_marked_inserts(pg_database: PgDatabase) -> Iterator[None]:
     sleeps 60 s, inside the transaction that holds the events-table lock: a stuck write made
     independently of any header or payload size (docs/reliability.md, "Timeouts")."""
     conn = pg_database.connect()
-    conn.execute("CREATE OR REPLACE FUNCTION so_test_slow() RETURNS trigger AS $$ BEGIN "
-                 "PERFORM pg_sleep(60); RETURN NEW; END $$ LANGUAGE plpgsql")
-    conn.execute("CREATE TRIGGER so_test_slow BEFORE INSERT ON serviceorders_events FOR EACH "
-                 "ROW WHEN (position(convert_to('" + SLOW_WRITE_MARKER + "', 'UTF8') in "
-                 "NEW.state) > 0) EXECUTE FUNCTION so_test_slow()")
+    conn.execute(
+        "CREATE OR REPLACE FUNCTION so_test_slow() RETURNS trigger AS $$ BEGIN "
+        "PERFORM pg_sleep(60); RETURN NEW; END $$ LANGUAGE plpgsql"
+    )
+    conn.execute(
+        "CREATE TRIGGER so_test_slow BEFORE INSERT ON serviceorders_events FOR EACH "
+        "ROW WHEN (position(convert_to('" + SLOW_WRITE_MARKER + "', 'UTF8') in "
+        "NEW.state) > 0) EXECUTE FUNCTION so_test_slow()"
+    )
     try:
         yield
     finally:

@@ -29,14 +29,34 @@ from .web import PREFIX, Refusal, Visit, begin, domain_status, page, redirect, r
 
 router = APIRouter()
 
-HEADER_FIELDS = ("externalId", "category", "priority", "description", "requestedStartDate",
-                 "requestedCompletionDate", "notificationContact", "customerId",
-                 "customerName")
-HEADER_NAMES = {"customer.id": "customerId", "customer.name": "customerName",
-                "customer": "customerId", **{n: n for n in HEADER_FIELDS}}
-ITEM_NAMES = {"id": "itemId", "action": "action", "serviceId": "serviceId",
-              "place.id": "placeId", "place.name": "placeName", "place": "placeId",
-              "quantity": "quantity", "dependsOn": "dependsOn[]", "characteristics": "_form"}
+HEADER_FIELDS = (
+    "externalId",
+    "category",
+    "priority",
+    "description",
+    "requestedStartDate",
+    "requestedCompletionDate",
+    "notificationContact",
+    "customerId",
+    "customerName",
+)
+HEADER_NAMES = {
+    "customer.id": "customerId",
+    "customer.name": "customerName",
+    "customer": "customerId",
+    **{n: n for n in HEADER_FIELDS},
+}
+ITEM_NAMES = {
+    "id": "itemId",
+    "action": "action",
+    "serviceId": "serviceId",
+    "place.id": "placeId",
+    "place.name": "placeName",
+    "place": "placeId",
+    "quantity": "quantity",
+    "dependsOn": "dependsOn[]",
+    "characteristics": "_form",
+}
 ACTIONS = [a.value for a in ItemAction]
 
 
@@ -82,11 +102,22 @@ def create_draft(request: Request) -> Response:
         order_id = ctx.app.draft_order(command_context(request), body.header())
     except ConcurrencyConflict:  # the id derives from the external id: it is taken
         taken = order_id_for(body.external_id)
-        return render(current, "draft_new.html", status=409, values=values, taken=taken,
-                      errors={"externalId": "an order with this external id already exists"})
+        return render(
+            current,
+            "draft_new.html",
+            status=409,
+            values=values,
+            taken=taken,
+            errors={"externalId": "an order with this external id already exists"},
+        )
     except DomainError as e:
-        return render(current, "draft_new.html", status=domain_status(e)[0], values=values,
-                      errors={"_form": str(e)})
+        return render(
+            current,
+            "draft_new.html",
+            status=domain_status(e)[0],
+            values=values,
+            errors={"_form": str(e)},
+        )
     ctx.sync()
     return redirect(current, _draft_url(order_id))
 
@@ -102,21 +133,31 @@ def draft(request: Request, id: str) -> Response:
     return draft_page(current, order)
 
 
-def draft_page(current: Visit, order: ServiceOrder, status: int = 200, **values: Any
-               ) -> Response:
+def draft_page(current: Visit, order: ServiceOrder, status: int = 200, **values: Any) -> Response:
     catalog = ctx_of(current.request).app.catalog
     view = order_view(current.request, order)
     problems = order.validate(catalog)  # what GET /api/v1/drafts/{id}/validation answers
-    return render(current, "draft.html", status=status, order=view, sites=by_site(view),
-                  problems=problems, refuses=any(p.structural for p in problems),
-                  order_item_ids=[i["id"] for i in view["items"]],
-                  spec_options=[(s.id, f"{s.name} ({s.category or s.id})")
-                                for s in catalog.specifications], notice=NOTICES.get(
-                      current.request.query_params.get("done", "")), **values)
+    return render(
+        current,
+        "draft.html",
+        status=status,
+        order=view,
+        sites=by_site(view),
+        problems=problems,
+        refuses=any(p.structural for p in problems),
+        order_item_ids=[i["id"] for i in view["items"]],
+        spec_options=[(s.id, f"{s.name} ({s.category or s.id})") for s in catalog.specifications],
+        notice=NOTICES.get(current.request.query_params.get("done", "")),
+        **values,
+    )
 
 
-NOTICES = {"added": "Item added.", "configured": "Item saved.", "removed": "Item removed.",
-           "unchanged": "Nothing changed."}
+NOTICES = {
+    "added": "Item added.",
+    "configured": "Item saved.",
+    "removed": "Item removed.",
+    "unchanged": "Nothing changed.",
+}
 
 
 @router.post(PREFIX + "/drafts/{id}/submit", include_in_schema=False)
@@ -130,8 +171,7 @@ def submit(request: Request, id: str) -> Response:
     except ValidationFailed as e:
         return draft_page(current, _load_draft(request, id), 400, refused=e.problems)
     except DomainError as e:
-        return draft_page(current, _load_draft(request, id), domain_status(e)[0],
-                          refusal=str(e))
+        return draft_page(current, _load_draft(request, id), domain_status(e)[0], refusal=str(e))
     ctx.sync()
     return redirect(current, f"{PREFIX}/orders/{order.id}?done=submitted")
 
@@ -154,8 +194,11 @@ def discard(request: Request, id: str) -> Response:
 def _spec(request: Request, spec_id: str | None) -> ServiceSpecification:
     spec = ctx_of(request).app.catalog.get(spec_id or "")
     if spec is None:
-        raise Refusal(404, "Not found", f"the catalog has no specification {spec_id!r}: "
-                      "choose one from the list")
+        raise Refusal(
+            404,
+            "Not found",
+            f"the catalog has no specification {spec_id!r}: choose one from the list",
+        )
     return spec
 
 
@@ -166,28 +209,46 @@ def _next_item_id(order: ServiceOrder) -> str:
     return str(number)
 
 
-def item_form(current: Visit, order: ServiceOrder, spec: ServiceSpecification,
-              item: OrderItem | None, status: int = 200, errors: Mapping[str, str] | None = None,
-              raw: Mapping[str, str] | None = None) -> Response:
+def item_form(
+    current: Visit,
+    order: ServiceOrder,
+    spec: ServiceSpecification,
+    item: OrderItem | None,
+    status: int = 200,
+    errors: Mapping[str, str] | None = None,
+    raw: Mapping[str, str] | None = None,
+) -> Response:
     errors = dict(errors or {})
-    char_errors = {k.removeprefix("char."): v for k, v in errors.items()
-                   if k.startswith("char.")}
+    char_errors = {k.removeprefix("char."): v for k, v in errors.items() if k.startswith("char.")}
     values = item.characteristics if item else {}
     if raw is not None:
         shown = dict(raw)
     elif item is not None:
-        shown = {"itemId": item.id, "action": item.action.value,
-                 "serviceId": item.service_id or "",
-                 "placeId": item.place.id if item.place else "",
-                 "placeName": (item.place.name or "") if item.place else "",
-                 "quantity": str(item.quantity), "dependsOn[]": "\n".join(item.depends_on)}
+        shown = {
+            "itemId": item.id,
+            "action": item.action.value,
+            "serviceId": item.service_id or "",
+            "placeId": item.place.id if item.place else "",
+            "placeName": (item.place.name or "") if item.place else "",
+            "quantity": str(item.quantity),
+            "dependsOn[]": "\n".join(item.depends_on),
+        }
     else:
         shown = {"itemId": _next_item_id(order), "action": "add", "quantity": "1"}
-    return render(current, "item_form.html", status=status, order=order_view(
-        current.request, order), spec=spec, item=item, values=shown, errors=errors,
-        fields=characteristic_fields(spec, values, char_errors, raw), actions=ACTIONS,
+    return render(
+        current,
+        "item_form.html",
+        status=status,
+        order=order_view(current.request, order),
+        spec=spec,
+        item=item,
+        values=shown,
+        errors=errors,
+        fields=characteristic_fields(spec, values, char_errors, raw),
+        actions=ACTIONS,
         chosen=shown.get("dependsOn[]", "").split("\n"),
-        others=[i for i in order.items if item is None or i != item.id])
+        others=[i for i in order.items if item is None or i != item.id],
+    )
 
 
 @router.get(PREFIX + "/drafts/{id}/items/new", include_in_schema=False)
@@ -225,12 +286,21 @@ def add_item(request: Request, id: str) -> Response:
     order = _load_draft(request, id)
     spec = _spec(request, form.get("spec"))
     values, _, char_errors = parse_characteristics(spec, form)
-    values = {k: v for k, v in values.items()  # an untouched checkbox keeps the default
-              if not (isinstance(v, bool) and spec.characteristic(k).default is v)}  # type: ignore[union-attr]
+    values = {
+        k: v
+        for k, v in values.items()  # an untouched checkbox keeps the default
+        if not (isinstance(v, bool) and spec.characteristic(k).default is v)
+    }  # type: ignore[union-attr]
     data, errors = _common_item_data(form)
-    data.update({"id": text(form, "itemId") or "", "action": form.get("action", "add"),
-                 "specificationId": spec.id, "serviceId": text(form, "serviceId"),
-                 "characteristics": values})
+    data.update(
+        {
+            "id": text(form, "itemId") or "",
+            "action": form.get("action", "add"),
+            "specificationId": spec.id,
+            "serviceId": text(form, "serviceId"),
+            "characteristics": values,
+        }
+    )
     errors.update({f"char.{k}": v for k, v in char_errors.items()})
     try:
         body = ItemCreate.model_validate(data)
@@ -242,8 +312,7 @@ def add_item(request: Request, id: str) -> Response:
     try:
         ctx.app.add_line(command_context(request), order.id, body.domain())
     except DomainError as e:
-        return item_form(current, order, spec, None, domain_status(e)[0], {"_form": str(e)},
-                         form)
+        return item_form(current, order, spec, None, domain_status(e)[0], {"_form": str(e)}, form)
     ctx.sync()
     return redirect(current, f"{_draft_url(order.id)}?done=added#item-{quote(body.id)}")
 
@@ -261,10 +330,12 @@ def edit_item(request: Request, id: str, item_id: str) -> Response:
     current = begin(request)
     order = _load_draft(request, id)
     item = _item(order, item_id)
-    if item.specification is None or ctx_of(request).app.catalog.get(
-            item.specification.id) is None:
-        raise Refusal(409, "Cannot edit here", f"item {item_id} has no specification of the "
-                      "catalog: remove it and add it again")
+    if item.specification is None or ctx_of(request).app.catalog.get(item.specification.id) is None:
+        raise Refusal(
+            409,
+            "Cannot edit here",
+            f"item {item_id} has no specification of the catalog: remove it and add it again",
+        )
     return item_form(current, order, _spec(request, item.specification.id), item)
 
 
@@ -278,14 +349,18 @@ def configure_item(request: Request, id: str, item_id: str) -> Response:
     spec = _spec(request, item.specification.id if item.specification else None)
     values, empty, char_errors = parse_characteristics(spec, form)
     had = item.characteristics
-    changed = {k: v for k, v in values.items()
-               if not (k in had and type(had[k]) is type(v) and had[k] == v)
-               and not (k not in had and isinstance(v, bool)
-                        and spec.characteristic(k).default is v)}  # type: ignore[union-attr]
+    changed = {
+        k: v
+        for k, v in values.items()
+        if not (k in had and type(had[k]) is type(v) and had[k] == v)
+        and not (k not in had and isinstance(v, bool) and spec.characteristic(k).default is v)
+    }  # type: ignore[union-attr]
     data, errors = _common_item_data(form)
     errors.update({f"char.{k}": v for k, v in char_errors.items()})
-    change: dict[str, Any] = {"characteristics": changed or None,
-                              "clear": [k for k in empty if k in had]}
+    change: dict[str, Any] = {
+        "characteristics": changed or None,
+        "clear": [k for k in empty if k in had],
+    }
     current_place = item.place.model_dump(include={"id", "name"}) if item.place else None
     if data.get("place") != current_place and "place" in data:
         change["place"] = data["place"]
@@ -299,18 +374,28 @@ def configure_item(request: Request, id: str, item_id: str) -> Response:
         errors = {**field_errors(e, ITEM_NAMES), **errors}
     if errors:
         return item_form(current, order, spec, item, 400, errors, form)
-    if not (body.characteristics or body.clear or body.place or body.quantity
-            or body.depends_on is not None):
+    if not (
+        body.characteristics
+        or body.clear
+        or body.place
+        or body.quantity
+        or body.depends_on is not None
+    ):
         return redirect(current, f"{_draft_url(order.id)}?done=unchanged")
     ctx = ctx_of(request)
     try:
-        ctx.app.configure_line(command_context(request), order.id, item_id,
-                               body.characteristics, body.clear,
-                               body.place.domain() if body.place else None, body.quantity,
-                               body.depends_on)
+        ctx.app.configure_line(
+            command_context(request),
+            order.id,
+            item_id,
+            body.characteristics,
+            body.clear,
+            body.place.domain() if body.place else None,
+            body.quantity,
+            body.depends_on,
+        )
     except DomainError as e:
-        return item_form(current, order, spec, item, domain_status(e)[0], {"_form": str(e)},
-                         form)
+        return item_form(current, order, spec, item, domain_status(e)[0], {"_form": str(e)}, form)
     ctx.sync()
     return redirect(current, f"{_draft_url(order.id)}?done=configured#item-{quote(item_id)}")
 

@@ -62,9 +62,12 @@ def _shown(value: Any, spec: CharacteristicSpec) -> str:
     return str(value)
 
 
-def characteristic_fields(spec: ServiceSpecification, values: Mapping[str, Any],
-                          errors: Mapping[str, str] | None = None,
-                          raw: Mapping[str, str] | None = None) -> list[FormField]:
+def characteristic_fields(
+    spec: ServiceSpecification,
+    values: Mapping[str, Any],
+    errors: Mapping[str, str] | None = None,
+    raw: Mapping[str, str] | None = None,
+) -> list[FormField]:
     """The inputs of `spec`'s characteristics, filled with the stored `values`, or with the
     `raw` text just submitted (kept as typed when the form is shown again with errors)."""
     errors = errors or {}
@@ -72,12 +75,25 @@ def characteristic_fields(spec: ServiceSpecification, values: Mapping[str, Any],
     for char in spec.characteristics:
         name = PREFIX + char.name
         described = f"{char.description.rstrip('.')}." if char.description else None
-        hint = " ".join(part for part in (
-            described, f"Default: {_default_text(char)}." if char.default is not None
-            else None) if part)
-        item = FormField(name=name, label=char.name, kind=_kind(char), required=char.required,
-                         unit=char.unit, hint=hint or None, error=errors.get(char.name),
-                         minimum=char.minimum, maximum=char.maximum)
+        hint = " ".join(
+            part
+            for part in (
+                described,
+                f"Default: {_default_text(char)}." if char.default is not None else None,
+            )
+            if part
+        )
+        item = FormField(
+            name=name,
+            label=char.name,
+            kind=_kind(char),
+            required=char.required,
+            unit=char.unit,
+            hint=hint or None,
+            error=errors.get(char.name),
+            minimum=char.minimum,
+            maximum=char.maximum,
+        )
         if raw is not None:
             item.value = raw.get(name, "")
             item.checked = name in raw
@@ -105,13 +121,18 @@ def _default_text(char: CharacteristicSpec) -> str:
 def _kind(char: CharacteristicSpec) -> str:
     if char.allowed_values:
         return "select"
-    return {ValueType.INTEGER: "number", ValueType.NUMBER: "number",
-            ValueType.BOOLEAN: "checkbox", ValueType.DATE: "date",
-            ValueType.DATETIME: "datetime-local"}.get(char.value_type, "text")
+    return {
+        ValueType.INTEGER: "number",
+        ValueType.NUMBER: "number",
+        ValueType.BOOLEAN: "checkbox",
+        ValueType.DATE: "date",
+        ValueType.DATETIME: "datetime-local",
+    }.get(char.value_type, "text")
 
 
-def parse_characteristics(spec: ServiceSpecification, form: Mapping[str, str]
-                          ) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+def parse_characteristics(
+    spec: ServiceSpecification, form: Mapping[str, str]
+) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     """(values given, names left empty, errors by characteristic name)."""
     values: dict[str, Any] = {}
     empty: list[str] = []
@@ -177,8 +198,7 @@ def field_errors(error: ValidationError, names: Mapping[str, str]) -> dict[str, 
     found: dict[str, str] = {}
     for err in error.errors(include_url=False):
         where = ".".join(str(p) for p in err["loc"])
-        name = names.get(where) or names.get(str(err["loc"][0]) if err["loc"] else "") \
-            or "_form"
+        name = names.get(where) or names.get(str(err["loc"][0]) if err["loc"] else "") or "_form"
         message = err["msg"].removeprefix("Value error, ")
         found.setdefault(name, message)
     return found

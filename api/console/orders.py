@@ -40,11 +40,13 @@ from .web import (
 router = APIRouter()
 PAGE_SIZE = 25
 STATES = [s.value for s in OrderState]
-DONE = {"approved": "The order is approved and in progress.",
-        "rejected": "The order is rejected.",
-        "cancellation-approved": "The cancellation is approved.",
-        "cancellation-denied": "The cancellation is denied; the order is back as it was.",
-        "submitted": "The order is submitted and waits in the review queue."}
+DONE = {
+    "approved": "The order is approved and in progress.",
+    "rejected": "The order is rejected.",
+    "cancellation-approved": "The cancellation is approved.",
+    "cancellation-denied": "The cancellation is denied; the order is back as it was.",
+    "submitted": "The order is submitted and waits in the review queue.",
+}
 
 
 # ------------------------------------------------------------------- search
@@ -59,14 +61,20 @@ def orders(request: Request) -> Response:
         if found is not None:
             return redirect(current, f"{PREFIX}/orders/{found}")
     state = query.get("state") if query.get("state") in STATES else None
-    where = OrderFilter(state=state, external_id=wanted, customer=query.get("customer"),
-                        priority=query.get("priority"), category=query.get("category"),
-                        include_drafts=state == OrderState.DRAFT)
+    where = OrderFilter(
+        state=state,
+        external_id=wanted,
+        customer=query.get("customer"),
+        priority=query.get("priority"),
+        category=query.get("category"),
+        include_drafts=state == OrderState.DRAFT,
+    )
     offset = _offset(query)
     with ctx_of(request).read() as models:
         found_page = models.search_orders(where, offset=offset, limit=PAGE_SIZE)
-    return render(current, "orders.html", query=query, page=found_page, states=STATES,
-                  page_size=PAGE_SIZE)
+    return render(
+        current, "orders.html", query=query, page=found_page, states=STATES, page_size=PAGE_SIZE
+    )
 
 
 def _find(request: Request, wanted: str) -> UUID | None:
@@ -98,10 +106,23 @@ def detail(current: Visit, order: ServiceOrder, status: int = 200, **values: Any
     view = order_view(request, order)
     timeline = history.timeline(app, order.id, documents=False)
     actor = current.actor
-    own = (app.four_eyes and actor is not None and order.submitted_by is not None
-           and order.submitted_by.id == actor.id)
-    return render(current, "order.html", status=status, order=view, sites=by_site(view),
-                  timeline=timeline, four_eyes_own=own, verbs=VERBS, **values)
+    own = (
+        app.four_eyes
+        and actor is not None
+        and order.submitted_by is not None
+        and order.submitted_by.id == actor.id
+    )
+    return render(
+        current,
+        "order.html",
+        status=status,
+        order=view,
+        sites=by_site(view),
+        timeline=timeline,
+        four_eyes_own=own,
+        verbs=VERBS,
+        **values,
+    )
 
 
 def by_site(view: dict[str, Any]) -> list[tuple[dict[str, Any] | None, list[dict[str, Any]]]]:
@@ -142,10 +163,20 @@ def _deny_cancellation(request: Request, text: str | None) -> Command:
 DECISIONS: dict[str, tuple[Action, str, bool, Callable[[Request, str | None], Command], str]] = {
     "approve": (Action.APPROVE, "note", False, _approve, "approved"),
     "reject": (Action.REJECT, "reason", True, _reject, "rejected"),
-    "approve-cancellation": (Action.APPROVE_CANCELLATION, "note", False,
-                             _approve_cancellation, "cancellation-approved"),
-    "deny-cancellation": (Action.DENY_CANCELLATION, "reason", True, _deny_cancellation,
-                          "cancellation-denied"),
+    "approve-cancellation": (
+        Action.APPROVE_CANCELLATION,
+        "note",
+        False,
+        _approve_cancellation,
+        "cancellation-approved",
+    ),
+    "deny-cancellation": (
+        Action.DENY_CANCELLATION,
+        "reason",
+        True,
+        _deny_cancellation,
+        "cancellation-denied",
+    ),
 }
 
 
@@ -162,10 +193,14 @@ def decide(request: Request, id: str, decision: str) -> Response:
     try:
         (ReasonBody if required else NoteBody).model_validate({field: text})
     except ValidationError as e:
-        message = "a reason is required" if required and not text else \
-            e.errors(include_url=False)[0]["msg"]
-        return detail(current, order, 400, form_errors={decision: message},
-                      form_values={decision: text or ""})
+        message = (
+            "a reason is required"
+            if required and not text
+            else e.errors(include_url=False)[0]["msg"]
+        )
+        return detail(
+            current, order, 400, form_errors={decision: message}, form_values={decision: text or ""}
+        )
     version = current.form.get("version", "")
     if not version.isdigit() or int(version) != order.version:
         return detail(current, order, 409, conflict=conflict_message(request, order, version))
@@ -173,37 +208,60 @@ def decide(request: Request, id: str, decision: str) -> Response:
         execute(request, order, make_command(request, text))
     except ConcurrencyConflict:
         fresh = load(request, order_id)
-        return detail(current, fresh, 409,
-                      conflict=conflict_message(request, fresh, str(order.version)))
+        return detail(
+            current, fresh, 409, conflict=conflict_message(request, fresh, str(order.version))
+        )
     except (DomainError, OrderNotFound) as e:
         status, title = domain_status(e)
-        return detail(current, load(request, order_id), status, refusal=(title, str(e)),
-                      form_values={decision: text or ""})
+        return detail(
+            current,
+            load(request, order_id),
+            status,
+            refusal=(title, str(e)),
+            form_values={decision: text or ""},
+        )
     return redirect(current, f"{PREFIX}/orders/{order_id}?done={done}")
 
 
-VERBS = {"OrderDrafted": "drafted", "LineAdded": "item added", "LineConfigured":
-         "item configured", "LineRemoved": "item removed", "OrderSubmitted": "submitted",
-         "OrderApproved": "approved", "OrderRejected": "rejected", "OrderHeld": "held",
-         "OrderResumed": "resumed", "InformationRequested": "information requested",
-         "InformationProvided": "information provided", "ItemStateChanged":
-         "item state changed", "OrderRevised": "revised", "PointOfNoReturnReached":
-         "point of no return reached", "CancellationRequested": "cancellation requested",
-         "CancellationApproved": "cancellation approved", "CancellationDenied":
-         "cancellation denied", "OrderCancelled": "cancelled", "OrderCompleted": "completed",
-         "OrderFailed": "failed", "OrderPartiallyCompleted": "partially completed",
-         "NoteAdded": "note added", "OrderDeleted": "deleted"}
+VERBS = {
+    "OrderDrafted": "drafted",
+    "LineAdded": "item added",
+    "LineConfigured": "item configured",
+    "LineRemoved": "item removed",
+    "OrderSubmitted": "submitted",
+    "OrderApproved": "approved",
+    "OrderRejected": "rejected",
+    "OrderHeld": "held",
+    "OrderResumed": "resumed",
+    "InformationRequested": "information requested",
+    "InformationProvided": "information provided",
+    "ItemStateChanged": "item state changed",
+    "OrderRevised": "revised",
+    "PointOfNoReturnReached": "point of no return reached",
+    "CancellationRequested": "cancellation requested",
+    "CancellationApproved": "cancellation approved",
+    "CancellationDenied": "cancellation denied",
+    "OrderCancelled": "cancelled",
+    "OrderCompleted": "completed",
+    "OrderFailed": "failed",
+    "OrderPartiallyCompleted": "partially completed",
+    "NoteAdded": "note added",
+    "OrderDeleted": "deleted",
+}
 
 
 def conflict_message(request: Request, order: ServiceOrder, seen: str) -> str:
     """What happened since the page the decision came from: `already approved by bob at
     ...; the order is now inProgress`."""
     events = ctx_of(request).app.history(order.id)
-    since = events[int(seen):] if seen.isdigit() else []
+    since = events[int(seen) :] if seen.isdigit() else []
     if not since:
-        return (f"The order is at version {order.version}, not the one your page showed; "
-                f"it is now {order.state}. Your decision was not recorded: review it again.")
-    done = "; then ".join(f"{VERBS.get(type(e).__name__, type(e).__name__)} by {e.actor.id} "
-                          f"at {_when(e.timestamp)}" for e in since[-3:])
-    return (f"Your decision was not recorded: already {done}; the order is now "
-            f"{order.state}.")
+        return (
+            f"The order is at version {order.version}, not the one your page showed; "
+            f"it is now {order.state}. Your decision was not recorded: review it again."
+        )
+    done = "; then ".join(
+        f"{VERBS.get(type(e).__name__, type(e).__name__)} by {e.actor.id} at {_when(e.timestamp)}"
+        for e in since[-3:]
+    )
+    return f"Your decision was not recorded: already {done}; the order is now {order.state}."

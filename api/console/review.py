@@ -17,8 +17,13 @@ router = APIRouter()
 KINDS = [("approval", "Approval"), ("cancellation", "Cancellation")]
 PRIORITIES = ["0", "1", "2", "3", "4"]
 # (seconds, label) for "waiting at least / at most"
-AGES = [(900, "15 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), (86400, "1 day"),
-        (7 * 86400, "1 week")]
+AGES = [
+    (900, "15 minutes"),
+    (3600, "1 hour"),
+    (4 * 3600, "4 hours"),
+    (86400, "1 day"),
+    (7 * 86400, "1 week"),
+]
 
 
 def _age(query: dict[str, str], name: str, errors: dict[str, str]) -> timedelta | None:
@@ -29,7 +34,7 @@ def _age(query: dict[str, str], name: str, errors: dict[str, str]) -> timedelta 
         seconds = float(raw)
     except ValueError:
         seconds = -1.0
-    if not 0 <= seconds <= 10 ** 9:
+    if not 0 <= seconds <= 10**9:
         errors[name] = "choose one of the listed ages"
         return None
     return timedelta(seconds=seconds)
@@ -41,15 +46,29 @@ def review_queue(request: Request) -> Response:
     current = begin(request)
     query = query_of(request)
     errors: dict[str, str] = {}
-    where = QueueFilter(kind=query.get("kind"), site=query.get("site"),
-                        customer=query.get("customer"), priority=query.get("priority"),
-                        specification=query.get("specification"),
-                        older_than=_age(query, "older", errors),
-                        younger_than=_age(query, "younger", errors))
+    where = QueueFilter(
+        kind=query.get("kind"),
+        site=query.get("site"),
+        customer=query.get("customer"),
+        priority=query.get("priority"),
+        specification=query.get("specification"),
+        older_than=_age(query, "older", errors),
+        younger_than=_age(query, "younger", errors),
+    )
     offset = _offset(query)
     with ctx_of(request).read() as models:
         entries = models.review_queue(where, offset=offset, limit=PAGE_SIZE)
     catalog = ctx_of(request).app.catalog
-    return render(current, "queue.html", status=400 if errors else 200, query=query,
-                  page=entries, errors=errors, kinds=KINDS, priorities=PRIORITIES, ages=AGES,
-                  specifications=catalog.specifications, page_size=PAGE_SIZE)
+    return render(
+        current,
+        "queue.html",
+        status=400 if errors else 200,
+        query=query,
+        page=entries,
+        errors=errors,
+        kinds=KINDS,
+        priorities=PRIORITIES,
+        ages=AGES,
+        specifications=catalog.specifications,
+        page_size=PAGE_SIZE,
+    )

@@ -65,8 +65,12 @@ class SessionStore:
     sign-out; a session idle for `idle_seconds` (no request) is over too. Each check is one
     primary-key lookup; `last_seen_at` is written at most every TOUCH_SECONDS."""
 
-    def __init__(self, connect: Callable[[], AbstractContextManager[ReadDb]],
-                 idle_seconds: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], AbstractContextManager[ReadDb]],
+        idle_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.connect, self.idle_seconds, self.clock = connect, idle_seconds, clock
         self.touch_seconds = min(TOUCH_SECONDS, idle_seconds / 4)
 
@@ -75,12 +79,20 @@ class SessionStore:
         now = self.clock()
         old = _at(now - PRUNE_AFTER_SECONDS)
         with self._db() as db, db.transaction():
-            db.execute(f"DELETE FROM {TABLE} WHERE expires_at < %s OR ended_at < %s "
-                       "OR last_seen_at < %s", [db.adapt(old, "timestamptz")] * 3)
-            db.execute(f"INSERT INTO {TABLE} (id, actor, role, created_at, last_seen_at, "
-                       "expires_at, ended_at) VALUES (%s, %s, %s, %s, %s, %s, NULL)",
-                       (session.id, session.actor, session.role,
-                        *(db.adapt(_at(t), "timestamptz") for t in (now, now, session.expires))))
+            db.execute(
+                f"DELETE FROM {TABLE} WHERE expires_at < %s OR ended_at < %s OR last_seen_at < %s",
+                [db.adapt(old, "timestamptz")] * 3,
+            )
+            db.execute(
+                f"INSERT INTO {TABLE} (id, actor, role, created_at, last_seen_at, "
+                "expires_at, ended_at) VALUES (%s, %s, %s, %s, %s, %s, NULL)",
+                (
+                    session.id,
+                    session.actor,
+                    session.role,
+                    *(db.adapt(_at(t), "timestamptz") for t in (now, now, session.expires)),
+                ),
+            )
 
     def check(self, session_id: str | None) -> str | None:
         """None if the session is open (its idle clock restarted), else why it is not:
@@ -89,8 +101,10 @@ class SessionStore:
             return "ended"
         now = self.clock()
         with self._db() as db:
-            row = db.fetchone(f"SELECT last_seen_at, expires_at, ended_at FROM {TABLE} "
-                              "WHERE id = %s", (session_id,))
+            row = db.fetchone(
+                f"SELECT last_seen_at, expires_at, ended_at FROM {TABLE} WHERE id = %s",
+                (session_id,),
+            )
             if row is None:
                 return "ended"
             last_seen, expires, ended = (_epoch(db, value) for value in row)
@@ -101,16 +115,23 @@ class SessionStore:
             if last_seen is None or now - last_seen >= self.idle_seconds:
                 return "idle"
             if now - last_seen >= self.touch_seconds:  # never revives an idle session
-                db.execute(f"UPDATE {TABLE} SET last_seen_at = %s WHERE id = %s "
-                           "AND ended_at IS NULL AND last_seen_at > %s",
-                           (db.adapt(_at(now), "timestamptz"), session_id,
-                            db.adapt(_at(now - self.idle_seconds), "timestamptz")))
+                db.execute(
+                    f"UPDATE {TABLE} SET last_seen_at = %s WHERE id = %s "
+                    "AND ended_at IS NULL AND last_seen_at > %s",
+                    (
+                        db.adapt(_at(now), "timestamptz"),
+                        session_id,
+                        db.adapt(_at(now - self.idle_seconds), "timestamptz"),
+                    ),
+                )
         return None
 
     def end(self, session_id: str) -> None:
         with self._db() as db:
-            db.execute(f"UPDATE {TABLE} SET ended_at = %s WHERE id = %s AND ended_at IS NULL",
-                       (db.adapt(_at(self.clock()), "timestamptz"), session_id))
+            db.execute(
+                f"UPDATE {TABLE} SET ended_at = %s WHERE id = %s AND ended_at IS NULL",
+                (db.adapt(_at(self.clock()), "timestamptz"), session_id),
+            )
 
     @contextmanager
     def _db(self) -> Iterator[ReadDb]:
@@ -141,15 +162,22 @@ class Sessions:
 
     # ------------------------------------------------------------------ issuing
     def anonymous(self) -> Session:
-        return Session(csrf=secrets.token_urlsafe(24),
-                       expires=self.store.clock() + LIFETIME_SECONDS, open_mode=self.auth.open)
+        return Session(
+            csrf=secrets.token_urlsafe(24),
+            expires=self.store.clock() + LIFETIME_SECONDS,
+            open_mode=self.auth.open,
+        )
 
     def for_key(self, key: ApiKey) -> Session:
         """A new signed-in session (a new id, a new CSRF token), recorded in the store."""
-        session = Session(csrf=secrets.token_urlsafe(24),
-                          expires=self.store.clock() + LIFETIME_SECONDS, actor=key.actor,
-                          role=key.role, fingerprint=self.fingerprint(key.key),
-                          id=secrets.token_urlsafe(24))
+        session = Session(
+            csrf=secrets.token_urlsafe(24),
+            expires=self.store.clock() + LIFETIME_SECONDS,
+            actor=key.actor,
+            role=key.role,
+            fingerprint=self.fingerprint(key.key),
+            id=secrets.token_urlsafe(24),
+        )
         self.store.open(session)
         return session
 
@@ -171,10 +199,18 @@ class Sessions:
 
     # ------------------------------------------------------------------ cookies
     def encode(self, session: Session) -> str:
-        payload = json.dumps({"c": session.csrf, "e": int(session.expires), "a": session.actor,
-                              "r": session.role, "f": session.fingerprint,
-                              "o": session.open_mode, "s": session.id},
-                             separators=(",", ":")).encode()
+        payload = json.dumps(
+            {
+                "c": session.csrf,
+                "e": int(session.expires),
+                "a": session.actor,
+                "r": session.role,
+                "f": session.fingerprint,
+                "o": session.open_mode,
+                "s": session.id,
+            },
+            separators=(",", ":"),
+        ).encode()
         return f"{_b64(payload)}.{_b64(self._sign(payload))}"
 
     def decode(self, cookie: str | None) -> tuple[Session | None, str | None]:
@@ -191,9 +227,15 @@ class Sessions:
             return None, "tampered"
         try:
             data = json.loads(payload)
-            session = Session(csrf=str(data["c"]), expires=float(data["e"]), actor=data["a"],
-                              role=data["r"], fingerprint=data["f"], open_mode=bool(data["o"]),
-                              id=data.get("s"))
+            session = Session(
+                csrf=str(data["c"]),
+                expires=float(data["e"]),
+                actor=data["a"],
+                role=data["r"],
+                fingerprint=data["f"],
+                open_mode=bool(data["o"]),
+                id=data.get("s"),
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None, "tampered"
         if session.expires < self.store.clock():
@@ -216,10 +258,14 @@ class Sessions:
         return Actor(id=session.actor, role=API_ROLES[session.role])
 
     def _key_still_there(self, session: Session) -> bool:
-        return any(key.actor == session.actor and key.role == session.role
-                   and hmac.compare_digest(self.fingerprint(key.key).encode(),
-                                           str(session.fingerprint or "").encode())
-                   for key in self.auth.keys)
+        return any(
+            key.actor == session.actor
+            and key.role == session.role
+            and hmac.compare_digest(
+                self.fingerprint(key.key).encode(), str(session.fingerprint or "").encode()
+            )
+            for key in self.auth.keys
+        )
 
     def _sign(self, payload: bytes) -> bytes:
         return hmac.new(self.secret, b"session:" + payload, hashlib.sha256).digest()

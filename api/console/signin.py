@@ -11,12 +11,14 @@ from .web import PREFIX, begin, finish, page, redirect, render, set_session
 
 router = APIRouter()
 
-ENDED = {"expired": "Your session expired. Please sign in again.",
-         "revoked": "Your session ended: the API key it was opened with is no longer valid.",
-         "tampered": "Your session cookie was not valid. Please sign in again.",
-         "signed_out": "That session was signed out. Please sign in again.",
-         "idle": "Your session ended after {idle} without activity. Please sign in again.",
-         "ended": "Your session is no longer open on the server. Please sign in again."}
+ENDED = {
+    "expired": "Your session expired. Please sign in again.",
+    "revoked": "Your session ended: the API key it was opened with is no longer valid.",
+    "tampered": "Your session cookie was not valid. Please sign in again.",
+    "signed_out": "That session was signed out. Please sign in again.",
+    "idle": "Your session ended after {idle} without activity. Please sign in again.",
+    "ended": "Your session is no longer open on the server. Please sign in again.",
+}
 
 
 def _idle(minutes: float) -> str:
@@ -27,8 +29,12 @@ def _idle(minutes: float) -> str:
 
 def _next(target: str | None) -> str:
     """Only a console path: a sign-in never sends anyone elsewhere."""
-    if target and target.startswith(PREFIX + "/") and not target.startswith("//") \
-            and "\\" not in target:
+    if (
+        target
+        and target.startswith(PREFIX + "/")
+        and not target.startswith("//")
+        and "\\" not in target
+    ):
         return target
     return PREFIX + "/"
 
@@ -43,8 +49,13 @@ def sign_in_page(request: Request) -> Response:
         notice = notice.format(idle=_idle(ctx_of(request).settings.console_idle_minutes))
     if query.get("signed_out"):
         notice = "You are signed out."
-    return render(current, "signin.html", next=_next(query.get("next")), notice=notice,
-                  open_mode=current.sessions.auth.open)
+    return render(
+        current,
+        "signin.html",
+        next=_next(query.get("next")),
+        notice=notice,
+        open_mode=current.sessions.auth.open,
+    )
 
 
 @router.post(PREFIX + "/signin", include_in_schema=False)
@@ -56,8 +67,14 @@ def sign_in(request: Request) -> Response:
         return redirect(current, target)
     key = current.sessions.find_key(current.form.get("key", "").strip())
     if key is None:
-        return render(current, "signin.html", status=401, next=target, open_mode=False,
-                      error="That API key is not valid. Check it and try again.")
+        return render(
+            current,
+            "signin.html",
+            status=401,
+            next=target,
+            open_mode=False,
+            error="That API key is not valid. Check it and try again.",
+        )
     current.sessions.end(current.session)  # signed in already: that session ends
     session = current.sessions.for_key(key)  # a new session: a new id, a new CSRF token
     response = finish(None, RedirectResponse(target, status_code=303), request)
@@ -70,8 +87,9 @@ def sign_in(request: Request) -> Response:
 def sign_out(request: Request) -> Response:
     current = begin(request, signed_in=False)
     current.sessions.end(current.session)  # refused from now on, by every server process
-    response = finish(None, RedirectResponse(f"{PREFIX}/signin?signed_out=1",
-                                              status_code=303), request)
+    response = finish(
+        None, RedirectResponse(f"{PREFIX}/signin?signed_out=1", status_code=303), request
+    )
     set_session(response, current.sessions, current.sessions.anonymous(), request)
     return response
 
@@ -81,8 +99,9 @@ def sign_out(request: Request) -> Response:
 @page
 def home(request: Request) -> Response:
     current = begin(request)
-    return redirect(current, f"{PREFIX}/queue" if current.may(Action.APPROVE)
-                    else f"{PREFIX}/orders")
+    return redirect(
+        current, f"{PREFIX}/queue" if current.may(Action.APPROVE) else f"{PREFIX}/orders"
+    )
 
 
 @router.get("/", include_in_schema=False)

@@ -41,9 +41,12 @@ HERE = Path(__file__).parent
 PREFIX = "/console"
 MAX_FIELDS = 1000
 
-templates = Environment(loader=FileSystemLoader(HERE / "templates"),
-                        autoescape=select_autoescape(default=True, default_for_string=True),
-                        trim_blocks=True, lstrip_blocks=True)
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 def _when(value: Any) -> str:
@@ -120,8 +123,7 @@ def sessions_of(request: Request) -> Sessions:
     ctx = ctx_of(request)
     sessions = getattr(request.app.state, "console_sessions", None)
     if sessions is None or sessions.auth is not ctx.auth:
-        sessions = Sessions(secret_of(ctx.settings.console_secret), ctx.auth,
-                            session_store(ctx))
+        sessions = Sessions(secret_of(ctx.settings.console_secret), ctx.auth, session_store(ctx))
         request.app.state.console_sessions = sessions
     return sessions
 
@@ -150,9 +152,16 @@ def visit(request: Request, *, signed_in: bool = True) -> Visit:
     renew = session is None
     if session is None:
         if request.method == "POST" and signed_in:
-            raise SignInNeeded(why) if why else Refusal(
-                403, "Refused", "The form did not come with a console session (cookies must "
-                "be enabled). Reload the page and try again.")
+            raise (
+                SignInNeeded(why)
+                if why
+                else Refusal(
+                    403,
+                    "Refused",
+                    "The form did not come with a console session (cookies must "
+                    "be enabled). Reload the page and try again.",
+                )
+            )
         session = sessions.anonymous()
     actor = sessions.actor(session)
     if signed_in and actor is None:
@@ -163,8 +172,12 @@ def visit(request: Request, *, signed_in: bool = True) -> Visit:
     if request.method == "POST":
         current.form = form_of(request)
         if not hmac.compare_digest(_bytes(current.form.get("csrf", "")), _bytes(session.csrf)):
-            raise Refusal(403, "Refused", "This form was not sent from your console session "
-                          "(its CSRF token is missing or wrong). Reload the page and try again.")
+            raise Refusal(
+                403,
+                "Refused",
+                "This form was not sent from your console session "
+                "(its CSRF token is missing or wrong). Reload the page and try again.",
+            )
     _record_auditor(current)
     return current
 
@@ -174,25 +187,39 @@ def form_of(request: Request) -> dict[str, str]:
     except for names ending in `[]`, which collect `\\n`-joined values."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
-        raise Refusal(415, "Unsupported form", "The console takes plain HTML forms "
-                      "(application/x-www-form-urlencoded).")
+        raise Refusal(
+            415,
+            "Unsupported form",
+            "The console takes plain HTML forms (application/x-www-form-urlencoded).",
+        )
     try:
-        pairs = parse_qsl(getattr(request, "_body", b"").decode("utf-8"),
-                          keep_blank_values=True, max_num_fields=MAX_FIELDS, strict_parsing=False,
-                          errors="strict")
+        pairs = parse_qsl(
+            getattr(request, "_body", b"").decode("utf-8"),
+            keep_blank_values=True,
+            max_num_fields=MAX_FIELDS,
+            strict_parsing=False,
+            errors="strict",
+        )
     except (UnicodeDecodeError, ValueError):
-        raise Refusal(400, "Unreadable form", "The form could not be read (not UTF-8, or "
-                      "too many fields).") from None
+        raise Refusal(
+            400, "Unreadable form", "The form could not be read (not UTF-8, or too many fields)."
+        ) from None
     form: dict[str, str] = {}
     for name, value in pairs:
         if "\x00" in name or "\x00" in value:
             raise Refusal(400, "Unreadable form", "Text must not contain NUL characters.")
         if len(name) > MAX_ID:  # the bounds of serviceorders.limits
-            raise Refusal(400, "Form field too long", f"A field name is {len(name)} "
-                          f"characters; the limit is {MAX_ID}.")
+            raise Refusal(
+                400,
+                "Form field too long",
+                f"A field name is {len(name)} characters; the limit is {MAX_ID}.",
+            )
         if len(value) > MAX_FORM_FIELD:
-            raise Refusal(400, "Form field too long", f"The field {name!r} is {len(value)} "
-                          f"characters; the limit is {MAX_FORM_FIELD}.")
+            raise Refusal(
+                400,
+                "Form field too long",
+                f"The field {name!r} is {len(value)} characters; the limit is {MAX_FORM_FIELD}.",
+            )
         if name.endswith("[]") and name in form:
             form[name] += "\n" + value
         else:
@@ -214,12 +241,17 @@ def _record_auditor(current: Visit) -> None:
     path = f"{url.path}?{url.query}" if url.query else url.path
     try:
         with ctx_of(current.request).read() as models:
-            current.audit_entry = access_log.record(models.db, actor.id, actor.role.value,
-                                                    current.request.method, path)
+            current.audit_entry = access_log.record(
+                models.db, actor.id, actor.role.value, current.request.method, path
+            )
     except Exception:
         log.exception("the access log could not be written")
-        raise Refusal(503, "Service Unavailable", "Auditor requests are served only once "
-                      "recorded, and the access log cannot be written now.") from None
+        raise Refusal(
+            503,
+            "Service Unavailable",
+            "Auditor requests are served only once "
+            "recorded, and the access log cannot be written now.",
+        ) from None
 
 
 def _finish_auditor(current: Visit | None, status: int) -> None:
@@ -235,7 +267,7 @@ def _finish_auditor(current: Visit | None, status: int) -> None:
 # ---------------------------------------------------------------------- answers
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
+    "frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -248,8 +280,7 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https" or base.startswith("https://")
 
 
-def finish(current: Visit | None, response: Response, request: Request | None = None
-           ) -> Response:
+def finish(current: Visit | None, response: Response, request: Request | None = None) -> Response:
     request = request or (current.request if current else None)
     response.headers.update(SECURITY_HEADERS)
     if current is not None and current.renew and request is not None:
@@ -258,17 +289,22 @@ def finish(current: Visit | None, response: Response, request: Request | None = 
     return response
 
 
-def set_session(response: Response, sessions: Sessions, session: Session,
-                request: Request) -> None:
-    response.set_cookie(COOKIE, sessions.encode(session), max_age=int(
-        session.expires - datetime.now(UTC).timestamp()), path=PREFIX, httponly=True,
-        samesite="lax", secure=_secure(request))
+def set_session(response: Response, sessions: Sessions, session: Session, request: Request) -> None:
+    response.set_cookie(
+        COOKIE,
+        sessions.encode(session),
+        max_age=int(session.expires - datetime.now(UTC).timestamp()),
+        path=PREFIX,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+    )
 
 
 def render(current: Visit, template: str, status: int = 200, **values: Any) -> Response:
-    html = templates.get_template(template).render(v=current, actor=current.actor,
-                                                   csrf=current.session.csrf, Action=Action,
-                                                   **values)
+    html = templates.get_template(template).render(
+        v=current, actor=current.actor, csrf=current.session.csrf, Action=Action, **values
+    )
     return finish(current, HTMLResponse(html, status_code=status))
 
 
@@ -276,12 +312,18 @@ def redirect(current: Visit, url: str) -> Response:
     return finish(current, RedirectResponse(url, status_code=303))
 
 
-def error_page(request: Request, status: int, title: str, message: str,
-               current: Visit | None = None) -> Response:
+def error_page(
+    request: Request, status: int, title: str, message: str, current: Visit | None = None
+) -> Response:
     html = templates.get_template("error.html").render(
-        v=current, actor=current.actor if current else None,
-        csrf=current.session.csrf if current else "", Action=Action, status=status,
-        title=title, message=message)
+        v=current,
+        actor=current.actor if current else None,
+        csrf=current.session.csrf if current else "",
+        Action=Action,
+        status=status,
+        title=title,
+        message=message,
+    )
     return finish(current, HTMLResponse(html, status_code=status), request)
 
 
@@ -298,14 +340,17 @@ def sign_in_redirect(request: Request, reason: str | None) -> Response:
 
 
 _DOMAIN_STATUS: list[tuple[type[DomainError], int, str]] = [
-    (NotPermitted, 403, "Not permitted"), (OrderNotFound, 404, "Not found"),
-    (UnknownItem, 404, "Not found"), (IllegalTransition, 409, "Not possible now"),
+    (NotPermitted, 403, "Not permitted"),
+    (OrderNotFound, 404, "Not found"),
+    (UnknownItem, 404, "Not found"),
+    (IllegalTransition, 409, "Not possible now"),
 ]
 
 
 def domain_status(error: DomainError) -> tuple[int, str]:
-    return next(((s, t) for cls, s, t in _DOMAIN_STATUS if isinstance(error, cls)),
-                (400, "Refused"))
+    return next(
+        ((s, t) for cls, s, t in _DOMAIN_STATUS if isinstance(error, cls)), (400, "Refused")
+    )
 
 
 def page(handler: Callable[..., Response]) -> Callable[..., Response]:
@@ -320,23 +365,39 @@ def page(handler: Callable[..., Response]) -> Callable[..., Response]:
             return sign_in_redirect(request, e.reason)
         except StoreUnavailable as e:
             log.error("console sessions cannot be checked: %s", e)
-            return error_page(request, 503, "Service Unavailable", "Console sessions cannot "
-                              "be checked now (the database is not answering). Try again in "
-                              "a moment.")
+            return error_page(
+                request,
+                503,
+                "Service Unavailable",
+                "Console sessions cannot "
+                "be checked now (the database is not answering). Try again in "
+                "a moment.",
+            )
         except Refusal as e:
-            return error_page(request, e.status, e.title, e.message,
-                              getattr(request.state, "console_visit", None))
+            return error_page(
+                request, e.status, e.title, e.message, getattr(request.state, "console_visit", None)
+            )
         except ApiError as e:
-            return error_page(request, e.status, e.reason, e.message or e.reason,
-                              getattr(request.state, "console_visit", None))
+            return error_page(
+                request,
+                e.status,
+                e.reason,
+                e.message or e.reason,
+                getattr(request.state, "console_visit", None),
+            )
         except DomainError as e:
             status, title = domain_status(e)
-            return error_page(request, status, title, str(e),
-                              getattr(request.state, "console_visit", None))
+            return error_page(
+                request, status, title, str(e), getattr(request.state, "console_visit", None)
+            )
         except Exception:
             log.exception("unexpected error in the console")
-            return error_page(request, 500, "Something went wrong",
-                              "The server could not complete the request; it has been logged.")
+            return error_page(
+                request,
+                500,
+                "Something went wrong",
+                "The server could not complete the request; it has been logged.",
+            )
 
     return wrapped
 
@@ -348,8 +409,9 @@ def begin(request: Request, *, signed_in: bool = True) -> Visit:
 
 
 def link(path: str, **query: Any) -> str:
-    params = "&".join(f"{quote(str(k))}={quote(str(v))}" for k, v in query.items()
-                      if v not in (None, ""))
+    params = "&".join(
+        f"{quote(str(k))}={quote(str(v))}" for k, v in query.items() if v not in (None, "")
+    )
     return f"{PREFIX}{path}" + (f"?{params}" if params else "")
 
 

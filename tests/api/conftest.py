@@ -65,8 +65,10 @@ def api_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def keys() -> dict[str, ApiKey]:
-    return {name: ApiKey(actor, role, f"{name}-{secrets.token_hex(16)}")
-            for name, (actor, role) in KEY_ROLES.items()}
+    return {
+        name: ApiKey(actor, role, f"{name}-{secrets.token_hex(16)}")
+        for name, (actor, role) in KEY_ROLES.items()
+    }
 
 
 @pytest.fixture
@@ -97,29 +99,54 @@ def open_client(api_settings: Settings) -> Iterator[TestClient]:
     yield from _client(api_settings, [])
 
 
-def make_order_body(external_id: str | None = None, *, bandwidth: Any = 100,
-                    router: bool = True, place: str = "S1", **header: Any) -> dict[str, Any]:
-    items: list[dict[str, Any]] = [{
-        "id": "1", "action": "add", "@type": "ServiceOrderItem",
-        "service": {
-            "serviceSpecification": {"id": "internet-access"},
-            "serviceCharacteristic": [{"name": "bandwidthMbps", "value": bandwidth},
-                                      {"name": "accessType", "value": "fibre"}],
-            "place": [{"id": place, "name": "Site one"}]}}]
-    if router:
-        items.append({
-            "id": "2", "action": "add", "@type": "ServiceOrderItem",
+def make_order_body(
+    external_id: str | None = None,
+    *,
+    bandwidth: Any = 100,
+    router: bool = True,
+    place: str = "S1",
+    **header: Any,
+) -> dict[str, Any]:
+    items: list[dict[str, Any]] = [
+        {
+            "id": "1",
+            "action": "add",
+            "@type": "ServiceOrderItem",
             "service": {
-                "serviceSpecification": {"id": "managed-router"},
-                "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
-                "place": [{"id": place, "name": "Site one"}]},
-            "serviceOrderItemRelationship": [
-                {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}]})
-    body: dict[str, Any] = {"description": "internet and a router", "category": "enterprise",
-                            "priority": "2",
-                            "relatedParty": [{"id": "CUST-1", "name": "Acme",
-                                              "role": "customer"}],
-                            "serviceOrderItem": items, "@type": "ServiceOrder", **header}
+                "serviceSpecification": {"id": "internet-access"},
+                "serviceCharacteristic": [
+                    {"name": "bandwidthMbps", "value": bandwidth},
+                    {"name": "accessType", "value": "fibre"},
+                ],
+                "place": [{"id": place, "name": "Site one"}],
+            },
+        }
+    ]
+    if router:
+        items.append(
+            {
+                "id": "2",
+                "action": "add",
+                "@type": "ServiceOrderItem",
+                "service": {
+                    "serviceSpecification": {"id": "managed-router"},
+                    "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
+                    "place": [{"id": place, "name": "Site one"}],
+                },
+                "serviceOrderItemRelationship": [
+                    {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}
+                ],
+            }
+        )
+    body: dict[str, Any] = {
+        "description": "internet and a router",
+        "category": "enterprise",
+        "priority": "2",
+        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
+        "serviceOrderItem": items,
+        "@type": "ServiceOrder",
+        **header,
+    }
     if external_id is not None:
         body["externalId"] = external_id
     return body
@@ -132,15 +159,16 @@ def order_body() -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture
-def post_order(client: TestClient, auth: Callable[[str | None], dict[str, str]]
-               ) -> Callable[..., dict[str, Any]]:
+def post_order(
+    client: TestClient, auth: Callable[[str | None], dict[str, str]]
+) -> Callable[..., dict[str, Any]]:
     """`post_order(role="integrator", http=client, **order_body_kwargs)` -> the created
     order's TMF641 document (asserts 201). Pass `http=open_client` with role=None."""
 
-    def post(role: str | None = "integrator", http: TestClient | None = None,
-             **kw: Any) -> dict[str, Any]:
-        response = (http or client).post(ORDER_PATH, json=make_order_body(**kw),
-                                         headers=auth(role))
+    def post(
+        role: str | None = "integrator", http: TestClient | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        response = (http or client).post(ORDER_PATH, json=make_order_body(**kw), headers=auth(role))
         assert response.status_code == 201, response.text
         return response.json()
 
@@ -150,8 +178,12 @@ def post_order(client: TestClient, auth: Callable[[str | None], dict[str, str]]
 class Flow:
     """Orders in given states, made through the API (every step asserted)."""
 
-    def __init__(self, client: TestClient, auth: Callable[[str | None], dict[str, str]],
-                 admin: str | None = "admin") -> None:
+    def __init__(
+        self,
+        client: TestClient,
+        auth: Callable[[str | None], dict[str, str]],
+        admin: str | None = "admin",
+    ) -> None:
         self.client, self.auth, self.admin = client, auth, admin
 
     def _ok(self, response: Any, *statuses: int) -> Any:
@@ -160,35 +192,51 @@ class Flow:
 
     def order(self, role: str | None = "integrator", **kw: Any) -> str:
         """A new order in `acknowledged` (in the review queue)."""
-        response = self.client.post(ORDER_PATH, json=make_order_body(**kw),
-                                    headers=self.auth(role))
+        response = self.client.post(ORDER_PATH, json=make_order_body(**kw), headers=self.auth(role))
         return self._ok(response, 201).json()["id"]
 
     def view(self, order_id: str, role: str | None = None) -> dict[str, Any]:
-        return self._ok(self.client.get(f"/api/v1/orders/{order_id}",
-                                        headers=self.auth(role or self.admin))).json()
+        return self._ok(
+            self.client.get(f"/api/v1/orders/{order_id}", headers=self.auth(role or self.admin))
+        ).json()
 
     def etag(self, order_id: str) -> str:
-        response = self._ok(self.client.get(f"/api/v1/orders/{order_id}",
-                                            headers=self.auth(self.admin)))
+        response = self._ok(
+            self.client.get(f"/api/v1/orders/{order_id}", headers=self.auth(self.admin))
+        )
         return response.headers["etag"]
 
-    def post(self, path: str, body: dict[str, Any] | None = None, role: str | None = None,
-             if_match: str | None = None, status: int = 200) -> Any:
+    def post(
+        self,
+        path: str,
+        body: dict[str, Any] | None = None,
+        role: str | None = None,
+        if_match: str | None = None,
+        status: int = 200,
+    ) -> Any:
         headers = dict(self.auth(role or self.admin))
         if if_match:
             headers["If-Match"] = if_match
-        response = self.client.post(path, json=body, headers=headers) if body is not None \
+        response = (
+            self.client.post(path, json=body, headers=headers)
+            if body is not None
             else self.client.post(path, headers=headers)
+        )
         return self._ok(response, status)
 
-    def decide(self, order_id: str, decision: str = "approve",
-               body: dict[str, Any] | None = None, role: str | None = None) -> Any:
+    def decide(
+        self,
+        order_id: str,
+        decision: str = "approve",
+        body: dict[str, Any] | None = None,
+        role: str | None = None,
+    ) -> Any:
         """approve | reject | cancellation/approve | cancellation/deny, with the ETag."""
         if body is None and decision in ("reject", "cancellation/deny"):
             body = {"reason": "test decision"}
-        return self.post(f"/api/v1/orders/{order_id}/{decision}", body, role,
-                         if_match=self.etag(order_id))
+        return self.post(
+            f"/api/v1/orders/{order_id}/{decision}", body, role, if_match=self.etag(order_id)
+        )
 
     def in_progress(self, **kw: Any) -> str:
         order_id = self.order(**kw)
@@ -207,23 +255,27 @@ class Flow:
 
     def pending(self) -> str:
         order_id = self.in_progress()
-        self.post(f"/api/v1/orders/{order_id}/informationRequest",
-                  {"information": "which VLAN?"})
+        self.post(f"/api/v1/orders/{order_id}/informationRequest", {"information": "which VLAN?"})
         return order_id
 
     def assessing(self, order_id: str | None = None) -> tuple[str, str]:
         """An order (new, acknowledged, unless given) with a cancellation requested."""
         order_id = order_id or self.order()
-        response = self.client.post(CANCEL_PATH, json={
-            "serviceOrder": {"id": order_id}, "cancellationReason": "customer changed mind"},
-            headers=self.auth("integrator" if self.admin else None))
+        response = self.client.post(
+            CANCEL_PATH,
+            json={"serviceOrder": {"id": order_id}, "cancellationReason": "customer changed mind"},
+            headers=self.auth("integrator" if self.admin else None),
+        )
         return order_id, self._ok(response, 201).json()["id"]
 
     def draft(self, items: bool = True, role: str | None = None, **header: Any) -> str:
         """A draft (by `role`, default admin); with items: a valid internet access at S1
         and a router depending on it."""
-        response = self.client.post("/api/v1/drafts", json={"priority": "2", **header},
-                                    headers=self.auth(role or self.admin))
+        response = self.client.post(
+            "/api/v1/drafts",
+            json={"priority": "2", **header},
+            headers=self.auth(role or self.admin),
+        )
         draft_id = self._ok(response, 201).json()["id"]
         if items:
             for item in DRAFT_ITEMS:
@@ -233,12 +285,21 @@ class Flow:
 
 CANCEL_PATH = "/tmf-api/serviceOrdering/v4/cancelServiceOrder"
 DRAFT_ITEMS: list[dict[str, Any]] = [
-    {"id": "1", "action": "add", "specificationId": "internet-access",
-     "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
-     "place": {"id": "S1", "name": "Site one"}},
-    {"id": "2", "action": "add", "specificationId": "managed-router",
-     "characteristics": {"model": "c1100"}, "place": {"id": "S1", "name": "Site one"},
-     "dependsOn": ["1"]},
+    {
+        "id": "1",
+        "action": "add",
+        "specificationId": "internet-access",
+        "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
+        "place": {"id": "S1", "name": "Site one"},
+    },
+    {
+        "id": "2",
+        "action": "add",
+        "specificationId": "managed-router",
+        "characteristics": {"model": "c1100"},
+        "place": {"id": "S1", "name": "Site one"},
+        "dependsOn": ["1"],
+    },
 ]
 
 
@@ -271,8 +332,9 @@ def live_server_keys() -> list[ApiKey]:
 def live_server(api_settings: Settings, live_server_keys: list[ApiKey]) -> Iterator[str]:
     ctx = ApiContext.build(api_settings, Authenticator(live_server_keys))
     port = _free_port()
-    config = uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on")
+    config = uvicorn.Config(
+        create_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-live-server", daemon=True)
     thread.start()

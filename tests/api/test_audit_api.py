@@ -58,17 +58,28 @@ def busy_order(flow: Any) -> str:
 
 
 # ------------------------------------------------------------------ timeline
-def test_timeline_for_an_auditor(client: TestClient, flow: Any, auth: Auth, log_db: Any
-                                 ) -> None:
+def test_timeline_for_an_auditor(client: TestClient, flow: Any, auth: Auth, log_db: Any) -> None:
     order_id = busy_order(flow)
     response = client.get(history_url(order_id), headers=auth("auditor"))
     assert response.status_code == 200, response.text
     body = response.json()
     assert response.headers["etag"] == '"6"' and response.headers["x-total-count"] == "6"
-    assert [e["type"] for e in body] == ["OrderDrafted", "OrderSubmitted", "OrderApproved",
-                                         "ItemStateChanged", "NoteAdded", "ItemStateChanged"]
-    assert [e["stateAfter"] for e in body] == ["draft", "acknowledged", "inProgress",
-                                               "inProgress", "inProgress", "inProgress"]
+    assert [e["type"] for e in body] == [
+        "OrderDrafted",
+        "OrderSubmitted",
+        "OrderApproved",
+        "ItemStateChanged",
+        "NoteAdded",
+        "ItemStateChanged",
+    ]
+    assert [e["stateAfter"] for e in body] == [
+        "draft",
+        "acknowledged",
+        "inProgress",
+        "inProgress",
+        "inProgress",
+        "inProgress",
+    ]
     assert body[0]["actor"] == {"id": "crm", "role": "upstream"}
     assert body[0]["source"]["channel"] == "api"
     assert body[2]["actor"] == {"id": "ops", "role": "operator"}
@@ -88,8 +99,9 @@ def test_timeline_for_an_auditor(client: TestClient, flow: Any, auth: Auth, log_
     assert lean.status_code == 200 and "documentAfter" not in lean.json()[0]
 
 
-def test_every_role_reads_history_and_no_key_is_401(client: TestClient, flow: Any,
-                                                    auth: Auth, log_db: Any) -> None:
+def test_every_role_reads_history_and_no_key_is_401(
+    client: TestClient, flow: Any, auth: Auth, log_db: Any
+) -> None:
     order_id = flow.order()
     for role in ROLES:
         response = client.get(history_url(order_id), headers=auth(role))
@@ -100,23 +112,23 @@ def test_every_role_reads_history_and_no_key_is_401(client: TestClient, flow: An
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-def test_if_none_match_answers_304_until_the_order_changes(client: TestClient, flow: Any,
-                                                           auth: Auth, log_db: Any) -> None:
+def test_if_none_match_answers_304_until_the_order_changes(
+    client: TestClient, flow: Any, auth: Auth, log_db: Any
+) -> None:
     order_id = flow.order()
     first = client.get(history_url(order_id), headers=auth("auditor"))
     tag = first.headers["etag"]
-    again = client.get(history_url(order_id), headers={**auth("auditor"),
-                                                       "If-None-Match": tag})
+    again = client.get(history_url(order_id), headers={**auth("auditor"), "If-None-Match": tag})
     assert again.status_code == 304 and again.headers["etag"] == tag
     flow.post(f"/api/v1/orders/{order_id}/notes", {"text": "more"})
-    changed = client.get(history_url(order_id), headers={**auth("auditor"),
-                                                         "If-None-Match": tag})
+    changed = client.get(history_url(order_id), headers={**auth("auditor"), "If-None-Match": tag})
     assert changed.status_code == 200 and changed.headers["etag"] == '"3"'
 
 
 # ----------------------------------------------------------- as of, version
-def test_version_and_as_of_return_the_order_as_it_was(client: TestClient, flow: Any,
-                                                      auth: Auth, log_db: Any) -> None:
+def test_version_and_as_of_return_the_order_as_it_was(
+    client: TestClient, flow: Any, auth: Auth, log_db: Any
+) -> None:
     order_id = busy_order(flow)
     headers = auth("auditor")
     v2 = client.get(history_url(order_id, "version=2"), headers=headers)
@@ -142,17 +154,19 @@ def test_version_and_as_of_return_the_order_as_it_was(client: TestClient, flow: 
     assert at.json()["asOf"] is not None
     # the same instant with an explicit offset; a `+` sent unencoded arrives as a space
     plus = stamp.replace("Z", "+00:00")
-    assert client.get(history_url(order_id), params={"asOf": plus},
-                      headers=headers).json()["version"] == 4
+    assert (
+        client.get(history_url(order_id), params={"asOf": plus}, headers=headers).json()["version"]
+        == 4
+    )
     raw = client.get(history_url(order_id, f"asOf={plus}"), headers=headers)
     assert raw.status_code == 200 and raw.json()["version"] == 4
-    later = client.get(history_url(order_id), params={"asOf": "2999-01-01T00:00:00Z"},
-                       headers=headers).json()
+    later = client.get(
+        history_url(order_id), params={"asOf": "2999-01-01T00:00:00Z"}, headers=headers
+    ).json()
     assert later["version"] == 6 and later["state"] == "inProgress"
 
 
-def test_diff_in_both_spellings(client: TestClient, flow: Any, auth: Auth, log_db: Any
-                                ) -> None:
+def test_diff_in_both_spellings(client: TestClient, flow: Any, auth: Auth, log_db: Any) -> None:
     order_id = busy_order(flow)
     headers = auth("auditor")
     response = client.get(history_url(order_id, "diff=2,4"), headers=headers)
@@ -160,8 +174,12 @@ def test_diff_in_both_spellings(client: TestClient, flow: Any, auth: Auth, log_d
     body = response.json()
     assert (body["from"], body["to"]) == (2, 4)
     changes = {c["path"]: c for c in body["changes"]}
-    assert changes["/state"] == {"op": "replace", "path": "/state",
-                                 "before": "acknowledged", "after": "inProgress"}
+    assert changes["/state"] == {
+        "op": "replace",
+        "path": "/state",
+        "before": "acknowledged",
+        "after": "inProgress",
+    }
     assert changes["/items/1/state"]["after"] == "completed"
     assert changes["/decidedBy"]["after"] == {"id": "ops", "role": "operator"}
     assert [e["version"] for e in body["events"]] == [3, 4]
@@ -173,27 +191,31 @@ def test_diff_in_both_spellings(client: TestClient, flow: Any, auth: Auth, log_d
 
 
 # ------------------------------------------------------------------- errors
-@pytest.mark.parametrize(("query", "fragment"), [
-    ("version=99", "out of range"),
-    ("version=0", "out of range"),
-    ("version=abc", "whole number"),
-    ("version=-1", "whole number"),
-    ("asOf=2000-01-01T00:00:00Z", "did not exist yet"),
-    ("asOf=2024-05-01T10:00:00", "timezone"),
-    ("asOf=yesterday", "RFC 3339"),
-    ("diff=4,2", "4 is after 2"),
-    ("diff=2", "two versions"),
-    ("diff=1,2,3", "two versions"),
-    ("diff=1,99", "out of range"),
-    ("from=1", "both from and to"),
-    ("to=3", "both from and to"),
-    ("from=3&to=1", "3 is after 1"),
-    ("version=1&asOf=2024-05-01T10:00:00Z", "asOf and version"),
-    ("diff=1,2&from=1&to=2", "diff and from/to"),
-    ("documents=maybe", "true or false"),
-])
-def test_bad_queries_are_400_tmf_errors(query: str, fragment: str, client: TestClient,
-                                        flow: Any, auth: Auth, log_db: Any) -> None:
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("version=99", "out of range"),
+        ("version=0", "out of range"),
+        ("version=abc", "whole number"),
+        ("version=-1", "whole number"),
+        ("asOf=2000-01-01T00:00:00Z", "did not exist yet"),
+        ("asOf=2024-05-01T10:00:00", "timezone"),
+        ("asOf=yesterday", "RFC 3339"),
+        ("diff=4,2", "4 is after 2"),
+        ("diff=2", "two versions"),
+        ("diff=1,2,3", "two versions"),
+        ("diff=1,99", "out of range"),
+        ("from=1", "both from and to"),
+        ("to=3", "both from and to"),
+        ("from=3&to=1", "3 is after 1"),
+        ("version=1&asOf=2024-05-01T10:00:00Z", "asOf and version"),
+        ("diff=1,2&from=1&to=2", "diff and from/to"),
+        ("documents=maybe", "true or false"),
+    ],
+)
+def test_bad_queries_are_400_tmf_errors(
+    query: str, fragment: str, client: TestClient, flow: Any, auth: Auth, log_db: Any
+) -> None:
     order_id = flow.order()
     body = is_error(client.get(history_url(order_id, query), headers=auth("auditor")), 400)
     assert fragment in body["message"], body
@@ -202,21 +224,22 @@ def test_bad_queries_are_400_tmf_errors(query: str, fragment: str, client: TestC
 def test_unknown_orders_are_404(client: TestClient, auth: Auth, log_db: Any) -> None:
     missing = uuid4()
     for query in ("", "version=1", "asOf=2024-05-01T10:00:00Z", "diff=0,1"):
-        body = is_error(client.get(history_url(str(missing), query),
-                                   headers=auth("auditor")), 404)
+        body = is_error(client.get(history_url(str(missing), query), headers=auth("auditor")), 404)
         assert str(missing) in body["message"]
     is_error(client.get(history_url("not-a-uuid"), headers=auth("auditor")), 404)
 
 
 # ----------------------------------------------------------- read-only auditor
-def test_the_auditor_cannot_write_anything(client: TestClient, flow: Any, auth: Auth,
-                                           order_body: Callable[..., Any], log_db: Any
-                                           ) -> None:
+def test_the_auditor_cannot_write_anything(
+    client: TestClient, flow: Any, auth: Auth, order_body: Callable[..., Any], log_db: Any
+) -> None:
     order_id = flow.in_progress()
     assessing, request_id = flow.assessing()
     draft_id = flow.draft()
-    versions = {i: len(client.get(f"/api/v1/orders/{i}/events", headers=auth("admin")).json())
-                for i in (order_id, assessing, draft_id)}
+    versions = {
+        i: len(client.get(f"/api/v1/orders/{i}/events", headers=auth("admin")).json())
+        for i in (order_id, assessing, draft_id)
+    }
     headers = auth("auditor")
 
     def tag(i: str) -> dict[str, str]:
@@ -227,12 +250,20 @@ def test_the_auditor_cannot_write_anything(client: TestClient, flow: Any, auth: 
         ("POST", f"{TMF641}/serviceOrder", order_body("AUD-1"), headers),
         ("PATCH", f"{TMF641}/serviceOrder/{order_id}", {"priority": "1"}, headers),
         ("DELETE", f"{TMF641}/serviceOrder/{order_id}", None, headers),
-        ("POST", f"{TMF641}/cancelServiceOrder",
-         {"serviceOrder": {"id": order_id}, "cancellationReason": "x"}, headers),
+        (
+            "POST",
+            f"{TMF641}/cancelServiceOrder",
+            {"serviceOrder": {"id": order_id}, "cancellationReason": "x"},
+            headers,
+        ),
         ("POST", f"{TMF641}/hub", {"callback": "http://127.0.0.1:9/cb"}, headers),
         ("POST", f"{v1}/drafts", {"priority": "1"}, headers),
-        ("POST", f"{v1}/drafts/{draft_id}/items",
-         {"id": "7", "action": "add", "specificationId": "internet-access"}, headers),
+        (
+            "POST",
+            f"{v1}/drafts/{draft_id}/items",
+            {"id": "7", "action": "add", "specificationId": "internet-access"},
+            headers,
+        ),
         ("PATCH", f"{v1}/drafts/{draft_id}/items/1", {"characteristics": {"x": 1}}, headers),
         ("DELETE", f"{v1}/drafts/{draft_id}/items/1", None, headers),
         ("POST", f"{v1}/drafts/{draft_id}/submit", None, headers),
@@ -247,52 +278,68 @@ def test_the_auditor_cannot_write_anything(client: TestClient, flow: Any, auth: 
         ("POST", f"{v1}/orders/{assessing}/cancellation/deny", {"reason": "r"}, tag(assessing)),
     ]
     rejected = flow.order()
-    attempts += [("POST", f"{v1}/orders/{rejected}/approve", {"note": "n"}, tag(rejected)),
-                 ("POST", f"{v1}/orders/{rejected}/reject", {"reason": "r"}, tag(rejected))]
+    attempts += [
+        ("POST", f"{v1}/orders/{rejected}/approve", {"note": "n"}, tag(rejected)),
+        ("POST", f"{v1}/orders/{rejected}/reject", {"reason": "r"}, tag(rejected)),
+    ]
     for method, path, body, sent in attempts:
-        response = client.request(method, path, json=body, headers=sent) if body is not None \
+        response = (
+            client.request(method, path, json=body, headers=sent)
+            if body is not None
             else client.request(method, path, headers=sent)
+        )
         assert response.status_code == 403, (method, path, response.text)
         assert response.json()["@type"] == "Error"
     # nothing changed: no new events, no new order, the draft is still there
     for i, count in versions.items():
-        assert len(client.get(f"/api/v1/orders/{i}/events",
-                              headers=auth("admin")).json()) == count
+        assert len(client.get(f"/api/v1/orders/{i}/events", headers=auth("admin")).json()) == count
     assert len(client.get(f"/api/v1/orders/{rejected}/events", headers=auth("admin")).json()) == 2
-    listed = client.get(f"{TMF641}/serviceOrder", params={"externalId": "AUD-1"},
-                        headers=auth("admin"))
+    listed = client.get(
+        f"{TMF641}/serviceOrder", params={"externalId": "AUD-1"}, headers=auth("admin")
+    )
     assert listed.json() == []
     assert request_id
 
 
-def test_no_write_route_lets_the_auditor_through(client: TestClient, flow: Any, auth: Auth,
-                                                 log_db: Any) -> None:
+def test_no_write_route_lets_the_auditor_through(
+    client: TestClient, flow: Any, auth: Auth, log_db: Any
+) -> None:
     """Every POST / PATCH / DELETE the API serves, even with a body that changes nothing
     (an empty merge patch): 403 for an auditor, and the event log does not move."""
     order_id = flow.in_progress()
     draft_id = flow.draft()
     head = _log_head(client, auth, (order_id, draft_id))
-    writes = [(method.upper(), path) for path, item in client.app.openapi()["paths"].items()
-              for method in item if method in ("post", "patch", "put", "delete")]
+    writes = [
+        (method.upper(), path)
+        for path, item in client.app.openapi()["paths"].items()
+        for method in item
+        if method in ("post", "patch", "put", "delete")
+    ]
     assert len(writes) >= 20
     for method, path in writes:
         concrete = path.replace("{itemId}", "1")
         concrete = concrete.replace("{id}", draft_id if "/drafts/" in path else order_id)
-        response = client.request(method, concrete, json={"reason": "r", "text": "t"},
-                                  headers={**auth("auditor"), "If-Match": flow.etag(order_id)})
+        response = client.request(
+            method,
+            concrete,
+            json={"reason": "r", "text": "t"},
+            headers={**auth("auditor"), "If-Match": flow.etag(order_id)},
+        )
         assert response.status_code == 403, (method, path, response.text)
         assert response.json()["@type"] == "Error"
     assert _log_head(client, auth, (order_id, draft_id)) == head
 
 
 def _log_head(client: TestClient, auth: Auth, ids: tuple[str, ...]) -> list[int]:
-    return [len(client.get(f"/api/v1/orders/{i}/events", headers=auth("admin")).json())
-            for i in ids]
+    return [
+        len(client.get(f"/api/v1/orders/{i}/events", headers=auth("admin")).json()) for i in ids
+    ]
 
 
 # --------------------------------------------------------------- access log
-def test_every_auditor_request_is_logged(client: TestClient, flow: Any, auth: Auth,
-                                         log_db: Any) -> None:
+def test_every_auditor_request_is_logged(
+    client: TestClient, flow: Any, auth: Auth, log_db: Any
+) -> None:
     order_id = flow.order()
     auditor = auth("auditor")
     missing = uuid4()
@@ -305,8 +352,11 @@ def test_every_auditor_request_is_logged(client: TestClient, flow: Any, auth: Au
         ("GET", "/health", None, 200),
     ]
     for method, path, body, status in calls:
-        response = client.request(method, path, json=body, headers=auditor) \
-            if body is not None else client.request(method, path, headers=auditor)
+        response = (
+            client.request(method, path, json=body, headers=auditor)
+            if body is not None
+            else client.request(method, path, headers=auditor)
+        )
         assert response.status_code == status, (path, response.text)
     # requests by other roles, without a key or with an unknown key are not logged
     client.get(history_url(order_id), headers=auth("manager"))
@@ -322,18 +372,17 @@ def test_every_auditor_request_is_logged(client: TestClient, flow: Any, auth: Au
     assert rows[0]["at"] >= rows[-1]["at"]
 
 
-def test_the_access_log_endpoint(client: TestClient, flow: Any, auth: Auth, log_db: Any
-                                 ) -> None:
+def test_the_access_log_endpoint(client: TestClient, flow: Any, auth: Auth, log_db: Any) -> None:
     order_id = flow.order()
     for query in ("", "version=1", "version=2"):
-        assert client.get(history_url(order_id, query), headers=auth("auditor")).status_code \
-            == 200
+        assert client.get(history_url(order_id, query), headers=auth("auditor")).status_code == 200
     response = client.get("/api/v1/audit/access-log", headers=auth("admin"))
     assert response.status_code == 200, response.text
     body = response.json()
     assert response.headers["x-total-count"] == "3" and response.headers["x-result-count"] == "3"
-    assert [e["path"] for e in body] == [history_url(order_id, q)
-                                         for q in ("version=2", "version=1", "")]
+    assert [e["path"] for e in body] == [
+        history_url(order_id, q) for q in ("version=2", "version=1", "")
+    ]
     entry = body[0]
     assert set(entry) == {"at", "actor", "role", "method", "path", "status"}
     assert entry["actor"] == "audit-1" and entry["role"] == "auditor"
@@ -346,25 +395,37 @@ def test_the_access_log_endpoint(client: TestClient, flow: Any, auth: Auth, log_
     assert mine.json()[0]["path"] == "/api/v1/audit/access-log"
     assert mine.json()[0]["status"] is None
     assert len(mine.json()) == 4
-    settled = client.get("/api/v1/audit/access-log", params={"limit": 1},
-                         headers=auth("admin")).json()
+    settled = client.get(
+        "/api/v1/audit/access-log", params={"limit": 1}, headers=auth("admin")
+    ).json()
     assert settled[0]["path"] == "/api/v1/audit/access-log" and settled[0]["status"] == 200
 
     # filters and paging
-    assert client.get("/api/v1/audit/access-log", params={"actor": "nobody"},
-                      headers=auth("admin")).json() == []
-    page = client.get("/api/v1/audit/access-log", params={"limit": 2, "offset": 1},
-                      headers=auth("admin"))
+    assert (
+        client.get(
+            "/api/v1/audit/access-log", params={"actor": "nobody"}, headers=auth("admin")
+        ).json()
+        == []
+    )
+    page = client.get(
+        "/api/v1/audit/access-log", params={"limit": 2, "offset": 1}, headers=auth("admin")
+    )
     assert len(page.json()) == 2 and page.headers["x-total-count"] == "4"
     oldest = body[-1]["at"]
-    since = client.get("/api/v1/audit/access-log", params={"since": oldest},
-                       headers=auth("admin")).json()
+    since = client.get(
+        "/api/v1/audit/access-log", params={"since": oldest}, headers=auth("admin")
+    ).json()
     assert len(since) == 4
-    until = client.get("/api/v1/audit/access-log", params={"until": oldest},
-                       headers=auth("admin")).json()
+    until = client.get(
+        "/api/v1/audit/access-log", params={"until": oldest}, headers=auth("admin")
+    ).json()
     assert until == []
-    is_error(client.get("/api/v1/audit/access-log", params={"since": "last week"},
-                        headers=auth("admin")), 400)
+    is_error(
+        client.get(
+            "/api/v1/audit/access-log", params={"since": "last week"}, headers=auth("admin")
+        ),
+        400,
+    )
 
     # only auditors and admins
     for role in ("integrator", "agent", "manager", "fulfilment"):
@@ -373,7 +434,8 @@ def test_the_access_log_endpoint(client: TestClient, flow: Any, auth: Auth, log_
 
 
 def test_auditor_requests_are_refused_when_they_cannot_be_logged(
-        client: TestClient, flow: Any, auth: Auth, log_db: Any) -> None:
+    client: TestClient, flow: Any, auth: Auth, log_db: Any
+) -> None:
     order_id = flow.order()
     log_db.execute(f"DROP TABLE {access_log.ACCESS_LOG.name}")
     try:
@@ -386,8 +448,7 @@ def test_auditor_requests_are_refused_when_they_cannot_be_logged(
     assert client.get(history_url(order_id), headers=auth("auditor")).status_code == 200
 
 
-def test_open_mode_logs_nothing(open_client: TestClient, open_flow: Any, log_db: Any
-                                ) -> None:
+def test_open_mode_logs_nothing(open_client: TestClient, open_flow: Any, log_db: Any) -> None:
     order_id = open_flow.order(role=None)
     assert open_client.get(history_url(order_id)).status_code == 200
     assert access_log.entries(log_db) == (0, [])
@@ -396,8 +457,16 @@ def test_open_mode_logs_nothing(open_client: TestClient, open_flow: Any, log_db:
 def test_the_endpoints_are_documented(client: TestClient) -> None:
     paths = client.app.openapi()["paths"]
     history_op = paths["/api/v1/orders/{id}/history"]["get"]
-    for word in ("asOf", "version", "diff=A,B", "from=A&to=B", "JSON Pointer", "auditor",
-                 "ETag", "304"):
+    for word in (
+        "asOf",
+        "version",
+        "diff=A,B",
+        "from=A&to=B",
+        "JSON Pointer",
+        "auditor",
+        "ETag",
+        "304",
+    ):
         assert word in history_op["description"], word
     assert {"400", "401", "404"} <= set(history_op["responses"])
     log_op = paths["/api/v1/audit/access-log"]["get"]
@@ -405,20 +474,30 @@ def test_the_endpoints_are_documented(client: TestClient) -> None:
     assert {"400", "401", "403"} <= set(log_op["responses"])
 
 
-def test_draft_items_from_the_api_are_stored_sealed(client: TestClient, flow: Any,
-                                                    auth: Auth, api_settings: Settings
-                                                    ) -> None:
+def test_draft_items_from_the_api_are_stored_sealed(
+    client: TestClient, flow: Any, auth: Auth, api_settings: Settings
+) -> None:
     """Place names given to the draft item routes are personal data too: sealed in the
     events like those of a whole order, revealed in every answer."""
     draft_id = flow.draft(items=False, customer={"id": "CUST-P", "name": "Pat Doe"})
-    added = client.post(f"/api/v1/drafts/{draft_id}/items", headers=auth("agent"), json={
-        "id": "1", "action": "add", "specificationId": "internet-access",
-        "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
-        "place": {"id": "S1", "name": "Pat's flat, 9 Elm Row"}})
+    added = client.post(
+        f"/api/v1/drafts/{draft_id}/items",
+        headers=auth("agent"),
+        json={
+            "id": "1",
+            "action": "add",
+            "specificationId": "internet-access",
+            "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
+            "place": {"id": "S1", "name": "Pat's flat, 9 Elm Row"},
+        },
+    )
     assert added.status_code == 201, added.text
     assert added.json()["items"][0]["place"]["name"] == "Pat's flat, 9 Elm Row"
-    moved = client.patch(f"/api/v1/drafts/{draft_id}/items/1", headers=auth("agent"),
-                         json={"place": {"id": "S2", "name": "Pat's office, 3 Oak St"}})
+    moved = client.patch(
+        f"/api/v1/drafts/{draft_id}/items/1",
+        headers=auth("agent"),
+        json={"place": {"id": "S2", "name": "Pat's office, 3 Oak St"}},
+    )
     assert moved.status_code == 200, moved.text
     assert moved.json()["items"][0]["place"]["name"] == "Pat's office, 3 Oak St"
     db = open_read_db(api_settings)

@@ -81,8 +81,9 @@ class Api:
         return response.json()
 
     def events(self, order_id: str) -> list[dict[str, Any]]:
-        response = self.http.get(f"/api/v1/orders/{order_id}/events",
-                                 headers=self.headers("auditor"))
+        response = self.http.get(
+            f"/api/v1/orders/{order_id}/events", headers=self.headers("auditor")
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -138,7 +139,8 @@ def assert_refusal(response: httpx.Response) -> str:
 
 # ------------------------------------------------------------------ decisions
 def test_two_managers_deciding_one_order_at_once_exactly_one_wins(
-        api: Api, order_body: Callable[..., dict[str, Any]]) -> None:
+    api: Api, order_body: Callable[..., dict[str, Any]]
+) -> None:
     outcomes: Counter[str] = Counter()
     for n in range(RACES):
         order_id = api.order(order_body(f"race-decide-{n}"))
@@ -146,16 +148,23 @@ def test_two_managers_deciding_one_order_at_once_exactly_one_wins(
         path = f"/api/v1/orders/{order_id}"
         approve, reject = race(
             lambda a, path=path, tag=tag: a.http.post(
-                f"{path}/approve", json={"note": "go"}, headers=a.headers("manager", tag)),
+                f"{path}/approve", json={"note": "go"}, headers=a.headers("manager", tag)
+            ),
             lambda a, path=path, tag=tag: a.http.post(
-                f"{path}/reject", json={"reason": "no capacity"},
-                headers=a.headers("manager2", tag)),
-            api=api)
+                f"{path}/reject", json={"reason": "no capacity"}, headers=a.headers("manager2", tag)
+            ),
+            api=api,
+        )
         statuses = sorted((approve.status_code, reject.status_code))
         assert all(s < 500 for s in statuses), (approve.text, reject.text)
         winners = [r for r in (approve, reject) if r.status_code == 200]
-        assert len(winners) == 1, (n, approve.status_code, approve.text, reject.status_code,
-                                   reject.text)
+        assert len(winners) == 1, (
+            n,
+            approve.status_code,
+            approve.text,
+            reject.status_code,
+            reject.text,
+        )
         winner = winners[0]
         loser = reject if winner is approve else approve
         outcomes[f"loser {assert_refusal(loser)}"] += 1
@@ -166,8 +175,7 @@ def test_two_managers_deciding_one_order_at_once_exactly_one_wins(
         # the history holds exactly one decision, by the winner
         decisions = [e for e in api.events(order_id) if e["type"] in DECISIONS]
         assert len(decisions) == 1, decisions
-        assert decisions[0]["type"] == ("OrderApproved" if winner is approve
-                                        else "OrderRejected")
+        assert decisions[0]["type"] == ("OrderApproved" if winner is approve else "OrderRejected")
         assert decisions[0]["actor"]["id"] == ("bob" if winner is approve else "carol")
         view = api.view(order_id)
         assert view["state"] == winner.json()["state"]
@@ -178,15 +186,21 @@ def test_two_managers_deciding_one_order_at_once_exactly_one_wins(
 
 
 def test_the_same_manager_deciding_twice_at_once_is_decided_once(
-        api: Api, order_body: Callable[..., dict[str, Any]]) -> None:
+    api: Api, order_body: Callable[..., dict[str, Any]]
+) -> None:
     """A double-click: the same approval sent twice concurrently is applied once."""
     for n in range(10):
         order_id = api.order(order_body(f"race-double-{n}"))
         tag = api.etag(order_id)
         first, second = race(
-            *[lambda a, order_id=order_id, tag=tag: a.http.post(
-                f"/api/v1/orders/{order_id}/approve", json={},
-                headers=a.headers("manager", tag))] * 2, api=api)
+            *[
+                lambda a, order_id=order_id, tag=tag: a.http.post(
+                    f"/api/v1/orders/{order_id}/approve", json={}, headers=a.headers("manager", tag)
+                )
+            ]
+            * 2,
+            api=api,
+        )
         assert sorted([first.status_code, second.status_code])[0] == 200
         assert len([r for r in (first, second) if r.status_code == 200]) == 1
         assert_refusal(second if first.status_code == 200 else first)
@@ -194,22 +208,30 @@ def test_the_same_manager_deciding_twice_at_once_is_decided_once(
 
 
 # ------------------------------------------------------------------ PATCH
-def _patch(order_id: str, role: str, change: dict[str, Any], if_match: str | None
-           ) -> Callable[[Api], httpx.Response]:
+def _patch(
+    order_id: str, role: str, change: dict[str, Any], if_match: str | None
+) -> Callable[[Api], httpx.Response]:
     def call(a: Api) -> httpx.Response:
-        return a.http.patch(f"{ORDER_PATH}/{order_id}", json=change, headers=a.headers(
-            role, if_match, **{"Content-Type": "application/merge-patch+json"}))
+        return a.http.patch(
+            f"{ORDER_PATH}/{order_id}",
+            json=change,
+            headers=a.headers(role, if_match, **{"Content-Type": "application/merge-patch+json"}),
+        )
+
     return call
 
 
 def test_concurrent_patches_without_if_match_lose_no_update(
-        api: Api, order_body: Callable[..., dict[str, Any]]) -> None:
+    api: Api, order_body: Callable[..., dict[str, Any]]
+) -> None:
     outcomes: Counter[str] = Counter()
     for n in range(RACES):
         order_id = api.order(order_body(f"race-patch-{n}"))
         first, second = race(
             _patch(order_id, "integrator", {"description": f"described {n}"}, None),
-            _patch(order_id, "agent", {"priority": "0"}, None), api=api)
+            _patch(order_id, "agent", {"priority": "0"}, None),
+            api=api,
+        )
         assert first.status_code < 500 and second.status_code < 500, (first.text, second.text)
         ok = [r.status_code == 200 for r in (first, second)]
         assert any(ok), (first.text, second.text)
@@ -226,15 +248,18 @@ def test_concurrent_patches_without_if_match_lose_no_update(
     print(f"\n{RACES} PATCH races without If-Match: {dict(outcomes)}")
 
 
-def _conditional_patch_race(api: Api, order_body: Callable[..., dict[str, Any]],
-                            races: int) -> Counter[str]:
+def _conditional_patch_race(
+    api: Api, order_body: Callable[..., dict[str, Any]], races: int
+) -> Counter[str]:
     outcomes: Counter[str] = Counter()
     for n in range(races):
         order_id = api.order(order_body(f"race-cpatch-{n}"))
         tag = api.etag(order_id)
         first, second = race(
             _patch(order_id, "integrator", {"description": f"described {n}"}, tag),
-            _patch(order_id, "agent", {"priority": "0"}, tag), api=api)
+            _patch(order_id, "agent", {"priority": "0"}, tag),
+            api=api,
+        )
         assert first.status_code < 500 and second.status_code < 500, (first.text, second.text)
         ok = [r.status_code == 200 for r in (first, second)]
         revisions = [e for e in api.events(order_id) if e["type"] == "OrderRevised"]
@@ -243,15 +268,19 @@ def _conditional_patch_race(api: Api, order_body: Callable[..., dict[str, Any]],
         assert len(revisions) == sum(ok)
         assert (view["description"] == f"described {n}") == ok[0]
         assert (view["priority"] == "0") == ok[1]
-        assert sum(ok) == 1, ("both PATCHes naming the same ETag were applied",
-                              first.text, second.text)
+        assert sum(ok) == 1, (
+            "both PATCHes naming the same ETag were applied",
+            first.text,
+            second.text,
+        )
         outcomes[f"loser {assert_refusal(second if ok[0] else first)}"] += 1
     print(f"\n{races} conditional PATCH races: {dict(outcomes)}")
     return outcomes
 
 
 def test_concurrent_patches_with_the_same_if_match_never_lose_an_update(
-        api: Api, order_body: Callable[..., dict[str, Any]]) -> None:
+    api: Api, order_body: Callable[..., dict[str, Any]]
+) -> None:
     """Two PATCHes with the ETag both saw. What holds today: no 5xx, a loser is a clean
     409/412, and whatever was answered 200 is in the order (one revision event each).
     With the check and the save on one loaded order, exactly one of two PATCHes naming the
@@ -261,8 +290,9 @@ def test_concurrent_patches_with_the_same_if_match_never_lose_an_update(
 
 
 # ------------------------------------------------------------- deterministic proof
-def test_if_match_on_patch_is_atomic_with_the_save(client: Any, flow: Any, auth: Any,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_if_match_on_patch_is_atomic_with_the_save(
+    client: Any, flow: Any, auth: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The race made deterministic: another writer revises the order right after this
     request's If-Match check passed. The request must then be refused (409/412), since the
     order is no longer at the ETag it names."""
@@ -281,21 +311,32 @@ def test_if_match_on_patch_is_atomic_with_the_save(client: Any, flow: Any, auth:
         if not interleaved:  # the other writer, between the check and the save
             interleaved.append(1)
             ctx = request.app.state.ctx
-            ctx.app.add_note(CommandContext.for_actor("ops", Role.OPERATOR, Channel.CLI),
-                             UUID(order_id), "written meanwhile")
+            ctx.app.add_note(
+                CommandContext.for_actor("ops", Role.OPERATOR, Channel.CLI),
+                UUID(order_id),
+                "written meanwhile",
+            )
 
     monkeypatch.setattr(module, "check_if_match", check_then_someone_writes)
-    response = client.patch(f"{ORDER_PATH}/{order_id}", json={"description": "mine"},
-                            headers={**auth("integrator"), "If-Match": tag,
-                                     "Content-Type": "application/merge-patch+json"})
+    response = client.patch(
+        f"{ORDER_PATH}/{order_id}",
+        json={"description": "mine"},
+        headers={
+            **auth("integrator"),
+            "If-Match": tag,
+            "Content-Type": "application/merge-patch+json",
+        },
+    )
     assert interleaved
     assert response.status_code in (409, 412), (
         f"PATCH with If-Match {tag} was applied to a later version: {response.status_code} "
-        f"{response.text[:200]}")
+        f"{response.text[:200]}"
+    )
 
 
-def test_a_refused_patch_writes_nothing(client: Any, flow: Any, auth: Any,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refused_patch_writes_nothing(
+    client: Any, flow: Any, auth: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A PATCH with a header change and a note; another writer saves after this request
     loaded the order and before it saves. Whatever the answer, it must be all or nothing:
     200 with both changes, or 409/412 with neither."""
@@ -310,16 +351,18 @@ def test_a_refused_patch_writes_nothing(client: Any, flow: Any, auth: Any,
         if not stage["interleaved"]:  # someone else writes before this request saves
             stage["interleaved"] = True
             other = app.get_order(order.id)
-            other.add_note(CommandContext.for_actor("ops", Role.OPERATOR, Channel.CLI),
-                           "written meanwhile")
+            other.add_note(
+                CommandContext.for_actor("ops", Role.OPERATOR, Channel.CLI), "written meanwhile"
+            )
             app.save(other)
         return real_save(order)
 
     monkeypatch.setattr(app, "_save", save)
-    response = client.patch(f"{ORDER_PATH}/{order_id}",
-                            json={"description": "mine", "note": [{"text": "my note"}]},
-                            headers={**auth("integrator"),
-                                     "Content-Type": "application/merge-patch+json"})
+    response = client.patch(
+        f"{ORDER_PATH}/{order_id}",
+        json={"description": "mine", "note": [{"text": "my note"}]},
+        headers={**auth("integrator"), "Content-Type": "application/merge-patch+json"},
+    )
     monkeypatch.undo()
     assert stage["interleaved"] and response.status_code < 500, response.text
     view = flow.view(order_id)
@@ -328,4 +371,5 @@ def test_a_refused_patch_writes_nothing(client: Any, flow: Any, auth: Any,
         assert mine == (True, True), view
     else:
         assert mine == (False, False), (
-            f"answered {response.status_code} but wrote (revision, note) = {mine}")
+            f"answered {response.status_code} but wrote (revision, note) = {mine}"
+        )

@@ -106,13 +106,15 @@ SPEC_DEFECTS = [
         "endpoints (the server POSTs events to `{callback}/listener/<event>` of a listener "
         "registered on /hub); a server does not serve them. They also answer 201 with an "
         "EventSubscription body, a copy-paste slip (v5 answers 204). Left out of the run.",
-        _drop_listeners),
+        _drop_listeners,
+    ),
     SpecDefect(
         "ServiceOrderItemRef-requires-undeclared-id",
         "ServiceOrderItemRef lists `required: [id]` but declares no `id` property: the "
         "item is named by `itemId` (with serviceOrderId / serviceOrderHref). We emit "
         "`itemId`; requests may use either.",
-        _item_ref_without_required_id),
+        _item_ref_without_required_id,
+    ),
 ]
 
 
@@ -124,16 +126,27 @@ class DeclaredStatus:
     why: str
 
 
-BODY_OPERATIONS = (("post", "/serviceOrder"), ("patch", "/serviceOrder/{id}"),
-                   ("post", "/cancelServiceOrder"), ("post", "/hub"))
+BODY_OPERATIONS = (
+    ("post", "/serviceOrder"),
+    ("patch", "/serviceOrder/{id}"),
+    ("post", "/cancelServiceOrder"),
+    ("post", "/hub"),
+)
 DECLARED_STATUSES = [
-    DeclaredStatus(404, (("post", "/cancelServiceOrder"),),
-                   "the service order the cancellation names does not exist (or is deleted)"),
-    DeclaredStatus(415, BODY_OPERATIONS,
-                   "the body is not sent as JSON (no or another Content-Type)"),
+    DeclaredStatus(
+        404,
+        (("post", "/cancelServiceOrder"),),
+        "the service order the cancellation names does not exist (or is deleted)",
+    ),
+    DeclaredStatus(
+        415, BODY_OPERATIONS, "the body is not sent as JSON (no or another Content-Type)"
+    ),
     DeclaredStatus(413, BODY_OPERATIONS, "the body exceeds 1 MiB (docs/security.md)"),
-    DeclaredStatus(412, (("patch", "/serviceOrder/{id}"), ("delete", "/serviceOrder/{id}")),
-                   "`If-Match` names another version than the order's current ETag"),
+    DeclaredStatus(
+        412,
+        (("patch", "/serviceOrder/{id}"), ("delete", "/serviceOrder/{id}")),
+        "`If-Match` names another version than the order's current ETag",
+    ),
 ]
 
 
@@ -142,18 +155,18 @@ NUL = "or a text holds a NUL character (PostgreSQL cannot store one)"
 BUSINESS_REFUSALS: dict[str, dict[int, str]] = {
     "POST /serviceOrder": {
         400: "the catalog refuses the order: unknown specification, missing or invalid "
-             "characteristics, empty or duplicate item ids, quantity < 1, dependencies on "
-             f"unknown items, too many items or too long texts, {NUL} (every problem "
-             "listed)",
+        "characteristics, empty or duplicate item ids, quantity < 1, dependencies on "
+        f"unknown items, too many items or too long texts, {NUL} (every problem "
+        "listed)",
     },
     "PATCH /serviceOrder/{id}": {
         400: "the revised items or header fail the catalog's validation, a note or party "
-             "id is empty, expectedCompletionDate / externalReference / orderRelationship "
-             f"cannot be changed by PATCH, {NUL}",
+        "id is empty, expectedCompletionDate / externalReference / orderRelationship "
+        f"cannot be changed by PATCH, {NUL}",
         404: "no such order",
         409: "the order's state forbids the change (final, past the point of no return), "
-             "or the patch changes `state` (use cancelServiceOrder / the workflow) or "
-             "`externalId` (never changes)",
+        "or the patch changes `state` (use cancelServiceOrder / the workflow) or "
+        "`externalId` (never changes)",
     },
     "DELETE /serviceOrder/{id}": {
         404: "no such order",
@@ -164,12 +177,12 @@ BUSINESS_REFUSALS: dict[str, dict[int, str]] = {
         400: f"the order reference is empty, {NUL}",
         404: "no such order",
         409: "the order's state does not allow a cancellation request (final, past the "
-             "point of no return, or a request is already being assessed)",
+        "point of no return, or a request is already being assessed)",
     },
     "GET /cancelServiceOrder/{id}": {404: "no such cancellation request"},
     "POST /hub": {
         400: "the callback is not a strict absolute http(s) URL on an allowed host (public "
-             f"addresses only by default), the query is not a filter we understand, {NUL}",
+        f"addresses only by default), the query is not a filter we understand, {NUL}",
     },
     "DELETE /hub/{id}": {404: "no such listener"},
 }
@@ -186,9 +199,12 @@ class Extension:
 
 
 EXTENSIONS = [
-    Extension("GET", "/hub/{id}",
-              "reads a registered listener back (the spec has only POST /hub and DELETE "
-              "/hub/{id}; a client may check its subscription before relying on it)"),
+    Extension(
+        "GET",
+        "/hub/{id}",
+        "reads a registered listener back (the spec has only POST /hub and DELETE "
+        "/hub/{id}; a client may check its subscription before relying on it)",
+    ),
 ]
 
 
@@ -213,14 +229,16 @@ INPUT_LENIENCIES = [
         "accept parties without them (upstream systems and the TMF samples often omit "
         "them) and default them to RelatedParty / Individual; responses always carry both "
         "(checked by the response schema).",
-        _related_party_needs_only_id),
+        _related_party_needs_only_id,
+    ),
 ]
 
 
 def official_spec() -> dict[str, Any]:
     raw = SPEC.read_bytes()
     assert hashlib.sha256(raw).hexdigest() == SPEC_SHA256, (
-        f"{SPEC} is not TM Forum's published TMF641 v4.1.0 document")
+        f"{SPEC} is not TM Forum's published TMF641 v4.1.0 document"
+    )
     spec = json.loads(raw)
     for defect in SPEC_DEFECTS:
         defect.fix(spec)
@@ -228,7 +246,8 @@ def official_spec() -> dict[str, Any]:
         for method, path in declared.operations:
             spec["paths"][path][method]["responses"].setdefault(
                 str(declared.status),
-                {"description": declared.why, "schema": {"$ref": "#/definitions/Error"}})
+                {"description": declared.why, "schema": {"$ref": "#/definitions/Error"}},
+            )
     return spec
 
 
@@ -244,26 +263,33 @@ def lenient_body_validators(spec: dict[str, Any]) -> dict[str, jsonschema_rs.Dra
                 if parameter.get("in") == "body":
                     validators[f"{method.upper()} {path}"] = jsonschema_rs.Draft4Validator(
                         {"allOf": [parameter["schema"]], "definitions": relaxed["definitions"]},
-                        validate_formats=True)
+                        validate_formats=True,
+                    )
     return validators
 
 
 def schemathesis_config(base_url: str, backend: str) -> SchemathesisConfig:
     operations = [
-        {"include-name": label,
-         "checks": {"positive_data_acceptance": {
-             "expected-statuses": ["2xx", *map(str, statuses)]}}}
-        for label, statuses in BUSINESS_REFUSALS.items()]
-    return SchemathesisConfig.from_dict({
-        "seed": SEED,
-        "base-url": base_url,
-        "generation": {"max-examples": EXAMPLES},
-        # The coverage phase (boundary values and type violations of every parameter and
-        # body property, request-shape probes) runs on PostgreSQL; on SQLite, which shares
-        # all of the API but the read-model SQL, the examples and fuzzing phases do.
-        "phases": {"coverage": {"enabled": backend in COVERAGE_BACKENDS}},
-        "operations": operations,
-    })
+        {
+            "include-name": label,
+            "checks": {
+                "positive_data_acceptance": {"expected-statuses": ["2xx", *map(str, statuses)]}
+            },
+        }
+        for label, statuses in BUSINESS_REFUSALS.items()
+    ]
+    return SchemathesisConfig.from_dict(
+        {
+            "seed": SEED,
+            "base-url": base_url,
+            "generation": {"max-examples": EXAMPLES},
+            # The coverage phase (boundary values and type violations of every parameter and
+            # body property, request-shape probes) runs on PostgreSQL; on SQLite, which shares
+            # all of the API but the read-model SQL, the examples and fuzzing phases do.
+            "phases": {"coverage": {"enabled": backend in COVERAGE_BACKENDS}},
+            "operations": operations,
+        }
+    )
 
 
 # --------------------------------------------------------------------- seeded data
@@ -282,28 +308,51 @@ def seed_orders(app: ServiceOrders, actors: Any, samples: Any) -> tuple[list[str
 
     def order() -> Any:
         head = OrderHeader(
-            external_id=f"seed-{next(counter)}", description="seeded", category="enterprise",
-            priority="1", requested_start_date="2031-01-02",
+            external_id=f"seed-{next(counter)}",
+            description="seeded",
+            category="enterprise",
+            priority="1",
+            requested_start_date="2031-01-02",
             requested_completion_date="2031-02-03T10:00:00+01:00",
             notification_contact="noc@example.com",
-            related_parties=(Party(id="CUST-1", name="Acme", role="customer"),
-                             Party(id="U-7", role="requester", referred_type="Individual")),
-            order_relationships=(OrderRelationship(id="PO-1", relationship_type="cross-ref"),))
-        order_id, _ = app.receive_order(up, head, samples.items(),
-                                        notes=[Note(text="call before coming")])
+            related_parties=(
+                Party(id="CUST-1", name="Acme", role="customer"),
+                Party(id="U-7", role="requester", referred_type="Individual"),
+            ),
+            order_relationships=(OrderRelationship(id="PO-1", relationship_type="cross-ref"),),
+        )
+        order_id, _ = app.receive_order(
+            up, head, samples.items(), notes=[Note(text="call before coming")]
+        )
         return order_id
 
-    ids = {state: order() for state in (
-        "acknowledged", "acknowledged2", "rejected", "inProgress", "inProgress2", "held",
-        "pending", "assessingCancellation", "pendingCancellation", "cancelled", "completed",
-        "failed", "partial")}
+    ids = {
+        state: order()
+        for state in (
+            "acknowledged",
+            "acknowledged2",
+            "rejected",
+            "inProgress",
+            "inProgress2",
+            "held",
+            "pending",
+            "assessingCancellation",
+            "pendingCancellation",
+            "cancelled",
+            "completed",
+            "failed",
+            "partial",
+        )
+    }
     app.reject(mgr, ids["rejected"], "no budget")
     for state in list(ids)[3:]:
         app.approve(mgr, ids[state], note="ok")
     app.hold(ful, ids["held"], "site not ready")
     app.request_information(ful, ids["pending"], "which floor?")
-    cancellations = [app.request_cancellation(up, ids[state], reason="moving") for state in (
-        "assessingCancellation", "pendingCancellation", "cancelled", "inProgress2")]
+    cancellations = [
+        app.request_cancellation(up, ids[state], reason="moving")
+        for state in ("assessingCancellation", "pendingCancellation", "cancelled", "inProgress2")
+    ]
     app.deny_cancellation(mgr, ids["inProgress2"], "work has started")
     app.approve_cancellation(mgr, ids["pendingCancellation"], note="fine")
     app.approve_cancellation(mgr, ids["cancelled"])
@@ -329,8 +378,11 @@ def seed_listeners(base_url: str) -> list[str]:
     # Port 9 (discard) on loopback: with delivery off nothing is ever sent there anyway.
     ids = []
     for query in (None, "eventType=ServiceOrderStateChangeEvent"):
-        response = httpx.post(f"{base_url}/hub", json={"callback": "http://127.0.0.1:9/cb",
-                                                       "query": query}, timeout=10)
+        response = httpx.post(
+            f"{base_url}/hub",
+            json={"callback": "http://127.0.0.1:9/cb", "query": query},
+            timeout=10,
+        )
         assert response.status_code == 201, response.text
         ids.append(response.json()["id"])
     return ids
@@ -339,16 +391,23 @@ def seed_listeners(base_url: str) -> list[str]:
 # A valid item of our catalog: swapped into some generated orders and patches, so that
 # the header attributes schemathesis generates reach a 201 / 200 response.
 CATALOG_ITEM = {
-    "id": "1", "action": "add",
-    "service": {"serviceSpecification": {"id": "internet-access"},
-                "serviceCharacteristic": [{"name": "bandwidthMbps", "value": 100},
-                                          {"name": "accessType", "value": "fibre"}],
-                "place": [{"id": "S1", "role": "installationSite"}]}}
+    "id": "1",
+    "action": "add",
+    "service": {
+        "serviceSpecification": {"id": "internet-access"},
+        "serviceCharacteristic": [
+            {"name": "bandwidthMbps", "value": 100},
+            {"name": "accessType", "value": "fibre"},
+        ],
+        "place": [{"id": "S1", "role": "installationSite"}],
+    },
+}
 
 
 def _stable_hash(value: object) -> int:
-    return zlib.crc32(json.dumps(value, sort_keys=True, default=str)
-                      .encode("utf-8", "surrogatepass"))
+    return zlib.crc32(
+        json.dumps(value, sort_keys=True, default=str).encode("utf-8", "surrogatepass")
+    )
 
 
 def _sometimes(value: object) -> bool:
@@ -377,24 +436,28 @@ def api_settings(settings: Settings) -> Settings:
     called) and one loopback listener allowed explicitly (127.0.0.1:9, discard): the
     default policy refuses loopback."""
     init_database(settings)
-    return settings.model_copy(update={"hub_delivery": False,
-                                       "hub_allowed_hosts": "127.0.0.1:9"})
+    return settings.model_copy(update={"hub_delivery": False, "hub_allowed_hosts": "127.0.0.1:9"})
 
 
 @pytest.fixture
-def tmf641_schema(live_server: str, api_settings: Settings, open_app: Any, actors: Any,
-                  samples: Any) -> Iterator[Any]:
+def tmf641_schema(
+    live_server: str, api_settings: Settings, open_app: Any, actors: Any, samples: Any
+) -> Iterator[Any]:
     orders, cancellations = seed_orders(open_app(api_settings), actors, samples)
     bring_read_models_up_to_date(api_settings)
     seeded = Seeded(orders, cancellations, seed_listeners(live_server + BASE_PATH))
     spec = official_spec()
     LENIENT.clear()
     LENIENT.update(lenient_body_validators(spec))
-    schema = schemathesis.openapi.from_dict(spec, config=schemathesis_config(
-        live_server + BASE_PATH, api_settings.database.kind))
+    schema = schemathesis.openapi.from_dict(
+        spec, config=schemathesis_config(live_server + BASE_PATH, api_settings.database.kind)
+    )
 
-    known_ids = {"/serviceOrder/{id}": seeded.orders, "/hub/{id}": seeded.listeners,
-                 "/cancelServiceOrder/{id}": seeded.cancellations}
+    known_ids = {
+        "/serviceOrder/{id}": seeded.orders,
+        "/hub/{id}": seeded.listeners,
+        "/cancelServiceOrder/{id}": seeded.cancellations,
+    }
 
     @schema.hook
     def filter_case(context: Any, case: Any) -> bool:
@@ -405,23 +468,31 @@ def tmf641_schema(live_server: str, api_settings: Settings, open_app: Any, actor
         path = context.operation.path
         # Most generated ids name nothing (404); two in three name a seeded resource.
         if case.path_parameters and isinstance(case.path_parameters.get("id"), str):
-            case.path_parameters["id"] = _pick(known_ids.get(path, []),
-                                               case.path_parameters["id"], case.body)
+            case.path_parameters["id"] = _pick(
+                known_ids.get(path, []), case.path_parameters["id"], case.body
+            )
         body = case.body
-        if case.meta is None or not case.meta.generation.mode.is_positive \
-                or not isinstance(body, dict):
+        if (
+            case.meta is None
+            or not case.meta.generation.mode.is_positive
+            or not isinstance(body, dict)
+        ):
             return case  # negative bodies stay exactly as generated
         if path == "/cancelServiceOrder" and isinstance(body.get("serviceOrder"), dict):
-            body["serviceOrder"]["id"] = _pick(seeded.orders, body["serviceOrder"].get("id"),
-                                               body)
+            body["serviceOrder"]["id"] = _pick(seeded.orders, body["serviceOrder"].get("id"), body)
         elif path == "/hub" and _sometimes(body):
             body["callback"] = "http://127.0.0.1:9/listener-base"
         elif path == "/serviceOrder" and _sometimes(body):
             body["serviceOrderItem"] = [CATALOG_ITEM]
         elif path == "/serviceOrder/{id}" and _sometimes(body):
             # A patch we can apply: our catalog's item, none of the attributes PATCH refuses.
-            for refused in ("state", "externalId", "expectedCompletionDate",
-                            "externalReference", "orderRelationship"):
+            for refused in (
+                "state",
+                "externalId",
+                "expectedCompletionDate",
+                "externalReference",
+                "orderRelationship",
+            ):
                 body.pop(refused, None)
             if "serviceOrderItem" in body:
                 body["serviceOrderItem"] = [CATALOG_ITEM]
@@ -430,10 +501,14 @@ def tmf641_schema(live_server: str, api_settings: Settings, open_app: Any, actor
     for tally in (COUNTS, SECONDS, STATUSES):
         tally.clear()
     yield schema
-    report = {label: {phase: COUNTS[label, phase] for phase in PHASES}
-              | {"seconds": round(SECONDS[label], 1),
-                 "statuses": {s: n for (op, s), n in sorted(STATUSES.items()) if op == label}}
-              for label in sorted(operation_labels(schema))}
+    report = {
+        label: {phase: COUNTS[label, phase] for phase in PHASES}
+        | {
+            "seconds": round(SECONDS[label], 1),
+            "statuses": {s: n for (op, s), n in sorted(STATUSES.items()) if op == label},
+        }
+        for label in sorted(operation_labels(schema))
+    }
     print(json.dumps(report, indent=1))
     short = {label: n["fuzzing"] for label, n in report.items() if n["fuzzing"] < EXAMPLES}
     assert not short, f"operations with fewer than {EXAMPLES} generated requests: {short}"
@@ -458,8 +533,11 @@ def negative_data_rejection_but_lenient(ctx: Any, response: Any, case: Any) -> b
     meta = case.meta
     if meta is not None and meta.generation.mode.is_negative and response.status_code < 300:
         validator = LENIENT.get(case.operation.label)
-        others_positive = all(info.mode.is_positive for location, info
-                              in meta.components.items() if location.value != "body")
+        others_positive = all(
+            info.mode.is_positive
+            for location, info in meta.components.items()
+            if location.value != "body"
+        )
         if validator is not None and others_positive and validator.is_valid(case.body):
             return None
     return negative_data_rejection(ctx, response, case)
@@ -481,8 +559,9 @@ def allow_header_with_extensions(ctx: Any, response: Any, case: Any) -> bool | N
     try:
         return allow_header_conformance(ctx, response, case)
     except AllowHeaderMismatch as mismatch:
-        if mismatch.missing_methods or not set(mismatch.undocumented_methods) \
-                <= _extension_methods(case):
+        if mismatch.missing_methods or not set(mismatch.undocumented_methods) <= _extension_methods(
+            case
+        ):
             raise
         return None
 
@@ -491,8 +570,9 @@ def hub_callbacks_stay_on_loopback(ctx: Any, response: Any, case: Any) -> bool |
     """The hub must never register a listener outside the allow-list (127.0.0.1:9 here)."""
     if case.operation.label == "POST /hub" and response.status_code == 201:
         where = urlsplit(response.json()["callback"])
-        assert where.hostname in LOOPBACK and where.port == 9, \
+        assert where.hostname in LOOPBACK and where.port == 9, (
             f"the hub registered a callback to {where.netloc}"
+        )
     return None
 
 
@@ -506,10 +586,13 @@ def sampled_out(case: Any) -> bool:
     if case.meta is None:
         return False
     data = case.meta.phase.data
-    return (case.meta.phase.name == TestPhase.COVERAGE and case.operation.label in BODY_HEAVY
-            and data.parameter_location == ParameterLocation.BODY
-            and data.scenario not in REQUEST_SHAPE_PROBES
-            and _stable_hash([data.description, case.body]) % COVERAGE_SAMPLE != 0)
+    return (
+        case.meta.phase.name == TestPhase.COVERAGE
+        and case.operation.label in BODY_HEAVY
+        and data.parameter_location == ParameterLocation.BODY
+        and data.scenario not in REQUEST_SHAPE_PROBES
+        and _stable_hash([data.description, case.body]) % COVERAGE_SAMPLE != 0
+    )
 
 
 @schema.parametrize()
@@ -518,13 +601,20 @@ def test_official_tmf641_spec(case: Any) -> None:
     started = time.monotonic()
     try:
         response = case.call_and_validate(
-            excluded_checks=[content_type_conformance, negative_data_rejection,
-                             unsupported_method, allow_header_conformance],
-            additional_checks=[content_type_unless_no_content,
-                               negative_data_rejection_but_lenient,
-                               unsupported_method_except_extensions,
-                               allow_header_with_extensions,
-                               hub_callbacks_stay_on_loopback])
+            excluded_checks=[
+                content_type_conformance,
+                negative_data_rejection,
+                unsupported_method,
+                allow_header_conformance,
+            ],
+            additional_checks=[
+                content_type_unless_no_content,
+                negative_data_rejection_but_lenient,
+                unsupported_method_except_extensions,
+                allow_header_with_extensions,
+                hub_callbacks_stay_on_loopback,
+            ],
+        )
         STATUSES[case.operation.label, response.status_code] += 1
     finally:
         SECONDS[case.operation.label] += time.monotonic() - started
@@ -535,8 +625,11 @@ ORDERS = f"{BASE_PATH}/serviceOrder"
 
 
 def test_an_undeclared_method_gets_405_allowing_every_method_of_the_path(open_client):
-    for path, allowed in ((ORDERS, "GET, POST"), (f"{ORDERS}/x", "DELETE, GET, PATCH"),
-                          (f"{BASE_PATH}/cancelServiceOrder", "GET, POST")):
+    for path, allowed in (
+        (ORDERS, "GET, POST"),
+        (f"{ORDERS}/x", "DELETE, GET, PATCH"),
+        (f"{BASE_PATH}/cancelServiceOrder", "GET, POST"),
+    ):
         response = open_client.request("OPTIONS", path)
         assert response.status_code == 405, response.text
         assert response.headers["allow"] == allowed
@@ -573,16 +666,20 @@ def test_date_times_need_a_timezone_and_notes_carry_no_nulls(open_client, order_
     assert open_client.post(ORDERS, json=naive).status_code == 400
     created = open_client.post(ORDERS, json=order_body(note=[{"text": "hello"}]))
     assert created.json()["note"] == [{"text": "hello", "@type": "Note"}]
-    cancel = {"serviceOrder": {"id": created.json()["id"]},
-              "requestedCancellationDate": "2030-01-01T10:00:00"}
+    cancel = {
+        "serviceOrder": {"id": created.json()["id"]},
+        "requestedCancellationDate": "2030-01-01T10:00:00",
+    }
     assert open_client.post(f"{BASE_PATH}/cancelServiceOrder", json=cancel).status_code == 400
 
 
 def test_patch_refuses_what_it_cannot_change(open_client, order_body):
     order = open_client.post(ORDERS, json=order_body("fixed")).json()
-    for attribute, value in (("externalReference", [{"name": "crm"}]),
-                             ("orderRelationship", [{"id": "1", "relationshipType": "x"}]),
-                             ("expectedCompletionDate", "2031-01-01T00:00:00Z")):
+    for attribute, value in (
+        ("externalReference", [{"name": "crm"}]),
+        ("orderRelationship", [{"id": "1", "relationshipType": "x"}]),
+        ("expectedCompletionDate", "2031-01-01T00:00:00Z"),
+    ):
         response = open_client.patch(f"{ORDERS}/{order['id']}", json={attribute: value})
         assert response.status_code == 400, response.text
         assert response.json()["code"] == "unchangeable_attribute"

@@ -34,12 +34,22 @@ NEWMAN = ROOT / ".ci" / "node_modules" / ".bin" / "newman"
 BASE_PATH = "/tmf-api/serviceOrdering/v4"
 
 # The kit's config.json mechanism: the POST payload is an order our catalog accepts.
-PAYLOAD = {"serviceOrderItem": [{
-    "id": "1", "action": "add",
-    "service": {"serviceSpecification": {"id": "internet-access"},
-                "serviceCharacteristic": [{"name": "bandwidthMbps", "value": 100},
-                                          {"name": "accessType", "value": "fibre"}],
-                "place": [{"id": "S1", "role": "installationSite"}]}}]}
+PAYLOAD = {
+    "serviceOrderItem": [
+        {
+            "id": "1",
+            "action": "add",
+            "service": {
+                "serviceSpecification": {"id": "internet-access"},
+                "serviceCharacteristic": [
+                    {"name": "bandwidthMbps", "value": 100},
+                    {"name": "accessType", "value": "fibre"},
+                ],
+                "place": [{"id": "S1", "role": "installationSite"}],
+            },
+        }
+    ]
+}
 
 # Requests and assertions of the kit (9 requests; some send without asserting anything).
 CTK_REQUESTS = 9
@@ -50,14 +60,32 @@ def newman() -> Path:
     if not NEWMAN.exists():
         npm = shutil.which("npm")
         if npm is None:
-            pytest.fail("newman is not installed in .ci/node_modules and npm is not on PATH: "
-                        "install Node.js and npm (bash .ci/run does the rest)", pytrace=False)
-        done = subprocess.run([npm, "install", "--prefix", str(ROOT / ".ci"), NEWMAN_PACKAGE,
-                               "--no-audit", "--no-fund"],
-                              capture_output=True, text=True, timeout=600, check=False)
+            pytest.fail(
+                "newman is not installed in .ci/node_modules and npm is not on PATH: "
+                "install Node.js and npm (bash .ci/run does the rest)",
+                pytrace=False,
+            )
+        done = subprocess.run(
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(ROOT / ".ci"),
+                NEWMAN_PACKAGE,
+                "--no-audit",
+                "--no-fund",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         if done.returncode != 0 or not NEWMAN.exists():
-            pytest.fail(f"could not install {NEWMAN_PACKAGE} into .ci/node_modules:\n"
-                        f"{done.stdout}\n{done.stderr}", pytrace=False)
+            pytest.fail(
+                f"could not install {NEWMAN_PACKAGE} into .ci/node_modules:\n"
+                f"{done.stdout}\n{done.stderr}",
+                pytrace=False,
+            )
     return NEWMAN
 
 
@@ -78,7 +106,8 @@ def apply_kit_config(config: dict[str, Any], into: Path) -> tuple[Path, Path]:
     assert not errors, f"the CTK payload does not pass the kit's own schema: {errors}"
 
     collection = json.loads(
-        (KIT / "CTK-Service_Ordering-4.0.0.postman_collection.json").read_text("utf-8"))
+        (KIT / "CTK-Service_Ordering-4.0.0.postman_collection.json").read_text("utf-8")
+    )
     headers = [{"key": k, "value": v} for k, v in config["headers"].items()]
     requests = list(_requests(collection["item"]))
     assert len(requests) == CTK_REQUESTS, "not the kit this test was written for"
@@ -86,8 +115,7 @@ def apply_kit_config(config: dict[str, Any], into: Path) -> tuple[Path, Path]:
         request["header"] = copy.deepcopy(headers)
     requests[0]["body"] = {"mode": "raw", "raw": json.dumps(payload, indent=2)}
 
-    environment = json.loads(
-        (KIT / "TMFENV-V4.0.0.postman_environment.json").read_text("utf-8"))
+    environment = json.loads((KIT / "TMFENV-V4.0.0.postman_environment.json").read_text("utf-8"))
     for variable in environment["values"]:
         if variable["key"] == "Service_Ordering":
             variable["value"] = config["url"]
@@ -107,25 +135,46 @@ def _requests(items: list[dict[str, Any]]) -> Any:
             yield item["request"]
 
 
-def test_tm_forum_ctk_passes(live_server: str, tmp_path: Path,
-                             order_body: Callable[..., dict[str, Any]]) -> None:
+def test_tm_forum_ctk_passes(
+    live_server: str, tmp_path: Path, order_body: Callable[..., dict[str, Any]]
+) -> None:
     # Other orders in the store: the kit checks every order the list returns.
     for external_id in ("ctk-neighbour-1", "ctk-neighbour-2"):
-        response = httpx.post(f"{live_server}{BASE_PATH}/serviceOrder",
-                              json=order_body(external_id), timeout=30)
+        response = httpx.post(
+            f"{live_server}{BASE_PATH}/serviceOrder", json=order_body(external_id), timeout=30
+        )
         assert response.status_code == 201, response.text
     collection, environment = apply_kit_config(kit_config(live_server), tmp_path)
     results = tmp_path / "jsonResults.json"
     done = subprocess.run(
-        [str(newman()), "run", str(collection), "-e", str(environment), "--insecure",
-         "--color", "off", "--reporters", "cli,json", "--reporter-json-export", str(results)],
-        capture_output=True, text=True, timeout=300, check=False)
+        [
+            str(newman()),
+            "run",
+            str(collection),
+            "-e",
+            str(environment),
+            "--insecure",
+            "--color",
+            "off",
+            "--reporters",
+            "cli,json",
+            "--reporter-json-export",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert results.exists(), f"newman wrote no results:\n{done.stdout}\n{done.stderr}"
 
     run = json.loads(results.read_text(encoding="utf-8"))["run"]
     stats = run["stats"]
-    failures = [f"{f['source'].get('name', '?')}: {f['error'].get('test', '')} "
-                f"{f['error'].get('message', '')}" for f in run["failures"]]
+    failures = [
+        f"{f['source'].get('name', '?')}: {f['error'].get('test', '')} "
+        f"{f['error'].get('message', '')}"
+        for f in run["failures"]
+    ]
     assert not failures, "CTK failures:\n" + "\n".join(failures) + f"\n\n{done.stdout}"
     assert stats["requests"]["total"] == CTK_REQUESTS and stats["requests"]["failed"] == 0
     assert stats["assertions"]["failed"] == 0

@@ -54,10 +54,18 @@ HUB = f"{BASE}/hub"
 MAX_BODY = 1_048_576
 SPEC = Path(__file__).parent / "tmf641" / "TMF641-ServiceOrdering-v4.1.0.swagger.json"
 
-FUZZ = hsettings(max_examples=120, deadline=None, database=None, derandomize=False,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                        HealthCheck.too_slow, HealthCheck.data_too_large,
-                                        HealthCheck.filter_too_much])
+FUZZ = hsettings(
+    max_examples=120,
+    deadline=None,
+    database=None,
+    derandomize=False,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 # ---------------------------------------------------------------------- the answers
@@ -69,8 +77,9 @@ def assert_answer(response: Any, what: object = "") -> None:
         content_type = response.headers.get("content-type") or ""
         if isinstance(content_type, list):  # schemathesis' responses: a list per header
             content_type = content_type[0] if content_type else ""
-        assert content_type.startswith("application/json"), \
+        assert content_type.startswith("application/json"), (
             f"{what!r}: {status} without a JSON body"
+        )
         body = response.json()
         assert isinstance(body, dict), f"{what!r}: {body!r}"
         assert body.get("@type") == "Error", f"{what!r}: {body!r}"
@@ -83,24 +92,43 @@ def make_body(external_id: str | None = None) -> dict[str, Any]:
     """A valid ServiceOrder_Create of our catalog (as tests/api/conftest.py's)."""
     place = [{"id": "S1", "name": "Site one"}]
     body: dict[str, Any] = {
-        "description": "internet and a router", "category": "enterprise", "priority": "2",
+        "description": "internet and a router",
+        "category": "enterprise",
+        "priority": "2",
         "requestedStartDate": "2031-01-02T10:00:00Z",
         "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
         "note": [{"text": "call first", "author": "crm"}],
         "serviceOrderItem": [
-            {"id": "1", "action": "add", "@type": "ServiceOrderItem", "quantity": 1,
-             "service": {"serviceSpecification": {"id": "internet-access"},
-                         "serviceCharacteristic": [
-                             {"name": "bandwidthMbps", "value": 100},
-                             {"name": "accessType", "value": "fibre"}],
-                         "place": place}},
-            {"id": "2", "action": "add", "@type": "ServiceOrderItem",
-             "service": {"serviceSpecification": {"id": "managed-router"},
-                         "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
-                         "place": place},
-             "serviceOrderItemRelationship": [
-                 {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}]}],
-        "@type": "ServiceOrder"}
+            {
+                "id": "1",
+                "action": "add",
+                "@type": "ServiceOrderItem",
+                "quantity": 1,
+                "service": {
+                    "serviceSpecification": {"id": "internet-access"},
+                    "serviceCharacteristic": [
+                        {"name": "bandwidthMbps", "value": 100},
+                        {"name": "accessType", "value": "fibre"},
+                    ],
+                    "place": place,
+                },
+            },
+            {
+                "id": "2",
+                "action": "add",
+                "@type": "ServiceOrderItem",
+                "service": {
+                    "serviceSpecification": {"id": "managed-router"},
+                    "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
+                    "place": place,
+                },
+                "serviceOrderItemRelationship": [
+                    {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}
+                ],
+            },
+        ],
+        "@type": "ServiceOrder",
+    }
     if external_id is not None:
         body["externalId"] = external_id
     return body
@@ -110,17 +138,57 @@ def make_body(external_id: str | None = None) -> dict[str, Any]:
 # Integers within 64 bits and shallow nesting here; the edge cases beyond (huge integers,
 # deep nesting, 4,300+ digit numbers: 400 invalid_json) are pinned in EDGE_CASES.
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-LEAVES = (st.none() | st.booleans() | INT64 | st.floats(allow_nan=False)
-          | st.text(max_size=40)
-          | st.sampled_from(["", "add", "modify", "delete", "noChange", "explode", "ADD",
-                             "acknowledged", "inProgress", "completed", "teleport",
-                             "2031-01-01T00:00:00Z", "2031-13-45", "00000000-0000-0000-0000-"
-                             "000000000000", "internet-access", "\u202e\ufeff", "💥" * 5]))
-JSON = st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=4)
-                    | st.dictionaries(st.text(max_size=16), inner, max_size=4),
-                    max_leaves=25)
-UNKNOWN_ENUMS = st.sampled_from(["explode", "Add", "ADD", "remove", "upgrade", "", " add",
-                                 "add ", "null", "pending", "cancelled", "assessing"])
+LEAVES = (
+    st.none()
+    | st.booleans()
+    | INT64
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40)
+    | st.sampled_from(
+        [
+            "",
+            "add",
+            "modify",
+            "delete",
+            "noChange",
+            "explode",
+            "ADD",
+            "acknowledged",
+            "inProgress",
+            "completed",
+            "teleport",
+            "2031-01-01T00:00:00Z",
+            "2031-13-45",
+            "00000000-0000-0000-0000-000000000000",
+            "internet-access",
+            "\u202e\ufeff",
+            "💥" * 5,
+        ]
+    )
+)
+JSON = st.recursive(
+    LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=16), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+UNKNOWN_ENUMS = st.sampled_from(
+    [
+        "explode",
+        "Add",
+        "ADD",
+        "remove",
+        "upgrade",
+        "",
+        " add",
+        "add ",
+        "null",
+        "pending",
+        "cancelled",
+        "assessing",
+    ]
+)
 
 
 def deep(depth: int, leaf: Any = 1) -> Any:
@@ -175,48 +243,90 @@ def mutated_orders(draw: st.DrawFn) -> dict[str, Any]:
 
 def encode(value: Any) -> bytes:
     # allow_nan: Python's json reads NaN / Infinity, so clients may send them.
-    return json.dumps(value, ensure_ascii=False, allow_nan=True).encode("utf-8",
-                                                                        "surrogatepass")
+    return json.dumps(value, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass")
 
 
 RAW_BODIES = st.one_of(
     st.binary(max_size=300),
     st.text(max_size=200).map(lambda t: t.encode("utf-16")),
     st.text(alphabet="äöüßéèçñ€", min_size=1, max_size=50).map(
-        lambda t: json.dumps({"description": t}, ensure_ascii=False).encode("utf-8")
-        .decode("utf-8").encode("latin-1", "replace")),
-    st.sampled_from([
-        b"", b"null", b"[]", b"{", b'{"serviceOrderItem": [', b"\xff\xfe{\x00}\x00",
-        b'{"serviceOrderItem": NaN}', b'{"description": Infinity, "serviceOrderItem": []}',
-        b'{"a": 1, "a": 2}', b"\xef\xbb\xbf{}", b'{"description": "\\ud800"}',
-        b'{"description": "\\u0000"}', b"[" * 100_000 + b"]" * 100_000,
-        b'{"x":' * 5000 + b"1" + b"}" * 5000, b"1" * 4300, b"-" + b"9" * 4299]),
+        lambda t: (
+            json.dumps({"description": t}, ensure_ascii=False)
+            .encode("utf-8")
+            .decode("utf-8")
+            .encode("latin-1", "replace")
+        )
+    ),
+    st.sampled_from(
+        [
+            b"",
+            b"null",
+            b"[]",
+            b"{",
+            b'{"serviceOrderItem": [',
+            b"\xff\xfe{\x00}\x00",
+            b'{"serviceOrderItem": NaN}',
+            b'{"description": Infinity, "serviceOrderItem": []}',
+            b'{"a": 1, "a": 2}',
+            b"\xef\xbb\xbf{}",
+            b'{"description": "\\ud800"}',
+            b'{"description": "\\u0000"}',
+            b"[" * 100_000 + b"]" * 100_000,
+            b'{"x":' * 5000 + b"1" + b"}" * 5000,
+            b"1" * 4300,
+            b"-" + b"9" * 4299,
+        ]
+    ),
     mutated_orders().map(encode),
     JSON.map(encode),
 )
-CONTENT_TYPES = st.sampled_from([
-    "application/json", "application/json; charset=utf-8", "application/merge-patch+json",
-    "APPLICATION/JSON", "application/json; charset=latin-1", "application/json;;;",
-    "text/plain", "application/xml", "", "application/x-www-form-urlencoded",
-    "multipart/form-data; boundary=xyz", "application/*", "*/*", "json"])
+CONTENT_TYPES = st.sampled_from(
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/merge-patch+json",
+        "APPLICATION/JSON",
+        "application/json; charset=latin-1",
+        "application/json;;;",
+        "text/plain",
+        "application/xml",
+        "",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=xyz",
+        "application/*",
+        "*/*",
+        "json",
+    ]
+)
 HEADER_BYTES = st.binary(max_size=300).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
-HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126),
-                      max_size=300)
-IF_MATCH = st.one_of(HEADER_TEXT, HEADER_BYTES,
-                     st.sampled_from(['"1"', "*", 'W/"1"', '"1", "2"', '"-1"', '"99999999999"',
-                                      '""', ",,,", 'W/', '"1" "2"']))
+HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300)
+IF_MATCH = st.one_of(
+    HEADER_TEXT,
+    HEADER_BYTES,
+    st.sampled_from(
+        ['"1"', "*", 'W/"1"', '"1", "2"', '"-1"', '"99999999999"', '""', ",,,", "W/", '"1" "2"']
+    ),
+)
 
 
 def header_sets() -> st.SearchStrategy[dict[str, bytes]]:
-    return st.fixed_dictionaries({}, optional={
-        "idempotency-key": st.one_of(HEADER_BYTES, HEADER_TEXT.map(str.encode),
-                                     st.just(b" " * 250), st.just(b"k" * 10_000)),
-        "if-match": IF_MATCH.map(lambda v: v if isinstance(v, bytes) else v.encode()),
-        "x-correlation-id": HEADER_BYTES, "x-causation-id": HEADER_BYTES,
-        "x-request-id": HEADER_BYTES,
-        "accept": st.sampled_from([b"text/html", b"application/xml", b"*/*", b"\xff"]),
-        "content-length": st.sampled_from([b"-1", b"abc", b"99999999999999999999", b" 5"]),
-    })
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "idempotency-key": st.one_of(
+                HEADER_BYTES,
+                HEADER_TEXT.map(str.encode),
+                st.just(b" " * 250),
+                st.just(b"k" * 10_000),
+            ),
+            "if-match": IF_MATCH.map(lambda v: v if isinstance(v, bytes) else v.encode()),
+            "x-correlation-id": HEADER_BYTES,
+            "x-causation-id": HEADER_BYTES,
+            "x-request-id": HEADER_BYTES,
+            "accept": st.sampled_from([b"text/html", b"application/xml", b"*/*", b"\xff"]),
+            "content-length": st.sampled_from([b"-1", b"abc", b"99999999999999999999", b" 5"]),
+        },
+    )
 
 
 # -------------------------------------------------------------------------- fixtures
@@ -226,8 +336,7 @@ def api_settings(settings: Settings) -> Settings:
     called) and one loopback listener allowed explicitly (127.0.0.1:9, discard): the
     default policy refuses loopback."""
     init_database(settings)
-    return settings.model_copy(update={"hub_delivery": False,
-                                       "hub_allowed_hosts": "127.0.0.1:9"})
+    return settings.model_copy(update={"hub_delivery": False, "hub_allowed_hosts": "127.0.0.1:9"})
 
 
 @pytest.fixture
@@ -243,19 +352,33 @@ def targets(client: Any, admin: dict[str, str], flow: Any) -> dict[str, list[tup
     order_id = order.json()["id"]
     other = flow.in_progress()
     draft = flow.draft()
-    body = [("POST", ORDERS), ("PATCH", f"{ORDERS}/{order_id}"), ("POST", CANCEL),
-            ("POST", HUB), ("POST", "/api/v1/drafts"), ("POST", f"/api/v1/drafts/{draft}/items"),
-            ("PATCH", f"/api/v1/drafts/{draft}/items/1"),
-            ("POST", f"/api/v1/orders/{order_id}/reject"),
-            ("POST", f"/api/v1/orders/{order_id}/notes"),
-            ("POST", f"/api/v1/orders/{other}/hold"),
-            ("POST", f"/api/v1/orders/{other}/informationRequest"),
-            ("POST", f"/api/v1/orders/{other}/items/1/state"),
-            ("POST", f"/api/v1/orders/{other}/cancellation/deny")]
-    reads = [ORDERS, f"{ORDERS}/{order_id}", CANCEL, "/api/v1/reviewQueue", "/api/v1/hub",
-             f"/api/v1/orders/{order_id}/history", f"/api/v1/orders/{order_id}",
-             f"/api/v1/orders/{order_id}/events", "/api/v1/audit/access-log",
-             "/tmf-api/serviceCatalogManagement/v4/serviceSpecification"]
+    body = [
+        ("POST", ORDERS),
+        ("PATCH", f"{ORDERS}/{order_id}"),
+        ("POST", CANCEL),
+        ("POST", HUB),
+        ("POST", "/api/v1/drafts"),
+        ("POST", f"/api/v1/drafts/{draft}/items"),
+        ("PATCH", f"/api/v1/drafts/{draft}/items/1"),
+        ("POST", f"/api/v1/orders/{order_id}/reject"),
+        ("POST", f"/api/v1/orders/{order_id}/notes"),
+        ("POST", f"/api/v1/orders/{other}/hold"),
+        ("POST", f"/api/v1/orders/{other}/informationRequest"),
+        ("POST", f"/api/v1/orders/{other}/items/1/state"),
+        ("POST", f"/api/v1/orders/{other}/cancellation/deny"),
+    ]
+    reads = [
+        ORDERS,
+        f"{ORDERS}/{order_id}",
+        CANCEL,
+        "/api/v1/reviewQueue",
+        "/api/v1/hub",
+        f"/api/v1/orders/{order_id}/history",
+        f"/api/v1/orders/{order_id}",
+        f"/api/v1/orders/{order_id}/events",
+        "/api/v1/audit/access-log",
+        "/tmf-api/serviceCatalogManagement/v4/serviceSpecification",
+    ]
     return {"body": body, "read": [("GET", p) for p in reads], "order": [("x", order_id)]}
 
 
@@ -276,8 +399,9 @@ def test_random_bodies_never_get_a_server_error(client, admin, targets, data):
 @seed(SEED)
 @given(body=mutated_orders())
 def test_mutated_orders_are_created_or_refused_with_an_error(client, admin, body):
-    response = client.post(ORDERS, content=encode(body),
-                           headers={**admin, "content-type": "application/json"})
+    response = client.post(
+        ORDERS, content=encode(body), headers={**admin, "content-type": "application/json"}
+    )
     assert_answer(response, body)
     assert response.status_code in (201, 400, 409), response.text
     if response.status_code == 201:  # what was accepted reads back
@@ -290,17 +414,32 @@ def test_mutated_orders_are_created_or_refused_with_an_error(client, admin, body
 @given(data=st.data())
 def test_mutated_patches_and_drafts_never_get_a_server_error(client, admin, targets, data):
     body = data.draw(mutated_orders(), label="body")
-    patch = {k: v for k, v in body.items() if k not in ("externalId",)
-             and data.draw(st.booleans(), label=f"keep {k}")}
+    patch = {
+        k: v
+        for k, v in body.items()
+        if k not in ("externalId",) and data.draw(st.booleans(), label=f"keep {k}")
+    }
     method, path = data.draw(st.sampled_from(targets["body"][1:7]), label="endpoint")
-    response = client.request(method, path, content=encode(patch),
-                              headers={**admin, "content-type": "application/json"})
+    response = client.request(
+        method, path, content=encode(patch), headers={**admin, "content-type": "application/json"}
+    )
     assert_answer(response, (method, path, patch))
 
 
 # Non-finite and out-of-range numbers (issue 15): JSON has none, Python's json reads them.
-NON_FINITE = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "2e308",
-                              "-1.8e308", "1E+999", "123456789e999"])
+NON_FINITE = st.sampled_from(
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e400",
+        "-1e400",
+        "2e308",
+        "-1.8e308",
+        "1E+999",
+        "123456789e999",
+    ]
+)
 SENTINEL = "\u2063non-finite\u2063"  # a text no generated body contains
 
 
@@ -318,13 +457,15 @@ def test_non_finite_numbers_are_refused_before_any_write(client, admin, targets,
         parent = parent[step]
     parent[where[-1]] = SENTINEL
     number = data.draw(NON_FINITE, label="number")
-    raw = encode(body).replace(json.dumps(SENTINEL, ensure_ascii=False).encode(),
-                               number.encode())
+    raw = encode(body).replace(json.dumps(SENTINEL, ensure_ascii=False).encode(), number.encode())
     recorder = client.app.state.ctx.app.recorder
     before = recorder.max_notification_id()
-    response = client.request(method, path, content=raw,
-                              headers={**admin, "content-type": "application/json",
-                                       "if-match": "*"})
+    response = client.request(
+        method,
+        path,
+        content=raw,
+        headers={**admin, "content-type": "application/json", "if-match": "*"},
+    )
     assert_answer(response, (method, path, raw[:300]))
     assert response.status_code == 400, (method, path, raw[:300], response.text)
     assert response.json()["code"] == "invalid_json", response.text
@@ -336,8 +477,7 @@ def test_non_finite_numbers_are_refused_before_any_write(client, admin, targets,
 @seed(SEED)
 @given(data=st.data())
 def test_random_headers_never_get_a_server_error(client, admin, targets, data):
-    method, path = data.draw(st.sampled_from(targets["body"] + targets["read"]),
-                             label="endpoint")
+    method, path = data.draw(st.sampled_from(targets["body"] + targets["read"]), label="endpoint")
     headers = data.draw(header_sets(), label="headers")
     headers.pop("content-length", None)  # httpx sets it; a wrong one is tested below
     headers["content-type"] = data.draw(CONTENT_TYPES, label="content-type").encode()
@@ -352,16 +492,68 @@ def test_random_headers_never_get_a_server_error(client, admin, targets, data):
     assert_answer(response, (method, path, headers))
 
 
-QUERY_NAMES = ["fields", "offset", "limit", "state", "externalId", "category", "priority",
-               "id", "orderDate", "orderDate.gt", "orderDate.gte", "orderDate.lt", "kind",
-               "site", "customer", "specification", "olderThan", "youngerThan", "all",
-               "asOf", "version", "diff", "from", "to", "documents", "actor", "since",
-               "until", "sort", "filter", "depth"]
+QUERY_NAMES = [
+    "fields",
+    "offset",
+    "limit",
+    "state",
+    "externalId",
+    "category",
+    "priority",
+    "id",
+    "orderDate",
+    "orderDate.gt",
+    "orderDate.gte",
+    "orderDate.lt",
+    "kind",
+    "site",
+    "customer",
+    "specification",
+    "olderThan",
+    "youngerThan",
+    "all",
+    "asOf",
+    "version",
+    "diff",
+    "from",
+    "to",
+    "documents",
+    "actor",
+    "since",
+    "until",
+    "sort",
+    "filter",
+    "depth",
+]
 QUERY_VALUES = st.one_of(
-    st.text(max_size=60), st.integers().map(str), st.floats().map(str),
-    st.sampled_from(["", "-1", "0", "1e9", "99999999999999999999999", "true", "null",
-                     "2031-01-01T00:00:00Z", "2031-01-01", "2031-13-45T99:99", "P1D", "-P1D",
-                     "1h", "\x00", "' OR 1=1 --", "%", "id,href", ",,,", "yes", "no"]))
+    st.text(max_size=60),
+    st.integers().map(str),
+    st.floats().map(str),
+    st.sampled_from(
+        [
+            "",
+            "-1",
+            "0",
+            "1e9",
+            "99999999999999999999999",
+            "true",
+            "null",
+            "2031-01-01T00:00:00Z",
+            "2031-01-01",
+            "2031-13-45T99:99",
+            "P1D",
+            "-P1D",
+            "1h",
+            "\x00",
+            "' OR 1=1 --",
+            "%",
+            "id,href",
+            ",,,",
+            "yes",
+            "no",
+        ]
+    ),
+)
 
 
 @FUZZ
@@ -373,8 +565,13 @@ def test_random_query_strings_never_get_a_server_error(client, admin, targets, d
         query = data.draw(st.text(max_size=120), label="query")
         url = f"{path}?{quote(query, safe='=&%+;')}"
     else:
-        params = data.draw(st.lists(st.tuples(st.sampled_from(QUERY_NAMES) | st.text(max_size=10),
-                                              QUERY_VALUES), max_size=6), label="params")
+        params = data.draw(
+            st.lists(
+                st.tuples(st.sampled_from(QUERY_NAMES) | st.text(max_size=10), QUERY_VALUES),
+                max_size=6,
+            ),
+            label="params",
+        )
         url = f"{path}?{urlencode(params)}"
     response = client.get(url, headers=admin)
     assert_answer(response, url)
@@ -382,18 +579,28 @@ def test_random_query_strings_never_get_a_server_error(client, admin, targets, d
 
 @FUZZ
 @seed(SEED)
-@given(segment=st.text(min_size=1, max_size=80), suffix=st.sampled_from(
-    ["", "/history", "/events", "/approve", "/hold", "/items/x/state"]))
+@given(
+    segment=st.text(min_size=1, max_size=80),
+    suffix=st.sampled_from(["", "/history", "/events", "/approve", "/hold", "/items/x/state"]),
+)
 def test_random_ids_in_paths_never_get_a_server_error(client, admin, segment, suffix):
     encoded = quote(segment, safe="")
-    for method, path in (("GET", f"{ORDERS}/{encoded}"), ("PATCH", f"{ORDERS}/{encoded}"),
-                         ("DELETE", f"{ORDERS}/{encoded}"), ("GET", f"{CANCEL}/{encoded}"),
-                         ("GET", f"{HUB}/{encoded}"), ("DELETE", f"{HUB}/{encoded}"),
-                         ("POST" if suffix not in ("", "/history", "/events") else "GET",
-                          f"/api/v1/orders/{encoded}{suffix}"),
-                         ("GET", f"/api/v1/drafts/{encoded}")):
-        response = client.request(method, path, json={} if method in ("POST", "PATCH")
-                                  else None, headers=admin)
+    for method, path in (
+        ("GET", f"{ORDERS}/{encoded}"),
+        ("PATCH", f"{ORDERS}/{encoded}"),
+        ("DELETE", f"{ORDERS}/{encoded}"),
+        ("GET", f"{CANCEL}/{encoded}"),
+        ("GET", f"{HUB}/{encoded}"),
+        ("DELETE", f"{HUB}/{encoded}"),
+        (
+            "POST" if suffix not in ("", "/history", "/events") else "GET",
+            f"/api/v1/orders/{encoded}{suffix}",
+        ),
+        ("GET", f"/api/v1/drafts/{encoded}"),
+    ):
+        response = client.request(
+            method, path, json={} if method in ("POST", "PATCH") else None, headers=admin
+        )
         assert_answer(response, (method, path))
 
 
@@ -403,7 +610,8 @@ def _characteristic(external_id: str, value: str) -> str:
 
 NESTED = make_body("nested-characteristic")
 NESTED["serviceOrderItem"][0]["service"]["serviceCharacteristic"].append(
-    {"name": "extra", "value": deep(500)})
+    {"name": "extra", "value": deep(500)}
+)
 # Pinned cases the generators reach only rarely: numbers JSON cannot round-trip, deep
 # nesting inside an attribute taken as is, lone surrogates, odd quantities.
 EDGE_CASES: dict[str, str] = {
@@ -413,10 +621,10 @@ EDGE_CASES: dict[str, str] = {
     "nan-characteristic": _characteristic("nan-char", "NaN"),
     "infinity-characteristic": _characteristic("inf-char", "-Infinity"),
     "deep-characteristic": json.dumps(NESTED),
-    "lone-surrogate-note": json.dumps(make_body("surrogate")).replace('"call first"',
-                                                                      '"\\ud83d"'),
+    "lone-surrogate-note": json.dumps(make_body("surrogate")).replace('"call first"', '"\\ud83d"'),
     "lone-surrogate-key": json.dumps(make_body("surrogate-key")).replace(
-        '"bandwidthMbps"', '"\\udfff"'),
+        '"bandwidthMbps"', '"\\udfff"'
+    ),
     "float-quantity": json.dumps(make_body("fq")).replace('"quantity": 1', '"quantity": 1.5'),
     "huge-quantity": json.dumps(make_body("hq")).replace('"quantity": 1', '"quantity": 1e308'),
     "int-over-4300-digits-body": "1" * 4301,
@@ -428,8 +636,12 @@ EDGE_CASES: dict[str, str] = {
 def test_edge_case_bodies_never_get_a_server_error(client, admin, targets, case):
     text = EDGE_CASES[case]
     for method, path in targets["body"][:3]:
-        response = client.request(method, path, content=text.encode("utf-8"),
-                                  headers={**admin, "content-type": "application/json"})
+        response = client.request(
+            method,
+            path,
+            content=text.encode("utf-8"),
+            headers={**admin, "content-type": "application/json"},
+        )
         assert_answer(response, (method, path, case))
         if response.status_code < 300 and method == "POST" and path == ORDERS:
             got = client.get(f"{ORDERS}/{response.json()['id']}", headers=admin)
@@ -437,37 +649,45 @@ def test_edge_case_bodies_never_get_a_server_error(client, admin, targets, case)
 
 
 # -------------------------------------------------------------------------- limits
-def test_bodies_over_one_mebibyte_get_413_with_or_without_content_length(client, admin,
-                                                                          targets):
+def test_bodies_over_one_mebibyte_get_413_with_or_without_content_length(client, admin, targets):
     big = encode({**make_body("big"), "description": "x" * MAX_BODY})
     assert len(big) > MAX_BODY
     for method, path in targets["body"]:
-        declared = client.request(method, path, content=big,
-                                  headers={**admin, "content-type": "application/json"})
+        declared = client.request(
+            method, path, content=big, headers={**admin, "content-type": "application/json"}
+        )
         assert declared.status_code == 413, (method, path, declared.status_code)
         assert_answer(declared, (method, path))
         assert declared.json()["code"] == "payload_too_large"
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
             for start in range(0, len(big), 64 * 1024):
-                yield big[start:start + 64 * 1024]
+                yield big[start : start + 64 * 1024]
 
-        streamed = client.request(method, path, content=chunks(),
-                                  headers={**admin, "content-type": "application/json"})
+        streamed = client.request(
+            method, path, content=chunks(), headers={**admin, "content-type": "application/json"}
+        )
         assert streamed.status_code == 413, (method, path, streamed.status_code)
         assert_answer(streamed, (method, path, "chunked"))
     # Exactly at the limit: read (and refused or accepted on its merits, never 413).
     pad = MAX_BODY - len(encode({**make_body("edge"), "note": [{"text": ""}]}))
     at_limit = encode({**make_body("edge"), "note": [{"text": "y" * pad}]})
     assert len(at_limit) == MAX_BODY
-    response = client.post(ORDERS, content=at_limit,
-                           headers={**admin, "content-type": "application/json"})
+    response = client.post(
+        ORDERS, content=at_limit, headers={**admin, "content-type": "application/json"}
+    )
     assert response.status_code == 400 and "note" in response.text, response.text[:300]
     # A lying Content-Length (smaller than the body) or an absurd one.
     for declared_length in ("0", "10", str(10**30)):
-        response = client.post(ORDERS, content=b'{"serviceOrderItem": []}',
-                               headers={**admin, "content-type": "application/json",
-                                        "content-length": declared_length})
+        response = client.post(
+            ORDERS,
+            content=b'{"serviceOrderItem": []}',
+            headers={
+                **admin,
+                "content-type": "application/json",
+                "content-length": declared_length,
+            },
+        )
         assert_answer(response, declared_length)
 
 
@@ -492,8 +712,11 @@ def test_item_count_text_length_and_nesting_limits(client, admin):
     note = {**make_body("long-note"), "note": [{"text": "n" * 4001}]}
     assert client.post(ORDERS, json=note, headers=admin).status_code == 400
     # Nesting deeper than Python's parser goes: 400 invalid_json, not a crash.
-    response = client.post(ORDERS, content=b"[" * 200_000 + b"]" * 200_000,
-                           headers={**admin, "content-type": "application/json"})
+    response = client.post(
+        ORDERS,
+        content=b"[" * 200_000 + b"]" * 200_000,
+        headers={**admin, "content-type": "application/json"},
+    )
     assert response.status_code == 400 and response.json()["code"] == "invalid_json"
 
 
@@ -507,8 +730,14 @@ BOUNDED_HEADERS = {name: bound for name, (_, bound) in limits.HEADER_MAXIMA.item
 def bounded_headers(draw: st.DrawFn) -> tuple[str, int, bytes]:
     name = draw(st.sampled_from(sorted(BOUNDED_HEADERS)), label="header")
     bound = BOUNDED_HEADERS[name]
-    length = draw(st.one_of(st.integers(bound - 3, bound + 3), st.integers(1, bound),
-                            st.integers(bound + 1, 200_000)), label="length")
+    length = draw(
+        st.one_of(
+            st.integers(bound - 3, bound + 3),
+            st.integers(1, bound),
+            st.integers(bound + 1, 200_000),
+        ),
+        label="length",
+    )
     # unique per example (an Idempotency-Key names one order), visible ASCII, no padding
     unique = uuid.uuid4().hex.encode()
     filler = draw(st.sampled_from([b"r", b"-", b"Z9", b"~."]), label="filler")
@@ -523,8 +752,9 @@ def test_id_headers_over_their_bound_get_431_and_write_nothing(client, admin, he
     name, length, value = header
     bound = BOUNDED_HEADERS[name]
     before = client.get(ORDERS, params={"limit": 1}, headers=admin).headers["x-total-count"]
-    response = client.post(ORDERS, json=make_body(f"bounded-{uuid.uuid4()}"),
-                           headers={**admin, name: value.decode()})
+    response = client.post(
+        ORDERS, json=make_body(f"bounded-{uuid.uuid4()}"), headers={**admin, name: value.decode()}
+    )
     assert_answer(response, (name, length))
     after = client.get(ORDERS, params={"limit": 1}, headers=admin).headers["x-total-count"]
     if length <= bound:
@@ -534,7 +764,8 @@ def test_id_headers_over_their_bound_get_431_and_write_nothing(client, admin, he
         assert response.status_code == 431, (name, length, response.text[:300])
         assert response.json()["message"] == (
             f"the {limits.HEADER_MAXIMA[name][0]} header is {length} characters; the limit "
-            f"is {bound}")
+            f"is {bound}"
+        )
         assert after == before  # nothing written
 
 
@@ -545,8 +776,9 @@ def _orders_named(client: Any, headers: dict[str, str]) -> list[str]:
     return [o["id"] for o in listed.json()]
 
 
-def test_sequential_retries_with_one_idempotency_key_create_one_order(client, auth, admin,
-                                                                     api_settings):
+def test_sequential_retries_with_one_idempotency_key_create_one_order(
+    client, auth, admin, api_settings
+):
     headers = {**auth("integrator"), "Idempotency-Key": "retry-7f3a"}
     answers = [client.post(ORDERS, json=make_body(), headers=headers) for _ in range(6)]
     assert {a.status_code for a in answers} == {201}, [a.text for a in answers]
@@ -554,17 +786,19 @@ def test_sequential_retries_with_one_idempotency_key_create_one_order(client, au
     assert len(ids) == 1
     assert _orders_named(client, admin) == list(ids)
     # Another key, or the same key from another actor, is another order.
-    other = client.post(ORDERS, json=make_body(), headers={**auth("integrator"),
-                                                           "Idempotency-Key": "retry-other"})
-    theirs = client.post(ORDERS, json=make_body(), headers={**auth("admin"),
-                                                            "Idempotency-Key": "retry-7f3a"})
+    other = client.post(
+        ORDERS, json=make_body(), headers={**auth("integrator"), "Idempotency-Key": "retry-other"}
+    )
+    theirs = client.post(
+        ORDERS, json=make_body(), headers={**auth("admin"), "Idempotency-Key": "retry-7f3a"}
+    )
     assert len({*ids, other.json()["id"], theirs.json()["id"]}) == 3
     _created_once(api_settings, list(ids))
 
 
-def _concurrently(base_url: str, count: int, make: Callable[[int], tuple[dict[str, Any],
-                                                                         dict[str, str]]]
-                  ) -> list[httpx.Response]:
+def _concurrently(
+    base_url: str, count: int, make: Callable[[int], tuple[dict[str, Any], dict[str, str]]]
+) -> list[httpx.Response]:
     barrier = threading.Barrier(count)
     answers: list[Any] = [None] * count
 
@@ -629,21 +863,34 @@ def _tmf641_with_links() -> dict[str, Any]:
         del spec["paths"][path]  # the client's side (tests/api/test_conformance.py)
     spec["definitions"]["ServiceOrderItemRef"].pop("required")  # a spec defect (idem)
     spec["definitions"]["RelatedParty"]["required"] = ["id"]  # an input leniency (idem)
-    undeclared = {415: ("post /serviceOrder", "patch /serviceOrder/{id}",
-                        "post /cancelServiceOrder", "post /hub"),
-                  413: ("post /serviceOrder", "patch /serviceOrder/{id}",
-                        "post /cancelServiceOrder", "post /hub"),
-                  404: ("post /cancelServiceOrder",),
-                  412: ("patch /serviceOrder/{id}", "delete /serviceOrder/{id}")}
+    undeclared = {
+        415: (
+            "post /serviceOrder",
+            "patch /serviceOrder/{id}",
+            "post /cancelServiceOrder",
+            "post /hub",
+        ),
+        413: (
+            "post /serviceOrder",
+            "patch /serviceOrder/{id}",
+            "post /cancelServiceOrder",
+            "post /hub",
+        ),
+        404: ("post /cancelServiceOrder",),
+        412: ("patch /serviceOrder/{id}", "delete /serviceOrder/{id}"),
+    }
     for status, operations in undeclared.items():
         for label in operations:
             method, path = label.split(" ")
             spec["paths"][path][method]["responses"].setdefault(
-                str(status), {"description": "see test_conformance.DECLARED_STATUSES",
-                              "schema": {"$ref": "#/definitions/Error"}})
+                str(status),
+                {
+                    "description": "see test_conformance.DECLARED_STATUSES",
+                    "schema": {"$ref": "#/definitions/Error"},
+                },
+            )
 
-    def link(path: str, method: str, status: str, name: str, target: str,
-             **extra: Any) -> None:
+    def link(path: str, method: str, status: str, name: str, target: str, **extra: Any) -> None:
         response = spec["paths"][path][method]["responses"][status]
         response.setdefault("x-links", {})[name] = {"operationId": target, **extra}
 
@@ -651,19 +898,31 @@ def _tmf641_with_links() -> dict[str, Any]:
     for target in ("retrieveServiceOrder", "patchServiceOrder", "deleteServiceOrder"):
         link("/serviceOrder", "post", "201", target, target, parameters=by_id)
         link("/serviceOrder/{id}", "patch", "200", target, target, parameters=by_id)
-    link("/serviceOrder", "post", "201", "cancel", "createCancelServiceOrder",
-         requestBody={"serviceOrder": {"id": "$response.body#/id"},
-                      "cancellationReason": "changed plans"})
-    link("/cancelServiceOrder", "post", "201", "retrieve", "retrieveCancelServiceOrder",
-         parameters=by_id)
+    link(
+        "/serviceOrder",
+        "post",
+        "201",
+        "cancel",
+        "createCancelServiceOrder",
+        requestBody={
+            "serviceOrder": {"id": "$response.body#/id"},
+            "cancellationReason": "changed plans",
+        },
+    )
+    link(
+        "/cancelServiceOrder",
+        "post",
+        "201",
+        "retrieve",
+        "retrieveCancelServiceOrder",
+        parameters=by_id,
+    )
     link("/hub", "post", "201", "unregister", "unregisterListener", parameters=by_id)
     return spec
 
 
 CATALOG_ITEM = make_body()["serviceOrderItem"][0] | {"serviceOrderItemRelationship": []}
 STATEFUL_STATUSES: dict[tuple[str, int], int] = {}
-
-
 
 
 @pytest.mark.slow
@@ -686,14 +945,20 @@ def test_stateful_tmf641_run(request, settings):
             elif label == "POST /hub":
                 body["callback"] = "http://127.0.0.1:9/listener"
             elif label == "PATCH /serviceOrder/{id}":
-                for refused in ("state", "externalId", "expectedCompletionDate",
-                                "externalReference", "orderRelationship"):
+                for refused in (
+                    "state",
+                    "externalId",
+                    "expectedCompletionDate",
+                    "externalReference",
+                    "orderRelationship",
+                ):
                     body.pop(refused, None)
                 if "serviceOrderItem" in body:
                     body["serviceOrderItem"] = [copy.deepcopy(CATALOG_ITEM)]
 
-        def validate_response(self, response: Any, case: Any, additional_checks: Any = None,
-                              **kwargs: Any) -> None:
+        def validate_response(
+            self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any
+        ) -> None:
             key = (case.operation.label, response.status_code)
             STATEFUL_STATUSES[key] = STATEFUL_STATUSES.get(key, 0) + 1
             if response.status_code >= 400:
@@ -705,13 +970,26 @@ def test_stateful_tmf641_run(request, settings):
             case.validate_response(response, checks=checks_here)
 
     STATEFUL_STATUSES.clear()
-    Orders.run(settings=hsettings(max_examples=40, stateful_step_count=8, deadline=None,
-                                  database=None, derandomize=True,
-                                  suppress_health_check=list(HealthCheck)))
-    print(json.dumps({f"{op} {status}": n for (op, status), n
-                      in sorted(STATEFUL_STATUSES.items())}, indent=1))
+    Orders.run(
+        settings=hsettings(
+            max_examples=40,
+            stateful_step_count=8,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    print(
+        json.dumps(
+            {f"{op} {status}": n for (op, status), n in sorted(STATEFUL_STATUSES.items())}, indent=1
+        )
+    )
     # The links were followed: orders were created and then read, patched or cancelled.
     reached = {op for (op, status), _ in STATEFUL_STATUSES.items() if status < 300}
     assert {"POST /serviceOrder", "GET /serviceOrder/{id}"} <= reached, STATEFUL_STATUSES
-    assert reached & {"PATCH /serviceOrder/{id}", "POST /cancelServiceOrder",
-                      "GET /cancelServiceOrder/{id}"}, STATEFUL_STATUSES
+    assert reached & {
+        "PATCH /serviceOrder/{id}",
+        "POST /cancelServiceOrder",
+        "GET /cancelServiceOrder/{id}",
+    }, STATEFUL_STATUSES

@@ -76,9 +76,13 @@ INFO = "ServiceOrderInformationRequiredEvent"
 CANCEL_CREATE, CANCEL_STATE = "CancelServiceOrderCreateEvent", "CancelServiceOrderStateChangeEvent"
 # The test listeners run on 127.0.0.1, which the default policy refuses (public addresses
 # only): the tests name it explicitly, as an operator would.
-FAST = {"hub_poll_seconds": 0.02, "hub_backoff_base_seconds": 0.02,
-        "hub_backoff_max_seconds": 0.2, "hub_timeout_seconds": 0.5,
-        "hub_allowed_hosts": "127.0.0.1"}
+FAST = {
+    "hub_poll_seconds": 0.02,
+    "hub_backoff_base_seconds": 0.02,
+    "hub_backoff_max_seconds": 0.2,
+    "hub_timeout_seconds": 0.5,
+    "hub_allowed_hosts": "127.0.0.1",
+}
 
 
 # ============================================================================ helpers
@@ -170,10 +174,20 @@ class Listener:
 def outbox(settings: Settings) -> list[dict[str, Any]]:
     db = open_read_db(settings)
     try:
-        rows = db.fetchall("SELECT event_id, order_id, order_version, event_type, payload "
-                           "FROM notification_outbox ORDER BY position, seq")
-        return [{"event_id": r[0], "order_id": str(r[1]), "version": r[2], "type": r[3],
-                 "payload": db.decode(r[4], "json")} for r in rows]
+        rows = db.fetchall(
+            "SELECT event_id, order_id, order_version, event_type, payload "
+            "FROM notification_outbox ORDER BY position, seq"
+        )
+        return [
+            {
+                "event_id": r[0],
+                "order_id": str(r[1]),
+                "version": r[2],
+                "type": r[3],
+                "payload": db.decode(r[4], "json"),
+            }
+            for r in rows
+        ]
     finally:
         db.close()
 
@@ -183,8 +197,9 @@ def per_order(bodies: list[dict[str, Any]]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for body in bodies:
         resource = body["event"].get("serviceOrder") or body["event"]["cancelServiceOrder"]
-        order = resource["id"] if "serviceOrder" in body["event"] else \
-            resource["serviceOrder"]["id"]
+        order = (
+            resource["id"] if "serviceOrder" in body["event"] else resource["serviceOrder"]["id"]
+        )
         ids = found.setdefault(order, [])
         if body["eventId"] not in ids:
             ids.append(body["eventId"])
@@ -198,8 +213,7 @@ def expected_per_order(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     return found
 
 
-def assert_in_order_per_order(bodies: list[dict[str, Any]], rows: list[dict[str, Any]]
-                              ) -> None:
+def assert_in_order_per_order(bodies: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
     """Every notification arrived (at least once), and per order never out of order."""
     expected = expected_per_order(rows)
     position = {eid: i for ids in expected.values() for i, eid in enumerate(ids)}
@@ -215,8 +229,9 @@ def assert_in_order_per_order(bodies: list[dict[str, Any]], rows: list[dict[str,
 
 # ============================================================================ fixtures
 @pytest.fixture
-def hub_settings(api_settings: Settings, make_settings: Callable[..., Settings]
-                 ) -> Callable[..., Settings]:
+def hub_settings(
+    api_settings: Settings, make_settings: Callable[..., Settings]
+) -> Callable[..., Settings]:
     """Settings for this test's store with fast hub timings (and overrides); the hub's
     tables start empty (the session's PostgreSQL database is shared)."""
     db = open_read_db(api_settings)
@@ -234,8 +249,9 @@ def hub_settings(api_settings: Settings, make_settings: Callable[..., Settings]
 
 
 @pytest.fixture
-def make_client(hub_settings: Callable[..., Settings], keys: dict[str, ApiKey]
-                ) -> Iterator[Callable[..., TestClient]]:
+def make_client(
+    hub_settings: Callable[..., Settings], keys: dict[str, ApiKey]
+) -> Iterator[Callable[..., TestClient]]:
     """A TestClient (with the API keys) of an app built from `hub_settings(**overrides)`."""
     opened: list[tuple[TestClient, ApiContext]] = []
 
@@ -285,8 +301,7 @@ def run_worker() -> Iterator[Callable[[Settings], None]]:
 
 
 @pytest.fixture
-def orders(hub_settings: Callable[..., Settings], actors: Any, samples: Any
-           ) -> Iterator[Any]:
+def orders(hub_settings: Callable[..., Settings], actors: Any, samples: Any) -> Iterator[Any]:
     """Drive orders through the application, then project (as the projector would)."""
     settings = hub_settings()
     app = build_application(settings)
@@ -297,8 +312,9 @@ def orders(hub_settings: Callable[..., Settings], actors: Any, samples: Any
             self.projector = build_projector(settings)
 
         def receive(self, external_id: str) -> UUID:
-            order_id, _ = app.receive_order(actors.upstream, samples.header(external_id),
-                                            samples.items())
+            order_id, _ = app.receive_order(
+                actors.upstream, samples.header(external_id), samples.items()
+            )
             return order_id
 
         def complete(self, external_id: str, note: bool = True) -> UUID:
@@ -329,8 +345,9 @@ def orders(hub_settings: Callable[..., Settings], actors: Any, samples: Any
     app.close()
 
 
-def register(client: TestClient, headers: dict[str, str], callback: str,
-             query: str | None = None) -> dict[str, Any]:
+def register(
+    client: TestClient, headers: dict[str, str], callback: str, query: str | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"callback": callback}
     if query is not None:
         body["query"] = query
@@ -351,9 +368,14 @@ def assert_tmf_error(response: Any, status: int, code: str | None = None) -> dic
 
 # ====================================================================== registration
 def test_register_read_and_unregister(hub_client: TestClient, auth: Any) -> None:
-    response = hub_client.post(HUB, json={"callback": "http://127.0.0.1:9/listener-base",
-                                          "query": "eventType=ServiceOrderCreateEvent"},
-                               headers=auth("integrator"))
+    response = hub_client.post(
+        HUB,
+        json={
+            "callback": "http://127.0.0.1:9/listener-base",
+            "query": "eventType=ServiceOrderCreateEvent",
+        },
+        headers=auth("integrator"),
+    )
     assert response.status_code == 201, response.text
     sub = response.json()
     assert set(sub) == {"id", "callback", "query"}
@@ -367,21 +389,26 @@ def test_register_read_and_unregister(hub_client: TestClient, auth: Any) -> None
     assert "query" not in without_query
 
     assert hub_client.delete(f"{HUB}/{sub['id']}", headers=auth("integrator")).status_code == 204
-    assert_tmf_error(hub_client.delete(f"{HUB}/{sub['id']}", headers=auth("integrator")), 404,
-                     "not_found")
+    assert_tmf_error(
+        hub_client.delete(f"{HUB}/{sub['id']}", headers=auth("integrator")), 404, "not_found"
+    )
     assert_tmf_error(hub_client.get(f"{HUB}/{sub['id']}", headers=auth("integrator")), 404)
     assert_tmf_error(hub_client.delete(f"{HUB}/no-such-listener", headers=auth("admin")), 404)
 
 
 def test_only_the_registrant_or_an_admin_sees_and_removes_a_listener(
-        hub_client: TestClient, auth: Any) -> None:
+    hub_client: TestClient, auth: Any
+) -> None:
     sub = register(hub_client, auth("integrator"), "http://127.0.0.1:9/a")
     # another caller's listener is not found; roles without the hub are refused outright
     assert_tmf_error(hub_client.get(f"{HUB}/{sub['id']}", headers=auth("manager")), 404)
     assert_tmf_error(hub_client.delete(f"{HUB}/{sub['id']}", headers=auth("manager")), 404)
     for other in ("agent", "fulfilment", "auditor"):
-        assert_tmf_error(hub_client.post(HUB, json={"callback": "http://127.0.0.1:9/b"},
-                                         headers=auth(other)), 403, "forbidden")
+        assert_tmf_error(
+            hub_client.post(HUB, json={"callback": "http://127.0.0.1:9/b"}, headers=auth(other)),
+            403,
+            "forbidden",
+        )
         assert_tmf_error(hub_client.get(f"{HUB}/{sub['id']}", headers=auth(other)), 403)
         assert_tmf_error(hub_client.delete(f"{HUB}/{sub['id']}", headers=auth(other)), 403)
     assert register(hub_client, auth("manager"), "http://127.0.0.1:9/c")
@@ -389,62 +416,98 @@ def test_only_the_registrant_or_an_admin_sees_and_removes_a_listener(
     assert hub_client.delete(f"{HUB}/{sub['id']}", headers=auth("admin")).status_code == 204
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ({}, "invalid_request"),
-    ({"query": "eventType=ServiceOrderCreateEvent"}, "invalid_request"),
-    ({"callback": ""}, "invalid_request"),
-    ({"callback": 42}, "invalid_request"),
-    ({"callback": "not a url"}, "invalid_callback"),
-    ({"callback": "ftp://127.0.0.1/files"}, "invalid_callback"),
-    ({"callback": "javascript:alert(1)"}, "invalid_callback"),
-    ({"callback": "http:///no-host"}, "invalid_callback"),
-    ({"callback": "http://user:secret@127.0.0.1/l"}, "invalid_callback"),
-    ({"callback": "http://127.0.0.1:99999/l"}, "invalid_callback"),
-    ({"callback": "http://127.0.0.1/l#frag"}, "invalid_callback"),
-    ({"callback": "http://127.0.0.1/a b"}, "invalid_callback"),
-    ({"callback": "http://127.0.0.1/\u0001x"}, "invalid_callback"),
-    ({"callback": "http://127.0.0.1/\u0000x"}, "invalid_text"),  # NUL: refused for any body
-    ({"callback": "http://[::1/x"}, "invalid_callback"),
-    ({"callback": "https://example.com/listener"}, "callback_not_allowed"),
-    ({"callback": "http://10.0.0.8/listener"}, "callback_not_allowed"),
-    ({"callback": "http://169.254.169.254/latest"}, "callback_not_allowed"),
-    ({"callback": "http://127.0.0.1/l", "query": "eventType=NoSuchEvent"}, "invalid_query"),
-    ({"callback": "http://127.0.0.1/l", "query": "state"}, "invalid_query"),
-    ({"callback": "http://127.0.0.1/l", "query": "a b=c"}, "invalid_query"),
-])
-def test_registration_refusals_are_tmf_errors(hub_client: TestClient, auth: Any,
-                                              body: dict[str, Any], code: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({}, "invalid_request"),
+        ({"query": "eventType=ServiceOrderCreateEvent"}, "invalid_request"),
+        ({"callback": ""}, "invalid_request"),
+        ({"callback": 42}, "invalid_request"),
+        ({"callback": "not a url"}, "invalid_callback"),
+        ({"callback": "ftp://127.0.0.1/files"}, "invalid_callback"),
+        ({"callback": "javascript:alert(1)"}, "invalid_callback"),
+        ({"callback": "http:///no-host"}, "invalid_callback"),
+        ({"callback": "http://user:secret@127.0.0.1/l"}, "invalid_callback"),
+        ({"callback": "http://127.0.0.1:99999/l"}, "invalid_callback"),
+        ({"callback": "http://127.0.0.1/l#frag"}, "invalid_callback"),
+        ({"callback": "http://127.0.0.1/a b"}, "invalid_callback"),
+        ({"callback": "http://127.0.0.1/\u0001x"}, "invalid_callback"),
+        ({"callback": "http://127.0.0.1/\u0000x"}, "invalid_text"),  # NUL: refused for any body
+        ({"callback": "http://[::1/x"}, "invalid_callback"),
+        ({"callback": "https://example.com/listener"}, "callback_not_allowed"),
+        ({"callback": "http://10.0.0.8/listener"}, "callback_not_allowed"),
+        ({"callback": "http://169.254.169.254/latest"}, "callback_not_allowed"),
+        ({"callback": "http://127.0.0.1/l", "query": "eventType=NoSuchEvent"}, "invalid_query"),
+        ({"callback": "http://127.0.0.1/l", "query": "state"}, "invalid_query"),
+        ({"callback": "http://127.0.0.1/l", "query": "a b=c"}, "invalid_query"),
+    ],
+)
+def test_registration_refusals_are_tmf_errors(
+    hub_client: TestClient, auth: Any, body: dict[str, Any], code: str
+) -> None:
     assert_tmf_error(hub_client.post(HUB, json=body, headers=auth("integrator")), 400, code)
 
 
 def test_registration_needs_a_key_and_json(hub_client: TestClient, auth: Any) -> None:
     assert_tmf_error(hub_client.post(HUB, json={"callback": "http://127.0.0.1/l"}), 401)
-    assert_tmf_error(hub_client.post(HUB, content="callback=x", headers={
-        **auth("integrator"), "Content-Type": "application/x-www-form-urlencoded"}), 415)
-    assert_tmf_error(hub_client.post(HUB, content="{", headers={
-        **auth("integrator"), "Content-Type": "application/json"}), 400)
+    assert_tmf_error(
+        hub_client.post(
+            HUB,
+            content="callback=x",
+            headers={**auth("integrator"), "Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        415,
+    )
+    assert_tmf_error(
+        hub_client.post(
+            HUB, content="{", headers={**auth("integrator"), "Content-Type": "application/json"}
+        ),
+        400,
+    )
 
 
-def test_a_configured_allow_list_replaces_loopback(make_client: Callable[..., TestClient],
-                                                  auth: Any) -> None:
+def test_a_configured_allow_list_replaces_loopback(
+    make_client: Callable[..., TestClient], auth: Any
+) -> None:
     client = make_client(hub_allowed_hosts="*.example.com, partner.net:8443, [::1]")
     headers = auth("integrator")
-    for ok in ("https://hooks.example.com/tmf", "http://a.b.example.com:8080/x",
-               "https://partner.net:8443/l", "http://[::1]:9000/l"):
+    for ok in (
+        "https://hooks.example.com/tmf",
+        "http://a.b.example.com:8080/x",
+        "https://partner.net:8443/l",
+        "http://[::1]:9000/l",
+    ):
         assert client.post(HUB, json={"callback": ok}, headers=headers).status_code == 201, ok
-    for refused in ("https://example.com/tmf", "https://partner.net/l",
-                    "https://evil-example.com/x", "http://127.0.0.1:9000/l",
-                    "http://localhost/l"):
-        assert_tmf_error(client.post(HUB, json={"callback": refused}, headers=headers), 400,
-                         "callback_not_allowed")
+    for refused in (
+        "https://example.com/tmf",
+        "https://partner.net/l",
+        "https://evil-example.com/x",
+        "http://127.0.0.1:9000/l",
+        "http://localhost/l",
+    ):
+        assert_tmf_error(
+            client.post(HUB, json={"callback": refused}, headers=headers),
+            400,
+            "callback_not_allowed",
+        )
 
 
 def test_allow_list_and_listener_urls() -> None:
     default = AllowList.parse("")  # public addresses only
     assert default.allows("8.8.8.8", 80) and default.allows("hooks.example.com", 443)
     assert default.allows("2606:4700::1111", 443)
-    for refused in ("127.0.0.1", "127.8.9.10", "::1", "localhost", "a.localhost", "10.0.0.1",
-                    "0.0.0.0", "169.254.169.254", "::ffff:127.0.0.1", "fd00::1"):
+    for refused in (
+        "127.0.0.1",
+        "127.8.9.10",
+        "::1",
+        "localhost",
+        "a.localhost",
+        "10.0.0.1",
+        "0.0.0.0",
+        "169.254.169.254",
+        "::ffff:127.0.0.1",
+        "fd00::1",
+    ):
         assert not default.allows(refused, 80), refused
     listed = AllowList.parse("*.example.com,api.partner.net:8443,10.1.2.3,*:9999")
     assert listed.allows("x.example.com", 1) and not listed.allows("example.com", 1)
@@ -456,12 +519,15 @@ def test_allow_list_and_listener_urls() -> None:
         with pytest.raises(ValueError):
             AllowList.parse(bad)
     explicit = AllowList.parse("127.0.0.1")
-    assert check_callback(" http://127.0.0.1:8080/base ", explicit) == \
-        "http://127.0.0.1:8080/base"
-    assert listener_url("http://h/base/", STATE) == \
-        "http://h/base/listener/serviceOrderStateChangeEvent"
-    assert listener_url("https://h:8443/tmf?tenant=7", CANCEL_CREATE) == \
-        "https://h:8443/tmf/listener/cancelServiceOrderCreateEvent?tenant=7"
+    assert check_callback(" http://127.0.0.1:8080/base ", explicit) == "http://127.0.0.1:8080/base"
+    assert (
+        listener_url("http://h/base/", STATE)
+        == "http://h/base/listener/serviceOrderStateChangeEvent"
+    )
+    assert (
+        listener_url("https://h:8443/tmf?tenant=7", CANCEL_CREATE)
+        == "https://h:8443/tmf/listener/cancelServiceOrderCreateEvent?tenant=7"
+    )
     assert listener_url("http://h", CREATE) == "http://h/listener/serviceOrderCreateEvent"
 
 
@@ -470,69 +536,114 @@ def test_allow_list_and_listener_urls() -> None:
 # only; names are checked strictly, and resolved and checked again at each delivery.
 NOT_PUBLIC = [
     "http://127.0.0.1:5432/listener",  # the engine's own database
-    "http://127.0.0.1/listener", "http://127.9.9.9:8080/listener",
-    "http://localhost/listener", "http://localhost:5432/listener",
+    "http://127.0.0.1/listener",
+    "http://127.9.9.9:8080/listener",
+    "http://localhost/listener",
+    "http://localhost:5432/listener",
     "http://a.localhost/listener",  # RFC 6761: *.localhost is loopback, whatever DNS says
-    "http://[::1]/listener", "http://[::1]:5432/listener",
-    "http://10.0.0.1/listener", "http://172.16.0.1/listener", "http://192.168.1.1/listener",
-    "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/listener",
-    "http://0.0.0.0:8080/listener", "http://[::]/listener",
-    "http://[::ffff:127.0.0.1]/listener", "http://[::ffff:7f00:1]:5432/listener",
-    "http://[::ffff:169.254.169.254]/latest", "http://[64:ff9b::a9fe:a9fe]/latest",
+    "http://[::1]/listener",
+    "http://[::1]:5432/listener",
+    "http://10.0.0.1/listener",
+    "http://172.16.0.1/listener",
+    "http://192.168.1.1/listener",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[fe80::1]/listener",
+    "http://0.0.0.0:8080/listener",
+    "http://[::]/listener",
+    "http://[::ffff:127.0.0.1]/listener",
+    "http://[::ffff:7f00:1]:5432/listener",
+    "http://[::ffff:169.254.169.254]/latest",
+    "http://[64:ff9b::a9fe:a9fe]/latest",
     "http://100.64.0.1/listener",  # CGNAT
-    "http://[fd00::1]/listener", "http://[fc00::1]/listener",  # unique local
-    "http://224.0.0.1/listener", "http://[ff02::1]/listener",  # multicast
-    "http://240.0.0.1/listener", "http://255.255.255.255/listener",  # reserved
-    "http://0x7f000001/listener", "http://2130706433/listener", "http://0177.0.0.1/listener",
+    "http://[fd00::1]/listener",
+    "http://[fc00::1]/listener",  # unique local
+    "http://224.0.0.1/listener",
+    "http://[ff02::1]/listener",  # multicast
+    "http://240.0.0.1/listener",
+    "http://255.255.255.255/listener",  # reserved
+    "http://0x7f000001/listener",
+    "http://2130706433/listener",
+    "http://0177.0.0.1/listener",
     "http://127.1/listener",  # IPv4 spellings: refused as ambiguous
 ]
 CRAFTED_NAMES = [  # against a `*.example.com` allow-list
-    "http://evil.test\\.example.com/l", "http://evil.test%2f.example.com/l",
-    "http://evil.test%2F.example.com/l", "http://evil.test;.example.com/l",
-    "http://evil.test&.example.com/l", "http://evil.test\\@x.example.com/l",
-    "http://x.example.com@evil.test/l", "http://x.example.com%2f@evil.test/l",
-    "http://x.example.com:80@evil.test/l", "http://x.example.com./l",
-    "http://x_y.example.com/l", "http://x.example.com:/l", "http://x.example.com:+80/l",
-    "http://x.example.com:80:80/l", "http://-x.example.com/l",
+    "http://evil.test\\.example.com/l",
+    "http://evil.test%2f.example.com/l",
+    "http://evil.test%2F.example.com/l",
+    "http://evil.test;.example.com/l",
+    "http://evil.test&.example.com/l",
+    "http://evil.test\\@x.example.com/l",
+    "http://x.example.com@evil.test/l",
+    "http://x.example.com%2f@evil.test/l",
+    "http://x.example.com:80@evil.test/l",
+    "http://x.example.com./l",
+    "http://x_y.example.com/l",
+    "http://x.example.com:/l",
+    "http://x.example.com:+80/l",
+    "http://x.example.com:80:80/l",
+    "http://-x.example.com/l",
     "http://" + "a" * 64 + ".example.com/l",  # a label over 63 characters
     "http://" + "a." * 124 + "example.com/l",  # over 253 characters
     "http://\uff58.example.com/l",  # a full-width x: reads as plain "x.example.com"
     "http://x\u3002example.com/l",  # the ideographic full stop
-    "http://x.example.com\uff0fevil.test/l", "http://x.localhost/l",
+    "http://x.example.com\uff0fevil.test/l",
+    "http://x.localhost/l",
 ]
-KINDS = ("loopback", "private", "link-local", "unspecified", "multicast", "reserved",
-         "CGNAT", "metadata", "ambiguous IPv4", "loopback name")
+KINDS = (
+    "loopback",
+    "private",
+    "link-local",
+    "unspecified",
+    "multicast",
+    "reserved",
+    "CGNAT",
+    "metadata",
+    "ambiguous IPv4",
+    "loopback name",
+)
 
 
-def _api_process(url: str, allowed: str, keys: dict[str, str]) -> tuple[subprocess.Popen[str],
-                                                                           str]:
+def _api_process(url: str, allowed: str, keys: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     exe = shutil.which("serviceorders")
     assert exe, "the serviceorders console script is not installed"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = _process_env(DATABASE_URL=url, SERVICEORDERS_HUB_ALLOWED_HOSTS=allowed,
-                       SERVICEORDERS_API_KEYS=",".join(f"{actor}:{role}:{key}" for
-                                                       (actor, role), key in keys.items()))
-    process = subprocess.Popen([exe, "api", "--port", str(port)], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = _process_env(
+        DATABASE_URL=url,
+        SERVICEORDERS_HUB_ALLOWED_HOSTS=allowed,
+        SERVICEORDERS_API_KEYS=",".join(
+            f"{actor}:{role}:{key}" for (actor, role), key in keys.items()
+        ),
+    )
+    process = subprocess.Popen(
+        [exe, "api", "--port", str(port)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     return process, f"http://127.0.0.1:{port}"
 
 
-@pytest.mark.parametrize(("allowed", "callbacks"), [("", NOT_PUBLIC),
-                                                    ("*.example.com", CRAFTED_NAMES)],
-                         ids=["default", "name-pattern"])
+@pytest.mark.parametrize(
+    ("allowed", "callbacks"),
+    [("", NOT_PUBLIC), ("*.example.com", CRAFTED_NAMES)],
+    ids=["default", "name-pattern"],
+)
 def test_a_real_server_refuses_non_public_and_crafted_callbacks(
-        pg_database: Any, pg_cleaner: Callable[[], None], allowed: str,
-        callbacks: list[str]) -> None:
+    pg_database: Any, pg_cleaner: Callable[[], None], allowed: str, callbacks: list[str]
+) -> None:
     """`serviceorders api` on PostgreSQL: every callback is a 400 TMF Error naming the
     reason, and nothing is stored; a public name is registered, for contrast."""
     pg_cleaner()
     integrator, admin = "integrator-key-" + "1" * 20, "admin-key-" + "2" * 20
-    server, base = _api_process(pg_database.url(), allowed,
-                                {("crm", "integrator"): integrator, ("ops", "admin"): admin})
+    server, base = _api_process(
+        pg_database.url(), allowed, {("crm", "integrator"): integrator, ("ops", "admin"): admin}
+    )
     try:
         with httpx.Client(base_url=base, timeout=10, trust_env=False) as http:
+
             def up() -> bool:
                 try:
                     return http.get("/health").status_code == 200
@@ -549,8 +660,7 @@ def test_a_real_server_refuses_non_public_and_crafted_callbacks(
                 if not allowed and body["code"] == "callback_not_allowed":
                     assert any(kind in body["message"] for kind in KINDS), body["message"]
             assert http.get(ADMIN_HUB, params={"all": "true"}, headers=as_ops).json() == []
-            ok = http.post(HUB, json={"callback": "https://Hooks.Example.COM/tmf"},
-                           headers=as_crm)
+            ok = http.post(HUB, json={"callback": "https://Hooks.Example.COM/tmf"}, headers=as_crm)
             assert ok.status_code == 201, ok.text
             assert ok.json()["callback"] == "https://hooks.example.com/tmf"  # canonical
     finally:
@@ -560,28 +670,47 @@ def test_a_real_server_refuses_non_public_and_crafted_callbacks(
     assert stored == [("https://hooks.example.com/tmf",)]
 
 
-@pytest.mark.parametrize(("address", "kind"), [
-    ("8.8.8.8", None), ("2606:4700::1111", None), ("::ffff:8.8.8.8", None),
-    ("127.0.0.1", "loopback"), ("127.255.0.1", "loopback"), ("::1", "loopback"),
-    ("::ffff:127.0.0.1", "loopback"), ("64:ff9b::7f00:1", "loopback"),
-    ("2002:7f00:1::1", "loopback"), ("10.1.2.3", "private"), ("172.31.0.1", "private"),
-    ("192.168.0.1", "private"), ("::ffff:192.168.0.1", "private"),
-    ("fd12:3456::1", "private (unique local)"), ("169.254.10.1", "link-local"),
-    ("fe80::1", "link-local"), ("0.0.0.0", "unspecified"), ("0.1.2.3", "unspecified"),
-    ("::", "unspecified"), ("224.0.0.251", "multicast"), ("ff02::1", "multicast"),
-    ("240.0.0.1", "reserved"), ("255.255.255.255", "reserved"),
-    ("100.64.0.1", "shared (CGNAT, 100.64.0.0/10)"), ("169.254.169.254", "cloud metadata"),
-    ("::ffff:169.254.169.254", "cloud metadata"), ("fd00:ec2::254", "cloud metadata"),
-    ("168.63.129.16", "cloud metadata"), ("100.100.100.200", "cloud metadata"),
-])
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("8.8.8.8", None),
+        ("2606:4700::1111", None),
+        ("::ffff:8.8.8.8", None),
+        ("127.0.0.1", "loopback"),
+        ("127.255.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("64:ff9b::7f00:1", "loopback"),
+        ("2002:7f00:1::1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("172.31.0.1", "private"),
+        ("192.168.0.1", "private"),
+        ("::ffff:192.168.0.1", "private"),
+        ("fd12:3456::1", "private (unique local)"),
+        ("169.254.10.1", "link-local"),
+        ("fe80::1", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("0.1.2.3", "unspecified"),
+        ("::", "unspecified"),
+        ("224.0.0.251", "multicast"),
+        ("ff02::1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("255.255.255.255", "reserved"),
+        ("100.64.0.1", "shared (CGNAT, 100.64.0.0/10)"),
+        ("169.254.169.254", "cloud metadata"),
+        ("::ffff:169.254.169.254", "cloud metadata"),
+        ("fd00:ec2::254", "cloud metadata"),
+        ("168.63.129.16", "cloud metadata"),
+        ("100.100.100.200", "cloud metadata"),
+    ],
+)
 def test_address_classes(address: str, kind: str | None) -> None:
     assert address_class(ipaddress.ip_address(address)) == kind
 
 
 def test_an_explicit_address_entry_is_honoured_and_nothing_else_is() -> None:
     ip = ipaddress.ip_address
-    listed = AllowList.parse("10.0.0.0/8, 127.0.0.1:8080, [::1], *, *.example.com, "
-                             "169.254.169.254")
+    listed = AllowList.parse("10.0.0.0/8, 127.0.0.1:8080, [::1], *, *.example.com, 169.254.169.254")
     assert listed.refusal(ip("10.9.8.7"), 443) is None
     assert listed.refusal(ip("::ffff:10.9.8.7"), 443) is None  # the same address
     assert listed.refusal(ip("127.0.0.1"), 8080) is None
@@ -613,8 +742,13 @@ def _resolving(monkeypatch: pytest.MonkeyPatch, name: str, *answers: str) -> lis
 
 
 def test_a_name_resolving_to_loopback_at_delivery_is_never_connected_to(
-        orders: Any, make_client: Callable[..., TestClient], auth: Any, listener: Listener,
-        hub_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch) -> None:
+    orders: Any,
+    make_client: Callable[..., TestClient],
+    auth: Any,
+    listener: Listener,
+    hub_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """DNS rebinding: a name allowed by pattern (no DNS at registration) resolves to the
     loopback address of a listener at delivery: the hub refuses to connect, shows only
     "refused by policy" and keeps the notification. Named explicitly, the address is
@@ -638,8 +772,11 @@ def test_a_name_resolving_to_loopback_at_delivery_is_never_connected_to(
     try:
         found = HubStore(db).get(sub["id"])
         assert found is not None
-        assert (found["state"], found["last_error"], found["pending"]) == \
-            ("suspended", "refused by policy", 1)
+        assert (found["state"], found["last_error"], found["pending"]) == (
+            "suspended",
+            "refused by policy",
+            1,
+        )
         assert HubStore(db).resume(sub["id"])
     finally:
         db.close()
@@ -658,7 +795,6 @@ def test_a_name_resolving_to_loopback_at_delivery_is_never_connected_to(
     assert asked.count(name) == 1  # one resolution for the round; httpx never resolved it
 
 
-
 def _certificate(name: str, directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for `name` (and its key), as PEM files."""
     from cryptography import x509
@@ -669,24 +805,36 @@ def _certificate(name: str, directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = directory / "listener.pem", directory / "listener.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_file, key_file
 
 
 def test_https_callbacks_connect_to_the_checked_address_and_verify_the_name(
-        orders: Any, hub_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+    orders: Any,
+    hub_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     """https to a name: the connection goes to the checked address, the name travels as
     TLS server name (SNI) and Host, and the certificate is verified against the name: a
     name the certificate does not cover is not delivered to (and shows `unreachable`)."""
@@ -712,10 +860,15 @@ def test_https_callbacks_connect_to_the_checked_address_and_verify_the_name(
         orders.receive("TLS-1")
         orders.project()
         real = socket.getaddrinfo
-        monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **kw: real(
-            "127.0.0.1" if host in (name, other) else host, *a, **kw))
-        config = replace(HubConfig.from_settings(settings),
-                         verify=ssl.create_default_context(cafile=str(cert_file)))
+        monkeypatch.setattr(
+            socket,
+            "getaddrinfo",
+            lambda host, *a, **kw: real("127.0.0.1" if host in (name, other) else host, *a, **kw),
+        )
+        config = replace(
+            HubConfig.from_settings(settings),
+            verify=ssl.create_default_context(cafile=str(cert_file)),
+        )
         worker = DeliveryWorker(config, lambda: open_read_db(settings))
         try:
             worker.drain(5)
@@ -729,15 +882,18 @@ def test_https_callbacks_connect_to_the_checked_address_and_verify_the_name(
         finally:
             db.close()
         assert (found[good["id"]]["delivered"], found[good["id"]]["last_error"]) == (1, None)
-        assert (found[bad["id"]]["delivered"], found[bad["id"]]["last_error"]) == \
-            (0, "unreachable")
+        assert (found[bad["id"]]["delivered"], found[bad["id"]]["last_error"]) == (0, "unreachable")
     finally:
         listener.stop()
 
 
 def test_last_error_never_says_more_than_unreachable(
-        orders: Any, hub_client: TestClient, auth: Any, hub_settings: Callable[..., Settings],
-        run_worker: Any) -> None:
+    orders: Any,
+    hub_client: TestClient,
+    auth: Any,
+    hub_settings: Callable[..., Settings],
+    run_worker: Any,
+) -> None:
     """A closed port and a listener that never answers in time look the same to whoever
     reads the admin view or `hub list`: "unreachable" (the log has the detail)."""
     with socket.socket() as s:
@@ -746,8 +902,10 @@ def test_last_error_never_says_more_than_unreachable(
     slow = Listener(slow_seconds=1.5)
     slow.behaviour = lambda body: "slow"
     try:
-        subs = [register(hub_client, auth("integrator"), f"http://127.0.0.1:{closed}/l"),
-                register(hub_client, auth("integrator"), slow.url)]
+        subs = [
+            register(hub_client, auth("integrator"), f"http://127.0.0.1:{closed}/l"),
+            register(hub_client, auth("integrator"), slow.url),
+        ]
         settings = hub_settings(hub_timeout_seconds=0.3, hub_suspend_after_failures=1)
         run_worker(settings)
         orders.receive("LE-1")
@@ -757,12 +915,17 @@ def test_last_error_never_says_more_than_unreachable(
             view = hub_client.get(ADMIN_HUB, headers=auth("admin"))
             return {s["id"]: s for s in view.json()}
 
-        eventually(lambda: all(s["state"] == "suspended" for s in shown().values()),
-                   what="both listeners to fail")
+        eventually(
+            lambda: all(s["state"] == "suspended" for s in shown().values()),
+            what="both listeners to fail",
+        )
         assert slow.attempts  # the slow one was reached, and timed out
         assert [shown()[sub["id"]]["lastError"] for sub in subs] == ["unreachable"] * 2
-        url = (f"sqlite:///{settings.database.dbname}" if settings.database.kind == "sqlite"
-               else settings.database.url(with_password=True))
+        url = (
+            f"sqlite:///{settings.database.dbname}"
+            if settings.database.kind == "sqlite"
+            else settings.database.url(with_password=True)
+        )
         listed = CliRunner().invoke(cli, ["--database-url", url, "hub", "list"])
         assert listed.exit_code == 0, listed.output
         assert listed.output.count("last error: unreachable") == 2, listed.output
@@ -771,8 +934,10 @@ def test_last_error_never_says_more_than_unreachable(
             errors = {r[0] for r in db.fetchall("SELECT last_error FROM hub_delivery")}
             assert errors == {"unreachable"}
             with db.transaction():  # a row written by an older version, with the detail
-                db.execute("UPDATE hub_subscription SET last_error = %s",
-                           ("ConnectError: [Errno 111] Connection refused",))
+                db.execute(
+                    "UPDATE hub_subscription SET last_error = %s",
+                    ("ConnectError: [Errno 111] Connection refused",),
+                )
         finally:
             db.close()
         assert {s["lastError"] for s in shown().values()} == {"unreachable"}
@@ -784,16 +949,25 @@ def test_event_ids_are_a_fixed_derivation() -> None:
     order = UUID("00000000-0000-0000-0000-000000000001")
     # A regression lock: listeners and the Kafka outbound topic deduplicate on these.
     assert notification_event_id(order, 2, CREATE) == "51d97ab4-6119-5ca7-8ae6-5aad5c863b77"
-    assert notification_event_id(str(order), 2, CREATE) == notification_event_id(order, 2,
-                                                                                  CREATE)
-    assert len({notification_event_id(order, v, t) for v in (2, 3) for t in EVENT_TYPES}) == \
-        2 * len(EVENT_TYPES)
+    assert notification_event_id(str(order), 2, CREATE) == notification_event_id(order, 2, CREATE)
+    assert len(
+        {notification_event_id(order, v, t) for v in (2, 3) for t in EVENT_TYPES}
+    ) == 2 * len(EVENT_TYPES)
 
 
 def test_query_grammar() -> None:
-    body = {"eventType": STATE, "event": {"serviceOrder": {
-        "id": "o1", "state": "completed", "priority": "1", "relatedParty": [{"id": "C1"}],
-        "serviceOrderItem": [{"state": "completed"}, {"state": "failed"}]}}}
+    body = {
+        "eventType": STATE,
+        "event": {
+            "serviceOrder": {
+                "id": "o1",
+                "state": "completed",
+                "priority": "1",
+                "relatedParty": [{"id": "C1"}],
+                "serviceOrderItem": [{"state": "completed"}, {"state": "failed"}],
+            }
+        },
+    }
     cancel = {"eventType": CANCEL_STATE, "event": {"cancelServiceOrder": {"state": "done"}}}
     assert Filter.parse(None).matches(body) and Filter.parse("  ").matches(cancel)
     assert Filter.parse(f"eventType={CREATE},{STATE}").matches(body)
@@ -817,14 +991,21 @@ def test_query_grammar() -> None:
 
 def test_backoff_doubles_up_to_the_maximum() -> None:
     config = HubConfig(backoff_base=0.5, backoff_max=3.0)
-    assert [config.backoff(n).total_seconds() for n in range(1, 7)] == \
-        [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    assert [config.backoff(n).total_seconds() for n in range(1, 7)] == [
+        0.5,
+        1.0,
+        2.0,
+        3.0,
+        3.0,
+        3.0,
+    ]
     assert config.backoff(10_000) == timedelta(seconds=3.0)
 
 
 # ============================================================================ outbox
-def test_drafts_produce_no_notifications(orders: Any, actors: Any, samples: Any,
-                                         hub_settings: Callable[..., Settings]) -> None:
+def test_drafts_produce_no_notifications(
+    orders: Any, actors: Any, samples: Any, hub_settings: Callable[..., Settings]
+) -> None:
     app = orders.app
     kept = app.draft_order(actors.agent, OrderHeader(external_id="D-1"))
     app.add_line(actors.agent, kept, samples.internet_item("1"))
@@ -835,11 +1016,13 @@ def test_drafts_produce_no_notifications(orders: Any, actors: Any, samples: Any,
     app.submit(actors.agent, kept)  # submitted: now it is a TMF641 order
     orders.project()
     assert [(r["order_id"], r["type"], r["version"]) for r in outbox(hub_settings())] == [
-        (str(kept), CREATE, 3)]
+        (str(kept), CREATE, 3)
+    ]
 
 
 def test_the_outbox_is_exactly_once_rebuildable_and_verifiable(
-        orders: Any, hub_settings: Callable[..., Settings]) -> None:
+    orders: Any, hub_settings: Callable[..., Settings]
+) -> None:
     settings = hub_settings()
     done = orders.complete("EO-1")
     cancelled = orders.cancel("EO-2")
@@ -864,15 +1047,22 @@ def test_the_outbox_is_exactly_once_rebuildable_and_verifiable(
         derived = [n["eventId"] for n in notifications_of(orders.app.history(oid))]
         assert derived == [r["event_id"] for r in first if r["order_id"] == str(oid)]
     for row in first:
-        assert row["event_id"] == notification_event_id(row["order_id"], row["version"],
-                                                        row["type"])
+        assert row["event_id"] == notification_event_id(
+            row["order_id"], row["version"], row["type"]
+        )
         assert row["payload"]["eventId"] == row["event_id"]
 
 
 # ========================================================================== delivery
 def test_a_real_listener_receives_the_lifecycle_in_order(
-        orders: Any, hub_client: TestClient, auth: Any, listener: Listener,
-        hub_settings: Callable[..., Settings], run_worker: Any, actors: Any) -> None:
+    orders: Any,
+    hub_client: TestClient,
+    auth: Any,
+    listener: Listener,
+    hub_settings: Callable[..., Settings],
+    run_worker: Any,
+    actors: Any,
+) -> None:
     before = orders.receive("EARLY")  # before the registration: not for this listener
     orders.project()
     sub = register(hub_client, auth("integrator"), listener.url)
@@ -890,17 +1080,36 @@ def test_a_real_listener_receives_the_lifecycle_in_order(
     assert [b["eventId"] for b in bodies] == [r["event_id"] for r in mine]  # exactly, in order
 
     def types(oid: UUID) -> list[str]:
-        return [b["eventType"] for b in bodies if (b["event"].get("serviceOrder") or
-                b["event"]["cancelServiceOrder"]["serviceOrder"])["id"] == str(oid)]
+        return [
+            b["eventType"]
+            for b in bodies
+            if (b["event"].get("serviceOrder") or b["event"]["cancelServiceOrder"]["serviceOrder"])[
+                "id"
+            ]
+            == str(oid)
+        ]
 
     assert types(done) == [CREATE, STATE, STATE, INFO, STATE, AVC, AVC, STATE, AVC, DELETE]
-    assert types(cancelled) == [CREATE, CANCEL_CREATE, STATE, CANCEL_STATE, STATE,
-                                CANCEL_STATE, STATE]
-    states = [b["event"]["serviceOrder"]["state"] for b in bodies
-              if b["eventType"] == STATE and b["event"]["serviceOrder"]["id"] == str(done)]
+    assert types(cancelled) == [
+        CREATE,
+        CANCEL_CREATE,
+        STATE,
+        CANCEL_STATE,
+        STATE,
+        CANCEL_STATE,
+        STATE,
+    ]
+    states = [
+        b["event"]["serviceOrder"]["state"]
+        for b in bodies
+        if b["eventType"] == STATE and b["event"]["serviceOrder"]["id"] == str(done)
+    ]
     assert states == ["inProgress", "pending", "inProgress", "completed"]
-    cancel_states = [b["event"]["cancelServiceOrder"]["state"] for b in bodies
-                     if b["eventType"] in (CANCEL_CREATE, CANCEL_STATE)]
+    cancel_states = [
+        b["event"]["cancelServiceOrder"]["state"]
+        for b in bodies
+        if b["eventType"] in (CANCEL_CREATE, CANCEL_STATE)
+    ]
     assert cancel_states == ["accepted", "inProgress", "done"]
 
     history = {oid: orders.app.history(oid) for oid in (done, cancelled)}
@@ -910,8 +1119,9 @@ def test_a_real_listener_receives_the_lifecycle_in_order(
         assert set(body) >= {"eventId", "eventTime", "eventType", "correlationId", "event"}
         resource = body["event"].get("serviceOrder") or body["event"]["cancelServiceOrder"]
         assert resource["href"].startswith("https://so.example.net/tmf-api/serviceOrdering/v4/")
-        oid = UUID(resource["id"] if "serviceOrder" in body["event"]
-                   else resource["serviceOrder"]["id"])
+        oid = UUID(
+            resource["id"] if "serviceOrder" in body["event"] else resource["serviceOrder"]["id"]
+        )
         version = next(r["version"] for r in mine if r["event_id"] == body["eventId"])
         event = history[oid][version - 1]
         assert body["eventId"] == notification_event_id(oid, version, event_type)
@@ -924,17 +1134,27 @@ def test_a_real_listener_receives_the_lifecycle_in_order(
 
     db = open_read_db(hub_settings())
     try:  # recorded just after the listener answered
-        found = eventually(lambda: next((s for s in HubStore(db).list()
-                                         if s["delivered"] == len(mine)), None))
+        found = eventually(
+            lambda: next((s for s in HubStore(db).list() if s["delivered"] == len(mine)), None)
+        )
     finally:
         db.close()
-    assert (found["id"], found["state"], found["pending"], found["delivered"],
-            found["failures"]) == (sub["id"], "active", 0, len(mine), 0)
+    assert (
+        found["id"],
+        found["state"],
+        found["pending"],
+        found["delivered"],
+        found["failures"],
+    ) == (sub["id"], "active", 0, len(mine), 0)
 
 
 def test_failures_are_retried_with_backoff_and_nothing_is_lost_or_reordered(
-        orders: Any, hub_client: TestClient, auth: Any, hub_settings: Callable[..., Settings],
-        run_worker: Any) -> None:
+    orders: Any,
+    hub_client: TestClient,
+    auth: Any,
+    hub_settings: Callable[..., Settings],
+    run_worker: Any,
+) -> None:
     listener = Listener(slow_seconds=0.6)
     try:
         register(hub_client, auth("integrator"), listener.url)
@@ -953,8 +1173,11 @@ def test_failures_are_retried_with_backoff_and_nothing_is_lost_or_reordered(
         orders.cancel("FL-2")
         orders.project()
         rows = outbox(hub_settings())
-        run_worker(hub_settings(hub_timeout_seconds=0.3, hub_suspend_after_failures=0,
-                                hub_suspend_after_seconds=0))
+        run_worker(
+            hub_settings(
+                hub_timeout_seconds=0.3, hub_suspend_after_failures=0, hub_suspend_after_seconds=0
+            )
+        )
         eventually(lambda: count["n"] >= 6, what="the failing attempts")
         listener.stop()  # connection refused for a while
         time.sleep(0.6)
@@ -970,17 +1193,22 @@ def test_failures_are_retried_with_backoff_and_nothing_is_lost_or_reordered(
         first = rows[0]["event_id"]
         times = [t for t, eid, _ in listener.attempts if eid == first]
         assert len(times) >= 3
-        config = HubConfig(backoff_base=FAST["hub_backoff_base_seconds"],
-                           backoff_max=FAST["hub_backoff_max_seconds"])
+        config = HubConfig(
+            backoff_base=FAST["hub_backoff_base_seconds"],
+            backoff_max=FAST["hub_backoff_max_seconds"],
+        )
         for n, (a, b) in enumerate(itertools.pairwise(times), start=1):
             assert b - a >= config.backoff(n).total_seconds() * 0.9
         db = open_read_db(hub_settings())
         try:
-            attempts = db.fetchone("SELECT attempts FROM hub_delivery WHERE event_id = %s",
-                                   (first,))
+            attempts = db.fetchone(
+                "SELECT attempts FROM hub_delivery WHERE event_id = %s", (first,)
+            )
             # the worker records a round just after the listener answered it
-            sub = eventually(lambda: next((s for s in HubStore(db).list()
-                                           if s["pending"] == 0), None), what="recorded")
+            sub = eventually(
+                lambda: next((s for s in HubStore(db).list() if s["pending"] == 0), None),
+                what="recorded",
+            )
         finally:
             db.close()
         assert attempts is not None and attempts[0] >= 3
@@ -990,8 +1218,14 @@ def test_failures_are_retried_with_backoff_and_nothing_is_lost_or_reordered(
 
 
 def test_a_failing_notification_holds_back_its_order_only(
-        orders: Any, hub_client: TestClient, auth: Any, listener: Listener,
-        hub_settings: Callable[..., Settings], run_worker: Any, actors: Any) -> None:
+    orders: Any,
+    hub_client: TestClient,
+    auth: Any,
+    listener: Listener,
+    hub_settings: Callable[..., Settings],
+    run_worker: Any,
+    actors: Any,
+) -> None:
     register(hub_client, auth("integrator"), listener.url)
     blocked = orders.receive("HB-1")
     free = orders.receive("HB-2")
@@ -1008,20 +1242,32 @@ def test_a_failing_notification_holds_back_its_order_only(
     orders.project()
     rows = outbox(hub_settings())
     expected = expected_per_order(rows)
-    eventually(lambda: per_order(listener.bodies()).get(str(free)) == expected[str(free)],
-               what="the other order")
-    eventually(lambda: sum(1 for _, e, _a in listener.attempts
-                           if e == expected[str(blocked)][0]) >= 3, what="retries")
+    eventually(
+        lambda: per_order(listener.bodies()).get(str(free)) == expected[str(free)],
+        what="the other order",
+    )
+    eventually(
+        lambda: sum(1 for _, e, _a in listener.attempts if e == expected[str(blocked)][0]) >= 3,
+        what="retries",
+    )
     assert str(blocked) not in per_order(listener.bodies())  # its later one waits too
     broken["on"] = False
-    eventually(lambda: per_order(listener.bodies()).get(str(blocked)) == expected[str(blocked)],
-               what="the blocked order, once the listener accepts it")
+    eventually(
+        lambda: per_order(listener.bodies()).get(str(blocked)) == expected[str(blocked)],
+        what="the blocked order, once the listener accepts it",
+    )
     assert_in_order_per_order(listener.bodies(), rows)
 
 
 def test_a_listener_failing_too_often_is_suspended_then_resumed_with_its_backlog(
-        orders: Any, hub_client: TestClient, auth: Any, listener: Listener,
-        hub_settings: Callable[..., Settings], run_worker: Any, actors: Any) -> None:
+    orders: Any,
+    hub_client: TestClient,
+    auth: Any,
+    listener: Listener,
+    hub_settings: Callable[..., Settings],
+    run_worker: Any,
+    actors: Any,
+) -> None:
     sub = register(hub_client, auth("integrator"), listener.url)
     listener.behaviour = lambda body: 503
     settings = hub_settings(hub_suspend_after_failures=3)
@@ -1054,22 +1300,32 @@ def test_a_listener_failing_too_often_is_suspended_then_resumed_with_its_backlog
     view = hub_client.get(ADMIN_HUB, headers=auth("admin"))
     assert view.status_code == 200
     (shown,) = view.json()
-    assert (shown["id"], shown["state"], shown["pending"], shown["consecutiveFailures"],
-            shown["lastError"]) == (sub["id"], "suspended", len(rows), 3, "HTTP 503")
+    assert (
+        shown["id"],
+        shown["state"],
+        shown["pending"],
+        shown["consecutiveFailures"],
+        shown["lastError"],
+    ) == (sub["id"], "suspended", len(rows), 3, "HTTP 503")
     assert shown["suspendedAt"] and shown["oldestPendingAt"]
     assert_tmf_error(hub_client.get(ADMIN_HUB, headers=auth("manager")), 403)
-    assert_tmf_error(hub_client.post(f"{ADMIN_HUB}/{sub['id']}/resume",
-                                     headers=auth("integrator")), 403)
+    assert_tmf_error(
+        hub_client.post(f"{ADMIN_HUB}/{sub['id']}/resume", headers=auth("integrator")), 403
+    )
 
-    url = (f"sqlite:///{settings.database.dbname}" if settings.database.kind == "sqlite"
-           else settings.database.url(with_password=True))
+    url = (
+        f"sqlite:///{settings.database.dbname}"
+        if settings.database.kind == "sqlite"
+        else settings.database.url(with_password=True)
+    )
     runner = CliRunner()
     listed = runner.invoke(cli, ["--database-url", url, "hub", "list"])
     assert listed.exit_code == 0, listed.output
     assert sub["id"] in listed.output and "suspended" in listed.output
     assert f"pending {len(rows)}" in listed.output and "HTTP 503" in listed.output
-    as_json = json.loads(runner.invoke(cli, ["--database-url", url, "hub", "list",
-                                             "--json"]).output)
+    as_json = json.loads(
+        runner.invoke(cli, ["--database-url", url, "hub", "list", "--json"]).output
+    )
     assert as_json[0]["state"] == "suspended"
 
     listener.behaviour = lambda body: 204  # the listener is fixed
@@ -1085,8 +1341,13 @@ def test_a_listener_failing_too_often_is_suspended_then_resumed_with_its_backlog
 
 
 def test_suspension_after_failing_for_too_long_and_resume_by_api(
-        orders: Any, hub_client: TestClient, auth: Any, listener: Listener,
-        hub_settings: Callable[..., Settings], run_worker: Any) -> None:
+    orders: Any,
+    hub_client: TestClient,
+    auth: Any,
+    listener: Listener,
+    hub_settings: Callable[..., Settings],
+    run_worker: Any,
+) -> None:
     sub = register(hub_client, auth("integrator"), listener.url)
     listener.behaviour = lambda body: 500
     settings = hub_settings(hub_suspend_after_failures=0, hub_suspend_after_seconds=0.3)
@@ -1102,31 +1363,42 @@ def test_suspension_after_failing_for_too_long_and_resume_by_api(
     listener.behaviour = lambda body: 200
     resumed = hub_client.post(f"{ADMIN_HUB}/{sub['id']}/resume", headers=auth("admin"))
     assert resumed.status_code == 200 and resumed.json()["state"] == "active"
-    eventually(lambda: len(listener.accepted) == 1 and shown()["pending"] == 0,
-               what="the backlog after resume")
+    eventually(
+        lambda: len(listener.accepted) == 1 and shown()["pending"] == 0,
+        what="the backlog after resume",
+    )
     assert_tmf_error(hub_client.post(f"{ADMIN_HUB}/nope/resume", headers=auth("admin")), 404)
 
 
 def test_query_filters_what_a_listener_receives(
-        orders: Any, hub_client: TestClient, auth: Any, hub_settings: Callable[..., Settings],
-        run_worker: Any) -> None:
+    orders: Any,
+    hub_client: TestClient,
+    auth: Any,
+    hub_settings: Callable[..., Settings],
+    run_worker: Any,
+) -> None:
     completed, creations = Listener(), Listener()
     try:
-        register(hub_client, auth("integrator"), completed.url,
-                 f"eventType={STATE}&state=completed")
-        register(hub_client, auth("integrator"), creations.url,
-                 f"eventType={CREATE},{CANCEL_CREATE}")
+        register(
+            hub_client, auth("integrator"), completed.url, f"eventType={STATE}&state=completed"
+        )
+        register(
+            hub_client, auth("integrator"), creations.url, f"eventType={CREATE},{CANCEL_CREATE}"
+        )
         run_worker(hub_settings())
         done = orders.complete("QF-1")
         cancelled = orders.cancel("QF-2")
         orders.project()
         rows = outbox(hub_settings())
         want_creations = [r["event_id"] for r in rows if r["type"] in (CREATE, CANCEL_CREATE)]
-        eventually(lambda: len(completed.accepted) >= 1
-                   and len(creations.accepted) >= len(want_creations), what="filtered")
+        eventually(
+            lambda: len(completed.accepted) >= 1 and len(creations.accepted) >= len(want_creations),
+            what="filtered",
+        )
         time.sleep(0.15)
-        assert [(b["eventType"], b["event"]["serviceOrder"]["id"])
-                for b in completed.bodies()] == [(STATE, str(done))]
+        assert [(b["eventType"], b["event"]["serviceOrder"]["id"]) for b in completed.bodies()] == [
+            (STATE, str(done))
+        ]
         assert creations.ids() == want_creations
         assert {b["eventType"] for b in creations.bodies()} == {CREATE, CANCEL_CREATE}
         assert str(cancelled) in json.dumps(creations.bodies())
@@ -1136,8 +1408,13 @@ def test_query_filters_what_a_listener_receives(
 
 
 def test_unregistered_and_disallowed_listeners_are_not_called(
-        orders: Any, make_client: Callable[..., TestClient], auth: Any, listener: Listener,
-        hub_settings: Callable[..., Settings], run_worker: Any) -> None:
+    orders: Any,
+    make_client: Callable[..., TestClient],
+    auth: Any,
+    listener: Listener,
+    hub_settings: Callable[..., Settings],
+    run_worker: Any,
+) -> None:
     client = make_client()
     gone = register(client, auth("integrator"), listener.url)
     assert client.delete(f"{HUB}/{gone['id']}", headers=auth("integrator")).status_code == 204
@@ -1164,8 +1441,12 @@ def test_unregistered_and_disallowed_listeners_are_not_called(
 
 
 def test_one_worker_at_a_time_and_a_clean_handover(
-        orders: Any, hub_client: TestClient, auth: Any, listener: Listener,
-        hub_settings: Callable[..., Settings]) -> None:
+    orders: Any,
+    hub_client: TestClient,
+    auth: Any,
+    listener: Listener,
+    hub_settings: Callable[..., Settings],
+) -> None:
     settings = hub_settings()
     register(hub_client, auth("integrator"), listener.url)
     orders.receive("LW-1")
@@ -1202,8 +1483,11 @@ def test_init_database_creates_the_hub_tables(hub_settings: Callable[..., Settin
 
 # ===================================================================== the processes
 def _process_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k != "DATABASE_URL" and not k.startswith("SERVICEORDERS_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "DATABASE_URL" and not k.startswith("SERVICEORDERS_")
+    }
     return {**env, "SERVICEORDERS_HUB_POLL": "0.05", **extra}
 
 
@@ -1215,20 +1499,25 @@ def _stop(process: subprocess.Popen[str]) -> str:
 
 
 def test_serve_delivers_to_listeners_registered_through_its_api(
-        tmp_path: Path, listener: Listener) -> None:
+    tmp_path: Path, listener: Listener
+) -> None:
     exe = shutil.which("serviceorders")
     assert exe, "the serviceorders console script is not installed"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([exe, "serve", "--port", str(port)], cwd=tmp_path,
-                              env=_process_env(SERVICEORDERS_HUB_ALLOWED_HOSTS=(
-                                  f"127.0.0.1:{listener.port}")),
-                              text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [exe, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=_process_env(SERVICEORDERS_HUB_ALLOWED_HOSTS=(f"127.0.0.1:{listener.port}")),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         with httpx.Client(base_url=base, timeout=10, trust_env=False) as http:
+
             def up() -> bool:
                 try:
                     return http.get("/health").status_code == 200
@@ -1238,16 +1527,27 @@ def test_serve_delivers_to_listeners_registered_through_its_api(
             eventually(up, timeout=30, what="serve to answer")
             sub = http.post(HUB, json={"callback": listener.url})
             assert sub.status_code == 201, sub.text
-            order = http.post("/tmf-api/serviceOrdering/v4/serviceOrder", json={
-                "externalId": "SERVE-1", "serviceOrderItem": [{
-                    "id": "1", "action": "add", "service": {
-                        "serviceSpecification": {"id": "managed-router"},
-                        "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
-                        "place": [{"id": "S1"}]}}]})
+            order = http.post(
+                "/tmf-api/serviceOrdering/v4/serviceOrder",
+                json={
+                    "externalId": "SERVE-1",
+                    "serviceOrderItem": [
+                        {
+                            "id": "1",
+                            "action": "add",
+                            "service": {
+                                "serviceSpecification": {"id": "managed-router"},
+                                "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
+                                "place": [{"id": "S1"}],
+                            },
+                        }
+                    ],
+                },
+            )
             assert order.status_code == 201, order.text
             order_id = order.json()["id"]
             eventually(lambda: listener.accepted, what="the create notification")
-            (path, body), = listener.accepted
+            ((path, body),) = listener.accepted
             assert path == "/hooks/so/listener/serviceOrderCreateEvent"
             assert body["eventId"] == notification_event_id(order_id, 2, CREATE)
             assert body["event"]["serviceOrder"]["id"] == order_id
@@ -1255,8 +1555,9 @@ def test_serve_delivers_to_listeners_registered_through_its_api(
         _stop(server)
 
 
-def test_project_runs_the_delivery_worker(settings: Settings, listener: Listener,
-                                          actors: Any, samples: Any) -> None:
+def test_project_runs_the_delivery_worker(
+    settings: Settings, listener: Listener, actors: Any, samples: Any
+) -> None:
     exe = shutil.which("serviceorders")
     assert exe, "the serviceorders console script is not installed"
     init_database(settings)
@@ -1270,15 +1571,23 @@ def test_project_runs_the_delivery_worker(settings: Settings, listener: Listener
         db.close()
     app = build_application(settings)
     try:
-        order_id, _ = app.receive_order(actors.upstream, samples.header("PROJ-1"),
-                                        samples.items())
+        order_id, _ = app.receive_order(actors.upstream, samples.header("PROJ-1"), samples.items())
     finally:
         app.close()
-    url = (f"sqlite:///{settings.database.dbname}" if settings.database.kind == "sqlite"
-           else settings.database.url(with_password=True))
-    projector = subprocess.Popen([exe, "project"], env=_process_env(
-        DATABASE_URL=url, SERVICEORDERS_HUB_ALLOWED_HOSTS=f"127.0.0.1:{listener.port}"),
-                                 text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = (
+        f"sqlite:///{settings.database.dbname}"
+        if settings.database.kind == "sqlite"
+        else settings.database.url(with_password=True)
+    )
+    projector = subprocess.Popen(
+        [exe, "project"],
+        env=_process_env(
+            DATABASE_URL=url, SERVICEORDERS_HUB_ALLOWED_HOSTS=f"127.0.0.1:{listener.port}"
+        ),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         eventually(lambda: listener.accepted, timeout=30, what="the create notification")
         assert listener.ids() == [notification_event_id(order_id, 2, CREATE)]

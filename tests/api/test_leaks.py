@@ -45,12 +45,15 @@ LEAKS = re.compile(
     r"Traceback|File \"|\.py\b|site-packages|/work/|/tmp/|/usr/|/root/|/home/|/var/|"
     r"\bSELECT\b|\bINSERT\b|\bUPDATE\b|\bDELETE FROM\b|order_summary|serviceorders_events|"
     r"psycopg|sqlite|eventsourcing|pydantic|starlette|uvicorn|OperationalError|"
-    r"IntegrityError|RuntimeError|Exception\b|line \d+", re.IGNORECASE)
+    r"IntegrityError|RuntimeError|Exception\b|line \d+",
+    re.IGNORECASE,
+)
 
 
 def assert_clean(response: Any, status: int, context: str, echoed: str = "") -> None:
-    assert response.status_code == status, f"{context}: {response.status_code} " \
-                                           f"{response.text[:300]}"
+    assert response.status_code == status, (
+        f"{context}: {response.status_code} {response.text[:300]}"
+    )
     body = response.json()
     assert {"code", "reason", "message", "status", "@type"} <= set(body), context
     assert body["@type"] == "Error" and body["status"] == str(status), context
@@ -71,20 +74,26 @@ def _json(body: Any) -> dict[str, Any]:
 # ================================================================= (a) real process
 def _database_url(settings: Settings) -> str:
     db = settings.database
-    return (f"sqlite:///{db.dbname}" if db.kind == "sqlite"
-            else f"postgresql://{db.user}@{db.host}:{db.port}/{db.dbname}")
+    return (
+        f"sqlite:///{db.dbname}"
+        if db.kind == "sqlite"
+        else f"postgresql://{db.user}@{db.host}:{db.port}/{db.dbname}"
+    )
 
 
-DEBUG_MAIN = ("import logging, sys\n"
-              "logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,\n"
-              "    format='%(asctime)s %(levelname)s %(name)s %(message)s %(args)s')\n"
-              "from serviceorders.cli import main\n"
-              "sys.exit(main())\n")
+DEBUG_MAIN = (
+    "import logging, sys\n"
+    "logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,\n"
+    "    format='%(asctime)s %(levelname)s %(name)s %(message)s %(args)s')\n"
+    "from serviceorders.cli import main\n"
+    "sys.exit(main())\n"
+)
 
 
 @pytest.fixture
-def api_process(api_settings: Settings, keys: dict[str, ApiKey], tmp_path: Path
-                ) -> Iterator[tuple[str, Callable[[], str]]]:
+def api_process(
+    api_settings: Settings, keys: dict[str, ApiKey], tmp_path: Path
+) -> Iterator[tuple[str, Callable[[], str]]]:
     """`serviceorders api` in its own process, every logger at DEBUG; yields its base URL
     and a function returning everything it printed so far."""
     import socket
@@ -94,19 +103,30 @@ def api_process(api_settings: Settings, keys: dict[str, ApiKey], tmp_path: Path
         port = s.getsockname()[1]
     key_file = tmp_path / "keys"  # half the keys in the variable, half in a file
     names = list(keys)
-    key_file.write_text("".join(f"{keys[n].actor}:{keys[n].role}:{keys[n].key}  # {n}\n"
-                                for n in names[4:]), encoding="utf-8")
-    env = {**os.environ, "DATABASE_URL": _database_url(api_settings),
-           "SERVICEORDERS_API_KEYS": ",".join(f"{keys[n].actor}:{keys[n].role}:{keys[n].key}"
-                                              for n in names[:4]),
-           "SERVICEORDERS_API_KEYS_FILE": str(key_file), "PYTHONUNBUFFERED": "1",
-           # the process's own logging set-up (main/logs.py) at DEBUG, access log on
-           "SERVICEORDERS_LOG_LEVEL": "DEBUG", "SERVICEORDERS_ACCESS_LOG": "yes"}
+    key_file.write_text(
+        "".join(f"{keys[n].actor}:{keys[n].role}:{keys[n].key}  # {n}\n" for n in names[4:]),
+        encoding="utf-8",
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(api_settings),
+        "SERVICEORDERS_API_KEYS": ",".join(
+            f"{keys[n].actor}:{keys[n].role}:{keys[n].key}" for n in names[:4]
+        ),
+        "SERVICEORDERS_API_KEYS_FILE": str(key_file),
+        "PYTHONUNBUFFERED": "1",
+        # the process's own logging set-up (main/logs.py) at DEBUG, access log on
+        "SERVICEORDERS_LOG_LEVEL": "DEBUG",
+        "SERVICEORDERS_ACCESS_LOG": "yes",
+    }
     out_path = tmp_path / "api.out"
     with open(out_path, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-c", DEBUG_MAIN, "api", "--host", "127.0.0.1", "--port",
-             str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+            [sys.executable, "-c", DEBUG_MAIN, "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -129,9 +149,11 @@ def api_process(api_settings: Settings, keys: dict[str, ApiKey], tmp_path: Path
             process.wait(5)
 
 
-def test_a_real_api_process_never_logs_a_key(api_process: tuple[str, Callable[[], str]],
-                                             keys: dict[str, ApiKey],
-                                             order_body: Callable[..., Any]) -> None:
+def test_a_real_api_process_never_logs_a_key(
+    api_process: tuple[str, Callable[[], str]],
+    keys: dict[str, ApiKey],
+    order_body: Callable[..., Any],
+) -> None:
     base, output = api_process
     secrets_ = [k.key for k in keys.values()]
 
@@ -140,6 +162,7 @@ def test_a_real_api_process_never_logs_a_key(api_process: tuple[str, Callable[[]
 
     statuses: set[int] = set()
     with httpx.Client(base_url=base, timeout=30) as http:
+
         def send(method: str, path: str, **kw: Any) -> httpx.Response:
             response = http.request(method, path, **kw)
             statuses.add(response.status_code)
@@ -153,32 +176,63 @@ def test_a_real_api_process_never_logs_a_key(api_process: tuple[str, Callable[[]
         for role in keys:  # every key, on reads, writes and refusals
             send("GET", ORDER_PATH, headers=h(role))
             send("GET", f"/api/v1/orders/{order_id}", headers=h(role))
-            send("POST", f"/api/v1/orders/{order_id}/hold", json={"reason": "x"},
-                 headers=h(role))  # 403 or 409
+            send(
+                "POST", f"/api/v1/orders/{order_id}/hold", json={"reason": "x"}, headers=h(role)
+            )  # 403 or 409
             send("POST", f"/api/v1/orders/{order_id}/approve", json={}, headers=h(role))
             send("GET", "/api/v1/audit/access-log", headers=h(role))
         for key in secrets_:  # wrong keys of every kind: 401
-            for header in (f"Bearer {key}x", f"Bearer {key[:-1]}", f"Basic {key}", key,
-                           f"Token {key}", f"Bearer {key.upper()}"):
+            for header in (
+                f"Bearer {key}x",
+                f"Bearer {key[:-1]}",
+                f"Basic {key}",
+                key,
+                f"Token {key}",
+                f"Bearer {key.upper()}",
+            ):
                 send("GET", ORDER_PATH, headers={"Authorization": header})
             send("GET", "/api/v1/reviewQueue", headers={"X-Api-Key": key})
         # errors of every kind, with valid keys
-        send("POST", "/api/v1/drafts", content=b"{not json", headers=h(
-            "agent", **{"Content-Type": "application/json"}))  # 400
-        send("POST", "/api/v1/drafts", content=b"x", headers=h(
-            "agent", **{"Content-Type": "text/plain"}))  # 415
-        send("POST", "/api/v1/drafts", content=b'{"description": "' + b"x" * 1_100_000 + b'"}',
-             headers=h("agent", **{"Content-Type": "application/json"}))  # 413
+        send(
+            "POST",
+            "/api/v1/drafts",
+            content=b"{not json",
+            headers=h("agent", **{"Content-Type": "application/json"}),
+        )  # 400
+        send(
+            "POST",
+            "/api/v1/drafts",
+            content=b"x",
+            headers=h("agent", **{"Content-Type": "text/plain"}),
+        )  # 415
+        send(
+            "POST",
+            "/api/v1/drafts",
+            content=b'{"description": "' + b"x" * 1_100_000 + b'"}',
+            headers=h("agent", **{"Content-Type": "application/json"}),
+        )  # 413
         send("GET", f"/api/v1/orders/{'0' * 32}", headers=h("admin"))  # 404
         send("PUT", f"/api/v1/orders/{order_id}", headers=h("admin"))  # 405
-        send("POST", f"/api/v1/orders/{order_id}/approve", json={},
-             headers=h("manager", **{"If-Match": '"999"'}))  # 412
+        send(
+            "POST",
+            f"/api/v1/orders/{order_id}/approve",
+            json={},
+            headers=h("manager", **{"If-Match": '"999"'}),
+        )  # 412
         tag = send("GET", f"/api/v1/orders/{order_id}", headers=h("admin")).headers["etag"]
-        send("POST", f"/api/v1/orders/{order_id}/approve", json={},
-             headers=h("manager", **{"If-Match": tag}))  # 200
+        send(
+            "POST",
+            f"/api/v1/orders/{order_id}/approve",
+            json={},
+            headers=h("manager", **{"If-Match": tag}),
+        )  # 200
         new_tag = send("GET", f"/api/v1/orders/{order_id}", headers=h("admin")).headers["etag"]
-        send("POST", f"/api/v1/orders/{order_id}/reject", json={"reason": "late"},
-             headers=h("manager2", **{"If-Match": new_tag}))  # 409: already decided
+        send(
+            "POST",
+            f"/api/v1/orders/{order_id}/reject",
+            json={"reason": "late"},
+            headers=h("manager2", **{"If-Match": new_tag}),
+        )  # 409: already decided
         log_rows = send("GET", "/api/v1/audit/access-log?limit=1000", headers=h("admin")).json()
     assert {200, 201, 400, 401, 403, 404, 405, 409, 412, 413, 415, 428} <= statuses, statuses
     logged = output()
@@ -196,15 +250,20 @@ class Boom(RuntimeError):
     pass
 
 
-INTERNAL = ("psycopg.errors.UndefinedTable: relation \"order_summary\" does not exist\n"
-            "LINE 1: SELECT * FROM order_summary WHERE state = 'x'\n"
-            "  File \"/work/main/projections/queries.py\", line 172, in _page")
+INTERNAL = (
+    'psycopg.errors.UndefinedTable: relation "order_summary" does not exist\n'
+    "LINE 1: SELECT * FROM order_summary WHERE state = 'x'\n"
+    '  File "/work/main/projections/queries.py", line 172, in _page'
+)
 
 
-def test_an_unexpected_exception_is_a_bare_500(client: TestClient, flow: Any,
-                                               auth: Callable[[str | None], dict[str, str]],
-                                               monkeypatch: pytest.MonkeyPatch,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unexpected_exception_is_a_bare_500(
+    client: TestClient,
+    flow: Any,
+    auth: Callable[[str | None], dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Exceptions raised on the read path, the write path and the read-your-writes sync,
     each carrying SQL, a path and library names: 500, `internal_error`, nothing else;
     the details go to the server log."""
@@ -220,19 +279,55 @@ def test_an_unexpected_exception_is_a_bare_500(client: TestClient, flow: Any,
     def raising(exc: BaseException) -> Callable[..., Any]:
         def fail(*args: Any, **kwargs: Any) -> Any:
             raise exc
+
         return fail
 
     cases: list[tuple[str, Any, str, BaseException, str, str, Any]] = [
-        ("read model (psycopg)", ReadModels, "documents",
-         psycopg.errors.UndefinedTable(INTERNAL), "GET", ORDER_PATH, None),
-        ("review queue (sqlite3)", ReadModels, "review_queue",
-         sqlite3.OperationalError(INTERNAL), "GET", "/api/v1/reviewQueue", None),
-        ("event store", ctx.app, "get_order", Boom(INTERNAL), "POST",
-         f"/api/v1/orders/{order_id}/hold", {"reason": "hello"}),
-        ("event store, TMF641 PATCH", ctx.app, "amend", Boom(INTERNAL), "PATCH",
-         f"{ORDER_PATH}/{order_id}", {"description": "x"}),
-        ("read-your-writes sync", ApiContext, "sync", KeyError(INTERNAL), "POST",
-         ORDER_PATH, _order_for_post()),
+        (
+            "read model (psycopg)",
+            ReadModels,
+            "documents",
+            psycopg.errors.UndefinedTable(INTERNAL),
+            "GET",
+            ORDER_PATH,
+            None,
+        ),
+        (
+            "review queue (sqlite3)",
+            ReadModels,
+            "review_queue",
+            sqlite3.OperationalError(INTERNAL),
+            "GET",
+            "/api/v1/reviewQueue",
+            None,
+        ),
+        (
+            "event store",
+            ctx.app,
+            "get_order",
+            Boom(INTERNAL),
+            "POST",
+            f"/api/v1/orders/{order_id}/hold",
+            {"reason": "hello"},
+        ),
+        (
+            "event store, TMF641 PATCH",
+            ctx.app,
+            "amend",
+            Boom(INTERNAL),
+            "PATCH",
+            f"{ORDER_PATH}/{order_id}",
+            {"description": "x"},
+        ),
+        (
+            "read-your-writes sync",
+            ApiContext,
+            "sync",
+            KeyError(INTERNAL),
+            "POST",
+            ORDER_PATH,
+            _order_for_post(),
+        ),
     ]
     for name, target, attribute, exc, method, path, payload in cases:
         with monkeypatch.context() as m:
@@ -242,8 +337,12 @@ def test_an_unexpected_exception_is_a_bare_500(client: TestClient, flow: Any,
                 kw: dict[str, Any] = {}
                 if payload is not None:
                     kw = {"content": json.dumps(payload)}
-                response = client.request(method, path, headers={
-                    **auth("admin"), "Content-Type": "application/json"}, **kw)
+                response = client.request(
+                    method,
+                    path,
+                    headers={**auth("admin"), "Content-Type": "application/json"},
+                    **kw,
+                )
             assert_clean(response, 500, name)
             assert response.json()["code"] == "internal_error"
             assert response.json()["message"] == "the server could not complete the request"
@@ -251,12 +350,25 @@ def test_an_unexpected_exception_is_a_bare_500(client: TestClient, flow: Any,
 
 
 def _order_for_post() -> dict[str, Any]:
-    return {"externalId": "boom-1", "@type": "ServiceOrder", "serviceOrderItem": [{
-        "id": "1", "action": "add", "@type": "ServiceOrderItem",
-        "service": {"serviceSpecification": {"id": "internet-access"},
-                    "serviceCharacteristic": [{"name": "bandwidthMbps", "value": 100},
-                                              {"name": "accessType", "value": "fibre"}],
-                    "place": [{"id": "S1"}]}}]}
+    return {
+        "externalId": "boom-1",
+        "@type": "ServiceOrder",
+        "serviceOrderItem": [
+            {
+                "id": "1",
+                "action": "add",
+                "@type": "ServiceOrderItem",
+                "service": {
+                    "serviceSpecification": {"id": "internet-access"},
+                    "serviceCharacteristic": [
+                        {"name": "bandwidthMbps", "value": 100},
+                        {"name": "accessType", "value": "fibre"},
+                    ],
+                    "place": [{"id": "S1"}],
+                },
+            }
+        ],
+    }
 
 
 @pytest.fixture
@@ -264,34 +376,63 @@ def live_server_keys(keys: dict[str, ApiKey]) -> list[ApiKey]:
     return list(keys.values())
 
 
-def test_every_refusal_is_clean_on_a_real_server(live_server: str, keys: dict[str, ApiKey],
-                                                 order_body: Callable[..., Any]) -> None:
+def test_every_refusal_is_clean_on_a_real_server(
+    live_server: str, keys: dict[str, ApiKey], order_body: Callable[..., Any]
+) -> None:
     """One of each refusal, through uvicorn (the real HTTP stack, not the TestClient)."""
+
     def h(role: str | None, **extra: str) -> dict[str, str]:
         return {**({"Authorization": f"Bearer {keys[role].key}"} if role else {}), **extra}
 
     with httpx.Client(base_url=live_server, timeout=30) as http:
-        order_id = http.post(ORDER_PATH, json=order_body("clean-1"),
-                             headers=h("integrator")).json()["id"]
+        order_id = http.post(
+            ORDER_PATH, json=order_body("clean-1"), headers=h("integrator")
+        ).json()["id"]
         orders = f"/api/v1/orders/{order_id}"
         tag = http.get(orders, headers=h("admin")).headers["etag"]
         checks: list[tuple[int, str, str, dict[str, Any]]] = [
             (401, "GET", ORDER_PATH, {"headers": h(None)}),
             (401, "GET", ORDER_PATH, {"headers": {"Authorization": "Bearer " + "k" * 40}}),
-            (403, "POST", f"{orders}/approve", {"headers": h("auditor", **{"If-Match": tag}),
-                                                 "json": {}}),
+            (
+                403,
+                "POST",
+                f"{orders}/approve",
+                {"headers": h("auditor", **{"If-Match": tag}), "json": {}},
+            ),
             (404, "GET", f"{ORDER_PATH}/{'0' * 32}", {"headers": h("admin")}),
             (404, "GET", "/no/such/route/../../etc/passwd", {"headers": h("admin")}),
             (405, "PUT", orders, {"headers": h("admin")}),
             (428, "POST", f"{orders}/approve", {"headers": h("manager"), "json": {}}),
-            (412, "POST", f"{orders}/approve", {"headers": h("manager", **{"If-Match": '"9"'}),
-                                                 "json": {}}),
-            (415, "POST", "/api/v1/drafts", {"headers": h("agent", **{
-                "Content-Type": "application/xml"}), "content": b"<a/>"}),
-            (413, "POST", "/api/v1/drafts", {"headers": h("agent", **{
-                "Content-Type": "application/json"}), "content": b" " * 1_048_600}),
-            (400, "POST", "/api/v1/drafts", {"headers": h("agent", **{
-                "Content-Type": "application/json"}), "content": b'{"x": ' * 3000}),
+            (
+                412,
+                "POST",
+                f"{orders}/approve",
+                {"headers": h("manager", **{"If-Match": '"9"'}), "json": {}},
+            ),
+            (
+                415,
+                "POST",
+                "/api/v1/drafts",
+                {"headers": h("agent", **{"Content-Type": "application/xml"}), "content": b"<a/>"},
+            ),
+            (
+                413,
+                "POST",
+                "/api/v1/drafts",
+                {
+                    "headers": h("agent", **{"Content-Type": "application/json"}),
+                    "content": b" " * 1_048_600,
+                },
+            ),
+            (
+                400,
+                "POST",
+                "/api/v1/drafts",
+                {
+                    "headers": h("agent", **{"Content-Type": "application/json"}),
+                    "content": b'{"x": ' * 3000,
+                },
+            ),
             (400, "GET", f"{ORDER_PATH}?limit=1e9&orderDate.gt=%27;--", {"headers": h("admin")}),
             (400, "GET", "/api/v1/reviewQueue?olderThan=-1", {"headers": h("admin")}),
             (400, "GET", "/api/v1/audit/access-log?since=yesterday", {"headers": h("admin")}),
@@ -300,13 +441,31 @@ def test_every_refusal_is_clean_on_a_real_server(live_server: str, keys: dict[st
         for status, method, path, kw in checks:
             assert_clean(http.request(method, path, **kw), status, f"{method} {path[:80]}")
         # 409: the order moved on (decided), then decided again with its new ETag
-        assert http.post(f"{orders}/approve", json={}, headers=h(
-            "manager", **{"If-Match": tag})).status_code == 200
+        assert (
+            http.post(
+                f"{orders}/approve", json={}, headers=h("manager", **{"If-Match": tag})
+            ).status_code
+            == 200
+        )
         new_tag = http.get(orders, headers=h("admin")).headers["etag"]
-        assert_clean(http.post(f"{orders}/reject", json={"reason": "late"}, headers=h(
-            "manager2", **{"If-Match": new_tag})), 409, "reject an approved order")
-        assert_clean(http.post(ORDER_PATH, json={**order_body("clean-2"), "serviceOrderItem": "x"},
-                               headers=h("integrator")), 400, "wrong type")
+        assert_clean(
+            http.post(
+                f"{orders}/reject",
+                json={"reason": "late"},
+                headers=h("manager2", **{"If-Match": new_tag}),
+            ),
+            409,
+            "reject an approved order",
+        )
+        assert_clean(
+            http.post(
+                ORDER_PATH,
+                json={**order_body("clean-2"), "serviceOrderItem": "x"},
+                headers=h("integrator"),
+            ),
+            400,
+            "wrong type",
+        )
 
 
 # ======================================================= (c) callback allow-list
@@ -340,13 +499,16 @@ BYPASSES = [
 
 
 def test_callbacks_crafted_to_pass_the_allow_list_are_refused(
-        client: TestClient, auth: Callable[[str | None], dict[str, str]]) -> None:
+    client: TestClient, auth: Callable[[str | None], dict[str, str]]
+) -> None:
     """The allow-list of the API tests (127.0.0.1:9 only, named explicitly): every crafted
     callback is a 400 TMF Error and no listener is registered (the default policy, public
     addresses only, is tested against a real server in test_hub.py)."""
-    if f"POST {HUB}" not in {f"{m.upper()} {p}" for p, item in
-                             client.app.openapi()["paths"].items()  # type: ignore[attr-defined]
-                             for m in item}:
+    if f"POST {HUB}" not in {
+        f"{m.upper()} {p}"
+        for p, item in client.app.openapi()["paths"].items()  # type: ignore[attr-defined]
+        for m in item
+    }:
         pytest.skip("the hub is not served")
     refused = {}
     for callback in BYPASSES:
@@ -359,20 +521,39 @@ def test_callbacks_crafted_to_pass_the_allow_list_are_refused(
     assert listed.status_code == 200, listed.text
     assert listed.json() == [], listed.text
     # the loopback callback the allow-list names, for contrast
-    ok = client.post(HUB, json={"callback": "http://127.0.0.1:9/listener"},
-                     headers=auth("integrator"))
+    ok = client.post(
+        HUB, json={"callback": "http://127.0.0.1:9/listener"}, headers=auth("integrator")
+    )
     assert ok.status_code == 201, ok.text
-    assert len(client.get("/api/v1/hub", params={"all": "true"},
-                          headers=auth("admin")).json()) == 1
+    assert len(client.get("/api/v1/hub", params={"all": "true"}, headers=auth("admin")).json()) == 1
     print(f"\n{len(refused)} crafted callbacks refused: {sorted(set(refused.values()))}")
 
 
 # ========================================================== (d) filters and sorts
-NASTY = ["' OR 1=1 --", "\"; DROP TABLE order_summary; --", "%", "_", "%%", "*", "\\",
-         "' OR ''='", "1; SELECT pg_sleep(2) --", "') OR ('1'='1",
-         "acknowledged'/**/OR/**/'1'='1", "$1", "%s", "{}", "null", "[]",
-         "\u00e9\u00e8\u4e2d\u6587\U0001f600", "\u202e", "a\u0000b", "\ud7ff\ufffd",
-         "x" * 10_000, "' OR 1=1 --" * 500]
+NASTY = [
+    "' OR 1=1 --",
+    '"; DROP TABLE order_summary; --',
+    "%",
+    "_",
+    "%%",
+    "*",
+    "\\",
+    "' OR ''='",
+    "1; SELECT pg_sleep(2) --",
+    "') OR ('1'='1",
+    "acknowledged'/**/OR/**/'1'='1",
+    "$1",
+    "%s",
+    "{}",
+    "null",
+    "[]",
+    "\u00e9\u00e8\u4e2d\u6587\U0001f600",
+    "\u202e",
+    "a\u0000b",
+    "\ud7ff\ufffd",
+    "x" * 10_000,
+    "' OR 1=1 --" * 500,
+]
 NEUTRAL = "no-such-value-zz"
 
 
@@ -383,21 +564,29 @@ def _tables(settings: Settings) -> dict[str, int]:
     db = open_read_db(settings)
     try:
         if db.dialect == "postgres":
-            names = [r[0] for r in db.fetchall(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+            names = [
+                r[0]
+                for r in db.fetchall("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            ]
         else:
-            names = [r[0] for r in db.fetchall(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {n: db.fetchone(f'SELECT COUNT(*) FROM "{n}"')[0] for n in sorted(names)
-                if n != "audit_access_log"}  # grows with every auditor request
+            names = [
+                r[0] for r in db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+        return {
+            n: db.fetchone(f'SELECT COUNT(*) FROM "{n}"')[0]
+            for n in sorted(names)
+            if n != "audit_access_log"
+        }  # grows with every auditor request
     finally:
         db.close()
 
 
-def test_no_filter_or_sort_value_reaches_sql(client: TestClient, flow: Any,
-                                             api_settings: Settings,
-                                             auth: Callable[[str | None], dict[str, str]]
-                                             ) -> None:
+def test_no_filter_or_sort_value_reaches_sql(
+    client: TestClient,
+    flow: Any,
+    api_settings: Settings,
+    auth: Callable[[str | None], dict[str, str]],
+) -> None:
     orders = [flow.order(), flow.order(), flow.in_progress()]
     flow.assessing(orders[0])
     flow.client.get(ORDER_PATH, headers=auth("auditor"))  # one access-log row at least
@@ -406,16 +595,44 @@ def test_no_filter_or_sort_value_reaches_sql(client: TestClient, flow: Any,
     assert tables.get("serviceorders_events", tables.get("stored_events", 0)) > 0
     order = orders[2]
     endpoints: dict[str, list[str]] = {
-        ORDER_PATH: ["state", "externalId", "category", "priority", "id", "orderDate",
-                     "orderDate.gt", "orderDate.gte", "orderDate.lt", "fields", "offset",
-                     "limit", "sort", "orderBy", "order", "filter"],
+        ORDER_PATH: [
+            "state",
+            "externalId",
+            "category",
+            "priority",
+            "id",
+            "orderDate",
+            "orderDate.gt",
+            "orderDate.gte",
+            "orderDate.lt",
+            "fields",
+            "offset",
+            "limit",
+            "sort",
+            "orderBy",
+            "order",
+            "filter",
+        ],
         f"{TMF641}/cancelServiceOrder": ["fields", "offset", "limit", "sort", "state"],
-        "/api/v1/reviewQueue": ["kind", "site", "customer", "priority", "specification",
-                                "olderThan", "youngerThan", "offset", "limit", "sort"],
+        "/api/v1/reviewQueue": [
+            "kind",
+            "site",
+            "customer",
+            "priority",
+            "specification",
+            "olderThan",
+            "youngerThan",
+            "offset",
+            "limit",
+            "sort",
+        ],
         "/api/v1/audit/access-log": ["actor", "since", "until", "offset", "limit", "sort"],
         f"/api/v1/orders/{order}/history": ["asOf", "version", "diff", "from", "documents"],
-        "/tmf-api/serviceCatalogManagement/v4/serviceSpecification": ["fields", "lifecycleStatus",
-                                                                      "sort"],
+        "/tmf-api/serviceCatalogManagement/v4/serviceSpecification": [
+            "fields",
+            "lifecycleStatus",
+            "sort",
+        ],
     }
     headers = auth("admin")
     tried = 0
@@ -432,8 +649,21 @@ def test_no_filter_or_sort_value_reaches_sql(client: TestClient, flow: Any,
                 if response.status_code >= 400:
                     assert_clean(response, response.status_code, context, value)
                     continue
-                if name in ("fields", "offset", "limit", "sort", "orderBy", "order",
-                            "filter", "documents", "lifecycleStatus") or "history" in path:
+                if (
+                    name
+                    in (
+                        "fields",
+                        "offset",
+                        "limit",
+                        "sort",
+                        "orderBy",
+                        "order",
+                        "filter",
+                        "documents",
+                        "lifecycleStatus",
+                    )
+                    or "history" in path
+                ):
                     continue  # not a filter: shapes or pages the same result
                 assert _width(response) <= width, (context, width, response.text[:300])
     assert tried > 500

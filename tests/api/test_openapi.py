@@ -32,8 +32,12 @@ REF = "#/components/schemas/"
 
 
 def writes(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    return [(method, path, op) for path, item in spec["paths"].items()
-            for method, op in item.items() if method in WRITES]
+    return [
+        (method, path, op)
+        for path, item in spec["paths"].items()
+        for method, op in item.items()
+        if method in WRITES
+    ]
 
 
 def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +74,11 @@ def spec(open_client: TestClient) -> dict[str, Any]:
 
 def bodies(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(method, path, requestBody) of every write that has one."""
-    return [(method, path, op["requestBody"]) for method, path, op in writes(spec)
-            if "requestBody" in op]
+    return [
+        (method, path, op["requestBody"])
+        for method, path, op in writes(spec)
+        if "requestBody" in op
+    ]
 
 
 def test_every_write_operation_has_a_request_body_schema(spec: dict[str, Any]) -> None:
@@ -87,8 +94,12 @@ def test_every_write_operation_has_a_request_body_schema(spec: dict[str, Any]) -
         for media, content in body["content"].items():
             assert media == "application/json" or media.endswith("+json"), (method, path)
             schema = resolve(spec, content["schema"])
-            assert schema.get("type") == "object" and schema.get("properties"), \
-                (method, path, media, schema)
+            assert schema.get("type") == "object" and schema.get("properties"), (
+                method,
+                path,
+                media,
+                schema,
+            )
     assert set(NO_BODY) <= {(m, p) for m, p, _ in operations}, "a listed route is gone"
     # Every reference anywhere in the document resolves (nested models included).
     for ref in refs(spec):
@@ -99,11 +110,13 @@ def test_the_schemas_are_those_of_the_validating_models(spec: dict[str, Any]) ->
     by_operation = {(m, p): b for m, p, b in bodies(spec)}
     for (method, path, media), model in {
         ("post", f"{TMF641}/serviceOrder", "application/json"): ServiceOrderCreate,
-        ("patch", f"{TMF641}/serviceOrder/{{id}}", "application/merge-patch+json"):
-            ServiceOrderUpdate,
+        (
+            "patch",
+            f"{TMF641}/serviceOrder/{{id}}",
+            "application/merge-patch+json",
+        ): ServiceOrderUpdate,
         ("patch", f"{TMF641}/serviceOrder/{{id}}", "application/json"): ServiceOrderUpdate,
-        ("post", f"{TMF641}/cancelServiceOrder", "application/json"):
-            CancelServiceOrderCreate,
+        ("post", f"{TMF641}/cancelServiceOrder", "application/json"): CancelServiceOrderCreate,
         ("post", f"{TMF641}/hub", "application/json"): EventSubscriptionInput,
         ("post", "/api/v1/drafts", "application/json"): DraftCreate,
         ("post", "/api/v1/drafts/{id}/items", "application/json"): ItemCreate,
@@ -129,20 +142,23 @@ def _assert_tmf_400(response: Any, what: str) -> dict[str, Any]:
 
 
 def test_a_body_against_the_schema_is_a_tmf_400_at_every_write(
-        spec: dict[str, Any], open_client: TestClient) -> None:
+    spec: dict[str, Any], open_client: TestClient
+) -> None:
     """Not an object, or an object without the properties the schema requires: 400 with a
     TMF Error naming them (never FastAPI's 422), in every media type the route lists."""
     checked = 0
     for method, path, body in bodies(spec):
         for media, content in body["content"].items():
             what = f"{method.upper()} {path} ({media})"
-            response = open_client.request(method, _path(path), content=b"[]",
-                                           headers={"Content-Type": media})
+            response = open_client.request(
+                method, _path(path), content=b"[]", headers={"Content-Type": media}
+            )
             _assert_tmf_400(response, what)
             required = resolve(spec, content["schema"]).get("required", [])
             if required:
-                response = open_client.request(method, _path(path), content=b"{}",
-                                               headers={"Content-Type": media})
+                response = open_client.request(
+                    method, _path(path), content=b"{}", headers={"Content-Type": media}
+                )
                 error = _assert_tmf_400(response, what)
                 assert {d["location"] for d in error["details"]} == set(required), what
             checked += 1
@@ -154,24 +170,28 @@ def test_the_writes_without_a_body_read_none(open_client: TestClient) -> None:
     draft = open_client.post("/api/v1/drafts", json={"priority": "2"})
     assert draft.status_code == 201, draft.text
     draft_id = draft.json()["id"]
-    item = {"id": "1", "action": "add", "specificationId": "internet-access",
-            "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
-            "place": {"id": "S1", "name": "Site one"}}
+    item = {
+        "id": "1",
+        "action": "add",
+        "specificationId": "internet-access",
+        "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
+        "place": {"id": "S1", "name": "Site one"},
+    }
     assert open_client.post(f"/api/v1/drafts/{draft_id}/items", json=item).status_code == 201
     listener = open_client.post(f"{TMF641}/hub", json={"callback": "http://127.0.0.1:9/l"})
     assert listener.status_code == 201, listener.text
     for (method, template), _ in NO_BODY.items():
-        path = template.replace("{id}", draft_id if "drafts" in template
-                                else listener.json()["id"])
-        response = open_client.request(method, path, content=b"[not json",
-                                       headers={"Content-Type": "application/json"})
+        path = template.replace("{id}", draft_id if "drafts" in template else listener.json()["id"])
+        response = open_client.request(
+            method, path, content=b"[not json", headers={"Content-Type": "application/json"}
+        )
         assert response.status_code == 200, (path, response.text)
-    assert open_client.get(f"{TMF641}/serviceOrder/{draft_id}").json()["state"] == \
-        "acknowledged"
+    assert open_client.get(f"{TMF641}/serviceOrder/{draft_id}").json()["state"] == "acknowledged"
 
 
-def test_the_documented_order_example_creates_an_order(spec: dict[str, Any],
-                                                         open_client: TestClient) -> None:
+def test_the_documented_order_example_creates_an_order(
+    spec: dict[str, Any], open_client: TestClient
+) -> None:
     """What "Try it out" fills in for POST serviceOrder is an order the API accepts."""
     content = spec["paths"][f"{TMF641}/serviceOrder"]["post"]["requestBody"]["content"]
     example = content["application/json"]["example"]

@@ -26,8 +26,15 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 TMF641 = "/tmf-api/serviceOrdering/v4"
 TMF633 = "/tmf-api/serviceCatalogManagement/v4"
 ROLES = ("integrator", "agent", "manager", "fulfilment", "auditor", "admin", "no key")
-UNAUTHENTICATED = ("/health", "/ready", "/metrics", "/openapi.json", "/docs", "/redoc",
-                   "/docs/oauth2-redirect")
+UNAUTHENTICATED = (
+    "/health",
+    "/ready",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+    "/docs/oauth2-redirect",
+)
 
 
 # ------------------------------------------------------------------ the matrix
@@ -69,10 +76,17 @@ def served_operations(client: TestClient) -> set[str]:
     """Every operation the app serves: its OpenAPI paths plus the documentation pages."""
     app = client.app
     schema = app.openapi()  # type: ignore[attr-defined]
-    served = {f"{method.upper()} {path}" for path, item in schema["paths"].items()
-              for method in item if method in ("get", "post", "put", "patch", "delete")}
-    pages = {f"GET {r.path}" for r in app.routes  # type: ignore[attr-defined]
-             if isinstance(r, Route) and not isinstance(r, APIRoute)}
+    served = {
+        f"{method.upper()} {path}"
+        for path, item in schema["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete")
+    }
+    pages = {
+        f"GET {r.path}"
+        for r in app.routes  # type: ignore[attr-defined]
+        if isinstance(r, Route) and not isinstance(r, APIRoute)
+    }
     return served | pages
 
 
@@ -97,8 +111,14 @@ def test_the_matrix_follows_the_domain_permissions() -> None:
     from serviceorders.domain.lifecycle import PERMISSIONS, Action
     from serviceorders.domain.values import Role
 
-    roles = {"integrator": Role.UPSTREAM, "agent": Role.AGENT, "manager": Role.MANAGER,
-             "fulfilment": Role.FULFILMENT, "auditor": Role.AUDITOR, "admin": Role.OPERATOR}
+    roles = {
+        "integrator": Role.UPSTREAM,
+        "agent": Role.AGENT,
+        "manager": Role.MANAGER,
+        "fulfilment": Role.FULFILMENT,
+        "auditor": Role.AUDITOR,
+        "admin": Role.OPERATOR,
+    }
     actions = {
         f"POST {TMF641}/serviceOrder": Action.RECEIVE,
         f"PATCH {TMF641}/serviceOrder/{{id}}": Action.REVISE,
@@ -128,12 +148,12 @@ def test_the_matrix_follows_the_domain_permissions() -> None:
             assert MATRIX[operation][name] == expected, (operation, name)
     # Archiving a final order: the DELETE permission, but agents delete drafts only.
     for name, role in roles.items():
-        expected = ("allowed" if Action.DELETE in PERMISSIONS[role] and name != "agent"
-                    else "403")
+        expected = "allowed" if Action.DELETE in PERMISSIONS[role] and name != "agent" else "403"
         assert MATRIX[f"DELETE {TMF641}/serviceOrder/{{id}}"][name] == expected, name
     for operation, cells in MATRIX.items():  # every read of orders is open to every role
-        if operation.startswith("GET ") and "/hub" not in operation \
-                and "/audit/" not in operation:  # the access log: auditors and admins
+        if (
+            operation.startswith("GET ") and "/hub" not in operation and "/audit/" not in operation
+        ):  # the access log: auditors and admins
             assert all(cells[r] == "allowed" for r in ROLES[:-1]), operation
 
 
@@ -157,96 +177,121 @@ def _setups(flow: Any, make_order_body: Callable[..., Any]) -> dict[str, Callabl
         def setup() -> Call:
             order_id = make()
             return Call(f"{ok}/{order_id}{suffix}", body)
+
         return setup
 
-    def decision(make: Callable[[], str], suffix: str, body: Any = None
-                 ) -> Callable[[], Call]:
+    def decision(make: Callable[[], str], suffix: str, body: Any = None) -> Callable[[], Call]:
         def setup() -> Call:
             order_id = make()
             return with_etag(order_id, f"{ok}/{order_id}{suffix}", body)
+
         return setup
 
     def draft_call(suffix: str, body: Any = None, items: bool = True) -> Callable[[], Call]:
         def setup() -> Call:
             return Call(f"/api/v1/drafts/{flow.draft(items=items)}{suffix}", body)
+
         return setup
 
     def cancel_request() -> Call:
         _, request_id = flow.assessing()
         return Call(f"{TMF641}/cancelServiceOrder/{request_id}")
 
-    def listener(role: str = "admin", suffix: str = "", prefix: str = f"{TMF641}/hub"
-                 ) -> Call:
+    def listener(role: str = "admin", suffix: str = "", prefix: str = f"{TMF641}/hub") -> Call:
         """A listener registered by `role` when that role may register one (else admin):
         a listener is visible to whoever registered it."""
         if role == "no key" or MATRIX[f"POST {TMF641}/hub"].get(role) != "allowed":
             role = "admin"
-        response = flow.client.post(f"{TMF641}/hub",
-                                    json={"callback": "http://127.0.0.1:9/listener"},
-                                    headers=flow.auth(role))
+        response = flow.client.post(
+            f"{TMF641}/hub",
+            json={"callback": "http://127.0.0.1:9/listener"},
+            headers=flow.auth(role),
+        )
         assert response.status_code == 201, response.text
         return Call(f"{prefix}/{response.json()['id']}{suffix}")
 
     return {
-        f"POST {TMF641}/serviceOrder": lambda: Call(f"{TMF641}/serviceOrder",
-                                                    make_order_body()),
+        f"POST {TMF641}/serviceOrder": lambda: Call(f"{TMF641}/serviceOrder", make_order_body()),
         f"GET {TMF641}/serviceOrder": lambda: Call(f"{TMF641}/serviceOrder?state=acknowledged"),
-        f"GET {TMF641}/serviceOrder/{{id}}": lambda: Call(
-            f"{TMF641}/serviceOrder/{flow.order()}"),
+        f"GET {TMF641}/serviceOrder/{{id}}": lambda: Call(f"{TMF641}/serviceOrder/{flow.order()}"),
         f"PATCH {TMF641}/serviceOrder/{{id}}": lambda: Call(
-            f"{TMF641}/serviceOrder/{flow.order()}", {"description": "revised"},
-            content_type="application/merge-patch+json"),
+            f"{TMF641}/serviceOrder/{flow.order()}",
+            {"description": "revised"},
+            content_type="application/merge-patch+json",
+        ),
         f"DELETE {TMF641}/serviceOrder/{{id}}": lambda: Call(
-            f"{TMF641}/serviceOrder/{flow.rejected()}"),
+            f"{TMF641}/serviceOrder/{flow.rejected()}"
+        ),
         f"POST {TMF641}/cancelServiceOrder": lambda: Call(
-            f"{TMF641}/cancelServiceOrder", {"serviceOrder": {"id": flow.order()},
-                                             "cancellationReason": "not needed"}),
+            f"{TMF641}/cancelServiceOrder",
+            {"serviceOrder": {"id": flow.order()}, "cancellationReason": "not needed"},
+        ),
         f"GET {TMF641}/cancelServiceOrder": lambda: Call(f"{TMF641}/cancelServiceOrder"),
         f"GET {TMF641}/cancelServiceOrder/{{id}}": cancel_request,
-        f"POST {TMF641}/hub": lambda: Call(f"{TMF641}/hub",
-                                           {"callback": "http://127.0.0.1:9/listener"}),
+        f"POST {TMF641}/hub": lambda: Call(
+            f"{TMF641}/hub", {"callback": "http://127.0.0.1:9/listener"}
+        ),
         f"GET {TMF641}/hub/{{id}}": listener,  # with the caller's role (ROLE_AWARE)
         f"DELETE {TMF641}/hub/{{id}}": listener,
         "GET /api/v1/hub": lambda: Call("/api/v1/hub"),
         "POST /api/v1/hub/{id}/resume": lambda role="admin": listener(
-            "admin", "/resume", "/api/v1/hub"),
+            "admin", "/resume", "/api/v1/hub"
+        ),
         f"GET {TMF633}/serviceSpecification": lambda: Call(f"{TMF633}/serviceSpecification"),
         f"GET {TMF633}/serviceSpecification/{{id}}": lambda: Call(
-            f"{TMF633}/serviceSpecification/internet-access"),
+            f"{TMF633}/serviceSpecification/internet-access"
+        ),
         "POST /api/v1/drafts": lambda: Call("/api/v1/drafts", {"priority": "1"}),
         "GET /api/v1/drafts/{id}": draft_call(""),
-        "POST /api/v1/drafts/{id}/items": draft_call("/items", {
-            "id": "9", "specificationId": "internet-access", "place": {"id": "S2"},
-            "characteristics": {"bandwidthMbps": 10, "accessType": "copper"}}),
+        "POST /api/v1/drafts/{id}/items": draft_call(
+            "/items",
+            {
+                "id": "9",
+                "specificationId": "internet-access",
+                "place": {"id": "S2"},
+                "characteristics": {"bandwidthMbps": 10, "accessType": "copper"},
+            },
+        ),
         "PATCH /api/v1/drafts/{id}/items/{itemId}": draft_call(
-            "/items/1", {"characteristics": {"bandwidthMbps": 200}}),
+            "/items/1", {"characteristics": {"bandwidthMbps": 200}}
+        ),
         "DELETE /api/v1/drafts/{id}/items/{itemId}": draft_call("/items/2"),
         "GET /api/v1/drafts/{id}/validation": draft_call("/validation"),
         "POST /api/v1/drafts/{id}/submit": draft_call("/submit"),
         "DELETE /api/v1/drafts/{id}": draft_call("", items=False),
         "GET /api/v1/reviewQueue": lambda: Call("/api/v1/reviewQueue?kind=approval"),
         "POST /api/v1/orders/{id}/approve": decision(flow.order, "/approve", {}),
-        "POST /api/v1/orders/{id}/reject": decision(flow.order, "/reject",
-                                                    {"reason": "no capacity"}),
+        "POST /api/v1/orders/{id}/reject": decision(
+            flow.order, "/reject", {"reason": "no capacity"}
+        ),
         "POST /api/v1/orders/{id}/cancellation/approve": decision(
-            lambda: flow.assessing()[0], "/cancellation/approve", {"note": "ok"}),
+            lambda: flow.assessing()[0], "/cancellation/approve", {"note": "ok"}
+        ),
         "POST /api/v1/orders/{id}/cancellation/deny": decision(
-            lambda: flow.assessing()[0], "/cancellation/deny", {"reason": "too late"}),
+            lambda: flow.assessing()[0], "/cancellation/deny", {"reason": "too late"}
+        ),
         "POST /api/v1/orders/{id}/items/{itemId}/state": order_call(
-            flow.in_progress, "/items/1/state", {"state": "inProgress"}),
-        "POST /api/v1/orders/{id}/hold": order_call(flow.in_progress, "/hold",
-                                                    {"reason": "blocked"}),
+            flow.in_progress, "/items/1/state", {"state": "inProgress"}
+        ),
+        "POST /api/v1/orders/{id}/hold": order_call(
+            flow.in_progress, "/hold", {"reason": "blocked"}
+        ),
         "POST /api/v1/orders/{id}/resume": order_call(flow.held, "/resume", {}),
         "POST /api/v1/orders/{id}/informationRequest": order_call(
-            flow.in_progress, "/informationRequest", {"information": "which VLAN?"}),
-        "POST /api/v1/orders/{id}/information": order_call(flow.pending, "/information",
-                                                           {"information": "VLAN 12"}),
-        "POST /api/v1/orders/{id}/pointOfNoReturn": order_call(flow.in_progress,
-                                                               "/pointOfNoReturn", {}),
-        "POST /api/v1/orders/{id}/cancel": order_call(flow.in_progress, "/cancel",
-                                                      {"reason": "obsolete"}),
-        "POST /api/v1/orders/{id}/notes": order_call(flow.order, "/notes",
-                                                     {"text": "called the customer"}),
+            flow.in_progress, "/informationRequest", {"information": "which VLAN?"}
+        ),
+        "POST /api/v1/orders/{id}/information": order_call(
+            flow.pending, "/information", {"information": "VLAN 12"}
+        ),
+        "POST /api/v1/orders/{id}/pointOfNoReturn": order_call(
+            flow.in_progress, "/pointOfNoReturn", {}
+        ),
+        "POST /api/v1/orders/{id}/cancel": order_call(
+            flow.in_progress, "/cancel", {"reason": "obsolete"}
+        ),
+        "POST /api/v1/orders/{id}/notes": order_call(
+            flow.order, "/notes", {"text": "called the customer"}
+        ),
         "GET /api/v1/orders/{id}/events": order_call(flow.order, "/events"),
         "GET /api/v1/orders/{id}": order_call(flow.order, ""),
         "GET /api/v1/orders/{id}/history": order_call(flow.order, "/history"),
@@ -269,8 +314,12 @@ def _send(client: TestClient, method: str, call: Call, headers: dict[str, str]) 
     all_headers = {**call.headers, **headers}
     if call.body is None:
         return client.request(method, call.path, headers=all_headers)
-    return client.request(method, call.path, content=json.dumps(call.body),
-                          headers={**all_headers, "Content-Type": call.content_type})
+    return client.request(
+        method,
+        call.path,
+        content=json.dumps(call.body),
+        headers={**all_headers, "Content-Type": call.content_type},
+    )
 
 
 def _outcome(status: int) -> str:
@@ -278,9 +327,13 @@ def _outcome(status: int) -> str:
 
 
 @pytest.mark.parametrize("operation", list(MATRIX))
-def test_role_matrix(operation: str, client: TestClient, flow: Any,
-                     auth: Callable[[str | None], dict[str, str]],
-                     order_body: Callable[..., Any]) -> None:
+def test_role_matrix(
+    operation: str,
+    client: TestClient,
+    flow: Any,
+    auth: Callable[[str | None], dict[str, str]],
+    order_body: Callable[..., Any],
+) -> None:
     method, path = operation.split(" ", 1)
     if "hub" in path and operation not in served_operations(client):
         pytest.skip(f"{operation}: the hub routes are not served yet (hub helper's part)")
@@ -297,8 +350,10 @@ def test_role_matrix(operation: str, client: TestClient, flow: Any,
         got = _outcome(response.status_code)
         expected = MATRIX[operation][role]
         if got != expected:
-            mismatches.append(f"{role}: docs/security.md says {expected}, the API answered "
-                              f"{response.status_code} {response.text[:300]}")
+            mismatches.append(
+                f"{role}: docs/security.md says {expected}, the API answered "
+                f"{response.status_code} {response.text[:300]}"
+            )
         if got == "401":
             assert response.headers.get("www-authenticate") == "Bearer"
         if got in ("401", "403"):
@@ -309,14 +364,26 @@ def test_role_matrix(operation: str, client: TestClient, flow: Any,
 
 
 # ------------------------------------------------------------ authentication
-@pytest.mark.parametrize("header", [
-    None, "Bearer", "Bearer ", "Basic YWxpY2U6c2VjcmV0", "Bearer not-a-configured-key-123456",
-    "Token agent-0123456789abcdef0123456789abcdef"])
-def test_missing_or_wrong_key_is_401_with_www_authenticate(client: TestClient,
-                                                           header: str | None) -> None:
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "Bearer",
+        "Bearer ",
+        "Basic YWxpY2U6c2VjcmV0",
+        "Bearer not-a-configured-key-123456",
+        "Token agent-0123456789abcdef0123456789abcdef",
+    ],
+)
+def test_missing_or_wrong_key_is_401_with_www_authenticate(
+    client: TestClient, header: str | None
+) -> None:
     headers = {"Authorization": header} if header is not None else {}
-    for method, path in (("GET", f"{TMF641}/serviceOrder"), ("GET", "/api/v1/reviewQueue"),
-                         ("POST", "/api/v1/drafts")):
+    for method, path in (
+        ("GET", f"{TMF641}/serviceOrder"),
+        ("GET", "/api/v1/reviewQueue"),
+        ("POST", "/api/v1/drafts"),
+    ):
         response = client.request(method, path, headers=headers, json={})
         assert response.status_code == 401, response.text
         assert response.headers["www-authenticate"] == "Bearer"
@@ -330,11 +397,16 @@ def test_missing_or_wrong_key_is_401_with_www_authenticate(client: TestClient,
 def test_a_prefix_or_extension_of_a_key_is_not_the_key(client: TestClient, keys: Any) -> None:
     key = keys["admin"].key
     for token in (key[:-1], key + "x", key.upper(), f" {key}x "):
-        response = client.get(f"{TMF641}/serviceOrder",
-                              headers={"Authorization": f"Bearer {token}"})
+        response = client.get(
+            f"{TMF641}/serviceOrder", headers={"Authorization": f"Bearer {token}"}
+        )
         assert response.status_code == 401, token
-    assert client.get(f"{TMF641}/serviceOrder",
-                      headers={"Authorization": f"bearer  {key} "}).status_code == 200
+    assert (
+        client.get(
+            f"{TMF641}/serviceOrder", headers={"Authorization": f"bearer  {key} "}
+        ).status_code
+        == 200
+    )
 
 
 def test_open_mode_gives_full_access_as_anonymous(open_flow: Any) -> None:
@@ -344,15 +416,20 @@ def test_open_mode_gives_full_access_as_anonymous(open_flow: Any) -> None:
     view = open_flow.view(order_id)
     assert view["submittedBy"] == {"id": "anonymous", "role": "operator"}
     # the same actor submitted it: four-eyes refuses the decision (see docs/security.md)
-    response = open_flow.client.post(f"/api/v1/orders/{order_id}/approve",
-                                      headers={"If-Match": open_flow.etag(order_id)})
+    response = open_flow.client.post(
+        f"/api/v1/orders/{order_id}/approve", headers={"If-Match": open_flow.etag(order_id)}
+    )
     assert response.status_code == 403 and "four-eyes" in response.json()["message"]
 
 
 # ------------------------------------------------------------- keys stay secret
-def test_keys_never_reach_logs_bodies_or_reprs(client: TestClient, keys: Any, flow: Any,
-                                               auth: Callable[[str | None], dict[str, str]],
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_keys_never_reach_logs_bodies_or_reprs(
+    client: TestClient,
+    keys: Any,
+    flow: Any,
+    auth: Callable[[str | None], dict[str, str]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from serviceorders.api.auth import Authenticator, parse_keys
     from serviceorders.settings import Settings
 
@@ -363,17 +440,19 @@ def test_keys_never_reach_logs_bodies_or_reprs(client: TestClient, keys: Any, fl
         order_id = flow.order()
         for role in keys:
             for method, path, body in (
-                    ("GET", f"{TMF641}/serviceOrder", None),
-                    ("GET", f"/api/v1/orders/{order_id}", None),
-                    ("POST", f"/api/v1/orders/{order_id}/approve", {}),  # 428 / 403
-                    ("POST", f"/api/v1/orders/{order_id}/hold", {"reason": "x"}),
-                    ("POST", "/api/v1/drafts", {"externalId": 5}),  # 400
-                    ("GET", f"/api/v1/orders/{'0' * 8}", None)):  # 404
+                ("GET", f"{TMF641}/serviceOrder", None),
+                ("GET", f"/api/v1/orders/{order_id}", None),
+                ("POST", f"/api/v1/orders/{order_id}/approve", {}),  # 428 / 403
+                ("POST", f"/api/v1/orders/{order_id}/hold", {"reason": "x"}),
+                ("POST", "/api/v1/drafts", {"externalId": 5}),  # 400
+                ("GET", f"/api/v1/orders/{'0' * 8}", None),
+            ):  # 404
                 response = client.request(method, path, headers=auth(role), json=body)
                 bodies.append(response.text + str(response.headers))
         for token in secrets_:  # as a wrong key, slightly altered
-            response = client.get(f"{TMF641}/serviceOrder",
-                                  headers={"Authorization": f"Bearer {token}!"})
+            response = client.get(
+                f"{TMF641}/serviceOrder", headers={"Authorization": f"Bearer {token}!"}
+            )
             bodies.append(response.text + str(response.headers))
     logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     for key in secrets_:
@@ -382,11 +461,17 @@ def test_keys_never_reach_logs_bodies_or_reprs(client: TestClient, keys: Any, fl
         assert key[-16:] not in logged
     # reprs and strs of the settings and of the parsed keys
     inline = ",".join(f"{k.actor}:{k.role}:{k.key}" for k in keys.values())
-    settings = Settings.from_env({"DATABASE_URL": "sqlite:///x.db",
-                                  "SERVICEORDERS_API_KEYS": inline})
+    settings = Settings.from_env(
+        {"DATABASE_URL": "sqlite:///x.db", "SERVICEORDERS_API_KEYS": inline}
+    )
     parsed = parse_keys(inline, "SERVICEORDERS_API_KEYS")
-    for text in (repr(settings), str(settings), repr(parsed), str(parsed),
-                 repr(Authenticator(parsed).keys)):
+    for text in (
+        repr(settings),
+        str(settings),
+        repr(parsed),
+        str(parsed),
+        repr(Authenticator(parsed).keys),
+    ):
         assert all(key not in text for key in secrets_), text
     assert "***" in repr(settings)
 
@@ -395,12 +480,17 @@ def test_key_file_format(tmp_path: Path, keys: Any) -> None:
     from serviceorders.api.auth import KeyError_, load_keys
 
     file = tmp_path / "keys"
-    file.write_text("# the CRM\ncrm:integrator:" + keys["integrator"].key + "  # trailing\n"
-                    "\n   \nbob:manager:" + keys["manager"].key + "\n", encoding="utf-8")
+    file.write_text(
+        "# the CRM\ncrm:integrator:" + keys["integrator"].key + "  # trailing\n"
+        "\n   \nbob:manager:" + keys["manager"].key + "\n",
+        encoding="utf-8",
+    )
     loaded = load_keys("alice:agent:" + keys["agent"].key, file)
     assert [(k.actor, k.role, k.key) for k in loaded] == [
-        ("alice", "agent", keys["agent"].key), ("crm", "integrator", keys["integrator"].key),
-        ("bob", "manager", keys["manager"].key)]
+        ("alice", "agent", keys["agent"].key),
+        ("crm", "integrator", keys["integrator"].key),
+        ("bob", "manager", keys["manager"].key),
+    ]
     for bad in ("bob:manager:short-key", "bob:boss:" + "x" * 20, "bob:" + "x" * 20):
         file.write_text(bad + "\n", encoding="utf-8")
         with pytest.raises(KeyError_) as refused:
@@ -409,15 +499,19 @@ def test_key_file_format(tmp_path: Path, keys: Any) -> None:
 
 
 # ------------------------------------------------------------- error hygiene
-LEAKS = re.compile(r"Traceback|File \"|\.py\b|site-packages|/work/|/tmp/|/usr/|/root/|"
-                   r"\bSELECT\b|\bINSERT\b|\bUPDATE\b|\bFROM order|psycopg|sqlite3|"
-                   r"eventsourcing|pydantic_core|Exception\b|Error\(", re.IGNORECASE)
+LEAKS = re.compile(
+    r"Traceback|File \"|\.py\b|site-packages|/work/|/tmp/|/usr/|/root/|"
+    r"\bSELECT\b|\bINSERT\b|\bUPDATE\b|\bFROM order|psycopg|sqlite3|"
+    r"eventsourcing|pydantic_core|Exception\b|Error\(",
+    re.IGNORECASE,
+)
 
 
 def _assert_clean_error(response: Any, context: str, echoed: str = "") -> None:
     """A 4xx TMF Error whose text shows no internals (what the client sent may be echoed)."""
-    assert 400 <= response.status_code < 500, f"{context}: {response.status_code} " \
-                                              f"{response.text[:500]}"
+    assert 400 <= response.status_code < 500, (
+        f"{context}: {response.status_code} {response.text[:500]}"
+    )
     body = response.json()
     assert {"code", "reason", "message", "status", "@type"} <= set(body), context
     assert body["@type"] == "Error" and body["status"] == str(response.status_code)
@@ -433,12 +527,19 @@ MALFORMED_BODIES: list[tuple[str, bytes | None, str]] = [
     ("invalid utf-8", b"\xff\xfe\x00{", "application/json"),
     ("array", b"[1, 2, 3]", "application/json"),
     ("null", b"null", "application/json"),
-    ("wrong types", b'{"id": {}, "state": 5, "reason": [], "text": 7, "information": {},'
-                    b' "serviceOrderItem": "x", "priority": {"a": 1}, "customer": 3,'
-                    b' "characteristics": [1], "quantity": -4, "dependsOn": "1",'
-                    b' "serviceOrder": 12, "callback": 9}', "application/json"),
-    ("huge numbers", b'{"quantity": 1e400, "id": "1", "state": "completed",'
-                     b' "reason": "' + b"x" * 5000 + b'"}', "application/json"),
+    (
+        "wrong types",
+        b'{"id": {}, "state": 5, "reason": [], "text": 7, "information": {},'
+        b' "serviceOrderItem": "x", "priority": {"a": 1}, "customer": 3,'
+        b' "characteristics": [1], "quantity": -4, "dependsOn": "1",'
+        b' "serviceOrder": 12, "callback": 9}',
+        "application/json",
+    ),
+    (
+        "huge numbers",
+        b'{"quantity": 1e400, "id": "1", "state": "completed", "reason": "' + b"x" * 5000 + b'"}',
+        "application/json",
+    ),
     ("deep nesting", b"[" * 5000 + b"]" * 5000, "application/json"),
     ("form", b"a=1&b=2", "application/x-www-form-urlencoded"),
     ("no content type", b'{"reason": "x"}', ""),
@@ -448,10 +549,9 @@ MALFORMED_BODIES: list[tuple[str, bytes | None, str]] = [
 BODYLESS = {"POST /api/v1/drafts/{id}/submit"}  # takes no body (and ignores one)
 
 
-def test_malformed_input_gets_clean_tmf_errors_everywhere(client: TestClient, flow: Any,
-                                                          auth: Callable[[str | None],
-                                                                         dict[str, str]]
-                                                          ) -> None:
+def test_malformed_input_gets_clean_tmf_errors_everywhere(
+    client: TestClient, flow: Any, auth: Callable[[str | None], dict[str, str]]
+) -> None:
     order_id, draft_id = flow.in_progress(), flow.draft()
     ids = {"{id}": order_id, "{itemId}": "1"}
     headers = auth("admin")
@@ -464,11 +564,19 @@ def test_malformed_input_gets_clean_tmf_errors_everywhere(client: TestClient, fl
             path = path.replace(name, value)
         # unknown and malformed ids
         if "{" in template:
-            for bad in ("not-a-uuid", "00000000-0000-0000-0000-000000000000", "%27%20OR%201=1",
-                        "..%2F..%2Fetc%2Fpasswd"):
+            for bad in (
+                "not-a-uuid",
+                "00000000-0000-0000-0000-000000000000",
+                "%27%20OR%201=1",
+                "..%2F..%2Fetc%2Fpasswd",
+            ):
                 bad_path = template.replace("{id}", bad).replace("{itemId}", "1")
-                response = client.request(method, bad_path, headers=headers,
-                                          json={} if method in ("POST", "PATCH") else None)
+                response = client.request(
+                    method,
+                    bad_path,
+                    headers=headers,
+                    json={} if method in ("POST", "PATCH") else None,
+                )
                 if response.status_code < 400:  # e.g. the catalog's unknown id
                     continue
                 _assert_clean_error(response, f"{operation} with id {bad}")
@@ -480,29 +588,32 @@ def test_malformed_input_gets_clean_tmf_errors_everywhere(client: TestClient, fl
                 response = client.request(method, path, content=raw, headers=request_headers)
                 _assert_clean_error(response, f"{operation} with {name}")
         if method == "GET":
-            response = client.get(path + "?offset=x&limit=y&olderThan=-1&orderDate=yesterday",
-                                  headers=headers)
+            response = client.get(
+                path + "?offset=x&limit=y&olderThan=-1&orderDate=yesterday", headers=headers
+            )
             if response.status_code >= 400:
                 _assert_clean_error(response, f"{operation} with bad query parameters")
     # item ids that do not exist, on draft and order routes
     for method, path, body in (
-            ("PATCH", f"/api/v1/drafts/{draft_id}/items/nope", {"quantity": 2}),
-            ("DELETE", f"/api/v1/drafts/{draft_id}/items/nope", None),
-            ("POST", f"/api/v1/orders/{order_id}/items/nope/state", {"state": "completed"})):
-        _assert_clean_error(client.request(method, path, headers=headers, json=body),
-                            f"{method} {path}")
+        ("PATCH", f"/api/v1/drafts/{draft_id}/items/nope", {"quantity": 2}),
+        ("DELETE", f"/api/v1/drafts/{draft_id}/items/nope", None),
+        ("POST", f"/api/v1/orders/{order_id}/items/nope/state", {"state": "completed"}),
+    ):
+        _assert_clean_error(
+            client.request(method, path, headers=headers, json=body), f"{method} {path}"
+        )
     # an unknown route and a wrong method
     _assert_clean_error(client.get("/api/v1/nothing-here", headers=headers), "unknown route")
-    _assert_clean_error(client.put(f"/api/v1/orders/{order_id}", headers=headers),
-                        "wrong method")
+    _assert_clean_error(client.put(f"/api/v1/orders/{order_id}", headers=headers), "wrong method")
 
 
-def test_bodies_over_one_mebibyte_are_refused(client: TestClient,
-                                              auth: Callable[[str | None], dict[str, str]]
-                                              ) -> None:
+def test_bodies_over_one_mebibyte_are_refused(
+    client: TestClient, auth: Callable[[str | None], dict[str, str]]
+) -> None:
     big = b'{"description": "' + b"x" * (1_048_576 + 10) + b'"}'
-    response = client.post("/api/v1/drafts", content=big,
-                           headers={**auth("agent"), "Content-Type": "application/json"})
+    response = client.post(
+        "/api/v1/drafts", content=big, headers={**auth("agent"), "Content-Type": "application/json"}
+    )
     assert response.status_code == 413
     _assert_clean_error(response, "1 MiB + 1")
 
@@ -512,24 +623,38 @@ def test_bodies_over_one_mebibyte_are_refused(client: TestClient,
             yield b"y" * 65536
         yield b'"}'
 
-    response = client.post("/api/v1/drafts", content=chunks(),
-                           headers={**auth("agent"), "Content-Type": "application/json"})
+    response = client.post(
+        "/api/v1/drafts",
+        content=chunks(),
+        headers={**auth("agent"), "Content-Type": "application/json"},
+    )
     assert response.status_code == 413
     fits = b'{"description": "' + b"z" * 1000 + b'"}'
-    response = client.post("/api/v1/drafts", content=fits,
-                           headers={**auth("agent"), "Content-Type": "application/json"})
+    response = client.post(
+        "/api/v1/drafts",
+        content=fits,
+        headers={**auth("agent"), "Content-Type": "application/json"},
+    )
     assert response.status_code == 201
 
 
 # ------------------------------------------------------------- SQL injection
-INJECTIONS = ["' OR '1'='1", "x'; DROP TABLE order_summary; --", "1 OR 1=1",
-              "acknowledged' --", "%' OR 1=1 --", "\" OR \"\"=\"", "approval' UNION SELECT "
-              "null, null --", "'); DELETE FROM review_queue; --", "\\'; SELECT pg_sleep(1); --"]
+INJECTIONS = [
+    "' OR '1'='1",
+    "x'; DROP TABLE order_summary; --",
+    "1 OR 1=1",
+    "acknowledged' --",
+    "%' OR 1=1 --",
+    '" OR ""="',
+    "approval' UNION SELECT null, null --",
+    "'); DELETE FROM review_queue; --",
+    "\\'; SELECT pg_sleep(1); --",
+]
 
 
-def test_sql_injection_in_every_filter_changes_nothing(client: TestClient, flow: Any,
-                                                       auth: Callable[[str | None],
-                                                                      dict[str, str]]) -> None:
+def test_sql_injection_in_every_filter_changes_nothing(
+    client: TestClient, flow: Any, auth: Callable[[str | None], dict[str, str]]
+) -> None:
     orders = [flow.order(), flow.order(), flow.in_progress()]
     flow.assessing(orders[0])
     headers = auth("auditor")
@@ -538,19 +663,38 @@ def test_sql_injection_in_every_filter_changes_nothing(client: TestClient, flow:
         listed = client.get(f"{TMF641}/serviceOrder", headers=headers)
         queue = client.get("/api/v1/reviewQueue", headers=headers)
         cancels = client.get(f"{TMF641}/cancelServiceOrder", headers=headers)
-        return (sorted(o["id"] for o in listed.json()), listed.headers["x-total-count"],
-                sorted((e["orderId"], e["kind"]) for e in queue.json()),
-                len(cancels.json()))
+        return (
+            sorted(o["id"] for o in listed.json()),
+            listed.headers["x-total-count"],
+            sorted((e["orderId"], e["kind"]) for e in queue.json()),
+            len(cancels.json()),
+        )
 
     before = snapshot()
     assert len(before[0]) == 3 and len(before[2]) == 2
     filters = {
-        f"{TMF641}/serviceOrder": ["state", "externalId", "category", "priority", "id",
-                                   "orderDate", "orderDate.gt", "orderDate.gte",
-                                   "orderDate.lt", "fields"],
+        f"{TMF641}/serviceOrder": [
+            "state",
+            "externalId",
+            "category",
+            "priority",
+            "id",
+            "orderDate",
+            "orderDate.gt",
+            "orderDate.gte",
+            "orderDate.lt",
+            "fields",
+        ],
         f"{TMF641}/cancelServiceOrder": ["fields"],
-        "/api/v1/reviewQueue": ["kind", "site", "customer", "priority", "specification",
-                                "olderThan", "youngerThan"],
+        "/api/v1/reviewQueue": [
+            "kind",
+            "site",
+            "customer",
+            "priority",
+            "specification",
+            "olderThan",
+            "youngerThan",
+        ],
         f"{TMF633}/serviceSpecification": ["fields"],
     }
     for path, names in filters.items():
@@ -578,9 +722,9 @@ class _WouldBind(Exception):
 
 
 @pytest.mark.parametrize("command", ["api", "serve"])
-def test_no_keys_refuses_to_bind_beyond_loopback(command: str, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch,
-                                                 keys: Any) -> None:
+def test_no_keys_refuses_to_bind_beyond_loopback(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: Any
+) -> None:
     import uvicorn
     from click.testing import CliRunner
     from serviceorders.cli import main
@@ -589,28 +733,36 @@ def test_no_keys_refuses_to_bind_beyond_loopback(command: str, tmp_path: Path,
         raise _WouldBind(kwargs.get("host"))
 
     monkeypatch.setattr(uvicorn, "run", would_bind)  # never actually bind
-    base_env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-                "SERVICEORDERS_API_KEYS": None, "SERVICEORDERS_API_KEYS_FILE": None}
+    base_env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "SERVICEORDERS_API_KEYS": None,
+        "SERVICEORDERS_API_KEYS_FILE": None,
+    }
     runner = CliRunner()
     # `api` serves an initialised database only (serve initialises its own)
     assert runner.invoke(main, ["db", "init"], env=base_env).exit_code == 0
     for host in ("0.0.0.0", "192.168.1.10", "::", "example.com"):
         result = runner.invoke(main, [command, "--host", host, "--port", "1"], env=base_env)
         assert result.exit_code == 2, (host, result.output, result.exception)
-        assert "refusing to listen" in result.output and "SERVICEORDERS_API_KEYS" in \
-            result.output, result.output
+        assert (
+            "refusing to listen" in result.output and "SERVICEORDERS_API_KEYS" in result.output
+        ), result.output
         assert "_WouldBind" not in result.output
     # loopback without keys, or any address with keys: it goes on to serve
-    for host, env in (("127.0.0.1", base_env),
-                      ("0.0.0.0", {**base_env, "SERVICEORDERS_API_KEYS":
-                                   f"ops:admin:{keys['admin'].key}"})):
+    for host, env in (
+        ("127.0.0.1", base_env),
+        ("0.0.0.0", {**base_env, "SERVICEORDERS_API_KEYS": f"ops:admin:{keys['admin'].key}"}),
+    ):
         result = runner.invoke(main, [command, "--host", host, "--port", "1"], env=env)
         # the CLI reports the stand-in's exception like any failure to serve
         assert f"_WouldBind: {host}" in result.output, (host, result.output)
         assert keys["admin"].key not in result.output
     # a short key is a usage error that names the entry, not the key
-    result = runner.invoke(main, [command, "--host", "0.0.0.0"],
-                           env={**base_env, "SERVICEORDERS_API_KEYS": "ops:admin:tooshort"})
+    result = runner.invoke(
+        main,
+        [command, "--host", "0.0.0.0"],
+        env={**base_env, "SERVICEORDERS_API_KEYS": "ops:admin:tooshort"},
+    )
     assert result.exit_code == 2 and "at least 16" in result.output
     assert "tooshort" not in result.output
 
@@ -626,7 +778,12 @@ def test_cli_refuses_in_a_real_process(tmp_path: Path) -> None:
     argv = [exe] if exe else [sys.executable, "-m", "serviceorders"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICEORDERS_API_KEYS")}
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'cli.db'}"
-    done = subprocess.run([*argv, "api", "--host", "0.0.0.0", "--port", "1"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*argv, "api", "--host", "0.0.0.0", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2, done.stderr
     assert "refusing to listen on 0.0.0.0" in done.stderr

@@ -15,13 +15,21 @@ CANCELS = "/tmf-api/serviceOrdering/v4/cancelServiceOrder"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
-def patch(client: TestClient, auth: Any, order_id: str, body: dict[str, Any],
-          role: str = "integrator", content_type: str = "application/merge-patch+json"
-          ) -> Any:
+def patch(
+    client: TestClient,
+    auth: Any,
+    order_id: str,
+    body: dict[str, Any],
+    role: str = "integrator",
+    content_type: str = "application/merge-patch+json",
+) -> Any:
     import json
 
-    return client.patch(f"{ORDERS}/{order_id}", content=json.dumps(body),
-                        headers={**auth(role), "Content-Type": content_type})
+    return client.patch(
+        f"{ORDERS}/{order_id}",
+        content=json.dumps(body),
+        headers={**auth(role), "Content-Type": content_type},
+    )
 
 
 def test_create_returns_the_document_with_mandatory_attributes(client, auth, order_body):
@@ -49,8 +57,7 @@ def test_create_is_idempotent_by_external_id_and_by_idempotency_key(client, auth
     assert listed.headers["x-total-count"] == "2"
 
 
-def test_create_refuses_structural_problems_with_every_problem_listed(client, auth,
-                                                                     order_body):
+def test_create_refuses_structural_problems_with_every_problem_listed(client, auth, order_body):
     body = order_body()
     body["serviceOrderItem"][0]["service"]["serviceSpecification"]["id"] = "no-such-spec"
     body["serviceOrderItem"][1]["serviceOrderItemRelationship"][0]["orderItem"]["itemId"] = "9"
@@ -58,22 +65,29 @@ def test_create_refuses_structural_problems_with_every_problem_listed(client, au
     assert response.status_code == 400
     error = response.json()
     assert error["status"] == "400" and error["code"] == "validation_failed"
-    assert {d["code"] for d in error["details"]} == {"unknown_specification",
-                                                     "unknown_dependency"}
+    assert {d["code"] for d in error["details"]} == {"unknown_specification", "unknown_dependency"}
 
 
 def test_create_refuses_wrong_media_type_and_bad_json(client, auth, order_body):
     import json
 
-    wrong = client.post(ORDERS, content=json.dumps(order_body()),
-                        headers={**auth("integrator"), "Content-Type": "text/plain"})
+    wrong = client.post(
+        ORDERS,
+        content=json.dumps(order_body()),
+        headers={**auth("integrator"), "Content-Type": "text/plain"},
+    )
     assert wrong.status_code == 415 and wrong.json()["code"] == "unsupported_media_type"
-    utf8 = client.post(ORDERS, content=json.dumps(order_body()),
-                       headers={**auth("integrator"),
-                                "Content-Type": "application/json;charset=utf-8"})
+    utf8 = client.post(
+        ORDERS,
+        content=json.dumps(order_body()),
+        headers={**auth("integrator"), "Content-Type": "application/json;charset=utf-8"},
+    )
     assert utf8.status_code == 201
-    broken = client.post(ORDERS, content=b'{"serviceOrderItem": [',
-                         headers={**auth("integrator"), "Content-Type": "application/json"})
+    broken = client.post(
+        ORDERS,
+        content=b'{"serviceOrderItem": [',
+        headers={**auth("integrator"), "Content-Type": "application/json"},
+    )
     assert broken.status_code == 400 and broken.json()["reason"] == "Bad Request"
     missing = client.post(ORDERS, json={"description": "no items"}, headers=auth("integrator"))
     assert missing.status_code == 400 and "serviceOrderItem" in missing.json()["message"]
@@ -96,8 +110,15 @@ def test_list_filters_fields_and_paging(client, auth, post_order, flow):
     assert page.headers["x-total-count"] == "2" and page.headers["x-result-count"] == "1"
     assert len(get("?limit=-3").json()) == 0
     only = get("?fields=priority").json()[0]
-    assert only.keys() == {"id", "href", "state", "orderDate", "serviceOrderItem", "priority",
-                           "@type"}
+    assert only.keys() == {
+        "id",
+        "href",
+        "state",
+        "orderDate",
+        "serviceOrderItem",
+        "priority",
+        "@type",
+    }
     assert "description" not in only and "priority" in only
 
 
@@ -122,18 +143,26 @@ def test_patch_before_approval_changes_items_and_header(client, auth, post_order
     assert response.status_code == 200, response.text
     doc = response.json()
     assert doc["priority"] == "1" and doc["state"] == "acknowledged"
-    chars = {c["name"]: c["value"] for c in doc["serviceOrderItem"][0]["service"][
-        "serviceCharacteristic"]}
+    chars = {
+        c["name"]: c["value"]
+        for c in doc["serviceOrderItem"][0]["service"]["serviceCharacteristic"]
+    }
     assert chars["bandwidthMbps"] == 500
     assert len(doc["serviceOrderItem"]) == 2  # merged by id: the other item stays
-    assert client.get(f"{ORDERS}/{order['id']}", headers=auth("auditor")).json()[
-        "priority"] == "1"  # read your write
+    assert (
+        client.get(f"{ORDERS}/{order['id']}", headers=auth("auditor")).json()["priority"] == "1"
+    )  # read your write
 
 
 def test_patch_accepts_plain_json_and_refuses_other_media(client, auth, post_order):
     order = post_order()
-    ok = patch(client, auth, order["id"], {"description": "new"},
-               content_type="application/json;charset=utf-8")
+    ok = patch(
+        client,
+        auth,
+        order["id"],
+        {"description": "new"},
+        content_type="application/json;charset=utf-8",
+    )
     assert ok.status_code == 200 and ok.json()["description"] == "new"
     refused = patch(client, auth, order["id"], {"description": "x"}, content_type="text/xml")
     assert refused.status_code == 415
@@ -208,8 +237,7 @@ def test_cancel_service_order_approved_and_denied(client, auth, flow):
     done = client.get(f"{CANCELS}/{approved_request}", headers=auth("auditor")).json()
     assert done["state"] == "done" and "effectiveCancellationDate" in done
 
-    flow.decide(denied_order, "cancellation/deny", {"reason": "already built"},
-                role="manager")
+    flow.decide(denied_order, "cancellation/deny", {"reason": "already built"}, role="manager")
     assert state(denied_order) == "inProgress"
     denied = client.get(f"{CANCELS}/{denied_request}", headers=auth("auditor")).json()
     assert denied["state"] == "done" and "denied" in denied["completionMessage"]
@@ -218,8 +246,9 @@ def test_cancel_service_order_approved_and_denied(client, auth, flow):
 
 
 def test_cancel_service_order_of_an_unknown_order_is_404(client, auth):
-    response = client.post(CANCELS, json={"serviceOrder": {"id": "missing"}},
-                           headers=auth("integrator"))
+    response = client.post(
+        CANCELS, json={"serviceOrder": {"id": "missing"}}, headers=auth("integrator")
+    )
     assert response.status_code == 404
 
 
@@ -227,10 +256,20 @@ def test_cancel_service_order_of_an_unknown_order_is_404(client, auth):
 def test_openapi_and_docs_describe_the_whole_api(client):
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
-    for path in (ORDERS, f"{ORDERS}/{{id}}", CANCELS, f"{CANCELS}/{{id}}",
-                 "/tmf-api/serviceOrdering/v4/hub", "/tmf-api/serviceOrdering/v4/hub/{id}",
-                 "/tmf-api/serviceCatalogManagement/v4/serviceSpecification",
-                 "/api/v1/reviewQueue", "/api/v1/drafts", "/health", "/ready", "/metrics"):
+    for path in (
+        ORDERS,
+        f"{ORDERS}/{{id}}",
+        CANCELS,
+        f"{CANCELS}/{{id}}",
+        "/tmf-api/serviceOrdering/v4/hub",
+        "/tmf-api/serviceOrdering/v4/hub/{id}",
+        "/tmf-api/serviceCatalogManagement/v4/serviceSpecification",
+        "/api/v1/reviewQueue",
+        "/api/v1/drafts",
+        "/health",
+        "/ready",
+        "/metrics",
+    ):
         assert path in paths, path
     assert {"get", "post"} <= paths[ORDERS].keys()
     assert {"get", "patch", "delete"} <= paths[f"{ORDERS}/{{id}}"].keys()
@@ -241,9 +280,11 @@ def test_openapi_and_docs_describe_the_whole_api(client):
 def test_health_ready_and_metrics(client, auth, post_order, flow):
     assert client.get("/health").json() == {"status": "ok"}
     post_order()
-    hub = client.post("/tmf-api/serviceOrdering/v4/hub",
-                      json={"callback": "http://127.0.0.1:9/listener"},
-                      headers=auth("integrator"))
+    hub = client.post(
+        "/tmf-api/serviceOrdering/v4/hub",
+        json={"callback": "http://127.0.0.1:9/listener"},
+        headers=auth("integrator"),
+    )
     assert hub.status_code == 201, hub.text
     flow.order()
     ready = client.get("/ready")
@@ -253,10 +294,10 @@ def test_health_ready_and_metrics(client, auth, post_order, flow):
     assert 'serviceorders_http_requests_total{method="POST"' in text
     assert "serviceorders_http_request_seconds_bucket" in text
     assert 'serviceorders_projection_lag_events{projection="order_summary"} 0.0' in text
-    backlog = [line for line in text.splitlines()
-               if line.startswith("serviceorders_hub_backlog{")]
-    assert backlog == [f'serviceorders_hub_backlog{{listener="{hub.json()["id"]}",'
-                       f'state="active"}} 0.0']  # no delivery worker runs in this test
+    backlog = [line for line in text.splitlines() if line.startswith("serviceorders_hub_backlog{")]
+    assert backlog == [
+        f'serviceorders_hub_backlog{{listener="{hub.json()["id"]}",state="active"}} 0.0'
+    ]  # no delivery worker runs in this test
 
 
 @pytest.mark.parametrize("path", ["/api/v1/reviewQueue?site=a%00b", "/api/v1/hub?all=%00"])

@@ -24,10 +24,15 @@ from serviceorders.api.context import ApiContext
 from serviceorders.bootstrap import init_database
 from serviceorders.settings import Settings
 
-ROLES = {"agent": ("alice", "agent"), "agent2": ("dave", "agent"),
-         "manager": ("bob", "manager"), "manager2": ("carol", "manager"),
-         "auditor": ("audit-1", "auditor"), "admin": ("ops", "admin"),
-         "fulfilment": ("fulfil-1", "fulfilment")}
+ROLES = {
+    "agent": ("alice", "agent"),
+    "agent2": ("dave", "agent"),
+    "manager": ("bob", "manager"),
+    "manager2": ("carol", "manager"),
+    "auditor": ("audit-1", "auditor"),
+    "admin": ("ops", "admin"),
+    "fulfilment": ("fulfil-1", "fulfilment"),
+}
 
 
 @pytest.fixture
@@ -38,8 +43,10 @@ def console_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def console_keys() -> dict[str, ApiKey]:
-    return {name: ApiKey(actor, role, f"{name}-{secrets.token_hex(16)}")
-            for name, (actor, role) in ROLES.items()}
+    return {
+        name: ApiKey(actor, role, f"{name}-{secrets.token_hex(16)}")
+        for name, (actor, role) in ROLES.items()
+    }
 
 
 class Console:
@@ -59,11 +66,16 @@ class Console:
         assert found, "no CSRF token on the page"
         return found.group(1)
 
-    def post(self, path: str, data: dict[str, Any] | None = None, csrf: str | None = None,
-             **kw: Any) -> Any:
+    def post(
+        self, path: str, data: dict[str, Any] | None = None, csrf: str | None = None, **kw: Any
+    ) -> Any:
         token = csrf if csrf is not None else self.csrf()
-        self.last = self.client.post(path, data={"csrf": token, **(data or {})},
-                                     follow_redirects=kw.pop("follow_redirects", True), **kw)
+        self.last = self.client.post(
+            path,
+            data={"csrf": token, **(data or {})},
+            follow_redirects=kw.pop("follow_redirects", True),
+            **kw,
+        )
         return self.last
 
     def sign_in(self, name: str) -> Any:
@@ -91,8 +103,9 @@ def console(console_settings: Settings, console_keys: dict[str, ApiKey]) -> Iter
 @pytest.fixture
 def second_console(console: Console) -> Console:
     """Another browser (its own cookies) on the same app."""
-    return Console(TestClient(console.client.app, raise_server_exceptions=False),
-                   console.keys, console.ctx)
+    return Console(
+        TestClient(console.client.app, raise_server_exceptions=False), console.keys, console.ctx
+    )
 
 
 @pytest.fixture

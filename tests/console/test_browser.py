@@ -56,14 +56,15 @@ from serviceorders.settings import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-SHOTS = Path(os.environ.get("SERVICEORDERS_SCREENSHOTS")
-             or Path(__file__).parent / "screenshots")
-KEYS = {"agent": ("alice", "agent"), "manager": ("bob", "manager"),
-        "manager2": ("carol", "manager")}
+SHOTS = Path(os.environ.get("SERVICEORDERS_SCREENSHOTS") or Path(__file__).parent / "screenshots")
+KEYS = {
+    "agent": ("alice", "agent"),
+    "manager": ("bob", "manager"),
+    "manager2": ("carol", "manager"),
+}
 WAIT = 15
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.parametrize("settings", ["postgres"], indirect=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("settings", ["postgres"], indirect=True)]
 
 
 # ------------------------------------------------------------------ fixtures
@@ -91,12 +92,17 @@ def _free_port() -> int:
 @pytest.fixture
 def live(settings: Settings) -> Iterator[Live]:
     init_database(settings)
-    keys = {name: ApiKey(actor, role, f"{name}-{secrets.token_hex(16)}")
-            for name, (actor, role) in KEYS.items()}
+    keys = {
+        name: ApiKey(actor, role, f"{name}-{secrets.token_hex(16)}")
+        for name, (actor, role) in KEYS.items()
+    }
     ctx = ApiContext.build(settings, Authenticator(list(keys.values())))
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+    )
     thread = threading.Thread(target=server.run, name="console-live-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -118,16 +124,25 @@ def browser() -> Iterator[Callable[..., WebDriver]]:
     the page's network events in the driver's "performance" log."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
-        pytest.fail(f"{' and '.join(missing)} missing: install Debian's chromium and "
-                    "chromium-driver (.ci/run does)", pytrace=False)
+        pytest.fail(
+            f"{' and '.join(missing)} missing: install Debian's chromium and "
+            "chromium-driver (.ci/run does)",
+            pytrace=False,
+        )
     opened: list[WebDriver] = []
 
     def open_(*arguments: str, network_log: bool = False) -> WebDriver:
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)
-        for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                         "--window-size=1366,900", "--disable-gpu", "--lang=en-GB",
-                         *arguments):
+        for argument in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--window-size=1366,900",
+            "--disable-gpu",
+            "--lang=en-GB",
+            *arguments,
+        ):
             options.add_argument(argument)
         if network_log:
             options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
@@ -172,8 +187,9 @@ def _gone(element: Any) -> bool:
 
 
 def button(driver: WebDriver, text: str) -> Any:
-    return wait(driver).until(EC.element_to_be_clickable(
-        (By.XPATH, f"//button[normalize-space()='{text}']")))
+    return wait(driver).until(
+        EC.element_to_be_clickable((By.XPATH, f"//button[normalize-space()='{text}']"))
+    )
 
 
 def fill(driver: WebDriver, name: str, value: str) -> None:
@@ -221,8 +237,12 @@ def draft_by_keyboard(driver: WebDriver, live: Live, customer: str) -> UUID:
     body.send_keys(Keys.TAB)  # the skip link first
     assert driver.switch_to.active_element.get_attribute("href").endswith("#main")
     driver.switch_to.active_element.send_keys(Keys.ENTER)  # to the main content
-    steps = [("customerId", customer), ("customerName", "Acme Ltd"),
-             ("externalId", f"CRM-{customer}"), ("priority", "1")]
+    steps = [
+        ("customerId", customer),
+        ("customerName", "Acme Ltd"),
+        ("externalId", f"CRM-{customer}"),
+        ("priority", "1"),
+    ]
     for name, value in steps:
         driver.switch_to.active_element.send_keys(Keys.TAB)
         active = driver.switch_to.active_element
@@ -236,8 +256,16 @@ def draft_by_keyboard(driver: WebDriver, live: Live, customer: str) -> UUID:
     return UUID(driver.current_url.split("/console/drafts/")[1].split("?")[0])
 
 
-def add_item(driver: WebDriver, live: Live, draft: UUID, spec: str, site: str,
-             values: dict[str, str], complete: bool = True, screenshot: str = "") -> None:
+def add_item(
+    driver: WebDriver,
+    live: Live,
+    draft: UUID,
+    spec: str,
+    site: str,
+    values: dict[str, str],
+    complete: bool = True,
+    screenshot: str = "",
+) -> None:
     """Pick the specification from the catalog, fill the generated form."""
     driver.get(f"{live.url}/console/drafts/{draft}")
     Select(css(driver, "select[name='spec']")).select_by_value(spec)
@@ -255,8 +283,7 @@ def problems(driver: WebDriver) -> list[str]:
     return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#problems li")]
 
 
-def open_from_queue(driver: WebDriver, live: Live, field: str, value: str,
-                    order_id: UUID) -> Any:
+def open_from_queue(driver: WebDriver, live: Live, field: str, value: str, order_id: UUID) -> Any:
     """The queue filtered to one entry: its link to the order."""
     driver.get(live.url + "/console/queue")
     fill(driver, field, value)
@@ -267,27 +294,41 @@ def open_from_queue(driver: WebDriver, live: Live, field: str, value: str,
 
 
 def received_order(live: Live, customer: str) -> UUID:
-    header = OrderHeader(external_id=f"UP-{customer}", priority="2",
-                         related_parties=(Party(id=customer, name="Upstream Co"),))
-    item = OrderItem(id="1", action=ItemAction.ADD, specification=SpecRef(id="internet-access"),
-                     characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
-                     place=Place(id="S1", name="Depot"))
+    header = OrderHeader(
+        external_id=f"UP-{customer}",
+        priority="2",
+        related_parties=(Party(id=customer, name="Upstream Co"),),
+    )
+    item = OrderItem(
+        id="1",
+        action=ItemAction.ADD,
+        specification=SpecRef(id="internet-access"),
+        characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
+        place=Place(id="S1", name="Depot"),
+    )
     order_id, _ = live.ctx.app.receive_order(
-        CommandContext.for_actor("crm", Role.UPSTREAM, Channel.API), header, [item])
+        CommandContext.for_actor("crm", Role.UPSTREAM, Channel.API), header, [item]
+    )
     live.ctx.sync()
     return order_id
 
 
 # --------------------------------------------------------------------- tests
-def test_capture_review_approve_and_reject(live: Live, browser: Callable[[], WebDriver]
-                                           ) -> None:
+def test_capture_review_approve_and_reject(live: Live, browser: Callable[[], WebDriver]) -> None:
     agent = browser()
     sign_in(agent, live, "agent", screenshot=True)
     first = draft_by_keyboard(agent, live, "CUST-E2E")
     # Item 1 saved incomplete (no access type, no bandwidth), item 2 complete at site 2.
     add_item(agent, live, first, "internet-access", "S1", {}, complete=False)
-    add_item(agent, live, first, "managed-router", "S2", {"model": "c1100"},
-             screenshot="04a-capture-item-form")
+    add_item(
+        agent,
+        live,
+        first,
+        "managed-router",
+        "S2",
+        {"model": "c1100"},
+        screenshot="04a-capture-item-form",
+    )
     found = problems(agent)
     assert any("required characteristic bandwidthMbps" in p for p in found), found
     assert any("required characteristic accessType" in p for p in found), found
@@ -310,8 +351,9 @@ def test_capture_review_approve_and_reject(live: Live, browser: Callable[[], Web
     assert live.state(first) == "acknowledged"
 
     second = draft_by_keyboard(agent, live, "CUST-E2E-2")
-    add_item(agent, live, second, "sdwan-site", "S9",
-             {"bandwidthProfile": "medium", "siteRole": "spoke"})
+    add_item(
+        agent, live, second, "sdwan-site", "S9", {"bandwidthProfile": "medium", "siteRole": "spoke"}
+    )
     submit(agent, css(agent, "#submit-order"))
     assert live.state(second) == "acknowledged"
 
@@ -339,15 +381,17 @@ def test_capture_review_approve_and_reject(live: Live, browser: Callable[[], Web
     assert live.state(second) == "rejected"
 
     manager.get(live.url + "/console/orders")
-    rows = {row.find_element(By.CSS_SELECTOR, "th").text.split("\n")[0]:
-            row.find_element(By.CSS_SELECTOR, ".state").text
-            for row in manager.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    rows = {
+        row.find_element(By.CSS_SELECTOR, "th").text.split("\n")[0]: row.find_element(
+            By.CSS_SELECTOR, ".state"
+        ).text
+        for row in manager.find_elements(By.CSS_SELECTOR, "tbody tr")
+    }
     assert rows["CRM-CUST-E2E"] == "inProgress" and rows["CRM-CUST-E2E-2"] == "rejected"
     shot(manager, "02-order-list")
 
 
-def test_a_late_decision_is_shown_plainly(live: Live, browser: Callable[[], WebDriver]
-                                          ) -> None:
+def test_a_late_decision_is_shown_plainly(live: Live, browser: Callable[[], WebDriver]) -> None:
     order_id = received_order(live, "CUST-RACE")
     bob, carol = browser(), browser()
     sign_in(bob, live, "manager")
@@ -370,8 +414,10 @@ def test_a_late_decision_is_shown_plainly(live: Live, browser: Callable[[], WebD
 # Chromium with the outside network refused: every request but loopback's (which Chromium
 # never sends through a proxy) goes to a proxy where nothing listens, and no host name
 # resolves except to loopback.
-OFFLINE = ("--proxy-server=http://127.0.0.1:9",
-           "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1")
+OFFLINE = (
+    "--proxy-server=http://127.0.0.1:9",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+)
 
 
 class Network:
@@ -390,8 +436,10 @@ class Network:
             params = message["params"]
             if message["method"] == "Network.requestWillBeSent":
                 self.sent[params["requestId"]] = params["request"]["url"]
-            elif message["method"] == "Network.loadingFailed" and \
-                    params.get("blockedReason") == "csp":
+            elif (
+                message["method"] == "Network.loadingFailed"
+                and params.get("blockedReason") == "csp"
+            ):
                 self.stopped.add(params["requestId"])
         return [url for key, url in self.sent.items() if key not in self.stopped]
 
@@ -403,9 +451,13 @@ class Network:
     def outside(self, base: str) -> list[str]:
         """What was loaded from anywhere but `base` (or data:, blob:, about:). A request
         the policy stops is logged as sent first, refused just after: give it a moment."""
+
         def elsewhere() -> list[str]:
-            return [url for url in self.loaded()
-                    if not url.startswith((base + "/", "data:", "blob:", "about:"))]
+            return [
+                url
+                for url in self.loaded()
+                if not url.startswith((base + "/", "data:", "blob:", "about:"))
+            ]
 
         with contextlib.suppress(TimeoutException):
             WebDriverWait(self.driver, 2).until(lambda _: not elsewhere())
@@ -426,23 +478,31 @@ def test_the_api_docs_work_offline(live: Live, browser: Callable[..., WebDriver]
     outside = driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         "fetch('http://example.com/', {mode: 'no-cors'})"
-        ".then(() => done('reached'), () => done('refused'));")
+        ".then(() => done('reached'), () => done('refused'));"
+    )
     assert outside == "refused"
     network.clear()
 
     driver.get(live.url + "/docs")
-    wait(driver).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock"))
-                       >= len(operations))
-    listed = {(block.get_attribute("class").split("opblock-")[1].split()[0],
-               block.find_element(By.CSS_SELECTOR, ".opblock-summary-path")
-               .get_attribute("data-path"))
-              for block in driver.find_elements(By.CSS_SELECTOR, ".opblock")}
+    wait(driver).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= len(operations)
+    )
+    listed = {
+        (
+            block.get_attribute("class").split("opblock-")[1].split()[0],
+            block.find_element(By.CSS_SELECTOR, ".opblock-summary-path").get_attribute("data-path"),
+        )
+        for block in driver.find_elements(By.CSS_SELECTOR, ".opblock")
+    }
     assert listed == operations
     assert network.outside(live.url) == []
     # "Try it out" has something to fill in: POST serviceOrder's body example.
-    create = next(block for block in driver.find_elements(By.CSS_SELECTOR, ".opblock-post")
-                  if block.find_element(By.CSS_SELECTOR, ".opblock-summary-path")
-                  .get_attribute("data-path") == order_path)
+    create = next(
+        block
+        for block in driver.find_elements(By.CSS_SELECTOR, ".opblock-post")
+        if block.find_element(By.CSS_SELECTOR, ".opblock-summary-path").get_attribute("data-path")
+        == order_path
+    )
     create.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
     wait(driver).until(lambda _: "serviceOrderItem" in create.text)
     shot(driver, "07-api-docs")
@@ -453,7 +513,8 @@ def test_the_api_docs_work_offline(live: Live, browser: Callable[..., WebDriver]
     network.clear()
 
     driver.get(live.url + "/redoc")
-    wait(driver).until(lambda d: "Create a service order" in d.find_element(
-        By.TAG_NAME, "body").text)
+    wait(driver).until(
+        lambda d: "Create a service order" in d.find_element(By.TAG_NAME, "body").text
+    )
     assert network.outside(live.url) == []
     assert any(url.endswith("/redoc.standalone.js") for url in network.loaded())

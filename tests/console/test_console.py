@@ -43,14 +43,22 @@ from serviceorders.settings import Settings, SettingsError
 UPSTREAM = CommandContext.for_actor("crm", Role.UPSTREAM, Channel.API)
 
 
-def received_order(ctx: Any, customer: str = "CUST-1", site: str = "S1",
-                   external_id: str | None = None) -> UUID:
+def received_order(
+    ctx: Any, customer: str = "CUST-1", site: str = "S1", external_id: str | None = None
+) -> UUID:
     """An order in `acknowledged` (in the review queue), made through the application."""
-    header = OrderHeader(external_id=external_id or f"ext-{uuid4().hex[:8]}", priority="2",
-                         related_parties=(Party(id=customer, name="Acme"),))
-    item = OrderItem(id="1", action=ItemAction.ADD, specification=SpecRef(id="internet-access"),
-                     characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
-                     place=Place(id=site, name="Site"))
+    header = OrderHeader(
+        external_id=external_id or f"ext-{uuid4().hex[:8]}",
+        priority="2",
+        related_parties=(Party(id=customer, name="Acme"),),
+    )
+    item = OrderItem(
+        id="1",
+        action=ItemAction.ADD,
+        specification=SpecRef(id="internet-access"),
+        characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
+        place=Place(id=site, name="Site"),
+    )
     order_id, _ = ctx.app.receive_order(UPSTREAM, header, [item])
     ctx.sync()
     return order_id
@@ -79,9 +87,11 @@ def test_the_root_and_every_page_ask_for_a_sign_in_first(console: Any) -> None:
 
 def test_sign_in_sets_a_session_cookie_that_does_not_hold_the_key(console: Any) -> None:
     console.get("/console/signin")
-    response = console.client.post("/console/signin", data={
-        "csrf": console.csrf(), "key": console.keys["agent"].key, "next": "/console/orders"},
-        follow_redirects=False)
+    response = console.client.post(
+        "/console/signin",
+        data={"csrf": console.csrf(), "key": console.keys["agent"].key, "next": "/console/orders"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303 and response.headers["location"] == "/console/orders"
     cookie = response.headers["set-cookie"]
     assert cookie.startswith(COOKIE + "=")
@@ -108,9 +118,15 @@ def test_an_unknown_key_is_refused_and_not_echoed(console: Any) -> None:
 
 def test_sign_in_only_redirects_within_the_console(console: Any) -> None:
     console.get("/console/signin")
-    response = console.client.post("/console/signin", data={
-        "csrf": console.csrf(), "key": console.keys["agent"].key,
-        "next": "https://evil.example/"}, follow_redirects=False)
+    response = console.client.post(
+        "/console/signin",
+        data={
+            "csrf": console.csrf(),
+            "key": console.keys["agent"].key,
+            "next": "https://evil.example/",
+        },
+        follow_redirects=False,
+    )
     assert response.headers["location"] == "/console/"
 
 
@@ -135,10 +151,10 @@ class Clock:
 def clocked(console: Any) -> Clock:
     """Give the console's sessions a clock the test moves (the idle setting as configured)."""
     clock, ctx = Clock(), console.ctx
-    store = SessionStore(session_store(ctx).connect, ctx.settings.console_idle_minutes * 60,
-                         clock)
+    store = SessionStore(session_store(ctx).connect, ctx.settings.console_idle_minutes * 60, clock)
     console.client.app.state.console_sessions = Sessions(
-        secret_of(ctx.settings.console_secret), ctx.auth, store)
+        secret_of(ctx.settings.console_secret), ctx.auth, store
+    )
     return clock
 
 
@@ -150,29 +166,43 @@ def session_id(console: Any) -> str:
 def session_row(console: Any, sid: str) -> dict[str, Any] | None:
     with console.ctx.read() as models:
         db = models.db
-        row = db.fetchone("SELECT actor, role, last_seen_at, expires_at, ended_at "
-                          "FROM console_session WHERE id = %s", (sid,))
+        row = db.fetchone(
+            "SELECT actor, role, last_seen_at, expires_at, ended_at "
+            "FROM console_session WHERE id = %s",
+            (sid,),
+        )
         if row is None:
             return None
-        return {"actor": row[0], "role": row[1],
-                **{k: db.decode(v, "timestamptz") for k, v in
-                   zip(("last_seen_at", "expires_at", "ended_at"), row[2:], strict=True)}}
+        return {
+            "actor": row[0],
+            "role": row[1],
+            **{
+                k: db.decode(v, "timestamptz")
+                for k, v in zip(("last_seen_at", "expires_at", "ended_at"), row[2:], strict=True)
+            },
+        }
 
 
-def replay(console: Any, cookie: str, method: str, path: str,
-           data: dict[str, str] | None = None) -> Any:
+def replay(
+    console: Any, cookie: str, method: str, path: str, data: dict[str, str] | None = None
+) -> Any:
     """A request from another browser that holds `cookie` (not following redirects)."""
     other = TestClient(console.client.app, raise_server_exceptions=False)
-    return other.request(method, path, data=data, follow_redirects=False,
-                         headers={"cookie": f"{COOKIE}={cookie}"})
+    return other.request(
+        method, path, data=data, follow_redirects=False, headers={"cookie": f"{COOKIE}={cookie}"}
+    )
 
 
 def test_a_signed_out_cookie_is_refused_on_every_page_and_form(console: Any) -> None:
     console.sign_in("agent")
     console.get("/console/drafts/new")
     token, old, sid = console.csrf(), console.client.cookies.get(COOKIE), session_id(console)
-    assert session_row(console, sid) == {**session_row(console, sid), "actor": "alice",
-                                         "role": "agent", "ended_at": None}
+    assert session_row(console, sid) == {
+        **session_row(console, sid),
+        "actor": "alice",
+        "role": "agent",
+        "ended_at": None,
+    }
     assert console.post("/console/signout", csrf=token).url.params["signed_out"] == "1"
     assert session_row(console, sid)["ended_at"] is not None
     for _ in range(3):
@@ -180,14 +210,16 @@ def test_a_signed_out_cookie_is_refused_on_every_page_and_form(console: Any) -> 
         assert page.status_code == 303
         assert page.headers["location"].startswith("/console/signin?")
         assert "ended=signed_out" in page.headers["location"]
-        form = replay(console, old, "POST", "/console/drafts",
-                      {"csrf": token, "customerId": "C-REPLAY"})
+        form = replay(
+            console, old, "POST", "/console/drafts", {"csrf": token, "customerId": "C-REPLAY"}
+        )
         assert form.status_code == 303 and "ended=signed_out" in form.headers["location"]
     shown = console.get(page.headers["location"])
     assert "That session was signed out. Please sign in again." in text_of(shown.text)
     with console.ctx.read() as models:
-        assert models.search_orders(OrderFilter(customer="C-REPLAY", include_drafts=True)
-                                    ).total == 0
+        assert (
+            models.search_orders(OrderFilter(customer="C-REPLAY", include_drafts=True)).total == 0
+        )
 
 
 def test_signing_in_again_ends_the_previous_session(console: Any) -> None:
@@ -195,8 +227,7 @@ def test_signing_in_again_ends_the_previous_session(console: Any) -> None:
     old, first = console.client.cookies.get(COOKIE), session_id(console)
     console.sign_in("manager")  # the sign-in form, shown to a signed-in visitor
     assert session_id(console) != first and session_row(console, first)["ended_at"]
-    assert "ended=signed_out" in replay(console, old, "GET", "/console/queue"
-                                        ).headers["location"]
+    assert "ended=signed_out" in replay(console, old, "GET", "/console/queue").headers["location"]
     assert console.get("/console/queue").url.path == "/console/queue"
 
 
@@ -204,8 +235,13 @@ def test_a_cookie_without_a_session_id_is_refused(console: Any) -> None:
     """A cookie signed before sessions had a server-side record (or forged without one)."""
     key = console.keys["manager"]
     sessions = Sessions(secret_of(None), console.ctx.auth, session_store(console.ctx))
-    legacy = Session(csrf="x" * 32, expires=time.time() + 3600, actor=key.actor, role=key.role,
-                     fingerprint=sessions.fingerprint(key.key))
+    legacy = Session(
+        csrf="x" * 32,
+        expires=time.time() + 3600,
+        actor=key.actor,
+        role=key.role,
+        fingerprint=sessions.fingerprint(key.key),
+    )
     assert sessions.decode(sessions.encode(legacy)) == (None, "ended")
     response = replay(console, sessions.encode(legacy), "GET", "/console/queue")
     assert "ended=ended" in response.headers["location"]
@@ -220,8 +256,9 @@ def test_an_idle_session_ends_and_activity_keeps_it_open(console: Any) -> None:
     for minutes in (20, 20, 20):  # an hour in all, never 30 minutes without a request
         clock.now += minutes * 60
         assert console.get("/console/orders").url.path == "/console/orders"
-        assert session_row(console, sid)["last_seen_at"].timestamp() == \
-            pytest.approx(clock.now, abs=0.01)
+        assert session_row(console, sid)["last_seen_at"].timestamp() == pytest.approx(
+            clock.now, abs=0.01
+        )
     assert clock.now - signed_in_at == 3600
     # At most one write a minute: a request 10 s later leaves last_seen_at as it was.
     seen = session_row(console, sid)["last_seen_at"]
@@ -234,8 +271,7 @@ def test_an_idle_session_ends_and_activity_keeps_it_open(console: Any) -> None:
     assert response.url.path == "/console/signin" and response.url.params["ended"] == "idle"
     assert "Your session ended after 30 minutes without activity" in text_of(response.text)
     clock.now += 1  # and it stays over: the refused request did not revive it
-    assert "ended=idle" in replay(console, cookie, "GET", "/console/orders"
-                                  ).headers["location"]
+    assert "ended=idle" in replay(console, cookie, "GET", "/console/orders").headers["location"]
     assert session_row(console, sid)["last_seen_at"] == seen
 
 
@@ -250,8 +286,7 @@ def test_a_session_ends_8_hours_after_sign_in_however_active(console: Any) -> No
     assert response.url.params["ended"] == "expired"
 
 
-def test_sessions_ended_or_expired_over_a_day_ago_are_pruned_at_sign_in(console: Any
-                                                                       ) -> None:
+def test_sessions_ended_or_expired_over_a_day_ago_are_pruned_at_sign_in(console: Any) -> None:
     clock = clocked(console)
     console.sign_in("agent")
     signed_out = session_id(console)
@@ -288,7 +323,8 @@ def test_sessions_that_cannot_be_checked_are_a_503_page(console: Any) -> None:
 
     ctx = console.ctx
     console.client.app.state.console_sessions = Sessions(
-        secret_of(ctx.settings.console_secret), ctx.auth, SessionStore(unreachable, 1800))
+        secret_of(ctx.settings.console_secret), ctx.auth, SessionStore(unreachable, 1800)
+    )
     response = console.get("/console/orders")
     assert response.status_code == 503 and "Traceback" not in response.text
     assert response.headers["content-type"].startswith("text/html")
@@ -297,8 +333,10 @@ def test_sessions_that_cannot_be_checked_are_a_503_page(console: Any) -> None:
 
 def test_the_idle_setting_is_checked() -> None:
     assert Settings.from_env({}).console_idle_minutes == 30
-    assert Settings.from_env({"SERVICEORDERS_CONSOLE_IDLE_MINUTES": "0.05"}
-                             ).console_idle_minutes == 0.05
+    assert (
+        Settings.from_env({"SERVICEORDERS_CONSOLE_IDLE_MINUTES": "0.05"}).console_idle_minutes
+        == 0.05
+    )
     for bad in ("0", "-1", "481", "soon"):
         with pytest.raises(SettingsError) as refused:
             Settings.from_env({"SERVICEORDERS_CONSOLE_IDLE_MINUTES": bad})
@@ -310,20 +348,30 @@ def test_a_post_without_the_session_csrf_token_is_refused(console: Any) -> None:
     console.get("/console/drafts/new")
     good = console.csrf()
     # Missing, forged, non-ASCII, the wrong length, control characters: each a 403 page.
-    for token in ("", "forged-token", "é" * len(good), "\u2603", good[:-1], good + "x",
-                  "x" * 5000, good[:-1] + "é", "\x7f\x01", "%ff"):
+    for token in (
+        "",
+        "forged-token",
+        "é" * len(good),
+        "\u2603",
+        good[:-1],
+        good + "x",
+        "x" * 5000,
+        good[:-1] + "é",
+        "\x7f\x01",
+        "%ff",
+    ):
         response = console.post("/console/drafts", {"customerId": "C-CSRF"}, csrf=token)
         assert response.status_code == 403, (token[:20], response.status_code)
         assert response.headers["content-type"].startswith("text/html")
         assert "CSRF token is missing or wrong" in response.text
     with console.ctx.read() as models:
-        assert models.search_orders(OrderFilter(customer="C-CSRF", include_drafts=True)
-                                    ).total == 0
+        assert models.search_orders(OrderFilter(customer="C-CSRF", include_drafts=True)).total == 0
     # The sign-in form (an anonymous session) refuses a malformed token the same way.
     console.get("/console/orders")
     console.post("/console/signout")
-    response = console.post("/console/signin", {"key": console.keys["agent"].key},
-                            csrf="\u00e9t\u00e9")
+    response = console.post(
+        "/console/signin", {"key": console.keys["agent"].key}, csrf="\u00e9t\u00e9"
+    )
     assert response.status_code == 403 and "CSRF token is missing or wrong" in response.text
 
 
@@ -341,8 +389,13 @@ def test_a_tampered_cookie_ends_the_session(console: Any) -> None:
 def test_an_expired_session_ends(console: Any) -> None:
     sessions = Sessions(secret_of(None), console.ctx.auth, session_store(console.ctx))
     key = console.keys["manager"]
-    stale = Session(csrf="x" * 20, expires=time.time() - 1, actor=key.actor, role=key.role,
-                    fingerprint=sessions.fingerprint(key.key))
+    stale = Session(
+        csrf="x" * 20,
+        expires=time.time() - 1,
+        actor=key.actor,
+        role=key.role,
+        fingerprint=sessions.fingerprint(key.key),
+    )
     console.client.cookies.set(COOKIE, sessions.encode(stale), path="/console")
     response = console.get("/console/queue")
     assert response.url.params["ended"] == "expired" and "expired" in response.text
@@ -362,12 +415,15 @@ def test_a_revoked_or_replaced_key_ends_its_sessions(console: Any) -> None:
 def test_a_configured_secret_signs_sessions_across_processes(console: Any) -> None:
     secret = "s" * 40
     store = session_store(console.ctx)
-    one, two = Sessions(secret_of(secret), console.ctx.auth, store), \
-        Sessions(secret_of(secret), console.ctx.auth, store)
+    one, two = (
+        Sessions(secret_of(secret), console.ctx.auth, store),
+        Sessions(secret_of(secret), console.ctx.auth, store),
+    )
     session, why = two.decode(one.encode(one.for_key(console.keys["agent"])))
     assert why is None and session is not None and session.actor == "alice"
     other, why = Sessions(secret_of("t" * 40), console.ctx.auth, store).decode(
-        one.encode(one.anonymous()))
+        one.encode(one.anonymous())
+    )
     assert other is None and why == "tampered"
 
 
@@ -407,9 +463,10 @@ def test_a_manager_approves_and_rejects_with_a_reason(console: Any) -> None:
     console.sign_in("manager")
     page = console.get(f"/console/orders/{first}")
     assert "Approve order" in page.text and "Reject order" in page.text
-    response = console.post(f"/console/orders/{first}/approve",
-                            {"version": re.search(r'name="version" value="(\d+)"',
-                                                  page.text).group(1), "note": "fine"})
+    response = console.post(
+        f"/console/orders/{first}/approve",
+        {"version": re.search(r'name="version" value="(\d+)"', page.text).group(1), "note": "fine"},
+    )
     assert response.status_code == 200 and "approved and in progress" in response.text
     assert state_of(console.ctx, first) == "inProgress"
 
@@ -419,30 +476,36 @@ def test_a_manager_approves_and_rejects_with_a_reason(console: Any) -> None:
     assert response.status_code == 400 and "a reason is required" in response.text
     assert 'aria-describedby="f-reason-error' in response.text
     assert state_of(console.ctx, second) == "acknowledged"
-    response = console.post(f"/console/orders/{second}/reject",
-                            {"version": version, "reason": "no coverage at S1"})
+    response = console.post(
+        f"/console/orders/{second}/reject", {"version": version, "reason": "no coverage at S1"}
+    )
     assert response.status_code == 200 and "no coverage at S1" in response.text
     assert state_of(console.ctx, second) == "rejected"
 
 
-def test_a_late_decision_is_shown_as_a_plain_conflict(console: Any, second_console: Any
-                                                      ) -> None:
+def test_a_late_decision_is_shown_as_a_plain_conflict(console: Any, second_console: Any) -> None:
     order_id = received_order(console.ctx)
     console.sign_in("manager")
     second_console.sign_in("manager2")
     bob = console.get(f"/console/orders/{order_id}")
     carol = second_console.get(f"/console/orders/{order_id}")
     version = re.search(r'name="version" value="(\d+)"', carol.text).group(1)
-    console.post(f"/console/orders/{order_id}/approve",
-                 {"version": version}, csrf=console.csrf(bob))
-    response = second_console.post(f"/console/orders/{order_id}/reject",
-                                   {"version": version, "reason": "too late"},
-                                   csrf=second_console.csrf(carol))
+    console.post(
+        f"/console/orders/{order_id}/approve", {"version": version}, csrf=console.csrf(bob)
+    )
+    response = second_console.post(
+        f"/console/orders/{order_id}/reject",
+        {"version": version, "reason": "too late"},
+        csrf=second_console.csrf(carol),
+    )
     assert response.status_code == 409
     message = text_of(response.text)
     assert "Someone else decided first" in message
-    assert re.search(r"already approved by bob at \d{4}-\d\d-\d\d \d\d:\d\d UTC; the order is "
-                     r"now inProgress", message), message
+    assert re.search(
+        r"already approved by bob at \d{4}-\d\d-\d\d \d\d:\d\d UTC; the order is "
+        r"now inProgress",
+        message,
+    ), message
     assert state_of(console.ctx, order_id) == "inProgress"
 
 
@@ -467,8 +530,10 @@ def test_cancellation_requests_are_decided_on_the_detail_page(console: Any) -> N
     page = console.get(f"/console/orders/{order_id}")
     assert "Deny cancellation" in page.text
     version = re.search(r'name="version" value="(\d+)"', page.text).group(1)
-    response = console.post(f"/console/orders/{order_id}/deny-cancellation",
-                            {"version": version, "reason": "work started"})
+    response = console.post(
+        f"/console/orders/{order_id}/deny-cancellation",
+        {"version": version, "reason": "work started"},
+    )
     assert response.status_code == 200 and "cancellation is denied" in response.text
     assert state_of(console.ctx, order_id) == "acknowledged"
 
@@ -480,20 +545,22 @@ def capture(console: Any, customer: str) -> UUID:
     draft = console.post("/console/drafts", {"customerId": customer, "priority": "1"})
     draft_path = draft.url.path
     console.get(f"{draft_path}/items/new?spec=managed-router")
-    console.post(f"{draft_path}/items", {"spec": "managed-router", "itemId": "1",
-                                         "placeId": "S9", "char.model": "c1100"})
+    console.post(
+        f"{draft_path}/items",
+        {"spec": "managed-router", "itemId": "1", "placeId": "S9", "char.model": "c1100"},
+    )
     response = console.post(f"{draft_path}/submit")
     assert response.url.path.startswith("/console/orders/"), text_of(response.text)
     return UUID(draft_path.rsplit("/", 1)[1])
 
 
-def test_header_errors_are_shown_next_to_the_fields_with_the_values_kept(console: Any
-                                                                          ) -> None:
+def test_header_errors_are_shown_next_to_the_fields_with_the_values_kept(console: Any) -> None:
     console.sign_in("agent")
     console.get("/console/drafts/new")
-    response = console.post("/console/drafts", {"customerId": "C-KEEP",
-                                                "requestedStartDate": "31/12/2030",
-                                                "customerName": "Keep Me Ltd"})
+    response = console.post(
+        "/console/drafts",
+        {"customerId": "C-KEEP", "requestedStartDate": "31/12/2030", "customerName": "Keep Me Ltd"},
+    )
     assert response.status_code == 400
     assert 'aria-describedby="f-requestedStartDate-error' in response.text
     assert 'value="Keep Me Ltd"' in response.text and 'value="31/12/2030"' in response.text
@@ -509,14 +576,23 @@ def test_the_validation_panel_lists_every_problem_at_once(console: Any) -> None:
     page = console.post(f"{draft_path}/items", {"spec": "internet-access", "itemId": "1"})
     assert page.status_code == 200
     console.get(f"{draft_path}/items/new?spec=ethernet-private-line")
-    page = console.post(f"{draft_path}/items", {"spec": "ethernet-private-line",
-                                                "itemId": "2", "placeId": "S2",
-                                                "char.bandwidthMbps": "5"})
+    page = console.post(
+        f"{draft_path}/items",
+        {
+            "spec": "ethernet-private-line",
+            "itemId": "2",
+            "placeId": "S2",
+            "char.bandwidthMbps": "5",
+        },
+    )
     panel = text_of(page.text.split('id="validation"')[1])
-    for expected in ("item 1: required characteristic bandwidthMbps",
-                     "item 1: required characteristic accessType", "item 1: no site",
-                     "item 2: required characteristic aEndSiteId",
-                     "item 2: characteristic bandwidthMbps value 5 is outside"):
+    for expected in (
+        "item 1: required characteristic bandwidthMbps",
+        "item 1: required characteristic accessType",
+        "item 1: no site",
+        "item 2: required characteristic aEndSiteId",
+        "item 2: characteristic bandwidthMbps value 5 is outside",
+    ):
         assert expected in panel, panel
     response = console.post(f"{draft_path}/submit")
     assert response.status_code == 400 and "cannot be submitted yet" in response.text
@@ -527,9 +603,17 @@ def test_a_value_of_the_wrong_shape_is_refused_with_the_form_kept(console: Any) 
     console.get("/console/drafts/new")
     draft_path = console.post("/console/drafts", {"customerId": "C-SHAPE"}).url.path
     console.get(f"{draft_path}/items/new?spec=ethernet-private-line")
-    response = console.post(f"{draft_path}/items", {
-        "spec": "ethernet-private-line", "itemId": "1", "placeId": "S1",
-        "char.bandwidthMbps": "lots", "char.vlanId": "12", "quantity": "two"})
+    response = console.post(
+        f"{draft_path}/items",
+        {
+            "spec": "ethernet-private-line",
+            "itemId": "1",
+            "placeId": "S1",
+            "char.bandwidthMbps": "lots",
+            "char.vlanId": "12",
+            "quantity": "two",
+        },
+    )
     assert response.status_code == 400
     assert 'aria-describedby="f-char-bandwidthMbps-error' in response.text
     assert "must be a whole number" in response.text
@@ -542,19 +626,22 @@ def test_a_form_field_over_its_bound_is_refused_naming_it(console: Any) -> None:
     any model or command (docs/security.md, "Limits")."""
     console.sign_in("agent")
     console.get("/console/drafts/new")
-    response = console.post("/console/drafts", {"customerId": "C-LONG",
-                                                "description": "d" * 10_001})
+    response = console.post(
+        "/console/drafts", {"customerId": "C-LONG", "description": "d" * 10_001}
+    )
     assert response.status_code == 400
-    assert "The field &#39;description&#39; is 10001 characters; the limit is 10000." \
-        in response.text
+    assert (
+        "The field &#39;description&#39; is 10001 characters; the limit is 10000." in response.text
+    )
     console.get("/console/drafts/new")
     response = console.post("/console/drafts", {"customerId": "C-LONG", "n" * 201: "x"})
     assert response.status_code == 400
     assert "A field name is 201 characters; the limit is 200." in response.text
     # at the bound the form is read, and the draft's own model refuses the text (4000)
     console.get("/console/drafts/new")
-    response = console.post("/console/drafts", {"customerId": "C-LONG",
-                                                "description": "d" * 10_000})
+    response = console.post(
+        "/console/drafts", {"customerId": "C-LONG", "description": "d" * 10_000}
+    )
     assert response.status_code == 400 and "Form field too long" not in response.text
 
 
@@ -564,16 +651,29 @@ def test_an_item_is_configured_and_removed(console: Any) -> None:
     draft_path = console.post("/console/drafts", {"customerId": "C-EDIT"}).url.path
     draft_id = UUID(draft_path.rsplit("/", 1)[1])
     console.get(f"{draft_path}/items/new?spec=internet-access")
-    console.post(f"{draft_path}/items", {"spec": "internet-access", "itemId": "1",
-                                         "placeId": "S1", "char.bandwidthMbps": "100",
-                                         "char.accessType": "fibre",
-                                         "char.ipv6Enabled": "yes"})
+    console.post(
+        f"{draft_path}/items",
+        {
+            "spec": "internet-access",
+            "itemId": "1",
+            "placeId": "S1",
+            "char.bandwidthMbps": "100",
+            "char.accessType": "fibre",
+            "char.ipv6Enabled": "yes",
+        },
+    )
     edit = console.get(f"{draft_path}/items/1/edit")
     assert re.search(r'<option value="100" selected>', edit.text)
-    response = console.post(f"{draft_path}/items/1", {"spec": "internet-access",
-                                                      "placeId": "S7", "placeName": "Depot",
-                                                      "char.bandwidthMbps": "200",
-                                                      "char.ipv6Enabled": "yes"})
+    response = console.post(
+        f"{draft_path}/items/1",
+        {
+            "spec": "internet-access",
+            "placeId": "S7",
+            "placeName": "Depot",
+            "char.bandwidthMbps": "200",
+            "char.ipv6Enabled": "yes",
+        },
+    )
     assert "Item saved" in response.text
     item = console.ctx.app.get_order(draft_id).items["1"]
     # accessType left empty is cleared; a checkbox at the spec's default is not recorded
@@ -597,9 +697,15 @@ def test_queue_filters_and_order_search(console: Any) -> None:
     mine = received_order(console.ctx, customer="C-FILTER", site="S-FILTER")
     received_order(console.ctx, customer="C-OTHER", site="S-OTHER")
     console.sign_in("manager")
-    for query in ("customer=C-FILTER", "site=S-FILTER", "kind=approval&customer=C-FILTER",
-                  "specification=internet-access&customer=C-FILTER", "older=0&customer="
-                  "C-FILTER", "younger=3600&customer=C-FILTER", "priority=2&site=S-FILTER"):
+    for query in (
+        "customer=C-FILTER",
+        "site=S-FILTER",
+        "kind=approval&customer=C-FILTER",
+        "specification=internet-access&customer=C-FILTER",
+        "older=0&customer=C-FILTER",
+        "younger=3600&customer=C-FILTER",
+        "priority=2&site=S-FILTER",
+    ):
         page = console.get(f"/console/queue?{query}")
         assert "1 entry waiting" in page.text, query
         assert f"/console/orders/{mine}" in page.text
@@ -620,15 +726,22 @@ def test_the_detail_shows_items_per_site_and_the_timeline(console: Any) -> None:
     assert "drafted by crm" in timeline and "submitted by crm" in timeline
     assert "Approve order" not in page.text
     with console.ctx.read() as models:  # auditors' reads are in the access log
-        rows = models.db.fetchall("SELECT path, status FROM audit_access_log "
-                                  "WHERE actor = 'audit-1'")
+        rows = models.db.fetchall(
+            "SELECT path, status FROM audit_access_log WHERE actor = 'audit-1'"
+        )
     assert (f"/console/orders/{order_id}", 200) in [(p, s) for p, s in rows]
 
 
-@pytest.mark.parametrize("path", ["/console/orders/0b9a1c1e-6f00-4d7b-9a57-000000000000",
-                                  "/console/orders/not-an-id", "/console/nowhere",
-                                  "/console/drafts/0b9a1c1e-6f00-4d7b-9a57-000000000000",
-                                  "/console/drafts/new/items/new"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/orders/0b9a1c1e-6f00-4d7b-9a57-000000000000",
+        "/console/orders/not-an-id",
+        "/console/nowhere",
+        "/console/drafts/0b9a1c1e-6f00-4d7b-9a57-000000000000",
+        "/console/drafts/new/items/new",
+    ],
+)
 def test_unknown_pages_are_friendly_html_404s(console: Any, path: str) -> None:
     console.sign_in("agent")
     response = console.get(path)
@@ -642,17 +755,22 @@ def test_bad_input_never_yields_a_500(console: Any) -> None:
     order_id = received_order(console.ctx)
     console.get(f"/console/orders/{order_id}")
     token = console.csrf()
-    cases = [(f"/console/orders/{order_id}/approve", {"version": "x" * 50}),
-             (f"/console/orders/{order_id}/explode", {}),
-             (f"/console/orders/{order_id}/reject", {"version": "1", "reason": "r" * 5000}),
-             ("/console/drafts", {"customerId": "c" * 300}),
-             ("/console/drafts", {"customerId": "C\x00"})]
+    cases = [
+        (f"/console/orders/{order_id}/approve", {"version": "x" * 50}),
+        (f"/console/orders/{order_id}/explode", {}),
+        (f"/console/orders/{order_id}/reject", {"version": "1", "reason": "r" * 5000}),
+        ("/console/drafts", {"customerId": "c" * 300}),
+        ("/console/drafts", {"customerId": "C\x00"}),
+    ]
     for path, data in cases:
         response = console.post(path, data, csrf=token)
         assert 400 <= response.status_code < 500, (path, response.status_code)
         assert response.headers["content-type"].startswith("text/html")
-    response = console.client.post("/console/drafts", content=b"\xff\xfe",
-                                   headers={"content-type": "application/x-www-form-urlencoded"})
+    response = console.client.post(
+        "/console/drafts",
+        content=b"\xff\xfe",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code in (400, 403)
 
 
@@ -677,11 +795,18 @@ def test_every_page_renders_with_labels_and_landmarks(console: Any) -> None:
     console.sign_in("admin")
     console.get("/console/drafts/new")
     draft_path = console.post("/console/drafts", {"customerId": "C-A11Y"}).url.path
-    pages = ["/console/signin", "/console/orders", "/console/orders?state=draft",
-             "/console/queue", f"/console/orders/{order_id}", "/console/drafts/new",
-             draft_path]
-    pages += [f"{draft_path}/items/new?spec={spec.id}"
-              for spec in console.ctx.app.catalog.specifications]
+    pages = [
+        "/console/signin",
+        "/console/orders",
+        "/console/orders?state=draft",
+        "/console/queue",
+        f"/console/orders/{order_id}",
+        "/console/drafts/new",
+        draft_path,
+    ]
+    pages += [
+        f"{draft_path}/items/new?spec={spec.id}" for spec in console.ctx.app.catalog.specifications
+    ]
     for path in pages:
         response = console.get(path)
         assert response.status_code == 200, path

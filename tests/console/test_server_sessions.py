@@ -40,12 +40,23 @@ def free_port() -> int:
 def api_server(url: str, port: int, **settings: str) -> Iterator[str]:
     """`serviceorders api --workers 2` on `port`; yields its origin (http://host:port)."""
     assert EXE, "the serviceorders console script is not installed"
-    env = {**{k: v for k, v in os.environ.items()
-              if not k.startswith("SERVICEORDERS_") and k != "DATABASE_URL"},
-           "DATABASE_URL": url, **settings}
-    server = subprocess.Popen([EXE, "api", "--workers", "2", "--port", str(port)], env=env,
-                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              start_new_session=True)
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("SERVICEORDERS_") and k != "DATABASE_URL"
+        },
+        "DATABASE_URL": url,
+        **settings,
+    }
+    server = subprocess.Popen(
+        [EXE, "api", "--workers", "2", "--port", str(port)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     console = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -86,8 +97,9 @@ def sign_in(client: httpx.Client, console: str, key: str) -> str:
     return token_of(page.text)
 
 
-def replay(console: str, cookie: str, method: str, path: str,
-           data: dict[str, str] | None = None) -> httpx.Response:
+def replay(
+    console: str, cookie: str, method: str, path: str, data: dict[str, str] | None = None
+) -> httpx.Response:
     """One request from a client that holds only `cookie` (a new connection)."""
     with httpx.Client(timeout=10, cookies={COOKIE: cookie}) as client:
         return client.request(method, f"{console}{path}", data=data)
@@ -96,21 +108,22 @@ def replay(console: str, cookie: str, method: str, path: str,
 def drafts_of(url: str, customer: str) -> int:
     db = open_read_db(Settings.from_env({"DATABASE_URL": url}))
     try:
-        return ReadModels(db).search_orders(OrderFilter(customer=customer,
-                                                        include_drafts=True)).total
+        return (
+            ReadModels(db).search_orders(OrderFilter(customer=customer, include_drafts=True)).total
+        )
     finally:
         db.close()
 
 
-def assert_refused(console: str, cookie: str, token: str, customer: str,
-                   reason: str) -> None:
+def assert_refused(console: str, cookie: str, token: str, customer: str, reason: str) -> None:
     for _ in range(REPLAYS):
         page = replay(console, cookie, "GET", "/console/orders")
         assert page.status_code == 303, (page.status_code, page.text[:300])
         assert page.headers["location"].startswith("/console/signin?")
         assert f"ended={reason}" in page.headers["location"]
-        form = replay(console, cookie, "POST", "/console/drafts",
-                      {"csrf": token, "customerId": customer})
+        form = replay(
+            console, cookie, "POST", "/console/drafts", {"csrf": token, "customerId": customer}
+        )
         assert form.status_code == 303, (form.status_code, form.text[:300])
         assert f"ended={reason}" in form.headers["location"]
 
@@ -121,24 +134,27 @@ def url(pg_database: Any) -> str:
 
 
 def test_a_cookie_replayed_after_sign_out_is_refused_by_every_worker_and_after_a_restart(
-        url: str) -> None:
+    url: str,
+) -> None:
     agent, manager = f"agent-{secrets.token_hex(16)}", f"manager-{secrets.token_hex(16)}"
-    settings = {"SERVICEORDERS_API_KEYS": f"alice:agent:{agent},bob:manager:{manager}",
-                # One secret across the restart: what refuses the cookie is its ended
-                # session, not a new signing secret.
-                "SERVICEORDERS_CONSOLE_SECRET": secrets.token_urlsafe(40)}
+    settings = {
+        "SERVICEORDERS_API_KEYS": f"alice:agent:{agent},bob:manager:{manager}",
+        # One secret across the restart: what refuses the cookie is its ended
+        # session, not a new signing secret.
+        "SERVICEORDERS_CONSOLE_SECRET": secrets.token_urlsafe(40),
+    }
     live, stays = f"C-LIVE-{secrets.token_hex(4)}", f"C-REPLAY-{secrets.token_hex(4)}"
     port = free_port()
-    with api_server(url, port, **settings) as console, browser() as alice, \
-            browser() as bob:
+    with api_server(url, port, **settings) as console, browser() as alice, browser() as bob:
         token = sign_in(alice, console, agent)
         bob_token = sign_in(bob, console, manager)
         cookie = alice.cookies[COOKIE]
         for _ in range(REPLAYS):  # the session holds on both workers
             page = replay(console, cookie, "GET", "/console/orders")
             assert page.status_code == 200 and "alice" in page.text, page.text[:300]
-        created = replay(console, cookie, "POST", "/console/drafts",
-                         {"csrf": token, "customerId": live})
+        created = replay(
+            console, cookie, "POST", "/console/drafts", {"csrf": token, "customerId": live}
+        )
         assert created.status_code == 303, created.text[:300]
         assert created.headers["location"].startswith("/console/drafts/")
         assert drafts_of(url, live) == 1
@@ -156,8 +172,13 @@ def test_a_cookie_replayed_after_sign_out_is_refused_by_every_worker_and_after_a
         assert page.status_code == 200 and "bob" in page.text, page.text[:300]
         # A malformed CSRF token is a 403 page, never a 500.
         for bad in ("é" * len(bob_token), "\u2603", bob_token[:-1] + "\u00ff", "x" * 3000):
-            refused = replay(console, bob.cookies[COOKIE], "POST", "/console/drafts",
-                             {"csrf": bad, "customerId": stays})
+            refused = replay(
+                console,
+                bob.cookies[COOKIE],
+                "POST",
+                "/console/drafts",
+                {"csrf": bad, "customerId": stays},
+            )
             assert refused.status_code == 403, (bad[:10], refused.status_code)
             assert refused.headers["content-type"].startswith("text/html")
             assert "CSRF token is missing or wrong" in refused.text
@@ -167,9 +188,15 @@ def test_a_cookie_replayed_after_sign_out_is_refused_by_every_worker_and_after_a
 def test_a_session_idle_for_longer_than_the_setting_ends(url: str) -> None:
     agent = f"agent-{secrets.token_hex(16)}"
     idle_seconds = 6
-    with api_server(url, free_port(), SERVICEORDERS_API_KEYS=f"alice:agent:{agent}",
-                    SERVICEORDERS_CONSOLE_IDLE_MINUTES=str(idle_seconds / 60)) as console, \
-            browser() as alice:
+    with (
+        api_server(
+            url,
+            free_port(),
+            SERVICEORDERS_API_KEYS=f"alice:agent:{agent}",
+            SERVICEORDERS_CONSOLE_IDLE_MINUTES=str(idle_seconds / 60),
+        ) as console,
+        browser() as alice,
+    ):
         sign_in(alice, console, agent)
         cookie = alice.cookies[COOKIE]
         # Requests a second apart for longer than the idle time: the session stays open.
@@ -184,5 +211,7 @@ def test_a_session_idle_for_longer_than_the_setting_ends(url: str) -> None:
         shown = httpx.get(f"{console}{page.headers['location']}").text
         assert "Your session ended after 6 seconds without activity" in shown
         for _ in range(4):  # and it stays ended on both workers
-            assert "ended=idle" in replay(console, cookie, "GET", "/console/orders"
-                                          ).headers["location"]
+            assert (
+                "ended=idle"
+                in replay(console, cookie, "GET", "/console/orders").headers["location"]
+            )

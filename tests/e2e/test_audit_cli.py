@@ -22,20 +22,26 @@ EXE = shutil.which("serviceorders")
 KEY = "cli-audit-key"
 
 
-def run(*args: str, url: str | None, cwd: Path | None = None, expect: int = 0,
-        key: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, url: str | None, cwd: Path | None = None, expect: int = 0, key: str | None = None
+) -> subprocess.CompletedProcess[str]:
     assert EXE, "the serviceorders console script is not installed"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "SERVICEORDERS_AUDIT_HMAC_KEY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "SERVICEORDERS_AUDIT_HMAC_KEY")
+    }
     if url is not None:
         env["DATABASE_URL"] = url
     if key is not None:
         env["SERVICEORDERS_AUDIT_HMAC_KEY"] = key
-    done = subprocess.run([EXE, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [EXE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == expect, (
         f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
-        f"stdout: {done.stdout}\nstderr: {done.stderr}")
+        f"stdout: {done.stdout}\nstderr: {done.stderr}"
+    )
     return done
 
 
@@ -54,8 +60,9 @@ def url(settings: Settings) -> Iterator[str]:
         db.close()
 
 
-def test_checkpoint_verify_anchor_and_tampering(url: str, settings: Settings,
-                                                tmp_path: Path) -> None:
+def test_checkpoint_verify_anchor_and_tampering(
+    url: str, settings: Settings, tmp_path: Path
+) -> None:
     run("demo", url=url)
     run("demo", url=url)
     made = run("audit", "checkpoint", url=url, key=KEY)
@@ -81,11 +88,15 @@ def test_checkpoint_verify_anchor_and_tampering(url: str, settings: Settings,
         store = Store(db)
         oid, _, state = db.fetchone(
             f"SELECT originator_id, originator_version, state FROM {store.events} "
-            "WHERE originator_version = 3")
+            "WHERE originator_version = 3"
+        )
         edited = orjson.loads(bytes(state))
         edited["note"] = "nobody approved this"
-        db.execute(f"UPDATE {store.events} SET state = %s WHERE originator_id = %s AND "
-                   "originator_version = 3", (orjson.dumps(edited), oid))
+        db.execute(
+            f"UPDATE {store.events} SET state = %s WHERE originator_id = %s AND "
+            "originator_version = 3",
+            (orjson.dumps(edited), oid),
+        )
     finally:
         db.close()
     order = str(UUID(str(oid)))
@@ -94,7 +105,8 @@ def test_checkpoint_verify_anchor_and_tampering(url: str, settings: Settings,
     assert "FAILED: 1 broken order(s)" in broken.stdout
     found = json.loads(run("audit", "verify", "--json", url=url, expect=1).stdout)
     assert [(p["order_id"], p["version"], p["kind"]) for p in found["broken_orders"]] == [
-        (order, 3, "altered")]
+        (order, 3, "altered")
+    ]
 
 
 def test_export_and_offline_verify(url: str, tmp_path: Path) -> None:

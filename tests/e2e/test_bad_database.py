@@ -35,14 +35,16 @@ def free_port() -> int:
 
 def timed(*args: str, url: str, cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
     assert EXE, "the serviceorders console script is not installed"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
     env["DATABASE_URL"] = url
     # consume needs a broker address to start at all (none listens there)
     env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
-    done = subprocess.run([EXE, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [EXE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
     return time.monotonic() - started, done
 
 
@@ -51,14 +53,17 @@ def start_up(tmp_path_factory: pytest.TempPathFactory) -> float:
     """Seconds the console script takes to run a command that needs no database (the
     slowest of three runs: interpreter start and imports)."""
     cwd = tmp_path_factory.mktemp("startup")
-    runs = [timed("catalog", url=f"postgresql://postgres@127.0.0.1:{free_port()}/x", cwd=cwd)
-            for _ in range(3)]
+    runs = [
+        timed("catalog", url=f"postgresql://postgres@127.0.0.1:{free_port()}/x", cwd=cwd)
+        for _ in range(3)
+    ]
     assert all(done.returncode == 0 for _, done in runs), runs[0][1].stderr
     return max(elapsed for elapsed, _ in runs)
 
 
-def _pg(host: str = "127.0.0.1", port: int = 5432, user: str = "postgres",
-        dbname: str = "serviceorders") -> tuple[str, tuple[str, ...]]:
+def _pg(
+    host: str = "127.0.0.1", port: int = 5432, user: str = "postgres", dbname: str = "serviceorders"
+) -> tuple[str, tuple[str, ...]]:
     return f"postgresql://{user}@{host}:{port}/{dbname}", (host, str(port), dbname)
 
 
@@ -80,16 +85,29 @@ def _unknown_host() -> tuple[str, tuple[str, ...], str]:
     return (*_pg(host="nosuchhost.invalid"), "unknown host")
 
 
-KINDS = {"closed port": _closed_port, "missing database": _missing_database,
-         "unknown role": _unknown_role, "unknown host": _unknown_host}
-COMMANDS = {"db init": ("db", "init"), "project": ("project",),
-            "serve": ("serve", "--no-kafka", "--port", "{port}"),
-            "api": ("api", "--port", "{port}"), "consume": ("consume",),
-            "order show": ("order", "show", "CRM-1")}
+KINDS = {
+    "closed port": _closed_port,
+    "missing database": _missing_database,
+    "unknown role": _unknown_role,
+    "unknown host": _unknown_host,
+}
+COMMANDS = {
+    "db init": ("db", "init"),
+    "project": ("project",),
+    "serve": ("serve", "--no-kafka", "--port", "{port}"),
+    "api": ("api", "--port", "{port}"),
+    "consume": ("consume",),
+    "order show": ("order", "show", "CRM-1"),
+}
 
 
-def check_refusal(elapsed: float, done: subprocess.CompletedProcess[str], start_up: float,
-                  named: tuple[str, ...], reason: str) -> str:
+def check_refusal(
+    elapsed: float,
+    done: subprocess.CompletedProcess[str],
+    start_up: float,
+    named: tuple[str, ...],
+    reason: str,
+) -> str:
     report = f"exit {done.returncode} after {elapsed:.2f}s\nstderr: {done.stderr}"
     assert done.returncode == 3, report
     assert "Traceback" not in done.stderr, report
@@ -106,7 +124,8 @@ def check_refusal(elapsed: float, done: subprocess.CompletedProcess[str], start_
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_wrong_postgres_url_stops_at_once_with_the_reason(
-        kind: str, command: str, start_up: float, tmp_path: Path) -> None:
+    kind: str, command: str, start_up: float, tmp_path: Path
+) -> None:
     url, named, reason = KINDS[kind]()
     args = tuple(a.replace("{port}", str(free_port())) for a in COMMANDS[command])
     elapsed, done = timed(*args, url=url, cwd=tmp_path)
@@ -118,18 +137,18 @@ def test_the_password_is_never_printed(start_up: float, tmp_path: Path) -> None:
     secret = f"pw-{secrets.token_hex(8)}"
     url = f"postgresql://postgres:{secret}@127.0.0.1:{free_port()}/serviceorders"
     elapsed, done = timed("db", "init", url=url, cwd=tmp_path)
-    check_refusal(elapsed, done, start_up, ("127.0.0.1", "serviceorders"),
-                  "connection refused")
+    check_refusal(elapsed, done, start_up, ("127.0.0.1", "serviceorders"), "connection refused")
     assert secret not in done.stderr + done.stdout
 
 
-def test_a_sqlite_file_in_a_missing_directory_is_named(start_up: float,
-                                                       tmp_path: Path) -> None:
+def test_a_sqlite_file_in_a_missing_directory_is_named(start_up: float, tmp_path: Path) -> None:
     path = tmp_path / "no" / "such" / "dir" / "serviceorders.db"
-    elapsed, done = timed("serve", "--no-kafka", "--port", str(free_port()),
-                          url=f"sqlite:///{path}", cwd=tmp_path)
-    check_refusal(elapsed, done, start_up, (str(path),),
-                  f"the directory {path.parent} does not exist")
+    elapsed, done = timed(
+        "serve", "--no-kafka", "--port", str(free_port()), url=f"sqlite:///{path}", cwd=tmp_path
+    )
+    check_refusal(
+        elapsed, done, start_up, (str(path),), f"the directory {path.parent} does not exist"
+    )
 
 
 def test_a_sqlite_path_that_is_a_directory_is_named(start_up: float, tmp_path: Path) -> None:
@@ -138,22 +157,23 @@ def test_a_sqlite_path_that_is_a_directory_is_named(start_up: float, tmp_path: P
 
 
 def test_commands_that_need_no_database_do_not_probe_it(tmp_path: Path) -> None:
-    _, done = timed("catalog", url=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
-                    cwd=tmp_path)
+    _, done = timed("catalog", url=f"postgresql://postgres@127.0.0.1:{free_port()}/x", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "internet-access" in done.stdout
 
 
 def test_a_server_that_never_answers_stops_it_after_the_probe_timeout(
-        start_up: float, tmp_path: Path) -> None:
+    start_up: float, tmp_path: Path
+) -> None:
     """A port that accepts connections but never speaks (a hung server, a black hole behind
     a proxy): the probe gives up after its 2 s, not the pool's 10 s."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # connections complete in the backlog; nothing ever answers
         port = silent.getsockname()[1]
-        elapsed, done = timed("db", "init", url=f"postgresql://postgres@127.0.0.1:{port}/so",
-                              cwd=tmp_path)
+        elapsed, done = timed(
+            "db", "init", url=f"postgresql://postgres@127.0.0.1:{port}/so", cwd=tmp_path
+        )
     assert done.returncode == 3, done.stderr
     assert f"127.0.0.1:{port}/so" in done.stderr and "no answer within 2 s" in done.stderr
     assert "Traceback" not in done.stderr

@@ -37,11 +37,18 @@ def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
     if admin is None:
         pytest.skip("no PostgreSQL at the harness's admin URL")
     out = tmp_path / "bench.json"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--json", str(out), "--admin-url", admin],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
     doc = json.loads(out.read_text())
     assert not doc["failed"]
@@ -50,8 +57,11 @@ def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
         figures = doc["sections"].get(section)
         assert figures, f"no figures for {section}"
         for name, value in figures.items():
-            assert isinstance(value, int | float) and math.isfinite(value) and value > 0, \
-                (section, name, value)
+            assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (
+                section,
+                name,
+                value,
+            )
     for f in doc["figures"]:
         if f["target"] is not None:
             assert f["verdict"] in ("meets", "misses"), f

@@ -17,17 +17,20 @@ pytestmark = pytest.mark.integration
 EXE = shutil.which("serviceorders")
 
 
-def run(*args: str, url: str | None, cwd: Path | None = None,
-        expect: int = 0) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, url: str | None, cwd: Path | None = None, expect: int = 0
+) -> subprocess.CompletedProcess[str]:
     assert EXE, "the serviceorders console script is not installed"
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     if url is not None:
         env["DATABASE_URL"] = url
-    done = subprocess.run([EXE, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [EXE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == expect, (
         f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
-        f"stdout: {done.stdout}\nstderr: {done.stderr}")
+        f"stdout: {done.stdout}\nstderr: {done.stderr}"
+    )
     return done
 
 
@@ -54,17 +57,56 @@ def test_db_init_is_idempotent(url: str) -> None:
 
 
 def test_manual_capture_through_to_completion(url: str) -> None:
-    order = run("order", "--actor", "alice", "draft", "--customer", "CUST-9", "--priority", "1",
-                url=url).stdout.strip()
-    run("order", "--actor", "alice", "add-line", order, "--item", "1", "--spec",
-        "internet-access", "--site", "SITE-1", "--set", "bandwidthMbps=100", url=url)
-    run("order", "--actor", "alice", "add-line", order, "--item", "2", "--spec",
-        "managed-router", "--site", "SITE-1", "--set", "model=c1100", "--depends-on", "1",
-        url=url)
+    order = run(
+        "order", "--actor", "alice", "draft", "--customer", "CUST-9", "--priority", "1", url=url
+    ).stdout.strip()
+    run(
+        "order",
+        "--actor",
+        "alice",
+        "add-line",
+        order,
+        "--item",
+        "1",
+        "--spec",
+        "internet-access",
+        "--site",
+        "SITE-1",
+        "--set",
+        "bandwidthMbps=100",
+        url=url,
+    )
+    run(
+        "order",
+        "--actor",
+        "alice",
+        "add-line",
+        order,
+        "--item",
+        "2",
+        "--spec",
+        "managed-router",
+        "--site",
+        "SITE-1",
+        "--set",
+        "model=c1100",
+        "--depends-on",
+        "1",
+        url=url,
+    )
     refused = run("order", "--actor", "alice", "submit", order, url=url, expect=1)
     assert "missing_characteristic" in refused.stderr and "accessType" in refused.stderr
-    run("order", "--actor", "alice", "configure-line", order, "1", "--set",
-        "accessType=fibre", url=url)
+    run(
+        "order",
+        "--actor",
+        "alice",
+        "configure-line",
+        order,
+        "1",
+        "--set",
+        "accessType=fibre",
+        url=url,
+    )
     run("order", "--actor", "alice", "submit", order, url=url)
     assert show(order, url)["state"] == "acknowledged"
 
@@ -81,8 +123,10 @@ def test_manual_capture_through_to_completion(url: str) -> None:
     assert show(order, url, "--version", "4")["state"] == "draft"
     history = run("order", "events", order, url=url).stdout
     assert "OrderApproved" in history and "bob (operator) via cli" in history
-    lines = [json.loads(line) for line in run("order", "events", order, "--json",
-                                              url=url).stdout.splitlines()]
+    lines = [
+        json.loads(line)
+        for line in run("order", "events", order, "--json", url=url).stdout.splitlines()
+    ]
     assert [e["version"] for e in lines] == list(range(1, final["version"] + 1))
     assert all(e["prev_hash"] == p["hash"] for p, e in zip(lines, lines[1:], strict=False))
 
@@ -99,12 +143,19 @@ def test_write_commands_need_an_actor(url: str) -> None:
     assert "--actor" in done.stderr
 
 
-def test_create_from_file_is_idempotent_and_named_by_external_id(url: str,
-                                                                 tmp_path: Path) -> None:
-    body = {"header": {"external_id": "UP-77"},
-            "items": [{"id": "1", "action": "add", "specification": {"id": "internet-access"},
-                       "characteristics": {"bandwidthMbps": 123, "accessType": "fibre"},
-                       "place": {"id": "S"}}]}
+def test_create_from_file_is_idempotent_and_named_by_external_id(url: str, tmp_path: Path) -> None:
+    body = {
+        "header": {"external_id": "UP-77"},
+        "items": [
+            {
+                "id": "1",
+                "action": "add",
+                "specification": {"id": "internet-access"},
+                "characteristics": {"bandwidthMbps": 123, "accessType": "fibre"},
+                "place": {"id": "S"},
+            }
+        ],
+    }
     file = tmp_path / "order.json"
     file.write_text(json.dumps(body))
     first = run("order", "--actor", "crm", "create", str(file), url=url).stdout.split()
@@ -127,8 +178,13 @@ def test_catalog_json_is_a_tmf633_list_and_needs_no_database() -> None:
     specs = json.loads(run("catalog", "--json", url=unreachable).stdout)
     assert isinstance(specs, list) and len(specs) >= 6
     names = {s["name"] for s in specs}
-    assert {"Dedicated Internet Access", "SD-WAN Site", "Ethernet Private Line",
-            "Managed Router", "SIP Trunk"} <= names
+    assert {
+        "Dedicated Internet Access",
+        "SD-WAN Site",
+        "Ethernet Private Line",
+        "Managed Router",
+        "SIP Trunk",
+    } <= names
     value_types = set()
     for spec in specs:
         assert {"id", "name", "version", "serviceSpecCharacteristic"} <= spec.keys()
@@ -143,14 +199,22 @@ def test_catalog_json_is_a_tmf633_list_and_needs_no_database() -> None:
     assert chars["bandwidthMbps"]["minCardinality"] == 1
     assert chars["ipv6Enabled"]["minCardinality"] == 0
     assert 100 in [v["value"] for v in chars["bandwidthMbps"]["serviceSpecCharacteristicValue"]]
-    defaults = [v for v in chars["ipv4Block"]["serviceSpecCharacteristicValue"]
-                if v.get("isDefault")]
+    defaults = [
+        v for v in chars["ipv4Block"]["serviceSpecCharacteristicValue"] if v.get("isDefault")
+    ]
     assert [v["value"] for v in defaults] == ["/29"]
     epl = next(s for s in specs if s["id"] == "ethernet-private-line")
     bandwidth = next(c for c in epl["serviceSpecCharacteristic"] if c["name"] == "bandwidthMbps")
     ranges = [v for v in bandwidth["serviceSpecCharacteristicValue"] if "valueFrom" in v]
-    assert ranges == [{"valueType": "integer", "valueFrom": 10, "valueTo": 100000,
-                       "isDefault": False, "unitOfMeasure": "Mbit/s"}]
+    assert ranges == [
+        {
+            "valueType": "integer",
+            "valueFrom": 10,
+            "valueTo": 100000,
+            "isDefault": False,
+            "unitOfMeasure": "Mbit/s",
+        }
+    ]
 
 
 def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
@@ -172,9 +236,14 @@ def test_serve_keeps_the_read_models_following_the_log(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([EXE, "serve", "--port", str(port)], cwd=tmp_path, env=env,
-                              text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [EXE, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (tmp_path / "serviceorders.db").exists() and time.monotonic() < deadline:
@@ -220,13 +289,23 @@ def test_api_with_worker_processes_serves_and_stops(url: str, tmp_path: Path) ->
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     key, agent_key = "integrator-key-0123456789abcdef", "agent-key-0123456789abcdef"
-    env = {**{k: v for k, v in os.environ.items()
-              if k not in ("DATABASE_URL", "SERVICEORDERS_CONSOLE_SECRET")},
-           "DATABASE_URL": url,
-           "SERVICEORDERS_API_KEYS": f"crm:integrator:{key},alice:agent:{agent_key}"}
-    server = subprocess.Popen([EXE, "api", "--workers", "2", "--port", str(port)], env=env,
-                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              start_new_session=True)
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DATABASE_URL", "SERVICEORDERS_CONSOLE_SECRET")
+        },
+        "DATABASE_URL": url,
+        "SERVICEORDERS_API_KEYS": f"crm:integrator:{key},alice:agent:{agent_key}",
+    }
+    server = subprocess.Popen(
+        [EXE, "api", "--workers", "2", "--port", str(port)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}/tmf-api/serviceOrdering/v4/serviceOrder"
     headers = {"Authorization": f"Bearer {key}"}
     bodies = list(traffic(40, duplicates=0, bad=0).orders.values())  # 3 items, 2-3 sites
@@ -240,8 +319,9 @@ def test_api_with_worker_processes_serves_and_stops(url: str, tmp_path: Path) ->
                 pass
             assert time.monotonic() < deadline, "the API did not answer"
             time.sleep(0.2)
-        children = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
-                                  text=True, check=False).stdout.split()
+        children = subprocess.run(
+            ["pgrep", "-P", str(server.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
         assert len(children) >= 2, children  # the workers (uvicorn may add a helper)
         results: list[tuple[int, str]] = []
 
@@ -258,18 +338,17 @@ def test_api_with_worker_processes_serves_and_stops(url: str, tmp_path: Path) ->
             thread.join(60)
         assert [status for status, _ in results] == [201] * 40, results[:3]
         listed = httpx.get(base, headers=headers, params={"limit": 100}).json()
-        assert sorted(o["externalId"] for o in listed) == sorted(b["externalId"]
-                                                                  for b in bodies)
+        assert sorted(o["externalId"] for o in listed) == sorted(b["externalId"] for b in bodies)
         # A console session opened on one worker holds on the other (one shared secret).
         console = f"http://127.0.0.1:{port}/console"
         # (a new connection per request, so that the workers take turns)
-        with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
-                          ) as browser:
+        with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as browser:
             form = browser.get(f"{console}/signin").text
             csrf = re.search(r'name="csrf" value="([^"]+)"', form)
             assert csrf, form[:500]
-            signed = browser.post(f"{console}/signin", data={"key": agent_key,
-                                                             "csrf": csrf.group(1)})
+            signed = browser.post(
+                f"{console}/signin", data={"key": agent_key, "csrf": csrf.group(1)}
+            )
             assert signed.status_code == 303, signed.text[:500]
             for _ in range(20):
                 page = browser.get(f"{console}/orders")

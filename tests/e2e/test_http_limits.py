@@ -29,25 +29,47 @@ HEADER_TIMEOUT, BODY_TIMEOUT = 2.0, 3.0
 
 
 def _order(external_id: str) -> dict[str, Any]:
-    return {"externalId": external_id, "description": "limits",
-            "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-            "serviceOrderItem": [{"id": "1", "action": "add", "service": {
-                "serviceSpecification": {"id": "internet-access"},
-                "serviceCharacteristic": [{"name": "bandwidthMbps", "value": 100},
-                                          {"name": "accessType", "value": "fibre"}],
-                "place": [{"id": "S1", "name": "Site one"}]}}]}
+    return {
+        "externalId": external_id,
+        "description": "limits",
+        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
+        "serviceOrderItem": [
+            {
+                "id": "1",
+                "action": "add",
+                "service": {
+                    "serviceSpecification": {"id": "internet-access"},
+                    "serviceCharacteristic": [
+                        {"name": "bandwidthMbps", "value": 100},
+                        {"name": "accessType", "value": "fibre"},
+                    ],
+                    "place": [{"id": "S1", "name": "Site one"}],
+                },
+            }
+        ],
+    }
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest, pg_database: Any, pg_cleaner: Callable[[], None],
-           start_api: Callable[..., Any]) -> tuple[str, int, Callable[[], str]]:
+def server(
+    request: pytest.FixtureRequest,
+    pg_database: Any,
+    pg_cleaner: Callable[[], None],
+    start_api: Callable[..., Any],
+) -> tuple[str, int, Callable[[], str]]:
     """`serviceorders api` on a free port with short slow-client deadlines (`--workers N`
     with an indirect parameter N); gives its base URL, its port and its output so far."""
     workers = getattr(request, "param", 1)
     pg_cleaner()
-    api = start_api(pg_database.url(), "--workers", str(workers),
-                    env={"SERVICEORDERS_HTTP_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
-                         "SERVICEORDERS_HTTP_BODY_TIMEOUT": str(BODY_TIMEOUT)})
+    api = start_api(
+        pg_database.url(),
+        "--workers",
+        str(workers),
+        env={
+            "SERVICEORDERS_HTTP_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+            "SERVICEORDERS_HTTP_BODY_TIMEOUT": str(BODY_TIMEOUT),
+        },
+    )
     return api.base, api.port, api.output
 
 
@@ -68,28 +90,35 @@ def _raw(port: int, head: bytes, body: bytes = b"", timeout: float = 30) -> byte
 
 def _events(pg_database: Any) -> list[tuple[int, int]]:
     with psycopg.connect(pg_database.url(), autocommit=True) as db:
-        return db.execute("SELECT count(*), coalesce(max(length(state)), 0) "
-                          "FROM serviceorders_events").fetchall()
+        return db.execute(
+            "SELECT count(*), coalesce(max(length(state)), 0) FROM serviceorders_events"
+        ).fetchall()
 
 
-@pytest.mark.parametrize("sizes", [(12_000_000,), (6_000_000, 6_000_000),
-                                   (5_000_000, 5_000_000)],
-                         ids=["12MB", "6+6MB", "5+5MB"])
+@pytest.mark.parametrize(
+    "sizes",
+    [(12_000_000,), (6_000_000, 6_000_000), (5_000_000, 5_000_000)],
+    ids=["12MB", "6+6MB", "5+5MB"],
+)
 def test_an_oversized_header_is_refused_and_the_next_write_succeeds_within_a_second(
-        server: tuple[str, int, Callable[[], str]], pg_database: Any,
-        sizes: tuple[int, ...]) -> None:
+    server: tuple[str, int, Callable[[], str]], pg_database: Any, sizes: tuple[int, ...]
+) -> None:
     base, port, output = server
     with httpx.Client(base_url=base, timeout=30) as http:
         warm = http.post(ORDERS, json=_order(f"warm-{uuid.uuid4()}"))
         assert warm.status_code == 201, warm.text
         before = _events(pg_database)
         names = (b"X-Request-Id", b"X-Causation-Id")
-        headers = b"".join(names[i] + b": " + b"r" * size + b"\r\n"
-                           for i, size in enumerate(sizes))
+        headers = b"".join(names[i] + b": " + b"r" * size + b"\r\n" for i, size in enumerate(sizes))
         body = b'{"externalId": "huge"}'
-        answer = _raw(port, b"POST " + ORDERS.encode() + b" HTTP/1.1\r\nHost: x\r\n"
-                      b"Content-Type: application/json\r\n" + headers +
-                      b"Content-Length: %d\r\n\r\n" % len(body), body)
+        answer = _raw(
+            port,
+            b"POST " + ORDERS.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n"
+            + headers
+            + b"Content-Length: %d\r\n\r\n" % len(body),
+            body,
+        )
         # 431 (the server's TMF Error), or the connection closed while the client still sent
         assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:300]
         if answer:  # refused by the server itself, before the application saw it
@@ -106,14 +135,15 @@ def test_an_oversized_header_is_refused_and_the_next_write_succeeds_within_a_sec
 
 
 def test_an_id_header_over_its_bound_is_a_431_naming_it_on_the_real_server(
-        server: tuple[str, int, Callable[[], str]], pg_database: Any) -> None:
+    server: tuple[str, int, Callable[[], str]], pg_database: Any
+) -> None:
     base, _, _ = server
     with httpx.Client(base_url=base, timeout=30) as http:
-        refused = http.post(ORDERS, json=_order("long-id"),
-                            headers={"X-Request-Id": "r" * 201})
+        refused = http.post(ORDERS, json=_order("long-id"), headers={"X-Request-Id": "r" * 201})
         assert refused.status_code == 431, refused.text
-        assert refused.json()["message"] == ("the X-Request-Id header is 201 characters; "
-                                             "the limit is 200")
+        assert refused.json()["message"] == (
+            "the X-Request-Id header is 201 characters; the limit is 200"
+        )
         assert _events(pg_database)[0][0] == 0
         taken = http.post(ORDERS, json=_order("long-id"), headers={"X-Request-Id": "r" * 200})
         assert taken.status_code == 201, taken.text
@@ -128,7 +158,7 @@ def _drip(port: int, at_once: bytes, data: bytes, result: dict[str, Any]) -> Non
         answer = b""
         for i in range(len(data)):
             try:
-                s.sendall(data[i:i + 1])
+                s.sendall(data[i : i + 1])
             except OSError:
                 break
             s.settimeout(1.0)
@@ -154,12 +184,15 @@ def _drip(port: int, at_once: bytes, data: bytes, result: dict[str, Any]) -> Non
 
 @pytest.mark.parametrize("part", ["headers", "body"])
 def test_a_slow_client_is_cut_off_while_other_clients_are_served(
-        server: tuple[str, int, Callable[[], str]], part: str) -> None:
+    server: tuple[str, int, Callable[[], str]], part: str
+) -> None:
     base, port, _ = server
     body = b'{"externalId": "slow"}' + b" " * 60
-    head = (b"POST " + ORDERS.encode() + b" HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: application/json\r\nX-Request-Id: slow-client\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body))
+    head = (
+        b"POST " + ORDERS.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nX-Request-Id: slow-client\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
     result: dict[str, Any] = {}
     at_once, dripped = (b"", head + body) if part == "headers" else (head, body)
     dripper = threading.Thread(target=_drip, args=(port, at_once, dripped, result))
@@ -183,7 +216,8 @@ def test_a_slow_client_is_cut_off_while_other_clients_are_served(
 
 @pytest.mark.parametrize("server", [2], indirect=True, ids=["workers-2"])
 def test_every_worker_process_has_the_same_limits(
-        server: tuple[str, int, Callable[[], str]]) -> None:
+    server: tuple[str, int, Callable[[], str]],
+) -> None:
     """`api --workers N` runs the same protocol, configured from the settings in each worker:
     several connections (spread over the workers) all meet the limits."""
     _, port, output = server

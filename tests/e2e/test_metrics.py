@@ -54,8 +54,9 @@ def _get(url: str) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def _until(check: Callable[[], Any], timeout: float, what: str,
-           detail: Callable[[], str] = lambda: "") -> Any:
+def _until(
+    check: Callable[[], Any], timeout: float, what: str, detail: Callable[[], str] = lambda: ""
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -84,8 +85,10 @@ class Scrape:
         found = cls()
         for family in text_string_to_metric_families(body.decode()):
             found.names.add(family.name)
-            suffixes = {"histogram": ("_bucket", "_sum", "_count", "_created"),
-                        "counter": ("_total", "_created")}.get(family.type, ())
+            suffixes = {
+                "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "counter": ("_total", "_created"),
+            }.get(family.type, ())
             found.names.update(family.name + s for s in suffixes)
             for s in family.samples:
                 found.samples[(s.name, frozenset(s.labels.items()))] = s.value
@@ -93,8 +96,9 @@ class Scrape:
         return found
 
     def series(self, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
-        return {k[1]: v for k, v in self.samples.items()
-                if k[0] == name and set(labels.items()) <= k[1]}
+        return {
+            k[1]: v for k, v in self.samples.items() if k[0] == name and set(labels.items()) <= k[1]
+        }
 
     def value(self, name: str, **labels: str) -> float:
         return sum(self.series(name, **labels).values())
@@ -105,8 +109,9 @@ class Process:
         assert EXE, "the serviceorders command is not installed"
         self.log = log
         with open(log, "wb") as out:
-            self.popen = subprocess.Popen([EXE, *args], env=env, stdout=out,
-                                          stderr=subprocess.STDOUT)
+            self.popen = subprocess.Popen(
+                [EXE, *args], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -143,16 +148,21 @@ class Run:
 
 
 def _env(settings: Settings, db_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SERVICEORDERS_", "PROMETHEUS_"))}
-    return {**env, "DATABASE_URL": db_url,
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-            "SERVICEORDERS_CONSUMER_GROUP": settings.consumer_group,
-            "SERVICEORDERS_INBOUND_TOPIC": settings.inbound_topic,
-            "SERVICEORDERS_EVENTS_TOPIC": settings.events_topic,
-            "SERVICEORDERS_TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "SERVICEORDERS_CONSUME_BATCH": "50",
-            "SERVICEORDERS_DB_LOCK_TIMEOUT": "1", **extra}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SERVICEORDERS_", "PROMETHEUS_"))
+    }
+    return {
+        **env,
+        "DATABASE_URL": db_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "SERVICEORDERS_CONSUMER_GROUP": settings.consumer_group,
+        "SERVICEORDERS_INBOUND_TOPIC": settings.inbound_topic,
+        "SERVICEORDERS_EVENTS_TOPIC": settings.events_topic,
+        "SERVICEORDERS_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "SERVICEORDERS_CONSUME_BATCH": "50",
+        "SERVICEORDERS_DB_LOCK_TIMEOUT": "1",
+        **extra,
+    }
 
 
 def _end_offsets(settings: Settings, total: int) -> dict[int, int]:
@@ -177,26 +187,33 @@ def _end_offsets(settings: Settings, total: int) -> dict[int, int]:
 
 
 @pytest.fixture(scope="module")
-def run(pg_database: Any, pg_cleaner: Callable[[], None],
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def run(
+    pg_database: Any, pg_cleaner: Callable[[], None], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Run]:
     """One run of the engine's processes, scraped at each step."""
     tmp = tmp_path_factory.mktemp("metrics")
     pg_cleaner()
     db_url = pg_database.url()
     with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
         token = secrets.token_hex(4)
-        settings = Settings.from_env({"DATABASE_URL": db_url}).model_copy(update={
-            "kafka_bootstrap_servers": broker.bootstrap_servers, "consumer_group": f"g-{token}",
-            "inbound_topic": f"in-{token}", "events_topic": f"ev-{token}",
-            "topic_partitions": 3})
+        settings = Settings.from_env({"DATABASE_URL": db_url}).model_copy(
+            update={
+                "kafka_bootstrap_servers": broker.bootstrap_servers,
+                "consumer_group": f"g-{token}",
+                "inbound_topic": f"in-{token}",
+                "events_topic": f"ev-{token}",
+                "topic_partitions": 3,
+            }
+        )
         init_database(settings)
         ensure_topics(settings)
         env = _env(settings, db_url)
         ports = {name: _free_port() for name in ("consume", "project", "api")}
         procs: dict[str, Process] = {}
         try:
-            procs["project"] = Process(["project", "--metrics-port", str(ports["project"])],
-                                       env, tmp / "project.log")
+            procs["project"] = Process(
+                ["project", "--metrics-port", str(ports["project"])], env, tmp / "project.log"
+            )
             base = {n: f"http://127.0.0.1:{p}" for n, p in ports.items()}
 
             def health(name: str) -> tuple[int, dict[str, Any]]:
@@ -222,8 +239,10 @@ def run(pg_database: Any, pg_cleaner: Callable[[], None],
                 blocker.execute("LOCK TABLE intake_position IN SHARE MODE")
                 # The port from the setting (the option is tested on `project`).
                 procs["consume"] = Process(
-                    ["consume"], {**env, "SERVICEORDERS_METRICS_PORT": str(ports["consume"])},
-                    tmp / "consume.log")
+                    ["consume"],
+                    {**env, "SERVICEORDERS_METRICS_PORT": str(ports["consume"])},
+                    tmp / "consume.log",
+                )
                 seen: list[Any] = []
 
                 def lagging() -> Scrape | None:
@@ -233,14 +252,20 @@ def run(pg_database: Any, pg_cleaner: Callable[[], None],
                     # (a partition's lag appears once a fetch brought its high watermark)
                     return found if lag else None
 
-                blocked = _until(lagging, 90, "the lag of the published messages",
-                                 lambda: f"{len(sample.messages)}, {end_offsets}: {seen}")
+                blocked = _until(
+                    lagging,
+                    90,
+                    "the lag of the published messages",
+                    lambda: f"{len(sample.messages)}, {end_offsets}: {seen}",
+                )
                 blocker.rollback()
 
             def caught_up() -> Scrape | None:
                 found = Scrape.of(f"{base['consume']}/metrics")
-                handled = sum(found.value("serviceorders_intake_messages_total", outcome=o)
-                              for o in ("applied", "duplicate", "dead_letter"))
+                handled = sum(
+                    found.value("serviceorders_intake_messages_total", outcome=o)
+                    for o in ("applied", "duplicate", "dead_letter")
+                )
                 lag = found.series("serviceorders_consumer_lag_messages")
                 done = handled == len(sample.messages) and len(lag) == 3
                 return found if done and not any(lag.values()) else None
@@ -258,16 +283,20 @@ def run(pg_database: Any, pg_cleaner: Callable[[], None],
                 # counter moves once the page's transaction has committed: a scrape in
                 # between sees the one without the other (the test checks both below).
                 counted = found.value("serviceorders_projection_events_total") >= head
-                return found if counted and positions and set(positions.values()) == {head} \
-                    else None
+                return (
+                    found if counted and positions and set(positions.values()) == {head} else None
+                )
 
             project = _until(projected, 60, "the projections to reach the log head")
 
             # api --workers 2: requests on fresh connections until both workers served some
             tmpdir = tmp / "api-tmp"
             tmpdir.mkdir()
-            procs["api"] = Process(["api", "--workers", "2", "--port", str(ports["api"])],
-                                   {**env, "TMPDIR": str(tmpdir)}, tmp / "api.log")
+            procs["api"] = Process(
+                ["api", "--workers", "2", "--port", str(ports["api"])],
+                {**env, "TMPDIR": str(tmpdir)},
+                tmp / "api.log",
+            )
             _until(lambda: health("api")[0] == 200, 60, "the api's /health")
             dirs = sorted(p.name for p in tmpdir.iterdir())
             sent = 0
@@ -285,14 +314,25 @@ def run(pg_database: Any, pg_cleaner: Callable[[], None],
             consume_health = health("consume")
             project_health = health("project")
             exits = {name: p.stop() for name, p in procs.items()}
-            yield Run(settings=settings, sent=sample.messages, end_offsets=end_offsets,
-                      lag_while_blocked=blocked, consume=consume,
-                      consume_health=consume_health, project_before=project_before,
-                      project=project, project_health=project_health, head=head, api=api,
-                      api_requests=sent, api_metrics_dirs=dirs,
-                      api_metrics_dirs_after=sorted(p.name for p in tmpdir.iterdir()),
-                      not_found=not_found, exits=exits,
-                      logs={n: p.output() for n, p in procs.items()})
+            yield Run(
+                settings=settings,
+                sent=sample.messages,
+                end_offsets=end_offsets,
+                lag_while_blocked=blocked,
+                consume=consume,
+                consume_health=consume_health,
+                project_before=project_before,
+                project=project,
+                project_health=project_health,
+                head=head,
+                api=api,
+                api_requests=sent,
+                api_metrics_dirs=dirs,
+                api_metrics_dirs_after=sorted(p.name for p in tmpdir.iterdir()),
+                not_found=not_found,
+                exits=exits,
+                logs={n: p.output() for n, p in procs.items()},
+            )
         finally:
             for p in procs.values():
                 p.stop()
@@ -316,9 +356,12 @@ def test_consume_counts_applied_duplicates_and_dead_letters(run: Run) -> None:
     kinds = Counter(m.kind for m in run.sent)
     bad = {k: n for k, n in kinds.items() if k not in ("valid", "duplicate")}
     assert s.value("serviceorders_intake_messages_total", outcome="dead_letter") == sum(
-        bad.values())
-    dead = {dict(k)["category"]: v
-            for k, v in s.series("serviceorders_intake_dead_letters_total").items()}
+        bad.values()
+    )
+    dead = {
+        dict(k)["category"]: v
+        for k, v in s.series("serviceorders_intake_dead_letters_total").items()
+    }
     assert dead == bad
     applied = s.value("serviceorders_intake_messages_total", outcome="applied")
     duplicates = s.value("serviceorders_intake_messages_total", outcome="duplicate")
@@ -334,8 +377,7 @@ def test_consume_counts_applied_duplicates_and_dead_letters(run: Run) -> None:
 
 
 def test_consume_and_project_answer_health(run: Run) -> None:
-    assert run.consume_health == (200, {"status": "ok", "process": "consume",
-                                        "partitions": 3})
+    assert run.consume_health == (200, {"status": "ok", "process": "consume", "partitions": 3})
     assert run.project_health == (200, {"status": "ok", "process": "project"})
     assert run.not_found == 404
     assert run.exits["consume"] == 0 and run.exits["project"] == 0, run.logs
@@ -395,16 +437,24 @@ def dashboard_metrics() -> set[str]:
 
 def test_dashboard_queries_only_exported_metrics(run: Run) -> None:
     queried = dashboard_metrics()
-    exported = (run.consume.names | run.project.names | run.api.names)
-    assert not queried - exported, f"the dashboard queries {sorted(queried - exported)}, " \
-        "which no process exports"
+    exported = run.consume.names | run.project.names | run.api.names
+    assert not queried - exported, (
+        f"the dashboard queries {sorted(queried - exported)}, which no process exports"
+    )
     # It shows every family of the engine's metrics.
     families = {re.sub(r"_(bucket|sum|count|total)$", "", n) for n in queried}
-    assert {"serviceorders_consumer_lag_messages", "serviceorders_intake_messages",
-            "serviceorders_intake_dead_letters", "serviceorders_intake_batch_seconds",
-            "serviceorders_projection_position", "serviceorders_projection_lag_events",
-            "serviceorders_projection_page_seconds", "serviceorders_outbox_backlog",
-            "serviceorders_hub_backlog", "serviceorders_http_requests"} <= families
+    assert {
+        "serviceorders_consumer_lag_messages",
+        "serviceorders_intake_messages",
+        "serviceorders_intake_dead_letters",
+        "serviceorders_intake_batch_seconds",
+        "serviceorders_projection_position",
+        "serviceorders_projection_lag_events",
+        "serviceorders_projection_page_seconds",
+        "serviceorders_outbox_backlog",
+        "serviceorders_hub_backlog",
+        "serviceorders_http_requests",
+    } <= families
 
 
 @pytest.mark.parametrize("how", ["option", "setting"])
@@ -420,8 +470,9 @@ def test_a_taken_metrics_port_is_one_line_error(tmp_path: Path, how: str) -> Non
         args = ["project", "--metrics-port", str(port)] if how == "option" else ["project"]
         if how == "setting":
             env["SERVICEORDERS_METRICS_PORT"] = str(port)
-        done = subprocess.run([EXE, *args], env=env, capture_output=True, text=True,
-                              timeout=60, check=False)
+        done = subprocess.run(
+            [EXE, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
     assert done.returncode == 2, done.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr

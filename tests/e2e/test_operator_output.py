@@ -22,36 +22,52 @@ EXE = shutil.which("serviceorders")
 
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k != "DATABASE_URL" and not k.startswith("SERVICEORDERS_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "DATABASE_URL" and not k.startswith("SERVICEORDERS_")
+    }
     return {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'so.db'}", **extra}
 
 
 def run(*args: str, tmp_path: Path, expect: int = 0) -> subprocess.CompletedProcess[str]:
     assert EXE, "the serviceorders console script is not installed"
-    done = subprocess.run([EXE, *args], env=env_for(tmp_path), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [EXE, *args],
+        env=env_for(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == expect, (
         f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
-        f"stdout: {done.stdout}\nstderr: {done.stderr}")
+        f"stdout: {done.stdout}\nstderr: {done.stderr}"
+    )
     return done
 
 
 def test_verify_says_when_read_models_are_behind_the_log(tmp_path: Path) -> None:
     run("db", "init", tmp_path=tmp_path)
-    order = run("order", "--actor", "alice", "draft", "--external-id", "V-1",
-                tmp_path=tmp_path).stdout.strip()
+    order = run(
+        "order", "--actor", "alice", "draft", "--external-id", "V-1", tmp_path=tmp_path
+    ).stdout.strip()
     run("order", "--actor", "alice", "note", order, "first", tmp_path=tmp_path)
-    lag = {s["name"]: s["lag"] for s in json.loads(
-        run("projections", "status", "--json", tmp_path=tmp_path).stdout)}
+    lag = {
+        s["name"]: s["lag"]
+        for s in json.loads(run("projections", "status", "--json", tmp_path=tmp_path).stdout)
+    }
     assert set(lag.values()) == {2}  # no projector has run: both events unapplied
 
     behind = run("projections", "verify", tmp_path=tmp_path, expect=1)
     lines = behind.stdout.splitlines()
     assert len(lines) == len(lag)
     for name in lag:
-        assert f"{name}: matches a rebuild up to position 0, but is behind the log by 2 " \
-               f"event(s)" in lines
+        assert (
+            f"{name}: matches a rebuild up to position 0, but is behind the log by 2 "
+            f"event(s)" in lines
+        )
     assert "OK" not in behind.stdout
     assert "run `serviceorders project --once`" in behind.stderr
 
@@ -67,13 +83,20 @@ def _first_lines(tmp_path: Path, wanted: str, **extra: str) -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([EXE, "api", "--port", str(port)], env=env_for(tmp_path, **extra),
-                              cwd=tmp_path, text=True, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [EXE, "api", "--port", str(port)],
+        env=env_for(tmp_path, **extra),
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     assert server.stderr is not None
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in server.stderr],  # type: ignore[union-attr]
-                     daemon=True).start()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in server.stderr],  # type: ignore[union-attr]
+        daemon=True,
+    ).start()
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 60

@@ -20,17 +20,20 @@ pytestmark = pytest.mark.integration
 EXE = shutil.which("serviceorders")
 
 
-def run(*args: str, url: str | None, cwd: Path | None = None,
-        expect: int = 0) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, url: str | None, cwd: Path | None = None, expect: int = 0
+) -> subprocess.CompletedProcess[str]:
     assert EXE, "the serviceorders console script is not installed"
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     if url is not None:
         env["DATABASE_URL"] = url
-    done = subprocess.run([EXE, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [EXE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == expect, (
         f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
-        f"stdout: {done.stdout}\nstderr: {done.stderr}")
+        f"stdout: {done.stdout}\nstderr: {done.stderr}"
+    )
     assert "Traceback" not in done.stderr, done.stderr
     return done
 
@@ -47,30 +50,49 @@ def tmf641_body(external_id: str) -> dict[str, Any]:
     internet access and a managed router depending on it, on one site."""
     place = [{"id": "S1", "name": "Site one"}]
     return {
-        "externalId": external_id, "description": "internet and a router",
-        "category": "enterprise", "priority": "2", "@type": "ServiceOrder",
+        "externalId": external_id,
+        "description": "internet and a router",
+        "category": "enterprise",
+        "priority": "2",
+        "@type": "ServiceOrder",
         "requestedStartDate": "2027-03-01T08:00:00Z",
         "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
         "note": [{"text": "call the site first", "author": "crm"}],
         "serviceOrderItem": [
-            {"id": "1", "action": "add", "@type": "ServiceOrderItem",
-             "service": {"serviceSpecification": {"id": "internet-access"},
-                         "serviceCharacteristic": [{"name": "bandwidthMbps", "value": 100},
-                                                   {"name": "accessType", "value": "fibre"}],
-                         "place": place}},
-            {"id": "2", "action": "add", "@type": "ServiceOrderItem",
-             "service": {"serviceSpecification": {"id": "managed-router"},
-                         "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
-                         "place": place},
-             "serviceOrderItemRelationship": [{"relationshipType": "dependency",
-                                               "orderItem": {"itemId": "1"}}]}]}
+            {
+                "id": "1",
+                "action": "add",
+                "@type": "ServiceOrderItem",
+                "service": {
+                    "serviceSpecification": {"id": "internet-access"},
+                    "serviceCharacteristic": [
+                        {"name": "bandwidthMbps", "value": 100},
+                        {"name": "accessType", "value": "fibre"},
+                    ],
+                    "place": place,
+                },
+            },
+            {
+                "id": "2",
+                "action": "add",
+                "@type": "ServiceOrderItem",
+                "service": {
+                    "serviceSpecification": {"id": "managed-router"},
+                    "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
+                    "place": place,
+                },
+                "serviceOrderItemRelationship": [
+                    {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}
+                ],
+            },
+        ],
+    }
 
 
 def test_create_takes_the_tmf641_body_the_api_takes(url: str, tmp_path: Path) -> None:
     file = tmp_path / "order.json"
     file.write_text(json.dumps(tmf641_body("TMF-CLI-1"), indent=2), encoding="utf-8")
-    order_id, outcome = run("order", "--actor", "crm", "create", str(file),
-                            url=url).stdout.split()
+    order_id, outcome = run("order", "--actor", "crm", "create", str(file), url=url).stdout.split()
     assert outcome == "created"
     again = run("order", "--actor", "crm", "create", str(file), url=url).stdout
     assert again.split() == [order_id, "already", "exists"]
@@ -99,12 +121,22 @@ def test_create_lists_every_problem_of_a_tmf641_body(tmp_path: Path) -> None:
     file = tmp_path / "bad-order.json"
     file.write_text(json.dumps(body), encoding="utf-8")
     # refused before the database is touched: none is reachable here
-    done = run("order", "--actor", "crm", "create", str(file),
-               url="postgresql://postgres@127.0.0.1:1/nowhere", expect=1)
+    done = run(
+        "order",
+        "--actor",
+        "crm",
+        "create",
+        str(file),
+        url="postgresql://postgres@127.0.0.1:1/nowhere",
+        expect=1,
+    )
     lines = done.stderr.splitlines()
     assert lines[0] == f"refused: {file}: 3 problem(s)"
     assert sorted(line.split(":")[0] for line in lines[1:]) == [
-        "  - requestedStartDate", "  - serviceOrderItem.0.action", "  - serviceOrderItem.1.id"]
+        "  - requestedStartDate",
+        "  - serviceOrderItem.0.action",
+        "  - serviceOrderItem.1.id",
+    ]
 
 
 def test_a_tmf641_body_without_items_is_refused_by_the_domain(url: str, tmp_path: Path) -> None:
@@ -114,22 +146,35 @@ def test_a_tmf641_body_without_items_is_refused_by_the_domain(url: str, tmp_path
     assert "[no_items] the order has no items" in done.stderr
 
 
-@pytest.mark.parametrize(("content", "said"), [
-    ("[1, 2]", "expected a JSON object, a TMF641 ServiceOrder (with \"serviceOrderItem\") or "
-               "{\"header\": {...}, \"items\": [...]}; got an array"),
-    ('{"externalId": "X",\n  "serviceOrderItem": [}', "not valid JSON at line 2, column 24"),
-    ("", "the file is empty"),
-    ("  \n", "the file is empty"),
-    ('"an order"', "got a string"),
-    (None, "no such file"),
-], ids=["array", "malformed", "empty", "blank", "string", "missing"])
-def test_a_bad_file_gets_one_line_naming_it(content: str | None, said: str,
-                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (
+            "[1, 2]",
+            'expected a JSON object, a TMF641 ServiceOrder (with "serviceOrderItem") or '
+            '{"header": {...}, "items": [...]}; got an array',
+        ),
+        ('{"externalId": "X",\n  "serviceOrderItem": [}', "not valid JSON at line 2, column 24"),
+        ("", "the file is empty"),
+        ("  \n", "the file is empty"),
+        ('"an order"', "got a string"),
+        (None, "no such file"),
+    ],
+    ids=["array", "malformed", "empty", "blank", "string", "missing"],
+)
+def test_a_bad_file_gets_one_line_naming_it(content: str | None, said: str, tmp_path: Path) -> None:
     file = tmp_path / "order.json"
     if content is not None:
         file.write_text(content, encoding="utf-8")
-    done = run("order", "--actor", "crm", "create", str(file),
-               url="postgresql://postgres@127.0.0.1:1/nowhere", expect=2)
+    done = run(
+        "order",
+        "--actor",
+        "crm",
+        "create",
+        str(file),
+        url="postgresql://postgres@127.0.0.1:1/nowhere",
+        expect=2,
+    )
     assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr  # one line
     assert done.stderr.startswith(f"error: {file}: "), done.stderr
     assert said in done.stderr
@@ -137,24 +182,35 @@ def test_a_bad_file_gets_one_line_naming_it(content: str | None, said: str,
 
 def test_the_own_format_lists_every_problem(tmp_path: Path) -> None:
     file = tmp_path / "own.json"
-    file.write_text(json.dumps({"header": {"priority": 5},
-                                "items": [{"id": "1"}, "not an item"]}))
-    done = run("order", "--actor", "crm", "create", str(file), url=None, cwd=tmp_path,
-               expect=1)
+    file.write_text(json.dumps({"header": {"priority": 5}, "items": [{"id": "1"}, "not an item"]}))
+    done = run("order", "--actor", "crm", "create", str(file), url=None, cwd=tmp_path, expect=1)
     assert done.stderr.splitlines() == [
         f"refused: {file}: 3 problem(s)",
         "  - header.priority: Input should be a valid string",
         "  - items.0.action: Field required",
-        "  - items.1: Input should be a valid dictionary or instance of OrderItem"]
+        "  - items.1: Input should be a valid dictionary or instance of OrderItem",
+    ]
 
 
 def test_revise_items_file_errors_name_the_file(tmp_path: Path) -> None:
     file = tmp_path / "items.json"
     file.write_text('[{"id": "1",}]')
-    done = run("order", "--actor", "crm", "revise", "CRM-1", "--items", str(file),
-               url=None, cwd=tmp_path, expect=2)
-    assert done.stderr.strip() == (f"error: {file}: not valid JSON at line 1, column 13: "
-                                   "Expecting property name enclosed in double quotes")
+    done = run(
+        "order",
+        "--actor",
+        "crm",
+        "revise",
+        "CRM-1",
+        "--items",
+        str(file),
+        url=None,
+        cwd=tmp_path,
+        expect=2,
+    )
+    assert done.stderr.strip() == (
+        f"error: {file}: not valid JSON at line 1, column 13: "
+        "Expecting property name enclosed in double quotes"
+    )
 
 
 def test_show_of_an_unknown_external_id_names_what_was_typed(url: str) -> None:
@@ -170,5 +226,6 @@ def test_catalog_prints_integer_ranges_as_integers() -> None:
     assert "bandwidthMbps: integer required 10..100000" in out
     assert "vlanId: integer optional 1..4094" in out
     ranges = re.findall(r"(\S+)\.\.(\S+)", out)
-    assert ranges and all(re.fullmatch(r"-?\d*", bound) for pair in ranges for bound in pair), \
+    assert ranges and all(re.fullmatch(r"-?\d*", bound) for pair in ranges for bound in pair), (
         ranges
+    )

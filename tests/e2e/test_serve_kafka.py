@@ -36,27 +36,50 @@ def _get(url: str) -> object:
 
 def test_serve_runs_the_intake_on_an_embedded_broker(tmp_path: Path) -> None:
     assert EXE
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
     port = _free_port()
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen([EXE, "serve", "--port", str(port), "--kafka-port", "0"],
-                                  cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [EXE, "serve", "--port", str(port), "--kafka-port", "0"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 60
         bootstrap = None
         while time.monotonic() < deadline and bootstrap is None:
-            found = re.search(r"embedded Kafka broker \(memory only\) on (127\.0\.0\.1:\d+)",
-                              log.read_text())
+            found = re.search(
+                r"embedded Kafka broker \(memory only\) on (127\.0\.0\.1:\d+)", log.read_text()
+            )
             bootstrap = found.group(1) if found else None
             time.sleep(0.1)
         assert bootstrap, log.read_text()
         kenv = {**env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
-        sent = subprocess.run([EXE, "publish-sample", "--count", "12", "--seed", "5",
-                               "--bad", "0.5", "--duplicates", "0.25"], cwd=tmp_path,
-                              env=kenv, capture_output=True, text=True, timeout=120,
-                              check=False)
+        sent = subprocess.run(
+            [
+                EXE,
+                "publish-sample",
+                "--count",
+                "12",
+                "--seed",
+                "5",
+                "--bad",
+                "0.5",
+                "--duplicates",
+                "0.25",
+            ],
+            cwd=tmp_path,
+            env=kenv,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert sent.returncode == 0, sent.stderr
         assert "published 21 messages" in sent.stderr  # 12 + 3 repeats + 6 bad
 
@@ -67,33 +90,50 @@ def test_serve_runs_the_intake_on_an_embedded_broker(tmp_path: Path) -> None:
             if len(orders) >= 12:
                 break
             time.sleep(0.3)
-        assert sorted(o["externalId"] for o in orders) == [f"SAMPLE-5-{n:06d}"
-                                                           for n in range(12)]
+        assert sorted(o["externalId"] for o in orders) == [f"SAMPLE-5-{n:06d}" for n in range(12)]
         assert {o["state"] for o in orders} == {"acknowledged"}
 
-        dead = subprocess.run([EXE, "dlq", "list", "--json"], cwd=tmp_path, env=kenv,
-                              capture_output=True, text=True, timeout=60, check=True)
+        dead = subprocess.run(
+            [EXE, "dlq", "list", "--json"],
+            cwd=tmp_path,
+            env=kenv,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         letters = json.loads(dead.stdout)
         assert len(letters) == 6 and all(d["reason"] for d in letters)
 
         # serve exports the intake's, the projector's and the HTTP metrics on one /metrics.
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             metrics = r.read().decode()
-        dead_total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                         if line.startswith("serviceorders_intake_dead_letters_total{"))
+        dead_total = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("serviceorders_intake_dead_letters_total{")
+        )
         assert dead_total == 6, metrics
-        outcomes = {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
-                    for line in metrics.splitlines()
-                    if line.startswith("serviceorders_intake_messages_total{")}
+        outcomes = {
+            line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("serviceorders_intake_messages_total{")
+        }
         # Of the 3 repeats, 2 are the same bytes (duplicates), 1 the same order under a new
         # eventId (applied: it takes effect as a repeat of the order, creating nothing).
         assert outcomes == {"applied": 12 + 1, "duplicate": 2, "dead_letter": 6}, outcomes
-        lags = [line for line in metrics.splitlines()
-                if line.startswith("serviceorders_consumer_lag_messages{")]
+        lags = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("serviceorders_consumer_lag_messages{")
+        ]
         assert len(lags) == 3 and all(line.endswith(" 0.0") for line in lags), lags  # caught up
-        for name in ("serviceorders_projection_page_seconds_count",
-                     "serviceorders_http_requests_total{", 'outbox="notification_outbox"',
-                     'serviceorders_projection_position{projection="order_summary"}'):
+        for name in (
+            "serviceorders_projection_page_seconds_count",
+            "serviceorders_http_requests_total{",
+            'outbox="notification_outbox"',
+            'serviceorders_projection_position{projection="order_summary"}',
+        ):
             assert name in metrics, name
 
         # The notifications reach the events topic (serve runs the publisher).

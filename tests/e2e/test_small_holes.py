@@ -29,23 +29,37 @@ def _order(external_id: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "description": "small holes",
         "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-        "serviceOrderItem": [{"id": "1", "action": "add", "service": {
-            "serviceSpecification": {"id": "internet-access"},
-            "serviceCharacteristic": [{"name": "bandwidthMbps", "value": 100},
-                                      {"name": "accessType", "value": "fibre"}],
-            "place": [{"id": "S1", "name": "Site one"}]}}]}
+        "serviceOrderItem": [
+            {
+                "id": "1",
+                "action": "add",
+                "service": {
+                    "serviceSpecification": {"id": "internet-access"},
+                    "serviceCharacteristic": [
+                        {"name": "bandwidthMbps", "value": 100},
+                        {"name": "accessType", "value": "fibre"},
+                    ],
+                    "place": [{"id": "S1", "name": "Site one"}],
+                },
+            }
+        ],
+    }
     if external_id:
         body["externalId"] = external_id
     return body
 
 
 @pytest.fixture
-def server(pg_database: Any, pg_cleaner: Callable[[], None], start_api: Callable[..., Any]
-           ) -> tuple[str, int, Callable[[], str]]:
+def server(
+    pg_database: Any, pg_cleaner: Callable[[], None], start_api: Callable[..., Any]
+) -> tuple[str, int, Callable[[], str]]:
     """`serviceorders api` (no keys: full access on loopback) on a free port."""
     pg_cleaner()
-    api = start_api(pg_database.url(), env={"SERVICEORDERS_FOUR_EYES": "no"},
-                    unset=("SERVICEORDERS_API_KEYS", "SERVICEORDERS_PUBLIC_URL"))
+    api = start_api(
+        pg_database.url(),
+        env={"SERVICEORDERS_FOUR_EYES": "no"},
+        unset=("SERVICEORDERS_API_KEYS", "SERVICEORDERS_PUBLIC_URL"),
+    )
     return api.base, api.port, api.output
 
 
@@ -57,13 +71,17 @@ def _events(pg_database: Any) -> int:
 def _write_routes(base: str) -> list[tuple[str, str]]:
     """(method, path template) of every write operation that takes a body."""
     spec = httpx.get(base + "/openapi.json", timeout=10).json()
-    return [(method.upper(), path) for path, operations in spec["paths"].items()
-            for method, operation in operations.items()
-            if method in ("post", "put", "patch", "delete") and "requestBody" in operation]
+    return [
+        (method.upper(), path)
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        if method in ("post", "put", "patch", "delete") and "requestBody" in operation
+    ]
 
 
 def test_non_finite_numbers_are_refused_by_every_write_route_before_any_write(
-        server: tuple[str, int, Callable[[], str]], pg_database: Any) -> None:
+    server: tuple[str, int, Callable[[], str]], pg_database: Any
+) -> None:
     base, _, output = server
     http = httpx.Client(base_url=base, timeout=30)
     order = http.post(ORDERS, json=_order("nan-target"))
@@ -72,9 +90,15 @@ def test_non_finite_numbers_are_refused_by_every_write_route_before_any_write(
     draft = http.post("/api/v1/drafts", json={"priority": "2"})
     assert draft.status_code == 201, draft.text
     draft_id = draft.json()["id"]
-    item = http.post(f"/api/v1/drafts/{draft_id}/items", json={
-        "id": "1", "action": "add", "specificationId": "internet-access",
-        "characteristics": {"bandwidthMbps": 100}})
+    item = http.post(
+        f"/api/v1/drafts/{draft_id}/items",
+        json={
+            "id": "1",
+            "action": "add",
+            "specificationId": "internet-access",
+            "characteristics": {"bandwidthMbps": 100},
+        },
+    )
     assert item.status_code == 201, item.text
     routes = _write_routes(base)
     # The routes the issue names are among them (the enumeration itself works).
@@ -84,16 +108,23 @@ def test_non_finite_numbers_are_refused_by_every_write_route_before_any_write(
     etag = http.get(f"/api/v1/orders/{order_id}").headers["etag"]
     for method, template in routes:
         path = template.replace("{itemId}", "1").replace(
-            "{id}", draft_id if template.startswith("/api/v1/drafts/") else order_id)
+            "{id}", draft_id if template.startswith("/api/v1/drafts/") else order_id
+        )
         for number in NON_FINITE:
             # A plausible body, the number in a field the route reads and one it does not.
-            raw = ('{"note": "n", "reason": "r", "text": "t", "information": "i", '
-                   '"state": "completed", "priority": "2", "description": "d", '
-                   f'"value": {number}, "characteristics": {{"bandwidthMbps": {number}}}, '
-                   f'"serviceCharacteristic": [{{"name": "bandwidthMbps", "value": {number}}}],'
-                   ' "serviceOrderItem": [], "callback": "http://127.0.0.1:9/x"}')
-            answer = http.request(method, path, content=raw.encode(), headers={
-                "content-type": "application/json", "if-match": etag})
+            raw = (
+                '{"note": "n", "reason": "r", "text": "t", "information": "i", '
+                '"state": "completed", "priority": "2", "description": "d", '
+                f'"value": {number}, "characteristics": {{"bandwidthMbps": {number}}}, '
+                f'"serviceCharacteristic": [{{"name": "bandwidthMbps", "value": {number}}}],'
+                ' "serviceOrderItem": [], "callback": "http://127.0.0.1:9/x"}'
+            )
+            answer = http.request(
+                method,
+                path,
+                content=raw.encode(),
+                headers={"content-type": "application/json", "if-match": etag},
+            )
             assert answer.status_code == 400, (method, path, number, answer.text, output())
             body = answer.json()
             assert body["@type"] == "Error" and body["code"] == "invalid_json", body
@@ -102,7 +133,8 @@ def test_non_finite_numbers_are_refused_by_every_write_route_before_any_write(
 
 
 def test_href_and_location_never_come_from_the_host_header(
-        server: tuple[str, int, Callable[[], str]]) -> None:
+    server: tuple[str, int, Callable[[], str]],
+) -> None:
     base, port, _ = server
     http = httpx.Client(base_url=base, timeout=30)
     created = http.post(ORDERS, json=_order(), headers={"Host": "evil.example:666"})
@@ -120,7 +152,8 @@ def test_href_and_location_never_come_from_the_host_header(
 
 
 def test_a_decision_takes_one_etag_not_a_list(
-        server: tuple[str, int, Callable[[], str]], pg_database: Any) -> None:
+    server: tuple[str, int, Callable[[], str]], pg_database: Any
+) -> None:
     base, _, _ = server
     http = httpx.Client(base_url=base, timeout=30)
     created = http.post(ORDERS, json=_order())
@@ -130,23 +163,28 @@ def test_a_decision_takes_one_etag_not_a_list(
     before = _events(pg_database)
     every = ", ".join(f'"{v}"' for v in range(0, 20))
     for if_match in (every, f'{etag}, "999"', f'"999", {etag}', f"{etag}, *", f"*, {etag}"):
-        answer = http.post(f"/api/v1/orders/{order_id}/approve", json={},
-                           headers={"If-Match": if_match})
+        answer = http.post(
+            f"/api/v1/orders/{order_id}/approve", json={}, headers={"If-Match": if_match}
+        )
         assert answer.status_code == 400, (if_match, answer.text)
         assert answer.json()["code"] == "invalid_if_match", answer.text
         assert "exactly one ETag" in answer.json()["message"]
-    assert http.post(f"/api/v1/orders/{order_id}/approve", json={},
-                     headers={"If-Match": "*"}).status_code == 428
+    assert (
+        http.post(
+            f"/api/v1/orders/{order_id}/approve", json={}, headers={"If-Match": "*"}
+        ).status_code
+        == 428
+    )
     assert _events(pg_database) == before
     # The one ETag the decider saw decides.
-    approved = http.post(f"/api/v1/orders/{order_id}/approve", json={},
-                         headers={"If-Match": etag})
+    approved = http.post(f"/api/v1/orders/{order_id}/approve", json={}, headers={"If-Match": etag})
     assert approved.status_code == 200, approved.text
     assert _events(pg_database) > before
 
 
 def test_two_long_idempotency_keys_with_a_common_start_never_give_the_same_order(
-        server: tuple[str, int, Callable[[], str]]) -> None:
+    server: tuple[str, int, Callable[[], str]],
+) -> None:
     base, _, _ = server
     http = httpx.Client(base_url=base, timeout=30)
     common = "k" * 200

@@ -39,15 +39,22 @@ EXE = shutil.which("serviceorders")
 BACKENDS = ["sqlite", "postgres"]
 
 
-def run(*args: str, url: str, expect: int = 0,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, url: str, expect: int = 0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     assert EXE, "the serviceorders console script is not installed"
-    done = subprocess.run([EXE, "--database-url", url, *args], capture_output=True, text=True,
-                          timeout=120, check=False,
-                          env={**os.environ, **env} if env is not None else None)
+    done = subprocess.run(
+        [EXE, "--database-url", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **env} if env is not None else None,
+    )
     assert done.returncode == expect, (
         f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
-        f"stdout: {done.stdout}\nstderr: {done.stderr}")
+        f"stdout: {done.stdout}\nstderr: {done.stderr}"
+    )
     return done
 
 
@@ -65,8 +72,10 @@ def _new_pg_database(request: pytest.FixtureRequest) -> tuple[str, Callable[[], 
 
     def drop() -> None:
         with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
     return url, drop
 
 
@@ -95,9 +104,21 @@ def previous(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
     assert psql, "psql (PostgreSQL's client) is needed to restore the fixture dump"
     url, drop = _new_pg_database(request)
     try:
-        subprocess.run([psql, "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f",
-                        str(FIXTURES / "prev-postgres.sql")], check=True, capture_output=True,
-                       timeout=60)
+        subprocess.run(
+            [
+                psql,
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                url,
+                "-f",
+                str(FIXTURES / "prev-postgres.sql"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         yield "postgres", url
     finally:
         drop()
@@ -119,17 +140,30 @@ def query(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[
 def everything(url: str) -> dict[str, Any]:
     """Every table's definition and rows (sorted), to show that nothing changed."""
     if url.startswith("sqlite"):
-        tables = [r[0] for r in query(url, "SELECT name FROM sqlite_master WHERE type = "
-                                           "'table' ORDER BY name")]
+        tables = [
+            r[0]
+            for r in query(url, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        ]
         ddl = query(url, "SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
     else:
-        tables = [r[0] for r in query(url, "SELECT tablename FROM pg_tables WHERE "
-                                           "schemaname = 'public' ORDER BY tablename")]
-        ddl = query(url, "SELECT table_name, column_name, data_type FROM "
-                         "information_schema.columns WHERE table_schema = 'public' "
-                         "ORDER BY table_name, column_name")
-        ddl += query(url, "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = "
-                          "'public' ORDER BY indexname")
+        tables = [
+            r[0]
+            for r in query(
+                url,
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+            )
+        ]
+        ddl = query(
+            url,
+            "SELECT table_name, column_name, data_type FROM "
+            "information_schema.columns WHERE table_schema = 'public' "
+            "ORDER BY table_name, column_name",
+        )
+        ddl += query(
+            url,
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = "
+            "'public' ORDER BY indexname",
+        )
     found: dict[str, Any] = {"ddl": [repr(r) for r in ddl]}
     for table in tables:
         found[table] = sorted(repr(r) for r in query(url, f"SELECT * FROM {table}"))
@@ -141,31 +175,37 @@ def events_table(url: str) -> str:
 
 
 # ------------------------------------------------------------- the upgrade itself
-def test_db_init_upgrades_a_database_of_the_previous_release(previous: tuple[str, str]
-                                                              ) -> None:
+def test_db_init_upgrades_a_database_of_the_previous_release(previous: tuple[str, str]) -> None:
     backend, url = previous
     expected = EXPECTED["backends"][backend]
-    assert not query(url, "SELECT 1 FROM " + events_table(url) + " WHERE 1 = 0") and \
-        len(query(url, f"SELECT * FROM {events_table(url)}")) == expected["events"]
+    assert (
+        not query(url, "SELECT 1 FROM " + events_table(url) + " WHERE 1 = 0")
+        and len(query(url, f"SELECT * FROM {events_table(url)}")) == expected["events"]
+    )
 
     first = run("db", "init", url=url).stdout
-    assert "found the tables of a release before schema versions: recorded as schema " \
-           "version 1" in first
+    assert (
+        "found the tables of a release before schema versions: recorded as schema "
+        "version 1" in first
+    )
     assert f"schema version {schema.CURRENT}" in first
     versions = query(url, "SELECT version, name FROM schema_version ORDER BY version")
-    assert [(n, name) for n, name in versions] == [(m.number, m.name)
-                                                     for m in schema.MIGRATIONS]
+    assert [(n, name) for n, name in versions] == [(m.number, m.name) for m in schema.MIGRATIONS]
 
     # Every event and every order is still there, and replays as the old code showed it.
     assert len(query(url, f"SELECT * FROM {events_table(url)}")) == expected["events"]
-    ids = {str(UUID(str(r[0]))) for r in
-           query(url, f"SELECT DISTINCT originator_id FROM {events_table(url)}")}
+    ids = {
+        str(UUID(str(r[0])))
+        for r in query(url, f"SELECT DISTINCT originator_id FROM {events_table(url)}")
+    }
     assert ids == set(expected["orders"]) and len(ids) >= 5
     for order_id, old in expected["orders"].items():
         shown = json.loads(run("order", "show", order_id, "--json", url=url).stdout)
         assert shown == old["show"], order_id
-        events = [json.loads(line) for line in
-                  run("order", "events", order_id, "--json", url=url).stdout.splitlines()]
+        events = [
+            json.loads(line)
+            for line in run("order", "events", order_id, "--json", url=url).stdout.splitlines()
+        ]
         assert events == old["events"], order_id
     states = sorted(o["show"]["state"] for o in expected["orders"].values())
     assert {"rejected", "acknowledged", "held", "completed", "draft"} <= set(states)
@@ -175,8 +215,9 @@ def test_db_init_upgrades_a_database_of_the_previous_release(previous: tuple[str
     run("project", "--once", url=url)
     verified = run("projections", "verify", url=url).stdout
     assert all(f"{p.name}: OK" in verified for p in PROJECTIONS), verified
-    summary = {str(UUID(str(r[0]))): r[1] for r in
-               query(url, "SELECT id, state FROM order_summary")}
+    summary = {
+        str(UUID(str(r[0]))): r[1] for r in query(url, "SELECT id, state FROM order_summary")
+    }
     assert summary == {o: v["show"]["state"] for o, v in expected["orders"].items()}
     audit = run("audit", "verify", url=url)
     assert "Traceback" not in audit.stderr
@@ -193,11 +234,13 @@ def test_db_init_upgrades_a_database_of_the_previous_release(previous: tuple[str
 def counting_migration(number: int, fail: bool = False) -> schema.Migration:
     """A migration that creates a table and adds a row to it each time it runs (and, with
     `fail`, then fails)."""
+
     def step(db: ReadDb) -> None:
         db.execute("CREATE TABLE IF NOT EXISTS upgrade_probe (run text PRIMARY KEY)")
         db.execute("INSERT INTO upgrade_probe (run) VALUES (%s)", (uuid4().hex,))
         if fail:
             raise RuntimeError("migration failed half-way")
+
     return schema.Migration(number, "test: count runs", postgres=step, sqlite=step)
 
 
@@ -205,10 +248,12 @@ def test_migrations_apply_once_each_in_a_transaction(empty_url: str) -> None:
     settings = settings_for(empty_url)
     first = init_database(settings)
     assert [line for line in first if line.startswith("applied migration")] == [
-        f"applied migration {m.number}: {m.name}" for m in schema.MIGRATIONS]
+        f"applied migration {m.number}: {m.name}" for m in schema.MIGRATIONS
+    ]
     assert "schema version" in first[-1] and "nothing applied" not in first[-1]
-    assert f"schema version {schema.CURRENT} (up to date, nothing applied)" in \
-        init_database(settings)
+    assert f"schema version {schema.CURRENT} (up to date, nothing applied)" in init_database(
+        settings
+    )
 
     registry = (*schema.MIGRATIONS, counting_migration(schema.CURRENT + 1, fail=True))
     db = open_read_db(settings)
@@ -220,7 +265,8 @@ def test_migrations_apply_once_each_in_a_transaction(empty_url: str) -> None:
         assert schema.version(db) == schema.CURRENT
         registry = (*schema.MIGRATIONS, counting_migration(schema.CURRENT + 1))
         assert schema.migrate(db, registry) == [
-            f"applied migration {schema.CURRENT + 1}: test: count runs"]
+            f"applied migration {schema.CURRENT + 1}: test: count runs"
+        ]
         assert schema.migrate(db, registry) == []
         assert db.fetchone("SELECT COUNT(*) FROM upgrade_probe") == (1,)
     finally:
@@ -229,8 +275,11 @@ def test_migrations_apply_once_each_in_a_transaction(empty_url: str) -> None:
 
 def test_concurrent_migrations_apply_each_once(empty_url: str) -> None:
     init_database(settings_for(empty_url))
-    registry = (*schema.MIGRATIONS, counting_migration(schema.CURRENT + 1),
-                counting_migration(schema.CURRENT + 2))
+    registry = (
+        *schema.MIGRATIONS,
+        counting_migration(schema.CURRENT + 1),
+        counting_migration(schema.CURRENT + 2),
+    )
     results: list[list[str]] = []
     errors: list[BaseException] = []
     start = threading.Barrier(4)
@@ -251,25 +300,35 @@ def test_concurrent_migrations_apply_each_once(empty_url: str) -> None:
     for t in threads:
         t.join(timeout=60)
     assert not errors, errors
-    assert sorted(len(r) for r in results) == [0, 0, 0, 2] or \
-        sum(len(r) for r in results) == 2, results
+    assert sorted(len(r) for r in results) == [0, 0, 0, 2] or sum(len(r) for r in results) == 2, (
+        results
+    )
     assert query(empty_url, "SELECT COUNT(*) FROM upgrade_probe") == [(2,)]
-    assert [r[0] for r in query(empty_url, "SELECT version FROM schema_version ORDER BY "
-                                           "version")] == list(range(1, schema.CURRENT + 3))
+    assert [
+        r[0] for r in query(empty_url, "SELECT version FROM schema_version ORDER BY version")
+    ] == list(range(1, schema.CURRENT + 3))
 
 
 def test_concurrent_db_init_processes_on_an_empty_database(empty_url: str) -> None:
     assert EXE
-    procs = [subprocess.Popen([EXE, "--database-url", empty_url, "db", "init"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [EXE, "--database-url", empty_url, "db", "init"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
     applied = [line for out, _ in outs for line in out.splitlines() if "applied migration" in line]
-    assert sorted(applied) == sorted(f"ready: applied migration {m.number}: {m.name}"
-                                     for m in schema.MIGRATIONS)
-    assert [r[0] for r in query(empty_url, "SELECT version FROM schema_version ORDER BY "
-                                           "version")] == [m.number for m in schema.MIGRATIONS]
+    assert sorted(applied) == sorted(
+        f"ready: applied migration {m.number}: {m.name}" for m in schema.MIGRATIONS
+    )
+    assert [
+        r[0] for r in query(empty_url, "SELECT version FROM schema_version ORDER BY version")
+    ] == [m.number for m in schema.MIGRATIONS]
 
 
 # ------------------------------------------------------------ versions at start-up
@@ -282,18 +341,33 @@ def free_port() -> int:
 def test_a_schema_newer_than_the_code_is_refused_at_start(empty_url: str) -> None:
     run("db", "init", url=empty_url)
     newer = schema.CURRENT + 5
-    query(empty_url, "INSERT INTO schema_version (version, name) VALUES (%s, %s)",
-          (newer, "from a newer release"))
-    message = (f"the database schema is at version {newer}, this serviceorders knows up to "
-               f"{schema.CURRENT}: upgrade serviceorders")
-    for args in (("order", "show", str(uuid4())), ("project", "--once"), ("db", "init"),
-                 ("projections", "status"), ("projections", "rebuild"),
-                 ("projections", "verify"), ("consume", "--idle-exit", "1"),
-                 ("serve", "--no-kafka", "--port", str(free_port())),
-                 ("api", "--port", str(free_port()))):
+    query(
+        empty_url,
+        "INSERT INTO schema_version (version, name) VALUES (%s, %s)",
+        (newer, "from a newer release"),
+    )
+    message = (
+        f"the database schema is at version {newer}, this serviceorders knows up to "
+        f"{schema.CURRENT}: upgrade serviceorders"
+    )
+    for args in (
+        ("order", "show", str(uuid4())),
+        ("project", "--once"),
+        ("db", "init"),
+        ("projections", "status"),
+        ("projections", "rebuild"),
+        ("projections", "verify"),
+        ("consume", "--idle-exit", "1"),
+        ("serve", "--no-kafka", "--port", str(free_port())),
+        ("api", "--port", str(free_port())),
+    ):
         # (consume: refused before it tries Kafka, here a closed port)
-        done = run(*args, url=empty_url, expect=3,
-                   env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"})
+        done = run(
+            *args,
+            url=empty_url,
+            expect=3,
+            env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"},
+        )
         assert message in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
     # db init refused before touching anything
@@ -304,8 +378,10 @@ def test_an_older_schema_asks_for_db_init_and_db_init_brings_it_up(empty_url: st
     run("db", "init", url=empty_url)
     query(empty_url, "DELETE FROM schema_version WHERE version = %s", (schema.CURRENT,))
     done = run("order", "show", str(uuid4()), url=empty_url, expect=3)
-    assert (f"the database schema is at version {schema.CURRENT - 1}, this serviceorders is "
-            f"at {schema.CURRENT}: run `serviceorders db init`") in done.stderr
+    assert (
+        f"the database schema is at version {schema.CURRENT - 1}, this serviceorders is "
+        f"at {schema.CURRENT}: run `serviceorders db init`"
+    ) in done.stderr
     assert f"applied migration {schema.CURRENT}" in run("db", "init", url=empty_url).stdout
     run("order", "show", str(uuid4()), url=empty_url, expect=1)  # unknown order: it runs
 
@@ -316,9 +392,12 @@ def start_serve(url: str) -> tuple[subprocess.Popen[str], str]:
 
     assert EXE
     port = free_port()
-    proc = subprocess.Popen([EXE, "--database-url", url, "serve", "--no-kafka", "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [EXE, "--database-url", url, "serve", "--no-kafka", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -339,7 +418,8 @@ def stop(proc: subprocess.Popen[str]) -> str:
 
 
 def test_serve_upgrades_a_database_of_the_previous_release_itself(
-        previous: tuple[str, str]) -> None:
+    previous: tuple[str, str],
+) -> None:
     import httpx
 
     backend, url = previous
@@ -349,8 +429,9 @@ def test_serve_upgrades_a_database_of_the_previous_release_itself(
         for order_id, old in EXPECTED["backends"][backend]["orders"].items():
             if old["show"]["state"] == "draft":
                 continue  # not a TMF641 order
-            got = httpx.get(f"{base}/tmf-api/serviceOrdering/v4/serviceOrder/{order_id}",
-                            timeout=10)
+            got = httpx.get(
+                f"{base}/tmf-api/serviceOrdering/v4/serviceOrder/{order_id}", timeout=10
+            )
             assert got.status_code == 200, got.text
             assert got.json()["id"] == order_id
     finally:
@@ -358,7 +439,8 @@ def test_serve_upgrades_a_database_of_the_previous_release_itself(
 
 
 def test_serve_stops_following_at_an_unknown_event_and_readiness_shows_the_lag(
-        empty_url: str) -> None:
+    empty_url: str,
+) -> None:
     import httpx
 
     run("db", "init", url=empty_url)
@@ -382,7 +464,8 @@ def test_serve_stops_following_at_an_unknown_event_and_readiness_shows_the_lag(
 
 # ------------------------------------------------------------------ read model shapes
 def test_a_read_model_whose_shape_changed_is_rebuilt_by_db_init(
-        empty_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run("db", "init", url=empty_url)
     run("demo", url=empty_url)
     run("project", "--once", url=empty_url)
@@ -391,13 +474,17 @@ def test_a_read_model_whose_shape_changed_is_rebuilt_by_db_init(
     query(empty_url, "UPDATE order_summary SET state = 'made-up'")
     monkeypatch.setattr(OrderSummary, "VERSION", 2)
 
-    with pytest.raises(schema.SchemaTooOld, match="the read model order_summary has shape "
-                       "version 1, this serviceorders builds 2: run `serviceorders db init`"):
+    with pytest.raises(
+        schema.SchemaTooOld,
+        match="the read model order_summary has shape "
+        "version 1, this serviceorders builds 2: run `serviceorders db init`",
+    ):
         build_projector(settings)
     head = query(empty_url, f"SELECT COUNT(*) FROM {events_table(empty_url)}")[0][0]
     lines = init_database(settings)
     assert [line for line in lines if line.startswith("rebuilt")] == [
-        f"rebuilt read model order_summary (shape version 1 -> 2) at position {head}"]
+        f"rebuilt read model order_summary (shape version 1 -> 2) at position {head}"
+    ]
     assert query(empty_url, "SELECT state FROM order_summary") == [("completed",)]
     db = open_read_db(settings)
     try:
@@ -413,8 +500,9 @@ def test_a_read_model_whose_shape_changed_is_rebuilt_by_db_init(
         init_database(settings)
 
 
-def test_projections_rebuild_records_the_shape(empty_url: str,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_projections_rebuild_records_the_shape(
+    empty_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run("db", "init", url=empty_url)
     monkeypatch.setattr(OrderSummary, "VERSION", 3)
     from serviceorders.projections.maintenance import rebuild
@@ -433,19 +521,29 @@ def insert_event(url: str, order_id: UUID, version: int, topic: str, state: byte
     """Store an event as a newer release would, straight into the events table; returns
     its position in the log."""
     if url.startswith("sqlite"):
-        query(url, "INSERT INTO stored_events (originator_id, originator_version, topic, "
-                   "state) VALUES (%s, %s, %s, %s)", (order_id.hex, version, topic, state))
+        query(
+            url,
+            "INSERT INTO stored_events (originator_id, originator_version, topic, "
+            "state) VALUES (%s, %s, %s, %s)",
+            (order_id.hex, version, topic, state),
+        )
         return int(query(url, "SELECT MAX(rowid) FROM stored_events")[0][0])
-    query(url, "INSERT INTO serviceorders_events (originator_id, originator_version, topic, "
-               "state) VALUES (%s, %s, %s, %s)", (order_id, version, topic, state))
+    query(
+        url,
+        "INSERT INTO serviceorders_events (originator_id, originator_version, topic, "
+        "state) VALUES (%s, %s, %s, %s)",
+        (order_id, version, topic, state),
+    )
     return int(query(url, "SELECT MAX(notification_id) FROM serviceorders_events")[0][0])
 
 
 def demo_order(url: str) -> tuple[UUID, int]:
     run("demo", url=url)
-    (order_id, version), = query(
-        url, f"SELECT originator_id, MAX(originator_version) FROM {events_table(url)} "
-             "GROUP BY originator_id")
+    ((order_id, version),) = query(
+        url,
+        f"SELECT originator_id, MAX(originator_version) FROM {events_table(url)} "
+        "GROUP BY originator_id",
+    )
     return UUID(str(order_id)), int(version)
 
 
@@ -460,8 +558,10 @@ def test_an_event_of_an_unknown_type_stops_the_projector(empty_url: str) -> None
     done = run("project", url=empty_url, expect=3)  # following: stops, does not retry
     line = [x for x in done.stderr.splitlines() if "OrderTeleported" in x]
     assert line, done.stderr
-    assert (f"stored event of order {order_id} v{version + 1} has an unknown type "
-            f"'{topic}', at log position {position}") in line[0]
+    assert (
+        f"stored event of order {order_id} v{version + 1} has an unknown type "
+        f"'{topic}', at log position {position}"
+    ) in line[0]
     assert "upgrade serviceorders" in line[0] and "Traceback" not in done.stderr
     positions = dict(query(empty_url, "SELECT name, position FROM projection_position"))
     # everything before it applied, nothing at or past it (never skipped)
@@ -482,12 +582,16 @@ def test_an_event_of_a_newer_class_version_stops_the_projector(empty_url: str) -
     run("db", "init", url=empty_url)
     order_id, version = demo_order(empty_url)
     run("project", "--once", url=empty_url)
-    stored = query(empty_url, f"SELECT state FROM {events_table(empty_url)} WHERE topic "
-                              "LIKE %s", ("%:NoteAdded",))
+    stored = query(
+        empty_url,
+        f"SELECT state FROM {events_table(empty_url)} WHERE topic LIKE %s",
+        ("%:NoteAdded",),
+    )
     assert not stored  # the demo adds no note: make a NoteAdded of class version 99
     state = json.dumps({"class_version": 99, "note": {"text": "x"}}).encode()
-    position = insert_event(empty_url, order_id, version + 1,
-                            "serviceorders.order:NoteAdded", state)
+    position = insert_event(
+        empty_url, order_id, version + 1, "serviceorders.order:NoteAdded", state
+    )
     done = run("project", "--once", url=empty_url, expect=3)
     assert "is at class version 99; this code knows up to 2" in done.stderr
     assert f"at log position {position}" in done.stderr and str(order_id) in done.stderr

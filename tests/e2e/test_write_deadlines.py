@@ -30,21 +30,40 @@ MARKER = "slow-write-marker"  # the slow_marked_inserts fixture (tests/conftest.
 
 
 def _order(description: str) -> dict[str, Any]:
-    return {"externalId": str(uuid.uuid4()), "description": description,
-            "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-            "serviceOrderItem": [{"id": "1", "action": "add", "service": {
-                "serviceSpecification": {"id": "internet-access"},
-                "serviceCharacteristic": [{"name": "bandwidthMbps", "value": 100},
-                                          {"name": "accessType", "value": "fibre"}],
-                "place": [{"id": "S1", "name": "Site one"}]}}]}
+    return {
+        "externalId": str(uuid.uuid4()),
+        "description": description,
+        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
+        "serviceOrderItem": [
+            {
+                "id": "1",
+                "action": "add",
+                "service": {
+                    "serviceSpecification": {"id": "internet-access"},
+                    "serviceCharacteristic": [
+                        {"name": "bandwidthMbps", "value": 100},
+                        {"name": "accessType", "value": "fibre"},
+                    ],
+                    "place": [{"id": "S1", "name": "Site one"}],
+                },
+            }
+        ],
+    }
 
 
 @pytest.fixture
-def server(pg_database: Any, pg_cleaner: Callable[[], None], slow_marked_inserts: None,
-           start_api: Callable[..., Any]) -> tuple[str, subprocess.Popen[bytes], Callable[[], str]]:
+def server(
+    pg_database: Any,
+    pg_cleaner: Callable[[], None],
+    slow_marked_inserts: None,
+    start_api: Callable[..., Any],
+) -> tuple[str, subprocess.Popen[bytes], Callable[[], str]]:
     pg_cleaner()
-    api = start_api(pg_database.url(), env={"SERVICEORDERS_DB_WRITE_TIMEOUT": str(WRITE_TIMEOUT)},
-                    kill_at_end=True)
+    api = start_api(
+        pg_database.url(),
+        env={"SERVICEORDERS_DB_WRITE_TIMEOUT": str(WRITE_TIMEOUT)},
+        kill_at_end=True,
+    )
     return api.base, api.process, api.output
 
 
@@ -55,9 +74,10 @@ def _events(pg_database: Any) -> int:
 
 def _lock_holders(pg_database: Any) -> list[Any]:
     with pg_database.connect() as conn:
-        return conn.execute("SELECT pid FROM pg_locks WHERE relation = "
-                            "'serviceorders_events'::regclass AND mode = 'ExclusiveLock'"
-                            ).fetchall()
+        return conn.execute(
+            "SELECT pid FROM pg_locks WHERE relation = "
+            "'serviceorders_events'::regclass AND mode = 'ExclusiveLock'"
+        ).fetchall()
 
 
 def _post_in_background(base: str, body: dict[str, Any]) -> tuple[threading.Thread, list[Any]]:
@@ -75,8 +95,8 @@ def _post_in_background(base: str, body: dict[str, Any]) -> tuple[threading.Thre
 
 
 def test_a_stuck_write_answers_503_within_the_write_timeout_and_others_proceed(
-        server: tuple[str, subprocess.Popen[bytes], Callable[[], str]],
-        pg_database: Any) -> None:
+    server: tuple[str, subprocess.Popen[bytes], Callable[[], str]], pg_database: Any
+) -> None:
     base, _, output = server
     started = time.monotonic()
     stuck, answers = _post_in_background(base, _order(MARKER))
@@ -88,8 +108,10 @@ def test_a_stuck_write_answers_503_within_the_write_timeout_and_others_proceed(
     answer = answers[0]
     assert isinstance(answer, httpx.Response), answer
     assert answer.status_code == 503, answer.text
-    assert answer.json()["code"] == "write_timeout" and "nothing was written" in \
-        answer.json()["message"]
+    assert (
+        answer.json()["code"] == "write_timeout"
+        and "nothing was written" in answer.json()["message"]
+    )
     assert other.status_code == 201, other.text
     # The write timeout (3 s) bounds both: neither the trigger's 60 s nor retries of it.
     assert time.monotonic() - started < WRITE_TIMEOUT + 4, output()
@@ -105,8 +127,8 @@ def _wait_for_lock(pg_database: Any) -> None:
 
 
 def test_sigterm_during_a_stuck_write_stops_the_process_within_its_deadline(
-        server: tuple[str, subprocess.Popen[bytes], Callable[[], str]],
-        pg_database: Any) -> None:
+    server: tuple[str, subprocess.Popen[bytes], Callable[[], str]], pg_database: Any
+) -> None:
     base, process, output = server
     _stuck, _answers = _post_in_background(base, _order(MARKER))
     _wait_for_lock(pg_database)

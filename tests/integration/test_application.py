@@ -84,8 +84,7 @@ def test_receive_complete_order_is_idempotent_by_external_id(app, actors, sample
     found = app.find_by_external_id("crm-4711")
     assert found.id == order_id
     assert found.header.external_id == "crm-4711"
-    assert [type(e).__name__ for e in app.history(order_id)] == ["OrderDrafted",
-                                                                 "OrderSubmitted"]
+    assert [type(e).__name__ for e in app.history(order_id)] == ["OrderDrafted", "OrderSubmitted"]
 
 
 def test_orders_without_external_id_are_always_new(app, actors, samples):
@@ -99,10 +98,12 @@ def test_receive_with_a_given_order_id_is_idempotent(app, actors, samples):
     """An id given by the caller (e.g. derived from an idempotency key) names the order:
     receiving it again returns the first order and stores nothing new."""
     given = order_id_for_request("crm", "retry-key-1")
-    first = app.receive_order(actors.upstream, samples.header(None), samples.items(),
-                              order_id=given)
-    again = app.receive_order(actors.upstream, samples.header(None), samples.items()[:1],
-                              order_id=given)
+    first = app.receive_order(
+        actors.upstream, samples.header(None), samples.items(), order_id=given
+    )
+    again = app.receive_order(
+        actors.upstream, samples.header(None), samples.items()[:1], order_id=given
+    )
     assert first == (given, True) and again == (given, False)
     assert len(app.recorder.select_events(given)) == 2
     assert len(app.get_order(given).items) == 2
@@ -110,7 +111,8 @@ def test_receive_with_a_given_order_id_is_idempotent(app, actors, samples):
 
 def test_receive_flags_value_problems_and_refuses_structural_ones(app, actors, samples):
     flagged = samples.internet_item("1", place=None).model_copy(
-        update={"characteristics": {"bandwidthMbps": 7, "accessType": "fibre"}})
+        update={"characteristics": {"bandwidthMbps": 7, "accessType": "fibre"}}
+    )
     order_id, _ = app.receive_order(actors.upstream, samples.header("flagged"), [flagged])
     codes = {p.code for p in app.get_order(order_id).flags}
     assert codes == {"missing_place", "value_not_allowed"}
@@ -133,8 +135,15 @@ def test_manual_capture_through_the_application(app, actors, samples):
     app.add_line(agent, order_id, samples.router_item("3"))
     with pytest.raises(InvalidCommand):
         app.add_line(agent, order_id, samples.router_item("3"))
-    app.configure_line(agent, order_id, "1", characteristics={"bandwidthMbps": 1000},
-                       cleared=["accessType"], place=Place(id="site-9"), quantity=2)
+    app.configure_line(
+        agent,
+        order_id,
+        "1",
+        characteristics={"bandwidthMbps": 1000},
+        cleared=["accessType"],
+        place=Place(id="site-9"),
+        quantity=2,
+    )
     app.configure_line(agent, order_id, "1", characteristics={"accessType": "copper"})
     app.configure_line(agent, order_id, "2", depends_on=["1"])
     app.remove_line(agent, order_id, "3")
@@ -153,9 +162,17 @@ def test_manual_capture_through_the_application(app, actors, samples):
     assert order.state is OrderState.ACKNOWLEDGED
     assert order.submitted_by == agent.actor
     assert {i.state for i in app.get_order(order_id).items.values()} == {ItemState.ACKNOWLEDGED}
-    assert topics(app, order_id) == ["OrderDrafted", "LineAdded", "LineAdded", "LineAdded",
-                                     "LineConfigured", "LineConfigured", "LineConfigured",
-                                     "LineRemoved", "OrderSubmitted"]
+    assert topics(app, order_id) == [
+        "OrderDrafted",
+        "LineAdded",
+        "LineAdded",
+        "LineAdded",
+        "LineConfigured",
+        "LineConfigured",
+        "LineConfigured",
+        "LineRemoved",
+        "OrderSubmitted",
+    ]
     with pytest.raises(IllegalTransition):
         app.add_line(agent, order_id, samples.router_item("4"))
 
@@ -212,9 +229,16 @@ def test_happy_path_to_completed(app, actors, received):
     assert loaded.point_of_no_return is True
     assert {i.state for i in loaded.items.values()} == {ItemState.COMPLETED}
     assert topics(app, received) == [
-        "OrderDrafted", "OrderSubmitted", "OrderApproved", "PointOfNoReturnReached",
-        "ItemStateChanged", "ItemStateChanged", "ItemStateChanged", "ItemStateChanged",
-        "OrderCompleted"]
+        "OrderDrafted",
+        "OrderSubmitted",
+        "OrderApproved",
+        "PointOfNoReturnReached",
+        "ItemStateChanged",
+        "ItemStateChanged",
+        "ItemStateChanged",
+        "ItemStateChanged",
+        "OrderCompleted",
+    ]
     with pytest.raises(IllegalTransition):
         app.hold(ful, received, "no")
 
@@ -225,8 +249,9 @@ def test_failed_and_partial_outcomes(app, actors, samples):
     app.approve(actors.manager, failed)
     assert app.change_item_state(ful, failed, "1", ItemState.FAILED).state is OrderState.FAILED
 
-    partial, _ = app.receive_order(actors.upstream, samples.header("p"),
-                                   [samples.internet_item("1"), samples.router_item("2")])
+    partial, _ = app.receive_order(
+        actors.upstream, samples.header("p"), [samples.internet_item("1"), samples.router_item("2")]
+    )
     app.approve(actors.manager, partial)
     app.change_item_state(ful, partial, "1", ItemState.COMPLETED)
     app.change_item_state(ful, partial, "2", ItemState.FAILED)
@@ -265,7 +290,10 @@ def test_cancellation_request_deny_then_approve_and_cancel(app, actors, approved
     order = app.get_order(approved)
     assert order.state is OrderState.IN_PROGRESS
     assert (order.prior_state, order.cancellation_request_id, order.cancellation_reason) == (
-        None, None, None)
+        None,
+        None,
+        None,
+    )
 
     app.change_item_state(actors.fulfilment, approved, "1", ItemState.COMPLETED)
     second = app.request_cancellation(actors.upstream, approved, reason="really moving")
@@ -318,8 +346,7 @@ def test_information_requested_and_provided(app, actors, approved):
     order = app.get_order(approved)
     assert (order.state, order.waiting_reason) == (OrderState.IN_PROGRESS, None)
     provided = app.history(approved)[-1]
-    assert (type(provided).__name__, provided.information) == ("InformationProvided",
-                                                               "third floor")
+    assert (type(provided).__name__, provided.information) == ("InformationProvided", "third floor")
 
 
 def test_revisions(app, actors, samples, received):
@@ -327,9 +354,11 @@ def test_revisions(app, actors, samples, received):
     with pytest.raises(InvalidCommand):
         app.revise(up, received)
     faster = samples.internet_item("1").model_copy(
-        update={"characteristics": {"bandwidthMbps": 1000, "accessType": "fibre"}})
-    app.revise(up, received, items=[faster, samples.router_item("3")],
-               header=HeaderChange(priority="high"))
+        update={"characteristics": {"bandwidthMbps": 1000, "accessType": "fibre"}}
+    )
+    app.revise(
+        up, received, items=[faster, samples.router_item("3")], header=HeaderChange(priority="high")
+    )
     order = app.get_order(received)
     assert order.state is OrderState.ACKNOWLEDGED
     assert order.revision == 1
@@ -366,8 +395,10 @@ def test_notes(app, actors, received):
     with pytest.raises(NotPermitted):
         app.add_note(CommandContext.for_actor("eve", Role.AUDITOR), received, "read only")
     notes = app.get_order(received).notes
-    assert notes == (Note(text="customer calls back at 3pm", author="crm"),
-                     Note(text="noted", author="fulfil-1"))
+    assert notes == (
+        Note(text="customer calls back at 3pm", author="crm"),
+        Note(text="noted", author="fulfil-1"),
+    )
 
 
 # ----------------------------------------------------------------------- reads
@@ -376,8 +407,14 @@ def test_get_order_at_a_version(app, actors, received):
     app.hold(actors.fulfilment, received, "waiting for a crane")
     app.resume(actors.fulfilment, received)
     app.add_note(actors.fulfilment, received, "crane arrived")
-    expected = {1: OrderState.DRAFT, 2: OrderState.ACKNOWLEDGED, 3: OrderState.IN_PROGRESS,
-                4: OrderState.HELD, 5: OrderState.IN_PROGRESS, 6: OrderState.IN_PROGRESS}
+    expected = {
+        1: OrderState.DRAFT,
+        2: OrderState.ACKNOWLEDGED,
+        3: OrderState.IN_PROGRESS,
+        4: OrderState.HELD,
+        5: OrderState.IN_PROGRESS,
+        6: OrderState.IN_PROGRESS,
+    }
     for version, state in expected.items():
         order = app.get_order(received, version=version)
         assert (order.version, order.state) == (version, state)
@@ -475,8 +512,9 @@ def test_chains_of_different_orders_are_independent(app, actors, samples, chain_
     assert set(ha).isdisjoint(hb)  # the order id is part of every hash
 
 
-@pytest.mark.parametrize("tamper", ["reason", "actor", "add_field", "timestamp", "version",
-                                    "topic", "relink"])
+@pytest.mark.parametrize(
+    "tamper", ["reason", "actor", "add_field", "timestamp", "version", "topic", "relink"]
+)
 def test_editing_a_stored_event_is_detected(app, actors, received, chain_tools, tamper):
     drive_some_events(app, actors, received)
     rows = chain_tools.stored_rows(app, received)
@@ -515,20 +553,37 @@ def test_editing_a_stored_event_is_detected(app, actors, received, chain_tools, 
 def test_an_order_reloads_exactly_as_it_was_built(app, actors, samples, chain_tools):
     """Whatever goes into events survives the store: dates, parties, unicode, numbers."""
     header = OrderHeader(
-        external_id="rich-1", category="enterprise", description="Zugang über Hof, 3. OG 🚪",
-        priority="2", requested_start_date=date(2031, 2, 3),
-        requested_completion_date=datetime(2031, 3, 4, 17, 30,
-                                           tzinfo=timezone(timedelta(hours=2))),
+        external_id="rich-1",
+        category="enterprise",
+        description="Zugang über Hof, 3. OG 🚪",
+        priority="2",
+        requested_start_date=date(2031, 2, 3),
+        requested_completion_date=datetime(2031, 3, 4, 17, 30, tzinfo=timezone(timedelta(hours=2))),
         notification_contact="noc@example.com",
-        related_parties=(Party(id="c-1", name="ACME GmbH"),
-                         Party(id="p-9", role="partner", referred_type="Organization")),
-        order_relationships=(OrderRelationship(id="o-0", relationship_type="follows"),))
-    voice = OrderItem(id="v", action=ItemAction.ADD, specification=SpecRef(id="sip-trunk"),
-                      characteristics={"channels": 30, "emergencyAddressValidated": True,
-                                       "portingDateTime": "2031-02-03T08:00:00+01:00"},
-                      place=Place(id="hq", name="Zentrale", role="installation"))
-    modify = OrderItem(id="m", action=ItemAction.MODIFY, service_id="svc-42",
-                       service_name="old line", characteristics={"ratio": 0.75})
+        related_parties=(
+            Party(id="c-1", name="ACME GmbH"),
+            Party(id="p-9", role="partner", referred_type="Organization"),
+        ),
+        order_relationships=(OrderRelationship(id="o-0", relationship_type="follows"),),
+    )
+    voice = OrderItem(
+        id="v",
+        action=ItemAction.ADD,
+        specification=SpecRef(id="sip-trunk"),
+        characteristics={
+            "channels": 30,
+            "emergencyAddressValidated": True,
+            "portingDateTime": "2031-02-03T08:00:00+01:00",
+        },
+        place=Place(id="hq", name="Zentrale", role="installation"),
+    )
+    modify = OrderItem(
+        id="m",
+        action=ItemAction.MODIFY,
+        service_id="svc-42",
+        service_name="old line",
+        characteristics={"ratio": 0.75},
+    )
     order_id, _ = app.receive_order(actors.upstream, header, [voice, modify])
     app.approve(actors.manager, order_id)
     in_memory = app.add_note(actors.fulfilment, order_id, "ünïcödé ✓")
@@ -544,11 +599,11 @@ def test_an_order_reloads_exactly_as_it_was_built(app, actors, samples, chain_to
 
 def test_receive_racing_another_door_reports_not_created(app, actors, samples, monkeypatch):
     """Both doors saw no order; the loser's insert fails and it reports created=False."""
-    order_id, created = app.receive_order(actors.upstream, samples.header("race-1"),
-                                          samples.items())
+    order_id, created = app.receive_order(
+        actors.upstream, samples.header("race-1"), samples.items()
+    )
     assert created
     monkeypatch.setattr(app, "exists", lambda _id: False)  # it looked before the other wrote
-    again_id, again = app.receive_order(actors.upstream, samples.header("race-1"),
-                                        samples.items())
+    again_id, again = app.receive_order(actors.upstream, samples.header("race-1"), samples.items())
     assert (again_id, again) == (order_id, False)
     assert len(app.recorder.select_events(order_id)) == 2

@@ -58,9 +58,14 @@ class Tamper:
         return self.store.key(order_id)
 
     def rows(self, order_id: UUID) -> list[tuple[int, str, dict[str, Any]]]:
-        return [(int(v), t, orjson.loads(bytes(s))) for v, t, s in self.db.fetchall(
-            f"SELECT originator_version, topic, state FROM {self.store.events} "
-            "WHERE originator_id = %s ORDER BY originator_version", (self.key(order_id),))]
+        return [
+            (int(v), t, orjson.loads(bytes(s)))
+            for v, t, s in self.db.fetchall(
+                f"SELECT originator_version, topic, state FROM {self.store.events} "
+                "WHERE originator_id = %s ORDER BY originator_version",
+                (self.key(order_id),),
+            )
+        ]
 
     def state(self, order_id: UUID, version: int) -> dict[str, Any]:
         return next(s for v, _, s in self.rows(order_id) if v == version)
@@ -70,29 +75,39 @@ class Tamper:
 
     def set_state(self, order_id: UUID, version: int, state: dict[str, Any] | bytes) -> None:
         data = state if isinstance(state, bytes) else orjson.dumps(state)
-        self.db.execute(f"UPDATE {self.store.events} SET state = %s WHERE originator_id = %s "
-                        "AND originator_version = %s", (data, self.key(order_id), version))
+        self.db.execute(
+            f"UPDATE {self.store.events} SET state = %s WHERE originator_id = %s "
+            "AND originator_version = %s",
+            (data, self.key(order_id), version),
+        )
 
     def delete(self, order_id: UUID, *versions: int) -> None:
         for version in versions:
-            self.db.execute(f"DELETE FROM {self.store.events} WHERE originator_id = %s AND "
-                            "originator_version = %s", (self.key(order_id), version))
+            self.db.execute(
+                f"DELETE FROM {self.store.events} WHERE originator_id = %s AND "
+                "originator_version = %s",
+                (self.key(order_id), version),
+            )
 
     def delete_order(self, order_id: UUID) -> None:
-        self.db.execute(f"DELETE FROM {self.store.events} WHERE originator_id = %s",
-                        (self.key(order_id),))
+        self.db.execute(
+            f"DELETE FROM {self.store.events} WHERE originator_id = %s", (self.key(order_id),)
+        )
 
     def insert(self, order_id: UUID, version: int, topic: str, state: dict[str, Any]) -> None:
-        self.db.execute(f"INSERT INTO {self.store.events} (originator_id, originator_version, "
-                        "topic, state) VALUES (%s, %s, %s, %s)",
-                        (self.key(order_id), version, topic, orjson.dumps(state)))
+        self.db.execute(
+            f"INSERT INTO {self.store.events} (originator_id, originator_version, "
+            "topic, state) VALUES (%s, %s, %s, %s)",
+            (self.key(order_id), version, topic, orjson.dumps(state)),
+        )
 
-    def rehash_from(self, order_id: UUID, version: int,
-                    change: Callable[[dict[str, Any]], None]) -> None:
+    def rehash_from(
+        self, order_id: UUID, version: int, change: Callable[[dict[str, Any]], None]
+    ) -> None:
         """Change one event and re-hash it and every later one: a consistent chain."""
         rows = self.rows(order_id)
         previous = rows[version - 2][2]["hash"] if version > 1 else "0" * 64
-        for v, topic, state in rows[version - 1:]:
+        for v, topic, state in rows[version - 1 :]:
             if v == version:
                 change(state)
             state["prev_hash"] = previous
@@ -101,15 +116,20 @@ class Tamper:
             self.set_state(order_id, v, state)
 
     def snapshot(self, order_id: UUID, version: int) -> dict[str, Any]:
-        row = self.db.fetchone(f"SELECT state FROM {self.store.snapshots} WHERE originator_id "
-                               "= %s AND originator_version = %s", (self.key(order_id), version))
+        row = self.db.fetchone(
+            f"SELECT state FROM {self.store.snapshots} WHERE originator_id "
+            "= %s AND originator_version = %s",
+            (self.key(order_id), version),
+        )
         assert row is not None, f"no snapshot of {order_id} at v{version}"
         return orjson.loads(bytes(row[0]))
 
     def set_snapshot(self, order_id: UUID, version: int, state: dict[str, Any]) -> None:
-        self.db.execute(f"UPDATE {self.store.snapshots} SET state = %s WHERE originator_id = "
-                        "%s AND originator_version = %s",
-                        (orjson.dumps(state), self.key(order_id), version))
+        self.db.execute(
+            f"UPDATE {self.store.snapshots} SET state = %s WHERE originator_id = "
+            "%s AND originator_version = %s",
+            (orjson.dumps(state), self.key(order_id), version),
+        )
 
 
 @dataclass
@@ -129,8 +149,10 @@ class World:
 
 
 def build(app: Any, actors: Any, samples: Any, first: int, count: int) -> list[UUID]:
-    return [app.receive_order(actors.upstream, samples.header(f"audit-{i}"),
-                              samples.items())[0] for i in range(first, first + count)]
+    return [
+        app.receive_order(actors.upstream, samples.header(f"audit-{i}"), samples.items())[0]
+        for i in range(first, first + count)
+    ]
 
 
 def advance(app: Any, actors: Any, order_id: UUID) -> None:
@@ -141,8 +163,14 @@ def advance(app: Any, actors: Any, order_id: UUID) -> None:
 
 
 @pytest.fixture
-def world(settings: Settings, make_settings: Callable[..., Settings], open_app: Any,
-          actors: Any, samples: Any, request: pytest.FixtureRequest) -> Iterator[World]:
+def world(
+    settings: Settings,
+    make_settings: Callable[..., Settings],
+    open_app: Any,
+    actors: Any,
+    samples: Any,
+    request: pytest.FixtureRequest,
+) -> Iterator[World]:
     key = getattr(request, "param", None)
     app = open_app(make_settings(snapshot_interval=4))
     db = open_read_db(settings)
@@ -237,7 +265,8 @@ def test_deleted_whole_order_covered_by_a_checkpoint(world: World) -> None:
 
 
 def test_newest_events_deleted_after_the_last_checkpoint_go_unnoticed(
-        world: World, actors: Any) -> None:
+    world: World, actors: Any
+) -> None:
     """The documented limit: only the next checkpoint (or anchor) protects new events."""
     order = world.orders[0]
     world.app.add_note(actors.fulfilment, order, "after the checkpoint")  # v7
@@ -273,7 +302,8 @@ def test_reordered_events(world: World) -> None:
 
 @pytest.mark.parametrize("world", [None, KEY], indirect=True)
 def test_consistently_rewritten_chain_is_caught_by_the_checkpoints(
-        world: World, chain_tools: Any) -> None:
+    world: World, chain_tools: Any
+) -> None:
     order = world.orders[1]
     world.tamper.rehash_from(order, 3, lambda s: s.update(note="approved by nobody"))
     assert chain_tools.chain_break(chain_tools.stored_rows(world.app, order)) is None
@@ -283,7 +313,8 @@ def test_consistently_rewritten_chain_is_caught_by_the_checkpoints(
     assert not report.checkpoint_problems, report.lines()
     # its snapshot (v4) recorded the old head hash: it no longer equals a replay
     assert [(p.order_id, p.version, p.kind) for p in report.snapshot_problems] == [
-        (str(order), 4, "differs")]
+        (str(order), 4, "differs")
+    ]
 
 
 def _attacker_recomputes_checkpoints(world: World, attacker_key: str | None) -> None:
@@ -295,7 +326,8 @@ def _attacker_recomputes_checkpoints(world: World, attacker_key: str | None) -> 
 
 
 def test_rewrite_with_recomputed_checkpoints_needs_an_anchor_without_a_key(
-        world: World, tmp_path: Path) -> None:
+    world: World, tmp_path: Path
+) -> None:
     anchor = tmp_path / "anchor.json"
     anchor.write_bytes(orjson.dumps(export_checkpoints(world.db, all_checkpoints=True)))
     order = world.orders[2]
@@ -303,14 +335,14 @@ def test_rewrite_with_recomputed_checkpoints_needs_an_anchor_without_a_key(
     _attacker_recomputes_checkpoints(world, None)
     assert world.verify().ok  # no key, no anchor: nothing left to compare with
     report = world.verify(anchor=anchor)
-    assert {(p.seq, p.kind) for p in report.checkpoint_problems} == {(1, "anchor"),
-                                                                      (2, "anchor")}
+    assert {(p.seq, p.kind) for p in report.checkpoint_problems} == {(1, "anchor"), (2, "anchor")}
 
 
 @pytest.mark.parametrize("world", [KEY], indirect=True)
 @pytest.mark.parametrize("attacker_key", [None, "guessed key"])
 def test_rewrite_with_recomputed_checkpoints_is_caught_with_the_key(
-        world: World, attacker_key: str | None) -> None:
+    world: World, attacker_key: str | None
+) -> None:
     order = world.orders[2]
     world.tamper.rehash_from(order, 1, lambda s: s.update(correlation_id="forged"))
     _attacker_recomputes_checkpoints(world, attacker_key)
@@ -329,8 +361,10 @@ def test_tampered_checkpoint_row(world: World) -> None:
 
 
 def test_tampered_checkpoint_head_row(world: World) -> None:
-    world.db.execute("UPDATE audit_checkpoint_head SET version = 5 WHERE seq = 2 AND "
-                     "order_id = %s", (world.db.adapt(world.orders[0], "uuid"),))
+    world.db.execute(
+        "UPDATE audit_checkpoint_head SET version = 5 WHERE seq = 2 AND order_id = %s",
+        (world.db.adapt(world.orders[0], "uuid"),),
+    )
     report = world.verify()
     assert [(p.seq, p.kind) for p in report.checkpoint_problems] == [(2, "changes")]
     assert not report.order_problems
@@ -346,8 +380,12 @@ def test_a_checkpoint_refuses_to_bless_a_store_that_went_back(world: World) -> N
     from serviceorders.audit import AuditError
 
     world.tamper.delete(world.orders[0], 6)
-    world.tamper.insert(world.orders[1], 7, world.tamper.topic(world.orders[1], 6),
-                        world.tamper.state(world.orders[1], 6))  # something new to cover
+    world.tamper.insert(
+        world.orders[1],
+        7,
+        world.tamper.topic(world.orders[1], 6),
+        world.tamper.state(world.orders[1], 6),
+    )  # something new to cover
     with pytest.raises(AuditError, match=str(world.orders[0])):
         world.checkpoint()
 
@@ -361,7 +399,8 @@ def test_tampered_snapshot(world: World) -> None:
     report = world.verify()
     assert not report.order_problems and not report.checkpoint_problems
     assert [(p.order_id, p.version, p.kind) for p in report.snapshot_problems] == [
-        (str(order), 4, "differs")]
+        (str(order), 4, "differs")
+    ]
     assert "waiting_reason" in report.snapshot_problems[0].detail
 
 
@@ -377,8 +416,7 @@ def _write(path: Path, lines: list[dict[str, Any]]) -> Path:
     return path
 
 
-def test_export_verifies_offline_and_catches_an_edited_file(world: World,
-                                                            tmp_path: Path) -> None:
+def test_export_verifies_offline_and_catches_an_edited_file(world: World, tmp_path: Path) -> None:
     lines = _export(world)
     assert lines[0]["type"] == "export" and lines[0]["complete"] is True
     events = [line for line in lines if line["type"] == "event"]
@@ -387,21 +425,25 @@ def test_export_verifies_offline_and_catches_an_edited_file(world: World,
     assert verify_file(_write(tmp_path / "clean.jsonl", lines)).ok
 
     edited = [dict(line) for line in lines]
-    target = next(i for i, line in enumerate(edited)
-                  if line["type"] == "event" and line["version"] == 3)
+    target = next(
+        i for i, line in enumerate(edited) if line["type"] == "event" and line["version"] == 3
+    )
     edited[target] = {**edited[target], "state": {**edited[target]["state"], "note": "x"}}
     report = verify_file(_write(tmp_path / "edited.jsonl", edited))
     assert only_broken(report) == {edited[target]["order_id"]: (3, "altered")}
 
-    newest = max((i for i, line in enumerate(lines) if line["type"] == "event"),
-                 key=lambda i: lines[i]["version"])
-    dropped = lines[:newest] + lines[newest + 1:]
+    newest = max(
+        (i for i, line in enumerate(lines) if line["type"] == "event"),
+        key=lambda i: lines[i]["version"],
+    )
+    dropped = lines[:newest] + lines[newest + 1 :]
     report = verify_file(_write(tmp_path / "dropped.jsonl", dropped))
     assert only_broken(report) == {lines[newest]["order_id"]: (6, "head_moved_back")}
 
 
-def test_partial_export_of_one_order_says_what_it_cannot_check(world: World,
-                                                               tmp_path: Path) -> None:
+def test_partial_export_of_one_order_says_what_it_cannot_check(
+    world: World, tmp_path: Path
+) -> None:
     order = world.orders[0]
     lines = _export(world, order_id=order)
     assert {line["order_id"] for line in lines if line["type"] == "event"} == {str(order)}

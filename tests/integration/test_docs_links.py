@@ -14,9 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # [text](target "title"), ![alt](target), [label]: target, href="target", src="target"
-LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?(?P<inline>[^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"
-                  r"|^\s{0,3}\[[^\]]+\]:\s*<?(?P<ref>\S+?)>?(?:\s|$)"
-                  r"|\b(?:href|src)=\"(?P<html>[^\"]+)\"", re.MULTILINE)
+LINK = re.compile(
+    r"!?\[[^\]]*\]\(\s*<?(?P<inline>[^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"
+    r"|^\s{0,3}\[[^\]]+\]:\s*<?(?P<ref>\S+?)>?(?:\s|$)"
+    r"|\b(?:href|src)=\"(?P<html>[^\"]+)\"",
+    re.MULTILINE,
+)
 URL = re.compile(r"^(https?://|mailto:)", re.IGNORECASE)
 SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
 UPWARDS = re.compile(r"(?<![\w/.-])(?:\.\./)+[\w.-][\w./-]*")
@@ -29,8 +32,10 @@ def _prose(text: str) -> str:
 
 
 def links(page: Path) -> list[str]:
-    return [m["inline"] or m["ref"] or m["html"]
-            for m in LINK.finditer(_prose(page.read_text(encoding="utf-8")))]
+    return [
+        m["inline"] or m["ref"] or m["html"]
+        for m in LINK.finditer(_prose(page.read_text(encoding="utf-8")))
+    ]
 
 
 def inside(target: Path) -> bool:
@@ -63,14 +68,15 @@ def test_every_relative_link_resolves_inside_the_repository(page: Path) -> None:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_page_points_at_files_outside_the_repository(page: Path) -> None:
     text = page.read_text(encoding="utf-8")  # code spans and blocks included
-    outside = [m for m in UPWARDS.findall(text)
-               if not URL.match(m) and not inside(page.parent / m)]
+    outside = [m for m in UPWARDS.findall(text) if not URL.match(m) and not inside(page.parent / m)]
     assert not outside, f"{page.relative_to(ROOT)} names files outside the repository: {outside}"
 
 
 # A file path in inline code: `dir/name.ext` (relative to the repository or to the page).
-NAMED_FILE = re.compile(r"^(?:\.{1,2}/)?[\w.-]+(?:/[\w.-]+)+\.(?:md|png|svg|jpg|json|py|yaml|yml|"
-                        r"toml|txt|sql|html|css|js)$")
+NAMED_FILE = re.compile(
+    r"^(?:\.{1,2}/)?[\w.-]+(?:/[\w.-]+)+\.(?:md|png|svg|jpg|json|py|yaml|yml|"
+    r"toml|txt|sql|html|css|js)$"
+)
 # Named on purpose though not in the tree: the installed package's view of main/, and what
 # the benchmark writes.
 NOT_IN_THE_TREE = {"serviceorders/__init__.py", "bench/results/latest.json"}
@@ -83,22 +89,32 @@ def named_files(page: Path) -> list[str]:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_file_a_page_names_is_in_the_repository(page: Path) -> None:
-    missing = [name for name in named_files(page) if name not in NOT_IN_THE_TREE
-               and not any(inside(base / name) and (base / name).exists()
-                           for base in (ROOT, page.parent))]
+    missing = [
+        name
+        for name in named_files(page)
+        if name not in NOT_IN_THE_TREE
+        and not any(inside(base / name) and (base / name).exists() for base in (ROOT, page.parent))
+    ]
     assert not missing, f"{page.relative_to(ROOT)} names files the repository lacks: {missing}"
 
 
 def test_the_checks_catch_what_they_look_for(tmp_path: Path) -> None:
     """The parser finds links of each form, and an escaping path is seen as outside."""
     page = tmp_path / "page.md"
-    page.write_text('See [a](x.md), ![b](img/y.png "t"), <a href="z.html">z</a>.\n'
-                    "`[not](a-link.md)`\n\n[ref]: ../r.md\n", encoding="utf-8")
+    page.write_text(
+        'See [a](x.md), ![b](img/y.png "t"), <a href="z.html">z</a>.\n'
+        "`[not](a-link.md)`\n\n[ref]: ../r.md\n",
+        encoding="utf-8",
+    )
     assert links(page) == ["x.md", "img/y.png", "z.html", "../r.md"]
     assert not inside(ROOT / "docs" / "../../elsewhere.md")
     assert inside(ROOT / "docs" / "../README.md")
     assert UPWARDS.findall("as `../shared/research/limits.md` saw") == [
-        "../shared/research/limits.md"]
-    page.write_text("the diagram (`shared/tmf641/Lifecycle_ServiceOrder.png`) and "
-                    "`api/workflow.py`, `--items FILE`", encoding="utf-8")
+        "../shared/research/limits.md"
+    ]
+    page.write_text(
+        "the diagram (`shared/tmf641/Lifecycle_ServiceOrder.png`) and "
+        "`api/workflow.py`, `--items FILE`",
+        encoding="utf-8",
+    )
     assert named_files(page) == ["shared/tmf641/Lifecycle_ServiceOrder.png", "api/workflow.py"]

@@ -13,8 +13,18 @@ import serviceorders.domain
 
 pytestmark = pytest.mark.integration
 
-FORBIDDEN = ("kafka", "confluent_kafka", "aiokafka", "fastapi", "starlette",
-             "psycopg", "psycopg2", "psycopg_pool", "sqlite3", "_sqlite3")
+FORBIDDEN = (
+    "kafka",
+    "confluent_kafka",
+    "aiokafka",
+    "fastapi",
+    "starlette",
+    "psycopg",
+    "psycopg2",
+    "psycopg_pool",
+    "sqlite3",
+    "_sqlite3",
+)
 # The library's own adapters for those drivers count too.
 FORBIDDEN_QUALIFIED = ("eventsourcing.postgres", "eventsourcing.sqlite")
 
@@ -22,8 +32,9 @@ DOMAIN_DIR = Path(serviceorders.domain.__path__[0])
 
 
 def is_forbidden(module: str) -> bool:
-    return any(module == name or module.startswith(name + ".")
-               for name in FORBIDDEN + FORBIDDEN_QUALIFIED)
+    return any(
+        module == name or module.startswith(name + ".") for name in FORBIDDEN + FORBIDDEN_QUALIFIED
+    )
 
 
 def domain_files() -> list[Path]:
@@ -40,11 +51,15 @@ def imported_names(tree: ast.AST) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.append(node.module)
             names += [f"{node.module}.{alias.name}" for alias in node.names]
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute | ast.Name)
-              and getattr(node.func, "attr", getattr(node.func, "id", None))
-              in ("import_module", "__import__")
-              and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute | ast.Name)
+            and getattr(node.func, "attr", getattr(node.func, "id", None))
+            in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             names.append(node.args[0].value)
     return names
 
@@ -62,16 +77,26 @@ def test_domain_sources_import_nothing_forbidden():
 
 
 def test_the_static_check_would_catch_an_offence():
-    source = ("import sqlite3\nfrom psycopg import sql\nimport kafka.consumer as k\n"
-              "from fastapi import FastAPI\nimport starlette.requests\n"
-              "from eventsourcing.postgres import PostgresFactory\nimport json\n"
-              "from eventsourcing import domain\n"
-              "import importlib\nimportlib.import_module('confluent_kafka')\n")
+    source = (
+        "import sqlite3\nfrom psycopg import sql\nimport kafka.consumer as k\n"
+        "from fastapi import FastAPI\nimport starlette.requests\n"
+        "from eventsourcing.postgres import PostgresFactory\nimport json\n"
+        "from eventsourcing import domain\n"
+        "import importlib\nimportlib.import_module('confluent_kafka')\n"
+    )
     bad = sorted({n for n in imported_names(ast.parse(source)) if is_forbidden(n)})
-    assert bad == ["confluent_kafka", "eventsourcing.postgres",
-                   "eventsourcing.postgres.PostgresFactory", "fastapi", "fastapi.FastAPI",
-                   "kafka.consumer", "psycopg", "psycopg.sql", "sqlite3",
-                   "starlette.requests"]
+    assert bad == [
+        "confluent_kafka",
+        "eventsourcing.postgres",
+        "eventsourcing.postgres.PostgresFactory",
+        "fastapi",
+        "fastapi.FastAPI",
+        "kafka.consumer",
+        "psycopg",
+        "psycopg.sql",
+        "sqlite3",
+        "starlette.requests",
+    ]
 
 
 PROBE = """
@@ -90,14 +115,18 @@ print(json.dumps({"modules": modules, "loaded": loaded}))
 def test_importing_every_domain_module_loads_nothing_forbidden():
     result = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(FORBIDDEN + FORBIDDEN_QUALIFIED)],
-        capture_output=True, text=True, timeout=60, check=False)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     modules = report["modules"]
     assert modules, "found no serviceorders.domain modules to import"
-    expected = {f"serviceorders.domain.{p.stem}" for p in DOMAIN_DIR.glob("*.py")
-                if p.stem != "__init__"}
+    expected = {
+        f"serviceorders.domain.{p.stem}" for p in DOMAIN_DIR.glob("*.py") if p.stem != "__init__"
+    }
     assert expected <= set(modules)
     assert "serviceorders.domain.order" in modules
     assert report["loaded"] == []
-

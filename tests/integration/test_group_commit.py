@@ -60,11 +60,13 @@ def _hold(app: ServiceOrders) -> HeldFirst:
     return held
 
 
-def _receive(app: ServiceOrders, actors: Any, samples: Any, external_id: str,
-             results: dict[str, Any]) -> None:
+def _receive(
+    app: ServiceOrders, actors: Any, samples: Any, external_id: str, results: dict[str, Any]
+) -> None:
     try:
-        results[external_id] = app.receive_order(actors.upstream, samples.header(external_id),
-                                                 samples.items())
+        results[external_id] = app.receive_order(
+            actors.upstream, samples.header(external_id), samples.items()
+        )
     except Exception as e:  # recorded for the assertions
         results[external_id] = e
 
@@ -83,7 +85,8 @@ def _queued(group: GroupCommit, n: int) -> None:
 
 
 def test_writers_queued_behind_a_transaction_share_the_next_one(
-        pg_settings: Settings, open_app: Any, actors: Any, samples: Any) -> None:
+    pg_settings: Settings, open_app: Any, actors: Any, samples: Any
+) -> None:
     app = open_app(pg_settings)
     held = _hold(app)
     results: dict[str, Any] = {}
@@ -105,15 +108,20 @@ def test_writers_queued_behind_a_transaction_share_the_next_one(
     # Notification ids: every event has its own, gap-free across the two transactions.
     db = open_read_db(pg_settings)
     try:
-        ids = [r[0] for r in db.fetchall("SELECT notification_id FROM serviceorders_events "
-                                         "ORDER BY notification_id")]
+        ids = [
+            r[0]
+            for r in db.fetchall(
+                "SELECT notification_id FROM serviceorders_events ORDER BY notification_id"
+            )
+        ]
     finally:
         db.close()
     assert len(ids) == 9 * events_per_order == len(set(ids))
 
 
 def test_a_conflict_in_a_group_fails_only_its_own_writer(
-        pg_settings: Settings, open_app: Any, actors: Any, samples: Any) -> None:
+    pg_settings: Settings, open_app: Any, actors: Any, samples: Any
+) -> None:
     """A duplicate of an order (same externalId) and a stale write share a group with good
     writes: the group falls back to one transaction per write, the duplicate is answered
     as 'already there' (not created), the stale write gets a conflict, the rest commit."""
@@ -126,8 +134,10 @@ def test_a_conflict_in_a_group_fails_only_its_own_writer(
     results: dict[str, Any] = {}
     first = _start(_receive, app, actors, samples, "GC-A", results)
     assert held.entered.wait(30)
-    threads = [_start(_receive, app, actors, samples, "GC-B", results),
-               _start(_receive, app, actors, samples, "GC-DUP", results)]
+    threads = [
+        _start(_receive, app, actors, samples, "GC-B", results),
+        _start(_receive, app, actors, samples, "GC-DUP", results),
+    ]
 
     def stale_note() -> None:
         try:
@@ -156,9 +166,9 @@ def test_a_conflict_in_a_group_fails_only_its_own_writer(
     assert len(app.history(dup.id)) == dup.version
 
 
-def test_a_database_error_reaches_every_writer_of_the_group(pg_settings: Settings,
-                                                             open_app: Any, actors: Any,
-                                                             samples: Any) -> None:
+def test_a_database_error_reaches_every_writer_of_the_group(
+    pg_settings: Settings, open_app: Any, actors: Any, samples: Any
+) -> None:
     app = open_app(pg_settings)
     group: GroupCommit = app.recorder._group  # type: ignore[attr-defined]
     real = group.insert
@@ -226,8 +236,7 @@ def test_a_failed_round_fails_its_callers_and_the_next_call_runs_again() -> None
 
 
 # ------------------------------------------------------------- read connections
-def test_a_connection_the_server_closed_is_noticed_without_a_query(
-        pg_settings: Settings) -> None:
+def test_a_connection_the_server_closed_is_noticed_without_a_query(pg_settings: Settings) -> None:
     db = open_read_db(pg_settings)
     try:
         assert db.alive()
@@ -243,7 +252,8 @@ def test_a_connection_the_server_closed_is_noticed_without_a_query(
 
 
 def test_reads_after_the_server_dropped_every_connection_get_fresh_ones(
-        pg_settings: Settings, open_app: Any, actors: Any, samples: Any) -> None:
+    pg_settings: Settings, open_app: Any, actors: Any, samples: Any
+) -> None:
     app = open_app(pg_settings)
     order_id, _ = app.receive_order(actors.upstream, samples.header("GC-R"), samples.items())
     ctx = ApiContext(settings=pg_settings, app=app, auth=Authenticator([]))
@@ -271,7 +281,8 @@ def _admin_url(settings: Settings) -> str:
 
 
 def test_waiting_for_the_projection_lock_returns_when_its_holder_lets_go(
-        pg_settings: Settings) -> None:
+    pg_settings: Settings,
+) -> None:
     """`wait_for_lock` (used by read-your-writes when another projector is busy) sleeps
     until the holder's transaction ends, and never keeps the lock itself."""
     from serviceorders.projections.db import lock_key
@@ -308,8 +319,8 @@ def test_waiting_for_the_projection_lock_returns_when_its_holder_lets_go(
 
 
 def test_read_your_writes_waits_out_a_database_restart(
-        pg_settings: Settings, open_app: Any, actors: Any, samples: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    pg_settings: Settings, open_app: Any, actors: Any, samples: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The round's connections are gone and the server refuses new ones for a moment: the
     round tries again every 0.2 s instead of failing the request."""
     import serviceorders.api.context as context

@@ -18,10 +18,28 @@ from serviceorders.tmf641 import order_to_tmf641
 
 pytestmark = pytest.mark.integration
 
-TYPES = ["OrderDrafted", "OrderSubmitted", "OrderApproved", "ItemStateChanged", "OrderRevised",
-         "NoteAdded", "ItemStateChanged", "ItemStateChanged", "OrderCompleted"]
-STATES = ["draft", "acknowledged", "inProgress", "inProgress", "inProgress", "inProgress",
-          "inProgress", "inProgress", "completed"]
+TYPES = [
+    "OrderDrafted",
+    "OrderSubmitted",
+    "OrderApproved",
+    "ItemStateChanged",
+    "OrderRevised",
+    "NoteAdded",
+    "ItemStateChanged",
+    "ItemStateChanged",
+    "OrderCompleted",
+]
+STATES = [
+    "draft",
+    "acknowledged",
+    "inProgress",
+    "inProgress",
+    "inProgress",
+    "inProgress",
+    "inProgress",
+    "inProgress",
+    "completed",
+]
 
 
 def build(app: ServiceOrders, actors: Any, samples: Any) -> tuple[UUID, list[datetime]]:
@@ -33,28 +51,35 @@ def build(app: ServiceOrders, actors: Any, samples: Any) -> tuple[UUID, list[dat
         after.append(datetime.now(UTC))
         time.sleep(0.005)  # the next event is recorded strictly later
 
-    order_id, created = app.receive_order(actors.upstream, samples.header("ext-hist"),
-                                          samples.items())
+    order_id, created = app.receive_order(
+        actors.upstream, samples.header("ext-hist"), samples.items()
+    )
     assert created
     after.append(datetime.now(UTC))  # v1 and v2 are saved together
     time.sleep(0.005)
     step(lambda: app.approve(actors.manager, order_id, note="sites surveyed"))  # v3
-    step(lambda: app.change_item_state(actors.fulfilment, order_id, "1",
-                                       ItemState.IN_PROGRESS))  # v4
-    step(lambda: app.revise(actors.upstream, order_id,
-                            [samples.router_item("2", depends_on=("1",),
-                                                 characteristics={"model": "c8300"})],
-                            header=HeaderChange(priority="1")))  # v5
+    step(
+        lambda: app.change_item_state(actors.fulfilment, order_id, "1", ItemState.IN_PROGRESS)
+    )  # v4
+    step(
+        lambda: app.revise(
+            actors.upstream,
+            order_id,
+            [samples.router_item("2", depends_on=("1",), characteristics={"model": "c8300"})],
+            header=HeaderChange(priority="1"),
+        )
+    )  # v5
     step(lambda: app.add_note(actors.upstream, order_id, "customer called"))  # v6
-    step(lambda: app.change_item_state(actors.fulfilment, order_id, "1",
-                                       ItemState.COMPLETED))  # v7
-    step(lambda: app.change_item_state(actors.fulfilment, order_id, "2",
-                                       ItemState.COMPLETED))  # v8 + v9 OrderCompleted
+    step(lambda: app.change_item_state(actors.fulfilment, order_id, "1", ItemState.COMPLETED))  # v7
+    step(
+        lambda: app.change_item_state(actors.fulfilment, order_id, "2", ItemState.COMPLETED)
+    )  # v8 + v9 OrderCompleted
     return order_id, after
 
 
 def test_timeline_lists_every_event_with_envelope_and_state_after(
-        app: ServiceOrders, actors: Any, samples: Any, chain_tools: Any) -> None:
+    app: ServiceOrders, actors: Any, samples: Any, chain_tools: Any
+) -> None:
     order_id, _ = build(app, actors, samples)
     entries = history.timeline(app, order_id)
 
@@ -98,8 +123,7 @@ def test_timeline_lists_every_event_with_envelope_and_state_after(
     assert "documentAfter" not in lean[0] and lean[0]["summaryAfter"]
 
 
-def test_at_version_is_the_order_as_it_was(app: ServiceOrders, actors: Any,
-                                           samples: Any) -> None:
+def test_at_version_is_the_order_as_it_was(app: ServiceOrders, actors: Any, samples: Any) -> None:
     order_id, _ = build(app, actors, samples)
     for version, state in enumerate(STATES, start=1):
         past = history.at_version(app, order_id, version)
@@ -107,7 +131,8 @@ def test_at_version_is_the_order_as_it_was(app: ServiceOrders, actors: Any,
         assert past.order.state.value == state
         # the same as the repository's own reconstruction at that version
         assert history.canonical(past.order) == history.canonical(
-            app.get_order(order_id, version=version))
+            app.get_order(order_id, version=version)
+        )
 
     v4 = history.at_version(app, order_id, 4).view()
     assert v4["event"]["type"] == "ItemStateChanged"
@@ -132,8 +157,9 @@ def test_at_version_is_the_order_as_it_was(app: ServiceOrders, actors: Any,
             history.at_version(app, order_id, bad)
 
 
-def test_as_of_takes_the_events_up_to_the_instant(app: ServiceOrders, actors: Any,
-                                                  samples: Any) -> None:
+def test_as_of_takes_the_events_up_to_the_instant(
+    app: ServiceOrders, actors: Any, samples: Any
+) -> None:
     order_id, after = build(app, actors, samples)
     events = app.history(order_id)
     # just after each save: the order as that save left it
@@ -164,14 +190,19 @@ def test_as_of_takes_the_events_up_to_the_instant(app: ServiceOrders, actors: An
         history.as_of(app, order_id, before)
 
 
-def test_diff_lists_what_changed_between_two_versions(app: ServiceOrders, actors: Any,
-                                                      samples: Any) -> None:
+def test_diff_lists_what_changed_between_two_versions(
+    app: ServiceOrders, actors: Any, samples: Any
+) -> None:
     order_id, _ = build(app, actors, samples)
 
     approved = history.diff(app, order_id, 2, 3)
     by_path = {c["path"]: c for c in approved["changes"]}
-    assert by_path["/state"] == {"op": "replace", "path": "/state", "before": "acknowledged",
-                                 "after": "inProgress"}
+    assert by_path["/state"] == {
+        "op": "replace",
+        "path": "/state",
+        "before": "acknowledged",
+        "after": "inProgress",
+    }
     assert by_path["/decidedBy"]["after"] == {"id": "bob", "role": "manager"}
     assert set(by_path) == {"/state", "/stateSince", "/decidedBy", "/decidedAt"}
     assert [e["type"] for e in approved["events"]] == ["OrderApproved"]
@@ -181,8 +212,11 @@ def test_diff_lists_what_changed_between_two_versions(app: ServiceOrders, actors
     assert by_path["/header/priority"]["before"] is None
     assert by_path["/header/priority"]["after"] == "1"
     assert by_path["/items/2/characteristics/model"] == {
-        "op": "replace", "path": "/items/2/characteristics/model", "before": "c1100",
-        "after": "c8300"}
+        "op": "replace",
+        "path": "/items/2/characteristics/model",
+        "before": "c1100",
+        "after": "c8300",
+    }
     assert by_path["/revision"]["after"] == 1
     assert by_path["/notes/0"]["op"] == "add"
     assert by_path["/notes/0"]["after"]["text"] == "customer called"
@@ -211,7 +245,8 @@ def test_diff_lists_what_changed_between_two_versions(app: ServiceOrders, actors
 
 
 def test_diff_of_manual_capture_shows_added_removed_and_configured_items(
-        app: ServiceOrders, actors: Any, samples: Any) -> None:
+    app: ServiceOrders, actors: Any, samples: Any
+) -> None:
     order_id = app.draft_order(actors.agent, OrderHeader(description="by hand"))  # v1
     app.add_line(actors.agent, order_id, samples.internet_item("1"))  # v2
     app.add_line(actors.agent, order_id, samples.router_item("9"))  # v3
@@ -232,10 +267,12 @@ def test_diff_of_manual_capture_shows_added_removed_and_configured_items(
 
 def test_unknown_orders_are_refused(app: ServiceOrders) -> None:
     missing = uuid4()
-    for call in (lambda: history.timeline(app, missing),
-                 lambda: history.at_version(app, missing, 1),
-                 lambda: history.as_of(app, missing, datetime.now(UTC)),
-                 lambda: history.diff(app, missing, 0, 1)):
+    for call in (
+        lambda: history.timeline(app, missing),
+        lambda: history.at_version(app, missing, 1),
+        lambda: history.as_of(app, missing, datetime.now(UTC)),
+        lambda: history.diff(app, missing, 0, 1),
+    ):
         with pytest.raises(OrderNotFound):
             call()
 

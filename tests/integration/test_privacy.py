@@ -32,13 +32,21 @@ UPSTREAM = CommandContext.for_actor("crm", Role.UPSTREAM)
 NAMES = ("Alice Smith", "alice@example.com", "Alice's home, 1 Main St")
 
 
-def _order(app: ServiceOrders, external: str, customer: str, name: str, contact: str,
-           place: str) -> UUID:
-    header = OrderHeader(external_id=external, notification_contact=contact,
-                         related_parties=(Party(id=customer, name=name),))
-    item = OrderItem(id="1", action=ItemAction.ADD, specification=SpecRef(id="internet-access"),
-                     characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
-                     place=Place(id="S1", name=place))
+def _order(
+    app: ServiceOrders, external: str, customer: str, name: str, contact: str, place: str
+) -> UUID:
+    header = OrderHeader(
+        external_id=external,
+        notification_contact=contact,
+        related_parties=(Party(id=customer, name=name),),
+    )
+    item = OrderItem(
+        id="1",
+        action=ItemAction.ADD,
+        specification=SpecRef(id="internet-access"),
+        characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
+        place=Place(id="S1", name=place),
+    )
     order_id, created = app.receive_order(UPSTREAM, header, [item])
     assert created
     return order_id
@@ -75,7 +83,8 @@ def two_customers(app: ServiceOrders, settings: Settings) -> tuple[UUID, UUID]:
 
 
 def test_personal_values_are_stored_sealed_and_read_revealed(
-        app: ServiceOrders, settings: Settings, two_customers: tuple[UUID, UUID]) -> None:
+    app: ServiceOrders, settings: Settings, two_customers: tuple[UUID, UUID]
+) -> None:
     alice, _ = two_customers
     raw = b"".join(_raw_states(settings))
     for value in NAMES:
@@ -91,8 +100,9 @@ def test_personal_values_are_stored_sealed_and_read_revealed(
     assert any("Alice Smith" in d for d in models["docs"])
 
 
-def test_commands_answer_with_revealed_values(app: ServiceOrders, settings: Settings,
-                                              two_customers: tuple[UUID, UUID]) -> None:
+def test_commands_answer_with_revealed_values(
+    app: ServiceOrders, settings: Settings, two_customers: tuple[UUID, UUID]
+) -> None:
     alice, _ = two_customers
     revised = app.revise(UPSTREAM, alice, header=HeaderChange(notification_contact="a2@ex.com"))
     assert revised.header.notification_contact == "a2@ex.com"
@@ -102,8 +112,8 @@ def test_commands_answer_with_revealed_values(app: ServiceOrders, settings: Sett
 
 
 def test_erasing_a_customer_makes_its_data_unreadable_and_keeps_the_chain(
-        app: ServiceOrders, settings: Settings, two_customers: tuple[UUID, UUID],
-        chain_tools: Any) -> None:
+    app: ServiceOrders, settings: Settings, two_customers: tuple[UUID, UUID], chain_tools: Any
+) -> None:
     alice, bob = two_customers
     before = {o: chain_tools.verify(app, o) for o in (alice, bob)}
     raw_before = sorted(_raw_states(settings))
@@ -137,7 +147,8 @@ def test_erasing_a_customer_makes_its_data_unreadable_and_keeps_the_chain(
 
 
 def test_no_new_personal_data_for_an_erased_customer(
-        app: ServiceOrders, settings: Settings, two_customers: tuple[UUID, UUID]) -> None:
+    app: ServiceOrders, settings: Settings, two_customers: tuple[UUID, UUID]
+) -> None:
     erase_customer(settings, "CUST-A", actor="dpo", wait=0)
     app.sealer.forget("CUST-A")
     with pytest.raises(InvalidCommand, match="erased"):
@@ -145,8 +156,11 @@ def test_no_new_personal_data_for_an_erased_customer(
 
 
 def test_the_erase_command_asks_records_and_reports(
-        app: ServiceOrders, settings: Settings, two_customers: tuple[UUID, UUID],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    app: ServiceOrders,
+    settings: Settings,
+    two_customers: tuple[UUID, UUID],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import json
 
     from click.testing import CliRunner
@@ -155,21 +169,40 @@ def test_the_erase_command_asks_records_and_reports(
 
     alice, _ = two_customers
     real = erasure.erase_customer
-    monkeypatch.setattr(erasure, "erase_customer",
-                        lambda *a, **kw: real(*a, **{**kw, "wait": 0}))
-    url = (f"sqlite:///{settings.database.dbname}" if settings.database.kind == "sqlite"
-           else settings.database.url(with_password=True))
+    monkeypatch.setattr(erasure, "erase_customer", lambda *a, **kw: real(*a, **{**kw, "wait": 0}))
+    url = (
+        f"sqlite:///{settings.database.dbname}"
+        if settings.database.kind == "sqlite"
+        else settings.database.url(with_password=True)
+    )
     runner = CliRunner()
-    refused = runner.invoke(main, ["--database-url", url, "audit", "erase", "--customer",
-                                   "CUST-A", "--actor", "dpo"], input="n\n")
+    refused = runner.invoke(
+        main,
+        ["--database-url", url, "audit", "erase", "--customer", "CUST-A", "--actor", "dpo"],
+        input="n\n",
+    )
     assert refused.exit_code == 1  # not confirmed: nothing erased
     db = open_read_db(settings)
     try:
         assert db.fetchall("SELECT scope FROM pii_erasure") == []
     finally:
         db.close()
-    done = runner.invoke(main, ["--database-url", url, "audit", "erase", "--customer",
-                                "CUST-A", "--actor", "dpo", "--reason", "ticket 42", "--yes"])
+    done = runner.invoke(
+        main,
+        [
+            "--database-url",
+            url,
+            "audit",
+            "erase",
+            "--customer",
+            "CUST-A",
+            "--actor",
+            "dpo",
+            "--reason",
+            "ticket 42",
+            "--yes",
+        ],
+    )
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
     assert report["orders"] == [str(alice)] and report["hadKey"] is True
@@ -177,8 +210,7 @@ def test_the_erase_command_asks_records_and_reports(
     assert app.get_order(alice).header.related_parties[0].name == ERASED
 
 
-def test_the_key_store_waits_out_a_database_restart(app: ServiceOrders,
-                                                    settings: Settings) -> None:
+def test_the_key_store_waits_out_a_database_restart(app: ServiceOrders, settings: Settings) -> None:
     """While the server cannot be reached (a restart), the key store tries again every
     0.2 s for a few seconds instead of failing the order in hand; other errors are not
     retried more than once."""

@@ -55,8 +55,9 @@ FULFILMENT = CommandContext.for_actor("fulfil-1", Role.FULFILMENT)
 
 # ------------------------------------------------------------------ databases
 def _server_url() -> str:
-    return (os.environ.get("SERVICEORDERS_TEST_PG") or "postgresql://postgres@127.0.0.1:5432"
-            ).rstrip("/")
+    return (
+        os.environ.get("SERVICEORDERS_TEST_PG") or "postgresql://postgres@127.0.0.1:5432"
+    ).rstrip("/")
 
 
 def _url(dbname: str) -> str:
@@ -85,19 +86,30 @@ def new_database() -> Iterator[Any]:
     yield make
     with _admin() as conn:
         for dbname in made:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(dbname)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )
 
 
 # ------------------------------------------------------------------ the log
 def items() -> list[OrderItem]:
-    return [OrderItem(id="1", action=ItemAction.ADD,
-                      specification=SpecRef(id="internet-access"),
-                      characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
-                      place=Place(id="site-1")),
-            OrderItem(id="2", action=ItemAction.ADD, specification=SpecRef(id="managed-router"),
-                      characteristics={"model": "c1100"}, place=Place(id="site-2"),
-                      depends_on=("1",))]
+    return [
+        OrderItem(
+            id="1",
+            action=ItemAction.ADD,
+            specification=SpecRef(id="internet-access"),
+            characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
+            place=Place(id="site-1"),
+        ),
+        OrderItem(
+            id="2",
+            action=ItemAction.ADD,
+            specification=SpecRef(id="managed-router"),
+            characteristics={"model": "c1100"},
+            place=Place(id="site-2"),
+            depends_on=("1",),
+        ),
+    ]
 
 
 def write_log(settings: Settings) -> tuple[int, int]:
@@ -106,15 +118,25 @@ def write_log(settings: Settings) -> tuple[int, int]:
     earlier. Returns (events, state transitions)."""
     app = build_application(settings)
     try:
-        orders = [ServiceOrder.receive(
-            UPSTREAM, OrderHeader(external_id=f"kill-{n}", category=("a", "b", "c")[n % 3],
-                                  priority=str(n % 4),
-                                  related_parties=(Party(id=f"cust-{n % 7}"),)),
-            items(), app.catalog, order_id_for(f"kill-{n}")) for n in range(ORDERS)]
+        orders = [
+            ServiceOrder.receive(
+                UPSTREAM,
+                OrderHeader(
+                    external_id=f"kill-{n}",
+                    category=("a", "b", "c")[n % 3],
+                    priority=str(n % 4),
+                    related_parties=(Party(id=f"cust-{n % 7}"),),
+                ),
+                items(),
+                app.catalog,
+                order_id_for(f"kill-{n}"),
+            )
+            for n in range(ORDERS)
+        ]
 
         def save_all() -> None:
             for i in range(0, ORDERS, 100):
-                app.save(*orders[i:i + 100])
+                app.save(*orders[i : i + 100])
 
         save_all()
         for order in orders:
@@ -139,10 +161,12 @@ def write_log(settings: Settings) -> tuple[int, int]:
 
 def copy_events(source: Settings, target: Settings) -> None:
     """The same stored events (ids included) into another database."""
-    with psycopg.connect(_url(source.database.dbname)) as src, \
-            psycopg.connect(_url(target.database.dbname)) as dst, \
-            src.cursor().copy("COPY serviceorders_events TO STDOUT (FORMAT BINARY)") as out, \
-            dst.cursor().copy("COPY serviceorders_events FROM STDIN (FORMAT BINARY)") as inp:
+    with (
+        psycopg.connect(_url(source.database.dbname)) as src,
+        psycopg.connect(_url(target.database.dbname)) as dst,
+        src.cursor().copy("COPY serviceorders_events TO STDOUT (FORMAT BINARY)") as out,
+        dst.cursor().copy("COPY serviceorders_events FROM STDIN (FORMAT BINARY)") as inp,
+    ):
         for data in out:
             inp.write(data)
 
@@ -150,12 +174,18 @@ def copy_events(source: Settings, target: Settings) -> None:
 # ------------------------------------------------------------------ the projector
 def start(settings: Settings, *args: str) -> subprocess.Popen[str]:
     assert EXE, "the serviceorders console script is not installed"
-    env = {k: v for k, v in os.environ.items()
-           if k != "DATABASE_URL" and not k.startswith("SERVICEORDERS_")}
-    env.update(DATABASE_URL=settings.database.url(with_password=True),
-               SERVICEORDERS_PROJECTION_BATCH=str(BATCH))
-    return subprocess.Popen([EXE, "project", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "DATABASE_URL" and not k.startswith("SERVICEORDERS_")
+    }
+    env.update(
+        DATABASE_URL=settings.database.url(with_password=True),
+        SERVICEORDERS_PROJECTION_BATCH=str(BATCH),
+    )
+    return subprocess.Popen(
+        [EXE, "project", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def positions(db: ReadDb) -> list[int]:
@@ -179,8 +209,7 @@ def all_rows(db: ReadDb) -> dict[str, list[tuple[Any, ...]]]:
 
 
 # ======================================================================= the test
-def test_projector_killed_at_random_moments_ends_exactly_as_an_uninterrupted_run(
-        new_database):
+def test_projector_killed_at_random_moments_ends_exactly_as_an_uninterrupted_run(new_database):
     killed_store, clean_store = new_database(), new_database()
     events, transitions = write_log(killed_store)
     copy_events(killed_store, clean_store)
@@ -199,8 +228,12 @@ def test_projector_killed_at_random_moments_ends_exactly_as_an_uninterrupted_run
             # Let it apply a random number of pages, then kill it at a random moment in
             # the middle of its work (not between two polls of ours only: a random sleep).
             target = before + rnd.randint(1, 3) * BATCH
-            wait_for(lambda t=target: min(positions(db)) >= t, 60,
-                     f"position {target} (seed {seed})", proc)
+            wait_for(
+                lambda t=target: min(positions(db)) >= t,
+                60,
+                f"position {target} (seed {seed})",
+                proc,
+            )
             time.sleep(rnd.uniform(0, 0.05))
             at_kill = positions(db)
             assert min(at_kill) < head, f"caught up before kill {len(kills) + 1}; seed {seed}"
@@ -225,15 +258,18 @@ def test_projector_killed_at_random_moments_ends_exactly_as_an_uninterrupted_run
         assert positions(db) == [head] * len(PROJECTIONS)
 
         # Exactly once: every state transition counted once, every order once.
-        assert db.fetchone("SELECT SUM(orders) FROM daily_state_counts "
-                           "WHERE dimension = 'all'")[0] == transitions
+        assert (
+            db.fetchone("SELECT SUM(orders) FROM daily_state_counts WHERE dimension = 'all'")[0]
+            == transitions
+        )
         assert db.fetchone("SELECT COUNT(*) FROM order_state_history")[0] == transitions
         assert db.fetchone("SELECT COUNT(*) FROM order_summary")[0] == ORDERS
         assert db.fetchone("SELECT COUNT(*) FROM order_item")[0] == 2 * ORDERS
         assert db.fetchone("SELECT COUNT(*) FROM order_document")[0] == ORDERS
         assert db.fetchone("SELECT COUNT(*) FROM review_queue")[0] == 0
-        assert db.fetchone("SELECT COUNT(*) FROM cancellation_request "
-                           "WHERE state = 'done'")[0] == len(range(0, ORDERS, 10))
+        assert db.fetchone("SELECT COUNT(*) FROM cancellation_request WHERE state = 'done'")[
+            0
+        ] == len(range(0, ORDERS, 10))
 
         # A rebuild from scratch equals the killed-and-restarted run...
         assert maintenance.verify(db, event_mapper()) == []
@@ -246,8 +282,9 @@ def test_projector_killed_at_random_moments_ends_exactly_as_an_uninterrupted_run
         try:
             assert positions(clean_db) == [head] * len(PROJECTIONS)
             killed_rows, clean_rows = all_rows(db), all_rows(clean_db)
-            assert {n: len(r) for n, r in killed_rows.items()} == \
-                {n: len(r) for n, r in clean_rows.items()}
+            assert {n: len(r) for n, r in killed_rows.items()} == {
+                n: len(r) for n, r in clean_rows.items()
+            }
             for name in killed_rows:
                 assert killed_rows[name] == clean_rows[name], name
         finally:

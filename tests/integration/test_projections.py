@@ -75,8 +75,10 @@ EXE = shutil.which("serviceorders")
 
 UPSTREAM = CommandContext.for_actor("crm", Role.UPSTREAM)
 AGENT = CommandContext.for_actor("alice", Role.AGENT)
-MANAGERS = (CommandContext.for_actor("bob", Role.MANAGER),
-            CommandContext.for_actor("carol", Role.MANAGER))
+MANAGERS = (
+    CommandContext.for_actor("bob", Role.MANAGER),
+    CommandContext.for_actor("carol", Role.MANAGER),
+)
 FULFILMENT = CommandContext.for_actor("fulfil-1", Role.FULFILMENT)
 
 
@@ -102,8 +104,9 @@ def db(settings: Settings, app: ServiceOrders) -> Iterator[ReadDb]:
 
 
 @pytest.fixture
-def fresh_store(settings: Settings, request: pytest.FixtureRequest, tmp_path: Any
-                ) -> Iterator[Callable[[], tuple[ServiceOrders, ReadDb]]]:
+def fresh_store(
+    settings: Settings, request: pytest.FixtureRequest, tmp_path: Any
+) -> Iterator[Callable[[], tuple[ServiceOrders, ReadDb]]]:
     """A new empty store per call (hypothesis runs many examples in one test function):
     a new SQLite file, or the session's PostgreSQL database truncated."""
     opened: list[tuple[ServiceOrders, ReadDb]] = []
@@ -146,47 +149,76 @@ def _item(k: int) -> OrderItem:
     """Item i<k> from a small pool: valid ones, flagged ones, a modify."""
     k %= 6
     if k == 0:
-        return OrderItem(id="i0", action=ItemAction.ADD,
-                         specification=SpecRef(id="internet-access"),
-                         characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
-                         place=Place(id="site-1", name="Main"))
+        return OrderItem(
+            id="i0",
+            action=ItemAction.ADD,
+            specification=SpecRef(id="internet-access"),
+            characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
+            place=Place(id="site-1", name="Main"),
+        )
     if k == 1:
-        return OrderItem(id="i1", action=ItemAction.ADD, specification=SpecRef(id="managed-router"),
-                         characteristics={"model": "c1100"}, place=Place(id="site-1"))
+        return OrderItem(
+            id="i1",
+            action=ItemAction.ADD,
+            specification=SpecRef(id="managed-router"),
+            characteristics={"model": "c1100"},
+            place=Place(id="site-1"),
+        )
     if k == 2:
-        return OrderItem(id="i2", action=ItemAction.ADD, specification=SpecRef(id="sdwan-site"),
-                         characteristics={"bandwidthProfile": "small", "siteRole": "spoke"},
-                         place=Place(id="site-2"), quantity=2)
+        return OrderItem(
+            id="i2",
+            action=ItemAction.ADD,
+            specification=SpecRef(id="sdwan-site"),
+            characteristics={"bandwidthProfile": "small", "siteRole": "spoke"},
+            place=Place(id="site-2"),
+            quantity=2,
+        )
     if k == 3:  # no site: a flag
-        return OrderItem(id="i3", action=ItemAction.ADD,
-                         specification=SpecRef(id="internet-access"),
-                         characteristics={"bandwidthMbps": 50, "accessType": "copper"})
+        return OrderItem(
+            id="i3",
+            action=ItemAction.ADD,
+            specification=SpecRef(id="internet-access"),
+            characteristics={"bandwidthMbps": 50, "accessType": "copper"},
+        )
     if k == 4:
-        return OrderItem(id="i4", action=ItemAction.MODIFY, service_id="svc-4",
-                         specification=SpecRef(id="internet-access"),
-                         characteristics={"bandwidthMbps": 200}, place=Place(id="site-3"))
+        return OrderItem(
+            id="i4",
+            action=ItemAction.MODIFY,
+            service_id="svc-4",
+            specification=SpecRef(id="internet-access"),
+            characteristics={"bandwidthMbps": 200},
+            place=Place(id="site-3"),
+        )
     # an unknown characteristic: a flag
-    return OrderItem(id="i5", action=ItemAction.ADD, specification=SpecRef(id="managed-router"),
-                     characteristics={"model": "c8300", "colour": "red"}, place=Place(id="site-2"))
+    return OrderItem(
+        id="i5",
+        action=ItemAction.ADD,
+        specification=SpecRef(id="managed-router"),
+        characteristics={"model": "c8300", "colour": "red"},
+        place=Place(id="site-2"),
+    )
 
 
 def _items_for(mask: int) -> list[OrderItem]:
     chosen = [_item(k) for k in range(6) if mask & (1 << k)] or [_item(0)]
     ids = {i.id for i in chosen}
     if {"i0", "i1"} <= ids:  # the router depends on the internet access
-        chosen = [i.model_copy(update={"depends_on": ("i0",)}) if i.id == "i1" else i
-                  for i in chosen]
+        chosen = [
+            i.model_copy(update={"depends_on": ("i0",)}) if i.id == "i1" else i for i in chosen
+        ]
     return chosen
 
 
 def _header(a: int, b: int) -> OrderHeader:
     parties = (Party(id=f"cust-{b % 3}", name=f"Customer {b % 3}"),) if b % 4 else ()
-    return OrderHeader(external_id=f"ext-{uuid4().hex}" if a % 5 else None,
-                       category=("enterprise", "wholesale", None)[a % 3],
-                       priority=str(b % 4), description=f"order {a}/{b}",
-                       requested_start_date=(datetime(2030, 1, 1 + b % 20, tzinfo=UTC)
-                                             if b % 2 else None),
-                       related_parties=parties)
+    return OrderHeader(
+        external_id=f"ext-{uuid4().hex}" if a % 5 else None,
+        category=("enterprise", "wholesale", None)[a % 3],
+        priority=str(b % 4),
+        description=f"order {a}/{b}",
+        requested_start_date=(datetime(2030, 1, 1 + b % 20, tzinfo=UTC) if b % 2 else None),
+        related_parties=parties,
+    )
 
 
 def create_order(app: ServiceOrders, a: int, b: int) -> UUID:
@@ -197,8 +229,14 @@ def create_order(app: ServiceOrders, a: int, b: int) -> UUID:
     return order_id
 
 
-ITEM_STATES = (ItemState.IN_PROGRESS, ItemState.PENDING, ItemState.HELD, ItemState.COMPLETED,
-               ItemState.FAILED, ItemState.CANCELLED)
+ITEM_STATES = (
+    ItemState.IN_PROGRESS,
+    ItemState.PENDING,
+    ItemState.HELD,
+    ItemState.COMPLETED,
+    ItemState.FAILED,
+    ItemState.CANCELLED,
+)
 FINAL_CHOICES = (ItemState.COMPLETED, ItemState.COMPLETED, ItemState.FAILED, ItemState.CANCELLED)
 
 
@@ -228,8 +266,9 @@ def run_command(app: ServiceOrders, order_id: UUID, kind: str, a: int, b: int) -
         if b % 2:
             app.configure_line(AGENT, order_id, f"i{a % 6}", place=Place(id=f"site-{b % 5}"))
         else:
-            app.configure_line(AGENT, order_id, f"i{a % 6}",
-                               {"bandwidthMbps": 500, "accessType": "fibre"})
+            app.configure_line(
+                AGENT, order_id, f"i{a % 6}", {"bandwidthMbps": 500, "accessType": "fibre"}
+            )
     elif kind == "remove_line":
         app.remove_line(AGENT, order_id, f"i{a % 6}")
     elif kind == "submit":
@@ -250,8 +289,13 @@ def run_command(app: ServiceOrders, order_id: UUID, kind: str, a: int, b: int) -
         items = sorted(app.get_order(order_id).items)
         if not items:
             raise DomainError("no items")
-        app.change_item_state(FULFILMENT, order_id, items[a % len(items)],
-                              ITEM_STATES[b % len(ITEM_STATES)], reason="reported")
+        app.change_item_state(
+            FULFILMENT,
+            order_id,
+            items[a % len(items)],
+            ITEM_STATES[b % len(ITEM_STATES)],
+            reason="reported",
+        )
     elif kind == "finish_items":
         _finish_items(app, order_id, b)
     elif kind == "revise":
@@ -263,15 +307,21 @@ def run_command(app: ServiceOrders, order_id: UUID, kind: str, a: int, b: int) -
         elif variant == 2:
             app.revise(UPSTREAM, order_id, removed_item_ids=[f"i{a % 6}"])
         else:
-            app.revise(UPSTREAM, order_id, items=[_item(a + 1)],
-                       header=HeaderChange(category="revised", description="changed"))
+            app.revise(
+                UPSTREAM,
+                order_id,
+                items=[_item(a + 1)],
+                header=HeaderChange(category="revised", description="changed"),
+            )
     elif kind == "ponr":
         app.reach_point_of_no_return(FULFILMENT, order_id, note="cabled")
     elif kind == "request_cancel":
-        app.request_cancellation((UPSTREAM, AGENT)[a % 2], order_id,
-                                 reason=(None, "customer moved")[b % 2],
-                                 requested_date=(datetime(2031, 5, 1, tzinfo=UTC)
-                                                 if b % 3 == 0 else None))
+        app.request_cancellation(
+            (UPSTREAM, AGENT)[a % 2],
+            order_id,
+            reason=(None, "customer moved")[b % 2],
+            requested_date=(datetime(2031, 5, 1, tzinfo=UTC) if b % 3 == 0 else None),
+        )
     elif kind == "approve_cancel":
         app.approve_cancellation(manager, order_id, note=(None, "fine")[b % 2])
     elif kind == "deny_cancel":
@@ -286,21 +336,67 @@ def run_command(app: ServiceOrders, order_id: UUID, kind: str, a: int, b: int) -
         raise AssertionError(kind)
 
 
-KINDS = ("add_line", "configure", "remove_line", "submit", "approve", "reject", "hold",
-         "resume", "request_info", "provide_info", "item_state", "finish_items", "revise",
-         "ponr", "request_cancel", "approve_cancel", "deny_cancel", "cancel", "note",
-         "delete")
+KINDS = (
+    "add_line",
+    "configure",
+    "remove_line",
+    "submit",
+    "approve",
+    "reject",
+    "hold",
+    "resume",
+    "request_info",
+    "provide_info",
+    "item_state",
+    "finish_items",
+    "revise",
+    "ponr",
+    "request_cancel",
+    "approve_cancel",
+    "deny_cancel",
+    "cancel",
+    "note",
+    "delete",
+)
 
 # What usually happens next in each state (repeats weigh); "any" commands are drawn from
 # KINDS instead, most of them illegal there.
 LIKELY: dict[OrderState, tuple[str, ...]] = {
-    OrderState.DRAFT: ("add_line", "add_line", "add_line", "configure", "remove_line",
-                       "submit", "submit", "note", "delete"),
-    OrderState.ACKNOWLEDGED: ("approve", "approve", "approve", "reject", "revise",
-                              "request_cancel", "cancel", "note"),
-    OrderState.IN_PROGRESS: ("item_state", "item_state", "item_state", "finish_items",
-                             "finish_items", "hold", "request_info", "ponr", "revise",
-                             "request_cancel", "cancel", "note"),
+    OrderState.DRAFT: (
+        "add_line",
+        "add_line",
+        "add_line",
+        "configure",
+        "remove_line",
+        "submit",
+        "submit",
+        "note",
+        "delete",
+    ),
+    OrderState.ACKNOWLEDGED: (
+        "approve",
+        "approve",
+        "approve",
+        "reject",
+        "revise",
+        "request_cancel",
+        "cancel",
+        "note",
+    ),
+    OrderState.IN_PROGRESS: (
+        "item_state",
+        "item_state",
+        "item_state",
+        "finish_items",
+        "finish_items",
+        "hold",
+        "request_info",
+        "ponr",
+        "revise",
+        "request_cancel",
+        "cancel",
+        "note",
+    ),
     OrderState.HELD: ("resume", "resume", "request_cancel", "cancel", "ponr", "note"),
     OrderState.PENDING: ("provide_info", "provide_info", "request_cancel", "cancel", "note"),
     OrderState.ASSESSING_CANCELLATION: ("approve_cancel", "deny_cancel", "deny_cancel", "note"),
@@ -376,12 +472,14 @@ def keyed(table: Table, rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], tu
     return found
 
 
-def expected_rows(db: ReadDb, table: Table, rows: list[dict[str, Any]]
-                  ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+def expected_rows(
+    db: ReadDb, table: Table, rows: list[dict[str, Any]]
+) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     types = table.types()
     assert all(set(r) == set(table.column_names) for r in rows)
-    return keyed(table, [tuple(norm_value(db, r[c], types[c]) for c in table.column_names)
-                         for r in rows])
+    return keyed(
+        table, [tuple(norm_value(db, r[c], types[c]) for c in table.column_names) for r in rows]
+    )
 
 
 def live_rows(db: ReadDb, name: str) -> dict[tuple[Any, ...], tuple[Any, ...]]:
@@ -396,19 +494,26 @@ def transitions_of(app: ServiceOrders, order_id: UUID) -> list[dict[str, Any]]:
     for event in app.history(order_id):
         order = event.mutate(order)
         if order.state != state:
-            found.append({
-                "order_id": order_id, "version": event.originator_version,
-                "from_state": state.value if state else None, "to_state": order.state.value,
-                "changed_at": event.timestamp, "previous_state_since": since,
-                "seconds_in_previous_state": ((event.timestamp - since).total_seconds()
-                                              if since else None),
-                "actor_id": event.actor.id, "actor_role": event.actor.role.value,
-                # what the daily counts break down by, as the order was at that event
-                "_day": event.timestamp.astimezone(UTC).date(),
-                "_category": order.header.category or "",
-                "_specs": {i.specification.id for i in order.items.values() if i.specification},
-                "_sites": {i.place.id for i in order.items.values() if i.place},
-            })
+            found.append(
+                {
+                    "order_id": order_id,
+                    "version": event.originator_version,
+                    "from_state": state.value if state else None,
+                    "to_state": order.state.value,
+                    "changed_at": event.timestamp,
+                    "previous_state_since": since,
+                    "seconds_in_previous_state": (
+                        (event.timestamp - since).total_seconds() if since else None
+                    ),
+                    "actor_id": event.actor.id,
+                    "actor_role": event.actor.role.value,
+                    # what the daily counts break down by, as the order was at that event
+                    "_day": event.timestamp.astimezone(UTC).date(),
+                    "_category": order.header.category or "",
+                    "_specs": {i.specification.id for i in order.items.values() if i.specification},
+                    "_sites": {i.place.id for i in order.items.values() if i.place},
+                }
+            )
             state, since = order.state, event.timestamp
     return found
 
@@ -418,26 +523,44 @@ def cancellation_rows(app: ServiceOrders, order_id: UUID) -> list[dict[str, Any]
     for event in app.history(order_id):
         if isinstance(event, ev.CancellationRequested):
             rows[event.request_id] = {
-                "id": event.request_id, "order_id": order_id, "state": "accepted",
-                "decision": None, "reason": event.reason,
+                "id": event.request_id,
+                "order_id": order_id,
+                "state": "accepted",
+                "decision": None,
+                "reason": event.reason,
                 "requested_cancellation_date": event.requested_date,
-                "requested_by": event.actor.id, "requested_at": event.timestamp,
-                "decided_by": None, "decided_at": None, "decision_reason": None,
-                "effective_cancellation_date": None, "version": event.originator_version}
+                "requested_by": event.actor.id,
+                "requested_at": event.timestamp,
+                "decided_by": None,
+                "decided_at": None,
+                "decision_reason": None,
+                "effective_cancellation_date": None,
+                "version": event.originator_version,
+            }
         elif isinstance(event, ev.CancellationApproved):
             rows[event.request_id].update(
-                state="inProgress", decision="approved", decided_by=event.actor.id,
-                decided_at=event.timestamp, decision_reason=event.note,
-                version=event.originator_version)
+                state="inProgress",
+                decision="approved",
+                decided_by=event.actor.id,
+                decided_at=event.timestamp,
+                decision_reason=event.note,
+                version=event.originator_version,
+            )
         elif isinstance(event, ev.CancellationDenied):
             rows[event.request_id].update(
-                state="done", decision="denied", decided_by=event.actor.id,
-                decided_at=event.timestamp, decision_reason=event.reason,
-                version=event.originator_version)
+                state="done",
+                decision="denied",
+                decided_by=event.actor.id,
+                decided_at=event.timestamp,
+                decision_reason=event.reason,
+                version=event.originator_version,
+            )
         elif isinstance(event, ev.OrderCancelled) and event.request_id:
             rows[event.request_id].update(
-                state="done", effective_cancellation_date=event.timestamp,
-                version=event.originator_version)
+                state="done",
+                effective_cancellation_date=event.timestamp,
+                version=event.originator_version,
+            )
     return list(rows.values())
 
 
@@ -452,20 +575,34 @@ def assert_read_models_match(app: ServiceOrders, db: ReadDb, order_ids: list[UUI
     check("order_summary", [summary_row(o) for o in orders])
     check("order_item", [r for o in orders for r in item_rows(o)])
     check("review_queue", [r for o in orders for r in queue_rows(o)])
-    check("order_document", [
-        {"order_id": o.id, "external_id": o.header.external_id, "state": o.state.value,
-         "category": o.header.category, "priority": o.header.priority,
-         "order_date": o.submitted_at, "document": order_to_tmf641(o),
-         "last_change_at": o.modified_on, "version": o.version}
-        for o in orders if o.state is not OrderState.DRAFT and not o.deleted])
+    check(
+        "order_document",
+        [
+            {
+                "order_id": o.id,
+                "external_id": o.header.external_id,
+                "state": o.state.value,
+                "category": o.header.category,
+                "priority": o.header.priority,
+                "order_date": o.submitted_at,
+                "document": order_to_tmf641(o),
+                "last_change_at": o.modified_on,
+                "version": o.version,
+            }
+            for o in orders
+            if o.state is not OrderState.DRAFT and not o.deleted
+        ],
+    )
     check("cancellation_request", [r for o in orders for r in cancellation_rows(app, o.id)])
 
     transitions = {o.id: transitions_of(app, o.id) for o in orders}
     for o in orders:  # the fold agrees with the aggregate
         assert transitions[o.id][-1]["to_state"] == o.state.value
     every = [t for ts in transitions.values() for t in ts]
-    check("order_state_history",
-          [{k: v for k, v in t.items() if not k.startswith("_")} for t in every])
+    check(
+        "order_state_history",
+        [{k: v for k, v in t.items() if not k.startswith("_")} for t in every],
+    )
 
     counts: Counter[tuple[Any, ...]] = Counter()
     for t in every:
@@ -473,17 +610,28 @@ def assert_read_models_match(app: ServiceOrders, db: ReadDb, order_ids: list[UUI
         dims += [("specification", s) for s in t["_specs"]] + [("site", s) for s in t["_sites"]]
         for dimension, value in dims:
             counts[(t["_day"], t["to_state"], dimension, value)] += 1
-    check("daily_state_counts", [{"day": d, "state": s, "dimension": dim, "value": v,
-                                  "orders": n} for (d, s, dim, v), n in counts.items()])
+    check(
+        "daily_state_counts",
+        [
+            {"day": d, "state": s, "dimension": dim, "value": v, "orders": n}
+            for (d, s, dim, v), n in counts.items()
+        ],
+    )
     # the overall totals, spelled out: one per transition per (UTC day, state)
     totals = Counter((t["_day"].isoformat(), t["to_state"]) for t in every)
-    assert {(r[0], r[1]): r[4] for r in db.rows(TABLES["daily_state_counts"],
-                                                  "daily_state_counts")
-            if r[2] == "all"} == totals
+    assert {
+        (r[0], r[1]): r[4]
+        for r in db.rows(TABLES["daily_state_counts"], "daily_state_counts")
+        if r[2] == "all"
+    } == totals
 
     # Every row that carries the order's version carries its current version.
-    for name, column in (("order_summary", "id"), ("order_item", "order_id"),
-                         ("review_queue", "order_id"), ("order_document", "order_id")):
+    for name, column in (
+        ("order_summary", "id"),
+        ("order_item", "order_id"),
+        ("review_queue", "order_id"),
+        ("order_document", "order_id"),
+    ):
         cols = TABLES[name].column_names
         for row in db.rows(TABLES[name], name):
             assert row[cols.index("version")] == versions[row[cols.index(column)]], name
@@ -494,8 +642,9 @@ def snapshot(db: ReadDb) -> dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]:
 
 
 def positions(db: ReadDb) -> dict[str, int]:
-    return {name: int(pos) for name, pos in db.fetchall(
-        f"SELECT name, position FROM {POSITIONS.name}")}
+    return {
+        name: int(pos) for name, pos in db.fetchall(f"SELECT name, position FROM {POSITIONS.name}")
+    }
 
 
 def head(db: ReadDb) -> int:
@@ -504,26 +653,38 @@ def head(db: ReadDb) -> int:
 
 # ================================================================== the property
 # Mostly a command likely in the order's state, else any command (mostly refused).
-command = st.tuples(st.integers(0, 3), st.sampled_from(KINDS), st.integers(0, 7),
-                    st.integers(0, 99), st.integers(0, 99)).map(
-    lambda c: ("likely" if c[0] else c[1], *c[2:]))
+command = st.tuples(
+    st.integers(0, 3),
+    st.sampled_from(KINDS),
+    st.integers(0, 7),
+    st.integers(0, 99),
+    st.integers(0, 99),
+).map(lambda c: ("likely" if c[0] else c[1], *c[2:]))
 
 
-@hsettings(max_examples=25, deadline=None,
-           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(creations=st.lists(st.tuples(st.integers(0, 99), st.integers(0, 99)),
-                          min_size=3, max_size=8),
-       batch_size=st.integers(1, 8),
-       steps=st.lists(st.tuples(command, st.sampled_from(["-", "-", "page", "catch_up"])),
-                      min_size=15, max_size=50))
+@hsettings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    creations=st.lists(st.tuples(st.integers(0, 99), st.integers(0, 99)), min_size=3, max_size=8),
+    batch_size=st.integers(1, 8),
+    steps=st.lists(
+        st.tuples(command, st.sampled_from(["-", "-", "page", "catch_up"])),
+        min_size=15,
+        max_size=50,
+    ),
+)
 def test_read_models_equal_the_aggregates_however_the_log_is_paged(
-        fresh_store, creations, batch_size, steps):
+    fresh_store, creations, batch_size, steps
+):
     app, db = fresh_store()
     projector = Projector(db, event_mapper(), batch_size=batch_size)
     history = History(app, len(creations))
     # Every slot gets its order, created in between the other commands.
     for slot, (a, b) in enumerate(creations):
-        steps = [*steps[:slot * 3], (("create", slot, a, b), "-"), *steps[slot * 3:]]
+        steps = [*steps[: slot * 3], (("create", slot, a, b), "-"), *steps[slot * 3 :]]
     for cmd, then in steps:
         history.run(cmd)
         if then == "page":
@@ -540,15 +701,18 @@ def test_read_models_equal_the_aggregates_however_the_log_is_paged(
 # ======================================================================= verify
 def run_cli(*args: str, settings: Settings) -> subprocess.CompletedProcess[str]:
     assert EXE, "the serviceorders console script is not installed"
-    env = {k: v for k, v in os.environ.items()
-           if k != "DATABASE_URL" and not k.startswith("SERVICEORDERS_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "DATABASE_URL" and not k.startswith("SERVICEORDERS_")
+    }
     env["DATABASE_URL"] = settings.database.url(with_password=True)
-    return subprocess.run([EXE, *args], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run(
+        [EXE, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
-def test_verify_proves_rebuild_equals_incremental_and_finds_a_tampered_row(
-        settings, app, db):
+def test_verify_proves_rebuild_equals_incremental_and_finds_a_tampered_row(settings, app, db):
     history = random_history(app, seed=641, orders=10, commands=80)
     projector = Projector(db, event_mapper(), batch_size=3)
     projector.catch_up()
@@ -563,8 +727,9 @@ def test_verify_proves_rebuild_equals_incremental_and_finds_a_tampered_row(
     # Tamper with one live row.
     victim = app.get_order(history.order_ids[0])
     fake = "completed" if victim.state is not OrderState.COMPLETED else "failed"
-    db.execute("UPDATE order_summary SET state = %s WHERE id = %s",
-               (fake, db.adapt(victim.id, "uuid")))
+    db.execute(
+        "UPDATE order_summary SET state = %s WHERE id = %s", (fake, db.adapt(victim.id, "uuid"))
+    )
 
     differences = maintenance.verify(db, event_mapper())
     assert len(differences) == 1
@@ -575,8 +740,9 @@ def test_verify_proves_rebuild_equals_incremental_and_finds_a_tampered_row(
     assert diff.live is not None and diff.rebuilt is not None
     assert diff.live[state_at] == fake
     assert diff.rebuilt[state_at] == victim.state.value
-    assert [i for i, (x, y) in enumerate(zip(diff.live, diff.rebuilt, strict=True))
-            if x != y] == [state_at]
+    assert [i for i, (x, y) in enumerate(zip(diff.live, diff.rebuilt, strict=True)) if x != y] == [
+        state_at
+    ]
 
     tampered = run_cli("projections", "verify", settings=settings)
     assert tampered.returncode == 1, tampered.stdout + tampered.stderr
@@ -595,31 +761,50 @@ def test_verify_reports_missing_and_extra_rows(app, db):
     history = random_history(app, seed=7, orders=5, commands=30)
     Projector(db, event_mapper(), batch_size=4).catch_up()
     some = next(iter(history.order_ids.values()))
-    db.execute("DELETE FROM order_state_history WHERE order_id = %s AND version = 1",
-               (db.adapt(some, "uuid"),))
-    db.execute("INSERT INTO order_item (order_id, item_id, action, version) "
-               "VALUES (%s, 'ghost', 'add', 1)", (db.adapt(some, "uuid"),))
+    db.execute(
+        "DELETE FROM order_state_history WHERE order_id = %s AND version = 1",
+        (db.adapt(some, "uuid"),),
+    )
+    db.execute(
+        "INSERT INTO order_item (order_id, item_id, action, version) "
+        "VALUES (%s, 'ghost', 'add', 1)",
+        (db.adapt(some, "uuid"),),
+    )
 
     # Events the live tables have not reached yet are no difference: verify compares at
     # the live position.
     random_history(app, seed=8, orders=3, commands=10)
     assert Projector(db, event_mapper()).status()[0].lag > 0
 
-    found = {(d.projection, d.key): (d.live is None, d.rebuilt is None)
-             for d in maintenance.verify(db, event_mapper())}
-    assert found == {("order_state_history", (str(some), 1)): (True, False),
-                     ("order_item", (str(some), "ghost")): (False, True)}
+    found = {
+        (d.projection, d.key): (d.live is None, d.rebuilt is None)
+        for d in maintenance.verify(db, event_mapper())
+    }
+    assert found == {
+        ("order_state_history", (str(some), 1)): (True, False),
+        ("order_item", (str(some), "ghost")): (False, True),
+    }
 
 
 # ====================================================================== rebuild
 def index_names(db: ReadDb, table: str) -> set[str]:
     if db.dialect == "postgres":
-        return {r[0] for r in db.fetchall(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
-            "AND tablename = %s", (table,))}
-    return {r[0] for r in db.fetchall(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = %s "
-        "AND name NOT LIKE 'sqlite_autoindex%%'", (table,))}
+        return {
+            r[0]
+            for r in db.fetchall(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND tablename = %s",
+                (table,),
+            )
+        }
+    return {
+        r[0]
+        for r in db.fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = %s "
+            "AND name NOT LIKE 'sqlite_autoindex%%'",
+            (table,),
+        )
+    }
 
 
 def expected_index_names(db: ReadDb, name: str) -> set[str]:
@@ -646,8 +831,10 @@ def test_rebuild_swaps_in_equal_tables_and_keeps_positions_twice_in_a_row(app, d
         assert maintenance.verify(db, event_mapper()) == []
 
     # Rebuilding some projections only.
-    assert maintenance.rebuild(db, event_mapper(), ["daily_state_counts", "review_queue"]) \
-        == {"daily_state_counts": head(db), "review_queue": head(db)}
+    assert maintenance.rebuild(db, event_mapper(), ["daily_state_counts", "review_queue"]) == {
+        "daily_state_counts": head(db),
+        "review_queue": head(db),
+    }
     assert snapshot(db) == before
 
     # The projector goes on from the kept positions into the swapped-in tables.
@@ -688,8 +875,10 @@ def test_two_projectors_at_once_apply_every_page_exactly_once(settings, app, db)
     history = random_history(app, seed=12, orders=6, commands=40)
     total = head(db)
     dbs = [open_read_db(settings), open_read_db(settings)]
-    projectors = [Projector(dbs[0], event_mapper(), batch_size=3),
-                  Projector(dbs[1], event_mapper(), batch_size=5)]
+    projectors = [
+        Projector(dbs[0], event_mapper(), batch_size=3),
+        Projector(dbs[1], event_mapper(), batch_size=5),
+    ]
     applied: list[int] = [0, 0]
     errors: list[BaseException] = []
     start = threading.Barrier(2)
@@ -719,8 +908,9 @@ def test_two_projectors_at_once_apply_every_page_exactly_once(settings, app, db)
     order_ids = [*ids, *history.order_ids.values()]
     assert_read_models_match(app, db, order_ids)
     transitions = sum(len(transitions_of(app, o)) for o in order_ids)
-    all_counts = db.fetchone("SELECT SUM(orders) FROM daily_state_counts "
-                             "WHERE dimension = 'all'")[0]
+    all_counts = db.fetchone("SELECT SUM(orders) FROM daily_state_counts WHERE dimension = 'all'")[
+        0
+    ]
     assert all_counts == transitions
     # ... and the same tables as one projector alone (a rebuild).
     assert maintenance.verify(db, event_mapper()) == []
@@ -745,8 +935,10 @@ def test_a_racing_projector_without_the_lock_rolls_back_its_page(settings, app, 
     """Were the lock ever bypassed, the compare-and-set on the position rolls back the page
     that lost the race: its daily counts are not added twice."""
     if settings.database.kind != "postgres":
-        pytest.skip("SQLite takes its single write lock when the page starts (BEGIN "
-                    "IMMEDIATE): two pages can't interleave there at all")
+        pytest.skip(
+            "SQLite takes its single write lock when the page starts (BEGIN "
+            "IMMEDIATE): two pages can't interleave there at all"
+        )
     simple_orders(app, 4)
     other_db = open_read_db(settings)
     try:
@@ -770,8 +962,10 @@ def test_a_racing_projector_without_the_lock_rolls_back_its_page(settings, app, 
         loser.catch_up()
     finally:
         other_db.close()
-    assert db.fetchone("SELECT SUM(orders) FROM daily_state_counts "
-                       "WHERE dimension = 'all'")[0] == 4 * 4
+    assert (
+        db.fetchone("SELECT SUM(orders) FROM daily_state_counts WHERE dimension = 'all'")[0]
+        == 4 * 4
+    )
     assert maintenance.verify(db, event_mapper()) == []
 
 
@@ -805,7 +999,9 @@ def test_each_projection_has_its_own_position_and_lag(app, db):
     projector.catch_up()
     db.execute(f"UPDATE {POSITIONS.name} SET position = 6 WHERE name = 'order_summary'")
     assert {s.name: s.lag for s in projector.status()} == {
-        **{name: 0 for name in TABLES}, "order_summary": 6}
+        **{name: 0 for name in TABLES},
+        "order_summary": 6,
+    }
     assert projector.run_once() == 5
     assert {s.name: s.lag for s in projector.status()}["order_summary"] == 1
     assert projector.catch_up() == 1
@@ -814,17 +1010,29 @@ def test_each_projection_has_its_own_position_and_lag(app, db):
 
 
 # ================================================================= bulk writes
-BULK = Table(name="bulk_probe",
-             columns=(("id", "uuid"), ("k", "text"), ("note", "text"), ("doc", "json"),
-                      ("at", "timestamptz"), ("flag", "bool"), ("ratio", "numeric"),
-                      ("n", "int"), ("version", "int")),
-             primary_key=("id", "k"))
+BULK = Table(
+    name="bulk_probe",
+    columns=(
+        ("id", "uuid"),
+        ("k", "text"),
+        ("note", "text"),
+        ("doc", "json"),
+        ("at", "timestamptz"),
+        ("flag", "bool"),
+        ("ratio", "numeric"),
+        ("n", "int"),
+        ("version", "int"),
+    ),
+    primary_key=("id", "k"),
+)
 
 
 def _probe_rows(db: ReadDb) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     cols = BULK.column_names
-    return {(row[0], row[1]): dict(zip(cols, row, strict=True))  # type: ignore[misc]
-            for row in db.rows(BULK, BULK.name)}
+    return {
+        (row[0], row[1]): dict(zip(cols, row, strict=True))  # type: ignore[misc]
+        for row in db.rows(BULK, BULK.name)
+    }
 
 
 @pytest.mark.parametrize("copy_above", [0, 1000])  # binary COPY + staging / one VALUES
@@ -836,20 +1044,35 @@ def test_bulk_upsert_never_moves_a_row_backwards(settings, app, db, monkeypatch,
     at = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
     def row(i: int, version: int, note: str, **extra: Any) -> dict[str, Any]:
-        return {"id": ids[i], "k": "a", "note": note, "doc": {"v": version, "x": [1, None]},
-                "at": at, "flag": version % 2 == 0, "ratio": version / 3, "n": version,
-                "version": version, **extra}
+        return {
+            "id": ids[i],
+            "k": "a",
+            "note": note,
+            "doc": {"v": version, "x": [1, None]},
+            "at": at,
+            "flag": version % 2 == 0,
+            "ratio": version / 3,
+            "n": version,
+            "version": version,
+            **extra,
+        }
 
     with db.transaction():
         db.upsert(BULK, BULK.name, [row(0, 5, "five"), row(1, 5, "five"), row(2, 5, "five")])
     with db.transaction():
-        db.upsert(BULK, BULK.name, [
-            row(0, 4, "older"),  # older than stored: kept as it was
-            row(1, 5, "same"),  # the same version: kept as it was
-            row(2, 6, "newer", at=date(2026, 5, 2)),  # newer: replaces (a date = UTC)
-            row(3, 1, "new", doc=None, at=None),  # new: inserted
-            # the same key twice in one call: the newer wins, as one by one
-            row(3, 3, "newest"), row(3, 2, "between")])
+        db.upsert(
+            BULK,
+            BULK.name,
+            [
+                row(0, 4, "older"),  # older than stored: kept as it was
+                row(1, 5, "same"),  # the same version: kept as it was
+                row(2, 6, "newer", at=date(2026, 5, 2)),  # newer: replaces (a date = UTC)
+                row(3, 1, "new", doc=None, at=None),  # new: inserted
+                # the same key twice in one call: the newer wins, as one by one
+                row(3, 3, "newest"),
+                row(3, 2, "between"),
+            ],
+        )
         # the staging table serves again in the same transaction
         db.upsert(BULK, BULK.name, [row(0, 7, "again")])
     found = _probe_rows(db)
@@ -862,8 +1085,7 @@ def test_bulk_upsert_never_moves_a_row_backwards(settings, app, db, monkeypatch,
     assert third["flag"] is True and third["ratio"] == 2.0 and third["n"] == 6
 
     # Counters add up; unguarded rows are replaced; outside a transaction too.
-    db.upsert(BULK, BULK.name, [row(1, 1, "x", n=10), row(1, 1, "x", n=5)], guard=None,
-              add=("n",))
+    db.upsert(BULK, BULK.name, [row(1, 1, "x", n=10), row(1, 1, "x", n=5)], guard=None, add=("n",))
     assert _probe_rows(db)[(str(ids[1]), "a")]["n"] == 5 + 10 + 5
     db.upsert(BULK, BULK.name, [row(2, 1, "unguarded")], guard=None)
     assert _probe_rows(db)[(str(ids[2]), "a")]["note"] == "unguarded"
@@ -883,7 +1105,8 @@ def test_bulk_upsert_never_moves_a_row_backwards(settings, app, db, monkeypatch,
 
 @pytest.mark.parametrize("build_batch", [1, 4, 10_000])
 def test_rebuild_with_pages_splitting_orders_equals_the_live_tables(
-        app, db, monkeypatch, build_batch):
+    app, db, monkeypatch, build_batch
+):
     """Rebuild inserts the rows of orders created in the page and upserts the others;
     with pages that split orders, and writes by COPY and by one statement, it ends with
     the same rows as the live projector, and `verify` agrees."""

@@ -24,10 +24,18 @@ pytestmark = pytest.mark.integration
 
 
 def item(item_id: str, site: str, spec: str = "internet-access", **chars: Any) -> OrderItem:
-    values = {"bandwidthMbps": 100, "accessType": "fibre"} if spec == "internet-access" else {
-        "model": "c1100"}
-    return OrderItem(id=item_id, action=ItemAction.ADD, specification=SpecRef(id=spec),
-                     characteristics={**values, **chars}, place=Place(id=site))
+    values = (
+        {"bandwidthMbps": 100, "accessType": "fibre"}
+        if spec == "internet-access"
+        else {"model": "c1100"}
+    )
+    return OrderItem(
+        id=item_id,
+        action=ItemAction.ADD,
+        specification=SpecRef(id=spec),
+        characteristics={**values, **chars},
+        place=Place(id=site),
+    )
 
 
 @pytest.fixture
@@ -35,10 +43,19 @@ def world(app, settings, actors) -> Iterator[tuple[ReadModels, dict[str, Any]]]:
     """Five orders: three in review (priorities 1, 2, none), one being cancelled, one done."""
     ids = {}
 
-    def receive(ext: str, priority: str | None, customer: str, items: list[OrderItem],
-                category: str = "enterprise") -> Any:
-        header = OrderHeader(external_id=ext, priority=priority, category=category,
-                             related_parties=(Party(id=customer),))
+    def receive(
+        ext: str,
+        priority: str | None,
+        customer: str,
+        items: list[OrderItem],
+        category: str = "enterprise",
+    ) -> Any:
+        header = OrderHeader(
+            external_id=ext,
+            priority=priority,
+            category=category,
+            related_parties=(Party(id=customer),),
+        )
         order_id, _ = app.receive_order(actors.upstream, header, items)
         ids[ext] = order_id
         return order_id
@@ -63,22 +80,28 @@ def test_review_queue_is_sorted_by_priority_then_age(world) -> None:
     models, ids = world
     page = models.review_queue()
     assert [(r["order_id"], r["kind"]) for r in page.items] == [
-        (ids["B"], "approval"), (ids["D"], "cancellation"), (ids["A"], "approval"),
-        (ids["C"], "approval")]
+        (ids["B"], "approval"),
+        (ids["D"], "cancellation"),
+        (ids["A"], "approval"),
+        (ids["C"], "approval"),
+    ]
     assert page.total == 4
     assert all(r["age_seconds"] >= 0 for r in page.items)
 
 
-@pytest.mark.parametrize(("where", "expected"), [
-    (QueueFilter(kind="cancellation"), ["D"]),
-    (QueueFilter(kind="approval", customer="C1"), ["A", "C"]),
-    (QueueFilter(site="S2"), ["B"]),
-    (QueueFilter(site="S1"), ["D", "A"]),
-    (QueueFilter(priority="1"), ["B", "D"]),
-    (QueueFilter(specification="managed-router"), ["B"]),
-    (QueueFilter(older_than=timedelta(hours=1)), []),
-    (QueueFilter(younger_than=timedelta(hours=1)), ["B", "D", "A", "C"]),
-])
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        (QueueFilter(kind="cancellation"), ["D"]),
+        (QueueFilter(kind="approval", customer="C1"), ["A", "C"]),
+        (QueueFilter(site="S2"), ["B"]),
+        (QueueFilter(site="S1"), ["D", "A"]),
+        (QueueFilter(priority="1"), ["B", "D"]),
+        (QueueFilter(specification="managed-router"), ["B"]),
+        (QueueFilter(older_than=timedelta(hours=1)), []),
+        (QueueFilter(younger_than=timedelta(hours=1)), ["B", "D", "A", "C"]),
+    ],
+)
 def test_review_queue_filters(world, where: QueueFilter, expected: list[str]) -> None:
     models, ids = world
     assert [r["order_id"] for r in models.review_queue(where).items] == [ids[e] for e in expected]
@@ -112,9 +135,11 @@ def test_paging(world) -> None:
 def test_order_search(world) -> None:
     models, ids = world
     assert {r["id"] for r in models.search_orders(OrderFilter(state="acknowledged")).items} == {
-        ids["A"], ids["B"], ids["C"]}
-    assert [r["id"] for r in models.search_orders(OrderFilter(external_id="E")).items] == [
-        ids["E"]]
+        ids["A"],
+        ids["B"],
+        ids["C"],
+    }
+    assert [r["id"] for r in models.search_orders(OrderFilter(external_id="E")).items] == [ids["E"]]
     assert models.search_orders(OrderFilter(category="smb")).total == 1
     assert models.search_orders(OrderFilter(customer="C1")).total == 3
     assert models.search_orders().total == 5  # drafts are left out unless asked for
@@ -134,8 +159,7 @@ def test_documents_never_include_drafts(world) -> None:
 
 def test_counts(world) -> None:
     models, _ = world
-    assert models.counts("state") == {"acknowledged": 3, "assessingCancellation": 1,
-                                      "completed": 1}
+    assert models.counts("state") == {"acknowledged": 3, "assessingCancellation": 1, "completed": 1}
     assert models.counts("state", include_drafts=True)["draft"] == 1
     assert models.counts("customer")["C1"] == 3
     with pytest.raises(ValueError, match="cannot count"):
@@ -151,8 +175,9 @@ def test_cancellation_requests(world) -> None:
     assert models.cancellation_request(request["id"])["order_id"] == ids["D"]
 
 
-@pytest.mark.parametrize("hostile", ["' OR '1'='1", "x'; DROP TABLE order_summary; --",
-                                     "\") OR 1=1 --", "%", "S1' --"])
+@pytest.mark.parametrize(
+    "hostile", ["' OR '1'='1", "x'; DROP TABLE order_summary; --", '") OR 1=1 --', "%", "S1' --"]
+)
 def test_filter_values_cannot_reach_sql(world, hostile: str) -> None:
     models, _ = world
     assert models.review_queue(QueueFilter(site=hostile, customer=hostile)).total == 0

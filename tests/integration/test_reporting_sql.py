@@ -60,11 +60,15 @@ def doc_queries(markdown: str) -> list[Query]:
     """Every ```sql fenced block of the document, with the heading it sits under."""
     found = []
     for match in SQL_BLOCK.finditer(markdown):
-        before = markdown[:match.start()]
+        before = markdown[: match.start()]
         headings = HEADING.findall(before)
-        found.append(Query(heading=headings[-1] if headings else "(no heading)",
-                           text=match.group(1).strip(),
-                           line=before.count("\n") + 1))
+        found.append(
+            Query(
+                heading=headings[-1] if headings else "(no heading)",
+                text=match.group(1).strip(),
+                line=before.count("\n") + 1,
+            )
+        )
     return found
 
 
@@ -84,8 +88,9 @@ def test_the_document_has_enough_example_queries() -> None:
     for q in QUERIES:
         assert q.text, f"empty ```sql block at {DOC.name}:{q.line}"
         # One statement per block: a reporting tool runs a block as one query.
-        assert ";" not in q.text.rstrip().rstrip(";"), \
+        assert ";" not in q.text.rstrip().rstrip(";"), (
             f"{DOC.name}:{q.line} ({q.heading}) holds more than one statement"
+        )
 
 
 # ------------------------------------------------------------------------ the data set
@@ -104,28 +109,49 @@ HAMBURG = Place(id="SITE-HAM-02", name="Hamburg depot")
 MUNICH = Place(id="SITE-MUC-03", name="Munich office")
 
 
-def internet(item_id: str, site: Place | None, mbps: Any = 100, access: str = "fibre",
-             **extra: Any) -> OrderItem:
-    return OrderItem(id=item_id, action=ItemAction.ADD, specification=SpecRef(id="internet-access"),
-                     characteristics={"bandwidthMbps": mbps, "accessType": access, **extra},
-                     place=site)
+def internet(
+    item_id: str, site: Place | None, mbps: Any = 100, access: str = "fibre", **extra: Any
+) -> OrderItem:
+    return OrderItem(
+        id=item_id,
+        action=ItemAction.ADD,
+        specification=SpecRef(id="internet-access"),
+        characteristics={"bandwidthMbps": mbps, "accessType": access, **extra},
+        place=site,
+    )
 
 
 def router(item_id: str, site: Place | None, *, depends_on: tuple[str, ...] = ()) -> OrderItem:
-    return OrderItem(id=item_id, action=ItemAction.ADD, specification=SpecRef(id="managed-router"),
-                     characteristics={"model": "c1100"}, place=site, depends_on=depends_on)
+    return OrderItem(
+        id=item_id,
+        action=ItemAction.ADD,
+        specification=SpecRef(id="managed-router"),
+        characteristics={"model": "c1100"},
+        place=site,
+        depends_on=depends_on,
+    )
 
 
 def sdwan(item_id: str, site: Place, profile: str, role: str) -> OrderItem:
-    return OrderItem(id=item_id, action=ItemAction.ADD, specification=SpecRef(id="sdwan-site"),
-                     characteristics={"bandwidthProfile": profile, "siteRole": role},
-                     place=site)
+    return OrderItem(
+        id=item_id,
+        action=ItemAction.ADD,
+        specification=SpecRef(id="sdwan-site"),
+        characteristics={"bandwidthProfile": profile, "siteRole": role},
+        place=site,
+    )
 
 
-def header(external_id: str, customer: Party, category: str, priority: str | None,
-           description: str) -> OrderHeader:
-    return OrderHeader(external_id=external_id, category=category, priority=priority,
-                       description=description, related_parties=(customer,))
+def header(
+    external_id: str, customer: Party, category: str, priority: str | None, description: str
+) -> OrderHeader:
+    return OrderHeader(
+        external_id=external_id,
+        category=category,
+        priority=priority,
+        description=description,
+        related_parties=(customer,),
+    )
 
 
 @dataclass
@@ -141,18 +167,33 @@ def build_orders(settings: Settings) -> DataSet:
     data = DataSet()
     app = build_application(settings)
     try:
-        def receive(external_id: str, customer: Party, category: str, priority: str | None,
-                    description: str, *items: OrderItem) -> UUID:
+
+        def receive(
+            external_id: str,
+            customer: Party,
+            category: str,
+            priority: str | None,
+            description: str,
+            *items: OrderItem,
+        ) -> UUID:
             order_id, created = app.receive_order(
-                CRM, header(external_id, customer, category, priority, description), items)
+                CRM, header(external_id, customer, category, priority, description), items
+            )
             assert created
             data.ids[external_id] = order_id
             return order_id
 
         # Approved, fulfilled with a point of no return, completed.
-        o = receive("RPT-COMPLETED", ACME, "enterprise", "1", "Berlin and Hamburg roll-out",
-                    internet("1", BERLIN, 500), router("2", BERLIN, depends_on=("1",)),
-                    sdwan("3", HAMBURG, "large", "hub"))
+        o = receive(
+            "RPT-COMPLETED",
+            ACME,
+            "enterprise",
+            "1",
+            "Berlin and Hamburg roll-out",
+            internet("1", BERLIN, 500),
+            router("2", BERLIN, depends_on=("1",)),
+            sdwan("3", HAMBURG, "large", "hub"),
+        )
         app.approve(BOB, o, note="capacity confirmed")
         app.change_item_state(FULFIL, o, "1", ItemState.IN_PROGRESS)
         app.reach_point_of_no_return(FULFIL, o, note="fibre pulled")
@@ -163,22 +204,41 @@ def build_orders(settings: Settings) -> DataSet:
         data.states["RPT-COMPLETED"] = "completed"
 
         # Rejected in review.
-        o = receive("RPT-REJECTED", GLOBEX, "smb", "3", "Munich internet",
-                    internet("1", MUNICH, 100, "copper"))
+        o = receive(
+            "RPT-REJECTED",
+            GLOBEX,
+            "smb",
+            "3",
+            "Munich internet",
+            internet("1", MUNICH, 100, "copper"),
+        )
         app.reject(BOB, o, "duplicate of RPT-CANCELLED")
         data.states["RPT-REJECTED"] = "rejected"
 
         # Approved by another manager; one item completes, the other fails: partial.
-        o = receive("RPT-PARTIAL", ACME, "enterprise", "2", "Hamburg upgrade",
-                    internet("1", HAMBURG, 1000), router("2", HAMBURG))
+        o = receive(
+            "RPT-PARTIAL",
+            ACME,
+            "enterprise",
+            "2",
+            "Hamburg upgrade",
+            internet("1", HAMBURG, 1000),
+            router("2", HAMBURG),
+        )
         app.approve(CAROL, o)
         app.change_item_state(FULFIL, o, "1", ItemState.COMPLETED)
         app.change_item_state(FULFIL, o, "2", ItemState.FAILED, "router out of stock")
         data.states["RPT-PARTIAL"] = "partial"
 
         # Held, resumed, held again (a finished and an open spell in `held`).
-        o = receive("RPT-HELD", INITECH, "enterprise", "2", "Berlin copper line",
-                    internet("1", BERLIN, 200, "copper"))
+        o = receive(
+            "RPT-HELD",
+            INITECH,
+            "enterprise",
+            "2",
+            "Berlin copper line",
+            internet("1", BERLIN, 200, "copper"),
+        )
         app.approve(BOB, o)
         app.hold(FULFIL, o, "landlord access")
         app.resume(FULFIL, o, "access granted")
@@ -186,18 +246,24 @@ def build_orders(settings: Settings) -> DataSet:
         data.states["RPT-HELD"] = "held"
 
         # Cancelled through a cancellation request: requested, approved, carried out.
-        o = receive("RPT-CANCELLED", GLOBEX, "smb", "3", "Munich fibre",
-                    internet("1", MUNICH, 100))
+        o = receive("RPT-CANCELLED", GLOBEX, "smb", "3", "Munich fibre", internet("1", MUNICH, 100))
         app.approve(CAROL, o)
-        app.request_cancellation(CRM, o, "customer moved",
-                                 requested_date=datetime.now(UTC) + timedelta(days=7))
+        app.request_cancellation(
+            CRM, o, "customer moved", requested_date=datetime.now(UTC) + timedelta(days=7)
+        )
         app.approve_cancellation(BOB, o, note="nothing installed yet")
         app.cancel(FULFIL, o, "cancellation done")
         data.states["RPT-CANCELLED"] = "cancelled"
 
         # A denied cancellation request (back to inProgress), then waiting for information.
-        o = receive("RPT-DENIED", INITECH, "enterprise", "1", "Munich SD-WAN spoke",
-                    sdwan("1", MUNICH, "medium", "spoke"))
+        o = receive(
+            "RPT-DENIED",
+            INITECH,
+            "enterprise",
+            "1",
+            "Munich SD-WAN spoke",
+            sdwan("1", MUNICH, "medium", "spoke"),
+        )
         app.approve(BOB, o)
         app.request_cancellation(CRM, o, "budget cut")
         app.deny_cancellation(CAROL, o, "installation already scheduled")
@@ -205,24 +271,39 @@ def build_orders(settings: Settings) -> DataSet:
         data.states["RPT-DENIED"] = "pending"
 
         # In review, flagged: a value not allowed, an unknown characteristic, no site.
-        receive("RPT-FLAGGED", ACME, "enterprise", "1", "Berlin internet, odd values",
-                internet("1", BERLIN, 123, colour="red"), router("2", None))
+        receive(
+            "RPT-FLAGGED",
+            ACME,
+            "enterprise",
+            "1",
+            "Berlin internet, odd values",
+            internet("1", BERLIN, 123, colour="red"),
+            router("2", None),
+        )
         data.states["RPT-FLAGGED"] = "acknowledged"
 
         # In review, clean.
-        receive("RPT-REVIEW", GLOBEX, "smb", "2", "Hamburg small office",
-                internet("1", HAMBURG, 50))
+        receive(
+            "RPT-REVIEW", GLOBEX, "smb", "2", "Hamburg small office", internet("1", HAMBURG, 50)
+        )
         data.states["RPT-REVIEW"] = "acknowledged"
 
         # A cancellation requested while in review: awaits a manager's decision.
-        o = receive("RPT-ASSESSING", INITECH, "enterprise", "2", "Berlin second line",
-                    internet("1", BERLIN, 100))
+        o = receive(
+            "RPT-ASSESSING",
+            INITECH,
+            "enterprise",
+            "2",
+            "Berlin second line",
+            internet("1", BERLIN, 100),
+        )
         app.request_cancellation(CRM, o, "ordered twice")
         data.states["RPT-ASSESSING"] = "assessingCancellation"
 
         # Captured by hand, not submitted: a draft without an external id.
-        o = app.draft_order(ALICE, OrderHeader(category="smb", priority="3",
-                                               related_parties=(GLOBEX,)))
+        o = app.draft_order(
+            ALICE, OrderHeader(category="smb", priority="3", related_parties=(GLOBEX,))
+        )
         app.add_line(ALICE, o, internet("1", MUNICH, 20))
         data.ids["draft"] = o
         data.states["draft"] = "draft"
@@ -257,8 +338,9 @@ def scratch_database(server: str) -> Iterator[str]:
         yield url
     finally:
         with psycopg.connect(_with_db(server, "postgres"), autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                          .format(sql.Identifier(dbname)))
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )
 
 
 def project(settings: Settings) -> None:
@@ -290,8 +372,9 @@ def run(conn: psycopg.Connection[Any], query: str) -> list[dict[str, Any]]:
 def find(heading_words: str) -> Query:
     """The one query whose heading contains `heading_words` (case-insensitive)."""
     matches = [q for q in QUERIES if heading_words.lower() in q.heading.lower()]
-    assert len(matches) == 1, (f"expected one query headed '...{heading_words}...', found "
-                               f"{[q.heading for q in matches]}")
+    assert len(matches) == 1, (
+        f"expected one query headed '...{heading_words}...', found {[q.heading for q in matches]}"
+    )
     return matches[0]
 
 
@@ -320,7 +403,8 @@ def test_review_queue_is_by_priority_then_oldest(reporting: Reporting) -> None:
     assert [(r["kind"], r["external_id"]) for r in rows] == [
         ("approval", "RPT-FLAGGED"),  # priority 1
         ("approval", "RPT-REVIEW"),  # priority 2, submitted before the next
-        ("cancellation", "RPT-ASSESSING")]  # priority 2, cancellation requested last
+        ("cancellation", "RPT-ASSESSING"),
+    ]  # priority 2, cancellation requested last
     assert all(r["age"] > timedelta(0) for r in rows)
     assert rows[2]["reason"] == "ordered twice" and rows[2]["submitted_by"] == "crm"
 
@@ -330,7 +414,8 @@ def test_flagged_queue_items_list_each_flag(reporting: Reporting) -> None:
     assert {(r["external_id"], r["item_id"], r["flag"], r["characteristic"]) for r in rows} == {
         ("RPT-FLAGGED", "1", "value_not_allowed", "bandwidthMbps"),
         ("RPT-FLAGGED", "1", "unknown_characteristic", "colour"),
-        ("RPT-FLAGGED", "2", "missing_place", None)}
+        ("RPT-FLAGGED", "2", "missing_place", None),
+    }
 
 
 def test_approval_turnaround_counts_every_approval(reporting: Reporting) -> None:
@@ -343,20 +428,27 @@ def test_approval_turnaround_counts_every_approval(reporting: Reporting) -> None
 def test_decisions_per_manager(reporting: Reporting) -> None:
     rows = run(reporting.conn, find("Review decisions per manager").text)
     assert {r["manager"]: (r["approved"], r["rejected"]) for r in rows} == {
-        "bob": (3, 1), "carol": (2, 0)}
+        "bob": (3, 1),
+        "carol": (2, 0),
+    }
 
 
 def test_time_in_held_has_a_finished_and_an_ongoing_spell(reporting: Reporting) -> None:
     rows = run(reporting.conn, find("Time spent in held").text)
     assert [(r["external_id"], r["spells"], r["ongoing_spells"]) for r in rows] == [
-        ("RPT-HELD", 2, 1)]
+        ("RPT-HELD", 2, 1)
+    ]
     assert rows[0]["seconds_held"] > 0
 
 
 def test_orders_per_site(reporting: Reporting) -> None:
     rows = run(reporting.conn, find("Orders per site").text)
     assert {r["site"]: r["orders"] for r in rows} == {
-        "SITE-BER-01": 4, "SITE-HAM-02": 3, "SITE-MUC-03": 3, "(no site)": 1}
+        "SITE-BER-01": 4,
+        "SITE-HAM-02": 3,
+        "SITE-MUC-03": 3,
+        "(no site)": 1,
+    }
 
 
 def test_daily_submissions_sum_to_the_orders_submitted(reporting: Reporting) -> None:
@@ -370,12 +462,12 @@ def test_daily_submissions_sum_to_the_orders_submitted(reporting: Reporting) -> 
 
 def test_cancellation_outcomes(reporting: Reporting) -> None:
     rows = run(reporting.conn, find("Cancellation requests and their outcome").text)
-    found = {r["external_id"]: (r["request_state"], r["outcome"], r["order_state"])
-             for r in rows}
-    assert found == {"RPT-CANCELLED": ("done", "approved", "cancelled"),
-                     "RPT-DENIED": ("done", "denied", "pending"),
-                     "RPT-ASSESSING": ("accepted", "awaiting decision",
-                                       "assessingCancellation")}
+    found = {r["external_id"]: (r["request_state"], r["outcome"], r["order_state"]) for r in rows}
+    assert found == {
+        "RPT-CANCELLED": ("done", "approved", "cancelled"),
+        "RPT-DENIED": ("done", "denied", "pending"),
+        "RPT-ASSESSING": ("accepted", "awaiting decision", "assessingCancellation"),
+    }
     cancelled = next(r for r in rows if r["external_id"] == "RPT-CANCELLED")
     assert cancelled["effective_cancellation_date"] is not None
     assert cancelled["requested_cancellation_date"] is not None
@@ -387,7 +479,8 @@ def test_cancellation_outcomes(reporting: Reporting) -> None:
 def test_partial_orders_and_their_failed_items(reporting: Reporting) -> None:
     rows = run(reporting.conn, find("Partially completed orders").text)
     assert [(r["external_id"], r["item_id"], r["specification_id"]) for r in rows] == [
-        ("RPT-PARTIAL", "2", "managed-router")]
+        ("RPT-PARTIAL", "2", "managed-router")
+    ]
 
 
 def test_json_queries_find_the_characteristic_values(reporting: Reporting) -> None:
@@ -395,34 +488,45 @@ def test_json_queries_find_the_characteristic_values(reporting: Reporting) -> No
     assert {r["external_id"] for r in copper} == {"RPT-REJECTED", "RPT-HELD"}
     fast = run(reporting.conn, find("at least 500 Mbit/s").text)
     assert {(r["external_id"], r["bandwidth_mbps"]) for r in fast} == {
-        ("RPT-COMPLETED", 500), ("RPT-PARTIAL", 1000)}
+        ("RPT-COMPLETED", 500),
+        ("RPT-PARTIAL", 1000),
+    }
 
 
 def test_projection_lag_is_zero_after_catching_up(reporting: Reporting) -> None:
     rows = run(reporting.conn, find("Projection freshness").text)
     assert len(rows) == 8  # the seven read models and the notification outbox
     assert {(r["position"], r["head"], r["events_behind"]) for r in rows} == {
-        (reporting.data.head, reporting.data.head, 0)}
+        (reporting.data.head, reporting.data.head, 0)
+    }
 
 
 def test_history_of_a_received_order_starts_in_draft(reporting: Reporting) -> None:
     rows = run(reporting.conn, find("Recent activity").text)
     held = [(r["from_state"], r["to_state"]) for r in rows if r["order_ref"] == "RPT-HELD"]
-    assert held == [(None, "draft"), ("draft", "acknowledged"), ("acknowledged", "inProgress"),
-                    ("inProgress", "held"), ("held", "inProgress"), ("inProgress", "held")]
-    assert all(r["seconds_in_previous_state"] is None
-               for r in rows if r["from_state"] is None)
+    assert held == [
+        (None, "draft"),
+        ("draft", "acknowledged"),
+        ("acknowledged", "inProgress"),
+        ("inProgress", "held"),
+        ("held", "inProgress"),
+        ("inProgress", "held"),
+    ]
+    assert all(r["seconds_in_previous_state"] is None for r in rows if r["from_state"] is None)
 
 
 # ------------------------------------------------------------------ time zones
 def test_date_only_requested_dates_are_midnight_utc_whatever_the_time_zone(
-        pg_database: Any) -> None:
+    pg_database: Any,
+) -> None:
     with scratch_database(pg_database.server_url) as url:
         app = build_application(Settings.from_env({"DATABASE_URL": url}))
         try:
-            app.receive_order(CRM, OrderHeader(external_id="RPT-TZ",
-                                               requested_start_date=date(2025, 1, 15)),
-                              [internet("1", BERLIN)])
+            app.receive_order(
+                CRM,
+                OrderHeader(external_id="RPT-TZ", requested_start_date=date(2025, 1, 15)),
+                [internet("1", BERLIN)],
+            )
         finally:
             app.close()
         # The projector's session runs in another time zone than the server's default.

@@ -15,27 +15,47 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg"])
 def test_postgres_schemes(scheme):
     db = DatabaseConfig.from_url(f"{scheme}://so_user:s3cret@db.example.com:6543/orders")
-    assert db == DatabaseConfig(kind="postgres", dbname="orders", host="db.example.com",
-                                port=6543, user="so_user", password="s3cret")
+    assert db == DatabaseConfig(
+        kind="postgres",
+        dbname="orders",
+        host="db.example.com",
+        port=6543,
+        user="so_user",
+        password="s3cret",
+    )
 
 
 def test_postgres_without_password_and_default_port():
     db = DatabaseConfig.from_url("postgresql://so_user@db.example.com/orders")
     assert (db.kind, db.host, db.port, db.user, db.password, db.dbname) == (
-        "postgres", "db.example.com", 5432, "so_user", "", "orders")
+        "postgres",
+        "db.example.com",
+        5432,
+        "so_user",
+        "",
+        "orders",
+    )
 
 
 def test_postgres_defaults_for_user_and_host():
     db = DatabaseConfig.from_url("postgresql:///orders")
     assert (db.host, db.port, db.user, db.password, db.dbname) == (
-        "localhost", 5432, "postgres", "", "orders")
+        "localhost",
+        5432,
+        "postgres",
+        "",
+        "orders",
+    )
 
 
-@pytest.mark.parametrize(("encoded", "password"), [
-    ("p%40ss%3Aw%2Frd", "p@ss:w/rd"),
-    ("%23hash%25percent%3F", "#hash%percent?"),
-    ("with%20space", "with space"),
-])
+@pytest.mark.parametrize(
+    ("encoded", "password"),
+    [
+        ("p%40ss%3Aw%2Frd", "p@ss:w/rd"),
+        ("%23hash%25percent%3F", "#hash%percent?"),
+        ("with%20space", "with space"),
+    ],
+)
 def test_percent_encoded_password(encoded, password):
     db = DatabaseConfig.from_url(f"postgresql://so%40user:{encoded}@127.0.0.1:5433/my%2Ddb")
     assert (db.user, db.password, db.dbname, db.port) == ("so@user", password, "my-db", 5433)
@@ -58,17 +78,20 @@ def test_the_password_is_hidden_unless_asked_for():
     assert DatabaseConfig.from_url(db.url(with_password=True)) == db
 
 
-@pytest.mark.parametrize("password", ["plain", "p@ss:w", "p/ss", "p#ss", "p?ss", "p%41ss",
-                                      "p ss", "üñí"])
+@pytest.mark.parametrize(
+    "password", ["plain", "p@ss:w", "p/ss", "p#ss", "p?ss", "p%41ss", "p ss", "üñí"]
+)
 def test_url_with_password_parses_back_to_the_same_config(password):
-    db = DatabaseConfig(kind="postgres", dbname="orders db", host="h", port=5433,
-                        user="so@user", password=password)
+    db = DatabaseConfig(
+        kind="postgres", dbname="orders db", host="h", port=5433, user="so@user", password=password
+    )
     assert DatabaseConfig.from_url(db.url(with_password=True)) == db
     assert DatabaseConfig.from_url(db.url()).password == "***"
 
 
-@pytest.mark.parametrize("url", ["postgresql://u@h:5432/", "postgresql://u@h",
-                                 "postgresql://u:pw@h:notaport/d"])
+@pytest.mark.parametrize(
+    "url", ["postgresql://u@h:5432/", "postgresql://u@h", "postgresql://u:pw@h:notaport/d"]
+)
 def test_malformed_postgres_urls(url):
     with pytest.raises(SettingsError, match="DATABASE_URL") as raised:
         DatabaseConfig.from_url(url)
@@ -115,8 +138,9 @@ def test_malformed_sqlite_urls(url):
         DatabaseConfig.from_url(url)
 
 
-@pytest.mark.parametrize("url", ["mysql://u@h/d", "http://example.com/db", "orders.db",
-                                 "postgresql+asyncpg://u@h/d"])
+@pytest.mark.parametrize(
+    "url", ["mysql://u@h/d", "http://example.com/db", "orders.db", "postgresql+asyncpg://u@h/d"]
+)
 def test_bad_scheme(url):
     with pytest.raises(SettingsError, match="unsupported scheme"):
         DatabaseConfig.from_url(url)
@@ -134,19 +158,34 @@ def test_from_env_reads_only_the_mapping_it_is_given(monkeypatch):
 
 
 def test_from_env_values_and_overrides():
-    env = {"DATABASE_URL": "sqlite:////tmp/x.db", "SERVICEORDERS_SNAPSHOT_INTERVAL": "10",
-           "SERVICEORDERS_FOUR_EYES": "no", "SERVICEORDERS_DB_LOCK_TIMEOUT": "9",
-           "SERVICEORDERS_DB_POOL_SIZE": "3", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}
+    env = {
+        "DATABASE_URL": "sqlite:////tmp/x.db",
+        "SERVICEORDERS_SNAPSHOT_INTERVAL": "10",
+        "SERVICEORDERS_FOUR_EYES": "no",
+        "SERVICEORDERS_DB_LOCK_TIMEOUT": "9",
+        "SERVICEORDERS_DB_POOL_SIZE": "3",
+        "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+    }
     settings = Settings.from_env(env)
-    assert (settings.snapshot_interval, settings.four_eyes, settings.lock_timeout_seconds,
-            settings.pool_size, settings.kafka_bootstrap_servers) == (10, False, 9, 3, "k:9092")
+    assert (
+        settings.snapshot_interval,
+        settings.four_eyes,
+        settings.lock_timeout_seconds,
+        settings.pool_size,
+        settings.kafka_bootstrap_servers,
+    ) == (10, False, 9, 3, "k:9092")
     overridden = Settings.from_env(env, snapshot_interval=5, four_eyes=None)
     assert (overridden.snapshot_interval, overridden.four_eyes) == (5, False)
 
 
-@pytest.mark.parametrize(("name", "value"), [("SERVICEORDERS_SNAPSHOT_INTERVAL", "often"),
-                                             ("SERVICEORDERS_FOUR_EYES", "maybe"),
-                                             ("SERVICEORDERS_DB_POOL_SIZE", "1.5")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SERVICEORDERS_SNAPSHOT_INTERVAL", "often"),
+        ("SERVICEORDERS_FOUR_EYES", "maybe"),
+        ("SERVICEORDERS_DB_POOL_SIZE", "1.5"),
+    ],
+)
 def test_malformed_values_name_the_setting(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
@@ -154,19 +193,28 @@ def test_malformed_values_name_the_setting(name, value):
 
 # -------------------------------------------------------- the eventsourcing config
 def test_eventsourcing_env_for_postgres_is_complete():
-    settings = Settings.from_env({"DATABASE_URL": "postgresql://so:pw@db:6000/orders"},
-                                 lock_timeout_seconds=7, pool_size=3, pool_max_overflow=1,
-                                 write_timeout_seconds=12)
+    settings = Settings.from_env(
+        {"DATABASE_URL": "postgresql://so:pw@db:6000/orders"},
+        lock_timeout_seconds=7,
+        pool_size=3,
+        pool_max_overflow=1,
+        write_timeout_seconds=12,
+    )
     assert eventsourcing_env(settings) == {
         "CREATE_TABLE": "n",
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "POSTGRES_DBNAME": "orders", "POSTGRES_HOST": "db", "POSTGRES_PORT": "6000",
-        "POSTGRES_USER": "so", "POSTGRES_PASSWORD": "pw",
-        "POSTGRES_LOCK_TIMEOUT": "7", "POSTGRES_POOL_SIZE": "3", "POSTGRES_MAX_OVERFLOW": "1",
-        "POSTGRES_CONNECT_TIMEOUT": "10", "POSTGRES_PRE_PING": "y",
+        "POSTGRES_DBNAME": "orders",
+        "POSTGRES_HOST": "db",
+        "POSTGRES_PORT": "6000",
+        "POSTGRES_USER": "so",
+        "POSTGRES_PASSWORD": "pw",
+        "POSTGRES_LOCK_TIMEOUT": "7",
+        "POSTGRES_POOL_SIZE": "3",
+        "POSTGRES_MAX_OVERFLOW": "1",
+        "POSTGRES_CONNECT_TIMEOUT": "10",
+        "POSTGRES_PRE_PING": "y",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "12",
-        "APPLICATION_RECORDER_TOPIC":
-            "serviceorders.consumers.recorders:IntakePostgresRecorder",
+        "APPLICATION_RECORDER_TOPIC": "serviceorders.consumers.recorders:IntakePostgresRecorder",
     }
     assert eventsourcing_env(settings, create_tables=True)["CREATE_TABLE"] == "y"
 
@@ -195,8 +243,9 @@ STRAY = {
 }
 
 
-def test_the_application_ignores_stray_persistence_variables(tmp_path, monkeypatch, actors,
-                                                            samples):
+def test_the_application_ignores_stray_persistence_variables(
+    tmp_path, monkeypatch, actors, samples
+):
     for name, value in STRAY.items():
         monkeypatch.setenv(name, value)
     db_file = tmp_path.resolve() / "orders.db"
@@ -211,8 +260,9 @@ def test_the_application_ignores_stray_persistence_variables(tmp_path, monkeypat
         assert first.env.get("SQLITE_DBNAME") == str(db_file)
         assert "POSTGRES_DBNAME" not in first.env
         assert first.snapshots is not None
-        order_id, created = first.receive_order(actors.upstream, samples.header("env-1"),
-                                                samples.items())
+        order_id, created = first.receive_order(
+            actors.upstream, samples.header("env-1"), samples.items()
+        )
         assert created
     finally:
         first.close()

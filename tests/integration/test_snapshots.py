@@ -33,7 +33,8 @@ def drive_long_history(app, actors, samples) -> Any:
     app.provide_information(up, order_id, "the caretaker")  # 8
     app.add_note(up, order_id, "caretaker is Joe")  # 9
     faster = samples.internet_item("1").model_copy(
-        update={"characteristics": {"bandwidthMbps": 500, "accessType": "fibre"}})
+        update={"characteristics": {"bandwidthMbps": 500, "accessType": "fibre"}}
+    )
     app.revise(up, order_id, items=[faster], header=HeaderChange(priority="high"))  # 10
     app.add_note(ful, order_id, "bandwidth raised")  # 11
     app.hold(ful, order_id, "rain")  # 12
@@ -105,16 +106,18 @@ def test_every_version_loads_the_same_with_or_without_snapshots(snap_app, actors
     app = snap_app
     order_id = drive_long_history(app, actors, samples)
     for version in range(1, 19):
-        assert_same_order(app.get_order(order_id, version=version),
-                          full_replay(app, order_id, upto=version))
+        assert_same_order(
+            app.get_order(order_id, version=version), full_replay(app, order_id, upto=version)
+        )
 
 
 def test_snapshot_equals_replay_at_its_own_version(snap_app, actors, samples):
     app = snap_app
     order_id = drive_long_history(app, actors, samples)
     for snapshot in app.snapshots.get(order_id):
-        assert_same_order(snapshot.mutate(None),
-                          full_replay(app, order_id, upto=snapshot.originator_version))
+        assert_same_order(
+            snapshot.mutate(None), full_replay(app, order_id, upto=snapshot.originator_version)
+        )
 
 
 def test_a_loaded_snapshot_order_keeps_the_chain_going(snap_app, actors, samples, chain_tools):
@@ -135,7 +138,8 @@ def test_no_snapshots_with_interval_zero(make_settings, open_app, actors, sample
 
 
 def test_an_application_without_interval_still_reads_existing_snapshots(
-        snap_app, make_settings, open_app, actors, samples):
+    snap_app, make_settings, open_app, actors, samples
+):
     order_id = drive_long_history(snap_app, actors, samples)
     plain = open_app(make_settings(snapshot_interval=0))
     assert [s.originator_version for s in plain.snapshots.get(order_id)] == [5, 10, 15]

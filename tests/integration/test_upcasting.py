@@ -34,23 +34,36 @@ def legacy() -> dict[str, Any]:
 
 def fixture_rows(legacy: dict[str, Any]) -> list[tuple[str, UUID, int, dict[str, Any]]]:
     order_id = UUID(legacy["originator_id"])
-    return [(e["topic"], order_id, e["originator_version"], copy.deepcopy(e["state"]))
-            for e in legacy["events"]]
+    return [
+        (e["topic"], order_id, e["originator_version"], copy.deepcopy(e["state"]))
+        for e in legacy["events"]
+    ]
 
 
 def insert_legacy(app, legacy: dict[str, Any]) -> UUID:
     order_id = UUID(legacy["originator_id"])
     assert app.mapper.cipher is None and app.mapper.compressor is None
-    app.recorder.insert_events([
-        StoredEvent(originator_id=order_id, originator_version=e["originator_version"],
-                    topic=e["topic"], state=app.mapper.transcoder.encode(e["state"]))
-        for e in legacy["events"]])
+    app.recorder.insert_events(
+        [
+            StoredEvent(
+                originator_id=order_id,
+                originator_version=e["originator_version"],
+                topic=e["topic"],
+                state=app.mapper.transcoder.encode(e["state"]),
+            )
+            for e in legacy["events"]
+        ]
+    )
     return order_id
 
 
 def test_the_fixture_is_v1_shaped_and_self_consistent(legacy, chain_tools):
     assert [e["topic"].rsplit(":", 1)[1] for e in legacy["events"]] == [
-        "OrderDrafted", "OrderSubmitted", "NoteAdded", "OrderApproved"]
+        "OrderDrafted",
+        "OrderSubmitted",
+        "NoteAdded",
+        "OrderApproved",
+    ]
     note = next(e["state"] for e in legacy["events"] if e["topic"] == NOTE_TOPIC)
     assert "class_version" not in note
     assert "note" not in note
@@ -66,8 +79,9 @@ def test_v1_note_loads_as_a_structured_note(app, legacy, chain_tools):
     order = app.get_order(order_id)
     assert order.version == 4
     assert order.state is OrderState.IN_PROGRESS
-    assert order.notes == (Note(text=stored_note["text"], author=stored_note["actor"]["id"],
-                                date=None),)
+    assert order.notes == (
+        Note(text=stored_note["text"], author=stored_note["actor"]["id"], date=None),
+    )
     assert order.notes[0].author == "agent-007"  # filled in by the upcaster
     assert app.find_by_external_id(legacy["external_id"]).id == order_id
 
@@ -95,7 +109,8 @@ def test_new_events_chain_on_from_legacy_ones(app, legacy, actors, chain_tools):
     notes = app.get_order(order_id).notes
     assert [(n.text, n.author) for n in notes] == [
         ("Customer asked for a morning install window", "agent-007"),
-        ("installed in the morning", "fulfil-1")]
+        ("installed in the morning", "fulfil-1"),
+    ]
 
 
 def test_editing_a_v1_event_is_still_detected(legacy, chain_tools):
@@ -113,13 +128,13 @@ def test_editing_a_v1_event_is_still_detected(legacy, chain_tools):
 
 def test_the_current_class_writes_class_version_2(app, actors, received_order):
     app.add_note(actors.upstream, received_order, "plain text in, structure out")
-    rows = [(s.topic, decode_state(app.mapper, s))
-            for s in app.recorder.select_events(received_order)]
+    rows = [
+        (s.topic, decode_state(app.mapper, s)) for s in app.recorder.select_events(received_order)
+    ]
     topic, note = rows[-1]
     assert topic == NOTE_TOPIC
     assert note["class_version"] == 2 == NoteAdded.class_version
-    assert note["note"] == {"text": "plain text in, structure out", "author": "crm",
-                            "date": None}
+    assert note["note"] == {"text": "plain text in, structure out", "author": "crm", "date": None}
     assert "text" not in note
     # Events still at class version 1 store no class_version key at all.
     assert all("class_version" not in state for t, state in rows if t != NOTE_TOPIC)
@@ -127,6 +142,5 @@ def test_the_current_class_writes_class_version_2(app, actors, received_order):
 
 @pytest.fixture
 def received_order(app, actors, samples) -> UUID:
-    order_id, _ = app.receive_order(actors.upstream, samples.header("current-1"),
-                                    samples.items())
+    order_id, _ = app.receive_order(actors.upstream, samples.header("current-1"), samples.items())
     return order_id

@@ -33,8 +33,10 @@ def pg_settings(request: pytest.FixtureRequest) -> Settings:
 
 
 def context(request_id: str | None = None) -> CommandContext:
-    return CommandContext(actor=Actor(id="alice", role=Role.AGENT),
-                          source=Source(channel=Channel.API, request_id=request_id))
+    return CommandContext(
+        actor=Actor(id="alice", role=Role.AGENT),
+        source=Source(channel=Channel.API, request_id=request_id),
+    )
 
 
 def in_thread(call: Callable[[], Any], within: float) -> Any:
@@ -60,37 +62,42 @@ def in_thread(call: Callable[[], Any], within: float) -> Any:
 
 def events_lock_holders(pg_database: Any) -> list[Any]:
     with pg_database.connect() as conn:
-        return conn.execute("SELECT pid, mode FROM pg_locks WHERE relation = "
-                            "'serviceorders_events'::regclass AND mode = 'ExclusiveLock'"
-                            ).fetchall()
+        return conn.execute(
+            "SELECT pid, mode FROM pg_locks WHERE relation = "
+            "'serviceorders_events'::regclass AND mode = 'ExclusiveLock'"
+        ).fetchall()
 
 
 def test_a_12_mb_value_in_an_event_is_written_and_the_next_write_proceeds(
-        pg_settings: Settings, open_app: Callable[[Settings], ServiceOrders],
-        pg_database: Any) -> None:
+    pg_settings: Settings, open_app: Callable[[Settings], ServiceOrders], pg_database: Any
+) -> None:
     app = open_app(pg_settings)
     huge = "r" * 12_000_000
-    order_id = in_thread(lambda: app.draft_order(context(huge),
-                                                 OrderHeader(description="big")), within=30)
+    order_id = in_thread(
+        lambda: app.draft_order(context(huge), OrderHeader(description="big")), within=30
+    )
     assert app.get_order(order_id).version == 1
     other = open_app(pg_settings)  # another process's writer
     started = time.monotonic()
-    second = in_thread(lambda: other.draft_order(context(), OrderHeader(description="next")),
-                       within=5)
+    second = in_thread(
+        lambda: other.draft_order(context(), OrderHeader(description="next")), within=5
+    )
     assert time.monotonic() - started < 1.0
     assert other.get_order(second).version == 1
     assert events_lock_holders(pg_database) == []
 
 
 def test_a_stuck_insert_fails_within_the_write_timeout_and_releases_the_lock(
-        pg_settings: Settings, open_app: Callable[[Settings], ServiceOrders],
-        pg_database: Any, slow_marked_inserts: None) -> None:
+    pg_settings: Settings,
+    open_app: Callable[[Settings], ServiceOrders],
+    pg_database: Any,
+    slow_marked_inserts: None,
+) -> None:
     app = open_app(pg_settings)
     other = open_app(pg_settings)
     started = time.monotonic()
     with pytest.raises(WriteTimeout, match="2 s bound"):
-        in_thread(lambda: app.draft_order(context(), OrderHeader(description=MARKER)),
-                  within=15)
+        in_thread(lambda: app.draft_order(context(), OrderHeader(description=MARKER)), within=15)
     # The bound is 2 s (not the library's ten retries of it, not the trigger's 60 s).
     assert time.monotonic() - started < 6
     assert events_lock_holders(pg_database) == []
@@ -105,8 +112,8 @@ def test_a_stuck_insert_fails_within_the_write_timeout_and_releases_the_lock(
 
 
 def test_concurrent_writers_wait_for_a_stuck_write_then_proceed(
-        pg_settings: Settings, open_app: Callable[[Settings], ServiceOrders],
-        slow_marked_inserts: None) -> None:
+    pg_settings: Settings, open_app: Callable[[Settings], ServiceOrders], slow_marked_inserts: None
+) -> None:
     """The writers queued behind a stuck write in the same process (group commit) are not
     failed with it: each is written once the stuck one has timed out."""
     app = open_app(pg_settings)
@@ -121,8 +128,10 @@ def test_concurrent_writers_wait_for_a_stuck_write_then_proceed(
     thread = threading.Thread(target=stuck, daemon=True)
     thread.start()
     time.sleep(0.3)  # the stuck write holds the lock; these queue behind it
-    ids = [in_thread(lambda: app.draft_order(context(), OrderHeader(description="x")), 15)
-           for _ in range(2)]
+    ids = [
+        in_thread(lambda: app.draft_order(context(), OrderHeader(description="x")), 15)
+        for _ in range(2)
+    ]
     thread.join(15)
     assert len(errors) == 1 and isinstance(errors[0], WriteTimeout)
     assert [app.get_order(i).version for i in ids] == [1, 1]

@@ -36,26 +36,39 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 def kafka_env(settings: Settings, broker: EmbeddedBroker, **extra: str) -> dict[str, str]:
     """The environment a `serviceorders` process needs for these settings."""
     db = settings.database
-    url = (f"sqlite:///{db.dbname}" if db.kind == "sqlite"
-           else f"postgresql://{db.user}@{db.host}:{db.port}/{db.dbname}")
-    return {**os.environ, "DATABASE_URL": url,
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            "SERVICEORDERS_CONSUMER_GROUP": settings.consumer_group,
-            "SERVICEORDERS_INBOUND_TOPIC": settings.inbound_topic,
-            "SERVICEORDERS_EVENTS_TOPIC": settings.events_topic,
-            "SERVICEORDERS_TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "SERVICEORDERS_CONSUME_BATCH": str(settings.consume_batch),
-            "SERVICEORDERS_HUB_DELIVERY": "no", **extra}
+    url = (
+        f"sqlite:///{db.dbname}"
+        if db.kind == "sqlite"
+        else f"postgresql://{db.user}@{db.host}:{db.port}/{db.dbname}"
+    )
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "SERVICEORDERS_CONSUMER_GROUP": settings.consumer_group,
+        "SERVICEORDERS_INBOUND_TOPIC": settings.inbound_topic,
+        "SERVICEORDERS_EVENTS_TOPIC": settings.events_topic,
+        "SERVICEORDERS_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "SERVICEORDERS_CONSUME_BATCH": str(settings.consume_batch),
+        "SERVICEORDERS_HUB_DELIVERY": "no",
+        **extra,
+    }
 
 
 @pytest.fixture
 def kafka_settings(settings: Settings, broker: EmbeddedBroker) -> Settings:
     """`settings` (SQLite or PostgreSQL, empty) plus this test's own topics and group."""
     token = secrets.token_hex(4)
-    found = settings.model_copy(update={
-        "kafka_bootstrap_servers": broker.bootstrap_servers,
-        "consumer_group": f"g-{token}", "inbound_topic": f"in-{token}",
-        "events_topic": f"ev-{token}", "topic_partitions": 3, "consume_batch": 200})
+    found = settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": broker.bootstrap_servers,
+            "consumer_group": f"g-{token}",
+            "inbound_topic": f"in-{token}",
+            "events_topic": f"ev-{token}",
+            "topic_partitions": 3,
+            "consume_batch": 200,
+        }
+    )
     ensure_topics(found)
     return found
 
@@ -75,8 +88,9 @@ def db(ks: Settings) -> Iterator[ReadDb]:
     found.close()
 
 
-def produce(settings: Settings, messages: list[tuple[bytes | None, bytes]],
-            topic: str | None = None) -> None:
+def produce(
+    settings: Settings, messages: list[tuple[bytes | None, bytes]], topic: str | None = None
+) -> None:
     producer = KafkaProducer(acks="all", linger_ms=5, **client_options(settings))
     try:
         for key, value in messages:
@@ -95,12 +109,19 @@ class Record:
     headers: dict[str, bytes]
 
 
-def read_topic(settings: Settings, topic: str, *, expect: int | None = None,
-               timeout: float = 30.0, idle: float = 2.0) -> list[Record]:
+def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    expect: int | None = None,
+    timeout: float = 30.0,
+    idle: float = 2.0,
+) -> list[Record]:
     """Every record of `topic` from its start (manual assignment, no group): until `expect`
     records arrived (then `idle` more seconds for extras), or `timeout`."""
-    consumer = KafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
-                             **client_options(settings))
+    consumer = KafkaConsumer(
+        enable_auto_commit=False, auto_offset_reset="earliest", **client_options(settings)
+    )
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         deadline = time.monotonic() + timeout
@@ -116,8 +137,15 @@ def read_topic(settings: Settings, topic: str, *, expect: int | None = None,
             batch = consumer.poll(timeout_ms=300)
             for tp, records in batch.items():
                 for r in records:
-                    out.append(Record(tp.partition, r.offset, r.key, r.value,
-                                      {k: v for k, v in (r.headers or ())}))
+                    out.append(
+                        Record(
+                            tp.partition,
+                            r.offset,
+                            r.key,
+                            r.value,
+                            {k: v for k, v in (r.headers or ())},
+                        )
+                    )
                     last = time.monotonic()
             if expect is not None and len(out) >= expect and time.monotonic() - last > idle:
                 break
@@ -157,8 +185,9 @@ def run_worker() -> Iterator[Callable[..., Running]]:
             running.stop()
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 60.0, every: float = 0.2,
-             what: str = "condition") -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 60.0, every: float = 0.2, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         found = condition()
@@ -173,7 +202,11 @@ def spawn_consume(env: dict[str, str], log_path: Path, *args: str) -> subprocess
     """`serviceorders consume` as a real process (its own group member)."""
     out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     try:
-        return subprocess.Popen([sys.executable, "-m", "serviceorders", "consume", *args],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "serviceorders", "consume", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     finally:
         out.close()

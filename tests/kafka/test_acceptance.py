@@ -36,8 +36,15 @@ from .conftest import kafka_env, produce, read_topic, spawn_consume, wait_for
 
 pytestmark = pytest.mark.kafka
 
-DLQ_HEADERS = ("dlq.reason", "dlq.category", "dlq.source.topic", "dlq.source.partition",
-               "dlq.source.offset", "dlq.event_id", "dlq.id")
+DLQ_HEADERS = (
+    "dlq.reason",
+    "dlq.category",
+    "dlq.source.topic",
+    "dlq.source.partition",
+    "dlq.source.offset",
+    "dlq.event_id",
+    "dlq.id",
+)
 ANNOUNCED = ("refused", "invalid_order", "unknown_order")  # refusals told to the upstream
 
 
@@ -56,8 +63,9 @@ class Expected:
 
     @classmethod
     def of(cls, t: Traffic) -> Expected:
-        ids = [orjson.loads(m.value)["eventId"] for m in t.messages
-               if m.kind in ("valid", "duplicate")]
+        ids = [
+            orjson.loads(m.value)["eventId"] for m in t.messages if m.kind in ("valid", "duplicate")
+        ]
         bad = {m.key.decode(): m.kind for m in t.bad if m.key}
         assert len(bad) == len(t.bad)
         assert len(set(ids)) > len(t.orders), "no duplicate under a new eventId"
@@ -80,8 +88,9 @@ def counts(settings: Settings) -> tuple[int, int]:
 
 def drained(settings: Settings, expected: Expected) -> bool:
     applied, dead = counts(settings)
-    assert applied <= len(expected.applied) and dead <= len(expected.bad), \
+    assert applied <= len(expected.applied) and dead <= len(expected.bad), (
         f"more than the traffic accounts for: {applied} applied, {dead} dead letters"
+    )
     return (applied, dead) == (len(expected.applied), len(expected.bad))
 
 
@@ -101,15 +110,18 @@ def assert_outcome(settings: Settings, expected: Expected) -> None:
     db = open_read_db(settings)
     try:
         # --- the event store: exactly the distinct valid orders, two events each, no doubles
-        rows = db.fetchall(f"SELECT originator_id, originator_version FROM "
-                           f"{events_table(settings)} ORDER BY originator_id, "
-                           f"originator_version")
+        rows = db.fetchall(
+            f"SELECT originator_id, originator_version FROM "
+            f"{events_table(settings)} ORDER BY originator_id, "
+            f"originator_version"
+        )
         versions: dict[UUID, list[int]] = {}
         for oid, version in rows:
             versions.setdefault(as_uuid(oid), []).append(int(version))
         assert set(versions) == set(wanted), (
             f"{len(versions)} order streams, expected {len(wanted)}; missing "
-            f"{len(set(wanted) - set(versions))}, unexpected {len(set(versions) - set(wanted))}")
+            f"{len(set(wanted) - set(versions))}, unexpected {len(set(versions) - set(wanted))}"
+        )
         wrong = {str(k): v for k, v in versions.items() if v != [1, 2]}
         assert not wrong, f"orders without exactly the events v1, v2: {list(wrong.items())[:5]}"
 
@@ -133,20 +145,27 @@ def assert_outcome(settings: Settings, expected: Expected) -> None:
             assert d["reason"].strip(), f"dead letter {key} has no reason"
             assert d["value"] == values[key]
             assert d["source_topic"] == settings.inbound_topic
-        assert Counter(expected.bad.values()).keys() >= {"not_json", "not_envelope",
-                                                          "unknown_event_type", "refused",
-                                                          "invalid_order", "unknown_order"}
+        assert Counter(expected.bad.values()).keys() >= {
+            "not_json",
+            "not_envelope",
+            "unknown_event_type",
+            "refused",
+            "invalid_order",
+            "unknown_order",
+        }
         # refusals of upstream commands are announced once each on the outbound topic
-        outbox = [dict(headers_from_json(h)) for (h,) in
-                  db.fetchall("SELECT headers FROM kafka_outbox")]
-        announced = {orjson.loads(m.value)["eventId"]: m.kind for m in t.bad
-                     if m.kind in ANNOUNCED}
+        outbox = [
+            dict(headers_from_json(h)) for (h,) in db.fetchall("SELECT headers FROM kafka_outbox")
+        ]
+        announced = {orjson.loads(m.value)["eventId"]: m.kind for m in t.bad if m.kind in ANNOUNCED}
         got = Counter(h["refusal.event_id"].decode() for h in outbox)
         assert got == Counter(announced.keys()), (
             f"announcements missing {sorted(set(announced) - set(got))}, unexpected "
-            f"{sorted(set(got) - set(announced))}, doubled {[k for k, n in got.items() if n > 1]}")
-        assert {h["refusal.event_id"].decode(): h["refusal.category"].decode()
-                for h in outbox} == announced
+            f"{sorted(set(got) - set(announced))}, doubled {[k for k, n in got.items() if n > 1]}"
+        )
+        assert {
+            h["refusal.event_id"].decode(): h["refusal.category"].decode() for h in outbox
+        } == announced
     finally:
         db.close()
 
@@ -169,15 +188,20 @@ def assert_outcome(settings: Settings, expected: Expected) -> None:
                 assert item.action.value == src["action"]
                 assert item.specification is not None
                 assert item.specification.id == service["serviceSpecification"]["id"]
-                assert item.characteristics == {c["name"]: c["value"]
-                                                for c in service["serviceCharacteristic"]}
+                assert item.characteristics == {
+                    c["name"]: c["value"] for c in service["serviceCharacteristic"]
+                }
                 place = service["place"][0]
                 assert item.place is not None
                 assert (item.place.id, item.place.name, item.place.role) == (
-                    place["id"], place["name"], place["role"])
+                    place["id"],
+                    place["name"],
+                    place["role"],
+                )
                 assert item.service_id == service.get("id")
                 assert item.depends_on == tuple(
-                    r["orderItem"]["itemId"] for r in src.get("serviceOrderItemRelationship", ()))
+                    r["orderItem"]["itemId"] for r in src.get("serviceOrderItemRelationship", ())
+                )
     finally:
         app.close()
 
@@ -203,8 +227,7 @@ def assert_outcome(settings: Settings, expected: Expected) -> None:
         publisher.drain()
     finally:
         publisher.close()
-    records = read_topic(settings, settings.dead_letter_topic, expect=len(expected.bad),
-                         idle=1.0)
+    records = read_topic(settings, settings.dead_letter_topic, expect=len(expected.bad), idle=1.0)
     unique = {r.headers.get("dlq.id"): r for r in records}  # at least once: dedupe by id
     assert len(unique) == len(expected.bad), (len(records), len(unique))
     by_key = {r.key.decode(): r for r in unique.values() if r.key}
@@ -220,8 +243,12 @@ def assert_outcome(settings: Settings, expected: Expected) -> None:
         assert int(r.headers["dlq.source.partition"]) in range(settings.topic_partitions)
         assert int(r.headers["dlq.source.offset"]) >= 0
     # the source coordinates are distinct: one record per source message
-    assert len({(r.headers["dlq.source.partition"], r.headers["dlq.source.offset"])
-                for r in by_key.values()}) == len(by_key)
+    assert len(
+        {
+            (r.headers["dlq.source.partition"], r.headers["dlq.source.offset"])
+            for r in by_key.values()
+        }
+    ) == len(by_key)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
@@ -269,7 +296,8 @@ def test_thousand_orders_with_duplicates_and_bad_messages(ks: Settings) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("settings", ["postgres"], indirect=True)
 def test_consumer_killed_at_random_points_changes_nothing(
-        ks: Settings, broker: EmbeddedBroker, tmp_path: Path) -> None:
+    ks: Settings, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
     t = traffic(1000, seed=23, prefix="KILL")
     expected = Expected.of(t)
     publish(ks, t)
@@ -284,8 +312,12 @@ def test_consumer_killed_at_random_points_changes_nothing(
         log = tmp_path / f"consume-{len(kills)}.log"
         proc = spawn_consume(env, log)
         try:
-            wait_for(lambda: proc.poll() is not None or sum(counts(ks)) > before,  # noqa: B023
-                     timeout=90, every=0.05, what=f"progress of consumer #{len(kills)}")
+            wait_for(
+                lambda: proc.poll() is not None or sum(counts(ks)) > before,  # noqa: B023
+                timeout=90,
+                every=0.05,
+                what=f"progress of consumer #{len(kills)}",
+            )
             assert proc.poll() is None, log.read_text()[-3000:]
             delay = rng.uniform(0.0, 0.4)
             time.sleep(delay)
@@ -298,9 +330,12 @@ def test_consumer_killed_at_random_points_changes_nothing(
     log = tmp_path / "consume-final.log"
     final = spawn_consume(env, log)
     try:
-        wait_for(lambda: drained(ks, expected) and "partitions assigned" in log.read_text(),
-                 timeout=120, every=0.5,
-                 what=f"the intake after {len(kills)} kills (seed {seed}: {kills})")
+        wait_for(
+            lambda: drained(ks, expected) and "partitions assigned" in log.read_text(),
+            timeout=120,
+            every=0.5,
+            what=f"the intake after {len(kills)} kills (seed {seed}: {kills})",
+        )
     finally:
         code = stop_process(final)
     assert code == 0, log.read_text()[-3000:]
@@ -320,8 +355,11 @@ def _assignment(log: Path) -> set[str]:
 
 
 def _stopped_messages(log: Path) -> int:
-    lines = [x.split("stopped: ", 1)[1] for x in log.read_text(errors="replace").splitlines()
-             if "stopped: " in x]
+    lines = [
+        x.split("stopped: ", 1)[1]
+        for x in log.read_text(errors="replace").splitlines()
+        if "stopped: " in x
+    ]
     assert lines, f"no final statistics in {log.name}: {log.read_text()[-3000:]}"
     return int(lines[-1].split()[0])
 
@@ -334,6 +372,7 @@ def _two_consumers(ks: Settings, broker: EmbeddedBroker, tmp_path: Path, count: 
     procs = [spawn_consume(env, log) for log in logs]
     every = {f"{ks.inbound_topic}[{p}]" for p in range(ks.topic_partitions)}
     try:
+
         def shared() -> bool:
             assert all(p.poll() is None for p in procs), [x.read_text()[-2000:] for x in logs]
             a, b = (_assignment(x) for x in logs)
@@ -351,15 +390,17 @@ def _two_consumers(ks: Settings, broker: EmbeddedBroker, tmp_path: Path, count: 
     assert_outcome(ks, expected)
 
 
-def test_two_consumers_share_the_partitions(ks: Settings, broker: EmbeddedBroker,
-                                            tmp_path: Path) -> None:
+def test_two_consumers_share_the_partitions(
+    ks: Settings, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
     _two_consumers(ks, broker, tmp_path, 150)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("settings", ["postgres"], indirect=True)
-def test_two_consumers_share_a_thousand_orders(ks: Settings, broker: EmbeddedBroker,
-                                               tmp_path: Path) -> None:
+def test_two_consumers_share_a_thousand_orders(
+    ks: Settings, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
     _two_consumers(ks, broker, tmp_path, 1000)
 
 
@@ -368,11 +409,15 @@ def _store_state(settings: Settings) -> dict[str, Any]:
     """Everything a batch writes, to compare before and after."""
     db = open_read_db(settings)
     try:
-        events = db.fetchall(f"SELECT originator_id, originator_version FROM "
-                             f"{events_table(settings)}")
+        events = db.fetchall(
+            f"SELECT originator_id, originator_version FROM {events_table(settings)}"
+        )
         state: dict[str, Any] = {"events": sorted((str(as_uuid(o)), int(v)) for o, v in events)}
-        for table, column in (("intake_applied", "event_id"), ("dead_letter", "source_offset"),
-                              ("kafka_outbox", "event_id")):
+        for table, column in (
+            ("intake_applied", "event_id"),
+            ("dead_letter", "source_offset"),
+            ("kafka_outbox", "event_id"),
+        ):
             state[table] = sorted(r[0] for r in db.fetchall(f"SELECT {column} FROM {table}"))
         state["positions"] = IntakeStore(db).positions(settings.inbound_topic)
         return state
@@ -380,30 +425,36 @@ def _store_state(settings: Settings) -> dict[str, Any]:
         db.close()
 
 
-def test_stale_batch_is_refused_and_writes_nothing(ks: Settings,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stale_batch_is_refused_and_writes_nothing(
+    ks: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Consumer A reads a batch; meanwhile B (who took the partition over) applies the same
     range and commits; A's commit must raise StaleBatch and leave no trace."""
     t = traffic(30, duplicates=0.2, bad=0.2, seed=5, prefix="STALE")
     expected = Expected.of(t)
     topic = ks.inbound_topic
     tp = (topic, 0)
-    messages = [Message(topic, 0, offset, m.key, m.value)
-                for offset, m in enumerate(t.messages)]
+    messages = [Message(topic, 0, offset, m.key, m.value) for offset, m in enumerate(t.messages)]
     half = len(messages) // 2
     apps = [build_application(ks), build_application(ks)]
     dbs = [open_read_db(ks), open_read_db(ks)]
-    a, b = (Intake(app, IntakeStore(db), ks.events_topic) for app, db in zip(apps, dbs,
-                                                                             strict=True))
+    a, b = (
+        Intake(app, IntakeStore(db), ks.events_topic) for app, db in zip(apps, dbs, strict=True)
+    )
     try:
         for batch, read_at in ((messages[:half], None), (messages[half:], half)):
             stored = {tp: read_at}  # what A saw when it read the batch
             seen: dict[str, Any] = {}
             real_save = apps[0].save
 
-            def save_after_b(*orders: Any, intake: Any, batch: Any = batch,
-                             stored: Any = stored, seen: Any = seen,
-                             real_save: Any = real_save) -> Any:
+            def save_after_b(
+                *orders: Any,
+                intake: Any,
+                batch: Any = batch,
+                stored: Any = stored,
+                seen: Any = seen,
+                real_save: Any = real_save,
+            ) -> Any:
                 assert orders, "A's batch has orders to write"
                 b_result = b.process(batch, dict(stored))  # B commits the same range first
                 assert b_result.applied and b_result.positions == {tp: batch[-1].offset + 1}
@@ -433,14 +484,16 @@ def test_stale_batch_is_refused_and_writes_nothing(ks: Settings,
     assert len(state["dead_letter"]) == len(expected.bad)
     per_order = Counter(o for o, _ in state["events"])
     assert {UUID(o) for o in per_order} == {order_id_for(e) for e in t.orders}
-    assert sorted(state["events"]) == sorted((str(order_id_for(e)), v) for e in t.orders
-                                             for v in (1, 2))
+    assert sorted(state["events"]) == sorted(
+        (str(order_id_for(e)), v) for e in t.orders for v in (1, 2)
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("settings", ["postgres"], indirect=True)
 def test_consumer_that_lost_its_partitions_drops_its_batch(
-        ks: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    ks: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Real broker: A reads its first batch and freezes before writing it (its heartbeats
     stop too, as in a long GC pause or a network partition), so its session expires; B
     takes every partition over and drains the topic; when A wakes up, its batch must be
@@ -462,22 +515,35 @@ def test_consumer_that_lost_its_partitions_drops_its_batch(
             coordinator._heartbeat_enabled = False
             holding.set()
             try:
-                wait_for(lambda: drained(ks, expected), timeout=60, every=0.2,
-                         what="B draining the topic while A is frozen")
+                wait_for(
+                    lambda: drained(ks, expected),
+                    timeout=60,
+                    every=0.2,
+                    what="B draining the topic while A is frozen",
+                )
             finally:
                 released.set()
         return real_process(self, messages, stored)
 
     monkeypatch.setattr(Intake, "process", process)
-    threads = {name: threading.Thread(target=w.run, name=f"worker-{name}", daemon=True)
-               for name, w in workers.items()}
+    threads = {
+        name: threading.Thread(target=w.run, name=f"worker-{name}", daemon=True)
+        for name, w in workers.items()
+    }
     try:
         threads["a"].start()
         wait_for(holding.is_set, timeout=60, what="A reading its first batch")
         threads["b"].start()
         wait_for(released.is_set, timeout=90, what="A's freeze to end")
-        wait_for(lambda: workers["a"].stats.stale_batches > 0 or workers["a"].stats.batches
-                 or not threads["a"].is_alive(), timeout=30, what="A's commit")
+        wait_for(
+            lambda: (
+                workers["a"].stats.stale_batches > 0
+                or workers["a"].stats.batches
+                or not threads["a"].is_alive()
+            ),
+            timeout=30,
+            what="A's commit",
+        )
         time.sleep(1.0)  # anything A might still (wrongly) write lands now
     finally:
         for w in workers.values():

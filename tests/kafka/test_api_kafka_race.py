@@ -65,8 +65,11 @@ def server(race_settings: Settings) -> Iterator[str]:
     """The API served by uvicorn in a thread (open mode, loopback)."""
     ctx = ApiContext.build(race_settings, Authenticator([]))
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port,
-                                        log_level="warning", lifespan="on"))
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+    )
     thread = threading.Thread(target=srv.run, name="uvicorn-race", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -82,26 +85,50 @@ def server(race_settings: Settings) -> Iterator[str]:
 
 
 def _order(external_id: str) -> dict[str, Any]:
-    return {"externalId": external_id, "description": "original", "priority": "2",
-            "category": "enterprise", "@type": "ServiceOrder",
-            "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-            "serviceOrderItem": [{
-                "id": "1", "action": "add", "@type": "ServiceOrderItem",
-                "service": {"serviceSpecification": {"id": "internet-access"},
-                            "serviceCharacteristic": [
-                                {"name": "bandwidthMbps", "value": 100},
-                                {"name": "accessType", "value": "fibre"}],
-                            "place": [{"id": "S1", "name": "Site one"}]}}]}
+    return {
+        "externalId": external_id,
+        "description": "original",
+        "priority": "2",
+        "category": "enterprise",
+        "@type": "ServiceOrder",
+        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
+        "serviceOrderItem": [
+            {
+                "id": "1",
+                "action": "add",
+                "@type": "ServiceOrderItem",
+                "service": {
+                    "serviceSpecification": {"id": "internet-access"},
+                    "serviceCharacteristic": [
+                        {"name": "bandwidthMbps", "value": 100},
+                        {"name": "accessType", "value": "fibre"},
+                    ],
+                    "place": [{"id": "S1", "name": "Site one"}],
+                },
+            }
+        ],
+    }
 
 
 def _revision(event_id: str, external_id: str, description: str) -> bytes:
-    return orjson.dumps(envelope(event_id, "ServiceOrderAttributeValueChangeEvent", {
-        "serviceOrder": {"externalId": external_id, "description": description}}))
+    return orjson.dumps(
+        envelope(
+            event_id,
+            "ServiceOrderAttributeValueChangeEvent",
+            {"serviceOrder": {"externalId": external_id, "description": description}},
+        )
+    )
 
 
-def _race_round(settings: Settings, base: str, externals: list[str], ids: dict[str, str],
-                tags: dict[str, str], event_ids: dict[str, str], conditional: bool
-                ) -> dict[str, httpx.Response]:
+def _race_round(
+    settings: Settings,
+    base: str,
+    externals: list[str],
+    ids: dict[str, str],
+    tags: dict[str, str],
+    event_ids: dict[str, str],
+    conditional: bool,
+) -> dict[str, httpx.Response]:
     """One round: the Kafka revisions of `externals` produced while another thread PATCHes
     the same orders through the API, both released by a barrier; returns the API answers."""
     barrier = threading.Barrier(2)
@@ -111,9 +138,13 @@ def _race_round(settings: Settings, base: str, externals: list[str], ids: dict[s
     def kafka_side() -> None:
         try:
             barrier.wait(30)
-            produce(settings, [(ext.encode(), _revision(event_ids[ext], ext,
-                                                         f"kafka {ext}"))
-                               for ext in externals])
+            produce(
+                settings,
+                [
+                    (ext.encode(), _revision(event_ids[ext], ext, f"kafka {ext}"))
+                    for ext in externals
+                ],
+            )
         except BaseException as e:
             failure.append(e)
 
@@ -128,8 +159,10 @@ def _race_round(settings: Settings, base: str, externals: list[str], ids: dict[s
                 if conditional:
                     headers["If-Match"] = tags[ext]
                 answers[ext] = mine.patch(
-                    f"{ORDER_PATH}/{ids[ext]}", headers=headers,
-                    json={"priority": "0", "note": [{"text": f"api {ext}"}]})
+                    f"{ORDER_PATH}/{ids[ext]}",
+                    headers=headers,
+                    json={"priority": "0", "note": [{"text": f"api {ext}"}]},
+                )
         except BaseException as e:
             failure.append(e)
         finally:
@@ -144,8 +177,9 @@ def _race_round(settings: Settings, base: str, externals: list[str], ids: dict[s
     return answers
 
 
-def _run_races(settings: Settings, base: str, run_worker: Callable[[Settings], Any],
-               conditional: bool) -> tuple[Counter[str], Any]:
+def _run_races(
+    settings: Settings, base: str, run_worker: Callable[[Settings], Any], conditional: bool
+) -> tuple[Counter[str], Any]:
     worker = run_worker(settings)
     http = httpx.Client(base_url=base, timeout=60)
     outcomes: Counter[str] = Counter()
@@ -168,9 +202,14 @@ def _run_races(settings: Settings, base: str, run_worker: Callable[[Settings], A
                 outcomes[f"api {status}"] += 1
 
             for ext in externals:
-                wait_for(lambda ext=ext, ids=ids: http.get(f"/api/v1/orders/{ids[ext]}").json()[
-                    "description"] == f"kafka {ext}", timeout=60,
-                    what=f"the Kafka revision of {ext}")
+                wait_for(
+                    lambda ext=ext, ids=ids: (
+                        http.get(f"/api/v1/orders/{ids[ext]}").json()["description"]
+                        == f"kafka {ext}"
+                    ),
+                    timeout=60,
+                    what=f"the Kafka revision of {ext}",
+                )
             assert worker.thread.is_alive(), "the consumer died"
             for ext in externals:
                 check_order(http, ids[ext], ext, event_ids[ext], answers[ext].status_code)
@@ -182,15 +221,20 @@ def _run_races(settings: Settings, base: str, run_worker: Callable[[Settings], A
     return outcomes, worker.worker.stats
 
 
-def check_order(http: httpx.Client, order_id: str, ext: str, event_id: str,
-                api_status: int) -> None:
+def check_order(
+    http: httpx.Client, order_id: str, ext: str, event_id: str, api_status: int
+) -> None:
     view = http.get(f"/api/v1/orders/{order_id}").json()
     events = http.get(f"/api/v1/orders/{order_id}/events").json()
-    from_kafka = [e for e in events if e["type"] == "OrderRevised"
-                  and e["source"].get("channel") == "kafka"]
+    from_kafka = [
+        e for e in events if e["type"] == "OrderRevised" and e["source"].get("channel") == "kafka"
+    ]
     assert [e["source"].get("eventId") for e in from_kafka] == [event_id], from_kafka
-    from_api = [e for e in events if e["source"].get("channel") == "api"
-                and e["type"] in ("OrderRevised", "NoteAdded")]
+    from_api = [
+        e
+        for e in events
+        if e["source"].get("channel") == "api" and e["type"] in ("OrderRevised", "NoteAdded")
+    ]
     api_notes = [n for n in view["notes"] if n["text"] == f"api {ext}"]
     assert view["description"] == f"kafka {ext}"  # the Kafka change
     if api_status == 200:  # both changes present, each once
@@ -204,22 +248,27 @@ def check_order(http: httpx.Client, order_id: str, ext: str, event_id: str,
     assert versions == list(range(1, len(events) + 1)), versions  # no gap, no duplicate
 
 
-def test_api_patch_racing_a_kafka_revision(race_settings: Settings, server: str,
-                                           run_worker: Callable[[Settings], Any]) -> None:
+def test_api_patch_racing_a_kafka_revision(
+    race_settings: Settings, server: str, run_worker: Callable[[Settings], Any]
+) -> None:
     outcomes, stats = _run_races(race_settings, server, run_worker, conditional=False)
     assert stats.dead_letters == 0, stats
     assert stats.applied == ROUNDS * PER_ROUND, stats
-    print(f"\n{ROUNDS * PER_ROUND} API PATCH vs Kafka revision races "
-          f"({race_settings.database.kind}): {dict(outcomes)}; consumer batches retried "
-          f"after a conflict: {stats.failures}; dead letters: {stats.dead_letters}")
+    print(
+        f"\n{ROUNDS * PER_ROUND} API PATCH vs Kafka revision races "
+        f"({race_settings.database.kind}): {dict(outcomes)}; consumer batches retried "
+        f"after a conflict: {stats.failures}; dead letters: {stats.dead_letters}"
+    )
 
 
-def test_conditional_api_patch_racing_a_kafka_revision(race_settings: Settings, server: str,
-                                                       run_worker: Callable[[Settings], Any]
-                                                       ) -> None:
+def test_conditional_api_patch_racing_a_kafka_revision(
+    race_settings: Settings, server: str, run_worker: Callable[[Settings], Any]
+) -> None:
     outcomes, stats = _run_races(race_settings, server, run_worker, conditional=True)
     assert stats.dead_letters == 0, stats
     assert stats.applied == ROUNDS * PER_ROUND, stats
-    print(f"\n{ROUNDS * PER_ROUND} conditional API PATCH vs Kafka revision races "
-          f"({race_settings.database.kind}): {dict(outcomes)}; consumer batches retried "
-          f"after a conflict: {stats.failures}")
+    print(
+        f"\n{ROUNDS * PER_ROUND} conditional API PATCH vs Kafka revision races "
+        f"({race_settings.database.kind}): {dict(outcomes)}; consumer batches retried "
+        f"after a conflict: {stats.failures}"
+    )

@@ -52,13 +52,22 @@ def test_every_codec_librdkafka_publishes_reaches_the_read_models(ks, db, run_wo
     rng = random.Random(15)
     failed: list[Any] = []
     for codec in CODECS:
-        producer = Producer({"bootstrap.servers": ks.kafka_bootstrap_servers,
-                             "compression.type": codec, "linger.ms": 20, "acks": "all"})
+        producer = Producer(
+            {
+                "bootstrap.servers": ks.kafka_bootstrap_servers,
+                "compression.type": codec,
+                "linger.ms": 20,
+                "acks": "all",
+            }
+        )
         for n in range(PER_CODEC):
             external = f"{codec.upper()}-{n}"
-            producer.produce(ks.inbound_topic, key=external.encode(),
-                             value=create_event(f"ev-{external}", order(external, rng)),
-                             on_delivery=lambda err, _msg: failed.append(err) if err else None)
+            producer.produce(
+                ks.inbound_topic,
+                key=external.encode(),
+                value=create_event(f"ev-{external}", order(external, rng)),
+                on_delivery=lambda err, _msg: failed.append(err) if err else None,
+            )
         assert producer.flush(30) == 0
     assert failed == [], f"the broker refused: {failed}"
 
@@ -79,15 +88,21 @@ def test_every_codec_librdkafka_publishes_reaches_the_read_models(ks, db, run_wo
     assert {kind for _, kind in queue} == {"approval"}
 
 
-def _send(settings: Settings, partition: int, names: list[str], *,
-          codec: str | None = None) -> None:
-    producer = KafkaProducer(acks="all", linger_ms=5, compression_type=codec,
-                             **client_options(settings))
+def _send(
+    settings: Settings, partition: int, names: list[str], *, codec: str | None = None
+) -> None:
+    producer = KafkaProducer(
+        acks="all", linger_ms=5, compression_type=codec, **client_options(settings)
+    )
     try:
         rng = random.Random(partition)
         for name in names:
-            producer.send(settings.inbound_topic, key=name.encode(), partition=partition,
-                          value=create_event(f"ev-{name}", order(name, rng)))
+            producer.send(
+                settings.inbound_topic,
+                key=name.encode(),
+                partition=partition,
+                value=create_event(f"ev-{name}", order(name, rng)),
+            )
         producer.flush(timeout=30)
     finally:
         producer.close(timeout=10)
@@ -115,7 +130,8 @@ def _cli(settings: Settings, broker: EmbeddedBroker, *args: str) -> Any:
 
 
 def test_a_corrupt_batch_stalls_only_its_partition_until_skipped(
-        ks, db, run_worker, broker, monkeypatch, caplog):
+    ks, db, run_worker, broker, monkeypatch, caplog
+):
     caplog.set_level(logging.WARNING, logger="serviceorders.kafka")
     before = {p: [f"BEFORE-{p}-{n}" for n in range(3)] for p in range(3)}
     after = {p: [f"AFTER-{p}-{n}" for n in range(3)] for p in range(3)}
@@ -128,40 +144,105 @@ def test_a_corrupt_batch_stalls_only_its_partition_until_skipped(
     metrics = EngineMetrics(intake=True)
     running = run_worker(ks, metrics=metrics)
     flowing = {f"ev-{n}" for p in range(3) for n in before[p]} | {
-        f"ev-{n}" for p in (0, 2) for n in after[p]}
+        f"ev-{n}" for p in (0, 2) for n in after[p]
+    }
     wait_for(lambda: flowing <= applied_ids(db), what="the other partitions' orders")
     tp = (ks.inbound_topic, "1")
-    wait_for(lambda: tp in _series(metrics.registry, "serviceorders_intake_stalled_partition"),
-             what="the stalled-partition metric")
+    wait_for(
+        lambda: tp in _series(metrics.registry, "serviceorders_intake_stalled_partition"),
+        what="the stalled-partition metric",
+    )
 
     # Partition 1 stops at the batch; the others went on.
     assert not {f"ev-{n}" for n in after[1]} & applied_ids(db)
     assert IntakeStore(db).positions(ks.inbound_topic) == {0: 6, 1: 3, 2: 6}
     assert _series(metrics.registry, "serviceorders_intake_stalled_partition") == {tp: 3.0}
-    assert _series(metrics.registry, "serviceorders_intake_undecodable_batches_total") == {
-        tp: 1.0}
-    stalls = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
-              and "cannot be decoded" in r.getMessage()]
+    assert _series(metrics.registry, "serviceorders_intake_undecodable_batches_total") == {tp: 1.0}
+    stalls = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.ERROR and "cannot be decoded" in r.getMessage()
+    ]
     assert len(stalls) == 1, stalls  # once, not once per poll
     assert f"{ks.inbound_topic}[1] offset 3:" in stalls[0]
     assert "--partition 1 --offset 3" in stalls[0]
 
     # Refused: a decodable offset, and an offset where the intake does not stand.
-    found = _cli(ks, broker, "dlq", "skip", "--partition", "1", "--offset", "2",
-                 "--actor", "ops", "--reason", "x")
+    found = _cli(
+        ks,
+        broker,
+        "dlq",
+        "skip",
+        "--partition",
+        "1",
+        "--offset",
+        "2",
+        "--actor",
+        "ops",
+        "--reason",
+        "x",
+    )
     assert found.exit_code == 1 and "decodes fine" in found.output, found.output
-    found = _cli(ks, broker, "dlq", "skip", "--partition", "2", "--offset", "99",
-                 "--actor", "ops", "--reason", "x")
+    found = _cli(
+        ks,
+        broker,
+        "dlq",
+        "skip",
+        "--partition",
+        "2",
+        "--offset",
+        "99",
+        "--actor",
+        "ops",
+        "--reason",
+        "x",
+    )
     assert found.exit_code == 1 and "not in the log" in found.output, found.output
-    found = _cli(ks, broker, "dlq", "skip", "--partition", "7", "--offset", "0",
-                 "--actor", "ops", "--reason", "x")
+    found = _cli(
+        ks,
+        broker,
+        "dlq",
+        "skip",
+        "--partition",
+        "7",
+        "--offset",
+        "0",
+        "--actor",
+        "ops",
+        "--reason",
+        "x",
+    )
     assert found.exit_code == 1 and "has no partition 7" in found.output, found.output
-    found = _cli(ks, broker, "dlq", "skip", "--partition", "1", "--offset", "3",
-                 "--actor", " ", "--reason", "x")
+    found = _cli(
+        ks,
+        broker,
+        "dlq",
+        "skip",
+        "--partition",
+        "1",
+        "--offset",
+        "3",
+        "--actor",
+        " ",
+        "--reason",
+        "x",
+    )
     assert found.exit_code == 2 and "--actor" in found.output, found.output
 
-    found = _cli(ks, broker, "dlq", "skip", "--partition", "1", "--offset", "3",
-                 "--actor", "ops-anna", "--reason", "upstream X sent a broken snappy batch")
+    found = _cli(
+        ks,
+        broker,
+        "dlq",
+        "skip",
+        "--partition",
+        "1",
+        "--offset",
+        "3",
+        "--actor",
+        "ops-anna",
+        "--reason",
+        "upstream X sent a broken snappy batch",
+    )
     assert found.exit_code == 0, found.output
     assert "offsets 3-3" in found.output and "position is now 4" in found.output
 
@@ -175,15 +256,29 @@ def test_a_corrupt_batch_stalls_only_its_partition_until_skipped(
     assert "ops-anna" in dead[0]["reason"]
 
     # The running consumer picks the new position up and resumes the partition.
-    wait_for(lambda: {f"ev-{n}" for n in after[1]} <= applied_ids(db),
-             what="partition 1 resumed after the skip")
+    wait_for(
+        lambda: {f"ev-{n}" for n in after[1]} <= applied_ids(db),
+        what="partition 1 resumed after the skip",
+    )
     assert _series(metrics.registry, "serviceorders_intake_stalled_partition") == {}
     assert IntakeStore(db).positions(ks.inbound_topic) == {0: 6, 1: 7, 2: 6}
     running.stop()
 
     # A second skip of the same batch is refused: the intake no longer stands there.
-    found = _cli(ks, broker, "dlq", "skip", "--partition", "1", "--offset", "3",
-                 "--actor", "ops", "--reason", "again")
+    found = _cli(
+        ks,
+        broker,
+        "dlq",
+        "skip",
+        "--partition",
+        "1",
+        "--offset",
+        "3",
+        "--actor",
+        "ops",
+        "--reason",
+        "again",
+    )
     assert found.exit_code == 1 and "is 7, not 3" in found.output, found.output
     # The skipped batch is not a message: it cannot be replayed.
     found = _cli(ks, broker, "dlq", "replay", str(dead[0]["id"]))
@@ -200,7 +295,8 @@ def test_a_corrupt_batch_stalls_only_its_partition_until_skipped(
 
 
 def test_a_codec_without_its_library_stalls_its_partition_until_installed(
-        ks, db, run_worker, monkeypatch, caplog):
+    ks, db, run_worker, monkeypatch, caplog
+):
     """The original failure: lz4 batches and no lz4 library. Only the lz4 partition waits
     (the others flow); with the library back, a restarted consumer reads it, nothing
     skipped."""
@@ -213,12 +309,16 @@ def test_a_codec_without_its_library_stalls_its_partition_until_installed(
     with monkeypatch.context() as m:
         m.setattr(kafka.codec, "has_lz4", lambda: False)  # as without the lz4 package
         running = run_worker(ks)
-        wait_for(lambda: {f"ev-{n}" for p in (1, 2) for n in names[p]} <= applied_ids(db),
-                 what="the partitions without lz4")
-        wait_for(lambda: any("cannot be decoded" in r.getMessage() for r in caplog.records),
-                 what="the stall's log line")
+        wait_for(
+            lambda: {f"ev-{n}" for p in (1, 2) for n in names[p]} <= applied_ids(db),
+            what="the partitions without lz4",
+        )
+        wait_for(
+            lambda: any("cannot be decoded" in r.getMessage() for r in caplog.records),
+            what="the stall's log line",
+        )
         assert not {f"ev-{n}" for n in names[0]} & applied_ids(db)
-        (tp, bad), = running.worker.stalled.items()
+        ((tp, bad),) = running.worker.stalled.items()
         assert (tp.partition, bad.offset) == (0, 0)
         assert "Libraries for lz4 compression codec not found" in bad.why
         running.stop()
@@ -226,18 +326,26 @@ def test_a_codec_without_its_library_stalls_its_partition_until_installed(
     assert f"{ks.inbound_topic}[0] offset 0:" in line and "UnsupportedCodecError" in line
 
     running = run_worker(ks)
-    wait_for(lambda: {f"ev-{n}" for n in names[0]} <= applied_ids(db),
-             what="partition 0 once lz4 is there")
+    wait_for(
+        lambda: {f"ev-{n}" for n in names[0]} <= applied_ids(db),
+        what="partition 0 once lz4 is there",
+    )
     running.stop()
     assert IntakeStore(db).dead_letters(limit=10) == []
 
 
-NON_FINITE = {"NAN": "NaN", "INF": "Infinity", "NEGINF": "-Infinity", "HUGE": "1e400",
-              "NEGHUGE": "-1e400"}
+NON_FINITE = {
+    "NAN": "NaN",
+    "INF": "Infinity",
+    "NEGINF": "-Infinity",
+    "HUGE": "1e400",
+    "NEGHUGE": "-1e400",
+}
 
 
 def test_non_finite_numbers_are_dead_lettered_and_the_dlq_is_compressed(
-        ks, db, run_worker, monkeypatch):
+    ks, db, run_worker, monkeypatch
+):
     """NaN, Infinity and out-of-range numbers in a Kafka message: a dead letter saying so,
     nothing written. The dead letters are published with SERVICEORDERS_KAFKA_COMPRESSION."""
     rng = random.Random(7)
@@ -245,7 +353,9 @@ def test_non_finite_numbers_are_dead_lettered_and_the_dlq_is_compressed(
     for name, token in NON_FINITE.items():
         body = create_event(f"ev-{name}", order(name, rng)).replace(
             b'"name":"bandwidthMbps","value":',
-            b'"name":"bandwidthMbps","value":' + token.encode() + b',"was":', 1)
+            b'"name":"bandwidthMbps","value":' + token.encode() + b',"was":',
+            1,
+        )
         assert token.encode() in body
         messages.append((name.encode(), body))
     producer = KafkaProducer(acks="all", **client_options(ks))
@@ -256,8 +366,10 @@ def test_non_finite_numbers_are_dead_lettered_and_the_dlq_is_compressed(
     finally:
         producer.close(timeout=10)
     running = run_worker(ks)
-    wait_for(lambda: sum(IntakeStore(db).positions(ks.inbound_topic).values()) >= len(messages),
-             what="every message consumed")
+    wait_for(
+        lambda: sum(IntakeStore(db).positions(ks.inbound_topic).values()) >= len(messages),
+        what="every message consumed",
+    )
     running.stop()
 
     assert applied_ids(db) == {"ev-GOOD-1"}  # nothing else written
@@ -272,8 +384,7 @@ def test_non_finite_numbers_are_dead_lettered_and_the_dlq_is_compressed(
     # Published zstd-compressed: reading the DLQ topic decodes zstd batches.
     from serviceorders.consumers.kafka import Publisher
 
-    publisher = Publisher(ks.model_copy(update={"kafka_compression": "zstd"}),
-                          notifications=False)
+    publisher = Publisher(ks.model_copy(update={"kafka_compression": "zstd"}), notifications=False)
     try:
         assert publisher.producer.config["compression_type"] == "zstd"
         publisher.drain()
@@ -281,8 +392,9 @@ def test_non_finite_numbers_are_dead_lettered_and_the_dlq_is_compressed(
         publisher.close()
     decoded: list[int] = []
     real = default_records.zstd_decode
-    monkeypatch.setattr(default_records, "zstd_decode",
-                        lambda data: decoded.append(len(data)) or real(data))
+    monkeypatch.setattr(
+        default_records, "zstd_decode", lambda data: decoded.append(len(data)) or real(data)
+    )
     records = read_topic(ks, ks.dead_letter_topic, expect=len(NON_FINITE), idle=0.5)
     assert {r.key.decode() for r in records} == set(NON_FINITE)
     assert decoded, "the dead letters were not published zstd-compressed"

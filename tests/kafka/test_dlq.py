@@ -29,19 +29,30 @@ from .conftest import kafka_env, read_topic, wait_for
 
 pytestmark = pytest.mark.kafka
 
-DLQ_HEADERS = ("dlq.reason", "dlq.category", "dlq.source.topic", "dlq.source.partition",
-               "dlq.source.offset", "dlq.event_id", "dlq.id")
-TRACE = [("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-         ("binary", bytes(range(1, 256)))]  # any bytes round-trip (NUL: see below)
+DLQ_HEADERS = (
+    "dlq.reason",
+    "dlq.category",
+    "dlq.source.topic",
+    "dlq.source.partition",
+    "dlq.source.offset",
+    "dlq.event_id",
+    "dlq.id",
+)
+TRACE = [
+    ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    ("binary", bytes(range(1, 256))),
+]  # any bytes round-trip (NUL: see below)
 
 
-def send(settings: Settings, messages: list[tuple[bytes | None, bytes | None,
-                                                    list[tuple[str, bytes]]]]) -> None:
+def send(
+    settings: Settings, messages: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
+) -> None:
     producer = KafkaProducer(acks="all", **client_options(settings))
     try:
         for key, value, headers in messages:  # one at a time: offsets in this order
-            producer.send(settings.inbound_topic, key=key, value=value,
-                          headers=headers).get(timeout=30)
+            producer.send(settings.inbound_topic, key=key, value=value, headers=headers).get(
+                timeout=30
+            )
     finally:
         producer.close(timeout=10)
 
@@ -61,13 +72,35 @@ BAD: dict[bytes, tuple[bytes | None, list[tuple[str, bytes]], str, str, str]] = 
     b"K-NOT-JSON": (b'{"eventId": "half', TRACE, env.NOT_JSON, "not JSON", ""),
     b"K-TOMBSTONE": (None, [], env.NOT_JSON, "tombstone", ""),
     b"K-ARRAY": (b"[1, 2, 3]", TRACE[:1], env.NOT_ENVELOPE, "not an object", ""),
-    b"K-UNKNOWN-TYPE": (message("ServiceOrderMilestoneEvent", {"serviceOrder": {}}, "e-ut"),
-                        [], env.UNKNOWN_EVENT_TYPE, "'ServiceOrderMilestoneEvent'", "e-ut"),
-    b"K-REFUSED": (bad_create("K-REFUSED", "teleporter"), TRACE, env.REFUSED, "teleporter",
-                   "K-REFUSED-create"),
-    b"K-UNKNOWN-ORDER": (message(env.CANCEL, {"cancelServiceOrder": {
-        "serviceOrder": {"id": "5b0e4a4e-9f6c-4d4e-8a43-7f5e4b3c2a10"}}}, "e-uo"), [],
-        env.UNKNOWN_ORDER, "no order with id 5b0e4a4e-9f6c-4d4e-8a43-7f5e4b3c2a10", "e-uo"),
+    b"K-UNKNOWN-TYPE": (
+        message("ServiceOrderMilestoneEvent", {"serviceOrder": {}}, "e-ut"),
+        [],
+        env.UNKNOWN_EVENT_TYPE,
+        "'ServiceOrderMilestoneEvent'",
+        "e-ut",
+    ),
+    b"K-REFUSED": (
+        bad_create("K-REFUSED", "teleporter"),
+        TRACE,
+        env.REFUSED,
+        "teleporter",
+        "K-REFUSED-create",
+    ),
+    b"K-UNKNOWN-ORDER": (
+        message(
+            env.CANCEL,
+            {
+                "cancelServiceOrder": {
+                    "serviceOrder": {"id": "5b0e4a4e-9f6c-4d4e-8a43-7f5e4b3c2a10"}
+                }
+            },
+            "e-uo",
+        ),
+        [],
+        env.UNKNOWN_ORDER,
+        "no order with id 5b0e4a4e-9f6c-4d4e-8a43-7f5e4b3c2a10",
+        "e-uo",
+    ),
 }
 GOOD = (b"K-GOOD", create_event("good-create", order("K-GOOD", random.Random(5))), TRACE)
 
@@ -79,8 +112,10 @@ def dead_letters(db: ReadDb) -> list[dict[str, Any]]:
 def drain(settings: Settings, db: ReadDb, run_worker: Callable[..., Any], total: int) -> Any:
     """Run a worker until the database's positions cover `total` messages; return it."""
     running = run_worker(settings)
-    wait_for(lambda: sum(IntakeStore(db).positions(settings.inbound_topic).values()) >= total,
-             what=f"{total} messages consumed")
+    wait_for(
+        lambda: sum(IntakeStore(db).positions(settings.inbound_topic).values()) >= total,
+        what=f"{total} messages consumed",
+    )
     return running
 
 
@@ -91,8 +126,7 @@ def cli(settings: Settings, broker: EmbeddedBroker, *args: str) -> Result:
 def test_dead_letters_keep_the_original_record_and_say_why(ks, db, run_worker):
     send(ks, [(k, v, h) for k, (v, h, *_) in BAD.items()] + [GOOD])
     drain(ks, db, run_worker, len(BAD) + 1).stop()
-    inbound = {r.key: r for r in read_topic(ks, ks.inbound_topic, expect=len(BAD) + 1,
-                                            idle=0.5)}
+    inbound = {r.key: r for r in read_topic(ks, ks.inbound_topic, expect=len(BAD) + 1, idle=0.5)}
     stored = {d["key"]: d for d in dead_letters(db)}
     assert set(stored) == set(BAD), "exactly the bad messages, each once"
 
@@ -138,8 +172,7 @@ def test_a_batch_read_again_dead_letters_each_bad_message_once(ks, db, run_worke
     assert outbox == 2  # the refused create and the cancellation of an unknown order
 
     # The whole partition read again (as after a rewind): nothing is recorded twice.
-    db.execute("UPDATE intake_position SET next_offset = 0 WHERE topic = %s",
-               (ks.inbound_topic,))
+    db.execute("UPDATE intake_position SET next_offset = 0 WHERE topic = %s", (ks.inbound_topic,))
     running = drain(ks, db, run_worker, len(BAD) + 1)
     wait_for(lambda: running.worker.stats.messages >= len(BAD) + 1, what="the second reading")
     running.stop()
@@ -147,7 +180,8 @@ def test_a_batch_read_again_dead_letters_each_bad_message_once(ks, db, run_worke
     assert running.worker.stats.applied == 0
     again = dead_letters(db)
     assert [(d["id"], d["key"], d["reason"]) for d in again] == [
-        (d["id"], d["key"], d["reason"]) for d in first]
+        (d["id"], d["key"], d["reason"]) for d in first
+    ]
     assert IntakeStore(db).counts()["kafka_outbox"] == outbox
 
 
@@ -183,14 +217,21 @@ def test_dlq_list_shows_the_dead_letters_with_their_reasons(ks, db, run_worker, 
     assert none.exit_code == 0 and "no dead letters" in none.output
 
 
-def test_a_replayed_dead_letter_takes_effect_once_its_order_exists(ks, db, run_worker,
-                                                                   broker):
+def test_a_replayed_dead_letter_takes_effect_once_its_order_exists(ks, db, run_worker, broker):
     body = order("CRM-LATE", random.Random(6))
     revised = orjson.loads(orjson.dumps(body["serviceOrderItem"][1]))
     revised["service"]["serviceCharacteristic"] = [{"name": "model", "value": "isr4331"}]
-    revision = message(env.REVISE, {"serviceOrder": {
-        "externalId": "CRM-LATE", "description": "revised before it was created",
-        "serviceOrderItem": [revised]}}, "crm-late-revise")
+    revision = message(
+        env.REVISE,
+        {
+            "serviceOrder": {
+                "externalId": "CRM-LATE",
+                "description": "revised before it was created",
+                "serviceOrderItem": [revised],
+            }
+        },
+        "crm-late-revise",
+    )
     running = run_worker(ks)
     # The revision overtakes its order: refused, the order is unknown.
     send(ks, [(b"CRM-LATE", revision, TRACE)])
@@ -204,7 +245,8 @@ def test_a_replayed_dead_letter_takes_effect_once_its_order_exists(ks, db, run_w
     try:
         wait_for(lambda: app.exists(order_id_for("CRM-LATE")), what="the order")
         assert app.get_order(order_id_for("CRM-LATE")).header.description != (
-            "revised before it was created")
+            "revised before it was created"
+        )
 
         unknown = cli(ks, broker, "dlq", "replay", "999999")
         assert unknown.exit_code == 2
@@ -257,7 +299,8 @@ def test_a_header_with_a_nul_byte_is_kept_in_the_dead_letter(ks, db):
     try:
         result = Intake(app, IntakeStore(db), ks.events_topic).process(
             [Message(ks.inbound_topic, 0, 0, b"K", b"not json", headers)],
-            {(ks.inbound_topic, 0): None})
+            {(ks.inbound_topic, 0): None},
+        )
     finally:
         app.close()
     assert result.dead_letters == 1

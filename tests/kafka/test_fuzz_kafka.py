@@ -80,12 +80,31 @@ def deep(depth: int) -> Any:
 
 
 # ----------------------------------------------------------------- hypothesis strategies
-LEAVES = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-          | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30))
-JSON = st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=3)
-                    | st.dictionaries(st.text(max_size=10), inner, max_size=3), max_leaves=15)
-NOT_UTF8_KEYS = st.sampled_from([b"\xff\xfe\xfd", b"\xc3", b"\x80abc", "Müller".encode("latin-1"),
-                                 "key".encode("utf-16"), b"\x00", b""])
+LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+)
+JSON = st.recursive(
+    LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
+    ),
+    max_leaves=15,
+)
+NOT_UTF8_KEYS = st.sampled_from(
+    [
+        b"\xff\xfe\xfd",
+        b"\xc3",
+        b"\x80abc",
+        "Müller".encode("latin-1"),
+        "key".encode("utf-16"),
+        b"\x00",
+        b"",
+    ]
+)
 EVENT_ID = st.uuids().map(lambda u: f"fz-{u}")
 
 
@@ -115,7 +134,7 @@ def random_bytes(draw: st.DrawFn) -> Fuzzed:
     raw = draw(st.binary(min_size=0, max_size=400))
     try:
         parsed = orjson.loads(raw)
-        category: Any = (env.NOT_ENVELOPE if not isinstance(parsed, dict) else ANY)
+        category: Any = env.NOT_ENVELOPE if not isinstance(parsed, dict) else ANY
     except orjson.JSONDecodeError:
         category = env.NOT_JSON
     return Fuzzed("random-bytes", draw(st.none() | st.binary(max_size=20)), raw, category)
@@ -136,16 +155,23 @@ def nested(draw: st.DrawFn) -> Fuzzed:
     where = draw(st.sampled_from(["description", "note", "serviceOrderItem", "extra"]))
     body[where] = deep(depth)
     # Deeper than orjson parses (1024 levels) the value is not JSON to it at all.
-    return Fuzzed("deep", b"FUZZ-DEEP", orjson.dumps(create(draw(EVENT_ID), body))
-                  if depth < 250 else _deep_bytes(draw(EVENT_ID), depth),
-                  env.NOT_ENVELOPE if depth < 1000 else (env.NOT_ENVELOPE, env.NOT_JSON))
+    return Fuzzed(
+        "deep",
+        b"FUZZ-DEEP",
+        orjson.dumps(create(draw(EVENT_ID), body))
+        if depth < 250
+        else _deep_bytes(draw(EVENT_ID), depth),
+        env.NOT_ENVELOPE if depth < 1000 else (env.NOT_ENVELOPE, env.NOT_JSON),
+    )
 
 
 def _deep_bytes(event_id: str, depth: int) -> bytes:
     # Deeper than orjson writes (255): built as text.
     inner = b'{"x":' * depth + b"1" + b"}" * depth
-    return (b'{"eventId":"' + event_id.encode() + b'","eventType":"ServiceOrderCreateEvent",'
-            b'"event":{"serviceOrder":' + inner + b"}}")
+    return (
+        b'{"eventId":"' + event_id.encode() + b'","eventType":"ServiceOrderCreateEvent",'
+        b'"event":{"serviceOrder":' + inner + b"}}"
+    )
 
 
 @st.composite
@@ -174,8 +200,15 @@ def wrong_type(draw: st.DrawFn) -> Fuzzed:
 
 ITEM_ACTIONS = st.sampled_from(["explode", "Add", "ADD", "remove", "", " add", "noChange2"])
 ITEM_STATES = st.sampled_from(["teleported", "Completed", "done", "", "inprogress", "1"])
-EVENT_TYPES = st.sampled_from(["ServiceOrderMilestoneEvent", "serviceOrderCreateEvent",
-                               "ServiceOrderCreateEvent ", "X" * 200, "ServiceOrderDeleteEvent"])
+EVENT_TYPES = st.sampled_from(
+    [
+        "ServiceOrderMilestoneEvent",
+        "serviceOrderCreateEvent",
+        "ServiceOrderCreateEvent ",
+        "X" * 200,
+        "ServiceOrderDeleteEvent",
+    ]
+)
 
 
 @st.composite
@@ -189,9 +222,11 @@ def unknown_enum(draw: st.DrawFn) -> Fuzzed:
         doc, category = create(draw(EVENT_ID), body), env.INVALID_ORDER
     elif which == "state":
         items = [{"id": "1", "state": draw(ITEM_STATES)}]
-        doc = envelope(draw(EVENT_ID), env.STATE_CHANGE,
-                       {"serviceOrder": {"externalId": body["externalId"],
-                                         "serviceOrderItem": items}})
+        doc = envelope(
+            draw(EVENT_ID),
+            env.STATE_CHANGE,
+            {"serviceOrder": {"externalId": body["externalId"], "serviceOrderItem": items}},
+        )
         category = env.INVALID_ORDER
     else:
         doc = envelope(draw(EVENT_ID), draw(EVENT_TYPES), {"serviceOrder": body})
@@ -211,12 +246,17 @@ def wrong_encoding(draw: st.DrawFn) -> Fuzzed:
     return Fuzzed(f"encoding-{codec}", body["externalId"].encode(), value, env.NOT_JSON)
 
 
-NULLABLE = [("eventId",), ("eventType",), ("event",), ("event", "serviceOrder"),
-            ("event", "serviceOrder", "serviceOrderItem"),
-            ("event", "serviceOrder", "serviceOrderItem", 0),
-            ("event", "serviceOrder", "serviceOrderItem", 0, "id"),
-            ("event", "serviceOrder", "serviceOrderItem", 0, "action"),
-            ("event", "serviceOrder", "serviceOrderItem", 0, "service")]
+NULLABLE = [
+    ("eventId",),
+    ("eventType",),
+    ("event",),
+    ("event", "serviceOrder"),
+    ("event", "serviceOrder", "serviceOrderItem"),
+    ("event", "serviceOrder", "serviceOrderItem", 0),
+    ("event", "serviceOrder", "serviceOrderItem", 0, "id"),
+    ("event", "serviceOrder", "serviceOrderItem", 0, "action"),
+    ("event", "serviceOrder", "serviceOrderItem", 0, "service"),
+]
 
 
 @st.composite
@@ -225,7 +265,7 @@ def nulls(draw: st.DrawFn) -> Fuzzed:
     doc = create(draw(EVENT_ID), valid_order(n, random.Random(n)))
     path = draw(st.sampled_from(NULLABLE))
     _set(doc, path, None)
-    category = (env.NOT_ENVELOPE if len(path) <= 2 else env.INVALID_ORDER)
+    category = env.NOT_ENVELOPE if len(path) <= 2 else env.INVALID_ORDER
     return Fuzzed(f"null-{'.'.join(map(str, path))}", b"FUZZ-NULL", orjson.dumps(doc), category)
 
 
@@ -236,22 +276,35 @@ def bad_key(draw: st.DrawFn) -> Fuzzed:
     n = draw(st.integers(0, 10**6))
     body = valid_order(n, random.Random(n))
     del body["externalId"]
-    return Fuzzed("bad-key", draw(NOT_UTF8_KEYS), orjson.dumps(create(draw(EVENT_ID), body)),
-                  env.INVALID_ORDER)
+    return Fuzzed(
+        "bad-key",
+        draw(NOT_UTF8_KEYS),
+        orjson.dumps(create(draw(EVENT_ID), body)),
+        env.INVALID_ORDER,
+    )
 
 
 # Numbers JSON cannot carry (some writers emit them): NaN, the infinities, and numbers beyond
 # the double range (1e400, 400 nines). orjson refuses them; the reason names the number.
-NON_FINITE = (st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1.5E+309",
-                               "-2e99999"])
-              | st.integers(310, 5000).map(lambda n: "9" * n)
-              | st.integers(310, 400).map(lambda n: f"-{'1' * n}.5"))
+NON_FINITE = (
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1.5E+309", "-2e99999"])
+    | st.integers(310, 5000).map(lambda n: "9" * n)
+    | st.integers(310, 400).map(lambda n: f"-{'1' * n}.5")
+)
 # Not JSON for any parser (no reason to expect beyond "not JSON").
 NOT_NUMBERS = st.sampled_from(["nan", "inf", "-inf", "+Infinity", "NAN", "0x10", "1e", "--1"])
 # Within the double range but beyond 64-bit integers or double precision: valid JSON, applied
 # or refused on its merits, never lost.
-BIG = st.sampled_from(["18446744073709551616", "-9223372036854775809", "1e308",
-                       "123456789012345678901234567890", "1e-400", "4.9e-324"])
+BIG = st.sampled_from(
+    [
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1e308",
+        "123456789012345678901234567890",
+        "1e-400",
+        "4.9e-324",
+    ]
+)
 PLACEHOLDER = "\u2063FUZZ-NUMBER\u2063"
 
 
@@ -267,23 +320,30 @@ def non_finite(draw: st.DrawFn) -> Fuzzed:
     kind = draw(st.sampled_from(["non-finite", "not-a-number", "big"]))
     token = draw({"non-finite": NON_FINITE, "not-a-number": NOT_NUMBERS, "big": BIG}[kind])
     value = orjson.dumps(doc).replace(orjson.dumps(PLACEHOLDER), token.encode(), 1)
-    category: Any = {"non-finite": env.NOT_JSON, "not-a-number": env.NOT_JSON,
-                     "big": ANY}[kind]
+    category: Any = {"non-finite": env.NOT_JSON, "not-a-number": env.NOT_JSON, "big": ANY}[kind]
     reason = "is not a JSON number" if kind == "non-finite" else None
     return Fuzzed(f"number-{kind}", f"FUZZ-NF-{n}".encode(), value, category, reason=reason)
 
 
 # Strings over their bounds (serviceorders.limits, the envelope and TMF641 models): the
 # envelope's own fields, and the order's. Dead-lettered, the reason naming the field.
-OVER_BOUNDS = [(("eventId",), limits.MAX_ID, env.NOT_ENVELOPE, "eventId"),
-               (("correlationId",), limits.MAX_CORRELATION_ID, env.NOT_ENVELOPE,
-                "correlationId"),
-               (("event", "serviceOrder", "externalId"), limits.MAX_ID, env.INVALID_ORDER,
-                "serviceOrder.externalId"),
-               (("event", "serviceOrder", "description"), MAX_TEXT, env.INVALID_ORDER,
-                "serviceOrder.description"),
-               (("event", "serviceOrder", "@type"), limits.MAX_TYPE, env.INVALID_ORDER,
-                "serviceOrder.@type")]
+OVER_BOUNDS = [
+    (("eventId",), limits.MAX_ID, env.NOT_ENVELOPE, "eventId"),
+    (("correlationId",), limits.MAX_CORRELATION_ID, env.NOT_ENVELOPE, "correlationId"),
+    (
+        ("event", "serviceOrder", "externalId"),
+        limits.MAX_ID,
+        env.INVALID_ORDER,
+        "serviceOrder.externalId",
+    ),
+    (
+        ("event", "serviceOrder", "description"),
+        MAX_TEXT,
+        env.INVALID_ORDER,
+        "serviceOrder.description",
+    ),
+    (("event", "serviceOrder", "@type"), limits.MAX_TYPE, env.INVALID_ORDER, "serviceOrder.@type"),
+]
 
 
 @st.composite
@@ -299,17 +359,38 @@ def oversized(draw: st.DrawFn) -> Fuzzed:
     if draw(st.booleans(), label="headers"):
         name = draw(st.sampled_from(["traceparent", "x-request-id", "x-big"]), label="name")
         size = draw(st.integers(257, 200_000), label="size")
-        return Fuzzed("oversized-header", external.encode(), orjson.dumps(doc), None,
-                      headers=((name, b"h" * size),), external_id=external)
+        return Fuzzed(
+            "oversized-header",
+            external.encode(),
+            orjson.dumps(doc),
+            None,
+            headers=((name, b"h" * size),),
+            external_id=external,
+        )
     path, bound, category, field = draw(st.sampled_from(OVER_BOUNDS), label="field")
     length = bound + draw(st.integers(1, 3) | st.integers(1000, 100_000), label="over by")
     _set(doc, path, "s" * length)
-    return Fuzzed(f"oversized-{field}", external.encode(), orjson.dumps(doc), category,
-                  reason=f"{field}: String should have at most {bound} characters")
+    return Fuzzed(
+        f"oversized-{field}",
+        external.encode(),
+        orjson.dumps(doc),
+        category,
+        reason=f"{field}: String should have at most {bound} characters",
+    )
 
 
-BAD = st.one_of(random_bytes(), truncated(), nested(), wrong_type(), unknown_enum(),
-                wrong_encoding(), nulls(), bad_key(), non_finite(), oversized())
+BAD = st.one_of(
+    random_bytes(),
+    truncated(),
+    nested(),
+    wrong_type(),
+    unknown_enum(),
+    wrong_encoding(),
+    nulls(),
+    bad_key(),
+    non_finite(),
+    oversized(),
+)
 
 
 def generate(count: int) -> list[Fuzzed]:
@@ -317,8 +398,13 @@ def generate(count: int) -> list[Fuzzed]:
     found: list[Fuzzed] = []
 
     @seed(SEED)
-    @hsettings(max_examples=count, database=None, deadline=None, phases=[Phase.generate],
-               suppress_health_check=list(HealthCheck))
+    @hsettings(
+        max_examples=count,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(message=BAD)
     def draw(message: Fuzzed) -> None:
         found.append(message)
@@ -336,22 +422,33 @@ def special(rng: random.Random) -> list[Fuzzed]:
     value = orjson.dumps(create("fz-huge", huge))
     assert len(value) > env.MAX_MESSAGE_BYTES
     keyed = valid_order(9002, rng)
-    return [Fuzzed("too-large", b"FUZZ-HUGE", value, env.TOO_LARGE),
-            Fuzzed("tombstone", b"FUZZ-TOMB", None, env.NOT_JSON),
-            Fuzzed("valid-bad-key", b"\xff\xfe", orjson.dumps(create("fz-keyed", keyed)), None,
-                   external_id=keyed["externalId"]),
-            Fuzzed("nul-in-header", b"FUZZ-HDR", b"{", env.NOT_JSON,
-                   headers=(("h\u00e9", b"\x00\xff"),))]
+    return [
+        Fuzzed("too-large", b"FUZZ-HUGE", value, env.TOO_LARGE),
+        Fuzzed("tombstone", b"FUZZ-TOMB", None, env.NOT_JSON),
+        Fuzzed(
+            "valid-bad-key",
+            b"\xff\xfe",
+            orjson.dumps(create("fz-keyed", keyed)),
+            None,
+            external_id=keyed["externalId"],
+        ),
+        Fuzzed(
+            "nul-in-header", b"FUZZ-HDR", b"{", env.NOT_JSON, headers=(("h\u00e9", b"\x00\xff"),)
+        ),
+    ]
 
 
 # -------------------------------------------------------------------------- helpers
 def publish(settings: Settings, messages: list[Fuzzed]) -> None:
     # kafka-python refuses records over max_request_size (1 MiB by default) itself.
-    producer = KafkaProducer(acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024,
-                             **client_options(settings))
+    producer = KafkaProducer(
+        acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024, **client_options(settings)
+    )
     try:
-        futures = [producer.send(settings.inbound_topic, key=m.key, value=m.value,
-                                 headers=list(m.headers)) for m in messages]
+        futures = [
+            producer.send(settings.inbound_topic, key=m.key, value=m.value, headers=list(m.headers))
+            for m in messages
+        ]
         producer.flush(timeout=60)
         for f in futures:
             f.get(timeout=30)  # the broker took every one (the huge one included)
@@ -371,9 +468,15 @@ def test_fuzzed_messages_are_applied_or_dead_lettered_never_lost(ks, db, run_wor
     valid = []
     for n in range(1, VALID_ORDERS + 1):
         body = valid_order(n, rng)
-        valid.append(Fuzzed("valid", body["externalId"].encode(),
-                            orjson.dumps(create(f"fz-valid-{n}", body)), None,
-                            external_id=body["externalId"]))
+        valid.append(
+            Fuzzed(
+                "valid",
+                body["externalId"].encode(),
+                orjson.dumps(create(f"fz-valid-{n}", body)),
+                None,
+                external_id=body["externalId"],
+            )
+        )
     messages = bad + valid + special(rng)
     rng.shuffle(messages)
     publish(ks, messages)
@@ -390,11 +493,17 @@ def test_fuzzed_messages_are_applied_or_dead_lettered_never_lost(ks, db, run_wor
     records = read_topic(ks, ks.inbound_topic, expect=total, idle=0.5)
     assert len(records) == total
     by_position = {(r.partition, r.offset): r for r in records}
-    applied = {(p, o): event_id for event_id, p, o in db.fetchall(
-        'SELECT event_id, partition, "offset" FROM intake_applied WHERE topic = %s',
-        (ks.inbound_topic,))}
-    dead = {(d["source_partition"], d["source_offset"]): d
-            for d in IntakeStore(db).dead_letters(limit=10_000)}
+    applied = {
+        (p, o): event_id
+        for event_id, p, o in db.fetchall(
+            'SELECT event_id, partition, "offset" FROM intake_applied WHERE topic = %s',
+            (ks.inbound_topic,),
+        )
+    }
+    dead = {
+        (d["source_partition"], d["source_offset"]): d
+        for d in IntakeStore(db).dead_letters(limit=10_000)
+    }
     assert len(dead) == len(IntakeStore(db).dead_letters(limit=10_000)), "one per message"
     assert not set(applied) & set(dead), "a message both applied and dead-lettered"
     # Neither applied nor refused: only a duplicate (an eventId a mutation made repeat).
@@ -430,8 +539,10 @@ def test_fuzzed_messages_are_applied_or_dead_lettered_never_lost(ks, db, run_wor
                 assert m.reason in dead[position]["reason"], (m.kind, dead[position]["reason"])
         if position in dead:
             categories[dead[position]["category"]] += 1
-    print(f"\n{total} messages: {len(applied)} applied, {len(dead)} dead letters; kinds "
-          f"{dict(sorted(kinds.items()))}; categories {dict(sorted(categories.items()))}")
+    print(
+        f"\n{total} messages: {len(applied)} applied, {len(dead)} dead letters; kinds "
+        f"{dict(sorted(kinds.items()))}; categories {dict(sorted(categories.items()))}"
+    )
     assert categories[env.TOO_LARGE] == 1
     app = build_application(ks)
     try:
@@ -445,19 +556,47 @@ def test_fuzzed_messages_are_applied_or_dead_lettered_never_lost(ks, db, run_wor
 # ------------------------------------------ every event type, parsed without the broker
 TEMPLATES = {
     env.CREATE: TEMPLATE,
-    env.REVISE: envelope("t-revise", env.REVISE, {"serviceOrder": {
-        "externalId": "FUZZ-OK-0001", "description": "new", "priority": "1",
-        "requestedStartDate": "2031-01-02T10:00:00Z",
-        "relatedParty": [{"id": "C-1", "role": "customer"}],
-        "serviceOrderItem": TEMPLATE["event"]["serviceOrder"]["serviceOrderItem"]}}),
-    env.CANCEL: envelope("t-cancel", env.CANCEL, {"cancelServiceOrder": {
-        "cancellationReason": "moving", "requestedCancellationDate": "2031-01-02T10:00:00Z",
-        "serviceOrder": {"id": "5b0e4a4e-9f6c-4d4e-8a43-7f5e4b3c2a10",
-                         "externalId": "FUZZ-OK-0001"}}}),
-    env.STATE_CHANGE: envelope("t-state", env.STATE_CHANGE, {"serviceOrder": {
-        "externalId": "FUZZ-OK-0001", "serviceOrderItem": [
-            {"id": "1", "state": "inProgress"}, {"id": "2", "state": "failed",
-                                                 "stateReason": "no stock"}]}}),
+    env.REVISE: envelope(
+        "t-revise",
+        env.REVISE,
+        {
+            "serviceOrder": {
+                "externalId": "FUZZ-OK-0001",
+                "description": "new",
+                "priority": "1",
+                "requestedStartDate": "2031-01-02T10:00:00Z",
+                "relatedParty": [{"id": "C-1", "role": "customer"}],
+                "serviceOrderItem": TEMPLATE["event"]["serviceOrder"]["serviceOrderItem"],
+            }
+        },
+    ),
+    env.CANCEL: envelope(
+        "t-cancel",
+        env.CANCEL,
+        {
+            "cancelServiceOrder": {
+                "cancellationReason": "moving",
+                "requestedCancellationDate": "2031-01-02T10:00:00Z",
+                "serviceOrder": {
+                    "id": "5b0e4a4e-9f6c-4d4e-8a43-7f5e4b3c2a10",
+                    "externalId": "FUZZ-OK-0001",
+                },
+            }
+        },
+    ),
+    env.STATE_CHANGE: envelope(
+        "t-state",
+        env.STATE_CHANGE,
+        {
+            "serviceOrder": {
+                "externalId": "FUZZ-OK-0001",
+                "serviceOrderItem": [
+                    {"id": "1", "state": "inProgress"},
+                    {"id": "2", "state": "failed", "stateReason": "no stock"},
+                ],
+            }
+        },
+    ),
 }
 TEMPLATE_PATHS = [(t, p) for t, doc in TEMPLATES.items() for p in paths_of(doc)]
 
@@ -484,8 +623,7 @@ def mutated_envelopes(draw: st.DrawFn) -> bytes:
 
 
 @seed(SEED)
-@hsettings(max_examples=600, database=None, deadline=None,
-           suppress_health_check=list(HealthCheck))
+@hsettings(max_examples=600, database=None, deadline=None, suppress_health_check=list(HealthCheck))
 @given(value=mutated_envelopes(), key=st.none() | st.binary(max_size=12))
 def test_parsing_any_envelope_gives_a_command_or_a_refusal(value, key):
     """`envelope.parse` runs outside the per-message error handling of a batch (only a
@@ -499,6 +637,11 @@ def test_parsing_any_envelope_gives_a_command_or_a_refusal(value, key):
 
 # The broker run also gets every event type mutated (revisions, cancellations and item
 # states of FUZZ-OK-0001, one of the valid orders): refused or applied on their merits.
-BAD = st.one_of(BAD, mutated_envelopes().map(
-    lambda value: Fuzzed("mutated-" + str(orjson.loads(value).get("eventType"))[:40],
-                         b"FUZZ-OK-0001", value, ANY)))
+BAD = st.one_of(
+    BAD,
+    mutated_envelopes().map(
+        lambda value: Fuzzed(
+            "mutated-" + str(orjson.loads(value).get("eventType"))[:40], b"FUZZ-OK-0001", value, ANY
+        )
+    ),
+)

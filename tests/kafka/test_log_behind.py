@@ -37,10 +37,17 @@ def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 
 def configured(settings: Settings, broker: EmbeddedBroker, **kw: object) -> Settings:
-    found = settings.model_copy(update={
-        "kafka_bootstrap_servers": broker.bootstrap_servers, "consumer_group": "g-behind",
-        "inbound_topic": "in-behind", "events_topic": "ev-behind", "topic_partitions": 1,
-        "consume_batch": 50, **kw})
+    found = settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": broker.bootstrap_servers,
+            "consumer_group": "g-behind",
+            "inbound_topic": "in-behind",
+            "events_topic": "ev-behind",
+            "topic_partitions": 1,
+            "consume_batch": 50,
+            **kw,
+        }
+    )
     init_database(found)
     ensure_topics(found)
     return found
@@ -56,9 +63,13 @@ def db(settings: Settings) -> Iterator[ReadDb]:
 
 def creates(prefix: str, count: int) -> list[tuple[bytes | None, bytes]]:
     rng = random.Random(prefix)
-    return [(f"{prefix}-{n}".encode(), create_event(f"{prefix}-{n}-create",
-                                                   order(f"{prefix}-{n}", rng)))
-            for n in range(count)]
+    return [
+        (
+            f"{prefix}-{n}".encode(),
+            create_event(f"{prefix}-{n}-create", order(f"{prefix}-{n}", rng)),
+        )
+        for n in range(count)
+    ]
 
 
 def position(db: ReadDb, settings: Settings) -> int | None:
@@ -67,8 +78,11 @@ def position(db: ReadDb, settings: Settings) -> int | None:
 
 def our_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     """The consumer's own ERRORs (the Kafka client logs its own during a broker restart)."""
-    return [r.getMessage() for r in caplog.records
-            if r.levelno == logging.ERROR and r.name == "serviceorders.kafka"]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.ERROR and r.name == "serviceorders.kafka"
+    ]
 
 
 def applied(db: ReadDb) -> int:
@@ -108,8 +122,14 @@ def runs() -> Iterator[Callable[[Settings], Run]]:
             run.stop()
 
 
-def consume_then_lose_the_log(settings: Settings, broker: EmbeddedBroker, db: ReadDb,
-                              runs: Callable[[Settings], Run], old: int, new: int) -> None:
+def consume_then_lose_the_log(
+    settings: Settings,
+    broker: EmbeddedBroker,
+    db: ReadDb,
+    runs: Callable[[Settings], Run],
+    old: int,
+    new: int,
+) -> None:
     """`old` messages consumed; then the broker forgets them and `new` arrive."""
     produce(settings, creates("OLD", old))
     first = runs(settings)
@@ -130,8 +150,10 @@ def test_rewind_reads_the_new_log_from_its_start(settings, own_broker, db, runs,
     second = runs(s)
     app = build_application(s)
     try:
-        wait_for(lambda: all(app.exists(order_id_for(f"NEW-{n}")) for n in range(3)),
-                 what="the new orders")
+        wait_for(
+            lambda: all(app.exists(order_id_for(f"NEW-{n}")) for n in range(3)),
+            what="the new orders",
+        )
     finally:
         app.close()
     wait_for(lambda: position(db, s) == 3, what="the position rewound and advanced")
@@ -146,8 +168,7 @@ def test_rewind_reads_the_new_log_from_its_start(settings, own_broker, db, runs,
 
 
 @pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
-def test_stop_policy_exits_with_code_3_and_changes_nothing(settings, own_broker, db, runs,
-                                                           caplog):
+def test_stop_policy_exits_with_code_3_and_changes_nothing(settings, own_broker, db, runs, caplog):
     s = configured(settings, own_broker, log_behind_policy="stop")
     consume_then_lose_the_log(s, own_broker, db, runs, old=8, new=3)
 
@@ -167,22 +188,30 @@ def test_stop_policy_exits_with_code_3_and_changes_nothing(settings, own_broker,
 
 
 def committed(settings: Settings) -> dict[int, int | None]:
-    consumer = KafkaConsumer(group_id=settings.consumer_group, enable_auto_commit=False,
-                             **client_options(settings))
+    consumer = KafkaConsumer(
+        group_id=settings.consumer_group, enable_auto_commit=False, **client_options(settings)
+    )
     try:
         parts = consumer.partitions_for_topic(settings.inbound_topic) or set()
-        return {p: consumer.committed(TopicPartition(settings.inbound_topic, p))
-                for p in sorted(parts)}
+        return {
+            p: consumer.committed(TopicPartition(settings.inbound_topic, p)) for p in sorted(parts)
+        }
     finally:
         consumer.close()
 
 
 @pytest.mark.parametrize("settings", ["postgres"], indirect=True)
 def test_sigterm_finishes_the_batch_commits_and_exits_0(settings, broker, db, tmp_path):
-    s = settings.model_copy(update={
-        "kafka_bootstrap_servers": broker.bootstrap_servers, "consumer_group": "g-term",
-        "inbound_topic": f"in-term-{time.monotonic_ns()}", "events_topic": "ev-term",
-        "topic_partitions": 3, "consume_batch": 20})
+    s = settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": broker.bootstrap_servers,
+            "consumer_group": "g-term",
+            "inbound_topic": f"in-term-{time.monotonic_ns()}",
+            "events_topic": "ev-term",
+            "topic_partitions": 3,
+            "consume_batch": 20,
+        }
+    )
     ensure_topics(s)
     total = 600
     produce(s, creates("TERM", total))
@@ -207,7 +236,8 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(settings, broker, db, tm
     assert done < total, "stopped mid-stream (else this test proves little)"
     kafka = committed(s)
     assert {p: o for p, o in kafka.items() if o is not None} == {
-        p: o for p, o in stored.items() if o}
+        p: o for p, o in stored.items() if o
+    }
 
     # The next consumer resumes from the database: the rest, none twice.
     process = spawn_consume(kafka_env(s, broker), log, "--idle-exit", "3")
@@ -223,12 +253,18 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(settings, broker, db, tm
 
 @pytest.mark.parametrize("where", ["before", "inside"])
 def test_a_batch_whose_transaction_fails_is_read_again_and_applied_once(
-        settings, broker, db, runs, monkeypatch, where):
-    s = settings.model_copy(update={
-        "kafka_bootstrap_servers": broker.bootstrap_servers,
-        "consumer_group": f"g-fail-{time.monotonic_ns()}",
-        "inbound_topic": f"in-fail-{time.monotonic_ns()}", "events_topic": "ev-fail",
-        "topic_partitions": 1, "consume_batch": 200})
+    settings, broker, db, runs, monkeypatch, where
+):
+    s = settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": broker.bootstrap_servers,
+            "consumer_group": f"g-fail-{time.monotonic_ns()}",
+            "inbound_topic": f"in-fail-{time.monotonic_ns()}",
+            "events_topic": "ev-fail",
+            "topic_partitions": 1,
+            "consume_batch": 200,
+        }
+    )
     ensure_topics(s)
     messages = creates("FAIL", 12)
     refused = order("FAIL-BAD", random.Random(9))
@@ -317,8 +353,11 @@ def resumed(settings: Settings, db: ReadDb) -> Iterator[Callable[..., ConsumerWo
 
     def make(policy: str, consumer: FakeConsumer) -> ConsumerWorker:
         s = settings.model_copy(update={"log_behind_policy": policy, "inbound_topic": "in-x"})
-        db.execute("INSERT INTO intake_position (topic, partition, next_offset, updated_at) "
-                   "VALUES (%s, %s, %s, %s)", ("in-x", 0, 8, utcnow().isoformat()))
+        db.execute(
+            "INSERT INTO intake_position (topic, partition, next_offset, updated_at) "
+            "VALUES (%s, %s, %s, %s)",
+            ("in-x", 0, 8, utcnow().isoformat()),
+        )
         worker = ConsumerWorker(s)
         made.append(worker)
         worker.consumer = consumer  # type: ignore[assignment]
@@ -376,8 +415,7 @@ def test_records_deleted_by_retention_are_not_a_log_behind(resumed, db, caplog):
     assert our_errors(caplog) == []
 
 
-def test_a_log_that_ends_before_the_position_is_a_log_behind_when_the_probe_expires(
-        resumed, db):
+def test_a_log_that_ends_before_the_position_is_a_log_behind_when_the_probe_expires(resumed, db):
     worker = resumed("rewind", FakeConsumer(beginning=0, end=3))
     worker.probes[TP].deadline = 0.0
     worker._check_probes()

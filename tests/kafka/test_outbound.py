@@ -48,7 +48,8 @@ class Door:
             self.offset += 1
         stored = self.store.positions(self.settings.inbound_topic).get(0)
         return Intake(self.app, self.store, self.settings.events_topic).process(
-            batch, {(self.settings.inbound_topic, 0): stored})
+            batch, {(self.settings.inbound_topic, 0): stored}
+        )
 
 
 def message(event_type: str, body: dict[str, Any], event_id: str) -> bytes:
@@ -56,9 +57,16 @@ def message(event_type: str, body: dict[str, Any], event_id: str) -> bytes:
 
 
 def item_states(external_id: str, states: dict[str, str], event_id: str) -> bytes:
-    return message(env.STATE_CHANGE, {"serviceOrder": {
-        "externalId": external_id,
-        "serviceOrderItem": [{"id": i, "state": s} for i, s in states.items()]}}, event_id)
+    return message(
+        env.STATE_CHANGE,
+        {
+            "serviceOrder": {
+                "externalId": external_id,
+                "serviceOrderItem": [{"id": i, "state": s} for i, s in states.items()],
+            }
+        },
+        event_id,
+    )
 
 
 @pytest.fixture
@@ -69,8 +77,9 @@ def db(kafka_settings: Settings) -> Iterator[ReadDb]:
 
 
 @pytest.fixture
-def door(kafka_settings: Settings, open_app: Callable[[Settings], ServiceOrders],
-         db: ReadDb) -> Door:
+def door(
+    kafka_settings: Settings, open_app: Callable[[Settings], ServiceOrders], db: ReadDb
+) -> Door:
     return Door(kafka_settings, open_app(kafka_settings), db)
 
 
@@ -89,8 +98,10 @@ def publishers(kafka_settings: Settings) -> Iterator[Callable[..., Publisher]]:
 
 def outbox(db: ReadDb) -> list[tuple[str, UUID, int, str]]:
     """(eventId, order id, order version, eventType) of every notification, in log order."""
-    rows = db.fetchall("SELECT event_id, order_id, order_version, event_type "
-                       "FROM notification_outbox ORDER BY position, seq")
+    rows = db.fetchall(
+        "SELECT event_id, order_id, order_version, event_type "
+        "FROM notification_outbox ORDER BY position, seq"
+    )
     return [(e, UUID(str(o)), int(v), t) for e, o, v, t in rows]
 
 
@@ -105,32 +116,61 @@ ORDERS = {ext: order(ext, random.Random(n)) for n, ext in enumerate(["CRM-A", "C
 def lifecycle(door: Door) -> None:
     """Three orders and a refused one through the intake, a manager's approvals, fulfilment
     completing one order, an upstream revision and an upstream cancellation."""
-    result = door.send(*[(ext.encode(), create_event(f"{ext}-create", b))
-                         for ext, b in ORDERS.items()])
+    result = door.send(
+        *[(ext.encode(), create_event(f"{ext}-create", b)) for ext, b in ORDERS.items()]
+    )
     assert (result.applied, result.dead_letters) == (3, 0)
     a, b = (order_id_for(x) for x in ("CRM-A", "CRM-B"))
     door.app.approve(MANAGER, a)
     door.app.approve(MANAGER, b)
     result = door.send(
         (b"CRM-A", item_states("CRM-A", {"1": "inProgress", "3": "inProgress"}, "ful-1")),
-        (b"CRM-A", item_states("CRM-A", {"1": "completed", "2": "completed", "3": "completed"},
-                               "ful-2")))
+        (
+            b"CRM-A",
+            item_states("CRM-A", {"1": "completed", "2": "completed", "3": "completed"}, "ful-2"),
+        ),
+    )
     assert (result.applied, result.dead_letters) == (2, 0)
     revised = orjson.loads(orjson.dumps(ORDERS["CRM-B"]["serviceOrderItem"][0]))
-    revised["service"]["serviceCharacteristic"] = [{"name": "bandwidthMbps", "value": 10000},
-                                                   {"name": "accessType", "value": "fibre"}]
+    revised["service"]["serviceCharacteristic"] = [
+        {"name": "bandwidthMbps", "value": 10000},
+        {"name": "accessType", "value": "fibre"},
+    ]
     result = door.send(
-        (b"CRM-B", message(env.REVISE, {"serviceOrder": {
-            "externalId": "CRM-B", "description": "upgraded",
-            "serviceOrderItem": [revised]}}, "crm-revise-1")),
-        (b"CRM-C", message(env.CANCEL, {"cancelServiceOrder": {
-            "cancellationReason": "customer changed plans",
-            "serviceOrder": {"id": str(order_id_for("CRM-C"))}}}, "crm-cancel-1")))
+        (
+            b"CRM-B",
+            message(
+                env.REVISE,
+                {
+                    "serviceOrder": {
+                        "externalId": "CRM-B",
+                        "description": "upgraded",
+                        "serviceOrderItem": [revised],
+                    }
+                },
+                "crm-revise-1",
+            ),
+        ),
+        (
+            b"CRM-C",
+            message(
+                env.CANCEL,
+                {
+                    "cancelServiceOrder": {
+                        "cancellationReason": "customer changed plans",
+                        "serviceOrder": {"id": str(order_id_for("CRM-C"))},
+                    }
+                },
+                "crm-cancel-1",
+            ),
+        ),
+    )
     assert (result.applied, result.dead_letters) == (2, 0)
 
 
 def test_every_notification_reaches_the_events_topic_with_the_hubs_event_ids(
-        kafka_settings, door, db, publishers):
+    kafka_settings, door, db, publishers
+):
     lifecycle(door)
     assert build_projector(kafka_settings, db).catch_up() > 0
     expected = outbox(db)
@@ -168,14 +208,17 @@ def test_every_notification_reaches_the_events_topic_with_the_hubs_event_ids(
         assert len({r.partition for r in records if r.key == str(order_id).encode()}) == 1
     # Nothing left to publish; a second drain sends nothing.
     assert publisher.tick() is False
-    position = db.fetchone("SELECT position FROM outbound_position WHERE name = %s",
-                           (NOTIFICATIONS,))
+    position = db.fetchone(
+        "SELECT position FROM outbound_position WHERE name = %s", (NOTIFICATIONS,)
+    )
     assert position is not None and int(position[0]) == max(
-        int(p[0]) for p in db.fetchall("SELECT position FROM notification_outbox"))
+        int(p[0]) for p in db.fetchall("SELECT position FROM notification_outbox")
+    )
 
 
-def test_the_outcomes_of_the_lifecycle_are_on_the_events_topic(kafka_settings, door, db,
-                                                               publishers):
+def test_the_outcomes_of_the_lifecycle_are_on_the_events_topic(
+    kafka_settings, door, db, publishers
+):
     lifecycle(door)
     a, b, c = (door.app.get_order(order_id_for(x)) for x in ORDERS)
     # Fulfilment's item states moved the items, then the order.
@@ -188,7 +231,8 @@ def test_the_outcomes_of_the_lifecycle_are_on_the_events_topic(kafka_settings, d
     before = ORDERS["CRM-B"]["serviceOrderItem"]
     for item in before[1:]:
         assert original[item["id"]].characteristics == {
-            ch["name"]: ch["value"] for ch in item["service"]["serviceCharacteristic"]}
+            ch["name"]: ch["value"] for ch in item["service"]["serviceCharacteristic"]
+        }
     assert set(original) == {"1", "2", "3"}
     assert b.state is OrderState.IN_PROGRESS
     # The cancellation request awaits a manager.
@@ -207,19 +251,24 @@ def test_the_outcomes_of_the_lifecycle_are_on_the_events_topic(kafka_settings, d
     assert doc_a["state"] == "completed"
     assert {i["state"] for i in doc_a["serviceOrderItem"]} == {"completed"}
     assert doc_b["description"] == "upgraded"
-    chars = {i["id"]: {ch["name"]: ch["value"] for ch in i["service"]["serviceCharacteristic"]}
-             for i in doc_b["serviceOrderItem"]}
+    chars = {
+        i["id"]: {ch["name"]: ch["value"] for ch in i["service"]["serviceCharacteristic"]}
+        for i in doc_b["serviceOrderItem"]
+    }
     assert chars["1"]["bandwidthMbps"] == 10000 and set(chars) == {"1", "2", "3"}
     assert doc_c["state"] == "assessingCancellation"
-    cancels = [body_of(r) for r in records
-               if body_of(r)["eventType"] == "CancelServiceOrderCreateEvent"]
+    cancels = [
+        body_of(r) for r in records if body_of(r)["eventType"] == "CancelServiceOrderCreateEvent"
+    ]
     assert len(cancels) == 1
     assert cancels[0]["event"]["cancelServiceOrder"]["cancellationReason"] == (
-        "customer changed plans")
+        "customer changed plans"
+    )
 
 
-def test_a_refused_create_is_announced_keyed_by_its_external_id(kafka_settings, door, db,
-                                                               publishers):
+def test_a_refused_create_is_announced_keyed_by_its_external_id(
+    kafka_settings, door, db, publishers
+):
     unknown_spec = order("CRM-R1", random.Random(1))
     unknown_spec["serviceOrderItem"][0]["service"]["serviceSpecification"]["id"] = "teleporter"
     no_action = order("CRM-R2", random.Random(2))
@@ -229,7 +278,8 @@ def test_a_refused_create_is_announced_keyed_by_its_external_id(kafka_settings, 
         (b"KEY-R2", create_event("r2-create", no_action)),
         (b"CRM-R3", b"{not json"),  # unreadable: nobody to tell
         (b"CRM-R4", message("ServiceOrderMilestoneEvent", {"serviceOrder": {}}, "r4")),
-        (b"CRM-OK", create_event("ok-create", ORDERS["CRM-A"] | {"externalId": "CRM-OK"})))
+        (b"CRM-OK", create_event("ok-create", ORDERS["CRM-A"] | {"externalId": "CRM-OK"})),
+    )
     assert (result.applied, result.dead_letters) == (1, 4)
     assert not door.app.exists(order_id_for("CRM-R1"))
 
@@ -261,7 +311,8 @@ def test_a_refused_create_is_announced_keyed_by_its_external_id(kafka_settings, 
 
 
 def test_publishing_again_after_a_crash_repeats_only_the_same_event_ids(
-        kafka_settings, door, db, publishers, monkeypatch):
+    kafka_settings, door, db, publishers, monkeypatch
+):
     lifecycle(door)
     build_projector(kafka_settings, db).catch_up()
     expected = outbox(db)
@@ -282,13 +333,13 @@ def test_publishing_again_after_a_crash_repeats_only_the_same_event_ids(
     with pytest.raises(ConnectionError):
         crashing.tick()
     monkeypatch.undo()
-    position = db.fetchone("SELECT position, seq FROM outbound_position WHERE name = %s",
-                           (NOTIFICATIONS,))
+    position = db.fetchone(
+        "SELECT position, seq FROM outbound_position WHERE name = %s", (NOTIFICATIONS,)
+    )
     assert position is not None  # the first round is marked, the second is not
 
     publishers().drain()  # a new publisher: resumes from the marked position
-    records = read_topic(kafka_settings, kafka_settings.events_topic,
-                         expect=len(expected) + 4)
+    records = read_topic(kafka_settings, kafka_settings.events_topic, expect=len(expected) + 4)
     counts = Counter(body_of(r)["eventId"] for r in records)
     assert set(counts) == {e for e, *_ in expected}, "every notification, nothing else"
     assert sorted(counts.values(), reverse=True)[:4] == [2, 2, 2, 2]
@@ -298,15 +349,13 @@ def test_publishing_again_after_a_crash_repeats_only_the_same_event_ids(
     copies: dict[str, set[bytes]] = defaultdict(set)
     for r in records:
         copies[body_of(r)["eventId"]].add(r.value)
-        assert r.key == str(next(o for e, o, *_ in expected if e == body_of(r)["eventId"])
-                            ).encode()
+        assert r.key == str(next(o for e, o, *_ in expected if e == body_of(r)["eventId"])).encode()
     assert all(len(v) == 1 for v in copies.values()), "a duplicate is the same record"
 
     # A reset of the outbound position (e.g. a restored database) publishes all again.
     db.execute("DELETE FROM outbound_position WHERE name = %s", (NOTIFICATIONS,))
     publishers().drain()
-    records = read_topic(kafka_settings, kafka_settings.events_topic,
-                         expect=2 * len(expected) + 4)
+    records = read_topic(kafka_settings, kafka_settings.events_topic, expect=2 * len(expected) + 4)
     counts = Counter(body_of(r)["eventId"] for r in records)
     assert set(counts) == {e for e, *_ in expected}
     assert sum(counts.values()) == 2 * len(expected) + 4

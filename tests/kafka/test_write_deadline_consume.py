@@ -32,15 +32,20 @@ MARKER = "slow-write-marker"  # the slow_marked_inserts fixture (tests/conftest.
 
 def _lock_holders(pg_database: Any) -> list[Any]:
     with pg_database.connect() as conn:
-        return conn.execute("SELECT pid FROM pg_locks WHERE relation = "
-                            "'serviceorders_events'::regclass AND mode = 'ExclusiveLock'"
-                            ).fetchall()
+        return conn.execute(
+            "SELECT pid FROM pg_locks WHERE relation = "
+            "'serviceorders_events'::regclass AND mode = 'ExclusiveLock'"
+        ).fetchall()
 
 
 @pytest.mark.parametrize("settings", ["postgres"], indirect=True)
 def test_sigterm_stops_consume_within_its_deadline_during_a_stuck_write(
-        kafka_settings: Settings, broker: EmbeddedBroker, pg_database: Any,
-        slow_marked_inserts: None, tmp_path: Path) -> None:
+    kafka_settings: Settings,
+    broker: EmbeddedBroker,
+    pg_database: Any,
+    slow_marked_inserts: None,
+    tmp_path: Path,
+) -> None:
     init_database(kafka_settings)
     body = order("slow-1", random.Random(1))
     body["description"] = MARKER
@@ -49,21 +54,30 @@ def test_sigterm_stops_consume_within_its_deadline_during_a_stuck_write(
     env = kafka_env(kafka_settings, broker, SERVICEORDERS_DB_WRITE_TIMEOUT=str(WRITE_TIMEOUT))
     process = spawn_consume(env, log)
     try:
-        wait_for(lambda: _lock_holders(pg_database), timeout=60,
-                 what="the intake's write to take the lock")
+        wait_for(
+            lambda: _lock_holders(pg_database),
+            timeout=60,
+            what="the intake's write to take the lock",
+        )
         # The stuck write times out and the batch is read again (it times out again).
-        wait_for(lambda: "batch not written (WriteTimeout" in log.read_text(errors="replace"),
-                 timeout=WRITE_TIMEOUT + 10, what="the write to time out")
-        wait_for(lambda: _lock_holders(pg_database), timeout=30,
-                 what="the batch to be written again")
+        wait_for(
+            lambda: "batch not written (WriteTimeout" in log.read_text(errors="replace"),
+            timeout=WRITE_TIMEOUT + 10,
+            what="the write to time out",
+        )
+        wait_for(
+            lambda: _lock_holders(pg_database), timeout=30, what="the batch to be written again"
+        )
         process.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
         # Documented deadline: the write timeout, plus the commit and leaving the group.
         try:
             code = process.wait(WRITE_TIMEOUT + 10)
         except subprocess.TimeoutExpired:
-            pytest.fail("consume did not stop within its deadline after SIGTERM:\n"
-                        + log.read_text(errors="replace"))
+            pytest.fail(
+                "consume did not stop within its deadline after SIGTERM:\n"
+                + log.read_text(errors="replace")
+            )
         assert time.monotonic() - stopped < WRITE_TIMEOUT + 10
         assert code == 0, log.read_text(errors="replace")
     finally:

@@ -22,15 +22,29 @@ pytestmark = pytest.mark.unit
 CATALOG = Catalog.default()
 
 
-def item(spec_id: str = "internet-access", item_id: str = "1", *,
-         action: ItemAction = ItemAction.ADD, place: bool = True, **characteristics) -> OrderItem:
-    return OrderItem(id=item_id, action=action, specification=SpecRef(id=spec_id),
-                     characteristics=characteristics, place=Place(id="site") if place else None)
+def item(
+    spec_id: str = "internet-access",
+    item_id: str = "1",
+    *,
+    action: ItemAction = ItemAction.ADD,
+    place: bool = True,
+    **characteristics,
+) -> OrderItem:
+    return OrderItem(
+        id=item_id,
+        action=action,
+        specification=SpecRef(id=spec_id),
+        characteristics=characteristics,
+        place=Place(id="site") if place else None,
+    )
 
 
 def internet(item_id: str = "1", **characteristics) -> OrderItem:
-    return item("internet-access", item_id,
-                **{"bandwidthMbps": 100, "accessType": "fibre", **characteristics})
+    return item(
+        "internet-access",
+        item_id,
+        **{"bandwidthMbps": 100, "accessType": "fibre", **characteristics},
+    )
 
 
 def codes(problems: list[Problem]) -> list[str]:
@@ -55,8 +69,15 @@ def a_valid_value(char: CharacteristicSpec):
 # -------------------------------------------------------------------------- loading
 def test_the_default_catalog_loads_with_its_specifications() -> None:
     assert {s.id for s in CATALOG.specifications} == {
-        "internet-access", "sdwan-site", "ethernet-private-line", "ip-vpn", "managed-router",
-        "sip-trunk", "managed-firewall", "cloud-connect"}
+        "internet-access",
+        "sdwan-site",
+        "ethernet-private-line",
+        "ip-vpn",
+        "managed-router",
+        "sip-trunk",
+        "managed-firewall",
+        "cloud-connect",
+    }
 
 
 def test_specifications_are_found_by_id() -> None:
@@ -89,7 +110,8 @@ def test_every_default_of_the_catalog_is_a_valid_value(spec: ServiceSpecificatio
 
 @pytest.mark.parametrize("spec", CATALOG.specifications, ids=lambda s: s.id)
 def test_every_specification_accepts_an_item_with_its_required_values(
-        spec: ServiceSpecification) -> None:
+    spec: ServiceSpecification,
+) -> None:
     values = {c.name: a_valid_value(c) for c in spec.characteristics if c.required}
 
     assert CATALOG.validate_items([item(spec.id, **values)]) == []
@@ -106,8 +128,9 @@ def test_a_specification_may_not_repeat_a_characteristic_name() -> None:
     char = {"name": "speed", "value_type": "integer"}
 
     with pytest.raises(ValidationError, match="repeats a characteristic name"):
-        ServiceSpecification.model_validate({"id": "a", "name": "A",
-                                             "characteristics": [char, char]})
+        ServiceSpecification.model_validate(
+            {"id": "a", "name": "A", "characteristics": [char, char]}
+        )
 
 
 def test_an_unknown_value_type_is_refused() -> None:
@@ -121,16 +144,22 @@ TYPE_CASES = [
     (ValueType.INTEGER, [0, 100, -5], [1.5, True, False, "100", None]),
     (ValueType.NUMBER, [0, 100, 2.5, -0.1], [True, "2.5", None]),
     (ValueType.BOOLEAN, [True, False], [1, 0, "true", None]),
-    (ValueType.DATE, ["2030-01-15"], ["2030-13-01", "15/01/2030", "tomorrow",
-                                      "2030-01-15T10:00:00", 20300115, None]),
-    (ValueType.DATETIME, ["2030-01-15T10:00:00", "2030-01-15T10:00:00+02:00",
-                          "2030-01-15T10:00:00Z"],
-     ["2030-01-15T25:00:00", "15/01/2030 10:00", "now", 1700000000, None]),
+    (
+        ValueType.DATE,
+        ["2030-01-15"],
+        ["2030-13-01", "15/01/2030", "tomorrow", "2030-01-15T10:00:00", 20300115, None],
+    ),
+    (
+        ValueType.DATETIME,
+        ["2030-01-15T10:00:00", "2030-01-15T10:00:00+02:00", "2030-01-15T10:00:00Z"],
+        ["2030-01-15T25:00:00", "15/01/2030 10:00", "now", 1700000000, None],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("value_type", "good", "bad"), TYPE_CASES,
-                         ids=[str(t) for t, _, _ in TYPE_CASES])
+@pytest.mark.parametrize(
+    ("value_type", "good", "bad"), TYPE_CASES, ids=[str(t) for t, _, _ in TYPE_CASES]
+)
 def test_values_are_checked_against_their_type(value_type, good, bad) -> None:
     char = CharacteristicSpec(name="c", value_type=value_type)
 
@@ -199,8 +228,9 @@ def test_a_range_with_only_a_minimum_or_only_a_maximum() -> None:
 
 
 def test_a_large_integer_within_range_is_accepted() -> None:
-    vpn = item("ip-vpn", vpnId="v1", routingProtocol="bgp", bandwidthMbps=100,
-               customerAsn=4294967295)
+    vpn = item(
+        "ip-vpn", vpnId="v1", routingProtocol="bgp", bandwidthMbps=100, customerAsn=4294967295
+    )
 
     assert CATALOG.validate_items([vpn]) == []
 
@@ -215,23 +245,38 @@ def test_a_missing_required_characteristic_is_structural() -> None:
 
 
 def test_a_required_characteristic_with_a_default_may_be_left_out() -> None:
-    spec = ServiceSpecification(id="s", name="S", characteristics=(
-        CharacteristicSpec(name="tier", value_type=ValueType.STRING, required=True,
-                           default="gold", allowed_values=("gold", "silver")),
-        CharacteristicSpec(name="size", value_type=ValueType.INTEGER, required=True),
-    ))
+    spec = ServiceSpecification(
+        id="s",
+        name="S",
+        characteristics=(
+            CharacteristicSpec(
+                name="tier",
+                value_type=ValueType.STRING,
+                required=True,
+                default="gold",
+                allowed_values=("gold", "silver"),
+            ),
+            CharacteristicSpec(name="size", value_type=ValueType.INTEGER, required=True),
+        ),
+    )
     catalog = Catalog(specifications=(spec,))
 
     problems = catalog.validate_items([item("s", size=3), item("s", "2")])
 
     assert [(p.code, p.item_id, p.characteristic) for p in problems] == [
-        ("missing_characteristic", "2", "size")]
+        ("missing_characteristic", "2", "size")
+    ]
 
 
 def test_required_characteristics_are_only_required_for_new_services() -> None:
-    modify = OrderItem(id="1", action=ItemAction.MODIFY, service_id="svc-1",
-                       specification=SpecRef(id="internet-access"),
-                       characteristics={"bandwidthMbps": 1000}, place=Place(id="s"))
+    modify = OrderItem(
+        id="1",
+        action=ItemAction.MODIFY,
+        service_id="svc-1",
+        specification=SpecRef(id="internet-access"),
+        characteristics={"bandwidthMbps": 1000},
+        place=Place(id="s"),
+    )
 
     assert CATALOG.validate_items([modify]) == []
 
@@ -246,8 +291,9 @@ def test_an_unknown_characteristic_is_flagged() -> None:
 
 
 def test_a_missing_place_is_flagged() -> None:
-    problems = CATALOG.validate_items([item("internet-access", place=False,
-                                            bandwidthMbps=100, accessType="fibre")])
+    problems = CATALOG.validate_items(
+        [item("internet-access", place=False, bandwidthMbps=100, accessType="fibre")]
+    )
 
     assert codes(problems) == ["missing_place"]
     assert problems[0].structural is False
@@ -261,8 +307,9 @@ def test_an_unknown_specification_is_structural() -> None:
 
 
 def test_a_new_service_needs_a_specification() -> None:
-    problems = CATALOG.validate_items([OrderItem(id="1", action=ItemAction.ADD,
-                                                 place=Place(id="s"))])
+    problems = CATALOG.validate_items(
+        [OrderItem(id="1", action=ItemAction.ADD, place=Place(id="s"))]
+    )
 
     assert codes(problems) == ["missing_specification"]
     assert problems[0].structural is True
@@ -298,13 +345,21 @@ def test_every_problem_is_reported_at_once() -> None:
 
     problems = CATALOG.validate_items(items)
 
-    assert sorted((p.code, p.item_id) for p in problems) == sorted([
-        ("value_not_allowed", "1"), ("unknown_characteristic", "1"),
-        ("unknown_specification", "2"), ("missing_service_ref", "3"), ("missing_place", "3"),
-    ])
+    assert sorted((p.code, p.item_id) for p in problems) == sorted(
+        [
+            ("value_not_allowed", "1"),
+            ("unknown_characteristic", "1"),
+            ("unknown_specification", "2"),
+            ("missing_service_ref", "3"),
+            ("missing_place", "3"),
+        ]
+    )
     assert codes(structural(problems)) == ["unknown_specification", "missing_service_ref"]
     assert sorted(codes(flags(problems))) == [
-        "missing_place", "unknown_characteristic", "value_not_allowed"]
+        "missing_place",
+        "unknown_characteristic",
+        "value_not_allowed",
+    ]
 
 
 def test_structural_and_flags_split_the_problems() -> None:
@@ -341,8 +396,9 @@ def test_no_cycle_in_an_empty_or_acyclic_graph() -> None:
 
 
 def test_a_diamond_is_not_a_cycle() -> None:
-    assert find_dependency_cycle({"top": ["l", "r"], "l": ["base"], "r": ["base"],
-                                  "base": []}) is None
+    assert (
+        find_dependency_cycle({"top": ["l", "r"], "l": ["base"], "r": ["base"], "base": []}) is None
+    )
 
 
 def test_a_self_dependency_is_a_cycle() -> None:
@@ -379,14 +435,16 @@ def test_the_cycle_found_is_deterministic() -> None:
 def test_resolve_fills_in_the_specification_name_and_version() -> None:
     resolved = CATALOG.resolve(internet())
 
-    assert resolved.specification == SpecRef(id="internet-access",
-                                              name="Dedicated Internet Access", version="2.1")
+    assert resolved.specification == SpecRef(
+        id="internet-access", name="Dedicated Internet Access", version="2.1"
+    )
     assert resolved.characteristics == internet().characteristics
 
 
 def test_resolve_keeps_a_name_and_version_given_by_the_order() -> None:
-    given = internet().model_copy(update={"specification": SpecRef(
-        id="internet-access", name="DIA", version="1.0")})
+    given = internet().model_copy(
+        update={"specification": SpecRef(id="internet-access", name="DIA", version="1.0")}
+    )
 
     assert CATALOG.resolve(given) == given
 

@@ -36,8 +36,7 @@ pytestmark = pytest.mark.unit
 CATALOG = Catalog.default()
 MAPPER = PydanticMapper(transcoder=OrjsonTranscoder())
 
-UPSTREAM = CommandContext.for_actor("crm", Role.UPSTREAM, Channel.KAFKA,
-                                    causation_id="msg-1")
+UPSTREAM = CommandContext.for_actor("crm", Role.UPSTREAM, Channel.KAFKA, causation_id="msg-1")
 AGENT = CommandContext.for_actor("agent-ann", Role.AGENT, Channel.API)
 MANAGER = CommandContext.for_actor("manager-mo", Role.MANAGER)
 FULFILMENT = CommandContext.for_actor("activator", Role.FULFILMENT, Channel.SYSTEM)
@@ -56,11 +55,20 @@ HEADER = OrderHeader(
 
 
 def internet(item_id: str, bandwidth: int = 100, depends_on: tuple[str, ...] = ()) -> OrderItem:
-    return OrderItem(id=item_id, action=ItemAction.ADD, specification=SpecRef(id="internet-access"),
-                     characteristics={"bandwidthMbps": bandwidth, "accessType": "fibre",
-                                      "ipv6Enabled": False, "activationDate": "2030-01-20"},
-                     place=Place(id=f"site-{item_id}", name="Main St", role="installation"),
-                     quantity=2, depends_on=depends_on)
+    return OrderItem(
+        id=item_id,
+        action=ItemAction.ADD,
+        specification=SpecRef(id="internet-access"),
+        characteristics={
+            "bandwidthMbps": bandwidth,
+            "accessType": "fibre",
+            "ipv6Enabled": False,
+            "activationDate": "2030-01-20",
+        },
+        place=Place(id=f"site-{item_id}", name="Main St", role="installation"),
+        quantity=2,
+        depends_on=depends_on,
+    )
 
 
 def round_trip(domain_event, mapper: PydanticMapper = MAPPER):
@@ -73,8 +81,15 @@ def orders_with_every_kind_of_event() -> list[ServiceOrder]:
     captured.add_line(AGENT, internet("1"))
     captured.add_line(AGENT, internet("2", depends_on=("1",)))
     captured.add_line(AGENT, internet("3"))
-    captured.configure_line(AGENT, "2", {"bandwidthMbps": 123}, cleared=["ipv6Enabled"],
-                            place=Place(id="hq"), quantity=1, depends_on=["1"])
+    captured.configure_line(
+        AGENT,
+        "2",
+        {"bandwidthMbps": 123},
+        cleared=["ipv6Enabled"],
+        place=Place(id="hq"),
+        quantity=1,
+        depends_on=["1"],
+    )
     captured.remove_line(AGENT, "3")
     captured.submit(AGENT, CATALOG)  # flagged: 123 is not an allowed bandwidth
     captured.approve(MANAGER, note="fine")
@@ -91,26 +106,37 @@ def orders_with_every_kind_of_event() -> list[ServiceOrder]:
     rejected.reject(MANAGER, "no coverage")
     rejected.delete(MANAGER, "archived")
 
-    cancelled = ServiceOrder.receive(UPSTREAM, HEADER.model_copy(update={"external_id": "c"}),
-                                     [internet("1"), internet("2")], CATALOG)
+    cancelled = ServiceOrder.receive(
+        UPSTREAM,
+        HEADER.model_copy(update={"external_id": "c"}),
+        [internet("1"), internet("2")],
+        CATALOG,
+    )
     cancelled.approve(MANAGER)
-    cancelled.revise(UPSTREAM, CATALOG, items=[internet("1", 1000), internet("4")],
-                     removed_item_ids=["2"],
-                     header=HeaderChange(priority="2", requested_start_date=date(2030, 2, 1)))
+    cancelled.revise(
+        UPSTREAM,
+        CATALOG,
+        items=[internet("1", 1000), internet("4")],
+        removed_item_ids=["2"],
+        header=HeaderChange(priority="2", requested_start_date=date(2030, 2, 1)),
+    )
     cancelled.request_cancellation(UPSTREAM, "budget", datetime(2030, 1, 1, tzinfo=UTC))
     cancelled.deny_cancellation(MANAGER, "too late")
     cancelled.request_cancellation(UPSTREAM, "budget, really", request_id="cr-2")
     cancelled.approve_cancellation(MANAGER, note="ok")
     cancelled.cancel(FULFILMENT)
 
-    failed = ServiceOrder.receive(UPSTREAM, OrderHeader(), [internet("1")], CATALOG,
-                                  notes=[Note(text="call before", author="crm",
-                                              date=datetime(2030, 1, 2, 3, 4, tzinfo=UTC))])
+    failed = ServiceOrder.receive(
+        UPSTREAM,
+        OrderHeader(),
+        [internet("1")],
+        CATALOG,
+        notes=[Note(text="call before", author="crm", date=datetime(2030, 1, 2, 3, 4, tzinfo=UTC))],
+    )
     failed.approve(MANAGER)
     failed.change_item_state(FULFILMENT, "1", ItemState.FAILED, reason="no fibre")
 
-    partial = ServiceOrder.receive(UPSTREAM, OrderHeader(), [internet("1"), internet("2")],
-                                   CATALOG)
+    partial = ServiceOrder.receive(UPSTREAM, OrderHeader(), [internet("1"), internet("2")], CATALOG)
     partial.approve(MANAGER)
     partial.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
     partial.change_item_state(FULFILMENT, "2", ItemState.FAILED)
@@ -129,8 +155,9 @@ def test_the_sample_holds_every_event_class() -> None:
     assert {type(e) for e in EVENTS} == set(ev.ALL_EVENTS)
 
 
-@pytest.mark.parametrize("event", EVENTS,
-                         ids=[f"{type(e).__name__}-v{e.originator_version}" for e in EVENTS])
+@pytest.mark.parametrize(
+    "event", EVENTS, ids=[f"{type(e).__name__}-v{e.originator_version}" for e in EVENTS]
+)
 def test_every_event_round_trips_through_the_mapper_unchanged(event) -> None:
     stored = MAPPER.to_stored_event(event)
     loaded = MAPPER.to_domain_event(stored)
@@ -145,8 +172,9 @@ def test_every_event_round_trips_through_the_mapper_unchanged(event) -> None:
     assert stored.originator_version == event.originator_version
 
 
-@pytest.mark.parametrize("event", EVENTS,
-                         ids=[f"{type(e).__name__}-v{e.originator_version}" for e in EVENTS])
+@pytest.mark.parametrize(
+    "event", EVENTS, ids=[f"{type(e).__name__}-v{e.originator_version}" for e in EVENTS]
+)
 def test_every_event_is_stored_as_the_json_of_its_state(event) -> None:
     state = orjson.loads(MAPPER.to_stored_event(event).state)
 
@@ -187,9 +215,12 @@ def test_a_version_1_note_is_upcast_when_it_is_read() -> None:
     del state["class_version"]
     del state["note"]
     state["text"] = "written by an old version"
-    stored = StoredEvent(originator_id=note.originator_id,
-                         originator_version=note.originator_version,
-                         topic=ev.NoteAdded.TOPIC, state=orjson.dumps(state))
+    stored = StoredEvent(
+        originator_id=note.originator_id,
+        originator_version=note.originator_version,
+        topic=ev.NoteAdded.TOPIC,
+        state=orjson.dumps(state),
+    )
 
     loaded = MAPPER.to_domain_event(stored)
 
@@ -200,16 +231,24 @@ def test_a_version_1_note_is_upcast_when_it_is_read() -> None:
 def test_a_stored_event_that_does_not_fit_its_class_is_refused() -> None:
     event = EVENTS[0]
     state = {**event.stored_state(), "unexpected": 1}
-    stored = StoredEvent(originator_id=event.originator_id, originator_version=1,
-                         topic=type(event).TOPIC, state=orjson.dumps(state))
+    stored = StoredEvent(
+        originator_id=event.originator_id,
+        originator_version=1,
+        topic=type(event).TOPIC,
+        state=orjson.dumps(state),
+    )
 
     with pytest.raises(MapperDeserialisationError, match="does not fit its class"):
         MAPPER.to_domain_event(stored)
 
 
 def test_a_stored_event_that_is_not_json_is_refused() -> None:
-    stored = StoredEvent(originator_id=uuid4(), originator_version=1,
-                         topic=ev.OrderApproved.TOPIC, state=b"\x00not json")
+    stored = StoredEvent(
+        originator_id=uuid4(),
+        originator_version=1,
+        topic=ev.OrderApproved.TOPIC,
+        state=b"\x00not json",
+    )
 
     with pytest.raises(MapperDeserialisationError, match="cannot decode"):
         MAPPER.to_domain_event(stored)
@@ -231,12 +270,17 @@ def test_every_order_rebuilds_from_its_stored_events() -> None:
 # -------------------------------------------------------------------------- snapshots
 def test_the_sample_orders_end_in_the_expected_states() -> None:
     assert [o.state for o in orders_with_every_kind_of_event()] == [
-        OrderState.COMPLETED, OrderState.REJECTED, OrderState.CANCELLED, OrderState.FAILED,
-        OrderState.PARTIAL]
+        OrderState.COMPLETED,
+        OrderState.REJECTED,
+        OrderState.CANCELLED,
+        OrderState.FAILED,
+        OrderState.PARTIAL,
+    ]
 
 
-@pytest.mark.parametrize("index", range(5), ids=["completed", "rejected", "cancelled", "failed",
-                                                 "partial"])
+@pytest.mark.parametrize(
+    "index", range(5), ids=["completed", "rejected", "cancelled", "failed", "partial"]
+)
 def test_a_snapshot_round_trip_restores_the_order(index) -> None:
     order = orders_with_every_kind_of_event()[index]
     order.collect_events()

@@ -39,8 +39,9 @@ def refusal(value: bytes | None, key: bytes | None = None) -> env.Refusal:
 
 # ------------------------------------------------------------------------ create
 def test_create_event_becomes_a_create_command():
-    parsed = env.parse(message(env.CREATE, {"serviceOrder": body("CRM-1")},
-                               correlationId="corr-9"), b"CRM-1")
+    parsed = env.parse(
+        message(env.CREATE, {"serviceOrder": body("CRM-1")}, correlationId="corr-9"), b"CRM-1"
+    )
     assert isinstance(parsed.command, env.Create)
     assert parsed.command.external_id == "CRM-1"
     assert [i.id for i in parsed.command.body.service_order_item] == ["1", "2", "3"]
@@ -51,8 +52,14 @@ def test_create_event_becomes_a_create_command():
 
 
 def test_create_in_v5_spelling():
-    value = orjson.dumps({"eventId": "evt-5", "timeOccurred": "2025-03-01T10:00:00+01:00",
-                          "eventType": env.CREATE, "event": {"ServiceOrder": body("CRM-5")}})
+    value = orjson.dumps(
+        {
+            "eventId": "evt-5",
+            "timeOccurred": "2025-03-01T10:00:00+01:00",
+            "eventType": env.CREATE,
+            "event": {"ServiceOrder": body("CRM-5")},
+        }
+    )
     parsed = env.parse(value, None)
     assert isinstance(parsed.command, env.Create)
     assert parsed.command.external_id == "CRM-5"
@@ -85,22 +92,38 @@ def test_create_naming_no_order_is_refused():
 def test_revision_event_becomes_a_revise_command():
     order_id = uuid4()
     item = body()["serviceOrderItem"][0]
-    item["service"]["serviceCharacteristic"] = [{"name": "bandwidthMbps", "value": 1000},
-                                                {"name": "accessType", "value": "fibre"}]
-    parsed = env.parse(message(env.REVISE, {"serviceOrder": {
-        "id": str(order_id), "description": "faster", "priority": "1",
-        "serviceOrderItem": [item]}}), None)
+    item["service"]["serviceCharacteristic"] = [
+        {"name": "bandwidthMbps", "value": 1000},
+        {"name": "accessType", "value": "fibre"},
+    ]
+    parsed = env.parse(
+        message(
+            env.REVISE,
+            {
+                "serviceOrder": {
+                    "id": str(order_id),
+                    "description": "faster",
+                    "priority": "1",
+                    "serviceOrderItem": [item],
+                }
+            },
+        ),
+        None,
+    )
     c = parsed.command
     assert isinstance(c, env.Revise)
     assert c.ref == env.OrderRef(order_id, None)
     assert [(i.id, i.action, i.characteristics["bandwidthMbps"]) for i in c.items] == [
-        ("1", item["action"], 1000)]
+        ("1", item["action"], 1000)
+    ]
     assert (c.header.description, c.header.priority) == ("faster", "1")
 
 
 def test_revision_in_v5_spelling_header_only():
-    parsed = env.parse(message(env.REVISE, {"ServiceOrder": {"externalId": "CRM-2",
-                                                             "description": "new text"}}), None)
+    parsed = env.parse(
+        message(env.REVISE, {"ServiceOrder": {"externalId": "CRM-2", "description": "new text"}}),
+        None,
+    )
     assert isinstance(parsed.command, env.Revise)
     assert parsed.command.items == ()
     assert parsed.command.ref == env.OrderRef(None, "CRM-2")
@@ -116,29 +139,27 @@ def test_an_order_named_by_id():
 
 
 def test_an_order_named_by_external_id():
-    c = env.parse(message(env.REVISE, {"serviceOrder": {"externalId": "CRM-3"}}),
-                  b"KEY").command
+    c = env.parse(message(env.REVISE, {"serviceOrder": {"externalId": "CRM-3"}}), b"KEY").command
     assert c.ref == env.OrderRef(None, "CRM-3")
     assert c.ref.candidates() == [env.order_id_for("CRM-3")]
 
 
 def test_an_order_named_by_id_and_external_id_tries_both_in_that_order():
     order_id = uuid4()
-    c = env.parse(message(env.REVISE, {"serviceOrder": {"id": str(order_id),
-                                                        "externalId": "CRM-4"}}), None).command
+    c = env.parse(
+        message(env.REVISE, {"serviceOrder": {"id": str(order_id), "externalId": "CRM-4"}}), None
+    ).command
     assert c.ref.candidates() == [order_id, env.order_id_for("CRM-4")]
     assert str(order_id) in c.ref.describe() and "CRM-4" in c.ref.describe()
 
 
 def test_an_order_named_by_the_message_key():
-    c = env.parse(message(env.REVISE, {"serviceOrder": {"description": "x"}}),
-                  b"CRM-KEY").command
+    c = env.parse(message(env.REVISE, {"serviceOrder": {"description": "x"}}), b"CRM-KEY").command
     assert c.ref == env.OrderRef(None, "CRM-KEY")
 
 
 def test_an_id_that_is_not_a_uuid_falls_back_to_the_key():
-    c = env.parse(message(env.REVISE, {"serviceOrder": {"id": "not-a-uuid"}}),
-                  b"CRM-KEY").command
+    c = env.parse(message(env.REVISE, {"serviceOrder": {"id": "not-a-uuid"}}), b"CRM-KEY").command
     assert c.ref == env.OrderRef(None, "CRM-KEY")
 
 
@@ -152,10 +173,19 @@ def test_an_order_named_by_nothing_usable_is_refused(key):
 # ---------------------------------------------------------------- cancellation
 def test_cancellation_event_becomes_a_cancel_command():
     order_id = uuid4()
-    parsed = env.parse(message(env.CANCEL, {"cancelServiceOrder": {
-        "cancellationReason": "customer changed plans",
-        "requestedCancellationDate": "2027-02-01T00:00:00Z",
-        "serviceOrder": {"id": str(order_id)}}}), None)
+    parsed = env.parse(
+        message(
+            env.CANCEL,
+            {
+                "cancelServiceOrder": {
+                    "cancellationReason": "customer changed plans",
+                    "requestedCancellationDate": "2027-02-01T00:00:00Z",
+                    "serviceOrder": {"id": str(order_id)},
+                }
+            },
+        ),
+        None,
+    )
     c = parsed.command
     assert isinstance(c, env.Cancel)
     assert c.ref.order_id == order_id
@@ -165,8 +195,9 @@ def test_cancellation_event_becomes_a_cancel_command():
 
 def test_cancellation_in_v5_spelling():
     order_id = uuid4()
-    c = env.parse(message(env.CANCEL, {"CancelServiceOrder": {
-        "serviceOrder": {"id": str(order_id)}}}), None).command
+    c = env.parse(
+        message(env.CANCEL, {"CancelServiceOrder": {"serviceOrder": {"id": str(order_id)}}}), None
+    ).command
     assert isinstance(c, env.Cancel)
     assert (c.ref.order_id, c.reason, c.requested_date) == (order_id, None, None)
 
@@ -180,34 +211,58 @@ def test_cancellation_without_its_order_is_an_invalid_order():
 # ------------------------------------------------------------- item states
 def test_state_change_event_becomes_item_states():
     order_id = uuid4()
-    c = env.parse(message(env.STATE_CHANGE, {"serviceOrder": {
-        "id": str(order_id), "state": "inProgress", "serviceOrderItem": [
-            {"id": "1", "state": "completed"},
-            {"id": "2", "state": "failed", "stateReason": "no fibre at the site"},
-            {"id": "3", "state": "held", "errorMessage": "waiting for access"}]}}), None).command
+    c = env.parse(
+        message(
+            env.STATE_CHANGE,
+            {
+                "serviceOrder": {
+                    "id": str(order_id),
+                    "state": "inProgress",
+                    "serviceOrderItem": [
+                        {"id": "1", "state": "completed"},
+                        {"id": "2", "state": "failed", "stateReason": "no fibre at the site"},
+                        {"id": "3", "state": "held", "errorMessage": "waiting for access"},
+                    ],
+                }
+            },
+        ),
+        None,
+    ).command
     assert isinstance(c, env.ItemStates)
     assert c.ref.order_id == order_id
-    assert c.states == (("1", ItemState.COMPLETED, None),
-                        ("2", ItemState.FAILED, "no fibre at the site"),
-                        ("3", ItemState.HELD, "waiting for access"))
+    assert c.states == (
+        ("1", ItemState.COMPLETED, None),
+        ("2", ItemState.FAILED, "no fibre at the site"),
+        ("3", ItemState.HELD, "waiting for access"),
+    )
 
 
 def test_state_change_in_v5_spelling_named_by_the_key():
-    c = env.parse(message(env.STATE_CHANGE, {"ServiceOrder": {"serviceOrderItem": [
-        {"id": "1", "state": "inProgress"}]}}), b"CRM-9").command
+    c = env.parse(
+        message(
+            env.STATE_CHANGE,
+            {"ServiceOrder": {"serviceOrderItem": [{"id": "1", "state": "inProgress"}]}},
+        ),
+        b"CRM-9",
+    ).command
     assert c.ref == env.OrderRef(None, "CRM-9")
     assert c.states == (("1", ItemState.IN_PROGRESS, None),)
 
 
-@pytest.mark.parametrize(("items", "reason"), [
-    (None, "serviceOrderItem[] with each item's id and state"),
-    ([], "serviceOrderItem[] with each item's id and state"),
-    (["1"], "serviceOrderItem.0 must be an object"),
-    ([{"state": "completed"}], "serviceOrderItem.0.id is missing"),
-    ([{"id": "1", "state": "completed"}, {"id": "2", "state": "done"}],
-     "serviceOrderItem.1.state 'done' is not an item state"),
-    ([{"id": "1"}], "serviceOrderItem.0.state None is not an item state"),
-])
+@pytest.mark.parametrize(
+    ("items", "reason"),
+    [
+        (None, "serviceOrderItem[] with each item's id and state"),
+        ([], "serviceOrderItem[] with each item's id and state"),
+        (["1"], "serviceOrderItem.0 must be an object"),
+        ([{"state": "completed"}], "serviceOrderItem.0.id is missing"),
+        (
+            [{"id": "1", "state": "completed"}, {"id": "2", "state": "done"}],
+            "serviceOrderItem.1.state 'done' is not an item state",
+        ),
+        ([{"id": "1"}], "serviceOrderItem.0.state None is not an item state"),
+    ],
+)
 def test_bad_item_states_are_invalid_orders(items, reason):
     resource: dict[str, Any] = {"id": str(uuid4())}
     if items is not None:
@@ -220,8 +275,18 @@ def test_bad_item_states_are_invalid_orders(items, reason):
 
 
 # ------------------------------------------------------------------- refusals
-@pytest.mark.parametrize("value", [b"", b"{", b'{"eventId": "x", trunc', b"\xff\xfe{}",
-                                   b"NaN", b"{'single': 'quotes'}", b"[1, 2,]"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"",
+        b"{",
+        b'{"eventId": "x", trunc',
+        b"\xff\xfe{}",
+        b"NaN",
+        b"{'single': 'quotes'}",
+        b"[1, 2,]",
+    ],
+)
 def test_not_json(value):
     r = refusal(value)
     assert r.category == env.NOT_JSON
@@ -234,8 +299,9 @@ def test_a_tombstone_is_not_json():
     assert (r.category, r.reason) == (env.NOT_JSON, "the message has no value (a tombstone)")
 
 
-@pytest.mark.parametrize("value", [b"[]", b'"text"', b"42", b"null", b"true",
-                                   b'[{"eventId": "x"}]'])
+@pytest.mark.parametrize(
+    "value", [b"[]", b'"text"', b"42", b"null", b"true", b'[{"eventId": "x"}]']
+)
 def test_json_that_is_not_an_object_is_not_an_envelope(value):
     r = refusal(value)
     assert r.category == env.NOT_ENVELOPE
@@ -257,8 +323,9 @@ def test_nesting_beyond_the_json_parser_limit_is_refused_not_crashed():
     assert r.category in (env.NOT_JSON, env.NOT_ENVELOPE)
 
 
-@pytest.mark.parametrize(("wraps", "taken"), [(env.MAX_DEPTH - 6, True),
-                                               (env.MAX_DEPTH - 5, False)])
+@pytest.mark.parametrize(
+    ("wraps", "taken"), [(env.MAX_DEPTH - 6, True), (env.MAX_DEPTH - 5, False)]
+)
 def test_the_depth_limit_is_exact(wraps, taken):
     # envelope 1, event 2, serviceOrder 3, note list 4, note 5, "deep" 6: the leaf at 6 + wraps
     deep: Any = "leaf"
@@ -295,17 +362,22 @@ def test_too_large():
     assert str(len(value)) in r.reason and str(env.MAX_MESSAGE_BYTES) in r.reason
 
 
-@pytest.mark.parametrize(("data", "missing"), [
-    ({"eventType": env.CREATE, "event": {}}, "eventId"),
-    ({"eventId": "e", "event": {}}, "eventType"),
-    ({"eventId": "e", "eventType": env.CREATE}, "event"),
-    ({"eventId": "", "eventType": env.CREATE, "event": {}}, "eventId"),
-    ({"eventId": "e", "eventType": env.CREATE, "event": "text"}, "event"),
-    ({"eventId": 7, "eventType": env.CREATE, "event": {}}, "eventId"),
-    ({"eventId": "e", "eventType": env.CREATE, "eventTime": "yesterday", "event": {}},
-     "eventTime"),
-    ({"hello": "world"}, "eventId"),
-])
+@pytest.mark.parametrize(
+    ("data", "missing"),
+    [
+        ({"eventType": env.CREATE, "event": {}}, "eventId"),
+        ({"eventId": "e", "event": {}}, "eventType"),
+        ({"eventId": "e", "eventType": env.CREATE}, "event"),
+        ({"eventId": "", "eventType": env.CREATE, "event": {}}, "eventId"),
+        ({"eventId": "e", "eventType": env.CREATE, "event": "text"}, "event"),
+        ({"eventId": 7, "eventType": env.CREATE, "event": {}}, "eventId"),
+        (
+            {"eventId": "e", "eventType": env.CREATE, "eventTime": "yesterday", "event": {}},
+            "eventTime",
+        ),
+        ({"hello": "world"}, "eventId"),
+    ],
+)
 def test_not_an_envelope(data, missing):
     r = refusal(orjson.dumps(data))
     assert r.category == env.NOT_ENVELOPE
@@ -313,12 +385,15 @@ def test_not_an_envelope(data, missing):
     assert missing in r.reason
 
 
-@pytest.mark.parametrize(("event_type", "event", "needs"), [
-    (env.CREATE, {"order": {}}, "event.serviceOrder"),
-    (env.REVISE, {}, "event.serviceOrder"),
-    (env.CANCEL, {"serviceOrder": {}}, "event.cancelServiceOrder"),
-    (env.STATE_CHANGE, {"cancelServiceOrder": {}}, "event.serviceOrder"),
-])
+@pytest.mark.parametrize(
+    ("event_type", "event", "needs"),
+    [
+        (env.CREATE, {"order": {}}, "event.serviceOrder"),
+        (env.REVISE, {}, "event.serviceOrder"),
+        (env.CANCEL, {"serviceOrder": {}}, "event.cancelServiceOrder"),
+        (env.STATE_CHANGE, {"cancelServiceOrder": {}}, "event.serviceOrder"),
+    ],
+)
 def test_an_envelope_without_its_resource(event_type, event, needs):
     r = refusal(message(event_type, event))
     assert r.category == env.NOT_ENVELOPE
@@ -332,16 +407,28 @@ def test_unknown_event_type():
     assert all(t in r.reason for t in env.EVENT_TYPES)
 
 
-@pytest.mark.parametrize(("mutate", "where"), [
-    (lambda b: b["serviceOrderItem"][1].pop("action"), "serviceOrder.serviceOrderItem.1.action"),
-    (lambda b: b.pop("serviceOrderItem"), "serviceOrder.serviceOrderItem"),
-    (lambda b: b["serviceOrderItem"][0].update(action="teleport"),
-     "serviceOrder.serviceOrderItem.0.action"),
-    (lambda b: b["serviceOrderItem"][0].update(quantity=0),
-     "serviceOrder.serviceOrderItem.0.quantity"),
-    (lambda b: b.update(requestedStartDate="2027-01-04T08:00:00"),
-     "serviceOrder.requestedStartDate"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        (
+            lambda b: b["serviceOrderItem"][1].pop("action"),
+            "serviceOrder.serviceOrderItem.1.action",
+        ),
+        (lambda b: b.pop("serviceOrderItem"), "serviceOrder.serviceOrderItem"),
+        (
+            lambda b: b["serviceOrderItem"][0].update(action="teleport"),
+            "serviceOrder.serviceOrderItem.0.action",
+        ),
+        (
+            lambda b: b["serviceOrderItem"][0].update(quantity=0),
+            "serviceOrder.serviceOrderItem.0.quantity",
+        ),
+        (
+            lambda b: b.update(requestedStartDate="2027-01-04T08:00:00"),
+            "serviceOrder.requestedStartDate",
+        ),
+    ],
+)
 def test_an_order_that_does_not_validate_is_an_invalid_order(mutate, where):
     data = body("CRM-BAD")
     mutate(data)
@@ -373,7 +460,10 @@ def test_all_item_actions_are_read():
         item["service"]["id"] = "SVC-1"
     items = env.parse(message(env.CREATE, {"serviceOrder": data}), None).command.body
     assert [i.action for i in items.service_order_item] == [
-        ItemAction.ADD, ItemAction.MODIFY, ItemAction.DELETE]
+        ItemAction.ADD,
+        ItemAction.MODIFY,
+        ItemAction.DELETE,
+    ]
 
 
 # ------------------------------------------------------------------ event_id_of
@@ -398,49 +488,85 @@ def _only_refusals(value: bytes | None, key: bytes | None) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(value=st.one_of(st.none(), st.binary(max_size=2000)),
-       key=st.one_of(st.none(), st.binary(max_size=50)))
+@given(
+    value=st.one_of(st.none(), st.binary(max_size=2000)),
+    key=st.one_of(st.none(), st.binary(max_size=50)),
+)
 def test_arbitrary_bytes_are_refused_never_crash(value, key):
     _only_refusals(value, key)
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=20), children, max_size=4),
-    max_leaves=20)
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=20), children, max_size=4)
+    ),
+    max_leaves=20,
+)
 
-ITEM_KEYS = ["id", "action", "state", "service", "quantity", "serviceOrderItemRelationship",
-             "stateReason"]
-RESOURCE_KEYS = ["id", "externalId", "serviceOrderItem", "description", "requestedStartDate",
-                 "relatedParty", "note", "priority", "serviceOrder", "cancellationReason",
-                 "requestedCancellationDate", "state"]
+ITEM_KEYS = [
+    "id",
+    "action",
+    "state",
+    "service",
+    "quantity",
+    "serviceOrderItemRelationship",
+    "stateReason",
+]
+RESOURCE_KEYS = [
+    "id",
+    "externalId",
+    "serviceOrderItem",
+    "description",
+    "requestedStartDate",
+    "relatedParty",
+    "note",
+    "priority",
+    "serviceOrder",
+    "cancellationReason",
+    "requestedCancellationDate",
+    "state",
+]
 
 
 def _objects(keys: list[str], values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.dictionaries(st.sampled_from(keys), values, max_size=len(keys))
 
 
-items = st.lists(_objects(ITEM_KEYS, json_values | st.sampled_from(
-    ["1", "2", "add", "modify", "completed", "inProgress"]) | _objects(
-    ["id", "serviceSpecification", "serviceCharacteristic", "place"], json_values)),
-    max_size=3)
+items = st.lists(
+    _objects(
+        ITEM_KEYS,
+        json_values
+        | st.sampled_from(["1", "2", "add", "modify", "completed", "inProgress"])
+        | _objects(["id", "serviceSpecification", "serviceCharacteristic", "place"], json_values),
+    ),
+    max_size=3,
+)
 resources = _objects(RESOURCE_KEYS, json_values | items | st.just(str(UUID(int=5))))
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(event_type=st.sampled_from([*env.EVENT_TYPES, "Other"]),
-       name=st.sampled_from(["serviceOrder", "ServiceOrder", "cancelServiceOrder",
-                             "CancelServiceOrder"]),
-       resource=resources | json_values,
-       key=st.one_of(st.none(), st.binary(max_size=20)),
-       extra=st.dictionaries(st.sampled_from(["eventTime", "timeOccurred", "correlationId"]),
-                             json_values))
-def test_envelopes_with_arbitrary_contents_are_refused_never_crash(event_type, name, resource,
-                                                                     key, extra):
-    value = orjson.dumps({"eventId": "e", "eventType": event_type, "event": {name: resource},
-                          **extra})
+@given(
+    event_type=st.sampled_from([*env.EVENT_TYPES, "Other"]),
+    name=st.sampled_from(
+        ["serviceOrder", "ServiceOrder", "cancelServiceOrder", "CancelServiceOrder"]
+    ),
+    resource=resources | json_values,
+    key=st.one_of(st.none(), st.binary(max_size=20)),
+    extra=st.dictionaries(
+        st.sampled_from(["eventTime", "timeOccurred", "correlationId"]), json_values
+    ),
+)
+def test_envelopes_with_arbitrary_contents_are_refused_never_crash(
+    event_type, name, resource, key, extra
+):
+    value = orjson.dumps(
+        {"eventId": "e", "eventType": event_type, "event": {name: resource}, **extra}
+    )
     _only_refusals(value, key)
 
 
@@ -467,9 +593,11 @@ VALID_PATHS = _paths(VALID)[1:]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(event_type=st.sampled_from([env.CREATE, env.REVISE]),
-       v5=st.booleans(),
-       changes=st.lists(st.tuples(st.sampled_from(VALID_PATHS), json_values), max_size=3))
+@given(
+    event_type=st.sampled_from([env.CREATE, env.REVISE]),
+    v5=st.booleans(),
+    changes=st.lists(st.tuples(st.sampled_from(VALID_PATHS), json_values), max_size=3),
+)
 def test_valid_orders_with_arbitrary_changes_are_refused_never_crash(event_type, v5, changes):
     data = orjson.loads(orjson.dumps(VALID))
     for path, value in changes:

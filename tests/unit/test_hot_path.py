@@ -24,25 +24,35 @@ from serviceorders.pii import NONCE_BYTES, NONCES_PER_DRAW, Vault
 
 pytestmark = pytest.mark.unit
 
-ITEM = OrderItem(id="1", action=ItemAction.ADD, specification=SpecRef(id="internet-access"),
-                 characteristics={"bandwidthMbps": 100}, place=Place(id="S1", name="HQ"),
-                 depends_on=("2",))
-HEADER = OrderHeader(external_id="X-1", requested_start_date=date(2027, 1, 4),
-                     related_parties=(Party(id="C-1", name="Acme"),))
-CHANGE = HeaderChange(description="new", requested_completion_date=datetime(2027, 2, 1,
-                                                                            tzinfo=UTC))
+ITEM = OrderItem(
+    id="1",
+    action=ItemAction.ADD,
+    specification=SpecRef(id="internet-access"),
+    characteristics={"bandwidthMbps": 100},
+    place=Place(id="S1", name="HQ"),
+    depends_on=("2",),
+)
+HEADER = OrderHeader(
+    external_id="X-1",
+    requested_start_date=date(2027, 1, 4),
+    related_parties=(Party(id="C-1", name="Acme"),),
+)
+CHANGE = HeaderChange(description="new", requested_completion_date=datetime(2027, 2, 1, tzinfo=UTC))
 
 
-@pytest.mark.parametrize(("model", "changes"), [
-    (ITEM, {"state": ItemState.ACKNOWLEDGED}),
-    (ITEM, {"state": None}),
-    (ITEM, {"place": Place(id="S2", name="pii:1:x:y")}),
-    (ITEM.model_copy(update={"state": ItemState.COMPLETED}), {"state": ItemState.CANCELLED}),
-    (HEADER, {"notification_contact": "pii:1:a:b", "related_parties": ()}),
-    (CHANGE, {"notification_contact": "pii:1:a:b"}),
-    (CHANGE, {}),
-    (Place(id="S1"), {"name": "n"}),
-])
+@pytest.mark.parametrize(
+    ("model", "changes"),
+    [
+        (ITEM, {"state": ItemState.ACKNOWLEDGED}),
+        (ITEM, {"state": None}),
+        (ITEM, {"place": Place(id="S2", name="pii:1:x:y")}),
+        (ITEM.model_copy(update={"state": ItemState.COMPLETED}), {"state": ItemState.CANCELLED}),
+        (HEADER, {"notification_contact": "pii:1:a:b", "related_parties": ()}),
+        (CHANGE, {"notification_contact": "pii:1:a:b"}),
+        (CHANGE, {}),
+        (Place(id="S1"), {"name": "n"}),
+    ],
+)
 def test_replace_is_model_copy_with_update(model: object, changes: dict[str, object]) -> None:
     expected = model.model_copy(update=changes)  # type: ignore[attr-defined]
     found = replace(model, **changes)  # type: ignore[type-var]

@@ -72,8 +72,15 @@ FAILED = "failed"
 PARTIAL = "partial"
 
 FINAL_STATES = {REJECTED, CANCELLED, COMPLETED, FAILED, PARTIAL}
-ALL_STATES = {DRAFT, ACKNOWLEDGED, IN_PROGRESS, PENDING, HELD, ASSESSING_CANCELLATION,
-              PENDING_CANCELLATION} | FINAL_STATES
+ALL_STATES = {
+    DRAFT,
+    ACKNOWLEDGED,
+    IN_PROGRESS,
+    PENDING,
+    HELD,
+    ASSESSING_CANCELLATION,
+    PENDING_CANCELLATION,
+} | FINAL_STATES
 WORKING = {IN_PROGRESS, PENDING, HELD}
 CANCELLABLE = {ACKNOWLEDGED} | WORKING
 
@@ -102,8 +109,12 @@ ALLOWED_IN: dict[str, set[str]] = {
     "delete": {DRAFT} | FINAL_STATES,
 }
 # Final states allow nothing but a note (and being archived).
-assert all(s not in states for s in FINAL_STATES
-           for cmd, states in ALLOWED_IN.items() if cmd not in ("add_note", "delete"))
+assert all(
+    s not in states
+    for s in FINAL_STATES
+    for cmd, states in ALLOWED_IN.items()
+    if cmd not in ("add_note", "delete")
+)
 
 BLOCKED_AFTER_POINT_OF_NO_RETURN = {"revise", "request_cancellation", "cancel"}
 
@@ -115,18 +126,38 @@ ITEM_MOVES: dict[str, set[str]] = {
     "held": {"inProgress", "pending", "failed", "cancelled"},
 }
 FINAL_ITEM_STATES = {"completed", "failed", "cancelled", "rejected"}
-ITEM_STATE_NAMES = ["acknowledged", "inProgress", "pending", "held", "completed", "failed",
-                    "cancelled", "rejected"]
+ITEM_STATE_NAMES = [
+    "acknowledged",
+    "inProgress",
+    "pending",
+    "held",
+    "completed",
+    "failed",
+    "cancelled",
+    "rejected",
+]
 NEEDS_DEPENDENCIES_COMPLETED = {"inProgress", "completed"}
-OUTCOME_EVENT = {COMPLETED: "OrderCompleted", FAILED: "OrderFailed",
-                 PARTIAL: "OrderPartiallyCompleted", CANCELLED: "OrderCancelled"}
+OUTCOME_EVENT = {
+    COMPLETED: "OrderCompleted",
+    FAILED: "OrderFailed",
+    PARTIAL: "OrderPartiallyCompleted",
+    CANCELLED: "OrderCancelled",
+}
 
 # Who may do what.
 CAPTURE = {"draft", "add_line", "configure_line", "remove_line", "submit", "delete"}
 REQUESTER = {"receive", "revise", "request_cancellation", "provide_information", "add_note"}
 DECISIONS = {"approve", "reject", "approve_cancellation", "deny_cancellation"}
-FULFILMENT = {"hold", "resume", "request_information", "provide_information",
-              "change_item_state", "reach_point_of_no_return", "cancel", "add_note"}
+FULFILMENT = {
+    "hold",
+    "resume",
+    "request_information",
+    "provide_information",
+    "change_item_state",
+    "reach_point_of_no_return",
+    "cancel",
+    "add_note",
+}
 EVERYTHING = CAPTURE | REQUESTER | DECISIONS | FULFILMENT
 MAY: dict[Role, set[str]] = {
     Role.AGENT: CAPTURE | REQUESTER,
@@ -198,8 +229,16 @@ HEADER = OrderHeader(
 )
 
 # Texts: blank ones are refused where a reason or text is required.
-REASONS = st.sampled_from(["waiting for the site survey", "customer asked",
-                           "access to the building", "  spare part on order ", "", "   "])
+REASONS = st.sampled_from(
+    [
+        "waiting for the site survey",
+        "customer asked",
+        "access to the building",
+        "  spare part on order ",
+        "",
+        "   ",
+    ]
+)
 # Bandwidths: 100 is valid; 123 is not an allowed value (a flag, not a refusal).
 BANDWIDTHS = st.sampled_from([100, 200, 123])
 
@@ -252,9 +291,11 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ helpers
     def state_allows(self, command_name: str) -> bool:
-        return (not self.deleted and self.state in ALLOWED_IN[command_name]
-                and not (self.point_of_no_return
-                         and command_name in BLOCKED_AFTER_POINT_OF_NO_RETURN))
+        return (
+            not self.deleted
+            and self.state in ALLOWED_IN[command_name]
+            and not (self.point_of_no_return and command_name in BLOCKED_AFTER_POINT_OF_NO_RETURN)
+        )
 
     @rule(data=st.data())
     def any_command_in_any_state(self, data: st.DataObject) -> None:
@@ -279,8 +320,14 @@ class OrderLifecycle(RuleBasedStateMachine):
             return IllegalTransition
         return None
 
-    def attempt(self, command: str, refused: type[DomainError] | None, call, expected_events,
-                apply_model=lambda: None) -> None:
+    def attempt(
+        self,
+        command: str,
+        refused: type[DomainError] | None,
+        call,
+        expected_events,
+        apply_model=lambda: None,
+    ) -> None:
         """Run `call`; either it is refused with `refused` and nothing changes, or it emits
         exactly `expected_events` (class names) and the order matches the model."""
         assert self.order is not None
@@ -315,14 +362,33 @@ class OrderLifecycle(RuleBasedStateMachine):
         return [OUTCOME_EVENT[final]]
 
     # ---------------------------------------------------------------- creation
-    @initialize(how=st.sampled_from(["receive", "draft", "receive"]),
-                creator=st.sampled_from(sorted(ACTORS)),
-                item_ids=st.sampled_from([("a",), ("a", "b"), ("a", "b", "c"), ("a", "d"),
-                                          ("a", "b", "c", "d"), ("b",), ("c", "d")]),
-                bandwidth=BANDWIDTHS, patience=st.sampled_from([0, 8, 16, 24, 99]),
-                snapshot_at=st.sampled_from([2, 3, 5, 8, 13]))
-    def create(self, how: str, creator: str, item_ids: tuple[str, ...], bandwidth: int,
-               patience: int, snapshot_at: int) -> None:
+    @initialize(
+        how=st.sampled_from(["receive", "draft", "receive"]),
+        creator=st.sampled_from(sorted(ACTORS)),
+        item_ids=st.sampled_from(
+            [
+                ("a",),
+                ("a", "b"),
+                ("a", "b", "c"),
+                ("a", "d"),
+                ("a", "b", "c", "d"),
+                ("b",),
+                ("c", "d"),
+            ]
+        ),
+        bandwidth=BANDWIDTHS,
+        patience=st.sampled_from([0, 8, 16, 24, 99]),
+        snapshot_at=st.sampled_from([2, 3, 5, 8, 13]),
+    )
+    def create(
+        self,
+        how: str,
+        creator: str,
+        item_ids: tuple[str, ...],
+        bandwidth: int,
+        patience: int,
+        snapshot_at: int,
+    ) -> None:
         self.patience, self.snapshot_at = patience, snapshot_at
         items = [make_item(i, bandwidth) for i in item_ids]
         command = "receive" if how == "receive" else "draft"
@@ -358,10 +424,12 @@ class OrderLifecycle(RuleBasedStateMachine):
         assert self.order.state == self.state
 
     # ---------------------------------------------------------- manual capture
-    @command("add_line",
-             actor=actors_for("add_line"),
-             item_id=st.sampled_from(ITEM_IDS),
-             bandwidth=BANDWIDTHS)
+    @command(
+        "add_line",
+        actor=actors_for("add_line"),
+        item_id=st.sampled_from(ITEM_IDS),
+        bandwidth=BANDWIDTHS,
+    )
     def add_line(self, actor: str, item_id: str, bandwidth: int) -> None:
         refused = self.refusal("add_line", actor)
         if refused is None and item_id in self.items:
@@ -370,28 +438,36 @@ class OrderLifecycle(RuleBasedStateMachine):
         def model() -> None:
             self.items[item_id] = None
 
-        self.attempt("add_line", refused,
-                     lambda: self.order.add_line(ctx_of(actor), make_item(item_id, bandwidth)),
-                     ["LineAdded"], model)
+        self.attempt(
+            "add_line",
+            refused,
+            lambda: self.order.add_line(ctx_of(actor), make_item(item_id, bandwidth)),
+            ["LineAdded"],
+            model,
+        )
 
-    @command("configure_line",
-             actor=actors_for("configure_line"),
-             item_id=st.sampled_from([*ITEM_IDS, "zz"]),
-             bandwidth=BANDWIDTHS)
+    @command(
+        "configure_line",
+        actor=actors_for("configure_line"),
+        item_id=st.sampled_from([*ITEM_IDS, "zz"]),
+        bandwidth=BANDWIDTHS,
+    )
     def configure_line(self, actor: str, item_id: str, bandwidth: int) -> None:
         refused = self.refusal("configure_line", actor)
         if refused is None and item_id not in self.items:
             refused = UnknownItem
-        self.attempt("configure_line", refused,
-                     lambda: self.order.configure_line(ctx_of(actor), item_id,
-                                                       {"bandwidthMbps": bandwidth}),
-                     ["LineConfigured"])
+        self.attempt(
+            "configure_line",
+            refused,
+            lambda: self.order.configure_line(ctx_of(actor), item_id, {"bandwidthMbps": bandwidth}),
+            ["LineConfigured"],
+        )
         if refused is None:
             assert self.order.items[item_id].characteristics["bandwidthMbps"] == bandwidth
 
-    @command("remove_line",
-             actor=actors_for("remove_line"),
-             item_id=st.sampled_from([*ITEM_IDS, "zz"]))
+    @command(
+        "remove_line", actor=actors_for("remove_line"), item_id=st.sampled_from([*ITEM_IDS, "zz"])
+    )
     def remove_line(self, actor: str, item_id: str) -> None:
         refused = self.refusal("remove_line", actor)
         if refused is None and item_id not in self.items:
@@ -400,12 +476,15 @@ class OrderLifecycle(RuleBasedStateMachine):
         def model() -> None:
             del self.items[item_id]
 
-        self.attempt("remove_line", refused,
-                     lambda: self.order.remove_line(ctx_of(actor), item_id),
-                     ["LineRemoved"], model)
+        self.attempt(
+            "remove_line",
+            refused,
+            lambda: self.order.remove_line(ctx_of(actor), item_id),
+            ["LineRemoved"],
+            model,
+        )
 
-    @command("submit",
-             actor=actors_for("submit"))
+    @command("submit", actor=actors_for("submit"))
     def submit(self, actor: str) -> None:
         refused = self.refusal("submit", actor)
         if refused is None and not structurally_valid(set(self.items)):
@@ -416,54 +495,64 @@ class OrderLifecycle(RuleBasedStateMachine):
             self.items = dict.fromkeys(self.items, "acknowledged")
             self.submitter = actor
 
-        self.attempt("submit", refused, lambda: self.order.submit(ctx_of(actor), CATALOG),
-                     ["OrderSubmitted"], model)
+        self.attempt(
+            "submit",
+            refused,
+            lambda: self.order.submit(ctx_of(actor), CATALOG),
+            ["OrderSubmitted"],
+            model,
+        )
 
     # Duplicates of the rules that move an order forward, under their own names, so that
     # hypothesis' swarm testing (which switches some rules off for a whole run) seldom
     # leaves a run with no way forward.
-    @command("add_line",
-             actor=st.sampled_from(["agent-1", "manager-1"]),
-             pick=st.integers(0, 3),
-             bandwidth=BANDWIDTHS)
+    @command(
+        "add_line",
+        actor=st.sampled_from(["agent-1", "manager-1"]),
+        pick=st.integers(0, 3),
+        bandwidth=BANDWIDTHS,
+    )
     def add_a_missing_line(self, actor: str, pick: int, bandwidth: int) -> None:
         missing = [i for i in ITEM_IDS if i not in self.items] or ITEM_IDS
         self.add_line(actor, missing[pick % len(missing)], bandwidth)
 
-    @command("submit",
-             actor=st.sampled_from(["agent-1", "manager-1", "operator-1"]))
+    @command("submit", actor=st.sampled_from(["agent-1", "manager-1", "operator-1"]))
     def submit_the_draft(self, actor: str) -> None:
         self.submit(actor)
 
     # ------------------------------------------------------------------ review
-    def decision_refusal(self, command: str, actor: str,
-                         four_eyes: bool) -> type[DomainError] | None:
+    def decision_refusal(
+        self, command: str, actor: str, four_eyes: bool
+    ) -> type[DomainError] | None:
         refused = self.refusal(command, actor)
         if refused is None and four_eyes and actor == self.submitter:
             refused = NotPermitted
         return refused
 
-    @command("approve",
-             actor=actors_for("approve"),
-             four_eyes=st.booleans())
+    @command("approve", actor=actors_for("approve"), four_eyes=st.booleans())
     def approve(self, actor: str, four_eyes: bool) -> None:
         def model() -> None:
             self.state = IN_PROGRESS
 
-        self.attempt("approve", self.decision_refusal("approve", actor, four_eyes),
-                     lambda: self.order.approve(ctx_of(actor), four_eyes=four_eyes),
-                     ["OrderApproved"], model)
+        self.attempt(
+            "approve",
+            self.decision_refusal("approve", actor, four_eyes),
+            lambda: self.order.approve(ctx_of(actor), four_eyes=four_eyes),
+            ["OrderApproved"],
+            model,
+        )
 
-    @command("approve",
-             actor=st.sampled_from(["manager-2", "operator-2"]),
-             four_eyes=st.booleans())
+    @command("approve", actor=st.sampled_from(["manager-2", "operator-2"]), four_eyes=st.booleans())
     def approve_as_reviewer(self, actor: str, four_eyes: bool) -> None:
         self.approve(actor, four_eyes)
 
-    @command("reject", ends_the_order=True,
-             actor=actors_for("reject"),
-             four_eyes=st.booleans(),
-             reason=REASONS)
+    @command(
+        "reject",
+        ends_the_order=True,
+        actor=actors_for("reject"),
+        four_eyes=st.booleans(),
+        reason=REASONS,
+    )
     def reject(self, actor: str, four_eyes: bool, reason: str) -> None:
         refused = self.decision_refusal("reject", actor, four_eyes)
         if refused is None and not reason.strip():
@@ -473,16 +562,18 @@ class OrderLifecycle(RuleBasedStateMachine):
             self.state = REJECTED
             self.items = dict.fromkeys(self.items, "rejected")
 
-        self.attempt("reject", refused,
-                     lambda: self.order.reject(ctx_of(actor), reason, four_eyes=four_eyes),
-                     ["OrderRejected"], model)
+        self.attempt(
+            "reject",
+            refused,
+            lambda: self.order.reject(ctx_of(actor), reason, four_eyes=four_eyes),
+            ["OrderRejected"],
+            model,
+        )
         if refused is None:
             assert self.order.rejection_reason == reason.strip()
 
     # -------------------------------------------------------------- fulfilment
-    @command("hold",
-             actor=actors_for("hold"),
-             reason=REASONS)
+    @command("hold", actor=actors_for("hold"), reason=REASONS)
     def hold(self, actor: str, reason: str) -> None:
         refused = self.refusal("hold", actor)
         if refused is None and not reason.strip():
@@ -491,22 +582,24 @@ class OrderLifecycle(RuleBasedStateMachine):
         def model() -> None:
             self.state = HELD
 
-        self.attempt("hold", refused, lambda: self.order.hold(ctx_of(actor), reason),
-                     ["OrderHeld"], model)
+        self.attempt(
+            "hold", refused, lambda: self.order.hold(ctx_of(actor), reason), ["OrderHeld"], model
+        )
 
-    @command("resume",
-             actor=actors_for("resume"))
+    @command("resume", actor=actors_for("resume"))
     def resume(self, actor: str) -> None:
         def expected() -> list[str]:
             self.state = IN_PROGRESS
             return ["OrderResumed", *self.settle()]
 
-        self.attempt("resume", self.refusal("resume", actor),
-                     lambda: self.order.resume(ctx_of(actor)), expected)
+        self.attempt(
+            "resume",
+            self.refusal("resume", actor),
+            lambda: self.order.resume(ctx_of(actor)),
+            expected,
+        )
 
-    @command("request_information",
-             actor=actors_for("request_information"),
-             text=REASONS)
+    @command("request_information", actor=actors_for("request_information"), text=REASONS)
     def request_information(self, actor: str, text: str) -> None:
         refused = self.refusal("request_information", actor)
         if refused is None and not text.strip():
@@ -515,13 +608,15 @@ class OrderLifecycle(RuleBasedStateMachine):
         def model() -> None:
             self.state = PENDING
 
-        self.attempt("request_information", refused,
-                     lambda: self.order.request_information(ctx_of(actor), text),
-                     ["InformationRequested"], model)
+        self.attempt(
+            "request_information",
+            refused,
+            lambda: self.order.request_information(ctx_of(actor), text),
+            ["InformationRequested"],
+            model,
+        )
 
-    @command("provide_information",
-             actor=actors_for("provide_information"),
-             text=REASONS)
+    @command("provide_information", actor=actors_for("provide_information"), text=REASONS)
     def provide_information(self, actor: str, text: str) -> None:
         refused = self.refusal("provide_information", actor)
         if refused is None and not text.strip():
@@ -531,11 +626,14 @@ class OrderLifecycle(RuleBasedStateMachine):
             self.state = IN_PROGRESS
             return ["InformationProvided", *self.settle()]
 
-        self.attempt("provide_information", refused,
-                     lambda: self.order.provide_information(ctx_of(actor), text), expected)
+        self.attempt(
+            "provide_information",
+            refused,
+            lambda: self.order.provide_information(ctx_of(actor), text),
+            expected,
+        )
 
-    def item_refusal(self, actor: str, item_id: str,
-                     target: str) -> type[DomainError] | None:
+    def item_refusal(self, actor: str, item_id: str, target: str) -> type[DomainError] | None:
         refused = self.refusal("change_item_state", actor)
         if refused is not None:
             return refused
@@ -544,7 +642,8 @@ class OrderLifecycle(RuleBasedStateMachine):
         if target not in ITEM_MOVES.get(self.items[item_id] or "", set()):
             return IllegalTransition
         if target in NEEDS_DEPENDENCIES_COMPLETED and any(
-                self.items[d] != "completed" for d in DEPENDS_ON[item_id]):
+            self.items[d] != "completed" for d in DEPENDS_ON[item_id]
+        ):
             return IllegalTransition
         return None
 
@@ -553,37 +652,54 @@ class OrderLifecycle(RuleBasedStateMachine):
             self.items[item_id] = target
             return ["ItemStateChanged", *self.settle()]
 
-        self.attempt("change_item_state", self.item_refusal(actor, item_id, target),
-                     lambda: self.order.change_item_state(ctx_of(actor), item_id,
-                                                          ItemState(target)),
-                     expected)
+        self.attempt(
+            "change_item_state",
+            self.item_refusal(actor, item_id, target),
+            lambda: self.order.change_item_state(ctx_of(actor), item_id, ItemState(target)),
+            expected,
+        )
 
-    @command("change_item_state",
-             actor=actors_for("change_item_state"),
-             item_id=st.sampled_from([*ITEM_IDS, "zz"]),
-             to=st.sampled_from(ITEM_STATE_NAMES))
+    @command(
+        "change_item_state",
+        actor=actors_for("change_item_state"),
+        item_id=st.sampled_from([*ITEM_IDS, "zz"]),
+        to=st.sampled_from(ITEM_STATE_NAMES),
+    )
     def change_item_state(self, actor: str, item_id: str, to: str) -> None:
         self.change_item(actor, item_id, to)
 
-    @command("change_item_state",
-             actor=st.sampled_from(["fulfil-1", "operator-2"]),
-             pick=st.integers(0, 3),
-             to=st.sampled_from(["inProgress", "completed", "completed", "completed", "pending",
-                                 "held", "failed", "cancelled"]))
+    @command(
+        "change_item_state",
+        actor=st.sampled_from(["fulfil-1", "operator-2"]),
+        pick=st.integers(0, 3),
+        to=st.sampled_from(
+            [
+                "inProgress",
+                "completed",
+                "completed",
+                "completed",
+                "pending",
+                "held",
+                "failed",
+                "cancelled",
+            ]
+        ),
+    )
     def progress_item(self, actor: str, pick: int, to: str) -> None:
         """Fulfilment moving an open item forward, so that orders often reach an outcome."""
         open_items = sorted(k for k, v in self.items.items() if v not in FINAL_ITEM_STATES)
         self.change_item(actor, open_items[pick % len(open_items)] if open_items else "zz", to)
 
-    @command("change_item_state",
-             actor=st.sampled_from(["fulfil-1", "operator-2"]),
-             pick=st.integers(0, 3),
-             to=st.sampled_from(["completed", "completed", "failed", "cancelled"]))
+    @command(
+        "change_item_state",
+        actor=st.sampled_from(["fulfil-1", "operator-2"]),
+        pick=st.integers(0, 3),
+        to=st.sampled_from(["completed", "completed", "failed", "cancelled"]),
+    )
     def progress_another_item(self, actor: str, pick: int, to: str) -> None:
         self.progress_item(actor, pick, to)
 
-    @command("reach_point_of_no_return",
-             actor=actors_for("reach_point_of_no_return"))
+    @command("reach_point_of_no_return", actor=actors_for("reach_point_of_no_return"))
     def reach_point_of_no_return(self, actor: str) -> None:
         refused = self.refusal("reach_point_of_no_return", actor)
         if refused is None and self.point_of_no_return:
@@ -592,17 +708,19 @@ class OrderLifecycle(RuleBasedStateMachine):
         def model() -> None:
             self.point_of_no_return = True
 
-        self.attempt("reach_point_of_no_return", refused,
-                     lambda: self.order.reach_point_of_no_return(ctx_of(actor)),
-                     ["PointOfNoReturnReached"], model)
+        self.attempt(
+            "reach_point_of_no_return",
+            refused,
+            lambda: self.order.reach_point_of_no_return(ctx_of(actor)),
+            ["PointOfNoReturnReached"],
+            model,
+        )
 
     # ---------------------------------------------------------------- revision
     def revision_events(self) -> list[str]:
         return ["OrderRevised", *(self.settle() if self.state == IN_PROGRESS else [])]
 
-    @command("revise",
-             actor=actors_for("revise"),
-             item_id=st.sampled_from([*ITEM_IDS, "zz"]))
+    @command("revise", actor=actors_for("revise"), item_id=st.sampled_from([*ITEM_IDS, "zz"]))
     def revise_remove_item(self, actor: str, item_id: str) -> None:
         refused = self.refusal("revise", actor)
         if refused is None:
@@ -620,22 +738,24 @@ class OrderLifecycle(RuleBasedStateMachine):
                 self.items[item_id] = "cancelled"  # approved: it stays, cancelled
             return self.revision_events()
 
-        self.attempt("revise", refused,
-                     lambda: self.order.revise(ctx_of(actor), CATALOG,
-                                               removed_item_ids=[item_id]),
-                     expected)
+        self.attempt(
+            "revise",
+            refused,
+            lambda: self.order.revise(ctx_of(actor), CATALOG, removed_item_ids=[item_id]),
+            expected,
+        )
 
-    @command("revise",
-             actor=st.sampled_from(["upstream-1", "agent-1"]),
-             pick=st.integers(0, 3))
+    @command("revise", actor=st.sampled_from(["upstream-1", "agent-1"]), pick=st.integers(0, 3))
     def revise_remove_an_open_item(self, actor: str, pick: int) -> None:
         open_items = sorted(k for k, v in self.items.items() if v not in FINAL_ITEM_STATES)
         self.revise_remove_item(actor, open_items[pick % len(open_items)] if open_items else "zz")
 
-    @command("revise",
-             actor=actors_for("revise"),
-             item_id=st.sampled_from(ITEM_IDS),
-             bandwidth=BANDWIDTHS)
+    @command(
+        "revise",
+        actor=actors_for("revise"),
+        item_id=st.sampled_from(ITEM_IDS),
+        bandwidth=BANDWIDTHS,
+    )
     def revise_replace_item(self, actor: str, item_id: str, bandwidth: int) -> None:
         refused = self.refusal("revise", actor)
         if refused is None:
@@ -648,53 +768,62 @@ class OrderLifecycle(RuleBasedStateMachine):
             self.items[item_id] = "acknowledged"
             return self.revision_events()
 
-        self.attempt("revise", refused,
-                     lambda: self.order.revise(ctx_of(actor), CATALOG,
-                                               items=[make_item(item_id, bandwidth)]),
-                     expected)
+        self.attempt(
+            "revise",
+            refused,
+            lambda: self.order.revise(
+                ctx_of(actor), CATALOG, items=[make_item(item_id, bandwidth)]
+            ),
+            expected,
+        )
         if refused is None:
             assert self.order.items[item_id].characteristics["bandwidthMbps"] == bandwidth
 
-    @command("revise",
-             actor=actors_for("revise"),
-             change_header=st.booleans())
+    @command("revise", actor=actors_for("revise"), change_header=st.booleans())
     def revise_header(self, actor: str, change_header: bool) -> None:
         refused = self.refusal("revise", actor)
         if refused is None and not change_header:
             refused = InvalidCommand  # a revision that changes nothing
         header = HeaderChange(priority="1") if change_header else None
-        self.attempt("revise", refused,
-                     lambda: self.order.revise(ctx_of(actor), CATALOG, header=header),
-                     self.revision_events)
+        self.attempt(
+            "revise",
+            refused,
+            lambda: self.order.revise(ctx_of(actor), CATALOG, header=header),
+            self.revision_events,
+        )
         if refused is None:
             assert self.order.header.priority == "1"
 
     # ------------------------------------------------------------ cancellation
-    @command("request_cancellation", ends_the_order=True,
-             actor=actors_for("request_cancellation"))
+    @command("request_cancellation", ends_the_order=True, actor=actors_for("request_cancellation"))
     def request_cancellation(self, actor: str) -> None:
         def model() -> None:
             self.prior_state = self.state
             self.state = ASSESSING_CANCELLATION
 
-        self.attempt("request_cancellation", self.refusal("request_cancellation", actor),
-                     lambda: self.order.request_cancellation(ctx_of(actor), "no longer needed"),
-                     ["CancellationRequested"], model)
+        self.attempt(
+            "request_cancellation",
+            self.refusal("request_cancellation", actor),
+            lambda: self.order.request_cancellation(ctx_of(actor), "no longer needed"),
+            ["CancellationRequested"],
+            model,
+        )
 
-    @command("approve_cancellation",
-             actor=actors_for("approve_cancellation"))
+    @command("approve_cancellation", actor=actors_for("approve_cancellation"))
     def approve_cancellation(self, actor: str) -> None:
         def model() -> None:
             self.state = PENDING_CANCELLATION
             self.prior_state = None
 
-        self.attempt("approve_cancellation", self.refusal("approve_cancellation", actor),
-                     lambda: self.order.approve_cancellation(ctx_of(actor)),
-                     ["CancellationApproved"], model)
+        self.attempt(
+            "approve_cancellation",
+            self.refusal("approve_cancellation", actor),
+            lambda: self.order.approve_cancellation(ctx_of(actor)),
+            ["CancellationApproved"],
+            model,
+        )
 
-    @command("deny_cancellation",
-             actor=actors_for("deny_cancellation"),
-             reason=REASONS)
+    @command("deny_cancellation", actor=actors_for("deny_cancellation"), reason=REASONS)
     def deny_cancellation(self, actor: str, reason: str) -> None:
         refused = self.refusal("deny_cancellation", actor)
         if refused is None and not reason.strip():
@@ -703,37 +832,44 @@ class OrderLifecycle(RuleBasedStateMachine):
         def model() -> None:
             self.state, self.prior_state = self.prior_state, None
 
-        self.attempt("deny_cancellation", refused,
-                     lambda: self.order.deny_cancellation(ctx_of(actor), reason),
-                     ["CancellationDenied"], model)
+        self.attempt(
+            "deny_cancellation",
+            refused,
+            lambda: self.order.deny_cancellation(ctx_of(actor), reason),
+            ["CancellationDenied"],
+            model,
+        )
 
-    @command("cancel", ends_the_order=True,
-             actor=actors_for("cancel"))
+    @command("cancel", ends_the_order=True, actor=actors_for("cancel"))
     def cancel(self, actor: str) -> None:
         def model() -> None:
             self.state = CANCELLED
             self.prior_state = None
-            self.items = {k: v if v in FINAL_ITEM_STATES else "cancelled"
-                          for k, v in self.items.items()}
+            self.items = {
+                k: v if v in FINAL_ITEM_STATES else "cancelled" for k, v in self.items.items()
+            }
 
-        self.attempt("cancel", self.refusal("cancel", actor),
-                     lambda: self.order.cancel(ctx_of(actor)), ["OrderCancelled"], model)
+        self.attempt(
+            "cancel",
+            self.refusal("cancel", actor),
+            lambda: self.order.cancel(ctx_of(actor)),
+            ["OrderCancelled"],
+            model,
+        )
 
     # ------------------------------------------------------------------- notes
-    @command("add_note",
-             actor=actors_for("add_note"),
-             text=REASONS)
+    @command("add_note", actor=actors_for("add_note"), text=REASONS)
     def add_note(self, actor: str, text: str) -> None:
         refused = self.refusal("add_note", actor)
         if refused is None and not text.strip():
             refused = InvalidCommand
         notes = len(self.order.notes)
-        self.attempt("add_note", refused, lambda: self.order.add_note(ctx_of(actor), text),
-                     ["NoteAdded"])
+        self.attempt(
+            "add_note", refused, lambda: self.order.add_note(ctx_of(actor), text), ["NoteAdded"]
+        )
         assert len(self.order.notes) == notes + (refused is None)
 
-    @command("delete", ends_the_order=True,
-             actor=actors_for("delete"))
+    @command("delete", ends_the_order=True, actor=actors_for("delete"))
     def delete(self, actor: str) -> None:
         refused = self.refusal("delete", actor)
         if refused is None and ACTORS[actor] is Role.AGENT and self.state != DRAFT:
@@ -742,8 +878,13 @@ class OrderLifecycle(RuleBasedStateMachine):
         def model() -> None:
             self.deleted = True
 
-        self.attempt("delete", refused, lambda: self.order.delete(ctx_of(actor), "not needed"),
-                     ["OrderDeleted"], model)
+        self.attempt(
+            "delete",
+            refused,
+            lambda: self.order.delete(ctx_of(actor), "not needed"),
+            ["OrderDeleted"],
+            model,
+        )
 
     # ------------------------------------------------------------------ probes
     def clone(self) -> OrderLifecycle:
@@ -781,8 +922,11 @@ class OrderLifecycle(RuleBasedStateMachine):
         return sorted(k for k, v in self.items.items() if v not in FINAL_ITEM_STATES)
 
     def fitting_actor(self, command_name: str) -> str:
-        return next(a for a, role in ACTORS.items()
-                    if COMMAND_OF[command_name] in MAY[role] and a != self.submitter)
+        return next(
+            a
+            for a, role in ACTORS.items()
+            if COMMAND_OF[command_name] in MAY[role] and a != self.submitter
+        )
 
     @invariant()
     def every_command_after_a_revision_does_what_the_model_says(self) -> None:
@@ -807,8 +951,9 @@ class OrderLifecycle(RuleBasedStateMachine):
                 revised = order.clone()
                 revised.revise_remove_item("upstream-1", item_id)
                 for name, arguments in PROBES.items():
-                    getattr(revised.clone(), name)(actor=revised.fitting_actor(name),
-                                                   **arguments(revised))
+                    getattr(revised.clone(), name)(
+                        actor=revised.fitting_actor(name), **arguments(revised)
+                    )
 
     @invariant()
     def every_item_move_does_what_the_model_says(self) -> None:
@@ -884,15 +1029,17 @@ class OrderLifecycle(RuleBasedStateMachine):
             self.snapshot = MAPPER.to_domain_event(MAPPER.to_stored_event(snapshot))
         elif self.snapshot is not None:  # an older snapshot plus the events since
             restored = self.snapshot.mutate(None)
-            for e in self.events[self.snapshot.originator_version:]:
+            for e in self.events[self.snapshot.originator_version :]:
                 restored = e.mutate(restored)
             assert restored == self.order
 
 
 # One valid set of arguments for each command method, given the machine's current model.
 PROBES = {
-    "add_line": lambda m: {"item_id": next((i for i in ITEM_IDS if i not in m.items), "a"),
-                           "bandwidth": 100},
+    "add_line": lambda m: {
+        "item_id": next((i for i in ITEM_IDS if i not in m.items), "a"),
+        "bandwidth": 100,
+    },
     "configure_line": lambda m: {"item_id": m.first(), "bandwidth": 200},
     "remove_line": lambda m: {"item_id": m.first()},
     "submit": lambda m: {},
@@ -915,12 +1062,21 @@ PROBES = {
     "delete": lambda m: {},
 }
 # The command each command method gives.
-COMMAND_OF = {**{name: name for name in PROBES}, "revise_remove_item": "revise",
-              "revise_replace_item": "revise", "revise_header": "revise"}
+COMMAND_OF = {
+    **{name: name for name in PROBES},
+    "revise_remove_item": "revise",
+    "revise_replace_item": "revise",
+    "revise_header": "revise",
+}
 
-assert set(PROBES) | {"progress_item", "progress_another_item", "approve_as_reviewer",
-                     "add_a_missing_line", "submit_the_draft",
-                     "revise_remove_an_open_item"} == set(COMMAND_RULES)
+assert set(PROBES) | {
+    "progress_item",
+    "progress_another_item",
+    "approve_as_reviewer",
+    "add_a_missing_line",
+    "submit_the_draft",
+    "revise_remove_an_open_item",
+} == set(COMMAND_RULES)
 
 OrderLifecycle.TestCase.settings = settings(
     max_examples=250,

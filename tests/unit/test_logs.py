@@ -19,27 +19,46 @@ VALID = f"00-{TRACE}-{PARENT}-01"
 
 
 # ------------------------------------------------------------------ traceparent
-@pytest.mark.parametrize("value", [VALID, f"00-{TRACE}-{PARENT}-00", VALID.encode(),
-                                   f" {VALID}\t",
-                                   f"01-{TRACE}-{PARENT}-01",  # a later version...
-                                   f"cc-{TRACE}-{PARENT}-01-what-comes-later"])  # ...extended
+@pytest.mark.parametrize(
+    "value",
+    [
+        VALID,
+        f"00-{TRACE}-{PARENT}-00",
+        VALID.encode(),
+        f" {VALID}\t",
+        f"01-{TRACE}-{PARENT}-01",  # a later version...
+        f"cc-{TRACE}-{PARENT}-01-what-comes-later",
+    ],
+)  # ...extended
 def test_a_valid_traceparent_gives_its_trace_id(value: str | bytes) -> None:
     assert logs.trace_id(value) == TRACE
 
 
-@pytest.mark.parametrize("value", [
-    None, "", "garbage", VALID.upper(),  # upper-case hex
-    f"00-{TRACE.upper()}-{PARENT}-01",
-    f"00-{'0' * 32}-{PARENT}-01",  # all-zero trace id
-    f"00-{TRACE}-{'0' * 16}-01",  # all-zero parent id
-    f"ff-{TRACE}-{PARENT}-01",  # the forbidden version
-    f"00-{TRACE}-{PARENT}-01-extra",  # version 00 has exactly four fields
-    f"01-{TRACE}-{PARENT}-01extra",  # a later version's extra fields follow a dash
-    f"00-{TRACE[:-1]}-{PARENT}-01", f"00-{TRACE}0-{PARENT}-01",  # lengths
-    f"00-{TRACE}-{PARENT[:-1]}-01", f"0-{TRACE}-{PARENT}-01", f"00-{TRACE}-{PARENT}-1",
-    f"00_{TRACE}_{PARENT}_01", f"00-{TRACE[:-1]}g-{PARENT}-01",  # separators, not hex
-    "00-" + "é" * 32 + f"-{PARENT}-01", b"\xff\xfe", VALID.encode("utf-16"),
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "garbage",
+        VALID.upper(),  # upper-case hex
+        f"00-{TRACE.upper()}-{PARENT}-01",
+        f"00-{'0' * 32}-{PARENT}-01",  # all-zero trace id
+        f"00-{TRACE}-{'0' * 16}-01",  # all-zero parent id
+        f"ff-{TRACE}-{PARENT}-01",  # the forbidden version
+        f"00-{TRACE}-{PARENT}-01-extra",  # version 00 has exactly four fields
+        f"01-{TRACE}-{PARENT}-01extra",  # a later version's extra fields follow a dash
+        f"00-{TRACE[:-1]}-{PARENT}-01",
+        f"00-{TRACE}0-{PARENT}-01",  # lengths
+        f"00-{TRACE}-{PARENT[:-1]}-01",
+        f"0-{TRACE}-{PARENT}-01",
+        f"00-{TRACE}-{PARENT}-1",
+        f"00_{TRACE}_{PARENT}_01",
+        f"00-{TRACE[:-1]}g-{PARENT}-01",  # separators, not hex
+        "00-" + "é" * 32 + f"-{PARENT}-01",
+        b"\xff\xfe",
+        VALID.encode("utf-16"),
+    ],
+)
 def test_a_malformed_traceparent_is_ignored(value: str | bytes | None) -> None:
     assert logs.trace_id(value) is None
 
@@ -92,7 +111,8 @@ def captured() -> Iterator[tuple[logging.Logger, list[logging.LogRecord]]]:
 
 
 def test_the_filter_puts_the_bound_fields_on_each_record(
-        captured: tuple[logging.Logger, list[logging.LogRecord]]) -> None:
+    captured: tuple[logging.Logger, list[logging.LogRecord]],
+) -> None:
     logger, records = captured
     logger.info("outside")
     with logs.bind(correlation_id="c-1", order_id="o-1", kafka_offset=7, trace_id=None):
@@ -112,7 +132,8 @@ def test_the_filter_puts_the_bound_fields_on_each_record(
 
 
 def test_bound_fields_stay_in_their_own_context(
-        captured: tuple[logging.Logger, list[logging.LogRecord]]) -> None:
+    captured: tuple[logging.Logger, list[logging.LogRecord]],
+) -> None:
     logger, records = captured
     token = logs.bind_fields(correlation_id="main-thread")
     try:
@@ -138,8 +159,9 @@ def _emit(formatter: logging.Formatter, **fields: object) -> str:
     logger.propagate = False
     try:
         with logs.bind(correlation_id="corr 1", order_id="o-1"):
-            logger.info("batch: %d messages", 3, extra={"applied": 2, **fields,
-                                                        "color_message": "\x1b[1mx"})
+            logger.info(
+                "batch: %d messages", 3, extra={"applied": 2, **fields, "color_message": "\x1b[1mx"}
+            )
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
@@ -148,9 +170,11 @@ def _emit(formatter: logging.Formatter, **fields: object) -> str:
 
 def test_text_appends_the_fields_as_key_value() -> None:
     line = _emit(logs.TextFormatter(), reason='said "no"')
-    assert line.endswith(' INFO serviceorders.test_format: batch: 3 messages '
-                         'order_id=o-1 correlation_id="corr 1" applied=2 '
-                         'reason="said \\"no\\""\n')
+    assert line.endswith(
+        " INFO serviceorders.test_format: batch: 3 messages "
+        'order_id=o-1 correlation_id="corr 1" applied=2 '
+        'reason="said \\"no\\""\n'
+    )
     assert "color_message" not in line
 
 
@@ -159,9 +183,14 @@ def test_json_is_one_object_a_line_with_the_fields() -> None:
     assert line.count("\n") == 1
     record = json.loads(line)
     assert record.pop("time").endswith("+00:00")
-    assert record == {"level": "INFO", "logger": "serviceorders.test_format",
-                      "message": "batch: 3 messages", "correlation_id": "corr 1",
-                      "order_id": "o-1", "applied": 2}
+    assert record == {
+        "level": "INFO",
+        "logger": "serviceorders.test_format",
+        "message": "batch: 3 messages",
+        "correlation_id": "corr 1",
+        "order_id": "o-1",
+        "applied": 2,
+    }
 
 
 def test_the_config_routes_uvicorn_through_the_one_handler() -> None:
@@ -180,13 +209,15 @@ def test_the_config_routes_uvicorn_through_the_one_handler() -> None:
 
 def test_the_log_settings() -> None:
     settings = Settings.from_env({})
-    assert (settings.log_level, settings.log_format, settings.access_log) == (
-        "INFO", "text", False)
-    settings = Settings.from_env({"SERVICEORDERS_LOG_LEVEL": "debug",
-                                  "SERVICEORDERS_LOG_FORMAT": "JSON",
-                                  "SERVICEORDERS_ACCESS_LOG": "yes"})
-    assert (settings.log_level, settings.log_format, settings.access_log) == (
-        "DEBUG", "json", True)
+    assert (settings.log_level, settings.log_format, settings.access_log) == ("INFO", "text", False)
+    settings = Settings.from_env(
+        {
+            "SERVICEORDERS_LOG_LEVEL": "debug",
+            "SERVICEORDERS_LOG_FORMAT": "JSON",
+            "SERVICEORDERS_ACCESS_LOG": "yes",
+        }
+    )
+    assert (settings.log_level, settings.log_format, settings.access_log) == ("DEBUG", "json", True)
     with pytest.raises(SettingsError, match="SERVICEORDERS_LOG_FORMAT"):
         Settings.from_env({"SERVICEORDERS_LOG_FORMAT": "xml"})
     with pytest.raises(SettingsError, match="SERVICEORDERS_LOG_LEVEL"):

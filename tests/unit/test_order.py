@@ -48,8 +48,9 @@ OPERATOR = CommandContext.for_actor("ops-olga", Role.OPERATOR)
 AUDITOR = CommandContext.for_actor("auditor-al", Role.AUDITOR)
 
 
-def internet(item_id: str = "1", *, depends_on: tuple[str, ...] = (), place: bool = True,
-             **characteristics) -> OrderItem:
+def internet(
+    item_id: str = "1", *, depends_on: tuple[str, ...] = (), place: bool = True, **characteristics
+) -> OrderItem:
     return OrderItem(
         id=item_id,
         action=ItemAction.ADD,
@@ -61,8 +62,9 @@ def internet(item_id: str = "1", *, depends_on: tuple[str, ...] = (), place: boo
 
 
 def received(*items: OrderItem, external_id: str | None = None) -> ServiceOrder:
-    order = ServiceOrder.receive(UPSTREAM, OrderHeader(external_id=external_id),
-                                 items or [internet()], CATALOG)
+    order = ServiceOrder.receive(
+        UPSTREAM, OrderHeader(external_id=external_id), items or [internet()], CATALOG
+    )
     order.collect_events()
     return order
 
@@ -138,9 +140,15 @@ def test_configure_line_sets_and_clears_characteristics_and_changes_the_line() -
     order.add_line(AGENT, internet("2"))
     order.collect_events()
 
-    order.configure_line(AGENT, "2", {"bandwidthMbps": 1000}, cleared=["accessType"],
-                         place=Place(id="hq", name="Head office"), quantity=2,
-                         depends_on=["1"])
+    order.configure_line(
+        AGENT,
+        "2",
+        {"bandwidthMbps": 1000},
+        cleared=["accessType"],
+        place=Place(id="hq", name="Head office"),
+        quantity=2,
+        depends_on=["1"],
+    )
 
     events = order.collect_events()
     assert names(events) == ["LineConfigured"]
@@ -166,16 +174,16 @@ def test_configure_line_refuses_a_quantity_below_one() -> None:
     order.add_line(AGENT, internet("1"))
     order.collect_events()
 
-    refused_unchanged(order, InvalidCommand,
-                      lambda: order.configure_line(AGENT, "1", quantity=0))
+    refused_unchanged(order, InvalidCommand, lambda: order.configure_line(AGENT, "1", quantity=0))
 
 
 def test_configure_line_of_an_unknown_item_is_refused() -> None:
     order = ServiceOrder.draft(AGENT, OrderHeader())
     order.collect_events()
 
-    error = refused_unchanged(order, UnknownItem,
-                              lambda: order.configure_line(AGENT, "9", {"bandwidthMbps": 10}))
+    error = refused_unchanged(
+        order, UnknownItem, lambda: order.configure_line(AGENT, "9", {"bandwidthMbps": 10})
+    )
     assert error.item_id == "9"
 
 
@@ -224,17 +232,26 @@ def test_manual_capture_emits_one_item_level_event_per_step() -> None:
     order.submit(AGENT, CATALOG)
 
     assert names(order.collect_events()) == [
-        "OrderDrafted", "LineAdded", "LineAdded", "LineConfigured", "LineRemoved",
-        "OrderSubmitted"]
+        "OrderDrafted",
+        "LineAdded",
+        "LineAdded",
+        "LineConfigured",
+        "LineRemoved",
+        "OrderSubmitted",
+    ]
     assert order.version == 6
 
 
-@pytest.mark.parametrize("capture", [
-    lambda o: o.add_line(AGENT, internet("2")),
-    lambda o: o.configure_line(AGENT, "1", {"bandwidthMbps": 10}),
-    lambda o: o.remove_line(AGENT, "1"),
-    lambda o: o.submit(AGENT, CATALOG),
-], ids=["add_line", "configure_line", "remove_line", "submit"])
+@pytest.mark.parametrize(
+    "capture",
+    [
+        lambda o: o.add_line(AGENT, internet("2")),
+        lambda o: o.configure_line(AGENT, "1", {"bandwidthMbps": 10}),
+        lambda o: o.remove_line(AGENT, "1"),
+        lambda o: o.submit(AGENT, CATALOG),
+    ],
+    ids=["add_line", "configure_line", "remove_line", "submit"],
+)
 def test_capture_commands_are_refused_once_the_order_is_submitted(capture) -> None:
     order = received(internet("1"))
 
@@ -257,14 +274,17 @@ def test_a_complete_order_is_recorded_with_exactly_two_events() -> None:
     assert events[0].items == tuple(CATALOG.resolve(i) for i in items)
     assert order.state is OrderState.ACKNOWLEDGED
     assert {k: v.state for k, v in order.items.items()} == {
-        "1": ItemState.ACKNOWLEDGED, "2": ItemState.ACKNOWLEDGED}
+        "1": ItemState.ACKNOWLEDGED,
+        "2": ItemState.ACKNOWLEDGED,
+    }
 
 
 def test_receive_records_the_specification_name_and_version_from_the_catalog() -> None:
     order = received(internet("1"))
 
     assert order.items["1"].specification == SpecRef(
-        id="internet-access", name="Dedicated Internet Access", version="2.1")
+        id="internet-access", name="Dedicated Internet Access", version="2.1"
+    )
 
 
 def test_notes_received_with_the_order_are_recorded_with_it() -> None:
@@ -284,11 +304,19 @@ def test_receive_needs_a_requesting_role() -> None:
 # --------------------------------------------------------------------------- validation
 def test_structural_problems_refuse_the_order_listing_every_problem_at_once() -> None:
     items = [
-        OrderItem(id="unknown-spec", action=ItemAction.ADD, specification=SpecRef(id="nope"),
-                  place=Place(id="s")),
-        OrderItem(id="missing-char", action=ItemAction.ADD,
-                  specification=SpecRef(id="internet-access"),
-                  characteristics={"bandwidthMbps": 100}, place=Place(id="s")),
+        OrderItem(
+            id="unknown-spec",
+            action=ItemAction.ADD,
+            specification=SpecRef(id="nope"),
+            place=Place(id="s"),
+        ),
+        OrderItem(
+            id="missing-char",
+            action=ItemAction.ADD,
+            specification=SpecRef(id="internet-access"),
+            characteristics={"bandwidthMbps": 100},
+            place=Place(id="s"),
+        ),
         OrderItem(id="modify", action=ItemAction.MODIFY, place=Place(id="s")),
         OrderItem(id="delete", action=ItemAction.DELETE, place=Place(id="s")),
         internet("orphan", depends_on=("ghost",)),
@@ -344,11 +372,13 @@ def test_value_problems_let_the_order_in_flagged_for_the_reviewer() -> None:
     items = [
         internet("wrong-type", bandwidthMbps="fast"),
         internet("not-allowed", accessType="carrier-pigeon"),
-        OrderItem(id="out-of-range", action=ItemAction.ADD,
-                  specification=SpecRef(id="sdwan-site"),
-                  characteristics={"bandwidthProfile": "small", "siteRole": "hub",
-                                   "underlayLinks": 9},
-                  place=Place(id="s")),
+        OrderItem(
+            id="out-of-range",
+            action=ItemAction.ADD,
+            specification=SpecRef(id="sdwan-site"),
+            characteristics={"bandwidthProfile": "small", "siteRole": "hub", "underlayLinks": 9},
+            place=Place(id="s"),
+        ),
         internet("unknown-char", colour="blue"),
         internet("no-place", place=False),
     ]
@@ -405,10 +435,14 @@ def test_rejection_records_the_reason_and_rejects_every_item() -> None:
     assert {i.state for i in order.items.values()} == {ItemState.REJECTED}
 
 
-@pytest.mark.parametrize("decide", [
-    lambda o, ctx: o.approve(ctx),
-    lambda o, ctx: o.reject(ctx, "no"),
-], ids=["approve", "reject"])
+@pytest.mark.parametrize(
+    "decide",
+    [
+        lambda o, ctx: o.approve(ctx),
+        lambda o, ctx: o.reject(ctx, "no"),
+    ],
+    ids=["approve", "reject"],
+)
 def test_four_eyes_the_submitter_may_not_decide_their_own_order(decide) -> None:
     order = ServiceOrder.receive(MANAGER, OrderHeader(), [internet()], CATALOG)
     order.collect_events()
@@ -439,8 +473,7 @@ def test_without_four_eyes_the_submitter_may_approve() -> None:
     assert order.submitted_by == order.decided_by == MANAGER.actor
 
 
-@pytest.mark.parametrize("ctx", [AGENT, UPSTREAM, FULFILMENT, AUDITOR],
-                         ids=lambda c: c.actor.role)
+@pytest.mark.parametrize("ctx", [AGENT, UPSTREAM, FULFILMENT, AUDITOR], ids=lambda c: c.actor.role)
 def test_only_managers_and_operators_decide(ctx) -> None:
     order = received()
 
@@ -525,58 +558,72 @@ def test_information_request_and_answer() -> None:
 def test_only_fulfilment_reports_item_progress_and_asks_for_information() -> None:
     order = in_state(OrderState.IN_PROGRESS)
 
-    refused_unchanged(order, NotPermitted,
-                      lambda: order.change_item_state(UPSTREAM, "1", ItemState.COMPLETED))
-    refused_unchanged(order, NotPermitted,
-                      lambda: order.change_item_state(MANAGER, "1", ItemState.COMPLETED))
+    refused_unchanged(
+        order, NotPermitted, lambda: order.change_item_state(UPSTREAM, "1", ItemState.COMPLETED)
+    )
+    refused_unchanged(
+        order, NotPermitted, lambda: order.change_item_state(MANAGER, "1", ItemState.COMPLETED)
+    )
     refused_unchanged(order, NotPermitted, lambda: order.request_information(AGENT, "?"))
 
 
 def test_item_state_change_of_an_unknown_item_is_refused() -> None:
     order = in_state(OrderState.IN_PROGRESS)
 
-    refused_unchanged(order, UnknownItem,
-                      lambda: order.change_item_state(FULFILMENT, "9", ItemState.COMPLETED))
+    refused_unchanged(
+        order, UnknownItem, lambda: order.change_item_state(FULFILMENT, "9", ItemState.COMPLETED)
+    )
 
 
-@pytest.mark.parametrize(("start", "to"), [
-    (None, ItemState.ACKNOWLEDGED),
-    (None, ItemState.REJECTED),
-    (ItemState.PENDING, ItemState.COMPLETED),
-    (ItemState.HELD, ItemState.COMPLETED),
-    (ItemState.COMPLETED, ItemState.IN_PROGRESS),
-    (ItemState.FAILED, ItemState.COMPLETED),
-])
+@pytest.mark.parametrize(
+    ("start", "to"),
+    [
+        (None, ItemState.ACKNOWLEDGED),
+        (None, ItemState.REJECTED),
+        (ItemState.PENDING, ItemState.COMPLETED),
+        (ItemState.HELD, ItemState.COMPLETED),
+        (ItemState.COMPLETED, ItemState.IN_PROGRESS),
+        (ItemState.FAILED, ItemState.COMPLETED),
+    ],
+)
 def test_item_transitions_outside_the_table_are_refused(start, to) -> None:
     order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2"))
     if start is not None:
         order.change_item_state(FULFILMENT, "1", start)
         order.collect_events()
 
-    error = refused_unchanged(order, IllegalTransition,
-                              lambda: order.change_item_state(FULFILMENT, "1", to))
+    error = refused_unchanged(
+        order, IllegalTransition, lambda: order.change_item_state(FULFILMENT, "1", to)
+    )
     assert "item 1" in str(error)
 
 
 def test_item_states_are_changed_only_while_the_order_is_in_progress() -> None:
     order = in_state(OrderState.HELD)
 
-    refused_unchanged(order, IllegalTransition,
-                      lambda: order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED))
+    refused_unchanged(
+        order,
+        IllegalTransition,
+        lambda: order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED),
+    )
 
 
 def test_an_item_waits_for_the_items_it_depends_on() -> None:
     order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2", depends_on=("1",)))
 
     for to in (ItemState.IN_PROGRESS, ItemState.COMPLETED):
-        error = refused_unchanged(order, IllegalTransition,
-                                  lambda to=to: order.change_item_state(FULFILMENT, "2", to))
+        error = refused_unchanged(
+            order, IllegalTransition, lambda to=to: order.change_item_state(FULFILMENT, "2", to)
+        )
         assert "waits for item(s) 1" in str(error)
 
     order.change_item_state(FULFILMENT, "2", ItemState.PENDING)  # waiting is allowed
     order.change_item_state(FULFILMENT, "1", ItemState.IN_PROGRESS)
-    refused_unchanged(order, IllegalTransition,
-                      lambda: order.change_item_state(FULFILMENT, "2", ItemState.IN_PROGRESS))
+    refused_unchanged(
+        order,
+        IllegalTransition,
+        lambda: order.change_item_state(FULFILMENT, "2", ItemState.IN_PROGRESS),
+    )
 
     order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
     order.change_item_state(FULFILMENT, "2", ItemState.IN_PROGRESS)
@@ -588,20 +635,26 @@ def test_a_failed_dependency_blocks_the_dependent_item_but_it_may_fail_or_cancel
     order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2", depends_on=("1",)))
     order.change_item_state(FULFILMENT, "1", ItemState.FAILED)
 
-    refused_unchanged(order, IllegalTransition,
-                      lambda: order.change_item_state(FULFILMENT, "2", ItemState.COMPLETED))
+    refused_unchanged(
+        order,
+        IllegalTransition,
+        lambda: order.change_item_state(FULFILMENT, "2", ItemState.COMPLETED),
+    )
     order.change_item_state(FULFILMENT, "2", ItemState.CANCELLED)
     assert order.state is OrderState.FAILED
 
 
-@pytest.mark.parametrize(("finals", "outcome", "event"), [
-    ((ItemState.COMPLETED, ItemState.COMPLETED), OrderState.COMPLETED, "OrderCompleted"),
-    ((ItemState.FAILED, ItemState.FAILED), OrderState.FAILED, "OrderFailed"),
-    ((ItemState.COMPLETED, ItemState.FAILED), OrderState.PARTIAL, "OrderPartiallyCompleted"),
-    ((ItemState.COMPLETED, ItemState.CANCELLED), OrderState.COMPLETED, "OrderCompleted"),
-    ((ItemState.FAILED, ItemState.CANCELLED), OrderState.FAILED, "OrderFailed"),
-    ((ItemState.CANCELLED, ItemState.CANCELLED), OrderState.CANCELLED, "OrderCancelled"),
-])
+@pytest.mark.parametrize(
+    ("finals", "outcome", "event"),
+    [
+        ((ItemState.COMPLETED, ItemState.COMPLETED), OrderState.COMPLETED, "OrderCompleted"),
+        ((ItemState.FAILED, ItemState.FAILED), OrderState.FAILED, "OrderFailed"),
+        ((ItemState.COMPLETED, ItemState.FAILED), OrderState.PARTIAL, "OrderPartiallyCompleted"),
+        ((ItemState.COMPLETED, ItemState.CANCELLED), OrderState.COMPLETED, "OrderCompleted"),
+        ((ItemState.FAILED, ItemState.CANCELLED), OrderState.FAILED, "OrderFailed"),
+        ((ItemState.CANCELLED, ItemState.CANCELLED), OrderState.CANCELLED, "OrderCancelled"),
+    ],
+)
 def test_the_last_final_item_decides_the_outcome(finals, outcome, event) -> None:
     order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2"))
 
@@ -630,22 +683,24 @@ def test_the_point_of_no_return_is_reached_once() -> None:
     assert order.point_of_no_return is True
     assert names(order.collect_events()) == ["PointOfNoReturnReached"]
 
-    refused_unchanged(order, IllegalTransition,
-                      lambda: order.reach_point_of_no_return(FULFILMENT))
+    refused_unchanged(order, IllegalTransition, lambda: order.reach_point_of_no_return(FULFILMENT))
 
 
 def test_the_point_of_no_return_is_not_reached_before_approval() -> None:
     order = received()
 
-    refused_unchanged(order, IllegalTransition,
-                      lambda: order.reach_point_of_no_return(FULFILMENT))
+    refused_unchanged(order, IllegalTransition, lambda: order.reach_point_of_no_return(FULFILMENT))
 
 
-@pytest.mark.parametrize("blocked", [
-    lambda o: o.revise(UPSTREAM, CATALOG, header=HeaderChange(priority="1")),
-    lambda o: o.request_cancellation(UPSTREAM, "changed my mind"),
-    lambda o: o.cancel(MANAGER, "changed my mind"),
-], ids=["revise", "request_cancellation", "cancel"])
+@pytest.mark.parametrize(
+    "blocked",
+    [
+        lambda o: o.revise(UPSTREAM, CATALOG, header=HeaderChange(priority="1")),
+        lambda o: o.request_cancellation(UPSTREAM, "changed my mind"),
+        lambda o: o.cancel(MANAGER, "changed my mind"),
+    ],
+    ids=["revise", "request_cancellation", "cancel"],
+)
 def test_after_the_point_of_no_return_changes_and_cancellation_are_refused(blocked) -> None:
     order = in_state(OrderState.IN_PROGRESS)
     order.reach_point_of_no_return(FULFILMENT)
@@ -691,8 +746,9 @@ def test_revision_adds_items_it_does_not_know_yet() -> None:
 
 
 def test_revision_changes_only_the_header_fields_given() -> None:
-    order = ServiceOrder.receive(UPSTREAM, OrderHeader(description="old", priority="3"),
-                                 [internet()], CATALOG)
+    order = ServiceOrder.receive(
+        UPSTREAM, OrderHeader(description="old", priority="3"), [internet()], CATALOG
+    )
 
     order.revise(UPSTREAM, CATALOG, header=HeaderChange(priority="1"))
 
@@ -710,17 +766,21 @@ def test_a_revision_with_structural_problems_is_refused() -> None:
     order = received(internet("1"))
 
     error = refused_unchanged(
-        order, ValidationFailed,
-        lambda: order.revise(UPSTREAM, CATALOG, items=[internet("2", depends_on=("9",))]))
+        order,
+        ValidationFailed,
+        lambda: order.revise(UPSTREAM, CATALOG, items=[internet("2", depends_on=("9",))]),
+    )
     assert [p.code for p in error.problems] == ["unknown_dependency"]
 
 
 def test_a_revision_that_replaces_and_removes_the_same_item_is_refused() -> None:
     order = received(internet("1"), internet("2"))
 
-    refused_unchanged(order, InvalidCommand,
-                      lambda: order.revise(UPSTREAM, CATALOG, items=[internet("1")],
-                                           removed_item_ids=["1"]))
+    refused_unchanged(
+        order,
+        InvalidCommand,
+        lambda: order.revise(UPSTREAM, CATALOG, items=[internet("1")], removed_item_ids=["1"]),
+    )
 
 
 def test_revising_a_final_item_is_refused() -> None:
@@ -728,10 +788,12 @@ def test_revising_a_final_item_is_refused() -> None:
     order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
     order.collect_events()
 
-    refused_unchanged(order, IllegalTransition,
-                      lambda: order.revise(UPSTREAM, CATALOG, items=[internet("1")]))
-    refused_unchanged(order, IllegalTransition,
-                      lambda: order.revise(UPSTREAM, CATALOG, removed_item_ids=["1"]))
+    refused_unchanged(
+        order, IllegalTransition, lambda: order.revise(UPSTREAM, CATALOG, items=[internet("1")])
+    )
+    refused_unchanged(
+        order, IllegalTransition, lambda: order.revise(UPSTREAM, CATALOG, removed_item_ids=["1"])
+    )
 
 
 def test_removal_before_approval_drops_the_item() -> None:
@@ -755,16 +817,18 @@ def test_removal_after_approval_cancels_the_item_and_keeps_it_on_record() -> Non
 def test_removing_every_item_is_refused() -> None:
     order = received(internet("1"))
 
-    error = refused_unchanged(order, ValidationFailed,
-                              lambda: order.revise(UPSTREAM, CATALOG, removed_item_ids=["1"]))
+    error = refused_unchanged(
+        order, ValidationFailed, lambda: order.revise(UPSTREAM, CATALOG, removed_item_ids=["1"])
+    )
     assert [p.code for p in error.problems] == ["no_items"]
 
 
 def test_removing_an_item_others_depend_on_is_refused() -> None:
     order = received(internet("1"), internet("2", depends_on=("1",)))
 
-    refused_unchanged(order, ValidationFailed,
-                      lambda: order.revise(UPSTREAM, CATALOG, removed_item_ids=["1"]))
+    refused_unchanged(
+        order, ValidationFailed, lambda: order.revise(UPSTREAM, CATALOG, removed_item_ids=["1"])
+    )
 
 
 def test_removing_the_last_open_item_finishes_an_order_in_progress() -> None:
@@ -778,12 +842,17 @@ def test_removing_the_last_open_item_finishes_an_order_in_progress() -> None:
     assert order.state is OrderState.COMPLETED
 
 
-@pytest.mark.parametrize(("waiting", "back"), [
-    (OrderState.HELD, lambda o: o.resume(FULFILMENT)),
-    (OrderState.PENDING, lambda o: o.provide_information(UPSTREAM, "here it is")),
-], ids=["held", "pending"])
+@pytest.mark.parametrize(
+    ("waiting", "back"),
+    [
+        (OrderState.HELD, lambda o: o.resume(FULFILMENT)),
+        (OrderState.PENDING, lambda o: o.provide_information(UPSTREAM, "here it is")),
+    ],
+    ids=["held", "pending"],
+)
 def test_a_waiting_order_whose_last_open_item_was_removed_finishes_when_work_resumes(
-        waiting, back) -> None:
+    waiting, back
+) -> None:
     # Regression: the order used to come back to inProgress with nothing left to do, and
     # stayed there for good (no item could change any more).
     order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2"))
@@ -803,8 +872,12 @@ def test_a_waiting_order_whose_last_open_item_was_removed_finishes_when_work_res
 
 
 # -------------------------------------------------------------------------- cancellation
-ACTIVE_STATES = [OrderState.ACKNOWLEDGED, OrderState.IN_PROGRESS, OrderState.PENDING,
-                 OrderState.HELD]
+ACTIVE_STATES = [
+    OrderState.ACKNOWLEDGED,
+    OrderState.IN_PROGRESS,
+    OrderState.PENDING,
+    OrderState.HELD,
+]
 
 
 @pytest.mark.parametrize("prior", ACTIVE_STATES, ids=str)
@@ -872,10 +945,12 @@ def test_a_cancellation_request_needs_a_decision_before_anything_else() -> None:
     order.request_cancellation(UPSTREAM)
     order.collect_events()
 
-    for attempt in (lambda: order.hold(FULFILMENT, "x"),
-                    lambda: order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED),
-                    lambda: order.request_cancellation(UPSTREAM),
-                    lambda: order.revise(UPSTREAM, CATALOG, header=HeaderChange(priority="1"))):
+    for attempt in (
+        lambda: order.hold(FULFILMENT, "x"),
+        lambda: order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED),
+        lambda: order.request_cancellation(UPSTREAM),
+        lambda: order.revise(UPSTREAM, CATALOG, header=HeaderChange(priority="1")),
+    ):
         refused_unchanged(order, IllegalTransition, attempt)
 
 
@@ -944,8 +1019,9 @@ def commands_as(ctx: CommandContext) -> dict:
 COMMANDS = sorted(commands_as(OPERATOR))
 
 
-@pytest.mark.parametrize("final", [_completed, _rejected, _cancelled],
-                         ids=["completed", "rejected", "cancelled"])
+@pytest.mark.parametrize(
+    "final", [_completed, _rejected, _cancelled], ids=["completed", "rejected", "cancelled"]
+)
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_final_order_refuses_every_command_but_a_note_or_archiving(final, command) -> None:
     order = final()
@@ -953,8 +1029,9 @@ def test_a_final_order_refuses_every_command_but_a_note_or_archiving(final, comm
     refused_unchanged(order, IllegalTransition, lambda: commands_as(OPERATOR)[command](order))
 
 
-@pytest.mark.parametrize("final", [_completed, _rejected, _cancelled],
-                         ids=["completed", "rejected", "cancelled"])
+@pytest.mark.parametrize(
+    "final", [_completed, _rejected, _cancelled], ids=["completed", "rejected", "cancelled"]
+)
 def test_a_final_order_still_takes_notes(final) -> None:
     order = final()
     state = order.state
@@ -1002,8 +1079,9 @@ def test_an_agent_may_discard_a_draft() -> None:
     assert order.state is OrderState.DRAFT
 
 
-@pytest.mark.parametrize("final", [_completed, _rejected, _cancelled],
-                         ids=["completed", "rejected", "cancelled"])
+@pytest.mark.parametrize(
+    "final", [_completed, _rejected, _cancelled], ids=["completed", "rejected", "cancelled"]
+)
 def test_a_manager_may_archive_a_final_order(final) -> None:
     order = final()
     state = order.state
@@ -1032,8 +1110,11 @@ def test_an_active_order_is_cancelled_not_deleted(state) -> None:
 def test_a_deleted_order_takes_no_command_at_all(command) -> None:
     order = _completed()
     order.delete(MANAGER)
-    calls = {**commands_as(OPERATOR), "add_note": lambda o: o.add_note(OPERATOR, "hello"),
-             "delete": lambda o: o.delete(OPERATOR)}
+    calls = {
+        **commands_as(OPERATOR),
+        "add_note": lambda o: o.add_note(OPERATOR, "hello"),
+        "delete": lambda o: o.delete(OPERATOR),
+    }
 
     error = refused_unchanged(order, IllegalTransition, lambda: calls[command](order))
     assert "deleted" in str(error)
@@ -1067,8 +1148,9 @@ def test_a_drafted_order_gets_the_same_id_for_the_same_external_id() -> None:
 def test_an_explicit_order_id_wins() -> None:
     order_id = UUID("12345678-1234-5678-1234-567812345678")
 
-    order = ServiceOrder.receive(UPSTREAM, OrderHeader(external_id="crm-44"), [internet()],
-                                 CATALOG, order_id=order_id)
+    order = ServiceOrder.receive(
+        UPSTREAM, OrderHeader(external_id="crm-44"), [internet()], CATALOG, order_id=order_id
+    )
 
     assert order.id == order_id
 
@@ -1077,7 +1159,8 @@ def test_an_explicit_order_id_wins() -> None:
 def test_every_event_carries_the_envelope_of_its_command() -> None:
     def ctx(actor: str, role: Role, n: int) -> CommandContext:
         return CommandContext.for_actor(
-            actor, role, Channel.KAFKA, correlation_id="corr-7", causation_id=f"msg-{n}")
+            actor, role, Channel.KAFKA, correlation_id="corr-7", causation_id=f"msg-{n}"
+        )
 
     commands = [
         (ctx("crm", Role.UPSTREAM, 0), None),
@@ -1085,8 +1168,10 @@ def test_every_event_carries_the_envelope_of_its_command() -> None:
         (ctx("activator", Role.FULFILMENT, 2), lambda o, c: o.hold(c, "site closed")),
         (ctx("boss", Role.MANAGER, 3), lambda o, c: o.resume(c)),
         (ctx("crm", Role.UPSTREAM, 4), lambda o, c: o.add_note(c, "hello")),
-        (ctx("activator", Role.FULFILMENT, 5),
-         lambda o, c: o.change_item_state(c, "1", ItemState.COMPLETED)),
+        (
+            ctx("activator", Role.FULFILMENT, 5),
+            lambda o, c: o.change_item_state(c, "1", ItemState.COMPLETED),
+        ),
     ]
     before = datetime.now(UTC)
     order = ServiceOrder.receive(commands[0][0], OrderHeader(), [internet("1")], CATALOG)
@@ -1141,11 +1226,28 @@ def test_a_changed_event_no_longer_matches_its_hash() -> None:
 
 # ------------------------------------------------------------------------ event classes
 EVENT_CLASS_NAMES = [
-    "OrderDrafted", "LineAdded", "LineConfigured", "LineRemoved", "OrderSubmitted",
-    "OrderApproved", "OrderRejected", "OrderHeld", "OrderResumed", "InformationRequested",
-    "InformationProvided", "ItemStateChanged", "OrderRevised", "PointOfNoReturnReached",
-    "CancellationRequested", "CancellationApproved", "CancellationDenied", "OrderCancelled",
-    "OrderCompleted", "OrderFailed", "OrderPartiallyCompleted", "NoteAdded",
+    "OrderDrafted",
+    "LineAdded",
+    "LineConfigured",
+    "LineRemoved",
+    "OrderSubmitted",
+    "OrderApproved",
+    "OrderRejected",
+    "OrderHeld",
+    "OrderResumed",
+    "InformationRequested",
+    "InformationProvided",
+    "ItemStateChanged",
+    "OrderRevised",
+    "PointOfNoReturnReached",
+    "CancellationRequested",
+    "CancellationApproved",
+    "CancellationDenied",
+    "OrderCancelled",
+    "OrderCompleted",
+    "OrderFailed",
+    "OrderPartiallyCompleted",
+    "NoteAdded",
 ]
 
 
@@ -1178,8 +1280,9 @@ def test_the_aggregate_has_a_stable_topic() -> None:
 
 # --------------------------------------------------------------------- header values
 def test_header_dates_stay_dates_and_datetimes_stay_datetimes() -> None:
-    header = OrderHeader.model_validate({"requested_start_date": "2030-01-15",
-                                         "requested_completion_date": "2030-02-01T12:00:00Z"})
+    header = OrderHeader.model_validate(
+        {"requested_start_date": "2030-01-15", "requested_completion_date": "2030-02-01T12:00:00Z"}
+    )
 
     assert type(header.requested_start_date) is date
     assert header.requested_start_date == date(2030, 1, 15)

@@ -40,28 +40,44 @@ FULFILMENT = CommandContext.for_actor("fulfil-1", Role.FULFILMENT)
 
 
 def internet(item_id: str = "1", site: str | None = "site-1", **kw):
-    return OrderItem(id=item_id, action=ItemAction.ADD, specification=SpecRef(id="internet-access"),
-                     characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
-                     place=Place(id=site, name=f"{site} name") if site else None, **kw)
+    return OrderItem(
+        id=item_id,
+        action=ItemAction.ADD,
+        specification=SpecRef(id="internet-access"),
+        characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
+        place=Place(id=site, name=f"{site} name") if site else None,
+        **kw,
+    )
 
 
 def router(item_id: str = "2", site: str | None = "site-1", **kw):
-    return OrderItem(id=item_id, action=ItemAction.ADD, specification=SpecRef(id="managed-router"),
-                     characteristics={"model": "c1100"},
-                     place=Place(id=site) if site else None, **kw)
+    return OrderItem(
+        id=item_id,
+        action=ItemAction.ADD,
+        specification=SpecRef(id="managed-router"),
+        characteristics={"model": "c1100"},
+        place=Place(id=site) if site else None,
+        **kw,
+    )
 
 
 def header(**kw) -> OrderHeader:
-    fields = {"external_id": f"ext-{uuid4().hex[:8]}", "category": "enterprise",
-              "priority": "2", "description": "two services",
-              "related_parties": (Party(id="cust-9", name="ACME"),
-                                  Party(id="acct-1", role="billing"))}
+    fields = {
+        "external_id": f"ext-{uuid4().hex[:8]}",
+        "category": "enterprise",
+        "priority": "2",
+        "description": "two services",
+        "related_parties": (Party(id="cust-9", name="ACME"), Party(id="acct-1", role="billing")),
+    }
     return OrderHeader(**{**fields, **kw})
 
 
 def received(items=None, **kw) -> ServiceOrder:
-    items = items if items is not None else [internet("1", "site-1"),
-                                             router("2", "site-2", depends_on=("1",))]
+    items = (
+        items
+        if items is not None
+        else [internet("1", "site-1"), router("2", "site-2", depends_on=("1",))]
+    )
     return ServiceOrder.receive(UPSTREAM, header(**kw), items, CATALOG)
 
 
@@ -73,8 +89,11 @@ def test_summary_row_of_an_order_in_review():
     assert row["id"] == order.id and row["version"] == order.version == 2
     assert row["state"] == "acknowledged"
     assert row["external_id"] == order.header.external_id
-    assert (row["category"], row["priority"], row["description"]) == ("enterprise", "2",
-                                                                     "two services")
+    assert (row["category"], row["priority"], row["description"]) == (
+        "enterprise",
+        "2",
+        "two services",
+    )
     # The customer is the related party with role customer, not any other party.
     assert (row["customer_id"], row["customer_name"]) == ("cust-9", "ACME")
     assert (row["item_count"], row["site_count"], row["flag_count"]) == (2, 2, 0)
@@ -83,8 +102,7 @@ def test_summary_row_of_an_order_in_review():
     assert row["created_at"] == order.created_on
     assert row["last_change_at"] == order.modified_on
     assert row["state_since"] == order.state_since == order.submitted_at
-    for column in ("approved_by", "approved_at", "rejected_by", "rejected_at",
-                   "rejection_reason"):
+    for column in ("approved_by", "approved_at", "rejected_by", "rejected_at", "rejection_reason"):
         assert row[column] is None, column
     assert row["point_of_no_return"] is False
 
@@ -118,10 +136,14 @@ def test_summary_row_rejected_fills_the_rejection_columns_only():
 def test_summary_row_counts_distinct_sites_and_flags():
     # Three items on two sites, one without a site (a flag, not a refusal), one unknown
     # characteristic (another flag).
-    items = [internet("1", "site-a"), router("2", "site-a"),
-             internet("3", None, quantity=2),
-             router("4", "site-b").model_copy(update={"characteristics": {
-                 "model": "c1100", "colour": "red"}})]
+    items = [
+        internet("1", "site-a"),
+        router("2", "site-a"),
+        internet("3", None, quantity=2),
+        router("4", "site-b").model_copy(
+            update={"characteristics": {"model": "c1100", "colour": "red"}}
+        ),
+    ]
     order = received(items)
     row = summary_row(order)
 
@@ -158,8 +180,7 @@ def test_summary_row_marks_deleted_orders():
 
 # ------------------------------------------------------------------------ item_rows
 def test_item_rows_one_per_item_with_the_order_version():
-    order = received([internet("1", "site-1"),
-                      router("2", None, depends_on=("1",), quantity=3)])
+    order = received([internet("1", "site-1"), router("2", None, depends_on=("1",), quantity=3)])
     order.approve(MANAGER)
     order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
     rows = {r["item_id"]: r for r in item_rows(order)}
@@ -185,14 +206,20 @@ def test_item_rows_one_per_item_with_the_order_version():
 def test_item_rows_of_a_draft_have_no_state_and_modify_items_keep_their_service():
     order = ServiceOrder.draft(AGENT, header())
     assert item_rows(order) == []
-    order.add_line(AGENT, OrderItem(id="m", action=ItemAction.MODIFY, service_id="svc-7",
-                                    place=Place(id="site-1")), CATALOG)
+    order.add_line(
+        AGENT,
+        OrderItem(id="m", action=ItemAction.MODIFY, service_id="svc-7", place=Place(id="site-1")),
+        CATALOG,
+    )
     (row,) = item_rows(order)
     assert row["state"] is None
     assert row["action"] == "modify"
     assert row["service_id"] == "svc-7"
-    assert (row["specification_id"], row["specification_name"],
-            row["specification_version"]) == (None, None, None)
+    assert (row["specification_id"], row["specification_name"], row["specification_version"]) == (
+        None,
+        None,
+        None,
+    )
     assert row["version"] == 2
 
 
@@ -216,9 +243,10 @@ def test_queue_rows_approval_for_an_acknowledged_order():
 
 
 def test_queue_rows_approval_lists_flags_and_actions():
-    items = [internet("1", None),
-             OrderItem(id="2", action=ItemAction.DELETE, service_id="svc-1",
-                       place=Place(id="site-9"))]
+    items = [
+        internet("1", None),
+        OrderItem(id="2", action=ItemAction.DELETE, service_id="svc-1", place=Place(id="site-9")),
+    ]
     order = received(items)
     (row,) = queue_rows(order)
     assert row["item_actions"] == {"add": 1, "delete": 1}
@@ -245,17 +273,20 @@ def test_queue_rows_cancellation_while_assessing_cancellation():
     assert row["version"] == order.version
 
 
-@pytest.mark.parametrize("steps", [
-    pytest.param([], id="draft"),
-    pytest.param(["receive", "approve"], id="inProgress"),
-    pytest.param(["receive", "reject"], id="rejected"),
-    pytest.param(["receive", "approve", "hold"], id="held"),
-    pytest.param(["receive", "approve", "info"], id="pending"),
-    pytest.param(["receive", "approve", "request", "accept"], id="pendingCancellation"),
-    pytest.param(["receive", "approve", "request", "accept", "cancel"], id="cancelled"),
-    pytest.param(["receive", "approve", "request", "deny"], id="denied-back-inProgress"),
-    pytest.param(["receive", "approve", "complete"], id="completed"),
-])
+@pytest.mark.parametrize(
+    "steps",
+    [
+        pytest.param([], id="draft"),
+        pytest.param(["receive", "approve"], id="inProgress"),
+        pytest.param(["receive", "reject"], id="rejected"),
+        pytest.param(["receive", "approve", "hold"], id="held"),
+        pytest.param(["receive", "approve", "info"], id="pending"),
+        pytest.param(["receive", "approve", "request", "accept"], id="pendingCancellation"),
+        pytest.param(["receive", "approve", "request", "accept", "cancel"], id="cancelled"),
+        pytest.param(["receive", "approve", "request", "deny"], id="denied-back-inProgress"),
+        pytest.param(["receive", "approve", "complete"], id="completed"),
+    ],
+)
 def test_queue_rows_none_outside_review_and_assessment(steps):
     order = received() if steps else ServiceOrder.draft(AGENT, header())
     actions = {
@@ -268,8 +299,9 @@ def test_queue_rows_none_outside_review_and_assessment(steps):
         "accept": lambda: order.approve_cancellation(MANAGER),
         "deny": lambda: order.deny_cancellation(MANAGER, "too late"),
         "cancel": lambda: order.cancel(FULFILMENT),
-        "complete": lambda: [order.change_item_state(FULFILMENT, i, ItemState.COMPLETED)
-                             for i in ("1", "2")],
+        "complete": lambda: [
+            order.change_item_state(FULFILMENT, i, ItemState.COMPLETED) for i in ("1", "2")
+        ],
     }
     for step in steps:
         actions[step]()
@@ -291,12 +323,19 @@ def test_queue_rows_back_to_approval_after_a_denied_cancellation_in_review():
 # ---------------------------------------------------------------------- history_row
 def transition(**kw) -> Transition:
     at = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-    fields = {"position": 7, "order_id": uuid4(), "version": 3,
-              "from_state": OrderState.ACKNOWLEDGED, "to_state": OrderState.IN_PROGRESS,
-              "at": at, "previous_since": at - timedelta(hours=2, seconds=1.5),
-              "actor": Actor(id="bob", role=Role.MANAGER), "category": "enterprise",
-              "specifications": ("internet-access", "managed-router"),
-              "sites": ("site-1", "site-2")}
+    fields = {
+        "position": 7,
+        "order_id": uuid4(),
+        "version": 3,
+        "from_state": OrderState.ACKNOWLEDGED,
+        "to_state": OrderState.IN_PROGRESS,
+        "at": at,
+        "previous_since": at - timedelta(hours=2, seconds=1.5),
+        "actor": Actor(id="bob", role=Role.MANAGER),
+        "category": "enterprise",
+        "specifications": ("internet-access", "managed-router"),
+        "sites": ("site-1", "site-2"),
+    }
     return Transition(**{**fields, **kw})
 
 
@@ -304,14 +343,26 @@ def test_history_row_seconds_in_previous_state():
     t = transition()
     row = history_row(t)
     assert row == {
-        "order_id": t.order_id, "version": 3, "from_state": "acknowledged",
-        "to_state": "inProgress", "changed_at": t.at, "previous_state_since": t.previous_since,
-        "seconds_in_previous_state": 7201.5, "actor_id": "bob", "actor_role": "manager"}
+        "order_id": t.order_id,
+        "version": 3,
+        "from_state": "acknowledged",
+        "to_state": "inProgress",
+        "changed_at": t.at,
+        "previous_state_since": t.previous_since,
+        "seconds_in_previous_state": 7201.5,
+        "actor_id": "bob",
+        "actor_role": "manager",
+    }
 
 
 def test_history_row_of_the_creation_has_no_previous_state():
-    t = transition(version=1, from_state=None, to_state=OrderState.DRAFT, previous_since=None,
-                   actor=Actor(id="alice", role=Role.AGENT))
+    t = transition(
+        version=1,
+        from_state=None,
+        to_state=OrderState.DRAFT,
+        previous_since=None,
+        actor=Actor(id="alice", role=Role.AGENT),
+    )
     row = history_row(t)
     assert row["from_state"] is None
     assert row["to_state"] == "draft"
@@ -330,9 +381,13 @@ def test_history_row_across_days_and_timezones():
 # ----------------------------------------------------------------------- dimensions
 def test_dimensions_overall_category_each_specification_and_site():
     assert list(dimensions(transition())) == [
-        ("all", ""), ("category", "enterprise"),
-        ("specification", "internet-access"), ("specification", "managed-router"),
-        ("site", "site-1"), ("site", "site-2")]
+        ("all", ""),
+        ("category", "enterprise"),
+        ("specification", "internet-access"),
+        ("specification", "managed-router"),
+        ("site", "site-1"),
+        ("site", "site-2"),
+    ]
 
 
 def test_dimensions_without_category_specifications_or_sites():
