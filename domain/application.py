@@ -1,26 +1,57 @@
-"""ServiceOrders: the one application object every door (API, Kafka, CLI) calls.
+"""ServiceOrders: the one application object every door (API, console, Kafka, CLI) calls.
 
-Each method is a use case: load the order, call one domain method, save. Persistence is
-configured entirely by the `env` the composition root passes in (never `os.environ`).
+Writes have one door: `handle(ctx, command, expected_version)` with a command of
+domain/commands.py. It loads the order, checks the version the caller saw, seals personal
+data, calls the aggregate with the application's policies (four-eyes), saves, and maps a
+store conflict. Its apply phase is a `UnitOfWork`, so that many commands over many orders
+can end in one save and one transaction (`unit_of_work()`: the Kafka batch). Reads
+(`get_order`, `history`, ...) are not commands. Persistence is configured entirely by the
+`env` the composition root passes in (never `os.environ`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import Environment, get_topic
 
 from . import privacy
 from .catalog import Catalog
 from .codec import OrjsonTranscoder, PydanticMapper
-from .errors import ConcurrencyConflict, OrderNotFound
+from .commands import (
+    AddLine,
+    AddNote,
+    Approve,
+    ApproveCancellation,
+    Cancel,
+    ChangeItemStates,
+    Command,
+    ConfigureLine,
+    Delete,
+    DenyCancellation,
+    DraftOrder,
+    Hold,
+    ProvideInformation,
+    ReachPointOfNoReturn,
+    ReceiveOrder,
+    Reject,
+    RemoveLine,
+    RequestCancellation,
+    RequestInformation,
+    Resume,
+    Revise,
+    Submit,
+    Target,
+)
+from .errors import ConcurrencyConflict, InvalidCommand, OrderNotFound, StaleVersion
 from .events import (
     CancellationApproved,
     CancellationDenied,
@@ -72,12 +103,15 @@ class ServiceOrders(Application[UUID]):
         self.catalog = catalog or Catalog.default()
         self.four_eyes = four_eyes
         self.sealer = sealer
-        self.snapshotting_intervals = {ServiceOrder: snapshot_interval} if snapshot_interval else {}
+        # Per application (a setting), where the library has a class variable.
+        self.snapshotting_intervals = (  # type: ignore[misc]
+            {ServiceOrder: snapshot_interval} if snapshot_interval else {}
+        )
         super().__init__(env=dict(env))
 
     def construct_mapper(self) -> Any:
         mapper = super().construct_mapper()
-        if self.sealer is not None:
+        if self.sealer is not None and isinstance(mapper, PydanticMapper):
             mapper.reveal = self.sealer.reveal
         return mapper
 
@@ -91,8 +125,9 @@ class ServiceOrders(Application[UUID]):
     def protect(
         self, header: OrderHeader, items: Iterable[OrderItem] = ()
     ) -> tuple[OrderHeader, list[OrderItem]]:
-        """Seal the personal values of a new order (docs/audit.md); every door calls this
-        before the domain sees them."""
+        """Seal the personal values of a new order (docs/audit.md) before the domain sees
+        them. Only the command handlers (`UnitOfWork`) call this and the two below; a door
+        never seals (it hands its command to `handle`)."""
         if self.sealer is None:
             return header, list(items)
         scope = privacy.scope_of(header)
@@ -133,7 +168,49 @@ class ServiceOrders(Application[UUID]):
         # Unlike the library default, never merge os.environ: the settings are complete.
         return Environment(name, {**type(self).env, **(env or {})})
 
-    # ------------------------------------------------------------------ creation
+    # ------------------------------------------------------------ the one door
+    def handle(
+        self,
+        ctx: CommandContext,
+        command: Command,
+        expected_version: ExpectedVersion = None,
+    ) -> Outcome:
+        """Apply one command and save it: the use case every door runs.
+
+        Loads the order (or resolves its `OrderRef`), checks `expected_version` (the
+        door's If-Match or form version: `StaleVersion` when the order is elsewhere), seals
+        the personal data the command brings, calls the aggregate with the application's
+        policies (four-eyes: `self.four_eyes`), saves its new events in one transaction and
+        returns the order with its personal values revealed.
+
+        A store conflict (someone wrote the order since it was loaded) is a
+        `ConcurrencyConflict` ("reload the order and try again"). A `ReceiveOrder` reads
+        nothing first: its id is the order's key, so saving a second order under it fails,
+        and that failure is the answer: with a determined id (external id, or `order_id`
+        from an idempotency key) the order was created before or concurrently through
+        another door: `Outcome(order=<the stored order>, created=False)`; a random id that
+        is taken is a `ConcurrencyConflict` ("the order id is taken").
+        """
+        outcome = UnitOfWork(self, single=True).apply(ctx, command, expected_version)
+        if not isinstance(command, ReceiveOrder):
+            return replace(outcome, order=self._save(outcome.order))
+        try:
+            self.save(outcome.order)
+        except IntegrityError:
+            order_id = outcome.order.id
+            if command.deterministic:  # created before, or concurrently through another door
+                return Outcome(self.get_order(order_id), created=False)
+            raise ConcurrencyConflict(order_id, "the order id is taken") from None
+        return replace(outcome, order=self.unseal(outcome.order))
+
+    def unit_of_work(self, existing: Collection[UUID] | None = None) -> UnitOfWork:
+        """Many commands over many orders, saved by one `commit` (one transaction): the
+        Kafka intake's batch. `existing`: the ids known to exist (prefetched in one query);
+        any other id is taken as new without a read. None: ask the repository."""
+        return UnitOfWork(self, existing)
+
+    # ------------------------------------------------ use cases (wrappers over handle)
+    # Kept while the doors move to `handle`; each is one command through `handle`.
     def receive_order(
         self,
         ctx: CommandContext,
@@ -143,39 +220,15 @@ class ServiceOrders(Application[UUID]):
         notes: Iterable[Note] = (),
     ) -> tuple[UUID, bool]:
         """Create and submit a complete order; the same order again changes nothing.
-
-        The id derives from the external id when there is one, else it is `order_id` when
-        given (e.g. derived from an idempotency key), else new. Returns the order id and
-        whether it was created now.
-        """
-        if header.external_id:  # the external id decides, whatever door the order used
-            order_id = order_id_for(header.external_id)
-        deterministic = order_id is not None
-        order_id = order_id or order_id_for(None)
-        # No "does it exist?" read first: the id is the order's key, so saving a second
-        # order under it fails, and that failure is the answer (one round trip fewer).
-        header, items = self.protect(header, items)
-        order = ServiceOrder.receive(ctx, header, items, self.catalog, order_id, notes)
-        try:
-            self.save(order)
-        except IntegrityError:
-            if deterministic:  # created concurrently through another door
-                return order_id, False
-            raise ConcurrencyConflict(order_id, "the order id is taken") from None
-        return order_id, True
+        Returns the order id and whether it was created now (see `ReceiveOrder`)."""
+        outcome = self.handle(ctx, ReceiveOrder(header, tuple(items), tuple(notes), order_id))
+        return outcome.order.id, outcome.created
 
     def draft_order(self, ctx: CommandContext, header: OrderHeader) -> UUID:
-        header, _ = self.protect(header)
-        order = ServiceOrder.draft(ctx, header)
-        self._save(order)
-        return order.id
+        return self.handle(ctx, DraftOrder(header)).order.id
 
-    # ------------------------------------------------------------ manual capture
     def add_line(self, ctx: CommandContext, order_id: UUID, item: OrderItem) -> ServiceOrder:
-        order = self.get_order(order_id)
-        [item], _ = self.protect_change(order, [item])
-        order.add_line(ctx, item, self.catalog)
-        return self._save(order)
+        return self.handle(ctx, AddLine(order_id, item)).order
 
     def configure_line(
         self,
@@ -188,56 +241,44 @@ class ServiceOrders(Application[UUID]):
         quantity: int | None = None,
         depends_on: Iterable[str] | None = None,
     ) -> ServiceOrder:
-        order = self.get_order(order_id)
-        place = self.protect_place(order, place)
-        order.configure_line(ctx, item_id, characteristics, cleared, place, quantity, depends_on)
-        return self._save(order)
+        command = ConfigureLine(
+            order_id,
+            item_id,
+            characteristics,
+            tuple(cleared),
+            place,
+            quantity,
+            None if depends_on is None else tuple(depends_on),
+        )
+        return self.handle(ctx, command).order
 
     def remove_line(self, ctx: CommandContext, order_id: UUID, item_id: str) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.remove_line(ctx, item_id)
-        return self._save(order)
+        return self.handle(ctx, RemoveLine(order_id, item_id)).order
 
     def submit(self, ctx: CommandContext, order_id: UUID) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.submit(ctx, self.catalog)
-        return self._save(order)
+        return self.handle(ctx, Submit(order_id)).order
 
-    # -------------------------------------------------------------------- review
     def approve(self, ctx: CommandContext, order_id: UUID, note: str | None = None) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.approve(ctx, note, four_eyes=self.four_eyes)
-        return self._save(order)
+        return self.handle(ctx, Approve(order_id, note)).order
 
     def reject(self, ctx: CommandContext, order_id: UUID, reason: str) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.reject(ctx, reason, four_eyes=self.four_eyes)
-        return self._save(order)
+        return self.handle(ctx, Reject(order_id, reason)).order
 
-    # ---------------------------------------------------------------- fulfilment
     def hold(self, ctx: CommandContext, order_id: UUID, reason: str) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.hold(ctx, reason)
-        return self._save(order)
+        return self.handle(ctx, Hold(order_id, reason)).order
 
     def resume(self, ctx: CommandContext, order_id: UUID, note: str | None = None) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.resume(ctx, note)
-        return self._save(order)
+        return self.handle(ctx, Resume(order_id, note)).order
 
     def request_information(
         self, ctx: CommandContext, order_id: UUID, information: str
     ) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.request_information(ctx, information)
-        return self._save(order)
+        return self.handle(ctx, RequestInformation(order_id, information)).order
 
     def provide_information(
         self, ctx: CommandContext, order_id: UUID, information: str
     ) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.provide_information(ctx, information)
-        return self._save(order)
+        return self.handle(ctx, ProvideInformation(order_id, information)).order
 
     def change_item_state(
         self,
@@ -247,16 +288,12 @@ class ServiceOrders(Application[UUID]):
         state: ItemState,
         reason: str | None = None,
     ) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.change_item_state(ctx, item_id, state, reason)
-        return self._save(order)
+        return self.handle(ctx, ChangeItemStates.one(order_id, item_id, state, reason)).order
 
     def reach_point_of_no_return(
         self, ctx: CommandContext, order_id: UUID, note: str | None = None
     ) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.reach_point_of_no_return(ctx, note)
-        return self._save(order)
+        return self.handle(ctx, ReachPointOfNoReturn(order_id, note)).order
 
     def revise(
         self,
@@ -266,10 +303,8 @@ class ServiceOrders(Application[UUID]):
         removed_item_ids: Iterable[str] = (),
         header: HeaderChange | None = None,
     ) -> ServiceOrder:
-        order = self.get_order(order_id)
-        items, header = self.protect_change(order, items, header)
-        order.revise(ctx, self.catalog, items, removed_item_ids, header)
-        return self._save(order)
+        command = Revise(order_id, tuple(items), tuple(removed_item_ids), header)
+        return self.handle(ctx, command).order
 
     def amend(
         self,
@@ -282,14 +317,14 @@ class ServiceOrders(Application[UUID]):
         """A revision and new notes applied to `order` as the caller loaded it (and checked
         its version), saved in one transaction: all or nothing, and a ConcurrencyConflict
         when the order moved since it was loaded (the TMF641 PATCH)."""
-        items, header = self.protect_change(order, items, header)
-        if items or (header is not None and header.model_fields_set):
-            order.revise(ctx, self.catalog, items, (), header)
-        for text in notes:
-            order.add_note(ctx, text)
-        return self._save(order)
+        command = Revise(order.id, tuple(items), (), header, tuple(notes))
+        if not (command.items or command.notes or (header and header.model_fields_set)):
+            return order  # nothing to change: nothing saved
+        try:
+            return self.handle(ctx, command, expected_version=order.version).order
+        except StaleVersion as e:  # as a save of the caller's order would have failed
+            raise ConcurrencyConflict(order.id, "reload the order and try again") from e
 
-    # -------------------------------------------------------------- cancellation
     def request_cancellation(
         self,
         ctx: CommandContext,
@@ -297,41 +332,30 @@ class ServiceOrders(Application[UUID]):
         reason: str | None = None,
         requested_date: datetime | None = None,
     ) -> str:
-        order = self.get_order(order_id)
-        request_id = order.request_cancellation(ctx, reason, requested_date)
-        self._save(order)
-        return request_id
+        outcome = self.handle(ctx, RequestCancellation(order_id, reason, requested_date))
+        assert outcome.request_id is not None
+        return outcome.request_id
 
     def approve_cancellation(
         self, ctx: CommandContext, order_id: UUID, note: str | None = None
     ) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.approve_cancellation(ctx, note)
-        return self._save(order)
+        return self.handle(ctx, ApproveCancellation(order_id, note)).order
 
     def deny_cancellation(self, ctx: CommandContext, order_id: UUID, reason: str) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.deny_cancellation(ctx, reason)
-        return self._save(order)
+        return self.handle(ctx, DenyCancellation(order_id, reason)).order
 
     def cancel(
         self, ctx: CommandContext, order_id: UUID, reason: str | None = None
     ) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.cancel(ctx, reason)
-        return self._save(order)
+        return self.handle(ctx, Cancel(order_id, reason)).order
 
     def delete(
         self, ctx: CommandContext, order_id: UUID, reason: str | None = None
     ) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.delete(ctx, reason)
-        return self._save(order)
+        return self.handle(ctx, Delete(order_id, reason)).order
 
     def add_note(self, ctx: CommandContext, order_id: UUID, text: str) -> ServiceOrder:
-        order = self.get_order(order_id)
-        order.add_note(ctx, text)
-        return self._save(order)
+        return self.handle(ctx, AddNote(order_id, text)).order
 
     # --------------------------------------------------------------------- reads
     def get_order(self, order_id: UUID, version: int | None = None) -> ServiceOrder:
@@ -360,6 +384,8 @@ class ServiceOrders(Application[UUID]):
         if log.isEnabledFor(logging.INFO):
             for recording in recordings:
                 event = recording.domain_event
+                if not isinstance(event, OrderEvent):
+                    continue
                 decision = DECISIONS.get(type(event))
                 if decision is not None:
                     log.info(
@@ -380,8 +406,303 @@ class ServiceOrders(Application[UUID]):
         return recordings
 
     def _save(self, order: ServiceOrder) -> ServiceOrder:
+        """The save of one command's order (`handle`): a store conflict (the order was
+        written since it was loaded) is a ConcurrencyConflict; returns the order with its
+        personal values revealed."""
         try:
             self.save(order)
         except IntegrityError as e:
             raise ConcurrencyConflict(order.id, "reload the order and try again") from e
         return self.unseal(order)
+
+
+# ------------------------------------------------------------------ unit of work
+ExpectedVersion: TypeAlias = int | Collection[int] | None
+"""The version the caller saw: one, or several any of which will do (an If-Match list);
+None: no check."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a door needs to answer a command.
+
+    `order`: the order after the command. From `ServiceOrders.handle` its personal values
+    are revealed (saved already); from `UnitOfWork.apply` it is the live in-memory order
+    (not saved yet; values the command brought are still sealed tokens: reveal with
+    `app.unseal` after the commit if needed). `created`: whether the command created the
+    order (a `ReceiveOrder` of an order that exists already: False; `DraftOrder`: True).
+    `request_id`: the cancellation request's id (`RequestCancellation`), else None.
+    """
+
+    order: ServiceOrder
+    created: bool = False
+    request_id: str | None = None
+
+    @property
+    def order_id(self) -> UUID:
+        return self.order.id
+
+
+class UnitOfWork:
+    """Commands applied in memory, then saved in one `commit` (one transaction).
+
+    Each order is loaded once and kept: a second command on it sees the first one's
+    events. `apply` never writes; a command the domain refuses raises and leaves the order
+    as it was before that command (its events so far undone), so the next command (or the
+    commit) goes on from there. `commit(**save_kwargs)` saves every order with new events
+    in ONE `app.save(...)` call, passing `save_kwargs` on (the Kafka intake's
+    `intake=IntakeWrite(...)`: its rows in the events' transaction), and returns the
+    recordings. The commit raises what the store raises (IntegrityError when an order was
+    written meanwhile or a new order's id is taken, WriteTimeout, the intake's
+    StaleBatch), having written nothing; only `ServiceOrders.handle` maps them for one
+    command.
+
+    Get one from `app.unit_of_work(existing)`: `existing` is the set of ids known to exist
+    (the Kafka batch prefetches it in one query), so a new id costs no read; None: ask the
+    repository (one read per order, as a load does anyway).
+    """
+
+    def __init__(
+        self, app: ServiceOrders, existing: Collection[UUID] | None = None, *, single: bool = False
+    ) -> None:
+        self.app = app
+        self._existing = existing
+        # single: the unit of work of one command (`handle`), discarded when it fails: a
+        # ReceiveOrder / DraftOrder reads nothing (the commit's IntegrityError answers) and
+        # a failed command is not undone.
+        self._single = single
+        self._orders: dict[UUID, ServiceOrder | None] = {}  # None: known not to exist
+        self._stored: dict[UUID, int] = {}  # the version each order had in the store
+        self._handlers: dict[type[Any], Callable[[CommandContext, Any, ServiceOrder], str | None]]
+        self._handlers = {
+            AddLine: self._add_line,
+            ConfigureLine: self._configure_line,
+            RemoveLine: self._remove_line,
+            Submit: self._submit,
+            Approve: self._approve,
+            Reject: self._reject,
+            Hold: self._hold,
+            Resume: self._resume,
+            RequestInformation: self._request_information,
+            ProvideInformation: self._provide_information,
+            ChangeItemStates: self._change_item_states,
+            ReachPointOfNoReturn: self._reach_point_of_no_return,
+            Revise: self._revise,
+            RequestCancellation: self._request_cancellation,
+            ApproveCancellation: self._approve_cancellation,
+            DenyCancellation: self._deny_cancellation,
+            Cancel: self._cancel,
+            AddNote: self._add_note,
+            Delete: self._delete,
+        }
+
+    # ------------------------------------------------------------------ phases
+    def apply(
+        self, ctx: CommandContext, command: Command, expected_version: ExpectedVersion = None
+    ) -> Outcome:
+        """Apply one command in memory (nothing is written until `commit`).
+
+        Raises the domain's refusal (NotPermitted, IllegalTransition, ValidationFailed,
+        InvalidCommand, UnknownItem), OrderNotFound (naming the `OrderRef` as given),
+        StaleVersion (a ConcurrencyConflict) when the order is not at `expected_version`;
+        the order is then as it was before this command."""
+        if isinstance(command, ReceiveOrder | DraftOrder):
+            if expected_version is not None:
+                raise InvalidCommand("a new order has no version to expect")
+            if isinstance(command, ReceiveOrder):
+                return self._receive(ctx, command)
+            return self._draft(ctx, command)
+        try:
+            handler = self._handlers[type(command)]
+        except KeyError:
+            raise TypeError(f"not a command: {type(command).__name__}") from None
+        order = self.resolve(command.order_id)
+        if expected_version is not None:
+            _check_version(order, expected_version)
+        before = len(order.pending_events)
+        try:
+            request_id = handler(ctx, command, order)
+        except BaseException:
+            if not self._single and len(order.pending_events) != before:
+                self._restore(order, before)
+            raise
+        return Outcome(order, request_id=request_id)
+
+    def commit(self, **save_kwargs: Any) -> list[Recording[UUID]]:
+        """Save every order with new events, and `save_kwargs`' rows, in one transaction."""
+        orders = self.pending()
+        recordings: list[Recording[UUID]] = self.app.save(*orders, **save_kwargs)
+        for order in orders:  # what a failed command after this is undone to
+            self._stored[order.id] = order.version
+        return recordings
+
+    def pending(self) -> list[ServiceOrder]:
+        """The orders the commit will save (those with new events)."""
+        return [o for o in self._orders.values() if o is not None and o.pending_events]
+
+    # ------------------------------------------------------------------ orders
+    def resolve(self, target: Target) -> ServiceOrder:
+        """The order a command names (loaded once): by id, or an OrderRef's first candidate
+        that exists. OrderNotFound otherwise."""
+        if isinstance(target, UUID):
+            order = self._load(target)
+            if order is None:
+                raise OrderNotFound(target)
+            return order
+        for candidate in target.candidates():
+            order = self._load(candidate)
+            if order is not None:
+                return order
+        raise OrderNotFound(
+            target.order_id or target.external_id or "", described=f"with {target.describe()}"
+        )
+
+    def _load(self, order_id: UUID) -> ServiceOrder | None:
+        if order_id in self._orders:
+            return self._orders[order_id]
+        order: ServiceOrder | None = None
+        if self._existing is None or order_id in self._existing:
+            try:
+                order = self.app.repository.get(order_id)
+            except AggregateNotFoundError:
+                order = None
+            if order is not None:
+                self._stored[order_id] = order.version
+        self._orders[order_id] = order
+        return order
+
+    def _restore(self, order: ServiceOrder, keep: int) -> None:
+        """Undo a command that failed half-way: the order as it was before it (as stored,
+        plus the events of the earlier commands of this unit of work)."""
+        events = list(order.pending_events[:keep])
+        version = self._stored.get(order.id)
+        base: Any = None if version is None else self.app.repository.get(order.id, version=version)
+        for event in events:
+            base = event.mutate(base)
+        if base is not None:
+            base.pending_events.extend(events)
+        self._orders[order.id] = base
+
+    # ------------------------------------------------------------------ creation
+    def _receive(self, ctx: CommandContext, command: ReceiveOrder) -> Outcome:
+        order_id = command.target_id()
+        # One command reads nothing: the commit's IntegrityError answers (see `handle`).
+        found = None if self._single else self._load(order_id)
+        if found is not None:  # the same order again: changes nothing, not an error
+            return Outcome(found, created=False)
+        app = self.app
+        header, items = app.protect(command.header, command.items)
+        order = ServiceOrder.receive(ctx, header, items, app.catalog, order_id, command.notes)
+        self._orders[order_id] = order
+        return Outcome(order, created=True)
+
+    def _draft(self, ctx: CommandContext, command: DraftOrder) -> Outcome:
+        header, _ = self.app.protect(command.header)
+        order = ServiceOrder.draft(ctx, header, command.order_id)
+        known = self._orders.get(order.id)
+        if known is not None or (self._existing is not None and order.id in self._existing):
+            # The id derives from the external id: it is taken (as the save would say).
+            raise ConcurrencyConflict(order.id, "reload the order and try again")
+        self._orders[order.id] = order
+        return Outcome(order, created=True)
+
+    # ------------------------------------------------------------------ handlers
+    # Each: (ctx, command, order) -> the cancellation request id or None. Personal values a
+    # command brings are sealed here (the app's sealer), never by a door.
+    def _add_line(self, ctx: CommandContext, c: AddLine, order: ServiceOrder) -> None:
+        [item], _ = self.app.protect_change(order, [c.item])
+        order.add_line(ctx, item, self.app.catalog)
+
+    def _configure_line(self, ctx: CommandContext, c: ConfigureLine, order: ServiceOrder) -> None:
+        place = self.app.protect_place(order, c.place)
+        characteristics = None if c.characteristics is None else dict(c.characteristics)
+        order.configure_line(
+            ctx, c.item_id, characteristics, c.cleared, place, c.quantity, c.depends_on
+        )
+
+    def _remove_line(self, ctx: CommandContext, c: RemoveLine, order: ServiceOrder) -> None:
+        order.remove_line(ctx, c.item_id)
+
+    def _submit(self, ctx: CommandContext, c: Submit, order: ServiceOrder) -> None:
+        order.submit(ctx, self.app.catalog)
+
+    def _approve(self, ctx: CommandContext, c: Approve, order: ServiceOrder) -> None:
+        order.approve(ctx, c.note, four_eyes=self.app.four_eyes)
+
+    def _reject(self, ctx: CommandContext, c: Reject, order: ServiceOrder) -> None:
+        order.reject(ctx, c.reason, four_eyes=self.app.four_eyes)
+
+    def _hold(self, ctx: CommandContext, c: Hold, order: ServiceOrder) -> None:
+        order.hold(ctx, c.reason)
+
+    def _resume(self, ctx: CommandContext, c: Resume, order: ServiceOrder) -> None:
+        order.resume(ctx, c.note)
+
+    def _request_information(
+        self, ctx: CommandContext, c: RequestInformation, order: ServiceOrder
+    ) -> None:
+        order.request_information(ctx, c.information)
+
+    def _provide_information(
+        self, ctx: CommandContext, c: ProvideInformation, order: ServiceOrder
+    ) -> None:
+        order.provide_information(ctx, c.information)
+
+    def _change_item_states(
+        self, ctx: CommandContext, c: ChangeItemStates, order: ServiceOrder
+    ) -> None:
+        changes = c.changes
+        if c.skip_unchanged:  # decided on the order as it was before any of them
+            items = order.items
+            changes = tuple(
+                x
+                for x in changes
+                if x.item_id not in items or items[x.item_id].state is not x.state
+            )
+        for change in changes:
+            order.change_item_state(ctx, change.item_id, change.state, change.reason)
+
+    def _reach_point_of_no_return(
+        self, ctx: CommandContext, c: ReachPointOfNoReturn, order: ServiceOrder
+    ) -> None:
+        order.reach_point_of_no_return(ctx, c.note)
+
+    def _revise(self, ctx: CommandContext, c: Revise, order: ServiceOrder) -> None:
+        items, header = self.app.protect_change(order, c.items, c.header)
+        changes = items or c.removed_item_ids or (header is not None and header.model_fields_set)
+        if changes or not c.notes:  # nothing but notes: no revision (see `Revise`)
+            order.revise(ctx, self.app.catalog, items, c.removed_item_ids, header)
+        for text in c.notes:
+            order.add_note(ctx, text)
+
+    def _request_cancellation(
+        self, ctx: CommandContext, c: RequestCancellation, order: ServiceOrder
+    ) -> str:
+        return order.request_cancellation(ctx, c.reason, c.requested_date, c.request_id)
+
+    def _approve_cancellation(
+        self, ctx: CommandContext, c: ApproveCancellation, order: ServiceOrder
+    ) -> None:
+        order.approve_cancellation(ctx, c.note)
+
+    def _deny_cancellation(
+        self, ctx: CommandContext, c: DenyCancellation, order: ServiceOrder
+    ) -> None:
+        order.deny_cancellation(ctx, c.reason)
+
+    def _cancel(self, ctx: CommandContext, c: Cancel, order: ServiceOrder) -> None:
+        order.cancel(ctx, c.reason)
+
+    def _add_note(self, ctx: CommandContext, c: AddNote, order: ServiceOrder) -> None:
+        order.add_note(ctx, c.text)
+
+    def _delete(self, ctx: CommandContext, c: Delete, order: ServiceOrder) -> None:
+        order.delete(ctx, c.reason)
+
+
+def _check_version(order: ServiceOrder, expected: int | Collection[int]) -> None:
+    if isinstance(expected, int):
+        if order.version != expected:
+            raise StaleVersion(order.id, expected, order.version)
+    elif order.version not in expected:
+        raise StaleVersion(order.id, frozenset(expected), order.version)

@@ -1,8 +1,10 @@
-"""Domain errors: part of the interface, mapped once at each edge (HTTP, Kafka, CLI)."""
+"""Domain errors: part of the interface. How each door answers one (HTTP status, dead-letter
+category, console page, CLI exit) is one table at the end of this module: `answer_for`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
@@ -70,9 +72,11 @@ class UnknownItem(DomainError):
 class OrderNotFound(DomainError):
     code = "order_not_found"
 
-    def __init__(self, order_id: UUID | str) -> None:
+    def __init__(self, order_id: UUID | str, described: str | None = None) -> None:
+        """`described` names the order as the caller asked for it when that is not one id
+        (an `OrderRef`: "with id ... or externalId '...'")."""
         self.order_id = order_id
-        super().__init__(f"no order {order_id}")
+        super().__init__(f"no order {described or order_id}")
 
 
 class ConcurrencyConflict(DomainError):
@@ -86,6 +90,27 @@ class ConcurrencyConflict(DomainError):
         super().__init__(f"{what} was changed concurrently{': ' + detail if detail else ''}")
 
 
+class StaleVersion(ConcurrencyConflict):
+    """The order is not at the version the caller saw (an `If-Match`, the console form's
+    version): it changed since, so the command was not applied. `expected` is what the
+    caller sent (one version, or the versions any of which is acceptable), `actual` the
+    order's version when the command was checked."""
+
+    code = "precondition_failed"
+
+    def __init__(self, order_id: UUID, expected: int | frozenset[int], actual: int) -> None:
+        self.expected, self.actual = expected, actual
+        shown = (
+            str(expected) if isinstance(expected, int) else " or ".join(map(str, sorted(expected)))
+        )
+        DomainError.__init__(
+            self,
+            f"order {order_id} is at version {actual}, not {shown or 'the one expected'}: "
+            "reload it and try again",
+        )
+        self.order_id = order_id
+
+
 class WriteTimeout(PersistenceError):
     """A save ran out of time (the event store's bound on one write transaction, or on the
     wait for its lock): the store rolled it back, nothing of it was written, and the lock
@@ -93,3 +118,84 @@ class WriteTimeout(PersistenceError):
     answers 503, the Kafka intake reads the batch again)."""
 
     code = "write_timeout"
+
+
+# --------------------------------------------------------------------------- answers
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How every door answers one refusal, so that the doors cannot drift apart.
+
+    Plain values (domain/ imports no HTTP or Kafka library): the door turns them into its
+    own form: the API a TMF `Error` body (`code`, `reason`, `message`, `status`), the Kafka
+    intake a dead letter (`category`, with `message` as its reason), the console an HTML
+    page (`console_status`, `console_title`, `message`), the CLI `refused: <message>` and
+    `cli_exit`.
+    """
+
+    code: str  # the error's code: the TMF Error's `code`
+    http_status: int
+    # The TMF Error's `reason`; None in the table means "the error class's name" (today's
+    # spelling); `answer_for` always fills it in.
+    http_reason: str | None
+    # The dead letter's category (the `dlq.category` header); None: never dead-lettered
+    # (the write did not happen, the batch is read again).
+    category: str | None
+    console_status: int
+    console_title: str
+    cli_exit: int
+    template: str = "{error}"  # the message for people; `{error}` is str(error)
+
+    def message(self, error: BaseException) -> str:
+        return self.template.format(error=error)
+
+
+# Dead-letter categories (as consumers/envelope.py names them; plain strings here).
+_REFUSED, _ILLEGAL, _NOT_PERMITTED = "refused", "illegal_transition", "not_permitted"
+_UNKNOWN_ORDER, _INVALID = "unknown_order", "invalid_command"
+
+# Today's answers, exactly: api/errors.py `_DOMAIN_STATUS` (else 400), console/web.py
+# `_DOMAIN_STATUS` (else 400 "Refused"), consumers/intake.py `_category` (else
+# invalid_command), the CLI's `refusals` (a refusal exits 1, an infrastructure error 3).
+ANSWERS: dict[str, Answer] = {
+    a.code: a
+    for a in (
+        Answer(DomainError.code, 400, None, _INVALID, 400, "Refused", 1),
+        Answer(ValidationFailed.code, 400, None, _REFUSED, 400, "Refused", 1),
+        Answer(InvalidCommand.code, 400, None, _INVALID, 400, "Refused", 1),
+        Answer(NotPermitted.code, 403, None, _NOT_PERMITTED, 403, "Not permitted", 1),
+        Answer(OrderNotFound.code, 404, None, _UNKNOWN_ORDER, 404, "Not found", 1),
+        Answer(UnknownItem.code, 404, None, _INVALID, 404, "Not found", 1),
+        Answer(IllegalTransition.code, 409, None, _ILLEGAL, 409, "Not possible now", 1),
+        # The console shows a concurrent change as a 400 "Refused" today (it has no entry
+        # there); the API as a 409.
+        Answer(ConcurrencyConflict.code, 409, None, _INVALID, 400, "Refused", 1),
+        # The API's 412 for a stale If-Match; the console's 409 for a stale form version.
+        # No Kafka message carries a version.
+        Answer(
+            StaleVersion.code, 412, "Precondition Failed", _INVALID, 409, "Changed meanwhile", 1
+        ),
+        # Not a refusal: nothing was written, the same command may succeed when retried
+        # (the API: 503 with Retry-After; Kafka: the batch is read again, never dead-lettered;
+        # the console has no entry for it today: its page for an unexpected error, 500).
+        Answer(WriteTimeout.code, 503, "Service Unavailable", None, 500, "Something went wrong", 3),
+    )
+}
+
+
+def answer_for(error: DomainError | WriteTimeout) -> Answer:
+    """The answer to `error`: the table's entry for its class, else for the nearest base
+    class that has one (a subclass defined outside the domain, e.g. an `InvalidCommand`,
+    is answered as its base), with `code` the error's own code and `http_reason` filled in
+    (the error class's name unless the table fixes it)."""
+    for cls in type(error).__mro__:
+        own = vars(cls).get("code")
+        if isinstance(own, str) and own in ANSWERS:
+            found = ANSWERS[own]
+            break
+    else:  # pragma: no cover - every DomainError has DomainError's entry
+        found = ANSWERS[DomainError.code]
+    code = getattr(error, "code", found.code)
+    reason = found.http_reason or type(error).__name__
+    if code == found.code and reason == found.http_reason:
+        return found
+    return replace(found, code=code, http_reason=reason)
