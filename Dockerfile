@@ -12,7 +12,13 @@ WORKDIR /src
 # requirements.lock (bash .ci/lock) pins every runtime dependency: the image gets exactly the
 # releases CI tested. pyproject's package-dir maps the top-level folders under `serviceorders.*`.
 COPY pyproject.toml README.md LICENSE requirements.lock ./
-COPY main/ main/
+COPY runtime/ runtime/
+COPY support/ support/
+COPY tmf/ tmf/
+COPY storage/ storage/
+COPY audit/ audit/
+COPY notifications/ notifications/
+COPY cli/ cli/
 COPY domain/ domain/
 COPY projections/ projections/
 COPY consumers/ consumers/

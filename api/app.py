@@ -7,13 +7,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from serviceorders.api import (
+    audit,
+    bounds,
+    catalog,
+    console,
+    docs,
+    errors,
+    hub,
+    ops,
+    service_orders,
+    workflow,
+)
+from serviceorders.api.context import ApiContext
+from serviceorders.api.errors import error_body, respond
+from serviceorders.api.request_log import RequestLog
+from serviceorders.support import limits
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from .. import limits
-from . import audit, bounds, catalog, console, docs, errors, hub, ops, service_orders, workflow
-from .context import ApiContext
-from .errors import error_body, respond
-from .request_log import RequestLog
 
 MAX_BODY_BYTES = limits.MAX_BODY_BYTES  # 1 MiB; see docs/security.md
 

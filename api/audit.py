@@ -15,16 +15,23 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from serviceorders.api.common import (
+    QueryInt,
+    actor_of,
+    clamp_page,
+    command_context,
+    ctx_of,
+    etag,
+    parse_uuid,
+)
+from serviceorders.api.errors import ApiError, StatusOf, respond
+from serviceorders.audit import access_log, history
+from serviceorders.domain.errors import OrderNotFound
+from serviceorders.domain.values import Actor, Role
+from serviceorders.projections.queries import MAX_LIMIT
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as StarletteRequest
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from .. import access_log, history
-from ..domain.errors import OrderNotFound
-from ..domain.values import Actor, Role
-from ..projections.queries import MAX_LIMIT
-from .common import QueryInt, actor_of, clamp_page, command_context, ctx_of, etag, parse_uuid
-from .errors import ApiError, StatusOf, respond
 
 log = logging.getLogger(__name__)
 

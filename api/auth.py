@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import Request
-
-from ..domain.values import Actor, Role
-from .errors import ApiError
+from serviceorders.api.errors import ApiError
+from serviceorders.domain.values import Actor, Role
 
 log = logging.getLogger(__name__)
 API_ROLES: dict[str, Role] = {

@@ -1,6 +1,6 @@
 """Bounds on the request's headers, path and query string, checked before any handler runs.
 
-The maxima are `serviceorders.limits` (docs/security.md, "Limits"). A header above its bound
+The maxima are `serviceorders.support.limits` (docs/security.md, "Limits"). A header above its bound
 is answered 431 naming the header, a path segment or query parameter above its bound 400
 naming it: nothing is cut, nothing is written. (The HTTP server has already bounded the whole
 header section: `serviceorders.httpserver`.)
@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from ..limits import (
+from serviceorders.api.errors import respond
+from serviceorders.support.limits import (
     HEADER_MAXIMA,
     MAX_PATH,
     MAX_PATH_SEGMENT,
@@ -21,7 +19,8 @@ from ..limits import (
     MAX_QUERY_STRING,
     MAX_QUERY_VALUE,
 )
-from .errors import respond
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 def refusal(scope: Scope) -> tuple[int, str, str, str] | None:

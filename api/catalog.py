@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-
-from ..tmf633 import catalog_to_tmf633, specification_to_tmf633
-from .common import base_url, command_context, ctx_of, select_fields
-from .errors import ApiError
+from serviceorders.api.common import base_url, command_context, ctx_of, select_fields
+from serviceorders.api.errors import ApiError
+from serviceorders.tmf.tmf633 import catalog_to_tmf633, specification_to_tmf633
 
 PATH = "/tmf-api/serviceCatalogManagement/v4/serviceSpecification"
 router = APIRouter(tags=["TMF633 serviceSpecification (read-only)"])

@@ -9,12 +9,11 @@ from uuid import UUID
 
 from fastapi import Request
 from pydantic import BaseModel, BeforeValidator, ValidationError
-
-from ..domain.values import Actor, Channel, CommandContext, Source
-from ..tmf641_in import find_nul, json_limits
-from .context import ApiContext
-from .errors import ApiError
-from .request_log import correlation_of
+from serviceorders.api.context import ApiContext
+from serviceorders.api.errors import ApiError
+from serviceorders.api.request_log import correlation_of
+from serviceorders.domain.values import Actor, Channel, CommandContext, Source
+from serviceorders.tmf.tmf641_in import find_nul, json_limits
 
 M = TypeVar("M", bound=BaseModel)
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -38,7 +37,7 @@ def command_context(request: Request) -> CommandContext:
     correlation = getattr(request.state, "correlation_id", None)
     if correlation is None:  # an app without the middleware
         correlation = correlation_of({k.lower(): v for k, v in request.headers.raw})[0]
-    # The ids' lengths were checked by api/bounds.py (431 above serviceorders.limits).
+    # The ids' lengths were checked by api/bounds.py (431 above serviceorders.support.limits).
     return CommandContext(
         actor=actor_of(request),
         source=Source(channel=Channel.API, request_id=request.headers.get("x-request-id")),

@@ -11,13 +11,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..bootstrap import build_application, build_projector, open_read_db
-from ..domain.application import ServiceOrders
-from ..projections.db import RECONNECT_ATTEMPTS, ReadDb, reconnect_attempts, unreachable
-from ..projections.queries import ReadModels
-from ..projections.runner import Projector
-from ..settings import Settings
-from .auth import Authenticator
+from serviceorders.api.auth import Authenticator
+from serviceorders.bootstrap import build_application, build_projector, open_read_db
+from serviceorders.domain.application import ServiceOrders
+from serviceorders.projections.queries import ReadModels
+from serviceorders.projections.runner import Projector
+from serviceorders.settings import Settings
+from serviceorders.storage.db import RECONNECT_ATTEMPTS, ReadDb, reconnect_attempts, unreachable
 
 
 @dataclass

@@ -9,10 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Message, Send
-
-from ..domain.errors import (
+from serviceorders.domain.errors import (
     ConcurrencyConflict,
     DomainError,
     IllegalTransition,
@@ -23,6 +20,8 @@ from ..domain.errors import (
     ValidationFailed,
     WriteTimeout,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Send
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@
   `POST /api/v1/hub/{id}/resume` (admin) resumes a suspended one.
 
 Notifications themselves come from the `notification_outbox` projection and are POSTed by
-the delivery worker (`projections/hub.py`); see docs/notifications.md.
+the delivery worker (`notifications/hub.py`); see docs/notifications.md.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
-
-from ..domain.values import Actor, Role
-from ..projections.hub import (
+from serviceorders.api.common import actor_of, base_url, body_as, ctx_of
+from serviceorders.api.docs import body_schema
+from serviceorders.api.errors import ApiError
+from serviceorders.domain.values import Actor, Role
+from serviceorders.notifications.hub import (
     AllowList,
     CallbackError,
     Filter,
@@ -29,10 +30,8 @@ from ..projections.hub import (
     QueryError,
     check_callback,
 )
-from ..tmf641 import BASE_PATH
-from .common import actor_of, base_url, body_as, ctx_of
-from .docs import body_schema
-from .errors import ApiError
+from serviceorders.tmf.tmf641 import BASE_PATH
+from starlette.concurrency import run_in_threadpool
 
 # No prefix here: the TMF641 hub lives under BASE_PATH, the operator view under /api/v1.
 router = APIRouter()

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from serviceorders.api.common import ctx_of
+from serviceorders.api.errors import StatusOf
+from serviceorders.metrics import DatabaseCollector, EngineMetrics, multiprocess_registry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..metrics import DatabaseCollector, EngineMetrics, multiprocess_registry
-from .common import ctx_of
-from .errors import StatusOf
-
 if TYPE_CHECKING:
-    from .context import ApiContext
+    from serviceorders.api.context import ApiContext
 
 router = APIRouter(tags=["operations"])
 READY_MAX_LAG = 10_000  # events; beyond that the read models are too stale to serve
@@ -120,8 +119,8 @@ def metrics(request: Request) -> Response:
 
 
 def _projection_status(request: Request):  # type: ignore[no-untyped-def]
-    from ..bootstrap import event_mapper
-    from ..projections.runner import Projector
+    from serviceorders.bootstrap import event_mapper
+    from serviceorders.projections.runner import Projector
 
     with ctx_of(request).read() as models:
         return Projector(models.db, event_mapper()).status()

@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 import time
 
+from serviceorders.api.errors import StatusOf
+from serviceorders.support import logs
+from serviceorders.support.limits import MAX_CORRELATION_ID
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from .. import logs
-from ..limits import MAX_CORRELATION_ID
-from .errors import StatusOf
 
 access = logging.getLogger("serviceorders.access")
 

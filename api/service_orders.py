@@ -8,21 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-
-from ..domain.errors import IllegalTransition, OrderNotFound
-from ..domain.order import ServiceOrder, order_id_for_request
-from ..domain.values import OrderState
-from ..projections.queries import OrderFilter
-from ..tmf641 import BASE_PATH
-from ..tmf641_in import (
-    CancelServiceOrderCreate,
-    ServiceOrderCreate,
-    ServiceOrderUpdate,
-    header_change,
-    item_to_domain,
-    order_to_domain,
-)
-from .common import (
+from serviceorders.api.common import (
     QueryInt,
     base_url,
     body_of,
@@ -35,8 +21,21 @@ from .common import (
     read_body,
     select_fields,
 )
-from .docs import MERGE_PATCH, body_schema
-from .errors import ApiError
+from serviceorders.api.docs import MERGE_PATCH, body_schema
+from serviceorders.api.errors import ApiError
+from serviceorders.domain.errors import IllegalTransition, OrderNotFound
+from serviceorders.domain.order import ServiceOrder, order_id_for_request
+from serviceorders.domain.values import OrderState
+from serviceorders.projections.queries import OrderFilter
+from serviceorders.tmf.tmf641 import BASE_PATH
+from serviceorders.tmf.tmf641_in import (
+    CancelServiceOrderCreate,
+    ServiceOrderCreate,
+    ServiceOrderUpdate,
+    header_change,
+    item_to_domain,
+    order_to_domain,
+)
 
 router = APIRouter(
     prefix=BASE_PATH, tags=["TMF641 serviceOrder"], dependencies=[Depends(read_body)]

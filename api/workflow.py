@@ -21,24 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from ..domain.errors import ConcurrencyConflict, OrderNotFound, ValidationFailed
-from ..domain.order import ServiceOrder
-from ..domain.values import (
-    Actor,
-    DateOrDateTime,
-    ItemAction,
-    ItemState,
-    OrderHeader,
-    OrderItem,
-    OrderState,
-    Party,
-    Place,
-    Problem,
-    SpecRef,
-)
-from ..projections.queries import MAX_LIMIT, QueueFilter
-from .common import (
+from serviceorders.api.common import (
     QueryInt,
     base_url,
     body_of,
@@ -51,9 +34,25 @@ from .common import (
     read_body,
     request_body,
 )
-from .docs import body_schema
-from .errors import ApiError
-from .service_orders import document_response
+from serviceorders.api.docs import body_schema
+from serviceorders.api.errors import ApiError
+from serviceorders.api.service_orders import document_response
+from serviceorders.domain.errors import ConcurrencyConflict, OrderNotFound, ValidationFailed
+from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.values import (
+    Actor,
+    DateOrDateTime,
+    ItemAction,
+    ItemState,
+    OrderHeader,
+    OrderItem,
+    OrderState,
+    Party,
+    Place,
+    Problem,
+    SpecRef,
+)
+from serviceorders.projections.queries import MAX_LIMIT, QueueFilter
 
 router = APIRouter(prefix="/api/v1", tags=["workflow"], dependencies=[Depends(read_body)])
 

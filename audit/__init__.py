@@ -32,10 +32,9 @@ from typing import IO, Any, NamedTuple
 from uuid import UUID
 
 import orjson
-
-from .domain.chain import GENESIS, canonical, event_hash
-from .projections.db import Busy, ReadDb, Table
-from .settings import Settings
+from serviceorders.domain.chain import GENESIS, canonical, event_hash
+from serviceorders.settings import Settings
+from serviceorders.storage.db import Busy, ReadDb, Table
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +379,7 @@ def _iso(value: datetime) -> str:
 def _open(target: Settings | ReadDb) -> tuple[ReadDb, bool]:
     if isinstance(target, ReadDb):
         return target, False
-    from .bootstrap import open_read_db
+    from serviceorders.bootstrap import open_read_db
 
     return open_read_db(target), True
 
@@ -527,7 +526,7 @@ class Checkpointer:
             self.run_once()
 
     def start(self, stopping: threading.Event, interval: float | None = None) -> threading.Thread:
-        from .logs import worker as logged
+        from serviceorders.support.logs import worker as logged
 
         thread = threading.Thread(
             target=logged("audit checkpointer", self.run),
@@ -1018,13 +1017,13 @@ class _SnapshotCheck:
     replay of the order's events up to its version."""
 
     def __init__(self, store: Store) -> None:
-        from .bootstrap import event_mapper
+        from serviceorders.bootstrap import event_mapper
 
         self.mapper = event_mapper()
         if getattr(self.mapper, "reveal", False) is None:
             # personal data sealed in the stored states: compare revealed values, as the
             # application loads them (same keys, same database; see projections/log.py)
-            from .pii import KeyStore, Vault
+            from serviceorders.audit.pii import KeyStore, Vault
 
             self.mapper.reveal = Vault(KeyStore(db=store.db)).reveal  # type: ignore[attr-defined]
         self.pending = store.snapshot_rows()
@@ -1056,8 +1055,7 @@ class _SnapshotCheck:
             return
         from eventsourcing.persistence import StoredEvent
         from eventsourcing.utils import get_topic
-
-        from .domain.snapshot import OrderSnapshot
+        from serviceorders.domain.snapshot import OrderSnapshot
 
         uid = UUID(order_id)
         order: Any = None

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from .projections.db import ReadDb, Table
+from serviceorders.storage.db import ReadDb, Table
 
 MAX_PATH = 2000  # characters of path and query kept
 

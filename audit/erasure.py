@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
-from .bootstrap import event_mapper, open_read_db
-from .pii import CACHE_SECONDS, erase
-from .projections.maintenance import rebuild
-from .settings import Settings
+from serviceorders.audit.pii import CACHE_SECONDS, erase
+from serviceorders.bootstrap import event_mapper, open_read_db
+from serviceorders.projections.maintenance import rebuild
+from serviceorders.settings import Settings
 
 
 @dataclass(frozen=True)

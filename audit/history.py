@@ -29,12 +29,12 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
-from .domain.application import ServiceOrders
-from .domain.errors import InvalidCommand
-from .domain.events import OrderEvent
-from .domain.order import ServiceOrder
-from .domain.values import Actor, OrderState, Source
-from .tmf641 import order_to_tmf641
+from serviceorders.domain.application import ServiceOrders
+from serviceorders.domain.errors import InvalidCommand
+from serviceorders.domain.events import OrderEvent
+from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.values import Actor, OrderState, Source
+from serviceorders.tmf.tmf641 import order_to_tmf641
 
 # Envelope fields of a stored event: shown apart, not as the event's data.
 ENVELOPE = frozenset(

@@ -21,10 +21,9 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from .domain.errors import InvalidCommand
-from .domain.privacy import ERASED, TOKEN_PREFIX
-from .projections.db import RECONNECT_ATTEMPTS, ReadDb, reconnect_attempts, unreachable
+from serviceorders.domain.errors import InvalidCommand
+from serviceorders.domain.privacy import ERASED, TOKEN_PREFIX
+from serviceorders.storage.db import RECONNECT_ATTEMPTS, ReadDb, reconnect_attempts, unreachable
 
 POSTGRES_DDL = (
     """CREATE TABLE IF NOT EXISTS pii_key (

@@ -20,7 +20,7 @@ import orjson
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pydantic import BaseModel, ConfigDict
-from serviceorders.tmf641_in import ServiceOrderCreate
+from serviceorders.tmf.tmf641_in import ServiceOrderCreate
 
 from .common import log
 

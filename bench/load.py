@@ -22,7 +22,7 @@ from typing import Any
 from serviceorders.bootstrap import build_application, init_database
 from serviceorders.domain.values import Channel, CommandContext, Role
 from serviceorders.settings import Settings
-from serviceorders.tmf641_in import ServiceOrderCreate, order_to_domain
+from serviceorders.tmf.tmf641_in import ServiceOrderCreate, order_to_domain
 
 from .common import engine_env, log
 

@@ -22,9 +22,7 @@ from uuid import UUID, uuid4
 
 import click
 from pydantic import ValidationError
-
-from . import logs, order_file
-from .bootstrap import (
+from serviceorders.bootstrap import (
     build_application,
     build_projector,
     event_mapper,
@@ -32,12 +30,12 @@ from .bootstrap import (
     load_catalog,
     open_read_db,
 )
-from .dbprobe import DatabaseUnreachable, probe
-from .domain.application import ServiceOrders
-from .domain.codec import UnknownEvent
-from .domain.errors import DomainError, OrderNotFound, ValidationFailed
-from .domain.order import ServiceOrder, order_id_for
-from .domain.values import (
+from serviceorders.cli import order_file
+from serviceorders.domain.application import ServiceOrders
+from serviceorders.domain.codec import UnknownEvent
+from serviceorders.domain.errors import DomainError, OrderNotFound, ValidationFailed
+from serviceorders.domain.order import ServiceOrder, order_id_for
+from serviceorders.domain.values import (
     Channel,
     CommandContext,
     HeaderChange,
@@ -50,10 +48,12 @@ from .domain.values import (
     Role,
     SpecRef,
 )
-from .schema import SchemaMismatch
-from .schema import check as check_schema
-from .settings import DatabaseConfig, Settings, SettingsError
-from .tmf633 import catalog_to_tmf633
+from serviceorders.schema import SchemaMismatch
+from serviceorders.schema import check as check_schema
+from serviceorders.settings import DatabaseConfig, Settings, SettingsError
+from serviceorders.storage.probe import DatabaseUnreachable, probe
+from serviceorders.support import logs
+from serviceorders.tmf.tmf633 import catalog_to_tmf633
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -237,7 +237,7 @@ def serve_metrics(
     port = port or settings.metrics_port
     if port is None:
         return None
-    from .metrics import serve_metrics as start
+    from serviceorders.metrics import serve_metrics as start
 
     try:
         server = start(registry, settings.metrics_host, port, health)
@@ -251,7 +251,7 @@ def serve_metrics(
 
 def database_collector(settings: Settings, **parts: bool) -> Any:
     """The database gauges (a new connection per scrape)."""
-    from .metrics import DatabaseCollector, opened
+    from serviceorders.metrics import DatabaseCollector, opened
 
     return DatabaseCollector(lambda: opened(lambda: open_read_db(settings)), **parts)
 
@@ -263,7 +263,7 @@ def database_collector(settings: Settings, **parts: bool) -> Any:
 @refusals
 def project(obj: Context, once: bool, metrics_port: int | None) -> None:
     """Run the projections: catch up with the event log, then follow it (SIGTERM stops)."""
-    from .metrics import EngineMetrics
+    from serviceorders.metrics import EngineMetrics
 
     settings = obj.settings
     _setup_logs(settings)
@@ -325,7 +325,7 @@ def project(obj: Context, once: bool, metrics_port: int | None) -> None:
 def _start_checkpoints(settings: Settings, stopping: threading.Event) -> threading.Thread:
     """Seal every chain head in a checkpoint every SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL
     seconds (docs/audit.md)."""
-    from .audit import Checkpointer
+    from serviceorders.audit import Checkpointer
 
     return Checkpointer(settings).start(stopping, settings.audit_checkpoint_interval)
 
@@ -337,14 +337,14 @@ def _start_outbound(
     Kafka is configured (docs/kafka.md)."""
     if not settings.kafka_bootstrap_servers:
         return None
-    from .consumers.kafka import start_publisher
+    from serviceorders.consumers.kafka import start_publisher
 
     return start_publisher(settings, stopping, dead_letters=dead_letters, notifications=True)
 
 
 def _start_hub_delivery(settings: Settings, stopping: threading.Event) -> Any:
     """The TMF641 hub's delivery worker, in a thread (docs/notifications.md)."""
-    from .projections.hub import start_worker
+    from serviceorders.notifications.hub import start_worker
 
     return start_worker(
         settings,
@@ -368,7 +368,7 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 def _setup_logs(settings: Settings) -> dict[str, Any]:
     """The process's logging (docs/operations.md, "Logs"); returns its dict config."""
-    from .logs import configure
+    from serviceorders.support.logs import configure
 
     return configure(settings.log_level, settings.log_format)
 
@@ -376,7 +376,7 @@ def _setup_logs(settings: Settings) -> dict[str, Any]:
 def _check_exposure(settings: Settings, host: str) -> list[Any]:
     """The configured API keys; a usage error when there are none and `host` is not
     loopback (every request would have full access)."""
-    from .api.auth import KeyError_, load_keys
+    from serviceorders.api.auth import KeyError_, load_keys
 
     try:
         keys = load_keys(settings.api_keys, settings.api_keys_file)
@@ -412,10 +412,10 @@ def _api_app(
 ) -> Any:
     """`engine`: the process's EngineMetrics (default: the HTTP ones); `multiprocess`: a
     worker of `api --workers N`; `database`: database gauges besides the API's."""
-    from .api.app import create_app
-    from .api.auth import Authenticator
-    from .api.context import ApiContext
-    from .api.ops import Metrics
+    from serviceorders.api.app import create_app
+    from serviceorders.api.auth import Authenticator
+    from serviceorders.api.context import ApiContext
+    from serviceorders.api.ops import Metrics
 
     keys = _check_exposure(settings, host)
     if not keys:
@@ -428,9 +428,8 @@ def _run_api(
     settings: Settings, host: str, port: int, with_projector: bool, with_intake: bool = False
 ) -> None:
     import uvicorn
-
-    from . import httpserver
-    from .metrics import EngineMetrics
+    from serviceorders import httpserver
+    from serviceorders.metrics import EngineMetrics
 
     with_intake = with_intake and bool(settings.kafka_bootstrap_servers)
     engine = EngineMetrics(http=True, intake=with_intake, projector=with_projector)
@@ -495,7 +494,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     """The uvicorn options of `api` and `serve`, one process or N workers: the bounded
     protocol (header-section size, slow-client deadlines: httpserver.py), no uvicorn access
     log (it prints query strings: ours is RequestLog), the SIGTERM grace."""
-    from . import httpserver
+    from serviceorders import httpserver
 
     return {
         "http": httpserver.PROTOCOL,
@@ -508,7 +507,7 @@ def _start_intake(
     settings: Settings, stopping: threading.Event, metrics: Any = None
 ) -> threading.Thread:
     """The Kafka consumer in a thread of `serve` (the `consume` command runs it alone)."""
-    from .consumers.kafka import ConsumerWorker, ensure_topics
+    from serviceorders.consumers.kafka import ConsumerWorker, ensure_topics
 
     ensure_topics(settings, stopping)
     worker = ConsumerWorker(settings, stopping, metrics=metrics)
@@ -556,7 +555,7 @@ def api(obj: Context, host: str, port: int, workers: int) -> None:
     import shutil
     import tempfile
 
-    from .metrics import MULTIPROC_VARIABLE
+    from serviceorders.metrics import MULTIPROC_VARIABLE
 
     metrics_dir = tempfile.mkdtemp(prefix="serviceorders-metrics-")
     os.environ[MULTIPROC_VARIABLE] = metrics_dir
@@ -578,7 +577,7 @@ def api(obj: Context, host: str, port: int, workers: int) -> None:
 
 def worker_app() -> Any:
     """The app of one `api --workers N` process, from the environment its parent set."""
-    from .metrics import MULTIPROC_VARIABLE, mark_worker_dead
+    from serviceorders.metrics import MULTIPROC_VARIABLE, mark_worker_dead
 
     multiprocess = bool(os.environ.get(MULTIPROC_VARIABLE))
     if multiprocess:  # a stopped worker's live gauges leave the scrapes
@@ -587,7 +586,7 @@ def worker_app() -> Any:
         atexit.register(mark_worker_dead, os.getpid())
     settings = Settings.from_env(os.environ)
     _setup_logs(settings)
-    from . import httpserver
+    from serviceorders import httpserver
 
     httpserver.configure(settings.http_header_timeout, settings.http_body_timeout)
     return _api_app(
@@ -621,7 +620,7 @@ def serve(obj: Context, host: str, port: int, kafka_port: int, no_kafka: bool) -
     init_database(settings)
     broker = None
     if not settings.kafka_bootstrap_servers and not no_kafka:
-        from .consumers.broker import BrokerUnavailable, EmbeddedBroker
+        from serviceorders.consumers.broker import BrokerUnavailable, EmbeddedBroker
 
         try:
             try:
@@ -688,7 +687,7 @@ def _progress_bar(db: Any, label: str, passes: int = 1) -> Any:
 @refusals
 def projections_rebuild(obj: Context, names: tuple[str, ...]) -> None:
     """Rebuild projections from the first event into fresh tables, then swap them in."""
-    from .projections.maintenance import rebuild
+    from serviceorders.projections.maintenance import rebuild
 
     db = open_read_db(obj.settings)
     try:
@@ -711,8 +710,8 @@ def projections_rebuild(obj: Context, names: tuple[str, ...]) -> None:
 def projections_verify(obj: Context, names: tuple[str, ...], limit: int) -> None:
     """Prove the live tables equal a rebuild from scratch; exit 1 with the differences, or
     when a read model is behind the log (it matches a rebuild only up to its position)."""
-    from .projections.maintenance import select, verify
-    from .projections.runner import Projector
+    from serviceorders.projections.maintenance import select, verify
+    from serviceorders.projections.runner import Projector
 
     try:
         chosen = select(names or None)
@@ -770,7 +769,7 @@ def _hub_row(sub: dict[str, Any]) -> dict[str, Any]:
 @refusals
 def hub_list(obj: Context, include_deleted: bool, as_json: bool) -> None:
     """Every listener: state, consecutive failures, pending notifications, last error."""
-    from .projections.hub import HubStore
+    from serviceorders.notifications.hub import HubStore
 
     db = open_read_db(obj.settings)
     try:
@@ -802,7 +801,7 @@ def hub_list(obj: Context, include_deleted: bool, as_json: bool) -> None:
 @refusals
 def hub_resume(obj: Context, subscription_id: str) -> None:
     """Resume a suspended listener: its backlog is delivered in order, from the oldest."""
-    from .projections.hub import HubStore
+    from serviceorders.notifications.hub import HubStore
 
     db = open_read_db(obj.settings)
     try:
@@ -1286,11 +1285,10 @@ def show_full(found: ServiceOrder) -> None:
         click.echo(f"note      {note.author or '-'}: {note.text}")
 
 
-from . import (  # noqa: E402
-    cli_audit,  # noqa: F401  (registers `audit`)
-    cli_history,  # noqa: F401  (registers `history`)
-    cli_kafka,  # noqa: F401  (registers the Kafka commands)
-)
+# The command groups defined in their own modules register themselves on `main`.
+from serviceorders.cli import audit as cli_audit  # noqa: E402, F401
+from serviceorders.cli import history as cli_history  # noqa: E402, F401
+from serviceorders.cli import kafka as cli_kafka  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -10,8 +10,7 @@ from typing import Any
 from uuid import UUID
 
 import click
-
-from .cli import Context, main, refusals
+from serviceorders.cli import Context, main, refusals
 
 
 @main.group()
@@ -37,8 +36,8 @@ def audit_checkpoint(obj: Context) -> None:
     """Checkpoint the chain heads now (nothing new since the latest: nothing is written).
 
     Prints the checkpoint as JSON on stdout: store it outside the database as an anchor."""
-    from .audit import AuditError, create_checkpoint
-    from .bootstrap import open_read_db
+    from serviceorders.audit import AuditError, create_checkpoint
+    from serviceorders.bootstrap import open_read_db
 
     settings = obj.settings
     db = open_read_db(settings)
@@ -81,8 +80,8 @@ def audit_checkpoint(obj: Context) -> None:
 def audit_anchor(obj: Context, all_checkpoints: bool, output: Path | None) -> None:
     """Export the latest checkpoint (or all) as JSON, to keep outside the database
     (WORM bucket, ticket, e-mail); `audit verify --anchor FILE` checks the store against it."""
-    from .audit import export_checkpoints
-    from .bootstrap import open_read_db
+    from serviceorders.audit import export_checkpoints
+    from serviceorders.bootstrap import open_read_db
 
     db = open_read_db(obj.settings)
     try:
@@ -135,7 +134,7 @@ def audit_verify(
     as_json: bool,
 ) -> None:
     """Verify every hash chain, checkpoint and snapshot; exit 1 listing each problem."""
-    from .audit import verify, verify_file
+    from serviceorders.audit import verify, verify_file
 
     # An export is verified offline: no database is probed, opened or created.
     settings = obj.config if file_ is not None else obj.settings
@@ -147,8 +146,8 @@ def audit_verify(
                 file_, key=key, anchor=anchor, unsigned_up_to=unsigned_up_to, progress=bar.update
             )
     else:
-        from .audit import Store
-        from .bootstrap import open_read_db
+        from serviceorders.audit import Store
+        from serviceorders.bootstrap import open_read_db
 
         db = open_read_db(settings)
         try:
@@ -215,8 +214,8 @@ def audit_export(
 ) -> None:
     """Export stored events exactly as stored, and the checkpoints, as JSON lines for an
     auditor (`serviceorders audit verify --file F`, no database needed)."""
-    from .audit import Store, export
-    from .bootstrap import open_read_db
+    from serviceorders.audit import Store, export
+    from serviceorders.bootstrap import open_read_db
 
     at = _since(since)
     db = open_read_db(obj.settings)
@@ -258,9 +257,8 @@ def audit_erase(obj: Context, customer_id: str, actor: str, reason: str | None, 
     """Erase a customer's personal data: delete its key (sealed names, places and contacts
     read `[erased]` from then on), record the erasure, drop its orders' snapshots and
     rebuild the read models. The events and their hash chains are unchanged."""
+    from serviceorders.audit.erasure import erase_customer
     from tqdm import tqdm
-
-    from .erasure import erase_customer
 
     if not yes:
         click.confirm(

@@ -9,10 +9,9 @@ from datetime import datetime
 from typing import Any
 
 import click
-
-from . import history
-from .cli import ORDER, Context, main, refusals, resolve_order, show_full
-from .domain.errors import OrderNotFound
+from serviceorders.audit import history
+from serviceorders.cli import ORDER, Context, main, refusals, resolve_order, show_full
+from serviceorders.domain.errors import OrderNotFound
 
 
 class Instant(click.ParamType):

@@ -11,9 +11,15 @@ import time
 from typing import Any
 
 import click
-
-from .cli import METRICS_PORT, Context, database_collector, main, refusals, serve_metrics
-from .settings import Settings
+from serviceorders.cli import (
+    METRICS_PORT,
+    Context,
+    database_collector,
+    main,
+    refusals,
+    serve_metrics,
+)
+from serviceorders.settings import Settings
 
 log = logging.getLogger("serviceorders.cli")
 
@@ -28,8 +34,8 @@ def _kafka_settings(settings: Settings) -> Settings:
 
 
 def _require_tables(settings: Settings) -> None:
-    from . import schema
-    from .bootstrap import open_read_db
+    from serviceorders import schema
+    from serviceorders.bootstrap import open_read_db
 
     db = open_read_db(settings)
     try:
@@ -59,9 +65,9 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
     Joins the consumer group on the inbound topic, creates the topics it uses, and
     publishes dead letters and refusal notices. SIGTERM finishes the batch, commits and
     leaves the group."""
-    from .consumers.kafka import ConsumerWorker, ensure_topics, start_publisher
-    from .logs import configure
-    from .logs import worker as logged
+    from serviceorders.consumers.kafka import ConsumerWorker, ensure_topics, start_publisher
+    from serviceorders.support.logs import configure
+    from serviceorders.support.logs import worker as logged
 
     settings = _kafka_settings(obj.settings)
     configure(settings.log_level, settings.log_format)
@@ -71,7 +77,7 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
         signal.signal(sig, lambda *_: stopping.set())
     ensure_topics(settings, stopping)
     publisher = start_publisher(settings, stopping, dead_letters=True, notifications=False)
-    from .metrics import EngineMetrics
+    from serviceorders.metrics import EngineMetrics
 
     metrics = EngineMetrics(intake=True)
     metrics.registry.register(database_collector(settings, intake_outbox=True))
@@ -146,8 +152,8 @@ def dlq_list(
     obj: Context, category: str | None, pending: bool, since_id: int, limit: int, as_json: bool
 ) -> None:
     """The dead letters, oldest first, with their reasons."""
-    from .bootstrap import open_read_db
-    from .consumers.store import IntakeStore
+    from serviceorders.bootstrap import open_read_db
+    from serviceorders.consumers.store import IntakeStore
 
     db = open_read_db(obj.settings)
     try:
@@ -196,10 +202,9 @@ def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool, category: s
 
     A dead-lettered eventId was never marked as applied, so its replay is not a duplicate."""
     from kafka import KafkaProducer
-
-    from .bootstrap import open_read_db
-    from .consumers.kafka import UNDECODABLE, producer_options
-    from .consumers.store import IntakeStore
+    from serviceorders.bootstrap import open_read_db
+    from serviceorders.consumers.kafka import UNDECODABLE, producer_options
+    from serviceorders.consumers.store import IntakeStore
 
     settings = _kafka_settings(obj.settings)
     if not ids and not replay_all:
@@ -269,8 +274,13 @@ def dlq_skip(
     one transaction records a dead letter of category `undecodable` with the batch's raw
     bytes, the actor and the reason, and moves the partition's intake position past the
     batch. A running consumer resumes the partition within a few seconds."""
-    from .bootstrap import open_read_db
-    from .consumers.kafka import STALL_RECHECK_SECONDS, SkipRefused, read_undecodable, skip_batch
+    from serviceorders.bootstrap import open_read_db
+    from serviceorders.consumers.kafka import (
+        STALL_RECHECK_SECONDS,
+        SkipRefused,
+        read_undecodable,
+        skip_batch,
+    )
 
     settings = _kafka_settings(obj.settings)
     _require_tables(settings)
@@ -338,9 +348,8 @@ def publish_sample(
     """Publish realistic TMF641 traffic to the inbound topic: multi-site orders with mixed
     actions, some published twice, a few bad ones, so you can watch the engine work."""
     from kafka import KafkaProducer
-
-    from .consumers.kafka import ensure_topics, producer_options
-    from .consumers.sample import traffic
+    from serviceorders.consumers.kafka import ensure_topics, producer_options
+    from serviceorders.consumers.sample import traffic
 
     settings = _kafka_settings(obj.config)  # needs no database
     if count < 0:

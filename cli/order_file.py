@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-
-from .domain.values import Note, OrderHeader, OrderItem
-from .tmf641_in import ServiceOrderCreate, json_limits, order_to_domain
+from serviceorders.domain.values import Note, OrderHeader, OrderItem
+from serviceorders.tmf.tmf641_in import ServiceOrderCreate, json_limits, order_to_domain
 
 
 class BadFile(Exception):

@@ -17,11 +17,10 @@ from uuid import UUID
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from ..domain.order import order_id_for
-from ..domain.values import HeaderChange, ItemState, OrderItem
-from ..limits import MAX_CORRELATION_ID, MAX_ID, MAX_TYPE
-from ..tmf641_in import (
+from serviceorders.domain.order import order_id_for
+from serviceorders.domain.values import HeaderChange, ItemState, OrderItem
+from serviceorders.support.limits import MAX_CORRELATION_ID, MAX_ID, MAX_TYPE
+from serviceorders.tmf.tmf641_in import (
     MAX_DEPTH,
     MAX_TEXT,
     CancelServiceOrderCreate,

@@ -20,10 +20,17 @@ from uuid import UUID, uuid5
 
 import orjson
 from pydantic import ValidationError
-
-from .. import logs
-from ..domain.application import ServiceOrders
-from ..domain.errors import (
+from serviceorders.consumers import envelope as env
+from serviceorders.consumers.store import (
+    Applied,
+    DeadLetter,
+    IntakeStore,
+    IntakeWrite,
+    OutboxRecord,
+    digest,
+)
+from serviceorders.domain.application import ServiceOrders
+from serviceorders.domain.errors import (
     DomainError,
     IllegalTransition,
     InvalidCommand,
@@ -32,12 +39,11 @@ from ..domain.errors import (
     UnknownItem,
     ValidationFailed,
 )
-from ..domain.order import ServiceOrder
-from ..domain.values import Actor, Channel, CommandContext, Role, Source
-from ..gcpause import gc_paused
-from ..tmf641_in import order_to_domain
-from . import envelope as env
-from .store import Applied, DeadLetter, IntakeStore, IntakeWrite, OutboxRecord, digest
+from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.values import Actor, Channel, CommandContext, Role, Source
+from serviceorders.support import logs
+from serviceorders.support.gcpause import gc_paused
+from serviceorders.tmf.tmf641_in import order_to_domain
 
 log = logging.getLogger(__name__)
 

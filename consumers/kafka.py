@@ -20,14 +20,9 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
-
-from .. import logs
-from ..bootstrap import build_application, open_read_db
-from ..projections.db import Busy, ReadDb
-from ..projections.notifications import absolute_hrefs
-from ..settings import Settings
-from .intake import Intake, Message
-from .store import (
+from serviceorders.bootstrap import build_application, open_read_db
+from serviceorders.consumers.intake import Intake, Message
+from serviceorders.consumers.store import (
     DeadLetter,
     IntakeStore,
     IntakeWrite,
@@ -36,6 +31,10 @@ from .store import (
     headers_from_json,
     utcnow,
 )
+from serviceorders.projections.notifications import absolute_hrefs
+from serviceorders.settings import Settings
+from serviceorders.storage.db import Busy, ReadDb
+from serviceorders.support import logs
 
 log = logging.getLogger("serviceorders.kafka")
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from ..projections.db import ReadDb
+from serviceorders.storage.db import ReadDb
 
 POSTGRES_DDL = (
     """CREATE TABLE IF NOT EXISTS intake_position (

@@ -37,11 +37,15 @@ from uuid import UUID, uuid4
 
 import httpx
 import idna
-
-from ..settings import Settings
-from .db import ReadDb, Table
-from .log import EventLog
-from .notifications import EVENT_TYPES, NotificationOutbox, absolute_hrefs, listener_name
+from serviceorders.projections.log import EventLog
+from serviceorders.projections.notifications import (
+    EVENT_TYPES,
+    NotificationOutbox,
+    absolute_hrefs,
+    listener_name,
+)
+from serviceorders.settings import Settings
+from serviceorders.storage.db import ReadDb, Table
 
 log = logging.getLogger(__name__)
 
@@ -1349,7 +1353,7 @@ def start_worker(
     if not settings.hub_delivery:
         return None
     worker = DeliveryWorker.from_settings(settings, connect)
-    from ..logs import worker as logged
+    from serviceorders.support.logs import worker as logged
 
     thread = threading.Thread(
         target=logged("hub delivery", worker.run),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .db import ReadDb, Table
-from .log import Batch
+from serviceorders.projections.log import Batch
+from serviceorders.storage.db import ReadDb, Table
 
 
 class Projection:

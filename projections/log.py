@@ -12,12 +12,11 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Mapper, StoredEvent
-
-from ..domain.codec import UnknownEvent
-from ..domain.events import OrderDeleted, OrderEvent
-from ..domain.order import ServiceOrder
-from ..domain.values import Actor, OrderState
-from .db import ReadDb
+from serviceorders.domain.codec import UnknownEvent
+from serviceorders.domain.events import OrderDeleted, OrderEvent
+from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.values import Actor, OrderState
+from serviceorders.storage.db import ReadDb
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class Batch:
     fresh: bool = False
 
     def document(self, order: ServiceOrder) -> dict[str, Any]:
-        from ..tmf641 import order_to_tmf641
+        from serviceorders.tmf.tmf641 import order_to_tmf641
 
         key = (order.id, order.version)
         found = self.docs.get(key)
@@ -95,7 +94,7 @@ class EventLog:
         if getattr(mapper, "reveal", False) is None:
             # Personal data is sealed in the log (domain/privacy.py): the read models hold
             # it revealed, with the keys from this same database.
-            from ..pii import KeyStore, Vault
+            from serviceorders.audit.pii import KeyStore, Vault
 
             mapper = copy.copy(mapper)
             mapper.reveal = Vault(KeyStore(db=db)).reveal  # type: ignore[attr-defined]

@@ -11,10 +11,9 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import Mapper
-
-from .db import Busy, ReadDb
-from .runner import LOCK, POSITIONS, Projector
-from .views import PROJECTIONS, Projection
+from serviceorders.projections.runner import LOCK, POSITIONS, Projector
+from serviceorders.projections.views import PROJECTIONS, Projection
+from serviceorders.storage.db import Busy, ReadDb
 
 Progress = Callable[[int], None]
 # Each read model's shape version (Projection.VERSION) as its table was built; created by

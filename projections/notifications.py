@@ -16,11 +16,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
-from ..domain import events as ev
-from ..tmf641 import BASE_PATH
-from .base import Projection
-from .db import ReadDb, Table
-from .log import Batch, Step, replay
+from serviceorders.domain import events as ev
+from serviceorders.projections.base import Projection
+from serviceorders.projections.log import Batch, Step, replay
+from serviceorders.storage.db import ReadDb, Table
+from serviceorders.tmf.tmf641 import BASE_PATH
 
 CREATE = "ServiceOrderCreateEvent"
 STATE_CHANGE = "ServiceOrderStateChangeEvent"

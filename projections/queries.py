@@ -11,8 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from .db import ReadDb, Table
-from .views import CancellationRequests, OrderDocument, OrderSummary, ReviewQueue
+from serviceorders.projections.views import (
+    CancellationRequests,
+    OrderDocument,
+    OrderSummary,
+    ReviewQueue,
+)
+from serviceorders.storage.db import ReadDb, Table
 
 T = TypeVar("T")
 MAX_LIMIT = 1000

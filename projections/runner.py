@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import Mapper
-
-from ..domain.codec import UnknownEvent
-from ..gcpause import gc_paused
-from .db import Busy, ReadDb, Table
-from .log import EventLog, fold
-from .views import PROJECTIONS, Projection
+from serviceorders.domain.codec import UnknownEvent
+from serviceorders.projections.log import EventLog, fold
+from serviceorders.projections.views import PROJECTIONS, Projection
+from serviceorders.storage.db import Busy, ReadDb, Table
+from serviceorders.support.gcpause import gc_paused
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..domain import events as ev
-from ..domain.order import ServiceOrder
-from ..domain.values import OrderState
-from ..tmf641 import order_to_tmf641
-from .base import Projection
-from .db import ReadDb, Table
-from .log import Batch, Transition
-from .notifications import NotificationOutbox
+from serviceorders.domain import events as ev
+from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.values import OrderState
+from serviceorders.projections.base import Projection
+from serviceorders.projections.log import Batch, Transition
+from serviceorders.projections.notifications import NotificationOutbox
+from serviceorders.storage.db import ReadDb, Table
+from serviceorders.tmf.tmf641 import order_to_tmf641
 
 
 # ------------------------------------------------------------------ order_summary

@@ -1,3 +1,3 @@
-from .cli import main
+from serviceorders.cli import main
 
 main()

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from eventsourcing.utils import get_topic
-
-from . import schema
-from .consumers.recorders import IntakePostgresRecorder, IntakeSqliteRecorder
-from .domain.application import ServiceOrders
-from .domain.catalog import Catalog
-from .domain.codec import OrjsonTranscoder, PydanticMapper
-from .pii import KeyStore, Vault
-from .projections.db import ReadDb
-from .projections.runner import Projector
-from .settings import DatabaseConfig, Settings
+from serviceorders import schema
+from serviceorders.audit.pii import KeyStore, Vault
+from serviceorders.domain.application import ServiceOrders
+from serviceorders.domain.catalog import Catalog
+from serviceorders.domain.codec import OrjsonTranscoder, PydanticMapper
+from serviceorders.projections.runner import Projector
+from serviceorders.settings import DatabaseConfig, Settings
+from serviceorders.storage.db import ReadDb
+from serviceorders.storage.recorders import IntakePostgresRecorder, IntakeSqliteRecorder
 
 
 def eventsourcing_env(settings: Settings, *, create_tables: bool = False) -> dict[str, str]:

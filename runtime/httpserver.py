@@ -29,9 +29,8 @@ import logging
 from typing import Any
 
 import httptools
+from serviceorders.support.limits import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_HEADER_SECTION
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-from .limits import BODY_TIMEOUT, HEADER_TIMEOUT, MAX_HEADER_SECTION
 
 PROTOCOL = "serviceorders.httpserver:BoundedHttpTools"
 

@@ -210,8 +210,8 @@ class DatabaseCollector(Collector):
 
     def _read(self, db: Any) -> Iterator[Any]:
         if self.projections:
-            from .bootstrap import event_mapper
-            from .projections.runner import Projector
+            from serviceorders.bootstrap import event_mapper
+            from serviceorders.projections.runner import Projector
 
             position = GaugeMetricFamily(
                 f"{PREFIX}_projection_position",
@@ -242,7 +242,7 @@ class DatabaseCollector(Collector):
                 backlog.add_metric(["notification_outbox"], _notifications_backlog(db))
             yield backlog
         if self.hub:
-            from .projections.hub import HubStore
+            from serviceorders.notifications.hub import HubStore
 
             hub = GaugeMetricFamily(
                 f"{PREFIX}_hub_backlog",

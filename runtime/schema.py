@@ -23,10 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .projections.base import Projection
-from .projections.db import ReadDb, lock_key
-from .projections.maintenance import SHAPES, stored_shapes
-from .projections.views import PROJECTIONS
+from serviceorders.projections.base import Projection
+from serviceorders.projections.maintenance import SHAPES, stored_shapes
+from serviceorders.projections.views import PROJECTIONS
+from serviceorders.storage.db import ReadDb, lock_key
 
 VERSIONS = "schema_version"
 LOCK = "serviceorders.schema"
@@ -68,12 +68,12 @@ def _release_1(db: ReadDb) -> None:
     """The schema as the releases before schema versions made it (up to 95cc90f): every
     table their `db init` created, by the same (idempotent) functions. On a database of
     such a release it finds everything in place and changes nothing."""
-    from .access_log import create_tables as access_log
-    from .audit import create_tables as audit
-    from .consumers.store import create_tables as intake
-    from .pii import create_tables as pii
-    from .projections.hub import create_tables as hub
-    from .projections.runner import create_tables as read_models
+    from serviceorders.audit import create_tables as audit
+    from serviceorders.audit.access_log import create_tables as access_log
+    from serviceorders.audit.pii import create_tables as pii
+    from serviceorders.consumers.store import create_tables as intake
+    from serviceorders.notifications.hub import create_tables as hub
+    from serviceorders.projections.runner import create_tables as read_models
 
     for create in (read_models, hub, intake, audit, access_log, pii):
         create(db)
@@ -254,7 +254,7 @@ def migrate(db: ReadDb, migrations: Sequence[Migration] = MIGRATIONS) -> list[st
 def upgrade(db: ReadDb, mapper: Any, projections: Sequence[Projection] = PROJECTIONS) -> list[str]:
     """`db init`'s work: the migrations, then a rebuild of every read model whose shape
     changed. Returns one line per thing done."""
-    from .projections.maintenance import rebuild
+    from serviceorders.projections.maintenance import rebuild
 
     lines = migrate(db)
     lines.append(

@@ -23,8 +23,7 @@ import orjson
 import psycopg
 from psycopg import pq
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
-
-from ..settings import DatabaseConfig
+from serviceorders.settings import DatabaseConfig
 
 PING_AFTER_IDLE_SECONDS = 10.0  # PostgresDb.alive
 # Work that needs the database while it restarts (reconnect_attempts): the first try, then

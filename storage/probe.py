@@ -13,7 +13,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .settings import DatabaseConfig
+from serviceorders.settings import DatabaseConfig
 
 PROBE_TIMEOUT_SECONDS = 2
 

@@ -27,9 +27,8 @@ from eventsourcing.utils import retry
 from psycopg import errors as pg_errors
 from psycopg import generators
 from psycopg.sql import SQL, Identifier
-
-from ..domain.errors import WriteTimeout
-from .store import IntakeWrite
+from serviceorders.consumers.store import IntakeWrite
+from serviceorders.domain.errors import WriteTimeout
 
 __all__ = ["GroupCommit", "IntakePostgresRecorder", "IntakeSqliteRecorder", "WriteTimeout"]
 
@@ -134,7 +133,7 @@ class GroupCommit:
 
 class IntakePostgresRecorder(PostgresApplicationRecorder):
     # How long one write transaction may run, the events-table lock included
-    # (SERVICEORDERS_DB_WRITE_TIMEOUT, set by main/bootstrap.py; 0: no bound).
+    # (SERVICEORDERS_DB_WRITE_TIMEOUT, set by runtime/bootstrap.py; 0: no bound).
     write_timeout_ms: int = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

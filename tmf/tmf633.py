@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .domain.catalog import Catalog, CharacteristicSpec, ServiceSpecification
+from serviceorders.domain.catalog import Catalog, CharacteristicSpec, ServiceSpecification
 
 
 def catalog_to_tmf633(catalog: Catalog) -> list[dict[str, Any]]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from .domain.order import ServiceOrder
-from .domain.values import OrderItem, OrderState, Party
+from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.values import OrderItem, OrderState, Party
 
 BASE_PATH = "/tmf-api/serviceOrdering/v4"
 

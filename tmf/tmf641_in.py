@@ -20,8 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from .domain.values import (
+from serviceorders.domain.values import (
     HeaderChange,
     ItemAction,
     Note,
@@ -32,7 +31,7 @@ from .domain.values import (
     Place,
     SpecRef,
 )
-from .limits import MAX_HREF, MAX_ID, MAX_NAME, MAX_TYPE
+from serviceorders.support.limits import MAX_HREF, MAX_ID, MAX_NAME, MAX_TYPE
 
 MAX_ITEMS = 500
 MAX_TEXT = 4000

@@ -7,10 +7,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
-
-from ..common import read_body
-from . import capture, orders, review, signin
-from .web import HERE, PREFIX, Refusal, begin, page
+from serviceorders.api.common import read_body
+from serviceorders.api.console import capture, orders, review, signin
+from serviceorders.api.console.web import HERE, PREFIX, Refusal, begin, page
 
 STATIC_PATH = PREFIX + "/static"
 

@@ -16,16 +16,29 @@ from uuid import UUID
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-
-from ...domain.catalog import ServiceSpecification
-from ...domain.errors import ConcurrencyConflict, DomainError, ValidationFailed
-from ...domain.order import ServiceOrder, order_id_for
-from ...domain.values import ItemAction, OrderItem, OrderState
-from ..common import command_context, ctx_of, parse_uuid
-from ..workflow import DraftCreate, ItemChange, ItemCreate, load, order_view
-from .forms import characteristic_fields, field_errors, parse_characteristics
-from .orders import by_site
-from .web import PREFIX, Refusal, Visit, begin, domain_status, page, redirect, render, text
+from serviceorders.api.common import command_context, ctx_of, parse_uuid
+from serviceorders.api.console.forms import (
+    characteristic_fields,
+    field_errors,
+    parse_characteristics,
+)
+from serviceorders.api.console.orders import by_site
+from serviceorders.api.console.web import (
+    PREFIX,
+    Refusal,
+    Visit,
+    begin,
+    domain_status,
+    page,
+    redirect,
+    render,
+    text,
+)
+from serviceorders.api.workflow import DraftCreate, ItemChange, ItemCreate, load, order_view
+from serviceorders.domain.catalog import ServiceSpecification
+from serviceorders.domain.errors import ConcurrencyConflict, DomainError, ValidationFailed
+from serviceorders.domain.order import ServiceOrder, order_id_for
+from serviceorders.domain.values import ItemAction, OrderItem, OrderState
 
 router = APIRouter()
 

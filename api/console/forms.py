@@ -17,8 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import ValidationError
-
-from ...domain.catalog import CharacteristicSpec, ServiceSpecification, ValueType
+from serviceorders.domain.catalog import CharacteristicSpec, ServiceSpecification, ValueType
 
 PREFIX = "char."  # form names of characteristics: char.<name>
 _INTEGER = re.compile(r"[+-]?\d{1,18}")

@@ -15,16 +15,8 @@ from uuid import UUID
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-
-from ... import history
-from ...domain.errors import ConcurrencyConflict, DomainError, OrderNotFound
-from ...domain.lifecycle import Action
-from ...domain.order import ServiceOrder
-from ...domain.values import OrderState
-from ...projections.queries import OrderFilter
-from ..common import command_context, ctx_of, parse_uuid
-from ..workflow import NoteBody, ReasonBody, execute, load, order_view
-from .web import (
+from serviceorders.api.common import command_context, ctx_of, parse_uuid
+from serviceorders.api.console.web import (
     PREFIX,
     Refusal,
     Visit,
@@ -36,6 +28,13 @@ from .web import (
     redirect,
     render,
 )
+from serviceorders.api.workflow import NoteBody, ReasonBody, execute, load, order_view
+from serviceorders.audit import history
+from serviceorders.domain.errors import ConcurrencyConflict, DomainError, OrderNotFound
+from serviceorders.domain.lifecycle import Action
+from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.values import OrderState
+from serviceorders.projections.queries import OrderFilter
 
 router = APIRouter()
 PAGE_SIZE = 25

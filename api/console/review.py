@@ -6,11 +6,10 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-
-from ...projections.queries import QueueFilter
-from ..common import ctx_of
-from .orders import PAGE_SIZE, _offset
-from .web import PREFIX, begin, page, query_of, render
+from serviceorders.api.common import ctx_of
+from serviceorders.api.console.orders import PAGE_SIZE, _offset
+from serviceorders.api.console.web import PREFIX, begin, page, query_of, render
+from serviceorders.projections.queries import QueueFilter
 
 router = APIRouter()
 

@@ -24,15 +24,15 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ...domain.values import Actor
-from ...projections.db import ReadDb
-from ..auth import ANONYMOUS, API_ROLES, ApiKey, Authenticator
+from serviceorders.api.auth import ANONYMOUS, API_ROLES, ApiKey, Authenticator
+from serviceorders.domain.values import Actor
+from serviceorders.storage.db import ReadDb
 
 COOKIE = "serviceorders_console"
 LIFETIME_SECONDS = 8 * 3600
 TOUCH_SECONDS = 60.0  # last_seen_at is written at most this often (a quarter of a short idle)
 PRUNE_AFTER_SECONDS = 24 * 3600  # rows ended or expired this long ago go at the next sign-in
-TABLE = "console_session"  # made by migration 3 (main/schema.py)
+TABLE = "console_session"  # made by migration 3 (runtime/schema.py)
 # Without SERVICEORDERS_CONSOLE_SECRET: sessions end on restart and hold on this process only.
 _PROCESS_SECRET = secrets.token_bytes(32)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-
-from ...domain.lifecycle import Action
-from ..common import ctx_of
-from .web import PREFIX, begin, finish, page, redirect, render, set_session
+from serviceorders.api.common import ctx_of
+from serviceorders.api.console.web import PREFIX, begin, finish, page, redirect, render, set_session
+from serviceorders.domain.lifecycle import Action
 
 router = APIRouter()
 

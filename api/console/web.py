@@ -17,24 +17,30 @@ from urllib.parse import parse_qsl, quote
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.datastructures import URL
-
-from ... import access_log
-from ...domain.errors import (
+from serviceorders.api.common import ctx_of
+from serviceorders.api.console.session import (
+    COOKIE,
+    Session,
+    Sessions,
+    SessionStore,
+    StoreUnavailable,
+    secret_of,
+)
+from serviceorders.api.context import ApiContext
+from serviceorders.api.errors import ApiError
+from serviceorders.audit import access_log
+from serviceorders.domain.errors import (
     DomainError,
     IllegalTransition,
     NotPermitted,
     OrderNotFound,
     UnknownItem,
 )
-from ...domain.lifecycle import Action, may
-from ...domain.values import Actor, Role
-from ...limits import MAX_FORM_FIELD, MAX_ID
-from ...projections.db import ReadDb
-from ..common import ctx_of
-from ..context import ApiContext
-from ..errors import ApiError
-from .session import COOKIE, Session, Sessions, SessionStore, StoreUnavailable, secret_of
+from serviceorders.domain.lifecycle import Action, may
+from serviceorders.domain.values import Actor, Role
+from serviceorders.storage.db import ReadDb
+from serviceorders.support.limits import MAX_FORM_FIELD, MAX_ID
+from starlette.datastructures import URL
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -208,7 +214,7 @@ def form_of(request: Request) -> dict[str, str]:
     for name, value in pairs:
         if "\x00" in name or "\x00" in value:
             raise Refusal(400, "Unreadable form", "Text must not contain NUL characters.")
-        if len(name) > MAX_ID:  # the bounds of serviceorders.limits
+        if len(name) > MAX_ID:  # the bounds of serviceorders.support.limits
             raise Refusal(
                 400,
                 "Form field too long",

@@ -12,7 +12,7 @@ from uuid import uuid4
 
 import pytest
 from fastapi.testclient import TestClient
-from serviceorders import access_log
+from serviceorders.audit import access_log
 from serviceorders.bootstrap import open_read_db
 from serviceorders.settings import Settings
 

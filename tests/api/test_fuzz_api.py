@@ -42,9 +42,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from serviceorders import limits
 from serviceorders.bootstrap import build_application, init_database
 from serviceorders.settings import Settings
+from serviceorders.support import limits
 
 SEED = int(os.environ.get("SERVICEORDERS_FUZZ_SEED", "641"))
 BASE = "/tmf-api/serviceOrdering/v4"
@@ -720,7 +720,7 @@ def test_item_count_text_length_and_nesting_limits(client, admin):
     assert response.status_code == 400 and response.json()["code"] == "invalid_json"
 
 
-# Header values around their bounds (serviceorders.limits; issue 15): at or under the bound
+# Header values around their bounds (serviceorders.support.limits; issue 15): at or under the bound
 # the request is taken, over it (by one character or by megabytes) it is refused with 431
 # naming the header and nothing is written.
 BOUNDED_HEADERS = {name: bound for name, (_, bound) in limits.HEADER_MAXIMA.items()}

@@ -43,7 +43,7 @@ from serviceorders.bootstrap import (
 from serviceorders.cli import main as cli
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.values import ItemState, OrderHeader
-from serviceorders.projections.hub import (
+from serviceorders.notifications.hub import (
     AllowList,
     CallbackError,
     DeliveryWorker,

@@ -115,7 +115,7 @@ def api_process(
         ),
         "SERVICEORDERS_API_KEYS_FILE": str(key_file),
         "PYTHONUNBUFFERED": "1",
-        # the process's own logging set-up (main/logs.py) at DEBUG, access log on
+        # the process's own logging set-up (support/logs.py) at DEBUG, access log on
         "SERVICEORDERS_LOG_LEVEL": "DEBUG",
         "SERVICEORDERS_ACCESS_LOG": "yes",
     }

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from serviceorders.api.hub import EventSubscriptionInput
 from serviceorders.api.workflow import DraftCreate, ItemCreate
-from serviceorders.tmf641_in import (
+from serviceorders.tmf.tmf641_in import (
     CancelServiceOrderCreate,
     ServiceOrderCreate,
     ServiceOrderUpdate,

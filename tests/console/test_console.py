@@ -622,7 +622,7 @@ def test_a_value_of_the_wrong_shape_is_refused_with_the_form_kept(console: Any) 
 
 
 def test_a_form_field_over_its_bound_is_refused_naming_it(console: Any) -> None:
-    """serviceorders.limits.MAX_FORM_FIELD: checked where every console form is read, before
+    """serviceorders.support.limits.MAX_FORM_FIELD: checked where every console form is read, before
     any model or command (docs/security.md, "Limits")."""
     console.sign_in("agent")
     console.get("/console/drafts/new")

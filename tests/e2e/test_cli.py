@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -128,7 +129,7 @@ def test_manual_capture_through_to_completion(url: str) -> None:
         for line in run("order", "events", order, "--json", url=url).stdout.splitlines()
     ]
     assert [e["version"] for e in lines] == list(range(1, final["version"] + 1))
-    assert all(e["prev_hash"] == p["hash"] for p, e in zip(lines, lines[1:], strict=False))
+    assert all(e["prev_hash"] == p["hash"] for p, e in itertools.pairwise(lines))
 
 
 def test_illegal_transition_is_refused_with_the_state_named(url: str) -> None:

@@ -155,7 +155,7 @@ def test_bounds_match_what_the_code_relies_on() -> None:
     assert str(deps["eventsourcing"].specifier) == "<9.6,>=9.5.6"
     assert not deps["fastapi"].specifier.contains("1.0")
     assert not deps["starlette"].specifier.contains("2.0")
-    assert "httpx" in deps  # projections/hub.py imports it at module level
+    assert "httpx" in deps  # notifications/hub.py imports it at module level
     for extra in ("embedded", "test"):
         mesh = [
             Requirement(r)
@@ -171,7 +171,7 @@ def test_license_and_py_typed_ship() -> None:
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text and "APPENDIX" in text
-    assert (ROOT / "main" / "py.typed").is_file()
+    assert (ROOT / "runtime" / "py.typed").is_file()
     assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["serviceorders"]
     requires = [Requirement(r) for r in PYPROJECT["build-system"]["requires"]]
     setuptools = next(r for r in requires if r.name == "setuptools")

@@ -26,10 +26,10 @@ from psycopg import sql
 from serviceorders import schema
 from serviceorders.bootstrap import build_projector, event_mapper, init_database, open_read_db
 from serviceorders.domain.codec import UnknownEvent
-from serviceorders.projections.db import ReadDb
 from serviceorders.projections.maintenance import stored_shapes
 from serviceorders.projections.views import PROJECTIONS, OrderSummary
 from serviceorders.settings import Settings
+from serviceorders.storage.db import ReadDb
 
 pytestmark = pytest.mark.integration
 

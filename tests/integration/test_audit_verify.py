@@ -32,8 +32,8 @@ from serviceorders.audit import (
 from serviceorders.bootstrap import open_read_db
 from serviceorders.domain.chain import event_hash
 from serviceorders.domain.events import NoteAdded, OrderHeld
-from serviceorders.projections.db import ReadDb
 from serviceorders.settings import Settings
+from serviceorders.storage.db import ReadDb
 
 pytestmark = pytest.mark.integration
 

@@ -18,12 +18,12 @@ import pytest
 from serviceorders.api.auth import Authenticator
 from serviceorders.api.context import ApiContext, _Rounds
 from serviceorders.bootstrap import open_read_db
-from serviceorders.consumers.recorders import GroupCommit
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.errors import ConcurrencyConflict
 from serviceorders.domain.order import order_id_for
 from serviceorders.projections.queries import ReadModels
 from serviceorders.settings import Settings
+from serviceorders.storage.recorders import GroupCommit
 
 pytestmark = pytest.mark.integration
 
@@ -285,7 +285,7 @@ def test_waiting_for_the_projection_lock_returns_when_its_holder_lets_go(
 ) -> None:
     """`wait_for_lock` (used by read-your-writes when another projector is busy) sleeps
     until the holder's transaction ends, and never keeps the lock itself."""
-    from serviceorders.projections.db import lock_key
+    from serviceorders.storage.db import lock_key
 
     holder, waiter, third = (open_read_db(pg_settings) for _ in range(3))
     try:

@@ -1,4 +1,4 @@
-"""The order's history (serviceorders.history): timeline, as of, at a version, diff, on
+"""The order's history (serviceorders.audit.history): timeline, as of, at a version, diff, on
 both backends, for orders built through the application with many kinds of events."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from serviceorders import history
+from serviceorders.audit import history
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.errors import OrderNotFound
 from serviceorders.domain.values import HeaderChange, ItemState, OrderHeader
-from serviceorders.tmf641 import order_to_tmf641
+from serviceorders.tmf.tmf641 import order_to_tmf641
 
 pytestmark = pytest.mark.integration
 

@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from serviceorders.audit.erasure import erase_customer
 from serviceorders.bootstrap import build_projector, open_read_db
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.errors import InvalidCommand
@@ -23,7 +24,6 @@ from serviceorders.domain.values import (
     Role,
     SpecRef,
 )
-from serviceorders.erasure import erase_customer
 from serviceorders.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -164,7 +164,7 @@ def test_the_erase_command_asks_records_and_reports(
     import json
 
     from click.testing import CliRunner
-    from serviceorders import erasure
+    from serviceorders.audit import erasure
     from serviceorders.cli import main
 
     alice, _ = two_customers
@@ -215,7 +215,7 @@ def test_the_key_store_waits_out_a_database_restart(app: ServiceOrders, settings
     0.2 s for a few seconds instead of failing the order in hand; other errors are not
     retried more than once."""
     import psycopg
-    from serviceorders.pii import KeyStore
+    from serviceorders.audit.pii import KeyStore
 
     refusals = {"left": 4}
 

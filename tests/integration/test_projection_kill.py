@@ -36,10 +36,10 @@ from serviceorders.domain.values import (
     SpecRef,
 )
 from serviceorders.projections import maintenance
-from serviceorders.projections.db import ReadDb
 from serviceorders.projections.runner import POSITIONS, Projector
 from serviceorders.projections.views import PROJECTIONS
 from serviceorders.settings import Settings
+from serviceorders.storage.db import ReadDb
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

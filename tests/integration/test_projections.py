@@ -52,7 +52,6 @@ from serviceorders.domain.values import (
     SpecRef,
 )
 from serviceorders.projections import maintenance
-from serviceorders.projections.db import ReadDb, Table
 from serviceorders.projections.runner import (
     POSITIONS,
     PositionMoved,
@@ -66,7 +65,8 @@ from serviceorders.projections.views import (
     summary_row,
 )
 from serviceorders.settings import Settings
-from serviceorders.tmf641 import order_to_tmf641
+from serviceorders.storage.db import ReadDb, Table
+from serviceorders.tmf.tmf641 import order_to_tmf641
 
 pytestmark = pytest.mark.integration
 

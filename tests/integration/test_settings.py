@@ -214,7 +214,7 @@ def test_eventsourcing_env_for_postgres_is_complete():
         "POSTGRES_CONNECT_TIMEOUT": "10",
         "POSTGRES_PRE_PING": "y",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "12",
-        "APPLICATION_RECORDER_TOPIC": "serviceorders.consumers.recorders:IntakePostgresRecorder",
+        "APPLICATION_RECORDER_TOPIC": "serviceorders.storage.recorders:IntakePostgresRecorder",
     }
     assert eventsourcing_env(settings, create_tables=True)["CREATE_TABLE"] == "y"
 
@@ -227,7 +227,7 @@ def test_eventsourcing_env_for_sqlite_is_complete(tmp_path):
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": str(target),
         "SQLITE_LOCK_TIMEOUT": "5",
-        "APPLICATION_RECORDER_TOPIC": "serviceorders.consumers.recorders:IntakeSqliteRecorder",
+        "APPLICATION_RECORDER_TOPIC": "serviceorders.storage.recorders:IntakeSqliteRecorder",
     }
 
 

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from serviceorders.consumers.recorders import WriteTimeout
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.values import Actor, Channel, CommandContext, OrderHeader, Role, Source
 from serviceorders.settings import Settings
+from serviceorders.storage.recorders import WriteTimeout
 
 MARKER = "slow-write-marker"  # the slow_marked_inserts fixture (tests/conftest.py) stalls on it
 

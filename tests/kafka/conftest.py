@@ -20,8 +20,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from serviceorders.bootstrap import init_database, open_read_db
 from serviceorders.consumers.broker import EmbeddedBroker
 from serviceorders.consumers.kafka import ConsumerWorker, client_options, ensure_topics
-from serviceorders.projections.db import ReadDb
 from serviceorders.settings import Settings
+from serviceorders.storage.db import ReadDb
 
 pytestmark = pytest.mark.kafka
 

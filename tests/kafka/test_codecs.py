@@ -32,8 +32,8 @@ from serviceorders.consumers.kafka import UNDECODABLE, client_options
 from serviceorders.consumers.sample import create_event, order
 from serviceorders.consumers.store import IntakeStore
 from serviceorders.metrics import EngineMetrics
-from serviceorders.projections.db import ReadDb
 from serviceorders.settings import Settings
+from serviceorders.storage.db import ReadDb
 
 from .conftest import kafka_env, read_topic, wait_for
 

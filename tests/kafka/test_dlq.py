@@ -22,8 +22,8 @@ from serviceorders.consumers.kafka import Publisher, client_options
 from serviceorders.consumers.sample import create_event, envelope, order
 from serviceorders.consumers.store import IntakeStore
 from serviceorders.domain.order import order_id_for
-from serviceorders.projections.db import ReadDb
 from serviceorders.settings import Settings
+from serviceorders.storage.db import ReadDb
 
 from .conftest import kafka_env, read_topic, wait_for
 

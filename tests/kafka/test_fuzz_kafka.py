@@ -32,16 +32,16 @@ from hypothesis import HealthCheck, Phase, given, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
-from serviceorders import limits
 from serviceorders.bootstrap import build_application
 from serviceorders.consumers import envelope as env
 from serviceorders.consumers.kafka import client_options
 from serviceorders.consumers.sample import envelope, order
 from serviceorders.consumers.store import IntakeStore
 from serviceorders.domain.order import order_id_for
-from serviceorders.projections.db import ReadDb
 from serviceorders.settings import Settings
-from serviceorders.tmf641_in import MAX_TEXT
+from serviceorders.storage.db import ReadDb
+from serviceorders.support import limits
+from serviceorders.tmf.tmf641_in import MAX_TEXT
 
 from .conftest import read_topic, wait_for
 
@@ -325,7 +325,7 @@ def non_finite(draw: st.DrawFn) -> Fuzzed:
     return Fuzzed(f"number-{kind}", f"FUZZ-NF-{n}".encode(), value, category, reason=reason)
 
 
-# Strings over their bounds (serviceorders.limits, the envelope and TMF641 models): the
+# Strings over their bounds (serviceorders.support.limits, the envelope and TMF641 models): the
 # envelope's own fields, and the order's. Dead-lettered, the reason naming the field.
 OVER_BOUNDS = [
     (("eventId",), limits.MAX_ID, env.NOT_ENVELOPE, "eventId"),

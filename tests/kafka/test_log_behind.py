@@ -21,8 +21,8 @@ from serviceorders.consumers.kafka import ConsumerWorker, client_options, ensure
 from serviceorders.consumers.sample import create_event, order
 from serviceorders.consumers.store import IntakeStore, IntakeWrite, utcnow
 from serviceorders.domain.order import order_id_for
-from serviceorders.projections.db import ReadDb
 from serviceorders.settings import Settings
+from serviceorders.storage.db import ReadDb
 
 from .conftest import kafka_env, produce, spawn_consume, wait_for
 

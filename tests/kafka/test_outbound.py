@@ -23,9 +23,9 @@ from serviceorders.consumers.store import IntakeStore
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.order import order_id_for
 from serviceorders.domain.values import CommandContext, ItemState, OrderState, Role
-from serviceorders.projections.db import ReadDb
 from serviceorders.projections.notifications import notification_event_id
 from serviceorders.settings import Settings
+from serviceorders.storage.db import ReadDb
 
 from .conftest import Record, read_topic
 

@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, date, datetime
 
 import pytest
+from serviceorders.audit.pii import NONCE_BYTES, NONCES_PER_DRAW, Vault
 from serviceorders.domain.copying import replace
 from serviceorders.domain.values import (
     HeaderChange,
@@ -19,8 +20,7 @@ from serviceorders.domain.values import (
     Place,
     SpecRef,
 )
-from serviceorders.gcpause import gc_paused
-from serviceorders.pii import NONCE_BYTES, NONCES_PER_DRAW, Vault
+from serviceorders.support.gcpause import gc_paused
 
 pytestmark = pytest.mark.unit
 

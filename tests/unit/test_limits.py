@@ -21,12 +21,12 @@ import pytest
 from annotated_types import MaxLen
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from serviceorders import limits
 from serviceorders.consumers import envelope as env
+from serviceorders.support import limits
 
 # The door models: a value above a bound is refused before anything is written.
 DOOR_MODULES = (
-    "serviceorders.tmf641_in",
+    "serviceorders.tmf.tmf641_in",
     "serviceorders.api.workflow",
     "serviceorders.api.hub",
     "serviceorders.consumers.envelope",

@@ -1,4 +1,4 @@
-"""main/logs.py: the W3C traceparent parsing, the context filter, the two formats."""
+"""support/logs.py: the W3C traceparent parsing, the context filter, the two formats."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from serviceorders import logs
 from serviceorders.api.request_log import correlation_of
 from serviceorders.settings import Settings, SettingsError
+from serviceorders.support import logs
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
