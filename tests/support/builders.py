@@ -1,0 +1,160 @@
+"""Builders for tests: contexts, items, headers, orders (domain values and TMF641 bodies),
+and an application on the library's in-memory recorders.
+
+One place instead of a copy per test file: `from builders import ...` (pyproject puts
+tests/support on pytest's path). Every builder takes keyword overrides, so a test names
+only what matters to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from serviceorders.domain.application import ServiceOrders
+from serviceorders.domain.commands import ReceiveOrder
+from serviceorders.domain.privacy import TOKEN_PREFIX
+from serviceorders.domain.values import (
+    Channel,
+    CommandContext,
+    ItemAction,
+    OrderHeader,
+    OrderItem,
+    Party,
+    Place,
+    Role,
+    SpecRef,
+)
+
+# ------------------------------------------------------------------------ contexts
+
+
+def ctx(
+    actor: str = "alice", role: Role = Role.AGENT, channel: Channel = Channel.API, **kw: Any
+) -> CommandContext:
+    """Who acts, in which role, through which door (`correlation_id=...` etc. as keywords)."""
+    return CommandContext.for_actor(actor, role, channel, **kw)
+
+
+def upstream(actor: str = "crm", **kw: Any) -> CommandContext:
+    return ctx(actor, Role.UPSTREAM, Channel.KAFKA, **kw)
+
+
+def agent(actor: str = "alice", **kw: Any) -> CommandContext:
+    return ctx(actor, Role.AGENT, Channel.API, **kw)
+
+
+def manager(actor: str = "bob", **kw: Any) -> CommandContext:
+    return ctx(actor, Role.MANAGER, Channel.API, **kw)
+
+
+def fulfilment(actor: str = "fulfil-1", **kw: Any) -> CommandContext:
+    return ctx(actor, Role.FULFILMENT, Channel.KAFKA, **kw)
+
+
+def operator(actor: str = "ops", **kw: Any) -> CommandContext:
+    return ctx(actor, Role.OPERATOR, Channel.CLI, **kw)
+
+
+# --------------------------------------------------------------------------- items
+def item(item_id: str = "1", spec: str = "internet-access", **kw: Any) -> OrderItem:
+    """An item the default catalog accepts: internet access (bandwidth, fibre) at site-1,
+    or a managed router (`spec="managed-router"`); any field can be overridden."""
+    characteristics = {
+        "internet-access": {"bandwidthMbps": 100, "accessType": "fibre"},
+        "managed-router": {"model": "c1100"},
+    }.get(spec, {})
+    fields: dict[str, Any] = {
+        "action": ItemAction.ADD,
+        "specification": SpecRef(id=spec),
+        "characteristics": characteristics,
+        "place": Place(id="site-1"),
+    }
+    return OrderItem(id=item_id, **{**fields, **kw})
+
+
+def router(item_id: str = "2", **kw: Any) -> OrderItem:
+    return item(item_id, "managed-router", **kw)
+
+
+def items() -> list[OrderItem]:
+    """Internet access and a router that depends on it (one site)."""
+    return [item("1"), router("2", depends_on=("1",))]
+
+
+def header(external_id: str | None = "ext-1", **kw: Any) -> OrderHeader:
+    fields: dict[str, Any] = {"description": "two services"}
+    return OrderHeader(external_id=external_id, **{**fields, **kw})
+
+
+def customer(party_id: str = "CUST-1", name: str | None = "Acme") -> Party:
+    return Party(id=party_id, name=name, role="customer")
+
+
+def receive(
+    external_id: str | None = "ext-1", order_items: list[OrderItem] | None = None, **kw: Any
+) -> ReceiveOrder:
+    """The command of a complete order (`header(**kw)`, `items()` unless given)."""
+    return ReceiveOrder(header(external_id, **kw), tuple(order_items or items()))
+
+
+# ------------------------------------------------------------------ TMF641 bodies
+def order_body(
+    external_id: str | None = None, description: str = "small holes", **kw: Any
+) -> dict[str, Any]:
+    """A TMF641 ServiceOrderCreate body: one internet access item at site S1 for customer
+    CUST-1 (Acme); `externalId` only when given; other top-level fields as keywords."""
+    body: dict[str, Any] = {
+        "description": description,
+        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
+        "serviceOrderItem": [
+            {
+                "id": "1",
+                "action": "add",
+                "service": {
+                    "serviceSpecification": {"id": "internet-access"},
+                    "serviceCharacteristic": [
+                        {"name": "bandwidthMbps", "value": 100},
+                        {"name": "accessType", "value": "fibre"},
+                    ],
+                    "place": [{"id": "S1", "name": "Site one"}],
+                },
+            }
+        ],
+    }
+    if external_id:
+        body["externalId"] = external_id
+    body.update(kw)
+    return body
+
+
+# -------------------------------------------------------------------- application
+class MemorySealer:
+    """A reversible stand-in for the vault: `pii:1:<scope>:<n>` tokens kept in a dict."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.scopes: list[str] = []
+
+    def seal(self, scope: str, value: str) -> str:
+        token = f"{TOKEN_PREFIX}{scope}:{len(self.values)}"
+        self.values[token] = value
+        self.scopes.append(scope)
+        return token
+
+    def reveal(self, value: str) -> str:
+        return self.values.get(value, value)
+
+
+def memory_app(**kw: Any) -> ServiceOrders:
+    """The application on the library's in-memory (POPO) recorders: no database, no file.
+    Keywords go to ServiceOrders (four_eyes, sealer, catalog, snapshot_interval)."""
+    return ServiceOrders(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, **kw)
+
+
+def topics(app: ServiceOrders, order_id: UUID) -> list[str]:
+    """The stored events' class names, oldest first."""
+    return [
+        s.topic.removeprefix("serviceorders.order:")
+        for s in app.recorder.select_events(order_id)  # type: ignore[attr-defined]
+    ]
