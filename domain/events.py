@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .chain import event_hash
 from .copying import replace
+from .lifecycle import TARGET, Action
 from .values import (
     Actor,
     HeaderChange,
@@ -165,7 +166,7 @@ class OrderSubmitted(OrderEvent):
     flags: tuple[Problem, ...] = ()
 
     def apply(self, order: ServiceOrder) -> None:
-        order.state = OrderState.ACKNOWLEDGED
+        order.state = TARGET[Action.SUBMIT]
         order.flags = self.flags
         order.submitted_by = self.actor
         order.submitted_at = self.timestamp
@@ -176,7 +177,7 @@ class OrderApproved(OrderEvent):
     note: str | None = None
 
     def apply(self, order: ServiceOrder) -> None:
-        order.state = OrderState.IN_PROGRESS
+        order.state = TARGET[Action.APPROVE]
         order.decided_by = self.actor
         order.decided_at = self.timestamp
 
@@ -185,7 +186,7 @@ class OrderRejected(OrderEvent):
     reason: str
 
     def apply(self, order: ServiceOrder) -> None:
-        order.state = OrderState.REJECTED
+        order.state = TARGET[Action.REJECT]
         order.decided_by = self.actor
         order.decided_at = self.timestamp
         order.rejection_reason = self.reason
@@ -196,7 +197,7 @@ class OrderHeld(OrderEvent):
     reason: str
 
     def apply(self, order: ServiceOrder) -> None:
-        order.state = OrderState.HELD
+        order.state = TARGET[Action.HOLD]
         order.waiting_reason = self.reason
 
 
@@ -204,7 +205,7 @@ class OrderResumed(OrderEvent):
     note: str | None = None
 
     def apply(self, order: ServiceOrder) -> None:
-        order.state = OrderState.IN_PROGRESS
+        order.state = TARGET[Action.RESUME]
         order.waiting_reason = None
 
 
@@ -212,7 +213,7 @@ class InformationRequested(OrderEvent):
     information: str
 
     def apply(self, order: ServiceOrder) -> None:
-        order.state = OrderState.PENDING
+        order.state = TARGET[Action.REQUEST_INFORMATION]
         order.waiting_reason = self.information
 
 
@@ -220,7 +221,7 @@ class InformationProvided(OrderEvent):
     information: str
 
     def apply(self, order: ServiceOrder) -> None:
-        order.state = OrderState.IN_PROGRESS
+        order.state = TARGET[Action.PROVIDE_INFORMATION]
         order.waiting_reason = None
 
 
@@ -274,7 +275,7 @@ class CancellationRequested(OrderEvent):
 
     def apply(self, order: ServiceOrder) -> None:
         order.prior_state = self.prior_state
-        order.state = OrderState.ASSESSING_CANCELLATION
+        order.state = TARGET[Action.REQUEST_CANCELLATION]
         order.cancellation_request_id = self.request_id
         order.cancellation_reason = self.reason
         order.cancellation_requested_by = self.actor
@@ -285,7 +286,7 @@ class CancellationApproved(OrderEvent):
     note: str | None = None
 
     def apply(self, order: ServiceOrder) -> None:
-        order.state = OrderState.PENDING_CANCELLATION
+        order.state = TARGET[Action.APPROVE_CANCELLATION]
         order.prior_state = None
 
 
@@ -307,7 +308,7 @@ class OrderCancelled(OrderEvent):
     request_id: str | None = None
 
     def apply(self, order: ServiceOrder) -> None:
-        order.state = OrderState.CANCELLED
+        order.state = TARGET[Action.CANCEL]
         if self.reason:  # a direct cancellation's reason, or the request's
             order.cancellation_reason = self.reason
         order.items = {

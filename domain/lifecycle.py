@@ -64,9 +64,12 @@ ALLOWED_FROM: dict[Action, frozenset[OrderState]] = {
     Action.DELETE: frozenset({S.DRAFT, S.REJECTED, S.CANCELLED, S.COMPLETED, S.FAILED, S.PARTIAL}),
 }
 
+# action -> the state it moves the order to: the one source of each transition's target
+# (the events' `apply` in events.py reads it, so replaying stored events follows this table).
+# `receive` ends where `submit` does (it is recorded as drafted + submitted); the final states
+# completed / failed / partial follow from the items (`outcome`), not from an action.
 TARGET: dict[Action, OrderState] = {
     Action.SUBMIT: S.ACKNOWLEDGED,
-    Action.RECEIVE: S.ACKNOWLEDGED,
     Action.APPROVE: S.IN_PROGRESS,
     Action.REJECT: S.REJECTED,
     Action.HOLD: S.HELD,
