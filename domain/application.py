@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar, TypeAlias
@@ -193,7 +193,7 @@ class ServiceOrders(Application[UUID]):
         """
         outcome = UnitOfWork(self, single=True).apply(ctx, command, expected_version)
         if not isinstance(command, ReceiveOrder):
-            return replace(outcome, order=self._save(outcome.order))
+            return Outcome(self._save(outcome.order), outcome.created, outcome.request_id)
         try:
             self.save(outcome.order)
         except IntegrityError:
@@ -201,7 +201,7 @@ class ServiceOrders(Application[UUID]):
             if command.deterministic:  # created before, or concurrently through another door
                 return Outcome(self.get_order(order_id), created=False)
             raise ConcurrencyConflict(order_id, "the order id is taken") from None
-        return replace(outcome, order=self.unseal(outcome.order))
+        return Outcome(self.unseal(outcome.order), created=True)
 
     def unit_of_work(self, existing: Collection[UUID] | None = None) -> UnitOfWork:
         """Many commands over many orders, saved by one `commit` (one transaction): the
@@ -473,28 +473,6 @@ class UnitOfWork:
         self._single = single
         self._orders: dict[UUID, ServiceOrder | None] = {}  # None: known not to exist
         self._stored: dict[UUID, int] = {}  # the version each order had in the store
-        self._handlers: dict[type[Any], Callable[[CommandContext, Any, ServiceOrder], str | None]]
-        self._handlers = {
-            AddLine: self._add_line,
-            ConfigureLine: self._configure_line,
-            RemoveLine: self._remove_line,
-            Submit: self._submit,
-            Approve: self._approve,
-            Reject: self._reject,
-            Hold: self._hold,
-            Resume: self._resume,
-            RequestInformation: self._request_information,
-            ProvideInformation: self._provide_information,
-            ChangeItemStates: self._change_item_states,
-            ReachPointOfNoReturn: self._reach_point_of_no_return,
-            Revise: self._revise,
-            RequestCancellation: self._request_cancellation,
-            ApproveCancellation: self._approve_cancellation,
-            DenyCancellation: self._deny_cancellation,
-            Cancel: self._cancel,
-            AddNote: self._add_note,
-            Delete: self._delete,
-        }
 
     # ------------------------------------------------------------------ phases
     def apply(
@@ -513,7 +491,7 @@ class UnitOfWork:
                 return self._receive(ctx, command)
             return self._draft(ctx, command)
         try:
-            handler = self._handlers[type(command)]
+            handler = _HANDLERS[type(command)]
         except KeyError:
             raise TypeError(f"not a command: {type(command).__name__}") from None
         order = self.resolve(command.order_id)
@@ -521,7 +499,7 @@ class UnitOfWork:
             _check_version(order, expected_version)
         before = len(order.pending_events)
         try:
-            request_id = handler(ctx, command, order)
+            request_id = handler(self, ctx, command, order)
         except BaseException:
             if not self._single and len(order.pending_events) != before:
                 self._restore(order, before)
@@ -698,6 +676,32 @@ class UnitOfWork:
 
     def _delete(self, ctx: CommandContext, c: Delete, order: ServiceOrder) -> None:
         order.delete(ctx, c.reason)
+
+
+# command class -> its handler (a UnitOfWork method): one lookup per command.
+_HANDLERS: dict[
+    type[Any], Callable[[UnitOfWork, CommandContext, Any, ServiceOrder], str | None]
+] = {
+    AddLine: UnitOfWork._add_line,
+    ConfigureLine: UnitOfWork._configure_line,
+    RemoveLine: UnitOfWork._remove_line,
+    Submit: UnitOfWork._submit,
+    Approve: UnitOfWork._approve,
+    Reject: UnitOfWork._reject,
+    Hold: UnitOfWork._hold,
+    Resume: UnitOfWork._resume,
+    RequestInformation: UnitOfWork._request_information,
+    ProvideInformation: UnitOfWork._provide_information,
+    ChangeItemStates: UnitOfWork._change_item_states,
+    ReachPointOfNoReturn: UnitOfWork._reach_point_of_no_return,
+    Revise: UnitOfWork._revise,
+    RequestCancellation: UnitOfWork._request_cancellation,
+    ApproveCancellation: UnitOfWork._approve_cancellation,
+    DenyCancellation: UnitOfWork._deny_cancellation,
+    Cancel: UnitOfWork._cancel,
+    AddNote: UnitOfWork._add_note,
+    Delete: UnitOfWork._delete,
+}
 
 
 def _check_version(order: ServiceOrder, expected: int | Collection[int]) -> None:
