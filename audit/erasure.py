@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from serviceorders.audit.pii import CACHE_SECONDS, erase
-from serviceorders.bootstrap import event_mapper, open_read_db
-from serviceorders.projections.maintenance import rebuild
-from serviceorders.settings import Settings
+from serviceorders.storage.db import ReadDb
 
 
 @dataclass(frozen=True)
@@ -31,28 +29,29 @@ class Erasure:
 
 
 def erase_customer(
-    settings: Settings,
+    db: ReadDb,
     customer_id: str,
     actor: str,
     reason: str | None = None,
-    progress: Callable[[int], object] | None = None,
+    *,
+    rebuild: Callable[[ReadDb], object],
     wait: float = CACHE_SECONDS + 1.0,
 ) -> Erasure:
-    db = open_read_db(settings)
-    try:
-        rows = db.fetchall("SELECT id FROM order_summary WHERE customer_id = %s", (customer_id,))
-        orders = [UUID(str(r[0])) for r in rows]
-        had_key = erase(db, customer_id, actor, reason, len(orders))
-        deleted = 0
-        table = db.snapshots_table
-        for i in range(0, len(orders), 500):
-            chunk = orders[i : i + 500]
-            keys = [o if db.dialect == "postgres" else o.hex for o in chunk]
-            marks = ", ".join(["%s"] * len(keys))
-            cursor = db.execute(f"DELETE FROM {table} WHERE originator_id IN ({marks})", keys)
-            deleted += max(getattr(cursor, "rowcount", 0) or 0, 0)
-        time.sleep(wait)  # running processes cache a key for at most CACHE_SECONDS
-        rebuild(db, event_mapper(), progress=progress)
-    finally:
-        db.close()
+    """Erase the customer's personal data on `db` (steps 1 to 3 above). `rebuild` rebuilds
+    the read models from the log on that connection (the caller's projections, with its
+    progress bar): the audit room does not import the projections, which reveal sealed
+    values through `pii`."""
+    rows = db.fetchall("SELECT id FROM order_summary WHERE customer_id = %s", (customer_id,))
+    orders = [UUID(str(r[0])) for r in rows]
+    had_key = erase(db, customer_id, actor, reason, len(orders))
+    deleted = 0
+    table = db.snapshots_table
+    for i in range(0, len(orders), 500):
+        chunk = orders[i : i + 500]
+        keys = [o if db.dialect == "postgres" else o.hex for o in chunk]
+        marks = ", ".join(["%s"] * len(keys))
+        cursor = db.execute(f"DELETE FROM {table} WHERE originator_id IN ({marks})", keys)
+        deleted += max(getattr(cursor, "rowcount", 0) or 0, 0)
+    time.sleep(wait)  # running processes cache a key for at most CACHE_SECONDS
+    rebuild(db)
     return Erasure(customer_id, orders, had_key, deleted)

@@ -34,6 +34,7 @@ from serviceorders.domain.errors import InvalidCommand
 from serviceorders.domain.events import OrderEvent
 from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.values import Actor, OrderState, Source
+from serviceorders.support.isotime import iso_or_none, utc_iso
 from serviceorders.tmf.tmf641 import order_to_tmf641
 
 # Envelope fields of a stored event: shown apart, not as the event's data.
@@ -60,14 +61,10 @@ class HistoryQueryError(InvalidCommand):
 
 # ------------------------------------------------------------------------ values
 def iso(value: datetime | date | None) -> str | None:
-    """ISO 8601, UTC as `Z`; a naive date-time is UTC by convention."""
-    if value is None:
-        return None
+    """ISO 8601 (`support.isotime`), UTC as `Z`; a naive date-time is UTC by convention."""
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return value.isoformat()
+        return utc_iso(utc(value))
+    return iso_or_none(value)
 
 
 def utc(value: datetime) -> datetime:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from serviceorders.audit import verify
+from serviceorders.audit.verify import verify
 from serviceorders.bootstrap import event_mapper, open_read_db
 from serviceorders.projections.maintenance import rebuild
 from serviceorders.settings import Settings

@@ -68,8 +68,8 @@ def _release_1(db: ReadDb) -> None:
     """The schema as the releases before schema versions made it (up to 95cc90f): every
     table their `db init` created, by the same (idempotent) functions. On a database of
     such a release it finds everything in place and changes nothing."""
-    from serviceorders.audit import create_tables as audit
     from serviceorders.audit.access_log import create_tables as access_log
+    from serviceorders.audit.checkpoints import create_tables as audit
     from serviceorders.audit.pii import create_tables as pii
     from serviceorders.consumers.store import create_tables as intake
     from serviceorders.notifications.hub import create_tables as hub

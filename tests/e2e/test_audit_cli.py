@@ -12,7 +12,7 @@ from uuid import UUID
 
 import orjson
 import pytest
-from serviceorders.audit import Store
+from serviceorders.audit.store import Store
 from serviceorders.bootstrap import open_read_db
 from serviceorders.settings import Settings
 

@@ -18,17 +18,16 @@ from uuid import UUID
 
 import orjson
 import pytest
-from serviceorders.audit import (
+from serviceorders.audit.checkpoints import (
     Checkpointer,
-    Report,
-    Store,
     create_checkpoint,
-    export,
     export_checkpoints,
     load_checkpoints,
-    verify,
-    verify_file,
 )
+from serviceorders.audit.export import export
+from serviceorders.audit.report import Report
+from serviceorders.audit.store import Store
+from serviceorders.audit.verify import verify, verify_file
 from serviceorders.bootstrap import open_read_db
 from serviceorders.domain.chain import event_hash
 from serviceorders.domain.events import NoteAdded, OrderHeld
@@ -142,10 +141,19 @@ class World:
     orders: list[UUID]
 
     def verify(self, key: str | None = None, **kw: Any) -> Report:
-        return verify(self.make_settings(audit_hmac_key=key), **kw)
+        return on_own_db(self.settings, lambda db: verify(db, key=key, **kw))
 
     def checkpoint(self, key: str | None = None) -> Any:
-        return create_checkpoint(self.make_settings(audit_hmac_key=key))
+        return on_own_db(self.settings, lambda db: create_checkpoint(db, key=key))
+
+
+def on_own_db(settings: Settings, fn: Callable[[ReadDb], Any]) -> Any:
+    """`fn` on a connection of its own, as a separate `audit` process would run it."""
+    db = open_read_db(settings)
+    try:
+        return fn(db)
+    finally:
+        db.close()
 
 
 def build(app: Any, actors: Any, samples: Any, first: int, count: int) -> list[UUID]:
@@ -176,10 +184,10 @@ def world(
     db = open_read_db(settings)
     clear_audit_tables(db)
     orders = build(app, actors, samples, 0, ORDERS)
-    assert create_checkpoint(make_settings(audit_hmac_key=key)).seq == 1
+    assert on_own_db(settings, lambda db: create_checkpoint(db, key=key)).seq == 1
     for order_id in orders:
         advance(app, actors, order_id)
-    assert create_checkpoint(make_settings(audit_hmac_key=key)).seq == 2
+    assert on_own_db(settings, lambda db: create_checkpoint(db, key=key)).seq == 2
     try:
         yield World(settings, make_settings, app, db, Tamper(db), orders)
     finally:
@@ -377,7 +385,7 @@ def test_deleted_checkpoint(world: World) -> None:
 
 
 def test_a_checkpoint_refuses_to_bless_a_store_that_went_back(world: World) -> None:
-    from serviceorders.audit import AuditError
+    from serviceorders.audit.checkpoints import AuditError
 
     world.tamper.delete(world.orders[0], 6)
     world.tamper.insert(
@@ -471,7 +479,7 @@ def test_offline_verify_checks_the_key_and_an_anchor(world: World, tmp_path: Pat
 def test_checkpointer_runs_until_stopped(world: World, actors: Any, samples: Any) -> None:
     build(world.app, actors, samples, 100, 1)
     stopping = threading.Event()
-    checkpointer = Checkpointer(world.settings)
+    checkpointer = Checkpointer(lambda: open_read_db(world.settings))
     thread = checkpointer.start(stopping, interval=0.05)
     try:
         for _ in range(200):

@@ -1,0 +1,355 @@
+"""Checkpoints over the log (docs/audit.md): the tables, the record, creating one, the
+background checkpointer, and exporting them as an anchor.
+
+A checkpoint (`audit_checkpoint`) covers the log up to a position: the Merkle root over
+every order's chain head (order id, version, head hash) as of that position, chained to the
+previous checkpoint by digest and, with a key (`SERVICEORDERS_AUDIT_HMAC_KEY`), signed.
+`audit_checkpoint_head` keeps the heads that changed since the previous checkpoint, so that
+a mismatch names the order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac as hmac_lib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from serviceorders.audit.merkle import HeadTree, changes_digest, sha
+from serviceorders.audit.store import Store, as_order_id
+from serviceorders.domain.chain import GENESIS, canonical
+from serviceorders.storage.db import Busy, ReadDb, Table
+from serviceorders.support.isotime import now_iso
+
+log = logging.getLogger(__name__)
+
+FORMAT = "serviceorders-audit/1"
+ANCHOR_FORMAT = "serviceorders-audit-checkpoints/1"
+
+CHECKPOINTS = Table(
+    name="audit_checkpoint",
+    columns=(
+        ("seq", "bigint"),
+        ("created_at", "timestamptz"),
+        ("position", "bigint"),
+        ("order_count", "bigint"),
+        ("root", "text"),
+        ("changes_digest", "text"),
+        ("prev_digest", "text"),
+        ("digest", "text"),
+        ("hmac", "text"),
+    ),
+    primary_key=("seq",),
+)
+CHECKPOINT_HEADS = Table(
+    name="audit_checkpoint_head",
+    columns=(("seq", "bigint"), ("order_id", "uuid"), ("version", "bigint"), ("head_hash", "text")),
+    primary_key=("seq", "order_id"),
+    indexes={"order": ("order_id", "seq")},
+)
+TABLES = (CHECKPOINTS, CHECKPOINT_HEADS)
+
+Progress = Callable[[int], Any]
+
+
+class AuditError(Exception):
+    """The audit cannot proceed (e.g. a checkpoint would bless a store that went back)."""
+
+
+def create_tables(db: ReadDb) -> None:
+    """The audit's tables (idempotent); `serviceorders db init` calls this."""
+    with db.transaction():
+        for table in TABLES:
+            db.create_table(table)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int
+    created_at: str  # ISO 8601 UTC, microseconds
+    position: int  # the last log position covered (notification id / rowid)
+    order_count: int
+    root: str
+    changes_digest: str
+    prev_digest: str
+    digest: str
+    hmac: str | None = None
+    # the heads that changed since the previous checkpoint: (order id, version, head hash)
+    changes: tuple[tuple[str, int, str], ...] = field(default=(), compare=False, repr=False)
+    fresh: bool = field(default=False, compare=False)  # created by this call
+
+    def fields(self) -> dict[str, Any]:
+        """What the digest and the HMAC cover."""
+        return canonical_fields(
+            self.seq,
+            self.created_at,
+            self.position,
+            self.order_count,
+            self.root,
+            self.changes_digest,
+            self.prev_digest,
+        )
+
+    def to_json(self, *, with_changes: bool = False) -> dict[str, Any]:
+        data = {**self.fields(), "digest": self.digest, "hmac": self.hmac}
+        if with_changes:
+            data["changes"] = [list(c) for c in self.changes]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Checkpoint:
+        return cls(
+            seq=int(data["seq"]),
+            created_at=str(data["created_at"]),
+            position=int(data["position"]),
+            order_count=int(data["order_count"]),
+            root=str(data["root"]),
+            changes_digest=str(data["changes_digest"]),
+            prev_digest=str(data["prev_digest"]),
+            digest=str(data["digest"]),
+            hmac=data.get("hmac"),
+            changes=tuple((str(o), int(v), str(h)) for o, v, h in data.get("changes") or ()),
+        )
+
+
+def canonical_fields(
+    seq: int,
+    created_at: str,
+    position: int,
+    order_count: int,
+    root: str,
+    changes: str,
+    prev_digest: str,
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "seq": seq,
+        "created_at": created_at,
+        "position": position,
+        "order_count": order_count,
+        "root": root,
+        "changes_digest": changes,
+        "prev_digest": prev_digest,
+    }
+
+
+def checkpoint_digest(fields: dict[str, Any]) -> str:
+    return sha(canonical(fields))
+
+
+def checkpoint_hmac(key: str, fields: dict[str, Any]) -> str:
+    return hmac_lib.new(key.encode(), canonical(fields), hashlib.sha256).hexdigest()
+
+
+def load_checkpoints(db: ReadDb) -> list[Checkpoint]:
+    """Every stored checkpoint with its changed heads, in seq order."""
+    changes: dict[int, list[tuple[str, int, str]]] = {}
+    for seq, oid, version, head in db.fetchall(
+        "SELECT seq, order_id, version, head_hash FROM audit_checkpoint_head ORDER BY seq, order_id"
+    ):
+        changes.setdefault(int(seq), []).append((as_order_id(oid), int(version), head))
+    found = []
+    for row in db.fetchall(
+        "SELECT seq, created_at, position, order_count, root, "
+        "changes_digest, prev_digest, digest, hmac FROM audit_checkpoint "
+        "ORDER BY seq"
+    ):
+        seq, created, position, count, root, cdigest, prev, digest, mac = row
+        found.append(
+            Checkpoint(
+                seq=int(seq),
+                created_at=checkpoint_time(db.decode(created, "timestamptz")),
+                position=int(position),
+                order_count=int(count),
+                root=root,
+                changes_digest=cdigest,
+                prev_digest=prev,
+                digest=digest,
+                hmac=mac,
+                changes=tuple(changes.get(int(seq), ())),
+            )
+        )
+    return found
+
+
+def checkpoint_time(value: datetime) -> str:
+    """A checkpoint's `created_at` as its digest and HMAC cover it: UTC as `+00:00`, with
+    microseconds. A stored format, not the wire's (`support.isotime` writes `Z`): changing
+    it would break every checkpoint already recorded."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def create_checkpoint(
+    db: ReadDb, *, key: str | None = None, now: datetime | None = None
+) -> Checkpoint | None:
+    """Record a checkpoint over the log as it is now; returns it (`fresh=True`).
+
+    Nothing new since the latest checkpoint: returns that one (`fresh=False`), or None for
+    an empty store. Another process checkpointing at the same moment: returns None.
+    `key` signs it (HMAC-SHA256; the runtime passes `SERVICEORDERS_AUDIT_HMAC_KEY`).
+    Refuses (AuditError) when an order went back or vanished since the latest checkpoint:
+    that is tampering, and a checkpoint must not bless it."""
+    try:
+        with db.transaction(lock="audit_checkpoint"):
+            return _create(db, key, now or datetime.now(UTC))
+    except Busy:
+        return None
+
+
+def _create(db: ReadDb, key: str | None, now: datetime) -> Checkpoint | None:
+    store = Store(db)
+    checkpoints = load_checkpoints(db)
+    last = checkpoints[-1] if checkpoints else None
+    position = store.head()
+    if position == 0 or (last is not None and position <= last.position):
+        return last
+    recorded: dict[str, tuple[int, str]] = {}
+    for checkpoint in checkpoints:
+        for oid, version, head in checkpoint.changes:
+            recorded[oid] = (version, head)
+    heads = store.heads_as_of(position)
+    tree = HeadTree()
+    changes: list[tuple[str, int, str]] = []
+    wrong: list[str] = []
+    for oid, (version, maybe_head) in sorted(heads.items()):
+        if maybe_head is None:
+            wrong.append(f"order {oid}: head v{version} cannot be decoded")
+            continue
+        head = maybe_head
+        tree.set(oid, version, head)
+        before = recorded.get(oid)
+        if before == (version, head):
+            continue
+        if before is not None and version <= before[0]:
+            wrong.append(
+                f"order {oid}: head v{version} where checkpoint recorded v{before[0]}"
+                f" {'(another hash)' if version == before[0] else ''}".rstrip()
+            )
+        changes.append((oid, version, head))
+    wrong += [
+        f"order {oid}: missing (checkpoint recorded v{recorded[oid][0]})"
+        for oid in sorted(recorded.keys() - heads.keys())
+    ]
+    if wrong:
+        raise AuditError(
+            "refusing to checkpoint a store that contradicts the earlier "
+            "checkpoints; run `serviceorders audit verify`: " + "; ".join(wrong[:5])
+        )
+    seq = last.seq + 1 if last else 1
+    created_at = checkpoint_time(now)
+    fields = canonical_fields(
+        seq,
+        created_at,
+        position,
+        len(tree),
+        tree.root(),
+        changes_digest(changes),
+        last.digest if last else GENESIS,
+    )
+    checkpoint = Checkpoint(
+        seq=seq,
+        created_at=created_at,
+        position=position,
+        order_count=len(tree),
+        root=fields["root"],
+        changes_digest=fields["changes_digest"],
+        prev_digest=fields["prev_digest"],
+        digest=checkpoint_digest(fields),
+        hmac=checkpoint_hmac(key, fields) if key else None,
+        changes=tuple(changes),
+        fresh=True,
+    )
+    db.execute(
+        "INSERT INTO audit_checkpoint (seq, created_at, position, order_count, root, "
+        "changes_digest, prev_digest, digest, hmac) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            seq,
+            db.adapt(now, "timestamptz"),
+            position,
+            len(tree),
+            checkpoint.root,
+            checkpoint.changes_digest,
+            checkpoint.prev_digest,
+            checkpoint.digest,
+            checkpoint.hmac,
+        ),
+    )
+    if changes:
+        db.executemany(
+            "INSERT INTO audit_checkpoint_head (seq, order_id, version, head_hash) "
+            "VALUES (%s, %s, %s, %s)",
+            [(seq, db.adapt(UUID(oid), "uuid"), version, head) for oid, version, head in changes],
+        )
+    return checkpoint
+
+
+class Checkpointer:
+    """Creates a checkpoint every `interval` seconds until `stopping` is set.
+
+    Thread-friendly: `run` blocks (give it its own thread, or use `start`); errors are
+    logged and the next round goes on; one connection per round, from `connect`, signed
+    with `key` (the runtime passes its settings' values)."""
+
+    def __init__(
+        self, connect: Callable[[], ReadDb], *, key: str | None = None, interval: float = 300.0
+    ) -> None:
+        self.connect = connect
+        self.key = key
+        self.interval = interval
+        self.last: Checkpoint | None = None
+
+    def run_once(self) -> Checkpoint | None:
+        try:
+            db = self.connect()
+            try:
+                checkpoint = create_checkpoint(db, key=self.key)
+            finally:
+                db.close()
+        except Exception as e:  # the database went away, a refused checkpoint, ...
+            log.warning("audit checkpoint failed: %s: %s", type(e).__name__, e)
+            return None
+        if checkpoint is not None and checkpoint.fresh:
+            log.info(
+                "audit checkpoint %s at position %s: root %s",
+                checkpoint.seq,
+                checkpoint.position,
+                checkpoint.root[:16],
+            )
+            self.last = checkpoint
+        return checkpoint
+
+    def run(self, stopping: threading.Event, interval: float | None = None) -> None:
+        every = interval if interval is not None else self.interval
+        while not stopping.wait(every):
+            self.run_once()
+
+    def start(self, stopping: threading.Event, interval: float | None = None) -> threading.Thread:
+        from serviceorders.support.logs import worker as logged
+
+        thread = threading.Thread(
+            target=logged("audit checkpointer", self.run),
+            args=(stopping, interval),
+            name="audit-checkpointer",
+            daemon=True,
+        )
+        thread.start()
+        return thread
+
+
+def export_checkpoints(db: ReadDb, *, all_checkpoints: bool = False) -> dict[str, Any]:
+    """The latest checkpoint (or all) as JSON, to anchor outside the database."""
+    checkpoints = load_checkpoints(db)
+    chosen = checkpoints if all_checkpoints else checkpoints[-1:]
+    return {
+        "format": ANCHOR_FORMAT,
+        "exported_at": now_iso(),
+        "checkpoints": [c.to_json() for c in chosen],
+    }

@@ -1,0 +1,527 @@
+"""Verification (docs/audit.md): every order's hash chain recomputed from the stored rows
+(before any upcasting), every checkpoint (its digest chain, HMAC, and the Merkle root
+recomputed from the store as of the checkpoint's log position), an optional external
+anchor, and every snapshot against a replay of the events up to its version (`snapshots.py`).
+`verify_file` checks an `audit export` file without a database.
+"""
+
+from __future__ import annotations
+
+import hmac as hmac_lib
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from serviceorders.audit.checkpoints import (
+    Checkpoint,
+    checkpoint_digest,
+    checkpoint_hmac,
+    load_checkpoints,
+)
+from serviceorders.audit.merkle import HeadTree, changes_digest
+from serviceorders.audit.report import CheckpointProblem, OrderProblem, Report
+from serviceorders.audit.snapshots import SnapshotCheck
+from serviceorders.audit.store import Row, Store, as_order_id, stored_hash
+from serviceorders.domain.chain import GENESIS, event_hash
+from serviceorders.domain.codec import PydanticMapper
+from serviceorders.storage.db import ReadDb
+
+Progress = Callable[[int], Any]
+
+
+def _fits(order_id: str, row: Row, version: int | None = None, topic: str | None = None) -> bool:
+    head = stored_hash(row.state)
+    if head is None or row.state is None:
+        return False
+    at = row.version if version is None else version
+    return event_hash(topic or row.topic, order_id, at, row.state) == head
+
+
+def check_chain(order_id: str, rows: list[Row], *, from_start: bool = True) -> OrderProblem | None:
+    """The first place where the order's chain fails, classified; None if it verifies.
+
+    `rows` are in version order. Without `from_start` (a partial export) the chain is
+    checked from its first row on, whose link to earlier events cannot be checked."""
+    by_version = {r.version: r for r in rows}
+    expected = 1 if from_start or not rows else rows[0].version
+    previous = (
+        GENESIS if from_start or not rows else rows[0].state and rows[0].state.get("prev_hash")
+    )
+
+    def problem(version: int, kind: str, detail: str) -> OrderProblem:
+        return OrderProblem(order_id, version, kind, detail)
+
+    for row in rows:
+        ok = _fits(order_id, row)
+        origin = None if ok or row.state is None else _origin(order_id, row, rows)
+        copy = origin is not None and _fits(order_id, by_version[origin])
+        if row.version != expected:
+            if copy:
+                return problem(
+                    row.version,
+                    "inserted",
+                    f"v{row.version} is a copy of v{origin} (and v{expected}"
+                    f"..v{row.version - 1} are missing)",
+                )
+            if row.version < expected:
+                return problem(row.version, "inserted", f"v{row.version} appears twice")
+            missing = (
+                f"v{expected}"
+                if row.version == expected + 1
+                else f"v{expected}..v{row.version - 1}"
+            )
+            return problem(expected, "deleted", f"{missing} missing (next stored: v{row.version})")
+        if not ok:
+            if row.state is None:
+                return problem(row.version, "altered", "the stored state cannot be decoded")
+            if copy:
+                return problem(
+                    row.version,
+                    "inserted",
+                    f"v{row.version} is a copy of v{origin} stored under another version",
+                )
+            if origin is not None:
+                return problem(
+                    row.version, "reordered", f"v{row.version} holds the content of v{origin}"
+                )
+            return problem(
+                row.version, "altered", "the stored hash does not match the stored content"
+            )
+        if row.state.get("prev_hash") != previous:  # type: ignore[union-attr]
+            if row.version == 1:
+                return problem(1, "altered", "v1 does not start from the genesis hash (re-hashed)")
+            return problem(
+                row.version - 1,
+                "altered",
+                f"v{row.version}'s prev_hash does not link to v{row.version - 1}:"
+                f" v{row.version - 1} was re-hashed, or v{row.version} forged",
+            )
+        previous = row.state["hash"]  # type: ignore[index]
+        expected += 1
+    return None
+
+
+def _origin(order_id: str, row: Row, rows: list[Row]) -> int | None:
+    """The version a misplaced state was hashed for (another row of the same order)."""
+    for other in rows:
+        if other.version == row.version:
+            continue
+        for topic in {row.topic, other.topic}:
+            if _fits(order_id, row, other.version, topic):
+                return other.version
+    return None
+
+
+class _Verifier:
+    """One pass over an order-sorted row stream, then the checkpoints."""
+
+    def __init__(
+        self,
+        checkpoints: list[Checkpoint],
+        key: str | None,
+        *,
+        unsigned_up_to: int = 0,
+        scope: set[str] | None = None,
+        from_start: bool = True,
+    ) -> None:
+        self.report = Report(checkpoints=len(checkpoints))
+        self.checkpoints = checkpoints
+        self.key = key
+        self.unsigned_up_to = unsigned_up_to
+        self.scope = scope  # only these orders were exported (None: all)
+        self.from_start = from_start
+        running = 0
+        self.positions = []  # the covered position, never going back
+        for c in checkpoints:
+            running = max(running, c.position)
+            self.positions.append(running)
+        # checkpoint index -> order id -> the head (version, hash) from there on
+        self.changes: list[dict[str, tuple[int, str | None]]] = [{} for _ in checkpoints]
+        self.broken: dict[str, int] = {}  # order id -> first bad version (chain)
+
+    def order(self, order_id: str, rows: list[Row]) -> None:
+        self.report.orders += 1
+        self.report.events += len(rows)
+        problem = check_chain(order_id, rows, from_start=self.from_start)
+        if problem is not None:
+            self.report.order_problems.append(problem)
+            self.broken[order_id] = problem.version
+        if not self.checkpoints:
+            return
+        newest: dict[int, Row] = {}  # first covering checkpoint -> newest row it covers
+        for row in rows:
+            k = bisect_left(self.positions, row.position)
+            if k < len(self.positions):
+                newest[k] = row
+        top = 0
+        for k in sorted(newest):
+            row = newest[k]
+            if row.version > top:
+                top = row.version
+                self.changes[k][order_id] = (row.version, stored_hash(row.state))
+
+    def finish(self) -> Report:
+        self._checkpoint_chain()
+        self._checkpoint_heads()
+        return self.report
+
+    def _checkpoint_chain(self) -> None:
+        add = self.report.checkpoint_problems.append
+        self.unsound: set[int] = set()
+        previous_digest, previous_position = GENESIS, 0
+        for i, c in enumerate(self.checkpoints):
+            fields = c.fields()
+            if c.seq != i + 1:
+                add(
+                    CheckpointProblem(
+                        c.seq, "chain", f"expected seq {i + 1}: checkpoint(s) deleted or inserted"
+                    )
+                )
+            if checkpoint_digest(fields) != c.digest:
+                add(
+                    CheckpointProblem(
+                        c.seq,
+                        "digest",
+                        "the stored digest does not match the "
+                        "checkpoint's fields (the row was altered)",
+                    )
+                )
+                self.unsound.add(i)
+            if c.prev_digest != previous_digest:
+                add(
+                    CheckpointProblem(
+                        c.seq, "chain", "prev_digest does not link to the previous checkpoint"
+                    )
+                )
+            if changes_digest(c.changes) != c.changes_digest:
+                add(
+                    CheckpointProblem(
+                        c.seq,
+                        "changes",
+                        "the recorded changed heads "
+                        "(audit_checkpoint_head) do not match changes_digest",
+                    )
+                )
+                self.unsound.add(i)
+            if c.position < previous_position:
+                add(CheckpointProblem(c.seq, "position", "the position went backwards"))
+            if self.key:
+                if c.hmac is None:
+                    if c.seq > self.unsigned_up_to:
+                        add(
+                            CheckpointProblem(
+                                c.seq, "unsigned", "no HMAC although a key is configured"
+                            )
+                        )
+                        self.unsound.add(i)
+                elif not hmac_lib.compare_digest(checkpoint_hmac(self.key, fields), c.hmac):
+                    add(
+                        CheckpointProblem(
+                            c.seq,
+                            "hmac",
+                            "the HMAC does not match (forged, or signed with another key)",
+                        )
+                    )
+                    self.unsound.add(i)
+            previous_digest, previous_position = c.digest, c.position
+        if self.checkpoints and not self.key:
+            self.report.notes.append(
+                "no SERVICEORDERS_AUDIT_HMAC_KEY: checkpoint HMACs not "
+                "checked; a rewrite that also recomputes the checkpoints "
+                "is caught only by an external anchor"
+            )
+
+    def _checkpoint_heads(self) -> None:
+        tree = HeadTree()
+        recorded: dict[str, tuple[int, str]] = {}  # the checkpoints' heads so far
+        matched: dict[str, int] = {}  # the newest checkpointed version still matching
+        diverged: set[str] = set()  # orders whose heads differ from the checkpoints'
+        reported: set[str] = set()
+        whole = self.scope is None and self.from_start
+        for i, c in enumerate(self.checkpoints):
+            computed = self.changes[i]
+            for oid, (version, head) in computed.items():
+                tree.set(oid, version, head or "")
+            stored = {oid: (v, h) for oid, v, h in c.changes}
+            recorded.update(stored)
+            for oid in stored.keys() | computed.keys():
+                if tree.get(oid) == recorded.get(oid):
+                    diverged.discard(oid)
+                    matched[oid] = recorded[oid][0]
+                else:
+                    diverged.add(oid)
+            if i in self.unsound:
+                continue  # already reported; its heads are not evidence
+            differing = {
+                o for o in stored.keys() | computed.keys() if stored.get(o) != computed.get(o)
+            }
+            for oid in sorted(differing):
+                if oid in reported or (self.scope is not None and oid not in self.scope):
+                    continue
+                problem = self._compare(
+                    oid, tree.get(oid), recorded.get(oid), c, matched.get(oid, 0)
+                )
+                if problem is not None:
+                    reported.add(oid)
+                    self.report.order_problems.append(problem)
+            if not whole or diverged:
+                continue  # the differing orders explain the root and the count
+            if c.order_count != len(tree):
+                self.report.checkpoint_problems.append(
+                    CheckpointProblem(
+                        c.seq,
+                        "order_count",
+                        f"recorded {c.order_count} orders, the store has "
+                        f"{len(tree)} as of position {c.position}",
+                    )
+                )
+            if tree.root() != c.root:
+                self.report.checkpoint_problems.append(
+                    CheckpointProblem(
+                        c.seq,
+                        "root",
+                        "the Merkle root does not match the store's heads as of "
+                        f"position {c.position}",
+                    )
+                )
+
+    def _compare(
+        self,
+        oid: str,
+        now: tuple[int, str] | None,
+        then: tuple[int, str] | None,
+        c: Checkpoint,
+        matched: int,
+    ) -> OrderProblem | None:
+        where = f"checkpoint {c.seq} (position {c.position})"
+        if now is None and then is None:
+            return None
+        if now is None:
+            if not self.from_start or then is None:
+                return None  # a partial export need not hold it
+            return OrderProblem(
+                oid,
+                1,
+                "missing",
+                f"{where} recorded the order at v{then[0]}; the store has none of its events",
+            )
+        if then is None:
+            return OrderProblem(
+                oid,
+                1,
+                "inserted",
+                f"the order is not in {where}, yet the "
+                f"store has its v{now[0]} at or before that position",
+            )
+        if now[0] < then[0]:
+            return OrderProblem(
+                oid,
+                now[0] + 1,
+                "head_moved_back",
+                f"{where} recorded v{then[0]}; the store's newest is "
+                f"v{now[0]} (newest event(s) deleted)",
+            )
+        if now[0] > then[0]:
+            return OrderProblem(
+                oid,
+                then[0] + 1,
+                "inserted",
+                f"{where} recorded v{then[0]}; the store has v{now[0]} at or before that position",
+            )
+        if now[1] != then[1]:
+            if self.broken.get(oid, then[0] + 1) <= then[0]:
+                return None  # the broken chain explains it (e.g. an unreadable head)
+            return OrderProblem(
+                oid,
+                matched + 1,
+                "rewritten",
+                f"{where} recorded another hash for v{then[0]}: the chain "
+                f"was rewritten between v{matched + 1} and v{then[0]}",
+            )
+        return None
+
+
+def _by_order(rows: Iterable[Row]) -> Iterator[tuple[str, list[Row]]]:
+    current: str | None = None
+    group: list[Row] = []
+    for row in rows:
+        if row.order_id != current:
+            if group:
+                yield current, group  # type: ignore[misc]
+            current, group = row.order_id, []
+        group.append(row)
+    if group:
+        yield current, group  # type: ignore[misc]
+
+
+def verify(
+    db: ReadDb,
+    *,
+    key: str | None = None,
+    anchor: Path | None = None,
+    progress: Progress | None = None,
+    unsigned_up_to: int = 0,
+    snapshots: bool = True,
+    mapper: PydanticMapper | None = None,
+) -> Report:
+    """Verify every chain, checkpoint, the anchor (if given) and every snapshot.
+
+    `key` checks the checkpoints' HMACs (the runtime passes `SERVICEORDERS_AUDIT_HMAC_KEY`);
+    `mapper` decodes events and snapshots for the replay (default: the domain's codec)."""
+    store = Store(db)
+    checkpoints = load_checkpoints(db) if db.table_exists("audit_checkpoint") else []
+    verifier = _Verifier(checkpoints, key, unsigned_up_to=unsigned_up_to)
+    snaps = SnapshotCheck(store, mapper) if snapshots else None
+    for order_id, rows in _by_order(store.rows(keep_raw=snapshots)):
+        verifier.order(order_id, rows)
+        if snaps is not None:
+            snaps.order(order_id, rows, verifier.broken.get(order_id))
+        if progress:
+            progress(len(rows))
+    report = verifier.finish()
+    if snaps is not None:
+        snaps.finish(report)
+    else:
+        report.notes.append("snapshots not checked")
+    if not checkpoints:
+        report.notes.append(
+            "no checkpoints: deleting an order's newest events or a whole "
+            "order, or rewriting a chain consistently, cannot be detected"
+        )
+    elif store.head() > checkpoints[-1].position:
+        report.notes.append(
+            f"events after position {checkpoints[-1].position} (the "
+            f"latest checkpoint) are covered by no checkpoint yet"
+        )
+    if anchor is not None:
+        report.checkpoint_problems += check_anchor(checkpoints, load_anchor(anchor))
+    return report
+
+
+def load_anchor(path: Path) -> list[Checkpoint]:
+    """Checkpoints from an anchor: `audit anchor` JSON, one checkpoint object, a JSON list,
+    or an `audit export` JSONL file."""
+    text = path.read_text("utf-8")
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        data = [orjson.loads(line) for line in text.splitlines() if line.strip()]
+        data = [d for d in data if d.get("type") == "checkpoint"]
+    if isinstance(data, dict):
+        data = data.get("checkpoints", [data])
+    return [Checkpoint.from_json(d) for d in data]
+
+
+def check_anchor(stored: list[Checkpoint], anchored: list[Checkpoint]) -> list[CheckpointProblem]:
+    by_seq = {c.seq: c for c in stored}
+    problems = []
+    for a in anchored:
+        if checkpoint_digest(a.fields()) != a.digest:
+            problems.append(
+                CheckpointProblem(
+                    a.seq, "anchor", "the anchor's own digest does not match its fields"
+                )
+            )
+            continue
+        s = by_seq.get(a.seq)
+        if s is None:
+            problems.append(
+                CheckpointProblem(
+                    a.seq, "anchor", "the anchored checkpoint is missing from the store"
+                )
+            )
+        elif s.to_json() != a.to_json():
+            differ = [k for k, v in a.to_json().items() if s.to_json().get(k) != v]
+            problems.append(
+                CheckpointProblem(
+                    a.seq,
+                    "anchor",
+                    f"the stored checkpoint differs from the anchor in: {', '.join(differ)}",
+                )
+            )
+    return problems
+
+
+def verify_file(
+    path: Path,
+    *,
+    key: str | None = None,
+    anchor: Path | None = None,
+    unsigned_up_to: int = 0,
+    progress: Progress | None = None,
+) -> Report:
+    """Verify an `audit export` file offline: the chains it holds and its checkpoints."""
+    header: dict[str, Any] = {}
+    rows: list[Row] = []
+    checkpoints: list[Checkpoint] = []
+    bad_lines: list[str] = []
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            if progress:
+                progress(1)
+            if not line.strip():
+                continue
+            try:
+                data = orjson.loads(line)
+                kind = data.get("type")
+                if kind == "export":
+                    header = data
+                elif kind == "event":
+                    state = data.get("state")
+                    rows.append(
+                        Row(
+                            as_order_id(data["order_id"]),
+                            int(data["version"]),
+                            str(data["topic"]),
+                            state if isinstance(state, dict) else None,
+                            int(data["position"]),
+                        )
+                    )
+                elif kind == "checkpoint":
+                    checkpoints.append(Checkpoint.from_json(data))
+                else:
+                    bad_lines.append(f"line {number}: unknown type {kind!r}")
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+                bad_lines.append(f"line {number}: {type(e).__name__}: {e}")
+    rows.sort(key=lambda r: (r.order_id, r.version))
+    checkpoints.sort(key=lambda c: c.seq)
+    complete = bool(header.get("complete"))
+    by_order = list(_by_order(rows))
+    scope = None if header.get("order") is None else {as_order_id(header["order"])}
+    verifier = _Verifier(
+        checkpoints,
+        key,
+        unsigned_up_to=unsigned_up_to,
+        scope=scope,
+        from_start=header.get("since") is None,
+    )
+    for order_id, group in by_order:
+        verifier.order(order_id, group)
+    report = verifier.finish()
+    report.checkpoint_problems += [CheckpointProblem(0, "file", b) for b in bad_lines]
+    if not header:
+        report.checkpoint_problems.append(
+            CheckpointProblem(
+                0, "file", "no export header line: not an `audit export` file, or truncated"
+            )
+        )
+    report.notes.append("offline: snapshots are not exported and not checked")
+    if not complete:
+        if header.get("order"):
+            report.notes.append(
+                f"partial export (order {header['order']}): that order's chain and its heads "
+                "recorded in the checkpoints were checked, and every checkpoint's digest chain "
+                "and HMAC; the checkpoints' Merkle roots and order counts cannot be checked "
+                "(the other orders are not in the file)"
+            )
+        if header.get("since"):
+            report.notes.append(
+                f"partial export (since {header['since']}): each chain was checked from its "
+                "first exported event on; the link of that event to the earlier ones, deleted "
+                "events before it, the Merkle roots and order counts cannot be checked"
+            )
+    if anchor is not None:
+        report.checkpoint_problems += check_anchor(checkpoints, load_anchor(anchor))
+    return report
