@@ -1,6 +1,7 @@
 """The web console for agents and managers, served by the API server under /console:
-server-rendered pages (Jinja2) whose every action is a plain HTML form, calling the same
-application code as the API's workflow routes (docs/console.md)."""
+server-rendered pages (Jinja2) whose every action is a plain HTML form, parsed into a
+domain command and handed to the application's one door, `ServiceOrders.handle`, as every
+other door does (docs/console.md)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,11 @@
 configure or remove them, see every problem at once, submit.
 
 The forms are read into the API's own request models (`DraftCreate`, `ItemCreate`,
-`ItemChange`), so the limits are the API's; each command is one `ServiceOrders` use case
-(the application seals personal values before the domain sees them), then `ctx.sync()`.
+`ItemChange`, api/bodies.py), so the limits are the API's; each becomes a domain command
+(`DraftOrder`, `AddLine`, `ConfigureLine`, `RemoveLine`, `Submit`, `Delete`) handed to the
+application's one door (`web.handle`: it seals personal values before the domain sees
+them), then the read models are brought up to date. A refusal is shown on the form or the
+draft, answered from the one table (`Refusal.of`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from uuid import UUID
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from serviceorders.api.common import command_context, ctx_of, parse_uuid
+from serviceorders.api.bodies import DraftCreate, ItemChange, ItemCreate
+from serviceorders.api.common import ctx_of
 from serviceorders.api.console.forms import (
     characteristic_fields,
     field_errors,
@@ -28,14 +32,16 @@ from serviceorders.api.console.web import (
     Refusal,
     Visit,
     begin,
-    domain_status,
+    handle,
+    load,
     page,
     redirect,
     render,
     text,
 )
-from serviceorders.api.workflow import DraftCreate, ItemChange, ItemCreate, load, order_view
+from serviceorders.api.views import order_view
 from serviceorders.domain.catalog import ServiceSpecification
+from serviceorders.domain.commands import AddLine, Delete, RemoveLine, Submit
 from serviceorders.domain.errors import ConcurrencyConflict, DomainError, ValidationFailed
 from serviceorders.domain.order import ServiceOrder, order_id_for
 from serviceorders.domain.values import ItemAction, OrderItem, OrderState
@@ -78,7 +84,7 @@ def _draft_url(order_id: UUID) -> str:
 
 
 def _load_draft(request: Request, id: str) -> ServiceOrder:
-    order = load(request, parse_uuid(id, "draft"), "draft")
+    order = load(request, id, "draft")
     if order.deleted:
         raise Refusal(404, "Not found", f"draft {id} was discarded")
     return order
@@ -110,28 +116,29 @@ def create_draft(request: Request) -> Response:
         errors = {**field_errors(e, HEADER_NAMES), **errors}
     if errors:
         return render(current, "draft_new.html", status=400, values=values, errors=errors)
-    ctx = ctx_of(request)
     try:
-        order_id = ctx.app.draft_order(command_context(request), body.header())
-    except ConcurrencyConflict:  # the id derives from the external id: it is taken
-        taken = order_id_for(body.external_id)
+        order_id = handle(current, body.command()).order_id
+    except ConcurrencyConflict as e:  # the id derives from the external id: it is taken
+        # Shown on the field, with the API's status for a taken external id (409).
         return render(
             current,
             "draft_new.html",
             status=409,
             values=values,
-            taken=taken,
+            taken=order_id_for(body.external_id),
             errors={"externalId": "an order with this external id already exists"},
+            code=e.code,
         )
     except DomainError as e:
+        refusal = Refusal.of(e)
         return render(
             current,
             "draft_new.html",
-            status=domain_status(e)[0],
+            status=refusal.status,
             values=values,
-            errors={"_form": str(e)},
+            errors={"_form": refusal.message},
+            code=refusal.code,
         )
-    ctx.sync()
     return redirect(current, _draft_url(order_id))
 
 
@@ -178,14 +185,16 @@ NOTICES = {
 def submit(request: Request, id: str) -> Response:
     current = begin(request)
     order = _load_draft(request, id)
-    ctx = ctx_of(request)
     try:
-        ctx.app.submit(command_context(request), order.id)
-    except ValidationFailed as e:
-        return draft_page(current, _load_draft(request, id), 400, refused=e.problems)
+        handle(current, Submit(order.id))
+    except ValidationFailed as e:  # every problem listed
+        refused = Refusal.of(e)
+        return draft_page(
+            current, _load_draft(request, id), refused.status, refused=e.problems, refusal=refused
+        )
     except DomainError as e:
-        return draft_page(current, _load_draft(request, id), domain_status(e)[0], refusal=str(e))
-    ctx.sync()
+        refusal = Refusal.of(e)
+        return draft_page(current, _load_draft(request, id), refusal.status, refusal=refusal)
     return redirect(current, f"{PREFIX}/orders/{order.id}?done=submitted")
 
 
@@ -194,12 +203,11 @@ def submit(request: Request, id: str) -> Response:
 def discard(request: Request, id: str) -> Response:
     current = begin(request)
     order = _load_draft(request, id)
-    ctx = ctx_of(request)
     try:
-        ctx.app.delete(command_context(request), order.id, "draft discarded")
+        handle(current, Delete(order.id, "draft discarded"))
     except DomainError as e:
-        return draft_page(current, order, domain_status(e)[0], refusal=str(e))
-    ctx.sync()
+        refusal = Refusal.of(e)
+        return draft_page(current, order, refusal.status, refusal=refusal)
     return redirect(current, f"{PREFIX}/orders?state=draft")
 
 
@@ -230,8 +238,13 @@ def item_form(
     status: int = 200,
     errors: Mapping[str, str] | None = None,
     raw: Mapping[str, str] | None = None,
+    refusal: Refusal | None = None,
 ) -> Response:
+    """The item's form; with a `refusal` (the domain's), its status and its message above
+    the form, and its code on the page."""
     errors = dict(errors or {})
+    if refusal is not None:
+        status, errors["_form"] = refusal.status, refusal.message
     char_errors = {k.removeprefix("char."): v for k, v in errors.items() if k.startswith("char.")}
     values = item.characteristics if item else {}
     if raw is not None:
@@ -261,6 +274,7 @@ def item_form(
         actions=ACTIONS,
         chosen=shown.get("dependsOn[]", "").split("\n"),
         others=[i for i in order.items if item is None or i != item.id],
+        code=refusal.code if refusal else None,
     )
 
 
@@ -291,6 +305,12 @@ def _common_item_data(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str
     return data, errors
 
 
+def _default_checkbox(spec: ServiceSpecification, name: str, value: Any) -> bool:
+    """Whether `value` is a checkbox's value equal to the characteristic's default."""
+    char = spec.characteristic(name)
+    return isinstance(value, bool) and char is not None and char.default is value
+
+
 @router.post(PREFIX + "/drafts/{id}/items", include_in_schema=False)
 @page
 def add_item(request: Request, id: str) -> Response:
@@ -302,8 +322,8 @@ def add_item(request: Request, id: str) -> Response:
     values = {
         k: v
         for k, v in values.items()  # an untouched checkbox keeps the default
-        if not (isinstance(v, bool) and spec.characteristic(k).default is v)
-    }  # type: ignore[union-attr]
+        if not _default_checkbox(spec, k, v)
+    }
     data, errors = _common_item_data(form)
     data.update(
         {
@@ -321,12 +341,10 @@ def add_item(request: Request, id: str) -> Response:
         errors = {**field_errors(e, ITEM_NAMES), **errors}
     if errors:
         return item_form(current, order, spec, None, 400, errors, form)
-    ctx = ctx_of(request)
     try:
-        ctx.app.add_line(command_context(request), order.id, body.domain())
+        handle(current, AddLine(order.id, body.domain()))
     except DomainError as e:
-        return item_form(current, order, spec, None, domain_status(e)[0], {"_form": str(e)}, form)
-    ctx.sync()
+        return item_form(current, order, spec, None, refusal=Refusal.of(e), raw=form)
     return redirect(current, f"{_draft_url(order.id)}?done=added#item-{quote(body.id)}")
 
 
@@ -366,8 +384,8 @@ def configure_item(request: Request, id: str, item_id: str) -> Response:
         k: v
         for k, v in values.items()
         if not (k in had and type(had[k]) is type(v) and had[k] == v)
-        and not (k not in had and isinstance(v, bool) and spec.characteristic(k).default is v)
-    }  # type: ignore[union-attr]
+        and not (k not in had and _default_checkbox(spec, k, v))
+    }
     data, errors = _common_item_data(form)
     errors.update({f"char.{k}": v for k, v in char_errors.items()})
     change: dict[str, Any] = {
@@ -395,21 +413,10 @@ def configure_item(request: Request, id: str, item_id: str) -> Response:
         or body.depends_on is not None
     ):
         return redirect(current, f"{_draft_url(order.id)}?done=unchanged")
-    ctx = ctx_of(request)
     try:
-        ctx.app.configure_line(
-            command_context(request),
-            order.id,
-            item_id,
-            body.characteristics,
-            body.clear,
-            body.place.domain() if body.place else None,
-            body.quantity,
-            body.depends_on,
-        )
+        handle(current, body.command(order.id, item_id))
     except DomainError as e:
-        return item_form(current, order, spec, item, domain_status(e)[0], {"_form": str(e)}, form)
-    ctx.sync()
+        return item_form(current, order, spec, item, refusal=Refusal.of(e), raw=form)
     return redirect(current, f"{_draft_url(order.id)}?done=configured#item-{quote(item_id)}")
 
 
@@ -418,10 +425,9 @@ def configure_item(request: Request, id: str, item_id: str) -> Response:
 def remove_item(request: Request, id: str, item_id: str) -> Response:
     current = begin(request)
     order = _load_draft(request, id)
-    ctx = ctx_of(request)
     try:
-        ctx.app.remove_line(command_context(request), order.id, item_id)
+        handle(current, RemoveLine(order.id, item_id))
     except DomainError as e:
-        return draft_page(current, order, domain_status(e)[0], refusal=str(e))
-    ctx.sync()
+        refusal = Refusal.of(e)
+        return draft_page(current, order, refusal.status, refusal=refusal)
     return redirect(current, f"{_draft_url(order.id)}?done=removed")

@@ -13,11 +13,12 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date
 from typing import Any
 
 from pydantic import ValidationError
 from serviceorders.domain.catalog import CharacteristicSpec, ServiceSpecification, ValueType
+from serviceorders.support.isotime import iso, parse, utc_iso
 
 PREFIX = "char."  # form names of characteristics: char.<name>
 _INTEGER = re.compile(r"[+-]?\d{1,18}")
@@ -52,7 +53,7 @@ def _shown(value: Any, spec: CharacteristicSpec) -> str:
         return ""
     if spec.value_type is ValueType.DATETIME and isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            moment = parse(value)
         except ValueError:
             return value
         if moment.tzinfo is not None:
@@ -175,17 +176,17 @@ def _typed(char: CharacteristicSpec, raw: str) -> Any:
             return number
         case ValueType.DATE:
             try:
-                return date.fromisoformat(raw).isoformat()
+                return iso(date.fromisoformat(raw))
             except ValueError:
                 raise ValueError("must be a date (YYYY-MM-DD)") from None
         case ValueType.DATETIME:
             try:
-                moment = datetime.fromisoformat(raw)
+                moment = parse(raw)
             except ValueError:
                 raise ValueError("must be a date and time (YYYY-MM-DDTHH:MM)") from None
             if moment.tzinfo is None:  # the input has no zone: the console speaks UTC
                 moment = moment.replace(tzinfo=UTC)
-            return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            return utc_iso(moment)
     if len(raw) > 4000:
         raise ValueError("is longer than 4000 characters")
     return raw

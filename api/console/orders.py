@@ -1,37 +1,47 @@
 """Order search, an order's detail with its timeline, and the manager's decisions.
 
-Decisions run exactly as the API's (`workflow.load` + `workflow.execute`): the command runs
-on the order as loaded, after checking it is still the version the page showed (the form's
-`version`, the API's If-Match), and the store refuses the save if anyone wrote in between.
-Either way a late decision is shown as a plain conflict, not an error page.
+A decision is a domain command (`Approve`, `Reject`, `ApproveCancellation`,
+`DenyCancellation`) handed to the application's one door with the version the page showed
+(the form's `version`, as the API's If-Match): `StaleVersion` when the order moved since,
+and the store refuses the save if anyone wrote in between. Either way a late decision is
+shown as a plain conflict on the detail page, not an error page.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from serviceorders.api.common import command_context, ctx_of, parse_uuid
+from serviceorders.api.bodies import Body, NoteBody, ReasonBody
+from serviceorders.api.common import ctx_of
 from serviceorders.api.console.web import (
     PREFIX,
     Refusal,
     Visit,
     _when,
     begin,
-    domain_status,
+    handle,
+    load,
     page,
     query_of,
     redirect,
     render,
 )
-from serviceorders.api.workflow import NoteBody, ReasonBody, execute, load, order_view
+from serviceorders.api.views import order_view
 from serviceorders.audit import history
-from serviceorders.domain.errors import ConcurrencyConflict, DomainError, OrderNotFound
-from serviceorders.domain.lifecycle import Action
+from serviceorders.domain.commands import (
+    Approve,
+    ApproveCancellation,
+    DenyCancellation,
+    OrderCommand,
+    Reject,
+)
+from serviceorders.domain.errors import ConcurrencyConflict, DomainError, StaleVersion
 from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.values import OrderState
 from serviceorders.projections.queries import OrderFilter
@@ -94,7 +104,7 @@ def _offset(query: dict[str, str]) -> int:
 @page
 def order_detail(request: Request, id: str) -> Response:
     current = begin(request)
-    order = load(request, parse_uuid(id))
+    order = load(request, id)
     notice = DONE.get(request.query_params.get("done", ""))
     return detail(current, order, notice=notice)
 
@@ -134,47 +144,25 @@ def by_site(view: dict[str, Any]) -> list[tuple[dict[str, Any] | None, list[dict
 
 
 # ----------------------------------------------------------------- decisions
-Command = Callable[[ServiceOrder], Any]
+@dataclass(frozen=True)
+class Decision:
+    """A decision form: its text field, the API's body model that checks it (the text
+    required, `ReasonBody`, or optional, `NoteBody`), the command it makes, what is done."""
+
+    field: str
+    body: type[Body]
+    command: Callable[[UUID, str | None], OrderCommand]
+    done: str
 
 
-def _approve(request: Request, text: str | None) -> Command:
-    cmd, four_eyes = command_context(request), ctx_of(request).app.four_eyes
-    return lambda o: o.approve(cmd, text, four_eyes=four_eyes)
-
-
-def _reject(request: Request, text: str | None) -> Command:
-    cmd, four_eyes = command_context(request), ctx_of(request).app.four_eyes
-    return lambda o: o.reject(cmd, text or "", four_eyes=four_eyes)
-
-
-def _approve_cancellation(request: Request, text: str | None) -> Command:
-    cmd = command_context(request)
-    return lambda o: o.approve_cancellation(cmd, text)
-
-
-def _deny_cancellation(request: Request, text: str | None) -> Command:
-    cmd = command_context(request)
-    return lambda o: o.deny_cancellation(cmd, text or "")
-
-
-# decision -> (the action it is, the form field with its text, whether the text is
-# required (the API's ReasonBody) or optional (NoteBody), the command, what is done)
-DECISIONS: dict[str, tuple[Action, str, bool, Callable[[Request, str | None], Command], str]] = {
-    "approve": (Action.APPROVE, "note", False, _approve, "approved"),
-    "reject": (Action.REJECT, "reason", True, _reject, "rejected"),
-    "approve-cancellation": (
-        Action.APPROVE_CANCELLATION,
-        "note",
-        False,
-        _approve_cancellation,
-        "cancellation-approved",
+DECISIONS: dict[str, Decision] = {
+    "approve": Decision("note", NoteBody, Approve, "approved"),
+    "reject": Decision("reason", ReasonBody, lambda o, t: Reject(o, t or ""), "rejected"),
+    "approve-cancellation": Decision(
+        "note", NoteBody, ApproveCancellation, "cancellation-approved"
     ),
-    "deny-cancellation": (
-        Action.DENY_CANCELLATION,
-        "reason",
-        True,
-        _deny_cancellation,
-        "cancellation-denied",
+    "deny-cancellation": Decision(
+        "reason", ReasonBody, lambda o, t: DenyCancellation(o, t or ""), "cancellation-denied"
     ),
 }
 
@@ -183,14 +171,14 @@ DECISIONS: dict[str, tuple[Action, str, bool, Callable[[Request, str | None], Co
 @page
 def decide(request: Request, id: str, decision: str) -> Response:
     current = begin(request)
-    if decision not in DECISIONS:
+    chosen = DECISIONS.get(decision)
+    if chosen is None:
         raise Refusal(404, "Not found", f"there is no decision {decision!r}")
-    _, field, required, make_command, done = DECISIONS[decision]
-    order_id = parse_uuid(id)
-    order = load(request, order_id)
-    text = current.form.get(field, "").strip() or None
+    order = load(request, id)
+    text = current.form.get(chosen.field, "").strip() or None
+    required = chosen.body is ReasonBody
     try:
-        (ReasonBody if required else NoteBody).model_validate({field: text})
+        chosen.body.model_validate({chosen.field: text})
     except ValidationError as e:
         message = (
             "a reason is required"
@@ -200,26 +188,31 @@ def decide(request: Request, id: str, decision: str) -> Response:
         return detail(
             current, order, 400, form_errors={decision: message}, form_values={decision: text or ""}
         )
-    version = current.form.get("version", "")
-    if not version.isdigit() or int(version) != order.version:
-        return detail(current, order, 409, conflict=conflict_message(request, order, version))
+    # The version the page showed; anything else is no version the order can be at.
+    seen = current.form.get("version", "")
+    version = int(seen) if seen.isdigit() else frozenset[int]()
     try:
-        execute(request, order, make_command(request, text))
-    except ConcurrencyConflict:
-        fresh = load(request, order_id)
-        return detail(
-            current, fresh, 409, conflict=conflict_message(request, fresh, str(order.version))
-        )
-    except (DomainError, OrderNotFound) as e:
-        status, title = domain_status(e)
+        handle(current, chosen.command(order.id, text), version)
+    except ConcurrencyConflict as e:  # stale, or written between the check and the save
+        fresh = load(request, order.id)
+        stale = e if isinstance(e, StaleVersion) else StaleVersion(order.id, version, fresh.version)
         return detail(
             current,
-            load(request, order_id),
-            status,
-            refusal=(title, str(e)),
+            fresh,
+            Refusal.of(stale).status,
+            conflict=conflict_message(request, fresh, seen),
+            conflict_code=stale.code,
+        )
+    except DomainError as e:
+        refusal = Refusal.of(e)
+        return detail(
+            current,
+            load(request, order.id),
+            refusal.status,
+            refusal=refusal,
             form_values={decision: text or ""},
         )
-    return redirect(current, f"{PREFIX}/orders/{order_id}?done={done}")
+    return redirect(current, f"{PREFIX}/orders/{order.id}?done={chosen.done}")
 
 
 VERBS = {

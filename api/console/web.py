@@ -1,23 +1,26 @@
-"""Console plumbing: templates, the visit (session, actor, CSRF), form bodies, and the
-mapping of refusals to HTML pages (the console's edge, as `api/errors.py` is the API's)."""
+"""Console plumbing: templates, the visit (session, actor, CSRF), form bodies, the console's
+one write (`handle`: a domain command through `ServiceOrders.handle`) and the mapping of
+refusals to HTML pages from the one table, `answer_for` (the console's edge, as
+`api/errors.py` is the API's)."""
 
 from __future__ import annotations
 
 import functools
 import hmac
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
+from uuid import UUID
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from serviceorders.api.common import ctx_of
+from serviceorders.api.common import command_context, ctx_of
 from serviceorders.api.console.session import (
     COOKIE,
     Session,
@@ -29,16 +32,14 @@ from serviceorders.api.console.session import (
 from serviceorders.api.context import ApiContext
 from serviceorders.api.errors import ApiError
 from serviceorders.audit import access_log
-from serviceorders.domain.errors import (
-    DomainError,
-    IllegalTransition,
-    NotPermitted,
-    OrderNotFound,
-    UnknownItem,
-)
+from serviceorders.domain.application import Outcome
+from serviceorders.domain.commands import Command
+from serviceorders.domain.errors import DomainError, OrderNotFound, WriteTimeout, answer_for
 from serviceorders.domain.lifecycle import Action, may
+from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.values import Actor, Role
 from serviceorders.storage.db import ReadDb
+from serviceorders.support.isotime import iso, parse
 from serviceorders.support.limits import MAX_FORM_FIELD, MAX_ID
 from starlette.datastructures import URL
 
@@ -61,7 +62,7 @@ def _when(value: Any) -> str:
         return ""
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = parse(value)
         except ValueError:
             return value
     if isinstance(value, datetime):
@@ -69,7 +70,7 @@ def _when(value: Any) -> str:
             value = value.replace(tzinfo=UTC)
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if isinstance(value, date):
-        return value.isoformat()
+        return iso(value)
     return str(value)
 
 
@@ -92,11 +93,25 @@ templates.filters["pairs"] = lambda values: [(v, v) for v in values]
 
 # ------------------------------------------------------------------------ visits
 class Refusal(Exception):
-    """Ends a request with an HTML error page."""
+    """Ends a request with an HTML error page; also what a page shows of a refusal it
+    answers itself (a form shown again with the refusal above it). `code`: the domain
+    error's code, shown on the page (`data-code`), when the refusal is the domain's."""
 
-    def __init__(self, status: int, title: str, message: str) -> None:
+    def __init__(self, status: int, title: str, message: str, code: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.title, self.message = status, title, message
+        self.status, self.title, self.message, self.code = status, title, message, code
+
+    @classmethod
+    def of(cls, error: DomainError | WriteTimeout, message: str | None = None) -> Refusal:
+        """The console's answer to a domain error: status, title and message from the one
+        table (`answer_for`, domain/errors.py), so every door answers it alike."""
+        answer = answer_for(error)
+        return cls(
+            answer.console_status,
+            answer.console_title,
+            message or answer.message(error),
+            answer.code,
+        )
 
 
 class SignInNeeded(Exception):
@@ -319,7 +334,12 @@ def redirect(current: Visit, url: str) -> Response:
 
 
 def error_page(
-    request: Request, status: int, title: str, message: str, current: Visit | None = None
+    request: Request,
+    status: int,
+    title: str,
+    message: str,
+    current: Visit | None = None,
+    code: str | None = None,
 ) -> Response:
     html = templates.get_template("error.html").render(
         v=current,
@@ -329,6 +349,7 @@ def error_page(
         status=status,
         title=title,
         message=message,
+        code=code,
     )
     return finish(current, HTMLResponse(html, status_code=status), request)
 
@@ -343,20 +364,6 @@ def sign_in_redirect(request: Request, reason: str | None) -> Response:
     response = finish(None, RedirectResponse(str(url), status_code=303), request)
     response.delete_cookie(COOKIE, path=PREFIX)
     return response
-
-
-_DOMAIN_STATUS: list[tuple[type[DomainError], int, str]] = [
-    (NotPermitted, 403, "Not permitted"),
-    (OrderNotFound, 404, "Not found"),
-    (UnknownItem, 404, "Not found"),
-    (IllegalTransition, 409, "Not possible now"),
-]
-
-
-def domain_status(error: DomainError) -> tuple[int, str]:
-    return next(
-        ((s, t) for cls, s, t in _DOMAIN_STATUS if isinstance(error, cls)), (400, "Refused")
-    )
 
 
 def page(handler: Callable[..., Response]) -> Callable[..., Response]:
@@ -380,9 +387,7 @@ def page(handler: Callable[..., Response]) -> Callable[..., Response]:
                 "a moment.",
             )
         except Refusal as e:
-            return error_page(
-                request, e.status, e.title, e.message, getattr(request.state, "console_visit", None)
-            )
+            return _refusal_page(request, e)
         except ApiError as e:
             return error_page(
                 request,
@@ -390,11 +395,20 @@ def page(handler: Callable[..., Response]) -> Callable[..., Response]:
                 e.reason,
                 e.message or e.reason,
                 getattr(request.state, "console_visit", None),
+                e.code,
             )
         except DomainError as e:
-            status, title = domain_status(e)
+            return _refusal_page(request, Refusal.of(e))
+        except WriteTimeout as e:  # nothing was written; the same form may succeed again
+            log.warning("a console write ran out of time: %s", e)
+            answer = answer_for(e)
             return error_page(
-                request, status, title, str(e), getattr(request.state, "console_visit", None)
+                request,
+                answer.console_status,
+                answer.console_title,
+                "The server could not complete the request; it has been logged.",
+                getattr(request.state, "console_visit", None),
+                answer.code,
             )
         except Exception:
             log.exception("unexpected error in the console")
@@ -406,6 +420,13 @@ def page(handler: Callable[..., Response]) -> Callable[..., Response]:
             )
 
     return wrapped
+
+
+def _refusal_page(request: Request, refusal: Refusal) -> Response:
+    current = getattr(request.state, "console_visit", None)
+    return error_page(
+        request, refusal.status, refusal.title, refusal.message, current, refusal.code
+    )
 
 
 def begin(request: Request, *, signed_in: bool = True) -> Visit:
@@ -422,6 +443,30 @@ def link(path: str, **query: Any) -> str:
 
 
 templates.globals["link"] = link
+
+
+# ------------------------------------------------------------------ the one door
+def load(request: Request, id: str | UUID, what: str = "order") -> ServiceOrder:
+    """The order (or draft) a console URL names: a read. One that does not exist, or an id
+    that is no UUID, is the table's answer to OrderNotFound ("no draft <id>")."""
+    try:
+        return ctx_of(request).app.get_order(id if isinstance(id, UUID) else UUID(id))
+    except (ValueError, OrderNotFound):
+        raise Refusal.of(OrderNotFound(str(id)), f"no {what} {id}") from None
+
+
+def handle(
+    current: Visit, command: Command, version: int | Collection[int] | None = None
+) -> Outcome:
+    """Every console write: `command` through the application's one door as the signed-in
+    actor, checked against `version` (the form's: StaleVersion when the order moved since
+    the page was shown), then the read models brought up to date. Sealing personal data,
+    four-eyes and the store's conflicts are the application's; refusals are raised."""
+    ctx = ctx_of(current.request)
+    context = command_context(current.request)
+    outcome = ctx.app.handle(context, command, expected_version=version)
+    ctx.sync()
+    return outcome
 
 
 def text(form: Mapping[str, str], name: str) -> str | None:

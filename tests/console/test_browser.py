@@ -40,6 +40,7 @@ from serviceorders.api.app import create_app
 from serviceorders.api.auth import ApiKey, Authenticator
 from serviceorders.api.context import ApiContext
 from serviceorders.bootstrap import init_database
+from serviceorders.domain.commands import ReceiveOrder
 from serviceorders.domain.values import (
     Channel,
     CommandContext,
@@ -306,9 +307,8 @@ def received_order(live: Live, customer: str) -> UUID:
         characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
         place=Place(id="S1", name="Depot"),
     )
-    order_id, _ = live.ctx.app.receive_order(
-        CommandContext.for_actor("crm", Role.UPSTREAM, Channel.API), header, [item]
-    )
+    upstream = CommandContext.for_actor("crm", Role.UPSTREAM, Channel.API)
+    order_id = live.ctx.app.handle(upstream, ReceiveOrder(header, (item,))).order_id
     live.ctx.sync()
     return order_id
 

@@ -26,6 +26,8 @@ from serviceorders.api.console.session import (
 )
 from serviceorders.api.console.web import session_store
 from serviceorders.bootstrap import open_read_db
+from serviceorders.domain.commands import ReceiveOrder, RequestCancellation
+from serviceorders.domain.errors import ANSWERS
 from serviceorders.domain.values import (
     Channel,
     CommandContext,
@@ -59,7 +61,7 @@ def received_order(
         characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
         place=Place(id=site, name="Site"),
     )
-    order_id, _ = ctx.app.receive_order(UPSTREAM, header, [item])
+    order_id = ctx.app.handle(UPSTREAM, ReceiveOrder(header, (item,))).order_id
     ctx.sync()
     return order_id
 
@@ -522,7 +524,7 @@ def test_four_eyes_is_the_domain_s_refusal(console: Any) -> None:
 
 def test_cancellation_requests_are_decided_on_the_detail_page(console: Any) -> None:
     order_id = received_order(console.ctx)
-    console.ctx.app.request_cancellation(UPSTREAM, order_id, "customer moved")
+    console.ctx.app.handle(UPSTREAM, RequestCancellation(order_id, "customer moved"))
     console.ctx.sync()
     console.sign_in("manager")
     queue = console.get("/console/queue?kind=cancellation")
@@ -536,6 +538,54 @@ def test_cancellation_requests_are_decided_on_the_detail_page(console: Any) -> N
     )
     assert response.status_code == 200 and "cancellation is denied" in response.text
     assert state_of(console.ctx, order_id) == "acknowledged"
+
+
+def assert_answered(response: Any, code: str, *, title: bool = True) -> None:
+    """The page answers the refusal as the one table says (`ANSWERS`, domain/errors.py):
+    its console status and title, and the error's code on the page, as an attribute of the
+    alert and in its text."""
+    answer = ANSWERS[code]
+    shown = text_of(response.text)
+    assert response.status_code == answer.console_status, (code, response.status_code, shown)
+    assert f'data-code="{code}"' in response.text, shown
+    assert f"Code {code}" in shown, shown
+    if title:
+        assert answer.console_title in shown, shown
+
+
+def test_refusals_are_answered_from_the_one_table_with_their_code_on_the_page(
+    console: Any,
+) -> None:
+    order_id = received_order(console.ctx)
+    approve = f"/console/orders/{order_id}/approve"
+    console.sign_in("agent")
+    console.get(f"/console/orders/{order_id}")
+    version = console.ctx.app.get_order(order_id).version
+    assert_answered(console.post(approve, {"version": str(version)}), "not_permitted")
+
+    console.sign_in("manager")
+    console.get(f"/console/orders/{order_id}")
+    stale = console.post(approve, {"version": str(version + 5)})
+    assert_answered(stale, "precondition_failed", title=False)
+    assert "Someone else decided first" in stale.text
+    console.get(f"/console/orders/{order_id}")
+    assert console.post(approve, {"version": str(version)}).status_code == 200
+    version = console.ctx.app.get_order(order_id).version
+    console.get(f"/console/orders/{order_id}")
+    again = console.post(approve, {"version": str(version)})
+    assert_answered(again, "illegal_transition")
+    assert state_of(console.ctx, order_id) == "inProgress"
+
+    for missing in (f"/console/orders/{uuid4()}", "/console/orders/nope"):
+        assert_answered(console.get(missing), "order_not_found")
+
+    console.get("/console/drafts/new")
+    draft_path = console.post("/console/drafts", {"customerId": "C-CODE"}).url.path
+    console.get(f"{draft_path}/items/new?spec=internet-access")
+    console.post(f"{draft_path}/items", {"spec": "internet-access", "itemId": "1"})
+    refused = console.post(f"{draft_path}/submit")
+    assert_answered(refused, "validation_failed", title=False)
+    assert "cannot be submitted yet" in refused.text
 
 
 # ------------------------------------------------------------------- capture
