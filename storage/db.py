@@ -16,14 +16,35 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
 import orjson
 import psycopg
 from psycopg import pq
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
-from serviceorders.settings import DatabaseConfig
+
+
+class ConnectionConfig(Protocol):
+    """Where the database is: what `ReadDb.connect` reads. The runtime's settings
+    (`serviceorders.settings.DatabaseConfig`) is one; storage takes the values and does
+    not import the runtime."""
+
+    @property
+    def kind(self) -> Literal["postgres", "sqlite"]: ...
+    @property
+    def dbname(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+    @property
+    def options(self) -> dict[str, str]: ...
+
 
 PING_AFTER_IDLE_SECONDS = 10.0  # PostgresDb.alive
 # Work that needs the database while it restarts (reconnect_attempts): the first try, then
@@ -93,7 +114,7 @@ class ReadDb:
     log_position: str
 
     @staticmethod
-    def connect(config: DatabaseConfig, lock_timeout_seconds: int = 5) -> ReadDb:
+    def connect(config: ConnectionConfig, lock_timeout_seconds: int = 5) -> ReadDb:
         if config.kind == "postgres":
             return PostgresDb(config, lock_timeout_seconds)
         return SqliteDb(config, lock_timeout_seconds)
@@ -101,10 +122,14 @@ class ReadDb:
     # -- to implement
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
     def transaction(self, lock: str | None = None) -> Any: ...
     def close(self) -> None: ...
-    def table_exists(self, name: str) -> bool: ...
+    def table_exists(self, name: str) -> bool:
+        raise NotImplementedError
+
     def rename_table(self, old: str, new: str) -> None: ...
     def rename_index(self, table: Table, old: str, new: str) -> None: ...
     def adapt(self, value: Any, kind: str) -> Any: ...
@@ -364,7 +389,8 @@ class PostgresDb(ReadDb):
     # Bulk writes of more rows than this go through binary COPY; fewer, one statement.
     copy_above = 40
 
-    def __init__(self, config: DatabaseConfig, lock_timeout_seconds: int) -> None:
+    def __init__(self, config: ConnectionConfig, lock_timeout_seconds: int) -> None:
+        options: dict[str, Any] = dict(config.options)  # libpq keywords (sslmode, ...)
         self.conn = psycopg.connect(
             host=config.host,
             port=config.port,
@@ -373,7 +399,7 @@ class PostgresDb(ReadDb):
             password=config.password or None,
             autocommit=True,
             connect_timeout=10,
-            **config.options,
+            **options,
         )
         self.lock_timeout = lock_timeout_seconds
         # orjson for json / jsonb on this connection (parameters, COPY and results):
@@ -569,7 +595,7 @@ class SqliteDb(ReadDb):
     events_table, snapshots_table = "stored_events", "stored_snapshots"
     log_position = "rowid"
 
-    def __init__(self, config: DatabaseConfig, lock_timeout_seconds: int) -> None:
+    def __init__(self, config: ConnectionConfig, lock_timeout_seconds: int) -> None:
         self.conn = sqlite3.connect(
             config.dbname,
             timeout=lock_timeout_seconds,
