@@ -145,9 +145,10 @@ def by_site(view: dict[str, Any]) -> list[tuple[dict[str, Any] | None, list[dict
 
 # ----------------------------------------------------------------- decisions
 @dataclass(frozen=True)
-class Decision:
-    """A decision form: its text field, the API's body model that checks it (the text
-    required, `ReasonBody`, or optional, `NoteBody`), the command it makes, what is done."""
+class DecisionForm:
+    """How a decision's form is parsed into its domain command: the form's text field, the
+    API's body model that checks it (the text required, `ReasonBody`, or optional,
+    `NoteBody`), the command it makes (run by `ServiceOrders.handle`), what is done."""
 
     field: str
     body: type[Body]
@@ -155,13 +156,13 @@ class Decision:
     done: str
 
 
-DECISIONS: dict[str, Decision] = {
-    "approve": Decision("note", NoteBody, Approve, "approved"),
-    "reject": Decision("reason", ReasonBody, lambda o, t: Reject(o, t or ""), "rejected"),
-    "approve-cancellation": Decision(
+DECISION_FORMS: dict[str, DecisionForm] = {
+    "approve": DecisionForm("note", NoteBody, Approve, "approved"),
+    "reject": DecisionForm("reason", ReasonBody, lambda o, t: Reject(o, t or ""), "rejected"),
+    "approve-cancellation": DecisionForm(
         "note", NoteBody, ApproveCancellation, "cancellation-approved"
     ),
-    "deny-cancellation": Decision(
+    "deny-cancellation": DecisionForm(
         "reason", ReasonBody, lambda o, t: DenyCancellation(o, t or ""), "cancellation-denied"
     ),
 }
@@ -171,7 +172,7 @@ DECISIONS: dict[str, Decision] = {
 @page
 def decide(request: Request, id: str, decision: str) -> Response:
     current = begin(request)
-    chosen = DECISIONS.get(decision)
+    chosen = DECISION_FORMS.get(decision)
     if chosen is None:
         raise Refusal(404, "Not found", f"there is no decision {decision!r}")
     order = load(request, id)
