@@ -27,7 +27,7 @@ from serviceorders.api.console.session import (
 from serviceorders.api.console.web import session_store
 from serviceorders.bootstrap import open_read_db
 from serviceorders.domain.commands import ReceiveOrder, RequestCancellation
-from serviceorders.domain.errors import ANSWERS
+from serviceorders.domain.errors import ANSWERS, WriteTimeout
 from serviceorders.domain.values import (
     Channel,
     CommandContext,
@@ -586,6 +586,25 @@ def test_refusals_are_answered_from_the_one_table_with_their_code_on_the_page(
     refused = console.post(f"{draft_path}/submit")
     assert_answered(refused, "validation_failed", title=False)
     assert "cannot be submitted yet" in refused.text
+
+
+def test_a_write_that_ran_out_of_time_is_the_table_s_answer(
+    console: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order_id = received_order(console.ctx)
+    console.sign_in("manager")
+    page = console.get(f"/console/orders/{order_id}")
+    version = re.search(r'name="version" value="(\d+)"', page.text).group(1)
+
+    def timed_out(*args: Any, **kwargs: Any) -> Any:
+        raise WriteTimeout("the write transaction ran over its bound")
+
+    monkeypatch.setattr(console.ctx.app, "handle", timed_out)
+    response = console.post(f"/console/orders/{order_id}/approve", {"version": version})
+    assert_answered(response, "write_timeout")
+    assert "Traceback" not in response.text and "ran over its bound" not in response.text
+    monkeypatch.undo()
+    assert state_of(console.ctx, order_id) == "acknowledged"
 
 
 # ------------------------------------------------------------------- capture
