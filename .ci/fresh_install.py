@@ -31,6 +31,9 @@ Usage:
                                                        # path's virtualenv after the install
                                                        # (the check must then fail)
     python3 .ci/fresh_install.py --print-command test  # the README's test command (.ci/run)
+    python3 .ci/fresh_install.py --print-command test-install
+                                     # its install part, up to `&& python3 -m pytest`: .ci/run
+                                     # runs the static tools in that virtualenv before the suite
 
 Exit status 0 when every step passed; 1 with `fresh install FAILED at <step>: <first error
 line>` as the first line on stderr, followed by the failing step's output.
@@ -190,6 +193,17 @@ def split_first_command(command: str) -> tuple[str, list[str]]:
             f"the virtualenv it creates (e.g. .venv/bin/serviceorders): {argv[0]!r}",
         )
     return install.strip(), argv
+
+
+def split_test_command(command: str) -> str:
+    """The test command's install part: everything before its last `&& python3 -m pytest`
+    (.ci/run installs, runs the static tools in that virtualenv, then the whole command)."""
+    install, sep, pytest = command.rpartition("&&")
+    if not sep or pytest.strip() != "python3 -m pytest":
+        raise CheckFailed(
+            "README", f"the test command does not end with `&& python3 -m pytest`: {command!r}"
+        )
+    return install.strip()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -591,15 +605,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
         "--print-command",
-        choices=("first", "test"),
-        help="print the README's first or test command and exit",
+        choices=("first", "test", "test-install"),
+        help="print the README's first or test command, or the test command's install part "
+        "(up to its last `&&`), and exit",
     )
     args = parser.parse_args(argv)
 
     try:
         if args.print_command:
             first, test = readme_commands(args.source / "README.md")
-            print(first if args.print_command == "first" else test)
+            chosen = {"first": first, "test": test, "test-install": None}[args.print_command]
+            print(chosen if chosen is not None else split_test_command(test))
             return 0
         steps = [s.strip() for s in args.steps.split(",") if s.strip()]
         unknown = set(steps) - {"readme", "wheel"}
