@@ -24,6 +24,8 @@ from uuid import UUID
 
 import pytest
 import uvicorn
+from builders import ctx as command_ctx
+from builders import header, item
 from selenium import webdriver
 from selenium.common.exceptions import (
     StaleElementReferenceException,
@@ -41,17 +43,7 @@ from serviceorders.api.auth import ApiKey, Authenticator
 from serviceorders.api.context import ApiContext
 from serviceorders.bootstrap import init_database
 from serviceorders.domain.commands import ReceiveOrder
-from serviceorders.domain.values import (
-    Channel,
-    CommandContext,
-    ItemAction,
-    OrderHeader,
-    OrderItem,
-    Party,
-    Place,
-    Role,
-    SpecRef,
-)
+from serviceorders.domain.values import Party, Place, Role
 from serviceorders.projections.queries import OrderFilter
 from serviceorders.settings import Settings
 
@@ -295,20 +287,16 @@ def open_from_queue(driver: WebDriver, live: Live, field: str, value: str, order
 
 
 def received_order(live: Live, customer: str) -> UUID:
-    header = OrderHeader(
-        external_id=f"UP-{customer}",
-        priority="2",
-        related_parties=(Party(id=customer, name="Upstream Co"),),
+    command = ReceiveOrder(
+        header(
+            f"UP-{customer}",
+            description=None,
+            priority="2",
+            related_parties=(Party(id=customer, name="Upstream Co"),),
+        ),
+        (item("1", place=Place(id="S1", name="Depot")),),
     )
-    item = OrderItem(
-        id="1",
-        action=ItemAction.ADD,
-        specification=SpecRef(id="internet-access"),
-        characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
-        place=Place(id="S1", name="Depot"),
-    )
-    upstream = CommandContext.for_actor("crm", Role.UPSTREAM, Channel.API)
-    order_id = live.ctx.app.handle(upstream, ReceiveOrder(header, (item,))).order_id
+    order_id = live.ctx.app.handle(command_ctx("crm", Role.UPSTREAM), command).order_id
     live.ctx.sync()
     return order_id
 

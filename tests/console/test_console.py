@@ -16,6 +16,8 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from builders import ctx as command_ctx
+from builders import header, item
 from fastapi.testclient import TestClient
 from serviceorders.api.console.session import (
     COOKIE,
@@ -28,40 +30,27 @@ from serviceorders.api.console.web import session_store
 from serviceorders.bootstrap import open_read_db
 from serviceorders.domain.commands import ReceiveOrder, RequestCancellation
 from serviceorders.domain.errors import ANSWERS, WriteTimeout
-from serviceorders.domain.values import (
-    Channel,
-    CommandContext,
-    ItemAction,
-    OrderHeader,
-    OrderItem,
-    Party,
-    Place,
-    Role,
-    SpecRef,
-)
+from serviceorders.domain.values import Party, Place, Role
 from serviceorders.projections.queries import OrderFilter
 from serviceorders.settings import Settings, SettingsError
 
-UPSTREAM = CommandContext.for_actor("crm", Role.UPSTREAM, Channel.API)
+UPSTREAM = command_ctx("crm", Role.UPSTREAM)
 
 
 def received_order(
     ctx: Any, customer: str = "CUST-1", site: str = "S1", external_id: str | None = None
 ) -> UUID:
     """An order in `acknowledged` (in the review queue), made through the application."""
-    header = OrderHeader(
-        external_id=external_id or f"ext-{uuid4().hex[:8]}",
-        priority="2",
-        related_parties=(Party(id=customer, name="Acme"),),
+    command = ReceiveOrder(
+        header(
+            external_id or f"ext-{uuid4().hex[:8]}",
+            description=None,
+            priority="2",
+            related_parties=(Party(id=customer, name="Acme"),),
+        ),
+        (item("1", place=Place(id=site, name="Site")),),
     )
-    item = OrderItem(
-        id="1",
-        action=ItemAction.ADD,
-        specification=SpecRef(id="internet-access"),
-        characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
-        place=Place(id=site, name="Site"),
-    )
-    order_id = ctx.app.handle(UPSTREAM, ReceiveOrder(header, (item,))).order_id
+    order_id = ctx.app.handle(UPSTREAM, command).order_id
     ctx.sync()
     return order_id
 
