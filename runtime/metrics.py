@@ -242,7 +242,7 @@ class DatabaseCollector(Collector):
                 backlog.add_metric(["notification_outbox"], _notifications_backlog(db))
             yield backlog
         if self.hub:
-            from serviceorders.notifications.hub import HubStore
+            from serviceorders.notifications.store import HubStore
 
             hub = GaugeMetricFamily(
                 f"{PREFIX}_hub_backlog",

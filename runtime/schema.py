@@ -72,7 +72,7 @@ def _release_1(db: ReadDb) -> None:
     from serviceorders.audit.checkpoints import create_tables as audit
     from serviceorders.audit.pii import create_tables as pii
     from serviceorders.consumers.store import create_tables as intake
-    from serviceorders.notifications.hub import create_tables as hub
+    from serviceorders.notifications.store import create_tables as hub
     from serviceorders.projections.runner import create_tables as read_models
 
     for create in (read_models, hub, intake, audit, access_log, pii):

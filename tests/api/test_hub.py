@@ -43,19 +43,16 @@ from serviceorders.bootstrap import (
 from serviceorders.cli import main as cli
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.values import ItemState, OrderHeader
-from serviceorders.notifications.hub import (
+from serviceorders.notifications.callbacks import (
     AllowList,
     CallbackError,
-    DeliveryWorker,
-    Filter,
-    HubConfig,
-    HubStore,
-    QueryError,
     address_class,
     check_callback,
     listener_url,
-    start_worker,
 )
+from serviceorders.notifications.delivery import DeliveryWorker, HubConfig, start_worker
+from serviceorders.notifications.filters import Filter, QueryError
+from serviceorders.notifications.store import HubStore
 from serviceorders.projections.maintenance import rebuild, verify
 from serviceorders.projections.notifications import (
     EVENT_TYPES,

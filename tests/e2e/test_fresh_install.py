@@ -155,7 +155,7 @@ def test_bounds_match_what_the_code_relies_on() -> None:
     assert str(deps["eventsourcing"].specifier) == "<9.6,>=9.5.6"
     assert not deps["fastapi"].specifier.contains("1.0")
     assert not deps["starlette"].specifier.contains("2.0")
-    assert "httpx" in deps  # notifications/hub.py imports it at module level
+    assert "httpx" in deps  # notifications/delivery.py imports it at module level
     for extra in ("embedded", "test"):
         mesh = [
             Requirement(r)
