@@ -1,8 +1,10 @@
 """Inbound Kafka messages -> commands: the TMF641 event envelope, read strictly.
 
 A message's value is a TMF641 event envelope (v4 spellings, or the v5 `timeOccurred` and
-`ServiceOrder`); its key is the upstream order reference. Each message becomes one command,
-or a `Refusal` naming the category and reason its dead letter carries (docs/kafka.md).
+`ServiceOrder`); its key is the upstream order reference. Each message becomes one command
+of the domain's vocabulary (domain/commands.py: `ReceiveOrder`, `Revise`,
+`RequestCancellation`, `ChangeItemStates`) naming its order by an `OrderRef`, or a
+`Refusal` naming the category and reason its dead letter carries (docs/kafka.md).
 """
 
 from __future__ import annotations
@@ -11,14 +13,20 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from serviceorders.domain.order import order_id_for
-from serviceorders.domain.values import HeaderChange, ItemState, OrderItem
+from serviceorders.domain.commands import (
+    ChangeItemStates,
+    ItemStateChange,
+    OrderRef,
+    ReceiveOrder,
+    RequestCancellation,
+    Revise,
+)
+from serviceorders.domain.values import ItemState, Role
 from serviceorders.support.limits import MAX_CORRELATION_ID, MAX_ID, MAX_TYPE
 from serviceorders.tmf.tmf641_in import (
     MAX_DEPTH,
@@ -30,6 +38,7 @@ from serviceorders.tmf.tmf641_in import (
     header_change,
     item_to_domain,
     json_limits,
+    order_to_domain,
 )
 
 MAX_MESSAGE_BYTES = 1024 * 1024  # the same limit as an API body
@@ -41,6 +50,9 @@ REVISE = "ServiceOrderAttributeValueChangeEvent"
 CANCEL = "CancelServiceOrderCreateEvent"
 STATE_CHANGE = "ServiceOrderStateChangeEvent"
 EVENT_TYPES = (CREATE, REVISE, CANCEL, STATE_CHANGE)
+UPSTREAM_TYPES = (CREATE, REVISE, CANCEL)  # the upstream's: it hears of their refusals
+# A cancellation request's id derives from its message's eventId (read again: the same id).
+CANCEL_NAMESPACE = UUID("5e6f1a2b-8c3d-5e4f-9a0b-1c2d3e4f5a6b")
 
 # Dead-letter categories (the `dlq.category` header).
 NOT_JSON = "not_json"
@@ -89,68 +101,27 @@ class Envelope(BaseModel):
     event: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class OrderRef:
-    """How a message names an existing order: our id, else its external id, else the key."""
-
-    order_id: UUID | None
-    external_id: str | None
-
-    def candidates(self) -> list[UUID]:
-        found = []
-        if self.order_id is not None:
-            found.append(self.order_id)
-        if self.external_id:
-            found.append(order_id_for(self.external_id))
-        return found
-
-    def describe(self) -> str:
-        parts = []
-        if self.order_id is not None:
-            parts.append(f"id {self.order_id}")
-        if self.external_id:
-            parts.append(f"externalId {self.external_id!r}")
-        return " or ".join(parts) or "no id"
-
-
-@dataclass(frozen=True)
-class Create:
-    body: ServiceOrderCreate
-    external_id: str
-
-    @cached_property
-    def order_id(self) -> UUID:
-        """The order's id, derived from its external id (once)."""
-        return order_id_for(self.external_id)
-
-
-@dataclass(frozen=True)
-class Revise:
-    ref: OrderRef
-    items: tuple[OrderItem, ...]
-    header: HeaderChange
-
-
-@dataclass(frozen=True)
-class Cancel:
-    ref: OrderRef
-    reason: str | None
-    requested_date: datetime | None
-
-
-@dataclass(frozen=True)
-class ItemStates:
-    ref: OrderRef
-    states: tuple[tuple[str, ItemState, str | None], ...]
-
-
-Command = Create | Revise | Cancel | ItemStates
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Parsed:
+    """A message read: its envelope, the domain command it carries, and how it names its
+    order (a create: by its external id), for the batch's prefetch and a refusal's
+    announcement upstream."""
+
     envelope: Envelope
-    command: Command
+    command: ReceiveOrder | Revise | RequestCancellation | ChangeItemStates
+    ref: OrderRef
+    # The order's id when the message determines it (a create), else None: looked up.
+    order_id: UUID | None = None
+
+    @property
+    def role(self) -> Role:
+        """Who acts: fulfilment reports item states, the upstream sends everything else."""
+        return Role.FULFILMENT if self.envelope.event_type == STATE_CHANGE else Role.UPSTREAM
+
+    @property
+    def upstream(self) -> bool:
+        """Whether the upstream hears of a refusal (fulfilment systems read the DLQ)."""
+        return self.envelope.event_type in UPSTREAM_TYPES
 
 
 def _errors(e: ValidationError, prefix: str) -> str:
@@ -275,11 +246,11 @@ def parse(value: bytes | None, key: bytes | None) -> Parsed:
         return _command(env, key_text)
     except Refusal as r:
         r.envelope = env
-        resource = next(
+        resource: dict[str, Any] = next(
             (
-                env.event.get(n)
+                found
                 for n in ("serviceOrder", "ServiceOrder")
-                if isinstance(env.event.get(n), dict)
+                if isinstance(found := env.event.get(n), dict)
             ),
             {},
         )
@@ -304,35 +275,43 @@ def _command(env: Envelope, key_text: str | None) -> Parsed:
                 "serviceOrder.externalId is missing and the message has "
                 "no key: the order cannot be identified",
             )
-        if not body.external_id:
-            body = body.model_copy(update={"external_id": external})
-        return Parsed(env, Create(body, external))
+        try:
+            header, items, notes = order_to_domain(body)
+        except ValidationError as e:  # a value the TMF model takes and the domain does not
+            raise Refusal(INVALID_ORDER, _errors(e, "serviceOrder")) from None
+        if not header.external_id:  # the key names the order
+            header = header.model_copy(update={"external_id": external})
+        create = ReceiveOrder(header, tuple(items), tuple(notes))
+        return Parsed(env, create, OrderRef(None, external), create.target_id())
     if env.event_type == REVISE:
         resource = _resource(env, "serviceOrder", "ServiceOrder")
         try:
-            body = ServiceOrderUpdate.model_validate(resource, context=CHECKED)
+            update = ServiceOrderUpdate.model_validate(resource, context=CHECKED)
         except ValidationError as e:
             raise Refusal(INVALID_ORDER, _errors(e, "serviceOrder")) from None
-        items = tuple(item_to_domain(i) for i in body.service_order_item or ())
-        return Parsed(env, Revise(_ref(resource, key_text), items, header_change(body)))
+        ref = _ref(resource, key_text)
+        revised = tuple(item_to_domain(i) for i in update.service_order_item or ())
+        return Parsed(env, Revise(ref, revised, header=header_change(update)), ref)
     if env.event_type == CANCEL:
         resource = _resource(env, "cancelServiceOrder", "CancelServiceOrder")
         try:
             cancel = CancelServiceOrderCreate.model_validate(resource, context=CHECKED)
         except ValidationError as e:
             raise Refusal(INVALID_ORDER, _errors(e, "cancelServiceOrder")) from None
-        order = resource.get("serviceOrder") or {}
-        return Parsed(
-            env,
-            Cancel(
-                _ref(order, key_text),
-                cancel.cancellation_reason,
-                cancel.requested_cancellation_date,
-            ),
+        ref = _ref(resource.get("serviceOrder") or {}, key_text)
+        command = RequestCancellation(
+            ref,
+            cancel.cancellation_reason,
+            cancel.requested_cancellation_date,
+            # The same message read again names the same request.
+            request_id=str(uuid5(CANCEL_NAMESPACE, env.event_id)),
         )
+        return Parsed(env, command, ref)
     if env.event_type == STATE_CHANGE:
         resource = _resource(env, "serviceOrder", "ServiceOrder")
-        return Parsed(env, ItemStates(_ref(resource, key_text), _item_states(resource)))
+        ref = _ref(resource, key_text)
+        states = ChangeItemStates(ref, _item_states(resource), skip_unchanged=True)
+        return Parsed(env, states, ref)
     raise Refusal(
         UNKNOWN_EVENT_TYPE,
         f"eventType {env.event_type!r} is not taken on this topic "
@@ -340,7 +319,7 @@ def _command(env: Envelope, key_text: str | None) -> Parsed:
     )
 
 
-def _item_states(resource: dict[str, Any]) -> tuple[tuple[str, ItemState, str | None], ...]:
+def _item_states(resource: dict[str, Any]) -> tuple[ItemStateChange, ...]:
     items = resource.get("serviceOrderItem")
     if not isinstance(items, list) or not items:
         raise Refusal(
@@ -362,6 +341,8 @@ def _item_states(resource: dict[str, Any]) -> tuple[tuple[str, ItemState, str | 
                 f"serviceOrderItem.{n}.id is {len(item_id)} characters; the limit is {MAX_ITEM_ID}",
             )
         try:
+            if not isinstance(state, str):  # (a JSON value other than text is no state)
+                raise ValueError(state)
             value = ItemState(state)
         except ValueError:
             shown = state[:40] + "…" if isinstance(state, str) and len(state) > 40 else state
@@ -377,7 +358,7 @@ def _item_states(resource: dict[str, Any]) -> tuple[tuple[str, ItemState, str | 
                 f"serviceOrderItem.{n}.{field} is {len(reason)} "
                 f"characters; the limit is {MAX_TEXT}",
             )
-        out.append((item_id, value, reason if isinstance(reason, str) else None))
+        out.append(ItemStateChange(item_id, value, reason if isinstance(reason, str) else None))
     return tuple(out)
 
 

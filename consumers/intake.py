@@ -1,12 +1,14 @@
 """A micro-batch of inbound messages -> one transaction (no Kafka here: tests drive it with
 plain `Message`s, the consumer in `kafka.py` with what it polled).
 
-Per message, in offset order: parse, skip if its `eventId` already took effect, apply the
-command to the order held in memory (one instance per order for the whole batch), or
-dead-letter it with a reason. Then one `app.save(*orders, intake=...)` writes every order's
-new events, the applied `eventId`s, the dead letters, the outbox records and the new
-partition positions (compare-and-set) in one transaction. One bad message never holds back
-the rest of its batch; a failed transaction leaves no trace and the batch is read again.
+Per message, in offset order: parse it into a domain command (envelope.py), skip it if its
+`eventId` already took effect, apply it in the batch's unit of work (`app.unit_of_work`: one
+instance per order for the whole batch; a refused command leaves its order as it was), or
+dead-letter it with the category every door answers that refusal with (`answer_for`). Then
+one `uow.commit(intake=...)` writes every order's new events, the applied `eventId`s, the
+dead letters, the outbox records and the new partition positions (compare-and-set) in one
+transaction. One bad message never holds back the rest of its batch; a failed transaction
+leaves no trace and the batch is read again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -29,28 +30,16 @@ from serviceorders.consumers.store import (
     OutboxRecord,
     digest,
 )
-from serviceorders.domain.application import ServiceOrders
-from serviceorders.domain.errors import (
-    DomainError,
-    IllegalTransition,
-    InvalidCommand,
-    NotPermitted,
-    OrderNotFound,
-    UnknownItem,
-    ValidationFailed,
-)
-from serviceorders.domain.order import ServiceOrder
-from serviceorders.domain.values import Actor, Channel, CommandContext, Role, Source
-from serviceorders.support import logs
+from serviceorders.domain.application import ServiceOrders, UnitOfWork
+from serviceorders.domain.errors import DomainError, answer_for
+from serviceorders.domain.values import Actor, Channel, CommandContext, Source
+from serviceorders.support import isotime, logs
 from serviceorders.support.gcpause import gc_paused
-from serviceorders.tmf.tmf641_in import order_to_domain
 
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "internal_error"
-UPSTREAM_TYPES = (env.CREATE, env.REVISE, env.CANCEL)
 REFUSAL_NAMESPACE = UUID("0d9c6a52-3f7e-5b8e-a1d4-5c2e9b7f3a10")
-CANCEL_NAMESPACE = UUID("5e6f1a2b-8c3d-5e4f-9a0b-1c2d3e4f5a6b")
 
 
 @dataclass(frozen=True)
@@ -75,20 +64,6 @@ class BatchResult:
     # The correlation ids and orders of the messages applied (for the batch's log record)
     correlation_ids: set[str] = field(default_factory=set)
     order_ids: set[UUID] = field(default_factory=set)
-
-
-def _category(error: DomainError) -> str:
-    if isinstance(error, ValidationFailed):
-        return env.REFUSED
-    if isinstance(error, IllegalTransition):
-        return env.ILLEGAL_TRANSITION
-    if isinstance(error, NotPermitted):
-        return env.NOT_PERMITTED
-    if isinstance(error, OrderNotFound):
-        return env.UNKNOWN_ORDER
-    if isinstance(error, InvalidCommand | UnknownItem):
-        return env.INVALID_COMMAND
-    return env.INVALID_COMMAND
 
 
 class Intake:
@@ -132,10 +107,10 @@ class Intake:
             tp: (stored.get(tp), new, digest(last[tp].key, last[tp].value))
             for tp, new in result.positions.items()
         }
-        orders = [o for o in batch.orders.values() if o is not None and o.pending_events]
-        self.app.save(*orders, intake=write)
+        saved = len(batch.uow.pending())
+        batch.uow.commit(intake=write)  # the events and the intake's rows: one transaction
         result.applied, result.duplicates = len(batch.applied), batch.duplicates
-        result.dead_letters, result.orders_saved = len(batch.dead), len(orders)
+        result.dead_letters, result.orders_saved = len(batch.dead), saved
         result.correlation_ids, result.order_ids = batch.correlations, batch.order_ids
         for dead, known in zip(batch.dead, batch.dead_context, strict=True):
             # The reason only: never the message's bytes (they may hold personal data).
@@ -167,14 +142,16 @@ def _correlation(m: Message, e: env.Envelope) -> tuple[str, str | None]:
 
 
 class _Batch:
-    """The in-memory side of one batch: orders loaded once, commands applied in order."""
+    """The in-memory side of one batch: its commands applied in order in one unit of work
+    (each order loaded once; a refused command leaves its order as it was before it)."""
 
     def __init__(self, intake: Intake, messages: list[Message]) -> None:
         self.intake = intake
         self.app = intake.app
         self.messages = messages
-        self.orders: dict[UUID, ServiceOrder | None] = {}
-        self.existing: set[UUID] = set()
+        # Replaced in `run` once the batch's existing orders are known; this one (nothing
+        # exists, nothing to apply) is what a batch of refusals only commits.
+        self.uow: UnitOfWork = self.app.unit_of_work(())
         self.applied: list[Applied] = []
         self.dead: list[DeadLetter] = []
         self.outbox: list[OutboxRecord] = []
@@ -196,7 +173,7 @@ class _Batch:
                 )
                 with logs.bind(correlation_id=correlation, trace_id=trace):
                     self._dead(m, r.category, r.reason, env.event_id_of(m.value))
-                if r.envelope is not None and r.envelope.event_type in UPSTREAM_TYPES:
+                if r.envelope is not None and r.envelope.event_type in env.UPSTREAM_TYPES:
                     self._announce(
                         r.envelope,
                         r.category,
@@ -208,18 +185,15 @@ class _Batch:
         if not parsed:
             return
         done = self.intake.store.applied_ids([p.envelope.event_id for _, p in parsed])
-        wanted: list[UUID] = []
-        for _, p in parsed:
-            c = p.command
-            wanted.extend([c.order_id] if isinstance(c, env.Create) else c.ref.candidates())
-        self.existing = self.intake.store.existing_orders(wanted)
+        wanted = [order_id for _, p in parsed for order_id in p.ref.candidates()]
+        # The orders that exist, in one query: any other is new, without a read.
+        self.uow = self.app.unit_of_work(self.intake.store.existing_orders(wanted))
         for m, p in parsed:
             correlation, trace = _correlation(m, p.envelope)
-            order = p.command.order_id if isinstance(p.command, env.Create) else None
             with logs.bind(
                 correlation_id=correlation,
                 trace_id=trace,
-                order_id=order,
+                order_id=p.order_id,
                 kafka_topic=m.topic,
                 kafka_partition=m.partition,
                 kafka_offset=m.offset,
@@ -234,12 +208,10 @@ class _Batch:
             log.debug("duplicate eventId %s: already applied", event_id)
             return
         try:
-            order_id = self._apply(m, p)
-        except env.Refusal as r:
-            self._refuse(m, p, r.category, r.reason)
-            return
+            order_id = self.uow.apply(self._ctx(m, p), p.command).order.id
         except DomainError as e:
-            self._refuse(m, p, _category(e), str(e))
+            # The same category every door answers this refusal with (domain/errors.py).
+            self._refuse(m, p, answer_for(e).category or env.INVALID_COMMAND, str(e))
             return
         except ValidationError as e:
             self._refuse(m, p, env.INVALID_ORDER, env._errors(e, "serviceOrder"))
@@ -262,11 +234,10 @@ class _Batch:
                 extra={"order_id": str(order_id)},
             )
 
-    # ----------------------------------------------------------------- commands
-    def _ctx(self, m: Message, p: env.Parsed, role: Role) -> CommandContext:
+    def _ctx(self, m: Message, p: env.Parsed) -> CommandContext:
         e = p.envelope
         return CommandContext(
-            actor=Actor(id=f"kafka:{m.topic}", role=role),
+            actor=Actor(id=f"kafka:{m.topic}", role=p.role),
             source=Source(
                 channel=Channel.KAFKA,
                 topic=m.topic,
@@ -277,69 +248,6 @@ class _Batch:
             correlation_id=_correlation(m, e)[0],
             causation_id=e.event_id,
         )
-
-    def _load(self, order_id: UUID) -> ServiceOrder | None:
-        if order_id not in self.orders:
-            self.orders[order_id] = (
-                self.app.get_order(order_id) if order_id in self.existing else None
-            )
-        return self.orders[order_id]
-
-    def _find(self, ref: env.OrderRef) -> ServiceOrder:
-        for candidate in ref.candidates():
-            order = self._load(candidate)
-            if order is not None:
-                return order
-        raise env.Refusal(env.UNKNOWN_ORDER, f"no order with {ref.describe()}")
-
-    def _apply(self, m: Message, p: env.Parsed) -> UUID:
-        c = p.command
-        if isinstance(c, env.Create):
-            order_id = c.order_id
-            if self._load(order_id) is not None:
-                return order_id  # the same order again: changes nothing, not an error
-            header, items, notes = order_to_domain(c.body)
-            header, items = self.app.protect(header, items)
-            self.orders[order_id] = ServiceOrder.receive(
-                self._ctx(m, p, Role.UPSTREAM), header, items, self.app.catalog, order_id, notes
-            )
-            return order_id
-        order = self._find(c.ref)
-        before = len(order.pending_events)
-        try:
-            if isinstance(c, env.Revise):
-                items, header = self.app.protect_change(order, c.items, c.header)
-                order.revise(self._ctx(m, p, Role.UPSTREAM), self.app.catalog, items, (), header)
-            elif isinstance(c, env.Cancel):
-                order.request_cancellation(
-                    self._ctx(m, p, Role.UPSTREAM),
-                    c.reason,
-                    c.requested_date,
-                    request_id=str(uuid5(CANCEL_NAMESPACE, p.envelope.event_id)),
-                )
-            else:
-                changes = [
-                    (i, s, r)
-                    for i, s, r in c.states
-                    if i not in order.items or order.items[i].state is not s
-                ]
-                ctx = self._ctx(m, p, Role.FULFILMENT)
-                for item_id, state, reason in changes:
-                    order.change_item_state(ctx, item_id, state, reason)
-        except Exception:
-            if len(order.pending_events) != before:
-                self._restore(order, before)
-            raise
-        return order.id
-
-    def _restore(self, order: ServiceOrder, keep: int) -> None:
-        """Undo a command that failed half-way: the order as it was before it."""
-        events = list(order.pending_events[:keep])
-        base: Any = self.app.get_order(order.id) if order.id in self.existing else None
-        for event in events:
-            base = event.mutate(base)
-        base._pending_events = events
-        self.orders[order.id] = base
 
     # ----------------------------------------------------------------- refusals
     def _dead(self, m: Message, category: str, reason: str, event_id: str | None) -> None:
@@ -361,12 +269,10 @@ class _Batch:
     def _refuse(self, m: Message, p: env.Parsed, category: str, reason: str) -> None:
         e = p.envelope
         self._dead(m, category, reason, e.event_id)
-        c = p.command
-        if isinstance(c, env.ItemStates):
+        if not p.upstream:
             return  # fulfilment systems read the DLQ; the upstream hears of its own orders
-        external = c.external_id if isinstance(c, env.Create) else c.ref.external_id
-        order_id = None if isinstance(c, env.Create) else c.ref.order_id
-        self._announce(e, category, reason, external, order_id, _correlation(m, e)[0])
+        ref = p.ref
+        self._announce(e, category, reason, ref.external_id, ref.order_id, _correlation(m, e)[0])
 
     def _announce(
         self,
@@ -379,7 +285,7 @@ class _Batch:
     ) -> None:
         """Tell the upstream on the outbound topic: its order (or change) was refused."""
         key = external or (str(order_id) if order_id else None)
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        now = isotime.now_iso()
         order: dict[str, Any] = {"@type": "ServiceOrder", "state": "rejected"}
         if order_id is not None:
             order["id"] = str(order_id)

@@ -27,7 +27,7 @@ from serviceorders.support import limits
 # The door models: a value above a bound is refused before anything is written.
 DOOR_MODULES = (
     "serviceorders.tmf.tmf641_in",
-    "serviceorders.api.workflow",
+    "serviceorders.api.bodies",
     "serviceorders.api.hub",
     "serviceorders.consumers.envelope",
 )
@@ -210,8 +210,8 @@ def test_fulfilment_values_over_their_bounds_are_dead_letters_naming_them() -> N
         _state_change({"id": "i" * 100, "state": "failed", "errorMessage": "e" * 4000}, "x" * 200),
         b"key",
     )
-    assert isinstance(parsed.command, env.ItemStates)
-    assert parsed.command.states[0][0] == "i" * 100
+    assert isinstance(parsed.command, env.ChangeItemStates)
+    assert parsed.command.changes[0].item_id == "i" * 100
 
 
 def test_a_characteristic_value_with_a_long_text_is_refused_naming_it() -> None:
