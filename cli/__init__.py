@@ -337,7 +337,7 @@ def _start_outbound(
     Kafka is configured (docs/kafka.md)."""
     if not settings.kafka_bootstrap_servers:
         return None
-    from serviceorders.consumers.kafka import start_publisher
+    from serviceorders.notifications.kafka import start_publisher
 
     return start_publisher(settings, stopping, dead_letters=dead_letters, notifications=True)
 

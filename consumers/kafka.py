@@ -1,6 +1,8 @@
-"""The Kafka edge: the inbound consumer (`serviceorders consume`) and the publishers of the
-database outboxes (dead letters, refusals, TMF641 notifications). docs/kafka.md explains
-the guarantees; this module is the only one that imports kafka-python.
+"""The Kafka edge's inbound side: the consumer (`serviceorders consume`), topic creation,
+and the undecodable record batches an operator skips. docs/kafka.md explains the
+guarantees. The publishers of the database outboxes (dead letters, refusals, TMF641
+notifications) and the Kafka client options are notification delivery's:
+notifications/kafka.py. These two modules are the only ones that import kafka-python.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -28,13 +29,11 @@ from serviceorders.consumers.store import (
     IntakeWrite,
     StaleBatch,
     digest,
-    headers_from_json,
     utcnow,
 )
-from serviceorders.projections.notifications import absolute_hrefs
+from serviceorders.notifications.kafka import Backoff, client_options
 from serviceorders.settings import Settings
-from serviceorders.storage.db import Busy, ReadDb
-from serviceorders.support import logs
+from serviceorders.storage.db import ReadDb
 
 log = logging.getLogger("serviceorders.kafka")
 
@@ -43,8 +42,6 @@ SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 2000
 MAX_POLL_INTERVAL_MS = 120_000
 PROBE_SECONDS = 5.0
-OUTBOUND_LOCK = "serviceorders.kafka.outbound"
-NOTIFICATIONS = "notifications"  # the outbound_position row of the notification outbox
 # A paused (stalled) partition's database position is read again this often: an operator's
 # `dlq skip` moves it, and the partition resumes from there.
 STALL_RECHECK_SECONDS = 5.0
@@ -52,44 +49,6 @@ UNDECODABLE = "undecodable"  # the dead-letter category of a skipped record batc
 # A skipped batch's raw bytes are kept in its dead letter up to this size (the DLQ topic must
 # take the record); a larger batch stays in its topic until retention, the reason says so.
 MAX_RAW_BATCH = 512 * 1024
-
-
-def producer_options(settings: Settings) -> dict[str, Any]:
-    """Every KafkaProducer's options: the client's, and the batches' codec
-    (SERVICEORDERS_KAFKA_COMPRESSION)."""
-    codec = settings.kafka_compression
-    return {**client_options(settings), "compression_type": None if codec == "none" else codec}
-
-
-def client_options(settings: Settings) -> dict[str, Any]:
-    if not settings.kafka_bootstrap_servers:
-        raise KafkaNotConfigured("KAFKA_BOOTSTRAP_SERVERS is not set")
-    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap_servers.split(",")}
-    for name, value in settings.kafka_options.items():
-        options[name] = (
-            value.lower() in ("1", "y", "yes", "true", "on")
-            if name == "ssl_check_hostname"
-            else value
-        )
-    return options
-
-
-class KafkaNotConfigured(RuntimeError):
-    pass
-
-
-class Backoff:
-    """Exponential backoff with a cap, reset by a success."""
-
-    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
-        self.base, self.cap, self.failures = base, cap, 0
-
-    def next(self) -> float:
-        self.failures += 1
-        return min(self.cap, self.base * 2 ** (self.failures - 1))
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 def ensure_topics(
@@ -183,7 +142,7 @@ class _Tracked:
         return getattr(self._records, name)
 
 
-class _GuardedRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
+class _GuardedRecords(Fetcher.PartitionRecords):
     """kafka-python decodes a partition's batches lazily, inside `poll()`, and an error there
     (UnsupportedCodecError, CorruptRecordError, a codec library's own) escaped `poll()` with
     no partition named, for every partition of the fetch. Here it becomes `UndecodableBatch`
@@ -314,7 +273,7 @@ def skip_batch(db: ReadDb, bad: UndecodableBatch, actor: str, reason: str) -> in
         )
         cursor = db.conn.cursor()  # type: ignore[attr-defined]
         try:
-            write.apply(cursor, db.dialect)
+            write.write(cursor, db.dialect)
         except StaleBatch:
             raise SkipRefused(
                 f"the intake position of {topic}[{partition}] moved meanwhile: nothing skipped"
@@ -834,243 +793,3 @@ def _batch_fields(messages: list[Message], result: Any, seconds: float) -> dict[
     else:
         fields["orders"] = len(result.order_ids)
     return fields
-
-
-# ==================================================================== publishers
-class Publisher:
-    """Publishes the database outboxes to Kafka, at least once, in order:
-    - dead letters -> the DLQ topic (original key, bytes and headers, plus `dlq.*`);
-    - `kafka_outbox` -> its topic (refused orders announced upstream);
-    - `notification_outbox` (the TMF641 notifications projection) -> the events topic, keyed
-      by order id, with the same `eventId`s as the hub; its position in `outbound_position`.
-    A row is marked published only after the broker acknowledged it."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        dead_letters: bool = True,
-        notifications: bool = True,
-        batch: int = 500,
-    ) -> None:
-        self.settings = settings
-        self.dead_letters, self.notifications, self.batch = dead_letters, notifications, batch
-        self._db: ReadDb | None = None
-        self._producer: KafkaProducer | None = None
-        self.backoff = Backoff()
-        self.published = 0
-
-    @property
-    def db(self) -> ReadDb:
-        if self._db is None:
-            self._db = open_read_db(self.settings)
-        return self._db
-
-    @property
-    def producer(self) -> KafkaProducer:
-        if self._producer is None:
-            # Large batches (a notification is 1-4 KB; the default 16 KB batch filled every
-            # few records and woke the sender thread each time): fewer produce requests and
-            # wake-ups for the same records.
-            self._producer = KafkaProducer(
-                acks="all",
-                linger_ms=5,
-                retries=5,
-                batch_size=256 * 1024,
-                **producer_options(self.settings),
-            )
-        return self._producer
-
-    def run(self, stopping: threading.Event, poll_seconds: float = 0.2) -> None:
-        while not stopping.is_set():
-            try:
-                busy = self.tick()
-                self.backoff.reset()
-            except Busy:
-                busy = False
-            except Exception as e:
-                self.close(quiet=True)
-                wait = self.backoff.next()
-                log.warning(
-                    "publishing paused (%s: %s); retrying in %.1fs", type(e).__name__, e, wait
-                )
-                stopping.wait(wait)
-                continue
-            if not busy:
-                stopping.wait(poll_seconds)
-        self.close()
-
-    def tick(self) -> bool:
-        """Publish one round of each outbox; True when there may be more."""
-        more = False
-        if self.dead_letters:
-            more |= self._publish_dead_letters()
-            more |= self._publish_outbox()
-        if self.notifications:
-            more |= self._publish_notifications()
-        return more
-
-    def drain(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.tick():
-            if time.monotonic() > deadline:
-                raise TimeoutError("the outboxes did not drain")
-
-    def _now(self) -> Any:
-        return self.db.adapt(utcnow(), "timestamptz")
-
-    def _mark_published(self, table: str, ids: list[Any]) -> None:
-        marks = ", ".join(["%s"] * len(ids))
-        self.db.execute(
-            f"UPDATE {table} SET published_at = %s WHERE id IN ({marks})", [self._now(), *ids]
-        )
-
-    def _lock_clause(self) -> str:
-        return " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
-
-    def _send_all(
-        self, records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]]
-    ) -> None:
-        futures = [
-            self.producer.send(topic, key=key, value=value, headers=headers)
-            for topic, key, value, headers in records
-        ]
-        self.producer.flush(timeout=30)
-        for f in futures:
-            f.get(timeout=30)  # raises if the broker refused it: the rows stay unpublished
-
-    def _publish_dead_letters(self) -> bool:
-        db = self.db
-        with db.transaction():
-            rows = db.fetchall(
-                "SELECT id, source_topic, source_partition, source_offset, key, value, headers, "
-                "reason, category, event_id FROM dead_letter WHERE published_at IS NULL "
-                f"ORDER BY id LIMIT %s{self._lock_clause()}",
-                (self.batch,),
-            )
-            if not rows:
-                return False
-            records = []
-            for (
-                dl_id,
-                topic,
-                partition,
-                offset,
-                key,
-                value,
-                headers,
-                reason,
-                category,
-                event_id,
-            ) in rows:
-                hdrs = [
-                    *headers_from_json(headers),
-                    ("dlq.reason", reason.encode()),
-                    ("dlq.category", category.encode()),
-                    ("dlq.source.topic", topic.encode()),
-                    ("dlq.source.partition", str(partition).encode()),
-                    ("dlq.source.offset", str(offset).encode()),
-                    ("dlq.event_id", (event_id or "").encode()),
-                    ("dlq.id", str(dl_id).encode()),
-                ]
-                records.append(
-                    (
-                        self.settings.dead_letter_topic,
-                        None if key is None else bytes(key),
-                        None if value is None else bytes(value),
-                        hdrs,
-                    )
-                )
-            self._send_all(records)
-            self._mark_published("dead_letter", [r[0] for r in rows])
-        self.published += len(rows)
-        return len(rows) == self.batch
-
-    def _publish_outbox(self) -> bool:
-        db = self.db
-        with db.transaction():
-            rows = db.fetchall(
-                "SELECT id, topic, key, value, headers FROM kafka_outbox WHERE published_at IS "
-                f"NULL ORDER BY id LIMIT %s{self._lock_clause()}",
-                (self.batch,),
-            )
-            if not rows:
-                return False
-            self._send_all(
-                [
-                    (
-                        topic,
-                        None if key is None else bytes(key),
-                        bytes(value),
-                        headers_from_json(headers),
-                    )
-                    for _, topic, key, value, headers in rows
-                ]
-            )
-            self._mark_published("kafka_outbox", [r[0] for r in rows])
-        self.published += len(rows)
-        return len(rows) == self.batch
-
-    def _publish_notifications(self) -> bool:
-        db = self.db
-        with db.transaction(lock=OUTBOUND_LOCK):
-            found = db.fetchone(
-                "SELECT position, seq FROM outbound_position WHERE name = %s", (NOTIFICATIONS,)
-            )
-            position, seq = (int(found[0]), int(found[1])) if found else (0, -1)
-            rows = db.fetchall(
-                "SELECT position, seq, order_id, event_type, payload FROM notification_outbox "
-                "WHERE position > %s OR (position = %s AND seq > %s) ORDER BY position, seq "
-                "LIMIT %s",
-                (position, position, seq, self.batch),
-            )
-            if not rows:
-                return False
-            records = []
-            for _, _, order_id, event_type, payload in rows:
-                body = payload if isinstance(payload, dict) else orjson.loads(payload)
-                body = absolute_hrefs(body, self.settings.public_base_url)
-                records.append(
-                    (
-                        self.settings.events_topic,
-                        str(order_id).encode(),
-                        orjson.dumps(body),
-                        [("eventType", event_type.encode()), ("eventId", body["eventId"].encode())],
-                    )
-                )
-            self._send_all(records)
-            last_position, last_seq = int(rows[-1][0]), int(rows[-1][1])
-            db.execute(
-                "INSERT INTO outbound_position (name, position, seq, updated_at) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
-                "position = excluded.position, seq = excluded.seq, "
-                "updated_at = excluded.updated_at",
-                (NOTIFICATIONS, last_position, last_seq, self._now()),
-            )
-        self.published += len(rows)
-        return len(rows) == self.batch
-
-    def close(self, quiet: bool = False) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                producer.close(timeout=5)
-            except Exception:
-                if not quiet:
-                    raise
-        db, self._db = self._db, None
-        if db is not None:
-            with contextlib.suppress(Exception):
-                db.close()
-
-
-def start_publisher(settings: Settings, stopping: threading.Event, **kw: Any) -> threading.Thread:
-    publisher = Publisher(settings, **kw)
-    thread = threading.Thread(
-        target=logs.worker("outbound publisher", publisher.run),
-        args=(stopping,),
-        name="kafka-publisher",
-        daemon=True,
-    )
-    thread.start()
-    return thread

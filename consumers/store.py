@@ -9,23 +9,36 @@
 - `kafka_outbox`: other records to publish (a refused order's announcement upstream).
 - `outbound_position`: how far the `notification_outbox` was published to Kafka.
 
-All but the last are written by `IntakeWrite.apply`, inside the transaction that stores
-the batch's events (the recorders in `recorders.py` call it), so a batch takes effect
-whole or not at all.
+All but the last are written by `IntakeWrite.write`, inside the transaction that stores
+the batch's events (`app.save(*orders, intake=write)`: an IntakeWrite is the storage's
+`TransactionalRows`, storage/recorders.py), so a batch takes effect whole or not at all.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from serviceorders.notifications.kafka_headers import headers_from_json, headers_json
 from serviceorders.storage.db import ReadDb
+
+__all__ = [
+    "TABLES",
+    "Applied",
+    "DeadLetter",
+    "IntakeStore",
+    "IntakeWrite",
+    "OutboxRecord",
+    "StaleBatch",
+    "create_tables",
+    "digest",
+    "headers_from_json",  # the tables' header format (notifications/kafka_headers.py)
+    "utcnow",
+]
 
 POSTGRES_DDL = (
     """CREATE TABLE IF NOT EXISTS intake_position (
@@ -146,15 +159,19 @@ class IntakeWrite:
     """Everything a batch records beside its events, written in their transaction.
 
     `positions` maps (topic, partition) to (expected stored next offset or None when the
-    batch started with no stored position, new next offset, digest of the last record)."""
+    batch started with no stored position, new next offset, digest of the last record or
+    None when it is not known: an operator's skip of an undecodable batch)."""
 
-    positions: dict[tuple[str, int], tuple[int | None, int, str]] = field(default_factory=dict)
+    positions: dict[tuple[str, int], tuple[int | None, int, str | None]] = field(
+        default_factory=dict
+    )
     applied: list[Applied] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     outbox: list[OutboxRecord] = field(default_factory=list)
 
-    def apply(self, cursor: Any, dialect: str) -> None:
-        """Run on the recorder's cursor, before its events are inserted."""
+    def write(self, cursor: Any, dialect: str) -> None:
+        """Run on the recorder's cursor, before its events are inserted (the storage's
+        `TransactionalRows`)."""
         pg = dialect == "postgres"
         q = (lambda sql: sql) if pg else (lambda sql: sql.replace("%s", "?"))
         now: Any = utcnow() if pg else utcnow().isoformat(timespec="microseconds")
@@ -220,7 +237,7 @@ class IntakeWrite:
                         digest(d.key, d.value),
                         None if d.key is None else blob(d.key),
                         None if d.value is None else blob(d.value),
-                        _headers_json(d.headers),
+                        headers_json(d.headers),
                         d.reason,
                         d.category,
                         d.event_id,
@@ -241,26 +258,13 @@ class IntakeWrite:
                         o.topic,
                         None if o.key is None else blob(o.key),
                         blob(o.value),
-                        _headers_json(o.headers),
+                        headers_json(o.headers),
                     )
                     for o in self.outbox
                 ],
             )
         # No fetch after these: in the recorder's pipeline a fetch may pick up the result
         # of an earlier statement. Their errors surface at the library's sync or at commit.
-
-
-def _headers_json(headers: Iterable[tuple[str, bytes | None]]) -> str:
-    """Headers as JSON: a list of [name, value] with the value in base64, so that any bytes
-    round-trip (PostgreSQL's jsonb cannot hold a NUL character, header values may)."""
-    return json.dumps(
-        [[k, None if v is None else base64.b64encode(bytes(v)).decode("ascii")] for k, v in headers]
-    )
-
-
-def headers_from_json(value: Any) -> list[tuple[str, bytes | None]]:
-    items = json.loads(value) if isinstance(value, str) else value
-    return [(k, None if v is None else base64.b64decode(v)) for k, v in items]
 
 
 class IntakeStore:

@@ -1,7 +1,8 @@
 """The event store's recorders, extended through the library's own hook (`_insert_events`,
-called inside the transaction that inserts the events): `app.save(*orders, intake=write)`
-also writes the Kafka positions, applied `eventId`s, dead letters and outbox records of a
-batch, so that all of it commits together or not at all.
+called inside the transaction that inserts the events): `app.save(*orders, intake=rows)`
+also writes `rows`, any `TransactionalRows` (the Kafka intake's positions, applied
+`eventId`s, dead letters and outbox records of a batch: consumers/store.py), so that all of
+it commits together or not at all. The recorders know nothing of those tables.
 
 Without an `intake` argument they behave exactly like the library's recorders (the API and
 the CLI save through them too). The table lock that keeps notification ids in commit order
@@ -13,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -27,16 +28,33 @@ from eventsourcing.utils import retry
 from psycopg import errors as pg_errors
 from psycopg import generators
 from psycopg.sql import SQL, Identifier
-from serviceorders.consumers.store import IntakeWrite
 from serviceorders.domain.errors import WriteTimeout
 
-__all__ = ["GroupCommit", "IntakePostgresRecorder", "IntakeSqliteRecorder", "WriteTimeout"]
+__all__ = [
+    "GroupCommit",
+    "IntakePostgresRecorder",
+    "IntakeSqliteRecorder",
+    "TransactionalRows",
+    "WriteTimeout",
+]
+
+
+class TransactionalRows(Protocol):
+    """Rows a save writes in its events' transaction (`app.save(*objs, intake=rows)`), so
+    that they commit with the events or not at all.
+
+    `write` runs on the recorder's cursor (a psycopg cursor, in pipeline mode, or an
+    sqlite3 cursor), before the events are inserted; `%s` placeholders are the caller's to
+    adapt to the dialect. It may raise to abort the whole transaction (nothing is written).
+    In pipeline mode, it must not fetch the result of an earlier statement."""
+
+    def write(self, cursor: Any, dialect: Literal["postgres", "sqlite"]) -> None: ...
 
 
 # The library's insert without its retry decorator (10 attempts on any OperationalError):
 # a write that timed out must not take ten times its bound. Other OperationalErrors (a
 # connection lost) are still retried as the library does, below.
-_library_insert_events = PostgresApplicationRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
+_library_insert_events = PostgresApplicationRecorder.insert_events.__wrapped__
 
 
 def _flush(curs: Any) -> None:
@@ -210,9 +228,9 @@ class IntakePostgresRecorder(PostgresApplicationRecorder):
             curs.execute(
                 SQL("SET LOCAL statement_timeout = {0}").format(self.write_timeout_ms), prepare=True
             )
-        intake: IntakeWrite | None = kwargs.get("intake")
-        if intake is not None:
-            intake.apply(curs, "postgres")
+        rows: TransactionalRows | None = kwargs.get("intake")
+        if rows is not None:
+            rows.write(curs, "postgres")
             _flush(curs)
         super()._insert_events(curs, stored_events, **kwargs)
 
@@ -221,7 +239,7 @@ class IntakeSqliteRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        intake: IntakeWrite | None = kwargs.get("intake")
-        if intake is not None:
-            intake.apply(c.sqlite_cursor, "sqlite")
+        rows: TransactionalRows | None = kwargs.get("intake")
+        if rows is not None:
+            rows.write(c.sqlite_cursor, "sqlite")
         return super()._insert_events(c, stored_events, **kwargs)

@@ -28,8 +28,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from serviceorders.bootstrap import init_database
 from serviceorders.consumers.broker import EmbeddedBroker
-from serviceorders.consumers.kafka import client_options, ensure_topics
+from serviceorders.consumers.kafka import ensure_topics
 from serviceorders.consumers.sample import traffic
+from serviceorders.notifications.kafka import client_options
 from serviceorders.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]

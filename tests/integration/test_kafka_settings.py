@@ -4,7 +4,7 @@ through to the client as they are, and their secrets never shown."""
 from __future__ import annotations
 
 import pytest
-from serviceorders.consumers.kafka import KafkaNotConfigured, client_options, producer_options
+from serviceorders.notifications.kafka import KafkaNotConfigured, client_options, producer_options
 from serviceorders.settings import KAFKA_PASSTHROUGH, Settings, SettingsError
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from serviceorders.bootstrap import init_database, open_read_db
 from serviceorders.consumers.broker import EmbeddedBroker
-from serviceorders.consumers.kafka import ConsumerWorker, client_options, ensure_topics
+from serviceorders.consumers.kafka import ConsumerWorker, ensure_topics
+from serviceorders.notifications.kafka import client_options
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 

@@ -25,11 +25,13 @@ import pytest
 from serviceorders.bootstrap import build_application, build_projector, open_read_db
 from serviceorders.consumers.broker import EmbeddedBroker
 from serviceorders.consumers.intake import Intake, Message
-from serviceorders.consumers.kafka import ConsumerWorker, Publisher
+from serviceorders.consumers.kafka import ConsumerWorker
 from serviceorders.consumers.sample import Traffic, traffic
-from serviceorders.consumers.store import IntakeStore, StaleBatch, headers_from_json
+from serviceorders.consumers.store import IntakeStore, StaleBatch
 from serviceorders.domain.order import order_id_for
 from serviceorders.domain.values import OrderState
+from serviceorders.notifications.kafka import Publisher
+from serviceorders.notifications.kafka_headers import headers_from_json
 from serviceorders.settings import Settings
 
 from .conftest import kafka_env, produce, read_topic, spawn_consume, wait_for

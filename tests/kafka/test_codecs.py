@@ -28,10 +28,11 @@ from prometheus_client import CollectorRegistry
 from serviceorders.bootstrap import build_projector
 from serviceorders.cli import main
 from serviceorders.consumers.broker import EmbeddedBroker
-from serviceorders.consumers.kafka import UNDECODABLE, client_options
+from serviceorders.consumers.kafka import UNDECODABLE
 from serviceorders.consumers.sample import create_event, order
 from serviceorders.consumers.store import IntakeStore
 from serviceorders.metrics import EngineMetrics
+from serviceorders.notifications.kafka import client_options
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 
@@ -382,7 +383,7 @@ def test_non_finite_numbers_are_dead_lettered_and_the_dlq_is_compressed(
     assert events[0][0] == 1
 
     # Published zstd-compressed: reading the DLQ topic decodes zstd batches.
-    from serviceorders.consumers.kafka import Publisher
+    from serviceorders.notifications.kafka import Publisher
 
     publisher = Publisher(ks.model_copy(update={"kafka_compression": "zstd"}), notifications=False)
     try:

@@ -18,10 +18,10 @@ from serviceorders.cli import main
 from serviceorders.consumers import envelope as env
 from serviceorders.consumers.broker import EmbeddedBroker
 from serviceorders.consumers.intake import Intake, Message
-from serviceorders.consumers.kafka import Publisher, client_options
 from serviceorders.consumers.sample import create_event, envelope, order
 from serviceorders.consumers.store import IntakeStore
 from serviceorders.domain.order import order_id_for
+from serviceorders.notifications.kafka import Publisher, client_options
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 

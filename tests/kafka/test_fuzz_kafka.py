@@ -34,10 +34,10 @@ from hypothesis import strategies as st
 from kafka import KafkaProducer
 from serviceorders.bootstrap import build_application
 from serviceorders.consumers import envelope as env
-from serviceorders.consumers.kafka import client_options
 from serviceorders.consumers.sample import envelope, order
 from serviceorders.consumers.store import IntakeStore
 from serviceorders.domain.order import order_id_for
+from serviceorders.notifications.kafka import client_options
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 from serviceorders.support import limits

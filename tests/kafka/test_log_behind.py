@@ -17,10 +17,11 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from serviceorders.bootstrap import build_application, init_database, open_read_db
 from serviceorders.consumers.broker import EmbeddedBroker
-from serviceorders.consumers.kafka import ConsumerWorker, client_options, ensure_topics
+from serviceorders.consumers.kafka import ConsumerWorker, ensure_topics
 from serviceorders.consumers.sample import create_event, order
 from serviceorders.consumers.store import IntakeStore, IntakeWrite, utcnow
 from serviceorders.domain.order import order_id_for
+from serviceorders.notifications.kafka import client_options
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 
@@ -285,7 +286,7 @@ def test_a_batch_whose_transaction_fails_is_read_again_and_applied_once(
 
         monkeypatch.setattr(run.worker.app, "save", fail_once)
     else:  # positions, eventIds and dead letters written, then the transaction fails
-        apply = IntakeWrite.apply
+        apply = IntakeWrite.write
 
         def apply_then_fail(self, cursor, dialect):
             apply(self, cursor, dialect)
@@ -293,7 +294,7 @@ def test_a_batch_whose_transaction_fails_is_read_again_and_applied_once(
                 failures.append("apply")
                 raise ConnectionError("the connection dropped mid-transaction")
 
-        monkeypatch.setattr(IntakeWrite, "apply", apply_then_fail)
+        monkeypatch.setattr(IntakeWrite, "write", apply_then_fail)
         run = runs(s)
     wait_for(lambda: position(db, s) == len(messages), what="the batch applied")
     run.stop()

@@ -17,12 +17,12 @@ import pytest
 from serviceorders.bootstrap import build_projector, open_read_db
 from serviceorders.consumers import envelope as env
 from serviceorders.consumers.intake import Intake, Message
-from serviceorders.consumers.kafka import NOTIFICATIONS, Publisher
 from serviceorders.consumers.sample import create_event, envelope, order
 from serviceorders.consumers.store import IntakeStore
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.order import order_id_for
 from serviceorders.domain.values import CommandContext, ItemState, OrderState, Role
+from serviceorders.notifications.kafka import NOTIFICATIONS, Publisher
 from serviceorders.projections.notifications import notification_event_id
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb

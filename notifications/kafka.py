@@ -1,0 +1,317 @@
+"""Notification delivery to Kafka: the publishers of the database outboxes, and the Kafka
+client options every Kafka client of ours uses (the consumer's too: consumers/kafka.py).
+
+`Publisher` publishes, at least once and in order:
+- dead letters (the `dead_letter` table the Kafka intake writes) -> the DLQ topic, with the
+  original key, bytes and headers plus `dlq.*`;
+- `kafka_outbox` (refused orders announced upstream) -> its topic;
+- `notification_outbox` (the TMF641 notifications projection) -> the events topic.
+docs/kafka.md explains the guarantees. The inbound side (the consumer, topic creation,
+undecodable batches) is consumers/kafka.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+from serviceorders.notifications.kafka_headers import headers_from_json
+from serviceorders.projections.notifications import absolute_hrefs
+from serviceorders.settings import Settings
+from serviceorders.storage.db import Busy, ReadDb
+from serviceorders.support import logs
+
+log = logging.getLogger("serviceorders.kafka")
+
+OUTBOUND_LOCK = "serviceorders.kafka.outbound"
+NOTIFICATIONS = "notifications"  # the outbound_position row of the notification outbox
+
+
+# ================================================================= Kafka clients
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """Every KafkaProducer's options: the client's, and the batches' codec
+    (SERVICEORDERS_KAFKA_COMPRESSION)."""
+    codec = settings.kafka_compression
+    return {**client_options(settings), "compression_type": None if codec == "none" else codec}
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    if not settings.kafka_bootstrap_servers:
+        raise KafkaNotConfigured("KAFKA_BOOTSTRAP_SERVERS is not set")
+    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap_servers.split(",")}
+    for name, value in settings.kafka_options.items():
+        options[name] = (
+            value.lower() in ("1", "y", "yes", "true", "on")
+            if name == "ssl_check_hostname"
+            else value
+        )
+    return options
+
+
+class KafkaNotConfigured(RuntimeError):
+    pass
+
+
+class Backoff:
+    """Exponential backoff with a cap, reset by a success."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
+        self.base, self.cap, self.failures = base, cap, 0
+
+    def next(self) -> float:
+        self.failures += 1
+        return min(self.cap, self.base * 2 ** (self.failures - 1))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+# ==================================================================== publishers
+class Publisher:
+    """Publishes the database outboxes to Kafka, at least once, in order:
+    - dead letters -> the DLQ topic (original key, bytes and headers, plus `dlq.*`);
+    - `kafka_outbox` -> its topic (refused orders announced upstream);
+    - `notification_outbox` (the TMF641 notifications projection) -> the events topic, keyed
+      by order id, with the same `eventId`s as the hub; its position in `outbound_position`.
+    A row is marked published only after the broker acknowledged it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dead_letters: bool = True,
+        notifications: bool = True,
+        batch: int = 500,
+    ) -> None:
+        self.settings = settings
+        self.dead_letters, self.notifications, self.batch = dead_letters, notifications, batch
+        self._db: ReadDb | None = None
+        self._producer: KafkaProducer | None = None
+        self.backoff = Backoff()
+        self.published = 0
+
+    @property
+    def db(self) -> ReadDb:
+        if self._db is None:
+            settings = self.settings  # (as bootstrap's open_read_db: no import of the runtime)
+            self._db = ReadDb.connect(settings.database, settings.lock_timeout_seconds)
+        return self._db
+
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            # Large batches (a notification is 1-4 KB; the default 16 KB batch filled every
+            # few records and woke the sender thread each time): fewer produce requests and
+            # wake-ups for the same records.
+            self._producer = KafkaProducer(
+                acks="all",
+                linger_ms=5,
+                retries=5,
+                batch_size=256 * 1024,
+                **producer_options(self.settings),
+            )
+        return self._producer
+
+    def run(self, stopping: threading.Event, poll_seconds: float = 0.2) -> None:
+        while not stopping.is_set():
+            try:
+                busy = self.tick()
+                self.backoff.reset()
+            except Busy:
+                busy = False
+            except Exception as e:
+                self.close(quiet=True)
+                wait = self.backoff.next()
+                log.warning(
+                    "publishing paused (%s: %s); retrying in %.1fs", type(e).__name__, e, wait
+                )
+                stopping.wait(wait)
+                continue
+            if not busy:
+                stopping.wait(poll_seconds)
+        self.close()
+
+    def tick(self) -> bool:
+        """Publish one round of each outbox; True when there may be more."""
+        more = False
+        if self.dead_letters:
+            more |= self._publish_dead_letters()
+            more |= self._publish_outbox()
+        if self.notifications:
+            more |= self._publish_notifications()
+        return more
+
+    def drain(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.tick():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the outboxes did not drain")
+
+    def _now(self) -> Any:
+        return self.db.adapt(datetime.now(UTC), "timestamptz")
+
+    def _mark_published(self, table: str, ids: list[Any]) -> None:
+        marks = ", ".join(["%s"] * len(ids))
+        self.db.execute(
+            f"UPDATE {table} SET published_at = %s WHERE id IN ({marks})", [self._now(), *ids]
+        )
+
+    def _lock_clause(self) -> str:
+        return " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
+
+    def _send_all(
+        self,
+        records: Sequence[
+            tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes | None]]]
+        ],
+    ) -> None:
+        futures = [
+            self.producer.send(topic, key=key, value=value, headers=headers)
+            for topic, key, value, headers in records
+        ]
+        self.producer.flush(timeout=30)
+        for f in futures:
+            f.get(timeout=30)  # raises if the broker refused it: the rows stay unpublished
+
+    def _publish_dead_letters(self) -> bool:
+        db = self.db
+        with db.transaction():
+            rows = db.fetchall(
+                "SELECT id, source_topic, source_partition, source_offset, key, value, headers, "
+                "reason, category, event_id FROM dead_letter WHERE published_at IS NULL "
+                f"ORDER BY id LIMIT %s{self._lock_clause()}",
+                (self.batch,),
+            )
+            if not rows:
+                return False
+            records = []
+            for (
+                dl_id,
+                topic,
+                partition,
+                offset,
+                key,
+                value,
+                headers,
+                reason,
+                category,
+                event_id,
+            ) in rows:
+                hdrs = [
+                    *headers_from_json(headers),
+                    ("dlq.reason", reason.encode()),
+                    ("dlq.category", category.encode()),
+                    ("dlq.source.topic", topic.encode()),
+                    ("dlq.source.partition", str(partition).encode()),
+                    ("dlq.source.offset", str(offset).encode()),
+                    ("dlq.event_id", (event_id or "").encode()),
+                    ("dlq.id", str(dl_id).encode()),
+                ]
+                records.append(
+                    (
+                        self.settings.dead_letter_topic,
+                        None if key is None else bytes(key),
+                        None if value is None else bytes(value),
+                        hdrs,
+                    )
+                )
+            self._send_all(records)
+            self._mark_published("dead_letter", [r[0] for r in rows])
+        self.published += len(rows)
+        return len(rows) == self.batch
+
+    def _publish_outbox(self) -> bool:
+        db = self.db
+        with db.transaction():
+            rows = db.fetchall(
+                "SELECT id, topic, key, value, headers FROM kafka_outbox WHERE published_at IS "
+                f"NULL ORDER BY id LIMIT %s{self._lock_clause()}",
+                (self.batch,),
+            )
+            if not rows:
+                return False
+            self._send_all(
+                [
+                    (
+                        topic,
+                        None if key is None else bytes(key),
+                        bytes(value),
+                        headers_from_json(headers),
+                    )
+                    for _, topic, key, value, headers in rows
+                ]
+            )
+            self._mark_published("kafka_outbox", [r[0] for r in rows])
+        self.published += len(rows)
+        return len(rows) == self.batch
+
+    def _publish_notifications(self) -> bool:
+        db = self.db
+        with db.transaction(lock=OUTBOUND_LOCK):
+            found = db.fetchone(
+                "SELECT position, seq FROM outbound_position WHERE name = %s", (NOTIFICATIONS,)
+            )
+            position, seq = (int(found[0]), int(found[1])) if found else (0, -1)
+            rows = db.fetchall(
+                "SELECT position, seq, order_id, event_type, payload FROM notification_outbox "
+                "WHERE position > %s OR (position = %s AND seq > %s) ORDER BY position, seq "
+                "LIMIT %s",
+                (position, position, seq, self.batch),
+            )
+            if not rows:
+                return False
+            records = []
+            for _, _, order_id, event_type, payload in rows:
+                body = payload if isinstance(payload, dict) else orjson.loads(payload)
+                body = absolute_hrefs(body, self.settings.public_base_url)
+                records.append(
+                    (
+                        self.settings.events_topic,
+                        str(order_id).encode(),
+                        orjson.dumps(body),
+                        [("eventType", event_type.encode()), ("eventId", body["eventId"].encode())],
+                    )
+                )
+            self._send_all(records)
+            last_position, last_seq = int(rows[-1][0]), int(rows[-1][1])
+            db.execute(
+                "INSERT INTO outbound_position (name, position, seq, updated_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                "position = excluded.position, seq = excluded.seq, "
+                "updated_at = excluded.updated_at",
+                (NOTIFICATIONS, last_position, last_seq, self._now()),
+            )
+        self.published += len(rows)
+        return len(rows) == self.batch
+
+    def close(self, quiet: bool = False) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=5)
+            except Exception:
+                if not quiet:
+                    raise
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(Exception):
+                db.close()
+
+
+def start_publisher(settings: Settings, stopping: threading.Event, **kw: Any) -> threading.Thread:
+    publisher = Publisher(settings, **kw)
+    thread = threading.Thread(
+        target=logs.worker("outbound publisher", publisher.run),
+        args=(stopping,),
+        name="kafka-publisher",
+        daemon=True,
+    )
+    thread.start()
+    return thread
