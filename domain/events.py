@@ -91,7 +91,8 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
     def state_for_storage(self) -> dict[str, Any]:
         """The same, computed once and shared: never change it."""
         try:
-            return self._stored  # type: ignore[no-any-return]
+            stored: dict[str, Any] = self._stored  # type: ignore[attr-defined]
+            return stored
         except AttributeError:  # a stored event (it came with its hash), or a copy
             state = self._dump()
             object.__setattr__(self, "_stored", state)

@@ -86,7 +86,8 @@ class ServiceOrder(BaseAggregate[UUID]):
         self.items: dict[str, OrderItem] = {}
         self.flags: tuple[Problem, ...] = ()
         self.notes: tuple[Note, ...] = ()
-        self.submitted_by = self.decided_by = None
+        self.submitted_by: Actor | None = None
+        self.decided_by: Actor | None = None
         self.submitted_at: datetime | None = None
         self.decided_at: datetime | None = None
         self.rejection_reason: str | None = None
