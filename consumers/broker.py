@@ -110,7 +110,7 @@ class EmbeddedBroker:
             env=env,
             start_new_session=True,
         )
-        if out is not subprocess.DEVNULL:
+        if not isinstance(out, int):  # a log file, not DEVNULL
             out.close()
         deadline = time.monotonic() + timeout
         while not _listening(self.port):
