@@ -13,11 +13,14 @@ from serviceorders.api import (
     catalog,
     console,
     docs,
+    drafts,
     errors,
+    fulfilment,
     hub,
     ops,
+    orders,
+    review,
     service_orders,
-    workflow,
 )
 from serviceorders.api.context import ApiContext
 from serviceorders.api.errors import error_body, respond
@@ -149,7 +152,9 @@ def create_app(ctx: ApiContext, metrics: ops.Metrics | None = None) -> FastAPI:
     app.include_router(service_orders.cancel_router)
     app.include_router(hub.router)
     app.include_router(catalog.router)
-    app.include_router(workflow.router)
+    # The workflow beyond TMF641 under /api/v1: capture, review, fulfilment, the order's reads.
+    for workflow in (drafts, review, fulfilment, orders):
+        app.include_router(workflow.router)
     app.include_router(audit.router)
     app.include_router(ops.router)
     app.mount(console.STATIC_PATH, console.static_files(), name="console-static")

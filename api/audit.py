@@ -18,10 +18,10 @@ from fastapi.responses import JSONResponse
 from serviceorders.api.common import (
     QueryInt,
     actor_of,
-    clamp_page,
     command_context,
     ctx_of,
     etag,
+    page_of,
     parse_uuid,
 )
 from serviceorders.api.errors import ApiError, StatusOf, respond
@@ -195,8 +195,8 @@ def _not_modified(request: Request, tag: str) -> bool:
         "status}. A request is recorded before it is served (status null until it is "
         "answered, as for the request reading the log itself); an auditor request that "
         "cannot be recorded is refused with 503. Filters: actor, since (inclusive) / until "
-        "(exclusive) as RFC 3339 date-times with an offset. offset / limit are clamped to "
-        "0..1000. X-Total-Count and X-Result-Count headers."
+        "(exclusive) as RFC 3339 date-times with an offset. offset / limit must be 0 or "
+        "more (400 otherwise); limit is clamped to 1000. X-Total-Count and X-Result-Count headers."
     ),
     responses={400: _ERRORS[400], 401: _ERRORS[401], 403: _ERRORS[403]},
 )
@@ -221,7 +221,7 @@ def access_log_entries(
         since=parse_instant(since, "since") if since is not None else None,
         until=parse_instant(until, "until") if until is not None else None,
     )
-    offset, limit = clamp_page(offset, limit, MAX_LIMIT)
+    offset, limit = page_of(offset, limit, MAX_LIMIT)
     with ctx_of(request).read() as models:
         total, rows = access_log.entries(models.db, where, offset=offset, limit=limit)
     body = [{**row, "at": history.iso(row["at"])} for row in rows]

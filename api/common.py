@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
@@ -12,6 +13,8 @@ from pydantic import BaseModel, BeforeValidator, ValidationError
 from serviceorders.api.context import ApiContext
 from serviceorders.api.errors import ApiError
 from serviceorders.api.request_log import correlation_of
+from serviceorders.domain.application import Outcome
+from serviceorders.domain.commands import Command
 from serviceorders.domain.values import Actor, Channel, CommandContext, Source
 from serviceorders.tmf.tmf641_in import find_nul, json_limits
 
@@ -142,18 +145,48 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def check_if_match(request: Request, version: int) -> None:
+def expected_version(request: Request) -> int | frozenset[int] | None:
+    """The versions `If-Match` accepts, for `ServiceOrders.handle` (a mismatch there is a
+    412): None without the header or with `*`; otherwise every listed ETag (weak or not) that
+    names a version. An ETag that names none matches no order (an empty set: 412)."""
     wanted = request.headers.get("if-match")
     if wanted is None or wanted.strip() == "*":
-        return
-    if etag(version) not in [w.strip().removeprefix("W/") for w in wanted.split(",")]:
+        return None
+    versions = set()
+    for tag in wanted.split(","):
+        value = tag.strip().removeprefix("W/").strip('"')
+        if value.isascii() and value.isdigit():
+            versions.add(int(value))
+    return frozenset(versions)
+
+
+def check_if_match(request: Request, version: int) -> None:
+    """412 when If-Match names none of `version`'s ETags: a route's check against the
+    order as it read it (a command's own check is `ServiceOrders.handle`'s)."""
+    expected = expected_version(request)
+    if expected is not None and version not in (
+        {expected} if isinstance(expected, int) else expected
+    ):
         raise ApiError(
             412,
             "precondition_failed",
             "Precondition Failed",
-            f"the order is at version {version} ({etag(version)}), not {wanted}: "
-            "reload it and decide again",
+            f"the order is at version {version} ({etag(version)}), not "
+            f"{request.headers.get('if-match')}: reload it and try again",
         )
+
+
+def handle(
+    request: Request, command: Command, expected: int | frozenset[int] | None = None
+) -> Outcome:
+    """The one door: `command`, as the caller, through `ServiceOrders.handle` (which loads
+    the order, checks `expected` (the If-Match: 412 when stale), seals personal data,
+    applies the application's policies, saves and maps a store conflict); returns once the
+    read models have the change, so that the next read sees it."""
+    ctx = ctx_of(request)
+    outcome = ctx.app.handle(command_context(request), command, expected_version=expected)
+    ctx.sync()
+    return outcome
 
 
 def select_fields(
@@ -180,6 +213,29 @@ def _integer_as_written(value: Any) -> Any:
 QueryInt = Annotated[int, BeforeValidator(_integer_as_written)]
 
 
-def clamp_page(offset: int, limit: int, max_limit: int) -> tuple[int, int]:
-    """`offset` and `limit` as given, clamped to what the stores can page (never refused)."""
-    return min(max(0, offset), MAX_OFFSET), max(0, min(limit, max_limit))
+def page_of(offset: int, limit: int, max_limit: int) -> tuple[int, int]:
+    """`offset` and `limit` as given: a negative one is refused (400 naming it); above what
+    the stores can page, they are clamped (`limit` to `max_limit`)."""
+    for name, value in (("offset", offset), ("limit", limit)):
+        if value < 0:
+            raise bad_parameter(name, f"must be 0 or more, not {value}")
+    return min(offset, MAX_OFFSET), min(limit, max_limit)
+
+
+def bad_parameter(name: str, problem: str) -> ApiError:
+    """A 400 TMF Error naming the query parameter (never an empty 200 for a bad filter)."""
+    return ApiError(
+        400,
+        "invalid_request",
+        "Bad Request",
+        f"{name}: {problem}",
+        details=[{"location": f"query.{name}", "message": problem}],
+    )
+
+
+def one_of(name: str, value: str | None, allowed: Iterable[str]) -> str | None:
+    """`value` if it is one of `allowed` (or None); else a 400 naming the parameter."""
+    known = list(allowed)
+    if value is not None and value not in known:
+        raise bad_parameter(name, f"must be one of {', '.join(known)}, not {value!r}")
+    return value

@@ -45,6 +45,19 @@ POLICY = {
 _BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 
+# The refusals the /api/v1 routes document (every one a TMF Error).
+V1_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid body or command (TMF Error, every problem listed)"},
+    401: {"description": "No or unknown API key"},
+    403: {"description": "The role may not do this (or four-eyes)"},
+    404: {"description": "No such order, draft or item"},
+    409: {"description": "Not allowed in the order's state, or a concurrent change"},
+    412: {"description": "If-Match does not match the order's ETag"},
+    415: {"description": "The body is not application/json"},
+}
+DECISION_ERRORS = {**V1_ERRORS, 428: {"description": "If-Match is missing: send the ETag"}}
+
+
 def body_schema(
     model: type[BaseModel],
     media: tuple[str, ...] = JSON,

@@ -9,17 +9,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from serviceorders.domain.errors import (
-    ConcurrencyConflict,
-    DomainError,
-    IllegalTransition,
-    InvalidCommand,
-    NotPermitted,
-    OrderNotFound,
-    UnknownItem,
-    ValidationFailed,
-    WriteTimeout,
-)
+from serviceorders.domain.errors import DomainError, ValidationFailed, WriteTimeout, answer_for
+from serviceorders.domain.values import Problem
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Send
 
@@ -47,9 +38,12 @@ class ApiError(Exception):
 def error_body(
     status: int, code: str, reason: str, message: str = "", details: Any = None
 ) -> dict[str, Any]:
+    """A TMF `Error`. Its `reason` is always the error's `code` (one spelling for programs,
+    at every door: issue 16); `reason` here is the HTTP reason phrase, the message when
+    there is none."""
     body: dict[str, Any] = {
         "code": code,
-        "reason": reason,
+        "reason": code,
         "message": message or reason,
         "status": str(status),
         "@type": "Error",
@@ -72,15 +66,16 @@ def respond(
     )
 
 
-_DOMAIN_STATUS: list[tuple[type[DomainError], int]] = [
-    (ValidationFailed, 400),
-    (InvalidCommand, 400),
-    (NotPermitted, 403),
-    (OrderNotFound, 404),
-    (UnknownItem, 404),
-    (IllegalTransition, 409),
-    (ConcurrencyConflict, 409),
-]
+def problem_view(problem: Problem) -> dict[str, Any]:
+    """A validation problem on the wire: camelCase as every TMF JSON field (`itemId`), the
+    same in TMF Errors, reviewer flags and /api/v1."""
+    return {
+        "code": problem.code,
+        "message": problem.message,
+        "itemId": problem.item_id,
+        "characteristic": problem.characteristic,
+        "structural": problem.structural,
+    }
 
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -114,20 +109,24 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, e: DomainError) -> JSONResponse:
-        status = next((s for cls, s in _DOMAIN_STATUS if isinstance(e, cls)), 400)
+        # The one table every door answers from (domain/errors.py `answer_for`).
+        answer = answer_for(e)
         details = None
         if isinstance(e, ValidationFailed):
-            details = [p.model_dump(mode="json") for p in e.problems]
-        return respond(status, e.code, type(e).__name__, str(e), details=details)
+            details = [problem_view(p) for p in e.problems]
+        return respond(
+            answer.http_status, answer.code, answer.code, answer.message(e), details=details
+        )
 
     @app.exception_handler(WriteTimeout)
     async def write_timeout(_: Request, e: WriteTimeout) -> JSONResponse:
         # Nothing was written and the store's lock was released: the client may retry.
         log.warning("write timed out: %s", e)
+        answer = answer_for(e)
         return respond(
-            503,
-            e.code,
-            "Service Unavailable",
+            answer.http_status,
+            answer.code,
+            answer.code,
             f"the write did not complete in time and nothing was written ({e}); retry",
             headers={"Retry-After": "1"},
         )

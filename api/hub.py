@@ -7,12 +7,11 @@
   `POST /api/v1/hub/{id}/resume` (admin) resumes a suspended one.
 
 Notifications themselves come from the `notification_outbox` projection and are POSTed by
-the delivery worker (`notifications/hub.py`); see docs/notifications.md.
+the delivery worker (`notifications/delivery.py`); see docs/notifications.md.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -22,14 +21,10 @@ from serviceorders.api.common import actor_of, base_url, body_as, ctx_of
 from serviceorders.api.docs import body_schema
 from serviceorders.api.errors import ApiError
 from serviceorders.domain.values import Actor, Role
-from serviceorders.notifications.hub import (
-    AllowList,
-    CallbackError,
-    Filter,
-    HubStore,
-    QueryError,
-    check_callback,
-)
+from serviceorders.notifications.callbacks import AllowList, CallbackError, check_callback
+from serviceorders.notifications.filters import Filter, QueryError
+from serviceorders.notifications.store import HubStore
+from serviceorders.support.isotime import iso_or_none
 from serviceorders.tmf.tmf641 import BASE_PATH
 from starlette.concurrency import run_in_threadpool
 
@@ -175,9 +170,6 @@ def _require_admin(request: Request) -> None:
 
 
 def _admin_view(request: Request, sub: dict[str, Any]) -> dict[str, Any]:
-    def time(value: datetime | None) -> str | None:
-        return value.isoformat().replace("+00:00", "Z") if value else None
-
     return {
         "id": sub["id"],
         "href": _hub_href(request, sub["id"]),
@@ -185,18 +177,18 @@ def _admin_view(request: Request, sub: dict[str, Any]) -> dict[str, Any]:
         "query": sub["query"],
         "actor": sub["actor"],
         "state": sub["state"],
-        "createdAt": time(sub["created_at"]),
+        "createdAt": iso_or_none(sub["created_at"]),
         "pending": sub["pending"],
-        "oldestPendingAt": time(sub["oldest_pending_at"]),
+        "oldestPendingAt": iso_or_none(sub["oldest_pending_at"]),
         "delivered": sub["delivered"],
         "consecutiveFailures": sub["failures"],
-        "failingSince": time(sub["failing_since"]),
-        "retryAt": time(sub["retry_at"]),
+        "failingSince": iso_or_none(sub["failing_since"]),
+        "retryAt": iso_or_none(sub["retry_at"]),
         "lastError": sub["last_error"],
-        "lastAttemptAt": time(sub["last_attempt_at"]),
-        "lastDeliveredAt": time(sub["last_delivered_at"]),
-        "suspendedAt": time(sub["suspended_at"]),
-        "deletedAt": time(sub["deleted_at"]),
+        "lastAttemptAt": iso_or_none(sub["last_attempt_at"]),
+        "lastDeliveredAt": iso_or_none(sub["last_delivered_at"]),
+        "suspendedAt": iso_or_none(sub["suspended_at"]),
+        "deletedAt": iso_or_none(sub["deleted_at"]),
         "cursor": sub["cursor_position"],
     }
 

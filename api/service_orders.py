@@ -10,23 +10,30 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from serviceorders.api.common import (
     QueryInt,
+    bad_parameter,
     base_url,
     body_of,
     check_if_match,
-    clamp_page,
     command_context,
     ctx_of,
     etag,
+    expected_version,
+    handle,
+    one_of,
+    page_of,
     parse_uuid,
     read_body,
     select_fields,
 )
 from serviceorders.api.docs import MERGE_PATCH, body_schema
 from serviceorders.api.errors import ApiError
+from serviceorders.domain.commands import Delete, ReceiveOrder, RequestCancellation, Revise
 from serviceorders.domain.errors import IllegalTransition, OrderNotFound
 from serviceorders.domain.order import ServiceOrder, order_id_for_request
 from serviceorders.domain.values import OrderState
 from serviceorders.projections.queries import OrderFilter
+from serviceorders.support.isotime import iso_or_none
+from serviceorders.support.isotime import parse as parse_time
 from serviceorders.tmf.tmf641 import BASE_PATH
 from serviceorders.tmf.tmf641_in import (
     CancelServiceOrderCreate,
@@ -42,6 +49,8 @@ router = APIRouter(
 )
 ALWAYS = ("id", "href", "state", "orderDate", "serviceOrderItem", "@type")
 MAX_PAGE = 1000
+# The states a list may filter by (TMF641's; a draft is never listed).
+STATES = tuple(s.value for s in OrderState)
 # The body /docs fills in for POST serviceOrder: an order of the built-in catalog.
 ORDER_EXAMPLE: dict[str, Any] = {
     "externalId": "CRM-4711",
@@ -128,7 +137,6 @@ def document_response(
     openapi_extra=body_schema(ServiceOrderCreate, example=ORDER_EXAMPLE),
 )
 def create_service_order(request: Request) -> JSONResponse:
-    ctx = ctx_of(request)
     cmd = command_context(request)
     body = body_of(request, ServiceOrderCreate)
     # Compared whole: a key above limits.IDEMPOTENCY_KEY_MAX was refused (431, api/bounds.py)
@@ -137,9 +145,8 @@ def create_service_order(request: Request) -> JSONResponse:
     header, items, notes = order_to_domain(body)
     # A retry with the same key (or the same externalId) finds the order it created.
     order_id = order_id_for_request(cmd.actor.id, key) if key else None
-    order_id, _ = ctx.app.receive_order(cmd, header, items, order_id=order_id, notes=notes)
-    ctx.sync()
-    return document_response(request, order_id, 201)
+    outcome = handle(request, ReceiveOrder(header, tuple(items), tuple(notes), order_id))
+    return document_response(request, outcome.order_id, 201)
 
 
 def _date_filter(value: str | None, name: str) -> datetime | None:
@@ -147,14 +154,9 @@ def _date_filter(value: str | None, name: str) -> datetime | None:
         return None
     text = value.strip().strip('"').strip("'")
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_time(text)
     except ValueError:
-        raise ApiError(
-            400,
-            "invalid_filter",
-            "Bad Request",
-            f"{name} must be an ISO 8601 date-time, not {value!r}",
-        ) from None
+        raise bad_parameter(name, f"must be an ISO 8601 date-time, not {value!r}") from None
 
 
 @router.get(
@@ -163,7 +165,8 @@ def _date_filter(value: str | None, name: str) -> datetime | None:
     description="Filters: state, externalId, category, priority, id, orderDate "
     "(exact), orderDate.gt, orderDate.gte, orderDate.lt; `fields` selects "
     "attributes (id, href, state, orderDate and serviceOrderItem are always "
-    "included). Newest first. offset/limit are clamped to 0..1000.",
+    "included). Newest first. offset / limit must be 0 or more (400 otherwise); limit is "
+    "clamped to 1000. An unknown state or a malformed date is a 400 naming the parameter.",
 )
 def list_service_orders(
     request: Request,
@@ -181,6 +184,8 @@ def list_service_orders(
     order_date_lt: str | None = Query(None, alias="orderDate.lt"),
 ) -> JSONResponse:
     command_context(request)  # authenticates
+    one_of("state", state, STATES)
+    offset, limit = page_of(offset, limit, MAX_PAGE)
     if any("\x00" in value for value in (state, externalId, category, priority) if value):
         # No order holds a NUL character (every door refuses them); PostgreSQL could not
         # even compare with one.
@@ -209,7 +214,6 @@ def list_service_orders(
         ids=ids,
     )
     with ctx_of(request).read() as models:
-        offset, limit = clamp_page(offset, limit, MAX_PAGE)
         page = models.documents(where, offset=offset, limit=limit)
     body = [present(request, row, fields) for row in page.items]
     return JSONResponse(
@@ -234,8 +238,7 @@ def retrieve_service_order(request: Request, id: str, fields: str | None = None)
     openapi_extra=body_schema(ServiceOrderUpdate, MERGE_PATCH),
 )
 def patch_service_order(request: Request, id: str) -> JSONResponse:
-    ctx = ctx_of(request)
-    cmd = command_context(request)
+    command_context(request)
     order_id = parse_uuid(id, "service order")
     body = body_of(request, ServiceOrderUpdate)
     if body.unchangeable():
@@ -247,8 +250,8 @@ def patch_service_order(request: Request, id: str) -> JSONResponse:
             "(expectedCompletionDate is the provider's; external references and "
             "order relationships are fixed when the order is created)",
         )
-    order = load_visible(request, order_id)
-    check_if_match(request, order.version)
+    order = load_visible(request, order_id)  # a read: what the PATCH is checked against
+    check_if_match(request, order.version)  # first, as ever; `handle` checks it again
     if body.state is not None and body.state != order.state.value:
         raise IllegalTransition(
             order.id,
@@ -265,10 +268,10 @@ def patch_service_order(request: Request, id: str) -> JSONResponse:
     known = {n.text for n in order.notes}
     notes = list(dict.fromkeys(n.text for n in body.note or [] if n.text not in known))
     if items or change.model_fields_set or notes:
-        # On the order as loaded and checked against If-Match, saved once: a concurrent
-        # change makes the whole PATCH a 409, never half of it.
-        ctx.app.amend(cmd, order, items, change, notes)
-    ctx.sync()
+        # One Revise with the new notes: applied and saved in one transaction (a concurrent
+        # change makes the whole PATCH a 409, never half of it); a stale If-Match is a 412.
+        command = Revise(order_id, tuple(items), (), change, tuple(notes))
+        handle(request, command, expected_version(request))
     return document_response(request, order_id, 200)
 
 
@@ -281,13 +284,10 @@ def patch_service_order(request: Request, id: str) -> JSONResponse:
     "history stays for auditors. Otherwise 409: cancel it instead.",
 )
 def delete_service_order(request: Request, id: str) -> Response:
-    ctx = ctx_of(request)
-    cmd = command_context(request)
+    command_context(request)
     order_id = parse_uuid(id, "service order")
-    order = load_visible(request, order_id)
-    check_if_match(request, order.version)
-    ctx.app.delete(cmd, order_id)
-    ctx.sync()
+    load_visible(request, order_id)  # a read: drafts and deleted orders are no resources
+    handle(request, Delete(order_id), expected_version(request))
     return Response(status_code=204)
 
 
@@ -301,16 +301,13 @@ CANCEL_ALWAYS = ("id", "href", "state", "@type")
 def present_cancel(
     request: Request, row: dict[str, Any], fields: str | None = None
 ) -> dict[str, Any]:
-    def time(value: datetime | None) -> str | None:
-        return value.isoformat().replace("+00:00", "Z") if value else None
-
     doc = {
         "id": row["id"],
         "href": f"{base_url(request)}{BASE_PATH}/cancelServiceOrder/{row['id']}",
         "state": row["state"],
         "cancellationReason": row["reason"],
-        "requestedCancellationDate": time(row["requested_cancellation_date"]),
-        "effectiveCancellationDate": time(row["effective_cancellation_date"]),
+        "requestedCancellationDate": iso_or_none(row["requested_cancellation_date"]),
+        "effectiveCancellationDate": iso_or_none(row["effective_cancellation_date"]),
         "completionMessage": (
             f"cancellation {row['decision']}"
             + (f": {row['decision_reason']}" if row["decision_reason"] else "")
@@ -350,15 +347,15 @@ def cancel_response(request: Request, request_id: str, status: int) -> JSONRespo
     openapi_extra=body_schema(CancelServiceOrderCreate),
 )
 def create_cancel_service_order(request: Request) -> JSONResponse:
-    ctx = ctx_of(request)
-    cmd = command_context(request)
+    command_context(request)
     body = body_of(request, CancelServiceOrderCreate)
     order_id = parse_uuid(body.service_order.id, "service order")
-    load_visible(request, order_id)
-    request_id = ctx.app.request_cancellation(
-        cmd, order_id, body.cancellation_reason, body.requested_cancellation_date
+    load_visible(request, order_id)  # a read: drafts and deleted orders are no resources
+    command = RequestCancellation(
+        order_id, body.cancellation_reason, body.requested_cancellation_date
     )
-    ctx.sync()
+    request_id = handle(request, command).request_id
+    assert request_id is not None  # a RequestCancellation's outcome names the request
     return cancel_response(request, request_id, 201)
 
 
@@ -367,8 +364,8 @@ def list_cancel_service_orders(
     request: Request, fields: str | None = None, offset: QueryInt = 0, limit: QueryInt = 100
 ) -> JSONResponse:
     command_context(request)
+    offset, limit = page_of(offset, limit, MAX_PAGE)
     with ctx_of(request).read() as models:
-        offset, limit = clamp_page(offset, limit, MAX_PAGE)
         page = models.cancellation_requests(offset=offset, limit=limit)
     body = [present_cancel(request, row, fields) for row in page.items]
     return JSONResponse(

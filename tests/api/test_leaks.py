@@ -303,8 +303,8 @@ def test_an_unexpected_exception_is_a_bare_500(
         ),
         (
             "event store",
-            ctx.app,
-            "get_order",
+            ctx.app.repository,  # the load of a command (ServiceOrders.handle)
+            "get",
             Boom(INTERNAL),
             "POST",
             f"/api/v1/orders/{order_id}/hold",
@@ -313,7 +313,7 @@ def test_an_unexpected_exception_is_a_bare_500(
         (
             "event store, TMF641 PATCH",
             ctx.app,
-            "amend",
+            "save",  # the save of a command (ServiceOrders.handle)
             Boom(INTERNAL),
             "PATCH",
             f"{ORDER_PATH}/{order_id}",

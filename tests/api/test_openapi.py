@@ -12,8 +12,8 @@ from uuid import uuid4
 
 import pytest
 from fastapi.testclient import TestClient
+from serviceorders.api.bodies import DraftCreate, ItemCreate
 from serviceorders.api.hub import EventSubscriptionInput
-from serviceorders.api.workflow import DraftCreate, ItemCreate
 from serviceorders.tmf.tmf641_in import (
     CancelServiceOrderCreate,
     ServiceOrderCreate,

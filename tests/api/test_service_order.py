@@ -88,7 +88,8 @@ def test_create_refuses_wrong_media_type_and_bad_json(client, auth, order_body):
         content=b'{"serviceOrderItem": [',
         headers={**auth("integrator"), "Content-Type": "application/json"},
     )
-    assert broken.status_code == 400 and broken.json()["reason"] == "Bad Request"
+    # `reason` is the error's code (issue 16: one spelling for programs at every door).
+    assert broken.status_code == 400 and broken.json()["reason"] == "invalid_json"
     missing = client.post(ORDERS, json={"description": "no items"}, headers=auth("integrator"))
     assert missing.status_code == 400 and "serviceOrderItem" in missing.json()["message"]
 
@@ -108,7 +109,12 @@ def test_list_filters_fields_and_paging(client, auth, post_order, flow):
     assert {o["id"] for o in get(f"?orderDate.lt={b['orderDate']}").json()} == {a["id"]}
     page = get("?limit=1&offset=1")
     assert page.headers["x-total-count"] == "2" and page.headers["x-result-count"] == "1"
-    assert len(get("?limit=-3").json()) == 0
+    # A bad parameter is a 400 naming it, never an empty 200 (issue 16).
+    for bad, name in (("limit=-3", "limit"), ("offset=-1", "offset"), ("state=bogus", "state")):
+        refused = get(f"?{bad}")
+        assert refused.status_code == 400 and refused.json()["message"].startswith(name)
+    refused = get("?orderDate.gt=yesterday")
+    assert refused.status_code == 400 and refused.json()["message"].startswith("orderDate.gt")
     only = get("?fields=priority").json()[0]
     assert only.keys() == {
         "id",

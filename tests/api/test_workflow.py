@@ -649,7 +649,11 @@ def test_review_queue_filters_order_and_paging(client: TestClient, auth: Auth, f
     response = client.get(f"{q}?kind=approval&limit=1", headers=auth("manager"))
     assert response.headers["x-total-count"] == "3" and response.headers["x-result-count"] == "1"
     assert len(ids("?limit=100000")) == 4  # clamped, not refused
-    assert ids("?limit=-5") == [] and len(ids("?offset=-3")) == 4
+    # A negative offset or limit is refused, naming the parameter (issue 16: never an
+    # empty 200 for a bad parameter); an unknown kind too.
+    for bad, name in (("limit=-5", "limit"), ("offset=-3", "offset"), ("kind=other", "kind")):
+        refused = error(client.get(f"{q}?{bad}", headers=auth("manager")), 400)
+        assert refused["code"] == "invalid_request" and refused["message"].startswith(name)
     assert ids("?offset=99999999999999999999999") == []  # clamped, no overflow
     error(client.get(f"{q}?limit=1.5", headers=auth("manager")), 400)
     error(client.get(f"{q}?olderThan=-1", headers=auth("manager")), 400)
