@@ -12,13 +12,13 @@ draft, answered from the one table (`Refusal.of`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 from uuid import UUID
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from serviceorders.api.bodies import DraftCreate, ItemChange, ItemCreate
 from serviceorders.api.common import ctx_of
 from serviceorders.api.console.forms import (
@@ -41,12 +41,13 @@ from serviceorders.api.console.web import (
 )
 from serviceorders.api.views import order_view
 from serviceorders.domain.catalog import ServiceSpecification
-from serviceorders.domain.commands import AddLine, Delete, RemoveLine, Submit
+from serviceorders.domain.commands import AddLine, Delete, OrderCommand, RemoveLine, Submit
 from serviceorders.domain.errors import ConcurrencyConflict, DomainError, ValidationFailed
 from serviceorders.domain.order import ServiceOrder, order_id_for
 from serviceorders.domain.values import ItemAction, OrderItem, OrderState
 
 router = APIRouter()
+M = TypeVar("M", bound=BaseModel)
 
 HEADER_FIELDS = (
     "externalId",
@@ -180,22 +181,29 @@ NOTICES = {
 }
 
 
+def _draft_command(
+    current: Visit, order: ServiceOrder, command: OrderCommand, done: str
+) -> Response:
+    """A command of the draft page's own buttons: on to `done`, or the draft (as it was:
+    a refused command changed nothing) with the refusal, every problem listed when the
+    order cannot be submitted."""
+    try:
+        handle(current, command)
+    except DomainError as e:
+        refusal = Refusal.of(e)
+        problems = e.problems if isinstance(e, ValidationFailed) else None
+        return draft_page(current, order, refusal.status, refused=problems, refusal=refusal)
+    return redirect(current, done)
+
+
 @router.post(PREFIX + "/drafts/{id}/submit", include_in_schema=False)
 @page
 def submit(request: Request, id: str) -> Response:
     current = begin(request)
     order = _load_draft(request, id)
-    try:
-        handle(current, Submit(order.id))
-    except ValidationFailed as e:  # every problem listed
-        refused = Refusal.of(e)
-        return draft_page(
-            current, _load_draft(request, id), refused.status, refused=e.problems, refusal=refused
-        )
-    except DomainError as e:
-        refusal = Refusal.of(e)
-        return draft_page(current, _load_draft(request, id), refusal.status, refusal=refusal)
-    return redirect(current, f"{PREFIX}/orders/{order.id}?done=submitted")
+    return _draft_command(
+        current, order, Submit(order.id), f"{PREFIX}/orders/{order.id}?done=submitted"
+    )
 
 
 @router.post(PREFIX + "/drafts/{id}/discard", include_in_schema=False)
@@ -203,12 +211,8 @@ def submit(request: Request, id: str) -> Response:
 def discard(request: Request, id: str) -> Response:
     current = begin(request)
     order = _load_draft(request, id)
-    try:
-        handle(current, Delete(order.id, "draft discarded"))
-    except DomainError as e:
-        refusal = Refusal.of(e)
-        return draft_page(current, order, refusal.status, refusal=refusal)
-    return redirect(current, f"{PREFIX}/orders?state=draft")
+    command = Delete(order.id, "draft discarded")
+    return _draft_command(current, order, command, f"{PREFIX}/orders?state=draft")
 
 
 # -------------------------------------------------------------------- items
@@ -305,6 +309,19 @@ def _common_item_data(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str
     return data, errors
 
 
+def _item_body(model: type[M], data: dict[str, Any], errors: dict[str, str]) -> M | None:
+    """The item form's `data` read into the API's request model; None when it or the form
+    has problems (the model's first, then the form's own, in `errors`)."""
+    try:
+        body = model.model_validate(data)
+    except ValidationError as e:
+        merged = {**field_errors(e, ITEM_NAMES), **errors}
+        errors.clear()
+        errors.update(merged)
+        return None
+    return None if errors else body
+
+
 def _default_checkbox(spec: ServiceSpecification, name: str, value: Any) -> bool:
     """Whether `value` is a checkbox's value equal to the characteristic's default."""
     char = spec.characteristic(name)
@@ -335,11 +352,8 @@ def add_item(request: Request, id: str) -> Response:
         }
     )
     errors.update({f"char.{k}": v for k, v in char_errors.items()})
-    try:
-        body = ItemCreate.model_validate(data)
-    except ValidationError as e:
-        errors = {**field_errors(e, ITEM_NAMES), **errors}
-    if errors:
+    body = _item_body(ItemCreate, data, errors)
+    if body is None:
         return item_form(current, order, spec, None, 400, errors, form)
     try:
         handle(current, AddLine(order.id, body.domain()))
@@ -399,11 +413,8 @@ def configure_item(request: Request, id: str, item_id: str) -> Response:
         change["quantity"] = data["quantity"]
     if data["dependsOn"] != list(item.depends_on):
         change["dependsOn"] = data["dependsOn"]
-    try:
-        body = ItemChange.model_validate(change)
-    except ValidationError as e:
-        errors = {**field_errors(e, ITEM_NAMES), **errors}
-    if errors:
+    body = _item_body(ItemChange, change, errors)
+    if body is None:
         return item_form(current, order, spec, item, 400, errors, form)
     if not (
         body.characteristics
@@ -425,9 +436,5 @@ def configure_item(request: Request, id: str, item_id: str) -> Response:
 def remove_item(request: Request, id: str, item_id: str) -> Response:
     current = begin(request)
     order = _load_draft(request, id)
-    try:
-        handle(current, RemoveLine(order.id, item_id))
-    except DomainError as e:
-        refusal = Refusal.of(e)
-        return draft_page(current, order, refusal.status, refusal=refusal)
-    return redirect(current, f"{_draft_url(order.id)}?done=removed")
+    command = RemoveLine(order.id, item_id)
+    return _draft_command(current, order, command, f"{_draft_url(order.id)}?done=removed")
