@@ -8,7 +8,7 @@ import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.persistence import Mapper, StoredEvent
@@ -161,7 +161,7 @@ class EventLog:
             state=bytes(state),
         )
         try:
-            return self.mapper.to_domain_event(stored)
+            return cast(OrderEvent, self.mapper.to_domain_event(stored))
         except UnknownEvent as e:
             # Never skipped: the read models would silently miss it. The projector stops.
             raise UnknownEvent(
@@ -210,12 +210,15 @@ def replay(batch: Batch, steps: bool = False) -> None:
     noting the state transitions and, with `steps`, each event's documents."""
     orders = batch.orders
     transitions = batch.transitions
+    step_list: list[Step] = []
     if steps:
-        batch.steps = []
+        batch.steps = step_list
         docs: dict[UUID, dict[str, Any] | None] = {}  # each order's current document
     for position, event in batch.events:
         oid = event.originator_id
         order = orders.get(oid)
+        before_state: OrderState | None
+        before_since: datetime | None
         if order is not None:
             before_state, before_since = order.state, order.state_since
         else:
@@ -236,12 +239,12 @@ def replay(batch: Batch, steps: bool = False) -> None:
                 docs[oid] = None
             elif visible(order):
                 doc = docs[oid] = batch.document(order)
-            batch.steps.append(
+            step_list.append(
                 Step(
                     position,
                     event,
                     was_visible,
-                    before_state,  # type: ignore[union-attr]
+                    before_state,
                     doc_before,
                     state,
                     doc,

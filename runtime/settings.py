@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,7 +28,7 @@ class DatabaseConfig(BaseModel):
     password: str = ""
     options: dict[str, str] = Field(default_factory=dict)
 
-    def __repr_args__(self):  # type: ignore[no-untyped-def]
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # The database password never reaches logs or tracebacks.
         for name, value in super().__repr_args__():
             yield name, ("***" if name == "password" and value else value)
@@ -108,7 +108,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    def __repr_args__(self):  # type: ignore[no-untyped-def]
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # API keys never reach logs or tracebacks.
         for name, value in super().__repr_args__():
             if name == "kafka_options" and value:

@@ -12,6 +12,7 @@ import re
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 from serviceorders.settings import DatabaseConfig
 
@@ -78,15 +79,16 @@ def _probe_postgres(config: DatabaseConfig, timeout: int) -> None:
 
     def attempt() -> None:
         try:
-            psycopg.connect(
-                host=config.host,
-                port=config.port,
-                dbname=config.dbname,
-                user=config.user,
-                password=config.password or None,
-                connect_timeout=timeout,
+            params: dict[str, Any] = {
+                "host": config.host,
+                "port": config.port,
+                "dbname": config.dbname,
+                "user": config.user,
+                "password": config.password or None,
+                "connect_timeout": timeout,
                 **config.options,
-            ).close()
+            }
+            psycopg.connect(**params).close()
         except Exception as e:  # reported below
             failed.append(e)
 

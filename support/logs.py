@@ -238,8 +238,10 @@ def _thread_died(args: threading.ExceptHookArgs) -> None:
         "thread %s died: %s",
         getattr(args.thread, "name", "?"),
         args.exc_type.__name__,
-        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
-    )  # type: ignore[arg-type]
+        exc_info=None
+        if args.exc_value is None
+        else (args.exc_type, args.exc_value, args.exc_traceback),
+    )
 
 
 def _process_died(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
