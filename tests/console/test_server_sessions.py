@@ -8,10 +8,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,55 +21,27 @@ from serviceorders.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-EXE = shutil.which("serviceorders")
 COOKIE = "serviceorders_console"
 REPLAYS = 12  # each a new connection: the two workers take turns
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def api_server(start_api: Any) -> Any:
+    """`serviceorders api --workers 2` on `url` (the conftest's `start_api`) with only the
+    given settings of ours (none of this environment's); a context that stops it with
+    SIGTERM at its end and asserts a clean exit. Yields its origin (http://host:port)."""
 
+    @contextmanager
+    def run(url: str, **settings: str) -> Iterator[str]:
+        ours = tuple(k for k in os.environ if k.startswith("SERVICEORDERS_") and k not in settings)
+        server = start_api(url, "--workers", "2", env=settings, unset=ours)
+        try:
+            yield server.base
+        finally:
+            server.stop()
+        assert server.process.returncode == 0, server.output()[-2000:]
 
-@contextmanager
-def api_server(url: str, port: int, **settings: str) -> Iterator[str]:
-    """`serviceorders api --workers 2` on `port`; yields its origin (http://host:port)."""
-    assert EXE, "the serviceorders console script is not installed"
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("SERVICEORDERS_") and k != "DATABASE_URL"
-        },
-        "DATABASE_URL": url,
-        **settings,
-    }
-    server = subprocess.Popen(
-        [EXE, "api", "--workers", "2", "--port", str(port)],
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    console = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{console}/console/signin", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, server.communicate()[1][-2000:]
-            assert time.monotonic() < deadline, "the API did not answer"
-            time.sleep(0.2)
-        yield console
-    finally:
-        server.send_signal(signal.SIGTERM)
-        _, err = server.communicate(timeout=30)
-    assert server.returncode == 0, err[-2000:]
+    return run
 
 
 def browser() -> httpx.Client:
@@ -134,7 +102,7 @@ def url(pg_database: Any) -> str:
 
 
 def test_a_cookie_replayed_after_sign_out_is_refused_by_every_worker_and_after_a_restart(
-    url: str,
+    url: str, api_server: Any
 ) -> None:
     agent, manager = f"agent-{secrets.token_hex(16)}", f"manager-{secrets.token_hex(16)}"
     settings = {
@@ -144,8 +112,7 @@ def test_a_cookie_replayed_after_sign_out_is_refused_by_every_worker_and_after_a
         "SERVICEORDERS_CONSOLE_SECRET": secrets.token_urlsafe(40),
     }
     live, stays = f"C-LIVE-{secrets.token_hex(4)}", f"C-REPLAY-{secrets.token_hex(4)}"
-    port = free_port()
-    with api_server(url, port, **settings) as console, browser() as alice, browser() as bob:
+    with api_server(url, **settings) as console, browser() as alice, browser() as bob:
         token = sign_in(alice, console, agent)
         bob_token = sign_in(bob, console, manager)
         cookie = alice.cookies[COOKIE]
@@ -165,7 +132,7 @@ def test_a_cookie_replayed_after_sign_out_is_refused_by_every_worker_and_after_a
         signin = httpx.get(f"{console}/console/signin?ended=signed_out").text
         assert "That session was signed out. Please sign in again." in signin
 
-    with api_server(url, port, **settings) as console:
+    with api_server(url, **settings) as console:
         assert_refused(console, cookie, token, stays, "signed_out")
         # Bob never signed out: his session outlived the restart.
         page = replay(console, bob.cookies[COOKIE], "GET", "/console/queue")
@@ -185,13 +152,12 @@ def test_a_cookie_replayed_after_sign_out_is_refused_by_every_worker_and_after_a
     assert drafts_of(url, stays) == 0
 
 
-def test_a_session_idle_for_longer_than_the_setting_ends(url: str) -> None:
+def test_a_session_idle_for_longer_than_the_setting_ends(url: str, api_server: Any) -> None:
     agent = f"agent-{secrets.token_hex(16)}"
     idle_seconds = 6
     with (
         api_server(
             url,
-            free_port(),
             SERVICEORDERS_API_KEYS=f"alice:agent:{agent}",
             SERVICEORDERS_CONSOLE_IDLE_MINUTES=str(idle_seconds / 60),
         ) as console,
