@@ -26,7 +26,7 @@ from serviceorders.api.context import ApiContext
 from serviceorders.api.errors import error_body, respond
 from serviceorders.api.request_log import RequestLog
 from serviceorders.support import limits
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = limits.MAX_BODY_BYTES  # 1 MiB; see docs/security.md
 
@@ -60,7 +60,7 @@ class BodyLimit:
             return
         seen = 0
 
-        async def counting() -> dict:  # type: ignore[type-arg]
+        async def counting() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))

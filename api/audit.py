@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["workflow", "audit"])
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "description": "Invalid query: a version out of range, an instant before the "
         "order existed, a diff from a later to an earlier version, "

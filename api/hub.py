@@ -12,6 +12,7 @@ the delivery worker (`notifications/delivery.py`); see docs/notifications.md.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -30,8 +31,8 @@ from starlette.concurrency import run_in_threadpool
 
 # No prefix here: the TMF641 hub lives under BASE_PATH, the operator view under /api/v1.
 router = APIRouter()
-TMF = ["TMF641 hub"]
-ADMIN = ["hub administration"]
+TMF: list[str | Enum] = ["TMF641 hub"]
+ADMIN: list[str | Enum] = ["hub administration"]
 
 
 class EventSubscriptionInput(BaseModel):

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from serviceorders.api.context import ApiContext
+    from serviceorders.projections.runner import Status
 
 router = APIRouter(tags=["operations"])
 READY_MAX_LAG = 10_000  # events; beyond that the read models are too stale to serve
@@ -118,7 +119,7 @@ def metrics(request: Request) -> Response:
     return Response(registry.scrape(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _projection_status(request: Request):  # type: ignore[no-untyped-def]
+def _projection_status(request: Request) -> list[Status]:
     from serviceorders.bootstrap import event_mapper
     from serviceorders.projections.runner import Projector
 
