@@ -242,7 +242,7 @@ class Settings(BaseModel):
             shown = "" if raw is None or secret else f" (got {raw!r})"
             raise SettingsError(f"{variable}: {first['msg']}{shown}") from None
         if settings.hub_allowed_hosts:  # refused at start, not at the first registration
-            from serviceorders.notifications.callbacks import AllowList
+            from serviceorders.support.hosts import AllowList
 
             try:
                 AllowList.parse(settings.hub_allowed_hosts)
