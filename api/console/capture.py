@@ -44,7 +44,7 @@ from serviceorders.domain.catalog import ServiceSpecification
 from serviceorders.domain.commands import AddLine, Delete, OrderCommand, RemoveLine, Submit
 from serviceorders.domain.errors import ConcurrencyConflict, DomainError, ValidationFailed
 from serviceorders.domain.order import ServiceOrder, order_id_for
-from serviceorders.domain.values import ItemAction, OrderItem, OrderState
+from serviceorders.domain.values import ItemAction, OrderItem, OrderState, SpecRef
 
 router = APIRouter()
 M = TypeVar("M", bound=BaseModel)
@@ -227,6 +227,23 @@ def _spec(request: Request, spec_id: str | None) -> ServiceSpecification:
     return spec
 
 
+def _unknown_specification(
+    request: Request, order: ServiceOrder, form: Mapping[str, str]
+) -> Refusal:
+    """An item form naming a specification the catalog does not have (the form offers
+    none such: a forged or outdated form) is refused as the domain refuses an order with
+    such an item: the catalog's own problem with it, a ValidationFailed, answered from the
+    one table like at every other door."""
+    spec_id = text(form, "spec")
+    spec = SpecRef(id=spec_id) if spec_id else None
+    try:
+        item = OrderItem(id=text(form, "itemId") or "", action=ItemAction.ADD, specification=spec)
+    except ValidationError:  # no item id, or one over its bound: the problem is the spec's
+        item = OrderItem(id="new", action=ItemAction.ADD, specification=spec)
+    problems = [p for p in ctx_of(request).app.catalog.validate_items([item]) if p.structural]
+    return Refusal.of(ValidationFailed(problems, order.id))
+
+
 def _next_item_id(order: ServiceOrder) -> str:
     number = len(order.items) + 1
     while str(number) in order.items:
@@ -334,7 +351,9 @@ def add_item(request: Request, id: str) -> Response:
     current = begin(request)
     form = current.form
     order = _load_draft(request, id)
-    spec = _spec(request, form.get("spec"))
+    spec = ctx_of(request).app.catalog.get(form.get("spec", ""))
+    if spec is None:
+        raise _unknown_specification(request, order, form)
     values, _, char_errors = parse_characteristics(spec, form)
     values = {
         k: v

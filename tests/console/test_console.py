@@ -656,6 +656,21 @@ def test_the_validation_panel_lists_every_problem_at_once(console: Any) -> None:
     assert response.status_code == 400 and "cannot be submitted yet" in response.text
 
 
+def test_an_item_of_a_specification_the_catalog_lacks_is_the_domain_s_refusal(
+    console: Any,
+) -> None:
+    console.sign_in("agent")
+    console.get("/console/drafts/new")
+    draft_path = console.post("/console/drafts", {"customerId": "C-NOSPEC"}).url.path
+    console.get(f"{draft_path}/items/new?spec=internet-access")
+    for item_id in ("7", "", "i" * 101):  # a forged form: the list offers catalog specs only
+        response = console.post(f"{draft_path}/items", {"spec": "no-such-spec", "itemId": item_id})
+        assert_answered(response, "validation_failed")
+        assert "unknown service specification 'no-such-spec'" in text_of(response.text)
+    draft_id = UUID(draft_path.rsplit("/", 1)[1])
+    assert console.ctx.app.get_order(draft_id).items == {}
+
+
 def test_a_value_of_the_wrong_shape_is_refused_with_the_form_kept(console: Any) -> None:
     console.sign_in("agent")
     console.get("/console/drafts/new")
