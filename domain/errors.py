@@ -29,6 +29,42 @@ class IllegalTransition(DomainError):
         super().__init__(f"order {order_id} is {state}; cannot {action.replace('_', ' ')}{why}")
 
 
+# Each action in the users' words, for "<who> may not ...": the verb, and what it acts on
+# when no one order is named (creation names none: "may not create orders").
+_ACTION_WORDS: dict[str, tuple[str, str]] = {
+    "draft": ("start", "drafts"),
+    "receive": ("create", "orders"),
+    "add_line": ("add items to", "drafts"),
+    "configure_line": ("change the items of", "drafts"),
+    "remove_line": ("remove items from", "drafts"),
+    "submit": ("submit", "drafts"),
+    "approve": ("approve", "orders"),
+    "reject": ("reject", "orders"),
+    "hold": ("hold", "orders"),
+    "resume": ("resume", "orders"),
+    "request_information": ("ask for information on", "orders"),
+    "provide_information": ("provide information on", "orders"),
+    "change_item_state": ("report the item states of", "orders"),
+    "revise": ("revise", "orders"),
+    "reach_point_of_no_return": ("record the point of no return of", "orders"),
+    "request_cancellation": ("request the cancellation of", "orders"),
+    "approve_cancellation": ("approve the cancellation of", "orders"),
+    "deny_cancellation": ("deny the cancellation of", "orders"),
+    "cancel": ("cancel", "orders"),
+    "add_note": ("add notes to", "orders"),
+    "delete": ("delete", "orders"),
+}
+_CREATION = frozenset({"draft", "receive"})
+
+
+def _may_not(action: str, order_id: UUID | None) -> str:
+    """What an actor may not do, as people say it: `approve order <id>`, `create orders`."""
+    verb, things = _ACTION_WORDS.get(str(action), (str(action).replace("_", " "), ""))
+    if order_id is not None and str(action) not in _CREATION:
+        return f"{verb} order {order_id}"
+    return f"{verb} {things}".rstrip()
+
+
 class NotPermitted(DomainError):
     """The actor's role (or identity, for four-eyes) does not allow the action."""
 
@@ -38,9 +74,8 @@ class NotPermitted(DomainError):
         self, order_id: UUID | None, actor: str, role: str, action: str, detail: str = ""
     ) -> None:
         self.order_id, self.actor, self.role, self.action = order_id, actor, role, action
-        target = f" on order {order_id}" if order_id else ""
         why = f": {detail}" if detail else ""
-        super().__init__(f"{actor} ({role}) may not {action.replace('_', ' ')}{target}{why}")
+        super().__init__(f"{actor} ({role}) may not {_may_not(action, order_id)}{why}")
 
 
 class ValidationFailed(DomainError):
