@@ -4,7 +4,7 @@ configure or remove them, see every problem at once, submit.
 The forms are read into the API's own request models (`DraftCreate`, `ItemCreate`,
 `ItemChange`, api/bodies.py), so the limits are the API's; each becomes a domain command
 (`DraftOrder`, `AddLine`, `ConfigureLine`, `RemoveLine`, `Submit`, `Delete`) handed to the
-application's one door (`web.handle`: it seals personal values before the domain sees
+application's one door (`api.common.handle`: it seals personal values before the domain sees
 them), then the read models are brought up to date. A refusal is shown on the form or the
 draft, answered from the one table (`Refusal.of`).
 """
@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from serviceorders.api.bodies import DraftCreate, ItemChange, ItemCreate
-from serviceorders.api.common import ctx_of
+from serviceorders.api.common import ctx_of, handle
 from serviceorders.api.console.forms import (
     characteristic_fields,
     field_errors,
@@ -32,7 +32,6 @@ from serviceorders.api.console.web import (
     Refusal,
     Visit,
     begin,
-    handle,
     load,
     page,
     redirect,
@@ -118,7 +117,7 @@ def create_draft(request: Request) -> Response:
     if errors:
         return render(current, "draft_new.html", status=400, values=values, errors=errors)
     try:
-        order_id = handle(current, body.command()).order_id
+        order_id = handle(current.request, body.command()).order_id
     except ConcurrencyConflict as e:  # the id derives from the external id: it is taken
         # Shown on the field, with the API's status for a taken external id (409).
         return render(
@@ -188,7 +187,7 @@ def _draft_command(
     a refused command changed nothing) with the refusal, every problem listed when the
     order cannot be submitted."""
     try:
-        handle(current, command)
+        handle(current.request, command)
     except DomainError as e:
         refusal = Refusal.of(e)
         problems = e.problems if isinstance(e, ValidationFailed) else None
@@ -375,7 +374,7 @@ def add_item(request: Request, id: str) -> Response:
     if body is None:
         return item_form(current, order, spec, None, 400, errors, form)
     try:
-        handle(current, AddLine(order.id, body.domain()))
+        handle(current.request, AddLine(order.id, body.domain()))
     except DomainError as e:
         return item_form(current, order, spec, None, refusal=Refusal.of(e), raw=form)
     return redirect(current, f"{_draft_url(order.id)}?done=added#item-{quote(body.id)}")
@@ -444,7 +443,7 @@ def configure_item(request: Request, id: str, item_id: str) -> Response:
     ):
         return redirect(current, f"{_draft_url(order.id)}?done=unchanged")
     try:
-        handle(current, body.command(order.id, item_id))
+        handle(current.request, body.command(order.id, item_id))
     except DomainError as e:
         return item_form(current, order, spec, item, refusal=Refusal.of(e), raw=form)
     return redirect(current, f"{_draft_url(order.id)}?done=configured#item-{quote(item_id)}")

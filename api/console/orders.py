@@ -18,14 +18,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from serviceorders.api.bodies import Body, NoteBody, ReasonBody
-from serviceorders.api.common import ctx_of
+from serviceorders.api.common import ctx_of, handle
 from serviceorders.api.console.web import (
     PREFIX,
     Refusal,
     Visit,
     _when,
     begin,
-    handle,
     load,
     page,
     query_of,
@@ -193,7 +192,7 @@ def decide(request: Request, id: str, decision: str) -> Response:
     seen = current.form.get("version", "")
     version = int(seen) if seen.isdigit() else frozenset[int]()
     try:
-        handle(current, chosen.command(order.id, text), version)
+        handle(current.request, chosen.command(order.id, text), version)
     except ConcurrencyConflict as e:  # stale, or written between the check and the save
         fresh = load(request, order.id)
         stale = e if isinstance(e, StaleVersion) else StaleVersion(order.id, version, fresh.version)

@@ -1,14 +1,14 @@
-"""Console plumbing: templates, the visit (session, actor, CSRF), form bodies, the console's
-one write (`handle`: a domain command through `ServiceOrders.handle`) and the mapping of
-refusals to HTML pages from the one table, `answer_for` (the console's edge, as
-`api/errors.py` is the API's)."""
+"""Console plumbing: templates, the visit (session, actor, CSRF), form bodies, the order a
+URL names, and the mapping of refusals to HTML pages from the one table, `answer_for` (the
+console's edge, as `api/errors.py` is the API's). Writes go through the REST doors' own
+`api.common.handle`: the command, as the signed-in actor, through `ServiceOrders.handle`."""
 
 from __future__ import annotations
 
 import functools
 import hmac
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -20,7 +20,7 @@ from uuid import UUID
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from serviceorders.api.common import command_context, ctx_of
+from serviceorders.api.common import ctx_of
 from serviceorders.api.console.session import (
     COOKIE,
     Session,
@@ -32,8 +32,6 @@ from serviceorders.api.console.session import (
 from serviceorders.api.context import ApiContext
 from serviceorders.api.errors import ApiError
 from serviceorders.audit import access_log
-from serviceorders.domain.application import Outcome
-from serviceorders.domain.commands import Command
 from serviceorders.domain.errors import DomainError, OrderNotFound, WriteTimeout, answer_for
 from serviceorders.domain.lifecycle import Action, may
 from serviceorders.domain.order import ServiceOrder
@@ -453,20 +451,6 @@ def load(request: Request, id: str | UUID, what: str = "order") -> ServiceOrder:
         return ctx_of(request).app.get_order(id if isinstance(id, UUID) else UUID(id))
     except (ValueError, OrderNotFound):
         raise Refusal.of(OrderNotFound(str(id)), f"no {what} {id}") from None
-
-
-def handle(
-    current: Visit, command: Command, version: int | Collection[int] | None = None
-) -> Outcome:
-    """Every console write: `command` through the application's one door as the signed-in
-    actor, checked against `version` (the form's: StaleVersion when the order moved since
-    the page was shown), then the read models brought up to date. Sealing personal data,
-    four-eyes and the store's conflicts are the application's; refusals are raised."""
-    ctx = ctx_of(current.request)
-    context = command_context(current.request)
-    outcome = ctx.app.handle(context, command, expected_version=version)
-    ctx.sync()
-    return outcome
 
 
 def text(form: Mapping[str, str], name: str) -> str | None:
