@@ -10,7 +10,8 @@ from typing import Any
 from uuid import UUID
 
 import click
-from serviceorders.cli import Context, main, refusals
+from serviceorders.cli.main import Context, main, refusals
+from serviceorders.support import isotime
 
 
 @main.group()
@@ -23,7 +24,7 @@ def _require_tables(db: Any) -> None:
         raise click.UsageError("the database has no audit tables: run `serviceorders db init`")
 
 
-def _bar(total: int, label: str, unit: str = "ev") -> Any:
+def _bar(total: int | None, label: str, unit: str = "ev") -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, desc=label, file=sys.stderr, dynamic_ncols=True)
@@ -188,7 +189,7 @@ def _since(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        at = datetime.fromisoformat(value)
+        at = isotime.parse(value)
     except ValueError:
         raise click.BadParameter(
             f"not an ISO 8601 date or time: {value!r}", param_hint="--since"

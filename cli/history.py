@@ -10,8 +10,10 @@ from typing import Any
 
 import click
 from serviceorders.audit import history
-from serviceorders.cli import ORDER, Context, main, refusals, resolve_order, show_full
+from serviceorders.cli.main import ORDER, Context, main, refusals, resolve_order
+from serviceorders.cli.orders import show_full
 from serviceorders.domain.errors import OrderNotFound
+from serviceorders.support import isotime
 
 
 class Instant(click.ParamType):
@@ -24,7 +26,7 @@ class Instant(click.ParamType):
             return value
         text = str(value).strip()
         try:
-            return datetime.fromisoformat(text.upper() if "T" in text.upper() else text)
+            return isotime.parse(text.upper() if "T" in text.upper() else text)
         except ValueError:
             self.fail(f"{value!r} is not a date-time such as 2024-05-01T10:00:00Z", param, ctx)
 
@@ -175,11 +177,11 @@ def _show_past(past: history.PastOrder, as_json: bool) -> None:
         click.echo(json.dumps(past.view(), indent=2, ensure_ascii=False))
         return
     event = past.event
-    when = f" as of {history.iso(past.as_of)}" if past.as_of else ""
+    when = f" as of {isotime.utc_iso(past.as_of)}" if past.as_of else ""
     click.echo(
         f"order {past.order.id}{when}: version {past.version} of "
         f"{past.latest_version}, after {type(event).__name__} at "
-        f"{history.iso(event.timestamp)} by {event.actor.id} ({event.actor.role})"
+        f"{isotime.utc_iso(event.timestamp)} by {event.actor.id} ({event.actor.role})"
     )
     show_full(past.order)
     order = past.order

@@ -215,7 +215,7 @@ def test_revise_items_file_errors_name_the_file(tmp_path: Path) -> None:
 
 def test_show_of_an_unknown_external_id_names_what_was_typed(url: str) -> None:
     done = run("order", "show", "CRM-NOT-THERE", url=url, expect=1)
-    assert done.stderr.startswith("refused: no order 'CRM-NOT-THERE': ")
+    assert done.stderr.startswith("refused (order_not_found): no order 'CRM-NOT-THERE': ")
     assert "no order has that external id" in done.stderr
     by_id = run("order", "show", "00000000-0000-0000-0000-000000000001", url=url, expect=1)
     assert "no order 00000000-0000-0000-0000-000000000001" in by_id.stderr
