@@ -226,7 +226,8 @@ def _fold(events: list[OrderEvent], version: int) -> ServiceOrder:
     order: Any = None
     for event in events[:version]:
         order = event.mutate(order)
-    return order
+    folded: ServiceOrder = order
+    return folded
 
 
 # -------------------------------------------------------------------- queries

@@ -107,7 +107,8 @@ class KeyStore:
                 return None, False
             return (bytes(row[0]) if row[0] is not None else None), row[1] is not None
 
-        return self._with_db(read)
+        found: tuple[bytes | None, bool] = self._with_db(read)
+        return found
 
     def get_or_create(self, scope: str) -> bytes | None:
         """The scope's key, created on first use; None when the scope was erased."""

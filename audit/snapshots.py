@@ -26,7 +26,7 @@ class SnapshotCheck:
         if getattr(self.mapper, "reveal", False) is None:
             # personal data sealed in the stored states: compare revealed values, as the
             # application loads them (same keys, same database; see projections/log.py)
-            self.mapper.reveal = Vault(KeyStore(db=store.db)).reveal  # type: ignore[attr-defined]
+            self.mapper.reveal = Vault(KeyStore(db=store.db)).reveal
         self.pending = store.snapshot_rows()
         self.peeked: tuple[str, int, str, bytes] | None = next(self.pending, None)
         self.problems: list[SnapshotProblem] = []

@@ -517,7 +517,10 @@ class DeliveryWorker:
 
     def _record(self, db: ReadDb, sub_id: str, results: list[_Result]) -> None:
         cfg = self.config
-        ts = lambda v: db.adapt(v, "timestamptz")  # noqa: E731
+
+        def ts(value: datetime | None) -> Any:
+            return db.adapt(value, "timestamptz")
+
         with db.transaction():
             row = db.fetchone(
                 f"SELECT failures, failing_since FROM {SUBSCRIPTIONS.name} WHERE id = %s", (sub_id,)

@@ -566,7 +566,8 @@ class PostgresDb(ReadDb):
         )
 
     def table_exists(self, name: str) -> bool:
-        return self.fetchone("SELECT to_regclass(%s) IS NOT NULL", (name,))[0]  # type: ignore[index]
+        row = self.fetchone("SELECT to_regclass(%s) IS NOT NULL", (name,))
+        return bool(row and row[0])
 
     def rename_table(self, old: str, new: str) -> None:
         self.execute(f"ALTER TABLE {old} RENAME TO {new}")
