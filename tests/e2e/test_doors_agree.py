@@ -24,13 +24,13 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from builders import receive, upstream
+from builders import order_body, receive, tmf_item, upstream
 from fastapi.testclient import TestClient
 from kafka import KafkaProducer
 from serviceorders.api.app import create_app
 from serviceorders.api.auth import ApiKey, Authenticator
 from serviceorders.api.context import ApiContext
-from serviceorders.bootstrap import init_database
+from serviceorders.bootstrap import build_api_context, init_database
 from serviceorders.consumers.broker import EmbeddedBroker
 from serviceorders.consumers.kafka import ensure_topics
 from serviceorders.consumers.sample import create_event
@@ -98,7 +98,7 @@ def doors(settings: Settings) -> Iterator[Doors]:
         name: ApiKey(actor, role, f"{name}-{secrets.token_hex(16)}")
         for name, (actor, role) in KEYS.items()
     }
-    ctx = ApiContext.build(settings, Authenticator(list(keys.values())))
+    ctx = build_api_context(settings, Authenticator(list(keys.values())))
     try:
         with TestClient(create_app(ctx), raise_server_exceptions=False) as client:
             yield Doors(settings, client, ctx, keys)
@@ -114,21 +114,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 def tmf_body(external_id: str) -> dict[str, Any]:
     """A TMF641 order of one item whose specification the catalog does not know."""
-    return {
-        "externalId": external_id,
-        "description": "refused at every door",
-        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-        "serviceOrderItem": [
-            {
-                "id": "1",
-                "action": "add",
-                "service": {
-                    "serviceSpecification": {"id": UNKNOWN_SPEC},
-                    "place": [{"id": "S1", "name": "Site one"}],
-                },
-            }
-        ],
-    }
+    item = tmf_item(spec=UNKNOWN_SPEC)
+    return order_body(external_id, "refused at every door", order_items=[item])
 
 
 def assert_tmf_error(response: Any, code: str) -> None:

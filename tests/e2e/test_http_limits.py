@@ -22,32 +22,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from builders import order_body
 
 EXE = shutil.which("serviceorders")
 ORDERS = "/tmf-api/serviceOrdering/v4/serviceOrder"
 HEADER_TIMEOUT, BODY_TIMEOUT = 2.0, 3.0
-
-
-def _order(external_id: str) -> dict[str, Any]:
-    return {
-        "externalId": external_id,
-        "description": "limits",
-        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-        "serviceOrderItem": [
-            {
-                "id": "1",
-                "action": "add",
-                "service": {
-                    "serviceSpecification": {"id": "internet-access"},
-                    "serviceCharacteristic": [
-                        {"name": "bandwidthMbps", "value": 100},
-                        {"name": "accessType", "value": "fibre"},
-                    ],
-                    "place": [{"id": "S1", "name": "Site one"}],
-                },
-            }
-        ],
-    }
 
 
 @pytest.fixture
@@ -105,7 +84,7 @@ def test_an_oversized_header_is_refused_and_the_next_write_succeeds_within_a_sec
 ) -> None:
     base, port, output = server
     with httpx.Client(base_url=base, timeout=30) as http:
-        warm = http.post(ORDERS, json=_order(f"warm-{uuid.uuid4()}"))
+        warm = http.post(ORDERS, json=order_body(f"warm-{uuid.uuid4()}", "limits"))
         assert warm.status_code == 201, warm.text
         before = _events(pg_database)
         names = (b"X-Request-Id", b"X-Causation-Id")
@@ -124,7 +103,7 @@ def test_an_oversized_header_is_refused_and_the_next_write_succeeds_within_a_sec
         if answer:  # refused by the server itself, before the application saw it
             assert b"the request's header section exceeds 65536 bytes" in answer
         started = time.monotonic()
-        after = http.post(ORDERS, json=_order(f"next-{uuid.uuid4()}"))
+        after = http.post(ORDERS, json=order_body(f"next-{uuid.uuid4()}", "limits"))
         elapsed = time.monotonic() - started
     assert after.status_code == 201, after.text
     assert elapsed < 1.0, f"the next write took {elapsed:.2f} s"
@@ -139,13 +118,17 @@ def test_an_id_header_over_its_bound_is_a_431_naming_it_on_the_real_server(
 ) -> None:
     base, _, _ = server
     with httpx.Client(base_url=base, timeout=30) as http:
-        refused = http.post(ORDERS, json=_order("long-id"), headers={"X-Request-Id": "r" * 201})
+        refused = http.post(
+            ORDERS, json=order_body("long-id", "limits"), headers={"X-Request-Id": "r" * 201}
+        )
         assert refused.status_code == 431, refused.text
         assert refused.json()["message"] == (
             "the X-Request-Id header is 201 characters; the limit is 200"
         )
         assert _events(pg_database)[0][0] == 0
-        taken = http.post(ORDERS, json=_order("long-id"), headers={"X-Request-Id": "r" * 200})
+        taken = http.post(
+            ORDERS, json=order_body("long-id", "limits"), headers={"X-Request-Id": "r" * 200}
+        )
         assert taken.status_code == 201, taken.text
 
 
@@ -201,7 +184,7 @@ def test_a_slow_client_is_cut_off_while_other_clients_are_served(
     served = []
     with httpx.Client(base_url=base, timeout=10) as http:
         while dripper.is_alive():  # meanwhile, other clients write and read
-            response = http.post(ORDERS, json=_order(f"other-{uuid.uuid4()}"))
+            response = http.post(ORDERS, json=order_body(f"other-{uuid.uuid4()}", "limits"))
             assert response.status_code == 201, response.text
             served.append(http.get(ORDERS, params={"limit": 1}).status_code)
             time.sleep(0.2)

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+from builders import order_body, tmf_item
 from serviceorders.domain.order import order_id_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -97,29 +98,15 @@ class Run:
 
 
 def _order(external_id: str, customer: str, place: str, contact: str) -> dict[str, Any]:
-    return {
-        "@type": "ServiceOrder",
-        "externalId": external_id,
-        "category": "enterprise",
-        "priority": "2",
-        "notificationContact": contact,
-        "relatedParty": [{"id": f"CUST-{external_id}", "name": customer, "role": "customer"}],
-        "serviceOrderItem": [
-            {
-                "id": "1",
-                "action": "add",
-                "@type": "ServiceOrderItem",
-                "service": {
-                    "serviceSpecification": {"id": "internet-access"},
-                    "serviceCharacteristic": [
-                        {"name": "bandwidthMbps", "value": 100},
-                        {"name": "accessType", "value": "fibre"},
-                    ],
-                    "place": [{"id": "S1", "name": place}],
-                },
-            }
-        ],
-    }
+    item = {"@type": "ServiceOrderItem", **tmf_item(place=("S1", place))}
+    return order_body(
+        external_id,
+        None,
+        customer=(f"CUST-{external_id}", customer),
+        order_items=[item],
+        **{"@type": "ServiceOrder", "category": "enterprise", "priority": "2"},
+        notificationContact=contact,
+    )
 
 
 def _traceparent() -> tuple[str, str]:

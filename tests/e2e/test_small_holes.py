@@ -19,34 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
+from builders import order_body
 
 EXE = shutil.which("serviceorders")
 ORDERS = "/tmf-api/serviceOrdering/v4/serviceOrder"
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"]
-
-
-def _order(external_id: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "description": "small holes",
-        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-        "serviceOrderItem": [
-            {
-                "id": "1",
-                "action": "add",
-                "service": {
-                    "serviceSpecification": {"id": "internet-access"},
-                    "serviceCharacteristic": [
-                        {"name": "bandwidthMbps", "value": 100},
-                        {"name": "accessType", "value": "fibre"},
-                    ],
-                    "place": [{"id": "S1", "name": "Site one"}],
-                },
-            }
-        ],
-    }
-    if external_id:
-        body["externalId"] = external_id
-    return body
 
 
 @pytest.fixture
@@ -84,7 +61,7 @@ def test_non_finite_numbers_are_refused_by_every_write_route_before_any_write(
 ) -> None:
     base, _, output = server
     http = httpx.Client(base_url=base, timeout=30)
-    order = http.post(ORDERS, json=_order("nan-target"))
+    order = http.post(ORDERS, json=order_body("nan-target"))
     assert order.status_code == 201, order.text
     order_id = order.json()["id"]
     draft = http.post("/api/v1/drafts", json={"priority": "2"})
@@ -137,7 +114,7 @@ def test_href_and_location_never_come_from_the_host_header(
 ) -> None:
     base, port, _ = server
     http = httpx.Client(base_url=base, timeout=30)
-    created = http.post(ORDERS, json=_order(), headers={"Host": "evil.example:666"})
+    created = http.post(ORDERS, json=order_body(), headers={"Host": "evil.example:666"})
     assert created.status_code == 201, created.text
     bound = f"http://127.0.0.1:{port}"
     assert created.headers["location"].startswith(bound + ORDERS + "/"), created.headers
@@ -156,7 +133,7 @@ def test_a_decision_takes_one_etag_not_a_list(
 ) -> None:
     base, _, _ = server
     http = httpx.Client(base_url=base, timeout=30)
-    created = http.post(ORDERS, json=_order())
+    created = http.post(ORDERS, json=order_body())
     assert created.status_code == 201, created.text
     order_id = created.json()["id"]
     etag = http.get(f"/api/v1/orders/{order_id}").headers["etag"]
@@ -188,18 +165,18 @@ def test_two_long_idempotency_keys_with_a_common_start_never_give_the_same_order
     base, _, _ = server
     http = httpx.Client(base_url=base, timeout=30)
     common = "k" * 200
-    first = http.post(ORDERS, json=_order(), headers={"Idempotency-Key": common})
+    first = http.post(ORDERS, json=order_body(), headers={"Idempotency-Key": common})
     assert first.status_code == 201, first.text
     # Longer than the bound: refused naming the header, never cut to the first 200.
-    second = http.post(ORDERS, json=_order(), headers={"Idempotency-Key": common + "-b"})
+    second = http.post(ORDERS, json=order_body(), headers={"Idempotency-Key": common + "-b"})
     assert second.status_code in (400, 431), second.text
     assert "Idempotency-Key" in second.json()["message"]
     # Within the bound and different after a common start: two orders.
-    a = http.post(ORDERS, json=_order(), headers={"Idempotency-Key": "k" * 199 + "a"})
-    b = http.post(ORDERS, json=_order(), headers={"Idempotency-Key": "k" * 199 + "b"})
+    a = http.post(ORDERS, json=order_body(), headers={"Idempotency-Key": "k" * 199 + "a"})
+    b = http.post(ORDERS, json=order_body(), headers={"Idempotency-Key": "k" * 199 + "b"})
     assert a.status_code == b.status_code == 201, (a.text, b.text)
     assert len({first.json()["id"], a.json()["id"], b.json()["id"]}) == 3
     # The same key again: the same order (the key still works as one).
-    again = http.post(ORDERS, json=_order(), headers={"Idempotency-Key": "k" * 199 + "a"})
+    again = http.post(ORDERS, json=order_body(), headers={"Idempotency-Key": "k" * 199 + "a"})
     assert again.json()["id"] == a.json()["id"]
     assert re.fullmatch(r"[0-9a-f-]{36}", again.json()["id"])

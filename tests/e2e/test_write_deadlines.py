@@ -22,33 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
+from builders import order_body
 
 EXE = shutil.which("serviceorders")
 ORDERS = "/tmf-api/serviceOrdering/v4/serviceOrder"
 WRITE_TIMEOUT = 3
 MARKER = "slow-write-marker"  # the slow_marked_inserts fixture (tests/conftest.py) stalls on it
-
-
-def _order(description: str) -> dict[str, Any]:
-    return {
-        "externalId": str(uuid.uuid4()),
-        "description": description,
-        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-        "serviceOrderItem": [
-            {
-                "id": "1",
-                "action": "add",
-                "service": {
-                    "serviceSpecification": {"id": "internet-access"},
-                    "serviceCharacteristic": [
-                        {"name": "bandwidthMbps", "value": 100},
-                        {"name": "accessType", "value": "fibre"},
-                    ],
-                    "place": [{"id": "S1", "name": "Site one"}],
-                },
-            }
-        ],
-    }
 
 
 @pytest.fixture
@@ -99,10 +78,12 @@ def test_a_stuck_write_answers_503_within_the_write_timeout_and_others_proceed(
 ) -> None:
     base, _, output = server
     started = time.monotonic()
-    stuck, answers = _post_in_background(base, _order(MARKER))
+    stuck, answers = _post_in_background(base, order_body(str(uuid.uuid4()), MARKER))
     _wait_for_lock(pg_database)
     # Another client writes meanwhile: it waits for the lock, then goes through.
-    other = httpx.post(base + ORDERS, json=_order("another client"), timeout=60)
+    other = httpx.post(
+        base + ORDERS, json=order_body(str(uuid.uuid4()), "another client"), timeout=60
+    )
     stuck.join(30)
     assert answers, "the stuck write never answered"
     answer = answers[0]
@@ -130,7 +111,7 @@ def test_sigterm_during_a_stuck_write_stops_the_process_within_its_deadline(
     server: tuple[str, subprocess.Popen[bytes], Callable[[], str]], pg_database: Any
 ) -> None:
     base, process, output = server
-    _stuck, _answers = _post_in_background(base, _order(MARKER))
+    _stuck, _answers = _post_in_background(base, order_body(str(uuid.uuid4()), MARKER))
     _wait_for_lock(pg_database)
     process.send_signal(signal.SIGTERM)
     stopped = time.monotonic()

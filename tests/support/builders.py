@@ -99,29 +99,35 @@ def receive(
 
 
 # ------------------------------------------------------------------ TMF641 bodies
+def tmf_item(
+    item_id: str = "1", spec: str = "internet-access", place: tuple[str, str] = ("S1", "Site one")
+) -> dict[str, Any]:
+    """A TMF641 serviceOrderItem adding one service at `place` (id, name); internet access
+    gets the characteristics the default catalog wants (100 Mbit/s, fibre)."""
+    service: dict[str, Any] = {"serviceSpecification": {"id": spec}}
+    if spec == "internet-access":
+        service["serviceCharacteristic"] = [
+            {"name": "bandwidthMbps", "value": 100},
+            {"name": "accessType", "value": "fibre"},
+        ]
+    service["place"] = [{"id": place[0], "name": place[1]}]
+    return {"id": item_id, "action": "add", "service": service}
+
+
 def order_body(
-    external_id: str | None = None, description: str = "small holes", **kw: Any
+    external_id: str | None = None,
+    description: str | None = "small holes",
+    *,
+    customer: tuple[str, str] = ("CUST-1", "Acme"),
+    order_items: list[dict[str, Any]] | None = None,
+    **kw: Any,
 ) -> dict[str, Any]:
     """A TMF641 ServiceOrderCreate body: one internet access item at site S1 for customer
-    CUST-1 (Acme); `externalId` only when given; other top-level fields as keywords."""
-    body: dict[str, Any] = {
-        "description": description,
-        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-        "serviceOrderItem": [
-            {
-                "id": "1",
-                "action": "add",
-                "service": {
-                    "serviceSpecification": {"id": "internet-access"},
-                    "serviceCharacteristic": [
-                        {"name": "bandwidthMbps", "value": 100},
-                        {"name": "accessType", "value": "fibre"},
-                    ],
-                    "place": [{"id": "S1", "name": "Site one"}],
-                },
-            }
-        ],
-    }
+    CUST-1 (Acme) unless `customer` (id, name) or `order_items` say otherwise; `externalId`
+    and `description` only when given; other top-level fields as keywords."""
+    body: dict[str, Any] = {} if description is None else {"description": description}
+    body["relatedParty"] = [{"id": customer[0], "name": customer[1], "role": "customer"}]
+    body["serviceOrderItem"] = order_items if order_items is not None else [tmf_item()]
     if external_id:
         body["externalId"] = external_id
     body.update(kw)
