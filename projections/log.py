@@ -86,6 +86,20 @@ class Batch:
         return {event.originator_id: event for _, event in self.events}
 
 
+def log_head(db: ReadDb) -> int:
+    """The position of the log's last event (0: no event yet)."""
+    row = db.fetchone(f"SELECT MAX({db.log_position}) FROM {db.events_table}")
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def events_after(db: ReadDb, position: int) -> int:
+    """How many events the log holds after this position."""
+    row = db.fetchone(
+        f"SELECT COUNT(*) FROM {db.events_table} WHERE {db.log_position} > %s", (position,)
+    )
+    return int(row[0]) if row else 0
+
+
 class EventLog:
     """The events table, read directly (same database as the read models)."""
 
@@ -102,14 +116,10 @@ class EventLog:
         self.table, self.position = db.events_table, db.log_position
 
     def head(self) -> int:
-        row = self.db.fetchone(f"SELECT MAX({self.position}) FROM {self.table}")
-        return int(row[0]) if row and row[0] is not None else 0
+        return log_head(self.db)
 
     def count_after(self, position: int) -> int:
-        row = self.db.fetchone(
-            f"SELECT COUNT(*) FROM {self.table} WHERE {self.position} > %s", (position,)
-        )
-        return int(row[0]) if row else 0
+        return events_after(self.db, position)
 
     def read(self, after: int, limit: int, stop: int | None = None) -> list[tuple[int, OrderEvent]]:
         sql = (

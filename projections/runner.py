@@ -15,7 +15,7 @@ from typing import Any
 
 from eventsourcing.persistence import Mapper
 from serviceorders.domain.codec import UnknownEvent
-from serviceorders.projections.log import EventLog, fold
+from serviceorders.projections.log import EventLog, events_after, fold, log_head
 from serviceorders.projections.views import PROJECTIONS, Projection
 from serviceorders.storage.db import Busy, ReadDb, Table
 from serviceorders.support.gcpause import gc_paused
@@ -55,6 +55,44 @@ def create_tables(db: ReadDb, projections: Sequence[Projection] = PROJECTIONS) -
             )
 
 
+def read_positions(db: ReadDb, names: Sequence[str]) -> dict[str, int]:
+    """The log position each named projection table has reached."""
+    rows = db.fetchall(
+        f"SELECT name, position FROM {POSITIONS.name} WHERE name IN "
+        f"({', '.join(['%s'] * len(names))})",
+        list(names),
+    )
+    found = {name: int(position) for name, position in rows}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise RuntimeError(
+            f"projection tables not set up ({', '.join(missing)}): run `serviceorders db init`"
+        )
+    return found
+
+
+def status(
+    db: ReadDb,
+    projections: Sequence[Projection] = PROJECTIONS,
+    tables: dict[str, str] | None = None,
+) -> list[Status]:
+    """Where each projection is, the log head and how many events it is behind. A read of
+    positions and of the events table that maps no event, so the metrics, the operators'
+    API and `projections status` need no mapper (nor the composition root) for it."""
+    tables = tables or {p.name: p.name for p in projections}
+    head = log_head(db)
+    positions = read_positions(db, [tables[p.name] for p in projections])
+    return [
+        Status(
+            p.name,
+            positions[tables[p.name]],
+            head,
+            events_after(db, positions[tables[p.name]]),
+        )
+        for p in projections
+    ]
+
+
 class Projector:
     """Applies the log to a set of projections, each into its table (`tables` may map a
     projection to another table, as rebuild and verify do)."""
@@ -82,32 +120,10 @@ class Projector:
         self.metrics: Any = None
 
     def positions(self) -> dict[str, int]:
-        names = [self.tables[p.name] for p in self.projections]
-        rows = self.db.fetchall(
-            f"SELECT name, position FROM {POSITIONS.name} WHERE name IN "
-            f"({', '.join(['%s'] * len(names))})",
-            names,
-        )
-        found = {name: int(position) for name, position in rows}
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise RuntimeError(
-                f"projection tables not set up ({', '.join(missing)}): run `serviceorders db init`"
-            )
-        return found
+        return read_positions(self.db, [self.tables[p.name] for p in self.projections])
 
     def status(self) -> list[Status]:
-        head = self.log.head()
-        positions = self.positions()
-        return [
-            Status(
-                p.name,
-                positions[self.tables[p.name]],
-                head,
-                self.log.count_after(positions[self.tables[p.name]]),
-            )
-            for p in self.projections
-        ]
+        return status(self.db, self.projections, self.tables)
 
     def run_once(self, stop: int | None = None) -> int:
         """Apply the next page (to the projections furthest behind); returns its size."""

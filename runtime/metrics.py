@@ -210,8 +210,7 @@ class DatabaseCollector(Collector):
 
     def _read(self, db: Any) -> Iterator[Any]:
         if self.projections:
-            from serviceorders.bootstrap import event_mapper
-            from serviceorders.projections.runner import Projector
+            from serviceorders.projections.runner import status
 
             position = GaugeMetricFamily(
                 f"{PREFIX}_projection_position",
@@ -223,7 +222,7 @@ class DatabaseCollector(Collector):
                 "Events the projection is behind the log head",
                 labels=["projection"],
             )
-            for s in Projector(db, event_mapper()).status():
+            for s in status(db):
                 position.add_metric([s.name], s.position)
                 lag.add_metric([s.name], s.lag)
             yield position
