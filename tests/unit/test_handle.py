@@ -26,33 +26,9 @@ from builders import (
     topics,
     upstream,
 )
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.application import _HANDLERS, Outcome, ServiceOrders
-from serviceorders.domain.commands import (
-    COMMANDS,
-    AddLine,
-    AddNote,
-    Approve,
-    ApproveCancellation,
-    Cancel,
-    ChangeItemStates,
-    ConfigureLine,
-    Delete,
-    DenyCancellation,
-    DraftOrder,
-    Hold,
-    ItemStateChange,
-    OrderRef,
-    ProvideInformation,
-    ReachPointOfNoReturn,
-    ReceiveOrder,
-    Reject,
-    RemoveLine,
-    RequestCancellation,
-    RequestInformation,
-    Resume,
-    Revise,
-    Submit,
-)
+from serviceorders.domain.commands import COMMANDS
 from serviceorders.domain.errors import (
     ANSWERS,
     ConcurrencyConflict,
@@ -95,7 +71,7 @@ def received(app: ServiceOrders, external_id: str = "ext-1") -> UUID:
 
 def in_progress(app: ServiceOrders, external_id: str = "ext-1") -> UUID:
     order_id = received(app, external_id)
-    app.handle(manager(), Approve(order_id))
+    app.handle(manager(), cmd.Approve(order_id))
     return order_id
 
 
@@ -126,11 +102,11 @@ def test_receive_order_again_changes_nothing(app: ServiceOrders) -> None:
 
 def test_receive_order_with_an_idempotency_id_and_without_any(app: ServiceOrders) -> None:
     key_id = order_id_for_request("alice", "key-1")
-    command = ReceiveOrder(header(None), (item(),), order_id=key_id)
+    command = cmd.ReceiveOrder(header(None), (item(),), order_id=key_id)
     assert app.handle(agent(), command).created
     assert app.handle(agent(), command).created is False
 
-    random = [app.handle(agent(), ReceiveOrder(header(None), (item(),))) for _ in range(2)]
+    random = [app.handle(agent(), cmd.ReceiveOrder(header(None), (item(),))) for _ in range(2)]
     assert all(o.created for o in random) and random[0].order_id != random[1].order_id
 
 
@@ -145,7 +121,7 @@ def test_receive_order_refused_stores_nothing(app: ServiceOrders) -> None:
 
 def test_receive_order_keeps_its_notes(app: ServiceOrders) -> None:
     note = Note(text="call first", author="crm")
-    outcome = app.handle(upstream(), ReceiveOrder(header(), (item(),), [note]))
+    outcome = app.handle(upstream(), cmd.ReceiveOrder(header(), (item(),), [note]))
     assert app.get_order(outcome.order_id).notes == (note,)
 
 
@@ -153,29 +129,29 @@ def test_a_new_order_has_no_version_to_expect(app: ServiceOrders) -> None:
     with pytest.raises(InvalidCommand):
         app.handle(upstream(), receive(), expected_version=0)
     with pytest.raises(InvalidCommand):
-        app.handle(agent(), DraftOrder(header()), expected_version=0)
+        app.handle(agent(), cmd.DraftOrder(header()), expected_version=0)
     assert stored(app) == 0
 
 
 def test_draft_order_then_capture_and_submit(app: ServiceOrders) -> None:
-    draft = app.handle(agent(), DraftOrder(header("draft-1")))
+    draft = app.handle(agent(), cmd.DraftOrder(header("draft-1")))
     assert draft.created and draft.order.state is OrderState.DRAFT and draft.order.version == 1
     order_id = draft.order_id
 
-    added = app.handle(agent(), AddLine(order_id, item("1")))
+    added = app.handle(agent(), cmd.AddLine(order_id, item("1")))
     assert set(added.order.items) == {"1"} and added.order.items["1"].state is None
-    app.handle(agent(), AddLine(order_id, router("2")))
+    app.handle(agent(), cmd.AddLine(order_id, router("2")))
     configured = app.handle(
         agent(),
-        ConfigureLine(order_id, "1", {"bandwidthMbps": 500}, quantity=2, depends_on=["2"]),
+        cmd.ConfigureLine(order_id, "1", {"bandwidthMbps": 500}, quantity=2, depends_on=["2"]),
     )
     line = configured.order.items["1"]
     assert (line.characteristics["bandwidthMbps"], line.quantity) == (500, 2)
     assert line.depends_on == ("2",)
-    removed = app.handle(agent(), RemoveLine(order_id, "2"))
+    removed = app.handle(agent(), cmd.RemoveLine(order_id, "2"))
     assert set(removed.order.items) == {"1"}
-    app.handle(agent(), ConfigureLine(order_id, "1", depends_on=()))
-    submitted = app.handle(agent(), Submit(order_id))
+    app.handle(agent(), cmd.ConfigureLine(order_id, "1", depends_on=()))
+    submitted = app.handle(agent(), cmd.Submit(order_id))
 
     assert submitted.order.state is OrderState.ACKNOWLEDGED
     assert topics(app, order_id) == [
@@ -193,24 +169,24 @@ def test_draft_order_then_capture_and_submit(app: ServiceOrders) -> None:
 def test_a_draft_under_a_taken_external_id_is_a_conflict(app: ServiceOrders) -> None:
     received(app, "taken")
     with pytest.raises(ConcurrencyConflict):
-        app.handle(agent(), DraftOrder(header("taken")))
+        app.handle(agent(), cmd.DraftOrder(header("taken")))
     assert topics(app, order_id_for("taken")) == ["OrderDrafted", "OrderSubmitted"]
 
 
 def test_submit_with_a_structural_problem_is_refused(app: ServiceOrders) -> None:
-    order_id = app.handle(agent(), DraftOrder(header(None))).order_id
+    order_id = app.handle(agent(), cmd.DraftOrder(header(None))).order_id
     with pytest.raises(ValidationFailed):
-        app.handle(agent(), Submit(order_id))  # no items
+        app.handle(agent(), cmd.Submit(order_id))  # no items
     assert app.get_order(order_id).state is OrderState.DRAFT
 
 
 # -------------------------------------------------------------------------- review
 def test_approve_and_reject(app: ServiceOrders) -> None:
-    approved = app.handle(manager(), Approve(received(app, "a"), "fine"))
+    approved = app.handle(manager(), cmd.Approve(received(app, "a"), "fine"))
     assert approved.order.state is OrderState.IN_PROGRESS
     assert approved.order.decided_by == manager().actor
 
-    rejected = app.handle(manager(), Reject(received(app, "b"), "no budget"))
+    rejected = app.handle(manager(), cmd.Reject(received(app, "b"), "no budget"))
     assert rejected.order.state is OrderState.REJECTED
     assert rejected.order.rejection_reason == "no budget"
 
@@ -223,15 +199,15 @@ def test_four_eyes_comes_from_the_application_setting() -> None:
             app.handle(boss, receive("own-1"))
             app.handle(boss, receive("own-2"))
         with pytest.raises(NotPermitted, match="four-eyes"):
-            strict.handle(boss, Approve(order_id_for("own-1")))
+            strict.handle(boss, cmd.Approve(order_id_for("own-1")))
         with pytest.raises(NotPermitted, match="four-eyes"):
-            strict.handle(boss, Reject(order_id_for("own-2"), "mine"))
+            strict.handle(boss, cmd.Reject(order_id_for("own-2"), "mine"))
         assert strict.get_order(order_id_for("own-1")).state is OrderState.ACKNOWLEDGED
 
-        assert lenient.handle(boss, Approve(order_id_for("own-1"))).order.state is (
+        assert lenient.handle(boss, cmd.Approve(order_id_for("own-1"))).order.state is (
             OrderState.IN_PROGRESS
         )
-        assert lenient.handle(boss, Reject(order_id_for("own-2"), "mine")).order.state is (
+        assert lenient.handle(boss, cmd.Reject(order_id_for("own-2"), "mine")).order.state is (
             OrderState.REJECTED
         )
     finally:
@@ -241,21 +217,21 @@ def test_four_eyes_comes_from_the_application_setting() -> None:
 
 def test_a_role_that_may_not_act_is_refused(app: ServiceOrders) -> None:
     with pytest.raises(NotPermitted):
-        app.handle(fulfilment(), Approve(received(app)))
+        app.handle(fulfilment(), cmd.Approve(received(app)))
 
 
 # ---------------------------------------------------------------------- fulfilment
 def test_hold_resume_request_and_provide_information(app: ServiceOrders) -> None:
     order_id = in_progress(app)
-    held = app.handle(fulfilment(), Hold(order_id, "no access to the site"))
+    held = app.handle(fulfilment(), cmd.Hold(order_id, "no access to the site"))
     assert (held.order.state, held.order.waiting_reason) == (
         OrderState.HELD,
         "no access to the site",
     )
-    assert app.handle(fulfilment(), Resume(order_id)).order.state is OrderState.IN_PROGRESS
-    asked = app.handle(fulfilment(), RequestInformation(order_id, "the rack number"))
+    assert app.handle(fulfilment(), cmd.Resume(order_id)).order.state is OrderState.IN_PROGRESS
+    asked = app.handle(fulfilment(), cmd.RequestInformation(order_id, "the rack number"))
     assert asked.order.state is OrderState.PENDING
-    answered = app.handle(upstream(), ProvideInformation(order_id, "rack 7"))
+    answered = app.handle(upstream(), cmd.ProvideInformation(order_id, "rack 7"))
     assert answered.order.state is OrderState.IN_PROGRESS
     assert topics(app, order_id)[-4:] == [
         "OrderHeld",
@@ -267,11 +243,11 @@ def test_hold_resume_request_and_provide_information(app: ServiceOrders) -> None
 
 def test_change_item_states_settles_the_order(app: ServiceOrders) -> None:
     order_id = in_progress(app)
-    command = ChangeItemStates(
+    command = cmd.ChangeItemStates(
         order_id,
         (
-            ItemStateChange("1", ItemState.COMPLETED),
-            ItemStateChange("2", ItemState.COMPLETED, "installed"),
+            cmd.ItemStateChange("1", ItemState.COMPLETED),
+            cmd.ItemStateChange("2", ItemState.COMPLETED, "installed"),
         ),
     )
     outcome = app.handle(fulfilment(), command)
@@ -282,7 +258,7 @@ def test_change_item_states_settles_the_order(app: ServiceOrders) -> None:
 
 def test_change_item_states_is_all_or_nothing(app: ServiceOrders) -> None:
     order_id = in_progress(app)
-    command = ChangeItemStates(
+    command = cmd.ChangeItemStates(
         order_id, [("1", ItemState.COMPLETED, None), ("2", ItemState.ACKNOWLEDGED, None)]
     )
     with pytest.raises(IllegalTransition):
@@ -293,28 +269,28 @@ def test_change_item_states_is_all_or_nothing(app: ServiceOrders) -> None:
 
 def test_change_item_states_skip_unchanged(app: ServiceOrders) -> None:
     order_id = in_progress(app)
-    app.handle(fulfilment(), ChangeItemStates.one(order_id, "1", ItemState.COMPLETED))
+    app.handle(fulfilment(), cmd.ChangeItemStates.one(order_id, "1", ItemState.COMPLETED))
     again = [("1", ItemState.COMPLETED, None), ("2", ItemState.IN_PROGRESS, None)]
 
     with pytest.raises(IllegalTransition):  # completed -> completed, without the flag
-        app.handle(fulfilment(), ChangeItemStates(order_id, again))
-    outcome = app.handle(fulfilment(), ChangeItemStates(order_id, again, skip_unchanged=True))
+        app.handle(fulfilment(), cmd.ChangeItemStates(order_id, again))
+    outcome = app.handle(fulfilment(), cmd.ChangeItemStates(order_id, again, skip_unchanged=True))
     assert outcome.order.items["2"].state is ItemState.IN_PROGRESS
     assert outcome.order.version == 5  # only item 2's change
 
     with pytest.raises(UnknownItem):  # an item the order lacks is still refused
         app.handle(
             fulfilment(),
-            ChangeItemStates(order_id, [("9", ItemState.COMPLETED, None)], skip_unchanged=True),
+            cmd.ChangeItemStates(order_id, [("9", ItemState.COMPLETED, None)], skip_unchanged=True),
         )
 
 
 def test_point_of_no_return_blocks_revision(app: ServiceOrders) -> None:
     order_id = in_progress(app)
-    outcome = app.handle(fulfilment(), ReachPointOfNoReturn(order_id, "kit shipped"))
+    outcome = app.handle(fulfilment(), cmd.ReachPointOfNoReturn(order_id, "kit shipped"))
     assert outcome.order.point_of_no_return is True
     with pytest.raises(IllegalTransition):
-        app.handle(upstream(), Revise(order_id, header=HeaderChange(priority="1")))
+        app.handle(upstream(), cmd.Revise(order_id, header=HeaderChange(priority="1")))
 
 
 # ------------------------------------------------------------------------ revision
@@ -322,7 +298,7 @@ def test_revise_items_removals_and_header(app: ServiceOrders) -> None:
     order_id = received(app)
     outcome = app.handle(
         upstream(),
-        Revise(
+        cmd.Revise(
             order_id,
             items=[item("3", characteristics={"bandwidthMbps": 50, "accessType": "copper"})],
             removed_item_ids=["2"],
@@ -336,19 +312,19 @@ def test_revise_items_removals_and_header(app: ServiceOrders) -> None:
 
 def test_revise_with_notes_only_adds_notes_and_nothing_is_refused(app: ServiceOrders) -> None:
     order_id = received(app)
-    outcome = app.handle(upstream(), Revise(order_id, notes=["first", "second"]))
+    outcome = app.handle(upstream(), cmd.Revise(order_id, notes=["first", "second"]))
     assert [n.text for n in outcome.order.notes] == ["first", "second"]
     assert topics(app, order_id)[-2:] == ["NoteAdded", "NoteAdded"]
 
     with pytest.raises(InvalidCommand, match="changes nothing"):
-        app.handle(upstream(), Revise(order_id, header=HeaderChange()))
+        app.handle(upstream(), cmd.Revise(order_id, header=HeaderChange()))
 
 
 def test_revise_and_notes_are_one_transaction(app: ServiceOrders) -> None:
     order_id = received(app)
     before = stored(app)
     with pytest.raises(InvalidCommand):  # the note is refused (blank): no revision either
-        app.handle(upstream(), Revise(order_id, header=HeaderChange(priority="1"), notes=[" "]))
+        app.handle(upstream(), cmd.Revise(order_id, header=HeaderChange(priority="1"), notes=[" "]))
     assert stored(app) == before
 
 
@@ -356,74 +332,77 @@ def test_revise_and_notes_are_one_transaction(app: ServiceOrders) -> None:
 def test_request_and_approve_cancellation_then_cancel(app: ServiceOrders) -> None:
     order_id = in_progress(app)
     when = datetime(2030, 1, 1, tzinfo=UTC)
-    requested = app.handle(upstream(), RequestCancellation(order_id, "moved out", when))
+    requested = app.handle(upstream(), cmd.RequestCancellation(order_id, "moved out", when))
     assert requested.request_id is not None
     assert requested.order.state is OrderState.ASSESSING_CANCELLATION
     assert requested.order.cancellation_request_id == requested.request_id
 
-    approved = app.handle(manager("carol"), ApproveCancellation(order_id, "ok"))
+    approved = app.handle(manager("carol"), cmd.ApproveCancellation(order_id, "ok"))
     assert approved.order.state is OrderState.PENDING_CANCELLATION
-    cancelled = app.handle(fulfilment(), Cancel(order_id))
+    cancelled = app.handle(fulfilment(), cmd.Cancel(order_id))
     assert cancelled.order.state is OrderState.CANCELLED
     assert cancelled.order.cancellation_reason == "moved out"
 
 
 def test_request_cancellation_keeps_a_given_request_id(app: ServiceOrders) -> None:
     order_id = received(app)
-    outcome = app.handle(upstream(), RequestCancellation(order_id, request_id="req-7"))
+    outcome = app.handle(upstream(), cmd.RequestCancellation(order_id, request_id="req-7"))
     assert outcome.request_id == "req-7" == app.get_order(order_id).cancellation_request_id
 
 
 def test_deny_cancellation_restores_the_prior_state(app: ServiceOrders) -> None:
     order_id = in_progress(app)
-    app.handle(upstream(), RequestCancellation(order_id))
-    denied = app.handle(manager("carol"), DenyCancellation(order_id, "already installed"))
+    app.handle(upstream(), cmd.RequestCancellation(order_id))
+    denied = app.handle(manager("carol"), cmd.DenyCancellation(order_id, "already installed"))
     assert denied.order.state is OrderState.IN_PROGRESS
 
 
 def test_cancel_directly(app: ServiceOrders) -> None:
     order_id = received(app)
-    outcome = app.handle(manager(), Cancel(order_id, "duplicate"))
+    outcome = app.handle(manager(), cmd.Cancel(order_id, "duplicate"))
     assert outcome.order.state is OrderState.CANCELLED
 
 
 # ---------------------------------------------------------------- notes, deletion
 def test_add_note_in_any_state(app: ServiceOrders) -> None:
     order_id = received(app)
-    outcome = app.handle(agent(), AddNote(order_id, "  customer called  "))
+    outcome = app.handle(agent(), cmd.AddNote(order_id, "  customer called  "))
     assert outcome.order.notes[-1] == Note(text="customer called", author="alice")
 
 
 def test_delete_a_draft_and_a_final_order(app: ServiceOrders) -> None:
-    draft_id = app.handle(agent(), DraftOrder(header(None))).order_id
-    assert app.handle(agent(), Delete(draft_id, "discarded")).order.deleted is True
+    draft_id = app.handle(agent(), cmd.DraftOrder(header(None))).order_id
+    assert app.handle(agent(), cmd.Delete(draft_id, "discarded")).order.deleted is True
 
     order_id = received(app)
-    app.handle(manager(), Reject(order_id, "no"))
+    app.handle(manager(), cmd.Reject(order_id, "no"))
     with pytest.raises(NotPermitted, match="drafts only"):
-        app.handle(agent(), Delete(order_id))
-    assert app.handle(operator(), Delete(order_id)).order.deleted is True
+        app.handle(agent(), cmd.Delete(order_id))
+    assert app.handle(operator(), cmd.Delete(order_id)).order.deleted is True
 
 
 # ------------------------------------------------------------------ targets, errors
 def test_an_order_ref_finds_the_order_by_our_id_else_its_external_id(app: ServiceOrders) -> None:
     order_id = received(app, "crm-9")
-    by_external = OrderRef(None, "crm-9")
-    by_both = OrderRef(uuid4(), "crm-9")  # our id unknown: the external id decides
+    by_external = cmd.OrderRef(None, "crm-9")
+    by_both = cmd.OrderRef(uuid4(), "crm-9")  # our id unknown: the external id decides
 
-    assert app.handle(upstream(), AddNote(by_external, "one")).order_id == order_id
-    assert app.handle(upstream(), AddNote(by_both, "two")).order_id == order_id
-    assert app.handle(upstream(), AddNote(OrderRef(order_id, None), "three")).order.version == 5
+    assert app.handle(upstream(), cmd.AddNote(by_external, "one")).order_id == order_id
+    assert app.handle(upstream(), cmd.AddNote(by_both, "two")).order_id == order_id
+    assert (
+        app.handle(upstream(), cmd.AddNote(cmd.OrderRef(order_id, None), "three")).order.version
+        == 5
+    )
 
 
 def test_an_unknown_order_is_named_as_the_door_gave_it(app: ServiceOrders) -> None:
     unknown = uuid4()
     with pytest.raises(OrderNotFound) as by_id:
-        app.handle(agent(), AddNote(unknown, "x"))
+        app.handle(agent(), cmd.AddNote(unknown, "x"))
     assert str(by_id.value) == f"no order {unknown}"
 
     with pytest.raises(OrderNotFound) as by_ref:
-        app.handle(upstream(), AddNote(OrderRef(unknown, "crm-0"), "x"))
+        app.handle(upstream(), cmd.AddNote(cmd.OrderRef(unknown, "crm-0"), "x"))
     assert str(by_ref.value) == f"no order with id {unknown} or externalId 'crm-0'"
     assert answer_for(by_ref.value).category == "unknown_order"
 
@@ -434,30 +413,31 @@ def test_not_a_command(app: ServiceOrders) -> None:
 
 
 def test_every_command_has_a_handler() -> None:
-    handlers = set(_HANDLERS) | {ReceiveOrder, DraftOrder}
+    handlers = set(_HANDLERS) | {cmd.ReceiveOrder, cmd.DraftOrder}
     assert handlers == set(COMMANDS)
 
 
 # ------------------------------------------------------------------ versions, conflicts
 def test_expected_version_matches(app: ServiceOrders) -> None:
     order_id = received(app)
-    assert app.handle(manager(), Approve(order_id), expected_version=2).order.version == 3
+    assert app.handle(manager(), cmd.Approve(order_id), expected_version=2).order.version == 3
     assert (
-        app.handle(upstream(), AddNote(order_id, "x"), expected_version=[1, 3]).order.version == 4
+        app.handle(upstream(), cmd.AddNote(order_id, "x"), expected_version=[1, 3]).order.version
+        == 4
     )
 
 
 def test_a_stale_expected_version_is_refused_and_nothing_is_written(app: ServiceOrders) -> None:
     order_id = received(app)
-    app.handle(upstream(), AddNote(order_id, "meanwhile"))  # now at version 3
+    app.handle(upstream(), cmd.AddNote(order_id, "meanwhile"))  # now at version 3
 
     with pytest.raises(StaleVersion) as stale:
-        app.handle(manager(), Approve(order_id), expected_version=2)
+        app.handle(manager(), cmd.Approve(order_id), expected_version=2)
     assert isinstance(stale.value, ConcurrencyConflict)
     assert (stale.value.expected, stale.value.actual) == (2, 3)
     assert stale.value.code == "precondition_failed"
     with pytest.raises(StaleVersion):
-        app.handle(manager(), Approve(order_id), expected_version={1, 2})
+        app.handle(manager(), cmd.Approve(order_id), expected_version={1, 2})
     assert app.get_order(order_id).state is OrderState.ACKNOWLEDGED
     assert app.get_order(order_id).version == 3
 
@@ -477,7 +457,7 @@ def test_a_write_between_load_and_save_is_a_conflict(
 
     monkeypatch.setattr(app, "save", save)
     with pytest.raises(ConcurrencyConflict, match="reload the order and try again"):
-        app.handle(manager(), Approve(order_id))
+        app.handle(manager(), cmd.Approve(order_id))
     assert topics(app, order_id)[-1] == "NoteAdded"
     assert app.get_order(order_id).state is OrderState.ACKNOWLEDGED
 
@@ -505,7 +485,7 @@ def test_a_random_id_that_is_taken_is_a_conflict(
     taken = received(app, "crm-1")
     monkeypatch.setattr("serviceorders.domain.commands.order_id_for", lambda _: taken)
     with pytest.raises(ConcurrencyConflict, match="the order id is taken"):
-        app.handle(agent(), ReceiveOrder(header(None), (item(),)))
+        app.handle(agent(), cmd.ReceiveOrder(header(None), (item(),)))
 
 
 # -------------------------------------------------------------------- unit of work
@@ -522,11 +502,11 @@ def test_a_unit_of_work_saves_many_commands_over_many_orders_once(
 
     monkeypatch.setattr(app.recorder, "insert_events", insert_events)
     uow = app.unit_of_work()
-    uow.apply(manager(), Approve(first))
-    uow.apply(fulfilment(), Hold(first, "waiting for the landlord"))
-    uow.apply(upstream(), RequestCancellation(second))
+    uow.apply(manager(), cmd.Approve(first))
+    uow.apply(fulfilment(), cmd.Hold(first, "waiting for the landlord"))
+    uow.apply(upstream(), cmd.RequestCancellation(second))
     created = uow.apply(upstream(), receive("c"))
-    uow.apply(upstream(), AddNote(OrderRef(None, "c"), "same batch"))
+    uow.apply(upstream(), cmd.AddNote(cmd.OrderRef(None, "c"), "same batch"))
     assert stored(app) == 4  # nothing written before the commit
     assert {o.id for o in uow.pending()} == {first, second, created.order_id}
 
@@ -562,8 +542,8 @@ def test_a_failed_command_leaves_the_order_as_it_was_in_the_unit_of_work(
 ) -> None:
     order_id = in_progress(app)
     uow = app.unit_of_work()
-    uow.apply(upstream(), AddNote(order_id, "kept"))
-    half = ChangeItemStates(
+    uow.apply(upstream(), cmd.AddNote(order_id, "kept"))
+    half = cmd.ChangeItemStates(
         order_id, [("1", ItemState.COMPLETED, None), ("2", ItemState.ACKNOWLEDGED, None)]
     )
     with pytest.raises(IllegalTransition):
@@ -573,7 +553,7 @@ def test_a_failed_command_leaves_the_order_as_it_was_in_the_unit_of_work(
     assert order.items["1"].state is ItemState.ACKNOWLEDGED
     assert [type(e).__name__ for e in order.pending_events] == ["NoteAdded"]
     assert order.version == 4
-    after = uow.apply(fulfilment(), ChangeItemStates.one(order_id, "1", ItemState.COMPLETED))
+    after = uow.apply(fulfilment(), cmd.ChangeItemStates.one(order_id, "1", ItemState.COMPLETED))
     assert after.order.version == 5
     uow.commit()
     assert topics(app, order_id)[-2:] == ["NoteAdded", "ItemStateChanged"]
@@ -583,7 +563,7 @@ def test_a_failed_command_on_an_order_created_in_the_unit_of_work(app: ServiceOr
     uow = app.unit_of_work()
     order_id = uow.apply(upstream(), receive("new")).order_id
     with pytest.raises(InvalidCommand):
-        uow.apply(upstream(), Revise(order_id, header=HeaderChange(priority="1"), notes=[" "]))
+        uow.apply(upstream(), cmd.Revise(order_id, header=HeaderChange(priority="1"), notes=[" "]))
     order = uow.resolve(order_id)
     assert order.header.priority is None and order.revision == 0
     assert [type(e).__name__ for e in order.pending_events] == ["OrderDrafted", "OrderSubmitted"]
@@ -606,9 +586,9 @@ def test_a_unit_of_work_with_known_ids_reads_only_those(
     uow = app.unit_of_work(existing={known})
     again = uow.apply(upstream(), receive("known"))
     fresh = uow.apply(upstream(), receive("fresh"))
-    uow.apply(upstream(), AddNote(known, "x"))
+    uow.apply(upstream(), cmd.AddNote(known, "x"))
     with pytest.raises(OrderNotFound):
-        uow.apply(upstream(), AddNote(uuid4(), "x"))  # not known: no read, not found
+        uow.apply(upstream(), cmd.AddNote(uuid4(), "x"))  # not known: no read, not found
 
     assert (again.created, fresh.created) == (False, True)
     assert reads == [known]  # once, for the whole unit of work
@@ -621,7 +601,7 @@ def test_receive_twice_in_one_unit_of_work(app: ServiceOrders) -> None:
     assert (first.created, second.created) == (True, False)
     assert second.order is first.order
     with pytest.raises(ConcurrencyConflict):
-        uow.apply(agent(), DraftOrder(header("dup")))
+        uow.apply(agent(), cmd.DraftOrder(header("dup")))
 
 
 # ------------------------------------------------------------------- personal data
@@ -652,16 +632,18 @@ def test_personal_data_is_sealed_by_handle(sealed: tuple[ServiceOrders, MemorySe
 
     app.handle(
         upstream(),
-        Revise(
+        cmd.Revise(
             order_id,
             items=[item("2", place=Place(id="s2", name="Branch office"))],
             header=HeaderChange(notification_contact="ann@example.org"),
         ),
     )
-    draft_id = app.handle(agent(), DraftOrder(header(None, notification_contact="d@x"))).order_id
-    app.handle(agent(), AddLine(draft_id, item("1", place=Place(id="s", name="Back yard"))))
+    draft_id = app.handle(
+        agent(), cmd.DraftOrder(header(None, notification_contact="d@x"))
+    ).order_id
+    app.handle(agent(), cmd.AddLine(draft_id, item("1", place=Place(id="s", name="Back yard"))))
     configured = app.handle(
-        agent(), ConfigureLine(draft_id, "1", place=Place(id="s", name="Front yard"))
+        agent(), cmd.ConfigureLine(draft_id, "1", place=Place(id="s", name="Front yard"))
     )
     assert configured.order.items["1"].place.name == "Front yard"
     for secret in ("Branch office", "ann@example.org", "Back yard", "Front yard", "d@x"):
@@ -726,13 +708,13 @@ def test_a_subclass_outside_the_domain_is_answered_as_its_base() -> None:
 
 # ---------------------------------------------------------------------- commands
 def test_commands_are_immutable_values() -> None:
-    command = Revise(uuid4(), items=[item()], removed_item_ids=["2"], notes=["n"])
+    command = cmd.Revise(uuid4(), items=[item()], removed_item_ids=["2"], notes=["n"])
     assert isinstance(command.items, tuple) and command.removed_item_ids == ("2",)
     with pytest.raises(AttributeError):
         command.notes = ()  # type: ignore[misc]
-    states = ChangeItemStates(uuid4(), [("1", ItemState.COMPLETED, None)])
-    assert states.changes == (ItemStateChange("1", ItemState.COMPLETED, None),)
-    assert OrderRef(None, None).describe() == "no id" and OrderRef().candidates() == []
+    states = cmd.ChangeItemStates(uuid4(), [("1", ItemState.COMPLETED, None)])
+    assert states.changes == (cmd.ItemStateChange("1", ItemState.COMPLETED, None),)
+    assert cmd.OrderRef(None, None).describe() == "no id" and cmd.OrderRef().candidates() == []
 
 
 def test_outcome_of_handle_is_saved_and_revealed(app: ServiceOrders) -> None:
