@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 from uuid import uuid4
 
 import pytest
+from builders import item as build_item
 from serviceorders.domain import chain
 from serviceorders.domain.errors import (
     ConcurrencyConflict,
@@ -30,7 +31,6 @@ from serviceorders.domain.values import (
     Party,
     Place,
     Role,
-    SpecRef,
 )
 
 pytestmark = pytest.mark.integration
@@ -117,7 +117,7 @@ def test_receive_flags_value_problems_and_refuses_structural_ones(app, actors, s
     codes = {p.code for p in app.get_order(order_id).flags}
     assert codes == {"missing_place", "value_not_allowed"}
 
-    unknown = OrderItem(id="1", action=ItemAction.ADD, specification=SpecRef(id="no-such"))
+    unknown = build_item("1", "no-such", characteristics={}, place=None)
     with pytest.raises(ValidationFailed) as refused:
         app.receive_order(actors.upstream, samples.header("refused"), [unknown])
     assert {p.code for p in refused.value.problems} == {"unknown_specification"}
@@ -566,10 +566,9 @@ def test_an_order_reloads_exactly_as_it_was_built(app, actors, samples, chain_to
         ),
         order_relationships=(OrderRelationship(id="o-0", relationship_type="follows"),),
     )
-    voice = OrderItem(
-        id="v",
-        action=ItemAction.ADD,
-        specification=SpecRef(id="sip-trunk"),
+    voice = build_item(
+        "v",
+        "sip-trunk",
         characteristics={
             "channels": 30,
             "emergencyAddressValidated": True,

@@ -21,19 +21,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from builders import item as build_item
 from psycopg import sql
 from serviceorders.bootstrap import build_application, event_mapper, init_database, open_read_db
 from serviceorders.domain.order import ServiceOrder, order_id_for
 from serviceorders.domain.values import (
     CommandContext,
-    ItemAction,
     ItemState,
     OrderHeader,
     OrderItem,
     Party,
     Place,
     Role,
-    SpecRef,
 )
 from serviceorders.projections import maintenance
 from serviceorders.projections.runner import POSITIONS, Projector
@@ -94,17 +93,15 @@ def new_database() -> Iterator[Any]:
 # ------------------------------------------------------------------ the log
 def items() -> list[OrderItem]:
     return [
-        OrderItem(
-            id="1",
-            action=ItemAction.ADD,
-            specification=SpecRef(id="internet-access"),
+        build_item(
+            "1",
+            "internet-access",
             characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
             place=Place(id="site-1"),
         ),
-        OrderItem(
-            id="2",
-            action=ItemAction.ADD,
-            specification=SpecRef(id="managed-router"),
+        build_item(
+            "2",
+            "managed-router",
             characteristics={"model": "c1100"},
             place=Place(id="site-2"),
             depends_on=("1",),

@@ -24,6 +24,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from builders import item as build_item
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -149,35 +150,29 @@ def _item(k: int) -> OrderItem:
     """Item i<k> from a small pool: valid ones, flagged ones, a modify."""
     k %= 6
     if k == 0:
-        return OrderItem(
-            id="i0",
-            action=ItemAction.ADD,
-            specification=SpecRef(id="internet-access"),
+        return build_item(
+            "i0",
+            "internet-access",
             characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
             place=Place(id="site-1", name="Main"),
         )
     if k == 1:
-        return OrderItem(
-            id="i1",
-            action=ItemAction.ADD,
-            specification=SpecRef(id="managed-router"),
-            characteristics={"model": "c1100"},
-            place=Place(id="site-1"),
+        return build_item(
+            "i1", "managed-router", characteristics={"model": "c1100"}, place=Place(id="site-1")
         )
     if k == 2:
-        return OrderItem(
-            id="i2",
-            action=ItemAction.ADD,
-            specification=SpecRef(id="sdwan-site"),
+        return build_item(
+            "i2",
+            "sdwan-site",
             characteristics={"bandwidthProfile": "small", "siteRole": "spoke"},
             place=Place(id="site-2"),
             quantity=2,
         )
     if k == 3:  # no site: a flag
-        return OrderItem(
-            id="i3",
-            action=ItemAction.ADD,
-            specification=SpecRef(id="internet-access"),
+        return build_item(
+            "i3",
+            "internet-access",
+            place=None,
             characteristics={"bandwidthMbps": 50, "accessType": "copper"},
         )
     if k == 4:
@@ -190,10 +185,9 @@ def _item(k: int) -> OrderItem:
             place=Place(id="site-3"),
         )
     # an unknown characteristic: a flag
-    return OrderItem(
-        id="i5",
-        action=ItemAction.ADD,
-        specification=SpecRef(id="managed-router"),
+    return build_item(
+        "i5",
+        "managed-router",
         characteristics={"model": "c8300", "colour": "red"},
         place=Place(id="site-2"),
     )

@@ -8,15 +8,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from builders import item as build_item
 from serviceorders.bootstrap import build_projector
 from serviceorders.domain.values import (
-    ItemAction,
     ItemState,
     OrderHeader,
     OrderItem,
     Party,
     Place,
-    SpecRef,
 )
 from serviceorders.projections.queries import OrderFilter, QueueFilter, ReadModels
 
@@ -29,13 +28,7 @@ def item(item_id: str, site: str, spec: str = "internet-access", **chars: Any) -
         if spec == "internet-access"
         else {"model": "c1100"}
     )
-    return OrderItem(
-        id=item_id,
-        action=ItemAction.ADD,
-        specification=SpecRef(id=spec),
-        characteristics={**values, **chars},
-        place=Place(id=site),
-    )
+    return build_item(item_id, spec, characteristics={**values, **chars}, place=Place(id=site))
 
 
 @pytest.fixture

@@ -24,20 +24,19 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from builders import item as build_item
 from psycopg import sql
 from psycopg.rows import dict_row
 from serviceorders.bootstrap import build_application, build_projector, init_database
 from serviceorders.domain.values import (
     Channel,
     CommandContext,
-    ItemAction,
     ItemState,
     OrderHeader,
     OrderItem,
     Party,
     Place,
     Role,
-    SpecRef,
 )
 from serviceorders.settings import Settings
 
@@ -112,20 +111,18 @@ MUNICH = Place(id="SITE-MUC-03", name="Munich office")
 def internet(
     item_id: str, site: Place | None, mbps: Any = 100, access: str = "fibre", **extra: Any
 ) -> OrderItem:
-    return OrderItem(
-        id=item_id,
-        action=ItemAction.ADD,
-        specification=SpecRef(id="internet-access"),
+    return build_item(
+        item_id,
+        "internet-access",
         characteristics={"bandwidthMbps": mbps, "accessType": access, **extra},
         place=site,
     )
 
 
 def router(item_id: str, site: Place | None, *, depends_on: tuple[str, ...] = ()) -> OrderItem:
-    return OrderItem(
-        id=item_id,
-        action=ItemAction.ADD,
-        specification=SpecRef(id="managed-router"),
+    return build_item(
+        item_id,
+        "managed-router",
         characteristics={"model": "c1100"},
         place=site,
         depends_on=depends_on,
@@ -133,10 +130,9 @@ def router(item_id: str, site: Place | None, *, depends_on: tuple[str, ...] = ()
 
 
 def sdwan(item_id: str, site: Place, profile: str, role: str) -> OrderItem:
-    return OrderItem(
-        id=item_id,
-        action=ItemAction.ADD,
-        specification=SpecRef(id="sdwan-site"),
+    return build_item(
+        item_id,
+        "sdwan-site",
         characteristics={"bandwidthProfile": profile, "siteRole": role},
         place=site,
     )

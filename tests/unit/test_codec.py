@@ -7,6 +7,7 @@ from uuid import uuid4
 
 import orjson
 import pytest
+from builders import item as build_item
 from eventsourcing.compressor import ZlibCompressor
 from eventsourcing.persistence import MapperDeserialisationError, StoredEvent
 from serviceorders.domain import events as ev
@@ -18,7 +19,6 @@ from serviceorders.domain.values import (
     Channel,
     CommandContext,
     HeaderChange,
-    ItemAction,
     ItemState,
     Note,
     OrderHeader,
@@ -28,7 +28,6 @@ from serviceorders.domain.values import (
     Party,
     Place,
     Role,
-    SpecRef,
 )
 
 pytestmark = pytest.mark.unit
@@ -55,10 +54,9 @@ HEADER = OrderHeader(
 
 
 def internet(item_id: str, bandwidth: int = 100, depends_on: tuple[str, ...] = ()) -> OrderItem:
-    return OrderItem(
-        id=item_id,
-        action=ItemAction.ADD,
-        specification=SpecRef(id="internet-access"),
+    return build_item(
+        item_id,
+        "internet-access",
         characteristics={
             "bandwidthMbps": bandwidth,
             "accessType": "fibre",

@@ -8,26 +8,23 @@ import threading
 from datetime import UTC, date, datetime
 
 import pytest
+from builders import item as build_item
 from serviceorders.audit.pii import NONCE_BYTES, NONCES_PER_DRAW, Vault
 from serviceorders.domain.copying import replace
 from serviceorders.domain.values import (
     HeaderChange,
-    ItemAction,
     ItemState,
     OrderHeader,
-    OrderItem,
     Party,
     Place,
-    SpecRef,
 )
 from serviceorders.support.gcpause import gc_paused
 
 pytestmark = pytest.mark.unit
 
-ITEM = OrderItem(
-    id="1",
-    action=ItemAction.ADD,
-    specification=SpecRef(id="internet-access"),
+ITEM = build_item(
+    "1",
+    "internet-access",
     characteristics={"bandwidthMbps": 100},
     place=Place(id="S1", name="HQ"),
     depends_on=("2",),

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from functools import cache
 
 import pytest
+from builders import item as build_item
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -40,14 +41,12 @@ from serviceorders.domain.snapshot import OrderSnapshot
 from serviceorders.domain.values import (
     CommandContext,
     HeaderChange,
-    ItemAction,
     ItemState,
     OrderHeader,
     OrderItem,
     Party,
     Place,
     Role,
-    SpecRef,
 )
 
 pytestmark = pytest.mark.unit
@@ -210,10 +209,9 @@ ITEM_IDS = sorted(DEPENDS_ON)
 
 
 def make_item(item_id: str, bandwidth: int = 100) -> OrderItem:
-    return OrderItem(
-        id=item_id,
-        action=ItemAction.ADD,
-        specification=SpecRef(id="internet-access"),
+    return build_item(
+        item_id,
+        "internet-access",
         characteristics={"bandwidthMbps": bandwidth, "accessType": "fibre"},
         place=Place(id=f"site-{item_id}", name=f"Site {item_id.upper()}"),
         depends_on=DEPENDS_ON[item_id],

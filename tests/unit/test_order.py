@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from uuid import UUID
 
 import pytest
+from builders import item as build_item
 from eventsourcing.utils import resolve_topic
 from serviceorders.domain import events as ev
 from serviceorders.domain.catalog import Catalog
@@ -51,10 +52,9 @@ AUDITOR = CommandContext.for_actor("auditor-al", Role.AUDITOR)
 def internet(
     item_id: str = "1", *, depends_on: tuple[str, ...] = (), place: bool = True, **characteristics
 ) -> OrderItem:
-    return OrderItem(
-        id=item_id,
-        action=ItemAction.ADD,
-        specification=SpecRef(id="internet-access"),
+    return build_item(
+        item_id,
+        "internet-access",
         characteristics={"bandwidthMbps": 100, "accessType": "fibre", **characteristics},
         place=Place(id=f"site-{item_id}") if place else None,
         depends_on=depends_on,
@@ -304,16 +304,10 @@ def test_receive_needs_a_requesting_role() -> None:
 # --------------------------------------------------------------------------- validation
 def test_structural_problems_refuse_the_order_listing_every_problem_at_once() -> None:
     items = [
-        OrderItem(
-            id="unknown-spec",
-            action=ItemAction.ADD,
-            specification=SpecRef(id="nope"),
-            place=Place(id="s"),
-        ),
-        OrderItem(
-            id="missing-char",
-            action=ItemAction.ADD,
-            specification=SpecRef(id="internet-access"),
+        build_item("unknown-spec", "nope", characteristics={}, place=Place(id="s")),
+        build_item(
+            "missing-char",
+            "internet-access",
             characteristics={"bandwidthMbps": 100},
             place=Place(id="s"),
         ),
@@ -372,10 +366,9 @@ def test_value_problems_let_the_order_in_flagged_for_the_reviewer() -> None:
     items = [
         internet("wrong-type", bandwidthMbps="fast"),
         internet("not-allowed", accessType="carrier-pigeon"),
-        OrderItem(
-            id="out-of-range",
-            action=ItemAction.ADD,
-            specification=SpecRef(id="sdwan-site"),
+        build_item(
+            "out-of-range",
+            "sdwan-site",
             characteristics={"bandwidthProfile": "small", "siteRole": "hub", "underlayLinks": 9},
             place=Place(id="s"),
         ),

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from uuid import uuid4
 
 import pytest
+from builders import item as build_item
+from builders import router as build_router
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.values import (
@@ -19,7 +21,6 @@ from serviceorders.domain.values import (
     Party,
     Place,
     Role,
-    SpecRef,
 )
 from serviceorders.projections.log import Transition
 from serviceorders.projections.views import (
@@ -40,25 +41,11 @@ FULFILMENT = CommandContext.for_actor("fulfil-1", Role.FULFILMENT)
 
 
 def internet(item_id: str = "1", site: str | None = "site-1", **kw):
-    return OrderItem(
-        id=item_id,
-        action=ItemAction.ADD,
-        specification=SpecRef(id="internet-access"),
-        characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
-        place=Place(id=site, name=f"{site} name") if site else None,
-        **kw,
-    )
+    return build_item(item_id, place=Place(id=site, name=f"{site} name") if site else None, **kw)
 
 
 def router(item_id: str = "2", site: str | None = "site-1", **kw):
-    return OrderItem(
-        id=item_id,
-        action=ItemAction.ADD,
-        specification=SpecRef(id="managed-router"),
-        characteristics={"model": "c1100"},
-        place=Place(id=site) if site else None,
-        **kw,
-    )
+    return build_router(item_id, place=Place(id=site) if site else None, **kw)
 
 
 def header(**kw) -> OrderHeader:
