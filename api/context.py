@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serviceorders.api.auth import Authenticator
-from serviceorders.bootstrap import build_application, build_projector, open_read_db
 from serviceorders.domain.application import ServiceOrders
+from serviceorders.domain.codec import OrjsonTranscoder, PydanticMapper
 from serviceorders.projections.queries import ReadModels
 from serviceorders.projections.runner import Projector
 from serviceorders.settings import Settings
@@ -27,15 +27,22 @@ class ApiContext:
     auth: Authenticator
     base_url: str | None = None  # for absolute hrefs when set; else from the request
     sync_timeout: float = 10.0
+    # How read-your-writes gets a projector: the composition root's (with its schema check,
+    # runtime/bootstrap.py `build_api_context`, which builds every context a process serves);
+    # None: a plain projector on a new connection.
+    new_projector: Callable[[], Projector] | None = None
     _pool: queue.Queue[ReadDb] = field(default_factory=queue.Queue)
     _projectors: queue.Queue[Projector] = field(default_factory=queue.Queue)
     _rounds: _Rounds = field(default_factory=lambda: _Rounds())
 
-    @classmethod
-    def build(
-        cls, settings: Settings, auth: Authenticator, base_url: str | None = None
-    ) -> ApiContext:
-        return cls(settings=settings, app=build_application(settings), auth=auth, base_url=base_url)
+    def _connect(self) -> ReadDb:
+        return ReadDb.connect(self.settings.database, self.settings.lock_timeout_seconds)
+
+    def _projector(self) -> Projector:
+        if self.new_projector is not None:
+            return self.new_projector()
+        mapper = PydanticMapper(transcoder=OrjsonTranscoder())
+        return Projector(self._connect(), mapper, batch_size=self.settings.projection_batch_size)
 
     def _pooled(self) -> ReadDb:
         """An idle connection that still works (the server may have closed it: a database
@@ -44,7 +51,7 @@ class ApiContext:
             try:
                 db = self._pool.get_nowait()
             except queue.Empty:
-                return open_read_db(self.settings)
+                return self._connect()
             if db.alive():
                 return db
             db.close()
@@ -74,13 +81,9 @@ class ApiContext:
             projector = None
             try:
                 try:
-                    projector = (
-                        self._projectors.get_nowait()
-                        if attempt == 1
-                        else build_projector(self.settings)
-                    )
+                    projector = self._projectors.get_nowait() if attempt == 1 else self._projector()
                 except queue.Empty:
-                    projector = build_projector(self.settings)
+                    projector = self._projector()
                 projector.wait_until(projector.log.head(), timeout=self.sync_timeout)
             except Exception as e:
                 if projector is not None:

@@ -120,8 +120,8 @@ def metrics(request: Request) -> Response:
 
 
 def _projection_status(request: Request) -> list[Status]:
-    from serviceorders.bootstrap import event_mapper
+    from serviceorders.domain.codec import OrjsonTranscoder, PydanticMapper
     from serviceorders.projections.runner import Projector
 
     with ctx_of(request).read() as models:
-        return Projector(models.db, event_mapper()).status()
+        return Projector(models.db, PydanticMapper(transcoder=OrjsonTranscoder())).status()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from eventsourcing.utils import get_topic
 from serviceorders import schema
+from serviceorders.api.auth import Authenticator
+from serviceorders.api.context import ApiContext
 from serviceorders.audit.pii import KeyStore, Vault
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.catalog import Catalog
@@ -88,6 +90,20 @@ def build_projector(settings: Settings, db: ReadDb | None = None) -> Projector:
             db.close()
         raise
     return Projector(db, event_mapper(), batch_size=settings.projection_batch_size)
+
+
+def build_api_context(
+    settings: Settings, auth: Authenticator, base_url: str | None = None
+) -> ApiContext:
+    """What the REST doors serve from: the application, the API keys, and read-your-writes
+    with this root's projectors (each checks the schema, as `build_projector` does)."""
+    return ApiContext(
+        settings=settings,
+        app=build_application(settings),
+        auth=auth,
+        base_url=base_url,
+        new_projector=lambda: build_projector(settings),
+    )
 
 
 def check_schema(settings: Settings) -> None:

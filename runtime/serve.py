@@ -248,13 +248,13 @@ def api_app(
     API's."""
     from serviceorders.api.app import create_app
     from serviceorders.api.auth import Authenticator
-    from serviceorders.api.context import ApiContext
     from serviceorders.api.ops import Metrics
+    from serviceorders.bootstrap import build_api_context
 
     keys = check_exposure(settings, host)
     if not keys:
         log.warning("%s", no_keys_warning(settings))
-    ctx = ApiContext.build(settings, Authenticator(keys), base_url=settings.public_base_url)
+    ctx = build_api_context(settings, Authenticator(keys), base_url=settings.public_base_url)
     return create_app(ctx, Metrics.for_api(ctx, engine, multiprocess=multiprocess, **database))
 
 

@@ -35,8 +35,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from serviceorders.api.app import create_app
 from serviceorders.api.auth import ApiKey, Authenticator
-from serviceorders.api.context import ApiContext
-from serviceorders.bootstrap import init_database
+from serviceorders.bootstrap import build_api_context, init_database
 from serviceorders.settings import Settings
 
 ORDER_PATH = "/tmf-api/serviceOrdering/v4/serviceOrder"
@@ -80,7 +79,7 @@ def auth(keys: dict[str, ApiKey]) -> Callable[[str | None], dict[str, str]]:
 
 
 def _client(settings: Settings, keys: list[ApiKey]) -> Iterator[TestClient]:
-    ctx = ApiContext.build(settings, Authenticator(keys))
+    ctx = build_api_context(settings, Authenticator(keys))
     try:
         # raise_server_exceptions=False: a 500 is answered as a TMF Error, as in production.
         with TestClient(create_app(ctx), raise_server_exceptions=False) as client:
@@ -330,7 +329,7 @@ def live_server_keys() -> list[ApiKey]:
 
 @pytest.fixture
 def live_server(api_settings: Settings, live_server_keys: list[ApiKey]) -> Iterator[str]:
-    ctx = ApiContext.build(api_settings, Authenticator(live_server_keys))
+    ctx = build_api_context(api_settings, Authenticator(live_server_keys))
     port = _free_port()
     config = uvicorn.Config(
         create_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="on"

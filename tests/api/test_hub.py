@@ -34,6 +34,7 @@ from serviceorders.api.app import create_app
 from serviceorders.api.auth import ApiKey, Authenticator
 from serviceorders.api.context import ApiContext
 from serviceorders.bootstrap import (
+    build_api_context,
     build_application,
     build_projector,
     event_mapper,
@@ -254,7 +255,7 @@ def make_client(
 
     def make(**overrides: Any) -> TestClient:
         settings = hub_settings(**overrides)
-        ctx = ApiContext.build(settings, Authenticator(list(keys.values())))
+        ctx = build_api_context(settings, Authenticator(list(keys.values())))
         client = TestClient(create_app(ctx), raise_server_exceptions=False)
         client.__enter__()
         opened.append((client, ctx))

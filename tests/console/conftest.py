@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from serviceorders.api.app import create_app
 from serviceorders.api.auth import ApiKey, Authenticator
 from serviceorders.api.context import ApiContext
-from serviceorders.bootstrap import init_database
+from serviceorders.bootstrap import build_api_context, init_database
 from serviceorders.settings import Settings
 
 ROLES = {
@@ -86,7 +86,7 @@ class Console:
 
 
 def _build(settings: Settings, keys: list[ApiKey]) -> Iterator[tuple[TestClient, ApiContext]]:
-    ctx = ApiContext.build(settings, Authenticator(keys))
+    ctx = build_api_context(settings, Authenticator(keys))
     try:
         with TestClient(create_app(ctx), raise_server_exceptions=False) as client:
             yield client, ctx

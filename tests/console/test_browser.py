@@ -41,7 +41,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from serviceorders.api.app import create_app
 from serviceorders.api.auth import ApiKey, Authenticator
 from serviceorders.api.context import ApiContext
-from serviceorders.bootstrap import init_database
+from serviceorders.bootstrap import build_api_context, init_database
 from serviceorders.domain.commands import ReceiveOrder
 from serviceorders.domain.values import Party, Place, Role
 from serviceorders.projections.queries import OrderFilter
@@ -89,7 +89,7 @@ def live(settings: Settings) -> Iterator[Live]:
         name: ApiKey(actor, role, f"{name}-{secrets.token_hex(16)}")
         for name, (actor, role) in KEYS.items()
     }
-    ctx = ApiContext.build(settings, Authenticator(list(keys.values())))
+    ctx = build_api_context(settings, Authenticator(list(keys.values())))
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(

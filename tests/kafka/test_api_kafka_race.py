@@ -33,8 +33,7 @@ import pytest
 import uvicorn
 from serviceorders.api.app import create_app
 from serviceorders.api.auth import Authenticator
-from serviceorders.api.context import ApiContext
-from serviceorders.bootstrap import init_database
+from serviceorders.bootstrap import build_api_context, init_database
 from serviceorders.consumers.sample import envelope
 from serviceorders.settings import Settings
 
@@ -63,7 +62,7 @@ def race_settings(kafka_settings: Settings) -> Settings:
 @pytest.fixture
 def server(race_settings: Settings) -> Iterator[str]:
     """The API served by uvicorn in a thread (open mode, loopback)."""
-    ctx = ApiContext.build(race_settings, Authenticator([]))
+    ctx = build_api_context(race_settings, Authenticator([]))
     port = _free_port()
     srv = uvicorn.Server(
         uvicorn.Config(
