@@ -37,7 +37,7 @@ def audit_checkpoint(obj: Context) -> None:
     """Checkpoint the chain heads now (nothing new since the latest: nothing is written).
 
     Prints the checkpoint as JSON on stdout: store it outside the database as an anchor."""
-    from serviceorders.audit import AuditError, create_checkpoint
+    from serviceorders.audit.checkpoints import AuditError, create_checkpoint
     from serviceorders.bootstrap import open_read_db
 
     settings = obj.settings
@@ -81,7 +81,7 @@ def audit_checkpoint(obj: Context) -> None:
 def audit_anchor(obj: Context, all_checkpoints: bool, output: Path | None) -> None:
     """Export the latest checkpoint (or all) as JSON, to keep outside the database
     (WORM bucket, ticket, e-mail); `audit verify --anchor FILE` checks the store against it."""
-    from serviceorders.audit import export_checkpoints
+    from serviceorders.audit.checkpoints import export_checkpoints
     from serviceorders.bootstrap import open_read_db
 
     db = open_read_db(obj.settings)
@@ -135,7 +135,7 @@ def audit_verify(
     as_json: bool,
 ) -> None:
     """Verify every hash chain, checkpoint and snapshot; exit 1 listing each problem."""
-    from serviceorders.audit import verify, verify_file
+    from serviceorders.audit.verify import verify, verify_file
 
     # An export is verified offline: no database is probed, opened or created.
     settings = obj.config if file_ is not None else obj.settings
@@ -147,7 +147,7 @@ def audit_verify(
                 file_, key=key, anchor=anchor, unsigned_up_to=unsigned_up_to, progress=bar.update
             )
     else:
-        from serviceorders.audit import Store
+        from serviceorders.audit.store import Store
         from serviceorders.bootstrap import open_read_db
 
         db = open_read_db(settings)
@@ -215,7 +215,8 @@ def audit_export(
 ) -> None:
     """Export stored events exactly as stored, and the checkpoints, as JSON lines for an
     auditor (`serviceorders audit verify --file F`, no database needed)."""
-    from serviceorders.audit import Store, export
+    from serviceorders.audit.export import export
+    from serviceorders.audit.store import Store
     from serviceorders.bootstrap import open_read_db
 
     at = _since(since)
@@ -259,6 +260,8 @@ def audit_erase(obj: Context, customer_id: str, actor: str, reason: str | None, 
     read `[erased]` from then on), record the erasure, drop its orders' snapshots and
     rebuild the read models. The events and their hash chains are unchanged."""
     from serviceorders.audit.erasure import erase_customer
+    from serviceorders.bootstrap import event_mapper, open_read_db
+    from serviceorders.projections.maintenance import rebuild
     from tqdm import tqdm
 
     if not yes:
@@ -267,8 +270,18 @@ def audit_erase(obj: Context, customer_id: str, actor: str, reason: str | None, 
             abort=True,
             err=True,
         )
-    with tqdm(unit="ev", desc="rebuild", file=sys.stderr, dynamic_ncols=True) as bar:
-        done = erase_customer(obj.settings, customer_id, actor, reason, progress=bar.update)
+    db = open_read_db(obj.settings)
+    try:
+        with tqdm(unit="ev", desc="rebuild", file=sys.stderr, dynamic_ncols=True) as bar:
+            done = erase_customer(
+                db,
+                customer_id,
+                actor,
+                reason,
+                rebuild=lambda d: rebuild(d, event_mapper(), progress=bar.update),
+            )
+    finally:
+        db.close()
     click.echo(
         json.dumps(
             {
