@@ -67,6 +67,15 @@ class PgDatabase:
             connect_timeout=5,
         )
 
+    def events_lock_holders(self) -> list[Any]:
+        """The sessions holding the events table's insert lock (its ExclusiveLock): empty
+        when no write is under way or stuck."""
+        with self.connect() as conn:
+            return conn.execute(
+                "SELECT pid FROM pg_locks WHERE relation = "
+                "'serviceorders_events'::regclass AND mode = 'ExclusiveLock'"
+            ).fetchall()
+
 
 def _server_url() -> str:
     # The one place the tests read the environment; the engine's settings never do here.

@@ -51,14 +51,6 @@ def _events(pg_database: Any) -> int:
         return conn.execute("SELECT count(*) FROM serviceorders_events").fetchone()[0]
 
 
-def _lock_holders(pg_database: Any) -> list[Any]:
-    with pg_database.connect() as conn:
-        return conn.execute(
-            "SELECT pid FROM pg_locks WHERE relation = "
-            "'serviceorders_events'::regclass AND mode = 'ExclusiveLock'"
-        ).fetchall()
-
-
 def _post_in_background(base: str, body: dict[str, Any]) -> tuple[threading.Thread, list[Any]]:
     answers: list[Any] = []
 
@@ -96,13 +88,13 @@ def test_a_stuck_write_answers_503_within_the_write_timeout_and_others_proceed(
     assert other.status_code == 201, other.text
     # The write timeout (3 s) bounds both: neither the trigger's 60 s nor retries of it.
     assert time.monotonic() - started < WRITE_TIMEOUT + 4, output()
-    assert _lock_holders(pg_database) == []
+    assert pg_database.events_lock_holders() == []
     assert _events(pg_database) == 2  # the other order's OrderDrafted + OrderSubmitted
 
 
 def _wait_for_lock(pg_database: Any) -> None:
     deadline = time.monotonic() + 10
-    while not _lock_holders(pg_database):
+    while not pg_database.events_lock_holders():
         assert time.monotonic() < deadline, "the marked write never took the lock"
         time.sleep(0.05)
 
@@ -123,5 +115,5 @@ def test_sigterm_during_a_stuck_write_stops_the_process_within_its_deadline(
         pytest.fail(f"api did not stop within its deadline after SIGTERM:\n{output()}")
     assert time.monotonic() - stopped < WRITE_TIMEOUT + 2 + 5
     assert code == 0, output()
-    assert _lock_holders(pg_database) == []
+    assert pg_database.events_lock_holders() == []
     assert _events(pg_database) == 0

@@ -60,14 +60,6 @@ def in_thread(call: Callable[[], Any], within: float) -> Any:
     return value
 
 
-def events_lock_holders(pg_database: Any) -> list[Any]:
-    with pg_database.connect() as conn:
-        return conn.execute(
-            "SELECT pid, mode FROM pg_locks WHERE relation = "
-            "'serviceorders_events'::regclass AND mode = 'ExclusiveLock'"
-        ).fetchall()
-
-
 def test_a_12_mb_value_in_an_event_is_written_and_the_next_write_proceeds(
     pg_settings: Settings, open_app: Callable[[Settings], ServiceOrders], pg_database: Any
 ) -> None:
@@ -84,7 +76,7 @@ def test_a_12_mb_value_in_an_event_is_written_and_the_next_write_proceeds(
     )
     assert time.monotonic() - started < 1.0
     assert other.get_order(second).version == 1
-    assert events_lock_holders(pg_database) == []
+    assert pg_database.events_lock_holders() == []
 
 
 def test_a_stuck_insert_fails_within_the_write_timeout_and_releases_the_lock(
@@ -100,7 +92,7 @@ def test_a_stuck_insert_fails_within_the_write_timeout_and_releases_the_lock(
         in_thread(lambda: app.draft_order(context(), OrderHeader(description=MARKER)), within=15)
     # The bound is 2 s (not the library's ten retries of it, not the trigger's 60 s).
     assert time.monotonic() - started < 6
-    assert events_lock_holders(pg_database) == []
+    assert pg_database.events_lock_holders() == []
     # Another writer (another process's application) and the same application proceed.
     started = time.monotonic()
     first = in_thread(lambda: other.draft_order(context(), OrderHeader(description="a")), 5)
