@@ -29,6 +29,7 @@ from serviceorders.audit import access_log, history
 from serviceorders.domain.errors import OrderNotFound
 from serviceorders.domain.values import Actor, Role
 from serviceorders.projections.queries import MAX_LIMIT
+from serviceorders.support.isotime import parse as parse_time
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as StarletteRequest
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -63,7 +64,7 @@ def parse_instant(value: str, name: str) -> datetime:
     text = value.strip().upper()
     text = re.sub(r" (\d\d:?\d\d)$", r"+\1", text)
     try:
-        when = datetime.fromisoformat(text)
+        when = parse_time(text)
     except ValueError:
         raise _bad(
             f"{name} must be an RFC 3339 date-time such as 2024-05-01T10:00:00Z, not {value!r}"
