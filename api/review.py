@@ -121,7 +121,7 @@ def review_queue(
     )
 
 
-def decided_version(request: Request, id: str) -> int:
+def decided_version(request: Request, id: str) -> int | frozenset[int]:
     """The one version a decision names in If-Match: 428 without one (or with `*`), 400
     for a list (a list of every version would defeat the rule, as `*`)."""
     wanted = (request.headers.get("if-match") or "").strip()
@@ -144,7 +144,8 @@ def decided_version(request: Request, id: str) -> int:
             f"'If-Match: {etag(version)}' if that is the version you reviewed",
         )
     value = wanted.removeprefix("W/").strip('"')
-    return int(value) if value.isascii() and value.isdigit() else -1  # -1: no version: 412
+    # An ETag that names no version matches none: 412 (`handle`'s StaleVersion).
+    return int(value) if value.isascii() and value.isdigit() else frozenset()
 
 
 def _decide(request: Request, command: OrderCommand, id: str) -> JSONResponse:

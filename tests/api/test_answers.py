@@ -57,10 +57,13 @@ def test_a_domain_refusal_is_answered_from_the_one_table(
     answer = answer_for(IllegalTransition(order_id, "rejected", "hold"))
     assert refused.status_code == answer.http_status == 409
     assert error["code"] == error["reason"] == IllegalTransition.code
-    stale = client.post(
-        f"/api/v1/orders/{flow.order()}/approve", headers={**auth("manager"), "If-Match": '"99"'}
-    )
-    assert stale.status_code == 412 and stale.json()["reason"] == "precondition_failed"
+    order_id = flow.order()
+    for tag in ('"99"', '"abc"', 'W/"99"'):  # an old version, none, a weak one
+        stale = client.post(
+            f"/api/v1/orders/{order_id}/approve", headers={**auth("manager"), "If-Match": tag}
+        )
+        assert stale.status_code == 412 and stale.json()["reason"] == "precondition_failed"
+        assert "reload it" in stale.json()["message"]
 
 
 LISTS = [
