@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from builders import env_without, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.integration]
 
@@ -37,15 +37,11 @@ def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
     if admin is None:
         pytest.skip("no PostgreSQL at the harness's admin URL")
     out = tmp_path / "bench.json"
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
-    }
-    done = subprocess.run(
+    env = env_without("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    done = run(
         [sys.executable, "-m", "bench", "--smoke", "--json", str(out), "--admin-url", admin],
         cwd=ROOT,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
         check=False,
     )

@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from builders import order_body, receive, tmf_item, upstream
+from builders import order_body, receive, run, tmf_item, upstream
 from fastapi.testclient import TestClient
 from kafka import KafkaProducer
 from serviceorders.api.app import create_app
@@ -217,9 +217,7 @@ def cli_refuses(doors: Doors, tmp_path: Path) -> None:
 
 def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     assert EXE, "the serviceorders command is not installed"
-    return subprocess.run(
-        [EXE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return run([EXE, *args], cwd=cwd, env=env, timeout=120)
 
 
 REFUSING_DOORS: dict[str, Callable[..., None]] = {

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from builders import env_without, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
@@ -30,15 +30,11 @@ def test_short_fault_scenario(tmp_path: Path) -> None:
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         pytest.skip("running as root without runuser: initdb cannot run")
     out = tmp_path / "reliability.json"
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
-    }
-    done = subprocess.run(
+    env = env_without("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    done = run(
         [sys.executable, "-m", "bench.reliability", "--short", "--json", str(out)],
         cwd=ROOT,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
         check=False,
     )

@@ -5,7 +5,6 @@ the TMF641 notifications back to Kafka."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -16,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from builders import env_without, run
 from serviceorders.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -36,9 +36,7 @@ def _get(url: str) -> object:
 
 def test_serve_runs_the_intake_on_an_embedded_broker(tmp_path: Path) -> None:
     assert EXE
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
-    }
+    env = env_without("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
     port = _free_port()
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
@@ -60,7 +58,7 @@ def test_serve_runs_the_intake_on_an_embedded_broker(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert bootstrap, log.read_text()
         kenv = {**env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
-        sent = subprocess.run(
+        sent = run(
             [
                 EXE,
                 "publish-sample",
@@ -75,8 +73,6 @@ def test_serve_runs_the_intake_on_an_embedded_broker(tmp_path: Path) -> None:
             ],
             cwd=tmp_path,
             env=kenv,
-            capture_output=True,
-            text=True,
             timeout=120,
             check=False,
         )
@@ -93,12 +89,10 @@ def test_serve_runs_the_intake_on_an_embedded_broker(tmp_path: Path) -> None:
         assert sorted(o["externalId"] for o in orders) == [f"SAMPLE-5-{n:06d}" for n in range(12)]
         assert {o["state"] for o in orders} == {"acknowledged"}
 
-        dead = subprocess.run(
+        dead = run(
             [EXE, "dlq", "list", "--json"],
             cwd=tmp_path,
             env=kenv,
-            capture_output=True,
-            text=True,
             timeout=60,
             check=True,
         )

@@ -8,6 +8,10 @@ only what matters to it.
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -164,3 +168,18 @@ def topics(app: ServiceOrders, order_id: UUID) -> list[str]:
         s.topic.removeprefix("serviceorders.order:")
         for s in app.recorder.select_events(order_id)  # type: ignore[attr-defined]
     ]
+
+
+# ------------------------------------------------------------------------ processes
+def env_without(*names: str) -> dict[str, str]:
+    """This process's environment without `names` (the child then uses its defaults)."""
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
+def run(
+    args: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end, its output captured as text."""
+    return subprocess.run(
+        list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=check
+    )
