@@ -22,9 +22,10 @@ from serviceorders.api.common import actor_of, base_url, body_as, ctx_of
 from serviceorders.api.docs import body_schema
 from serviceorders.api.errors import ApiError
 from serviceorders.domain.values import Actor, Role
-from serviceorders.notifications.callbacks import AllowList, CallbackError, check_callback
+from serviceorders.notifications.callbacks import check_callback
 from serviceorders.notifications.filters import Filter, QueryError
 from serviceorders.notifications.store import HubStore
+from serviceorders.support.hosts import AllowList, CallbackError
 from serviceorders.support.isotime import iso_or_none
 from serviceorders.tmf.tmf641 import BASE_PATH
 from starlette.concurrency import run_in_threadpool

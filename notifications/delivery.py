@@ -25,9 +25,6 @@ import httpx
 from serviceorders.notifications.callbacks import (
     REFUSED,
     UNREACHABLE,
-    AllowList,
-    CallbackError,
-    IPAddress,
     Target,
     listener_url,
     parse_callback,
@@ -47,6 +44,7 @@ from serviceorders.notifications.store import (
 )
 from serviceorders.projections.notifications import absolute_hrefs
 from serviceorders.storage.db import ReadDb
+from serviceorders.support.hosts import AllowList, CallbackError, IPAddress
 
 log = logging.getLogger(__name__)
 

@@ -44,13 +44,7 @@ from serviceorders.bootstrap import (
 from serviceorders.cli import main as cli
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.values import ItemState, OrderHeader
-from serviceorders.notifications.callbacks import (
-    AllowList,
-    CallbackError,
-    address_class,
-    check_callback,
-    listener_url,
-)
+from serviceorders.notifications.callbacks import check_callback, listener_url
 from serviceorders.notifications.delivery import DeliveryWorker, HubConfig, start_worker
 from serviceorders.notifications.filters import Filter, QueryError
 from serviceorders.notifications.store import HubStore
@@ -63,6 +57,7 @@ from serviceorders.projections.notifications import (
 )
 from serviceorders.projections.runner import Projector
 from serviceorders.settings import Settings
+from serviceorders.support.hosts import AllowList, CallbackError, address_class
 
 pytestmark = pytest.mark.integration
 
