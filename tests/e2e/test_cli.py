@@ -139,6 +139,27 @@ def test_illegal_transition_is_refused_with_the_state_named(url: str) -> None:
     assert "Traceback" not in refused.stderr
 
 
+def test_refusals_name_their_code_and_exit_as_the_answers_table_says(url: str) -> None:
+    """Each refusal is `refused (CODE): message` with the exit status of the domain's one
+    table of answers (as the API's TMF Error code and the dead letter's category)."""
+    from serviceorders.domain.errors import ANSWERS
+
+    order = run("order", "--actor", "alice", "draft", url=url).stdout.strip()
+    cases = [
+        ("illegal_transition", ("approve", order)),
+        ("validation_failed", ("submit", order)),  # no items
+        ("order_not_found", ("note", "CRM-NO-SUCH-ORDER", "hello")),
+        ("unknown_item", ("configure-line", order, "9", "--set", "x=1")),
+        ("invalid_command", ("note", order, " ")),
+        # a value the domain's types refuse while the command is parsed
+        ("invalid_command", ("add-line", order, "--item", "1", "--quantity", "0")),
+    ]
+    for code, args in cases:
+        refused = run("order", "--actor", "alice", *args, url=url, expect=ANSWERS[code].cli_exit)
+        assert refused.stderr.startswith(f"refused ({code}): "), refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
 def test_write_commands_need_an_actor(url: str) -> None:
     done = run("order", "draft", url=url, expect=2)
     assert "--actor" in done.stderr
