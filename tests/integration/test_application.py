@@ -7,8 +7,10 @@ from datetime import date, datetime, timedelta, timezone
 from uuid import uuid4
 
 import pytest
+from builders import id_created
 from builders import item as build_item
 from serviceorders.domain import chain
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.errors import (
     ConcurrencyConflict,
     IllegalTransition,
@@ -45,21 +47,25 @@ def topics(app, order_id):
 @pytest.fixture
 def received(app, actors, samples):
     """A complete order received from upstream (acknowledged, in review)."""
-    order_id, created = app.receive_order(actors.upstream, samples.header(), samples.items())
+    order_id, created = id_created(
+        app.handle(actors.upstream, cmd.ReceiveOrder(samples.header(), tuple(samples.items())))
+    )
     assert created
     return order_id
 
 
 @pytest.fixture
 def approved(app, actors, received):
-    app.approve(actors.manager, received, note="looks fine")
+    app.handle(actors.manager, cmd.Approve(received, "looks fine"))
     return received
 
 
 # ------------------------------------------------------------------------ intake
 def test_receive_complete_order_is_idempotent_by_external_id(app, actors, samples):
     header = samples.header("crm-4711")
-    order_id, created = app.receive_order(actors.upstream, header, samples.items())
+    order_id, created = id_created(
+        app.handle(actors.upstream, cmd.ReceiveOrder(header, tuple(samples.items())))
+    )
 
     assert created is True
     assert order_id == order_id_for("crm-4711")
@@ -75,7 +81,9 @@ def test_receive_complete_order_is_idempotent_by_external_id(app, actors, sample
 
     # The same order again (even with other content) creates nothing and stores nothing.
     before = [(s.originator_version, s.state) for s in app.recorder.select_events(order_id)]
-    again_id, again = app.receive_order(actors.upstream, header, [samples.internet_item("9")])
+    again_id, again = id_created(
+        app.handle(actors.upstream, cmd.ReceiveOrder(header, (samples.internet_item("9"),)))
+    )
     assert (again_id, again) == (order_id, False)
     after = [(s.originator_version, s.state) for s in app.recorder.select_events(order_id)]
     assert after == before
@@ -88,8 +96,12 @@ def test_receive_complete_order_is_idempotent_by_external_id(app, actors, sample
 
 
 def test_orders_without_external_id_are_always_new(app, actors, samples):
-    first, created1 = app.receive_order(actors.upstream, samples.header(None), samples.items())
-    second, created2 = app.receive_order(actors.upstream, samples.header(None), samples.items())
+    first, created1 = id_created(
+        app.handle(actors.upstream, cmd.ReceiveOrder(samples.header(None), tuple(samples.items())))
+    )
+    second, created2 = id_created(
+        app.handle(actors.upstream, cmd.ReceiveOrder(samples.header(None), tuple(samples.items())))
+    )
     assert created1 and created2
     assert first != second
 
@@ -98,11 +110,17 @@ def test_receive_with_a_given_order_id_is_idempotent(app, actors, samples):
     """An id given by the caller (e.g. derived from an idempotency key) names the order:
     receiving it again returns the first order and stores nothing new."""
     given = order_id_for_request("crm", "retry-key-1")
-    first = app.receive_order(
-        actors.upstream, samples.header(None), samples.items(), order_id=given
+    first = id_created(
+        app.handle(
+            actors.upstream,
+            cmd.ReceiveOrder(samples.header(None), tuple(samples.items()), order_id=given),
+        )
     )
-    again = app.receive_order(
-        actors.upstream, samples.header(None), samples.items()[:1], order_id=given
+    again = id_created(
+        app.handle(
+            actors.upstream,
+            cmd.ReceiveOrder(samples.header(None), tuple(samples.items()[:1]), order_id=given),
+        )
     )
     assert first == (given, True) and again == (given, False)
     assert len(app.recorder.select_events(given)) == 2
@@ -113,13 +131,15 @@ def test_receive_flags_value_problems_and_refuses_structural_ones(app, actors, s
     flagged = samples.internet_item("1", place=None).model_copy(
         update={"characteristics": {"bandwidthMbps": 7, "accessType": "fibre"}}
     )
-    order_id, _ = app.receive_order(actors.upstream, samples.header("flagged"), [flagged])
+    order_id, _ = id_created(
+        app.handle(actors.upstream, cmd.ReceiveOrder(samples.header("flagged"), (flagged,)))
+    )
     codes = {p.code for p in app.get_order(order_id).flags}
     assert codes == {"missing_place", "value_not_allowed"}
 
     unknown = build_item("1", "no-such", characteristics={}, place=None)
     with pytest.raises(ValidationFailed) as refused:
-        app.receive_order(actors.upstream, samples.header("refused"), [unknown])
+        app.handle(actors.upstream, cmd.ReceiveOrder(samples.header("refused"), (unknown,)))
     assert {p.code for p in refused.value.problems} == {"unknown_specification"}
     assert not app.exists(order_id_for("refused"))
 
@@ -127,28 +147,32 @@ def test_receive_flags_value_problems_and_refuses_structural_ones(app, actors, s
 # --------------------------------------------------------------- manual capture
 def test_manual_capture_through_the_application(app, actors, samples):
     agent = actors.agent
-    order_id = app.draft_order(agent, OrderHeader(external_id="manual-1", priority="1"))
+    order_id = app.handle(
+        agent, cmd.DraftOrder(OrderHeader(external_id="manual-1", priority="1"))
+    ).order.id
     assert app.get_order(order_id).state is OrderState.DRAFT
 
-    app.add_line(agent, order_id, samples.internet_item("1", place=None))
-    app.add_line(agent, order_id, samples.router_item("2"))
-    app.add_line(agent, order_id, samples.router_item("3"))
+    app.handle(agent, cmd.AddLine(order_id, samples.internet_item("1", place=None)))
+    app.handle(agent, cmd.AddLine(order_id, samples.router_item("2")))
+    app.handle(agent, cmd.AddLine(order_id, samples.router_item("3")))
     with pytest.raises(InvalidCommand):
-        app.add_line(agent, order_id, samples.router_item("3"))
-    app.configure_line(
+        app.handle(agent, cmd.AddLine(order_id, samples.router_item("3")))
+    app.handle(
         agent,
-        order_id,
-        "1",
-        characteristics={"bandwidthMbps": 1000},
-        cleared=["accessType"],
-        place=Place(id="site-9"),
-        quantity=2,
+        cmd.ConfigureLine(
+            order_id,
+            "1",
+            characteristics={"bandwidthMbps": 1000},
+            cleared=("accessType",),
+            place=Place(id="site-9"),
+            quantity=2,
+        ),
     )
-    app.configure_line(agent, order_id, "1", characteristics={"accessType": "copper"})
-    app.configure_line(agent, order_id, "2", depends_on=["1"])
-    app.remove_line(agent, order_id, "3")
+    app.handle(agent, cmd.ConfigureLine(order_id, "1", characteristics={"accessType": "copper"}))
+    app.handle(agent, cmd.ConfigureLine(order_id, "2", depends_on=("1",)))
+    app.handle(agent, cmd.RemoveLine(order_id, "3"))
     with pytest.raises(InvalidCommand):
-        app.configure_line(agent, order_id, "1")  # nothing to configure
+        app.handle(agent, cmd.ConfigureLine(order_id, "1"))  # nothing to configure
 
     order = app.get_order(order_id)
     assert order.state is OrderState.DRAFT
@@ -158,7 +182,7 @@ def test_manual_capture_through_the_application(app, actors, samples):
     assert (line.place, line.quantity, line.state) == (Place(id="site-9"), 2, None)
     assert order.items["2"].depends_on == ("1",)
 
-    order = app.submit(agent, order_id)
+    order = app.handle(agent, cmd.Submit(order_id)).order
     assert order.state is OrderState.ACKNOWLEDGED
     assert order.submitted_by == agent.actor
     assert {i.state for i in app.get_order(order_id).items.values()} == {ItemState.ACKNOWLEDGED}
@@ -174,54 +198,57 @@ def test_manual_capture_through_the_application(app, actors, samples):
         "OrderSubmitted",
     ]
     with pytest.raises(IllegalTransition):
-        app.add_line(agent, order_id, samples.router_item("4"))
+        app.handle(agent, cmd.AddLine(order_id, samples.router_item("4")))
 
 
 def test_submitting_an_invalid_draft_stores_nothing(app, actors):
-    order_id = app.draft_order(actors.agent, OrderHeader(external_id="empty"))
+    order_id = app.handle(actors.agent, cmd.DraftOrder(OrderHeader(external_id="empty"))).order.id
     with pytest.raises(ValidationFailed) as refused:
-        app.submit(actors.agent, order_id)
+        app.handle(actors.agent, cmd.Submit(order_id))
     assert {p.code for p in refused.value.problems} == {"no_items"}
     assert topics(app, order_id) == ["OrderDrafted"]
 
 
 def test_four_eyes_the_submitter_may_not_decide(app, actors, samples):
     manager = actors.manager
-    order_id = app.draft_order(manager, OrderHeader(external_id="own"))
-    app.add_line(manager, order_id, samples.internet_item("1"))
-    app.submit(manager, order_id)
+    order_id = app.handle(manager, cmd.DraftOrder(OrderHeader(external_id="own"))).order.id
+    app.handle(manager, cmd.AddLine(order_id, samples.internet_item("1")))
+    app.handle(manager, cmd.Submit(order_id))
     with pytest.raises(NotPermitted):
-        app.approve(manager, order_id)
-    assert app.approve(actors.other_manager, order_id).state is OrderState.IN_PROGRESS
+        app.handle(manager, cmd.Approve(order_id))
+    assert (
+        app.handle(actors.other_manager, cmd.Approve(order_id)).order.state
+        is OrderState.IN_PROGRESS
+    )
 
 
 def test_roles_are_enforced(app, actors, received):
     with pytest.raises(NotPermitted):
-        app.approve(actors.upstream, received)
+        app.handle(actors.upstream, cmd.Approve(received))
     with pytest.raises(NotPermitted):
-        app.change_item_state(actors.manager, received, "1", ItemState.IN_PROGRESS)
+        app.handle(actors.manager, cmd.ChangeItemStates.one(received, "1", ItemState.IN_PROGRESS))
     assert app.get_order(received).version == 2
 
 
 # ------------------------------------------------------------------- lifecycle
 def test_happy_path_to_completed(app, actors, received):
     ful = actors.fulfilment
-    order = app.approve(actors.manager, received, note="ok")
+    order = app.handle(actors.manager, cmd.Approve(received, "ok")).order
     assert order.state is OrderState.IN_PROGRESS
     assert order.decided_by == actors.manager.actor
 
-    app.reach_point_of_no_return(ful, received, note="equipment shipped")
+    app.handle(ful, cmd.ReachPointOfNoReturn(received, "equipment shipped"))
     with pytest.raises(IllegalTransition):
-        app.request_cancellation(actors.upstream, received, reason="too late")
+        app.handle(actors.upstream, cmd.RequestCancellation(received, reason="too late"))
     with pytest.raises(IllegalTransition):  # item 2 waits for item 1
-        app.change_item_state(ful, received, "2", ItemState.IN_PROGRESS)
-    app.change_item_state(ful, received, "1", ItemState.IN_PROGRESS)
-    app.change_item_state(ful, received, "1", ItemState.COMPLETED)
+        app.handle(ful, cmd.ChangeItemStates.one(received, "2", ItemState.IN_PROGRESS))
+    app.handle(ful, cmd.ChangeItemStates.one(received, "1", ItemState.IN_PROGRESS))
+    app.handle(ful, cmd.ChangeItemStates.one(received, "1", ItemState.COMPLETED))
     with pytest.raises(IllegalTransition):  # completed is final
-        app.change_item_state(ful, received, "1", ItemState.FAILED)
+        app.handle(ful, cmd.ChangeItemStates.one(received, "1", ItemState.FAILED))
     assert app.get_order(received).state is OrderState.IN_PROGRESS
-    app.change_item_state(ful, received, "2", ItemState.IN_PROGRESS)
-    order = app.change_item_state(ful, received, "2", ItemState.COMPLETED)
+    app.handle(ful, cmd.ChangeItemStates.one(received, "2", ItemState.IN_PROGRESS))
+    order = app.handle(ful, cmd.ChangeItemStates.one(received, "2", ItemState.COMPLETED)).order
 
     assert order.state is OrderState.COMPLETED
     loaded = app.get_order(received)
@@ -240,28 +267,40 @@ def test_happy_path_to_completed(app, actors, received):
         "OrderCompleted",
     ]
     with pytest.raises(IllegalTransition):
-        app.hold(ful, received, "no")
+        app.handle(ful, cmd.Hold(received, "no"))
 
 
 def test_failed_and_partial_outcomes(app, actors, samples):
     ful = actors.fulfilment
-    failed, _ = app.receive_order(actors.upstream, samples.header("f"), [samples.internet_item()])
-    app.approve(actors.manager, failed)
-    assert app.change_item_state(ful, failed, "1", ItemState.FAILED).state is OrderState.FAILED
-
-    partial, _ = app.receive_order(
-        actors.upstream, samples.header("p"), [samples.internet_item("1"), samples.router_item("2")]
+    failed, _ = id_created(
+        app.handle(
+            actors.upstream, cmd.ReceiveOrder(samples.header("f"), (samples.internet_item(),))
+        )
     )
-    app.approve(actors.manager, partial)
-    app.change_item_state(ful, partial, "1", ItemState.COMPLETED)
-    app.change_item_state(ful, partial, "2", ItemState.FAILED)
+    app.handle(actors.manager, cmd.Approve(failed))
+    assert (
+        app.handle(ful, cmd.ChangeItemStates.one(failed, "1", ItemState.FAILED)).order.state
+        is OrderState.FAILED
+    )
+
+    partial, _ = id_created(
+        app.handle(
+            actors.upstream,
+            cmd.ReceiveOrder(
+                samples.header("p"), (samples.internet_item("1"), samples.router_item("2"))
+            ),
+        )
+    )
+    app.handle(actors.manager, cmd.Approve(partial))
+    app.handle(ful, cmd.ChangeItemStates.one(partial, "1", ItemState.COMPLETED))
+    app.handle(ful, cmd.ChangeItemStates.one(partial, "2", ItemState.FAILED))
     assert app.get_order(partial).state is OrderState.PARTIAL
 
 
 def test_reject_with_reason(app, actors, received):
     with pytest.raises(InvalidCommand):
-        app.reject(actors.manager, received, "   ")
-    order = app.reject(actors.manager, received, "  no budget  ")
+        app.handle(actors.manager, cmd.Reject(received, "   "))
+    order = app.handle(actors.manager, cmd.Reject(received, "  no budget  ")).order
     assert order.state is OrderState.REJECTED
 
     loaded = app.get_order(received)
@@ -270,23 +309,27 @@ def test_reject_with_reason(app, actors, received):
     assert loaded.decided_by == actors.manager.actor
     assert {i.state for i in loaded.items.values()} == {ItemState.REJECTED}
     with pytest.raises(IllegalTransition):
-        app.approve(actors.manager, received)
+        app.handle(actors.manager, cmd.Approve(received))
     assert topics(app, received)[-1] == "OrderRejected"
 
 
 def test_cancellation_request_deny_then_approve_and_cancel(app, actors, approved):
-    request_id = app.request_cancellation(actors.upstream, approved, reason="moving office")
+    request_id = app.handle(
+        actors.upstream, cmd.RequestCancellation(approved, reason="moving office")
+    ).request_id
     order = app.get_order(approved)
     assert order.state is OrderState.ASSESSING_CANCELLATION
     assert order.prior_state is OrderState.IN_PROGRESS
     assert order.cancellation_request_id == request_id
     assert order.cancellation_reason == "moving office"
     with pytest.raises(IllegalTransition):
-        app.change_item_state(actors.fulfilment, approved, "1", ItemState.IN_PROGRESS)
+        app.handle(
+            actors.fulfilment, cmd.ChangeItemStates.one(approved, "1", ItemState.IN_PROGRESS)
+        )
 
     with pytest.raises(InvalidCommand):
-        app.deny_cancellation(actors.manager, approved, "")
-    app.deny_cancellation(actors.manager, approved, "work has started")
+        app.handle(actors.manager, cmd.DenyCancellation(approved, ""))
+    app.handle(actors.manager, cmd.DenyCancellation(approved, "work has started"))
     order = app.get_order(approved)
     assert order.state is OrderState.IN_PROGRESS
     assert (order.prior_state, order.cancellation_request_id, order.cancellation_reason) == (
@@ -295,14 +338,16 @@ def test_cancellation_request_deny_then_approve_and_cancel(app, actors, approved
         None,
     )
 
-    app.change_item_state(actors.fulfilment, approved, "1", ItemState.COMPLETED)
-    second = app.request_cancellation(actors.upstream, approved, reason="really moving")
+    app.handle(actors.fulfilment, cmd.ChangeItemStates.one(approved, "1", ItemState.COMPLETED))
+    second = app.handle(
+        actors.upstream, cmd.RequestCancellation(approved, reason="really moving")
+    ).request_id
     assert second != request_id
-    app.approve_cancellation(actors.manager, approved, note="fine")
+    app.handle(actors.manager, cmd.ApproveCancellation(approved, "fine"))
     assert app.get_order(approved).state is OrderState.PENDING_CANCELLATION
     with pytest.raises(IllegalTransition):
-        app.hold(actors.fulfilment, approved, "no")
-    order = app.cancel(actors.fulfilment, approved)
+        app.handle(actors.fulfilment, cmd.Hold(approved, "no"))
+    order = app.handle(actors.fulfilment, cmd.Cancel(approved)).order
     assert order.state is OrderState.CANCELLED
 
     loaded = app.get_order(approved)
@@ -315,7 +360,7 @@ def test_cancellation_request_deny_then_approve_and_cancel(app, actors, approved
 
 
 def test_direct_cancellation_of_an_acknowledged_order(app, actors, received):
-    app.cancel(actors.manager, received, reason="duplicate")
+    app.handle(actors.manager, cmd.Cancel(received, "duplicate"))
     order = app.get_order(received)
     assert order.state is OrderState.CANCELLED
     assert {i.state for i in order.items.values()} == {ItemState.CANCELLED}
@@ -324,25 +369,25 @@ def test_direct_cancellation_of_an_acknowledged_order(app, actors, received):
 def test_hold_and_resume(app, actors, approved):
     ful = actors.fulfilment
     with pytest.raises(InvalidCommand):
-        app.hold(ful, approved, "")
-    app.hold(ful, approved, "site not ready")
+        app.handle(ful, cmd.Hold(approved, ""))
+    app.handle(ful, cmd.Hold(approved, "site not ready"))
     order = app.get_order(approved)
     assert (order.state, order.waiting_reason) == (OrderState.HELD, "site not ready")
     with pytest.raises(IllegalTransition):
-        app.change_item_state(ful, approved, "1", ItemState.IN_PROGRESS)
-    app.resume(ful, approved, note="site ready")
+        app.handle(ful, cmd.ChangeItemStates.one(approved, "1", ItemState.IN_PROGRESS))
+    app.handle(ful, cmd.Resume(approved, "site ready"))
     order = app.get_order(approved)
     assert (order.state, order.waiting_reason) == (OrderState.IN_PROGRESS, None)
     assert topics(app, approved)[-2:] == ["OrderHeld", "OrderResumed"]
 
 
 def test_information_requested_and_provided(app, actors, approved):
-    app.request_information(actors.fulfilment, approved, "which floor?")
+    app.handle(actors.fulfilment, cmd.RequestInformation(approved, "which floor?"))
     order = app.get_order(approved)
     assert (order.state, order.waiting_reason) == (OrderState.PENDING, "which floor?")
     with pytest.raises(IllegalTransition):
-        app.request_information(actors.fulfilment, approved, "and the room?")
-    app.provide_information(actors.upstream, approved, "third floor")
+        app.handle(actors.fulfilment, cmd.RequestInformation(approved, "and the room?"))
+    app.handle(actors.upstream, cmd.ProvideInformation(approved, "third floor"))
     order = app.get_order(approved)
     assert (order.state, order.waiting_reason) == (OrderState.IN_PROGRESS, None)
     provided = app.history(approved)[-1]
@@ -352,12 +397,15 @@ def test_information_requested_and_provided(app, actors, approved):
 def test_revisions(app, actors, samples, received):
     up = actors.upstream
     with pytest.raises(InvalidCommand):
-        app.revise(up, received)
+        app.handle(up, cmd.Revise(received))
     faster = samples.internet_item("1").model_copy(
         update={"characteristics": {"bandwidthMbps": 1000, "accessType": "fibre"}}
     )
-    app.revise(
-        up, received, items=[faster, samples.router_item("3")], header=HeaderChange(priority="high")
+    app.handle(
+        up,
+        cmd.Revise(
+            received, items=(faster, samples.router_item("3")), header=HeaderChange(priority="high")
+        ),
     )
     order = app.get_order(received)
     assert order.state is OrderState.ACKNOWLEDGED
@@ -367,17 +415,17 @@ def test_revisions(app, actors, samples, received):
     assert order.items["1"].characteristics["bandwidthMbps"] == 1000
     assert order.items["3"].state is ItemState.ACKNOWLEDGED
 
-    app.revise(up, received, removed_item_ids=["3"])  # before approval: gone
+    app.handle(up, cmd.Revise(received, removed_item_ids=("3",)))  # before approval: gone
     assert set(app.get_order(received).items) == {"1", "2"}
     with pytest.raises(ValidationFailed):  # item 2 depends on item 1
-        app.revise(up, received, removed_item_ids=["1"])
+        app.handle(up, cmd.Revise(received, removed_item_ids=("1",)))
 
-    app.approve(actors.manager, received)
-    app.change_item_state(actors.fulfilment, received, "1", ItemState.COMPLETED)
+    app.handle(actors.manager, cmd.Approve(received))
+    app.handle(actors.fulfilment, cmd.ChangeItemStates.one(received, "1", ItemState.COMPLETED))
     with pytest.raises(IllegalTransition):  # a final item cannot be revised
-        app.revise(up, received, items=[faster])
+        app.handle(up, cmd.Revise(received, items=(faster,)))
     # After approval a removed item stays on record, cancelled; it was the last open one.
-    order = app.revise(up, received, removed_item_ids=["2"])
+    order = app.handle(up, cmd.Revise(received, removed_item_ids=("2",))).order
     assert order.state is OrderState.COMPLETED
     loaded = app.get_order(received)
     assert loaded.revision == 3
@@ -388,12 +436,14 @@ def test_revisions(app, actors, samples, received):
 
 def test_notes(app, actors, received):
     with pytest.raises(InvalidCommand):
-        app.add_note(actors.upstream, received, " ")
-    app.add_note(actors.upstream, received, "customer calls back at 3pm")
-    app.reject(actors.manager, received, "no")
-    app.add_note(actors.fulfilment, received, "noted")  # notes are allowed in any state
+        app.handle(actors.upstream, cmd.AddNote(received, " "))
+    app.handle(actors.upstream, cmd.AddNote(received, "customer calls back at 3pm"))
+    app.handle(actors.manager, cmd.Reject(received, "no"))
+    app.handle(actors.fulfilment, cmd.AddNote(received, "noted"))  # notes are allowed in any state
     with pytest.raises(NotPermitted):
-        app.add_note(CommandContext.for_actor("eve", Role.AUDITOR), received, "read only")
+        app.handle(
+            CommandContext.for_actor("eve", Role.AUDITOR), cmd.AddNote(received, "read only")
+        )
     notes = app.get_order(received).notes
     assert notes == (
         Note(text="customer calls back at 3pm", author="crm"),
@@ -403,10 +453,10 @@ def test_notes(app, actors, received):
 
 # ----------------------------------------------------------------------- reads
 def test_get_order_at_a_version(app, actors, received):
-    app.approve(actors.manager, received)
-    app.hold(actors.fulfilment, received, "waiting for a crane")
-    app.resume(actors.fulfilment, received)
-    app.add_note(actors.fulfilment, received, "crane arrived")
+    app.handle(actors.manager, cmd.Approve(received))
+    app.handle(actors.fulfilment, cmd.Hold(received, "waiting for a crane"))
+    app.handle(actors.fulfilment, cmd.Resume(received))
+    app.handle(actors.fulfilment, cmd.AddNote(received, "crane arrived"))
     expected = {
         1: OrderState.DRAFT,
         2: OrderState.ACKNOWLEDGED,
@@ -433,7 +483,7 @@ def test_order_not_found(app, actors):
     with pytest.raises(OrderNotFound):
         app.find_by_external_id("never-seen")
     with pytest.raises(OrderNotFound):
-        app.add_note(actors.upstream, unknown, "hello?")
+        app.handle(actors.upstream, cmd.AddNote(unknown, "hello?"))
     assert not app.exists(unknown)
     assert app.recorder.select_events(unknown) == []
 
@@ -465,21 +515,21 @@ def test_optimistic_concurrency_two_applications(app, settings, open_app, actors
 
 def test_a_use_case_on_a_stale_order_conflicts(app, actors, received, monkeypatch):
     stale = app.get_order(received)
-    app.add_note(actors.upstream, received, "meanwhile")
+    app.handle(actors.upstream, cmd.AddNote(received, "meanwhile"))
     monkeypatch.setattr(app.repository, "get", lambda *a, **kw: stale)
     with pytest.raises(ConcurrencyConflict):
-        app.approve(actors.manager, received)
+        app.handle(actors.manager, cmd.Approve(received))
     monkeypatch.undo()
     assert app.get_order(received).state is OrderState.ACKNOWLEDGED
 
 
 # ------------------------------------------------------------------- hash chain
 def drive_some_events(app, actors, order_id):
-    app.approve(actors.manager, order_id)
-    app.add_note(actors.fulfilment, order_id, "started")
-    app.hold(actors.fulfilment, order_id, "weather")
-    app.resume(actors.fulfilment, order_id)
-    app.change_item_state(actors.fulfilment, order_id, "1", ItemState.COMPLETED)
+    app.handle(actors.manager, cmd.Approve(order_id))
+    app.handle(actors.fulfilment, cmd.AddNote(order_id, "started"))
+    app.handle(actors.fulfilment, cmd.Hold(order_id, "weather"))
+    app.handle(actors.fulfilment, cmd.Resume(order_id))
+    app.handle(actors.fulfilment, cmd.ChangeItemStates.one(order_id, "1", ItemState.COMPLETED))
 
 
 def test_stored_events_form_a_verifiable_hash_chain(app, actors, received, chain_tools):
@@ -501,13 +551,17 @@ def test_stored_events_form_a_verifiable_hash_chain(app, actors, received, chain
     assert len(set(hashes)) == len(hashes)
 
     # The chain carries on from the head after a reload.
-    app.add_note(actors.upstream, received, "one more")
+    app.handle(actors.upstream, cmd.AddNote(received, "one more"))
     assert chain_tools.verify(app, received)[:-1] == hashes
 
 
 def test_chains_of_different_orders_are_independent(app, actors, samples, chain_tools):
-    a, _ = app.receive_order(actors.upstream, samples.header("a"), samples.items())
-    b, _ = app.receive_order(actors.upstream, samples.header("b"), samples.items())
+    a, _ = id_created(
+        app.handle(actors.upstream, cmd.ReceiveOrder(samples.header("a"), tuple(samples.items())))
+    )
+    b, _ = id_created(
+        app.handle(actors.upstream, cmd.ReceiveOrder(samples.header("b"), tuple(samples.items())))
+    )
     ha, hb = chain_tools.verify(app, a), chain_tools.verify(app, b)
     assert set(ha).isdisjoint(hb)  # the order id is part of every hash
 
@@ -583,9 +637,9 @@ def test_an_order_reloads_exactly_as_it_was_built(app, actors, samples, chain_to
         service_name="old line",
         characteristics={"ratio": 0.75},
     )
-    order_id, _ = app.receive_order(actors.upstream, header, [voice, modify])
-    app.approve(actors.manager, order_id)
-    in_memory = app.add_note(actors.fulfilment, order_id, "ünïcödé ✓")
+    order_id, _ = id_created(app.handle(actors.upstream, cmd.ReceiveOrder(header, (voice, modify))))
+    app.handle(actors.manager, cmd.Approve(order_id))
+    in_memory = app.handle(actors.fulfilment, cmd.AddNote(order_id, "ünïcödé ✓")).order
 
     loaded = app.get_order(order_id)
     assert vars(loaded) == vars(in_memory)
@@ -598,11 +652,17 @@ def test_an_order_reloads_exactly_as_it_was_built(app, actors, samples, chain_to
 
 def test_receive_racing_another_door_reports_not_created(app, actors, samples, monkeypatch):
     """Both doors saw no order; the loser's insert fails and it reports created=False."""
-    order_id, created = app.receive_order(
-        actors.upstream, samples.header("race-1"), samples.items()
+    order_id, created = id_created(
+        app.handle(
+            actors.upstream, cmd.ReceiveOrder(samples.header("race-1"), tuple(samples.items()))
+        )
     )
     assert created
     monkeypatch.setattr(app, "exists", lambda _id: False)  # it looked before the other wrote
-    again_id, again = app.receive_order(actors.upstream, samples.header("race-1"), samples.items())
+    again_id, again = id_created(
+        app.handle(
+            actors.upstream, cmd.ReceiveOrder(samples.header("race-1"), tuple(samples.items()))
+        )
+    )
     assert (again_id, again) == (order_id, False)
     assert len(app.recorder.select_events(order_id)) == 2

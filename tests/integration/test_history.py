@@ -10,7 +10,9 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from builders import id_created
 from serviceorders.audit import history
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.errors import OrderNotFound
 from serviceorders.domain.values import HeaderChange, ItemState, OrderHeader
@@ -51,28 +53,52 @@ def build(app: ServiceOrders, actors: Any, samples: Any) -> tuple[UUID, list[dat
         after.append(datetime.now(UTC))
         time.sleep(0.005)  # the next event is recorded strictly later
 
-    order_id, created = app.receive_order(
-        actors.upstream, samples.header("ext-hist"), samples.items()
+    order_id, created = id_created(
+        app.handle(
+            actors.upstream, cmd.ReceiveOrder(samples.header("ext-hist"), tuple(samples.items()))
+        )
     )
     assert created
     after.append(datetime.now(UTC))  # v1 and v2 are saved together
     time.sleep(0.005)
-    step(lambda: app.approve(actors.manager, order_id, note="sites surveyed"))  # v3
+    step(lambda: app.handle(actors.manager, cmd.Approve(order_id, "sites surveyed")).order)  # v3
     step(
-        lambda: app.change_item_state(actors.fulfilment, order_id, "1", ItemState.IN_PROGRESS)
+        lambda: (
+            app.handle(
+                actors.fulfilment, cmd.ChangeItemStates.one(order_id, "1", ItemState.IN_PROGRESS)
+            ).order
+        )
     )  # v4
     step(
-        lambda: app.revise(
-            actors.upstream,
-            order_id,
-            [samples.router_item("2", depends_on=("1",), characteristics={"model": "c8300"})],
-            header=HeaderChange(priority="1"),
+        lambda: (
+            app.handle(
+                actors.upstream,
+                cmd.Revise(
+                    order_id,
+                    items=(
+                        samples.router_item(
+                            "2", depends_on=("1",), characteristics={"model": "c8300"}
+                        ),
+                    ),
+                    header=HeaderChange(priority="1"),
+                ),
+            ).order
         )
     )  # v5
-    step(lambda: app.add_note(actors.upstream, order_id, "customer called"))  # v6
-    step(lambda: app.change_item_state(actors.fulfilment, order_id, "1", ItemState.COMPLETED))  # v7
+    step(lambda: app.handle(actors.upstream, cmd.AddNote(order_id, "customer called")).order)  # v6
     step(
-        lambda: app.change_item_state(actors.fulfilment, order_id, "2", ItemState.COMPLETED)
+        lambda: (
+            app.handle(
+                actors.fulfilment, cmd.ChangeItemStates.one(order_id, "1", ItemState.COMPLETED)
+            ).order
+        )
+    )  # v7
+    step(
+        lambda: (
+            app.handle(
+                actors.fulfilment, cmd.ChangeItemStates.one(order_id, "2", ItemState.COMPLETED)
+            ).order
+        )
     )  # v8 + v9 OrderCompleted
     return order_id, after
 
@@ -247,11 +273,15 @@ def test_diff_lists_what_changed_between_two_versions(
 def test_diff_of_manual_capture_shows_added_removed_and_configured_items(
     app: ServiceOrders, actors: Any, samples: Any
 ) -> None:
-    order_id = app.draft_order(actors.agent, OrderHeader(description="by hand"))  # v1
-    app.add_line(actors.agent, order_id, samples.internet_item("1"))  # v2
-    app.add_line(actors.agent, order_id, samples.router_item("9"))  # v3
-    app.configure_line(actors.agent, order_id, "1", {"bandwidthMbps": 200})  # v4
-    app.remove_line(actors.agent, order_id, "9")  # v5
+    order_id = app.handle(
+        actors.agent, cmd.DraftOrder(OrderHeader(description="by hand"))
+    ).order.id  # v1
+    app.handle(actors.agent, cmd.AddLine(order_id, samples.internet_item("1")))  # v2
+    app.handle(actors.agent, cmd.AddLine(order_id, samples.router_item("9")))  # v3
+    app.handle(
+        actors.agent, cmd.ConfigureLine(order_id, "1", characteristics={"bandwidthMbps": 200})
+    )  # v4
+    app.handle(actors.agent, cmd.RemoveLine(order_id, "9"))  # v5
     changes = {c["path"]: c for c in history.diff(app, order_id, 1, 5)["changes"]}
     assert changes["/items/1"]["op"] == "add"
     assert changes["/items/1"]["after"]["characteristics"]["bandwidthMbps"] == 200

@@ -24,6 +24,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from builders import id_created
 from builders import item as build_item
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -35,6 +36,7 @@ from serviceorders.bootstrap import (
     init_database,
     open_read_db,
 )
+from serviceorders.domain import commands as cmd
 from serviceorders.domain import events as ev
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.errors import DomainError
@@ -217,8 +219,10 @@ def _header(a: int, b: int) -> OrderHeader:
 
 def create_order(app: ServiceOrders, a: int, b: int) -> UUID:
     if a % 3 == 0:
-        return app.draft_order(AGENT, _header(a, b))
-    order_id, created = app.receive_order(UPSTREAM, _header(a, b), _items_for(b % 64))
+        return app.handle(AGENT, cmd.DraftOrder(_header(a, b))).order.id
+    order_id, created = id_created(
+        app.handle(UPSTREAM, cmd.ReceiveOrder(_header(a, b), tuple(_items_for(b % 64))))
+    )
     assert created
     return order_id
 
@@ -246,86 +250,96 @@ def _finish_items(app: ServiceOrders, order_id: UUID, b: int) -> None:
         item = open_items[0]
         target = FINAL_CHOICES[(b + step) % len(FINAL_CHOICES)]
         try:
-            app.change_item_state(FULFILMENT, order_id, item.id, target)
+            app.handle(FULFILMENT, cmd.ChangeItemStates.one(order_id, item.id, target))
         except DomainError:
-            app.change_item_state(FULFILMENT, order_id, item.id, ItemState.CANCELLED)
+            app.handle(FULFILMENT, cmd.ChangeItemStates.one(order_id, item.id, ItemState.CANCELLED))
 
 
 def run_command(app: ServiceOrders, order_id: UUID, kind: str, a: int, b: int) -> None:
     """One command on one order; illegal ones raise DomainError (the caller skips them)."""
     manager = MANAGERS[a % 2]
     if kind == "add_line":
-        app.add_line(AGENT, order_id, _item(a))
+        app.handle(AGENT, cmd.AddLine(order_id, _item(a)))
     elif kind == "configure":
         if b % 2:
-            app.configure_line(AGENT, order_id, f"i{a % 6}", place=Place(id=f"site-{b % 5}"))
+            app.handle(
+                AGENT, cmd.ConfigureLine(order_id, f"i{a % 6}", place=Place(id=f"site-{b % 5}"))
+            )
         else:
-            app.configure_line(
-                AGENT, order_id, f"i{a % 6}", {"bandwidthMbps": 500, "accessType": "fibre"}
+            app.handle(
+                AGENT,
+                cmd.ConfigureLine(
+                    order_id,
+                    f"i{a % 6}",
+                    characteristics={"bandwidthMbps": 500, "accessType": "fibre"},
+                ),
             )
     elif kind == "remove_line":
-        app.remove_line(AGENT, order_id, f"i{a % 6}")
+        app.handle(AGENT, cmd.RemoveLine(order_id, f"i{a % 6}"))
     elif kind == "submit":
-        app.submit(AGENT, order_id)
+        app.handle(AGENT, cmd.Submit(order_id))
     elif kind == "approve":
-        app.approve(manager, order_id, note="ok" if b % 2 else None)
+        app.handle(manager, cmd.Approve(order_id, "ok" if b % 2 else None))
     elif kind == "reject":
-        app.reject(manager, order_id, f"no budget {b}")
+        app.handle(manager, cmd.Reject(order_id, f"no budget {b}"))
     elif kind == "hold":
-        app.hold((FULFILMENT, manager)[b % 2], order_id, "maintenance window")
+        app.handle((FULFILMENT, manager)[b % 2], cmd.Hold(order_id, "maintenance window"))
     elif kind == "resume":
-        app.resume((FULFILMENT, manager)[b % 2], order_id)
+        app.handle((FULFILMENT, manager)[b % 2], cmd.Resume(order_id))
     elif kind == "request_info":
-        app.request_information(FULFILMENT, order_id, "which port?")
+        app.handle(FULFILMENT, cmd.RequestInformation(order_id, "which port?"))
     elif kind == "provide_info":
-        app.provide_information((UPSTREAM, FULFILMENT)[b % 2], order_id, "port 3")
+        app.handle((UPSTREAM, FULFILMENT)[b % 2], cmd.ProvideInformation(order_id, "port 3"))
     elif kind == "item_state":
         items = sorted(app.get_order(order_id).items)
         if not items:
             raise DomainError("no items")
-        app.change_item_state(
+        app.handle(
             FULFILMENT,
-            order_id,
-            items[a % len(items)],
-            ITEM_STATES[b % len(ITEM_STATES)],
-            reason="reported",
+            cmd.ChangeItemStates.one(
+                order_id, items[a % len(items)], ITEM_STATES[b % len(ITEM_STATES)], "reported"
+            ),
         )
     elif kind == "finish_items":
         _finish_items(app, order_id, b)
     elif kind == "revise":
         variant = b % 4
         if variant == 0:
-            app.revise(UPSTREAM, order_id, header=HeaderChange(priority=str(a % 5)))
+            app.handle(UPSTREAM, cmd.Revise(order_id, header=HeaderChange(priority=str(a % 5))))
         elif variant == 1:
-            app.revise(UPSTREAM, order_id, items=[_item(a)])
+            app.handle(UPSTREAM, cmd.Revise(order_id, items=(_item(a),)))
         elif variant == 2:
-            app.revise(UPSTREAM, order_id, removed_item_ids=[f"i{a % 6}"])
+            app.handle(UPSTREAM, cmd.Revise(order_id, removed_item_ids=(f"i{a % 6}",)))
         else:
-            app.revise(
+            app.handle(
                 UPSTREAM,
-                order_id,
-                items=[_item(a + 1)],
-                header=HeaderChange(category="revised", description="changed"),
+                cmd.Revise(
+                    order_id,
+                    items=(_item(a + 1),),
+                    header=HeaderChange(category="revised", description="changed"),
+                ),
             )
     elif kind == "ponr":
-        app.reach_point_of_no_return(FULFILMENT, order_id, note="cabled")
+        app.handle(FULFILMENT, cmd.ReachPointOfNoReturn(order_id, "cabled"))
     elif kind == "request_cancel":
-        app.request_cancellation(
+        app.handle(
             (UPSTREAM, AGENT)[a % 2],
-            order_id,
-            reason=(None, "customer moved")[b % 2],
-            requested_date=(datetime(2031, 5, 1, tzinfo=UTC) if b % 3 == 0 else None),
+            cmd.RequestCancellation(
+                order_id,
+                reason=(None, "customer moved")[b % 2],
+                requested_date=datetime(2031, 5, 1, tzinfo=UTC) if b % 3 == 0 else None,
+            ),
         )
     elif kind == "approve_cancel":
-        app.approve_cancellation(manager, order_id, note=(None, "fine")[b % 2])
+        app.handle(manager, cmd.ApproveCancellation(order_id, (None, "fine")[b % 2]))
     elif kind == "deny_cancel":
-        app.deny_cancellation(manager, order_id, "work has started")
+        app.handle(manager, cmd.DenyCancellation(order_id, "work has started"))
     elif kind == "cancel":
-        app.cancel((FULFILMENT, manager)[b % 2], order_id, reason=(None, "gone")[a % 2])
+        app.handle((FULFILMENT, manager)[b % 2], cmd.Cancel(order_id, (None, "gone")[a % 2]))
     elif kind == "note":
-        app.add_note((AGENT, FULFILMENT)[a % 2], order_id, f"note {b}")
+        app.handle((AGENT, FULFILMENT)[a % 2], cmd.AddNote(order_id, f"note {b}"))
     elif kind == "delete":  # agents discard drafts; managers also archive final orders
-        app.delete((AGENT, MANAGERS[a % 2])[b % 2], order_id, reason=(None, "tidy")[a % 2])
+        app.handle((AGENT, MANAGERS[a % 2])[b % 2], cmd.Delete(order_id, (None, "tidy")[a % 2]))
     else:  # pragma: no cover
         raise AssertionError(kind)
 
@@ -443,10 +457,12 @@ def simple_orders(app: ServiceOrders, count: int) -> list[UUID]:
     """`count` orders received, approved and completed: 6 events and 4 transitions each."""
     ids = []
     for n in range(count):
-        order_id, _ = app.receive_order(UPSTREAM, _header(n + 1, n), _items_for(0b11))
-        app.approve(MANAGERS[n % 2], order_id)
-        app.change_item_state(FULFILMENT, order_id, "i0", ItemState.COMPLETED)
-        app.change_item_state(FULFILMENT, order_id, "i1", ItemState.COMPLETED)
+        order_id, _ = id_created(
+            app.handle(UPSTREAM, cmd.ReceiveOrder(_header(n + 1, n), tuple(_items_for(0b11))))
+        )
+        app.handle(MANAGERS[n % 2], cmd.Approve(order_id))
+        app.handle(FULFILMENT, cmd.ChangeItemStates.one(order_id, "i0", ItemState.COMPLETED))
+        app.handle(FULFILMENT, cmd.ChangeItemStates.one(order_id, "i1", ItemState.COMPLETED))
         ids.append(order_id)
     return ids
 
@@ -679,8 +695,8 @@ def test_read_models_equal_the_aggregates_however_the_log_is_paged(
     # Every slot gets its order, created in between the other commands.
     for slot, (a, b) in enumerate(creations):
         steps = [*steps[: slot * 3], (("create", slot, a, b), "-"), *steps[slot * 3 :]]
-    for cmd, then in steps:
-        history.run(cmd)
+    for command, then in steps:
+        history.run(command)
         if then == "page":
             projector.run_once()
         elif then == "catch_up":
@@ -978,8 +994,8 @@ def test_status_shows_the_lag_until_caught_up(settings, app, db):
     assert {(s.position, s.head, s.lag) for s in projector.status()} == {(30, 30, 0)}
 
     # New events show up as lag again, and only those are applied.
-    order_id = app.draft_order(AGENT, _header(1, 1))
-    app.add_note(AGENT, order_id, "hello")
+    order_id = app.handle(AGENT, cmd.DraftOrder(_header(1, 1))).order.id
+    app.handle(AGENT, cmd.AddNote(order_id, "hello"))
     assert {(s.position, s.head, s.lag) for s in projector.status()} == {(30, 32, 2)}
     assert projector.catch_up() == 2
     assert {s.lag for s in projector.status()} == {0}

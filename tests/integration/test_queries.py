@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from builders import id_created
 from builders import item as build_item
 from serviceorders.bootstrap import build_projector
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.values import (
     ItemState,
     OrderHeader,
@@ -49,7 +51,9 @@ def world(app, settings, actors) -> Iterator[tuple[ReadModels, dict[str, Any]]]:
             category=category,
             related_parties=(Party(id=customer),),
         )
-        order_id, _ = app.receive_order(actors.upstream, header, items)
+        order_id, _ = id_created(
+            app.handle(actors.upstream, cmd.ReceiveOrder(header, tuple(items)))
+        )
         ids[ext] = order_id
         return order_id
 
@@ -57,12 +61,12 @@ def world(app, settings, actors) -> Iterator[tuple[ReadModels, dict[str, Any]]]:
     receive("B", "1", "C2", [item("1", "S2"), item("2", "S2", "managed-router")])
     receive("C", None, "C1", [item("1", "S3", bandwidthMbps=7)], category="smb")
     cancelling = receive("D", "1", "C3", [item("1", "S1")])
-    app.approve(actors.manager, cancelling)
-    app.request_cancellation(actors.agent, cancelling, reason="moved office")
+    app.handle(actors.manager, cmd.Approve(cancelling))
+    app.handle(actors.agent, cmd.RequestCancellation(cancelling, reason="moved office"))
     done = receive("E", "3", "C1", [item("1", "S4")])
-    app.approve(actors.manager, done)
-    app.change_item_state(actors.fulfilment, done, "1", ItemState.COMPLETED)
-    app.draft_order(actors.agent, OrderHeader(external_id="F-draft"))
+    app.handle(actors.manager, cmd.Approve(done))
+    app.handle(actors.fulfilment, cmd.ChangeItemStates.one(done, "1", ItemState.COMPLETED))
+    app.handle(actors.agent, cmd.DraftOrder(OrderHeader(external_id="F-draft")))
     projector = build_projector(settings)
     projector.catch_up()
     yield ReadModels(projector.db), ids

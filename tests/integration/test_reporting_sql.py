@@ -24,10 +24,12 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from builders import id_created
 from builders import item as build_item
 from psycopg import sql
 from psycopg.rows import dict_row
 from serviceorders.bootstrap import build_application, build_projector, init_database
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.values import (
     Channel,
     CommandContext,
@@ -172,8 +174,13 @@ def build_orders(settings: Settings) -> DataSet:
             description: str,
             *items: OrderItem,
         ) -> UUID:
-            order_id, created = app.receive_order(
-                CRM, header(external_id, customer, category, priority, description), items
+            order_id, created = id_created(
+                app.handle(
+                    CRM,
+                    cmd.ReceiveOrder(
+                        header(external_id, customer, category, priority, description), tuple(items)
+                    ),
+                )
             )
             assert created
             data.ids[external_id] = order_id
@@ -190,13 +197,13 @@ def build_orders(settings: Settings) -> DataSet:
             router("2", BERLIN, depends_on=("1",)),
             sdwan("3", HAMBURG, "large", "hub"),
         )
-        app.approve(BOB, o, note="capacity confirmed")
-        app.change_item_state(FULFIL, o, "1", ItemState.IN_PROGRESS)
-        app.reach_point_of_no_return(FULFIL, o, note="fibre pulled")
-        app.change_item_state(FULFIL, o, "1", ItemState.COMPLETED)
-        app.change_item_state(FULFIL, o, "2", ItemState.COMPLETED)
-        app.change_item_state(FULFIL, o, "3", ItemState.COMPLETED)
-        app.add_note(BOB, o, "customer informed")
+        app.handle(BOB, cmd.Approve(o, "capacity confirmed"))
+        app.handle(FULFIL, cmd.ChangeItemStates.one(o, "1", ItemState.IN_PROGRESS))
+        app.handle(FULFIL, cmd.ReachPointOfNoReturn(o, "fibre pulled"))
+        app.handle(FULFIL, cmd.ChangeItemStates.one(o, "1", ItemState.COMPLETED))
+        app.handle(FULFIL, cmd.ChangeItemStates.one(o, "2", ItemState.COMPLETED))
+        app.handle(FULFIL, cmd.ChangeItemStates.one(o, "3", ItemState.COMPLETED))
+        app.handle(BOB, cmd.AddNote(o, "customer informed"))
         data.states["RPT-COMPLETED"] = "completed"
 
         # Rejected in review.
@@ -208,7 +215,7 @@ def build_orders(settings: Settings) -> DataSet:
             "Munich internet",
             internet("1", MUNICH, 100, "copper"),
         )
-        app.reject(BOB, o, "duplicate of RPT-CANCELLED")
+        app.handle(BOB, cmd.Reject(o, "duplicate of RPT-CANCELLED"))
         data.states["RPT-REJECTED"] = "rejected"
 
         # Approved by another manager; one item completes, the other fails: partial.
@@ -221,9 +228,11 @@ def build_orders(settings: Settings) -> DataSet:
             internet("1", HAMBURG, 1000),
             router("2", HAMBURG),
         )
-        app.approve(CAROL, o)
-        app.change_item_state(FULFIL, o, "1", ItemState.COMPLETED)
-        app.change_item_state(FULFIL, o, "2", ItemState.FAILED, "router out of stock")
+        app.handle(CAROL, cmd.Approve(o))
+        app.handle(FULFIL, cmd.ChangeItemStates.one(o, "1", ItemState.COMPLETED))
+        app.handle(
+            FULFIL, cmd.ChangeItemStates.one(o, "2", ItemState.FAILED, "router out of stock")
+        )
         data.states["RPT-PARTIAL"] = "partial"
 
         # Held, resumed, held again (a finished and an open spell in `held`).
@@ -235,20 +244,23 @@ def build_orders(settings: Settings) -> DataSet:
             "Berlin copper line",
             internet("1", BERLIN, 200, "copper"),
         )
-        app.approve(BOB, o)
-        app.hold(FULFIL, o, "landlord access")
-        app.resume(FULFIL, o, "access granted")
-        app.hold(BOB, o, "civil works permit")
+        app.handle(BOB, cmd.Approve(o))
+        app.handle(FULFIL, cmd.Hold(o, "landlord access"))
+        app.handle(FULFIL, cmd.Resume(o, "access granted"))
+        app.handle(BOB, cmd.Hold(o, "civil works permit"))
         data.states["RPT-HELD"] = "held"
 
         # Cancelled through a cancellation request: requested, approved, carried out.
         o = receive("RPT-CANCELLED", GLOBEX, "smb", "3", "Munich fibre", internet("1", MUNICH, 100))
-        app.approve(CAROL, o)
-        app.request_cancellation(
-            CRM, o, "customer moved", requested_date=datetime.now(UTC) + timedelta(days=7)
+        app.handle(CAROL, cmd.Approve(o))
+        app.handle(
+            CRM,
+            cmd.RequestCancellation(
+                o, reason="customer moved", requested_date=datetime.now(UTC) + timedelta(days=7)
+            ),
         )
-        app.approve_cancellation(BOB, o, note="nothing installed yet")
-        app.cancel(FULFIL, o, "cancellation done")
+        app.handle(BOB, cmd.ApproveCancellation(o, "nothing installed yet"))
+        app.handle(FULFIL, cmd.Cancel(o, "cancellation done"))
         data.states["RPT-CANCELLED"] = "cancelled"
 
         # A denied cancellation request (back to inProgress), then waiting for information.
@@ -260,10 +272,10 @@ def build_orders(settings: Settings) -> DataSet:
             "Munich SD-WAN spoke",
             sdwan("1", MUNICH, "medium", "spoke"),
         )
-        app.approve(BOB, o)
-        app.request_cancellation(CRM, o, "budget cut")
-        app.deny_cancellation(CAROL, o, "installation already scheduled")
-        app.request_information(FULFIL, o, "site contact phone number")
+        app.handle(BOB, cmd.Approve(o))
+        app.handle(CRM, cmd.RequestCancellation(o, reason="budget cut"))
+        app.handle(CAROL, cmd.DenyCancellation(o, "installation already scheduled"))
+        app.handle(FULFIL, cmd.RequestInformation(o, "site contact phone number"))
         data.states["RPT-DENIED"] = "pending"
 
         # In review, flagged: a value not allowed, an unknown characteristic, no site.
@@ -293,14 +305,15 @@ def build_orders(settings: Settings) -> DataSet:
             "Berlin second line",
             internet("1", BERLIN, 100),
         )
-        app.request_cancellation(CRM, o, "ordered twice")
+        app.handle(CRM, cmd.RequestCancellation(o, reason="ordered twice"))
         data.states["RPT-ASSESSING"] = "assessingCancellation"
 
         # Captured by hand, not submitted: a draft without an external id.
-        o = app.draft_order(
-            ALICE, OrderHeader(category="smb", priority="3", related_parties=(GLOBEX,))
-        )
-        app.add_line(ALICE, o, internet("1", MUNICH, 20))
+        o = app.handle(
+            ALICE,
+            cmd.DraftOrder(OrderHeader(category="smb", priority="3", related_parties=(GLOBEX,))),
+        ).order.id
+        app.handle(ALICE, cmd.AddLine(o, internet("1", MUNICH, 20)))
         data.ids["draft"] = o
         data.states["draft"] = "draft"
 
@@ -518,10 +531,12 @@ def test_date_only_requested_dates_are_midnight_utc_whatever_the_time_zone(
     with scratch_database(pg_database.server_url) as url:
         app = build_application(Settings.from_env({"DATABASE_URL": url}))
         try:
-            app.receive_order(
+            app.handle(
                 CRM,
-                OrderHeader(external_id="RPT-TZ", requested_start_date=date(2025, 1, 15)),
-                [internet("1", BERLIN)],
+                cmd.ReceiveOrder(
+                    OrderHeader(external_id="RPT-TZ", requested_start_date=date(2025, 1, 15)),
+                    (internet("1", BERLIN),),
+                ),
             )
         finally:
             app.close()

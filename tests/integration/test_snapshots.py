@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from builders import id_created
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.snapshot import OrderSnapshot
 from serviceorders.domain.values import HeaderChange, ItemState, OrderState
@@ -24,25 +26,31 @@ def snap_app(make_settings, open_app):
 def drive_long_history(app, actors, samples) -> Any:
     """An order through 18 events, with a two-event save (item + order completed) in it."""
     up, ful, mgr = actors.upstream, actors.fulfilment, actors.manager
-    order_id, _ = app.receive_order(up, samples.header("long-1"), samples.items())  # 1, 2
-    app.approve(mgr, order_id, note="go")  # 3
-    app.add_note(ful, order_id, "survey booked")  # 4
-    app.hold(ful, order_id, "access denied")  # 5
-    app.resume(ful, order_id)  # 6
-    app.request_information(ful, order_id, "who has the key?")  # 7
-    app.provide_information(up, order_id, "the caretaker")  # 8
-    app.add_note(up, order_id, "caretaker is Joe")  # 9
+    order_id, _ = id_created(
+        app.handle(up, cmd.ReceiveOrder(samples.header("long-1"), tuple(samples.items())))
+    )  # 1, 2
+    app.handle(mgr, cmd.Approve(order_id, "go"))  # 3
+    app.handle(ful, cmd.AddNote(order_id, "survey booked"))  # 4
+    app.handle(ful, cmd.Hold(order_id, "access denied"))  # 5
+    app.handle(ful, cmd.Resume(order_id))  # 6
+    app.handle(ful, cmd.RequestInformation(order_id, "who has the key?"))  # 7
+    app.handle(up, cmd.ProvideInformation(order_id, "the caretaker"))  # 8
+    app.handle(up, cmd.AddNote(order_id, "caretaker is Joe"))  # 9
     faster = samples.internet_item("1").model_copy(
         update={"characteristics": {"bandwidthMbps": 500, "accessType": "fibre"}}
     )
-    app.revise(up, order_id, items=[faster], header=HeaderChange(priority="high"))  # 10
-    app.add_note(ful, order_id, "bandwidth raised")  # 11
-    app.hold(ful, order_id, "rain")  # 12
-    app.resume(ful, order_id, note="sunny")  # 13
-    app.change_item_state(ful, order_id, "1", ItemState.IN_PROGRESS)  # 14
-    app.change_item_state(ful, order_id, "1", ItemState.COMPLETED)  # 15
-    app.change_item_state(ful, order_id, "2", ItemState.COMPLETED)  # 16 + 17 completed
-    app.add_note(up, order_id, "thanks")  # 18
+    app.handle(
+        up, cmd.Revise(order_id, items=(faster,), header=HeaderChange(priority="high"))
+    )  # 10
+    app.handle(ful, cmd.AddNote(order_id, "bandwidth raised"))  # 11
+    app.handle(ful, cmd.Hold(order_id, "rain"))  # 12
+    app.handle(ful, cmd.Resume(order_id, "sunny"))  # 13
+    app.handle(ful, cmd.ChangeItemStates.one(order_id, "1", ItemState.IN_PROGRESS))  # 14
+    app.handle(ful, cmd.ChangeItemStates.one(order_id, "1", ItemState.COMPLETED))  # 15
+    app.handle(
+        ful, cmd.ChangeItemStates.one(order_id, "2", ItemState.COMPLETED)
+    )  # 16 + 17 completed
+    app.handle(up, cmd.AddNote(order_id, "thanks"))  # 18
     return order_id
 
 
@@ -123,8 +131,10 @@ def test_snapshot_equals_replay_at_its_own_version(snap_app, actors, samples):
 def test_a_loaded_snapshot_order_keeps_the_chain_going(snap_app, actors, samples, chain_tools):
     app = snap_app
     order_id = drive_long_history(app, actors, samples)
-    app.add_note(actors.fulfilment, order_id, "after the snapshot")  # 19, saved from 15 + 3
-    app.add_note(actors.fulfilment, order_id, "at twenty")  # 20: a snapshot
+    app.handle(
+        actors.fulfilment, cmd.AddNote(order_id, "after the snapshot")
+    )  # 19, saved from 15 + 3
+    app.handle(actors.fulfilment, cmd.AddNote(order_id, "at twenty"))  # 20: a snapshot
     assert [s.originator_version for s in app.snapshots.get(order_id)] == [5, 10, 15, 20]
     chain_tools.verify(app, order_id)
     assert_same_order(app.get_order(order_id), full_replay(app, order_id))

@@ -15,8 +15,10 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from builders import id_created
 from eventsourcing.persistence import StoredEvent
 from serviceorders.domain import chain
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.codec import decode_state
 from serviceorders.domain.events import NoteAdded
 from serviceorders.domain.values import Note, OrderState
@@ -99,7 +101,7 @@ def test_v1_note_loads_as_a_structured_note(app, legacy, chain_tools):
 
 def test_new_events_chain_on_from_legacy_ones(app, legacy, actors, chain_tools):
     order_id = insert_legacy(app, legacy)
-    app.add_note(actors.fulfilment, order_id, "installed in the morning")
+    app.handle(actors.fulfilment, cmd.AddNote(order_id, "installed in the morning"))
     hashes = chain_tools.verify(app, order_id)
     assert hashes[:4] == [e["state"]["hash"] for e in legacy["events"]]
 
@@ -127,7 +129,7 @@ def test_editing_a_v1_event_is_still_detected(legacy, chain_tools):
 
 
 def test_the_current_class_writes_class_version_2(app, actors, received_order):
-    app.add_note(actors.upstream, received_order, "plain text in, structure out")
+    app.handle(actors.upstream, cmd.AddNote(received_order, "plain text in, structure out"))
     rows = [
         (s.topic, decode_state(app.mapper, s)) for s in app.recorder.select_events(received_order)
     ]
@@ -142,5 +144,9 @@ def test_the_current_class_writes_class_version_2(app, actors, received_order):
 
 @pytest.fixture
 def received_order(app, actors, samples) -> UUID:
-    order_id, _ = app.receive_order(actors.upstream, samples.header("current-1"), samples.items())
+    order_id, _ = id_created(
+        app.handle(
+            actors.upstream, cmd.ReceiveOrder(samples.header("current-1"), tuple(samples.items()))
+        )
+    )
     return order_id

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.values import Actor, Channel, CommandContext, OrderHeader, Role, Source
 from serviceorders.settings import Settings
@@ -66,13 +67,15 @@ def test_a_12_mb_value_in_an_event_is_written_and_the_next_write_proceeds(
     app = open_app(pg_settings)
     huge = "r" * 12_000_000
     order_id = in_thread(
-        lambda: app.draft_order(context(huge), OrderHeader(description="big")), within=30
+        lambda: app.handle(context(huge), cmd.DraftOrder(OrderHeader(description="big"))).order.id,
+        within=30,
     )
     assert app.get_order(order_id).version == 1
     other = open_app(pg_settings)  # another process's writer
     started = time.monotonic()
     second = in_thread(
-        lambda: other.draft_order(context(), OrderHeader(description="next")), within=5
+        lambda: other.handle(context(), cmd.DraftOrder(OrderHeader(description="next"))).order.id,
+        within=5,
     )
     assert time.monotonic() - started < 1.0
     assert other.get_order(second).version == 1
@@ -89,14 +92,21 @@ def test_a_stuck_insert_fails_within_the_write_timeout_and_releases_the_lock(
     other = open_app(pg_settings)
     started = time.monotonic()
     with pytest.raises(WriteTimeout, match="2 s bound"):
-        in_thread(lambda: app.draft_order(context(), OrderHeader(description=MARKER)), within=15)
+        in_thread(
+            lambda: app.handle(context(), cmd.DraftOrder(OrderHeader(description=MARKER))).order.id,
+            within=15,
+        )
     # The bound is 2 s (not the library's ten retries of it, not the trigger's 60 s).
     assert time.monotonic() - started < 6
     assert pg_database.events_lock_holders() == []
     # Another writer (another process's application) and the same application proceed.
     started = time.monotonic()
-    first = in_thread(lambda: other.draft_order(context(), OrderHeader(description="a")), 5)
-    second = in_thread(lambda: app.draft_order(context(), OrderHeader(description="b")), 5)
+    first = in_thread(
+        lambda: other.handle(context(), cmd.DraftOrder(OrderHeader(description="a"))).order.id, 5
+    )
+    second = in_thread(
+        lambda: app.handle(context(), cmd.DraftOrder(OrderHeader(description="b"))).order.id, 5
+    )
     assert time.monotonic() - started < 2
     assert other.get_order(first).version == app.get_order(second).version == 1
     with pg_database.connect() as conn:  # nothing of the stuck write was committed
@@ -113,7 +123,7 @@ def test_concurrent_writers_wait_for_a_stuck_write_then_proceed(
 
     def stuck() -> None:
         try:
-            app.draft_order(context(), OrderHeader(description=MARKER))
+            app.handle(context(), cmd.DraftOrder(OrderHeader(description=MARKER)))
         except BaseException as e:
             errors.append(e)
 
@@ -121,7 +131,9 @@ def test_concurrent_writers_wait_for_a_stuck_write_then_proceed(
     thread.start()
     time.sleep(0.3)  # the stuck write holds the lock; these queue behind it
     ids = [
-        in_thread(lambda: app.draft_order(context(), OrderHeader(description="x")), 15)
+        in_thread(
+            lambda: app.handle(context(), cmd.DraftOrder(OrderHeader(description="x"))).order.id, 15
+        )
         for _ in range(2)
     ]
     thread.join(15)

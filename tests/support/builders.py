@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from serviceorders.domain.application import ServiceOrders
+from serviceorders.domain.application import Outcome, ServiceOrders
 from serviceorders.domain.commands import ReceiveOrder
 from serviceorders.domain.privacy import TOKEN_PREFIX
 from serviceorders.domain.values import (
@@ -160,6 +160,12 @@ def memory_app(**kw: Any) -> ServiceOrders:
     """The application on the library's in-memory (POPO) recorders: no database, no file.
     Keywords go to ServiceOrders (four_eyes, sealer, catalog, snapshot_interval)."""
     return ServiceOrders(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, **kw)
+
+
+def id_created(outcome: Outcome) -> tuple[UUID, bool]:
+    """A received order's id and whether `handle` created it now (the same order again
+    changes nothing)."""
+    return outcome.order.id, outcome.created
 
 
 def topics(app: ServiceOrders, order_id: UUID) -> list[str]:
