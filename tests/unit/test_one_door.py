@@ -2,7 +2,8 @@
 aggregate's command methods, the application's write use cases, `save` or the event store's
 writes; the application's handlers (domain/application.py) are the only caller. No door
 seals personal data (`ServiceOrders.handle` does) or passes a four-eyes flag (the
-application's setting, given once by the composition root). Reads are exempt.
+application's setting, given once by the composition root), opens a unit of work (the
+Kafka door only: its batch) or maps a store conflict itself. Reads are exempt.
 
 The rules are read off the classes, not listed by hand: a command method is a public method
 of `ServiceOrder` (or a write use case of `ServiceOrders`) whose first argument is the
@@ -38,6 +39,10 @@ SEALING = {"protect", "protect_change", "protect_place", "seal"}
 STORE_WRITES = {"insert_events", "_insert_events", "put"}
 # The composition root gives the application its four-eyes setting; nobody else passes one.
 COMPOSITION_ROOT = "runtime/bootstrap.py"
+# Only the Kafka door batches many commands into one unit of work.
+UNIT_OF_WORK_DOOR = "consumers/"
+# The store's conflict is mapped by the application (and the recorders), not by a door.
+CONFLICT_MAPPERS = ("storage/",)
 
 CONTEXT = re.compile(r"(^|[._])(ctx|cmd|context)", re.IGNORECASE)
 ORDER_OR_APP = re.compile(r"^(o|order|aggregate|app|application|orders|service_orders)$")
@@ -146,6 +151,10 @@ def findings(path: Path, commands: set[str], root: Path = ROOT) -> Iterator[Find
             yield Finding(relative, node.lineno, f"writes the event store: {where}(...)")
         elif name in SEALING:
             yield Finding(relative, node.lineno, f"seals personal data: {where}(...)")
+        if name == "unit_of_work" and not relative.startswith(UNIT_OF_WORK_DOOR):
+            yield Finding(relative, node.lineno, f"opens a unit of work: {where}(...)")
+        if name == "ConcurrencyConflict" and not relative.startswith(CONFLICT_MAPPERS):
+            yield Finding(relative, node.lineno, "maps a store conflict: ConcurrencyConflict(...)")
         for keyword in node.keywords:
             if keyword.arg == "four_eyes" and not (
                 relative == COMPOSITION_ROOT and name == "ServiceOrders"
@@ -180,6 +189,8 @@ def test_the_walk_reads_every_room() -> None:
         ("app.protect(ctx, header, items)", "seals personal data"),
         ("self.sealer.seal('scope', value)", "seals personal data"),
         ("f(four_eyes=False)", "passes four_eyes="),
+        ("with app.unit_of_work(()) as u: pass", "opens a unit of work"),
+        ("raise ConcurrencyConflict(order.id, 'reload')", "maps a store conflict"),
     ],
 )
 def test_it_catches(source: str, expected: str, tmp_path: Path) -> None:
@@ -222,6 +233,7 @@ def test_only_the_applications_handlers_change_orders() -> None:
     offending = [str(f) for path in source_files() for f in findings(path, commands)]
     assert not offending, (
         "outside domain/ only ServiceOrders.handle / the unit of work may call the domain's "
-        "commands, save, write the event store, seal personal data or pass four_eyes= "
+        "commands, save, write the event store, seal personal data, pass four_eyes=, open a "
+        "unit of work (Kafka aside) or map a store conflict "
         f"({len(offending)} places):\n" + "\n".join(offending)
     )
