@@ -59,7 +59,9 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
     Joins the consumer group on the inbound topic, creates the topics it uses, and
     publishes dead letters and refusal notices. SIGTERM finishes the batch, commits and
     leaves the group."""
-    from serviceorders.consumers.kafka import ConsumerWorker, ensure_topics, start_publisher
+    from serviceorders.bootstrap import build_application
+    from serviceorders.consumers.kafka import ConsumerWorker, ensure_topics
+    from serviceorders.notifications.kafka import start_publisher
     from serviceorders.support.logs import configure
     from serviceorders.support.logs import worker as logged
 
@@ -75,7 +77,7 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
 
     metrics = EngineMetrics(intake=True)
     metrics.registry.register(database_collector(settings, intake_outbox=True))
-    worker = ConsumerWorker(settings, stopping, metrics=metrics)
+    worker = ConsumerWorker(settings, stopping, metrics=metrics, app=build_application(settings))
     server = serve_metrics(
         settings,
         metrics_port,
@@ -197,8 +199,9 @@ def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool, category: s
     A dead-lettered eventId was never marked as applied, so its replay is not a duplicate."""
     from kafka import KafkaProducer
     from serviceorders.bootstrap import open_read_db
-    from serviceorders.consumers.kafka import UNDECODABLE, producer_options
+    from serviceorders.consumers.kafka import UNDECODABLE
     from serviceorders.consumers.store import IntakeStore
+    from serviceorders.notifications.kafka import producer_options
 
     settings = _kafka_settings(obj.settings)
     if not ids and not replay_all:
@@ -342,8 +345,9 @@ def publish_sample(
     """Publish realistic TMF641 traffic to the inbound topic: multi-site orders with mixed
     actions, some published twice, a few bad ones, so you can watch the engine work."""
     from kafka import KafkaProducer
-    from serviceorders.consumers.kafka import ensure_topics, producer_options
+    from serviceorders.consumers.kafka import ensure_topics
     from serviceorders.consumers.sample import traffic
+    from serviceorders.notifications.kafka import producer_options
 
     settings = _kafka_settings(obj.config)  # needs no database
     if count < 0:

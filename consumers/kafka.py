@@ -21,7 +21,6 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
-from serviceorders.bootstrap import build_application, open_read_db
 from serviceorders.consumers.intake import Intake, Message
 from serviceorders.consumers.store import (
     DeadLetter,
@@ -31,6 +30,7 @@ from serviceorders.consumers.store import (
     digest,
     utcnow,
 )
+from serviceorders.domain.application import ServiceOrders
 from serviceorders.notifications.kafka import Backoff, client_options
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
@@ -336,7 +336,11 @@ def _names(tps: Iterable[TopicPartition]) -> str:
 @dataclass
 class ConsumerWorker:
     """Joins the group, resumes every assigned partition from the database's position, and
-    applies micro-batches (one transaction each) until `stopping` is set."""
+    applies micro-batches (one transaction each) until `stopping` is set.
+
+    `app`: the application it applies the batches with, built by the composition root
+    (`bootstrap.build_application(settings)`: this room imports no runtime); the worker
+    owns it and closes it in `close`."""
 
     settings: Settings
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -349,9 +353,9 @@ class ConsumerWorker:
     exit_code: int = 0
     # The process's EngineMetrics (serviceorders.metrics), or None: batch_done(), lag()
     metrics: Any = None
+    app: ServiceOrders = field(kw_only=True)
 
     def __post_init__(self) -> None:
-        self.app = build_application(self.settings)
         self._db: ReadDb | None = None
         self.backoff = Backoff()
         self._stall_check = 0.0
@@ -359,8 +363,9 @@ class ConsumerWorker:
     # -------------------------------------------------------------- database
     @property
     def db(self) -> ReadDb:
-        if self._db is None:
-            self._db = open_read_db(self.settings)
+        if self._db is None:  # (as bootstrap's open_read_db: no import of the runtime)
+            settings = self.settings
+            self._db = ReadDb.connect(settings.database, settings.lock_timeout_seconds)
         return self._db
 
     def _drop_db(self) -> None:

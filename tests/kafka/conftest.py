@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from serviceorders.bootstrap import init_database, open_read_db
+from serviceorders.bootstrap import build_application, init_database, open_read_db
 from serviceorders.consumers.broker import EmbeddedBroker
 from serviceorders.consumers.kafka import ConsumerWorker, ensure_topics
 from serviceorders.notifications.kafka import client_options
@@ -161,7 +161,8 @@ class Running:
     """A ConsumerWorker in a thread of the test process."""
 
     def __init__(self, settings: Settings, **kw: Any) -> None:
-        self.worker = ConsumerWorker(settings, threading.Event(), **kw)
+        app = build_application(settings)
+        self.worker = ConsumerWorker(settings, threading.Event(), app=app, **kw)
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
         self.thread.start()
 

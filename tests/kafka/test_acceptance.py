@@ -268,7 +268,7 @@ def _drain_in_process(ks: Settings, count: int, prefix: str) -> None:
     t = traffic(count, seed=11, prefix=prefix)
     expected = Expected.of(t)
     publish(ks, t)
-    worker = ConsumerWorker(ks, threading.Event())
+    worker = ConsumerWorker(ks, threading.Event(), app=build_application(ks))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
@@ -505,7 +505,10 @@ def test_consumer_that_lost_its_partitions_drops_its_batch(
     publish(ks, t)
     real_process = Intake.process
     holding, released = threading.Event(), threading.Event()
-    workers = {name: ConsumerWorker(ks, threading.Event()) for name in ("a", "b")}
+    workers = {
+        name: ConsumerWorker(ks, threading.Event(), app=build_application(ks))
+        for name in ("a", "b")
+    }
 
     def process(self: Intake, messages: Any, stored: Any) -> Any:
         if threading.current_thread().name == "worker-a" and not holding.is_set():

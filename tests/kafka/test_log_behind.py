@@ -94,7 +94,7 @@ class Run:
     """`ConsumerWorker.run()` in a thread, its exit code kept."""
 
     def __init__(self, settings: Settings) -> None:
-        self.worker = ConsumerWorker(settings)
+        self.worker = ConsumerWorker(settings, app=build_application(settings))
         self.code: int | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -359,7 +359,7 @@ def resumed(settings: Settings, db: ReadDb) -> Iterator[Callable[..., ConsumerWo
             "VALUES (%s, %s, %s, %s)",
             ("in-x", 0, 8, utcnow().isoformat()),
         )
-        worker = ConsumerWorker(s)
+        worker = ConsumerWorker(s, app=build_application(s))
         made.append(worker)
         worker.consumer = consumer  # type: ignore[assignment]
         worker.resume_from_database([TP])
