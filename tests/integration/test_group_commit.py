@@ -17,8 +17,9 @@ import psycopg
 import pytest
 from serviceorders.api.auth import Authenticator
 from serviceorders.api.context import ApiContext, _Rounds
-from serviceorders.bootstrap import open_read_db
+from serviceorders.bootstrap import build_projector, open_read_db
 from serviceorders.domain.application import ServiceOrders
+from serviceorders.domain.commands import AddNote, ReceiveOrder
 from serviceorders.domain.errors import ConcurrencyConflict
 from serviceorders.domain.order import order_id_for
 from serviceorders.projections.queries import ReadModels
@@ -64,9 +65,9 @@ def _receive(
     app: ServiceOrders, actors: Any, samples: Any, external_id: str, results: dict[str, Any]
 ) -> None:
     try:
-        results[external_id] = app.receive_order(
-            actors.upstream, samples.header(external_id), samples.items()
-        )
+        command = ReceiveOrder(samples.header(external_id), tuple(samples.items()))
+        outcome = app.handle(actors.upstream, command)
+        results[external_id] = (outcome.order.id, outcome.created)
     except Exception as e:  # recorded for the assertions
         results[external_id] = e
 
@@ -126,9 +127,9 @@ def test_a_conflict_in_a_group_fails_only_its_own_writer(
     writes: the group falls back to one transaction per write, the duplicate is answered
     as 'already there' (not created), the stale write gets a conflict, the rest commit."""
     app = open_app(pg_settings)
-    app.receive_order(actors.upstream, samples.header("GC-DUP"), samples.items())
+    app.handle(actors.upstream, ReceiveOrder(samples.header("GC-DUP"), tuple(samples.items())))
     stale = app.get_order(order_id_for("GC-DUP"))  # will be one version behind
-    app.add_note(actors.upstream, stale.id, "moves the order on")
+    app.handle(actors.upstream, AddNote(stale.id, "moves the order on"))
 
     held = _hold(app)
     results: dict[str, Any] = {}
@@ -255,7 +256,8 @@ def test_reads_after_the_server_dropped_every_connection_get_fresh_ones(
     pg_settings: Settings, open_app: Any, actors: Any, samples: Any
 ) -> None:
     app = open_app(pg_settings)
-    order_id, _ = app.receive_order(actors.upstream, samples.header("GC-R"), samples.items())
+    received = ReceiveOrder(samples.header("GC-R"), tuple(samples.items()))
+    order_id = app.handle(actors.upstream, received).order.id
     ctx = ApiContext(settings=pg_settings, app=app, auth=Authenticator([]))
     ctx.sync()
     pids = []
@@ -319,25 +321,22 @@ def test_waiting_for_the_projection_lock_returns_when_its_holder_lets_go(
 
 
 def test_read_your_writes_waits_out_a_database_restart(
-    pg_settings: Settings, open_app: Any, actors: Any, samples: Any, monkeypatch: pytest.MonkeyPatch
+    pg_settings: Settings, open_app: Any, actors: Any, samples: Any
 ) -> None:
     """The round's connections are gone and the server refuses new ones for a moment: the
     round tries again every 0.2 s instead of failing the request."""
-    import serviceorders.api.context as context
-
     app = open_app(pg_settings)
-    order_id, _ = app.receive_order(actors.upstream, samples.header("GC-S"), samples.items())
-    ctx = ApiContext(settings=pg_settings, app=app, auth=Authenticator([]))
-    real = context.build_projector
+    received = ReceiveOrder(samples.header("GC-S"), tuple(samples.items()))
+    order_id = app.handle(actors.upstream, received).order.id
     refusals = {"left": 3}
 
-    def flaky(settings: Settings) -> Any:
+    def flaky() -> Any:  # the composition root's projector factory, refused three times
         if refusals["left"]:
             refusals["left"] -= 1
             raise psycopg.OperationalError("connection refused (the server is restarting)")
-        return real(settings)
+        return build_projector(pg_settings)
 
-    monkeypatch.setattr(context, "build_projector", flaky)
+    ctx = ApiContext(settings=pg_settings, app=app, auth=Authenticator([]), new_projector=flaky)
     ctx.sync()
     assert refusals["left"] == 0
     with ctx.read() as models:

@@ -20,6 +20,7 @@ from serviceorders.consumers.intake import Intake, Message
 from serviceorders.consumers.sample import create_event, envelope, order
 from serviceorders.consumers.store import IntakeStore
 from serviceorders.domain.application import ServiceOrders
+from serviceorders.domain.commands import Approve
 from serviceorders.domain.order import order_id_for
 from serviceorders.domain.values import CommandContext, ItemState, OrderState, Role
 from serviceorders.notifications.kafka import NOTIFICATIONS, Publisher
@@ -121,8 +122,8 @@ def lifecycle(door: Door) -> None:
     )
     assert (result.applied, result.dead_letters) == (3, 0)
     a, b = (order_id_for(x) for x in ("CRM-A", "CRM-B"))
-    door.app.approve(MANAGER, a)
-    door.app.approve(MANAGER, b)
+    door.app.handle(MANAGER, Approve(a))
+    door.app.handle(MANAGER, Approve(b))
     result = door.send(
         (b"CRM-A", item_states("CRM-A", {"1": "inProgress", "3": "inProgress"}, "ful-1")),
         (
