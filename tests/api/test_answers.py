@@ -96,3 +96,11 @@ def test_a_bad_query_parameter_is_a_400_naming_it(
     assert name in error["message"], error
     ok = client.get(path, params={"limit": "0", "offset": "0"}, headers=auth(role))
     assert ok.status_code == 200 and ok.json() == [], ok.text
+
+
+def test_the_hub_list_refuses_a_bad_flag_naming_it(client: TestClient, auth: Auth) -> None:
+    response = client.get("/api/v1/hub", params={"all": "maybe"}, headers=auth("admin"))
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["code"] == error["reason"] == "invalid_request"
+    assert error["details"][0]["location"] == "query.all", error
