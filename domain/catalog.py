@@ -299,7 +299,7 @@ def find_dependency_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | Non
 
     def visit(node: str) -> list[str] | None:
         if node in visiting:
-            return visiting[visiting.index(node) :] + [node]
+            return [*visiting[visiting.index(node) :], node]
         if node in done or node not in graph:
             return None
         visiting.append(node)

@@ -108,7 +108,8 @@ def decode_state(mapper: Mapper[Any], stored_event: StoredEvent) -> dict[str, An
             data = mapper.cipher.decrypt(data)
         if mapper.compressor:
             data = mapper.compressor.decompress(data)
-        return mapper.transcoder.decode(data)
+        state: dict[str, Any] = mapper.transcoder.decode(data)
+        return state
     except Exception as e:
         raise MapperDeserialisationError(
             f"cannot decode stored event {stored_event.topic} of "

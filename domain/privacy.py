@@ -36,11 +36,11 @@ def is_sealed(value: Any) -> bool:
 def scope_of(header: OrderHeader | HeaderChange | None, fallback: str | None = None) -> str:
     """Whose key seals an order's personal data: its customer's (the related party with
     role customer), else the order's external id, else a shared scope."""
-    parties = getattr(header, "related_parties", None) or ()
+    parties: tuple[Party, ...] = (header.related_parties or ()) if header is not None else ()
     customer = next((p for p in parties if p.role.lower() == "customer"), None)
     if customer is not None:
         return customer.id
-    external = getattr(header, "external_id", None)
+    external = header.external_id if isinstance(header, OrderHeader) else None
     return f"order:{external}" if external else (fallback or UNASSIGNED_SCOPE)
 
 
