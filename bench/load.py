@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from serviceorders.bootstrap import build_application, init_database
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.values import Channel, CommandContext, Role
 from serviceorders.settings import Settings
 from serviceorders.tmf.tmf641_in import ServiceOrderCreate, order_to_domain
@@ -58,8 +59,9 @@ def run(
         for name, app in (("snapshots", snap), ("no_snapshots", plain)):
             body = {**body, "externalId": f"{body.get('externalId', 'LOAD')}-{name}"}
             header, items, notes = order_to_domain(ServiceOrderCreate.model_validate(body))
-            ids[name] = app.receive_order(upstream, header, items, notes=notes)[0]
-            app.approve(manager, ids[name])
+            received = app.handle(upstream, cmd.ReceiveOrder(header, tuple(items), tuple(notes)))
+            ids[name] = received.order.id
+            app.handle(manager, cmd.Approve(ids[name]))
         versions = {name: 3 for name in ids}
         for level in sorted(levels):
             for name, app in (("snapshots", snap), ("no_snapshots", plain)):

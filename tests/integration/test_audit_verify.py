@@ -29,6 +29,7 @@ from serviceorders.audit.report import Report
 from serviceorders.audit.store import Store
 from serviceorders.audit.verify import verify, verify_file
 from serviceorders.bootstrap import open_read_db
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.chain import event_hash
 from serviceorders.domain.events import NoteAdded, OrderHeld
 from serviceorders.settings import Settings
@@ -158,16 +159,19 @@ def on_own_db(settings: Settings, fn: Callable[[ReadDb], Any]) -> Any:
 
 def build(app: Any, actors: Any, samples: Any, first: int, count: int) -> list[UUID]:
     return [
-        app.receive_order(actors.upstream, samples.header(f"audit-{i}"), samples.items())[0]
+        app.handle(
+            actors.upstream,
+            cmd.ReceiveOrder(samples.header(f"audit-{i}"), tuple(samples.items())),
+        ).order.id
         for i in range(first, first + count)
     ]
 
 
 def advance(app: Any, actors: Any, order_id: UUID) -> None:
-    app.approve(actors.manager, order_id, note="go")  # v3
-    app.add_note(actors.fulfilment, order_id, "survey booked")  # v4 (snapshot)
-    app.hold(actors.fulfilment, order_id, "access denied")  # v5
-    app.resume(actors.fulfilment, order_id)  # v6
+    app.handle(actors.manager, cmd.Approve(order_id, note="go"))  # v3
+    app.handle(actors.fulfilment, cmd.AddNote(order_id, "survey booked"))  # v4 (snapshot)
+    app.handle(actors.fulfilment, cmd.Hold(order_id, "access denied"))  # v5
+    app.handle(actors.fulfilment, cmd.Resume(order_id))  # v6
 
 
 @pytest.fixture
@@ -277,11 +281,11 @@ def test_newest_events_deleted_after_the_last_checkpoint_go_unnoticed(
 ) -> None:
     """The documented limit: only the next checkpoint (or anchor) protects new events."""
     order = world.orders[0]
-    world.app.add_note(actors.fulfilment, order, "after the checkpoint")  # v7
+    world.app.handle(actors.fulfilment, cmd.AddNote(order, "after the checkpoint"))  # v7
     world.tamper.delete(order, 7)
     report = world.verify()
     assert report.ok, report.lines()
-    world.app.add_note(actors.fulfilment, order, "again")  # v7 again, then checkpointed
+    world.app.handle(actors.fulfilment, cmd.AddNote(order, "again"))  # v7 again, then checkpointed
     world.checkpoint()
     world.tamper.delete(order, 7)
     assert_one_broken(world.verify(), order, 7, "head_moved_back")

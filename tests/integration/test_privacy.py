@@ -8,21 +8,20 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from builders import id_created, item
 from serviceorders.audit.erasure import erase_customer
 from serviceorders.bootstrap import build_projector, event_mapper, open_read_db
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.errors import InvalidCommand
 from serviceorders.domain.privacy import ERASED, TOKEN_PREFIX
 from serviceorders.domain.values import (
     CommandContext,
     HeaderChange,
-    ItemAction,
     OrderHeader,
-    OrderItem,
     Party,
     Place,
     Role,
-    SpecRef,
 )
 from serviceorders.projections.maintenance import rebuild
 from serviceorders.settings import Settings
@@ -50,14 +49,8 @@ def _order(
         notification_contact=contact,
         related_parties=(Party(id=customer, name=name),),
     )
-    item = OrderItem(
-        id="1",
-        action=ItemAction.ADD,
-        specification=SpecRef(id="internet-access"),
-        characteristics={"bandwidthMbps": 100, "accessType": "fibre"},
-        place=Place(id="S1", name=place),
-    )
-    order_id, created = app.receive_order(UPSTREAM, header, [item])
+    line = item("1", place=Place(id="S1", name=place))
+    order_id, created = id_created(app.handle(UPSTREAM, cmd.ReceiveOrder(header, (line,))))
     assert created
     return order_id
 
@@ -114,7 +107,9 @@ def test_commands_answer_with_revealed_values(
     app: ServiceOrders, settings: Settings, two_customers: tuple[UUID, UUID]
 ) -> None:
     alice, _ = two_customers
-    revised = app.revise(UPSTREAM, alice, header=HeaderChange(notification_contact="a2@ex.com"))
+    revised = app.handle(
+        UPSTREAM, cmd.Revise(alice, header=HeaderChange(notification_contact="a2@ex.com"))
+    ).order
     assert revised.header.notification_contact == "a2@ex.com"
     assert revised.header.related_parties[0].name == "Alice Smith"
     assert b"a2@ex.com" not in b"".join(_raw_states(settings))
