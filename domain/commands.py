@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, get_args
 from uuid import UUID
 
 from .order import order_id_for
@@ -65,6 +65,34 @@ class OrderRef:
 
 
 Target: TypeAlias = UUID | OrderRef
+
+
+# ------------------------------------------------------- what the commands share
+# The commands on an existing order extend these, each keeping its own name and fields in
+# this order (the order, then its own), so `Approve(order_id, note)` reads as before.
+@dataclass(frozen=True, slots=True)
+class _OnOrder:
+    order_id: Target
+
+
+@dataclass(frozen=True, slots=True)
+class _WithNote(_OnOrder):
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _WithReason(_OnOrder):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _WithOptionalReason(_OnOrder):
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _WithInformation(_OnOrder):
+    information: str
 
 
 # ------------------------------------------------------------------------- creation
@@ -135,48 +163,40 @@ class RemoveLine:
 
 
 @dataclass(frozen=True, slots=True)
-class Submit:
+class Submit(_OnOrder):
     """A draft into review (every structural problem refuses it)."""
-
-    order_id: Target
 
 
 # --------------------------------------------------------------------------- review
 @dataclass(frozen=True, slots=True)
-class Approve:
-    order_id: Target
-    note: str | None = None
+class Approve(_WithNote):
+    """The reviewer approves the order into fulfilment (four-eyes: not its submitter)."""
 
 
 @dataclass(frozen=True, slots=True)
-class Reject:
-    order_id: Target
-    reason: str
+class Reject(_WithReason):
+    """The reviewer rejects the order (four-eyes: not its submitter)."""
 
 
 # ----------------------------------------------------------------------- fulfilment
 @dataclass(frozen=True, slots=True)
-class Hold:
-    order_id: Target
-    reason: str
+class Hold(_WithReason):
+    """Fulfilment puts the order on hold."""
 
 
 @dataclass(frozen=True, slots=True)
-class Resume:
-    order_id: Target
-    note: str | None = None
+class Resume(_WithNote):
+    """Fulfilment resumes an order on hold."""
 
 
 @dataclass(frozen=True, slots=True)
-class RequestInformation:
-    order_id: Target
-    information: str
+class RequestInformation(_WithInformation):
+    """Fulfilment asks for information the order lacks (it waits for it)."""
 
 
 @dataclass(frozen=True, slots=True)
-class ProvideInformation:
-    order_id: Target
-    information: str
+class ProvideInformation(_WithInformation):
+    """The information fulfilment asked for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +236,9 @@ class ChangeItemStates:
 
 
 @dataclass(frozen=True, slots=True)
-class ReachPointOfNoReturn:
-    order_id: Target
-    note: str | None = None
+class ReachPointOfNoReturn(_WithNote):
+    """Fulfilment records that the order passed its point of no return (no revision or
+    cancellation from then on)."""
 
 
 # ------------------------------------------------------------------------- revision
@@ -255,23 +275,18 @@ class RequestCancellation:
 
 
 @dataclass(frozen=True, slots=True)
-class ApproveCancellation:
-    order_id: Target
-    note: str | None = None
+class ApproveCancellation(_WithNote):
+    """A manager approves the requested cancellation."""
 
 
 @dataclass(frozen=True, slots=True)
-class DenyCancellation:
-    order_id: Target
-    reason: str
+class DenyCancellation(_WithReason):
+    """A manager denies the requested cancellation."""
 
 
 @dataclass(frozen=True, slots=True)
-class Cancel:
+class Cancel(_WithOptionalReason):
     """Carry out an approved cancellation, or cancel the order directly."""
-
-    order_id: Target
-    reason: str | None = None
 
 
 # ---------------------------------------------------------------- notes and deletion
@@ -282,37 +297,9 @@ class AddNote:
 
 
 @dataclass(frozen=True, slots=True)
-class Delete:
+class Delete(_WithOptionalReason):
     """Discard a draft or archive a final order; its history stays for auditors."""
 
-    order_id: Target
-    reason: str | None = None
-
-
-Command: TypeAlias = (
-    ReceiveOrder
-    | DraftOrder
-    | AddLine
-    | ConfigureLine
-    | RemoveLine
-    | Submit
-    | Approve
-    | Reject
-    | Hold
-    | Resume
-    | RequestInformation
-    | ProvideInformation
-    | ChangeItemStates
-    | ReachPointOfNoReturn
-    | Revise
-    | RequestCancellation
-    | ApproveCancellation
-    | DenyCancellation
-    | Cancel
-    | AddNote
-    | Delete
-)
-"""Every command `ServiceOrders.handle` takes."""
 
 CreationCommand: TypeAlias = ReceiveOrder | DraftOrder
 OrderCommand: TypeAlias = (
@@ -338,26 +325,7 @@ OrderCommand: TypeAlias = (
 )
 """The commands on an existing order (each has `order_id: Target`)."""
 
-COMMANDS: tuple[type[Any], ...] = (
-    ReceiveOrder,
-    DraftOrder,
-    AddLine,
-    ConfigureLine,
-    RemoveLine,
-    Submit,
-    Approve,
-    Reject,
-    Hold,
-    Resume,
-    RequestInformation,
-    ProvideInformation,
-    ChangeItemStates,
-    ReachPointOfNoReturn,
-    Revise,
-    RequestCancellation,
-    ApproveCancellation,
-    DenyCancellation,
-    Cancel,
-    AddNote,
-    Delete,
-)
+Command: TypeAlias = CreationCommand | OrderCommand
+"""Every command `ServiceOrders.handle` takes."""
+
+COMMANDS: tuple[type[Any], ...] = get_args(Command)
