@@ -163,8 +163,8 @@ class Answer:
     Plain values (domain/ imports no HTTP or Kafka library): the door turns them into its
     own form: the API a TMF `Error` body (`code`, `reason`, `message`, `status`), the Kafka
     intake a dead letter (`category`, with `message` as its reason), the console an HTML
-    page (`console_status`, `console_title`, `message`), the CLI `refused: <message>` and
-    `cli_exit`.
+    page (`console_status`, `console_title`, `message`), the CLI `refused (CODE): message`
+    on stderr and `cli_exit`.
     """
 
     code: str  # the error's code: the TMF Error's `code`
