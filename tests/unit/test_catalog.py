@@ -269,13 +269,8 @@ def test_a_required_characteristic_with_a_default_may_be_left_out() -> None:
 
 
 def test_required_characteristics_are_only_required_for_new_services() -> None:
-    modify = OrderItem(
-        id="1",
-        action=ItemAction.MODIFY,
-        service_id="svc-1",
-        specification=SpecRef(id="internet-access"),
-        characteristics={"bandwidthMbps": 1000},
-        place=Place(id="s"),
+    modify = item(action=ItemAction.MODIFY, bandwidthMbps=1000).model_copy(
+        update={"service_id": "svc-1", "place": Place(id="s")}
     )
 
     assert CATALOG.validate_items([modify]) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -89,6 +90,22 @@ def test_the_api_takes_the_correlation_header_then_the_traceparent() -> None:
 
 
 # ---------------------------------------------------------------- the filter
+@contextlib.contextmanager
+def _only_to(handler: logging.Handler, name: str, level: int) -> Iterator[logging.Logger]:
+    """The logger `name` at `level`, writing only to `handler` (through the context
+    filter) inside the block."""
+    handler.addFilter(logs.ContextFilter())
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    try:
+        yield logger
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+
 @pytest.fixture
 def captured() -> Iterator[tuple[logging.Logger, list[logging.LogRecord]]]:
     records: list[logging.LogRecord] = []
@@ -97,17 +114,8 @@ def captured() -> Iterator[tuple[logging.Logger, list[logging.LogRecord]]]:
         def emit(self, record: logging.LogRecord) -> None:
             records.append(record)
 
-    handler = Keep()
-    handler.addFilter(logs.ContextFilter())
-    logger = logging.getLogger("serviceorders.test_logs")
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    try:
+    with _only_to(Keep(), "serviceorders.test_logs", logging.DEBUG) as logger:
         yield logger, records
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = True
 
 
 def test_the_filter_puts_the_bound_fields_on_each_record(
@@ -152,19 +160,13 @@ def _emit(formatter: logging.Formatter, **fields: object) -> str:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
-    handler.addFilter(logs.ContextFilter())
-    logger = logging.getLogger("serviceorders.test_format")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    try:
-        with logs.bind(correlation_id="corr 1", order_id="o-1"):
-            logger.info(
-                "batch: %d messages", 3, extra={"applied": 2, **fields, "color_message": "\x1b[1mx"}
-            )
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = True
+    with (
+        _only_to(handler, "serviceorders.test_format", logging.INFO) as logger,
+        logs.bind(correlation_id="corr 1", order_id="o-1"),
+    ):
+        logger.info(
+            "batch: %d messages", 3, extra={"applied": 2, **fields, "color_message": "\x1b[1mx"}
+        )
     return stream.getvalue()
 
 

@@ -101,6 +101,13 @@ def refused_unchanged(order: ServiceOrder, error: type[DomainError], call) -> Do
     return info.value
 
 
+def item_move_refused(order: ServiceOrder, item_id: str, to: ItemState) -> DomainError:
+    """Fulfilment moving item `item_id` to `to` is an IllegalTransition; nothing changes."""
+    return refused_unchanged(
+        order, IllegalTransition, lambda: order.change_item_state(FULFILMENT, item_id, to)
+    )
+
+
 # ------------------------------------------------------------------------ manual capture
 def test_draft_starts_an_empty_order_in_draft() -> None:
     order = ServiceOrder.draft(AGENT, OrderHeader(external_id="ext-draft", description="new"))
@@ -585,38 +592,26 @@ def test_item_transitions_outside_the_table_are_refused(start, to) -> None:
         order.change_item_state(FULFILMENT, "1", start)
         order.collect_events()
 
-    error = refused_unchanged(
-        order, IllegalTransition, lambda: order.change_item_state(FULFILMENT, "1", to)
-    )
+    error = item_move_refused(order, "1", to)
     assert "item 1" in str(error)
 
 
 def test_item_states_are_changed_only_while_the_order_is_in_progress() -> None:
     order = in_state(OrderState.HELD)
 
-    refused_unchanged(
-        order,
-        IllegalTransition,
-        lambda: order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED),
-    )
+    item_move_refused(order, "1", ItemState.COMPLETED)
 
 
 def test_an_item_waits_for_the_items_it_depends_on() -> None:
     order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2", depends_on=("1",)))
 
     for to in (ItemState.IN_PROGRESS, ItemState.COMPLETED):
-        error = refused_unchanged(
-            order, IllegalTransition, lambda to=to: order.change_item_state(FULFILMENT, "2", to)
-        )
+        error = item_move_refused(order, "2", to)
         assert "waits for item(s) 1" in str(error)
 
     order.change_item_state(FULFILMENT, "2", ItemState.PENDING)  # waiting is allowed
     order.change_item_state(FULFILMENT, "1", ItemState.IN_PROGRESS)
-    refused_unchanged(
-        order,
-        IllegalTransition,
-        lambda: order.change_item_state(FULFILMENT, "2", ItemState.IN_PROGRESS),
-    )
+    item_move_refused(order, "2", ItemState.IN_PROGRESS)
 
     order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
     order.change_item_state(FULFILMENT, "2", ItemState.IN_PROGRESS)
@@ -628,11 +623,7 @@ def test_a_failed_dependency_blocks_the_dependent_item_but_it_may_fail_or_cancel
     order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2", depends_on=("1",)))
     order.change_item_state(FULFILMENT, "1", ItemState.FAILED)
 
-    refused_unchanged(
-        order,
-        IllegalTransition,
-        lambda: order.change_item_state(FULFILMENT, "2", ItemState.COMPLETED),
-    )
+    item_move_refused(order, "2", ItemState.COMPLETED)
     order.change_item_state(FULFILMENT, "2", ItemState.CANCELLED)
     assert order.state is OrderState.FAILED
 

@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from uuid import uuid4
 
 import pytest
+from builders import agent, fulfilment, manager, upstream
 from builders import item as build_item
 from builders import router as build_router
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.values import (
     Actor,
-    CommandContext,
     ItemAction,
     ItemState,
     OrderHeader,
@@ -34,10 +34,7 @@ from serviceorders.projections.views import (
 pytestmark = pytest.mark.unit
 
 CATALOG = Catalog.default()
-UPSTREAM = CommandContext.for_actor("crm", Role.UPSTREAM)
-AGENT = CommandContext.for_actor("alice", Role.AGENT)
-MANAGER = CommandContext.for_actor("bob", Role.MANAGER)
-FULFILMENT = CommandContext.for_actor("fulfil-1", Role.FULFILMENT)
+UPSTREAM, AGENT, MANAGER, FULFILMENT = upstream(), agent(), manager(), fulfilment()
 
 
 def internet(item_id: str = "1", site: str | None = "site-1", **kw):
@@ -247,7 +244,7 @@ def test_queue_rows_approval_lists_flags_and_actions():
 def test_queue_rows_cancellation_while_assessing_cancellation():
     order = received()
     order.approve(MANAGER)
-    requester = CommandContext.for_actor("dave", Role.AGENT)
+    requester = agent("dave")
     order.request_cancellation(requester, "customer moved")
     (row,) = queue_rows(order)
 
