@@ -8,6 +8,7 @@ FAIL (with a message saying where it was looked for), they are not skipped.
 
 from __future__ import annotations
 
+import gzip
 import os
 import secrets
 import shutil
@@ -438,3 +439,40 @@ def slow_marked_inserts(pg_database: PgDatabase) -> Iterator[None]:
     finally:
         conn.execute("DROP TRIGGER IF EXISTS so_test_slow ON serviceorders_events")
         conn.close()
+
+
+# ------------------------------------------------------------ scratch databases
+@pytest.fixture
+def new_pg_database(request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
+    """Makes new PostgreSQL databases on the test server (pg_database says where that is),
+    each dropped after the test: `new_pg_database("so_upgrade")` is an empty one (the name
+    gets a random suffix); with `dump=path` it is restored by psql from that gzipped SQL
+    dump (gzipped, so that the duplicate checker reads no dump as source)."""
+    made: list[tuple[str, str]] = []
+
+    def new(prefix: str, dump: Path | None = None, timeout: float = 120) -> str:
+        parts = urlsplit(request.getfixturevalue("pg_database").server_url)
+        admin = urlunsplit(("postgresql", parts.netloc, "/postgres", parts.query, ""))
+        name = f"{prefix}_{secrets.token_hex(5)}"
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        made.append((admin, name))
+        url = urlunsplit(("postgresql", parts.netloc, "/" + name, parts.query, ""))
+        if dump is not None:
+            psql = shutil.which("psql")
+            assert psql, "psql (PostgreSQL's client) is needed to restore a dump"
+            subprocess.run(
+                [psql, "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", "-"],
+                input=gzip.decompress(dump.read_bytes()),
+                check=True,
+                capture_output=True,
+                timeout=timeout,
+            )
+        return url
+
+    yield new
+    for admin, name in made:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

@@ -6,24 +6,20 @@ older) than it knows; an event of an unknown type stopping the projector."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import secrets
 import shutil
 import socket
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID, uuid4
 
 import psycopg
 import pytest
-from psycopg import sql
 from serviceorders import schema
 from serviceorders.bootstrap import build_projector, event_mapper, init_database, open_read_db
 from serviceorders.domain.codec import UnknownEvent
@@ -60,71 +56,26 @@ def run(
 
 
 # ------------------------------------------------------------------- databases
-def _new_pg_database(request: pytest.FixtureRequest) -> tuple[str, Callable[[], None]]:
-    """A new, empty PostgreSQL database on the test server (conftest's pg_database says
-    where that is), dropped by the returned function."""
-    server = request.getfixturevalue("pg_database").server_url
-    parts = urlsplit(server)
-    admin = urlunsplit(("postgresql", parts.netloc, "/postgres", parts.query, ""))
-    name = f"so_upgrade_{secrets.token_hex(5)}"
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = urlunsplit(("postgresql", parts.netloc, "/" + name, parts.query, ""))
-
-    def drop() -> None:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-    return url, drop
-
-
 @pytest.fixture(params=BACKENDS)
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def empty_url(
+    request: pytest.FixtureRequest, tmp_path: Path, new_pg_database: Callable[..., str]
+) -> str:
     """A database with nothing in it: a new SQLite file or a new PostgreSQL database."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-        return
-    url, drop = _new_pg_database(request)
-    try:
-        yield url
-    finally:
-        drop()
+        return f"sqlite:///{tmp_path / 'empty.db'}"
+    return new_pg_database("so_upgrade")
 
 
 @pytest.fixture(params=BACKENDS)
-def previous(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+def previous(
+    request: pytest.FixtureRequest, tmp_path: Path, new_pg_database: Callable[..., str]
+) -> tuple[str, str]:
     """(backend, url) of a copy of the previous release's database."""
     if request.param == "sqlite":
         copy = tmp_path / "prev.db"
         shutil.copyfile(FIXTURES / "prev.db", copy)
-        yield "sqlite", f"sqlite:///{copy}"
-        return
-    psql = shutil.which("psql")
-    assert psql, "psql (PostgreSQL's client) is needed to restore the fixture dump"
-    url, drop = _new_pg_database(request)
-    try:
-        subprocess.run(
-            [
-                psql,
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                url,
-                "-f",
-                "-",
-            ],
-            # gzipped, so that the duplicate checker reads no dump as source (make_fixture.sh)
-            input=gzip.decompress((FIXTURES / "prev-postgres.sql.gz").read_bytes()),
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        yield "postgres", url
-    finally:
-        drop()
+        return "sqlite", f"sqlite:///{copy}"
+    return "postgres", new_pg_database("so_upgrade", FIXTURES / "prev-postgres.sql.gz", 60)
 
 
 def settings_for(url: str) -> Settings:

@@ -15,18 +15,14 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
-import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
-from psycopg import sql
 
 pytestmark = pytest.mark.integration
 
@@ -63,36 +59,15 @@ def run(*args: str, url: str, expect: int = 0, timeout: float = 300) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def recorded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+def recorded(
+    request: pytest.FixtureRequest, tmp_path: Path, new_pg_database: Callable[..., str]
+) -> tuple[str, str]:
     """(backend, url) of a fresh copy of the old code's database."""
     if request.param == "sqlite":
         copy = tmp_path / "doors.db"  # stored gzipped (a few MB less in the repository)
         copy.write_bytes(gzip.decompress((FIXTURES / "doors.db.gz").read_bytes()))
-        yield "sqlite", f"sqlite:///{copy}"
-        return
-    psql = shutil.which("psql")
-    assert psql, "psql (PostgreSQL's client) is needed to restore the fixture dump"
-    server = request.getfixturevalue("pg_database").server_url
-    parts = urlsplit(server)
-    admin = urlunsplit(("postgresql", parts.netloc, "/postgres", parts.query, ""))
-    name = f"so_upgrade_doors_{secrets.token_hex(5)}"
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = urlunsplit(("postgresql", parts.netloc, "/" + name, parts.query, ""))
-    try:
-        subprocess.run(
-            [psql, "-q", "-v", "ON_ERROR_STOP=1", "-d", url],
-            input=gzip.decompress((FIXTURES / "doors-postgres.sql.gz").read_bytes()),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        yield "postgres", url
-    finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        return "sqlite", f"sqlite:///{copy}"
+    return "postgres", new_pg_database("so_upgrade_doors", FIXTURES / "doors-postgres.sql.gz")
 
 
 def test_the_fixture_covers_every_door_and_path() -> None:
