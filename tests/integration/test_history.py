@@ -103,10 +103,16 @@ def build(app: ServiceOrders, actors: Any, samples: Any) -> tuple[UUID, list[dat
     return order_id, after
 
 
+@pytest.fixture
+def built(app: ServiceOrders, actors: Any, samples: Any) -> tuple[UUID, list[datetime]]:
+    """`build`'s order in the test's application: its id and the time after each save."""
+    return build(app, actors, samples)
+
+
 def test_timeline_lists_every_event_with_envelope_and_state_after(
-    app: ServiceOrders, actors: Any, samples: Any, chain_tools: Any
+    app: ServiceOrders, built: tuple[UUID, list[datetime]], chain_tools: Any
 ) -> None:
-    order_id, _ = build(app, actors, samples)
+    order_id, _ = built
     entries = history.timeline(app, order_id)
 
     assert [e["version"] for e in entries] == list(range(1, 10))
@@ -149,8 +155,10 @@ def test_timeline_lists_every_event_with_envelope_and_state_after(
     assert "documentAfter" not in lean[0] and lean[0]["summaryAfter"]
 
 
-def test_at_version_is_the_order_as_it_was(app: ServiceOrders, actors: Any, samples: Any) -> None:
-    order_id, _ = build(app, actors, samples)
+def test_at_version_is_the_order_as_it_was(
+    app: ServiceOrders, built: tuple[UUID, list[datetime]]
+) -> None:
+    order_id, _ = built
     for version, state in enumerate(STATES, start=1):
         past = history.at_version(app, order_id, version)
         assert past.version == version and past.latest_version == 9
@@ -184,9 +192,9 @@ def test_at_version_is_the_order_as_it_was(app: ServiceOrders, actors: Any, samp
 
 
 def test_as_of_takes_the_events_up_to_the_instant(
-    app: ServiceOrders, actors: Any, samples: Any
+    app: ServiceOrders, built: tuple[UUID, list[datetime]]
 ) -> None:
-    order_id, after = build(app, actors, samples)
+    order_id, after = built
     events = app.history(order_id)
     # just after each save: the order as that save left it
     saved_versions = [2, 3, 4, 5, 6, 7, 9]
@@ -217,9 +225,9 @@ def test_as_of_takes_the_events_up_to_the_instant(
 
 
 def test_diff_lists_what_changed_between_two_versions(
-    app: ServiceOrders, actors: Any, samples: Any
+    app: ServiceOrders, built: tuple[UUID, list[datetime]]
 ) -> None:
-    order_id, _ = build(app, actors, samples)
+    order_id, _ = built
 
     approved = history.diff(app, order_id, 2, 3)
     by_path = {c["path"]: c for c in approved["changes"]}

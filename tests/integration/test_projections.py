@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from builders import id_created
+from builders import agent, fulfilment, id_created, manager, upstream
 from builders import item as build_item
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -42,7 +42,6 @@ from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.errors import DomainError
 from serviceorders.domain.values import (
     FINAL_ORDER_STATES,
-    CommandContext,
     HeaderChange,
     ItemAction,
     ItemState,
@@ -51,8 +50,6 @@ from serviceorders.domain.values import (
     OrderState,
     Party,
     Place,
-    Role,
-    SpecRef,
 )
 from serviceorders.projections import maintenance
 from serviceorders.projections.runner import (
@@ -76,13 +73,8 @@ pytestmark = pytest.mark.integration
 TABLES: dict[str, Table] = {p.name: p.table for p in PROJECTIONS}
 EXE = shutil.which("serviceorders")
 
-UPSTREAM = CommandContext.for_actor("crm", Role.UPSTREAM)
-AGENT = CommandContext.for_actor("alice", Role.AGENT)
-MANAGERS = (
-    CommandContext.for_actor("bob", Role.MANAGER),
-    CommandContext.for_actor("carol", Role.MANAGER),
-)
-FULFILMENT = CommandContext.for_actor("fulfil-1", Role.FULFILMENT)
+UPSTREAM, AGENT, FULFILMENT = upstream(), agent(), fulfilment()
+MANAGERS = (manager("bob"), manager("carol"))
 
 
 # ------------------------------------------------------------------------ stores
@@ -178,11 +170,10 @@ def _item(k: int) -> OrderItem:
             characteristics={"bandwidthMbps": 50, "accessType": "copper"},
         )
     if k == 4:
-        return OrderItem(
-            id="i4",
+        return build_item(
+            "i4",
             action=ItemAction.MODIFY,
             service_id="svc-4",
-            specification=SpecRef(id="internet-access"),
             characteristics={"bandwidthMbps": 200},
             place=Place(id="site-3"),
         )
@@ -547,22 +538,14 @@ def cancellation_rows(app: ServiceOrders, order_id: UUID) -> list[dict[str, Any]
                 "effective_cancellation_date": None,
                 "version": event.originator_version,
             }
-        elif isinstance(event, ev.CancellationApproved):
+        elif isinstance(event, ev.CancellationApproved | ev.CancellationDenied):
+            approved = isinstance(event, ev.CancellationApproved)
             rows[event.request_id].update(
-                state="inProgress",
-                decision="approved",
+                state="inProgress" if approved else "done",
+                decision="approved" if approved else "denied",
                 decided_by=event.actor.id,
                 decided_at=event.timestamp,
-                decision_reason=event.note,
-                version=event.originator_version,
-            )
-        elif isinstance(event, ev.CancellationDenied):
-            rows[event.request_id].update(
-                state="done",
-                decision="denied",
-                decided_by=event.actor.id,
-                decided_at=event.timestamp,
-                decision_reason=event.reason,
+                decision_reason=event.note if approved else event.reason,
                 version=event.originator_version,
             )
         elif isinstance(event, ev.OrderCancelled) and event.request_id:

@@ -24,21 +24,18 @@ from uuid import UUID
 
 import psycopg
 import pytest
-from builders import id_created
+from builders import agent, fulfilment, id_created, manager, upstream
 from builders import item as build_item
 from psycopg import sql
 from psycopg.rows import dict_row
 from serviceorders.bootstrap import build_application, build_projector, init_database
 from serviceorders.domain import commands as cmd
 from serviceorders.domain.values import (
-    Channel,
-    CommandContext,
     ItemState,
     OrderHeader,
     OrderItem,
     Party,
     Place,
-    Role,
 )
 from serviceorders.settings import Settings
 
@@ -95,11 +92,7 @@ def test_the_document_has_enough_example_queries() -> None:
 
 
 # ------------------------------------------------------------------------ the data set
-CRM = CommandContext.for_actor("crm", Role.UPSTREAM, Channel.KAFKA)
-ALICE = CommandContext.for_actor("alice", Role.AGENT, Channel.API)
-BOB = CommandContext.for_actor("bob", Role.MANAGER, Channel.API)
-CAROL = CommandContext.for_actor("carol", Role.MANAGER, Channel.API)
-FULFIL = CommandContext.for_actor("fulfil-1", Role.FULFILMENT, Channel.KAFKA)
+CRM, ALICE, BOB, CAROL, FULFIL = upstream(), agent(), manager(), manager("carol"), fulfilment()
 
 ACME = Party(id="CUST-1001", name="Acme Logistics")
 GLOBEX = Party(id="CUST-2002", name="Globex")
