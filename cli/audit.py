@@ -30,6 +30,15 @@ def _bar(total: int | None, label: str, unit: str = "ev") -> Any:
     return tqdm(total=total, unit=unit, desc=label, file=sys.stderr, dynamic_ncols=True)
 
 
+# Where an export goes (`anchor`, `export`).
+OUTPUT = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (default: stdout).",
+)
+
+
 @audit.command("checkpoint")
 @click.pass_obj
 @refusals
@@ -70,12 +79,7 @@ def audit_checkpoint(obj: Context) -> None:
 @click.option(
     "--all", "all_checkpoints", is_flag=True, help="Every checkpoint, not only the latest."
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to this file (default: stdout).",
-)
+@OUTPUT
 @click.pass_obj
 @refusals
 def audit_anchor(obj: Context, all_checkpoints: bool, output: Path | None) -> None:
@@ -202,12 +206,7 @@ def _since(value: str | None) -> datetime | None:
 @click.option(
     "--since", metavar="T", help="Only events at or after T (ISO 8601; UTC unless given)."
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to this file (default: stdout).",
-)
+@OUTPUT
 @click.pass_obj
 @refusals
 def audit_export(

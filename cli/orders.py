@@ -25,29 +25,7 @@ from serviceorders.cli.main import (
     refusals,
     resolve_order,
 )
-from serviceorders.domain.commands import (
-    AddLine,
-    AddNote,
-    Approve,
-    ApproveCancellation,
-    Cancel,
-    ChangeItemStates,
-    Command,
-    ConfigureLine,
-    DenyCancellation,
-    DraftOrder,
-    Hold,
-    ProvideInformation,
-    ReachPointOfNoReturn,
-    ReceiveOrder,
-    Reject,
-    RemoveLine,
-    RequestCancellation,
-    RequestInformation,
-    Resume,
-    Revise,
-    Submit,
-)
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.values import (
     HeaderChange,
@@ -72,7 +50,7 @@ def order(obj: Context, actor: str | None, correlation_id: str | None) -> None:
     obj.actor, obj.correlation_id = actor, correlation_id
 
 
-def run(obj: Context, command: Command) -> ServiceOrder:
+def run(obj: Context, command: cmd.Command) -> ServiceOrder:
     """Hand `command` to the application's one door; the order after it."""
     with obj.app() as app:
         return app.handle(obj.command_context(), command).order
@@ -143,7 +121,7 @@ def draft(
         description=description,
         related_parties=parties,
     )
-    click.echo(run(obj, DraftOrder(header)).id)
+    click.echo(run(obj, cmd.DraftOrder(header)).id)
 
 
 @order.command()
@@ -156,7 +134,7 @@ def create(obj: Context, file: Path) -> None:
     header, items, notes = from_file(file, order_file.load_order)
     with obj.app() as app:
         outcome = app.handle(
-            obj.command_context(), ReceiveOrder(header, tuple(items), tuple(notes))
+            obj.command_context(), cmd.ReceiveOrder(header, tuple(items), tuple(notes))
         )
     click.echo(f"{outcome.order_id} {'created' if outcome.created else 'already exists'}")
 
@@ -204,7 +182,7 @@ def add_line(
         quantity=quantity,
         depends_on=depends_on,
     )
-    show_brief(run(obj, AddLine(resolve_order(order_ref), item)))
+    show_brief(run(obj, cmd.AddLine(resolve_order(order_ref), item)))
 
 
 @order.command("configure-line")
@@ -230,7 +208,7 @@ def configure_line(
     depends_on: tuple[str, ...],
 ) -> None:
     """Set or clear characteristics, or change the site, quantity or dependencies."""
-    command = ConfigureLine(
+    command = cmd.ConfigureLine(
         resolve_order(order_ref),
         item_id,
         characteristics=parse_settings(pairs),
@@ -243,7 +221,9 @@ def configure_line(
 
 
 # ------------------------------------------------------ one command per action
-def simple(name: str, command_type: Callable[..., Command], help_text: str, *options: Any) -> None:
+def simple(
+    name: str, command_type: Callable[..., cmd.Command], help_text: str, *options: Any
+) -> None:
     """Register `order NAME ORDER [options]`: the command `command_type(order id, **options)`
     (the options are named as the command's fields). Prints the order's id, state and
     version, or a cancellation request's id."""
@@ -268,68 +248,68 @@ def simple(name: str, command_type: Callable[..., Command], help_text: str, *opt
 
 simple(
     "remove-line",
-    RemoveLine,
+    cmd.RemoveLine,
     "Remove an item from a draft.",
     click.argument("item_id", metavar="ITEM"),
 )
-simple("submit", Submit, "Submit a draft for review (refused with every problem listed).")
+simple("submit", cmd.Submit, "Submit a draft for review (refused with every problem listed).")
 simple(
     "approve",
-    Approve,
+    cmd.Approve,
     "Approve an order in review (a manager's decision).",
     click.option("--note"),
 )
 simple(
     "reject",
-    Reject,
+    cmd.Reject,
     "Reject an order in review; a reason is required.",
     click.option("--reason", required=True),
 )
-simple("hold", Hold, "Hold an order in progress.", click.option("--reason", required=True))
-simple("resume", Resume, "Resume a held order.", click.option("--note"))
+simple("hold", cmd.Hold, "Hold an order in progress.", click.option("--reason", required=True))
+simple("resume", cmd.Resume, "Resume a held order.", click.option("--note"))
 simple(
     "request-info",
-    RequestInformation,
+    cmd.RequestInformation,
     "Ask for information (the order goes pending).",
     click.option("--information", required=True),
 )
 simple(
     "provide-info",
-    ProvideInformation,
+    cmd.ProvideInformation,
     "Provide requested information.",
     click.option("--information", required=True),
 )
 simple(
     "point-of-no-return",
-    ReachPointOfNoReturn,
+    cmd.ReachPointOfNoReturn,
     "Record that fulfilment passed the point of no return.",
     click.option("--note"),
 )
 simple(
     "request-cancel",
-    RequestCancellation,
+    cmd.RequestCancellation,
     "Request cancellation (prints the request id).",
     click.option("--reason"),
 )
 simple(
     "approve-cancel",
-    ApproveCancellation,
+    cmd.ApproveCancellation,
     "Accept the pending cancellation request.",
     click.option("--note"),
 )
 simple(
     "deny-cancel",
-    DenyCancellation,
+    cmd.DenyCancellation,
     "Deny the cancellation request; a reason is required.",
     click.option("--reason", required=True),
 )
 simple(
     "cancel",
-    Cancel,
+    cmd.Cancel,
     "Cancel the order (after an accepted request, or directly).",
     click.option("--reason"),
 )
-simple("note", AddNote, "Add a note to the order.", click.argument("text"))
+simple("note", cmd.AddNote, "Add a note to the order.", click.argument("text"))
 
 
 @order.command("item-state")
@@ -343,7 +323,7 @@ simple("note", AddNote, "Add a note to the order.", click.argument("text"))
 @refusals
 def item_state(obj: Context, order_ref: str, item_id: str, state: str, reason: str | None) -> None:
     """Report an item's fulfilment state; the last final item settles the order."""
-    command = ChangeItemStates.one(resolve_order(order_ref), item_id, ItemState(state), reason)
+    command = cmd.ChangeItemStates.one(resolve_order(order_ref), item_id, ItemState(state), reason)
     show_brief(run(obj, command))
 
 
@@ -380,7 +360,7 @@ def revise(
     header = HeaderChange(
         **{k: v for k, v in {"priority": priority, "description": description}.items() if v}
     )
-    show_brief(run(obj, Revise(resolve_order(order_ref), tuple(items), remove, header)))
+    show_brief(run(obj, cmd.Revise(resolve_order(order_ref), tuple(items), remove, header)))
 
 
 # ----------------------------------------------------------------------- reads

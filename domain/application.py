@@ -122,38 +122,6 @@ class ServiceOrders(Application[UUID]):
             close()
 
     # ------------------------------------------------------------ personal data
-    def protect(
-        self, header: OrderHeader, items: Iterable[OrderItem] = ()
-    ) -> tuple[OrderHeader, list[OrderItem]]:
-        """Seal the personal values of a new order (docs/audit.md) before the domain sees
-        them. Only the command handlers (`UnitOfWork`) call this and the two below; a door
-        never seals (it hands its command to `handle`)."""
-        if self.sealer is None:
-            return header, list(items)
-        scope = privacy.scope_of(header)
-        seal = partial(self.sealer.seal, scope)
-        return privacy.map_header(header, seal), [privacy.map_item(i, seal) for i in items]
-
-    def protect_change(
-        self,
-        order: ServiceOrder,
-        items: Iterable[OrderItem] = (),
-        header: HeaderChange | None = None,
-    ) -> tuple[list[OrderItem], HeaderChange | None]:
-        if self.sealer is None:
-            return list(items), header
-        seal = partial(self.sealer.seal, privacy.scope_of(order.header, str(order.id)))
-        return (
-            [privacy.map_item(i, seal) for i in items],
-            None if header is None else privacy.map_change(header, seal),
-        )
-
-    def protect_place(self, order: ServiceOrder, place: Place | None) -> Place | None:
-        if self.sealer is None:
-            return place
-        seal = partial(self.sealer.seal, privacy.scope_of(order.header, str(order.id)))
-        return privacy.map_place(place, seal)
-
     def unseal(self, order: ServiceOrder) -> ServiceOrder:
         """The in-memory order with its personal values revealed (after a command, the
         order holds the tokens its new events carry)."""
@@ -561,6 +529,39 @@ class UnitOfWork:
             base.pending_events.extend(events)
         self._orders[order.id] = base
 
+    # ------------------------------------------------------------ personal data
+    # Personal values a command brings are sealed here (the app's sealer, docs/audit.md)
+    # before the domain sees them, never by a door: a new order's under its own scope, a
+    # change's under its order's.
+    def _seal_new(
+        self, header: OrderHeader, items: Iterable[OrderItem] = ()
+    ) -> tuple[OrderHeader, list[OrderItem]]:
+        sealer = self.app.sealer
+        if sealer is None:
+            return header, list(items)
+        seal = partial(sealer.seal, privacy.scope_of(header))
+        return privacy.map_header(header, seal), [privacy.map_item(i, seal) for i in items]
+
+    def _sealer_of(self, order: ServiceOrder) -> Callable[[str], str] | None:
+        sealer = self.app.sealer
+        if sealer is None:
+            return None
+        return partial(sealer.seal, privacy.scope_of(order.header, str(order.id)))
+
+    def _seal_change(
+        self,
+        order: ServiceOrder,
+        items: Iterable[OrderItem] = (),
+        header: HeaderChange | None = None,
+    ) -> tuple[list[OrderItem], HeaderChange | None]:
+        seal = self._sealer_of(order)
+        if seal is None:
+            return list(items), header
+        return (
+            [privacy.map_item(i, seal) for i in items],
+            None if header is None else privacy.map_change(header, seal),
+        )
+
     # ------------------------------------------------------------------ creation
     def _receive(self, ctx: CommandContext, command: ReceiveOrder) -> Outcome:
         order_id = command.target_id()
@@ -568,14 +569,14 @@ class UnitOfWork:
         found = None if self._single else self._load(order_id)
         if found is not None:  # the same order again: changes nothing, not an error
             return Outcome(found, created=False)
-        app = self.app
-        header, items = app.protect(command.header, command.items)
-        order = ServiceOrder.receive(ctx, header, items, app.catalog, order_id, command.notes)
+        header, items = self._seal_new(command.header, command.items)
+        catalog = self.app.catalog
+        order = ServiceOrder.receive(ctx, header, items, catalog, order_id, command.notes)
         self._orders[order_id] = order
         return Outcome(order, created=True)
 
     def _draft(self, ctx: CommandContext, command: DraftOrder) -> Outcome:
-        header, _ = self.app.protect(command.header)
+        header, _ = self._seal_new(command.header)
         order = ServiceOrder.draft(ctx, header, command.order_id)
         known = self._orders.get(order.id)
         if known is not None or (self._existing is not None and order.id in self._existing):
@@ -585,14 +586,14 @@ class UnitOfWork:
         return Outcome(order, created=True)
 
     # ------------------------------------------------------------------ handlers
-    # Each: (ctx, command, order) -> the cancellation request id or None. Personal values a
-    # command brings are sealed here (the app's sealer), never by a door.
+    # Each: (ctx, command, order) -> the cancellation request id or None.
     def _add_line(self, ctx: CommandContext, c: AddLine, order: ServiceOrder) -> None:
-        [item], _ = self.app.protect_change(order, [c.item])
+        [item], _ = self._seal_change(order, [c.item])
         order.add_line(ctx, item, self.app.catalog)
 
     def _configure_line(self, ctx: CommandContext, c: ConfigureLine, order: ServiceOrder) -> None:
-        place = self.app.protect_place(order, c.place)
+        seal = self._sealer_of(order)
+        place = c.place if seal is None else privacy.map_place(c.place, seal)
         characteristics = None if c.characteristics is None else dict(c.characteristics)
         order.configure_line(
             ctx, c.item_id, characteristics, c.cleared, place, c.quantity, c.depends_on
@@ -646,7 +647,7 @@ class UnitOfWork:
         order.reach_point_of_no_return(ctx, c.note)
 
     def _revise(self, ctx: CommandContext, c: Revise, order: ServiceOrder) -> None:
-        items, header = self.app.protect_change(order, c.items, c.header)
+        items, header = self._seal_change(order, c.items, c.header)
         changes = items or c.removed_item_ids or (header is not None and header.model_fields_set)
         if changes or not c.notes:  # nothing but notes: no revision (see `Revise`)
             order.revise(ctx, self.app.catalog, items, c.removed_item_ids, header)

@@ -70,15 +70,11 @@ class ReadModels:
     ) -> Page[dict[str, Any]]:
         """What awaits a manager: highest priority first, then oldest first."""
         now = now or datetime.now(UTC)
-        clauses, params = [], []
-        for column, value in (
+        clauses, params = _equal(
             ("q.kind", where.kind),
             ("q.customer_id", where.customer),
             ("q.priority", where.priority),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                params.append(value)
+        )
         for column, value in (("place_id", where.site), ("specification_id", where.specification)):
             if value is not None:
                 clauses.append(
@@ -193,17 +189,12 @@ class ReadModels:
     def _order_clauses(
         self, where: OrderFilter, alias: str, id_column: str, documents: bool = False
     ) -> tuple[list[str], list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("state", where.state),
-            ("external_id", where.external_id),
-            ("category", where.category),
-            ("priority", where.priority),
-        ):
-            if value is not None:
-                clauses.append(f"{alias}.{column} = %s")
-                params.append(value)
+        clauses, params = _equal(
+            (f"{alias}.state", where.state),
+            (f"{alias}.external_id", where.external_id),
+            (f"{alias}.category", where.category),
+            (f"{alias}.priority", where.priority),
+        )
         if where.customer is not None:
             clauses.append(
                 f"EXISTS (SELECT 1 FROM order_summary s WHERE s.id = "
@@ -256,3 +247,10 @@ class ReadModels:
             {c: self.db.decode(v, types[c]) for c, v in zip(cols, row, strict=True)} for row in rows
         ]
         return Page(items=items, total=int(total[0]) if total else 0, offset=offset, limit=limit)
+
+
+def _equal(*pairs: tuple[str, Any]) -> tuple[list[str], list[Any]]:
+    """The clauses `column = %s` and their parameters, for each (column, value) given (a
+    value of None: no clause)."""
+    given = [(column, value) for column, value in pairs if value is not None]
+    return [f"{column} = %s" for column, _ in given], [value for _, value in given]

@@ -228,11 +228,9 @@ class TmfBody(Tmf):
         return data
 
 
-class ServiceOrderCreate(TmfBody):
-    """TMF641 v4 `ServiceOrder_Create`."""
+class _HeaderAttributes(TmfBody):
+    """The header attributes a creation and a patch both carry (none required)."""
 
-    external_id: str | None = Field(default=None, alias="externalId", max_length=200)
-    category: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=MAX_TEXT)
     priority: str | None = Field(default=None, max_length=50)
     notification_contact: str | None = Field(
@@ -240,6 +238,15 @@ class ServiceOrderCreate(TmfBody):
     )
     requested_start_date: TmfDate | None = Field(default=None, alias="requestedStartDate")
     requested_completion_date: TmfDate | None = Field(default=None, alias="requestedCompletionDate")
+
+    _aware = field_validator("requested_start_date", "requested_completion_date")(_with_timezone)
+
+
+class ServiceOrderCreate(_HeaderAttributes):
+    """TMF641 v4 `ServiceOrder_Create`."""
+
+    external_id: str | None = Field(default=None, alias="externalId", max_length=200)
+    category: str | None = Field(default=None, max_length=200)
     note: list[NoteIn] = Field(default_factory=list, max_length=100)
     related_party: list[RelatedParty] = Field(
         default_factory=list, alias="relatedParty", max_length=100
@@ -251,19 +258,10 @@ class ServiceOrderCreate(TmfBody):
         alias="serviceOrderItem", max_length=MAX_ITEMS
     )
 
-    _aware = field_validator("requested_start_date", "requested_completion_date")(_with_timezone)
 
-
-class ServiceOrderUpdate(TmfBody):
+class ServiceOrderUpdate(_HeaderAttributes):
     """TMF641 v4 `ServiceOrder_Update` (a JSON merge patch)."""
 
-    description: str | None = Field(default=None, max_length=MAX_TEXT)
-    priority: str | None = Field(default=None, max_length=50)
-    notification_contact: str | None = Field(
-        default=None, alias="notificationContact", max_length=500
-    )
-    requested_start_date: TmfDate | None = Field(default=None, alias="requestedStartDate")
-    requested_completion_date: TmfDate | None = Field(default=None, alias="requestedCompletionDate")
     related_party: list[RelatedParty] | None = Field(
         default=None, alias="relatedParty", max_length=100
     )
@@ -274,7 +272,6 @@ class ServiceOrderUpdate(TmfBody):
     state: str | None = Field(default=None, max_length=MAX_TYPE)
     external_id: str | None = Field(default=None, alias="externalId", max_length=200)
 
-    _aware = field_validator("requested_start_date", "requested_completion_date")(_with_timezone)
     # In ServiceOrder_Update, but not changeable here: refused (400) when present.
     expected_completion_date: Any = Field(default=None, alias="expectedCompletionDate")
     external_reference: Any = Field(default=None, alias="externalReference")
