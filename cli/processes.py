@@ -7,6 +7,10 @@ import click
 from serviceorders import serve as runtime
 from serviceorders.cli.main import METRICS_PORT, Context, main, refusals
 
+# Where the REST API listens (`api`, `serve`).
+HOST = click.option("--host", default="127.0.0.1", show_default=True)
+PORT = click.option("--port", default=8641, show_default=True, type=int)
+
 
 @main.command()
 @click.option("--once", is_flag=True, help="Catch up with the log, then exit.")
@@ -19,8 +23,8 @@ def project(obj: Context, once: bool, metrics_port: int | None) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8641, show_default=True, type=int)
+@HOST
+@PORT
 @click.option(
     "--workers",
     default=1,
@@ -41,8 +45,8 @@ def api(obj: Context, host: str, port: int, workers: int) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8641, show_default=True, type=int)
+@HOST
+@PORT
 @click.option(
     "--kafka-port",
     default=9092,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+N = TypeVar("N", int, float)
 
 DEFAULT_SQLITE_FILE = "serviceorders.db"
 
@@ -319,23 +321,25 @@ ENV_NAMES = {
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
+    return _parsed(env, name, default, int, "an integer")
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _parsed(env, name, default, float, "a number")
+
+
+def _parsed(
+    env: Mapping[str, str], name: str, default: N, parse: Callable[[str], N], what: str
+) -> N:
+    """`parse` of the variable `name`, `default` when unset or empty; a SettingsError
+    naming it (`NAME must be <what>, not 'x'`) when it does not parse."""
     raw = env.get(name)
-    if raw in (None, ""):
+    if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        return parse(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+        raise SettingsError(f"{name} must be {what}, not {raw!r}") from None
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
