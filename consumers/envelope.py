@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
 import orjson
@@ -261,13 +261,22 @@ def parse(value: bytes | None, key: bytes | None) -> Parsed:
         raise
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validated(model: type[_Model], resource: dict[str, Any], name: str) -> _Model:
+    """`resource` read as the TMF641 `model`, or an invalid-order refusal naming the wrong
+    fields under `name` (the resource's field in the event)."""
+    try:
+        return model.model_validate(resource, context=CHECKED)
+    except ValidationError as e:
+        raise Refusal(INVALID_ORDER, _errors(e, name)) from None
+
+
 def _command(env: Envelope, key_text: str | None) -> Parsed:
     if env.event_type == CREATE:
         resource = _resource(env, "serviceOrder", "ServiceOrder")
-        try:
-            body = ServiceOrderCreate.model_validate(resource, context=CHECKED)
-        except ValidationError as e:
-            raise Refusal(INVALID_ORDER, _errors(e, "serviceOrder")) from None
+        body = _validated(ServiceOrderCreate, resource, "serviceOrder")
         external = body.external_id or key_text
         if not external:
             raise Refusal(
@@ -285,19 +294,13 @@ def _command(env: Envelope, key_text: str | None) -> Parsed:
         return Parsed(env, create, OrderRef(None, external), create.target_id())
     if env.event_type == REVISE:
         resource = _resource(env, "serviceOrder", "ServiceOrder")
-        try:
-            update = ServiceOrderUpdate.model_validate(resource, context=CHECKED)
-        except ValidationError as e:
-            raise Refusal(INVALID_ORDER, _errors(e, "serviceOrder")) from None
+        update = _validated(ServiceOrderUpdate, resource, "serviceOrder")
         ref = _ref(resource, key_text)
         revised = tuple(item_to_domain(i) for i in update.service_order_item or ())
         return Parsed(env, Revise(ref, revised, header=header_change(update)), ref)
     if env.event_type == CANCEL:
         resource = _resource(env, "cancelServiceOrder", "CancelServiceOrder")
-        try:
-            cancel = CancelServiceOrderCreate.model_validate(resource, context=CHECKED)
-        except ValidationError as e:
-            raise Refusal(INVALID_ORDER, _errors(e, "cancelServiceOrder")) from None
+        cancel = _validated(CancelServiceOrderCreate, resource, "cancelServiceOrder")
         ref = _ref(resource.get("serviceOrder") or {}, key_text)
         command = RequestCancellation(
             ref,
