@@ -21,18 +21,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from builders import fulfilment, manager, upstream
 from builders import item as build_item
 from psycopg import sql
 from serviceorders.bootstrap import build_application, event_mapper, init_database, open_read_db
 from serviceorders.domain.order import ServiceOrder, order_id_for
 from serviceorders.domain.values import (
-    CommandContext,
     ItemState,
     OrderHeader,
     OrderItem,
     Party,
     Place,
-    Role,
 )
 from serviceorders.projections import maintenance
 from serviceorders.projections.runner import POSITIONS, Projector
@@ -47,9 +46,7 @@ BATCH = 50
 ORDERS = 600
 KILLS = 5
 
-UPSTREAM = CommandContext.for_actor("crm", Role.UPSTREAM)
-MANAGER = CommandContext.for_actor("bob", Role.MANAGER)
-FULFILMENT = CommandContext.for_actor("fulfil-1", Role.FULFILMENT)
+UPSTREAM, MANAGER, FULFILMENT = upstream(), manager(), fulfilment()
 
 
 # ------------------------------------------------------------------ databases
