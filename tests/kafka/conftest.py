@@ -5,7 +5,6 @@ so that tests never see each other's traffic."""
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import own_topics
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from serviceorders.bootstrap import build_application, init_database, open_read_db
 from serviceorders.consumers.broker import EmbeddedBroker
@@ -25,6 +25,17 @@ from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 
 pytestmark = pytest.mark.kafka
+
+# The headers every dead letter on the DLQ topic carries besides the original record's.
+DLQ_HEADERS = (
+    "dlq.reason",
+    "dlq.category",
+    "dlq.source.topic",
+    "dlq.source.partition",
+    "dlq.source.offset",
+    "dlq.event_id",
+    "dlq.id",
+)
 
 
 @pytest.fixture(scope="session")
@@ -59,17 +70,7 @@ def kafka_env(settings: Settings, broker: EmbeddedBroker, **extra: str) -> dict[
 @pytest.fixture
 def kafka_settings(settings: Settings, broker: EmbeddedBroker) -> Settings:
     """`settings` (SQLite or PostgreSQL, empty) plus this test's own topics and group."""
-    token = secrets.token_hex(4)
-    found = settings.model_copy(
-        update={
-            "kafka_bootstrap_servers": broker.bootstrap_servers,
-            "consumer_group": f"g-{token}",
-            "inbound_topic": f"in-{token}",
-            "events_topic": f"ev-{token}",
-            "topic_partitions": 3,
-            "consume_batch": 200,
-        }
-    )
+    found = own_topics(settings, broker.bootstrap_servers, consume_batch=200)
     ensure_topics(found)
     return found
 

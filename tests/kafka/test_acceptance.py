@@ -34,19 +34,10 @@ from serviceorders.notifications.kafka import Publisher
 from serviceorders.notifications.kafka_headers import headers_from_json
 from serviceorders.settings import Settings
 
-from .conftest import kafka_env, produce, read_topic, spawn_consume, wait_for
+from .conftest import DLQ_HEADERS, kafka_env, produce, read_topic, spawn_consume, wait_for
 
 pytestmark = pytest.mark.kafka
 
-DLQ_HEADERS = (
-    "dlq.reason",
-    "dlq.category",
-    "dlq.source.topic",
-    "dlq.source.partition",
-    "dlq.source.offset",
-    "dlq.event_id",
-    "dlq.id",
-)
 ANNOUNCED = ("refused", "invalid_order", "unknown_order")  # refusals told to the upstream
 
 

@@ -130,6 +130,31 @@ def _cli(settings: Settings, broker: EmbeddedBroker, *args: str) -> Any:
     return CliRunner().invoke(main, list(args), env=kafka_env(settings, broker))
 
 
+def _skip(
+    settings: Settings,
+    broker: EmbeddedBroker,
+    partition: int,
+    offset: int,
+    actor: str = "ops",
+    reason: str = "x",
+) -> Any:
+    """`dlq skip` of the batch at that partition and offset, decided by actor for reason."""
+    return _cli(
+        settings,
+        broker,
+        "dlq",
+        "skip",
+        "--partition",
+        str(partition),
+        "--offset",
+        str(offset),
+        "--actor",
+        actor,
+        "--reason",
+        reason,
+    )
+
+
 def test_a_corrupt_batch_stalls_only_its_partition_until_skipped(
     ks, db, run_worker, broker, monkeypatch, caplog
 ):
@@ -169,80 +194,17 @@ def test_a_corrupt_batch_stalls_only_its_partition_until_skipped(
     assert "--partition 1 --offset 3" in stalls[0]
 
     # Refused: a decodable offset, and an offset where the intake does not stand.
-    found = _cli(
-        ks,
-        broker,
-        "dlq",
-        "skip",
-        "--partition",
-        "1",
-        "--offset",
-        "2",
-        "--actor",
-        "ops",
-        "--reason",
-        "x",
-    )
+    found = _skip(ks, broker, 1, 2)
     assert found.exit_code == 1 and "decodes fine" in found.output, found.output
-    found = _cli(
-        ks,
-        broker,
-        "dlq",
-        "skip",
-        "--partition",
-        "2",
-        "--offset",
-        "99",
-        "--actor",
-        "ops",
-        "--reason",
-        "x",
-    )
+    found = _skip(ks, broker, 2, 99)
     assert found.exit_code == 1 and "not in the log" in found.output, found.output
-    found = _cli(
-        ks,
-        broker,
-        "dlq",
-        "skip",
-        "--partition",
-        "7",
-        "--offset",
-        "0",
-        "--actor",
-        "ops",
-        "--reason",
-        "x",
-    )
+    found = _skip(ks, broker, 7, 0)
     assert found.exit_code == 1 and "has no partition 7" in found.output, found.output
-    found = _cli(
-        ks,
-        broker,
-        "dlq",
-        "skip",
-        "--partition",
-        "1",
-        "--offset",
-        "3",
-        "--actor",
-        " ",
-        "--reason",
-        "x",
-    )
+    found = _skip(ks, broker, 1, 3, actor=" ")
     assert found.exit_code == 2 and "--actor" in found.output, found.output
 
-    found = _cli(
-        ks,
-        broker,
-        "dlq",
-        "skip",
-        "--partition",
-        "1",
-        "--offset",
-        "3",
-        "--actor",
-        "ops-anna",
-        "--reason",
-        "upstream X sent a broken snappy batch",
+    found = _skip(
+        ks, broker, 1, 3, actor="ops-anna", reason="upstream X sent a broken snappy batch"
     )
     assert found.exit_code == 0, found.output
     assert "offsets 3-3" in found.output and "position is now 4" in found.output
@@ -266,20 +228,7 @@ def test_a_corrupt_batch_stalls_only_its_partition_until_skipped(
     running.stop()
 
     # A second skip of the same batch is refused: the intake no longer stands there.
-    found = _cli(
-        ks,
-        broker,
-        "dlq",
-        "skip",
-        "--partition",
-        "1",
-        "--offset",
-        "3",
-        "--actor",
-        "ops",
-        "--reason",
-        "again",
-    )
+    found = _skip(ks, broker, 1, 3, reason="again")
     assert found.exit_code == 1 and "is 7, not 3" in found.output, found.output
     # The skipped batch is not a message: it cannot be replayed.
     found = _cli(ks, broker, "dlq", "replay", str(dead[0]["id"]))

@@ -25,19 +25,10 @@ from serviceorders.notifications.kafka import Publisher, client_options
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 
-from .conftest import kafka_env, read_topic, wait_for
+from .conftest import DLQ_HEADERS, kafka_env, read_topic, wait_for
 
 pytestmark = pytest.mark.kafka
 
-DLQ_HEADERS = (
-    "dlq.reason",
-    "dlq.category",
-    "dlq.source.topic",
-    "dlq.source.partition",
-    "dlq.source.offset",
-    "dlq.event_id",
-    "dlq.id",
-)
 TRACE = [
     ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
     ("binary", bytes(range(1, 256))),

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 import pytest
+from builders import json_values
 from hypothesis import HealthCheck, Phase, given, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -87,13 +88,7 @@ LEAVES = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=30)
 )
-JSON = st.recursive(
-    LEAVES,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
-    ),
-    max_leaves=15,
-)
+JSON = json_values(LEAVES, width=3, key_size=10, max_leaves=15)
 NOT_UTF8_KEYS = st.sampled_from(
     [
         b"\xff\xfe\xfd",
@@ -123,10 +118,15 @@ TEMPLATE = create("template", valid_order(0, random.Random(1)))
 ENVELOPE_PATHS = paths_of(TEMPLATE)
 
 
-def _set(doc: Any, path: tuple[Any, ...], value: Any) -> None:
+def _parent(doc: Any, path: tuple[Any, ...]) -> Any:
+    """The object or list holding the field at `path`."""
     for step in path[:-1]:
         doc = doc[step]
-    doc[path[-1]] = value
+    return doc
+
+
+def _set(doc: Any, path: tuple[Any, ...], value: Any) -> None:
+    _parent(doc, path)[path[-1]] = value
 
 
 @st.composite
@@ -186,9 +186,7 @@ def wrong_type(draw: st.DrawFn) -> Fuzzed:
     if path == ("eventId",):
         doc["eventId"] = draw(JSON)  # ANY: a string is a fresh eventId
     elif draw(st.booleans()):
-        parent: Any = doc
-        for step in path[:-1]:
-            parent = parent[step]
+        parent = _parent(doc, path)
         if isinstance(parent, dict):
             del parent[path[-1]]
         else:
@@ -610,9 +608,7 @@ def mutated_envelopes(draw: st.DrawFn) -> bytes:
         path = draw(st.sampled_from(paths_of(doc) or [("eventId",)]))
         try:
             if draw(st.booleans()):
-                parent: Any = doc
-                for step in path[:-1]:
-                    parent = parent[step]
+                parent = _parent(doc, path)
                 if isinstance(parent, dict):
                     del parent[path[-1]]
                     continue

@@ -30,14 +30,6 @@ WRITE_TIMEOUT = 3
 MARKER = "slow-write-marker"  # the slow_marked_inserts fixture (tests/conftest.py) stalls on it
 
 
-def _lock_holders(pg_database: Any) -> list[Any]:
-    with pg_database.connect() as conn:
-        return conn.execute(
-            "SELECT pid FROM pg_locks WHERE relation = "
-            "'serviceorders_events'::regclass AND mode = 'ExclusiveLock'"
-        ).fetchall()
-
-
 @pytest.mark.parametrize("settings", ["postgres"], indirect=True)
 def test_sigterm_stops_consume_within_its_deadline_during_a_stuck_write(
     kafka_settings: Settings,
@@ -55,7 +47,7 @@ def test_sigterm_stops_consume_within_its_deadline_during_a_stuck_write(
     process = spawn_consume(env, log)
     try:
         wait_for(
-            lambda: _lock_holders(pg_database),
+            pg_database.events_lock_holders,
             timeout=60,
             what="the intake's write to take the lock",
         )
@@ -65,9 +57,7 @@ def test_sigterm_stops_consume_within_its_deadline_during_a_stuck_write(
             timeout=WRITE_TIMEOUT + 10,
             what="the write to time out",
         )
-        wait_for(
-            lambda: _lock_holders(pg_database), timeout=30, what="the batch to be written again"
-        )
+        wait_for(pg_database.events_lock_holders, timeout=30, what="the batch to be written again")
         process.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
         # Documented deadline: the write timeout, plus the commit and leaving the group.
@@ -84,6 +74,6 @@ def test_sigterm_stops_consume_within_its_deadline_during_a_stuck_write(
         if process.poll() is None:
             process.kill()
             process.wait(10)
-    assert _lock_holders(pg_database) == []
+    assert pg_database.events_lock_holders() == []
     with pg_database.connect() as conn:
         assert conn.execute("SELECT count(*) FROM serviceorders_events").fetchone()[0] == 0

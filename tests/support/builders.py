@@ -9,12 +9,18 @@ only what matters to it.
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 import subprocess
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from hypothesis import strategies as st
 from serviceorders.domain.application import Outcome, ServiceOrders
 from serviceorders.domain.commands import ReceiveOrder
 from serviceorders.domain.privacy import TOKEN_PREFIX
@@ -29,6 +35,10 @@ from serviceorders.domain.values import (
     Role,
     SpecRef,
 )
+
+if TYPE_CHECKING:
+    from serviceorders.api.context import ApiContext
+    from serviceorders.settings import Settings
 
 # ------------------------------------------------------------------------ contexts
 
@@ -188,4 +198,67 @@ def run(
     """Run a command to its end, its output captured as text."""
     return subprocess.run(
         list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=check
+    )
+
+
+# ------------------------------------------------------------------ a served API
+@contextmanager
+def served_api(ctx: ApiContext, name: str = "uvicorn-api") -> Iterator[str]:
+    """The API of `ctx` served by uvicorn in a thread named `name` on a free loopback port:
+    yields its base URL once it is up; stops the server and closes `ctx` at the end."""
+    import uvicorn
+    from serviceorders.api.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+    )
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:  # uvicorn offers no event to wait on
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        ctx.close()
+
+
+def own_topics(settings: Settings, bootstrap_servers: str, **update: Any) -> Settings:
+    """`settings` with a test's own consumer group and topics (a random token in each name,
+    so that tests never see each other's traffic), three partitions each, on the Kafka
+    broker at `bootstrap_servers`; other settings as keywords."""
+    token = secrets.token_hex(4)
+    return settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": bootstrap_servers,
+            "consumer_group": f"g-{token}",
+            "inbound_topic": f"in-{token}",
+            "events_topic": f"ev-{token}",
+            "topic_partitions": 3,
+            **update,
+        }
+    )
+
+
+# ------------------------------------------------------------ hypothesis strategies
+def json_values(
+    leaves: st.SearchStrategy[Any], width: int, key_size: int, max_leaves: int
+) -> st.SearchStrategy[Any]:
+    """Any JSON value built from `leaves`: arrays and objects of at most `width` members,
+    keys of at most `key_size` characters, at most `max_leaves` leaves in all."""
+    return st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=width)
+            | st.dictionaries(st.text(max_size=key_size), inner, max_size=width)
+        ),
+        max_leaves=max_leaves,
     )
