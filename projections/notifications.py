@@ -12,7 +12,6 @@ Which domain events produce which notifications is documented in docs/notificati
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -20,6 +19,7 @@ from serviceorders.domain import events as ev
 from serviceorders.projections.base import Projection
 from serviceorders.projections.log import Batch, Step, replay
 from serviceorders.storage.db import ReadDb, Table
+from serviceorders.support.isotime import iso_or_none
 from serviceorders.tmf.tmf641 import BASE_PATH
 
 CREATE = "ServiceOrderCreateEvent"
@@ -66,10 +66,6 @@ def order_href(order_id: Any) -> str:
 
 def cancel_href(request_id: str) -> str:
     return f"{BASE_PATH}/cancelServiceOrder/{request_id}"
-
-
-def _time(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 # ------------------------------------------------------------------ the outbox
@@ -159,7 +155,7 @@ class _Cancels:
                 "href": cancel_href(event.request_id),
                 "state": "accepted",
                 "cancellationReason": event.reason,
-                "requestedCancellationDate": _time(event.requested_date),
+                "requestedCancellationDate": iso_or_none(event.requested_date),
                 "serviceOrder": {
                     "id": str(event.originator_id),
                     "href": order_href(event.originator_id),
@@ -184,7 +180,7 @@ class _Cancels:
             if found is None:
                 return None
             found["state"] = "done"
-            found["effectiveCancellationDate"] = _time(event.timestamp)
+            found["effectiveCancellationDate"] = iso_or_none(event.timestamp)
             return _compact(found)
         return None
 
@@ -243,7 +239,7 @@ def envelope(
     """A TMF641 notification: the envelope around the resource (`body`)."""
     found = {
         "eventId": notification_event_id(event.originator_id, event.originator_version, event_type),
-        "eventTime": _time(event.timestamp),
+        "eventTime": iso_or_none(event.timestamp),
         "eventType": event_type,
         "correlationId": event.correlation_id,
         "domain": DOMAIN,

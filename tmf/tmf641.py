@@ -10,6 +10,7 @@ from typing import Any
 
 from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.values import OrderItem, OrderState, Party
+from serviceorders.support.isotime import iso
 
 BASE_PATH = "/tmf-api/serviceOrdering/v4"
 
@@ -139,7 +140,7 @@ def _time(value: datetime | date | None) -> str | None:
     if isinstance(value, datetime):
         if value.tzinfo is None:  # stored before inputs had to say (UTC by convention)
             value = value.replace(tzinfo=UTC)
-        return value.isoformat().replace("+00:00", "Z")
+        return iso(value)
     return f"{value.isoformat()}T00:00:00Z"
 
 
