@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 import pytest
-from builders import json_values
+from builders import json_paths, json_values
 from hypothesis import HealthCheck, Phase, given, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -103,15 +103,9 @@ NOT_UTF8_KEYS = st.sampled_from(
 EVENT_ID = st.uuids().map(lambda u: f"fz-{u}")
 
 
-def paths_of(value: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [here] if here else []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += paths_of(v, (*here, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += paths_of(v, (*here, i))
-    return out
+def paths_of(value: Any) -> list[tuple[Any, ...]]:
+    """The path of every field in `value` (not the document's own, empty path)."""
+    return json_paths(value)[1:]
 
 
 TEMPLATE = create("template", valid_order(0, random.Random(1)))

@@ -262,3 +262,16 @@ def json_values(
         ),
         max_leaves=max_leaves,
     )
+
+
+def json_paths(value: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into a JSON value, depth first: `here` (the value itself) first, then
+    each member's (object keys and array indexes as steps)."""
+    out = [here]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += json_paths(v, (*here, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += json_paths(v, (*here, i))
+    return out
