@@ -20,7 +20,6 @@ from Kafka with its eventId per order); every API change answered 200 is in the 
 from __future__ import annotations
 
 import secrets
-import socket
 import threading
 import time
 from collections import Counter
@@ -30,8 +29,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
-from serviceorders.api.app import create_app
+from builders import order_body, served_api, tmf_item
 from serviceorders.api.auth import Authenticator
 from serviceorders.bootstrap import build_api_context, init_database
 from serviceorders.consumers.sample import envelope
@@ -45,12 +43,6 @@ ORDER_PATH = "/tmf-api/serviceOrdering/v4/serviceOrder"
 ROUNDS, PER_ROUND = 3, 10  # 30 races per backend
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def race_settings(kafka_settings: Settings) -> Settings:
     # no four-eyes needed; hub deliveries are not part of this test
@@ -62,51 +54,19 @@ def race_settings(kafka_settings: Settings) -> Settings:
 @pytest.fixture
 def server(race_settings: Settings) -> Iterator[str]:
     """The API served by uvicorn in a thread (open mode, loopback)."""
-    ctx = build_api_context(race_settings, Authenticator([]))
-    port = _free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(
-            create_app(ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-        )
-    )
-    thread = threading.Thread(target=srv.run, name="uvicorn-race", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(15)
-        ctx.close()
+    with served_api(build_api_context(race_settings, Authenticator([])), "uvicorn-race") as url:
+        yield url
 
 
 def _order(external_id: str) -> dict[str, Any]:
-    return {
-        "externalId": external_id,
-        "description": "original",
-        "priority": "2",
-        "category": "enterprise",
-        "@type": "ServiceOrder",
-        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-        "serviceOrderItem": [
-            {
-                "id": "1",
-                "action": "add",
-                "@type": "ServiceOrderItem",
-                "service": {
-                    "serviceSpecification": {"id": "internet-access"},
-                    "serviceCharacteristic": [
-                        {"name": "bandwidthMbps", "value": 100},
-                        {"name": "accessType", "value": "fibre"},
-                    ],
-                    "place": [{"id": "S1", "name": "Site one"}],
-                },
-            }
-        ],
-    }
+    return order_body(
+        external_id,
+        "original",
+        priority="2",
+        category="enterprise",
+        order_items=[{**tmf_item(), "@type": "ServiceOrderItem"}],
+        **{"@type": "ServiceOrder"},
+    )
 
 
 def _revision(event_id: str, external_id: str, description: str) -> bytes:
@@ -247,27 +207,20 @@ def check_order(
     assert versions == list(range(1, len(events) + 1)), versions  # no gap, no duplicate
 
 
+@pytest.mark.parametrize("conditional", [False, True], ids=["plain", "if-match"])
 def test_api_patch_racing_a_kafka_revision(
-    race_settings: Settings, server: str, run_worker: Callable[[Settings], Any]
+    race_settings: Settings,
+    server: str,
+    run_worker: Callable[[Settings], Any],
+    conditional: bool,
 ) -> None:
-    outcomes, stats = _run_races(race_settings, server, run_worker, conditional=False)
+    """Both kinds of PATCH: without a version, and conditional (If-Match)."""
+    outcomes, stats = _run_races(race_settings, server, run_worker, conditional=conditional)
     assert stats.dead_letters == 0, stats
     assert stats.applied == ROUNDS * PER_ROUND, stats
+    kind = "conditional API PATCH" if conditional else "API PATCH"
     print(
-        f"\n{ROUNDS * PER_ROUND} API PATCH vs Kafka revision races "
+        f"\n{ROUNDS * PER_ROUND} {kind} vs Kafka revision races "
         f"({race_settings.database.kind}): {dict(outcomes)}; consumer batches retried "
         f"after a conflict: {stats.failures}; dead letters: {stats.dead_letters}"
-    )
-
-
-def test_conditional_api_patch_racing_a_kafka_revision(
-    race_settings: Settings, server: str, run_worker: Callable[[Settings], Any]
-) -> None:
-    outcomes, stats = _run_races(race_settings, server, run_worker, conditional=True)
-    assert stats.dead_letters == 0, stats
-    assert stats.applied == ROUNDS * PER_ROUND, stats
-    print(
-        f"\n{ROUNDS * PER_ROUND} conditional API PATCH vs Kafka revision races "
-        f"({race_settings.database.kind}): {dict(outcomes)}; consumer batches retried "
-        f"after a conflict: {stats.failures}"
     )
