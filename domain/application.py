@@ -599,9 +599,6 @@ class UnitOfWork:
             ctx, c.item_id, characteristics, c.cleared, place, c.quantity, c.depends_on
         )
 
-    def _remove_line(self, ctx: CommandContext, c: RemoveLine, order: ServiceOrder) -> None:
-        order.remove_line(ctx, c.item_id)
-
     def _submit(self, ctx: CommandContext, c: Submit, order: ServiceOrder) -> None:
         order.submit(ctx, self.app.catalog)
 
@@ -610,22 +607,6 @@ class UnitOfWork:
 
     def _reject(self, ctx: CommandContext, c: Reject, order: ServiceOrder) -> None:
         order.reject(ctx, c.reason, four_eyes=self.app.four_eyes)
-
-    def _hold(self, ctx: CommandContext, c: Hold, order: ServiceOrder) -> None:
-        order.hold(ctx, c.reason)
-
-    def _resume(self, ctx: CommandContext, c: Resume, order: ServiceOrder) -> None:
-        order.resume(ctx, c.note)
-
-    def _request_information(
-        self, ctx: CommandContext, c: RequestInformation, order: ServiceOrder
-    ) -> None:
-        order.request_information(ctx, c.information)
-
-    def _provide_information(
-        self, ctx: CommandContext, c: ProvideInformation, order: ServiceOrder
-    ) -> None:
-        order.provide_information(ctx, c.information)
 
     def _change_item_states(
         self, ctx: CommandContext, c: ChangeItemStates, order: ServiceOrder
@@ -641,11 +622,6 @@ class UnitOfWork:
         for change in changes:
             order.change_item_state(ctx, change.item_id, change.state, change.reason)
 
-    def _reach_point_of_no_return(
-        self, ctx: CommandContext, c: ReachPointOfNoReturn, order: ServiceOrder
-    ) -> None:
-        order.reach_point_of_no_return(ctx, c.note)
-
     def _revise(self, ctx: CommandContext, c: Revise, order: ServiceOrder) -> None:
         items, header = self._seal_change(order, c.items, c.header)
         changes = items or c.removed_item_ids or (header is not None and header.model_fields_set)
@@ -659,49 +635,42 @@ class UnitOfWork:
     ) -> str:
         return order.request_cancellation(ctx, c.reason, c.requested_date, c.request_id)
 
-    def _approve_cancellation(
-        self, ctx: CommandContext, c: ApproveCancellation, order: ServiceOrder
-    ) -> None:
-        order.approve_cancellation(ctx, c.note)
 
-    def _deny_cancellation(
-        self, ctx: CommandContext, c: DenyCancellation, order: ServiceOrder
-    ) -> None:
-        order.deny_cancellation(ctx, c.reason)
-
-    def _cancel(self, ctx: CommandContext, c: Cancel, order: ServiceOrder) -> None:
-        order.cancel(ctx, c.reason)
-
-    def _add_note(self, ctx: CommandContext, c: AddNote, order: ServiceOrder) -> None:
-        order.add_note(ctx, c.text)
-
-    def _delete(self, ctx: CommandContext, c: Delete, order: ServiceOrder) -> None:
-        order.delete(ctx, c.reason)
+Handler: TypeAlias = Callable[[UnitOfWork, CommandContext, Any, ServiceOrder], str | None]
 
 
-# command class -> its handler (a UnitOfWork method): one lookup per command.
-_HANDLERS: dict[
-    type[Any], Callable[[UnitOfWork, CommandContext, Any, ServiceOrder], str | None]
-] = {
+def _forward(method: Callable[[ServiceOrder, CommandContext, Any], None], field: str) -> Handler:
+    """The handler of a command the aggregate takes as it is: `method(order, ctx, <the
+    command's field>)` (a note, a reason, information, an item id, a text)."""
+
+    def handler(uow: UnitOfWork, ctx: CommandContext, c: Any, order: ServiceOrder) -> None:
+        method(order, ctx, getattr(c, field))
+
+    return handler
+
+
+# command class -> its handler (a UnitOfWork method, or the aggregate's method of the same
+# action with the command's one field): one lookup per command.
+_HANDLERS: dict[type[Any], Handler] = {
     AddLine: UnitOfWork._add_line,
     ConfigureLine: UnitOfWork._configure_line,
-    RemoveLine: UnitOfWork._remove_line,
+    RemoveLine: _forward(ServiceOrder.remove_line, "item_id"),
     Submit: UnitOfWork._submit,
     Approve: UnitOfWork._approve,
     Reject: UnitOfWork._reject,
-    Hold: UnitOfWork._hold,
-    Resume: UnitOfWork._resume,
-    RequestInformation: UnitOfWork._request_information,
-    ProvideInformation: UnitOfWork._provide_information,
+    Hold: _forward(ServiceOrder.hold, "reason"),
+    Resume: _forward(ServiceOrder.resume, "note"),
+    RequestInformation: _forward(ServiceOrder.request_information, "information"),
+    ProvideInformation: _forward(ServiceOrder.provide_information, "information"),
     ChangeItemStates: UnitOfWork._change_item_states,
-    ReachPointOfNoReturn: UnitOfWork._reach_point_of_no_return,
+    ReachPointOfNoReturn: _forward(ServiceOrder.reach_point_of_no_return, "note"),
     Revise: UnitOfWork._revise,
     RequestCancellation: UnitOfWork._request_cancellation,
-    ApproveCancellation: UnitOfWork._approve_cancellation,
-    DenyCancellation: UnitOfWork._deny_cancellation,
-    Cancel: UnitOfWork._cancel,
-    AddNote: UnitOfWork._add_note,
-    Delete: UnitOfWork._delete,
+    ApproveCancellation: _forward(ServiceOrder.approve_cancellation, "note"),
+    DenyCancellation: _forward(ServiceOrder.deny_cancellation, "reason"),
+    Cancel: _forward(ServiceOrder.cancel, "reason"),
+    AddNote: _forward(ServiceOrder.add_note, "text"),
+    Delete: _forward(ServiceOrder.delete, "reason"),
 }
 
 
