@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from serviceorders.consumers.broker import stop_group
@@ -201,6 +201,19 @@ def serviceorders(*args: str) -> list[str]:
     return [sys.executable, "-m", "serviceorders", *args]
 
 
+def spawn(args: Sequence[str], env: dict[str, str], out: IO[bytes]) -> subprocess.Popen[bytes]:
+    """`serviceorders ARGS` started in a session of its own (a signal to the group reaches
+    its children), from the repository's root, both its streams into `out`."""
+    return subprocess.Popen(
+        serviceorders(*args),
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+
+
 def run_cli(
     args: Sequence[str], env: dict[str, str], timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -235,16 +248,8 @@ class Proc:
 
     def start(self) -> Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_path, "wb")  # noqa: SIM115
-        self.popen = subprocess.Popen(
-            serviceorders(*self.args),
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        out.close()
+        with open(self.log_path, "wb") as out:
+            self.popen = spawn(self.args, self.env, out)
         return self
 
     def attach_profiler(self, out: Path, rate: int = 100) -> None:

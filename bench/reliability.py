@@ -53,8 +53,9 @@ from typing import Any
 import orjson
 import psycopg
 from serviceorders.consumers.broker import stop_group
+from serviceorders.projections.views import PROJECTIONS
 
-from .common import ROOT, engine_env, free_port, log, run_cli, serviceorders
+from .common import ROOT, engine_env, free_port, log, run_cli, serviceorders, spawn
 
 PG_BIN = Path(os.environ.get("BENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PATH = "/tmf-api/serviceOrdering/v4/serviceOrder"
@@ -165,14 +166,7 @@ class Slot:
                 f"\n===== start #{self.starts + 1} at {time.strftime('%H:%M:%S')} =====\n".encode()
             )
             out.flush()
-            self.popen = subprocess.Popen(
-                serviceorders(*self.args),
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                start_new_session=True,
-            )
+            self.popen = spawn(self.args, self.env, out)
         self.starts += 1
         self.started_at = time.monotonic()
         self.killing = False
@@ -510,15 +504,8 @@ VOLATILE = {
     "prev_hash",
 }
 VOLATILE_IN = {("kafka_outbox", "value")}  # a refusal notice carries its eventTime
-COMPARED = (
-    "order_summary",
-    "order_item",
-    "review_queue",
-    "order_document",
-    "cancellation_request",
-    "order_state_history",
-    "daily_state_counts",
-    "notification_outbox",
+COMPARED = (  # the read models, and the intake's and the outbox's tables
+    *(projection.name for projection in PROJECTIONS),
     "dead_letter",
     "kafka_outbox",
     "intake_applied",
