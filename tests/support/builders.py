@@ -8,13 +8,15 @@ only what matters to it.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,6 +201,49 @@ def run(
     return subprocess.run(
         list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=check
     )
+
+
+SERVICEORDERS = shutil.which("serviceorders")
+
+
+def cli(
+    *args: str,
+    url: str | None,
+    expect: int = 0,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    env: Mapping[str, str | None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The `serviceorders` console script run as a real process against the database at
+    `url` (None: DATABASE_URL unset), with `env`'s variables set (None: unset); its exit
+    status must be `expect`."""
+    assert SERVICEORDERS, "the serviceorders console script is not installed"
+    extra = {"DATABASE_URL": url, **(env or {})}
+    child = env_without(*extra)
+    child.update({k: v for k, v in extra.items() if v is not None})
+    done = run([SERVICEORDERS, *args], cwd=cwd or Path.cwd(), env=child, timeout=timeout)
+    assert done.returncode == expect, (
+        f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
+        f"stdout: {done.stdout}\nstderr: {done.stderr}"
+    )
+    return done
+
+
+def order_file(
+    path: Path, external_id: str, bandwidth: int = 100, site: str = "S1", **header: Any
+) -> Path:
+    """`path` holding an order in the CLI's own file format (`serviceorders order create
+    FILE`): the header (external id and `header`'s fields) and one internet access item."""
+    line = {
+        "id": "1",
+        "action": "add",
+        "specification": {"id": "internet-access"},
+        "characteristics": {"bandwidthMbps": bandwidth, "accessType": "fibre"},
+        "place": {"id": site},
+    }
+    body = {"header": {"external_id": external_id, **header}, "items": [line]}
+    path.write_text(json.dumps(body), encoding="utf-8")
+    return path
 
 
 # ------------------------------------------------------------------ a served API
