@@ -284,44 +284,10 @@ def test_only_packages(clone: Path) -> set[str]:
 
 
 def sample_order(external_id: str) -> dict[str, Any]:
-    """A valid TMF641 ServiceOrder_Create of the shipped catalog (as tests/api uses)."""
-    place = [{"id": "SITE-FRESH-1", "name": "Fresh install site"}]
-    return {
-        "@type": "ServiceOrder",
-        "externalId": external_id,
-        "category": "enterprise",
-        "priority": "2",
-        "description": "internet access and a managed router",
-        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-        "serviceOrderItem": [
-            {
-                "id": "1",
-                "action": "add",
-                "@type": "ServiceOrderItem",
-                "service": {
-                    "serviceSpecification": {"id": "internet-access"},
-                    "serviceCharacteristic": [
-                        {"name": "bandwidthMbps", "value": 100},
-                        {"name": "accessType", "value": "fibre"},
-                    ],
-                    "place": place,
-                },
-            },
-            {
-                "id": "2",
-                "action": "add",
-                "@type": "ServiceOrderItem",
-                "service": {
-                    "serviceSpecification": {"id": "managed-router"},
-                    "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
-                    "place": place,
-                },
-                "serviceOrderItemRelationship": [
-                    {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}
-                ],
-            },
-        ],
-    }
+    """A valid TMF641 ServiceOrder_Create of the shipped catalog: the example /docs fills in
+    (api/order_example.json), under `external_id`."""
+    example = json.loads((ROOT / "api" / "order_example.json").read_text(encoding="utf-8"))
+    return {**example, "externalId": external_id}
 
 
 @contextlib.contextmanager

@@ -23,7 +23,8 @@ from serviceorders.api import (
     service_orders,
 )
 from serviceorders.api.context import ApiContext
-from serviceorders.api.errors import error_body, respond
+from serviceorders.api.errors import ApiError, error_body
+from serviceorders.api.middleware import HttpMiddleware
 from serviceorders.api.request_log import RequestLog
 from serviceorders.support import limits
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,16 +45,14 @@ Authentication: `Authorization: Bearer KEY`; every error is a TMF `Error` body.
 """
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """413 for bodies over the limit, counted as they stream in (Content-Length or not)."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app, self.limit = app, limit
+        super().__init__(app)
+        self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._too_large(send)
@@ -110,20 +109,20 @@ class NulInPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and "\x00" in scope.get("path", ""):
-            await respond(
+            await ApiError(
                 404, "not_found", "Not Found", "no resource at a path with a NUL character"
-            )(scope, receive, send)
+            ).response()(scope, receive, send)
             return
         query = scope.get("query_string", b"") if scope["type"] == "http" else b""
         # The workflow's filters refuse NUL outright (the TMF641 lists answer an empty page:
         # a NUL matches no stored value).
         if scope.get("path", "").startswith("/api/v1/") and (b"%00" in query or b"\x00" in query):
-            await respond(
+            await ApiError(
                 400,
                 "invalid_text",
                 "Bad Request",
                 "query parameters must not contain NUL (U+0000) characters",
-            )(scope, receive, send)
+            ).response()(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -24,7 +24,8 @@ from serviceorders.api.common import (
     page_of,
     parse_uuid,
 )
-from serviceorders.api.errors import ApiError, StatusOf, respond
+from serviceorders.api.errors import ApiError, StatusOf
+from serviceorders.api.middleware import HttpMiddleware
 from serviceorders.audit import access_log, history
 from serviceorders.domain.errors import OrderNotFound
 from serviceorders.domain.values import Actor, Role
@@ -32,7 +33,7 @@ from serviceorders.projections.queries import MAX_LIMIT
 from serviceorders.support.isotime import parse as parse_time
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as StarletteRequest
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -232,19 +233,13 @@ def access_log_entries(
 
 
 # --------------------------------------------------------------- middleware
-class AccessLog:
+class AccessLog(HttpMiddleware):
     """Records every request made with an auditor key in `audit_access_log`: the row is
     written before the request reaches the routes (503 when it cannot be), its status once
     the answer starts; any method but GET / HEAD / OPTIONS is refused (403) right here.
     Other keys, no key and unknown keys are neither recorded nor refused here."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = scope["app"].state.ctx
         actor = _auditor(ctx, scope)
         if actor is None:
@@ -255,24 +250,24 @@ class AccessLog:
             entry_id = await run_in_threadpool(_record, ctx, actor, scope["method"], path)
         except Exception:
             log.exception("the access log could not be written")
-            await respond(
+            await ApiError(
                 503,
                 "access_log_unavailable",
                 "Service Unavailable",
                 "auditor requests are served only once recorded, and the access "
                 "log cannot be written now",
-            )(scope, receive, send)
+            ).response()(scope, receive, send)
             return
         if scope["method"] not in READ_METHODS:
             # Read-only by construction, whatever a route would make of the request (an
             # empty merge patch, say, changes nothing and would answer 200).
-            await respond(
+            await ApiError(
                 403,
                 "forbidden",
                 "Forbidden",
                 f"{actor.id} ({actor.role}) reads only: {scope['method']} is not "
                 "allowed with an auditor key",
-            )(scope, receive, send)
+            ).response()(scope, receive, send)
             await run_in_threadpool(_finish, ctx, entry_id, 403)
             return
         sending = StatusOf(send)

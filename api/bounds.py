@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from serviceorders.api.errors import respond
+from serviceorders.api.errors import ApiError
 from serviceorders.support.limits import (
     HEADER_MAXIMA,
     MAX_PATH,
@@ -92,7 +92,7 @@ class Bounds:
             refused = refusal(scope)
             if refused is not None:
                 status, code, reason, message = refused
-                await respond(status, code, reason, message)(scope, receive, send)
+                await ApiError(status, code, reason, message).response()(scope, receive, send)
                 return
         try:
             await self.app(scope, receive, send)

@@ -34,6 +34,11 @@ class ApiError(Exception):
         self.headers = headers or {}
         self.details = details
 
+    def response(self) -> JSONResponse:
+        """This refusal as the answer: a TMF Error (`error_body`) with its headers."""
+        body = error_body(self.status, self.code, self.reason, self.message, self.details)
+        return JSONResponse(body, status_code=self.status, headers=self.headers or None)
+
 
 def error_body(
     status: int, code: str, reason: str, message: str = "", details: Any = None
@@ -51,19 +56,6 @@ def error_body(
     if details is not None:
         body["details"] = details
     return body
-
-
-def respond(
-    status: int,
-    code: str,
-    reason: str,
-    message: str = "",
-    headers: dict[str, str] | None = None,
-    details: Any = None,
-) -> JSONResponse:
-    return JSONResponse(
-        error_body(status, code, reason, message, details), status_code=status, headers=headers
-    )
 
 
 def problem_view(problem: Problem) -> dict[str, Any]:
@@ -105,7 +97,7 @@ def allowed_methods(request: Request, named: str = "") -> list[str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:
-        return respond(e.status, e.code, e.reason, e.message, e.headers, e.details)
+        return e.response()
 
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, e: DomainError) -> JSONResponse:
@@ -114,22 +106,22 @@ def install(app: FastAPI) -> None:
         details = None
         if isinstance(e, ValidationFailed):
             details = [problem_view(p) for p in e.problems]
-        return respond(
+        return ApiError(
             answer.http_status, answer.code, answer.code, answer.message(e), details=details
-        )
+        ).response()
 
     @app.exception_handler(WriteTimeout)
     async def write_timeout(_: Request, e: WriteTimeout) -> JSONResponse:
         # Nothing was written and the store's lock was released: the client may retry.
         log.warning("write timed out: %s", e)
         answer = answer_for(e)
-        return respond(
+        return ApiError(
             answer.http_status,
             answer.code,
             answer.code,
             f"the write did not complete in time and nothing was written ({e}); retry",
             headers={"Retry-After": "1"},
-        )
+        ).response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -141,7 +133,7 @@ def install(app: FastAPI) -> None:
             for err in e.errors()
         ]
         listed = "; ".join(f"{p['location']}: {p['message']}" for p in problems)
-        return respond(400, "invalid_request", "Bad Request", listed, details=problems)
+        return ApiError(400, "invalid_request", "Bad Request", listed, details=problems).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -158,24 +150,24 @@ def install(app: FastAPI) -> None:
             message = (
                 f"{request.method} is not allowed on {request.url.path}: use {', '.join(allowed)}"
             )
-        return respond(
+        return ApiError(
             e.status_code,
             reason.lower().replace(" ", "_"),
             reason,
             message,
             headers=headers or None,
-        )
+        ).response()
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, e: Exception) -> JSONResponse:
         # Never leak internals: the log has the details, the client a reference.
         log.exception("unexpected error")
-        return respond(
+        return ApiError(
             500,
             "internal_error",
             "Internal Server Error",
             "the server could not complete the request",
-        )
+        ).response()
 
 
 class StatusOf:

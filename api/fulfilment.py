@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from serviceorders.api.actions import Action, add_actions
 from serviceorders.api.bodies import (
     InformationBody,
     ItemStateBody,
@@ -14,7 +15,6 @@ from serviceorders.api.bodies import (
     OptionalReasonBody,
     ReasonBody,
     TextBody,
-    optional_body_as,
 )
 from serviceorders.api.common import (
     body_of,
@@ -43,7 +43,7 @@ router = APIRouter(prefix="/api/v1", tags=["workflow"], dependencies=[Depends(re
 _FULFIL = " Returns the TMF641 order and its ETag; If-Match optional (412 when stale)."
 
 
-def _act(request: Request, command: OrderCommand) -> JSONResponse:
+def _act(request: Request, command: OrderCommand, _id: str = "") -> JSONResponse:
     return order_response(request, handle(request, command, expected_version(request)).order)
 
 
@@ -64,96 +64,50 @@ def item_state(request: Request, id: str, itemId: str) -> JSONResponse:
     return _act(request, ChangeItemStates.one(parse_uuid(id), itemId, body.state, body.reason))
 
 
-@router.post(
-    "/orders/{id}/hold",
-    summary="Hold an order (blocked by an issue)",
-    description="inProgress → held. Body {reason} (required)." + _FULFIL,
-    responses=V1_ERRORS,
-    openapi_extra=body_schema(ReasonBody),
+# The others act on the order as a whole (api/actions.py), in the docs' order: the route's
+# name, its path below /orders/{id}/, the body, the command (the order id, the body's field).
+ACTIONS = (
+    Action("hold", "hold", ReasonBody, Hold),
+    Action("resume", "resume", NoteBody, Resume),
+    Action("request_information", "informationRequest", InformationBody, RequestInformation),
+    Action("provide_information", "information", InformationBody, ProvideInformation),
+    Action("point_of_no_return", "pointOfNoReturn", NoteBody, ReachPointOfNoReturn),
+    Action("cancel", "cancel", OptionalReasonBody, Cancel),
+    Action("add_note", "notes", TextBody, AddNote),
 )
-def hold(request: Request, id: str) -> JSONResponse:
-    command_context(request)
-    body = body_of(request, ReasonBody)
-    return _act(request, Hold(parse_uuid(id), body.reason))
-
-
-@router.post(
-    "/orders/{id}/resume",
-    summary="Resume a held order (issue resolved)",
-    description="held → inProgress. Body {note?} (may be empty)." + _FULFIL,
-    responses=V1_ERRORS,
-    openapi_extra=body_schema(NoteBody, required=False),
-)
-def resume(request: Request, id: str) -> JSONResponse:
-    command_context(request)
-    body = optional_body_as(request, NoteBody)
-    return _act(request, Resume(parse_uuid(id), body.note))
-
-
-@router.post(
-    "/orders/{id}/informationRequest",
-    summary="Ask the requester for information",
-    description="inProgress → pending. Body {information} (what is needed)." + _FULFIL,
-    responses=V1_ERRORS,
-    openapi_extra=body_schema(InformationBody),
-)
-def request_information(request: Request, id: str) -> JSONResponse:
-    command_context(request)
-    body = body_of(request, InformationBody)
-    return _act(request, RequestInformation(parse_uuid(id), body.information))
-
-
-@router.post(
-    "/orders/{id}/information",
-    summary="Provide the information asked for",
-    description="pending → inProgress. Body {information}." + _FULFIL,
-    responses=V1_ERRORS,
-    openapi_extra=body_schema(InformationBody),
-)
-def provide_information(request: Request, id: str) -> JSONResponse:
-    command_context(request)
-    body = body_of(request, InformationBody)
-    return _act(request, ProvideInformation(parse_uuid(id), body.information))
-
-
-@router.post(
-    "/orders/{id}/pointOfNoReturn",
-    summary="Record the point of no return",
-    description="Once (inProgress, pending or held): from then on the order can no "
-    "longer be revised or cancelled. Body {note?}." + _FULFIL,
-    responses=V1_ERRORS,
-    openapi_extra=body_schema(NoteBody, required=False),
-)
-def point_of_no_return(request: Request, id: str) -> JSONResponse:
-    command_context(request)
-    body = optional_body_as(request, NoteBody)
-    return _act(request, ReachPointOfNoReturn(parse_uuid(id), body.note))
-
-
-@router.post(
-    "/orders/{id}/cancel",
-    summary="Cancel an order",
-    description="Directly (acknowledged, inProgress, pending, held), or to carry out "
-    "an approved cancellation (pendingCancellation) → cancelled. Body "
-    "{reason?}." + _FULFIL,
-    responses=V1_ERRORS,
-    openapi_extra=body_schema(OptionalReasonBody, required=False),
-)
-def cancel(request: Request, id: str) -> JSONResponse:
-    command_context(request)
-    body = optional_body_as(request, OptionalReasonBody)
-    return _act(request, Cancel(parse_uuid(id), body.reason))
-
-
-@router.post(
-    "/orders/{id}/notes",
-    summary="Add a note to an order",
-    description="Any state, drafts and final orders included. Body {text}. Returns "
-    "the TMF641 order (a draft: its domain view) and its ETag.",
-    responses=V1_ERRORS,
-    openapi_extra=body_schema(TextBody),
-)
-def add_note(request: Request, id: str) -> JSONResponse:
-    command_context(request)
-    body = body_of(request, TextBody)
-    return _act(request, AddNote(parse_uuid(id), body.text))
+# Their summary and description in /docs.
+DOCS = {
+    "hold": (
+        "Hold an order (blocked by an issue)",
+        "inProgress → held. Body {reason} (required)." + _FULFIL,
+    ),
+    "resume": (
+        "Resume a held order (issue resolved)",
+        "held → inProgress. Body {note?} (may be empty)." + _FULFIL,
+    ),
+    "request_information": (
+        "Ask the requester for information",
+        "inProgress → pending. Body {information} (what is needed)." + _FULFIL,
+    ),
+    "provide_information": (
+        "Provide the information asked for",
+        "pending → inProgress. Body {information}." + _FULFIL,
+    ),
+    "point_of_no_return": (
+        "Record the point of no return",
+        "Once (inProgress, pending or held): from then on the order can no "
+        "longer be revised or cancelled. Body {note?}." + _FULFIL,
+    ),
+    "cancel": (
+        "Cancel an order",
+        "Directly (acknowledged, inProgress, pending, held), or to carry out "
+        "an approved cancellation (pendingCancellation) → cancelled. Body "
+        "{reason?}." + _FULFIL,
+    ),
+    "add_note": (
+        "Add a note to an order",
+        "Any state, drafts and final orders included. Body {text}. Returns "
+        "the TMF641 order (a draft: its domain view) and its ETag.",
+    ),
+}
+add_actions(router, ACTIONS, DOCS, _act, V1_ERRORS)

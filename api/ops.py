@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from serviceorders.api.common import ctx_of
 from serviceorders.api.errors import StatusOf
+from serviceorders.api.middleware import HttpMiddleware
 from serviceorders.metrics import DatabaseCollector, EngineMetrics, multiprocess_registry
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from serviceorders.api.context import ApiContext
@@ -71,17 +72,11 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(HttpMiddleware):
     """Request counts and latency per route (plain ASGI: Starlette's BaseHTTPMiddleware
     costs a task and a stream per request)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         sending = StatusOf(send)
         try:

@@ -4,35 +4,16 @@ path (`ServiceOrders.get_order`, `history`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from serviceorders.api.common import command_context, ctx_of, etag, parse_uuid, read_body
 from serviceorders.api.docs import V1_ERRORS
 from serviceorders.api.errors import ApiError
-from serviceorders.api.views import actor_view, load, view_response
+from serviceorders.api.views import load, view_response
+from serviceorders.audit.history import event_view
 from serviceorders.domain.errors import OrderNotFound
-from serviceorders.support.isotime import iso_or_none
 
 router = APIRouter(prefix="/api/v1", tags=["workflow"], dependencies=[Depends(read_body)])
-
-_ENVELOPE = {
-    "timestamp",
-    "actor",
-    "source",
-    "correlation_id",
-    "causation_id",
-    "prev_hash",
-    "hash",
-    "class_version",
-    "originator_topic",
-}
-
-
-def _source(source: Any) -> dict[str, Any]:
-    names = {"request_id": "requestId", "event_id": "eventId"}
-    return {names.get(k, k): v for k, v in source.model_dump(mode="json").items() if v is not None}
 
 
 @router.get(
@@ -55,22 +36,9 @@ def order_events(request: Request, id: str) -> JSONResponse:
     body, order = [], None
     for event in history:
         order = event.mutate(order)
-        state = event.stored_state()
-        body.append(
-            {
-                "version": event.originator_version,
-                "type": type(event).__name__,
-                "timestamp": iso_or_none(event.timestamp),
-                "actor": actor_view(event.actor),
-                "source": _source(event.source),
-                "correlationId": event.correlation_id,
-                "causationId": event.causation_id,
-                "stateAfter": order.state.value if order is not None else None,
-                "hash": event.hash,
-                "prevHash": event.prev_hash,
-                "data": {k: v for k, v in state.items() if k not in _ENVELOPE},
-            }
-        )
+        # The event as the audit's history shows it, and the order's state after it.
+        state_after = order.state.value if order is not None else None
+        body.append({**event_view(event), "stateAfter": state_after})
     headers = {"ETag": etag(history[-1].originator_version), "X-Total-Count": str(len(body))}
     return JSONResponse(body, headers=headers)
 

@@ -15,6 +15,7 @@ import logging
 import time
 
 from serviceorders.api.errors import StatusOf
+from serviceorders.api.middleware import HttpMiddleware
 from serviceorders.support import logs
 from serviceorders.support.limits import MAX_CORRELATION_ID
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,14 +31,12 @@ def correlation_of(headers: dict[bytes, bytes]) -> tuple[str, str | None]:
     return logs.correlation(given or None, headers.get(b"traceparent"))
 
 
-class RequestLog:
+class RequestLog(HttpMiddleware):
     def __init__(self, app: ASGIApp, access_log: bool = False) -> None:
-        self.app, self.access_log = app, access_log
+        super().__init__(app)
+        self.access_log = access_log
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         correlation, trace = correlation_of(dict(scope.get("headers") or ()))
         scope.setdefault("state", {})["correlation_id"] = correlation
         token = logs.bind_fields(correlation_id=correlation, trace_id=trace)

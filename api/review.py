@@ -10,11 +10,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from serviceorders.api.bodies import NoteBody, ReasonBody, optional_body_as
+from serviceorders.api.actions import Action, add_actions
+from serviceorders.api.bodies import NoteBody, ReasonBody
 from serviceorders.api.common import (
     QueryInt,
     base_url,
-    body_of,
     command_context,
     ctx_of,
     etag,
@@ -24,7 +24,7 @@ from serviceorders.api.common import (
     parse_uuid,
     read_body,
 )
-from serviceorders.api.docs import DECISION_ERRORS, V1_ERRORS, body_schema
+from serviceorders.api.docs import DECISION_ERRORS, V1_ERRORS
 from serviceorders.api.errors import ApiError
 from serviceorders.api.views import load, order_response
 from serviceorders.domain.commands import (
@@ -153,60 +153,38 @@ def _decide(request: Request, command: OrderCommand, id: str) -> JSONResponse:
     return order_response(request, order)
 
 
-@router.post(
-    "/orders/{id}/approve",
-    summary="Approve an order (start it)",
-    description="acknowledged → inProgress. Body {note?}. Requires If-Match with the "
-    "order's ETag (428 without, 412 when the order changed). Four-eyes: "
-    "the submitter may not decide (403). Returns the TMF641 order and "
-    "its new ETag.",
-    responses=DECISION_ERRORS,
-    openapi_extra=body_schema(NoteBody, required=False),
+# The decisions (api/actions.py), in the docs' order: the route's name, its path below
+# /orders/{id}/, the body, the command (the order id, the body's field).
+DECISIONS = (
+    Action("approve", "approve", NoteBody, Approve),
+    Action("reject", "reject", ReasonBody, Reject),
+    Action("approve_cancellation", "cancellation/approve", NoteBody, ApproveCancellation),
+    Action("deny_cancellation", "cancellation/deny", ReasonBody, DenyCancellation),
 )
-def approve(request: Request, id: str) -> JSONResponse:
-    command_context(request)
-    body = optional_body_as(request, NoteBody)
-    return _decide(request, Approve(parse_uuid(id), body.note), id)
-
-
-@router.post(
-    "/orders/{id}/reject",
-    summary="Reject an order",
-    description="acknowledged → rejected. Body {reason} (required: 400 without). "
-    "Requires If-Match (428 / 412); four-eyes applies.",
-    responses=DECISION_ERRORS,
-    openapi_extra=body_schema(ReasonBody),
-)
-def reject(request: Request, id: str) -> JSONResponse:
-    command_context(request)
-    body = body_of(request, ReasonBody)
-    return _decide(request, Reject(parse_uuid(id), body.reason), id)
-
-
-@router.post(
-    "/orders/{id}/cancellation/approve",
-    summary="Approve a cancellation request",
-    description="assessingCancellation → pendingCancellation; fulfilment then "
-    "carries it out (/cancel). Body {note?}. Requires If-Match (428 / "
-    "412).",
-    responses=DECISION_ERRORS,
-    openapi_extra=body_schema(NoteBody, required=False),
-)
-def approve_cancellation(request: Request, id: str) -> JSONResponse:
-    command_context(request)
-    body = optional_body_as(request, NoteBody)
-    return _decide(request, ApproveCancellation(parse_uuid(id), body.note), id)
-
-
-@router.post(
-    "/orders/{id}/cancellation/deny",
-    summary="Deny a cancellation request",
-    description="The order returns to the state it had before the request. Body "
-    "{reason} (required). Requires If-Match (428 / 412).",
-    responses=DECISION_ERRORS,
-    openapi_extra=body_schema(ReasonBody),
-)
-def deny_cancellation(request: Request, id: str) -> JSONResponse:
-    command_context(request)
-    body = body_of(request, ReasonBody)
-    return _decide(request, DenyCancellation(parse_uuid(id), body.reason), id)
+# Their summary and description in /docs.
+DOCS = {
+    "approve": (
+        "Approve an order (start it)",
+        "acknowledged → inProgress. Body {note?}. Requires If-Match with the "
+        "order's ETag (428 without, 412 when the order changed). Four-eyes: "
+        "the submitter may not decide (403). Returns the TMF641 order and "
+        "its new ETag.",
+    ),
+    "reject": (
+        "Reject an order",
+        "acknowledged → rejected. Body {reason} (required: 400 without). "
+        "Requires If-Match (428 / 412); four-eyes applies.",
+    ),
+    "approve_cancellation": (
+        "Approve a cancellation request",
+        "assessingCancellation → pendingCancellation; fulfilment then "
+        "carries it out (/cancel). Body {note?}. Requires If-Match (428 / "
+        "412).",
+    ),
+    "deny_cancellation": (
+        "Deny a cancellation request",
+        "The order returns to the state it had before the request. Body "
+        "{reason} (required). Requires If-Match (428 / 412).",
+    ),
+}
+add_actions(router, DECISIONS, DOCS, _decide, DECISION_ERRORS)

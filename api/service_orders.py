@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -51,41 +53,11 @@ ALWAYS = ("id", "href", "state", "orderDate", "serviceOrderItem", "@type")
 MAX_PAGE = 1000
 # The states a list may filter by (TMF641's; a draft is never listed).
 STATES = tuple(s.value for s in OrderState)
-# The body /docs fills in for POST serviceOrder: an order of the built-in catalog.
-ORDER_EXAMPLE: dict[str, Any] = {
-    "externalId": "CRM-4711",
-    "category": "enterprise",
-    "priority": "2",
-    "description": "internet access and a managed router",
-    "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-    "serviceOrderItem": [
-        {
-            "id": "1",
-            "action": "add",
-            "service": {
-                "serviceSpecification": {"id": "internet-access"},
-                "serviceCharacteristic": [
-                    {"name": "bandwidthMbps", "value": 100},
-                    {"name": "accessType", "value": "fibre"},
-                ],
-                "place": [{"id": "S1", "name": "Site one"}],
-            },
-        },
-        {
-            "id": "2",
-            "action": "add",
-            "service": {
-                "serviceSpecification": {"id": "managed-router"},
-                "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
-                "place": [{"id": "S1", "name": "Site one"}],
-            },
-            "serviceOrderItemRelationship": [
-                {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}
-            ],
-        },
-    ],
-    "@type": "ServiceOrder",
-}
+# The body /docs fills in for POST serviceOrder: an order of the built-in catalog (the JSON
+# beside this module; .ci/fresh_install.py posts it too).
+ORDER_EXAMPLE: dict[str, Any] = json.loads(
+    (Path(__file__).parent / "order_example.json").read_text(encoding="utf-8")
+)
 
 
 def order_href(request: Request, order_id: Any) -> str:
