@@ -23,7 +23,6 @@ nothing from this module: ask for the fixtures by name).
 
 from __future__ import annotations
 
-import secrets
 import socket
 import threading
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from builders import TYPED, api_keys, draft_item, tmf_item, tmf_router
 from fastapi.testclient import TestClient
 from serviceorders.api.app import create_app
 from serviceorders.api.auth import ApiKey, Authenticator
@@ -39,18 +39,6 @@ from serviceorders.bootstrap import build_api_context, init_database
 from serviceorders.settings import Settings
 
 ORDER_PATH = "/tmf-api/serviceOrdering/v4/serviceOrder"
-
-# key name -> (actor id, API role)
-KEY_ROLES: dict[str, tuple[str, str]] = {
-    "integrator": ("crm", "integrator"),
-    "agent": ("alice", "agent"),
-    "agent2": ("dave", "agent"),
-    "manager": ("bob", "manager"),
-    "manager2": ("carol", "manager"),
-    "fulfilment": ("fulfil-1", "fulfilment"),
-    "auditor": ("audit-1", "auditor"),
-    "admin": ("ops", "admin"),
-}
 
 
 @pytest.fixture
@@ -64,10 +52,8 @@ def api_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def keys() -> dict[str, ApiKey]:
-    return {
-        name: ApiKey(actor, role, f"{name}-{secrets.token_hex(16)}")
-        for name, (actor, role) in KEY_ROLES.items()
-    }
+    """A key of every name of builders.KEY_ROLES (integrator, agent, manager, ...)."""
+    return api_keys()
 
 
 @pytest.fixture
@@ -106,37 +92,10 @@ def make_order_body(
     place: str = "S1",
     **header: Any,
 ) -> dict[str, Any]:
-    items: list[dict[str, Any]] = [
-        {
-            "id": "1",
-            "action": "add",
-            "@type": "ServiceOrderItem",
-            "service": {
-                "serviceSpecification": {"id": "internet-access"},
-                "serviceCharacteristic": [
-                    {"name": "bandwidthMbps", "value": bandwidth},
-                    {"name": "accessType", "value": "fibre"},
-                ],
-                "place": [{"id": place, "name": "Site one"}],
-            },
-        }
-    ]
+    site = (place, "Site one")
+    items = [tmf_item("1", place=site, bandwidth=bandwidth, **TYPED)]
     if router:
-        items.append(
-            {
-                "id": "2",
-                "action": "add",
-                "@type": "ServiceOrderItem",
-                "service": {
-                    "serviceSpecification": {"id": "managed-router"},
-                    "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
-                    "place": [{"id": place, "name": "Site one"}],
-                },
-                "serviceOrderItemRelationship": [
-                    {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}
-                ],
-            }
-        )
+        items.append(tmf_router("2", "1", site, **TYPED))
     body: dict[str, Any] = {
         "description": "internet and a router",
         "category": "enterprise",
@@ -284,21 +243,8 @@ class Flow:
 
 CANCEL_PATH = "/tmf-api/serviceOrdering/v4/cancelServiceOrder"
 DRAFT_ITEMS: list[dict[str, Any]] = [
-    {
-        "id": "1",
-        "action": "add",
-        "specificationId": "internet-access",
-        "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
-        "place": {"id": "S1", "name": "Site one"},
-    },
-    {
-        "id": "2",
-        "action": "add",
-        "specificationId": "managed-router",
-        "characteristics": {"model": "c1100"},
-        "place": {"id": "S1", "name": "Site one"},
-        "dependsOn": ["1"],
-    },
+    draft_item("1"),
+    draft_item("2", "managed-router", dependsOn=["1"]),
 ]
 
 

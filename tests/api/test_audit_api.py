@@ -11,6 +11,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from builders import draft_item
 from fastapi.testclient import TestClient
 from serviceorders.audit import access_log
 from serviceorders.bootstrap import open_read_db
@@ -483,13 +484,7 @@ def test_draft_items_from_the_api_are_stored_sealed(
     added = client.post(
         f"/api/v1/drafts/{draft_id}/items",
         headers=auth("agent"),
-        json={
-            "id": "1",
-            "action": "add",
-            "specificationId": "internet-access",
-            "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
-            "place": {"id": "S1", "name": "Pat's flat, 9 Elm Row"},
-        },
+        json=draft_item("1", place=("S1", "Pat's flat, 9 Elm Row")),
     )
     assert added.status_code == 201, added.text
     assert added.json()["items"][0]["place"]["name"] == "Pat's flat, 9 Elm Row"

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 from serviceorders.api.auth import ApiKey
+from serviceorders.domain import commands as cmd
 
 ORDER_PATH = "/tmf-api/serviceOrdering/v4/serviceOrder"
 RACES = 30
@@ -221,30 +222,44 @@ def _patch(
     return call
 
 
+def _race_two_patches(
+    api: Api, order_id: str, n: int, if_match: str | None
+) -> tuple[httpx.Response, httpx.Response, list[bool]]:
+    """The integrator's description and the agent's priority PATCHed at once: both answers
+    (never a 5xx) and which of them is a 200."""
+    first, second = race(
+        _patch(order_id, "integrator", {"description": f"described {n}"}, if_match),
+        _patch(order_id, "agent", {"priority": "0"}, if_match),
+        api=api,
+    )
+    assert first.status_code < 500 and second.status_code < 500, (first.text, second.text)
+    return first, second, [r.status_code == 200 for r in (first, second)]
+
+
+def _assert_the_order_holds(api: Api, order_id: str, n: int, ok: list[bool]) -> None:
+    """Each change answered 200 (`ok`: description, priority) is in the order, one
+    revision event each, and no other."""
+    view = api.view(order_id)
+    revisions = [e for e in api.events(order_id) if e["type"] == "OrderRevised"]
+    assert len(revisions) == sum(ok), revisions
+    assert (view["description"] == f"described {n}") == ok[0], view["description"]
+    assert (view["priority"] == "0") == ok[1], view["priority"]
+
+
 def test_concurrent_patches_without_if_match_lose_no_update(
     api: Api, order_body: Callable[..., dict[str, Any]]
 ) -> None:
     outcomes: Counter[str] = Counter()
     for n in range(RACES):
         order_id = api.order(order_body(f"race-patch-{n}"))
-        first, second = race(
-            _patch(order_id, "integrator", {"description": f"described {n}"}, None),
-            _patch(order_id, "agent", {"priority": "0"}, None),
-            api=api,
-        )
-        assert first.status_code < 500 and second.status_code < 500, (first.text, second.text)
-        ok = [r.status_code == 200 for r in (first, second)]
+        first, second, ok = _race_two_patches(api, order_id, n, None)
         assert any(ok), (first.text, second.text)
         for r in (first, second):
             if r.status_code != 200:
                 assert r.status_code == 409 and r.json()["code"] == "conflict", r.text
         outcomes["both applied" if all(ok) else "one 409"] += 1
-        view = api.view(order_id)
-        revisions = [e for e in api.events(order_id) if e["type"] == "OrderRevised"]
-        assert len(revisions) == sum(ok), revisions
         # no lost update: every change that was answered 200 is in the order
-        assert (view["description"] == f"described {n}") == ok[0], view["description"]
-        assert (view["priority"] == "0") == ok[1], view["priority"]
+        _assert_the_order_holds(api, order_id, n, ok)
     print(f"\n{RACES} PATCH races without If-Match: {dict(outcomes)}")
 
 
@@ -254,20 +269,9 @@ def _conditional_patch_race(
     outcomes: Counter[str] = Counter()
     for n in range(races):
         order_id = api.order(order_body(f"race-cpatch-{n}"))
-        tag = api.etag(order_id)
-        first, second = race(
-            _patch(order_id, "integrator", {"description": f"described {n}"}, tag),
-            _patch(order_id, "agent", {"priority": "0"}, tag),
-            api=api,
-        )
-        assert first.status_code < 500 and second.status_code < 500, (first.text, second.text)
-        ok = [r.status_code == 200 for r in (first, second)]
-        revisions = [e for e in api.events(order_id) if e["type"] == "OrderRevised"]
-        view = api.view(order_id)
+        first, second, ok = _race_two_patches(api, order_id, n, api.etag(order_id))
         # whatever happened, what was answered 200 is what the order holds
-        assert len(revisions) == sum(ok)
-        assert (view["description"] == f"described {n}") == ok[0]
-        assert (view["priority"] == "0") == ok[1]
+        _assert_the_order_holds(api, order_id, n, ok)
         assert sum(ok) == 1, (
             "both PATCHes naming the same ETag were applied",
             first.text,
@@ -311,10 +315,9 @@ def test_if_match_on_patch_is_atomic_with_the_save(
         if not interleaved:  # the other writer, between the check and the save
             interleaved.append(1)
             ctx = request.app.state.ctx
-            ctx.app.add_note(
+            ctx.app.handle(
                 CommandContext.for_actor("ops", Role.OPERATOR, Channel.CLI),
-                UUID(order_id),
-                "written meanwhile",
+                cmd.AddNote(UUID(order_id), "written meanwhile"),
             )
 
     monkeypatch.setattr(module, "check_if_match", check_then_someone_writes)
@@ -350,11 +353,8 @@ def test_a_refused_patch_writes_nothing(
     def save(order: Any) -> Any:
         if not stage["interleaved"]:  # someone else writes before this request saves
             stage["interleaved"] = True
-            other = app.get_order(order.id)
-            other.add_note(
-                CommandContext.for_actor("ops", Role.OPERATOR, Channel.CLI), "written meanwhile"
-            )
-            app.save(other)
+            ops = CommandContext.for_actor("ops", Role.OPERATOR, Channel.CLI)
+            app.handle(ops, cmd.AddNote(order.id, "written meanwhile"))
         return real_save(order)
 
     monkeypatch.setattr(app, "_save", save)

@@ -44,6 +44,7 @@ import httpx
 import jsonschema_rs
 import pytest
 import schemathesis
+from builders import TMF_PATCH_REFUSES, id_created, tmf_item
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.meta import REQUEST_SHAPE_PROBES, TestPhase
@@ -55,6 +56,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 from serviceorders.bootstrap import build_projector, init_database
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.values import (
     ItemState,
@@ -322,8 +324,13 @@ def seed_orders(app: ServiceOrders, actors: Any, samples: Any) -> tuple[list[str
             ),
             order_relationships=(OrderRelationship(id="PO-1", relationship_type="cross-ref"),),
         )
-        order_id, _ = app.receive_order(
-            up, head, samples.items(), notes=[Note(text="call before coming")]
+        order_id, _ = id_created(
+            app.handle(
+                up,
+                cmd.ReceiveOrder(
+                    head, tuple(samples.items()), notes=(Note(text="call before coming"),)
+                ),
+            )
         )
         return order_id
 
@@ -345,25 +352,25 @@ def seed_orders(app: ServiceOrders, actors: Any, samples: Any) -> tuple[list[str
             "partial",
         )
     }
-    app.reject(mgr, ids["rejected"], "no budget")
+    app.handle(mgr, cmd.Reject(ids["rejected"], "no budget"))
     for state in list(ids)[3:]:
-        app.approve(mgr, ids[state], note="ok")
-    app.hold(ful, ids["held"], "site not ready")
-    app.request_information(ful, ids["pending"], "which floor?")
+        app.handle(mgr, cmd.Approve(ids[state], "ok"))
+    app.handle(ful, cmd.Hold(ids["held"], "site not ready"))
+    app.handle(ful, cmd.RequestInformation(ids["pending"], "which floor?"))
     cancellations = [
-        app.request_cancellation(up, ids[state], reason="moving")
+        app.handle(up, cmd.RequestCancellation(ids[state], reason="moving")).request_id
         for state in ("assessingCancellation", "pendingCancellation", "cancelled", "inProgress2")
     ]
-    app.deny_cancellation(mgr, ids["inProgress2"], "work has started")
-    app.approve_cancellation(mgr, ids["pendingCancellation"], note="fine")
-    app.approve_cancellation(mgr, ids["cancelled"])
-    app.cancel(ful, ids["cancelled"])
+    app.handle(mgr, cmd.DenyCancellation(ids["inProgress2"], "work has started"))
+    app.handle(mgr, cmd.ApproveCancellation(ids["pendingCancellation"], "fine"))
+    app.handle(mgr, cmd.ApproveCancellation(ids["cancelled"]))
+    app.handle(ful, cmd.Cancel(ids["cancelled"]))
     for item in ("1", "2"):
-        app.change_item_state(ful, ids["completed"], item, ItemState.IN_PROGRESS)
-        app.change_item_state(ful, ids["completed"], item, ItemState.COMPLETED)
-    app.change_item_state(ful, ids["failed"], "1", ItemState.FAILED)
-    app.change_item_state(ful, ids["partial"], "1", ItemState.COMPLETED)
-    app.change_item_state(ful, ids["partial"], "2", ItemState.FAILED)
+        app.handle(ful, cmd.ChangeItemStates.one(ids["completed"], item, ItemState.IN_PROGRESS))
+        app.handle(ful, cmd.ChangeItemStates.one(ids["completed"], item, ItemState.COMPLETED))
+    app.handle(ful, cmd.ChangeItemStates.one(ids["failed"], "1", ItemState.FAILED))
+    app.handle(ful, cmd.ChangeItemStates.one(ids["partial"], "1", ItemState.COMPLETED))
+    app.handle(ful, cmd.ChangeItemStates.one(ids["partial"], "2", ItemState.FAILED))
     return [str(i) for i in ids.values()], cancellations
 
 
@@ -391,18 +398,7 @@ def seed_listeners(base_url: str) -> list[str]:
 
 # A valid item of our catalog: swapped into some generated orders and patches, so that
 # the header attributes schemathesis generates reach a 201 / 200 response.
-CATALOG_ITEM = {
-    "id": "1",
-    "action": "add",
-    "service": {
-        "serviceSpecification": {"id": "internet-access"},
-        "serviceCharacteristic": [
-            {"name": "bandwidthMbps", "value": 100},
-            {"name": "accessType", "value": "fibre"},
-        ],
-        "place": [{"id": "S1", "role": "installationSite"}],
-    },
-}
+CATALOG_ITEM = tmf_item("1", place={"id": "S1", "role": "installationSite"})
 
 
 def _stable_hash(value: object) -> int:
@@ -498,13 +494,7 @@ def tmf641_schema(
             body["serviceOrderItem"] = [CATALOG_ITEM]
         elif path == "/serviceOrder/{id}" and _sometimes(body):
             # A patch we can apply: our catalog's item, none of the attributes PATCH refuses.
-            for refused in (
-                "state",
-                "externalId",
-                "expectedCompletionDate",
-                "externalReference",
-                "orderRelationship",
-            ):
+            for refused in TMF_PATCH_REFUSES:
                 body.pop(refused, None)
             if "serviceOrderItem" in body:
                 body["serviceOrderItem"] = [CATALOG_ITEM]

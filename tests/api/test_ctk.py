@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import jsonschema_rs
 import pytest
+from builders import tmf_item
 
 ROOT = Path(__file__).resolve().parents[2]
 KIT = Path(__file__).parent / "tmf641" / "ctk"
@@ -34,22 +35,7 @@ NEWMAN = ROOT / ".ci" / "node_modules" / ".bin" / "newman"
 BASE_PATH = "/tmf-api/serviceOrdering/v4"
 
 # The kit's config.json mechanism: the POST payload is an order our catalog accepts.
-PAYLOAD = {
-    "serviceOrderItem": [
-        {
-            "id": "1",
-            "action": "add",
-            "service": {
-                "serviceSpecification": {"id": "internet-access"},
-                "serviceCharacteristic": [
-                    {"name": "bandwidthMbps", "value": 100},
-                    {"name": "accessType", "value": "fibre"},
-                ],
-                "place": [{"id": "S1", "role": "installationSite"}],
-            },
-        }
-    ]
-}
+PAYLOAD = {"serviceOrderItem": [tmf_item("1", place={"id": "S1", "role": "installationSite"})]}
 
 # Requests and assertions of the kit (9 requests; some send without asserting anything).
 CTK_REQUESTS = 9

@@ -33,6 +33,14 @@ from uuid import UUID
 import httpx
 import pytest
 import schemathesis
+from builders import (
+    REVIEW_QUEUE_FILTERS,
+    TMF_ORDER_FILTERS,
+    TMF_PATCH_REFUSES,
+    TYPED,
+    tmf_item,
+    tmf_router,
+)
 from hypothesis import HealthCheck, given, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -88,9 +96,11 @@ def assert_answer(response: Any, what: object = "") -> None:
             assert isinstance(body.get(name), str) and body[name], f"{what!r}: {body!r}"
 
 
+SITE = ("S1", "Site one")
+
+
 def make_body(external_id: str | None = None) -> dict[str, Any]:
     """A valid ServiceOrder_Create of our catalog (as tests/api/conftest.py's)."""
-    place = [{"id": "S1", "name": "Site one"}]
     body: dict[str, Any] = {
         "description": "internet and a router",
         "category": "enterprise",
@@ -99,33 +109,8 @@ def make_body(external_id: str | None = None) -> dict[str, Any]:
         "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
         "note": [{"text": "call first", "author": "crm"}],
         "serviceOrderItem": [
-            {
-                "id": "1",
-                "action": "add",
-                "@type": "ServiceOrderItem",
-                "quantity": 1,
-                "service": {
-                    "serviceSpecification": {"id": "internet-access"},
-                    "serviceCharacteristic": [
-                        {"name": "bandwidthMbps", "value": 100},
-                        {"name": "accessType", "value": "fibre"},
-                    ],
-                    "place": place,
-                },
-            },
-            {
-                "id": "2",
-                "action": "add",
-                "@type": "ServiceOrderItem",
-                "service": {
-                    "serviceSpecification": {"id": "managed-router"},
-                    "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
-                    "place": place,
-                },
-                "serviceOrderItemRelationship": [
-                    {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}
-                ],
-            },
+            tmf_item("1", place=SITE, quantity=1, **TYPED),
+            tmf_router("2", "1", SITE, **TYPED),
         ],
         "@type": "ServiceOrder",
     }
@@ -492,39 +477,31 @@ def test_random_headers_never_get_a_server_error(client, admin, targets, data):
     assert_answer(response, (method, path, headers))
 
 
-QUERY_NAMES = [
-    "fields",
-    "offset",
-    "limit",
-    "state",
-    "externalId",
-    "category",
-    "priority",
-    "id",
-    "orderDate",
-    "orderDate.gt",
-    "orderDate.gte",
-    "orderDate.lt",
-    "kind",
-    "site",
-    "customer",
-    "specification",
-    "olderThan",
-    "youngerThan",
-    "all",
-    "asOf",
-    "version",
-    "diff",
-    "from",
-    "to",
-    "documents",
-    "actor",
-    "since",
-    "until",
-    "sort",
-    "filter",
-    "depth",
-]
+# Every query parameter of the API, once (dict.fromkeys: the review queue's priority too).
+QUERY_NAMES = list(
+    dict.fromkeys(
+        [
+            "fields",
+            "offset",
+            "limit",
+            *TMF_ORDER_FILTERS,
+            *REVIEW_QUEUE_FILTERS,
+            "all",
+            "asOf",
+            "version",
+            "diff",
+            "from",
+            "to",
+            "documents",
+            "actor",
+            "since",
+            "until",
+            "sort",
+            "filter",
+            "depth",
+        ]
+    )
+)
 QUERY_VALUES = st.one_of(
     st.text(max_size=60),
     st.integers().map(str),
@@ -945,13 +922,7 @@ def test_stateful_tmf641_run(request, settings):
             elif label == "POST /hub":
                 body["callback"] = "http://127.0.0.1:9/listener"
             elif label == "PATCH /serviceOrder/{id}":
-                for refused in (
-                    "state",
-                    "externalId",
-                    "expectedCompletionDate",
-                    "externalReference",
-                    "orderRelationship",
-                ):
+                for refused in TMF_PATCH_REFUSES:
                     body.pop(refused, None)
                 if "serviceOrderItem" in body:
                     body["serviceOrderItem"] = [copy.deepcopy(CATALOG_ITEM)]

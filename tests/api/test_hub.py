@@ -28,6 +28,7 @@ from uuid import UUID
 
 import httpx
 import pytest
+from builders import id_created, tmf_item
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from serviceorders.api.app import create_app
@@ -42,6 +43,7 @@ from serviceorders.bootstrap import (
     open_read_db,
 )
 from serviceorders.cli import main as cli
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.values import ItemState, OrderHeader
 from serviceorders.notifications.callbacks import check_callback, listener_url
@@ -305,28 +307,31 @@ def orders(hub_settings: Callable[..., Settings], actors: Any, samples: Any) -> 
             self.projector = build_projector(settings)
 
         def receive(self, external_id: str) -> UUID:
-            order_id, _ = app.receive_order(
-                actors.upstream, samples.header(external_id), samples.items()
+            order_id, _ = id_created(
+                app.handle(
+                    actors.upstream,
+                    cmd.ReceiveOrder(samples.header(external_id), tuple(samples.items())),
+                )
             )
             return order_id
 
         def complete(self, external_id: str, note: bool = True) -> UUID:
             """receive, approve, information round trip, both items done, a note."""
             oid = self.receive(external_id)
-            app.approve(actors.manager, oid)
-            app.request_information(actors.fulfilment, oid, "which rack?")
-            app.provide_information(actors.upstream, oid, "rack 7")
-            app.change_item_state(actors.fulfilment, oid, "1", ItemState.COMPLETED)
-            app.change_item_state(actors.fulfilment, oid, "2", ItemState.COMPLETED)
+            app.handle(actors.manager, cmd.Approve(oid))
+            app.handle(actors.fulfilment, cmd.RequestInformation(oid, "which rack?"))
+            app.handle(actors.upstream, cmd.ProvideInformation(oid, "rack 7"))
+            app.handle(actors.fulfilment, cmd.ChangeItemStates.one(oid, "1", ItemState.COMPLETED))
+            app.handle(actors.fulfilment, cmd.ChangeItemStates.one(oid, "2", ItemState.COMPLETED))
             if note:
-                app.add_note(actors.upstream, oid, "thanks")
+                app.handle(actors.upstream, cmd.AddNote(oid, "thanks"))
             return oid
 
         def cancel(self, external_id: str) -> UUID:
             oid = self.receive(external_id)
-            app.request_cancellation(actors.upstream, oid, "changed our mind")
-            app.approve_cancellation(actors.manager, oid)
-            app.cancel(actors.manager, oid)
+            app.handle(actors.upstream, cmd.RequestCancellation(oid, reason="changed our mind"))
+            app.handle(actors.manager, cmd.ApproveCancellation(oid))
+            app.handle(actors.manager, cmd.Cancel(oid))
             return oid
 
         def project(self) -> None:
@@ -597,11 +602,6 @@ KINDS = (
 
 
 def _api_process(url: str, allowed: str, keys: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    exe = shutil.which("serviceorders")
-    assert exe, "the serviceorders console script is not installed"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = _process_env(
         DATABASE_URL=url,
         SERVICEORDERS_HUB_ALLOWED_HOSTS=allowed,
@@ -609,14 +609,7 @@ def _api_process(url: str, allowed: str, keys: dict[str, str]) -> tuple[subproce
             f"{actor}:{role}:{key}" for (actor, role), key in keys.items()
         ),
     )
-    process = subprocess.Popen(
-        [exe, "api", "--port", str(port)],
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    return process, f"http://127.0.0.1:{port}"
+    return _server("api", env)
 
 
 @pytest.mark.parametrize(
@@ -636,14 +629,7 @@ def test_a_real_server_refuses_non_public_and_crafted_callbacks(
     )
     try:
         with httpx.Client(base_url=base, timeout=10, trust_env=False) as http:
-
-            def up() -> bool:
-                try:
-                    return http.get("/health").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            eventually(up, timeout=30, what="the API to answer")
+            _wait_until_up(http, "the API")
             as_crm = {"Authorization": f"Bearer {integrator}"}
             as_ops = {"Authorization": f"Bearer {admin}"}
             for callback in callbacks:
@@ -1000,13 +986,13 @@ def test_drafts_produce_no_notifications(
     orders: Any, actors: Any, samples: Any, hub_settings: Callable[..., Settings]
 ) -> None:
     app = orders.app
-    kept = app.draft_order(actors.agent, OrderHeader(external_id="D-1"))
-    app.add_line(actors.agent, kept, samples.internet_item("1"))
-    discarded = app.draft_order(actors.agent, OrderHeader(external_id="D-2"))
-    app.delete(actors.agent, discarded)
+    kept = app.handle(actors.agent, cmd.DraftOrder(OrderHeader(external_id="D-1"))).order.id
+    app.handle(actors.agent, cmd.AddLine(kept, samples.internet_item("1")))
+    discarded = app.handle(actors.agent, cmd.DraftOrder(OrderHeader(external_id="D-2"))).order.id
+    app.handle(actors.agent, cmd.Delete(discarded))
     orders.project()
     assert outbox(hub_settings()) == []
-    app.submit(actors.agent, kept)  # submitted: now it is a TMF641 order
+    app.handle(actors.agent, cmd.Submit(kept))  # submitted: now it is a TMF641 order
     orders.project()
     assert [(r["order_id"], r["type"], r["version"]) for r in outbox(hub_settings())] == [
         (str(kept), CREATE, 3)
@@ -1062,7 +1048,7 @@ def test_a_real_listener_receives_the_lifecycle_in_order(
     run_worker(hub_settings(public_base_url="https://so.example.net/"))
 
     done = orders.complete("LC-1")
-    orders.app.delete(actors.manager, done)
+    orders.app.handle(actors.manager, cmd.Delete(done))
     cancelled = orders.cancel("LC-2")
     orders.project()
     rows = outbox(hub_settings())
@@ -1230,8 +1216,8 @@ def test_a_failing_notification_holds_back_its_order_only(
 
     listener.behaviour = refuse_blocked
     run_worker(hub_settings(hub_suspend_after_failures=0, hub_suspend_after_seconds=0))
-    orders.app.approve(actors.manager, blocked)
-    orders.app.approve(actors.manager, free)
+    orders.app.handle(actors.manager, cmd.Approve(blocked))
+    orders.app.handle(actors.manager, cmd.Approve(free))
     orders.project()
     rows = outbox(hub_settings())
     expected = expected_per_order(rows)
@@ -1283,7 +1269,7 @@ def test_a_listener_failing_too_often_is_suspended_then_resumed_with_its_backlog
     assert attempts == 3
     # suspended: the backlog grows, nothing is attempted, nothing dropped
     oid = orders.receive("SU-3")
-    orders.app.approve(actors.manager, oid)
+    orders.app.handle(actors.manager, cmd.Approve(oid))
     orders.project()
     rows = outbox(settings)
     eventually(lambda: state()["pending"] == len(rows), what="the backlog to be kept")
@@ -1484,6 +1470,40 @@ def _process_env(**extra: str) -> dict[str, str]:
     return {**env, "SERVICEORDERS_HUB_POLL": "0.05", **extra}
 
 
+def _executable() -> str:
+    exe = shutil.which("serviceorders")
+    assert exe, "the serviceorders console script is not installed"
+    return exe
+
+
+def _server(
+    command: str, env: dict[str, str], cwd: Path | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`serviceorders <command> --port <a free port>` (api, serve) started, and its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [_executable(), command, "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _wait_until_up(http: httpx.Client, what: str) -> None:
+    def up() -> bool:
+        try:
+            return http.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    eventually(up, timeout=30, what=f"{what} to answer")
+
+
 def _stop(process: subprocess.Popen[str]) -> str:
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=30)
@@ -1494,47 +1514,18 @@ def _stop(process: subprocess.Popen[str]) -> str:
 def test_serve_delivers_to_listeners_registered_through_its_api(
     tmp_path: Path, listener: Listener
 ) -> None:
-    exe = shutil.which("serviceorders")
-    assert exe, "the serviceorders console script is not installed"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [exe, "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=_process_env(SERVICEORDERS_HUB_ALLOWED_HOSTS=(f"127.0.0.1:{listener.port}")),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    allowed = f"127.0.0.1:{listener.port}"
+    server, base = _server("serve", _process_env(SERVICEORDERS_HUB_ALLOWED_HOSTS=allowed), tmp_path)
     try:
         with httpx.Client(base_url=base, timeout=10, trust_env=False) as http:
-
-            def up() -> bool:
-                try:
-                    return http.get("/health").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            eventually(up, timeout=30, what="serve to answer")
+            _wait_until_up(http, "serve")
             sub = http.post(HUB, json={"callback": listener.url})
             assert sub.status_code == 201, sub.text
             order = http.post(
                 "/tmf-api/serviceOrdering/v4/serviceOrder",
                 json={
                     "externalId": "SERVE-1",
-                    "serviceOrderItem": [
-                        {
-                            "id": "1",
-                            "action": "add",
-                            "service": {
-                                "serviceSpecification": {"id": "managed-router"},
-                                "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
-                                "place": [{"id": "S1"}],
-                            },
-                        }
-                    ],
+                    "serviceOrderItem": [tmf_item("1", "managed-router", {"id": "S1"})],
                 },
             )
             assert order.status_code == 201, order.text
@@ -1551,8 +1542,6 @@ def test_serve_delivers_to_listeners_registered_through_its_api(
 def test_project_runs_the_delivery_worker(
     settings: Settings, listener: Listener, actors: Any, samples: Any
 ) -> None:
-    exe = shutil.which("serviceorders")
-    assert exe, "the serviceorders console script is not installed"
     init_database(settings)
     db = open_read_db(settings)
     try:
@@ -1564,7 +1553,11 @@ def test_project_runs_the_delivery_worker(
         db.close()
     app = build_application(settings)
     try:
-        order_id, _ = app.receive_order(actors.upstream, samples.header("PROJ-1"), samples.items())
+        order_id, _ = id_created(
+            app.handle(
+                actors.upstream, cmd.ReceiveOrder(samples.header("PROJ-1"), tuple(samples.items()))
+            )
+        )
     finally:
         app.close()
     url = (
@@ -1573,7 +1566,7 @@ def test_project_runs_the_delivery_worker(
         else settings.database.url(with_password=True)
     )
     projector = subprocess.Popen(
-        [exe, "project"],
+        [_executable(), "project"],
         env=_process_env(
             DATABASE_URL=url, SERVICEORDERS_HUB_ALLOWED_HOSTS=f"127.0.0.1:{listener.port}"
         ),

@@ -11,6 +11,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from builders import draft_item
 from fastapi.testclient import TestClient
 from serviceorders.api.bodies import DraftCreate, ItemCreate
 from serviceorders.api.hub import EventSubscriptionInput
@@ -170,13 +171,7 @@ def test_the_writes_without_a_body_read_none(open_client: TestClient) -> None:
     draft = open_client.post("/api/v1/drafts", json={"priority": "2"})
     assert draft.status_code == 201, draft.text
     draft_id = draft.json()["id"]
-    item = {
-        "id": "1",
-        "action": "add",
-        "specificationId": "internet-access",
-        "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
-        "place": {"id": "S1", "name": "Site one"},
-    }
+    item = draft_item("1")
     assert open_client.post(f"/api/v1/drafts/{draft_id}/items", json=item).status_code == 201
     listener = open_client.post(f"{TMF641}/hub", json={"callback": "http://127.0.0.1:9/l"})
     assert listener.status_code == 201, listener.text

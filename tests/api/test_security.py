@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import REVIEW_QUEUE_FILTERS, TMF_ORDER_FILTERS
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Route
@@ -108,17 +109,9 @@ def test_the_matrix_is_complete_and_well_formed(client: TestClient) -> None:
 
 def test_the_matrix_follows_the_domain_permissions() -> None:
     """Each write row agrees with lifecycle.PERMISSIONS (integrator=upstream, admin=operator)."""
+    from serviceorders.api.auth import API_ROLES as roles
     from serviceorders.domain.lifecycle import PERMISSIONS, Action
-    from serviceorders.domain.values import Role
 
-    roles = {
-        "integrator": Role.UPSTREAM,
-        "agent": Role.AGENT,
-        "manager": Role.MANAGER,
-        "fulfilment": Role.FULFILMENT,
-        "auditor": Role.AUDITOR,
-        "admin": Role.OPERATOR,
-    }
     actions = {
         f"POST {TMF641}/serviceOrder": Action.RECEIVE,
         f"PATCH {TMF641}/serviceOrder/{{id}}": Action.REVISE,
@@ -674,26 +667,12 @@ def test_sql_injection_in_every_filter_changes_nothing(
     assert len(before[0]) == 3 and len(before[2]) == 2
     filters = {
         f"{TMF641}/serviceOrder": [
-            "state",
-            "externalId",
-            "category",
-            "priority",
-            "id",
-            "orderDate",
-            "orderDate.gt",
-            "orderDate.gte",
-            "orderDate.lt",
+            *TMF_ORDER_FILTERS,
             "fields",
         ],
         f"{TMF641}/cancelServiceOrder": ["fields"],
         "/api/v1/reviewQueue": [
-            "kind",
-            "site",
-            "customer",
-            "priority",
-            "specification",
-            "olderThan",
-            "youngerThan",
+            *REVIEW_QUEUE_FILTERS,
         ],
         f"{TMF633}/serviceSpecification": ["fields"],
     }

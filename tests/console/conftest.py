@@ -12,27 +12,17 @@ The suite runs with --import-mode=importlib: import nothing from this module.
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from builders import KEY_ROLES, api_keys
 from fastapi.testclient import TestClient
 from serviceorders.api.app import create_app
 from serviceorders.api.auth import ApiKey, Authenticator
 from serviceorders.api.context import ApiContext
 from serviceorders.bootstrap import build_api_context, init_database
 from serviceorders.settings import Settings
-
-ROLES = {
-    "agent": ("alice", "agent"),
-    "agent2": ("dave", "agent"),
-    "manager": ("bob", "manager"),
-    "manager2": ("carol", "manager"),
-    "auditor": ("audit-1", "auditor"),
-    "admin": ("ops", "admin"),
-    "fulfilment": ("fulfil-1", "fulfilment"),
-}
 
 
 @pytest.fixture
@@ -43,10 +33,8 @@ def console_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def console_keys() -> dict[str, ApiKey]:
-    return {
-        name: ApiKey(actor, role, f"{name}-{secrets.token_hex(16)}")
-        for name, (actor, role) in ROLES.items()
-    }
+    """A key of every role but the integrator's (builders.KEY_ROLES)."""
+    return api_keys(name for name in KEY_ROLES if name != "integrator")
 
 
 class Console:

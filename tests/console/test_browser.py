@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import socket
 import threading
 import time
@@ -24,8 +23,8 @@ from uuid import UUID
 
 import pytest
 import uvicorn
+from builders import KEY_ROLES, api_keys, header, item
 from builders import ctx as command_ctx
-from builders import header, item
 from selenium import webdriver
 from selenium.common.exceptions import (
     StaleElementReferenceException,
@@ -50,11 +49,7 @@ from serviceorders.settings import Settings
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SHOTS = Path(os.environ.get("SERVICEORDERS_SCREENSHOTS") or Path(__file__).parent / "screenshots")
-KEYS = {
-    "agent": ("alice", "agent"),
-    "manager": ("bob", "manager"),
-    "manager2": ("carol", "manager"),
-}
+KEYS = ("agent", "manager", "manager2")  # of builders.KEY_ROLES
 WAIT = 15
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("settings", ["postgres"], indirect=True)]
@@ -85,10 +80,7 @@ def _free_port() -> int:
 @pytest.fixture
 def live(settings: Settings) -> Iterator[Live]:
     init_database(settings)
-    keys = {
-        name: ApiKey(actor, role, f"{name}-{secrets.token_hex(16)}")
-        for name, (actor, role) in KEYS.items()
-    }
+    keys = api_keys(KEYS)
     ctx = build_api_context(settings, Authenticator(list(keys.values())))
     port = _free_port()
     server = uvicorn.Server(
@@ -219,7 +211,7 @@ def sign_in(driver: WebDriver, live: Live, name: str, screenshot: bool = False) 
     page = driver.find_element(By.TAG_NAME, "html")
     focused.send_keys(live.keys[name].key, Keys.ENTER)
     wait(driver).until(lambda _: _gone(page))
-    assert css(driver, "#who-actor").text == KEYS[name][0]
+    assert css(driver, "#who-actor").text == KEY_ROLES[name][0]
 
 
 def draft_by_keyboard(driver: WebDriver, live: Live, customer: str) -> UUID:
