@@ -188,19 +188,6 @@ def run_worker() -> Iterator[Callable[..., Running]]:
             running.stop()
 
 
-def wait_for(
-    condition: Callable[[], Any], timeout: float = 60.0, every: float = 0.2, what: str = "condition"
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = condition()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
-
-
 def spawn_consume(env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
     """`serviceorders consume` as a real process (its own group member)."""
     out = open(log_path, "ab")  # noqa: SIM115 - handed to the child

@@ -22,6 +22,7 @@ from uuid import UUID
 
 import orjson
 import pytest
+from builders import wait_for
 from serviceorders.bootstrap import build_application, build_projector, open_read_db
 from serviceorders.consumers.broker import EmbeddedBroker
 from serviceorders.consumers.intake import Intake, Message
@@ -34,7 +35,7 @@ from serviceorders.notifications.kafka import Publisher
 from serviceorders.notifications.kafka_headers import headers_from_json
 from serviceorders.settings import Settings
 
-from .conftest import DLQ_HEADERS, kafka_env, produce, read_topic, spawn_consume, wait_for
+from .conftest import DLQ_HEADERS, kafka_env, produce, read_topic, spawn_consume
 
 pytestmark = pytest.mark.kafka
 

@@ -29,13 +29,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from builders import order_body, served_api, tmf_item
+from builders import order_body, served_api, tmf_item, wait_for
 from serviceorders.api.auth import Authenticator
 from serviceorders.bootstrap import build_api_context, init_database
 from serviceorders.consumers.sample import envelope
 from serviceorders.settings import Settings
 
-from .conftest import produce, wait_for
+from .conftest import produce
 
 pytestmark = pytest.mark.kafka
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import kafka.record.default_records as default_records
 import pytest
+from builders import wait_for
 from click.testing import CliRunner
 from confluent_kafka import Producer
 from kafka import KafkaProducer
@@ -36,7 +37,7 @@ from serviceorders.notifications.kafka import client_options
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 
-from .conftest import kafka_env, read_topic, wait_for
+from .conftest import kafka_env, read_topic
 
 pytestmark = pytest.mark.kafka
 

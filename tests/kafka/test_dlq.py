@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from builders import wait_for
 from click.testing import CliRunner, Result
 from kafka import KafkaProducer
 from serviceorders.bootstrap import build_application
@@ -25,7 +26,7 @@ from serviceorders.notifications.kafka import Publisher, client_options
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 
-from .conftest import DLQ_HEADERS, kafka_env, read_topic, wait_for
+from .conftest import DLQ_HEADERS, kafka_env, read_topic
 
 pytestmark = pytest.mark.kafka
 

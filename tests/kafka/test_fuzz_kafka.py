@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 import pytest
-from builders import json_paths, json_values
+from builders import json_paths, json_values, wait_for
 from hypothesis import HealthCheck, Phase, given, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -44,7 +44,7 @@ from serviceorders.storage.db import ReadDb
 from serviceorders.support import limits
 from serviceorders.tmf.tmf641_in import MAX_TEXT
 
-from .conftest import read_topic, wait_for
+from .conftest import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

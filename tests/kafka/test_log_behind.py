@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from builders import wait_for
 from kafka import KafkaConsumer, TopicPartition
 from serviceorders.bootstrap import build_application, init_database, open_read_db
 from serviceorders.consumers.broker import EmbeddedBroker
@@ -25,7 +26,7 @@ from serviceorders.notifications.kafka import client_options
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 
-from .conftest import kafka_env, produce, spawn_consume, wait_for
+from .conftest import kafka_env, produce, spawn_consume
 
 pytestmark = pytest.mark.kafka
 

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import wait_for
 from serviceorders.bootstrap import init_database
 from serviceorders.consumers.broker import EmbeddedBroker
 from serviceorders.consumers.sample import create_event, order
 from serviceorders.settings import Settings
 
-from .conftest import kafka_env, produce, spawn_consume, wait_for
+from .conftest import kafka_env, produce, spawn_consume
 
 pytestmark = pytest.mark.kafka
 
