@@ -8,19 +8,22 @@ only what matters to it.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from hypothesis import strategies as st
+from serviceorders.api.auth import ApiKey
 from serviceorders.domain.application import Outcome, ServiceOrders
 from serviceorders.domain.commands import ReceiveOrder
 from serviceorders.domain.privacy import TOKEN_PREFIX
@@ -114,18 +117,28 @@ def receive(
 
 # ------------------------------------------------------------------ TMF641 bodies
 def tmf_item(
-    item_id: str = "1", spec: str = "internet-access", place: tuple[str, str] = ("S1", "Site one")
+    item_id: str = "1",
+    spec: str = "internet-access",
+    place: tuple[str, str] | dict[str, Any] = ("S1", "Site one"),
+    *,
+    bandwidth: Any = 100,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """A TMF641 serviceOrderItem adding one service at `place` (id, name); internet access
-    gets the characteristics the default catalog wants (100 Mbit/s, fibre)."""
+    """A TMF641 serviceOrderItem adding one service at `place` ((id, name), or the place as
+    sent); the default catalog's specifications get the characteristics it wants: internet
+    access `bandwidth` Mbit/s over fibre, a managed router model c1100. Other fields of the
+    item as keywords (`quantity=1`, `**TYPED`)."""
     service: dict[str, Any] = {"serviceSpecification": {"id": spec}}
-    if spec == "internet-access":
+    characteristics = {
+        "internet-access": {"bandwidthMbps": bandwidth, "accessType": "fibre"},
+        "managed-router": {"model": "c1100"},
+    }.get(spec)
+    if characteristics:
         service["serviceCharacteristic"] = [
-            {"name": "bandwidthMbps", "value": 100},
-            {"name": "accessType", "value": "fibre"},
+            {"name": name, "value": value} for name, value in characteristics.items()
         ]
-    service["place"] = [{"id": place[0], "name": place[1]}]
-    return {"id": item_id, "action": "add", "service": service}
+    service["place"] = [place if isinstance(place, dict) else {"id": place[0], "name": place[1]}]
+    return {"id": item_id, "action": "add", **fields, "service": service}
 
 
 def order_body(
@@ -199,6 +212,49 @@ def run(
     return subprocess.run(
         list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=check
     )
+
+
+SERVICEORDERS = shutil.which("serviceorders")
+
+
+def cli(
+    *args: str,
+    url: str | None,
+    expect: int = 0,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    env: Mapping[str, str | None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The `serviceorders` console script run as a real process against the database at
+    `url` (None: DATABASE_URL unset), with `env`'s variables set (None: unset); its exit
+    status must be `expect`."""
+    assert SERVICEORDERS, "the serviceorders console script is not installed"
+    extra = {"DATABASE_URL": url, **(env or {})}
+    child = env_without(*extra)
+    child.update({k: v for k, v in extra.items() if v is not None})
+    done = run([SERVICEORDERS, *args], cwd=cwd or Path.cwd(), env=child, timeout=timeout)
+    assert done.returncode == expect, (
+        f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
+        f"stdout: {done.stdout}\nstderr: {done.stderr}"
+    )
+    return done
+
+
+def order_file(
+    path: Path, external_id: str, bandwidth: int = 100, site: str = "S1", **header: Any
+) -> Path:
+    """`path` holding an order in the CLI's own file format (`serviceorders order create
+    FILE`): the header (external id and `header`'s fields) and one internet access item."""
+    line = {
+        "id": "1",
+        "action": "add",
+        "specification": {"id": "internet-access"},
+        "characteristics": {"bandwidthMbps": bandwidth, "accessType": "fibre"},
+        "place": {"id": site},
+    }
+    body = {"header": {"external_id": external_id, **header}, "items": [line]}
+    path.write_text(json.dumps(body), encoding="utf-8")
+    return path
 
 
 # ------------------------------------------------------------------ a served API
@@ -291,3 +347,97 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(every)
+
+
+# ---------------------------------------------------- TMF641 complete orders (tests/api)
+TYPED = {"@type": "ServiceOrderItem"}  # `tmf_item(..., **TYPED)`: an item that says its type
+
+
+def tmf_router(
+    item_id: str = "2",
+    depends_on: str = "1",
+    place: tuple[str, str] | dict[str, Any] = ("S1", "Site one"),
+    **fields: Any,
+) -> dict[str, Any]:
+    """A managed router (`tmf_item`) that depends on item `depends_on` (its internet access)."""
+    dependency = {"relationshipType": "dependency", "orderItem": {"itemId": depends_on}}
+    return tmf_item(
+        item_id, "managed-router", place, **fields, serviceOrderItemRelationship=[dependency]
+    )
+
+
+# The TMF641 serviceOrder list's filters (its query parameters besides fields, offset, limit).
+TMF_ORDER_FILTERS = (
+    "state",
+    "externalId",
+    "category",
+    "priority",
+    "id",
+    "orderDate",
+    "orderDate.gt",
+    "orderDate.gte",
+    "orderDate.lt",
+)
+# The review queue's filters (/api/v1/reviewQueue; its paging: offset, limit).
+REVIEW_QUEUE_FILTERS = (
+    "kind",
+    "site",
+    "customer",
+    "priority",
+    "specification",
+    "olderThan",
+    "youngerThan",
+)
+
+
+def draft_item(
+    item_id: str = "1",
+    spec: str = "internet-access",
+    place: tuple[str, str] | dict[str, Any] = ("S1", "Site one"),
+    **fields: Any,
+) -> dict[str, Any]:
+    """An /api/v1 draft item to add (ItemCreate): `spec` with the characteristics the
+    default catalog wants (internet access 100 Mbit/s over fibre, a managed router c1100)
+    at `place` ((id, name), or the place as sent); other fields as keywords (`dependsOn`)."""
+    characteristics = {
+        "internet-access": {"bandwidthMbps": 100, "accessType": "fibre"},
+        "managed-router": {"model": "c1100"},
+    }.get(spec, {})
+    return {
+        "id": item_id,
+        "action": "add",
+        "specificationId": spec,
+        "characteristics": characteristics,
+        "place": place if isinstance(place, dict) else {"id": place[0], "name": place[1]},
+        **fields,
+    }
+
+
+# The attributes a TMF641 PATCH refuses (400): the order's state and external id, and the
+# ServiceOrder_Update attributes it cannot change.
+TMF_PATCH_REFUSES = (
+    "state",
+    "externalId",
+    "expectedCompletionDate",
+    "externalReference",
+    "orderRelationship",
+)
+
+
+# -------------------------------------------------------- API keys (tests/api, console)
+# A key's name -> (actor id, API role): the keys the API and console tests act with.
+KEY_ROLES: dict[str, tuple[str, str]] = {
+    "integrator": ("crm", "integrator"),
+    "agent": ("alice", "agent"),
+    "agent2": ("dave", "agent"),
+    "manager": ("bob", "manager"),
+    "manager2": ("carol", "manager"),
+    "fulfilment": ("fulfil-1", "fulfilment"),
+    "auditor": ("audit-1", "auditor"),
+    "admin": ("ops", "admin"),
+}
+
+
+def api_keys(names: Iterable[str] = KEY_ROLES) -> dict[str, ApiKey]:
+    """A fresh API key (`<name>-<random hex>`) for each name of KEY_ROLES."""
+    return {name: ApiKey(*KEY_ROLES[name], f"{name}-{secrets.token_hex(16)}") for name in names}
