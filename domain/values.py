@@ -154,15 +154,23 @@ class Place(Value):
     role: str | None = None
 
 
-class SpecRef(Value):
+class EntityRef(Value):
+    """A reference to an entity another system owns (TMF's EntityRef): its id, and its name
+    as that system gave it."""
+
     id: str = Field(min_length=1)
     name: str | None = None
+
+
+class SpecRef(EntityRef):
+    """A service specification of the catalog."""
+
     version: str | None = None
 
 
-class Party(Value):
-    id: str = Field(min_length=1)
-    name: str | None = None
+class Party(EntityRef):
+    """A related party (a customer, a contact); `name` is personal data (sealed)."""
+
     role: str = "customer"
     referred_type: str | None = None
 
