@@ -38,6 +38,7 @@ from builders import (
     TMF_ORDER_FILTERS,
     TMF_PATCH_REFUSES,
     TYPED,
+    json_paths,
     tmf_item,
     tmf_router,
 )
@@ -193,18 +194,7 @@ REPLACEMENTS = st.one_of(
 )
 
 
-def paths_of(value: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [here]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += paths_of(v, (*here, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += paths_of(v, (*here, i))
-    return out
-
-
-BODY_PATHS = [p for p in paths_of(make_body()) if p]
+BODY_PATHS = [p for p in json_paths(make_body()) if p]
 
 
 @st.composite
@@ -436,7 +426,7 @@ def test_non_finite_numbers_are_refused_before_any_write(client, admin, targets,
     place, nothing written."""
     method, path = data.draw(st.sampled_from(targets["body"]), label="endpoint")
     body = make_body(data.draw(st.none() | st.uuids().map(str), label="externalId"))
-    where = data.draw(st.sampled_from([p for p in paths_of(body) if p]), label="where")
+    where = data.draw(st.sampled_from([p for p in json_paths(body) if p]), label="where")
     parent: Any = body
     for step in where[:-1]:
         parent = parent[step]
