@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,43 +10,27 @@ from uuid import UUID
 
 import orjson
 import pytest
+from builders import cli
 from serviceorders.audit.store import Store
 from serviceorders.bootstrap import open_read_db
 from serviceorders.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-EXE = shutil.which("serviceorders")
 KEY = "cli-audit-key"
 
 
 def run(
     *args: str, url: str | None, cwd: Path | None = None, expect: int = 0, key: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    assert EXE, "the serviceorders console script is not installed"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "SERVICEORDERS_AUDIT_HMAC_KEY")
-    }
-    if url is not None:
-        env["DATABASE_URL"] = url
-    if key is not None:
-        env["SERVICEORDERS_AUDIT_HMAC_KEY"] = key
-    done = subprocess.run(
-        [EXE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == expect, (
-        f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
-        f"stdout: {done.stdout}\nstderr: {done.stderr}"
-    )
-    return done
+    """The command with the audit key `key` (None: no key configured)."""
+    env = {"SERVICEORDERS_AUDIT_HMAC_KEY": key}
+    return cli(*args, url=url, cwd=cwd, expect=expect, timeout=120, env=env)
 
 
 @pytest.fixture
-def url(settings: Settings) -> Iterator[str]:
-    url = settings.database.url(with_password=True)
-    run("db", "init", url=url)
+def url(url: str, settings: Settings) -> Iterator[str]:
+    """The prepared store (tests/e2e/conftest.py) without audit checkpoints."""
     db = open_read_db(settings)
     try:
         db.execute("DELETE FROM audit_checkpoint_head")

@@ -6,40 +6,20 @@ import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from serviceorders.settings import Settings
+from builders import SERVICEORDERS, cli, order_file
 
 pytestmark = pytest.mark.integration
 
-EXE = shutil.which("serviceorders")
+run = cli
 
 
-def run(
-    *args: str, url: str | None, cwd: Path | None = None, expect: int = 0
-) -> subprocess.CompletedProcess[str]:
-    assert EXE, "the serviceorders console script is not installed"
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    if url is not None:
-        env["DATABASE_URL"] = url
-    done = subprocess.run(
-        [EXE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == expect, (
-        f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
-        f"stdout: {done.stdout}\nstderr: {done.stderr}"
-    )
-    return done
-
-
-@pytest.fixture
-def url(settings: Settings) -> str:
-    url = settings.database.url(with_password=True)
-    run("db", "init", url=url)
-    return url
+def order_as(actor: str, *args: str, url: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    """`serviceorders order --actor ACTOR ...`: a write command by `actor`."""
+    return run("order", "--actor", actor, *args, url=url, expect=expect)
 
 
 def show(order: str, url: str, *extra: str) -> dict:
@@ -58,64 +38,26 @@ def test_db_init_is_idempotent(url: str) -> None:
 
 
 def test_manual_capture_through_to_completion(url: str) -> None:
-    order = run(
-        "order", "--actor", "alice", "draft", "--customer", "CUST-9", "--priority", "1", url=url
+    order = order_as(
+        "alice", "draft", "--customer", "CUST-9", "--priority", "1", url=url
     ).stdout.strip()
-    run(
-        "order",
-        "--actor",
-        "alice",
-        "add-line",
-        order,
-        "--item",
-        "1",
-        "--spec",
-        "internet-access",
-        "--site",
-        "SITE-1",
-        "--set",
-        "bandwidthMbps=100",
-        url=url,
-    )
-    run(
-        "order",
-        "--actor",
-        "alice",
-        "add-line",
-        order,
-        "--item",
-        "2",
-        "--spec",
-        "managed-router",
-        "--site",
-        "SITE-1",
-        "--set",
-        "model=c1100",
-        "--depends-on",
-        "1",
-        url=url,
-    )
-    refused = run("order", "--actor", "alice", "submit", order, url=url, expect=1)
+    for item_id, spec, setting, *extra in (
+        ("1", "internet-access", "bandwidthMbps=100"),
+        ("2", "managed-router", "model=c1100", "--depends-on", "1"),
+    ):
+        line = ("add-line", order, "--item", item_id, "--spec", spec, "--site", "SITE-1")
+        order_as("alice", *line, "--set", setting, *extra, url=url)
+    refused = order_as("alice", "submit", order, url=url, expect=1)
     assert "missing_characteristic" in refused.stderr and "accessType" in refused.stderr
-    run(
-        "order",
-        "--actor",
-        "alice",
-        "configure-line",
-        order,
-        "1",
-        "--set",
-        "accessType=fibre",
-        url=url,
-    )
-    run("order", "--actor", "alice", "submit", order, url=url)
+    order_as("alice", "configure-line", order, "1", "--set", "accessType=fibre", url=url)
+    order_as("alice", "submit", order, url=url)
     assert show(order, url)["state"] == "acknowledged"
 
-    four_eyes = run("order", "--actor", "alice", "approve", order, url=url, expect=1)
+    four_eyes = order_as("alice", "approve", order, url=url, expect=1)
     assert "four-eyes" in four_eyes.stderr
-    run("order", "--actor", "bob", "approve", order, "--note", "ok", url=url)
-    run("order", "--actor", "activation", "item-state", order, "1", "completed", url=url)
-    run("order", "--actor", "activation", "item-state", order, "2", "completed", url=url)
+    order_as("bob", "approve", order, "--note", "ok", url=url)
+    order_as("activation", "item-state", order, "1", "completed", url=url)
+    order_as("activation", "item-state", order, "2", "completed", url=url)
 
     final = show(order, url)
     assert final["state"] == "completed"
@@ -133,8 +75,8 @@ def test_manual_capture_through_to_completion(url: str) -> None:
 
 
 def test_illegal_transition_is_refused_with_the_state_named(url: str) -> None:
-    order = run("order", "--actor", "alice", "draft", url=url).stdout.strip()
-    refused = run("order", "--actor", "bob", "approve", order, url=url, expect=1)
+    order = order_as("alice", "draft", url=url).stdout.strip()
+    refused = order_as("bob", "approve", order, url=url, expect=1)
     assert f"order {order} is draft; cannot approve" in refused.stderr
     assert "Traceback" not in refused.stderr
 
@@ -144,7 +86,7 @@ def test_refusals_name_their_code_and_exit_as_the_answers_table_says(url: str) -
     table of answers (as the API's TMF Error code and the dead letter's category)."""
     from serviceorders.domain.errors import ANSWERS
 
-    order = run("order", "--actor", "alice", "draft", url=url).stdout.strip()
+    order = order_as("alice", "draft", url=url).stdout.strip()
     cases = [
         ("illegal_transition", ("approve", order)),
         ("validation_failed", ("submit", order)),  # no items
@@ -155,7 +97,7 @@ def test_refusals_name_their_code_and_exit_as_the_answers_table_says(url: str) -
         ("invalid_command", ("add-line", order, "--item", "1", "--quantity", "0")),
     ]
     for code, args in cases:
-        refused = run("order", "--actor", "alice", *args, url=url, expect=ANSWERS[code].cli_exit)
+        refused = order_as("alice", *args, url=url, expect=ANSWERS[code].cli_exit)
         assert refused.stderr.startswith(f"refused ({code}): "), refused.stderr
         assert "Traceback" not in refused.stderr
 
@@ -166,27 +108,14 @@ def test_write_commands_need_an_actor(url: str) -> None:
 
 
 def test_create_from_file_is_idempotent_and_named_by_external_id(url: str, tmp_path: Path) -> None:
-    body = {
-        "header": {"external_id": "UP-77"},
-        "items": [
-            {
-                "id": "1",
-                "action": "add",
-                "specification": {"id": "internet-access"},
-                "characteristics": {"bandwidthMbps": 123, "accessType": "fibre"},
-                "place": {"id": "S"},
-            }
-        ],
-    }
-    file = tmp_path / "order.json"
-    file.write_text(json.dumps(body))
-    first = run("order", "--actor", "crm", "create", str(file), url=url).stdout.split()
-    second = run("order", "--actor", "crm", "create", str(file), url=url).stdout
+    file = order_file(tmp_path / "order.json", "UP-77", bandwidth=123, site="S")
+    first = order_as("crm", "create", str(file), url=url).stdout.split()
+    second = order_as("crm", "create", str(file), url=url).stdout
     assert first[1] == "created" and "already exists" in second and first[0] in second
     by_external_id = show("UP-77", url)
     assert by_external_id["id"] == first[0]
     assert [f["code"] for f in by_external_id["flags"]] == ["value_not_allowed"]
-    run("order", "--actor", "bob", "reject", "UP-77", "--reason", "bandwidth", url=url)
+    order_as("bob", "reject", "UP-77", "--reason", "bandwidth", url=url)
     assert show("UP-77", url)["state"] == "rejected"
 
 
@@ -259,7 +188,7 @@ def test_serve_keeps_the_read_models_following_the_log(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [EXE, "serve", "--port", str(port)],
+        [SERVICEORDERS, "serve", "--port", str(port)],
         cwd=tmp_path,
         env=env,
         text=True,
@@ -288,7 +217,7 @@ def test_serve_keeps_the_read_models_following_the_log(tmp_path: Path) -> None:
 
 
 def test_project_once_catches_up_and_exits(url: str) -> None:
-    run("order", "--actor", "alice", "draft", "--external-id", "P-1", url=url)
+    order_as("alice", "draft", "--external-id", "P-1", url=url)
     done = run("project", "--once", url=url)
     assert "caught up" in done.stderr
     status = json.loads(run("projections", "status", "--json", url=url).stdout)
@@ -321,7 +250,7 @@ def test_api_with_worker_processes_serves_and_stops(url: str, tmp_path: Path) ->
         "SERVICEORDERS_API_KEYS": f"crm:integrator:{key},alice:agent:{agent_key}",
     }
     server = subprocess.Popen(
-        [EXE, "api", "--workers", "2", "--port", str(port)],
+        [SERVICEORDERS, "api", "--workers", "2", "--port", str(port)],
         env=env,
         text=True,
         stdout=subprocess.PIPE,

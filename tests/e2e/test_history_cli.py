@@ -3,58 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from serviceorders.settings import Settings
+from builders import cli, order_file
 
 pytestmark = pytest.mark.integration
 
-EXE = shutil.which("serviceorders")
-
-
-def run(*args: str, url: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-    assert EXE, "the serviceorders console script is not installed"
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["DATABASE_URL"] = url
-    done = subprocess.run(
-        [EXE, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == expect, (
-        f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
-        f"stdout: {done.stdout}\nstderr: {done.stderr}"
-    )
-    return done
-
-
-@pytest.fixture
-def url(settings: Settings) -> str:
-    url = settings.database.url(with_password=True)
-    run("db", "init", url=url)
-    return url
+run = cli
 
 
 @pytest.fixture
 def order(url: str, tmp_path: Path) -> str:
     """An order with external id CRM-H-1 through 8 events, made with the CLI."""
-    body = {
-        "header": {"external_id": "CRM-H-1", "description": "history test"},
-        "items": [
-            {
-                "id": "1",
-                "action": "add",
-                "specification": {"id": "internet-access"},
-                "characteristics": {"bandwidthMbps": 100, "accessType": "fibre"},
-                "place": {"id": "S1"},
-            }
-        ],
-    }
-    file = tmp_path / "order.json"
-    file.write_text(json.dumps(body), encoding="utf-8")
+    file = order_file(tmp_path / "order.json", "CRM-H-1", description="history test")
     run("order", "--actor", "crm", "create", str(file), url=url)  # v1, v2
     run("order", "--actor", "bob", "approve", "CRM-H-1", "--note", "ok", url=url)  # v3
     run("order", "--actor", "act", "item-state", "CRM-H-1", "1", "inProgress", url=url)  # v4

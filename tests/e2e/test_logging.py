@@ -202,6 +202,17 @@ def _approve(http: httpx.Client, run: Run, order_id: str, correlation: str) -> N
     assert approved.status_code == 200, approved.text
 
 
+def _create_event(order: dict[str, Any], correlation_id: str | None = None) -> dict[str, Any]:
+    """A ServiceOrderCreateEvent envelope around a TMF641 body (a correlationId if given)."""
+    envelope: dict[str, Any] = {
+        "eventId": str(uuid.uuid4()),
+        "eventType": "ServiceOrderCreateEvent",
+    }
+    if correlation_id is not None:
+        envelope["correlationId"] = correlation_id
+    return {**envelope, "event": {"serviceOrder": order}}
+
+
 def _publish(
     bootstrap: str,
     key: str,
@@ -253,32 +264,15 @@ def _drive(tmp_path: Path, level: str) -> Run:
         run.kafka_correlation = f"corr-kafka-{tag}"
         external = f"LOG-KAFKA-{tag}"
         run.kafka_order = str(order_id_for(external))
-        _publish(
-            bootstrap,
-            external,
-            {
-                "eventId": str(uuid.uuid4()),
-                "eventType": "ServiceOrderCreateEvent",
-                "correlationId": run.kafka_correlation,
-                "event": {"serviceOrder": body(external, 2)},
-            },
-        )
+        _publish(bootstrap, external, _create_event(body(external, 2), run.kafka_correlation))
         _approve(http, run, run.kafka_order, run.kafka_correlation)
 
         # 3. through Kafka with only a traceparent header
         run.kafka_trace, traceparent = _traceparent()
         external = f"LOG-TRACE-{tag}"
         run.traced_kafka_order = str(order_id_for(external))
-        _publish(
-            bootstrap,
-            external,
-            {
-                "eventId": str(uuid.uuid4()),
-                "eventType": "ServiceOrderCreateEvent",
-                "event": {"serviceOrder": body(external, 3)},
-            },
-            headers=[("traceparent", traceparent.encode())],
-        )
+        headers = [("traceparent", traceparent.encode())]
+        _publish(bootstrap, external, _create_event(body(external, 3)), headers=headers)
         _wait(
             lambda: (
                 http.get(

@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from builders import own_topics
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from serviceorders.bootstrap import init_database
@@ -196,16 +197,8 @@ def run(
     pg_cleaner()
     db_url = pg_database.url()
     with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
-        token = secrets.token_hex(4)
-        settings = Settings.from_env({"DATABASE_URL": db_url}).model_copy(
-            update={
-                "kafka_bootstrap_servers": broker.bootstrap_servers,
-                "consumer_group": f"g-{token}",
-                "inbound_topic": f"in-{token}",
-                "events_topic": f"ev-{token}",
-                "topic_partitions": 3,
-            }
-        )
+        settings = own_topics(Settings.from_env({"DATABASE_URL": db_url}), broker.bootstrap_servers)
+        token = secrets.token_hex(4)  # the traffic's external ids
         init_database(settings)
         ensure_topics(settings)
         env = _env(settings, db_url)

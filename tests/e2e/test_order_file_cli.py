@@ -5,96 +5,62 @@ output around orders: `order show` of an unknown external id, `catalog` ranges."
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from serviceorders.settings import Settings
+from builders import cli, order_body, tmf_item
 
 pytestmark = pytest.mark.integration
-
-EXE = shutil.which("serviceorders")
 
 
 def run(
     *args: str, url: str | None, cwd: Path | None = None, expect: int = 0
 ) -> subprocess.CompletedProcess[str]:
-    assert EXE, "the serviceorders console script is not installed"
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    if url is not None:
-        env["DATABASE_URL"] = url
-    done = subprocess.run(
-        [EXE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == expect, (
-        f"serviceorders {' '.join(args)} exited {done.returncode}, expected {expect}\n"
-        f"stdout: {done.stdout}\nstderr: {done.stderr}"
-    )
+    done = cli(*args, url=url, cwd=cwd, expect=expect)
     assert "Traceback" not in done.stderr, done.stderr
     return done
 
 
-@pytest.fixture
-def url(settings: Settings) -> str:
-    url = settings.database.url(with_password=True)
-    run("db", "init", url=url)
-    return url
+NOWHERE = "postgresql://postgres@127.0.0.1:1/nowhere"  # refused before it is reached
+
+
+def create(
+    file: Path, url: str | None, cwd: Path | None = None, expect: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """`serviceorders order --actor crm create FILE`."""
+    return run("order", "--actor", "crm", "create", str(file), url=url, cwd=cwd, expect=expect)
 
 
 def tmf641_body(external_id: str) -> dict[str, Any]:
     """The TMF641 ServiceOrder_Create body the API tests post (tests/api/conftest.py):
     internet access and a managed router depending on it, on one site."""
-    place = [{"id": "S1", "name": "Site one"}]
-    return {
-        "externalId": external_id,
-        "description": "internet and a router",
-        "category": "enterprise",
-        "priority": "2",
-        "@type": "ServiceOrder",
-        "requestedStartDate": "2027-03-01T08:00:00Z",
-        "relatedParty": [{"id": "CUST-1", "name": "Acme", "role": "customer"}],
-        "note": [{"text": "call the site first", "author": "crm"}],
-        "serviceOrderItem": [
-            {
-                "id": "1",
-                "action": "add",
-                "@type": "ServiceOrderItem",
-                "service": {
-                    "serviceSpecification": {"id": "internet-access"},
-                    "serviceCharacteristic": [
-                        {"name": "bandwidthMbps", "value": 100},
-                        {"name": "accessType", "value": "fibre"},
-                    ],
-                    "place": place,
-                },
-            },
-            {
-                "id": "2",
-                "action": "add",
-                "@type": "ServiceOrderItem",
-                "service": {
-                    "serviceSpecification": {"id": "managed-router"},
-                    "serviceCharacteristic": [{"name": "model", "value": "c1100"}],
-                    "place": place,
-                },
-                "serviceOrderItemRelationship": [
-                    {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}
-                ],
-            },
-        ],
-    }
+    internet = {**tmf_item("1"), "@type": "ServiceOrderItem"}
+    router = {**tmf_item("2", "managed-router"), "@type": "ServiceOrderItem"}
+    router["service"]["serviceCharacteristic"] = [{"name": "model", "value": "c1100"}]
+    router["serviceOrderItemRelationship"] = [
+        {"relationshipType": "dependency", "orderItem": {"itemId": "1"}}
+    ]
+    return order_body(
+        external_id,
+        "internet and a router",
+        order_items=[internet, router],
+        category="enterprise",
+        priority="2",
+        requestedStartDate="2027-03-01T08:00:00Z",
+        note=[{"text": "call the site first", "author": "crm"}],
+        **{"@type": "ServiceOrder"},
+    )
 
 
 def test_create_takes_the_tmf641_body_the_api_takes(url: str, tmp_path: Path) -> None:
     file = tmp_path / "order.json"
     file.write_text(json.dumps(tmf641_body("TMF-CLI-1"), indent=2), encoding="utf-8")
-    order_id, outcome = run("order", "--actor", "crm", "create", str(file), url=url).stdout.split()
+    order_id, outcome = create(file, url=url).stdout.split()
     assert outcome == "created"
-    again = run("order", "--actor", "crm", "create", str(file), url=url).stdout
+    again = create(file, url=url).stdout
     assert again.split() == [order_id, "already", "exists"]
 
     shown = json.loads(run("order", "show", "TMF-CLI-1", "--json", url=url).stdout)
@@ -121,15 +87,7 @@ def test_create_lists_every_problem_of_a_tmf641_body(tmp_path: Path) -> None:
     file = tmp_path / "bad-order.json"
     file.write_text(json.dumps(body), encoding="utf-8")
     # refused before the database is touched: none is reachable here
-    done = run(
-        "order",
-        "--actor",
-        "crm",
-        "create",
-        str(file),
-        url="postgresql://postgres@127.0.0.1:1/nowhere",
-        expect=1,
-    )
+    done = create(file, url=NOWHERE, expect=1)
     lines = done.stderr.splitlines()
     assert lines[0] == f"refused: {file}: 3 problem(s)"
     assert sorted(line.split(":")[0] for line in lines[1:]) == [
@@ -142,7 +100,7 @@ def test_create_lists_every_problem_of_a_tmf641_body(tmp_path: Path) -> None:
 def test_a_tmf641_body_without_items_is_refused_by_the_domain(url: str, tmp_path: Path) -> None:
     file = tmp_path / "no-items.json"
     file.write_text(json.dumps({**tmf641_body("TMF-CLI-0"), "serviceOrderItem": []}))
-    done = run("order", "--actor", "crm", "create", str(file), url=url, expect=1)
+    done = create(file, url=url, expect=1)
     assert "[no_items] the order has no items" in done.stderr
 
 
@@ -166,15 +124,7 @@ def test_a_bad_file_gets_one_line_naming_it(content: str | None, said: str, tmp_
     file = tmp_path / "order.json"
     if content is not None:
         file.write_text(content, encoding="utf-8")
-    done = run(
-        "order",
-        "--actor",
-        "crm",
-        "create",
-        str(file),
-        url="postgresql://postgres@127.0.0.1:1/nowhere",
-        expect=2,
-    )
+    done = create(file, url=NOWHERE, expect=2)
     assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr  # one line
     assert done.stderr.startswith(f"error: {file}: "), done.stderr
     assert said in done.stderr
@@ -183,7 +133,7 @@ def test_a_bad_file_gets_one_line_naming_it(content: str | None, said: str, tmp_
 def test_the_own_format_lists_every_problem(tmp_path: Path) -> None:
     file = tmp_path / "own.json"
     file.write_text(json.dumps({"header": {"priority": 5}, "items": [{"id": "1"}, "not an item"]}))
-    done = run("order", "--actor", "crm", "create", str(file), url=None, cwd=tmp_path, expect=1)
+    done = create(file, url=None, cwd=tmp_path, expect=1)
     assert done.stderr.splitlines() == [
         f"refused: {file}: 3 problem(s)",
         "  - header.priority: Input should be a valid string",
