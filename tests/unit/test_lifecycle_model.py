@@ -307,15 +307,20 @@ class OrderLifecycle(RuleBasedStateMachine):
         self.events.extend(new_events)
         self.reloaded.extend(MAPPER.to_domain_event(s) for s in stored)
 
-    def refusal(self, command: str, actor: str) -> type[DomainError] | None:
+    def refusal(
+        self, command: str, actor: str, text: str | None = None
+    ) -> type[DomainError] | None:
         """The refusal every command shares: role, then deletion, then state, then point
-        of no return."""
+        of no return; then, for a command that takes a text (a reason, a note, the
+        information), a blank one."""
         if command not in MAY[ACTORS[actor]]:
             return NotPermitted
         if self.deleted or self.state not in ALLOWED_IN[command]:
             return IllegalTransition
         if self.point_of_no_return and command in BLOCKED_AFTER_POINT_OF_NO_RETURN:
             return IllegalTransition
+        if text is not None and not text.strip():
+            return InvalidCommand
         return None
 
     def attempt(
@@ -573,9 +578,7 @@ class OrderLifecycle(RuleBasedStateMachine):
     # -------------------------------------------------------------- fulfilment
     @command("hold", actor=actors_for("hold"), reason=REASONS)
     def hold(self, actor: str, reason: str) -> None:
-        refused = self.refusal("hold", actor)
-        if refused is None and not reason.strip():
-            refused = InvalidCommand
+        refused = self.refusal("hold", actor, reason)
 
         def model() -> None:
             self.state = HELD
@@ -599,9 +602,7 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @command("request_information", actor=actors_for("request_information"), text=REASONS)
     def request_information(self, actor: str, text: str) -> None:
-        refused = self.refusal("request_information", actor)
-        if refused is None and not text.strip():
-            refused = InvalidCommand
+        refused = self.refusal("request_information", actor, text)
 
         def model() -> None:
             self.state = PENDING
@@ -616,9 +617,7 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @command("provide_information", actor=actors_for("provide_information"), text=REASONS)
     def provide_information(self, actor: str, text: str) -> None:
-        refused = self.refusal("provide_information", actor)
-        if refused is None and not text.strip():
-            refused = InvalidCommand
+        refused = self.refusal("provide_information", actor, text)
 
         def expected() -> list[str]:
             self.state = IN_PROGRESS
@@ -823,9 +822,7 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @command("deny_cancellation", actor=actors_for("deny_cancellation"), reason=REASONS)
     def deny_cancellation(self, actor: str, reason: str) -> None:
-        refused = self.refusal("deny_cancellation", actor)
-        if refused is None and not reason.strip():
-            refused = InvalidCommand
+        refused = self.refusal("deny_cancellation", actor, reason)
 
         def model() -> None:
             self.state, self.prior_state = self.prior_state, None
@@ -858,9 +855,7 @@ class OrderLifecycle(RuleBasedStateMachine):
     # ------------------------------------------------------------------- notes
     @command("add_note", actor=actors_for("add_note"), text=REASONS)
     def add_note(self, actor: str, text: str) -> None:
-        refused = self.refusal("add_note", actor)
-        if refused is None and not text.strip():
-            refused = InvalidCommand
+        refused = self.refusal("add_note", actor, text)
         notes = len(self.order.notes)
         self.attempt(
             "add_note", refused, lambda: self.order.add_note(ctx_of(actor), text), ["NoteAdded"]
