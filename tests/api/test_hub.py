@@ -28,7 +28,7 @@ from uuid import UUID
 
 import httpx
 import pytest
-from builders import id_created, tmf_item
+from builders import id_created, tmf_item, wait_for
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from serviceorders.api.app import create_app
@@ -82,14 +82,8 @@ FAST = {
 
 # ============================================================================ helpers
 def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.02)
+    """builders.wait_for, asking every 20 ms (the hub delivers within milliseconds)."""
+    return wait_for(check, timeout, 0.02, what or str(check))
 
 
 class Listener:
