@@ -42,12 +42,20 @@ ORDER_PATH = "/tmf-api/serviceOrdering/v4/serviceOrder"
 
 
 @pytest.fixture
-def api_settings(settings: Settings) -> Settings:
+def api_settings_update() -> dict[str, Any]:
+    """More settings for `api_settings`: none, unless a module overrides this fixture (the
+    generated-request tests turn hub delivery off)."""
+    return {}
+
+
+@pytest.fixture
+def api_settings(settings: Settings, api_settings_update: dict[str, Any]) -> Settings:
     """The root `settings` (sqlite or postgres, clean store) with every table created, and
     the hub allowed to call 127.0.0.1:9 (discard), the callback the API tests register:
     by default the hub calls public addresses only (docs/notifications.md)."""
     init_database(settings)
-    return settings.model_copy(update={"hub_allowed_hosts": "127.0.0.1:9"})
+    update = {"hub_allowed_hosts": "127.0.0.1:9", **api_settings_update}
+    return settings.model_copy(update=update)
 
 
 @pytest.fixture
