@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar, TypeAlias
 from uuid import UUID
@@ -65,11 +64,8 @@ from .privacy import Sealer
 from .values import (
     CommandContext,
     HeaderChange,
-    ItemState,
-    Note,
     OrderHeader,
     OrderItem,
-    Place,
 )
 
 log = logging.getLogger("serviceorders.decisions")
@@ -176,154 +172,6 @@ class ServiceOrders(Application[UUID]):
         Kafka intake's batch. `existing`: the ids known to exist (prefetched in one query);
         any other id is taken as new without a read. None: ask the repository."""
         return UnitOfWork(self, existing)
-
-    # ------------------------------------------------ use cases (wrappers over handle)
-    # Kept while the doors move to `handle`; each is one command through `handle`.
-    def receive_order(
-        self,
-        ctx: CommandContext,
-        header: OrderHeader,
-        items: Iterable[OrderItem],
-        order_id: UUID | None = None,
-        notes: Iterable[Note] = (),
-    ) -> tuple[UUID, bool]:
-        """Create and submit a complete order; the same order again changes nothing.
-        Returns the order id and whether it was created now (see `ReceiveOrder`)."""
-        outcome = self.handle(ctx, ReceiveOrder(header, tuple(items), tuple(notes), order_id))
-        return outcome.order.id, outcome.created
-
-    def draft_order(self, ctx: CommandContext, header: OrderHeader) -> UUID:
-        return self.handle(ctx, DraftOrder(header)).order.id
-
-    def add_line(self, ctx: CommandContext, order_id: UUID, item: OrderItem) -> ServiceOrder:
-        return self.handle(ctx, AddLine(order_id, item)).order
-
-    def configure_line(
-        self,
-        ctx: CommandContext,
-        order_id: UUID,
-        item_id: str,
-        characteristics: dict[str, Any] | None = None,
-        cleared: Iterable[str] = (),
-        place: Place | None = None,
-        quantity: int | None = None,
-        depends_on: Iterable[str] | None = None,
-    ) -> ServiceOrder:
-        command = ConfigureLine(
-            order_id,
-            item_id,
-            characteristics,
-            tuple(cleared),
-            place,
-            quantity,
-            None if depends_on is None else tuple(depends_on),
-        )
-        return self.handle(ctx, command).order
-
-    def remove_line(self, ctx: CommandContext, order_id: UUID, item_id: str) -> ServiceOrder:
-        return self.handle(ctx, RemoveLine(order_id, item_id)).order
-
-    def submit(self, ctx: CommandContext, order_id: UUID) -> ServiceOrder:
-        return self.handle(ctx, Submit(order_id)).order
-
-    def approve(self, ctx: CommandContext, order_id: UUID, note: str | None = None) -> ServiceOrder:
-        return self.handle(ctx, Approve(order_id, note)).order
-
-    def reject(self, ctx: CommandContext, order_id: UUID, reason: str) -> ServiceOrder:
-        return self.handle(ctx, Reject(order_id, reason)).order
-
-    def hold(self, ctx: CommandContext, order_id: UUID, reason: str) -> ServiceOrder:
-        return self.handle(ctx, Hold(order_id, reason)).order
-
-    def resume(self, ctx: CommandContext, order_id: UUID, note: str | None = None) -> ServiceOrder:
-        return self.handle(ctx, Resume(order_id, note)).order
-
-    def request_information(
-        self, ctx: CommandContext, order_id: UUID, information: str
-    ) -> ServiceOrder:
-        return self.handle(ctx, RequestInformation(order_id, information)).order
-
-    def provide_information(
-        self, ctx: CommandContext, order_id: UUID, information: str
-    ) -> ServiceOrder:
-        return self.handle(ctx, ProvideInformation(order_id, information)).order
-
-    def change_item_state(
-        self,
-        ctx: CommandContext,
-        order_id: UUID,
-        item_id: str,
-        state: ItemState,
-        reason: str | None = None,
-    ) -> ServiceOrder:
-        return self.handle(ctx, ChangeItemStates.one(order_id, item_id, state, reason)).order
-
-    def reach_point_of_no_return(
-        self, ctx: CommandContext, order_id: UUID, note: str | None = None
-    ) -> ServiceOrder:
-        return self.handle(ctx, ReachPointOfNoReturn(order_id, note)).order
-
-    def revise(
-        self,
-        ctx: CommandContext,
-        order_id: UUID,
-        items: Iterable[OrderItem] = (),
-        removed_item_ids: Iterable[str] = (),
-        header: HeaderChange | None = None,
-    ) -> ServiceOrder:
-        command = Revise(order_id, tuple(items), tuple(removed_item_ids), header)
-        return self.handle(ctx, command).order
-
-    def amend(
-        self,
-        ctx: CommandContext,
-        order: ServiceOrder,
-        items: Iterable[OrderItem] = (),
-        header: HeaderChange | None = None,
-        notes: Iterable[str] = (),
-    ) -> ServiceOrder:
-        """A revision and new notes applied to `order` as the caller loaded it (and checked
-        its version), saved in one transaction: all or nothing, and a ConcurrencyConflict
-        when the order moved since it was loaded (the TMF641 PATCH)."""
-        command = Revise(order.id, tuple(items), (), header, tuple(notes))
-        if not (command.items or command.notes or (header and header.model_fields_set)):
-            return order  # nothing to change: nothing saved
-        try:
-            return self.handle(ctx, command, expected_version=order.version).order
-        except StaleVersion as e:  # as a save of the caller's order would have failed
-            raise ConcurrencyConflict(order.id, "reload the order and try again") from e
-
-    def request_cancellation(
-        self,
-        ctx: CommandContext,
-        order_id: UUID,
-        reason: str | None = None,
-        requested_date: datetime | None = None,
-    ) -> str:
-        outcome = self.handle(ctx, RequestCancellation(order_id, reason, requested_date))
-        assert outcome.request_id is not None
-        return outcome.request_id
-
-    def approve_cancellation(
-        self, ctx: CommandContext, order_id: UUID, note: str | None = None
-    ) -> ServiceOrder:
-        return self.handle(ctx, ApproveCancellation(order_id, note)).order
-
-    def deny_cancellation(self, ctx: CommandContext, order_id: UUID, reason: str) -> ServiceOrder:
-        return self.handle(ctx, DenyCancellation(order_id, reason)).order
-
-    def cancel(
-        self, ctx: CommandContext, order_id: UUID, reason: str | None = None
-    ) -> ServiceOrder:
-        return self.handle(ctx, Cancel(order_id, reason)).order
-
-    def delete(
-        self, ctx: CommandContext, order_id: UUID, reason: str | None = None
-    ) -> ServiceOrder:
-        return self.handle(ctx, Delete(order_id, reason)).order
-
-    def add_note(self, ctx: CommandContext, order_id: UUID, text: str) -> ServiceOrder:
-        return self.handle(ctx, AddNote(order_id, text)).order
 
     # --------------------------------------------------------------------- reads
     def get_order(self, order_id: UUID, version: int | None = None) -> ServiceOrder:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from builders import id_created
 from serviceorders.bootstrap import build_application, eventsourcing_env, init_database
+from serviceorders.domain import commands as cmd
 from serviceorders.settings import DatabaseConfig, Settings, SettingsError, redact
 
 pytestmark = pytest.mark.integration
@@ -260,9 +262,8 @@ def test_the_application_ignores_stray_persistence_variables(
         assert first.env.get("SQLITE_DBNAME") == str(db_file)
         assert "POSTGRES_DBNAME" not in first.env
         assert first.snapshots is not None
-        order_id, created = first.receive_order(
-            actors.upstream, samples.header("env-1"), samples.items()
-        )
+        received = cmd.ReceiveOrder(samples.header("env-1"), tuple(samples.items()))
+        order_id, created = id_created(first.handle(actors.upstream, received))
         assert created
     finally:
         first.close()
