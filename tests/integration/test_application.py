@@ -11,6 +11,7 @@ from builders import id_created
 from builders import item as build_item
 from serviceorders.domain import chain
 from serviceorders.domain import commands as cmd
+from serviceorders.domain import values as v
 from serviceorders.domain.errors import (
     ConcurrencyConflict,
     IllegalTransition,
@@ -20,20 +21,6 @@ from serviceorders.domain.errors import (
     ValidationFailed,
 )
 from serviceorders.domain.order import order_id_for, order_id_for_request
-from serviceorders.domain.values import (
-    CommandContext,
-    HeaderChange,
-    ItemAction,
-    ItemState,
-    Note,
-    OrderHeader,
-    OrderItem,
-    OrderRelationship,
-    OrderState,
-    Party,
-    Place,
-    Role,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -72,10 +59,10 @@ def test_receive_complete_order_is_idempotent_by_external_id(app, actors, sample
     assert topics(app, order_id) == ["OrderDrafted", "OrderSubmitted"]
     order = app.get_order(order_id)
     assert order.version == 2
-    assert order.state is OrderState.ACKNOWLEDGED
+    assert order.state is v.OrderState.ACKNOWLEDGED
     assert order.header == header
     assert set(order.items) == {"1", "2"}
-    assert {i.state for i in order.items.values()} == {ItemState.ACKNOWLEDGED}
+    assert {i.state for i in order.items.values()} == {v.ItemState.ACKNOWLEDGED}
     assert order.submitted_by == actors.upstream.actor
     assert order.flags == ()
 
@@ -148,9 +135,9 @@ def test_receive_flags_value_problems_and_refuses_structural_ones(app, actors, s
 def test_manual_capture_through_the_application(app, actors, samples):
     agent = actors.agent
     order_id = app.handle(
-        agent, cmd.DraftOrder(OrderHeader(external_id="manual-1", priority="1"))
+        agent, cmd.DraftOrder(v.OrderHeader(external_id="manual-1", priority="1"))
     ).order.id
-    assert app.get_order(order_id).state is OrderState.DRAFT
+    assert app.get_order(order_id).state is v.OrderState.DRAFT
 
     app.handle(agent, cmd.AddLine(order_id, samples.internet_item("1", place=None)))
     app.handle(agent, cmd.AddLine(order_id, samples.router_item("2")))
@@ -164,7 +151,7 @@ def test_manual_capture_through_the_application(app, actors, samples):
             "1",
             characteristics={"bandwidthMbps": 1000},
             cleared=("accessType",),
-            place=Place(id="site-9"),
+            place=v.Place(id="site-9"),
             quantity=2,
         ),
     )
@@ -175,17 +162,17 @@ def test_manual_capture_through_the_application(app, actors, samples):
         app.handle(agent, cmd.ConfigureLine(order_id, "1"))  # nothing to configure
 
     order = app.get_order(order_id)
-    assert order.state is OrderState.DRAFT
+    assert order.state is v.OrderState.DRAFT
     assert set(order.items) == {"1", "2"}
     line = order.items["1"]
     assert line.characteristics == {"bandwidthMbps": 1000, "accessType": "copper"}
-    assert (line.place, line.quantity, line.state) == (Place(id="site-9"), 2, None)
+    assert (line.place, line.quantity, line.state) == (v.Place(id="site-9"), 2, None)
     assert order.items["2"].depends_on == ("1",)
 
     order = app.handle(agent, cmd.Submit(order_id)).order
-    assert order.state is OrderState.ACKNOWLEDGED
+    assert order.state is v.OrderState.ACKNOWLEDGED
     assert order.submitted_by == agent.actor
-    assert {i.state for i in app.get_order(order_id).items.values()} == {ItemState.ACKNOWLEDGED}
+    assert {i.state for i in app.get_order(order_id).items.values()} == {v.ItemState.ACKNOWLEDGED}
     assert topics(app, order_id) == [
         "OrderDrafted",
         "LineAdded",
@@ -202,7 +189,7 @@ def test_manual_capture_through_the_application(app, actors, samples):
 
 
 def test_submitting_an_invalid_draft_stores_nothing(app, actors):
-    order_id = app.handle(actors.agent, cmd.DraftOrder(OrderHeader(external_id="empty"))).order.id
+    order_id = app.handle(actors.agent, cmd.DraftOrder(v.OrderHeader(external_id="empty"))).order.id
     with pytest.raises(ValidationFailed) as refused:
         app.handle(actors.agent, cmd.Submit(order_id))
     assert {p.code for p in refused.value.problems} == {"no_items"}
@@ -211,14 +198,14 @@ def test_submitting_an_invalid_draft_stores_nothing(app, actors):
 
 def test_four_eyes_the_submitter_may_not_decide(app, actors, samples):
     manager = actors.manager
-    order_id = app.handle(manager, cmd.DraftOrder(OrderHeader(external_id="own"))).order.id
+    order_id = app.handle(manager, cmd.DraftOrder(v.OrderHeader(external_id="own"))).order.id
     app.handle(manager, cmd.AddLine(order_id, samples.internet_item("1")))
     app.handle(manager, cmd.Submit(order_id))
     with pytest.raises(NotPermitted):
         app.handle(manager, cmd.Approve(order_id))
     assert (
         app.handle(actors.other_manager, cmd.Approve(order_id)).order.state
-        is OrderState.IN_PROGRESS
+        is v.OrderState.IN_PROGRESS
     )
 
 
@@ -226,7 +213,7 @@ def test_roles_are_enforced(app, actors, received):
     with pytest.raises(NotPermitted):
         app.handle(actors.upstream, cmd.Approve(received))
     with pytest.raises(NotPermitted):
-        app.handle(actors.manager, cmd.ChangeItemStates.one(received, "1", ItemState.IN_PROGRESS))
+        app.handle(actors.manager, cmd.ChangeItemStates.one(received, "1", v.ItemState.IN_PROGRESS))
     assert app.get_order(received).version == 2
 
 
@@ -234,27 +221,27 @@ def test_roles_are_enforced(app, actors, received):
 def test_happy_path_to_completed(app, actors, received):
     ful = actors.fulfilment
     order = app.handle(actors.manager, cmd.Approve(received, "ok")).order
-    assert order.state is OrderState.IN_PROGRESS
+    assert order.state is v.OrderState.IN_PROGRESS
     assert order.decided_by == actors.manager.actor
 
     app.handle(ful, cmd.ReachPointOfNoReturn(received, "equipment shipped"))
     with pytest.raises(IllegalTransition):
         app.handle(actors.upstream, cmd.RequestCancellation(received, reason="too late"))
     with pytest.raises(IllegalTransition):  # item 2 waits for item 1
-        app.handle(ful, cmd.ChangeItemStates.one(received, "2", ItemState.IN_PROGRESS))
-    app.handle(ful, cmd.ChangeItemStates.one(received, "1", ItemState.IN_PROGRESS))
-    app.handle(ful, cmd.ChangeItemStates.one(received, "1", ItemState.COMPLETED))
+        app.handle(ful, cmd.ChangeItemStates.one(received, "2", v.ItemState.IN_PROGRESS))
+    app.handle(ful, cmd.ChangeItemStates.one(received, "1", v.ItemState.IN_PROGRESS))
+    app.handle(ful, cmd.ChangeItemStates.one(received, "1", v.ItemState.COMPLETED))
     with pytest.raises(IllegalTransition):  # completed is final
-        app.handle(ful, cmd.ChangeItemStates.one(received, "1", ItemState.FAILED))
-    assert app.get_order(received).state is OrderState.IN_PROGRESS
-    app.handle(ful, cmd.ChangeItemStates.one(received, "2", ItemState.IN_PROGRESS))
-    order = app.handle(ful, cmd.ChangeItemStates.one(received, "2", ItemState.COMPLETED)).order
+        app.handle(ful, cmd.ChangeItemStates.one(received, "1", v.ItemState.FAILED))
+    assert app.get_order(received).state is v.OrderState.IN_PROGRESS
+    app.handle(ful, cmd.ChangeItemStates.one(received, "2", v.ItemState.IN_PROGRESS))
+    order = app.handle(ful, cmd.ChangeItemStates.one(received, "2", v.ItemState.COMPLETED)).order
 
-    assert order.state is OrderState.COMPLETED
+    assert order.state is v.OrderState.COMPLETED
     loaded = app.get_order(received)
-    assert loaded.state is OrderState.COMPLETED
+    assert loaded.state is v.OrderState.COMPLETED
     assert loaded.point_of_no_return is True
-    assert {i.state for i in loaded.items.values()} == {ItemState.COMPLETED}
+    assert {i.state for i in loaded.items.values()} == {v.ItemState.COMPLETED}
     assert topics(app, received) == [
         "OrderDrafted",
         "OrderSubmitted",
@@ -279,8 +266,8 @@ def test_failed_and_partial_outcomes(app, actors, samples):
     )
     app.handle(actors.manager, cmd.Approve(failed))
     assert (
-        app.handle(ful, cmd.ChangeItemStates.one(failed, "1", ItemState.FAILED)).order.state
-        is OrderState.FAILED
+        app.handle(ful, cmd.ChangeItemStates.one(failed, "1", v.ItemState.FAILED)).order.state
+        is v.OrderState.FAILED
     )
 
     partial, _ = id_created(
@@ -292,22 +279,22 @@ def test_failed_and_partial_outcomes(app, actors, samples):
         )
     )
     app.handle(actors.manager, cmd.Approve(partial))
-    app.handle(ful, cmd.ChangeItemStates.one(partial, "1", ItemState.COMPLETED))
-    app.handle(ful, cmd.ChangeItemStates.one(partial, "2", ItemState.FAILED))
-    assert app.get_order(partial).state is OrderState.PARTIAL
+    app.handle(ful, cmd.ChangeItemStates.one(partial, "1", v.ItemState.COMPLETED))
+    app.handle(ful, cmd.ChangeItemStates.one(partial, "2", v.ItemState.FAILED))
+    assert app.get_order(partial).state is v.OrderState.PARTIAL
 
 
 def test_reject_with_reason(app, actors, received):
     with pytest.raises(InvalidCommand):
         app.handle(actors.manager, cmd.Reject(received, "   "))
     order = app.handle(actors.manager, cmd.Reject(received, "  no budget  ")).order
-    assert order.state is OrderState.REJECTED
+    assert order.state is v.OrderState.REJECTED
 
     loaded = app.get_order(received)
-    assert loaded.state is OrderState.REJECTED
+    assert loaded.state is v.OrderState.REJECTED
     assert loaded.rejection_reason == "no budget"
     assert loaded.decided_by == actors.manager.actor
-    assert {i.state for i in loaded.items.values()} == {ItemState.REJECTED}
+    assert {i.state for i in loaded.items.values()} == {v.ItemState.REJECTED}
     with pytest.raises(IllegalTransition):
         app.handle(actors.manager, cmd.Approve(received))
     assert topics(app, received)[-1] == "OrderRejected"
@@ -318,42 +305,42 @@ def test_cancellation_request_deny_then_approve_and_cancel(app, actors, approved
         actors.upstream, cmd.RequestCancellation(approved, reason="moving office")
     ).request_id
     order = app.get_order(approved)
-    assert order.state is OrderState.ASSESSING_CANCELLATION
-    assert order.prior_state is OrderState.IN_PROGRESS
+    assert order.state is v.OrderState.ASSESSING_CANCELLATION
+    assert order.prior_state is v.OrderState.IN_PROGRESS
     assert order.cancellation_request_id == request_id
     assert order.cancellation_reason == "moving office"
     with pytest.raises(IllegalTransition):
         app.handle(
-            actors.fulfilment, cmd.ChangeItemStates.one(approved, "1", ItemState.IN_PROGRESS)
+            actors.fulfilment, cmd.ChangeItemStates.one(approved, "1", v.ItemState.IN_PROGRESS)
         )
 
     with pytest.raises(InvalidCommand):
         app.handle(actors.manager, cmd.DenyCancellation(approved, ""))
     app.handle(actors.manager, cmd.DenyCancellation(approved, "work has started"))
     order = app.get_order(approved)
-    assert order.state is OrderState.IN_PROGRESS
+    assert order.state is v.OrderState.IN_PROGRESS
     assert (order.prior_state, order.cancellation_request_id, order.cancellation_reason) == (
         None,
         None,
         None,
     )
 
-    app.handle(actors.fulfilment, cmd.ChangeItemStates.one(approved, "1", ItemState.COMPLETED))
+    app.handle(actors.fulfilment, cmd.ChangeItemStates.one(approved, "1", v.ItemState.COMPLETED))
     second = app.handle(
         actors.upstream, cmd.RequestCancellation(approved, reason="really moving")
     ).request_id
     assert second != request_id
     app.handle(actors.manager, cmd.ApproveCancellation(approved, "fine"))
-    assert app.get_order(approved).state is OrderState.PENDING_CANCELLATION
+    assert app.get_order(approved).state is v.OrderState.PENDING_CANCELLATION
     with pytest.raises(IllegalTransition):
         app.handle(actors.fulfilment, cmd.Hold(approved, "no"))
     order = app.handle(actors.fulfilment, cmd.Cancel(approved)).order
-    assert order.state is OrderState.CANCELLED
+    assert order.state is v.OrderState.CANCELLED
 
     loaded = app.get_order(approved)
-    assert loaded.state is OrderState.CANCELLED
-    assert loaded.items["1"].state is ItemState.COMPLETED  # final items stay as they were
-    assert loaded.items["2"].state is ItemState.CANCELLED
+    assert loaded.state is v.OrderState.CANCELLED
+    assert loaded.items["1"].state is v.ItemState.COMPLETED  # final items stay as they were
+    assert loaded.items["2"].state is v.ItemState.CANCELLED
     cancelled = app.history(approved)[-1]
     assert type(cancelled).__name__ == "OrderCancelled"
     assert (cancelled.reason, cancelled.request_id) == ("really moving", second)
@@ -362,8 +349,8 @@ def test_cancellation_request_deny_then_approve_and_cancel(app, actors, approved
 def test_direct_cancellation_of_an_acknowledged_order(app, actors, received):
     app.handle(actors.manager, cmd.Cancel(received, "duplicate"))
     order = app.get_order(received)
-    assert order.state is OrderState.CANCELLED
-    assert {i.state for i in order.items.values()} == {ItemState.CANCELLED}
+    assert order.state is v.OrderState.CANCELLED
+    assert {i.state for i in order.items.values()} == {v.ItemState.CANCELLED}
 
 
 def test_hold_and_resume(app, actors, approved):
@@ -372,24 +359,24 @@ def test_hold_and_resume(app, actors, approved):
         app.handle(ful, cmd.Hold(approved, ""))
     app.handle(ful, cmd.Hold(approved, "site not ready"))
     order = app.get_order(approved)
-    assert (order.state, order.waiting_reason) == (OrderState.HELD, "site not ready")
+    assert (order.state, order.waiting_reason) == (v.OrderState.HELD, "site not ready")
     with pytest.raises(IllegalTransition):
-        app.handle(ful, cmd.ChangeItemStates.one(approved, "1", ItemState.IN_PROGRESS))
+        app.handle(ful, cmd.ChangeItemStates.one(approved, "1", v.ItemState.IN_PROGRESS))
     app.handle(ful, cmd.Resume(approved, "site ready"))
     order = app.get_order(approved)
-    assert (order.state, order.waiting_reason) == (OrderState.IN_PROGRESS, None)
+    assert (order.state, order.waiting_reason) == (v.OrderState.IN_PROGRESS, None)
     assert topics(app, approved)[-2:] == ["OrderHeld", "OrderResumed"]
 
 
 def test_information_requested_and_provided(app, actors, approved):
     app.handle(actors.fulfilment, cmd.RequestInformation(approved, "which floor?"))
     order = app.get_order(approved)
-    assert (order.state, order.waiting_reason) == (OrderState.PENDING, "which floor?")
+    assert (order.state, order.waiting_reason) == (v.OrderState.PENDING, "which floor?")
     with pytest.raises(IllegalTransition):
         app.handle(actors.fulfilment, cmd.RequestInformation(approved, "and the room?"))
     app.handle(actors.upstream, cmd.ProvideInformation(approved, "third floor"))
     order = app.get_order(approved)
-    assert (order.state, order.waiting_reason) == (OrderState.IN_PROGRESS, None)
+    assert (order.state, order.waiting_reason) == (v.OrderState.IN_PROGRESS, None)
     provided = app.history(approved)[-1]
     assert (type(provided).__name__, provided.information) == ("InformationProvided", "third floor")
 
@@ -404,16 +391,18 @@ def test_revisions(app, actors, samples, received):
     app.handle(
         up,
         cmd.Revise(
-            received, items=(faster, samples.router_item("3")), header=HeaderChange(priority="high")
+            received,
+            items=(faster, samples.router_item("3")),
+            header=v.HeaderChange(priority="high"),
         ),
     )
     order = app.get_order(received)
-    assert order.state is OrderState.ACKNOWLEDGED
+    assert order.state is v.OrderState.ACKNOWLEDGED
     assert order.revision == 1
     assert order.header.priority == "high"
     assert order.header.description == "two services"  # unchanged fields stay
     assert order.items["1"].characteristics["bandwidthMbps"] == 1000
-    assert order.items["3"].state is ItemState.ACKNOWLEDGED
+    assert order.items["3"].state is v.ItemState.ACKNOWLEDGED
 
     app.handle(up, cmd.Revise(received, removed_item_ids=("3",)))  # before approval: gone
     assert set(app.get_order(received).items) == {"1", "2"}
@@ -421,16 +410,16 @@ def test_revisions(app, actors, samples, received):
         app.handle(up, cmd.Revise(received, removed_item_ids=("1",)))
 
     app.handle(actors.manager, cmd.Approve(received))
-    app.handle(actors.fulfilment, cmd.ChangeItemStates.one(received, "1", ItemState.COMPLETED))
+    app.handle(actors.fulfilment, cmd.ChangeItemStates.one(received, "1", v.ItemState.COMPLETED))
     with pytest.raises(IllegalTransition):  # a final item cannot be revised
         app.handle(up, cmd.Revise(received, items=(faster,)))
     # After approval a removed item stays on record, cancelled; it was the last open one.
     order = app.handle(up, cmd.Revise(received, removed_item_ids=("2",))).order
-    assert order.state is OrderState.COMPLETED
+    assert order.state is v.OrderState.COMPLETED
     loaded = app.get_order(received)
     assert loaded.revision == 3
-    assert loaded.items["2"].state is ItemState.CANCELLED
-    assert loaded.state is OrderState.COMPLETED
+    assert loaded.items["2"].state is v.ItemState.CANCELLED
+    assert loaded.state is v.OrderState.COMPLETED
     assert topics(app, received)[-2:] == ["OrderRevised", "OrderCompleted"]
 
 
@@ -442,12 +431,12 @@ def test_notes(app, actors, received):
     app.handle(actors.fulfilment, cmd.AddNote(received, "noted"))  # notes are allowed in any state
     with pytest.raises(NotPermitted):
         app.handle(
-            CommandContext.for_actor("eve", Role.AUDITOR), cmd.AddNote(received, "read only")
+            v.CommandContext.for_actor("eve", v.Role.AUDITOR), cmd.AddNote(received, "read only")
         )
     notes = app.get_order(received).notes
     assert notes == (
-        Note(text="customer calls back at 3pm", author="crm"),
-        Note(text="noted", author="fulfil-1"),
+        v.Note(text="customer calls back at 3pm", author="crm"),
+        v.Note(text="noted", author="fulfil-1"),
     )
 
 
@@ -458,12 +447,12 @@ def test_get_order_at_a_version(app, actors, received):
     app.handle(actors.fulfilment, cmd.Resume(received))
     app.handle(actors.fulfilment, cmd.AddNote(received, "crane arrived"))
     expected = {
-        1: OrderState.DRAFT,
-        2: OrderState.ACKNOWLEDGED,
-        3: OrderState.IN_PROGRESS,
-        4: OrderState.HELD,
-        5: OrderState.IN_PROGRESS,
-        6: OrderState.IN_PROGRESS,
+        1: v.OrderState.DRAFT,
+        2: v.OrderState.ACKNOWLEDGED,
+        3: v.OrderState.IN_PROGRESS,
+        4: v.OrderState.HELD,
+        5: v.OrderState.IN_PROGRESS,
+        6: v.OrderState.IN_PROGRESS,
     }
     for version, state in expected.items():
         order = app.get_order(received, version=version)
@@ -497,7 +486,7 @@ def test_optimistic_concurrency_two_copies(app, actors, received):
     app._save(first)
     with pytest.raises(ConcurrencyConflict):
         app._save(second)
-    assert app.get_order(received).notes == (Note(text="from the first copy", author="crm"),)
+    assert app.get_order(received).notes == (v.Note(text="from the first copy", author="crm"),)
     assert topics(app, received) == ["OrderDrafted", "OrderSubmitted", "NoteAdded"]
 
 
@@ -510,7 +499,7 @@ def test_optimistic_concurrency_two_applications(app, settings, open_app, actors
     other._save(theirs)
     with pytest.raises(ConcurrencyConflict):
         app._save(mine)
-    assert app.get_order(received).state is OrderState.REJECTED
+    assert app.get_order(received).state is v.OrderState.REJECTED
 
 
 def test_a_use_case_on_a_stale_order_conflicts(app, actors, received, monkeypatch):
@@ -520,7 +509,7 @@ def test_a_use_case_on_a_stale_order_conflicts(app, actors, received, monkeypatc
     with pytest.raises(ConcurrencyConflict):
         app.handle(actors.manager, cmd.Approve(received))
     monkeypatch.undo()
-    assert app.get_order(received).state is OrderState.ACKNOWLEDGED
+    assert app.get_order(received).state is v.OrderState.ACKNOWLEDGED
 
 
 # ------------------------------------------------------------------- hash chain
@@ -529,7 +518,7 @@ def drive_some_events(app, actors, order_id):
     app.handle(actors.fulfilment, cmd.AddNote(order_id, "started"))
     app.handle(actors.fulfilment, cmd.Hold(order_id, "weather"))
     app.handle(actors.fulfilment, cmd.Resume(order_id))
-    app.handle(actors.fulfilment, cmd.ChangeItemStates.one(order_id, "1", ItemState.COMPLETED))
+    app.handle(actors.fulfilment, cmd.ChangeItemStates.one(order_id, "1", v.ItemState.COMPLETED))
 
 
 def test_stored_events_form_a_verifiable_hash_chain(app, actors, received, chain_tools):
@@ -606,7 +595,7 @@ def test_editing_a_stored_event_is_detected(app, actors, received, chain_tools, 
 # ------------------------------------------------------------------- round trip
 def test_an_order_reloads_exactly_as_it_was_built(app, actors, samples, chain_tools):
     """Whatever goes into events survives the store: dates, parties, unicode, numbers."""
-    header = OrderHeader(
+    header = v.OrderHeader(
         external_id="rich-1",
         category="enterprise",
         description="Zugang über Hof, 3. OG 🚪",
@@ -615,10 +604,10 @@ def test_an_order_reloads_exactly_as_it_was_built(app, actors, samples, chain_to
         requested_completion_date=datetime(2031, 3, 4, 17, 30, tzinfo=timezone(timedelta(hours=2))),
         notification_contact="noc@example.com",
         related_parties=(
-            Party(id="c-1", name="ACME GmbH"),
-            Party(id="p-9", role="partner", referred_type="Organization"),
+            v.Party(id="c-1", name="ACME GmbH"),
+            v.Party(id="p-9", role="partner", referred_type="Organization"),
         ),
-        order_relationships=(OrderRelationship(id="o-0", relationship_type="follows"),),
+        order_relationships=(v.OrderRelationship(id="o-0", relationship_type="follows"),),
     )
     voice = build_item(
         "v",
@@ -628,11 +617,11 @@ def test_an_order_reloads_exactly_as_it_was_built(app, actors, samples, chain_to
             "emergencyAddressValidated": True,
             "portingDateTime": "2031-02-03T08:00:00+01:00",
         },
-        place=Place(id="hq", name="Zentrale", role="installation"),
+        place=v.Place(id="hq", name="Zentrale", role="installation"),
     )
-    modify = OrderItem(
+    modify = v.OrderItem(
         id="m",
-        action=ItemAction.MODIFY,
+        action=v.ItemAction.MODIFY,
         service_id="svc-42",
         service_name="old line",
         characteristics={"ratio": 0.75},

@@ -12,25 +12,19 @@ from builders import id_created
 from builders import item as build_item
 from serviceorders.bootstrap import build_projector
 from serviceorders.domain import commands as cmd
-from serviceorders.domain.values import (
-    ItemState,
-    OrderHeader,
-    OrderItem,
-    Party,
-    Place,
-)
+from serviceorders.domain import values as v
 from serviceorders.projections.queries import OrderFilter, QueueFilter, ReadModels
 
 pytestmark = pytest.mark.integration
 
 
-def item(item_id: str, site: str, spec: str = "internet-access", **chars: Any) -> OrderItem:
+def item(item_id: str, site: str, spec: str = "internet-access", **chars: Any) -> v.OrderItem:
     values = (
         {"bandwidthMbps": 100, "accessType": "fibre"}
         if spec == "internet-access"
         else {"model": "c1100"}
     )
-    return build_item(item_id, spec, characteristics={**values, **chars}, place=Place(id=site))
+    return build_item(item_id, spec, characteristics={**values, **chars}, place=v.Place(id=site))
 
 
 @pytest.fixture
@@ -42,14 +36,14 @@ def world(app, settings, actors) -> Iterator[tuple[ReadModels, dict[str, Any]]]:
         ext: str,
         priority: str | None,
         customer: str,
-        items: list[OrderItem],
+        items: list[v.OrderItem],
         category: str = "enterprise",
     ) -> Any:
-        header = OrderHeader(
+        header = v.OrderHeader(
             external_id=ext,
             priority=priority,
             category=category,
-            related_parties=(Party(id=customer),),
+            related_parties=(v.Party(id=customer),),
         )
         order_id, _ = id_created(
             app.handle(actors.upstream, cmd.ReceiveOrder(header, tuple(items)))
@@ -65,8 +59,8 @@ def world(app, settings, actors) -> Iterator[tuple[ReadModels, dict[str, Any]]]:
     app.handle(actors.agent, cmd.RequestCancellation(cancelling, reason="moved office"))
     done = receive("E", "3", "C1", [item("1", "S4")])
     app.handle(actors.manager, cmd.Approve(done))
-    app.handle(actors.fulfilment, cmd.ChangeItemStates.one(done, "1", ItemState.COMPLETED))
-    app.handle(actors.agent, cmd.DraftOrder(OrderHeader(external_id="F-draft")))
+    app.handle(actors.fulfilment, cmd.ChangeItemStates.one(done, "1", v.ItemState.COMPLETED))
+    app.handle(actors.agent, cmd.DraftOrder(v.OrderHeader(external_id="F-draft")))
     projector = build_projector(settings)
     projector.catch_up()
     yield ReadModels(projector.db), ids

@@ -11,36 +11,23 @@ from builders import item as build_item
 from eventsourcing.compressor import ZlibCompressor
 from eventsourcing.persistence import MapperDeserialisationError, StoredEvent
 from serviceorders.domain import events as ev
+from serviceorders.domain import values as v
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.codec import OrjsonTranscoder, PydanticMapper, decode_state
 from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.snapshot import OrderSnapshot
-from serviceorders.domain.values import (
-    Channel,
-    CommandContext,
-    HeaderChange,
-    ItemState,
-    Note,
-    OrderHeader,
-    OrderItem,
-    OrderRelationship,
-    OrderState,
-    Party,
-    Place,
-    Role,
-)
 
 pytestmark = pytest.mark.unit
 
 CATALOG = Catalog.default()
 MAPPER = PydanticMapper(transcoder=OrjsonTranscoder())
 
-UPSTREAM = CommandContext.for_actor("crm", Role.UPSTREAM, Channel.KAFKA, causation_id="msg-1")
-AGENT = CommandContext.for_actor("agent-ann", Role.AGENT, Channel.API)
-MANAGER = CommandContext.for_actor("manager-mo", Role.MANAGER)
-FULFILMENT = CommandContext.for_actor("activator", Role.FULFILMENT, Channel.SYSTEM)
+UPSTREAM = v.CommandContext.for_actor("crm", v.Role.UPSTREAM, v.Channel.KAFKA, causation_id="msg-1")
+AGENT = v.CommandContext.for_actor("agent-ann", v.Role.AGENT, v.Channel.API)
+MANAGER = v.CommandContext.for_actor("manager-mo", v.Role.MANAGER)
+FULFILMENT = v.CommandContext.for_actor("activator", v.Role.FULFILMENT, v.Channel.SYSTEM)
 
-HEADER = OrderHeader(
+HEADER = v.OrderHeader(
     external_id="crm-1",
     category="business",
     description="Two sites",
@@ -48,12 +35,12 @@ HEADER = OrderHeader(
     requested_start_date=date(2030, 1, 15),
     requested_completion_date=datetime(2030, 3, 1, 9, 30, tzinfo=UTC),
     notification_contact="noc@example.com",
-    related_parties=(Party(id="cust-9", name="ACME", referred_type="Organization"),),
-    order_relationships=(OrderRelationship(id="po-1", relationship_type="succeeds"),),
+    related_parties=(v.Party(id="cust-9", name="ACME", referred_type="Organization"),),
+    order_relationships=(v.OrderRelationship(id="po-1", relationship_type="succeeds"),),
 )
 
 
-def internet(item_id: str, bandwidth: int = 100, depends_on: tuple[str, ...] = ()) -> OrderItem:
+def internet(item_id: str, bandwidth: int = 100, depends_on: tuple[str, ...] = ()) -> v.OrderItem:
     return build_item(
         item_id,
         "internet-access",
@@ -63,7 +50,7 @@ def internet(item_id: str, bandwidth: int = 100, depends_on: tuple[str, ...] = (
             "ipv6Enabled": False,
             "activationDate": "2030-01-20",
         },
-        place=Place(id=f"site-{item_id}", name="Main St", role="installation"),
+        place=v.Place(id=f"site-{item_id}", name="Main St", role="installation"),
         quantity=2,
         depends_on=depends_on,
     )
@@ -84,7 +71,7 @@ def orders_with_every_kind_of_event() -> list[ServiceOrder]:
         "2",
         {"bandwidthMbps": 123},
         cleared=["ipv6Enabled"],
-        place=Place(id="hq"),
+        place=v.Place(id="hq"),
         quantity=1,
         depends_on=["1"],
     )
@@ -96,8 +83,8 @@ def orders_with_every_kind_of_event() -> list[ServiceOrder]:
     captured.request_information(FULFILMENT, "which rack?")
     captured.provide_information(UPSTREAM, "rack 4")
     captured.reach_point_of_no_return(FULFILMENT, note="shipped")
-    captured.change_item_state(FULFILMENT, "1", ItemState.COMPLETED, reason="done")
-    captured.change_item_state(FULFILMENT, "2", ItemState.COMPLETED)
+    captured.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED, reason="done")
+    captured.change_item_state(FULFILMENT, "2", v.ItemState.COMPLETED)
     captured.add_note(AGENT, "thanks")
 
     rejected = ServiceOrder.receive(UPSTREAM, HEADER, [internet("1")], CATALOG)
@@ -116,7 +103,7 @@ def orders_with_every_kind_of_event() -> list[ServiceOrder]:
         CATALOG,
         items=[internet("1", 1000), internet("4")],
         removed_item_ids=["2"],
-        header=HeaderChange(priority="2", requested_start_date=date(2030, 2, 1)),
+        header=v.HeaderChange(priority="2", requested_start_date=date(2030, 2, 1)),
     )
     cancelled.request_cancellation(UPSTREAM, "budget", datetime(2030, 1, 1, tzinfo=UTC))
     cancelled.deny_cancellation(MANAGER, "too late")
@@ -126,18 +113,22 @@ def orders_with_every_kind_of_event() -> list[ServiceOrder]:
 
     failed = ServiceOrder.receive(
         UPSTREAM,
-        OrderHeader(),
+        v.OrderHeader(),
         [internet("1")],
         CATALOG,
-        notes=[Note(text="call before", author="crm", date=datetime(2030, 1, 2, 3, 4, tzinfo=UTC))],
+        notes=[
+            v.Note(text="call before", author="crm", date=datetime(2030, 1, 2, 3, 4, tzinfo=UTC))
+        ],
     )
     failed.approve(MANAGER)
-    failed.change_item_state(FULFILMENT, "1", ItemState.FAILED, reason="no fibre")
+    failed.change_item_state(FULFILMENT, "1", v.ItemState.FAILED, reason="no fibre")
 
-    partial = ServiceOrder.receive(UPSTREAM, OrderHeader(), [internet("1"), internet("2")], CATALOG)
+    partial = ServiceOrder.receive(
+        UPSTREAM, v.OrderHeader(), [internet("1"), internet("2")], CATALOG
+    )
     partial.approve(MANAGER)
-    partial.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
-    partial.change_item_state(FULFILMENT, "2", ItemState.FAILED)
+    partial.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED)
+    partial.change_item_state(FULFILMENT, "2", v.ItemState.FAILED)
 
     return [captured, rejected, cancelled, failed, partial]
 
@@ -222,7 +213,7 @@ def test_a_version_1_note_is_upcast_when_it_is_read() -> None:
 
     loaded = MAPPER.to_domain_event(stored)
 
-    assert loaded.note == Note(text="written by an old version", author=note.actor.id, date=None)
+    assert loaded.note == v.Note(text="written by an old version", author=note.actor.id, date=None)
     assert loaded.hash == note.hash  # the stored hash is kept as it was written
 
 
@@ -268,11 +259,11 @@ def test_every_order_rebuilds_from_its_stored_events() -> None:
 # -------------------------------------------------------------------------- snapshots
 def test_the_sample_orders_end_in_the_expected_states() -> None:
     assert [o.state for o in orders_with_every_kind_of_event()] == [
-        OrderState.COMPLETED,
-        OrderState.REJECTED,
-        OrderState.CANCELLED,
-        OrderState.FAILED,
-        OrderState.PARTIAL,
+        v.OrderState.COMPLETED,
+        v.OrderState.REJECTED,
+        v.OrderState.CANCELLED,
+        v.OrderState.FAILED,
+        v.OrderState.PARTIAL,
     ]
 
 
@@ -299,7 +290,7 @@ def test_a_snapshot_round_trip_restores_the_order(index) -> None:
 def test_a_snapshot_of_a_waiting_order_keeps_every_detail() -> None:
     order = ServiceOrder.receive(UPSTREAM, HEADER, [internet("1"), internet("2")], CATALOG)
     order.approve(MANAGER)
-    order.change_item_state(FULFILMENT, "1", ItemState.IN_PROGRESS)
+    order.change_item_state(FULFILMENT, "1", v.ItemState.IN_PROGRESS)
     order.add_note(AGENT, "call first")
     order.request_cancellation(UPSTREAM, "budget", request_id="cr-1")
     order.collect_events()
@@ -307,8 +298,8 @@ def test_a_snapshot_of_a_waiting_order_keeps_every_detail() -> None:
     restored = round_trip(OrderSnapshot.take(order)).mutate(None)
 
     assert restored == order
-    assert restored.state is OrderState.ASSESSING_CANCELLATION
-    assert restored.prior_state is OrderState.IN_PROGRESS
+    assert restored.state is v.OrderState.ASSESSING_CANCELLATION
+    assert restored.prior_state is v.OrderState.IN_PROGRESS
     assert restored.cancellation_request_id == "cr-1"
     assert restored.notes == order.notes
     assert restored.submitted_by == order.submitted_by
@@ -323,7 +314,7 @@ def test_a_restored_snapshot_takes_later_events_like_the_original() -> None:
 
     order.hold(FULFILMENT, "site closed")
     order.resume(FULFILMENT)
-    order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
+    order.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED)
     later = order.collect_events()
     for e in later:
         restored = round_trip(e).mutate(restored)
@@ -332,7 +323,7 @@ def test_a_restored_snapshot_takes_later_events_like_the_original() -> None:
     for e in [*events, *later]:
         replayed = e.mutate(replayed)
     assert restored == order == replayed
-    assert restored.state is OrderState.COMPLETED
+    assert restored.state is v.OrderState.COMPLETED
 
 
 def test_a_restored_snapshot_accepts_new_commands() -> None:

@@ -10,6 +10,7 @@ import pytest
 from builders import item as build_item
 from eventsourcing.utils import resolve_topic
 from serviceorders.domain import events as ev
+from serviceorders.domain import values as v
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.chain import GENESIS
 from serviceorders.domain.errors import (
@@ -21,63 +22,49 @@ from serviceorders.domain.errors import (
     ValidationFailed,
 )
 from serviceorders.domain.order import ServiceOrder, order_id_for
-from serviceorders.domain.values import (
-    Channel,
-    CommandContext,
-    HeaderChange,
-    ItemAction,
-    ItemState,
-    Note,
-    OrderHeader,
-    OrderItem,
-    OrderState,
-    Place,
-    Role,
-    SpecRef,
-)
 
 pytestmark = pytest.mark.unit
 
 CATALOG = Catalog.default()
 
-AGENT = CommandContext.for_actor("agent-ann", Role.AGENT)
-UPSTREAM = CommandContext.for_actor("crm", Role.UPSTREAM, Channel.KAFKA)
-MANAGER = CommandContext.for_actor("manager-mo", Role.MANAGER)
-MANAGER_2 = CommandContext.for_actor("manager-max", Role.MANAGER)
-FULFILMENT = CommandContext.for_actor("activator", Role.FULFILMENT)
-OPERATOR = CommandContext.for_actor("ops-olga", Role.OPERATOR)
-AUDITOR = CommandContext.for_actor("auditor-al", Role.AUDITOR)
+AGENT = v.CommandContext.for_actor("agent-ann", v.Role.AGENT)
+UPSTREAM = v.CommandContext.for_actor("crm", v.Role.UPSTREAM, v.Channel.KAFKA)
+MANAGER = v.CommandContext.for_actor("manager-mo", v.Role.MANAGER)
+MANAGER_2 = v.CommandContext.for_actor("manager-max", v.Role.MANAGER)
+FULFILMENT = v.CommandContext.for_actor("activator", v.Role.FULFILMENT)
+OPERATOR = v.CommandContext.for_actor("ops-olga", v.Role.OPERATOR)
+AUDITOR = v.CommandContext.for_actor("auditor-al", v.Role.AUDITOR)
 
 
 def internet(
     item_id: str = "1", *, depends_on: tuple[str, ...] = (), place: bool = True, **characteristics
-) -> OrderItem:
+) -> v.OrderItem:
     return build_item(
         item_id,
         "internet-access",
         characteristics={"bandwidthMbps": 100, "accessType": "fibre", **characteristics},
-        place=Place(id=f"site-{item_id}") if place else None,
+        place=v.Place(id=f"site-{item_id}") if place else None,
         depends_on=depends_on,
     )
 
 
-def received(*items: OrderItem, external_id: str | None = None) -> ServiceOrder:
+def received(*items: v.OrderItem, external_id: str | None = None) -> ServiceOrder:
     order = ServiceOrder.receive(
-        UPSTREAM, OrderHeader(external_id=external_id), items or [internet()], CATALOG
+        UPSTREAM, v.OrderHeader(external_id=external_id), items or [internet()], CATALOG
     )
     order.collect_events()
     return order
 
 
-def in_state(state: OrderState, *items: OrderItem) -> ServiceOrder:
+def in_state(state: v.OrderState, *items: v.OrderItem) -> ServiceOrder:
     """An order brought to `state` through the lifecycle (acknowledged, inProgress,
     pending or held)."""
     order = received(*items)
-    if state is not OrderState.ACKNOWLEDGED:
+    if state is not v.OrderState.ACKNOWLEDGED:
         order.approve(MANAGER)
-    if state is OrderState.PENDING:
+    if state is v.OrderState.PENDING:
         order.request_information(FULFILMENT, "which rack?")
-    if state is OrderState.HELD:
+    if state is v.OrderState.HELD:
         order.hold(FULFILMENT, "site not ready")
     order.collect_events()
     assert order.state is state
@@ -101,7 +88,7 @@ def refused_unchanged(order: ServiceOrder, error: type[DomainError], call) -> Do
     return info.value
 
 
-def item_move_refused(order: ServiceOrder, item_id: str, to: ItemState) -> DomainError:
+def item_move_refused(order: ServiceOrder, item_id: str, to: v.ItemState) -> DomainError:
     """Fulfilment moving item `item_id` to `to` is an IllegalTransition; nothing changes."""
     return refused_unchanged(
         order, IllegalTransition, lambda: order.change_item_state(FULFILMENT, item_id, to)
@@ -110,21 +97,21 @@ def item_move_refused(order: ServiceOrder, item_id: str, to: ItemState) -> Domai
 
 # ------------------------------------------------------------------------ manual capture
 def test_draft_starts_an_empty_order_in_draft() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader(external_id="ext-draft", description="new"))
+    order = ServiceOrder.draft(AGENT, v.OrderHeader(external_id="ext-draft", description="new"))
 
     events = order.collect_events()
     assert names(events) == ["OrderDrafted"]
     assert events[0].items == ()
-    assert order.state is OrderState.DRAFT
+    assert order.state is v.OrderState.DRAFT
     assert order.items == {}
     assert order.header.description == "new"
 
 
 def test_add_line_records_the_item_without_a_state() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.collect_events()
 
-    order.add_line(AGENT, internet("1").with_state(ItemState.COMPLETED))
+    order.add_line(AGENT, internet("1").with_state(v.ItemState.COMPLETED))
 
     events = order.collect_events()
     assert names(events) == ["LineAdded"]
@@ -134,7 +121,7 @@ def test_add_line_records_the_item_without_a_state() -> None:
 
 
 def test_add_line_refuses_an_item_id_already_on_the_order() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.add_line(AGENT, internet("1"))
     order.collect_events()
 
@@ -142,7 +129,7 @@ def test_add_line_refuses_an_item_id_already_on_the_order() -> None:
 
 
 def test_configure_line_sets_and_clears_characteristics_and_changes_the_line() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.add_line(AGENT, internet("1", serviceLevel="premium"))
     order.add_line(AGENT, internet("2"))
     order.collect_events()
@@ -152,7 +139,7 @@ def test_configure_line_sets_and_clears_characteristics_and_changes_the_line() -
         "2",
         {"bandwidthMbps": 1000},
         cleared=["accessType"],
-        place=Place(id="hq", name="Head office"),
+        place=v.Place(id="hq", name="Head office"),
         quantity=2,
         depends_on=["1"],
     )
@@ -162,14 +149,14 @@ def test_configure_line_sets_and_clears_characteristics_and_changes_the_line() -
     assert events[0].item_id == "2"
     item = order.items["2"]
     assert item.characteristics == {"bandwidthMbps": 1000}
-    assert item.place == Place(id="hq", name="Head office")
+    assert item.place == v.Place(id="hq", name="Head office")
     assert item.quantity == 2
     assert item.depends_on == ("1",)
     assert order.items["1"].characteristics["serviceLevel"] == "premium"
 
 
 def test_configure_line_with_nothing_to_change_is_refused() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.add_line(AGENT, internet("1"))
     order.collect_events()
 
@@ -177,7 +164,7 @@ def test_configure_line_with_nothing_to_change_is_refused() -> None:
 
 
 def test_configure_line_refuses_a_quantity_below_one() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.add_line(AGENT, internet("1"))
     order.collect_events()
 
@@ -185,7 +172,7 @@ def test_configure_line_refuses_a_quantity_below_one() -> None:
 
 
 def test_configure_line_of_an_unknown_item_is_refused() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.collect_events()
 
     error = refused_unchanged(
@@ -195,7 +182,7 @@ def test_configure_line_of_an_unknown_item_is_refused() -> None:
 
 
 def test_remove_line_drops_the_item() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.add_line(AGENT, internet("1"))
     order.add_line(AGENT, internet("2"))
     order.collect_events()
@@ -207,14 +194,14 @@ def test_remove_line_drops_the_item() -> None:
 
 
 def test_remove_line_of_an_unknown_item_is_refused() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.collect_events()
 
     refused_unchanged(order, UnknownItem, lambda: order.remove_line(AGENT, "1"))
 
 
 def test_submit_puts_the_captured_order_into_review() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.add_line(AGENT, internet("1"))
     order.add_line(AGENT, internet("2", depends_on=("1",)))
     order.collect_events()
@@ -224,14 +211,14 @@ def test_submit_puts_the_captured_order_into_review() -> None:
     events = order.collect_events()
     assert names(events) == ["OrderSubmitted"]
     assert events[0].flags == ()
-    assert order.state is OrderState.ACKNOWLEDGED
+    assert order.state is v.OrderState.ACKNOWLEDGED
     assert order.submitted_by == AGENT.actor
     assert order.submitted_at == events[0].timestamp
-    assert {i.state for i in order.items.values()} == {ItemState.ACKNOWLEDGED}
+    assert {i.state for i in order.items.values()} == {v.ItemState.ACKNOWLEDGED}
 
 
 def test_manual_capture_emits_one_item_level_event_per_step() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.add_line(AGENT, internet("1"))
     order.add_line(AGENT, internet("2"))
     order.configure_line(AGENT, "1", {"bandwidthMbps": 200})
@@ -267,37 +254,37 @@ def test_capture_commands_are_refused_once_the_order_is_submitted(capture) -> No
 
 def test_draft_needs_a_capturing_role() -> None:
     with pytest.raises(NotPermitted):
-        ServiceOrder.draft(UPSTREAM, OrderHeader())
+        ServiceOrder.draft(UPSTREAM, v.OrderHeader())
 
 
 # ------------------------------------------------------------------------------ receive
 def test_a_complete_order_is_recorded_with_exactly_two_events() -> None:
     items = [internet("1"), internet("2", depends_on=("1",))]
-    order = ServiceOrder.receive(UPSTREAM, OrderHeader(external_id="crm-1"), items, CATALOG)
+    order = ServiceOrder.receive(UPSTREAM, v.OrderHeader(external_id="crm-1"), items, CATALOG)
 
     events = order.collect_events()
     assert names(events) == ["OrderDrafted", "OrderSubmitted"]
     assert [i.id for i in events[0].items] == ["1", "2"]
     assert events[0].items == tuple(CATALOG.resolve(i) for i in items)
-    assert order.state is OrderState.ACKNOWLEDGED
-    assert {k: v.state for k, v in order.items.items()} == {
-        "1": ItemState.ACKNOWLEDGED,
-        "2": ItemState.ACKNOWLEDGED,
+    assert order.state is v.OrderState.ACKNOWLEDGED
+    assert {k: line.state for k, line in order.items.items()} == {
+        "1": v.ItemState.ACKNOWLEDGED,
+        "2": v.ItemState.ACKNOWLEDGED,
     }
 
 
 def test_receive_records_the_specification_name_and_version_from_the_catalog() -> None:
     order = received(internet("1"))
 
-    assert order.items["1"].specification == SpecRef(
+    assert order.items["1"].specification == v.SpecRef(
         id="internet-access", name="Dedicated Internet Access", version="2.1"
     )
 
 
 def test_notes_received_with_the_order_are_recorded_with_it() -> None:
-    note = Note(text="ring the bell twice", author="crm-user")
+    note = v.Note(text="ring the bell twice", author="crm-user")
 
-    order = ServiceOrder.receive(UPSTREAM, OrderHeader(), [internet()], CATALOG, notes=[note])
+    order = ServiceOrder.receive(UPSTREAM, v.OrderHeader(), [internet()], CATALOG, notes=[note])
 
     assert order.collect_events()[0].notes == (note,)
     assert order.notes == (note,)
@@ -305,28 +292,28 @@ def test_notes_received_with_the_order_are_recorded_with_it() -> None:
 
 def test_receive_needs_a_requesting_role() -> None:
     with pytest.raises(NotPermitted):
-        ServiceOrder.receive(FULFILMENT, OrderHeader(), [internet()], CATALOG)
+        ServiceOrder.receive(FULFILMENT, v.OrderHeader(), [internet()], CATALOG)
 
 
 # --------------------------------------------------------------------------- validation
 def test_structural_problems_refuse_the_order_listing_every_problem_at_once() -> None:
     items = [
-        build_item("unknown-spec", "nope", characteristics={}, place=Place(id="s")),
+        build_item("unknown-spec", "nope", characteristics={}, place=v.Place(id="s")),
         build_item(
             "missing-char",
             "internet-access",
             characteristics={"bandwidthMbps": 100},
-            place=Place(id="s"),
+            place=v.Place(id="s"),
         ),
-        OrderItem(id="modify", action=ItemAction.MODIFY, place=Place(id="s")),
-        OrderItem(id="delete", action=ItemAction.DELETE, place=Place(id="s")),
+        v.OrderItem(id="modify", action=v.ItemAction.MODIFY, place=v.Place(id="s")),
+        v.OrderItem(id="delete", action=v.ItemAction.DELETE, place=v.Place(id="s")),
         internet("orphan", depends_on=("ghost",)),
         internet("x", depends_on=("y",)),
         internet("y", depends_on=("x",)),
     ]
 
     with pytest.raises(ValidationFailed) as info:
-        ServiceOrder.receive(UPSTREAM, OrderHeader(), items, CATALOG)
+        ServiceOrder.receive(UPSTREAM, v.OrderHeader(), items, CATALOG)
 
     found = {(p.code, p.item_id) for p in info.value.problems}
     assert found == {
@@ -345,15 +332,15 @@ def test_structural_problems_refuse_the_order_listing_every_problem_at_once() ->
 
 def test_an_order_without_items_is_refused() -> None:
     with pytest.raises(ValidationFailed) as info:
-        ServiceOrder.receive(UPSTREAM, OrderHeader(), [], CATALOG)
+        ServiceOrder.receive(UPSTREAM, v.OrderHeader(), [], CATALOG)
 
     assert [p.code for p in info.value.problems] == ["no_items"]
 
 
 def test_submitting_a_draft_with_structural_problems_is_refused() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.add_line(AGENT, internet("1", depends_on=("2",)))
-    order.add_line(AGENT, OrderItem(id="2", action=ItemAction.MODIFY, place=Place(id="s")))
+    order.add_line(AGENT, v.OrderItem(id="2", action=v.ItemAction.MODIFY, place=v.Place(id="s")))
     order.collect_events()
 
     error = refused_unchanged(order, ValidationFailed, lambda: order.submit(AGENT, CATALOG))
@@ -362,7 +349,7 @@ def test_submitting_a_draft_with_structural_problems_is_refused() -> None:
 
 
 def test_submitting_an_empty_draft_is_refused() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.collect_events()
 
     error = refused_unchanged(order, ValidationFailed, lambda: order.submit(AGENT, CATALOG))
@@ -377,16 +364,16 @@ def test_value_problems_let_the_order_in_flagged_for_the_reviewer() -> None:
             "out-of-range",
             "sdwan-site",
             characteristics={"bandwidthProfile": "small", "siteRole": "hub", "underlayLinks": 9},
-            place=Place(id="s"),
+            place=v.Place(id="s"),
         ),
         internet("unknown-char", colour="blue"),
         internet("no-place", place=False),
     ]
 
-    order = ServiceOrder.receive(UPSTREAM, OrderHeader(), items, CATALOG)
+    order = ServiceOrder.receive(UPSTREAM, v.OrderHeader(), items, CATALOG)
 
     events = order.collect_events()
-    assert order.state is OrderState.ACKNOWLEDGED
+    assert order.state is v.OrderState.ACKNOWLEDGED
     assert {(p.code, p.item_id) for p in order.flags} == {
         ("wrong_type", "wrong-type"),
         ("value_not_allowed", "not-allowed"),
@@ -411,7 +398,7 @@ def test_approval_starts_fulfilment() -> None:
     events = order.collect_events()
     assert names(events) == ["OrderApproved"]
     assert events[0].note == "looks good"
-    assert order.state is OrderState.IN_PROGRESS
+    assert order.state is v.OrderState.IN_PROGRESS
     assert order.decided_by == MANAGER.actor
 
 
@@ -430,9 +417,9 @@ def test_rejection_records_the_reason_and_rejects_every_item() -> None:
     events = order.collect_events()
     assert names(events) == ["OrderRejected"]
     assert events[0].reason == "no coverage at the site"
-    assert order.state is OrderState.REJECTED
+    assert order.state is v.OrderState.REJECTED
     assert order.rejection_reason == "no coverage at the site"
-    assert {i.state for i in order.items.values()} == {ItemState.REJECTED}
+    assert {i.state for i in order.items.values()} == {v.ItemState.REJECTED}
 
 
 @pytest.mark.parametrize(
@@ -444,7 +431,7 @@ def test_rejection_records_the_reason_and_rejects_every_item() -> None:
     ids=["approve", "reject"],
 )
 def test_four_eyes_the_submitter_may_not_decide_their_own_order(decide) -> None:
-    order = ServiceOrder.receive(MANAGER, OrderHeader(), [internet()], CATALOG)
+    order = ServiceOrder.receive(MANAGER, v.OrderHeader(), [internet()], CATALOG)
     order.collect_events()
 
     error = refused_unchanged(order, NotPermitted, lambda: decide(order, MANAGER))
@@ -453,23 +440,23 @@ def test_four_eyes_the_submitter_may_not_decide_their_own_order(decide) -> None:
 
 
 def test_four_eyes_is_about_the_person_not_the_role() -> None:
-    order = ServiceOrder.receive(MANAGER, OrderHeader(), [internet()], CATALOG)
+    order = ServiceOrder.receive(MANAGER, v.OrderHeader(), [internet()], CATALOG)
     order.collect_events()
 
     order.approve(MANAGER_2)
 
-    assert order.state is OrderState.IN_PROGRESS
+    assert order.state is v.OrderState.IN_PROGRESS
 
 
 def test_without_four_eyes_the_submitter_may_approve() -> None:
-    order = ServiceOrder.draft(MANAGER, OrderHeader())
+    order = ServiceOrder.draft(MANAGER, v.OrderHeader())
     order.add_line(MANAGER, internet())
     order.submit(MANAGER, CATALOG)
     order.collect_events()
 
     order.approve(MANAGER, four_eyes=False)
 
-    assert order.state is OrderState.IN_PROGRESS
+    assert order.state is v.OrderState.IN_PROGRESS
     assert order.submitted_by == order.decided_by == MANAGER.actor
 
 
@@ -486,11 +473,11 @@ def test_an_operator_may_decide() -> None:
 
     order.approve(OPERATOR)
 
-    assert order.state is OrderState.IN_PROGRESS
+    assert order.state is v.OrderState.IN_PROGRESS
 
 
 def test_the_message_of_an_illegal_transition_names_order_state_and_action() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.collect_events()
 
     error = refused_unchanged(order, IllegalTransition, lambda: order.approve(MANAGER))
@@ -515,79 +502,79 @@ def test_the_message_of_a_refused_role_names_actor_role_and_action() -> None:
 
 # --------------------------------------------------------------------------- fulfilment
 def test_hold_and_resume() -> None:
-    order = in_state(OrderState.IN_PROGRESS)
+    order = in_state(v.OrderState.IN_PROGRESS)
 
     order.hold(FULFILMENT, "site not ready")
-    assert order.state is OrderState.HELD
+    assert order.state is v.OrderState.HELD
     assert order.waiting_reason == "site not ready"
 
     order.resume(FULFILMENT)
-    assert order.state is OrderState.IN_PROGRESS
+    assert order.state is v.OrderState.IN_PROGRESS
     assert order.waiting_reason is None
     assert names(order.collect_events()) == ["OrderHeld", "OrderResumed"]
 
 
 def test_holding_needs_a_reason() -> None:
-    order = in_state(OrderState.IN_PROGRESS)
+    order = in_state(v.OrderState.IN_PROGRESS)
 
     refused_unchanged(order, InvalidCommand, lambda: order.hold(FULFILMENT, " "))
 
 
 def test_a_manager_may_hold_and_resume() -> None:
-    order = in_state(OrderState.IN_PROGRESS)
+    order = in_state(v.OrderState.IN_PROGRESS)
 
     order.hold(MANAGER, "budget review")
     order.resume(MANAGER)
 
-    assert order.state is OrderState.IN_PROGRESS
+    assert order.state is v.OrderState.IN_PROGRESS
 
 
 def test_information_request_and_answer() -> None:
-    order = in_state(OrderState.IN_PROGRESS)
+    order = in_state(v.OrderState.IN_PROGRESS)
 
     order.request_information(FULFILMENT, "which VLAN?")
-    assert order.state is OrderState.PENDING
+    assert order.state is v.OrderState.PENDING
     assert order.waiting_reason == "which VLAN?"
 
     order.provide_information(UPSTREAM, "VLAN 42")
-    assert order.state is OrderState.IN_PROGRESS
+    assert order.state is v.OrderState.IN_PROGRESS
     assert order.waiting_reason is None
     assert names(order.collect_events()) == ["InformationRequested", "InformationProvided"]
 
 
 def test_only_fulfilment_reports_item_progress_and_asks_for_information() -> None:
-    order = in_state(OrderState.IN_PROGRESS)
+    order = in_state(v.OrderState.IN_PROGRESS)
 
     refused_unchanged(
-        order, NotPermitted, lambda: order.change_item_state(UPSTREAM, "1", ItemState.COMPLETED)
+        order, NotPermitted, lambda: order.change_item_state(UPSTREAM, "1", v.ItemState.COMPLETED)
     )
     refused_unchanged(
-        order, NotPermitted, lambda: order.change_item_state(MANAGER, "1", ItemState.COMPLETED)
+        order, NotPermitted, lambda: order.change_item_state(MANAGER, "1", v.ItemState.COMPLETED)
     )
     refused_unchanged(order, NotPermitted, lambda: order.request_information(AGENT, "?"))
 
 
 def test_item_state_change_of_an_unknown_item_is_refused() -> None:
-    order = in_state(OrderState.IN_PROGRESS)
+    order = in_state(v.OrderState.IN_PROGRESS)
 
     refused_unchanged(
-        order, UnknownItem, lambda: order.change_item_state(FULFILMENT, "9", ItemState.COMPLETED)
+        order, UnknownItem, lambda: order.change_item_state(FULFILMENT, "9", v.ItemState.COMPLETED)
     )
 
 
 @pytest.mark.parametrize(
     ("start", "to"),
     [
-        (None, ItemState.ACKNOWLEDGED),
-        (None, ItemState.REJECTED),
-        (ItemState.PENDING, ItemState.COMPLETED),
-        (ItemState.HELD, ItemState.COMPLETED),
-        (ItemState.COMPLETED, ItemState.IN_PROGRESS),
-        (ItemState.FAILED, ItemState.COMPLETED),
+        (None, v.ItemState.ACKNOWLEDGED),
+        (None, v.ItemState.REJECTED),
+        (v.ItemState.PENDING, v.ItemState.COMPLETED),
+        (v.ItemState.HELD, v.ItemState.COMPLETED),
+        (v.ItemState.COMPLETED, v.ItemState.IN_PROGRESS),
+        (v.ItemState.FAILED, v.ItemState.COMPLETED),
     ],
 )
 def test_item_transitions_outside_the_table_are_refused(start, to) -> None:
-    order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2"))
+    order = in_state(v.OrderState.IN_PROGRESS, internet("1"), internet("2"))
     if start is not None:
         order.change_item_state(FULFILMENT, "1", start)
         order.collect_events()
@@ -597,53 +584,57 @@ def test_item_transitions_outside_the_table_are_refused(start, to) -> None:
 
 
 def test_item_states_are_changed_only_while_the_order_is_in_progress() -> None:
-    order = in_state(OrderState.HELD)
+    order = in_state(v.OrderState.HELD)
 
-    item_move_refused(order, "1", ItemState.COMPLETED)
+    item_move_refused(order, "1", v.ItemState.COMPLETED)
 
 
 def test_an_item_waits_for_the_items_it_depends_on() -> None:
-    order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2", depends_on=("1",)))
+    order = in_state(v.OrderState.IN_PROGRESS, internet("1"), internet("2", depends_on=("1",)))
 
-    for to in (ItemState.IN_PROGRESS, ItemState.COMPLETED):
+    for to in (v.ItemState.IN_PROGRESS, v.ItemState.COMPLETED):
         error = item_move_refused(order, "2", to)
         assert "waits for item(s) 1" in str(error)
 
-    order.change_item_state(FULFILMENT, "2", ItemState.PENDING)  # waiting is allowed
-    order.change_item_state(FULFILMENT, "1", ItemState.IN_PROGRESS)
-    item_move_refused(order, "2", ItemState.IN_PROGRESS)
+    order.change_item_state(FULFILMENT, "2", v.ItemState.PENDING)  # waiting is allowed
+    order.change_item_state(FULFILMENT, "1", v.ItemState.IN_PROGRESS)
+    item_move_refused(order, "2", v.ItemState.IN_PROGRESS)
 
-    order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
-    order.change_item_state(FULFILMENT, "2", ItemState.IN_PROGRESS)
-    order.change_item_state(FULFILMENT, "2", ItemState.COMPLETED)
-    assert order.state is OrderState.COMPLETED
+    order.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED)
+    order.change_item_state(FULFILMENT, "2", v.ItemState.IN_PROGRESS)
+    order.change_item_state(FULFILMENT, "2", v.ItemState.COMPLETED)
+    assert order.state is v.OrderState.COMPLETED
 
 
 def test_a_failed_dependency_blocks_the_dependent_item_but_it_may_fail_or_cancel() -> None:
-    order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2", depends_on=("1",)))
-    order.change_item_state(FULFILMENT, "1", ItemState.FAILED)
+    order = in_state(v.OrderState.IN_PROGRESS, internet("1"), internet("2", depends_on=("1",)))
+    order.change_item_state(FULFILMENT, "1", v.ItemState.FAILED)
 
-    item_move_refused(order, "2", ItemState.COMPLETED)
-    order.change_item_state(FULFILMENT, "2", ItemState.CANCELLED)
-    assert order.state is OrderState.FAILED
+    item_move_refused(order, "2", v.ItemState.COMPLETED)
+    order.change_item_state(FULFILMENT, "2", v.ItemState.CANCELLED)
+    assert order.state is v.OrderState.FAILED
 
 
 @pytest.mark.parametrize(
     ("finals", "outcome", "event"),
     [
-        ((ItemState.COMPLETED, ItemState.COMPLETED), OrderState.COMPLETED, "OrderCompleted"),
-        ((ItemState.FAILED, ItemState.FAILED), OrderState.FAILED, "OrderFailed"),
-        ((ItemState.COMPLETED, ItemState.FAILED), OrderState.PARTIAL, "OrderPartiallyCompleted"),
-        ((ItemState.COMPLETED, ItemState.CANCELLED), OrderState.COMPLETED, "OrderCompleted"),
-        ((ItemState.FAILED, ItemState.CANCELLED), OrderState.FAILED, "OrderFailed"),
-        ((ItemState.CANCELLED, ItemState.CANCELLED), OrderState.CANCELLED, "OrderCancelled"),
+        ((v.ItemState.COMPLETED, v.ItemState.COMPLETED), v.OrderState.COMPLETED, "OrderCompleted"),
+        ((v.ItemState.FAILED, v.ItemState.FAILED), v.OrderState.FAILED, "OrderFailed"),
+        (
+            (v.ItemState.COMPLETED, v.ItemState.FAILED),
+            v.OrderState.PARTIAL,
+            "OrderPartiallyCompleted",
+        ),
+        ((v.ItemState.COMPLETED, v.ItemState.CANCELLED), v.OrderState.COMPLETED, "OrderCompleted"),
+        ((v.ItemState.FAILED, v.ItemState.CANCELLED), v.OrderState.FAILED, "OrderFailed"),
+        ((v.ItemState.CANCELLED, v.ItemState.CANCELLED), v.OrderState.CANCELLED, "OrderCancelled"),
     ],
 )
 def test_the_last_final_item_decides_the_outcome(finals, outcome, event) -> None:
-    order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2"))
+    order = in_state(v.OrderState.IN_PROGRESS, internet("1"), internet("2"))
 
     order.change_item_state(FULFILMENT, "1", finals[0])
-    assert order.state is OrderState.IN_PROGRESS
+    assert order.state is v.OrderState.IN_PROGRESS
     order.change_item_state(FULFILMENT, "2", finals[1])
 
     assert order.state is outcome
@@ -651,17 +642,17 @@ def test_the_last_final_item_decides_the_outcome(finals, outcome, event) -> None
 
 
 def test_all_items_cancelled_cancels_the_order() -> None:
-    order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2"))
+    order = in_state(v.OrderState.IN_PROGRESS, internet("1"), internet("2"))
 
-    order.change_item_state(FULFILMENT, "1", ItemState.CANCELLED)
-    order.change_item_state(FULFILMENT, "2", ItemState.CANCELLED)
+    order.change_item_state(FULFILMENT, "1", v.ItemState.CANCELLED)
+    order.change_item_state(FULFILMENT, "2", v.ItemState.CANCELLED)
 
-    assert order.state is OrderState.CANCELLED
+    assert order.state is v.OrderState.CANCELLED
     assert names(order.collect_events())[-1] == "OrderCancelled"
 
 
 def test_the_point_of_no_return_is_reached_once() -> None:
-    order = in_state(OrderState.PENDING)
+    order = in_state(v.OrderState.PENDING)
 
     order.reach_point_of_no_return(FULFILMENT, "equipment shipped")
     assert order.point_of_no_return is True
@@ -679,14 +670,14 @@ def test_the_point_of_no_return_is_not_reached_before_approval() -> None:
 @pytest.mark.parametrize(
     "blocked",
     [
-        lambda o: o.revise(UPSTREAM, CATALOG, header=HeaderChange(priority="1")),
+        lambda o: o.revise(UPSTREAM, CATALOG, header=v.HeaderChange(priority="1")),
         lambda o: o.request_cancellation(UPSTREAM, "changed my mind"),
         lambda o: o.cancel(MANAGER, "changed my mind"),
     ],
     ids=["revise", "request_cancellation", "cancel"],
 )
 def test_after_the_point_of_no_return_changes_and_cancellation_are_refused(blocked) -> None:
-    order = in_state(OrderState.IN_PROGRESS)
+    order = in_state(v.OrderState.IN_PROGRESS)
     order.reach_point_of_no_return(FULFILMENT)
     order.collect_events()
 
@@ -695,12 +686,12 @@ def test_after_the_point_of_no_return_changes_and_cancellation_are_refused(block
 
 
 def test_after_the_point_of_no_return_fulfilment_still_finishes_the_order() -> None:
-    order = in_state(OrderState.IN_PROGRESS)
+    order = in_state(v.OrderState.IN_PROGRESS)
     order.reach_point_of_no_return(FULFILMENT)
 
-    order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
+    order.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED)
 
-    assert order.state is OrderState.COMPLETED
+    assert order.state is v.OrderState.COMPLETED
 
 
 # ------------------------------------------------------------------------------ revision
@@ -713,28 +704,28 @@ def test_revision_replaces_named_items_and_keeps_the_others() -> None:
     events = order.collect_events()
     assert names(events) == ["OrderRevised"]
     assert order.items["1"].characteristics["bandwidthMbps"] == 1000
-    assert order.items["1"].state is ItemState.ACKNOWLEDGED
+    assert order.items["1"].state is v.ItemState.ACKNOWLEDGED
     assert order.items["2"] == kept
     assert order.revision == 1
-    assert order.state is OrderState.ACKNOWLEDGED
+    assert order.state is v.OrderState.ACKNOWLEDGED
 
 
 def test_revision_adds_items_it_does_not_know_yet() -> None:
-    order = in_state(OrderState.IN_PROGRESS, internet("1"))
+    order = in_state(v.OrderState.IN_PROGRESS, internet("1"))
 
     order.revise(UPSTREAM, CATALOG, items=[internet("2", depends_on=("1",))])
 
     assert list(order.items) == ["1", "2"]
-    assert order.items["2"].state is ItemState.ACKNOWLEDGED
-    assert order.state is OrderState.IN_PROGRESS
+    assert order.items["2"].state is v.ItemState.ACKNOWLEDGED
+    assert order.state is v.OrderState.IN_PROGRESS
 
 
 def test_revision_changes_only_the_header_fields_given() -> None:
     order = ServiceOrder.receive(
-        UPSTREAM, OrderHeader(description="old", priority="3"), [internet()], CATALOG
+        UPSTREAM, v.OrderHeader(description="old", priority="3"), [internet()], CATALOG
     )
 
-    order.revise(UPSTREAM, CATALOG, header=HeaderChange(priority="1"))
+    order.revise(UPSTREAM, CATALOG, header=v.HeaderChange(priority="1"))
 
     assert order.header.priority == "1"
     assert order.header.description == "old"
@@ -768,8 +759,8 @@ def test_a_revision_that_replaces_and_removes_the_same_item_is_refused() -> None
 
 
 def test_revising_a_final_item_is_refused() -> None:
-    order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2"))
-    order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
+    order = in_state(v.OrderState.IN_PROGRESS, internet("1"), internet("2"))
+    order.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED)
     order.collect_events()
 
     refused_unchanged(
@@ -789,13 +780,13 @@ def test_removal_before_approval_drops_the_item() -> None:
 
 
 def test_removal_after_approval_cancels_the_item_and_keeps_it_on_record() -> None:
-    order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2"))
+    order = in_state(v.OrderState.IN_PROGRESS, internet("1"), internet("2"))
 
     order.revise(UPSTREAM, CATALOG, removed_item_ids=["2"])
 
-    assert order.items["2"].state is ItemState.CANCELLED
-    assert order.items["1"].state is ItemState.ACKNOWLEDGED
-    assert order.state is OrderState.IN_PROGRESS
+    assert order.items["2"].state is v.ItemState.CANCELLED
+    assert order.items["1"].state is v.ItemState.ACKNOWLEDGED
+    assert order.state is v.OrderState.IN_PROGRESS
 
 
 def test_removing_every_item_is_refused() -> None:
@@ -816,21 +807,21 @@ def test_removing_an_item_others_depend_on_is_refused() -> None:
 
 
 def test_removing_the_last_open_item_finishes_an_order_in_progress() -> None:
-    order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2"))
-    order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
+    order = in_state(v.OrderState.IN_PROGRESS, internet("1"), internet("2"))
+    order.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED)
     order.collect_events()
 
     order.revise(UPSTREAM, CATALOG, removed_item_ids=["2"])
 
     assert names(order.collect_events()) == ["OrderRevised", "OrderCompleted"]
-    assert order.state is OrderState.COMPLETED
+    assert order.state is v.OrderState.COMPLETED
 
 
 @pytest.mark.parametrize(
     ("waiting", "back"),
     [
-        (OrderState.HELD, lambda o: o.resume(FULFILMENT)),
-        (OrderState.PENDING, lambda o: o.provide_information(UPSTREAM, "here it is")),
+        (v.OrderState.HELD, lambda o: o.resume(FULFILMENT)),
+        (v.OrderState.PENDING, lambda o: o.provide_information(UPSTREAM, "here it is")),
     ],
     ids=["held", "pending"],
 )
@@ -839,9 +830,9 @@ def test_a_waiting_order_whose_last_open_item_was_removed_finishes_when_work_res
 ) -> None:
     # Regression: the order used to come back to inProgress with nothing left to do, and
     # stayed there for good (no item could change any more).
-    order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2"))
-    order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
-    if waiting is OrderState.HELD:
+    order = in_state(v.OrderState.IN_PROGRESS, internet("1"), internet("2"))
+    order.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED)
+    if waiting is v.OrderState.HELD:
         order.hold(FULFILMENT, "site closed")
     else:
         order.request_information(FULFILMENT, "still wanted?")
@@ -851,16 +842,16 @@ def test_a_waiting_order_whose_last_open_item_was_removed_finishes_when_work_res
 
     back(order)
 
-    assert order.state is OrderState.COMPLETED
+    assert order.state is v.OrderState.COMPLETED
     assert names(order.collect_events())[-1] == "OrderCompleted"
 
 
 # -------------------------------------------------------------------------- cancellation
 ACTIVE_STATES = [
-    OrderState.ACKNOWLEDGED,
-    OrderState.IN_PROGRESS,
-    OrderState.PENDING,
-    OrderState.HELD,
+    v.OrderState.ACKNOWLEDGED,
+    v.OrderState.IN_PROGRESS,
+    v.OrderState.PENDING,
+    v.OrderState.HELD,
 ]
 
 
@@ -870,7 +861,7 @@ def test_a_denied_cancellation_request_returns_the_order_to_its_prior_state(prio
 
     request_id = order.request_cancellation(UPSTREAM, "budget cut", request_id="cr-1")
     assert request_id == "cr-1"
-    assert order.state is OrderState.ASSESSING_CANCELLATION
+    assert order.state is v.OrderState.ASSESSING_CANCELLATION
     assert order.prior_state is prior
 
     order.deny_cancellation(MANAGER, "work is nearly done")
@@ -890,15 +881,15 @@ def test_an_approved_cancellation_request_ends_with_the_order_cancelled(prior) -
     request_id = order.request_cancellation(UPSTREAM, "budget cut")
 
     order.approve_cancellation(MANAGER)
-    assert order.state is OrderState.PENDING_CANCELLATION
+    assert order.state is v.OrderState.PENDING_CANCELLATION
     order.cancel(FULFILMENT)
 
     events = order.collect_events()
     assert names(events) == ["CancellationRequested", "CancellationApproved", "OrderCancelled"]
     assert events[1].request_id == events[2].request_id == request_id
     assert events[2].reason == "budget cut"
-    assert order.state is OrderState.CANCELLED
-    assert {i.state for i in order.items.values()} == {ItemState.CANCELLED}
+    assert order.state is v.OrderState.CANCELLED
+    assert {i.state for i in order.items.values()} == {v.ItemState.CANCELLED}
 
 
 @pytest.mark.parametrize("prior", ACTIVE_STATES, ids=str)
@@ -911,35 +902,35 @@ def test_an_order_may_be_cancelled_directly(prior) -> None:
     assert names(events) == ["OrderCancelled"]
     assert events[0].reason == "duplicate order"
     assert events[0].request_id is None
-    assert order.state is OrderState.CANCELLED
+    assert order.state is v.OrderState.CANCELLED
 
 
 def test_cancellation_keeps_items_that_already_finished() -> None:
-    order = in_state(OrderState.IN_PROGRESS, internet("1"), internet("2"))
-    order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
+    order = in_state(v.OrderState.IN_PROGRESS, internet("1"), internet("2"))
+    order.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED)
 
     order.cancel(OPERATOR)
 
-    assert order.items["1"].state is ItemState.COMPLETED
-    assert order.items["2"].state is ItemState.CANCELLED
+    assert order.items["1"].state is v.ItemState.COMPLETED
+    assert order.items["2"].state is v.ItemState.CANCELLED
 
 
 def test_a_cancellation_request_needs_a_decision_before_anything_else() -> None:
-    order = in_state(OrderState.IN_PROGRESS)
+    order = in_state(v.OrderState.IN_PROGRESS)
     order.request_cancellation(UPSTREAM)
     order.collect_events()
 
     for attempt in (
         lambda: order.hold(FULFILMENT, "x"),
-        lambda: order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED),
+        lambda: order.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED),
         lambda: order.request_cancellation(UPSTREAM),
-        lambda: order.revise(UPSTREAM, CATALOG, header=HeaderChange(priority="1")),
+        lambda: order.revise(UPSTREAM, CATALOG, header=v.HeaderChange(priority="1")),
     ):
         refused_unchanged(order, IllegalTransition, attempt)
 
 
 def test_denying_a_cancellation_needs_a_reason() -> None:
-    order = in_state(OrderState.ACKNOWLEDGED)
+    order = in_state(v.OrderState.ACKNOWLEDGED)
     order.request_cancellation(UPSTREAM)
     order.collect_events()
 
@@ -947,7 +938,7 @@ def test_denying_a_cancellation_needs_a_reason() -> None:
 
 
 def test_requesters_may_not_decide_on_cancellation() -> None:
-    order = in_state(OrderState.ACKNOWLEDGED)
+    order = in_state(v.OrderState.ACKNOWLEDGED)
     order.request_cancellation(UPSTREAM)
     order.collect_events()
 
@@ -957,8 +948,8 @@ def test_requesters_may_not_decide_on_cancellation() -> None:
 
 # ------------------------------------------------------------------------- final states
 def _completed() -> ServiceOrder:
-    order = in_state(OrderState.IN_PROGRESS)
-    order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
+    order = in_state(v.OrderState.IN_PROGRESS)
+    order.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED)
     order.collect_events()
     return order
 
@@ -977,7 +968,7 @@ def _cancelled() -> ServiceOrder:
     return order
 
 
-def commands_as(ctx: CommandContext) -> dict:
+def commands_as(ctx: v.CommandContext) -> dict:
     """Every command but add_note, each with arguments that are valid in itself."""
     return {
         "approve": lambda o: o.approve(ctx),
@@ -986,9 +977,9 @@ def commands_as(ctx: CommandContext) -> dict:
         "resume": lambda o: o.resume(ctx),
         "request_information": lambda o: o.request_information(ctx, "x"),
         "provide_information": lambda o: o.provide_information(ctx, "x"),
-        "change_item_state": lambda o: o.change_item_state(ctx, "1", ItemState.FAILED),
+        "change_item_state": lambda o: o.change_item_state(ctx, "1", v.ItemState.FAILED),
         "reach_point_of_no_return": lambda o: o.reach_point_of_no_return(ctx),
-        "revise": lambda o: o.revise(ctx, CATALOG, header=HeaderChange(priority="1")),
+        "revise": lambda o: o.revise(ctx, CATALOG, header=v.HeaderChange(priority="1")),
         "request_cancellation": lambda o: o.request_cancellation(ctx),
         "approve_cancellation": lambda o: o.approve_cancellation(ctx),
         "deny_cancellation": lambda o: o.deny_cancellation(ctx, "no"),
@@ -1033,7 +1024,7 @@ def test_a_note_needs_text() -> None:
     refused_unchanged(order, InvalidCommand, lambda: order.add_note(AGENT, "  "))
 
 
-@pytest.mark.parametrize("state", [OrderState.ACKNOWLEDGED, OrderState.IN_PROGRESS], ids=str)
+@pytest.mark.parametrize("state", [v.OrderState.ACKNOWLEDGED, v.OrderState.IN_PROGRESS], ids=str)
 @pytest.mark.parametrize("command", [*COMMANDS, "add_note"])
 def test_an_auditor_may_do_nothing(state, command) -> None:
     order = in_state(state)
@@ -1044,14 +1035,14 @@ def test_an_auditor_may_do_nothing(state, command) -> None:
 
 def test_an_auditor_may_neither_draft_nor_receive() -> None:
     with pytest.raises(NotPermitted):
-        ServiceOrder.draft(AUDITOR, OrderHeader())
+        ServiceOrder.draft(AUDITOR, v.OrderHeader())
     with pytest.raises(NotPermitted):
-        ServiceOrder.receive(AUDITOR, OrderHeader(), [internet()], CATALOG)
+        ServiceOrder.receive(AUDITOR, v.OrderHeader(), [internet()], CATALOG)
 
 
 # ------------------------------------------------------------------------------ deletion
 def test_an_agent_may_discard_a_draft() -> None:
-    order = ServiceOrder.draft(AGENT, OrderHeader())
+    order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.collect_events()
 
     order.delete(AGENT, "started by mistake")
@@ -1060,7 +1051,7 @@ def test_an_agent_may_discard_a_draft() -> None:
     assert names(events) == ["OrderDeleted"]
     assert events[0].reason == "started by mistake"
     assert order.deleted is True
-    assert order.state is OrderState.DRAFT
+    assert order.state is v.OrderState.DRAFT
 
 
 @pytest.mark.parametrize(
@@ -1124,7 +1115,7 @@ def test_receiving_the_same_external_id_twice_gives_the_same_order_id() -> None:
 
 
 def test_a_drafted_order_gets_the_same_id_for_the_same_external_id() -> None:
-    drafted = ServiceOrder.draft(AGENT, OrderHeader(external_id="crm-43"))
+    drafted = ServiceOrder.draft(AGENT, v.OrderHeader(external_id="crm-43"))
 
     assert drafted.id == received(external_id="crm-43").id
 
@@ -1133,7 +1124,7 @@ def test_an_explicit_order_id_wins() -> None:
     order_id = UUID("12345678-1234-5678-1234-567812345678")
 
     order = ServiceOrder.receive(
-        UPSTREAM, OrderHeader(external_id="crm-44"), [internet()], CATALOG, order_id=order_id
+        UPSTREAM, v.OrderHeader(external_id="crm-44"), [internet()], CATALOG, order_id=order_id
     )
 
     assert order.id == order_id
@@ -1141,24 +1132,24 @@ def test_an_explicit_order_id_wins() -> None:
 
 # -------------------------------------------------------------------------- the envelope
 def test_every_event_carries_the_envelope_of_its_command() -> None:
-    def ctx(actor: str, role: Role, n: int) -> CommandContext:
-        return CommandContext.for_actor(
-            actor, role, Channel.KAFKA, correlation_id="corr-7", causation_id=f"msg-{n}"
+    def ctx(actor: str, role: v.Role, n: int) -> v.CommandContext:
+        return v.CommandContext.for_actor(
+            actor, role, v.Channel.KAFKA, correlation_id="corr-7", causation_id=f"msg-{n}"
         )
 
     commands = [
-        (ctx("crm", Role.UPSTREAM, 0), None),
-        (ctx("boss", Role.MANAGER, 1), lambda o, c: o.approve(c)),
-        (ctx("activator", Role.FULFILMENT, 2), lambda o, c: o.hold(c, "site closed")),
-        (ctx("boss", Role.MANAGER, 3), lambda o, c: o.resume(c)),
-        (ctx("crm", Role.UPSTREAM, 4), lambda o, c: o.add_note(c, "hello")),
+        (ctx("crm", v.Role.UPSTREAM, 0), None),
+        (ctx("boss", v.Role.MANAGER, 1), lambda o, c: o.approve(c)),
+        (ctx("activator", v.Role.FULFILMENT, 2), lambda o, c: o.hold(c, "site closed")),
+        (ctx("boss", v.Role.MANAGER, 3), lambda o, c: o.resume(c)),
+        (ctx("crm", v.Role.UPSTREAM, 4), lambda o, c: o.add_note(c, "hello")),
         (
-            ctx("activator", Role.FULFILMENT, 5),
-            lambda o, c: o.change_item_state(c, "1", ItemState.COMPLETED),
+            ctx("activator", v.Role.FULFILMENT, 5),
+            lambda o, c: o.change_item_state(c, "1", v.ItemState.COMPLETED),
         ),
     ]
     before = datetime.now(UTC)
-    order = ServiceOrder.receive(commands[0][0], OrderHeader(), [internet("1")], CATALOG)
+    order = ServiceOrder.receive(commands[0][0], v.OrderHeader(), [internet("1")], CATALOG)
     for c, call in commands[1:]:
         call(order, c)
     after = datetime.now(UTC)
@@ -1173,7 +1164,7 @@ def test_every_event_carries_the_envelope_of_its_command() -> None:
         assert e.actor == c.actor
         assert e.actor.role is c.actor.role
         assert e.source == c.source
-        assert e.source.channel is Channel.KAFKA
+        assert e.source.channel is v.Channel.KAFKA
         assert e.correlation_id == "corr-7"
         assert e.causation_id == c.causation_id
         assert e.timestamp.tzinfo is not None
@@ -1182,7 +1173,7 @@ def test_every_event_carries_the_envelope_of_its_command() -> None:
 
 
 def test_the_events_are_chained_by_hash() -> None:
-    order = ServiceOrder.receive(UPSTREAM, OrderHeader(), [internet()], CATALOG)
+    order = ServiceOrder.receive(UPSTREAM, v.OrderHeader(), [internet()], CATALOG)
     order.approve(MANAGER)
     order.add_note(AGENT, "x")
 
@@ -1199,7 +1190,7 @@ def test_the_events_are_chained_by_hash() -> None:
 
 
 def test_a_changed_event_no_longer_matches_its_hash() -> None:
-    order = ServiceOrder.receive(UPSTREAM, OrderHeader(), [internet()], CATALOG)
+    order = ServiceOrder.receive(UPSTREAM, v.OrderHeader(), [internet()], CATALOG)
     event = order.collect_events()[1]
 
     tampered = event.model_copy(update={"correlation_id": "forged"})
@@ -1264,7 +1255,7 @@ def test_the_aggregate_has_a_stable_topic() -> None:
 
 # --------------------------------------------------------------------- header values
 def test_header_dates_stay_dates_and_datetimes_stay_datetimes() -> None:
-    header = OrderHeader.model_validate(
+    header = v.OrderHeader.model_validate(
         {"requested_start_date": "2030-01-15", "requested_completion_date": "2030-02-01T12:00:00Z"}
     )
 

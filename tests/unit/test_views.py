@@ -9,19 +9,9 @@ import pytest
 from builders import agent, fulfilment, manager, upstream
 from builders import item as build_item
 from builders import router as build_router
+from serviceorders.domain import values as v
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.order import ServiceOrder
-from serviceorders.domain.values import (
-    Actor,
-    ItemAction,
-    ItemState,
-    OrderHeader,
-    OrderItem,
-    OrderState,
-    Party,
-    Place,
-    Role,
-)
 from serviceorders.projections.log import Transition
 from serviceorders.projections.views import (
     dimensions,
@@ -38,22 +28,25 @@ UPSTREAM, AGENT, MANAGER, FULFILMENT = upstream(), agent(), manager(), fulfilmen
 
 
 def internet(item_id: str = "1", site: str | None = "site-1", **kw):
-    return build_item(item_id, place=Place(id=site, name=f"{site} name") if site else None, **kw)
+    return build_item(item_id, place=v.Place(id=site, name=f"{site} name") if site else None, **kw)
 
 
 def router(item_id: str = "2", site: str | None = "site-1", **kw):
-    return build_router(item_id, place=Place(id=site) if site else None, **kw)
+    return build_router(item_id, place=v.Place(id=site) if site else None, **kw)
 
 
-def header(**kw) -> OrderHeader:
+def header(**kw) -> v.OrderHeader:
     fields = {
         "external_id": f"ext-{uuid4().hex[:8]}",
         "category": "enterprise",
         "priority": "2",
         "description": "two services",
-        "related_parties": (Party(id="cust-9", name="ACME"), Party(id="acct-1", role="billing")),
+        "related_parties": (
+            v.Party(id="cust-9", name="ACME"),
+            v.Party(id="acct-1", role="billing"),
+        ),
     }
-    return OrderHeader(**{**fields, **kw})
+    return v.OrderHeader(**{**fields, **kw})
 
 
 def received(items=None, **kw) -> ServiceOrder:
@@ -138,7 +131,7 @@ def test_summary_row_counts_distinct_sites_and_flags():
 
 
 def test_summary_row_of_a_draft_without_customer():
-    order = ServiceOrder.draft(AGENT, OrderHeader(external_id=None))
+    order = ServiceOrder.draft(AGENT, v.OrderHeader(external_id=None))
     row = summary_row(order)
 
     assert row["state"] == "draft"
@@ -166,7 +159,7 @@ def test_summary_row_marks_deleted_orders():
 def test_item_rows_one_per_item_with_the_order_version():
     order = received([internet("1", "site-1"), router("2", None, depends_on=("1",), quantity=3)])
     order.approve(MANAGER)
-    order.change_item_state(FULFILMENT, "1", ItemState.COMPLETED)
+    order.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED)
     rows = {r["item_id"]: r for r in item_rows(order)}
 
     assert set(rows) == {"1", "2"}
@@ -192,7 +185,9 @@ def test_item_rows_of_a_draft_have_no_state_and_modify_items_keep_their_service(
     assert item_rows(order) == []
     order.add_line(
         AGENT,
-        OrderItem(id="m", action=ItemAction.MODIFY, service_id="svc-7", place=Place(id="site-1")),
+        v.OrderItem(
+            id="m", action=v.ItemAction.MODIFY, service_id="svc-7", place=v.Place(id="site-1")
+        ),
         CATALOG,
     )
     (row,) = item_rows(order)
@@ -229,7 +224,9 @@ def test_queue_rows_approval_for_an_acknowledged_order():
 def test_queue_rows_approval_lists_flags_and_actions():
     items = [
         internet("1", None),
-        OrderItem(id="2", action=ItemAction.DELETE, service_id="svc-1", place=Place(id="site-9")),
+        v.OrderItem(
+            id="2", action=v.ItemAction.DELETE, service_id="svc-1", place=v.Place(id="site-9")
+        ),
     ]
     order = received(items)
     (row,) = queue_rows(order)
@@ -248,7 +245,7 @@ def test_queue_rows_cancellation_while_assessing_cancellation():
     order.request_cancellation(requester, "customer moved")
     (row,) = queue_rows(order)
 
-    assert order.state is OrderState.ASSESSING_CANCELLATION
+    assert order.state is v.OrderState.ASSESSING_CANCELLATION
     assert row["kind"] == "cancellation"
     assert row["reason"] == "customer moved"
     assert row["submitted_by"] == "dave"  # the requester, not the order's submitter
@@ -284,7 +281,7 @@ def test_queue_rows_none_outside_review_and_assessment(steps):
         "deny": lambda: order.deny_cancellation(MANAGER, "too late"),
         "cancel": lambda: order.cancel(FULFILMENT),
         "complete": lambda: [
-            order.change_item_state(FULFILMENT, i, ItemState.COMPLETED) for i in ("1", "2")
+            order.change_item_state(FULFILMENT, i, v.ItemState.COMPLETED) for i in ("1", "2")
         ],
     }
     for step in steps:
@@ -311,11 +308,11 @@ def transition(**kw) -> Transition:
         "position": 7,
         "order_id": uuid4(),
         "version": 3,
-        "from_state": OrderState.ACKNOWLEDGED,
-        "to_state": OrderState.IN_PROGRESS,
+        "from_state": v.OrderState.ACKNOWLEDGED,
+        "to_state": v.OrderState.IN_PROGRESS,
         "at": at,
         "previous_since": at - timedelta(hours=2, seconds=1.5),
-        "actor": Actor(id="bob", role=Role.MANAGER),
+        "actor": v.Actor(id="bob", role=v.Role.MANAGER),
         "category": "enterprise",
         "specifications": ("internet-access", "managed-router"),
         "sites": ("site-1", "site-2"),
@@ -343,9 +340,9 @@ def test_history_row_of_the_creation_has_no_previous_state():
     t = transition(
         version=1,
         from_state=None,
-        to_state=OrderState.DRAFT,
+        to_state=v.OrderState.DRAFT,
         previous_since=None,
-        actor=Actor(id="alice", role=Role.AGENT),
+        actor=v.Actor(id="alice", role=v.Role.AGENT),
     )
     row = history_row(t)
     assert row["from_state"] is None
