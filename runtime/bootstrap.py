@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from eventsourcing.utils import get_topic
 from serviceorders import schema
-from serviceorders.api.auth import Authenticator
-from serviceorders.api.context import ApiContext
 from serviceorders.audit.pii import KeyStore, Vault
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.catalog import Catalog
@@ -14,6 +14,10 @@ from serviceorders.projections.runner import Projector
 from serviceorders.settings import DatabaseConfig, Settings
 from serviceorders.storage.db import ReadDb
 from serviceorders.storage.recorders import IntakePostgresRecorder, IntakeSqliteRecorder
+
+if TYPE_CHECKING:  # the REST doors' modules load FastAPI: only `api` and `serve` need them
+    from serviceorders.api.auth import Authenticator
+    from serviceorders.api.context import ApiContext
 
 
 def eventsourcing_env(settings: Settings, *, create_tables: bool = False) -> dict[str, str]:
@@ -97,6 +101,9 @@ def build_api_context(
 ) -> ApiContext:
     """What the REST doors serve from: the application, the API keys, and read-your-writes
     with this root's projectors (each checks the schema, as `build_projector` does)."""
+    # Imported here: `consume` and `project` never load FastAPI.
+    from serviceorders.api.context import ApiContext
+
     return ApiContext(
         settings=settings,
         app=build_application(settings),
