@@ -26,17 +26,8 @@ from serviceorders.cli.main import (
     resolve_order,
 )
 from serviceorders.domain import commands as cmd
+from serviceorders.domain import values as v
 from serviceorders.domain.order import ServiceOrder
-from serviceorders.domain.values import (
-    HeaderChange,
-    ItemAction,
-    ItemState,
-    OrderHeader,
-    OrderItem,
-    Party,
-    Place,
-    SpecRef,
-)
 
 T = TypeVar("T")
 
@@ -74,8 +65,8 @@ def parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
     return values
 
 
-def place(site: str | None, site_name: str | None) -> Place | None:
-    return Place(id=site, name=site_name) if site else None
+def place(site: str | None, site_name: str | None) -> v.Place | None:
+    return v.Place(id=site, name=site_name) if site else None
 
 
 def from_file(file: Path, load: Callable[[Path], T]) -> T:
@@ -113,8 +104,8 @@ def draft(
     description: str | None,
 ) -> None:
     """Start capturing an order by hand; prints its id."""
-    parties = (Party(id=customer, name=customer_name),) if customer else ()
-    header = OrderHeader(
+    parties = (v.Party(id=customer, name=customer_name),) if customer else ()
+    header = v.OrderHeader(
         external_id=external_id,
         category=category,
         priority=priority,
@@ -142,7 +133,7 @@ def create(obj: Context, file: Path) -> None:
 @order.command("add-line")
 @ORDER
 @click.option("--item", "item_id", required=True, help="Item id, unique in the order.")
-@click.option("--action", type=click.Choice([a.value for a in ItemAction]), default="add")
+@click.option("--action", type=click.Choice([a.value for a in v.ItemAction]), default="add")
 @click.option("--spec", help="Service specification id (see `serviceorders catalog`).")
 @click.option("--service-id", help="The existing service (modify / delete / noChange).")
 @click.option("--site", help="Place (site) id.")
@@ -172,10 +163,10 @@ def add_line(
     depends_on: tuple[str, ...],
 ) -> None:
     """Add an order item to a draft."""
-    item = OrderItem(
+    item = v.OrderItem(
         id=item_id,
-        action=ItemAction(action),
-        specification=SpecRef(id=spec) if spec else None,
+        action=v.ItemAction(action),
+        specification=v.SpecRef(id=spec) if spec else None,
         service_id=service_id,
         characteristics=parse_settings(pairs),
         place=place(site, site_name),
@@ -316,14 +307,16 @@ simple("note", cmd.AddNote, "Add a note to the order.", click.argument("text"))
 @ORDER
 @click.argument("item_id", metavar="ITEM")
 @click.argument(
-    "state", type=click.Choice([s.value for s in ItemState if s not in (ItemState.REJECTED,)])
+    "state", type=click.Choice([s.value for s in v.ItemState if s not in (v.ItemState.REJECTED,)])
 )
 @click.option("--reason")
 @click.pass_obj
 @refusals
 def item_state(obj: Context, order_ref: str, item_id: str, state: str, reason: str | None) -> None:
     """Report an item's fulfilment state; the last final item settles the order."""
-    command = cmd.ChangeItemStates.one(resolve_order(order_ref), item_id, ItemState(state), reason)
+    command = cmd.ChangeItemStates.one(
+        resolve_order(order_ref), item_id, v.ItemState(state), reason
+    )
     show_brief(run(obj, command))
 
 
@@ -357,8 +350,12 @@ def revise(
         if items_file
         else []
     )
-    header = HeaderChange(
-        **{k: v for k, v in {"priority": priority, "description": description}.items() if v}
+    header = v.HeaderChange(
+        **{
+            name: value
+            for name, value in {"priority": priority, "description": description}.items()
+            if value
+        }
     )
     show_brief(run(obj, cmd.Revise(resolve_order(order_ref), tuple(items), remove, header)))
 
