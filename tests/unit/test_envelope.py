@@ -14,14 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serviceorders.consumers import envelope as env
 from serviceorders.consumers.sample import envelope, order
-from serviceorders.domain.commands import (
-    ChangeItemStates,
-    ItemStateChange,
-    OrderRef,
-    ReceiveOrder,
-    RequestCancellation,
-    Revise,
-)
+from serviceorders.domain import commands as cmd
 from serviceorders.domain.errors import ANSWERS
 from serviceorders.domain.order import order_id_for
 from serviceorders.domain.values import ItemAction, ItemState, Party, Role
@@ -39,6 +32,11 @@ def message(event_type: str, event: dict[str, Any], **fields: Any) -> bytes:
     return orjson.dumps(data)
 
 
+def command(event_type: str, event: dict[str, Any], key: bytes | None = None) -> Any:
+    """The command a message of that type and event becomes (the parse must succeed)."""
+    return env.parse(message(event_type, event), key).command
+
+
 def refusal(value: bytes | None, key: bytes | None = None) -> env.Refusal:
     with pytest.raises(env.Refusal) as raised:
         env.parse(value, key)
@@ -52,10 +50,10 @@ def test_create_event_becomes_a_create_command():
     parsed = env.parse(
         message(env.CREATE, {"serviceOrder": body("CRM-1")}, correlationId="corr-9"), b"CRM-1"
     )
-    assert isinstance(parsed.command, ReceiveOrder)
+    assert isinstance(parsed.command, cmd.ReceiveOrder)
     assert parsed.command.header.external_id == "CRM-1"
     assert [i.id for i in parsed.command.items] == ["1", "2", "3"]
-    assert parsed.ref == OrderRef(None, "CRM-1")
+    assert parsed.ref == cmd.OrderRef(None, "CRM-1")
     assert parsed.order_id == parsed.command.target_id() == order_id_for("CRM-1")
     assert (parsed.role, parsed.upstream) == (Role.UPSTREAM, True)
     assert parsed.envelope.event_id == "evt-1"
@@ -74,7 +72,7 @@ def test_create_in_v5_spelling():
         }
     )
     parsed = env.parse(value, None)
-    assert isinstance(parsed.command, ReceiveOrder)
+    assert isinstance(parsed.command, cmd.ReceiveOrder)
     assert parsed.command.header.external_id == "CRM-5"
     assert parsed.envelope.time_occurred == datetime(2025, 3, 1, 9, tzinfo=UTC)
     assert parsed.envelope.event_time is None
@@ -124,8 +122,8 @@ def test_revision_event_becomes_a_revise_command():
         None,
     )
     c = parsed.command
-    assert isinstance(c, Revise)
-    assert c.order_id == parsed.ref == OrderRef(order_id, None)
+    assert isinstance(c, cmd.Revise)
+    assert c.order_id == parsed.ref == cmd.OrderRef(order_id, None)
     assert (c.removed_item_ids, c.notes) == ((), ())
     assert [(i.id, i.action, i.characteristics["bandwidthMbps"]) for i in c.items] == [
         ("1", item["action"], 1000)
@@ -138,43 +136,41 @@ def test_revision_in_v5_spelling_header_only():
         message(env.REVISE, {"ServiceOrder": {"externalId": "CRM-2", "description": "new text"}}),
         None,
     )
-    assert isinstance(parsed.command, Revise)
+    assert isinstance(parsed.command, cmd.Revise)
     assert parsed.command.items == ()
-    assert parsed.command.order_id == OrderRef(None, "CRM-2")
+    assert parsed.command.order_id == cmd.OrderRef(None, "CRM-2")
 
 
 # ------------------------------------------------------------- naming an order
 def test_an_order_named_by_id():
     order_id = uuid4()
-    c = env.parse(message(env.REVISE, {"serviceOrder": {"id": str(order_id)}}), b"KEY").command
+    c = command(env.REVISE, {"serviceOrder": {"id": str(order_id)}}, b"KEY")
     assert c.order_id.order_id == order_id
     assert c.order_id.external_id is None  # the key only stands in when nothing else names it
     assert c.order_id.candidates() == [order_id]
 
 
 def test_an_order_named_by_external_id():
-    c = env.parse(message(env.REVISE, {"serviceOrder": {"externalId": "CRM-3"}}), b"KEY").command
-    assert c.order_id == OrderRef(None, "CRM-3")
+    c = command(env.REVISE, {"serviceOrder": {"externalId": "CRM-3"}}, b"KEY")
+    assert c.order_id == cmd.OrderRef(None, "CRM-3")
     assert c.order_id.candidates() == [order_id_for("CRM-3")]
 
 
 def test_an_order_named_by_id_and_external_id_tries_both_in_that_order():
     order_id = uuid4()
-    c = env.parse(
-        message(env.REVISE, {"serviceOrder": {"id": str(order_id), "externalId": "CRM-4"}}), None
-    ).command
+    c = command(env.REVISE, {"serviceOrder": {"id": str(order_id), "externalId": "CRM-4"}})
     assert c.order_id.candidates() == [order_id, order_id_for("CRM-4")]
     assert str(order_id) in c.order_id.describe() and "CRM-4" in c.order_id.describe()
 
 
 def test_an_order_named_by_the_message_key():
-    c = env.parse(message(env.REVISE, {"serviceOrder": {"description": "x"}}), b"CRM-KEY").command
-    assert c.order_id == OrderRef(None, "CRM-KEY")
+    c = command(env.REVISE, {"serviceOrder": {"description": "x"}}, b"CRM-KEY")
+    assert c.order_id == cmd.OrderRef(None, "CRM-KEY")
 
 
 def test_an_id_that_is_not_a_uuid_falls_back_to_the_key():
-    c = env.parse(message(env.REVISE, {"serviceOrder": {"id": "not-a-uuid"}}), b"CRM-KEY").command
-    assert c.order_id == OrderRef(None, "CRM-KEY")
+    c = command(env.REVISE, {"serviceOrder": {"id": "not-a-uuid"}}, b"CRM-KEY")
+    assert c.order_id == cmd.OrderRef(None, "CRM-KEY")
 
 
 @pytest.mark.parametrize("key", [None, b"", b"\xff\xfe", b"a\x00b", b"k" * 201])
@@ -187,21 +183,17 @@ def test_an_order_named_by_nothing_usable_is_refused(key):
 # ---------------------------------------------------------------- cancellation
 def test_cancellation_event_becomes_a_cancel_command():
     order_id = uuid4()
-    parsed = env.parse(
-        message(
-            env.CANCEL,
-            {
-                "cancelServiceOrder": {
-                    "cancellationReason": "customer changed plans",
-                    "requestedCancellationDate": "2027-02-01T00:00:00Z",
-                    "serviceOrder": {"id": str(order_id)},
-                }
-            },
-        ),
-        None,
+    c = command(
+        env.CANCEL,
+        {
+            "cancelServiceOrder": {
+                "cancellationReason": "customer changed plans",
+                "requestedCancellationDate": "2027-02-01T00:00:00Z",
+                "serviceOrder": {"id": str(order_id)},
+            }
+        },
     )
-    c = parsed.command
-    assert isinstance(c, RequestCancellation)
+    assert isinstance(c, cmd.RequestCancellation)
     assert c.order_id.order_id == order_id
     assert c.reason == "customer changed plans"
     assert c.requested_date == datetime(2027, 2, 1, tzinfo=UTC)
@@ -211,10 +203,8 @@ def test_cancellation_event_becomes_a_cancel_command():
 
 def test_cancellation_in_v5_spelling():
     order_id = uuid4()
-    c = env.parse(
-        message(env.CANCEL, {"CancelServiceOrder": {"serviceOrder": {"id": str(order_id)}}}), None
-    ).command
-    assert isinstance(c, RequestCancellation)
+    c = command(env.CANCEL, {"CancelServiceOrder": {"serviceOrder": {"id": str(order_id)}}})
+    assert isinstance(c, cmd.RequestCancellation)
     assert (c.order_id.order_id, c.reason, c.requested_date) == (order_id, None, None)
 
 
@@ -227,29 +217,26 @@ def test_cancellation_without_its_order_is_an_invalid_order():
 # ------------------------------------------------------------- item states
 def test_state_change_event_becomes_item_states():
     order_id = uuid4()
-    c = env.parse(
-        message(
-            env.STATE_CHANGE,
-            {
-                "serviceOrder": {
-                    "id": str(order_id),
-                    "state": "inProgress",
-                    "serviceOrderItem": [
-                        {"id": "1", "state": "completed"},
-                        {"id": "2", "state": "failed", "stateReason": "no fibre at the site"},
-                        {"id": "3", "state": "held", "errorMessage": "waiting for access"},
-                    ],
-                }
-            },
-        ),
-        None,
-    ).command
-    assert isinstance(c, ChangeItemStates)
+    c = command(
+        env.STATE_CHANGE,
+        {
+            "serviceOrder": {
+                "id": str(order_id),
+                "state": "inProgress",
+                "serviceOrderItem": [
+                    {"id": "1", "state": "completed"},
+                    {"id": "2", "state": "failed", "stateReason": "no fibre at the site"},
+                    {"id": "3", "state": "held", "errorMessage": "waiting for access"},
+                ],
+            }
+        },
+    )
+    assert isinstance(c, cmd.ChangeItemStates)
     assert c.order_id.order_id == order_id
     assert c.changes == (
-        ItemStateChange("1", ItemState.COMPLETED, None),
-        ItemStateChange("2", ItemState.FAILED, "no fibre at the site"),
-        ItemStateChange("3", ItemState.HELD, "waiting for access"),
+        cmd.ItemStateChange("1", ItemState.COMPLETED, None),
+        cmd.ItemStateChange("2", ItemState.FAILED, "no fibre at the site"),
+        cmd.ItemStateChange("3", ItemState.HELD, "waiting for access"),
     )
     # A fulfilment system re-sends the whole order's states: an unchanged item is left out.
     assert c.skip_unchanged
@@ -264,8 +251,8 @@ def test_state_change_in_v5_spelling_named_by_the_key():
         b"CRM-9",
     )
     c = parsed.command
-    assert c.order_id == parsed.ref == OrderRef(None, "CRM-9")
-    assert c.changes == (ItemStateChange("1", ItemState.IN_PROGRESS, None),)
+    assert c.order_id == parsed.ref == cmd.OrderRef(None, "CRM-9")
+    assert c.changes == (cmd.ItemStateChange("1", ItemState.IN_PROGRESS, None),)
     assert (parsed.role, parsed.upstream, parsed.order_id) == (Role.FULFILMENT, False, None)
 
 
@@ -355,7 +342,7 @@ def test_the_depth_limit_is_exact(wraps, taken):
     data["note"] = [{"text": "x", "deep": deep}]
     value = message(env.CREATE, {"serviceOrder": data})
     if taken:
-        assert isinstance(env.parse(value, None).command, ReceiveOrder)
+        assert isinstance(env.parse(value, None).command, cmd.ReceiveOrder)
     else:
         assert refusal(value).category == env.NOT_ENVELOPE
 
@@ -478,7 +465,7 @@ def test_all_item_actions_are_read():
         item["action"] = action
         item.pop("serviceOrderItemRelationship", None)
         item["service"]["id"] = "SVC-1"
-    items = env.parse(message(env.CREATE, {"serviceOrder": data}), None).command.items
+    items = command(env.CREATE, {"serviceOrder": data}).items
     assert [i.action for i in items] == [
         ItemAction.ADD,
         ItemAction.MODIFY,
@@ -523,7 +510,8 @@ def _only_refusals(value: bytes | None, key: bytes | None) -> None:
         assert r.reason
         return
     assert isinstance(
-        parsed.command, ReceiveOrder | Revise | RequestCancellation | ChangeItemStates
+        parsed.command,
+        cmd.ReceiveOrder | cmd.Revise | cmd.RequestCancellation | cmd.ChangeItemStates,
     )
 
 
