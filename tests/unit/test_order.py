@@ -9,18 +9,11 @@ from uuid import UUID
 import pytest
 from builders import item as build_item
 from eventsourcing.utils import resolve_topic
+from serviceorders.domain import errors as err
 from serviceorders.domain import events as ev
 from serviceorders.domain import values as v
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.chain import GENESIS
-from serviceorders.domain.errors import (
-    DomainError,
-    IllegalTransition,
-    InvalidCommand,
-    NotPermitted,
-    UnknownItem,
-    ValidationFailed,
-)
 from serviceorders.domain.order import ServiceOrder, order_id_for
 
 pytestmark = pytest.mark.unit
@@ -75,7 +68,7 @@ def names(events) -> list[str]:
     return [type(e).__name__ for e in events]
 
 
-def refused_unchanged(order: ServiceOrder, error: type[DomainError], call) -> DomainError:
+def refused_unchanged(order: ServiceOrder, error: type[err.DomainError], call) -> err.DomainError:
     """`call` is refused with `error` and the order is left exactly as it was."""
     order.collect_events()  # start with nothing pending
     before, version = dict(order.__dict__), order.version
@@ -88,10 +81,10 @@ def refused_unchanged(order: ServiceOrder, error: type[DomainError], call) -> Do
     return info.value
 
 
-def item_move_refused(order: ServiceOrder, item_id: str, to: v.ItemState) -> DomainError:
+def item_move_refused(order: ServiceOrder, item_id: str, to: v.ItemState) -> err.DomainError:
     """Fulfilment moving item `item_id` to `to` is an IllegalTransition; nothing changes."""
     return refused_unchanged(
-        order, IllegalTransition, lambda: order.change_item_state(FULFILMENT, item_id, to)
+        order, err.IllegalTransition, lambda: order.change_item_state(FULFILMENT, item_id, to)
     )
 
 
@@ -125,7 +118,7 @@ def test_add_line_refuses_an_item_id_already_on_the_order() -> None:
     order.add_line(AGENT, internet("1"))
     order.collect_events()
 
-    refused_unchanged(order, InvalidCommand, lambda: order.add_line(AGENT, internet("1")))
+    refused_unchanged(order, err.InvalidCommand, lambda: order.add_line(AGENT, internet("1")))
 
 
 def test_configure_line_sets_and_clears_characteristics_and_changes_the_line() -> None:
@@ -160,7 +153,7 @@ def test_configure_line_with_nothing_to_change_is_refused() -> None:
     order.add_line(AGENT, internet("1"))
     order.collect_events()
 
-    refused_unchanged(order, InvalidCommand, lambda: order.configure_line(AGENT, "1"))
+    refused_unchanged(order, err.InvalidCommand, lambda: order.configure_line(AGENT, "1"))
 
 
 def test_configure_line_refuses_a_quantity_below_one() -> None:
@@ -168,7 +161,9 @@ def test_configure_line_refuses_a_quantity_below_one() -> None:
     order.add_line(AGENT, internet("1"))
     order.collect_events()
 
-    refused_unchanged(order, InvalidCommand, lambda: order.configure_line(AGENT, "1", quantity=0))
+    refused_unchanged(
+        order, err.InvalidCommand, lambda: order.configure_line(AGENT, "1", quantity=0)
+    )
 
 
 def test_configure_line_of_an_unknown_item_is_refused() -> None:
@@ -176,7 +171,7 @@ def test_configure_line_of_an_unknown_item_is_refused() -> None:
     order.collect_events()
 
     error = refused_unchanged(
-        order, UnknownItem, lambda: order.configure_line(AGENT, "9", {"bandwidthMbps": 10})
+        order, err.UnknownItem, lambda: order.configure_line(AGENT, "9", {"bandwidthMbps": 10})
     )
     assert error.item_id == "9"
 
@@ -197,7 +192,7 @@ def test_remove_line_of_an_unknown_item_is_refused() -> None:
     order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.collect_events()
 
-    refused_unchanged(order, UnknownItem, lambda: order.remove_line(AGENT, "1"))
+    refused_unchanged(order, err.UnknownItem, lambda: order.remove_line(AGENT, "1"))
 
 
 def test_submit_puts_the_captured_order_into_review() -> None:
@@ -249,11 +244,11 @@ def test_manual_capture_emits_one_item_level_event_per_step() -> None:
 def test_capture_commands_are_refused_once_the_order_is_submitted(capture) -> None:
     order = received(internet("1"))
 
-    refused_unchanged(order, IllegalTransition, lambda: capture(order))
+    refused_unchanged(order, err.IllegalTransition, lambda: capture(order))
 
 
 def test_draft_needs_a_capturing_role() -> None:
-    with pytest.raises(NotPermitted):
+    with pytest.raises(err.NotPermitted):
         ServiceOrder.draft(UPSTREAM, v.OrderHeader())
 
 
@@ -291,7 +286,7 @@ def test_notes_received_with_the_order_are_recorded_with_it() -> None:
 
 
 def test_receive_needs_a_requesting_role() -> None:
-    with pytest.raises(NotPermitted):
+    with pytest.raises(err.NotPermitted):
         ServiceOrder.receive(FULFILMENT, v.OrderHeader(), [internet()], CATALOG)
 
 
@@ -312,7 +307,7 @@ def test_structural_problems_refuse_the_order_listing_every_problem_at_once() ->
         internet("y", depends_on=("x",)),
     ]
 
-    with pytest.raises(ValidationFailed) as info:
+    with pytest.raises(err.ValidationFailed) as info:
         ServiceOrder.receive(UPSTREAM, v.OrderHeader(), items, CATALOG)
 
     found = {(p.code, p.item_id) for p in info.value.problems}
@@ -331,7 +326,7 @@ def test_structural_problems_refuse_the_order_listing_every_problem_at_once() ->
 
 
 def test_an_order_without_items_is_refused() -> None:
-    with pytest.raises(ValidationFailed) as info:
+    with pytest.raises(err.ValidationFailed) as info:
         ServiceOrder.receive(UPSTREAM, v.OrderHeader(), [], CATALOG)
 
     assert [p.code for p in info.value.problems] == ["no_items"]
@@ -343,7 +338,7 @@ def test_submitting_a_draft_with_structural_problems_is_refused() -> None:
     order.add_line(AGENT, v.OrderItem(id="2", action=v.ItemAction.MODIFY, place=v.Place(id="s")))
     order.collect_events()
 
-    error = refused_unchanged(order, ValidationFailed, lambda: order.submit(AGENT, CATALOG))
+    error = refused_unchanged(order, err.ValidationFailed, lambda: order.submit(AGENT, CATALOG))
     assert {p.code for p in error.problems} == {"missing_service_ref"}
     assert error.order_id == order.id
 
@@ -352,7 +347,7 @@ def test_submitting_an_empty_draft_is_refused() -> None:
     order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.collect_events()
 
-    error = refused_unchanged(order, ValidationFailed, lambda: order.submit(AGENT, CATALOG))
+    error = refused_unchanged(order, err.ValidationFailed, lambda: order.submit(AGENT, CATALOG))
     assert [p.code for p in error.problems] == ["no_items"]
 
 
@@ -406,7 +401,7 @@ def test_approval_starts_fulfilment() -> None:
 def test_rejection_needs_a_reason(reason) -> None:
     order = received()
 
-    refused_unchanged(order, InvalidCommand, lambda: order.reject(MANAGER, reason))
+    refused_unchanged(order, err.InvalidCommand, lambda: order.reject(MANAGER, reason))
 
 
 def test_rejection_records_the_reason_and_rejects_every_item() -> None:
@@ -434,7 +429,7 @@ def test_four_eyes_the_submitter_may_not_decide_their_own_order(decide) -> None:
     order = ServiceOrder.receive(MANAGER, v.OrderHeader(), [internet()], CATALOG)
     order.collect_events()
 
-    error = refused_unchanged(order, NotPermitted, lambda: decide(order, MANAGER))
+    error = refused_unchanged(order, err.NotPermitted, lambda: decide(order, MANAGER))
     assert "four-eyes" in str(error)
     assert error.actor == MANAGER.actor.id
 
@@ -464,8 +459,8 @@ def test_without_four_eyes_the_submitter_may_approve() -> None:
 def test_only_managers_and_operators_decide(ctx) -> None:
     order = received()
 
-    refused_unchanged(order, NotPermitted, lambda: order.approve(ctx))
-    refused_unchanged(order, NotPermitted, lambda: order.reject(ctx, "no"))
+    refused_unchanged(order, err.NotPermitted, lambda: order.approve(ctx))
+    refused_unchanged(order, err.NotPermitted, lambda: order.reject(ctx, "no"))
 
 
 def test_an_operator_may_decide() -> None:
@@ -480,7 +475,7 @@ def test_the_message_of_an_illegal_transition_names_order_state_and_action() -> 
     order = ServiceOrder.draft(AGENT, v.OrderHeader())
     order.collect_events()
 
-    error = refused_unchanged(order, IllegalTransition, lambda: order.approve(MANAGER))
+    error = refused_unchanged(order, err.IllegalTransition, lambda: order.approve(MANAGER))
 
     message = str(error)
     assert str(order.id) in message
@@ -492,7 +487,7 @@ def test_the_message_of_an_illegal_transition_names_order_state_and_action() -> 
 def test_the_message_of_a_refused_role_names_actor_role_and_action() -> None:
     order = received()
 
-    error = refused_unchanged(order, NotPermitted, lambda: order.approve(AUDITOR))
+    error = refused_unchanged(order, err.NotPermitted, lambda: order.approve(AUDITOR))
 
     assert "auditor-al" in str(error)
     assert "auditor" in str(error)
@@ -517,7 +512,7 @@ def test_hold_and_resume() -> None:
 def test_holding_needs_a_reason() -> None:
     order = in_state(v.OrderState.IN_PROGRESS)
 
-    refused_unchanged(order, InvalidCommand, lambda: order.hold(FULFILMENT, " "))
+    refused_unchanged(order, err.InvalidCommand, lambda: order.hold(FULFILMENT, " "))
 
 
 def test_a_manager_may_hold_and_resume() -> None:
@@ -546,19 +541,25 @@ def test_only_fulfilment_reports_item_progress_and_asks_for_information() -> Non
     order = in_state(v.OrderState.IN_PROGRESS)
 
     refused_unchanged(
-        order, NotPermitted, lambda: order.change_item_state(UPSTREAM, "1", v.ItemState.COMPLETED)
+        order,
+        err.NotPermitted,
+        lambda: order.change_item_state(UPSTREAM, "1", v.ItemState.COMPLETED),
     )
     refused_unchanged(
-        order, NotPermitted, lambda: order.change_item_state(MANAGER, "1", v.ItemState.COMPLETED)
+        order,
+        err.NotPermitted,
+        lambda: order.change_item_state(MANAGER, "1", v.ItemState.COMPLETED),
     )
-    refused_unchanged(order, NotPermitted, lambda: order.request_information(AGENT, "?"))
+    refused_unchanged(order, err.NotPermitted, lambda: order.request_information(AGENT, "?"))
 
 
 def test_item_state_change_of_an_unknown_item_is_refused() -> None:
     order = in_state(v.OrderState.IN_PROGRESS)
 
     refused_unchanged(
-        order, UnknownItem, lambda: order.change_item_state(FULFILMENT, "9", v.ItemState.COMPLETED)
+        order,
+        err.UnknownItem,
+        lambda: order.change_item_state(FULFILMENT, "9", v.ItemState.COMPLETED),
     )
 
 
@@ -658,13 +659,17 @@ def test_the_point_of_no_return_is_reached_once() -> None:
     assert order.point_of_no_return is True
     assert names(order.collect_events()) == ["PointOfNoReturnReached"]
 
-    refused_unchanged(order, IllegalTransition, lambda: order.reach_point_of_no_return(FULFILMENT))
+    refused_unchanged(
+        order, err.IllegalTransition, lambda: order.reach_point_of_no_return(FULFILMENT)
+    )
 
 
 def test_the_point_of_no_return_is_not_reached_before_approval() -> None:
     order = received()
 
-    refused_unchanged(order, IllegalTransition, lambda: order.reach_point_of_no_return(FULFILMENT))
+    refused_unchanged(
+        order, err.IllegalTransition, lambda: order.reach_point_of_no_return(FULFILMENT)
+    )
 
 
 @pytest.mark.parametrize(
@@ -681,7 +686,7 @@ def test_after_the_point_of_no_return_changes_and_cancellation_are_refused(block
     order.reach_point_of_no_return(FULFILMENT)
     order.collect_events()
 
-    error = refused_unchanged(order, IllegalTransition, lambda: blocked(order))
+    error = refused_unchanged(order, err.IllegalTransition, lambda: blocked(order))
     assert "point of no return" in str(error)
 
 
@@ -734,7 +739,7 @@ def test_revision_changes_only_the_header_fields_given() -> None:
 def test_a_revision_that_changes_nothing_is_refused() -> None:
     order = received()
 
-    refused_unchanged(order, InvalidCommand, lambda: order.revise(UPSTREAM, CATALOG))
+    refused_unchanged(order, err.InvalidCommand, lambda: order.revise(UPSTREAM, CATALOG))
 
 
 def test_a_revision_with_structural_problems_is_refused() -> None:
@@ -742,7 +747,7 @@ def test_a_revision_with_structural_problems_is_refused() -> None:
 
     error = refused_unchanged(
         order,
-        ValidationFailed,
+        err.ValidationFailed,
         lambda: order.revise(UPSTREAM, CATALOG, items=[internet("2", depends_on=("9",))]),
     )
     assert [p.code for p in error.problems] == ["unknown_dependency"]
@@ -753,7 +758,7 @@ def test_a_revision_that_replaces_and_removes_the_same_item_is_refused() -> None
 
     refused_unchanged(
         order,
-        InvalidCommand,
+        err.InvalidCommand,
         lambda: order.revise(UPSTREAM, CATALOG, items=[internet("1")], removed_item_ids=["1"]),
     )
 
@@ -764,10 +769,12 @@ def test_revising_a_final_item_is_refused() -> None:
     order.collect_events()
 
     refused_unchanged(
-        order, IllegalTransition, lambda: order.revise(UPSTREAM, CATALOG, items=[internet("1")])
+        order, err.IllegalTransition, lambda: order.revise(UPSTREAM, CATALOG, items=[internet("1")])
     )
     refused_unchanged(
-        order, IllegalTransition, lambda: order.revise(UPSTREAM, CATALOG, removed_item_ids=["1"])
+        order,
+        err.IllegalTransition,
+        lambda: order.revise(UPSTREAM, CATALOG, removed_item_ids=["1"]),
     )
 
 
@@ -793,7 +800,7 @@ def test_removing_every_item_is_refused() -> None:
     order = received(internet("1"))
 
     error = refused_unchanged(
-        order, ValidationFailed, lambda: order.revise(UPSTREAM, CATALOG, removed_item_ids=["1"])
+        order, err.ValidationFailed, lambda: order.revise(UPSTREAM, CATALOG, removed_item_ids=["1"])
     )
     assert [p.code for p in error.problems] == ["no_items"]
 
@@ -802,7 +809,7 @@ def test_removing_an_item_others_depend_on_is_refused() -> None:
     order = received(internet("1"), internet("2", depends_on=("1",)))
 
     refused_unchanged(
-        order, ValidationFailed, lambda: order.revise(UPSTREAM, CATALOG, removed_item_ids=["1"])
+        order, err.ValidationFailed, lambda: order.revise(UPSTREAM, CATALOG, removed_item_ids=["1"])
     )
 
 
@@ -926,7 +933,7 @@ def test_a_cancellation_request_needs_a_decision_before_anything_else() -> None:
         lambda: order.request_cancellation(UPSTREAM),
         lambda: order.revise(UPSTREAM, CATALOG, header=v.HeaderChange(priority="1")),
     ):
-        refused_unchanged(order, IllegalTransition, attempt)
+        refused_unchanged(order, err.IllegalTransition, attempt)
 
 
 def test_denying_a_cancellation_needs_a_reason() -> None:
@@ -934,7 +941,7 @@ def test_denying_a_cancellation_needs_a_reason() -> None:
     order.request_cancellation(UPSTREAM)
     order.collect_events()
 
-    refused_unchanged(order, InvalidCommand, lambda: order.deny_cancellation(MANAGER, ""))
+    refused_unchanged(order, err.InvalidCommand, lambda: order.deny_cancellation(MANAGER, ""))
 
 
 def test_requesters_may_not_decide_on_cancellation() -> None:
@@ -942,8 +949,8 @@ def test_requesters_may_not_decide_on_cancellation() -> None:
     order.request_cancellation(UPSTREAM)
     order.collect_events()
 
-    refused_unchanged(order, NotPermitted, lambda: order.approve_cancellation(UPSTREAM))
-    refused_unchanged(order, NotPermitted, lambda: order.deny_cancellation(FULFILMENT, "no"))
+    refused_unchanged(order, err.NotPermitted, lambda: order.approve_cancellation(UPSTREAM))
+    refused_unchanged(order, err.NotPermitted, lambda: order.deny_cancellation(FULFILMENT, "no"))
 
 
 # ------------------------------------------------------------------------- final states
@@ -1001,7 +1008,7 @@ COMMANDS = sorted(commands_as(OPERATOR))
 def test_a_final_order_refuses_every_command_but_a_note_or_archiving(final, command) -> None:
     order = final()
 
-    refused_unchanged(order, IllegalTransition, lambda: commands_as(OPERATOR)[command](order))
+    refused_unchanged(order, err.IllegalTransition, lambda: commands_as(OPERATOR)[command](order))
 
 
 @pytest.mark.parametrize(
@@ -1021,7 +1028,7 @@ def test_a_final_order_still_takes_notes(final) -> None:
 def test_a_note_needs_text() -> None:
     order = received()
 
-    refused_unchanged(order, InvalidCommand, lambda: order.add_note(AGENT, "  "))
+    refused_unchanged(order, err.InvalidCommand, lambda: order.add_note(AGENT, "  "))
 
 
 @pytest.mark.parametrize("state", [v.OrderState.ACKNOWLEDGED, v.OrderState.IN_PROGRESS], ids=str)
@@ -1030,13 +1037,13 @@ def test_an_auditor_may_do_nothing(state, command) -> None:
     order = in_state(state)
     calls = {**commands_as(AUDITOR), "add_note": lambda o: o.add_note(AUDITOR, "hello")}
 
-    refused_unchanged(order, NotPermitted, lambda: calls[command](order))
+    refused_unchanged(order, err.NotPermitted, lambda: calls[command](order))
 
 
 def test_an_auditor_may_neither_draft_nor_receive() -> None:
-    with pytest.raises(NotPermitted):
+    with pytest.raises(err.NotPermitted):
         ServiceOrder.draft(AUDITOR, v.OrderHeader())
-    with pytest.raises(NotPermitted):
+    with pytest.raises(err.NotPermitted):
         ServiceOrder.receive(AUDITOR, v.OrderHeader(), [internet()], CATALOG)
 
 
@@ -1070,7 +1077,7 @@ def test_a_manager_may_archive_a_final_order(final) -> None:
 def test_an_agent_may_not_archive_a_final_order() -> None:
     order = _completed()
 
-    error = refused_unchanged(order, NotPermitted, lambda: order.delete(AGENT))
+    error = refused_unchanged(order, err.NotPermitted, lambda: order.delete(AGENT))
     assert "drafts only" in str(error)
 
 
@@ -1078,7 +1085,7 @@ def test_an_agent_may_not_archive_a_final_order() -> None:
 def test_an_active_order_is_cancelled_not_deleted(state) -> None:
     order = in_state(state)
 
-    refused_unchanged(order, IllegalTransition, lambda: order.delete(OPERATOR))
+    refused_unchanged(order, err.IllegalTransition, lambda: order.delete(OPERATOR))
 
 
 @pytest.mark.parametrize("command", [*COMMANDS, "add_note", "delete"])
@@ -1091,7 +1098,7 @@ def test_a_deleted_order_takes_no_command_at_all(command) -> None:
         "delete": lambda o: o.delete(OPERATOR),
     }
 
-    error = refused_unchanged(order, IllegalTransition, lambda: calls[command](order))
+    error = refused_unchanged(order, err.IllegalTransition, lambda: calls[command](order))
     assert "deleted" in str(error)
 
 
