@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, date, datetime
+from functools import partial
 from uuid import UUID
 
 import pytest
@@ -540,16 +541,9 @@ def test_information_request_and_answer() -> None:
 def test_only_fulfilment_reports_item_progress_and_asks_for_information() -> None:
     order = in_state(v.OrderState.IN_PROGRESS)
 
-    refused_unchanged(
-        order,
-        err.NotPermitted,
-        lambda: order.change_item_state(UPSTREAM, "1", v.ItemState.COMPLETED),
-    )
-    refused_unchanged(
-        order,
-        err.NotPermitted,
-        lambda: order.change_item_state(MANAGER, "1", v.ItemState.COMPLETED),
-    )
+    for actor in (UPSTREAM, MANAGER):
+        report = partial(order.change_item_state, actor, "1", v.ItemState.COMPLETED)
+        refused_unchanged(order, err.NotPermitted, report)
     refused_unchanged(order, err.NotPermitted, lambda: order.request_information(AGENT, "?"))
 
 
