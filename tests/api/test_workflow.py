@@ -9,6 +9,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
+from builders import draft_item
 from fastapi.testclient import TestClient
 
 TMF641 = "/tmf-api/serviceOrdering/v4"
@@ -56,31 +57,13 @@ def test_capture_validate_submit_review_approve_fulfil_complete(
     assert draft["requestedStartDate"] == "2030-01-02" and draft["items"] == []
 
     items = f"/api/v1/drafts/{draft_id}/items"
-    response = client.post(
-        items,
-        headers=auth("agent"),
-        json={
-            "id": "1",
-            "action": "add",
-            "specificationId": "internet-access",
-            "characteristics": {"bandwidthMbps": 100},
-            "place": {"id": "S1", "name": "HQ"},
-        },
-    )
+    # item 1 lacks the accessType the catalog wants (validation below lists it)
+    first = draft_item("1", place=("S1", "HQ"), characteristics={"bandwidthMbps": 100})
+    response = client.post(items, headers=auth("agent"), json=first)
     assert response.status_code == 201, response.text
     assert response.json()["items"][0]["characteristics"] == {"bandwidthMbps": 100}
-    response = client.post(
-        items,
-        headers=auth("agent"),
-        json={
-            "id": "2",
-            "specificationId": "managed-router",
-            "characteristics": {"model": "c1100"},
-            "place": {"id": "S1"},
-            "dependsOn": ["1", "7"],
-            "quantity": 2,
-        },
-    )
+    second = draft_item("2", "managed-router", {"id": "S1"}, dependsOn=["1", "7"], quantity=2)
+    response = client.post(items, headers=auth("agent"), json=second)
     assert response.status_code == 201
     # read-your-writes: the next GET shows both items, with the new version
     response = client.get(f"/api/v1/drafts/{draft_id}", headers=auth("agent"))
