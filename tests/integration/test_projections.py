@@ -40,6 +40,7 @@ from serviceorders.domain import commands as cmd
 from serviceorders.domain import events as ev
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.errors import DomainError
+from serviceorders.domain.lifecycle import ITEM_TRANSITIONS
 from serviceorders.domain.values import (
     FINAL_ORDER_STATES,
     HeaderChange,
@@ -218,14 +219,9 @@ def create_order(app: ServiceOrders, a: int, b: int) -> UUID:
     return order_id
 
 
-ITEM_STATES = (
-    ItemState.IN_PROGRESS,
-    ItemState.PENDING,
-    ItemState.HELD,
-    ItemState.COMPLETED,
-    ItemState.FAILED,
-    ItemState.CANCELLED,
-)
+# The states a fulfilment system may report for an item (any move the lifecycle allows
+# from acknowledged), in ItemState's order so a drawn index always picks the same state.
+ITEM_STATES = tuple(s for s in ItemState if s in ITEM_TRANSITIONS[ItemState.ACKNOWLEDGED])
 FINAL_CHOICES = (ItemState.COMPLETED, ItemState.COMPLETED, ItemState.FAILED, ItemState.CANCELLED)
 
 
