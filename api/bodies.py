@@ -66,16 +66,8 @@ class DraftCreate(Body):
             if self.customer
             else ()
         )
-        return OrderHeader(
-            external_id=self.external_id,
-            category=self.category,
-            priority=self.priority,
-            description=self.description,
-            requested_start_date=self.requested_start_date,
-            requested_completion_date=self.requested_completion_date,
-            notification_contact=self.notification_contact,
-            related_parties=parties,
-        )
+        # The other fields are the header's, under the same names.
+        return OrderHeader(**self.model_dump(exclude={"customer"}), related_parties=parties)
 
     def command(self) -> DraftOrder:
         return DraftOrder(self.header())
