@@ -344,10 +344,8 @@ def publish_sample(
 ) -> None:
     """Publish realistic TMF641 traffic to the inbound topic: multi-site orders with mixed
     actions, some published twice, a few bad ones, so you can watch the engine work."""
-    from kafka import KafkaProducer
-    from serviceorders.consumers.kafka import ensure_topics
+    from serviceorders.consumers.kafka import ensure_topics, publish_inbound
     from serviceorders.consumers.sample import traffic
-    from serviceorders.notifications.kafka import producer_options
 
     settings = _kafka_settings(obj.config)  # needs no database
     if count < 0:
@@ -356,13 +354,7 @@ def publish_sample(
     prefix = prefix or f"SAMPLE-{seed}"
     sample = traffic(count, duplicates=duplicates, bad=bad, seed=seed, prefix=prefix)
     ensure_topics(settings)
-    producer = KafkaProducer(acks="all", linger_ms=5, **producer_options(settings))
-    try:
-        for m in sample.messages:
-            producer.send(settings.inbound_topic, key=m.key, value=m.value)
-        producer.flush(timeout=60)
-    finally:
-        producer.close(timeout=10)
+    publish_inbound(settings, [(m.key, m.value) for m in sample.messages])
     kinds: dict[str, int] = {}
     for m in sample.messages:
         kinds[m.kind] = kinds.get(m.kind, 0) + 1

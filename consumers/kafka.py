@@ -1,8 +1,9 @@
 """The Kafka edge's inbound side: the consumer (`serviceorders consume`), topic creation,
-and the undecodable record batches an operator skips. docs/kafka.md explains the
-guarantees. The publishers of the database outboxes (dead letters, refusals, TMF641
-notifications) and the Kafka client options are notification delivery's:
-notifications/kafka.py. These two modules are the only ones that import kafka-python.
+publishing upstream traffic to the inbound topic (`publish-sample`, tests), and the
+undecodable record batches an operator skips. docs/kafka.md explains the guarantees. The
+publishers of the database outboxes (dead letters, refusals, TMF641 notifications) and the
+Kafka client options are notification delivery's: notifications/kafka.py. These two modules
+are the only ones that import kafka-python.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -31,7 +32,7 @@ from serviceorders.consumers.store import (
     utcnow,
 )
 from serviceorders.domain.application import ServiceOrders
-from serviceorders.notifications.kafka import Backoff, client_options
+from serviceorders.notifications.kafka import Backoff, client_options, producer_options
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 
@@ -86,6 +87,18 @@ def ensure_topics(
     if created:
         log.info("created topics %s (%d partitions)", ", ".join(created), settings.topic_partitions)
     return created
+
+
+def publish_inbound(settings: Settings, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+    """Send (key, value) records, in order, to the inbound topic, as an upstream system
+    would; return once the broker has acknowledged them all."""
+    producer = KafkaProducer(acks="all", linger_ms=5, **producer_options(settings))
+    try:
+        for key, value in records:
+            producer.send(settings.inbound_topic, key=key, value=value)
+        producer.flush(timeout=60)
+    finally:
+        producer.close(timeout=10)
 
 
 # ============================================================= undecodable batches

@@ -25,11 +25,11 @@ from typing import Any
 import psycopg
 import pytest
 from builders import own_topics
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from serviceorders.bootstrap import init_database
 from serviceorders.consumers.broker import EmbeddedBroker
-from serviceorders.consumers.kafka import ensure_topics
+from serviceorders.consumers.kafka import ensure_topics, publish_inbound
 from serviceorders.consumers.sample import traffic
 from serviceorders.notifications.kafka import client_options
 from serviceorders.settings import Settings
@@ -219,13 +219,7 @@ def run(
 
             # The traffic waits in the topic before the consumer starts.
             sample = traffic(60, duplicates=0.3, bad=0.3, seed=14, prefix=f"M-{token}")
-            producer = KafkaProducer(acks="all", linger_ms=5, **client_options(settings))
-            try:
-                for m in sample.messages:
-                    producer.send(settings.inbound_topic, key=m.key, value=m.value)
-                producer.flush(timeout=60)
-            finally:
-                producer.close(timeout=10)
+            publish_inbound(settings, [(m.key, m.value) for m in sample.messages])
             end_offsets = _end_offsets(settings, len(sample.messages))
             with psycopg.connect(db_url, autocommit=False) as blocker:
                 # Hold the intake's position table: the first batch waits for it, so no
