@@ -44,7 +44,10 @@ STATES = [
 ]
 
 
-def build(app: ServiceOrders, actors: Any, samples: Any) -> tuple[UUID, list[datetime]]:
+Built = tuple[UUID, list[datetime]]  # an order's id and the time just after each of its saves
+
+
+def build(app: ServiceOrders, actors: Any, samples: Any) -> Built:
     """An order through 9 events; returns its id and the time just after each save."""
     after: list[datetime] = []
 
@@ -104,13 +107,13 @@ def build(app: ServiceOrders, actors: Any, samples: Any) -> tuple[UUID, list[dat
 
 
 @pytest.fixture
-def built(app: ServiceOrders, actors: Any, samples: Any) -> tuple[UUID, list[datetime]]:
+def built(app: ServiceOrders, actors: Any, samples: Any) -> Built:
     """`build`'s order in the test's application: its id and the time after each save."""
     return build(app, actors, samples)
 
 
 def test_timeline_lists_every_event_with_envelope_and_state_after(
-    app: ServiceOrders, built: tuple[UUID, list[datetime]], chain_tools: Any
+    app: ServiceOrders, built: Built, chain_tools: Any
 ) -> None:
     order_id, _ = built
     entries = history.timeline(app, order_id)
@@ -155,9 +158,7 @@ def test_timeline_lists_every_event_with_envelope_and_state_after(
     assert "documentAfter" not in lean[0] and lean[0]["summaryAfter"]
 
 
-def test_at_version_is_the_order_as_it_was(
-    app: ServiceOrders, built: tuple[UUID, list[datetime]]
-) -> None:
+def test_at_version_is_the_order_as_it_was(app: ServiceOrders, built: Built) -> None:
     order_id, _ = built
     for version, state in enumerate(STATES, start=1):
         past = history.at_version(app, order_id, version)
@@ -191,9 +192,7 @@ def test_at_version_is_the_order_as_it_was(
             history.at_version(app, order_id, bad)
 
 
-def test_as_of_takes_the_events_up_to_the_instant(
-    app: ServiceOrders, built: tuple[UUID, list[datetime]]
-) -> None:
+def test_as_of_takes_the_events_up_to_the_instant(app: ServiceOrders, built: Built) -> None:
     order_id, after = built
     events = app.history(order_id)
     # just after each save: the order as that save left it
@@ -224,9 +223,7 @@ def test_as_of_takes_the_events_up_to_the_instant(
         history.as_of(app, order_id, before)
 
 
-def test_diff_lists_what_changed_between_two_versions(
-    app: ServiceOrders, built: tuple[UUID, list[datetime]]
-) -> None:
+def test_diff_lists_what_changed_between_two_versions(app: ServiceOrders, built: Built) -> None:
     order_id, _ = built
 
     approved = history.diff(app, order_id, 2, 3)
