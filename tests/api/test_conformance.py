@@ -85,12 +85,14 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 # ------------------------------------------------------------------ the spec's defects
 @dataclass(frozen=True)
-class SpecDefect:
-    """A defect of the official document, corrected in memory before the run."""
+class SpecEdit:
+    """A named, explained change made to the spec in memory: a defect of the official
+    document (`SPEC_DEFECTS`, corrected before the run) or a leniency of ours
+    (`INPUT_LENIENCIES`, applied only to the validators of request bodies)."""
 
     name: str
     why: str
-    fix: Callable[[dict[str, Any]], None]
+    apply: Callable[[dict[str, Any]], None]
 
 
 def _drop_listeners(spec: dict[str, Any]) -> None:
@@ -103,7 +105,7 @@ def _item_ref_without_required_id(spec: dict[str, Any]) -> None:
 
 
 SPEC_DEFECTS = [
-    SpecDefect(
+    SpecEdit(
         "listeners-are-client-side",
         "The ten POST /listener/<event> operations are the *client's* notification "
         "endpoints (the server POSTs events to `{callback}/listener/<event>` of a listener "
@@ -111,7 +113,7 @@ SPEC_DEFECTS = [
         "EventSubscription body, a copy-paste slip (v5 answers 204). Left out of the run.",
         _drop_listeners,
     ),
-    SpecDefect(
+    SpecEdit(
         "ServiceOrderItemRef-requires-undeclared-id",
         "ServiceOrderItemRef lists `required: [id]` but declares no `id` property: the "
         "item is named by `itemId` (with serviceOrderId / serviceOrderHref). We emit "
@@ -212,21 +214,12 @@ EXTENSIONS = [
 
 
 # -------------------------------------------- schema-invalid requests accepted on purpose
-@dataclass(frozen=True)
-class InputLeniency:
-    """Requests that break the spec only in this way are accepted on purpose."""
-
-    name: str
-    why: str
-    relax: Callable[[dict[str, Any]], None]
-
-
 def _related_party_needs_only_id(spec: dict[str, Any]) -> None:
     spec["definitions"]["RelatedParty"]["required"] = ["id"]
 
 
 INPUT_LENIENCIES = [
-    InputLeniency(
+    SpecEdit(
         "RelatedParty-@type-and-@referredType-optional",
         "TMF641 v4 requires `@type` and `@referredType` on every RelatedParty. On input we "
         "accept parties without them (upstream systems and the TMF samples often omit "
@@ -244,7 +237,7 @@ def official_spec() -> dict[str, Any]:
     )
     spec = json.loads(raw)
     for defect in SPEC_DEFECTS:
-        defect.fix(spec)
+        defect.apply(spec)
     for declared in DECLARED_STATUSES:
         for method, path in declared.operations:
             spec["paths"][path][method]["responses"].setdefault(
@@ -258,7 +251,7 @@ def lenient_body_validators(spec: dict[str, Any]) -> dict[str, jsonschema_rs.Dra
     """Per operation label, a validator of its body under the spec with INPUT_LENIENCIES."""
     relaxed = json.loads(json.dumps(spec))
     for leniency in INPUT_LENIENCIES:
-        leniency.relax(relaxed)
+        leniency.apply(relaxed)
     validators = {}
     for path, operations in relaxed["paths"].items():
         for method, operation in operations.items():
