@@ -15,7 +15,7 @@ from serviceorders.audit import history
 from serviceorders.domain import commands as cmd
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.errors import OrderNotFound
-from serviceorders.domain.values import HeaderChange, ItemState, OrderHeader
+from serviceorders.domain.values import CommandContext, HeaderChange, ItemState, OrderHeader
 from serviceorders.tmf.tmf641 import order_to_tmf641
 
 pytestmark = pytest.mark.integration
@@ -51,8 +51,8 @@ def build(app: ServiceOrders, actors: Any, samples: Any) -> Built:
     """An order through 9 events; returns its id and the time just after each save."""
     after: list[datetime] = []
 
-    def step(action: Any) -> None:
-        action()
+    def step(actor: CommandContext, command: cmd.Command) -> None:
+        app.handle(actor, command)
         after.append(datetime.now(UTC))
         time.sleep(0.005)  # the next event is recorded strictly later
 
@@ -64,45 +64,17 @@ def build(app: ServiceOrders, actors: Any, samples: Any) -> Built:
     assert created
     after.append(datetime.now(UTC))  # v1 and v2 are saved together
     time.sleep(0.005)
-    step(lambda: app.handle(actors.manager, cmd.Approve(order_id, "sites surveyed")).order)  # v3
+    step(actors.manager, cmd.Approve(order_id, "sites surveyed"))  # v3
+    step(actors.fulfilment, cmd.ChangeItemStates.one(order_id, "1", ItemState.IN_PROGRESS))  # v4
+    router = samples.router_item("2", depends_on=("1",), characteristics={"model": "c8300"})
     step(
-        lambda: (
-            app.handle(
-                actors.fulfilment, cmd.ChangeItemStates.one(order_id, "1", ItemState.IN_PROGRESS)
-            ).order
-        )
-    )  # v4
-    step(
-        lambda: (
-            app.handle(
-                actors.upstream,
-                cmd.Revise(
-                    order_id,
-                    items=(
-                        samples.router_item(
-                            "2", depends_on=("1",), characteristics={"model": "c8300"}
-                        ),
-                    ),
-                    header=HeaderChange(priority="1"),
-                ),
-            ).order
-        )
+        actors.upstream,
+        cmd.Revise(order_id, items=(router,), header=HeaderChange(priority="1")),
     )  # v5
-    step(lambda: app.handle(actors.upstream, cmd.AddNote(order_id, "customer called")).order)  # v6
-    step(
-        lambda: (
-            app.handle(
-                actors.fulfilment, cmd.ChangeItemStates.one(order_id, "1", ItemState.COMPLETED)
-            ).order
-        )
-    )  # v7
-    step(
-        lambda: (
-            app.handle(
-                actors.fulfilment, cmd.ChangeItemStates.one(order_id, "2", ItemState.COMPLETED)
-            ).order
-        )
-    )  # v8 + v9 OrderCompleted
+    step(actors.upstream, cmd.AddNote(order_id, "customer called"))  # v6
+    step(actors.fulfilment, cmd.ChangeItemStates.one(order_id, "1", ItemState.COMPLETED))  # v7
+    # v8 ItemStateChanged + v9 OrderCompleted
+    step(actors.fulfilment, cmd.ChangeItemStates.one(order_id, "2", ItemState.COMPLETED))
     return order_id, after
 
 
