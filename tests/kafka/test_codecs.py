@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from serviceorders.bootstrap import build_projector
 from serviceorders.cli import main
 from serviceorders.consumers.broker import EmbeddedBroker
-from serviceorders.consumers.kafka import UNDECODABLE
+from serviceorders.consumers.kafka import UNDECODABLE, publish_inbound
 from serviceorders.consumers.sample import create_event, order
 from serviceorders.consumers.store import IntakeStore
 from serviceorders.metrics import EngineMetrics
@@ -309,13 +309,7 @@ def test_non_finite_numbers_are_dead_lettered_and_the_dlq_is_compressed(
         )
         assert token.encode() in body
         messages.append((name.encode(), body))
-    producer = KafkaProducer(acks="all", **client_options(ks))
-    try:
-        for key, value in messages:
-            producer.send(ks.inbound_topic, key=key, value=value)
-        producer.flush(timeout=30)
-    finally:
-        producer.close(timeout=10)
+    publish_inbound(ks, messages)
     running = run_worker(ks)
     wait_for(
         lambda: sum(IntakeStore(db).positions(ks.inbound_topic).values()) >= len(messages),
