@@ -550,11 +550,8 @@ def test_direct_cancellation_and_failure_outcomes(
     client: TestClient, auth: Auth, flow: Any
 ) -> None:
     order_id = flow.order()
-    response = client.post(
-        f"/api/v1/orders/{order_id}/cancel",
-        headers=auth("manager"),
-        json={"reason": "duplicate order"},
-    )
+    cancel = {"reason": "duplicate order"}
+    response = flow.post(f"/api/v1/orders/{order_id}/cancel", cancel, role="manager")
     assert response.json()["state"] == "cancelled"
     events = client.get(f"/api/v1/orders/{order_id}/events", headers=auth("auditor")).json()
     assert events[-1]["type"] == "OrderCancelled"
@@ -565,11 +562,8 @@ def test_direct_cancellation_and_failure_outcomes(
     order_id = flow.in_progress()
     base = f"/api/v1/orders/{order_id}/items"
     flow.post(f"{base}/1/state", {"state": "completed"}, role="fulfilment")
-    response = client.post(
-        f"{base}/2/state",
-        headers=auth("fulfilment"),
-        json={"state": "failed", "reason": "router DOA"},
-    )
+    failed = {"state": "failed", "reason": "router DOA"}
+    response = flow.post(f"{base}/2/state", failed, role="fulfilment")
     assert response.json()["state"] == "partial"
     error(
         client.post(f"{base}/2/state", headers=auth("fulfilment"), json={"state": "inProgress"}),
