@@ -474,18 +474,12 @@ def test_draft_items_from_the_api_are_stored_sealed(
     """Place names given to the draft item routes are personal data too: sealed in the
     events like those of a whole order, revealed in every answer."""
     draft_id = flow.draft(items=False, customer={"id": "CUST-P", "name": "Pat Doe"})
-    added = client.post(
-        f"/api/v1/drafts/{draft_id}/items",
-        headers=auth("agent"),
-        json=draft_item("1", place=("S1", "Pat's flat, 9 Elm Row")),
-    )
-    assert added.status_code == 201, added.text
+    items = f"/api/v1/drafts/{draft_id}/items"
+    flat = draft_item("1", place=("S1", "Pat's flat, 9 Elm Row"))
+    added = flow.post(items, flat, role="agent", status=201)
     assert added.json()["items"][0]["place"]["name"] == "Pat's flat, 9 Elm Row"
-    moved = client.patch(
-        f"/api/v1/drafts/{draft_id}/items/1",
-        headers=auth("agent"),
-        json={"place": {"id": "S2", "name": "Pat's office, 3 Oak St"}},
-    )
+    office = {"id": "S2", "name": "Pat's office, 3 Oak St"}
+    moved = client.patch(f"{items}/1", headers=auth("agent"), json={"place": office})
     assert moved.status_code == 200, moved.text
     assert moved.json()["items"][0]["place"]["name"] == "Pat's office, 3 Oak St"
     db = open_read_db(api_settings)
