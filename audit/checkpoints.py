@@ -332,16 +332,11 @@ class Checkpointer:
             self.run_once()
 
     def start(self, stopping: threading.Event, interval: float | None = None) -> threading.Thread:
-        from serviceorders.support.logs import worker as logged
+        from serviceorders.support.logs import start_worker
 
-        thread = threading.Thread(
-            target=logged("audit checkpointer", self.run),
-            args=(stopping, interval),
-            name="audit-checkpointer",
-            daemon=True,
+        return start_worker(
+            "audit checkpointer", "audit-checkpointer", self.run, stopping, interval
         )
-        thread.start()
-        return thread
 
 
 def export_checkpoints(db: ReadDb, *, all_checkpoints: bool = False) -> dict[str, Any]:

@@ -625,13 +625,6 @@ def start_worker(
     if not settings.hub_delivery:
         return None
     worker = DeliveryWorker.from_settings(settings, connect)
-    from serviceorders.support.logs import worker as logged
+    from serviceorders.support.logs import start_worker
 
-    thread = threading.Thread(
-        target=logged("hub delivery", worker.run),
-        args=(stopping, on_error),
-        name="hub-delivery",
-        daemon=True,
-    )
-    thread.start()
-    return thread
+    return start_worker("hub delivery", "hub-delivery", worker.run, stopping, on_error)

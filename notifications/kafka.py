@@ -307,11 +307,4 @@ class Publisher:
 
 def start_publisher(settings: Settings, stopping: threading.Event, **kw: Any) -> threading.Thread:
     publisher = Publisher(settings, **kw)
-    thread = threading.Thread(
-        target=logs.worker("outbound publisher", publisher.run),
-        args=(stopping,),
-        name="kafka-publisher",
-        daemon=True,
-    )
-    thread.start()
-    return thread
+    return logs.start_worker("outbound publisher", "kafka-publisher", publisher.run, stopping)

@@ -125,11 +125,7 @@ def start_intake(
 
     ensure_topics(settings, stopping)
     worker = ConsumerWorker(settings, stopping, metrics=metrics, app=build_application(settings))
-    thread = threading.Thread(
-        target=logs.worker("kafka intake", worker.run), name="kafka-intake", daemon=True
-    )
-    thread.start()
-    return thread
+    return logs.start_worker("kafka intake", "kafka-intake", worker.run)
 
 
 def _reconnect(settings: Settings) -> Any:
@@ -309,10 +305,7 @@ def run_api(
             finally:
                 projector.db.close()
 
-        follower = threading.Thread(
-            target=logs.worker("projector", follow), name="projector", daemon=True
-        )
-        follower.start()
+        follower = logs.start_worker("projector", "projector", follow)
         deliverer = start_hub_delivery(settings, stopping)
         checkpointer = start_checkpoints(settings, stopping)
     if with_intake:

@@ -265,3 +265,13 @@ def worker(name: str, target: Callable[..., Any]) -> Callable[..., Any]:
             log.info("%s stopped", name, extra={"worker": name})
 
     return run
+
+
+def start_worker(
+    name: str, thread_name: str, target: Callable[..., Any], *args: Any
+) -> threading.Thread:
+    """`target(*args)` started in a daemon thread called `thread_name`, logged as `worker`
+    does: the one way the processes start their background workers."""
+    thread = threading.Thread(target=worker(name, target), args=args, name=thread_name, daemon=True)
+    thread.start()
+    return thread
