@@ -241,6 +241,17 @@ class _HeaderAttributes(TmfBody):
 
     _aware = field_validator("requested_start_date", "requested_completion_date")(_with_timezone)
 
+    def header_attributes(self) -> dict[str, Any]:
+        """These attributes by the domain's names (OrderHeader's and HeaderChange's), which
+        are theirs: a creation's header and a patch's change both start from them."""
+        return {name: getattr(self, name) for name in _HEADER_ATTRIBUTES}
+
+
+# The attributes _HeaderAttributes declares itself (not TmfBody's @type and the like).
+_HEADER_ATTRIBUTES = tuple(
+    name for name in _HeaderAttributes.model_fields if name not in TmfBody.model_fields
+)
+
 
 class ServiceOrderCreate(_HeaderAttributes):
     """TMF641 v4 `ServiceOrder_Create`."""
@@ -336,13 +347,9 @@ def _party(p: RelatedParty) -> Party:
 
 def order_to_domain(body: ServiceOrderCreate) -> tuple[OrderHeader, list[OrderItem], list[Note]]:
     header = OrderHeader(
+        **body.header_attributes(),
         external_id=body.external_id,
         category=body.category,
-        description=body.description,
-        priority=body.priority,
-        requested_start_date=body.requested_start_date,
-        requested_completion_date=body.requested_completion_date,
-        notification_contact=body.notification_contact,
         related_parties=tuple(_party(p) for p in body.related_party),
         order_relationships=tuple(
             OrderRelationship(id=r.id, relationship_type=r.relationship_type)
@@ -355,11 +362,7 @@ def order_to_domain(body: ServiceOrderCreate) -> tuple[OrderHeader, list[OrderIt
 
 def header_change(body: ServiceOrderUpdate) -> HeaderChange:
     fields = {
-        "description": body.description,
-        "priority": body.priority,
-        "notification_contact": body.notification_contact,
-        "requested_start_date": body.requested_start_date,
-        "requested_completion_date": body.requested_completion_date,
+        **body.header_attributes(),
         "related_parties": (
             tuple(_party(p) for p in body.related_party) if body.related_party is not None else None
         ),
