@@ -105,7 +105,9 @@ def document_response(
     "problems refuse it (400, every problem listed); value problems let it "
     "into the review queue as `acknowledged`, flagged for the reviewer. "
     "An `externalId` (or an `Idempotency-Key` header) makes creation "
-    "idempotent: a retry gets the first order back.",
+    "idempotent: a retry gets the first order back; the same key with other content is "
+    "refused (409 naming the key and the paths that differ), and so is an `externalId` "
+    "held by a draft or a deleted order.",
     openapi_extra=body_schema(ServiceOrderCreate, example=ORDER_EXAMPLE),
 )
 def create_service_order(request: Request) -> JSONResponse:
@@ -115,7 +117,8 @@ def create_service_order(request: Request) -> JSONResponse:
     # before this handler, never cut (two long keys with a common start are two keys).
     key = request.headers.get("idempotency-key", "").strip()
     header, items, notes = order_to_domain(body)
-    # A retry with the same key (or the same externalId) finds the order it created.
+    # A retry with the same key (or the same externalId) finds the order it created (the
+    # same content), or is refused (ResendConflict, ExternalIdTaken: domain/resend.py).
     order_id = order_id_for_request(cmd.actor.id, key) if key else None
     outcome = handle(request, ReceiveOrder(header, tuple(items), tuple(notes), order_id))
     return document_response(request, outcome.order_id, 201)

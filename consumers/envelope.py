@@ -65,6 +65,10 @@ ILLEGAL_TRANSITION = "illegal_transition"
 UNKNOWN_ORDER = "unknown_order"
 NOT_PERMITTED = "not_permitted"
 INVALID_COMMAND = "invalid_command"
+# A create under an externalId already used with other content, or held by a draft or a
+# deleted order (domain/resend.py).
+RESEND_CONFLICT = "resend_conflict"
+EXTERNAL_ID_TAKEN = "external_id_taken"
 CATEGORIES = (
     NOT_JSON,
     NOT_ENVELOPE,
@@ -76,6 +80,8 @@ CATEGORIES = (
     UNKNOWN_ORDER,
     NOT_PERMITTED,
     INVALID_COMMAND,
+    RESEND_CONFLICT,
+    EXTERNAL_ID_TAKEN,
 )
 
 

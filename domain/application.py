@@ -22,7 +22,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import Environment, get_topic
 
-from . import privacy
+from . import privacy, resend
 from .catalog import Catalog
 from .codec import OrjsonTranscoder, PydanticMapper
 from .commands import (
@@ -163,7 +163,11 @@ class ServiceOrders(Application[UUID]):
         except IntegrityError:
             order_id = outcome.order.id
             if command.deterministic:  # created before, or concurrently through another door
-                return Outcome(self.get_order(order_id), created=False)
+                # The same content: that order; else ResendConflict / ExternalIdTaken.
+                found = self.get_order(order_id)
+                events = resend.creation_events(self.events, order_id, found.version)
+                _check_resend(self, command, found, events)
+                return Outcome(found, created=False)
             raise ConcurrencyConflict(order_id, "the order id is taken") from None
         return Outcome(self.unseal(outcome.order), created=True)
 
@@ -416,6 +420,9 @@ class UnitOfWork:
         # One command reads nothing: the commit's IntegrityError answers (see `handle`).
         found = None if self._single else self._load(order_id)
         if found is not None:  # the same order again: changes nothing, not an error
+            stored = self._stored.get(order_id)
+            events = resend.creation_events(self.app.events, order_id, stored, found.pending_events)
+            _check_resend(self.app, command, found, events)  # else a ResendConflict
             return Outcome(found, created=False)
         header, items = self._seal_new(command.header, command.items)
         catalog = self.app.catalog
@@ -528,3 +535,14 @@ def _check_version(order: ServiceOrder, expected: int | Collection[int]) -> None
             raise StaleVersion(order.id, expected, order.version)
     elif order.version not in expected:
         raise StaleVersion(order.id, frozenset(expected), order.version)
+
+
+def _check_resend(
+    app: ServiceOrders, command: ReceiveOrder, found: ServiceOrder, events: Iterable[OrderEvent]
+) -> None:
+    """A `ReceiveOrder` whose id `found` holds: the same order sent again (nothing to do),
+    else `ResendConflict` (other content) or `ExternalIdTaken` (a draft, a deleted order);
+    domain/resend.py."""
+    reveal = app.sealer.reveal if app.sealer is not None else None
+    received = resend.Content(command.header, command.items, command.notes)
+    resend.check(received, found, events, reveal)

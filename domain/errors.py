@@ -146,6 +146,44 @@ class StaleVersion(ConcurrencyConflict):
         self.order_id = order_id
 
 
+class ResendConflict(DomainError):
+    """A new order under a key already used (the same `externalId`, or the same
+    `Idempotency-Key`) with different content than the order created with it: nothing is
+    created. `paths` name where the content differs (domain/resend.py), never the values.
+    `key_value` is None when the domain does not know it (an idempotency key)."""
+
+    code = "resend_conflict"
+
+    def __init__(
+        self, order_id: UUID, key_name: str, key_value: str | None, paths: Sequence[str]
+    ) -> None:
+        self.order_id, self.key_name, self.key_value = order_id, key_name, key_value
+        self.paths = tuple(paths)
+        key = f"{key_name} {key_value!r}" if key_value is not None else key_name
+        super().__init__(
+            f"the {key} was used for order {order_id} with other content (differing: "
+            f"{', '.join(self.paths)}); send the same content to get that order back, "
+            f"or a new {key_name} for a new order"
+        )
+
+
+class ExternalIdTaken(DomainError):
+    """A new order under a key held by an order that is not (or no longer) a TMF641 order:
+    a draft, or a deleted one (a discarded draft, an archived order). Its id derives from
+    the key, so the key cannot name another order (docs/lifecycle.md)."""
+
+    code = "external_id_taken"
+
+    def __init__(self, order_id: UUID, key_name: str, key_value: str | None, holder: str) -> None:
+        self.order_id, self.key_name, self.key_value = order_id, key_name, key_value
+        self.holder = holder
+        key = f"{key_name} {key_value!r}" if key_value is not None else key_name
+        super().__init__(
+            f"the {key} is held by {holder} (order {order_id}): it cannot name a new order; "
+            f"send a new {key_name}"
+        )
+
+
 class WriteTimeout(PersistenceError):
     """A save ran out of time (the event store's bound on one write transaction, or on the
     wait for its lock): the store rolled it back, nothing of it was written, and the lock
@@ -187,6 +225,7 @@ class Answer:
 # Dead-letter categories (as consumers/envelope.py names them; plain strings here).
 _REFUSED, _ILLEGAL, _NOT_PERMITTED = "refused", "illegal_transition", "not_permitted"
 _UNKNOWN_ORDER, _INVALID = "unknown_order", "invalid_command"
+_RESEND, _TAKEN = "resend_conflict", "external_id_taken"
 
 # Today's answers, exactly: api/errors.py `_DOMAIN_STATUS` (else 400), console/web.py
 # `_DOMAIN_STATUS` (else 400 "Refused"), consumers/intake.py `_category` (else
@@ -201,6 +240,10 @@ ANSWERS: dict[str, Answer] = {
         Answer(OrderNotFound.code, 404, None, _UNKNOWN_ORDER, 404, "Not found", 1),
         Answer(UnknownItem.code, 404, None, _INVALID, 404, "Not found", 1),
         Answer(IllegalTransition.code, 409, None, _ILLEGAL, 409, "Not possible now", 1),
+        # A key used again with other content, or held by a draft / a deleted order
+        # (domain/resend.py): nothing is created.
+        Answer(ResendConflict.code, 409, None, _RESEND, 409, "Already used", 1),
+        Answer(ExternalIdTaken.code, 409, None, _TAKEN, 409, "Already used", 1),
         # The console shows a concurrent change as a 400 "Refused" today (it has no entry
         # there); the API as a 409.
         Answer(ConcurrencyConflict.code, 409, None, _INVALID, 400, "Refused", 1),

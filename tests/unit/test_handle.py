@@ -37,6 +37,7 @@ from serviceorders.domain.errors import (
     InvalidCommand,
     NotPermitted,
     OrderNotFound,
+    ResendConflict,
     StaleVersion,
     UnknownItem,
     ValidationFailed,
@@ -93,10 +94,13 @@ def test_receive_order_creates_and_submits_it(app: ServiceOrders) -> None:
 
 def test_receive_order_again_changes_nothing(app: ServiceOrders) -> None:
     first = app.handle(upstream(), receive("crm-1"))
-    again = app.handle(upstream(), receive("crm-1", [item("9")]))  # other content, same id
+    again = app.handle(upstream(), receive("crm-1"))  # the same content, same id
 
     assert (again.order_id, again.created) == (first.order_id, False)
     assert again.order.version == 2 and set(again.order.items) == {"1", "2"}
+    assert stored(app) == 2
+    with pytest.raises(ResendConflict):  # other content, same id (tests/unit/test_resend.py)
+        app.handle(upstream(), receive("crm-1", [item("9")]))
     assert stored(app) == 2
 
 
@@ -469,14 +473,21 @@ def test_receive_order_created_concurrently_is_not_created_again(
 
     def save(*objs: Any, **kw: Any) -> Any:  # another door creates the same order first
         monkeypatch.setattr(app, "save", real_save)
-        app.handle(agent("other"), receive("crm-1", [item("7")]))
+        app.handle(agent("other"), receive(external, [item("7")]))
         return real_save(*objs, **kw)
 
+    external = "crm-1"
     monkeypatch.setattr(app, "save", save)
-    outcome = app.handle(upstream(), receive("crm-1"))
+    outcome = app.handle(upstream(), receive(external, [item("7")]))
 
     assert outcome.created is False and set(outcome.order.items) == {"7"}
     assert outcome.order.submitted_by == agent("other").actor
+    # The other door's order has other content: refused, naming what differs.
+    external = "crm-2"
+    monkeypatch.setattr(app, "save", save)
+    with pytest.raises(ResendConflict) as refused:
+        app.handle(upstream(), receive(external))
+    assert refused.value.paths == ("items[1]", "items[2]", "items[7]")
 
 
 def test_a_random_id_that_is_taken_is_a_conflict(
