@@ -163,6 +163,8 @@ BUSINESS_REFUSALS: dict[str, dict[int, str]] = {
         "characteristics, empty or duplicate item ids, quantity < 1, dependencies on "
         f"unknown items, too many items or too long texts, {NUL} (every problem "
         "listed)",
+        409: "the externalId was used before for an order with other content, or is held "
+        "by a draft or a deleted order (docs/lifecycle.md, 'Re-sends and external ids')",
     },
     "PATCH /serviceOrder/{id}": {
         400: "the revised items or header fail the catalog's validation, a note or party "
