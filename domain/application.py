@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, ClassVar, TypeAlias
 from uuid import UUID
@@ -30,6 +30,7 @@ from .commands import (
     AddNote,
     Approve,
     ApproveCancellation,
+    ApproveProposal,
     Cancel,
     ChangeItemStates,
     Command,
@@ -41,14 +42,17 @@ from .commands import (
     ProvideInformation,
     ReachPointOfNoReturn,
     ReceiveOrder,
+    RefuseProposal,
     Reject,
     RemoveLine,
     RequestCancellation,
     RequestInformation,
+    Resubmit,
     Resume,
     Revise,
     Submit,
     Target,
+    WithdrawProposal,
 )
 from .errors import ConcurrencyConflict, InvalidCommand, OrderNotFound, StaleVersion
 from .events import (
@@ -58,8 +62,11 @@ from .events import (
     OrderCancelled,
     OrderEvent,
     OrderRejected,
+    ProposalApproved,
+    ProposalRefused,
 )
 from .order import ServiceOrder, order_id_for
+from .policy import Policy
 from .privacy import Sealer
 from .values import (
     CommandContext,
@@ -77,6 +84,8 @@ DECISIONS: dict[type[OrderEvent], str] = {
     CancellationApproved: "approve cancellation",
     CancellationDenied: "deny cancellation",
     OrderCancelled: "cancel",
+    ProposalApproved: "approve proposal",
+    ProposalRefused: "refuse proposal",
 }
 
 
@@ -95,15 +104,25 @@ class ServiceOrders(Application[UUID]):
         snapshot_interval: int = 50,
         four_eyes: bool = True,
         sealer: Sealer | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.catalog = catalog or Catalog.default()
-        self.four_eyes = four_eyes
+        # The review policies (domain/policy.py); `four_eyes` overrides the policy's.
+        self.policy = Policy(
+            four_eyes=four_eyes,
+            direct_fields=policy.direct_fields if policy else frozenset(),
+            hold_on_proposal=policy.hold_on_proposal if policy else False,
+        )
         self.sealer = sealer
         # Per application (a setting), where the library has a class variable.
         self.snapshotting_intervals = (  # type: ignore[misc]
             {ServiceOrder: snapshot_interval} if snapshot_interval else {}
         )
         super().__init__(env=dict(env))
+
+    @property
+    def four_eyes(self) -> bool:
+        return self.policy.four_eyes
 
     def construct_mapper(self) -> Any:
         mapper = super().construct_mapper()
@@ -155,9 +174,19 @@ class ServiceOrders(Application[UUID]):
         another door: `Outcome(order=<the stored order>, created=False)`; a random id that
         is taken is a `ConcurrencyConflict` ("the order id is taken").
         """
-        outcome = UnitOfWork(self, single=True).apply(ctx, command, expected_version)
+        uow = UnitOfWork(self, single=True)
+        outcome = uow.apply(ctx, command, expected_version)
         if not isinstance(command, ReceiveOrder):
-            return Outcome(self._save(outcome.order), outcome.created, outcome.request_id)
+            # Every order the command changed (a Resubmit: the new order and the rejected
+            # one), in one transaction.
+            try:
+                uow.commit()
+            except IntegrityError as e:
+                taken = "the order id is taken" if outcome.created else None
+                raise ConcurrencyConflict(
+                    outcome.order.id, taken or "reload the order and try again"
+                ) from e
+            return replace(outcome, order=self.unseal(outcome.order))
         try:
             self.save(outcome.order)
         except IntegrityError:
@@ -225,16 +254,6 @@ class ServiceOrders(Application[UUID]):
                     )
         return recordings
 
-    def _save(self, order: ServiceOrder) -> ServiceOrder:
-        """The save of one command's order (`handle`): a store conflict (the order was
-        written since it was loaded) is a ConcurrencyConflict; returns the order with its
-        personal values revealed."""
-        try:
-            self.save(order)
-        except IntegrityError as e:
-            raise ConcurrencyConflict(order.id, "reload the order and try again") from e
-        return self.unseal(order)
-
 
 # ------------------------------------------------------------------ unit of work
 ExpectedVersion: TypeAlias = int | Collection[int] | None
@@ -252,11 +271,14 @@ class Outcome:
     `app.unseal` after the commit if needed). `created`: whether the command created the
     order (a `ReceiveOrder` of an order that exists already: False; `DraftOrder`: True).
     `request_id`: the cancellation request's id (`RequestCancellation`), else None.
+    `proposal_id`: the proposal a `Revise` of an approved order made (its change waits for
+    a second person; the order is as approved so far), else None.
     """
 
     order: ServiceOrder
     created: bool = False
     request_id: str | None = None
+    proposal_id: str | None = None
 
     @property
     def order_id(self) -> UUID:
@@ -310,6 +332,8 @@ class UnitOfWork:
             if isinstance(command, ReceiveOrder):
                 return self._receive(ctx, command)
             return self._draft(ctx, command)
+        if isinstance(command, Resubmit):
+            return self._resubmit(ctx, command, expected_version)
         try:
             handler = _HANDLERS[type(command)]
         except KeyError:
@@ -319,12 +343,14 @@ class UnitOfWork:
             _check_version(order, expected_version)
         before = len(order.pending_events)
         try:
-            request_id = handler(self, ctx, command, order)
+            made = handler(self, ctx, command, order)
         except BaseException:
             if not self._single and len(order.pending_events) != before:
                 self._restore(order, before)
             raise
-        return Outcome(order, request_id=request_id)
+        if isinstance(command, Revise):
+            return Outcome(order, proposal_id=made)
+        return Outcome(order, request_id=made)
 
     def commit(self, **save_kwargs: Any) -> list[Recording[UUID]]:
         """Save every order with new events, and `save_kwargs`' rows, in one transaction."""
@@ -463,6 +489,24 @@ class UnitOfWork:
     def _reject(self, ctx: CommandContext, c: Reject, order: ServiceOrder) -> None:
         order.reject(ctx, c.reason, four_eyes=self.app.four_eyes)
 
+    def _approve_cancellation(
+        self, ctx: CommandContext, c: ApproveCancellation, order: ServiceOrder
+    ) -> None:
+        order.approve_cancellation(ctx, c.note, four_eyes=self.app.four_eyes)
+
+    def _deny_cancellation(
+        self, ctx: CommandContext, c: DenyCancellation, order: ServiceOrder
+    ) -> None:
+        order.deny_cancellation(ctx, c.reason, four_eyes=self.app.four_eyes)
+
+    def _approve_proposal(
+        self, ctx: CommandContext, c: ApproveProposal, order: ServiceOrder
+    ) -> None:
+        order.approve_proposal(ctx, self.app.catalog, c.note, four_eyes=self.app.four_eyes)
+
+    def _refuse_proposal(self, ctx: CommandContext, c: RefuseProposal, order: ServiceOrder) -> None:
+        order.refuse_proposal(ctx, c.reason, four_eyes=self.app.four_eyes)
+
     def _change_item_states(
         self, ctx: CommandContext, c: ChangeItemStates, order: ServiceOrder
     ) -> None:
@@ -477,13 +521,52 @@ class UnitOfWork:
         for change in changes:
             order.change_item_state(ctx, change.item_id, change.state, change.reason)
 
-    def _revise(self, ctx: CommandContext, c: Revise, order: ServiceOrder) -> None:
+    def _revise(self, ctx: CommandContext, c: Revise, order: ServiceOrder) -> str | None:
         items, header = self._seal_change(order, c.items, c.header)
         changes = items or c.removed_item_ids or (header is not None and header.model_fields_set)
+        proposal_id = None
         if changes or not c.notes:  # nothing but notes: no revision (see `Revise`)
-            order.revise(ctx, self.app.catalog, items, c.removed_item_ids, header)
+            catalog, policy = self.app.catalog, self.app.policy
+            proposal_id = order.revise(ctx, catalog, items, c.removed_item_ids, header, policy)
         for text in c.notes:
             order.add_note(ctx, text)
+        return proposal_id
+
+    def _resubmit(
+        self, ctx: CommandContext, c: Resubmit, expected_version: ExpectedVersion
+    ) -> Outcome:
+        """The new order correcting a rejected one, and the link on the rejected one."""
+        rejected = self.resolve(c.order_id)
+        if expected_version is not None:
+            _check_version(rejected, expected_version)
+        before = len(rejected.pending_events)
+        reveal = self.app.sealer.reveal if self.app.sealer is not None else None
+        header = rejected.header
+        items = dict(rejected.items)
+        if reveal is not None:  # the copy is sealed again under the new order's own scope
+            header = privacy.map_header(header, reveal)
+            items = {k: privacy.map_item(v, reveal) for k, v in items.items()}
+        header = (c.header or HeaderChange()).apply_to(header)
+        header = header.model_copy(update={"external_id": c.external_id})
+        for item in c.items:
+            items[item.id] = item
+        for item_id in c.removed_item_ids:
+            if items.pop(item_id, None) is None:
+                raise InvalidCommand(f"the rejected order {rejected.id} has no item {item_id}")
+        header, new_items = self._seal_new(header, items.values())
+        new = ServiceOrder.resubmission(
+            ctx, rejected, header, new_items, self.app.catalog, c.submit
+        )
+        if new.id in self._orders or (self._existing is not None and new.id in self._existing):
+            raise ConcurrencyConflict(new.id, "the order id is taken")
+        try:
+            rejected.resubmitted_as(ctx, new.id)
+        except BaseException:
+            if not self._single and len(rejected.pending_events) != before:
+                self._restore(rejected, before)
+            raise
+        self._orders[new.id] = new
+        return Outcome(new, created=True)
 
     def _request_cancellation(
         self, ctx: CommandContext, c: RequestCancellation, order: ServiceOrder
@@ -521,8 +604,11 @@ _HANDLERS: dict[type[Any], Handler] = {
     ReachPointOfNoReturn: _forward(ServiceOrder.reach_point_of_no_return, "note"),
     Revise: UnitOfWork._revise,
     RequestCancellation: UnitOfWork._request_cancellation,
-    ApproveCancellation: _forward(ServiceOrder.approve_cancellation, "note"),
-    DenyCancellation: _forward(ServiceOrder.deny_cancellation, "reason"),
+    ApproveCancellation: UnitOfWork._approve_cancellation,
+    DenyCancellation: UnitOfWork._deny_cancellation,
+    ApproveProposal: UnitOfWork._approve_proposal,
+    RefuseProposal: UnitOfWork._refuse_proposal,
+    WithdrawProposal: _forward(ServiceOrder.withdraw_proposal, "reason"),
     Cancel: _forward(ServiceOrder.cancel, "reason"),
     AddNote: _forward(ServiceOrder.add_note, "text"),
     Delete: _forward(ServiceOrder.delete, "reason"),

@@ -114,6 +114,9 @@ class ServiceSpecification(BaseModel):
     description: str | None = None
     category: str | None = None
     characteristics: tuple[CharacteristicSpec, ...] = ()
+    # Orders with this specification are held while a proposal to change them waits
+    # (domain/policy.py; the setting SERVICEORDERS_HOLD_ON_PROPOSAL holds every order).
+    hold_on_proposal: bool = False
 
     @model_validator(mode="after")
     def _unique_characteristics(self) -> ServiceSpecification:

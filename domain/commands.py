@@ -261,6 +261,44 @@ class Revise:
         _freeze(self, "items", "removed_item_ids", "notes")
 
 
+# ------------------------------------------------------------------------ proposals
+@dataclass(frozen=True, slots=True)
+class ApproveProposal(_WithNote):
+    """A second person approves the waiting proposal (a revision of an approved order):
+    re-validated against the current items, then applied (four-eyes: not its proposer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefuseProposal(_WithReason):
+    """A second person refuses the waiting proposal (four-eyes: not its proposer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawProposal(_WithOptionalReason):
+    """Its proposer (or a manager) takes the waiting proposal back."""
+
+
+# --------------------------------------------------------------- correct and resubmit
+@dataclass(frozen=True, slots=True)
+class Resubmit:
+    """Correct and resubmit a rejected order: a new order prefilled from it, corrected by
+    `header` / `items` (merged by id) / `removed_item_ids`, with its own `external_id`
+    (None: none), linked both ways by `orderRelationship` (`resubmits` /
+    `resubmittedAs`). `submit`: into review at once (an upstream system sends the
+    corrected order); else a draft the agent corrects further and submits.
+    `Outcome.order` is the NEW order (created)."""
+
+    order_id: Target
+    external_id: str | None = None
+    header: HeaderChange | None = None
+    items: tuple[OrderItem, ...] = ()
+    removed_item_ids: tuple[str, ...] = ()
+    submit: bool = False
+
+    def __post_init__(self) -> None:
+        _freeze(self, "items", "removed_item_ids")
+
+
 # --------------------------------------------------------------------- cancellation
 @dataclass(frozen=True, slots=True)
 class RequestCancellation:
@@ -322,6 +360,10 @@ OrderCommand: TypeAlias = (
     | Cancel
     | AddNote
     | Delete
+    | ApproveProposal
+    | RefuseProposal
+    | WithdrawProposal
+    | Resubmit
 )
 """The commands on an existing order (each has `order_id: Target`)."""
 

@@ -20,13 +20,16 @@ from .copying import replace
 from .lifecycle import TARGET, Action
 from .values import (
     Actor,
+    Decision,
     HeaderChange,
     ItemState,
     Note,
     OrderHeader,
     OrderItem,
+    OrderRelationship,
     OrderState,
     Problem,
+    Proposal,
     Source,
 )
 
@@ -127,6 +130,7 @@ class OrderDrafted(OrderEvent, CanInitAggregate[UUID]):
         order.header = self.header
         order.items = {item.id: item for item in self.items}
         order.notes = self.notes
+        order.contributors = (self.actor.id,)
 
 
 class LineAdded(OrderEvent):
@@ -134,6 +138,7 @@ class LineAdded(OrderEvent):
 
     def apply(self, order: ServiceOrder) -> None:
         order.items = {**order.items, self.item.id: self.item}
+        _contributed(order, self.actor)
 
 
 class LineConfigured(OrderEvent):
@@ -152,6 +157,7 @@ class LineConfigured(OrderEvent):
             {**item.model_dump(), **self.changes, "characteristics": values}
         )
         order.items = {**order.items, self.item_id: updated}
+        _contributed(order, self.actor)
 
 
 class LineRemoved(OrderEvent):
@@ -159,6 +165,7 @@ class LineRemoved(OrderEvent):
 
     def apply(self, order: ServiceOrder) -> None:
         order.items = {k: v for k, v in order.items.items() if k != self.item_id}
+        _contributed(order, self.actor)
 
 
 class OrderSubmitted(OrderEvent):
@@ -171,11 +178,13 @@ class OrderSubmitted(OrderEvent):
         order.flags = self.flags
         order.submitted_by = self.actor
         order.submitted_at = self.timestamp
+        _contributed(order, self.actor)
         order.items = {k: replace(v, state=ItemState.ACKNOWLEDGED) for k, v in order.items.items()}
 
 
 class OrderApproved(OrderEvent):
     note: str | None = None
+    decision: Decision | None = None  # None in events of releases before issue 17
 
     def apply(self, order: ServiceOrder) -> None:
         order.state = TARGET[Action.APPROVE]
@@ -185,6 +194,7 @@ class OrderApproved(OrderEvent):
 
 class OrderRejected(OrderEvent):
     reason: str
+    decision: Decision | None = None
 
     def apply(self, order: ServiceOrder) -> None:
         order.state = TARGET[Action.REJECT]
@@ -196,10 +206,12 @@ class OrderRejected(OrderEvent):
 
 class OrderHeld(OrderEvent):
     reason: str
+    proposal_id: str | None = None  # held while this proposal waits (policy)
 
     def apply(self, order: ServiceOrder) -> None:
         order.state = TARGET[Action.HOLD]
         order.waiting_reason = self.reason
+        order.held_for_proposal = self.proposal_id
 
 
 class OrderResumed(OrderEvent):
@@ -208,6 +220,7 @@ class OrderResumed(OrderEvent):
     def apply(self, order: ServiceOrder) -> None:
         order.state = TARGET[Action.RESUME]
         order.waiting_reason = None
+        order.held_for_proposal = None
 
 
 class InformationRequested(OrderEvent):
@@ -247,18 +260,96 @@ class OrderRevised(OrderEvent):
     flags: tuple[Problem, ...] = ()
 
     def apply(self, order: ServiceOrder) -> None:
-        items = dict(order.items)
-        for item in self.items:
-            items[item.id] = item
-        for item_id in self.removed_item_ids:
-            if order.state is OrderState.ACKNOWLEDGED:
-                items.pop(item_id, None)
-            else:  # after approval the item stays on record, cancelled
-                items[item_id] = replace(items[item_id], state=ItemState.CANCELLED)
-        order.items = items
-        order.header = self.header.apply_to(order.header)
-        order.flags = self.flags
-        order.revision += 1
+        _merge(order, self.items, self.removed_item_ids, self.header, self.flags)
+        _contributed(order, self.actor)
+
+
+def _merge(
+    order: ServiceOrder,
+    new: tuple[OrderItem, ...],
+    removed: tuple[str, ...],
+    header: HeaderChange,
+    flags: tuple[Problem, ...],
+) -> None:
+    """A revision's change: items named replace those items (or are added), removed ones
+    leave (before approval) or stay on record cancelled (after)."""
+    items = dict(order.items)
+    for item in new:
+        items[item.id] = item
+    for item_id in removed:
+        if order.state is OrderState.ACKNOWLEDGED:
+            items.pop(item_id, None)
+        else:  # after approval the item stays on record, cancelled
+            items[item_id] = replace(items[item_id], state=ItemState.CANCELLED)
+    order.items = items
+    order.header = header.apply_to(order.header)
+    order.flags = flags
+    order.revision += 1
+
+
+def _contributed(order: ServiceOrder, actor: Actor) -> None:
+    """`actor` shaped the order's content: four-eyes keeps them from deciding it."""
+    if actor.id not in order.contributors:
+        order.contributors = (*order.contributors, actor.id)
+
+
+class RevisionProposed(OrderEvent):
+    """A revision of an approved order, waiting for a second person's decision: the
+    order's items do not change (yet)."""
+
+    proposal_id: str
+    items: tuple[OrderItem, ...] = ()
+    removed_item_ids: tuple[str, ...] = ()
+    header: HeaderChange = HeaderChange()
+    flags: tuple[Problem, ...] = ()
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.proposal = Proposal(
+            id=self.proposal_id,
+            items=self.items,
+            removed_item_ids=self.removed_item_ids,
+            header=self.header,
+            flags=self.flags,
+            proposed_by=self.actor,
+            proposed_at=self.timestamp,
+            base_version=self.originator_version - 1,
+        )
+
+
+class ProposalApproved(OrderEvent):
+    """A second person approved the waiting proposal: its change applies now (`flags`:
+    the order's, re-validated against its items at approval)."""
+
+    proposal_id: str
+    note: str | None = None
+    flags: tuple[Problem, ...] = ()
+    decision: Decision
+
+    def apply(self, order: ServiceOrder) -> None:
+        proposal = order.proposal
+        if proposal is not None:
+            _merge(order, proposal.items, proposal.removed_item_ids, proposal.header, self.flags)
+        order.proposal = None
+
+
+class ProposalRefused(OrderEvent):
+    proposal_id: str
+    reason: str
+    decision: Decision
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.proposal = None
+
+
+class ProposalWithdrawn(OrderEvent):
+    """The proposal no longer waits: taken back, or the order ended (cancelled, completed)
+    before anyone decided it."""
+
+    proposal_id: str
+    reason: str | None = None
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.proposal = None
 
 
 class PointOfNoReturnReached(OrderEvent):
@@ -285,6 +376,7 @@ class CancellationRequested(OrderEvent):
 class CancellationApproved(OrderEvent):
     request_id: str
     note: str | None = None
+    decision: Decision | None = None
 
     def apply(self, order: ServiceOrder) -> None:
         order.state = TARGET[Action.APPROVE_CANCELLATION]
@@ -295,6 +387,7 @@ class CancellationDenied(OrderEvent):
     request_id: str
     reason: str
     restored_state: OrderState
+    decision: Decision | None = None
 
     def apply(self, order: ServiceOrder) -> None:
         order.state = self.restored_state
@@ -345,6 +438,22 @@ class NoteAdded(OrderEvent):
 
     def apply(self, order: ServiceOrder) -> None:
         order.notes = (*order.notes, self.note)
+
+
+class OrderResubmitted(OrderEvent):
+    """The rejected order was corrected and resubmitted as a new order (linked both ways
+    by `orderRelationship`)."""
+
+    new_order_id: UUID
+    relationship_type: str
+
+    def apply(self, order: ServiceOrder) -> None:
+        link = OrderRelationship(
+            id=str(self.new_order_id), relationship_type=self.relationship_type
+        )
+        order.header = order.header.model_copy(
+            update={"order_relationships": (*order.header.order_relationships, link)}
+        )
 
 
 class OrderDeleted(OrderEvent):

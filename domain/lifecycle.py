@@ -33,6 +33,10 @@ class Action(StrEnum):
     CANCEL = "cancel"
     ADD_NOTE = "add_note"
     DELETE = "delete"
+    APPROVE_PROPOSAL = "approve_proposal"  # a revision of an approved order, decided
+    REFUSE_PROPOSAL = "refuse_proposal"
+    WITHDRAW_PROPOSAL = "withdraw_proposal"  # its proposer (or a manager) takes it back
+    RESUBMIT = "resubmit"  # a new order prefilled from a rejected one (correct and resubmit)
 
 
 ACTIVE = frozenset({S.IN_PROGRESS, S.PENDING, S.HELD})
@@ -58,10 +62,17 @@ ALLOWED_FROM: dict[Action, frozenset[OrderState]] = {
     Action.REQUEST_CANCELLATION: CANCELLABLE,
     Action.APPROVE_CANCELLATION: frozenset({S.ASSESSING_CANCELLATION}),
     Action.DENY_CANCELLATION: frozenset({S.ASSESSING_CANCELLATION}),
-    Action.CANCEL: frozenset({*CANCELLABLE, S.PENDING_CANCELLATION}),
+    # Carrying out an approved cancellation (`pendingCancellation`), or fulfilment's own
+    # exits ("issue cannot be solved", "information cannot be supplied"): the order cannot
+    # be fulfilled. Any other cancellation is requested and decided by a second person.
+    Action.CANCEL: frozenset({S.HELD, S.PENDING, S.PENDING_CANCELLATION}),
     Action.ADD_NOTE: ALL_STATES,
     # Only drafts (discarded) and final orders (archived); an active order is cancelled.
     Action.DELETE: frozenset({S.DRAFT, S.REJECTED, S.CANCELLED, S.COMPLETED, S.FAILED, S.PARTIAL}),
+    Action.APPROVE_PROPOSAL: ACTIVE,
+    Action.REFUSE_PROPOSAL: ACTIVE,
+    Action.WITHDRAW_PROPOSAL: ACTIVE,
+    Action.RESUBMIT: frozenset({S.REJECTED}),
 }
 
 # action -> the state it moves the order to: the one source of each transition's target
@@ -81,10 +92,14 @@ TARGET: dict[Action, OrderState] = {
     Action.CANCEL: S.CANCELLED,
 }
 
-# Actions refused once the order has passed its point of no return.
+# Actions refused once the order has passed its point of no return (a proposal cannot
+# wait then: the point of no return is refused while one waits).
 BLOCKED_AFTER_POINT_OF_NO_RETURN = frozenset(
     {Action.REVISE, Action.REQUEST_CANCELLATION, Action.CANCEL}
 )
+
+# Direct cancellations (not carrying out an approved request) are fulfilment's exits only.
+DIRECT_CANCEL_ROLES = frozenset({Role.FULFILMENT})
 
 _CAPTURE = {
     Action.DRAFT,
@@ -93,15 +108,25 @@ _CAPTURE = {
     Action.REMOVE_LINE,
     Action.SUBMIT,
     Action.DELETE,
+    Action.RESUBMIT,
 }  # an agent deletes drafts only (see order.py)
 _REQUESTER = {
     Action.RECEIVE,
     Action.REVISE,
+    Action.WITHDRAW_PROPOSAL,
+    Action.RESUBMIT,
     Action.REQUEST_CANCELLATION,
     Action.PROVIDE_INFORMATION,
     Action.ADD_NOTE,
 }
-_DECISIONS = {Action.APPROVE, Action.REJECT, Action.APPROVE_CANCELLATION, Action.DENY_CANCELLATION}
+_DECISIONS = {
+    Action.APPROVE,
+    Action.REJECT,
+    Action.APPROVE_CANCELLATION,
+    Action.DENY_CANCELLATION,
+    Action.APPROVE_PROPOSAL,
+    Action.REFUSE_PROPOSAL,
+}
 _FULFILMENT = {
     Action.HOLD,
     Action.RESUME,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from hashlib import sha256
 from typing import Any
 from uuid import UUID, uuid4, uuid5
 
@@ -15,7 +16,7 @@ from eventsourcing.domain import BaseAggregate
 
 from . import events as ev
 from .catalog import Catalog, flags, structural
-from .chain import GENESIS
+from .chain import GENESIS, canonical
 from .copying import replace
 from .errors import (
     IllegalTransition,
@@ -27,26 +28,36 @@ from .errors import (
 from .lifecycle import (
     ALLOWED_FROM,
     BLOCKED_AFTER_POINT_OF_NO_RETURN,
+    DIRECT_CANCEL_ROLES,
     ITEM_TRANSITIONS,
     NEEDS_DEPENDENCIES_DONE,
     Action,
     may,
     outcome,
 )
+from .policy import Policy
 from .snapshot import OrderSnapshot, OrderSnapshotState
 from .values import (
     Actor,
     CommandContext,
+    Decision,
     HeaderChange,
     ItemState,
     Note,
     OrderHeader,
     OrderItem,
+    OrderRelationship,
     OrderState,
     Place,
     Problem,
+    Proposal,
     Role,
 )
+
+# orderRelationship types of a correction: the new order `resubmits` the rejected one,
+# which is `resubmittedAs` the new one.
+RESUBMITS = "resubmits"
+RESUBMITTED_AS = "resubmittedAs"
 
 # Fixed namespace: an order's id is derived from its external id, whatever door it uses.
 ORDER_ID_NAMESPACE = UUID("7c1f4b8e-5a0d-5d7e-9b53-0d5f1f0a6411")
@@ -100,6 +111,11 @@ class ServiceOrder(BaseAggregate[UUID]):
         self.deleted = False
         self.revision = 0
         self.head_hash = GENESIS
+        # Who shaped the content before the decision (drafted, added, configured, removed,
+        # submitted, revised): four-eyes keeps each of them from deciding the order.
+        self.contributors: tuple[str, ...] = ()
+        self.proposal: Proposal | None = None  # a revision after approval, waiting
+        self.held_for_proposal: str | None = None  # held while that proposal waits
 
     # ----------------------------------------------------------------- creation
     @classmethod
@@ -215,15 +231,34 @@ class ServiceOrder(BaseAggregate[UUID]):
     # -------------------------------------------------------------------- review
     def approve(self, ctx: CommandContext, note: str | None = None, four_eyes: bool = True) -> None:
         self._check(ctx, Action.APPROVE)
-        self._check_four_eyes(ctx, Action.APPROVE, four_eyes)
-        self.trigger_event(ev.OrderApproved, note=note, **envelope(ctx))
+        self._check_contributors(ctx, Action.APPROVE, four_eyes)
+        self.trigger_event(
+            ev.OrderApproved, note=note, decision=self.decision(ctx), **envelope(ctx)
+        )
 
     def reject(self, ctx: CommandContext, reason: str, four_eyes: bool = True) -> None:
         self._check(ctx, Action.REJECT)
-        self._check_four_eyes(ctx, Action.REJECT, four_eyes)
+        self._check_contributors(ctx, Action.REJECT, four_eyes)
         self.trigger_event(
-            ev.OrderRejected, reason=_required(reason, "a rejection"), **envelope(ctx)
+            ev.OrderRejected,
+            reason=_required(reason, "a rejection"),
+            decision=self.decision(ctx),
+            **envelope(ctx),
         )
+
+    def decision(self, ctx: CommandContext) -> Decision:
+        """What the decider decides on: this version and content (see `content_hash`)."""
+        return Decision(version=self.version, content_hash=self.content_hash(), os_user=ctx.os_user)
+
+    def content_hash(self) -> str:
+        """SHA-256 of the order's content as a decider sees it: the header, the items (with
+        their states) and the waiting proposal, in canonical JSON (domain/chain.py)."""
+        content = {
+            "header": self.header.model_dump(mode="json"),
+            "items": [self.items[k].model_dump(mode="json") for k in sorted(self.items)],
+            "proposal": None if self.proposal is None else self.proposal.model_dump(mode="json"),
+        }
+        return sha256(canonical(content)).hexdigest()
 
     # --------------------------------------------------------------- fulfilment
     def hold(self, ctx: CommandContext, reason: str) -> None:
@@ -291,10 +326,24 @@ class ServiceOrder(BaseAggregate[UUID]):
             OrderState.CANCELLED: ev.OrderCancelled,
         }.get(final)  # type: ignore[arg-type]
         if event_class is not None:
+            self._withdraw_waiting(ctx, "the order ended before the proposal was decided")
             self.trigger_event(event_class, **envelope(ctx))
+
+    def _withdraw_waiting(self, ctx: CommandContext, reason: str) -> None:
+        if self.proposal is not None:
+            self.trigger_event(
+                ev.ProposalWithdrawn, proposal_id=self.proposal.id, reason=reason, **envelope(ctx)
+            )
 
     def reach_point_of_no_return(self, ctx: CommandContext, note: str | None = None) -> None:
         self._check(ctx, Action.REACH_POINT_OF_NO_RETURN)
+        if self.proposal is not None:
+            raise IllegalTransition(
+                self.id,
+                self.state,
+                Action.REACH_POINT_OF_NO_RETURN,
+                f"proposal {self.proposal.id} waits for a decision",
+            )
         if self.point_of_no_return:
             raise IllegalTransition(
                 self.id,
@@ -312,9 +361,14 @@ class ServiceOrder(BaseAggregate[UUID]):
         items: Iterable[OrderItem] = (),
         removed_item_ids: Iterable[str] = (),
         header: HeaderChange | None = None,
-    ) -> None:
-        """Merge a revision by item id; the order keeps its state (see docs/lifecycle.md)."""
+        policy: Policy | None = None,
+    ) -> str | None:
+        """Merge a revision by item id; the order keeps its state (see docs/lifecycle.md).
+
+        After approval the change is a proposal (unless `policy` exempts it): recorded,
+        not applied, until a second person approves it; returns the proposal's id."""
         self._check(ctx, Action.REVISE)
+        policy = policy or Policy()
         items = tuple(catalog.resolve(i) for i in items)
         removed = tuple(dict.fromkeys(removed_item_ids))
         header = header or HeaderChange()
@@ -333,16 +387,138 @@ class ServiceOrder(BaseAggregate[UUID]):
         problems = catalog.validate_items(remaining)
         if refused := structural(problems):
             raise ValidationFailed(refused, self.id)
-        self.trigger_event(
-            ev.OrderRevised,
-            items=tuple(replace(i, state=ItemState.ACKNOWLEDGED) for i in items),
-            removed_item_ids=removed,
-            header=header,
-            flags=tuple(flags(problems)),
-            **envelope(ctx),
-        )
+        change = {
+            "items": tuple(replace(i, state=ItemState.ACKNOWLEDGED) for i in items),
+            "removed_item_ids": removed,
+            "header": header,
+            "flags": tuple(flags(problems)),
+        }
+        if self.state is not OrderState.ACKNOWLEDGED and policy.needs_proposal(
+            items, removed, header
+        ):
+            return self._propose(ctx, catalog, policy, change)
+        self.trigger_event(ev.OrderRevised, **change, **envelope(ctx))
         if self.state is OrderState.IN_PROGRESS:
             self._settle(ctx)  # removing the last open items may finish the order
+        return None
+
+    def _propose(
+        self, ctx: CommandContext, catalog: Catalog, policy: Policy, change: dict[str, Any]
+    ) -> str:
+        if self.proposal is not None:
+            raise IllegalTransition(
+                self.id,
+                self.state,
+                Action.REVISE,
+                f"proposal {self.proposal.id} waits for a decision: it is decided or "
+                "withdrawn first (one proposal at a time)",
+            )
+        proposal_id = str(uuid4())
+        self.trigger_event(ev.RevisionProposed, proposal_id=proposal_id, **change, **envelope(ctx))
+        items = [*self.items.values(), *change["items"]]
+        specs = [catalog.get(i.specification.id) for i in items if i.specification]
+        held = policy.hold_on_proposal or any(s.hold_on_proposal for s in specs if s)
+        if held and self.state is OrderState.IN_PROGRESS:
+            self.trigger_event(
+                ev.OrderHeld,
+                reason=f"held while proposal {proposal_id} waits for review",
+                proposal_id=proposal_id,
+                **envelope(ctx),
+            )
+        return proposal_id
+
+    # ------------------------------------------------------------------ proposals
+    def approve_proposal(
+        self,
+        ctx: CommandContext,
+        catalog: Catalog,
+        note: str | None = None,
+        four_eyes: bool = True,
+    ) -> None:
+        """A second person approves the waiting proposal: re-validated against the
+        current items, then applied."""
+        proposal = self._waiting(ctx, Action.APPROVE_PROPOSAL, four_eyes)
+        for item_id in [
+            *(i.id for i in proposal.items if i.id in self.items),
+            *proposal.removed_item_ids,
+        ]:
+            current = self._item(item_id).state
+            if current is not None and current.is_final:
+                raise IllegalTransition(
+                    self.id,
+                    self.state,
+                    Action.APPROVE_PROPOSAL,
+                    f"item {item_id} is already {current}: refuse the proposal",
+                )
+        merged = {**self.items, **{i.id: i for i in proposal.items}}
+        removed = set(proposal.removed_item_ids)
+        problems = catalog.validate_items(v for k, v in merged.items() if k not in removed)
+        if refused := structural(problems):
+            raise ValidationFailed(refused, self.id)
+        self.trigger_event(
+            ev.ProposalApproved,
+            proposal_id=proposal.id,
+            note=note,
+            flags=tuple(flags(problems)),
+            decision=self.decision(ctx),
+            **envelope(ctx),
+        )
+        self._after_proposal(ctx, proposal)
+        if self.state is OrderState.IN_PROGRESS:
+            self._settle(ctx)  # removing the last open items may finish the order
+
+    def refuse_proposal(self, ctx: CommandContext, reason: str, four_eyes: bool = True) -> None:
+        proposal = self._waiting(ctx, Action.REFUSE_PROPOSAL, four_eyes)
+        self.trigger_event(
+            ev.ProposalRefused,
+            proposal_id=proposal.id,
+            reason=_required(reason, "refusing a proposal"),
+            decision=self.decision(ctx),
+            **envelope(ctx),
+        )
+        self._after_proposal(ctx, proposal)
+
+    def withdraw_proposal(self, ctx: CommandContext, reason: str | None = None) -> None:
+        """Its proposer (or a manager) takes the waiting proposal back."""
+        self._check(ctx, Action.WITHDRAW_PROPOSAL)
+        proposal = self._proposal_of(Action.WITHDRAW_PROPOSAL)
+        if proposal.proposed_by.id != ctx.actor.id and ctx.actor.role not in _OVERSEERS:
+            raise NotPermitted(
+                self.id,
+                ctx.actor.id,
+                ctx.actor.role,
+                Action.WITHDRAW_PROPOSAL,
+                "only its proposer or a manager may withdraw a proposal",
+            )
+        self.trigger_event(
+            ev.ProposalWithdrawn, proposal_id=proposal.id, reason=reason, **envelope(ctx)
+        )
+        self._after_proposal(ctx, proposal)
+
+    def _waiting(self, ctx: CommandContext, action: Action, four_eyes: bool) -> Proposal:
+        self._check(ctx, action)
+        proposal = self._proposal_of(action)
+        if four_eyes and proposal.proposed_by.id == ctx.actor.id:
+            raise NotPermitted(
+                self.id,
+                ctx.actor.id,
+                ctx.actor.role,
+                action,
+                "the proposer may not decide their own proposal (four-eyes)",
+            )
+        return proposal
+
+    def _proposal_of(self, action: Action) -> Proposal:
+        if self.proposal is None:
+            raise IllegalTransition(self.id, self.state, action, "no proposal waits")
+        return self.proposal
+
+    def _after_proposal(self, ctx: CommandContext, proposal: Proposal) -> None:
+        """Resume the order if the proposal held it (and it is still held for it)."""
+        if self.state is OrderState.HELD and self.held_for_proposal == proposal.id:
+            self.trigger_event(
+                ev.OrderResumed, note=f"proposal {proposal.id} decided", **envelope(ctx)
+            )
 
     # -------------------------------------------------------------- cancellation
     def request_cancellation(
@@ -364,34 +540,87 @@ class ServiceOrder(BaseAggregate[UUID]):
         )
         return request_id
 
-    def approve_cancellation(self, ctx: CommandContext, note: str | None = None) -> None:
+    def approve_cancellation(
+        self, ctx: CommandContext, note: str | None = None, four_eyes: bool = True
+    ) -> None:
         self._check(ctx, Action.APPROVE_CANCELLATION)
+        self._check_requester(ctx, Action.APPROVE_CANCELLATION, four_eyes)
         self.trigger_event(
             ev.CancellationApproved,
             request_id=self.cancellation_request_id,
             note=note,
+            decision=self.decision(ctx),
             **envelope(ctx),
         )
 
-    def deny_cancellation(self, ctx: CommandContext, reason: str) -> None:
+    def deny_cancellation(self, ctx: CommandContext, reason: str, four_eyes: bool = True) -> None:
         self._check(ctx, Action.DENY_CANCELLATION)
+        self._check_requester(ctx, Action.DENY_CANCELLATION, four_eyes)
         self.trigger_event(
             ev.CancellationDenied,
             request_id=self.cancellation_request_id,
             reason=_required(reason, "denying a cancellation"),
             restored_state=self.prior_state,
+            decision=self.decision(ctx),
             **envelope(ctx),
         )
 
     def cancel(self, ctx: CommandContext, reason: str | None = None) -> None:
-        """Cancellation done (after an approved request), or the order directly cancelled."""
+        """Carry out an approved cancellation (`pendingCancellation`), or fulfilment's exit
+        from `held` / `pending` (the order cannot be fulfilled); any other cancellation is
+        requested and decided by a second person."""
         self._check(ctx, Action.CANCEL)
+        if self.state is not OrderState.PENDING_CANCELLATION and (
+            ctx.actor.role not in DIRECT_CANCEL_ROLES
+        ):
+            raise NotPermitted(
+                self.id,
+                ctx.actor.id,
+                ctx.actor.role,
+                Action.CANCEL,
+                "a direct cancellation is fulfilment's exit from held or pending; "
+                "request the cancellation and let a second person decide it",
+            )
+        self._withdraw_waiting(ctx, "the order was cancelled")
         self.trigger_event(
             ev.OrderCancelled,
             reason=reason or self.cancellation_reason,
             request_id=self.cancellation_request_id,
             **envelope(ctx),
         )
+
+    # ------------------------------------------------------------ correct and resubmit
+    def resubmitted_as(self, ctx: CommandContext, new_order_id: UUID) -> None:
+        """Link this rejected order to the new order that corrects it."""
+        self._check(ctx, Action.RESUBMIT)
+        self.trigger_event(
+            ev.OrderResubmitted,
+            new_order_id=new_order_id,
+            relationship_type=RESUBMITTED_AS,
+            **envelope(ctx),
+        )
+
+    @classmethod
+    def resubmission(
+        cls,
+        ctx: CommandContext,
+        rejected: ServiceOrder,
+        header: OrderHeader,
+        items: Iterable[OrderItem],
+        catalog: Catalog,
+        submit: bool,
+    ) -> ServiceOrder:
+        """The new order correcting `rejected` (its content, corrected, as `header` and
+        `items`): into review at once (`submit`), else a draft to correct further. Its
+        header links it to the rejected order (`resubmits`)."""
+        _check_role(rejected.id, ctx, Action.RESUBMIT)
+        link = OrderRelationship(id=str(rejected.id), relationship_type=RESUBMITS)
+        kept = [r for r in header.order_relationships if r.relationship_type != RESUBMITTED_AS]
+        header = header.model_copy(update={"order_relationships": (*kept, link)})
+        if submit:
+            return cls.receive(ctx, header, items, catalog)
+        _check_role(None, ctx, Action.DRAFT)
+        return cls._new(ctx, header, tuple(catalog.resolve(i) for i in items), None)
 
     # ---------------------------------------------------------------------- notes
     def add_note(self, ctx: CommandContext, text: str) -> None:
@@ -425,14 +654,26 @@ class ServiceOrder(BaseAggregate[UUID]):
                 self.id, self.state, action, "the order has passed its point of no return"
             )
 
-    def _check_four_eyes(self, ctx: CommandContext, action: Action, four_eyes: bool) -> None:
-        if four_eyes and self.submitted_by is not None and self.submitted_by.id == ctx.actor.id:
+    def _check_contributors(self, ctx: CommandContext, action: Action, four_eyes: bool) -> None:
+        if four_eyes and ctx.actor.id in self.contributors:
             raise NotPermitted(
                 self.id,
                 ctx.actor.id,
                 ctx.actor.role,
                 action,
-                "the submitter may not decide their own order (four-eyes)",
+                "whoever drafted, configured, submitted or changed the order may not "
+                "decide it (four-eyes)",
+            )
+
+    def _check_requester(self, ctx: CommandContext, action: Action, four_eyes: bool) -> None:
+        requester = self.cancellation_requested_by
+        if four_eyes and requester is not None and requester.id == ctx.actor.id:
+            raise NotPermitted(
+                self.id,
+                ctx.actor.id,
+                ctx.actor.role,
+                action,
+                "whoever requested the cancellation may not decide it (four-eyes)",
             )
 
     def _item(self, item_id: str) -> OrderItem:
@@ -449,6 +690,9 @@ class ServiceOrder(BaseAggregate[UUID]):
 
 
 _NOT_IN_SNAPSHOT = {"_id", "_version", "_pending_events"}
+
+
+_OVERSEERS = frozenset({Role.MANAGER, Role.OPERATOR})
 
 
 def _check_role(order_id: UUID | None, ctx: CommandContext, action: Action) -> None:

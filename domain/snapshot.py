@@ -2,6 +2,12 @@
 
 Snapshots sit outside the hash chain; a snapshot plus the later events must equal a
 full replay (tested), and the audit verifies snapshots against a replay.
+
+`FORMAT` versions the snapshot's shape: a snapshot of another format is never used
+(`OrderSnapshot.usable`); `serviceorders db init` deletes them (runtime/schema.py: the
+order is replayed from its events, and snapshotted again at the next interval). Format 2
+(issue 17) added `contributors`, `proposal` and `held_for_proposal`, which no older
+snapshot can supply (an empty list of contributors would open four-eyes).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from eventsourcing.domain import CanSnapshotAggregate
 from eventsourcing.utils import get_topic, register_topic, resolve_topic
 from pydantic import BaseModel, ConfigDict
 
-from .values import Actor, Note, OrderHeader, OrderItem, OrderState, Problem
+from .values import Actor, Note, OrderHeader, OrderItem, OrderState, Problem, Proposal
+
+FORMAT = 2
 
 
 class OrderSnapshotState(BaseModel):
@@ -42,6 +50,10 @@ class OrderSnapshotState(BaseModel):
     deleted: bool
     revision: int
     head_hash: str
+    contributors: tuple[str, ...]
+    proposal: Proposal | None
+    held_for_proposal: str | None
+    format: int = FORMAT
 
 
 _PRIVATE = {"created_on", "modified_on"}
@@ -70,7 +82,7 @@ class OrderSnapshot(BaseModel, CanSnapshotAggregate[UUID]):
 
     def mutate(self, _: None) -> Any:
         cls = resolve_topic(self.topic)
-        state = {("_" + k if k in _PRIVATE else k): v for k, v in self.state}
+        state = {("_" + k if k in _PRIVATE else k): v for k, v in self.state if k != "format"}
         state.update(_id=self.originator_id, _version=self.originator_version, _pending_events=[])
         order = object.__new__(cls)
         object.__setattr__(order, "__dict__", state)

@@ -74,6 +74,9 @@ class CommandContext(Value):
     source: Source
     correlation_id: str = Field(default_factory=lambda: str(uuid4()), min_length=1)
     causation_id: str | None = None
+    # The operating-system user behind a CLI command (beside the declared actor): recorded
+    # on the decisions it takes (`Decision.os_user`); None from the other doors.
+    os_user: str | None = Field(default=None, max_length=200)
 
     @classmethod
     def for_actor(
@@ -253,3 +256,27 @@ class Problem(Value):
     item_id: str | None = None
     characteristic: str | None = None
     structural: bool = True
+
+
+class Decision(Value):
+    """What a decider saw: the order's version and content hash when they decided (the
+    door's If-Match or form version makes sure it is what they were shown), and the
+    operating-system user behind a CLI decision."""
+
+    version: int
+    content_hash: str
+    os_user: str | None = None
+
+
+class Proposal(Value):
+    """A revision of an approved order, waiting for a second person (docs/lifecycle.md,
+    "Revisions after approval"): applied to the items only when approved."""
+
+    id: str
+    items: tuple[OrderItem, ...] = ()
+    removed_item_ids: tuple[str, ...] = ()
+    header: HeaderChange = HeaderChange()
+    flags: tuple[Problem, ...] = ()
+    proposed_by: Actor
+    proposed_at: datetime
+    base_version: int  # the order's version the proposal was made on

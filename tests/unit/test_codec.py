@@ -89,6 +89,7 @@ def orders_with_every_kind_of_event() -> list[ServiceOrder]:
 
     rejected = ServiceOrder.receive(UPSTREAM, HEADER, [internet("1")], CATALOG)
     rejected.reject(MANAGER, "no coverage")
+    rejected.resubmitted_as(UPSTREAM, uuid4())
     rejected.delete(MANAGER, "archived")
 
     cancelled = ServiceOrder.receive(
@@ -97,14 +98,20 @@ def orders_with_every_kind_of_event() -> list[ServiceOrder]:
         [internet("1"), internet("2")],
         CATALOG,
     )
+    cancelled.revise(UPSTREAM, CATALOG, header=v.HeaderChange(description="in review"))
     cancelled.approve(MANAGER)
-    cancelled.revise(
+    cancelled.revise(  # after approval: a proposal (RevisionProposed), approved
         UPSTREAM,
         CATALOG,
         items=[internet("1", 1000), internet("4")],
         removed_item_ids=["2"],
         header=v.HeaderChange(priority="2", requested_start_date=date(2030, 2, 1)),
     )
+    cancelled.approve_proposal(MANAGER, CATALOG, note="fine")
+    cancelled.revise(UPSTREAM, CATALOG, items=[internet("5")])
+    cancelled.refuse_proposal(MANAGER, "not now")
+    cancelled.revise(UPSTREAM, CATALOG, items=[internet("6")])
+    cancelled.withdraw_proposal(UPSTREAM, "sent by mistake")
     cancelled.request_cancellation(UPSTREAM, "budget", datetime(2030, 1, 1, tzinfo=UTC))
     cancelled.deny_cancellation(MANAGER, "too late")
     cancelled.request_cancellation(UPSTREAM, "budget, really", request_id="cr-2")

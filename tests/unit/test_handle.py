@@ -417,7 +417,7 @@ def test_not_a_command(app: ServiceOrders) -> None:
 
 
 def test_every_command_has_a_handler() -> None:
-    handlers = set(_HANDLERS) | {cmd.ReceiveOrder, cmd.DraftOrder}
+    handlers = set(_HANDLERS) | {cmd.ReceiveOrder, cmd.DraftOrder, cmd.Resubmit}
     assert handlers == set(COMMANDS)
 
 

@@ -40,7 +40,8 @@ def test_the_event_moves_the_order_where_the_table_says(
     monkeypatch.setitem(lifecycle.TARGET, action, elsewhere)
     fields = SimpleNamespace(
         flags=(),
-        actor=None,
+        actor=SimpleNamespace(id="someone"),
+        proposal_id=None,
         timestamp=None,
         reason="r",
         information="i",
@@ -48,6 +49,6 @@ def test_the_event_moves_the_order_where_the_table_says(
         request_id="c-1",
         note=None,
     )
-    order = SimpleNamespace(items={})
+    order = SimpleNamespace(items={}, contributors=())
     event.apply(fields, order)  # type: ignore[arg-type]
     assert order.state is elsewhere
