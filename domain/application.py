@@ -145,6 +145,14 @@ class ServiceOrders(Application[UUID]):
         reveal = self.sealer.reveal
         order.header = privacy.map_header(order.header, reveal)
         order.items = {k: privacy.map_item(v, reveal) for k, v in order.items.items()}
+        if order.proposal is not None:
+            proposal = order.proposal
+            order.proposal = proposal.model_copy(
+                update={
+                    "items": tuple(privacy.map_item(i, reveal) for i in proposal.items),
+                    "header": privacy.map_change(proposal.header, reveal),
+                }
+            )
         return order
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
