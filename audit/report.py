@@ -36,6 +36,7 @@ class Report:
     events: int = 0
     checkpoints: int = 0
     snapshots: int = 0
+    seen_heads: int = 0  # chain heads the projector read, each checked against the store
     order_problems: list[OrderProblem] = field(default_factory=list)
     checkpoint_problems: list[CheckpointProblem] = field(default_factory=list)
     snapshot_problems: list[SnapshotProblem] = field(default_factory=list)
@@ -60,6 +61,7 @@ class Report:
             "events": self.events,
             "checkpoints": self.checkpoints,
             "snapshots": self.snapshots,
+            "seen_heads": self.seen_heads,
             "broken_orders": [
                 vars(p) for p in sorted(self.broken_orders().values(), key=lambda p: p.order_id)
             ],

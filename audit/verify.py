@@ -1,7 +1,9 @@
 """Verification (docs/audit.md): every order's hash chain recomputed from the stored rows
 (before any upcasting), every checkpoint (its digest chain, HMAC, and the Merkle root
-recomputed from the store as of the checkpoint's log position), an optional external
-anchor, and every snapshot against a replay of the events up to its version (`snapshots.py`).
+recomputed from the store as of the checkpoint's log position), the chain heads the
+projector has read (`storage/seen.py`: each order's chain must still reach them), an
+optional external anchor, and every snapshot against a replay of the events up to its
+version (`snapshots.py`).
 `verify_file` checks an `audit export` file without a database.
 """
 
@@ -26,6 +28,7 @@ from serviceorders.audit.snapshots import SnapshotCheck
 from serviceorders.audit.store import Row, Store, as_order_id, stored_hash
 from serviceorders.domain.chain import GENESIS, event_hash
 from serviceorders.domain.codec import PydanticMapper
+from serviceorders.storage import seen as seen_heads
 from serviceorders.storage.db import ReadDb
 
 Progress = Callable[[int], Any]
@@ -125,8 +128,15 @@ class _Verifier:
         unsigned_up_to: int = 0,
         scope: set[str] | None = None,
         from_start: bool = True,
+        seen: dict[str, tuple[int, str, int]] | None = None,
     ) -> None:
-        self.report = Report(checkpoints=len(checkpoints))
+        self.report = Report(checkpoints=len(checkpoints), seen_heads=len(seen or {}))
+        # order id -> (version, hash, log position): the newest event the projector read
+        self.seen = seen or {}
+        # order id -> (the store's newest version, its stored hash at the seen version)
+        self.reached: dict[str, tuple[int, str | None]] = {}
+        # order id -> the newest checkpointed version whose head still matches
+        self.matched: dict[str, int] = {}
         self.checkpoints = checkpoints
         self.key = key
         self.unsigned_up_to = unsigned_up_to
@@ -148,6 +158,12 @@ class _Verifier:
         if problem is not None:
             self.report.order_problems.append(problem)
             self.broken[order_id] = problem.version
+        if order_id in self.seen:
+            at = self.seen[order_id][0]
+            self.reached[order_id] = (
+                max(r.version for r in rows),
+                next((stored_hash(r.state) for r in rows if r.version == at), None),
+            )
         if not self.checkpoints:
             return
         newest: dict[int, Row] = {}  # first covering checkpoint -> newest row it covers
@@ -165,7 +181,49 @@ class _Verifier:
     def finish(self) -> Report:
         self._checkpoint_chain()
         self._checkpoint_heads()
+        self._seen_heads()
         return self.report
+
+    def _seen_heads(self) -> None:
+        """Each head the projector read must still be in the store: same version, same
+        hash. An order the checkpoints already found wrong is not reported twice."""
+        named = {
+            p.order_id
+            for p in self.report.order_problems
+            if p.kind in ("head_moved_back", "missing", "rewritten")
+        }
+        for oid, (version, head, position) in sorted(self.seen.items()):
+            if oid in named:
+                continue
+            where = f"the projector read v{version} (log position {position})"
+            reached = self.reached.get(oid)
+            if reached is None:
+                self.report.order_problems.append(
+                    OrderProblem(
+                        oid, 1, "missing", f"{where}; the store has none of the order's events"
+                    )
+                )
+            elif reached[0] < version:
+                self.report.order_problems.append(
+                    OrderProblem(
+                        oid,
+                        reached[0] + 1,
+                        "head_moved_back",
+                        f"{where}; the store's newest is v{reached[0]} (newest event(s) deleted)",
+                    )
+                )
+            elif reached[1] != head and self.broken.get(oid, version + 1) > version:
+                # (a chain broken at or before that version already explains it)
+                first = self.matched.get(oid, 0) + 1
+                self.report.order_problems.append(
+                    OrderProblem(
+                        oid,
+                        first,
+                        "rewritten",
+                        f"{where} with another hash: the chain was rewritten between "
+                        f"v{first} and v{version}",
+                    )
+                )
 
     def _checkpoint_chain(self) -> None:
         add = self.report.checkpoint_problems.append
@@ -236,7 +294,7 @@ class _Verifier:
     def _checkpoint_heads(self) -> None:
         tree = HeadTree()
         recorded: dict[str, tuple[int, str]] = {}  # the checkpoints' heads so far
-        matched: dict[str, int] = {}  # the newest checkpointed version still matching
+        matched = self.matched  # the newest checkpointed version still matching
         diverged: set[str] = set()  # orders whose heads differ from the checkpoints'
         reported: set[str] = set()
         whole = self.scope is None and self.from_start
@@ -372,7 +430,8 @@ def verify(
     `mapper` decodes events and snapshots for the replay (default: the domain's codec)."""
     store = Store(db)
     checkpoints = load_checkpoints(db) if db.table_exists("audit_checkpoint") else []
-    verifier = _Verifier(checkpoints, key, unsigned_up_to=unsigned_up_to)
+    seen = seen_heads.load(db)
+    verifier = _Verifier(checkpoints, key, unsigned_up_to=unsigned_up_to, seen=seen)
     snaps = SnapshotCheck(store, mapper) if snapshots else None
     for order_id, rows in _by_order(store.rows(keep_raw=snapshots)):
         verifier.order(order_id, rows)
@@ -385,15 +444,23 @@ def verify(
         snaps.finish(report)
     else:
         report.notes.append("snapshots not checked")
+    read = seen_heads.covered_position(seen)
     if not checkpoints:
         report.notes.append(
-            "no checkpoints: deleting an order's newest events or a whole "
-            "order, or rewriting a chain consistently, cannot be detected"
+            "no checkpoints: deleting an order's newest events or a whole order is "
+            "detected only for events the projector has read, and a chain rewritten "
+            "consistently only where the projector read one of its rewritten events"
         )
     elif store.head() > checkpoints[-1].position:
         report.notes.append(
             f"events after position {checkpoints[-1].position} (the "
             f"latest checkpoint) are covered by no checkpoint yet"
+        )
+    covered = max(read, checkpoints[-1].position if checkpoints else 0)
+    if store.head() > covered:
+        report.notes.append(
+            f"events after position {covered} (read by no projector, covered by no "
+            "checkpoint) can be deleted unnoticed: run the projector, take a checkpoint"
         )
     if anchor is not None:
         report.checkpoint_problems += check_anchor(checkpoints, load_anchor(anchor))

@@ -173,7 +173,8 @@ def audit_verify(
     else:
         click.echo(
             f"{report.orders} orders, {report.events} events, {report.checkpoints} "
-            f"checkpoints, {report.snapshots} snapshots checked"
+            f"checkpoints, {report.snapshots} snapshots, {report.seen_heads} heads read "
+            "by the projector checked"
         )
         for line in report.lines():
             click.echo(line)

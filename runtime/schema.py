@@ -79,6 +79,13 @@ def _release_1(db: ReadDb) -> None:
         create(db)
 
 
+def _seen_heads(db: ReadDb) -> None:
+    """The chain heads the projector has read (`storage/seen.py`, docs/audit.md)."""
+    from serviceorders.storage.seen import create_tables
+
+    create_tables(db)
+
+
 def add_column(db: ReadDb, table: str, column: str, sql_type: str) -> None:
     """ALTER TABLE … ADD COLUMN unless the column is there (a fresh database got it from
     migration 1's current table definitions)."""
@@ -125,6 +132,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS console_session__expires_at "
             "ON console_session (expires_at)",
         ),
+    ),
+    Migration(
+        4,
+        "audit_seen_head: the chain heads the projector has read (audit evidence)",
+        postgres=_seen_heads,
+        sqlite=_seen_heads,
     ),
 )
 CURRENT = MIGRATIONS[-1].number

@@ -134,7 +134,12 @@ def pg_cleaner(pg_database: PgDatabase) -> Iterator[Callable[[], None]]:
         ]
         tables += [
             t
-            for t in ("audit_access_log", "audit_checkpoint", "audit_checkpoint_head")
+            for t in (
+                "audit_access_log",
+                "audit_checkpoint",
+                "audit_checkpoint_head",
+                "audit_seen_head",
+            )
             if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0]
         ]
         leftovers = conn.execute(

@@ -28,12 +28,15 @@ from serviceorders.audit.export import export
 from serviceorders.audit.report import Report
 from serviceorders.audit.store import Store
 from serviceorders.audit.verify import verify, verify_file
-from serviceorders.bootstrap import open_read_db
+from serviceorders.bootstrap import event_mapper, open_read_db
 from serviceorders.domain import commands as cmd
 from serviceorders.domain.chain import event_hash
 from serviceorders.domain.events import NoteAdded, OrderHeld
+from serviceorders.projections import maintenance
+from serviceorders.projections.runner import Projector
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
+from serviceorders.storage.seen import load as seen_heads
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +48,7 @@ def clear_audit_tables(db: ReadDb) -> None:
     """The session's PostgreSQL database outlives a test; its checkpoints must not."""
     db.execute("DELETE FROM audit_checkpoint_head")
     db.execute("DELETE FROM audit_checkpoint")
+    db.execute("DELETE FROM audit_seen_head")
 
 
 class Tamper:
@@ -276,10 +280,11 @@ def test_deleted_whole_order_covered_by_a_checkpoint(world: World) -> None:
     assert not report.checkpoint_problems, report.lines()
 
 
-def test_newest_events_deleted_after_the_last_checkpoint_go_unnoticed(
+def test_newest_events_deleted_before_a_checkpoint_or_the_projector_read_them_go_unnoticed(
     world: World, actors: Any
 ) -> None:
-    """The documented limit: only the next checkpoint (or anchor) protects new events."""
+    """The documented limit: an event read by no projector is protected only by the next
+    checkpoint (or anchor). (No projector runs here.)"""
     order = world.orders[0]
     world.app.handle(actors.fulfilment, cmd.AddNote(order, "after the checkpoint"))  # v7
     world.tamper.delete(order, 7)
@@ -497,3 +502,86 @@ def test_checkpointer_runs_until_stopped(world: World, actors: Any, samples: Any
     assert checkpointer.last is not None and checkpointer.last.seq == 3
     assert checkpointer.last.order_count == ORDERS + 1
     assert world.verify().ok
+
+
+# ------------------------------------------------- the heads the projector read
+def project(world: World, batch_size: int = 500) -> int:
+    """What the running projector does: apply the log's pages to the read models."""
+    return Projector(world.db, event_mapper(), batch_size=batch_size).catch_up()
+
+
+def test_newest_event_and_whole_order_deleted_seconds_after_the_projector_read_them(
+    world: World, actors: Any, samples: Any
+) -> None:
+    """No checkpoint between the projector's page and the deletions: the heads it recorded
+    in that page's transaction name both orders."""
+    order = world.orders[0]
+    world.app.handle(actors.fulfilment, cmd.AddNote(order, "after the checkpoint"))  # v7
+    (gone,) = build(world.app, actors, samples, 50, 1)  # a new order, after the checkpoint
+    assert project(world)
+    assert seen_heads(world.db)[str(order)][0] == 7
+    world.tamper.delete(order, 7)
+    world.tamper.delete_order(gone)
+    report = world.verify()
+    assert only_broken(report) == {
+        str(order): (7, "head_moved_back"),
+        str(gone): (1, "missing"),
+    }, report.lines()
+    assert "the projector read v7" in report.broken_orders()[str(order)].detail
+    assert not report.checkpoint_problems, report.lines()
+    assert report.seen_heads == ORDERS + 1
+
+
+def test_the_same_without_any_checkpoint(world: World, actors: Any, samples: Any) -> None:
+    clear_audit_tables(world.db)  # no checkpoint at all, only the projector's heads
+    assert project(world, batch_size=7) == ORDERS * 6
+    order, whole = world.orders[1], world.orders[2]
+    world.tamper.delete(order, 6)
+    world.tamper.delete_order(whole)
+    report = world.verify()
+    assert only_broken(report) == {
+        str(order): (6, "head_moved_back"),
+        str(whole): (1, "missing"),
+    }, report.lines()
+    assert report.checkpoints == 0
+
+
+def test_a_chain_rewritten_after_the_projector_read_its_head(world: World) -> None:
+    clear_audit_tables(world.db)
+    project(world)
+    order = world.orders[3]
+    world.tamper.rehash_from(order, 5, lambda s: s.update(reason="nobody held it"))
+    assert_one_broken(world.verify(), order, 1, "rewritten")  # no checkpoint to narrow it
+
+
+def test_an_untampered_store_verifies_clean_after_many_pages_and_a_rebuild(
+    world: World, actors: Any, samples: Any
+) -> None:
+    more = build(world.app, actors, samples, 10, 3)
+    assert project(world, batch_size=3) == ORDERS * 6 + 3 * 2  # ~12 pages, orders interleaved
+    for order_id in more:
+        advance(world.app, actors, order_id)
+    project(world, batch_size=5)
+    heads = seen_heads(world.db)
+    assert {oid: h[0] for oid, h in heads.items()} == {str(o): 6 for o in world.orders + more}
+    report = world.verify()
+    assert report.ok, report.lines()
+    assert report.seen_heads == ORDERS + 3
+    assert not any("read by no projector" in n for n in report.notes), report.notes
+
+    maintenance.rebuild(world.db, event_mapper())  # the evidence is kept, as it was
+    assert seen_heads(world.db) == heads
+    assert world.verify().ok
+
+    world.tamper.delete(more[0], 6)
+    maintenance.rebuild(world.db, event_mapper())  # reads v5 as the head: never goes back
+    assert seen_heads(world.db)[str(more[0])] == heads[str(more[0])]
+    assert_one_broken(world.verify(), more[0], 6, "head_moved_back")
+
+
+def test_events_read_by_no_projector_are_named_in_a_note(world: World, actors: Any) -> None:
+    project(world)
+    world.app.handle(actors.fulfilment, cmd.AddNote(world.orders[0], "not projected"))
+    report = world.verify()
+    assert report.ok, report.lines()
+    assert any("read by no projector" in n for n in report.notes), report.notes
