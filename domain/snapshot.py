@@ -3,9 +3,11 @@
 Snapshots sit outside the hash chain; a snapshot plus the later events must equal a
 full replay (tested), and the audit verifies snapshots against a replay.
 
-`FORMAT` versions the snapshot's shape: a snapshot of another format is never used
-(`OrderSnapshot.usable`); `serviceorders db init` deletes them (runtime/schema.py: the
-order is replayed from its events, and snapshotted again at the next interval). Format 2
+`FORMAT` versions the snapshot's shape (stored as `format` in each snapshot's state).
+A change of shape deletes the older snapshots in a schema migration (runtime/schema.py,
+migration 5): each order is then replayed from its events and snapshotted again at its
+next interval; a process refuses a database whose schema is older than its code, so an
+older snapshot is never read. Format 2
 (issue 17) added `contributors`, `proposal` and `held_for_proposal`, which no older
 snapshot can supply (an empty list of contributors would open four-eyes).
 """
