@@ -69,6 +69,7 @@ def build_application(settings: Settings, *, create_tables: bool = False) -> Ser
         snapshot_interval=settings.snapshot_interval,
         four_eyes=settings.four_eyes,
         sealer=Vault(KeyStore(lambda: open_read_db(settings))),
+        policy=settings.policy(),
     )
     if isinstance(app.recorder, IntakePostgresRecorder):
         # Bounds every write transaction, the events-table lock with it (docs/reliability.md).

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from serviceorders.domain.policy import HEADER_FIELDS, Policy
 
 N = TypeVar("N", int, float)
 
@@ -133,6 +134,11 @@ class Settings(BaseModel):
     kafka_options: dict[str, str] = Field(default_factory=dict)  # TLS / SASL pass-through
     snapshot_interval: int = Field(default=50, ge=0)
     four_eyes: bool = True
+    # Revisions after approval (docs/lifecycle.md, "Revisions after approval"): the header
+    # attributes an approved order may change without a proposal (none by default), and
+    # whether an inProgress order is held while its proposal waits.
+    proposal_direct_fields: tuple[str, ...] = ()
+    hold_on_proposal: bool = False
     catalog_path: Path | None = None
     lock_timeout_seconds: int = Field(default=5, ge=1)
     # The longest one write transaction may run, the events-table lock included (PostgreSQL
@@ -176,6 +182,25 @@ class Settings(BaseModel):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_host: str = Field(default="127.0.0.1", min_length=1)
 
+    @field_validator("proposal_direct_fields")
+    @classmethod
+    def _header_attributes(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(names) - HEADER_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"not header attributes: {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(HEADER_FIELDS))})"
+            )
+        return tuple(dict.fromkeys(names))
+
+    def policy(self) -> Policy:
+        """The review policies the application applies (domain/policy.py)."""
+        return Policy(
+            four_eyes=self.four_eyes,
+            direct_fields=frozenset(self.proposal_direct_fields),
+            hold_on_proposal=self.hold_on_proposal,
+        )
+
     @property
     def dead_letter_topic(self) -> str:
         return self.dlq_topic or f"{self.inbound_topic}.dlq"
@@ -198,6 +223,8 @@ class Settings(BaseModel):
             "kafka_options": kafka_options(env),
             "snapshot_interval": _int(env, "SERVICEORDERS_SNAPSHOT_INTERVAL", 50),
             "four_eyes": _bool(env, "SERVICEORDERS_FOUR_EYES", True),
+            "proposal_direct_fields": _names(env, "SERVICEORDERS_PROPOSAL_DIRECT_FIELDS"),
+            "hold_on_proposal": _bool(env, "SERVICEORDERS_HOLD_ON_PROPOSAL", False),
             "catalog_path": env.get("SERVICEORDERS_CATALOG") or None,
             "lock_timeout_seconds": _int(env, "SERVICEORDERS_DB_LOCK_TIMEOUT", 5),
             "write_timeout_seconds": _int(env, "SERVICEORDERS_DB_WRITE_TIMEOUT", 10),
@@ -288,6 +315,8 @@ ENV_NAMES = {
     "kafka_compression": "SERVICEORDERS_KAFKA_COMPRESSION",
     "snapshot_interval": "SERVICEORDERS_SNAPSHOT_INTERVAL",
     "four_eyes": "SERVICEORDERS_FOUR_EYES",
+    "proposal_direct_fields": "SERVICEORDERS_PROPOSAL_DIRECT_FIELDS",
+    "hold_on_proposal": "SERVICEORDERS_HOLD_ON_PROPOSAL",
     "catalog_path": "SERVICEORDERS_CATALOG",
     "lock_timeout_seconds": "SERVICEORDERS_DB_LOCK_TIMEOUT",
     "write_timeout_seconds": "SERVICEORDERS_DB_WRITE_TIMEOUT",
@@ -340,6 +369,12 @@ def _parsed(
         return parse(raw)
     except ValueError:
         raise SettingsError(f"{name} must be {what}, not {raw!r}") from None
+
+
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list (blanks around the commas ignored), () when unset or empty."""
+    raw = env.get(name) or ""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -288,3 +288,49 @@ def test_a_malformed_hub_allow_list_is_refused_when_the_settings_are_read(spec):
 def test_a_well_formed_hub_allow_list_is_kept():
     spec = "hooks.example.com:443,*.partner.example,10.1.0.0/16,[::1]:8080"
     assert Settings.from_env({"SERVICEORDERS_HUB_ALLOWED_HOSTS": spec}).hub_allowed_hosts == spec
+
+
+# ----------------------------------------------------------- review policies (issue 17)
+def test_review_policies_default_to_every_change_a_proposal_and_no_hold():
+    policy = Settings.from_env({}).policy()
+    assert (policy.four_eyes, policy.direct_fields, policy.hold_on_proposal) == (
+        True,
+        frozenset(),
+        False,
+    )
+
+
+def test_review_policies_are_read_from_the_environment(tmp_path):
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path.resolve() / 'orders.db'}",
+        "SERVICEORDERS_PROPOSAL_DIRECT_FIELDS": " description , priority,description",
+        "SERVICEORDERS_HOLD_ON_PROPOSAL": "yes",
+        "SERVICEORDERS_FOUR_EYES": "no",
+    }
+    settings = Settings.from_env(env)
+    assert settings.proposal_direct_fields == ("description", "priority")
+    assert settings.policy().direct_fields == frozenset({"description", "priority"})
+    init_database(settings)
+    app = build_application(settings)  # the composition root hands them to the application
+    try:
+        assert (app.policy.four_eyes, app.policy.direct_fields, app.policy.hold_on_proposal) == (
+            False,
+            frozenset({"description", "priority"}),
+            True,
+        )
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("SERVICEORDERS_PROPOSAL_DIRECT_FIELDS", "description,items", "items"),
+        ("SERVICEORDERS_PROPOSAL_DIRECT_FIELDS", "requestedStartDate", "requestedStartDate"),
+        ("SERVICEORDERS_HOLD_ON_PROPOSAL", "sometimes", "yes or no"),
+    ],
+)
+def test_malformed_review_policies_name_the_setting_and_the_value(name, value, named):
+    with pytest.raises(SettingsError, match=name) as refused:
+        Settings.from_env({name: value})
+    assert named in str(refused.value)
