@@ -123,3 +123,39 @@ def test_export_and_offline_verify(url: str, tmp_path: Path) -> None:
     assert "partial export" in partial.stdout and partial.stdout.rstrip().endswith("OK")
     since = run("audit", "export", "--since", "2000-01-01", url=url)
     assert "(partial)" in since.stderr and '"type":"checkpoint"' in since.stdout
+
+
+def test_verify_names_orders_deleted_seconds_after_the_projector_read_them(
+    url: str, settings: Settings
+) -> None:
+    """No checkpoint at all: the heads the projector recorded in its page's transaction
+    are what `audit verify` compares the store with."""
+    for _ in range(3):
+        run("demo", url=url)
+    run("project", "--once", url=url)
+    clean = json.loads(run("audit", "verify", "--json", url=url).stdout)
+    assert clean["ok"] and clean["checkpoints"] == 0 and clean["seen_heads"] == 3
+
+    db = open_read_db(settings)
+    try:
+        store = Store(db)
+        (shortened, newest), (gone, _) = db.fetchall(
+            f"SELECT originator_id, MAX(originator_version) FROM {store.events} "
+            "GROUP BY originator_id ORDER BY originator_id LIMIT 2"
+        )
+        db.execute(
+            f"DELETE FROM {store.events} WHERE originator_id = %s AND originator_version = %s",
+            (shortened, newest),
+        )
+        db.execute(f"DELETE FROM {store.events} WHERE originator_id = %s", (gone,))
+    finally:
+        db.close()
+    cut, whole = str(UUID(str(shortened))), str(UUID(str(gone)))
+    broken = run("audit", "verify", url=url, expect=1)
+    assert f"order {cut}: first bad version {newest}: head_moved_back" in broken.stdout
+    assert f"order {whole}: first bad version 1: missing" in broken.stdout
+    assert "FAILED: 2 broken order(s)" in broken.stdout
+    found = json.loads(run("audit", "verify", "--json", url=url, expect=1).stdout)
+    assert sorted((p["order_id"], p["kind"]) for p in found["broken_orders"]) == sorted(
+        [(cut, "head_moved_back"), (whole, "missing")]
+    )
