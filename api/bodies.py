@@ -9,9 +9,10 @@ from typing import Annotated, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from serviceorders.api.common import body_of, request_body
-from serviceorders.domain.commands import ConfigureLine, DraftOrder, Target
+from serviceorders.domain.commands import ConfigureLine, DraftOrder, Resubmit, Target
 from serviceorders.domain.values import (
     DateOrDateTime,
+    HeaderChange,
     ItemAction,
     ItemState,
     OrderHeader,
@@ -39,6 +40,13 @@ class CustomerIn(Body):
     name: str | None = Field(default=None, max_length=500)
 
 
+def aware(value: datetime | date | None) -> datetime | date | None:
+    """A requested date as given; a date-time without a timezone is refused."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError("a date-time needs a timezone (e.g. Z or +01:00)")
+    return value
+
+
 class DraftCreate(Body):
     external_id: str | None = Field(default=None, alias="externalId", min_length=1, max_length=200)
     category: str | None = Field(default=None, max_length=200)
@@ -56,9 +64,7 @@ class DraftCreate(Body):
     @field_validator("requested_start_date", "requested_completion_date")
     @classmethod
     def _aware(cls, value: datetime | date | None) -> datetime | date | None:
-        if isinstance(value, datetime) and value.tzinfo is None:
-            raise ValueError("a date-time needs a timezone (e.g. Z or +01:00)")
-        return value
+        return aware(value)
 
     def header(self) -> OrderHeader:
         parties = (
@@ -132,6 +138,60 @@ class ItemChange(Body):
             self.place.domain() if self.place else None,
             self.quantity,
             None if self.depends_on is None else tuple(self.depends_on),
+        )
+
+
+class HeaderCorrection(Body):
+    """A rejected order's header attributes corrected for its resubmission: only those
+    given change; `customer` replaces the customer among the related parties."""
+
+    category: str | None = Field(default=None, max_length=200)
+    priority: str | None = Field(default=None, max_length=50)
+    description: str | None = OptionalText
+    requested_start_date: DateOrDateTime | None = Field(default=None, alias="requestedStartDate")
+    requested_completion_date: DateOrDateTime | None = Field(
+        default=None, alias="requestedCompletionDate"
+    )
+    notification_contact: str | None = Field(
+        default=None, alias="notificationContact", max_length=500
+    )
+    customer: CustomerIn | None = None
+
+    @field_validator("requested_start_date", "requested_completion_date")
+    @classmethod
+    def _aware(cls, value: datetime | date | None) -> datetime | date | None:
+        return aware(value)
+
+    def change(self, parties: tuple[Party, ...]) -> HeaderChange:
+        """The HeaderChange of the given fields; `parties`: the rejected order's."""
+        given = self.model_fields_set - {"customer"}
+        fields = {name: getattr(self, name) for name in given}
+        if self.customer is not None:
+            customer = Party(id=self.customer.id, name=self.customer.name, role="customer")
+            others = tuple(p for p in parties if p.role.lower() != "customer")
+            fields["related_parties"] = (*others, customer)
+        return HeaderChange(**fields)
+
+
+class ResubmitBody(Body):
+    """Correct and resubmit a rejected order (POST /api/v1/orders/{id}/resubmit)."""
+
+    external_id: str | None = Field(default=None, alias="externalId", min_length=1, max_length=200)
+    header: HeaderCorrection | None = None
+    items: list[ItemCreate] = Field(default_factory=list, max_length=500)
+    removed_item_ids: list[ItemId] = Field(
+        default_factory=list, alias="removedItemIds", max_length=500
+    )
+    submit: bool = False
+
+    def command(self, order_id: Target, parties: tuple[Party, ...]) -> Resubmit:
+        return Resubmit(
+            order_id,
+            external_id=self.external_id,
+            header=self.header.change(parties) if self.header is not None else None,
+            items=tuple(i.domain() for i in self.items),
+            removed_item_ids=tuple(self.removed_item_ids),
+            submit=self.submit,
         )
 
 

@@ -100,9 +100,11 @@ DOCS = {
     ),
     "cancel": (
         "Cancel an order",
-        "Directly (acknowledged, inProgress, pending, held), or to carry out "
-        "an approved cancellation (pendingCancellation) → cancelled. Body "
-        "{reason?}." + _FULFIL,
+        "Carry out an approved cancellation (pendingCancellation → cancelled: "
+        "fulfilment, a manager, an admin), or, directly, fulfilment's exit from held or "
+        "pending (the order cannot be fulfilled; a manager's direct cancellation is a 403). "
+        "Any other cancellation is requested (cancelServiceOrder) and decided by a second "
+        "person; from acknowledged or inProgress a 409. Body {reason?}." + _FULFIL,
     ),
     "add_note": (
         "Add a note to an order",

@@ -1,7 +1,8 @@
-"""/api/v1 review: the queue a manager works through, and the decisions on orders and on
-cancellation requests. A decision needs the order's ETag (`If-Match`), so that nobody
-decides on an order that changed since they looked at it; it is one command through
-`ServiceOrders.handle` (api/common.py `handle`), which checks that version."""
+"""/api/v1 review: the queue a manager works through, and the decisions on orders, on
+cancellation requests and on proposals (changes to approved orders). A decision needs the
+order's ETag (`If-Match`), so that nobody decides on an order that changed since they
+looked at it; it is one command through `ServiceOrders.handle` (api/common.py `handle`),
+which checks that version. Also the correction of a rejected order (`resubmit`)."""
 
 from __future__ import annotations
 
@@ -11,35 +12,44 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from serviceorders.api.actions import Action, add_actions
-from serviceorders.api.bodies import NoteBody, ReasonBody
+from serviceorders.api.bodies import NoteBody, OptionalReasonBody, ReasonBody, ResubmitBody
 from serviceorders.api.common import (
     QueryInt,
     base_url,
+    body_of,
     command_context,
     ctx_of,
     etag,
+    expected_version,
     handle,
     one_of,
     page_of,
     parse_uuid,
     read_body,
 )
-from serviceorders.api.docs import DECISION_ERRORS, V1_ERRORS
-from serviceorders.api.errors import ApiError
-from serviceorders.api.views import load, order_response
+from serviceorders.api.docs import DECISION_ERRORS, V1_ERRORS, body_schema
+from serviceorders.api.errors import ApiError, problem_view
+from serviceorders.api.service_orders import document_response
+from serviceorders.api.views import actor_view, load, order_response, view_response
 from serviceorders.domain.commands import (
     Approve,
     ApproveCancellation,
+    ApproveProposal,
     DenyCancellation,
     OrderCommand,
+    RefuseProposal,
     Reject,
+    WithdrawProposal,
 )
+from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.proposals import diff
+from serviceorders.domain.values import OrderState
 from serviceorders.projections.queries import MAX_LIMIT, QueueFilter
 from serviceorders.support.isotime import iso_or_none
 
 router = APIRouter(prefix="/api/v1", tags=["workflow"], dependencies=[Depends(read_body)])
 
-KINDS = ("approval", "cancellation")
+KINDS = ("approval", "cancellation", "proposal")
 
 
 def flag_view(flag: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +81,8 @@ def queue_entry(request: Request, row: dict[str, Any]) -> dict[str, Any]:
         "flags": [flag_view(f) for f in row["flags"] or ()],
         "flagCount": row["flag_count"],
         "reason": row["reason"],
+        "proposalId": row["reason"] if row["kind"] == "proposal" else None,
+        "changes": row["changes"] or [],
         "version": row["version"],
         "etag": etag(row["version"]),
         "ageSeconds": row["age_seconds"],
@@ -80,8 +92,10 @@ def queue_entry(request: Request, row: dict[str, Any]) -> dict[str, Any]:
 @router.get(
     "/reviewQueue",
     summary="The review queue",
-    description="What awaits a manager: orders to approve (kind=approval) and "
-    "cancellation requests to decide (kind=cancellation); highest "
+    description="What awaits a manager: orders to approve (kind=approval), "
+    "cancellation requests to decide (kind=cancellation) and changes to approved orders "
+    "to approve or refuse (kind=proposal: proposalId, and changes, the proposed change "
+    "against the order as approved so far); highest "
     "priority first, then oldest. Filters: kind, site, customer, priority, "
     "specification, olderThan / youngerThan (seconds since submission or "
     "request). offset / limit must be 0 or more (400 otherwise); limit is "
@@ -160,31 +174,144 @@ DECISIONS = (
     Action("reject", "reject", ReasonBody, Reject),
     Action("approve_cancellation", "cancellation/approve", NoteBody, ApproveCancellation),
     Action("deny_cancellation", "cancellation/deny", ReasonBody, DenyCancellation),
+    Action("approve_proposal", "proposal/approve", NoteBody, ApproveProposal),
+    Action("refuse_proposal", "proposal/refuse", ReasonBody, RefuseProposal),
+)
+_FOUR_EYES = (
+    " Four-eyes: whoever drafted, configured, submitted or changed the order may not "
+    "decide it (403)."
 )
 # Their summary and description in /docs.
 DOCS = {
     "approve": (
         "Approve an order (start it)",
         "acknowledged → inProgress. Body {note?}. Requires If-Match with the "
-        "order's ETag (428 without, 412 when the order changed). Four-eyes: "
-        "the submitter may not decide (403). Returns the TMF641 order and "
-        "its new ETag.",
+        "order's ETag (428 without, 412 when the order changed)." + _FOUR_EYES + " Returns "
+        "the TMF641 order and its new ETag.",
     ),
     "reject": (
         "Reject an order",
         "acknowledged → rejected. Body {reason} (required: 400 without). "
-        "Requires If-Match (428 / 412); four-eyes applies.",
+        "Requires If-Match (428 / 412)." + _FOUR_EYES,
     ),
     "approve_cancellation": (
         "Approve a cancellation request",
         "assessingCancellation → pendingCancellation; fulfilment then "
         "carries it out (/cancel). Body {note?}. Requires If-Match (428 / "
-        "412).",
+        "412). Four-eyes: not by whoever requested the cancellation (403).",
     ),
     "deny_cancellation": (
         "Deny a cancellation request",
         "The order returns to the state it had before the request. Body "
-        "{reason} (required). Requires If-Match (428 / 412).",
+        "{reason} (required). Requires If-Match (428 / 412). Four-eyes: not by "
+        "whoever requested the cancellation (403).",
+    ),
+    "approve_proposal": (
+        "Approve the waiting proposal (apply the change)",
+        "The change proposed to the approved order (GET /orders/{id}/proposal) is "
+        "validated again against the current items and applied (422 when it no longer "
+        "validates, 409 when an item it changes is final: refuse it then); an order held "
+        "for it resumes. Body {note?}. Requires If-Match (428 / 412). Four-eyes: not by "
+        "its proposer (403). 409 when no proposal waits.",
+    ),
+    "refuse_proposal": (
+        "Refuse the waiting proposal",
+        "The order stays as approved; an order held for the proposal resumes. Body "
+        "{reason} (required). Requires If-Match (428 / 412). Four-eyes: not by its "
+        "proposer (403). 409 when no proposal waits.",
     ),
 }
 add_actions(router, DECISIONS, DOCS, _decide, DECISION_ERRORS)
+
+
+def _withdraw(request: Request, command: OrderCommand, _id: str = "") -> JSONResponse:
+    return order_response(request, handle(request, command, expected_version(request)).order)
+
+
+add_actions(
+    router,
+    (Action("withdraw_proposal", "proposal/withdraw", OptionalReasonBody, WithdrawProposal),),
+    {
+        "withdraw_proposal": (
+            "Withdraw the waiting proposal",
+            "Its proposer (or a manager) takes the change back; an order held for it "
+            "resumes. Body {reason?} (may be empty). If-Match optional (412 when stale). "
+            "409 when no proposal waits. Returns the TMF641 order and its ETag.",
+        )
+    },
+    _withdraw,
+    V1_ERRORS,
+)
+
+
+# ------------------------------------------------------------------ proposals
+def proposal_view(request: Request, order: ServiceOrder) -> dict[str, Any]:
+    """The waiting proposal (order.proposal, revealed) and its diff against the order as
+    approved so far (domain.proposals.diff: the one the queue and the console show)."""
+    proposal = order.proposal
+    assert proposal is not None
+    base = base_url(request)
+    return {
+        "id": proposal.id,
+        "href": f"{base}/api/v1/orders/{order.id}/proposal",
+        "order": {"id": str(order.id), "href": f"{base}/api/v1/orders/{order.id}"},
+        "orderState": order.state.value,
+        "heldForProposal": order.held_for_proposal == proposal.id,
+        "proposedBy": actor_view(proposal.proposed_by),
+        "proposedAt": iso_or_none(proposal.proposed_at),
+        "baseVersion": proposal.base_version,
+        "flags": [problem_view(p) for p in proposal.flags],
+        "changes": [c.as_json() for c in diff(order.header, order.items, proposal)],
+        "version": order.version,
+        "etag": etag(order.version),
+    }
+
+
+@router.get(
+    "/orders/{id}/proposal",
+    summary="The proposal waiting on an approved order",
+    description="A change to an approved order (a TMF641 PATCH or a Kafka revision after "
+    "approval) waits as a proposal until a second person approves or refuses it: its id, "
+    "who proposed it and when, the flags of the order as it would make it, and `changes`, "
+    "each {path, kind (added, changed, removed), current, proposed} against the order as "
+    "approved so far. The order's ETag (for the decision's If-Match). 404 when no "
+    "proposal waits (a TMF Error).",
+    responses=V1_ERRORS,
+)
+def waiting_proposal(request: Request, id: str) -> JSONResponse:
+    command_context(request)
+    order = load(request, parse_uuid(id))
+    if order.proposal is None:
+        raise ApiError(404, "not_found", "Not Found", f"no proposal waits on order {order.id}")
+    return JSONResponse(proposal_view(request, order), headers={"ETag": etag(order.version)})
+
+
+# ------------------------------------------------------------ correct and resubmit
+@router.post(
+    "/orders/{id}/resubmit",
+    status_code=201,
+    summary="Correct and resubmit a rejected order",
+    description="A new order prefilled from the rejected one: body {externalId? (its own: "
+    "the rejected order keeps its), header? {category, priority, description, "
+    "requestedStartDate, requestedCompletionDate, notificationContact, customer}: the "
+    "attributes given change, items? (merged by id), removedItemIds?, submit? (default "
+    "false: a draft to correct further and submit; true: into review at once)}. Both "
+    "orders are linked by orderRelationship (the new one `resubmits` the rejected one, "
+    "which is `resubmittedAs` the new one). 201 with the new order (a draft: its domain "
+    "view, Location /api/v1/drafts/{id}; submitted: its TMF641 document and Location). "
+    "409 unless the order is rejected, or when the externalId is taken; 400 / 422 for "
+    "a body or a corrected order that does not validate. If-Match optional.",
+    responses=V1_ERRORS,
+    openapi_extra=body_schema(ResubmitBody),
+)
+def resubmit(request: Request, id: str) -> JSONResponse:
+    command_context(request)  # authenticates before the body is read
+    body = body_of(request, ResubmitBody)
+    rejected = load(request, parse_uuid(id))
+    command = body.command(rejected.id, rejected.header.related_parties)
+    new = handle(request, command, expected_version(request)).order
+    if new.state is OrderState.DRAFT:
+        response = view_response(request, new, 201)
+        response.headers["Location"] = f"{base_url(request)}/api/v1/drafts/{new.id}"
+        return response
+    return document_response(request, new.id, 201)

@@ -205,12 +205,28 @@ def retrieve_service_order(request: Request, id: str, fields: str | None = None)
 @router.patch(
     "/serviceOrder/{id}",
     summary="Update a service order (JSON merge patch)",
-    description="Before approval: items (merged by id) and header attributes. After "
-    "approval: a revision, only before the point of no return. Final "
-    "orders: nothing (409 with the reason). `state` cannot be patched: "
-    "use cancelServiceOrder or the workflow endpoints. `If-Match` with the "
+    description="Before approval: items (merged by id) and header attributes, applied. "
+    "After approval (and only before the point of no return): a proposal a second person "
+    "approves or refuses; the answer is 200 with the order as approved so far (the change "
+    "not applied) and a `Link: <.../api/v1/orders/{id}/proposal>; rel=\"proposal\"` "
+    "header where the proposal can be followed; while one waits, another change is a 409. "
+    "Header attributes the settings exempt (SERVICEORDERS_PROPOSAL_DIRECT_FIELDS) are "
+    "applied at once. Final orders: nothing (409 with the reason). `state` cannot be "
+    "patched: use cancelServiceOrder or the workflow endpoints. `If-Match` with the "
     "ETag makes the change conditional (412 when the order moved).",
     openapi_extra=body_schema(ServiceOrderUpdate, MERGE_PATCH),
+    responses={
+        200: {
+            "description": "The order (as approved so far, when the change is a proposal)",
+            "headers": {
+                "Link": {
+                    "description": 'Only when the change became a proposal: `<{href}>; rel="'
+                    'proposal"`, the /api/v1 resource of the waiting proposal',
+                    "schema": {"type": "string"},
+                }
+            },
+        }
+    },
 )
 def patch_service_order(request: Request, id: str) -> JSONResponse:
     command_context(request)
@@ -242,12 +258,17 @@ def patch_service_order(request: Request, id: str) -> JSONResponse:
     change = header_change(body)
     known = {n.text for n in order.notes}
     notes = list(dict.fromkeys(n.text for n in body.note or [] if n.text not in known))
+    proposal_id = None
     if items or change.model_fields_set or notes:
         # One Revise with the new notes: applied and saved in one transaction (a concurrent
         # change makes the whole PATCH a 409, never half of it); a stale If-Match is a 412.
         command = Revise(order_id, tuple(items), (), change, tuple(notes))
-        handle(request, command, expected_version(request))
-    return document_response(request, order_id, 200)
+        proposal_id = handle(request, command, expected_version(request)).proposal_id
+    response = document_response(request, order_id, 200)
+    if proposal_id is not None:  # not applied: a second person decides it (docs/lifecycle.md)
+        href = f"{base_url(request)}/api/v1/orders/{order_id}/proposal"
+        response.headers["Link"] = f'<{href}>; rel="proposal"'
+    return response
 
 
 @router.delete(

@@ -60,6 +60,10 @@ def order_view(request: Request, order: ServiceOrder) -> dict[str, Any]:
         "relatedParty": [
             {"id": p.id, "name": p.name, "role": p.role} for p in header.related_parties
         ],
+        "orderRelationship": [
+            {"id": r.id, "relationshipType": r.relationship_type}
+            for r in header.order_relationships
+        ],
         "items": [item_view(i) for i in order.items.values()],
         "flags": [problem_view(p) for p in order.flags],
         "notes": [
@@ -80,6 +84,16 @@ def order_view(request: Request, order: ServiceOrder) -> dict[str, Any]:
                 "requestedBy": actor_view(order.cancellation_requested_by),
             }
             if order.cancellation_request_id
+            else None
+        ),
+        "proposal": (
+            {
+                "id": order.proposal.id,
+                "href": f"{base_url(request)}/api/v1/orders/{order.id}/proposal",
+                "proposedBy": actor_view(order.proposal.proposed_by),
+                "proposedAt": iso_or_none(order.proposal.proposed_at),
+            }
+            if order.proposal is not None
             else None
         ),
         "pointOfNoReturn": order.point_of_no_return,

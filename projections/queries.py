@@ -33,7 +33,7 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True)
 class QueueFilter:
-    kind: str | None = None  # approval | cancellation
+    kind: str | None = None  # approval | cancellation | proposal
     site: str | None = None
     customer: str | None = None
     priority: str | None = None

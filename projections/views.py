@@ -11,6 +11,7 @@ from typing import Any
 
 from serviceorders.domain import events as ev
 from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.proposals import diff
 from serviceorders.domain.values import OrderState
 from serviceorders.projections.base import Projection
 from serviceorders.projections.log import Batch, Transition
@@ -198,6 +199,7 @@ def item_rows(order: ServiceOrder) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------- review_queue
 class ReviewQueue(Projection):
+    VERSION = 2  # 2: proposals (kind "proposal") and their `changes`
     table = Table(
         name="review_queue",
         columns=(
@@ -217,6 +219,7 @@ class ReviewQueue(Projection):
             ("flags", "json"),
             ("flag_count", "int"),
             ("reason", "text"),
+            ("changes", "json"),
             ("version", "int"),
         ),
         primary_key=("order_id", "kind"),
@@ -230,15 +233,35 @@ class ReviewQueue(Projection):
 
 
 def queue_rows(order: ServiceOrder) -> list[dict[str, Any]]:
+    """What the order waits for a manager to decide: its approval (acknowledged), a
+    cancellation request (assessingCancellation), a proposal (a revision after approval,
+    `changes` is its diff against the order as approved so far); none, one or two rows."""
+    waiting: list[tuple[str, Any, str | None, str | None, list[Any], list[dict[str, Any]]]] = []
+    flags = [f.model_dump(mode="json") for f in order.flags]
     if order.state is OrderState.ACKNOWLEDGED:
-        kind, since = "approval", order.submitted_at
         who = order.submitted_by.id if order.submitted_by else None
-        reason = None
+        waiting.append(("approval", order.submitted_at, who, None, flags, []))
     elif order.state is OrderState.ASSESSING_CANCELLATION:
-        kind, since = "cancellation", order.state_since
         who = order.cancellation_requested_by.id if order.cancellation_requested_by else None
-        reason = order.cancellation_reason
-    else:
+        waiting.append(
+            ("cancellation", order.state_since, who, order.cancellation_reason, flags, [])
+        )
+    proposal = order.proposal
+    if proposal is not None and not order.deleted:
+        # The values as the read models hold every column: revealed by the log's mapper.
+        changes = [c.as_json() for c in diff(order.header, order.items, proposal)]
+        proposed_flags = [f.model_dump(mode="json") for f in proposal.flags]
+        waiting.append(
+            (
+                "proposal",
+                proposal.proposed_at,
+                proposal.proposed_by.id,
+                proposal.id,
+                proposed_flags,
+                changes,
+            )
+        )
+    if not waiting:
         return []
     customer = order.header.customer
     actions = Counter(i.action.value for i in order.items.values())
@@ -258,11 +281,13 @@ def queue_rows(order: ServiceOrder) -> list[dict[str, Any]]:
             "specifications": specifications_of(order),
             "item_actions": dict(sorted(actions.items())),
             "item_count": len(order.items),
-            "flags": [f.model_dump(mode="json") for f in order.flags],
-            "flag_count": len(order.flags),
+            "flags": row_flags,
+            "flag_count": len(row_flags),
             "reason": reason,
+            "changes": changes,
             "version": order.version,
         }
+        for kind, since, who, reason, row_flags, changes in waiting
     ]
 
 

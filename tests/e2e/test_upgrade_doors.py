@@ -70,6 +70,26 @@ def recorded(
     return "postgres", new_pg_database("so_upgrade_doors", FIXTURES / "doors-postgres.sql.gz")
 
 
+# Columns added to a read model since the recording -> the value every recorded row gets
+# (the old log holds nothing they describe), as rows.py reads it. Issue 17: review_queue's
+# `changes` (a proposal's diff; `[]` for approvals and cancellations).
+ADDED_COLUMNS: dict[str, dict[str, Any]] = {"review_queue": {"changes": "[]"}}
+
+
+def without_added_columns(tables: dict[str, Any]) -> dict[str, Any]:
+    """`tables` without ADDED_COLUMNS, once each holds its expected value in every row."""
+    for table, added in ADDED_COLUMNS.items():
+        columns = tables[table]["columns"]
+        for column, value in added.items():
+            at = columns.index(column)
+            assert {row[at] for row in tables[table]["rows"]} <= {value}, (table, column)
+        keep = [i for i, c in enumerate(columns) if c not in added]
+        kept = [[row[i] for i in keep] for row in tables[table]["rows"]]
+        kept.sort(key=json.dumps)
+        tables[table] = {"columns": [columns[i] for i in keep], "rows": kept}
+    return tables
+
+
 def test_the_fixture_covers_every_door_and_path() -> None:
     """What the recording holds (so that a re-recording cannot quietly shrink it)."""
     for backend in ("sqlite", "postgres"):
@@ -110,7 +130,7 @@ def test_the_old_event_log_verifies_and_projects_to_the_same_rows(
     # every read model rebuilt from the first event by this code, then caught up
     run("projections", "rebuild", url=url)
     run("project", "--once", url=url)
-    got = rows.read_models(url)
+    got = without_added_columns(rows.read_models(url))
     for table in EXPECTED["read_models"]:
         want = expected["read_models"][table]
         assert got[table]["columns"] == want["columns"], table
