@@ -667,16 +667,20 @@ def test_the_point_of_no_return_is_not_reached_before_approval() -> None:
 
 
 @pytest.mark.parametrize(
-    "blocked",
+    ("state", "blocked"),
     [
-        lambda o: o.revise(UPSTREAM, CATALOG, header=v.HeaderChange(priority="1")),
-        lambda o: o.request_cancellation(UPSTREAM, "changed my mind"),
-        lambda o: o.cancel(MANAGER, "changed my mind"),
+        (
+            v.OrderState.IN_PROGRESS,
+            lambda o: o.revise(UPSTREAM, CATALOG, header=v.HeaderChange(priority="1")),
+        ),
+        (v.OrderState.IN_PROGRESS, lambda o: o.request_cancellation(UPSTREAM, "changed my mind")),
+        # a direct cancellation is fulfilment's exit from held (or pending)
+        (v.OrderState.HELD, lambda o: o.cancel(FULFILMENT, "changed my mind")),
     ],
     ids=["revise", "request_cancellation", "cancel"],
 )
-def test_after_the_point_of_no_return_changes_and_cancellation_are_refused(blocked) -> None:
-    order = in_state(v.OrderState.IN_PROGRESS)
+def test_after_the_point_of_no_return_changes_and_cancellation_are_refused(state, blocked) -> None:
+    order = in_state(state)
     order.reach_point_of_no_return(FULFILMENT)
     order.collect_events()
 
@@ -713,6 +717,7 @@ def test_revision_adds_items_it_does_not_know_yet() -> None:
     order = in_state(v.OrderState.IN_PROGRESS, internet("1"))
 
     order.revise(UPSTREAM, CATALOG, items=[internet("2", depends_on=("1",))])
+    order.approve_proposal(MANAGER_2, CATALOG)  # after approval: a proposal, decided
 
     assert list(order.items) == ["1", "2"]
     assert order.items["2"].state is v.ItemState.ACKNOWLEDGED
@@ -784,6 +789,7 @@ def test_removal_after_approval_cancels_the_item_and_keeps_it_on_record() -> Non
     order = in_state(v.OrderState.IN_PROGRESS, internet("1"), internet("2"))
 
     order.revise(UPSTREAM, CATALOG, removed_item_ids=["2"])
+    order.approve_proposal(MANAGER_2, CATALOG)  # after approval: a proposal, decided
 
     assert order.items["2"].state is v.ItemState.CANCELLED
     assert order.items["1"].state is v.ItemState.ACKNOWLEDGED
@@ -813,8 +819,13 @@ def test_removing_the_last_open_item_finishes_an_order_in_progress() -> None:
     order.collect_events()
 
     order.revise(UPSTREAM, CATALOG, removed_item_ids=["2"])
+    order.approve_proposal(MANAGER_2, CATALOG)  # after approval: a proposal, decided
 
-    assert names(order.collect_events()) == ["OrderRevised", "OrderCompleted"]
+    assert names(order.collect_events()) == [
+        "RevisionProposed",
+        "ProposalApproved",
+        "OrderCompleted",
+    ]
     assert order.state is v.OrderState.COMPLETED
 
 
@@ -838,6 +849,7 @@ def test_a_waiting_order_whose_last_open_item_was_removed_finishes_when_work_res
     else:
         order.request_information(FULFILMENT, "still wanted?")
     order.revise(UPSTREAM, CATALOG, removed_item_ids=["2"])
+    order.approve_proposal(MANAGER_2, CATALOG)  # after approval: a proposal, decided
     assert order.state is waiting
     order.collect_events()
 
@@ -893,11 +905,12 @@ def test_an_approved_cancellation_request_ends_with_the_order_cancelled(prior) -
     assert {i.state for i in order.items.values()} == {v.ItemState.CANCELLED}
 
 
-@pytest.mark.parametrize("prior", ACTIVE_STATES, ids=str)
-def test_an_order_may_be_cancelled_directly(prior) -> None:
+@pytest.mark.parametrize("prior", [v.OrderState.PENDING, v.OrderState.HELD], ids=str)
+def test_fulfilment_may_cancel_directly_from_held_or_pending(prior) -> None:
+    # TMF641's exits "issue cannot be solved" / "information cannot be supplied".
     order = in_state(prior)
 
-    order.cancel(MANAGER, "duplicate order")
+    order.cancel(FULFILMENT, "duplicate order")
 
     events = order.collect_events()
     assert names(events) == ["OrderCancelled"]
@@ -906,9 +919,31 @@ def test_an_order_may_be_cancelled_directly(prior) -> None:
     assert order.state is v.OrderState.CANCELLED
 
 
+@pytest.mark.parametrize("ctx", [FULFILMENT, MANAGER, OPERATOR], ids=lambda c: c.actor.role)
+@pytest.mark.parametrize("prior", [v.OrderState.ACKNOWLEDGED, v.OrderState.IN_PROGRESS], ids=str)
+def test_an_order_may_not_be_cancelled_directly_from_acknowledged_or_in_progress(
+    prior, ctx
+) -> None:
+    # Issue 17: a cancellation there is requested and decided by a second person.
+    order = in_state(prior)
+
+    refused_unchanged(order, err.IllegalTransition, lambda: order.cancel(ctx, "duplicate order"))
+
+
+@pytest.mark.parametrize("ctx", [MANAGER, OPERATOR], ids=lambda c: c.actor.role)
+@pytest.mark.parametrize("prior", [v.OrderState.PENDING, v.OrderState.HELD], ids=str)
+def test_only_fulfilment_cancels_directly_from_held_or_pending(prior, ctx) -> None:
+    order = in_state(prior)
+
+    error = refused_unchanged(order, err.NotPermitted, lambda: order.cancel(ctx, "duplicate"))
+    assert "second person" in str(error)
+
+
 def test_cancellation_keeps_items_that_already_finished() -> None:
     order = in_state(v.OrderState.IN_PROGRESS, internet("1"), internet("2"))
     order.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED)
+    order.request_cancellation(UPSTREAM, "budget cut")
+    order.approve_cancellation(MANAGER)
 
     order.cancel(OPERATOR)
 
@@ -964,7 +999,9 @@ def _rejected() -> ServiceOrder:
 
 def _cancelled() -> ServiceOrder:
     order = received()
-    order.cancel(MANAGER)
+    order.request_cancellation(UPSTREAM)
+    order.approve_cancellation(MANAGER)
+    order.cancel(FULFILMENT)
     order.collect_events()
     return order
 
@@ -985,6 +1022,9 @@ def commands_as(ctx: v.CommandContext) -> dict:
         "approve_cancellation": lambda o: o.approve_cancellation(ctx),
         "deny_cancellation": lambda o: o.deny_cancellation(ctx, "no"),
         "cancel": lambda o: o.cancel(ctx),
+        "approve_proposal": lambda o: o.approve_proposal(ctx, CATALOG),
+        "refuse_proposal": lambda o: o.refuse_proposal(ctx, "no"),
+        "withdraw_proposal": lambda o: o.withdraw_proposal(ctx),
         "add_line": lambda o: o.add_line(ctx, internet("9")),
         "configure_line": lambda o: o.configure_line(ctx, "1", {"bandwidthMbps": 10}),
         "remove_line": lambda o: o.remove_line(ctx, "1"),
@@ -1225,15 +1265,24 @@ EVENT_CLASS_NAMES = [
     "OrderPartiallyCompleted",
     "NoteAdded",
 ]
+# Issue 17: proposals (revisions after approval) and correct-and-resubmit.
+ISSUE_17_EVENT_CLASS_NAMES = [
+    "RevisionProposed",
+    "ProposalApproved",
+    "ProposalRefused",
+    "ProposalWithdrawn",
+    "OrderResubmitted",
+]
 
 
 def test_there_are_at_least_the_22_named_event_classes() -> None:
     assert len(EVENT_CLASS_NAMES) == 22
     assert set(EVENT_CLASS_NAMES) <= {cls.__name__ for cls in ev.ALL_EVENTS}
     assert len(ev.ALL_EVENTS) >= 22
+    assert set(ISSUE_17_EVENT_CLASS_NAMES) <= {cls.__name__ for cls in ev.ALL_EVENTS}
 
 
-@pytest.mark.parametrize("name", EVENT_CLASS_NAMES)
+@pytest.mark.parametrize("name", [*EVENT_CLASS_NAMES, *ISSUE_17_EVENT_CLASS_NAMES])
 def test_every_event_class_has_a_stable_topic_and_an_int_class_version(name) -> None:
     cls = getattr(ev, name)
 
@@ -1246,7 +1295,8 @@ def test_every_event_class_has_a_stable_topic_and_an_int_class_version(name) -> 
 
 def test_the_note_event_is_at_class_version_2() -> None:
     assert ev.NoteAdded.class_version == 2
-    assert all(getattr(ev, n).class_version == 1 for n in EVENT_CLASS_NAMES if n != "NoteAdded")
+    named = [*EVENT_CLASS_NAMES, *ISSUE_17_EVENT_CLASS_NAMES]
+    assert all(getattr(ev, n).class_version == 1 for n in named if n != "NoteAdded")
 
 
 def test_the_aggregate_has_a_stable_topic() -> None:
