@@ -18,6 +18,7 @@ from serviceorders.domain.errors import (
     InvalidCommand,
     NotPermitted,
     OrderNotFound,
+    ResendConflict,
     ValidationFailed,
 )
 from serviceorders.domain.order import order_id_for, order_id_for_request
@@ -66,12 +67,15 @@ def test_receive_complete_order_is_idempotent_by_external_id(app, actors, sample
     assert order.submitted_by == actors.upstream.actor
     assert order.flags == ()
 
-    # The same order again (even with other content) creates nothing and stores nothing.
+    # The same order again creates nothing and stores nothing; other content under its
+    # external id is refused (ResendConflict, tests/unit/test_resend.py) and stores nothing.
     before = [(s.originator_version, s.state) for s in app.recorder.select_events(order_id)]
     again_id, again = id_created(
-        app.handle(actors.upstream, cmd.ReceiveOrder(header, (samples.internet_item("9"),)))
+        app.handle(actors.upstream, cmd.ReceiveOrder(header, tuple(samples.items())))
     )
     assert (again_id, again) == (order_id, False)
+    with pytest.raises(ResendConflict):
+        app.handle(actors.upstream, cmd.ReceiveOrder(header, (samples.internet_item("9"),)))
     after = [(s.originator_version, s.state) for s in app.recorder.select_events(order_id)]
     assert after == before
     assert app.recorder.max_notification_id() == 2
@@ -95,7 +99,8 @@ def test_orders_without_external_id_are_always_new(app, actors, samples):
 
 def test_receive_with_a_given_order_id_is_idempotent(app, actors, samples):
     """An id given by the caller (e.g. derived from an idempotency key) names the order:
-    receiving it again returns the first order and stores nothing new."""
+    receiving it again returns the first order and stores nothing new; other content under
+    it is refused."""
     given = order_id_for_request("crm", "retry-key-1")
     first = id_created(
         app.handle(
@@ -106,10 +111,16 @@ def test_receive_with_a_given_order_id_is_idempotent(app, actors, samples):
     again = id_created(
         app.handle(
             actors.upstream,
-            cmd.ReceiveOrder(samples.header(None), tuple(samples.items()[:1]), order_id=given),
+            cmd.ReceiveOrder(samples.header(None), tuple(samples.items()), order_id=given),
         )
     )
     assert first == (given, True) and again == (given, False)
+    with pytest.raises(ResendConflict) as refused:
+        app.handle(
+            actors.upstream,
+            cmd.ReceiveOrder(samples.header(None), tuple(samples.items()[:1]), order_id=given),
+        )
+    assert refused.value.paths == ("items[2]",)
     assert len(app.recorder.select_events(given)) == 2
     assert len(app.get_order(given).items) == 2
 
