@@ -126,6 +126,10 @@ def test_the_matrix_follows_the_domain_permissions() -> None:
         "POST /api/v1/orders/{id}/reject": Action.REJECT,
         "POST /api/v1/orders/{id}/cancellation/approve": Action.APPROVE_CANCELLATION,
         "POST /api/v1/orders/{id}/cancellation/deny": Action.DENY_CANCELLATION,
+        "POST /api/v1/orders/{id}/proposal/approve": Action.APPROVE_PROPOSAL,
+        "POST /api/v1/orders/{id}/proposal/refuse": Action.REFUSE_PROPOSAL,
+        "POST /api/v1/orders/{id}/proposal/withdraw": Action.WITHDRAW_PROPOSAL,
+        "POST /api/v1/orders/{id}/resubmit": Action.RESUBMIT,
         "POST /api/v1/orders/{id}/items/{itemId}/state": Action.CHANGE_ITEM_STATE,
         "POST /api/v1/orders/{id}/hold": Action.HOLD,
         "POST /api/v1/orders/{id}/resume": Action.RESUME,
@@ -185,6 +189,26 @@ def _setups(flow: Any, make_order_body: Callable[..., Any]) -> dict[str, Callabl
             return Call(f"/api/v1/drafts/{flow.draft(items=items)}{suffix}", body)
 
         return setup
+
+    def proposed(role: str = "agent") -> str:
+        """An inProgress order with a proposal by `role` (agent when it may not revise)."""
+        if role == "no key" or MATRIX[f"PATCH {TMF641}/serviceOrder/{{id}}"].get(role) != (
+            "allowed"
+        ):
+            role = "agent"
+        order_id = flow.in_progress()
+        response = flow.client.patch(
+            f"{TMF641}/serviceOrder/{order_id}",
+            json={"description": "proposed"},
+            headers={**flow.auth(role), "Content-Type": "application/merge-patch+json"},
+        )
+        assert response.status_code == 200 and "link" in response.headers, response.text
+        return order_id
+
+    def pending_cancellation() -> str:
+        order_id, _ = flow.assessing(flow.in_progress())
+        flow.decide(order_id, "cancellation/approve")
+        return order_id
 
     def cancel_request() -> Call:
         _, request_id = flow.assessing()
@@ -263,6 +287,19 @@ def _setups(flow: Any, make_order_body: Callable[..., Any]) -> dict[str, Callabl
         "POST /api/v1/orders/{id}/cancellation/deny": decision(
             lambda: flow.assessing()[0], "/cancellation/deny", {"reason": "too late"}
         ),
+        "GET /api/v1/orders/{id}/proposal": order_call(proposed, "/proposal"),
+        "POST /api/v1/orders/{id}/proposal/approve": decision(
+            proposed, "/proposal/approve", {"note": "ok"}
+        ),
+        "POST /api/v1/orders/{id}/proposal/refuse": decision(
+            proposed, "/proposal/refuse", {"reason": "not now"}
+        ),
+        "POST /api/v1/orders/{id}/proposal/withdraw": lambda role="agent": Call(
+            f"{ok}/{proposed(role)}/proposal/withdraw", {}
+        ),
+        "POST /api/v1/orders/{id}/resubmit": order_call(
+            flow.rejected, "/resubmit", {"submit": True}
+        ),
         "POST /api/v1/orders/{id}/items/{itemId}/state": order_call(
             flow.in_progress, "/items/1/state", {"state": "inProgress"}
         ),
@@ -280,7 +317,7 @@ def _setups(flow: Any, make_order_body: Callable[..., Any]) -> dict[str, Callabl
             flow.in_progress, "/pointOfNoReturn", {}
         ),
         "POST /api/v1/orders/{id}/cancel": order_call(
-            flow.in_progress, "/cancel", {"reason": "obsolete"}
+            pending_cancellation, "/cancel", {"reason": "obsolete"}
         ),
         "POST /api/v1/orders/{id}/notes": order_call(
             flow.order, "/notes", {"text": "called the customer"}
@@ -300,7 +337,11 @@ def _setups(flow: Any, make_order_body: Callable[..., Any]) -> dict[str, Callabl
 
 
 # Setups that depend on the calling role (a listener is visible to whoever registered it).
-ROLE_AWARE = {f"GET {TMF641}/hub/{{id}}", f"DELETE {TMF641}/hub/{{id}}"}
+ROLE_AWARE = {
+    f"GET {TMF641}/hub/{{id}}",
+    f"DELETE {TMF641}/hub/{{id}}",
+    "POST /api/v1/orders/{id}/proposal/withdraw",  # by its proposer
+}
 
 
 def _send(client: TestClient, method: str, call: Call, headers: dict[str, str]) -> Any:

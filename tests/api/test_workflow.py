@@ -4,6 +4,7 @@ completion; rejection; cancellation approved and denied; history; read-your-writ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
@@ -205,7 +206,17 @@ def test_capture_validate_submit_review_approve_fulfil_complete(
     assert by_type["OrderSubmitted"]["stateAfter"] == "acknowledged"
     assert by_type["OrderSubmitted"]["data"]["flags"]
     assert by_type["OrderApproved"]["actor"] == {"id": "bob", "role": "manager"}
-    assert by_type["OrderApproved"]["data"] == {"note": "looks good"}
+    approved = by_type["OrderApproved"]
+    # the decision records the version and content the manager saw (issue 17)
+    assert approved["data"] == {
+        "note": "looks good",
+        "decision": {
+            "version": approved["version"] - 1,
+            "content_hash": approved["data"]["decision"]["content_hash"],
+            "os_user": None,
+        },
+    }
+    assert re.fullmatch(r"[0-9a-f]{64}", approved["data"]["decision"]["content_hash"])
     assert by_type["OrderApproved"]["stateAfter"] == "inProgress"
     assert by_type["OrderCompleted"]["actor"]["role"] == "fulfilment"
     assert by_type["OrderCompleted"]["stateAfter"] == "completed"
@@ -367,7 +378,8 @@ def test_reject_needs_a_reason(client: TestClient, auth: Auth, flow: Any) -> Non
     assert client.get("/api/v1/reviewQueue", headers=auth("manager")).json() == []
     events = client.get(f"/api/v1/orders/{order_id}/events", headers=auth("auditor")).json()
     assert events[-1]["type"] == "OrderRejected"
-    assert events[-1]["data"] == {"reason": "no capacity at S1"}
+    assert events[-1]["data"]["reason"] == "no capacity at S1"
+    assert events[-1]["data"]["decision"]["version"] == events[-1]["version"] - 1
     # a final order: no more decisions (409), but the stale ETag is caught first (412)
     error(client.post(reject, headers=match, json={"reason": "again"}), 412)
     error(
@@ -523,9 +535,8 @@ def test_hold_resume_information_point_of_no_return_notes(
     assert response.status_code == 200, response.text
     assert client.get(base, headers=auth("auditor")).json()["pointOfNoReturn"] is True
     error(client.post(f"{base}/pointOfNoReturn", headers=auth("fulfilment")), 409)
-    body = error(client.post(f"{base}/cancel", headers=auth("manager"), json={}), 409)
-    assert "point of no return" in body["message"]
-    error(
+    error(client.post(f"{base}/cancel", headers=auth("manager"), json={}), 409)
+    body = error(
         client.post(
             f"{TMF641}/cancelServiceOrder",
             headers=auth("integrator"),
@@ -533,6 +544,7 @@ def test_hold_resume_information_point_of_no_return_notes(
         ),
         409,
     )
+    assert "point of no return" in body["message"]
     # the history records each step with its actor
     events = client.get(f"{base}/events", headers=auth("auditor")).json()
     steps = [(e["type"], e["actor"]["id"], e["stateAfter"]) for e in events[-6:]]
@@ -549,15 +561,23 @@ def test_hold_resume_information_point_of_no_return_notes(
 def test_direct_cancellation_and_failure_outcomes(
     client: TestClient, auth: Auth, flow: Any
 ) -> None:
-    order_id = flow.order()
+    # a direct cancellation is fulfilment's exit from held (or pending) only (issue 17): an
+    # acknowledged order's cancellation is requested and decided by a second person
     cancel = {"reason": "duplicate order"}
-    response = flow.post(f"/api/v1/orders/{order_id}/cancel", cancel, role="manager")
+    acknowledged = flow.order()
+    refused = client.post(
+        f"/api/v1/orders/{acknowledged}/cancel", headers=auth("manager"), json=cancel
+    )
+    error(refused, 409)
+    order_id = flow.held()
+    response = flow.post(f"/api/v1/orders/{order_id}/cancel", cancel, role="fulfilment")
     assert response.json()["state"] == "cancelled"
     events = client.get(f"/api/v1/orders/{order_id}/events", headers=auth("auditor")).json()
     assert events[-1]["type"] == "OrderCancelled"
     assert events[-1]["data"]["reason"] == "duplicate order"
-    assert events[-1]["actor"] == {"id": "bob", "role": "manager"}
-    assert client.get("/api/v1/reviewQueue", headers=auth("manager")).json() == []
+    assert events[-1]["actor"] == {"id": "fulfil-1", "role": "fulfilment"}
+    queue = client.get("/api/v1/reviewQueue", headers=auth("manager")).json()
+    assert [entry["orderId"] for entry in queue] == [acknowledged]
     # items failing and completing: partial
     order_id = flow.in_progress()
     base = f"/api/v1/orders/{order_id}/items"
