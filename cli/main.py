@@ -9,6 +9,7 @@ unusable database or other infrastructure is `error: ...`, exit 3.
 
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -77,7 +78,9 @@ class Context:
         if not self.actor:
             raise click.UsageError("this command changes an order: give --actor NAME")
         extra = {"correlation_id": self.correlation_id} if self.correlation_id else {}
-        return CommandContext.for_actor(self.actor, Role.OPERATOR, Channel.CLI, **extra)
+        return CommandContext.for_actor(
+            self.actor, Role.OPERATOR, Channel.CLI, os_user=os_user(), **extra
+        )
 
     @contextmanager
     def app(self) -> Iterator[ServiceOrders]:
@@ -86,6 +89,24 @@ class Context:
             yield application
         finally:
             application.close()
+
+
+def os_user() -> str:
+    """The operating-system user running the command, recorded beside the declared
+    `--actor` on the decisions it takes (`Decision.os_user`): the name of the process's
+    real uid (not `getpass.getuser()`, which believes $USER / $LOGNAME, as self-declared
+    as `--actor`), or the uid itself when the system has no name for it (a container's
+    arbitrary uid)."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        pass
+    try:
+        return str(os.getuid())
+    except AttributeError:  # no uids (Windows)
+        return getpass.getuser()
 
 
 class OneLineError(click.ClickException):

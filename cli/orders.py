@@ -2,7 +2,8 @@
 
 Each write parses its arguments (or its file) into one command of domain/commands.py and
 hands it to `app.handle`, acting as `--actor NAME` with the operator role: whoever can
-reach the database can do anything, and every event records who it was. Refusals are
+reach the database can do anything, and every event records who it was; a decision also
+records the operating-system user who ran the command (`Decision.os_user`). Refusals are
 answered by `refusals` (cli/main.py) from the domain's one table. `show`, `validate` and
 `events` are reads.
 """
@@ -28,6 +29,7 @@ from serviceorders.cli.main import (
 from serviceorders.domain import commands as cmd
 from serviceorders.domain import values as v
 from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.proposals import diff
 
 T = TypeVar("T")
 
@@ -301,6 +303,41 @@ simple(
     click.option("--reason"),
 )
 simple("note", cmd.AddNote, "Add a note to the order.", click.argument("text"))
+simple(
+    "approve-proposal",
+    cmd.ApproveProposal,
+    "Approve the proposal waiting on an approved order (a second person's decision): "
+    "its change applies now.",
+    click.option("--note"),
+)
+simple(
+    "refuse-proposal",
+    cmd.RefuseProposal,
+    "Refuse the proposal waiting on an approved order; a reason is required.",
+    click.option("--reason", required=True),
+)
+simple(
+    "withdraw-proposal",
+    cmd.WithdrawProposal,
+    "Withdraw the waiting proposal (its proposer, or a manager).",
+    click.option("--reason"),
+)
+
+
+@order.command()
+@ORDER
+@click.option("--external-id", help="The new order's own external id (default: none).")
+@click.option(
+    "--submit", is_flag=True, help="Straight into review (default: a draft to correct first)."
+)
+@click.pass_obj
+@refusals
+def resubmit(obj: Context, order_ref: str, external_id: str | None, submit: bool) -> None:
+    """Correct a rejected order: a new order prefilled from it, linked both ways
+    (orderRelationship resubmits / resubmittedAs). Prints the new order's id, state and
+    version."""
+    command = cmd.Resubmit(resolve_order(order_ref), external_id=external_id, submit=submit)
+    show_brief(run(obj, command))
 
 
 @order.command("item-state")
@@ -341,7 +378,9 @@ def revise(
     priority: str | None,
     description: str | None,
 ) -> None:
-    """Revise a submitted order (merged by item id) before its point of no return."""
+    """Revise a submitted order (merged by item id) before its point of no return. After
+    approval the change is a proposal: the order stays as approved until a second person
+    approves it (`approve-proposal`)."""
     items = (
         from_file(
             items_file,
@@ -357,7 +396,15 @@ def revise(
             if value
         }
     )
-    show_brief(run(obj, cmd.Revise(resolve_order(order_ref), tuple(items), remove, header)))
+    command = cmd.Revise(resolve_order(order_ref), tuple(items), remove, header)
+    with obj.app() as app:
+        outcome = app.handle(obj.command_context(), command)
+    show_brief(outcome.order)
+    if outcome.proposal_id is not None:
+        click.echo(
+            f"proposal {outcome.proposal_id} waits for a second person's decision "
+            "(approve-proposal / refuse-proposal)"
+        )
 
 
 # ----------------------------------------------------------------------- reads
@@ -450,3 +497,9 @@ def show_full(found: ServiceOrder) -> None:
         click.echo(f"flag      [{problem.code}] {problem.message}")
     for note in found.notes:
         click.echo(f"note      {note.author or '-'}: {note.text}")
+    if found.proposal is not None:
+        waiting = found.proposal
+        click.echo(f"proposal  {waiting.id} by {waiting.proposed_by.id}, waits for a decision")
+        for change in diff(found.header, found.items, waiting):
+            before, after = (json.dumps(v, default=str) for v in (change.current, change.proposed))
+            click.echo(f"  {change.kind:<8} {change.path}: {before} -> {after}")
