@@ -95,6 +95,15 @@ def add_column(db: ReadDb, table: str, column: str, sql_type: str) -> None:
         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
 
+def _drop_snapshots(db: ReadDb) -> None:
+    """Order snapshots of format 1 (domain/snapshot.py) lack the state of issue 17 (who
+    contributed, the waiting proposal): deleted, so that each order is replayed from its
+    events and snapshotted again in format 2 at its next snapshot interval. Snapshots sit
+    outside the hash chain: nothing an auditor checks is lost."""
+    if db.table_exists(db.snapshots_table):
+        db.execute(f"DELETE FROM {db.snapshots_table}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -138,6 +147,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "audit_seen_head: the chain heads the projector has read (audit evidence)",
         postgres=_seen_heads,
         sqlite=_seen_heads,
+    ),
+    Migration(
+        5,
+        "order snapshots of format 1 deleted (issue 17: rebuilt from the events)",
+        postgres=_drop_snapshots,
+        sqlite=_drop_snapshots,
     ),
 )
 CURRENT = MIGRATIONS[-1].number
