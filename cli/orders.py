@@ -419,7 +419,7 @@ def show(obj: Context, order_ref: str, version: int | None, as_json: bool) -> No
     with obj.app() as app:
         found = app.get_order(resolve_order(order_ref), version=version)
     if as_json:
-        state = found.snapshot_state().model_dump(mode="json")
+        state = found.snapshot_state().model_dump(mode="json", exclude={"format"})
         click.echo(json.dumps({"id": str(found.id), "version": found.version, **state}, indent=2))
         return
     show_full(found)
