@@ -5,6 +5,13 @@ right and the wrong roles) through one `ServiceOrder` and checks every outcome a
 independent model of the TMF641 lifecycle written out below. The model deliberately does
 not import `domain/lifecycle.py`: its tables are transcribed from the TMF641 diagram.
 
+The model follows issue 17's rules too (docs/lifecycle.md, "Four eyes"): nobody decides
+what they contributed to (drafted, added, configured, removed a line, submitted, revised),
+what they proposed or the cancellation they requested; a revision of an approved order is
+a proposal, applied only when a second person approves it (one at a time, none past the
+point of no return, optionally holding the order while it waits); a direct cancellation is
+fulfilment's exit from held or pending only.
+
 After every step the order is rebuilt from all of its events (directly, and after a round
 trip of every event through the JSON mapper) and its hash chain is verified.
 """
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from functools import cache
+from uuid import UUID
 
 import pytest
 from builders import item as build_item
@@ -36,7 +44,8 @@ from serviceorders.domain.errors import (
     UnknownItem,
     ValidationFailed,
 )
-from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.order import RESUBMITTED_AS, ServiceOrder
+from serviceorders.domain.policy import Policy
 from serviceorders.domain.snapshot import OrderSnapshot
 from serviceorders.domain.values import (
     CommandContext,
@@ -101,19 +110,28 @@ ALLOWED_IN: dict[str, set[str]] = {
     "request_cancellation": CANCELLABLE,
     "approve_cancellation": {ASSESSING_CANCELLATION},
     "deny_cancellation": {ASSESSING_CANCELLATION},
-    "cancel": CANCELLABLE | {PENDING_CANCELLATION},
+    # Carrying out an approved cancellation, or fulfilment's exits from held / pending
+    # (DIRECT_CANCEL below); from acknowledged / inProgress a cancellation is requested.
+    "cancel": {HELD, PENDING, PENDING_CANCELLATION},
     "add_note": ALL_STATES,
     # The project's own addition to TMF641: a draft may be discarded and a final order
     # archived ("deleted"); after that the order takes no command at all, not even a note.
     "delete": {DRAFT} | FINAL_STATES,
+    # Issue 17: a revision of an approved order waits as a proposal for a second person.
+    "approve_proposal": WORKING,
+    "refuse_proposal": WORKING,
+    "withdraw_proposal": WORKING,
+    # Correct and resubmit: a rejected order is linked to the new order correcting it.
+    "resubmit": {REJECTED},
 }
-# Final states allow nothing but a note (and being archived).
+# Final states allow nothing but a note (and being archived; a rejected order, resubmitted).
 assert all(
     s not in states
     for s in FINAL_STATES
     for cmd, states in ALLOWED_IN.items()
-    if cmd not in ("add_note", "delete")
+    if cmd not in ("add_note", "delete", "resubmit")
 )
+PROPOSAL_COMMANDS = {"approve_proposal", "refuse_proposal", "withdraw_proposal"}
 
 BLOCKED_AFTER_POINT_OF_NO_RETURN = {"revise", "request_cancellation", "cancel"}
 
@@ -144,9 +162,24 @@ OUTCOME_EVENT = {
 }
 
 # Who may do what.
-CAPTURE = {"draft", "add_line", "configure_line", "remove_line", "submit", "delete"}
-REQUESTER = {"receive", "revise", "request_cancellation", "provide_information", "add_note"}
-DECISIONS = {"approve", "reject", "approve_cancellation", "deny_cancellation"}
+CAPTURE = {"draft", "add_line", "configure_line", "remove_line", "submit", "delete", "resubmit"}
+REQUESTER = {
+    "receive",
+    "revise",
+    "withdraw_proposal",
+    "resubmit",
+    "request_cancellation",
+    "provide_information",
+    "add_note",
+}
+DECISIONS = {
+    "approve",
+    "reject",
+    "approve_cancellation",
+    "deny_cancellation",
+    "approve_proposal",
+    "refuse_proposal",
+}
 FULFILMENT = {
     "hold",
     "resume",
@@ -166,6 +199,10 @@ MAY: dict[Role, set[str]] = {
     Role.OPERATOR: EVERYTHING,
     Role.AUDITOR: set(),
 }
+# Who may cancel an order directly (not carrying out an approved request).
+DIRECT_CANCEL = {Role.FULFILMENT}
+# Besides its proposer, who may withdraw a proposal.
+OVERSEERS = {Role.MANAGER, Role.OPERATOR}
 
 ACTORS: dict[str, Role] = {
     "agent-1": Role.AGENT,
@@ -280,6 +317,15 @@ class OrderLifecycle(RuleBasedStateMachine):
         self.point_of_no_return = False
         self.deleted = False
         self.submitter: str | None = None
+        # four-eyes: who shaped the content before the decision, who proposed the waiting
+        # revision, who requested the cancellation
+        self.contributors: set[str] = set()
+        self.proposer: str | None = None
+        self.proposal: tuple[str, str] | None = None  # ("replace" | "remove" | "header", id)
+        self.held_for_proposal = False  # held by the hold policy while the proposal waits
+        self.hold_policy = False
+        self.requester: str | None = None
+        self.resubmitted = 0
         self.steps = 0
         self.patience = 0
         self.snapshot: OrderSnapshot | None = None  # taken once the order has
@@ -293,6 +339,7 @@ class OrderLifecycle(RuleBasedStateMachine):
             not self.deleted
             and self.state in ALLOWED_IN[command_name]
             and not (self.point_of_no_return and command_name in BLOCKED_AFTER_POINT_OF_NO_RETURN)
+            and not (command_name in PROPOSAL_COMMANDS and self.proposer is None)
         )
 
     @rule(data=st.data())
@@ -352,6 +399,10 @@ class OrderLifecycle(RuleBasedStateMachine):
             expected = expected_events() if callable(expected_events) else expected_events
             apply_model()
             assert [type(e).__name__ for e in new_events] == expected, command
+            for e in new_events:  # a decision records the version it was taken on
+                if getattr(e, "decision", None) is not None:
+                    assert e.decision.version == version
+                    assert len(e.decision.content_hash) == 64
             self.record(new_events)
         assert self.order.state == self.state
         assert self.order.version == len(self.events)
@@ -362,7 +413,14 @@ class OrderLifecycle(RuleBasedStateMachine):
         if final is None:
             return []
         self.state = final
-        return [OUTCOME_EVENT[final]]
+        return [*self.withdraw_waiting(), OUTCOME_EVENT[final]]
+
+    def withdraw_waiting(self) -> list[str]:
+        """The order ends: a proposal still waiting is withdrawn."""
+        if self.proposer is None:
+            return []
+        self.proposer = self.proposal = None
+        return ["ProposalWithdrawn"]
 
     # ---------------------------------------------------------------- creation
     @initialize(
@@ -382,6 +440,7 @@ class OrderLifecycle(RuleBasedStateMachine):
         bandwidth=BANDWIDTHS,
         patience=st.sampled_from([0, 8, 16, 24, 99]),
         snapshot_at=st.sampled_from([2, 3, 5, 8, 13]),
+        hold_policy=st.booleans(),
     )
     def create(
         self,
@@ -391,8 +450,10 @@ class OrderLifecycle(RuleBasedStateMachine):
         bandwidth: int,
         patience: int,
         snapshot_at: int,
+        hold_policy: bool,
     ) -> None:
         self.patience, self.snapshot_at = patience, snapshot_at
+        self.hold_policy = hold_policy
         items = [make_item(i, bandwidth) for i in item_ids]
         command = "receive" if how == "receive" else "draft"
 
@@ -423,6 +484,7 @@ class OrderLifecycle(RuleBasedStateMachine):
         else:
             assert [type(e).__name__ for e in new_events] == ["OrderDrafted"]
             self.state = DRAFT
+        self.contributors = {creator}
         self.record(new_events)
         assert self.order.state == self.state
 
@@ -440,6 +502,7 @@ class OrderLifecycle(RuleBasedStateMachine):
 
         def model() -> None:
             self.items[item_id] = None
+            self.contributors.add(actor)
 
         self.attempt(
             "add_line",
@@ -464,6 +527,7 @@ class OrderLifecycle(RuleBasedStateMachine):
             refused,
             lambda: self.order.configure_line(ctx_of(actor), item_id, {"bandwidthMbps": bandwidth}),
             ["LineConfigured"],
+            lambda: self.contributors.add(actor),
         )
         if refused is None:
             assert self.order.items[item_id].characteristics["bandwidthMbps"] == bandwidth
@@ -478,6 +542,7 @@ class OrderLifecycle(RuleBasedStateMachine):
 
         def model() -> None:
             del self.items[item_id]
+            self.contributors.add(actor)
 
         self.attempt(
             "remove_line",
@@ -497,6 +562,7 @@ class OrderLifecycle(RuleBasedStateMachine):
             self.state = ACKNOWLEDGED
             self.items = dict.fromkeys(self.items, "acknowledged")
             self.submitter = actor
+            self.contributors.add(actor)
 
         self.attempt(
             "submit",
@@ -528,8 +594,8 @@ class OrderLifecycle(RuleBasedStateMachine):
         self, command: str, actor: str, four_eyes: bool
     ) -> type[DomainError] | None:
         refused = self.refusal(command, actor)
-        if refused is None and four_eyes and actor == self.submitter:
-            refused = NotPermitted
+        if refused is None and four_eyes and actor in self.contributors:
+            refused = NotPermitted  # whoever shaped the content may not decide it
         return refused
 
     @command("approve", actor=actors_for("approve"), four_eyes=st.booleans())
@@ -582,6 +648,7 @@ class OrderLifecycle(RuleBasedStateMachine):
 
         def model() -> None:
             self.state = HELD
+            self.held_for_proposal = False
 
         self.attempt(
             "hold", refused, lambda: self.order.hold(ctx_of(actor), reason), ["OrderHeld"], model
@@ -591,6 +658,7 @@ class OrderLifecycle(RuleBasedStateMachine):
     def resume(self, actor: str) -> None:
         def expected() -> list[str]:
             self.state = IN_PROGRESS
+            self.held_for_proposal = False
             return ["OrderResumed", *self.settle()]
 
         self.attempt(
@@ -699,8 +767,8 @@ class OrderLifecycle(RuleBasedStateMachine):
     @command("reach_point_of_no_return", actor=actors_for("reach_point_of_no_return"))
     def reach_point_of_no_return(self, actor: str) -> None:
         refused = self.refusal("reach_point_of_no_return", actor)
-        if refused is None and self.point_of_no_return:
-            refused = IllegalTransition
+        if refused is None and (self.proposer is not None or self.point_of_no_return):
+            refused = IllegalTransition  # a proposal waits, or it has passed it already
 
         def model() -> None:
             self.point_of_no_return = True
@@ -714,8 +782,44 @@ class OrderLifecycle(RuleBasedStateMachine):
         )
 
     # ---------------------------------------------------------------- revision
-    def revision_events(self) -> list[str]:
-        return ["OrderRevised", *(self.settle() if self.state == IN_PROGRESS else [])]
+    def revise_as(
+        self, actor: str, refused: type[DomainError] | None, change: tuple[str, str], call
+    ) -> type[DomainError] | None:
+        """A revision: applied before approval; after it, a proposal (one at a time) that
+        leaves the items as they are and, under the hold policy, holds an order in
+        progress while it waits. `change` is what the proposal would do. Returns the
+        refusal expected (and seen)."""
+        if refused is None and self.state != ACKNOWLEDGED and self.proposer is not None:
+            refused = IllegalTransition  # one proposal at a time
+
+        def expected() -> list[str]:
+            if self.state == ACKNOWLEDGED:
+                self.contributors.add(actor)
+                self.apply_change(change)
+                return ["OrderRevised"]
+            self.proposer, self.proposal = actor, change
+            if self.hold_policy and self.state == IN_PROGRESS:
+                self.state, self.held_for_proposal = HELD, True
+                return ["RevisionProposed", "OrderHeld"]
+            return ["RevisionProposed"]
+
+        self.attempt(
+            "revise",
+            refused,
+            lambda: call(Policy(hold_on_proposal=self.hold_policy)),
+            expected,
+        )
+        return refused
+
+    def apply_change(self, change: tuple[str, str]) -> None:
+        kind, item_id = change
+        if kind == "replace":
+            self.items[item_id] = "acknowledged"
+        elif kind == "remove":
+            if self.state == ACKNOWLEDGED:
+                del self.items[item_id]  # not yet approved: the item simply goes
+            else:
+                self.items[item_id] = "cancelled"  # approved: it stays, cancelled
 
     @command("revise", actor=actors_for("revise"), item_id=st.sampled_from([*ITEM_IDS, "zz"]))
     def revise_remove_item(self, actor: str, item_id: str) -> None:
@@ -727,19 +831,13 @@ class OrderLifecycle(RuleBasedStateMachine):
                 refused = IllegalTransition
             elif not structurally_valid(set(self.items) - {item_id}):
                 refused = ValidationFailed
-
-        def expected() -> list[str]:
-            if self.state == ACKNOWLEDGED:
-                del self.items[item_id]  # not yet approved: the item simply goes
-            else:
-                self.items[item_id] = "cancelled"  # approved: it stays, cancelled
-            return self.revision_events()
-
-        self.attempt(
-            "revise",
+        self.revise_as(
+            actor,
             refused,
-            lambda: self.order.revise(ctx_of(actor), CATALOG, removed_item_ids=[item_id]),
-            expected,
+            ("remove", item_id),
+            lambda policy: self.order.revise(
+                ctx_of(actor), CATALOG, removed_item_ids=[item_id], policy=policy
+            ),
         )
 
     @command("revise", actor=st.sampled_from(["upstream-1", "agent-1"]), pick=st.integers(0, 3))
@@ -760,20 +858,20 @@ class OrderLifecycle(RuleBasedStateMachine):
                 refused = IllegalTransition
             elif not structurally_valid(set(self.items) | {item_id}):
                 refused = ValidationFailed
-
-        def expected() -> list[str]:
-            self.items[item_id] = "acknowledged"
-            return self.revision_events()
-
-        self.attempt(
-            "revise",
+        proposed = self.state != ACKNOWLEDGED
+        refused = self.revise_as(
+            actor,
             refused,
-            lambda: self.order.revise(
-                ctx_of(actor), CATALOG, items=[make_item(item_id, bandwidth)]
+            ("replace", item_id),
+            lambda policy: self.order.revise(
+                ctx_of(actor), CATALOG, items=[make_item(item_id, bandwidth)], policy=policy
             ),
-            expected,
         )
-        if refused is None:
+        if refused is None and proposed:  # the items wait in the proposal
+            assert self.order.proposal is not None
+            [item] = self.order.proposal.items
+            assert item.characteristics["bandwidthMbps"] == bandwidth
+        elif refused is None:
             assert self.order.items[item_id].characteristics["bandwidthMbps"] == bandwidth
 
     @command("revise", actor=actors_for("revise"), change_header=st.booleans())
@@ -782,14 +880,110 @@ class OrderLifecycle(RuleBasedStateMachine):
         if refused is None and not change_header:
             refused = InvalidCommand  # a revision that changes nothing
         header = HeaderChange(priority="1") if change_header else None
-        self.attempt(
-            "revise",
+        applied_before = self.state == ACKNOWLEDGED
+        refused = self.revise_as(
+            actor,
             refused,
-            lambda: self.order.revise(ctx_of(actor), CATALOG, header=header),
-            self.revision_events,
+            ("header", ""),
+            lambda policy: self.order.revise(ctx_of(actor), CATALOG, header=header, policy=policy),
         )
-        if refused is None:
+        if refused is None and applied_before:
             assert self.order.header.priority == "1"
+
+    # --------------------------------------------------------------- proposals
+    def proposal_refusal(
+        self, command: str, actor: str, four_eyes: bool
+    ) -> type[DomainError] | None:
+        refused = self.refusal(command, actor)
+        if refused is None and self.proposer is None:
+            refused = IllegalTransition  # no proposal waits
+        if refused is None and four_eyes and actor == self.proposer:
+            refused = NotPermitted  # the proposer may not decide their own proposal
+        return refused
+
+    def after_proposal(self) -> list[str]:
+        """The proposal is decided or withdrawn: the order resumes if it held it."""
+        self.proposer = self.proposal = None
+        if self.state == HELD and self.held_for_proposal:
+            self.state, self.held_for_proposal = IN_PROGRESS, False
+            return ["OrderResumed"]
+        return []
+
+    @command("approve_proposal", actor=actors_for("approve_proposal"), four_eyes=st.booleans())
+    def approve_proposal(self, actor: str, four_eyes: bool) -> None:
+        refused = self.proposal_refusal("approve_proposal", actor, four_eyes)
+        if refused is None and self.proposal is not None:
+            _kind, item_id = self.proposal
+            if self.items.get(item_id) in FINAL_ITEM_STATES:
+                refused = IllegalTransition  # re-validated: the item is final meanwhile
+
+        def expected() -> list[str]:
+            assert self.proposal is not None
+            self.apply_change(self.proposal)
+            resumed = self.after_proposal()
+            settled = self.settle() if self.state == IN_PROGRESS else []
+            return ["ProposalApproved", *resumed, *settled]
+
+        header_proposed = self.proposal is not None and self.proposal[0] == "header"
+        self.attempt(
+            "approve_proposal",
+            refused,
+            lambda: self.order.approve_proposal(ctx_of(actor), CATALOG, four_eyes=four_eyes),
+            expected,
+        )
+        if refused is None and header_proposed:
+            assert self.order.header.priority == "1"
+
+    @command("approve_proposal", actor=st.sampled_from(["manager-2", "operator-2"]))
+    def approve_proposal_as_reviewer(self, actor: str) -> None:
+        self.approve_proposal(actor, True)
+
+    @command(
+        "refuse_proposal",
+        actor=actors_for("refuse_proposal"),
+        four_eyes=st.booleans(),
+        reason=REASONS,
+    )
+    def refuse_proposal(self, actor: str, four_eyes: bool, reason: str) -> None:
+        refused = self.proposal_refusal("refuse_proposal", actor, four_eyes)
+        if refused is None and not reason.strip():
+            refused = InvalidCommand
+        self.attempt(
+            "refuse_proposal",
+            refused,
+            lambda: self.order.refuse_proposal(ctx_of(actor), reason, four_eyes=four_eyes),
+            lambda: ["ProposalRefused", *self.after_proposal()],
+        )
+
+    @command("withdraw_proposal", actor=actors_for("withdraw_proposal"))
+    def withdraw_proposal(self, actor: str) -> None:
+        refused = self.proposal_refusal("withdraw_proposal", actor, four_eyes=False)
+        if refused is None and actor != self.proposer and ACTORS[actor] not in OVERSEERS:
+            refused = NotPermitted  # only its proposer or a manager
+        self.attempt(
+            "withdraw_proposal",
+            refused,
+            lambda: self.order.withdraw_proposal(ctx_of(actor), "not needed after all"),
+            lambda: ["ProposalWithdrawn", *self.after_proposal()],
+        )
+
+    # ------------------------------------------------------- correct and resubmit
+    @command("resubmit", actor=actors_for("resubmit"))
+    def resubmit(self, actor: str) -> None:
+        new_order_id = UUID(int=self.resubmitted + 1)
+
+        def model() -> None:
+            self.resubmitted += 1
+
+        self.attempt(
+            "resubmit",
+            self.refusal("resubmit", actor),
+            lambda: self.order.resubmitted_as(ctx_of(actor), new_order_id),
+            ["OrderResubmitted"],
+            model,
+        )
+        links = self.order.header.order_relationships
+        assert [r.relationship_type for r in links] == [RESUBMITTED_AS] * self.resubmitted
 
     # ------------------------------------------------------------ cancellation
     @command("request_cancellation", ends_the_order=True, actor=actors_for("request_cancellation"))
@@ -797,6 +991,7 @@ class OrderLifecycle(RuleBasedStateMachine):
         def model() -> None:
             self.prior_state = self.state
             self.state = ASSESSING_CANCELLATION
+            self.requester = actor
 
         self.attempt(
             "request_cancellation",
@@ -806,6 +1001,16 @@ class OrderLifecycle(RuleBasedStateMachine):
             model,
         )
 
+    def cancellation_refusal(
+        self, command: str, actor: str, text: str | None = None
+    ) -> type[DomainError] | None:
+        refused = self.refusal(command, actor)
+        if refused is None and actor == self.requester:
+            refused = NotPermitted  # whoever requested the cancellation may not decide it
+        if refused is None and text is not None and not text.strip():
+            refused = InvalidCommand
+        return refused
+
     @command("approve_cancellation", actor=actors_for("approve_cancellation"))
     def approve_cancellation(self, actor: str) -> None:
         def model() -> None:
@@ -814,7 +1019,7 @@ class OrderLifecycle(RuleBasedStateMachine):
 
         self.attempt(
             "approve_cancellation",
-            self.refusal("approve_cancellation", actor),
+            self.cancellation_refusal("approve_cancellation", actor),
             lambda: self.order.approve_cancellation(ctx_of(actor)),
             ["CancellationApproved"],
             model,
@@ -822,10 +1027,11 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @command("deny_cancellation", actor=actors_for("deny_cancellation"), reason=REASONS)
     def deny_cancellation(self, actor: str, reason: str) -> None:
-        refused = self.refusal("deny_cancellation", actor, reason)
+        refused = self.cancellation_refusal("deny_cancellation", actor, reason)
 
         def model() -> None:
             self.state, self.prior_state = self.prior_state, None
+            self.requester = None
 
         self.attempt(
             "deny_cancellation",
@@ -837,20 +1043,23 @@ class OrderLifecycle(RuleBasedStateMachine):
 
     @command("cancel", ends_the_order=True, actor=actors_for("cancel"))
     def cancel(self, actor: str) -> None:
-        def model() -> None:
+        refused = self.refusal("cancel", actor)
+        if (
+            refused is None
+            and self.state != PENDING_CANCELLATION
+            and ACTORS[actor] not in DIRECT_CANCEL
+        ):
+            refused = NotPermitted  # a direct cancellation is fulfilment's exit only
+
+        def expected() -> list[str]:
             self.state = CANCELLED
             self.prior_state = None
             self.items = {
                 k: v if v in FINAL_ITEM_STATES else "cancelled" for k, v in self.items.items()
             }
+            return [*self.withdraw_waiting(), "OrderCancelled"]
 
-        self.attempt(
-            "cancel",
-            self.refusal("cancel", actor),
-            lambda: self.order.cancel(ctx_of(actor)),
-            ["OrderCancelled"],
-            model,
-        )
+        self.attempt("cancel", refused, lambda: self.order.cancel(ctx_of(actor)), expected)
 
     # ------------------------------------------------------------------- notes
     @command("add_note", actor=actors_for("add_note"), text=REASONS)
@@ -891,6 +1100,7 @@ class OrderLifecycle(RuleBasedStateMachine):
         other = object.__new__(type(self))
         other.__dict__.update(self.__dict__)
         other.order, other.items = order, dict(self.items)
+        other.contributors = set(self.contributors)
         other.events, other.reloaded = list(self.events), list(self.reloaded)
         other.is_probe = True
         return other
@@ -915,11 +1125,10 @@ class OrderLifecycle(RuleBasedStateMachine):
         return sorted(k for k, v in self.items.items() if v not in FINAL_ITEM_STATES)
 
     def fitting_actor(self, command_name: str) -> str:
-        return next(
-            a
-            for a, role in ACTORS.items()
-            if COMMAND_OF[command_name] in MAY[role] and a != self.submitter
-        )
+        """An actor whose role fits and who is no party to the decision (when there is one)."""
+        fitting = [a for a, role in ACTORS.items() if COMMAND_OF[command_name] in MAY[role]]
+        parties = {*self.contributors, self.proposer, self.requester}
+        return next((a for a in fitting if a not in parties), fitting[0])
 
     @invariant()
     def every_command_after_a_revision_does_what_the_model_says(self) -> None:
@@ -943,6 +1152,8 @@ class OrderLifecycle(RuleBasedStateMachine):
             for item_id in order.open_items():
                 revised = order.clone()
                 revised.revise_remove_item("upstream-1", item_id)
+                if revised.proposer == "upstream-1":  # a proposal: a second person decides
+                    revised.approve_proposal("manager-2", four_eyes=True)
                 for name, arguments in PROBES.items():
                     getattr(revised.clone(), name)(
                         actor=revised.fitting_actor(name), **arguments(revised)
@@ -983,6 +1194,10 @@ class OrderLifecycle(RuleBasedStateMachine):
         assert self.order.deleted is self.deleted
         if self.state == ASSESSING_CANCELLATION:
             assert self.order.prior_state == self.prior_state
+        assert set(self.order.contributors) == self.contributors
+        proposal = self.order.proposal
+        assert (proposal.proposed_by.id if proposal else None) == self.proposer
+        assert (self.order.held_for_proposal is not None) is self.held_for_proposal
         # An order in progress always has something left to do.
         if self.state == IN_PROGRESS:
             assert any(v not in FINAL_ITEM_STATES for v in self.items.values())
@@ -1051,6 +1266,10 @@ PROBES = {
     "approve_cancellation": lambda m: {},
     "deny_cancellation": lambda m: {"reason": "too late"},
     "cancel": lambda m: {},
+    "approve_proposal": lambda m: {"four_eyes": True},
+    "refuse_proposal": lambda m: {"four_eyes": True, "reason": "not now"},
+    "withdraw_proposal": lambda m: {},
+    "resubmit": lambda m: {},
     "add_note": lambda m: {"text": "a note"},
     "delete": lambda m: {},
 }
@@ -1069,6 +1288,7 @@ assert set(PROBES) | {
     "add_a_missing_line",
     "submit_the_draft",
     "revise_remove_an_open_item",
+    "approve_proposal_as_reviewer",
 } == set(COMMAND_RULES)
 
 OrderLifecycle.TestCase.settings = settings(
