@@ -181,3 +181,34 @@ def test_concurrent_posts_of_two_bodies_create_one_order(
     }["bandwidthMbps"]
     assert bandwidth == (100 if winner == "a" else 1000)
     assert _event_count(api_settings, order_id) == 2
+
+
+def test_a_rich_order_sent_again_is_the_same_order(client, auth, order_body, api_settings):
+    """Everything a body may carry survives the store's round trip as the same content (no
+    false conflict): dates with offsets, notes with dates, nested, float and
+    boolean characteristic values, several parties, relationships, unicode."""
+    body = order_body(
+        "R-RICH",
+        requestedStartDate="2027-03-01T08:00:00+01:00",
+        requestedCompletionDate="2027-04-01T17:30:00-05:00",
+        notificationContact="noc@example.com",
+        note=[
+            {"text": "call first ☎", "author": "crm", "date": "2026-12-01T10:00:00.123Z"},
+            {"text": "gate code 1234"},
+        ],
+        orderRelationship=[{"id": "PO-9", "relationshipType": "cross-ref"}],
+    )
+    body["relatedParty"].append({"id": "U-7", "name": "Zoë Ødegård", "role": "requester"})
+    body["serviceOrderItem"][0]["service"]["serviceCharacteristic"] += [
+        {"name": "vlans", "value": [10, 20.5, {"tagged": True, "name": "mgmt"}]},
+        {"name": "burst", "value": 1.5},
+        {"name": "ipv6", "value": False},
+    ]
+    first = client.post(ORDERS, json=body, headers=auth("integrator"))
+    again = client.post(ORDERS, json=body, headers=auth("integrator"))
+    assert first.status_code == 201, first.text
+    assert again.status_code == 201 and again.json()["id"] == first.json()["id"], again.text
+    assert _event_count(api_settings, first.json()["id"]) == 2
+    body["note"][1]["text"] = "gate code 4321"
+    changed = client.post(ORDERS, json=body, headers=auth("integrator"))
+    _assert_conflict(changed, "externalId 'R-RICH'", ["notes[1].text"], ["4321", "1234"])
