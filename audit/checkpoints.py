@@ -23,6 +23,7 @@ from uuid import UUID
 from serviceorders.audit.merkle import HeadTree, changes_digest, sha
 from serviceorders.audit.store import Store, as_order_id
 from serviceorders.domain.chain import GENESIS, canonical
+from serviceorders.storage import seen
 from serviceorders.storage.db import Busy, ReadDb, Table
 from serviceorders.support.isotime import now_iso
 
@@ -194,8 +195,9 @@ def create_checkpoint(
     Nothing new since the latest checkpoint: returns that one (`fresh=False`), or None for
     an empty store. Another process checkpointing at the same moment: returns None.
     `key` signs it (HMAC-SHA256; the runtime passes `SERVICEORDERS_AUDIT_HMAC_KEY`).
-    Refuses (AuditError) when an order went back or vanished since the latest checkpoint:
-    that is tampering, and a checkpoint must not bless it."""
+    Refuses (AuditError) when an order went back or vanished since the latest checkpoint,
+    or since the projector read it (`storage/seen.py`): that is tampering, and a checkpoint
+    must not bless it."""
     try:
         with db.transaction(lock="audit_checkpoint"):
             return _create(db, key, now or datetime.now(UTC))
@@ -237,6 +239,16 @@ def _create(db: ReadDb, key: str | None, now: datetime) -> Checkpoint | None:
         f"order {oid}: missing (checkpoint recorded v{recorded[oid][0]})"
         for oid in sorted(recorded.keys() - heads.keys())
     ]
+    for oid, (version, _, _) in sorted(seen.load(db).items()):
+        if heads.get(oid, (0, None))[0] >= version:
+            continue
+        # Behind the projector as of this position: read the order's events as they are
+        # now (the projector may have read events written after `position`).
+        newest = max((row.version for row in store.rows(UUID(oid))), default=None)
+        if newest is None:
+            wrong.append(f"order {oid}: missing (the projector read v{version})")
+        elif newest < version:
+            wrong.append(f"order {oid}: head v{newest} where the projector read v{version}")
     if wrong:
         raise AuditError(
             "refusing to checkpoint a store that contradicts the earlier "

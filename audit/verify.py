@@ -430,7 +430,7 @@ def verify(
     `mapper` decodes events and snapshots for the replay (default: the domain's codec)."""
     store = Store(db)
     checkpoints = load_checkpoints(db) if db.table_exists("audit_checkpoint") else []
-    seen = seen_heads.load(db)
+    seen = seen_heads.load(db)  # before the events: whatever it names is stored by then
     verifier = _Verifier(checkpoints, key, unsigned_up_to=unsigned_up_to, seen=seen)
     snaps = SnapshotCheck(store, mapper) if snapshots else None
     for order_id, rows in _by_order(store.rows(keep_raw=snapshots)):

@@ -585,3 +585,21 @@ def test_events_read_by_no_projector_are_named_in_a_note(world: World, actors: A
     report = world.verify()
     assert report.ok, report.lines()
     assert any("read by no projector" in n for n in report.notes), report.notes
+
+
+def test_a_checkpoint_refuses_to_bless_what_the_projector_read_and_then_vanished(
+    world: World, actors: Any, samples: Any
+) -> None:
+    from serviceorders.audit.checkpoints import AuditError
+
+    order = world.orders[4]
+    world.app.handle(actors.fulfilment, cmd.AddNote(order, "after the checkpoint"))  # v7
+    (gone,) = build(world.app, actors, samples, 60, 1)
+    project(world)
+    world.tamper.delete(order, 7)
+    world.tamper.delete_order(gone)
+    build(world.app, actors, samples, 61, 1)  # something new to cover
+    with pytest.raises(AuditError) as refused:
+        world.checkpoint()
+    assert f"order {order}: head v6 where the projector read v7" in str(refused.value)
+    assert f"order {gone}: missing (the projector read v2)" in str(refused.value)
