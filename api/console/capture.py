@@ -26,7 +26,7 @@ from serviceorders.api.console.forms import (
     field_errors,
     parse_characteristics,
 )
-from serviceorders.api.console.orders import by_site
+from serviceorders.api.console.orders import by_site, relationships
 from serviceorders.api.console.web import (
     PREFIX,
     Refusal,
@@ -167,6 +167,7 @@ def draft_page(current: Visit, order: ServiceOrder, status: int = 200, **values:
         refuses=any(p.structural for p in problems),
         order_item_ids=[i["id"] for i in view["items"]],
         spec_options=[(s.id, f"{s.name} ({s.category or s.id})") for s in catalog.specifications],
+        relationships=relationships(current.request, order),
         notice=NOTICES.get(current.request.query_params.get("done", "")),
         **values,
     )
@@ -177,6 +178,8 @@ NOTICES = {
     "configured": "Item saved.",
     "removed": "Item removed.",
     "unchanged": "Nothing changed.",
+    "resubmitted": "This draft corrects the rejected order, prefilled from it: correct what "
+    "was refused, then submit it for review.",
 }
 
 

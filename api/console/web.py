@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -83,10 +84,23 @@ def _age(seconds: float | None) -> str:
     return f"{minutes // (24 * 60)} days"
 
 
+def _value_text(value: Any) -> str:
+    """A value of a proposal's diff for people: text as it is, anything else as compact
+    JSON (without the empty attributes of an item)."""
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if v not in (None, [], {}, "")}
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(", ", ": "))
+
+
 templates.filters["when"] = _when
 templates.filters["age"] = _age
 templates.filters["num"] = lambda x: int(x) if float(x).is_integer() else x
 templates.filters["pairs"] = lambda values: [(v, v) for v in values]
+templates.filters["value_text"] = _value_text
 
 
 # ------------------------------------------------------------------------ visits

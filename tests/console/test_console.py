@@ -28,9 +28,17 @@ from serviceorders.api.console.session import (
 )
 from serviceorders.api.console.web import session_store
 from serviceorders.bootstrap import open_read_db
-from serviceorders.domain.commands import ReceiveOrder, RequestCancellation
+from serviceorders.domain.commands import (
+    Approve,
+    ChangeItemStates,
+    ItemStateChange,
+    ReceiveOrder,
+    Reject,
+    RequestCancellation,
+    Revise,
+)
 from serviceorders.domain.errors import ANSWERS, WriteTimeout
-from serviceorders.domain.values import Party, Place, Role
+from serviceorders.domain.values import HeaderChange, ItemState, Party, Place, Role
 from serviceorders.projections.queries import OrderFilter
 from serviceorders.settings import Settings, SettingsError
 
@@ -889,3 +897,378 @@ def test_every_page_renders_with_labels_and_landmarks(console: Any) -> None:
         assert not unlabelled, (path, unlabelled)
         assert {"header", "main", "nav"} <= parser.tags, path
         assert 'href="#main"' in response.text, path
+
+
+# ------------------------------------------- issue 17: a second person on every decision
+AGENT, BOB, CAROL = (
+    command_ctx("alice", Role.AGENT),
+    command_ctx("bob", Role.MANAGER),
+    command_ctx("carol", Role.MANAGER),
+)
+
+
+def approved_order(ctx: Any, **kw: Any) -> UUID:
+    """An order in `inProgress`: received, approved by carol."""
+    order_id = received_order(ctx, **kw)
+    ctx.app.handle(CAROL, Approve(order_id))
+    ctx.sync()
+    return order_id
+
+
+def propose(ctx: Any, order_id: UUID, by: Any = AGENT, bandwidth: int = 10000) -> str:
+    """A revision of item 1's bandwidth on an approved order: a proposal (not applied)."""
+    current = ctx.app.get_order(order_id).items["1"]
+    changed = current.model_copy(
+        update={"characteristics": {**current.characteristics, "bandwidthMbps": bandwidth}}
+    )
+    proposal_id = ctx.app.handle(by, Revise(order_id, items=(changed,))).proposal_id
+    ctx.sync()
+    assert proposal_id is not None
+    return proposal_id
+
+
+def bandwidth_of(ctx: Any, order_id: UUID) -> Any:
+    return ctx.app.get_order(order_id).items["1"].characteristics["bandwidthMbps"]
+
+
+def form_version(page: Any, action: str) -> str:
+    """The version a form (by its action's last segment) posts: what the page showed."""
+    found = re.search(
+        rf'action="[^"]*/{re.escape(action)}"[^>]*>.*?name="version" value="(\d+)"',
+        page.text,
+        re.S,
+    )
+    assert found, f"no {action} form on the page"
+    return found.group(1)
+
+
+def test_a_proposal_waits_in_the_queue_with_its_diff_and_a_second_manager_approves_it(
+    console: Any,
+) -> None:
+    order_id = approved_order(console.ctx, customer="C-PROP")
+    received_order(console.ctx, customer="C-PROP")  # an approval waiting too: another kind
+    propose(console.ctx, order_id)
+    assert bandwidth_of(console.ctx, order_id) == 100  # not applied
+    console.sign_in("manager")
+    queue = console.get("/console/queue?kind=proposal")
+    assert "1 entry waiting" in queue.text
+    entry = text_of(queue.text.split(f'id="proposal-{order_id}"')[1].split("</table>")[0])
+    assert "items[1].characteristics.bandwidthMbps changed 100 10000" in entry, entry
+    assert "proposed by alice" in text_of(queue.text)
+    assert "Approve proposal" in queue.text and "Refuse proposal" in queue.text
+    version = form_version(queue, "approve-proposal")
+    assert int(version) == console.ctx.app.get_order(order_id).version
+
+    response = console.post(
+        f"/console/orders/{order_id}/approve-proposal", {"version": version, "note": "agreed"}
+    )
+    assert response.status_code == 200, text_of(response.text)
+    assert response.url.path == f"/console/orders/{order_id}"
+    assert "The proposal is approved" in response.text
+    assert bandwidth_of(console.ctx, order_id) == 10000
+    assert state_of(console.ctx, order_id) == "inProgress"
+    assert 'id="proposal"' not in response.text  # nothing waits any more
+    timeline = text_of(response.text.split('id="timeline"')[1])
+    assert "change proposed by alice" in timeline and "proposal approved by bob" in timeline
+    assert "0 entries waiting" in console.get("/console/queue?kind=proposal").text
+
+
+def test_decisions_show_who_decided_and_the_version_and_content_hash_they_saw(
+    console: Any,
+) -> None:
+    order_id = approved_order(console.ctx)
+    propose(console.ctx, order_id)
+    console.sign_in("manager")
+    page = console.get(f"/console/orders/{order_id}")
+    version = form_version(page, "approve-proposal")
+    response = console.post(f"/console/orders/{order_id}/approve-proposal", {"version": version})
+    events = console.ctx.app.history(order_id)
+    decided = [e for e in events if getattr(e, "decision", None) is not None]
+    assert [type(e).__name__ for e in decided] == ["OrderApproved", "ProposalApproved"]
+    assert decided[1].decision.version == int(version)
+    table = response.text.split('id="decisions"')[1].split("</table>")[0]
+    rows = [text_of(row) for row in table.split("<tr>")[2:]]
+    for row, event in zip(rows, decided, strict=True):
+        assert event.actor.id in row, row
+        assert f" {event.decision.version} " in row, row
+        assert event.decision.content_hash[:16] in row, row
+    assert rows[0].startswith(" approved carol") and rows[1].startswith(" proposal approved bob")
+    timeline = text_of(response.text.split('id="timeline"')[1])
+    assert f"decided on: v{version}, content {decided[1].decision.content_hash[:12]}" in timeline
+
+
+def test_the_proposer_may_not_decide_their_own_proposal(console: Any) -> None:
+    order_id = approved_order(console.ctx)
+    propose(console.ctx, order_id, by=BOB)
+    console.sign_in("manager")
+    page = console.get(f"/console/orders/{order_id}")
+    assert "You proposed this change: four-eyes applies" in page.text
+    assert "items[1].characteristics.bandwidthMbps" in text_of(
+        page.text.split('id="proposal-diff"')[1]
+    )
+    version = form_version(page, "approve-proposal")
+    for decision, data in (
+        ("approve-proposal", {}),
+        ("refuse-proposal", {"reason": "changed my mind"}),
+    ):
+        response = console.post(
+            f"/console/orders/{order_id}/{decision}", {"version": version, **data}
+        )
+        assert_answered(response, "not_permitted")
+        assert "the proposer may not decide their own proposal (four-eyes)" in text_of(
+            response.text
+        )
+    assert console.ctx.app.get_order(order_id).proposal is not None
+    assert "You proposed this change" in console.get("/console/queue?kind=proposal").text
+
+    console.sign_in("manager2")
+    page = console.get(f"/console/orders/{order_id}")
+    assert "You proposed this change" not in page.text and "Withdraw proposal" not in page.text
+    response = console.post(f"/console/orders/{order_id}/refuse-proposal", {"version": version})
+    assert response.status_code == 400 and "a reason is required" in response.text
+    response = console.post(
+        f"/console/orders/{order_id}/refuse-proposal",
+        {"version": version, "reason": "10 Gbps is not sold at this site"},
+    )
+    assert response.status_code == 200 and "The proposal is refused" in response.text
+    assert console.ctx.app.get_order(order_id).proposal is None
+    assert bandwidth_of(console.ctx, order_id) == 100
+    timeline = text_of(response.text.split('id="timeline"')[1])
+    assert "proposal refused by carol" in timeline
+    assert "reason: 10 Gbps is not sold at this site" in timeline
+
+
+def test_the_proposer_withdraws_their_proposal(console: Any) -> None:
+    order_id = approved_order(console.ctx)
+    propose(console.ctx, order_id)
+    console.sign_in("agent2")  # another agent: sees the proposal, may not withdraw it here
+    page = console.get(f"/console/orders/{order_id}")
+    assert 'id="proposal-diff"' in page.text
+    assert "Withdraw proposal" not in page.text and "Approve proposal" not in page.text
+    console.sign_in("agent")
+    page = console.get(f"/console/orders/{order_id}")
+    assert "Withdraw proposal" in page.text and "Approve proposal" not in page.text
+    response = console.post(
+        f"/console/orders/{order_id}/withdraw-proposal",
+        {"version": form_version(page, "withdraw-proposal"), "reason": "wrong site"},
+    )
+    assert response.status_code == 200 and "The proposal is withdrawn" in response.text
+    assert console.ctx.app.get_order(order_id).proposal is None
+    assert "proposal withdrawn by alice" in text_of(response.text.split('id="timeline"')[1])
+
+
+def test_a_late_or_pointless_proposal_decision_is_refused_plainly(
+    console: Any, second_console: Any
+) -> None:
+    order_id = approved_order(console.ctx)
+    propose(console.ctx, order_id)
+    console.sign_in("manager")
+    second_console.sign_in("manager2")
+    bob = console.get("/console/queue?kind=proposal")
+    carol = second_console.get(f"/console/orders/{order_id}")
+    version = form_version(carol, "approve-proposal")
+    second_console.post(
+        f"/console/orders/{order_id}/approve-proposal",
+        {"version": version},
+        csrf=second_console.csrf(carol),
+    )
+    response = console.post(
+        f"/console/orders/{order_id}/refuse-proposal",
+        {"version": form_version(bob, "refuse-proposal"), "reason": "too much"},
+        csrf=console.csrf(bob),
+    )
+    assert_answered(response, "precondition_failed", title=False)
+    message = text_of(response.text)
+    assert "Someone else decided first" in message
+    assert "already proposal approved by carol at" in message, message
+    assert bandwidth_of(console.ctx, order_id) == 10000
+    # No proposal waits: deciding one at the current version is the domain's 409.
+    page = console.get(f"/console/orders/{order_id}")
+    current = re.search(r'id="order-version">(\d+)<', page.text).group(1)
+    response = console.post(f"/console/orders/{order_id}/approve-proposal", {"version": current})
+    assert_answered(response, "illegal_transition")
+    assert "no proposal waits" in text_of(response.text)
+
+
+def test_whoever_contributed_to_an_order_may_not_approve_it(console: Any) -> None:
+    # Alice drafts, bob (a manager) adds the item, alice submits: bob may not decide it.
+    console.sign_in("agent")
+    console.get("/console/drafts/new")
+    draft_path = console.post("/console/drafts", {"customerId": "C-CONTRIB"}).url.path
+    order_id = UUID(draft_path.rsplit("/", 1)[1])
+    console.sign_in("manager")
+    console.get(f"{draft_path}/items/new?spec=managed-router")
+    console.post(
+        f"{draft_path}/items",
+        {"spec": "managed-router", "itemId": "1", "placeId": "S9", "char.model": "c1100"},
+    )
+    console.sign_in("agent")
+    console.get(draft_path)
+    assert console.post(f"{draft_path}/submit").url.path == f"/console/orders/{order_id}"
+    console.sign_in("manager")
+    page = console.get(f"/console/orders/{order_id}")
+    assert "You contributed to this order" in page.text and "four-eyes applies" in page.text
+    response = console.post(
+        f"/console/orders/{order_id}/approve", {"version": form_version(page, "approve")}
+    )
+    assert_answered(response, "not_permitted")
+    assert "may not decide it (four-eyes)" in text_of(response.text)
+    assert state_of(console.ctx, order_id) == "acknowledged"
+
+    # A manager who changed an order in review (through another door) may not approve it.
+    other = received_order(console.ctx)
+    console.ctx.app.handle(BOB, Revise(other, header=HeaderChange(description="corrected by bob")))
+    console.ctx.sync()
+    page = console.get(f"/console/orders/{other}")
+    assert "You contributed to this order" in page.text
+    response = console.post(
+        f"/console/orders/{other}/reject",
+        {"version": form_version(page, "reject"), "reason": "mine"},
+    )
+    assert_answered(response, "not_permitted")
+    assert state_of(console.ctx, other) == "acknowledged"
+
+    console.sign_in("manager2")
+    page = console.get(f"/console/orders/{order_id}")
+    assert "You contributed" not in page.text
+    response = console.post(
+        f"/console/orders/{order_id}/approve", {"version": form_version(page, "approve")}
+    )
+    assert response.status_code == 200 and state_of(console.ctx, order_id) == "inProgress"
+
+
+def test_the_requester_of_a_cancellation_may_not_decide_it(console: Any) -> None:
+    order_id = received_order(console.ctx)
+    console.ctx.app.handle(BOB, RequestCancellation(order_id, "duplicate"))
+    console.ctx.sync()
+    console.sign_in("manager")
+    page = console.get(f"/console/orders/{order_id}")
+    assert "You requested this cancellation: four-eyes applies" in page.text
+    response = console.post(
+        f"/console/orders/{order_id}/approve-cancellation",
+        {"version": form_version(page, "approve-cancellation")},
+    )
+    assert_answered(response, "not_permitted")
+    assert state_of(console.ctx, order_id) == "assessingCancellation"
+
+
+def test_the_timeline_shows_each_item_s_new_state(console: Any) -> None:
+    order_id = approved_order(console.ctx)
+    console.ctx.app.handle(
+        command_ctx("fulfil-1", Role.FULFILMENT),
+        ChangeItemStates(
+            order_id, (ItemStateChange("1", ItemState.IN_PROGRESS, "engineer booked"),)
+        ),
+    )
+    console.ctx.sync()
+    console.sign_in("auditor")
+    page = console.get(f"/console/orders/{order_id}")
+    timeline = text_of(page.text.split('id="timeline"')[1])
+    assert "item state changed by fulfil-1" in timeline
+    assert "item: 1 → inProgress" in timeline and "reason: engineer booked" in timeline
+
+
+def test_a_rejected_order_is_corrected_and_resubmitted(console: Any) -> None:
+    old = received_order(console.ctx, external_id="EXT-FIX", site="S-FIX")
+    console.ctx.app.handle(CAROL, Reject(old, "wrong access type"))
+    console.ctx.sync()
+    console.sign_in("auditor")  # may not capture: no such offer
+    assert "Correct and resubmit" not in console.get(f"/console/orders/{old}").text
+    console.sign_in("agent")
+    page = console.get(f"/console/orders/{old}")
+    assert "Correct and resubmit" in page.text
+    assert 'name="externalId" type="text" value="EXT-FIX-2"' in page.text
+    response = console.post(
+        f"/console/orders/{old}/resubmit",
+        {"version": form_version(page, "resubmit"), "externalId": "EXT-FIX-2"},
+    )
+    assert response.status_code == 200, text_of(response.text)
+    new = UUID(response.url.path.rsplit("/", 1)[1])
+    assert response.url.path == f"/console/drafts/{new}"
+    shown = text_of(response.text)
+    assert "This draft corrects the rejected order" in shown
+    assert "Corrects the rejected order EXT-FIX" in shown
+    assert "rejected because: wrong access type" in shown
+    assert f'href="/console/orders/{old}"' in response.text
+    assert "S-FIX" in shown and "bandwidthMbps" in shown  # the content, prefilled
+
+    draft = console.ctx.app.get_order(new)
+    rejected = console.ctx.app.get_order(old)
+    assert draft.state.value == "draft" and draft.header.external_id == "EXT-FIX-2"
+    assert draft.items.keys() == rejected.items.keys()
+    assert [(r.id, r.relationship_type) for r in draft.header.order_relationships] == [
+        (str(old), "resubmits")
+    ]
+    assert [(r.id, r.relationship_type) for r in rejected.header.order_relationships] == [
+        (str(new), "resubmittedAs")
+    ]
+    # The agent corrects the draft and submits it, as any draft.
+    response = console.post(f"/console/drafts/{new}/submit")
+    assert response.url.path == f"/console/orders/{new}"
+    assert state_of(console.ctx, new) == "acknowledged"
+    assert f'href="/console/orders/{old}"' in response.text
+    assert "Corrects the rejected order" in response.text
+    page = console.get(f"/console/orders/{old}")
+    assert "Corrected and resubmitted as" in page.text
+    assert f'href="/console/orders/{new}"' in page.text
+    timeline = text_of(page.text.split('id="timeline"')[1])
+    assert "corrected and resubmitted by alice" in timeline and str(new) in timeline
+    assert state_of(console.ctx, old) == "rejected"
+    # The next correction is offered the next free external id.
+    assert 'value="EXT-FIX-3"' in page.text
+
+
+def test_a_correction_under_a_taken_or_bad_external_id_is_refused_on_the_form(
+    console: Any,
+) -> None:
+    received_order(console.ctx, external_id="EXT-HELD")
+    old = received_order(console.ctx, external_id="EXT-NO")
+    console.ctx.app.handle(CAROL, Reject(old, "no"))
+    console.ctx.sync()
+    console.sign_in("agent")
+    page = console.get(f"/console/orders/{old}")
+    version = form_version(page, "resubmit")
+    before = console.ctx.app.get_order(old).version
+    response = console.post(
+        f"/console/orders/{old}/resubmit", {"version": version, "externalId": "EXT-HELD"}
+    )
+    assert response.status_code == 409
+    assert "an order with this external id already exists" in response.text
+    assert 'value="EXT-HELD"' in response.text and "Open the existing order" in response.text
+    response = console.post(
+        f"/console/orders/{old}/resubmit", {"version": version, "externalId": "x" * 201}
+    )
+    assert response.status_code == 400 and "at most 200 characters" in response.text
+    assert console.ctx.app.get_order(old).version == before  # nothing written
+    # Only a rejected order is corrected this way: elsewhere it is the domain's 409.
+    waiting = received_order(console.ctx)
+    page = console.get(f"/console/orders/{waiting}")
+    assert "Correct and resubmit" not in page.text
+    response = console.post(
+        f"/console/orders/{waiting}/resubmit",
+        {"version": str(console.ctx.app.get_order(waiting).version)},
+    )
+    assert_answered(response, "illegal_transition")
+
+
+def test_the_new_pages_render_with_labels(console: Any) -> None:
+    waiting = approved_order(console.ctx)
+    propose(console.ctx, waiting)
+    rejected = received_order(console.ctx)
+    console.ctx.app.handle(CAROL, Reject(rejected, "no"))
+    console.ctx.sync()
+    console.sign_in("admin")
+    for path in (
+        "/console/queue",
+        "/console/queue?kind=proposal",
+        f"/console/orders/{waiting}",
+        f"/console/orders/{rejected}",
+    ):
+        response = console.get(path)
+        assert response.status_code == 200, path
+        parser = _Labels()
+        parser.feed(response.text)
+        unlabelled = [c for c in parser.controls if c not in parser.labelled]
+        assert not unlabelled, (path, unlabelled)
+        ids = re.findall(r' id="([^"]+)"', response.text)
+        assert len(ids) == len(set(ids)), (path, sorted(i for i in ids if ids.count(i) > 1))
