@@ -319,3 +319,44 @@ def test_unknown_ids_are_not_resends(app: ServiceOrders) -> None:
     assert app.handle(
         upstream(), cmd.ReceiveOrder(header(None), (item("1"),), (), order_id)
     ).created
+
+
+JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(codec="utf-8"), max_size=6)
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(NAMES, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    extra=st.dictionaries(NAMES, JSON_VALUES, max_size=3),
+    text=st.text(st.characters(codec="utf-8"), min_size=1, max_size=10).filter(str.strip),
+    name=st.text(st.characters(codec="utf-8"), min_size=1, max_size=10),
+)
+def test_any_content_sent_again_through_the_store_is_the_same_order(
+    extra: dict[str, Any], text: str, name: str
+) -> None:
+    """Whatever the values, the stored order (sealed, serialised, read back) compares equal
+    with the same command sent again: no false conflict."""
+    app = memory_app(sealer=MemorySealer())
+    try:
+        chars = {"bandwidthMbps": 100, "accessType": "fibre", **extra}
+        line = item("1", characteristics=chars, place=Place(id="s", name=name))
+        command = cmd.ReceiveOrder(
+            header("hyp", related_parties=(customer(name=name),)),
+            (line,),
+            (Note(text=text, author=name),),
+        )
+        assert app.handle(upstream(), command).created is True
+        assert app.handle(upstream(), command).created is False
+        uow = app.unit_of_work()
+        assert uow.apply(upstream(), command).created is False
+    finally:
+        app.close()
