@@ -357,9 +357,25 @@ def test_cancellation_request_deny_then_approve_and_cancel(app, actors, approved
     assert (cancelled.reason, cancelled.request_id) == ("really moving", second)
 
 
-def test_direct_cancellation_of_an_acknowledged_order(app, actors, received):
-    app.handle(actors.manager, cmd.Cancel(received, "duplicate"))
+def test_cancellation_of_an_acknowledged_order(app, actors, received):
+    """No direct cancellation from review (issue 17): requested, decided by a manager, then
+    carried out; every item is cancelled."""
+    with pytest.raises(IllegalTransition):
+        app.handle(actors.manager, cmd.Cancel(received, "duplicate"))
+    app.handle(actors.upstream, cmd.RequestCancellation(received, reason="duplicate"))
+    app.handle(actors.manager, cmd.ApproveCancellation(received))
+    app.handle(actors.manager, cmd.Cancel(received))
     order = app.get_order(received)
+    assert order.state is v.OrderState.CANCELLED
+    assert {i.state for i in order.items.values()} == {v.ItemState.CANCELLED}
+
+
+def test_direct_cancellation_is_fulfilments_exit_from_held(app, actors, approved):
+    app.handle(actors.fulfilment, cmd.Hold(approved, "the site was demolished"))
+    with pytest.raises(NotPermitted):  # a manager's direct cancel needs a second person
+        app.handle(actors.manager, cmd.Cancel(approved, "cannot be built"))
+    app.handle(actors.fulfilment, cmd.Cancel(approved, "cannot be built"))
+    order = app.get_order(approved)
     assert order.state is v.OrderState.CANCELLED
     assert {i.state for i in order.items.values()} == {v.ItemState.CANCELLED}
 
@@ -424,14 +440,18 @@ def test_revisions(app, actors, samples, received):
     app.handle(actors.fulfilment, cmd.ChangeItemStates.one(received, "1", v.ItemState.COMPLETED))
     with pytest.raises(IllegalTransition):  # a final item cannot be revised
         app.handle(up, cmd.Revise(received, items=(faster,)))
-    # After approval a removed item stays on record, cancelled; it was the last open one.
-    order = app.handle(up, cmd.Revise(received, removed_item_ids=("2",))).order
+    # After approval a revision is a proposal (issue 17), applied once a second person
+    # approves it: a removed item stays on record, cancelled; it was the last open one.
+    proposed = app.handle(up, cmd.Revise(received, removed_item_ids=("2",)))
+    assert proposed.proposal_id is not None
+    assert proposed.order.items["2"].state is v.ItemState.ACKNOWLEDGED
+    order = app.handle(actors.other_manager, cmd.ApproveProposal(received)).order
     assert order.state is v.OrderState.COMPLETED
     loaded = app.get_order(received)
     assert loaded.revision == 3
     assert loaded.items["2"].state is v.ItemState.CANCELLED
     assert loaded.state is v.OrderState.COMPLETED
-    assert topics(app, received)[-2:] == ["OrderRevised", "OrderCompleted"]
+    assert topics(app, received)[-3:] == ["RevisionProposed", "ProposalApproved", "OrderCompleted"]
 
 
 def test_notes(app, actors, received):
@@ -489,27 +509,29 @@ def test_order_not_found(app, actors):
 
 
 # ------------------------------------------------------------------ concurrency
-def test_optimistic_concurrency_two_copies(app, actors, received):
-    first = app.get_order(received)
-    second = app.get_order(received)
-    first.add_note(actors.upstream, "from the first copy")
-    second.add_note(actors.fulfilment, "from the second copy")
-    app._save(first)
+def test_optimistic_concurrency_two_copies(app, actors, received, monkeypatch):
+    """Two commands, each on its own copy of the same version: the later save loses."""
+    copies = iter([app.get_order(received), app.get_order(received)])
+    monkeypatch.setattr(app.repository, "get", lambda *a, **kw: next(copies))
+    app.handle(actors.upstream, cmd.AddNote(received, "from the first copy"))
     with pytest.raises(ConcurrencyConflict):
-        app._save(second)
+        app.handle(actors.fulfilment, cmd.AddNote(received, "from the second copy"))
+    monkeypatch.undo()
     assert app.get_order(received).notes == (v.Note(text="from the first copy", author="crm"),)
     assert topics(app, received) == ["OrderDrafted", "OrderSubmitted", "NoteAdded"]
 
 
-def test_optimistic_concurrency_two_applications(app, settings, open_app, actors, received):
+def test_optimistic_concurrency_two_applications(
+    app, settings, open_app, actors, received, monkeypatch
+):
     """Two processes on the same store: the later writer of the same version loses."""
     other = open_app(settings)
-    mine, theirs = app.get_order(received), other.get_order(received)
-    mine.approve(actors.manager, note="mine")
-    theirs.reject(actors.other_manager, "theirs")
-    other._save(theirs)
+    mine = app.get_order(received)  # read before the other process writes
+    other.handle(actors.other_manager, cmd.Reject(received, "theirs"))
+    monkeypatch.setattr(app.repository, "get", lambda *a, **kw: mine)
     with pytest.raises(ConcurrencyConflict):
-        app._save(mine)
+        app.handle(actors.manager, cmd.Approve(received, "mine"))
+    monkeypatch.undo()
     assert app.get_order(received).state is v.OrderState.REJECTED
 
 

@@ -121,7 +121,7 @@ def test_writers_queued_behind_a_transaction_share_the_next_one(
 
 
 def test_a_conflict_in_a_group_fails_only_its_own_writer(
-    pg_settings: Settings, open_app: Any, actors: Any, samples: Any
+    pg_settings: Settings, open_app: Any, actors: Any, samples: Any, monkeypatch: Any
 ) -> None:
     """A duplicate of an order (same externalId) and a stale write share a group with good
     writes: the group falls back to one transaction per write, the duplicate is answered
@@ -140,10 +140,19 @@ def test_a_conflict_in_a_group_fails_only_its_own_writer(
         _start(_receive, app, actors, samples, "GC-DUP", results),
     ]
 
+    # The stale writer's command reads the stale copy (the other threads read the store).
+    stale_reader = threading.local()
+    real_get = app.repository.get
+
+    def get(*args: Any, **kwargs: Any) -> Any:
+        return stale if getattr(stale_reader, "on", False) else real_get(*args, **kwargs)
+
+    monkeypatch.setattr(app.repository, "get", get)
+
     def stale_note() -> None:
+        stale_reader.on = True
         try:
-            stale.add_note(actors.upstream, "written on a stale copy")
-            app._save(stale)
+            app.handle(actors.upstream, AddNote(stale.id, "written on a stale copy"))
             results["stale"] = "saved"
         except Exception as e:
             results["stale"] = e
