@@ -25,7 +25,8 @@ TYPES = [
     "OrderSubmitted",
     "OrderApproved",
     "ItemStateChanged",
-    "OrderRevised",
+    "RevisionProposed",
+    "ProposalApproved",
     "NoteAdded",
     "ItemStateChanged",
     "ItemStateChanged",
@@ -40,6 +41,7 @@ STATES = [
     "inProgress",
     "inProgress",
     "inProgress",
+    "inProgress",
     "completed",
 ]
 
@@ -48,7 +50,9 @@ Built = tuple[UUID, list[datetime]]  # an order's id and the time just after eac
 
 
 def build(app: ServiceOrders, actors: Any, samples: Any) -> Built:
-    """An order through 9 events; returns its id and the time just after each save."""
+    """An order through 10 events; returns its id and the time just after each save.
+
+    The revision after approval is a proposal (v5) that a second manager approves (v6)."""
     after: list[datetime] = []
 
     def step(actor: CommandContext, command: cmd.Command) -> None:
@@ -71,9 +75,10 @@ def build(app: ServiceOrders, actors: Any, samples: Any) -> Built:
         actors.upstream,
         cmd.Revise(order_id, items=(router,), header=HeaderChange(priority="1")),
     )  # v5
-    step(actors.upstream, cmd.AddNote(order_id, "customer called"))  # v6
-    step(actors.fulfilment, cmd.ChangeItemStates.one(order_id, "1", ItemState.COMPLETED))  # v7
-    # v8 ItemStateChanged + v9 OrderCompleted
+    step(actors.other_manager, cmd.ApproveProposal(order_id))  # v6
+    step(actors.upstream, cmd.AddNote(order_id, "customer called"))  # v7
+    step(actors.fulfilment, cmd.ChangeItemStates.one(order_id, "1", ItemState.COMPLETED))  # v8
+    # v9 ItemStateChanged + v10 OrderCompleted
     step(actors.fulfilment, cmd.ChangeItemStates.one(order_id, "2", ItemState.COMPLETED))
     return order_id, after
 
@@ -90,7 +95,7 @@ def test_timeline_lists_every_event_with_envelope_and_state_after(
     order_id, _ = built
     entries = history.timeline(app, order_id)
 
-    assert [e["version"] for e in entries] == list(range(1, 10))
+    assert [e["version"] for e in entries] == list(range(1, 11))
     assert [e["type"] for e in entries] == TYPES
     assert [e["stateAfter"] for e in entries] == STATES
     # the hash chain, exactly as stored
@@ -107,10 +112,18 @@ def test_timeline_lists_every_event_with_envelope_and_state_after(
     assert all(e["correlationId"] for e in entries)
     assert entries[0]["timestamp"].endswith("Z")
     # the event's own data, without the envelope
-    assert entries[2]["data"] == {"note": "sites surveyed"}
+    assert entries[2]["data"] == {
+        "note": "sites surveyed",
+        # what the manager decided on: version 2 and its content (issue 17)
+        "decision": {
+            "version": 2,
+            "content_hash": app.get_order(order_id, version=2).content_hash(),
+            "os_user": None,
+        },
+    }
     assert entries[3]["data"] == {"item_id": "1", "state": "inProgress", "reason": None}
-    assert entries[5]["data"]["note"]["text"] == "customer called"
-    assert "hash" not in entries[5]["data"] and "actor" not in entries[5]["data"]
+    assert entries[6]["data"]["note"]["text"] == "customer called"
+    assert "hash" not in entries[6]["data"] and "actor" not in entries[6]["data"]
     # the order after each event: summary and document
     assert entries[0]["summaryAfter"]["items"] == {"1": None, "2": None}
     assert entries[0]["documentKind"] == "draft"
@@ -119,10 +132,13 @@ def test_timeline_lists_every_event_with_envelope_and_state_after(
     assert entries[1]["documentAfter"]["@type"] == "ServiceOrder"
     assert entries[1]["documentAfter"]["state"] == "acknowledged"
     assert entries[3]["summaryAfter"]["items"] == {"1": "inProgress", "2": "acknowledged"}
-    assert entries[4]["summaryAfter"]["revision"] == 1
-    assert entries[4]["documentAfter"]["priority"] == "1"
-    assert entries[5]["summaryAfter"]["notes"] == 1
-    assert entries[8]["summaryAfter"]["items"] == {"1": "completed", "2": "completed"}
+    assert entries[4]["summaryAfter"]["revision"] == 0  # proposed, not applied yet
+    assert entries[4]["documentAfter"].get("priority") is None
+    assert entries[5]["actor"] == {"id": "carol", "role": "manager"}
+    assert entries[5]["summaryAfter"]["revision"] == 1
+    assert entries[5]["documentAfter"]["priority"] == "1"
+    assert entries[6]["summaryAfter"]["notes"] == 1
+    assert entries[9]["summaryAfter"]["items"] == {"1": "completed", "2": "completed"}
     # the last document is what the order is now
     assert entries[-1]["documentAfter"] == order_to_tmf641(app.get_order(order_id))
 
@@ -134,7 +150,7 @@ def test_at_version_is_the_order_as_it_was(app: ServiceOrders, built: Built) -> 
     order_id, _ = built
     for version, state in enumerate(STATES, start=1):
         past = history.at_version(app, order_id, version)
-        assert past.version == version and past.latest_version == 9
+        assert past.version == version and past.latest_version == 10
         assert past.order.state.value == state
         # the same as the repository's own reconstruction at that version
         assert history.canonical(past.order) == history.canonical(
@@ -150,16 +166,19 @@ def test_at_version_is_the_order_as_it_was(app: ServiceOrders, built: Built) -> 
     assert v4["documentKind"] == "tmf641" and v4["document"]["state"] == "inProgress"
     assert v4["asOf"] is None
 
-    v5 = history.at_version(app, order_id, 5).view()
-    assert v5["order"]["items"]["2"]["characteristics"]["model"] == "c8300"
-    assert v5["order"]["header"]["priority"] == "1"
-    assert v5["order"]["revision"] == 1
+    v5 = history.at_version(app, order_id, 5).view()  # the proposal waits
+    assert v5["order"]["items"]["2"]["characteristics"]["model"] == "c1100"
+    assert v5["order"]["header"]["priority"] is None
+    v6 = history.at_version(app, order_id, 6).view()  # approved: applied
+    assert v6["order"]["items"]["2"]["characteristics"]["model"] == "c8300"
+    assert v6["order"]["header"]["priority"] == "1"
+    assert v6["order"]["revision"] == 1
 
     v1 = history.at_version(app, order_id, 1).view()
     assert v1["state"] == "draft" and v1["documentKind"] == "draft"
     assert v1["document"] == v1["order"]
 
-    for bad in (0, 10, -1):
+    for bad in (0, 11, -1):
         with pytest.raises(history.HistoryQueryError, match="out of range"):
             history.at_version(app, order_id, bad)
 
@@ -168,16 +187,16 @@ def test_as_of_takes_the_events_up_to_the_instant(app: ServiceOrders, built: Bui
     order_id, after = built
     events = app.history(order_id)
     # just after each save: the order as that save left it
-    saved_versions = [2, 3, 4, 5, 6, 7, 9]
+    saved_versions = [2, 3, 4, 5, 6, 7, 8, 10]
     for when, version in zip(after, saved_versions, strict=True):
         past = history.as_of(app, order_id, when)
         assert past.version == version, when
         assert past.as_of == when
         assert past.order.state.value == STATES[version - 1]
     # exactly at an event's timestamp: that event is included
-    v6 = events[5]
-    assert history.as_of(app, order_id, v6.timestamp).version == 6
-    assert history.as_of(app, order_id, v6.timestamp - timedelta(microseconds=1)).version == 5
+    v7 = events[6]
+    assert history.as_of(app, order_id, v7.timestamp).version == 7
+    assert history.as_of(app, order_id, v7.timestamp - timedelta(microseconds=1)).version == 6
     # a naive time is UTC
     naive = after[2].astimezone(UTC).replace(tzinfo=None)
     assert history.as_of(app, order_id, naive).version == 4
@@ -185,7 +204,7 @@ def test_as_of_takes_the_events_up_to_the_instant(app: ServiceOrders, built: Bui
     cet = after[2].astimezone(timezone(timedelta(hours=1)))
     assert history.as_of(app, order_id, cet).version == 4
     # far in the future: the order as it is now
-    assert history.as_of(app, order_id, datetime(2999, 1, 1, tzinfo=UTC)).version == 9
+    assert history.as_of(app, order_id, datetime(2999, 1, 1, tzinfo=UTC)).version == 10
     view = history.as_of(app, order_id, after[1]).view()
     assert view["asOf"] is not None and view["event"]["type"] == "OrderApproved"
     assert view["summary"]["state"] == "inProgress"
@@ -210,7 +229,7 @@ def test_diff_lists_what_changed_between_two_versions(app: ServiceOrders, built:
     assert set(by_path) == {"/state", "/stateSince", "/decidedBy", "/decidedAt"}
     assert [e["type"] for e in approved["events"]] == ["OrderApproved"]
 
-    revised = history.diff(app, order_id, 4, 6)
+    revised = history.diff(app, order_id, 4, 7)
     by_path = {c["path"]: c for c in revised["changes"]}
     assert by_path["/header/priority"]["before"] is None
     assert by_path["/header/priority"]["after"] == "1"
@@ -224,10 +243,10 @@ def test_diff_lists_what_changed_between_two_versions(app: ServiceOrders, built:
     assert by_path["/notes/0"]["op"] == "add"
     assert by_path["/notes/0"]["after"]["text"] == "customer called"
     assert "/state" not in by_path  # a revision keeps the state
-    assert [e["version"] for e in revised["events"]] == [5, 6]
-    assert (revised["from"], revised["to"], revised["latestVersion"]) == (4, 6, 9)
+    assert [e["version"] for e in revised["events"]] == [5, 6, 7]
+    assert (revised["from"], revised["to"], revised["latestVersion"]) == (4, 7, 10)
 
-    finished = history.diff(app, order_id, 6, 9)
+    finished = history.diff(app, order_id, 7, 10)
     by_path = {c["path"]: c for c in finished["changes"]}
     assert by_path["/items/1/state"]["after"] == "completed"
     assert by_path["/items/2/state"]["after"] == "completed"
@@ -244,7 +263,7 @@ def test_diff_lists_what_changed_between_two_versions(app: ServiceOrders, built:
     with pytest.raises(history.HistoryQueryError, match="5 is after 2"):
         history.diff(app, order_id, 5, 2)
     with pytest.raises(history.HistoryQueryError, match="out of range"):
-        history.diff(app, order_id, 1, 10)
+        history.diff(app, order_id, 1, 11)
 
 
 def test_diff_of_manual_capture_shows_added_removed_and_configured_items(
