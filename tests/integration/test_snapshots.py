@@ -24,7 +24,8 @@ def snap_app(make_settings, open_app):
 
 
 def drive_long_history(app, actors, samples) -> Any:
-    """An order through 18 events, with a two-event save (item + order completed) in it."""
+    """An order through 19 events, with a two-event save (item + order completed) in it,
+    and a revision after approval: a proposal (10) that a second manager approves (11)."""
     up, ful, mgr = actors.upstream, actors.fulfilment, actors.manager
     order_id, _ = id_created(
         app.handle(up, cmd.ReceiveOrder(samples.header("long-1"), tuple(samples.items())))
@@ -41,16 +42,17 @@ def drive_long_history(app, actors, samples) -> Any:
     )
     app.handle(
         up, cmd.Revise(order_id, items=(faster,), header=HeaderChange(priority="high"))
-    )  # 10
-    app.handle(ful, cmd.AddNote(order_id, "bandwidth raised"))  # 11
-    app.handle(ful, cmd.Hold(order_id, "rain"))  # 12
-    app.handle(ful, cmd.Resume(order_id, "sunny"))  # 13
-    app.handle(ful, cmd.ChangeItemStates.one(order_id, "1", ItemState.IN_PROGRESS))  # 14
-    app.handle(ful, cmd.ChangeItemStates.one(order_id, "1", ItemState.COMPLETED))  # 15
+    )  # 10: a proposal
+    app.handle(actors.other_manager, cmd.ApproveProposal(order_id, "fine"))  # 11
+    app.handle(ful, cmd.AddNote(order_id, "bandwidth raised"))  # 12
+    app.handle(ful, cmd.Hold(order_id, "rain"))  # 13
+    app.handle(ful, cmd.Resume(order_id, "sunny"))  # 14
+    app.handle(ful, cmd.ChangeItemStates.one(order_id, "1", ItemState.IN_PROGRESS))  # 15
+    app.handle(ful, cmd.ChangeItemStates.one(order_id, "1", ItemState.COMPLETED))  # 16
     app.handle(
         ful, cmd.ChangeItemStates.one(order_id, "2", ItemState.COMPLETED)
-    )  # 16 + 17 completed
-    app.handle(up, cmd.AddNote(order_id, "thanks"))  # 18
+    )  # 17 + 18 completed
+    app.handle(up, cmd.AddNote(order_id, "thanks"))  # 19
     return order_id
 
 
@@ -73,7 +75,7 @@ def assert_same_order(loaded: ServiceOrder, replayed: ServiceOrder) -> None:
 def test_snapshot_plus_later_events_equals_full_replay(snap_app, actors, samples, monkeypatch):
     app = snap_app
     order_id = drive_long_history(app, actors, samples)
-    assert len(app.recorder.select_events(order_id)) == 18
+    assert len(app.recorder.select_events(order_id)) == 19
 
     snapshots = list(app.snapshots.get(order_id))
     assert [s.originator_version for s in snapshots] == [5, 10, 15]
@@ -83,6 +85,8 @@ def test_snapshot_plus_later_events_equals_full_replay(snap_app, actors, samples
     # A snapshot sits outside the chain but records the head of the chain it was taken at.
     stored = {e.originator_version: e.hash for e in app.events.get(order_id)}
     assert all(s.state.head_hash == stored[s.originator_version] for s in snapshots)
+    # The snapshot at 10 holds the waiting proposal (format 2), the later ones none.
+    assert [s.state.proposal is not None for s in snapshots] == [False, True, False]
 
     # Loading really starts from the newest snapshot and reads only the later events.
     reads: list[Any] = []
@@ -98,7 +102,7 @@ def test_snapshot_plus_later_events_equals_full_replay(snap_app, actors, samples
     assert reads == [15]
 
     replayed = full_replay(app, order_id)
-    assert replayed.version == 18
+    assert replayed.version == 19
     assert replayed.state is OrderState.COMPLETED
     assert len(replayed.notes) == 4
     assert_same_order(loaded, replayed)
@@ -113,7 +117,7 @@ def test_snapshot_plus_later_events_equals_full_replay(snap_app, actors, samples
 def test_every_version_loads_the_same_with_or_without_snapshots(snap_app, actors, samples):
     app = snap_app
     order_id = drive_long_history(app, actors, samples)
-    for version in range(1, 19):
+    for version in range(1, 20):
         assert_same_order(
             app.get_order(order_id, version=version), full_replay(app, order_id, upto=version)
         )
@@ -133,8 +137,8 @@ def test_a_loaded_snapshot_order_keeps_the_chain_going(snap_app, actors, samples
     order_id = drive_long_history(app, actors, samples)
     app.handle(
         actors.fulfilment, cmd.AddNote(order_id, "after the snapshot")
-    )  # 19, saved from 15 + 3
-    app.handle(actors.fulfilment, cmd.AddNote(order_id, "at twenty"))  # 20: a snapshot
+    )  # 20, saved from 15 + 4: a snapshot
+    app.handle(actors.fulfilment, cmd.AddNote(order_id, "at twenty-one"))  # 21, from 20
     assert [s.originator_version for s in app.snapshots.get(order_id)] == [5, 10, 15, 20]
     chain_tools.verify(app, order_id)
     assert_same_order(app.get_order(order_id), full_replay(app, order_id))
