@@ -347,17 +347,17 @@ def test_a_refused_patch_writes_nothing(
 
     order_id = flow.order()
     app = client.app.state.ctx.app
-    real_save = app._save
+    real_save = app.save  # what `handle` saves a command's orders with
     stage: dict[str, bool] = {"interleaved": False}
 
-    def save(order: Any) -> Any:
+    def save(*orders: Any, **kwargs: Any) -> Any:
         if not stage["interleaved"]:  # someone else writes before this request saves
             stage["interleaved"] = True
             ops = CommandContext.for_actor("ops", Role.OPERATOR, Channel.CLI)
-            app.handle(ops, cmd.AddNote(order.id, "written meanwhile"))
-        return real_save(order)
+            app.handle(ops, cmd.AddNote(orders[0].id, "written meanwhile"))
+        return real_save(*orders, **kwargs)
 
-    monkeypatch.setattr(app, "_save", save)
+    monkeypatch.setattr(app, "save", save)
     response = client.patch(
         f"{ORDER_PATH}/{order_id}",
         json={"description": "mine", "note": [{"text": "my note"}]},

@@ -174,10 +174,13 @@ def test_patch_accepts_plain_json_and_refuses_other_media(client, auth, post_ord
     assert refused.status_code == 415
 
 
-def test_patch_after_approval_is_a_revision_until_the_point_of_no_return(client, auth, flow):
+def test_patch_after_approval_is_a_proposal_until_the_point_of_no_return(client, auth, flow):
     order_id = flow.in_progress()
     revised = patch(client, auth, order_id, {"priority": "1"})
     assert revised.status_code == 200 and revised.json()["state"] == "inProgress"
+    # a proposal (issue 17): decided by a second person before the point of no return
+    assert revised.json()["priority"] == "2" and 'rel="proposal"' in revised.headers["link"]
+    assert flow.decide(order_id, "proposal/approve").json()["priority"] == "1"
     flow.post(f"/api/v1/orders/{order_id}/pointOfNoReturn", {}, role="fulfilment")
     refused = patch(client, auth, order_id, {"priority": "3"})
     assert refused.status_code == 409
