@@ -179,7 +179,9 @@ class ServiceOrders(Application[UUID]):
         nothing first: its id is the order's key, so saving a second order under it fails,
         and that failure is the answer: with a determined id (external id, or `order_id`
         from an idempotency key) the order was created before or concurrently through
-        another door: `Outcome(order=<the stored order>, created=False)`; a random id that
+        another door: `Outcome(order=<the stored order>, created=False)` when it was
+        created with the same content, else `ResendConflict` (other content) or
+        `ExternalIdTaken` (a draft, a deleted order: domain/resend.py); a random id that
         is taken is a `ConcurrencyConflict` ("the order id is taken").
         """
         uow = UnitOfWork(self, single=True)

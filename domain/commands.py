@@ -101,7 +101,8 @@ class ReceiveOrder:
     """A complete order (from upstream, the TMF641 API, a file): created and submitted in
     one step, into review. Its id derives from the header's external id when there is one,
     else it is `order_id` when given (e.g. derived from an idempotency key), else new. The
-    same order again changes nothing (`Outcome.created` is False)."""
+    same order again changes nothing (`Outcome.created` is False); other content under
+    that id is refused (`ResendConflict`, domain/resend.py)."""
 
     header: OrderHeader
     items: tuple[OrderItem, ...]
