@@ -151,6 +151,7 @@ def detail(current: Visit, order: ServiceOrder, status: int = 200, **values: Any
         timeline=timeline,
         decisions=[e for e in timeline if e["data"].get("decision")],
         four_eyes_own=own_part(current, order),
+        four_eyes=app.four_eyes,
         proposal=proposal_of(current, order),
         relationships=relationships(request, order),
         resubmit_id=resubmit_id,

@@ -41,7 +41,7 @@ from serviceorders.api.app import create_app
 from serviceorders.api.auth import ApiKey, Authenticator
 from serviceorders.api.context import ApiContext
 from serviceorders.bootstrap import build_api_context, init_database
-from serviceorders.domain.commands import ReceiveOrder
+from serviceorders.domain.commands import Approve, ReceiveOrder, Reject, Revise
 from serviceorders.domain.values import Party, Place, Role
 from serviceorders.projections.queries import OrderFilter
 from serviceorders.settings import Settings
@@ -388,6 +388,93 @@ def test_a_late_decision_is_shown_plainly(live: Live, browser: Callable[[], WebD
     assert not carol.find_elements(By.ID, "decision")  # nothing left to decide
     shot(carol, "06-decision-conflict")
     assert live.state(order_id) == "inProgress"
+
+
+def test_a_proposal_is_reviewed_from_the_queue_by_a_second_manager(
+    live: Live, browser: Callable[[], WebDriver]
+) -> None:
+    order_id = received_order(live, "CUST-PROP")
+    live.ctx.app.handle(command_ctx("carol", Role.MANAGER), Approve(order_id))
+    current = live.ctx.app.get_order(order_id).items["1"]
+    faster = current.model_copy(
+        update={"characteristics": {**current.characteristics, "bandwidthMbps": 10000}}
+    )
+    # Bob (a manager) proposes 100 -> 10000 Mbit/s on the approved order.
+    outcome = live.ctx.app.handle(
+        command_ctx("bob", Role.MANAGER), Revise(order_id, items=(faster,))
+    )
+    live.ctx.sync()
+    assert outcome.proposal_id is not None
+
+    bob = browser()
+    sign_in(bob, live, "manager")
+    bob.get(f"{live.url}/console/queue?kind=proposal")
+    entry = css(bob, f"#proposal-{order_id}")
+    assert "You proposed this change" in entry.text
+    submit(bob, entry.find_element(By.XPATH, ".//button[normalize-space()='Approve proposal']"))
+    assert "the proposer may not decide their own proposal" in css(bob, "#refusal").text
+    assert live.ctx.app.get_order(order_id).proposal is not None
+
+    carol = browser()
+    sign_in(carol, live, "manager2")
+    carol.get(f"{live.url}/console/queue?kind=proposal")
+    assert css(carol, ".count").text == "1 entry waiting."
+    entry = css(carol, f"#proposal-{order_id}")
+    rows = {
+        row.find_element(By.CSS_SELECTOR, "th").text: [
+            cell.text for cell in row.find_elements(By.CSS_SELECTOR, "td")
+        ]
+        for row in entry.find_elements(By.CSS_SELECTOR, "table.diff tbody tr")
+    }
+    # (Exactly this one row is test_console's strict xfail
+    # test_a_proposal_s_diff_lists_only_what_it_changes: after a reload the diff also lists
+    # header attributes the proposal does not change.)
+    assert rows["items[1].characteristics.bandwidthMbps"] == ["changed", "100", "10000"]
+    shot(carol, "08-review-queue-proposal")
+    submit(carol, entry.find_element(By.XPATH, ".//button[normalize-space()='Approve proposal']"))
+    assert "The proposal is approved" in css(carol, "[role=status]").text
+    assert not carol.find_elements(By.ID, "proposal")
+    decisions = [row.text for row in carol.find_elements(By.CSS_SELECTOR, "#decisions tbody tr")]
+    assert len(decisions) == 2 and decisions[1].startswith("proposal approved carol"), decisions
+    shot(carol, "09-order-proposal-approved")
+    assert live.ctx.app.get_order(order_id).items["1"].characteristics["bandwidthMbps"] == 10000
+    assert live.state(order_id) == "inProgress"
+
+
+def test_a_rejected_order_is_corrected_and_resubmitted(
+    live: Live, browser: Callable[[], WebDriver]
+) -> None:
+    old = received_order(live, "CUST-FIX")
+    live.ctx.app.handle(command_ctx("carol", Role.MANAGER), Reject(old, "100 Mbit/s is too slow"))
+    live.ctx.sync()
+    agent = browser()
+    sign_in(agent, live, "agent")
+    agent.get(f"{live.url}/console/orders/{old}")
+    assert css(agent, "#f-externalId").get_attribute("value") == "UP-CUST-FIX-2"
+    shot(agent, "10-rejected-order-resubmit")
+    submit(agent, button(agent, "Correct and resubmit"))
+    assert "/console/drafts/" in agent.current_url
+    new = UUID(agent.current_url.split("/console/drafts/")[1].split("?")[0])
+    link = css(agent, ".relationship[data-type='resubmits']")
+    assert "rejected because: 100 Mbit/s is too slow" in link.text
+    assert (
+        link.find_element(By.TAG_NAME, "a").get_attribute("href").endswith(f"/console/orders/{old}")
+    )
+    # Correct item 1 (prefilled from the rejected order) and submit, as any draft.
+    submit(agent, css(agent, "a[href$='/items/1/edit']"))
+    fill(agent, "char.bandwidthMbps", "1000")
+    submit(agent, button(agent, "Save item"))
+    submit(agent, css(agent, "#submit-order"))
+    assert f"/console/orders/{new}" in agent.current_url
+    assert css(agent, "#order-state").text.startswith("acknowledged")
+    assert live.state(new) == "acknowledged" and live.state(old) == "rejected"
+    assert live.ctx.app.get_order(new).items["1"].characteristics["bandwidthMbps"] == 1000
+    # Both pages link to each other.
+    submit(agent, css(agent, ".relationship[data-type='resubmits'] a"))
+    assert f"/console/orders/{old}" in agent.current_url
+    back = css(agent, ".relationship[data-type='resubmittedAs'] a")
+    assert back.text == "UP-CUST-FIX-2"
+    assert back.get_attribute("href").endswith(f"/console/orders/{new}")
 
 
 # ------------------------------------------------------------- the API's documentation

@@ -973,6 +973,26 @@ def test_a_proposal_waits_in_the_queue_with_its_diff_and_a_second_manager_approv
     assert "0 entries waiting" in console.get("/console/queue?kind=proposal").text
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="domain.proposals.diff iterates proposal.header.model_fields_set, which holds every "
+    "HeaderChange attribute once the RevisionProposed event is read back from the store (its "
+    "JSON has them all, None included): the header's priority and related parties are listed "
+    "as changed to None although the proposal (and HeaderChange.apply_to) leaves them alone",
+)
+def test_a_proposal_s_diff_lists_only_what_it_changes(console: Any) -> None:
+    order_id = approved_order(console.ctx)
+    propose(console.ctx, order_id)
+    console.sign_in("manager")
+    for path, marker in (
+        (f"/console/orders/{order_id}", 'id="proposal-diff"'),
+        ("/console/queue?kind=proposal", f'id="proposal-{order_id}"'),
+    ):
+        table = console.get(path).text.split(marker)[1].split("</table>")[0]
+        paths = re.findall(r"<code>([^<]+)</code>", table)
+        assert paths == ["items[1].characteristics.bandwidthMbps"], (path, paths)
+
+
 def test_decisions_show_who_decided_and_the_version_and_content_hash_they_saw(
     console: Any,
 ) -> None:
