@@ -1,6 +1,7 @@
 """`audit export`: JSON lines for an auditor (docs/audit.md): a header, every stored event
-exactly as stored (decoded, not upcast), then every checkpoint with its changed heads;
-`verify.verify_file` checks such a file without a database."""
+exactly as stored (decoded, not upcast), then every checkpoint with its changed heads and
+the chain heads the projector has read; `verify.verify_file` checks such a file without a
+database."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from uuid import UUID
 import orjson
 from serviceorders.audit.checkpoints import FORMAT, load_checkpoints
 from serviceorders.audit.store import Row, Store
+from serviceorders.storage import seen
 from serviceorders.storage.db import ReadDb
 from serviceorders.support.isotime import now_iso, parse, utc_iso
 
@@ -27,9 +29,15 @@ def export(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Write JSON lines: a header, every stored event (state exactly as stored, decoded, not
-    upcast), then every checkpoint with its changed heads. Returns the header."""
+    upcast), then every checkpoint with its changed heads, then the heads the projector
+    has read (of the exported order; none with `since`, whose chains start later). Returns
+    the header."""
     store = Store(db)
     checkpoints = load_checkpoints(db) if db.table_exists("audit_checkpoint") else []
+    # before the events: every event a head names is stored by then
+    heads = {} if since is not None else seen.load(db)
+    if order_id is not None:
+        heads = {k: v for k, v in heads.items() if k == str(order_id)}
     header = {
         "type": "export",
         "format": FORMAT,
@@ -63,7 +71,16 @@ def export(
         out.write(
             orjson.dumps({"type": "checkpoint", **c.to_json(with_changes=True)}).decode() + "\n"
         )
-    return {**header, "events": events, "checkpoints": len(checkpoints)}
+    for oid, (version, head, position) in sorted(heads.items()):
+        line = {
+            "type": "seen_head",
+            "order_id": oid,
+            "version": version,
+            "head_hash": head,
+            "position": position,
+        }
+        out.write(orjson.dumps(line).decode() + "\n")
+    return {**header, "events": events, "checkpoints": len(checkpoints), "seen_heads": len(heads)}
 
 
 def _since(row: Row, since: datetime) -> bool:

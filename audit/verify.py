@@ -523,6 +523,7 @@ def verify_file(
     header: dict[str, Any] = {}
     rows: list[Row] = []
     checkpoints: list[Checkpoint] = []
+    seen: dict[str, tuple[int, str, int]] = {}
     bad_lines: list[str] = []
     with path.open("rb") as f:
         for number, line in enumerate(f, start=1):
@@ -548,6 +549,12 @@ def verify_file(
                     )
                 elif kind == "checkpoint":
                     checkpoints.append(Checkpoint.from_json(data))
+                elif kind == "seen_head":
+                    seen[as_order_id(data["order_id"])] = (
+                        int(data["version"]),
+                        str(data["head_hash"]),
+                        int(data["position"]),
+                    )
                 else:
                     bad_lines.append(f"line {number}: unknown type {kind!r}")
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
@@ -563,6 +570,7 @@ def verify_file(
         unsigned_up_to=unsigned_up_to,
         scope=scope,
         from_start=header.get("since") is None,
+        seen=seen if header.get("since") is None else None,
     )
     for order_id, group in by_order:
         verifier.order(order_id, group)

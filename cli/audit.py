@@ -235,9 +235,9 @@ def audit_export(
         db.close()
     scope = "complete" if summary["complete"] else "partial"
     click.echo(
-        f"exported {summary['events']} events and {summary['checkpoints']} "
-        f"checkpoints ({scope}) up to position {summary['position']}"
-        + (f" to {output}" if output else ""),
+        f"exported {summary['events']} events, {summary['checkpoints']} checkpoints and "
+        f"{summary['seen_heads']} heads read by the projector ({scope}) up to position "
+        f"{summary['position']}" + (f" to {output}" if output else ""),
         err=True,
     )
 

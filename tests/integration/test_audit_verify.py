@@ -12,6 +12,7 @@ import io
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -603,3 +604,39 @@ def test_a_checkpoint_refuses_to_bless_what_the_projector_read_and_then_vanished
         world.checkpoint()
     assert f"order {order}: head v6 where the projector read v7" in str(refused.value)
     assert f"order {gone}: missing (the projector read v2)" in str(refused.value)
+
+
+def test_an_export_carries_the_heads_the_projector_read(
+    world: World, actors: Any, samples: Any, tmp_path: Path
+) -> None:
+    order = world.orders[1]
+    world.app.handle(actors.fulfilment, cmd.AddNote(order, "after the checkpoint"))  # v7
+    (new,) = build(world.app, actors, samples, 70, 1)
+    project(world)
+    lines = _export(world)
+    assert {line["order_id"] for line in lines if line["type"] == "seen_head"} == {
+        str(o) for o in [*world.orders, new]
+    }
+    assert verify_file(_write(tmp_path / "clean.jsonl", lines)).ok
+
+    def event(line: dict[str, Any], oid: UUID, version: int | None = None) -> bool:
+        return (
+            line["type"] == "event"
+            and line["order_id"] == str(oid)
+            and (version is None or line["version"] == version)
+        )
+
+    dropped = [x for x in lines if not event(x, order, 7) and not event(x, new)]
+    report = verify_file(_write(tmp_path / "dropped.jsonl", dropped))
+    assert only_broken(report) == {
+        str(order): (7, "head_moved_back"),
+        str(new): (1, "missing"),
+    }, report.lines()
+
+    one = _export(world, order_id=order)
+    assert [x["order_id"] for x in one if x["type"] == "seen_head"] == [str(order)]
+    cut = [x for x in one if not event(x, order, 7)]
+    report = verify_file(_write(tmp_path / "one.jsonl", cut))
+    assert only_broken(report) == {str(order): (7, "head_moved_back")}, report.lines()
+    since = _export(world, since=datetime(2000, 1, 1, tzinfo=UTC))
+    assert not [x for x in since if x["type"] == "seen_head"]
