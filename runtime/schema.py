@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serviceorders.projections.base import Projection
-from serviceorders.projections.maintenance import SHAPES, stored_shapes
+from serviceorders.projections.maintenance import SHAPES, record_shape, stored_shapes
 from serviceorders.projections.views import PROJECTIONS
 from serviceorders.storage.db import ReadDb, lock_key
 
@@ -259,6 +259,7 @@ def migrate(db: ReadDb, migrations: Sequence[Migration] = MIGRATIONS) -> list[st
     with exclusive(db):
         refuse_newer(db, known)
         previous = not applied(db) and version(db) == 1
+        fresh = version(db) == 0
         for migration in migrations:
             with db.transaction(lock=LOCK):
                 db.execute(_CREATE[db.dialect])
@@ -276,6 +277,12 @@ def migrate(db: ReadDb, migrations: Sequence[Migration] = MIGRATIONS) -> list[st
                 )
             else:
                 done.append(f"applied migration {migration.number}: {migration.name}")
+        if fresh:
+            # Migration 1 made every read model's table as this code defines it: their
+            # shapes are this code's (else a shape above 1 would be rebuilt at once).
+            with db.transaction(lock=LOCK):
+                for projection in PROJECTIONS:
+                    record_shape(db, projection)
     return done
 
 
