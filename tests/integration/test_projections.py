@@ -306,6 +306,12 @@ def run_command(app: ServiceOrders, order_id: UUID, kind: str, a: int, b: int) -
                     header=HeaderChange(category="revised", description="changed"),
                 ),
             )
+    elif kind == "approve_proposal":  # the proposer is the upstream: any manager decides
+        app.handle(manager, cmd.ApproveProposal(order_id, (None, "fine")[b % 2]))
+    elif kind == "refuse_proposal":
+        app.handle(manager, cmd.RefuseProposal(order_id, f"not now {b}"))
+    elif kind == "withdraw_proposal":  # its proposer, or a manager
+        app.handle((UPSTREAM, manager)[b % 2], cmd.WithdrawProposal(order_id))
     elif kind == "ponr":
         app.handle(FULFILMENT, cmd.ReachPointOfNoReturn(order_id, "cabled"))
     elif kind == "request_cancel":
@@ -345,6 +351,9 @@ KINDS = (
     "item_state",
     "finish_items",
     "revise",
+    "approve_proposal",
+    "refuse_proposal",
+    "withdraw_proposal",
     "ponr",
     "request_cancel",
     "approve_cancel",
@@ -355,7 +364,9 @@ KINDS = (
 )
 
 # What usually happens next in each state (repeats weigh); "any" commands are drawn from
-# KINDS instead, most of them illegal there.
+# KINDS instead, most of them illegal there. Issue 17: a revision after approval is a
+# proposal a manager decides (or its proposer withdraws); a direct cancel is fulfilment's
+# exit from held / pending only, so acknowledged and inProgress orders are cancelled on request.
 LIKELY: dict[OrderState, tuple[str, ...]] = {
     OrderState.DRAFT: (
         "add_line",
@@ -375,7 +386,6 @@ LIKELY: dict[OrderState, tuple[str, ...]] = {
         "reject",
         "revise",
         "request_cancel",
-        "cancel",
         "note",
     ),
     OrderState.IN_PROGRESS: (
@@ -388,8 +398,10 @@ LIKELY: dict[OrderState, tuple[str, ...]] = {
         "request_info",
         "ponr",
         "revise",
+        "approve_proposal",
+        "refuse_proposal",
+        "withdraw_proposal",
         "request_cancel",
-        "cancel",
         "note",
     ),
     OrderState.HELD: ("resume", "resume", "request_cancel", "cancel", "ponr", "note"),
