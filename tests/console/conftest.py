@@ -4,7 +4,8 @@
   admin, fulfilment) -> `ApiKey`.
 * `console_ctx` / `console`: the application context and a `Console` (a TestClient of the
   whole app, with keys) whose `sign_in(name)` opens a session and `csrf()` reads the
-  token of the page last shown; `open_console`: the same app without keys.
+  token of the page last shown; `open_console`: the same app without keys;
+  `holding_console`: with SERVICEORDERS_HOLD_ON_PROPOSAL on.
 
 The suite runs with --import-mode=importlib: import nothing from this module.
 """
@@ -94,6 +95,17 @@ def second_console(console: Console) -> Console:
     return Console(
         TestClient(console.client.app, raise_server_exceptions=False), console.keys, console.ctx
     )
+
+
+@pytest.fixture
+def holding_console(
+    console_settings: Settings, console_keys: dict[str, ApiKey]
+) -> Iterator[Console]:
+    """The console of a server whose policy holds an inProgress order while a proposal to
+    change it waits (SERVICEORDERS_HOLD_ON_PROPOSAL)."""
+    holding = console_settings.model_copy(update={"hold_on_proposal": True})
+    for client, ctx in _build(holding, list(console_keys.values())):
+        yield Console(client, console_keys, ctx)
 
 
 @pytest.fixture

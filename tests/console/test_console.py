@@ -1292,3 +1292,25 @@ def test_the_new_pages_render_with_labels(console: Any) -> None:
         assert not unlabelled, (path, unlabelled)
         ids = re.findall(r' id="([^"]+)"', response.text)
         assert len(ids) == len(set(ids)), (path, sorted(i for i in ids if ids.count(i) > 1))
+
+
+def test_an_order_held_for_a_proposal_says_so_and_resumes_when_it_is_decided(
+    holding_console: Any,
+) -> None:
+    console = holding_console
+    order_id = approved_order(console.ctx)
+    propose(console.ctx, order_id)
+    assert state_of(console.ctx, order_id) == "held"
+    console.sign_in("manager")
+    page = console.get(f"/console/orders/{order_id}")
+    assert "it is held while the proposal waits" in text_of(page.text)
+    timeline = text_of(page.text.split('id="timeline"')[1])
+    assert "held by alice" in timeline and "held while proposal" in timeline
+    response = console.post(
+        f"/console/orders/{order_id}/refuse-proposal",
+        {"version": form_version(page, "refuse-proposal"), "reason": "not now"},
+    )
+    assert response.status_code == 200 and "The proposal is refused" in response.text
+    assert state_of(console.ctx, order_id) == "inProgress"
+    timeline = text_of(response.text.split('id="timeline"')[1])
+    assert "proposal refused by bob" in timeline and "resumed by bob" in timeline
