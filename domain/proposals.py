@@ -40,6 +40,10 @@ def diff(header: OrderHeader, items: dict[str, OrderItem], proposal: Proposal) -
     """The changes `proposal` makes to the order with `header` and `items`."""
     changes: list[Change] = []
     for name in sorted(proposal.header.model_fields_set):
+        if getattr(proposal.header, name) is None:
+            # None leaves the attribute as it is (HeaderChange.apply_to); a change read back
+            # from the store names every attribute, the unchanged ones as None.
+            continue
         new = _json(getattr(proposal.header, name))
         old = _json(getattr(header, name, None))
         if new != old:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
+from uuid import UUID
 
 import pytest
 from builders import TYPED, draft_item, tmf_item
@@ -380,3 +381,26 @@ def test_an_upstream_resubmits_straight_into_review_and_refusals_are_tmf_errors(
         "invalid_request",
     )
     error(client.post(f"{V1}/{rejected}/resubmit", json={}, headers=auth("fulfilment")), 403)
+
+
+def test_a_proposed_customer_name_shows_revealed_in_the_proposal_and_the_queue(
+    client: TestClient, auth: Auth, flow: Any
+) -> None:
+    """Personal values are sealed in the events; the diff shows them as every read does."""
+    from serviceorders.domain.privacy import TOKEN_PREFIX
+
+    order_id = flow.in_progress()
+    parties = {"relatedParty": [{"id": "CUST-1", "name": "Pat Example", "role": "customer"}]}
+    assert patch(client, auth, order_id, parties, "agent").headers["link"]
+    shown = client.get(f"{V1}/{order_id}/proposal", headers=auth("manager")).json()
+    [change] = shown["changes"]
+    assert change["path"] == "related_parties" and change["kind"] == "changed"
+    assert change["current"][0]["name"] == "Acme"
+    assert change["proposed"][0]["name"] == "Pat Example"
+    [entry] = queue(client, auth, order_id, "proposal")
+    assert entry["changes"] == shown["changes"]
+    assert TOKEN_PREFIX not in str(shown) and TOKEN_PREFIX not in str(entry)
+    # in the event log the name is sealed
+    app = client.app.state.ctx.app  # type: ignore[attr-defined]
+    stored = app.recorder.select_events(app.get_order(UUID(order_id)).id)
+    assert b"Pat Example" not in b"".join(bytes(e.state) for e in stored)

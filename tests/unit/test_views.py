@@ -12,6 +12,7 @@ from builders import router as build_router
 from serviceorders.domain import values as v
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.proposals import diff
 from serviceorders.projections.log import Transition
 from serviceorders.projections.views import (
     dimensions,
@@ -374,3 +375,64 @@ def test_dimensions_overall_category_each_specification_and_site():
 def test_dimensions_without_category_specifications_or_sites():
     t = transition(category=None, specifications=(), sites=())
     assert list(dimensions(t)) == [("all", ""), ("category", "")]
+
+
+# ------------------------------------------------------------ queue_rows: proposals
+def proposed(**kw) -> ServiceOrder:
+    """An approved order with a proposal by alice: item 1 at 1000 Mbit/s, a description."""
+    order = received(**kw)
+    order.approve(MANAGER)
+    faster = internet("1", "site-1", characteristics={"bandwidthMbps": 1000, "accessType": "fibre"})
+    change = v.HeaderChange(description="faster")
+    assert order.revise(AGENT, CATALOG, [faster], (), change) is not None
+    return order
+
+
+def test_queue_rows_proposal_while_a_change_to_an_approved_order_waits():
+    order = proposed()
+    (row,) = queue_rows(order)
+    proposal = order.proposal
+    assert proposal is not None and order.state is v.OrderState.IN_PROGRESS
+    assert row["kind"] == "proposal"
+    assert (row["submitted_at"], row["submitted_by"]) == (proposal.proposed_at, "alice")
+    assert row["reason"] == proposal.id and row["version"] == order.version
+    assert row["flags"] == [f.model_dump(mode="json") for f in proposal.flags]
+    assert row["changes"] == [
+        {
+            "path": "description",
+            "kind": "changed",
+            "current": "two services",
+            "proposed": "faster",
+        },
+        {
+            "path": "items[1].characteristics.bandwidthMbps",
+            "kind": "changed",
+            "current": 100,
+            "proposed": 1000,
+        },
+    ]
+    # decided: out of the queue
+    order.refuse_proposal(manager("carol"), "no")
+    assert queue_rows(order) == []
+
+
+def test_queue_rows_proposal_beside_a_cancellation_request():
+    order = proposed()
+    order.request_cancellation(agent("dave"), "customer moved")
+    rows = {row["kind"]: row for row in queue_rows(order)}
+    assert set(rows) == {"cancellation", "proposal"}
+    assert rows["cancellation"]["changes"] == []
+    assert rows["proposal"]["changes"]
+
+
+def test_the_diff_of_a_proposal_read_back_from_the_store_names_only_its_changes():
+    order = proposed()
+    proposal = order.proposal
+    assert proposal is not None
+    # the event store writes every attribute of the HeaderChange (None: unchanged)
+    stored = v.Proposal.model_validate(proposal.model_dump(mode="json"))
+    assert stored.header.model_fields_set > {"description"}
+    assert [c.path for c in diff(order.header, order.items, stored)] == [
+        "description",
+        "items[1].characteristics.bandwidthMbps",
+    ]
