@@ -39,5 +39,6 @@ class Policy:
         """Whether this change to an approved order waits for a second person."""
         if any(True for _ in items) or any(True for _ in removed):
             return True
-        changed = set(header.model_fields_set) if header is not None else set()
+        # None leaves an attribute as it is (HeaderChange.apply_to): not a change.
+        changed = {n for n in HEADER_FIELDS if header and getattr(header, n) is not None}
         return not changed <= self.direct_fields

@@ -79,7 +79,7 @@ def review_queue(request: Request) -> Response:
         ages=AGES,
         specifications=catalog.specifications,
         page_size=PAGE_SIZE,
-        four_eyes=ctx_of(request).app.four_eyes,
+        four_eyes_on=ctx_of(request).app.four_eyes,
     )
 
 

@@ -362,8 +362,16 @@ def test_deny_cancellation_restores_the_prior_state(app: ServiceOrders) -> None:
 
 
 def test_cancel_directly(app: ServiceOrders) -> None:
+    """A direct cancellation is fulfilment's exit from held (issue 17: was a manager's
+    from acknowledged, now refused there: a cancellation is requested and decided)."""
     order_id = received(app)
-    outcome = app.handle(manager(), cmd.Cancel(order_id, "duplicate"))
+    with pytest.raises(IllegalTransition):
+        app.handle(manager(), cmd.Cancel(order_id, "duplicate"))
+    app.handle(manager("carol"), cmd.Approve(order_id))
+    app.handle(fulfilment(), cmd.Hold(order_id, "no access to the site"))
+    with pytest.raises(NotPermitted):
+        app.handle(manager(), cmd.Cancel(order_id, "duplicate"))
+    outcome = app.handle(fulfilment(), cmd.Cancel(order_id, "issue cannot be solved"))
     assert outcome.order.state is OrderState.CANCELLED
 
 

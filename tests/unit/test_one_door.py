@@ -39,6 +39,8 @@ SEALING = {"protect", "protect_change", "protect_place", "seal"}
 STORE_WRITES = {"insert_events", "_insert_events", "put"}
 # The composition root gives the application its four-eyes setting; nobody else passes one.
 COMPOSITION_ROOT = "runtime/bootstrap.py"
+SETTINGS = "runtime/settings.py"  # builds the Policy the composition root passes
+SETTINGS = "runtime/settings.py"
 # Only the Kafka door batches many commands into one unit of work.
 UNIT_OF_WORK_DOOR = "consumers/"
 # The store's conflict is mapped by the application (and the recorders), not by a door.
@@ -157,7 +159,8 @@ def findings(path: Path, commands: set[str], root: Path = ROOT) -> Iterator[Find
             yield Finding(relative, node.lineno, "maps a store conflict: ConcurrencyConflict(...)")
         for keyword in node.keywords:
             if keyword.arg == "four_eyes" and not (
-                relative == COMPOSITION_ROOT and name == "ServiceOrders"
+                (relative == COMPOSITION_ROOT and name == "ServiceOrders")
+                or (relative == SETTINGS and name == "Policy")  # the setting, read once
             ):
                 yield Finding(relative, node.lineno, f"passes four_eyes= to {where}(...)")
 
