@@ -973,13 +973,6 @@ def test_a_proposal_waits_in_the_queue_with_its_diff_and_a_second_manager_approv
     assert "0 entries waiting" in console.get("/console/queue?kind=proposal").text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="domain.proposals.diff iterates proposal.header.model_fields_set, which holds every "
-    "HeaderChange attribute once the RevisionProposed event is read back from the store (its "
-    "JSON has them all, None included): the header's priority and related parties are listed "
-    "as changed to None although the proposal (and HeaderChange.apply_to) leaves them alone",
-)
 def test_a_proposal_s_diff_lists_only_what_it_changes(console: Any) -> None:
     order_id = approved_order(console.ctx)
     propose(console.ctx, order_id)

@@ -139,12 +139,6 @@ def test_a_revision_after_approval_is_a_proposal_and_leaves_the_items(
     assert topics(app, order_id)[-1] == "RevisionProposed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by H3: a HeaderChange read back from the store has every field in "
-    "model_fields_set (the JSON holds them all, None included), so proposals.diff on a "
-    "stored order lists the header fields the proposal never named, as changed to None",
-)
 def test_the_diff_of_a_stored_proposal_names_only_what_it_changes(app: ServiceOrders) -> None:
     order_id = approved(app)
     app.handle(upstream(), cmd.Revise(order_id, header=HeaderChange(priority="1")))
