@@ -16,35 +16,39 @@ run = cli
 
 @pytest.fixture
 def order(url: str, tmp_path: Path) -> str:
-    """An order with external id CRM-H-1 through 8 events, made with the CLI."""
+    """An order with external id CRM-H-1 through 9 events, made with the CLI; its revision
+    after approval is a proposal (v5) that a second person approves (v6)."""
     file = order_file(tmp_path / "order.json", "CRM-H-1", description="history test")
     run("order", "--actor", "crm", "create", str(file), url=url)  # v1, v2
     run("order", "--actor", "bob", "approve", "CRM-H-1", "--note", "ok", url=url)  # v3
     run("order", "--actor", "act", "item-state", "CRM-H-1", "1", "inProgress", url=url)  # v4
     run("order", "--actor", "crm", "revise", "CRM-H-1", "--priority", "1", url=url)  # v5
-    run("order", "--actor", "crm", "note", "CRM-H-1", "customer called", url=url)  # v6
-    run("order", "--actor", "act", "item-state", "CRM-H-1", "1", "completed", url=url)  # v7, v8
+    run("order", "--actor", "carol", "approve-proposal", "CRM-H-1", url=url)  # v6
+    run("order", "--actor", "crm", "note", "CRM-H-1", "customer called", url=url)  # v7
+    run("order", "--actor", "act", "item-state", "CRM-H-1", "1", "completed", url=url)  # v8, v9
     return "CRM-H-1"
 
 
 def test_timeline_readable_and_json(url: str, order: str) -> None:
     out = run("history", order, url=url).stdout
     lines = out.strip().splitlines()
-    assert "8 event(s), now completed" in lines[0]
+    assert "9 event(s), now completed" in lines[0]
     assert lines[1].split()[:3] == ["VER", "TIME", "(UTC)"]
     rows = lines[2:]
-    assert [r.split()[0] for r in rows] == [str(v) for v in range(1, 9)]
+    assert [r.split()[0] for r in rows] == [str(v) for v in range(1, 10)]
     assert "OrderDrafted" in rows[0] and "draft" in rows[0]
     assert "OrderApproved" in rows[2] and "bob (operator)" in rows[2] and "inProgress" in rows[2]
-    assert "OrderRevised" in rows[4] and "NoteAdded" in rows[5]
-    assert "OrderCompleted" in rows[7] and "completed" in rows[7]
+    assert "RevisionProposed" in rows[4] and "ProposalApproved" in rows[5]
+    assert "carol (operator)" in rows[5] and "NoteAdded" in rows[6]
+    assert "OrderCompleted" in rows[8] and "completed" in rows[8]
     assert all(" cli " in r for r in rows)
 
     entries = json.loads(run("history", order, "--json", url=url).stdout)
-    assert [e["version"] for e in entries] == list(range(1, 9))
+    assert [e["version"] for e in entries] == list(range(1, 10))
     assert entries[2]["actor"] == {"id": "bob", "role": "operator"}
     assert entries[2]["source"] == {"channel": "cli"}
-    assert entries[4]["documentAfter"]["priority"] == "1"
+    assert entries[4]["documentAfter"].get("priority") is None  # proposed, not applied
+    assert entries[5]["documentAfter"]["priority"] == "1"
     # the readable form shows each event's hash prefix
     for row, entry in zip(rows, entries, strict=True):
         assert row.endswith(entry["hash"][:12])
@@ -59,41 +63,41 @@ def test_version_and_as_of(url: str, order: str) -> None:
     assert v4["order"]["items"]["1"]["state"] == "inProgress"
     assert v4["order"]["header"]["priority"] is None
     readable = run("history", order, "--version", "2", url=url).stdout
-    assert "version 2 of 8, after OrderSubmitted" in readable
+    assert "version 2 of 9, after OrderSubmitted" in readable
     assert "state     acknowledged" in readable
 
     entries = json.loads(run("history", order, "--json", url=url).stdout)
-    stamp = entries[4]["timestamp"]  # the revision
+    stamp = entries[5]["timestamp"]  # the revision's approval
     past = json.loads(run("history", order, "--as-of", stamp, "--json", url=url).stdout)
-    assert past["version"] == 5 and past["order"]["header"]["priority"] == "1"
+    assert past["version"] == 6 and past["order"]["header"]["priority"] == "1"
     just_before = (datetime.fromisoformat(stamp) - timedelta(microseconds=1)).isoformat()
     assert (
         json.loads(run("history", order, "--as-of", just_before, "--json", url=url).stdout)[
             "version"
         ]
-        == 4
+        == 5
     )
     naive = stamp.removesuffix("Z")  # no offset: UTC
     assert (
         json.loads(run("history", order, "--as-of", naive, "--json", url=url).stdout)["version"]
-        == 5
+        == 6
     )
     readable = run("history", order, "--as-of", stamp, url=url).stdout
-    assert "version 5 of 8, after OrderRevised" in readable and "revision  1" in readable
+    assert "version 6 of 9, after ProposalApproved" in readable and "revision  1" in readable
 
 
 def test_diff(url: str, order: str) -> None:
-    out = run("history", order, "--diff", "4", "6", url=url).stdout
-    assert "version 4 -> 6 (2 event(s))" in out
+    out = run("history", order, "--diff", "4", "7", url=url).stdout
+    assert "version 4 -> 7 (3 event(s))" in out
     assert '~ /header/priority: null -> "1"' in out
     assert "+ /notes/0:" in out and "customer called" in out
     assert "~ /revision: 0 -> 1" in out
-    result = json.loads(run("history", order, "--diff", "2", "8", "--json", url=url).stdout)
+    result = json.loads(run("history", order, "--diff", "2", "9", "--json", url=url).stdout)
     changes = {c["path"]: c for c in result["changes"]}
     assert changes["/state"]["before"] == "acknowledged"
     assert changes["/state"]["after"] == "completed"
     assert changes["/items/1/state"]["after"] == "completed"
-    assert [e["version"] for e in result["events"]] == list(range(3, 9))
+    assert [e["version"] for e in result["events"]] == list(range(3, 10))
     assert "no changes" in run("history", order, "--diff", "3", "3", url=url).stdout
 
 
