@@ -20,7 +20,7 @@ from serviceorders.consumers.intake import Intake, Message
 from serviceorders.consumers.sample import create_event, envelope, order
 from serviceorders.consumers.store import IntakeStore
 from serviceorders.domain.application import ServiceOrders
-from serviceorders.domain.commands import Approve
+from serviceorders.domain.commands import Approve, ApproveProposal
 from serviceorders.domain.order import order_id_for
 from serviceorders.domain.values import CommandContext, ItemState, OrderState, Role
 from serviceorders.notifications.kafka import NOTIFICATIONS, Publisher
@@ -33,6 +33,7 @@ from .conftest import Record, read_topic
 pytestmark = pytest.mark.kafka
 
 MANAGER = CommandContext.for_actor("bob", Role.MANAGER)
+SECOND_MANAGER = CommandContext.for_actor("carol", Role.MANAGER)
 
 
 class Door:
@@ -116,7 +117,8 @@ ORDERS = {ext: order(ext, random.Random(n)) for n, ext in enumerate(["CRM-A", "C
 
 def lifecycle(door: Door) -> None:
     """Three orders and a refused one through the intake, a manager's approvals, fulfilment
-    completing one order, an upstream revision and an upstream cancellation."""
+    completing one order, an upstream revision (a proposal, as the order is approved, which
+    a second manager approves) and an upstream cancellation."""
     result = door.send(
         *[(ext.encode(), create_event(f"{ext}-create", b)) for ext, b in ORDERS.items()]
     )
@@ -167,6 +169,7 @@ def lifecycle(door: Door) -> None:
         ),
     )
     assert (result.applied, result.dead_letters) == (2, 0)
+    door.app.handle(SECOND_MANAGER, ApproveProposal(b))
 
 
 def test_every_notification_reaches_the_events_topic_with_the_hubs_event_ids(
