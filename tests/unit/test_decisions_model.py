@@ -356,10 +356,10 @@ class Decisions(RuleBasedStateMachine):
                 items = app.get_order(order_id, version).items.values()
                 return all(i.state is ItemState.CANCELLED for i in items)
 
-            if not check_history(events, all_items_cancelled):  # type: ignore[arg-type]
+            if not check_history(events, all_items_cancelled):
                 continue
             # The content as approved, then changed by approved proposals only.
-            content_now = self.approved_content(events)  # type: ignore[arg-type]
+            content_now = self.approved_content(events)
             order = self.app.get_order(order_id)
             assert {k: content(i) for k, i in order.items.items()} == content_now
             reported = {e.item_id for e in events if isinstance(e, ev.ItemStateChanged)}
