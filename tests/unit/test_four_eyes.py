@@ -122,7 +122,7 @@ def test_a_revision_after_approval_is_a_proposal_and_leaves_the_items(
     outcome = app.handle(upstream(), faster(order_id, header=HeaderChange(priority="1")))
 
     assert outcome.proposal_id is not None
-    proposed = outcome.order  # as handle returns it (the stored order: see the xfail below)
+    proposed = outcome.order  # as handle returns it (the stored order: the next test)
     assert proposed.proposal is not None
     changes = {c.path: c.kind for c in diff(proposed.header, proposed.items, proposed.proposal)}
     assert changes == {
