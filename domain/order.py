@@ -269,6 +269,14 @@ class ServiceOrder(BaseAggregate[UUID]):
 
     def resume(self, ctx: CommandContext, note: str | None = None) -> None:
         self._check(ctx, Action.RESUME)
+        if self.held_for_proposal is not None:  # the hold policy's: lifted by the decision
+            raise IllegalTransition(
+                self.id,
+                self.state,
+                Action.RESUME,
+                f"it is held while proposal {self.held_for_proposal} waits: the proposal's "
+                "decision (or its withdrawal) resumes it",
+            )
         self.trigger_event(ev.OrderResumed, note=note, **envelope(ctx))
         self._settle(ctx)  # a revision may have closed the last open items meanwhile
 

@@ -299,6 +299,22 @@ def test_the_hold_policy_holds_an_order_in_progress_while_its_proposal_waits() -
         app.close()
 
 
+def test_a_hold_for_a_proposal_is_lifted_only_by_its_decision_or_withdrawal() -> None:
+    app = memory_app(policy=Policy(hold_on_proposal=True))
+    try:
+        order_id = approved(app)
+        proposal_id = app.handle(upstream(), faster(order_id)).proposal_id
+
+        error = refused(app, IllegalTransition, fulfilment(), cmd.Resume(order_id), order_id)
+
+        assert f"held while proposal {proposal_id} waits" in str(error)
+        app.handle(upstream(), cmd.WithdrawProposal(order_id, "sent twice"))
+        assert app.get_order(order_id).state is OrderState.IN_PROGRESS
+        assert topics(app, order_id)[-2:] == ["ProposalWithdrawn", "OrderResumed"]
+    finally:
+        app.close()
+
+
 def test_the_hold_policy_holds_only_from_in_progress() -> None:
     app = memory_app(policy=Policy(hold_on_proposal=True))
     try:

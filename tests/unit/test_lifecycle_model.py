@@ -661,9 +661,12 @@ class OrderLifecycle(RuleBasedStateMachine):
             self.held_for_proposal = False
             return ["OrderResumed", *self.settle()]
 
+        refused = self.refusal("resume", actor)
+        if refused is None and self.held_for_proposal:  # lifted by the proposal's decision
+            refused = IllegalTransition
         self.attempt(
             "resume",
-            self.refusal("resume", actor),
+            refused,
             lambda: self.order.resume(ctx_of(actor)),
             expected,
         )
