@@ -53,6 +53,10 @@ _ACTION_WORDS: dict[str, tuple[str, str]] = {
     "cancel": ("cancel", "orders"),
     "add_note": ("add notes to", "orders"),
     "delete": ("delete", "orders"),
+    "approve_proposal": ("approve the proposal on", "orders"),
+    "refuse_proposal": ("refuse the proposal on", "orders"),
+    "withdraw_proposal": ("withdraw the proposal on", "orders"),
+    "resubmit": ("correct and resubmit", "orders"),
 }
 _CREATION = frozenset({"draft", "receive"})
 
