@@ -208,7 +208,7 @@ def retrieve_service_order(request: Request, id: str, fields: str | None = None)
     description="Before approval: items (merged by id) and header attributes, applied. "
     "After approval (and only before the point of no return): a proposal a second person "
     "approves or refuses; the answer is 200 with the order as approved so far (the change "
-    "not applied) and a `Link: <.../api/v1/orders/{id}/proposal>; rel=\"proposal\"` "
+    'not applied) and a `Link: <.../api/v1/orders/{id}/proposal>; rel="proposal"` '
     "header where the proposal can be followed; while one waits, another change is a 409. "
     "Header attributes the settings exempt (SERVICEORDERS_PROPOSAL_DIRECT_FIELDS) are "
     "applied at once. Final orders: nothing (409 with the reason). `state` cannot be "
