@@ -33,6 +33,7 @@ from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.errors import InvalidCommand
 from serviceorders.domain.events import OrderEvent
 from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.proposals import diff as proposal_diff
 from serviceorders.domain.values import Actor, OrderState, Source
 from serviceorders.support.isotime import iso_or_none, utc_iso
 from serviceorders.tmf.tmf641 import order_to_tmf641
@@ -161,6 +162,22 @@ def canonical(order: ServiceOrder) -> dict[str, Any]:
         "pointOfNoReturn": order.point_of_no_return,
         "deleted": order.deleted,
         "revision": order.revision,
+        "contributors": list(order.contributors),
+        "proposal": _proposal_view(order),
+    }
+
+
+def _proposal_view(order: ServiceOrder) -> dict[str, Any] | None:
+    """The waiting proposal: who proposed it, when, on which version, and its diff."""
+    proposal = order.proposal
+    if proposal is None:
+        return None
+    return {
+        "id": proposal.id,
+        "proposedBy": actor_view(proposal.proposed_by),
+        "proposedAt": iso(proposal.proposed_at),
+        "baseVersion": proposal.base_version,
+        "changes": [c.as_json() for c in proposal_diff(order.header, order.items, proposal)],
     }
 
 
@@ -181,6 +198,8 @@ def summary(order: ServiceOrder) -> dict[str, Any]:
         body["waitingReason"] = order.waiting_reason
     if order.cancellation_request_id:
         body["cancellationRequestId"] = order.cancellation_request_id
+    if order.proposal is not None:
+        body["proposalId"] = order.proposal.id
     return body
 
 

@@ -169,10 +169,21 @@ def test_at_version_is_the_order_as_it_was(app: ServiceOrders, built: Built) -> 
     v5 = history.at_version(app, order_id, 5).view()  # the proposal waits
     assert v5["order"]["items"]["2"]["characteristics"]["model"] == "c1100"
     assert v5["order"]["header"]["priority"] is None
+    proposal = v5["order"]["proposal"]  # what waits, and what it would change
+    assert proposal["proposedBy"] == {"id": "crm", "role": "upstream"}
+    assert proposal["baseVersion"] == 4
+    changed = {c["path"]: (c["current"], c["proposed"]) for c in proposal["changes"]}
+    assert changed == {
+        "priority": (None, "1"),
+        "items[2].characteristics.model": ("c1100", "c8300"),
+    }
+    assert v5["summary"]["proposalId"] == proposal["id"]
+    assert v5["order"]["contributors"] == ["crm"]  # who shaped what was approved
     v6 = history.at_version(app, order_id, 6).view()  # approved: applied
     assert v6["order"]["items"]["2"]["characteristics"]["model"] == "c8300"
     assert v6["order"]["header"]["priority"] == "1"
     assert v6["order"]["revision"] == 1
+    assert v6["order"]["proposal"] is None and "proposalId" not in v6["summary"]
 
     v1 = history.at_version(app, order_id, 1).view()
     assert v1["state"] == "draft" and v1["documentKind"] == "draft"
