@@ -48,6 +48,7 @@ ENVELOPE = frozenset(
         "causation_id",
         "prev_hash",
         "hash",
+        "hash_rule",
         "class_version",
         "originator_topic",
     }

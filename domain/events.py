@@ -15,8 +15,9 @@ from eventsourcing.domain import CanInitAggregate, CanMutateAggregate
 from eventsourcing.utils import register_topic
 from pydantic import BaseModel, ConfigDict
 
-from .chain import event_hash
+from .chain import HASH_RULE, event_hash
 from .copying import replace
+from .errors import InvalidCommand
 from .lifecycle import TARGET, Action
 from .values import (
     Actor,
@@ -59,6 +60,9 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
     causation_id: str | None = None
     prev_hash: str
     hash: str = ""
+    # The canonical rule the hash was computed with (docs/audit.md): "jcs" for every event
+    # written now; None for one stored before the rule was named (stored without the member).
+    hash_rule: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -67,8 +71,15 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
 
     def model_post_init(self, context: Any, /) -> None:
         if not self.hash:  # a new event; a stored one arrives with its hash
+            object.__setattr__(self, "hash_rule", HASH_RULE)
             state = self._dump()
-            digest = event_hash(self.TOPIC, self.originator_id, self.originator_version, state)
+            try:
+                digest = event_hash(self.TOPIC, self.originator_id, self.originator_version, state)
+            except ValueError as e:  # not I-JSON: RFC 8785 cannot write it exactly
+                raise InvalidCommand(
+                    f"a value cannot be recorded exactly ({e}): numbers must be integers "
+                    "within +-(2^53-1) or finite doubles; send larger integers as text"
+                ) from None
             object.__setattr__(self, "hash", digest)
             state["hash"] = digest  # same key order as a fresh dump
             object.__setattr__(self, "_stored", state)  # the mapper stores exactly this
@@ -83,6 +94,8 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
 
     def _dump(self) -> dict[str, Any]:
         state = self.model_dump(mode="json", exclude={"originator_id", "originator_version"})
+        if state["hash_rule"] is None:  # stored before the rule was named: as stored
+            del state["hash_rule"]
         if self.class_version > 1:
             state["class_version"] = self.class_version
         return state
