@@ -41,6 +41,9 @@ class Report:
     checkpoint_problems: list[CheckpointProblem] = field(default_factory=list)
     snapshot_problems: list[SnapshotProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was not (or could not be) checked
+    # what the verification could not rule out at all (a log never checkpointed): the
+    # report can be OK with warnings; `audit verify --strict` fails on any
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +71,7 @@ class Report:
             "order_problems": [vars(p) for p in self.order_problems],
             "checkpoint_problems": [vars(p) for p in self.checkpoint_problems],
             "snapshot_problems": [vars(p) for p in self.snapshot_problems],
+            "warnings": self.warnings,
             "notes": self.notes,
         }
 

@@ -414,6 +414,91 @@ def _by_order(rows: Iterable[Row]) -> Iterator[tuple[str, list[Row]]]:
         yield current, group  # type: ignore[misc]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+class _Coverage:
+    """What the report must say it could not check (docs/audit.md): the events no
+    checkpoint covers (after the latest checkpoint's position), the orders in no checkpoint
+    at all, the events neither a checkpoint nor the projector's heads protect, a log never
+    checkpointed (a warning), anchors not checked. Counted while the rows pass."""
+
+    def __init__(
+        self, checkpoints: list[Checkpoint], seen: dict[str, tuple[int, str, int]] | None
+    ) -> None:
+        self.checkpointed = bool(checkpoints)
+        self.position = max((c.position for c in checkpoints), default=0)
+        self.heads = seen  # None: the heads the projector read are not known (--since)
+        self.read = seen_heads.covered_position(seen or {})
+        self.watched = max(self.read, self.position)
+        self.events = 0  # after the latest checkpoint
+        self.orders = 0  # that have such events
+        self.new_orders = 0  # whose every event is after it
+        self.unwatched = 0  # events after both the latest checkpoint and the projector
+
+    def order(self, rows: list[Row]) -> None:
+        after = sum(1 for r in rows if r.position > self.position)
+        self.events += after
+        self.orders += after > 0
+        self.new_orders += after == len(rows)
+        self.unwatched += sum(1 for r in rows if r.position > self.watched)
+
+    def tell(self, report: Report, *, anchored: bool, log: str) -> None:
+        """Add the warnings and notes to `report` (`log`: "the log", "the exported log")."""
+        unwatched = (
+            f"{_count(self.unwatched, 'event')} after position {self.watched} (read by no "
+            "projector, covered by no checkpoint) can be deleted unnoticed: run the projector, "
+            "take a checkpoint"
+        )
+        if not self.checkpointed:
+            if report.events:
+                if self.heads is None:
+                    limit = "(a --since export carries no heads the projector read)"
+                elif not report.seen_heads:
+                    limit = "(the projector has read none of its events)"
+                else:
+                    limit = (
+                        "except for the events the projector has read (the heads of "
+                        f"{_count(report.seen_heads, 'order')}, up to position {self.read})"
+                    )
+                report.warnings.append(
+                    f"{log} was never checkpointed: an order's deleted newest events, a "
+                    "deleted whole order and a chain re-hashed consistently cannot be "
+                    f"detected {limit}; take a checkpoint (`serviceorders audit checkpoint`) "
+                    "and anchor it"
+                )
+            if self.heads is not None and self.read and self.unwatched:
+                report.notes.append(unwatched)
+        else:
+            if self.events:
+                note = (
+                    f"{_count(self.events, 'event')} of {_count(self.orders, 'order')} after "
+                    f"position {self.position} (the latest checkpoint) "
+                    f"{'is' if self.events == 1 else 'are'} covered by no checkpoint"
+                )
+                if self.heads is not None and self.unwatched == self.events:
+                    note += (
+                        f", and read by no projector either: {'it' if self.events == 1 else 'they'}"
+                        " can be deleted unnoticed (run the projector, take a checkpoint)"
+                    )
+                elif self.heads is not None and self.unwatched:
+                    note += f"; {unwatched}"
+                report.notes.append(note)
+            if self.new_orders:
+                report.notes.append(
+                    f"{_count(self.new_orders, 'order')} "
+                    f"{'is' if self.new_orders == 1 else 'are'} in no checkpoint at all (all "
+                    f"{'its' if self.new_orders == 1 else 'their'} events are after position "
+                    f"{self.position})"
+                )
+        if not anchored:
+            report.notes.append(
+                "anchors not checked (no --anchor): a rewrite that also recomputes the "
+                "checkpoints is caught only against an anchor"
+            )
+
+
 def verify(
     db: ReadDb,
     *,
@@ -433,8 +518,10 @@ def verify(
     seen = seen_heads.load(db)  # before the events: whatever it names is stored by then
     verifier = _Verifier(checkpoints, key, unsigned_up_to=unsigned_up_to, seen=seen)
     snaps = SnapshotCheck(store, mapper) if snapshots else None
+    coverage = _Coverage(checkpoints, seen)
     for order_id, rows in _by_order(store.rows(keep_raw=snapshots)):
         verifier.order(order_id, rows)
+        coverage.order(rows)
         if snaps is not None:
             snaps.order(order_id, rows, verifier.broken.get(order_id))
         if progress:
@@ -444,24 +531,7 @@ def verify(
         snaps.finish(report)
     else:
         report.notes.append("snapshots not checked")
-    read = seen_heads.covered_position(seen)
-    if not checkpoints:
-        report.notes.append(
-            "no checkpoints: deleting an order's newest events or a whole order is "
-            "detected only for events the projector has read, and a chain rewritten "
-            "consistently only where the projector read one of its rewritten events"
-        )
-    elif store.head() > checkpoints[-1].position:
-        report.notes.append(
-            f"events after position {checkpoints[-1].position} (the "
-            f"latest checkpoint) are covered by no checkpoint yet"
-        )
-    covered = max(read, checkpoints[-1].position if checkpoints else 0)
-    if store.head() > covered:
-        report.notes.append(
-            f"events after position {covered} (read by no projector, covered by no "
-            "checkpoint) can be deleted unnoticed: run the projector, take a checkpoint"
-        )
+    coverage.tell(report, anchored=anchor is not None, log="the log")
     if anchor is not None:
         report.checkpoint_problems += check_anchor(checkpoints, load_anchor(anchor))
     return report
@@ -572,8 +642,10 @@ def verify_file(
         from_start=header.get("since") is None,
         seen=seen if header.get("since") is None else None,
     )
+    coverage = _Coverage(checkpoints, seen if header.get("since") is None else None)
     for order_id, group in by_order:
         verifier.order(order_id, group)
+        coverage.order(group)
     report = verifier.finish()
     report.checkpoint_problems += [CheckpointProblem(0, "file", b) for b in bad_lines]
     if not header:
@@ -597,6 +669,7 @@ def verify_file(
                 "first exported event on; the link of that event to the earlier ones, deleted "
                 "events before it, the Merkle roots and order counts cannot be checked"
             )
+    coverage.tell(report, anchored=anchor is not None, log="the exported log")
     if anchor is not None:
         report.checkpoint_problems += check_anchor(checkpoints, load_anchor(anchor))
     return report

@@ -128,6 +128,11 @@ def audit_anchor(obj: Context, all_checkpoints: bool, output: Path | None) -> No
 )
 @click.option("--no-snapshots", is_flag=True, help="Skip the snapshot check.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 1 on any warning too (a log never checkpointed), even when no problem is found.",
+)
 @click.pass_obj
 @refusals
 def audit_verify(
@@ -137,8 +142,20 @@ def audit_verify(
     unsigned_up_to: int,
     no_snapshots: bool,
     as_json: bool,
+    strict: bool,
 ) -> None:
-    """Verify every hash chain, checkpoint and snapshot; exit 1 listing each problem."""
+    """Verify every hash chain, checkpoint and snapshot; exit 1 listing each problem.
+
+    Warnings (what could not be checked at all: a log never checkpointed) and notes (what
+    was not checked) are printed before the verdict.
+
+    \b
+    Exit status:
+      0  OK: no problem (warnings may be printed, unless --strict)
+      1  problems found (each listed), or any warning with --strict
+      2  usage error (bad option)
+      3  the database cannot be read
+    """
     from serviceorders.audit.verify import verify, verify_file
 
     # An export is verified offline: no database is probed, opened or created.
@@ -178,16 +195,21 @@ def audit_verify(
         )
         for line in report.lines():
             click.echo(line)
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}")
         for note in report.notes:
             click.echo(f"note: {note}")
-        click.echo(
-            "OK"
-            if report.ok
-            else f"FAILED: {len(report.broken_orders())} broken order(s), "
-            f"{len(report.checkpoint_problems)} checkpoint problem(s), "
-            f"{len(report.snapshot_problems)} bad snapshot(s)"
-        )
-    sys.exit(0 if report.ok else 1)
+        if not report.ok:
+            click.echo(
+                f"FAILED: {len(report.broken_orders())} broken order(s), "
+                f"{len(report.checkpoint_problems)} checkpoint problem(s), "
+                f"{len(report.snapshot_problems)} bad snapshot(s)"
+            )
+        elif strict and report.warnings:
+            click.echo(f"FAILED (--strict): {len(report.warnings)} warning(s)")
+        else:
+            click.echo("OK")
+    sys.exit(0 if report.ok and not (strict and report.warnings) else 1)
 
 
 def _since(value: str | None) -> datetime | None:
