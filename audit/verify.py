@@ -494,8 +494,10 @@ class _Coverage:
                 )
         if not anchored:
             report.notes.append(
-                "anchors not checked (no --anchor): a rewrite that also recomputes the "
-                "checkpoints is caught only against an anchor"
+                "anchors not checked (no --anchor): with no copy of the checkpoints kept "
+                "outside the database, the newest checkpoints (or all of them) deleted, and "
+                "checkpoints recomputed by whoever can sign them (or carrying no verifiable "
+                "signature), go unnoticed"
             )
 
 
