@@ -49,7 +49,7 @@ def _plain(value: Any) -> bool:
     if kind is float:
         return False
     if kind is int:
-        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
     return True
 
 
