@@ -11,7 +11,7 @@ from typing import IO, Any
 from uuid import UUID
 
 import orjson
-from serviceorders.audit.checkpoints import FORMAT, load_checkpoints
+from serviceorders.audit.checkpoints import FORMAT, Checkpoint, load_checkpoints
 from serviceorders.audit.store import Row, Store
 from serviceorders.storage import seen
 from serviceorders.storage.db import ReadDb
@@ -46,6 +46,7 @@ def export(
         "order": str(order_id) if order_id else None,
         "since": utc_iso(since if since.tzinfo else since.replace(tzinfo=UTC)) if since else None,
         "complete": order_id is None and since is None,
+        "public_keys": public_keys(checkpoints),
     }
     out.write(orjson.dumps(header).decode() + "\n")
     events = 0
@@ -81,6 +82,17 @@ def export(
         }
         out.write(orjson.dumps(line).decode() + "\n")
     return {**header, "events": events, "checkpoints": len(checkpoints), "seen_heads": len(heads)}
+
+
+def public_keys(checkpoints: list[Checkpoint]) -> list[dict[str, Any]]:
+    """The keys that signed the checkpoints, in order of first use: [{"public_key": hex,
+    "first_seq": n}] (for the auditor's information: trust comes from pinned keys and
+    the endorsements in the checkpoints, never from this list)."""
+    first: dict[str, int] = {}
+    for c in checkpoints:
+        if c.public_key is not None and c.public_key not in first:
+            first[c.public_key] = c.seq
+    return [{"public_key": k, "first_seq": seq} for k, seq in first.items()]
 
 
 def _since(row: Row, since: datetime) -> bool:

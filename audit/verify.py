@@ -21,15 +21,17 @@ from serviceorders.audit.checkpoints import (
     checkpoint_digest,
     checkpoint_hmac,
     load_checkpoints,
+    rotation_message,
 )
 from serviceorders.audit.merkle import HeadTree, changes_digest
 from serviceorders.audit.report import CheckpointProblem, OrderProblem, Report
 from serviceorders.audit.snapshots import SnapshotCheck
 from serviceorders.audit.store import Row, Store, as_order_id, stored_hash
-from serviceorders.domain.chain import GENESIS, event_hash
+from serviceorders.domain.chain import GENESIS, canonical, event_hash
 from serviceorders.domain.codec import PydanticMapper
 from serviceorders.storage import seen as seen_heads
 from serviceorders.storage.db import ReadDb
+from serviceorders.support import signing
 
 Progress = Callable[[int], Any]
 
@@ -129,7 +131,9 @@ class _Verifier:
         scope: set[str] | None = None,
         from_start: bool = True,
         seen: dict[str, tuple[int, str, int]] | None = None,
+        public_keys: Iterable[str] = (),
     ) -> None:
+        self.public_keys = tuple(public_keys)  # pinned (hex): trusted signing keys
         self.report = Report(checkpoints=len(checkpoints), seen_heads=len(seen or {}))
         # order id -> (version, hash, log position): the newest event the projector read
         self.seen = seen or {}
@@ -229,6 +233,8 @@ class _Verifier:
         add = self.report.checkpoint_problems.append
         self.unsound: set[int] = set()
         previous_digest, previous_position = GENESIS, 0
+        trust = _Trust(self.public_keys, self.unsigned_up_to, add)
+        unverifiable: list[Checkpoint] = []  # neither an Ed25519 signature nor a checked HMAC
         for i, c in enumerate(self.checkpoints):
             fields = c.fields()
             if c.seq != i + 1:
@@ -265,15 +271,17 @@ class _Verifier:
                 self.unsound.add(i)
             if c.position < previous_position:
                 add(CheckpointProblem(c.seq, "position", "the position went backwards"))
+            hmac_ok = unsigned = False
             if self.key:
                 if c.hmac is None:
-                    if c.seq > self.unsigned_up_to:
+                    if c.seq > self.unsigned_up_to and c.public_key is None:
                         add(
                             CheckpointProblem(
                                 c.seq, "unsigned", "no HMAC although a key is configured"
                             )
                         )
                         self.unsound.add(i)
+                        unsigned = True
                 elif not hmac_lib.compare_digest(checkpoint_hmac(self.key, fields), c.hmac):
                     add(
                         CheckpointProblem(
@@ -283,13 +291,14 @@ class _Verifier:
                         )
                     )
                     self.unsound.add(i)
+                else:
+                    hmac_ok = True
+            if not trust.check(c, fields, reported=unsigned):
+                self.unsound.add(i)
+            if c.public_key is None and not hmac_ok and not (self.key and c.hmac):
+                unverifiable.append(c)  # (a wrong HMAC is a problem already)
             previous_digest, previous_position = c.digest, c.position
-        if self.checkpoints and not self.key:
-            self.report.notes.append(
-                "no SERVICEORDERS_AUDIT_HMAC_KEY: checkpoint HMACs not "
-                "checked; a rewrite that also recomputes the checkpoints "
-                "is caught only by an external anchor"
-            )
+        trust.tell(self.report, unverifiable)
 
     def _checkpoint_heads(self) -> None:
         tree = HeadTree()
@@ -401,6 +410,128 @@ class _Verifier:
         return None
 
 
+def _seqs(seqs: list[int]) -> str:
+    """1, 2, 3, 5 -> "1-3, 5"."""
+    runs: list[list[int]] = []
+    for seq in sorted(seqs):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+class _Trust:
+    """The signatures and the trust rule of docs/audit.md ("Checkpoints"), checkpoint by
+    checkpoint in seq order: every signature verifies under the checkpoint's own
+    public_key; the first signed checkpoint's key is trusted when pinned (`--public-key`)
+    or, with no pin, as the first; a key other than the previous signed checkpoint's is
+    accepted when pinned, or with an endorsement by the previous key if that one was
+    trusted (a rotation; a key rotated away from and back again needs one too); an
+    unsigned checkpoint after a signed one is a problem unless its seq is at most
+    `unsigned_up_to`."""
+
+    def __init__(
+        self, pinned: tuple[str, ...], unsigned_up_to: int, add: Callable[[CheckpointProblem], Any]
+    ) -> None:
+        self.pinned = pinned
+        self.trusted = False  # whether the previous signed checkpoint's key is
+        self.unsigned_up_to = unsigned_up_to
+        self.add = add
+        self.previous: str | None = None  # the key of the latest signed checkpoint
+        self.first: tuple[str, int] | None = None  # (key, seq) of the first signed one
+
+    def check(self, c: Checkpoint, fields: dict[str, Any], *, reported: bool = False) -> bool:
+        """Whether the checkpoint's signature holds and its key is trusted (problems added;
+        `reported`: its being unsigned is already)."""
+        key = c.public_key
+        if key is None:
+            if self.previous is not None and c.seq > self.unsigned_up_to:
+                if reported:
+                    return False
+                self.add(
+                    CheckpointProblem(
+                        c.seq,
+                        "unsigned",
+                        "no Ed25519 signature, after checkpoints signed by key "
+                        f"{self.previous}: rewritten and left unsigned?",
+                    )
+                )
+                return False
+            return True
+        if self.first is None:
+            self.first = (key, c.seq)
+        sound = True
+        if not c.signature or not signing.verify(key, c.signature, canonical(fields)):
+            self.add(
+                CheckpointProblem(
+                    c.seq,
+                    "signature",
+                    f"the Ed25519 signature does not verify under the checkpoint's key {key} "
+                    "(the checkpoint was altered, or the signature forged)",
+                )
+            )
+            sound = False
+        previous, self.previous = self.previous, key
+        endorsed = False
+        if c.endorsement is not None:
+            endorsed = previous is not None and signing.verify(
+                previous, c.endorsement, rotation_message(key, c.seq)
+            )
+            if not endorsed:
+                self.add(
+                    CheckpointProblem(
+                        c.seq,
+                        "key",
+                        f"the endorsement of key {key} does not verify under the previous "
+                        f"signed checkpoint's key {previous}",
+                    )
+                )
+                sound = False
+        if key == previous:
+            return sound and self.trusted  # (an untrusted key is reported once)
+        trusted_before, self.trusted = self.trusted, True
+        if key in self.pinned or (previous is None and not self.pinned):
+            return sound  # pinned, or the first key when nothing is pinned
+        if endorsed and trusted_before:
+            return sound  # a rotation endorsed by a trusted key
+        self.trusted = False  # (its later checkpoints are not reported again)
+        self.add(
+            CheckpointProblem(
+                c.seq,
+                "key",
+                f"signed by a key neither pinned nor endorsed: {key}"
+                + (f" (the previous signed checkpoint's key is {previous})" if previous else "")
+                + "; a checkpoint re-signed by someone else?",
+            )
+        )
+        return False
+
+    def tell(self, report: Report, unverifiable: list[Checkpoint]) -> None:
+        """The notes: keys not pinned; checkpoints without a verifiable signature."""
+        if self.first is not None and not self.pinned:
+            key, seq = self.first
+            report.notes.append(
+                f"signing keys not pinned (no --public-key): trusted the first key, {key} "
+                f"(checkpoint {seq}), and the keys it endorsed; pin the operator's published "
+                "public key to rule out checkpoints re-signed from the start by another key"
+            )
+        if not unverifiable:
+            return
+        unsigned = [c.seq for c in unverifiable if c.hmac is None]
+        hmac_only = [c.seq for c in unverifiable if c.hmac is not None]
+        parts = []
+        if unsigned:
+            parts.append(f"unsigned: {_seqs(unsigned)}")
+        if hmac_only:
+            parts.append(f"HMAC only, no SERVICEORDERS_AUDIT_HMAC_KEY given: {_seqs(hmac_only)}")
+        report.notes.append(
+            f"{len(unverifiable)} checkpoint(s) without a verifiable signature "
+            f"({'; '.join(parts)}): a rewrite that also recomputes them is caught only "
+            "against an anchor"
+        )
+
+
 def _by_order(rows: Iterable[Row]) -> Iterator[tuple[str, list[Row]]]:
     current: str | None = None
     group: list[Row] = []
@@ -510,6 +641,7 @@ def verify(
     unsigned_up_to: int = 0,
     snapshots: bool = True,
     mapper: PydanticMapper | None = None,
+    public_keys: Iterable[str] = (),
 ) -> Report:
     """Verify every chain, checkpoint, the anchor (if given) and every snapshot.
 
@@ -518,7 +650,9 @@ def verify(
     store = Store(db)
     checkpoints = load_checkpoints(db) if db.table_exists("audit_checkpoint") else []
     seen = seen_heads.load(db)  # before the events: whatever it names is stored by then
-    verifier = _Verifier(checkpoints, key, unsigned_up_to=unsigned_up_to, seen=seen)
+    verifier = _Verifier(
+        checkpoints, key, unsigned_up_to=unsigned_up_to, seen=seen, public_keys=public_keys
+    )
     snaps = SnapshotCheck(store, mapper) if snapshots else None
     coverage = _Coverage(checkpoints, seen)
     for order_id, rows in _by_order(store.rows(keep_raw=snapshots)):
@@ -590,6 +724,7 @@ def verify_file(
     anchor: Path | None = None,
     unsigned_up_to: int = 0,
     progress: Progress | None = None,
+    public_keys: Iterable[str] = (),
 ) -> Report:
     """Verify an `audit export` file offline: the chains it holds and its checkpoints."""
     header: dict[str, Any] = {}
@@ -643,6 +778,7 @@ def verify_file(
         scope=scope,
         from_start=header.get("since") is None,
         seen=seen if header.get("since") is None else None,
+        public_keys=public_keys,
     )
     coverage = _Coverage(checkpoints, seen if header.get("since") is None else None)
     for order_id, group in by_order:

@@ -1,4 +1,5 @@
-"""The audit commands: `audit checkpoint | anchor | verify | export` (docs/audit.md)."""
+"""The audit commands: `audit checkpoint | anchor | verify | export | keygen | public-key |
+rotate-key` (docs/audit.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 import click
-from serviceorders.cli.main import Context, main, refusals
+from serviceorders.cli.main import Context, OneLineError, main, refusals
 from serviceorders.support import isotime
 
 
@@ -54,7 +55,9 @@ def audit_checkpoint(obj: Context) -> None:
     try:
         _require_tables(db)
         try:
-            checkpoint = create_checkpoint(db, key=settings.audit_hmac_key)
+            checkpoint = create_checkpoint(
+                db, key=settings.audit_hmac_key, signing_key=settings.signing_key()
+            )
         except AuditError as e:
             click.echo(f"refused: {e}", err=True)
             sys.exit(1)
@@ -69,10 +72,19 @@ def audit_checkpoint(obj: Context) -> None:
     click.echo(
         f"{state} checkpoint {checkpoint.seq}: position {checkpoint.position}, "
         f"{checkpoint.order_count} orders, {len(checkpoint.changes)} changed heads, "
-        f"root {checkpoint.root[:16]}, {'signed' if checkpoint.hmac else 'unsigned'}",
+        f"root {checkpoint.root[:16]}, {_signed(checkpoint)}",
         err=True,
     )
     click.echo(json.dumps(checkpoint.to_json(), indent=2))
+
+
+def _signed(checkpoint: Any) -> str:
+    how = []
+    if checkpoint.public_key:
+        how.append(f"signed by key {checkpoint.public_key[:16]}")
+    if checkpoint.hmac:
+        how.append("HMAC")
+    return " + ".join(how) if how else "unsigned"
 
 
 @audit.command("anchor")
@@ -126,6 +138,15 @@ def audit_anchor(obj: Context, all_checkpoints: bool, output: Path | None) -> No
     help="With a key: accept checkpoints up to SEQ without an HMAC (made before "
     "the key was configured).",
 )
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    metavar="KEY",
+    help="A trusted checkpoint signing key (repeatable): a PEM public key file, a file "
+    "holding its 64 hex digits, or the hex itself. Unpinned, the first key in the chain is "
+    "trusted (noted).",
+)
 @click.option("--no-snapshots", is_flag=True, help="Skip the snapshot check.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
 @click.option(
@@ -140,6 +161,7 @@ def audit_verify(
     anchor: Path | None,
     file_: Path | None,
     unsigned_up_to: int,
+    public_keys: tuple[str, ...],
     no_snapshots: bool,
     as_json: bool,
     strict: bool,
@@ -158,6 +180,7 @@ def audit_verify(
     """
     from serviceorders.audit.verify import verify, verify_file
 
+    pinned = _public_keys(public_keys)
     # An export is verified offline: no database is probed, opened or created.
     settings = obj.config if file_ is not None else obj.settings
     key = settings.audit_hmac_key
@@ -165,7 +188,12 @@ def audit_verify(
         lines = sum(1 for _ in file_.open("rb"))
         with _bar(lines, "verify", unit="line") as bar:
             report = verify_file(
-                file_, key=key, anchor=anchor, unsigned_up_to=unsigned_up_to, progress=bar.update
+                file_,
+                key=key,
+                anchor=anchor,
+                unsigned_up_to=unsigned_up_to,
+                progress=bar.update,
+                public_keys=pinned,
             )
     else:
         from serviceorders.audit.store import Store
@@ -182,6 +210,7 @@ def audit_verify(
                     progress=bar.update,
                     unsigned_up_to=unsigned_up_to,
                     snapshots=not no_snapshots,
+                    public_keys=pinned,
                 )
         finally:
             db.close()
@@ -210,6 +239,15 @@ def audit_verify(
         else:
             click.echo("OK")
     sys.exit(0 if report.ok and not (strict and report.warnings) else 1)
+
+
+def _public_keys(values: tuple[str, ...]) -> list[str]:
+    from serviceorders.support.signing import KeyFileError, parse_public_key
+
+    try:
+        return [parse_public_key(v) for v in values]
+    except KeyFileError as e:
+        raise OneLineError(f"--public-key {e}") from None
 
 
 def _since(value: str | None) -> datetime | None:
@@ -320,3 +358,101 @@ def audit_erase(obj: Context, customer_id: str, actor: str, reason: str | None, 
         "read models rebuilt",
         err=True,
     )
+
+
+# ------------------------------------------------------------------ signing keys
+@audit.command("keygen")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The new private key file (PKCS#8 PEM, mode 0600); never overwritten.",
+)
+def audit_keygen(output: Path) -> None:
+    """Make a new Ed25519 key to sign checkpoints; prints its public key (hex) to publish.
+
+    Point SERVICEORDERS_AUDIT_SIGNING_KEY at the file (a first key), or hand it to
+    `audit rotate-key --new FILE` (a key replacing the configured one)."""
+    from serviceorders.support.signing import generate, public_hex
+
+    try:
+        key = generate(output)
+    except FileExistsError:
+        raise OneLineError(f"{output} exists: refusing to overwrite a key file") from None
+    except OSError as e:
+        raise OneLineError(f"cannot write {output}: {e.strerror or e}") from None
+    click.echo(public_hex(key))
+    click.echo(
+        f"wrote a new Ed25519 private key to {output} (mode 0600); its public key is above: "
+        "publish it to the auditors",
+        err=True,
+    )
+
+
+@audit.command("public-key")
+@click.option("--pem", is_flag=True, help="As a PEM public key instead of hex.")
+@click.pass_obj
+def audit_public_key(obj: Context, pem: bool) -> None:
+    """Print the public key of SERVICEORDERS_AUDIT_SIGNING_KEY (hex, or --pem): what
+    auditors pin with `audit verify --public-key`."""
+    from serviceorders.support.signing import public_hex, public_pem
+
+    key = obj.config.signing_key()
+    if key is None:
+        raise OneLineError("no SERVICEORDERS_AUDIT_SIGNING_KEY: checkpoints are not signed")
+    click.echo(public_pem(key).rstrip("\n") if pem else public_hex(key))
+
+
+@audit.command("rotate-key")
+@click.option(
+    "--new",
+    "new_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The new private key file (`audit keygen -o FILE`).",
+)
+@click.pass_obj
+@refusals
+def audit_rotate_key(obj: Context, new_file: Path) -> None:
+    """Record a checkpoint signed by the new key and endorsed by the configured one
+    (SERVICEORDERS_AUDIT_SIGNING_KEY, which must have signed the latest signed checkpoint);
+    then point SERVICEORDERS_AUDIT_SIGNING_KEY at the new file and restart.
+
+    Prints the checkpoint as JSON on stdout."""
+    from serviceorders.audit.checkpoints import AuditError, rotate_key
+    from serviceorders.bootstrap import open_read_db
+    from serviceorders.support.signing import KeyFileError, load_private_key, public_hex
+
+    try:
+        new_key = load_private_key(new_file)
+    except KeyFileError as e:
+        raise OneLineError(str(e)) from None
+    settings = obj.settings
+    current = settings.signing_key()
+    if current is None:
+        raise OneLineError(
+            "no SERVICEORDERS_AUDIT_SIGNING_KEY: the current key must endorse the new one "
+            "(with no key yet, point SERVICEORDERS_AUDIT_SIGNING_KEY at the new file instead)"
+        )
+    db = open_read_db(settings)
+    try:
+        _require_tables(db)
+        try:
+            checkpoint = rotate_key(db, new_key, current, key=settings.audit_hmac_key)
+        except AuditError as e:
+            click.echo(f"refused: {e}", err=True)
+            sys.exit(1)
+    finally:
+        db.close()
+    click.echo(
+        f"created checkpoint {checkpoint.seq}: signed by the new key {public_hex(new_key)}, "
+        f"endorsed by the current key {public_hex(current)}",
+        err=True,
+    )
+    click.echo(
+        f"now point SERVICEORDERS_AUDIT_SIGNING_KEY at {new_file} and restart the "
+        "processes that checkpoint (serve); publish the new public key to the auditors",
+        err=True,
+    )
+    click.echo(json.dumps(checkpoint.to_json(), indent=2))

@@ -104,6 +104,18 @@ def _drop_snapshots(db: ReadDb) -> None:
         db.execute(f"DELETE FROM {db.snapshots_table}")
 
 
+def _signed_checkpoints(db: ReadDb) -> None:
+    """Checkpoints of format 2 (issue 18, docs/audit.md): `format` (null: format 1, the
+    rows stored before), the Ed25519 `public_key`, `endorsement` and `signature`."""
+    for column, sql_type in (
+        ("format", "bigint"),
+        ("public_key", "text"),
+        ("endorsement", "text"),
+        ("signature", "text"),
+    ):
+        add_column(db, "audit_checkpoint", column, sql_type)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -153,6 +165,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "order snapshots of format 1 deleted (issue 17: rebuilt from the events)",
         postgres=_drop_snapshots,
         sqlite=_drop_snapshots,
+    ),
+    Migration(
+        6,
+        "audit_checkpoint: format 2 (Ed25519 public_key, endorsement, signature)",
+        postgres=_signed_checkpoints,
+        sqlite=_signed_checkpoints,
     ),
 )
 CURRENT = MIGRATIONS[-1].number

@@ -86,7 +86,11 @@ def start_checkpoints(settings: Settings, stopping: threading.Event) -> threadin
     seconds (docs/audit.md)."""
     from serviceorders.audit.checkpoints import Checkpointer
 
-    checkpointer = Checkpointer(lambda: open_read_db(settings), key=settings.audit_hmac_key)
+    checkpointer = Checkpointer(
+        lambda: open_read_db(settings),
+        key=settings.audit_hmac_key,
+        signing_key=settings.signing_key(),
+    )
     return checkpointer.start(stopping, settings.audit_checkpoint_interval)
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from serviceorders.domain.policy import HEADER_FIELDS, Policy
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 N = TypeVar("N", int, float)
 
@@ -103,7 +106,7 @@ def redact(url: str) -> str:
     return url
 
 
-SECRET_FIELDS = frozenset({"api_keys", "audit_hmac_key", "console_secret"})
+SECRET_FIELDS = frozenset({"api_keys", "audit_hmac_key", "audit_signing_key", "console_secret"})
 
 
 class Settings(BaseModel):
@@ -167,6 +170,9 @@ class Settings(BaseModel):
     hub_retention_hours: float = Field(default=24.0, ge=0)
     # Audit (docs/audit.md): checkpoints signed with this key when set; never logged
     audit_hmac_key: str | None = None
+    # Checkpoints signed (Ed25519) with the private key in this PKCS#8 PEM file; its path
+    # is never logged (docs/audit.md, "Signing keys")
+    audit_signing_key: Path | None = None
     audit_checkpoint_interval: float = Field(default=300.0, gt=0)
     # Web console (docs/console.md): signs its session cookies; unset, a random secret per
     # process (sessions end on restart and hold on one process only). Never logged.
@@ -200,6 +206,18 @@ class Settings(BaseModel):
             direct_fields=frozenset(self.proposal_direct_fields),
             hold_on_proposal=self.hold_on_proposal,
         )
+
+    def signing_key(self) -> Ed25519PrivateKey | None:
+        """The checkpoints' Ed25519 signing key (SERVICEORDERS_AUDIT_SIGNING_KEY), read from
+        its file now; a SettingsError (one line) when it cannot be read or is not one."""
+        if self.audit_signing_key is None:
+            return None
+        from serviceorders.support.signing import KeyFileError, load_private_key
+
+        try:
+            return load_private_key(self.audit_signing_key)
+        except KeyFileError as e:
+            raise SettingsError(f"SERVICEORDERS_AUDIT_SIGNING_KEY: {e}") from None
 
     @property
     def dead_letter_topic(self) -> str:
@@ -248,6 +266,7 @@ class Settings(BaseModel):
             "hub_concurrency": _int(env, "SERVICEORDERS_HUB_CONCURRENCY", 4),
             "hub_retention_hours": _float(env, "SERVICEORDERS_HUB_RETENTION_HOURS", 24.0),
             "audit_hmac_key": env.get("SERVICEORDERS_AUDIT_HMAC_KEY") or None,
+            "audit_signing_key": env.get("SERVICEORDERS_AUDIT_SIGNING_KEY") or None,
             "audit_checkpoint_interval": _float(
                 env, "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL", 300.0
             ),
@@ -270,6 +289,8 @@ class Settings(BaseModel):
             secret = "password" in variable.lower() or "secret" in variable.lower()
             shown = "" if raw is None or secret else f" (got {raw!r})"
             raise SettingsError(f"{variable}: {first['msg']}{shown}") from None
+        if settings.audit_signing_key is not None:  # refused at start, not at a checkpoint
+            settings.signing_key()
         if settings.hub_allowed_hosts:  # refused at start, not at the first registration
             from serviceorders.support.hosts import AllowList
 
@@ -338,6 +359,7 @@ ENV_NAMES = {
     "hub_concurrency": "SERVICEORDERS_HUB_CONCURRENCY",
     "hub_retention_hours": "SERVICEORDERS_HUB_RETENTION_HOURS",
     "audit_hmac_key": "SERVICEORDERS_AUDIT_HMAC_KEY",
+    "audit_signing_key": "SERVICEORDERS_AUDIT_SIGNING_KEY",
     "audit_checkpoint_interval": "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL",
     "console_secret": "SERVICEORDERS_CONSOLE_SECRET",
     "console_idle_minutes": "SERVICEORDERS_CONSOLE_IDLE_MINUTES",
