@@ -5,8 +5,9 @@ checkpoints.
 For the audit tests (the independent verifier, tampering, the test vectors):
 
     from audit_scenario import build_scenario
-    scenario = build_scenario(tmp_path / "audit.db")   # or a PostgreSQL DATABASE_URL
-    scenario.url, scenario.orders["awkward"], scenario.topics, scenario.checkpoints
+    scenario = build_scenario(tmp_path / "audit.db")   # or a DATABASE_URL, or Settings
+    scenario.url, scenario.orders["awkward"], scenario.topics, scenario.checkpoints,
+    scenario.hmac_key, scenario.public_keys      # signed: key a (1, 2), then key b (3)
 
 `drive(app)` runs the same commands on any ServiceOrders (e.g. the in-memory one);
 `deterministic()` fixes the event clock and the proposal ids while it runs (the test
@@ -17,6 +18,7 @@ door sends it: nothing is written to the store directly.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +27,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from serviceorders.audit.checkpoints import Checkpoint, create_checkpoint
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from serviceorders.audit.checkpoints import Checkpoint, create_checkpoint, rotate_key
 from serviceorders.bootstrap import build_application, init_database, open_read_db
 from serviceorders.domain import commands as cmd
 from serviceorders.domain import order as order_module
@@ -45,6 +48,7 @@ from serviceorders.domain.values import (
     SpecRef,
 )
 from serviceorders.settings import Settings
+from serviceorders.support.signing import public_hex
 
 # Every event type's class name, as the topic ends (serviceorders.order:<name>).
 EVENT_TYPES: tuple[str, ...] = tuple(sorted(e.__name__ for e in ALL_EVENTS))
@@ -95,7 +99,8 @@ class Scenario:
 
     `orders`: name -> order id ("awkward", "drafted", "resubmitted", "completed", "failed");
     `topics`: name -> its events' class names, oldest first; `checkpoints`: the checkpoints
-    created (seq order); `hmac_key`: the key they are HMAC-signed with (None: unsigned)."""
+    created (seq order); `hmac_key`: the key they are HMAC'd with (None: none);
+    `public_keys`: hex of the Ed25519 keys that signed them, in order (key a, then key b)."""
 
     settings: Settings
     url: str
@@ -104,6 +109,7 @@ class Scenario:
     topics: dict[str, list[str]]
     checkpoints: list[Checkpoint] = field(default_factory=list)
     hmac_key: str | None = None
+    public_keys: list[str] = field(default_factory=list)
 
     @property
     def events(self) -> int:
@@ -315,23 +321,38 @@ def deterministic(
 
 
 # ---------------------------------------------------------------- the database
+def signing_key(name: str) -> Ed25519PrivateKey:
+    """The scenario's Ed25519 key `name` ("a", "b"): TEST ONLY (a fixed seed, published)."""
+    seed = hashlib.sha256(f"serviceorders audit scenario: TEST ONLY key {name}".encode())
+    return Ed25519PrivateKey.from_private_bytes(seed.digest())
+
+
 def build_scenario(
-    target: Path | str,
+    target: Path | str | Settings,
     *,
     hmac_key: str | None = "scenario-hmac-key",
     checkpoints: bool = True,
+    signed: bool = True,
     now: datetime | None = None,
 ) -> Scenario:
-    """A database (a SQLite file at `target`, or `target` as a DATABASE_URL, e.g. a fresh
-    PostgreSQL database) holding the scenario's orders, with a checkpoint after each phase
-    (three in all; HMAC-signed with `hmac_key` unless None; `now` fixes their times).
-    The database must hold no orders yet."""
-    url = str(target) if "://" in str(target) else f"sqlite:///{Path(target).resolve()}"
-    path = None if "://" in str(target) else Path(target).resolve()
-    settings = Settings.from_env({"DATABASE_URL": url})
+    """A database holding the scenario's orders, with a checkpoint after each phase.
+
+    `target`: a SQLite file path, a DATABASE_URL (e.g. a fresh PostgreSQL database) or
+    Settings; the database must hold no orders yet. Checkpoints (unless `checkpoints` is
+    False): three, HMAC'd with `hmac_key` (None: no HMAC); `signed`: 1 and 2 signed by
+    `signing_key("a")`, 3 by `signing_key("b")` with key a's endorsement (a key rotation);
+    `now` fixes their times (now + n minutes)."""
+    if isinstance(target, Settings):
+        settings = target
+    elif "://" in str(target):
+        settings = Settings.from_env({"DATABASE_URL": str(target)})
+    else:
+        settings = Settings.from_env({"DATABASE_URL": f"sqlite:///{Path(target).resolve()}"})
+    path = Path(settings.database.dbname) if settings.database.kind == "sqlite" else None
     init_database(settings)
     app = build_application(settings)
     made: list[Checkpoint] = []
+    keys = {1: signing_key("a"), 2: signing_key("a"), 3: signing_key("b")}
 
     def checkpoint(n: int) -> None:
         if not checkpoints:
@@ -339,7 +360,11 @@ def build_scenario(
         db = open_read_db(settings)
         try:
             at = now + timedelta(minutes=n) if now else None
-            found = create_checkpoint(db, key=hmac_key, now=at)
+            if signed and n == 3:
+                found = rotate_key(db, keys[3], keys[2], key=hmac_key, now=at)
+            else:
+                key = keys[n] if signed else None
+                found = create_checkpoint(db, key=hmac_key, signing_key=key, now=at)
         finally:
             db.close()
         assert found is not None and found.fresh, "no fresh checkpoint after a phase"
@@ -352,4 +377,13 @@ def build_scenario(
         app.close()
     missing = set(EVENT_TYPES) - {t for ts in topics.values() for t in ts}
     assert not missing, f"the scenario reached no {sorted(missing)}"
-    return Scenario(settings, url, path, orders, topics, made, hmac_key if checkpoints else None)
+    return Scenario(
+        settings,
+        settings.database.url(with_password=True),
+        path,
+        orders,
+        topics,
+        made,
+        hmac_key if checkpoints else None,
+        [public_hex(keys[1]), public_hex(keys[3])] if checkpoints and signed else [],
+    )
