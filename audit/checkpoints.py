@@ -505,6 +505,8 @@ class Checkpointer:
                 checkpoint.root[:16],
             )
             self.last = checkpoint
+        if checkpoint is not None and self.anchor is not None:
+            self._anchor(checkpoint)
         return checkpoint
 
     def run(self, stopping: threading.Event, interval: float | None = None) -> None:
@@ -518,6 +520,42 @@ class Checkpointer:
         return start_worker(
             "audit checkpointer", "audit-checkpointer", self.run, stopping, interval
         )
+
+    # The anchor outside the database every fresh checkpoint is also appended to
+    # (SERVICEORDERS_AUDIT_ANCHOR, audit/anchors.py; the runtime sets it with `anchor_to`),
+    # and what counts the rounds it could not be written (a metric).
+    anchor: Any = None
+    on_anchor_failure: Callable[[], Any] | None = None
+
+    def anchor_to(self, anchor: Any, on_failure: Callable[[], Any] | None = None) -> Checkpointer:
+        self.anchor, self.on_anchor_failure = anchor, on_failure
+        return self
+
+    def _anchor(self, checkpoint: Checkpoint) -> None:
+        """Append the checkpoint, and those missed before, to the anchor. A failure is
+        logged (the checkpoint stays recorded) and the missed ones retried next round."""
+        try:
+            db = self.connect()
+            try:
+                done = self.anchor.catch_up(db, checkpoint)
+            finally:
+                db.close()
+        except Exception as e:  # the anchor cannot be written (or the database went away)
+            seqs = getattr(e, "seqs", ()) or (checkpoint.seq,)
+            log.warning(
+                "audit checkpoint(s) %s recorded but not anchored (retried next round): %s",
+                ", ".join(map(str, seqs)),
+                e,
+            )
+            if self.on_anchor_failure is not None:
+                self.on_anchor_failure()
+            return
+        if done:
+            log.info(
+                "audit checkpoint(s) %s anchored to %s",
+                ", ".join(map(str, done)),
+                self.anchor.description,
+            )
 
 
 def export_checkpoints(db: ReadDb, *, all_checkpoints: bool = False) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from serviceorders.audit.anchors import Anchor, AnchorError, checkpoint_lines
 from serviceorders.audit.checkpoints import (
     Checkpoint,
     checkpoint_digest,
@@ -636,7 +637,7 @@ def verify(
     db: ReadDb,
     *,
     key: str | None = None,
-    anchor: Path | None = None,
+    anchor: Path | Anchor | None = None,
     progress: Progress | None = None,
     unsigned_up_to: int = 0,
     snapshots: bool = True,
@@ -673,18 +674,30 @@ def verify(
     return report
 
 
-def load_anchor(path: Path) -> list[Checkpoint]:
-    """Checkpoints from an anchor: `audit anchor` JSON, one checkpoint object, a JSON list,
-    or an `audit export` JSONL file."""
-    text = path.read_text("utf-8")
+def load_anchor(anchor: Path | Anchor) -> list[Checkpoint]:
+    """Checkpoints from an anchor: the file or Kafka topic the checkpointer appends to
+    (SERVICEORDERS_AUDIT_ANCHOR: JSON lines, read from the start to the end; a torn line
+    skipped), `audit anchor` JSON, one checkpoint object, a JSON list, or an `audit export`
+    JSONL file. AnchorError (one line) when it cannot be read or is not one."""
+    if isinstance(anchor, Anchor):
+        data: Any = anchor.read()
+        where = anchor.description
+    else:
+        where = f"anchor {anchor}"
+        try:
+            text = anchor.read_bytes()
+        except OSError as e:
+            raise AnchorError(f"{where}: {e.strerror or e}") from None
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            data = checkpoint_lines(text)
+        if isinstance(data, dict):
+            data = data.get("checkpoints", [data])
     try:
-        data = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        data = [orjson.loads(line) for line in text.splitlines() if line.strip()]
-        data = [d for d in data if d.get("type") == "checkpoint"]
-    if isinstance(data, dict):
-        data = data.get("checkpoints", [data])
-    return [Checkpoint.from_json(d) for d in data]
+        return [Checkpoint.from_json(d) for d in data]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise AnchorError(f"{where}: not a checkpoint anchor ({type(e).__name__}: {e})") from None
 
 
 def check_anchor(stored: list[Checkpoint], anchored: list[Checkpoint]) -> list[CheckpointProblem]:
@@ -721,7 +734,7 @@ def verify_file(
     path: Path,
     *,
     key: str | None = None,
-    anchor: Path | None = None,
+    anchor: Path | Anchor | None = None,
     unsigned_up_to: int = 0,
     progress: Progress | None = None,
     public_keys: Iterable[str] = (),

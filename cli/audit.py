@@ -7,12 +7,15 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import click
 from serviceorders.cli.main import Context, OneLineError, main, refusals
 from serviceorders.support import isotime
+
+if TYPE_CHECKING:
+    from serviceorders.audit.anchors import Anchor
 
 
 @main.group()
@@ -76,6 +79,34 @@ def audit_checkpoint(obj: Context) -> None:
         err=True,
     )
     click.echo(json.dumps(checkpoint.to_json(), indent=2))
+    if settings.audit_anchor:
+        _anchor_checkpoint(settings, checkpoint)
+
+
+def _anchor_checkpoint(settings: Any, checkpoint: Any) -> None:
+    """Append the checkpoint, and those the anchor missed before it, to
+    SERVICEORDERS_AUDIT_ANCHOR; exit 1 when the anchor cannot be written (the checkpoint
+    stays recorded: the next `audit checkpoint` or checkpointer round appends it)."""
+    from serviceorders.audit.anchors import AnchorError
+    from serviceorders.bootstrap import audit_anchor, open_read_db
+
+    anchor = audit_anchor(settings, settings.audit_anchor)
+    db = open_read_db(settings)
+    try:
+        done = anchor.catch_up(db, checkpoint)
+    except AnchorError as e:
+        seqs = e.seqs or (checkpoint.seq,)
+        which = f"checkpoint {seqs[0]}" if len(seqs) == 1 else f"checkpoints {seqs[0]}..{seqs[-1]}"
+        click.echo(f"error: {which} recorded but not anchored: {e}", err=True)
+        sys.exit(1)
+    finally:
+        anchor.close()
+        db.close()
+    if done:
+        click.echo(
+            f"anchored checkpoint(s) {', '.join(map(str, done))} to {anchor.description}",
+            err=True,
+        )
 
 
 def _signed(checkpoint: Any) -> str:
@@ -117,12 +148,45 @@ def audit_anchor(obj: Context, all_checkpoints: bool, output: Path | None) -> No
         click.echo(text, nl=False)
 
 
+def _anchor_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> Path | Anchor | None:
+    """`--anchor FILE | file:FILE | kafka:TOPIC` -> the file's path, or the topic's anchor
+    (on the engine's Kafka: KAFKA_BOOTSTRAP_SERVERS and its TLS / SASL settings)."""
+    if value is None:
+        return None
+    if value.startswith("kafka:"):
+        from serviceorders.bootstrap import audit_anchor
+
+        settings = ctx.find_object(Context).config  # type: ignore[union-attr]
+        if not settings.kafka_bootstrap_servers:
+            raise click.BadParameter(f"{value}: KAFKA_BOOTSTRAP_SERVERS is not set", ctx, param)
+        try:
+            return audit_anchor(settings, value)
+        except ValueError as e:
+            raise click.BadParameter(str(e), ctx, param) from None
+    from serviceorders.audit.anchors import AnchorError
+    from serviceorders.audit.verify import load_anchor
+
+    path = Path(value.removeprefix("file:")).expanduser()
+    if not path.is_file():
+        raise click.BadParameter(f"{value}: no such file", ctx, param)
+    try:
+        load_anchor(path)  # refused now, as bad input, when it is not an anchor
+    except AnchorError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+    return path
+
+
 @audit.command("verify")
 @click.option(
     "--anchor",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Checkpoints kept outside the database (`audit anchor` / `audit "
-    "checkpoint` output, or an export); each must match the stored one.",
+    metavar="FILE|kafka:TOPIC",
+    callback=_anchor_option,
+    help="Checkpoints kept outside the database, each must match the stored one: the "
+    "anchor SERVICEORDERS_AUDIT_ANCHOR appends to (a file, or kafka:TOPIC, read from its "
+    "start to its end on the engine's Kafka), `audit anchor` / `audit checkpoint` output, "
+    "or an export.",
 )
 @click.option(
     "--file",
@@ -158,7 +222,7 @@ def audit_anchor(obj: Context, all_checkpoints: bool, output: Path | None) -> No
 @refusals
 def audit_verify(
     obj: Context,
-    anchor: Path | None,
+    anchor: Path | Anchor | None,
     file_: Path | None,
     unsigned_up_to: int,
     public_keys: tuple[str, ...],

@@ -18,6 +18,7 @@ from serviceorders.storage.recorders import IntakePostgresRecorder, IntakeSqlite
 if TYPE_CHECKING:  # the REST doors' modules load FastAPI: only `api` and `serve` need them
     from serviceorders.api.auth import Authenticator
     from serviceorders.api.context import ApiContext
+    from serviceorders.audit.anchors import Anchor
 
 
 def eventsourcing_env(settings: Settings, *, create_tables: bool = False) -> dict[str, str]:
@@ -79,6 +80,17 @@ def build_application(settings: Settings, *, create_tables: bool = False) -> Ser
 
 def open_read_db(settings: Settings) -> ReadDb:
     return ReadDb.connect(settings.database, settings.lock_timeout_seconds)
+
+
+def audit_anchor(settings: Settings, value: str) -> Anchor:
+    """The audit anchor `value` names (SERVICEORDERS_AUDIT_ANCHOR, `audit verify --anchor`):
+    a `file:/path`, or a `kafka:<topic>` on the engine's Kafka (its bootstrap servers, TLS
+    and SASL settings). ValueError when it names none, or Kafka is not configured."""
+    from serviceorders.audit.anchors import open_anchor
+    from serviceorders.notifications.kafka import client_options
+
+    options = client_options(settings) if settings.kafka_bootstrap_servers else None
+    return open_anchor(value, options)
 
 
 def event_mapper() -> PydanticMapper:

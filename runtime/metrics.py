@@ -130,6 +130,13 @@ class EngineMetrics:
                 "Events applied to the projections by this process",
                 registry=r,
             )
+            # The audit checkpointer runs beside the projector (docs/audit.md, "Anchors").
+            self.audit_anchor_failures = Counter(
+                f"{PREFIX}_audit_anchor_failures",
+                "Checkpointer rounds whose checkpoint(s) could not be appended to "
+                "SERVICEORDERS_AUDIT_ANCHOR (retried the next round)",
+                registry=r,
+            )
 
     # ------------------------------------------------------- the Kafka intake
     def batch_done(
@@ -165,6 +172,10 @@ class EngineMetrics:
     def page_done(self, events: int, seconds: float) -> None:
         self.projection_events.inc(events)
         self.projection_pages.observe(seconds)
+
+    # ------------------------------------------------------- the audit anchor
+    def anchor_failed(self) -> None:
+        self.audit_anchor_failures.inc()
 
     # ------------------------------------------------------------------- HTTP
     def request_done(self, method: str, route: str, status: str, seconds: float) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from serviceorders.bootstrap import (
+    audit_anchor,
     build_application,
     build_projector,
     init_database,
@@ -81,9 +82,12 @@ def database_collector(settings: Settings, **parts: bool) -> Any:
     return DatabaseCollector(lambda: opened(lambda: open_read_db(settings)), **parts)
 
 
-def start_checkpoints(settings: Settings, stopping: threading.Event) -> threading.Thread:
+def start_checkpoints(
+    settings: Settings, stopping: threading.Event, metrics: Any = None
+) -> threading.Thread:
     """Seal every chain head in a checkpoint every SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL
-    seconds (docs/audit.md)."""
+    seconds, each fresh one also appended to SERVICEORDERS_AUDIT_ANCHOR when set (its
+    failures counted in `metrics`; docs/audit.md)."""
     from serviceorders.audit.checkpoints import Checkpointer
 
     checkpointer = Checkpointer(
@@ -91,6 +95,10 @@ def start_checkpoints(settings: Settings, stopping: threading.Event) -> threadin
         key=settings.audit_hmac_key,
         signing_key=settings.signing_key(),
     )
+    if settings.audit_anchor:
+        checkpointer.anchor_to(
+            audit_anchor(settings, settings.audit_anchor), getattr(metrics, "anchor_failed", None)
+        )
     return checkpointer.start(stopping, settings.audit_checkpoint_interval)
 
 
@@ -179,7 +187,7 @@ def run_projector(settings: Settings, once: bool, metrics_port: int | None) -> N
             return
         deliverer = start_hub_delivery(settings, stopping)
         publisher = start_outbound(settings, stopping, dead_letters=False)
-        checkpointer = start_checkpoints(settings, stopping)
+        checkpointer = start_checkpoints(settings, stopping, metrics)
         while not stopping.is_set():
             try:
                 projector.follow(stopping)
@@ -311,7 +319,7 @@ def run_api(
 
         follower = logs.start_worker("projector", "projector", follow)
         deliverer = start_hub_delivery(settings, stopping)
-        checkpointer = start_checkpoints(settings, stopping)
+        checkpointer = start_checkpoints(settings, stopping, engine)
     if with_intake:
         consumer = start_intake(settings, stopping, engine)
         publisher = start_outbound(settings, stopping, dead_letters=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -174,6 +175,9 @@ class Settings(BaseModel):
     # is never logged (docs/audit.md, "Signing keys")
     audit_signing_key: Path | None = None
     audit_checkpoint_interval: float = Field(default=300.0, gt=0)
+    # Where every fresh checkpoint is also appended (docs/audit.md, "Anchors"):
+    # `file:/path` or `kafka:<topic>`; unset: nowhere outside the database.
+    audit_anchor: str | None = None
     # Web console (docs/console.md): signs its session cookies; unset, a random secret per
     # process (sessions end on restart and hold on one process only). Never logged.
     console_secret: str | None = Field(default=None, min_length=32)
@@ -198,6 +202,13 @@ class Settings(BaseModel):
                 f"(known: {', '.join(sorted(HEADER_FIELDS))})"
             )
         return tuple(dict.fromkeys(names))
+
+    @field_validator("audit_anchor")
+    @classmethod
+    def _anchor(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_anchor(value)
+        return value
 
     def policy(self) -> Policy:
         """The review policies the application applies (domain/policy.py)."""
@@ -270,6 +281,7 @@ class Settings(BaseModel):
             "audit_checkpoint_interval": _float(
                 env, "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL", 300.0
             ),
+            "audit_anchor": env.get("SERVICEORDERS_AUDIT_ANCHOR") or None,
             "console_secret": env.get("SERVICEORDERS_CONSOLE_SECRET") or None,
             "console_idle_minutes": _float(env, "SERVICEORDERS_CONSOLE_IDLE_MINUTES", 30.0),
             "log_level": (env.get("SERVICEORDERS_LOG_LEVEL") or "INFO").upper(),
@@ -289,6 +301,12 @@ class Settings(BaseModel):
             secret = "password" in variable.lower() or "secret" in variable.lower()
             shown = "" if raw is None or secret else f" (got {raw!r})"
             raise SettingsError(f"{variable}: {first['msg']}{shown}") from None
+        anchor = settings.audit_anchor
+        if anchor and parse_anchor(anchor)[0] == "kafka" and not settings.kafka_bootstrap_servers:
+            raise SettingsError(
+                f"SERVICEORDERS_AUDIT_ANCHOR: {anchor!r} needs KAFKA_BOOTSTRAP_SERVERS (an "
+                "anchor on the embedded broker would be lost when the process stops)"
+            )
         if settings.audit_signing_key is not None:  # refused at start, not at a checkpoint
             settings.signing_key()
         if settings.hub_allowed_hosts:  # refused at start, not at the first registration
@@ -299,6 +317,25 @@ class Settings(BaseModel):
             except ValueError as e:
                 raise SettingsError(str(e)) from None
         return settings
+
+
+# A Kafka topic name (as Kafka itself allows it).
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def parse_anchor(value: str) -> tuple[Literal["file", "kafka"], str]:
+    """An audit anchor (SERVICEORDERS_AUDIT_ANCHOR, `audit verify --anchor`):
+    `file:/path` -> ("file", path), `kafka:<topic>` -> ("kafka", topic); ValueError naming
+    the forms otherwise."""
+    kind, _, rest = value.partition(":")
+    if kind == "file" and rest.strip():
+        return "file", rest
+    if kind == "kafka" and _TOPIC.fullmatch(rest) and rest not in (".", ".."):
+        return "kafka", rest
+    raise ValueError(
+        "not an anchor: use file:/path/to/anchor.jsonl or kafka:<topic> (a topic of "
+        "letters, digits, '.', '_' and '-')"
+    )
 
 
 # Kafka client settings taken from the environment as they are (TLS and SASL): variable
@@ -361,6 +398,7 @@ ENV_NAMES = {
     "audit_hmac_key": "SERVICEORDERS_AUDIT_HMAC_KEY",
     "audit_signing_key": "SERVICEORDERS_AUDIT_SIGNING_KEY",
     "audit_checkpoint_interval": "SERVICEORDERS_AUDIT_CHECKPOINT_INTERVAL",
+    "audit_anchor": "SERVICEORDERS_AUDIT_ANCHOR",
     "console_secret": "SERVICEORDERS_CONSOLE_SECRET",
     "console_idle_minutes": "SERVICEORDERS_CONSOLE_IDLE_MINUTES",
     "log_level": "SERVICEORDERS_LOG_LEVEL",

@@ -1,0 +1,590 @@
+"""The auditor's own verifier (verifier.py: written from docs/audit.md alone, standard
+library and `cryptography` only) against the engine (issue 18, acceptance 1):
+
+(a) the test vectors in docs/audit-vectors/ verify under it;
+(b) an export of a real database — an older release's orders (rule "legacy", a format 1
+    checkpoint), the audit scenario's orders through every event type with awkward values
+    and sealed personal data (rule "jcs", HMAC checkpoints), then checkpoints signed with
+    Ed25519, a key rotation and the projector's heads — verifies under it and under
+    `serviceorders audit verify --file`;
+(c) every tampering case, applied to the export file, fails under both, and both name the
+    same orders (first bad version and kind) and the same checkpoints.
+
+The engine is run only as the auditor runs it: `serviceorders audit verify --file` as a
+process. The database is built once for the module (SQLite).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import verifier
+from builders import fulfilment
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = ROOT / "docs" / "audit-vectors"
+PREVIOUS_RELEASE = ROOT / "tests" / "fixtures" / "upgrade" / "prev.db"
+SERVICEORDERS = shutil.which("serviceorders")
+HMAC_KEY = "independent-verifier-hmac-key"
+LEGACY_ORDER = "5ada1071-78cf-5e9f-9e1c-8d82982d4e8c"  # prev.db's: 8 events, rule "legacy"
+Lines = list[dict[str, Any]]
+
+
+# =================================================================== (a) the test vectors
+def vectors(name: str) -> dict[str, Any]:
+    path = VECTORS / name
+    if not path.exists():
+        pytest.skip(f"docs/audit-vectors/{name} is not written yet (issue 18, H6)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_vectors_canonical_forms() -> None:
+    values = vectors("canonical.json")["values"]
+    assert values
+    for v in values:
+        for rule in ("jcs", "legacy"):
+            if v[rule] is None:
+                with pytest.raises(verifier.NotCanonical):
+                    verifier.canonical(v["value"], rule)
+            else:
+                assert verifier.canonical(v["value"], rule) == v[rule].encode(), (v["name"], rule)
+
+
+def test_vectors_events() -> None:
+    events = vectors("events.json")["events"]
+    assert {e["rule"] for e in events} == {"jcs", "legacy"}
+    for e in events:
+        state = e["state"]
+        assert verifier.rule_of(state) == e["rule"], e["name"]
+        hashed = {
+            "originator_id": e["originator_id"],
+            "originator_version": e["originator_version"],
+            "state": {k: v for k, v in state.items() if k != "hash"},
+            "topic": e["topic"],
+        }
+        assert verifier.canonical(hashed, e["rule"]).decode() == e["canonical"], e["name"]
+        assert hashlib.sha256(e["canonical"].encode()).hexdigest() == e["hash"], e["name"]
+        assert state["hash"] == e["hash"], e["name"]
+        got = verifier.event_hash(e["topic"], e["originator_id"], e["originator_version"], state)
+        assert got == e["hash"], e["name"]
+
+
+def test_vectors_merkle_tree() -> None:
+    m = vectors("merkle.json")
+    assert verifier.EMPTY.hex() == m["empty_root"]
+    assert verifier.merkle_root({}) == m["root_of_no_heads"]
+    heads = {}
+    for h in m["heads"]:
+        assert verifier.bucket_of(h["order_id"]) == h["bucket"], h
+        assert verifier.leaf(h["order_id"], h["version"], h["head_hash"]).hex() == h["leaf"]
+        heads[h["order_id"]] = (h["version"], h["head_hash"])
+    buckets: dict[int, list[str]] = {}
+    for order_id in sorted(heads):
+        buckets.setdefault(verifier.bucket_of(order_id), []).append(order_id)
+    assert {str(b) for b in buckets} == set(m["bucket_roots"])
+    for b, ids in buckets.items():
+        root = verifier.merkle([verifier.leaf(o, *heads[o]) for o in ids])
+        assert root.hex() == m["bucket_roots"][str(b)], b
+    assert verifier.merkle_root(heads) == m["root"]
+    for c in m["changes_digests"]:
+        assert verifier.changes_digest(c["changes"]) == c["digest"]
+
+
+def test_vectors_checkpoint_chain() -> None:
+    v = vectors("checkpoints.json")
+    keys = v["test_only_keys"]
+    for name in ("a", "b"):  # the published public keys belong to the published seeds
+        seed = bytes.fromhex(keys[f"ed25519_seed_{name}_hex"])
+        public = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+        assert verifier.public_key_hex(public) == keys[f"ed25519_public_key_{name}_hex"]
+    previous, recorded = verifier.GENESIS, {}
+    signed_keys: list[str] = []
+    for cp in v["checkpoints"]:
+        fields = cp["fields"]
+        seq = fields["seq"]
+        assert verifier.checkpoint_fields(fields) == fields, seq  # F1 / F2 exactly
+        assert verifier.canonical(fields).decode() == cp["canonical"], seq
+        assert verifier.checkpoint_digest(fields) == cp["digest"], seq
+        assert verifier.checkpoint_hmac(fields, keys["hmac_key"]) == cp["hmac"], seq
+        assert fields["prev_digest"] == previous, seq
+        assert verifier.changes_digest(cp["changes"]) == fields["changes_digest"], seq
+        for order_id, version, head_hash in cp["changes"]:
+            recorded[order_id] = (version, head_hash)
+        assert verifier.merkle_root(recorded) == fields["root"], seq
+        assert len(recorded) == fields["order_count"], seq
+        key = fields.get("public_key")
+        if key is not None:
+            message = cp["canonical"].encode()
+            assert verifier.ed25519_verifies(key, cp["signature"], message), seq
+            assert not verifier.ed25519_verifies(key, cp["signature"], message + b" "), seq
+            if signed_keys and key != signed_keys[-1]:
+                rotation = verifier.rotation_message(key, seq)
+                assert rotation.decode() == cp["rotation_message"], seq
+                assert verifier.ed25519_verifies(signed_keys[-1], fields["endorsement"], rotation)
+            else:
+                assert fields["endorsement"] is None, seq
+            signed_keys.append(key)
+        previous = cp["digest"]
+    assert signed_keys[0] == keys["ed25519_public_key_a_hex"]
+    assert signed_keys[-1] == keys["ed25519_public_key_b_hex"]
+
+
+# ================================================================ (b) a real export
+def pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+
+def hex_of(key: Ed25519PrivateKey) -> str:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+def run_cli(
+    *args: str, url: str | None = None, **env: str | None
+) -> subprocess.CompletedProcess[str]:
+    assert SERVICEORDERS, "the serviceorders console script is not installed"
+    child = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SERVICEORDERS_") and k != "DATABASE_URL"
+    }
+    if url is not None:
+        child["DATABASE_URL"] = url
+    child.update({k: v for k, v in env.items() if v is not None})
+    return subprocess.run(
+        [SERVICEORDERS, *args], env=child, capture_output=True, text=True, timeout=120
+    )
+
+
+@dataclass
+class Export:
+    path: Path
+    lines: Lines
+    orders: dict[str, str]  # name -> order id
+    keys: list[str]  # the signing keys (hex) in the order they signed: a, b, c
+    uncovered: tuple[str, int]  # an event no checkpoint and no projector head covers
+    tmp: Path
+
+    def write(self, lines: Lines, name: str) -> Path:
+        path = self.tmp / f"{name}.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        return path
+
+    def copy(self) -> Lines:
+        return copy.deepcopy(self.lines)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
+    """Checkpoint 1: the old release's (format 1, no HMAC); 2, 3: the scenario's, signed by
+    its key a; 4: by its key b, endorsed by a; 5: by b; 6: by a fresh key c, endorsed by b
+    (`audit rotate-key`); 7: by c. Every format 2 checkpoint HMAC'd."""
+    from audit_scenario import build_scenario, signing_key
+    from serviceorders.bootstrap import build_application
+    from serviceorders.domain import commands as cmd
+    from serviceorders.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("independent")
+    db = tmp / "audit.db"
+    shutil.copyfile(PREVIOUS_RELEASE, db)  # legacy events and a format 1 checkpoint
+    url = f"sqlite:///{db}"
+    assert run_cli("db", "init", url=url).returncode == 0
+    scenario = build_scenario(db, hmac_key=HMAC_KEY)  # checkpoints 2..4
+    orders = {name: str(order_id) for name, order_id in scenario.orders.items()}
+    orders["legacy"] = LEGACY_ORDER
+
+    b, c = signing_key("b"), Ed25519PrivateKey.generate()
+    (tmp / "b.pem").write_bytes(pem(b))
+    (tmp / "c.pem").write_bytes(pem(c))
+    app = build_application(Settings.from_env({"DATABASE_URL": url}))
+
+    def note(name: str, text: str) -> None:
+        app.handle(fulfilment(), cmd.AddNote(UUID(orders[name]), text))
+
+    def audit(*args: str, key: str) -> None:
+        done = run_cli(
+            "audit",
+            *args,
+            url=url,
+            SERVICEORDERS_AUDIT_HMAC_KEY=HMAC_KEY,
+            SERVICEORDERS_AUDIT_SIGNING_KEY=str(tmp / key),
+        )
+        assert done.returncode == 0, done.stderr
+
+    try:
+        note("drafted", "signed by b ✓ 😀")
+        note("legacy", "a jcs event after legacy ones")
+        audit("checkpoint", key="b.pem")  # 5
+        note("drafted", "rotation")
+        audit("rotate-key", "--new", str(tmp / "c.pem"), key="b.pem")  # 6
+        note("drafted", "signed by c")
+        note("completed", "\u2028 line separator \x1f \x85")
+        audit("checkpoint", key="c.pem")  # 7
+        note("drafted", "read by the projector only")
+        assert run_cli("projections", "rebuild", url=url).returncode == 0
+        note("completed", "after everything: covered by nothing")
+    finally:
+        app.close()
+    path = tmp / "export.jsonl"
+    done = run_cli("audit", "export", "-o", str(path), url=url)
+    assert done.returncode == 0, done.stderr
+    lines = _lines_of(path.read_text(encoding="utf-8"))
+    newest = max(
+        (ln for ln in lines if ln["type"] == "event" and ln["order_id"] == orders["completed"]),
+        key=lambda ln: ln["version"],
+    )
+    keys = [hex_of(signing_key("a")), hex_of(b), hex_of(c)]
+    return Export(path, lines, orders, keys, (newest["order_id"], newest["version"]), tmp)
+
+
+def _lines_of(text: str) -> Lines:
+    # "\n" only: U+2028, U+2029 and U+0085 appear unescaped inside strings
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
+
+
+@dataclass
+class Verdicts:
+    mine: verifier.Result
+    engine: dict[str, Any]
+
+    def engine_orders(self) -> dict[str, tuple[int, str]]:
+        return {p["order_id"]: (p["version"], p["kind"]) for p in self.engine["broken_orders"]}
+
+    def engine_checkpoints(self) -> set[int]:
+        return {p["seq"] for p in self.engine["checkpoint_problems"]}
+
+    def agree(self, orders: dict[str, tuple[int, str]], checkpoints: set[int]) -> None:
+        """Both verifiers name exactly these orders (first bad version, kind) and these
+        checkpoints."""
+        mine = (self.mine.broken_orders(), set(self.mine.checkpoint_problems()))
+        engine = (self.engine_orders(), self.engine_checkpoints())
+        detail = f"\nmine: {[str(p) for p in self.mine.problems]}\nengine: {self.engine}"
+        assert mine == (orders, checkpoints), "independent verifier" + detail
+        assert engine == (orders, checkpoints), "serviceorders audit verify --file" + detail
+        assert self.engine["ok"] is self.mine.ok is (not orders and not checkpoints), detail
+
+
+def verdicts(
+    path: Path, *, hmac_key: str | None = HMAC_KEY, pins: tuple[str, ...] = ()
+) -> Verdicts:
+    """Both verifiers on the file: with the HMAC key (the old release's checkpoint 1 has
+    none: --unsigned-up-to 1) and the pinned public keys."""
+    mine = verifier.audit_export(path, public_keys=pins, hmac_key=hmac_key, unsigned_up_to=1)
+    args = ["audit", "verify", "--file", str(path), "--json", "--unsigned-up-to", "1"]
+    for pin in pins:
+        args += ["--public-key", pin]
+    done = run_cli(*args, SERVICEORDERS_AUDIT_HMAC_KEY=hmac_key)
+    assert done.returncode in (0, 1), done.stderr
+    engine = json.loads(done.stdout)
+    assert (done.returncode == 0) is engine["ok"]
+    return Verdicts(mine, engine)
+
+
+def test_the_export_holds_what_the_acceptance_asks(export: Export) -> None:
+    events = [ln for ln in export.lines if ln["type"] == "event"]
+    checkpoints = [ln for ln in export.lines if ln["type"] == "checkpoint"]
+    rules = {verifier.rule_of(ln["state"]) for ln in events}
+    assert rules == {"jcs", "legacy"}
+    assert len({ln["topic"] for ln in events}) >= 28  # every event type of the scenario
+    assert [c["format"] for c in checkpoints] == ["serviceorders-audit/1"] + [
+        "serviceorders-audit/2"
+    ] * 6
+    a, b, c = export.keys
+    assert [cp.get("public_key") for cp in checkpoints] == [None, a, a, b, b, c, c]
+    endorsed = [cp["seq"] for cp in checkpoints if cp.get("endorsement")]
+    assert endorsed == [4, 6]  # the two rotations
+    assert any(ln["type"] == "seen_head" for ln in export.lines)
+    header = export.lines[0]
+    assert header["complete"] is True
+    assert header["public_keys"] == [
+        {"public_key": a, "first_seq": 2},
+        {"public_key": b, "first_seq": 4},
+        {"public_key": c, "first_seq": 6},
+    ]
+    legacy = [ln for ln in events if ln["order_id"] == export.orders["legacy"]]
+    assert {verifier.rule_of(ln["state"]) for ln in legacy} == {
+        "jcs",
+        "legacy",
+    }  # one chain, both rules
+
+
+@pytest.mark.parametrize("pins", [(), (0,), (0, 1, 2)], ids=["unpinned", "pin a", "pin a b c"])
+def test_the_export_verifies_under_both(export: Export, pins: tuple[int, ...]) -> None:
+    keys = tuple(export.keys[i] for i in pins)
+    both = verdicts(export.path, pins=keys)
+    both.agree({}, set())
+    assert ("keys not pinned" in " ".join(both.mine.notes)) is (not pins)
+    assert any("not pinned" in n for n in both.engine["notes"]) is (not pins)
+    # the event after the last checkpoint, read by no projector: both say so
+    assert any("no checkpoint" in n for n in both.mine.notes)
+    assert any("covered by no checkpoint" in n for n in both.engine["notes"])
+
+
+def test_without_the_hmac_key_both_still_verify(export: Export) -> None:
+    verdicts(export.path, hmac_key=None).agree({}, set())
+
+
+def test_a_wrong_hmac_key_fails_every_hmac_checkpoint_under_both(export: Export) -> None:
+    both = verdicts(export.path, hmac_key="not the key")
+    both.agree({}, {2, 3, 4, 5, 6, 7})
+
+
+# ============================================================ (c) tampering with the file
+def events_of(lines: Lines, order_id: str) -> list[dict[str, Any]]:
+    return sorted(
+        (ln for ln in lines if ln["type"] == "event" and ln["order_id"] == order_id),
+        key=lambda ln: ln["version"],
+    )
+
+
+def event(lines: Lines, order_id: str, version: int) -> dict[str, Any]:
+    return next(ln for ln in events_of(lines, order_id) if ln["version"] == version)
+
+
+def drop(lines: Lines, keep: Callable[[dict[str, Any]], bool]) -> Lines:
+    return [ln for ln in lines if keep(ln)]
+
+
+def checkpoint(lines: Lines, seq: int) -> dict[str, Any]:
+    return next(ln for ln in lines if ln["type"] == "checkpoint" and ln["seq"] == seq)
+
+
+def rehash(line: dict[str, Any]) -> None:
+    """The checkpoint's digest recomputed over its (edited) fields, as a forger would."""
+    line["digest"] = verifier.checkpoint_digest(verifier.checkpoint_fields(line))
+
+
+def relink(lines: Lines, start: int) -> None:
+    """Every checkpoint from `start` on: prev_digest and digest recomputed."""
+    for line in lines:
+        if line["type"] == "checkpoint" and line["seq"] >= start:
+            line["prev_digest"] = checkpoint(lines, line["seq"] - 1)["digest"]
+            rehash(line)
+
+
+def resign(line: dict[str, Any], key: Ed25519PrivateKey) -> None:
+    """public_key replaced by `key`'s, the digest recomputed and the fields signed by it
+    (the HMAC is left: the forger does not hold that key)."""
+    line["public_key"] = hex_of(key)
+    line["endorsement"] = None
+    rehash(line)
+    line["signature"] = key.sign(verifier.canonical(verifier.checkpoint_fields(line))).hex()
+
+
+def test_edited_value(export: Export) -> None:
+    lines = export.copy()
+    awkward = export.orders["awkward"]
+    state = event(lines, awkward, 1)["state"]
+    characteristics = state["items"][0]["characteristics"]
+    name = next(k for k, v in characteristics.items() if isinstance(v, float))
+    characteristics[name] = characteristics[name] * 2 or 1.5
+    legacy = export.orders["legacy"]
+    event(lines, legacy, 3)["state"]["actor"]["id"] = "somebody else"
+    both = verdicts(export.write(lines, "edited"))
+    both.agree({awkward: (1, "altered"), legacy: (3, "altered")}, set())
+
+
+def test_an_integral_double_rewritten_as_an_integer_is_no_change(export: Export) -> None:
+    """The export is not canonical: 10.0 written `10` reads as another JSON value, but
+    under "jcs" both serialise alike — so re-writing a jcs state's numbers changes no hash,
+    while a legacy state's `10.0` -> `10` does (legacy writes `10.0`)."""
+    lines = export.copy()
+    changed = []
+    for ln in lines:
+        if ln["type"] != "event":
+            continue
+        for item in ln["state"].get("items") or []:
+            for k, v in (item.get("characteristics") or {}).items():
+                if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+                    item["characteristics"][k] = int(v)
+                    changed.append((ln["order_id"], ln["version"], verifier.rule_of(ln["state"])))
+    assert any(rule == "jcs" for *_, rule in changed)
+    both = verdicts(export.write(lines, "integral"))
+    broken = {(o, v) for o, v, rule in changed if rule == "legacy"}
+    first = {}
+    for o, v in sorted(broken):
+        first.setdefault(o, (v, "altered"))
+    both.agree(first, set())
+
+
+def test_deleted_middle_event(export: Export) -> None:
+    awkward, legacy = export.orders["awkward"], export.orders["legacy"]
+    lines = drop(
+        export.copy(),
+        lambda ln: (
+            not (
+                ln["type"] == "event"
+                and (ln["order_id"], ln["version"]) in {(awkward, 7), (legacy, 4)}
+            )
+        ),
+    )
+    verdicts(export.write(lines, "middle")).agree(
+        {awkward: (7, "deleted"), legacy: (4, "deleted")}, set()
+    )
+
+
+def test_deleted_newest_events(export: Export) -> None:
+    """The awkward order's newest two (recorded by checkpoint 4), the drafted order's newest
+    (after every checkpoint, read by the projector)."""
+    awkward, drafted = export.orders["awkward"], export.orders["drafted"]
+    newest = {o: events_of(export.lines, o)[-1]["version"] for o in (awkward, drafted)}
+    gone = {(awkward, newest[awkward]), (awkward, newest[awkward] - 1), (drafted, newest[drafted])}
+    lines = drop(
+        export.copy(),
+        lambda ln: not (ln["type"] == "event" and (ln["order_id"], ln["version"]) in gone),
+    )
+    verdicts(export.write(lines, "newest")).agree(
+        {
+            awkward: (newest[awkward] - 1, "head_moved_back"),
+            drafted: (newest[drafted], "head_moved_back"),
+        },
+        set(),
+    )
+
+
+def test_deleting_an_event_nothing_covers_goes_unnoticed_by_both(export: Export) -> None:
+    """The documented limit: an event after the latest checkpoint that no projector read."""
+    order_id, version = export.uncovered
+    lines = drop(
+        export.copy(),
+        lambda ln: (
+            not (ln["type"] == "event" and (ln["order_id"], ln["version"]) == (order_id, version))
+        ),
+    )
+    verdicts(export.write(lines, "uncovered")).agree({}, set())
+
+
+def test_deleted_order(export: Export) -> None:
+    """Every event of two orders gone: one recorded by checkpoints and the projector, the
+    legacy one by the old release's checkpoint 1 too."""
+    gone = {export.orders["failed"], export.orders["legacy"]}
+    lines = drop(export.copy(), lambda ln: not (ln["type"] == "event" and ln["order_id"] in gone))
+    verdicts(export.write(lines, "order")).agree({o: (1, "missing") for o in gone}, set())
+
+
+def test_deleted_order_and_its_projector_head(export: Export) -> None:
+    """The checkpoints still record it (a complete export)."""
+    gone = export.orders["resubmitted"]
+    lines = drop(export.copy(), lambda ln: ln.get("order_id") != gone)
+    verdicts(export.write(lines, "order-and-head")).agree({gone: (1, "missing")}, set())
+
+
+def test_reordered_events(export: Export) -> None:
+    """Two events' states swapped (each line keeps its version, topic and position)."""
+    lines = export.copy()
+    awkward = export.orders["awkward"]
+    four, five = event(lines, awkward, 4), event(lines, awkward, 5)
+    four["state"], five["state"] = five["state"], four["state"]
+    verdicts(export.write(lines, "reordered")).agree({awkward: (4, "reordered")}, set())
+
+
+def test_rehashed_chain(export: Export) -> None:
+    """v3 of the awkward order edited, it and every later event re-hashed with the spec's
+    serialiser: a consistent chain, which only the checkpoints (and the projector's head)
+    contradict. Checkpoint 2 recorded v2, which still matches: v3 is the first bad one."""
+    lines = export.copy()
+    awkward = export.orders["awkward"]
+    chain = events_of(lines, awkward)
+    previous = chain[1]["state"]["hash"]
+    for line in chain[2:]:
+        state = line["state"]
+        if line["version"] == 3:
+            state["note"] = "approved by nobody"
+        state["prev_hash"] = previous
+        state["hash"] = verifier.event_hash(line["topic"], awkward, line["version"], state)
+        previous = state["hash"]
+    mine = verifier.audit_export(
+        export.write(lines, "chain-only"), hmac_key=HMAC_KEY, unsigned_up_to=1
+    )
+    assert all(p.kind != "altered" for p in mine.problems)  # the chain itself verifies
+    verdicts(export.write(lines, "rehashed")).agree({awkward: (3, "rewritten")}, set())
+
+
+def test_forged_checkpoint_field(export: Export) -> None:
+    """The latest checkpoint's created_at changed and its digest recomputed; the old
+    signature (and HMAC) kept."""
+    lines = export.copy()
+    last = checkpoint(lines, 7)
+    last["created_at"] = "2020-01-01T00:00:00.000000+00:00"
+    rehash(last)
+    verdicts(export.write(lines, "forged-last")).agree({}, {7})
+    verdicts(export.write(lines, "forged-last-nokey"), hmac_key=None).agree({}, {7})
+
+
+def test_forged_middle_checkpoint(export: Export) -> None:
+    """Checkpoint 5's order_count raised and its digest recomputed: its signature fails and
+    checkpoint 6 no longer links to it."""
+    lines = export.copy()
+    cp = checkpoint(lines, 5)
+    cp["order_count"] += 1
+    rehash(cp)
+    verdicts(export.write(lines, "forged-middle"), hmac_key=None).agree({}, {5, 6})
+
+
+def test_latest_checkpoint_signed_by_another_key(export: Export) -> None:
+    """Checkpoint 7 re-signed by a fresh key (public_key replaced): not the previous signed
+    checkpoint's key (c), no endorsement: kind "key", pinned or not."""
+    lines = export.copy()
+    resign(checkpoint(lines, 7), Ed25519PrivateKey.generate())
+    path = export.write(lines, "other-key")
+    for pins in ((), (export.keys[0],)):
+        both = verdicts(path, hmac_key=None, pins=pins)
+        both.agree({}, {7})
+        assert {p.kind for p in both.mine.problems} == {"key"}
+        assert {p["kind"] for p in both.engine["checkpoint_problems"]} == {"key"}
+    # with the HMAC key, the HMAC the forger could not recompute fails too: same checkpoint
+    verdicts(path).agree({}, {7})
+
+
+def test_first_signed_checkpoint_signed_by_another_key(export: Export) -> None:
+    """Checkpoint 2 (the first signed one) re-signed by a fresh key x. Unpinned, x is the
+    first key in the chain and trusted: checkpoint 3 fails (key a, endorsed by nobody; and
+    its prev_digest), and so does every later key change (4: b, 6: c), endorsed by keys no
+    longer trusted. With a pinned, checkpoint 2 fails (x neither pinned nor endorsed) and
+    3 no longer links to it; a, b and c stay trusted."""
+    lines = export.copy()
+    resign(checkpoint(lines, 2), Ed25519PrivateKey.generate())
+    path = export.write(lines, "first-other-key")
+    verdicts(path, hmac_key=None).agree({}, {3, 4, 6})
+    verdicts(path, hmac_key=None, pins=(export.keys[0],)).agree({}, {2, 3})
+
+
+def test_every_signed_checkpoint_re_signed_needs_a_pinned_key(export: Export) -> None:
+    """Checkpoints 2..7 all re-signed by one fresh key, the digest chain recomputed: the
+    file is self-consistent, so unpinned both verifiers accept it (noting the keys are not
+    pinned) — what pinning the operator's published key is for: pinned, the first checkpoint
+    signed by the other key fails. The HMACs (with their key) fail on every one."""
+    lines = export.copy()
+    other = Ed25519PrivateKey.generate()
+    for seq in range(2, 8):
+        cp = checkpoint(lines, seq)
+        cp["prev_digest"] = checkpoint(lines, seq - 1)["digest"]
+        resign(cp, other)
+    path = export.write(lines, "all-other-key")
+    unpinned = verdicts(path, hmac_key=None)
+    unpinned.agree({}, set())
+    assert any("not pinned" in n for n in unpinned.engine["notes"])
+    assert any("not pinned" in n for n in unpinned.mine.notes)
+    verdicts(path, hmac_key=None, pins=(export.keys[0],)).agree({}, {2})
+    verdicts(path, hmac_key=HMAC_KEY).agree({}, {2, 3, 4, 5, 6, 7})  # HMACs cannot be redone
