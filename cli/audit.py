@@ -520,3 +520,5 @@ def audit_rotate_key(obj: Context, new_file: Path) -> None:
         err=True,
     )
     click.echo(json.dumps(checkpoint.to_json(), indent=2))
+    if settings.audit_anchor:
+        _anchor_checkpoint(settings, checkpoint)

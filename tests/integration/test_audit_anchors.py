@@ -354,3 +354,22 @@ def test_an_anchor_that_lost_what_was_appended_is_not_refilled_silently(
     assert checkpointer.run_once().fresh is False
     assert "holds checkpoints up to none, although 2 was appended to it" in caplog.text
     assert not path.exists()  # not re-filled from checkpoint 3 on as if it were new
+
+
+def test_a_key_rotation_checkpoint_is_anchored_too(store: Store_, tmp_path: Path) -> None:
+    old, new = tmp_path / "old.pem", tmp_path / "new.pem"
+    for key in (old, new):
+        cli("audit", "keygen", "-o", str(key), url=None)
+    path = tmp_path / "anchor.jsonl"
+    url = store.settings.database.url(with_password=True)
+    env = {
+        "SERVICEORDERS_AUDIT_ANCHOR": f"file:{path}",
+        "SERVICEORDERS_AUDIT_SIGNING_KEY": str(old),
+    }
+    store.order()
+    cli("audit", "checkpoint", url=url, env=env)
+    rotated = cli("audit", "rotate-key", "--new", str(new), url=url, env=env)
+    assert "anchored checkpoint(s) 2" in rotated.stderr
+    lines = anchored(path)
+    assert [line["seq"] for line in lines] == [1, 2]
+    assert lines[1]["endorsement"] and lines[1]["public_key"] != lines[0]["public_key"]
