@@ -183,6 +183,7 @@ class Export:
     keys: list[str]  # the signing keys (hex) in the order they signed: a, b, c
     uncovered: tuple[str, int]  # an event no checkpoint and no projector head covers
     tmp: Path
+    url: str  # the database (for partial exports)
 
     def write(self, lines: Lines, name: str) -> Path:
         path = self.tmp / f"{name}.jsonl"
@@ -255,7 +256,8 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
         key=lambda ln: ln["version"],
     )
     keys = [hex_of(signing_key("a")), hex_of(b), hex_of(c)]
-    return Export(path, lines, orders, keys, (newest["order_id"], newest["version"]), tmp)
+    uncovered = (newest["order_id"], newest["version"])
+    return Export(path, lines, orders, keys, uncovered, tmp, url)
 
 
 def _lines_of(text: str) -> Lines:
@@ -490,6 +492,21 @@ def test_deleted_order_and_its_projector_head(export: Export) -> None:
     verdicts(export.write(lines, "order-and-head")).agree({gone: (1, "missing")}, set())
 
 
+def test_inserted_copy_of_an_event(export: Export) -> None:
+    """A copy of the awkward order's v2 added as its next version (after every checkpoint):
+    its hash was computed for v2, so the chain breaks there."""
+    lines = export.copy()
+    awkward = export.orders["awkward"]
+    chain = events_of(lines, awkward)
+    forged = copy.deepcopy(chain[1])
+    forged["version"] = chain[-1]["version"] + 1
+    forged["position"] = lines[0]["position"] + 1
+    lines.insert(lines.index(chain[-1]) + 1, forged)
+    verdicts(export.write(lines, "inserted")).agree(
+        {awkward: (forged["version"], "inserted")}, set()
+    )
+
+
 def test_reordered_events(export: Export) -> None:
     """Two events' states swapped (each line keeps its version, topic and position)."""
     lines = export.copy()
@@ -588,3 +605,53 @@ def test_every_signed_checkpoint_re_signed_needs_a_pinned_key(export: Export) ->
     assert any("not pinned" in n for n in unpinned.mine.notes)
     verdicts(path, hmac_key=None, pins=(export.keys[0],)).agree({}, {2})
     verdicts(path, hmac_key=HMAC_KEY).agree({}, {2, 3, 4, 5, 6, 7})  # HMACs cannot be redone
+
+
+def test_event_lines_out_of_order_change_nothing(export: Export) -> None:
+    """Two event lines of one order swapped in the file, their content intact: the verifier
+    sorts each order's events by version (the spec's step 2), so nothing is wrong."""
+    lines = export.copy()
+    at = next(
+        i
+        for i, ln in enumerate(lines)
+        if ln["type"] == "event" and ln["order_id"] == export.orders["awkward"]
+    )
+    lines[at + 3], lines[at + 4] = lines[at + 4], lines[at + 3]
+    both = verdicts(export.write(lines, "lines-swapped"))
+    both.agree({}, set())
+
+
+# ========================================================= partial exports (--order, --since)
+def partial(export: Export, name: str, *args: str) -> Lines:
+    path = export.tmp / f"{name}.jsonl"
+    done = run_cli("audit", "export", *args, "-o", str(path), url=export.url)
+    assert done.returncode == 0, done.stderr
+    return _lines_of(path.read_text(encoding="utf-8"))
+
+
+def test_an_order_export_verifies_and_its_deleted_newest_event_is_found(export: Export) -> None:
+    awkward = export.orders["awkward"]
+    lines = partial(export, "order", "--order", awkward)
+    assert lines[0]["order"] == awkward and lines[0]["complete"] is False
+    assert {ln["order_id"] for ln in lines if ln["type"] == "event"} == {awkward}
+    verdicts(export.write(lines, "order-clean")).agree({}, set())
+    newest = events_of(lines, awkward)[-1]["version"]
+    cut = drop(lines, lambda ln: not (ln["type"] == "event" and ln["version"] == newest))
+    verdicts(export.write(cut, "order-cut")).agree({awkward: (newest, "head_moved_back")}, set())
+
+
+def test_a_since_export_verifies_and_an_edit_in_it_is_found(export: Export) -> None:
+    """--since T: chains from their first exported event; heads the checkpoints recorded
+    before it cannot be checked (and are not reported)."""
+    drafted = export.orders["drafted"]
+    since = events_of(export.lines, drafted)[-4]["state"]["timestamp"]
+    lines = partial(export, "since", "--since", since)
+    assert lines[0]["since"] and lines[0]["complete"] is False
+    exported = [ln for ln in lines if ln["type"] == "event"]
+    assert 0 < len(exported) < len([ln for ln in export.lines if ln["type"] == "event"])
+    verdicts(export.write(lines, "since-clean")).agree({}, set())
+    first = events_of(lines, drafted)[0]
+    first["state"]["note"] = "edited"
+    verdicts(export.write(lines, "since-edited")).agree(
+        {drafted: (first["version"], "altered")}, set()
+    )
