@@ -239,7 +239,9 @@ class KafkaAnchor(Anchor):
         try:
             tps = self._partitions(consumer)
             if not tps:
-                return []
+                if tail is None:  # verifying against a topic that is not there
+                    raise AnchorError(f"{self.description}: no such topic")
+                return []  # an anchor not written yet
             consumer.assign(tps)
             ends = consumer.end_offsets(tps)
             starts = consumer.beginning_offsets(tps)

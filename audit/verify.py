@@ -695,9 +695,12 @@ def load_anchor(anchor: Path | Anchor) -> list[Checkpoint]:
         if isinstance(data, dict):
             data = data.get("checkpoints", [data])
     try:
-        return [Checkpoint.from_json(d) for d in data]
+        found = [Checkpoint.from_json(d) for d in data]
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise AnchorError(f"{where}: not a checkpoint anchor ({type(e).__name__}: {e})") from None
+    if not found:  # checked against nothing is no check (a wrong file or topic name, say)
+        raise AnchorError(f"{where}: holds no checkpoint")
+    return found
 
 
 def check_anchor(stored: list[Checkpoint], anchored: list[Checkpoint]) -> list[CheckpointProblem]:

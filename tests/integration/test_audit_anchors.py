@@ -331,6 +331,10 @@ def test_verify_refuses_an_anchor_it_cannot_read(store: Store_, tmp_path: Path) 
     junk.write_text('{"hello": "world"}')
     bad = cli("audit", "verify", "--anchor", str(junk), url=url, expect=2)
     assert "not a checkpoint anchor" in bad.stderr and "Traceback" not in bad.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    nothing = cli("audit", "verify", "--anchor", f"file:{empty}", url=url, expect=2)
+    assert "holds no checkpoint" in nothing.stderr  # checked against nothing is no check
     kafka = cli("audit", "verify", "--anchor", "kafka:t", url=url, expect=2)
     assert "KAFKA_BOOTSTRAP_SERVERS is not set" in kafka.stderr
 

@@ -13,6 +13,7 @@ import pytest
 from builders import cli
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from serviceorders.audit.anchors import AnchorError
 from serviceorders.audit.checkpoints import Checkpointer, create_checkpoint, load_checkpoints
 from serviceorders.audit.store import Store
 from serviceorders.bootstrap import audit_anchor, open_read_db
@@ -122,3 +123,10 @@ def test_checkpoints_produced_to_a_topic_verify_and_catch_a_recomputed_rewrite(
     failed = cli("audit", "verify", "--anchor", f"kafka:{topic}", url=url, env=env, expect=1)
     assert "checkpoint 1" in failed.stdout and "anchor" in failed.stdout, failed.stdout
     assert "FAILED" in failed.stdout
+
+
+def test_verifying_against_a_topic_that_is_not_there_is_an_error(ks: Settings) -> None:
+    anchor = audit_anchor(ks, f"kafka:no-such-anchor-{secrets.token_hex(4)}")
+    with pytest.raises(AnchorError, match="no such topic"):
+        anchor.read()
+    assert anchor.last_seq() is None  # for the checkpointer: an anchor not written yet
