@@ -184,6 +184,8 @@ class Export:
     uncovered: tuple[str, int]  # an event no checkpoint and no projector head covers
     tmp: Path
     url: str  # the database (for partial exports)
+    anchor: Path  # `audit anchor --all` right after checkpoint 7
+    stolen: Ed25519PrivateKey  # key c, which signed checkpoint 7
 
     def write(self, lines: Lines, name: str) -> Path:
         path = self.tmp / f"{name}.jsonl"
@@ -212,6 +214,9 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
     url = f"sqlite:///{db}"
     assert run_cli("db", "init", url=url).returncode == 0
     scenario = build_scenario(db, hmac_key=HMAC_KEY)  # checkpoints 2..4
+    # the seqs and keys below assume the scenario's three signed checkpoints (a, a, b)
+    assert [cp.seq for cp in scenario.checkpoints] == [2, 3, 4], scenario.checkpoints
+    assert scenario.public_keys == [hex_of(signing_key("a")), hex_of(signing_key("b"))]
     orders = {name: str(order_id) for name, order_id in scenario.orders.items()}
     orders["legacy"] = LEGACY_ORDER
 
@@ -242,6 +247,7 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
         note("drafted", "signed by c")
         note("completed", "\u2028 line separator \x1f \x85")
         audit("checkpoint", key="c.pem")  # 7
+        audit("anchor", "--all", "-o", str(tmp / "anchor.json"), key="c.pem")
         note("drafted", "read by the projector only")
         assert run_cli("projections", "rebuild", url=url).returncode == 0
         note("completed", "after everything: covered by nothing")
@@ -257,7 +263,7 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
     )
     keys = [hex_of(signing_key("a")), hex_of(b), hex_of(c)]
     uncovered = (newest["order_id"], newest["version"])
-    return Export(path, lines, orders, keys, uncovered, tmp, url)
+    return Export(path, lines, orders, keys, uncovered, tmp, url, tmp / "anchor.json", c)
 
 
 def _lines_of(text: str) -> Lines:
@@ -288,14 +294,22 @@ class Verdicts:
 
 
 def verdicts(
-    path: Path, *, hmac_key: str | None = HMAC_KEY, pins: tuple[str, ...] = ()
+    path: Path,
+    *,
+    hmac_key: str | None = HMAC_KEY,
+    pins: tuple[str, ...] = (),
+    anchors: tuple[Path, ...] = (),
 ) -> Verdicts:
     """Both verifiers on the file: with the HMAC key (the old release's checkpoint 1 has
-    none: --unsigned-up-to 1) and the pinned public keys."""
-    mine = verifier.audit_export(path, public_keys=pins, hmac_key=hmac_key, unsigned_up_to=1)
+    none: --unsigned-up-to 1), the pinned public keys and the anchors."""
+    mine = verifier.audit_export(
+        path, public_keys=pins, hmac_key=hmac_key, unsigned_up_to=1, anchors=anchors
+    )
     args = ["audit", "verify", "--file", str(path), "--json", "--unsigned-up-to", "1"]
     for pin in pins:
         args += ["--public-key", pin]
+    for anchor in anchors:
+        args += ["--anchor", str(anchor)]
     done = run_cli(*args, SERVICEORDERS_AUDIT_HMAC_KEY=hmac_key)
     assert done.returncode in (0, 1), done.stderr
     engine = json.loads(done.stdout)
@@ -655,3 +669,30 @@ def test_a_since_export_verifies_and_an_edit_in_it_is_found(export: Export) -> N
     verdicts(export.write(lines, "since-edited")).agree(
         {drafted: (first["version"], "altered")}, set()
     )
+
+
+# ============================================================================ anchors
+def test_the_export_verifies_against_the_anchor(export: Export) -> None:
+    verdicts(export.path, anchors=(export.anchor,)).agree({}, set())
+
+
+def test_the_newest_checkpoint_deleted_is_found_only_against_the_anchor(export: Export) -> None:
+    lines = drop(export.copy(), lambda ln: not (ln["type"] == "checkpoint" and ln["seq"] == 7))
+    path = export.write(lines, "checkpoint-deleted")
+    verdicts(path).agree({}, set())  # the documented limit: nothing inside the file shows it
+    verdicts(path, anchors=(export.anchor,)).agree({}, {7})
+
+
+def test_a_checkpoint_re_signed_with_the_stolen_key_is_found_only_against_the_anchor(
+    export: Export,
+) -> None:
+    """Checkpoint 7 edited and re-signed with key c itself (stolen): its signature and key
+    hold; without the HMAC key and the anchor nothing shows it."""
+    lines = export.copy()
+    last = checkpoint(lines, 7)
+    last["created_at"] = "2020-01-01T00:00:00.000000+00:00"
+    resign(last, export.stolen)
+    path = export.write(lines, "stolen-key")
+    verdicts(path, hmac_key=None).agree({}, set())
+    verdicts(path, hmac_key=None, anchors=(export.anchor,)).agree({}, {7})
+    verdicts(path).agree({}, {7})  # the HMAC the thief could not recompute

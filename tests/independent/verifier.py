@@ -3,8 +3,9 @@ auditor would: from the specification in docs/audit.md alone (the canonical seri
 the hashed object, the chain, the Merkle tree, checkpoints, signatures, the export format).
 
 It imports nothing from `serviceorders`: the standard library and `cryptography` (Ed25519)
-only. `verify_export(path)` returns the problems it finds (an empty list: the export
-verifies); `audit_export(path)` returns them with the notes on what could not be checked.
+only. `verify_export(path, public_keys=..., hmac_key=..., anchors=...)` returns the problems
+it finds (an empty list: the export verifies); `audit_export(...)` returns them with the
+notes on what could not be checked.
 """
 
 from __future__ import annotations
@@ -360,8 +361,10 @@ class _Verifier:
         public_keys: Iterable[str | bytes | Ed25519PublicKey],
         hmac_key: str | None,
         unsigned_up_to: int,
+        anchors: Iterable[Path | str] = (),
     ) -> None:
         self.result = Result()
+        self.anchors = [Path(a) for a in anchors]
         self.pins = [public_key_hex(p) for p in public_keys]
         self.hmac_key = hmac_key
         self.unsigned_up_to = unsigned_up_to
@@ -792,10 +795,39 @@ class _Verifier:
                 f"{len(uncovered)} events covered by no checkpoint and no projector head"
             )
 
+    # ---------------------------------------------------------------- anchors
+    def check_anchors(self) -> None:
+        """Step 6: every anchored checkpoint's digest matches its fields, and the export
+        holds a checkpoint of the same seq equal to it in every member."""
+        held = {c.get("seq"): c for c in self.checkpoints}
+        for path in self.anchors:
+            for anchored in read_anchor(path):
+                seq = anchored.get("seq")
+                try:
+                    fields = checkpoint_fields(anchored)
+                    own = checkpoint_digest(fields) == anchored.get("digest")
+                except (KeyError, NotCanonical):
+                    own = False
+                if not own:
+                    self.problem("anchor", f"{path.name}: the anchored digest fails", seq=seq)
+                    continue
+                stored = held.get(seq)
+                if stored is None:
+                    self.problem("anchor", f"{path.name}: anchored, absent here", seq=seq)
+                    continue
+                members = set(anchored) | set(stored)
+                members -= {"type", "changes"}
+                differ = sorted(m for m in members if anchored.get(m) != stored.get(m))
+                if differ:
+                    self.problem(
+                        "anchor", f"{path.name}: differs from the anchor in {differ}", seq=seq
+                    )
+
     def run(self) -> Result:
         self.check_chains()
         self.check_checkpoints()
         self.check_seen_heads()
+        self.check_anchors()
         self.notes()
         return self.result
 
@@ -822,14 +854,34 @@ def read_lines(path: Path | str) -> list[dict[str, Any]]:
     return lines
 
 
+def read_anchor(path: Path | str) -> list[dict[str, Any]]:
+    """The checkpoints an anchor holds: `audit anchor` output ({"checkpoints": [...]}), one
+    checkpoint object, a JSON list of them, or JSON lines (an anchor file, an export)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        whole = None
+    if isinstance(whole, dict) and isinstance(whole.get("checkpoints"), list):
+        found = whole["checkpoints"]
+    elif isinstance(whole, dict):
+        found = [whole]
+    elif isinstance(whole, list):
+        found = whole
+    else:
+        found = [line for line in read_lines(path) if line.get("type") == "checkpoint"]
+    return [c for c in found if isinstance(c, dict)]
+
+
 def audit_export(
     path: Path | str,
     *,
     public_keys: Iterable[str | bytes | Ed25519PublicKey] = (),
     hmac_key: str | None = None,
     unsigned_up_to: int = 0,
+    anchors: Iterable[Path | str] = (),
 ) -> Result:
-    return _Verifier(read_lines(path), public_keys, hmac_key, unsigned_up_to).run()
+    return _Verifier(read_lines(path), public_keys, hmac_key, unsigned_up_to, anchors).run()
 
 
 def verify_export(
@@ -838,8 +890,13 @@ def verify_export(
     public_keys: Iterable[str | bytes | Ed25519PublicKey] = (),
     hmac_key: str | None = None,
     unsigned_up_to: int = 0,
+    anchors: Iterable[Path | str] = (),
 ) -> list[Problem]:
     """Every problem found in the export (empty: it verifies)."""
     return audit_export(
-        path, public_keys=public_keys, hmac_key=hmac_key, unsigned_up_to=unsigned_up_to
+        path,
+        public_keys=public_keys,
+        hmac_key=hmac_key,
+        unsigned_up_to=unsigned_up_to,
+        anchors=anchors,
     ).problems
