@@ -438,7 +438,7 @@ def test_an_integral_double_rewritten_as_an_integer_is_no_change(export: Export)
     assert any(rule == "jcs" for *_, rule in changed)
     both = verdicts(export.write(lines, "integral"))
     broken = {(o, v) for o, v, rule in changed if rule == "legacy"}
-    first = {}
+    first: dict[str, tuple[int, str]] = {}
     for o, v in sorted(broken):
         first.setdefault(o, (v, "altered"))
     both.agree(first, set())

@@ -580,8 +580,8 @@ class _Verifier:
     def check_checkpoints(self) -> None:
         """Step 3 (the checkpoint chain, HMACs, signatures and keys), then step 4 (the
         heads as of each checkpoint) with the checkpoints that passed step 3."""
-        self.checkpoints.sort(key=lambda c: c.get("seq") if isinstance(c.get("seq"), int) else 0)
-        failed: set[int] = set()
+        self.checkpoints.sort(key=_seq_of)
+        failed: set[Any] = set()
         previous_digest, previous_position = GENESIS, -1
         parsed: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for index, line in enumerate(self.checkpoints):
@@ -830,6 +830,11 @@ class _Verifier:
         self.check_anchors()
         self.notes()
         return self.result
+
+
+def _seq_of(line: Mapping[str, Any]) -> int:
+    seq = line.get("seq")
+    return seq if isinstance(seq, int) else 0
 
 
 def _integer(value: Any) -> int:
