@@ -299,13 +299,19 @@ def verdicts(
     hmac_key: str | None = HMAC_KEY,
     pins: tuple[str, ...] = (),
     anchors: tuple[Path, ...] = (),
+    unsigned_up_to: int = 1,
 ) -> Verdicts:
     """Both verifiers on the file: with the HMAC key (the old release's checkpoint 1 has
     none: --unsigned-up-to 1), the pinned public keys and the anchors."""
     mine = verifier.audit_export(
-        path, public_keys=pins, hmac_key=hmac_key, unsigned_up_to=1, anchors=anchors
+        path,
+        public_keys=pins,
+        hmac_key=hmac_key,
+        unsigned_up_to=unsigned_up_to,
+        anchors=anchors,
     )
-    args = ["audit", "verify", "--file", str(path), "--json", "--unsigned-up-to", "1"]
+    args = ["audit", "verify", "--file", str(path), "--json"]
+    args += ["--unsigned-up-to", str(unsigned_up_to)]
     for pin in pins:
         args += ["--public-key", pin]
     for anchor in anchors:
@@ -364,6 +370,16 @@ def test_without_the_hmac_key_both_still_verify(export: Export) -> None:
 def test_a_wrong_hmac_key_fails_every_hmac_checkpoint_under_both(export: Export) -> None:
     both = verdicts(export.path, hmac_key="not the key")
     both.agree({}, {2, 3, 4, 5, 6, 7})
+
+
+def test_the_hmac_key_asks_for_a_signature_or_an_hmac(export: Export) -> None:
+    """With an HMAC key: the old release's checkpoint 1 carries neither (unsigned, unless
+    --unsigned-up-to 1); a signed checkpoint without its HMAC is accepted (its signature is
+    the stronger evidence)."""
+    verdicts(export.path, unsigned_up_to=0).agree({}, {1})
+    lines = export.copy()
+    checkpoint(lines, 7)["hmac"] = None  # not in the digest: the signature still holds
+    verdicts(export.write(lines, "no-hmac")).agree({}, set())
 
 
 # ============================================================ (c) tampering with the file

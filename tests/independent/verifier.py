@@ -384,7 +384,7 @@ class _Verifier:
 
     def _read(self, lines: list[dict[str, Any]]) -> None:
         if not lines or lines[0].get("type") != "export":
-            self.problem("format", "the first line is not the export header")
+            self.problem("file", "the first line is not the export header")
         else:
             self.header = lines[0]
         last_key: tuple[str, int] | None = None
@@ -404,7 +404,7 @@ class _Verifier:
                         number,
                     )
                 except (KeyError, TypeError, ValueError) as exc:
-                    self.problem("format", f"line {number}: not an event line ({exc})")
+                    self.problem("file", f"line {number}: not an event line ({exc})")
                     continue
                 key = (event.order_id, event.version)
                 if last_key is not None and key < last_key and not self.unsorted:
@@ -420,7 +420,7 @@ class _Verifier:
             elif kind == "seen_head":
                 self.seen.append(line)
             else:
-                self.problem("format", f"line {number}: unknown line type {kind!r}")
+                self.problem("file", f"line {number}: unreadable, or an unknown line type {kind!r}")
 
     @property
     def complete(self) -> bool:
@@ -588,21 +588,23 @@ class _Verifier:
             seq = line.get("seq")
             where = {"seq": seq}
             if seq != index + 1:
-                self.problem("seq", f"expected seq {index + 1}, found {seq}", **where)
+                self.problem("chain", f"expected seq {index + 1}, found {seq}", **where)
             try:
                 fields = checkpoint_fields(line)
                 digest = checkpoint_digest(fields)
             except KeyError as missing:
-                self.problem("format", f"field {missing} missing", **where)
+                self.problem("file", f"field {missing} missing", **where)
                 continue
             except NotCanonical as exc:
                 self.problem("digest", f"fields cannot be serialised: {exc}", **where)
                 continue
             if fields["format"] not in (FORMAT_1, FORMAT_2):
-                self.problem("format", f"unknown format {fields['format']!r}", **where)
+                self.problem("file", f"unknown format {fields['format']!r}", **where)
                 continue
             if fields["prev_digest"] != previous_digest:
-                self.problem("prev_digest", "does not link to the previous checkpoint", **where)
+                self.problem(
+                    "chain", "prev_digest does not link to the previous checkpoint", **where
+                )
             if line.get("digest") != digest:
                 self.problem("digest", "the digest does not match the fields", **where)
                 failed.add(seq)
@@ -636,17 +638,17 @@ class _Verifier:
                 self._check_heads(fields, highest, recorded, history)
 
     def _check_hmac(self, line: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
+        """Rule 7: with a key, every HMAC present must match; a checkpoint with neither a
+        signature nor an HMAC (beyond --unsigned-up-to) is `unsigned`; a signed one without
+        an HMAC is accepted (its signature is the stronger evidence)."""
         if self.hmac_key is None:
             return True
         seq = fields["seq"]
         given = line.get("hmac")
         if given is None:
-            if seq <= self.unsigned_up_to:
+            if fields.get("public_key") is not None or seq <= self.unsigned_up_to:
                 return True
-            signed = fields.get("public_key") is not None
-            self.problem(
-                "hmac" if signed else "unsigned", "no HMAC, and a key is configured", seq=seq
-            )
+            self.problem("unsigned", "neither a signature nor an HMAC, a key is given", seq=seq)
             return False
         if not hmac_lib.compare_digest(str(given), checkpoint_hmac(fields, self.hmac_key)):
             self.problem("hmac", "the HMAC does not verify under the key", seq=seq)
@@ -670,19 +672,21 @@ class _Verifier:
                 self.problem("signature", "does not verify under its public_key", seq=seq)
                 failed.add(seq)
             endorsement = fields.get("endorsement")
-            if last_key is None:
+            if last_key is None:  # the first signed checkpoint
                 if not self.pins:
                     trusted.add(key)  # the first key in the chain (keys not pinned)
                 elif key not in trusted:
                     self.problem("key", "signed by a key neither pinned nor endorsed", seq=seq)
                     failed.add(seq)
-            elif key != last_key:  # a rotation: pinned, or endorsed by a trusted key
-                endorsed = endorsement is not None and ed25519_verifies(
-                    last_key, endorsement, rotation_message(key, seq)
-                )
-                if endorsement is not None and not endorsed:
-                    self.problem("key", "the endorsement does not verify", seq=seq)
-                    failed.add(seq)
+                last_key = key
+                continue
+            endorsed = endorsement is not None and ed25519_verifies(
+                last_key, endorsement, rotation_message(key, seq)
+            )
+            if endorsement is not None and not endorsed:  # even where the key did not change
+                self.problem("key", "the endorsement does not verify", seq=seq)
+                failed.add(seq)
+            if key != last_key:  # a rotation: pinned, or endorsed by a trusted key
                 if key in self.pins or (endorsed and last_key in trusted):
                     trusted.add(key)
                 else:
@@ -801,7 +805,10 @@ class _Verifier:
         holds a checkpoint of the same seq equal to it in every member."""
         held = {c.get("seq"): c for c in self.checkpoints}
         for path in self.anchors:
-            for anchored in read_anchor(path):
+            found = read_anchor(path)
+            if not found:  # checked against nothing is no check
+                self.problem("anchor", f"{path.name}: holds no checkpoint")
+            for anchored in found:
                 seq = anchored.get("seq")
                 try:
                     fields = checkpoint_fields(anchored)
