@@ -282,15 +282,23 @@ class Verdicts:
     def engine_checkpoints(self) -> set[int]:
         return {p["seq"] for p in self.engine["checkpoint_problems"]}
 
+    def kinds(self) -> tuple[set[tuple[int, str]], set[tuple[int, str]]]:
+        """(seq, kind) of every checkpoint problem: (the independent verifier's, the engine's)."""
+        mine = {(p.seq, p.kind) for p in self.mine.problems if p.order is None and p.seq}
+        engine = {(p["seq"], p["kind"]) for p in self.engine["checkpoint_problems"]}
+        return mine, engine
+
     def agree(self, orders: dict[str, tuple[int, str]], checkpoints: set[int]) -> None:
         """Both verifiers name exactly these orders (first bad version, kind) and these
-        checkpoints."""
+        checkpoints, with the same problem kinds on each (docs/audit.md's tables)."""
         mine = (self.mine.broken_orders(), set(self.mine.checkpoint_problems()))
         engine = (self.engine_orders(), self.engine_checkpoints())
         detail = f"\nmine: {[str(p) for p in self.mine.problems]}\nengine: {self.engine}"
         assert mine == (orders, checkpoints), "independent verifier" + detail
         assert engine == (orders, checkpoints), "serviceorders audit verify --file" + detail
         assert self.engine["ok"] is self.mine.ok is (not orders and not checkpoints), detail
+        mine_kinds, engine_kinds = self.kinds()
+        assert mine_kinds == engine_kinds, "checkpoint problem kinds" + detail
 
 
 def verdicts(
