@@ -187,6 +187,31 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     return Settings.from_env({"DATABASE_URL": url})
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_settings(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    """Settings for an empty store of the test module's own, one per backend, made once
+    per module: a SQLite file in a temporary directory, or a new PostgreSQL database on the
+    test server (no tables yet; dropped after the module). For tests that only read what a
+    module-scoped fixture built there once; a test that writes takes `settings`."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("module-store") / "serviceorders.db"
+        yield Settings.from_env({"DATABASE_URL": f"sqlite:///{path}"})
+        return
+    server_url = request.getfixturevalue("pg_database").server_url
+    dbname = f"so_module_{secrets.token_hex(6)}"
+    with _admin_connect(server_url) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    try:
+        yield Settings.from_env({"DATABASE_URL": PgDatabase(server_url, dbname).url()})
+    finally:
+        with _admin_connect(server_url) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )
+
+
 @pytest.fixture
 def make_settings(request: pytest.FixtureRequest, settings: Settings) -> Callable[..., Settings]:
     """More settings for the same store as `settings`, with overrides for `from_env`."""

@@ -8,17 +8,30 @@ from pathlib import Path
 
 import pytest
 from builders import cli, order_file
+from serviceorders.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 run = cli
 
 
-@pytest.fixture
-def order(url: str, tmp_path: Path) -> str:
+@pytest.fixture(scope="module")
+def order_url(module_settings: Settings) -> str:
+    """The URL of the module's own store (each backend), prepared by `serviceorders db init`:
+    the tests that only read `order` share it, so the order is made once per backend."""
+    url = module_settings.database.url(with_password=True)
+    cli("db", "init", url=url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def order(order_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """An order with external id CRM-H-1 through 9 events, made with the CLI; its revision
-    after approval is a proposal (v5) that a second person approves (v6)."""
-    file = order_file(tmp_path / "order.json", "CRM-H-1", description="history test")
+    after approval is a proposal (v5) that a second person approves (v6). Made once per
+    backend in `order_url`'s store; the tests given it only read it."""
+    url = order_url
+    file = tmp_path_factory.mktemp("history") / "order.json"
+    file = order_file(file, "CRM-H-1", description="history test")
     run("order", "--actor", "crm", "create", str(file), url=url)  # v1, v2
     run("order", "--actor", "bob", "approve", "CRM-H-1", "--note", "ok", url=url)  # v3
     run("order", "--actor", "act", "item-state", "CRM-H-1", "1", "inProgress", url=url)  # v4
@@ -29,8 +42,8 @@ def order(url: str, tmp_path: Path) -> str:
     return "CRM-H-1"
 
 
-def test_timeline_readable_and_json(url: str, order: str) -> None:
-    out = run("history", order, url=url).stdout
+def test_timeline_readable_and_json(order_url: str, order: str) -> None:
+    out = run("history", order, url=order_url).stdout
     lines = out.strip().splitlines()
     assert "9 event(s), now completed" in lines[0]
     assert lines[1].split()[:3] == ["VER", "TIME", "(UTC)"]
@@ -43,7 +56,7 @@ def test_timeline_readable_and_json(url: str, order: str) -> None:
     assert "OrderCompleted" in rows[8] and "completed" in rows[8]
     assert all(" cli " in r for r in rows)
 
-    entries = json.loads(run("history", order, "--json", url=url).stdout)
+    entries = json.loads(run("history", order, "--json", url=order_url).stdout)
     assert [e["version"] for e in entries] == list(range(1, 10))
     assert entries[2]["actor"] == {"id": "bob", "role": "operator"}
     assert entries[2]["source"] == {"channel": "cli"}
@@ -53,52 +66,56 @@ def test_timeline_readable_and_json(url: str, order: str) -> None:
     for row, entry in zip(rows, entries, strict=True):
         assert row.endswith(entry["hash"][:12])
     # the id works as well as the external id
-    by_id = json.loads(run("history", entries[0]["documentAfter"]["id"], "--json", url=url).stdout)
+    by_id = json.loads(
+        run("history", entries[0]["documentAfter"]["id"], "--json", url=order_url).stdout
+    )
     assert [e["hash"] for e in by_id] == [e["hash"] for e in entries]
 
 
-def test_version_and_as_of(url: str, order: str) -> None:
-    v4 = json.loads(run("history", order, "--version", "4", "--json", url=url).stdout)
+def test_version_and_as_of(order_url: str, order: str) -> None:
+    v4 = json.loads(run("history", order, "--version", "4", "--json", url=order_url).stdout)
     assert v4["version"] == 4 and v4["state"] == "inProgress"
     assert v4["order"]["items"]["1"]["state"] == "inProgress"
     assert v4["order"]["header"]["priority"] is None
-    readable = run("history", order, "--version", "2", url=url).stdout
+    readable = run("history", order, "--version", "2", url=order_url).stdout
     assert "version 2 of 9, after OrderSubmitted" in readable
     assert "state     acknowledged" in readable
 
-    entries = json.loads(run("history", order, "--json", url=url).stdout)
+    entries = json.loads(run("history", order, "--json", url=order_url).stdout)
     stamp = entries[5]["timestamp"]  # the revision's approval
-    past = json.loads(run("history", order, "--as-of", stamp, "--json", url=url).stdout)
+    past = json.loads(run("history", order, "--as-of", stamp, "--json", url=order_url).stdout)
     assert past["version"] == 6 and past["order"]["header"]["priority"] == "1"
     just_before = (datetime.fromisoformat(stamp) - timedelta(microseconds=1)).isoformat()
     assert (
-        json.loads(run("history", order, "--as-of", just_before, "--json", url=url).stdout)[
+        json.loads(run("history", order, "--as-of", just_before, "--json", url=order_url).stdout)[
             "version"
         ]
         == 5
     )
     naive = stamp.removesuffix("Z")  # no offset: UTC
     assert (
-        json.loads(run("history", order, "--as-of", naive, "--json", url=url).stdout)["version"]
+        json.loads(run("history", order, "--as-of", naive, "--json", url=order_url).stdout)[
+            "version"
+        ]
         == 6
     )
-    readable = run("history", order, "--as-of", stamp, url=url).stdout
+    readable = run("history", order, "--as-of", stamp, url=order_url).stdout
     assert "version 6 of 9, after ProposalApproved" in readable and "revision  1" in readable
 
 
-def test_diff(url: str, order: str) -> None:
-    out = run("history", order, "--diff", "4", "7", url=url).stdout
+def test_diff(order_url: str, order: str) -> None:
+    out = run("history", order, "--diff", "4", "7", url=order_url).stdout
     assert "version 4 -> 7 (3 event(s))" in out
     assert '~ /header/priority: null -> "1"' in out
     assert "+ /notes/0:" in out and "customer called" in out
     assert "~ /revision: 0 -> 1" in out
-    result = json.loads(run("history", order, "--diff", "2", "9", "--json", url=url).stdout)
+    result = json.loads(run("history", order, "--diff", "2", "9", "--json", url=order_url).stdout)
     changes = {c["path"]: c for c in result["changes"]}
     assert changes["/state"]["before"] == "acknowledged"
     assert changes["/state"]["after"] == "completed"
     assert changes["/items/1/state"]["after"] == "completed"
     assert [e["version"] for e in result["events"]] == list(range(3, 10))
-    assert "no changes" in run("history", order, "--diff", "3", "3", url=url).stdout
+    assert "no changes" in run("history", order, "--diff", "3", "3", url=order_url).stdout
 
 
 @pytest.mark.parametrize(
@@ -115,9 +132,9 @@ def test_diff(url: str, order: str) -> None:
     ],
 )
 def test_bad_input_is_a_clear_message(
-    url: str, order: str, args: tuple[str, ...], status: int, message: str
+    order_url: str, order: str, args: tuple[str, ...], status: int, message: str
 ) -> None:
-    done = run("history", order, *args, url=url, expect=status)
+    done = run("history", order, *args, url=order_url, expect=status)
     assert message in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
 
