@@ -228,7 +228,7 @@ def merkle(nodes: Sequence[bytes]) -> bytes:
 
 
 def bucket_of(order_id: str) -> int:
-    """The first byte of the UUID's 16-byte binary form."""
+    """The first byte of the UUID's 16-byte binary form (ValueError: not a UUID)."""
     return uuid.UUID(order_id).bytes[0]
 
 
@@ -418,7 +418,10 @@ class _Verifier:
             elif kind == "checkpoint":
                 self.checkpoints.append(line)
             elif kind == "seen_head":
-                self.seen.append(line)
+                if _is_head([line.get("order_id"), line.get("version"), line.get("head_hash")]):
+                    self.seen.append(line)
+                else:
+                    self.problem("file", f"line {number}: not a seen_head line")
             else:
                 self.problem("file", f"line {number}: unreadable, or an unknown line type {kind!r}")
 
@@ -445,9 +448,13 @@ class _Verifier:
 
     def check_chains(self) -> None:
         for order_id, events in self.events.items():
-            if str(uuid.UUID(order_id)) != order_id:
+            try:
+                well_formed = str(uuid.UUID(order_id)) == order_id
+            except ValueError:
+                well_formed = False
+            if not well_formed:
                 self.problem(
-                    "format",
+                    "file",
                     "order id is not lowercase hyphenated UUID text",
                     order=order_id,
                     version=events[0].version,
@@ -500,7 +507,7 @@ class _Verifier:
                 self.problem("altered", "prev_hash does not link to the previous event", **where)
                 return
             if event.position <= previous_position:
-                self.problem("format", "positions do not increase with the version", **where)
+                self.problem("file", "positions do not increase with the version", **where)
                 return
             previous, previous_position = own, event.position
             expected_version = event.version + 1
@@ -601,6 +608,9 @@ class _Verifier:
             if fields["format"] not in (FORMAT_1, FORMAT_2):
                 self.problem("file", f"unknown format {fields['format']!r}", **where)
                 continue
+            if not _fields_typed(fields):
+                self.problem("file", "a field of the wrong JSON type", **where)
+                continue
             if fields["prev_digest"] != previous_digest:
                 self.problem(
                     "chain", "prev_digest does not link to the previous checkpoint", **where
@@ -614,10 +624,10 @@ class _Verifier:
                 previous_position = fields["position"]
             previous_digest = str(line.get("digest"))
             changes = line.get("changes")
-            if not isinstance(changes, list):
-                self.problem("changes", "no changes listed", **where)
+            if not isinstance(changes, list) or not all(map(_is_head, changes)):
+                self.problem("changes", "no changes listed, or one is not a head", **where)
                 failed.add(seq)
-                changes = []
+                line["changes"] = changes = []
             elif changes_digest(changes) != fields["changes_digest"]:
                 self.problem("changes", "the changes do not match changes_digest", **where)
                 failed.add(seq)
@@ -803,13 +813,13 @@ class _Verifier:
     def check_anchors(self) -> None:
         """Step 6: every anchored checkpoint's digest matches its fields, and the export
         holds a checkpoint of the same seq equal to it in every member."""
-        held = {c.get("seq"): c for c in self.checkpoints}
+        held = {_seq_of(c): c for c in self.checkpoints}
         for path in self.anchors:
             found = read_anchor(path)
             if not found:  # checked against nothing is no check
                 self.problem("anchor", f"{path.name}: holds no checkpoint")
             for anchored in found:
-                seq = anchored.get("seq")
+                seq = _seq_of(anchored)
                 try:
                     fields = checkpoint_fields(anchored)
                     own = checkpoint_digest(fields) == anchored.get("digest")
@@ -837,6 +847,30 @@ class _Verifier:
         self.check_anchors()
         self.notes()
         return self.result
+
+
+def _is_head(change: Any) -> bool:
+    """[order id (UUID text), version (integer), head hash (text)]."""
+    if not (isinstance(change, list) and len(change) == 3):
+        return False
+    order_id, version, head_hash = change
+    try:
+        uuid.UUID(order_id)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return isinstance(version, int) and not isinstance(version, bool) and isinstance(head_hash, str)
+
+
+def _fields_typed(fields: Mapping[str, Any]) -> bool:
+    """The fields' JSON types as the Specification gives them."""
+    integers = ("seq", "position", "order_count")
+    texts = ("changes_digest", "created_at", "prev_digest", "root")
+    optional = ("public_key", "endorsement")
+    return (
+        all(isinstance(fields[n], int) and not isinstance(fields[n], bool) for n in integers)
+        and all(isinstance(fields[n], str) for n in texts)
+        and all(fields.get(n) is None or isinstance(fields[n], str) for n in optional)
+    )
 
 
 def _seq_of(line: Mapping[str, Any]) -> int:
