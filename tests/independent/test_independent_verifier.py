@@ -150,6 +150,79 @@ def test_vectors_checkpoint_chain() -> None:
     assert signed_keys[-1] == keys["ed25519_public_key_b_hex"]
 
 
+def test_the_worked_examples_in_docs_audit_md() -> None:
+    """The Specification's own examples (an event, a Merkle tree of three heads, a changes
+    digest, a format 1 checkpoint) recomputed by the independent verifier; each expected
+    value is checked to be the one docs/audit.md prints."""
+    doc = (ROOT / "docs" / "audit.md").read_text(encoding="utf-8")
+
+    def printed(value: str) -> str:
+        assert value in doc, f"{value} is no longer in docs/audit.md"
+        return value
+
+    state = {
+        "timestamp": "2026-12-06T13:20:02.500000Z",
+        "actor": {"id": "agent-7", "role": "agent"},
+        "source": {
+            "channel": "api",
+            "topic": None,
+            "partition": None,
+            "offset": None,
+            "event_id": None,
+            "request_id": "r-1",
+        },
+        "correlation_id": "c-1",
+        "causation_id": None,
+        "prev_hash": verifier.GENESIS,
+        "hash_rule": "jcs",
+        "item_id": "1",
+        "characteristics": {
+            "ratio": 10.0,
+            "tiny": 1e-7,
+            "small": 2.775411931247677e-05,
+            "😀": "smile\n",
+        },
+        "cleared": [],
+        "changes": {},
+    }
+    order = "c3f1e2d4-0b5a-4c6e-9d7f-1a2b3c4d5e6f"
+    got = verifier.event_hash("serviceorders.order:LineConfigured", order, 2, state)
+    assert got == printed("a519ed4add2ad1b495e94cb0002b2561e3d0b4cbe08a891d48b24b221e1b697f")
+    heads = {
+        "0f3a6c2e-8d41-4b7a-9c55-2e1f0a9b7d31": (3, "a" * 64),
+        "0f9e1b70-2c3d-4e5f-8a6b-7c8d9e0f1a2b": (1, "b" * 64),
+        order: (2, "c" * 64),
+    }
+    assert verifier.bucket_of(order) == 0xC3
+    first_two = [verifier.leaf(o, *heads[o]) for o in sorted(heads)[:2]]
+    bucket_15 = "686b673231b7bc539c314b47e88c85cce7f8f45ecd44e8a10251f458688863a8"
+    assert verifier.merkle(first_two).hex() == printed(bucket_15)
+    root = "05ed1f3b7fc8fa81f0c7844adb3c72d3c929505e7196a23b6fee332c6da2763a"
+    assert verifier.merkle_root(heads) == printed(root)
+    changes = "82a0eadd0f8ea6c8cfb3f07697c2dba21d58371e2b68fee695dd0813b8829eb3"
+    assert verifier.changes_digest([[o, *h] for o, h in heads.items()]) == printed(changes)
+    no_change = "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"
+    assert verifier.changes_digest([]) == printed(no_change)
+    assert verifier.EMPTY.hex() == printed(
+        "dbc1b4c900ffe48d575b5da5c638040125f65db0fe3e24494b76ea986457d986"
+    )
+    fields = {
+        "changes_digest": changes,
+        "created_at": "2026-12-06T13:30:00.000000+00:00",
+        "format": "serviceorders-audit/1",
+        "order_count": 3,
+        "position": 42,
+        "prev_digest": verifier.GENESIS,
+        "root": root,
+        "seq": 1,
+    }
+    assert printed(verifier.canonical(fields).decode())
+    digest = "1445ded7715ee259ae3c95e821be45a411a707a42014883b06ec804dfd7f4693"
+    assert verifier.checkpoint_digest(fields) == printed(digest)
+    hmac = "a694be40bcd799e1d6ac2f56a2de1a06a0c0424cb1bf7dcd62963565ca9f854a"
+    assert verifier.checkpoint_hmac(fields, "test-key") == printed(hmac)
+
+
 # ================================================================ (b) a real export
 def pem(key: Ed25519PrivateKey) -> bytes:
     return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
