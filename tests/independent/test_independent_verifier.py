@@ -23,6 +23,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,22 @@ SERVICEORDERS = shutil.which("serviceorders")
 HMAC_KEY = "independent-verifier-hmac-key"
 LEGACY_ORDER = "5ada1071-78cf-5e9f-9e1c-8d82982d4e8c"  # prev.db's: 8 events, rule "legacy"
 Lines = list[dict[str, Any]]
+
+
+def test_the_verifier_imports_nothing_of_the_engine() -> None:
+    """verifier.py loads, in a fresh interpreter, the standard library and `cryptography`
+    only: no `serviceorders`, and none of the engine's libraries (orjson, pydantic)."""
+    here = Path(verifier.__file__).parent
+    code = (
+        f"import sys; sys.path.insert(0, {str(here)!r}); import verifier; "
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(json.loads(done.stdout.replace("'", '"')))
+    assert "verifier" in loaded and "cryptography" in loaded
+    assert not loaded & {"serviceorders", "orjson", "pydantic", "eventsourcing"}, loaded
 
 
 # =================================================================== (a) the test vectors
