@@ -636,6 +636,32 @@ def test_inserted_copy_of_an_event(export: Export) -> None:
     )
 
 
+def test_one_event_re_hashed_alone(export: Export) -> None:
+    """v3 edited and its own hash recomputed, v4 left linking to the old hash: the break
+    shows at v4's prev_hash, and the event named is v3 (the one re-hashed)."""
+    lines = export.copy()
+    awkward = export.orders["awkward"]
+    three = event(lines, awkward, 3)
+    three["state"]["note"] = "re-hashed alone"
+    three["state"]["hash"] = verifier.event_hash(three["topic"], awkward, 3, three["state"])
+    verdicts(export.write(lines, "rehash-one")).agree({awkward: (3, "altered")}, set())
+
+
+def test_a_copy_beyond_a_gap_is_inserted_not_deleted(export: Export) -> None:
+    """A copy of v2 stored two versions past the newest (a gap before it): the spec's
+    step 2.1 names the copy (inserted at its version), not the gap."""
+    lines = export.copy()
+    drafted = export.orders["drafted"]
+    chain = events_of(lines, drafted)
+    forged = copy.deepcopy(chain[1])
+    forged["version"] = chain[-1]["version"] + 2
+    forged["position"] = lines[0]["position"] + 1
+    lines.insert(lines.index(chain[-1]) + 1, forged)
+    verdicts(export.write(lines, "copy-gap")).agree(
+        {drafted: (forged["version"], "inserted")}, set()
+    )
+
+
 def test_reordered_events(export: Export) -> None:
     """Two events' states swapped (each line keeps its version, topic and position)."""
     lines = export.copy()

@@ -329,11 +329,15 @@ class Result:
         return not self.problems
 
     def broken_orders(self) -> dict[str, tuple[int, str]]:
-        """{order id: (first bad version, kind)} — one entry per order, its first problem."""
+        """{order id: (first bad version, kind)}: its problem at the lowest version (the
+        first found on a tie)."""
         out: dict[str, tuple[int, str]] = {}
         for p in self.problems:
-            if p.order is not None and p.order not in out:
-                out[p.order] = (p.version or 0, p.kind)
+            if p.order is None:
+                continue
+            version = p.version or 0
+            if p.order not in out or version < out[p.order][0]:
+                out[p.order] = (version, p.kind)
         return out
 
     def checkpoint_problems(self) -> dict[int, set[str]]:
@@ -373,6 +377,9 @@ class _Verifier:
         self.checkpoints: list[dict[str, Any]] = []
         self.seen: list[dict[str, Any]] = []
         self.broken: set[str] = set()
+        self.broken_at: dict[str, int] = {}  # step 2: the first bad version
+        self.matched: dict[str, int] = {}  # M(o)
+        self.kinds_found: dict[str, str] = {}  # step 4's problem per order
         self.unsorted = 0
         self._read(lines)
 
@@ -434,19 +441,33 @@ class _Verifier:
         return self.header.get("since") is not None
 
     # ---------------------------------------------------------------- chains
-    def _hash_or_none(
-        self, event: Event, version: int | None = None, topic: str | None = None
-    ) -> str | None:
-        if event.state is None:
-            return None
+    def fits(self, event: Event, version: int, topic: str | None = None) -> bool:
+        """The event fits `version`: a state whose `hash` is a string, a known rule that can
+        serialise it, and H(C_rule(E)) with that version (and topic) equal to state.hash."""
+        state = event.state
+        if state is None or not isinstance(state.get("hash"), str):
+            return False
         try:
-            return event_hash(
-                topic or event.topic, event.order_id, version or event.version, event.state
-            )
+            got = event_hash(topic or event.topic, event.order_id, version, state)
         except (NotCanonical, TypeError, ValueError):
-            return None
+            return False
+        return got == state["hash"]
+
+    def _fits_another(
+        self, event: Event, by_version: Mapping[int, Event]
+    ) -> tuple[int, bool] | None:
+        """(v', its own event fits v' too: a copy) for another version v' of the order the
+        event fits, computed with its own topic or v''s; None: none."""
+        for other in sorted(by_version):
+            if other == event.version:
+                continue
+            mate = by_version[other]
+            if any(self.fits(event, other, t) for t in {event.topic, mate.topic}):
+                return other, self.fits(mate, other)
+        return None
 
     def check_chains(self) -> None:
+        """Step 2: each order's first bad version."""
         for order_id, events in self.events.items():
             try:
                 well_formed = str(uuid.UUID(order_id)) == order_id
@@ -457,132 +478,76 @@ class _Verifier:
                     "file",
                     "order id is not lowercase hyphenated UUID text",
                     order=order_id,
-                    version=events[0].version,
+                    version=min(e.version for e in events),
                 )
+                self.broken_at[order_id] = 1
                 continue
             self._check_chain(order_id, sorted(events, key=lambda e: e.version))
 
     def _check_chain(self, order_id: str, events: list[Event]) -> None:
-        stored = {e.version: e.state.get("hash") if e.state else None for e in events}
-        topics = {e.topic for e in events}
-        expected_version = events[0].version if self.since else 1
-        previous: str | None = None if self.since else GENESIS
-        previous_position = -1
+        by_version: dict[int, Event] = {}
+        for e in events:
+            by_version.setdefault(e.version, e)
+        if self.since:
+            first = events[0]
+            expected = first.version
+            previous = first.state.get("prev_hash") if first.state else None
+        else:
+            expected, previous = 1, GENESIS
+
+        def bad(kind: str, version: int, detail: str) -> None:
+            self.problem(kind, detail, order=order_id, version=version)
+            self.broken_at[order_id] = version
+
         for event in events:
-            where = {"order": order_id, "version": event.version}
-            if event.version < expected_version:
-                self.problem("inserted", f"a second event at v{event.version}", **where)
+            if event.version != expected:
+                other = self._fits_another(event, by_version)
+                if other is not None and other[1]:
+                    bad("inserted", event.version, f"a copy of v{other[0]}")
+                elif event.version < expected:
+                    bad("inserted", event.version, f"a second event at v{event.version}")
+                else:
+                    bad("deleted", expected, f"v{expected} missing (next: v{event.version})")
                 return
-            if event.version > expected_version:
-                self.problem(
-                    "deleted",
-                    f"versions {expected_version}..{event.version - 1} missing",
-                    order=order_id,
-                    version=expected_version,
-                )
+            if not self.fits(event, event.version):
+                if event.state is None:
+                    bad("altered", event.version, "the stored state cannot be decoded")
+                    return
+                other = self._fits_another(event, by_version)
+                if other is not None and other[1]:
+                    bad("inserted", event.version, f"a copy of v{other[0]}")
+                elif other is not None:
+                    bad("reordered", event.version, f"holds the content of v{other[0]}")
+                else:
+                    bad("altered", event.version, "the stored content does not match its hash")
                 return
-            if event.state is None:
-                self.problem("altered", "the stored state cannot be decoded", **where)
+            assert event.state is not None
+            if event.state.get("prev_hash") != previous:
+                at = 1 if event.version == 1 else event.version - 1
+                bad("altered", at, f"v{event.version}'s prev_hash does not link")
                 return
-            own = event.state.get("hash")
-            if rule_of(event.state) is None:
-                self.problem("altered", f"unknown hash_rule {event.state['hash_rule']!r}", **where)
-                return
-            recomputed = self._hash_or_none(event)
-            if recomputed is None or recomputed != own:
-                kind, detail = "altered", "the stored content does not match its hash"
-                for other in sorted(stored):
-                    if other == event.version:
-                        continue
-                    if any(self._hash_or_none(event, other, t) == own for t in topics):
-                        same = [e for e in events if e.version == other]
-                        if same and same[0].state is not None and same[0].state == event.state:
-                            kind, detail = "inserted", f"a copy of v{other}"
-                        else:
-                            kind, detail = "reordered", f"holds the content of v{other}"
-                        break
-                self.problem(kind, detail, **where)
-                return
-            if previous is not None and event.state.get("prev_hash") != previous:
-                self.problem("altered", "prev_hash does not link to the previous event", **where)
-                return
-            if event.position <= previous_position:
-                self.problem("file", "positions do not increase with the version", **where)
-                return
-            previous, previous_position = own, event.position
-            expected_version = event.version + 1
+            previous = event.state["hash"]
+            expected = event.version + 1
 
     # ---------------------------------------------------------------- heads
-    def heads_at(self, position: int | None) -> dict[str, tuple[int, str]]:
-        """Each order's newest event at or before `position` (None: the newest)."""
-        out: dict[str, tuple[int, str]] = {}
+    def heads_at(self, position: int | None) -> dict[str, tuple[int, str | None]]:
+        """S: each order's newest event at or before `position` (None: the newest)."""
+        out: dict[str, tuple[int, str | None]] = {}
         for order_id, events in self.events.items():
             for e in events:
                 if position is not None and e.position > position:
                     continue
-                h = e.state.get("hash") if e.state else None
                 if order_id not in out or e.version > out[order_id][0]:
-                    out[order_id] = (e.version, str(h))
+                    h = e.state.get("hash") if e.state else None
+                    out[order_id] = (e.version, h if isinstance(h, str) else None)
         return out
 
     def _stored_hash(self, order_id: str, version: int) -> str | None:
         for e in self.events.get(order_id, []):
             if e.version == version and e.state is not None:
-                return e.state.get("hash")
+                h = e.state.get("hash")
+                return h if isinstance(h, str) else None
         return None
-
-    def _first_rewritten(self, order_id: str, recorded: list[tuple[int, str]]) -> int:
-        """The first version after the newest recorded head that still matches (1: none)."""
-        matching = [v for v, h in recorded if self._stored_hash(order_id, v) == h]
-        return max(matching) + 1 if matching else 1
-
-    def _compare_head(
-        self,
-        order_id: str,
-        recorded: tuple[int, str],
-        actual: tuple[int, str] | None,
-        by: str,
-        history: list[tuple[int, str]],
-    ) -> None:
-        if order_id in self.broken:
-            return
-        version, head_hash = recorded
-        if actual is None:
-            if not self.events.get(order_id):
-                self.problem(
-                    "missing", f"{by} recorded the order; no event of it", order=order_id, version=1
-                )
-            else:
-                newest = max(e.version for e in self.events[order_id])
-                kind = "head_moved_back" if newest < version else "inserted"
-                self.problem(
-                    kind,
-                    f"{by} recorded v{version}; none at its position",
-                    order=order_id,
-                    version=min(newest + 1, version),
-                )
-            return
-        if actual[0] < version:
-            self.problem(
-                "head_moved_back",
-                f"{by} recorded v{version}, the newest at its position is v{actual[0]}",
-                order=order_id,
-                version=actual[0] + 1,
-            )
-        elif actual[0] > version:
-            self.problem(
-                "inserted",
-                f"v{actual[0]} at or before the position of {by}, which recorded v{version}",
-                order=order_id,
-                version=version + 1,
-            )
-        elif actual[1] != head_hash:
-            self.problem(
-                "rewritten",
-                f"{by} recorded another hash for v{version}",
-                order=order_id,
-                version=self._first_rewritten(order_id, history),
-            )
 
     def check_checkpoints(self) -> None:
         """Step 3 (the checkpoint chain, HMACs, signatures and keys), then step 4 (the
@@ -635,17 +600,7 @@ class _Verifier:
                 failed.add(seq)
             parsed.append((line, fields))
         failed |= self._check_signatures(parsed)
-        recorded: dict[str, tuple[int, str]] = {}
-        history: dict[str, list[tuple[int, str]]] = {}
-        highest = -1
-        for line, fields in parsed:
-            for order_id, version, head_hash in line.get("changes") or []:
-                recorded[order_id] = (version, head_hash)
-                history.setdefault(order_id, []).append((version, head_hash))
-            if isinstance(fields["position"], int):
-                highest = max(highest, fields["position"])
-            if fields["seq"] not in failed:  # its heads are evidence
-                self._check_heads(fields, highest, recorded, history)
+        self._check_heads(parsed, failed)
 
     def _check_hmac(self, line: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
         """Rule 7: with a key, every HMAC present must match; a checkpoint with neither a
@@ -709,82 +664,129 @@ class _Verifier:
         return failed
 
     def _check_heads(
-        self,
-        fields: Mapping[str, Any],
-        position: int,
-        recorded: Mapping[str, tuple[int, str]],
-        history: Mapping[str, list[tuple[int, str]]],
+        self, parsed: list[tuple[dict[str, Any], dict[str, Any]]], failed: set[Any]
     ) -> None:
+        """Step 4: the heads as of each checkpoint (S_k from the events, R_k from the
+        changes), compared at each checkpoint that is evidence."""
         whole = self.complete and not self.since and not self.header.get("order")
-        seq = fields["seq"]
-        # The checkpoint against itself: the heads its changes add up to give its root and
-        # count (it does not depend on the events).
-        if merkle_root(recorded) != fields["root"]:
-            self.problem("root", "the root differs from the heads its changes record", seq=seq)
-        if len(recorded) != fields["order_count"]:
-            self.problem(
-                "order_count",
-                f"records {fields['order_count']} orders, its changes add up to {len(recorded)}",
-                seq=seq,
-            )
-        # The events against the checkpoint: every order's head as of its position equals
-        # the recorded one (so the recomputed root is its root); a difference names the order.
-        actual = self.heads_at(position)
+        only = self.header.get("order")
+        recorded: dict[str, tuple[int, str]] = {}
+        previous_s: dict[str, tuple[int, str | None]] = {}
+        highest = -1
+        reported: set[str] = set()
+        for line, fields in parsed:
+            seq = fields["seq"]
+            changes = line.get("changes") or []
+            for order_id, version, head_hash in changes:
+                recorded[order_id] = (version, head_hash)
+            highest = max(highest, fields["position"])
+            actual = self.heads_at(highest)
+            for order_id in set(actual) | set(recorded):  # M(o): S_j(o) = R_j(o)
+                if order_id in recorded and actual.get(order_id) == recorded[order_id]:
+                    self.matched[order_id] = recorded[order_id][0]
+            if seq not in failed:  # evidence
+                moved = {o for o in actual if actual[o] != previous_s.get(o)}
+                moved |= {o for o in previous_s if o not in actual}
+                candidates = moved | {c[0] for c in changes}
+                for order_id in sorted(candidates - reported):
+                    if only and order_id != only:
+                        continue
+                    if self.since and order_id not in actual:
+                        continue  # no exported event at or before P_k
+                    if self._compare_head(
+                        order_id, actual.get(order_id), recorded.get(order_id), seq
+                    ):
+                        reported.add(order_id)
+                if whole and all(
+                    actual.get(o) == recorded.get(o) for o in set(actual) | set(recorded)
+                ):
+                    if fields["order_count"] != len(actual):
+                        self.problem(
+                            "order_count",
+                            f"records {fields['order_count']}, the events give {len(actual)}",
+                            seq=seq,
+                        )
+                    complete_heads = {o: (v, str(h)) for o, (v, h) in actual.items()}
+                    if fields["root"] != merkle_root(complete_heads):
+                        self.problem("root", "the Merkle root of the heads differs", seq=seq)
+            previous_s = actual
+
+    def _compare_head(
+        self,
+        order_id: str,
+        s: tuple[int, str | None] | None,
+        r: tuple[int, str] | None,
+        seq: int,
+    ) -> bool:
+        """One order's head at checkpoint `seq`: True when a problem was reported."""
+        if s == r:
+            return False
         by = f"checkpoint {seq}"
-        for order_id, head in recorded.items():
-            if not whole and order_id not in self.events:
-                continue  # a partial export: this order is not in the file
-            if self.since and head[0] < min(e.version for e in self.events[order_id]):
-                continue  # --since: that head is before the order's first exported event
-            self._compare_head(order_id, head, actual.get(order_id), by, history.get(order_id, []))
-        if not whole:
-            return
-        for order_id in actual:
-            if order_id not in recorded and order_id not in self.broken:
-                self.problem(
-                    "inserted",
-                    f"an order {by} (which covers it) does not know",
-                    order=order_id,
-                    version=1,
-                )
+        where = {"order": order_id}
+        if s is None and r is not None:
+            self.problem("missing", f"{by} recorded v{r[0]}; no event of it", version=1, **where)
+        elif r is None and s is not None:
+            self.problem("inserted", f"an order {by} does not know", version=1, **where)
+        elif s is not None and r is not None and s[0] < r[0]:
+            self.problem(
+                "head_moved_back",
+                f"{by} recorded v{r[0]}, the newest at its position is v{s[0]}",
+                version=s[0] + 1,
+                **where,
+            )
+        elif s is not None and r is not None and s[0] > r[0]:
+            self.problem(
+                "inserted",
+                f"v{s[0]} at or before {by}, which recorded v{r[0]}",
+                version=r[0] + 1,
+                **where,
+            )
+        elif r is not None:
+            broken = self.broken_at.get(order_id)
+            if broken is not None and broken <= r[0]:
+                return False
+            self.problem(
+                "rewritten",
+                f"{by} recorded another hash for v{r[0]}",
+                version=self.matched.get(order_id, 0) + 1,
+                **where,
+            )
+        else:
+            return False
+        self.kinds_found[order_id] = self.result.problems[-1].kind
+        return True
 
     # ---------------------------------------------------------------- seen heads
     def check_seen_heads(self) -> None:
+        """Step 5: every seen head still held (none in a --since export)."""
         if self.since:
             return
         for line in self.seen:
             order_id, version, head_hash = line["order_id"], line["version"], line["head_hash"]
-            if order_id in self.broken:
+            if self.kinds_found.get(order_id) in ("missing", "head_moved_back", "rewritten"):
                 continue
             events = self.events.get(order_id, [])
+            where = {"order": order_id}
             if not events:
-                self.problem(
-                    "missing",
-                    "the projector read the order; no event of it",
-                    order=order_id,
-                    version=1,
-                )
+                self.problem("missing", "the projector read it; no event of it", version=1, **where)
                 continue
             newest = max(e.version for e in events)
             if newest < version:
                 self.problem(
                     "head_moved_back",
                     f"the projector read v{version}, the newest is v{newest}",
-                    order=order_id,
                     version=newest + 1,
+                    **where,
                 )
             elif self._stored_hash(order_id, version) != head_hash:
-                history = [
-                    (int(c[1]), str(c[2]))
-                    for cp in self.checkpoints
-                    for c in cp.get("changes") or []
-                    if c[0] == order_id
-                ]
+                broken = self.broken_at.get(order_id)
+                if broken is not None and broken <= version:
+                    continue
                 self.problem(
                     "rewritten",
                     f"the projector read another hash for v{version}",
-                    order=order_id,
-                    version=self._first_rewritten(order_id, history),
+                    version=self.matched.get(order_id, 0) + 1,
+                    **where,
                 )
 
     # ---------------------------------------------------------------- notes
