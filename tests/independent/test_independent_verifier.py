@@ -742,6 +742,26 @@ def test_first_signed_checkpoint_signed_by_another_key(export: Export) -> None:
     verdicts(path, hmac_key=None, pins=(export.keys[0],)).agree({}, {2, 3})
 
 
+def test_an_endorsement_on_the_first_signed_checkpoint(export: Export) -> None:
+    """Checkpoint 2, the first signed one, given an endorsement (by the holder of every key:
+    the chain re-signed and re-linked to the end). There is no previous signed key it could
+    verify under: kind "key" at 2, and nothing else."""
+    from audit_scenario import signing_key
+
+    signers = {2: "a", 3: "a", 4: "b", 5: "b"}
+    lines = export.copy()
+    checkpoint(lines, 2)["endorsement"] = "ab" * 64
+    for seq in range(2, 8):
+        cp = checkpoint(lines, seq)
+        cp["prev_digest"] = checkpoint(lines, seq - 1)["digest"]
+        rehash(cp)
+        key = signing_key(signers[seq]) if seq in signers else export.stolen
+        cp["signature"] = key.sign(verifier.canonical(verifier.checkpoint_fields(cp))).hex()
+    both = verdicts(export.write(lines, "endorsed-first"), hmac_key=None)
+    both.agree({}, {2})
+    assert both.kinds()[0] == {(2, "key")}
+
+
 def test_every_signed_checkpoint_re_signed_needs_a_pinned_key(export: Export) -> None:
     """Checkpoints 2..7 all re-signed by one fresh key, the digest chain recomputed: the
     file is self-consistent, so unpinned both verifiers accept it (noting the keys are not

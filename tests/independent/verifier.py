@@ -638,6 +638,9 @@ class _Verifier:
                 failed.add(seq)
             endorsement = fields.get("endorsement")
             if last_key is None:  # the first signed checkpoint
+                if endorsement is not None:  # no previous key it could verify under
+                    self.problem("key", "an endorsement, and no previous signed key", seq=seq)
+                    failed.add(seq)
                 if not self.pins:
                     trusted.add(key)  # the first key in the chain (keys not pinned)
                 elif key not in trusted:
