@@ -42,7 +42,19 @@ def _fits(order_id: str, row: Row, version: int | None = None, topic: str | None
     if head is None or row.state is None:
         return False
     at = row.version if version is None else version
-    return event_hash(topic or row.topic, order_id, at, row.state) == head
+    try:
+        return event_hash(topic or row.topic, order_id, at, row.state) == head
+    except ValueError:  # an unknown hash_rule, or a value its rule cannot write: tampered
+        return False
+
+
+def _unhashable(state: dict[str, Any]) -> str | None:
+    """Why a stored state cannot be hashed at all under its rule, if it cannot."""
+    try:
+        event_hash("", "", 0, state)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def check_chain(order_id: str, rows: list[Row], *, from_start: bool = True) -> OrderProblem | None:
@@ -92,8 +104,12 @@ def check_chain(order_id: str, rows: list[Row], *, from_start: bool = True) -> O
                 return problem(
                     row.version, "reordered", f"v{row.version} holds the content of v{origin}"
                 )
+            why = _unhashable(row.state)
             return problem(
-                row.version, "altered", "the stored hash does not match the stored content"
+                row.version,
+                "altered",
+                "the stored hash does not match the stored content"
+                + (f" (it cannot be hashed: {why})" if why else ""),
             )
         if row.state.get("prev_hash") != previous:  # type: ignore[union-attr]
             if row.version == 1:
@@ -447,15 +463,20 @@ class _Trust:
         `reported`: its being unsigned is already)."""
         key = c.public_key
         if key is None:
-            if self.previous is not None and c.seq > self.unsigned_up_to:
+            if (self.previous is not None or self.pinned) and c.seq > self.unsigned_up_to:
                 if reported:
                     return False
+                after = (
+                    f"after checkpoints signed by key {self.previous}"
+                    if self.previous is not None
+                    else "although signing keys are pinned (--public-key; checkpoints "
+                    "made before signing: --unsigned-up-to SEQ)"
+                )
                 self.add(
                     CheckpointProblem(
                         c.seq,
                         "unsigned",
-                        "no Ed25519 signature, after checkpoints signed by key "
-                        f"{self.previous}: rewritten and left unsigned?",
+                        f"no Ed25519 signature, {after}: rewritten and left unsigned?",
                     )
                 )
                 return False
@@ -485,7 +506,10 @@ class _Trust:
                         c.seq,
                         "key",
                         f"the endorsement of key {key} does not verify under the previous "
-                        f"signed checkpoint's key {previous}",
+                        f"signed checkpoint's key {previous}"
+                        if previous is not None
+                        else f"an endorsement of key {key} on the first signed checkpoint, "
+                        "which has no previous key to endorse it",
                     )
                 )
                 sound = False

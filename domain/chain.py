@@ -89,9 +89,9 @@ def canonical_for(rule: str) -> Any:
 
 def rule_of(state: dict[str, Any]) -> str:
     """The canonical rule an event's stored state was hashed with."""
-    rule = state.get("hash_rule")
-    if rule is None:
+    if "hash_rule" not in state:
         return LEGACY
+    rule = state["hash_rule"]
     if rule == HASH_RULE:
         return HASH_RULE
     raise UnknownHashRule(f"unknown hash rule {rule!r}")

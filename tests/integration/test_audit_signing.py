@@ -356,6 +356,35 @@ def test_an_unsigned_checkpoint_after_signed_ones_is_reported(signed: World) -> 
     assert any("without a verifiable signature" in n and "unsigned: 3" in n for n in report.notes)
 
 
+def test_checkpoints_all_recomputed_unsigned_fail_against_a_pinned_key(signed: World) -> None:
+    """An attacker who cannot sign recomputes every checkpoint unsigned: without a pin that
+    is only a note; with the operator's key pinned, each one is `unsigned`."""
+    previous = "0" * 64
+    for row in signed.rows():
+        row["prev_digest"] = previous
+        row = resign(row, None)
+        signed.store(row)
+        previous = row["digest"]
+    unpinned = signed.verify()
+    assert unpinned.ok, unpinned.lines()
+    assert any("without a verifiable signature" in n for n in unpinned.notes)
+    pinned = [hexkey(signed.k1)]
+    assert problems(signed.verify(public_keys=pinned)) == {(1, "unsigned"), (2, "unsigned")}
+    assert problems(signed.verify_file(public_keys=pinned)) == {(1, "unsigned"), (2, "unsigned")}
+    assert signed.verify(public_keys=pinned, unsigned_up_to=2).ok
+
+
+def test_an_endorsement_on_the_first_signed_checkpoint_is_reported(world: World) -> None:
+    """There is no previous key to endorse the first one: an endorsement there is forged."""
+    world.checkpoint(signing_key=world.k1)
+    row = world.rows()[0]
+    row["endorsement"] = world.k1.sign(b"anything").hex()
+    world.store(resign(row, world.k1))
+    report = world.verify()
+    assert problems(report) == {(1, "key")}
+    assert "first signed checkpoint" in report.checkpoint_problems[0].detail
+
+
 # ---------------------------------------------------------------- format 1, HMAC
 def test_format_1_checkpoints_stored_before_still_verify(world: World) -> None:
     """Checkpoints 1 and 2 written as the code before format 2 wrote them (F1 digested,
@@ -380,9 +409,10 @@ def test_format_1_checkpoints_stored_before_still_verify(world: World) -> None:
     assert (first.format, second.format, third.format) == (1, 1, 2)
     assert "public_key" not in first.fields() and "signature" not in first.to_json()
     assert third.prev_digest == second.digest
+    pinned = [hexkey(world.k1)]
     for report in (
         world.verify(key=HMAC_KEY),
-        world.verify(key=HMAC_KEY, public_keys=[hexkey(world.k1)]),
+        world.verify(key=HMAC_KEY, public_keys=pinned, unsigned_up_to=2),
         world.verify_file(key=HMAC_KEY),
     ):
         assert report.ok, report.lines()
@@ -393,6 +423,11 @@ def test_format_1_checkpoints_stored_before_still_verify(world: World) -> None:
         "2 checkpoint(s) without a verifiable signature" in n and "HMAC only" in n and "1-2" in n
         for n in unkeyed.notes
     ), unkeyed.notes
+    # a pinned key says every checkpoint is signed: those made before signing are named
+    assert problems(world.verify(key=HMAC_KEY, public_keys=pinned)) == {
+        (1, "unsigned"),
+        (2, "unsigned"),
+    }
     wrong = world.verify(key="another key")
     assert problems(wrong) == {(1, "hmac"), (2, "hmac"), (3, "hmac")}
 

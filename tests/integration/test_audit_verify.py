@@ -259,6 +259,30 @@ def test_altered_state_bytes_that_no_longer_decode(world: World) -> None:
     assert_one_broken(world.verify(), order, 2, "altered")
 
 
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"hash_rule": "sha3"}, "unknown hash rule 'sha3'"),
+        ({"hash_rule": None}, "unknown hash rule None"),  # absent is legacy; null is not
+        ({"note": 2**60}, "exceeds safe integer domain"),  # "jcs" cannot write it
+    ],
+)
+def test_a_state_its_rule_cannot_hash_is_reported_altered_not_a_crash(
+    world: World, change: dict[str, Any], why: str, tmp_path: Path
+) -> None:
+    """Tampering that leaves nothing to hash (issue 18): reported, live and offline."""
+    order = world.orders[0]
+    world.tamper.set_state(order, 3, {**world.tamper.state(order, 3), **change})
+    report = world.verify()
+    assert_one_broken(report, order, 3, "altered")
+    assert why in report.order_problems[0].detail
+    out = io.StringIO()
+    on_own_db(world.settings, lambda db: export(db, out))
+    path = tmp_path / "export.jsonl"
+    path.write_text(out.getvalue(), "utf-8")
+    assert_one_broken(verify_file(path), order, 3, "altered")
+
+
 def test_deleted_middle_event(world: World) -> None:
     order = world.orders[1]
     world.tamper.delete(order, 3)
