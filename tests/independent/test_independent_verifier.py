@@ -782,6 +782,23 @@ def test_every_signed_checkpoint_re_signed_needs_a_pinned_key(export: Export) ->
     verdicts(path, hmac_key=HMAC_KEY).agree({}, {2, 3, 4, 5, 6, 7})  # HMACs cannot be redone
 
 
+def test_every_checkpoint_recomputed_unsigned_fails_against_a_pinned_key(export: Export) -> None:
+    """A forger without any signing key recomputes checkpoints 2..7 unsigned (public_key,
+    endorsement and signature null, the digest chain relinked): unpinned and without the
+    HMAC key that is only a note; with the operator's key pinned every one is `unsigned`."""
+    lines = export.copy()
+    for seq in range(2, 8):
+        cp = checkpoint(lines, seq)
+        cp["public_key"] = cp["endorsement"] = cp["signature"] = None
+        cp["prev_digest"] = checkpoint(lines, seq - 1)["digest"]
+        rehash(cp)
+    path = export.write(lines, "all-unsigned")
+    verdicts(path, hmac_key=None).agree({}, set())
+    pinned = verdicts(path, hmac_key=None, pins=(export.keys[0],))
+    pinned.agree({}, {2, 3, 4, 5, 6, 7})
+    assert pinned.kinds()[0] == {(seq, "unsigned") for seq in range(2, 8)}
+
+
 def test_event_lines_out_of_order_change_nothing(export: Export) -> None:
     """Two event lines of one order swapped in the file, their content intact: the verifier
     sorts each order's events by version (the spec's step 2), so nothing is wrong."""

@@ -628,8 +628,8 @@ class _Verifier:
         for line, fields in parsed:
             seq = fields["seq"]
             key = fields.get("public_key")
-            if key is None:
-                if last_key is not None and seq > self.unsigned_up_to:
+            if key is None:  # rule 7: after a signed one, or with keys pinned
+                if (last_key is not None or self.pins) and seq > self.unsigned_up_to:
                     self.problem("unsigned", "unsigned checkpoint after a signed one", seq=seq)
                     failed.add(seq)
                 continue
