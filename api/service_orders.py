@@ -202,10 +202,33 @@ def retrieve_service_order(request: Request, id: str, fields: str | None = None)
     return document_response(request, parse_uuid(id, "service order"), 200, fields)
 
 
+# What PATCH does with each attribute: a JSON merge patch (RFC 7386) for the header's
+# scalars, but not for its arrays, which is stated here, in /openapi.json (the operation's
+# description), and in docs/lifecycle.md ("What a TMF641 PATCH does with each
+# attribute"); tests/api/test_patch_semantics.py shows each case.
+PATCH_SEMANTICS = (
+    "A JSON merge patch (`application/merge-patch+json`; `application/json` is taken too), "
+    "except that arrays are not replaced whole as RFC 7386 says: "
+    "`serviceOrderItem` is merged by item id: an item given replaces the item with that id "
+    "whole (it is sent complete, with `id`, `action` and `service`; there is no merge within "
+    "an item) or is added when its id is new; the items the body leaves out stay, and an "
+    "empty array changes nothing. PATCH cannot remove an item: an item with action "
+    '"delete" is an item of the order (the disconnect of an existing service), not its '
+    "removal. `relatedParty` replaces the order's related parties whole (an empty array "
+    "removes them all). `note` appends the notes whose text the order does not have yet, "
+    "as the caller's (the author and date sent are not kept); a note is never replaced or "
+    "removed. `null` leaves an attribute as it is (it removes nothing). `state` and "
+    "`externalId` may only repeat the current value (409 otherwise); "
+    "`expectedCompletionDate`, `externalReference` and `orderRelationship` are refused "
+    "(400, naming them). Each change is validated as a whole: a refused PATCH changes "
+    "nothing."
+)
+
+
 @router.patch(
     "/serviceOrder/{id}",
-    summary="Update a service order (JSON merge patch)",
-    description="Before approval: items (merged by id) and header attributes, applied. "
+    summary="Update a service order (JSON merge patch; arrays merged as stated)",
+    description=PATCH_SEMANTICS + " Before approval: the change is applied. "
     "After approval (and only before the point of no return): a proposal a second person "
     "approves or refuses; the answer is 200 with the order as approved so far (the change "
     'not applied) and a `Link: <.../api/v1/orders/{id}/proposal>; rel="proposal"` '
