@@ -175,7 +175,7 @@ class Catalog(BaseModel):
         problems: list[Problem] = []
         if not items:
             problems.append(Problem(code="no_items", message="the order has no items"))
-        problems += _duplicate_ids(items)
+        problems += duplicate_ids(items)
         for item in items:
             problems += self._item_problems(item)
         problems += _dependency_problems(items)
@@ -255,7 +255,8 @@ def _characteristic_problems(spec: ServiceSpecification, item: OrderItem) -> lis
     return problems
 
 
-def _duplicate_ids(items: list[OrderItem]) -> list[Problem]:
+def duplicate_ids(items: Iterable[OrderItem]) -> list[Problem]:
+    """An item id given more than once (in an order, or in one revision's items)."""
     seen: set[str] = set()
     problems = []
     for item in items:

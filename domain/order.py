@@ -15,7 +15,7 @@ from uuid import UUID, uuid4, uuid5
 from eventsourcing.domain import BaseAggregate
 
 from . import events as ev
-from .catalog import Catalog, flags, structural
+from .catalog import Catalog, duplicate_ids, flags, structural
 from .chain import GENESIS, canonical
 from .copying import replace
 from .errors import (
@@ -382,6 +382,8 @@ class ServiceOrder(BaseAggregate[UUID]):
         header = header or HeaderChange()
         if not (items or removed or header.model_fields_set):
             raise InvalidCommand(f"the revision of order {self.id} changes nothing")
+        if twice := duplicate_ids(items):  # two versions of one item: neither is taken
+            raise ValidationFailed(twice, self.id)
         for item_id in [*(i.id for i in items if i.id in self.items), *removed]:
             current = self._item(item_id).state
             if current is not None and current.is_final:

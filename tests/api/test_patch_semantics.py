@@ -91,6 +91,16 @@ def test_an_item_given_without_its_required_attributes_is_refused_whole(client, 
     assert get(client, auth, order["id"]).json() == before  # the priority neither
 
 
+def test_an_item_id_given_twice_is_refused_and_nothing_is_applied(client, auth, post_order):
+    order = post_order()
+    before = get(client, auth, order["id"]).json()
+    twice = [tmf_item("1", bandwidth=500, **TYPED), tmf_item("1", bandwidth=50, **TYPED)]
+    refused = patch(client, auth, order["id"], {"priority": "1", "serviceOrderItem": twice})
+    assert refused.status_code == 400, refused.text
+    assert "item id 1 is used more than once" in refused.text
+    assert get(client, auth, order["id"]).json() == before
+
+
 def test_an_empty_or_null_item_array_removes_nothing(client, auth, post_order):
     order = post_order()
     unchanged(client, auth, order, {"serviceOrderItem": []})
