@@ -23,7 +23,7 @@ from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import Environment, get_topic
 
 from . import privacy, resend
-from .catalog import Catalog
+from .catalog import Catalog, duplicate_ids
 from .codec import OrjsonTranscoder, PydanticMapper
 from .commands import (
     AddLine,
@@ -54,7 +54,13 @@ from .commands import (
     Target,
     WithdrawProposal,
 )
-from .errors import ConcurrencyConflict, InvalidCommand, OrderNotFound, StaleVersion
+from .errors import (
+    ConcurrencyConflict,
+    InvalidCommand,
+    OrderNotFound,
+    StaleVersion,
+    ValidationFailed,
+)
 from .events import (
     CancellationApproved,
     CancellationDenied,
@@ -558,6 +564,8 @@ class UnitOfWork:
             items = {k: privacy.map_item(v, reveal) for k, v in items.items()}
         header = (c.header or HeaderChange()).apply_to(header)
         header = header.model_copy(update={"external_id": c.external_id})
+        if twice := duplicate_ids(c.items):  # two versions of one item: neither is taken
+            raise ValidationFailed(twice, rejected.id)
         for item in c.items:
             items[item.id] = item
         for item_id in c.removed_item_ids:

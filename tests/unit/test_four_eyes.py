@@ -31,9 +31,15 @@ from builders import (
 from serviceorders.domain import commands as cmd
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.catalog import Catalog
-from serviceorders.domain.errors import DomainError, IllegalTransition, NotPermitted, StaleVersion
+from serviceorders.domain.errors import (
+    DomainError,
+    IllegalTransition,
+    NotPermitted,
+    StaleVersion,
+    ValidationFailed,
+)
 from serviceorders.domain.events import OrderEvent
-from serviceorders.domain.order import RESUBMITS, RESUBMITTED_AS
+from serviceorders.domain.order import RESUBMITS, RESUBMITTED_AS, order_id_for
 from serviceorders.domain.policy import Policy
 from serviceorders.domain.proposals import diff
 from serviceorders.domain.values import (
@@ -671,6 +677,24 @@ def test_resubmit_from_upstream_goes_straight_into_review_corrected(
     )
     rejected = app.get_order(rejected_id)
     assert rejected.header.order_relationships[-1].id == str(new.id)
+
+
+def test_a_resubmission_naming_an_item_twice_is_refused(
+    sealed: tuple[ServiceOrders, MemorySealer],
+) -> None:
+    """Two versions of one item in a correction: neither is taken (as PATCH and POST do)."""
+    app, _ = sealed
+    rejected_id = _rejected(app)
+    twice = (item("1", characteristics=FASTER), item("1", place=Place(id="site-2")))
+    error = refused(
+        app,
+        ValidationFailed,
+        upstream(),
+        cmd.Resubmit(rejected_id, external_id="crm-rej-2", items=twice, submit=True),
+        rejected_id,
+    )
+    assert "1" in str(error)
+    assert not app.exists(order_id_for("crm-rej-2"))
 
 
 @pytest.mark.parametrize("state", [OrderState.ACKNOWLEDGED, OrderState.IN_PROGRESS], ids=str)
