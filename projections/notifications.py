@@ -72,6 +72,8 @@ def cancel_href(request_id: str) -> str:
 class NotificationOutbox(Projection):
     """Every TMF641 notification the log implies, in log order."""
 
+    VERSION = 2  # 2: the documents carry `errorMessage` (a rejection, failed items; issue 19)
+
     table = Table(
         name="notification_outbox",
         columns=(

@@ -293,6 +293,7 @@ def queue_rows(order: ServiceOrder) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------- order_document
 class OrderDocument(Projection):
+    VERSION = 2  # 2: `errorMessage` (a rejection, failed items; issue 19)
     table = Table(
         name="order_document",
         columns=(

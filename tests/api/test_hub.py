@@ -1121,6 +1121,59 @@ def test_a_real_listener_receives_the_lifecycle_in_order(
     ) == (sub["id"], "active", 0, len(mine), 0)
 
 
+def test_a_listener_is_told_the_rejection_reason_and_the_failed_items(
+    orders: Any,
+    hub_client: TestClient,
+    auth: Any,
+    listener: Listener,
+    hub_settings: Callable[..., Settings],
+    run_worker: Any,
+    actors: Any,
+) -> None:
+    """Issue 19: the state-change notifications carry the order's `errorMessage`, the same
+    as the TMF641 document (GET, the order_document read model)."""
+    register(hub_client, auth("integrator"), listener.url)
+    run_worker(hub_settings())
+    rejected = orders.receive("ERR-1")
+    orders.app.handle(actors.manager, cmd.Reject(rejected, "no coverage at the site"))
+    failed = orders.receive("ERR-2")
+    orders.app.handle(actors.manager, cmd.Approve(failed))
+    for item_id in ("1", "2"):
+        orders.app.handle(
+            actors.fulfilment,
+            cmd.ChangeItemStates.one(failed, item_id, ItemState.FAILED, "port faulty"),
+        )
+    orders.project()
+    rows = outbox(hub_settings())
+    eventually(lambda: len(listener.accepted) >= len(rows), what="every notification")
+
+    told = {
+        (b["event"]["serviceOrder"]["id"], b["event"]["serviceOrder"]["state"]): b["event"][
+            "serviceOrder"
+        ]
+        for b in listener.bodies()
+        if b["eventType"] == STATE
+    }
+    (rejection,) = told[(str(rejected), "rejected")]["errorMessage"]
+    assert (rejection["code"], rejection["message"]) == ("rejected", "no coverage at the site")
+    (failure,) = told[(str(failed), "failed")]["errorMessage"]
+    assert failure["code"] == "item_failed"
+    assert [ref["itemId"] for ref in failure["serviceOrderItem"]] == ["1", "2"]
+    assert "errorMessage" not in told[(str(failed), "inProgress")]  # before any failure
+    db = open_read_db(hub_settings())
+    try:
+        for oid, state in ((rejected, "rejected"), (failed, "failed")):
+            row = db.fetchone(
+                "SELECT document FROM order_document WHERE order_id = %s",
+                (db.adapt(oid, "uuid"),),
+            )
+            assert row is not None
+            document = db.decode(row[0], "json")
+            assert told[(str(oid), state)]["errorMessage"] == document["errorMessage"]
+    finally:
+        db.close()
+
+
 def test_failures_are_retried_with_backoff_and_nothing_is_lost_or_reordered(
     orders: Any,
     hub_client: TestClient,

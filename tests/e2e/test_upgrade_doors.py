@@ -90,6 +90,30 @@ def without_added_columns(tables: dict[str, Any]) -> dict[str, Any]:
     return tables
 
 
+# Fields added to the TMF641 documents (order_document, notification_outbox) since the
+# recording, at any depth: taken out of this code's documents before comparing them with
+# the old code's. Issue 19: `errorMessage` (a rejection, failed items), which the old code
+# never filled. `taken` counts what was taken out, by field.
+ADDED_DOCUMENT_FIELDS = ("errorMessage",)
+
+
+def without_added_fields(taken: dict[str, int]) -> Callable[[Any], Any]:
+    def strip(value: Any) -> Any:
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        kept = {}
+        for key, inner in value.items():
+            if key in ADDED_DOCUMENT_FIELDS:
+                taken[key] = taken.get(key, 0) + 1
+            else:
+                kept[key] = strip(inner)
+        return kept
+
+    return strip
+
+
 def test_the_fixture_covers_every_door_and_path() -> None:
     """What the recording holds (so that a re-recording cannot quietly shrink it)."""
     for backend in ("sqlite", "postgres"):
@@ -130,7 +154,9 @@ def test_the_old_event_log_verifies_and_projects_to_the_same_rows(
     # every read model rebuilt from the first event by this code, then caught up
     run("projections", "rebuild", url=url)
     run("project", "--once", url=url)
-    got = without_added_columns(rows.read_models(url))
+    taken: dict[str, int] = {}
+    got = without_added_columns(rows.read_models(url, without_added_fields(taken)))
+    assert taken.get("errorMessage", 0) > 0  # the rejected and failed orders tell it
     for table in EXPECTED["read_models"]:
         want = expected["read_models"][table]
         assert got[table]["columns"] == want["columns"], table

@@ -20,7 +20,7 @@ from serviceorders.consumers.intake import Intake, Message
 from serviceorders.consumers.sample import create_event, envelope, order
 from serviceorders.consumers.store import IntakeStore
 from serviceorders.domain.application import ServiceOrders
-from serviceorders.domain.commands import Approve, ApproveProposal
+from serviceorders.domain.commands import Approve, ApproveProposal, Reject
 from serviceorders.domain.order import order_id_for
 from serviceorders.domain.values import CommandContext, ItemState, OrderState, Role
 from serviceorders.notifications.kafka import NOTIFICATIONS, Publisher
@@ -268,6 +268,52 @@ def test_the_outcomes_of_the_lifecycle_are_on_the_events_topic(
     assert cancels[0]["event"]["cancelServiceOrder"]["cancellationReason"] == (
         "customer changed plans"
     )
+
+
+def test_a_rejection_and_failed_items_are_told_in_error_message(
+    kafka_settings, door, db, publishers
+):
+    """Issue 19: the outbound state-change notification carries the order's `errorMessage`
+    (a manager's rejection reason; the failed items), as GET and the hub do."""
+    bodies = {ext: order(ext, random.Random(n)) for n, ext in enumerate(["ERR-R", "ERR-F"], 7)}
+    result = door.send(
+        *[(ext.encode(), create_event(f"{ext}-create", b)) for ext, b in bodies.items()]
+    )
+    assert (result.applied, result.dead_letters) == (2, 0)
+    rejected, failed = (order_id_for(x) for x in bodies)
+    door.app.handle(MANAGER, Reject(rejected, "no coverage at the site"))
+    door.app.handle(MANAGER, Approve(failed))
+    item_ids = sorted(door.app.get_order(failed).items)
+    failures = {
+        "serviceOrder": {
+            "externalId": "ERR-F",
+            "serviceOrderItem": [
+                {"id": i, "state": "failed", "errorMessage": "port faulty"} for i in item_ids
+            ],
+        }
+    }
+    result = door.send((b"ERR-F", message(env.STATE_CHANGE, failures, "ful-err-1")))
+    assert (result.applied, result.dead_letters) == (1, 0)
+    assert door.app.get_order(failed).state is OrderState.FAILED
+
+    build_projector(kafka_settings, db).catch_up()
+    publishers().drain()
+    expected = outbox(db)
+    records = read_topic(kafka_settings, kafka_settings.events_topic, expect=len(expected))
+    told = {
+        (r.key, body["event"]["serviceOrder"]["state"]): body["event"]["serviceOrder"]
+        for r in records
+        if (body := body_of(r))["eventType"] == "ServiceOrderStateChangeEvent"
+    }
+    (rejection,) = told[(str(rejected).encode(), "rejected")]["errorMessage"]
+    assert rejection["@type"] == "ServiceOrderErrorMessage"
+    assert (rejection["code"], rejection["message"]) == ("rejected", "no coverage at the site")
+    doc = told[(str(failed).encode(), "failed")]
+    (failure,) = doc["errorMessage"]
+    assert failure["code"] == "item_failed"
+    assert [ref["itemId"] for ref in failure["serviceOrderItem"]] == item_ids
+    assert all(ref["serviceOrderId"] == str(failed) for ref in failure["serviceOrderItem"])
+    assert all(item["errorMessage"][0]["code"] == "item_failed" for item in doc["serviceOrderItem"])
 
 
 def test_a_refused_create_is_announced_keyed_by_its_external_id(
