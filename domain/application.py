@@ -544,8 +544,10 @@ class UnitOfWork:
         if changes or not c.notes:  # nothing but notes: no revision (see `Revise`)
             catalog, policy = self.app.catalog, self.app.policy
             proposal_id = order.revise(ctx, catalog, items, c.removed_item_ids, header, policy)
-        for text in c.notes:
-            order.add_note(ctx, text)
+        known = {note.text for note in order.notes}  # a note resent with a revision: once
+        for text in dict.fromkeys(c.notes):
+            if text not in known:
+                order.add_note(ctx, text)
         return proposal_id
 
     def _resubmit(

@@ -158,3 +158,31 @@ def test_the_hold_policy_holds_the_order_while_a_kafka_proposal_waits(
         assert _bandwidth(found) != NEW_BANDWIDTH
     finally:
         app.close()
+
+
+def test_a_revision_keeps_its_notes_once(
+    ks: Settings, db: ReadDb, run_worker: Callable[..., Any]
+) -> None:
+    """`note` in a Kafka revision was dropped without a word (issue 19: nothing upstream
+    sends is lost): each new text is added once, one already on the order is not."""
+    body = order("KN-1", random.Random(24))
+    known = body["note"][0]["text"]
+    notes = [{"text": known}, {"text": "call before 9", "author": "crm"}]
+    produce(
+        ks,
+        [
+            (b"KN-1", create_event("kn-1-create", body)),
+            (b"KN-1", _revision("kn-1-rev-1", body, note=notes)),
+            (b"KN-1", _revision("kn-1-rev-2", body, note=[*notes, {"text": "gate 1234"}])),
+        ],
+    )
+    store = IntakeStore(db)
+    running = run_worker(ks)
+    try:
+        wait_for(lambda: sum(store.positions(ks.inbound_topic).values()) >= 3, what="3 messages")
+    finally:
+        running.stop()
+    assert store.dead_letters() == []
+    types, kn1 = _stored(ks, "KN-1")
+    assert [n.text for n in kn1.notes] == [known, "call before 9", "gate 1234"]
+    assert types.count("NoteAdded") == 2 and _bandwidth(kn1) == NEW_BANDWIDTH

@@ -131,6 +131,27 @@ def test_revision_event_becomes_a_revise_command():
     assert (c.header.description, c.header.priority) == ("faster", "1")
 
 
+def test_a_revision_keeps_its_notes():
+    """`note` in a revision was dropped without a word (issue 19: nothing upstream sends is
+    lost): its texts travel in the Revise, each once, as the REST PATCH takes them."""
+    c = command(
+        env.REVISE,
+        {
+            "serviceOrder": {
+                "externalId": "CRM-1",
+                "note": [
+                    {"text": "call before 9", "author": "crm"},
+                    {"text": "gate code 1234"},
+                    {"text": "call before 9"},
+                ],
+            }
+        },
+    )
+    assert isinstance(c, cmd.Revise)
+    assert c.notes == ("call before 9", "gate code 1234")
+    assert (c.items, c.header.model_fields_set) == ((), set())
+
+
 def test_revision_in_v5_spelling_header_only():
     parsed = env.parse(
         message(env.REVISE, {"ServiceOrder": {"externalId": "CRM-2", "description": "new text"}}),
