@@ -303,8 +303,8 @@ def _command(env: Envelope, key_text: str | None) -> Parsed:
         update = _validated(ServiceOrderUpdate, resource, "serviceOrder")
         ref = _ref(resource, key_text)
         revised = tuple(item_to_domain(i) for i in update.service_order_item or ())
-        notes = tuple(dict.fromkeys(n.text for n in update.note or ()))  # as PATCH takes them
-        return Parsed(env, Revise(ref, revised, header=header_change(update), notes=notes), ref)
+        texts = tuple(dict.fromkeys(n.text for n in update.note or ()))  # as PATCH takes them
+        return Parsed(env, Revise(ref, revised, header=header_change(update), notes=texts), ref)
     if env.event_type == CANCEL:
         resource = _resource(env, "cancelServiceOrder", "CancelServiceOrder")
         cancel = _validated(CancelServiceOrderCreate, resource, "cancelServiceOrder")
