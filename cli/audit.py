@@ -16,6 +16,7 @@ from serviceorders.support import isotime
 
 if TYPE_CHECKING:
     from serviceorders.audit.anchors import Anchor
+    from serviceorders.audit.report import Report
 
 
 @main.group()
@@ -199,8 +200,9 @@ def _anchor_option(
     type=int,
     default=0,
     metavar="SEQ",
-    help="With a key: accept checkpoints up to SEQ without an HMAC (made before "
-    "the key was configured).",
+    help="Accept checkpoints up to SEQ without a signature: made before signing was "
+    "configured (no Ed25519 signature although --public-key pins a key, or no HMAC although "
+    "SERVICEORDERS_AUDIT_HMAC_KEY is set).",
 )
 @click.option(
     "--public-key",
@@ -242,6 +244,24 @@ def audit_verify(
       2  usage error (bad option)
       3  the database cannot be read
     """
+    from serviceorders.audit.anchors import AnchorError
+
+    try:
+        report = _verify_report(obj, anchor, file_, unsigned_up_to, public_keys, no_snapshots)
+    except AnchorError as e:  # the anchor cannot be read (a broker down): the message says it
+        click.echo(f"error: {e}", err=True)
+        sys.exit(3)
+    _print_report(report, as_json=as_json, strict=strict)
+
+
+def _verify_report(
+    obj: Context,
+    anchor: Path | Anchor | None,
+    file_: Path | None,
+    unsigned_up_to: int,
+    public_keys: tuple[str, ...],
+    no_snapshots: bool,
+) -> Report:
     from serviceorders.audit.verify import verify, verify_file
 
     pinned = _public_keys(public_keys)
@@ -278,6 +298,10 @@ def audit_verify(
                 )
         finally:
             db.close()
+    return report
+
+
+def _print_report(report: Report, *, as_json: bool, strict: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

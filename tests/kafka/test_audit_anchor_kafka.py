@@ -126,7 +126,15 @@ def test_checkpoints_produced_to_a_topic_verify_and_catch_a_recomputed_rewrite(
 
 
 def test_verifying_against_a_topic_that_is_not_there_is_an_error(ks: Settings) -> None:
-    anchor = audit_anchor(ks, f"kafka:no-such-anchor-{secrets.token_hex(4)}")
+    topic = f"no-such-anchor-{secrets.token_hex(4)}"
+    anchor = audit_anchor(ks, f"kafka:{topic}")
     with pytest.raises(AnchorError, match="no such topic"):
         anchor.read()
     assert anchor.last_seq() is None  # for the checkpointer: an anchor not written yet
+    # the command: one line saying so, exit 3 (the anchor cannot be read), no traceback
+    url = ks.database.url(with_password=True)
+    env = {"KAFKA_BOOTSTRAP_SERVERS": ks.kafka_bootstrap_servers}
+    done = cli("audit", "verify", "--anchor", f"kafka:{topic}", url=url, env=env, expect=3)
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert "no such topic" in line and "AnchorError" not in line, done.stderr
+    assert "Traceback" not in done.stderr
