@@ -168,7 +168,7 @@ class HeaderCorrection(Body):
         fields = {name: getattr(self, name) for name in given}
         if self.customer is not None:
             customer = Party(id=self.customer.id, name=self.customer.name, role="customer")
-            others = tuple(p for p in parties if p.role.lower() != "customer")
+            others = tuple(p for p in parties if not p.is_customer)
             fields["related_parties"] = (*others, customer)
         return HeaderChange(**fields)
 

@@ -37,7 +37,7 @@ def scope_of(header: OrderHeader | HeaderChange | None, fallback: str | None = N
     """Whose key seals an order's personal data: its customer's (the related party with
     role customer), else the order's external id, else a shared scope."""
     parties: tuple[Party, ...] = (header.related_parties or ()) if header is not None else ()
-    customer = next((p for p in parties if p.role.lower() == "customer"), None)
+    customer = next((p for p in parties if p.is_customer), None)
     if customer is not None:
         return customer.id
     external = header.external_id if isinstance(header, OrderHeader) else None

@@ -29,6 +29,18 @@ def _date_only_as_date(value: Any) -> Any:
 DateOrDateTime = Annotated[datetime | date, BeforeValidator(_date_only_as_date)]
 
 
+def _empty(value: Any) -> bool:
+    return not value
+
+
+# Attributes a door received with a value that the domain does not interpret (issue 19,
+# "lossless"): kept as sent and returned as sent. They may hold personal data: the
+# application seals every text in them (domain/privacy.py) before the domain sees them.
+# Left out of the stored JSON when empty, so values stored before they existed hash, and
+# store, exactly as before.
+Extra = Annotated[dict[str, Any], Field(default_factory=dict, exclude_if=_empty)]
+
+
 class Value(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -118,16 +130,21 @@ FINAL_ORDER_STATES = frozenset(
 
 
 class ItemState(StrEnum):
-    """Order item states (a subset of TMF641 ServiceOrderItemStateType)."""
+    """Order item states (TMF641 v4.1 ServiceOrderItemStateType). `assessingCancellation`
+    and `pendingCancellation` mirror the order's cancellation states; `partial` is an
+    item with nested items of which some completed and some failed."""
 
     ACKNOWLEDGED = "acknowledged"
     REJECTED = "rejected"
     IN_PROGRESS = "inProgress"
     PENDING = "pending"
     HELD = "held"
+    ASSESSING_CANCELLATION = "assessingCancellation"
+    PENDING_CANCELLATION = "pendingCancellation"
     CANCELLED = "cancelled"
     COMPLETED = "completed"
     FAILED = "failed"
+    PARTIAL = "partial"
 
     @property
     def is_final(self) -> bool:
@@ -135,7 +152,13 @@ class ItemState(StrEnum):
 
 
 FINAL_ITEM_STATES = frozenset(
-    {ItemState.REJECTED, ItemState.CANCELLED, ItemState.COMPLETED, ItemState.FAILED}
+    {
+        ItemState.REJECTED,
+        ItemState.CANCELLED,
+        ItemState.COMPLETED,
+        ItemState.FAILED,
+        ItemState.PARTIAL,
+    }
 )
 
 
@@ -159,10 +182,11 @@ class Place(Value):
 
 class EntityRef(Value):
     """A reference to an entity another system owns (TMF's EntityRef): its id, and its name
-    as that system gave it."""
+    as that system gave it; `extra`: the reference's other attributes, as sent."""
 
     id: str = Field(min_length=1)
     name: str | None = None
+    extra: Extra
 
 
 class SpecRef(EntityRef):
@@ -172,21 +196,40 @@ class SpecRef(EntityRef):
 
 
 class Party(EntityRef):
-    """A related party (a customer, a contact); `name` is personal data (sealed)."""
+    """A related party (a customer, a contact); `name` is personal data (sealed). `role` as
+    sent: None when the sender gave none (only a party whose role is `customer` is the
+    order's customer)."""
 
-    role: str = "customer"
+    role: str | None = "customer"
     referred_type: str | None = None
+
+    @property
+    def is_customer(self) -> bool:
+        return self.role is not None and self.role.lower() == "customer"
 
 
 class Note(Value):
+    """A note; `text` and `author` may hold personal data (sealed in new events)."""
+
     text: str = Field(min_length=1)
     author: str | None = None
     date: datetime | None = None
+    extra: Extra
 
 
 class OrderRelationship(Value):
     id: str = Field(min_length=1)
     relationship_type: str = Field(min_length=1)
+    extra: Extra  # e.g. `@referredType` (ServiceOrder when absent), `href`, as sent
+
+
+class ItemRelation(Value):
+    """One relationship of an order item as sent (TMF serviceOrderItemRelationship):
+    `dependency` ones also make the item's `depends_on`."""
+
+    relationship_type: str | None = None
+    item_id: str | None = None
+    extra: Extra  # the relationship's other attributes; its orderItem's under "orderItem"
 
 
 class OrderItem(Value):
@@ -202,6 +245,15 @@ class OrderItem(Value):
     quantity: int = Field(default=1, ge=1)
     depends_on: tuple[str, ...] = ()
     state: ItemState | None = None  # None while the order is a draft
+    # Issue 19 (lossless TMF641), each left out of the stored JSON when empty:
+    # the item this one is nested in (TMF641 serviceOrderItem.serviceOrderItem); items are
+    # kept flat, by id, unique across the order.
+    parent: str | None = Field(default=None, exclude_if=_empty)
+    relationships: tuple[ItemRelation, ...] = Field(default=(), exclude_if=_empty)
+    extra: Extra  # the item's other attributes as sent (e.g. appointment, @type)
+    service_extra: Extra  # its service's other attributes as sent (every place among them)
+    # each characteristic's other attributes as sent (id, valueType, @type, ...), by name
+    characteristic_extra: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude_if=_empty)
 
     @field_validator("depends_on")
     @classmethod
@@ -226,10 +278,11 @@ class OrderHeader(Value):
     notification_contact: str | None = None
     related_parties: tuple[Party, ...] = ()
     order_relationships: tuple[OrderRelationship, ...] = ()
+    extra: Extra  # the order's other attributes as sent (externalReference, @type, ...)
 
     @property
     def customer(self) -> Party | None:
-        return next((p for p in self.related_parties if p.role.lower() == "customer"), None)
+        return next((p for p in self.related_parties if p.is_customer), None)
 
 
 class HeaderChange(Value):
@@ -242,10 +295,16 @@ class HeaderChange(Value):
     requested_completion_date: DateOrDateTime | None = None
     notification_contact: str | None = None
     related_parties: tuple[Party, ...] | None = None
+    # The order's other attributes a patch sets (None as a value: removes the attribute).
+    extra: dict[str, Any] | None = Field(default=None, exclude_if=_empty)
 
     def apply_to(self, header: OrderHeader) -> OrderHeader:
         changed = {name: getattr(self, name) for name in self.model_fields_set}
-        return header.model_copy(update={k: v for k, v in changed.items() if v is not None})
+        update = {k: v for k, v in changed.items() if v is not None and k != "extra"}
+        if self.extra:  # merged by attribute (a JSON merge patch: null removes)
+            merged = {**header.extra, **self.extra}
+            update["extra"] = {k: v for k, v in merged.items() if v is not None}
+        return header.model_copy(update=update)
 
 
 class Problem(Value):
