@@ -37,8 +37,7 @@ def _empty(value: Any) -> bool:
 # "lossless"): kept as sent and returned as sent. They may hold personal data: the
 # application seals every text in them (domain/privacy.py) before the domain sees them.
 # Left out of the stored JSON when empty, so values stored before they existed hash, and
-# store, exactly as before.
-Extra = Annotated[dict[str, Any], Field(default_factory=dict, exclude_if=_empty)]
+# store, exactly as before. (A plain `= Field(...)` on each, which mypy reads as a default.)
 
 
 class Value(BaseModel):
@@ -186,7 +185,7 @@ class EntityRef(Value):
 
     id: str = Field(min_length=1)
     name: str | None = None
-    extra: Extra
+    extra: dict[str, Any] = Field(default_factory=dict, exclude_if=_empty)
 
 
 class SpecRef(EntityRef):
@@ -214,13 +213,15 @@ class Note(Value):
     text: str = Field(min_length=1)
     author: str | None = None
     date: datetime | None = None
-    extra: Extra
+    extra: dict[str, Any] = Field(default_factory=dict, exclude_if=_empty)
 
 
 class OrderRelationship(Value):
     id: str = Field(min_length=1)
     relationship_type: str = Field(min_length=1)
-    extra: Extra  # e.g. `@referredType` (ServiceOrder when absent), `href`, as sent
+    extra: dict[str, Any] = Field(
+        default_factory=dict, exclude_if=_empty
+    )  # e.g. `@referredType` (ServiceOrder when absent), `href`, as sent
 
 
 class ItemRelation(Value):
@@ -229,7 +230,9 @@ class ItemRelation(Value):
 
     relationship_type: str | None = None
     item_id: str | None = None
-    extra: Extra  # the relationship's other attributes; its orderItem's under "orderItem"
+    extra: dict[str, Any] = Field(
+        default_factory=dict, exclude_if=_empty
+    )  # the relationship's other attributes; its orderItem's under "orderItem"
 
 
 class OrderItem(Value):
@@ -250,8 +253,12 @@ class OrderItem(Value):
     # kept flat, by id, unique across the order.
     parent: str | None = Field(default=None, exclude_if=_empty)
     relationships: tuple[ItemRelation, ...] = Field(default=(), exclude_if=_empty)
-    extra: Extra  # the item's other attributes as sent (e.g. appointment, @type)
-    service_extra: Extra  # its service's other attributes as sent (every place among them)
+    extra: dict[str, Any] = Field(
+        default_factory=dict, exclude_if=_empty
+    )  # the item's other attributes as sent (e.g. appointment, @type)
+    service_extra: dict[str, Any] = Field(
+        default_factory=dict, exclude_if=_empty
+    )  # its service's other attributes as sent (every place among them)
     # each characteristic's other attributes as sent (id, valueType, @type, ...), by name
     characteristic_extra: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude_if=_empty)
 
@@ -278,7 +285,9 @@ class OrderHeader(Value):
     notification_contact: str | None = None
     related_parties: tuple[Party, ...] = ()
     order_relationships: tuple[OrderRelationship, ...] = ()
-    extra: Extra  # the order's other attributes as sent (externalReference, @type, ...)
+    extra: dict[str, Any] = Field(
+        default_factory=dict, exclude_if=_empty
+    )  # the order's other attributes as sent (externalReference, @type, ...)
 
     @property
     def customer(self) -> Party | None:
