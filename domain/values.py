@@ -348,3 +348,26 @@ class Proposal(Value):
     proposed_by: Actor
     proposed_at: datetime
     base_version: int  # the order's version the proposal was made on
+
+
+class Milestone(Value):
+    """A milestone the order reached (TMF641 v4.1 ServiceOrderMilestone): `approved`,
+    `itemStarted`, `itemCompleted`, `pointOfNoReturn`; the items it is about, if any."""
+
+    id: str
+    name: str
+    date: datetime
+    message: str | None = None
+    item_ids: tuple[str, ...] = ()
+
+
+class OrderOutcome(Value):
+    """An outcome told back in `errorMessage` (TMF641 v4.1 ServiceOrderErrorMessage):
+    `rejected`, `item_failed`, `proposal_refused`, `cancellation_denied`, ...; `message` is
+    the decider's or fulfilment's reason (free text: sealed in the events); the items it is
+    about, if any (an item's own errorMessage lists the outcomes naming it)."""
+
+    code: str
+    message: str
+    date: datetime
+    item_ids: tuple[str, ...] = ()

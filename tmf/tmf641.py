@@ -5,12 +5,12 @@ which knows its own base URL.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
 from typing import Any
 
 from serviceorders.domain.order import ServiceOrder
-from serviceorders.domain.values import ItemState, OrderItem, OrderState, Party
-from serviceorders.support.isotime import iso
+from serviceorders.domain.values import OrderItem, OrderState, Party
+from serviceorders.tmf import outcomes
+from serviceorders.tmf.time import tmf_time as _time
 
 BASE_PATH = "/tmf-api/serviceOrdering/v4"
 
@@ -50,60 +50,11 @@ def order_to_tmf641(order: ServiceOrder) -> dict[str, Any]:
             for r in header.order_relationships
         ],
         "serviceOrderItem": [_item(i) for i in order.items.values()],
-        "errorMessage": _error_messages(order),
+        "errorMessage": outcomes.order_error_messages(order),
+        "milestone": outcomes.order_milestones(order),
         "@type": "ServiceOrder",
     }
     return _compact(doc)
-
-
-# `code` of each outcome told back in `errorMessage`; `reason` repeats it (one spelling for
-# programs, as in the TMF Error bodies and the Kafka refusals), `message` is for people.
-REJECTED = "rejected"
-ITEM_FAILED = "item_failed"
-
-
-def _error_messages(order: ServiceOrder) -> list[dict[str, Any]]:
-    """The outcome that changed the order's state, as v4.1 `ServiceOrderErrorMessage`s:
-    a manager's rejection (with their reason), or the failed items that made the order
-    `failed` or `partial` (named by `serviceOrderItem`). Only what the order holds: a
-    failed item's own reason, a refused proposal's and a denied cancellation's are in
-    their events, not in the order (see docs/lifecycle.md)."""
-    if order.state is OrderState.REJECTED and order.rejection_reason:
-        return [
-            _compact(
-                {
-                    "code": REJECTED,
-                    "reason": REJECTED,
-                    "message": order.rejection_reason,
-                    "timestamp": _time(order.decided_at),
-                    "@type": "ServiceOrderErrorMessage",
-                }
-            )
-        ]
-    if order.state in (OrderState.FAILED, OrderState.PARTIAL):
-        failed = [i.id for i in order.items.values() if i.state is ItemState.FAILED]
-        if failed:
-            return [
-                _compact(
-                    {
-                        "code": ITEM_FAILED,
-                        "reason": ITEM_FAILED,
-                        "message": f"order item(s) {', '.join(failed)} failed",
-                        "timestamp": _time(order.state_since),
-                        "serviceOrderItem": [
-                            {
-                                "itemId": item_id,
-                                "serviceOrderId": str(order.id),
-                                "@referredType": "ServiceOrderItem",
-                                "@type": "ServiceOrderItemRef",
-                            }
-                            for item_id in failed
-                        ],
-                        "@type": "ServiceOrderErrorMessage",
-                    }
-                )
-            ]
-    return []
 
 
 def _approved(order: ServiceOrder) -> bool:
@@ -157,18 +108,7 @@ def _item(item: OrderItem) -> dict[str, Any]:
             "action": item.action.value,
             "quantity": item.quantity,
             "state": item.state.value if item.state else None,
-            "errorMessage": (
-                [
-                    {
-                        "code": ITEM_FAILED,
-                        "reason": ITEM_FAILED,
-                        "message": f"order item {item.id} failed",
-                        "@type": "ServiceOrderItemErrorMessage",
-                    }
-                ]
-                if item.state is ItemState.FAILED
-                else None
-            ),
+            "errorMessage": outcomes.item_error_messages(item) or None,
             "service": _compact(service),
             "serviceOrderItemRelationship": [
                 {
@@ -195,16 +135,6 @@ def _value_type(value: Any) -> str:
     if isinstance(value, list):
         return "array"
     return "string"
-
-
-def _time(value: datetime | date | None) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:  # stored before inputs had to say (UTC by convention)
-            value = value.replace(tzinfo=UTC)
-        return iso(value)
-    return f"{value.isoformat()}T00:00:00Z"
 
 
 def _compact(body: dict[str, Any]) -> dict[str, Any]:
