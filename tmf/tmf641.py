@@ -14,6 +14,35 @@ from serviceorders.tmf.time import tmf_time as _time
 
 BASE_PATH = "/tmf-api/serviceOrdering/v4"
 
+# What the server may add to what a client sent (issue 19, "lossless": everything else in a
+# GET is what was sent), by TMF641 v4.1 schema: server-owned attributes as the lifecycle
+# sets them, defaults where the sender gave none, the catalog's name and version of a
+# specification. docs/lifecycle.md, "What the TMF641 doors keep", lists the same.
+SERVER_ADDED: dict[str, tuple[str, ...]] = {
+    "ServiceOrder": (
+        "id",
+        "href",
+        "state",
+        "orderDate",
+        "startDate",
+        "completionDate",
+        "cancellationDate",
+        "cancellationReason",
+        "errorMessage",
+        "milestone",
+        "@type",
+    ),
+    "ServiceOrderItem": ("state", "errorMessage", "quantity", "@type"),
+    "Service": ("@type",),
+    "ServiceSpecificationRef": ("name", "version", "@referredType", "@type"),
+    "Characteristic": ("valueType", "@type"),
+    "RelatedPlaceRefOrValue": ("role", "@referredType", "@type"),
+    "RelatedParty": ("@referredType", "@type"),
+    "Note": ("author", "@type"),  # author: a PATCH's note is the caller's
+    "ServiceOrderRelationship": ("@referredType", "@type"),
+    "ServiceOrderItemRelationship": ("@type",),
+}
+
 
 def order_to_tmf641(order: ServiceOrder) -> dict[str, Any]:
     """The order as a TMF641 ServiceOrder (for orders past `draft`)."""
@@ -49,7 +78,7 @@ def order_to_tmf641(order: ServiceOrder) -> dict[str, Any]:
             }
             for r in header.order_relationships
         ],
-        "serviceOrderItem": [_item(i) for i in order.items.values()],
+        "serviceOrderItem": [_item(i, order) for i in order.items.values()],
         "errorMessage": outcomes.order_error_messages(order),
         "milestone": outcomes.order_milestones(order),
         "@type": "ServiceOrder",
@@ -73,7 +102,7 @@ def _party(party: Party) -> dict[str, Any]:
     )
 
 
-def _item(item: OrderItem) -> dict[str, Any]:
+def _item(item: OrderItem, order: ServiceOrder) -> dict[str, Any]:
     service: dict[str, Any] = {"id": item.service_id, "name": item.service_name, "@type": "Service"}
     if item.specification:
         spec = item.specification
@@ -108,7 +137,7 @@ def _item(item: OrderItem) -> dict[str, Any]:
             "action": item.action.value,
             "quantity": item.quantity,
             "state": item.state.value if item.state else None,
-            "errorMessage": outcomes.item_error_messages(item) or None,
+            "errorMessage": outcomes.item_error_messages(order, item) or None,
             "service": _compact(service),
             "serviceOrderItemRelationship": [
                 {

@@ -36,6 +36,36 @@ from serviceorders.support.limits import MAX_HREF, MAX_ID, MAX_NAME, MAX_TYPE
 MAX_ITEMS = 500
 MAX_TEXT = 4000
 
+# Issue 19 (lossless TMF641): every attribute a door receives is kept and returned as
+# sent, except these, refused (400 naming them; a dead letter at the Kafka door) because
+# the server owns them (docs/lifecycle.md, "What the TMF641 doors keep, and the few
+# attributes they refuse"). A null value counts as absent.
+REFUSED_ON_CREATE = (
+    "id",
+    "href",
+    "state",
+    "orderDate",
+    "startDate",
+    "completionDate",
+    "expectedCompletionDate",
+    "cancellationDate",
+    "cancellationReason",
+    "errorMessage",
+    "milestone",
+    "jeopardyAlert",
+)
+# On every serviceOrderItem (nested ones too), of a create and of a patch or revision.
+REFUSED_ON_ITEM = ("state", "errorMessage")
+# A patch (REST PATCH, a Kafka revision): 400 for these ...
+REFUSED_ON_PATCH = (
+    "expectedCompletionDate",
+    "externalReference",
+    "orderRelationship",
+    *(n for n in REFUSED_ON_CREATE if n not in ("state", "expectedCompletionDate")),
+)
+# ... and these may only repeat the order's current value (409 otherwise, REST PATCH).
+PATCH_SAME_VALUE_ONLY = ("state", "externalId")
+
 
 def _with_timezone(value: Any) -> Any:
     """TMF date-times are RFC 3339: with a timezone (a plain date is a day, not a time)."""
