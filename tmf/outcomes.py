@@ -64,7 +64,7 @@ def order_error_messages(order: ServiceOrder) -> list[dict[str, Any]]:
     return []
 
 
-def item_error_messages(item: OrderItem) -> list[dict[str, Any]]:
+def item_error_messages(order: ServiceOrder, item: OrderItem) -> list[dict[str, Any]]:
     """An item's own `errorMessage` (v4.1 ServiceOrderItemErrorMessage)."""
     if item.state is not ItemState.FAILED:
         return []
