@@ -24,9 +24,11 @@ from .values import (
     Decision,
     HeaderChange,
     ItemState,
+    Milestone,
     Note,
     OrderHeader,
     OrderItem,
+    OrderOutcome,
     OrderRelationship,
     OrderState,
     Problem,
@@ -177,8 +179,21 @@ class LineRemoved(OrderEvent):
     item_id: str
 
     def apply(self, order: ServiceOrder) -> None:
-        order.items = {k: v for k, v in order.items.items() if k != self.item_id}
+        gone = {self.item_id, *nested_in(order.items, self.item_id)}
+        order.items = {k: v for k, v in order.items.items() if k not in gone}
         _contributed(order, self.actor)
+
+
+def nested_in(items: dict[str, OrderItem], item_id: str) -> list[str]:
+    """The ids of the items nested in `item_id`, at any depth (items are kept flat, each
+    naming its `parent`), parents before their own nested items."""
+    found: list[str] = []
+    parents = [item_id]
+    while parents:
+        children = [k for k, v in items.items() if v.parent in parents and k not in found]
+        found.extend(children)
+        parents = children
+    return found
 
 
 class OrderSubmitted(OrderEvent):
@@ -203,6 +218,7 @@ class OrderApproved(OrderEvent):
         order.state = TARGET[Action.APPROVE]
         order.decided_by = self.actor
         order.decided_at = self.timestamp
+        _milestone(order, self, "approved")
 
 
 class OrderRejected(OrderEvent):
@@ -215,6 +231,7 @@ class OrderRejected(OrderEvent):
         order.decided_at = self.timestamp
         order.rejection_reason = self.reason
         order.items = {k: replace(v, state=ItemState.REJECTED) for k, v in order.items.items()}
+        _outcome(order, self, "rejected", self.reason)
 
 
 class OrderHeld(OrderEvent):
@@ -262,6 +279,44 @@ class ItemStateChanged(OrderEvent):
             **order.items,
             self.item_id: replace(order.items[self.item_id], state=self.state),
         }
+        if self.state is ItemState.FAILED:
+            reason = self.reason or f"order item {self.item_id} failed"
+            _outcome(order, self, "item_failed", reason, (self.item_id,))
+        elif self.state is ItemState.IN_PROGRESS:
+            _milestone(order, self, "itemStarted", item_ids=(self.item_id,))
+        elif self.state is ItemState.COMPLETED:
+            _milestone(order, self, "itemCompleted", item_ids=(self.item_id,))
+
+
+def _outcome(
+    order: ServiceOrder,
+    event: OrderEvent,
+    code: str,
+    message: str,
+    item_ids: tuple[str, ...] = (),
+) -> None:
+    """An outcome told back (`errorMessage`), derived from the event (issue 19)."""
+    told = OrderOutcome(code=code, message=message, date=event.timestamp, item_ids=item_ids)
+    order.outcomes = (*order.outcomes, told)
+
+
+def _milestone(
+    order: ServiceOrder,
+    event: OrderEvent,
+    name: str,
+    message: str | None = None,
+    item_ids: tuple[str, ...] = (),
+) -> None:
+    """A milestone the order reached (`milestone`), derived from the event: its id is the
+    event's version (stable across replays)."""
+    reached = Milestone(
+        id=str(event.originator_version),
+        name=name,
+        date=event.timestamp,
+        message=message,
+        item_ids=item_ids,
+    )
+    order.milestones = (*order.milestones, reached)
 
 
 class OrderRevised(OrderEvent):
@@ -290,10 +345,18 @@ def _merge(
     for item in new:
         items[item.id] = item
     for item_id in removed:
+        if item_id not in items:  # nested in an item removed before it
+            continue
+        nested = nested_in(items, item_id)
         if order.state is OrderState.ACKNOWLEDGED:
-            items.pop(item_id, None)
-        else:  # after approval the item stays on record, cancelled
+            for k in (item_id, *nested):
+                items.pop(k, None)
+        else:  # after approval the item stays on record, cancelled, with its open nested items
             items[item_id] = replace(items[item_id], state=ItemState.CANCELLED)
+            for k in nested:
+                state = items[k].state
+                if not (state and state.is_final):
+                    items[k] = replace(items[k], state=ItemState.CANCELLED)
     order.items = items
     order.header = header.apply_to(order.header)
     order.flags = flags
@@ -352,6 +415,7 @@ class ProposalRefused(OrderEvent):
 
     def apply(self, order: ServiceOrder) -> None:
         order.proposal = None
+        _outcome(order, self, "proposal_refused", self.reason)
 
 
 class ProposalWithdrawn(OrderEvent):
@@ -370,6 +434,7 @@ class PointOfNoReturnReached(OrderEvent):
 
     def apply(self, order: ServiceOrder) -> None:
         order.point_of_no_return = True
+        _milestone(order, self, "pointOfNoReturn", message=self.note)
 
 
 class CancellationRequested(OrderEvent):
@@ -384,6 +449,40 @@ class CancellationRequested(OrderEvent):
         order.cancellation_request_id = self.request_id
         order.cancellation_reason = self.reason
         order.cancellation_requested_by = self.actor
+        order.cancellation_information = None
+        # The items mirror the order (v4.1): every open item is assessed with it; the
+        # states before are kept to restore them if the cancellation is denied.
+        order.item_states_before_cancellation = {
+            k: v.state for k, v in order.items.items() if v.state and not v.state.is_final
+        }
+        order.items = _items_in(order, ItemState.ASSESSING_CANCELLATION)
+
+
+def _items_in(order: ServiceOrder, state: ItemState) -> dict[str, OrderItem]:
+    """The order's items, each one the cancellation assesses (see above) in `state`."""
+    before = order.item_states_before_cancellation
+    return {k: replace(v, state=state) if k in before else v for k, v in order.items.items()}
+
+
+class CancellationInformationRequested(OrderEvent):
+    """A decider asks the cancellation's requester for information (the order stays
+    assessingCancellation; the request waits for the answer)."""
+
+    request_id: str
+    information: str
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.cancellation_information = self.information
+
+
+class CancellationInformationProvided(OrderEvent):
+    """The requester's answer: the cancellation request is assessed again."""
+
+    request_id: str
+    information: str
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.cancellation_information = None
 
 
 class CancellationApproved(OrderEvent):
@@ -394,6 +493,9 @@ class CancellationApproved(OrderEvent):
     def apply(self, order: ServiceOrder) -> None:
         order.state = TARGET[Action.APPROVE_CANCELLATION]
         order.prior_state = None
+        order.cancellation_information = None
+        order.items = _items_in(order, ItemState.PENDING_CANCELLATION)
+        order.item_states_before_cancellation = {}
 
 
 class CancellationDenied(OrderEvent):
@@ -408,6 +510,13 @@ class CancellationDenied(OrderEvent):
         order.cancellation_request_id = None
         order.cancellation_reason = None
         order.cancellation_requested_by = None
+        order.cancellation_information = None
+        before = order.item_states_before_cancellation
+        order.items = {
+            k: replace(v, state=before[k]) if k in before else v for k, v in order.items.items()
+        }
+        order.item_states_before_cancellation = {}
+        _outcome(order, self, "cancellation_denied", self.reason)
 
 
 class OrderCancelled(OrderEvent):
@@ -418,6 +527,8 @@ class OrderCancelled(OrderEvent):
         order.state = TARGET[Action.CANCEL]
         if self.reason:  # a direct cancellation's reason, or the request's
             order.cancellation_reason = self.reason
+        order.cancellation_information = None
+        order.item_states_before_cancellation = {}
         order.items = {
             k: v if v.state and v.state.is_final else replace(v, state=ItemState.CANCELLED)
             for k, v in order.items.items()

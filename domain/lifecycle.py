@@ -30,6 +30,10 @@ class Action(StrEnum):
     REQUEST_CANCELLATION = "request_cancellation"
     APPROVE_CANCELLATION = "approve_cancellation"
     DENY_CANCELLATION = "deny_cancellation"
+    # A decider asks the cancellation's requester for information; the requester answers
+    # (the order stays assessingCancellation throughout).
+    REQUEST_CANCELLATION_INFORMATION = "request_cancellation_information"
+    PROVIDE_CANCELLATION_INFORMATION = "provide_cancellation_information"
     CANCEL = "cancel"
     ADD_NOTE = "add_note"
     DELETE = "delete"
@@ -62,6 +66,8 @@ ALLOWED_FROM: dict[Action, frozenset[OrderState]] = {
     Action.REQUEST_CANCELLATION: CANCELLABLE,
     Action.APPROVE_CANCELLATION: frozenset({S.ASSESSING_CANCELLATION}),
     Action.DENY_CANCELLATION: frozenset({S.ASSESSING_CANCELLATION}),
+    Action.REQUEST_CANCELLATION_INFORMATION: frozenset({S.ASSESSING_CANCELLATION}),
+    Action.PROVIDE_CANCELLATION_INFORMATION: frozenset({S.ASSESSING_CANCELLATION}),
     # Carrying out an approved cancellation (`pendingCancellation`), or fulfilment's own
     # exits ("issue cannot be solved", "information cannot be supplied"): the order cannot
     # be fulfilled. Any other cancellation is requested and decided by a second person.
@@ -116,6 +122,7 @@ _REQUESTER = {
     Action.WITHDRAW_PROPOSAL,
     Action.RESUBMIT,
     Action.REQUEST_CANCELLATION,
+    Action.PROVIDE_CANCELLATION_INFORMATION,
     Action.PROVIDE_INFORMATION,
     Action.ADD_NOTE,
 }
@@ -124,6 +131,7 @@ _DECISIONS = {
     Action.REJECT,
     Action.APPROVE_CANCELLATION,
     Action.DENY_CANCELLATION,
+    Action.REQUEST_CANCELLATION_INFORMATION,
     Action.APPROVE_PROPOSAL,
     Action.REFUSE_PROPOSAL,
 }

@@ -43,9 +43,11 @@ from .values import (
     Decision,
     HeaderChange,
     ItemState,
+    Milestone,
     Note,
     OrderHeader,
     OrderItem,
+    OrderOutcome,
     OrderRelationship,
     OrderState,
     Place,
@@ -116,6 +118,13 @@ class ServiceOrder(BaseAggregate[UUID]):
         self.contributors: tuple[str, ...] = ()
         self.proposal: Proposal | None = None  # a revision after approval, waiting
         self.held_for_proposal: str | None = None  # held while that proposal waits
+        # Issue 19 (snapshot format 3): what is told back (errorMessage, milestone), the
+        # question on the cancellation that waits for its requester's answer, and the item
+        # states a denied cancellation restores.
+        self.outcomes: tuple[OrderOutcome, ...] = ()
+        self.milestones: tuple[Milestone, ...] = ()
+        self.cancellation_information: str | None = None
+        self.item_states_before_cancellation: dict[str, ItemState] = {}
 
     # ----------------------------------------------------------------- creation
     @classmethod
@@ -303,6 +312,15 @@ class ServiceOrder(BaseAggregate[UUID]):
         """Fulfilment reports an item's progress; the last final item decides the order."""
         self._check(ctx, Action.CHANGE_ITEM_STATE)
         item = self._item(item_id)
+        open_nested = [k for k in ev.nested_in(self.items, item_id) if _open(self.items[k])]
+        if open_nested:
+            raise IllegalTransition(
+                self.id,
+                self.state,
+                Action.CHANGE_ITEM_STATE,
+                f"item {item_id} has open nested item(s) {', '.join(open_nested)}: "
+                "fulfilment reports on those; the item settles when they are final",
+            )
         current = item.state or ItemState.ACKNOWLEDGED
         if state not in ITEM_TRANSITIONS.get(current, frozenset()):
             raise IllegalTransition(
@@ -326,6 +344,7 @@ class ServiceOrder(BaseAggregate[UUID]):
         self._settle(ctx)
 
     def _settle(self, ctx: CommandContext) -> None:
+        self._settle_parents(ctx)
         final = outcome([i.state or ItemState.ACKNOWLEDGED for i in self.items.values()])
         event_class = {
             OrderState.COMPLETED: ev.OrderCompleted,
@@ -336,6 +355,40 @@ class ServiceOrder(BaseAggregate[UUID]):
         if event_class is not None:
             self._withdraw_waiting(ctx, "the order ended before the proposal was decided")
             self.trigger_event(event_class, **envelope(ctx))
+
+    def _settle_parents(self, ctx: CommandContext) -> None:
+        """Each open item whose nested items are all final settles by the order's rule
+        (`outcome`): completed, failed, partial or cancelled, as an ItemStateChanged by the
+        acting context; repeated until none settles, so a parent of parents settles too."""
+        settled = True
+        while settled:
+            settled = False
+            nested_by_parent: dict[str, list[OrderItem]] = {}
+            for item in self.items.values():
+                if item.parent is not None:
+                    nested_by_parent.setdefault(item.parent, []).append(item)
+            for item_id, nested in nested_by_parent.items():
+                if item_id not in self.items or not _open(self.items[item_id]):
+                    continue
+                final = outcome([i.state or ItemState.ACKNOWLEDGED for i in nested])
+                if final is None:
+                    continue
+                state = ItemState(final.value)
+                failed = [i.id for i in nested if i.state is ItemState.FAILED]
+                reason = (
+                    f"its nested item(s) {', '.join(failed)} failed"
+                    if state is ItemState.FAILED
+                    else None
+                )
+                self.trigger_event(
+                    ev.ItemStateChanged,
+                    item_id=item_id,
+                    state=state,
+                    reason=reason,
+                    **envelope(ctx),
+                )
+                settled = True
+                break  # the items changed: look again
 
     def _withdraw_waiting(self, ctx: CommandContext, reason: str) -> None:
         if self.proposal is not None:
@@ -575,6 +628,57 @@ class ServiceOrder(BaseAggregate[UUID]):
             **envelope(ctx),
         )
 
+    def request_cancellation_information(
+        self, ctx: CommandContext, information: str, four_eyes: bool = True
+    ) -> None:
+        """A decider asks the cancellation's requester for information (one question at a
+        time); the order stays assessingCancellation."""
+        self._check(ctx, Action.REQUEST_CANCELLATION_INFORMATION)
+        self._check_requester(ctx, Action.REQUEST_CANCELLATION_INFORMATION, four_eyes)
+        if self.cancellation_information is not None:
+            raise IllegalTransition(
+                self.id,
+                self.state,
+                Action.REQUEST_CANCELLATION_INFORMATION,
+                "a question on the cancellation already waits for its requester's answer",
+            )
+        self.trigger_event(
+            ev.CancellationInformationRequested,
+            request_id=self.cancellation_request_id,
+            information=_required(information, "a cancellation information request"),
+            **envelope(ctx),
+        )
+
+    def provide_cancellation_information(self, ctx: CommandContext, information: str) -> None:
+        """The requester's answer (or an operator's); the cancellation is assessed again."""
+        self._check(ctx, Action.PROVIDE_CANCELLATION_INFORMATION)
+        requester = self.cancellation_requested_by
+        if (
+            requester is not None
+            and requester.id != ctx.actor.id
+            and ctx.actor.role is not Role.OPERATOR
+        ):
+            raise NotPermitted(
+                self.id,
+                ctx.actor.id,
+                ctx.actor.role,
+                Action.PROVIDE_CANCELLATION_INFORMATION,
+                "only whoever requested the cancellation (or an operator) answers its question",
+            )
+        if self.cancellation_information is None:
+            raise IllegalTransition(
+                self.id,
+                self.state,
+                Action.PROVIDE_CANCELLATION_INFORMATION,
+                "no question on the cancellation waits for an answer",
+            )
+        self.trigger_event(
+            ev.CancellationInformationProvided,
+            request_id=self.cancellation_request_id,
+            information=_required(information, "providing cancellation information"),
+            **envelope(ctx),
+        )
+
     def cancel(self, ctx: CommandContext, reason: str | None = None) -> None:
         """Carry out an approved cancellation (`pendingCancellation`), or fulfilment's exit
         from `held` / `pending` (the order cannot be fulfilled); any other cancellation is
@@ -713,6 +817,10 @@ def _check_role(order_id: UUID | None, ctx: CommandContext, action: Action) -> N
 def _without_state(item: OrderItem) -> OrderItem:
     """The item as a draft holds it (no state); the same item when it has none."""
     return item if item.state is None else replace(item, state=None)
+
+
+def _open(item: OrderItem) -> bool:
+    return not (item.state and item.state.is_final)
 
 
 def _required(text: str | None, what: str) -> str:

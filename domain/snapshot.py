@@ -9,7 +9,10 @@ migration 5): each order is then replayed from its events and snapshotted again 
 next interval; a process refuses a database whose schema is older than its code, so an
 older snapshot is never read. Format 2
 (issue 17) added `contributors`, `proposal` and `held_for_proposal`, which no older
-snapshot can supply (an empty list of contributors would open four-eyes).
+snapshot can supply (an empty list of contributors would open four-eyes). Format 3
+(issue 19) added `outcomes`, `milestones`, `cancellation_information` and
+`item_states_before_cancellation` (migration 7 deletes the format-2 snapshots: an older
+snapshot has no outcomes or milestones, which the events before it would have filled).
 """
 
 from __future__ import annotations
@@ -22,9 +25,20 @@ from eventsourcing.domain import CanSnapshotAggregate
 from eventsourcing.utils import get_topic, register_topic, resolve_topic
 from pydantic import BaseModel, ConfigDict
 
-from .values import Actor, Note, OrderHeader, OrderItem, OrderState, Problem, Proposal
+from .values import (
+    Actor,
+    ItemState,
+    Milestone,
+    Note,
+    OrderHeader,
+    OrderItem,
+    OrderOutcome,
+    OrderState,
+    Problem,
+    Proposal,
+)
 
-FORMAT = 2
+FORMAT = 3
 
 
 class OrderSnapshotState(BaseModel):
@@ -55,6 +69,10 @@ class OrderSnapshotState(BaseModel):
     contributors: tuple[str, ...]
     proposal: Proposal | None
     held_for_proposal: str | None
+    outcomes: tuple[OrderOutcome, ...]
+    milestones: tuple[Milestone, ...]
+    cancellation_information: str | None
+    item_states_before_cancellation: dict[str, ItemState]
     format: int = FORMAT
 
 

@@ -99,7 +99,9 @@ def _drop_snapshots(db: ReadDb) -> None:
     """Order snapshots of format 1 (domain/snapshot.py) lack the state of issue 17 (who
     contributed, the waiting proposal): deleted, so that each order is replayed from its
     events and snapshotted again in format 2 at its next snapshot interval. Snapshots sit
-    outside the hash chain: nothing an auditor checks is lost."""
+    outside the hash chain: nothing an auditor checks is lost. Migration 7 does the same
+    for format 2 (issue 19: a snapshot of format 3 holds the outcomes, milestones and the
+    item states a denied cancellation restores, derived from the events before it)."""
     if db.table_exists(db.snapshots_table):
         db.execute(f"DELETE FROM {db.snapshots_table}")
 
@@ -114,6 +116,12 @@ def _signed_checkpoints(db: ReadDb) -> None:
         ("signature", "text"),
     ):
         add_column(db, "audit_checkpoint", column, sql_type)
+
+
+def _sealed_dead_letters(db: ReadDb) -> None:
+    """`dead_letter.sealed_scope` (issue 19, docs/kafka.md "Dead letters and erasure"): the
+    key that seals a dead letter's bytes; NULL on the rows written before (plain)."""
+    add_column(db, "dead_letter", "sealed_scope", "text")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -171,6 +179,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         "audit_checkpoint: format 2 (Ed25519 public_key, endorsement, signature)",
         postgres=_signed_checkpoints,
         sqlite=_signed_checkpoints,
+    ),
+    Migration(
+        7,
+        "order snapshots of format 2 deleted (issue 19: outcomes and milestones rebuilt "
+        "from the events)",
+        postgres=_drop_snapshots,
+        sqlite=_drop_snapshots,
+    ),
+    Migration(
+        8,
+        "dead_letter.sealed_scope: dead letters' bytes sealed (issue 19)",
+        postgres=_sealed_dead_letters,
+        sqlite=_sealed_dead_letters,
     ),
 )
 CURRENT = MIGRATIONS[-1].number
@@ -307,22 +328,29 @@ def migrate(db: ReadDb, migrations: Sequence[Migration] = MIGRATIONS) -> list[st
 def upgrade(db: ReadDb, mapper: Any, projections: Sequence[Projection] = PROJECTIONS) -> list[str]:
     """`db init`'s work: the migrations, then a rebuild of every read model whose shape
     changed. Returns one line per thing done."""
-    from serviceorders.projections.maintenance import rebuild
+    from serviceorders.projections.maintenance import create_new, rebuild
 
     lines = migrate(db)
     lines.append(
         f"schema version {version(db)}" + ("" if lines else " (up to date, nothing applied)")
     )
     with exclusive(db):
+        # Read models new in this release (no table yet, as on a database migrated before
+        # they existed): created empty, then built from the log like a changed one.
+        added = create_new(db, projections)
         changed = stale(db, projections)
         for projection, stored in changed:
             if stored > projection.VERSION:
                 raise _shape_error(projection, stored)
-        if changed:
-            positions = rebuild(db, mapper, [p.name for p, _ in changed])
+        if changed or added:
+            positions = rebuild(db, mapper, [p.name for p, _ in changed] + added)
             lines += [
                 f"rebuilt read model {p.name} (shape version {stored} -> {p.VERSION}) "
                 f"at position {positions[p.name]}"
                 for p, stored in changed
+            ]
+            lines += [
+                f"built read model {name} (new in this release) at position {positions[name]}"
+                for name in added
             ]
     return lines

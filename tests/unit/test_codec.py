@@ -115,6 +115,8 @@ def orders_with_every_kind_of_event() -> list[ServiceOrder]:
     cancelled.request_cancellation(UPSTREAM, "budget", datetime(2030, 1, 1, tzinfo=UTC))
     cancelled.deny_cancellation(MANAGER, "too late")
     cancelled.request_cancellation(UPSTREAM, "budget, really", request_id="cr-2")
+    cancelled.request_cancellation_information(MANAGER, "which budget line?")
+    cancelled.provide_cancellation_information(UPSTREAM, "line 7")
     cancelled.approve_cancellation(MANAGER, note="ok")
     cancelled.cancel(FULFILMENT)
 

@@ -110,6 +110,9 @@ ALLOWED_IN: dict[str, set[str]] = {
     "request_cancellation": CANCELLABLE,
     "approve_cancellation": {ASSESSING_CANCELLATION},
     "deny_cancellation": {ASSESSING_CANCELLATION},
+    # Issue 19: a decider asks the cancellation's requester for information; they answer.
+    "request_cancellation_information": {ASSESSING_CANCELLATION},
+    "provide_cancellation_information": {ASSESSING_CANCELLATION},
     # Carrying out an approved cancellation, or fulfilment's exits from held / pending
     # (DIRECT_CANCEL below); from acknowledged / inProgress a cancellation is requested.
     "cancel": {HELD, PENDING, PENDING_CANCELLATION},
@@ -142,7 +145,7 @@ ITEM_MOVES: dict[str, set[str]] = {
     "pending": {"inProgress", "held", "failed", "cancelled"},
     "held": {"inProgress", "pending", "failed", "cancelled"},
 }
-FINAL_ITEM_STATES = {"completed", "failed", "cancelled", "rejected"}
+FINAL_ITEM_STATES = {"completed", "failed", "cancelled", "rejected", "partial"}
 ITEM_STATE_NAMES = [
     "acknowledged",
     "inProgress",
@@ -152,6 +155,11 @@ ITEM_STATE_NAMES = [
     "failed",
     "cancelled",
     "rejected",
+    # v4.1 (issue 19): set by the engine only (the cancellation's mirror; a parent item's
+    # outcome), never reported by fulfilment
+    "assessingCancellation",
+    "pendingCancellation",
+    "partial",
 ]
 NEEDS_DEPENDENCIES_COMPLETED = {"inProgress", "completed"}
 OUTCOME_EVENT = {
@@ -169,6 +177,7 @@ REQUESTER = {
     "withdraw_proposal",
     "resubmit",
     "request_cancellation",
+    "provide_cancellation_information",
     "provide_information",
     "add_note",
 }
@@ -177,6 +186,7 @@ DECISIONS = {
     "reject",
     "approve_cancellation",
     "deny_cancellation",
+    "request_cancellation_information",
     "approve_proposal",
     "refuse_proposal",
 }
@@ -325,6 +335,9 @@ class OrderLifecycle(RuleBasedStateMachine):
         self.held_for_proposal = False  # held by the hold policy while the proposal waits
         self.hold_policy = False
         self.requester: str | None = None
+        # issue 19: the item states a denied cancellation restores; a question waiting
+        self.items_before: dict[str, str | None] = {}
+        self.question = False
         self.resubmitted = 0
         self.steps = 0
         self.patience = 0
@@ -995,6 +1008,15 @@ class OrderLifecycle(RuleBasedStateMachine):
             self.prior_state = self.state
             self.state = ASSESSING_CANCELLATION
             self.requester = actor
+            # the open items are assessed with the order (v4.1), restored on denial
+            self.items_before = {
+                k: v for k, v in self.items.items() if v and v not in FINAL_ITEM_STATES
+            }
+            self.items = {
+                k: "assessingCancellation" if k in self.items_before else v
+                for k, v in self.items.items()
+            }
+            self.question = False
 
         self.attempt(
             "request_cancellation",
@@ -1019,6 +1041,11 @@ class OrderLifecycle(RuleBasedStateMachine):
         def model() -> None:
             self.state = PENDING_CANCELLATION
             self.prior_state = None
+            self.items = {
+                k: "pendingCancellation" if k in self.items_before else v
+                for k, v in self.items.items()
+            }
+            self.items_before, self.question = {}, False
 
         self.attempt(
             "approve_cancellation",
@@ -1035,6 +1062,8 @@ class OrderLifecycle(RuleBasedStateMachine):
         def model() -> None:
             self.state, self.prior_state = self.prior_state, None
             self.requester = None
+            self.items = {k: self.items_before.get(k, v) for k, v in self.items.items()}
+            self.items_before, self.question = {}, False
 
         self.attempt(
             "deny_cancellation",
@@ -1043,6 +1072,57 @@ class OrderLifecycle(RuleBasedStateMachine):
             ["CancellationDenied"],
             model,
         )
+
+    @command(
+        "request_cancellation_information",
+        actor=actors_for("request_cancellation_information"),
+        text=REASONS,
+    )
+    def request_cancellation_information(self, actor: str, text: str) -> None:
+        refused = self.cancellation_refusal("request_cancellation_information", actor)
+        if refused is None and self.question:
+            refused = IllegalTransition  # one question at a time
+        if refused is None and not text.strip():
+            refused = InvalidCommand
+
+        def model() -> None:
+            self.question = True
+
+        self.attempt(
+            "request_cancellation_information",
+            refused,
+            lambda: self.order.request_cancellation_information(ctx_of(actor), text),
+            ["CancellationInformationRequested"],
+            model,
+        )
+        if refused is None:
+            assert self.order.cancellation_information == text.strip()
+
+    @command(
+        "provide_cancellation_information",
+        actor=actors_for("provide_cancellation_information"),
+        text=REASONS,
+    )
+    def provide_cancellation_information(self, actor: str, text: str) -> None:
+        refused = self.refusal("provide_cancellation_information", actor)
+        if refused is None and actor != self.requester and ACTORS[actor] is not Role.OPERATOR:
+            refused = NotPermitted  # the requester answers (or an operator)
+        if refused is None and not self.question:
+            refused = IllegalTransition  # no question waits
+        if refused is None and not text.strip():
+            refused = InvalidCommand
+
+        def model() -> None:
+            self.question = False
+
+        self.attempt(
+            "provide_cancellation_information",
+            refused,
+            lambda: self.order.provide_cancellation_information(ctx_of(actor), text),
+            ["CancellationInformationProvided"],
+            model,
+        )
+        assert (self.order.cancellation_information is not None) is self.question
 
     @command("cancel", ends_the_order=True, actor=actors_for("cancel"))
     def cancel(self, actor: str) -> None:
@@ -1268,6 +1348,8 @@ PROBES = {
     "request_cancellation": lambda m: {},
     "approve_cancellation": lambda m: {},
     "deny_cancellation": lambda m: {"reason": "too late"},
+    "request_cancellation_information": lambda m: {"text": "which budget?"},
+    "provide_cancellation_information": lambda m: {"text": "line 7"},
     "cancel": lambda m: {},
     "approve_proposal": lambda m: {"four_eyes": True},
     "refuse_proposal": lambda m: {"four_eyes": True, "reason": "not now"},

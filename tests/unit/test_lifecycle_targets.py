@@ -3,6 +3,7 @@ moves the order reads it (issue 16), so changing the table changes where replay 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -42,13 +43,16 @@ def test_the_event_moves_the_order_where_the_table_says(
         flags=(),
         actor=SimpleNamespace(id="someone"),
         proposal_id=None,
-        timestamp=None,
+        timestamp=datetime(2030, 1, 1, tzinfo=UTC),
+        originator_version=2,
         reason="r",
         information="i",
         prior_state=OrderState.IN_PROGRESS,
         request_id="c-1",
         note=None,
     )
-    order = SimpleNamespace(items={}, contributors=())
+    order = SimpleNamespace(
+        items={}, contributors=(), outcomes=(), milestones=(), item_states_before_cancellation={}
+    )
     event.apply(fields, order)  # type: ignore[arg-type]
     assert order.state is elsewhere
