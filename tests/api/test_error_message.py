@@ -68,6 +68,7 @@ def test_a_rejected_order_tells_the_managers_reason(client, auth, flow):
         "code": "rejected",
         "reason": "rejected",
         "message": "site S1 is not served",
+        "status": "rejected",  # what became of the order (docs/lifecycle.md)
         "timestamp": error["timestamp"],
         "@type": "ServiceOrderErrorMessage",
     }
@@ -108,17 +109,21 @@ def test_a_failed_item_is_named_by_the_orders_error_message(client, auth, flow):
         }
     ]
     assert error["message"] == "order item(s) 1 failed"
+    assert error["status"] == "failed"  # the order's state
     assert error["timestamp"] == doc["completionDate"]  # when the order became failed
     (item,) = doc["serviceOrderItem"]
     assert item["state"] == "failed"
-    assert item["errorMessage"] == [
-        {
-            "code": "item_failed",
-            "reason": "item_failed",
-            "message": "order item 1 failed",
-            "@type": "ServiceOrderItemErrorMessage",
-        }
-    ]
+    # The item's own outcome: fulfilment's reason, at the time the item failed.
+    (item_error,) = item["errorMessage"]
+    assert item_error == {
+        "code": "item_failed",
+        "reason": "item_failed",
+        "message": "port faulty",
+        "status": "failed",
+        "timestamp": item_error["timestamp"],
+        "@type": "ServiceOrderItemErrorMessage",
+    }
+    assert when(item_error["timestamp"]) <= when(error["timestamp"])
     assert listed(client, auth, order_id, "failed")["errorMessage"] == doc["errorMessage"]
     assert spec_errors(doc) == []
 
