@@ -1,8 +1,11 @@
 """Personal data kept sealed in the event log, so that it can be erased without breaking
 the hash chain (docs/audit.md, "Erasing personal data").
 
-Personal values (related parties' names, places' names, the notification contact) are
-sealed by the application before the domain sees them: the events store an opaque token
+Personal values (related parties' names, places' names, the notification contact), free
+text that may hold personal data (descriptions, notes and their authors, the reasons,
+notes and information commands bring) and every text among the attributes kept as sent
+(the `extra` dicts of values.py) are sealed by the application before the domain sees
+them (docs/audit.md, "What each attribute holds"): the events store an opaque token
 (`pii:1:<scope>:<ciphertext>`), encrypted with a key per customer (the scope), and the
 chain hashes the token, i.e. what is stored. Readers get the value back through the
 mapper (`reveal`); once the customer's key is erased every token of that customer reveals
@@ -15,8 +18,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 from .copying import replace
-from .values import HeaderChange, OrderHeader, OrderItem, Party, Place
+from .values import (
+    EntityRef,
+    HeaderChange,
+    ItemRelation,
+    Note,
+    OrderHeader,
+    OrderItem,
+    OrderRelationship,
+    Party,
+    Place,
+)
 
 TOKEN_PREFIX = "pii:1:"
 ERASED = "[erased]"
@@ -48,24 +63,66 @@ def _text(fn: Callable[[str], str], value: str | None) -> str | None:
     return None if value is None else fn(value)
 
 
+def map_json(value: Any, fn: Callable[[str], str]) -> Any:
+    """A JSON value (an attribute kept as sent) with `fn` applied to every string in it:
+    keys are kept, numbers, booleans and null are kept as they are."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: map_json(v, fn) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(map_json(v, fn) for v in value)
+    return value
+
+
+def _extra(fn: Callable[[str], str], extra: dict[str, Any]) -> dict[str, Any]:
+    return map_json(extra, fn) if extra else extra
+
+
+def map_party(party: Party, fn: Callable[[str], str]) -> Party:
+    if not party.name and not party.extra:
+        return party
+    return replace(party, name=_text(fn, party.name), extra=_extra(fn, party.extra))
+
+
 def _parties(fn: Callable[[str], str], parties: Iterable[Party]) -> tuple[Party, ...]:
-    return tuple(replace(p, name=fn(p.name)) if p.name else p for p in parties)
+    return tuple(map_party(p, fn) for p in parties)
+
+
+def map_note(note: Note, fn: Callable[[str], str]) -> Note:
+    """A note's text, author and other attributes (free text: may hold personal data)."""
+    return replace(
+        note, text=fn(note.text), author=_text(fn, note.author), extra=_extra(fn, note.extra)
+    )
+
+
+def _relationships(
+    fn: Callable[[str], str], found: Iterable[OrderRelationship]
+) -> tuple[OrderRelationship, ...]:
+    return tuple(replace(r, extra=_extra(fn, r.extra)) if r.extra else r for r in found)
 
 
 def map_header(header: OrderHeader, fn: Callable[[str], str]) -> OrderHeader:
     return replace(
         header,
+        description=_text(fn, header.description),
         related_parties=_parties(fn, header.related_parties),
         notification_contact=_text(fn, header.notification_contact),
+        order_relationships=_relationships(fn, header.order_relationships),
+        extra=_extra(fn, header.extra),
     )
 
 
 def map_change(change: HeaderChange, fn: Callable[[str], str]) -> HeaderChange:
     update: dict[str, Any] = {}
+    if change.description is not None:
+        update["description"] = fn(change.description)
     if change.related_parties is not None:
         update["related_parties"] = _parties(fn, change.related_parties)
     if change.notification_contact is not None:
         update["notification_contact"] = fn(change.notification_contact)
+    if change.extra:  # a None value (removes the attribute) stays None
+        update["extra"] = map_json(change.extra, fn)
     if not update:
         return change
     # Like model_copy, replace keeps model_fields_set (plus the fields it sets, which are
@@ -79,10 +136,61 @@ def map_place(place: Place | None, fn: Callable[[str], str]) -> Place | None:
     return replace(place, name=fn(place.name))
 
 
+def _reference(ref: EntityRef | None, fn: Callable[[str], str]) -> Any:
+    return replace(ref, extra=map_json(ref.extra, fn)) if ref is not None and ref.extra else ref
+
+
+def _item_relations(
+    fn: Callable[[str], str], found: tuple[ItemRelation, ...]
+) -> tuple[ItemRelation, ...]:
+    return tuple(replace(r, extra=map_json(r.extra, fn)) if r.extra else r for r in found)
+
+
 def map_item(item: OrderItem, fn: Callable[[str], str]) -> OrderItem:
-    if item.place is None or not item.place.name:
-        return item
-    return replace(item, place=map_place(item.place, fn))
+    """An item's place name and every text among its attributes kept as sent (its own,
+    its service's, its characteristics', its specification's, its relationships')."""
+    update: dict[str, Any] = {}
+    if item.place is not None and item.place.name:
+        update["place"] = map_place(item.place, fn)
+    if item.specification is not None and item.specification.extra:
+        update["specification"] = _reference(item.specification, fn)
+    if item.relationships and any(r.extra for r in item.relationships):
+        update["relationships"] = _item_relations(fn, item.relationships)
+    if item.extra:
+        update["extra"] = map_json(item.extra, fn)
+    if item.service_extra:
+        update["service_extra"] = map_json(item.service_extra, fn)
+    if item.characteristic_extra:
+        update["characteristic_extra"] = {
+            k: map_json(v, fn) for k, v in item.characteristic_extra.items()
+        }
+    return replace(item, **update) if update else item
+
+
+def reveal_deep(value: Any, reveal: Callable[[str], str]) -> Any:
+    """`value` (a value object, a tuple, list or dict of them, a string) with every sealed
+    string in it revealed: the same object when it holds none. Keys are kept."""
+    if isinstance(value, str):
+        return reveal(value) if value.startswith(TOKEN_PREFIX) else value
+    if isinstance(value, BaseModel):
+        changed = {}
+        for name in type(value).model_fields:
+            old = getattr(value, name)
+            new = reveal_deep(old, reveal)
+            if new is not old:
+                changed[name] = new
+        return replace(value, **changed) if changed else value
+    if isinstance(value, tuple | list):
+        found = [reveal_deep(v, reveal) for v in value]
+        if all(a is b for a, b in zip(found, value, strict=True)):
+            return value
+        return type(value)(found)
+    if isinstance(value, dict):
+        mapped = {k: reveal_deep(v, reveal) for k, v in value.items()}
+        if all(mapped[k] is v for k, v in value.items()):
+            return value
+        return mapped
+    return value
 
 
 def reveal_json(value: Any, reveal: Callable[[str], str]) -> Any:

@@ -53,9 +53,9 @@ class Content:
         if reveal is None:
             return self
         return Content(
-            privacy.map_header(self.header, reveal),
-            tuple(privacy.map_item(i, reveal) for i in self.items),
-            self.notes,
+            privacy.reveal_deep(self.header, reveal),
+            tuple(privacy.reveal_deep(i, reveal) for i in self.items),
+            tuple(privacy.reveal_deep(n, reveal) for n in self.notes),
         )
 
 
