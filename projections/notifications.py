@@ -29,15 +29,22 @@ DELETE = "ServiceOrderDeleteEvent"
 INFORMATION_REQUIRED = "ServiceOrderInformationRequiredEvent"
 CANCEL_CREATE = "CancelServiceOrderCreateEvent"
 CANCEL_STATE_CHANGE = "CancelServiceOrderStateChangeEvent"
+MILESTONE = "ServiceOrderMilestoneEvent"
+CANCEL_INFORMATION_REQUIRED = "CancelServiceOrderInformationRequiredEvent"
+# Not sent: a jeopardy is a predicted delay, which needs lead times (a later issue).
+JEOPARDY = "ServiceOrderJeopardyEvent"
 
+# The v4.1 notification types this engine sends (every one but JEOPARDY).
 EVENT_TYPES: tuple[str, ...] = (
     CREATE,
     STATE_CHANGE,
     ATTRIBUTE_VALUE_CHANGE,
     DELETE,
     INFORMATION_REQUIRED,
+    MILESTONE,
     CANCEL_CREATE,
     CANCEL_STATE_CHANGE,
+    CANCEL_INFORMATION_REQUIRED,
 )
 DOMAIN = "serviceOrdering"
 
@@ -72,7 +79,10 @@ def cancel_href(request_id: str) -> str:
 class NotificationOutbox(Projection):
     """Every TMF641 notification the log implies, in log order."""
 
-    VERSION = 2  # 2: the documents carry `errorMessage` (a rejection, failed items; issue 19)
+    # 2: the documents carry `errorMessage` (a rejection, failed items; issue 19)
+    # 3: ServiceOrderMilestoneEvent, CancelServiceOrderInformationRequiredEvent; every
+    #    outcome in `errorMessage`, `milestone` filled, items' cancellation states (issue 19)
+    VERSION = 3
 
     table = Table(
         name="notification_outbox",
@@ -166,6 +176,14 @@ class _Cancels:
                 "@type": "CancelServiceOrder",
             }
             return _compact(self.cancels[event.request_id])
+        if isinstance(
+            event, ev.CancellationInformationRequested | ev.CancellationInformationProvided
+        ):
+            # v4.1's TaskStateType has no "waiting" state: the request stays `accepted`
+            # (not yet carried out) while the requester is asked and answers; what was
+            # asked travels in the notification's `description`.
+            found = self.cancels.get(event.request_id)
+            return None if found is None else _compact(found)
         if isinstance(event, ev.CancellationApproved | ev.CancellationDenied):
             found = self.cancels.get(event.request_id)
             if found is None:
@@ -207,19 +225,34 @@ def notifications_of_step(step: Step, cancel: dict[str, Any] | None) -> list[dic
         emit(CREATE, {"serviceOrder": _with_href(doc)})
         return out
     if cancel is not None:
-        emit(
-            CANCEL_CREATE if isinstance(event, ev.CancellationRequested) else CANCEL_STATE_CHANGE,
-            {"cancelServiceOrder": cancel},
-        )
+        if isinstance(event, ev.CancellationRequested):
+            emit(CANCEL_CREATE, {"cancelServiceOrder": cancel})
+        elif isinstance(event, ev.CancellationInformationRequested):
+            emit(
+                CANCEL_INFORMATION_REQUIRED,
+                {"cancelServiceOrder": cancel},
+                description=event.information,
+            )
+        elif not isinstance(event, ev.CancellationInformationProvided):  # its state is kept
+            emit(CANCEL_STATE_CHANGE, {"cancelServiceOrder": cancel})
+    before = doc_before or {}
     if step.state != step.state_before:
         emit(STATE_CHANGE, {"serviceOrder": _with_href(doc)})
-    elif doc != doc_before:
+    else:
+        # A milestone alone is told by its own notification (below), not as a change.
         changed = sorted(
-            k for k in {*doc, *(doc_before or {})} if doc.get(k) != (doc_before or {}).get(k)
+            k for k in {*doc, *before} if k != "milestone" and doc.get(k) != before.get(k)
         )
-        emit(ATTRIBUTE_VALUE_CHANGE, {"serviceOrder": _with_href(doc)}, fieldPath=",".join(changed))
+        if changed:
+            emit(
+                ATTRIBUTE_VALUE_CHANGE,
+                {"serviceOrder": _with_href(doc)},
+                fieldPath=",".join(changed),
+            )
     if isinstance(event, ev.InformationRequested):
         emit(INFORMATION_REQUIRED, {"serviceOrder": _with_href(doc)}, description=event.information)
+    if len(doc.get("milestone", ())) > len(before.get("milestone", ())):
+        emit(MILESTONE, {"serviceOrder": _with_href(doc)})
     return out
 
 

@@ -69,6 +69,7 @@ CREATE, STATE = "ServiceOrderCreateEvent", "ServiceOrderStateChangeEvent"
 AVC, DELETE = "ServiceOrderAttributeValueChangeEvent", "ServiceOrderDeleteEvent"
 INFO = "ServiceOrderInformationRequiredEvent"
 CANCEL_CREATE, CANCEL_STATE = "CancelServiceOrderCreateEvent", "CancelServiceOrderStateChangeEvent"
+MILESTONE = "ServiceOrderMilestoneEvent"
 # The test listeners run on 127.0.0.1, which the default policy refuses (public addresses
 # only): the tests name it explicitly, as an operator would.
 FAST = {
@@ -1062,7 +1063,22 @@ def test_a_real_listener_receives_the_lifecycle_in_order(
             == str(oid)
         ]
 
-    assert types(done) == [CREATE, STATE, STATE, INFO, STATE, AVC, AVC, STATE, AVC, DELETE]
+    # Issue 19: the approval and each completed item are milestones (after their change).
+    assert types(done) == [
+        CREATE,
+        STATE,
+        MILESTONE,
+        STATE,
+        INFO,
+        STATE,
+        AVC,
+        MILESTONE,
+        AVC,
+        MILESTONE,
+        STATE,
+        AVC,
+        DELETE,
+    ]
     assert types(cancelled) == [
         CREATE,
         CANCEL_CREATE,
