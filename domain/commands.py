@@ -324,6 +324,18 @@ class DenyCancellation(_WithReason):
 
 
 @dataclass(frozen=True, slots=True)
+class RequestCancellationInformation(_WithInformation):
+    """A manager asks the cancellation's requester for information (four-eyes: not the
+    requester; one question at a time); the order stays assessingCancellation."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProvideCancellationInformation(_WithInformation):
+    """The cancellation's requester (or an operator) answers the waiting question; the
+    cancellation is assessed again."""
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel(_WithOptionalReason):
     """Carry out an approved cancellation, or cancel the order directly."""
 
@@ -358,6 +370,8 @@ OrderCommand: TypeAlias = (
     | RequestCancellation
     | ApproveCancellation
     | DenyCancellation
+    | RequestCancellationInformation
+    | ProvideCancellationInformation
     | Cancel
     | AddNote
     | Delete

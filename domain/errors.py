@@ -50,6 +50,8 @@ _ACTION_WORDS: dict[str, tuple[str, str]] = {
     "request_cancellation": ("request the cancellation of", "orders"),
     "approve_cancellation": ("approve the cancellation of", "orders"),
     "deny_cancellation": ("deny the cancellation of", "orders"),
+    "request_cancellation_information": ("ask about the cancellation of", "orders"),
+    "provide_cancellation_information": ("answer on the cancellation of", "orders"),
     "cancel": ("cancel", "orders"),
     "add_note": ("add notes to", "orders"),
     "delete": ("delete", "orders"),
