@@ -42,7 +42,7 @@ from serviceorders.tmf.tmf641_in import (
     ServiceOrderCreate,
     ServiceOrderUpdate,
     header_change,
-    item_to_domain,
+    items_to_domain,
     order_to_domain,
 )
 
@@ -255,15 +255,8 @@ def patch_service_order(request: Request, id: str) -> JSONResponse:
     command_context(request)
     order_id = parse_uuid(id, "service order")
     body = body_of(request, ServiceOrderUpdate)
-    if body.unchangeable():
-        raise ApiError(
-            400,
-            "unchangeable_attribute",
-            "Bad Request",
-            f"{', '.join(body.unchangeable())} cannot be changed by PATCH "
-            "(expectedCompletionDate is the provider's; external references and "
-            "order relationships are fixed when the order is created)",
-        )
+    if (refused := body.refusal()) is not None:  # REFUSED_ON_PATCH (tmf641_in.py)
+        raise ApiError(400, "unchangeable_attribute", "Bad Request", refused)
     order = load_visible(request, order_id)  # a read: what the PATCH is checked against
     check_if_match(request, order.version)  # first, as ever; `handle` checks it again
     if body.state is not None and body.state != order.state.value:
@@ -277,7 +270,7 @@ def patch_service_order(request: Request, id: str) -> JSONResponse:
         raise IllegalTransition(
             order.id, order.state, "change the externalId", "an order's external id never changes"
         )
-    items = [item_to_domain(i) for i in body.service_order_item or []]
+    items = items_to_domain(body.service_order_item or [])
     change = header_change(body)
     known = {n.text for n in order.notes}
     notes = list(dict.fromkeys(n.text for n in body.note or [] if n.text not in known))

@@ -36,7 +36,7 @@ from serviceorders.tmf.tmf641_in import (
     ServiceOrderUpdate,
     find_nul,
     header_change,
-    item_to_domain,
+    items_to_domain,
     json_limits,
     order_to_domain,
 )
@@ -301,8 +301,10 @@ def _command(env: Envelope, key_text: str | None) -> Parsed:
     if env.event_type == REVISE:
         resource = _resource(env, "serviceOrder", "ServiceOrder")
         update = _validated(ServiceOrderUpdate, resource, "serviceOrder")
+        if (refused := update.refusal()) is not None:  # as REST PATCH refuses it
+            raise Refusal(INVALID_ORDER, refused)
         ref = _ref(resource, key_text)
-        revised = tuple(item_to_domain(i) for i in update.service_order_item or ())
+        revised = tuple(items_to_domain(update.service_order_item or []))
         texts = tuple(dict.fromkeys(n.text for n in update.note or ()))  # as PATCH takes them
         return Parsed(env, Revise(ref, revised, header=header_change(update), notes=texts), ref)
     if env.event_type == CANCEL:

@@ -5,10 +5,11 @@ which knows its own base URL.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from serviceorders.domain.order import ServiceOrder
-from serviceorders.domain.values import OrderItem, OrderState, Party
+from serviceorders.domain.values import OrderItem, OrderState, Party, Place
 from serviceorders.tmf import outcomes
 from serviceorders.tmf.time import tmf_time as _time
 
@@ -45,7 +46,9 @@ SERVER_ADDED: dict[str, tuple[str, ...]] = {
 
 
 def order_to_tmf641(order: ServiceOrder) -> dict[str, Any]:
-    """The order as a TMF641 ServiceOrder (for orders past `draft`)."""
+    """The order as a TMF641 ServiceOrder (for orders past `draft`): what the domain types,
+    then every attribute kept as sent (the `extra`s) at its level, so that a GET returns
+    what was sent, plus only SERVER_ADDED."""
     header = order.header
     doc: dict[str, Any] = {
         "id": str(order.id),
@@ -65,25 +68,40 @@ def order_to_tmf641(order: ServiceOrder) -> dict[str, Any]:
         "cancellationReason": order.cancellation_reason,
         "notificationContact": header.notification_contact,
         "note": [
-            _compact({"text": n.text, "author": n.author, "date": _time(n.date), "@type": "Note"})
+            _merged(
+                {"text": n.text, "author": n.author, "date": _time(n.date)},
+                n.extra,
+                {"@type": "Note"},
+            )
             for n in order.notes
         ],
         "relatedParty": [_party(p) for p in header.related_parties],
         "orderRelationship": [
-            {
-                "id": r.id,
-                "relationshipType": r.relationship_type,
-                "@referredType": "ServiceOrder",
-                "@type": "ServiceOrderRelationship",
-            }
+            _merged(
+                {"id": r.id, "relationshipType": r.relationship_type},
+                r.extra,
+                {"@referredType": "ServiceOrder", "@type": "ServiceOrderRelationship"},
+            )
             for r in header.order_relationships
         ],
-        "serviceOrderItem": [_item(i, order) for i in order.items.values()],
+        "serviceOrderItem": _items(order),
         "errorMessage": outcomes.order_error_messages(order),
         "milestone": outcomes.order_milestones(order),
-        "@type": "ServiceOrder",
     }
-    return _compact(doc)
+    return _merged(doc, header.extra, {"@type": "ServiceOrder"})
+
+
+def _merged(
+    typed: dict[str, Any], extra: dict[str, Any], defaults: dict[str, Any]
+) -> dict[str, Any]:
+    """`typed` (absent values and empty lists left out), then the attributes kept as sent
+    that it does not give, then `defaults` for what neither gives."""
+    body = _compact(typed)
+    for key, value in extra.items():
+        body.setdefault(key, value)
+    for key, value in defaults.items():
+        body.setdefault(key, value)
+    return body
 
 
 def _approved(order: ServiceOrder) -> bool:
@@ -91,65 +109,150 @@ def _approved(order: ServiceOrder) -> bool:
 
 
 def _party(party: Party) -> dict[str, Any]:
-    return _compact(
+    return _merged(
         {
             "id": party.id,
             "name": party.name,
             "role": party.role,
-            "@referredType": party.referred_type or "Individual",
-            "@type": "RelatedParty",
-        }
+            "@referredType": party.referred_type,
+        },
+        party.extra,
+        {"@referredType": "Individual", "@type": "RelatedParty"},
     )
 
 
-def _item(item: OrderItem, order: ServiceOrder) -> dict[str, Any]:
-    service: dict[str, Any] = {"id": item.service_id, "name": item.service_name, "@type": "Service"}
+def _items(order: ServiceOrder) -> list[dict[str, Any]]:
+    """The items as sent: nested ones (by `parent`) under their parent's serviceOrderItem."""
+    items = order.items
+    children: dict[str, list[OrderItem]] = {}
+    top: list[OrderItem] = []
+    for item in items.values():
+        if item.parent is not None and item.parent in items and item.parent != item.id:
+            children.setdefault(item.parent, []).append(item)
+        else:
+            top.append(item)
+    if not children:  # the common case: a flat order
+        return [_item(order, i, ()) for i in top]
+    done: set[str] = set()
+
+    def tree(item: OrderItem) -> dict[str, Any]:
+        done.add(item.id)
+        nested = [tree(c) for c in children.get(item.id, ()) if c.id not in done]
+        return _item(order, item, nested)
+
+    rendered = [tree(i) for i in top]
+    # Items whose parents nest in each other (a revision can make such a loop): shown at
+    # the top rather than lost.
+    rendered += [tree(i) for i in items.values() if i.id not in done]
+    return rendered
+
+
+def _item(order: ServiceOrder, item: OrderItem, nested: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    service: dict[str, Any] = {"id": item.service_id, "name": item.service_name}
     if item.specification:
         spec = item.specification
-        service["serviceSpecification"] = _compact(
-            {
-                "id": spec.id,
-                "name": spec.name,
-                "version": spec.version,
-                "@referredType": "ServiceSpecification",
-                "@type": "ServiceSpecificationRef",
-            }
+        service["serviceSpecification"] = _merged(
+            {"id": spec.id, "name": spec.name, "version": spec.version},
+            spec.extra,
+            {"@referredType": "ServiceSpecification", "@type": "ServiceSpecificationRef"},
         )
+    kept = item.characteristic_extra
     service["serviceCharacteristic"] = [
-        {"name": name, "valueType": _value_type(value), "value": value, "@type": "Characteristic"}
+        _merged(
+            {"name": name, "value": None},
+            kept.get(name, {}),
+            {"valueType": _value_type(value), "@type": "Characteristic"},
+        )
+        | {"value": value}
         for name, value in item.characteristics.items()
     ]
-    if item.place:
-        service["place"] = [
-            _compact(
-                {
-                    "id": item.place.id,
-                    "name": item.place.name,
-                    "role": item.place.role or "installationSite",
-                    "@referredType": "GeographicSite",
-                    "@type": "RelatedPlaceRefOrValue",
-                }
-            )
-        ]
-    return _compact(
+    service["place"] = _places(item)
+    service_extra = item.service_extra
+    if "place" in service_extra:
+        service_extra = {k: v for k, v in service_extra.items() if k != "place"}
+    return _merged(
         {
             "id": item.id,
             "action": item.action.value,
             "quantity": item.quantity,
             "state": item.state.value if item.state else None,
             "errorMessage": outcomes.item_error_messages(order, item) or None,
-            "service": _compact(service),
-            "serviceOrderItemRelationship": [
-                {
-                    "relationshipType": "dependency",
-                    "orderItem": {"itemId": dep},
-                    "@type": "ServiceOrderItemRelationship",
-                }
-                for dep in item.depends_on
-            ],
-            "@type": "ServiceOrderItem",
+            "service": _merged(service, service_extra, {"@type": "Service"}),
+            "serviceOrderItemRelationship": _relationships(item),
+            "serviceOrderItem": list(nested),
+        },
+        item.extra,
+        {"@type": "ServiceOrderItem"},
+    )
+
+
+def _typed_place(place: Place) -> dict[str, Any]:
+    return _compact(
+        {
+            "id": place.id,
+            "name": place.name,
+            "role": place.role or "installationSite",
+            "@referredType": "GeographicSite",
+            "@type": "RelatedPlaceRefOrValue",
         }
     )
+
+
+def _places(item: OrderItem) -> list[dict[str, Any]]:
+    """Every place as sent; the typed `place` (the first with an id) as it is now when a
+    revision or configuration changed it since."""
+    place = item.place
+    sent = item.service_extra.get("place")
+    if not isinstance(sent, list):
+        return [_typed_place(place)] if place else []
+    at = next((n for n, p in enumerate(sent) if isinstance(p, dict) and p.get("id")), None)
+    if at is None:
+        return ([_typed_place(place)] if place else []) + sent
+    first = sent[at]
+    if place is None:
+        return sent[:at] + sent[at + 1 :]
+    if (first.get("id"), first.get("name"), first.get("role")) == (
+        place.id,
+        place.name,
+        place.role,
+    ):
+        return sent
+    return [*sent[:at], _typed_place(place), *sent[at + 1 :]]
+
+
+def _relationships(item: OrderItem) -> list[dict[str, Any]]:
+    """The item's relationships as sent, with its dependencies as they are now: those
+    added since appended, those removed since left out."""
+    rendered = []
+    sent_deps: set[str] = set()
+    deps = item.depends_on
+    for r in item.relationships:
+        dependency = (r.relationship_type or "dependency").lower() in ("dependency", "dependson")
+        if dependency and r.item_id is not None:
+            if r.item_id not in deps:
+                continue  # no longer a dependency
+            sent_deps.add(r.item_id)
+        ref = r.extra.get("orderItem")
+        body = _compact({"relationshipType": r.relationship_type})
+        if isinstance(ref, dict):
+            shown = dict(ref)
+            if r.item_id is not None and ref.get("id") != r.item_id:
+                shown = {"itemId": r.item_id, **ref}
+            body["orderItem"] = shown
+        for key, value in r.extra.items():
+            body.setdefault(key, value)
+        body.setdefault("@type", "ServiceOrderItemRelationship")
+        rendered.append(body)
+    rendered += [
+        {
+            "relationshipType": "dependency",
+            "orderItem": {"itemId": dep},
+            "@type": "ServiceOrderItemRelationship",
+        }
+        for dep in deps
+        if dep not in sent_deps
+    ]
+    return rendered
 
 
 def _value_type(value: Any) -> str:

@@ -1,7 +1,10 @@
-"""TMF641 v4 request bodies -> domain values, for every door (REST API, Kafka).
+"""TMF641 v4 request bodies -> domain values, for every door (REST API, Kafka, CLI files).
 
-The models are lenient where TMF641 is (unknown attributes are ignored, `@type` and friends
-are optional) and strict where the domain needs it; every problem is reported at once.
+The models are lenient where TMF641 is (`@type` and friends are optional) and strict where
+the domain needs it; every problem is reported at once. Nothing sent is lost (issue 19):
+every attribute the domain does not type is kept, as sent, in the `extra` of the value it
+belongs to (`Tmf.rest`), and tmf641.py returns it; the few server-owned attributes a
+client may not send are refused, naming them (REFUSED_ON_CREATE and friends).
 """
 
 from __future__ import annotations
@@ -9,10 +12,9 @@ from __future__ import annotations
 import math
 import sys
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import (
-    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,6 +25,7 @@ from pydantic import (
 from serviceorders.domain.values import (
     HeaderChange,
     ItemAction,
+    ItemRelation,
     Note,
     OrderHeader,
     OrderItem,
@@ -54,17 +57,20 @@ REFUSED_ON_CREATE = (
     "milestone",
     "jeopardyAlert",
 )
-# On every serviceOrderItem (nested ones too), of a create and of a patch or revision.
+# On every serviceOrderItem of a create (nested ones too). A patch or revision may send them
+# (a client echoes the items it read): there they are ignored, the server's, not kept.
 REFUSED_ON_ITEM = ("state", "errorMessage")
 # A patch (REST PATCH, a Kafka revision): 400 for these ...
 REFUSED_ON_PATCH = (
     "expectedCompletionDate",
     "externalReference",
     "orderRelationship",
-    *(n for n in REFUSED_ON_CREATE if n not in ("state", "expectedCompletionDate")),
+    *(n for n in REFUSED_ON_CREATE if n not in ("id", "href", "state", "expectedCompletionDate")),
 )
-# ... and these may only repeat the order's current value (409 otherwise, REST PATCH).
+# ... these may only repeat the order's current value (409 otherwise, REST PATCH) ...
 PATCH_SAME_VALUE_ONLY = ("state", "externalId")
+# ... and these name the order patched (a Kafka revision names it by `id`): not kept.
+PATCH_NAMES_THE_ORDER = ("id", "href")
 
 
 def _with_timezone(value: Any) -> Any:
@@ -148,15 +154,49 @@ def json_limits(data: Any, root: str = "body") -> str | None:
     return None
 
 
+def _server_owned(data: Any, names: tuple[str, ...], where: str = "") -> list[str]:
+    """The attributes among `names` that `data` (a JSON object) gives a value."""
+    if not isinstance(data, dict):
+        return []
+    return [f"{where}{n}" for n in names if data.get(n) is not None]
+
+
+def refusal(found: list[str], on: str) -> str:
+    """The one message naming every refused attribute found."""
+    return (
+        f"{', '.join(found)}: set by the server, not taken {on} "
+        "(docs/lifecycle.md, 'What the TMF641 doors keep')"
+    )
+
+
 class Tmf(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # extra="allow": what a model does not define is kept (`model_extra`), see `rest`.
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     type_: str | None = Field(default=None, alias="@type", max_length=MAX_TYPE)
     base_type: str | None = Field(default=None, alias="@baseType", max_length=MAX_TYPE)
     schema_location: str | None = Field(default=None, alias="@schemaLocation", max_length=MAX_HREF)
 
+    # The fields (Python names) the domain types; every other attribute set is `rest`.
+    DOMAIN: ClassVar[frozenset[str]] = frozenset()
+
+    def rest(self) -> dict[str, Any]:
+        """The attributes as sent that the domain does not type: the `extra` of the value
+        this becomes (empty, and cheap, when there are none)."""
+        fields = type(self).model_fields
+        rest = {
+            fields[name].alias or name: getattr(self, name)
+            for name in self.model_fields_set  # (extra attributes among them: see below)
+            if name in fields and name not in self.DOMAIN
+        }
+        if self.model_extra:
+            rest.update(self.model_extra)
+        return rest
+
 
 class Characteristic(Tmf):
+    DOMAIN = frozenset({"name", "value"})
+
     name: str = Field(min_length=1, max_length=200)
     value: Any = None
     value_type: str | None = Field(default=None, alias="valueType", max_length=MAX_TYPE)
@@ -171,18 +211,32 @@ class Characteristic(Tmf):
 
 
 class SpecificationRef(Tmf):
+    DOMAIN = frozenset({"id", "name", "version"})
+
     id: str = Field(min_length=1, max_length=200)
     name: str | None = Field(default=None, max_length=500)
     version: str | None = Field(default=None, max_length=100)
 
 
 class PlaceRef(Tmf):
+    DOMAIN = frozenset({"id", "name", "role"})
+
     id: str | None = Field(default=None, max_length=200)
     name: str | None = Field(default=None, max_length=500)
     role: str | None = Field(default=None, max_length=200)
 
+    def as_sent(self) -> dict[str, Any]:
+        typed = {
+            type(self).model_fields[n].alias or n: getattr(self, n)
+            for n in ("id", "name", "role")
+            if n in self.model_fields_set
+        }
+        return {**typed, **self.rest()}
+
 
 class Service(Tmf):
+    DOMAIN = frozenset({"id", "name", "service_specification", "service_characteristic", "place"})
+
     id: str | None = Field(default=None, max_length=200)
     name: str | None = Field(default=None, max_length=500)
     service_specification: SpecificationRef | None = Field(
@@ -193,14 +247,42 @@ class Service(Tmf):
     )
     place: list[PlaceRef] = Field(default_factory=list, max_length=50)
 
+    @field_validator("service_characteristic")
+    @classmethod
+    def _names_once(cls, value: list[Characteristic]) -> list[Characteristic]:
+        if len(value) < 2:
+            return value
+        seen: set[str] = set()
+        twice = []
+        for c in value:
+            if c.name in seen:
+                twice.append(c.name)
+            seen.add(c.name)
+        if twice:
+            raise ValueError(
+                "serviceCharacteristic: each name once in a service; given more than once: "
+                + ", ".join(dict.fromkeys(twice))
+            )
+        return value
+
 
 class ItemRef(Tmf):
-    item_id: str | None = Field(
-        default=None, alias="itemId", max_length=100, validation_alias=AliasChoices("itemId", "id")
-    )
+    DOMAIN = frozenset({"item_id"})
+
+    item_id: str | None = Field(default=None, alias="itemId", max_length=100)
+
+    @property
+    def target(self) -> str | None:
+        """The item referred to: `itemId`, or (as some senders write it) `id`."""
+        if self.item_id is not None:
+            return self.item_id
+        other = (self.model_extra or {}).get("id")
+        return other if isinstance(other, str) and 0 < len(other) <= 100 else None
 
 
 class ItemRelationship(Tmf):
+    DOMAIN = frozenset({"relationship_type", "order_item"})
+
     relationship_type: str | None = Field(
         default=None, alias="relationshipType", max_length=MAX_TYPE
     )
@@ -208,6 +290,10 @@ class ItemRelationship(Tmf):
 
 
 class ServiceOrderItem(Tmf):
+    DOMAIN = frozenset(
+        {"id", "action", "quantity", "service", "service_order_item_relationship", "nested"}
+    )
+
     id: str = Field(min_length=1, max_length=100)
     action: ItemAction
     quantity: int = Field(default=1, ge=1, le=100000)
@@ -215,9 +301,21 @@ class ServiceOrderItem(Tmf):
     service_order_item_relationship: list[ItemRelationship] = Field(
         default_factory=list, alias="serviceOrderItemRelationship", max_length=100
     )
+    # Items nested in this one (TMF641 is recursive): kept flat, with `parent`.
+    nested: list[ServiceOrderItem] = Field(
+        default_factory=list, alias="serviceOrderItem", max_length=MAX_ITEMS
+    )
+
+    def rest(self) -> dict[str, Any]:
+        rest = super().rest()
+        for name in REFUSED_ON_ITEM:  # the server's (a patch may echo them): not kept
+            rest.pop(name, None)
+        return rest
 
 
 class RelatedParty(Tmf):
+    DOMAIN = frozenset({"id", "name", "role", "referred_type"})
+
     id: str = Field(min_length=1, max_length=200)
     href: str | None = Field(default=None, max_length=2000)
     name: str | None = Field(default=None, max_length=500)
@@ -226,6 +324,8 @@ class RelatedParty(Tmf):
 
 
 class NoteIn(Tmf):
+    DOMAIN = frozenset({"text", "author", "date"})
+
     id: str | None = Field(default=None, max_length=200)
     text: str = Field(min_length=1, max_length=MAX_TEXT)
     author: str | None = Field(default=None, max_length=200)
@@ -235,6 +335,8 @@ class NoteIn(Tmf):
 
 
 class Relationship(Tmf):
+    DOMAIN = frozenset({"id", "relationship_type"})
+
     id: str = Field(min_length=1, max_length=200)
     href: str | None = Field(default=None, max_length=2000)
     referred_type: str | None = Field(default=None, alias="@referredType", max_length=MAX_TYPE)
@@ -286,6 +388,18 @@ _HEADER_ATTRIBUTES = tuple(
 class ServiceOrderCreate(_HeaderAttributes):
     """TMF641 v4 `ServiceOrder_Create`."""
 
+    DOMAIN = frozenset(
+        {
+            *_HEADER_ATTRIBUTES,
+            "external_id",
+            "category",
+            "note",
+            "related_party",
+            "order_relationship",
+            "service_order_item",
+        }
+    )
+
     external_id: str | None = Field(default=None, alias="externalId", max_length=200)
     category: str | None = Field(default=None, max_length=200)
     note: list[NoteIn] = Field(default_factory=list, max_length=100)
@@ -299,9 +413,41 @@ class ServiceOrderCreate(_HeaderAttributes):
         alias="serviceOrderItem", max_length=MAX_ITEMS
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_server_owned(cls, data: Any) -> Any:
+        found = _server_owned(data, REFUSED_ON_CREATE)
+        stack = (
+            [("serviceOrderItem", data.get("serviceOrderItem"))] if isinstance(data, dict) else []
+        )
+        while stack:  # every item, nested ones too
+            where, items = stack.pop()
+            for n, item in enumerate(items if isinstance(items, list) else ()):
+                found += _server_owned(item, REFUSED_ON_ITEM, f"{where}.{n}.")
+                if isinstance(item, dict):
+                    stack.append((f"{where}.{n}.serviceOrderItem", item.get("serviceOrderItem")))
+        if found:
+            raise ValueError(refusal(found, "on create"))
+        return data
+
 
 class ServiceOrderUpdate(_HeaderAttributes):
-    """TMF641 v4 `ServiceOrder_Update` (a JSON merge patch)."""
+    """TMF641 v4 `ServiceOrder_Update` (a JSON merge patch). Attributes it does not define
+    (extension attributes, `@type`, ...) are merged into the order's (`header_change`)."""
+
+    DOMAIN = frozenset(
+        {
+            *_HEADER_ATTRIBUTES,
+            "related_party",
+            "service_order_item",
+            "note",
+            "state",
+            "external_id",
+            "expected_completion_date",
+            "external_reference",
+            "order_relationship",
+        }
+    )
 
     related_party: list[RelatedParty] | None = Field(
         default=None, alias="relatedParty", max_length=100
@@ -319,12 +465,32 @@ class ServiceOrderUpdate(_HeaderAttributes):
     order_relationship: Any = Field(default=None, alias="orderRelationship")
 
     def unchangeable(self) -> list[str]:
-        """The attributes in this patch that PATCH cannot change."""
-        return [
+        """The attributes in this patch that PATCH cannot change (REFUSED_ON_PATCH)."""
+        typed = [
             type(self).model_fields[name].alias or name
             for name in ("expected_completion_date", "external_reference", "order_relationship")
             if name in self.model_fields_set
         ]
+        return typed + _server_owned(self.model_extra, REFUSED_ON_PATCH)
+
+    @model_validator(mode="after")
+    def _category_text(self) -> ServiceOrderUpdate:
+        category = (self.model_extra or {}).get("category")
+        if category is not None and not (isinstance(category, str) and len(category) <= 200):
+            raise ValueError("category: must be a text of at most 200 characters")
+        return self
+
+    def refusal(self) -> str | None:
+        """Why this patch is refused as a whole (400 / a dead letter), or None."""
+        found = self.unchangeable()
+        if not found:
+            return None
+        return (
+            f"{', '.join(found)} cannot be changed by PATCH "
+            "(expectedCompletionDate and the server-owned attributes are the provider's; "
+            "external references and order relationships are fixed when the order is "
+            "created)"
+        )
 
 
 class ServiceOrderRef(Tmf):
@@ -347,32 +513,107 @@ class CancelServiceOrderCreate(TmfBody):
 
 
 # --------------------------------------------------------------------- mapping
-def item_to_domain(item: ServiceOrderItem) -> OrderItem:
+DEPENDENCY_TYPES = ("dependency", "dependson")
+
+
+def _is_dependency(relationship_type: str | None) -> bool:
+    return (relationship_type or "dependency").lower() in DEPENDENCY_TYPES
+
+
+def _relation(r: ItemRelationship) -> ItemRelation:
+    extra = r.rest()
+    ref = r.order_item
+    if ref is not None:
+        extra["orderItem"] = ref.rest()  # (an empty object when only itemId was sent)
+    return ItemRelation(
+        relationship_type=r.relationship_type, item_id=ref.target if ref else None, extra=extra
+    )
+
+
+def _places(places: list[PlaceRef]) -> list[dict[str, Any]] | None:
+    """The place list as sent, when the typed `place` (the first with an id) would not
+    give it back whole; None when it does (the common case: nothing more to keep)."""
+    if not places:
+        return None
+    if len(places) == 1:
+        only = places[0]
+        if only.id and not only.model_extra and only.model_fields_set <= PlaceRef.DOMAIN:
+            return None
+    return [p.as_sent() for p in places]
+
+
+def item_to_domain(item: ServiceOrderItem, parent: str | None = None) -> OrderItem:
+    """One item (its nested items are not among it: `items_to_domain`)."""
     service = item.service
     spec = service.service_specification
     place = next((p for p in service.place if p.id), None)
+    relationships = item.service_order_item_relationship
     deps = tuple(
-        r.order_item.item_id
-        for r in item.service_order_item_relationship
-        if r.order_item
-        and r.order_item.item_id
-        and (r.relationship_type or "dependency").lower() in ("dependency", "dependson")
+        r.order_item.target
+        for r in relationships
+        if r.order_item and r.order_item.target and _is_dependency(r.relationship_type)
     )
+    service_extra = service.rest()
+    sent_places = _places(service.place)
+    if sent_places is not None:
+        service_extra["place"] = sent_places
+    characteristic_extra = {}
+    for c in service.service_characteristic:
+        rest = c.rest()
+        if rest:
+            characteristic_extra[c.name] = rest
     return OrderItem(
         id=item.id,
         action=item.action,
-        specification=SpecRef(id=spec.id, name=spec.name, version=spec.version) if spec else None,
+        specification=(
+            SpecRef(id=spec.id, name=spec.name, version=spec.version, extra=spec.rest())
+            if spec
+            else None
+        ),
         service_id=service.id,
         service_name=service.name,
         characteristics={c.name: c.value for c in service.service_characteristic},
         place=Place(id=place.id, name=place.name, role=place.role) if place else None,
         quantity=item.quantity,
         depends_on=deps,
+        parent=parent,
+        relationships=tuple(_relation(r) for r in relationships) if _kept(relationships) else (),
+        extra=item.rest(),
+        service_extra=service_extra,
+        characteristic_extra=characteristic_extra,
     )
 
 
+def _kept(relationships: list[ItemRelationship]) -> bool:
+    """Whether the relationships need keeping as sent: not when each is a plain
+    dependency on an item by its itemId, which `depends_on` gives back (the common case)."""
+    for r in relationships:
+        ref = r.order_item
+        if (
+            r.relationship_type != "dependency"
+            or ref is None
+            or ref.item_id is None
+            or r.model_extra
+            or r.model_fields_set - ItemRelationship.DOMAIN
+            or ref.rest()
+        ):
+            return True
+    return False
+
+
+def items_to_domain(items: list[ServiceOrderItem]) -> list[OrderItem]:
+    """Every item, nested ones (any depth) flattened after their parent with `parent`."""
+    out: list[OrderItem] = []
+    stack: list[tuple[ServiceOrderItem, str | None]] = [(i, None) for i in reversed(items)]
+    while stack:  # depth first, in the order sent
+        item, parent = stack.pop()
+        out.append(item_to_domain(item, parent))
+        stack.extend((child, item.id) for child in reversed(item.nested))
+    return out
+
+
 def _party(p: RelatedParty) -> Party:
-    return Party(id=p.id, name=p.name, role=p.role or "customer", referred_type=p.referred_type)
+    return Party(id=p.id, name=p.name, role=p.role, referred_type=p.referred_type, extra=p.rest())
 
 
 def order_to_domain(body: ServiceOrderCreate) -> tuple[OrderHeader, list[OrderItem], list[Note]]:
@@ -382,19 +623,31 @@ def order_to_domain(body: ServiceOrderCreate) -> tuple[OrderHeader, list[OrderIt
         category=body.category,
         related_parties=tuple(_party(p) for p in body.related_party),
         order_relationships=tuple(
-            OrderRelationship(id=r.id, relationship_type=r.relationship_type)
+            OrderRelationship(id=r.id, relationship_type=r.relationship_type, extra=r.rest())
             for r in body.order_relationship
         ),
+        extra=body.rest(),
     )
-    notes = [Note(text=n.text, author=n.author, date=n.date) for n in body.note]
-    return header, [item_to_domain(i) for i in body.service_order_item], notes
+    notes = [Note(text=n.text, author=n.author, date=n.date, extra=n.rest()) for n in body.note]
+    return header, items_to_domain(body.service_order_item), notes
 
 
 def header_change(body: ServiceOrderUpdate) -> HeaderChange:
-    fields = {
+    fields: dict[str, Any] = {
         **body.header_attributes(),
         "related_parties": (
             tuple(_party(p) for p in body.related_party) if body.related_party is not None else None
         ),
     }
+    extra = body.rest()
+    for name in PATCH_NAMES_THE_ORDER:
+        extra.pop(name, None)
+    category = extra.pop("category", None)  # ServiceOrder_Create's, typed by the header
+    if category is not None:  # (text: the model checked it)
+        fields["category"] = category
+    if extra:  # merged into the order's (null removes one)
+        fields["extra"] = extra
     return HeaderChange(**{k: v for k, v in fields.items() if v is not None})
+
+
+ServiceOrderItem.model_rebuild()
