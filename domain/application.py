@@ -22,7 +22,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import Environment, get_topic
 
-from . import privacy, resend
+from . import privacy, resend, sealing
 from .catalog import Catalog, duplicate_ids
 from .codec import OrjsonTranscoder, PydanticMapper
 from .commands import (
@@ -79,6 +79,7 @@ from .privacy import Sealer
 from .values import (
     CommandContext,
     HeaderChange,
+    Note,
     OrderHeader,
     OrderItem,
 )
@@ -151,16 +152,13 @@ class ServiceOrders(Application[UUID]):
         if self.sealer is None:
             return order
         reveal = self.sealer.reveal
-        order.header = privacy.map_header(order.header, reveal)
-        order.items = {k: privacy.map_item(v, reveal) for k, v in order.items.items()}
-        if order.proposal is not None:
-            proposal = order.proposal
-            order.proposal = proposal.model_copy(
-                update={
-                    "items": tuple(privacy.map_item(i, reveal) for i in proposal.items),
-                    "header": privacy.map_change(proposal.header, reveal),
-                }
-            )
+        # Every attribute of the order's state (header, items, notes, reasons, proposal,
+        # outcomes, ...): whatever holds a token is revealed, whatever holds none is kept.
+        for name, value in list(vars(order).items()):
+            if not name.startswith("_"):
+                revealed = privacy.reveal_deep(value, reveal)
+                if revealed is not value:
+                    setattr(order, name, revealed)
         return order
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
@@ -359,6 +357,9 @@ class UnitOfWork:
         order = self.resolve(command.order_id)
         if expected_version is not None:
             _check_version(order, expected_version)
+        seal = self._sealer_of(order)
+        if seal is not None:  # the free text it brings (domain/sealing.py)
+            command = sealing.seal_command(command, seal, order.cancellation_reason)
         before = len(order.pending_events)
         try:
             made = handler(self, ctx, command, order)
@@ -435,14 +436,22 @@ class UnitOfWork:
         sealer = self.app.sealer
         if sealer is None:
             return header, list(items)
-        seal = partial(sealer.seal, privacy.scope_of(header))
+        seal = partial(_seal, sealer.seal, privacy.scope_of(header))
         return privacy.map_header(header, seal), [privacy.map_item(i, seal) for i in items]
+
+    def _seal_notes(self, header: OrderHeader, notes: Iterable[Note]) -> tuple[Note, ...]:
+        """A new order's notes (text, author, other attributes), under its scope."""
+        sealer = self.app.sealer
+        if sealer is None:
+            return tuple(notes)
+        seal = partial(_seal, sealer.seal, privacy.scope_of(header))
+        return tuple(privacy.map_note(n, seal) for n in notes)
 
     def _sealer_of(self, order: ServiceOrder) -> Callable[[str], str] | None:
         sealer = self.app.sealer
         if sealer is None:
             return None
-        return partial(sealer.seal, privacy.scope_of(order.header, str(order.id)))
+        return partial(_seal, sealer.seal, privacy.scope_of(order.header, str(order.id)))
 
     def _seal_change(
         self,
@@ -469,8 +478,9 @@ class UnitOfWork:
             _check_resend(self.app, command, found, events)  # else a ResendConflict
             return Outcome(found, created=False)
         header, items = self._seal_new(command.header, command.items)
+        notes = self._seal_notes(command.header, command.notes)
         catalog = self.app.catalog
-        order = ServiceOrder.receive(ctx, header, items, catalog, order_id, command.notes)
+        order = ServiceOrder.receive(ctx, header, items, catalog, order_id, notes)
         self._orders[order_id] = order
         return Outcome(order, created=True)
 
@@ -551,9 +561,14 @@ class UnitOfWork:
         if changes or not c.notes:  # nothing but notes: no revision (see `Revise`)
             catalog, policy = self.app.catalog, self.app.policy
             proposal_id = order.revise(ctx, catalog, items, c.removed_item_ids, header, policy)
-        known = {note.text for note in order.notes}  # a note resent with a revision: once
-        for text in dict.fromkeys(c.notes):
-            if text not in known:
+        # A note resent with a revision: once. Compared as revealed (the notes and the
+        # command's texts may be sealed: tokens differ for one text).
+        reveal = self.app.sealer.reveal if self.app.sealer is not None else _same
+        known = {reveal(note.text).strip() for note in order.notes}
+        for text in c.notes:
+            plain = reveal(text).strip()
+            if plain not in known:
+                known.add(plain)
                 order.add_note(ctx, text)
         return proposal_id
 
@@ -569,8 +584,8 @@ class UnitOfWork:
         header = rejected.header
         items = dict(rejected.items)
         if reveal is not None:  # the copy is sealed again under the new order's own scope
-            header = privacy.map_header(header, reveal)
-            items = {k: privacy.map_item(v, reveal) for k, v in items.items()}
+            header = privacy.reveal_deep(header, reveal)
+            items = {k: privacy.reveal_deep(v, reveal) for k, v in items.items()}
         header = (c.header or HeaderChange()).apply_to(header)
         header = header.model_copy(update={"external_id": c.external_id})
         if twice := duplicate_ids(c.items):  # two versions of one item: neither is taken
@@ -602,6 +617,15 @@ class UnitOfWork:
 
 
 Handler: TypeAlias = Callable[[UnitOfWork, CommandContext, Any, ServiceOrder], str | None]
+
+
+def _seal(seal: Callable[[str, str], str], scope: str, value: str) -> str:
+    """`seal(scope, value)`, except for what needs none: an empty text, a token."""
+    return value if not value or privacy.is_sealed(value) else seal(scope, value)
+
+
+def _same(value: str) -> str:
+    return value
 
 
 def _forward(method: Callable[[ServiceOrder, CommandContext, Any], None], field: str) -> Handler:
