@@ -40,6 +40,24 @@ def record_shape(db: ReadDb, projection: Projection) -> None:
         )
 
 
+def create_new(db: ReadDb, projections: Sequence[Projection] = PROJECTIONS) -> list[str]:
+    """The read models without a table (new in this release, on a database set up before
+    them): created empty at position 0 with the code's shape; returns their names. The
+    caller builds them (`rebuild`); a projector would also catch them up from the start."""
+    new = [p for p in projections if not db.table_exists(p.name)]
+    if new:
+        with db.transaction():
+            for p in new:
+                db.create_table(p.table)
+                db.execute(
+                    f"INSERT INTO {POSITIONS.name} (name, position) VALUES (%s, 0) "
+                    f"ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = NULL",
+                    (p.name,),
+                )
+                record_shape(db, p)
+    return [p.name for p in new]
+
+
 def select(names: Sequence[str] | None) -> list[Projection]:
     if not names:
         return list(PROJECTIONS)
