@@ -147,9 +147,12 @@ def _item_relations(
 
 
 def map_item(item: OrderItem, fn: Callable[[str], str]) -> OrderItem:
-    """An item's place name and every text among its attributes kept as sent (its own,
-    its service's, its characteristics', its specification's, its relationships')."""
+    """An item's service name, place name and every text among its attributes kept as
+    sent (its own, its service's, its characteristics', its specification's, its
+    relationships')."""
     update: dict[str, Any] = {}
+    if item.service_name:  # the service's name as the sender gave it
+        update["service_name"] = fn(item.service_name)
     if item.place is not None and item.place.name:
         update["place"] = map_place(item.place, fn)
     if item.specification is not None and item.specification.extra:

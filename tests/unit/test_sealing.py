@@ -82,6 +82,7 @@ def rich_order(external_id: str) -> cmd.ReceiveOrder:
     )
     line = item(
         "1",
+        service_name=secret("service-name"),
         specification=SpecRef(id="internet-access", extra={"href": secret("spec-href")}),
         relationships=(
             ItemRelation(relationship_type="x", item_id="9", extra={"n": secret("rel")}),
@@ -97,9 +98,7 @@ def rich_order(external_id: str) -> cmd.ReceiveOrder:
         order_relationships=(
             OrderRelationship(id="PO-1", relationship_type="x", extra={"href": secret("ref")}),
         ),
-        extra={
-            "externalReference": [{"id": secret("ext-ref"), "n": 1, "ok": False, "none": None}]
-        },
+        extra={"externalReference": [{"id": secret("ext-ref"), "n": 1, "ok": False, "none": None}]},
     )
     note = Note(
         text=secret("note-text"), author=secret("note-author"), extra={"@type": secret("nt")}
@@ -135,6 +134,7 @@ def test_every_text_of_a_new_order_is_sealed_and_revealed(
         assert not tokens_in(order.notes)
         assert order.header == command.header
         assert order.items["1"].extra == command.items[0].extra
+        assert order.items["1"].service_name == "zq-service-name-secret"
         assert order.items["1"].service_extra == command.items[0].service_extra
         assert order.items["1"].characteristic_extra == command.items[0].characteristic_extra
         assert order.items["1"].relationships == command.items[0].relationships
@@ -194,7 +194,7 @@ def test_every_reason_note_and_information_a_command_brings_is_sealed(
     app.handle(fulfilment(), cmd.ReachPointOfNoReturn(past, note=secret("ponr")))
 
     raw = stored(app, order_id) + stored(app, rejected) + stored(app, past)
-    assert {'zq-ponr-secret', 'zq-reject-secret', 'zq-delete-secret'} <= set(SECRETS)
+    assert {"zq-ponr-secret", "zq-reject-secret", "zq-delete-secret"} <= set(SECRETS)
     assert [s for s in SECRETS if s.encode() in raw] == []
 
     order = app.get_order(order_id)
