@@ -212,6 +212,27 @@ class Vault:
         except (InvalidTag, ValueError):
             return ERASED
 
+    def seal_bytes(self, scope: str, data: bytes) -> bytes:
+        """`data` sealed under the scope's key: nonce + AES-256-GCM ciphertext, the scope
+        as associated data (a dead letter's bytes: consumers/store.py). Raises ErasedScope
+        when the scope was erased."""
+        key = self._key(scope, create=True)
+        if key is None:
+            raise ErasedScope(f"the personal data of {scope!r} was erased: it cannot be sealed")
+        nonce = self._nonce()
+        return nonce + self._cipher(key).encrypt(nonce, data, scope.encode())
+
+    def reveal_bytes(self, scope: str, data: bytes) -> bytes | None:
+        """What `seal_bytes` sealed; None once the scope's key is erased (or the bytes do
+        not open under it)."""
+        key = self._key(scope, create=False)
+        if key is None:
+            return None
+        try:
+            return self._cipher(key).decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], scope.encode())
+        except (InvalidTag, ValueError):
+            return None
+
     def _cipher(self, key: bytes) -> AESGCM:
         found = self._ciphers.get(key)
         if found is None:

@@ -1,4 +1,5 @@
-"""The Kafka commands: `consume`, `dlq list|replay|skip`, `publish-sample` (docs/kafka.md)."""
+"""The Kafka commands: `consume`, `dlq list|show|replay|skip|purge`, `publish-sample`
+(docs/kafka.md)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
     from serviceorders.bootstrap import build_application
     from serviceorders.consumers.kafka import ConsumerWorker, ensure_topics
     from serviceorders.notifications.kafka import start_publisher
-    from serviceorders.support.logs import configure
+    from serviceorders.support.logs import configure, start_worker
     from serviceorders.support.logs import worker as logged
 
     settings = _kafka_settings(obj.settings)
@@ -73,6 +74,7 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
         signal.signal(sig, lambda *_: stopping.set())
     ensure_topics(settings, stopping)
     publisher = start_publisher(settings, stopping, dead_letters=True, notifications=False)
+    start_worker("dead-letter purge", "dlq-purge", _purge_hourly, settings, stopping)
     from serviceorders.metrics import EngineMetrics
 
     metrics = EngineMetrics(intake=True)
@@ -124,6 +126,34 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
     sys.exit(code)
 
 
+PURGE_SECONDS = 3600.0
+
+
+def _purge_hourly(settings: Settings, stopping: threading.Event) -> None:
+    """`dlq purge` at start and every hour while consuming (docs/kafka.md): the dead letters
+    that name no customer do not outlive SERVICEORDERS_DLQ_RETENTION_DAYS by much."""
+    from serviceorders.bootstrap import open_read_db
+    from serviceorders.consumers.store import purge_dead_letters
+
+    while not stopping.is_set():
+        try:
+            db = open_read_db(settings)
+            try:
+                done = purge_dead_letters(db, settings.dlq_retention_days)
+            finally:
+                db.close()
+            if done.rows or done.keys:
+                log.info(
+                    "purged %d dead letter(s) past %d days; keys deleted: %s",
+                    done.rows,
+                    settings.dlq_retention_days,
+                    ", ".join(done.keys) or "none",
+                )
+        except Exception as e:  # the next round tries again
+            log.warning("dead-letter purge failed (%s: %s)", type(e).__name__, e)
+        stopping.wait(PURGE_SECONDS)
+
+
 @main.group()
 def dlq() -> None:
     """Dead letters: inspect and re-submit refused inbound messages."""
@@ -163,7 +193,12 @@ def dlq_list(
             json.dumps(
                 [
                     {
-                        **{k: v for k, v in r.items() if k not in ("key", "value", "headers")},
+                        **{
+                            k: v
+                            for k, v in r.items()
+                            if k not in ("key", "value", "headers", "sealed_scope")
+                        },
+                        "sealed": _sealed(r),
                         "key": _text(r["key"], 10**9),
                         "value": _text(r["value"], 10**9),
                         "headers": {k: _text(v, 10**9) for k, v in r["headers"]},
@@ -180,11 +215,88 @@ def dlq_list(
         return
     for r in rows:
         replayed = f" replayedx{r['replay_count']}" if r["replay_count"] else ""
+        key = "[erased]" if r["erased"] else repr(_text(r["key"], 40))
         click.echo(
             f"#{r['id']:<6} {r['source_topic']}[{r['source_partition']}]@"
-            f"{r['source_offset']}  {r['category']}{replayed}  key={_text(r['key'], 40)!r}"
-            f"  eventId={r['event_id'] or '-'}\n        {r['reason']}"
+            f"{r['source_offset']}  {r['category']}{replayed}  key={key}"
+            f"  eventId={r['event_id'] or '-'}  sealed={_sealed(r)}\n        {r['reason']}"
         )
+
+
+def _sealed(r: dict[str, Any]) -> str:
+    """How a dead letter's bytes are kept: the customer's key, the month's dead-letter key
+    (dropped after the retention), plain (written before dead letters were sealed), or
+    erased (the key is gone)."""
+    scope = r["sealed_scope"]
+    if r["erased"]:
+        return "erased"
+    if scope is None:
+        return "plain"
+    return "retention" if scope.startswith("deadletter:") else "customer"
+
+
+@dlq.command("show")
+@click.argument("dl_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@refusals
+def dlq_show(obj: Context, dl_id: int, as_json: bool) -> None:
+    """One dead letter: its reason and metadata, then the message as it came (revealed)."""
+    from serviceorders.bootstrap import open_read_db
+    from serviceorders.consumers.store import IntakeStore
+
+    db = open_read_db(obj.settings)
+    try:
+        r = IntakeStore(db).dead_letter(dl_id)
+    finally:
+        db.close()
+    if r is None:
+        raise click.BadParameter(f"no dead letter #{dl_id}", param_hint="ID")
+    meta = {k: v for k, v in r.items() if k not in ("key", "value", "headers", "sealed_scope")}
+    meta["sealed"] = _sealed(r)
+    meta["headers"] = {k: _text(v, 10**9) for k, v in r["headers"]}
+    if as_json:
+        meta["key"] = _text(r["key"], 10**9)
+        meta["value"] = _text(r["value"], 10**9)
+        click.echo(json.dumps(meta, indent=2, default=str))
+        return
+    for name, value in meta.items():
+        click.echo(f"{name}: {value}")
+    if r["erased"]:
+        click.echo("message: [erased] (its key was deleted: erasure or retention)")
+        return
+    click.echo(f"key: {_text(r['key'], 10**9)}")
+    click.echo("value:")
+    click.echo(_text(r["value"], 10**9))
+
+
+@dlq.command("purge")
+@click.option(
+    "--retention-days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override SERVICEORDERS_DLQ_RETENTION_DAYS.",
+)
+@click.pass_obj
+@refusals
+def dlq_purge(obj: Context, retention_days: int | None) -> None:
+    """Drop the dead letters that name no customer once past the retention, and the
+    dead-letter keys no row needs any more (`consume` does it hourly too)."""
+    from serviceorders.bootstrap import open_read_db
+    from serviceorders.consumers.store import purge_dead_letters
+
+    days = retention_days or obj.settings.dlq_retention_days
+    _require_tables(obj.settings)
+    db = open_read_db(obj.settings)
+    try:
+        done = purge_dead_letters(db, days)
+    finally:
+        db.close()
+    click.echo(
+        f"purged {done.rows} dead letter(s) older than {days} days"
+        + (f"; deleted the keys {', '.join(done.keys)}" if done.keys else ""),
+        err=True,
+    )
 
 
 @dlq.command("replay")
@@ -213,7 +325,7 @@ def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool, category: s
             rows = [
                 r
                 for r in store.dead_letters(limit=10**6, category=category, include_replayed=False)
-                if r["category"] != UNDECODABLE
+                if r["category"] != UNDECODABLE and not r["erased"]
             ]
         else:
             rows = []
@@ -225,6 +337,13 @@ def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool, category: s
                     raise click.BadParameter(
                         f"#{dl_id} is a skipped record batch (raw bytes, not a message): it "
                         "cannot be replayed; have its producer send the orders again",
+                        param_hint="IDS",
+                    )
+                if found["erased"]:
+                    raise click.BadParameter(
+                        f"#{dl_id} cannot be replayed: its key was deleted (its customer's "
+                        "data was erased, or its retention passed); have its producer send "
+                        "it again",
                         param_hint="IDS",
                     )
                 rows.append(found)

@@ -29,6 +29,7 @@ from serviceorders.consumers.store import (
     IntakeWrite,
     OutboxRecord,
     digest,
+    seal_dead_letters,
 )
 from serviceorders.domain.application import ServiceOrders, UnitOfWork
 from serviceorders.domain.errors import DomainError, answer_for
@@ -97,7 +98,9 @@ class Intake:
             return result
         batch = _Batch(self, fresh)
         batch.run()
-        write = IntakeWrite(applied=batch.applied, dead_letters=batch.dead, outbox=batch.outbox)
+        # Dead letters keep the message's bytes sealed (consumers/store.py, docs/kafka.md).
+        sealed = seal_dead_letters(batch.dead, self.app.sealer, self.store.customer_of)
+        write = IntakeWrite(applied=batch.applied, dead_letters=sealed, outbox=batch.outbox)
         last: dict[tuple[str, int], Message] = {}
         for m in fresh:  # sorted by offset: the last one per partition wins
             tp = (m.topic, m.partition)

@@ -22,6 +22,7 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
+from serviceorders.audit.pii import KeyStore, Vault
 from serviceorders.consumers.intake import Intake, Message
 from serviceorders.consumers.store import (
     DeadLetter,
@@ -29,14 +30,24 @@ from serviceorders.consumers.store import (
     IntakeWrite,
     StaleBatch,
     digest,
+    open_dead_letters,
+    seal_dead_letters,
     utcnow,
 )
 from serviceorders.domain.application import ServiceOrders
-from serviceorders.notifications.kafka import Backoff, client_options, producer_options
+from serviceorders.notifications.kafka import (
+    Backoff,
+    client_options,
+    open_dead_letters_with,
+    producer_options,
+)
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 
 log = logging.getLogger("serviceorders.kafka")
+# The DLQ publisher (notifications/kafka.py, a room below this one) opens the sealed dead
+# letters it publishes with the intake's keys (consumers/store.py).
+open_dead_letters_with(open_dead_letters)
 
 # Group membership tuned for prompt rebalances (and the test broker's slow first join).
 SESSION_TIMEOUT_MS = 6000
@@ -270,6 +281,8 @@ def skip_batch(db: ReadDb, bad: UndecodableBatch, actor: str, reason: str) -> in
         ("skip.batch_offsets", bad.offsets.encode()),
     )
     dead = DeadLetter(topic, partition, bad.offset, None, raw, headers, text, UNDECODABLE)
+    # Its bytes sealed under the month's dead-letter key, as the intake's (consumers/store.py)
+    (dead,) = seal_dead_letters([dead], Vault(KeyStore(db=db)))
     with db.transaction():
         found = db.fetchone(
             "SELECT next_offset FROM intake_position WHERE topic = %s AND partition = %s",

@@ -4,25 +4,35 @@
   consumer resumes from; Kafka's committed offsets only follow it.
 - `intake_applied`: every inbound `eventId` that took effect (unique: the same `eventId` at
   another offset is a duplicate).
-- `dead_letter`: every refused message, original bytes and headers, reason and category;
-  also the outbox from which the DLQ topic is published (`published_at`).
+- `dead_letter`: every refused message, its key and bytes sealed (below), headers, reason
+  and category; also the outbox from which the DLQ topic is published (`published_at`).
 - `kafka_outbox`: other records to publish (a refused order's announcement upstream).
 - `outbound_position`: how far the `notification_outbox` was published to Kafka.
 
 All but the last are written by `IntakeWrite.write`, inside the transaction that stores
 the batch's events (`app.save(*orders, intake=write)`: an IntakeWrite is the storage's
 `TransactionalRows`, storage/recorders.py), so a batch takes effect whole or not at all.
+
+A dead letter's key and bytes are sealed (`seal_dead_letters`, issue 19; docs/kafka.md,
+"Dead letters and erasure") with the Vault of audit/pii.py: under the customer's key when
+the message names one (a related party with role customer in the order it carries, or the
+known customer of the order it names), else under the month's dead-letter key
+(`deadletter:<yyyy-mm>`), whose rows `purge_dead_letters` drops after
+SERVICEORDERS_DLQ_RETENTION_DAYS before deleting the key. `sealed_scope` names the key;
+NULL is a row written before (plain bytes). Reads reveal them (`IntakeStore.dead_letters`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
+import orjson
+from serviceorders.audit.pii import ErasedScope, KeyStore, Vault, erase
 from serviceorders.notifications.kafka_headers import headers_from_json, headers_json
 from serviceorders.storage.db import ReadDb
 
@@ -35,8 +45,12 @@ __all__ = [
     "OutboxRecord",
     "StaleBatch",
     "create_tables",
+    "customer_named",
     "digest",
     "headers_from_json",  # the tables' header format (notifications/kafka_headers.py)
+    "open_dead_letters",
+    "purge_dead_letters",
+    "seal_dead_letters",
     "utcnow",
 ]
 
@@ -55,7 +69,8 @@ POSTGRES_DDL = (
         source_offset bigint NOT NULL, digest text NOT NULL, key bytea, value bytea,
         headers jsonb NOT NULL, reason text NOT NULL, category text NOT NULL, event_id text,
         published_at timestamptz, replayed_at timestamptz, replay_count integer NOT NULL DEFAULT 0,
-        UNIQUE (source_topic, source_partition, source_offset, digest))""",
+        sealed_scope text, UNIQUE (source_topic, source_partition, source_offset, digest))""",
+    "ALTER TABLE dead_letter ADD COLUMN IF NOT EXISTS sealed_scope text",
     "CREATE INDEX IF NOT EXISTS dead_letter__unpublished ON dead_letter (id) "
     "WHERE published_at IS NULL",
     """CREATE TABLE IF NOT EXISTS kafka_outbox (
@@ -83,7 +98,7 @@ SQLITE_DDL = (
         source_offset INTEGER NOT NULL, digest TEXT NOT NULL, key BLOB, value BLOB,
         headers TEXT NOT NULL, reason TEXT NOT NULL, category TEXT NOT NULL, event_id TEXT,
         published_at TEXT, replayed_at TEXT, replay_count INTEGER NOT NULL DEFAULT 0,
-        UNIQUE (source_topic, source_partition, source_offset, digest))""",
+        sealed_scope TEXT, UNIQUE (source_topic, source_partition, source_offset, digest))""",
     """CREATE TABLE IF NOT EXISTS kafka_outbox (
         id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
         created_at TEXT NOT NULL, topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL,
@@ -104,6 +119,9 @@ def create_tables(db: ReadDb) -> None:
             columns = {r[1] for r in db.fetchall("PRAGMA table_info(intake_position)")}
             if "last_digest" not in columns:
                 db.execute("ALTER TABLE intake_position ADD COLUMN last_digest TEXT")
+            columns = {r[1] for r in db.fetchall("PRAGMA table_info(dead_letter)")}
+            if "sealed_scope" not in columns:
+                db.execute("ALTER TABLE dead_letter ADD COLUMN sealed_scope TEXT")
 
 
 def utcnow() -> datetime:
@@ -133,6 +151,14 @@ class DeadLetter:
     reason: str
     category: str
     event_id: str | None = None
+    # Set by `seal_dead_letters`: the key that sealed `key` and `value` (None: plain), and
+    # the digest of the original bytes (the row's identity).
+    sealed_scope: str | None = None
+    original_digest: str | None = None
+
+    @property
+    def digest(self) -> str:
+        return self.original_digest or digest(self.key, self.value)
 
 
 @dataclass(frozen=True)
@@ -223,8 +249,8 @@ class IntakeWrite:
             cursor.executemany(
                 q(
                     "INSERT INTO dead_letter (created_at, source_topic, source_partition, "
-                    "source_offset, digest, key, value, headers, reason, category, event_id) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "source_offset, digest, key, value, headers, reason, category, event_id, "
+                    "sealed_scope) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT (source_topic, source_partition, source_offset, digest) "
                     "DO NOTHING"
                 ),
@@ -234,13 +260,14 @@ class IntakeWrite:
                         d.topic,
                         d.partition,
                         d.offset,
-                        digest(d.key, d.value),
+                        d.digest,
                         None if d.key is None else blob(d.key),
                         None if d.value is None else blob(d.value),
                         headers_json(d.headers),
                         d.reason,
                         d.category,
                         d.event_id,
+                        d.sealed_scope,
                     )
                     for d in self.dead_letters
                 ],
@@ -341,6 +368,31 @@ class IntakeStore:
         return found
 
     # ----------------------------------------------------------------- dead letters
+    def customer_of(self, order_id: str | None, external_id: str | None) -> str | None:
+        """The customer of a known order (order_summary), for sealing a dead letter that
+        names its order but not its customer (a revision, a cancellation, item states)."""
+        if order_id is not None:
+            try:
+                key = UUID(order_id)
+            except ValueError:
+                key = None
+            if key is not None:
+                row = self.db.fetchone(
+                    "SELECT customer_id FROM order_summary WHERE id = %s",
+                    (self.db.adapt(key, "uuid"),),
+                )
+                if row is not None and row[0]:
+                    return str(row[0])
+        if external_id:
+            row = self.db.fetchone(
+                "SELECT customer_id FROM order_summary WHERE external_id = %s "
+                "AND customer_id IS NOT NULL LIMIT 1",
+                (external_id,),
+            )
+            if row is not None and row[0]:
+                return str(row[0])
+        return None
+
     def dead_letters(
         self,
         *,
@@ -348,7 +400,12 @@ class IntakeStore:
         limit: int = 100,
         category: str | None = None,
         include_replayed: bool = True,
+        reveal: bool = True,
     ) -> list[dict[str, Any]]:
+        """Dead letters, oldest first. `key` and `value` are the message's bytes (revealed;
+        with `reveal=False` as stored); `sealed_scope` names the key that seals them (None:
+        a row written before dead letters were sealed); `erased` is true when that key is
+        gone (the bytes cannot be read any more: key and value None)."""
         where = ["id > %s"]
         params: list[Any] = [since_id]
         if category:
@@ -359,8 +416,8 @@ class IntakeStore:
         params.append(limit)
         rows = self.db.fetchall(
             "SELECT id, created_at, source_topic, source_partition, source_offset, key, value, "
-            "headers, reason, category, event_id, published_at, replayed_at, replay_count "
-            f"FROM dead_letter WHERE {' AND '.join(where)} ORDER BY id LIMIT %s",
+            "headers, reason, category, event_id, published_at, replayed_at, replay_count, "
+            f"sealed_scope FROM dead_letter WHERE {' AND '.join(where)} ORDER BY id LIMIT %s",
             params,
         )
         names = (
@@ -378,13 +435,24 @@ class IntakeStore:
             "published_at",
             "replayed_at",
             "replay_count",
+            "sealed_scope",
         )
         out = []
+        opened = open_dead_letters(self.db) if reveal else None
         for row in rows:
             item = dict(zip(names, row, strict=True))
             item["key"] = None if item["key"] is None else bytes(item["key"])
             item["value"] = None if item["value"] is None else bytes(item["value"])
             item["headers"] = headers_from_json(item["headers"])
+            item["erased"] = False
+            scope = item["sealed_scope"]
+            if opened is not None and scope is not None:
+                key, value = opened(scope, item["key"]), opened(scope, item["value"])
+                erased = (item["key"] is not None and key is None) or (
+                    item["value"] is not None and value is None
+                )
+                item["key"], item["value"] = (None, None) if erased else (key, value)
+                item["erased"] = erased
             out.append(item)
         return out
 
@@ -409,3 +477,190 @@ class IntakeStore:
         row = self.db.fetchone("SELECT count(*) FROM kafka_outbox WHERE published_at IS NULL")
         out["kafka_outbox_unpublished"] = int(row[0]) if row else 0
         return out
+
+
+# ---------------------------------------------------------- sealed dead letters
+DEAD_LETTER_SCOPE = "deadletter:"  # + yyyy-mm: the key of dead letters naming no customer
+
+
+@runtime_checkable
+class ByteSealer(Protocol):
+    def seal_bytes(self, scope: str, data: bytes) -> bytes: ...
+
+
+def _resources(data: Any) -> Iterable[dict[str, Any]]:
+    """The order bodies a message may carry, where the envelope puts them (consumers/
+    envelope.py): event.serviceOrder (create, revision, state change) and
+    event.cancelServiceOrder.serviceOrder, in either spelling."""
+    event = data.get("event") if isinstance(data, dict) else None
+    if not isinstance(event, dict):
+        return
+    for name in ("serviceOrder", "ServiceOrder"):
+        if isinstance(found := event.get(name), dict):
+            yield found
+    for name in ("cancelServiceOrder", "CancelServiceOrder"):
+        if isinstance(cancel := event.get(name), dict):
+            yield cancel
+            if isinstance(found := cancel.get("serviceOrder"), dict):
+                yield found
+
+
+def _parsed(value: bytes | None) -> Any:
+    if not value:
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def customer_named(value: bytes | None) -> str | None:
+    """The customer a message names, best effort: the id of the first related party with
+    role customer in an order body it carries (the rule of domain/privacy.scope_of)."""
+    for resource in _resources(_parsed(value)):
+        parties = resource.get("relatedParty")
+        for party in parties if isinstance(parties, list) else ():
+            if not isinstance(party, dict):
+                continue
+            role, party_id = party.get("role"), party.get("id")
+            if (
+                isinstance(role, str)
+                and role.lower() == "customer"
+                and isinstance(party_id, str)
+                and 0 < len(party_id) <= 200
+            ):
+                return party_id
+    return None
+
+
+def order_named(value: bytes | None, key: bytes | None) -> tuple[str | None, str | None]:
+    """(order id, external id) of the order a message names, best effort (its key is the
+    upstream's order reference)."""
+    for resource in _resources(_parsed(value)):
+        order_id, external = resource.get("id"), resource.get("externalId")
+        if isinstance(order_id, str) or isinstance(external, str):
+            return (
+                order_id if isinstance(order_id, str) else None,
+                external if isinstance(external, str) else None,
+            )
+    try:
+        return None, key.decode() if key else None
+    except UnicodeDecodeError:
+        return None, None
+
+
+def dead_letter_scope(now: datetime | None = None) -> str:
+    return f"{DEAD_LETTER_SCOPE}{(now or utcnow()):%Y-%m}"
+
+
+def seal_dead_letters(
+    dead: Sequence[DeadLetter],
+    sealer: object,
+    customer_of: Callable[[str | None, str | None], str | None] | None = None,
+) -> list[DeadLetter]:
+    """The dead letters with their key and bytes sealed: under the customer the message
+    names (else, through `customer_of`, the customer of the order it names), else under
+    the month's dead-letter key. A sealer without `seal_bytes` (None: an application
+    without keys, some tests) leaves them plain."""
+    if not isinstance(sealer, ByteSealer):
+        return list(dead)
+    out = []
+    for d in dead:
+        if d.sealed_scope is not None:
+            out.append(d)
+            continue
+        scope = customer_named(d.value)
+        if scope is None and customer_of is not None:
+            scope = customer_of(*order_named(d.value, d.key))
+        sealed = None
+        if scope is not None:
+            try:
+                sealed = _sealed(sealer, scope, d)
+            except ErasedScope:  # the customer was erased: kept under the retention key
+                sealed = None
+        out.append(sealed or _sealed(sealer, dead_letter_scope(), d))
+    return out
+
+
+def _sealed(sealer: ByteSealer, scope: str, d: DeadLetter) -> DeadLetter:
+    return replace(
+        d,
+        key=None if d.key is None else sealer.seal_bytes(scope, d.key),
+        value=None if d.value is None else sealer.seal_bytes(scope, d.value),
+        sealed_scope=scope,
+        original_digest=digest(d.key, d.value),
+    )
+
+
+def open_dead_letters(db: ReadDb) -> Callable[[str, bytes | None], bytes | None]:
+    """(scope, sealed bytes) -> the bytes, None once the scope's key is erased; reads the
+    keys on `db` (inside the caller's transaction, if any). The DLQ publisher opens the
+    rows it publishes with it (notifications/kafka.py, registered by consumers/kafka.py)."""
+    vault = Vault(KeyStore(db=db), cache_seconds=60.0)
+
+    def opened(scope: str, data: bytes | None) -> bytes | None:
+        return None if data is None else vault.reveal_bytes(scope, data)
+
+    return opened
+
+
+@dataclass(frozen=True)
+class Purge:
+    rows: int
+    keys: list[str]
+
+
+def purge_dead_letters(
+    db: ReadDb, retention_days: int, now: datetime | None = None, actor: str = "dlq purge"
+) -> Purge:
+    """Drop the dead letters that name no customer (sealed under a dead-letter key, or
+    written plain before dead letters were sealed) once older than `retention_days`; then
+    delete each month's dead-letter key once every row it can have sealed is past the
+    retention (the month ended more than `retention_days` ago). Customers' dead letters
+    stay until replayed away or erased with their customer (`audit erase`)."""
+    now = now or utcnow()
+    cutoff = now - timedelta(days=retention_days)
+    with db.transaction():
+        cursor = db.execute(
+            "DELETE FROM dead_letter WHERE created_at < %s AND "
+            "(sealed_scope IS NULL OR sealed_scope LIKE %s)",
+            (db.adapt(cutoff, "timestamptz"), DEAD_LETTER_SCOPE + "%"),
+        )
+        rows = max(getattr(cursor, "rowcount", 0) or 0, 0)
+    keys = []
+    for (scope,) in db.fetchall(
+        "SELECT scope FROM pii_key WHERE scope LIKE %s AND key IS NOT NULL ORDER BY scope",
+        (DEAD_LETTER_SCOPE + "%",),
+    ):
+        try:
+            month = datetime.strptime(scope[len(DEAD_LETTER_SCOPE) :], "%Y-%m").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        month_end = (month + timedelta(days=32)).replace(day=1)
+        if month_end < cutoff:
+            with db.transaction():
+                db.execute(
+                    "DELETE FROM dead_letter WHERE sealed_scope = %s", (scope,)
+                )  # none left: each was past the retention
+            erase(db, scope, actor, f"dead-letter retention of {retention_days} days", 0)
+            keys.append(scope)
+    return Purge(rows, keys)
+
+
+def erase_dead_letters(db: ReadDb, customer_id: str) -> int:
+    """`audit erase`'s part: delete the customer's dead letters, those sealed under its key
+    and those written plain before (best effort: the message names the customer). Returns
+    how many were deleted."""
+    deleted = 0
+    with db.transaction():
+        cursor = db.execute("DELETE FROM dead_letter WHERE sealed_scope = %s", (customer_id,))
+        deleted += max(getattr(cursor, "rowcount", 0) or 0, 0)
+        plain = [
+            int(r[0])
+            for r in db.fetchall("SELECT id, value FROM dead_letter WHERE sealed_scope IS NULL")
+            if customer_named(None if r[1] is None else bytes(r[1])) == customer_id
+        ]
+        for dl_id in plain:
+            db.execute("DELETE FROM dead_letter WHERE id = %s", (dl_id,))
+        deleted += len(plain)
+    return deleted

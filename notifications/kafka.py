@@ -16,7 +16,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,17 @@ from serviceorders.support import logs
 log = logging.getLogger("serviceorders.kafka")
 
 OUTBOUND_LOCK = "serviceorders.kafka.outbound"
+# How the DLQ publisher opens a dead letter's sealed bytes: db -> ((scope, bytes) -> bytes,
+# None once the scope's key is erased). The keys are the audit room's, above this one: the
+# Kafka intake registers it (consumers/kafka.py; docs/kafka.md "Dead letters and erasure").
+DeadLetterOpener = Callable[[ReadDb], Callable[[str, bytes | None], bytes | None]]
+_dead_letter_opener: list[DeadLetterOpener] = []
+
+
+def open_dead_letters_with(opener: DeadLetterOpener) -> None:
+    _dead_letter_opener[:] = [opener]
+
+
 NOTIFICATIONS = "notifications"  # the outbound_position row of the notification outbox
 
 
@@ -185,12 +196,17 @@ class Publisher:
         with db.transaction():
             rows = db.fetchall(
                 "SELECT id, source_topic, source_partition, source_offset, key, value, headers, "
-                "reason, category, event_id FROM dead_letter WHERE published_at IS NULL "
-                f"ORDER BY id LIMIT %s{self._lock_clause()}",
+                "reason, category, event_id, sealed_scope FROM dead_letter WHERE "
+                f"published_at IS NULL ORDER BY id LIMIT %s{self._lock_clause()}",
                 (self.batch,),
             )
             if not rows:
                 return False
+            opened = None
+            if any(r[-1] is not None for r in rows):
+                if not _dead_letter_opener:
+                    raise RuntimeError("sealed dead letters, and no opener registered")
+                opened = _dead_letter_opener[0](db)
             records = []
             for (
                 dl_id,
@@ -203,7 +219,21 @@ class Publisher:
                 reason,
                 category,
                 event_id,
+                scope,
             ) in rows:
+                key, value = (
+                    None if key is None else bytes(key),
+                    None if value is None else bytes(value),
+                )
+                erased = False
+                if scope is not None and opened is not None:  # sealed: the original bytes
+                    sealed = (key, value)
+                    key, value = opened(scope, key), opened(scope, value)
+                    erased = (sealed[0] is not None and key is None) or (
+                        sealed[1] is not None and value is None
+                    )
+                    if erased:  # its key was erased meanwhile: the record says so, empty
+                        key, value = None, b""
                 hdrs = [
                     *headers_from_json(headers),
                     ("dlq.reason", reason.encode()),
@@ -213,15 +243,9 @@ class Publisher:
                     ("dlq.source.offset", str(offset).encode()),
                     ("dlq.event_id", (event_id or "").encode()),
                     ("dlq.id", str(dl_id).encode()),
+                    *([("dlq.erased", b"true")] if erased else []),
                 ]
-                records.append(
-                    (
-                        self.settings.dead_letter_topic,
-                        None if key is None else bytes(key),
-                        None if value is None else bytes(value),
-                        hdrs,
-                    )
-                )
+                records.append((self.settings.dead_letter_topic, key, value, hdrs))
             self._send_all(records)
             self._mark_published("dead_letter", [r[0] for r in rows])
         self.published += len(rows)

@@ -129,6 +129,9 @@ class Settings(BaseModel):
     inbound_topic: str = Field(default="serviceorder.inbound", min_length=1)
     events_topic: str = Field(default="serviceorder.events", min_length=1)
     dlq_topic: str | None = None  # default: the inbound topic + ".dlq"
+    # Days a dead letter that names no customer is kept (sealed under the month's
+    # dead-letter key) before `dlq purge` (and `consume`, hourly) drops it (docs/kafka.md).
+    dlq_retention_days: int = Field(default=30, ge=1, le=3650)
     topic_partitions: int = Field(default=3, ge=1, le=1000)
     topic_replication: int = Field(default=1, ge=1, le=10)
     consume_batch: int = Field(default=500, ge=1, le=10000)
@@ -244,6 +247,7 @@ class Settings(BaseModel):
             "inbound_topic": env.get("SERVICEORDERS_INBOUND_TOPIC") or "serviceorder.inbound",
             "events_topic": env.get("SERVICEORDERS_EVENTS_TOPIC") or "serviceorder.events",
             "dlq_topic": env.get("SERVICEORDERS_DLQ_TOPIC") or None,
+            "dlq_retention_days": _int(env, "SERVICEORDERS_DLQ_RETENTION_DAYS", 30),
             "topic_partitions": _int(env, "SERVICEORDERS_TOPIC_PARTITIONS", 3),
             "topic_replication": _int(env, "SERVICEORDERS_TOPIC_REPLICATION", 1),
             "consume_batch": _int(env, "SERVICEORDERS_CONSUME_BATCH", 500),
@@ -366,6 +370,7 @@ ENV_NAMES = {
     "inbound_topic": "SERVICEORDERS_INBOUND_TOPIC",
     "events_topic": "SERVICEORDERS_EVENTS_TOPIC",
     "dlq_topic": "SERVICEORDERS_DLQ_TOPIC",
+    "dlq_retention_days": "SERVICEORDERS_DLQ_RETENTION_DAYS",
     "topic_partitions": "SERVICEORDERS_TOPIC_PARTITIONS",
     "topic_replication": "SERVICEORDERS_TOPIC_REPLICATION",
     "consume_batch": "SERVICEORDERS_CONSUME_BATCH",
