@@ -1,0 +1,397 @@
+"""The TMF641 v4.1 mapping, in (tmf641_in) and out (tmf641), without a server (issue 19,
+point 1): each class of attribute the domain does not type is kept in its `extra` and comes
+back at its level; the server adds only SERVER_ADDED; the refused attributes are named.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from serviceorders.consumers.envelope import INVALID_ORDER, Refusal, parse
+from serviceorders.domain import values as v
+from serviceorders.domain.catalog import Catalog
+from serviceorders.domain.order import ServiceOrder
+from serviceorders.tmf.tmf641 import SERVER_ADDED, order_to_tmf641
+from serviceorders.tmf.tmf641_in import (
+    REFUSED_ON_CREATE,
+    REFUSED_ON_PATCH,
+    ServiceOrderCreate,
+    ServiceOrderUpdate,
+    header_change,
+    items_to_domain,
+    order_to_domain,
+)
+
+CATALOG = Catalog.default()
+UPSTREAM = v.CommandContext.for_actor("crm", v.Role.UPSTREAM, v.Channel.KAFKA)
+
+
+def internet(item_id: str = "1", **fields: Any) -> dict[str, Any]:
+    service = fields.pop("service", {})
+    return {
+        "id": item_id,
+        "action": "add",
+        **fields,
+        "service": {
+            "serviceSpecification": {"id": "internet-access"},
+            "serviceCharacteristic": [
+                {"name": "bandwidthMbps", "value": 100},
+                {"name": "accessType", "value": "fibre"},
+            ],
+            "place": [{"id": "S1", "role": "installationSite"}],
+            **service,
+        },
+    }
+
+
+def round_trip(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` taken as a create, received by the aggregate, rendered as the document."""
+    header, items, notes = order_to_domain(ServiceOrderCreate.model_validate(body))
+    order = ServiceOrder.receive(UPSTREAM, header, items, CATALOG, notes=notes)
+    return order_to_tmf641(order)
+
+
+def contains(sent: Any, got: Any, at: str = "body") -> None:
+    """Everything in `sent` is in `got`, equal (objects may gain attributes; lists are
+    compared member by member)."""
+    if isinstance(sent, dict):
+        assert isinstance(got, dict), at
+        for key, value in sent.items():
+            assert key in got, f"{at}.{key} is missing"
+            contains(value, got[key], f"{at}.{key}")
+    elif isinstance(sent, list):
+        assert isinstance(got, list) and len(got) == len(sent), at
+        for n, (a, b) in enumerate(zip(sent, got, strict=True)):
+            contains(a, b, f"{at}.{n}")
+    else:
+        assert got == sent, f"{at}: {got!r} != {sent!r}"
+
+
+def added(sent: dict[str, Any], got: dict[str, Any]) -> set[str]:
+    return set(got) - set(sent)
+
+
+# ------------------------------------------------------------------ order level
+def test_order_level_extras_come_back_and_only_server_attributes_are_added():
+    body = {
+        "externalId": "X-1",
+        "externalReference": [{"name": "T-77", "externalReferenceType": "ticket"}],
+        "@type": "MyServiceOrder",
+        "@baseType": "ServiceOrder",
+        "@schemaLocation": "https://example.com/so.json",
+        "x-contract": {"id": "C-9", "terms": ["a", "b"], "sla": 99.9},
+        "serviceOrderItem": [internet()],
+    }
+    doc = round_trip(body)
+    contains(body, doc)
+    assert doc["@type"] == "MyServiceOrder"  # as sent, not the default
+    assert added(body, doc) <= set(SERVER_ADDED["ServiceOrder"])
+
+
+def test_party_keeps_its_role_as_sent_and_its_extras():
+    body = {
+        "relatedParty": [
+            {"id": "P-1", "name": "Ann", "@referredType": "Organization", "href": "h", "x": 1},
+            {"id": "CUST-1", "role": "customer"},
+        ],
+        "serviceOrderItem": [internet()],
+    }
+    header, _, _ = order_to_domain(ServiceOrderCreate.model_validate(body))
+    roleless, customer = header.related_parties
+    assert roleless.role is None and not roleless.is_customer
+    assert header.customer == customer
+    doc = round_trip(body)
+    contains(body["relatedParty"], doc["relatedParty"])
+    assert "role" not in doc["relatedParty"][0]
+    assert doc["relatedParty"][1]["@referredType"] == "Individual"  # the default
+
+
+def test_note_keeps_id_and_type_and_its_date_is_the_same_instant():
+    note = {"id": "n-1", "text": "call first", "date": "2024-05-01T10:00:00.5+02:00", "@type": "N"}
+    doc = round_trip({"note": [note], "serviceOrderItem": [internet()]})
+    (got,) = doc["note"]
+    assert {k: got[k] for k in got if k != "date"} == {k: note[k] for k in note if k != "date"}
+    assert datetime.fromisoformat(got["date"]) == datetime.fromisoformat(note["date"])
+
+
+def test_product_order_relationship_stays_a_product_order():
+    relation = {
+        "id": "PO-1",
+        "relationshipType": "fulfils",
+        "@referredType": "ProductOrder",
+        "href": "https://crm/productOrder/PO-1",
+    }
+    plain = {"id": "SO-7", "relationshipType": "follows"}
+    doc = round_trip({"orderRelationship": [relation, plain], "serviceOrderItem": [internet()]})
+    assert doc["orderRelationship"][0] == {**relation, "@type": "ServiceOrderRelationship"}
+    assert doc["orderRelationship"][1]["@referredType"] == "ServiceOrder"  # default if absent
+
+
+# ------------------------------------------------------------------ items
+def test_nested_items_to_depth_three_are_flat_in_the_domain_and_nested_in_the_document():
+    leaf = internet("1.1.1")
+    middle = internet("1.1", serviceOrderItem=[leaf])
+    top = internet("1", serviceOrderItem=[middle, internet("1.2")])
+    body = {"serviceOrderItem": [top, internet("2")]}
+    items = items_to_domain(ServiceOrderCreate.model_validate(body).service_order_item)
+    assert [(i.id, i.parent) for i in items] == [
+        ("1", None),
+        ("1.1", "1"),
+        ("1.1.1", "1.1"),
+        ("1.2", "1"),
+        ("2", None),
+    ]
+    doc = round_trip(body)
+    contains(body["serviceOrderItem"], doc["serviceOrderItem"])
+    first = doc["serviceOrderItem"][0]
+    assert [i["id"] for i in first["serviceOrderItem"]] == ["1.1", "1.2"]
+    assert first["serviceOrderItem"][0]["serviceOrderItem"][0]["id"] == "1.1.1"
+
+
+def test_a_nested_item_id_repeating_another_is_refused_as_duplicate_ids_are():
+    body = {"serviceOrderItem": [internet("1", serviceOrderItem=[internet("1")])]}
+    header, items, _ = order_to_domain(ServiceOrderCreate.model_validate(body))
+    with pytest.raises(Exception, match="1"):
+        ServiceOrder.receive(UPSTREAM, header, items, CATALOG)
+
+
+def test_item_and_service_extras_come_back():
+    service = {
+        "@type": "CFS",
+        "category": "access",
+        "description": "the line",
+        "feature": [{"name": "ipv6", "isEnabled": True}],
+        "note": [{"text": "service note"}],
+        "relatedParty": [{"id": "tech-1", "role": "technician", "@referredType": "Individual"}],
+        "serviceRelationship": [{"relationshipType": "reliesOn", "service": {"id": "S-9"}}],
+        "supportingService": [{"id": "S-8"}],
+        "startDate": "2024-06-01T00:00:00Z",
+        "x-vendor": 7,
+    }
+    more: dict[str, Any] = {"@type": "MyItem", "x-item": [1, {"a": None}]}
+    item = internet(appointment={"id": "A-1", "href": "https://appt/A-1"}, service=service, **more)
+    body = {"serviceOrderItem": [item]}
+    (domain,) = items_to_domain(ServiceOrderCreate.model_validate(body).service_order_item)
+    assert domain.extra == {
+        "@type": "MyItem",
+        "appointment": item["appointment"],
+        "x-item": [1, {"a": None}],
+    }
+    assert domain.service_extra == service
+    doc = round_trip(body)
+    contains(item, doc["serviceOrderItem"][0])
+    got = doc["serviceOrderItem"][0]
+    assert added(item, got) <= set(SERVER_ADDED["ServiceOrderItem"])
+    assert added(item["service"], got["service"]) <= set(SERVER_ADDED["Service"])
+
+
+def test_characteristics_of_every_value_type_with_their_attributes():
+    values = {
+        "text": "a",
+        "whole": 3,
+        "number": 2.5,
+        "flag": False,
+        "object": {"ip": "10.0.0.1", "ports": [1, 2]},
+        "array": [{"vlan": 10}, "x", None],
+    }
+    sent = [
+        {"name": "bandwidthMbps", "value": 100, "valueType": "integer", "id": "c-1"},
+        {"name": "accessType", "value": "fibre", "@type": "StringCharacteristic"},
+        *(
+            {"name": name, "value": value, "characteristicRelationship": [{"id": "c-1"}]}
+            for name, value in values.items()
+        ),
+    ]
+    doc = round_trip({"serviceOrderItem": [internet(service={"serviceCharacteristic": sent})]})
+    got = doc["serviceOrderItem"][0]["service"]["serviceCharacteristic"]
+    contains(sent, got)
+    by_name = {c["name"]: c for c in got}
+    assert by_name["whole"]["valueType"] == "integer"  # computed when not sent
+    assert by_name["object"]["valueType"] == "object"
+    assert by_name["accessType"]["@type"] == "StringCharacteristic"  # as sent
+
+
+def test_two_characteristics_of_one_name_are_refused_naming_service_characteristic():
+    twice = [{"name": "accessType", "value": "fibre"}, {"name": "accessType", "value": "dsl"}]
+    with pytest.raises(ValidationError, match=r"serviceCharacteristic.*accessType"):
+        ServiceOrderCreate.model_validate(
+            {"serviceOrderItem": [internet(service={"serviceCharacteristic": twice})]}
+        )
+
+
+def test_every_place_comes_back_the_first_with_an_id_typed():
+    places = [
+        {"role": "billing", "@type": "GeographicAddressValue", "street": "Main 1"},
+        {"id": "S1", "role": "installationSite", "@referredType": "GeographicSite", "x": 1},
+        {"id": "S2", "role": "secondSite"},
+    ]
+    body = {"serviceOrderItem": [internet(service={"place": places})]}
+    (domain,) = items_to_domain(ServiceOrderCreate.model_validate(body).service_order_item)
+    assert domain.place == v.Place(id="S1", role="installationSite")
+    doc = round_trip(body)
+    assert doc["serviceOrderItem"][0]["service"]["place"] == places
+
+
+def test_a_single_plain_place_keeps_nothing_more_and_comes_back_with_defaults():
+    (domain,) = items_to_domain(
+        ServiceOrderCreate.model_validate({"serviceOrderItem": [internet()]}).service_order_item
+    )
+    assert domain.service_extra == {} and domain.extra == {} and domain.relationships == ()
+    assert domain.characteristic_extra == {}
+    assert domain.model_dump(mode="json").keys() == {
+        "id",
+        "action",
+        "specification",
+        "service_id",
+        "service_name",
+        "characteristics",
+        "place",
+        "quantity",
+        "depends_on",
+        "state",
+    }  # stored as before issue 19: no new key
+
+
+def test_a_changed_typed_place_replaces_the_first_place_with_an_id():
+    places = [{"id": "S1", "role": "installationSite"}, {"role": "billing", "street": "M 1"}]
+    body = {"serviceOrderItem": [internet(service={"place": places})]}
+    header, items, _ = order_to_domain(ServiceOrderCreate.model_validate(body))
+    moved = items[0].model_copy(update={"place": v.Place(id="S9", name="Nine")})
+    order = ServiceOrder.receive(UPSTREAM, header, [moved], CATALOG)
+    got = order_to_tmf641(order)["serviceOrderItem"][0]["service"]["place"]
+    assert got[0]["id"] == "S9" and got[0]["name"] == "Nine"
+    assert got[1] == places[1]
+
+
+def test_item_relationships_as_sent_with_dependencies_as_they_are_now():
+    relations: list[dict[str, Any]] = [
+        {"relationshipType": "reliesOn", "orderItem": {"itemId": "1", "@referredType": "X"}},
+        {"relationshipType": "dependency", "orderItem": {"itemId": "1"}, "x": True},
+    ]
+    body = {
+        "serviceOrderItem": [
+            internet("1"),
+            internet("2", serviceOrderItemRelationship=relations),
+            internet("3"),
+        ]
+    }
+    header, items, _ = order_to_domain(ServiceOrderCreate.model_validate(body))
+    assert items[1].depends_on == ("1",)
+    assert [r.relationship_type for r in items[1].relationships] == ["reliesOn", "dependency"]
+    order = ServiceOrder.receive(UPSTREAM, header, items, CATALOG)
+    got = order_to_tmf641(order)["serviceOrderItem"][1]["serviceOrderItemRelationship"]
+    contains(relations, got)
+    # A revision makes item 2 depend on 3 instead of 1: the reliesOn stays as sent, the
+    # dependency on 1 goes, the one on 3 is added.
+    revised = items[1].model_copy(update={"depends_on": ("3",)})
+    order = ServiceOrder.receive(UPSTREAM, header, [items[0], revised, items[2]], CATALOG)
+    got = order_to_tmf641(order)["serviceOrderItem"][1]["serviceOrderItemRelationship"]
+    assert got == [
+        {**relations[0], "@type": "ServiceOrderItemRelationship"},
+        {
+            "relationshipType": "dependency",
+            "orderItem": {"itemId": "3"},
+            "@type": "ServiceOrderItemRelationship",
+        },
+    ]
+
+
+def test_an_item_ref_sent_by_id_comes_back_by_id():
+    relation = {"relationshipType": "dependency", "orderItem": {"id": "1"}}
+    body = {
+        "serviceOrderItem": [internet("1"), internet("2", serviceOrderItemRelationship=[relation])]
+    }
+    doc = round_trip(body)
+    assert doc["serviceOrderItem"][1]["serviceOrderItemRelationship"] == [
+        {**relation, "@type": "ServiceOrderItemRelationship"}
+    ]
+
+
+def test_specification_extras_come_back_name_and_version_from_the_catalog():
+    spec = {"id": "internet-access", "@type": "ONAPSpecRef", "invariantUUID": "456", "href": "h"}
+    doc = round_trip({"serviceOrderItem": [internet(service={"serviceSpecification": spec})]})
+    got = doc["serviceOrderItem"][0]["service"]["serviceSpecification"]
+    contains(spec, got)
+    assert added(spec, got) <= set(SERVER_ADDED["ServiceSpecificationRef"])
+
+
+# ------------------------------------------------------------------ refusals
+def test_server_owned_attributes_are_refused_on_create_in_one_message():
+    body = {
+        **{name: "x" for name in REFUSED_ON_CREATE},
+        "serviceOrderItem": [
+            internet("1", state="completed", serviceOrderItem=[internet("2", errorMessage=[{}])])
+        ],
+    }
+    with pytest.raises(ValidationError) as refused:
+        ServiceOrderCreate.model_validate(body)
+    (error,) = refused.value.errors()
+    for name in (*REFUSED_ON_CREATE, "serviceOrderItem.0.state"):
+        assert name in error["msg"]
+    assert "serviceOrderItem.0.serviceOrderItem.0.errorMessage" in error["msg"]
+
+
+def test_null_counts_as_absent_for_a_refused_attribute():
+    ServiceOrderCreate.model_validate({"state": None, "serviceOrderItem": [internet()]})
+
+
+def test_patch_refusals_extension_attributes_and_echoed_item_states():
+    assert ServiceOrderUpdate.model_validate({"orderDate": "x", "milestone": []}).refusal()
+    refusal = ServiceOrderUpdate.model_validate({"orderRelationship": []}).refusal()
+    assert refusal is not None and "orderRelationship" in refusal
+    assert set(REFUSED_ON_PATCH) >= {"expectedCompletionDate", "externalReference"}
+    update = ServiceOrderUpdate.model_validate(
+        {
+            "id": "ignored",
+            "category": "new",
+            "x-ext": {"a": 1},
+            "x-gone": None,
+            "serviceOrderItem": [internet(state="inProgress", errorMessage=[{"code": "1"}])],
+        }
+    )
+    assert update.refusal() is None
+    change = header_change(update)
+    assert change.category == "new"
+    assert change.extra == {"x-ext": {"a": 1}, "x-gone": None}
+    applied = change.apply_to(v.OrderHeader(extra={"x-gone": 1, "x-kept": 2}))
+    assert applied.extra == {"x-kept": 2, "x-ext": {"a": 1}}
+    (item,) = items_to_domain(update.service_order_item or [])
+    assert item.extra == {}  # the item's state and errorMessage are the server's
+
+
+def envelope(event_type: str, resource: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {"eventId": "e-1", "eventType": event_type, "event": {"serviceOrder": resource}}
+    ).encode()
+
+
+def test_the_kafka_door_dead_letters_what_rest_refuses_with_the_same_reason():
+    create = {"externalId": "K-1", "state": "completed", "serviceOrderItem": [internet()]}
+    with pytest.raises(Refusal) as refused:
+        parse(envelope("ServiceOrderCreateEvent", create), b"K-1")
+    assert refused.value.category == INVALID_ORDER
+    assert "state: set by the server" in refused.value.reason
+    revision = {"externalId": "K-1", "expectedCompletionDate": "2024-01-01T00:00:00Z"}
+    with pytest.raises(Refusal) as refused:
+        parse(envelope("ServiceOrderAttributeValueChangeEvent", revision), b"K-1")
+    assert refused.value.reason == ServiceOrderUpdate.model_validate(revision).refusal()
+
+
+def test_the_kafka_door_keeps_what_rest_keeps():
+    resource = {
+        "externalId": "K-2",
+        "x-ext": 1,
+        "serviceOrderItem": [
+            internet("1", serviceOrderItem=[internet("1.1")], appointment={"id": "A"})
+        ],
+    }
+    parsed = parse(envelope("ServiceOrderCreateEvent", copy.deepcopy(resource)), b"K-2")
+    command = parsed.command
+    assert command.header.extra == {"x-ext": 1}  # type: ignore[union-attr]
+    assert [(i.id, i.parent) for i in command.items] == [("1", None), ("1.1", "1")]  # type: ignore[union-attr]
+    assert command.items[0].extra == {"appointment": {"id": "A"}}  # type: ignore[union-attr]
