@@ -6,7 +6,7 @@ and the daily counts, of their state transitions).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from serviceorders.domain import events as ev
@@ -138,11 +138,13 @@ def specifications_of(order: ServiceOrder) -> list[str]:
 
 # --------------------------------------------------------------------- order_item
 class OrderItems(Projection):
+    VERSION = 2  # 2: `parent_id` (nested items) and the v4.1 item states (issue 19)
     table = Table(
         name="order_item",
         columns=(
             ("order_id", "uuid"),
             ("item_id", "text"),
+            ("parent_id", "text"),
             ("action", "text"),
             ("specification_id", "text"),
             ("specification_name", "text"),
@@ -180,6 +182,7 @@ def item_rows(order: ServiceOrder) -> list[dict[str, Any]]:
             {
                 "order_id": order.id,
                 "item_id": item.id,
+                "parent_id": item.parent,
                 "action": item.action.value,
                 "specification_id": spec.id if spec else None,
                 "specification_name": spec.name if spec else None,
@@ -508,6 +511,226 @@ def dimensions(t: Transition) -> Sequence[tuple[str, str]]:
     return found
 
 
+# ------------------------------------------ what the TMF641 order shows (issue 19)
+# Relationships and places are read from the order's TMF641 document (rendered once per
+# page and order, shared with order_document and the notifications: `Batch.document`), so
+# the rows hold what GET returns: every place as sent, by reference or by value, and the
+# relationships with the types the document gives them. Orders with none skip the document.
+
+
+def _document(order: ServiceOrder, batch: Batch | None) -> dict[str, Any]:
+    return batch.document(order) if batch else order_to_tmf641(order)
+
+
+def document_items(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every item of a TMF641 document, nested ones after their parent (depth first)."""
+    stack = list(reversed(doc.get("serviceOrderItem") or ()))
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(reversed(item.get("serviceOrderItem") or ()))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else value if isinstance(value, str) else str(value)
+
+
+class OrderRelationships(Projection):
+    """The order's relationships to other orders and its items' to other items."""
+
+    table = Table(
+        name="order_relationship",
+        columns=(
+            ("order_id", "uuid"),
+            ("seq", "int"),
+            ("item_id", "text"),
+            ("relationship_type", "text"),
+            ("related_order_id", "text"),
+            ("related_item_id", "text"),
+            ("referred_type", "text"),
+            ("version", "int"),
+        ),
+        primary_key=("order_id", "seq"),
+        indexes={"related_order": ("related_order_id",)},
+    )
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        db.delete_older(table, "order_id", "uuid", _touched(batch))
+        write(db, self.table, table, batch, lambda o: relationship_rows(o, batch))
+
+
+def relationship_rows(order: ServiceOrder, batch: Batch | None = None) -> list[dict[str, Any]]:
+    items = order.items.values()
+    if not order.header.order_relationships and not any(
+        i.relationships or i.depends_on for i in items
+    ):
+        return []
+    doc = _document(order, batch)
+    found: list[tuple[str | None, dict[str, Any], str | None, str | None, Any]] = [
+        (None, r, _text(r.get("id")), None, r.get("@referredType"))
+        for r in doc.get("orderRelationship") or ()
+        if isinstance(r, dict)
+    ]
+    for item in document_items(doc):
+        for r in item.get("serviceOrderItemRelationship") or ():
+            if isinstance(r, dict):
+                sent = r.get("orderItem")
+                ref: dict[str, Any] = sent if isinstance(sent, dict) else {}
+                found.append(
+                    (
+                        _text(item.get("id")),
+                        r,
+                        _text(ref.get("serviceOrderId")),
+                        _text(ref.get("itemId")),
+                        ref.get("@referredType"),
+                    )
+                )
+    return [
+        {
+            "order_id": order.id,
+            "seq": seq,
+            "item_id": item_id,
+            "relationship_type": _text(r.get("relationshipType")),
+            "related_order_id": related_order,
+            "related_item_id": related_item,
+            "referred_type": _text(referred),
+            "version": order.version,
+        }
+        for seq, (item_id, r, related_order, related_item, referred) in enumerate(found)
+    ]
+
+
+class ItemPlaces(Projection):
+    """Every place of every item, as the TMF641 order shows them."""
+
+    table = Table(
+        name="order_item_place",
+        columns=(
+            ("order_id", "uuid"),
+            ("item_id", "text"),
+            ("position", "int"),
+            ("place_id", "text"),
+            ("name", "text"),
+            ("role", "text"),
+            ("place_type", "text"),
+            ("place", "json"),
+            ("version", "int"),
+        ),
+        primary_key=("order_id", "item_id", "position"),
+        indexes={"place": ("place_id",)},
+    )
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        db.delete_older(table, "order_id", "uuid", _touched(batch))
+        write(db, self.table, table, batch, lambda o: place_rows(o, batch))
+
+
+def place_rows(order: ServiceOrder, batch: Batch | None = None) -> list[dict[str, Any]]:
+    if not any(i.place or i.service_extra.get("place") for i in order.items.values()):
+        return []
+    rows = []
+    for item in document_items(_document(order, batch)):
+        service = item.get("service")
+        places = service.get("place") if isinstance(service, dict) else None
+        for position, place in enumerate(places if isinstance(places, list) else ()):
+            if not isinstance(place, dict):
+                continue
+            rows.append(
+                {
+                    "order_id": order.id,
+                    "item_id": _text(item.get("id")),
+                    "position": position,
+                    "place_id": _text(place.get("id")),
+                    "name": _text(place.get("name")),
+                    "role": _text(place.get("role")),
+                    "place_type": _text(place.get("@referredType") or place.get("@type")),
+                    "place": place,
+                    "version": order.version,
+                }
+            )
+    return rows
+
+
+class Outcomes(Projection):
+    """What the order told back in `errorMessage`: rejections, failed items, refused
+    proposals, denied cancellations."""
+
+    table = Table(
+        name="order_outcome",
+        columns=(
+            ("order_id", "uuid"),
+            ("seq", "int"),
+            ("code", "text"),
+            ("message", "text"),
+            ("occurred_at", "timestamptz"),
+            ("item_ids", "json"),
+            ("version", "int"),
+        ),
+        primary_key=("order_id", "seq"),
+        indexes={"code": ("code", "occurred_at")},
+    )
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        db.delete_older(table, "order_id", "uuid", _touched(batch))
+        write(db, self.table, table, batch, outcome_rows)
+
+
+def outcome_rows(order: ServiceOrder) -> list[dict[str, Any]]:
+    return [
+        {
+            "order_id": order.id,
+            "seq": seq,
+            "code": outcome.code,
+            "message": outcome.message,
+            "occurred_at": outcome.date,
+            "item_ids": list(outcome.item_ids),
+            "version": order.version,
+        }
+        for seq, outcome in enumerate(order.outcomes)
+    ]
+
+
+class Milestones(Projection):
+    """The milestones the order reached (TMF641 `milestone`)."""
+
+    table = Table(
+        name="order_milestone",
+        columns=(
+            ("order_id", "uuid"),
+            ("seq", "int"),
+            ("milestone_id", "text"),
+            ("name", "text"),
+            ("occurred_at", "timestamptz"),
+            ("message", "text"),
+            ("item_ids", "json"),
+            ("version", "int"),
+        ),
+        primary_key=("order_id", "seq"),
+        indexes={"name": ("name", "occurred_at")},
+    )
+
+    def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
+        db.delete_older(table, "order_id", "uuid", _touched(batch))
+        write(db, self.table, table, batch, milestone_rows)
+
+
+def milestone_rows(order: ServiceOrder) -> list[dict[str, Any]]:
+    return [
+        {
+            "order_id": order.id,
+            "seq": seq,
+            "milestone_id": milestone.id,
+            "name": milestone.name,
+            "occurred_at": milestone.date,
+            "message": milestone.message,
+            "item_ids": list(milestone.item_ids),
+            "version": order.version,
+        }
+        for seq, milestone in enumerate(order.milestones)
+    ]
+
+
 PROJECTIONS: tuple[Projection, ...] = (
     OrderSummary(),
     OrderItems(),
@@ -516,5 +739,9 @@ PROJECTIONS: tuple[Projection, ...] = (
     CancellationRequests(),
     OrderStateHistory(),
     DailyStateCounts(),
+    OrderRelationships(),
+    ItemPlaces(),
+    Outcomes(),
+    Milestones(),
     NotificationOutbox(),
 )

@@ -62,7 +62,11 @@ from serviceorders.projections.runner import (
 from serviceorders.projections.views import (
     PROJECTIONS,
     item_rows,
+    milestone_rows,
+    outcome_rows,
+    place_rows,
     queue_rows,
+    relationship_rows,
     summary_row,
 )
 from serviceorders.settings import Settings
@@ -595,6 +599,10 @@ def assert_read_models_match(app: ServiceOrders, db: ReadDb, order_ids: list[UUI
         ],
     )
     check("cancellation_request", [r for o in orders for r in cancellation_rows(app, o.id)])
+    check("order_relationship", [r for o in orders for r in relationship_rows(o)])
+    check("order_item_place", [r for o in orders for r in place_rows(o)])
+    check("order_outcome", [r for o in orders for r in outcome_rows(o)])
+    check("order_milestone", [r for o in orders for r in milestone_rows(o)])
 
     transitions = {o.id: transitions_of(app, o.id) for o in orders}
     for o in orders:  # the fold agrees with the aggregate
@@ -632,6 +640,10 @@ def assert_read_models_match(app: ServiceOrders, db: ReadDb, order_ids: list[UUI
         ("order_item", "order_id"),
         ("review_queue", "order_id"),
         ("order_document", "order_id"),
+        ("order_relationship", "order_id"),
+        ("order_item_place", "order_id"),
+        ("order_outcome", "order_id"),
+        ("order_milestone", "order_id"),
     ):
         cols = TABLES[name].column_names
         for row in db.rows(TABLES[name], name):

@@ -37,6 +37,7 @@ from serviceorders.domain.values import (
     Party,
     Place,
 )
+from serviceorders.projections.views import PROJECTIONS
 from serviceorders.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -280,6 +281,14 @@ def build_orders(settings: Settings) -> DataSet:
             "Berlin internet, odd values",
             internet("1", BERLIN, 123, colour="red"),
             router("2", None),
+            # nested in item 1 (TMF641 serviceOrderItem inside an item)
+            build_item(
+                "1.1",
+                "managed-router",
+                characteristics={"model": "c1100"},
+                place=BERLIN,
+                parent="1",
+            ),
         )
         data.states["RPT-FLAGGED"] = "acknowledged"
 
@@ -485,6 +494,23 @@ def test_partial_orders_and_their_failed_items(reporting: Reporting) -> None:
     ]
 
 
+def test_outcomes_relationships_and_nested_items(reporting: Reporting) -> None:
+    failed = run(reporting.conn, find("Failed items and fulfilment's reasons").text)
+    assert [(r["external_id"], r["item_id"], r["reason"]) for r in failed] == [
+        ("RPT-PARTIAL", "2", "router out of stock")
+    ]
+    codes = {r["code"]: r["outcomes"] for r in run(reporting.conn, find("per code").text)}
+    assert codes == {"rejected": 1, "item_failed": 1, "cancellation_denied": 1}
+    related = run(reporting.conn, find("Relationships: orders to other orders").text)
+    assert [
+        (r["external_id"], r["of"], r["relationship_type"], r["related_to"]) for r in related
+    ] == [("RPT-COMPLETED", "2", "dependency", "1")]
+    nested = run(reporting.conn, find("Items nested in other items").text)
+    assert [(r["external_id"], r["item_id"], r["parent_id"]) for r in nested] == [
+        ("RPT-FLAGGED", "1.1", "1")
+    ]
+
+
 def test_json_queries_find_the_characteristic_values(reporting: Reporting) -> None:
     copper = run(reporting.conn, find("characteristic value (containment").text)
     assert {r["external_id"] for r in copper} == {"RPT-REJECTED", "RPT-HELD"}
@@ -497,7 +523,7 @@ def test_json_queries_find_the_characteristic_values(reporting: Reporting) -> No
 
 def test_projection_lag_is_zero_after_catching_up(reporting: Reporting) -> None:
     rows = run(reporting.conn, find("Projection freshness").text)
-    assert len(rows) == 8  # the seven read models and the notification outbox
+    assert len(rows) == len(PROJECTIONS)  # every read model, the notification outbox too
     assert {(r["position"], r["head"], r["events_behind"]) for r in rows} == {
         (reporting.data.head, reporting.data.head, 0)
     }

@@ -13,12 +13,17 @@ from serviceorders.domain import values as v
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.proposals import diff
+from serviceorders.projections import views
 from serviceorders.projections.log import Transition
 from serviceorders.projections.views import (
     dimensions,
     history_row,
     item_rows,
+    milestone_rows,
+    outcome_rows,
+    place_rows,
     queue_rows,
+    relationship_rows,
     summary_row,
 )
 
@@ -179,6 +184,109 @@ def test_item_rows_one_per_item_with_the_order_version():
     assert (two["place_id"], two["place_name"]) == (None, None)
     assert two["quantity"] == 3
     assert two["depends_on"] == ["1"]
+    assert one["parent_id"] is None and two["parent_id"] is None
+
+
+def test_item_rows_of_nested_items_name_their_parent():
+    order = received([internet("1"), router("1.1", parent="1"), router("1.1.1", parent="1.1")])
+    parents = {r["item_id"]: r["parent_id"] for r in item_rows(order)}
+    assert parents == {"1": None, "1.1": "1", "1.1.1": "1.1"}
+
+
+# ------------------------------------------- relationship, place, outcome, milestone
+def test_orders_without_relationships_or_places_have_no_rows_and_render_no_document(
+    monkeypatch,
+):
+    def rendered(_order):
+        raise AssertionError("the document was rendered")
+
+    monkeypatch.setattr(views, "order_to_tmf641", rendered)
+    order = received([internet("1", None), router("2", None)])
+    assert relationship_rows(order) == [] and place_rows(order) == []
+
+
+def test_relationship_rows_the_order_s_then_each_item_s():
+    order = received(
+        [
+            internet("1"),
+            router(
+                "2",
+                depends_on=("1",),
+                relationships=(
+                    v.ItemRelation(
+                        relationship_type="dependency",
+                        item_id="1",
+                        extra={"orderItem": {"@referredType": "ServiceOrderItem"}},
+                    ),
+                ),
+            ),
+        ],
+        order_relationships=(
+            v.OrderRelationship(
+                id="PO-1", relationship_type="reliesOn", extra={"@referredType": "ProductOrder"}
+            ),
+            v.OrderRelationship(id="SO-2", relationship_type="succeeds"),
+        ),
+    )
+    rows = relationship_rows(order)
+    assert [r["seq"] for r in rows] == [0, 1, 2]
+    assert [
+        (
+            r["item_id"],
+            r["relationship_type"],
+            r["related_order_id"],
+            r["related_item_id"],
+            r["referred_type"],
+        )
+        for r in rows
+    ] == [
+        (None, "reliesOn", "PO-1", None, "ProductOrder"),
+        (None, "succeeds", "SO-2", None, "ServiceOrder"),  # the document's default
+        ("2", "dependency", None, "1", "ServiceOrderItem"),
+    ]
+    assert all(r["order_id"] == order.id and r["version"] == order.version for r in rows)
+
+
+def test_place_rows_every_place_as_the_document_shows_it():
+    by_value = {"role": "deliveryContact", "@type": "GeographicAddress", "city": "Leeds"}
+    site = {"id": "site-1", "name": "site-1 name", "@referredType": "GeographicSite"}
+    order = received(
+        [
+            internet("1", service_extra={"place": [site, by_value]}),
+            router("2", None),
+            router("3", "site-3"),
+        ]
+    )
+    rows = place_rows(order)
+    assert [
+        (r["item_id"], r["position"], r["place_id"], r["name"], r["place_type"]) for r in rows
+    ] == [
+        ("1", 0, "site-1", "site-1 name", "GeographicSite"),
+        ("1", 1, None, None, "GeographicAddress"),
+        ("3", 0, "site-3", None, "GeographicSite"),
+    ]
+    assert rows[1]["place"] == by_value and rows[1]["role"] == "deliveryContact"
+
+
+def test_outcome_and_milestone_rows_in_the_order_they_happened():
+    order = received([internet("1"), router("2")])
+    order.approve(MANAGER)
+    order.change_item_state(FULFILMENT, "1", v.ItemState.IN_PROGRESS)
+    order.change_item_state(FULFILMENT, "1", v.ItemState.FAILED, "no line")
+    milestones = milestone_rows(order)
+    assert [(r["seq"], r["name"], r["item_ids"]) for r in milestones] == [
+        (0, "approved", []),
+        (1, "itemStarted", ["1"]),
+    ]
+    assert [r["milestone_id"] for r in milestones] == [m.id for m in order.milestones]
+    (failed,) = outcome_rows(order)
+    assert (failed["code"], failed["message"], failed["item_ids"]) == (
+        "item_failed",
+        "no line",
+        ["1"],
+    )
+    assert failed["occurred_at"] == order.modified_on
+    assert outcome_rows(received()) == [] and milestone_rows(received()) == []
 
 
 def test_item_rows_of_a_draft_have_no_state_and_modify_items_keep_their_service():
