@@ -12,7 +12,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from serviceorders.api.actions import Action, add_actions
-from serviceorders.api.bodies import NoteBody, OptionalReasonBody, ReasonBody, ResubmitBody
+from serviceorders.api.bodies import (
+    InformationBody,
+    NoteBody,
+    OptionalReasonBody,
+    ReasonBody,
+    ResubmitBody,
+)
 from serviceorders.api.common import (
     QueryInt,
     base_url,
@@ -37,8 +43,10 @@ from serviceorders.domain.commands import (
     ApproveProposal,
     DenyCancellation,
     OrderCommand,
+    ProvideCancellationInformation,
     RefuseProposal,
     Reject,
+    RequestCancellationInformation,
     WithdrawProposal,
 )
 from serviceorders.domain.order import ServiceOrder
@@ -230,14 +238,47 @@ def _withdraw(request: Request, command: OrderCommand, _id: str = "") -> JSONRes
 
 add_actions(
     router,
-    (Action("withdraw_proposal", "proposal/withdraw", OptionalReasonBody, WithdrawProposal),),
+    (
+        Action("withdraw_proposal", "proposal/withdraw", OptionalReasonBody, WithdrawProposal),
+        # A question on a cancellation and its answer (issue 19): no decision, so If-Match
+        # is optional as on the other actions.
+        Action(
+            "request_cancellation_information",
+            "cancellation/informationRequest",
+            InformationBody,
+            RequestCancellationInformation,
+        ),
+        Action(
+            "provide_cancellation_information",
+            "cancellation/information",
+            InformationBody,
+            ProvideCancellationInformation,
+        ),
+    ),
     {
         "withdraw_proposal": (
             "Withdraw the waiting proposal",
             "Its proposer (or a manager) takes the change back; an order held for it "
             "resumes. Body {reason?} (may be empty). If-Match optional (412 when stale). "
             "409 when no proposal waits. Returns the TMF641 order and its ETag.",
-        )
+        ),
+        "request_cancellation_information": (
+            "Ask the cancellation's requester for information",
+            "While the order is assessingCancellation (it stays there): a manager asks "
+            "whoever requested the cancellation for what the decision needs "
+            "(cancelServiceOrder: CancelServiceOrderInformationRequiredEvent). Body "
+            "{information} (required). One question at a time (409 while one waits). "
+            "Four-eyes: not by whoever requested the cancellation (403). If-Match optional "
+            "(412 when stale). Returns the TMF641 order and its ETag.",
+        ),
+        "provide_cancellation_information": (
+            "Answer the question on a cancellation",
+            "Whoever requested the cancellation (or an admin) answers the waiting question "
+            "(409 when none waits; 403 for anyone else); the order stays "
+            "assessingCancellation and the request is assessed again. Body {information} "
+            "(required). If-Match optional (412 when stale). Returns the TMF641 order and "
+            "its ETag.",
+        ),
     },
     _withdraw,
     V1_ERRORS,

@@ -297,6 +297,19 @@ simple(
     click.option("--reason", required=True),
 )
 simple(
+    "request-cancel-info",
+    cmd.RequestCancellationInformation,
+    "Ask the cancellation's requester for information (the order stays "
+    "assessingCancellation; a manager, not the requester).",
+    click.option("--information", required=True),
+)
+simple(
+    "provide-cancel-info",
+    cmd.ProvideCancellationInformation,
+    "Answer the question on the cancellation (its requester, or an operator).",
+    click.option("--information", required=True),
+)
+simple(
     "cancel",
     cmd.Cancel,
     "Cancel the order (after an accepted request, or directly).",

@@ -126,6 +126,12 @@ def test_the_matrix_follows_the_domain_permissions() -> None:
         "POST /api/v1/orders/{id}/reject": Action.REJECT,
         "POST /api/v1/orders/{id}/cancellation/approve": Action.APPROVE_CANCELLATION,
         "POST /api/v1/orders/{id}/cancellation/deny": Action.DENY_CANCELLATION,
+        "POST /api/v1/orders/{id}/cancellation/informationRequest": (
+            Action.REQUEST_CANCELLATION_INFORMATION
+        ),
+        "POST /api/v1/orders/{id}/cancellation/information": (
+            Action.PROVIDE_CANCELLATION_INFORMATION
+        ),
         "POST /api/v1/orders/{id}/proposal/approve": Action.APPROVE_PROPOSAL,
         "POST /api/v1/orders/{id}/proposal/refuse": Action.REFUSE_PROPOSAL,
         "POST /api/v1/orders/{id}/proposal/withdraw": Action.WITHDRAW_PROPOSAL,
@@ -210,6 +216,25 @@ def _setups(flow: Any, make_order_body: Callable[..., Any]) -> dict[str, Callabl
         flow.decide(order_id, "cancellation/approve")
         return order_id
 
+    def asked(role: str = "integrator") -> Call:
+        """An order whose cancellation `role` requested (integrator when it may not) and a
+        manager (or, when `role` is the manager, an admin) asked about: `role` answers."""
+        if role == "no key" or MATRIX[f"POST {TMF641}/cancelServiceOrder"].get(role) != ("allowed"):
+            role = "integrator"
+        order_id = flow.order()
+        response = flow.client.post(
+            f"{TMF641}/cancelServiceOrder",
+            json={"serviceOrder": {"id": order_id}, "cancellationReason": "budget"},
+            headers=flow.auth(role),
+        )
+        assert response.status_code == 201, response.text
+        flow.post(
+            f"{ok}/{order_id}/cancellation/informationRequest",
+            {"information": "which budget line?"},
+            "admin" if role == "manager" else "manager",
+        )
+        return Call(f"{ok}/{order_id}/cancellation/information", {"information": "line 7"})
+
     def cancel_request() -> Call:
         _, request_id = flow.assessing()
         return Call(f"{TMF641}/cancelServiceOrder/{request_id}")
@@ -287,6 +312,12 @@ def _setups(flow: Any, make_order_body: Callable[..., Any]) -> dict[str, Callabl
         "POST /api/v1/orders/{id}/cancellation/deny": decision(
             lambda: flow.assessing()[0], "/cancellation/deny", {"reason": "too late"}
         ),
+        "POST /api/v1/orders/{id}/cancellation/informationRequest": order_call(
+            lambda: flow.assessing()[0],
+            "/cancellation/informationRequest",
+            {"information": "which budget line?"},
+        ),
+        "POST /api/v1/orders/{id}/cancellation/information": asked,
         "GET /api/v1/orders/{id}/proposal": order_call(proposed, "/proposal"),
         "POST /api/v1/orders/{id}/proposal/approve": decision(
             proposed, "/proposal/approve", {"note": "ok"}
@@ -341,6 +372,7 @@ ROLE_AWARE = {
     f"GET {TMF641}/hub/{{id}}",
     f"DELETE {TMF641}/hub/{{id}}",
     "POST /api/v1/orders/{id}/proposal/withdraw",  # by its proposer
+    "POST /api/v1/orders/{id}/cancellation/information",  # by the cancellation's requester
 }
 
 
