@@ -5,15 +5,21 @@
    and so the hash chains and checkpoints, do not change.
 2. The snapshots of the customer's orders are deleted: they are a cache of replayed state,
    outside the chain, and may hold revealed values.
-3. After every process had time to drop the key from its cache, the read models are
+3. The copies outside the log that the caller names (`also`: the CLI passes the Kafka
+   intake's, consumers/store.py `erase_intake_rows`: the customer's dead letters and the
+   refusal announcements of its orders) are deleted.
+4. After every process had time to drop the key from its cache, the read models are
    rebuilt from the log, so that no table keeps a revealed value.
+
+docs/audit.md, "What erasure reaches", lists every table and what erasure does to it
+(tests/e2e/test_erasure_scan.py scans them all afterwards).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from serviceorders.audit.pii import CACHE_SECONDS, erase
@@ -26,6 +32,11 @@ class Erasure:
     orders: list[UUID]
     had_key: bool
     snapshots_deleted: int
+    deleted: dict[str, int] = field(default_factory=dict)  # rows deleted by `also`, by table
+
+
+# A step of erasure outside the log: (db, customer, its orders) -> rows deleted, by table.
+Step = Callable[[ReadDb, str, list[UUID]], dict[str, int]]
 
 
 def erase_customer(
@@ -35,9 +46,10 @@ def erase_customer(
     reason: str | None = None,
     *,
     rebuild: Callable[[ReadDb], object],
+    also: Sequence[Step] = (),
     wait: float = CACHE_SECONDS + 1.0,
 ) -> Erasure:
-    """Erase the customer's personal data on `db` (steps 1 to 3 above). `rebuild` rebuilds
+    """Erase the customer's personal data on `db` (steps 1 to 4 above). `rebuild` rebuilds
     the read models from the log on that connection (the caller's projections, with its
     progress bar): the audit room does not import the projections, which reveal sealed
     values through `pii`."""
@@ -52,6 +64,10 @@ def erase_customer(
         marks = ", ".join(["%s"] * len(keys))
         cursor = db.execute(f"DELETE FROM {table} WHERE originator_id IN ({marks})", keys)
         deleted += max(getattr(cursor, "rowcount", 0) or 0, 0)
+    others: dict[str, int] = {}
+    for step in also:
+        for table, count in step(db, customer_id, orders).items():
+            others[table] = others.get(table, 0) + count
     time.sleep(wait)  # running processes cache a key for at most CACHE_SECONDS
     rebuild(db)
-    return Erasure(customer_id, orders, had_key, deleted)
+    return Erasure(customer_id, orders, had_key, deleted, others)

@@ -404,11 +404,13 @@ def audit_export(
 @click.pass_obj
 @refusals
 def audit_erase(obj: Context, customer_id: str, actor: str, reason: str | None, yes: bool) -> None:
-    """Erase a customer's personal data: delete its key (sealed names, places and contacts
-    read `[erased]` from then on), record the erasure, drop its orders' snapshots and
-    rebuild the read models. The events and their hash chains are unchanged."""
+    """Erase a customer's personal data: delete its key (every value sealed for it reads
+    `[erased]` from then on), record the erasure, drop its orders' snapshots, its dead
+    letters and its orders' refusal announcements, and rebuild the read models. The events
+    and their hash chains are unchanged (docs/audit.md, "What erasure reaches")."""
     from serviceorders.audit.erasure import erase_customer
     from serviceorders.bootstrap import event_mapper, open_read_db
+    from serviceorders.consumers.store import erase_intake_rows
     from serviceorders.projections.maintenance import rebuild
     from tqdm import tqdm
 
@@ -427,6 +429,7 @@ def audit_erase(obj: Context, customer_id: str, actor: str, reason: str | None, 
                 actor,
                 reason,
                 rebuild=lambda d: rebuild(d, event_mapper(), progress=bar.update),
+                also=(erase_intake_rows,),
             )
     finally:
         db.close()
@@ -437,6 +440,7 @@ def audit_erase(obj: Context, customer_id: str, actor: str, reason: str | None, 
                 "orders": [str(o) for o in done.orders],
                 "hadKey": done.had_key,
                 "snapshotsDeleted": done.snapshots_deleted,
+                "rowsDeleted": done.deleted,
             },
             indent=2,
         )

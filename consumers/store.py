@@ -47,6 +47,8 @@ __all__ = [
     "create_tables",
     "customer_named",
     "digest",
+    "erase_dead_letters",
+    "erase_intake_rows",
     "headers_from_json",  # the tables' header format (notifications/kafka_headers.py)
     "open_dead_letters",
     "purge_dead_letters",
@@ -664,3 +666,27 @@ def erase_dead_letters(db: ReadDb, customer_id: str) -> int:
             db.execute("DELETE FROM dead_letter WHERE id = %s", (dl_id,))
         deleted += len(plain)
     return deleted
+
+
+def erase_intake_rows(db: ReadDb, customer_id: str, orders: list[UUID]) -> dict[str, int]:
+    """`audit erase`'s step for the Kafka intake's tables (audit/erasure.py): the customer's
+    dead letters (`erase_dead_letters`) and the refusal announcements (`kafka_outbox`,
+    published or not) keyed by one of its orders' external ids or ids."""
+    keys: set[bytes] = {str(o).encode() for o in orders}
+    for i in range(0, len(orders), 500):
+        chunk = [db.adapt(o, "uuid") for o in orders[i : i + 500]]
+        marks = ", ".join(["%s"] * len(chunk))
+        keys.update(
+            str(r[0]).encode()
+            for r in db.fetchall(
+                f"SELECT external_id FROM order_summary WHERE id IN ({marks}) "
+                "AND external_id IS NOT NULL",
+                chunk,
+            )
+        )
+    outbox = 0
+    with db.transaction():
+        for key in sorted(keys):
+            cursor = db.execute("DELETE FROM kafka_outbox WHERE key = %s", (key,))
+            outbox += max(getattr(cursor, "rowcount", 0) or 0, 0)
+    return {"dead_letter": erase_dead_letters(db, customer_id), "kafka_outbox": outbox}
