@@ -62,6 +62,7 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
     leaves the group."""
     from serviceorders.bootstrap import build_application
     from serviceorders.consumers.kafka import ConsumerWorker, ensure_topics
+    from serviceorders.consumers.store import purge_hourly
     from serviceorders.notifications.kafka import start_publisher
     from serviceorders.support.logs import configure, start_worker
     from serviceorders.support.logs import worker as logged
@@ -74,7 +75,7 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
         signal.signal(sig, lambda *_: stopping.set())
     ensure_topics(settings, stopping)
     publisher = start_publisher(settings, stopping, dead_letters=True, notifications=False)
-    start_worker("dead-letter purge", "dlq-purge", _purge_hourly, settings, stopping)
+    start_worker("dead-letter purge", "dlq-purge", purge_hourly, settings, stopping)
     from serviceorders.metrics import EngineMetrics
 
     metrics = EngineMetrics(intake=True)
@@ -124,34 +125,6 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
         s.dead_letters,
     )
     sys.exit(code)
-
-
-PURGE_SECONDS = 3600.0
-
-
-def _purge_hourly(settings: Settings, stopping: threading.Event) -> None:
-    """`dlq purge` at start and every hour while consuming (docs/kafka.md): the dead letters
-    that name no customer do not outlive SERVICEORDERS_DLQ_RETENTION_DAYS by much."""
-    from serviceorders.bootstrap import open_read_db
-    from serviceorders.consumers.store import purge_dead_letters
-
-    while not stopping.is_set():
-        try:
-            db = open_read_db(settings)
-            try:
-                done = purge_dead_letters(db, settings.dlq_retention_days)
-            finally:
-                db.close()
-            if done.rows or done.keys:
-                log.info(
-                    "purged %d dead letter(s) past %d days; keys deleted: %s",
-                    done.rows,
-                    settings.dlq_retention_days,
-                    ", ".join(done.keys) or "none",
-                )
-        except Exception as e:  # the next round tries again
-            log.warning("dead-letter purge failed (%s: %s)", type(e).__name__, e)
-        stopping.wait(PURGE_SECONDS)
 
 
 @main.group()

@@ -25,6 +25,8 @@ NULL is a row written before (plain bytes). Reads reveal them (`IntakeStore.dead
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -34,6 +36,7 @@ from uuid import UUID
 import orjson
 from serviceorders.audit.pii import ErasedScope, KeyStore, Vault, erase
 from serviceorders.notifications.kafka_headers import headers_from_json, headers_json
+from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "headers_from_json",  # the tables' header format (notifications/kafka_headers.py)
     "open_dead_letters",
     "purge_dead_letters",
+    "purge_hourly",
     "seal_dead_letters",
     "utcnow",
 ]
@@ -647,6 +651,35 @@ def purge_dead_letters(
             erase(db, scope, actor, f"dead-letter retention of {retention_days} days", 0)
             keys.append(scope)
     return Purge(rows, keys)
+
+
+PURGE_SECONDS = 3600.0
+log = logging.getLogger("serviceorders.kafka")
+
+
+def purge_hourly(
+    settings: Settings, stopping: threading.Event, every: float = PURGE_SECONDS
+) -> None:
+    """`dlq purge` at start and then every hour until `stopping` (the `consume` process and
+    `serve` with its Kafka intake run it in a thread): the dead letters that name no customer
+    do not outlive SERVICEORDERS_DLQ_RETENTION_DAYS by more than an hour."""
+    while not stopping.is_set():
+        try:
+            db = ReadDb.connect(settings.database, settings.lock_timeout_seconds)
+            try:
+                done = purge_dead_letters(db, settings.dlq_retention_days, actor="consume")
+            finally:
+                db.close()
+            if done.rows or done.keys:
+                log.info(
+                    "purged %d dead letter(s) past %d days; keys deleted: %s",
+                    done.rows,
+                    settings.dlq_retention_days,
+                    ", ".join(done.keys) or "none",
+                )
+        except Exception as e:  # the next round tries again
+            log.warning("dead-letter purge failed (%s: %s)", type(e).__name__, e)
+        stopping.wait(every)
 
 
 def erase_dead_letters(db: ReadDb, customer_id: str) -> int:

@@ -323,6 +323,9 @@ def run_api(
     if with_intake:
         consumer = start_intake(settings, stopping, engine)
         publisher = start_outbound(settings, stopping, dead_letters=True)
+        from serviceorders.consumers.store import purge_hourly  # dead letters' retention
+
+        logs.start_worker("dead-letter purge", "dlq-purge", purge_hourly, settings, stopping)
     # uvicorn shuts down gracefully on SIGTERM / SIGINT, then re-raises the signal to the
     # handler it found: ours, so that a requested stop exits with status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -233,10 +233,10 @@ def test_purge_drops_the_dead_letters_past_the_retention_and_their_keys(ks, db, 
 
 
 def test_consume_purges_at_start_and_hourly(ks, db):
-    """`consume` runs the purge in a thread of its own (cli/kafka.py): a first round at once."""
+    """`consume` and `serve` run the purge in a thread of their own: a first round at once."""
     import threading
 
-    from serviceorders.cli.kafka import _purge_hourly
+    from serviceorders.consumers.store import purge_hourly
 
     old = datetime.now(UTC) - timedelta(days=45)
     db.execute(
@@ -250,7 +250,7 @@ def test_consume_purges_at_start_and_hourly(ks, db):
         ),
     )
     stopping = threading.Event()
-    thread = threading.Thread(target=_purge_hourly, args=(ks, stopping), daemon=True)
+    thread = threading.Thread(target=purge_hourly, args=(ks, stopping), daemon=True)
     thread.start()
     try:
         wait_for(lambda: not raw_rows(db), what="the old dead letter purged")
