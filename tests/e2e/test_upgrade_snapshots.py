@@ -17,8 +17,8 @@ which is why migration 5 deletes them. Then:
 
 - `db init` leaves no snapshot; `audit verify` exits 0;
 - every order loads, and equals a replay of its events from the first (no snapshot);
-- snapshots taken now are format 2 (with the contributors rebuilt from the old events),
-  every order loaded from them still equals the replay, and `audit verify` (which checks
+- snapshots taken now are of the current format (2 then, 3 since issue 19), with the
+  contributors rebuilt from the old events, and every order loaded from them still equals the replay, and `audit verify` (which checks
   each snapshot against a replay) exits 0;
 - on the old orders waiting in review after an in-review revision, whoever drafted,
   changed lines, submitted or revised may neither approve nor reject (the CLI and the
@@ -50,6 +50,7 @@ from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.codec import OrjsonTranscoder, PydanticMapper
 from serviceorders.domain.errors import ANSWERS, NotPermitted
 from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.snapshot import FORMAT
 from serviceorders.domain.values import Role
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
@@ -88,6 +89,10 @@ FORMAT_1_FIELDS = frozenset(
     }
 )
 ADDED_IN_FORMAT_2 = frozenset({"contributors", "proposal", "held_for_proposal", "format"})
+# Format 3 (issue 19; tests/e2e/test_upgrade_outcomes.py): not in a format-1 row either.
+ADDED_IN_FORMAT_3 = frozenset(
+    {"outcomes", "milestones", "cancellation_information", "item_states_before_cancellation"}
+)
 # The events by which someone contributes to an order's content (domain/events.py).
 CONTRIBUTING = frozenset(
     {"OrderDrafted", "LineAdded", "LineConfigured", "LineRemoved", "OrderSubmitted", "OrderRevised"}
@@ -175,7 +180,8 @@ def format_1_rows(url: str, order_ids: list[str]) -> list[tuple[Any, int, str, b
     with read_db(url) as db:
         rows = []
         for oid, version, topic, stored in snapshot_rows(db):
-            state = {k: v for k, v in stored["state"].items() if k not in ADDED_IN_FORMAT_2}
+            added = ADDED_IN_FORMAT_2 | ADDED_IN_FORMAT_3
+            state = {k: v for k, v in stored["state"].items() if k not in added}
             assert set(state) == FORMAT_1_FIELDS, set(state) ^ FORMAT_1_FIELDS
             rows.append((oid, version, topic, orjson.dumps({**stored, "state": state})))
     assert len(rows) == len(order_ids)
@@ -250,7 +256,7 @@ def test_format_1_snapshots_are_dropped_and_four_eyes_holds_on_old_orders(
     with read_db(url) as db:
         new_rows = snapshot_rows(db)
     assert len(new_rows) == len(order_ids)
-    assert {row[3]["state"]["format"] for row in new_rows} == {2}
+    assert {row[3]["state"]["format"] for row in new_rows} == {FORMAT}  # 2 then, 3 since #19
     contributors = {UUID(str(row[0])): row[3]["state"]["contributors"] for row in new_rows}
     for order_id, who in cases.items():
         assert set(contributors[UUID(order_id)]) == who, order_id
