@@ -21,6 +21,7 @@ from serviceorders.domain import chain
 from serviceorders.domain import commands as cmd
 from serviceorders.domain.codec import decode_state
 from serviceorders.domain.events import NoteAdded
+from serviceorders.domain.privacy import TOKEN_PREFIX
 from serviceorders.domain.values import Note, OrderState
 
 pytestmark = pytest.mark.integration
@@ -136,7 +137,10 @@ def test_the_current_class_writes_class_version_2(app, actors, received_order):
     topic, note = rows[-1]
     assert topic == NOTE_TOPIC
     assert note["class_version"] == 2 == NoteAdded.class_version
-    assert note["note"] == {"text": "plain text in, structure out", "author": "crm", "date": None}
+    # The text is free text: stored sealed since issue 19 (docs/audit.md), revealed on reading.
+    assert note["note"]["text"].startswith(TOKEN_PREFIX)
+    revealed = {**note["note"], "text": app.sealer.reveal(note["note"]["text"])}
+    assert revealed == {"text": "plain text in, structure out", "author": "crm", "date": None}
     assert "text" not in note
     # Events still at class version 1 store no class_version key at all.
     assert all("class_version" not in state for t, state in rows if t != NOTE_TOPIC)
