@@ -122,7 +122,38 @@ def now_shown(table: str, recorded: dict[str, Any], got: dict[str, Any]) -> dict
     return {"columns": columns, "rows": shown}
 
 
-ADDED_DOCUMENT_FIELDS = ("errorMessage",)
+ADDED_DOCUMENT_FIELDS = ("errorMessage", "milestone")  # milestone: issue 19 too
+
+# Notifications the old code never derived (issue 19): a milestone reached, a question on a
+# cancellation, and a refused proposal's errorMessage (an attribute value change whose
+# fieldPath is errorMessage alone). Taken out of this code's outbox before comparing.
+NEW_NOTIFICATIONS = ("ServiceOrderMilestoneEvent", "CancelServiceOrderInformationRequiredEvent")
+
+
+def new_notification_rows(url: str) -> set[tuple[int, int]]:
+    """(position, seq) of the outbox rows of NEW_NOTIFICATIONS kinds."""
+    conn = rows.connect(url)
+    try:
+        found = conn.execute(
+            "SELECT position, seq, event_type, payload FROM notification_outbox"
+        ).fetchall()
+    finally:
+        conn.close()
+    new = set()
+    for position, seq, event_type, payload in found:
+        body = json.loads(payload) if isinstance(payload, str) else payload
+        if event_type in NEW_NOTIFICATIONS or (
+            event_type == "ServiceOrderAttributeValueChangeEvent"
+            and body.get("fieldPath") == "errorMessage"
+        ):
+            new.add((int(position), int(seq)))
+    return new
+
+
+def without_new_notifications(table: dict[str, Any], new: set[tuple[int, int]]) -> dict[str, Any]:
+    at_position, at_seq = table["columns"].index("position"), table["columns"].index("seq")
+    kept = [r for r in table["rows"] if (int(r[at_position]), int(r[at_seq])) not in new]
+    return {"columns": table["columns"], "rows": kept}
 
 
 def without_added_fields(taken: dict[str, int]) -> Callable[[Any], Any]:
@@ -185,6 +216,10 @@ def test_the_old_event_log_verifies_and_projects_to_the_same_rows(
     taken: dict[str, int] = {}
     got = without_added_columns(rows.read_models(url, without_added_fields(taken)))
     assert taken.get("errorMessage", 0) > 0  # the rejected and failed orders tell it
+    assert taken.get("milestone", 0) > 0  # approvals, items started and completed
+    new = new_notification_rows(url)
+    assert new  # the old orders' milestones are derived too
+    got["notification_outbox"] = without_new_notifications(got["notification_outbox"], new)
     for table in EXPECTED["read_models"]:
         want = now_shown(table, expected["read_models"][table], got)
         assert got[table]["columns"] == want["columns"], table
