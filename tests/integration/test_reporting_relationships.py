@@ -24,6 +24,7 @@ from builders import item as build_item
 from fastapi.testclient import TestClient
 from serviceorders.api.app import create_app
 from serviceorders.api.auth import Authenticator
+from serviceorders.audit.erasure import erase_customer
 from serviceorders.bootstrap import (
     build_api_context,
     build_application,
@@ -507,3 +508,43 @@ def test_docs_grant_and_name_every_read_model() -> None:
     position = re.search(r"^\| \*\*`name`\*\* \|.*$", text, re.M)
     assert position is not None
     assert set(re.findall(r"`([a-z_]+)`", position.group(0))) >= names
+
+
+# ------------------------------------------------------------------ erasure
+def test_after_an_erasure_no_new_table_holds_the_customer_s_values(
+    app: ServiceOrders, db: ReadDb
+) -> None:
+    """Places (by reference and by value) and outcome reasons are sealed in the events and
+    held revealed in the read models: the rebuild after `audit erase` leaves none."""
+    home = {"role": "deliveryContact", "@type": "GeographicAddress", "city": "Erinville"}
+    o = receive(
+        app,
+        OrderHeader(
+            external_id="REL-ERASE", related_parties=(Party(id="CUST-E", name="Erin Erasmus"),)
+        ),
+        build_item(
+            "1",
+            place=Place(id="SITE-E", name="Erin's flat"),
+            service_extra={"place": [{"id": "SITE-E", "name": "Erin's flat"}, home]},
+        ),
+    )
+    app.handle(BOB, cmd.Reject(o, "Erin asked us to wait"))
+    catch_up(db)
+    values = ("Erin's flat", "Erinville", "Erin asked us to wait")
+
+    def held() -> str:
+        return json.dumps([rows(db, name) for name in NEW])
+
+    assert all(v in held() for v in values)
+    erase_customer(
+        db,
+        "CUST-E",
+        "dpo",
+        rebuild=lambda d: maintenance.rebuild(d, event_mapper()),
+        wait=0,
+    )
+    assert not [v for v in values if v in held()]
+    assert of(rows(db, "order_item_place"), o, "place_id", "name") == [
+        ("SITE-E", "[erased]"),
+        (None, None),
+    ]
