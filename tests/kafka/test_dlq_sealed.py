@@ -258,3 +258,29 @@ def test_consume_purges_at_start_and_hourly(ks, db):
         stopping.set()
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_a_plain_dead_letter_of_before_is_listed_shown_and_replayed_as_it_was(ks, db, broker):
+    legacy = refused_create("SEAL-PLAIN")
+    db.execute(
+        "INSERT INTO dead_letter (created_at, source_topic, source_partition, source_offset, "
+        "digest, key, value, headers, reason, category) VALUES (%s, 'old', 0, 5, %s, %s, %s, "
+        "%s, 'unknown specification teleporter', 'refused')",
+        (
+            db.adapt(datetime.now(UTC), "timestamptz"),
+            digest(b"SEAL-PLAIN", legacy),
+            b"SEAL-PLAIN",
+            legacy,
+            db.adapt([], "json") if db.dialect == "postgres" else "[]",
+        ),
+    )
+    (dead,) = IntakeStore(db).dead_letters()
+    assert dead["sealed_scope"] is None and dead["value"] == legacy and not dead["erased"]
+    listed = cli(ks, broker, "dlq", "list")
+    assert "sealed=plain" in listed.output and "key='SEAL-PLAIN'" in listed.output
+    shown = cli(ks, broker, "dlq", "show", str(dead["id"]))
+    assert "sealed: plain" in shown.output and NAME in shown.output
+    replayed = cli(ks, broker, "dlq", "replay", str(dead["id"]))
+    assert replayed.exit_code == 0, replayed.output
+    (record,) = read_topic(ks, ks.inbound_topic, expect=1)
+    assert (record.key, record.value) == (b"SEAL-PLAIN", legacy)
