@@ -242,6 +242,12 @@ def _phase_two(app: ServiceOrders, a: _Actors, orders: dict[str, UUID]) -> None:
     app.handle(
         a.upstream(), cmd.RequestCancellation(resubmitted, reason="moved", request_id="req-1")
     )  # CancellationRequested
+    app.handle(
+        a.manager(), cmd.RequestCancellationInformation(resubmitted, "which date?")
+    )  # CancellationInformationRequested
+    app.handle(
+        a.upstream(), cmd.ProvideCancellationInformation(resubmitted, "the 1st ✓")
+    )  # CancellationInformationProvided
     app.handle(a.manager(), cmd.DenyCancellation(resubmitted, "too late?"))  # CancellationDenied
 
     for name in ("completed", "failed"):
