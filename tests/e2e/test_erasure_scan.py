@@ -68,6 +68,9 @@ VALUES = {
     "revision note": "Revised by Quillon on Kafka",
     "dead create name": "Quillonia Deadletter-Ravensworth",
     "dead revision note": "Quillon dead revision note",
+    "external reference": "Quillon CRM reference name",
+    "appointment": "Quillon visit on the terrace",
+    "service note": "Service note about Quillon",
 }
 
 
@@ -84,7 +87,9 @@ def customer_body(external_id: str, *, description: str = VALUES["description"])
     first["service"]["relatedParty"] = [
         {"id": "TECH-9", "name": VALUES["service party"], "role": "technician"}
     ]
+    first["service"]["note"] = [{"text": VALUES["service note"]}]
     first["x_appointmentNote"] = VALUES["item extension"]
+    first["appointment"] = {"id": "APT-1", "description": VALUES["appointment"]}
     return {
         "externalId": external_id,
         "description": description,
@@ -94,6 +99,9 @@ def customer_body(external_id: str, *, description: str = VALUES["description"])
         "relatedParty": [{"id": CUSTOMER, "name": VALUES["name"], "role": "customer"}],
         "note": [{"text": VALUES["note"], "author": VALUES["note author"]}],
         "x_customerReference": VALUES["extension"],
+        "externalReference": [
+            {"name": VALUES["external reference"], "externalReferenceType": "crm"}
+        ],
         "serviceOrderItem": [first, tmf_router("2", "1", ("QRV-SITE", VALUES["place name"]))],
         "@type": "ServiceOrder",
     }
