@@ -672,7 +672,8 @@ class Outcomes(Projection):
     )
 
     def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
-        db.delete_older(table, "order_id", "uuid", _touched(batch))
+        # No delete of older rows: an order's outcomes are only ever appended (the events
+        # add one each), so its rows at (order, seq) are all rewritten at its new version.
         write(db, self.table, table, batch, outcome_rows)
 
 
@@ -711,7 +712,7 @@ class Milestones(Projection):
     )
 
     def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
-        db.delete_older(table, "order_id", "uuid", _touched(batch))
+        # Appended only, as outcomes are: no delete of older rows.
         write(db, self.table, table, batch, milestone_rows)
 
 
