@@ -199,7 +199,9 @@ def outcome(item_states: list[ItemState]) -> OrderState | None:
     """The final order state once every item is final, else None.
 
     Cancelled items do not count towards the outcome; an order whose items were all
-    cancelled is cancelled.
+    cancelled is cancelled. A `partial` item counts as neither completed nor failed: the
+    order is partial. The same rule settles an item from its nested items (order.py
+    `_settle_parents`), mapped to the item state of the same name.
     """
     if not item_states or not all(s.is_final for s in item_states):
         return None
