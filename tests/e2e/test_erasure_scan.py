@@ -325,6 +325,9 @@ def test_after_audit_erase_no_table_and_no_export_holds_the_customers_values(
         assert erased.exit_code == 0, erased.output
         report = json.loads(erased.stdout)
         assert len(report["orders"]) == 3 and report["rowsDeleted"]["dead_letter"] == 2
+        # The refused revision's announcement upstream (keyed by the customer's order); the
+        # refused create's names an order that never existed (no personal value in it)
+        assert report["rowsDeleted"]["kafka_outbox"] == 1
 
         after = scan(db)
         export = tmp_path / "export.jsonl"
