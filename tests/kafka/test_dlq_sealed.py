@@ -284,3 +284,32 @@ def test_a_plain_dead_letter_of_before_is_listed_shown_and_replayed_as_it_was(ks
     assert replayed.exit_code == 0, replayed.output
     (record,) = read_topic(ks, ks.inbound_topic, expect=1)
     assert (record.key, record.value) == (b"SEAL-PLAIN", legacy)
+
+
+def test_the_dead_letters_of_the_upgrade_fixture_stay_plain_readable_and_erasable(tmp_path):
+    """The recorded database of an earlier release (tests/fixtures/upgrade_doors, 7 dead
+    letters) after this code's `db init`: every row plain (no scope), read as recorded;
+    erasing a customer deletes the plain one naming it, the others stay."""
+    import gzip
+    import sqlite3
+    from pathlib import Path
+
+    from serviceorders.bootstrap import init_database, open_read_db
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "upgrade_doors" / "doors.db.gz"
+    copy = tmp_path / "doors.db"
+    copy.write_bytes(gzip.decompress(fixture.read_bytes()))
+    with sqlite3.connect(copy) as raw:
+        recorded = dict(raw.execute("SELECT id, value FROM dead_letter").fetchall())
+    assert len(recorded) == 7
+    settings = Settings.from_env({"DATABASE_URL": f"sqlite:///{copy}"})
+    init_database(settings)
+    db = open_read_db(settings)
+    try:
+        rows = IntakeStore(db).dead_letters()
+        assert {d["id"]: d["value"] for d in rows} == recorded
+        assert all(d["sealed_scope"] is None and not d["erased"] for d in rows)
+        assert erase_dead_letters(db, "CUST-1002") == 1  # the invalid_order create naming it
+        assert {d["id"] for d in IntakeStore(db).dead_letters()} == set(recorded) - {3}
+    finally:
+        db.close()
