@@ -16,7 +16,9 @@ and the cipher live outside it (`serviceorders.pii`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import date, datetime
 from typing import Any, Protocol
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -170,29 +172,46 @@ def map_item(item: OrderItem, fn: Callable[[str], str]) -> OrderItem:
     return replace(item, **update) if update else item
 
 
+# Values that never hold a token: skipped without a call (reveal_deep runs over the whole
+# order after every command).
+_PLAIN = (int, float, bool, type(None), datetime, date, UUID)
+
+
 def reveal_deep(value: Any, reveal: Callable[[str], str]) -> Any:
     """`value` (a value object, a tuple, list or dict of them, a string) with every sealed
     string in it revealed: the same object when it holds none. Keys are kept."""
     if isinstance(value, str):
         return reveal(value) if value.startswith(TOKEN_PREFIX) else value
     if isinstance(value, BaseModel):
-        changed = {}
-        for name in type(value).model_fields:
-            old = getattr(value, name)
+        changed = None
+        for name, old in value.__dict__.items():  # a value object's fields
+            if isinstance(old, _PLAIN):
+                continue
             new = reveal_deep(old, reveal)
             if new is not old:
+                changed = changed or {}
                 changed[name] = new
         return replace(value, **changed) if changed else value
     if isinstance(value, tuple | list):
-        found = [reveal_deep(v, reveal) for v in value]
-        if all(a is b for a, b in zip(found, value, strict=True)):
-            return value
-        return type(value)(found)
+        found = None
+        for index, old in enumerate(value):
+            if isinstance(old, _PLAIN):
+                continue
+            new = reveal_deep(old, reveal)
+            if new is not old:
+                found = found or list(value)
+                found[index] = new
+        return value if found is None else type(value)(found)
     if isinstance(value, dict):
-        mapped = {k: reveal_deep(v, reveal) for k, v in value.items()}
-        if all(mapped[k] is v for k, v in value.items()):
-            return value
-        return mapped
+        mapped = None
+        for key, old in value.items():
+            if isinstance(old, _PLAIN):
+                continue
+            new = reveal_deep(old, reveal)
+            if new is not old:
+                mapped = mapped or dict(value)
+                mapped[key] = new
+        return value if mapped is None else mapped
     return value
 
 
