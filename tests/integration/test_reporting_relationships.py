@@ -418,6 +418,52 @@ def test_an_order_through_the_api_gives_rows_equal_to_its_document(settings: Set
         db.close()
 
 
+def test_a_patch_replacing_an_item_s_places_replaces_its_rows(settings: Settings) -> None:
+    """Rows of places the order no longer has leave the table (the by-value one here)."""
+    init_database(settings)
+    body = rich_body()
+    body["externalId"] = "REL-PATCH"
+    body["serviceOrderItem"][0].pop("serviceOrderItem")  # one item, two places
+    ctx = build_api_context(settings, Authenticator([]))
+    db = open_read_db(settings)
+    try:
+        with TestClient(create_app(ctx), raise_server_exceptions=False) as client:
+            posted = client.post(ORDER_PATH, json=body)
+            assert posted.status_code == 201, posted.text
+            order_id = posted.json()["id"]
+            catch_up(db)
+            assert len(of(rows(db, "order_item_place"), UUID(order_id), "position")) == 2
+            item = {**body["serviceOrderItem"][0]}
+            item["service"] = {**item["service"], "place": [{"id": "SITE-9", "name": "Hamburg"}]}
+            patched = client.patch(
+                f"{ORDER_PATH}/{order_id}",
+                content=json.dumps({"serviceOrderItem": [item]}),
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            assert patched.status_code == 200, patched.text
+            shown = client.get(f"{ORDER_PATH}/{order_id}").json()
+        catch_up(db)
+        places = of(rows(db, "order_item_place"), UUID(order_id), "item_id", "position", "place")
+        assert places == [
+            (item["id"], n, place)
+            for item in document_items(shown)
+            for n, place in enumerate(item["service"]["place"])
+        ]
+        assert [(i, n, p["id"]) for i, n, p in places] == [("1", 0, "SITE-9")]
+        assert {r["version"] for r in rows(db, "order_item_place")} == {shown_version(db, order_id)}
+    finally:
+        db.close()
+        ctx.close()
+
+
+def shown_version(db: ReadDb, order_id: str) -> int:
+    row = db.fetchone(
+        "SELECT version FROM order_summary WHERE id = %s", (db.adapt(UUID(order_id), "uuid"),)
+    )
+    assert row is not None
+    return int(row[0])
+
+
 # ------------------------------------------------------------------ upgrades
 @pytest.fixture(params=["sqlite", "postgres"])
 def own_settings(
