@@ -158,12 +158,15 @@ def _item(order: ServiceOrder, item: OrderItem, nested: Sequence[dict[str, Any]]
         )
     kept = item.characteristic_extra
     service["serviceCharacteristic"] = [
-        _merged(
-            {"name": name, "value": None},
-            kept.get(name, {}),
-            {"valueType": _value_type(value), "@type": "Characteristic"},
-        )
-        | {"value": value}
+        {"name": name, "valueType": _value_type(value), "value": value, "@type": "Characteristic"}
+        if name not in kept
+        else {
+            "name": name,
+            **kept[name],
+            "valueType": kept[name].get("valueType", _value_type(value)),
+            "@type": kept[name].get("@type", "Characteristic"),
+            "value": value,
+        }
         for name, value in item.characteristics.items()
     ]
     service["place"] = _places(item)

@@ -71,6 +71,7 @@ REFUSED_ON_PATCH = (
 PATCH_SAME_VALUE_ONLY = ("state", "externalId")
 # ... and these name the order patched (a Kafka revision names it by `id`): not kept.
 PATCH_NAMES_THE_ORDER = ("id", "href")
+_ON_CREATE, _ON_ITEM = frozenset(REFUSED_ON_CREATE), frozenset(REFUSED_ON_ITEM)
 
 
 def _with_timezone(value: Any) -> Any:
@@ -183,15 +184,29 @@ class Tmf(BaseModel):
     def rest(self) -> dict[str, Any]:
         """The attributes as sent that the domain does not type: the `extra` of the value
         this becomes (empty, and cheap, when there are none)."""
-        fields = type(self).model_fields
-        rest = {
-            fields[name].alias or name: getattr(self, name)
-            for name in self.model_fields_set  # (extra attributes among them: see below)
-            if name in fields and name not in self.DOMAIN
-        }
+        given = self.model_fields_set  # (the extra attributes are among them)
+        if given <= self.DOMAIN:  # the common case: nothing more was sent
+            return {}
+        aliases = _aliases(type(self))
+        rest = {aliases[name]: getattr(self, name) for name in given if name in aliases}
         if self.model_extra:
             rest.update(self.model_extra)
         return rest
+
+
+_ALIASES: dict[type[Tmf], dict[str, str]] = {}
+
+
+def _aliases(model: type[Tmf]) -> dict[str, str]:
+    """A model's fields the domain does not type: Python name -> the name sent."""
+    found = _ALIASES.get(model)
+    if found is None:
+        found = _ALIASES[model] = {
+            name: field.alias or name
+            for name, field in model.model_fields.items()
+            if name not in model.DOMAIN
+        }
+    return found
 
 
 class Characteristic(Tmf):
@@ -250,7 +265,7 @@ class Service(Tmf):
     @field_validator("service_characteristic")
     @classmethod
     def _names_once(cls, value: list[Characteristic]) -> list[Characteristic]:
-        if len(value) < 2:
+        if len(value) < 2 or len({c.name for c in value}) == len(value):
             return value
         seen: set[str] = set()
         twice = []
@@ -416,16 +431,19 @@ class ServiceOrderCreate(_HeaderAttributes):
     @model_validator(mode="before")
     @classmethod
     def _not_server_owned(cls, data: Any) -> Any:
-        found = _server_owned(data, REFUSED_ON_CREATE)
-        stack = (
-            [("serviceOrderItem", data.get("serviceOrderItem"))] if isinstance(data, dict) else []
-        )
-        while stack:  # every item, nested ones too
+        if not isinstance(data, dict):
+            return data  # (the model's validation says what is wrong)
+        found = _server_owned(data, REFUSED_ON_CREATE) if data.keys() & _ON_CREATE else []
+        stack = [("serviceOrderItem", data.get("serviceOrderItem"))]
+        while stack:  # every item, nested ones too (a key lookup each, in the common case)
             where, items = stack.pop()
             for n, item in enumerate(items if isinstance(items, list) else ()):
-                found += _server_owned(item, REFUSED_ON_ITEM, f"{where}.{n}.")
-                if isinstance(item, dict):
-                    stack.append((f"{where}.{n}.serviceOrderItem", item.get("serviceOrderItem")))
+                if not isinstance(item, dict):
+                    continue
+                if item.keys() & _ON_ITEM:
+                    found += _server_owned(item, REFUSED_ON_ITEM, f"{where}.{n}.")
+                if "serviceOrderItem" in item:
+                    stack.append((f"{where}.{n}.serviceOrderItem", item["serviceOrderItem"]))
         if found:
             raise ValueError(refusal(found, "on create"))
         return data
@@ -553,20 +571,38 @@ def item_to_domain(item: ServiceOrderItem, parent: str | None = None) -> OrderIt
         for r in relationships
         if r.order_item and r.order_item.target and _is_dependency(r.relationship_type)
     )
+    # What the domain does not type, only given when there is some (the common case
+    # builds the item exactly as before issue 19).
+    kept: dict[str, Any] = {}
     service_extra = service.rest()
     sent_places = _places(service.place)
     if sent_places is not None:
         service_extra["place"] = sent_places
+    if service_extra:
+        kept["service_extra"] = service_extra
     characteristic_extra = {}
     for c in service.service_characteristic:
         rest = c.rest()
         if rest:
             characteristic_extra[c.name] = rest
+    if characteristic_extra:
+        kept["characteristic_extra"] = characteristic_extra
+    if parent is not None:
+        kept["parent"] = parent
+    if relationships and _kept(relationships):
+        kept["relationships"] = tuple(_relation(r) for r in relationships)
+    if extra := item.rest():
+        kept["extra"] = extra
+    spec_extra = spec.rest() if spec else None
     return OrderItem(
         id=item.id,
         action=item.action,
         specification=(
-            SpecRef(id=spec.id, name=spec.name, version=spec.version, extra=spec.rest())
+            (
+                SpecRef(id=spec.id, name=spec.name, version=spec.version, extra=spec_extra)
+                if spec_extra
+                else SpecRef(id=spec.id, name=spec.name, version=spec.version)
+            )
             if spec
             else None
         ),
@@ -576,11 +612,7 @@ def item_to_domain(item: ServiceOrderItem, parent: str | None = None) -> OrderIt
         place=Place(id=place.id, name=place.name, role=place.role) if place else None,
         quantity=item.quantity,
         depends_on=deps,
-        parent=parent,
-        relationships=tuple(_relation(r) for r in relationships) if _kept(relationships) else (),
-        extra=item.rest(),
-        service_extra=service_extra,
-        characteristic_extra=characteristic_extra,
+        **kept,
     )
 
 
@@ -593,9 +625,8 @@ def _kept(relationships: list[ItemRelationship]) -> bool:
             r.relationship_type != "dependency"
             or ref is None
             or ref.item_id is None
-            or r.model_extra
-            or r.model_fields_set - ItemRelationship.DOMAIN
-            or ref.rest()
+            or not r.model_fields_set <= ItemRelationship.DOMAIN
+            or not ref.model_fields_set <= ItemRef.DOMAIN
         ):
             return True
     return False
