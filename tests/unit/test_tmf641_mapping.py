@@ -395,3 +395,20 @@ def test_the_kafka_door_keeps_what_rest_keeps():
     assert command.header.extra == {"x-ext": 1}  # type: ignore[union-attr]
     assert [(i.id, i.parent) for i in command.items] == [("1", None), ("1.1", "1")]  # type: ignore[union-attr]
     assert command.items[0].extra == {"appointment": {"id": "A"}}  # type: ignore[union-attr]
+
+
+def test_the_cli_file_door_keeps_and_refuses_as_the_others(tmp_path):
+    from serviceorders.cli.order_file import Problems, load_order
+
+    kept = tmp_path / "kept.json"
+    body = {"x-ext": [1], "serviceOrderItem": [internet("1", serviceOrderItem=[internet("2")])]}
+    kept.write_text(json.dumps(body), encoding="utf-8")
+    header, items, _ = load_order(kept)
+    assert header.extra == {"x-ext": [1]}
+    assert [(i.id, i.parent) for i in items] == [("1", None), ("2", "1")]
+    refused = tmp_path / "refused.json"
+    refused.write_text(json.dumps({**body, "orderDate": "2024-01-01T00:00:00Z"}), "utf-8")
+    with pytest.raises(Problems) as problems:
+        load_order(refused)
+    (line,) = problems.value.problems
+    assert "orderDate: set by the server" in line
