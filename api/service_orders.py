@@ -277,7 +277,7 @@ def patch_service_order(request: Request, id: str) -> JSONResponse:
             order.id, order.state, "change the externalId", "an order's external id never changes"
         )
     items = items_to_domain(body.service_order_item or [])
-    change = header_change(body)
+    change = header_change(body, order.header.extra)
     known = {n.text for n in order.notes}
     notes = list(dict.fromkeys(n.text for n in body.note or [] if n.text not in known))
     proposal_id = None

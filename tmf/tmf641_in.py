@@ -663,7 +663,9 @@ def order_to_domain(body: ServiceOrderCreate) -> tuple[OrderHeader, list[OrderIt
     return header, items_to_domain(body.service_order_item), notes
 
 
-def header_change(body: ServiceOrderUpdate) -> HeaderChange:
+def header_change(body: ServiceOrderUpdate, current: dict[str, Any] | None = None) -> HeaderChange:
+    """The patch's change of the header. `current`: the order's kept attributes when the
+    door knows them (a `null` for one the order does not have then changes nothing)."""
     fields: dict[str, Any] = {
         **body.header_attributes(),
         "related_parties": (
@@ -676,6 +678,13 @@ def header_change(body: ServiceOrderUpdate) -> HeaderChange:
     category = extra.pop("category", None)  # ServiceOrder_Create's, typed by the header
     if category is not None:  # (text: the model checked it)
         fields["category"] = category
+    for name, value in list(extra.items()):
+        # null for an attribute the order cannot have (a server-owned one: absent) or does
+        # not have: nothing to remove.
+        if value is None and (
+            name in REFUSED_ON_PATCH or (current is not None and name not in current)
+        ):
+            del extra[name]
     if extra:  # merged into the order's (null removes one)
         fields["extra"] = extra
     return HeaderChange(**{k: v for k, v in fields.items() if v is not None})

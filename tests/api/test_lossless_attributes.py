@@ -320,3 +320,15 @@ def test_an_echoed_item_keeps_its_extras_and_changes_only_what_changed(client, a
     expected = copy.deepcopy(before["serviceOrderItem"][1])
     expected["service"]["serviceCharacteristic"][0]["value"] = "c1200"
     assert after["serviceOrderItem"][1] == expected
+
+
+def test_a_patch_nulling_what_the_order_does_not_have_changes_nothing(client, auth):
+    response = post(client, auth, rich_order("RICH-NOOP"))
+    assert response.status_code == 201, response.text
+    order_id = response.json()["id"]
+    before = client.get(f"{ORDERS}/{order_id}", headers=auth("auditor"))
+    answer = patch(client, auth, order_id, {"x-never-sent": None, "orderDate": None})
+    assert answer.status_code == 200, answer.text
+    after = client.get(f"{ORDERS}/{order_id}", headers=auth("auditor"))
+    assert after.headers["etag"] == before.headers["etag"]  # no event written
+    assert after.json() == before.json()
