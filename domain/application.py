@@ -620,8 +620,13 @@ Handler: TypeAlias = Callable[[UnitOfWork, CommandContext, Any, ServiceOrder], s
 
 
 def _seal(seal: Callable[[str, str], str], scope: str, value: str) -> str:
-    """`seal(scope, value)`, except for what needs none: an empty text, a token."""
-    return value if not value or privacy.is_sealed(value) else seal(scope, value)
+    """`seal(scope, value)`; an empty text is left as it is. A text a command brings that
+    looks like a sealed value is refused: stored as it is, it would read `[erased]`."""
+    if not value:
+        return value
+    if privacy.is_sealed(value):
+        raise InvalidCommand(sealing.LOOKALIKE)
+    return seal(scope, value)
 
 
 def _same(value: str) -> str:

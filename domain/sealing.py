@@ -6,8 +6,8 @@ A reason, a note, information asked for or given may name a person, a phone numb
 address: each is sealed under the order's scope (`privacy.scope_of`), so that erasing the
 customer makes it unreadable like the names. Only non-blank text is sealed, after
 stripping (the domain strips it too); a blank or missing text is left as it is, so that
-the domain's own "needs a reason" check still refuses it. A text sealed already (a token)
-is left as it is.
+the domain's own "needs a reason" check still refuses it. A text that looks like a sealed
+value (`pii:1:...`) is refused: stored as it is, it would read `[erased]`.
 
 The content of a new order or a revision (descriptions, notes on the order, the attributes
 kept as sent) is sealed by the application's `_seal_new` / `_seal_change` through
@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import commands as cmd
-from .privacy import ERASED, is_sealed
+from .errors import InvalidCommand
+from .privacy import ERASED, TOKEN_PREFIX, is_sealed
 
 # command class -> the names of its free-text fields (a `str | None`, or a sequence of them:
 # `Revise.notes`; `ChangeItemStates.changes` holds each change's `reason`).
@@ -53,11 +54,19 @@ for _name in ("RequestCancellationInformation", "ProvideCancellationInformation"
         COMMAND_TEXTS[_found] = ("information",)
 
 
+LOOKALIKE = (
+    f"a text may not start with {TOKEN_PREFIX!r}: that is how sealed personal data is stored"
+)
+
+
 def seal_text(seal: Callable[[str], str], value: str | None) -> str | None:
-    """A free text sealed: stripped, then sealed; None, a blank text or a token: as is."""
-    if value is None or is_sealed(value):
+    """A free text sealed: stripped, then sealed; None or a blank text: as is. A text that
+    looks like a sealed value is refused (stored as it is, it would read `[erased]`)."""
+    if value is None:
         return value
     stripped = value.strip()
+    if is_sealed(stripped):
+        raise InvalidCommand(LOOKALIKE)
     return seal(stripped) if stripped else value
 
 

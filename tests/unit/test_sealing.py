@@ -233,7 +233,8 @@ def test_seal_command_seals_stripped_text_and_leaves_blank_none_and_tokens() -> 
     assert seal_text(seal, None) is None and seal_text(seal, "  ") == "  "
     token = seal_text(seal, " why ")
     assert token is not None and sealer.values[token] == "why"
-    assert seal_text(seal, token) == token
+    with pytest.raises(InvalidCommand, match="may not start with 'pii:1:'"):
+        seal_text(seal, token)  # a client's text that looks sealed: it would read [erased]
     changes = cmd.ChangeItemStates(UUID(int=1), (("1", ItemState.FAILED, "no"), ("2", "held")))
     sealed = seal_command(changes, seal)
     assert [sealer.values.get(c.reason, c.reason) for c in sealed.changes] == ["no", None]
@@ -259,6 +260,24 @@ def test_every_text_field_of_every_command_is_sealed_or_an_identifier() -> None:
                 unclassified.append(f"{command.__name__}.{field.name}")
     assert unclassified == []
     assert set(COMMAND_TEXTS) <= set(cmd.COMMANDS)
+
+
+def test_a_text_that_looks_sealed_is_refused_at_every_door_of_the_application(
+    sealed: tuple[ServiceOrders, MemorySealer],
+) -> None:
+    app, _ = sealed
+    lookalike = f"{TOKEN_PREFIX}Q1VTVC0x:abc"
+    order = rich_order("s-8")
+    extra = {"externalReference": [{"id": lookalike}]}
+    with pytest.raises(InvalidCommand, match="may not start with"):
+        app.handle(upstream(), dataclasses.replace(order, header=header("s-8", extra=extra)))
+    order_id = app.handle(upstream(), order).order_id
+    before = len(app.history(order_id))
+    with pytest.raises(InvalidCommand, match="may not start with"):
+        app.handle(manager(), cmd.Reject(order_id, lookalike))
+    with pytest.raises(InvalidCommand, match="may not start with"):
+        app.handle(upstream(), cmd.Revise(order_id, header=HeaderChange(description=lookalike)))
+    assert len(app.history(order_id)) == before
 
 
 def test_revision_notes_are_compared_revealed(sealed: tuple[ServiceOrders, MemorySealer]) -> None:
