@@ -37,6 +37,8 @@ COMMAND_TEXTS: dict[type[Any], tuple[str, ...]] = {
     cmd.ReachPointOfNoReturn: ("note",),
     cmd.Revise: ("notes",),
     cmd.RequestCancellation: ("reason",),
+    cmd.RequestCancellationInformation: ("information",),
+    cmd.ProvideCancellationInformation: ("information",),
     cmd.ApproveCancellation: ("note",),
     cmd.DenyCancellation: ("reason",),
     cmd.Cancel: ("reason",),
@@ -46,14 +48,6 @@ COMMAND_TEXTS: dict[type[Any], tuple[str, ...]] = {
     cmd.AddNote: ("text",),
     cmd.Delete: ("reason",),
 }
-# The manager's question on a cancellation and the requester's answer (issue 19), once the
-# command vocabulary has them.
-for _name in ("RequestCancellationInformation", "ProvideCancellationInformation"):
-    _found = getattr(cmd, _name, None)
-    if _found is not None:
-        COMMAND_TEXTS[_found] = ("information",)
-
-
 LOOKALIKE = (
     f"a text may not start with {TOKEN_PREFIX!r}: that is how sealed personal data is stored"
 )

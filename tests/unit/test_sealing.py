@@ -176,6 +176,8 @@ def test_every_reason_note_and_information_a_command_brings_is_sealed(
         (upstream(), cmd.Revise(order_id, header=HeaderChange(priority="3"))),
         (manager("carol"), cmd.ApproveProposal(order_id, note=secret("approve-proposal"))),
         (upstream(), cmd.RequestCancellation(order_id, reason=secret("cancel-1"))),
+        (manager(), cmd.RequestCancellationInformation(order_id, secret("cancel-asked"))),
+        (upstream(), cmd.ProvideCancellationInformation(order_id, secret("cancel-given"))),
         (manager(), cmd.DenyCancellation(order_id, secret("deny"))),
         (upstream(), cmd.RequestCancellation(order_id, reason=secret("cancel-2"))),
         (manager(), cmd.ApproveCancellation(order_id, note=secret("approve-cancel"))),
