@@ -42,6 +42,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 from serviceorders.domain.catalog import Catalog, ServiceSpecification, ValueType
+from serviceorders.domain.privacy import TOKEN_PREFIX
 
 SWAGGER_PATH = (
     Path(__file__).resolve().parents[1]
@@ -117,7 +118,9 @@ TEXT = st.text(
     max_size=12,
 )
 WORDS = st.sampled_from(["a", "Acme", "site B", "été", "日本", "😀 x", "1", "O'Brien", "a\nb"])
-STRING = TEXT | WORDS
+# A text starting with the prefix sealed personal data is stored under is refused at every
+# door (domain/privacy.py TOKEN_PREFIX, invalid_command): a rule on values, left out here.
+STRING = (TEXT | WORDS).filter(lambda text: not text.startswith(TOKEN_PREFIX))
 SAFE_INT = st.integers(min_value=-MAX_SAFE_INT, max_value=MAX_SAFE_INT)
 FLOAT = st.floats(allow_nan=False, allow_infinity=False)
 JSON_LEAF = st.none() | st.booleans() | SAFE_INT | FLOAT | STRING
