@@ -310,9 +310,10 @@ class HeaderChange(Value):
     def apply_to(self, header: OrderHeader) -> OrderHeader:
         changed = {name: getattr(self, name) for name in self.model_fields_set}
         update = {k: v for k, v in changed.items() if v is not None and k != "extra"}
-        if self.extra:  # merged by attribute (a JSON merge patch: null removes)
-            merged = {**header.extra, **self.extra}
-            update["extra"] = {k: v for k, v in merged.items() if v is not None}
+        if self.extra:  # merged by attribute (a JSON merge patch: the patch's null removes;
+            # a null the order keeps as sent stays)
+            kept = {k: v for k, v in header.extra.items() if k not in self.extra}
+            update["extra"] = {**kept, **{k: v for k, v in self.extra.items() if v is not None}}
         return header.model_copy(update=update)
 
 

@@ -412,3 +412,13 @@ def test_the_cli_file_door_keeps_and_refuses_as_the_others(tmp_path):
         load_order(refused)
     (line,) = problems.value.problems
     assert "orderDate: set by the server" in line
+
+
+def test_a_patch_keeps_the_orders_null_extension_attributes_it_does_not_name() -> None:
+    """A merge patch removes only what it sets to null: an attribute the order keeps with a
+    null value (sent so on create) stays when a patch merges another one (H2's finding 4)."""
+    from serviceorders.domain.values import HeaderChange, OrderHeader
+
+    header = OrderHeader(extra={"kept": None, "gone": "x", "other": 1})
+    changed = HeaderChange(extra={"gone": None, "new": []}).apply_to(header)
+    assert changed.extra == {"kept": None, "other": 1, "new": []}
