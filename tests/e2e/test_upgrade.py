@@ -154,6 +154,53 @@ def added_fields(events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# Order state added by issue 19, derived from the events an old release wrote: what the
+# order tells back (outcomes, milestones), the items' states before a cancellation request
+# (the items mirror it), a question on the cancellation.
+TOLD_BACK_FIELDS = (
+    "outcomes",
+    "milestones",
+    "item_states_before_cancellation",
+    "cancellation_information",
+)
+_MILESTONE_OF = {"OrderApproved": "approved", "PointOfNoReturnReached": "pointOfNoReturn"}
+_OUTCOME_OF = {
+    "OrderRejected": "rejected",
+    "ProposalRefused": "proposal_refused",
+    "CancellationDenied": "cancellation_denied",
+}
+
+
+def told_back(told: dict[str, Any]) -> dict[str, Any]:
+    """The outcomes and milestones an order shows, as (name or code, time, items)."""
+    return {
+        "milestones": [(m["name"], m["date"], tuple(m["item_ids"])) for m in told["milestones"]],
+        "outcomes": [(o["code"], o["date"], tuple(o["item_ids"])) for o in told["outcomes"]],
+    }
+
+
+def told_back_of(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What an old release's events tell back under issue 19's rules (docs/lifecycle.md,
+    "Outcomes told back"): nothing in the events changed, so every one is derived."""
+    milestones: list[tuple[str, str, tuple[str, ...]]] = []
+    outcomes: list[tuple[str, str, tuple[str, ...]]] = []
+    for e in events:
+        kind, at = e["type"], e["timestamp"]
+        if kind in _MILESTONE_OF:
+            milestones.append((_MILESTONE_OF[kind], at, ()))
+        elif kind in _OUTCOME_OF:
+            outcomes.append((_OUTCOME_OF[kind], at, ()))
+        elif kind == "ItemStateChanged":
+            item = (e["item_id"],)
+            if e["state"] == "inProgress":
+                milestones.append(("itemStarted", at, item))
+            elif e["state"] == "completed":
+                milestones.append(("itemCompleted", at, item))
+            elif e["state"] == "failed":
+                outcomes.append(("item_failed", at, item))
+    return {"milestones": milestones, "outcomes": outcomes}
+
+
 # Event attributes added since (issue 17), null in every event of an old release: a
 # decision's `decision` (version, content hash, OS user), a hold's `proposal_id`.
 ADDED_EVENT_FIELDS = {"decision", "proposal_id"}
@@ -196,6 +243,9 @@ def test_db_init_upgrades_a_database_of_the_previous_release(previous: tuple[str
         shown = json.loads(run("order", "show", order_id, "--json", url=url).stdout)
         added = {name: shown.pop(name) for name in ADDED_FIELDS}
         assert added == added_fields(old["events"]), order_id
+        told = {name: shown.pop(name) for name in TOLD_BACK_FIELDS}
+        assert told_back(told) == told_back_of(old["events"]), order_id
+        assert told["cancellation_information"] is None, order_id  # no question then
         assert shown == old["show"], order_id
         events = [
             json.loads(line)
