@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, note
+from hypothesis import HealthCheck, Phase, given, note
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from tmf641_strategies import (
@@ -44,6 +44,8 @@ ROUNDS = hsettings(
     max_examples=40,
     deadline=None,
     database=None,
+    # No explain phase: it re-runs a failing example many times, each through the API.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,
