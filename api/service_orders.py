@@ -221,7 +221,9 @@ PATCH_SEMANTICS = (
     "nothing), except an attribute ServiceOrder_Update does not define (an extension "
     "attribute, `@type`, `@baseType`, `@schemaLocation`): those are merged into the "
     "order's as RFC 7386 says, and `null` removes one. Items given may carry the `state` "
-    "and `errorMessage` read from the order: they are the server's, not kept. "
+    "and `errorMessage` read from the order only as an echo: equal to what GET shows for "
+    "that existing item, they are taken and not kept (the server's); any other value, or "
+    "one on a new item, is refused (400 naming it, e.g. `serviceOrderItem.0.state`). "
     "`state` and `externalId` may only repeat the current value (409 otherwise); "
     "`expectedCompletionDate`, `externalReference`, `orderRelationship` and the "
     "server-owned `orderDate`, `startDate`, `completionDate`, `cancellationDate`, "
@@ -261,9 +263,15 @@ def patch_service_order(request: Request, id: str) -> JSONResponse:
     command_context(request)
     order_id = parse_uuid(id, "service order")
     body = body_of(request, ServiceOrderUpdate)
-    if (refused := body.refusal()) is not None:  # REFUSED_ON_PATCH (tmf641_in.py)
+    echoes = body.item_echoes()  # items' state / errorMessage: checked against the order
+    if not echoes and (refused := body.refusal()) is not None:  # REFUSED_ON_PATCH
         raise ApiError(400, "unchangeable_attribute", "Bad Request", refused)
     order = load_visible(request, order_id)  # a read: what the PATCH is checked against
+    if echoes:  # one 400 names the order's refused attributes and the items' together
+        sealer = ctx_of(request).app.sealer
+        items_refused = body.refused_echoes(order, sealer.reveal if sealer else None)
+        if (refused := body.refusal(items_refused)) is not None:
+            raise ApiError(400, "unchangeable_attribute", "Bad Request", refused)
     check_if_match(request, order.version)  # first, as ever; `handle` checks it again
     if body.state is not None and body.state != order.state.value:
         raise IllegalTransition(

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID, uuid5
 
 import orjson
@@ -27,6 +29,9 @@ from serviceorders.domain.commands import (
     Revise,
 )
 from serviceorders.domain.values import ItemState, Role
+
+if TYPE_CHECKING:
+    from serviceorders.domain.order import ServiceOrder
 from serviceorders.support.limits import MAX_CORRELATION_ID, MAX_ID, MAX_TYPE
 from serviceorders.tmf.tmf641_in import (
     MAX_DEPTH,
@@ -118,6 +123,10 @@ class Parsed:
     ref: OrderRef
     # The order's id when the message determines it (a create), else None: looked up.
     order_id: UUID | None = None
+    # A revision whose items carry `state` / `errorMessage`: the refusal (a dead letter
+    # `invalid_order`) its order as the batch has it (None: not found) and how its sealed
+    # texts read make of it, or None when each is an echo (`check_revision`).
+    check: Callable[[ServiceOrder | None, Callable[[str], str] | None], str | None] | None = None
 
     @property
     def role(self) -> Role:
@@ -301,12 +310,15 @@ def _command(env: Envelope, key_text: str | None) -> Parsed:
     if env.event_type == REVISE:
         resource = _resource(env, "serviceOrder", "ServiceOrder")
         update = _validated(ServiceOrderUpdate, resource, "serviceOrder")
-        if (refused := update.refusal()) is not None:  # as REST PATCH refuses it
+        echoes = update.item_echoes()  # items' state / errorMessage: checked on the order
+        if not echoes and (refused := update.refusal()) is not None:  # as REST PATCH does
             raise Refusal(INVALID_ORDER, refused)
         ref = _ref(resource, key_text)
         revised = tuple(items_to_domain(update.service_order_item or []))
         texts = tuple(dict.fromkeys(n.text for n in update.note or ()))  # as PATCH takes them
-        return Parsed(env, Revise(ref, revised, header=header_change(update), notes=texts), ref)
+        revise = Revise(ref, revised, header=header_change(update), notes=texts)
+        check = partial(check_revision, update) if echoes else None
+        return Parsed(env, revise, ref, check=check)
     if env.event_type == CANCEL:
         resource = _resource(env, "cancelServiceOrder", "CancelServiceOrder")
         cancel = _validated(CancelServiceOrderCreate, resource, "cancelServiceOrder")
@@ -329,6 +341,20 @@ def _command(env: Envelope, key_text: str | None) -> Parsed:
         f"eventType {env.event_type!r} is not taken on this topic "
         f"(taken: {', '.join(EVENT_TYPES)})",
     )
+
+
+def check_revision(
+    update: ServiceOrderUpdate,
+    order: ServiceOrder | None,
+    reveal: Callable[[str], str] | None,
+) -> str | None:
+    """The refusal of a revision whose items carry `state` / `errorMessage` (as REST PATCH
+    refuses it: one reason naming the order's refused attributes and the items' that are no
+    echo of `order`), or None. An order not found: only when the revision is refused
+    anyway (else the unit of work says the order is not found)."""
+    if order is None and not update.unchangeable():
+        return None
+    return update.refusal(update.refused_echoes(order, reveal))
 
 
 def _item_states(resource: dict[str, Any]) -> tuple[ItemStateChange, ...]:

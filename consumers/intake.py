@@ -32,7 +32,7 @@ from serviceorders.consumers.store import (
     seal_dead_letters,
 )
 from serviceorders.domain.application import ServiceOrders, UnitOfWork
-from serviceorders.domain.errors import DomainError, answer_for
+from serviceorders.domain.errors import DomainError, OrderNotFound, answer_for
 from serviceorders.domain.values import Actor, Channel, CommandContext, Source
 from serviceorders.support import isotime, logs
 from serviceorders.support.gcpause import gc_paused
@@ -211,6 +211,9 @@ class _Batch:
             log.debug("duplicate eventId %s: already applied", event_id)
             return
         try:
+            if p.check is not None and (refused := self._check(p)) is not None:
+                self._refuse(m, p, env.INVALID_ORDER, refused)  # as REST PATCH's 400
+                return
             order_id = self.uow.apply(self._ctx(m, p), p.command).order.id
         except DomainError as e:
             # The same category every door answers this refusal with (domain/errors.py).
@@ -236,6 +239,16 @@ class _Batch:
                 event_id,
                 extra={"order_id": str(order_id)},
             )
+
+    def _check(self, p: env.Parsed) -> str | None:
+        """`p.check` on its order as this batch has it so far (None: not found)."""
+        assert p.check is not None
+        try:
+            order = self.uow.resolve(p.ref)
+        except OrderNotFound:
+            order = None
+        sealer = self.app.sealer
+        return p.check(order, sealer.reveal if sealer is not None else None)
 
     def _ctx(self, m: Message, p: env.Parsed) -> CommandContext:
         e = p.envelope

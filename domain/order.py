@@ -739,7 +739,10 @@ class ServiceOrder(BaseAggregate[UUID]):
     # ---------------------------------------------------------------------- notes
     def add_note(self, ctx: CommandContext, text: str) -> None:
         self._check(ctx, Action.ADD_NOTE)
-        note = Note(text=_required(text, "a note"), author=ctx.actor.id)
+        # Kept as sent (leading and trailing whitespace too, like the notes of a creation);
+        # only an all-blank text is refused.
+        _required(text, "a note")
+        note = Note(text=text, author=ctx.actor.id)
         self.trigger_event(ev.NoteAdded, note=note, **envelope(ctx))
 
     # ------------------------------------------------------------------- deletion

@@ -5,8 +5,9 @@
 A reason, a note, information asked for or given may name a person, a phone number, an
 address: each is sealed under the order's scope (`privacy.scope_of`), so that erasing the
 customer makes it unreadable like the names. Only non-blank text is sealed, after
-stripping (the domain strips it too); a blank or missing text is left as it is, so that
-the domain's own "needs a reason" check still refuses it. A text that looks like a sealed
+stripping (the domain strips it too), except a note (`AS_SENT`), kept and sealed as sent
+(leading and trailing whitespace included); a blank or missing text is left as it is, so
+that the domain's own "needs a reason" check still refuses it. A text that looks like a sealed
 value (`pii:1:...`) is refused: stored as it is, it would read `[erased]`.
 
 The content of a new order or a revision (descriptions, notes on the order, the attributes
@@ -48,27 +49,35 @@ COMMAND_TEXTS: dict[type[Any], tuple[str, ...]] = {
     cmd.AddNote: ("text",),
     cmd.Delete: ("reason",),
 }
+# The texts kept exactly as sent (a note's text, as the notes of a creation): sealed
+# unstripped. Every other text is stripped first.
+AS_SENT: frozenset[tuple[type[Any], str]] = frozenset(
+    {(cmd.Revise, "notes"), (cmd.AddNote, "text")}
+)
 LOOKALIKE = (
     f"a text may not start with {TOKEN_PREFIX!r}: that is how sealed personal data is stored"
 )
 
 
-def seal_text(seal: Callable[[str], str], value: str | None) -> str | None:
-    """A free text sealed: stripped, then sealed; None or a blank text: as is. A text that
-    looks like a sealed value is refused (stored as it is, it would read `[erased]`)."""
+def seal_text(seal: Callable[[str], str], value: str | None, *, strip: bool = True) -> str | None:
+    """A free text sealed: stripped (unless `strip` is false: sealed as sent), then sealed;
+    None or a blank text: as is. A text that looks like a sealed value is refused (stored as
+    it is, it would read `[erased]`)."""
     if value is None:
         return value
     stripped = value.strip()
     if is_sealed(stripped):
         raise InvalidCommand(LOOKALIKE)
-    return seal(stripped) if stripped else value
+    if not stripped:
+        return value
+    return seal(stripped if strip else value)
 
 
-def _sealed_field(seal: Callable[[str], str], value: Any) -> Any:
+def _sealed_field(seal: Callable[[str], str], value: Any, strip: bool = True) -> Any:
     if value is None or isinstance(value, str):
-        return seal_text(seal, value)
+        return seal_text(seal, value, strip=strip)
     if isinstance(value, tuple | list):
-        return tuple(_sealed_field(seal, v) for v in value)
+        return tuple(_sealed_field(seal, v, strip) for v in value)
     if dataclasses.is_dataclass(value) and hasattr(value, "reason"):  # an ItemStateChange
         reason = getattr(value, "reason", None)
         sealed = seal_text(seal, reason)
@@ -97,7 +106,7 @@ def seal_command(command: Any, seal: Callable[[str], str], fallback: str | None 
     changes = {}
     for name in names:
         value = getattr(command, name)
-        sealed = _sealed_field(seal, value)
+        sealed = _sealed_field(seal, value, (type(command), name) not in AS_SENT)
         if sealed is not value and sealed != value:
             changes[name] = sealed
     return dataclasses.replace(command, **changes) if changes else command

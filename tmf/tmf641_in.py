@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import (
     BaseModel,
@@ -22,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from serviceorders.domain.privacy import reveal_deep
 from serviceorders.domain.values import (
     HeaderChange,
     ItemAction,
@@ -35,6 +37,10 @@ from serviceorders.domain.values import (
     SpecRef,
 )
 from serviceorders.support.limits import MAX_HREF, MAX_ID, MAX_NAME, MAX_TYPE
+from serviceorders.tmf.outcomes import item_error_messages
+
+if TYPE_CHECKING:
+    from serviceorders.domain.order import ServiceOrder
 
 MAX_ITEMS = 500
 MAX_TEXT = 4000
@@ -58,7 +64,9 @@ REFUSED_ON_CREATE = (
     "jeopardyAlert",
 )
 # On every serviceOrderItem of a create (nested ones too). A patch or revision may send them
-# (a client echoes the items it read): there they are ignored, the server's, not kept.
+# only as an echo (a client sends back the items it read): each equal to what GET shows for
+# that existing item is taken and not kept (the server's); any other value, or one on a new
+# item, is refused like REFUSED_ON_PATCH, in the same message (`ServiceOrderUpdate.refusal`).
 REFUSED_ON_ITEM = ("state", "errorMessage")
 # A patch (REST PATCH, a Kafka revision): 400 for these ...
 REFUSED_ON_PATCH = (
@@ -498,17 +506,77 @@ class ServiceOrderUpdate(_HeaderAttributes):
             raise ValueError("category: must be a text of at most 200 characters")
         return self
 
-    def refusal(self) -> str | None:
-        """Why this patch is refused as a whole (400 / a dead letter), or None."""
-        found = self.unchangeable()
+    def item_echoes(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """The items of this patch (nested ones too) that carry `state` or `errorMessage`
+        (REFUSED_ON_ITEM; a null counts as absent): (the path to the item, e.g.
+        `serviceOrderItem.0.`, its id, those attributes as sent), in the order sent."""
+        found: list[tuple[str, str, dict[str, Any]]] = []
+        top = enumerate(self.service_order_item or [])
+        stack = [(f"serviceOrderItem.{n}.", item) for n, item in reversed(list(top))]
+        while stack:  # depth first, in the order sent
+            where, item = stack.pop()
+            extra = item.model_extra or {}
+            sent = {k: extra[k] for k in REFUSED_ON_ITEM if extra.get(k) is not None}
+            if sent:
+                found.append((where, item.id, sent))
+            nested = enumerate(item.nested)
+            stack.extend((f"{where}serviceOrderItem.{n}.", c) for n, c in reversed(list(nested)))
+        return found
+
+    def refused_echoes(
+        self, order: ServiceOrder | None, reveal: Callable[[str], str] | None = None
+    ) -> list[str]:
+        """The item attributes of this patch that are no echo of `order` (each named by its
+        path, e.g. `serviceOrderItem.0.state`): a `state` or `errorMessage` other than what
+        GET shows for the existing item with that id (`reveal`: how the order's sealed texts
+        read), or on an item the order does not have (every one, without an order)."""
+        refused: list[str] = []
+        for where, item_id, sent in self.item_echoes():
+            item = order.items.get(item_id) if order is not None else None
+            for name, value in sent.items():
+                if item is None or order is None:
+                    refused.append(f"{where}{name}")
+                    continue
+                if name == "state":
+                    shown: Any = item.state.value if item.state else None
+                else:
+                    shown = item_error_messages(order, item)
+                    if reveal is not None:
+                        shown = reveal_deep(shown, reveal)
+                if not _same_json(value, shown):
+                    refused.append(f"{where}{name}")
+        return refused
+
+    def refusal(self, refused_items: Sequence[str] = ()) -> str | None:
+        """Why this patch is refused as a whole (400 / a dead letter), or None: the
+        attributes PATCH cannot change (`unchangeable`), and `refused_items`, the item
+        attributes that are no echo (`refused_echoes`), named together."""
+        found = [*self.unchangeable(), *refused_items]
         if not found:
             return None
+        items = (
+            "an item's state and errorMessage are the server's: a patch may only repeat "
+            "what GET shows for that existing item; "
+            if refused_items
+            else ""
+        )
         return (
             f"{', '.join(found)} cannot be changed by PATCH "
             "(expectedCompletionDate and the server-owned attributes are the provider's; "
-            "external references and order relationships are fixed when the order is "
-            "created)"
+            f"{items}external references and order relationships are fixed when the order "
+            "is created)"
         )
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values: a boolean is no number (True != 1), numbers by value."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 class ServiceOrderRef(Tmf):

@@ -332,3 +332,61 @@ def test_a_patch_nulling_what_the_order_does_not_have_changes_nothing(client, au
     after = client.get(f"{ORDERS}/{order_id}", headers=auth("auditor"))
     assert after.headers["etag"] == before.headers["etag"]  # no event written
     assert after.json() == before.json()
+
+
+def test_a_patch_item_state_other_than_the_items_is_refused_with_the_orders_in_one_400(
+    client, auth
+):
+    response = post(client, auth, rich_order("RICH-ITEM-STATE"))
+    assert response.status_code == 201, response.text
+    order_id = response.json()["id"]
+    before = client.get(f"{ORDERS}/{order_id}", headers=auth("auditor"))
+    items = copy.deepcopy(before.json()["serviceOrderItem"])
+    assert items[1]["state"] == "acknowledged"
+    items[1]["state"] = "completed"  # not what GET shows
+    new = internet("9", state="acknowledged")  # a new item has no state to repeat
+    for body, named in (
+        ({"serviceOrderItem": [items[1]]}, ["serviceOrderItem.0.state"]),
+        ({"serviceOrderItem": [new]}, ["serviceOrderItem.0.state"]),
+        (
+            {"serviceOrderItem": [items[0], items[1]], "orderDate": "2024-01-01T00:00:00Z"},
+            ["orderDate", "serviceOrderItem.1.state"],  # item 0 (nested too) echoes: taken
+        ),
+        (
+            {"serviceOrderItem": [internet("1", errorMessage=[{"code": "x"}])]},
+            ["serviceOrderItem.0.errorMessage"],
+        ),
+    ):
+        answer = patch(client, auth, order_id, body)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["code"] == "unchangeable_attribute"
+        assert answer.json()["message"].startswith(f"{', '.join(named)} cannot be changed")
+        after = client.get(f"{ORDERS}/{order_id}", headers=auth("auditor"))
+        assert after.headers["etag"] == before.headers["etag"]  # nothing written
+        assert after.json() == before.json()
+    # A refused echo on an order that does not exist: 404, as any PATCH of it.
+    missing = patch(
+        client, auth, "00000000-0000-0000-0000-000000000001", {"serviceOrderItem": [new]}
+    )
+    assert missing.status_code == 404, missing.text
+
+
+def test_a_patch_note_keeps_its_text_as_sent_and_only_a_blank_one_is_refused(client, auth):
+    response = post(client, auth, rich_order("RICH-NOTE-TEXT"))
+    assert response.status_code == 201, response.text
+    order_id = response.json()["id"]
+    texts = [n["text"] for n in get(client, auth, order_id)["note"]]
+    spaced = "  call first\n\u001c "  # leading and trailing whitespace, a separator
+    answer = patch(client, auth, order_id, {"note": [{"text": spaced}]})
+    assert answer.status_code == 200, answer.text
+    assert [n["text"] for n in get(client, auth, order_id)["note"]] == [*texts, spaced]
+    # The same text again, spaced otherwise: known (compared without the whitespace).
+    again = patch(client, auth, order_id, {"note": [{"text": "call first"}]})
+    assert again.status_code == 200, again.text
+    assert [n["text"] for n in get(client, auth, order_id)["note"]] == [*texts, spaced]
+    before = client.get(f"{ORDERS}/{order_id}", headers=auth("auditor"))
+    blank = patch(client, auth, order_id, {"note": [{"text": " \t\u001c"}]})
+    assert blank.status_code == 400, blank.text
+    assert "a note needs a reason or text" in blank.json()["message"]
+    after = client.get(f"{ORDERS}/{order_id}", headers=auth("auditor"))
+    assert after.headers["etag"] == before.headers["etag"]

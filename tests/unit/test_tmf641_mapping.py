@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from serviceorders.consumers.envelope import INVALID_ORDER, Refusal, parse
+from serviceorders.consumers.envelope import INVALID_ORDER, REVISE, Refusal, parse
 from serviceorders.domain import values as v
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.order import ServiceOrder
@@ -422,3 +422,136 @@ def test_a_patch_keeps_the_orders_null_extension_attributes_it_does_not_name() -
     header = OrderHeader(extra={"kept": None, "gone": "x", "other": 1})
     changed = HeaderChange(extra={"gone": None, "new": []}).apply_to(header)
     assert changed.extra == {"kept": None, "other": 1, "new": []}
+
+
+# ------------------------------------------- item state / errorMessage in a patch: echoes
+MANAGER = v.CommandContext.for_actor("mgr", v.Role.MANAGER)
+FULFILMENT = v.CommandContext.for_actor("ful", v.Role.FULFILMENT)
+
+
+def failed_order() -> ServiceOrder:
+    """An approved order whose item 1 failed (an errorMessage) and item 2 is acknowledged;
+    item 2.1 is nested in 2."""
+    body = {"serviceOrderItem": [internet("1"), internet("2", serviceOrderItem=[internet("2.1")])]}
+    header, items, notes = order_to_domain(ServiceOrderCreate.model_validate(body))
+    order = ServiceOrder.receive(UPSTREAM, header, items, CATALOG, notes=notes)
+    order.approve(MANAGER, four_eyes=False)
+    order.change_item_state(FULFILMENT, "1", v.ItemState.IN_PROGRESS, None)
+    order.change_item_state(FULFILMENT, "1", v.ItemState.FAILED, "port down")
+    return order
+
+
+def test_a_patch_item_state_and_error_message_are_taken_only_as_an_echo():
+    order = failed_order()
+    shown = order_to_tmf641(order)["serviceOrderItem"]
+    assert shown[0]["state"] == "failed" and shown[0]["errorMessage"][0]["message"] == "port down"
+    echo = ServiceOrderUpdate.model_validate({"serviceOrderItem": copy.deepcopy(shown)})
+    assert [where for where, _, _ in echo.item_echoes()] == [
+        "serviceOrderItem.0.",
+        "serviceOrderItem.1.",
+        "serviceOrderItem.1.serviceOrderItem.0.",
+    ]
+    assert echo.refused_echoes(order) == []  # exactly what GET shows: taken
+    assert echo.refusal(echo.refused_echoes(order)) is None
+    (first,) = items_to_domain(
+        ServiceOrderUpdate.model_validate({"serviceOrderItem": [shown[0]]}).service_order_item or []
+    )
+    assert "state" not in first.extra and "errorMessage" not in first.extra  # not kept
+    # An empty errorMessage repeats an item without one (GET leaves it out).
+    empty = ServiceOrderUpdate.model_validate(
+        {"serviceOrderItem": [internet("2", errorMessage=[])]}
+    )
+    assert empty.refused_echoes(order) == []
+
+    changed = copy.deepcopy(shown)
+    changed[0]["state"] = "completed"  # another state
+    changed[0]["errorMessage"][0]["message"] = "port up"  # another message
+    changed[1]["serviceOrderItem"][0]["state"] = "inProgress"  # nested: acknowledged
+    new = internet("9", state="acknowledged", errorMessage=[{"code": "x"}])  # no item 9 yet
+    body = {"orderDate": "2024-01-01T00:00:00Z", "serviceOrderItem": [*changed, new]}
+    update = ServiceOrderUpdate.model_validate(body)
+    refused = update.refused_echoes(order)
+    assert refused == [
+        "serviceOrderItem.0.state",
+        "serviceOrderItem.0.errorMessage",
+        "serviceOrderItem.1.serviceOrderItem.0.state",
+        "serviceOrderItem.2.state",
+        "serviceOrderItem.2.errorMessage",
+    ]
+    message = update.refusal(refused)
+    assert message is not None
+    assert message.startswith(f"orderDate, {', '.join(refused)} cannot be changed by PATCH")
+    assert "errorMessage" in message
+    assert update.refusal() is not None and "serviceOrderItem" not in (update.refusal() or "")
+    # Without an order (not found), no item has a state to repeat: every one is named.
+    assert (
+        update.refused_echoes(None)
+        == [
+            *refused[:2],
+            "serviceOrderItem.1.state",  # (item 2's echo, taken above)
+            *refused[2:],
+        ]
+    )
+
+
+def test_an_echoed_error_message_compares_with_the_revealed_text():
+    """The order may hold its texts sealed (tokens): an echo is compared with what GET
+    shows, the revealed text."""
+    order = failed_order()
+    order.outcomes = tuple(o.model_copy(update={"message": "pii:1:T"}) for o in order.outcomes)
+    shown = order_to_tmf641(order)["serviceOrderItem"][0]
+    shown["errorMessage"][0]["message"] = "port down"  # what GET shows: revealed
+    update = ServiceOrderUpdate.model_validate({"serviceOrderItem": [shown]})
+    assert update.refused_echoes(order) == ["serviceOrderItem.0.errorMessage"]
+    texts = {"pii:1:T": "port down"}
+    assert update.refused_echoes(order, lambda token: texts.get(token, token)) == []
+
+
+def test_a_kafka_revision_with_item_states_is_checked_on_the_order_as_rest_does():
+    order = failed_order()
+    shown = order_to_tmf641(order)["serviceOrderItem"]
+    plain = parse(envelope(REVISE, {"externalId": "K-9", "description": "d"}), b"K-9")
+    assert plain.check is None  # nothing to compare: no read of the order
+    echoed = parse(envelope(REVISE, {"externalId": "K-9", "serviceOrderItem": shown}), b"K-9")
+    assert echoed.check is not None and echoed.check(order, None) is None
+    assert echoed.check(None, None) is None  # not found: the unit of work says so
+    wrong = copy.deepcopy(shown)
+    wrong[1]["state"] = "completed"
+    body = {"externalId": "K-9", "milestone": [{"id": "m"}], "serviceOrderItem": wrong}
+    parsed = parse(envelope(REVISE, body), b"K-9")  # not refused before the order is read
+    assert parsed.check is not None
+    reason = parsed.check(order, None)
+    assert reason == ServiceOrderUpdate.model_validate(body).refusal(["serviceOrderItem.1.state"])
+    assert reason is not None and reason.startswith("milestone, serviceOrderItem.1.state")
+    # Refused anyway (milestone): the items of an order not found are named too.
+    assert "serviceOrderItem.1.state" in (parsed.check(None, None) or "")
+
+
+def test_a_note_is_sealed_and_kept_as_sent_other_texts_stripped():
+    """A note's text (a revision's, AddNote's) is kept exactly as sent; only an all-blank
+    one is refused; a reason is still stripped (domain/sealing.py AS_SENT)."""
+    from uuid import UUID
+
+    from serviceorders.domain import commands as cmd
+    from serviceorders.domain.errors import InvalidCommand
+    from serviceorders.domain.sealing import seal_command
+
+    texts: dict[str, str] = {}
+
+    def seal(value: str) -> str:
+        texts[f"pii:1:{len(texts)}"] = value
+        return f"pii:1:{len(texts) - 1}"
+
+    spaced = " call first\n\u001c"
+    revise = seal_command(cmd.Revise(UUID(int=1), notes=(spaced, "  ")), seal)
+    assert [texts.get(t, t) for t in revise.notes] == [spaced, "  "]  # blank: as is
+    note = seal_command(cmd.AddNote(UUID(int=1), spaced), seal)
+    assert texts[note.text] == spaced
+    reject = seal_command(cmd.Reject(UUID(int=1), " no "), seal)
+    assert texts[reject.reason] == "no"
+
+    order = failed_order()
+    order.add_note(UPSTREAM, spaced)
+    assert order.notes[-1].text == spaced
+    with pytest.raises(InvalidCommand, match="a note needs a reason or text"):
+        order.add_note(UPSTREAM, " \t\u001c")
