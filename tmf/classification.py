@@ -25,7 +25,7 @@ AS_SENT = "kept as sent: sealed"  # opaque attributes, every text in them sealed
 AS_SENT_PLAIN = "kept as sent: not sealed (boolean)"  # opaque, but not a text
 CATALOG = "catalog value: not sealed"  # characteristic values: the catalog checks them
 STRUCTURE = "structure: its attributes are classed"  # a typed object or list of them
-SERVER = "server-owned"  # the server sets it (refused on create, ignored when echoed)
+SERVER = "server-owned"  # the server sets it (refused on create; a patch may only echo it)
 REFUSED = "refused when sent (400 naming it)"  # the server's, or fixed at creation
 NOT_KEPT = "not kept"  # names the order a request is about; nothing else of it is stored
 
