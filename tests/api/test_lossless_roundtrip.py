@@ -16,12 +16,13 @@ items nested to depth 3, characteristic values of every JSON type, extension att
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, Phase, given, note
+from hypothesis import HealthCheck, Phase, given, note, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from tmf641_strategies import (
@@ -38,6 +39,8 @@ from tmf641_strategies import (
 )
 
 ORDER_PATH = "/tmf-api/serviceOrdering/v4/serviceOrder"
+# One fixed seed in CI (reproducible); SERVICEORDERS_FUZZ_SEED=N runs another (test_fuzz_api's).
+SEED = int(os.environ.get("SERVICEORDERS_FUZZ_SEED", "641"))
 ADDED, ON_CREATE, ON_PATCH = documented()
 
 ROUNDS = hsettings(
@@ -81,7 +84,22 @@ def create(client: TestClient, auth: Auth, body: dict[str, Any]) -> dict[str, An
     return got.json()
 
 
+def item_echoes(order: dict[str, Any]) -> dict[str, list[Any]]:
+    """What GET shows of the order's items' state and errorMessage (nested ones too): a
+    patch may repeat them (an echo is taken, not refused: docs/lifecycle.md)."""
+    found: dict[str, list[Any]] = {"state": [], "errorMessage": []}
+    stack = list(order.get("serviceOrderItem") or [])
+    while stack:
+        item = stack.pop()
+        for name, values in found.items():
+            if name in item:
+                values.append(item[name])
+        stack += item.get("serviceOrderItem") or []
+    return found
+
+
 @ROUNDS
+@seed(SEED)
 @given(generated=create_bodies(refused=ON_CREATE))
 def test_post_then_get_returns_what_was_sent(
     client: TestClient, auth: Auth, generated: Generated
@@ -91,6 +109,7 @@ def test_post_then_get_returns_what_was_sent(
 
 
 @hsettings(ROUNDS, max_examples=25)
+@seed(SEED)
 @given(generated=create_bodies(refused=ON_CREATE, include_refused=True))
 def test_server_owned_attributes_are_refused_naming_them(
     client: TestClient, auth: Auth, generated: Generated
@@ -107,6 +126,7 @@ def test_server_owned_attributes_are_refused_naming_them(
 
 
 @ROUNDS
+@seed(SEED)
 @given(data=st.data(), generated=create_bodies(refused=ON_CREATE, max_items=4))
 def test_patch_then_get_shows_the_patch_applied(
     client: TestClient, auth: Auth, data: st.DataObject, generated: Generated
@@ -125,6 +145,7 @@ def test_patch_then_get_shows_the_patch_applied(
 
 
 @hsettings(ROUNDS, max_examples=20)
+@seed(SEED)
 @given(data=st.data(), generated=create_bodies(refused=ON_CREATE, max_items=3))
 def test_a_patch_with_a_refused_attribute_names_it_and_changes_nothing(
     client: TestClient, auth: Auth, data: st.DataObject, generated: Generated
@@ -133,7 +154,10 @@ def test_a_patch_with_a_refused_attribute_names_it_and_changes_nothing(
     order = create(client, auth, body)
     current = {**body, "state": order["state"]}
     patch = data.draw(
-        update_bodies(current=current, refused=ON_PATCH, include_refused=True), label="patch"
+        update_bodies(
+            current=current, refused=ON_PATCH, include_refused=True, echoes=item_echoes(order)
+        ),
+        label="patch",
     )
     note(f"patch: {json.dumps(patch.body, ensure_ascii=False)}")
     url = f"{ORDER_PATH}/{order['id']}"

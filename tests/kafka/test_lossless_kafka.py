@@ -12,6 +12,7 @@ letter whose reason names it, and changes nothing.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 from builders import wait_for
-from hypothesis import HealthCheck, Phase, given
+from hypothesis import HealthCheck, Phase, given, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from serviceorders.bootstrap import build_application
@@ -45,6 +46,11 @@ from .conftest import produce
 pytestmark = pytest.mark.kafka
 
 ADDED, ON_CREATE, ON_PATCH = documented()
+# One fixed seed in CI (reproducible); SERVICEORDERS_FUZZ_SEED=N runs another (test_fuzz_api's).
+SEED = int(os.environ.get("SERVICEORDERS_FUZZ_SEED", "641"))
+# What a new order's items show (all acknowledged, no errorMessage): a revision may repeat
+# it (an echo is taken, docs/lifecycle.md), so a refused value is drawn other than these.
+ECHOES = {"state": ["acknowledged"]}
 ORDERS = 14  # each a create and a revision: with the refused creates, one batch of ~30
 
 
@@ -78,6 +84,7 @@ def generate() -> list[Case]:
         phases=[Phase.generate],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
+    @seed(SEED)
     @given(data=st.data())
     def draw(data: st.DataObject) -> None:
         # The same draws in every call (hypothesis replays choice sequences): which of them
@@ -87,7 +94,9 @@ def generate() -> list[Case]:
         created = data.draw(create_bodies(refused=ON_CREATE, external_id=ext, max_items=4))
         current = {k: v for k, v in created.body.items() if k != "state"}
         good = data.draw(update_bodies(current=current, refused=ON_PATCH))
-        bad = data.draw(update_bodies(current=current, refused=ON_PATCH, include_refused=True))
+        bad = data.draw(
+            update_bodies(current=current, refused=ON_PATCH, include_refused=True, echoes=ECHOES)
+        )
         refused = data.draw(
             create_bodies(refused=ON_CREATE, include_refused=True, external_id=ext, max_items=2)
         )

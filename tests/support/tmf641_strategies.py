@@ -174,6 +174,7 @@ class Options:
     server_owned: tuple[str, ...] = ()  # order-level names drawn when include_refused
     extensions: bool = True
     max_items: int = 6
+    echoes: dict[str, Collection[Any]] = field(default_factory=dict)  # values a refused one avoids
 
 
 @dataclass
@@ -241,7 +242,7 @@ class Walk:
                 continue
             if prop in self.options.refused.get(name, ()):
                 if self.options.include_refused and self.draw(st.booleans()):
-                    out[prop] = self.value(schema, at, level + 1)
+                    out[prop] = self.refused_value(prop, schema, at, level + 1)
                     self.refused_sent.append(dotted(at))
                 continue
             if prop not in needed and (level >= MAX_LEVEL or not self.draw(st.booleans())):
@@ -249,6 +250,22 @@ class Walk:
             out[prop] = self.value(schema, at, level + 1)
         self.extend(out)
         return out
+
+    def refused_value(
+        self, prop: str, schema: dict[str, Any], path: tuple[Any, ...], level: int
+    ) -> Any:
+        """A value for a refused attribute that cannot be an echo of the order's own (a
+        patch may repeat an item's `state` / `errorMessage` as GET shows them): not among
+        `Options.echoes[prop]`, and an array not empty (an empty one counts as absent)."""
+        avoid = self.options.echoes.get(prop, ())
+        while True:
+            value = self.value(schema, path, level)
+            if value in avoid or value == [] or value is None:
+                if schema.get("type") == "array":
+                    value = [self.value(schema["items"], (*path, 0), level + 1)]
+                else:
+                    continue
+            return value
 
     def extend(self, out: dict[str, Any]) -> None:
         """Extension attributes: keys no definition uses, JSON values."""
@@ -436,7 +453,7 @@ def create_bodies(
     if include_refused:
         for name in options.server_owned:
             if draw(st.booleans()):
-                body[name] = walk.value(properties("ServiceOrder")[name], (name,), 1)
+                body[name] = walk.refused_value(name, properties("ServiceOrder")[name], (name,), 1)
                 walk.refused_sent.append(name)
     return Generated(body, tuple(walk.refused_sent))
 
@@ -449,12 +466,16 @@ def update_bodies(
     refused: Mapping[str, Collection[str]],
     include_refused: bool = False,
     max_items: int = 3,
+    echoes: Mapping[str, Collection[Any]] | None = None,
 ) -> Generated:
     """A `ServiceOrder_Update` body for the order `current` (its TMF641 document as sent):
     items replacing its top-level items without nested ones (by id) or new ones, each
     complete and valid; `state` and `externalId`, when drawn, repeat the current value;
-    extension attributes, some `null` (removing one the order has)."""
+    extension attributes, some `null` (removing one the order has). Refused attributes
+    (with `include_refused`) avoid `echoes` (by name: the values GET shows for the order's
+    items, which a patch may repeat)."""
     options = _options(include_refused, refused, "ServiceOrder_Update")
+    options.echoes = dict(echoes or {})
     options.max_items = max_items
     existing = _item_ids(current.get("serviceOrderItem") or [])
     walk = Walk(draw, options, taken=frozenset(existing))
@@ -486,7 +507,7 @@ def update_bodies(
     if include_refused:
         for name in options.server_owned:
             if draw(st.booleans()):
-                body[name] = walk.value(properties("ServiceOrder")[name], (name,), 1)
+                body[name] = walk.refused_value(name, properties("ServiceOrder")[name], (name,), 1)
                 walk.refused_sent.append(name)
     return Generated(body, tuple(walk.refused_sent))
 
