@@ -18,8 +18,9 @@ which is why migration 5 deletes them. Then:
 - `db init` leaves no snapshot; `audit verify` exits 0;
 - every order loads, and equals a replay of its events from the first (no snapshot);
 - snapshots taken now are of the current format (2 then, 3 since issue 19), with the
-  contributors rebuilt from the old events, and every order loaded from them still equals the replay, and `audit verify` (which checks
-  each snapshot against a replay) exits 0;
+  contributors rebuilt from the old events, and every order loaded from them still
+  equals the replay, and `audit verify` (which checks each snapshot against a replay)
+  exits 0;
 - on the old orders waiting in review after an in-review revision, whoever drafted,
   changed lines, submitted or revised may neither approve nor reject (the CLI and the
   application, loading from a format-2 snapshot); a revision by someone other than the
