@@ -210,6 +210,7 @@ def test_the_comparator_sees_every_kind_of_loss() -> None:
         lambda d: nested(d).update(appointment={"id": "B"}),
         lambda d: d["serviceOrderItem"][0].pop("serviceOrderItem"),
         lambda d: d["x-ext"]["a"].__setitem__(0, 1.0),  # an integer became a float
+        lambda d: d["x-ext"]["a"].__setitem__(1, 2),  # a (non-integral) float became an integer
         lambda d: d["x-ext"]["a"].__setitem__(2, 1),  # a boolean became a number
         lambda d: d["x-ext"]["a"].pop(),  # null dropped from an array
         lambda d: d["serviceOrderItem"][0]["service"]["serviceCharacteristic"][0].update(value="1"),
@@ -219,3 +220,7 @@ def test_the_comparator_sees_every_kind_of_loss() -> None:
     ]
     for n, loss in enumerate(losses):
         assert broken(loss), f"loss {n} not seen"
+    # Numbers by value (docs/lifecycle.md): 1e16 may come back as 10000000000000000, 2.0 may
+    # not come back as 2.
+    assert not differences({"n": 1e16}, {"n": 10**16}, ADDED)
+    assert differences({"n": 2.0}, {"n": 2}, ADDED)

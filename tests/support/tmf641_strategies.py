@@ -25,7 +25,9 @@ server-owned attributes of `ServiceOrder` that `ServiceOrder_Create` lacks (`id`
 ...): such a body must be refused (400) naming them.
 
 `assert_kept(sent, got, server_added)`: every attribute sent is in `got` with an equal value
-(date-times compared as instants, a date alone as that day's midnight UTC; nested items
+(date-times compared as instants, a date alone as that day's midnight UTC; numbers as
+docs/lifecycle.md says, "kept by value": an integral double of 1e16 or more may come back as
+that integer, no other number changes its JSON type; nested items
 matched under their parent by id; other arrays element by element, in order; an empty array
 sent may be absent), and every attribute `got` has beyond those is on the `server_added` list.
 """
@@ -585,12 +587,26 @@ def _same_json(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     if isinstance(a, int | float) and isinstance(b, int | float):
-        return type(a) is type(b) and a == b
+        return (type(a) is type(b) and a == b) or _by_value(a, b)
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
+
+
+def _by_value(sent: float, got: int) -> bool:
+    """docs/lifecycle.md, "Numbers are kept by value": on PostgreSQL (jsonb) a double with an
+    integral value of 1e16 or more in magnitude comes back as the integer of that value; no
+    other number changes its JSON type."""
+    # The same JSON number: the integer's nearest double is the double sent (the text
+    # 4.542596073662733e+16 is the integer 45425960736627330, whose double Python reads).
+    return (
+        isinstance(sent, float)
+        and isinstance(got, int)
+        and abs(sent) >= 1e16
+        and float(got) == sent
+    )
 
 
 def _schema_of(schema: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
