@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from serviceorders.audit.pii import CACHE_SECONDS, erase
+from serviceorders.domain.privacy import ORDER_SCOPE
 from serviceorders.storage.db import ReadDb
 
 
@@ -54,6 +55,13 @@ def erase_customer(
     progress bar): the audit room does not import the projections, which reveal sealed
     values through `pii`."""
     rows = db.fetchall("SELECT id FROM order_summary WHERE customer_id = %s", (customer_id,))
+    if customer_id.startswith(ORDER_SCOPE) and len(customer_id) > len(ORDER_SCOPE):
+        # An order without a customer seals under `order:<external id>` (scope_of): its
+        # snapshots and dead letters go with that key too.
+        rows += db.fetchall(
+            "SELECT id FROM order_summary WHERE customer_id IS NULL AND external_id = %s",
+            (customer_id[len(ORDER_SCOPE) :],),
+        )
     orders = [UUID(str(r[0])) for r in rows]
     had_key = erase(db, customer_id, actor, reason, len(orders))
     deleted = 0

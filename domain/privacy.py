@@ -38,6 +38,7 @@ from .values import (
 TOKEN_PREFIX = "pii:1:"
 ERASED = "[erased]"
 UNASSIGNED_SCOPE = "unassigned"
+ORDER_SCOPE = "order:"  # + the external id: the scope of an order without a customer
 
 
 class Sealer(Protocol):
@@ -58,7 +59,7 @@ def scope_of(header: OrderHeader | HeaderChange | None, fallback: str | None = N
     if customer is not None:
         return customer.id
     external = header.external_id if isinstance(header, OrderHeader) else None
-    return f"order:{external}" if external else (fallback or UNASSIGNED_SCOPE)
+    return f"{ORDER_SCOPE}{external}" if external else (fallback or UNASSIGNED_SCOPE)
 
 
 def _text(fn: Callable[[str], str], value: str | None) -> str | None:

@@ -247,3 +247,23 @@ def test_the_key_store_waits_out_a_database_restart(app: ServiceOrders, settings
     with pytest.raises(ValueError):
         KeyStore(broken).get("CUST-X")
     assert calls["n"] == 2
+
+
+def test_erasing_an_order_without_a_customer_by_its_scope_deletes_its_snapshots(
+    app: ServiceOrders, settings: Settings
+) -> None:
+    """An order naming no customer seals under `order:<external id>` (privacy.scope_of):
+    `audit erase --customer order:<external id>` finds that order, so its snapshots (which
+    hold revealed values) go with the key, as a customer's do (docs/audit.md)."""
+    header = OrderHeader(external_id="NOCUST-1", notification_contact="nobody@example.com")
+    order_id, _ = id_created(app.handle(UPSTREAM, cmd.ReceiveOrder(header, (item("1"),))))
+    other = _order(app, "B-1", "CUST-B", "Bob Jones", "bob@example.com", "shop")
+    app.take_snapshot(order_id)
+    app.take_snapshot(other)
+    build_projector(settings).catch_up()
+
+    done = _erase(settings, "order:NOCUST-1", actor="dpo", wait=0)
+    assert done.orders == [order_id] and done.had_key and done.snapshots_deleted == 1
+    app.sealer.forget("order:NOCUST-1")
+    assert app.get_order(order_id).header.notification_contact == ERASED
+    assert app.get_order(other).header.notification_contact == "bob@example.com"
