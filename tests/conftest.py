@@ -451,7 +451,8 @@ SLOW_WRITE_MARKER = "slow-write-marker"
 
 @pytest.fixture
 def slow_marked_inserts(pg_database: PgDatabase) -> Iterator[None]:
-    """Inserting an event whose state contains SLOW_WRITE_MARKER ("slow-write-marker")
+    """Inserting an event whose state contains SLOW_WRITE_MARKER ("slow-write-marker"; in a
+    field that is not sealed, e.g. the category: a sealed text is not in the stored bytes)
     sleeps 60 s, inside the transaction that holds the events-table lock: a stuck write made
     independently of any header or payload size (docs/reliability.md, "Timeouts")."""
     conn = pg_database.connect()

@@ -70,7 +70,7 @@ def test_a_stuck_write_answers_503_within_the_write_timeout_and_others_proceed(
 ) -> None:
     base, _, output = server
     started = time.monotonic()
-    stuck, answers = _post_in_background(base, order_body(str(uuid.uuid4()), MARKER))
+    stuck, answers = _post_in_background(base, order_body(str(uuid.uuid4()), category=MARKER))
     _wait_for_lock(pg_database)
     # Another client writes meanwhile: it waits for the lock, then goes through.
     other = httpx.post(
@@ -103,7 +103,7 @@ def test_sigterm_during_a_stuck_write_stops_the_process_within_its_deadline(
     server: tuple[str, subprocess.Popen[bytes], Callable[[], str]], pg_database: Any
 ) -> None:
     base, process, output = server
-    _stuck, _answers = _post_in_background(base, order_body(str(uuid.uuid4()), MARKER))
+    _stuck, _answers = _post_in_background(base, order_body(str(uuid.uuid4()), category=MARKER))
     _wait_for_lock(pg_database)
     process.send_signal(signal.SIGTERM)
     stopped = time.monotonic()

@@ -93,7 +93,7 @@ def test_a_stuck_insert_fails_within_the_write_timeout_and_releases_the_lock(
     started = time.monotonic()
     with pytest.raises(WriteTimeout, match="2 s bound"):
         in_thread(
-            lambda: app.handle(context(), cmd.DraftOrder(OrderHeader(description=MARKER))).order.id,
+            lambda: app.handle(context(), cmd.DraftOrder(OrderHeader(category=MARKER))).order.id,
             within=15,
         )
     # The bound is 2 s (not the library's ten retries of it, not the trigger's 60 s).
@@ -123,7 +123,7 @@ def test_concurrent_writers_wait_for_a_stuck_write_then_proceed(
 
     def stuck() -> None:
         try:
-            app.handle(context(), cmd.DraftOrder(OrderHeader(description=MARKER)))
+            app.handle(context(), cmd.DraftOrder(OrderHeader(category=MARKER)))
         except BaseException as e:
             errors.append(e)
 
