@@ -431,21 +431,19 @@ class UnitOfWork:
     # before the domain sees them, never by a door: a new order's under its own scope, a
     # change's under its order's.
     def _seal_new(
-        self, header: OrderHeader, items: Iterable[OrderItem] = ()
-    ) -> tuple[OrderHeader, list[OrderItem]]:
+        self, header: OrderHeader, items: Iterable[OrderItem] = (), notes: Iterable[Note] = ()
+    ) -> tuple[OrderHeader, list[OrderItem], tuple[Note, ...]]:
+        """A new order's header, items and notes (text, author, other attributes), sealed
+        under its scope."""
         sealer = self.app.sealer
         if sealer is None:
-            return header, list(items)
+            return header, list(items), tuple(notes)
         seal = partial(_seal, sealer.seal, privacy.scope_of(header))
-        return privacy.map_header(header, seal), [privacy.map_item(i, seal) for i in items]
-
-    def _seal_notes(self, header: OrderHeader, notes: Iterable[Note]) -> tuple[Note, ...]:
-        """A new order's notes (text, author, other attributes), under its scope."""
-        sealer = self.app.sealer
-        if sealer is None:
-            return tuple(notes)
-        seal = partial(_seal, sealer.seal, privacy.scope_of(header))
-        return tuple(privacy.map_note(n, seal) for n in notes)
+        return (
+            privacy.map_header(header, seal),
+            [privacy.map_item(i, seal) for i in items],
+            tuple(privacy.map_note(n, seal) for n in notes),
+        )
 
     def _sealer_of(self, order: ServiceOrder) -> Callable[[str], str] | None:
         sealer = self.app.sealer
@@ -477,15 +475,14 @@ class UnitOfWork:
             events = resend.creation_events(self.app.events, order_id, stored, found.pending_events)
             _check_resend(self.app, command, found, events)  # else a ResendConflict
             return Outcome(found, created=False)
-        header, items = self._seal_new(command.header, command.items)
-        notes = self._seal_notes(command.header, command.notes)
+        header, items, notes = self._seal_new(command.header, command.items, command.notes)
         catalog = self.app.catalog
         order = ServiceOrder.receive(ctx, header, items, catalog, order_id, notes)
         self._orders[order_id] = order
         return Outcome(order, created=True)
 
     def _draft(self, ctx: CommandContext, command: DraftOrder) -> Outcome:
-        header, _ = self._seal_new(command.header)
+        header, _, _ = self._seal_new(command.header)
         order = ServiceOrder.draft(ctx, header, command.order_id)
         known = self._orders.get(order.id)
         if known is not None or (self._existing is not None and order.id in self._existing):
@@ -595,7 +592,7 @@ class UnitOfWork:
         for item_id in c.removed_item_ids:
             if items.pop(item_id, None) is None:
                 raise InvalidCommand(f"the rejected order {rejected.id} has no item {item_id}")
-        header, new_items = self._seal_new(header, items.values())
+        header, new_items, _ = self._seal_new(header, items.values())
         new = ServiceOrder.resubmission(
             ctx, rejected, header, new_items, self.app.catalog, c.submit
         )

@@ -184,44 +184,29 @@ def reveal_deep(value: Any, reveal: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return reveal(value) if value.startswith(TOKEN_PREFIX) else value
     if isinstance(value, BaseModel):
-        changed = None
-        for name, old in value.__dict__.items():  # a value object's fields
-            if isinstance(old, _PLAIN):
-                continue
-            new = reveal_deep(old, reveal)
-            if new is not old:
-                changed = changed or {}
-                changed[name] = new
+        changed = _revealed(value.__dict__.items(), reveal)  # a value object's fields
         return replace(value, **changed) if changed else value
     if isinstance(value, tuple | list):
-        found = None
-        for index, old in enumerate(value):
-            if isinstance(old, _PLAIN):
-                continue
-            new = reveal_deep(old, reveal)
-            if new is not old:
-                found = found or list(value)
-                found[index] = new
-        return value if found is None else type(value)(found)
+        found = _revealed(enumerate(value), reveal)
+        return type(value)(found.get(i, v) for i, v in enumerate(value)) if found else value
     if isinstance(value, dict):
-        mapped = None
-        for key, old in value.items():
-            if isinstance(old, _PLAIN):
-                continue
-            new = reveal_deep(old, reveal)
-            if new is not old:
-                mapped = mapped or dict(value)
-                mapped[key] = new
-        return value if mapped is None else mapped
+        mapped = _revealed(value.items(), reveal)
+        return {**value, **mapped} if mapped else value
     return value
+
+
+def _revealed(pairs: Iterable[tuple[Any, Any]], reveal: Callable[[str], str]) -> dict[Any, Any]:
+    """The members of `pairs` (key or index, value) that `reveal_deep` changes, by key."""
+    changed: dict[Any, Any] = {}
+    for key, old in pairs:
+        if isinstance(old, _PLAIN):
+            continue
+        new = reveal_deep(old, reveal)
+        if new is not old:
+            changed[key] = new
+    return changed
 
 
 def reveal_json(value: Any, reveal: Callable[[str], str]) -> Any:
     """A JSON value with every sealed string revealed."""
-    if isinstance(value, str):
-        return reveal(value) if value.startswith(TOKEN_PREFIX) else value
-    if isinstance(value, dict):
-        return {k: reveal_json(v, reveal) for k, v in value.items()}
-    if isinstance(value, list):
-        return [reveal_json(v, reveal) for v in value]
-    return value
+    return map_json(value, lambda text: reveal(text) if text.startswith(TOKEN_PREFIX) else text)
