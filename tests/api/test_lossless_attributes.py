@@ -9,9 +9,11 @@ from __future__ import annotations
 import copy
 import json
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import pytest
+from builders import tmf_item
 from fastapi.testclient import TestClient
 from serviceorders.tmf.tmf641 import SERVER_ADDED
 from serviceorders.tmf.tmf641_in import REFUSED_ON_CREATE, REFUSED_ON_PATCH
@@ -21,22 +23,9 @@ pytestmark = pytest.mark.integration
 ORDERS = "/tmf-api/serviceOrdering/v4/serviceOrder"
 
 
-def internet(item_id: str, **fields: Any) -> dict[str, Any]:
-    service = fields.pop("service", {})
-    return {
-        "id": item_id,
-        "action": "add",
-        **fields,
-        "service": {
-            "serviceSpecification": {"id": "internet-access"},
-            "serviceCharacteristic": [
-                {"name": "bandwidthMbps", "value": 100},
-                {"name": "accessType", "value": "fibre"},
-            ],
-            "place": [{"id": "S1", "role": "installationSite"}],
-            **service,
-        },
-    }
+# An internet access item at site S1 (by reference, role installationSite); `service={...}`
+# adds attributes to its service.
+internet = partial(tmf_item, place={"id": "S1", "role": "installationSite"})
 
 
 def router(item_id: str, **fields: Any) -> dict[str, Any]:

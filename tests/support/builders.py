@@ -127,7 +127,9 @@ def tmf_item(
     """A TMF641 serviceOrderItem adding one service at `place` ((id, name), or the place as
     sent); the default catalog's specifications get the characteristics it wants: internet
     access `bandwidth` Mbit/s over fibre, a managed router model c1100. Other fields of the
-    item as keywords (`quantity=1`, `**TYPED`)."""
+    item as keywords (`quantity=1`, `**TYPED`); `service={...}`: attributes of the service
+    added to (or replacing) those."""
+    more = fields.pop("service", {})
     service: dict[str, Any] = {"serviceSpecification": {"id": spec}}
     characteristics = {
         "internet-access": {"bandwidthMbps": bandwidth, "accessType": "fibre"},
@@ -138,7 +140,7 @@ def tmf_item(
             {"name": name, "value": value} for name, value in characteristics.items()
         ]
     service["place"] = [place if isinstance(place, dict) else {"id": place[0], "name": place[1]}]
-    return {"id": item_id, "action": "add", **fields, "service": service}
+    return {"id": item_id, "action": "add", **fields, "service": {**service, **more}}
 
 
 def order_body(

@@ -8,9 +8,11 @@ from __future__ import annotations
 import copy
 import json
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import pytest
+from builders import tmf_item
 from pydantic import ValidationError
 from serviceorders.consumers.envelope import INVALID_ORDER, REVISE, Refusal, parse
 from serviceorders.domain import values as v
@@ -31,22 +33,9 @@ CATALOG = Catalog.default()
 UPSTREAM = v.CommandContext.for_actor("crm", v.Role.UPSTREAM, v.Channel.KAFKA)
 
 
-def internet(item_id: str = "1", **fields: Any) -> dict[str, Any]:
-    service = fields.pop("service", {})
-    return {
-        "id": item_id,
-        "action": "add",
-        **fields,
-        "service": {
-            "serviceSpecification": {"id": "internet-access"},
-            "serviceCharacteristic": [
-                {"name": "bandwidthMbps", "value": 100},
-                {"name": "accessType", "value": "fibre"},
-            ],
-            "place": [{"id": "S1", "role": "installationSite"}],
-            **service,
-        },
-    }
+# An internet access item at site S1 (by reference, role installationSite); `service={...}`
+# adds attributes to its service.
+internet = partial(tmf_item, place={"id": "S1", "role": "installationSite"})
 
 
 def round_trip(body: dict[str, Any]) -> dict[str, Any]:
