@@ -14,7 +14,7 @@ from serviceorders.api.context import ApiContext
 from serviceorders.api.errors import ApiError
 from serviceorders.api.request_log import correlation_of
 from serviceorders.domain.application import Outcome
-from serviceorders.domain.commands import Command
+from serviceorders.domain.commands import CreationCommand, OrderCommand
 from serviceorders.domain.values import Actor, Channel, CommandContext, Source
 from serviceorders.tmf.tmf641_in import find_nul, json_limits
 
@@ -177,7 +177,9 @@ def check_if_match(request: Request, version: int) -> None:
 
 
 def handle(
-    request: Request, command: Command, expected: int | frozenset[int] | None = None
+    request: Request,
+    command: CreationCommand | OrderCommand,
+    expected: int | frozenset[int] | None = None,
 ) -> Outcome:
     """The one door: `command`, as the caller, through `ServiceOrders.handle` (which loads
     the order, checks `expected` (the If-Match: 412 when stale), seals personal data,

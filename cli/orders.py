@@ -43,7 +43,7 @@ def order(obj: Context, actor: str | None, correlation_id: str | None) -> None:
     obj.actor, obj.correlation_id = actor, correlation_id
 
 
-def run(obj: Context, command: cmd.Command) -> ServiceOrder:
+def run(obj: Context, command: cmd.CreationCommand | cmd.OrderCommand) -> ServiceOrder:
     """Hand `command` to the application's one door; the order after it."""
     with obj.app() as app:
         return app.handle(obj.command_context(), command).order
@@ -215,7 +215,10 @@ def configure_line(
 
 # ------------------------------------------------------ one command per action
 def simple(
-    name: str, command_type: Callable[..., cmd.Command], help_text: str, *options: Any
+    name: str,
+    command_type: Callable[..., cmd.CreationCommand | cmd.OrderCommand],
+    help_text: str,
+    *options: Any,
 ) -> None:
     """Register `order NAME ORDER [options]`: the command `command_type(order id, **options)`
     (the options are named as the command's fields). Prints the order's id, state and

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, TypeAlias, overload
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -35,10 +35,13 @@ from .commands import (
     ChangeItemStates,
     Command,
     ConfigureLine,
+    CreationCommand,
     Delete,
     DenyCancellation,
     DraftOrder,
     Hold,
+    ImportService,
+    OrderCommand,
     ProvideCancellationInformation,
     ProvideInformation,
     ReachPointOfNoReturn,
@@ -59,7 +62,10 @@ from .commands import (
 from .errors import (
     ConcurrencyConflict,
     InvalidCommand,
+    NotPermitted,
     OrderNotFound,
+    ServiceConflict,
+    ServiceNotFound,
     StaleVersion,
     ValidationFailed,
 )
@@ -73,15 +79,25 @@ from .events import (
     ProposalApproved,
     ProposalRefused,
 )
+from .inventory import NAMES_A_SERVICE, CheckMode, Inventory, named_services
 from .order import ServiceOrder, order_id_for
 from .policy import Policy
 from .privacy import Sealer
+from .service import Service, ServiceEvent, service_id_for, service_key
 from .values import (
     CommandContext,
+    EntityRef,
     HeaderChange,
+    ItemAction,
+    ItemState,
     Note,
     OrderHeader,
     OrderItem,
+    OrderState,
+    Party,
+    Place,
+    Role,
+    ServiceRecord,
 )
 
 log = logging.getLogger("serviceorders.decisions")
@@ -114,8 +130,11 @@ class ServiceOrders(Application[UUID]):
         four_eyes: bool = True,
         sealer: Sealer | None = None,
         policy: Policy | None = None,
+        inventory_check: CheckMode = CheckMode.REFUSE,
     ) -> None:
         self.catalog = catalog or Catalog.default()
+        # What a failed inventory check does (domain/inventory.py): refuse, or flag.
+        self.inventory_check = CheckMode(inventory_check)
         # The review policies (domain/policy.py); `four_eyes` overrides the policy's.
         self.policy = Policy(
             four_eyes=four_eyes,
@@ -161,17 +180,42 @@ class ServiceOrders(Application[UUID]):
                     setattr(order, name, revealed)
         return order
 
+    def unseal_service(self, service: Service) -> Service:
+        """The in-memory service with its personal values revealed."""
+        if self.sealer is None:
+            return service
+        reveal = self.sealer.reveal
+        for name, value in list(vars(service).items()):
+            if not name.startswith("_"):
+                revealed = privacy.reveal_deep(value, reveal)
+                if revealed is not value:
+                    setattr(service, name, revealed)
+        return service
+
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Unlike the library default, never merge os.environ: the settings are complete.
         return Environment(name, {**type(self).env, **(env or {})})
 
     # ------------------------------------------------------------ the one door
+    @overload
+    def handle(
+        self, ctx: CommandContext, command: ImportService, expected_version: None = None
+    ) -> ServiceOutcome: ...
+
+    @overload
+    def handle(
+        self,
+        ctx: CommandContext,
+        command: CreationCommand | OrderCommand,
+        expected_version: ExpectedVersion = None,
+    ) -> Outcome: ...
+
     def handle(
         self,
         ctx: CommandContext,
         command: Command,
         expected_version: ExpectedVersion = None,
-    ) -> Outcome:
+    ) -> Any:
         """Apply one command and save it: the use case every door runs.
 
         Loads the order (or resolves its `OrderRef`), checks `expected_version` (the
@@ -191,6 +235,16 @@ class ServiceOrders(Application[UUID]):
         is taken is a `ConcurrencyConflict` ("the order id is taken").
         """
         uow = UnitOfWork(self, single=True)
+        if isinstance(command, ImportService):
+            imported = uow.apply(ctx, command)
+            if imported.created:
+                try:
+                    uow.commit()
+                except IntegrityError as e:
+                    raise ConcurrencyConflict(
+                        None, f"service {command.service.id} was imported concurrently"
+                    ) from e
+            return replace(imported, service=self.unseal_service(imported.service))
         outcome = uow.apply(ctx, command, expected_version)
         if not isinstance(command, ReceiveOrder):
             # Every order the command changed (a Resubmit: the new order and the rejected
@@ -204,9 +258,14 @@ class ServiceOrders(Application[UUID]):
                 ) from e
             return replace(outcome, order=self.unseal(outcome.order))
         try:
-            self.save(outcome.order)
+            self.save(outcome.order, *uow.pending_services())
         except IntegrityError:
             order_id = outcome.order.id
+            if uow.pending_services() and not self.exists(order_id):
+                # a service it names was changed meanwhile, not the order's id
+                raise ConcurrencyConflict(
+                    order_id, "a service it names changed meanwhile; try again"
+                ) from None
             if command.deterministic:  # created before, or concurrently through another door
                 # The same content: that order; else ResendConflict / ExternalIdTaken.
                 found = self.get_order(order_id)
@@ -224,10 +283,33 @@ class ServiceOrders(Application[UUID]):
 
     # --------------------------------------------------------------------- reads
     def get_order(self, order_id: UUID, version: int | None = None) -> ServiceOrder:
+        found: Any
         try:
-            return self.repository.get(order_id, version=version)
+            found = self.repository.get(order_id, version=version)
         except AggregateNotFoundError:
             raise OrderNotFound(order_id) from None
+        if not isinstance(found, ServiceOrder):  # a service's id (the log holds both)
+            raise OrderNotFound(order_id)
+        return found
+
+    def get_service(self, service_id: str, version: int | None = None) -> Service:
+        """The service of the inventory with this id (TMF638 `id`), at `version` (None:
+        the latest). ServiceNotFound when there is none."""
+        found: Any
+        try:
+            found = self.repository.get(service_key(service_id), version=version)
+        except AggregateNotFoundError:
+            raise ServiceNotFound(service_id) from None
+        if not isinstance(found, Service):
+            raise ServiceNotFound(service_id)
+        return found
+
+    def service_history(self, service_id: str) -> list[Any]:
+        """Every event of the service, oldest first. ServiceNotFound when there is none."""
+        events = list(self.events.get(service_key(service_id)))
+        if not events or not isinstance(events[0], ServiceEvent):
+            raise ServiceNotFound(service_id)
+        return events
 
     def find_by_external_id(self, external_id: str) -> ServiceOrder:
         return self.get_order(order_id_for(external_id))
@@ -275,6 +357,15 @@ class ServiceOrders(Application[UUID]):
 ExpectedVersion: TypeAlias = int | Collection[int] | None
 """The version the caller saw: one, or several any of which will do (an If-Match list);
 None: no check."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOutcome:
+    """What a door needs to answer an `ImportService`: the service, and whether the
+    command created it (False: the same service was imported before)."""
+
+    service: Service
+    created: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,11 +422,27 @@ class UnitOfWork:
         self._single = single
         self._orders: dict[UUID, ServiceOrder | None] = {}  # None: known not to exist
         self._stored: dict[UUID, int] = {}  # the version each order had in the store
+        # The services of the inventory the commands read or changed (by aggregate id);
+        # None: known not to exist. Saved with the orders, in the same transaction.
+        self._services: dict[UUID, Service | None] = {}
 
     # ------------------------------------------------------------------ phases
+    @overload
+    def apply(
+        self, ctx: CommandContext, command: ImportService, expected_version: None = None
+    ) -> ServiceOutcome: ...
+
+    @overload
+    def apply(
+        self,
+        ctx: CommandContext,
+        command: CreationCommand | OrderCommand,
+        expected_version: ExpectedVersion = None,
+    ) -> Outcome: ...
+
     def apply(
         self, ctx: CommandContext, command: Command, expected_version: ExpectedVersion = None
-    ) -> Outcome:
+    ) -> Any:
         """Apply one command in memory (nothing is written until `commit`).
 
         Raises the domain's refusal (NotPermitted, IllegalTransition, ValidationFailed,
@@ -350,6 +457,8 @@ class UnitOfWork:
             return self._draft(ctx, command)
         if isinstance(command, Resubmit):
             return self._resubmit(ctx, command, expected_version)
+        if isinstance(command, ImportService):
+            return self._import_service(ctx, command)
         try:
             handler = _HANDLERS[type(command)]
         except KeyError:
@@ -361,27 +470,39 @@ class UnitOfWork:
         if seal is not None:  # the free text it brings (domain/sealing.py)
             command = sealing.seal_command(command, seal, order.cancellation_reason)
         before = len(order.pending_events)
+        services_before = self._service_marks()
+        state_before, deleted_before = order.state, order.deleted
         try:
             made = handler(self, ctx, command, order)
+            if order.state is not state_before or order.deleted is not deleted_before:
+                self._services_after(ctx, order)
         except BaseException:
-            if not self._single and len(order.pending_events) != before:
-                self._restore(order, before)
+            if not self._single:
+                if len(order.pending_events) != before:
+                    self._restore(order, before)
+                self._restore_services(services_before)
             raise
         if isinstance(command, Revise):
             return Outcome(order, proposal_id=made)
         return Outcome(order, request_id=made)
 
     def commit(self, **save_kwargs: Any) -> list[Recording[UUID]]:
-        """Save every order with new events, and `save_kwargs`' rows, in one transaction."""
+        """Save every order and service with new events, and `save_kwargs`' rows, in one
+        transaction."""
         orders = self.pending()
-        recordings: list[Recording[UUID]] = self.app.save(*orders, **save_kwargs)
-        for order in orders:  # what a failed command after this is undone to
-            self._stored[order.id] = order.version
+        services = self.pending_services()
+        recordings: list[Recording[UUID]] = self.app.save(*orders, *services, **save_kwargs)
+        for aggregate in [*orders, *services]:  # what a failed command after this is undone to
+            self._stored[aggregate.id] = aggregate.version
         return recordings
 
     def pending(self) -> list[ServiceOrder]:
         """The orders the commit will save (those with new events)."""
         return [o for o in self._orders.values() if o is not None and o.pending_events]
+
+    def pending_services(self) -> list[Service]:
+        """The services the commit will save (those with new events)."""
+        return [s for s in self._services.values() if s is not None and s.pending_events]
 
     # ------------------------------------------------------------------ orders
     def resolve(self, target: Target) -> ServiceOrder:
@@ -409,6 +530,8 @@ class UnitOfWork:
                 order = self.app.repository.get(order_id)
             except AggregateNotFoundError:
                 order = None
+            if not isinstance(order, ServiceOrder):  # a service's id: no such order
+                order = None
             if order is not None:
                 self._stored[order_id] = order.version
         self._orders[order_id] = order
@@ -425,6 +548,226 @@ class UnitOfWork:
         if base is not None:
             base.pending_events.extend(events)
         self._orders[order.id] = base
+
+    # ------------------------------------------------------------------ services
+    def service(self, service_id: str) -> Service | None:
+        """The inventory's service with this id (loaded once), None when there is none."""
+        key = service_key(service_id)
+        if key in self._services:
+            return self._services[key]
+        found: Any
+        try:
+            found = self.app.repository.get(key)
+        except AggregateNotFoundError:
+            found = None
+        if not isinstance(found, Service):
+            found = None
+        if found is not None:
+            self._stored[key] = found.version
+        self._services[key] = found
+        return found  # type: ignore[no-any-return]
+
+    def add_service(self, service: Service) -> None:
+        """A new service (created by an import), saved by the commit."""
+        if self._services.get(service.id) is not None:
+            raise ConcurrencyConflict(None, f"service {service.service_id} exists already")
+        self._services[service.id] = service
+
+    def _import_service(self, ctx: CommandContext, c: ImportService) -> ServiceOutcome:
+        """A service that existed before the engine; the same one again changes nothing."""
+        if ctx.actor.role not in IMPORTERS:
+            raise NotPermitted(
+                None,
+                ctx.actor.id,
+                ctx.actor.role,
+                "import a service",
+                "only an upstream system or an operator imports services",
+            )
+        record = c.service
+        found = self.service(record.id)
+        if found is not None:
+            reveal = self.app.sealer.reveal if self.app.sealer is not None else None
+            if _record_of(found, reveal) != record:
+                raise ServiceConflict(record.id)
+            return ServiceOutcome(found, created=False)
+        sealer = self.app.sealer
+        if sealer is not None:
+            scope = record.customer.id if record.customer is not None else SERVICE_SCOPE + record.id
+            seal = partial(_seal, sealer.seal, scope)
+            record = privacy.map_service_record(record, seal)
+        service = Service.create(
+            ctx,
+            record.id,
+            name=record.name,
+            state=record.state,
+            specification=record.specification,
+            characteristics=dict(record.characteristics),
+            places=record.places,
+            customer=record.customer,
+            depends_on=record.depends_on,
+            imported=True,
+            extra=dict(record.extra),
+        )
+        self._services[service.id] = service
+        for supplier in record.depends_on:
+            found = self.service(supplier)
+            if found is not None:
+                found.add_dependent(ctx, record.id)
+        return ServiceOutcome(service, created=True)
+
+    def _inventory(self, items: Iterable[OrderItem]) -> Inventory | None:
+        """The services the items name, with the services that depend on those a `delete`
+        disconnects; None when no item names one (nothing to check)."""
+        items = list(items)
+        named = named_services(items)
+        if not named:
+            return None
+        services: dict[str, Service | None] = {sid: self.service(sid) for sid in named}
+        for item in items:
+            found = services.get(item.service_id or "")
+            if item.action is ItemAction.DELETE and found is not None:
+                for dependent in found.dependents:
+                    services.setdefault(dependent, self.service(dependent))
+        return Inventory(services, self.app.inventory_check)
+
+    def _open_services(self, ctx: CommandContext, order: ServiceOrder) -> None:
+        """Each existing service an accepted order's items name learns of the open order."""
+        by_service: dict[str, list[OrderItem]] = {}
+        for item in order.items.values():
+            if item.action in NAMES_A_SERVICE and item.service_id:
+                by_service.setdefault(item.service_id, []).append(item)
+        for service_id, items in by_service.items():
+            service = self.service(service_id)
+            if service is not None:
+                ids = tuple(i.id for i in items)
+                service.open_order(ctx, str(order.id), ids, str(items[0].action))
+
+    def _services_after(self, ctx: CommandContext, order: ServiceOrder) -> None:
+        """An order that ended changes the inventory in the same transaction: a completed
+        `add` item creates its service, a completed `modify` changes it, a completed
+        `delete` terminates it; every other service it named is released."""
+        if not (order.state.is_final or order.deleted):
+            return
+        done = order.state in (OrderState.COMPLETED, OrderState.PARTIAL)
+        reseal = self._resealer_of(order)
+        oid = str(order.id)
+        customer = order.header.customer
+        if customer is not None:
+            customer = reseal(customer)
+        for item in order.items.values():
+            completed = done and item.state is ItemState.COMPLETED
+            if completed and item.action is ItemAction.ADD:
+                self._create_service(ctx, order, item, customer, reseal)
+            elif completed and item.action is ItemAction.MODIFY and item.service_id:
+                service = self.service(item.service_id)
+                if service is not None:
+                    service.modify(
+                        ctx,
+                        oid,
+                        item.id,
+                        dict(item.characteristics),
+                        reseal(item.place),
+                        reseal(item.specification),
+                        reseal(item.service_name),
+                    )
+            elif completed and item.action is ItemAction.DELETE and item.service_id:
+                service = self.service(item.service_id)
+                if service is not None and service.active:
+                    service.terminate(ctx, oid, item.id)
+                    for supplier in service.depends_on:
+                        found = self.service(supplier)
+                        if found is not None:
+                            found.remove_dependent(ctx, service.service_id)
+        for item in order.items.values():  # released: every service still holding it
+            if item.service_id and item.action in NAMES_A_SERVICE:
+                service = self.service(item.service_id)
+                if service is not None:
+                    service.close_order(ctx, oid, str(order.state))
+
+    def _create_service(
+        self,
+        ctx: CommandContext,
+        order: ServiceOrder,
+        item: OrderItem,
+        customer: Any,
+        reseal: Callable[[Any], Any],
+    ) -> None:
+        service_id = item.service_id or service_id_for(order.id, item.id)
+        if self.service(service_id) is not None:
+            return  # named an existing service (flagged at intake): left as it is
+        depends_on: list[str] = []
+        for other_id in item.depends_on:
+            other = order.items.get(other_id)
+            if other is not None:
+                depends_on.append(other.service_id or service_id_for(order.id, other.id))
+        service = Service.create(
+            ctx,
+            service_id,
+            name=reseal(item.service_name),
+            specification=reseal(item.specification),
+            characteristics=dict(item.characteristics),
+            places=(reseal(item.place),) if item.place is not None else (),
+            customer=customer,
+            depends_on=tuple(depends_on),
+            order_id=str(order.id),
+            item_id=item.id,
+            extra=reseal(dict(item.service_extra)),
+        )
+        self._services[service.id] = service
+        for supplier in depends_on:
+            found = self.service(supplier)
+            if found is not None:
+                found.add_dependent(ctx, service_id)
+
+    def _resealer_of(self, order: ServiceOrder) -> Callable[[Any], Any]:
+        """Personal values copied from the order into its services' events, sealed under
+        the order's scope (whether the order holds them revealed, as loaded, or sealed, as
+        this unit of work's commands brought them)."""
+        sealer = self.app.sealer
+        if sealer is None:
+            return _same_value
+        scope = privacy.scope_of(order.header, str(order.id))
+
+        def one(text: str) -> str:
+            return sealer.seal(scope, sealer.reveal(text)) if text else text
+
+        def reseal(value: Any) -> Any:
+            if value is None:
+                return None
+            if isinstance(value, str):
+                return one(value)
+            if isinstance(value, dict):
+                return privacy.map_json(value, one)
+            if isinstance(value, Place):
+                return privacy.map_place(value, one)
+            if isinstance(value, Party):
+                return privacy.map_party(value, one)
+            if isinstance(value, EntityRef) and value.extra:
+                return value.model_copy(update={"extra": privacy.map_json(value.extra, one)})
+            return value
+
+        return reseal
+
+    def _service_marks(self) -> dict[UUID, int]:
+        return {k: len(v.pending_events) for k, v in self._services.items() if v is not None}
+
+    def _restore_services(self, marks: dict[UUID, int]) -> None:
+        """Undo what a failed command did to services (as `_restore` does to orders)."""
+        for key, service in list(self._services.items()):
+            if service is None or len(service.pending_events) == marks.get(key, 0):
+                continue
+            keep = marks.get(key)
+            if keep is None:  # loaded or created by the failed command: read again if asked
+                del self._services[key]
+                continue
+            events = list(service.pending_events[:keep])
+            version = self._stored.get(key)
+            base: Any = None if version is None else self.app.repository.get(key, version=version)
+            for event in events:
+                base = event.mutate(base)
+            if base is not None:
+                base.pending_events.extend(events)
+            self._services[key] = base
 
     # ------------------------------------------------------------ personal data
     # Personal values a command brings are sealed here (the app's sealer, docs/audit.md)
@@ -477,8 +820,10 @@ class UnitOfWork:
             return Outcome(found, created=False)
         header, items, notes = self._seal_new(command.header, command.items, command.notes)
         catalog = self.app.catalog
-        order = ServiceOrder.receive(ctx, header, items, catalog, order_id, notes)
+        inventory = self._inventory(items)
+        order = ServiceOrder.receive(ctx, header, items, catalog, order_id, notes, inventory)
         self._orders[order_id] = order
+        self._open_services(ctx, order)
         return Outcome(order, created=True)
 
     def _draft(self, ctx: CommandContext, command: DraftOrder) -> Outcome:
@@ -506,7 +851,8 @@ class UnitOfWork:
         )
 
     def _submit(self, ctx: CommandContext, c: Submit, order: ServiceOrder) -> None:
-        order.submit(ctx, self.app.catalog)
+        order.submit(ctx, self.app.catalog, self._inventory(order.items.values()))
+        self._open_services(ctx, order)
 
     def _approve(self, ctx: CommandContext, c: Approve, order: ServiceOrder) -> None:
         order.approve(ctx, c.note, four_eyes=self.app.four_eyes)
@@ -557,7 +903,12 @@ class UnitOfWork:
         proposal_id = None
         if changes or not c.notes:  # nothing but notes: no revision (see `Revise`)
             catalog, policy = self.app.catalog, self.app.policy
-            proposal_id = order.revise(ctx, catalog, items, c.removed_item_ids, header, policy)
+            inventory = self._inventory(items)
+            proposal_id = order.revise(
+                ctx, catalog, items, c.removed_item_ids, header, policy, inventory
+            )
+            if proposal_id is None:
+                self._open_services(ctx, order)
         # A note resent with a revision: once. Compared as revealed (the notes and the
         # command's texts may be sealed: tokens differ for one text).
         reveal = self.app.sealer.reveal if self.app.sealer is not None else _same
@@ -593,8 +944,9 @@ class UnitOfWork:
             if items.pop(item_id, None) is None:
                 raise InvalidCommand(f"the rejected order {rejected.id} has no item {item_id}")
         header, new_items, _ = self._seal_new(header, items.values())
+        inventory = self._inventory(new_items) if c.submit else None
         new = ServiceOrder.resubmission(
-            ctx, rejected, header, new_items, self.app.catalog, c.submit
+            ctx, rejected, header, new_items, self.app.catalog, c.submit, inventory
         )
         if new.id in self._orders or (self._existing is not None and new.id in self._existing):
             raise ConcurrencyConflict(new.id, "the order id is taken")
@@ -605,6 +957,8 @@ class UnitOfWork:
                 self._restore(rejected, before)
             raise
         self._orders[new.id] = new
+        if c.submit:
+            self._open_services(ctx, new)
         return Outcome(new, created=True)
 
     def _request_cancellation(
@@ -628,6 +982,31 @@ def _seal(seal: Callable[[str, str], str], scope: str, value: str) -> str:
 
 def _same(value: str) -> str:
     return value
+
+
+def _same_value(value: Any) -> Any:
+    return value
+
+
+# Who may import services: an upstream system (the Kafka import topic) or an operator (the CLI).
+IMPORTERS = frozenset({Role.UPSTREAM, Role.OPERATOR})
+SERVICE_SCOPE = privacy.SERVICE_SCOPE
+
+
+def _record_of(service: Service, reveal: Callable[[str], str] | None) -> ServiceRecord:
+    """The import that would have created `service` as it is now (revealed)."""
+    record = ServiceRecord(
+        id=service.service_id,
+        name=service.name,
+        state=service.state,
+        specification=service.specification,
+        characteristics=service.characteristics,
+        places=service.places,
+        customer=service.customer,
+        depends_on=service.depends_on,
+        extra=service.extra,
+    )
+    return record if reveal is None else privacy.reveal_deep(record, reveal)
 
 
 def _forward(method: Callable[[ServiceOrder, CommandContext, Any], None], field: str) -> Handler:

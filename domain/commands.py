@@ -26,7 +26,7 @@ from typing import Any, TypeAlias, get_args
 from uuid import UUID
 
 from .order import order_id_for
-from .values import HeaderChange, ItemState, Note, OrderHeader, OrderItem, Place
+from .values import HeaderChange, ItemState, Note, OrderHeader, OrderItem, Place, ServiceRecord
 
 
 def _freeze(obj: Any, *names: str) -> None:
@@ -122,6 +122,16 @@ class ReceiveOrder:
     def deterministic(self) -> bool:
         """Whether the id is determined (the same order again gets the same id)."""
         return bool(self.header.external_id) or self.order_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportService:
+    """A service that existed before the engine, into the inventory (TMF638 import: the
+    CLI's `inventory import`, the Kafka import topic). The same service again changes
+    nothing (`ServiceOutcome.created` False); other content under its id is refused
+    (`ServiceConflict`)."""
+
+    service: ServiceRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +392,10 @@ OrderCommand: TypeAlias = (
 )
 """The commands on an existing order (each has `order_id: Target`)."""
 
-Command: TypeAlias = CreationCommand | OrderCommand
+ServiceCommand: TypeAlias = ImportService
+"""The commands on the inventory's services (domain/service.py)."""
+
+Command: TypeAlias = CreationCommand | OrderCommand | ServiceCommand
 """Every command `ServiceOrders.handle` takes."""
 
 COMMANDS: tuple[type[Any], ...] = get_args(Command)

@@ -120,6 +120,29 @@ class OrderNotFound(DomainError):
         super().__init__(f"no order {described or order_id}")
 
 
+class ServiceNotFound(DomainError):
+    """No service of the inventory has this id (domain/service.py)."""
+
+    code = "service_not_found"
+
+    def __init__(self, service_id: str) -> None:
+        self.service_id = service_id
+        super().__init__(f"no service {service_id}")
+
+
+class ServiceConflict(DomainError):
+    """An import brings other content under the id of a service the inventory holds."""
+
+    code = "service_conflict"
+
+    def __init__(self, service_id: str) -> None:
+        self.service_id = service_id
+        super().__init__(
+            f"service {service_id} exists with other content: an import never changes a "
+            "service (a completed modify order does)"
+        )
+
+
 class ConcurrencyConflict(DomainError):
     """Someone else changed the order since it was loaded; reload and retry."""
 
@@ -245,6 +268,8 @@ ANSWERS: dict[str, Answer] = {
         Answer(NotPermitted.code, 403, None, _NOT_PERMITTED, 403, "Not permitted", 1),
         Answer(OrderNotFound.code, 404, None, _UNKNOWN_ORDER, 404, "Not found", 1),
         Answer(UnknownItem.code, 404, None, _INVALID, 404, "Not found", 1),
+        Answer(ServiceNotFound.code, 404, None, _INVALID, 404, "Not found", 1),
+        Answer(ServiceConflict.code, 409, None, _RESEND, 409, "Already used", 1),
         Answer(IllegalTransition.code, 409, None, _ILLEGAL, 409, "Not possible now", 1),
         # A key used again with other content, or held by a draft / a deleted order
         # (domain/resend.py): nothing is created.

@@ -23,6 +23,7 @@ from .values import (
     Actor,
     Decision,
     HeaderChange,
+    ItemCheck,
     ItemState,
     Milestone,
     Note,
@@ -42,8 +43,10 @@ if TYPE_CHECKING:
 TOPIC_PREFIX = "serviceorders.order:"
 
 
-class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
-    """Base of all order events: the envelope and the hash chain."""
+class ChainedEvent(BaseModel, CanMutateAggregate[UUID]):
+    """Base of every event of the log (an order's, a service's: domain/service.py): the
+    envelope and the hash chain of its aggregate. Its topic is `TOPIC_PREFIX` + the
+    class's name."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     # The stored state, dumped once (see model_post_init): a slot, not a pydantic private
@@ -51,6 +54,7 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
     __slots__ = ("_stored",)
 
     TOPIC: ClassVar[str]
+    TOPIC_PREFIX: ClassVar[str] = TOPIC_PREFIX
     class_version: ClassVar[int] = 1
 
     originator_id: UUID
@@ -68,7 +72,7 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.TOPIC = TOPIC_PREFIX + cls.__name__
+        cls.TOPIC = cls.TOPIC_PREFIX + cls.__name__
         register_topic(cls.TOPIC, cls)
 
     def model_post_init(self, context: Any, /) -> None:
@@ -87,7 +91,7 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
             object.__setattr__(self, "_stored", state)  # the mapper stores exactly this
 
     def __eq__(self, other: object) -> bool:  # the fields (the stored state is a slot)
-        if not isinstance(other, OrderEvent):
+        if not isinstance(other, ChainedEvent):
             return NotImplemented
         return type(self) is type(other) and self.__dict__ == other.__dict__
 
@@ -128,6 +132,13 @@ class OrderEvent(BaseModel, CanMutateAggregate[UUID]):
         if aggregate.state != state_before:
             aggregate.state_since = self.timestamp
         return aggregate
+
+    def apply(self, aggregate: Any) -> None:
+        """How the event changes its aggregate; overridden by each event."""
+
+
+class OrderEvent(ChainedEvent):
+    """Base of all order events."""
 
     def apply(self, order: ServiceOrder) -> None:
         """How the event changes the order; overridden by each event."""
@@ -194,6 +205,16 @@ def nested_in(items: dict[str, OrderItem], item_id: str) -> list[str]:
         found.extend(children)
         parents = children
     return found
+
+
+class InventoryChecked(OrderEvent):
+    """The items naming existing services were checked against the inventory as the order
+    (or its revision) was accepted (domain/inventory.py): what each service was then."""
+
+    checks: tuple[ItemCheck, ...]
+
+    def apply(self, order: ServiceOrder) -> None:
+        order.inventory = {**order.inventory, **{c.item_id: c for c in self.checks}}
 
 
 class OrderSubmitted(OrderEvent):

@@ -25,6 +25,7 @@ from .errors import (
     UnknownItem,
     ValidationFailed,
 )
+from .inventory import Inventory
 from .lifecycle import (
     ALLOWED_FROM,
     BLOCKED_AFTER_POINT_OF_NO_RETURN,
@@ -42,6 +43,7 @@ from .values import (
     CommandContext,
     Decision,
     HeaderChange,
+    ItemCheck,
     ItemState,
     Milestone,
     Note,
@@ -125,6 +127,9 @@ class ServiceOrder(BaseAggregate[UUID]):
         self.milestones: tuple[Milestone, ...] = ()
         self.cancellation_information: str | None = None
         self.item_states_before_cancellation: dict[str, ItemState] = {}
+        # Issue 20 (snapshot format 4): what the inventory held of each item naming an
+        # existing service when it was accepted (domain/inventory.py).
+        self.inventory: dict[str, ItemCheck] = {}
 
     # ----------------------------------------------------------------- creation
     @classmethod
@@ -144,16 +149,37 @@ class ServiceOrder(BaseAggregate[UUID]):
         catalog: Catalog,
         order_id: UUID | None = None,
         notes: Iterable[Note] = (),
+        inventory: Inventory | None = None,
     ) -> ServiceOrder:
-        """A complete order from an upstream system or the API: two events, into review."""
+        """A complete order from an upstream system or the API: two events, into review
+        (three when items name existing services: `InventoryChecked` between)."""
         _check_role(None, ctx, Action.RECEIVE)
         items = tuple(catalog.resolve(i) for i in items)
         problems = catalog.validate_items(items)
+        if inventory is not None:
+            order_id = order_id or order_id_for(header.external_id)
+            customer = header.customer
+            problems += inventory.problems(order_id, customer.id if customer else None, items)
         if refused := structural(problems):
             raise ValidationFailed(refused, order_id)
         order = cls._new(ctx, header, items, order_id, tuple(notes))
+        order._record_checks(ctx, inventory, items)
         order.trigger_event(ev.OrderSubmitted, flags=tuple(flags(problems)), **envelope(ctx))
         return order
+
+    def _record_checks(
+        self, ctx: CommandContext, inventory: Inventory | None, items: Iterable[OrderItem]
+    ) -> None:
+        if inventory is not None and (checks := inventory.checks(items)):
+            self.trigger_event(ev.InventoryChecked, checks=checks, **envelope(ctx))
+
+    def _inventory_problems(
+        self, inventory: Inventory | None, items: Iterable[OrderItem]
+    ) -> list[Problem]:
+        if inventory is None:
+            return []
+        customer = self.header.customer
+        return inventory.problems(self.id, customer.id if customer else None, items)
 
     @classmethod
     def _new(
@@ -230,11 +256,15 @@ class ServiceOrder(BaseAggregate[UUID]):
         """Every problem of the order as it stands, structural and flags alike."""
         return catalog.validate_items(self.items.values())
 
-    def submit(self, ctx: CommandContext, catalog: Catalog) -> None:
+    def submit(
+        self, ctx: CommandContext, catalog: Catalog, inventory: Inventory | None = None
+    ) -> None:
         self._check(ctx, Action.SUBMIT)
         problems = self.validate(catalog)
+        problems += self._inventory_problems(inventory, self.items.values())
         if refused := structural(problems):
             raise ValidationFailed(refused, self.id)
+        self._record_checks(ctx, inventory, self.items.values())
         self.trigger_event(ev.OrderSubmitted, flags=tuple(flags(problems)), **envelope(ctx))
 
     # -------------------------------------------------------------------- review
@@ -423,6 +453,7 @@ class ServiceOrder(BaseAggregate[UUID]):
         removed_item_ids: Iterable[str] = (),
         header: HeaderChange | None = None,
         policy: Policy | None = None,
+        inventory: Inventory | None = None,
     ) -> str | None:
         """Merge a revision by item id; the order keeps its state (see docs/lifecycle.md).
 
@@ -448,6 +479,7 @@ class ServiceOrder(BaseAggregate[UUID]):
         merged = {**self.items, **{i.id: i for i in items}}
         remaining = [item for item_id, item in merged.items() if item_id not in removed]
         problems = catalog.validate_items(remaining)
+        problems += self._inventory_problems(inventory, items)  # the items it brings
         if refused := structural(problems):
             raise ValidationFailed(refused, self.id)
         change = {
@@ -461,6 +493,7 @@ class ServiceOrder(BaseAggregate[UUID]):
         ):
             return self._propose(ctx, catalog, policy, change)
         self.trigger_event(ev.OrderRevised, **change, **envelope(ctx))
+        self._record_checks(ctx, inventory, items)
         if self.state is OrderState.IN_PROGRESS:
             self._settle(ctx)  # removing the last open items may finish the order
         return None
@@ -723,6 +756,7 @@ class ServiceOrder(BaseAggregate[UUID]):
         items: Iterable[OrderItem],
         catalog: Catalog,
         submit: bool,
+        inventory: Inventory | None = None,
     ) -> ServiceOrder:
         """The new order correcting `rejected` (its content, corrected, as `header` and
         `items`): into review at once (`submit`), else a draft to correct further. Its
@@ -732,7 +766,7 @@ class ServiceOrder(BaseAggregate[UUID]):
         kept = [r for r in header.order_relationships if r.relationship_type != RESUBMITTED_AS]
         header = header.model_copy(update={"order_relationships": (*kept, link)})
         if submit:
-            return cls.receive(ctx, header, items, catalog)
+            return cls.receive(ctx, header, items, catalog, inventory=inventory)
         _check_role(None, ctx, Action.DRAFT)
         return cls._new(ctx, header, tuple(catalog.resolve(i) for i in items), None)
 

@@ -33,12 +33,14 @@ from .values import (
     OrderRelationship,
     Party,
     Place,
+    ServiceRecord,
 )
 
 TOKEN_PREFIX = "pii:1:"
 ERASED = "[erased]"
 UNASSIGNED_SCOPE = "unassigned"
 ORDER_SCOPE = "order:"  # + the external id: the scope of an order without a customer
+SERVICE_SCOPE = "service:"  # + the service id: an imported service without a customer
 
 
 class Sealer(Protocol):
@@ -137,6 +139,19 @@ def map_place(place: Place | None, fn: Callable[[str], str]) -> Place | None:
     if place is None or not place.name:
         return place
     return replace(place, name=fn(place.name))
+
+
+def map_service_record(record: ServiceRecord, fn: Callable[[str], str]) -> ServiceRecord:
+    """An imported service's name, places' names, customer's name and every text among
+    its attributes kept as sent."""
+    return replace(
+        record,
+        name=_text(fn, record.name),
+        places=tuple(map_place(p, fn) or p for p in record.places),
+        customer=map_party(record.customer, fn) if record.customer is not None else None,
+        specification=_reference(record.specification, fn),
+        extra=_extra(fn, record.extra),
+    )
 
 
 def _reference(ref: EntityRef | None, fn: Callable[[str], str]) -> Any:

@@ -13,6 +13,8 @@ snapshot can supply (an empty list of contributors would open four-eyes). Format
 (issue 19) added `outcomes`, `milestones`, `cancellation_information` and
 `item_states_before_cancellation` (migration 7 deletes the format-2 snapshots: an older
 snapshot has no outcomes or milestones, which the events before it would have filled).
+Format 4 (issue 20) added `inventory` (what the inventory held of each item naming an
+existing service; migration 9 deletes the format-3 snapshots).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .values import (
     Actor,
+    ItemCheck,
     ItemState,
     Milestone,
     Note,
@@ -38,7 +41,7 @@ from .values import (
     Proposal,
 )
 
-FORMAT = 3
+FORMAT = 4
 
 
 class OrderSnapshotState(BaseModel):
@@ -73,6 +76,7 @@ class OrderSnapshotState(BaseModel):
     milestones: tuple[Milestone, ...]
     cancellation_information: str | None
     item_states_before_cancellation: dict[str, ItemState]
+    inventory: dict[str, ItemCheck]
     format: int = FORMAT
 
 

@@ -327,6 +327,44 @@ class Problem(Value):
     structural: bool = True
 
 
+class ServiceState(StrEnum):
+    """TMF638 v4 service states (../shared/tmf638/service_lifecycle.png)."""
+
+    FEASIBILITY_CHECKED = "feasibilityChecked"
+    DESIGNED = "designed"
+    RESERVED = "reserved"
+    INACTIVE = "inactive"
+    ACTIVE = "active"
+    TERMINATED = "terminated"
+
+
+class ServiceRecord(Value):
+    """A service as an import brings it (a TMF638 Service that existed before the engine):
+    `extra` holds its other attributes as sent (category, serviceType, startDate, ...)."""
+
+    id: str = Field(min_length=1, max_length=200)
+    name: str | None = None
+    state: ServiceState = ServiceState.ACTIVE
+    specification: SpecRef | None = None
+    characteristics: dict[str, Any] = Field(default_factory=dict)
+    places: tuple[Place, ...] = ()
+    customer: Party | None = None
+    depends_on: tuple[str, ...] = ()
+    extra: dict[str, Any] = Field(default_factory=dict, exclude_if=_empty)
+
+
+class ItemCheck(Value):
+    """What the inventory held when an order item naming an existing service was accepted
+    (domain/inventory.py): the service's version (None: no such service) and, for a
+    `modify`, each characteristic the item changes with the service's value then (TMF
+    `previousValue`; a characteristic the service did not have is not in it)."""
+
+    item_id: str
+    service_id: str
+    service_version: int | None = None
+    previous: dict[str, Any] = Field(default_factory=dict, exclude_if=_empty)
+
+
 class Decision(Value):
     """What a decider saw: the order's version and content hash when they decided (the
     door's If-Match or form version makes sure it is what they were shown), and the

@@ -13,8 +13,9 @@ from uuid import UUID
 
 from eventsourcing.persistence import Mapper, StoredEvent
 from serviceorders.domain.codec import UnknownEvent
-from serviceorders.domain.events import OrderDeleted, OrderEvent
+from serviceorders.domain.events import ChainedEvent, OrderDeleted, OrderEvent
 from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.service import Service, ServiceEvent
 from serviceorders.domain.values import Actor, OrderState
 from serviceorders.storage.db import ReadDb
 
@@ -55,9 +56,15 @@ class Batch:
     """One page of the log, folded: what each projection needs to apply it."""
 
     start: int  # position before the page
-    end: int  # position of the page's last event
-    events: list[tuple[int, OrderEvent]]
+    end: int  # position of the page's last event (an order's or a service's)
+    events: list[tuple[int, OrderEvent]]  # the page's order events
     orders: dict[UUID, ServiceOrder] = field(default_factory=dict)  # state at `end`
+    # The page's service events (domain/service.py), and the services they touch as they
+    # are at `end` (by aggregate id); `services_before`: those that existed before the
+    # page, as they were then (None: new in the page).
+    service_events: list[tuple[int, ServiceEvent]] = field(default_factory=list)
+    services: dict[UUID, Service] = field(default_factory=dict)
+    services_before: dict[UUID, Service | None] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
     # the earlier events (before the page) of the orders that already existed, in version
     # order: for projections that replay an order event by event (notifications)
@@ -121,7 +128,10 @@ class EventLog:
     def count_after(self, position: int) -> int:
         return events_after(self.db, position)
 
-    def read(self, after: int, limit: int, stop: int | None = None) -> list[tuple[int, OrderEvent]]:
+    def read(
+        self, after: int, limit: int, stop: int | None = None
+    ) -> list[tuple[int, ChainedEvent]]:
+        """The next page of the log: every event (orders' and services'), in log order."""
         sql = (
             f"SELECT {self.position}, originator_id, originator_version, topic, state "
             f"FROM {self.table} WHERE {self.position} > %s"
@@ -132,7 +142,7 @@ class EventLog:
             params.append(stop)
         sql += f" ORDER BY {self.position} LIMIT %s"
         params.append(limit)
-        events: list[tuple[int, OrderEvent]] = []
+        events: list[tuple[int, ChainedEvent]] = []
         for row in self.db.fetchall(sql, params):
             try:
                 events.append((int(row[0]), self._event(row[1:], int(row[0]))))
@@ -142,10 +152,11 @@ class EventLog:
                 break  # the page ends before it; the next page starts (and stops) there
         return events
 
-    def history(self, order_ids: Iterable[UUID], before: int) -> dict[UUID, list[OrderEvent]]:
-        """Every event of the given orders earlier than `before`, in version order."""
+    def history(self, order_ids: Iterable[UUID], before: int) -> dict[UUID, list[Any]]:
+        """Every event of the given orders (or services) earlier than `before`, in version
+        order."""
         ids = list(order_ids)
-        found: dict[UUID, list[OrderEvent]] = {i: [] for i in ids}
+        found: dict[UUID, list[Any]] = {i: [] for i in ids}
         for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
             keys = [i if self.db.dialect == "postgres" else i.hex for i in chunk]
             marks = ", ".join(["%s"] * len(keys))
@@ -160,7 +171,7 @@ class EventLog:
                 found[event.originator_id].append(event)
         return found
 
-    def _event(self, row: Sequence[Any], position: int) -> OrderEvent:
+    def _event(self, row: Sequence[Any], position: int) -> ChainedEvent:
         originator_id, version, topic, state = row
         if type(originator_id) is not UUID:
             originator_id = UUID(str(originator_id))
@@ -171,7 +182,7 @@ class EventLog:
             state=bytes(state),
         )
         try:
-            return cast(OrderEvent, self.mapper.to_domain_event(stored))
+            return cast(ChainedEvent, self.mapper.to_domain_event(stored))
         except UnknownEvent as e:
             # Never skipped: the read models would silently miss it. The projector stops.
             raise UnknownEvent(
@@ -189,15 +200,24 @@ def visible(order: ServiceOrder | None) -> bool:
 def fold(
     log: EventLog,
     start: int,
-    events: list[tuple[int, OrderEvent]],
+    events: Sequence[tuple[int, ChainedEvent]],
     steps: bool = False,
     fresh: bool = False,
 ) -> Batch:
-    """Replay the page onto the orders it touches, loaded as they were before it; with
-    `steps`, also note each event's TMF641 documents (`Batch.steps`)."""
-    batch = Batch(start=start, end=events[-1][0], events=events, fresh=fresh)
+    """Replay the page onto the orders and services it touches, loaded as they were
+    before it; with `steps`, also note each event's TMF641 documents (`Batch.steps`)."""
+    order_events = [(p, e) for p, e in events if isinstance(e, OrderEvent)]
+    service_events = [(p, e) for p, e in events if isinstance(e, ServiceEvent)]
+    batch = Batch(
+        start=start,
+        end=events[-1][0],
+        events=order_events,
+        service_events=service_events,
+        fresh=fresh,
+    )
+    first = events[0][0]
     first_version: dict[UUID, int] = {}
-    for _, event in events:
+    for _, event in order_events:
         first_version.setdefault(event.originator_id, event.originator_version)
     earlier = []
     for oid, version in first_version.items():
@@ -205,14 +225,34 @@ def fold(
             earlier.append(oid)
         else:
             batch.new.add(oid)
-    batch.earlier = log.history(earlier, before=events[0][0]) if earlier else {}
+    batch.earlier = log.history(earlier, before=first) if earlier else {}
     for order_id, history in batch.earlier.items():
         order: Any = None
         for event in history:
             order = event.mutate(order)
         batch.orders[order_id] = order
     replay(batch, steps)
+    if service_events:
+        _fold_services(log, batch, first)
     return batch
+
+
+def _fold_services(log: EventLog, batch: Batch, first: int) -> None:
+    """`batch.services` (at the page's end) and `batch.services_before`."""
+    first_version: dict[UUID, int] = {}
+    for _, event in batch.service_events:
+        first_version.setdefault(event.originator_id, event.originator_version)
+    earlier = [k for k, version in first_version.items() if version > 1]
+    history = log.history(earlier, before=first) if earlier else {}
+    for key in first_version:
+        service: Any = None
+        for event in history.get(key, ()):
+            service = event.mutate(service)
+        batch.services_before[key] = None if service is None else copy.deepcopy(service)
+        batch.services[key] = service
+    for _, event in batch.service_events:
+        key = event.originator_id
+        batch.services[key] = event.mutate(batch.services[key])
 
 
 def replay(batch: Batch, steps: bool = False) -> None:

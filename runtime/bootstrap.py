@@ -10,6 +10,7 @@ from serviceorders.audit.pii import KeyStore, Vault
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.codec import OrjsonTranscoder, PydanticMapper
+from serviceorders.domain.inventory import CheckMode
 from serviceorders.projections.runner import Projector
 from serviceorders.settings import DatabaseConfig, Settings
 from serviceorders.storage.db import ReadDb
@@ -71,6 +72,7 @@ def build_application(settings: Settings, *, create_tables: bool = False) -> Ser
         four_eyes=settings.four_eyes,
         sealer=Vault(KeyStore(lambda: open_read_db(settings))),
         policy=settings.policy(),
+        inventory_check=CheckMode(settings.inventory_check),
     )
     if isinstance(app.recorder, IntakePostgresRecorder):
         # Bounds every write transaction, the events-table lock with it (docs/reliability.md).

@@ -193,6 +193,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         postgres=_sealed_dead_letters,
         sqlite=_sealed_dead_letters,
     ),
+    Migration(
+        9,
+        "order snapshots of format 3 deleted (issue 20: the inventory checks rebuilt from "
+        "the events)",
+        postgres=_drop_snapshots,
+        sqlite=_drop_snapshots,
+    ),
 )
 CURRENT = MIGRATIONS[-1].number
 

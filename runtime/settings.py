@@ -146,6 +146,9 @@ class Settings(BaseModel):
     # whether an inProgress order is held while its proposal waits.
     proposal_direct_fields: tuple[str, ...] = ()
     hold_on_proposal: bool = False
+    # What a failed inventory check of a change or disconnect item does (domain/inventory.py,
+    # docs/lifecycle.md "Services"): refuse the order naming the item, or flag it.
+    inventory_check: Literal["refuse", "flag"] = "refuse"
     catalog_path: Path | None = None
     lock_timeout_seconds: int = Field(default=5, ge=1)
     # The longest one write transaction may run, the events-table lock included (PostgreSQL
@@ -258,6 +261,7 @@ class Settings(BaseModel):
             "four_eyes": _bool(env, "SERVICEORDERS_FOUR_EYES", True),
             "proposal_direct_fields": _names(env, "SERVICEORDERS_PROPOSAL_DIRECT_FIELDS"),
             "hold_on_proposal": _bool(env, "SERVICEORDERS_HOLD_ON_PROPOSAL", False),
+            "inventory_check": env.get("SERVICEORDERS_INVENTORY_CHECK", "refuse"),
             "catalog_path": env.get("SERVICEORDERS_CATALOG") or None,
             "lock_timeout_seconds": _int(env, "SERVICEORDERS_DB_LOCK_TIMEOUT", 5),
             "write_timeout_seconds": _int(env, "SERVICEORDERS_DB_WRITE_TIMEOUT", 10),
@@ -380,6 +384,7 @@ ENV_NAMES = {
     "four_eyes": "SERVICEORDERS_FOUR_EYES",
     "proposal_direct_fields": "SERVICEORDERS_PROPOSAL_DIRECT_FIELDS",
     "hold_on_proposal": "SERVICEORDERS_HOLD_ON_PROPOSAL",
+    "inventory_check": "SERVICEORDERS_INVENTORY_CHECK",
     "catalog_path": "SERVICEORDERS_CATALOG",
     "lock_timeout_seconds": "SERVICEORDERS_DB_LOCK_TIMEOUT",
     "write_timeout_seconds": "SERVICEORDERS_DB_WRITE_TIMEOUT",

@@ -14,7 +14,9 @@ from serviceorders.domain import events as ev
 from serviceorders.domain import values as v
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.codec import OrjsonTranscoder, PydanticMapper, decode_state
+from serviceorders.domain.inventory import Inventory
 from serviceorders.domain.order import ServiceOrder
+from serviceorders.domain.service import Service, ServiceEvent, ServiceState
 from serviceorders.domain.snapshot import OrderSnapshot
 
 pytestmark = pytest.mark.unit
@@ -139,7 +141,75 @@ def orders_with_every_kind_of_event() -> list[ServiceOrder]:
     partial.change_item_state(FULFILMENT, "1", v.ItemState.COMPLETED)
     partial.change_item_state(FULFILMENT, "2", v.ItemState.FAILED)
 
-    return [captured, rejected, cancelled, failed, partial]
+    # a change order checked against the inventory (InventoryChecked)
+    service = Service.create(
+        UPSTREAM,
+        "SVC-1",
+        specification=v.SpecRef(id="internet-access"),
+        characteristics={"bandwidthMbps": 100},
+        customer=v.Party(id="cust-9"),
+    )
+    change = ServiceOrder.receive(
+        UPSTREAM,
+        HEADER.model_copy(update={"external_id": "crm-change"}),
+        [internet("1").model_copy(update={"action": v.ItemAction.MODIFY, "service_id": "SVC-1"})],
+        CATALOG,
+        inventory=Inventory({"SVC-1": service}),
+    )
+
+    return [captured, rejected, cancelled, failed, partial, change]
+
+
+def a_service_with_every_kind_of_event() -> Service:
+    """A service whose history holds every service event class."""
+    service = Service.create(
+        UPSTREAM,
+        "SVC-9",
+        name="ACME line",
+        specification=v.SpecRef(id="internet-access"),
+        characteristics={"bandwidthMbps": 100},
+        places=(v.Place(id="site-1", name="Main St"),),
+        customer=v.Party(id="cust-9", name="ACME"),
+        depends_on=("SVC-0",),
+        imported=True,
+        extra={"category": "business"},
+    )
+    service.open_order(UPSTREAM, "order-1", ("1",), "modify")
+    service.modify(UPSTREAM, "order-1", "1", {"bandwidthMbps": 200}, v.Place(id="site-2"))
+    service.open_order(UPSTREAM, "order-2", ("1",), "noChange")
+    service.close_order(UPSTREAM, "order-2", "failed")
+    service.add_dependent(UPSTREAM, "SVC-10")
+    service.remove_dependent(UPSTREAM, "SVC-10")
+    service.terminate(UPSTREAM, "order-3", "1")
+    return service
+
+
+SERVICE_EVENTS = a_service_with_every_kind_of_event().collect_events()
+
+
+def test_the_service_sample_holds_every_service_event_class() -> None:
+    assert {type(e) for e in SERVICE_EVENTS} == set(ServiceEvent.__subclasses__())
+
+
+@pytest.mark.parametrize("event", SERVICE_EVENTS, ids=[type(e).__name__ for e in SERVICE_EVENTS])
+def test_every_service_event_round_trips_and_chains(event) -> None:
+    back = round_trip(event)
+    assert back == event
+    assert back.hash == back.compute_hash()
+    assert event.TOPIC.startswith("serviceorders.service:")
+
+
+def test_a_service_replays_from_its_stored_events() -> None:
+    events = [round_trip(e) for e in SERVICE_EVENTS]
+    service = None
+    for event in events:
+        service = event.mutate(service)
+    assert service.state is ServiceState.TERMINATED
+    assert service.characteristics == {"bandwidthMbps": 200}
+    assert [p.id for p in service.places] == ["site-2"]  # moved: its place is the item's
+    assert service.open_orders == {}
+    assert service.dependents == ()
+    assert [e.prev_hash for e in events[1:]] == [e.hash for e in events[:-1]]
 
 
 def all_events() -> list[ev.OrderEvent]:
@@ -273,11 +343,12 @@ def test_the_sample_orders_end_in_the_expected_states() -> None:
         v.OrderState.CANCELLED,
         v.OrderState.FAILED,
         v.OrderState.PARTIAL,
+        v.OrderState.ACKNOWLEDGED,
     ]
 
 
 @pytest.mark.parametrize(
-    "index", range(5), ids=["completed", "rejected", "cancelled", "failed", "partial"]
+    "index", range(6), ids=["completed", "rejected", "cancelled", "failed", "partial", "change"]
 )
 def test_a_snapshot_round_trip_restores_the_order(index) -> None:
     order = orders_with_every_kind_of_event()[index]

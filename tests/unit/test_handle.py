@@ -427,7 +427,7 @@ def test_not_a_command(app: ServiceOrders) -> None:
 
 
 def test_every_command_has_a_handler() -> None:
-    handlers = set(_HANDLERS) | {cmd.ReceiveOrder, cmd.DraftOrder, cmd.Resubmit}
+    handlers = set(_HANDLERS) | {cmd.ReceiveOrder, cmd.DraftOrder, cmd.Resubmit, cmd.ImportService}
     assert handlers == set(COMMANDS)
 
 

@@ -133,7 +133,7 @@ def test_a_replay_and_a_snapshot_plus_later_events_give_the_same_outcomes() -> N
     order.change_item_state(FULFILMENT, "1", v.ItemState.IN_PROGRESS)
     events = list(order.pending_events)
     snapshot = MAPPER.to_domain_event(MAPPER.to_stored_event(OrderSnapshot.take(order)))
-    assert snapshot.state.format == FORMAT == 3
+    assert snapshot.state.format == FORMAT == 4  # issue 20 added the inventory checks
     order.request_cancellation(UPSTREAM, "budget")
     order.request_cancellation_information(MANAGER, "which budget line?")
     order.deny_cancellation(MANAGER_2, "work has started")
