@@ -5,7 +5,8 @@ the processes, audit, history and Kafka.
 each command group lives in its own module and registers itself on it when imported here:
 orders.py (`order ...`), demo.py, database.py (`db`, `projections`, `hub`), catalog.py,
 processes.py (`api`, `serve`, `project`: the process runtime is runtime/serve.py),
-audit.py, history.py, kafka.py (`consume`, `dlq`, `publish-sample`).
+audit.py, history.py, kafka.py (`consume`, `dlq`, `publish-sample`), inventory.py
+(`inventory show`; `inventory import` in inventory_import.py).
 """
 
 from serviceorders.cli import (  # noqa: F401 (each registers its commands on `main`)
@@ -14,6 +15,7 @@ from serviceorders.cli import (  # noqa: F401 (each registers its commands on `m
     database,
     demo,
     history,
+    inventory,
     kafka,
     orders,
     processes,

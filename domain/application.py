@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar, TypeAlias, overload
 from uuid import UUID
@@ -303,6 +304,16 @@ class ServiceOrders(Application[UUID]):
         if not isinstance(found, Service):
             raise ServiceNotFound(service_id)
         return found
+
+    def service_as_of(self, service_id: str, when: datetime) -> Service | None:
+        """The service as it was at `when` (its events up to then replayed): None when it
+        did not exist yet. ServiceNotFound when it never existed."""
+        service: Any = None
+        for event in self.service_history(service_id):
+            if event.timestamp > when:
+                break
+            service = event.mutate(service)
+        return service  # type: ignore[no-any-return]
 
     def service_history(self, service_id: str) -> list[Any]:
         """Every event of the service, oldest first. ServiceNotFound when there is none."""

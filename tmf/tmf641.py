@@ -36,7 +36,7 @@ SERVER_ADDED: dict[str, tuple[str, ...]] = {
     "ServiceOrderItem": ("state", "errorMessage", "quantity", "@type"),
     "Service": ("@type",),
     "ServiceSpecificationRef": ("name", "version", "@referredType", "@type"),
-    "Characteristic": ("valueType", "@type"),
+    "Characteristic": ("valueType", "previousValue", "@type"),  # previousValue: a modify's
     "RelatedPlaceRefOrValue": ("role", "@referredType", "@type"),
     "RelatedParty": ("@referredType", "@type"),
     "Note": ("author", "@type"),  # author: a PATCH's note is the caller's
@@ -169,6 +169,11 @@ def _item(order: ServiceOrder, item: OrderItem, nested: Sequence[dict[str, Any]]
         }
         for name, value in item.characteristics.items()
     ]
+    check = order.inventory.get(item.id)
+    if check is not None and check.previous:  # a modify: the service's value before it
+        for characteristic in service["serviceCharacteristic"]:
+            if characteristic["name"] in check.previous:
+                characteristic["previousValue"] = check.previous[characteristic["name"]]
     service["place"] = _places(item)
     service_extra = item.service_extra
     if "place" in service_extra:
