@@ -246,7 +246,20 @@ class ServiceOrders(Application[UUID]):
                         None, f"service {command.service.id} was imported concurrently"
                     ) from e
             return replace(imported, service=self.unseal_service(imported.service))
-        outcome = uow.apply(ctx, command, expected_version)
+        try:
+            outcome = uow.apply(ctx, command, expected_version)
+        except ValidationFailed:
+            # The same order again, refused only because the inventory moved on since it
+            # was accepted (its delete completed, say): answered as the order it is.
+            if not isinstance(command, ReceiveOrder) or not command.deterministic:
+                raise
+            order_id = command.target_id()
+            if not self.exists(order_id):
+                raise
+            found = self.get_order(order_id)
+            events = resend.creation_events(self.events, order_id, found.version)
+            _check_resend(self, command, found, events)
+            return Outcome(found, created=False)
         if not isinstance(command, ReceiveOrder):
             # Every order the command changed (a Resubmit: the new order and the rejected
             # one), in one transaction.

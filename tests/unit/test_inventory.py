@@ -265,3 +265,14 @@ def test_an_order_id_is_not_a_service_and_a_service_id_is_not_an_order(app) -> N
     with pytest.raises(OrderNotFound):
         app.get_order(service_key(sid))
     assert isinstance(app.repository.get(service_key(sid)), Service)
+
+
+def test_the_same_change_order_again_is_the_order_it_is_after_the_inventory_moved_on(app) -> None:
+    sid = added(app)
+    command = receive("del-1", change(sid, ItemAction.DELETE), related_parties=(ACME,))
+    first = app.handle(upstream(), command)
+    complete(app, first.order_id)
+    assert app.get_service(sid).state is ServiceState.TERMINATED
+    again = app.handle(upstream(), command)  # its service is gone now: still that order
+    assert again.order_id == first.order_id and not again.created
+    assert again.order.state is OrderState.COMPLETED
