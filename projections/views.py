@@ -14,6 +14,7 @@ from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.proposals import diff
 from serviceorders.domain.values import OrderState
 from serviceorders.projections.base import Projection
+from serviceorders.projections.inventory import INVENTORY_PROJECTIONS
 from serviceorders.projections.log import Batch, Transition
 from serviceorders.projections.notifications import NotificationOutbox
 from serviceorders.storage.db import ReadDb, Table
@@ -745,4 +746,5 @@ PROJECTIONS: tuple[Projection, ...] = (
     Outcomes(),
     Milestones(),
     NotificationOutbox(),
+    *INVENTORY_PROJECTIONS,  # the services of the inventory (issue 20)
 )
