@@ -20,6 +20,7 @@ from serviceorders.api import (
     ops,
     orders,
     review,
+    service_inventory,
     service_orders,
 )
 from serviceorders.api.context import ApiContext
@@ -150,6 +151,9 @@ def create_app(ctx: ApiContext, metrics: ops.Metrics | None = None) -> FastAPI:
     app.include_router(service_orders.router)
     app.include_router(service_orders.cancel_router)
     app.include_router(hub.router)
+    # TMF638 Service Inventory, read-only; a service's history under /api/v1 (issue 20).
+    app.include_router(service_inventory.router)
+    app.include_router(service_inventory.history_router)
     app.include_router(catalog.router)
     # The workflow beyond TMF641 under /api/v1: capture, review, fulfilment, the order's reads.
     for workflow in (drafts, review, fulfilment, orders):

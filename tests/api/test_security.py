@@ -21,11 +21,14 @@ import pytest
 from builders import REVIEW_QUEUE_FILTERS, TMF_ORDER_FILTERS
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from serviceorders.domain.commands import ImportService
+from serviceorders.domain.values import Channel, CommandContext, Role, ServiceRecord
 from starlette.routing import Route
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 TMF641 = "/tmf-api/serviceOrdering/v4"
 TMF633 = "/tmf-api/serviceCatalogManagement/v4"
+TMF638 = "/tmf-api/serviceInventory/v4"
 ROLES = ("integrator", "agent", "manager", "fulfilment", "auditor", "admin", "no key")
 UNAUTHENTICATED = (
     "/health",
@@ -235,6 +238,16 @@ def _setups(flow: Any, make_order_body: Callable[..., Any]) -> dict[str, Callabl
         )
         return Call(f"{ok}/{order_id}/cancellation/information", {"information": "line 7"})
 
+    def imported_service() -> str:
+        """A service of the inventory (an import, through the application)."""
+        ctx = flow.client.app.state.ctx
+        ctx.app.handle(
+            CommandContext.for_actor("ops", Role.OPERATOR, Channel.CLI),
+            ImportService(ServiceRecord(id="SVC-MATRIX", name="matrix")),
+        )
+        ctx.sync()
+        return "SVC-MATRIX"
+
     def cancel_request() -> Call:
         _, request_id = flow.assessing()
         return Call(f"{TMF641}/cancelServiceOrder/{request_id}")
@@ -278,6 +291,11 @@ def _setups(flow: Any, make_order_body: Callable[..., Any]) -> dict[str, Callabl
         "GET /api/v1/hub": lambda: Call("/api/v1/hub"),
         "POST /api/v1/hub/{id}/resume": lambda role="admin": listener(
             "admin", "/resume", "/api/v1/hub"
+        ),
+        f"GET {TMF638}/service": lambda: Call(f"{TMF638}/service?state=active"),
+        f"GET {TMF638}/service/{{id}}": lambda: Call(f"{TMF638}/service/{imported_service()}"),
+        "GET /api/v1/services/{id}/history": lambda: Call(
+            f"/api/v1/services/{imported_service()}/history"
         ),
         f"GET {TMF633}/serviceSpecification": lambda: Call(f"{TMF633}/serviceSpecification"),
         f"GET {TMF633}/serviceSpecification/{{id}}": lambda: Call(
