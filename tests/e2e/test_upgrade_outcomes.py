@@ -1,6 +1,7 @@
 """Upgrade of issue 19: order snapshots of format 2 are dropped (migration 7), every old
 order loads as a full replay with the same state as before, and gains the outcomes and
-milestones its events carried all along; new snapshots are format 3.
+milestones its events carried all along; new snapshots are format 4 (issue 20 added
+`inventory`; the same upgrade from issue 19's format 3 runs beside it).
 
 What this shows, and how (honestly, as tests/e2e/test_upgrade_snapshots.py does for format
 1): the recorded stores of tests/fixtures/upgrade_doors (written by e69602e, before issues
@@ -20,7 +21,7 @@ code reads only after `serviceorders db init` (migrations 7 and on). Then:
 - its outcomes and milestones are those its events carry, one by one (rejections, failed
   items, denied cancellations with their reasons; approvals, items started and completed,
   points of no return);
-- snapshots taken now are format 3, loading from them equals the replay, `audit verify`
+- snapshots taken now are format 4, loading from them equals the replay, `audit verify`
   exits 0.
 """
 
@@ -88,6 +89,14 @@ FORMAT_2_FIELDS = frozenset(
 ADDED_IN_FORMAT_3 = frozenset(
     {"outcomes", "milestones", "cancellation_information", "item_states_before_cancellation"}
 )
+ADDED_IN_FORMAT_4 = frozenset({"inventory"})  # issue 20: what the inventory held per item
+
+# The releases upgraded from: (snapshot format, the fields it lacks, its schema version, a
+# field this code misses when reading such a snapshot).
+OLD_RELEASES = {
+    "format 2 (issue 17)": (2, ADDED_IN_FORMAT_3 | ADDED_IN_FORMAT_4, 6, "outcomes"),
+    "format 3 (issue 19)": (3, ADDED_IN_FORMAT_4, 8, "inventory"),
+}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -143,8 +152,10 @@ def snapshot_rows(db: ReadDb) -> list[tuple[Any, int, str, dict[str, Any]]]:
     ]
 
 
-def format_2_rows(url: str, order_ids: list[str]) -> list[tuple[Any, int, str, bytes]]:
-    """Snapshot rows in format 2's shape (see the module's docstring)."""
+def old_format_rows(
+    url: str, order_ids: list[str], fmt: int, lacks: frozenset[str]
+) -> list[tuple[Any, int, str, bytes]]:
+    """Snapshot rows in an older format's shape (see the module's docstring)."""
     with application(url) as app:
         for n, order_id in enumerate(order_ids):
             head = app.get_order(UUID(order_id)).version
@@ -152,9 +163,10 @@ def format_2_rows(url: str, order_ids: list[str]) -> list[tuple[Any, int, str, b
     with read_db(url) as db:
         rows = []
         for oid, version, topic, stored in snapshot_rows(db):
-            state = {k: v for k, v in stored["state"].items() if k not in ADDED_IN_FORMAT_3}
-            state["format"] = 2
-            assert set(state) == FORMAT_2_FIELDS, set(state) ^ FORMAT_2_FIELDS
+            state = {k: v for k, v in stored["state"].items() if k not in lacks}
+            state["format"] = fmt
+            fields = FORMAT_2_FIELDS | (ADDED_IN_FORMAT_3 if fmt == 3 else frozenset())
+            assert set(state) == fields, set(state) ^ fields
             rows.append((oid, version, topic, orjson.dumps({**stored, "state": state})))
     assert len(rows) == len(order_ids)
     return rows
@@ -192,19 +204,23 @@ def old_item_states(backend: str) -> dict[tuple[str, str], str | None]:
     return {(str(r[at[0]]), str(r[at[1]])): r[at[2]] for r in table["rows"]}
 
 
-def test_format_2_snapshots_are_dropped_and_old_orders_gain_their_outcomes(
-    copies: tuple[str, Callable[[str], str]],
+@pytest.mark.parametrize("release", sorted(OLD_RELEASES))
+def test_old_snapshots_are_dropped_and_old_orders_gain_their_outcomes(
+    copies: tuple[str, Callable[[str], str]], release: str
 ) -> None:
+    """Issue 20 added format 4 (`inventory`, migration 9): the same upgrade from the
+    release of issue 19 (format 3, schema 8), beside the one from issue 17's (format 2)."""
+    fmt, lacks, old_schema, missing = OLD_RELEASES[release]
     backend, make = copies
     order_ids = sorted(EXPECTED["backends"][backend]["orders"])
     plan = EXPECTED["backends"][backend]["plan"]
 
     source, url = make("source"), make("old")
     cli("db", "init", url=source)
-    rows = format_2_rows(source, order_ids)
+    rows = old_format_rows(source, order_ids, fmt, lacks)
     with read_db(url) as db:
-        schema.migrate(db, schema.MIGRATIONS[:6])  # the release before this one
-        assert schema.version(db) == 6
+        schema.migrate(db, schema.MIGRATIONS[:old_schema])  # that release's schema
+        assert schema.version(db) == old_schema
         assert not snapshot_rows(db), "the recording holds no snapshots"
         with db.transaction():
             db.executemany(
@@ -213,9 +229,10 @@ def test_format_2_snapshots_are_dropped_and_old_orders_gain_their_outcomes(
                 rows,
             )
         assert len(snapshot_rows(db)) == len(order_ids)
-    # This code cannot read a format-2 snapshot (no outcomes): why migration 7 exists.
+    # This code cannot read an older snapshot (no outcomes, no inventory): why migrations 7
+    # and 9 exist.
     oid, version, topic, state = rows[0]
-    with pytest.raises(MapperDeserialisationError, match="outcomes"):
+    with pytest.raises(MapperDeserialisationError, match=missing):
         PydanticMapper(transcoder=OrjsonTranscoder()).to_domain_event(
             StoredEvent(UUID(str(oid)), version, topic, state)
         )
@@ -257,12 +274,12 @@ def test_format_2_snapshots_are_dropped_and_old_orders_gain_their_outcomes(
         assert seen["milestones"] >= 208  # every approval at least
         assert seen["mirrored"] > 0  # the fixture's orders assessing a cancellation
 
-        for order_id in order_ids:  # new snapshots: format 3, equal to the replay
+        for order_id in order_ids:  # new snapshots: this format, equal to the replay
             app.take_snapshot(UUID(order_id))
         for order_id in order_ids:
             loaded, replay = app.get_order(UUID(order_id)), replayed(app, UUID(order_id))
             assert loaded.snapshot_state() == replay.snapshot_state(), order_id
     with read_db(url) as db:
         formats = {row[3]["state"]["format"] for row in snapshot_rows(db)}
-    assert formats == {3}
+    assert formats == {4}
     cli("audit", "verify", url=url)  # each snapshot against a replay
