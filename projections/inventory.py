@@ -207,16 +207,22 @@ def history_row(event: ServiceEvent, before: Service | None, service_id: str) ->
             name: _change(event.previous.get(name), value)
             for name, value in event.characteristics.items()
         }
+        # Place, specification and name compared as the read models hold them (revealed):
+        # the event may carry an unchanged place or name again (Service.modify compares
+        # the item's freshly sealed value with the service's), which is no change.
         if event.place is not None:
             first = before.places[0] if before is not None and before.places else None
-            changes["place"] = _change(
-                place_json(first) if first else None, place_json(event.place)
-            )
+            was_place = place_json(first) if first else None
+            if was_place != place_json(event.place):
+                changes["place"] = _change(was_place, place_json(event.place))
         if event.specification is not None:
-            was = before.specification if before is not None else None
-            changes["specification"] = _change(_spec_id(was), event.specification.id)
+            was = _spec_id(before.specification if before is not None else None)
+            if was != event.specification.id:
+                changes["specification"] = _change(was, event.specification.id)
         if event.name is not None:
-            changes["name"] = _change(before.name if before is not None else None, event.name)
+            was_name = before.name if before is not None else None
+            if was_name != event.name:
+                changes["name"] = _change(was_name, event.name)
     elif isinstance(event, sv.ServiceTerminated):
         order_id, item_id = event.order_id, event.item_id
         state = before.state.value if before is not None else None

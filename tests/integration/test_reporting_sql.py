@@ -24,18 +24,22 @@ from uuid import UUID
 
 import psycopg
 import pytest
-from builders import agent, fulfilment, id_created, manager, upstream
+from builders import agent, fulfilment, id_created, manager, operator, upstream
 from builders import item as build_item
 from psycopg import sql
 from psycopg.rows import dict_row
 from serviceorders.bootstrap import build_application, build_projector, init_database
 from serviceorders.domain import commands as cmd
+from serviceorders.domain.service import service_id_for
 from serviceorders.domain.values import (
+    ItemAction,
     ItemState,
     OrderHeader,
     OrderItem,
     Party,
     Place,
+    ServiceRecord,
+    SpecRef,
 )
 from serviceorders.projections.views import PROJECTIONS
 from serviceorders.settings import Settings
@@ -94,6 +98,7 @@ def test_the_document_has_enough_example_queries() -> None:
 
 # ------------------------------------------------------------------------ the data set
 CRM, ALICE, BOB, CAROL, FULFIL = upstream(), agent(), manager(), manager("carol"), fulfilment()
+OPS = operator()
 
 ACME = Party(id="CUST-1001", name="Acme Logistics")
 GLOBEX = Party(id="CUST-2002", name="Globex")
@@ -151,6 +156,7 @@ class DataSet:
     """What was built, to check query results against."""
 
     ids: dict[str, UUID] = field(default_factory=dict)  # external id (or "draft") -> order
+    services: dict[str, str] = field(default_factory=dict)  # what it is -> service id
     states: dict[str, str] = field(default_factory=dict)  # external id -> expected state
     head: int = 0  # notification id of the last event (the log's head)
 
@@ -199,6 +205,55 @@ def build_orders(settings: Settings) -> DataSet:
         app.handle(FULFIL, cmd.ChangeItemStates.one(o, "3", ItemState.COMPLETED))
         app.handle(BOB, cmd.AddNote(o, "customer informed"))
         data.states["RPT-COMPLETED"] = "completed"
+        data.services["berlin-internet"] = service_id_for(o, "1")
+        data.services["berlin-router"] = service_id_for(o, "2")
+        data.services["hamburg-sdwan"] = service_id_for(o, "3")
+
+        # A change order on what RPT-COMPLETED made: the Berlin line's bandwidth changed,
+        # the Berlin router disconnected (the inventory's modify and delete).
+        o = receive(
+            "RPT-CHANGE",
+            ACME,
+            "enterprise",
+            "2",
+            "Berlin: less bandwidth, no router",
+            build_item(
+                "1",
+                "internet-access",
+                action=ItemAction.MODIFY,
+                service_id=data.services["berlin-internet"],
+                characteristics={"bandwidthMbps": 200, "accessType": "fibre"},
+                place=BERLIN,
+            ),
+            build_item(
+                "2",
+                "managed-router",
+                action=ItemAction.DELETE,
+                service_id=data.services["berlin-router"],
+                characteristics={"model": "c1100"},
+                place=BERLIN,
+            ),
+        )
+        app.handle(BOB, cmd.Approve(o))
+        app.handle(FULFIL, cmd.ChangeItemStates.one(o, "1", ItemState.COMPLETED))
+        app.handle(FULFIL, cmd.ChangeItemStates.one(o, "2", ItemState.COMPLETED))
+        data.states["RPT-CHANGE"] = "completed"
+
+        # A service that existed before the engine, imported.
+        app.handle(
+            OPS,
+            cmd.ImportService(
+                ServiceRecord(
+                    id="LEGACY-MUC-1",
+                    name="Munich legacy line",
+                    specification=SpecRef(id="internet-access"),
+                    characteristics={"bandwidthMbps": 50, "accessType": "copper"},
+                    places=(MUNICH,),
+                    customer=INITECH,
+                )
+            ),
+        )
+        data.services["munich-legacy"] = "LEGACY-MUC-1"
 
         # Rejected in review.
         o = receive(
@@ -228,6 +283,7 @@ def build_orders(settings: Settings) -> DataSet:
             FULFIL, cmd.ChangeItemStates.one(o, "2", ItemState.FAILED, "router out of stock")
         )
         data.states["RPT-PARTIAL"] = "partial"
+        data.services["hamburg-internet"] = service_id_for(o, "1")
 
         # Held, resumed, held again (a finished and an open spell in `held`).
         o = receive(
@@ -431,15 +487,15 @@ def test_flagged_queue_items_list_each_flag(reporting: Reporting) -> None:
 
 def test_approval_turnaround_counts_every_approval(reporting: Reporting) -> None:
     rows = run(reporting.conn, find("Approval turnaround").text)
-    # Five orders were approved; a denied cancellation returning to inProgress is not one.
-    assert sum(r["approvals"] for r in rows) == 5
+    # Six orders were approved; a denied cancellation returning to inProgress is not one.
+    assert sum(r["approvals"] for r in rows) == 6
     assert all(r["median_seconds"] > 0 for r in rows)
 
 
 def test_decisions_per_manager(reporting: Reporting) -> None:
     rows = run(reporting.conn, find("Review decisions per manager").text)
     assert {r["manager"]: (r["approved"], r["rejected"]) for r in rows} == {
-        "bob": (3, 1),
+        "bob": (4, 1),
         "carol": (2, 0),
     }
 
@@ -455,7 +511,7 @@ def test_time_in_held_has_a_finished_and_an_ongoing_spell(reporting: Reporting) 
 def test_orders_per_site(reporting: Reporting) -> None:
     rows = run(reporting.conn, find("Orders per site").text)
     assert {r["site"]: r["orders"] for r in rows} == {
-        "SITE-BER-01": 4,
+        "SITE-BER-01": 5,
         "SITE-HAM-02": 3,
         "SITE-MUC-03": 3,
         "(no site)": 1,
@@ -541,6 +597,70 @@ def test_history_of_a_received_order_starts_in_draft(reporting: Reporting) -> No
         ("inProgress", "held"),
     ]
     assert all(r["seconds_in_previous_state"] is None for r in rows if r["from_state"] is None)
+
+
+# ------------------------------------------------------------------ the inventory
+def test_active_services_per_customer_site_and_specification(reporting: Reporting) -> None:
+    """Services made by completed add items (RPT-COMPLETED, the completed item of
+    RPT-PARTIAL), one disconnected by RPT-CHANGE, one imported."""
+    per_customer = run(reporting.conn, find("Active services per customer").text)
+    assert [
+        (r["customer"], r["active_services"], r["sites"], r["imported"]) for r in per_customer
+    ] == [
+        ("CUST-1001", 3, 2, 0),  # Berlin line, Hamburg SD-WAN and line (the router is gone)
+        ("CUST-3003", 1, 1, 1),
+    ]
+    per_site = run(reporting.conn, find("Active services per site").text)
+    assert {r["site"]: (r["site_name"], r["active_services"]) for r in per_site} == {
+        "SITE-HAM-02": ("Hamburg depot", 2),
+        "SITE-BER-01": ("Berlin HQ", 1),
+        "SITE-MUC-03": ("Munich office", 1),
+    }
+    per_spec = run(reporting.conn, find("Active services per specification").text)
+    assert {r["specification_id"]: (r["active_services"], r["total_mbps"]) for r in per_spec} == {
+        "internet-access": (3, 200 + 1000 + 50),  # the Berlin line as RPT-CHANGE left it
+        "sdwan-site": (1, None),
+    }
+
+
+def test_service_changes_per_day(reporting: Reporting) -> None:
+    rows = run(reporting.conn, find("Services created, imported, modified").text)
+    totals = {
+        k: sum(r[k] or 0 for r in rows) for k in ("created", "imported", "modified", "terminated")
+    }
+    assert totals == {"created": 4, "imported": 1, "modified": 1, "terminated": 1}
+
+
+def test_the_services_of_a_customer_at_a_site_and_the_orders_that_made_them(
+    reporting: Reporting,
+) -> None:
+    rows = run(reporting.conn, find("Which services a customer has at a site").text)
+    assert [
+        (
+            r["service_id"],
+            r["specification_id"],
+            r["created_by_order"],
+            r["created_item_id"],
+            r["last_changed_by_order"],
+            r["last_changed_by_item"],
+        )
+        for r in rows
+    ] == [
+        (
+            reporting.data.services["berlin-internet"],
+            "internet-access",
+            "RPT-COMPLETED",
+            "1",
+            "RPT-CHANGE",
+            "1",
+        )
+    ]
+    assert rows[0]["characteristics"] == {"bandwidthMbps": 200, "accessType": "fibre"}
+    changes = run(reporting.conn, find("How orders changed a customer's services").text)
+    assert [
+        (r["service_id"], r["order_external_id"], r["changed"], r["value_before"], r["value_after"])
+        for r in changes
+    ] == [(reporting.data.services["berlin-internet"], "RPT-CHANGE", "bandwidthMbps", 500, 200)]
 
 
 # ------------------------------------------------------------------ time zones
