@@ -35,7 +35,9 @@ from builders import TYPED, api_keys, draft_item, tmf_item, tmf_router
 from fastapi.testclient import TestClient
 from serviceorders.api.app import create_app
 from serviceorders.api.auth import ApiKey, Authenticator
-from serviceorders.bootstrap import build_api_context, init_database
+from serviceorders.bootstrap import build_api_context, build_application, init_database
+from serviceorders.domain.commands import ImportService
+from serviceorders.domain.values import CommandContext, Party, Role, ServiceRecord, SpecRef
 from serviceorders.settings import Settings
 
 ORDER_PATH = "/tmf-api/serviceOrdering/v4/serviceOrder"
@@ -116,6 +118,30 @@ def make_order_body(
     if external_id is not None:
         body["externalId"] = external_id
     return body
+
+
+@pytest.fixture
+def in_inventory(api_settings: Settings) -> Callable[..., list[str]]:
+    """`in_inventory(*ids, customer="CUST-1", spec="internet-access")`: services the
+    inventory holds (imported, active), so that change and disconnect items may name them
+    (issue 20: an item naming a service the inventory lacks is refused)."""
+
+    def add(*ids: str, customer: str = "CUST-1", spec: str = "internet-access") -> list[str]:
+        app = build_application(api_settings)
+        try:
+            for service_id in ids:
+                record = ServiceRecord(
+                    id=service_id,
+                    specification=SpecRef(id=spec),
+                    customer=Party(id=customer, role="customer"),
+                )
+                ctx = CommandContext.for_actor("ops", Role.OPERATOR)
+                app.handle(ctx, ImportService(record))
+        finally:
+            app.close()
+        return list(ids)
+
+    return add
 
 
 @pytest.fixture

@@ -108,7 +108,10 @@ def test_an_empty_or_null_item_array_removes_nothing(client, auth, post_order):
     assert len(get(client, auth, order["id"]).json()["serviceOrderItem"]) == 2
 
 
-def test_an_item_with_action_delete_is_a_disconnect_not_a_removal(client, auth, post_order):
+def test_an_item_with_action_delete_is_a_disconnect_not_a_removal(
+    client, auth, post_order, in_inventory
+):
+    in_inventory("SVC-OLD")  # a disconnect names a service the inventory holds (issue 20)
     order = post_order()
     disconnect = tmf_item("3", bandwidth=10, **TYPED)
     disconnect["action"] = "delete"
