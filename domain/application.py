@@ -99,6 +99,7 @@ from .values import (
     Place,
     Role,
     ServiceRecord,
+    ServiceState,
 )
 
 log = logging.getLogger("serviceorders.decisions")
@@ -684,7 +685,9 @@ class UnitOfWork:
                 self._create_service(ctx, order, item, customer, reseal)
             elif completed and item.action is ItemAction.MODIFY and item.service_id:
                 service = self.service(item.service_id)
-                if service is not None:
+                # a terminated service is final (TMF638): a modify that completes after
+                # another order's delete changes nothing (it is released below)
+                if service is not None and service.state is not ServiceState.TERMINATED:
                     service.modify(
                         ctx,
                         oid,
