@@ -9,13 +9,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from serviceorders.api.common import read_body
-from serviceorders.api.console import capture, orders, review, signin
+from serviceorders.api.console import capture, orders, review, services, signin
 from serviceorders.api.console.web import HERE, PREFIX, Refusal, begin, page
 
 STATIC_PATH = PREFIX + "/static"
 
 router = APIRouter(dependencies=[Depends(read_body)], include_in_schema=False)
-for module in (signin, orders, review, capture):
+for module in (signin, orders, review, capture, services):
     router.include_router(module.router)
 
 
