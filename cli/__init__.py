@@ -16,6 +16,7 @@ from serviceorders.cli import (  # noqa: F401 (each registers its commands on `m
     demo,
     history,
     inventory,
+    inventory_import,
     kafka,
     orders,
     processes,

@@ -279,7 +279,8 @@ def dlq_purge(obj: Context, retention_days: int | None) -> None:
 @click.pass_obj
 @refusals
 def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool, category: str | None) -> None:
-    """Re-publish dead letters to the inbound topic as they were (after a fix).
+    """Re-publish dead letters to the inbound topic as they were (after a fix); those of
+    the inventory import topic (and of `inventory import` files) to the import topic.
 
     A dead-lettered eventId was never marked as applied, so its replay is not a duplicate."""
     from kafka import KafkaProducer
@@ -321,19 +322,25 @@ def dlq_replay(obj: Context, ids: tuple[int, ...], replay_all: bool, category: s
                     )
                 rows.append(found)
         producer = KafkaProducer(acks="all", **producer_options(settings))
+        topics = set()
         try:
             for r in rows:
                 headers = [(k, v) for k, v in r["headers"] if not k.startswith("dlq.")]
                 headers.append(("dlq.replay_of", str(r["id"]).encode()))
-                producer.send(
-                    settings.inbound_topic, key=r["key"], value=r["value"], headers=headers
-                ).get(timeout=30)
+                source = r["source_topic"]
+                imported = source == settings.inventory_topic or source.startswith("file:")
+                topic = settings.inventory_topic if imported else settings.inbound_topic
+                topics.add(topic)
+                producer.send(topic, key=r["key"], value=r["value"], headers=headers).get(
+                    timeout=30
+                )
                 store.mark_replayed(r["id"])
         finally:
             producer.close(timeout=10)
     finally:
         db.close()
-    click.echo(f"replayed {len(rows)} dead letter(s) to {settings.inbound_topic}", err=True)
+    named = ", ".join(sorted(topics)) or settings.inbound_topic
+    click.echo(f"replayed {len(rows)} dead letter(s) to {named}", err=True)
 
 
 @dlq.command("skip")

@@ -5,6 +5,11 @@ A message's value is a TMF641 event envelope (v4 spellings, or the v5 `timeOccur
 of the domain's vocabulary (domain/commands.py: `ReceiveOrder`, `Revise`,
 `RequestCancellation`, `ChangeItemStates`) naming its order by an `OrderRef`, or a
 `Refusal` naming the category and reason its dead letter carries (docs/kafka.md).
+
+A message of the inventory import topic (SERVICEORDERS_INVENTORY_TOPIC) is read by
+`parse_service` instead: a TMF638 Service (bare, as a line of `inventory import`'s file, or
+in a TMF638 `ServiceCreateEvent` envelope) becomes an `ImportService` (docs/kafka.md, "The
+inventory import topic").
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from hashlib import sha256
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID, uuid5
 
@@ -22,6 +28,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from serviceorders.domain.commands import (
     ChangeItemStates,
+    ImportService,
     ItemStateChange,
     OrderRef,
     ReceiveOrder,
@@ -33,6 +40,7 @@ from serviceorders.domain.values import ItemState, Role
 if TYPE_CHECKING:
     from serviceorders.domain.order import ServiceOrder
 from serviceorders.support.limits import MAX_CORRELATION_ID, MAX_ID, MAX_TYPE
+from serviceorders.tmf.tmf638_in import service_from_tmf638
 from serviceorders.tmf.tmf641_in import (
     MAX_DEPTH,
     MAX_TEXT,
@@ -74,6 +82,10 @@ INVALID_COMMAND = "invalid_command"
 # deleted order (domain/resend.py).
 RESEND_CONFLICT = "resend_conflict"
 EXTERNAL_ID_TAKEN = "external_id_taken"
+# The inventory import topic: not a TMF638 Service (every problem listed); another service
+# under the id of one the inventory holds (an import never changes a service).
+INVALID_SERVICE = "invalid_service"
+SERVICE_CONFLICT = "service_conflict"
 CATEGORIES = (
     NOT_JSON,
     NOT_ENVELOPE,
@@ -87,7 +99,14 @@ CATEGORIES = (
     INVALID_COMMAND,
     RESEND_CONFLICT,
     EXTERNAL_ID_TAKEN,
+    INVALID_SERVICE,
+    SERVICE_CONFLICT,
 )
+# The one event type of the import topic's envelopes (TMF638's notification of a service).
+SERVICE_CREATE = "ServiceCreateEvent"
+# The eventId of a bare service (no envelope): its content's digest, so that the same
+# service sent twice is one eventId.
+BARE_SERVICE_PREFIX = "tmf638:"
 
 
 class Refusal(Exception):
@@ -148,7 +167,9 @@ def _errors(e: ValidationError, prefix: str) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def read_envelope(value: bytes | None) -> Envelope:
+def read_json(value: bytes | None) -> Any:
+    """The JSON value of a message (or of a line of an import file); a Refusal `not_json`
+    or `too_large` otherwise."""
     if value is None:
         raise Refusal(NOT_JSON, "the message has no value (a tombstone)")
     if len(value) > MAX_MESSAGE_BYTES:
@@ -156,7 +177,7 @@ def read_envelope(value: bytes | None) -> Envelope:
             TOO_LARGE, f"the message is {len(value)} bytes; the limit is {MAX_MESSAGE_BYTES}"
         )
     try:
-        data = orjson.loads(value)
+        return orjson.loads(value)
     except orjson.JSONDecodeError as e:
         if (number := non_finite(value)) is not None:
             raise Refusal(
@@ -166,6 +187,11 @@ def read_envelope(value: bytes | None) -> Envelope:
                 "as 1e400, are refused)",
             ) from None
         raise Refusal(NOT_JSON, f"the value is not JSON (UTF-8): {e}") from None
+
+
+def read_envelope(value: bytes | None) -> Envelope:
+    data = read_json(value)
+    assert value is not None
     if not isinstance(data, dict):
         raise Refusal(
             NOT_ENVELOPE,
@@ -408,3 +434,70 @@ def _key_text(key: bytes | None) -> str | None:
     except UnicodeDecodeError:
         return None
     return text if 0 < len(text) <= 200 and "\x00" not in text else None
+
+
+# ------------------------------------------------------------ the inventory import topic
+@dataclass(frozen=True, slots=True)
+class ParsedService:
+    """A message of the inventory import topic read: its envelope (for a bare service, one
+    made for it: eventId `tmf638:<digest of its content>`, eventType ServiceCreateEvent),
+    and the `ImportService` it carries."""
+
+    envelope: Envelope
+    command: ImportService
+    # False: a bare service, whose envelope the intake made (its dead letter names no eventId)
+    enveloped: bool = True
+    order_id: UUID | None = None  # (no order: the log fields a message binds)
+
+    @property
+    def role(self) -> Role:
+        """An upstream system imports (the CLI's `inventory import` acts as an operator)."""
+        return Role.UPSTREAM
+
+    @property
+    def sent_event_id(self) -> str | None:
+        """The eventId the sender gave, None for a bare service."""
+        return self.envelope.event_id if self.enveloped else None
+
+
+def service_record(data: Any) -> ImportService:
+    """The import a decoded TMF638 Service carries; a Refusal `invalid_service` naming every
+    problem otherwise (the CLI's `inventory import` reads its lines with this too)."""
+    found = service_from_tmf638(data)
+    if isinstance(found, list):
+        raise Refusal(INVALID_SERVICE, "not a TMF638 Service: " + "; ".join(found))
+    return ImportService(found)
+
+
+def parse_service(value: bytes | None) -> ParsedService:
+    """The import a message of the inventory topic carries: a TMF638 Service, bare or in a
+    TMF638 event envelope (`eventType` ServiceCreateEvent, `event.service`). Raises Refusal
+    with the dead letter's reason."""
+    data = read_json(value)
+    if isinstance(data, dict) and "eventType" in data and "event" in data:
+        try:
+            env = Envelope.model_validate(data)
+        except ValidationError as e:
+            raise Refusal(NOT_ENVELOPE, "not a TMF638 event envelope: " + _errors(e, "")) from None
+        if env.event_type != SERVICE_CREATE:
+            raise Refusal(
+                UNKNOWN_EVENT_TYPE,
+                f"eventType {env.event_type!r} is not taken on the inventory import topic "
+                f"(taken: {SERVICE_CREATE}, or a bare TMF638 Service): an import brings "
+                "services that existed before the engine, orders change them",
+            )
+        resource = env.event.get("service", env.event.get("Service"))
+        if resource is None:
+            raise Refusal(NOT_ENVELOPE, f"{SERVICE_CREATE} needs event.service")
+        return ParsedService(env, service_record(resource))
+    command = service_record(data)
+    digest = sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    made = Envelope.model_construct(
+        event_id=BARE_SERVICE_PREFIX + digest,
+        event_type=SERVICE_CREATE,
+        event_time=None,
+        time_occurred=None,
+        correlation_id=None,
+        event={},
+    )
+    return ParsedService(made, command, enveloped=False)

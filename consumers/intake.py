@@ -9,6 +9,11 @@ one `uow.commit(intake=...)` writes every order's new events, the applied `event
 dead letters, the outbox records and the new partition positions (compare-and-set) in one
 transaction. One bad message never holds back the rest of its batch; a failed transaction
 leaves no trace and the batch is read again.
+
+The inventory import topic (`inventory_topic`) rides the same batches under the same rules:
+its messages are read by `envelope.parse_service` into `ImportService` commands, applied in
+the same unit of work (the same service twice: once; another under its id: a
+`service_conflict` dead letter), their eventIds recorded in `intake_applied`.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from serviceorders.consumers.store import (
     seal_dead_letters,
 )
 from serviceorders.domain.application import ServiceOrders, UnitOfWork
-from serviceorders.domain.errors import DomainError, OrderNotFound, answer_for
+from serviceorders.domain.errors import DomainError, OrderNotFound, ServiceConflict, answer_for
 from serviceorders.domain.values import Actor, Channel, CommandContext, Source
 from serviceorders.support import isotime, logs
 from serviceorders.support.gcpause import gc_paused
@@ -68,10 +73,18 @@ class BatchResult:
 
 
 class Intake:
-    def __init__(self, app: ServiceOrders, store: IntakeStore, events_topic: str) -> None:
+    def __init__(
+        self,
+        app: ServiceOrders,
+        store: IntakeStore,
+        events_topic: str,
+        inventory_topic: str | None = None,
+    ) -> None:
         self.app = app
         self.store = store
         self.events_topic = events_topic
+        # The topic of TMF638 services to import (None: no such topic in this batch).
+        self.inventory_topic = inventory_topic
 
     def process(
         self, messages: Sequence[Message], stored: dict[tuple[str, int], int | None]
@@ -164,10 +177,14 @@ class _Batch:
         self.dead_context: list[dict[str, Any]] = []
 
     def run(self) -> None:
-        parsed: list[tuple[Message, env.Parsed]] = []
+        parsed: list[tuple[Message, env.Parsed | env.ParsedService]] = []
+        inventory = self.intake.inventory_topic
         for m in self.messages:
             try:
-                parsed.append((m, env.parse(m.value, m.key)))
+                if m.topic == inventory:
+                    parsed.append((m, env.parse_service(m.value)))
+                else:
+                    parsed.append((m, env.parse(m.value, m.key)))
             except env.Refusal as r:
                 correlation, trace = (
                     _correlation(m, r.envelope)
@@ -188,7 +205,12 @@ class _Batch:
         if not parsed:
             return
         done = self.intake.store.applied_ids([p.envelope.event_id for _, p in parsed])
-        wanted = [order_id for _, p in parsed for order_id in p.ref.candidates()]
+        wanted = [
+            order_id
+            for _, p in parsed
+            if isinstance(p, env.Parsed)
+            for order_id in p.ref.candidates()
+        ]
         # The orders that exist, in one query: any other is new, without a read.
         self.uow = self.app.unit_of_work(self.intake.store.existing_orders(wanted))
         for m, p in parsed:
@@ -201,7 +223,44 @@ class _Batch:
                 kafka_partition=m.partition,
                 kafka_offset=m.offset,
             ):
-                self._one(m, p, done, correlation)
+                if isinstance(p, env.ParsedService):
+                    self._import(m, p, done, correlation)
+                else:
+                    self._one(m, p, done, correlation)
+
+    def _import(self, m: Message, p: env.ParsedService, done: set[str], correlation: str) -> None:
+        """One service of the import topic: a duplicate, imported (or already there with
+        the same content: taken, nothing written), or dead-lettered."""
+        event_id = p.envelope.event_id
+        if event_id in done:
+            self.duplicates += 1
+            log.debug("duplicate eventId %s: already applied", event_id)
+            return
+        try:
+            outcome = self.uow.apply(self._ctx(m, p), p.command)
+        except ServiceConflict as e:
+            self._dead(m, env.SERVICE_CONFLICT, str(e), p.sent_event_id)
+            return
+        except DomainError as e:
+            self._dead(m, answer_for(e).category or env.INVALID_COMMAND, str(e), p.sent_event_id)
+            return
+        except Exception as e:  # a defect must not stop the partition: dead-letter it
+            log.exception("message %s[%d]@%d failed unexpectedly", m.topic, m.partition, m.offset)
+            self._dead(m, INTERNAL_ERROR, f"internal error: {type(e).__name__}", p.sent_event_id)
+            return
+        done.add(event_id)
+        self.applied.append(
+            Applied(
+                event_id, m.topic, m.partition, m.offset, outcome.service.id, env.SERVICE_CREATE
+            )
+        )
+        self.correlations.add(correlation)
+        log.debug(
+            "service %s %s (eventId %s)",
+            p.command.service.id,
+            "imported" if outcome.created else "already imported",
+            event_id,
+        )
 
     def _one(self, m: Message, p: env.Parsed, done: set[str], correlation: str) -> None:
         """One parsed message: a duplicate, applied, or dead-lettered."""
@@ -250,7 +309,7 @@ class _Batch:
         sealer = self.app.sealer
         return p.check(order, sealer.reveal if sealer is not None else None)
 
-    def _ctx(self, m: Message, p: env.Parsed) -> CommandContext:
+    def _ctx(self, m: Message, p: env.Parsed | env.ParsedService) -> CommandContext:
         e = p.envelope
         return CommandContext(
             actor=Actor(id=f"kafka:{m.topic}", role=p.role),

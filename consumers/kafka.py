@@ -66,9 +66,19 @@ MAX_RAW_BATCH = 512 * 1024
 def ensure_topics(
     settings: Settings, stopping: threading.Event | None = None, timeout: float = 120.0
 ) -> list[str]:
-    """Create the inbound, dead-letter and events topics (never relying on auto-creation);
-    those that exist are left as they are. Retries while the broker is unavailable."""
-    wanted = [settings.inbound_topic, settings.dead_letter_topic, settings.events_topic]
+    """Create the inbound, inventory import, dead-letter and events topics (never relying on
+    auto-creation); those that exist are left as they are. Retries while the broker is
+    unavailable."""
+    wanted = list(
+        dict.fromkeys(
+            [
+                settings.inbound_topic,
+                settings.inventory_topic,
+                settings.dead_letter_topic,
+                settings.events_topic,
+            ]
+        )
+    )
     backoff, deadline = Backoff(), time.monotonic() + timeout
     while True:
         try:
@@ -400,11 +410,24 @@ class ConsumerWorker:
                 self._db.close()
         self._db = None
 
-    def _positions(self) -> dict[int, int]:
+    @property
+    def topics(self) -> list[str]:
+        """The topics consumed: the inbound (TMF641) and the inventory import (TMF638)."""
+        return list(dict.fromkeys([self.settings.inbound_topic, self.settings.inventory_topic]))
+
+    def _stored_positions(self) -> dict[tuple[str, int], int]:
+        store = IntakeStore(self.db)
+        return {
+            (topic, partition): offset
+            for topic in self.topics
+            for partition, offset in store.positions(topic).items()
+        }
+
+    def _positions(self) -> dict[tuple[str, int], int]:
         """The database's positions, retried until the database answers (or we stop)."""
         while True:
             try:
-                return IntakeStore(self.db).positions(self.settings.inbound_topic)
+                return self._stored_positions()
             except Exception as e:
                 self._drop_db()
                 if self.stopping.is_set():
@@ -413,9 +436,14 @@ class ConsumerWorker:
                 log.warning("database unavailable (%s); retrying in %.1fs", e, wait)
                 self._wait(wait)
 
-    def _digests(self) -> dict[int, str | None]:
+    def _digests(self) -> dict[tuple[str, int], str | None]:
         try:
-            return IntakeStore(self.db).last_digests(self.settings.inbound_topic)
+            store = IntakeStore(self.db)
+            return {
+                (topic, partition): found
+                for topic in self.topics
+                for partition, found in store.last_digests(topic).items()
+            }
         except Exception:
             self._drop_db()
             return {}
@@ -442,7 +470,7 @@ class ConsumerWorker:
         positions = self._positions()
         digests = self._digests()
         for tp in partitions:
-            position = positions.get(tp.partition)
+            position = positions.get((tp.topic, tp.partition))
             self.stored[tp] = position
             self.probes.pop(tp, None)
             stalled = self.stalled.get(tp)
@@ -459,7 +487,9 @@ class ConsumerWorker:
             else:  # re-read the last applied record: it must still be there
                 self.consumer.seek(tp, position - 1)
                 self.probes[tp] = _Probe(
-                    position, time.monotonic() + PROBE_SECONDS, digests.get(tp.partition)
+                    position,
+                    time.monotonic() + PROBE_SECONDS,
+                    digests.get((tp.topic, tp.partition)),
                 )
 
     # ------------------------------------------------------------------ loop
@@ -475,15 +505,13 @@ class ConsumerWorker:
             **client_options(self.settings),
         )
         guarded(consumer)
-        consumer.subscribe([self.settings.inbound_topic], listener=_Listener(self))
+        consumer.subscribe(self.topics, listener=_Listener(self))
         self.consumer = consumer
         return consumer
 
     def run(self, on_batch: Callable[[Stats], None] | None = None) -> int:
         """Consume until `stopping` is set; the batch in hand is finished and committed."""
-        log.info(
-            "consuming %s as group %s", self.settings.inbound_topic, self.settings.consumer_group
-        )
+        log.info("consuming %s as group %s", ", ".join(self.topics), self.settings.consumer_group)
         while not self.stopping.is_set():
             try:
                 consumer = self.consumer or self.connect()
@@ -571,13 +599,13 @@ class ConsumerWorker:
             return
         self._stall_check = time.monotonic() + STALL_RECHECK_SECONDS
         try:
-            positions = IntakeStore(self.db).positions(self.settings.inbound_topic)
+            positions = self._stored_positions()
         except Exception as e:
             self._drop_db()
             log.warning("database unavailable (%s); stalled partitions checked again later", e)
             return
         for tp, bad in list(self.stalled.items()):
-            position = positions.get(tp.partition)
+            position = positions.get((tp.topic, tp.partition))
             if position is None or position == bad.offset:
                 continue
             log.warning(
@@ -728,9 +756,13 @@ class ConsumerWorker:
         stored = {(tp.topic, tp.partition): pos for tp, pos in self.stored.items()}
         started = time.perf_counter()
         try:
-            result = Intake(self.app, IntakeStore(self.db), self.settings.events_topic).process(
-                mine, stored
+            intake = Intake(
+                self.app,
+                IntakeStore(self.db),
+                self.settings.events_topic,
+                inventory_topic=self.settings.inventory_topic,
             )
+            result = intake.process(mine, stored)
         except StaleBatch as e:
             self.stats.stale_batches += 1
             log.warning("batch dropped, nothing written: %s", e)

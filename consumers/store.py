@@ -56,6 +56,7 @@ __all__ = [
     "open_dead_letters",
     "purge_dead_letters",
     "purge_hourly",
+    "record_dead_letters",
     "seal_dead_letters",
     "utcnow",
 ]
@@ -161,6 +162,9 @@ class DeadLetter:
     # the digest of the original bytes (the row's identity).
     sealed_scope: str | None = None
     original_digest: str | None = None
+    # False: not for the DLQ topic (a line of an `inventory import` file, which came from no
+    # topic): written as published.
+    publish: bool = True
 
     @property
     def digest(self) -> str:
@@ -256,7 +260,8 @@ class IntakeWrite:
                 q(
                     "INSERT INTO dead_letter (created_at, source_topic, source_partition, "
                     "source_offset, digest, key, value, headers, reason, category, event_id, "
-                    "sealed_scope) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "sealed_scope, published_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT (source_topic, source_partition, source_offset, digest) "
                     "DO NOTHING"
                 ),
@@ -274,6 +279,7 @@ class IntakeWrite:
                         d.category,
                         d.event_id,
                         d.sealed_scope,
+                        None if d.publish else now,
                     )
                     for d in self.dead_letters
                 ],
@@ -520,10 +526,26 @@ def _parsed(value: bytes | None) -> Any:
         return None
 
 
+def _services(data: Any) -> Iterable[dict[str, Any]]:
+    """The TMF638 service a message of the inventory import topic (or a line of an import
+    file) carries: the value itself when it is no envelope, else event.service."""
+    if not isinstance(data, dict):
+        return
+    event = data.get("event")
+    if event is None:
+        yield data
+    elif isinstance(event, dict):
+        for name in ("service", "Service"):
+            if isinstance(found := event.get(name), dict):
+                yield found
+
+
 def customer_named(value: bytes | None) -> str | None:
     """The customer a message names, best effort: the id of the first related party with
-    role customer in an order body it carries (the rule of domain/privacy.scope_of)."""
-    for resource in _resources(_parsed(value)):
+    role customer in an order body it carries (the rule of domain/privacy.scope_of), or in
+    the TMF638 service it imports (the scope its service's data is sealed under)."""
+    data = _parsed(value)
+    for resource in [*_resources(data), *_services(data)]:
         parties = resource.get("relatedParty")
         for party in parties if isinstance(parties, list) else ():
             if not isinstance(party, dict):
@@ -723,3 +745,16 @@ def erase_intake_rows(db: ReadDb, customer_id: str, orders: list[UUID]) -> dict[
             cursor = db.execute("DELETE FROM kafka_outbox WHERE key = %s", (key,))
             outbox += max(getattr(cursor, "rowcount", 0) or 0, 0)
     return {"dead_letter": erase_dead_letters(db, customer_id), "kafka_outbox": outbox}
+
+
+def record_dead_letters(db: ReadDb, dead: Sequence[DeadLetter]) -> None:
+    """Dead letters recorded outside a Kafka batch (the junk lines of `inventory import`):
+    sealed as the intake's (`seal_dead_letters`), written in one transaction; one already
+    recorded (the same source, position and bytes: the same file imported again) is not
+    written twice."""
+    if not dead:
+        return
+    sealed = seal_dead_letters(dead, Vault(KeyStore(db=db)))
+    with db.transaction():
+        cursor = db.conn.cursor()  # type: ignore[attr-defined]
+        IntakeWrite(dead_letters=sealed).write(cursor, db.dialect)

@@ -127,6 +127,8 @@ class Settings(BaseModel):
     kafka_bootstrap_servers: str | None = None
     consumer_group: str = Field(default="serviceorders", min_length=1)
     inbound_topic: str = Field(default="serviceorder.inbound", min_length=1)
+    # TMF638 services to import (issue 20), consumed with the inbound topic (docs/kafka.md).
+    inventory_topic: str = Field(default="serviceinventory.import", min_length=1)
     events_topic: str = Field(default="serviceorder.events", min_length=1)
     dlq_topic: str | None = None  # default: the inbound topic + ".dlq"
     # Days a dead letter that names no customer is kept (sealed under the month's
@@ -248,6 +250,8 @@ class Settings(BaseModel):
             "kafka_bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
             "consumer_group": env.get("SERVICEORDERS_CONSUMER_GROUP") or "serviceorders",
             "inbound_topic": env.get("SERVICEORDERS_INBOUND_TOPIC") or "serviceorder.inbound",
+            "inventory_topic": env.get("SERVICEORDERS_INVENTORY_TOPIC")
+            or "serviceinventory.import",
             "events_topic": env.get("SERVICEORDERS_EVENTS_TOPIC") or "serviceorder.events",
             "dlq_topic": env.get("SERVICEORDERS_DLQ_TOPIC") or None,
             "dlq_retention_days": _int(env, "SERVICEORDERS_DLQ_RETENTION_DAYS", 30),
@@ -372,6 +376,7 @@ ENV_NAMES = {
     "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
     "consumer_group": "SERVICEORDERS_CONSUMER_GROUP",
     "inbound_topic": "SERVICEORDERS_INBOUND_TOPIC",
+    "inventory_topic": "SERVICEORDERS_INVENTORY_TOPIC",
     "events_topic": "SERVICEORDERS_EVENTS_TOPIC",
     "dlq_topic": "SERVICEORDERS_DLQ_TOPIC",
     "dlq_retention_days": "SERVICEORDERS_DLQ_RETENTION_DAYS",
