@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -60,7 +61,7 @@ def present(request: Request, document: dict[str, Any], fields: str | None) -> d
     related services'), `fields` selected."""
     root = base_url(request)
     doc = dict(document)
-    doc["href"] = root + service_href(str(doc.get("id")))
+    doc["href"] = href_of(root, str(doc.get("id")))
     if isinstance(doc.get("serviceOrderItem"), list):
         doc["serviceOrderItem"] = [
             {**ref, "serviceOrderHref": root + ref["serviceOrderHref"]}
@@ -75,13 +76,19 @@ def present(request: Request, document: dict[str, Any], fields: str | None) -> d
     return select_fields(doc, fields, ALWAYS)
 
 
+def href_of(root: str, service_id: str) -> str:
+    """The absolute href of a service: its id percent-encoded (any text: `/`, `?`, ...)."""
+    return f"{root}{BASE}/service/{quote(service_id, safe='')}"
+
+
 def _absolute_related(root: str, relationship: Any) -> Any:
+    """A relationship the engine wrote (its href is service_href of the id): absolute."""
     if not isinstance(relationship, dict) or not isinstance(relationship.get("service"), dict):
         return relationship
     service: dict[str, Any] = relationship["service"]
-    href = service.get("href")
-    if isinstance(href, str) and href.startswith(f"{BASE}/"):
-        return {**relationship, "service": {**service, "href": root + href}}
+    related = service.get("id")
+    if isinstance(related, str) and service.get("href") == service_href(related):
+        return {**relationship, "service": {**service, "href": href_of(root, related)}}
     return relationship
 
 
@@ -152,8 +159,9 @@ def list_services(
     )
 
 
+# `{id:path}`: a service's id is any text (an imported one may hold a `/`, sent as %2F).
 @router.get(
-    "/service/{id}",
+    "/service/{id:path}",
     summary="Retrieve a service",
     description="The service as the inventory holds it now; with `asOf` (an ISO 8601 "
     "date-time; no offset means UTC), as it was at that time, replayed from its events "
@@ -196,7 +204,7 @@ def retrieve_service(
 
 
 @history_router.get(
-    "/services/{id}/history",
+    "/services/{id:path}/history",
     summary="A service's history",
     description="Every event of the service, oldest first: its version, kind (created, "
     "imported, modified, terminated, order_opened, order_closed, dependent_added, "

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 import pytest
@@ -416,3 +417,22 @@ def test_the_openapi_document_lists_the_inventory_reads(open_client):
     assert set(paths[SERVICES]) == {"get"}
     assert set(paths[f"{SERVICES}/{{id}}"]) == {"get"}
     assert set(paths["/api/v1/services/{id}/history"]) == {"get"}
+
+
+@pytest.mark.parametrize("service_id", ["ACME/HQ/1", "línea 7 ü", "a?b#c", "100%", "x/history"])
+def test_any_service_id_is_reachable(open_client, service_id):
+    """An imported service's id is any text: sent percent-encoded, it names that service."""
+    ctx = open_client.app.state.ctx
+    ctx.app.handle(operator(), cmd.ImportService(ServiceRecord(id=service_id, name="odd id")))
+    ctx.sync()
+    encoded = quote(service_id, safe="")
+    one = open_client.get(f"{SERVICES}/{encoded}")
+    assert one.status_code == 200, one.text
+    assert one.json()["id"] == service_id
+    assert one.json()["href"] == f"http://testserver{SERVICES}/{encoded}"
+    assert open_client.get(one.json()["href"]).json() == one.json()  # the href names it
+    past = open_client.get(f"{SERVICES}/{encoded}", params={"asOf": "2999-01-01T00:00:00Z"})
+    assert past.status_code == 200 and past.json()["id"] == service_id
+    history = open_client.get(f"/api/v1/services/{encoded}/history")
+    assert history.status_code == 200 and history.json()[0]["kind"] == "imported"
+    assert ids(open_client.get(SERVICES, params={"id": service_id})) == [service_id]
