@@ -1,12 +1,12 @@
 """Change and disconnect orders over the TMF641 REST API, checked against the inventory
 (issue 20, acceptance 2): every failing check (an unknown service, a terminated one, another
 customer's, one of another specification), for `modify`, `delete` and `noChange`, is refused
-with a 400 TMF Error whose message names the item and whose details give the problem
-code (SERVICEORDERS_INVENTORY_CHECK=
-refuse, the default) and nothing is created; under `flag` the order is created (201) and the
-finding is on the order (/api/v1/orders/{id}) and its entry in the review queue. A modify
-returns `previousValue` on GET; a PATCH adding an item that names an unknown service is refused
-as a create is. On both backends (sqlite, postgres)."""
+with a 400 TMF Error whose message names the item and whose details give the problem code
+(SERVICEORDERS_INVENTORY_CHECK=refuse, the default) and nothing is created; under `flag`
+the order is created (201) and the finding is on the order (/api/v1/orders/{id}) and its
+entry in the review queue. A modify returns `previousValue` on GET; a PATCH adding an item
+that names an unknown service is refused as a create is. On both backends (sqlite,
+postgres)."""
 
 from __future__ import annotations
 
