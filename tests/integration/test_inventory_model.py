@@ -51,7 +51,14 @@ from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.errors import ServiceNotFound, ValidationFailed
 from serviceorders.domain.inventory import CheckMode
 from serviceorders.domain.service import Service, service_id_for
-from serviceorders.domain.values import ItemAction, ItemState, OrderItem, OrderState, Place
+from serviceorders.domain.values import (
+    ItemAction,
+    ItemState,
+    OrderItem,
+    OrderState,
+    Place,
+    ServiceState,
+)
 from serviceorders.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -371,6 +378,44 @@ def test_the_inventory_equals_the_model_at_every_point_in_time(mode: CheckMode) 
 
     try:
         run()
+    finally:
+        app.close()
+
+
+def test_a_modify_completed_after_a_concurrent_delete_leaves_the_service_terminated() -> None:
+    """The case the model found (both orders open on one service under `refuse`: the second
+    is only flagged service_in_open_order): the delete completes first, then the modify;
+    the terminated service keeps its characteristics, and the modify's order lets go of it."""
+    app = memory_app()
+    try:
+        acme = (customer("CUST-1", "Acme"),)
+        add = app.handle(
+            upstream(), cmd.ReceiveOrder(header("ADD", related_parties=acme), (build_item("1"),))
+        )
+        end_order(app, add.order_id, [build_item("1")], "complete")
+        sid = service_id_for(add.order_id, "1")
+        gone = build_item("1", action=ItemAction.DELETE, service_id=sid, characteristics={})
+        faster = build_item(
+            "1", action=ItemAction.MODIFY, service_id=sid, characteristics={"bandwidthMbps": 500}
+        )
+        delete = app.handle(
+            upstream(), cmd.ReceiveOrder(header("DEL", related_parties=acme), (gone,))
+        )
+        modify = app.handle(
+            upstream(), cmd.ReceiveOrder(header("MOD", related_parties=acme), (faster,))
+        )
+        assert [f.code for f in modify.order.flags] == [OPEN_ORDER]
+        end_order(app, delete.order_id, [gone], "complete")
+        end_order(app, modify.order_id, [faster], "complete")
+        service = app.get_service(sid)
+        assert service.state is ServiceState.TERMINATED
+        assert service.characteristics == {"bandwidthMbps": 100, "accessType": "fibre"}
+        assert service.modified_by == (str(delete.order_id), "1")
+        assert service.open_orders == {}
+        assert [type(e).__name__ for e in app.service_history(sid)][-2:] == [
+            "ServiceTerminated",
+            "ServiceOrderClosed",
+        ]
     finally:
         app.close()
 
