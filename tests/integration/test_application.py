@@ -652,6 +652,9 @@ def test_an_order_reloads_exactly_as_it_was_built(app, actors, samples, chain_to
         },
         place=v.Place(id="hq", name="Zentrale", role="installation"),
     )
+    # the service it changes, in the inventory (issue 20: an unknown one is refused)
+    record = v.ServiceRecord(id="svc-42", customer=v.Party(id="c-1", role="customer"))
+    app.handle(actors.operator, cmd.ImportService(record))
     modify = v.OrderItem(
         id="m",
         action=v.ItemAction.MODIFY,
