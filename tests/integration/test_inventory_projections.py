@@ -21,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from builders import customer, fulfilment, manager, operator, upstream
+from builders import cli, customer, fulfilment, manager, operator, upstream
 from builders import item as build_item
 from builders import receive as build_receive
 from serviceorders.audit.erasure import erase_customer
@@ -377,6 +377,25 @@ def test_rebuild_gives_the_same_rows_and_verify_finds_a_tampered_one(
         "service",
         "service_daily_changes",
     }
+
+
+def test_the_cli_rebuilds_and_verifies_them(
+    settings: Settings, app: ServiceOrders, db: ReadDb
+) -> None:
+    made = build(app, db)
+    url = settings.database.url(with_password=True)
+    before = {name: rows(db, name) for name in NAMES}
+    rebuilt = cli("projections", "rebuild", *NAMES, url=url)
+    assert all(name in rebuilt.stdout + rebuilt.stderr for name in NAMES)
+    assert {name: rows(db, name) for name in NAMES} == before
+    clean = cli("projections", "verify", url=url)
+    assert all(f"{name}: OK" in clean.stdout for name in NAMES), clean.stdout
+    db.execute("UPDATE service SET customer_id = 'CUST-X' WHERE service_id = %s", (made.legacy,))
+    tampered = cli("projections", "verify", *NAMES, url=url, expect=1)
+    assert "service: 1 differing row(s)" in tampered.stdout, tampered.stdout
+    assert f"key ('{made.legacy}',)" in tampered.stdout
+    assert "service_history: OK" in tampered.stdout
+    assert "service_daily_changes: OK" in tampered.stdout
 
 
 def test_rows_applied_step_by_step_equal_a_rebuild(app: ServiceOrders, db: ReadDb) -> None:
