@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from serviceorders.domain import service as sv
 from serviceorders.domain.service import Service, ServiceEvent
-from serviceorders.domain.values import Place, SpecRef
+from serviceorders.domain.values import Place, ServiceState, SpecRef
 from serviceorders.projections.base import Projection
 from serviceorders.projections.log import Batch
 from serviceorders.storage.db import ReadDb, Table
@@ -151,18 +152,40 @@ class ServiceHistory(Projection):
             db.upsert(self.table, table, rows, guard=None)
 
 
-def replayed(batch: Batch) -> list[tuple[ServiceEvent, Service | None]]:
+@dataclass(frozen=True, slots=True)
+class Before:
+    """What a service event's row needs of the service as it was just before the event."""
+
+    place: Place | None  # its first place
+    specification: SpecRef | None
+    name: str | None
+    state: ServiceState
+
+
+def replayed(batch: Batch) -> list[tuple[ServiceEvent, Before | None]]:
     """Each service event of the page with its service as it was just before it (None
-    before its creation), replayed from `batch.services_before`."""
+    before its creation), replayed from `batch.services_before` (one copy per service)."""
     current: dict[UUID, Any] = {}
-    found: list[tuple[ServiceEvent, Service | None]] = []
+    found: list[tuple[ServiceEvent, Before | None]] = []
     for _, event in batch.service_events:
         key = event.originator_id
         if key not in current:
             before = batch.services_before.get(key)
             current[key] = copy.deepcopy(before) if before is not None else None
         service = current[key]
-        found.append((event, copy.deepcopy(service) if service is not None else None))
+        found.append(
+            (
+                event,
+                None
+                if service is None
+                else Before(
+                    service.places[0] if service.places else None,
+                    service.specification,
+                    service.name,
+                    service.state,
+                ),
+            )
+        )
         current[key] = event.mutate(service)
     return found
 
@@ -184,7 +207,7 @@ def _change(before: Any, after: Any) -> dict[str, Any]:
     return {"from": before, "to": after}
 
 
-def history_row(event: ServiceEvent, before: Service | None, service_id: str) -> dict[str, Any]:
+def history_row(event: ServiceEvent, before: Before | None, service_id: str) -> dict[str, Any]:
     """The `service_history` row of an event of the service `service_id`; `before`: the
     service just before it (None for its creation)."""
     order_id: str | None = None
@@ -211,7 +234,7 @@ def history_row(event: ServiceEvent, before: Service | None, service_id: str) ->
         # the event may carry an unchanged place or name again (Service.modify compares
         # the item's freshly sealed value with the service's), which is no change.
         if event.place is not None:
-            first = before.places[0] if before is not None and before.places else None
+            first = before.place if before is not None else None
             was_place = place_json(first) if first else None
             if was_place != place_json(event.place):
                 changes["place"] = _change(was_place, place_json(event.place))
