@@ -667,6 +667,19 @@ class UnitOfWork:
                 ids = tuple(i.id for i in items)
                 service.open_order(ctx, str(order.id), ids, str(items[0].action))
 
+    def _hold_services(
+        self, ctx: CommandContext, order: ServiceOrder, before: Collection[str]
+    ) -> None:
+        """After a revision or an approved proposal: the services the order's items name
+        hold it (`_open_services`), and one it named `before` and names no more (the item
+        removed, or naming another service now) lets go of it, as when an order ends."""
+        self._open_services(ctx, order)
+        now = _named_services(order)
+        for service_id in before:
+            service = self.service(service_id) if service_id not in now else None
+            if service is not None:
+                service.close_order(ctx, str(order.id), str(order.state))
+
     def _services_after(self, ctx: CommandContext, order: ServiceOrder) -> None:
         """An order that ended changes the inventory in the same transaction: a completed
         `add` item creates its service, a completed `modify` changes it, a completed
@@ -696,6 +709,7 @@ class UnitOfWork:
                         reseal(item.place),
                         reseal(item.specification),
                         reseal(item.service_name),
+                        self.app.sealer.reveal if self.app.sealer is not None else None,
                     )
             elif completed and item.action is ItemAction.DELETE and item.service_id:
                 service = self.service(item.service_id)
@@ -905,7 +919,9 @@ class UnitOfWork:
     def _approve_proposal(
         self, ctx: CommandContext, c: ApproveProposal, order: ServiceOrder
     ) -> None:
+        before = _named_services(order)
         order.approve_proposal(ctx, self.app.catalog, c.note, four_eyes=self.app.four_eyes)
+        self._hold_services(ctx, order, before)
 
     def _refuse_proposal(self, ctx: CommandContext, c: RefuseProposal, order: ServiceOrder) -> None:
         order.refuse_proposal(ctx, c.reason, four_eyes=self.app.four_eyes)
@@ -926,6 +942,7 @@ class UnitOfWork:
 
     def _revise(self, ctx: CommandContext, c: Revise, order: ServiceOrder) -> str | None:
         items, header = self._seal_change(order, c.items, c.header)
+        before = _named_services(order)
         changes = items or c.removed_item_ids or (header is not None and header.model_fields_set)
         proposal_id = None
         if changes or not c.notes:  # nothing but notes: no revision (see `Revise`)
@@ -935,7 +952,7 @@ class UnitOfWork:
                 ctx, catalog, items, c.removed_item_ids, header, policy, inventory
             )
             if proposal_id is None:
-                self._open_services(ctx, order)
+                self._hold_services(ctx, order, before)
         # A note resent with a revision: once. Compared as revealed (the notes and the
         # command's texts may be sealed: tokens differ for one text).
         reveal = self.app.sealer.reveal if self.app.sealer is not None else _same
@@ -1009,6 +1026,13 @@ def _seal(seal: Callable[[str, str], str], scope: str, value: str) -> str:
 
 def _same(value: str) -> str:
     return value
+
+
+def _named_services(order: ServiceOrder) -> set[str]:
+    """The existing services the order's `modify`, `delete` and `noChange` items name."""
+    return {
+        i.service_id for i in order.items.values() if i.action in NAMES_A_SERVICE and i.service_id
+    }
 
 
 def _same_value(value: Any) -> Any:

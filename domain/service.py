@@ -15,6 +15,7 @@ its own gets `service_id_for(order, item)`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid5
@@ -24,6 +25,7 @@ from pydantic import Field
 
 from .chain import GENESIS
 from .events import ChainedEvent
+from .privacy import reveal_deep
 from .values import CommandContext, Party, Place, ServiceState, SpecRef, _empty
 
 __all__ = ["ServiceState"]
@@ -280,9 +282,17 @@ class Service(BaseAggregate[UUID]):
         place: Place | None = None,
         specification: SpecRef | None = None,
         name: str | None = None,
+        reveal: Callable[[str], str] | None = None,
     ) -> None:
+        """`place` and `name` may be sealed (tokens differ for one text): they are
+        compared with the service's as `reveal` shows both."""
         from .order import envelope
 
+        def plain(value: Any) -> Any:
+            return value if reveal is None else reveal_deep(value, reveal)
+
+        moved = place is not None and plain(self.places[:1]) != (plain(place),)
+        renamed = name is not None and plain(name) != plain(self.name)
         previous = {
             k: self.characteristics[k]
             for k in characteristics
@@ -299,14 +309,14 @@ class Service(BaseAggregate[UUID]):
             item_id=item_id,
             characteristics=changed,
             previous=previous,
-            place=place if place is not None and self.places[:1] != (place,) else None,
+            place=place if moved else None,
             specification=(
                 specification
                 if specification is not None
                 and (self.specification is None or specification.id != self.specification.id)
                 else None
             ),
-            name=name if name is not None and name != self.name else None,
+            name=name if renamed else None,
             **envelope(ctx),
         )
 

@@ -276,3 +276,32 @@ def test_the_same_change_order_again_is_the_order_it_is_after_the_inventory_move
     again = app.handle(upstream(), command)  # its service is gone now: still that order
     assert again.order_id == first.order_id and not again.created
     assert again.order.state is OrderState.COMPLETED
+
+
+def test_a_modify_at_the_same_named_place_is_no_move_with_personal_data_sealed() -> None:
+    app = memory_app(sealer=MemorySealer())
+    place = Place(id="site-1", name="Main St 1")
+    sid = added(app, place=place, service_name="HQ line")
+    order = app.handle(
+        upstream(),
+        receive(
+            "mod-1",
+            change(
+                sid, characteristics={"bandwidthMbps": 300}, place=place, service_name="HQ line"
+            ),
+            related_parties=(ACME,),
+        ),
+    )
+    complete(app, order.order_id)
+    modified = app.service_history(sid)[-1]
+    assert type(modified).__name__ == "ServiceModified"
+    assert (modified.place, modified.name) == (None, None)  # same place, same name
+    assert modified.characteristics == {"bandwidthMbps": 300}
+    moved = app.handle(
+        upstream(),
+        receive(
+            "mod-2", change(sid, place=Place(id="site-9", name="Elm Rd")), related_parties=(ACME,)
+        ),
+    )
+    complete(app, moved.order_id)
+    assert app.get_service(sid).places[0].name == "Elm Rd"
