@@ -420,6 +420,88 @@ def test_a_modify_completed_after_a_concurrent_delete_leaves_the_service_termina
         app.close()
 
 
+def two_services(app: ServiceOrders) -> tuple[str, str]:
+    """Two completed internet accesses of CUST-1: their ids."""
+    made = []
+    for ext in ("ADD-1", "ADD-2"):
+        acme = (customer("CUST-1", "Acme"),)
+        add = app.handle(
+            upstream(), cmd.ReceiveOrder(header(ext, related_parties=acme), (build_item("1"),))
+        )
+        end_order(app, add.order_id, [build_item("1")], "complete")
+        made.append(service_id_for(add.order_id, "1"))
+    return made[0], made[1]
+
+
+def faster(service_id: str, item_id: str = "1") -> OrderItem:
+    return build_item(
+        item_id,
+        action=ItemAction.MODIFY,
+        service_id=service_id,
+        characteristics={"bandwidthMbps": 500},
+    )
+
+
+@pytest.mark.parametrize("how", ["another service", "item removed"])
+def test_a_revision_that_names_a_service_no_more_lets_go_of_it(how: str) -> None:
+    """A service an open order named before its revision, and names no more, is not held
+    by it any more (else every later order on it would be flagged service_in_open_order,
+    for ever); the one it names now is held, and changed when the order completes."""
+    app = memory_app()
+    try:
+        first, second = two_services(app)
+        acme = (customer("CUST-1", "Acme"),)
+        items = (faster(first), build_item("2"))
+        order = app.handle(upstream(), cmd.ReceiveOrder(header("MOD", related_parties=acme), items))
+        assert list(app.get_service(first).open_orders) == [str(order.order_id)]
+        if how == "another service":
+            app.handle(upstream(), cmd.Revise(order.order_id, (faster(second),)))
+            assert list(app.get_service(second).open_orders) == [str(order.order_id)]
+        else:
+            app.handle(upstream(), cmd.Revise(order.order_id, removed_item_ids=("1",)))
+        assert app.get_service(first).open_orders == {}
+        later = app.handle(
+            upstream(), cmd.ReceiveOrder(header("LATER", related_parties=acme), (faster(first),))
+        )
+        assert later.order.flags == ()
+        end_order(
+            app, order.order_id, list(app.get_order(order.order_id).items.values()), "complete"
+        )
+        assert app.get_service(first).characteristics["bandwidthMbps"] == 100
+        assert app.get_service(second).characteristics["bandwidthMbps"] == (
+            500 if how == "another service" else 100
+        )
+        assert app.get_service(second).open_orders == {}
+    finally:
+        app.close()
+
+
+def test_an_approved_proposal_moves_the_hold_to_the_service_it_names() -> None:
+    """A revision of an approved order is a proposal; once a second manager approves it,
+    the service it names holds the order (a concurrent order on it is flagged) and the one
+    it named before lets go."""
+    app = memory_app()
+    try:
+        first, second = two_services(app)
+        acme = (customer("CUST-1", "Acme"),)
+        order = app.handle(
+            upstream(), cmd.ReceiveOrder(header("MOD", related_parties=acme), (faster(first),))
+        )
+        app.handle(manager(), cmd.Approve(order.order_id))
+        proposed = app.handle(upstream(), cmd.Revise(order.order_id, (faster(second),)))
+        assert proposed.proposal_id is not None
+        assert list(app.get_service(first).open_orders) == [str(order.order_id)]  # not yet
+        app.handle(manager("carol"), cmd.ApproveProposal(order.order_id))
+        assert app.get_service(first).open_orders == {}
+        assert list(app.get_service(second).open_orders) == [str(order.order_id)]
+        other = app.handle(
+            upstream(), cmd.ReceiveOrder(header("OTHER", related_parties=acme), (faster(second),))
+        )
+        assert [f.code for f in other.order.flags] == [OPEN_ORDER]
+    finally:
+        app.close()
+
+
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Iterator[Settings]:
     yield Settings.from_env(
