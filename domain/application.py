@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar, TypeAlias, overload
 from uuid import UUID
@@ -321,7 +321,10 @@ class ServiceOrders(Application[UUID]):
 
     def service_as_of(self, service_id: str, when: datetime) -> Service | None:
         """The service as it was at `when` (its events up to then replayed): None when it
-        did not exist yet. ServiceNotFound when it never existed."""
+        did not exist yet. ServiceNotFound when it never existed. A time without an
+        offset is taken as UTC."""
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
         service: Any = None
         for event in self.service_history(service_id):
             if event.timestamp > when:
@@ -713,7 +716,9 @@ class UnitOfWork:
                     )
             elif completed and item.action is ItemAction.DELETE and item.service_id:
                 service = self.service(item.service_id)
-                if service is not None and service.active:
+                # any state but terminated goes to terminated (TMF638): a disconnect of an
+                # inactive or reserved service came in flagged, its reviewer approved it
+                if service is not None and service.state is not ServiceState.TERMINATED:
                     service.terminate(ctx, oid, item.id)
                     for supplier in service.depends_on:
                         found = self.service(supplier)

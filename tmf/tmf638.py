@@ -10,6 +10,7 @@ after them.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from serviceorders.domain.service import Service
 from serviceorders.domain.values import Place, ServiceState
@@ -24,7 +25,8 @@ STARTED = frozenset({ServiceState.ACTIVE, ServiceState.INACTIVE, ServiceState.TE
 
 
 def service_href(service_id: str, base: str = BASE) -> str:
-    return f"{base}/service/{service_id}"
+    """The service's href: its id percent-encoded (an imported id may hold '/', '?', '#')."""
+    return f"{base}/service/{quote(service_id, safe='')}"
 
 
 def service_to_tmf638(service: Service, base: str = BASE) -> dict[str, Any]:

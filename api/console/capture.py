@@ -319,7 +319,7 @@ def _common_item_data(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str
         errors["placeId"] = "give the site's id too"
     quantity = text(form, "quantity")
     if quantity is not None:
-        if quantity.isdigit():
+        if quantity.isascii() and quantity.isdigit():
             data["quantity"] = int(quantity)
         else:
             errors["quantity"] = "must be a whole number"

@@ -119,7 +119,7 @@ def _find(request: Request, wanted: str) -> UUID | None:
 
 def _offset(query: dict[str, str]) -> int:
     raw = query.get("offset", "0")
-    return min(int(raw), 1_000_000) if raw.isdigit() else 0
+    return min(int(raw), 1_000_000) if raw.isascii() and raw.isdigit() else 0
 
 
 # ------------------------------------------------------------------- detail
@@ -345,7 +345,7 @@ def resubmit(request: Request, id: str) -> Response:
             resubmit_id=external_id or "",
         )
     seen = current.form.get("version", "")
-    version = int(seen) if seen.isdigit() else frozenset[int]()
+    version = int(seen) if seen.isascii() and seen.isdigit() else frozenset[int]()
     try:
         outcome = handle(request, Resubmit(order.id, external_id=external_id), version)
     except ConcurrencyConflict as e:
@@ -405,7 +405,7 @@ def decide(request: Request, id: str, decision: str) -> Response:
         )
     # The version the page showed; anything else is no version the order can be at.
     seen = current.form.get("version", "")
-    version = int(seen) if seen.isdigit() else frozenset[int]()
+    version = int(seen) if seen.isascii() and seen.isdigit() else frozenset[int]()
     try:
         handle(current.request, chosen.command(order.id, text), version)
     except ConcurrencyConflict as e:  # stale, or written between the check and the save
@@ -435,6 +435,7 @@ VERBS = {
     "LineAdded": "item added",
     "LineConfigured": "item configured",
     "LineRemoved": "item removed",
+    "InventoryChecked": "checked against the inventory",
     "OrderSubmitted": "submitted",
     "OrderApproved": "approved",
     "OrderRejected": "rejected",
@@ -466,7 +467,7 @@ def conflict_message(request: Request, order: ServiceOrder, seen: str) -> str:
     """What happened since the page the decision came from: `already approved by bob at
     ...; the order is now inProgress`."""
     events = ctx_of(request).app.history(order.id)
-    since = events[int(seen) :] if seen.isdigit() else []
+    since = events[int(seen) :] if seen.isascii() and seen.isdigit() else []
     if not since:
         return (
             f"The order is at version {order.version}, not the one your page showed; "

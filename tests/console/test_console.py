@@ -1307,3 +1307,10 @@ def test_an_order_held_for_a_proposal_says_so_and_resumes_when_it_is_decided(
     assert state_of(console.ctx, order_id) == "inProgress"
     timeline = text_of(response.text.split('id="timeline"')[1])
     assert "proposal refused by bob" in timeline and "resumed by bob" in timeline
+
+
+@pytest.mark.parametrize("path", ["/console/orders?offset=%C2%B2", "/console/queue?offset=%C2%B2"])
+def test_a_paging_offset_in_other_digits_is_no_server_error(console: Any, path: str) -> None:
+    """'²' is a digit to str.isdigit() and not to int(): read as no offset, never a 500."""
+    console.sign_in("manager")
+    assert console.get(path).status_code == 200

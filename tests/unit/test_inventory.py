@@ -305,3 +305,13 @@ def test_a_modify_at_the_same_named_place_is_no_move_with_personal_data_sealed()
     )
     complete(app, moved.order_id)
     assert app.get_service(sid).places[0].name == "Elm Rd"
+
+
+def test_the_service_as_of_a_time_without_an_offset_is_as_of_that_utc_time(app) -> None:
+    from datetime import UTC, timedelta
+
+    sid = added(app)
+    created = app.get_service(sid).created_at
+    naive = created.astimezone(UTC).replace(tzinfo=None)
+    assert app.service_as_of(sid, naive + timedelta(seconds=1)).service_id == sid
+    assert app.service_as_of(sid, naive - timedelta(seconds=1)) is None
