@@ -40,7 +40,16 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from builders import cli, customer, fulfilment, header, manager, memory_app, upstream
+from builders import (
+    cli,
+    customer,
+    fulfilment,
+    header,
+    manager,
+    memory_app,
+    operator,
+    upstream,
+)
 from builders import item as build_item
 from hypothesis import HealthCheck, Phase, given, note, seed
 from hypothesis import settings as hsettings
@@ -57,7 +66,9 @@ from serviceorders.domain.values import (
     OrderItem,
     OrderState,
     Place,
+    ServiceRecord,
     ServiceState,
+    SpecRef,
 )
 from serviceorders.settings import Settings
 
@@ -498,6 +509,37 @@ def test_an_approved_proposal_moves_the_hold_to_the_service_it_names() -> None:
             upstream(), cmd.ReceiveOrder(header("OTHER", related_parties=acme), (faster(second),))
         )
         assert [f.code for f in other.order.flags] == [OPEN_ORDER]
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("state", [ServiceState.INACTIVE, ServiceState.RESERVED])
+def test_a_completed_delete_terminates_a_service_that_was_not_active(state) -> None:
+    """Under `flag` a disconnect of a service that is not active (an imported one, inactive
+    or reserved) comes in flagged service_not_active; once its reviewer approved it and
+    fulfilment completed it, the service is terminated (TMF638: any state but terminated
+    may go to terminated), not left as it was."""
+    app = memory_app(inventory_check=CheckMode.FLAG)
+    try:
+        acme = customer("CUST-1", "Acme")
+        record = ServiceRecord(
+            id="LEGACY-1",
+            state=state,
+            specification=SpecRef(id=INTERNET),
+            characteristics={"bandwidthMbps": 50},
+            customer=acme,
+        )
+        app.handle(operator(), cmd.ImportService(record))
+        gone = build_item("1", action=ItemAction.DELETE, service_id="LEGACY-1", characteristics={})
+        order = app.handle(
+            upstream(), cmd.ReceiveOrder(header("DEL", related_parties=(acme,)), (gone,))
+        )
+        assert [f.code for f in order.order.flags] == ["service_not_active"]
+        end_order(app, order.order_id, [gone], "complete")
+        service = app.get_service("LEGACY-1")
+        assert service.state is ServiceState.TERMINATED
+        assert service.modified_by == (str(order.order_id), "1")
+        assert service.terminated_at is not None and service.open_orders == {}
     finally:
         app.close()
 
