@@ -2,17 +2,19 @@
 
 Hypothesis draws sequences of orders for three customers: `add`, `modify`, `delete` and
 `noChange` items naming new, existing, terminated, unknown, other customers' and other
-specifications' services, several orders open at once on the same service. Each open order
-then ends: completed, failed, partial (one item completed, the other failed), rejected or
+specifications' services, several orders open at once on the same service; imports of
+services that existed before (active, inactive or reserved; of a customer or of none); and
+revisions of open orders (an item naming another service, or removed). Each open order then
+ends: completed, failed, partial (one item completed, the other failed), rejected or
 cancelled, in any order (two open orders changing one service complete in either order).
 
 The model is plain dicts (service id -> state, specification, characteristics, place,
 customer, the orders holding it open, the order items that made and last changed it),
-updated only from what each completed item did, and it says which orders the checks refuse
-(under `refuse`) or which flags they carry (under `flag`). After every step the time and a
-copy of the model are recorded; the application's services must equal the model after each
-step (`get_service`) and, as of every recorded time, equal the model as it was then
-(`service_as_of`). On a SQLite file the projector then applies the whole log: when the
+updated only from what each completed item did, and it says which orders and revisions the
+checks refuse (under `refuse`) or which flags they carry (under `flag`). After every step
+the time and a copy of the model are recorded; the application's services must equal the
+model after each step (`get_service`) and, as of every recorded time, equal the model as it
+was then (`service_as_of`). On a SQLite file the projector then applies the whole log: when the
 `service` read model exists, its rows equal the model and `projections verify` finds no
 difference.
 
@@ -20,8 +22,8 @@ What a completed item does, as the model has it: an `add` creates its service (i
 or `service_id_for(order, item)`) unless a service has that id already (then nothing); a
 `modify` changes the service its item names when one exists and is not terminated
 (characteristics merged, the item's place first, the item's specification); a `delete`
-terminates an active service; a `noChange` changes nothing. Every service an ended order
-named is released.
+terminates a service that is not terminated yet; a `noChange` changes nothing. Every service
+an ended order named is released, and one a revision makes it name no more.
 
 `SERVICEORDERS_FUZZ_SEED=N` runs another seed (default: fixed, for reproducible CI).
 """
@@ -76,7 +78,7 @@ pytestmark = pytest.mark.integration
 
 SEED = int(os.environ.get("SERVICEORDERS_FUZZ_SEED", "641"))
 ROUNDS = hsettings(
-    max_examples=100,
+    max_examples=200,
     deadline=None,
     database=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
@@ -109,8 +111,11 @@ class Model:
     # them must not depend on the random ids' order)
     never: dict[str, None] = field(default_factory=dict)
 
-    def problems(self, customer_id: str, items: list[OrderItem]) -> list[tuple[str, str]]:
-        """(code, item id) of every finding the checks must make on a new order's items."""
+    def problems(
+        self, customer_id: str, items: list[OrderItem], order_id: str | None = None
+    ) -> list[tuple[str, str]]:
+        """(code, item id) of every finding the checks must make on the items a new order
+        (or a revision of `order_id`) brings."""
         found: list[tuple[str, str]] = []
         for it in items:
             sid = it.service_id
@@ -126,13 +131,38 @@ class Model:
                 continue
             if service["state"] != "active":
                 found.append(("service_not_active", it.id))
-            if service["customer"] != customer_id:
+            if service["customer"] is not None and service["customer"] != customer_id:
                 found.append(("service_other_customer", it.id))
             if spec != service["specification"]:
                 found.append(("service_other_specification", it.id))
-            if service["open_orders"]:
+            if set(service["open_orders"]) - {order_id}:
                 found.append((OPEN_ORDER, it.id))
         return found
+
+    def imported(self, service_id: str, state: str, spec: str, customer_id: str | None) -> None:
+        self.services[service_id] = {
+            "state": state,
+            "specification": spec,
+            "characteristics": {},
+            "places": [],
+            "customer": customer_id,
+            "open_orders": {},
+            "created_by": None,
+            "modified_by": None,
+        }
+
+    def revise(self, order_id: str, items: list[OrderItem]) -> None:
+        """The open order's items are now `items`: a service it names no more lets go of
+        it, those it names hold it."""
+        before = {i.service_id for i in self.open[order_id] if i.action is not ItemAction.ADD}
+        self.open[order_id] = items
+        now = {i.service_id for i in items if i.action is not ItemAction.ADD}
+        for sid in before - now:
+            if sid in self.services:
+                self.services[sid]["open_orders"].pop(order_id, None)
+        for it in items:
+            if it.action is not ItemAction.ADD and it.service_id in self.services:
+                self.services[it.service_id]["open_orders"][order_id] = [it.id]
 
     def accept(self, order_id: str, customer_id: str, items: list[OrderItem]) -> None:
         """An accepted order holds every existing service its change items name."""
@@ -174,7 +204,7 @@ class Model:
                 service["places"] = [place, *(p for p in service["places"][1:] if p != place)]
                 service["specification"] = spec
                 service["modified_by"] = [order_id, it.id]
-            elif it.action is ItemAction.DELETE and service["state"] == "active":
+            elif it.action is ItemAction.DELETE and service["state"] != "terminated":
                 service["state"] = "terminated"
                 service["modified_by"] = [order_id, it.id]
         for it in items:  # released
@@ -206,50 +236,65 @@ def characteristics(draw: st.DrawFn, spec: str, partial: bool) -> dict[str, Any]
     return {name: draw(st.sampled_from(allowed[name])) for name in names}
 
 
+def draw_change(
+    data: st.DataObject,
+    model: Model,
+    token: str,
+    customer_id: str,
+    item_id: str,
+    action: ItemAction,
+    named: set[str],
+) -> OrderItem | None:
+    """An item naming an existing service: mostly one of the customer's own, else any other,
+    an unknown one or one not made yet; None when it would name one of `named`."""
+    ours = [s for s, v in model.services.items() if v["customer"] == customer_id]
+    pool = ours or list(model.services) or [UNKNOWN]
+    choices = [
+        st.sampled_from(pool),
+        st.sampled_from(list(model.services) or [UNKNOWN]),
+        st.sampled_from([UNKNOWN, f"{token}-A", *model.never]),
+    ]
+    sid = data.draw(st.one_of(*[choices[0]] * 4, choices[1], choices[2]))
+    if sid in named:
+        return None
+    have = model.services.get(sid, {}).get("specification", INTERNET)
+    other = ROUTER if have == INTERNET else INTERNET
+    spec = data.draw(st.sampled_from([have, have, have, other]), label="spec")
+    chars = data.draw(characteristics(spec, partial=True)) if action is ItemAction.MODIFY else {}
+    site = data.draw(st.sampled_from(SITES), label="site")
+    return build_item(
+        item_id, spec, action=action, service_id=sid, characteristics=chars, place=Place(id=site)
+    )
+
+
 def draw_items(data: st.DataObject, model: Model, token: str, customer_id: str) -> list[OrderItem]:
     """One or two items naming different services."""
     made: list[OrderItem] = []
     named: set[str] = set()
-    ours = [s for s, v in model.services.items() if v["customer"] == customer_id]
     for n in range(data.draw(st.integers(1, 2), label="items")):
         actions = list(ItemAction) if model.services else [ItemAction.ADD, ItemAction.MODIFY]
         action = data.draw(st.sampled_from(actions), label="action")
-        site = data.draw(st.sampled_from(SITES), label="site")
         if action is ItemAction.ADD:
             spec = data.draw(st.sampled_from([INTERNET, ROUTER]), label="spec")
             sid = data.draw(st.sampled_from([None, None, f"{token}-A", f"{token}-B"]))
             if sid is not None and sid in named:
                 continue
             chars = data.draw(characteristics(spec, partial=False))
-        else:
-            # mostly the customer's own services; any other, unknown or not made yet
-            pool = ours or list(model.services) or [UNKNOWN]
-            choices = [
-                st.sampled_from(pool),
-                st.sampled_from(list(model.services) or [UNKNOWN]),
-                st.sampled_from([UNKNOWN, f"{token}-A", *model.never]),
-            ]
-            sid = data.draw(st.one_of(*[choices[0]] * 4, choices[1], choices[2]))
-            if sid in named:
-                continue
-            have = model.services.get(sid, {}).get("specification", INTERNET)
-            other = ROUTER if have == INTERNET else INTERNET
-            spec = data.draw(st.sampled_from([have, have, have, other]), label="spec")
-            chars = (
-                data.draw(characteristics(spec, partial=True))
-                if action is ItemAction.MODIFY
-                else {}
+            site = data.draw(st.sampled_from(SITES), label="site")
+            it: OrderItem | None = build_item(
+                str(n + 1),
+                spec,
+                action=action,
+                service_id=sid,
+                characteristics=chars,
+                place=Place(id=site),
             )
-        if sid is not None:
-            named.add(sid)
-        it = build_item(
-            str(n + 1),
-            spec,
-            action=action,
-            service_id=sid,
-            characteristics=chars,
-            place=Place(id=site),
-        )
+        else:
+            it = draw_change(data, model, token, customer_id, str(n + 1), action, named)
+        if it is None:
+            continue
+        if it.service_id is not None:
+            named.add(it.service_id)
         made.append(it)
     return made or [build_item("1", INTERNET, place=Place(id=SITES[0]))]
 
@@ -322,12 +367,58 @@ def run_steps(
     timeline: list[tuple[datetime, dict[str, dict[str, Any]]]] = []
     count = 0
     for _ in range(data.draw(st.integers(6, 20), label="steps")):
-        if model.open and data.draw(st.booleans(), label="end one"):
+        kinds = ["order", "order", "import"] + ["end", "end", "end", "revise"] * bool(model.open)
+        kind = data.draw(st.sampled_from(kinds), label="step")
+        if kind == "end":
             oid = data.draw(st.sampled_from(list(model.open)), label="order")
             how = data.draw(st.sampled_from(ENDINGS), label="ending")
             note(f"end {oid} {how}")
             completed = end_order(app, UUID(oid), model.open[oid], how)
             model.end(oid, completed)
+        elif kind == "import":
+            count += 1
+            sid = f"{token}-I{count}"
+            state = data.draw(st.sampled_from(["active", "active", "inactive", "reserved"]))
+            spec = data.draw(st.sampled_from([INTERNET, ROUTER]), label="spec")
+            owner = data.draw(st.sampled_from([*CUSTOMERS, None]), label="customer")
+            party = customer(owner, f"name of {owner}") if owner is not None else None
+            record = ServiceRecord(
+                id=sid, state=ServiceState(state), specification=SpecRef(id=spec), customer=party
+            )
+            note(f"import {sid} {state} {spec} of {owner}")
+            assert app.handle(operator(), cmd.ImportService(record)).created
+            model.imported(sid, state, spec, owner)
+        elif kind == "revise":
+            oid = data.draw(st.sampled_from(list(model.open)), label="order")
+            items = model.open[oid]
+            customer_id = model.customers[oid]
+            target = data.draw(st.sampled_from(items), label="item")
+            if len(items) > 1 and data.draw(st.booleans(), label="remove"):
+                note(f"revise {oid}: remove item {target.id}")
+                app.handle(upstream(), cmd.Revise(UUID(oid), removed_item_ids=(target.id,)))
+                model.revise(oid, [i for i in items if i.id != target.id])
+            else:
+                action = data.draw(
+                    st.sampled_from([ItemAction.MODIFY, ItemAction.DELETE, ItemAction.NO_CHANGE])
+                )
+                others = {str(i.service_id) for i in items if i.id != target.id}
+                new = draw_change(data, model, token, customer_id, target.id, action, others)
+                if new is not None:
+                    expected = sorted(model.problems(customer_id, [new], oid))
+                    refused = sorted(p for p in expected if p[0] != OPEN_ORDER)
+                    note(f"revise {oid}: {new!r}; expecting {expected}")
+                    revise = cmd.Revise(UUID(oid), (new,))
+                    if mode is CheckMode.REFUSE and refused:
+                        with pytest.raises(ValidationFailed) as error:
+                            app.handle(upstream(), revise)
+                        assert problems_of(error.value.problems) == refused
+                    else:
+                        app.handle(upstream(), revise)
+                        flags = app.get_order(UUID(oid)).flags
+                        assert problems_of(f for f in flags if f.item_id == new.id) == expected
+                        model.revise(oid, [new if i.id == new.id else i for i in items])
+                        if new.service_id not in model.services:
+                            model.never[str(new.service_id)] = None
         else:
             count += 1
             customer_id = data.draw(st.sampled_from(CUSTOMERS), label="customer")
@@ -544,6 +635,36 @@ def test_a_completed_delete_terminates_a_service_that_was_not_active(state) -> N
         app.close()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding E-5: ServiceOrder.revise replaces the order's flags with the catalog's "
+    "problems of every item plus the inventory's of the items the revision brings, so the "
+    "inventory flags of the items it leaves alone are dropped (domain/order.py)",
+)
+def test_a_revision_of_another_item_keeps_an_items_inventory_flag() -> None:
+    """Under `flag` an order whose item 1 names an unknown service is flagged for it; a
+    revision that changes only item 2 does not make the reviewer forget item 1's flag."""
+    app = memory_app(inventory_check=CheckMode.FLAG)
+    try:
+        acme = (customer("CUST-1", "Acme"),)
+        unknown = build_item(
+            "1",
+            action=ItemAction.MODIFY,
+            service_id=UNKNOWN,
+            characteristics={"bandwidthMbps": 500},
+        )
+        order = app.handle(
+            upstream(),
+            cmd.ReceiveOrder(header("FLAGGED", related_parties=acme), (unknown, build_item("2"))),
+        )
+        assert problems_of(order.order.flags) == [("service_not_found", "1")]
+        faster_add = build_item("2", characteristics={"bandwidthMbps": 500, "accessType": "fibre"})
+        app.handle(upstream(), cmd.Revise(order.order_id, (faster_add,)))
+        assert problems_of(app.get_order(order.order_id).flags) == [("service_not_found", "1")]
+    finally:
+        app.close()
+
+
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Iterator[Settings]:
     yield Settings.from_env(
@@ -560,7 +681,7 @@ def test_on_a_sqlite_file_and_its_read_models(sqlite_settings: Settings) -> None
     assert app.inventory_check is CheckMode.REFUSE
     final: dict[str, dict[str, Any]] = {}
 
-    @hsettings(ROUNDS, max_examples=25)
+    @hsettings(ROUNDS, max_examples=50)
     @seed(SEED)
     @given(st.data())
     def run(data: st.DataObject) -> None:
@@ -601,10 +722,11 @@ def test_on_a_sqlite_file_and_its_read_models(sqlite_settings: Settings) -> None
                 expected["customer"],
                 expected["characteristics"],
             ), sid
-            assert row["site_id"] == expected["places"][0]
+            assert row["site_id"] == (expected["places"] or [None])[0], sid
             assert sorted(opened) == sorted(expected["open_orders"]), sid
-            assert [row["created_order_id"], row["created_item_id"]] == expected["created_by"]
-            last = expected["modified_by"] or expected["created_by"]
+            made = [row["created_order_id"], row["created_item_id"]]
+            assert made == (expected["created_by"] or [None, None]), sid  # None: imported
+            last = expected["modified_by"] or expected["created_by"] or [None]
             assert row["last_order_id"] == last[0], sid
         assert maintenance.verify(db, event_mapper()) == []
     finally:
