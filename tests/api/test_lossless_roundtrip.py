@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, note, seed
 from hypothesis import settings as hsettings
@@ -57,6 +58,14 @@ ROUNDS = hsettings(
 )
 
 Auth = Callable[[str | None], dict[str, str]]
+
+
+@pytest.fixture
+def api_settings_update() -> dict[str, Any]:
+    """Generated change and disconnect items name made-up services: under the inventory's
+    default policy they would be refused (issue 20, tested in test_inventory_checks); what
+    is tested here is that what comes in is kept, so they come in flagged."""
+    return {"inventory_check": "flag"}
 
 
 def unique(generated: Generated) -> dict[str, Any]:

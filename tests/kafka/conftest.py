@@ -60,6 +60,7 @@ def kafka_env(settings: Settings, broker: EmbeddedBroker, **extra: str) -> dict[
         "SERVICEORDERS_CONSUMER_GROUP": settings.consumer_group,
         "SERVICEORDERS_INBOUND_TOPIC": settings.inbound_topic,
         "SERVICEORDERS_EVENTS_TOPIC": settings.events_topic,
+        "SERVICEORDERS_INVENTORY_TOPIC": settings.inventory_topic,
         "SERVICEORDERS_TOPIC_PARTITIONS": str(settings.topic_partitions),
         "SERVICEORDERS_CONSUME_BATCH": str(settings.consume_batch),
         "SERVICEORDERS_HUB_DELIVERY": "no",

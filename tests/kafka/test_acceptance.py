@@ -364,7 +364,9 @@ def _two_consumers(ks: Settings, broker: EmbeddedBroker, tmp_path: Path, count: 
     env = kafka_env(ks, broker, SERVICEORDERS_CONSUME_BATCH="50")
     logs = [tmp_path / "consume-a.log", tmp_path / "consume-b.log"]
     procs = [spawn_consume(env, log) for log in logs]
-    every = {f"{ks.inbound_topic}[{p}]" for p in range(ks.topic_partitions)}
+    # the order topic's partitions and, since issue 20, the service import topic's
+    topics = (ks.inbound_topic, ks.inventory_topic)
+    every = {f"{t}[{p}]" for t in topics for p in range(ks.topic_partitions)}
     try:
 
         def shared() -> bool:

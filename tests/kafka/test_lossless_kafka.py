@@ -112,6 +112,9 @@ def generate() -> list[Case]:
 def test_kafka_creates_and_revisions_keep_what_was_sent(
     ks: Settings, db: ReadDb, run_worker: Callable[..., Any]
 ) -> None:
+    # Generated change and disconnect items name made-up services: flagged, not refused
+    # (issue 20's default; its checks are tested in test_inventory_checks_kafka).
+    ks = ks.model_copy(update={"inventory_check": "flag"})
     cases = generate()
     # The batch holds both outcomes at both kinds of message.
     assert any(c.create.refused for c in cases) and any(not c.create.refused for c in cases)

@@ -300,6 +300,7 @@ def own_topics(settings: Settings, bootstrap_servers: str, **update: Any) -> Set
             "consumer_group": f"g-{token}",
             "inbound_topic": f"in-{token}",
             "events_topic": f"ev-{token}",
+            "inventory_topic": f"inv-{token}",
             "topic_partitions": 3,
             **update,
         }
