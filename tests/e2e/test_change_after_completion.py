@@ -89,6 +89,7 @@ def test_a_change_right_after_the_completion_is_accepted_with_the_projector_stop
         "SERVICEORDERS_CONSUMER_GROUP": ks.consumer_group,
         "SERVICEORDERS_INBOUND_TOPIC": ks.inbound_topic,
         "SERVICEORDERS_EVENTS_TOPIC": ks.events_topic,
+        "SERVICEORDERS_INVENTORY_TOPIC": ks.inventory_topic,
         "SERVICEORDERS_TOPIC_PARTITIONS": str(ks.topic_partitions),
         "SERVICEORDERS_HUB_DELIVERY": "no",
     }
