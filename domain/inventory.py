@@ -37,6 +37,24 @@ SERVICE_EXISTS = "service_exists"
 # ... always flags
 SERVICE_IN_OPEN_ORDER = "service_in_open_order"
 SERVICE_HAS_DEPENDENTS = "service_has_dependents"
+CODES = frozenset(
+    {
+        SERVICE_NOT_FOUND,
+        SERVICE_NOT_ACTIVE,
+        SERVICE_OTHER_CUSTOMER,
+        SERVICE_OTHER_SPECIFICATION,
+        SERVICE_EXISTS,
+        SERVICE_IN_OPEN_ORDER,
+        SERVICE_HAS_DEPENDENTS,
+    }
+)
+
+
+def kept_flags(flags: Iterable[Problem], changed: Iterable[str]) -> list[Problem]:
+    """The inventory's flags of the items a revision leaves alone (not in `changed`): kept,
+    since only the items a revision brings are checked again."""
+    touched = set(changed)
+    return [f for f in flags if f.code in CODES and f.item_id not in touched]
 
 
 class CheckMode(StrEnum):
@@ -69,7 +87,8 @@ class Inventory:
                 Problem(
                     code=code,
                     item_id=item.id,
-                    message=f"item {item.id}: {message}",
+                    # the code too: a dead letter's reason and a log line carry only messages
+                    message=f"item {item.id}: {message} ({code})",
                     structural=structural,
                 )
             )

@@ -25,7 +25,8 @@ from .errors import (
     UnknownItem,
     ValidationFailed,
 )
-from .inventory import Inventory
+from .inventory import CODES as INVENTORY_CODES
+from .inventory import Inventory, kept_flags
 from .lifecycle import (
     ALLOWED_FROM,
     BLOCKED_AFTER_POINT_OF_NO_RETURN,
@@ -480,6 +481,7 @@ class ServiceOrder(BaseAggregate[UUID]):
         remaining = [item for item_id, item in merged.items() if item_id not in removed]
         problems = catalog.validate_items(remaining)
         problems += self._inventory_problems(inventory, items)  # the items it brings
+        problems += kept_flags(self.flags, [*(i.id for i in items), *removed])
         if refused := structural(problems):
             raise ValidationFailed(refused, self.id)
         change = {
@@ -549,6 +551,12 @@ class ServiceOrder(BaseAggregate[UUID]):
         merged = {**self.items, **{i.id: i for i in proposal.items}}
         removed = set(proposal.removed_item_ids)
         problems = catalog.validate_items(v for k, v in merged.items() if k not in removed)
+        # the inventory's flags: the proposal's for the items it brings, the order's others
+        changed = [*(i.id for i in proposal.items), *removed]
+        problems += [
+            f for f in proposal.flags if f.code in INVENTORY_CODES and f.item_id in changed
+        ]
+        problems += kept_flags(self.flags, changed)
         if refused := structural(problems):
             raise ValidationFailed(refused, self.id)
         self.trigger_event(

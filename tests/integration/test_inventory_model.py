@@ -635,12 +635,6 @@ def test_a_completed_delete_terminates_a_service_that_was_not_active(state) -> N
         app.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding E-5: ServiceOrder.revise replaces the order's flags with the catalog's "
-    "problems of every item plus the inventory's of the items the revision brings, so the "
-    "inventory flags of the items it leaves alone are dropped (domain/order.py)",
-)
 def test_a_revision_of_another_item_keeps_an_items_inventory_flag() -> None:
     """Under `flag` an order whose item 1 names an unknown service is flagged for it; a
     revision that changes only item 2 does not make the reviewer forget item 1's flag."""

@@ -164,12 +164,6 @@ def test_every_failing_check_is_a_dead_letter_naming_the_item(ks, refused, servi
     good_one_applied(ks, services, alone=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding E-2: a Kafka dead letter's reason is str(ValidationFailed), the problems' "
-    "messages without their codes (the API's TMF Error has them in `details`); nothing on the "
-    "dead letter names service_not_found etc.",
-)
 def test_the_dead_letter_names_the_problem_code(refused) -> None:
     for key, (case, _) in MESSAGES.items():
         assert CASES[case] in refused[key]["reason"], refused[key]["reason"]

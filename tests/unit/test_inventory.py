@@ -172,7 +172,8 @@ def test_two_open_orders_on_one_service_flag_the_second(app) -> None:
     app.handle(manager(), cmd.Reject(first.order_id, "no"))
     third = app.handle(upstream(), receive("mod-3", change(sid), related_parties=(ACME,)))
     assert [f.message for f in third.order.flags] == [
-        f"item 1: service {sid} is also changed by open order(s) {second.order_id}"
+        f"item 1: service {sid} is also changed by open order(s) {second.order_id} "
+        "(service_in_open_order)"
     ]
 
 
@@ -315,3 +316,22 @@ def test_the_service_as_of_a_time_without_an_offset_is_as_of_that_utc_time(app) 
     naive = created.astimezone(UTC).replace(tzinfo=None)
     assert app.service_as_of(sid, naive + timedelta(seconds=1)).service_id == sid
     assert app.service_as_of(sid, naive - timedelta(seconds=1)) is None
+
+
+def test_an_approved_proposal_keeps_the_inventory_flags_of_the_items_it_leaves_alone() -> None:
+    app = memory_app(inventory_check=CheckMode.FLAG)
+    unknown = change("SVC-UNKNOWN")
+    order_id = app.handle(
+        upstream(), receive("flagged", [*unknown, item("2")], related_parties=(ACME,))
+    ).order_id
+    assert [(f.code, f.item_id) for f in app.get_order(order_id).flags] == [
+        ("service_not_found", "1")
+    ]
+    app.handle(manager(), cmd.Approve(order_id))
+    faster = item("2", characteristics={"bandwidthMbps": 1000, "accessType": "fibre"})
+    proposal = app.handle(upstream(), cmd.Revise(order_id, (faster,)))
+    assert proposal.proposal_id is not None
+    app.handle(manager("carol"), cmd.ApproveProposal(order_id))
+    order = app.get_order(order_id)
+    assert order.items["2"].characteristics["bandwidthMbps"] == 1000
+    assert [(f.code, f.item_id) for f in order.flags] == [("service_not_found", "1")]
