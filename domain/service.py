@@ -104,8 +104,9 @@ class ServiceOrderOpened(ServiceEvent):
 
 
 class ServiceOrderClosed(ServiceEvent):
-    """The order ended without changing the service (failed, rejected, cancelled,
-    deleted; or a `noChange` item)."""
+    """The order no longer holds the service: it ended without changing it (failed,
+    rejected, cancelled, deleted; or a `noChange` item), or a revision took away the items
+    that named it."""
 
     order_id: str
     order_state: str
