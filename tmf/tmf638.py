@@ -55,12 +55,24 @@ def service_to_tmf638(service: Service, base: str = BASE) -> dict[str, Any]:
                 "@referredType": "ServiceSpecification",
             }
         )
+    # Characteristics and places as an import sent them (their id, @type, ...) under the
+    # typed name, value and place: the typed ones win, the service's changes show.
+    sent = {
+        c.get("name"): c for c in _list(extra.get("serviceCharacteristic")) if isinstance(c, dict)
+    }
     doc["serviceCharacteristic"] = [
-        {"name": name, "valueType": _value_type(value), "value": value}
+        {
+            **sent.get(name, {}),
+            "name": name,
+            "valueType": sent.get(name, {}).get("valueType", _value_type(value)),
+            "value": value,
+        }
         for name, value in service.characteristics.items()
     ]
+    doc.pop("place", None)
     if service.places:
-        doc["place"] = [_place(p) for p in service.places]
+        places = {p.get("id"): p for p in _list(extra.get("place")) if isinstance(p, dict)}
+        doc["place"] = [{**places.get(p.id, {}), **_place(p)} for p in service.places]
     parties = [p for p in _list(extra.get("relatedParty"))]
     if service.customer is not None:
         c = service.customer
