@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serviceorders.domain import service as sv
+from serviceorders.projections.inventory import kind_of
 from serviceorders.projections.queries import MAX_LIMIT, Page
 from serviceorders.storage.db import ReadDb
 from serviceorders.tmf.time import tmf_time
@@ -166,15 +167,6 @@ class InventoryQueries:
 
 
 # --------------------------------------------------------------------- history
-KINDS: dict[type[Any], str] = {
-    sv.ServiceCreated: "created",
-    sv.ServiceModified: "modified",
-    sv.ServiceTerminated: "terminated",
-    sv.ServiceOrderOpened: "order_opened",
-    sv.ServiceOrderClosed: "order_closed",
-    sv.ServiceDependentAdded: "dependent_added",
-    sv.ServiceDependentRemoved: "dependent_removed",
-}
 
 
 def history_entries(events: Iterable[Any]) -> list[dict[str, Any]]:
@@ -185,14 +177,12 @@ def history_entries(events: Iterable[Any]) -> list[dict[str, Any]]:
     entries = []
     state: str | None = None
     for event in events:
-        kind = KINDS.get(type(event), type(event).__name__)
+        kind = kind_of(event)
         changes: dict[str, Any] = {}
         order_id = getattr(event, "order_id", None)
         item_id = getattr(event, "item_id", None)
         if isinstance(event, sv.ServiceCreated):
             state = event.state.value
-            if event.imported:
-                kind = "imported"
             changes = _created_changes(event)
         elif isinstance(event, sv.ServiceModified):
             changes = {

@@ -16,6 +16,7 @@ from serviceorders.domain.service import Service
 from serviceorders.domain.values import Place, ServiceState
 
 from .time import tmf_time
+from .tmf641 import value_type as _value_type
 
 BASE = "/tmf-api/serviceInventory/v4"
 # The attributes the engine writes (never taken from an import's `extra`).
@@ -142,17 +143,3 @@ def _list(value: Any) -> list[Any]:
 
 def _compact(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
-
-
-def _value_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    return "string"

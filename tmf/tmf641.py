@@ -158,12 +158,12 @@ def _item(order: ServiceOrder, item: OrderItem, nested: Sequence[dict[str, Any]]
         )
     kept = item.characteristic_extra
     service["serviceCharacteristic"] = [
-        {"name": name, "valueType": _value_type(value), "value": value, "@type": "Characteristic"}
+        {"name": name, "valueType": value_type(value), "value": value, "@type": "Characteristic"}
         if name not in kept
         else {
             "name": name,
             **kept[name],
-            "valueType": kept[name].get("valueType", _value_type(value)),
+            "valueType": kept[name].get("valueType", value_type(value)),
             "@type": kept[name].get("@type", "Characteristic"),
             "value": value,
         }
@@ -263,7 +263,8 @@ def _relationships(item: OrderItem) -> list[dict[str, Any]]:
     return rendered
 
 
-def _value_type(value: Any) -> str:
+def value_type(value: Any) -> str:
+    """A TMF characteristic's `valueType` for a JSON value (TMF641 and TMF638 alike)."""
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
