@@ -692,12 +692,11 @@ class UnitOfWork:
         done = order.state in (OrderState.COMPLETED, OrderState.PARTIAL)
         reseal = self._resealer_of(order)
         oid = str(order.id)
-        customer = order.header.customer
-        if customer is not None:
-            customer = reseal(customer)
         for item in order.items.values():
             completed = done and item.state is ItemState.COMPLETED
             if completed and item.action is ItemAction.ADD:
+                # (sealed only when a service is made: no crypto for orders that make none)
+                customer = reseal(order.header.customer)
                 self._create_service(ctx, order, item, customer, reseal)
             elif completed and item.action is ItemAction.MODIFY and item.service_id:
                 service = self.service(item.service_id)
@@ -775,7 +774,11 @@ class UnitOfWork:
         scope = privacy.scope_of(order.header, str(order.id))
 
         def one(text: str) -> str:
-            return sealer.seal(scope, sealer.reveal(text)) if text else text
+            if not text:
+                return text
+            plain = sealer.reveal(text)
+            # an erased customer's value stays erased: nothing of it is sealed again
+            return plain if plain == privacy.ERASED else sealer.seal(scope, plain)
 
         def reseal(value: Any) -> Any:
             if value is None:
