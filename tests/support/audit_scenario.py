@@ -33,7 +33,8 @@ from serviceorders.bootstrap import build_application, init_database, open_read_
 from serviceorders.domain import commands as cmd
 from serviceorders.domain import order as order_module
 from serviceorders.domain.application import ServiceOrders
-from serviceorders.domain.events import ALL_EVENTS, OrderEvent
+from serviceorders.domain.events import ALL_EVENTS, ChainedEvent
+from serviceorders.domain.service import service_id_for
 from serviceorders.domain.values import (
     Channel,
     CommandContext,
@@ -110,10 +111,21 @@ class Scenario:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     hmac_key: str | None = None
     public_keys: list[str] = field(default_factory=list)
+    # issue 20: the services the orders made or named (aggregate id -> its events' class
+    # names): chains in the same log, which verify counts with the orders'
+    services: dict[UUID, list[str]] = field(default_factory=dict)
 
     @property
     def events(self) -> int:
         return sum(len(t) for t in self.topics.values())
+
+    @property
+    def chains(self) -> int:
+        return len(self.orders) + len(self.services)
+
+    @property
+    def all_events(self) -> int:
+        return self.events + sum(len(t) for t in self.services.values())
 
     def event_types(self) -> set[str]:
         return {t for topics in self.topics.values() for t in topics}
@@ -255,7 +267,8 @@ def _phase_two(app: ServiceOrders, a: _Actors, orders: dict[str, UUID]) -> None:
 
 
 def _phase_three(app: ServiceOrders, a: _Actors, orders: dict[str, UUID]) -> None:
-    """Every order ends: completed, failed, partially completed (then deleted), cancelled."""
+    """Every order ends: completed, failed, partially completed (then deleted), cancelled;
+    a change of a service the completed order made is rejected."""
 
     def items(order: UUID, *states: tuple[str, ItemState]) -> None:
         changes = tuple(cmd.ItemStateChange(i, s, reason="done ✓") for i, s in states)
@@ -272,6 +285,16 @@ def _phase_three(app: ServiceOrders, a: _Actors, orders: dict[str, UUID]) -> Non
     )
     app.handle(a.other_manager(), cmd.ApproveCancellation(resubmitted))  # CancellationApproved
     app.handle(a.manager(), cmd.Cancel(resubmitted, "customer left"))  # OrderCancelled
+    # Issue 20: a change of the internet access the completed order made, checked against
+    # the inventory (InventoryChecked; the service: ServiceOrderOpened, then Closed), rejected.
+    access = service_id_for(orders["completed"], "1")
+    change = _item("1", "internet-access", {"bandwidthMbps": 500}).model_copy(
+        update={"action": ItemAction.MODIFY, "service_id": access}
+    )
+    orders["changed"] = app.handle(
+        a.upstream(), cmd.ReceiveOrder(_header("scenario-changed"), (change,))
+    ).order.id  # OrderDrafted, InventoryChecked, OrderSubmitted
+    app.handle(a.manager(), cmd.Reject(orders["changed"], "not this month"))
 
 
 PHASES: tuple[Phase, ...] = (_phase_one, _phase_two, _phase_three)
@@ -287,6 +310,16 @@ def drive(app: ServiceOrders, after_phase: Callable[[int], Any] | None = None) -
         if after_phase is not None:
             after_phase(n)
     return orders
+
+
+def service_topics(app: ServiceOrders, orders: dict[str, UUID]) -> dict[UUID, list[str]]:
+    """The services' stored events' class names (every aggregate of the log that is not
+    one of the orders), oldest first."""
+    found: dict[UUID, list[str]] = {}
+    for n in app.recorder.select_notifications(start=1, limit=100_000):  # type: ignore[attr-defined]
+        if n.originator_id not in orders.values():
+            found.setdefault(n.originator_id, []).append(n.topic.rsplit(":", 1)[1])
+    return found
 
 
 def stored_topics(app: ServiceOrders, orders: dict[str, UUID]) -> dict[str, list[str]]:
@@ -310,9 +343,10 @@ def deterministic(
     fraction, some none) and proposals the ids 00000000-0000-4000-8000-00000000000n."""
     ticks = itertools.count()
     ids = itertools.count(1)
-    saved_clock = OrderEvent.__dict__.get("create_timestamp")
+    # (on the base of order and service events alike: a service's events are in the log too)
+    saved_clock = ChainedEvent.__dict__.get("create_timestamp")
     saved_uuid4 = order_module.uuid4
-    OrderEvent.create_timestamp = staticmethod(  # type: ignore[method-assign]
+    ChainedEvent.create_timestamp = staticmethod(  # type: ignore[method-assign]
         lambda: start + step * next(ticks)
     )
     order_module.uuid4 = lambda: UUID(f"00000000-0000-4000-8000-{next(ids):012d}")  # type: ignore[assignment]
@@ -321,9 +355,9 @@ def deterministic(
     finally:
         order_module.uuid4 = saved_uuid4  # type: ignore[assignment]
         if saved_clock is None:
-            del OrderEvent.create_timestamp
+            del ChainedEvent.create_timestamp
         else:
-            OrderEvent.create_timestamp = saved_clock  # type: ignore[method-assign]
+            ChainedEvent.create_timestamp = saved_clock  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------- the database
@@ -379,6 +413,7 @@ def build_scenario(
     try:
         orders = drive(app, checkpoint)
         topics = stored_topics(app, orders)
+        services = service_topics(app, orders)
     finally:
         app.close()
     missing = set(EVENT_TYPES) - {t for ts in topics.values() for t in ts}
@@ -392,4 +427,5 @@ def build_scenario(
         made,
         hmac_key if checkpoints else None,
         [public_hex(keys[1]), public_hex(keys[3])] if checkpoints and signed else [],
+        services,
     )
