@@ -160,6 +160,7 @@ def _env(settings: Settings, db_url: str, **extra: str) -> dict[str, str]:
         "SERVICEORDERS_CONSUMER_GROUP": settings.consumer_group,
         "SERVICEORDERS_INBOUND_TOPIC": settings.inbound_topic,
         "SERVICEORDERS_EVENTS_TOPIC": settings.events_topic,
+        "SERVICEORDERS_INVENTORY_TOPIC": settings.inventory_topic,
         "SERVICEORDERS_TOPIC_PARTITIONS": str(settings.topic_partitions),
         "SERVICEORDERS_CONSUME_BATCH": "50",
         "SERVICEORDERS_DB_LOCK_TIMEOUT": "1",
@@ -235,7 +236,7 @@ def run(
 
                 def lagging() -> Scrape | None:
                     found = Scrape.of(f"{base['consume']}/metrics")
-                    lag = found.series("serviceorders_consumer_lag_messages")
+                    lag = inbound_lag(found, settings)
                     seen[:] = [lag]
                     # (a partition's lag appears once a fetch brought its high watermark)
                     return found if lag else None
@@ -255,7 +256,8 @@ def run(
                     for o in ("applied", "duplicate", "dead_letter")
                 )
                 lag = found.series("serviceorders_consumer_lag_messages")
-                done = handled == len(sample.messages) and len(lag) == 3
+                # the order topic's 3 partitions and the service import topic's (issue 20)
+                done = handled == len(sample.messages) and len(lag) == 2 * 3
                 return found if done and not any(lag.values()) else None
 
             consume = _until(caught_up, 90, "the intake to apply every message")
@@ -327,14 +329,24 @@ def run(
 
 
 # ----------------------------------------------------------------------------- consume
+def inbound_lag(scrape: Scrape, settings: Settings) -> dict[Any, float]:
+    """The consumer lag series of the order topic's partitions."""
+    series = scrape.series("serviceorders_consumer_lag_messages")
+    return {k: v for k, v in series.items() if dict(k)["topic"] == settings.inbound_topic}
+
+
 def test_consume_reports_lag_per_partition(run: Run) -> None:
-    blocked = run.lag_while_blocked.series("serviceorders_consumer_lag_messages")
-    assert {dict(k)["topic"] for k in blocked} == {run.settings.inbound_topic}
+    every = run.lag_while_blocked.series("serviceorders_consumer_lag_messages")
+    # the order topic's partitions, and since issue 20 the service import topic's (empty)
+    topics = {run.settings.inbound_topic, run.settings.inventory_topic}
+    assert {dict(k)["topic"] for k in every} <= topics
+    assert all(v == 0 for k, v in every.items() if dict(k)["topic"] != run.settings.inbound_topic)
+    blocked = inbound_lag(run.lag_while_blocked, run.settings)
     # Nothing applied yet: each partition's lag is everything the broker holds for it.
     lags = {int(dict(k)["partition"]): v for k, v in blocked.items()}
     assert lags and all(v > 0 for v in lags.values())
     assert lags == {p: run.end_offsets[p] for p in lags}
-    after = run.consume.series("serviceorders_consumer_lag_messages")
+    after = inbound_lag(run.consume, run.settings)
     assert sorted(int(dict(k)["partition"]) for k in after) == [0, 1, 2]
     assert set(after.values()) == {0}
 
@@ -365,7 +377,11 @@ def test_consume_counts_applied_duplicates_and_dead_letters(run: Run) -> None:
 
 
 def test_consume_and_project_answer_health(run: Run) -> None:
-    assert run.consume_health == (200, {"status": "ok", "process": "consume", "partitions": 3})
+    # the order topic's 3 partitions and the service import topic's (issue 20)
+    assert run.consume_health == (
+        200,
+        {"status": "ok", "process": "consume", "partitions": 2 * 3},
+    )
     assert run.project_health == (200, {"status": "ok", "process": "project"})
     assert run.not_found == 404
     assert run.exits["consume"] == 0 and run.exits["project"] == 0, run.logs

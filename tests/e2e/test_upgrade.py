@@ -246,6 +246,9 @@ def test_db_init_upgrades_a_database_of_the_previous_release(previous: tuple[str
         told = {name: shown.pop(name) for name in TOLD_BACK_FIELDS}
         assert told_back(told) == told_back_of(old["events"]), order_id
         assert told["cancellation_information"] is None, order_id  # no question then
+        # issue 20: what the inventory held of each item naming a service when the order was
+        # accepted; the old release checked none
+        assert shown.pop("inventory") == {}, order_id
         assert shown == old["show"], order_id
         events = [
             json.loads(line)
@@ -586,10 +589,10 @@ def insert_event(url: str, order_id: UUID, version: int, topic: str, state: byte
 
 def demo_order(url: str) -> tuple[UUID, int]:
     run("demo", url=url)
-    ((order_id, version),) = query(
+    ((order_id, version),) = query(  # the order (its completion also made services)
         url,
         f"SELECT originator_id, MAX(originator_version) FROM {events_table(url)} "
-        "GROUP BY originator_id",
+        "WHERE topic LIKE 'serviceorders.order:%%' GROUP BY originator_id",
     )
     return UUID(str(order_id)), int(version)
 

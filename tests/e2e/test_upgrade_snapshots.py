@@ -94,6 +94,8 @@ ADDED_IN_FORMAT_2 = frozenset({"contributors", "proposal", "held_for_proposal", 
 ADDED_IN_FORMAT_3 = frozenset(
     {"outcomes", "milestones", "cancellation_information", "item_states_before_cancellation"}
 )
+# Format 4 (issue 20): what the inventory held of each item naming a service.
+ADDED_IN_FORMAT_4 = frozenset({"inventory"})
 # The events by which someone contributes to an order's content (domain/events.py).
 CONTRIBUTING = frozenset(
     {"OrderDrafted", "LineAdded", "LineConfigured", "LineRemoved", "OrderSubmitted", "OrderRevised"}
@@ -181,7 +183,7 @@ def format_1_rows(url: str, order_ids: list[str]) -> list[tuple[Any, int, str, b
     with read_db(url) as db:
         rows = []
         for oid, version, topic, stored in snapshot_rows(db):
-            added = ADDED_IN_FORMAT_2 | ADDED_IN_FORMAT_3
+            added = ADDED_IN_FORMAT_2 | ADDED_IN_FORMAT_3 | ADDED_IN_FORMAT_4
             state = {k: v for k, v in stored["state"].items() if k not in added}
             assert set(state) == FORMAT_1_FIELDS, set(state) ^ FORMAT_1_FIELDS
             rows.append((oid, version, topic, orjson.dumps({**stored, "state": state})))
