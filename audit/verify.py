@@ -299,7 +299,11 @@ class _Verifier:
                         )
                         self.unsound.add(i)
                         unsigned = True
-                elif not hmac_lib.compare_digest(checkpoint_hmac(self.key, fields), c.hmac):
+                elif not hmac_lib.compare_digest(
+                    # as bytes: a damaged HMAC may hold any character (str compares ASCII only)
+                    checkpoint_hmac(self.key, fields).encode(),
+                    str(c.hmac).encode("utf-8", "surrogatepass"),
+                ):
                     add(
                         CheckpointProblem(
                             c.seq,

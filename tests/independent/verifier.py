@@ -615,7 +615,8 @@ class _Verifier:
                 return True
             self.problem("unsigned", "neither a signature nor an HMAC, a key is given", seq=seq)
             return False
-        if not hmac_lib.compare_digest(str(given), checkpoint_hmac(fields, self.hmac_key)):
+        expected = checkpoint_hmac(fields, self.hmac_key).encode()
+        if not hmac_lib.compare_digest(str(given).encode("utf-8", "surrogatepass"), expected):
             self.problem("hmac", "the HMAC does not verify under the key", seq=seq)
             return False
         return True

@@ -664,3 +664,23 @@ def test_an_export_carries_the_heads_the_projector_read(
     assert only_broken(report) == {str(order): (7, "head_moved_back")}, report.lines()
     since = _export(world, since=datetime(2000, 1, 1, tzinfo=UTC))
     assert not [x for x in since if x["type"] == "seen_head"]
+
+
+@pytest.mark.parametrize("world", [KEY], indirect=True)
+def test_an_hmac_damaged_into_other_characters_is_a_problem_not_a_traceback(
+    world: World, tmp_path: Path
+) -> None:
+    """compare_digest compares text only when it is ASCII: a damaged HMAC in an export
+    holding other characters is reported like any wrong HMAC."""
+    out = io.StringIO()
+    on_own_db(world.settings, lambda db: export(db, out))
+    lines = out.getvalue().splitlines()
+    at = next(i for i, line in enumerate(lines) if '"type":"checkpoint"' in line)
+    data = orjson.loads(lines[at])
+    data["hmac"] = "é" * 64
+    lines[at] = orjson.dumps(data).decode()
+    path = tmp_path / "damaged.jsonl"
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    report = verify_file(path, key=KEY)
+    assert not report.ok
+    assert "hmac" in {p.kind for p in report.checkpoint_problems}, report.lines()
