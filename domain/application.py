@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, ClassVar, TypeAlias, overload
+from typing import Any, ClassVar, TypeAlias, TypeVar, overload
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -104,6 +104,8 @@ from .values import (
 
 log = logging.getLogger("serviceorders.decisions")
 
+_A = TypeVar("_A", ServiceOrder, Service)
+
 # The decisions logged at INFO once saved (by whichever door took them): event -> decision.
 DECISIONS: dict[type[OrderEvent], str] = {
     OrderApproved: "approve",
@@ -167,32 +169,23 @@ class ServiceOrders(Application[UUID]):
             close()
 
     # ------------------------------------------------------------ personal data
-    def unseal(self, order: ServiceOrder) -> ServiceOrder:
-        """The in-memory order with its personal values revealed (after a command, the
-        order holds the tokens its new events carry)."""
+    def unseal(self, aggregate: _A) -> _A:
+        """The in-memory order (or service) with its personal values revealed (after a
+        command, it holds the tokens its new events carry)."""
         if self.sealer is None:
-            return order
+            return aggregate
         reveal = self.sealer.reveal
-        # Every attribute of the order's state (header, items, notes, reasons, proposal,
-        # outcomes, ...): whatever holds a token is revealed, whatever holds none is kept.
-        for name, value in list(vars(order).items()):
+        # Every attribute of its state (header, items, notes, reasons, proposal, outcomes;
+        # a service's name, places, customer, ...): whatever holds a token is revealed,
+        # whatever holds none is kept.
+        for name, value in list(vars(aggregate).items()):
             if not name.startswith("_"):
                 revealed = privacy.reveal_deep(value, reveal)
                 if revealed is not value:
-                    setattr(order, name, revealed)
-        return order
+                    setattr(aggregate, name, revealed)
+        return aggregate
 
-    def unseal_service(self, service: Service) -> Service:
-        """The in-memory service with its personal values revealed."""
-        if self.sealer is None:
-            return service
-        reveal = self.sealer.reveal
-        for name, value in list(vars(service).items()):
-            if not name.startswith("_"):
-                revealed = privacy.reveal_deep(value, reveal)
-                if revealed is not value:
-                    setattr(service, name, revealed)
-        return service
+    unseal_service = unseal  # (the name the inventory's readers use)
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Unlike the library default, never merge os.environ: the settings are complete.
@@ -246,7 +239,7 @@ class ServiceOrders(Application[UUID]):
                     raise ConcurrencyConflict(
                         None, f"service {command.service.id} was imported concurrently"
                     ) from e
-            return replace(imported, service=self.unseal_service(imported.service))
+            return replace(imported, service=self.unseal(imported.service))
         try:
             outcome = uow.apply(ctx, command, expected_version)
         except ValidationFailed:
@@ -568,14 +561,18 @@ class UnitOfWork:
     def _restore(self, order: ServiceOrder, keep: int) -> None:
         """Undo a command that failed half-way: the order as it was before it (as stored,
         plus the events of the earlier commands of this unit of work)."""
-        events = list(order.pending_events[:keep])
-        version = self._stored.get(order.id)
-        base: Any = None if version is None else self.app.repository.get(order.id, version=version)
+        self._orders[order.id] = self._rebuilt(order.id, order.pending_events[:keep])
+
+    def _rebuilt(self, key: UUID, events: list[Any]) -> Any:
+        """An aggregate as stored (the version this unit of work loaded; None when new),
+        plus `events` (those of the earlier commands), pending again."""
+        version = self._stored.get(key)
+        base: Any = None if version is None else self.app.repository.get(key, version=version)
         for event in events:
             base = event.mutate(base)
         if base is not None:
             base.pending_events.extend(events)
-        self._orders[order.id] = base
+        return base
 
     # ------------------------------------------------------------------ services
     def service(self, service_id: str) -> Service | None:
@@ -809,14 +806,7 @@ class UnitOfWork:
             if keep is None:  # loaded or created by the failed command: read again if asked
                 del self._services[key]
                 continue
-            events = list(service.pending_events[:keep])
-            version = self._stored.get(key)
-            base: Any = None if version is None else self.app.repository.get(key, version=version)
-            for event in events:
-                base = event.mutate(base)
-            if base is not None:
-                base.pending_events.extend(events)
-            self._services[key] = base
+            self._services[key] = self._rebuilt(key, service.pending_events[:keep])
 
     # ------------------------------------------------------------ personal data
     # Personal values a command brings are sealed here (the app's sealer, docs/audit.md)

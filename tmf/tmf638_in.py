@@ -40,6 +40,7 @@ from serviceorders.tmf.tmf641_in import (
     Tmf,
     find_nul,
     json_limits,
+    names_twice,
 )
 
 MAX_CHARACTERISTICS = 500
@@ -115,16 +116,9 @@ class ServiceIn(Tmf):
     @field_validator("service_characteristic")
     @classmethod
     def _names_once(cls, value: list[Characteristic]) -> list[Characteristic]:
-        seen: set[str] = set()
-        twice = []
-        for c in value:
-            if c.name in seen:
-                twice.append(c.name)
-            seen.add(c.name)
-        if twice:
+        if twice := names_twice(value):
             raise ValueError(
-                "each characteristic name once; given more than once: "
-                + ", ".join(dict.fromkeys(twice))
+                "each characteristic name once; given more than once: " + ", ".join(twice)
             )
         return value
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -275,16 +275,10 @@ class Service(Tmf):
     def _names_once(cls, value: list[Characteristic]) -> list[Characteristic]:
         if len(value) < 2 or len({c.name for c in value}) == len(value):
             return value
-        seen: set[str] = set()
-        twice = []
-        for c in value:
-            if c.name in seen:
-                twice.append(c.name)
-            seen.add(c.name)
-        if twice:
+        if twice := names_twice(value):
             raise ValueError(
                 "serviceCharacteristic: each name once in a service; given more than once: "
-                + ", ".join(dict.fromkeys(twice))
+                + ", ".join(twice)
             )
         return value
 
@@ -759,3 +753,14 @@ def header_change(body: ServiceOrderUpdate, current: dict[str, Any] | None = Non
 
 
 ServiceOrderItem.model_rebuild()
+
+
+def names_twice(characteristics: Iterable[Characteristic]) -> list[str]:
+    """The characteristic names given more than once, each once, in the order sent."""
+    seen: set[str] = set()
+    twice: list[str] = []
+    for c in characteristics:
+        if c.name in seen:
+            twice.append(c.name)
+        seen.add(c.name)
+    return list(dict.fromkeys(twice))
