@@ -11,6 +11,8 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import Mapper
+from serviceorders.projections import parallel
+from serviceorders.projections.log import log_head
 from serviceorders.projections.runner import LOCK, POSITIONS, Projector
 from serviceorders.projections.views import PROJECTIONS, Projection
 from serviceorders.storage.db import Busy, ReadDb
@@ -89,11 +91,26 @@ def _fresh(
     return tables
 
 
-def _discard(db: ReadDb, tables: dict[str, str]) -> None:
-    with db.transaction():
-        for table in tables.values():
-            db.drop_table(table)
-            db.execute(f"DELETE FROM {POSITIONS.name} WHERE name = %s", (table,))
+def _discard(db: ReadDb, tables: dict[str, str], attempts: int = 5) -> None:
+    for attempt in range(attempts):
+        try:
+            with db.transaction():
+                for table in tables.values():
+                    db.drop_table(table)
+                    db.execute(f"DELETE FROM {POSITIONS.name} WHERE name = %s", (table,))
+            return
+        except psycopg.errors.LockNotAvailable:
+            # (a worker's connection that went with its process, not yet rolled back)
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+
+
+def workers(db: ReadDb, count: int | None = None) -> int:
+    """The worker processes a rebuild or verify of `db` uses (0: in this process):
+    `count`, or by default one per core (os.cpu_count()) on PostgreSQL when the log
+    holds at least parallel.PARALLEL_ABOVE events; always 0 on SQLite."""
+    return parallel.workers_for(db, count)
 
 
 def _retrying(db: ReadDb, work: Callable[[], Any], attempts: int = 50) -> Any:
@@ -117,15 +134,22 @@ def rebuild(
     mapper: Mapper[Any],
     names: Sequence[str] | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> dict[str, int]:
-    """Rebuild projections from the first event and swap them in; returns positions."""
+    """Rebuild projections from the first event and swap them in; returns positions.
+    With worker processes (`workers`; see `workers()` for the default), the log up to its
+    head at the start is split by aggregate over them (projections/parallel.py); the rest
+    is caught up here."""
     projections = select(names)
+    k = parallel.workers_for(db, workers)
     # Secondary indexes are built once at the end (a sort), not row by row.
     tables = _fresh(db, projections, "rebuild", indexes=False)
     builder = Projector(
         db, mapper, projections, tables=tables, lock=None, batch_size=BUILD_BATCH, fresh=True
     )
     try:
+        if k:
+            parallel.build(db, mapper, projections, tables, log_head(db), k, BUILD_BATCH, progress)
         builder.catch_up(progress=progress)
         with db.transaction():
             for p in projections:
@@ -180,40 +204,71 @@ def verify(
     mapper: Mapper[Any],
     names: Sequence[str] | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> list[Difference]:
-    """Compare live tables with a rebuild at the same log position, row by row."""
+    """Compare live tables with a rebuild at the same log position, row by row. With
+    worker processes (as `rebuild`), every chosen projection is first built by them up to
+    the lowest live position, then each is caught up to its own and compared."""
     differences: list[Difference] = []
-    for projection in select(names):
-        # Compared in primary-key order: no secondary index needed.
-        tables = _fresh(db, [projection], "verify", indexes=False)
+    chosen = select(names)
+    prebuilt: dict[str, str] = {}
+    k = parallel.workers_for(db, workers)
+    if k:
+        stop = min(Projector(db, mapper, chosen).positions().values())
+        prebuilt = _fresh(db, chosen, "verify", indexes=False)
         try:
-            builder = Projector(
-                db,
-                mapper,
-                [projection],
-                tables=tables,
-                lock=None,
-                batch_size=BUILD_BATCH,
-                fresh=True,
-            )
-            live = Projector(db, mapper, [projection])
-            builder.catch_up(stop=live.positions()[projection.name], progress=progress)
-
-            def compare(
-                p: Projection = projection,
-                b: Projector = builder,
-                lv: Projector = live,
-                t: dict[str, str] = tables,
-            ) -> list[Difference]:
-                position = lv.positions()[p.name]
-                while b.step(stop=position):
-                    pass
-                return _diff(p, db.rows(p.table, p.name), db.rows(p.table, t[p.name]))
-
-            differences += _retrying(db, compare)
-        finally:
-            _discard(db, tables)
+            parallel.build(db, mapper, chosen, prebuilt, stop, k, BUILD_BATCH, progress)
+        except BaseException:
+            _discard(db, prebuilt)
+            raise
+    try:
+        for projection in chosen:
+            differences += _verify_one(db, mapper, projection, prebuilt, progress)
+    finally:
+        if prebuilt:
+            _discard(db, prebuilt)
     return differences
+
+
+def _verify_one(
+    db: ReadDb,
+    mapper: Mapper[Any],
+    projection: Projection,
+    prebuilt: dict[str, str],
+    progress: Progress | None,
+) -> list[Difference]:
+    # Compared in primary-key order: no secondary index needed.
+    if projection.name in prebuilt:
+        tables = {projection.name: prebuilt[projection.name]}
+    else:
+        tables = _fresh(db, [projection], "verify", indexes=False)
+    try:
+        builder = Projector(
+            db,
+            mapper,
+            [projection],
+            tables=tables,
+            lock=None,
+            batch_size=BUILD_BATCH,
+            fresh=True,
+        )
+        live = Projector(db, mapper, [projection])
+        builder.catch_up(stop=live.positions()[projection.name], progress=progress)
+
+        def compare() -> list[Difference]:
+            position = live.positions()[projection.name]
+            while builder.step(stop=position):
+                pass
+            return _diff(
+                projection,
+                db.rows(projection.table, projection.name),
+                db.rows(projection.table, tables[projection.name]),
+            )
+
+        found: list[Difference] = _retrying(db, compare)
+        return found
+    finally:
+        _discard(db, tables)
 
 
 def _diff(
