@@ -15,7 +15,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from serviceorders.consumers.broker import EmbeddedBroker
 from serviceorders.consumers.sample import order, traffic
 
-from . import api, ceiling, intake, load, replay
+from . import api, ceiling, intake, load, replay, writers
 from .common import (
     DEFAULT_ADMIN_URL,
     ROOT,
@@ -29,7 +29,7 @@ from .common import (
     noise_probe,
 )
 
-SECTIONS = ("ceiling", "intake", "api", "replay", "load", "memory")
+SECTIONS = ("ceiling", "intake", "api", "replay", "load", "memory", "writers")
 RESULTS = ROOT / "bench" / "results"
 RSS_TARGET = Target("<=", 250, text="< 250 MB")
 
@@ -79,6 +79,32 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="history lengths for the load section (default 10,100,1000,10000; smoke 10,100)",
     )
     p.add_argument(
+        "--writer-orders",
+        type=int,
+        default=None,
+        help="writers: orders committed per writer count in consume batches (default 20000; "
+        "smoke 400)",
+    )
+    p.add_argument(
+        "--writer-batch",
+        type=int,
+        default=None,
+        help="writers: orders per consume-batch commit (default: SERVICEORDERS_CONSUME_BATCH's "
+        "default, 500; smoke 50)",
+    )
+    p.add_argument(
+        "--writer-single",
+        type=int,
+        default=None,
+        help="writers: orders committed one per commit per writer count (default 2000; "
+        "smoke 40; 0: none)",
+    )
+    p.add_argument(
+        "--writer-sweep",
+        default=None,
+        help="writers: other batch sizes, 1 writer (default 10,100,2000; smoke none)",
+    )
+    p.add_argument(
         "--json",
         dest="json_path",
         default=str(RESULTS / "latest.json"),
@@ -117,6 +143,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.levels = [
         int(x) for x in (a.levels or ("10,100" if a.smoke else "10,100,1000,10000")).split(",")
     ]
+    a.writer_orders = a.writer_orders or (400 if a.smoke else 20000)
+    a.writer_batch = a.writer_batch or (50 if a.smoke else writers.consume_default_batch())
+    if a.writer_single is None:
+        a.writer_single = 40 if a.smoke else 2000
+    sweep = a.writer_sweep if a.writer_sweep is not None else ("" if a.smoke else "10,100,2000")
+    a.writer_sweep = [int(x) for x in sweep.split(",") if x.strip()]
     only = {s.strip() for x in (a.only or []) for s in x.split(",") if s.strip()}
     unknown = only - set(SECTIONS)
     if unknown:
@@ -314,8 +346,33 @@ def run_sections(
         body = next(iter(sample.orders.values()))
         got_l = load.run(dbs.create("load"), body, a.levels, budget_s=0.3 if a.smoke else 2.0)
         record_load(r, got_l)
+    if "writers" in want:
+        run_writers(a, r, dbs)
     for key in [k for k in r.figures if k[0] not in want]:
         del r.figures[key]
+
+
+def run_writers(a: argparse.Namespace, r: Results, dbs: Databases) -> None:
+    """The event store alone, 1 / 2 / 4 writer processes, a fresh database each (dropped
+    right after: a run writes ~80 MB of events)."""
+    url = dbs.create("writers_templates")
+    tpls = writers.templates(url)
+    if not a.keep:
+        writers.drop(dbs, url)
+    runs: list[tuple[int, int, int, bool]] = [
+        (n, a.writer_orders, a.writer_batch, True) for n in (1, 2, 4)
+    ]
+    if a.writer_single:
+        runs += [(n, a.writer_single, 1, False) for n in (1, 2, 4)]
+    for size in a.writer_sweep:
+        runs.append((1, max(a.writer_orders // 10, 10 * size), size, True))
+    for rep in range(a.repeat):
+        for n, orders, per_commit, with_intake in runs:
+            url = dbs.create(f"writers_r{rep}_b{per_commit}_w{n}")
+            got = writers.run(url, dbs.admin_url, tpls, n, orders, per_commit, with_intake)
+            if not a.keep:
+                writers.drop(dbs, url)
+            record_writers(r, got, sweep=per_commit != a.writer_batch and per_commit != 1)
 
 
 # ---------------------------------------------------------------- recording
@@ -491,6 +548,55 @@ def record_load(r: Results, got: dict[str, dict[int, float]]) -> None:
         target=Target("<=", 2.0, text="<= 2x"),
         note="'the same cost' read as at most twice",
     )
+
+
+def record_writers(r: Results, got: writers.WritersRun, sweep: bool = False) -> None:
+    w = f"{got.writers} writer{'s' if got.writers > 1 else ''}"
+    if got.per_commit == 1:
+        at = f"{w}, 1 order/commit (API)"
+    else:
+        at = f"{w}, {got.per_commit:,} orders/commit"
+    epo = got.events // got.orders
+    if sweep:  # other batch sizes: the curve of orders/s against the commit's size
+        r.add("writers", f"{at}: orders", "orders/s", got.orders_per_s, note="+ intake rows")
+        r.add("writers", f"{at}: commit mean", "ms", got.mean_ms)
+        return
+    r.add("writers", f"{at}: commits", "commits/s", got.commits_per_s)
+    if got.per_commit > 1:
+        r.add(
+            "writers",
+            f"{at}: orders",
+            "orders/s",
+            got.orders_per_s,
+            note=f"{epo} events per order, + a consume batch's intake rows",
+        )
+    r.add("writers", f"{at}: commit mean", "ms", got.mean_ms)
+    r.add("writers", f"{at}: commit p99", "ms", got.p99_ms)
+    r.add("writers", f"{at}: writers' CPU", "% core", got.writers_cpu_pct)
+    if got.postgres_cpu_pct is not None:
+        r.add(
+            "writers",
+            f"{at}: PostgreSQL backends' CPU",
+            "% core",
+            got.postgres_cpu_pct,
+            note="the writers' backends, /proc/<pid>/schedstat",
+        )
+    if got.postgres_runq_s:  # the machine is shared: the other work's share of the cores
+        r.add(
+            "writers",
+            f"{at}: PostgreSQL backends runnable, not running",
+            "% core",
+            100 * got.postgres_runq_s / got.wall_s,
+            note="waiting for a core (schedstat): the machine's other work",
+        )
+    if got.writers > 1 and got.lock_wait_share:  # one writer never waits for it
+        r.add(
+            "writers",
+            f"{at}: waiting for the events-table lock",
+            "%",
+            100 * got.lock_wait_share,
+            note="of the backends' in-transaction samples (pg_stat_activity, 20 ms)",
+        )
 
 
 # ------------------------------------------------------------------- output

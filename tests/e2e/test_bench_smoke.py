@@ -16,7 +16,7 @@ from builders import env_without, run
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("ceiling", "intake", "api", "replay", "load", "memory")
+SECTIONS = ("ceiling", "intake", "api", "replay", "load", "memory", "writers")
 
 
 def _admin_url() -> str | None:
