@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 from serviceorders.domain.privacy import reveal_deep
+from serviceorders.domain.trusted import trusted
 from serviceorders.domain.values import (
     HeaderChange,
     ItemAction,
@@ -593,6 +594,18 @@ class CancelServiceOrderCreate(TmfBody):
 
 
 # --------------------------------------------------------------------- mapping
+# Issue 21 (one object graph per order on the way in): the domain values below are built
+# with `trusted` (domain/trusted.py), not validated a second time. Every value comes from a
+# model of this module that every door has just validated (ServiceOrderCreate, or
+# ServiceOrderUpdate's items: the API's body_of, the Kafka door's parse, the CLI's
+# load_order), and those models' constraints include the domain's: the ids the domain
+# requires non-empty are (an item's, 1..100 characters as OrderItem's; a specification's,
+# a party's, an order relationship's and its type; a place is taken only with an id, of
+# at most 200 as Place's), a quantity is >= 1, an external id at most 200, a note's text
+# non-empty, dates are dates or date-times with a timezone, and each other value has the
+# domain field's type (text, None, JSON values, the tuples and dicts built here). The one
+# domain validator that changes a value (OrderItem's dependencies, each once) is applied
+# here. tests/unit/test_tmf641_mapping checks the result against validated construction.
 DEPENDENCY_TYPES = ("dependency", "dependson")
 
 
@@ -605,8 +618,11 @@ def _relation(r: ItemRelationship) -> ItemRelation:
     ref = r.order_item
     if ref is not None:
         extra["orderItem"] = ref.rest()  # (an empty object when only itemId was sent)
-    return ItemRelation(
-        relationship_type=r.relationship_type, item_id=ref.target if ref else None, extra=extra
+    return trusted(
+        ItemRelation,
+        relationship_type=r.relationship_type,
+        item_id=ref.target if ref else None,
+        extra=extra,
     )
 
 
@@ -633,6 +649,8 @@ def item_to_domain(item: ServiceOrderItem, parent: str | None = None) -> OrderIt
         for r in relationships
         if r.order_item and r.order_item.target and _is_dependency(r.relationship_type)
     )
+    if len(deps) > 1:  # each once, as OrderItem's validator keeps them
+        deps = tuple(dict.fromkeys(deps))
     # What the domain does not type, only given when there is some (the common case
     # builds the item exactly as before issue 19).
     kept: dict[str, Any] = {}
@@ -656,14 +674,15 @@ def item_to_domain(item: ServiceOrderItem, parent: str | None = None) -> OrderIt
     if extra := item.rest():
         kept["extra"] = extra
     spec_extra = spec.rest() if spec else None
-    return OrderItem(
+    return trusted(  # validated by ServiceOrderItem (see "mapping" above)
+        OrderItem,
         id=item.id,
         action=item.action,
         specification=(
             (
-                SpecRef(id=spec.id, name=spec.name, version=spec.version, extra=spec_extra)
+                trusted(SpecRef, id=spec.id, name=spec.name, version=spec.version, extra=spec_extra)
                 if spec_extra
-                else SpecRef(id=spec.id, name=spec.name, version=spec.version)
+                else trusted(SpecRef, id=spec.id, name=spec.name, version=spec.version)
             )
             if spec
             else None
@@ -671,7 +690,7 @@ def item_to_domain(item: ServiceOrderItem, parent: str | None = None) -> OrderIt
         service_id=service.id,
         service_name=service.name,
         characteristics={c.name: c.value for c in service.service_characteristic},
-        place=Place(id=place.id, name=place.name, role=place.role) if place else None,
+        place=trusted(Place, id=place.id, name=place.name, role=place.role) if place else None,
         quantity=item.quantity,
         depends_on=deps,
         **kept,
@@ -706,22 +725,29 @@ def items_to_domain(items: list[ServiceOrderItem]) -> list[OrderItem]:
 
 
 def _party(p: RelatedParty) -> Party:
-    return Party(id=p.id, name=p.name, role=p.role, referred_type=p.referred_type, extra=p.rest())
+    return trusted(  # validated by RelatedParty (see "mapping" above)
+        Party, id=p.id, name=p.name, role=p.role, referred_type=p.referred_type, extra=p.rest()
+    )
 
 
 def order_to_domain(body: ServiceOrderCreate) -> tuple[OrderHeader, list[OrderItem], list[Note]]:
-    header = OrderHeader(
+    header = trusted(  # validated by ServiceOrderCreate (see "mapping" above)
+        OrderHeader,
         **body.header_attributes(),
         external_id=body.external_id,
         category=body.category,
         related_parties=tuple(_party(p) for p in body.related_party),
         order_relationships=tuple(
-            OrderRelationship(id=r.id, relationship_type=r.relationship_type, extra=r.rest())
+            trusted(
+                OrderRelationship, id=r.id, relationship_type=r.relationship_type, extra=r.rest()
+            )
             for r in body.order_relationship
         ),
         extra=body.rest(),
     )
-    notes = [Note(text=n.text, author=n.author, date=n.date, extra=n.rest()) for n in body.note]
+    notes = [
+        trusted(Note, text=n.text, author=n.author, date=n.date, extra=n.rest()) for n in body.note
+    ]
     return header, items_to_domain(body.service_order_item), notes
 
 
