@@ -82,7 +82,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--writer-orders",
         type=int,
         default=None,
-        help="writers: orders committed per writer count in consume batches (default 20000; "
+        help="writers: orders committed per writer count in consume batches (default 40000; "
         "smoke 400)",
     )
     p.add_argument(
@@ -96,7 +96,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--writer-single",
         type=int,
         default=None,
-        help="writers: orders committed one per commit per writer count (default 2000; "
+        help="writers: orders committed one per commit per writer count (default 4000; "
         "smoke 40; 0: none)",
     )
     p.add_argument(
@@ -143,10 +143,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.levels = [
         int(x) for x in (a.levels or ("10,100" if a.smoke else "10,100,1000,10000")).split(",")
     ]
-    a.writer_orders = a.writer_orders or (400 if a.smoke else 20000)
+    a.writer_orders = a.writer_orders or (400 if a.smoke else 40000)
     a.writer_batch = a.writer_batch or (50 if a.smoke else writers.consume_default_batch())
     if a.writer_single is None:
-        a.writer_single = 40 if a.smoke else 2000
+        a.writer_single = 40 if a.smoke else 4000
     sweep = a.writer_sweep if a.writer_sweep is not None else ("" if a.smoke else "10,100,2000")
     a.writer_sweep = [int(x) for x in sweep.split(",") if x.strip()]
     only = {s.strip() for x in (a.only or []) for s in x.split(",") if s.strip()}
@@ -354,24 +354,27 @@ def run_sections(
 
 def run_writers(a: argparse.Namespace, r: Results, dbs: Databases) -> None:
     """The event store alone, 1 / 2 / 4 writer processes, a fresh database each (dropped
-    right after: a run writes ~80 MB of events)."""
+    right after: a run of 40,000 orders writes ~160 MB of events)."""
     url = dbs.create("writers_templates")
     tpls = writers.templates(url)
     if not a.keep:
         writers.drop(dbs, url)
-    runs: list[tuple[int, int, int, bool]] = [
-        (n, a.writer_orders, a.writer_batch, True) for n in (1, 2, 4)
+    # (writers, databases, orders, orders per commit, with a consume batch's intake rows)
+    runs: list[tuple[int, int, int, int, bool]] = [
+        (n, 1, a.writer_orders, a.writer_batch, True) for n in (1, 2, 4)
     ]
+    runs.append((4, 2, a.writer_orders, a.writer_batch, True))  # the intake partitioned
     if a.writer_single:
-        runs += [(n, a.writer_single, 1, False) for n in (1, 2, 4)]
+        runs += [(n, 1, a.writer_single, 1, False) for n in (1, 2, 4)]
     for size in a.writer_sweep:
-        runs.append((1, max(a.writer_orders // 10, 10 * size), size, True))
+        runs.append((1, 1, max(a.writer_orders // 10, 10 * size), size, True))
     for rep in range(a.repeat):
-        for n, orders, per_commit, with_intake in runs:
-            url = dbs.create(f"writers_r{rep}_b{per_commit}_w{n}")
-            got = writers.run(url, dbs.admin_url, tpls, n, orders, per_commit, with_intake)
+        for n, databases, orders, per_commit, with_intake in runs:
+            urls = [dbs.create(f"writers_r{rep}_b{per_commit}_w{n}_d{d}") for d in range(databases)]
+            got = writers.run(urls, dbs.admin_url, tpls, n, orders, per_commit, with_intake)
             if not a.keep:
-                writers.drop(dbs, url)
+                for url in urls:
+                    writers.drop(dbs, url)
             record_writers(r, got, sweep=per_commit != a.writer_batch and per_commit != 1)
 
 
@@ -552,6 +555,8 @@ def record_load(r: Results, got: dict[str, dict[int, float]]) -> None:
 
 def record_writers(r: Results, got: writers.WritersRun, sweep: bool = False) -> None:
     w = f"{got.writers} writer{'s' if got.writers > 1 else ''}"
+    if got.databases > 1:
+        w += f" on {got.databases} databases"
     if got.per_commit == 1:
         at = f"{w}, 1 order/commit (API)"
     else:
@@ -581,6 +586,14 @@ def record_writers(r: Results, got: writers.WritersRun, sweep: bool = False) -> 
             got.postgres_cpu_pct,
             note="the writers' backends, /proc/<pid>/schedstat",
         )
+    if got.postgres_cpu_s:
+        r.add(
+            "writers",
+            f"{at}: PostgreSQL CPU per commit",
+            "ms",
+            1000 * got.postgres_cpu_s / got.commits,
+            note=f"{1e6 * got.postgres_cpu_s / got.orders:.0f} us per order",
+        )
     if got.postgres_runq_s:  # the machine is shared: the other work's share of the cores
         r.add(
             "writers",
@@ -589,7 +602,7 @@ def record_writers(r: Results, got: writers.WritersRun, sweep: bool = False) -> 
             100 * got.postgres_runq_s / got.wall_s,
             note="waiting for a core (schedstat): the machine's other work",
         )
-    if got.writers > 1 and got.lock_wait_share:  # one writer never waits for it
+    if got.writers > got.databases and got.lock_wait_share:  # one writer never waits for it
         r.add(
             "writers",
             f"{at}: waiting for the events-table lock",

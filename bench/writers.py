@@ -66,6 +66,7 @@ def consume_default_batch() -> int:
 @dataclass
 class WritersRun:
     writers: int
+    databases: int
     per_commit: int  # orders per commit
     intake: bool  # a consume batch's intake rows in the same transaction
     commits: int
@@ -254,12 +255,12 @@ def _cpu_s(pid: int) -> tuple[float, float] | None:
     return int(on_cpu) / 1e9, int(waiting) / 1e9
 
 
-def _backends(admin_url: str, dbname: str) -> list[int]:
+def _backends(admin_url: str, dbnames: list[str]) -> list[int]:
     with psycopg.connect(admin_url, autocommit=True) as c:
         rows = c.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND backend_type = "
+            "SELECT pid FROM pg_stat_activity WHERE datname = ANY(%s) AND backend_type = "
             "'client backend' AND pid <> pg_backend_pid()",
-            (dbname,),
+            (dbnames,),
         ).fetchall()
     return [int(r[0]) for r in rows]
 
@@ -267,9 +268,9 @@ def _backends(admin_url: str, dbname: str) -> list[int]:
 class _WaitSampler(threading.Thread):
     """Samples what the writers' backends are doing, every SAMPLE_S, until stopped."""
 
-    def __init__(self, admin_url: str, dbname: str) -> None:
+    def __init__(self, admin_url: str, dbnames: list[str]) -> None:
         super().__init__(daemon=True)
-        self.admin_url, self.dbname = admin_url, dbname
+        self.admin_url, self.dbnames = admin_url, dbnames
         self.stopping = threading.Event()
         self.in_transaction = 0
         self.lock_waits = 0
@@ -283,12 +284,12 @@ class _WaitSampler(threading.Thread):
         with psycopg.connect(self.admin_url, autocommit=True) as c:
             query = (
                 "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
-                "WHERE datname = %s AND backend_type = 'client backend' "
+                "WHERE datname = ANY(%s) AND backend_type = 'client backend' "
                 "AND pid <> pg_backend_pid()"
             )
             while not self.stopping.wait(SAMPLE_S):
                 self.samples += 1
-                for state, wait_type, wait in c.execute(query, (self.dbname,), prepare=True):
+                for state, wait_type, wait in c.execute(query, (self.dbnames,), prepare=True):
                     if state in ("active", "idle in transaction"):
                         self.in_transaction += 1
                         what = wait or ("client" if state != "active" else "CPU")
@@ -301,7 +302,7 @@ class _WaitSampler(threading.Thread):
 
 # ------------------------------------------------------------------------ run
 def run(
-    database_url: str,
+    database_urls: list[str],
     admin_url: str,
     tpls: list[Template],
     writers: int,
@@ -310,12 +311,16 @@ def run(
     intake: bool,
 ) -> WritersRun:
     """`writers` processes commit `orders` orders between them (whole commits of
-    `per_commit`) on the (fresh) database at `database_url`."""
+    `per_commit`) on the (fresh) databases at `database_urls`, writer i on database
+    i % len(database_urls): more than one, the intake partitioned across databases (each
+    its own event store, its own lock)."""
     from serviceorders.bootstrap import init_database
     from serviceorders.settings import Settings
 
-    init_database(Settings.from_env(engine_env(database_url)))
-    dbname = database_url.rsplit("/", 1)[1]
+    for url in database_urls:
+        init_database(Settings.from_env(engine_env(url)))
+    dbnames = [url.rsplit("/", 1)[1] for url in database_urls]
+    at = [database_urls[i % len(database_urls)] for i in range(writers)]
     commits = max(1, orders // (per_commit * writers))
     ctx = mp.get_context("spawn")
     ready, results = ctx.Queue(), ctx.Queue()
@@ -323,7 +328,7 @@ def run(
     procs = [
         ctx.Process(
             target=_writer,
-            args=(database_url, tpls, i, commits, per_commit, intake, ready, go, release, results),
+            args=(at[i], tpls, i, commits, per_commit, intake, ready, go, release, results),
             name=f"bench-writer-{i}",
         )
         for i in range(writers)
@@ -332,9 +337,9 @@ def run(
         p.start()
     try:
         pids = [_get(ready, procs, 180) for _ in procs]
-        backends = _backends(admin_url, dbname)
+        backends = _backends(admin_url, dbnames)
         before = {pid: _cpu_s(pid) for pid in pids + backends}
-        sampler = _WaitSampler(admin_url, dbname)
+        sampler = _WaitSampler(admin_url, dbnames)
         sampler.start()
         go.set()
         got = [_get(results, procs, 600) for _ in procs]
@@ -366,6 +371,7 @@ def run(
     total = writers * commits * per_commit
     out = WritersRun(
         writers=writers,
+        databases=len(database_urls),
         per_commit=per_commit,
         intake=intake,
         commits=writers * commits,
@@ -388,13 +394,15 @@ def run(
             for k, v in sorted(sampler.doing.items(), key=lambda kv: -kv[1])
         },
     )
-    _check_rows(database_url, out, commits)
+    for url in database_urls:
+        _check_rows(url, out, commits, at.count(url))
     log(
-        f"writers x{writers}, {per_commit} orders/commit"
+        f"writers x{writers} on {len(database_urls)} database(s), {per_commit} orders/commit"
         f"{' + intake rows' if intake else ''}: {out.commits_per_s:,.1f} commits/s, "
         f"{out.orders_per_s:,.0f} orders/s, commit mean {out.mean_ms:.1f} ms p99 "
         f"{out.p99_ms:.1f} ms; CPU writers {out.writers_cpu_pct:.0f}% postgres "
-        f"{out.postgres_cpu_pct or 0:.0f}% of a core (waiting for a core "
+        f"{out.postgres_cpu_pct or 0:.0f}% of a core, "
+        f"{1e6 * (out.postgres_cpu_s or 0) / out.orders:.0f} us per order (waiting for a core "
         f"{100 * (out.postgres_runq_s or 0) / out.wall_s:.0f}%); lock wait "
         f"{100 * (out.lock_wait_share or 0):.0f}%, WAL wait "
         f"{100 * (out.wal_wait_share or 0):.0f}% of in-transaction samples ("
@@ -420,10 +428,10 @@ def _get(queue: Any, procs: list[Any], timeout: float) -> Any:
                 raise TimeoutError(f"no word from the writers in {timeout:.0f}s") from None
 
 
-def _check_rows(database_url: str, got: WritersRun, commits: int) -> None:
-    """Every commit is in the database (the warm-ups included): the figures count real
-    writes."""
-    orders = got.writers * (commits + 1) * got.per_commit
+def _check_rows(database_url: str, got: WritersRun, commits: int, writers: int) -> None:
+    """Every commit of the `writers` that wrote to this database is in it (the warm-ups
+    included): the figures count real writes."""
+    orders = writers * (commits + 1) * got.per_commit
     with psycopg.connect(database_url, autocommit=True) as c:
         row = c.execute(
             "SELECT (SELECT count(*) FROM serviceorders_events), "
