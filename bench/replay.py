@@ -19,7 +19,7 @@ from pathlib import Path
 
 from serviceorders.audit.verify import verify
 from serviceorders.bootstrap import event_mapper, open_read_db
-from serviceorders.projections.maintenance import rebuild
+from serviceorders.projections.maintenance import rebuild, workers
 from serviceorders.settings import Settings
 
 from .common import engine_env, log, run_cli
@@ -76,6 +76,9 @@ def run(database_url: str, cli: bool, profile: str | None = None) -> dict[str, f
     out: dict[str, float] = {"events": events}
     db = open_read_db(settings)
     try:
+        # As the command does by default: one worker process per core on PostgreSQL
+        # (projections/parallel.py); 0 is the single-process rebuild.
+        out["rebuild_workers"] = workers(db)
         with sampled(Path(profile) / "rebuild.txt" if profile else None):
             t = time.perf_counter()
             rebuild(db, event_mapper())
@@ -95,7 +98,8 @@ def run(database_url: str, cli: bool, profile: str | None = None) -> dict[str, f
         run_cli(["audit", "verify"], env)
         out["verify_cli_s"] = time.perf_counter() - t
     log(
-        f"replay over {events:,} events: rebuild {out['rebuild_events_per_s']:,.0f} events/s, "
+        f"replay over {events:,} events: rebuild {out['rebuild_events_per_s']:,.0f} events/s "
+        f"({int(out['rebuild_workers'])} worker processes), "
         f"audit verify {out['verify_events_per_s']:,.0f} events/s"
     )
     return out
