@@ -14,8 +14,10 @@ the consume loop pauses it. The machine is shared: compare figures of the same r
     trusted construction (`model_construct`) from the values just validated;
 (c) msgspec (0.23) decoding the envelope and the TMF641 resource into Structs against
     orjson + pydantic;
-(d) the TMF641 resource straight to the domain values: validated domain constructors
-    (today) against trusted construction from the validated TMF641 graph.
+(d) the TMF641 resource to the domain values: through the TMF641 models and
+    `order_to_domain` against straight (tmf/tmf641_direct.py); and the mapping from the
+    TMF641 graph with validated domain constructors, pydantic's `model_construct`, and
+    domain/trusted.py.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from serviceorders.domain.values import (
     Source,
 )
 from serviceorders.tmf import tmf641_in as tmf
+from serviceorders.tmf.tmf641_direct import decode_create
 from serviceorders.tmf.tmf641_in import ServiceOrderCreate, order_to_domain
 
 
@@ -311,7 +314,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     row("c", "orjson.loads alone", orjson.loads, values)
 
     # (d) the TMF641 graph to domain values
-    row("d", "order_to_domain as it is now", order_to_domain, bodies)
+    row(
+        "d",
+        "TMF641 models + order_to_domain (the models' path)",
+        lambda r: order_to_domain(ServiceOrderCreate.model_validate(r, context=env.CHECKED)),
+        resources,
+    )
+    row(
+        "d",
+        "direct: tmf641_direct.decode_create (resource -> domain values)",
+        lambda r: decode_create(r, nul_checked=True),
+        resources,
+    )
+    row("d", "order_to_domain alone, as it is now", order_to_domain, bodies)
     row(
         "d",
         "validated: the domain classes' constructors",

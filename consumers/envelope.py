@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from serviceorders.domain.order import ServiceOrder
 from serviceorders.support.limits import MAX_CORRELATION_ID, MAX_ID, MAX_TYPE
 from serviceorders.tmf.tmf638_in import service_from_tmf638
+from serviceorders.tmf.tmf641_direct import decode_create
 from serviceorders.tmf.tmf641_in import (
     MAX_DEPTH,
     MAX_TEXT,
@@ -314,21 +315,30 @@ def _validated(model: type[_Model], resource: dict[str, Any], name: str) -> _Mod
         raise Refusal(INVALID_ORDER, _errors(e, name)) from None
 
 
+NO_EXTERNAL_ID = (
+    "serviceOrder.externalId is missing and the message has no key: the order cannot be identified"
+)
+
+
 def _command(env: Envelope, key_text: str | None) -> Parsed:
     if env.event_type == CREATE:
         resource = _resource(env, "serviceOrder", "ServiceOrder")
-        body = _validated(ServiceOrderCreate, resource, "serviceOrder")
-        external = body.external_id or key_text
+        # Issue 21: a plain creation (the common shape) becomes the domain's values in one
+        # step (tmf/tmf641_direct.py); any other is read by the TMF641 models, which take
+        # it or word its refusal. read_envelope found no NUL in the message (CHECKED).
+        decoded = decode_create(resource, nul_checked=True)
+        if decoded is None:
+            body = _validated(ServiceOrderCreate, resource, "serviceOrder")
+            if not (body.external_id or key_text):
+                raise Refusal(INVALID_ORDER, NO_EXTERNAL_ID)
+            try:
+                decoded = order_to_domain(body)
+            except ValidationError as e:  # a value the TMF model takes, the domain does not
+                raise Refusal(INVALID_ORDER, _errors(e, "serviceOrder")) from None
+        header, items, notes = decoded
+        external = header.external_id or key_text
         if not external:
-            raise Refusal(
-                INVALID_ORDER,
-                "serviceOrder.externalId is missing and the message has "
-                "no key: the order cannot be identified",
-            )
-        try:
-            header, items, notes = order_to_domain(body)
-        except ValidationError as e:  # a value the TMF model takes and the domain does not
-            raise Refusal(INVALID_ORDER, _errors(e, "serviceOrder")) from None
+            raise Refusal(INVALID_ORDER, NO_EXTERNAL_ID)
         if not header.external_id:  # the key names the order
             header = header.model_copy(update={"external_id": external})
         create = ReceiveOrder(header, tuple(items), tuple(notes))
