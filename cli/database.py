@@ -40,8 +40,9 @@ WORKERS = click.option(
     "--workers",
     type=click.IntRange(min=0),
     default=None,
-    help="Worker processes that split the log by order id (PostgreSQL; default: one per "
-    "core when the log holds 5,000 events or more; 0: in this process; SQLite: always 0).",
+    help="Processes that split the log by order id, this one included (PostgreSQL; default: "
+    "one per core when the log holds 5,000 events or more; 0: the single-process rebuild; "
+    "SQLite: always 0).",
 )
 
 

@@ -107,9 +107,10 @@ def _discard(db: ReadDb, tables: dict[str, str], attempts: int = 5) -> None:
 
 
 def workers(db: ReadDb, count: int | None = None) -> int:
-    """The worker processes a rebuild or verify of `db` uses (0: in this process):
-    `count`, or by default one per core (os.cpu_count()) on PostgreSQL when the log
-    holds at least parallel.PARALLEL_ABOVE events; always 0 on SQLite."""
+    """The processes a rebuild or verify of `db` splits the log over, this one included
+    (0: the single-process rebuild): `count`, or by default one per core (os.cpu_count())
+    on PostgreSQL when the log holds at least parallel.PARALLEL_ABOVE events; always 0 on
+    SQLite."""
     return parallel.workers_for(db, count)
 
 
@@ -137,9 +138,9 @@ def rebuild(
     workers: int | None = None,
 ) -> dict[str, int]:
     """Rebuild projections from the first event and swap them in; returns positions.
-    With worker processes (`workers`; see `workers()` for the default), the log up to its
-    head at the start is split by aggregate over them (projections/parallel.py); the rest
-    is caught up here."""
+    With `workers` processes (see `workers()` for the default), the log up to its head at
+    the start is split by aggregate over them (projections/parallel.py); the rest is caught
+    up here."""
     projections = select(names)
     k = parallel.workers_for(db, workers)
     # Secondary indexes are built once at the end (a sort), not row by row.
@@ -207,8 +208,8 @@ def verify(
     workers: int | None = None,
 ) -> list[Difference]:
     """Compare live tables with a rebuild at the same log position, row by row. With
-    worker processes (as `rebuild`), every chosen projection is first built by them up to
-    the lowest live position, then each is caught up to its own and compared."""
+    `workers` processes (as `rebuild`), every chosen projection is first built by them up
+    to the lowest live position, then each is caught up to its own and compared."""
     differences: list[Difference] = []
     chosen = select(names)
     prebuilt: dict[str, str] = {}

@@ -1,25 +1,27 @@
-"""Rebuild over order-id ranges (PostgreSQL): the log split by aggregate into K partitions,
-each folded and written by its own worker process into the same fresh tables, up to a log
-position taken at the start; the caller (maintenance.rebuild, verify) then catches up the
-rest and swaps, as a single-process rebuild does.
+"""Rebuild over order-id ranges (PostgreSQL): the log split by aggregate into partitions,
+folded and written by K processes (this one and K-1 workers) into the same fresh tables, up
+to a log position taken at the start; the caller (maintenance.rebuild, verify) then catches
+up the rest and swaps, as a single-process rebuild does.
 
 A partition is a stable function of the aggregate id (`PARTITION`): every event of an
-order (or of a service) is in the same partition, in log order, so a worker folds whole
+order (or of a service) is in the same partition, in log order, so a process folds whole
 aggregates exactly as the single-process projector does, with the same code (Projector,
-EventLog, fold: a worker's connection sees only its partition of the events table).
+EventLog, fold: its connection sees only the partition's events). There are a few
+partitions per process (`SLICES_PER_PROCESS`), handed out one at a time.
 
 Which read models go which way (docs/performance.md, "Rebuild over order-id ranges"):
 
 - PARTITIONED: every row is a function of one aggregate's events (keyed by its id, or by
-  the log position of one of its events): each worker writes its aggregates' rows.
-- SUMMED: counters that add up rows of many aggregates (per day, state, ...): each worker
+  the log position of one of its events): the process that folds the aggregate writes them.
+- SUMMED: counters that add up rows of many aggregates (per day, state, ...): each process
   counts into a table of its own; the main process sums them into the built table with
   one statement.
 - any other read model (one added later and not classified here) is built from the first
-  event by the main process after the workers, the single-process way.
+  event by the main process after the partitions, the single-process way.
 
 The chain heads the projector has read (`audit_seen_head`, storage/seen.py) are keyed by
-aggregate too: each worker records its own aggregates' heads, as the projector does.
+aggregate too: each process records the heads of the aggregates it folds, as the projector
+does.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queues
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +68,9 @@ SUMMED: dict[str, tuple[str, ...]] = {
 
 # Below this many events a single process rebuilds faster than K processes start.
 PARALLEL_ABOVE = 5_000
+# Partitions of the log per process: handed out one at a time, so that a worker that
+# starts later (an interpreter's start-up, about 0.5 s) or draws bigger ones takes fewer.
+SLICES_PER_PROCESS = 4
 
 
 def partition_of(order_id: Any, k: int) -> int:
@@ -73,9 +79,10 @@ def partition_of(order_id: Any, k: int) -> int:
 
 
 def workers_for(db: ReadDb, workers: int | None, events: int | None = None) -> int:
-    """How many worker processes a rebuild uses: 0 (in this process) on SQLite, for a
-    small log (fewer than PARALLEL_ABOVE events, when `workers` is not given) or when
-    `workers` is 0; otherwise `workers` (default: one per core)."""
+    """How many processes a rebuild splits the log over (this one and the workers it
+    starts): 0 (the single-process rebuild) on SQLite, for a small log (fewer than
+    PARALLEL_ABOVE events, when `workers` is not given) or when `workers` is 0; otherwise
+    `workers` (default: one per core)."""
     if db.dialect != "postgres":
         return 0
     if workers is None:
@@ -89,7 +96,7 @@ def workers_for(db: ReadDb, workers: int | None, events: int | None = None) -> i
 
 
 class WorkerFailed(RuntimeError):
-    """A worker process failed: the tables it was building are discarded."""
+    """A process of the rebuild failed: the tables being built are to be discarded."""
 
 
 @dataclass(frozen=True)
@@ -122,13 +129,14 @@ class Connection:
 
 @dataclass(frozen=True)
 class Job:
-    index: int
-    k: int
+    index: int  # the process: 0 is the caller's
+    processes: int
+    slices: int  # the log's partitions, handed out one at a time (`next_slice`)
     connection: Connection
     lock_timeout: int
     mapper: Any
     names: tuple[str, ...]
-    tables: dict[str, str]
+    tables: dict[str, str]  # this process's (its own counter tables)
     stop: int
     batch_size: int
 
@@ -149,41 +157,57 @@ class PartitionProjector(Projector):
             self._at[name] = new
 
 
-def partition_view(db: ReadDb, index: int, k: int) -> str:
+def partition_view(db: ReadDb, events: str, index: int, k: int) -> str:
     """A temporary view of this session: the events of partition `index` of `k`."""
     view = f"serviceorders_events__p{index}"
     db.execute(
-        f"CREATE TEMPORARY VIEW {view} AS SELECT * FROM {db.events_table} "
+        f"CREATE TEMPORARY VIEW {view} AS SELECT * FROM {events} "
         f"WHERE {PARTITION.format(k=int(k))} = {int(index)}"
     )
     return view
 
 
-def _work(job: Job, reports: Any) -> None:
-    """A worker process: fold and write partition `job.index` up to `job.stop`."""
+def _fold(job: Job, next_slice: Any, progress: Callable[[int], None]) -> None:
+    """Take the next partition of the log until none is left; fold and write each."""
+    db = ReadDb.connect(job.connection, job.lock_timeout)  # type: ignore[arg-type]
     try:
-        db = ReadDb.connect(job.connection, job.lock_timeout)  # type: ignore[arg-type]
-        try:
-            # Everything this worker reads of the log (pages, earlier events) is its part.
-            db.events_table = partition_view(db, job.index, job.k)
+        events = db.events_table
+        projections = [p for p in PROJECTIONS if p.name in job.names]
+        while True:
+            with next_slice.get_lock():
+                index = next_slice.value
+                next_slice.value = index + 1
+            if index >= job.slices:
+                return
+            # Everything this projector reads of the log (pages, earlier events) is the
+            # partition's.
+            db.events_table = partition_view(db, events, index, job.slices)
             projector = PartitionProjector(
                 db,
                 job.mapper,
-                [p for p in PROJECTIONS if p.name in job.names],
+                projections,
                 tables=job.tables,
                 lock=None,
                 batch_size=job.batch_size,
                 fresh=True,
             )
-            projector.catch_up(
-                stop=job.stop, progress=lambda n: reports.put(("progress", job.index, n))
-            )
-        finally:
-            db.close()
+            projector.catch_up(stop=job.stop, progress=progress)
+    finally:
+        db.close()
+
+
+def _work(job: Job, next_slice: Any, reports: Any) -> None:
+    """A worker process: `_fold`, its progress and its end reported to the caller."""
+    try:
+        _fold(job, next_slice, lambda n: reports.put(("progress", job.index, n)))
     except BaseException as e:
-        reports.put(("failed", job.index, f"{type(e).__name__}: {e}".splitlines()[0]))
+        reports.put(("failed", job.index, _one_line(e)))
         raise SystemExit(1) from None
     reports.put(("done", job.index, 0))
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 def partial_table(table: str, index: int) -> str:
@@ -201,7 +225,8 @@ def build(
     progress: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Fill the fresh (empty) `tables` of the partitionable `projections` with the log up
-    to position `stop`, with `workers` processes, and move their positions to `stop`;
+    to position `stop`, with `workers` processes (this one and `workers - 1` started here),
+    and move their positions to `stop`;
     returns the names of the projections built (the others stay at 0). WorkerFailed (the
     tables then hold part of the log: the caller discards them)."""
     built = [p for p in projections if p.name in PARTITIONED or p.name in SUMMED]
@@ -266,13 +291,16 @@ def _run(
     tables: dict[str, str],
     partials: dict[int, dict[str, str]],
     stop: int,
-    workers: int,
+    processes: int,
     batch_size: int,
     progress: Callable[[int], None] | None,
 ) -> None:
+    """This process and `processes - 1` workers take the log's partitions one at a time
+    (several per process: one that starts late, or gets bigger ones, takes fewer)."""
     # "spawn": a psycopg connection must never cross a fork; each worker opens its own.
     context = multiprocessing.get_context("spawn")
     reports = context.Queue()
+    next_slice = context.Value("i", 0)
     connection = Connection.of(db)
     names = tuple(p.name for p in built)
     if getattr(mapper, "reveal", None) is not None:
@@ -281,11 +309,11 @@ def _run(
 
         mapper = copy.copy(mapper)
         mapper.reveal = None  # type: ignore[attr-defined]
-    processes = []
-    for i in range(workers):
-        job = Job(
+    jobs = [
+        Job(
             index=i,
-            k=workers,
+            processes=processes,
+            slices=processes * SLICES_PER_PROCESS if processes > 1 else 1,
             connection=connection,
             lock_timeout=int(getattr(db, "lock_timeout", 5)),
             mapper=mapper,
@@ -294,56 +322,80 @@ def _run(
             stop=stop,
             batch_size=batch_size,
         )
-        process = context.Process(
-            target=_work, args=(job, reports), name=f"rebuild-{i}", daemon=True
+        for i in range(processes)
+    ]
+    workers = {
+        job.index: context.Process(
+            target=_work, args=(job, next_slice, reports), name=f"rebuild-{job.index}", daemon=True
         )
-        processes.append(process)
-    try:
-        for process in processes:
-            process.start()
-        done: set[int] = set()
-        while len(done) < workers:
+        for job in jobs[1:]
+    }
+    done: set[int] = set()
+
+    def heard(block: bool) -> None:
+        """Pass on the workers' progress; WorkerFailed when one failed or died."""
+        while True:
             try:
-                kind, index, value = reports.get(timeout=0.5)
+                kind, index, value = reports.get(timeout=0.5) if block else reports.get_nowait()
             except queues.Empty:
-                for i, process in enumerate(processes):
-                    if i not in done and process.exitcode is not None:
-                        _drain(reports, done, progress)
-                        if i not in done:
-                            raise WorkerFailed(
-                                f"rebuild worker {i + 1} of {workers} exited with code "
-                                f"{process.exitcode}"
-                            ) from None
-                continue
+                break
             if kind == "progress":
                 if progress:
                     progress(value)
             elif kind == "done":
                 done.add(index)
             else:
-                raise WorkerFailed(f"rebuild worker {index + 1} of {workers} failed: {value}")
-        for process in processes:
-            process.join()
+                raise WorkerFailed(f"rebuild process {index + 1} of {processes} failed: {value}")
+            block = False
+        for index, worker in workers.items():
+            if index not in done and worker.exitcode is not None:
+                time.sleep(0.1)  # (its last reports, flushed as it exited)
+                if not _said_done(reports, index, done, progress):
+                    raise WorkerFailed(
+                        f"rebuild process {index + 1} of {processes} exited with code "
+                        f"{worker.exitcode}"
+                    )
+
+    def mine(n: int) -> None:
+        if progress:
+            progress(n)
+        heard(block=False)
+
+    try:
+        for worker in workers.values():
+            worker.start()
+        try:
+            _fold(jobs[0], next_slice, mine)
+        except WorkerFailed:
+            raise
+        except Exception as e:
+            raise WorkerFailed(f"rebuild process 1 of {processes} failed: {_one_line(e)}") from e
+        while len(done) < len(workers):
+            heard(block=True)
+        for worker in workers.values():
+            worker.join()
     finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            if process.pid is not None:
-                process.join(10)
+        for worker in workers.values():
+            if worker.is_alive():
+                worker.terminate()
+        for worker in workers.values():
+            if worker.pid is not None:
+                worker.join(10)
         reports.close()
 
 
-def _drain(reports: Any, done: set[int], progress: Callable[[int], None] | None) -> None:
-    """Reports still in the queue (a worker that said `done` just before it exited)."""
+def _said_done(
+    reports: Any, index: int, done: set[int], progress: Callable[[int], None] | None
+) -> bool:
+    """Whether worker `index`, which exited, said it was done (its reports drained)."""
     while True:
         try:
-            kind, index, value = reports.get_nowait()
+            kind, who, value = reports.get_nowait()
         except queues.Empty:
-            return
+            return index in done
         if kind == "progress" and progress:
             progress(value)
         elif kind == "done":
-            done.add(index)
+            done.add(who)
         elif kind == "failed":
-            raise WorkerFailed(f"rebuild worker {index + 1} failed: {value}")
+            raise WorkerFailed(f"rebuild process {who + 1} failed: {value}")
