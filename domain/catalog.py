@@ -117,6 +117,9 @@ class ServiceSpecification(BaseModel):
     # Orders with this specification are held while a proposal to change them waits
     # (domain/policy.py; the setting SERVICEORDERS_HOLD_ON_PROPOSAL holds every order).
     hold_on_proposal: bool = False
+    # The characteristics by name (issue 21: looked up for every value of every item): a
+    # slot, read directly (a pydantic private attribute is read through __getattr__).
+    __slots__ = ("_by_name",)
 
     @model_validator(mode="after")
     def _unique_characteristics(self) -> ServiceSpecification:
@@ -125,8 +128,16 @@ class ServiceSpecification(BaseModel):
             raise ValueError(f"specification {self.id} repeats a characteristic name")
         return self
 
+    def model_post_init(self, context: Any, /) -> None:
+        object.__setattr__(self, "_by_name", {c.name: c for c in self.characteristics})
+
     def characteristic(self, name: str) -> CharacteristicSpec | None:
-        return next((c for c in self.characteristics if c.name == name), None)
+        try:
+            by_name: dict[str, CharacteristicSpec] = self._by_name
+        except AttributeError:  # a copy (model_copy copies no slot)
+            self.model_post_init(None)
+            by_name = self._by_name
+        return by_name.get(name)
 
 
 class Catalog(BaseModel):
@@ -135,6 +146,9 @@ class Catalog(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     specifications: tuple[ServiceSpecification, ...]
+    # The specifications by id (issue 21: looked up twice for every item received), in a
+    # slot as ServiceSpecification's characteristics.
+    __slots__ = ("_by_id",)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Catalog:
@@ -152,11 +166,22 @@ class Catalog(BaseModel):
         text = resources.files(__package__).joinpath("catalog/default.json").read_text("utf-8")
         return cls.model_validate(json.loads(text))
 
+    def model_post_init(self, context: Any, /) -> None:
+        object.__setattr__(self, "_by_id", {s.id: s for s in self.specifications})
+
+    def _index(self) -> dict[str, ServiceSpecification]:
+        try:
+            by_id: dict[str, ServiceSpecification] = self._by_id
+        except AttributeError:  # a copy (model_copy copies no slot)
+            self.model_post_init(None)
+            by_id = self._by_id
+        return by_id
+
     def get(self, spec_id: str) -> ServiceSpecification | None:
-        return next((s for s in self.specifications if s.id == spec_id), None)
+        return self._index().get(spec_id)
 
     def __contains__(self, spec_id: object) -> bool:
-        return any(s.id == spec_id for s in self.specifications)
+        return isinstance(spec_id, str) and spec_id in self._index()
 
     def resolve(self, item: OrderItem) -> OrderItem:
         """The item with its specification's name and version filled in from the catalog,

@@ -450,3 +450,21 @@ def test_resolve_leaves_unknown_specifications_and_spec_less_items_alone() -> No
 
     assert CATALOG.resolve(unknown) == unknown
     assert CATALOG.resolve(bare) == bare
+
+
+def test_the_catalog_finds_specifications_and_characteristics_by_name_copies_too() -> None:
+    # Issue 21: looked up in an index (a slot, built once); a copy or an unpickled catalog,
+    # which carries no slot, builds it again.
+    import pickle
+
+    catalog = Catalog.default()
+    for found in (catalog, catalog.model_copy(), pickle.loads(pickle.dumps(catalog))):
+        for spec in catalog.specifications:
+            assert found.get(spec.id) == spec and spec.id in found
+            for char in spec.characteristics:
+                assert found.get(spec.id).characteristic(char.name) == char  # type: ignore[union-attr]
+                assert spec.model_copy().characteristic(char.name) == char
+            assert spec.characteristic("no such characteristic") is None
+        assert found.get("teleporter") is None and "teleporter" not in found
+        assert None not in found and 5 not in found
+        assert found == catalog
