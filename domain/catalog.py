@@ -133,10 +133,10 @@ class ServiceSpecification(BaseModel):
 
     def characteristic(self, name: str) -> CharacteristicSpec | None:
         try:
-            by_name: dict[str, CharacteristicSpec] = self._by_name
+            by_name: dict[str, CharacteristicSpec] = self._by_name  # type: ignore[attr-defined]
         except AttributeError:  # a copy (model_copy copies no slot)
             self.model_post_init(None)
-            by_name = self._by_name
+            by_name = self._by_name  # type: ignore[attr-defined]
         return by_name.get(name)
 
 
@@ -171,10 +171,10 @@ class Catalog(BaseModel):
 
     def _index(self) -> dict[str, ServiceSpecification]:
         try:
-            by_id: dict[str, ServiceSpecification] = self._by_id
+            by_id: dict[str, ServiceSpecification] = self._by_id  # type: ignore[attr-defined]
         except AttributeError:  # a copy (model_copy copies no slot)
             self.model_post_init(None)
-            by_id = self._by_id
+            by_id = self._by_id  # type: ignore[attr-defined]
         return by_id
 
     def get(self, spec_id: str) -> ServiceSpecification | None:
