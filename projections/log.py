@@ -17,7 +17,10 @@ from serviceorders.domain.events import ChainedEvent, OrderDeleted, OrderEvent
 from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.service import Service, ServiceEvent
 from serviceorders.domain.values import Actor, OrderState
+from serviceorders.projections.decoding import SLOW, FastDecoder, is_a
 from serviceorders.storage.db import ReadDb
+
+SLOW_TOPICS = frozenset(cls.TOPIC for cls in SLOW)
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def events_after(db: ReadDb, position: int) -> int:
 class EventLog:
     """The events table, read directly (same database as the read models)."""
 
-    def __init__(self, db: ReadDb, mapper: Mapper[Any]) -> None:
+    def __init__(self, db: ReadDb, mapper: Mapper[Any], fast: bool = True) -> None:
         self.db = db
         if getattr(mapper, "reveal", False) is None:
             # Personal data is sealed in the log (domain/privacy.py): the read models hold
@@ -121,6 +124,10 @@ class EventLog:
             mapper.reveal = Vault(KeyStore(db=db)).reveal  # type: ignore[attr-defined]
         self.mapper = mapper
         self.table, self.position = db.events_table, db.log_position
+        # Order events decoded into mirrors, without pydantic (projections/decoding.py);
+        # the orders of the page read last that must be decoded the pydantic way.
+        self.decoder = FastDecoder(mapper) if fast else None
+        self._slow: set[UUID] = set()
 
     def head(self) -> int:
         return log_head(self.db)
@@ -142,8 +149,10 @@ class EventLog:
             params.append(stop)
         sql += f" ORDER BY {self.position} LIMIT %s"
         params.append(limit)
+        rows = self.db.fetchall(sql, params)
+        self._slow = self._slow_orders(rows)
         events: list[tuple[int, ChainedEvent]] = []
-        for row in self.db.fetchall(sql, params):
+        for row in rows:
             try:
                 events.append((int(row[0]), self._event(row[1:], int(row[0]))))
             except UnknownEvent:
@@ -151,6 +160,33 @@ class EventLog:
                     raise
                 break  # the page ends before it; the next page starts (and stops) there
         return events
+
+    def _slow_orders(self, rows: Sequence[Sequence[Any]]) -> set[UUID]:
+        """The page's orders that have an event (in the page or before it) whose `apply`
+        needs pydantic models: decoded the pydantic way, all their events."""
+        if self.decoder is None:
+            return set()
+        slow: set[Any] = set()
+        later: set[Any] = set()  # orders with events before the page
+        for row in rows:
+            originator_id, version, topic = row[1], row[2], row[3]
+            if topic in SLOW_TOPICS:
+                slow.add(originator_id)
+            elif int(version) > 1:
+                later.add(originator_id)
+        ids = [k for k in later if k not in slow]
+        if ids:
+            for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+                marks = ", ".join(["%s"] * len(chunk))
+                topics = ", ".join(["%s"] * len(SLOW_TOPICS))
+                found = self.db.fetchall(
+                    f"SELECT DISTINCT originator_id FROM {self.table} "
+                    f"WHERE originator_id IN ({marks}) AND topic IN ({topics}) "
+                    f"AND {self.position} < %s",
+                    [*chunk, *sorted(SLOW_TOPICS), int(rows[0][0])],
+                )
+                slow.update(r[0] for r in found)
+        return {k if type(k) is UUID else UUID(str(k)) for k in slow}
 
     def history(self, order_ids: Iterable[UUID], before: int) -> dict[UUID, list[Any]]:
         """Every event of the given orders (or services) earlier than `before`, in version
@@ -182,6 +218,8 @@ class EventLog:
             state=bytes(state),
         )
         try:
+            if self.decoder is not None and originator_id not in self._slow:
+                return cast(ChainedEvent, self.decoder.decode(stored))
             return cast(ChainedEvent, self.mapper.to_domain_event(stored))
         except UnknownEvent as e:
             # Never skipped: the read models would silently miss it. The projector stops.
@@ -206,8 +244,8 @@ def fold(
 ) -> Batch:
     """Replay the page onto the orders and services it touches, loaded as they were
     before it; with `steps`, also note each event's TMF641 documents (`Batch.steps`)."""
-    order_events = [(p, e) for p, e in events if isinstance(e, OrderEvent)]
-    service_events = [(p, e) for p, e in events if isinstance(e, ServiceEvent)]
+    order_events = [(p, e) for p, e in events if is_a(e, OrderEvent)]
+    service_events = [(p, e) for p, e in events if is_a(e, ServiceEvent)]
     batch = Batch(
         start=start,
         end=events[-1][0],
@@ -285,7 +323,7 @@ def replay(batch: Batch, steps: bool = False) -> None:
             transitions.append(_transition(position, event, order, before_state, before_since))
         if steps:
             doc = None
-            if isinstance(event, OrderDeleted):
+            if is_a(event, OrderDeleted):
                 docs[oid] = None
             elif visible(order):
                 doc = docs[oid] = batch.document(order)

@@ -17,6 +17,7 @@ from uuid import UUID, uuid5
 
 from serviceorders.domain import events as ev
 from serviceorders.projections.base import Projection
+from serviceorders.projections.decoding import is_a
 from serviceorders.projections.log import Batch, Step, replay
 from serviceorders.storage.db import ReadDb, Table
 from serviceorders.support.isotime import iso_or_none
@@ -161,7 +162,7 @@ class _Cancels:
 
     def advance(self, event: ev.OrderEvent) -> dict[str, Any] | None:
         """Note the event; returns the cancelServiceOrder it created or changed."""
-        if isinstance(event, ev.CancellationRequested):
+        if is_a(event, ev.CancellationRequested):
             self.cancels[event.request_id] = {
                 "id": event.request_id,
                 "href": cancel_href(event.request_id),
@@ -176,26 +177,24 @@ class _Cancels:
                 "@type": "CancelServiceOrder",
             }
             return _compact(self.cancels[event.request_id])
-        if isinstance(
-            event, ev.CancellationInformationRequested | ev.CancellationInformationProvided
-        ):
+        if is_a(event, (ev.CancellationInformationRequested, ev.CancellationInformationProvided)):
             # v4.1's TaskStateType has no "waiting" state: the request stays `accepted`
             # (not yet carried out) while the requester is asked and answers; what was
             # asked travels in the notification's `description`.
             found = self.cancels.get(event.request_id)
             return None if found is None else _compact(found)
-        if isinstance(event, ev.CancellationApproved | ev.CancellationDenied):
+        if is_a(event, (ev.CancellationApproved, ev.CancellationDenied)):
             found = self.cancels.get(event.request_id)
             if found is None:
                 return None
-            approved = isinstance(event, ev.CancellationApproved)
-            reason = event.note if isinstance(event, ev.CancellationApproved) else event.reason
+            approved = is_a(event, ev.CancellationApproved)
+            reason = event.note if is_a(event, ev.CancellationApproved) else event.reason
             found["state"] = "inProgress" if approved else "done"
             found["completionMessage"] = f"cancellation {'approved' if approved else 'denied'}" + (
                 f": {reason}" if reason else ""
             )
             return _compact(found)
-        if isinstance(event, ev.OrderCancelled) and event.request_id:
+        if is_a(event, ev.OrderCancelled) and event.request_id:
             found = self.cancels.get(event.request_id)
             if found is None:
                 return None
@@ -214,7 +213,7 @@ def notifications_of_step(step: Step, cancel: dict[str, Any] | None) -> list[dic
         out.append(envelope(event, event_type, body, **extra))
 
     doc_before = step.doc_before
-    if isinstance(event, ev.OrderDeleted):
+    if is_a(event, ev.OrderDeleted):
         if step.visible_before and doc_before is not None:  # a discarded draft says nothing
             emit(DELETE, {"serviceOrder": _with_href(doc_before)})
         return out
@@ -225,15 +224,15 @@ def notifications_of_step(step: Step, cancel: dict[str, Any] | None) -> list[dic
         emit(CREATE, {"serviceOrder": _with_href(doc)})
         return out
     if cancel is not None:
-        if isinstance(event, ev.CancellationRequested):
+        if is_a(event, ev.CancellationRequested):
             emit(CANCEL_CREATE, {"cancelServiceOrder": cancel})
-        elif isinstance(event, ev.CancellationInformationRequested):
+        elif is_a(event, ev.CancellationInformationRequested):
             emit(
                 CANCEL_INFORMATION_REQUIRED,
                 {"cancelServiceOrder": cancel},
                 description=event.information,
             )
-        elif not isinstance(event, ev.CancellationInformationProvided):  # its state is kept
+        elif not is_a(event, ev.CancellationInformationProvided):  # its state is kept
             emit(CANCEL_STATE_CHANGE, {"cancelServiceOrder": cancel})
     before = doc_before or {}
     if step.state != step.state_before:
@@ -249,7 +248,7 @@ def notifications_of_step(step: Step, cancel: dict[str, Any] | None) -> list[dic
                 {"serviceOrder": _with_href(doc)},
                 fieldPath=",".join(changed),
             )
-    if isinstance(event, ev.InformationRequested):
+    if is_a(event, ev.InformationRequested):
         emit(INFORMATION_REQUIRED, {"serviceOrder": _with_href(doc)}, description=event.information)
     if len(doc.get("milestone", ())) > len(before.get("milestone", ())):
         emit(MILESTONE, {"serviceOrder": _with_href(doc)})

@@ -108,11 +108,14 @@ class Projector:
         batch_size: int = 500,
         lock: str | None = LOCK,
         fresh: bool = False,
+        fast: bool = True,
     ) -> None:
         """`fresh`: the tables are empty and only this projector writes them (rebuild,
-        verify), so rows that cannot exist yet are inserted without conflict checks."""
+        verify), so rows that cannot exist yet are inserted without conflict checks.
+        `fast`: order events decoded without pydantic (projections/decoding.py); False
+        decodes every event into its pydantic model (the reference the tests compare with)."""
         self.db = db
-        self.log = EventLog(db, mapper)
+        self.log = EventLog(db, mapper, fast=fast)
         self.projections = list(projections)
         self.tables = tables or {p.name: p.name for p in projections}
         self.batch_size = batch_size

@@ -14,6 +14,7 @@ from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.proposals import diff
 from serviceorders.domain.values import OrderState
 from serviceorders.projections.base import Projection
+from serviceorders.projections.decoding import is_a
 from serviceorders.projections.inventory import INVENTORY_PROJECTIONS
 from serviceorders.projections.log import Batch, Transition
 from serviceorders.projections.notifications import NotificationOutbox
@@ -377,7 +378,7 @@ class CancellationRequests(Projection):
 
     def apply(self, db: ReadDb, batch: Batch, table: str) -> None:
         for _, event in batch.events:
-            if isinstance(event, ev.CancellationRequested):
+            if is_a(event, ev.CancellationRequested):
                 db.upsert(
                     self.table,
                     table,
@@ -399,8 +400,8 @@ class CancellationRequests(Projection):
                         }
                     ],
                 )
-            elif isinstance(event, ev.CancellationApproved | ev.CancellationDenied):
-                approved = isinstance(event, ev.CancellationApproved)
+            elif is_a(event, (ev.CancellationApproved, ev.CancellationDenied)):
+                approved = is_a(event, ev.CancellationApproved)
                 db.execute(
                     f"UPDATE {table} SET state = %s, decision = %s, decided_by = %s, "
                     f"decided_at = %s, decision_reason = %s, version = %s "
@@ -416,7 +417,7 @@ class CancellationRequests(Projection):
                         event.originator_version,
                     ),
                 )
-            elif isinstance(event, ev.OrderCancelled) and event.request_id:
+            elif is_a(event, ev.OrderCancelled) and event.request_id:
                 db.execute(
                     f"UPDATE {table} SET state = 'done', effective_cancellation_date = %s, "
                     f"version = %s WHERE id = %s AND version < %s",

@@ -1,0 +1,224 @@
+"""The projector's fast decoding (projections/decoding.py: stored order events decoded into
+msgspec mirrors, folded by the domain's own `apply`) against the reference, every event
+decoded into its pydantic model (`Projector(fast=False)`, the fold of earlier releases):
+the same rows in every read model, on random histories of every event type, however the
+log is paged, live (upserts) or fresh (COPY); and each event type's mirror holds what its
+model holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+from uuid import UUID
+
+import pytest
+from histories import (
+    AGENT,
+    FULFILMENT,
+    MANAGERS,
+    UPSTREAM,
+    History,
+    _header,
+    _item,
+    _items_for,
+    random_history,
+)
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+from serviceorders.bootstrap import event_mapper, open_read_db
+from serviceorders.domain import commands as cmd
+from serviceorders.domain import events as ev
+from serviceorders.domain.application import ServiceOrders
+from serviceorders.domain.errors import DomainError
+from serviceorders.domain.service import ServiceEvent
+from serviceorders.domain.values import HeaderChange, ItemState
+from serviceorders.projections import decoding
+from serviceorders.projections.log import EventLog
+from serviceorders.projections.maintenance import _discard, _fresh
+from serviceorders.projections.runner import Projector
+from serviceorders.projections.views import PROJECTIONS
+from serviceorders.settings import Settings
+from serviceorders.storage.db import ReadDb
+
+pytestmark = pytest.mark.integration
+
+
+def build(db: ReadDb, suffix: str, *, fast: bool, batch_size: int, fresh: bool) -> dict[str, Any]:
+    """Every read model built from the first event into tables of its own; their rows."""
+    tables = _fresh(db, PROJECTIONS, suffix)
+    try:
+        Projector(
+            db,
+            event_mapper(),
+            PROJECTIONS,
+            tables=tables,
+            lock=None,
+            batch_size=batch_size,
+            fresh=fresh,
+            fast=fast,
+        ).catch_up()
+        return {p.name: sorted(db.rows(p.table, tables[p.name]), key=repr) for p in PROJECTIONS}
+    finally:
+        _discard(db, tables)
+
+
+def assert_same_rows(db: ReadDb, batch_size: int) -> None:
+    reference = build(db, "slow", fast=False, batch_size=4000, fresh=True)
+    assert sum(len(rows) for rows in reference.values()) > 0
+    for fresh in (False, True):
+        built = build(db, "fast", fast=True, batch_size=batch_size, fresh=fresh)
+        for name, rows in reference.items():
+            assert built[name] == rows, f"{name} differs (batch {batch_size}, fresh {fresh})"
+
+
+def more_events(app: ServiceOrders, history: History, seed: int) -> None:
+    """A tour of what random histories rarely reach: a draft captured line by line, a
+    rejected order corrected and resubmitted, the cancellation's question and answer, a
+    failed order, a refused proposal."""
+    manager = MANAGERS[0]
+
+    def received(n: int) -> UUID:
+        order_id: UUID = app.handle(
+            UPSTREAM, cmd.ReceiveOrder(_header(seed + n, n), tuple(_items_for(1)))
+        ).order.id
+        history.order_ids[1000 + n] = order_id
+        return order_id
+
+    draft = app.handle(AGENT, cmd.DraftOrder(_header(seed, 90))).order.id
+    history.order_ids[999] = draft
+    rejected, asked, failed, revised = received(1), received(2), received(3), received(4)
+    for ctx, command in (
+        (AGENT, cmd.AddLine(draft, _item(0))),
+        (AGENT, cmd.AddLine(draft, _item(1))),
+        (AGENT, cmd.ConfigureLine(draft, "i0", characteristics={"bandwidthMbps": 200})),
+        (AGENT, cmd.RemoveLine(draft, "i1")),
+        (AGENT, cmd.Submit(draft)),
+        (manager, cmd.Reject(rejected, "wrong site")),
+        (
+            UPSTREAM,
+            cmd.Resubmit(
+                rejected,
+                external_id=f"resubmitted-{seed}",
+                header=HeaderChange(description="corrected"),
+                items=tuple(_items_for(1)),
+                submit=True,
+            ),
+        ),
+        (manager, cmd.Approve(asked)),
+        (UPSTREAM, cmd.RequestCancellation(asked, reason="moved")),
+        (manager, cmd.RequestCancellationInformation(asked, "which date?")),
+        (UPSTREAM, cmd.ProvideCancellationInformation(asked, "next month")),
+        (manager, cmd.DenyCancellation(asked, "work has started")),
+        (manager, cmd.Approve(failed)),
+        (FULFILMENT, cmd.ChangeItemStates.one(failed, "i0", ItemState.FAILED)),
+        (manager, cmd.Approve(revised)),
+        (UPSTREAM, cmd.Revise(revised, header=HeaderChange(priority="1"))),
+        (manager, cmd.RefuseProposal(revised, "not now")),
+    ):
+        with contextlib.suppress(DomainError):  # the coverage assertion says what is missing
+            app.handle(ctx, command)
+
+
+def event_types(db: ReadDb) -> set[str]:
+    return {
+        r[0].rsplit(":", 1)[-1]
+        for r in db.fetchall(f"SELECT DISTINCT topic FROM {db.events_table}")
+    }
+
+
+@pytest.fixture
+def db(settings: Settings, app: ServiceOrders) -> Any:
+    read_db = open_read_db(settings)
+    yield read_db
+    read_db.close()
+
+
+@hsettings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(seed=st.integers(0, 2**32), orders=st.integers(2, 6), batch_size=st.integers(1, 40))
+def test_fast_decoding_projects_the_same_rows_as_pydantic(app, db, seed, orders, batch_size):
+    history = random_history(app, seed, orders=orders, commands=orders * 12)
+    assert history.applied > 0
+    assert_same_rows(db, batch_size)
+
+
+def test_every_event_type_projects_the_same_rows(app, db):
+    """One long history that holds every order event type (and services' events)."""
+    history = random_history(app, 20261206, orders=12, commands=700)
+    more_events(app, history, 1)
+    seen = event_types(db)
+    order_types = {cls.__name__ for cls in ev.ALL_EVENTS}
+    missing = order_types - seen
+    assert not missing, f"the history lacks {sorted(missing)}"
+    assert seen & {cls.__name__ for cls in ServiceEvent.__subclasses__()}
+    for batch_size in (3, 50, 4000):
+        assert_same_rows(db, batch_size)
+
+
+def test_each_mirror_holds_what_its_model_holds(app, db):
+    """Every stored order event decoded both ways: the same value in every field."""
+    random_history(app, 7, orders=8, commands=300)
+    mapper = event_mapper()
+    log = EventLog(db, mapper)
+    decoder = decoding.FastDecoder(log.mapper)
+    rows = db.fetchall(
+        f"SELECT originator_id, originator_version, topic, state FROM {db.events_table} "
+        f"ORDER BY {db.log_position}"
+    )
+    mirrored: set[str] = set()
+    for originator_id, version, topic, state in rows:
+        from eventsourcing.persistence import StoredEvent
+
+        stored = StoredEvent(
+            originator_id=originator_id
+            if isinstance(originator_id, UUID)
+            else UUID(str(originator_id)),
+            originator_version=int(version),
+            topic=topic,
+            state=bytes(state),
+        )
+        reference = log.mapper.to_domain_event(stored)
+        fast = decoder.decode(stored)
+        if fast is reference or type(fast) is type(reference):
+            continue  # decoded the pydantic way (services' events, SLOW types)
+        mirrored.add(type(reference).__name__)
+        assert decoding.model_of(fast) is type(reference)
+        assert decoding.is_a(fast, type(reference))
+        for name in type(reference).model_fields:
+            assert _same(getattr(fast, name), getattr(reference, name)), (topic, name)
+    assert {"OrderDrafted", "OrderSubmitted", "OrderApproved"} <= mirrored
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, a mirror compared with its model field by field."""
+    if isinstance(b, BaseModel):
+        return all(_same(getattr(a, n), getattr(b, n)) for n in type(b).model_fields)
+    if isinstance(b, tuple | list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in b)
+    return type(a) is type(b) and a == b if not isinstance(b, str) else a == b
+
+
+def test_an_order_with_an_event_only_pydantic_folds_is_decoded_the_pydantic_way(app, db):
+    """A configured line (LineConfigured validates a model in its `apply`): every event of
+    that order, in the page and before it, is decoded into pydantic models."""
+    order_id = app.handle(AGENT, cmd.DraftOrder(_header(1, 2))).order.id
+    app.handle(AGENT, cmd.AddLine(order_id, _items_for(1)[0]))
+    log = EventLog(db, event_mapper())
+    first = log.read(after=0, limit=100)
+    assert any(hasattr(type(e), "__mirror_of__") for _, e in first)  # fast before
+    app.handle(
+        AGENT, cmd.ConfigureLine(order_id, _items_for(1)[0].id, characteristics={"model": "x"})
+    )
+    page = log.read(after=first[-1][0], limit=100)
+    assert [type(e).__name__ for _, e in page] == ["LineConfigured"]
+    assert order_id in log._slow
+    history = log.history([order_id], before=page[0][0])[order_id]
+    assert history and all(not hasattr(type(e), "__mirror_of__") for e in history)
