@@ -171,6 +171,13 @@ def _fold(job: Job, next_slice: Any, progress: Callable[[int], None]) -> None:
     """Take the next partition of the log until none is left; fold and write each."""
     db = ReadDb.connect(job.connection, job.lock_timeout)  # type: ignore[arg-type]
     try:
+        # The planner guesses that a partition's filter keeps 0.5% of the rows, and reads a
+        # page as a bitmap scan of the rest of the log, sorted: every page would cost the
+        # whole log after it (quadratic). Without sorts it walks the log's index in order and
+        # stops after a page (each partition reads the log once), and reads the earlier
+        # events of a page's orders by the primary key (measured on 40,000 events: a page
+        # 63 -> 12 ms, the earlier events 2.4 -> 0.3 ms).
+        db.execute("SET enable_sort = off")
         events = db.events_table
         projections = [p for p in PROJECTIONS if p.name in job.names]
         while True:
