@@ -11,6 +11,7 @@ exactly as they were.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import os
 import threading
@@ -56,8 +57,13 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # base64.urlsafe_b64decode, without its layers (the projector reveals every sealed
+    # value it reads: issue 21). Non-ASCII text or bad base64 raise ValueError, as there.
+    return binascii.a2b_base64(text.encode("ascii").translate(_URLSAFE) + b"=" * (-len(text) % 4))
 
 
 class KeyStore:
@@ -146,6 +152,8 @@ class Vault:
         self._cache: dict[str, tuple[float, bytes | None]] = {}
         self._ciphers: dict[bytes, AESGCM] = {}
         self._scopes: dict[str, tuple[bytes, str]] = {}  # scope -> (its bytes, token prefix)
+        # a token's scope part -> (the scope, its bytes)
+        self._scope_parts: dict[str, tuple[str, bytes]] = {}
         self._nonce_lock = threading.Lock()
         self._nonces = b""
         self._nonce_at = 0
@@ -200,7 +208,13 @@ class Vault:
             return value
         try:
             scope_part, data_part = value[len(TOKEN_PREFIX) :].split(":", 1)
-            scope = _unb64(scope_part).decode()
+            found = self._scope_parts.get(scope_part)
+            if found is None:
+                if len(self._scope_parts) > 10_000:
+                    self._scope_parts.clear()
+                scope = _unb64(scope_part).decode()
+                found = self._scope_parts[scope_part] = (scope, scope.encode())
+            scope, raw = found
             data = _unb64(data_part)
         except (ValueError, UnicodeDecodeError):
             return ERASED
@@ -208,7 +222,7 @@ class Vault:
         if key is None:
             return ERASED
         try:
-            return self._cipher(key).decrypt(data[:12], data[12:], scope.encode()).decode()
+            return self._cipher(key).decrypt(data[:12], data[12:], raw).decode()
         except (InvalidTag, ValueError):
             return ERASED
 
