@@ -27,6 +27,7 @@ from histories import (
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from projected import assert_same_rows
 from pydantic import BaseModel
 from serviceorders.bootstrap import event_mapper, open_read_db
 from serviceorders.domain import commands as cmd
@@ -37,41 +38,10 @@ from serviceorders.domain.service import ServiceEvent
 from serviceorders.domain.values import HeaderChange, ItemState
 from serviceorders.projections import decoding
 from serviceorders.projections.log import EventLog
-from serviceorders.projections.maintenance import _discard, _fresh
-from serviceorders.projections.runner import Projector
-from serviceorders.projections.views import PROJECTIONS
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
 
 pytestmark = pytest.mark.integration
-
-
-def build(db: ReadDb, suffix: str, *, fast: bool, batch_size: int, fresh: bool) -> dict[str, Any]:
-    """Every read model built from the first event into tables of its own; their rows."""
-    tables = _fresh(db, PROJECTIONS, suffix)
-    try:
-        Projector(
-            db,
-            event_mapper(),
-            PROJECTIONS,
-            tables=tables,
-            lock=None,
-            batch_size=batch_size,
-            fresh=fresh,
-            fast=fast,
-        ).catch_up()
-        return {p.name: sorted(db.rows(p.table, tables[p.name]), key=repr) for p in PROJECTIONS}
-    finally:
-        _discard(db, tables)
-
-
-def assert_same_rows(db: ReadDb, batch_size: int) -> None:
-    reference = build(db, "slow", fast=False, batch_size=4000, fresh=True)
-    assert sum(len(rows) for rows in reference.values()) > 0
-    for fresh in (False, True):
-        built = build(db, "fast", fast=True, batch_size=batch_size, fresh=fresh)
-        for name, rows in reference.items():
-            assert built[name] == rows, f"{name} differs (batch {batch_size}, fresh {fresh})"
 
 
 def more_events(app: ServiceOrders, history: History, seed: int) -> None:
