@@ -234,3 +234,19 @@ def run(
         f"project {result.peak_project_mb:.0f} MB, Kafka committed {committed}"
     )
     return result
+
+
+def verify_projections(database_url: str) -> int:
+    """`projections verify` on the intake's database (the live projector's tables against
+    a rebuild at the same position): the number of rows that differ (0 expected)."""
+    from serviceorders.bootstrap import event_mapper, open_read_db
+    from serviceorders.projections.maintenance import verify
+
+    db = open_read_db(Settings.from_env(engine_env(database_url)))
+    try:
+        differences = verify(db, event_mapper())
+    finally:
+        db.close()
+    for d in differences[:5]:
+        log(f"projections verify: {d.projection} {d.key}: live {d.live} rebuilt {d.rebuilt}")
+    return len(differences)
