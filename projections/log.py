@@ -126,7 +126,7 @@ class EventLog:
         self.table, self.position = db.events_table, db.log_position
         # Order events decoded into mirrors, without pydantic (projections/decoding.py);
         # the orders of the page read last that must be decoded the pydantic way.
-        self.decoder = FastDecoder(mapper) if fast else None
+        self.decoder = FastDecoder(mapper) if fast and mapper is not None else None
         self._slow: set[UUID] = set()
 
     def head(self) -> int:
