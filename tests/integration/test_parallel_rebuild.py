@@ -13,6 +13,7 @@ tests run with --import-mode=importlib).
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,3 +212,23 @@ def test_the_commands_take_workers(settings: Settings, db: ReadDb, log: dict[str
     checked = h.run_cli("projections", "verify", "--workers", "3", settings=settings)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.count(": OK") == len(NAMES)
+
+
+def test_how_many_processes(settings: Settings, app: ServiceOrders) -> None:
+    """One per core by default on PostgreSQL for a log of PARALLEL_ABOVE events or more;
+    the single-process rebuild (0) for a smaller log, when asked, and always on SQLite."""
+    read_db = open_read_db(settings)
+    try:
+        h.simple_orders(app, 2)
+        if settings.database.kind == "sqlite":
+            assert maintenance.workers(read_db, 3) == 0
+            assert parallel.workers_for(read_db, None, events=10**6) == 0
+            return
+        assert maintenance.workers(read_db) == 0  # a small log
+        assert maintenance.workers(read_db, 3) == 3
+        assert maintenance.workers(read_db, 0) == 0
+        big = parallel.PARALLEL_ABOVE
+        assert parallel.workers_for(read_db, None, events=big) == (os.cpu_count() or 1)
+        assert parallel.workers_for(read_db, None, events=big - 1) == 0
+    finally:
+        read_db.close()
