@@ -45,6 +45,37 @@ def open_dead_letters_with(opener: DeadLetterOpener) -> None:
 NOTIFICATIONS = "notifications"  # the outbound_position row of the notification outbox
 
 
+# ================================================================= record values
+def notification_value(body: Any, base_url: str | None) -> bytes:
+    """The outbound record's value of a `notification_outbox` payload (decoded): the
+    envelope as orjson writes it (compact, keys in the stored order), its
+    resource's `href`s absolute under `base_url`, as `absolute_hrefs` makes them.
+
+    The publisher reads the payloads as text and decodes them one at a time: psycopg's
+    json loader decoded a whole page of them first, all alive at once (about 30 us per
+    3 KB notification, against 11 for decoding and encoding one by one: measured,
+    docs/performance.md "Issue 21: the notification publisher").
+
+    With a base URL the `event` is encoded on its own and each `"href":"/` that follows a
+    `{` or a `,` gets the base in front (a bytes replace): in orjson's compact output that
+    is exactly a key `href` (a quote inside a string is always escaped, so a quote after
+    `{` or `,` opens a string, and a string followed by `:` is a key) whose string starts
+    with `/` (orjson never escapes `/`), at any depth of `event`, which is what
+    `absolute_hrefs` rewrites; the envelope around it is encoded as before (the event's
+    bytes as an orjson.Fragment, in its place, or last when absent, as `absolute_hrefs`
+    adds it), and JSON encodes a string character by character, so base + href encodes
+    as the base's encoding followed by the href's."""
+    if not base_url:
+        return orjson.dumps(body)
+    if not isinstance(body, dict):
+        return orjson.dumps(absolute_hrefs(body, base_url))
+    base = orjson.dumps(base_url.rstrip("/"))[1:-1]
+    event = orjson.dumps(body.get("event"))
+    for before in (b"{", b","):
+        event = event.replace(before + b'"href":"/', before + b'"href":"' + base + b"/")
+    return orjson.dumps({**body, "event": orjson.Fragment(event)})
+
+
 # ================================================================= Kafka clients
 def producer_options(settings: Settings) -> dict[str, Any]:
     """Every KafkaProducer's options: the client's, and the batches' codec
@@ -283,23 +314,26 @@ class Publisher:
                 "SELECT position, seq FROM outbound_position WHERE name = %s", (NOTIFICATIONS,)
             )
             position, seq = (int(found[0]), int(found[1])) if found else (0, -1)
+            # The payload as its JSON text (jsonb's, not decoded by psycopg for the whole
+            # page at once), decoded one at a time: see notification_value.
+            payload = "payload::text" if db.dialect == "postgres" else "payload"
             rows = db.fetchall(
-                "SELECT position, seq, order_id, event_type, payload FROM notification_outbox "
+                f"SELECT position, seq, order_id, event_type, {payload} FROM notification_outbox "
                 "WHERE position > %s OR (position = %s AND seq > %s) ORDER BY position, seq "
                 "LIMIT %s",
                 (position, position, seq, self.batch),
             )
             if not rows:
                 return False
+            topic, base = self.settings.events_topic, self.settings.public_base_url
             records = []
-            for _, _, order_id, event_type, payload in rows:
-                body = payload if isinstance(payload, dict) else orjson.loads(payload)
-                body = absolute_hrefs(body, self.settings.public_base_url)
+            for _, _, order_id, event_type, text in rows:
+                body = text if isinstance(text, dict) else orjson.loads(text)
                 records.append(
                     (
-                        self.settings.events_topic,
+                        topic,
                         str(order_id).encode(),
-                        orjson.dumps(body),
+                        notification_value(body, base),
                         [("eventType", event_type.encode()), ("eventId", body["eventId"].encode())],
                     )
                 )
