@@ -76,8 +76,8 @@ def run(database_url: str, cli: bool, profile: str | None = None) -> dict[str, f
     out: dict[str, float] = {"events": events}
     db = open_read_db(settings)
     try:
-        # As the command does by default: one worker process per core on PostgreSQL
-        # (projections/parallel.py); 0 is the single-process rebuild.
+        # As the command does by default: one process per core on PostgreSQL, this one
+        # and workers it starts (projections/parallel.py); 0 is the single-process rebuild.
         out["rebuild_workers"] = workers(db)
         with sampled(Path(profile) / "rebuild.txt" if profile else None):
             t = time.perf_counter()
@@ -99,7 +99,7 @@ def run(database_url: str, cli: bool, profile: str | None = None) -> dict[str, f
         out["verify_cli_s"] = time.perf_counter() - t
     log(
         f"replay over {events:,} events: rebuild {out['rebuild_events_per_s']:,.0f} events/s "
-        f"({int(out['rebuild_workers'])} worker processes), "
+        f"({int(out['rebuild_workers'])} processes; 0: one, unsplit), "
         f"audit verify {out['verify_events_per_s']:,.0f} events/s"
     )
     return out

@@ -71,8 +71,9 @@ SUMMED: dict[str, tuple[str, ...]] = {
 
 # Below this many events a single process rebuilds faster than K processes start.
 PARALLEL_ABOVE = 5_000
-# Partitions of the log per process: handed out one at a time, so that a worker that
-# starts later (an interpreter's start-up, about 0.5 s) or draws bigger ones takes fewer.
+# Partitions of the log per process at most (`slices`): handed out one at a time, so that
+# a worker that starts later (an interpreter's start-up, about 0.5 s) or draws bigger ones
+# takes fewer.
 SLICES_PER_PROCESS = 4
 
 
@@ -243,6 +244,16 @@ def _work(job: Job, next_slice: Any, reports: Any) -> None:
     reports.put(("done", job.index, 0))
 
 
+def slices(processes: int, events: int, batch_size: int) -> int:
+    """How many partitions: about one page of events each (fewer pages: each costs a
+    statement or two per read model), at least one per process, at most
+    SLICES_PER_PROCESS per process; 1 for one process."""
+    if processes <= 1:
+        return 1
+    pages = -(-max(events, 1) // max(batch_size, 1))
+    return max(processes, min(processes * SLICES_PER_PROCESS, pages))
+
+
 def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0]
 
@@ -348,7 +359,7 @@ def _run(
         Job(
             index=i,
             processes=processes,
-            slices=processes * SLICES_PER_PROCESS if processes > 1 else 1,
+            slices=slices(processes, stop, batch_size),
             connection=connection,
             lock_timeout=int(getattr(db, "lock_timeout", 5)),
             mapper=mapper,
