@@ -13,8 +13,12 @@ tests run with --import-mode=importlib).
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,6 +204,36 @@ def test_a_failing_worker_fails_the_rebuild_and_leaves_the_live_tables_untouched
     assert len(error) == 1 and "UnknownEvent" in error[0], done.stderr
     assert "Traceback" not in done.stderr
     assert h.snapshot(db) == log["live"]
+    assert leftovers(db) == []
+
+
+@POSTGRES
+def test_a_worker_killed_fails_the_rebuild_and_leaves_the_live_tables_untouched(
+    db: ReadDb, log: dict[str, Any]
+) -> None:
+    """A worker that dies without a word (the OOM killer, kill -9) fails the rebuild too."""
+    killed: list[int] = []
+
+    def kill_the_first_worker() -> None:
+        deadline = time.monotonic() + 30
+        while not killed and time.monotonic() < deadline:
+            for child in multiprocessing.active_children():
+                if child.name.startswith("rebuild-") and child.pid:
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+                    return
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=kill_the_first_worker)
+    killer.start()
+    try:
+        with pytest.raises(parallel.WorkerFailed, match=r"process 2 of 2 exited with code -9"):
+            maintenance.rebuild(db, event_mapper(), workers=2)
+    finally:
+        killer.join()
+    assert killed
+    assert h.snapshot(db) == log["live"]
+    assert h.positions(db) == log["positions"]
     assert leftovers(db) == []
 
 
