@@ -9,12 +9,13 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from serviceorders.cli.main import METRICS_PORT, Context, main, refusals
-from serviceorders.serve import database_collector, serve_metrics
-from serviceorders.settings import Settings
+
+if TYPE_CHECKING:
+    from serviceorders.settings import Settings
 
 log = logging.getLogger("serviceorders.cli")
 
@@ -64,6 +65,7 @@ def consume(obj: Context, idle_exit: float | None, metrics_port: int | None) -> 
     from serviceorders.consumers.kafka import ConsumerWorker, ensure_topics
     from serviceorders.consumers.store import purge_hourly
     from serviceorders.notifications.kafka import start_publisher
+    from serviceorders.serve import database_collector, serve_metrics
     from serviceorders.support.logs import configure, start_worker
     from serviceorders.support.logs import worker as logged
 

@@ -4,8 +4,11 @@ runs the process runtime (runtime/serve.py, `serviceorders.serve`); SIGTERM stop
 from __future__ import annotations
 
 import click
-from serviceorders import serve as runtime
 from serviceorders.cli.main import METRICS_PORT, Context, main, refusals
+
+# The runtime (runtime/serve.py) is imported by each command: it loads the composition root,
+# the schema and the projections, which `serviceorders --help` or another command's start
+# need not pay for (issue 21, start-up).
 
 # Where the REST API listens (`api`, `serve`).
 HOST = click.option("--host", default="127.0.0.1", show_default=True)
@@ -19,6 +22,8 @@ PORT = click.option("--port", default=8641, show_default=True, type=int)
 @refusals
 def project(obj: Context, once: bool, metrics_port: int | None) -> None:
     """Run the projections: catch up with the event log, then follow it (SIGTERM stops)."""
+    from serviceorders import serve as runtime
+
     runtime.run_projector(obj.settings, once, metrics_port)
 
 
@@ -36,6 +41,8 @@ def project(obj: Context, once: bool, metrics_port: int | None) -> None:
 @refusals
 def api(obj: Context, host: str, port: int, workers: int) -> None:
     """Serve the TMF641 REST API (run `project` beside it, or use `serve`)."""
+    from serviceorders import serve as runtime
+
     settings = obj.settings  # checked here, once, before any worker starts
     log_config = runtime.setup_logs(settings)
     if workers == 1:
@@ -64,4 +71,6 @@ def serve(obj: Context, host: str, port: int, kafka_port: int, no_kafka: bool) -
     Works on the embedded default with no configuration: SQLite, and, when no
     KAFKA_BOOTSTRAP_SERVERS is set, an embedded memory-only Kafka broker on loopback (the
     `embedded` extra). SIGTERM stops it."""
+    from serviceorders import serve as runtime
+
     runtime.serve(obj.settings, host, port, kafka_port, no_kafka)

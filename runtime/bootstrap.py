@@ -6,8 +6,6 @@ from typing import TYPE_CHECKING
 
 from eventsourcing.utils import get_topic
 from serviceorders import schema
-from serviceorders.audit.pii import KeyStore, Vault
-from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.codec import OrjsonTranscoder, PydanticMapper
 from serviceorders.domain.inventory import CheckMode
@@ -16,10 +14,14 @@ from serviceorders.settings import DatabaseConfig, Settings
 from serviceorders.storage.db import ReadDb
 from serviceorders.storage.recorders import IntakePostgresRecorder, IntakeSqliteRecorder
 
-if TYPE_CHECKING:  # the REST doors' modules load FastAPI: only `api` and `serve` need them
+# The REST doors' modules load FastAPI: only `api` and `serve` need them. The application
+# (its commands) and the PII vault are imported by build_application: `project` and the
+# read-only commands never load them (issue 21, start-up).
+if TYPE_CHECKING:
     from serviceorders.api.auth import Authenticator
     from serviceorders.api.context import ApiContext
     from serviceorders.audit.anchors import Anchor
+    from serviceorders.domain.application import ServiceOrders
 
 
 def eventsourcing_env(settings: Settings, *, create_tables: bool = False) -> dict[str, str]:
@@ -63,6 +65,9 @@ def load_catalog(settings: Settings) -> Catalog:
 
 
 def build_application(settings: Settings, *, create_tables: bool = False) -> ServiceOrders:
+    from serviceorders.audit.pii import KeyStore, Vault
+    from serviceorders.domain.application import ServiceOrders
+
     if not create_tables:
         check_schema(settings)
     app = ServiceOrders(
