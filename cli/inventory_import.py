@@ -20,14 +20,14 @@ database cannot be used (`refusals`, cli/main.py).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from serviceorders.cli.inventory import inventory
 from serviceorders.cli.main import Context, OneLineError, refusals
-from serviceorders.consumers import envelope as env
-from serviceorders.consumers.store import DeadLetter, record_dead_letters
-from serviceorders.domain.errors import DomainError, ServiceConflict, answer_for
-from serviceorders.domain.values import Channel, Source
+
+if TYPE_CHECKING:
+    from serviceorders.consumers.store import DeadLetter
 
 FILE_SOURCE = "file:"  # + the file's absolute path: the dead letters' source topic
 BOM = b"\xef\xbb\xbf"
@@ -42,6 +42,13 @@ BOM = b"\xef\xbb\xbf"
 def import_services(obj: Context, file: Path, actor: str, correlation_id: str | None) -> None:
     """Import TMF638 services (JSON lines, one Service per line) that existed before the
     engine: each once; junk lines reported and dead-lettered, never stopping the import."""
+    # The intake's envelope (the TMF models) and dead letters (the PII vault): imported by
+    # this command, not by `inventory show`, which shares the group (issue 21, start-up).
+    from serviceorders.consumers import envelope as env
+    from serviceorders.consumers.store import DeadLetter, record_dead_letters
+    from serviceorders.domain.errors import DomainError, ServiceConflict, answer_for
+    from serviceorders.domain.values import Channel, Source
+
     try:
         lines = file.read_bytes().split(b"\n")
     except OSError as e:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from serviceorders.cli import order_file
 from serviceorders.cli.main import (
     ORDER,
     Context,
@@ -75,6 +74,10 @@ def from_file(file: Path, load: Callable[[Path], T]) -> T:
     """What `load` reads from `file`: a one-line error naming the file (exit 2) when it
     cannot be read as JSON of the right shape, every problem listed (exit 1) when its
     content is refused."""
+    # The order file's reader loads the TMF641 models: imported by the commands that read
+    # a file (`create`, `revise --items-file`), not by every `order ...` (issue 21, start-up).
+    from serviceorders.cli import order_file
+
     try:
         return load(file)
     except order_file.BadFile as e:
@@ -124,6 +127,8 @@ def draft(
 def create(obj: Context, file: Path) -> None:
     """Create and submit a complete order from a JSON file: the TMF641 ServiceOrder body the
     REST API takes (with "serviceOrderItem"), or {"header": {...}, "items": [...]}."""
+    from serviceorders.cli import order_file
+
     header, items, notes = from_file(file, order_file.load_order)
     with obj.app() as app:
         outcome = app.handle(
@@ -397,6 +402,8 @@ def revise(
     """Revise a submitted order (merged by item id) before its point of no return. After
     approval the change is a proposal: the order stays as approved until a second person
     approves it (`approve-proposal`)."""
+    from serviceorders.cli import order_file
+
     items = (
         from_file(
             items_file,
