@@ -2,7 +2,8 @@
 `notification_value`), which the publisher now makes from the payload's JSON text decoded
 one row at a time, and with a base URL by a bytes replace inside the encoded `event`: the
 same bytes as the publisher's earlier derivation, `orjson.dumps(absolute_hrefs(payload,
-base))` of the payload as psycopg (or SQLite's reader) decoded it.
+base))` of the payload as psycopg (or SQLite's reader) decoded it. And the partition of a
+record (`KeyPartitioner`): kafka-python's DefaultPartitioner's choice.
 
 Random envelopes whose resources hold `href`s at every depth, keys and strings that spell
 `"href":"/` inside them (escaped quotes, backslashes), a top-level `href` (which
@@ -16,12 +17,16 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from builders import json_values
 from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from kafka.cluster import ClusterMetadata
+from kafka.partitioner.default import DefaultPartitioner
+from kafka.partitioner.default import murmur2 as kafka_murmur2
 from serviceorders.bootstrap import init_database, open_read_db
-from serviceorders.notifications.kafka import notification_value
+from serviceorders.notifications.kafka import KeyPartitioner, murmur2, notification_value
 from serviceorders.projections.notifications import NotificationOutbox, absolute_hrefs
 from serviceorders.settings import Settings
 
@@ -164,3 +169,51 @@ def test_through_the_outbox_table_as_the_publisher_reads_it(
             assert notification_value(orjson.loads(t), base) == earlier(decoded, base)
     finally:
         db.close()
+
+
+# ------------------------------------------------------------------ partition choice
+class _Partition:
+    leader_id = 1
+
+
+def cluster_of(topic: str, partitions: set[int]) -> ClusterMetadata:
+    cluster = ClusterMetadata()
+    cluster._partitions[topic] = {p: _Partition() for p in partitions}
+    return cluster
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=80) | st.uuids().map(lambda u: str(u).encode()))
+def test_murmur2_is_kafka_pythons(data: bytes) -> None:
+    assert murmur2(data) == kafka_murmur2(data)
+
+
+@hsettings(max_examples=100, deadline=None)
+@given(
+    keys=st.lists(
+        st.none() | st.binary(max_size=40) | st.uuids().map(lambda u: str(u).encode()),
+        max_size=30,
+    ),
+    partitions=st.sets(st.integers(min_value=0, max_value=40), min_size=1, max_size=12),
+    remember=st.integers(min_value=1, max_value=8),
+)
+def test_the_partition_of_a_key_is_the_default_partitioners(
+    keys: list[bytes | None], partitions: set[int], remember: int
+) -> None:
+    """Every key, again and again (remembered, forgotten), on any set of partitions: the
+    DefaultPartitioner's choice (a record without a key: one of the topic's partitions)."""
+    cluster = cluster_of("t", partitions)
+    ours, theirs = KeyPartitioner(remember=remember), DefaultPartitioner()
+    for key in keys + keys:
+        chosen = ours.partition("t", key, key, b"v", b"v", cluster)
+        if key is None:
+            assert chosen in partitions
+        else:
+            assert chosen == theirs.partition("t", key, key, b"v", b"v", cluster)
+        assert len(ours._hashes) <= remember
+
+
+def test_an_unknown_topic_is_refused_as_before() -> None:
+    cluster = cluster_of("t", {0, 1})
+    with pytest.raises(ValueError, match="not found"):
+        KeyPartitioner().partition("other", b"k", b"k", b"v", b"v", cluster)
