@@ -103,7 +103,7 @@ class KeyPartitioner(DefaultPartitioner):
     """kafka-python's DefaultPartitioner, with the same choice for a keyed record (Java's:
     murmur2 of the key's bytes, made positive, modulo the topic's partition count, among
     its partitions in order), for less of the publisher's CPU: the hash by `murmur2` below
-    (the words read by struct, not byte by byte: 1.5 us for an order id instead of 5.5),
+    (the words read by struct, not byte by byte: 3.7 us for an order id instead of 5.9),
     remembered per key (an order's notifications share its key; up to `remember` keys, about
     2 MB, then forgotten all at once). A record without a key (or a key not of bytes), or a
     topic the metadata does not know, is the DefaultPartitioner's, as before."""
