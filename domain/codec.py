@@ -67,10 +67,7 @@ class PydanticMapper(Mapper[Any]):
             and not self.compressor
         ):
             # Reveal on the bytes (one regex pass), not by walking the decoded state.
-            reveal = self.reveal
-            raw = _TOKEN.sub(
-                lambda m: orjson.dumps(reveal(m.group(1).decode())), stored_event.state
-            )
+            raw = reveal_tokens(stored_event.state, self.reveal)
             stored_event = StoredEvent(
                 originator_id=stored_event.originator_id,
                 originator_version=stored_event.originator_version,
@@ -98,6 +95,12 @@ class PydanticMapper(Mapper[Any]):
                 f"stored event {stored_event.topic} of {stored_event.originator_id} "
                 f"v{stored_event.originator_version} does not fit its class: {e}"
             ) from e
+
+
+def reveal_tokens(data: bytes, reveal: Callable[[str], str]) -> bytes:
+    """Stored bytes with every sealed token replaced by its revealed value, as a JSON
+    string (one regex pass; a token written with an escape is left for `reveal_json`)."""
+    return _TOKEN.sub(lambda m: orjson.dumps(reveal(m.group(1).decode())), data)
 
 
 def decode_state(mapper: Mapper[Any], stored_event: StoredEvent) -> dict[str, Any]:

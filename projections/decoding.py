@@ -41,7 +41,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from serviceorders.domain import events as ev
-from serviceorders.domain.codec import _SEALED, _TOKEN
+from serviceorders.domain.codec import _SEALED, reveal_tokens
 from serviceorders.domain.order import ServiceOrder
 from serviceorders.domain.values import DateOrDateTime
 from typing_extensions import TypeIs
@@ -276,8 +276,8 @@ class FastDecoder:
         return decoder
 
     def decode(self, stored: StoredEvent) -> Any:
-        """A mirror of the stored event (call only when `fast` said so for its order);
-        the pydantic event when its bytes need what only the mapper does."""
+        """A mirror of the stored event; the pydantic event when its topic has no mirror
+        or its bytes need what only the mapper does (upcasting, a token left sealed)."""
         decoder = self._decoder(stored.topic) if self.usable else None
         data = stored.state
         if decoder is None:
@@ -289,7 +289,7 @@ class FastDecoder:
             reveal = self.reveal
             if reveal is None:
                 return self.mapper.to_domain_event(stored)
-            data = _TOKEN.sub(lambda m: msgspec.json.encode(reveal(m.group(1).decode())), data)
+            data = reveal_tokens(data, reveal)
             if _SEALED in data:
                 return self.mapper.to_domain_event(stored)
         event = decoder.decode(data)
