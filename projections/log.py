@@ -5,6 +5,7 @@ into the orders it touches (state after the page, and every state transition in 
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -110,10 +111,62 @@ def events_after(db: ReadDb, position: int) -> int:
     return int(row[0]) if row else 0
 
 
+@dataclass(slots=True)
+class Kept:
+    """An order as a page left it: its state, its events, its last TMF641 document."""
+
+    version: int
+    order: ServiceOrder
+    events: list[OrderEvent]  # every event of the order up to `version`, in order
+    slow: bool  # decoded the pydantic way (EventLog._slow_orders)
+    doc: dict[str, Any] | None  # the document at `version`, if a projection rendered it
+
+
+class OrderCache:
+    """The orders the projector folded, as the last page that touched each left them, so
+    that the next page with events of one of them starts from there instead of reading,
+    decoding and folding its history again (issue 21). An entry is used only for the
+    version just before the order's first event in the page (an event is immutable, so
+    the state at a version is the same whoever folded it), and is taken out while the page
+    uses it: a page that fails leaves nothing half-applied behind. Least recently used
+    entries go first beyond `size` orders. The entries hold revealed personal data: the
+    whole cache is dropped when an erasure is recorded (`EventLog.read`)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[UUID, Kept] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def peek(self, order_id: UUID, version: int) -> Kept | None:
+        kept = self.entries.get(order_id)
+        return kept if kept is not None and kept.version == version else None
+
+    def take(self, order_id: UUID, version: int) -> Kept | None:
+        kept = self.entries.pop(order_id, None)
+        if kept is None or kept.version != version:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return kept
+
+    def keep(self, kept: Kept, order_id: UUID) -> None:
+        entries = self.entries
+        entries[order_id] = kept
+        entries.move_to_end(order_id)
+        while len(entries) > self.size:
+            entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
 class EventLog:
     """The events table, read directly (same database as the read models)."""
 
-    def __init__(self, db: ReadDb, mapper: Mapper[Any], fast: bool = True) -> None:
+    def __init__(self, db: ReadDb, mapper: Mapper[Any], fast: bool = True, keep: int = 0) -> None:
+        """`keep`: how many folded orders to keep between pages (`OrderCache`; 0: none,
+        every page reads the history of the orders it touches)."""
         self.db = db
         if getattr(mapper, "reveal", False) is None:
             # Personal data is sealed in the log (domain/privacy.py): the read models hold
@@ -128,6 +181,9 @@ class EventLog:
         # the orders of the page read last that must be decoded the pydantic way.
         self.decoder = FastDecoder(mapper) if fast and mapper is not None else None
         self._slow: set[UUID] = set()
+        self.kept = OrderCache(keep) if keep > 0 else None
+        self._erasures: int | None = None  # erasures recorded when the cache was checked
+        self._erasure_table: bool | None = None
 
     def head(self) -> int:
         return log_head(self.db)
@@ -150,6 +206,8 @@ class EventLog:
         sql += f" ORDER BY {self.position} LIMIT %s"
         params.append(limit)
         rows = self.db.fetchall(sql, params)
+        if self.kept is not None:
+            self._check_erasures()
         self._slow = self._slow_orders(rows)
         events: list[tuple[int, ChainedEvent]] = []
         for row in rows:
@@ -161,20 +219,43 @@ class EventLog:
                 break  # the page ends before it; the next page starts (and stops) there
         return events
 
+    def _check_erasures(self) -> None:
+        """Drop the kept orders when an erasure was recorded since the last page: they
+        hold revealed values of the customer (audit/erasure.py, docs/audit.md)."""
+        if self._erasure_table is None:
+            self._erasure_table = self.db.table_exists("pii_erasure")
+        if not self._erasure_table:
+            return
+        row = self.db.fetchone("SELECT COUNT(*) FROM pii_erasure")
+        count = int(row[0]) if row else 0
+        if count != self._erasures:
+            if self.kept is not None:
+                self.kept.clear()
+            self._erasures = count
+
     def _slow_orders(self, rows: Sequence[Sequence[Any]]) -> set[UUID]:
         """The page's orders that have an event (in the page or before it) whose `apply`
         needs pydantic models: decoded the pydantic way, all their events."""
         if self.decoder is None:
             return set()
         slow: set[Any] = set()
-        later: set[Any] = set()  # orders with events before the page
+        later: dict[Any, int] = {}  # orders with events before the page: first version
         for row in rows:
             originator_id, version, topic = row[1], row[2], row[3]
             if topic in SLOW_TOPICS:
                 slow.add(originator_id)
             elif int(version) > 1:
-                later.add(originator_id)
-        ids = [k for k in later if k not in slow]
+                later.setdefault(originator_id, int(version))
+        kept = self.kept
+        ids = []
+        for key, version in later.items():
+            if key in slow:
+                continue
+            entry = kept.peek(_uuid(key), version - 1) if kept is not None else None
+            if entry is None:
+                ids.append(key)  # not kept: whether it is slow is in the log
+            elif entry.slow:
+                slow.add(key)
         if ids:
             for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
                 marks = ", ".join(["%s"] * len(chunk))
@@ -186,7 +267,7 @@ class EventLog:
                     [*chunk, *sorted(SLOW_TOPICS), int(rows[0][0])],
                 )
                 slow.update(r[0] for r in found)
-        return {k if type(k) is UUID else UUID(str(k)) for k in slow}
+        return {_uuid(k) for k in slow}
 
     def history(self, order_ids: Iterable[UUID], before: int) -> dict[UUID, list[Any]]:
         """Every event of the given orders (or services) earlier than `before`, in version
@@ -230,6 +311,10 @@ class EventLog:
             ) from e
 
 
+def _uuid(key: Any) -> UUID:
+    return key if type(key) is UUID else UUID(str(key))
+
+
 def visible(order: ServiceOrder | None) -> bool:
     """Whether the order is a TMF641 order: submitted, not deleted (drafts are not)."""
     return order is not None and order.state is not OrderState.DRAFT and not order.deleted
@@ -258,21 +343,56 @@ def fold(
     for _, event in order_events:
         first_version.setdefault(event.originator_id, event.originator_version)
     earlier = []
+    kept = log.kept
     for oid, version in first_version.items():
-        if version > 1:
-            earlier.append(oid)
-        else:
+        if version == 1:
             batch.new.add(oid)
-    batch.earlier = log.history(earlier, before=first) if earlier else {}
-    for order_id, history in batch.earlier.items():
-        order: Any = None
-        for event in history:
-            order = event.mutate(order)
-        batch.orders[order_id] = order
+            continue
+        found = kept.take(oid, version - 1) if kept is not None else None
+        if found is None or found.slow != (oid in log._slow):
+            earlier.append(oid)
+            continue
+        batch.earlier[oid] = found.events
+        batch.orders[oid] = found.order
+        if found.doc is not None:
+            batch.docs[(oid, found.version)] = found.doc
+    if earlier:
+        history = log.history(earlier, before=first)
+        batch.earlier.update(history)
+        for order_id in earlier:
+            order: Any = None
+            for event in history[order_id]:
+                order = event.mutate(order)
+            batch.orders[order_id] = order
     replay(batch, steps)
     if service_events:
         _fold_services(log, batch, first)
     return batch
+
+
+def keep_orders(log: EventLog, batch: Batch) -> None:
+    """After the page: its orders, as it left them, kept for the next page (OrderCache)."""
+    kept = log.kept
+    if kept is None:
+        return
+    page: dict[UUID, list[OrderEvent]] = {}
+    for _, event in batch.events:
+        page.setdefault(event.originator_id, []).append(event)
+    for oid, events in page.items():
+        order = batch.orders.get(oid)
+        if order is None:
+            continue
+        history = batch.earlier.get(oid)
+        kept.keep(
+            Kept(
+                version=order.version,
+                order=order,
+                events=[*history, *events] if history else events,
+                slow=oid in log._slow,
+                doc=batch.docs.get((oid, order.version)),
+            ),
+            oid,
+        )
 
 
 def _fold_services(log: EventLog, batch: Batch, first: int) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from eventsourcing.persistence import Mapper
 from serviceorders.domain.codec import UnknownEvent
-from serviceorders.projections.log import EventLog, events_after, fold, log_head
+from serviceorders.projections.log import EventLog, events_after, fold, keep_orders, log_head
 from serviceorders.projections.views import PROJECTIONS, Projection
 from serviceorders.storage import seen
 from serviceorders.storage.db import Busy, ReadDb, Table
@@ -109,13 +109,16 @@ class Projector:
         lock: str | None = LOCK,
         fresh: bool = False,
         fast: bool = True,
+        keep: int = 0,
     ) -> None:
         """`fresh`: the tables are empty and only this projector writes them (rebuild,
         verify), so rows that cannot exist yet are inserted without conflict checks.
         `fast`: order events decoded without pydantic (projections/decoding.py); False
-        decodes every event into its pydantic model (the reference the tests compare with)."""
+        decodes every event into its pydantic model (the reference the tests compare with).
+        `keep`: how many orders, as folded by the pages, to keep for the next pages
+        (projections/log.py `OrderCache`; 0: each page reads its orders' histories)."""
         self.db = db
-        self.log = EventLog(db, mapper, fast=fast)
+        self.log = EventLog(db, mapper, fast=fast, keep=keep)
         self.projections = list(projections)
         self.tables = tables or {p.name: p.name for p in projections}
         self.batch_size = batch_size
@@ -168,6 +171,7 @@ class Projector:
         # then sees an event the projector read vanish (docs/audit.md, "Threat model").
         seen.record(self.db, events)
         self._advance([self.tables[p.name] for p in behind], start, batch.end)
+        keep_orders(self.log, batch)
         return len(events)
 
     def _advance(self, names: list[str], expected: int, new: int) -> None:

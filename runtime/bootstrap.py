@@ -113,7 +113,12 @@ def build_projector(settings: Settings, db: ReadDb | None = None) -> Projector:
         if not given:
             db.close()
         raise
-    return Projector(db, event_mapper(), batch_size=settings.projection_batch_size)
+    return Projector(
+        db,
+        event_mapper(),
+        batch_size=settings.projection_batch_size,
+        keep=settings.projection_cache_orders,
+    )
 
 
 def build_api_context(
