@@ -19,12 +19,17 @@ PostgreSQL database:
    projector's Python and its psycopg client, not PostgreSQL's backend) and wall time;
    at the end, that both sets of tables hold the same rows.
 
+With an engine from before the cache (a baseline installed in its own virtualenv, whose
+`Projector` takes no `keep`), only the first projector runs: `python3 -m bench.lifecycle`
+from this checkout against that install measures the baseline back to back.
+
 The machine is shared: compare figures of the same run only.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import time
@@ -128,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ids = _intake(settings, args.orders)
         db = open_read_db(settings)
         db.execute("ANALYZE")
-        tables = {k: _fresh(db, PROJECTIONS, k) for k in ("none", "kept")}
+        caching = "keep" in inspect.signature(Projector).parameters
+        kinds = ("none", "kept") if caching else ("none",)
+        tables = {k: _fresh(db, PROJECTIONS, k) for k in kinds}
         projectors = {
             k: Projector(
                 db,
@@ -137,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tables=tables[k],
                 lock=None,
                 batch_size=settings.projection_batch_size,
-                keep=0 if k == "none" else args.keep,
+                **({"keep": 0 if k == "none" else args.keep} if caching else {}),
             )
             for k in tables
         }
@@ -147,13 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             label = "created (2 events)" if n < 0 else "approved" if n == 0 else f"items {n}"
             if n >= 0 and not _round(settings, ids, n):
                 break
-            order = ("none", "kept") if n % 2 else ("kept", "none")
+            order = kinds if n % 2 else kinds[::-1]
             result: dict[str, tuple[int, float, float]] = {}
             for k in order:
                 result[k] = _catch_up(projectors[k])
             events = result["none"][0]
             cells = []
-            for k in ("none", "kept"):
+            for k in kinds:
                 count, cpu, wall = result[k]
                 assert count == events
                 per = cpu / max(count, 1) * 1e6
@@ -161,14 +168,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     figures[k]["cpu"].append(per)
                     figures[k]["wall"].append(wall / max(count, 1) * 1e6)
                 cells.append(f"{per:,.0f} cpu / {wall / max(count, 1) * 1e6:,.0f} wall")
-            print(f"{label:<22} {events:>7} {cells[0]:>22} {cells[1]:>22}", flush=True)
+            print(f"{label:<22} {events:>7} " + " ".join(f"{c:>22}" for c in cells), flush=True)
         rows: dict[str, Any] = {
             k: {p.name: sorted(db.rows(p.table, tables[k][p.name]), key=repr) for p in PROJECTIONS}
             for k in tables
         }
-        same = rows["none"] == rows["kept"]
-        cache = projectors["kept"].log.kept
-        for k, what in (("none", "no order kept"), ("kept", f"{args.keep} orders kept")):
+        same = all(rows[k] == rows["none"] for k in kinds)
+        cache = projectors["kept"].log.kept if caching else None
+        for k, what in (("none", "no order kept"), ("kept", f"{args.keep} orders kept"))[
+            : len(kinds)
+        ]:
             cpu = statistics.median(figures[k]["cpu"])
             wall = statistics.median(figures[k]["wall"])
             print(f"later events, median per event, {what}: {cpu:,.0f} us CPU, {wall:,.0f} us wall")
