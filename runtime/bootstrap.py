@@ -82,6 +82,11 @@ def build_application(settings: Settings, *, create_tables: bool = False) -> Ser
     if isinstance(app.recorder, IntakePostgresRecorder):
         # Bounds every write transaction, the events-table lock with it (docs/reliability.md).
         app.recorder.write_timeout_ms = settings.write_timeout_seconds * 1000
+        db = open_read_db(settings)
+        try:
+            app.recorder.toast_lz4 = bool(getattr(db, "toast_lz4", False))
+        finally:
+            db.close()
     return app
 
 

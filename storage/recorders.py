@@ -153,6 +153,9 @@ class IntakePostgresRecorder(PostgresApplicationRecorder):
     # How long one write transaction may run, the events-table lock included
     # (SERVICEORDERS_DB_WRITE_TIMEOUT, set by runtime/bootstrap.py; 0: no bound).
     write_timeout_ms: int = 0
+    # The server has lz4 (storage/db.py use_lz4, set by runtime/bootstrap.py): the events'
+    # states above about 2 KB are compressed with it.
+    toast_lz4: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -228,6 +231,8 @@ class IntakePostgresRecorder(PostgresApplicationRecorder):
             curs.execute(
                 SQL("SET LOCAL statement_timeout = {0}").format(self.write_timeout_ms), prepare=True
             )
+        if self.toast_lz4:
+            curs.execute(SQL("SET LOCAL default_toast_compression = lz4"), prepare=True)
         rows: TransactionalRows | None = kwargs.get("intake")
         if rows is not None:
             rows.write(curs, "postgres")
