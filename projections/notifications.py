@@ -107,7 +107,7 @@ class NotificationOutbox(Projection):
         if batch.fresh:  # keyed by log position: no row of this page can exist yet
             db.insert(self.table, table, rows)
         else:
-            db.upsert(self.table, table, rows, guard=None)
+            db.insert_new(self.table, table, rows, guard=None)
 
 
 def outbox_rows(batch: Batch) -> list[dict[str, Any]]:

@@ -76,21 +76,25 @@ def write(
     rows_of: Callable[[ServiceOrder], list[dict[str, Any]] | dict[str, Any]],
     orders: Iterable[ServiceOrder] | None = None,
 ) -> None:
-    """The rows of the page's orders: upserts, guarded by version; in a table being built
-    from the first event (`batch.fresh`), the rows of orders created in this page are
-    inserted without conflict checks."""
+    """The rows of the page's orders: upserts, guarded by version. The rows of orders
+    created in this page are inserted: without conflict checks in a table being built from
+    the first event (`batch.fresh`), else by `insert_new` (a plain COPY on PostgreSQL, the
+    upsert if a row is there after all)."""
     orders = batch.orders.values() if orders is None else orders
     new: list[dict[str, Any]] = []
     old: list[dict[str, Any]] = []
-    fresh = batch.new if batch.fresh else ()
+    created = batch.new
     for order in orders:
         found = rows_of(order)
-        into = new if order.id in fresh else old
+        into = new if order.id in created else old
         if isinstance(found, dict):
             into.append(found)
         else:
             into.extend(found)
-    db.insert(spec, table, new)
+    if batch.fresh:
+        db.insert(spec, table, new)
+    else:
+        db.insert_new(spec, table, new)
     db.upsert(spec, table, old)
 
 
@@ -454,7 +458,7 @@ class OrderStateHistory(Projection):
         if batch.fresh:  # keyed by the page's own versions: none can exist yet
             db.insert(self.table, table, rows)
         else:
-            db.upsert(self.table, table, rows, guard=None)
+            db.insert_new(self.table, table, rows, guard=None)
 
 
 def history_row(t: Transition) -> dict[str, Any]:
