@@ -40,16 +40,21 @@ _HIGH = re.compile(rb"[\xee-\xf4]")
 
 def _plain(value: Any) -> bool:
     """No double, and no integer beyond +-(2^53-1), anywhere in the value: then orjson writes
-    every number as RFC 8785 does."""
-    kind = type(value)
-    if kind is dict:
-        return all(_plain(v) for v in value.values())
-    if kind is list or kind is tuple:
-        return all(_plain(v) for v in value)
-    if kind is float:
-        return False
-    if kind is int:
-        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+    every number as RFC 8785 does. (A walk with a stack rather than recursion through
+    generators: 8.8 -> 3.8 us per stored order event, issue 21.)"""
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str:
+            continue
+        if kind is dict:
+            extend(item.values())
+        elif kind is list or kind is tuple:
+            extend(item)
+        elif kind is float or (kind is int and not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER):
+            return False
     return True
 
 
