@@ -75,7 +75,7 @@ def _dates_after_init(names: tuple[str, ...]) -> Callable[[Any], None]:
     def __post_init__(self: Any) -> None:
         for name in names:
             value = getattr(self, name)
-            if value is not None:
+            if type(value) is str:  # decoded; a copy (copy.deepcopy) holds the date already
                 msgspec.structs.force_setattr(self, name, _date_or_datetime(value))
 
     return __post_init__
