@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m bench.lifecycle", description=__doc__)
     parser.add_argument("--orders", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=4, help="item rounds after the approval")
-    parser.add_argument("--keep", type=int, default=5000, help="orders kept (the default)")
+    parser.add_argument("--keep", type=int, default=2000, help="orders kept (the default)")
     parser.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL))
     args = parser.parse_args(argv)
     name = f"bench_{new_run_id()}_lifecycle"

@@ -161,7 +161,7 @@ class Settings(BaseModel):
     projection_batch_size: int = Field(default=500, ge=1, le=10000)
     # Orders the projector keeps, as folded, between pages (projections/log.py OrderCache;
     # 0: none): a page then reads no history of an order it kept.
-    projection_cache_orders: int = Field(default=5000, ge=0, le=1_000_000)
+    projection_cache_orders: int = Field(default=2000, ge=0, le=1_000_000)
     api_keys: str | None = None  # actor:role:key entries; never logged
     api_keys_file: Path | None = None
     public_base_url: str | None = None  # absolute hrefs behind a proxy
@@ -274,7 +274,7 @@ class Settings(BaseModel):
             "write_timeout_seconds": _int(env, "SERVICEORDERS_DB_WRITE_TIMEOUT", 10),
             "pool_size": _int(env, "SERVICEORDERS_DB_POOL_SIZE", 2),
             "projection_batch_size": _int(env, "SERVICEORDERS_PROJECTION_BATCH", 500),
-            "projection_cache_orders": _int(env, "SERVICEORDERS_PROJECTION_CACHE", 5000),
+            "projection_cache_orders": _int(env, "SERVICEORDERS_PROJECTION_CACHE", 2000),
             "api_keys": env.get("SERVICEORDERS_API_KEYS") or None,
             "api_keys_file": env.get("SERVICEORDERS_API_KEYS_FILE") or None,
             "public_base_url": env.get("SERVICEORDERS_PUBLIC_URL") or None,
