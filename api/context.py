@@ -42,12 +42,7 @@ class ApiContext:
         if self.new_projector is not None:
             return self.new_projector()
         mapper = PydanticMapper(transcoder=OrjsonTranscoder())
-        return Projector(
-            self._connect(),
-            mapper,
-            batch_size=self.settings.projection_batch_size,
-            keep=self.settings.projection_cache_orders,
-        )
+        return Projector(self._connect(), mapper, batch_size=self.settings.projection_batch_size)
 
     def _pooled(self) -> ReadDb:
         """An idle connection that still works (the server may have closed it: a database

@@ -109,7 +109,13 @@ def event_mapper() -> PydanticMapper:
     return PydanticMapper(transcoder=OrjsonTranscoder())
 
 
-def build_projector(settings: Settings, db: ReadDb | None = None) -> Projector:
+def build_projector(
+    settings: Settings, db: ReadDb | None = None, keep: int | None = None
+) -> Projector:
+    """The read models' projector. `keep`: the orders it keeps folded between pages (default
+    SERVICEORDERS_PROJECTION_CACHE): `project` keeps them; a process that also answers
+    requests keeps none (`serve`, the API's workers), as the collector's walk over kept
+    orders showed in their tail latency (docs/performance.md, "Issue 21, continued")."""
     given = db is not None
     db = db or open_read_db(settings)
     try:
@@ -122,7 +128,7 @@ def build_projector(settings: Settings, db: ReadDb | None = None) -> Projector:
         db,
         event_mapper(),
         batch_size=settings.projection_batch_size,
-        keep=settings.projection_cache_orders,
+        keep=settings.projection_cache_orders if keep is None else keep,
     )
 
 
@@ -139,7 +145,7 @@ def build_api_context(
         app=build_application(settings),
         auth=auth,
         base_url=base_url,
-        new_projector=lambda: build_projector(settings),
+        new_projector=lambda: build_projector(settings, keep=0),
     )
 
 

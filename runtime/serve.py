@@ -303,7 +303,8 @@ def run_api(
     stopping = threading.Event()
     follower = deliverer = consumer = publisher = checkpointer = None
     if with_projector:
-        projector = build_projector(settings)
+        # In the process that answers requests: no orders kept (build_projector).
+        projector = build_projector(settings, keep=0)
         projector.metrics = engine
 
         def follow() -> None:

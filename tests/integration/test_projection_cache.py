@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from projected import build, rows_of
+from serviceorders.api.auth import Authenticator
 from serviceorders.audit.pii import erase
-from serviceorders.bootstrap import event_mapper, open_read_db
+from serviceorders.bootstrap import build_api_context, build_projector, event_mapper, open_read_db
 from serviceorders.domain import commands as cmd
 from serviceorders.domain.application import ServiceOrders
 from serviceorders.domain.privacy import ERASED
@@ -173,6 +174,25 @@ def test_an_erasure_drops_the_kept_orders(app, db):
         assert "Alice Smith" not in docs and "Bob Jones" in docs
     finally:
         _discard(db, tables)
+
+
+def test_the_project_process_keeps_orders_the_api_keeps_none(settings, app):
+    """`project` keeps SERVICEORDERS_PROJECTION_CACHE orders; the API's read-your-writes
+    projectors keep none (the collector's walk over kept orders lengthened the requests'
+    tail: docs/performance.md, "Issue 21, continued")."""
+    project = build_projector(settings)
+    try:
+        assert project.log.kept is not None
+        assert project.log.kept.size == settings.projection_cache_orders > 0
+    finally:
+        project.db.close()
+    ctx = build_api_context(settings, Authenticator([]))
+    try:
+        api = ctx._projector()
+        assert api.log.kept is None
+        api.db.close()
+    finally:
+        ctx.close()
 
 
 def _order(app: ServiceOrders, external: str, customer: str, name: str) -> UUID:
