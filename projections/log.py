@@ -228,10 +228,9 @@ class EventLog:
             return
         row = self.db.fetchone("SELECT COUNT(*) FROM pii_erasure")
         count = int(row[0]) if row else 0
-        if count != self._erasures:
-            if self.kept is not None:
-                self.kept.clear()
-            self._erasures = count
+        if count != self._erasures and self.kept is not None:
+            self.kept.clear()
+        self._erasures = count
 
     def _slow_orders(self, rows: Sequence[Sequence[Any]]) -> set[UUID]:
         """The page's orders that have an event (in the page or before it) whose `apply`

@@ -68,8 +68,19 @@ def build_application(settings: Settings, *, create_tables: bool = False) -> Ser
     from serviceorders.audit.pii import KeyStore, Vault
     from serviceorders.domain.application import ServiceOrders
 
-    if not create_tables:
-        check_schema(settings)
+    postgres = settings.database.kind == "postgres"
+    toast_lz4 = False
+    if not create_tables or postgres:
+        # One connection for the schema check (refuse a database whose schema is newer than
+        # this code knows, or older: docs/architecture.md, "Schema versions and upgrades")
+        # and, on PostgreSQL, whether its server has lz4 (storage/db.py use_lz4).
+        db = open_read_db(settings)
+        try:
+            if not create_tables:
+                schema.check(db)
+            toast_lz4 = db.toast_lz4
+        finally:
+            db.close()
     app = ServiceOrders(
         env=eventsourcing_env(settings, create_tables=create_tables),
         catalog=load_catalog(settings),
@@ -82,11 +93,7 @@ def build_application(settings: Settings, *, create_tables: bool = False) -> Ser
     if isinstance(app.recorder, IntakePostgresRecorder):
         # Bounds every write transaction, the events-table lock with it (docs/reliability.md).
         app.recorder.write_timeout_ms = settings.write_timeout_seconds * 1000
-        db = open_read_db(settings)
-        try:
-            app.recorder.toast_lz4 = bool(getattr(db, "toast_lz4", False))
-        finally:
-            db.close()
+        app.recorder.toast_lz4 = toast_lz4
     return app
 
 
@@ -147,17 +154,6 @@ def build_api_context(
         base_url=base_url,
         new_projector=lambda: build_projector(settings, keep=0),
     )
-
-
-def check_schema(settings: Settings) -> None:
-    """Refuse to run on a database whose schema is newer than this code knows (upgrade
-    serviceorders) or older (run `serviceorders db init`): every application and projector
-    a process builds passes here (docs/architecture.md, "Schema versions and upgrades")."""
-    db = open_read_db(settings)
-    try:
-        schema.check(db)
-    finally:
-        db.close()
 
 
 def init_database(settings: Settings) -> list[str]:

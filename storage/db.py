@@ -110,6 +110,8 @@ class ReadDb:
     """A connection to the read-model database, with explicit transactions."""
 
     dialect: str
+    # The server compresses this session's large values with lz4 (PostgresDb: use_lz4).
+    toast_lz4: bool = False
     # The event store's tables in the same database (named by the eventsourcing library),
     # and the column that orders the log.
     events_table: str
