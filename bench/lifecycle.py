@@ -37,7 +37,6 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from serviceorders.bootstrap import (
     build_application,
     event_mapper,
@@ -55,18 +54,10 @@ from serviceorders.projections.runner import Projector
 from serviceorders.projections.views import PROJECTIONS
 from serviceorders.settings import Settings
 
-from .common import DEFAULT_ADMIN_URL, new_run_id
+from .common import DEFAULT_ADMIN_URL, Databases, new_run_id
 
 MANAGER = CommandContext.for_actor("bench-manager", Role.MANAGER)
 FULFILMENT = CommandContext.for_actor("bench-fulfilment", Role.FULFILMENT)
-
-
-def _scratch(admin_url: str, name: str, drop: bool = False) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if not drop:
-            c.execute(f'CREATE DATABASE "{name}"')
-    return f"{admin_url.rsplit('/', 1)[0]}/{name}"
 
 
 def _intake(settings: Settings, orders: int) -> list[UUID]:
@@ -125,8 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", type=int, default=2000, help="orders kept (the default)")
     parser.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL))
     args = parser.parse_args(argv)
-    name = f"bench_{new_run_id()}_lifecycle"
-    url = _scratch(args.admin_url, name)
+    dbs = Databases(args.admin_url, new_run_id())
+    url = dbs.create("lifecycle")
     try:
         settings = Settings.from_env({"DATABASE_URL": url})
         init_database(settings)
@@ -189,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         db.close()
         return 0 if same else 1
     finally:
-        _scratch(args.admin_url, name, drop=True)
+        dbs.drop_all()
 
 
 if __name__ == "__main__":
