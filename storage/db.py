@@ -403,8 +403,8 @@ def use_lz4(conn: psycopg.Connection[Any]) -> bool:
     """Compress the values this session stores above about 2 KB (a TMF641 document, a
     notification, an order's first event) with lz4 rather than pglz, when the server has
     it (PostgreSQL 14 or later, built with lz4; reading either needs nothing): about 40 %
-    less of the server's CPU per document (docs/performance.md, "Issue 21: TOAST
-    compression"). One statement, which sets nothing on a server without lz4."""
+    less of the server's CPU per document (docs/performance.md, "Issue 21, continued",
+    item 2). One statement, which sets nothing on a server without lz4."""
     row = conn.execute(
         "SELECT set_config('default_toast_compression', 'lz4', false) FROM pg_settings "
         "WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)"
