@@ -83,14 +83,20 @@ class Batch:
     # the target tables were empty when the projector started and only it writes them
     # (rebuild, verify): rows that cannot exist yet are inserted without conflict checks
     fresh: bool = False
+    # each order's items and milestones as its last document rendered them: the next
+    # document of the order renders again only those that changed (tmf641.Renders)
+    renders: dict[UUID, Any] = field(default_factory=dict)
 
     def document(self, order: ServiceOrder) -> dict[str, Any]:
-        from serviceorders.tmf.tmf641 import order_to_tmf641
+        from serviceorders.tmf.tmf641 import Renders, order_to_tmf641
 
         key = (order.id, order.version)
         found = self.docs.get(key)
         if found is None:
-            found = self.docs[key] = order_to_tmf641(order)
+            renders = self.renders.get(order.id)
+            if renders is None:
+                renders = self.renders[order.id] = Renders()
+            found = self.docs[key] = order_to_tmf641(order, renders)
         return found
 
     def last_event_per_order(self) -> dict[UUID, OrderEvent]:
@@ -120,6 +126,7 @@ class Kept:
     events: list[OrderEvent]  # every event of the order up to `version`, in order
     slow: bool  # decoded the pydantic way (EventLog._slow_orders)
     doc: dict[str, Any] | None  # the document at `version`, if a projection rendered it
+    renders: Any  # its document's parts as rendered (Batch.renders), or None
 
 
 class OrderCache:
@@ -355,6 +362,8 @@ def fold(
         batch.orders[oid] = found.order
         if found.doc is not None:
             batch.docs[(oid, found.version)] = found.doc
+        if found.renders is not None:
+            batch.renders[oid] = found.renders
     if earlier:
         history = log.history(earlier, before=first)
         batch.earlier.update(history)
@@ -389,6 +398,7 @@ def keep_orders(log: EventLog, batch: Batch) -> None:
                 events=[*history, *events] if history else events,
                 slow=oid in log._slow,
                 doc=batch.docs.get((oid, order.version)),
+                renders=batch.renders.get(oid),
             ),
             oid,
         )

@@ -89,10 +89,30 @@ def item_error_messages(order: ServiceOrder, item: OrderItem) -> list[dict[str, 
     ]
 
 
-def order_milestones(order: ServiceOrder) -> list[dict[str, Any]]:
+def order_milestones(
+    order: ServiceOrder, rendered: list[tuple[Any, dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
     """The order's `milestone` list (v4.1 ServiceOrderMilestone), oldest first: approved,
-    each item started and completed, the point of no return."""
-    return [_milestone(order, m) for m in order.milestones]
+    each item started and completed, the point of no return.
+
+    `rendered`: (milestone, rendering) of an earlier document of the same order, by
+    position (tmf641.Renders), kept up to date: a milestone that is the same object there
+    is taken as it was rendered (milestones are immutable values, only ever appended)."""
+    if rendered is None:
+        return [_milestone(order, m) for m in order.milestones]
+    found = []
+    for n, milestone in enumerate(order.milestones):
+        if n < len(rendered) and rendered[n][0] is milestone:
+            found.append(rendered[n][1])
+            continue
+        shown = _milestone(order, milestone)
+        if n < len(rendered):
+            rendered[n] = (milestone, shown)
+        else:
+            rendered.append((milestone, shown))
+        found.append(shown)
+    del rendered[len(found) :]
+    return found
 
 
 def _error(order: ServiceOrder, outcome: OrderOutcome, type_: str, *, refs: bool) -> dict[str, Any]:

@@ -45,10 +45,31 @@ SERVER_ADDED: dict[str, tuple[str, ...]] = {
 }
 
 
-def order_to_tmf641(order: ServiceOrder) -> dict[str, Any]:
+class Renders:
+    """An order's items and milestones as its last document rendered them, for its next
+    document (`order_to_tmf641`): with each, what its rendering read. The domain's values
+    are immutable, so an item or a milestone that did not change is the same object in the
+    order's next state, and its rendering can serve again as it is (issue 21)."""
+
+    __slots__ = ("items", "milestones")
+
+    def __init__(self) -> None:
+        # by item id: the item, its inventory check, the outcomes naming it; the rendering
+        self.items: dict[str, tuple[OrderItem, Any, tuple[Any, ...], dict[str, Any]]] = {}
+        # by position: the milestone, its rendering
+        self.milestones: list[tuple[Any, dict[str, Any]]] = []
+
+
+def order_to_tmf641(order: ServiceOrder, renders: Renders | None = None) -> dict[str, Any]:
     """The order as a TMF641 ServiceOrder (for orders past `draft`): what the domain types,
     then every attribute kept as sent (the `extra`s) at its level, so that a GET returns
-    what was sent, plus only SERVER_ADDED."""
+    what was sent, plus only SERVER_ADDED.
+
+    `renders`: the renderings of the order's items and milestones from an earlier document
+    of the same order (filled as it goes): those read as they were then are not rendered
+    again (the projector renders a document per event; an event changes one item, or
+    none, and adds a milestone or none). The documents then share those parts' dicts:
+    nothing may change a document in place."""
     header = order.header
     doc: dict[str, Any] = {
         "id": str(order.id),
@@ -84,9 +105,13 @@ def order_to_tmf641(order: ServiceOrder) -> dict[str, Any]:
             )
             for r in header.order_relationships
         ],
-        "serviceOrderItem": _items(order),
+        "serviceOrderItem": _items(order, renders),
         "errorMessage": outcomes.order_error_messages(order),
-        "milestone": outcomes.order_milestones(order),
+        "milestone": (
+            outcomes.order_milestones(order)
+            if renders is None
+            else outcomes.order_milestones(order, renders.milestones)
+        ),
     }
     return _merged(doc, header.extra, {"@type": "ServiceOrder"})
 
@@ -121,7 +146,7 @@ def _party(party: Party) -> dict[str, Any]:
     )
 
 
-def _items(order: ServiceOrder) -> list[dict[str, Any]]:
+def _items(order: ServiceOrder, renders: Renders | None = None) -> list[dict[str, Any]]:
     """The items as sent: nested ones (by `parent`) under their parent's serviceOrderItem."""
     items = order.items
     children: dict[str, list[OrderItem]] = {}
@@ -132,7 +157,9 @@ def _items(order: ServiceOrder) -> list[dict[str, Any]]:
         else:
             top.append(item)
     if not children:  # the common case: a flat order
-        return [_item(order, i, ()) for i in top]
+        if renders is None:
+            return [_item(order, i, ()) for i in top]
+        return [_leaf(order, i, renders.items) for i in top]
     done: set[str] = set()
 
     def tree(item: OrderItem) -> dict[str, Any]:
@@ -144,6 +171,23 @@ def _items(order: ServiceOrder) -> list[dict[str, Any]]:
     # Items whose parents nest in each other (a revision can make such a loop): shown at
     # the top rather than lost.
     rendered += [tree(i) for i in items.values() if i.id not in done]
+    return rendered
+
+
+def _leaf(
+    order: ServiceOrder,
+    item: OrderItem,
+    renders: dict[str, tuple[OrderItem, Any, tuple[Any, ...], dict[str, Any]]],
+) -> dict[str, Any]:
+    """An item without nested items, rendered again only if what `_item` reads of it
+    changed since `renders` got it."""
+    check = order.inventory.get(item.id)
+    naming = tuple(o for o in order.outcomes if item.id in o.item_ids)
+    found = renders.get(item.id)
+    if found is not None and found[0] is item and found[1] is check and found[2] == naming:
+        return found[3]
+    rendered = _item(order, item, ())
+    renders[item.id] = (item, check, naming, rendered)
     return rendered
 
 

@@ -38,9 +38,11 @@ from serviceorders.domain.errors import DomainError
 from serviceorders.domain.service import ServiceEvent
 from serviceorders.domain.values import HeaderChange, ItemState
 from serviceorders.projections import decoding
-from serviceorders.projections.log import EventLog
+from serviceorders.projections.log import EventLog, visible
+from serviceorders.projections.views import document_items
 from serviceorders.settings import Settings
 from serviceorders.storage.db import ReadDb
+from serviceorders.tmf.tmf641 import Renders, order_to_tmf641
 
 pytestmark = pytest.mark.integration
 
@@ -195,3 +197,56 @@ def test_an_order_with_an_event_only_pydantic_folds_is_decoded_the_pydantic_way(
     assert order_id in log._slow
     history = log.history([order_id], before=page[0][0])[order_id]
     assert history and all(not hasattr(type(e), "__mirror_of__") for e in history)
+
+
+# ------------------------------------- documents rendered from earlier items (issue 21)
+def _documents_match(db: ReadDb, fast: bool) -> tuple[int, int]:
+    """Every order of the log folded event by event (decoded as the projector decodes it,
+    mirrors or pydantic): at each version, its TMF641 document rendered from the items'
+    renderings of its earlier versions equals the document rendered whole. Returns (items
+    rendered, items taken from an earlier rendering), milestones counted as items."""
+    log = EventLog(db, event_mapper(), fast=fast)
+    events = log.read(after=0, limit=1_000_000)
+    orders: dict[UUID, Any] = {}
+    renders: dict[UUID, Renders] = {}
+    shown = reused = 0
+    for _, event in events:
+        if not isinstance(event, ev.OrderEvent) and not decoding.is_a(event, ev.OrderEvent):
+            continue
+        oid = event.originator_id
+        earlier = dict(renders[oid].items) if oid in renders else {}
+        before = [r for _, r in renders[oid].milestones] if oid in renders else []
+        order = orders[oid] = event.mutate(orders.get(oid))
+        if not visible(order):
+            continue
+        doc = order_to_tmf641(order, renders.setdefault(oid, Renders()))
+        assert doc == order_to_tmf641(order), (event.TOPIC, order.version)
+        for item in document_items(doc):
+            shown += 1
+            reused += any(item is found[3] for found in earlier.values())
+        for milestone in doc.get("milestone", ()):
+            shown += 1
+            reused += any(milestone is r for r in before)
+    return shown, reused
+
+
+def test_a_document_renders_again_only_the_items_that_changed(app, db):
+    """Every order event type (and both decodings): the incremental document is the
+    whole one, and most items of a later event's document are taken as they were."""
+    history = random_history(app, 20261206, orders=12, commands=700)
+    more_events(app, history, 1)
+    assert {cls.__name__ for cls in ev.ALL_EVENTS} <= event_types(db)
+    for fast in (True, False):
+        shown, reused = _documents_match(db, fast)
+        assert 0 < reused < shown, (shown, reused)
+
+
+@hsettings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(seed=st.integers(0, 2**32), orders=st.integers(1, 5))
+def test_incremental_documents_on_random_histories(app, db, seed, orders):
+    random_history(app, seed, orders=orders, commands=orders * 15)
+    _documents_match(db, fast=True)

@@ -18,7 +18,7 @@ from serviceorders.consumers.envelope import INVALID_ORDER, REVISE, Refusal, par
 from serviceorders.domain import values as v
 from serviceorders.domain.catalog import Catalog
 from serviceorders.domain.order import ServiceOrder
-from serviceorders.tmf.tmf641 import SERVER_ADDED, order_to_tmf641
+from serviceorders.tmf.tmf641 import SERVER_ADDED, Renders, order_to_tmf641
 from serviceorders.tmf.tmf641_in import (
     REFUSED_ON_CREATE,
     REFUSED_ON_PATCH,
@@ -544,3 +544,61 @@ def test_a_note_is_sealed_and_kept_as_sent_other_texts_stripped():
     assert order.notes[-1].text == spaced
     with pytest.raises(InvalidCommand, match="a note needs a reason or text"):
         order.add_note(UPSTREAM, " \t\u001c")
+
+
+def test_an_item_is_rendered_again_when_what_it_shows_changed_around_it():
+    """The document rendered from its items' earlier renderings (issue 21): an item that is
+    the same object is taken as it was, unless an outcome naming it or its inventory check
+    changed (both rendered into the item, both outside it)."""
+    body = {"serviceOrderItem": [internet("1"), internet("2")]}
+    header, items, notes = order_to_domain(ServiceOrderCreate.model_validate(body))
+    order = ServiceOrder.receive(UPSTREAM, header, items, CATALOG, notes=notes)
+    renders = Renders()
+    first = order_to_tmf641(order, renders)
+    assert first == order_to_tmf641(order)
+    again = order_to_tmf641(order, renders)
+    assert again["serviceOrderItem"][0] is first["serviceOrderItem"][0]  # taken as it was
+
+    order.outcomes = (
+        *order.outcomes,
+        v.OrderOutcome(
+            code="item_failed", message="no fibre", date=datetime(2026, 1, 1), item_ids=("1",)
+        ),
+    )
+    failed = order_to_tmf641(order, renders)
+    assert failed == order_to_tmf641(order)
+    assert failed["serviceOrderItem"][0]["errorMessage"][0]["message"] == "no fibre"
+    assert failed["serviceOrderItem"][1] is first["serviceOrderItem"][1]
+
+    order.inventory = {
+        "1": v.ItemCheck(
+            item_id="1", service_id="svc-1", service_version=3, previous={"bandwidthMbps": 50}
+        )
+    }
+    checked = order_to_tmf641(order, renders)
+    assert checked == order_to_tmf641(order)
+    shown = checked["serviceOrderItem"][0]["service"]["serviceCharacteristic"]
+    assert [c.get("previousValue") for c in shown if c["name"] == "bandwidthMbps"] == [50]
+
+
+def test_a_milestone_is_rendered_again_when_another_is_in_its_place():
+    """Milestones are taken from the earlier rendering by position while they are the
+    same objects; a different one in a position is rendered (issue 21)."""
+    header, items, notes = order_to_domain(
+        ServiceOrderCreate.model_validate({"serviceOrderItem": [internet("1")]})
+    )
+    order = ServiceOrder.receive(UPSTREAM, header, items, CATALOG, notes=notes)
+    at = datetime(2026, 1, 1)
+    approved = v.Milestone(id="m1", name="approved", date=at)
+    started = v.Milestone(id="m2", name="itemStarted", date=at, item_ids=("1",))
+    renders = Renders()
+    order.milestones = (approved,)
+    first = order_to_tmf641(order, renders)
+    order.milestones = (approved, started)
+    second = order_to_tmf641(order, renders)
+    assert second == order_to_tmf641(order)
+    assert second["milestone"][0] is first["milestone"][0]
+    order.milestones = (started,)  # another milestone in the first place, one fewer
+    third = order_to_tmf641(order, renders)
+    assert third == order_to_tmf641(order)
+    assert [m["name"] for m in third["milestone"]] == ["itemStarted"]
