@@ -63,3 +63,29 @@ def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
             assert f["verdict"] in ("meets", "misses"), f
     # the table was printed
     assert "section" in done.stdout and "verdict" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "module, args",
+    [
+        ("bench.lifecycle", ["--orders", "12", "--rounds", "1"]),
+        ("bench.documents", ["--orders", "12", "--rounds", "2", "--runs", "1"]),
+    ],
+)
+def test_the_projectors_benches_run_and_find_the_same_results(module, args) -> None:
+    """bench/lifecycle.py (orders kept between pages: the same rows) and
+    bench/documents.py (documents from the last one: the same documents) exit 0 only when
+    both ways agree."""
+    admin = _admin_url()
+    if admin is None:
+        pytest.skip("no PostgreSQL at the harness's admin URL")
+    env = env_without("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    done = run(
+        [sys.executable, "-m", module, *args, "--admin-url", admin],
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    assert "same" in done.stdout and ": True" in done.stdout
