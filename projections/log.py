@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from eventsourcing.persistence import Mapper, StoredEvent
@@ -20,6 +20,9 @@ from serviceorders.domain.service import Service, ServiceEvent
 from serviceorders.domain.values import Actor, OrderState
 from serviceorders.projections.decoding import SLOW, FastDecoder, is_a
 from serviceorders.storage.db import ReadDb
+
+if TYPE_CHECKING:
+    from serviceorders.tmf.tmf641 import Renders
 
 SLOW_TOPICS = frozenset(cls.TOPIC for cls in SLOW)
 
@@ -85,7 +88,7 @@ class Batch:
     fresh: bool = False
     # each order's items and milestones as its last document rendered them: the next
     # document of the order renders again only those that changed (tmf641.Renders)
-    renders: dict[UUID, Any] = field(default_factory=dict)
+    renders: dict[UUID, Renders] = field(default_factory=dict)
 
     def document(self, order: ServiceOrder) -> dict[str, Any]:
         from serviceorders.tmf.tmf641 import Renders, order_to_tmf641
@@ -126,7 +129,7 @@ class Kept:
     events: list[OrderEvent]  # every event of the order up to `version`, in order
     slow: bool  # decoded the pydantic way (EventLog._slow_orders)
     doc: dict[str, Any] | None  # the document at `version`, if a projection rendered it
-    renders: Any  # its document's parts as rendered (Batch.renders), or None
+    renders: Renders | None  # its document's parts as rendered (Batch.renders)
 
 
 class OrderCache:

@@ -107,10 +107,8 @@ def order_to_tmf641(order: ServiceOrder, renders: Renders | None = None) -> dict
         ],
         "serviceOrderItem": _items(order, renders),
         "errorMessage": outcomes.order_error_messages(order),
-        "milestone": (
-            outcomes.order_milestones(order)
-            if renders is None
-            else outcomes.order_milestones(order, renders.milestones)
+        "milestone": outcomes.order_milestones(
+            order, None if renders is None else renders.milestones
         ),
     }
     return _merged(doc, header.extra, {"@type": "ServiceOrder"})

@@ -211,7 +211,7 @@ def _documents_match(db: ReadDb, fast: bool) -> tuple[int, int]:
     renders: dict[UUID, Renders] = {}
     shown = reused = 0
     for _, event in events:
-        if not isinstance(event, ev.OrderEvent) and not decoding.is_a(event, ev.OrderEvent):
+        if not decoding.is_a(event, ev.OrderEvent):
             continue
         oid = event.originator_id
         earlier = dict(renders[oid].items) if oid in renders else {}
